@@ -1,0 +1,193 @@
+"""The plugin chain of one connection: calls hooks and turns answers into one decision.
+
+This is the one place where decision answers are gathered and combined, where a failing plugin
+turns into ``Block`` (fail closed), and where a ``Hold`` is handed to the approval backend with
+the core's timeout.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pluggy
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from hoopgw import hookspecs
+from hoopgw.session import Command, SessionInfo
+from hoopgw.verdicts import Allow, Block, Hold, Verdict, combine
+
+log = Logger(namespace="hoopgw.chain")
+
+DECISION_HOOKS = ("client_connected", "session_started", "client_command")
+
+
+def _label(verdict: Verdict, plugin: str) -> Verdict:
+    import attrs
+
+    return verdict if verdict.plugin else attrs.evolve(verdict, plugin=plugin)
+
+
+class PluginChain:
+    """The enabled plugins of one connection, in config order."""
+
+    def __init__(
+        self,
+        plugins: Sequence[tuple[str, object]],
+        *,
+        reactor: Any,
+        approval_timeout: float = 300.0,
+    ) -> None:
+        """
+        :param plugins: ``(name, instance)`` pairs in the order the config lists them.
+        :param reactor: used for the approval timeout.
+        :param approval_timeout: seconds a held command waits for a human before it is refused.
+        """
+        self._pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self._pm.add_hookspecs(hookspecs)
+        # pluggy calls the last registered implementation first; register in reverse so that
+        # data hooks run in the order the operator listed the plugins.
+        for name, instance in reversed(plugins):
+            self._pm.register(instance, name=name)
+        self._pm.check_pending()
+        self._reactor = reactor
+        self._approval_timeout = approval_timeout
+        self.names = tuple(name for name, _ in plugins)
+        self.has_row_hooks = bool(self._pm.hook.server_rows.get_hookimpls())
+        """Whether any plugin rewrites rows; protocols skip decoding rows when none does."""
+        self.has_output_hooks = bool(self._pm.hook.server_output.get_hookimpls())
+        """Whether any plugin rewrites errors, notices and other server text."""
+        self.has_input_hooks = bool(self._pm.hook.client_input.get_hookimpls())
+        """Whether any plugin rewrites client data that is not a command."""
+        self.has_column_hooks = bool(self._pm.hook.result_columns.get_hookimpls())
+        """Whether any plugin looks at result descriptions."""
+
+    # -- decisions ---------------------------------------------------------------------------
+
+    def decide(self, hook: str, **kwargs: Any) -> defer.Deferred[Verdict | None]:
+        """Call every implementation of a decision hook and combine the answers.
+
+        Never fails: an exception, a failed Deferred or a wrong return type from any plugin
+        becomes ``Block``.
+        """
+        if hook not in DECISION_HOOKS:
+            raise ValueError(f"{hook!r} is not a decision hook")
+        answers = []
+        for impl in getattr(self._pm.hook, hook).get_hookimpls():
+            answers.append(self._ask(impl, hook, kwargs))
+        if not answers:
+            return defer.succeed(None)
+        gathered = defer.gatherResults(answers, consumeErrors=True)
+        return gathered.addCallback(combine)
+
+    def _ask(self, impl: Any, hook: str, kwargs: dict[str, Any]) -> defer.Deferred[Verdict | None]:
+        name = impl.plugin_name
+
+        def checked(answer: object) -> Verdict | None:
+            if answer is None:
+                return None
+            if isinstance(answer, Allow | Block | Hold):
+                return _label(answer, name)
+            return Block(
+                reason=f"plugin {name!r} returned {type(answer).__name__} from {hook}",
+                plugin=name,
+            )
+
+        def failed(failure: Failure) -> Verdict:
+            if failure.check(defer.CancelledError):
+                return failure  # type: ignore[return-value]
+            log.failure("plugin {plugin} failed in {hook}", failure, plugin=name, hook=hook)
+            return Block(reason=f"plugin {name!r} failed in {hook}; refused", plugin=name)
+
+        try:
+            d = defer.maybeDeferred(impl.function, *[kwargs[a] for a in impl.argnames])
+        except KeyError as exc:  # hook implemented with a parameter we do not have
+            return defer.succeed(
+                Block(reason=f"plugin {name!r}: unknown parameter {exc} in {hook}", plugin=name)
+            )
+        return d.addCallbacks(checked, failed)
+
+    def decide_command(
+        self, session: SessionInfo, command: Command
+    ) -> defer.Deferred[Verdict]:
+        """Decide a command: combine ``client_command``, resolve a ``Hold``, report the verdict.
+
+        The returned Deferred fires with ``Allow`` or ``Block`` (never ``Hold``, never ``None``)
+        after ``command_decided`` was called. Cancel it when the client goes away; a pending
+        approval is then withdrawn and ``command_decided`` reports a ``Block``.
+        """
+
+        def resolve(verdict: Verdict | None) -> Verdict | defer.Deferred[Verdict]:
+            if verdict is None:
+                return Allow()
+            if isinstance(verdict, Hold):
+                return self._approve(session, command, verdict)
+            return verdict
+
+        def cancelled(failure: Failure) -> Verdict:
+            failure.trap(defer.CancelledError)
+            return Block(reason="client went away before the command was decided")
+
+        def report(verdict: Verdict) -> Verdict:
+            self.notify("command_decided", session=session, command=command, verdict=verdict)
+            return verdict
+
+        d = self.decide("client_command", session=session, command=command)
+        d.addCallback(resolve)
+        d.addErrback(cancelled)
+        d.addCallback(report)
+        return d
+
+    def _approve(self, session: SessionInfo, command: Command, hold: Hold) -> defer.Deferred[Verdict]:
+        try:
+            pending = self._pm.hook.approval_requested(session=session, command=command, hold=hold)
+        except Exception:
+            log.failure("approval backend failed")
+            return defer.succeed(Block(reason="approval backend failed; refused", plugin=hold.plugin))
+        if pending is None:
+            return defer.succeed(
+                Block(
+                    reason=f"needs approval ({hold.reason}), but no approval backend is enabled",
+                    plugin=hold.plugin,
+                    rule=hold.rule,
+                )
+            )
+        if not isinstance(pending, defer.Deferred):
+            pending = defer.succeed(pending)
+        pending.addTimeout(self._approval_timeout, self._reactor)
+
+        def checked(answer: object) -> Verdict:
+            if isinstance(answer, Allow | Block):
+                return answer
+            return Block(reason="approval backend gave no clear answer; refused")
+
+        def failed(failure: Failure) -> Verdict:
+            if failure.check(defer.TimeoutError):
+                return Block(reason=f"approval timed out after {self._approval_timeout:g}s")
+            if failure.check(defer.CancelledError):
+                return failure  # type: ignore[return-value]
+            log.failure("approval backend failed", failure)
+            return Block(reason="approval backend failed; refused")
+
+        return pending.addCallbacks(checked, failed)
+
+    # -- data hooks and observers ------------------------------------------------------------
+
+    @property
+    def hook(self) -> Any:
+        """The pluggy hook relay, for data hooks: ``chain.hook.server_rows(...)``.
+
+        Data hooks run in config order and their exceptions propagate to the protocol, which
+        ends the session (nothing unprocessed reaches the client).
+        """
+        return self._pm.hook
+
+    def notify(self, hook: str, **kwargs: Any) -> None:
+        """Call every implementation of an observer hook; log and swallow exceptions."""
+        for impl in getattr(self._pm.hook, hook).get_hookimpls():
+            try:
+                impl.function(*[kwargs[a] for a in impl.argnames])
+            except Exception:
+                log.failure("plugin {plugin} failed in {hook}", plugin=impl.plugin_name, hook=hook)

@@ -1,0 +1,40 @@
+"""One exception type per kind of failure the gateway reports."""
+
+
+class HoopgwError(Exception):
+    """Base class of every error the gateway raises on purpose."""
+
+
+class ConfigError(HoopgwError):
+    """The configuration is invalid; the message names the key and the connection."""
+
+    def __init__(self, message: str, *, key: str = "", connection: str = "") -> None:
+        where = []
+        if connection:
+            where.append(f"connection {connection!r}")
+        if key:
+            where.append(f"key {key!r}")
+        prefix = f"{', '.join(where)}: " if where else ""
+        super().__init__(prefix + message)
+        self.key = key
+        self.connection = connection
+
+
+class SecretError(ConfigError):
+    """A secret reference cannot be resolved. The message never holds the secret itself."""
+
+
+class PluginError(HoopgwError):
+    """A plugin cannot be loaded or rejected its options."""
+
+
+class StoreError(HoopgwError):
+    """The audit store cannot read or write; commands that need it are refused."""
+
+
+class AuthenticationError(HoopgwError):
+    """A caller's credential was not accepted. The message is safe to show to the caller."""
+
+
+class AccessDenied(HoopgwError):
+    """An authenticated identity may not use this connection."""

@@ -1,0 +1,232 @@
+"""The plugin contract: every hook a hoopgw plugin may implement.
+
+This module is the reference for plugin authors (``docs/hooks.md`` is generated from the same
+text and a test keeps the two in step). A plugin is a class, found through the ``hoopgw.plugins``
+entry-point group and enabled per connection in the config; the gateway builds one instance per
+connection that names it and registers it with that connection's hook relay. Implement a hook by
+defining a method of the same name decorated with :data:`hoopgw.plugin.hookimpl`. A hook method
+may accept any subset of the documented parameters, by name.
+
+There are four kinds of hooks.
+
+**Decisions** -- :func:`client_connected`, :func:`session_started`, :func:`client_command`.
+Each returns a verdict (:class:`~hoopgw.verdicts.Allow`, :class:`~hoopgw.verdicts.Block`,
+:class:`~hoopgw.verdicts.Hold`), ``None`` to abstain, or a :class:`~twisted.internet.defer.Deferred`
+that fires with one of those. *Every* implementation is called, in no promised order, and the
+answers are combined by :func:`hoopgw.verdicts.combine` (``Block > Hold > Allow > abstain``). An
+exception, a failed Deferred, or a return value of any other type counts as ``Block``: the gateway
+fails closed. When every plugin abstains, the command is allowed.
+
+**Approval backend** -- :func:`approval_requested`. The first implementation that returns
+non-``None`` turns a ``Hold`` into a pending decision. The core adds the timeout and cancels the
+Deferred when the client goes away. With no backend, a ``Hold`` is refused.
+
+**Data hooks** -- :func:`result_columns`, :func:`server_rows`, :func:`server_output`,
+:func:`client_input`. Synchronous; they rewrite their arguments in place and return ``None``.
+They run in the order of the connection's ``plugins`` list, so masking order is explicit. A plugin
+that must see the final data (the recorder) declares its implementation with
+``hookimpl(wrapper=True)`` and inspects the data after ``yield``. An exception in a data hook ends
+the session with an error: nothing unprocessed reaches the client.
+
+**Observers** -- :func:`command_decided`, :func:`command_completed`, :func:`session_closed`. Called
+exactly once per command or session, for their side effects; the return value is ignored and an
+exception is logged (the command has already been decided).
+
+Hooks run on the reactor thread and must not block; return a Deferred for slow work.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from hoopgw.session import (
+        Column,
+        Command,
+        CommandOutcome,
+        ConnectionInfo,
+        Output,
+        SessionInfo,
+    )
+    from hoopgw.verdicts import Hold, Verdict
+
+    Decision = Verdict | None | Deferred[Verdict | None]
+
+PROJECT = "hoopgw"
+
+hookspec = pluggy.HookspecMarker(PROJECT)
+
+
+# -- decisions -------------------------------------------------------------------------------
+
+
+@hookspec
+def client_connected(connection: ConnectionInfo, client_address: str) -> Decision:  # type: ignore[empty-body]
+    """A client opened a network connection, before it authenticated.
+
+    Called exactly once per accepted client connection.
+
+    :param connection: the configured connection the client reached.
+    :param client_address: ``HOST:PORT`` of the client.
+    :return: a verdict, ``None`` to abstain, or a Deferred of either. ``Block`` closes the
+        connection with a protocol error carrying the reason; ``Hold`` is treated as ``Block``
+        (there is no identity yet to approve for).
+    """
+
+
+@hookspec
+def session_started(session: SessionInfo) -> Decision:  # type: ignore[empty-body]
+    """A client authenticated and may start a session; no upstream connection exists yet.
+
+    Called exactly once per authenticated client, after ``allow_groups`` was checked. The
+    recording plugin writes the session's first record here, durably, before answering.
+
+    :param session: the new session (identity, client address, TLS on each side).
+    :return: a verdict, ``None`` to abstain, or a Deferred of either. ``Block`` ends the session
+        with a protocol error; ``Hold`` is treated as ``Block``.
+    """
+
+
+@hookspec
+def client_command(session: SessionInfo, command: Command) -> Decision:  # type: ignore[empty-body]
+    """The client sent a command; nothing of it has reached the target yet.
+
+    Called exactly once per command, in session order. While the combined decision is pending
+    the session reads no further client input (other sessions carry on). Write-ahead audit
+    happens here: the recording plugin answers only once the command's record is durable, and
+    answers ``Block`` if it cannot write.
+
+    :param session: the session that sent it.
+    :param command: what it asked for.
+    :return: a verdict, ``None`` to abstain, or a Deferred of either.
+    """
+
+
+# -- approval backend ------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def approval_requested(session: SessionInfo, command: Command, hold: Hold) -> Deferred[Verdict] | None:
+    """A command was held; ask a human.
+
+    Called at most once per held command. The first implementation that returns a Deferred
+    owns the review. The Deferred fires with ``Allow`` (approved) or ``Block`` (denied, with the
+    approver's reason). The core cancels it when the hold times out or the client goes away;
+    the backend should then mark the review withdrawn.
+
+    :param session: the session whose command is held.
+    :param command: the held command.
+    :param hold: the combined ``Hold`` verdict (reason, approver groups).
+    :return: a cancellable Deferred of a verdict, or ``None`` if this plugin does not handle it.
+    """
+
+
+# -- data hooks ------------------------------------------------------------------------------
+
+
+@hookspec
+def result_columns(session: SessionInfo, command: Command, columns: list[Column]) -> None:
+    """A result set is about to start; ``columns`` describes it.
+
+    Called once per result set (a command may return several), before any of its rows.
+
+    :param session: the session receiving the result.
+    :param command: the command producing it.
+    :param columns: column descriptions, in order; may be annotated in place.
+    """
+
+
+@hookspec
+def server_rows(
+    session: SessionInfo, command: Command, columns: list[Column], rows: list[list[bytes | None]]
+) -> None:
+    """A batch of result rows is about to be sent to the client.
+
+    Called zero or more times per result set, with rows in order. Each row is a list of raw
+    column values in the column's wire format (``columns[i].format``: 0 text, 1 binary), ``None``
+    for SQL NULL. Replace values in place (``rows[r][c] = b"..."``); the protocol re-frames the
+    messages with their new lengths. Only called when at least one plugin implements it, so a
+    connection without row-level plugins streams rows untouched.
+
+    :param session: the session receiving the rows.
+    :param command: the command producing them.
+    :param columns: the result's column descriptions.
+    :param rows: the rows of this batch, mutable.
+    """
+
+
+@hookspec
+def server_output(session: SessionInfo, command: Command | None, output: Output) -> None:
+    """Text from the target outside result rows is about to reach the client.
+
+    Errors, notices, asynchronous notifications, parameter reports, COPY-out data and terminal
+    output all pass here. Rewrite ``output.fields`` in place.
+
+    :param session: the session receiving it.
+    :param command: the command in progress, or ``None`` for asynchronous output.
+    :param output: kind and text fields, mutable.
+    """
+
+
+@hookspec
+def client_input(session: SessionInfo, output: Output) -> None:
+    """Data from the client that is not a command (COPY-in data, terminal keystrokes).
+
+    Rewrite ``output.fields`` in place; the protocol forwards what remains.
+
+    :param session: the session sending it.
+    :param output: kind and text fields, mutable.
+    """
+
+
+# -- observers -------------------------------------------------------------------------------
+
+
+@hookspec
+def command_decided(session: SessionInfo, command: Command, verdict: Verdict) -> None:
+    """The combined verdict for a command is final.
+
+    Called exactly once per command that reached :func:`client_command`, after any approval,
+    before the command is forwarded (if allowed). ``verdict`` is never ``None``: a command on
+    which every plugin abstained is reported as ``Allow``.
+    """
+
+
+@hookspec
+def command_completed(session: SessionInfo, command: Command, outcome: CommandOutcome) -> None:
+    """A command finished, was refused, or was cut short by the end of its session.
+
+    Called exactly once per command that reached :func:`command_decided`.
+    """
+
+
+@hookspec
+def session_closed(session: SessionInfo, reason: str) -> None:
+    """A session ended.
+
+    Called exactly once per session for which :func:`session_started` was called, whatever the
+    way it ended (client goodbye, error, gateway shutdown, revoked access).
+
+    :param reason: a short phrase: ``client closed``, ``upstream closed``, ``gateway stopping``, ...
+    """
+
+
+ALL_HOOKS: tuple[str, ...] = (
+    "client_connected",
+    "session_started",
+    "client_command",
+    "approval_requested",
+    "result_columns",
+    "server_rows",
+    "server_output",
+    "client_input",
+    "command_decided",
+    "command_completed",
+    "session_closed",
+)
+"""Names of every hook, in the order the reference documents them."""
+

@@ -1,0 +1,139 @@
+"""Protocol-neutral value objects that protocols hand to plugins.
+
+A protocol state machine turns bytes into these: who is connected (:class:`SessionInfo`),
+what they asked for (:class:`Command`), how it ended (:class:`CommandOutcome`). Immutable values
+are frozen attrs classes; the few objects that data hooks rewrite in place (:class:`Column`,
+:class:`Output`) are plain mutable classes and say so.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+
+@attrs.frozen(kw_only=True)
+class Identity:
+    """An authenticated caller."""
+
+    name: str
+    """Stable identity name (the API key's identity, or an OIDC claim)."""
+    groups: frozenset[str] = frozenset()
+    """Groups the identity belongs to; ``allow_groups`` is checked against these."""
+    method: str = "api-key"
+    """How the identity was proven: ``api-key``, ``oidc``, ..."""
+    credential_id: str = ""
+    """Identifier of the credential used (an API key id), never the secret."""
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionInfo:
+    """A configured connection as plugins see it (never its credential)."""
+
+    name: str
+    """The connection's ``name`` in the config."""
+    protocol: str
+    """Wire protocol, e.g. ``postgres``."""
+    target: str
+    """``HOST:PORT`` of the upstream."""
+
+
+@attrs.frozen(kw_only=True)
+class SessionInfo:
+    """One client session on one connection, from authentication to close."""
+
+    id: str
+    """Unique session id (a UUID4 string)."""
+    connection: ConnectionInfo
+    """The connection the client reached."""
+    identity: Identity
+    """Who is connected."""
+    client_address: str
+    """``HOST:PORT`` of the client as seen by the gateway."""
+    client_tls: bool
+    """Whether the client side is TLS-protected."""
+    upstream_tls: bool
+    """Whether the gateway-to-target side is TLS-protected."""
+    started_at: float
+    """POSIX time the session started."""
+    attributes: dict[str, str] = attrs.field(factory=dict)
+    """Protocol details worth recording (database, application_name, user, ...)."""
+
+
+@attrs.frozen(kw_only=True)
+class Command:
+    """One unit of work that the client asked the target to run."""
+
+    session_id: str
+    """The :attr:`SessionInfo.id` it belongs to."""
+    seq: int
+    """Position within the session, from 1, in arrival order."""
+    text: str
+    """The command text as the target will see it (SQL, shell line, ...)."""
+    kind: str
+    """The protocol message that carried it (``query``, ``parse``, ``copy``, ...)."""
+    parameter_count: int = 0
+    """How many bind parameters accompany it (values are not part of the command)."""
+    statement_name: str = ""
+    """Prepared-statement name for protocols that have them."""
+    details: dict[str, Any] = attrs.field(factory=dict)
+    """Protocol-specific extras that plugins may read; never credentials."""
+
+
+@attrs.frozen(kw_only=True)
+class CommandOutcome:
+    """How a command ended."""
+
+    status: str
+    """``ok``, ``error``, ``blocked``, ``cancelled`` or ``aborted`` (session ended first)."""
+    rows: int = 0
+    """Rows returned or affected."""
+    bytes: int = 0
+    """Result bytes sent to the client."""
+    duration: float = 0.0
+    """Seconds from forwarding to completion."""
+    error_code: str = ""
+    """Protocol error code (an SQLSTATE for databases), if any."""
+    error_message: str = ""
+    """Error text as the client saw it, if any."""
+
+
+class Column:
+    """Description of one result column; data hooks may rewrite ``type_name`` notes in place.
+
+    Mutable on purpose: ``result_columns`` implementations annotate or adjust it.
+    """
+
+    __slots__ = ("format", "name", "table", "type_name", "type_oid")
+
+    def __init__(
+        self, name: str, *, type_oid: int = 0, type_name: str = "", table: str = "", format: int = 0
+    ) -> None:
+        self.name = name
+        self.type_oid = type_oid
+        self.type_name = type_name
+        self.table = table
+        self.format = format
+
+    def __repr__(self) -> str:
+        return f"Column({self.name!r}, type_oid={self.type_oid}, format={self.format})"
+
+
+class Output:
+    """Text that flows outside result rows (errors, notices, notifications, terminal output).
+
+    Mutable on purpose: ``server_output`` and ``client_input`` implementations rewrite
+    ``fields`` in place. ``kind`` says where the text came from (``error``, ``notice``,
+    ``notification``, ``parameter``, ``copy``, ``stdout``, ``stdin``); ``fields`` maps a
+    field name (``message``, ``detail``, ``payload``, ``data``, ...) to its text.
+    """
+
+    __slots__ = ("fields", "kind")
+
+    def __init__(self, kind: str, fields: dict[str, str]) -> None:
+        self.kind = kind
+        self.fields = fields
+
+    def __repr__(self) -> str:
+        return f"Output({self.kind!r}, {sorted(self.fields)})"

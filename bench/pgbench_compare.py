@@ -1,0 +1,564 @@
+"""Compare pgbench throughput: PostgreSQL directly, through pgbouncer, and through hoopgw.
+
+Initialises a dedicated database once (``pgbench -i``), then runs interleaved rounds -- every
+workload against every target, round after round -- so that drift of the machine affects all
+targets alike. Reports the median TPS per target and workload, the ratios hoopgw/direct and
+hoopgw/pgbouncer, and writes every run to ``bench/results/latest.json``.
+
+pgbouncer (session pooling) and hoopgw (plugin ``recording``) are started privately on free
+loopback ports and stopped at the end. Run it with ``./dev bench [--quick]``; see bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import pwd
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+import psycopg
+import tomli_w
+from psycopg import sql
+
+TARGETS = ("direct", "pgbouncer", "hoopgw")
+RESULTS_PATH = Path(__file__).parent / "results" / "latest.json"
+BENCH_IDENTITY = "bench-agent"
+BENCH_GROUP = "bench"
+SERVER_START_TIMEOUT = 20.0
+SERVER_STOP_TIMEOUT = 10.0
+_TPS_LINE = re.compile(r"^tps = ([0-9]+(?:\.[0-9]+)?) \(without initial connection time\)$", re.M)
+
+
+class BenchError(RuntimeError):
+    """A benchmark step failed; the message says which and holds the tool's output."""
+
+
+@attrs.frozen(kw_only=True)
+class Workload:
+    """One pgbench invocation shape."""
+
+    name: str
+    """Short name used in the table and the JSON results."""
+    pgbench_args: tuple[str, ...]
+    """pgbench options besides connection, duration and database."""
+
+
+WORKLOADS = (
+    Workload(name="select-c1", pgbench_args=("-S", "-c", "1", "-j", "1")),
+    Workload(name="select-c8", pgbench_args=("-S", "-c", "8", "-j", "2")),
+    Workload(
+        name="select-extended-c8", pgbench_args=("-S", "-M", "extended", "-c", "8", "-j", "2")
+    ),
+)
+
+
+@attrs.frozen(kw_only=True)
+class Endpoint:
+    """Where pgbench connects for one target."""
+
+    target: str
+    """``direct``, ``pgbouncer`` or ``hoopgw``."""
+    host: str
+    """Host to connect to."""
+    port: int
+    """Port to connect to."""
+    user: str
+    """User name pgbench logs in as."""
+    password: str | None = None
+    """Password (hoopgw: the API key), passed in ``PGPASSWORD``."""
+
+
+@attrs.frozen(kw_only=True)
+class RunResult:
+    """The throughput of one pgbench run."""
+
+    round: int
+    """1-based round number."""
+    workload: str
+    """Workload name."""
+    target: str
+    """Target name."""
+    tps: float
+    """Transactions per second without initial connection time."""
+
+
+@attrs.frozen(kw_only=True)
+class Settings:
+    """What to run, from the command line."""
+
+    targets: tuple[str, ...]
+    """Targets in the order each round visits them."""
+    duration: int
+    """Seconds per pgbench run."""
+    rounds: int
+    """How many times every (workload, target) pair runs."""
+    scale: int
+    """pgbench scale factor for ``pgbench -i``."""
+    pghost: str
+    """PostgreSQL host (the direct target)."""
+    pgport: int
+    """PostgreSQL port (the direct target)."""
+    database: str
+    """Dedicated benchmark database; dropped and re-created."""
+    output: Path
+    """Where the JSON results go."""
+    quick: bool
+    """Short smoke run."""
+
+
+def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str] = os.environ) -> Settings:
+    """Parse the command line; the server defaults come from ``HOOPGW_TEST_PGHOST/PGPORT``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smoke run: 3 s runs, one round")
+    parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated subset")
+    parser.add_argument("--duration", type=int, help="seconds per run (default 30, quick 3)")
+    parser.add_argument("--rounds", type=int, help="rounds (default 3, quick 1)")
+    parser.add_argument("--scale", type=int, default=10, help="pgbench -i scale (default 10)")
+    parser.add_argument("--pghost", default=environ.get("HOOPGW_TEST_PGHOST") or "127.0.0.1")
+    parser.add_argument(
+        "--pgport", type=int, default=int(environ.get("HOOPGW_TEST_PGPORT") or "5432")
+    )
+    parser.add_argument("--database", default="hoopgw_bench")
+    parser.add_argument("--output", type=Path, default=RESULTS_PATH)
+    args = parser.parse_args(argv)
+
+    targets = tuple(name.strip() for name in args.targets.split(",") if name.strip())
+    unknown = sorted(set(targets) - set(TARGETS))
+    if unknown or not targets:
+        parser.error(f"--targets takes a subset of {','.join(TARGETS)}, got {args.targets!r}")
+    duration = args.duration if args.duration is not None else (3 if args.quick else 30)
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
+    if duration < 1 or rounds < 1 or args.scale < 1:
+        parser.error("--duration, --rounds and --scale must be positive")
+    return Settings(
+        targets=tuple(dict.fromkeys(targets)),
+        duration=duration,
+        rounds=rounds,
+        scale=args.scale,
+        pghost=args.pghost,
+        pgport=args.pgport,
+        database=args.database,
+        output=args.output,
+        quick=args.quick,
+    )
+
+
+def run_plan(
+    rounds: int, workloads: Sequence[Workload], targets: Sequence[str]
+) -> list[tuple[int, Workload, str]]:
+    """Return the runs in order: per round, per workload, every target in turn."""
+    return [
+        (round_number, workload, target)
+        for round_number in range(1, rounds + 1)
+        for workload in workloads
+        for target in targets
+    ]
+
+
+def parse_tps(output: str) -> float:
+    """Return the TPS that pgbench reports without initial connection time.
+
+    :raises BenchError: the line is missing.
+    """
+    match = _TPS_LINE.search(output)
+    if match is None:
+        raise BenchError(
+            f"no 'tps = N (without initial connection time)' in pgbench output:\n{output}"
+        )
+    return float(match.group(1))
+
+
+def summarize(
+    results: Sequence[RunResult], targets: Sequence[str], workloads: Sequence[Workload]
+) -> list[dict[str, Any]]:
+    """Return per workload the median TPS per target and the hoopgw ratios (``None`` if n/a)."""
+    summary = []
+    for workload in workloads:
+        medians = {
+            target: statistics.median(
+                result.tps
+                for result in results
+                if result.workload == workload.name and result.target == target
+            )
+            for target in targets
+            if any(r.workload == workload.name and r.target == target for r in results)
+        }
+        summary.append(
+            {
+                "workload": workload.name,
+                "median_tps": medians,
+                "hoopgw/direct": _ratio(medians, "hoopgw", "direct"),
+                "hoopgw/pgbouncer": _ratio(medians, "hoopgw", "pgbouncer"),
+            }
+        )
+    return summary
+
+
+def _ratio(medians: Mapping[str, float], numerator: str, denominator: str) -> float | None:
+    if numerator not in medians or not medians.get(denominator):
+        return None
+    return medians[numerator] / medians[denominator]
+
+
+def render_table(summary: Sequence[Mapping[str, Any]], targets: Sequence[str]) -> str:
+    """Return the summary as a fixed-width text table (median TPS, then ratios)."""
+    headers = ["workload", *targets, "hoopgw/direct", "hoopgw/pgbouncer"]
+    rows = [
+        [
+            entry["workload"],
+            *(
+                f"{entry['median_tps'][t]:.1f}" if t in entry["median_tps"] else "-"
+                for t in targets
+            ),
+            *(
+                "-" if entry[ratio] is None else f"{entry[ratio]:.3f}"
+                for ratio in ("hoopgw/direct", "hoopgw/pgbouncer")
+            ),
+        ]
+        for entry in summary
+    ]
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+    lines = [
+        "  ".join(
+            cell.ljust(width) if i == 0 else cell.rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        )
+        for row in [headers, *rows]
+    ]
+    return "\n".join(lines)
+
+
+def pgbouncer_ini(*, workdir: Path, listen_port: int, server_host: str, server_port: int) -> str:
+    """Return a pgbouncer.ini for a private session-pooling pgbouncer in ``workdir``."""
+    return f"""\
+[databases]
+* = host={server_host} port={server_port}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {listen_port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {workdir / "userlist.txt"}
+pool_mode = session
+max_client_conn = 100
+default_pool_size = 20
+logfile = {workdir / "pgbouncer.log"}
+pidfile = {workdir / "pgbouncer.pid"}
+"""
+
+
+def hoopgw_config(*, store_path: Path, listen_port: int, target: str) -> dict[str, Any]:
+    """Return the hoopgw config document: one postgres connection with recording on."""
+    return {
+        "gateway": {"store": f"sqlite:///{store_path}"},
+        "connections": [
+            {
+                "name": "bench",
+                "protocol": "postgres",
+                "listen": f"tcp:{listen_port}:interface=127.0.0.1",
+                "target": target,
+                "allow_groups": [BENCH_GROUP],
+                "plugins": ["recording"],
+                "credential": {"user": "postgres"},
+            }
+        ],
+    }
+
+
+def free_port() -> int:
+    """Return a loopback TCP port that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _program(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin")
+    if found is None:
+        raise BenchError(f"{name} is not installed (./dev setup installs it as root)")
+    return found
+
+
+def _unprivileged_user() -> str | None:
+    """Return the user to run pgbouncer as: it refuses root, so as root use ``postgres``."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam("postgres").pw_name
+    except KeyError:
+        raise BenchError("running as root needs the OS user 'postgres' for pgbouncer") from None
+
+
+@contextlib.contextmanager
+def running_server(
+    argv: Sequence[str], *, name: str, port: int, log_path: Path, user: str | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a server process until the block ends, once its port accepts TCP connections.
+
+    :raises BenchError: it exited or did not listen within 20 s; the message holds its log.
+    """
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, user=user
+        )
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while not _accepts(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(
+                    f"{name} did not start listening on 127.0.0.1:{port}; log:\n"
+                    + log_path.read_text(errors="replace")
+                )
+            time.sleep(0.05)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(SERVER_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float) -> str:
+    completed = subprocess.run(
+        argv,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise BenchError(
+            f"{' '.join(argv)} exited with {completed.returncode}:\n"
+            f"{completed.stdout}{completed.stderr}"
+        )
+    return completed.stdout
+
+
+def prepare_database(settings: Settings) -> str:
+    """Re-create the benchmark database, run ``pgbench -i``; return the server version."""
+    with psycopg.connect(
+        host=settings.pghost,
+        port=settings.pgport,
+        user="postgres",
+        dbname="postgres",
+        autocommit=True,
+    ) as admin:
+        database = sql.Identifier(settings.database)
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(database))
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(database))
+        (version,) = admin.execute("SHOW server_version").fetchone() or ("unknown",)
+    print(f"==> pgbench -i -s {settings.scale} {settings.database}", flush=True)
+    _run(
+        [
+            _program("pgbench"),
+            "-i",
+            "-q",
+            "-s",
+            str(settings.scale),
+            "-h",
+            settings.pghost,
+            "-p",
+            str(settings.pgport),
+            "-U",
+            "postgres",
+            settings.database,
+        ],
+        timeout=600,
+    )
+    return str(version)
+
+
+@contextlib.contextmanager
+def pgbouncer_endpoint(settings: Settings) -> Iterator[Endpoint]:
+    """Run a private pgbouncer in front of the server; yield its endpoint."""
+    user = _unprivileged_user()
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="hoopgw-bench-pgbouncer-") as tmp:
+        workdir = Path(tmp)
+        ini = workdir / "pgbouncer.ini"
+        ini.write_text(
+            pgbouncer_ini(
+                workdir=workdir,
+                listen_port=port,
+                server_host=settings.pghost,
+                server_port=settings.pgport,
+            )
+        )
+        (workdir / "userlist.txt").write_text('"postgres" ""\n')
+        if user is not None:
+            for path in (workdir, *workdir.iterdir()):
+                shutil.chown(path, user=user)
+        print(f"==> starting pgbouncer on 127.0.0.1:{port}", flush=True)
+        with running_server(
+            [_program("pgbouncer"), str(ini)],
+            name="pgbouncer",
+            port=port,
+            log_path=workdir / "stderr.log",
+            user=user,
+        ):
+            yield Endpoint(target="pgbouncer", host="127.0.0.1", port=port, user="postgres")
+
+
+@contextlib.contextmanager
+def hoopgw_endpoint(settings: Settings) -> Iterator[Endpoint]:
+    """Run ``hoopgw run`` with recording on a fresh store and key; yield its endpoint."""
+    hoopgw = [sys.executable, "-m", "hoopgw"]
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="hoopgw-bench-gateway-") as tmp:
+        workdir = Path(tmp)
+        config = workdir / "hoopgw.toml"
+        document = hoopgw_config(
+            store_path=workdir / "hoopgw.db",
+            listen_port=port,
+            target=f"{settings.pghost}:{settings.pgport}",
+        )
+        config.write_text(tomli_w.dumps(document))
+        key = _run(
+            [
+                *hoopgw,
+                "keys",
+                "create",
+                "--identity",
+                BENCH_IDENTITY,
+                "--group",
+                BENCH_GROUP,
+                "-c",
+                str(config),
+            ],
+            timeout=60,
+        ).strip()
+        print(f"==> starting hoopgw on 127.0.0.1:{port}", flush=True)
+        with running_server(
+            [*hoopgw, "run", "-c", str(config)],
+            name="hoopgw",
+            port=port,
+            log_path=workdir / "stderr.log",
+        ):
+            yield Endpoint(
+                target="hoopgw", host="127.0.0.1", port=port, user=BENCH_IDENTITY, password=key
+            )
+
+
+def run_pgbench(endpoint: Endpoint, workload: Workload, settings: Settings) -> float:
+    """Run one timed pgbench against ``endpoint``; return its TPS."""
+    argv = [
+        _program("pgbench"),
+        "-n",
+        *workload.pgbench_args,
+        "-T",
+        str(settings.duration),
+        "-h",
+        endpoint.host,
+        "-p",
+        str(endpoint.port),
+        "-U",
+        endpoint.user,
+        settings.database,
+    ]
+    env = {"PGPASSWORD": endpoint.password} if endpoint.password is not None else {}
+    return parse_tps(_run(argv, env=env, timeout=settings.duration + 120))
+
+
+def tool_version(argv: Sequence[str]) -> str:
+    """Return the first line a tool prints for its version."""
+    return _run(argv, timeout=30).splitlines()[0]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the comparison; print progress and the table; write the JSON results."""
+    settings = parse_args(argv)
+    started_at = datetime.now(UTC)
+    server_version = prepare_database(settings)
+    environment = {
+        "server_version": server_version,
+        "pgbench": tool_version([_program("pgbench"), "--version"]),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+    }
+    if "pgbouncer" in settings.targets:
+        environment["pgbouncer"] = tool_version([_program("pgbouncer"), "--version"])
+
+    results: list[RunResult] = []
+    with contextlib.ExitStack() as stack:
+        endpoints = {
+            "direct": Endpoint(
+                target="direct", host=settings.pghost, port=settings.pgport, user="postgres"
+            )
+        }
+        if "pgbouncer" in settings.targets:
+            endpoints["pgbouncer"] = stack.enter_context(pgbouncer_endpoint(settings))
+        if "hoopgw" in settings.targets:
+            endpoints["hoopgw"] = stack.enter_context(hoopgw_endpoint(settings))
+        plan = run_plan(settings.rounds, WORKLOADS, settings.targets)
+        for index, (round_number, workload, target) in enumerate(plan, start=1):
+            tps = run_pgbench(endpoints[target], workload, settings)
+            print(
+                f"[{index}/{len(plan)}] round {round_number} {workload.name} {target}: "
+                f"{tps:.1f} tps",
+                flush=True,
+            )
+            results.append(
+                RunResult(round=round_number, workload=workload.name, target=target, tps=tps)
+            )
+
+    summary = summarize(results, settings.targets, WORKLOADS)
+    print()
+    print(render_table(summary, settings.targets))
+    document = {
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "settings": {
+            "targets": list(settings.targets),
+            "duration_s": settings.duration,
+            "rounds": settings.rounds,
+            "scale": settings.scale,
+            "quick": settings.quick,
+            "workloads": {w.name: " ".join(w.pgbench_args) for w in WORKLOADS},
+        },
+        "environment": environment,
+        "runs": [attrs.asdict(result) for result in results],
+        "summary": summary,
+    }
+    settings.output.parent.mkdir(parents=True, exist_ok=True)
+    settings.output.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"\n==> results written to {settings.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except BenchError as error:
+        print(f"pgbench_compare: {error}", file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,5 @@
+"""``python -m hoopgw``: the same as the ``hoopgw`` command."""
+
+from hoopgw.cli import main
+
+raise SystemExit(main())

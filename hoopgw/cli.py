@@ -1,0 +1,389 @@
+"""The ``hoopgw`` command: run the gateway, check its config, manage API keys, read sessions.
+
+Exit codes: 0 success, 1 the operation failed (store error, unknown id), 2 bad usage or an
+invalid config. Results go to standard output, messages and errors to standard error, so that
+``KEY=$(hoopgw keys create ...)`` captures the key alone. Times are shown in UTC, ISO-8601.
+``docs/cli.md`` describes every command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from hoopgw import __version__
+from hoopgw.config import Config, load_config
+from hoopgw.errors import ConfigError, HoopgwError
+from hoopgw.logs import start_logging
+
+if TYPE_CHECKING:
+    from hoopgw.store import Store
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+_DURATION = re.compile(r"([1-9][0-9]*)([smhd])")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Turn ``90s``, ``30m``, ``12h`` or ``30d`` into seconds.
+
+    :raises argparse.ArgumentTypeError: for anything else (argparse reports it, exit 2).
+    """
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            f"invalid duration {text!r}: use a whole number and s, m, h or d, e.g. 30d"
+        )
+    return float(int(match[1]) * _UNIT_SECONDS[match[2]])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits on --help and on usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except HoopgwError as exc:
+        _error(str(exc))
+        return EXIT_FAILED
+
+
+# -- parser ----------------------------------------------------------------------------------
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hoopgw", description="Layer-7 access gateway: audited, guarded access to targets."
+    )
+    parser.add_argument("--version", action="version", version=f"hoopgw {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+
+    with_config = argparse.ArgumentParser(add_help=False)
+    with_config.add_argument(
+        "-c", "--config", required=True, metavar="FILE", help="the gateway's TOML config file"
+    )
+    with_json = argparse.ArgumentParser(add_help=False)
+    with_json.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    run = commands.add_parser(
+        "run", parents=[with_config], help="run the gateway in the foreground"
+    )
+    run.set_defaults(handler=_run)
+
+    config = commands.add_parser("config", help="work with the config file")
+    config_commands = config.add_subparsers(metavar="COMMAND", required=True)
+    check = config_commands.add_parser(
+        "check", parents=[with_config, with_json], help="validate the config file"
+    )
+    check.set_defaults(handler=_config_check)
+
+    keys = commands.add_parser("keys", help="manage API keys")
+    keys_commands = keys.add_subparsers(metavar="COMMAND", required=True)
+    create = keys_commands.add_parser(
+        "create", parents=[with_config], help="create an API key and print it (shown once)"
+    )
+    create.add_argument("--identity", required=True, help="identity the key authenticates as")
+    create.add_argument(
+        "--group",
+        dest="groups",
+        action="append",
+        required=True,
+        metavar="GROUP",
+        help="group of the identity (repeat for several)",
+    )
+    create.add_argument(
+        "--expires",
+        type=parse_duration,
+        metavar="DURATION",
+        help="lifetime such as 90s, 30m, 12h, 30d (default: never expires)",
+    )
+    create.set_defaults(handler=_keys_create)
+    listing = keys_commands.add_parser(
+        "list", parents=[with_config, with_json], help="list API keys (never their secrets)"
+    )
+    listing.set_defaults(handler=_keys_list)
+    revoke = keys_commands.add_parser("revoke", parents=[with_config], help="revoke an API key")
+    revoke.add_argument("key_id", metavar="KEY_ID")
+    revoke.set_defaults(handler=_keys_revoke)
+
+    sessions = commands.add_parser("sessions", help="read recorded sessions")
+    sessions_commands = sessions.add_subparsers(metavar="COMMAND", required=True)
+    session_list = sessions_commands.add_parser(
+        "list", parents=[with_config, with_json], help="list sessions, newest first"
+    )
+    session_list.add_argument(
+        "--limit", type=_positive_int, default=100, help="at most this many (default 100)"
+    )
+    session_list.add_argument("--connection", metavar="NAME", help="only this connection")
+    session_list.add_argument("--identity", metavar="NAME", help="only this identity")
+    session_list.set_defaults(handler=_sessions_list)
+    show = sessions_commands.add_parser(
+        "show", parents=[with_config, with_json], help="show a session and its commands"
+    )
+    show.add_argument("session_id", metavar="ID")
+    show.set_defaults(handler=_sessions_show)
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, not {text!r}")
+    return value
+
+
+# -- commands --------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    start_logging(config.gateway.log_format, config.gateway.log_level)
+    # Imported here: the gateway pulls in the reactor and protocols, which other commands
+    # do not need.
+    from hoopgw.gateway import run_gateway
+
+    return run_gateway(config)
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        if not args.json:
+            raise
+        problem = {"ok": False, "error": str(exc), "key": exc.key, "connection": exc.connection}
+        _print(json.dumps(problem))
+        return EXIT_USAGE
+    if args.json:
+        summary = [
+            {
+                "name": c.name,
+                "protocol": c.protocol,
+                "listen": c.listen,
+                "target": c.target,
+                "plugins": list(c.plugins),
+            }
+            for c in config.connections
+        ]
+        _print(json.dumps({"ok": True, "connections": summary}))
+        return EXIT_OK
+    names = [c.name for c in config.connections]
+    noun = "connection" if len(names) == 1 else "connections"
+    listed = f" ({', '.join(names)})" if names else ""
+    _print(f"ok: {len(names)} {noun}{listed}")
+    return EXIT_OK
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from hoopgw.identity import KeyService
+
+    with _opened_store(load_config(args.config)) as store:
+        try:
+            secret, record = KeyService(store).create(
+                args.identity, tuple(args.groups), expires_in=args.expires, now=time.time()
+            )
+        except ValueError as exc:  # an identity or group name the key service refuses
+            _error(str(exc))
+            return EXIT_USAGE
+    _print(secret)
+    _error(
+        f"created key {record.key_id} for identity {record.identity!r}"
+        f" (groups: {', '.join(record.groups)}; expires: {_iso(record.expires_at) or 'never'})."
+        " The key is shown only this once."
+    )
+    return EXIT_OK
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    from hoopgw.identity import KeyService
+
+    with _opened_store(load_config(args.config)) as store:
+        records = KeyService(store).list()
+    # Named fields only: a record may also carry the key's hash, which is never shown.
+    keys = [
+        {
+            "key_id": r.key_id,
+            "identity": r.identity,
+            "groups": list(r.groups),
+            "created_at": _iso(r.created_at),
+            "expires_at": _iso(r.expires_at),
+            "revoked_at": _iso(r.revoked_at),
+            "last_used_at": _iso(r.last_used_at),
+        }
+        for r in records
+    ]
+    if args.json:
+        _print(json.dumps(keys, indent=2))
+        return EXIT_OK
+    _print(
+        _table(
+            ("KEY ID", "IDENTITY", "GROUPS", "CREATED", "EXPIRES", "REVOKED", "LAST USED"),
+            [
+                (
+                    k["key_id"],
+                    k["identity"],
+                    ",".join(k["groups"]),
+                    k["created_at"],
+                    k["expires_at"],
+                    k["revoked_at"],
+                    k["last_used_at"],
+                )
+                for k in keys
+            ],
+        )
+    )
+    return EXIT_OK
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    from hoopgw.identity import KeyService
+
+    with _opened_store(load_config(args.config)) as store:
+        revoked = KeyService(store).revoke(args.key_id)
+    if not revoked:
+        _error(f"no active key with id {args.key_id!r}")
+        return EXIT_FAILED
+    _error(f"revoked key {args.key_id}")
+    return EXIT_OK
+
+
+def _sessions_list(args: argparse.Namespace) -> int:
+    with _opened_store(load_config(args.config)) as store:
+        sessions = store.list_sessions(
+            limit=args.limit, connection=args.connection, identity=args.identity
+        )
+    sessions = [_with_iso_times(s) for s in sessions]
+    if args.json:
+        _print(json.dumps(sessions, indent=2, default=str))
+        return EXIT_OK
+    _print(
+        _table(
+            (
+                "ID",
+                "CONNECTION",
+                "IDENTITY",
+                "CLIENT",
+                "STARTED",
+                "ENDED",
+                "END REASON",
+                "COMMANDS",
+            ),
+            [
+                (
+                    s["id"],
+                    s["connection"],
+                    s["identity"],
+                    s["client_address"],
+                    s["started_at"],
+                    s["ended_at"],
+                    s["end_reason"],
+                    s["command_count"],
+                )
+                for s in sessions
+            ],
+        )
+    )
+    return EXIT_OK
+
+
+def _sessions_show(args: argparse.Namespace) -> int:
+    with _opened_store(load_config(args.config)) as store:
+        session = store.get_session(args.session_id)
+    if session is None:
+        _error(f"no session with id {args.session_id!r}")
+        return EXIT_FAILED
+    session = _with_iso_times(session)
+    commands = [_with_iso_times(c) for c in session.get("commands", [])]
+    if args.json:
+        _print(json.dumps({**session, "commands": commands}, indent=2, default=str))
+        return EXIT_OK
+    fields = [k for k in session if k != "commands"]
+    width = max(len(k) for k in fields)
+    for key in fields:
+        value = session[key]
+        shown = ", ".join(map(str, value)) if isinstance(value, list | tuple) else value
+        if isinstance(value, dict):
+            shown = ", ".join(f"{k}={v}" for k, v in value.items())
+        _print(f"{key:<{width}}  {_cell(shown)}")
+    _print("")
+    for command in commands:
+        _print(
+            f"#{command['seq']} {command['received_at']} {command['kind']}"
+            f" verdict={_cell(command['verdict'])} status={_cell(command['status'])}"
+            f" rows={_cell(command['rows'])} duration={_cell(command['duration'])}"
+        )
+        if command.get("verdict_reason"):
+            by = command.get("verdict_plugin")
+            _print(f"    reason: {command['verdict_reason']}" + (f" ({by})" if by else ""))
+        if command.get("error_code") or command.get("error_message"):
+            code, message = _cell(command.get("error_code")), command.get("error_message") or ""
+            _print(f"    error: {code} {message}".rstrip())
+        for line in str(command["text"]).splitlines() or [""]:
+            _print(f"    {line}")
+    return EXIT_OK
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+@contextmanager
+def _opened_store(config: Config) -> Iterator[Store]:
+    from hoopgw.store import open_store
+
+    store = open_store(config.store_url)
+    try:
+        store.migrate()
+        yield store
+    finally:
+        store.close()
+
+
+def _with_iso_times(record: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a store record with every ``*_at`` POSIX time as UTC ISO-8601."""
+    return {k: _iso(v) if k.endswith("_at") else v for k, v in record.items()}
+
+
+def _iso(value: Any) -> Any:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return value
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None or value == "" else str(value)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [list(headers)] + [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
+
+
+def _print(text: str) -> None:
+    print(text, file=sys.stdout)
+
+
+def _error(text: str) -> None:
+    print(f"hoopgw: {text}", file=sys.stderr)

@@ -1,0 +1,554 @@
+"""The one config loader: reads a TOML file, validates every key, resolves secret references.
+
+:func:`load_config` returns a :class:`Config` or raises :class:`~hoopgw.errors.ConfigError`
+naming the connection and key at fault. ``docs/configuration.md`` describes every key.
+
+Validation fails closed: an unknown key, a value of the wrong type, a plugin that is not
+installed or options it rejects, a secret that cannot be resolved are all errors, never
+warnings, so that a typo cannot silently turn a guardrail off.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+import attrs
+from twisted.internet import endpoints
+from twisted.internet.testing import MemoryReactor
+
+from hoopgw import plugin
+from hoopgw.errors import ConfigError, PluginError
+from hoopgw.logs import FORMATS, LEVELS
+from hoopgw.secrets import Secret, resolve_secret
+
+PROTOCOL_GROUP = "hoopgw.protocols"
+
+SSLMODES = ("disable", "prefer", "require", "verify-full")
+CLIENT_TLS_MODES = ("optional", "required", "disabled")
+CLIENT_AUTH_METHODS = ("auto", "password", "scram")
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
+_LISTEN_TYPES = (endpoints.TCP4ServerEndpoint, endpoints.TCP6ServerEndpoint)
+
+
+@attrs.frozen(kw_only=True)
+class GatewayConfig:
+    """The ``[gateway]`` table: settings shared by every connection."""
+
+    store: str = "sqlite:///./hoopgw.db"
+    """Audit store URL as written; use :attr:`Config.store_url` for the resolved one."""
+    admin_listen: str | None = None
+    """Twisted server endpoint of the admin API, or None for no admin API."""
+    tls_cert: str | None = None
+    """Absolute path of the PEM certificate (chain) presented to clients that ask for TLS."""
+    tls_key: str | None = None
+    """Absolute path of the PEM private key of :attr:`tls_cert`."""
+    log_format: str = "text"
+    """``text`` or ``json``."""
+    log_level: str = "info"
+    """``debug``, ``info``, ``warn`` or ``error``."""
+    auth_timeout: float = 30.0
+    """Seconds a client has to authenticate before it is disconnected."""
+    approval_timeout: float = 300.0
+    """Seconds a held command waits for a human before it is refused."""
+    max_message_size: int = 64 * 1024 * 1024
+    """Largest protocol message accepted from a client, in bytes."""
+    shutdown_grace: float = 5.0
+    """Seconds sessions get to end cleanly on shutdown before they are cut."""
+
+
+@attrs.frozen(kw_only=True)
+class CredentialConfig:
+    """The credential the gateway logs in to the target with; callers never see it."""
+
+    user: str
+    """User name on the target."""
+    password: Secret | None = None
+    """Password, resolved from its reference; None when the target needs none (trust auth)."""
+
+
+@attrs.frozen(kw_only=True)
+class UpstreamTlsConfig:
+    """TLS between the gateway and the target."""
+
+    sslmode: str = "prefer"
+    """``disable``, ``prefer`` (TLS if the target offers it), ``require`` (TLS, unverified) or
+    ``verify-full`` (TLS, certificate and host name verified against :attr:`ca_file`)."""
+    ca_file: str | None = None
+    """Absolute path of the PEM CA bundle used by ``verify-full``."""
+    server_name: str | None = None
+    """Host name checked against the target's certificate and sent as SNI; the loader fills in
+    the target host when the config leaves it out."""
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionConfig:
+    """One ``[[connections]]`` table: a listener in front of one target."""
+
+    name: str
+    """Unique name, ``[a-z0-9][a-z0-9_-]*``."""
+    protocol: str
+    """Name of an installed ``hoopgw.protocols`` entry point, e.g. ``postgres``."""
+    listen: str
+    """Twisted server endpoint string the gateway listens on for this connection."""
+    target: str
+    """``HOST:PORT`` of the upstream (``[::1]:5432`` for IPv6)."""
+    credential: CredentialConfig
+    """How the gateway logs in to the target."""
+    allow_groups: tuple[str, ...]
+    """Groups whose members may use the connection; empty means nobody."""
+    plugins: tuple[str, ...] = ()
+    """Enabled plugins, in the order their data hooks run."""
+    plugin_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    """Validated options of each enabled plugin, defaults filled in, by plugin name."""
+    upstream_tls: UpstreamTlsConfig = UpstreamTlsConfig()
+    """TLS towards the target."""
+    client_tls: str = "optional"
+    """``optional`` (offered when the gateway has ``tls_cert``), ``required`` or ``disabled``:
+    TLS between client and gateway."""
+    client_auth: str = "auto"
+    """How clients prove their key: ``password`` (sent in clear, so only over TLS or loopback),
+    ``scram`` (SCRAM-SHA-256; the key never crosses the wire), or ``auto`` (password over TLS or
+    loopback, SCRAM otherwise)."""
+    allow_cleartext_password: bool = False
+    """Accept a password from a client over a connection that is neither TLS nor loopback."""
+
+    @property
+    def target_host(self) -> str:
+        """Host part of :attr:`target`, without IPv6 brackets."""
+        return _split_target(self.target)[0]
+
+    @property
+    def target_port(self) -> int:
+        """Port part of :attr:`target`."""
+        return _split_target(self.target)[1]
+
+
+@attrs.frozen(kw_only=True)
+class Config:
+    """A validated configuration."""
+
+    gateway: GatewayConfig
+    """The ``[gateway]`` table."""
+    connections: tuple[ConnectionConfig, ...]
+    """The ``[[connections]]`` tables, in file order."""
+    base_dir: Path
+    """Folder of the config file; relative paths in the config start here."""
+
+    @property
+    def store_url(self) -> str:
+        """:attr:`GatewayConfig.store` with a relative SQLite path made absolute."""
+        return resolve_store_url(self.gateway.store, base_dir=self.base_dir)
+
+
+def resolve_store_url(url: str, *, base_dir: Path) -> str:
+    """Make the path of a ``sqlite:///`` URL absolute, relative to ``base_dir``.
+
+    ``sqlite:///./hoopgw.db`` names a file next to the config; ``sqlite:////var/lib/h.db`` an
+    absolute path; ``sqlite:///:memory:`` and non-SQLite URLs are returned unchanged.
+    """
+    if not url.startswith("sqlite:///"):
+        return url
+    path = url.removeprefix("sqlite:///")
+    if path == ":memory:":
+        return url
+    return "sqlite:///" + str((base_dir / path).resolve())
+
+
+def load_config(path: str | Path) -> Config:
+    """Read, validate and resolve the config file at ``path``.
+
+    :raises ConfigError: naming the connection and key at fault (a :class:`SecretError` for a
+        secret reference that cannot be resolved).
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise ConfigError(f"cannot read config file {str(path)!r}: {reason}") from None
+    return parse_config(text, base_dir=path.resolve().parent)
+
+
+def parse_config(text: str, *, base_dir: Path) -> Config:
+    """Validate TOML ``text`` as a config whose relative paths start at ``base_dir``.
+
+    :raises ConfigError: as :func:`load_config`.
+    """
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}") from None
+    _reject_unknown(document, {"gateway", "connections"}, prefix="")
+    gateway = _gateway(_Table(_table(document, "gateway", ""), "gateway.", ""), base_dir)
+    raw_connections = document.get("connections", [])
+    if not isinstance(raw_connections, list) or not all(
+        isinstance(c, dict) for c in raw_connections
+    ):
+        raise ConfigError("must be an array of tables ([[connections]])", key="connections")
+    connections = tuple(
+        _connection(raw, index, gateway, base_dir) for index, raw in enumerate(raw_connections)
+    )
+    _check_unique_names(connections)
+    _check_listeners_distinct(gateway, connections)
+    return Config(gateway=gateway, connections=connections, base_dir=base_dir)
+
+
+# -- typed access to one TOML table ----------------------------------------------------------
+
+_MISSING: Any = object()
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    return " or ".join(t.__name__ for t in types)
+
+
+@attrs.define
+class _Table:
+    """A TOML table with typed getters whose errors name the key and connection."""
+
+    data: Mapping[str, Any]
+    prefix: str
+    """Written before keys in errors, e.g. ``credential.``."""
+    connection: str
+
+    def error(self, message: str, key: str) -> ConfigError:
+        return ConfigError(message, key=self.prefix + key, connection=self.connection)
+
+    def get(self, key: str, types: tuple[type, ...], default: Any = _MISSING) -> Any:
+        if key not in self.data:
+            if default is _MISSING:
+                raise self.error("required", key)
+            return default
+        value = self.data[key]
+        # TOML booleans are Python ints; an int key must not accept true/false.
+        if (isinstance(value, bool) and bool not in types) or not isinstance(value, types):
+            raise self.error(f"expected {_type_name(types)}, got {type(value).__name__}", key)
+        return value
+
+    def string(self, key: str, default: Any = _MISSING) -> Any:
+        value = self.get(key, (str,), default)
+        if value is not default and not value:
+            raise self.error("must not be empty", key)
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        value: str = self.get(key, (str,), default)
+        if value not in choices:
+            raise self.error(f"must be one of {', '.join(choices)}", key)
+        return value
+
+    def seconds(self, key: str, default: float) -> float:
+        value = float(self.get(key, (int, float), default))
+        if not 0 < value < math.inf:  # also refuses nan
+            raise self.error("must be a finite number greater than 0", key)
+        return value
+
+    def strings(self, key: str, default: Any = _MISSING) -> tuple[str, ...]:
+        value = self.get(key, (list,), default)
+        for item in value:
+            if not isinstance(item, str) or not item:
+                got = type(item).__name__ if not isinstance(item, str) else "empty string"
+                raise self.error(f"expected list of non-empty str, got an item of {got}", key)
+        return tuple(value)
+
+
+def _table(parent: Mapping[str, Any], key: str, connection: str) -> dict[str, Any]:
+    value = parent.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"expected table, got {type(value).__name__}", key=key, connection=connection
+        )
+    return value
+
+
+def _reject_unknown(
+    data: Mapping[str, Any], known: set[str], *, prefix: str, connection: str = ""
+) -> None:
+    for key in data:
+        if key not in known:
+            raise ConfigError(
+                f"unknown key (known: {', '.join(sorted(known))})",
+                key=prefix + key,
+                connection=connection,
+            )
+
+
+# -- [gateway] -------------------------------------------------------------------------------
+
+_GATEWAY_KEYS = {f.name for f in attrs.fields(GatewayConfig)}
+
+
+def _gateway(table: _Table, base_dir: Path) -> GatewayConfig:
+    _reject_unknown(table.data, _GATEWAY_KEYS, prefix=table.prefix)
+    defaults = GatewayConfig()
+    store = table.string("store", defaults.store)
+    _check_store_url(table, store)
+    admin_listen = table.string("admin_listen", None)
+    if admin_listen is not None:
+        _parse_listen(table, "admin_listen", admin_listen)
+    tls_cert = table.string("tls_cert", None)
+    tls_key = table.string("tls_key", None)
+    if (tls_cert is None) != (tls_key is None):
+        missing = "tls_key" if tls_key is None else "tls_cert"
+        raise table.error("tls_cert and tls_key must be set together", missing)
+    max_message_size = table.get("max_message_size", (int,), defaults.max_message_size)
+    if max_message_size < 1024:
+        raise table.error("must be at least 1024 bytes", "max_message_size")
+    shutdown_grace = float(table.get("shutdown_grace", (int, float), defaults.shutdown_grace))
+    if not 0 <= shutdown_grace < math.inf:
+        raise table.error("must be a finite number, 0 or more", "shutdown_grace")
+    return GatewayConfig(
+        store=store,
+        admin_listen=admin_listen,
+        tls_cert=_readable_file(table, "tls_cert", tls_cert, base_dir),
+        tls_key=_readable_file(table, "tls_key", tls_key, base_dir),
+        log_format=table.choice("log_format", FORMATS, defaults.log_format),
+        log_level=table.choice("log_level", LEVELS, defaults.log_level),
+        auth_timeout=table.seconds("auth_timeout", defaults.auth_timeout),
+        approval_timeout=table.seconds("approval_timeout", defaults.approval_timeout),
+        max_message_size=max_message_size,
+        shutdown_grace=shutdown_grace,
+    )
+
+
+def _check_store_url(table: _Table, url: str) -> None:
+    # Only the embedded SQLite store exists so far; a URL the store cannot open must fail
+    # here, in `config check`, not when the gateway starts.
+    if not url.startswith("sqlite:///") or url == "sqlite:///":
+        raise table.error("must be a sqlite:///PATH URL, e.g. sqlite:///./hoopgw.db", "store")
+
+
+def _readable_file(table: _Table, key: str, value: str | None, base_dir: Path) -> str | None:
+    if value is None:
+        return None
+    path = (base_dir / Path(value).expanduser()).resolve()
+    try:
+        with path.open("rb"):
+            pass
+    except OSError as exc:
+        raise table.error(f"cannot read {str(path)!r}: {exc.strerror}", key) from None
+    return str(path)
+
+
+# -- [[connections]] -------------------------------------------------------------------------
+
+# Every field but plugin_options, whose tables are named after the plugins.
+_CONNECTION_KEYS = {f.name for f in attrs.fields(ConnectionConfig)} - {"plugin_options"}
+
+
+def _connection(
+    raw: Mapping[str, Any], index: int, gateway: GatewayConfig, base_dir: Path
+) -> ConnectionConfig:
+    # Until the name is known, errors name the connection by its position in the file.
+    name = _Table(raw, "", f"#{index + 1}").get("name", (str,))
+    if not _NAME.fullmatch(name):
+        raise ConfigError(
+            "must match [a-z0-9][a-z0-9_-]* (lower-case letters, digits, '-', '_')",
+            key="name",
+            connection=f"#{index + 1}",
+        )
+    table = _Table(raw, "", name)
+
+    plugins = table.strings("plugins", [])
+    for key, value in raw.items():
+        if key in _CONNECTION_KEYS or key in plugins:
+            continue
+        if isinstance(value, dict):
+            raise table.error(
+                f"plugin {key!r} is configured but not enabled (add it to plugins)", key
+            )
+        raise table.error(f"unknown key (known: {', '.join(sorted(_CONNECTION_KEYS))})", key)
+
+    protocol = table.string("protocol")
+    installed = sorted(ep.name for ep in entry_points(group=PROTOCOL_GROUP))
+    if protocol not in installed:
+        raise table.error(
+            f"protocol {protocol!r} is not installed (installed: {', '.join(installed) or 'none'})",
+            "protocol",
+        )
+    listen = table.string("listen")
+    _parse_listen(table, "listen", listen)
+    target = table.string("target")
+    try:
+        host, _ = _split_target(target)
+    except ValueError as exc:
+        raise table.error(str(exc), "target") from None
+
+    client_tls = table.choice("client_tls", CLIENT_TLS_MODES, "optional")
+    if client_tls == "required" and gateway.tls_cert is None:
+        raise table.error(
+            "'required' needs [gateway] tls_cert and tls_key", "client_tls"
+        )
+    return ConnectionConfig(
+        name=name,
+        protocol=protocol,
+        listen=listen,
+        target=target,
+        credential=_credential(table, base_dir),
+        allow_groups=table.strings("allow_groups"),
+        plugins=plugins,
+        plugin_options=_plugin_options(table, plugins),
+        upstream_tls=_upstream_tls(table, host, base_dir),
+        client_tls=client_tls,
+        client_auth=table.choice("client_auth", CLIENT_AUTH_METHODS, "auto"),
+        allow_cleartext_password=table.get("allow_cleartext_password", (bool,), False),
+    )
+
+
+def _credential(parent: _Table, base_dir: Path) -> CredentialConfig:
+    if "credential" not in parent.data:
+        raise parent.error("required: the user the gateway logs in to the target as", "credential")
+    table = _Table(
+        _table(parent.data, "credential", parent.connection), "credential.", parent.connection
+    )
+    _reject_unknown(
+        table.data, {"user", "password"}, prefix="credential.", connection=table.connection
+    )
+    user = table.string("user")
+    reference = table.get("password", (str,), None)
+    password = None
+    if reference is not None:
+        password = resolve_secret(
+            reference, key="credential.password", connection=table.connection, base_dir=base_dir
+        )
+    return CredentialConfig(user=user, password=password)
+
+
+def _upstream_tls(parent: _Table, host: str, base_dir: Path) -> UpstreamTlsConfig:
+    table = _Table(
+        _table(parent.data, "upstream_tls", parent.connection), "upstream_tls.", parent.connection
+    )
+    _reject_unknown(
+        table.data,
+        {"sslmode", "ca_file", "server_name"},
+        prefix="upstream_tls.",
+        connection=table.connection,
+    )
+    sslmode = table.choice("sslmode", SSLMODES, "prefer")
+    ca_file = table.string("ca_file", None)
+    if sslmode == "verify-full" and ca_file is None:
+        raise table.error("required when sslmode is verify-full", "ca_file")
+    return UpstreamTlsConfig(
+        sslmode=sslmode,
+        ca_file=_readable_file(table, "ca_file", ca_file, base_dir),
+        server_name=table.string("server_name", host),
+    )
+
+
+def _plugin_options(parent: _Table, plugins: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    options: dict[str, dict[str, Any]] = {}
+    for name in plugins:
+        if name in options:
+            raise parent.error(f"plugin {name!r} is listed twice", "plugins")
+        try:
+            cls = plugin.load_plugin_class(name)
+        except PluginError as exc:
+            raise parent.error(str(exc), "plugins") from None
+        table = _table(parent.data, name, parent.connection)
+        options[name] = plugin.validate_options(
+            name, cls.options, table, connection=parent.connection
+        )
+    return options
+
+
+# -- values ----------------------------------------------------------------------------------
+
+
+def _split_target(target: str) -> tuple[str, int]:
+    """Split ``HOST:PORT`` (``[V6]:PORT`` for IPv6).
+
+    :raises ValueError: with a message fit for a config error.
+    """
+    host, sep, port = target.rpartition(":")
+    if not sep or not host:
+        raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:5432 or [::1]:5432")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"{host!r} in brackets is not an IPv6 address") from None
+    elif ":" in host or "[" in host or "]" in host:
+        raise ValueError("an IPv6 address must be written in brackets, e.g. [::1]:5432")
+    if not port.isascii() or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError("port must be a number from 1 to 65535")
+    return host, int(port)
+
+
+@attrs.frozen
+class _Listener:
+    """Where a server endpoint binds, normalised for comparison."""
+
+    kind: str
+    """``tcp`` or ``unix``."""
+    interface: str
+    """Normalised IP address, ``*`` for every interface, or the socket path."""
+    port: int
+
+
+def _parse_listen(table: _Table, key: str, description: str) -> _Listener:
+    try:
+        endpoint = endpoints.serverFromString(MemoryReactor(), description)
+    except Exception as exc:
+        raise table.error(f"not a valid Twisted server endpoint: {exc}", key) from None
+    if isinstance(endpoint, endpoints.UNIXServerEndpoint):
+        return _Listener(kind="unix", interface=str(Path(endpoint._address).resolve()), port=0)
+    if not isinstance(endpoint, _LISTEN_TYPES):
+        # TLS is negotiated inside the database protocol, with [gateway] tls_cert, not by the
+        # endpoint; other endpoint types bind in ways the duplicate check cannot see.
+        raise table.error("must be a tcp:, tcp6: or unix: endpoint", key)
+    port = endpoint._port
+    if not 0 <= port <= 65535:
+        raise table.error("port must be from 0 to 65535", key)
+    interface = endpoint._interface
+    if interface in ("", "0.0.0.0", "::"):  # noqa: S104 - normalising, not binding
+        interface = "*"
+    else:
+        try:
+            interface = str(ipaddress.ip_address(interface))
+        except ValueError:
+            raise table.error(f"interface {interface!r} is not an IP address", key) from None
+    return _Listener(kind="tcp", interface=interface, port=port)
+
+
+def _clash(a: _Listener, b: _Listener) -> bool:
+    if a.kind != b.kind:
+        return False
+    if a.kind == "unix":
+        return a.interface == b.interface
+    # Port 0 asks the OS for a free port, which never clashes.
+    return a.port == b.port != 0 and (
+        a.interface == b.interface or "*" in (a.interface, b.interface)
+    )
+
+
+def _check_unique_names(connections: tuple[ConnectionConfig, ...]) -> None:
+    seen: set[str] = set()
+    for connection in connections:
+        if connection.name in seen:
+            raise ConfigError("duplicate connection name", key="name", connection=connection.name)
+        seen.add(connection.name)
+
+
+def _check_listeners_distinct(
+    gateway: GatewayConfig, connections: tuple[ConnectionConfig, ...]
+) -> None:
+    bound: list[tuple[str, _Listener]] = []
+    if gateway.admin_listen is not None:
+        admin = _parse_listen(_Table({}, "gateway.", ""), "admin_listen", gateway.admin_listen)
+        bound.append(("[gateway] admin_listen", admin))
+    for connection in connections:
+        table = _Table({}, "", connection.name)
+        listener = _parse_listen(table, "listen", connection.listen)
+        for owner, other in bound:
+            if _clash(listener, other):
+                raise table.error(f"listens on the same address as {owner}", "listen")
+        bound.append((f"connection {connection.name!r}", listener))

@@ -1,0 +1,160 @@
+"""The running gateway: opens the store, builds each connection's plugin chain and listener,
+and stops cleanly (sessions get a protocol goodbye, queued audit records are committed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer, ssl, task
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger
+
+from hoopgw.audit import AuditWriter
+from hoopgw.chain import PluginChain
+from hoopgw.config import Config, ConnectionConfig, resolve_store_url
+from hoopgw.identity import KeyService
+from hoopgw.plugin import PluginContext, load_plugin_class
+from hoopgw.protocol import ConnectionRuntime, SessionRegistry, load_protocol
+from hoopgw.session import ConnectionInfo
+from hoopgw.store import Store, open_store
+
+log = Logger(namespace="hoopgw.gateway")
+
+
+def server_tls_options(cert_file: str, key_file: str) -> ssl.CertificateOptions:
+    """TLS options for the client side from PEM files (TLS 1.2 or newer)."""
+    with open(cert_file, "rb") as f:
+        cert_pem = f.read()
+    with open(key_file, "rb") as f:
+        key_pem = f.read()
+    certificate = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)
+    return certificate.options(raiseMinimumTo=ssl.TLSVersion.TLSv1_2)  # type: ignore[no-any-return]
+
+
+class Gateway:
+    """All listeners of one config, sharing one audit writer and one session registry."""
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.sessions = SessionRegistry()
+        self._store_url = resolve_store_url(config.gateway.store, base_dir=config.base_dir)
+        self._store: Store | None = None
+        self.audit: AuditWriter | None = None
+        self._ports: list[Any] = []
+
+    @defer.inlineCallbacks
+    def start(self) -> Any:
+        """Open the store, start the audit writer and listen on every connection.
+
+        Fails (and leaves nothing listening) if any part cannot start.
+        """
+        self._store = open_store(self._store_url)
+        self._store.migrate()
+        self.audit = AuditWriter(self._open_migrated_store, self.reactor)
+        yield self.audit.start()
+        keys = KeyService(self._store)
+        gw = self.config.gateway
+        server_tls = None
+        if gw.tls_cert and gw.tls_key:
+            server_tls = server_tls_options(gw.tls_cert, gw.tls_key)
+        try:
+            for connection in self.config.connections:
+                runtime = self._runtime(connection, keys, server_tls)
+                factory = load_protocol(connection.protocol).build_factory(runtime)
+                endpoint = serverFromString(self.reactor, connection.listen)
+                port = yield endpoint.listen(factory)
+                self._ports.append(port)
+                log.info(
+                    "connection {connection} ({protocol}) listening on {listen}, target {target}",
+                    connection=connection.name,
+                    protocol=connection.protocol,
+                    listen=connection.listen,
+                    target=connection.target,
+                )
+        except BaseException:
+            yield self.stop()
+            raise
+
+    def _open_migrated_store(self) -> Store:
+        store = open_store(self._store_url)
+        store.migrate()
+        return store
+
+    def _runtime(
+        self, connection: ConnectionConfig, keys: KeyService, server_tls: Any
+    ) -> ConnectionRuntime:
+        info = ConnectionInfo(
+            name=connection.name, protocol=connection.protocol, target=connection.target
+        )
+        plugins = []
+        for name in connection.plugins:
+            cls = load_plugin_class(name)
+            context = PluginContext(
+                connection=info,
+                options=dict(connection.plugin_options.get(name, {})),
+                audit=self.audit,
+                log=Logger(namespace=f"hoopgw.plugins.{name}"),
+                reactor=self.reactor,
+            )
+            plugins.append((name, cls(context)))
+        chain = PluginChain(
+            plugins, reactor=self.reactor, approval_timeout=self.config.gateway.approval_timeout
+        )
+        return ConnectionRuntime(
+            config=connection,
+            gateway=self.config.gateway,
+            info=info,
+            chain=chain,
+            keys=keys,
+            sessions=self.sessions,
+            reactor=self.reactor,
+            server_tls=server_tls,
+        )
+
+    @defer.inlineCallbacks
+    def stop(self) -> Any:
+        """Stop listening, end every session with a goodbye, then flush and close the store."""
+        ports, self._ports = self._ports, []
+        yield defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in ports])
+        live = list(self.sessions)
+        if live:
+            log.info("ending {count} session(s)", count=len(live))
+        for session in live:
+            session.terminate("gateway stopping")
+        deadline = self.reactor.seconds() + self.config.gateway.shutdown_grace
+        while len(self.sessions) and self.reactor.seconds() < deadline:
+            yield task.deferLater(self.reactor, 0.05, lambda: None)
+        if self.audit is not None:
+            yield self.audit.stop()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        log.info("gateway stopped")
+
+
+def run_gateway(config: Config) -> int:
+    """Run the gateway in the foreground until SIGTERM or SIGINT; return the exit status."""
+    from twisted.internet import reactor
+
+    gateway = Gateway(config, reactor)
+    status = {"code": 0}
+
+    def failed(failure: Any) -> None:
+        log.failure("gateway failed to start", failure)
+        status["code"] = 1
+        reactor.stop()  # type: ignore[attr-defined]
+
+    def start() -> None:
+        d = gateway.start()
+        d.addCallback(
+            lambda _: log.info(
+                "hoopgw ready: {count} connection(s)", count=len(config.connections)
+            )
+        )
+        d.addErrback(failed)
+
+    reactor.callWhenRunning(start)  # type: ignore[attr-defined]
+    reactor.addSystemEventTrigger("before", "shutdown", gateway.stop)  # type: ignore[attr-defined]
+    reactor.run()  # type: ignore[attr-defined]
+    return status["code"]

@@ -1,0 +1,117 @@
+"""How a wire protocol plugs into the gateway, and what the gateway hands it per connection.
+
+A protocol package registers a :class:`ProtocolSpec` in the ``hoopgw.protocols`` entry-point
+group. For each configured connection the gateway builds a :class:`ConnectionRuntime` and asks
+the protocol for a Twisted factory that serves that connection's listener.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from importlib.metadata import entry_points
+from typing import TYPE_CHECKING, Any, Protocol
+
+import attrs
+
+from hoopgw.errors import PluginError
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IProtocolFactory
+
+    from hoopgw.chain import PluginChain
+    from hoopgw.config import ConnectionConfig, GatewayConfig
+    from hoopgw.identity import KeyService
+    from hoopgw.session import ConnectionInfo
+
+PROTOCOL_GROUP = "hoopgw.protocols"
+
+
+class LiveSession(Protocol):
+    """What the gateway needs from a running session to end it."""
+
+    def terminate(self, reason: str) -> None:
+        """Say a protocol goodbye to the client (an error where the protocol has one), close
+        the upstream, and report the session closed with ``reason``."""
+
+
+class SessionRegistry:
+    """Every live session of the gateway, for shutdown and for cancel requests."""
+
+    def __init__(self) -> None:
+        self._sessions: set[LiveSession] = set()
+        self._cancel_keys: dict[Any, LiveSession] = {}
+
+    def add(self, session: LiveSession) -> None:
+        """Track ``session`` until :meth:`remove`."""
+        self._sessions.add(session)
+
+    def remove(self, session: LiveSession) -> None:
+        """Forget ``session`` and its cancel key; removing twice is harmless."""
+        self._sessions.discard(session)
+        for key in [k for k, s in self._cancel_keys.items() if s is session]:
+            del self._cancel_keys[key]
+
+    def add_cancel_key(self, key: Any, session: LiveSession) -> bool:
+        """Bind a protocol cancel key to ``session``; False if the key is already taken."""
+        if key in self._cancel_keys:
+            return False
+        self._cancel_keys[key] = session
+        return True
+
+    def by_cancel_key(self, key: Any) -> LiveSession | None:
+        """The session that owns ``key``, if it is still live."""
+        return self._cancel_keys.get(key)
+
+    def __iter__(self) -> Any:
+        return iter(list(self._sessions))
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+
+@attrs.frozen(kw_only=True)
+class ConnectionRuntime:
+    """Everything a protocol needs to serve one configured connection."""
+
+    config: ConnectionConfig
+    """The connection's validated config, credential included (never show it to a client)."""
+    gateway: GatewayConfig
+    """Gateway-wide settings (timeouts, message size limit)."""
+    info: ConnectionInfo
+    """The plugin-facing view of the connection."""
+    chain: PluginChain
+    """The connection's enabled plugins."""
+    keys: KeyService
+    """Checks API keys."""
+    sessions: SessionRegistry
+    """Live sessions of the whole gateway."""
+    reactor: Any
+    """The reactor (tests pass a ``MemoryReactorClock``)."""
+    server_tls: Any = None
+    """A pyOpenSSL context factory for client-side TLS, or None when not configured."""
+
+
+@attrs.frozen(kw_only=True)
+class ProtocolSpec:
+    """A wire protocol as registered in the ``hoopgw.protocols`` entry-point group."""
+
+    name: str
+    """Protocol name used in ``[[connections]] protocol``."""
+    build_factory: Callable[[ConnectionRuntime], IProtocolFactory]
+    """Makes the server factory for one connection's listener."""
+
+
+def load_protocol(name: str) -> ProtocolSpec:
+    """Import the protocol registered under ``name``.
+
+    :raises PluginError: if it is not installed or is not a :class:`ProtocolSpec`.
+    """
+    found = {ep.name: ep for ep in entry_points(group=PROTOCOL_GROUP)}
+    if name not in found:
+        raise PluginError(
+            f"protocol {name!r} is not installed (installed: {', '.join(sorted(found)) or 'none'})"
+        )
+    spec = found[name].load()
+    if not isinstance(spec, ProtocolSpec):
+        raise PluginError(f"protocol {name!r} entry point is not a ProtocolSpec")
+    return spec

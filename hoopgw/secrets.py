@@ -1,0 +1,85 @@
+"""Secret references in the config, and the value type that keeps them out of sight.
+
+The config never holds a secret literally. A key that takes a secret (a target password, for
+instance) takes a *reference* instead:
+
+``env:NAME``
+    the value of environment variable ``NAME``; missing or empty is an error.
+``file:PATH``
+    the contents of the file at ``PATH`` (relative paths are relative to the config file's
+    folder), with one trailing newline removed; missing, unreadable or empty is an error.
+
+A resolved value is wrapped in :class:`Secret`, whose ``repr`` and ``str`` show the reference and
+never the value, and is registered with :func:`hoopgw.logs.register_secret` so that a log line
+that somehow contains it is redacted anyway.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import attrs
+
+from hoopgw import logs
+from hoopgw.errors import SecretError
+
+
+@attrs.frozen(kw_only=True, repr=False)
+class Secret:
+    """A resolved secret. Printing it shows where it came from, never what it is."""
+
+    reference: str
+    """The reference it was resolved from, e.g. ``env:PGPASSWORD``; safe to show."""
+    _value: str = attrs.field(alias="value")
+    """The secret itself; read it with :meth:`reveal`."""
+
+    def reveal(self) -> str:
+        """Return the secret value. Call this only where the value is sent to its one consumer."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({self.reference!r})"
+
+    __str__ = __repr__
+
+
+def resolve_secret(reference: str, *, key: str, connection: str = "", base_dir: Path) -> Secret:
+    """Resolve an ``env:`` or ``file:`` reference into a :class:`Secret`.
+
+    :param reference: the string written in the config.
+    :param key: the config key holding it, for error messages.
+    :param connection: the connection it belongs to, for error messages.
+    :param base_dir: the config file's folder; relative ``file:`` paths start there.
+    :raises SecretError: if the reference is malformed or cannot be resolved. The message names
+        the reference's variable or path and the key, and never contains a value.
+    """
+    scheme, _, name = reference.partition(":")
+    if scheme == "env" and name:
+        value = os.environ.get(name, "")
+        if not value:
+            raise SecretError(
+                f"environment variable {name!r} is not set or empty", key=key, connection=connection
+            )
+    elif scheme == "file" and name:
+        path = base_dir / Path(name).expanduser()
+        try:
+            value = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+            raise SecretError(
+                f"cannot read secret file {str(path)!r}: {reason}", key=key, connection=connection
+            ) from None
+        # Editors end files with a newline; it is never part of the secret.
+        value = value.removesuffix("\r\n") if value.endswith("\r\n") else value.removesuffix("\n")
+        if not value:
+            raise SecretError(f"secret file {str(path)!r} is empty", key=key, connection=connection)
+    else:
+        # The string may be a real password pasted into the config: never repeat it.
+        raise SecretError(
+            "must be a secret reference (env:NAME or file:PATH), not a literal value",
+            key=key,
+            connection=connection,
+        )
+    logs.register_secret(value)
+    return Secret(reference=reference, value=value)

@@ -1,0 +1,140 @@
+"""The store interface: audit records, their projections for the CLI, and API keys.
+
+A store is a blocking API: the audit writer calls it on its own thread, the CLI calls it
+directly. Every implementation (SQLite now, PostgreSQL for several gateway instances later)
+must keep the same guarantees: :meth:`Store.append` is one durable transaction that assigns
+``seq`` without gaps and extends the hash chain (:func:`hoopgw.audit.record_hash`), and every
+failure is raised as :class:`~hoopgw.errors.StoreError`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import attrs
+
+from hoopgw.audit import AuditEntry, AuditRecord
+from hoopgw.scram import ScramVerifier
+
+
+@attrs.frozen(kw_only=True)
+class ApiKeyRecord:
+    """A stored API key. The secret itself is never stored, only what checks it."""
+
+    key_id: str
+    """Public identifier: 12 lowercase hex characters, also part of the secret."""
+    identity: str
+    """The identity the key authenticates as."""
+    groups: tuple[str, ...]
+    """Groups granted to that identity while it uses this key."""
+    secret_sha256: str = attrs.field(repr=False)
+    """Hex SHA-256 of the whole secret string."""
+    scram: ScramVerifier = attrs.field(repr=False)
+    """SCRAM-SHA-256 verifier of the whole secret, for clients that speak SCRAM."""
+    created_at: float
+    """POSIX time the key was made."""
+    expires_at: float | None = None
+    """POSIX time the key stops working, or None for never."""
+    revoked_at: float | None = None
+    """POSIX time the key was revoked, or None."""
+    last_used_at: float | None = None
+    """POSIX time of the last successful authentication, or None."""
+
+    def is_active(self, now: float) -> bool:
+        """Whether the key may authenticate at ``now`` (neither revoked nor expired)."""
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+class Store(abc.ABC):
+    """Where audit records, session projections and API keys are kept.
+
+    Every method may raise :class:`~hoopgw.errors.StoreError`; none raises anything else for
+    a storage problem. An instance is used from one thread only.
+    """
+
+    @abc.abstractmethod
+    def migrate(self) -> None:
+        """Bring the schema to the version this code knows; a no-op when it is already there.
+
+        :raises StoreError: if the store's schema is newer than this code knows.
+        """
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Release the store's connection; the instance is unusable afterwards."""
+
+    # -- audit ---------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def append(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        """Durably append ``entries``, in order, in ONE transaction.
+
+        Assigns each its ``seq``, chains its hash to the previous record, and updates the
+        ``sessions`` and ``commands`` projections. When this returns, the records survive a
+        crash; when it raises, none of them was written.
+
+        :return: the records, in the order of ``entries``.
+        """
+
+    @abc.abstractmethod
+    def records(self, after_seq: int = 0) -> Iterator[AuditRecord]:
+        """Yield the records with ``seq > after_seq`` in seq order, reading lazily."""
+
+    # -- projections ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def list_sessions(
+        self, *, limit: int = 100, connection: str | None = None, identity: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Sessions, newest first, optionally only those of one connection or identity.
+
+        Each dict has ``id``, ``connection``, ``protocol``, ``target``, ``identity``, ``groups``
+        (list), ``method``, ``credential_id``, ``client_address``, ``client_tls``,
+        ``upstream_tls``, ``started_at``, ``ended_at`` (None while open), ``end_reason``,
+        ``command_count`` and ``attributes`` (dict).
+        """
+
+    @abc.abstractmethod
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        """One session as in :meth:`list_sessions`, plus ``commands``; None if unknown.
+
+        ``commands`` is a list, in session order, of dicts with ``seq``, ``kind``, ``text``,
+        ``parameter_count``, ``statement_name``, ``received_at``, ``verdict`` (``allow``,
+        ``block`` or None while undecided), ``verdict_reason``, ``verdict_plugin``, ``rule``,
+        ``status``, ``rows``, ``bytes``, ``duration``, ``error_code``, ``error_message``,
+        ``sample`` (list of rows or None) and ``completed_at``.
+        """
+
+    # -- API keys ------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def add_key(self, key: ApiKeyRecord) -> None:
+        """Store a new key.
+
+        :raises StoreError: also if a key with the same id exists.
+        """
+
+    @abc.abstractmethod
+    def get_key(self, key_id: str) -> ApiKeyRecord | None:
+        """The key with this id, or None."""
+
+    @abc.abstractmethod
+    def find_keys_by_identity(self, identity: str) -> list[ApiKeyRecord]:
+        """Every key of ``identity`` (active or not), newest first."""
+
+    @abc.abstractmethod
+    def list_keys(self) -> list[ApiKeyRecord]:
+        """Every key, oldest first."""
+
+    @abc.abstractmethod
+    def revoke_key(self, key_id: str, *, when: float) -> bool:
+        """Mark the key revoked at ``when``.
+
+        :return: True if this call revoked it; False if it is unknown or already revoked.
+        """
+
+    @abc.abstractmethod
+    def touch_key(self, key_id: str, when: float) -> None:
+        """Record that the key authenticated successfully at ``when``."""

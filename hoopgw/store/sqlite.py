@@ -1,0 +1,459 @@
+"""The embedded store: one SQLite file, shared by the gateway and the CLI.
+
+The database runs in WAL mode with ``synchronous=FULL``, so a committed transaction survives a
+crash or power loss, and readers (the CLI) never block the writer. A busy timeout lets two
+processes share the file: a writer waits for the lock instead of failing at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from hoopgw.audit import GENESIS_HASH, AuditEntry, AuditRecord, canonical_json, record_hash
+from hoopgw.errors import StoreError
+from hoopgw.scram import ScramVerifier
+from hoopgw.store import migrations
+from hoopgw.store.base import ApiKeyRecord, Store
+
+_SESSION_COLUMNS = (
+    "id, connection, protocol, target, identity, groups, method, credential_id, client_address, "
+    "client_tls, upstream_tls, started_at, ended_at, end_reason, command_count, attributes"
+)
+_COMMAND_COLUMNS = (
+    "seq, kind, text, parameter_count, statement_name, received_at, verdict, verdict_reason, "
+    "verdict_plugin, rule, status, rows, bytes, duration, error_code, error_message, sample, "
+    "completed_at"
+)
+_COMMAND_NAMES = tuple(name.strip() for name in _COMMAND_COLUMNS.split(","))
+_KEY_COLUMNS = (
+    "key_id, identity, groups, secret_sha256, scram_salt, scram_iterations, scram_stored_key, "
+    "scram_server_key, created_at, expires_at, revoked_at, last_used_at"
+)
+
+
+class SQLiteStore(Store):
+    """A :class:`~hoopgw.store.base.Store` in one SQLite file.
+
+    The connection is opened by the constructor and belongs to the thread that made it.
+    """
+
+    def __init__(self, path: str, *, busy_timeout: float = 10.0) -> None:
+        """
+        :param path: the database file (created if absent), or ``:memory:``.
+        :param busy_timeout: seconds to wait for another process's lock before failing.
+        :raises StoreError: if the file cannot be opened or put in WAL mode.
+        """
+        self.path = path
+        try:
+            self._conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open SQLite store {path!r}: {exc}") from exc
+        try:
+            mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal" and path != ":memory:":
+                raise StoreError(f"cannot put SQLite store {path!r} in WAL mode (got {mode!r})")
+            self._conn.execute("PRAGMA synchronous = FULL")
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise StoreError(f"cannot open SQLite store {path!r}: {exc}") from exc
+        except StoreError:
+            self._conn.close()
+            raise
+
+    def migrate(self) -> None:
+        """See :meth:`Store.migrate`."""
+        migrations.migrate(self._conn)
+
+    def close(self) -> None:
+        """See :meth:`Store.close`."""
+        self._conn.close()
+
+    # -- audit ---------------------------------------------------------------------------------
+
+    def append(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        """See :meth:`Store.append`."""
+        if not entries:
+            return []
+        with self._errors_as_store_error("append audit records"), self._transaction():
+            last = self._conn.execute(
+                "SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            seq, prev_hash = (last[0], last[1]) if last else (0, GENESIS_HASH)
+            records = []
+            for entry in entries:
+                seq += 1
+                text = canonical_json(entry.data)
+                data = json.loads(text)
+                digest = record_hash(
+                    seq=seq,
+                    kind=entry.kind,
+                    session_id=entry.session_id,
+                    time=entry.time,
+                    data=data,
+                    prev_hash=prev_hash,
+                )
+                self._conn.execute(
+                    "INSERT INTO audit_records (seq, kind, session_id, time, data, prev_hash, hash)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (seq, entry.kind, entry.session_id, entry.time, text, prev_hash, digest),
+                )
+                record = AuditRecord(
+                    seq=seq,
+                    kind=entry.kind,
+                    session_id=entry.session_id,
+                    time=entry.time,
+                    data=data,
+                    prev_hash=prev_hash,
+                    hash=digest,
+                )
+                self._project(record)
+                records.append(record)
+                prev_hash = digest
+        return records
+
+    def records(self, after_seq: int = 0) -> Iterator[AuditRecord]:
+        """See :meth:`Store.records`."""
+        with self._errors_as_store_error("read audit records"):
+            cursor = self._conn.execute(
+                "SELECT seq, kind, session_id, time, data, prev_hash, hash FROM audit_records"
+                " WHERE seq > ? ORDER BY seq",
+                (after_seq,),
+            )
+            for seq, kind, session_id, time, data, prev_hash, digest in cursor:
+                try:
+                    decoded = json.loads(data)
+                except (TypeError, ValueError) as exc:
+                    raise StoreError(f"audit record {seq} holds unreadable data: {exc}") from exc
+                yield AuditRecord(
+                    seq=seq,
+                    kind=kind,
+                    session_id=session_id,
+                    time=time,
+                    data=decoded,
+                    prev_hash=prev_hash,
+                    hash=digest,
+                )
+
+    # -- projections ---------------------------------------------------------------------------
+
+    def _project(self, record: AuditRecord) -> None:
+        # The projections serve the CLI; audit_records is the evidence. A malformed entry
+        # must not fail the other sessions' records committed with it, so values are coerced.
+        data = record.data
+        execute = self._conn.execute
+        command_seq = _integer(data.get("seq"))
+        if record.kind.startswith("command_") and command_seq is None:
+            return
+        if record.kind == "session_started":
+            execute(
+                f"INSERT INTO sessions ({_SESSION_COLUMNS}) "  # noqa: S608 -- fixed fragments
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, 0, ?) "
+                "ON CONFLICT (id) DO NOTHING",
+                (
+                    record.session_id,
+                    _text(data.get("connection")),
+                    _text(data.get("protocol")),
+                    _text(data.get("target")),
+                    _text(data.get("identity")),
+                    canonical_json(_list(data.get("groups"))),
+                    _text(data.get("method")),
+                    _text(data.get("credential_id")),
+                    _text(data.get("client_address")),
+                    bool(data.get("client_tls")),
+                    bool(data.get("upstream_tls")),
+                    _number(data.get("started_at")) or record.time,
+                    canonical_json(_dict(data.get("attributes"))),
+                ),
+            )
+        elif record.kind == "command_received":
+            inserted = execute(
+                "INSERT INTO commands (session_id, seq, kind, text, parameter_count, "
+                "statement_name, received_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (session_id, seq) DO NOTHING",
+                (
+                    record.session_id,
+                    command_seq,
+                    _text(data.get("kind")),
+                    _text(data.get("text")),
+                    _integer(data.get("parameter_count")) or 0,
+                    _text(data.get("statement_name")),
+                    record.time,
+                ),
+            ).rowcount
+            execute(
+                "UPDATE sessions SET command_count = command_count + ? WHERE id = ?",
+                (inserted, record.session_id),
+            )
+        elif record.kind == "command_decided":
+            execute(
+                "UPDATE commands SET verdict = ?, verdict_reason = ?, verdict_plugin = ?, rule = ?"
+                " WHERE session_id = ? AND seq = ?",
+                (
+                    _text(data.get("verdict")),
+                    _text(data.get("reason")),
+                    _text(data.get("plugin")),
+                    _text(data.get("rule")),
+                    record.session_id,
+                    command_seq,
+                ),
+            )
+        elif record.kind == "command_completed":
+            sample = data.get("sample")
+            execute(
+                "UPDATE commands SET status = ?, rows = ?, bytes = ?, duration = ?, error_code = ?,"
+                " error_message = ?, sample = ?, completed_at = ? WHERE session_id = ? AND seq = ?",
+                (
+                    _text(data.get("status")),
+                    _integer(data.get("rows")),
+                    _integer(data.get("bytes")),
+                    _number(data.get("duration")),
+                    _text(data.get("error_code")),
+                    _text(data.get("error_message")),
+                    None if sample is None else canonical_json(sample),
+                    record.time,
+                    record.session_id,
+                    command_seq,
+                ),
+            )
+        elif record.kind == "session_closed":
+            execute(
+                "UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ?",
+                (record.time, _text(data.get("reason")), record.session_id),
+            )
+
+    def list_sessions(
+        self, *, limit: int = 100, connection: str | None = None, identity: str | None = None
+    ) -> list[dict[str, Any]]:
+        """See :meth:`Store.list_sessions`."""
+        where, params = [], []
+        if connection is not None:
+            where.append("connection = ?")
+            params.append(connection)
+        if identity is not None:
+            where.append("identity = ?")
+            params.append(identity)
+        clause = f"WHERE {' AND '.join(where)} " if where else ""
+        with self._errors_as_store_error("list sessions"):
+            rows = self._conn.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions {clause}"  # noqa: S608 -- fixed fragments
+                "ORDER BY started_at DESC, rowid DESC LIMIT ?",
+                (*params, max(limit, 0)),
+            ).fetchall()
+        return [_session_dict(row) for row in rows]
+
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        """See :meth:`Store.get_session`."""
+        with self._errors_as_store_error("read a session"):
+            row = self._conn.execute(
+                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?",  # noqa: S608
+                (session_id,),
+            ).fetchone()
+            if row is None:
+                return None
+            commands = self._conn.execute(
+                f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE session_id = ? ORDER BY seq",  # noqa: S608
+                (session_id,),
+            ).fetchall()
+        session = _session_dict(row)
+        session["commands"] = [_command_dict(command) for command in commands]
+        return session
+
+    # -- API keys ------------------------------------------------------------------------------
+
+    def add_key(self, key: ApiKeyRecord) -> None:
+        """See :meth:`Store.add_key`."""
+        try:
+            self._conn.execute(
+                f"INSERT INTO api_keys ({_KEY_COLUMNS}) "  # noqa: S608 -- fixed fragments
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    key.key_id,
+                    key.identity,
+                    canonical_json(list(key.groups)),
+                    key.secret_sha256,
+                    key.scram.salt,
+                    key.scram.iterations,
+                    key.scram.stored_key,
+                    key.scram.server_key,
+                    key.created_at,
+                    key.expires_at,
+                    key.revoked_at,
+                    key.last_used_at,
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(f"an API key with id {key.key_id!r} already exists") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot add an API key: {exc}") from exc
+
+    def get_key(self, key_id: str) -> ApiKeyRecord | None:
+        """See :meth:`Store.get_key`."""
+        with self._errors_as_store_error("read an API key"):
+            row = self._conn.execute(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_id = ?",  # noqa: S608
+                (key_id,),
+            ).fetchone()
+        return None if row is None else _key_record(row)
+
+    def find_keys_by_identity(self, identity: str) -> list[ApiKeyRecord]:
+        """See :meth:`Store.find_keys_by_identity`."""
+        with self._errors_as_store_error("read API keys"):
+            rows = self._conn.execute(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE identity = ?"  # noqa: S608
+                " ORDER BY created_at DESC, rowid DESC",
+                (identity,),
+            ).fetchall()
+        return [_key_record(row) for row in rows]
+
+    def list_keys(self) -> list[ApiKeyRecord]:
+        """See :meth:`Store.list_keys`."""
+        with self._errors_as_store_error("list API keys"):
+            rows = self._conn.execute(
+                f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, rowid"  # noqa: S608
+            ).fetchall()
+        return [_key_record(row) for row in rows]
+
+    def revoke_key(self, key_id: str, *, when: float) -> bool:
+        """See :meth:`Store.revoke_key`."""
+        with self._errors_as_store_error("revoke an API key"):
+            cursor = self._conn.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+                (when, key_id),
+            )
+        return cursor.rowcount == 1
+
+    def touch_key(self, key_id: str, when: float) -> None:
+        """See :meth:`Store.touch_key`."""
+        with self._errors_as_store_error("record API key use"):
+            self._conn.execute(
+                "UPDATE api_keys SET last_used_at = ? WHERE key_id = ?", (when, key_id)
+            )
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[None]:
+        # IMMEDIATE takes the write lock up front, so the seq read at the start stays the last
+        # one even when another process shares the file.
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self._conn.execute("COMMIT")
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+
+    @contextlib.contextmanager
+    def _errors_as_store_error(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except (sqlite3.Error, TypeError, ValueError) as exc:
+            raise StoreError(f"cannot {action} in SQLite store {self.path!r}: {exc}") from exc
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else canonical_json(value)
+
+
+def _integer(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _session_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+    (
+        id_,
+        connection,
+        protocol,
+        target,
+        identity,
+        groups,
+        method,
+        credential_id,
+        client_address,
+        client_tls,
+        upstream_tls,
+        started_at,
+        ended_at,
+        end_reason,
+        command_count,
+        attributes,
+    ) = row
+    return {
+        "id": id_,
+        "connection": connection,
+        "protocol": protocol,
+        "target": target,
+        "identity": identity,
+        "groups": json.loads(groups),
+        "method": method,
+        "credential_id": credential_id,
+        "client_address": client_address,
+        "client_tls": bool(client_tls),
+        "upstream_tls": bool(upstream_tls),
+        "started_at": started_at,
+        "ended_at": ended_at,
+        "end_reason": end_reason,
+        "command_count": command_count,
+        "attributes": json.loads(attributes),
+    }
+
+
+def _command_dict(row: tuple[Any, ...]) -> dict[str, Any]:
+    command = dict(zip(_COMMAND_NAMES, row, strict=True))
+    if command["sample"] is not None:
+        command["sample"] = json.loads(command["sample"])
+    return command
+
+
+def _key_record(row: tuple[Any, ...]) -> ApiKeyRecord:
+    (
+        key_id,
+        identity,
+        groups,
+        secret_sha256,
+        salt,
+        iterations,
+        stored_key,
+        server_key,
+        created_at,
+        expires_at,
+        revoked_at,
+        last_used_at,
+    ) = row
+    return ApiKeyRecord(
+        key_id=key_id,
+        identity=identity,
+        groups=tuple(json.loads(groups)),
+        secret_sha256=secret_sha256,
+        scram=ScramVerifier(
+            salt=bytes(salt),
+            iterations=iterations,
+            stored_key=bytes(stored_key),
+            server_key=bytes(server_key),
+        ),
+        created_at=created_at,
+        expires_at=expires_at,
+        revoked_at=revoked_at,
+        last_used_at=last_used_at,
+    )

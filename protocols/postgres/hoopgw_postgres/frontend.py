@@ -1,0 +1,807 @@
+"""One client of a PostgreSQL connection: startup, TLS, authentication with the caller's own
+key, the upstream login with the stored credential, and the proxy loop that hands every SQL
+command to the plugin chain before it is forwarded.
+
+Flow control: while a command waits for its verdict, and while the client cannot keep up with
+results, the other side stops being read (Twisted producers, as in ``portforward``), so memory
+per session stays bounded.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import struct
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+from twisted.internet import defer, protocol
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+from twisted.internet.interfaces import IPushProducer
+
+from hoopgw.errors import AuthenticationError
+from hoopgw.protocol import ConnectionRuntime
+from hoopgw.scram import make_verifier
+from hoopgw.session import Column, Command, CommandOutcome, Identity, Output, SessionInfo
+from hoopgw.verdicts import Block
+from hoopgw_postgres import messages as m
+from hoopgw_postgres.auth import ScramServer
+from hoopgw_postgres.tracking import CommandProgress, Request, ResponseTracker
+from hoopgw_postgres.upstream import UpstreamConnection, client_tls_options
+
+log = Logger(namespace="hoopgw.postgres")
+
+# Startup parameters never passed upstream: the gateway logs in as the stored user, and
+# replication connections carry a protocol the gateway cannot inspect.
+DROPPED_PARAMETERS = frozenset({"user", "password", "replication"})
+
+# A refused command is replaced upstream by this text: it is a syntax error, so the server
+# runs nothing, fails the transaction exactly as a real error would, and answers in order.
+REFUSED_STATEMENT = "hoopgw refused the statement"
+
+READ_PAUSE_FLOW = "flow"
+READ_PAUSE_DECISION = "decision"
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@implementer(IPushProducer)
+class _ReadGate:
+    """Pauses reading from a transport for any of several reasons; resumes when none is left."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._reasons: set[str] = set()
+
+    def pause(self, reason: str) -> None:
+        if not self._reasons:
+            self._transport.pauseProducing()
+        self._reasons.add(reason)
+
+    def resume(self, reason: str) -> None:
+        if reason in self._reasons:
+            self._reasons.discard(reason)
+            if not self._reasons:
+                self._transport.resumeProducing()
+
+    # IPushProducer, for the other side's transport (write buffer full / drained).
+    def pauseProducing(self) -> None:
+        self.pause(READ_PAUSE_FLOW)
+
+    def resumeProducing(self) -> None:
+        self.resume(READ_PAUSE_FLOW)
+
+    def stopProducing(self) -> None:
+        self._transport.loseConnection()
+
+
+class ClientSession(protocol.Protocol):
+    """Serves one PostgreSQL client on one configured connection."""
+
+    def __init__(self, runtime: ConnectionRuntime) -> None:
+        self.runtime = runtime
+        self.chain = runtime.chain
+        self._reader = m.MessageReader(max_length=runtime.gateway.max_message_size, startup=True)
+        self._phase = "startup"
+        self._inbox: deque[Any] = deque()
+        self._busy = False  # a decision or login step is pending; do not process the inbox
+        self.client_tls = False
+        self.client_address = ""
+        self._params: dict[str, str] = {}
+        self._scram: ScramServer | None = None
+        self._scram_identity: Identity | None = None
+        self.identity: Identity | None = None
+        self.session: SessionInfo | None = None
+        self.upstream: UpstreamConnection | None = None
+        self._upstream_key: tuple[int, bytes] = (0, b"")
+        self._cancel_key: tuple[int, bytes] = (0, b"")
+        self._tracker = ResponseTracker()
+        self._txn_status = "I"
+        self._seq = 0
+        self._pending: defer.Deferred[Any] | None = None
+        self._discard_until_sync = False
+        self._current: CommandProgress | None = None
+        self._statements: dict[str, str] = {}
+        self._fresh_statements: set[str] = set()
+        self._columns: list[Column] = []
+        self._to_upstream: list[bytes] = []
+        self._closed = False
+        self._auth_timer: Any = None
+        self._gate: _ReadGate | None = None
+
+    # -- Twisted events ----------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self._peer_host = getattr(peer, "host", "")
+        self.client_address = f"{self._peer_host}:{getattr(peer, 'port', '')}"
+        self._gate = _ReadGate(self.transport)
+        self._auth_timer = self.runtime.reactor.callLater(
+            self.runtime.gateway.auth_timeout, self._auth_timed_out
+        )
+        self._wait(
+            self.chain.decide(
+                "client_connected", connection=self.runtime.info, client_address=self.client_address
+            ),
+            self._connected_decided,
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closed:
+            return
+        try:
+            self._inbox.extend(self._reader.feed(data))
+        except m.ProtocolViolation as exc:
+            self._fatal("08P01", f"invalid message: {exc}", log_it=True)
+            return
+        self._process()
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self._closed = True
+        if self._auth_timer is not None and self._auth_timer.active():
+            self._auth_timer.cancel()
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.cancel()
+        if self.upstream is not None:
+            self.upstream.close()
+        self._end_session("client closed")
+
+    # -- driving the inbox -------------------------------------------------------------------
+
+    def _wait(self, d: defer.Deferred[Any], then: Any) -> None:
+        """Stop processing client input until ``d`` fires, then call ``then`` with its result."""
+        self._busy = True
+        self._flush_upstream()
+        if self._gate is not None:
+            self._gate.pause(READ_PAUSE_DECISION)
+        self._pending = d
+
+        def done(result: Any) -> None:
+            if self._pending is not d:
+                return  # cancelled because the client went away
+            self._pending = None
+            self._busy = False
+            if self._closed:
+                return
+            if self._gate is not None:
+                self._gate.resume(READ_PAUSE_DECISION)
+            try:
+                then(result)
+            except Exception:
+                log.failure("session {session} failed", session=self._session_id)
+                self._fatal("XX000", "internal gateway error; session ended")
+                return
+            self._process()
+
+        d.addBoth(done)
+
+    def _process(self) -> None:
+        try:
+            while self._inbox and not self._busy and not self._closed:
+                self._handle(self._inbox.popleft())
+            self._flush_upstream()
+        except m.ProtocolViolation as exc:
+            self._fatal("08P01", f"invalid message: {exc}", log_it=True)
+
+    def _handle(self, frame: Any) -> None:
+        if self._phase == "ready":
+            self._client_message(frame)
+        elif self._phase == "startup":
+            self._startup_message(frame)
+        elif self._phase == "password":
+            self._password_message(frame)
+        elif self._phase in ("scram-first", "scram-final"):
+            self._scram_message(frame)
+        else:
+            # Login is under way upstream; nothing may arrive before ReadyForQuery.
+            self._fatal("08P01", f"unexpected message {frame.type!r} during login")
+
+    @property
+    def _session_id(self) -> str:
+        return self.session.id if self.session else "-"
+
+    # -- startup -----------------------------------------------------------------------------
+
+    def _connected_decided(self, verdict: Any) -> None:
+        if isinstance(verdict, Block) or (verdict is not None and not verdict.__class__.__name__ == "Allow"):
+            self._fatal("28000", f"connection refused: {getattr(verdict, 'reason', 'refused')}")
+
+    def _startup_message(self, frame: Any) -> None:
+        startup = m.decode_startup(frame.body)
+        if isinstance(startup, m.SSLRequest):
+            self._ssl_request()
+        elif isinstance(startup, m.GSSENCRequest):
+            self.transport.write(b"N")
+        elif isinstance(startup, m.CancelRequest):
+            self._cancel_request(startup)
+        else:
+            self._startup(startup)
+
+    def _ssl_request(self) -> None:
+        offer = (
+            not self.client_tls
+            and self.runtime.server_tls is not None
+            and self.runtime.config.client_tls != "disabled"
+        )
+        if not offer:
+            self.transport.write(b"N")
+            return
+        if self._inbox or self._reader.buffered:
+            # Data pipelined after SSLRequest would be trusted as if it came over TLS
+            # (CVE-2021-23214): refuse it.
+            self._fatal("08P01", "unencrypted data after SSLRequest")
+            return
+        self.transport.write(b"S")
+        self.transport.startTLS(self.runtime.server_tls)
+        self.client_tls = True
+
+    def _cancel_request(self, request: Any) -> None:
+        target = self.runtime.sessions.by_cancel_key((request.pid, request.key))
+        if isinstance(target, ClientSession):
+            target.forward_cancel()
+        # As PostgreSQL does, say nothing either way and close.
+        self._closed = True
+        self.transport.loseConnection()
+
+    def _startup(self, startup: Any) -> None:
+        major, minor = startup.protocol >> 16, startup.protocol & 0xFFFF
+        if major != 3:
+            self._fatal("0A000", f"unsupported frontend protocol {major}.{minor}: hoopgw speaks 3.0")
+            return
+        if self.runtime.config.client_tls == "required" and not self.client_tls:
+            self._fatal("28000", "this connection requires TLS (sslmode=require)")
+            return
+        unknown = sorted(k for k in startup.params if k.startswith("_pq_."))
+        if minor > 0 or unknown:
+            self.transport.write(m.NegotiateProtocolVersion(newest_version=m.PROTOCOL_3_0, unrecognized_options=tuple(unknown)).encode())
+        if "replication" in startup.params and startup.params["replication"] not in ("", "false", "0", "off", "no"):
+            self._fatal("0A000", "replication connections are not supported through hoopgw")
+            return
+        self._params = {k: v for k, v in startup.params.items() if not k.startswith("_pq_.")}
+        if not self._params.get("user"):
+            self._fatal("28000", "no user name in the startup message")
+            return
+        self._begin_authentication()
+
+    # -- client authentication ---------------------------------------------------------------
+
+    def _begin_authentication(self) -> None:
+        config = self.runtime.config
+        method = config.client_auth
+        protected = self.client_tls or _is_loopback(self._peer_host)
+        if method == "auto":
+            method = "password" if protected or config.allow_cleartext_password else "scram"
+        if method == "password" and not (protected or config.allow_cleartext_password):
+            self._fatal("28000", "a password may only be sent over TLS or loopback; connect with sslmode=require")
+            return
+        if method == "password":
+            self._phase = "password"
+            self.transport.write(m.AuthenticationCleartextPassword().encode())
+        else:
+            self._phase = "scram-first"
+            self.transport.write(m.AuthenticationSASL(mechanisms=("SCRAM-SHA-256",)).encode())
+
+    def _now(self) -> float:
+        return float(self.runtime.reactor.seconds())
+
+    def _password_message(self, frame: Any) -> None:
+        if frame.type != b"p":
+            self._fatal("08P01", f"expected a password message, got {frame.type!r}")
+            return
+        password = m.PasswordMessage.decode(frame.body).password
+        try:
+            identity = self.runtime.keys.authenticate(password, now=time.time())
+        except AuthenticationError as exc:
+            self._auth_failed(str(exc))
+            return
+        self._authenticated(identity)
+
+    def _scram_message(self, frame: Any) -> None:
+        if frame.type != b"p":
+            self._fatal("08P01", f"expected a SASL message, got {frame.type!r}")
+            return
+        try:
+            if self._phase == "scram-first":
+                initial = m.SASLInitialResponse.decode(frame.body)
+                if initial.mechanism != "SCRAM-SHA-256":
+                    self._fatal("28000", f"unsupported SASL mechanism {initial.mechanism!r}")
+                    return
+                found = self.runtime.keys.scram_verifier(self._params["user"], now=time.time())
+                if found is None:
+                    # Run the exchange against a throwaway verifier, so an unknown user looks
+                    # exactly like a wrong key.
+                    verifier, self._scram_identity = make_verifier(secrets.token_hex(16), secrets.token_bytes(16)), None
+                else:
+                    verifier, self._scram_identity = found
+                self._scram = ScramServer(verifier)
+                self.transport.write(m.AuthenticationSASLContinue(data=self._scram.first(initial.data)).encode())
+                self._phase = "scram-final"
+            else:
+                assert self._scram is not None
+                response = m.SASLResponse.decode(frame.body)
+                final = self._scram.final(response.data)
+                if self._scram_identity is None:
+                    raise AuthenticationError("invalid API key")
+                self.transport.write(m.AuthenticationSASLFinal(data=final).encode())
+                identity = self._scram_identity
+                self.runtime.keys.record_use(identity.credential_id, now=time.time())
+                self._authenticated(identity)
+        except AuthenticationError:
+            self._auth_failed("invalid API key")
+
+    def _auth_failed(self, message: str) -> None:
+        log.info(
+            "authentication failed on {connection} from {client}: {why}",
+            connection=self.runtime.info.name, client=self.client_address, why=message,
+        )
+        self._fatal("28P01", f"authentication failed for user \"{self._params.get('user', '')}\": {message}")
+
+    def _authenticated(self, identity: Identity) -> None:
+        user = self._params["user"]
+        if user not in (identity.name, identity.credential_id):
+            self._auth_failed(f"the key belongs to identity \"{identity.name}\", not \"{user}\"")
+            return
+        allowed = set(self.runtime.config.allow_groups)
+        if not allowed & identity.groups:
+            log.info(
+                "identity {identity} refused on {connection}: groups {groups} not in allow_groups",
+                identity=identity.name, connection=self.runtime.info.name, groups=sorted(identity.groups),
+            )
+            self._fatal(
+                "28000",
+                f"identity \"{identity.name}\" may not use connection \"{self.runtime.info.name}\" "
+                "(none of its groups is in allow_groups)",
+            )
+            return
+        if self._auth_timer is not None and self._auth_timer.active():
+            self._auth_timer.cancel()
+        self.identity = identity
+        self._phase = "login"
+        database = self._params.get("database") or self.runtime.config.credential.user
+        attributes = {"user": user, "database": database}
+        if "application_name" in self._params:
+            attributes["application_name"] = self._params["application_name"]
+        self.session = SessionInfo(
+            id=str(uuid.uuid4()),
+            connection=self.runtime.info,
+            identity=identity,
+            client_address=self.client_address,
+            client_tls=self.client_tls,
+            upstream_tls=self.runtime.config.upstream_tls.sslmode != "disable",
+            started_at=time.time(),
+            attributes=attributes,
+        )
+        self.runtime.sessions.add(self)
+        self._wait(self.chain.decide("session_started", session=self.session), self._session_decided)
+
+    def _session_decided(self, verdict: Any) -> None:
+        if verdict is not None and verdict.__class__.__name__ != "Allow":
+            self._fatal("28000", f"session refused: {verdict.reason}")
+            return
+        self._busy = True  # no client input until the upstream login is done
+        self._connect_upstream()
+
+    def _auth_timed_out(self) -> None:
+        self._auth_timer = None
+        if self._phase not in ("ready", "login"):
+            self._fatal("08P01", "authentication timed out", log_it=True)
+
+    # -- upstream ----------------------------------------------------------------------------
+
+    def _connect_upstream(self) -> None:
+        config = self.runtime.config
+        host, _, port = config.target.rpartition(":")
+        host = host.strip("[]")
+        tls = config.upstream_tls
+        params = {k: v for k, v in self._params.items() if k not in DROPPED_PARAMETERS}
+        params.setdefault("database", config.credential.user)
+        password = config.credential.password.reveal() if config.credential.password else None
+        self.upstream = UpstreamConnection(
+            self,
+            user=config.credential.user,
+            password=password,
+            params=params,
+            sslmode=tls.sslmode,
+            tls_options=None if tls.sslmode == "disable" else client_tls_options(
+                tls.sslmode, tls.server_name or host, tls.ca_file
+            ),
+        )
+        endpoint = HostnameEndpoint(self.runtime.reactor, host, int(port), timeout=10)
+        d = connectProtocol(endpoint, self.upstream)
+
+        def failed(failure: Failure) -> None:
+            log.info("target {target} unreachable: {why}", target=config.target, why=failure.getErrorMessage())
+            self.upstream_failed("08006", f"the target {config.target} is unreachable")
+
+        d.addErrback(failed)
+
+    def upstream_ready(self, parameters: list[bytes], backend_key: tuple[int, bytes], tls: bool) -> None:
+        """The upstream login finished: tell the client it is in."""
+        if self._closed:
+            self.upstream.close() if self.upstream else None
+            return
+        assert self.upstream is not None and self.session is not None
+        self._upstream_key = backend_key
+        out = [m.AuthenticationOk().encode()]
+        out.extend(self._rewrite_parameters(parameters))
+        while True:
+            key = (secrets.randbits(31), secrets.token_bytes(4))
+            if self.runtime.sessions.add_cancel_key(key, self):
+                break
+        self._cancel_key = key
+        out.append(m.BackendKeyData(pid=key[0], key=key[1]).encode())
+        out.append(m.ReadyForQuery(status="I").encode())
+        self.transport.writeSequence(out)
+        # Each side pauses the other when its write buffer fills (portforward-style).
+        up_transport = self.upstream.transport
+        self.transport.registerProducer(_ReadGate(up_transport), True)
+        up_transport.registerProducer(self._gate, True)
+        self._phase = "ready"
+        self._busy = False
+        log.info(
+            "session {session} started: {identity} on {connection} from {client}",
+            session=self.session.id, identity=self.session.identity.name,
+            connection=self.runtime.info.name, client=self.client_address,
+        )
+        self._process()
+
+    def _rewrite_parameters(self, parameters: list[bytes]) -> list[bytes]:
+        if not self.chain.has_output_hooks:
+            return parameters
+        out = []
+        for wire in parameters:
+            status = m.ParameterStatus.decode(wire[5:])
+            output = Output("parameter", {"name": status.name, "value": status.value})
+            self.chain.hook.server_output(session=self.session, command=None, output=output)
+            out.append(m.ParameterStatus(name=status.name, value=output.fields.get("value", "")).encode())
+        return out
+
+    def upstream_failed(self, code: str, message: str) -> None:
+        """The upstream could not be reached or refused the login."""
+        log.info("session {session}: {message}", session=self._session_id, message=message)
+        self._fatal(code, message)
+
+    def upstream_closed(self) -> None:
+        """The target ended the connection."""
+        if not self._closed:
+            self._fatal("08006", "the target closed the connection", goodbye=False)
+
+    def forward_cancel(self) -> None:
+        """The client asked (on another connection) to cancel what this session runs."""
+        if self._pending is not None and self._phase == "ready":
+            pending, self._pending = self._pending, None
+            self._busy = False
+            pending.cancel()
+            return
+        if self.upstream is None or not self._upstream_key[1]:
+            return
+        config = self.runtime.config
+        host, _, port = config.target.rpartition(":")
+        request = m.CancelRequest(pid=self._upstream_key[0], key=self._upstream_key[1]).encode()
+
+        class _Cancel(protocol.Protocol):
+            def connectionMade(self) -> None:
+                self.transport.write(request)
+                self.transport.loseConnection()
+
+        connectProtocol(HostnameEndpoint(self.runtime.reactor, host.strip("[]"), int(port), timeout=10), _Cancel()).addErrback(
+            lambda f: log.info("cancel could not reach the target: {why}", why=f.getErrorMessage())
+        )
+
+    # -- the proxy loop: client to target ----------------------------------------------------
+
+    def _client_message(self, frame: Any) -> None:
+        kind = frame.type
+        if self._discard_until_sync and kind != b"S":
+            return
+        if kind == b"Q":
+            text = m.Query.decode(frame.body).query
+            self._command(Command(session_id=self._session_id, seq=self._next_seq(), text=text, kind="query"), frame)
+        elif kind == b"P":
+            parse = m.Parse.decode(frame.body)
+            command = Command(
+                session_id=self._session_id, seq=self._next_seq(), text=parse.query, kind="parse",
+                parameter_count=len(parse.param_oids), statement_name=parse.name,
+            )
+            self._command(command, frame, statement=parse.name)
+        elif kind == b"B":
+            bind = m.Bind.decode(frame.body)
+            if bind.statement and bind.statement not in self._fresh_statements:
+                # Re-running a statement prepared earlier: record each execution as a command.
+                command = Command(
+                    session_id=self._session_id, seq=self._next_seq(),
+                    text=self._statements.get(bind.statement, ""), kind="execute",
+                    parameter_count=len(bind.params), statement_name=bind.statement,
+                )
+                self._command(command, frame)
+            else:
+                self._forward(frame, Request(kind="bind", progress=self._current))
+        elif kind == b"E":
+            self._forward(frame, Request(kind="execute", progress=self._current))
+        elif kind == b"D":
+            self._forward(frame, Request(kind="describe", progress=self._current))
+        elif kind == b"C":
+            close = m.Close.decode(frame.body)
+            if close.kind == "S":
+                self._statements.pop(close.name, None)
+            self._forward(frame, Request(kind="close"))
+        elif kind == b"S":
+            self._discard_until_sync = False
+            self._fresh_statements.clear()
+            self._forward(frame, Request(kind="sync"))
+        elif kind == b"H":
+            self._forward(frame, None)
+        elif kind in (b"d", b"c", b"f"):
+            self._copy_from_client(frame)
+        elif kind == b"X":
+            self._forward(frame, None)
+            self._flush_upstream()
+            self.transport.loseConnection()
+        elif kind == b"F":
+            # FunctionCall carries no SQL the gateway could inspect.
+            refusal = Block(reason="the FunctionCall message is not supported through hoopgw")
+            self._refuse(None, refusal, extended=False, code="0A000")
+        else:
+            self._fatal("08P01", f"unknown message type {kind!r}", log_it=True)
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def _command(self, command: Command, frame: Any, statement: str | None = None) -> None:
+        assert self.session is not None
+
+        def decided(verdict: Any) -> None:
+            if isinstance(verdict, Block):
+                self._refuse(command, verdict, extended=command.kind != "query")
+                return
+            progress = CommandProgress(
+                command=command, forwarded_at=self._now(), barrier=self._tracker.next_barrier
+            )
+            self._current = progress
+            self._tracker.track(progress)
+            if statement is not None:
+                self._statements[statement] = command.text
+                self._fresh_statements.add(statement)
+            kind = {"query": "query", "parse": "parse", "execute": "bind"}[command.kind]
+            self._forward(frame, Request(kind=kind, progress=progress))
+
+        self._wait(self.chain.decide_command(self.session, command), decided)
+
+    def _refuse(self, command: Command | None, verdict: Block, *, extended: bool, code: str = "42501") -> None:
+        """Answer a refused command with an error, in order, keeping both sides in step.
+
+        The command is replaced upstream by a statement that can only fail to parse, so the
+        target fails the transaction (if one is open) exactly as it would have for a real error,
+        and its answer arrives in order with everything forwarded before. Its error is swallowed
+        and the gateway's own goes to the client.
+        """
+        message = f"hoopgw refused the command: {verdict.reason}"
+        error = m.error_response("ERROR", code, message).encode()
+        progress = None
+        if command is not None:
+            progress = CommandProgress(command=command, forwarded_at=self._now(), barrier=self._tracker.next_barrier)
+            self._complete(progress, status="blocked", error_code=code, error_message=message)
+        if extended:
+            poison = m.Parse(name="", query=REFUSED_STATEMENT).encode()
+            self._discard_until_sync = True
+            self._send_upstream(poison, Request(kind="parse", replace_error=error))
+        else:
+            poison = m.Query(query=REFUSED_STATEMENT).encode()
+            self._send_upstream(poison, Request(kind="query", replace_error=error))
+
+    def _copy_from_client(self, frame: Any) -> None:
+        if frame.type == b"d" and self.chain.has_input_hooks:
+            output = Output("copy", {"data": bytes(frame.body).decode("utf-8", "surrogateescape")})
+            self.chain.hook.client_input(session=self.session, output=output)
+            data = output.fields.get("data", "").encode("utf-8", "surrogateescape")
+            self._send_upstream(m.CopyData(data=data).encode(), None)
+            return
+        self._forward(frame, None)
+
+    def _forward(self, frame: Any, request: Request | None) -> None:
+        self._send_upstream(bytes(frame.wire), request)
+
+    def _send_upstream(self, data: bytes, request: Request | None) -> None:
+        if request is not None:
+            self._tracker.expect(request)
+        self._to_upstream.append(data)
+
+    def _flush_upstream(self) -> None:
+        if self._to_upstream and self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.writeSequence(self._to_upstream)
+        self._to_upstream = []
+
+    # -- the proxy loop: target to client ----------------------------------------------------
+
+    def upstream_messages(self, frames: list[Any]) -> None:
+        """Relay server messages to the client, applying data hooks and tracking outcomes."""
+        if self._closed:
+            return
+        out: list[bytes] = []
+        rows: list[Any] = []
+        rows_request: Request | None = None
+        for frame in frames:
+            kind = frame.type
+            if kind == b"D" and self.chain.has_row_hooks:
+                attribution = self._tracker.attribute(kind[0])
+                rows.append(frame)
+                rows_request = attribution.request
+                continue
+            if rows:
+                out.extend(self._rewrite_rows(rows, rows_request))
+                rows = []
+            attribution = self._tracker.attribute(kind[0])
+            request = attribution.request
+            data = bytes(frame.wire) if kind != b"D" else frame.wire
+            if kind == b"E":
+                if request is not None and request.replace_error is not None:
+                    data = request.replace_error
+                else:
+                    data = self._note_error(frame, request, data)
+            elif kind == b"D":
+                if request is not None and request.progress is not None:
+                    request.progress.rows += 1
+            elif kind == b"C":
+                if request is not None and request.progress is not None:
+                    request.progress.rows += _tag_rows(m.CommandComplete.decode(frame.body).tag)
+            elif kind == b"Z":
+                self._txn_status = chr(frame.body[0])
+            elif kind == b"T":
+                self._columns = _columns(m.RowDescription.decode(frame.body))
+                if self.chain.has_column_hooks and request is not None and request.progress is not None:
+                    self.chain.hook.result_columns(
+                        session=self.session, command=request.progress.command, columns=self._columns
+                    )
+            elif kind in (b"N", b"A") and self.chain.has_output_hooks:
+                data = self._rewrite_output(frame, request)
+            elif kind == b"S" and self.chain.has_output_hooks:
+                data = self._rewrite_parameters([bytes(frame.wire)])[0]
+            elif kind == b"d" and self.chain.has_output_hooks:
+                output = Output("copy", {"data": bytes(frame.body).decode("utf-8", "surrogateescape")})
+                self.chain.hook.server_output(session=self.session, command=self._command_of(request), output=output)
+                data = m.CopyData(data=output.fields.get("data", "").encode("utf-8", "surrogateescape")).encode()
+            if request is not None and request.progress is not None:
+                request.progress.bytes += len(data)
+            out.append(data)
+            for progress in attribution.completed:
+                self._complete(progress)
+        if rows:
+            out.extend(self._rewrite_rows(rows, rows_request))
+        if out:
+            self.transport.writeSequence(out)
+
+    def _command_of(self, request: Request | None) -> Command | None:
+        return request.progress.command if request is not None and request.progress is not None else None
+
+    def _note_error(self, frame: Any, request: Request | None, data: bytes) -> bytes:
+        error = m.ErrorResponse.decode(frame.body)
+        fields = dict(error.fields)
+        if self.chain.has_output_hooks:
+            output = Output("error", _named_fields(fields))
+            self.chain.hook.server_output(session=self.session, command=self._command_of(request), output=output)
+            fields = _coded_fields(output.fields, fields)
+            data = m.ErrorResponse(fields=fields).encode()
+        if request is not None and request.progress is not None:
+            request.progress.error_code = fields.get("C", "")
+            request.progress.error_message = fields.get("M", "")
+        return data
+
+    def _rewrite_output(self, frame: Any, request: Request | None) -> bytes:
+        command = self._command_of(request)
+        if frame.type == b"N":
+            notice = m.NoticeResponse.decode(frame.body)
+            output = Output("notice", _named_fields(dict(notice.fields)))
+            self.chain.hook.server_output(session=self.session, command=command, output=output)
+            return m.NoticeResponse(fields=_coded_fields(output.fields, dict(notice.fields))).encode()
+        note = m.NotificationResponse.decode(frame.body)
+        output = Output("notification", {"channel": note.channel, "payload": note.payload})
+        self.chain.hook.server_output(session=self.session, command=command, output=output)
+        return m.NotificationResponse(
+            pid=note.pid, channel=output.fields.get("channel", note.channel),
+            payload=output.fields.get("payload", ""),
+        ).encode()
+
+    def _rewrite_rows(self, frames: list[Any], request: Request | None) -> list[bytes]:
+        command = self._command_of(request)
+        rows = [m.decode_data_row(frame.body) for frame in frames]
+        if command is not None:
+            self.chain.hook.server_rows(session=self.session, command=command, columns=self._columns, rows=rows)
+        encoded = [m.encode_data_row(row) for row in rows]
+        if request is not None and request.progress is not None:
+            request.progress.rows += len(rows)
+            request.progress.bytes += sum(len(e) for e in encoded)
+        return encoded
+
+    def _complete(self, progress: CommandProgress, *, status: str | None = None, error_code: str = "", error_message: str = "") -> None:
+        code = error_code or progress.error_code
+        outcome = CommandOutcome(
+            status=status or ("error" if code else "ok"),
+            rows=progress.rows,
+            bytes=progress.bytes,
+            duration=max(0.0, self._now() - progress.forwarded_at),
+            error_code=code,
+            error_message=error_message or progress.error_message,
+        )
+        self.chain.notify("command_completed", session=self.session, command=progress.command, outcome=outcome)
+
+    # -- ending ------------------------------------------------------------------------------
+
+    def terminate(self, reason: str) -> None:
+        """End the session with a FATAL error to the client (gateway shutdown, revoked access)."""
+        self._fatal("57P01", f"terminating connection: {reason}", reason=reason)
+
+    def _fatal(self, code: str, message: str, *, log_it: bool = False, goodbye: bool = True, reason: str | None = None) -> None:
+        if self._closed:
+            return
+        if log_it:
+            log.info(
+                "session {session} from {client} ended: {message}",
+                session=self._session_id, client=self.client_address, message=message,
+            )
+        if goodbye:
+            self.transport.write(m.error_response("FATAL", code, message).encode())
+        self._closed = True
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.cancel()
+        if self.upstream is not None:
+            self.upstream.close()
+        self.transport.loseConnection()
+        self._end_session(reason or message)
+
+    def _end_session(self, reason: str) -> None:
+        if self.session is None:
+            return
+        session, self.session = self.session, None
+        for progress in self._tracker.open_commands():
+            self.chain.notify(
+                "command_completed", session=session, command=progress.command,
+                outcome=CommandOutcome(status="aborted", rows=progress.rows, bytes=progress.bytes,
+                                       duration=max(0.0, self._now() - progress.forwarded_at)),
+            )
+        self.chain.notify("session_closed", session=session, reason=reason)
+        self.runtime.sessions.remove(self)
+        log.info("session {session} closed: {reason}", session=session.id, reason=reason)
+
+
+def _tag_rows(tag: str) -> int:
+    """Rows a CommandComplete tag reports (``INSERT 0 5``, ``UPDATE 3``, ``SELECT 2``, ...)."""
+    last = tag.rpartition(" ")[2]
+    return int(last) if last.isdigit() and tag.split(" ", 1)[0] != "SELECT" else 0
+
+
+_FIELD_NAMES = {
+    "M": "message", "D": "detail", "H": "hint", "W": "where", "s": "schema", "t": "table",
+    "c": "column", "d": "datatype", "n": "constraint", "q": "internal_query", "p": "internal_position",
+}
+_FIELD_CODES = {v: k for k, v in _FIELD_NAMES.items()}
+
+
+def _named_fields(fields: dict[str, str]) -> dict[str, str]:
+    return {_FIELD_NAMES[k]: v for k, v in fields.items() if k in _FIELD_NAMES}
+
+
+def _coded_fields(named: dict[str, str], original: dict[str, str]) -> dict[str, str]:
+    fields = {k: v for k, v in original.items() if k not in _FIELD_NAMES}
+    for name, value in named.items():
+        if name in _FIELD_CODES:
+            fields[_FIELD_CODES[name]] = value
+    return fields
+
+
+def _columns(description: Any) -> list[Column]:
+    return [
+        Column(f.name, type_oid=f.type_oid, format=f.format) for f in description.fields
+    ]

@@ -1,0 +1,23 @@
+"""The PostgreSQL protocol as registered in the ``hoopgw.protocols`` entry-point group."""
+
+from __future__ import annotations
+
+from twisted.internet import protocol
+
+from hoopgw.protocol import ConnectionRuntime, ProtocolSpec
+from hoopgw_postgres.frontend import ClientSession
+
+
+class ClientSessionFactory(protocol.Factory):
+    """Builds a :class:`ClientSession` for each client accepted on one connection's listener."""
+
+    def __init__(self, runtime: ConnectionRuntime) -> None:
+        self.runtime = runtime
+
+    def buildProtocol(self, addr: object) -> ClientSession:
+        session = ClientSession(self.runtime)
+        session.factory = self
+        return session
+
+
+PROTOCOL = ProtocolSpec(name="postgres", build_factory=ClientSessionFactory)

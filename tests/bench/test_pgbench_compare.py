@@ -1,0 +1,172 @@
+"""Unit tests for the pure parts of bench/pgbench_compare.py (no server, no subprocess)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+BENCH_SCRIPT = Path(__file__).parents[2] / "bench" / "pgbench_compare.py"
+
+
+def _load_bench() -> Any:
+    name = "hoopgw_bench_pgbench_compare"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, BENCH_SCRIPT)
+        assert spec is not None and spec.loader is not None
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+bench = _load_bench()
+
+PGBENCH_OUTPUT = """\
+pgbench (15.20 (Debian 15.20-0+deb12u1))
+transaction type: <builtin: select only>
+scaling factor: 10
+query mode: simple
+number of clients: 8
+number of threads: 2
+maximum number of tries: 1
+duration: 3 s
+number of transactions actually processed: 44531
+number of failed transactions: 0 (0.000%)
+latency average = 0.538 ms
+initial connection time = 11.502 ms
+tps = 14843.912345 (without initial connection time)
+"""
+
+
+def test_parse_tps_reads_the_rate_without_connection_time() -> None:
+    assert bench.parse_tps(PGBENCH_OUTPUT) == pytest.approx(14843.912345)
+
+
+def test_parse_tps_fails_with_the_output_when_the_line_is_missing() -> None:
+    with pytest.raises(bench.BenchError, match="connection to server"):
+        bench.parse_tps("pgbench: error: connection to server failed\n")
+
+
+def test_parse_tps_ignores_the_old_including_connections_line() -> None:
+    with pytest.raises(bench.BenchError):
+        bench.parse_tps("tps = 100.0 (including connections establishing)\n")
+
+
+def test_defaults_are_a_full_run_against_every_target() -> None:
+    settings = bench.parse_args([], environ={})
+    assert settings.targets == ("direct", "pgbouncer", "hoopgw")
+    assert (settings.duration, settings.rounds, settings.scale) == (30, 3, 10)
+    assert (settings.pghost, settings.pgport) == ("127.0.0.1", 5432)
+    assert settings.output == bench.RESULTS_PATH
+
+
+def test_quick_shortens_duration_and_rounds() -> None:
+    settings = bench.parse_args(["--quick"], environ={})
+    assert (settings.duration, settings.rounds, settings.quick) == (3, 1, True)
+
+
+def test_explicit_duration_wins_over_quick() -> None:
+    assert bench.parse_args(["--quick", "--duration", "7"], environ={}).duration == 7
+
+
+def test_server_address_comes_from_the_test_environment() -> None:
+    environ = {"HOOPGW_TEST_PGHOST": "10.0.0.9", "HOOPGW_TEST_PGPORT": "6543"}
+    settings = bench.parse_args([], environ=environ)
+    assert (settings.pghost, settings.pgport) == ("10.0.0.9", 6543)
+
+
+def test_targets_subset_keeps_order_and_drops_duplicates() -> None:
+    settings = bench.parse_args(["--targets", "pgbouncer, direct,pgbouncer"], environ={})
+    assert settings.targets == ("pgbouncer", "direct")
+
+
+@pytest.mark.parametrize(
+    "argv", [["--targets", "direct,mysql"], ["--targets", ","], ["--rounds", "0"]]
+)
+def test_bad_arguments_are_refused(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        bench.parse_args(argv, environ={})
+
+
+def test_run_plan_interleaves_targets_within_each_workload_and_round() -> None:
+    first, second = bench.WORKLOADS[:2]
+    plan = bench.run_plan(2, [first, second], ["direct", "hoopgw"])
+    assert [(r, w.name, t) for r, w, t in plan] == [
+        (1, first.name, "direct"),
+        (1, first.name, "hoopgw"),
+        (1, second.name, "direct"),
+        (1, second.name, "hoopgw"),
+        (2, first.name, "direct"),
+        (2, first.name, "hoopgw"),
+        (2, second.name, "direct"),
+        (2, second.name, "hoopgw"),
+    ]
+
+
+def _result(round_number: int, target: str, tps: float, workload: str = "select-c1") -> Any:
+    return bench.RunResult(round=round_number, workload=workload, target=target, tps=tps)
+
+
+def test_summarize_takes_medians_and_hoopgw_ratios() -> None:
+    workload = bench.WORKLOADS[0]
+    results = [
+        _result(1, "direct", 1000.0),
+        _result(2, "direct", 3000.0),
+        _result(3, "direct", 2000.0),
+        _result(1, "pgbouncer", 1600.0),
+        _result(1, "hoopgw", 800.0),
+    ]
+    [entry] = bench.summarize(results, ["direct", "pgbouncer", "hoopgw"], [workload])
+    assert entry["median_tps"] == {"direct": 2000.0, "pgbouncer": 1600.0, "hoopgw": 800.0}
+    assert entry["hoopgw/direct"] == pytest.approx(0.4)
+    assert entry["hoopgw/pgbouncer"] == pytest.approx(0.5)
+
+
+def test_summarize_has_no_ratio_without_hoopgw() -> None:
+    results = [_result(1, "direct", 1000.0), _result(1, "pgbouncer", 900.0)]
+    [entry] = bench.summarize(results, ["direct", "pgbouncer"], bench.WORKLOADS[:1])
+    assert entry["hoopgw/direct"] is None
+    assert entry["hoopgw/pgbouncer"] is None
+
+
+def test_render_table_aligns_medians_and_ratios() -> None:
+    results = [_result(1, "direct", 1000.0), _result(1, "hoopgw", 500.0)]
+    summary = bench.summarize(results, ["direct", "hoopgw"], bench.WORKLOADS[:1])
+    lines = bench.render_table(summary, ["direct", "hoopgw"]).splitlines()
+    assert lines[0].split() == ["workload", "direct", "hoopgw", "hoopgw/direct", "hoopgw/pgbouncer"]
+    assert lines[1].split() == ["select-c1", "1000.0", "500.0", "0.500", "-"]
+    assert len({len(line) for line in lines}) == 1
+
+
+def test_pgbouncer_ini_pools_sessions_on_loopback(tmp_path: Path) -> None:
+    ini = bench.pgbouncer_ini(
+        workdir=tmp_path, listen_port=6499, server_host="127.0.0.1", server_port=5432
+    )
+    assert "* = host=127.0.0.1 port=5432" in ini
+    for setting in (
+        "listen_addr = 127.0.0.1",
+        "listen_port = 6499",
+        "pool_mode = session",
+        "auth_type = trust",
+        "max_client_conn = 100",
+        "default_pool_size = 20",
+        f"auth_file = {tmp_path / 'userlist.txt'}",
+    ):
+        assert setting in ini.splitlines()
+
+
+def test_hoopgw_config_enables_recording_for_the_bench_group(tmp_path: Path) -> None:
+    document = bench.hoopgw_config(
+        store_path=tmp_path / "hoopgw.db", listen_port=16432, target="127.0.0.1:5432"
+    )
+    [connection] = document["connections"]
+    assert document["gateway"]["store"] == f"sqlite:///{tmp_path / 'hoopgw.db'}"
+    assert connection["listen"] == "tcp:16432:interface=127.0.0.1"
+    assert connection["plugins"] == ["recording"]
+    assert connection["allow_groups"] == [bench.BENCH_GROUP]
+    assert connection["credential"] == {"user": "postgres"}
+    assert tomllib.loads(bench.tomli_w.dumps(document)) == document

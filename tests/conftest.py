@@ -1,0 +1,263 @@
+"""Shared fixtures for integration tests: the real PostgreSQL server and the real gateway.
+
+- ``pg_server``: the :class:`PgAddress` of the PostgreSQL server (``HOOPGW_TEST_PGHOST``,
+  ``HOOPGW_TEST_PGPORT``); skips when none answers, but fails under ``CI=true``.
+- ``pg_database``: a fresh, uniquely named database, dropped afterwards.
+- ``gateway``: a factory that writes a config and runs ``hoopgw run`` as a subprocess.
+
+``./dev test`` makes sure a server answers before it runs pytest.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import attrs
+import psycopg
+import pytest
+import tomli_w
+from psycopg import sql
+
+GATEWAY_START_TIMEOUT = 20.0
+GATEWAY_STOP_TIMEOUT = 10.0
+HOOPGW_COMMAND = (sys.executable, "-m", "hoopgw")
+
+
+def _load_pgserver() -> ModuleType:
+    # Tests are no package (pytest uses --import-mode=importlib): load the helper by path.
+    name = "hoopgw_tests_pgserver"
+    if name not in sys.modules:
+        path = Path(__file__).parent / "integration" / "pgserver.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+pgserver = _load_pgserver()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Any:
+    """The address (``.host``, ``.port``) of the real PostgreSQL server, user ``postgres``."""
+    address = pgserver.address_from_env()
+    if not pgserver.server_answers(address):
+        message = (
+            f"no PostgreSQL answers at {address.host}:{address.port} "
+            "(set by HOOPGW_TEST_PGHOST/HOOPGW_TEST_PGPORT); `./dev test` starts one"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; CI requires it", pytrace=False)
+        pytest.skip(message)
+    return address
+
+
+def admin_connection(server: Any) -> psycopg.Connection[Any]:
+    """Open an autocommit connection to the ``postgres`` database as the superuser ``postgres``."""
+    return psycopg.connect(
+        host=server.host, port=server.port, user="postgres", dbname="postgres", autocommit=True
+    )
+
+
+@pytest.fixture
+def pg_database(pg_server: Any) -> Iterator[str]:
+    """Create a fresh database ``hgw_test_<random>``; yield its name; drop it afterwards."""
+    name = f"hgw_test_{secrets.token_hex(6)}"
+    with admin_connection(pg_server) as connection:
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield name
+    finally:
+        with admin_connection(pg_server) as connection:
+            # FORCE ends sessions a test left open (through the gateway or not).
+            connection.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a loopback TCP port that nothing listens on now."""
+    return int(pgserver.free_port(host))
+
+
+class GatewayStartError(RuntimeError):
+    """The gateway process exited or did not accept connections in time."""
+
+
+@attrs.define(kw_only=True)
+class RunningGateway:
+    """A ``hoopgw run`` subprocess serving one PostgreSQL connection."""
+
+    host: str
+    """Address the connection listens on."""
+    port: int
+    """Port the connection listens on."""
+    config_path: Path
+    """The generated TOML config."""
+    process: subprocess.Popen[bytes]
+    """The gateway process."""
+    stderr_path: Path
+    """File that receives the process's stderr (its log)."""
+
+    def stderr_text(self) -> str:
+        """Return what the gateway wrote to stderr so far."""
+        return self.stderr_path.read_text(errors="replace")
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``hoopgw ARGS -c CONFIG`` to completion; output is captured as text."""
+        return subprocess.run(
+            [*HOOPGW_COMMAND, *args, "-c", str(self.config_path)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    def create_key(self, identity: str, groups: Sequence[str]) -> str:
+        """Create an API key for ``identity`` in ``groups``; return the secret.
+
+        :raises AssertionError: the command failed or did not print exactly one line.
+        """
+        group_args = [arg for group in groups for arg in ("--group", group)]
+        created = self.cli("keys", "create", "--identity", identity, *group_args)
+        assert created.returncode == 0, f"hoopgw keys create failed: {created.stderr}"
+        lines = created.stdout.splitlines()
+        assert len(lines) == 1, f"hoopgw keys create printed {len(lines)} lines, expected the key"
+        return lines[0].strip()
+
+    def stop(self) -> None:
+        """Send SIGTERM; kill the process if it has not exited within 10 seconds."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(GATEWAY_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def gateway_config(
+    *,
+    store_path: Path,
+    listen_port: int,
+    target: str,
+    plugins: Sequence[str],
+    allow_groups: Sequence[str],
+    connection: Mapping[str, Any],
+    gateway_options: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Return the config document for one ``postgres`` connection named ``pg``.
+
+    ``connection`` adds or overrides keys of the connection (a plugin's options are a nested
+    mapping under the plugin's name); ``gateway_options`` does the same for ``[gateway]``.
+    """
+    return {
+        "gateway": {"store": f"sqlite:///{store_path}", **gateway_options},
+        "connections": [
+            {
+                "name": "pg",
+                "protocol": "postgres",
+                "listen": f"tcp:{listen_port}:interface=127.0.0.1",
+                "target": target,
+                "allow_groups": list(allow_groups),
+                "plugins": list(plugins),
+                "credential": {"user": "postgres"},
+                **connection,
+            }
+        ],
+    }
+
+
+def _wait_until_listening(gateway: RunningGateway, deadline: float) -> None:
+    while time.monotonic() < deadline:
+        if gateway.process.poll() is not None:
+            raise GatewayStartError(
+                f"hoopgw run exited with {gateway.process.returncode} before listening; "
+                f"stderr:\n{gateway.stderr_text()}"
+            )
+        try:
+            with socket.create_connection((gateway.host, gateway.port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    gateway.stop()
+    raise GatewayStartError(
+        f"hoopgw run did not accept connections on {gateway.host}:{gateway.port} within "
+        f"{GATEWAY_START_TIMEOUT:.0f} s; stderr:\n{gateway.stderr_text()}"
+    )
+
+
+@pytest.fixture
+def gateway(pg_server: Any, tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
+    """Factory that starts ``hoopgw run`` on a generated config; returns a :class:`RunningGateway`.
+
+    Call it as ``gateway(plugins=[...], allow_groups=[...], connection={...},
+    gateway_options={...})``.
+
+    Each call writes a config under ``tmp_path`` (SQLite store beside it, free loopback port,
+    target = ``pg_server``), starts ``hoopgw run -c CONFIG`` and returns a
+    :class:`RunningGateway` once the port accepts TCP connections. Every gateway started is
+    stopped with SIGTERM at teardown.
+    """
+    started: list[RunningGateway] = []
+
+    def start(
+        *,
+        plugins: Sequence[str] = (),
+        allow_groups: Sequence[str] = ("agents",),
+        connection: Mapping[str, Any] | None = None,
+        gateway_options: Mapping[str, Any] | None = None,
+    ) -> RunningGateway:
+        workdir = tmp_path / f"gateway-{len(started)}"
+        workdir.mkdir()
+        port = free_port()
+        config_path = workdir / "hoopgw.toml"
+        document = gateway_config(
+            store_path=workdir / "hoopgw.db",
+            listen_port=port,
+            target=f"{pg_server.host}:{pg_server.port}",
+            plugins=plugins,
+            allow_groups=allow_groups,
+            connection=connection or {},
+            gateway_options=gateway_options or {},
+        )
+        config_path.write_text(tomli_w.dumps(document))
+        stderr_path = workdir / "stderr.log"
+        with (workdir / "stdout.log").open("wb") as stdout, stderr_path.open("wb") as stderr:
+            process = subprocess.Popen(
+                [*HOOPGW_COMMAND, "run", "-c", str(config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                cwd=workdir,
+            )
+        running = RunningGateway(
+            host="127.0.0.1",
+            port=port,
+            config_path=config_path,
+            process=process,
+            stderr_path=stderr_path,
+        )
+        started.append(running)
+        _wait_until_listening(running, time.monotonic() + GATEWAY_START_TIMEOUT)
+        return running
+
+    try:
+        yield start
+    finally:
+        for running in started:
+            running.stop()

@@ -1,0 +1,474 @@
+"""Tests for hoopgw.store.sqlite and hoopgw.store.open_store: a real SQLite file in tmp_path."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+
+import pytest
+
+from hoopgw.audit import GENESIS_HASH, AuditEntry, record_hash, verify_chain
+from hoopgw.errors import ConfigError, StoreError
+from hoopgw.scram import make_verifier
+from hoopgw.store import SQLiteStore, open_store
+from hoopgw.store.base import ApiKeyRecord
+
+
+@pytest.fixture
+def path(tmp_path):
+    return str(tmp_path / "audit.db")
+
+
+@pytest.fixture
+def store(path):
+    store = SQLiteStore(path)
+    store.migrate()
+    yield store
+    store.close()
+
+
+def session_started(session_id="s1", *, time=100.0, **overrides):
+    data = {
+        "identity": "agent",
+        "groups": ["agents", "ci"],
+        "method": "api-key",
+        "credential_id": "0123456789ab",
+        "client_address": "127.0.0.1:5000",
+        "connection": "pg",
+        "protocol": "postgres",
+        "target": "db:5432",
+        "client_tls": True,
+        "upstream_tls": False,
+        "started_at": time,
+        "attributes": {"database": "app"},
+    }
+    data.update(overrides)
+    return AuditEntry(kind="session_started", session_id=session_id, time=time, data=data)
+
+
+def command(record_kind, session_id="s1", *, time=101.0, **data):
+    return AuditEntry(kind=record_kind, session_id=session_id, time=time, data=data)
+
+
+def a_session(session_id="s1", *, start=100.0):
+    """A complete session with one allowed and one blocked command."""
+    return [
+        session_started(session_id, time=start),
+        command(
+            "command_received",
+            session_id,
+            time=start + 1,
+            seq=1,
+            kind="query",
+            text="SELECT 1",
+            parameter_count=0,
+            statement_name="",
+        ),
+        command(
+            "command_decided",
+            session_id,
+            time=start + 1,
+            seq=1,
+            verdict="allow",
+            reason="",
+            plugin="",
+            rule="",
+        ),
+        command(
+            "command_completed",
+            session_id,
+            time=start + 2,
+            seq=1,
+            status="ok",
+            rows=1,
+            bytes=12,
+            duration=0.5,
+            error_code="",
+            error_message="",
+            sample=[["1"]],
+        ),
+        command(
+            "command_received",
+            session_id,
+            time=start + 3,
+            seq=2,
+            kind="parse",
+            text="DROP TABLE t",
+            parameter_count=2,
+            statement_name="s",
+        ),
+        command(
+            "command_decided",
+            session_id,
+            time=start + 3,
+            seq=2,
+            verdict="block",
+            reason="no drops",
+            plugin="guardrails",
+            rule="r1",
+        ),
+        command(
+            "command_completed",
+            session_id,
+            time=start + 3,
+            seq=2,
+            status="blocked",
+            rows=0,
+            bytes=0,
+            duration=0.0,
+            error_code="42501",
+            error_message="no drops",
+        ),
+        command("session_closed", session_id, time=start + 4, reason="client closed"),
+    ]
+
+
+# -- opening ---------------------------------------------------------------------------------
+
+
+def test_open_store_sqlite_url(tmp_path):
+    store = open_store(f"sqlite:///{tmp_path}/x.db")
+    try:
+        assert isinstance(store, SQLiteStore)
+        assert store.path == f"{tmp_path}/x.db"
+        store.migrate()
+    finally:
+        store.close()
+
+
+def test_open_store_relative_path(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = open_store("sqlite:///./rel.db")
+    store.close()
+    assert (tmp_path / "rel.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "named"),
+    [
+        ("postgresql://gw:secret@db/hoopgw", "'postgresql'"),
+        ("mysql://x", "'mysql'"),
+        ("hoopgw.db", "sqlite:///PATH"),
+        ("sqlite:///", "sqlite:///PATH"),
+        ("sqlite://relative.db", "sqlite:///PATH"),
+    ],
+)
+def test_open_store_refuses_other_urls(url, named):
+    with pytest.raises(ConfigError) as caught:
+        open_store(url)
+    assert named in str(caught.value)
+    assert "secret" not in str(caught.value)
+
+
+def test_store_is_in_wal_mode_with_full_sync(store, path):
+    assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # synchronous FULL = 2
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert store._conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0
+
+
+def test_unopenable_file_is_a_store_error(tmp_path):
+    with pytest.raises(StoreError):
+        SQLiteStore(str(tmp_path / "missing-dir" / "x.db"))
+
+
+def test_unmigrated_store_fails_with_store_error(path):
+    store = SQLiteStore(path)
+    try:
+        with pytest.raises(StoreError):
+            store.append([session_started()])
+        with pytest.raises(StoreError):
+            store.list_sessions()
+    finally:
+        store.close()
+
+
+# -- append and the chain --------------------------------------------------------------------
+
+
+def test_append_assigns_seq_and_chains_hashes(store):
+    records = store.append(a_session())
+    assert [r.seq for r in records] == list(range(1, 9))
+    assert records[0].prev_hash == GENESIS_HASH
+    for before, after in itertools.pairwise(records):
+        assert after.prev_hash == before.hash
+    first = records[0]
+    assert first.hash == record_hash(
+        seq=1,
+        kind=first.kind,
+        session_id="s1",
+        time=100.0,
+        data=first.data,
+        prev_hash=GENESIS_HASH,
+    )
+    more = store.append([command("session_closed", "s2", time=200.0, reason="x")])
+    assert more[0].seq == 9
+    assert more[0].prev_hash == records[-1].hash
+
+
+def test_records_read_back_equal_what_append_returned(store):
+    written = store.append(a_session())
+    assert list(store.records()) == written
+    assert list(store.records(after_seq=6)) == written[6:]
+    assert verify_chain(store.records()).ok
+
+
+def test_append_normalises_data_through_json(store):
+    [record] = store.append(
+        [AuditEntry(kind="note", session_id="s", time=1.0, data={"t": (1, 2), "u": "é"})]
+    )
+    assert record.data == {"t": [1, 2], "u": "é"}
+    assert list(store.records()) == [record]
+
+
+def test_append_of_nothing_writes_nothing(store):
+    assert store.append([]) == []
+    assert list(store.records()) == []
+
+
+def test_unserialisable_entry_fails_the_whole_batch(store):
+    with pytest.raises(StoreError):
+        store.append(
+            [
+                session_started(),
+                AuditEntry(kind="x", session_id="s", time=1.0, data={"bad": object()}),
+            ]
+        )
+    with pytest.raises(StoreError):
+        store.append([AuditEntry(kind="x", session_id="s", time=1.0, data={"n": float("nan")})])
+    assert list(store.records()) == []
+    assert store.list_sessions() == []
+
+
+def test_records_are_durable_across_connections(store, path):
+    store.append(a_session())
+    other = SQLiteStore(path)
+    try:
+        assert len(list(other.records())) == 8
+        assert other.get_session("s1")["command_count"] == 2
+    finally:
+        other.close()
+
+
+def test_two_connections_append_to_one_chain(store, path):
+    other = SQLiteStore(path)
+    try:
+        store.append(a_session("s1"))
+        other.append(a_session("s2", start=300.0))
+        store.append([command("session_closed", "s3", time=400.0, reason="x")])
+    finally:
+        other.close()
+    result = verify_chain(store.records())
+    assert result.ok
+    assert result.checked == 17
+
+
+def test_read_only_database_is_a_store_error(store):
+    store._conn.execute("PRAGMA query_only = ON")
+    with pytest.raises(StoreError, match="readonly"):
+        store.append([session_started()])
+
+
+def test_full_disk_is_a_store_error_and_writes_nothing(store):
+    store.append(a_session("s0"))
+    pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+    store._conn.execute(f"PRAGMA max_page_count = {pages}")
+    big = AuditEntry(kind="note", session_id="s", time=1.0, data={"blob": "x" * 100_000})
+    with pytest.raises(StoreError, match="full"):
+        store.append([session_started("s1"), big])
+    assert store.get_session("s1") is None
+    assert len(list(store.records())) == 8
+
+
+def test_locked_database_is_a_store_error(store, path):
+    blocker = sqlite3.connect(path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    waiting = SQLiteStore(path, busy_timeout=0.0)
+    try:
+        with pytest.raises(StoreError, match="locked"):
+            waiting.append([session_started()])
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+        waiting.close()
+
+
+def test_unreadable_record_data_is_a_store_error(store, path):
+    store.append(a_session())
+    store._conn.execute("UPDATE audit_records SET data = 'not json' WHERE seq = 2")
+    with pytest.raises(StoreError, match="record 2"):
+        list(store.records())
+
+
+# -- projections -----------------------------------------------------------------------------
+
+
+def test_session_projection(store):
+    store.append(a_session())
+    [session] = store.list_sessions()
+    assert session == {
+        "id": "s1",
+        "connection": "pg",
+        "protocol": "postgres",
+        "target": "db:5432",
+        "identity": "agent",
+        "groups": ["agents", "ci"],
+        "method": "api-key",
+        "credential_id": "0123456789ab",
+        "client_address": "127.0.0.1:5000",
+        "client_tls": True,
+        "upstream_tls": False,
+        "started_at": 100.0,
+        "ended_at": 104.0,
+        "end_reason": "client closed",
+        "command_count": 2,
+        "attributes": {"database": "app"},
+    }
+
+
+def test_open_session_has_no_end(store):
+    store.append(a_session()[:2])
+    session = store.get_session("s1")
+    assert session["ended_at"] is None
+    assert session["end_reason"] is None
+    assert session["commands"][0]["verdict"] is None
+    assert session["commands"][0]["status"] is None
+
+
+def test_get_session_with_commands(store):
+    store.append(a_session())
+    session = store.get_session("s1")
+    assert session["id"] == "s1"
+    first, second = session["commands"]
+    assert first == {
+        "seq": 1,
+        "kind": "query",
+        "text": "SELECT 1",
+        "parameter_count": 0,
+        "statement_name": "",
+        "received_at": 101.0,
+        "verdict": "allow",
+        "verdict_reason": "",
+        "verdict_plugin": "",
+        "rule": "",
+        "status": "ok",
+        "rows": 1,
+        "bytes": 12,
+        "duration": 0.5,
+        "error_code": "",
+        "error_message": "",
+        "sample": [["1"]],
+        "completed_at": 102.0,
+    }
+    assert second["verdict"] == "block"
+    assert second["verdict_reason"] == "no drops"
+    assert second["verdict_plugin"] == "guardrails"
+    assert second["rule"] == "r1"
+    assert second["status"] == "blocked"
+    assert second["error_code"] == "42501"
+    assert second["sample"] is None
+    assert second["parameter_count"] == 2
+    assert second["statement_name"] == "s"
+
+
+def test_get_unknown_session(store):
+    assert store.get_session("nope") is None
+
+
+def test_list_sessions_newest_first_with_filters(store):
+    store.append(a_session("old", start=100.0))
+    store.append([session_started("new", time=500.0, identity="bob", connection="other")])
+    store.append(a_session("mid", start=300.0))
+    assert [s["id"] for s in store.list_sessions()] == ["new", "mid", "old"]
+    assert [s["id"] for s in store.list_sessions(limit=2)] == ["new", "mid"]
+    assert [s["id"] for s in store.list_sessions(connection="pg")] == ["mid", "old"]
+    assert [s["id"] for s in store.list_sessions(identity="bob")] == ["new"]
+    assert store.list_sessions(identity="bob", connection="pg") == []
+    assert store.list_sessions(limit=0) == []
+
+
+def test_projections_tolerate_malformed_entries(store):
+    records = store.append(
+        [
+            AuditEntry(kind="session_started", session_id="s", time=5.0, data={"groups": "x"}),
+            AuditEntry(kind="command_received", session_id="s", time=6.0, data={"seq": "one"}),
+            AuditEntry(kind="command_completed", session_id="s", time=7.0, data={"rows": True}),
+            AuditEntry(kind="something_new", session_id="s", time=8.0, data={}),
+        ]
+    )
+    assert len(records) == 4
+    session = store.get_session("s")
+    assert session["groups"] == []
+    assert session["started_at"] == 5.0
+    assert session["identity"] == ""
+
+
+def test_repeated_records_do_not_double_count(store):
+    store.append(a_session()[:2])
+    store.append(a_session()[:2])
+    assert store.get_session("s1")["command_count"] == 1
+    assert len(list(store.records())) == 4
+
+
+# -- API keys --------------------------------------------------------------------------------
+
+
+def key(key_id="0123456789ab", identity="agent", created_at=10.0, **overrides):
+    fields = {
+        "key_id": key_id,
+        "identity": identity,
+        "groups": ("agents", "ci"),
+        "secret_sha256": "ab" * 32,
+        "scram": make_verifier("pw", b"0123456789abcdef", 4096),
+        "created_at": created_at,
+    }
+    fields.update(overrides)
+    return ApiKeyRecord(**fields)
+
+
+def test_add_and_get_key(store):
+    store.add_key(key(expires_at=99.0))
+    assert store.get_key("0123456789ab") == key(expires_at=99.0)
+    assert store.get_key("ffffffffffff") is None
+
+
+def test_duplicate_key_id_is_refused(store):
+    store.add_key(key())
+    with pytest.raises(StoreError, match="already exists"):
+        store.add_key(key())
+
+
+def test_find_and_list_keys(store):
+    store.add_key(key("000000000001", created_at=1.0))
+    store.add_key(key("000000000003", created_at=3.0, identity="bob"))
+    store.add_key(key("000000000002", created_at=2.0))
+    assert [k.key_id for k in store.find_keys_by_identity("agent")] == [
+        "000000000002",
+        "000000000001",
+    ]
+    assert store.find_keys_by_identity("nobody") == []
+    assert [k.key_id for k in store.list_keys()] == [
+        "000000000001",
+        "000000000002",
+        "000000000003",
+    ]
+
+
+def test_revoke_key(store):
+    store.add_key(key())
+    assert store.revoke_key("0123456789ab", when=50.0) is True
+    assert store.revoke_key("0123456789ab", when=60.0) is False
+    assert store.revoke_key("ffffffffffff", when=60.0) is False
+    assert store.get_key("0123456789ab").revoked_at == 50.0
+
+
+def test_touch_key(store):
+    store.add_key(key())
+    store.touch_key("0123456789ab", 77.0)
+    assert store.get_key("0123456789ab").last_used_at == 77.0
+
+
+def test_key_repr_hides_hashes():
+    text = repr(key())
+    assert "abab" not in text
+    assert "stored_key" not in text

@@ -1,0 +1,89 @@
+from pathlib import Path
+
+import pytest
+
+from hoopgw import logs
+from hoopgw.errors import ConfigError, SecretError
+from hoopgw.secrets import Secret, resolve_secret
+
+
+@pytest.fixture(autouse=True)
+def empty_redaction_registry(monkeypatch):
+    monkeypatch.setattr(logs, "_secrets", ())
+
+
+def resolve(reference: str, base_dir: Path = Path("/nonexistent")) -> Secret:
+    return resolve_secret(reference, key="credential.password", connection="pg", base_dir=base_dir)
+
+
+def test_secret_shows_its_reference_never_its_value():
+    secret = Secret(reference="env:PGPASSWORD", value="hunter2")
+
+    assert repr(secret) == "Secret('env:PGPASSWORD')"
+    assert str(secret) == "Secret('env:PGPASSWORD')"
+    assert "hunter2" not in repr([secret])
+    assert secret.reveal() == "hunter2"
+
+
+def test_env_reference_resolves_and_registers_for_redaction(monkeypatch):
+    monkeypatch.setenv("HOOPGW_TEST_PW", "s3cret-value")
+
+    secret = resolve("env:HOOPGW_TEST_PW")
+
+    assert secret.reveal() == "s3cret-value"
+    assert secret.reference == "env:HOOPGW_TEST_PW"
+    assert logs.redact("password s3cret-value") == "password ***"
+
+
+@pytest.mark.parametrize("value", [None, ""])
+def test_env_reference_missing_or_empty_names_variable_and_key(monkeypatch, value):
+    if value is None:
+        monkeypatch.delenv("HOOPGW_TEST_PW", raising=False)
+    else:
+        monkeypatch.setenv("HOOPGW_TEST_PW", value)
+
+    with pytest.raises(SecretError) as caught:
+        resolve("env:HOOPGW_TEST_PW")
+
+    message = str(caught.value)
+    assert "HOOPGW_TEST_PW" in message
+    assert "credential.password" in message
+    assert "'pg'" in message
+    assert isinstance(caught.value, ConfigError)
+    assert caught.value.key == "credential.password"
+
+
+def test_file_reference_is_relative_to_base_dir_and_loses_one_newline(tmp_path):
+    (tmp_path / "pw").write_text("line-secret\n\n")
+
+    assert resolve("file:pw", tmp_path).reveal() == "line-secret\n"
+
+
+def test_file_reference_strips_crlf_and_accepts_absolute_path(tmp_path):
+    path = tmp_path / "pw"
+    path.write_bytes(b"windows-secret\r\n")
+
+    assert resolve(f"file:{path}").reveal() == "windows-secret"
+
+
+def test_file_reference_missing_file(tmp_path):
+    with pytest.raises(SecretError, match=r"cannot read secret file .*missing"):
+        resolve("file:missing", tmp_path)
+
+
+def test_file_reference_empty_file(tmp_path):
+    (tmp_path / "pw").write_text("\n")
+
+    with pytest.raises(SecretError, match="is empty"):
+        resolve("file:pw", tmp_path)
+
+
+@pytest.mark.parametrize("literal", ["hunter2", "env:", "file:", "vault:x", "ENV:X"])
+def test_literal_value_is_refused_without_being_repeated(literal):
+    with pytest.raises(SecretError) as caught:
+        resolve(literal)
+
+    message = str(caught.value)
+    assert "must be a secret reference (env:NAME or file:PATH), not a literal value" in message
+    assert "hunter2" not in message
+    assert literal not in message.replace("env:NAME", "").replace("file:PATH", "")

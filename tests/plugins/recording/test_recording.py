@@ -1,0 +1,447 @@
+"""Tests for the recording plugin, with a fake AuditWriter and with a real one on SQLite."""
+
+from __future__ import annotations
+
+import pytest
+from hoopgw_recording import REFUSED, SAMPLE_VALUE_CHARS, RecordingPlugin
+from twisted.internet import defer
+from twisted.internet.task import Clock
+from twisted.logger import Logger
+
+from hoopgw.audit import AuditRecord, AuditWriter, verify_chain
+from hoopgw.chain import PluginChain
+from hoopgw.errors import ConfigError, StoreError
+from hoopgw.plugin import PluginContext, hookimpl, validate_options
+from hoopgw.session import (
+    Column,
+    Command,
+    CommandOutcome,
+    ConnectionInfo,
+    Identity,
+    SessionInfo,
+)
+from hoopgw.store import SQLiteStore
+from hoopgw.verdicts import Allow, Block, Hold
+
+CONNECTION = ConnectionInfo(name="pg", protocol="postgres", target="db:5432")
+SESSION = SessionInfo(
+    id="sess-1",
+    connection=CONNECTION,
+    identity=Identity(
+        name="agent", groups=frozenset({"ci", "agents"}), credential_id="0123456789ab"
+    ),
+    client_address="127.0.0.1:5000",
+    client_tls=True,
+    upstream_tls=False,
+    started_at=50.0,
+    attributes={"database": "app", "application_name": "psql"},
+)
+SELECT = Command(session_id="sess-1", seq=1, text="SELECT name FROM users", kind="query")
+PARSE = Command(
+    session_id="sess-1",
+    seq=2,
+    text="SELECT $1",
+    kind="parse",
+    parameter_count=1,
+    statement_name="s1",
+)
+
+
+class FakeWriter:
+    """Collects writes; the test decides when each becomes durable or fails."""
+
+    def __init__(self):
+        self.writes = []
+
+    def write(self, entry):
+        d = defer.Deferred()
+        self.writes.append((entry, d))
+        return d
+
+    @property
+    def kinds(self):
+        return [entry.kind for entry, _ in self.writes]
+
+    def make_durable(self):
+        for n, (entry, d) in enumerate(self.writes, start=1):
+            if not d.called:
+                d.callback(
+                    AuditRecord(
+                        seq=n,
+                        kind=entry.kind,
+                        session_id=entry.session_id,
+                        time=entry.time,
+                        data=entry.data,
+                        prev_hash="p",
+                        hash="h",
+                    )
+                )
+
+    def fail(self):
+        for _, d in self.writes:
+            if not d.called:
+                d.errback(StoreError("database or disk is full"))
+
+
+def make_plugin(audit, *, sample_rows=0, clock=None):
+    options = validate_options(
+        "recording", RecordingPlugin.options, {"sample_rows": sample_rows}, connection="pg"
+    )
+    context = PluginContext(
+        connection=CONNECTION,
+        options=options,
+        audit=audit,
+        log=Logger(namespace="test.recording"),
+        reactor=clock or Clock(),
+    )
+    return RecordingPlugin(context)
+
+
+def fired(d):
+    out = []
+    d.addBoth(out.append)
+    return out
+
+
+@pytest.fixture
+def writer():
+    return FakeWriter()
+
+
+# -- options ---------------------------------------------------------------------------------------
+
+
+def test_sample_rows_defaults_to_none():
+    assert validate_options("recording", RecordingPlugin.options, {}, connection="pg") == {
+        "sample_rows": 0
+    }
+
+
+@pytest.mark.parametrize("value", [-1, 1001, True, "5"])
+def test_bad_sample_rows_is_a_config_error(value):
+    with pytest.raises(ConfigError, match=r"recording\.sample_rows"):
+        validate_options(
+            "recording", RecordingPlugin.options, {"sample_rows": value}, connection="pg"
+        )
+
+
+# -- write-ahead decisions -------------------------------------------------------------------------
+
+
+def test_session_started_answers_once_durable(writer):
+    plugin = make_plugin(writer, clock=Clock())
+    answer = fired(plugin.session_started(SESSION))
+    assert answer == []
+    [(entry, _)] = writer.writes
+    assert entry.kind == "session_started"
+    assert entry.session_id == "sess-1"
+    assert entry.data == {
+        "identity": "agent",
+        "groups": ["agents", "ci"],
+        "method": "api-key",
+        "credential_id": "0123456789ab",
+        "client_address": "127.0.0.1:5000",
+        "connection": "pg",
+        "protocol": "postgres",
+        "target": "db:5432",
+        "client_tls": True,
+        "upstream_tls": False,
+        "started_at": 50.0,
+        "attributes": {"database": "app", "application_name": "psql"},
+    }
+    writer.make_durable()
+    assert answer == [None]
+
+
+def test_client_command_answers_once_durable(writer):
+    clock = Clock()
+    clock.advance(123)
+    plugin = make_plugin(writer, clock=clock)
+    answer = fired(plugin.client_command(SESSION, PARSE))
+    assert answer == []
+    [(entry, _)] = writer.writes
+    assert entry.kind == "command_received"
+    assert entry.time == 123
+    assert entry.data == {
+        "seq": 2,
+        "kind": "parse",
+        "text": "SELECT $1",
+        "parameter_count": 1,
+        "statement_name": "s1",
+    }
+    writer.make_durable()
+    assert answer == [None]
+
+
+@pytest.mark.parametrize("hook", ["session_started", "client_command"])
+def test_store_failure_blocks(writer, hook):
+    plugin = make_plugin(writer)
+    args = (SESSION,) if hook == "session_started" else (SESSION, SELECT)
+    answer = fired(getattr(plugin, hook)(*args))
+    writer.fail()
+    assert answer == [Block(reason=REFUSED)]
+
+
+def test_writer_refusing_at_once_blocks():
+    class StoppedWriter:
+        def write(self, entry):
+            return defer.fail(StoreError("audit writer is stopped"))
+
+    plugin = make_plugin(StoppedWriter())
+    assert fired(plugin.client_command(SESSION, SELECT)) == [Block(reason=REFUSED)]
+
+
+def test_without_an_audit_writer_everything_is_refused():
+    plugin = make_plugin(None)
+    assert fired(plugin.session_started(SESSION)) == [Block(reason=REFUSED)]
+    assert fired(plugin.client_command(SESSION, SELECT)) == [Block(reason=REFUSED)]
+    plugin.session_closed(SESSION, "client closed")  # observers do not raise
+
+
+# -- through the chain -----------------------------------------------------------------------------
+
+
+def chain_of(*plugins, clock=None):
+    return PluginChain(list(plugins), reactor=clock or Clock())
+
+
+def test_command_is_not_decided_before_its_record_is_durable(writer):
+    chain = chain_of(("recording", make_plugin(writer)))
+    verdict = fired(chain.decide_command(SESSION, SELECT))
+    assert writer.kinds == ["command_received"]
+    assert verdict == []
+    writer.make_durable()
+    assert verdict == [Allow()]
+    assert writer.kinds == ["command_received", "command_decided"]
+
+
+def test_chain_blocks_when_the_store_fails(writer):
+    chain = chain_of(("recording", make_plugin(writer)))
+    verdict = fired(chain.decide_command(SESSION, SELECT))
+    writer.fail()
+    assert verdict == [Block(reason=REFUSED, plugin="recording")]
+    decided = writer.writes[-1][0]
+    assert decided.kind == "command_decided"
+    assert decided.data["verdict"] == "block"
+    assert decided.data["plugin"] == "recording"
+
+
+def test_session_refused_when_the_store_fails(writer):
+    chain = chain_of(("recording", make_plugin(writer)))
+    verdict = fired(chain.decide("session_started", session=SESSION))
+    writer.fail()
+    assert verdict == [Block(reason=REFUSED, plugin="recording")]
+
+
+# -- observers -------------------------------------------------------------------------------------
+
+
+def test_each_observer_writes_exactly_one_record_without_waiting(writer):
+    chain = chain_of(("recording", make_plugin(writer)))
+    chain.notify(
+        "command_decided",
+        session=SESSION,
+        command=SELECT,
+        verdict=Block(reason="no", plugin="guardrails", rule="r7"),
+    )
+    chain.notify(
+        "command_completed",
+        session=SESSION,
+        command=SELECT,
+        outcome=CommandOutcome(
+            status="error",
+            rows=0,
+            bytes=10,
+            duration=0.25,
+            error_code="42501",
+            error_message="denied",
+        ),
+    )
+    chain.notify("session_closed", session=SESSION, reason="client closed")
+    assert writer.kinds == ["command_decided", "command_completed", "session_closed"]
+    decided, completed, closed = (entry.data for entry, _ in writer.writes)
+    assert decided == {
+        "seq": 1,
+        "verdict": "block",
+        "reason": "no",
+        "plugin": "guardrails",
+        "rule": "r7",
+    }
+    assert completed == {
+        "seq": 1,
+        "status": "error",
+        "rows": 0,
+        "bytes": 10,
+        "duration": 0.25,
+        "error_code": "42501",
+        "error_message": "denied",
+    }
+    assert closed == {"reason": "client closed"}
+
+
+def test_allow_and_hold_verdict_names(writer):
+    plugin = make_plugin(writer)
+    plugin.command_decided(SESSION, SELECT, Allow(reason="ok", plugin="p"))
+    plugin.command_decided(SESSION, SELECT, Hold(reason="wait", rule="h1"))
+    assert [(e.data["verdict"], e.data["rule"]) for e, _ in writer.writes] == [
+        ("allow", ""),
+        ("hold", "h1"),
+    ]
+
+
+def test_observer_write_failure_is_logged_not_raised(writer):
+    plugin = make_plugin(writer)
+    plugin.session_closed(SESSION, "client closed")
+    writer.fail()  # no unhandled error in the Deferred, no exception
+
+
+# -- row samples -----------------------------------------------------------------------------------
+
+
+class Masker:
+    @hookimpl
+    def server_rows(self, rows):
+        for row in rows:
+            row[0] = b"***"
+
+
+COLUMNS = [Column("name"), Column("blob", format=1), Column("note")]
+
+
+def test_no_row_hook_without_sampling(writer):
+    assert not chain_of(("recording", make_plugin(writer))).has_row_hooks
+    assert chain_of(("recording", make_plugin(writer, sample_rows=2))).has_row_hooks
+
+
+def test_sample_keeps_what_the_client_saw(writer):
+    recording = make_plugin(writer, sample_rows=3)
+    # recording listed first: the wrapper still sees the rows after masking
+    chain = chain_of(("recording", recording), ("masking", Masker()))
+    batches = [
+        [[b"alice", b"\x00\xff", None], [b"bob", b"\x01", b"caf\xc3\xa9"]],
+        [[b"carol", b"", b"bad \xff"], [b"dave", b"", b"x"]],
+        [[b"erin", b"", b"y"]],
+    ]
+    for rows in batches:
+        chain.hook.server_rows(session=SESSION, command=SELECT, columns=COLUMNS, rows=rows)
+    assert batches[0][0][0] == b"***"
+    recording.command_completed(SESSION, SELECT, CommandOutcome(status="ok", rows=5))
+    [(entry, _)] = writer.writes
+    assert entry.data["sample"] == [
+        ["***", "00ff", None],
+        ["***", "01", "café"],
+        ["***", "", "bad \ufffd"],
+    ]
+
+
+def test_sample_values_are_cut(writer):
+    plugin = make_plugin(writer, sample_rows=1)
+    rows = [[b"x" * 1000, b"y"]]
+    chain = chain_of(("recording", plugin))
+    chain.hook.server_rows(session=SESSION, command=SELECT, columns=[Column("a")], rows=rows)
+    plugin.command_completed(SESSION, SELECT, CommandOutcome(status="ok"))
+    [value, beyond_columns] = writer.writes[0][0].data["sample"][0]
+    assert len(value) == SAMPLE_VALUE_CHARS and value.endswith("…")
+    assert beyond_columns == "y"
+
+
+def test_sample_is_empty_for_a_command_without_rows(writer):
+    plugin = make_plugin(writer, sample_rows=2)
+    plugin.command_completed(SESSION, SELECT, CommandOutcome(status="ok"))
+    assert writer.writes[0][0].data["sample"] == []
+
+
+def test_samples_are_per_command_and_dropped_with_the_session(writer):
+    plugin = make_plugin(writer, sample_rows=5)
+    chain = chain_of(("recording", plugin))
+    chain.hook.server_rows(session=SESSION, command=SELECT, columns=COLUMNS[:1], rows=[[b"1"]])
+    chain.hook.server_rows(session=SESSION, command=PARSE, columns=COLUMNS[:1], rows=[[b"2"]])
+    plugin.command_completed(SESSION, PARSE, CommandOutcome(status="ok"))
+    assert writer.writes[0][0].data["sample"] == [["2"]]
+    plugin.session_closed(SESSION, "client closed")
+    assert plugin._samples == {}
+
+
+# -- with the real writer and store ----------------------------------------------------------------
+
+
+class StepWorker:
+    def __init__(self):
+        self.jobs = []
+
+    def do(self, job):
+        self.jobs.append(job)
+
+    def quit(self):
+        pass
+
+    def run(self):
+        while self.jobs:
+            self.jobs.pop(0)()
+
+
+class ImmediateReactor(Clock):
+    def callFromThread(self, f, *args):
+        f(*args)
+
+
+def test_a_whole_session_in_sqlite(tmp_path):
+    path = str(tmp_path / "audit.db")
+
+    def open_migrated():
+        store = SQLiteStore(path)
+        store.migrate()
+        return store
+
+    worker, reactor = StepWorker(), ImmediateReactor()
+    audit = AuditWriter(open_migrated, reactor, worker_factory=lambda: worker)
+    audit.start()
+    plugin = make_plugin(audit, sample_rows=1, clock=reactor)
+    chain = chain_of(("recording", plugin), clock=reactor)
+
+    started = fired(chain.decide("session_started", session=SESSION))
+    assert started == []
+    worker.run()
+    assert started == [None]
+
+    verdict = fired(chain.decide_command(SESSION, SELECT))
+    assert verdict == []
+    worker.run()
+    assert verdict == [Allow()]
+    chain.hook.server_rows(
+        session=SESSION, command=SELECT, columns=COLUMNS[:1], rows=[[b"alice"], [b"bob"]]
+    )
+    reactor.advance(2)
+    chain.notify(
+        "command_completed",
+        session=SESSION,
+        command=SELECT,
+        outcome=CommandOutcome(status="ok", rows=2, bytes=20, duration=0.1),
+    )
+    chain.notify("session_closed", session=SESSION, reason="client closed")
+    stopped = fired(audit.stop())
+    worker.run()
+    assert stopped == [None]
+
+    store = SQLiteStore(path)
+    try:
+        assert [r.kind for r in store.records()] == [
+            "session_started",
+            "command_received",
+            "command_decided",
+            "command_completed",
+            "session_closed",
+        ]
+        assert verify_chain(store.records()).ok
+        session = store.get_session("sess-1")
+        assert session["identity"] == "agent"
+        assert session["end_reason"] == "client closed"
+        assert session["ended_at"] == 2.0
+        [command] = session["commands"]
+        assert command["text"] == "SELECT name FROM users"
+        assert command["verdict"] == "allow"
+        assert command["status"] == "ok"
+        assert command["rows"] == 2
+        assert command["sample"] == [["alice"]]
+    finally:
+        store.close()

@@ -23,15 +23,24 @@ import secrets
 from hoopgw import scram
 from hoopgw.errors import AuthenticationError
 
-__all__ = ["MECHANISM", "AuthenticationFailed", "ScramClient", "ScramServer", "md5_password"]
+__all__ = [
+    "DEFAULT_MAX_ITERATIONS",
+    "MECHANISM",
+    "AuthenticationFailed",
+    "ScramClient",
+    "ScramServer",
+    "md5_password",
+]
 
 MECHANISM = "SCRAM-SHA-256"
 """The SASL mechanism name both sides use."""
-_NONCE_BYTES = 18
-"""Random bytes in a nonce, as PostgreSQL uses (24 characters once base64-encoded)."""
-_DEFAULT_MAX_ITERATIONS = 100_000
+DEFAULT_MAX_ITERATIONS = 100_000
 """Most PBKDF2 rounds a client accepts by default: 25 times PostgreSQL's default, and far
 below what would let a hostile server stall the gateway."""
+_NONCE_BYTES = 18
+"""Random bytes in a nonce, as PostgreSQL uses (24 characters once base64-encoded)."""
+_GS2_HEADER = "n,,"
+"""What the client sends before client-first-message-bare: no channel binding, no authzid."""
 
 
 class AuthenticationFailed(AuthenticationError):
@@ -94,7 +103,20 @@ def _xor(left: bytes, right: bytes) -> bytes:
     return (int.from_bytes(left, "big") ^ int.from_bytes(right, "big")).to_bytes(len(left), "big")
 
 
-class ScramServer:
+class _Exchange:
+    """Steps taken in a fixed order; a step that fails ends the exchange."""
+
+    _stage: str
+
+    def _enter(self, stage: str) -> None:
+        if self._stage != stage:
+            self._stage = "failed"
+            raise AuthenticationFailed("unexpected SCRAM message")
+        # A step that raises leaves the exchange failed, so it cannot be retried.
+        self._stage = "failed"
+
+
+class ScramServer(_Exchange):
     """Server side of SCRAM-SHA-256, as PostgreSQL runs it, for one login attempt.
 
     Call :meth:`first` with the client-first message (SASLInitialResponse data) and send the
@@ -129,7 +151,7 @@ class ScramServer:
 
     def first(self, client_first: bytes) -> bytes:
         """Read the client-first message; return the server-first message."""
-        self._advance("first", "final")
+        self._enter("first")
         gs2_flag, authzid, bare = _split_client_first(_text(client_first))
         self._gs2_header = f"{gs2_flag},{authzid},"
         parts = bare.split(",")
@@ -137,7 +159,7 @@ class ScramServer:
             raise AuthenticationFailed("malformed SCRAM message: client-first is incomplete")
         if parts[0].startswith("m="):
             raise AuthenticationFailed("client requires an unsupported SCRAM extension")
-        _attribute(parts[0], "n")
+        _attribute(parts[0], "n")  # present but ignored, as the class docstring says
         client_nonce = _attribute(parts[1], "r")
         if not _printable(client_nonce):
             raise AuthenticationFailed("malformed SCRAM message: invalid client nonce")
@@ -146,11 +168,12 @@ class ScramServer:
         verifier = self._verifier
         server_first = f"r={self._nonce},s={_b64(verifier.salt)},i={verifier.iterations}"
         self._auth_message_start = f"{bare},{server_first},"
+        self._stage = "final"
         return server_first.encode("ascii")
 
     def final(self, client_final: bytes) -> bytes:
         """Check the client-final message's proof; return the server-final message."""
-        self._advance("final", "done")
+        self._enter("final")
         without_proof, separator, proof_text = _text(client_final).rpartition(",p=")
         if not separator:
             raise AuthenticationFailed("malformed SCRAM message: client-final has no proof")
@@ -173,18 +196,8 @@ class ScramServer:
         if not hmac.compare_digest(hashlib.sha256(client_key).digest(), verifier.stored_key):
             raise AuthenticationFailed("password authentication failed")
         server_signature = hmac.digest(verifier.server_key, auth_message, "sha256")
+        self._stage = "done"
         return f"v={_b64(server_signature)}".encode("ascii")
-
-    def _advance(self, expected: str, then: str) -> None:
-        if self._stage != expected:
-            self._stage = "failed"
-            raise AuthenticationFailed("unexpected SCRAM message")
-        # Until the step succeeds the exchange counts as failed, so it cannot be retried.
-        self._stage = "failed"
-        self._next_stage = then
-
-    def __setattr__(self, name: str, value: object) -> None:
-        object.__setattr__(self, name, value)
 
 
 def _split_client_first(text: str) -> tuple[str, str, str]:
@@ -200,3 +213,97 @@ def _split_client_first(text: str) -> tuple[str, str, str]:
     if authzid:
         raise AuthenticationFailed("SCRAM authorization identity is not supported")
     return gs2_flag, authzid, bare
+
+
+class ScramClient(_Exchange):
+    """Client side of SCRAM-SHA-256, for the gateway's login to the target.
+
+    Send ``first()`` as SASLInitialResponse data, ``final(server_first)`` as SASLResponse data,
+    and pass the AuthenticationSASLFinal data to :meth:`verify`. Accept the following
+    AuthenticationOk only if :attr:`verified` is true: a server that skips the final step, or
+    signs it wrongly, has not proved it knows the password.
+    """
+
+    def __init__(
+        self,
+        password: str,
+        *,
+        username: str = "",
+        nonce: str | None = None,
+        max_iterations: int = DEFAULT_MAX_ITERATIONS,
+    ) -> None:
+        """:param password: the target credential.
+        :param username: sent in client-first; PostgreSQL ignores it, so libpq sends ``""``.
+        :param nonce: client nonce; random unless a test fixes it.
+        :param max_iterations: refuse servers that ask for more PBKDF2 rounds."""
+        if nonce is not None and not _printable(nonce):
+            raise ValueError("a SCRAM nonce is printable ASCII without ','")
+        self._password = password
+        self._client_nonce = nonce if nonce is not None else _new_nonce()
+        self._client_first_bare = f"n={_escape_username(username)},r={self._client_nonce}"
+        self._max_iterations = max_iterations
+        self._server_signature = b""
+        self._stage = "first"
+
+    @property
+    def verified(self) -> bool:
+        """True once :meth:`verify` accepted the server's signature."""
+        return self._stage == "done"
+
+    def first(self) -> bytes:
+        """The client-first message."""
+        self._enter("first")
+        self._stage = "final"
+        return f"{_GS2_HEADER}{self._client_first_bare}".encode()
+
+    def final(self, server_first: bytes) -> bytes:
+        """Read the server-first message; return the client-final message with the proof."""
+        self._enter("final")
+        text = _text(server_first)
+        parts = text.split(",")
+        if len(parts) < 3:
+            raise AuthenticationFailed("malformed SCRAM message: server-first is incomplete")
+        if parts[0].startswith("m="):
+            raise AuthenticationFailed("server requires an unsupported SCRAM extension")
+        nonce = _attribute(parts[0], "r")
+        if not (
+            len(nonce) > len(self._client_nonce)
+            and nonce.startswith(self._client_nonce)
+            and _printable(nonce)
+        ):
+            raise AuthenticationFailed("SCRAM server nonce does not extend the client nonce")
+        salt = _unb64(_attribute(parts[1], "s"), "salt")
+        if not salt:
+            raise AuthenticationFailed("malformed SCRAM message: empty salt")
+        iterations_text = _attribute(parts[2], "i")
+        if not iterations_text.isascii() or not iterations_text.isdigit():
+            raise AuthenticationFailed("malformed SCRAM message: invalid iteration count")
+        iterations = int(iterations_text)
+        if not 1 <= iterations <= self._max_iterations:
+            raise AuthenticationFailed(
+                f"SCRAM iteration count {iterations} is outside 1 to {self._max_iterations}"
+            )
+        _check_extensions(parts[3:])
+        without_proof = f"c={_b64(_GS2_HEADER.encode())},r={nonce}"
+        auth_message = f"{self._client_first_bare},{text},{without_proof}".encode()
+        salted = scram.salted_password(self._password, salt, iterations)
+        client_key = scram.client_key(salted)
+        stored_key = hashlib.sha256(client_key).digest()
+        client_signature = hmac.digest(stored_key, auth_message, "sha256")
+        proof = _xor(client_key, client_signature)
+        self._server_signature = hmac.digest(scram.server_key(salted), auth_message, "sha256")
+        self._stage = "verify"
+        return f"{without_proof},p={_b64(proof)}".encode()
+
+    def verify(self, server_final: bytes) -> None:
+        """Check the server-final message; raise :class:`AuthenticationFailed` unless the server
+        proved it knows the password."""
+        self._enter("verify")
+        parts = _text(server_final).split(",")
+        if parts[0].startswith("e="):
+            raise AuthenticationFailed(f"server rejected the SCRAM exchange: {parts[0][2:]}")
+        signature = _unb64(_attribute(parts[0], "v"), "server signature")
+        _check_extensions(parts[1:])
+        if not hmac.compare_digest(signature, self._server_signature):
+            raise AuthenticationFailed("SCRAM server signature is wrong")
+        self._stage = "done"

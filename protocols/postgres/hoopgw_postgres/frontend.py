@@ -48,6 +48,14 @@ READ_PAUSE_FLOW = "flow"
 READ_PAUSE_DECISION = "decision"
 
 
+def _no_delay(transport: Any) -> None:
+    """Send small messages at once: a proxy that waits for Nagle's algorithm adds a delayed-ACK
+    round to every query."""
+    set_no_delay = getattr(transport, "setTcpNoDelay", None)
+    if set_no_delay is not None:
+        set_no_delay(True)
+
+
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -126,6 +134,7 @@ class ClientSession(protocol.Protocol):
         self._peer_host = getattr(peer, "host", "")
         self.client_address = f"{self._peer_host}:{getattr(peer, 'port', '')}"
         self._gate = _ReadGate(self.transport)
+        _no_delay(self.transport)
         self._auth_timer = self.runtime.reactor.callLater(
             self.runtime.gateway.auth_timeout, self._auth_timed_out
         )
@@ -214,7 +223,9 @@ class ClientSession(protocol.Protocol):
     # -- startup -----------------------------------------------------------------------------
 
     def _connected_decided(self, verdict: Any) -> None:
-        if isinstance(verdict, Block) or (verdict is not None and not verdict.__class__.__name__ == "Allow"):
+        if isinstance(verdict, Block) or (
+            verdict is not None and not verdict.__class__.__name__ == "Allow"
+        ):
             self._fatal("28000", f"connection refused: {getattr(verdict, 'reason', 'refused')}")
 
     def _startup_message(self, frame: Any) -> None:
@@ -257,15 +268,27 @@ class ClientSession(protocol.Protocol):
     def _startup(self, startup: Any) -> None:
         major, minor = startup.protocol >> 16, startup.protocol & 0xFFFF
         if major != 3:
-            self._fatal("0A000", f"unsupported frontend protocol {major}.{minor}: hoopgw speaks 3.0")
+            self._fatal(
+                "0A000", f"unsupported frontend protocol {major}.{minor}: hoopgw speaks 3.0"
+            )
             return
         if self.runtime.config.client_tls == "required" and not self.client_tls:
             self._fatal("28000", "this connection requires TLS (sslmode=require)")
             return
         unknown = sorted(k for k in startup.params if k.startswith("_pq_."))
         if minor > 0 or unknown:
-            self.transport.write(m.NegotiateProtocolVersion(newest_version=m.PROTOCOL_3_0, unrecognized_options=tuple(unknown)).encode())
-        if "replication" in startup.params and startup.params["replication"] not in ("", "false", "0", "off", "no"):
+            self.transport.write(
+                m.NegotiateProtocolVersion(
+                    newest_version=m.PROTOCOL_3_0, unrecognized_options=tuple(unknown)
+                ).encode()
+            )
+        if "replication" in startup.params and startup.params["replication"] not in (
+            "",
+            "false",
+            "0",
+            "off",
+            "no",
+        ):
             self._fatal("0A000", "replication connections are not supported through hoopgw")
             return
         self._params = {k: v for k, v in startup.params.items() if not k.startswith("_pq_.")}
@@ -283,7 +306,10 @@ class ClientSession(protocol.Protocol):
         if method == "auto":
             method = "password" if protected or config.allow_cleartext_password else "scram"
         if method == "password" and not (protected or config.allow_cleartext_password):
-            self._fatal("28000", "a password may only be sent over TLS or loopback; connect with sslmode=require")
+            self._fatal(
+                "28000",
+                "a password may only be sent over TLS or loopback; connect with sslmode=require",
+            )
             return
         if method == "password":
             self._phase = "password"
@@ -321,11 +347,16 @@ class ClientSession(protocol.Protocol):
                 if found is None:
                     # Run the exchange against a throwaway verifier, so an unknown user looks
                     # exactly like a wrong key.
-                    verifier, self._scram_identity = make_verifier(secrets.token_hex(16), secrets.token_bytes(16)), None
+                    verifier, self._scram_identity = (
+                        make_verifier(secrets.token_hex(16), secrets.token_bytes(16)),
+                        None,
+                    )
                 else:
                     verifier, self._scram_identity = found
                 self._scram = ScramServer(verifier)
-                self.transport.write(m.AuthenticationSASLContinue(data=self._scram.first(initial.data)).encode())
+                self.transport.write(
+                    m.AuthenticationSASLContinue(data=self._scram.first(initial.data)).encode()
+                )
                 self._phase = "scram-final"
             else:
                 assert self._scram is not None
@@ -343,24 +374,30 @@ class ClientSession(protocol.Protocol):
     def _auth_failed(self, message: str) -> None:
         log.info(
             "authentication failed on {connection} from {client}: {why}",
-            connection=self.runtime.info.name, client=self.client_address, why=message,
+            connection=self.runtime.info.name,
+            client=self.client_address,
+            why=message,
         )
-        self._fatal("28P01", f"authentication failed for user \"{self._params.get('user', '')}\": {message}")
+        self._fatal(
+            "28P01", f'authentication failed for user "{self._params.get("user", "")}": {message}'
+        )
 
     def _authenticated(self, identity: Identity) -> None:
         user = self._params["user"]
         if user not in (identity.name, identity.credential_id):
-            self._auth_failed(f"the key belongs to identity \"{identity.name}\", not \"{user}\"")
+            self._auth_failed(f'the key belongs to identity "{identity.name}", not "{user}"')
             return
         allowed = set(self.runtime.config.allow_groups)
         if not allowed & identity.groups:
             log.info(
                 "identity {identity} refused on {connection}: groups {groups} not in allow_groups",
-                identity=identity.name, connection=self.runtime.info.name, groups=sorted(identity.groups),
+                identity=identity.name,
+                connection=self.runtime.info.name,
+                groups=sorted(identity.groups),
             )
             self._fatal(
                 "28000",
-                f"identity \"{identity.name}\" may not use connection \"{self.runtime.info.name}\" "
+                f'identity "{identity.name}" may not use connection "{self.runtime.info.name}" '
                 "(none of its groups is in allow_groups)",
             )
             return
@@ -383,7 +420,9 @@ class ClientSession(protocol.Protocol):
             attributes=attributes,
         )
         self.runtime.sessions.add(self)
-        self._wait(self.chain.decide("session_started", session=self.session), self._session_decided)
+        self._wait(
+            self.chain.decide("session_started", session=self.session), self._session_decided
+        )
 
     def _session_decided(self, verdict: Any) -> None:
         if verdict is not None and verdict.__class__.__name__ != "Allow":
@@ -413,20 +452,26 @@ class ClientSession(protocol.Protocol):
             password=password,
             params=params,
             sslmode=tls.sslmode,
-            tls_options=None if tls.sslmode == "disable" else client_tls_options(
-                tls.sslmode, tls.server_name or host, tls.ca_file
-            ),
+            tls_options=None
+            if tls.sslmode == "disable"
+            else client_tls_options(tls.sslmode, tls.server_name or host, tls.ca_file),
         )
         endpoint = HostnameEndpoint(self.runtime.reactor, host, int(port), timeout=10)
         d = connectProtocol(endpoint, self.upstream)
 
         def failed(failure: Failure) -> None:
-            log.info("target {target} unreachable: {why}", target=config.target, why=failure.getErrorMessage())
+            log.info(
+                "target {target} unreachable: {why}",
+                target=config.target,
+                why=failure.getErrorMessage(),
+            )
             self.upstream_failed("08006", f"the target {config.target} is unreachable")
 
         d.addErrback(failed)
 
-    def upstream_ready(self, parameters: list[bytes], backend_key: tuple[int, bytes], tls: bool) -> None:
+    def upstream_ready(
+        self, parameters: list[bytes], backend_key: tuple[int, bytes], tls: bool
+    ) -> None:
         """The upstream login finished: tell the client it is in."""
         if self._closed:
             self.upstream.close() if self.upstream else None
@@ -445,14 +490,17 @@ class ClientSession(protocol.Protocol):
         self.transport.writeSequence(out)
         # Each side pauses the other when its write buffer fills (portforward-style).
         up_transport = self.upstream.transport
+        _no_delay(up_transport)
         self.transport.registerProducer(_ReadGate(up_transport), True)
         up_transport.registerProducer(self._gate, True)
         self._phase = "ready"
         self._busy = False
         log.info(
             "session {session} started: {identity} on {connection} from {client}",
-            session=self.session.id, identity=self.session.identity.name,
-            connection=self.runtime.info.name, client=self.client_address,
+            session=self.session.id,
+            identity=self.session.identity.name,
+            connection=self.runtime.info.name,
+            client=self.client_address,
         )
         self._process()
 
@@ -464,7 +512,9 @@ class ClientSession(protocol.Protocol):
             status = m.ParameterStatus.decode(wire[5:])
             output = Output("parameter", {"name": status.name, "value": status.value})
             self.chain.hook.server_output(session=self.session, command=None, output=output)
-            out.append(m.ParameterStatus(name=status.name, value=output.fields.get("value", "")).encode())
+            out.append(
+                m.ParameterStatus(name=status.name, value=output.fields.get("value", "")).encode()
+            )
         return out
 
     def upstream_failed(self, code: str, message: str) -> None:
@@ -495,7 +545,10 @@ class ClientSession(protocol.Protocol):
                 self.transport.write(request)
                 self.transport.loseConnection()
 
-        connectProtocol(HostnameEndpoint(self.runtime.reactor, host.strip("[]"), int(port), timeout=10), _Cancel()).addErrback(
+        connectProtocol(
+            HostnameEndpoint(self.runtime.reactor, host.strip("[]"), int(port), timeout=10),
+            _Cancel(),
+        ).addErrback(
             lambda f: log.info("cancel could not reach the target: {why}", why=f.getErrorMessage())
         )
 
@@ -507,12 +560,19 @@ class ClientSession(protocol.Protocol):
             return
         if kind == b"Q":
             text = m.Query.decode(frame.body).query
-            self._command(Command(session_id=self._session_id, seq=self._next_seq(), text=text, kind="query"), frame)
+            self._command(
+                Command(session_id=self._session_id, seq=self._next_seq(), text=text, kind="query"),
+                frame,
+            )
         elif kind == b"P":
             parse = m.Parse.decode(frame.body)
             command = Command(
-                session_id=self._session_id, seq=self._next_seq(), text=parse.query, kind="parse",
-                parameter_count=len(parse.param_oids), statement_name=parse.name,
+                session_id=self._session_id,
+                seq=self._next_seq(),
+                text=parse.query,
+                kind="parse",
+                parameter_count=len(parse.param_oids),
+                statement_name=parse.name,
             )
             self._command(command, frame, statement=parse.name)
         elif kind == b"B":
@@ -520,9 +580,12 @@ class ClientSession(protocol.Protocol):
             if bind.statement and bind.statement not in self._fresh_statements:
                 # Re-running a statement prepared earlier: record each execution as a command.
                 command = Command(
-                    session_id=self._session_id, seq=self._next_seq(),
-                    text=self._statements.get(bind.statement, ""), kind="execute",
-                    parameter_count=len(bind.params), statement_name=bind.statement,
+                    session_id=self._session_id,
+                    seq=self._next_seq(),
+                    text=self._statements.get(bind.statement, ""),
+                    kind="execute",
+                    parameter_count=len(bind.params),
+                    statement_name=bind.statement,
                 )
                 self._command(command, frame)
             else:
@@ -579,7 +642,9 @@ class ClientSession(protocol.Protocol):
 
         self._wait(self.chain.decide_command(self.session, command), decided)
 
-    def _refuse(self, command: Command | None, verdict: Block, *, extended: bool, code: str = "42501") -> None:
+    def _refuse(
+        self, command: Command | None, verdict: Block, *, extended: bool, code: str = "42501"
+    ) -> None:
         """Answer a refused command with an error, in order, keeping both sides in step.
 
         The command is replaced upstream by a statement that can only fail to parse, so the
@@ -591,7 +656,9 @@ class ClientSession(protocol.Protocol):
         error = m.error_response("ERROR", code, message).encode()
         progress = None
         if command is not None:
-            progress = CommandProgress(command=command, forwarded_at=self._now(), barrier=self._tracker.next_barrier)
+            progress = CommandProgress(
+                command=command, forwarded_at=self._now(), barrier=self._tracker.next_barrier
+            )
             self._complete(progress, status="blocked", error_code=code, error_message=message)
         if extended:
             poison = m.Parse(name="", query=REFUSED_STATEMENT).encode()
@@ -660,18 +727,30 @@ class ClientSession(protocol.Protocol):
                 self._txn_status = chr(frame.body[0])
             elif kind == b"T":
                 self._columns = _columns(m.RowDescription.decode(frame.body))
-                if self.chain.has_column_hooks and request is not None and request.progress is not None:
+                if (
+                    self.chain.has_column_hooks
+                    and request is not None
+                    and request.progress is not None
+                ):
                     self.chain.hook.result_columns(
-                        session=self.session, command=request.progress.command, columns=self._columns
+                        session=self.session,
+                        command=request.progress.command,
+                        columns=self._columns,
                     )
             elif kind in (b"N", b"A") and self.chain.has_output_hooks:
                 data = self._rewrite_output(frame, request)
             elif kind == b"S" and self.chain.has_output_hooks:
                 data = self._rewrite_parameters([bytes(frame.wire)])[0]
             elif kind == b"d" and self.chain.has_output_hooks:
-                output = Output("copy", {"data": bytes(frame.body).decode("utf-8", "surrogateescape")})
-                self.chain.hook.server_output(session=self.session, command=self._command_of(request), output=output)
-                data = m.CopyData(data=output.fields.get("data", "").encode("utf-8", "surrogateescape")).encode()
+                output = Output(
+                    "copy", {"data": bytes(frame.body).decode("utf-8", "surrogateescape")}
+                )
+                self.chain.hook.server_output(
+                    session=self.session, command=self._command_of(request), output=output
+                )
+                data = m.CopyData(
+                    data=output.fields.get("data", "").encode("utf-8", "surrogateescape")
+                ).encode()
             if request is not None and request.progress is not None:
                 request.progress.bytes += len(data)
             out.append(data)
@@ -683,14 +762,20 @@ class ClientSession(protocol.Protocol):
             self.transport.writeSequence(out)
 
     def _command_of(self, request: Request | None) -> Command | None:
-        return request.progress.command if request is not None and request.progress is not None else None
+        return (
+            request.progress.command
+            if request is not None and request.progress is not None
+            else None
+        )
 
     def _note_error(self, frame: Any, request: Request | None, data: bytes) -> bytes:
         error = m.ErrorResponse.decode(frame.body)
         fields = dict(error.fields)
         if self.chain.has_output_hooks:
             output = Output("error", _named_fields(fields))
-            self.chain.hook.server_output(session=self.session, command=self._command_of(request), output=output)
+            self.chain.hook.server_output(
+                session=self.session, command=self._command_of(request), output=output
+            )
             fields = _coded_fields(output.fields, fields)
             data = m.ErrorResponse(fields=fields).encode()
         if request is not None and request.progress is not None:
@@ -704,12 +789,15 @@ class ClientSession(protocol.Protocol):
             notice = m.NoticeResponse.decode(frame.body)
             output = Output("notice", _named_fields(dict(notice.fields)))
             self.chain.hook.server_output(session=self.session, command=command, output=output)
-            return m.NoticeResponse(fields=_coded_fields(output.fields, dict(notice.fields))).encode()
+            return m.NoticeResponse(
+                fields=_coded_fields(output.fields, dict(notice.fields))
+            ).encode()
         note = m.NotificationResponse.decode(frame.body)
         output = Output("notification", {"channel": note.channel, "payload": note.payload})
         self.chain.hook.server_output(session=self.session, command=command, output=output)
         return m.NotificationResponse(
-            pid=note.pid, channel=output.fields.get("channel", note.channel),
+            pid=note.pid,
+            channel=output.fields.get("channel", note.channel),
             payload=output.fields.get("payload", ""),
         ).encode()
 
@@ -717,14 +805,23 @@ class ClientSession(protocol.Protocol):
         command = self._command_of(request)
         rows = [m.decode_data_row(frame.body) for frame in frames]
         if command is not None:
-            self.chain.hook.server_rows(session=self.session, command=command, columns=self._columns, rows=rows)
+            self.chain.hook.server_rows(
+                session=self.session, command=command, columns=self._columns, rows=rows
+            )
         encoded = [m.encode_data_row(row) for row in rows]
         if request is not None and request.progress is not None:
             request.progress.rows += len(rows)
             request.progress.bytes += sum(len(e) for e in encoded)
         return encoded
 
-    def _complete(self, progress: CommandProgress, *, status: str | None = None, error_code: str = "", error_message: str = "") -> None:
+    def _complete(
+        self,
+        progress: CommandProgress,
+        *,
+        status: str | None = None,
+        error_code: str = "",
+        error_message: str = "",
+    ) -> None:
         code = error_code or progress.error_code
         outcome = CommandOutcome(
             status=status or ("error" if code else "ok"),
@@ -734,7 +831,9 @@ class ClientSession(protocol.Protocol):
             error_code=code,
             error_message=error_message or progress.error_message,
         )
-        self.chain.notify("command_completed", session=self.session, command=progress.command, outcome=outcome)
+        self.chain.notify(
+            "command_completed", session=self.session, command=progress.command, outcome=outcome
+        )
 
     # -- ending ------------------------------------------------------------------------------
 
@@ -742,13 +841,23 @@ class ClientSession(protocol.Protocol):
         """End the session with a FATAL error to the client (gateway shutdown, revoked access)."""
         self._fatal("57P01", f"terminating connection: {reason}", reason=reason)
 
-    def _fatal(self, code: str, message: str, *, log_it: bool = False, goodbye: bool = True, reason: str | None = None) -> None:
+    def _fatal(
+        self,
+        code: str,
+        message: str,
+        *,
+        log_it: bool = False,
+        goodbye: bool = True,
+        reason: str | None = None,
+    ) -> None:
         if self._closed:
             return
         if log_it:
             log.info(
                 "session {session} from {client} ended: {message}",
-                session=self._session_id, client=self.client_address, message=message,
+                session=self._session_id,
+                client=self.client_address,
+                message=message,
             )
         if goodbye:
             self.transport.write(m.error_response("FATAL", code, message).encode())
@@ -767,9 +876,15 @@ class ClientSession(protocol.Protocol):
         session, self.session = self.session, None
         for progress in self._tracker.open_commands():
             self.chain.notify(
-                "command_completed", session=session, command=progress.command,
-                outcome=CommandOutcome(status="aborted", rows=progress.rows, bytes=progress.bytes,
-                                       duration=max(0.0, self._now() - progress.forwarded_at)),
+                "command_completed",
+                session=session,
+                command=progress.command,
+                outcome=CommandOutcome(
+                    status="aborted",
+                    rows=progress.rows,
+                    bytes=progress.bytes,
+                    duration=max(0.0, self._now() - progress.forwarded_at),
+                ),
             )
         self.chain.notify("session_closed", session=session, reason=reason)
         self.runtime.sessions.remove(self)
@@ -783,8 +898,17 @@ def _tag_rows(tag: str) -> int:
 
 
 _FIELD_NAMES = {
-    "M": "message", "D": "detail", "H": "hint", "W": "where", "s": "schema", "t": "table",
-    "c": "column", "d": "datatype", "n": "constraint", "q": "internal_query", "p": "internal_position",
+    "M": "message",
+    "D": "detail",
+    "H": "hint",
+    "W": "where",
+    "s": "schema",
+    "t": "table",
+    "c": "column",
+    "d": "datatype",
+    "n": "constraint",
+    "q": "internal_query",
+    "p": "internal_position",
 }
 _FIELD_CODES = {v: k for k, v in _FIELD_NAMES.items()}
 
@@ -802,6 +926,4 @@ def _coded_fields(named: dict[str, str], original: dict[str, str]) -> dict[str, 
 
 
 def _columns(description: Any) -> list[Column]:
-    return [
-        Column(f.name, type_oid=f.type_oid, format=f.format) for f in description.fields
-    ]
+    return [Column(f.name, type_oid=f.type_oid, format=f.format) for f in description.fields]

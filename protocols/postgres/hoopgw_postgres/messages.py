@@ -37,12 +37,15 @@ __all__ = [
     "AuthenticationCleartextPassword",
     "AuthenticationMD5Password",
     "AuthenticationOk",
+    "AuthenticationRequest",
     "AuthenticationSASL",
     "AuthenticationSASLContinue",
     "AuthenticationSASLFinal",
     "BackendKeyData",
+    "BackendMessage",
     "Bind",
     "BindComplete",
+    "Buffer",
     "CancelRequest",
     "Close",
     "CloseComplete",
@@ -60,6 +63,7 @@ __all__ = [
     "Execute",
     "FieldDescription",
     "Flush",
+    "FrontendMessage",
     "FunctionCall",
     "FunctionCallResponse",
     "GSSENCRequest",
@@ -83,6 +87,7 @@ __all__ = [
     "SASLResponse",
     "SSLRequest",
     "StartupMessage",
+    "StartupPacket",
     "Sync",
     "Terminate",
     "decode_authentication",
@@ -348,9 +353,6 @@ class _BodyReader:
         start = self._pos
         self._pos = len(self._data)
         return self._data[start:]
-
-    def at_end(self) -> bool:
-        return self._pos == len(self._data)
 
     def finish(self) -> None:
         if self._pos != len(self._data):

@@ -21,7 +21,9 @@ SSL_REQUEST = m.SSLRequest().encode()
 class UpstreamListener(TypingProtocol):
     """What the upstream connection reports to the client session."""
 
-    def upstream_ready(self, parameters: list[bytes], backend_key: tuple[int, bytes], tls: bool) -> None:
+    def upstream_ready(
+        self, parameters: list[bytes], backend_key: tuple[int, bytes], tls: bool
+    ) -> None:
         """Login succeeded; ``parameters`` are the wire ParameterStatus messages to relay."""
 
     def upstream_failed(self, code: str, message: str) -> None:
@@ -150,7 +152,9 @@ class UpstreamConnection(protocol.Protocol):
             self.listener.upstream_ready(self._parameters, self._backend_key, self.tls)
         elif kind == b"E":
             fields = m.ErrorResponse.decode(frame.body).fields
-            self._fail(fields.get("C", "08006"), f"login to the target failed: {fields.get('M', '')}")
+            self._fail(
+                fields.get("C", "08006"), f"login to the target failed: {fields.get('M', '')}"
+            )
         elif kind in (b"N", b"v"):
             pass  # notices and protocol negotiation during login concern only the gateway
         else:
@@ -176,7 +180,9 @@ class UpstreamConnection(protocol.Protocol):
             self.transport.write(m.PasswordMessage(password=digest).encode())
         elif isinstance(auth, m.AuthenticationSASL):
             if "SCRAM-SHA-256" not in auth.mechanisms:
-                self._fail("28000", f"the target offers no supported SASL mechanism {auth.mechanisms}")
+                self._fail(
+                    "28000", f"the target offers no supported SASL mechanism {auth.mechanisms}"
+                )
                 return
             self._scram = ScramClient(self._password)
             self.transport.write(
@@ -186,7 +192,9 @@ class UpstreamConnection(protocol.Protocol):
             assert self._scram is not None
             self.transport.write(m.SASLResponse(data=self._scram.final(auth.data)).encode())
         else:
-            self._fail("28000", f"the target asks for an unsupported login method {type(auth).__name__}")
+            self._fail(
+                "28000", f"the target asks for an unsupported login method {type(auth).__name__}"
+            )
 
     def _fail(self, code: str, message: str) -> None:
         if self._phase in ("failed", "closed"):

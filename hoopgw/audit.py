@@ -84,18 +84,41 @@ def canonical_json(value: Any) -> str:
 
 
 def record_hash(
-    *, seq: int, kind: str, session_id: str, time: float, data: dict[str, Any], prev_hash: str
+    *,
+    seq: int,
+    kind: str,
+    session_id: str,
+    time: float,
+    data: dict[str, Any],
+    prev_hash: str,
+    data_json: str | None = None,
 ) -> str:
-    """Hex SHA-256 over the canonical JSON of a record's fields and its predecessor's hash."""
-    document = {
-        "seq": seq,
-        "kind": kind,
-        "session_id": session_id,
-        "time": time,
-        "data": data,
-        "prev_hash": prev_hash,
-    }
-    return hashlib.sha256(canonical_json(document).encode("utf-8")).hexdigest()
+    """Hex SHA-256 over the canonical JSON of a record's fields and its predecessor's hash.
+
+    :param data_json: ``canonical_json(data)`` when the caller has it already (the store does),
+        to spare serialising ``data`` twice; the hash is the same either way.
+    """
+    if data_json is None:
+        data_json = canonical_json(data)
+    # Exactly canonical_json() of the whole record: keys sorted, no spaces.
+    document = "".join(
+        (
+            '{"data":',
+            data_json,
+            ',"kind":',
+            canonical_json(kind),
+            ',"prev_hash":',
+            canonical_json(prev_hash),
+            ',"seq":',
+            canonical_json(seq),
+            ',"session_id":',
+            canonical_json(session_id),
+            ',"time":',
+            canonical_json(time),
+            "}",
+        )
+    )
+    return hashlib.sha256(document.encode("utf-8")).hexdigest()
 
 
 @attrs.frozen(kw_only=True)
@@ -226,12 +249,15 @@ class AuditWriter:
         reactor: Any,
         *,
         worker_factory: Callable[[], Worker] = ThreadWorker,
+        lazy_delay: float = 0.02,
     ) -> None:
         """
         :param store_factory: opens the store; called once, on the writer thread. It should
             return a migrated store (see :meth:`hoopgw.store.base.Store.migrate`).
         :param reactor: provides ``callFromThread``, to fire Deferreds on the reactor thread.
         :param worker_factory: makes the writer thread; tests pass one that runs jobs on demand.
+        :param lazy_delay: longest time a record written with ``urgent=False`` waits for a commit
+            that another write would have started anyway.
         """
         self._store_factory = store_factory
         self._reactor = reactor
@@ -242,6 +268,8 @@ class AuditWriter:
         self._lock = threading.Lock()
         self._pending: list[_Pending] = []
         self._commit_scheduled = False
+        self._lazy_delay = lazy_delay
+        self._lazy_timer: Any = None
         # Touched only on the writer thread.
         self._store: Store | None = None
 
@@ -268,8 +296,13 @@ class AuditWriter:
         self._worker.do(open_store)
         return opened
 
-    def write(self, entry: AuditEntry) -> defer.Deferred[AuditRecord]:
+    def write(self, entry: AuditEntry, *, urgent: bool = True) -> defer.Deferred[AuditRecord]:
         """Queue ``entry`` for the next commit.
+
+        An urgent write (the default; write-ahead records) starts a commit at once. A write with
+        ``urgent=False`` (records of what already happened: verdicts, outcomes, session ends)
+        joins the next commit that an urgent write starts, or one ``lazy_delay`` later, so a
+        command costs one commit instead of three. Both keep their order in the chain.
 
         :return: a Deferred that fires with the :class:`AuditRecord` once it is durable, or
             fails with :class:`~hoopgw.errors.StoreError` if it cannot be written (store
@@ -286,11 +319,24 @@ class AuditWriter:
         done: defer.Deferred[AuditRecord] = defer.Deferred()
         with self._lock:
             self._pending.append(_Pending(entry=entry, done=done))
-            schedule = not self._commit_scheduled
-            self._commit_scheduled = True
+            schedule = urgent and not self._commit_scheduled
+            if schedule:
+                self._commit_scheduled = True
         if schedule:
             self._worker.do(self._commit_pending)
+        elif not urgent and self._lazy_timer is None:
+            self._lazy_timer = self._reactor.callLater(self._lazy_delay, self._commit_lazy)
         return done
+
+    def _commit_lazy(self) -> None:
+        """Start a commit for records written with ``urgent=False`` (reactor thread)."""
+        self._lazy_timer = None
+        with self._lock:
+            schedule = bool(self._pending) and not self._commit_scheduled
+            if schedule:
+                self._commit_scheduled = True
+        if schedule and self._worker is not None:
+            self._worker.do(self._commit_pending)
 
     def stop(self) -> defer.Deferred[None]:
         """Commit everything queued so far, close the store, end the thread.
@@ -311,7 +357,11 @@ class AuditWriter:
                 self._store = None
             self._reactor.callFromThread(stopped.callback, None)
 
-        # Jobs run in order: any commit already scheduled runs before the store is closed.
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
+        # Jobs run in order: this commit (of anything still queued) runs before the store closes.
+        self._worker.do(self._commit_pending)
         self._worker.do(close_store)
         self._worker.quit()
         return stopped

@@ -87,12 +87,14 @@ class FakeAuditWriter:
 
     def __init__(self) -> None:
         self.records: list[AuditRecord] = []
+        self.urgent: list[bool] = []
         self.failing = False
         self.manual = False
         self._held: list[tuple[AuditEntry, defer.Deferred[AuditRecord]]] = []
 
-    def write(self, entry: AuditEntry) -> defer.Deferred[AuditRecord]:
-        """Store ``entry`` (or hold it, in manual mode)."""
+    def write(self, entry: AuditEntry, *, urgent: bool = True) -> defer.Deferred[AuditRecord]:
+        """Store ``entry`` (or hold it, in manual mode); ``urgent`` is noted in :attr:`urgent`."""
+        self.urgent.append(urgent)
         d: defer.Deferred[AuditRecord] = defer.Deferred()
         self._held.append((entry, d))
         if not self.manual:

@@ -261,3 +261,58 @@ def gateway(pg_server: Any, tmp_path: Path) -> Iterator[Callable[..., RunningGat
     finally:
         for running in started:
             running.stop()
+
+
+@attrs.frozen(kw_only=True)
+class GatewayLogin:
+    """A running gateway, a database behind it, and an API key allowed to use it."""
+
+    gateway: RunningGateway
+    """The gateway process."""
+    database: str
+    """Database name the client asks for (passed through to the target)."""
+    identity: str
+    """Identity the key belongs to; also the user name clients log in with."""
+    key: str
+    """The API key secret, the client's password."""
+
+    def conninfo(self, **overrides: Any) -> str:
+        """libpq connection string through the gateway; ``overrides`` add or replace keys."""
+        params: dict[str, Any] = {
+            "host": self.gateway.host,
+            "port": self.gateway.port,
+            "user": self.identity,
+            "password": self.key,
+            "dbname": self.database,
+            "sslmode": "disable",
+            **overrides,
+        }
+        return " ".join(f"{k}={_conninfo_value(v)}" for k, v in params.items())
+
+    def env(self) -> dict[str, str]:
+        """Environment for libpq command-line tools (psql, pgbench) to go through the gateway."""
+        return {
+            **os.environ,
+            "PGHOST": self.gateway.host,
+            "PGPORT": str(self.gateway.port),
+            "PGUSER": self.identity,
+            "PGPASSWORD": self.key,
+            "PGDATABASE": self.database,
+            "PGSSLMODE": "disable",
+        }
+
+
+def _conninfo_value(value: Any) -> str:
+    text = str(value)
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+@pytest.fixture
+def recorded_gateway(
+    gateway: Callable[..., RunningGateway], pg_database: str
+) -> GatewayLogin:
+    """A gateway with the recording plugin and no client TLS in front of ``pg_database``, and a
+    key for identity ``agent`` in group ``agents``."""
+    running = gateway(plugins=["recording"], connection={"client_tls": "disabled"})
+    key = running.create_key("agent", ["agents"])
+    return GatewayLogin(gateway=running, database=pg_database, identity="agent", key=key)

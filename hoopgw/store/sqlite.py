@@ -87,7 +87,7 @@ class SQLiteStore(Store):
             for entry in entries:
                 seq += 1
                 text = canonical_json(entry.data)
-                data = json.loads(text)
+                data = entry.data
                 digest = record_hash(
                     seq=seq,
                     kind=entry.kind,
@@ -95,6 +95,7 @@ class SQLiteStore(Store):
                     time=entry.time,
                     data=data,
                     prev_hash=prev_hash,
+                    data_json=text,
                 )
                 self._conn.execute(
                     "INSERT INTO audit_records (seq, kind, session_id, time, data, prev_hash, hash)"

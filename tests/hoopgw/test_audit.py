@@ -6,6 +6,7 @@ reactor by one that queues ``callFromThread`` calls, so every step is determinis
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 
@@ -462,3 +463,65 @@ def test_thread_worker_runs_jobs_in_order_on_its_own_thread():
     worker._thread.join(timeout=10)
     assert not worker._thread.is_alive()
     assert seen == ["test-audit-writer", "second"]
+
+
+# -- records that need no commit of their own ---------------------------------------------------
+
+
+class ClockReactor(ThreadlessReactor):
+    """A ThreadlessReactor with timers (``callLater``) driven by a task.Clock."""
+
+    def __init__(self):
+        super().__init__()
+        from twisted.internet.task import Clock
+
+        self.clock = Clock()
+        self.callLater = self.clock.callLater
+
+
+@pytest.fixture
+def lazy_parts():
+    store, worker, reactor = SpyStore(), StepWorker(), ClockReactor()
+    writer = AuditWriter(lambda: store, reactor, worker_factory=lambda: worker, lazy_delay=0.5)
+    writer.start()
+    settle(worker, reactor)
+    return store, worker, reactor, writer
+
+
+def test_lazy_write_joins_the_next_urgent_commit(lazy_parts):
+    store, worker, reactor, writer = lazy_parts
+    lazy = results(writer.write(entry(1), urgent=False))
+    assert worker.jobs == []  # no commit of its own
+    urgent = results(writer.write(entry(2)))
+    settle(worker, reactor)
+    assert [[e.data["seq"] for e in batch] for batch in store.appends] == [[1, 2]]
+    assert lazy[0].seq == 1 and urgent[0].seq == 2
+
+
+def test_lazy_write_is_committed_after_lazy_delay(lazy_parts):
+    store, worker, reactor, writer = lazy_parts
+    lazy = results(writer.write(entry(1), urgent=False))
+    reactor.clock.advance(0.4)
+    assert worker.jobs == []
+    reactor.clock.advance(0.1)
+    settle(worker, reactor)
+    assert len(store.appends) == 1 and lazy[0].seq == 1
+
+
+def test_stop_commits_lazy_writes(lazy_parts):
+    store, worker, reactor, writer = lazy_parts
+    lazy = results(writer.write(entry(1), urgent=False))
+    stopped = results(writer.stop())
+    settle(worker, reactor)
+    assert len(store.appends) == 1 and lazy[0].seq == 1
+    assert stopped == [None]
+    assert reactor.clock.getDelayedCalls() == []
+
+
+def test_record_hash_with_prepared_json_equals_the_canonical_document():
+    data = {"text": "SELECT 'ü'", "seq": 3, "nested": {"b": 1, "a": [1.5, None]}}
+    fields = dict(seq=7, kind="command_received", session_id="s", time=12.25, prev_hash="ab" * 32)
+    document = canonical_json({**fields, "data": data})
+    expected = hashlib.sha256(document.encode("utf-8")).hexdigest()
+    assert record_hash(**fields, data=data) == expected
+    assert record_hash(**fields, data=data, data_json=canonical_json(data)) == expected

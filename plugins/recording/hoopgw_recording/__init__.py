@@ -186,14 +186,14 @@ class RecordingPlugin:
     # -- writing -------------------------------------------------------------------------------
 
     def _write(
-        self, kind: str, session: SessionInfo, data: dict[str, Any]
+        self, kind: str, session: SessionInfo, data: dict[str, Any], *, urgent: bool = True
     ) -> defer.Deferred[AuditRecord]:
         if self._audit is None:
             return defer.fail(RuntimeError("no audit writer (configuration check only)"))
         entry = AuditEntry(
             kind=kind, session_id=session.id, time=self._reactor.seconds(), data=data
         )
-        return self._audit.write(entry)
+        return self._audit.write(entry, urgent=urgent)
 
     def _durably(
         self, kind: str, session: SessionInfo, data: dict[str, Any]
@@ -218,7 +218,8 @@ class RecordingPlugin:
                 session_id=session.id,
             )
 
-        self._write(kind, session, data).addErrback(failed)
+        # Records of what already happened need no commit of their own (see AuditWriter.write).
+        self._write(kind, session, data, urgent=False).addErrback(failed)
 
 
 def _verdict_name(verdict: Verdict) -> str:

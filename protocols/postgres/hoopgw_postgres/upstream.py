@@ -162,6 +162,9 @@ class UpstreamConnection(protocol.Protocol):
 
     def _authentication(self, auth: Any) -> None:
         if isinstance(auth, m.AuthenticationOk):
+            if self._scram is not None and not self._scram.verified:
+                # A target that skips SCRAM's final step has not proven it knows the password.
+                self._fail("08006", "the target skipped SCRAM server verification")
             return
         if isinstance(auth, m.AuthenticationSASLFinal):
             assert self._scram is not None
@@ -177,7 +180,7 @@ class UpstreamConnection(protocol.Protocol):
             self.transport.write(m.PasswordMessage(password=self._password).encode())
         elif isinstance(auth, m.AuthenticationMD5Password):
             digest = md5_password(self._user, self._password, auth.salt)
-            self.transport.write(m.PasswordMessage(password=digest).encode())
+            self.transport.write(m.PasswordMessage(password=digest.decode("ascii")).encode())
         elif isinstance(auth, m.AuthenticationSASL):
             if "SCRAM-SHA-256" not in auth.mechanisms:
                 self._fail(

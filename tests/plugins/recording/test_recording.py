@@ -52,10 +52,12 @@ class FakeWriter:
 
     def __init__(self):
         self.writes = []
+        self.urgent = []
 
-    def write(self, entry):
+    def write(self, entry, *, urgent=True):
         d = defer.Deferred()
         self.writes.append((entry, d))
+        self.urgent.append(urgent)
         return d
 
     @property
@@ -184,7 +186,7 @@ def test_store_failure_blocks(writer, hook):
 
 def test_writer_refusing_at_once_blocks():
     class StoppedWriter:
-        def write(self, entry):
+        def write(self, entry, *, urgent=True):
             return defer.fail(StoreError("audit writer is stopped"))
 
     plugin = make_plugin(StoppedWriter())
@@ -445,3 +447,19 @@ def test_a_whole_session_in_sqlite(tmp_path):
         assert command["sample"] == [["alice"]]
     finally:
         store.close()
+
+
+def test_only_write_ahead_records_ask_for_their_own_commit(writer):
+    plugin = make_plugin(writer)
+    plugin.session_started(SESSION)
+    plugin.client_command(SESSION, SELECT)
+    plugin.command_decided(SESSION, SELECT, Allow())
+    plugin.command_completed(SESSION, SELECT, CommandOutcome(status="ok"))
+    plugin.session_closed(SESSION, "client closed")
+    assert list(zip(writer.kinds, writer.urgent)) == [
+        ("session_started", True),
+        ("command_received", True),
+        ("command_decided", False),
+        ("command_completed", False),
+        ("session_closed", False),
+    ]

@@ -1,0 +1,665 @@
+"""Tests for :mod:`hoopgw_postgres.frontend`: one client session, driven byte by byte.
+
+The client side is a ``StringTransport`` on a loopback peer; the upstream is a fake object with
+``send``/``close``/``transport`` installed in place of the real connection; time is a
+``MemoryReactorClock``. Server answers are built with the message encoders and fed through a
+``MessageReader``, as the real upstream connection does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+from hoopgw.chain import PluginChain
+from hoopgw.config import ConnectionConfig, CredentialConfig, GatewayConfig, UpstreamTlsConfig
+from hoopgw.identity import KeyService
+from hoopgw.plugin import hookimpl
+from hoopgw.protocol import ConnectionRuntime, SessionRegistry
+from hoopgw.session import ConnectionInfo
+from hoopgw.store.sqlite import SQLiteStore
+from hoopgw.verdicts import Block
+from hoopgw_postgres import frontend
+from hoopgw_postgres import messages as m
+from hoopgw_postgres.frontend import REFUSED_STATEMENT, ClientSession
+
+AUTH_TIMEOUT = 30.0
+UPSTREAM_PARAMETERS = [
+    m.ParameterStatus(name="server_version", value="15.20").encode(),
+    m.ParameterStatus(name="client_encoding", value="UTF8").encode(),
+]
+
+
+class Policy:
+    """Refuses commands that contain a word; records what it was told."""
+
+    def __init__(self, deny: Sequence[str] = ("forbidden",)) -> None:
+        self.deny = tuple(deny)
+        self.decided: list[tuple[str, str]] = []
+        self.completed: list[tuple[str, str, str]] = []
+        self.closed: list[str] = []
+
+    @hookimpl
+    def client_command(self, command: Any) -> Any:
+        if any(word in command.text for word in self.deny):
+            return Block(reason="forbidden word")
+        return None
+
+    @hookimpl
+    def command_decided(self, command: Any, verdict: Any) -> None:
+        self.decided.append((command.text, type(verdict).__name__))
+
+    @hookimpl
+    def command_completed(self, command: Any, outcome: Any) -> None:
+        self.completed.append((command.text, outcome.status, outcome.error_code))
+
+    @hookimpl
+    def session_closed(self, reason: str) -> None:
+        self.closed.append(reason)
+
+
+class Deferring:
+    """Answers every command with a Deferred the test fires."""
+
+    def __init__(self) -> None:
+        self.pending: list[defer.Deferred[Any]] = []
+
+    @hookimpl
+    def client_command(self) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred()
+        self.pending.append(d)
+        return d
+
+
+class FakeUpstream:
+    """Stands in for :class:`UpstreamConnection`: records what the session forwards."""
+
+    def __init__(self) -> None:
+        self.transport = StringTransport()
+        self.sent: list[bytes] = []
+        self.closed = False
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def forwarded(self) -> bytes:
+        """Every byte the session sent to the target so far."""
+        return self.transport.value() + b"".join(self.sent)
+
+
+class Gateway:
+    """One connection's runtime and a key store, from which client sessions are made."""
+
+    def __init__(
+        self,
+        plugins: Sequence[tuple[str, object]] = (),
+        *,
+        allow_groups: Sequence[str] = ("agents",),
+        client_auth: str = "auto",
+    ) -> None:
+        self.clock = MemoryReactorClock()
+        store = SQLiteStore(":memory:")
+        store.migrate()
+        self.keys = KeyService(store)
+        self.secret, record = self.keys.create("agent", ["agents"], now=time.time())
+        self.key_id = record.key_id
+        config = ConnectionConfig(
+            name="pg",
+            protocol="postgres",
+            listen="tcp:15432:interface=127.0.0.1",
+            target="127.0.0.1:5432",
+            credential=CredentialConfig(user="postgres"),
+            allow_groups=tuple(allow_groups),
+            plugins=tuple(name for name, _ in plugins),
+            upstream_tls=UpstreamTlsConfig(sslmode="disable"),
+            client_auth=client_auth,
+        )
+        self.sessions = SessionRegistry()
+        self.runtime = ConnectionRuntime(
+            config=config,
+            gateway=GatewayConfig(auth_timeout=AUTH_TIMEOUT),
+            info=ConnectionInfo(name="pg", protocol="postgres", target=config.target),
+            chain=PluginChain(list(plugins), reactor=self.clock),
+            keys=self.keys,
+            sessions=self.sessions,
+            reactor=self.clock,
+        )
+
+    def connect(self, host: str = "127.0.0.1") -> Client:
+        return Client(self, host)
+
+
+class Client:
+    """A client session with its transport and, once connected upstream, its fake upstream."""
+
+    def __init__(self, gateway: Gateway, host: str) -> None:
+        self.gateway = gateway
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", host, 50000))
+        self.session = ClientSession(gateway.runtime)
+        self.upstream: FakeUpstream | None = None
+        self.session.makeConnection(self.transport)
+
+    def send(self, data: bytes, *, split: int | None = None) -> None:
+        """Feed client bytes, in pieces of ``split`` bytes if given."""
+        step = split or len(data) or 1
+        for start in range(0, len(data), step):
+            self.session.dataReceived(data[start : start + step])
+
+    def received(self) -> list[Any]:
+        """Decode and clear what the gateway sent to the client."""
+        data = self.transport.value()
+        self.transport.clear()
+        return [m.decode_backend(t, body) for t, body, _ in m.MessageReader().feed(data)]
+
+    def login(self, user: str = "agent", password: str | None = None) -> None:
+        """Startup, password, and a ready upstream."""
+        self.send(startup(user))
+        self.send(m.PasswordMessage(password=password or self.gateway.secret).encode())
+        self.upstream_ready()
+
+    def upstream_ready(self) -> None:
+        assert self.upstream is not None, "the session did not connect upstream"
+        self.session.upstream_ready(list(UPSTREAM_PARAMETERS), (4242, b"srvk"), False)
+
+    def server(self, *messages: Any) -> None:
+        """The target answers with these messages."""
+        wire = b"".join(message.encode() for message in messages)
+        self.session.upstream_messages(m.MessageReader().feed(wire))
+
+    @property
+    def closed(self) -> bool:
+        return bool(self.transport.disconnecting)
+
+
+@pytest.fixture(autouse=True)
+def fake_upstream(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Replace the real upstream connection with a :class:`FakeUpstream`."""
+
+    def connect(self: ClientSession) -> None:
+        self.upstream = FakeUpstream()  # type: ignore[assignment]
+        for client in Client.live:
+            if client.session is self:
+                client.upstream = self.upstream  # type: ignore[assignment]
+
+    monkeypatch.setattr(ClientSession, "_connect_upstream", connect)
+    Client.live = []
+
+
+_init = Client.__init__
+
+
+def _tracked_init(self: Client, gateway: Gateway, host: str) -> None:
+    Client.live.append(self)
+    _init(self, gateway, host)
+
+
+Client.live: list[Client] = []  # type: ignore[misc]
+Client.__init__ = _tracked_init  # type: ignore[method-assign]
+
+
+def startup(user: str = "agent", *, minor: int = 0, **params: str) -> bytes:
+    return m.StartupMessage(
+        protocol=m.PROTOCOL_3_0 | minor, params={"user": user, "database": "app", **params}
+    ).encode()
+
+
+def errors(messages: list[Any]) -> list[tuple[str, str]]:
+    return [(e.fields["S"], e.fields["C"]) for e in messages if isinstance(e, m.ErrorResponse)]
+
+
+def types_of(messages: list[Any]) -> list[str]:
+    return [type(message).__name__ for message in messages]
+
+
+def upstream_messages(client: Client) -> list[Any]:
+    assert client.upstream is not None
+    frames = m.MessageReader().feed(client.upstream.forwarded())
+    return [m.decode_frontend(t, body) for t, body, _ in frames]
+
+
+# -- startup and authentication ---------------------------------------------------------------
+
+
+def test_login_with_cleartext_password_on_loopback() -> None:
+    client = Gateway().connect()
+    client.send(startup())
+    assert types_of(client.received()) == ["AuthenticationCleartextPassword"]
+    client.send(m.PasswordMessage(password=client.gateway.secret).encode())
+    assert client.received() == []
+    assert client.upstream is not None
+    client.upstream_ready()
+    received = client.received()
+    assert types_of(received) == [
+        "AuthenticationOk",
+        "ParameterStatus",
+        "ParameterStatus",
+        "BackendKeyData",
+        "ReadyForQuery",
+    ]
+    assert received[1] == m.ParameterStatus(name="server_version", value="15.20")
+    # The client gets the gateway's own cancel key, never the target's.
+    assert received[3] != m.BackendKeyData(pid=4242, key=b"srvk")
+    assert received[4] == m.ReadyForQuery(status="I")
+    assert len(client.gateway.sessions) == 1
+    assert not client.closed
+
+
+def test_login_by_key_id_as_user_name() -> None:
+    gateway = Gateway()
+    client = gateway.connect()
+    client.login(user=gateway.key_id)
+    assert types_of(client.received())[-1] == "ReadyForQuery"
+
+
+def test_non_loopback_client_gets_scram_in_auto_mode() -> None:
+    client = Gateway().connect(host="192.0.2.10")
+    client.send(startup())
+    [request] = client.received()
+    assert request == m.AuthenticationSASL(mechanisms=("SCRAM-SHA-256",))
+
+
+def test_cleartext_password_off_loopback_without_tls_is_refused() -> None:
+    client = Gateway(client_auth="password").connect(host="192.0.2.10")
+    client.send(startup())
+    assert errors(client.received()) == [("FATAL", "28000")]
+    assert client.closed
+
+
+def test_wrong_key_is_refused() -> None:
+    client = Gateway().connect()
+    client.send(startup())
+    client.received()
+    client.send(m.PasswordMessage(password="hgw_000000000000_" + "A" * 43).encode())
+    [error] = client.received()
+    assert (error.fields["S"], error.fields["C"]) == ("FATAL", "28P01")
+    assert client.gateway.secret not in error.fields["M"]
+    assert client.closed
+    assert client.upstream is None
+
+
+def test_key_of_another_identity_is_refused() -> None:
+    client = Gateway().connect()
+    client.send(startup(user="someone-else"))
+    client.send(m.PasswordMessage(password=client.gateway.secret).encode())
+    assert errors(client.received()) == [("FATAL", "28P01")]
+    assert client.closed
+
+
+def test_identity_outside_allow_groups_is_refused() -> None:
+    policy = Policy()
+    client = Gateway([("policy", policy)], allow_groups=("dba",)).connect()
+    client.send(startup())
+    client.send(m.PasswordMessage(password=client.gateway.secret).encode())
+    [error] = [e for e in client.received() if isinstance(e, m.ErrorResponse)]
+    assert (error.fields["S"], error.fields["C"]) == ("FATAL", "28000")
+    assert "allow_groups" in error.fields["M"]
+    assert client.closed
+    assert client.upstream is None
+    assert policy.closed == []  # no session was started
+
+
+def test_session_refused_by_a_plugin() -> None:
+    class Closed:
+        @hookimpl
+        def session_started(self) -> Any:
+            return Block(reason="maintenance")
+
+    client = Gateway([("closed", Closed())]).connect()
+    client.send(startup())
+    client.send(m.PasswordMessage(password=client.gateway.secret).encode())
+    [error] = [e for e in client.received() if isinstance(e, m.ErrorResponse)]
+    assert error.fields["C"] == "28000"
+    assert "maintenance" in error.fields["M"]
+    assert client.upstream is None
+
+
+def test_connection_refused_by_a_plugin() -> None:
+    class Firewall:
+        @hookimpl
+        def client_connected(self, client_address: str) -> Any:
+            return Block(reason=f"{client_address} is not welcome")
+
+    client = Gateway([("firewall", Firewall())]).connect()
+    [error] = client.received()
+    assert error.fields["C"] == "28000"
+    assert "127.0.0.1:50000 is not welcome" in error.fields["M"]
+    assert client.closed
+
+
+def test_garbage_startup_is_a_protocol_violation() -> None:
+    client = Gateway().connect()
+    client.send(b"\x00\x00\x00\x08\x12\x34\x56\x78")
+    assert errors(client.received()) == [("FATAL", "08P01")]
+    assert client.closed
+    client.send(startup())
+    assert client.transport.value() == b""
+
+
+def test_http_request_is_a_protocol_violation() -> None:
+    client = Gateway().connect()
+    client.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert errors(client.received()) == [("FATAL", "08P01")]
+    assert client.closed
+
+
+def test_auth_timeout() -> None:
+    client = Gateway().connect()
+    client.send(startup())
+    client.received()
+    client.gateway.clock.advance(AUTH_TIMEOUT - 1)
+    assert not client.closed
+    client.gateway.clock.advance(1)
+    [error] = client.received()
+    assert (error.fields["S"], error.fields["C"]) == ("FATAL", "08P01")
+    assert "timed out" in error.fields["M"]
+    assert client.closed
+
+
+def test_auth_timer_is_cancelled_after_login() -> None:
+    client = Gateway().connect()
+    client.login()
+    client.received()
+    client.gateway.clock.advance(AUTH_TIMEOUT * 2)
+    assert client.received() == []
+    assert not client.closed
+
+
+def test_ssl_request_is_answered_n_without_tls_config() -> None:
+    client = Gateway().connect()
+    client.send(m.SSLRequest().encode())
+    assert client.transport.value() == b"N"
+    client.transport.clear()
+    client.send(startup())
+    assert types_of(client.received()) == ["AuthenticationCleartextPassword"]
+
+
+def test_gssenc_request_is_answered_n() -> None:
+    client = Gateway().connect()
+    client.send(m.GSSENCRequest().encode())
+    assert client.transport.value() == b"N"
+    client.transport.clear()
+    client.send(startup())
+    assert types_of(client.received()) == ["AuthenticationCleartextPassword"]
+
+
+def test_minor_version_3_2_gets_negotiate_protocol_version() -> None:
+    client = Gateway().connect()
+    client.send(startup(minor=2, **{"_pq_.test": "x"}))
+    negotiate, request = client.received()
+    assert negotiate == m.NegotiateProtocolVersion(
+        newest_version=m.PROTOCOL_3_0, unrecognized_options=("_pq_.test",)
+    )
+    assert isinstance(request, m.AuthenticationCleartextPassword)
+
+
+def test_unsupported_major_version() -> None:
+    client = Gateway().connect()
+    client.send(m.StartupMessage(protocol=m.PROTOCOL_3_0, params={"user": "agent"}).encode())
+    client.received()
+    # A version-2 startup packet is not understood at all: a protocol violation.
+    other = Gateway().connect()
+    other.send(b"\x00\x00\x00\x09\x00\x02\x00\x00\x00")
+    assert errors(other.received()) == [("FATAL", "08P01")]
+
+
+def test_replication_is_refused() -> None:
+    client = Gateway().connect()
+    client.send(startup(replication="database"))
+    assert errors(client.received()) == [("FATAL", "0A000")]
+    assert client.closed
+
+
+def test_cancel_request_with_a_known_key_reaches_the_right_session() -> None:
+    gateway = Gateway()
+    first, second = gateway.connect(), gateway.connect()
+    first.login()
+    second.login()
+    keys = {}
+    for client in (first, second):
+        [key] = [x for x in client.received() if isinstance(x, m.BackendKeyData)]
+        keys[client] = key
+    cancelled: list[Client] = []
+    for client in (first, second):
+        client.session.forward_cancel = lambda client=client: cancelled.append(client)  # type: ignore[method-assign]
+    canceller = gateway.connect()
+    canceller.send(m.CancelRequest(pid=keys[second].pid, key=keys[second].key).encode())
+    assert cancelled == [second]
+    assert canceller.transport.value() == b""
+    assert canceller.closed
+
+
+def test_cancel_request_with_an_unknown_key_does_nothing() -> None:
+    gateway = Gateway()
+    client = gateway.connect()
+    client.login()
+    client.session.forward_cancel = lambda: pytest.fail("cancelled")  # type: ignore[method-assign]
+    canceller = gateway.connect()
+    canceller.send(m.CancelRequest(pid=1, key=b"nope").encode())
+    assert canceller.transport.value() == b""
+    assert canceller.closed
+
+
+# -- the proxy loop -----------------------------------------------------------------------------
+
+
+def logged_in(plugins: Sequence[tuple[str, object]] = ()) -> Client:
+    client = Gateway(plugins).connect()
+    client.login()
+    client.received()
+    return client
+
+
+def test_allowed_query_is_forwarded_and_answers_relayed() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(m.Query(query="SELECT 1").encode())
+    assert upstream_messages(client) == [m.Query(query="SELECT 1")]
+    answer = (
+        m.RowDescription(fields=()),
+        m.CommandComplete(tag="SELECT 1"),
+        m.ReadyForQuery(status="I"),
+    )
+    client.server(*answer)
+    assert client.received() == list(answer)
+    assert policy.decided == [("SELECT 1", "Allow")]
+    assert policy.completed == [("SELECT 1", "ok", "")]
+
+
+def test_blocked_query_is_replaced_upstream_and_client_gets_our_error() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(m.Query(query="SELECT forbidden_secret FROM t").encode())
+    assert client.upstream is not None
+    assert b"forbidden_secret" not in client.upstream.forwarded()
+    assert upstream_messages(client) == [m.Query(query=REFUSED_STATEMENT)]
+    # Nothing reaches the client before the target answered: order is kept.
+    assert client.received() == []
+    client.server(
+        m.error_response("ERROR", "42601", 'syntax error at or near "hoopgw"'),
+        m.ReadyForQuery(status="I"),
+    )
+    error, ready = client.received()
+    assert (error.fields["S"], error.fields["C"]) == ("ERROR", "42501")
+    assert "forbidden word" in error.fields["M"]
+    assert "syntax" not in error.fields["M"]
+    assert ready == m.ReadyForQuery(status="I")
+    assert policy.decided == [("SELECT forbidden_secret FROM t", "Block")]
+    assert policy.completed == [("SELECT forbidden_secret FROM t", "blocked", "42501")]
+
+
+def test_blocked_parse_discards_the_pipeline_until_sync() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(
+        m.Parse(name="", query="DELETE FROM forbidden").encode()
+        + m.Bind(portal="", statement="").encode()
+        + m.Describe(kind="P", name="").encode()
+        + m.Execute(portal="").encode()
+        + m.Sync().encode()
+        + m.Query(query="SELECT 2").encode()
+    )
+    assert upstream_messages(client) == [
+        m.Parse(name="", query=REFUSED_STATEMENT),
+        m.Sync(),
+        m.Query(query="SELECT 2"),
+    ]
+    client.server(
+        m.error_response("ERROR", "42601", "syntax error"),
+        m.ReadyForQuery(status="I"),
+        m.CommandComplete(tag="SELECT 1"),
+        m.ReadyForQuery(status="I"),
+    )
+    received = client.received()
+    assert types_of(received) == [
+        "ErrorResponse",
+        "ReadyForQuery",
+        "CommandComplete",
+        "ReadyForQuery",
+    ]
+    assert received[0].fields["C"] == "42501"
+    assert policy.decided == [("DELETE FROM forbidden", "Block"), ("SELECT 2", "Allow")]
+
+
+def test_allowed_pipeline_is_forwarded_whole() -> None:
+    client = logged_in([("policy", Policy())])
+    pipeline = (
+        m.Parse(name="s1", query="SELECT $1").encode()
+        + m.Bind(portal="", statement="s1", params=(b"1",)).encode()
+        + m.Execute(portal="").encode()
+        + m.Sync().encode()
+    )
+    client.send(pipeline)
+    assert client.upstream is not None
+    assert client.upstream.forwarded() == pipeline
+
+
+def test_pipelined_queries_stay_in_order_while_a_decision_is_pending() -> None:
+    slow = Deferring()
+    client = logged_in([("slow", slow)])
+    client.send(m.Query(query="SELECT 1").encode() + m.Query(query="SELECT 2").encode())
+    assert client.upstream is not None
+    assert client.upstream.forwarded() == b""
+    assert len(slow.pending) == 1  # the second waits for the first
+    assert client.transport.producerState == "paused"
+    slow.pending[0].callback(None)
+    assert upstream_messages(client) == [m.Query(query="SELECT 1")]
+    assert len(slow.pending) == 2
+    slow.pending[1].callback(None)
+    assert upstream_messages(client) == [m.Query(query="SELECT 1"), m.Query(query="SELECT 2")]
+    assert client.transport.producerState == "producing"
+
+
+def test_function_call_is_refused() -> None:
+    client = logged_in()
+    client.send(m.FunctionCall(function_oid=1234, args=(b"x",)).encode())
+    assert upstream_messages(client) == [m.Query(query=REFUSED_STATEMENT)]
+    client.server(m.error_response("ERROR", "42601", "syntax error"), m.ReadyForQuery(status="I"))
+    error, ready = client.received()
+    assert error.fields["C"] == "0A000"
+    assert "FunctionCall" in error.fields["M"]
+    assert isinstance(ready, m.ReadyForQuery)
+
+
+def test_unknown_message_type_ends_the_session() -> None:
+    client = logged_in()
+    client.send(b"?\x00\x00\x00\x04")
+    assert errors(client.received()) == [("FATAL", "08P01")]
+    assert client.closed
+    assert client.upstream is not None and client.upstream.closed
+
+
+def test_message_during_upstream_login_waits() -> None:
+    client = Gateway([("policy", Policy())]).connect()
+    client.send(startup())
+    client.send(m.PasswordMessage(password=client.gateway.secret).encode())
+    client.send(m.Query(query="SELECT 1").encode())
+    assert client.upstream is not None
+    assert client.upstream.forwarded() == b""
+    client.upstream_ready()
+    assert upstream_messages(client) == [m.Query(query="SELECT 1")]
+
+
+def test_terminate_sends_fatal_57p01_and_reports_the_session_closed() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.session.terminate("gateway stopping")
+    [error] = client.received()
+    assert (error.fields["S"], error.fields["C"]) == ("FATAL", "57P01")
+    assert "gateway stopping" in error.fields["M"]
+    assert client.closed
+    assert client.upstream is not None and client.upstream.closed
+    assert policy.closed == ["gateway stopping"]
+    assert len(client.gateway.sessions) == 0
+
+
+def test_client_goodbye_closes_and_reports_open_commands_aborted() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(m.Query(query="SELECT pg_sleep(10)").encode())
+    client.session.connectionLost()
+    assert policy.completed == [("SELECT pg_sleep(10)", "aborted", "")]
+    assert policy.closed == ["client closed"]
+    assert len(client.gateway.sessions) == 0
+
+
+def test_upstream_closed_ends_the_session() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.session.upstream_closed()
+    assert client.closed
+    assert policy.closed == ["the target closed the connection"]
+
+
+# -- every split of a conversation gives the same outcome --------------------------------------
+
+
+def conversation(split: int | None) -> tuple[bytes, list[Any], list[tuple[str, str]]]:
+    """Run one whole conversation; return upstream bytes, client messages and decisions."""
+    policy = Policy()
+    gateway = Gateway([("policy", policy)])
+    client = gateway.connect()
+    secret = gateway.secret
+    client.send(
+        startup(application_name="split")
+        + m.PasswordMessage(password=secret).encode()
+        + m.Query(query="SELECT 1").encode(),
+        split=split,
+    )
+    client.upstream_ready()
+    client.send(
+        m.Query(query="SELECT forbidden").encode()
+        + m.Parse(name="", query="SELECT $1").encode()
+        + m.Bind(portal="", statement="", params=(b"7",)).encode()
+        + m.Execute(portal="").encode()
+        + m.Sync().encode(),
+        split=split,
+    )
+    client.server(m.CommandComplete(tag="SELECT 1"), m.ReadyForQuery(status="I"))
+    client.server(m.error_response("ERROR", "42601", "syntax"), m.ReadyForQuery(status="I"))
+    client.server(
+        m.ParseComplete(),
+        m.BindComplete(),
+        m.CommandComplete(tag="SELECT 1"),
+        m.ReadyForQuery(status="I"),
+    )
+    client.send(m.Terminate().encode(), split=split)
+    assert client.upstream is not None
+    received = [x for x in client.received() if not isinstance(x, m.BackendKeyData)]
+    return client.upstream.forwarded(), received, policy.decided
+
+
+def test_every_byte_split_gives_the_same_outcome() -> None:
+    whole = conversation(None)
+    assert b"forbidden" not in whole[0]
+    assert whole[2] == [("SELECT 1", "Allow"), ("SELECT forbidden", "Block"), ("SELECT $1", "Allow")]
+    for split in (1, 2, 3, 7):
+        assert conversation(split) == whole, f"split {split}"

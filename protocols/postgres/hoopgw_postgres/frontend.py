@@ -18,7 +18,7 @@ from collections import deque
 from typing import Any
 
 from twisted.internet import defer, protocol
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -84,6 +84,23 @@ def send_now(transport: Any, chunks: list[bytes]) -> None:
             return
         data = data[sent:]
     transport.write(data)
+
+
+class _QuietFactory(protocol.Factory):
+    """Hands out one prepared protocol; quiet, so each upstream connection logs no factory
+    start and stop lines."""
+
+    noisy = False
+
+    def __init__(self, proto: protocol.Protocol) -> None:
+        self._proto = proto
+
+    def buildProtocol(self, addr: Any) -> protocol.Protocol:
+        return self._proto
+
+
+def _connect(endpoint: Any, proto: protocol.Protocol) -> defer.Deferred[Any]:
+    return endpoint.connect(_QuietFactory(proto))  # type: ignore[no-any-return]
 
 
 def _is_loopback(host: str) -> bool:
@@ -505,7 +522,7 @@ class ClientSession(protocol.Protocol):
             else client_tls_options(tls.sslmode, tls.server_name or host, tls.ca_file),
         )
         endpoint = HostnameEndpoint(self.runtime.reactor, host, int(port), timeout=10)
-        d = connectProtocol(endpoint, self.upstream)
+        d = _connect(endpoint, self.upstream)
 
         def failed(failure: Failure) -> None:
             log.info(
@@ -593,7 +610,7 @@ class ClientSession(protocol.Protocol):
                 self.transport.write(request)
                 self.transport.loseConnection()
 
-        connectProtocol(
+        _connect(
             HostnameEndpoint(self.runtime.reactor, host.strip("[]"), int(port), timeout=10),
             _Cancel(),
         ).addErrback(

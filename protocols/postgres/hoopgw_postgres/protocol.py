@@ -11,6 +11,8 @@ from hoopgw_postgres.frontend import ClientSession
 class ClientSessionFactory(protocol.Factory):
     """Builds a :class:`ClientSession` for each client accepted on one connection's listener."""
 
+    noisy = False
+
     def __init__(self, runtime: ConnectionRuntime) -> None:
         self.runtime = runtime
 

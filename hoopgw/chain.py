@@ -23,6 +23,8 @@ log = Logger(namespace="hoopgw.chain")
 
 DECISION_HOOKS = ("client_connected", "session_started", "client_command")
 
+WITHDRAWN = "withdrawn before it was decided (the client cancelled or went away)"
+
 
 def _label(verdict: Verdict, plugin: str) -> Verdict:
     import attrs
@@ -97,7 +99,7 @@ class PluginChain:
 
         def failed(failure: Failure) -> Verdict:
             if failure.check(defer.CancelledError):
-                return failure  # type: ignore[return-value]
+                return Block(reason=WITHDRAWN, plugin=name)
             log.failure("plugin {plugin} failed in {hook}", failure, plugin=name, hook=hook)
             return Block(reason=f"plugin {name!r} failed in {hook}; refused", plugin=name)
 
@@ -115,30 +117,37 @@ class PluginChain:
         """Decide a command: combine ``client_command``, resolve a ``Hold``, report the verdict.
 
         The returned Deferred fires with ``Allow`` or ``Block`` (never ``Hold``, never ``None``)
-        after ``command_decided`` was called. Cancel it when the client goes away; a pending
-        approval is then withdrawn and ``command_decided`` reports a ``Block``.
+        after ``command_decided`` was called. Cancel it when the client goes away or cancels:
+        whatever is pending (a plugin's answer, an approval) is cancelled, and
+        ``command_decided`` still reports the command, as a ``Block``.
         """
+        pending: list[defer.Deferred[Any]] = []
+        cancelled: list[bool] = []
+
+        def cancel(_: defer.Deferred[Verdict]) -> None:
+            cancelled.append(True)
+            pending[-1].cancel()
+
+        decided: defer.Deferred[Verdict] = defer.Deferred(cancel)
 
         def resolve(verdict: Verdict | None) -> Verdict | defer.Deferred[Verdict]:
             if verdict is None:
                 return Allow()
             if isinstance(verdict, Hold):
-                return self._approve(session, command, verdict)
+                approval = self._approve(session, command, verdict)
+                pending.append(approval)
+                return approval
             return verdict
 
-        def cancelled(failure: Failure) -> Verdict:
-            failure.trap(defer.CancelledError)
-            return Block(reason="client went away before the command was decided")
-
-        def report(verdict: Verdict) -> Verdict:
+        def report(verdict: Verdict) -> None:
             self.notify("command_decided", session=session, command=command, verdict=verdict)
-            return verdict
+            if not cancelled:  # a cancelled Deferred fails with CancelledError instead
+                decided.callback(verdict)
 
-        d = self.decide("client_command", session=session, command=command)
-        d.addCallback(resolve)
-        d.addErrback(cancelled)
-        d.addCallback(report)
-        return d
+        first = self.decide("client_command", session=session, command=command)
+        pending.append(first)
+        first.addCallback(resolve).addCallback(report)
+        return decided
 
     def _approve(self, session: SessionInfo, command: Command, hold: Hold) -> defer.Deferred[Verdict]:
         try:
@@ -167,7 +176,7 @@ class PluginChain:
             if failure.check(defer.TimeoutError):
                 return Block(reason=f"approval timed out after {self._approval_timeout:g}s")
             if failure.check(defer.CancelledError):
-                return failure  # type: ignore[return-value]
+                return Block(reason=WITHDRAWN, plugin=hold.plugin, rule=hold.rule)
             log.failure("approval backend failed", failure)
             return Block(reason="approval backend failed; refused")
 

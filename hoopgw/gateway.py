@@ -28,7 +28,11 @@ def server_tls_options(cert_file: str, key_file: str) -> ssl.CertificateOptions:
     with open(key_file, "rb") as f:
         key_pem = f.read()
     certificate = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)
-    return certificate.options(raiseMinimumTo=ssl.TLSVersion.TLSv1_2)  # type: ignore[no-any-return]
+    return ssl.CertificateOptions(
+        privateKey=certificate.privateKey.original,
+        certificate=certificate.original,
+        raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+    )
 
 
 class Gateway:
@@ -42,6 +46,7 @@ class Gateway:
         self._store: Store | None = None
         self.audit: AuditWriter | None = None
         self._ports: list[Any] = []
+        self._stopped = False
 
     @defer.inlineCallbacks
     def start(self) -> Any:
@@ -114,7 +119,13 @@ class Gateway:
 
     @defer.inlineCallbacks
     def stop(self) -> Any:
-        """Stop listening, end every session with a goodbye, then flush and close the store."""
+        """Stop listening, end every session with a goodbye, then flush and close the store.
+
+        Stopping twice (a failed start, then the reactor's shutdown) does the work once.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
         ports, self._ports = self._ports, []
         yield defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in ports])
         live = list(self.sessions)

@@ -52,6 +52,15 @@ Verdict = Allow | Block | Hold
 _RANK = {Block: 3, Hold: 2, Allow: 1}
 
 
+def _order(verdict: Verdict) -> tuple[str, str, str, tuple[str, ...]]:
+    return (
+        verdict.plugin,
+        verdict.reason,
+        getattr(verdict, "rule", ""),
+        getattr(verdict, "approvers", ()),
+    )
+
+
 def combine(verdicts: Iterable[Verdict | None]) -> Verdict | None:
     """Combine plugin answers into one verdict.
 
@@ -63,9 +72,7 @@ def combine(verdicts: Iterable[Verdict | None]) -> Verdict | None:
     if not present:
         return None
     top = max(_RANK[type(v)] for v in present)
-    strongest = sorted(
-        (v for v in present if _RANK[type(v)] == top), key=lambda v: (v.plugin, v.reason)
-    )
+    strongest = sorted((v for v in present if _RANK[type(v)] == top), key=_order)
     if len(strongest) == 1:
         return strongest[0]
     first = strongest[0]

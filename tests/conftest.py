@@ -34,11 +34,10 @@ GATEWAY_STOP_TIMEOUT = 10.0
 HOOPGW_COMMAND = (sys.executable, "-m", "hoopgw")
 
 
-def _load_pgserver() -> ModuleType:
-    # Tests are no package (pytest uses --import-mode=importlib): load the helper by path.
-    name = "hoopgw_tests_pgserver"
+def _load_helper(name: str, file_name: str) -> ModuleType:
+    # Tests are no package (pytest uses --import-mode=importlib): load helpers by path.
     if name not in sys.modules:
-        path = Path(__file__).parent / "integration" / "pgserver.py"
+        path = Path(__file__).parent / "integration" / file_name
         spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
@@ -47,7 +46,15 @@ def _load_pgserver() -> ModuleType:
     return sys.modules[name]
 
 
+def _load_pgserver() -> ModuleType:
+    return _load_helper("hoopgw_tests_pgserver", "pgserver.py")
+
+
 pgserver = _load_pgserver()
+
+
+def _load_certs() -> ModuleType:
+    return _load_helper("hoopgw_tests_certs", "certs.py")
 
 
 @pytest.fixture(scope="session")
@@ -308,11 +315,137 @@ def _conninfo_value(value: Any) -> str:
 
 
 @pytest.fixture
-def recorded_gateway(
-    gateway: Callable[..., RunningGateway], pg_database: str
-) -> GatewayLogin:
+def recorded_gateway(gateway: Callable[..., RunningGateway], pg_database: str) -> GatewayLogin:
     """A gateway with the recording plugin and no client TLS in front of ``pg_database``, and a
     key for identity ``agent`` in group ``agents``."""
     running = gateway(plugins=["recording"], connection={"client_tls": "disabled"})
     key = running.create_key("agent", ["agents"])
     return GatewayLogin(gateway=running, database=pg_database, identity="agent", key=key)
+
+
+@attrs.frozen(kw_only=True)
+class WireMessage:
+    """One PostgreSQL backend message as a raw client received it."""
+
+    type: bytes
+    """The one-byte message type, e.g. ``b"E"``."""
+    body: bytes
+    """The message after its length word."""
+
+    def fields(self) -> dict[str, str]:
+        """The fields of an ErrorResponse or NoticeResponse, keyed by their one-letter code."""
+        parts = self.body.rstrip(b"\0").split(b"\0")
+        return {p[:1].decode(): p[1:].decode("utf-8", "replace") for p in parts if p}
+
+
+class WireClient:
+    """A minimal PostgreSQL frontend on a plain socket that keeps every byte it received.
+
+    It speaks just enough (startup, cleartext password, simple query) to check what the gateway
+    sends back byte for byte, which libpq-based clients hide (they drop the SQLSTATE of a failed
+    login, for one).
+    """
+
+    def __init__(self, host: str, port: int, *, timeout: float = 10.0) -> None:
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        self.received = bytearray()
+        """Everything the server sent so far."""
+
+    def send(self, data: bytes) -> None:
+        """Send raw bytes."""
+        self.sock.sendall(data)
+
+    def _read_exactly(self, size: int) -> bytes | None:
+        data = bytearray()
+        while len(data) < size:
+            chunk = self.sock.recv(size - len(data))
+            if not chunk:
+                return None
+            data += chunk
+        self.received += data
+        return bytes(data)
+
+    def receive(self) -> WireMessage | None:
+        """Read one message; None when the server closed the connection."""
+        header = self._read_exactly(5)
+        if header is None:
+            return None
+        kind, length = header[:1], int.from_bytes(header[1:], "big")
+        body = self._read_exactly(length - 4)
+        if body is None:
+            return None
+        return WireMessage(type=kind, body=body)
+
+    def receive_until(self, *types: bytes) -> list[WireMessage]:
+        """Read messages up to and including the first of ``types``, or until the close."""
+        messages = []
+        while (message := self.receive()) is not None:
+            messages.append(message)
+            if message.type in types:
+                break
+        return messages
+
+    def login(self, *, user: str, database: str, password: str) -> list[WireMessage]:
+        """Send a startup message, answer a cleartext password request; return the messages
+        up to ReadyForQuery or the first error."""
+        params = (
+            b"".join(
+                k.encode() + b"\0" + v.encode() + b"\0"
+                for k, v in (("user", user), ("database", database))
+            )
+            + b"\0"
+        )
+        self.send((len(params) + 8).to_bytes(4, "big") + (3 << 16).to_bytes(4, "big") + params)
+        messages = self.receive_until(b"R", b"E")
+        if (
+            messages
+            and messages[-1].type == b"R"
+            and messages[-1].body[:4] == (3).to_bytes(4, "big")
+        ):
+            secret = password.encode() + b"\0"
+            self.send(b"p" + (len(secret) + 4).to_bytes(4, "big") + secret)
+            messages += self.receive_until(b"Z", b"E")
+        return messages
+
+    def query(self, text: str) -> list[WireMessage]:
+        """Run a simple query; return the messages up to ReadyForQuery."""
+        payload = text.encode() + b"\0"
+        self.send(b"Q" + (len(payload) + 4).to_bytes(4, "big") + payload)
+        return self.receive_until(b"Z")
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()
+
+    @staticmethod
+    def first_error(messages: Sequence[WireMessage]) -> dict[str, str]:
+        """The fields of the first ErrorResponse in ``messages``; fails if there is none."""
+        for message in messages:
+            if message.type == b"E":
+                return message.fields()
+        raise AssertionError(f"no ErrorResponse among {[m.type for m in messages]}")
+
+
+@pytest.fixture
+def wire_client() -> Iterator[Callable[[str, int], WireClient]]:
+    """Factory of :class:`WireClient` connections (``wire_client(host, port)``), closed at
+    teardown."""
+    opened: list[WireClient] = []
+
+    def connect(host: str, port: int) -> WireClient:
+        client = WireClient(host, port)
+        opened.append(client)
+        return client
+
+    yield connect
+    for client in opened:
+        client.close()
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> Any:
+    """A throwaway CA and a server certificate for ``localhost``/``127.0.0.1``
+    (``.ca_cert``, ``.server_cert``, ``.server_key``: PEM paths under ``tmp_path``)."""
+    folder = tmp_path / "tls"
+    folder.mkdir()
+    return _load_certs().write_tls_files(folder)

@@ -24,6 +24,7 @@ PLUGIN_PAGES = {"example-denylist": "writing-plugins.md"}
 
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 _FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
+_PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
 _HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*$", re.MULTILINE)
 
 
@@ -133,6 +134,17 @@ def test_every_plugin_option_is_documented_on_its_page(entry_point: object) -> N
         assert f"`{option.name}`" in text or f"{option.name} =" in text, (
             f"option {option.name!r} of plugin {name!r} is not documented in {page.name}"
         )
+
+
+def test_the_example_plugin_shown_in_writing_plugins_is_the_real_one() -> None:
+    source = (
+        ROOT / "examples/plugins/hoopgw-example-denylist/hoopgw_example_denylist/__init__.py"
+    ).read_text(encoding="utf-8")
+    page = (DOCS / "writing-plugins.md").read_text(encoding="utf-8")
+    excerpts = [b for b in _PYTHON_BLOCK.findall(page) if "class DenylistPlugin" in b]
+    assert excerpts, "writing-plugins.md no longer shows the example plugin class"
+    for excerpt in excerpts:
+        assert excerpt in source, "writing-plugins.md shows code that differs from the example"
 
 
 # -- (d) links ----------------------------------------------------------------------------------

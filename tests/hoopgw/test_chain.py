@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from twisted.internet import defer, task
 
-from hoopgw.chain import PluginChain
+from hoopgw.chain import WITHDRAWN, PluginChain
 from hoopgw.plugin import hookimpl
 from hoopgw.session import Column, CommandOutcome, Output
 from hoopgw.testing import FakeApprover, make_command, make_session
@@ -208,12 +208,6 @@ def test_hold_times_out() -> None:
     assert approver.withdrawn == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="decide_command returns the gatherResults DeferredList itself; DeferredList.cancel "
-    "does nothing once the list has fired, so cancelling while the approval is pending neither "
-    "withdraws it nor reports command_decided",
-)
 def test_cancel_withdraws_the_pending_approval() -> None:
     clock = task.Clock()
     observer = Observer()
@@ -221,10 +215,23 @@ def test_cancel_withdraws_the_pending_approval() -> None:
     d = decide(chain)
     d.cancel()
     assert approver.withdrawn == 1
-    verdict = result_of(d)
-    assert isinstance(verdict, Block)
-    assert observer.decided == [verdict]
+    # The caller that cancelled gets CancelledError; observers still hear of the command.
+    assert result_of(d).check(defer.CancelledError)
+    [verdict] = observer.decided
+    assert isinstance(verdict, Block) and verdict.reason == WITHDRAWN
     assert clock.getDelayedCalls() == []
+
+
+def test_cancel_while_a_plugin_answer_is_pending_blocks_and_reports() -> None:
+    observer = Observer()
+    chain = PluginChain(
+        [("slow", Answers(defer.Deferred())), ("o", observer)], reactor=task.Clock()
+    )
+    d = decide(chain)
+    d.cancel()
+    assert result_of(d).check(defer.CancelledError)
+    [verdict] = observer.decided
+    assert isinstance(verdict, Block) and verdict.reason == WITHDRAWN
 
 
 def test_approval_backend_exception_blocks() -> None:

@@ -456,12 +456,27 @@ def test_empty_allow_groups_means_nobody_and_is_allowed():
 # -- TLS ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["optional", "required"])
-def test_client_tls_needs_a_gateway_certificate(mode):
-    error = error_of(connection(client_tls=f"'{mode}'"))
+def test_required_client_tls_needs_a_gateway_certificate():
+    error = error_of(connection(client_tls="'required'"))
 
     assert error.key == "client_tls"
     assert "tls_cert" in str(error)
+
+
+def test_optional_client_tls_without_a_certificate_means_no_tls_offered(tmp_path):
+    [pg] = parse(connection(client_tls="'optional'"), tmp_path).connections
+    assert pg.client_tls == "optional"
+
+
+@pytest.mark.parametrize("method", ["auto", "password", "scram"])
+def test_client_auth_methods(tmp_path, method):
+    [pg] = parse(connection(client_auth=f"'{method}'"), tmp_path).connections
+    assert pg.client_auth == method
+
+
+def test_unknown_client_auth_method_is_named():
+    error = error_of(connection(client_auth="'md5'"))
+    assert error.key == "client_auth"
 
 
 def test_client_tls_defaults_to_optional_when_gateway_has_a_certificate(tmp_path):

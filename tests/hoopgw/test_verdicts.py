@@ -104,11 +104,6 @@ def test_result_is_the_strongest_kind_present(verdicts: list) -> None:
         assert isinstance(result, Allow)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="combine sorts equal-strength answers by (plugin, reason) only; answers that tie on "
-    "both keep input order, so the merged rule list depends on the order",
-)
 def test_merged_rules_do_not_depend_on_order_when_plugin_and_reason_tie() -> None:
     first = Block(reason="x", plugin="p", rule="r1")
     second = Block(reason="x", plugin="p", rule="r2")

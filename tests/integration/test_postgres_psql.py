@@ -18,7 +18,9 @@ SETUP = (
 )
 
 
-def psql(env: dict[str, str], *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def psql(
+    env: dict[str, str], *args: str, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run psql without reading ~/.psqlrc; output is captured as text."""
     return subprocess.run(
         ["psql", "-X", "-v", "VERBOSITY=default", *args],

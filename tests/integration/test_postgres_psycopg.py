@@ -49,10 +49,20 @@ def test_results_equal_direct(login: Any, direct: Any, binary: bool) -> None:
         cursor = conn.cursor(binary=binary)
         rows = cursor.execute(SAMPLE).fetchall()
         assert [c.name for c in cursor.description] == [
-            "id", "label", "fraction", "even", "day", "pair", "nothing", "doc", "digest"
+            "id",
+            "label",
+            "fraction",
+            "even",
+            "day",
+            "pair",
+            "nothing",
+            "doc",
+            "digest",
         ]
         # Parameters go through Bind in the requested format too.
-        echoed = cursor.execute("SELECT %s::int, %s::text, %s::bytea", (7, "é", b"\x00\xff")).fetchone()
+        echoed = cursor.execute(
+            "SELECT %s::int, %s::text, %s::bytea", (7, "é", b"\x00\xff")
+        ).fetchone()
     assert rows == expected
     assert len(rows) == 500
     assert echoed == (7, "é", b"\x00\xff")
@@ -90,7 +100,9 @@ def test_copy_from_stdin_and_to_stdout(login: Any, direct: Any) -> None:
             copy.set_types(["int4", "text", "int4"])
             copied = list(copy.rows())
         assert copied == rows
-        with conn.cursor().copy("COPY (SELECT id FROM c WHERE id < 3 ORDER BY id) TO STDOUT") as copy:
+        with conn.cursor().copy(
+            "COPY (SELECT id FROM c WHERE id < 3 ORDER BY id) TO STDOUT"
+        ) as copy:
             assert b"".join(bytes(block) for block in copy) == b"0\n1\n2\n"
         # A COPY that fails on the server in mid-stream leaves a usable connection.
         with pytest.raises(errors.InvalidTextRepresentation):

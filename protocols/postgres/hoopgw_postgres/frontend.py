@@ -44,6 +44,9 @@ DROPPED_PARAMETERS = frozenset({"user", "password", "replication"})
 # runs nothing, fails the transaction exactly as a real error would, and answers in order.
 REFUSED_STATEMENT = "hoopgw refused the statement"
 
+# What a decision withdrawn by the client's CancelRequest resolves to.
+_CANCELLED = object()
+
 READ_PAUSE_FLOW = "flow"
 READ_PAUSE_DECISION = "decision"
 
@@ -159,6 +162,7 @@ class ClientSession(protocol.Protocol):
         self.session: SessionInfo | None = None
         self.upstream: UpstreamConnection | None = None
         self._upstream_key: tuple[int, bytes] = (0, b"")
+        self._upstream_parameters: list[bytes] = []
         self._cancel_key: tuple[int, bytes] = (0, b"")
         self._tracker = ResponseTracker()
         self._txn_status = "I"
@@ -470,6 +474,14 @@ class ClientSession(protocol.Protocol):
             self._auth_timer.cancel()
         self.identity = identity
         self._phase = "login"
+        self._busy = True  # no client input until the upstream login is done
+        self.runtime.sessions.add(self)
+        self._connect_upstream()
+
+    def _start_session(self, upstream_tls: bool) -> None:
+        """The target accepted the login: the session exists from now on."""
+        assert self.identity is not None
+        user = self._params["user"]
         database = self._params.get("database") or self.runtime.config.credential.user
         attributes = {"user": user, "database": database}
         if "application_name" in self._params:
@@ -477,14 +489,13 @@ class ClientSession(protocol.Protocol):
         self.session = SessionInfo(
             id=str(uuid.uuid4()),
             connection=self.runtime.info,
-            identity=identity,
+            identity=self.identity,
             client_address=self.client_address,
             client_tls=self.client_tls,
-            upstream_tls=self.runtime.config.upstream_tls.sslmode != "disable",
+            upstream_tls=upstream_tls,
             started_at=time.time(),
             attributes=attributes,
         )
-        self.runtime.sessions.add(self)
         self._wait(
             self.chain.decide("session_started", session=self.session), self._session_decided
         )
@@ -493,8 +504,7 @@ class ClientSession(protocol.Protocol):
         if isinstance(verdict, Block | Hold):
             self._fatal("28000", f"session refused: {verdict.reason}")
             return
-        self._busy = True  # no client input until the upstream login is done
-        self._connect_upstream()
+        self._welcome()
 
     def _auth_timed_out(self) -> None:
         self._auth_timer = None
@@ -537,14 +547,20 @@ class ClientSession(protocol.Protocol):
     def upstream_ready(
         self, parameters: list[bytes], backend_key: tuple[int, bytes], tls: bool
     ) -> None:
-        """The upstream login finished: tell the client it is in."""
+        """The upstream login finished: start the session (plugins may still refuse it)."""
         if self._closed:
-            self.upstream.close() if self.upstream else None
+            if self.upstream is not None:
+                self.upstream.close()
             return
-        assert self.upstream is not None and self.session is not None
         self._upstream_key = backend_key
+        self._upstream_parameters = parameters
+        self._start_session(tls)
+
+    def _welcome(self) -> None:
+        """Tell the client it is in, and start relaying."""
+        assert self.upstream is not None and self.session is not None
         out = [m.AuthenticationOk().encode()]
-        out.extend(self._rewrite_parameters(parameters))
+        out.extend(self._rewrite_parameters(self._upstream_parameters))
         while True:
             key = (secrets.randbits(31), secrets.token_bytes(4))
             if self.runtime.sessions.add_cancel_key(key, self):
@@ -595,9 +611,9 @@ class ClientSession(protocol.Protocol):
     def forward_cancel(self) -> None:
         """The client asked (on another connection) to cancel what this session runs."""
         if self._pending is not None and self._phase == "ready":
-            pending, self._pending = self._pending, None
-            self._busy = False
-            pending.cancel()
+            # The command has not reached the target: withdraw its decision; the session then
+            # answers it with 57014 like a cancelled statement (see _command).
+            self._pending.cancel()
             return
         if self.upstream is None or not self._upstream_key[1]:
             return
@@ -691,6 +707,12 @@ class ClientSession(protocol.Protocol):
         assert self.session is not None
 
         def decided(verdict: Any) -> None:
+            if verdict is _CANCELLED:
+                self._refuse(
+                    command, None, extended=command.kind != "query", code="57014",
+                    message="canceling statement due to user request", status="cancelled",
+                )
+                return
             if isinstance(verdict, Block):
                 self._refuse(command, verdict, extended=command.kind != "query")
                 return
@@ -705,10 +727,19 @@ class ClientSession(protocol.Protocol):
             kind = {"query": "query", "parse": "parse", "execute": "bind"}[command.kind]
             self._forward(frame, Request(kind=kind, progress=progress))
 
-        self._wait(self.chain.decide_command(self.session, command), decided)
+        decision = self.chain.decide_command(self.session, command)
+        decision.addErrback(lambda failure: failure.trap(defer.CancelledError) and _CANCELLED)
+        self._wait(decision, decided)
 
     def _refuse(
-        self, command: Command | None, verdict: Block, *, extended: bool, code: str = "42501"
+        self,
+        command: Command | None,
+        verdict: Block | None,
+        *,
+        extended: bool,
+        code: str = "42501",
+        message: str = "",
+        status: str = "blocked",
     ) -> None:
         """Answer a refused command with an error, in order, keeping both sides in step.
 
@@ -717,14 +748,15 @@ class ClientSession(protocol.Protocol):
         and its answer arrives in order with everything forwarded before. Its error is swallowed
         and the gateway's own goes to the client.
         """
-        message = f"hoopgw refused the command: {verdict.reason}"
+        if verdict is not None:
+            message = f"hoopgw refused the command: {verdict.reason}"
         error = m.error_response("ERROR", code, message).encode()
         progress = None
         if command is not None:
             progress = CommandProgress(
                 command=command, forwarded_at=self._now(), barrier=self._tracker.next_barrier
             )
-            self._complete(progress, status="blocked", error_code=code, error_message=message)
+            self._complete(progress, status=status, error_code=code, error_message=message)
         if extended:
             poison = m.Parse(name="", query=REFUSED_STATEMENT).encode()
             self._discard_until_sync = True
@@ -936,6 +968,7 @@ class ClientSession(protocol.Protocol):
         self._end_session(reason or message)
 
     def _end_session(self, reason: str) -> None:
+        self.runtime.sessions.remove(self)
         if self.session is None:
             return
         session, self.session = self.session, None
@@ -952,7 +985,6 @@ class ClientSession(protocol.Protocol):
                 ),
             )
         self.chain.notify("session_closed", session=session, reason=reason)
-        self.runtime.sessions.remove(self)
         log.info("session {session} closed: {reason}", session=session.id, reason=reason)
 
 

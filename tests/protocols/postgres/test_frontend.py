@@ -9,10 +9,12 @@ The client side is a ``StringTransport`` on a loopback peer; the upstream is a f
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
+from hoopgw_postgres import messages as m
+from hoopgw_postgres.frontend import REFUSED_STATEMENT, ClientSession
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -25,9 +27,6 @@ from hoopgw.protocol import ConnectionRuntime, SessionRegistry
 from hoopgw.session import ConnectionInfo
 from hoopgw.store.sqlite import SQLiteStore
 from hoopgw.verdicts import Block
-from hoopgw_postgres import frontend
-from hoopgw_postgres import messages as m
-from hoopgw_postgres.frontend import REFUSED_STATEMENT, ClientSession
 
 AUTH_TIMEOUT = 30.0
 UPSTREAM_PARAMETERS = [
@@ -145,8 +144,12 @@ class Client:
         self.gateway = gateway
         self.transport = StringTransport(peerAddress=IPv4Address("TCP", host, 50000))
         self.session = ClientSession(gateway.runtime)
-        self.upstream: FakeUpstream | None = None
         self.session.makeConnection(self.transport)
+
+    @property
+    def upstream(self) -> FakeUpstream | None:
+        """The fake upstream, once the session connected to the target."""
+        return self.session.upstream  # type: ignore[return-value]
 
     def send(self, data: bytes, *, split: int | None = None) -> None:
         """Feed client bytes, in pieces of ``split`` bytes if given."""
@@ -186,24 +189,8 @@ def fake_upstream(monkeypatch: pytest.MonkeyPatch) -> None:
 
     def connect(self: ClientSession) -> None:
         self.upstream = FakeUpstream()  # type: ignore[assignment]
-        for client in Client.live:
-            if client.session is self:
-                client.upstream = self.upstream  # type: ignore[assignment]
 
     monkeypatch.setattr(ClientSession, "_connect_upstream", connect)
-    Client.live = []
-
-
-_init = Client.__init__
-
-
-def _tracked_init(self: Client, gateway: Gateway, host: str) -> None:
-    Client.live.append(self)
-    _init(self, gateway, host)
-
-
-Client.live: list[Client] = []  # type: ignore[misc]
-Client.__init__ = _tracked_init  # type: ignore[method-assign]
 
 
 def startup(user: str = "agent", *, minor: int = 0, **params: str) -> bytes:
@@ -314,12 +301,30 @@ def test_session_refused_by_a_plugin() -> None:
             return Block(reason="maintenance")
 
     client = Gateway([("closed", Closed())]).connect()
-    client.send(startup())
-    client.send(m.PasswordMessage(password=client.gateway.secret).encode())
+    client.login()
     [error] = [e for e in client.received() if isinstance(e, m.ErrorResponse)]
     assert error.fields["C"] == "28000"
     assert "maintenance" in error.fields["M"]
-    assert client.upstream is None
+    # The session starts once the target accepted the login (so the record holds the TLS
+    # actually in use upstream); refused, it closes that upstream connection again.
+    assert client.upstream is not None and client.upstream.closed
+    assert not any(isinstance(e, m.AuthenticationOk) for e in client.received())
+
+
+def test_session_records_the_tls_actually_used_upstream() -> None:
+    seen = []
+
+    class Watcher:
+        @hookimpl
+        def session_started(self, session: Any) -> None:
+            seen.append(session.upstream_tls)
+
+    client = Gateway([("watcher", Watcher())]).connect()
+    client.send(startup())
+    client.send(m.PasswordMessage(password=client.gateway.secret).encode())
+    assert seen == []  # not before the target accepted the login
+    client.session.upstream_ready(list(UPSTREAM_PARAMETERS), (4242, b"srvk"), True)
+    assert seen == [True]
 
 
 def test_connection_refused_by_a_plugin() -> None:
@@ -401,14 +406,11 @@ def test_minor_version_3_2_gets_negotiate_protocol_version() -> None:
     assert isinstance(request, m.AuthenticationCleartextPassword)
 
 
-def test_unsupported_major_version() -> None:
+def test_protocol_version_2_is_a_protocol_violation() -> None:
     client = Gateway().connect()
-    client.send(m.StartupMessage(protocol=m.PROTOCOL_3_0, params={"user": "agent"}).encode())
-    client.received()
-    # A version-2 startup packet is not understood at all: a protocol violation.
-    other = Gateway().connect()
-    other.send(b"\x00\x00\x00\x09\x00\x02\x00\x00\x00")
-    assert errors(other.received()) == [("FATAL", "08P01")]
+    client.send(b"\x00\x00\x00\x09\x00\x02\x00\x00\x00")
+    assert errors(client.received()) == [("FATAL", "08P01")]
+    assert client.closed
 
 
 def test_replication_is_refused() -> None:
@@ -660,6 +662,29 @@ def conversation(split: int | None) -> tuple[bytes, list[Any], list[tuple[str, s
 def test_every_byte_split_gives_the_same_outcome() -> None:
     whole = conversation(None)
     assert b"forbidden" not in whole[0]
-    assert whole[2] == [("SELECT 1", "Allow"), ("SELECT forbidden", "Block"), ("SELECT $1", "Allow")]
+    assert whole[2] == [
+        ("SELECT 1", "Allow"),
+        ("SELECT forbidden", "Block"),
+        ("SELECT $1", "Allow"),
+    ]
     for split in (1, 2, 3, 7):
         assert conversation(split) == whole, f"split {split}"
+
+
+def test_cancel_while_a_decision_is_pending_answers_the_client() -> None:
+    slow = Deferring()
+    client = logged_in([("slow", slow)])
+    client.send(m.Query(query="SELECT 1").encode())
+    client.session.forward_cancel()
+    assert client.upstream is not None
+    assert b"SELECT 1" not in client.upstream.forwarded()
+    # The withdrawn query is replaced upstream, so its answer keeps its place in the order.
+    assert upstream_messages(client) == [m.Query(query=REFUSED_STATEMENT)]
+    client.server(
+        m.error_response("ERROR", "42601", 'syntax error at or near "hoopgw"'),
+        m.ReadyForQuery(status="I"),
+    )
+    received = client.received()
+    assert errors(received) == [("ERROR", "57014")]
+    assert isinstance(received[-1], m.ReadyForQuery)
+    assert client.transport.producerState == "producing"

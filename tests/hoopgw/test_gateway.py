@@ -1,0 +1,173 @@
+"""Tests for :mod:`hoopgw.gateway`: listeners per connection, a clean stop, TLS options."""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import twisted.test
+from hoopgw_postgres.protocol import ClientSessionFactory
+from twisted.internet import ssl
+from twisted.internet.testing import MemoryReactorClock
+
+from hoopgw import gateway as gateway_module
+from hoopgw.audit import AuditWriter
+from hoopgw.config import Config, parse_config
+from hoopgw.gateway import Gateway, server_tls_options
+
+CONFIG = """
+[gateway]
+store = "sqlite:///hoopgw.db"
+shutdown_grace = 2.0
+
+[[connections]]
+name = "pg"
+protocol = "postgres"
+listen = "tcp:15432:interface=127.0.0.1"
+target = "127.0.0.1:5432"
+allow_groups = ["agents"]
+plugins = ["recording"]
+
+[connections.credential]
+user = "postgres"
+
+[[connections]]
+name = "pg2"
+protocol = "postgres"
+listen = "tcp:15433:interface=127.0.0.1"
+target = "127.0.0.1:5433"
+allow_groups = ["dba"]
+
+[connections.credential]
+user = "app"
+"""
+
+
+class InlineWorker:
+    """Runs audit-writer jobs at once, on the calling thread."""
+
+    def do(self, job: Callable[[], None]) -> None:
+        job()
+
+    def quit(self) -> None:
+        """Nothing to stop."""
+
+
+class Reactor(MemoryReactorClock):
+    """A memory reactor whose ``callFromThread`` runs the call at once and whose listening
+    ports record that they stopped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stopped: list[int] = []
+
+    def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
+        listening = super().listenTCP(port, factory, backlog, interface)
+        listening.stopListening = lambda: self.stopped.append(port)
+        return listening
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
+
+
+class Lingering:
+    """A live session that does not go away when told to."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def terminate(self, reason: str) -> None:
+        self.reasons.append(reason)
+
+
+@pytest.fixture(autouse=True)
+def inline_audit_writer(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        gateway_module, "AuditWriter", functools.partial(AuditWriter, worker_factory=InlineWorker)
+    )
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    return parse_config(CONFIG, base_dir=tmp_path)
+
+
+def started(config: Config) -> tuple[Gateway, Reactor]:
+    reactor = Reactor()
+    gateway = Gateway(config, reactor)
+    failures: list[Any] = []
+    gateway.start().addErrback(failures.append)
+    assert failures == []
+    return gateway, reactor
+
+
+def test_start_listens_on_every_connection_with_its_own_chain(config: Config) -> None:
+    gateway, reactor = started(config)
+    servers = {(port, interface): factory for port, factory, _, interface in reactor.tcpServers}
+    assert set(servers) == {(15432, "127.0.0.1"), (15433, "127.0.0.1")}
+    first, second = servers[(15432, "127.0.0.1")], servers[(15433, "127.0.0.1")]
+    assert isinstance(first, ClientSessionFactory)
+    assert first.runtime.info.name == "pg"
+    assert first.runtime.chain.names == ("recording",)
+    assert second.runtime.chain.names == ()
+    assert first.runtime.sessions is second.runtime.sessions is gateway.sessions
+    assert first.runtime.keys is second.runtime.keys
+    assert first.runtime.server_tls is None
+    assert first.runtime.reactor is reactor
+
+
+def test_start_opens_the_store_and_the_audit_writer(config: Config, tmp_path: Path) -> None:
+    gateway, _ = started(config)
+    assert gateway.audit is not None
+    assert (tmp_path / "hoopgw.db").exists()
+
+
+def test_stop_ends_sessions_with_a_goodbye_and_stops_listening(config: Config) -> None:
+    gateway, reactor = started(config)
+
+    class Leaving:
+        def __init__(self) -> None:
+            self.reasons: list[str] = []
+
+        def terminate(self, reason: str) -> None:
+            self.reasons.append(reason)
+            gateway.sessions.remove(self)
+
+    session = Leaving()
+    gateway.sessions.add(session)
+    done: list[Any] = []
+    gateway.stop().addBoth(done.append)
+    assert done == [None]
+    assert session.reasons == ["gateway stopping"]
+    assert len(gateway.sessions) == 0
+    assert sorted(reactor.stopped) == [15432, 15433]
+
+
+def test_stop_waits_at_most_the_grace_period(config: Config) -> None:
+    gateway, reactor = started(config)
+    session = Lingering()
+    gateway.sessions.add(session)
+    done: list[Any] = []
+    gateway.stop().addBoth(done.append)
+    assert session.reasons == ["gateway stopping"]
+    reactor.advance(1.0)
+    assert done == []
+    for _ in range(100):
+        reactor.advance(0.05)
+    assert done == [None]
+
+
+def test_server_tls_options_from_pem_files() -> None:
+    pem = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
+    options = server_tls_options(pem, pem)
+    assert isinstance(options, ssl.CertificateOptions)
+    assert options.getContext() is not None
+
+
+def test_server_tls_options_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(OSError):
+        server_tls_options(str(tmp_path / "missing.pem"), str(tmp_path / "missing.key"))

@@ -1,0 +1,83 @@
+"""What the recording plugin stores for a session through the real gateway, read back with
+``hoopgw sessions list|show --json``."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import errors
+
+pytestmark = pytest.mark.integration
+
+
+def sessions(login: Any) -> list[dict[str, Any]]:
+    listed = login.gateway.cli("sessions", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    return list(json.loads(listed.stdout))
+
+
+def show(login: Any, session_id: str) -> dict[str, Any]:
+    shown = login.gateway.cli("sessions", "show", session_id, "--json")
+    assert shown.returncode == 0, shown.stderr
+    return dict(json.loads(shown.stdout))
+
+
+def wait_for_ended(login: Any, count: int = 1) -> list[dict[str, Any]]:
+    """The recording is written asynchronously: poll until ``count`` sessions have ended."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = sessions(login)
+        if sum(1 for s in found if s["ended_at"]) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def test_session_and_commands_are_recorded(recorded_gateway: Any) -> None:
+    with psycopg.connect(recorded_gateway.conninfo(), autocommit=True) as conn:
+        conn.execute("CREATE TABLE r (v int)")
+        conn.execute("INSERT INTO r SELECT generate_series(1, 5)")
+        conn.execute("SELECT v FROM r WHERE v > %s", (2,)).fetchall()
+        with pytest.raises(errors.DivisionByZero):
+            conn.execute("SELECT 1/0")
+        backend_pid = conn.info.backend_pid
+
+    [session] = wait_for_ended(recorded_gateway)
+    assert session["identity"] == "agent"
+    assert session["groups"] == ["agents"]
+    assert session["connection"] == "pg"
+    assert session["credential_id"] == recorded_gateway.key.split("_")[1]
+    assert session["end_reason"] == "client closed"
+    assert session["attributes"]["database"] == recorded_gateway.database
+
+    detail = show(recorded_gateway, session["id"])
+    commands = detail["commands"]
+    assert [c["seq"] for c in commands] == list(range(1, len(commands) + 1))
+    by_text = {c["text"]: c for c in commands}
+    assert by_text["CREATE TABLE r (v int)"]["status"] == "ok"
+    assert by_text["INSERT INTO r SELECT generate_series(1, 5)"]["rows"] == 5
+    selected = by_text["SELECT v FROM r WHERE v > $1"]
+    assert (selected["parameter_count"], selected["rows"]) == (1, 3)
+    failed = by_text["SELECT 1/0"]
+    assert (failed["status"], failed["error_code"]) == ("error", "22012")
+    assert failed["error_message"] == "division by zero"
+    assert {c["verdict"] for c in commands} == {"allow"}
+    # The backend pid the client saw is the gateway's own cancel key, not the target's.
+    assert backend_pid != 0
+
+
+def test_session_cut_by_the_client_is_recorded_as_closed(
+    recorded_gateway: Any, wire_client: Any
+) -> None:
+    client = wire_client(recorded_gateway.gateway.host, recorded_gateway.gateway.port)
+    login = client.login(user="agent", database=recorded_gateway.database, password="x" * 3)
+    assert client.first_error(login)["C"] == "28P01"
+    client.close()
+    # A failed login is no session; the next, successful one is.
+    with psycopg.connect(recorded_gateway.conninfo()) as conn:
+        conn.execute("SELECT 1")
+    [session] = wait_for_ended(recorded_gateway)
+    assert session["end_reason"] == "client closed"

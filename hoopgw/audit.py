@@ -6,31 +6,31 @@ holding its ``seq``, ``kind``, ``session_id``, ``time``, ``data`` and the previo
 reordered record breaks the chain, and :func:`verify_chain` reports the first record where it
 breaks. The chain is computed by the store inside the transaction that appends the records.
 
-:class:`AuditWriter` is how the gateway writes records. It lives on the reactor thread and owns
-one dedicated writer thread (SQLite connections belong to the thread that opened them). Entries
-written while the thread is busy are committed together in the next transaction ("group commit"),
-so under load many sessions share one fsync, and each caller's Deferred fires once its record is
-durable.
+:class:`AuditWriter` is how the gateway writes records. It lives on the reactor thread and hands
+entries to a writer process of its own (:mod:`hoopgw.audit_process`), which appends them to the
+store and answers once they are durable. Entries sent while the process is busy committing are
+committed together in its next transaction ("group commit"), so under load many sessions share
+one fsync, and each caller's Deferred fires once its record is durable. A process, not a thread:
+hashing, SQLite and fsync then run beside the reactor instead of competing with it for the GIL,
+which on CPython made every commit wait for the reactor's busy turns.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import queue
-import threading
-from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+import os
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import attrs
-from twisted.internet import defer
+from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from hoopgw.errors import StoreError
-
-if TYPE_CHECKING:
-    from hoopgw.store.base import Store
 
 log = Logger(namespace="hoopgw.audit")
 
@@ -83,6 +83,9 @@ def canonical_json(value: Any) -> str:
     )
 
 
+_json_scalar = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+
+
 def record_hash(
     *,
     seq: int,
@@ -100,23 +103,12 @@ def record_hash(
     """
     if data_json is None:
         data_json = canonical_json(data)
-    # Exactly canonical_json() of the whole record: keys sorted, no spaces.
-    document = "".join(
-        (
-            '{"data":',
-            data_json,
-            ',"kind":',
-            canonical_json(kind),
-            ',"prev_hash":',
-            canonical_json(prev_hash),
-            ',"seq":',
-            canonical_json(seq),
-            ',"session_id":',
-            canonical_json(session_id),
-            ',"time":',
-            canonical_json(time),
-            "}",
-        )
+    # Exactly canonical_json() of the whole record (keys sorted, no spaces), built by hand
+    # because this runs for every record written.
+    document = (
+        f'{{"data":{data_json},"kind":{_json_scalar(kind)},"prev_hash":{_json_scalar(prev_hash)},'
+        f'"seq":{_json_scalar(seq)},"session_id":{_json_scalar(session_id)},'
+        f'"time":{_json_scalar(time)}}}'
     )
     return hashlib.sha256(document.encode("utf-8")).hexdigest()
 
@@ -192,215 +184,208 @@ def verify_chain(records: Iterable[AuditRecord]) -> VerifyResult:
     return VerifyResult(ok=True, checked=checked)
 
 
-# -- the writer --------------------------------------------------------------------------------
+# -- the wire between the gateway and its writer process ------------------------------------------
 
 
-class Worker(Protocol):
-    """Runs jobs one at a time, in order, on one thread of its own."""
+def encode_entry(entry: AuditEntry) -> bytes:
+    """One line that carries ``entry`` to the writer process.
 
-    def do(self, job: Callable[[], None]) -> None:
-        """Queue ``job``; called from the reactor thread."""
-
-    def quit(self) -> None:
-        """Finish the queued jobs, then end the thread."""
+    :raises TypeError, ValueError: if the entry's data is not JSON-serialisable.
+    """
+    return (canonical_json([entry.kind, entry.session_id, entry.time, entry.data]) + "\n").encode()
 
 
-class ThreadWorker:
-    """The production :class:`Worker`: one daemon thread draining a FIFO of jobs."""
-
-    def __init__(self, name: str = "hoopgw-audit-writer") -> None:
-        self._jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def do(self, job: Callable[[], None]) -> None:
-        """Queue ``job`` for the thread."""
-        self._jobs.put(job)
-
-    def quit(self) -> None:
-        """Let the thread end after the jobs queued so far."""
-        self._jobs.put(None)
-
-    def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
-            try:
-                job()
-            except Exception:
-                # A job reports its own failures; this only keeps the thread alive for the next.
-                log.failure("audit writer job failed")
+def decode_entry(line: bytes) -> AuditEntry:
+    """The entry that :func:`encode_entry` wrote (in the writer process)."""
+    kind, session_id, time, data = json.loads(line)
+    return AuditEntry(kind=kind, session_id=session_id, time=time, data=data)
 
 
-@attrs.frozen(kw_only=True)
-class _Pending:
-    entry: AuditEntry
-    done: defer.Deferred[AuditRecord]
+# -- the writer ----------------------------------------------------------------------------------
+
+
+def spawn_writer_process(
+    process_protocol: protocol.ProcessProtocol, store_url: str, reactor: Any
+) -> Any:
+    """Start ``python -m hoopgw.audit_process STORE_URL`` with pipes to ``process_protocol``."""
+    return reactor.spawnProcess(
+        process_protocol,
+        sys.executable,
+        [sys.executable, "-m", "hoopgw.audit_process", store_url],
+        env=dict(os.environ),
+        childFDs={0: "w", 1: "r", 2: "r"},
+    )
+
+
+class _WriterProcessProtocol(protocol.ProcessProtocol):
+    """Carries lines between :class:`AuditWriter` and its writer process."""
+
+    def __init__(self, writer: AuditWriter) -> None:
+        self._writer = writer
+        self._out = b""
+        self._err = b""
+
+    def outReceived(self, data: bytes) -> None:
+        self._out += data
+        *lines, self._out = self._out.split(b"\n")
+        for line in lines:
+            self._writer._answered(line.decode("utf-8", "replace"))
+
+    def errReceived(self, data: bytes) -> None:
+        self._err += data
+        *lines, self._err = self._err.split(b"\n")
+        for line in lines:
+            log.error("audit writer process: {line}", line=line.decode("utf-8", "replace"))
+
+    def processEnded(self, reason: Failure) -> None:
+        self._writer._ended(reason)
 
 
 class AuditWriter:
-    """Writes audit records durably, off the reactor thread, with group commit.
+    """Writes audit records durably, through a writer process, with group commit.
 
     Use from the reactor thread only. Call :meth:`start` once, :meth:`write` per record, and
-    :meth:`stop` when the gateway stops.
+    :meth:`stop` when the gateway stops. If the writer process cannot start or dies, every
+    pending and later write fails with :class:`~hoopgw.errors.StoreError`, so commands that need
+    a record are refused (fail closed).
     """
 
     def __init__(
         self,
-        store_factory: Callable[[], Store],
+        store_url: str,
         reactor: Any,
         *,
-        worker_factory: Callable[[], Worker] = ThreadWorker,
+        spawn: Callable[[protocol.ProcessProtocol, str, Any], Any] = spawn_writer_process,
         lazy_delay: float = 0.02,
     ) -> None:
         """
-        :param store_factory: opens the store; called once, on the writer thread. It should
-            return a migrated store (see :meth:`hoopgw.store.base.Store.migrate`).
-        :param reactor: provides ``callFromThread``, to fire Deferreds on the reactor thread.
-        :param worker_factory: makes the writer thread; tests pass one that runs jobs on demand.
+        :param store_url: the store the writer process opens (and migrates).
+        :param reactor: spawns the process and runs the lazy timer.
+        :param spawn: starts the writer process; tests pass one that connects a fake.
         :param lazy_delay: longest time a record written with ``urgent=False`` waits for a commit
             that another write would have started anyway.
         """
-        self._store_factory = store_factory
+        self._store_url = store_url
         self._reactor = reactor
-        self._worker_factory = worker_factory
-        self._worker: Worker | None = None
-        self._stopping = False
-        # Shared by the reactor thread (appends) and the writer thread (takes everything).
-        self._lock = threading.Lock()
-        self._pending: list[_Pending] = []
-        self._commit_scheduled = False
+        self._spawn = spawn
         self._lazy_delay = lazy_delay
+        self._process: Any = None
+        self._started: defer.Deferred[None] | None = None
+        self._stopped: defer.Deferred[None] | None = None
+        self._failure: StoreError | None = None
+        self._held: list[bytes] = []  # lazy lines not yet sent
+        self._in_flight: deque[defer.Deferred[int]] = deque()  # sent, in order, awaiting an answer
         self._lazy_timer: Any = None
-        # Touched only on the writer thread.
-        self._store: Store | None = None
 
     def start(self) -> defer.Deferred[None]:
-        """Start the writer thread and open the store.
+        """Start the writer process; it opens and migrates the store.
 
         :return: a Deferred that fires once the store is open, or fails with
-            :class:`~hoopgw.errors.StoreError` (writes are still attempted later; each fails
-            closed while the store stays unavailable).
+            :class:`~hoopgw.errors.StoreError` (and every write then fails).
         """
-        if self._worker is not None:
+        if self._process is not None:
             raise RuntimeError("AuditWriter.start() called twice")
-        self._worker = self._worker_factory()
-        opened: defer.Deferred[None] = defer.Deferred()
+        self._started = defer.Deferred()
+        self._process = self._spawn(_WriterProcessProtocol(self), self._store_url, self._reactor)
+        return self._started
 
-        def open_store() -> None:
-            try:
-                self._open_store()
-            except StoreError as exc:
-                self._reactor.callFromThread(opened.errback, Failure(exc))
-            else:
-                self._reactor.callFromThread(opened.callback, None)
+    def write(self, entry: AuditEntry, *, urgent: bool = True) -> defer.Deferred[int]:
+        """Queue ``entry`` for the writer process.
 
-        self._worker.do(open_store)
-        return opened
+        An urgent write (the default; write-ahead records) is sent at once, so its commit starts
+        at once. A write with ``urgent=False`` (records of what already happened: verdicts,
+        outcomes, session ends) joins the next urgent write, or is sent ``lazy_delay`` later, so
+        a command costs one commit instead of three. Records keep their order in the chain.
 
-    def write(self, entry: AuditEntry, *, urgent: bool = True) -> defer.Deferred[AuditRecord]:
-        """Queue ``entry`` for the next commit.
-
-        An urgent write (the default; write-ahead records) starts a commit at once. A write with
-        ``urgent=False`` (records of what already happened: verdicts, outcomes, session ends)
-        joins the next commit that an urgent write starts, or one ``lazy_delay`` later, so a
-        command costs one commit instead of three. Both keep their order in the chain.
-
-        :return: a Deferred that fires with the :class:`AuditRecord` once it is durable, or
-            fails with :class:`~hoopgw.errors.StoreError` if it cannot be written (store
-            unavailable, data not JSON-serialisable, writer not started or stopped).
+        :return: a Deferred that fires with the record's ``seq`` once it is durable, or fails
+            with :class:`~hoopgw.errors.StoreError` if it cannot be written (store unavailable,
+            data not JSON-serialisable, writer not started or stopped).
         """
-        if self._worker is None:
-            return defer.fail(StoreError("audit writer is not started"))
-        if self._stopping:
-            return defer.fail(StoreError("audit writer is stopped"))
+        if self._failure is not None:
+            return defer.fail(self._failure)
+        if self._process is None or self._stopped is not None:
+            return defer.fail(StoreError("audit writer is not running"))
         try:
-            canonical_json(entry.data)
+            line = encode_entry(entry)
         except (TypeError, ValueError) as exc:
             return defer.fail(StoreError(f"audit record {entry.kind!r} is not serialisable: {exc}"))
-        done: defer.Deferred[AuditRecord] = defer.Deferred()
-        with self._lock:
-            self._pending.append(_Pending(entry=entry, done=done))
-            schedule = urgent and not self._commit_scheduled
-            if schedule:
-                self._commit_scheduled = True
-        if schedule:
-            self._worker.do(self._commit_pending)
-        elif not urgent and self._lazy_timer is None:
-            self._lazy_timer = self._reactor.callLater(self._lazy_delay, self._commit_lazy)
+        done: defer.Deferred[int] = defer.Deferred()
+        self._in_flight.append(done)
+        self._held.append(line)
+        if urgent:
+            self._send()
+        elif self._lazy_timer is None:
+            self._lazy_timer = self._reactor.callLater(self._lazy_delay, self._send)
         return done
 
-    def _commit_lazy(self) -> None:
-        """Start a commit for records written with ``urgent=False`` (reactor thread)."""
-        self._lazy_timer = None
-        with self._lock:
-            schedule = bool(self._pending) and not self._commit_scheduled
-            if schedule:
-                self._commit_scheduled = True
-        if schedule and self._worker is not None:
-            self._worker.do(self._commit_pending)
-
     def stop(self) -> defer.Deferred[None]:
-        """Commit everything queued so far, close the store, end the thread.
+        """Send what is held, let the process commit everything and close the store.
 
-        :return: a Deferred that fires once the store is closed. Later writes fail.
+        :return: a Deferred that fires once the process has ended. Later writes fail.
         """
-        if self._worker is None or self._stopping:
+        if self._process is None:
             return defer.succeed(None)
-        self._stopping = True
-        stopped: defer.Deferred[None] = defer.Deferred()
+        if self._stopped is None:
+            self._stopped = defer.Deferred()
+            if self._failure is None:
+                self._send()
+                self._process.closeStdin()
+            else:
+                self._stopped.callback(None)
+        return self._stopped
 
-        def close_store() -> None:
-            if self._store is not None:
-                try:
-                    self._store.close()
-                except StoreError:
-                    log.failure("closing the audit store failed")
-                self._store = None
-            self._reactor.callFromThread(stopped.callback, None)
+    # -- talking to the process --------------------------------------------------------------
 
+    def _send(self) -> None:
         if self._lazy_timer is not None:
-            self._lazy_timer.cancel()
+            if self._lazy_timer.active():
+                self._lazy_timer.cancel()
             self._lazy_timer = None
-        # Jobs run in order: this commit (of anything still queued) runs before the store closes.
-        self._worker.do(self._commit_pending)
-        self._worker.do(close_store)
-        self._worker.quit()
-        return stopped
+        if self._held and self._failure is None:
+            lines, self._held = self._held, []
+            self._process.writeSequence(lines)
 
-    # -- on the writer thread ------------------------------------------------------------------
-
-    def _open_store(self) -> Store:
-        if self._store is None:
-            try:
-                self._store = self._store_factory()
-            except StoreError:
-                raise
-            except Exception as exc:
-                raise StoreError(f"cannot open the audit store: {exc}") from exc
-        return self._store
-
-    def _commit_pending(self) -> None:
-        with self._lock:
-            batch, self._pending = self._pending, []
-            self._commit_scheduled = False
-        if not batch:
+    def _answered(self, line: str) -> None:
+        """One line from the process: ``ready``, ``ok COUNT LAST_SEQ`` or ``error COUNT WHY``."""
+        word, _, rest = line.partition(" ")
+        if word == "ready":
+            if self._started is not None and not self._started.called:
+                self._started.callback(None)
             return
+        count_text, _, detail = rest.partition(" ")
         try:
-            records = self._open_store().append([p.entry for p in batch])
-        except Exception as exc:
-            error = exc if isinstance(exc, StoreError) else StoreError(f"audit write failed: {exc}")
-            log.error(
-                "audit write of {count} records failed: {error}", count=len(batch), error=error
-            )
-            self._reactor.callFromThread(_fail_all, batch, error)
+            count = int(count_text)
+        except ValueError:
+            self._fail(StoreError(f"audit writer process said {line!r}"))
+            return
+        if word == "ok":
+            last = int(detail)
+            for seq in range(last - count + 1, last + 1):
+                self._in_flight.popleft().callback(seq)
+        elif word == "error":
+            log.error("audit write of {count} records failed: {why}", count=count, why=detail)
+            error = StoreError(f"audit write failed: {detail}")
+            for _ in range(count):
+                self._in_flight.popleft().errback(Failure(error))
         else:
-            self._reactor.callFromThread(_succeed_all, batch, records)
+            self._fail(StoreError(f"audit writer process said {line!r}"))
 
+    def _ended(self, reason: Failure) -> None:
+        if self._stopped is None or self._in_flight:
+            self._fail(StoreError(f"audit writer process ended: {reason.getErrorMessage()}"))
+        if self._stopped is not None and not self._stopped.called:
+            self._stopped.callback(None)
 
-def _succeed_all(batch: Sequence[_Pending], records: Sequence[AuditRecord]) -> None:
-    for pending, record in zip(batch, records, strict=True):
-        pending.done.callback(record)
-
-
-def _fail_all(batch: Sequence[_Pending], error: StoreError) -> None:
-    for pending in batch:
-        pending.done.errback(Failure(error))
+    def _fail(self, error: StoreError) -> None:
+        """Fail closed: every pending and later write fails."""
+        if self._failure is None:
+            log.error("audit writer failed: {error}", error=error)
+        self._failure = error
+        if self._lazy_timer is not None and self._lazy_timer.active():
+            self._lazy_timer.cancel()
+        self._lazy_timer = None
+        self._held = []
+        if self._started is not None and not self._started.called:
+            self._started.errback(Failure(error))
+        while self._in_flight:
+            self._in_flight.popleft().errback(Failure(error))

@@ -111,9 +111,7 @@ class PluginChain:
             )
         return d.addCallbacks(checked, failed)
 
-    def decide_command(
-        self, session: SessionInfo, command: Command
-    ) -> defer.Deferred[Verdict]:
+    def decide_command(self, session: SessionInfo, command: Command) -> defer.Deferred[Verdict]:
         """Decide a command: combine ``client_command``, resolve a ``Hold``, report the verdict.
 
         The returned Deferred fires with ``Allow`` or ``Block`` (never ``Hold``, never ``None``)
@@ -149,12 +147,16 @@ class PluginChain:
         first.addCallback(resolve).addCallback(report)
         return decided
 
-    def _approve(self, session: SessionInfo, command: Command, hold: Hold) -> defer.Deferred[Verdict]:
+    def _approve(
+        self, session: SessionInfo, command: Command, hold: Hold
+    ) -> defer.Deferred[Verdict]:
         try:
             pending = self._pm.hook.approval_requested(session=session, command=command, hold=hold)
         except Exception:
             log.failure("approval backend failed")
-            return defer.succeed(Block(reason="approval backend failed; refused", plugin=hold.plugin))
+            return defer.succeed(
+                Block(reason="approval backend failed; refused", plugin=hold.plugin)
+            )
         if pending is None:
             return defer.succeed(
                 Block(

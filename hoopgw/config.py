@@ -384,9 +384,7 @@ def _connection(
 
     client_tls = table.choice("client_tls", CLIENT_TLS_MODES, "optional")
     if client_tls == "required" and gateway.tls_cert is None:
-        raise table.error(
-            "'required' needs [gateway] tls_cert and tls_key", "client_tls"
-        )
+        raise table.error("'required' needs [gateway] tls_cert and tls_key", "client_tls")
     return ConnectionConfig(
         name=name,
         protocol=protocol,

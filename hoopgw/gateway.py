@@ -56,7 +56,7 @@ class Gateway:
         """
         self._store = open_store(self._store_url)
         self._store.migrate()
-        self.audit = AuditWriter(self._open_migrated_store, self.reactor)
+        self.audit = AuditWriter(self._store_url, self.reactor)
         yield self.audit.start()
         keys = KeyService(self._store)
         gw = self.config.gateway
@@ -80,11 +80,6 @@ class Gateway:
         except BaseException:
             yield self.stop()
             raise
-
-    def _open_migrated_store(self) -> Store:
-        store = open_store(self._store_url)
-        store.migrate()
-        return store
 
     def _runtime(
         self, connection: ConnectionConfig, keys: KeyService, server_tls: Any
@@ -159,9 +154,7 @@ def run_gateway(config: Config) -> int:
     def start() -> None:
         d = gateway.start()
         d.addCallback(
-            lambda _: log.info(
-                "hoopgw ready: {count} connection(s)", count=len(config.connections)
-            )
+            lambda _: log.info("hoopgw ready: {count} connection(s)", count=len(config.connections))
         )
         d.addErrback(failed)
 

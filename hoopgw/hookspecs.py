@@ -110,7 +110,9 @@ def client_command(session: SessionInfo, command: Command) -> Decision:  # type:
 
 
 @hookspec(firstresult=True)
-def approval_requested(session: SessionInfo, command: Command, hold: Hold) -> Deferred[Verdict] | None:
+def approval_requested(
+    session: SessionInfo, command: Command, hold: Hold
+) -> Deferred[Verdict] | None:
     """A command was held; ask a human.
 
     Called at most once per held command. The first implementation that returns a Deferred
@@ -229,4 +231,3 @@ ALL_HOOKS: tuple[str, ...] = (
     "session_closed",
 )
 """Names of every hook, in the order the reference documents them."""
-

@@ -68,7 +68,8 @@ def validate_options(
     for key in table:
         if key not in known:
             raise ConfigError(
-                f"unknown option for plugin {plugin!r} (known: {', '.join(sorted(known)) or 'none'})",
+                f"unknown option for plugin {plugin!r}"
+                f" (known: {', '.join(sorted(known)) or 'none'})",
                 key=f"{plugin}.{key}",
                 connection=connection,
             )

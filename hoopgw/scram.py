@@ -36,7 +36,9 @@ def server_key(salted: bytes) -> bytes:
     return hmac.digest(salted, b"Server Key", "sha256")
 
 
-def make_verifier(password: str, salt: bytes, iterations: int = DEFAULT_ITERATIONS) -> ScramVerifier:
+def make_verifier(
+    password: str, salt: bytes, iterations: int = DEFAULT_ITERATIONS
+) -> ScramVerifier:
     """Derive the stored verifier for ``password``."""
     salted = salted_password(password, salt, iterations)
     return ScramVerifier(

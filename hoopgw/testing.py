@@ -23,11 +23,10 @@ import attrs
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from hoopgw.audit import AuditEntry, AuditRecord, GENESIS_HASH, record_hash
+from hoopgw.audit import GENESIS_HASH, AuditEntry, AuditRecord, decode_entry, record_hash
 from hoopgw.chain import PluginChain
 from hoopgw.errors import StoreError
-from hoopgw.plugin import PluginContext, validate_options
-from hoopgw.plugin import hookimpl
+from hoopgw.plugin import PluginContext, hookimpl, validate_options
 from hoopgw.session import (
     Column,
     Command,
@@ -41,6 +40,7 @@ from hoopgw.verdicts import Allow, Block, Hold, Verdict
 __all__ = [
     "FakeApprover",
     "FakeAuditWriter",
+    "InlineWriterProcess",
     "ScriptedClient",
     "make_command",
     "make_connection",
@@ -80,7 +80,8 @@ def make_command(text: str, *, kind: str = "query", seq: int = 1, session_id: st
 class FakeAuditWriter:
     """An in-memory stand-in for :class:`hoopgw.audit.AuditWriter`.
 
-    Records every entry in :attr:`records` with a real hash chain. Set :attr:`failing` to make
+    Records every entry in :attr:`records` with a real hash chain; a write fires with the
+    record's ``seq``, as the real writer's does. Set :attr:`failing` to make
     writes fail as an unavailable store would; set :attr:`manual` to hold writes until
     :meth:`flush`, to test what happens before a record is durable.
     """
@@ -90,12 +91,12 @@ class FakeAuditWriter:
         self.urgent: list[bool] = []
         self.failing = False
         self.manual = False
-        self._held: list[tuple[AuditEntry, defer.Deferred[AuditRecord]]] = []
+        self._held: list[tuple[AuditEntry, defer.Deferred[int]]] = []
 
-    def write(self, entry: AuditEntry, *, urgent: bool = True) -> defer.Deferred[AuditRecord]:
+    def write(self, entry: AuditEntry, *, urgent: bool = True) -> defer.Deferred[int]:
         """Store ``entry`` (or hold it, in manual mode); ``urgent`` is noted in :attr:`urgent`."""
         self.urgent.append(urgent)
-        d: defer.Deferred[AuditRecord] = defer.Deferred()
+        d: defer.Deferred[int] = defer.Deferred()
         self._held.append((entry, d))
         if not self.manual:
             self.flush()
@@ -111,19 +112,76 @@ class FakeAuditWriter:
             prev = self.records[-1].hash if self.records else GENESIS_HASH
             seq = len(self.records) + 1
             digest = record_hash(
-                seq=seq, kind=entry.kind, session_id=entry.session_id, time=entry.time,
-                data=entry.data, prev_hash=prev,
+                seq=seq,
+                kind=entry.kind,
+                session_id=entry.session_id,
+                time=entry.time,
+                data=entry.data,
+                prev_hash=prev,
             )
             record = AuditRecord(
-                seq=seq, kind=entry.kind, session_id=entry.session_id, time=entry.time,
-                data=entry.data, prev_hash=prev, hash=digest,
+                seq=seq,
+                kind=entry.kind,
+                session_id=entry.session_id,
+                time=entry.time,
+                data=entry.data,
+                prev_hash=prev,
+                hash=digest,
             )
             self.records.append(record)
-            d.callback(record)
+            d.callback(record.seq)
 
     def kinds(self) -> list[str]:
         """Kinds of the stored records, in order."""
         return [r.kind for r in self.records]
+
+
+class InlineWriterProcess:
+    """Runs the audit writer process's work in the test process, on a real store.
+
+    Pass :meth:`spawn` as ``AuditWriter(..., spawn=...)``: what the writer sends is appended to
+    the store at once and answered, so a test sees durable records without a child process::
+
+        process = InlineWriterProcess(lambda: migrated_sqlite_store)
+        writer = AuditWriter("sqlite:///unused", clock, spawn=process.spawn)
+    """
+
+    def __init__(self, open_store: Any = None) -> None:
+        """:param open_store: returns a migrated store; by default the URL given to
+        :meth:`spawn` is opened and migrated."""
+        self._open_store = open_store
+        self._store: Any = None
+        self._protocol: Any = None
+
+    def spawn(self, process_protocol: Any, store_url: str, reactor: Any) -> InlineWriterProcess:
+        """Stand in for :func:`hoopgw.audit.spawn_writer_process`."""
+        self._protocol = process_protocol
+        if self._open_store is None:
+            from hoopgw.store import open_store
+
+            self._store = open_store(store_url)
+            self._store.migrate()
+        else:
+            self._store = self._open_store()
+        process_protocol.outReceived(b"ready\n")
+        return self
+
+    def writeSequence(self, lines: Sequence[bytes]) -> None:
+        """Commit ``lines`` in one transaction and answer, as the process would."""
+        try:
+            records = self._store.append([decode_entry(line) for line in lines])
+        except StoreError as exc:
+            self._protocol.outReceived(f"error {len(lines)} {exc}\n".encode())
+        else:
+            self._protocol.outReceived(f"ok {len(records)} {records[-1].seq}\n".encode())
+
+    def closeStdin(self) -> None:
+        """End of input: close the store, and end the process."""
+        from twisted.internet.error import ProcessDone
+        from twisted.python.failure import Failure
+
+        self._store.close()
+        self._protocol.processEnded(Failure(ProcessDone(0)))
 
 
 class FakeApprover:
@@ -140,8 +198,11 @@ class FakeApprover:
         self.withdrawn = 0
 
     @hookimpl
-    def approval_requested(self, session: SessionInfo, command: Command, hold: Hold) -> defer.Deferred[Verdict]:
+    def approval_requested(
+        self, session: SessionInfo, command: Command, hold: Hold
+    ) -> defer.Deferred[Verdict]:
         """Hold the command until the test decides."""
+
         def cancelled(_: defer.Deferred[Verdict]) -> None:
             self.withdrawn += 1
 
@@ -172,8 +233,14 @@ class CommandResult:
 class ScriptedClient:
     """Drives a plugin chain the way a protocol would, with a fake clock and audit writer."""
 
-    def __init__(self, chain: PluginChain, *, clock: task.Clock, audit: FakeAuditWriter,
-                 session: SessionInfo | None = None) -> None:
+    def __init__(
+        self,
+        chain: PluginChain,
+        *,
+        clock: task.Clock,
+        audit: FakeAuditWriter,
+        session: SessionInfo | None = None,
+    ) -> None:
         self.chain = chain
         self.clock = clock
         self.audit = audit
@@ -199,10 +266,15 @@ class ScriptedClient:
         clock = task.Clock()
         audit = FakeAuditWriter()
         plugin_name = name or getattr(plugin_class, "name", plugin_class.__name__.lower())
-        values = validate_options(plugin_name, plugin_class.options, options or {}, connection="test")
+        values = validate_options(
+            plugin_name, plugin_class.options, options or {}, connection="test"
+        )
         context = PluginContext(
-            connection=make_connection(), options=values, audit=audit,  # type: ignore[arg-type]
-            log=Logger(namespace=f"hoopgw.plugins.{plugin_name}"), reactor=clock,
+            connection=make_connection(),
+            options=values,
+            audit=audit,  # type: ignore[arg-type]
+            log=Logger(namespace=f"hoopgw.plugins.{plugin_name}"),
+            reactor=clock,
         )
         plugins = [(plugin_name, plugin_class(context)), *extra_plugins]
         chain = PluginChain(plugins, reactor=clock, approval_timeout=approval_timeout)
@@ -218,10 +290,13 @@ class ScriptedClient:
     def connect(self) -> Verdict | None:
         """Run ``client_connected`` and ``session_started``; return the first refusal or the
         session's verdict."""
-        first = self._result(self.chain.decide(
-            "client_connected", connection=self.session.connection,
-            client_address=self.session.client_address,
-        ))
+        first = self._result(
+            self.chain.decide(
+                "client_connected",
+                connection=self.session.connection,
+                client_address=self.session.client_address,
+            )
+        )
         if isinstance(first, Block | Hold):
             return first  # type: ignore[no-any-return]
         return self._result(self.chain.decide("session_started", session=self.session))  # type: ignore[no-any-return]
@@ -249,12 +324,16 @@ class ScriptedClient:
             if cols:
                 self.chain.hook.result_columns(session=self.session, command=command, columns=cols)
             if seen and self.chain.has_row_hooks:
-                self.chain.hook.server_rows(session=self.session, command=command, columns=cols, rows=seen)
+                self.chain.hook.server_rows(
+                    session=self.session, command=command, columns=cols, rows=seen
+                )
             outcome = CommandOutcome(status="ok", rows=len(seen))
         else:
             outcome = CommandOutcome(status="blocked" if verdict is not None else "aborted")
         if verdict is not None:
-            self.chain.notify("command_completed", session=self.session, command=command, outcome=outcome)
+            self.chain.notify(
+                "command_completed", session=self.session, command=command, outcome=outcome
+            )
         return CommandResult(verdict=verdict, rows=seen)
 
     def close(self, reason: str = "client closed") -> None:
@@ -262,4 +341,3 @@ class ScriptedClient:
         if not self.closed:
             self.closed = True
             self.chain.notify("session_closed", session=self.session, reason=reason)
-

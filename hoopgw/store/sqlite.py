@@ -84,36 +84,40 @@ class SQLiteStore(Store):
             ).fetchone()
             seq, prev_hash = (last[0], last[1]) if last else (0, GENESIS_HASH)
             records = []
+            rows = []
             for entry in entries:
                 seq += 1
                 text = canonical_json(entry.data)
-                data = entry.data
                 digest = record_hash(
                     seq=seq,
                     kind=entry.kind,
                     session_id=entry.session_id,
                     time=entry.time,
-                    data=data,
+                    data=entry.data,
                     prev_hash=prev_hash,
                     data_json=text,
                 )
-                self._conn.execute(
-                    "INSERT INTO audit_records (seq, kind, session_id, time, data, prev_hash, hash)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (seq, entry.kind, entry.session_id, entry.time, text, prev_hash, digest),
+                rows.append(
+                    (seq, entry.kind, entry.session_id, entry.time, text, prev_hash, digest)
                 )
-                record = AuditRecord(
-                    seq=seq,
-                    kind=entry.kind,
-                    session_id=entry.session_id,
-                    time=entry.time,
-                    data=data,
-                    prev_hash=prev_hash,
-                    hash=digest,
+                records.append(
+                    AuditRecord(
+                        seq=seq,
+                        kind=entry.kind,
+                        session_id=entry.session_id,
+                        time=entry.time,
+                        data=entry.data,
+                        prev_hash=prev_hash,
+                        hash=digest,
+                    )
                 )
-                self._project(record)
-                records.append(record)
                 prev_hash = digest
+            self._conn.executemany(
+                "INSERT INTO audit_records (seq, kind, session_id, time, data, prev_hash, hash)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            self._project(records)
         return records
 
     def records(self, after_seq: int = 0) -> Iterator[AuditRecord]:
@@ -141,89 +145,125 @@ class SQLiteStore(Store):
 
     # -- projections ---------------------------------------------------------------------------
 
-    def _project(self, record: AuditRecord) -> None:
+    def _project(self, records: Sequence[AuditRecord]) -> None:
         # The projections serve the CLI; audit_records is the evidence. A malformed entry
         # must not fail the other sessions' records committed with it, so values are coerced.
-        data = record.data
-        execute = self._conn.execute
-        command_seq = _integer(data.get("seq"))
-        if record.kind.startswith("command_") and command_seq is None:
-            return
-        if record.kind == "session_started":
-            execute(
+        # Statements run one kind at a time (a batch holds many sessions' records), in the order
+        # a session's records come, so each kind finds the rows the earlier kinds made.
+        started, received, decided, completed, closed = [], [], [], [], []
+        for record in records:
+            data = record.data
+            kind = record.kind
+            command_seq = _integer(data.get("seq"))
+            if kind.startswith("command_") and command_seq is None:
+                continue
+            if kind == "session_started":
+                started.append(
+                    (
+                        record.session_id,
+                        _text(data.get("connection")),
+                        _text(data.get("protocol")),
+                        _text(data.get("target")),
+                        _text(data.get("identity")),
+                        canonical_json(_list(data.get("groups"))),
+                        _text(data.get("method")),
+                        _text(data.get("credential_id")),
+                        _text(data.get("client_address")),
+                        bool(data.get("client_tls")),
+                        bool(data.get("upstream_tls")),
+                        _number(data.get("started_at")) or record.time,
+                        canonical_json(_dict(data.get("attributes"))),
+                    )
+                )
+            elif kind == "command_received":
+                received.append(
+                    (
+                        record.session_id,
+                        command_seq,
+                        _text(data.get("kind")),
+                        _text(data.get("text")),
+                        _integer(data.get("parameter_count")) or 0,
+                        _text(data.get("statement_name")),
+                        record.time,
+                    )
+                )
+            elif kind == "command_decided":
+                decided.append(
+                    (
+                        _text(data.get("verdict")),
+                        _text(data.get("reason")),
+                        _text(data.get("plugin")),
+                        _text(data.get("rule")),
+                        record.session_id,
+                        command_seq,
+                    )
+                )
+            elif kind == "command_completed":
+                sample = data.get("sample")
+                completed.append(
+                    (
+                        _text(data.get("status")),
+                        _integer(data.get("rows")),
+                        _integer(data.get("bytes")),
+                        _number(data.get("duration")),
+                        _text(data.get("error_code")),
+                        _text(data.get("error_message")),
+                        None if sample is None else canonical_json(sample),
+                        record.time,
+                        record.session_id,
+                        command_seq,
+                    )
+                )
+            elif kind == "session_closed":
+                closed.append((record.time, _text(data.get("reason")), record.session_id))
+        executemany = self._conn.executemany
+        if started:
+            executemany(
                 f"INSERT INTO sessions ({_SESSION_COLUMNS}) "  # noqa: S608 -- fixed fragments
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, 0, ?) "
                 "ON CONFLICT (id) DO NOTHING",
-                (
-                    record.session_id,
-                    _text(data.get("connection")),
-                    _text(data.get("protocol")),
-                    _text(data.get("target")),
-                    _text(data.get("identity")),
-                    canonical_json(_list(data.get("groups"))),
-                    _text(data.get("method")),
-                    _text(data.get("credential_id")),
-                    _text(data.get("client_address")),
-                    bool(data.get("client_tls")),
-                    bool(data.get("upstream_tls")),
-                    _number(data.get("started_at")) or record.time,
-                    canonical_json(_dict(data.get("attributes"))),
-                ),
+                started,
             )
-        elif record.kind == "command_received":
-            inserted = execute(
-                "INSERT INTO commands (session_id, seq, kind, text, parameter_count, "
-                "statement_name, received_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (session_id, seq) DO NOTHING",
-                (
-                    record.session_id,
-                    command_seq,
-                    _text(data.get("kind")),
-                    _text(data.get("text")),
-                    _integer(data.get("parameter_count")) or 0,
-                    _text(data.get("statement_name")),
-                    record.time,
-                ),
-            ).rowcount
-            execute(
-                "UPDATE sessions SET command_count = command_count + ? WHERE id = ?",
-                (inserted, record.session_id),
-            )
-        elif record.kind == "command_decided":
-            execute(
+        if received:
+            self._project_received(received)
+        if decided:
+            executemany(
                 "UPDATE commands SET verdict = ?, verdict_reason = ?, verdict_plugin = ?, rule = ?"
                 " WHERE session_id = ? AND seq = ?",
-                (
-                    _text(data.get("verdict")),
-                    _text(data.get("reason")),
-                    _text(data.get("plugin")),
-                    _text(data.get("rule")),
-                    record.session_id,
-                    command_seq,
-                ),
+                decided,
             )
-        elif record.kind == "command_completed":
-            sample = data.get("sample")
-            execute(
+        if completed:
+            executemany(
                 "UPDATE commands SET status = ?, rows = ?, bytes = ?, duration = ?, error_code = ?,"
                 " error_message = ?, sample = ?, completed_at = ? WHERE session_id = ? AND seq = ?",
-                (
-                    _text(data.get("status")),
-                    _integer(data.get("rows")),
-                    _integer(data.get("bytes")),
-                    _number(data.get("duration")),
-                    _text(data.get("error_code")),
-                    _text(data.get("error_message")),
-                    None if sample is None else canonical_json(sample),
-                    record.time,
-                    record.session_id,
-                    command_seq,
-                ),
+                completed,
             )
-        elif record.kind == "session_closed":
-            execute(
-                "UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ?",
-                (record.time, _text(data.get("reason")), record.session_id),
+        if closed:
+            executemany("UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ?", closed)
+
+    def _project_received(self, received: list[tuple[Any, ...]]) -> None:
+        before = self._conn.total_changes
+        self._conn.executemany(
+            "INSERT INTO commands (session_id, seq, kind, text, parameter_count, "
+            "statement_name, received_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (session_id, seq) DO NOTHING",
+            received,
+        )
+        sessions = {row[0] for row in received}
+        if self._conn.total_changes - before == len(received):
+            counts: dict[str, int] = {}
+            for row in received:
+                counts[row[0]] = counts.get(row[0], 0) + 1
+            self._conn.executemany(
+                "UPDATE sessions SET command_count = command_count + ? WHERE id = ?",
+                [(count, session) for session, count in counts.items()],
+            )
+        else:
+            # A repeated command number was ignored: count what the table really holds.
+            self._conn.executemany(
+                "UPDATE sessions SET command_count ="
+                " (SELECT count(*) FROM commands WHERE session_id = sessions.id) WHERE id = ?",
+                [(session,) for session in sessions],
             )
 
     def list_sessions(

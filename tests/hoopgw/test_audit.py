@@ -1,24 +1,28 @@
 """Tests for hoopgw.audit: the hash chain, verify_chain and the AuditWriter.
 
-The writer's thread is replaced by a worker that runs jobs when the test says so, and the
-reactor by one that queues ``callFromThread`` calls, so every step is deterministic.
+The writer process is replaced by a fake that records the lines sent to it; the test answers
+for it, and a task.Clock drives the lazy timer, so every step is deterministic. The process
+itself is tested in test_audit_process.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import sqlite3
-import threading
 
 import pytest
+from twisted.internet import error as net_error
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
 
 from hoopgw.audit import (
     GENESIS_HASH,
     AuditEntry,
     AuditRecord,
     AuditWriter,
-    ThreadWorker,
     canonical_json,
+    decode_entry,
+    encode_entry,
     record_hash,
     verify_chain,
 )
@@ -26,93 +30,10 @@ from hoopgw.errors import StoreError
 from hoopgw.store import SQLiteStore
 
 
-class StepWorker:
-    """A Worker that runs its jobs only when ``run()`` is called."""
-
-    def __init__(self):
-        self.jobs = []
-        self.quitted = False
-
-    def do(self, job):
-        assert not self.quitted, "job queued after quit"
-        self.jobs.append(job)
-
-    def quit(self):
-        self.quitted = True
-
-    def run(self):
-        while self.jobs:
-            self.jobs.pop(0)()
-
-
-class ThreadlessReactor:
-    """Queues callFromThread calls; ``drain()`` runs them as the reactor thread would."""
-
-    def __init__(self):
-        self.calls = []
-
-    def callFromThread(self, f, *args):
-        self.calls.append((f, args))
-
-    def drain(self):
-        while self.calls:
-            f, args = self.calls.pop(0)
-            f(*args)
-
-
-class SpyStore:
-    """A store that records what it was asked to append and can be told to fail."""
-
-    def __init__(self):
-        self.appends = []
-        self.fail_with = None
-        self.closed = False
-        self.during_append = None
-        self._seq = 0
-
-    def append(self, entries):
-        if self.during_append is not None:
-            hook, self.during_append = self.during_append, None
-            hook()
-        if self.fail_with is not None:
-            raise self.fail_with
-        self.appends.append(list(entries))
-        records = []
-        for entry in entries:
-            self._seq += 1
-            records.append(
-                AuditRecord(
-                    seq=self._seq,
-                    kind=entry.kind,
-                    session_id=entry.session_id,
-                    time=entry.time,
-                    data=entry.data,
-                    prev_hash="p",
-                    hash="h",
-                )
-            )
-        return records
-
-    def close(self):
-        self.closed = True
-
-
 def entry(n=1, session_id="s1", **data):
     return AuditEntry(
         kind="command_received", session_id=session_id, time=float(n), data={"seq": n, **data}
     )
-
-
-@pytest.fixture
-def parts():
-    store, worker, reactor = SpyStore(), StepWorker(), ThreadlessReactor()
-    writer = AuditWriter(lambda: store, reactor, worker_factory=lambda: worker)
-    return store, worker, reactor, writer
-
-
-def settle(worker, reactor):
-    worker.run()
-    reactor.drain()
 
 
 def results(d):
@@ -285,237 +206,176 @@ def test_verify_detects_reordered_records(tampered):
 # -- AuditWriter ---------------------------------------------------------------------------------
 
 
-def test_write_fires_only_once_durable(parts):
-    store, worker, reactor, writer = parts
-    writer.start()
-    done = results(writer.write(entry(1)))
-    assert done == [] and store.appends == []
-    worker.run()
-    assert len(store.appends) == 1
-    assert done == []  # committed, but Deferreds fire on the reactor thread only
-    reactor.drain()
-    [record] = done
-    assert isinstance(record, AuditRecord)
-    assert record.seq == 1
-
-
-def test_start_fires_once_the_store_is_open(parts):
-    _, worker, reactor, writer = parts
-    started = results(writer.start())
-    assert started == []
-    settle(worker, reactor)
-    assert started == [None]
-
-
-def test_start_twice_is_a_programming_error(parts):
-    *_, writer = parts
-    writer.start()
-    with pytest.raises(RuntimeError):
-        writer.start()
-
-
-def test_entries_queued_together_share_one_transaction(parts):
-    store, worker, reactor, writer = parts
-    writer.start()
-    done = [results(writer.write(entry(n, session_id=f"s{n}"))) for n in range(1, 5)]
-    settle(worker, reactor)
-    assert [[e.session_id for e in batch] for batch in store.appends] == [["s1", "s2", "s3", "s4"]]
-    assert [d[0].seq for d in done] == [1, 2, 3, 4]
-
-
-def test_entries_written_during_a_commit_go_in_the_next_one(parts):
-    store, worker, reactor, writer = parts
-    writer.start()
-    late = []
-    store.during_append = lambda: late.extend(
-        [results(writer.write(entry(2))), results(writer.write(entry(3)))]
-    )
-    first = results(writer.write(entry(1)))
-    settle(worker, reactor)
-    assert [[e.data["seq"] for e in batch] for batch in store.appends] == [[1], [2, 3]]
-    assert first[0].seq == 1
-    assert [d[0].seq for d in late] == [2, 3]
-
-
-def test_store_failure_fails_the_batch_with_store_error(parts):
-    store, worker, reactor, writer = parts
-    writer.start()
-    store.fail_with = StoreError("database or disk is full")
-    done = [results(writer.write(entry(n))) for n in (1, 2)]
-    settle(worker, reactor)
-    for d in done:
-        d[0].trap(StoreError)
-        assert "full" in str(d[0].value)
-    store.fail_with = None
-    again = results(writer.write(entry(3)))
-    settle(worker, reactor)
-    assert again[0].seq == 1
-
-
-def test_unexpected_store_exception_becomes_store_error(parts):
-    store, worker, reactor, writer = parts
-    writer.start()
-    store.fail_with = OSError("boom")
-    done = results(writer.write(entry(1)))
-    settle(worker, reactor)
-    done[0].trap(StoreError)
-    assert "boom" in str(done[0].value)
-
-
-def test_store_that_cannot_open_fails_start_and_writes():
-    worker, reactor = StepWorker(), ThreadlessReactor()
-
-    def cannot_open():
-        raise StoreError("cannot open SQLite store")
-
-    writer = AuditWriter(cannot_open, reactor, worker_factory=lambda: worker)
-    started = results(writer.start())
-    done = results(writer.write(entry(1)))
-    settle(worker, reactor)
-    started[0].trap(StoreError)
-    done[0].trap(StoreError)
-
-
-def test_store_factory_crash_is_a_store_error():
-    worker, reactor = StepWorker(), ThreadlessReactor()
-
-    def crashing():
-        raise sqlite3.OperationalError("unable to open database file")
-
-    writer = AuditWriter(crashing, reactor, worker_factory=lambda: worker)
-    started = results(writer.start())
-    settle(worker, reactor)
-    started[0].trap(StoreError)
-
-
-def test_write_before_start_fails(parts):
-    *_, writer = parts
-    results(writer.write(entry(1)))[0].trap(StoreError)
-
-
-def test_unserialisable_entry_fails_at_once(parts):
-    store, worker, reactor, writer = parts
-    writer.start()
-    done = results(
-        writer.write(AuditEntry(kind="k", session_id="s", time=1.0, data={"x": object()}))
-    )
-    done[0].trap(StoreError)
-    settle(worker, reactor)
-    assert store.appends == []
-
-
-def test_stop_flushes_then_closes(parts):
-    store, worker, reactor, writer = parts
-    writer.start()
-    done = results(writer.write(entry(1)))
-    stopped = results(writer.stop())
-    assert worker.quitted
-    assert stopped == [] and not store.closed
-    settle(worker, reactor)
-    assert done[0].seq == 1
-    assert store.closed
-    assert stopped == [None]
-    results(writer.write(entry(2)))[0].trap(StoreError)
-    assert results(writer.stop()) == [None]
-
-
-def test_stop_before_start(parts):
-    *_, writer = parts
-    assert results(writer.stop()) == [None]
-
-
-def test_writer_with_a_real_sqlite_store(tmp_path):
-    worker, reactor = StepWorker(), ThreadlessReactor()
-    path = str(tmp_path / "audit.db")
-
-    def open_migrated():
-        store = SQLiteStore(path)
-        store.migrate()
-        return store
-
-    writer = AuditWriter(open_migrated, reactor, worker_factory=lambda: worker)
-    writer.start()
-    done = [results(writer.write(entry(n))) for n in range(1, 4)]
-    writer.stop()
-    settle(worker, reactor)
-    assert [d[0].seq for d in done] == [1, 2, 3]
-    reader = SQLiteStore(path)
-    try:
-        assert list(reader.records()) == [d[0] for d in done]
-        assert verify_chain(reader.records()).ok
-    finally:
-        reader.close()
-
-
-# -- the production worker -----------------------------------------------------------------------
-
-
-def test_thread_worker_runs_jobs_in_order_on_its_own_thread():
-    seen = []
-    finished = threading.Event()
-    worker = ThreadWorker(name="test-audit-writer")
-    worker.do(lambda: seen.append(threading.current_thread().name))
-    worker.do(lambda: 1 / 0)  # a failing job must not end the thread
-    worker.do(lambda: seen.append("second"))
-    worker.do(finished.set)
-    worker.quit()
-    assert finished.wait(timeout=10)
-    worker._thread.join(timeout=10)
-    assert not worker._thread.is_alive()
-    assert seen == ["test-audit-writer", "second"]
-
-
-# -- records that need no commit of their own ---------------------------------------------------
-
-
-class ClockReactor(ThreadlessReactor):
-    """A ThreadlessReactor with timers (``callLater``) driven by a task.Clock."""
+class FakeProcess:
+    """Stands in for the writer process's transport."""
 
     def __init__(self):
-        super().__init__()
-        from twisted.internet.task import Clock
+        self.lines = []
+        self.stdin_closed = False
 
+    def writeSequence(self, lines):
+        assert not self.stdin_closed, "written after closeStdin"
+        self.lines.extend(lines)
+
+    def closeStdin(self):
+        self.stdin_closed = True
+
+
+class Parts:
+    def __init__(self):
         self.clock = Clock()
-        self.callLater = self.clock.callLater
+        self.process = FakeProcess()
+        self.protocol = None
+        self.spawned_with = None
+        self.writer = AuditWriter(
+            "sqlite:///audit.db", self.clock, spawn=self.spawn, lazy_delay=0.5
+        )
+
+    def spawn(self, process_protocol, url, reactor):
+        self.protocol, self.spawned_with = process_protocol, (url, reactor)
+        return self.process
+
+    def answer(self, *lines):
+        for line in lines:
+            self.protocol.outReceived(line.encode() + b"\n")
+
+    def sent(self):
+        return [decode_entry(line).data["seq"] for line in self.process.lines]
+
+    def end(self, reason=None):
+        self.protocol.processEnded(Failure(reason or net_error.ProcessDone(0)))
 
 
 @pytest.fixture
-def lazy_parts():
-    store, worker, reactor = SpyStore(), StepWorker(), ClockReactor()
-    writer = AuditWriter(lambda: store, reactor, worker_factory=lambda: worker, lazy_delay=0.5)
-    writer.start()
-    settle(worker, reactor)
-    return store, worker, reactor, writer
+def parts():
+    return Parts()
 
 
-def test_lazy_write_joins_the_next_urgent_commit(lazy_parts):
-    store, worker, reactor, writer = lazy_parts
-    lazy = results(writer.write(entry(1), urgent=False))
-    assert worker.jobs == []  # no commit of its own
-    urgent = results(writer.write(entry(2)))
-    settle(worker, reactor)
-    assert [[e.data["seq"] for e in batch] for batch in store.appends] == [[1, 2]]
-    assert lazy[0].seq == 1 and urgent[0].seq == 2
+@pytest.fixture
+def running(parts):
+    started = results(parts.writer.start())
+    parts.answer("ready")
+    assert started == [None]
+    return parts
 
 
-def test_lazy_write_is_committed_after_lazy_delay(lazy_parts):
-    store, worker, reactor, writer = lazy_parts
-    lazy = results(writer.write(entry(1), urgent=False))
-    reactor.clock.advance(0.4)
-    assert worker.jobs == []
-    reactor.clock.advance(0.1)
-    settle(worker, reactor)
-    assert len(store.appends) == 1 and lazy[0].seq == 1
+def test_start_spawns_the_writer_process_with_the_store_url(parts):
+    started = results(parts.writer.start())
+    assert parts.spawned_with == ("sqlite:///audit.db", parts.clock)
+    assert started == []
+    parts.answer("ready")
+    assert started == [None]
 
 
-def test_stop_commits_lazy_writes(lazy_parts):
-    store, worker, reactor, writer = lazy_parts
-    lazy = results(writer.write(entry(1), urgent=False))
-    stopped = results(writer.stop())
-    settle(worker, reactor)
-    assert len(store.appends) == 1 and lazy[0].seq == 1
-    assert stopped == [None]
-    assert reactor.clock.getDelayedCalls() == []
+def test_start_twice_is_a_programming_error(running):
+    with pytest.raises(RuntimeError):
+        running.writer.start()
+
+
+def test_start_fails_when_the_process_ends_before_ready(parts):
+    started = results(parts.writer.start())
+    parts.end(net_error.ProcessTerminated(1))
+    assert started[0].check(StoreError)
+    assert results(parts.writer.write(entry(1)))[0].check(StoreError)
+
+
+def test_urgent_write_is_sent_at_once_and_fires_once_durable(running):
+    done = results(running.writer.write(entry(1)))
+    assert running.sent() == [1]
+    assert done == []
+    running.answer("ok 1 41")
+    assert done == [41]
+
+
+def test_one_answer_acknowledges_several_records_in_order(running):
+    done = [results(running.writer.write(entry(n))) for n in (1, 2, 3)]
+    running.answer("ok 2 11")
+    assert done == [[10], [11], []]
+    running.answer("ok 1 12")
+    assert done[2] == [12]
+
+
+def test_answers_split_anywhere_are_read_whole(running):
+    done = [results(running.writer.write(entry(n))) for n in (1, 2)]
+    for byte in b"ok 2 7\n":
+        running.protocol.outReceived(bytes([byte]))
+    assert done == [[6], [7]]
+
+
+def test_store_error_fails_exactly_the_records_it_names(running):
+    first = results(running.writer.write(entry(1)))
+    second = results(running.writer.write(entry(2)))
+    running.answer("error 1 disk I/O error")
+    assert first[0].check(StoreError) and "disk I/O error" in first[0].getErrorMessage()
+    assert second == []
+    running.answer("ok 1 3")
+    assert second == [3]
+
+
+def test_lazy_write_waits_for_the_next_urgent_one(running):
+    lazy = results(running.writer.write(entry(1), urgent=False))
+    assert running.sent() == []
+    urgent = results(running.writer.write(entry(2)))
+    assert running.sent() == [1, 2]  # in order, in one send
+    running.answer("ok 2 2")
+    assert lazy == [1] and urgent == [2]
+    assert running.clock.getDelayedCalls() == []
+
+
+def test_lazy_write_is_sent_after_lazy_delay(running):
+    results(running.writer.write(entry(1), urgent=False))
+    running.clock.advance(0.4)
+    assert running.sent() == []
+    running.clock.advance(0.1)
+    assert running.sent() == [1]
+
+
+def test_unserialisable_entry_fails_at_once(running):
+    bad = AuditEntry(kind="x", session_id="s", time=1.0, data={"v": object()})
+    [failure] = results(running.writer.write(bad))
+    assert failure.check(StoreError)
+    assert running.sent() == []
+
+
+def test_write_before_start_fails(parts):
+    assert results(parts.writer.write(entry(1)))[0].check(StoreError)
+
+
+def test_stop_sends_what_is_held_then_closes_and_waits_for_the_process(running):
+    lazy = results(running.writer.write(entry(1), urgent=False))
+    stopped = results(running.writer.stop())
+    assert running.sent() == [1] and running.process.stdin_closed
+    assert stopped == []
+    running.answer("ok 1 1")
+    running.end()
+    assert lazy == [1] and stopped == [None]
+    assert results(running.writer.write(entry(2)))[0].check(StoreError)
+    assert running.clock.getDelayedCalls() == []
+
+
+def test_stop_before_start_does_nothing(parts):
+    assert results(parts.writer.stop()) == [None]
+
+
+def test_a_dying_process_fails_everything_pending_and_later(running):
+    pending = results(running.writer.write(entry(1)))
+    running.end(net_error.ProcessTerminated(9, signal=9))
+    assert pending[0].check(StoreError)
+    assert results(running.writer.write(entry(2)))[0].check(StoreError)
+
+
+def test_a_garbled_answer_fails_closed(running):
+    pending = results(running.writer.write(entry(1)))
+    running.answer("hello")
+    assert pending[0].check(StoreError)
+    assert results(running.writer.write(entry(2)))[0].check(StoreError)
+
+
+def test_entry_lines_round_trip():
+    original = AuditEntry(kind="k", session_id="s", time=1.5, data={"t": "a\nb", "n": [1]})
+    line = encode_entry(original)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert decode_entry(line) == original
 
 
 def test_record_hash_with_prepared_json_equals_the_canonical_document():

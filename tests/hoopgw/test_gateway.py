@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from hoopgw import gateway as gateway_module
 from hoopgw.audit import AuditWriter
 from hoopgw.config import Config, parse_config
 from hoopgw.gateway import Gateway, server_tls_options
+from hoopgw.testing import InlineWriterProcess
 
 CONFIG = """
 [gateway]
@@ -45,16 +45,6 @@ allow_groups = ["dba"]
 [connections.credential]
 user = "app"
 """
-
-
-class InlineWorker:
-    """Runs audit-writer jobs at once, on the calling thread."""
-
-    def do(self, job: Callable[[], None]) -> None:
-        job()
-
-    def quit(self) -> None:
-        """Nothing to stop."""
 
 
 class Reactor(MemoryReactorClock):
@@ -87,7 +77,9 @@ class Lingering:
 @pytest.fixture(autouse=True)
 def inline_audit_writer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
-        gateway_module, "AuditWriter", functools.partial(AuditWriter, worker_factory=InlineWorker)
+        gateway_module,
+        "AuditWriter",
+        lambda url, reactor: AuditWriter(url, reactor, spawn=InlineWriterProcess().spawn),
     )
 
 

@@ -31,7 +31,7 @@ def test_sigterm_says_goodbye_to_every_client(recorded_gateway: Any, wire_client
     def sleep_long() -> None:
         try:
             busy.execute("SELECT pg_sleep(30)")
-        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+        except BaseException as exc:  # handed over to the test thread
             outcome["error"] = exc
 
     sleeper = threading.Thread(target=sleep_long)

@@ -21,7 +21,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from hoopgw.audit import AuditEntry, AuditRecord
+from hoopgw.audit import AuditEntry
 from hoopgw.plugin import Option, PluginContext, hookimpl
 from hoopgw.session import Column, Command, CommandOutcome, SessionInfo
 from hoopgw.verdicts import Allow, Block, Verdict
@@ -187,7 +187,7 @@ class RecordingPlugin:
 
     def _write(
         self, kind: str, session: SessionInfo, data: dict[str, Any], *, urgent: bool = True
-    ) -> defer.Deferred[AuditRecord]:
+    ) -> defer.Deferred[int]:
         if self._audit is None:
             return defer.fail(RuntimeError("no audit writer (configuration check only)"))
         entry = AuditEntry(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-import struct
 import time
 import uuid
 from collections import deque
@@ -19,10 +18,10 @@ from typing import Any
 
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
-from twisted.internet.interfaces import IPushProducer
 
 from hoopgw.errors import AuthenticationError
 from hoopgw.protocol import ConnectionRuntime
@@ -709,8 +708,12 @@ class ClientSession(protocol.Protocol):
         def decided(verdict: Any) -> None:
             if verdict is _CANCELLED:
                 self._refuse(
-                    command, None, extended=command.kind != "query", code="57014",
-                    message="canceling statement due to user request", status="cancelled",
+                    command,
+                    None,
+                    extended=command.kind != "query",
+                    code="57014",
+                    message="canceling statement due to user request",
+                    status="cancelled",
                 )
                 return
             if isinstance(verdict, Block):

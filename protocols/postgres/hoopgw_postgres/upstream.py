@@ -3,7 +3,8 @@ stored credential, then a plain message pipe for the client session."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol as TypingProtocol
+from typing import Any
+from typing import Protocol as TypingProtocol
 
 from twisted.internet import protocol, ssl
 from twisted.logger import Logger
@@ -214,6 +215,10 @@ class UpstreamConnection(protocol.Protocol):
 
     def close(self) -> None:
         """Say goodbye to the target and close."""
+        if self.transport is None:
+            # Never connected (the target is unreachable): nothing to close.
+            self._phase = "closed"
+            return
         if self._phase == "ready":
             self._phase = "closed"
             self.transport.write(m.Terminate().encode())

@@ -21,6 +21,7 @@ from hoopgw.session import (
     SessionInfo,
 )
 from hoopgw.store import SQLiteStore
+from hoopgw.testing import InlineWriterProcess
 from hoopgw.verdicts import Allow, Block, Hold
 
 CONNECTION = ConnectionInfo(name="pg", protocol="postgres", target="db:5432")
@@ -367,26 +368,6 @@ def test_samples_are_per_command_and_dropped_with_the_session(writer):
 # -- with the real writer and store ----------------------------------------------------------------
 
 
-class StepWorker:
-    def __init__(self):
-        self.jobs = []
-
-    def do(self, job):
-        self.jobs.append(job)
-
-    def quit(self):
-        pass
-
-    def run(self):
-        while self.jobs:
-            self.jobs.pop(0)()
-
-
-class ImmediateReactor(Clock):
-    def callFromThread(self, f, *args):
-        f(*args)
-
-
 def test_a_whole_session_in_sqlite(tmp_path):
     path = str(tmp_path / "audit.db")
 
@@ -395,20 +376,16 @@ def test_a_whole_session_in_sqlite(tmp_path):
         store.migrate()
         return store
 
-    worker, reactor = StepWorker(), ImmediateReactor()
-    audit = AuditWriter(open_migrated, reactor, worker_factory=lambda: worker)
+    reactor = Clock()
+    audit = AuditWriter("sqlite:///unused", reactor, spawn=InlineWriterProcess(open_migrated).spawn)
     audit.start()
     plugin = make_plugin(audit, sample_rows=1, clock=reactor)
     chain = chain_of(("recording", plugin), clock=reactor)
 
     started = fired(chain.decide("session_started", session=SESSION))
-    assert started == []
-    worker.run()
     assert started == [None]
 
     verdict = fired(chain.decide_command(SESSION, SELECT))
-    assert verdict == []
-    worker.run()
     assert verdict == [Allow()]
     chain.hook.server_rows(
         session=SESSION, command=SELECT, columns=COLUMNS[:1], rows=[[b"alice"], [b"bob"]]
@@ -422,7 +399,6 @@ def test_a_whole_session_in_sqlite(tmp_path):
     )
     chain.notify("session_closed", session=SESSION, reason="client closed")
     stopped = fired(audit.stop())
-    worker.run()
     assert stopped == [None]
 
     store = SQLiteStore(path)
@@ -456,7 +432,7 @@ def test_only_write_ahead_records_ask_for_their_own_commit(writer):
     plugin.command_decided(SESSION, SELECT, Allow())
     plugin.command_completed(SESSION, SELECT, CommandOutcome(status="ok"))
     plugin.session_closed(SESSION, "client closed")
-    assert list(zip(writer.kinds, writer.urgent)) == [
+    assert list(zip(writer.kinds, writer.urgent, strict=True)) == [
         ("session_started", True),
         ("command_received", True),
         ("command_decided", False),

@@ -142,7 +142,7 @@ class PluginChain:
             if not cancelled:  # a cancelled Deferred fails with CancelledError instead
                 decided.callback(verdict)
 
-        first = self.decide("client_command", session=session, command=command)
+        first: Any = self.decide("client_command", session=session, command=command)
         pending.append(first)
         first.addCallback(resolve).addCallback(report)
         return decided

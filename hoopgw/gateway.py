@@ -141,15 +141,16 @@ class Gateway:
 
 def run_gateway(config: Config) -> int:
     """Run the gateway in the foreground until SIGTERM or SIGINT; return the exit status."""
-    from twisted.internet import reactor
+    from twisted.internet import reactor as global_reactor
 
+    reactor: Any = global_reactor
     gateway = Gateway(config, reactor)
     status = {"code": 0}
 
     def failed(failure: Any) -> None:
         log.failure("gateway failed to start", failure)
         status["code"] = 1
-        reactor.stop()  # type: ignore[attr-defined]
+        reactor.stop()
 
     def start() -> None:
         d = gateway.start()
@@ -158,7 +159,7 @@ def run_gateway(config: Config) -> int:
         )
         d.addErrback(failed)
 
-    reactor.callWhenRunning(start)  # type: ignore[attr-defined]
-    reactor.addSystemEventTrigger("before", "shutdown", gateway.stop)  # type: ignore[attr-defined]
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", gateway.stop)
+    reactor.run()
     return status["code"]

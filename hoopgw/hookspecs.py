@@ -65,7 +65,7 @@ hookspec = pluggy.HookspecMarker(PROJECT)
 
 
 @hookspec
-def client_connected(connection: ConnectionInfo, client_address: str) -> Decision:  # type: ignore[empty-body]
+def client_connected(connection: ConnectionInfo, client_address: str) -> Decision:
     """A client opened a network connection, before it authenticated.
 
     Called exactly once per accepted client connection.
@@ -79,7 +79,7 @@ def client_connected(connection: ConnectionInfo, client_address: str) -> Decisio
 
 
 @hookspec
-def session_started(session: SessionInfo) -> Decision:  # type: ignore[empty-body]
+def session_started(session: SessionInfo) -> Decision:
     """A client authenticated and may start a session; no upstream connection exists yet.
 
     Called exactly once per authenticated client, after ``allow_groups`` was checked. The
@@ -92,7 +92,7 @@ def session_started(session: SessionInfo) -> Decision:  # type: ignore[empty-bod
 
 
 @hookspec
-def client_command(session: SessionInfo, command: Command) -> Decision:  # type: ignore[empty-body]
+def client_command(session: SessionInfo, command: Command) -> Decision:
     """The client sent a command; nothing of it has reached the target yet.
 
     Called exactly once per command, in session order. While the combined decision is pending

@@ -141,4 +141,4 @@ def load_plugin_class(name: str) -> PluginClass:
         raise PluginError(f"plugin {name!r} failed to import: {exc}") from exc
     if not isinstance(getattr(cls, "options", ()), tuple):
         raise PluginError(f"plugin {name!r}: 'options' must be a tuple of Option")
-    return cls  # type: ignore[no-any-return]
+    return cls

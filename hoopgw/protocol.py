@@ -16,8 +16,6 @@ import attrs
 from hoopgw.errors import PluginError
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IProtocolFactory
-
     from hoopgw.chain import PluginChain
     from hoopgw.config import ConnectionConfig, GatewayConfig
     from hoopgw.identity import KeyService
@@ -97,7 +95,7 @@ class ProtocolSpec:
 
     name: str
     """Protocol name used in ``[[connections]] protocol``."""
-    build_factory: Callable[[ConnectionRuntime], IProtocolFactory]
+    build_factory: Callable[[ConnectionRuntime], Any]
     """Makes the server factory for one connection's listener."""
 
 

@@ -298,8 +298,8 @@ class ScriptedClient:
             )
         )
         if isinstance(first, Block | Hold):
-            return first  # type: ignore[no-any-return]
-        return self._result(self.chain.decide("session_started", session=self.session))  # type: ignore[no-any-return]
+            return first
+        return self._result(self.chain.decide("session_started", session=self.session))
 
     def send(self, text: str, *, kind: str = "query") -> tuple[Command, defer.Deferred[Verdict]]:
         """Send a command; return it and the pending decision (for held commands)."""

@@ -102,7 +102,8 @@ class _QuietFactory(protocol.Factory):
 
 
 def _connect(endpoint: Any, proto: protocol.Protocol) -> defer.Deferred[Any]:
-    return endpoint.connect(_QuietFactory(proto))  # type: ignore[no-any-return]
+    connecting: defer.Deferred[Any] = endpoint.connect(_QuietFactory(proto))
+    return connecting
 
 
 def _is_loopback(host: str) -> bool:
@@ -144,6 +145,8 @@ class _ReadGate:
 
 class ClientSession(protocol.Protocol):
     """Serves one PostgreSQL client on one configured connection."""
+
+    transport: Any  # a TCP or TLS transport once connected
 
     def __init__(self, runtime: ConnectionRuntime) -> None:
         self.runtime = runtime
@@ -423,7 +426,9 @@ class ClientSession(protocol.Protocol):
                     verifier, self._scram_identity = found
                 self._scram = ScramServer(verifier)
                 self.transport.write(
-                    m.AuthenticationSASLContinue(data=self._scram.first(initial.data)).encode()
+                    m.AuthenticationSASLContinue(
+                        data=self._scram.first(initial.data or b"")
+                    ).encode()
                 )
                 self._phase = "scram-final"
             else:
@@ -621,6 +626,8 @@ class ClientSession(protocol.Protocol):
         request = m.CancelRequest(pid=self._upstream_key[0], key=self._upstream_key[1]).encode()
 
         class _Cancel(protocol.Protocol):
+            transport: Any
+
             def connectionMade(self) -> None:
                 self.transport.write(request)
                 self.transport.loseConnection()

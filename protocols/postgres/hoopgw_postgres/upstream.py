@@ -51,6 +51,8 @@ def client_tls_options(sslmode: str, host: str, ca_file: str | None) -> Any:
 class UpstreamConnection(protocol.Protocol):
     """Logs in to the target, then pipes messages to and from the client session."""
 
+    transport: Any  # a TCP or TLS transport once connected
+
     def __init__(
         self,
         listener: UpstreamListener,

@@ -194,7 +194,12 @@ def command_decided(session: SessionInfo, command: Command, verdict: Verdict) ->
 
     Called exactly once per command that reached :func:`client_command`, after any approval,
     before the command is forwarded (if allowed). ``verdict`` is never ``None``: a command on
-    which every plugin abstained is reported as ``Allow``.
+    which every plugin abstained is reported as ``Allow``; one withdrawn by the client (a cancel
+    or a disconnect while it waited) as ``Block``.
+
+    :param session: the session that sent the command.
+    :param command: the command.
+    :param verdict: the final ``Allow`` or ``Block``.
     """
 
 
@@ -203,6 +208,10 @@ def command_completed(session: SessionInfo, command: Command, outcome: CommandOu
     """A command finished, was refused, or was cut short by the end of its session.
 
     Called exactly once per command that reached :func:`command_decided`.
+
+    :param session: the session that sent the command.
+    :param command: the command.
+    :param outcome: how it ended (status, rows, bytes, duration, error code and message).
     """
 
 
@@ -213,7 +222,8 @@ def session_closed(session: SessionInfo, reason: str) -> None:
     Called exactly once per session for which :func:`session_started` was called, whatever the
     way it ended (client goodbye, error, gateway shutdown, revoked access).
 
-    :param reason: a short phrase: ``client closed``, ``upstream closed``, ``gateway stopping``, ...
+    :param session: the session that ended.
+    :param reason: a short phrase: ``client closed``, ``gateway stopping``, an error message, ...
     """
 
 

@@ -6,6 +6,8 @@ import io
 import subprocess
 import sys
 
+import pytest
+
 from hoopgw import audit_process
 from hoopgw.audit import AuditEntry, encode_entry, verify_chain
 from hoopgw.errors import StoreError
@@ -108,6 +110,7 @@ def test_main_needs_exactly_the_store_url(capsys):
     assert "usage" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_the_real_process_writes_durably_and_ends_at_end_of_input(tmp_path):
     url = f"sqlite:///{tmp_path / 'real.db'}"
     lines = b"".join(encode_entry(entry(n)) for n in (1, 2))

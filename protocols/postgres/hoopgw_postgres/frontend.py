@@ -165,9 +165,7 @@ class ClientSession(protocol.Protocol):
         self.upstream: UpstreamConnection | None = None
         self._upstream_key: tuple[int, bytes] = (0, b"")
         self._upstream_parameters: list[bytes] = []
-        self._cancel_key: tuple[int, bytes] = (0, b"")
         self._tracker = ResponseTracker()
-        self._txn_status = "I"
         self._seq = 0
         self._pending: defer.Deferred[Any] | None = None
         self._discard_until_sync = False
@@ -569,7 +567,6 @@ class ClientSession(protocol.Protocol):
             key = (secrets.randbits(31), secrets.token_bytes(4))
             if self.runtime.sessions.add_cancel_key(key, self):
                 break
-        self._cancel_key = key
         out.append(m.BackendKeyData(pid=key[0], key=key[1]).encode())
         out.append(m.ReadyForQuery(status="I").encode())
         self.transport.writeSequence(out)
@@ -826,12 +823,12 @@ class ClientSession(protocol.Protocol):
                     data = self._note_error(frame, request, data)
             elif kind == b"D":
                 if request is not None and request.progress is not None:
-                    request.progress.rows += 1
+                    request.progress.result_rows += 1
             elif kind == b"C":
                 if request is not None and request.progress is not None:
-                    request.progress.rows += _tag_rows(m.CommandComplete.decode(frame.body).tag)
-            elif kind == b"Z":
-                self._txn_status = chr(frame.body[0])
+                    request.progress.result_complete(
+                        _tag_rows(m.CommandComplete.decode(frame.body).tag)
+                    )
             elif kind == b"T":
                 self._columns = _columns(m.RowDescription.decode(frame.body))
                 if (
@@ -917,7 +914,7 @@ class ClientSession(protocol.Protocol):
             )
         encoded = [m.encode_data_row(row) for row in rows]
         if request is not None and request.progress is not None:
-            request.progress.rows += len(rows)
+            request.progress.result_rows += len(rows)
             request.progress.bytes += sum(len(e) for e in encoded)
         return encoded
 
@@ -932,7 +929,7 @@ class ClientSession(protocol.Protocol):
         code = error_code or progress.error_code
         outcome = CommandOutcome(
             status=status or ("error" if code else "ok"),
-            rows=progress.rows,
+            rows=progress.rows + progress.result_rows,
             bytes=progress.bytes,
             duration=max(0.0, self._now() - progress.forwarded_at),
             error_code=code,
@@ -989,7 +986,7 @@ class ClientSession(protocol.Protocol):
                 command=progress.command,
                 outcome=CommandOutcome(
                     status="aborted",
-                    rows=progress.rows,
+                    rows=progress.rows + progress.result_rows,
                     bytes=progress.bytes,
                     duration=max(0.0, self._now() - progress.forwarded_at),
                 ),
@@ -1001,7 +998,7 @@ class ClientSession(protocol.Protocol):
 def _tag_rows(tag: str) -> int:
     """Rows a CommandComplete tag reports (``INSERT 0 5``, ``UPDATE 3``, ``SELECT 2``, ...)."""
     last = tag.rpartition(" ")[2]
-    return int(last) if last.isdigit() and tag.split(" ", 1)[0] != "SELECT" else 0
+    return int(last) if last.isdigit() else 0
 
 
 _FIELD_NAMES = {

@@ -42,9 +42,18 @@ class CommandProgress:
     barrier: int
     """Number of the ReadyForQuery that ends it."""
     rows: int = 0
+    """Rows returned or affected by the result sets completed so far."""
+    result_rows: int = 0
+    """Rows of the result set in progress."""
     bytes: int = 0
     error_code: str = ""
     error_message: str = ""
+
+    def result_complete(self, tag_rows: int) -> None:
+        """A result set ended (CommandComplete); its tag's count covers statements that
+        return no rows (``INSERT 0 5``) and rows sent (``SELECT 2``, ``FETCH 2``) alike."""
+        self.rows += max(tag_rows, self.result_rows)
+        self.result_rows = 0
 
 
 @attrs.define(kw_only=True)

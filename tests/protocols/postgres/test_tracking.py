@@ -180,3 +180,15 @@ def test_flush_and_close_replies() -> None:
     tracker.expect(Request(kind="describe"))
     assert kinds(tracker, b"3n") == ["close", "describe"]
     assert tracker.idle
+
+
+def test_rows_of_a_result_come_from_its_tag_or_its_data_rows():
+    from hoopgw_postgres.tracking import CommandProgress
+
+    progress = CommandProgress(command=None, forwarded_at=0.0, barrier=1)
+    progress.result_rows = 2
+    progress.result_complete(2)  # SELECT 2: the same rows, counted once
+    progress.result_complete(5)  # INSERT 0 5: no data rows
+    progress.result_rows = 3
+    progress.result_complete(0)  # a tag without a count
+    assert progress.rows == 10 and progress.result_rows == 0

@@ -32,6 +32,8 @@ def server_tls_options(cert_file: str, key_file: str) -> ssl.CertificateOptions:
         privateKey=certificate.privateKey.original,
         certificate=certificate.original,
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+        # libpq 17+ offers ALPN "postgresql" and gives up if the server picks nothing.
+        acceptableProtocols=[b"postgresql"],
     )
 
 

@@ -97,6 +97,9 @@ class ProtocolSpec:
     """Protocol name used in ``[[connections]] protocol``."""
     build_factory: Callable[[ConnectionRuntime], Any]
     """Makes the server factory for one connection's listener."""
+    dialect: Any = None
+    """The protocol's statement analyser (see :mod:`hoopgw.sql`), for plugins that judge
+    statements by what they do; None for protocols without statements (SSH)."""
 
 
 def load_protocol(name: str) -> ProtocolSpec:

@@ -12,17 +12,6 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-# libpq 17 and later offer ALPN "postgresql" in every TLS handshake. The gateway's client-side
-# CertificateOptions (hoopgw/gateway.py server_tls_options) set no acceptableProtocols, and with
-# Twisted 26.10 / pyOpenSSL 26.4 such a handshake fails with "tlsv1 alert internal error"
-# (reproduced with `openssl s_client -alpn postgresql`); acceptableProtocols=[b"postgresql"]
-# fixes it.
-ALPN_REFUSED = pytest.mark.xfail(
-    strict=True,
-    reason="gateway.py server_tls_options sets no acceptableProtocols: ALPN 'postgresql' (libpq"
-    " >= 17) fails the handshake with an internal-error alert",
-)
-
 SSL_REQUEST = (8).to_bytes(4, "big") + (80877103).to_bytes(4, "big")
 
 
@@ -84,7 +73,6 @@ def test_client_tls_required_accepts_psql_over_tls(
     assert "SSL connection (protocol: TLSv1." in out.stdout
 
 
-@ALPN_REFUSED
 def test_client_tls_required_accepts_psycopg_over_tls(
     tls_gateway: Any, pg_database: str, tls_files: Any
 ) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from twisted.internet import defer, ssl, task
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
@@ -23,14 +25,16 @@ log = Logger(namespace="hoopgw.gateway")
 
 def server_tls_options(cert_file: str, key_file: str) -> ssl.CertificateOptions:
     """TLS options for the client side from PEM files (TLS 1.2 or newer)."""
+    # cryptography objects, which pyOpenSSL now prefers (Twisted's hints still name its own).
+    certificate: Any
+    private_key: Any
     with open(cert_file, "rb") as f:
-        cert_pem = f.read()
+        certificate = x509.load_pem_x509_certificate(f.read())
     with open(key_file, "rb") as f:
-        key_pem = f.read()
-    certificate = ssl.PrivateCertificate.loadPEM(cert_pem + b"\n" + key_pem)
+        private_key = load_pem_private_key(f.read(), password=None)
     return ssl.CertificateOptions(
-        privateKey=certificate.privateKey.original,
-        certificate=certificate.original,
+        privateKey=private_key,
+        certificate=certificate,
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
         # libpq 17+ offers ALPN "postgresql" and gives up if the server picks nothing.
         acceptableProtocols=[b"postgresql"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 from twisted.internet import protocol
 
 from hoopgw.protocol import ConnectionRuntime, ProtocolSpec
+from hoopgw_postgres.analysis import PostgresDialect
 from hoopgw_postgres.frontend import ClientSession
 
 
@@ -22,4 +23,6 @@ class ClientSessionFactory(protocol.Factory):
         return session
 
 
-PROTOCOL = ProtocolSpec(name="postgres", build_factory=ClientSessionFactory)
+PROTOCOL = ProtocolSpec(
+    name="postgres", build_factory=ClientSessionFactory, dialect=PostgresDialect()
+)

@@ -36,7 +36,10 @@ import psycopg
 import tomli_w
 from psycopg import sql
 
-TARGETS = ("direct", "pgbouncer", "hoopgw")
+TARGETS = ("direct", "pgbouncer", "hoopgw", "hoopgw-bare")
+"""``hoopgw`` runs with ``recording`` (the issue's goal); ``hoopgw-bare`` with no plugin, to
+separate the proxy's own cost from the write-ahead audit's."""
+PLUGINS = {"hoopgw": ("recording",), "hoopgw-bare": ()}
 RESULTS_PATH = Path(__file__).parent / "results" / "latest.json"
 BENCH_IDENTITY = "bench-agent"
 BENCH_GROUP = "bench"
@@ -205,6 +208,7 @@ def summarize(
                 "median_tps": medians,
                 "hoopgw/direct": _ratio(medians, "hoopgw", "direct"),
                 "hoopgw/pgbouncer": _ratio(medians, "hoopgw", "pgbouncer"),
+                "hoopgw-bare/pgbouncer": _ratio(medians, "hoopgw-bare", "pgbouncer"),
             }
         )
     return summary
@@ -218,7 +222,8 @@ def _ratio(medians: Mapping[str, float], numerator: str, denominator: str) -> fl
 
 def render_table(summary: Sequence[Mapping[str, Any]], targets: Sequence[str]) -> str:
     """Return the summary as a fixed-width text table (median TPS, then ratios)."""
-    headers = ["workload", *targets, "hoopgw/direct", "hoopgw/pgbouncer"]
+    ratios = ("hoopgw/direct", "hoopgw/pgbouncer", "hoopgw-bare/pgbouncer")
+    headers = ["workload", *targets, *ratios]
     rows = [
         [
             entry["workload"],
@@ -226,10 +231,7 @@ def render_table(summary: Sequence[Mapping[str, Any]], targets: Sequence[str]) -
                 f"{entry['median_tps'][t]:.1f}" if t in entry["median_tps"] else "-"
                 for t in targets
             ),
-            *(
-                "-" if entry[ratio] is None else f"{entry[ratio]:.3f}"
-                for ratio in ("hoopgw/direct", "hoopgw/pgbouncer")
-            ),
+            *("-" if entry.get(ratio) is None else f"{entry[ratio]:.3f}" for ratio in ratios),
         ]
         for entry in summary
     ]
@@ -264,8 +266,10 @@ pidfile = {workdir / "pgbouncer.pid"}
 """
 
 
-def hoopgw_config(*, store_path: Path, listen_port: int, target: str) -> dict[str, Any]:
-    """Return the hoopgw config document: one postgres connection with recording on."""
+def hoopgw_config(
+    *, store_path: Path, listen_port: int, target: str, plugins: Sequence[str] = ("recording",)
+) -> dict[str, Any]:
+    """Return the hoopgw config document: one postgres connection with ``plugins`` on."""
     return {
         "gateway": {"store": f"sqlite:///{store_path}"},
         "connections": [
@@ -275,7 +279,7 @@ def hoopgw_config(*, store_path: Path, listen_port: int, target: str) -> dict[st
                 "listen": f"tcp:{listen_port}:interface=127.0.0.1",
                 "target": target,
                 "allow_groups": [BENCH_GROUP],
-                "plugins": ["recording"],
+                "plugins": list(plugins),
                 "credential": {"user": "postgres"},
             }
         ],
@@ -430,8 +434,9 @@ def pgbouncer_endpoint(settings: Settings) -> Iterator[Endpoint]:
 
 
 @contextlib.contextmanager
-def hoopgw_endpoint(settings: Settings) -> Iterator[Endpoint]:
-    """Run ``hoopgw run`` with recording on a fresh store and key; yield its endpoint."""
+def hoopgw_endpoint(settings: Settings, target: str = "hoopgw") -> Iterator[Endpoint]:
+    """Run ``hoopgw run`` (plugins per :data:`PLUGINS`) on a fresh store and key; yield its
+    endpoint."""
     hoopgw = [sys.executable, "-m", "hoopgw"]
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="hoopgw-bench-gateway-") as tmp:
@@ -441,6 +446,7 @@ def hoopgw_endpoint(settings: Settings) -> Iterator[Endpoint]:
             store_path=workdir / "hoopgw.db",
             listen_port=port,
             target=f"{settings.pghost}:{settings.pgport}",
+            plugins=PLUGINS[target],
         )
         config.write_text(tomli_w.dumps(document))
         key = _run(
@@ -457,7 +463,7 @@ def hoopgw_endpoint(settings: Settings) -> Iterator[Endpoint]:
             ],
             timeout=60,
         ).strip()
-        print(f"==> starting hoopgw on 127.0.0.1:{port}", flush=True)
+        print(f"==> starting {target} on 127.0.0.1:{port}", flush=True)
         with running_server(
             [*hoopgw, "run", "-c", str(config)],
             name="hoopgw",
@@ -465,7 +471,7 @@ def hoopgw_endpoint(settings: Settings) -> Iterator[Endpoint]:
             log_path=workdir / "stderr.log",
         ):
             yield Endpoint(
-                target="hoopgw", host="127.0.0.1", port=port, user=BENCH_IDENTITY, password=key
+                target=target, host="127.0.0.1", port=port, user=BENCH_IDENTITY, password=key
             )
 
 
@@ -518,8 +524,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         if "pgbouncer" in settings.targets:
             endpoints["pgbouncer"] = stack.enter_context(pgbouncer_endpoint(settings))
-        if "hoopgw" in settings.targets:
-            endpoints["hoopgw"] = stack.enter_context(hoopgw_endpoint(settings))
+        for target in ("hoopgw", "hoopgw-bare"):
+            if target in settings.targets:
+                endpoints[target] = stack.enter_context(hoopgw_endpoint(settings, target))
         plan = run_plan(settings.rounds, WORKLOADS, settings.targets)
         for index, (round_number, workload, target) in enumerate(plan, start=1):
             tps = run_pgbench(endpoints[target], workload, settings)

@@ -58,7 +58,7 @@ def test_parse_tps_ignores_the_old_including_connections_line() -> None:
 
 def test_defaults_are_a_full_run_against_every_target() -> None:
     settings = bench.parse_args([], environ={})
-    assert settings.targets == ("direct", "pgbouncer", "hoopgw")
+    assert settings.targets == ("direct", "pgbouncer", "hoopgw", "hoopgw-bare")
     assert (settings.duration, settings.rounds, settings.scale) == (30, 3, 10)
     assert (settings.pghost, settings.pgport) == ("127.0.0.1", 5432)
     assert settings.output == bench.RESULTS_PATH
@@ -137,8 +137,15 @@ def test_render_table_aligns_medians_and_ratios() -> None:
     results = [_result(1, "direct", 1000.0), _result(1, "hoopgw", 500.0)]
     summary = bench.summarize(results, ["direct", "hoopgw"], bench.WORKLOADS[:1])
     lines = bench.render_table(summary, ["direct", "hoopgw"]).splitlines()
-    assert lines[0].split() == ["workload", "direct", "hoopgw", "hoopgw/direct", "hoopgw/pgbouncer"]
-    assert lines[1].split() == ["select-c1", "1000.0", "500.0", "0.500", "-"]
+    assert lines[0].split() == [
+        "workload",
+        "direct",
+        "hoopgw",
+        "hoopgw/direct",
+        "hoopgw/pgbouncer",
+        "hoopgw-bare/pgbouncer",
+    ]
+    assert lines[1].split() == ["select-c1", "1000.0", "500.0", "0.500", "-", "-"]
     assert len({len(line) for line in lines}) == 1
 
 
@@ -170,3 +177,13 @@ def test_hoopgw_config_enables_recording_for_the_bench_group(tmp_path: Path) -> 
     assert connection["allow_groups"] == [bench.BENCH_GROUP]
     assert connection["credential"] == {"user": "postgres"}
     assert tomllib.loads(bench.tomli_w.dumps(document)) == document
+
+
+def test_bare_gateway_runs_without_plugins(tmp_path: Path) -> None:
+    document = bench.hoopgw_config(
+        store_path=tmp_path / "hoopgw.db",
+        listen_port=16432,
+        target="127.0.0.1:5432",
+        plugins=bench.PLUGINS["hoopgw-bare"],
+    )
+    assert document["connections"][0]["plugins"] == []

@@ -331,7 +331,7 @@ def _constant_true(expr: Any) -> bool:
         return any(results) if expr.boolop == _OR else all(results)
     if kind == "A_Expr" and expr.HasField("lexpr") and expr.HasField("rexpr"):
         left, right = _unwrap(expr.lexpr), _unwrap(expr.rexpr)
-        if _name(left) == "ColumnRef" and left == right:
+        if _name(left) == "ColumnRef" and _name(right) == "ColumnRef" and left.fields == right.fields:
             return True
     return not any(_name(node) == "ColumnRef" for node in _descendants(expr))
 
@@ -387,10 +387,11 @@ class _Walk:
             self.columns.add(str(node.name))
         elif kind == "AlterTableCmd":
             subtype = _ALTER_TABLE_TYPE.Name(node.subtype)
+            cause = f"ALTER TABLE ... {_command_name(subtype[3:])}"
             if subtype.startswith("AT_Drop"):
-                self.add("drop", f"ALTER TABLE ... {subtype[3:].upper()}")
+                self.add("drop", cause)
             if subtype in _PRIVILEGE_TABLE_COMMANDS:
-                self.add("privilege", f"ALTER TABLE ... {subtype[3:].upper()}")
+                self.add("privilege", cause)
 
     def _statement(self, node: Any, kind: str, runs: bool) -> None:
         command = _command_name(kind)

@@ -1,0 +1,177 @@
+"""The ``guardrails`` plugin: disallowed SQL never reaches the target.
+
+Every statement of a command is judged by what the server would execute, as the connection's
+protocol dialect (:mod:`hoopgw.sql`) describes it: its statement classes, nested statements,
+tables, functions and columns. A command is refused as a whole when any of its statements is
+denied. Enable it on a connection::
+
+    [[connections]]
+    name = "pg"
+    plugins = ["recording", "guardrails"]
+
+    [connections.guardrails]
+    preset = "agent-safe-write"
+    deny = ["write"]
+
+    [[connections.guardrails.rules]]
+    tables = ["hr.*"]
+    message = "the HR schema is off limits"
+
+What fails closed: a text that does not parse, a statement kind the dialect does not know, and
+an ``EXECUTE`` of a prepared statement this session has not been seen to prepare. See
+``docs/guardrails.md``.
+"""
+
+from __future__ import annotations
+
+from hoopgw.errors import ConfigError, PluginError
+from hoopgw.plugin import Option, PluginContext, hookimpl
+from hoopgw.protocol import load_protocol
+from hoopgw.session import Command, SessionInfo
+from hoopgw.sql import Dialect, StatementFacts
+from hoopgw.verdicts import Allow, Block, Hold, Verdict
+from hoopgw_guardrails.policy import Policy, check_classes, check_preset, check_rules
+
+__all__ = ["GuardrailsPlugin"]
+
+PLUGIN = "guardrails"
+
+
+def _unknown_prepared(name: str) -> Block:
+    return Block(
+        reason=(
+            f"unknown-prepared: EXECUTE of {name!r}, a prepared statement guardrails has not"
+            " judged in this session (guardrails deny unknown-prepared)"
+        ),
+        rule="unknown-prepared",
+    )
+
+
+def _strongest(verdicts: list[Block | Hold]) -> Block | Hold | None:
+    for verdict in verdicts:
+        if isinstance(verdict, Block):
+            return verdict
+    return verdicts[0] if verdicts else None
+
+
+class GuardrailsPlugin:
+    """Refuses (or holds for review) statements that the connection's policy denies."""
+
+    options = (
+        Option(
+            name="deny",
+            type=list,
+            default=[],
+            help="statement classes to refuse (ddl, drop, truncate, write, unbounded-write, "
+            "privilege, file-access, opaque-code, admin, unparseable)",
+            check=check_classes,
+        ),
+        Option(
+            name="preset",
+            type=str,
+            default="",
+            help="a named set of denied classes: agent-readonly or agent-safe-write",
+            check=check_preset,
+        ),
+        Option(
+            name="rules",
+            type=list,
+            default=[],
+            help="custom rules matching kind, tables, functions, columns or regex, "
+            "with action deny or review and a message",
+            check=check_rules,
+        ),
+    )
+    """What the plugin reads from its ``[connections.guardrails]`` table."""
+
+    def __init__(self, context: PluginContext) -> None:
+        """Build the policy for one connection and find its protocol's dialect.
+
+        :raises ConfigError: when the connection's protocol has no statement dialect.
+        """
+        self._policy = Policy.from_options(context.options)
+        connection = context.connection
+        try:
+            dialect = load_protocol(connection.protocol).dialect
+        except PluginError as exc:
+            raise ConfigError(str(exc), key="protocol", connection=connection.name) from None
+        if dialect is None:
+            raise ConfigError(
+                f"plugin {PLUGIN!r} needs a protocol that parses statements;"
+                f" {connection.protocol!r} has no dialect",
+                key="plugins",
+                connection=connection.name,
+            )
+        self._dialect: Dialect = dialect
+        # Prepared statements each session defined, by name: what an EXECUTE of it runs.
+        self._prepared: dict[str, dict[str, StatementFacts]] = {}
+        # Definitions (name -> facts, None to forget; "*" forgets all) of commands being decided.
+        self._pending: dict[tuple[str, int], list[tuple[str, StatementFacts | None]]] = {}
+
+    @hookimpl
+    def client_command(self, session: SessionInfo, command: Command) -> Block | Hold | None:
+        """Judge every statement of the command; abstain when none is denied."""
+        prepared = dict(self._prepared.get(session.id, {}))
+        if command.kind == "execute" and not command.text.strip():
+            # A Bind of a statement prepared with SQL PREPARE: the frontend has no text for it.
+            facts = prepared.get(command.statement_name)
+            if facts is None:
+                return _unknown_prepared(command.statement_name)
+            return self._policy.judge(facts)
+        analysis = self._dialect.analyze(command.text)
+        if not analysis.parseable:
+            return Block(
+                reason=(
+                    f"unparseable: the command could not be parsed ({analysis.error})"
+                    " (guardrails deny unparseable)"
+                ),
+                rule="unparseable",
+            )
+        verdicts: list[Block | Hold] = []
+        definitions: list[tuple[str, StatementFacts | None]] = []
+        for facts in analysis.statements:
+            judged = [facts]
+            for name in facts.executes:
+                target = prepared.get(name)
+                if target is None:
+                    return _unknown_prepared(name)
+                judged.append(target)
+            verdicts.extend(v for v in map(self._policy.judge, judged) if v is not None)
+            # Later statements of the same message may run what earlier ones prepared.
+            for name in facts.deallocates:
+                if name == "*":
+                    prepared.clear()
+                else:
+                    prepared.pop(name, None)
+                definitions.append((name, None))
+            if facts.prepares:
+                prepared[facts.prepares] = facts
+                definitions.append((facts.prepares, facts))
+        if command.kind == "parse" and command.statement_name and analysis.statements:
+            # Protocol-level and SQL-level prepared statements share one namespace.
+            definitions.append((command.statement_name, analysis.statements[0]))
+        if definitions:
+            self._pending[(session.id, command.seq)] = definitions
+        return _strongest(verdicts)
+
+    @hookimpl
+    def command_decided(self, session: SessionInfo, command: Command, verdict: Verdict) -> None:
+        """Remember what an allowed command prepared or forgot; a refused one did nothing."""
+        definitions = self._pending.pop((session.id, command.seq), [])
+        if not isinstance(verdict, Allow):
+            return
+        prepared = self._prepared.setdefault(session.id, {})
+        for name, facts in definitions:
+            if facts is not None:
+                prepared[name] = facts
+            elif name == "*":
+                prepared.clear()
+            else:
+                prepared.pop(name, None)
+
+    @hookimpl
+    def session_closed(self, session: SessionInfo) -> None:
+        """Forget the session's prepared statements."""
+        self._prepared.pop(session.id, None)
+        for key in [k for k in self._pending if k[0] == session.id]:
+            del self._pending[key]

@@ -1,0 +1,93 @@
+"""The corpus (corpus.toml) under ``preset = "agent-readonly"``, and the property that comments
+and whitespace never turn a refused statement into an allowed one."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from hoopgw.plugin import load_plugin_class
+from hoopgw.testing import ScriptedClient
+from hoopgw.verdicts import Allow, Block
+from hoopgw_postgres.analysis import PostgresDialect
+
+CORPUS = tomllib.loads((Path(__file__).parent / "corpus.toml").read_text())["case"]
+DIALECT = PostgresDialect()
+DENY = [c for c in CORPUS if c["expect"] == "deny"]
+ALLOW = [c for c in CORPUS if c["expect"] == "allow"]
+
+
+def _client() -> ScriptedClient:
+    client = ScriptedClient.for_plugin(
+        load_plugin_class("guardrails"), {"preset": "agent-readonly"}, name="guardrails"
+    )
+    assert client.connect() is None
+    return client
+
+
+def test_the_corpus_is_large_enough_and_covers_every_class() -> None:
+    assert len(CORPUS) >= 200
+    classes = {c["class"] for c in DENY}
+    assert classes >= {
+        "ddl",
+        "drop",
+        "truncate",
+        "write",
+        "unbounded-write",
+        "privilege",
+        "file-access",
+        "opaque-code",
+        "admin",
+        "unparseable",
+        "unknown-prepared",
+    }
+
+
+@pytest.mark.parametrize("case", DENY, ids=[c["sql"][:60] for c in DENY])
+def test_must_deny(case: dict[str, Any]) -> None:
+    verdict = _client().run(case["sql"], kind=case.get("kind", "query")).verdict
+    assert isinstance(verdict, Block), verdict
+    # Refused, and for the reason the case names (a statement may fall in several classes).
+    classes = {c for s in DIALECT.analyze(case["sql"]).statements for c in s.classes}
+    assert case["class"] in classes | {verdict.rule}, (classes, verdict)
+
+
+@pytest.mark.parametrize("case", ALLOW, ids=[c["sql"][:60] for c in ALLOW])
+def test_must_allow(case: dict[str, Any]) -> None:
+    assert _client().run(case["sql"], kind=case.get("kind", "query")).verdict == Allow()
+
+
+_NOISE = st.sampled_from([" ", "\t", "\n", "\r\n", "/**/", "/* x */", "/* a /* b */ c */", "--c\n"])
+
+
+def _insert_noise(sql: str, positions: list[int], noise: list[str]) -> str:
+    """Insert noise at token boundaries: where whitespace already is, so no token is split."""
+    gaps = [i for i, ch in enumerate(sql) if ch == " "]
+    if not gaps:
+        return sql + noise[0]
+    out = list(sql)
+    for position, text in sorted(zip(positions, noise, strict=False), reverse=True):
+        out.insert(gaps[position % len(gaps)], text)
+    return "".join(out)
+
+
+PARSEABLE_DENY = [c for c in DENY if c["class"] != "unparseable" and "$$" not in c["sql"]]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    case=st.sampled_from(PARSEABLE_DENY),
+    positions=st.lists(st.integers(min_value=0, max_value=1000), min_size=1, max_size=6),
+    noise=st.lists(_NOISE, min_size=6, max_size=6),
+)
+def test_comments_and_whitespace_never_turn_a_denial_into_an_allow(
+    case: dict[str, Any], positions: list[int], noise: list[str]
+) -> None:
+    sql = _insert_noise(case["sql"], positions, noise)
+    verdict = _client().run(sql, kind=case.get("kind", "query")).verdict
+    assert isinstance(verdict, Block), (sql, verdict)

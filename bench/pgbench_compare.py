@@ -36,10 +36,16 @@ import psycopg
 import tomli_w
 from psycopg import sql
 
-TARGETS = ("direct", "pgbouncer", "hoopgw", "hoopgw-bare")
-"""``hoopgw`` runs with ``recording`` (the issue's goal); ``hoopgw-bare`` with no plugin, to
-separate the proxy's own cost from the write-ahead audit's."""
-PLUGINS = {"hoopgw": ("recording",), "hoopgw-bare": ()}
+TARGETS = ("direct", "pgbouncer", "hoopgw", "hoopgw-bare", "hoopgw-guardrails")
+"""``hoopgw`` runs with ``recording``; ``hoopgw-bare`` with no plugin, to separate the proxy's
+own cost from the write-ahead audit's; ``hoopgw-guardrails`` with ``recording`` and
+``guardrails`` (preset ``agent-readonly``), to show what judging each statement adds."""
+PLUGINS: dict[str, dict[str, dict[str, Any]]] = {
+    "hoopgw": {"recording": {}},
+    "hoopgw-bare": {},
+    "hoopgw-guardrails": {"recording": {}, "guardrails": {"preset": "agent-readonly"}},
+}
+"""Plugins of each gateway target, in order, with their options."""
 RESULTS_PATH = Path(__file__).parent / "results" / "latest.json"
 BENCH_IDENTITY = "bench-agent"
 BENCH_GROUP = "bench"
@@ -209,9 +215,17 @@ def summarize(
                 "hoopgw/direct": _ratio(medians, "hoopgw", "direct"),
                 "hoopgw/pgbouncer": _ratio(medians, "hoopgw", "pgbouncer"),
                 "hoopgw-bare/pgbouncer": _ratio(medians, "hoopgw-bare", "pgbouncer"),
+                "guardrails_us_per_statement": _added_cost(medians, "hoopgw-guardrails", "hoopgw"),
             }
         )
     return summary
+
+
+def _added_cost(medians: Mapping[str, float], target: str, baseline: str) -> float | None:
+    """Microseconds ``target`` adds per transaction over ``baseline`` (1/TPS difference)."""
+    if not medians.get(target) or not medians.get(baseline):
+        return None
+    return (1 / medians[target] - 1 / medians[baseline]) * 1e6
 
 
 def _ratio(medians: Mapping[str, float], numerator: str, denominator: str) -> float | None:
@@ -220,9 +234,20 @@ def _ratio(medians: Mapping[str, float], numerator: str, denominator: str) -> fl
     return medians[numerator] / medians[denominator]
 
 
+def _cell(value: float | None, column: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if column.endswith("_us_per_statement") else f"{value:.3f}"
+
+
 def render_table(summary: Sequence[Mapping[str, Any]], targets: Sequence[str]) -> str:
     """Return the summary as a fixed-width text table (median TPS, then ratios)."""
-    ratios = ("hoopgw/direct", "hoopgw/pgbouncer", "hoopgw-bare/pgbouncer")
+    ratios = (
+        "hoopgw/direct",
+        "hoopgw/pgbouncer",
+        "hoopgw-bare/pgbouncer",
+        "guardrails_us_per_statement",
+    )
     headers = ["workload", *targets, *ratios]
     rows = [
         [
@@ -231,7 +256,7 @@ def render_table(summary: Sequence[Mapping[str, Any]], targets: Sequence[str]) -
                 f"{entry['median_tps'][t]:.1f}" if t in entry["median_tps"] else "-"
                 for t in targets
             ),
-            *("-" if entry.get(ratio) is None else f"{entry[ratio]:.3f}" for ratio in ratios),
+            *(_cell(entry.get(ratio), ratio) for ratio in ratios),
         ]
         for entry in summary
     ]
@@ -267,23 +292,27 @@ pidfile = {workdir / "pgbouncer.pid"}
 
 
 def hoopgw_config(
-    *, store_path: Path, listen_port: int, target: str, plugins: Sequence[str] = ("recording",)
+    *,
+    store_path: Path,
+    listen_port: int,
+    target: str,
+    plugins: Mapping[str, Mapping[str, Any]] = PLUGINS["hoopgw"],
 ) -> dict[str, Any]:
-    """Return the hoopgw config document: one postgres connection with ``plugins`` on."""
-    return {
-        "gateway": {"store": f"sqlite:///{store_path}"},
-        "connections": [
-            {
-                "name": "bench",
-                "protocol": "postgres",
-                "listen": f"tcp:{listen_port}:interface=127.0.0.1",
-                "target": target,
-                "allow_groups": [BENCH_GROUP],
-                "plugins": list(plugins),
-                "credential": {"user": "postgres"},
-            }
-        ],
+    """Return the hoopgw config document: one postgres connection with ``plugins`` on (plugin
+    name to its options)."""
+    connection: dict[str, Any] = {
+        "name": "bench",
+        "protocol": "postgres",
+        "listen": f"tcp:{listen_port}:interface=127.0.0.1",
+        "target": target,
+        "allow_groups": [BENCH_GROUP],
+        "plugins": list(plugins),
+        "credential": {"user": "postgres"},
     }
+    for name, options in plugins.items():
+        if options:
+            connection[name] = dict(options)
+    return {"gateway": {"store": f"sqlite:///{store_path}"}, "connections": [connection]}
 
 
 def free_port() -> int:
@@ -524,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         if "pgbouncer" in settings.targets:
             endpoints["pgbouncer"] = stack.enter_context(pgbouncer_endpoint(settings))
-        for target in ("hoopgw", "hoopgw-bare"):
+        for target in PLUGINS:
             if target in settings.targets:
                 endpoints[target] = stack.enter_context(hoopgw_endpoint(settings, target))
         plan = run_plan(settings.rounds, WORKLOADS, settings.targets)

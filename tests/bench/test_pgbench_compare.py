@@ -58,7 +58,8 @@ def test_parse_tps_ignores_the_old_including_connections_line() -> None:
 
 def test_defaults_are_a_full_run_against_every_target() -> None:
     settings = bench.parse_args([], environ={})
-    assert settings.targets == ("direct", "pgbouncer", "hoopgw", "hoopgw-bare")
+    assert settings.targets == bench.TARGETS
+    assert set(bench.TARGETS) >= {"direct", "pgbouncer", "hoopgw", "hoopgw-bare"}
     assert (settings.duration, settings.rounds, settings.scale) == (30, 3, 10)
     assert (settings.pghost, settings.pgport) == ("127.0.0.1", 5432)
     assert settings.output == bench.RESULTS_PATH
@@ -144,8 +145,9 @@ def test_render_table_aligns_medians_and_ratios() -> None:
         "hoopgw/direct",
         "hoopgw/pgbouncer",
         "hoopgw-bare/pgbouncer",
+        "guardrails_us_per_statement",
     ]
-    assert lines[1].split() == ["select-c1", "1000.0", "500.0", "0.500", "-", "-"]
+    assert lines[1].split() == ["select-c1", "1000.0", "500.0", "0.500", "-", "-", "-"]
     assert len({len(line) for line in lines}) == 1
 
 
@@ -187,3 +189,21 @@ def test_bare_gateway_runs_without_plugins(tmp_path: Path) -> None:
         plugins=bench.PLUGINS["hoopgw-bare"],
     )
     assert document["connections"][0]["plugins"] == []
+
+
+def test_guardrails_target_configures_its_preset(tmp_path: Path) -> None:
+    document = bench.hoopgw_config(
+        store_path=tmp_path / "hoopgw.db",
+        listen_port=16432,
+        target="127.0.0.1:5432",
+        plugins=bench.PLUGINS["hoopgw-guardrails"],
+    )
+    [connection] = document["connections"]
+    assert connection["plugins"] == ["recording", "guardrails"]
+    assert connection["guardrails"] == {"preset": "agent-readonly"}
+
+
+def test_added_cost_per_statement_in_microseconds() -> None:
+    results = [_result(1, "hoopgw", 1000.0), _result(1, "hoopgw-guardrails", 800.0)]
+    [entry] = bench.summarize(results, ["hoopgw", "hoopgw-guardrails"], bench.WORKLOADS[:1])
+    assert entry["guardrails_us_per_statement"] == pytest.approx(250.0)

@@ -54,7 +54,8 @@ def _snapshot(conn: psycopg.Connection[Any], role: str, path: str) -> dict[str, 
             "SELECT count(*) FROM pg_namespace UNION ALL SELECT count(*) FROM pg_proc"
             " UNION ALL SELECT count(*) FROM pg_rewrite UNION ALL SELECT count(*) FROM pg_trigger"
             " UNION ALL SELECT count(*) FROM pg_policy UNION ALL SELECT count(*) FROM pg_extension"
-            " UNION ALL SELECT count(*) FROM pg_default_acl UNION ALL SELECT count(*) FROM pg_description"
+            " UNION ALL SELECT count(*) FROM pg_default_acl"
+            " UNION ALL SELECT count(*) FROM pg_description"
         ),
         "roles": rows(
             "SELECT rolname, rolsuper, rolpassword IS NOT NULL FROM pg_authid"
@@ -129,7 +130,7 @@ def test_every_must_deny_case_is_refused_with_no_side_effect(
 def test_must_allow_cases_are_not_refused(
     gateway: Any, pg_database: str, canary: Any, wire_client: Any
 ) -> None:
-    conn, role, path = canary
+    _conn, role, path = canary
     gw = gateway(
         plugins=["guardrails"],
         connection={"client_tls": "disabled", "guardrails": {"preset": "agent-readonly"}},
@@ -150,7 +151,7 @@ def test_must_allow_cases_are_not_refused(
 def test_a_refusal_inside_a_transaction_fails_it_on_both_sides(
     gateway: Any, pg_database: str, canary: Any
 ) -> None:
-    conn, _role, _path = canary
+    _conn, _role, _path = canary
     gw = gateway(plugins=["guardrails"], connection={"guardrails": {"deny": ["write"]}})
     key = gw.create_key("agent", ["agents"])
     with psycopg.connect(
@@ -168,7 +169,7 @@ def test_a_refusal_inside_a_transaction_fails_it_on_both_sides(
 def test_prepare_then_execute_is_judged_as_the_prepared_statement(
     gateway: Any, pg_database: str, canary: Any, wire_client: Any
 ) -> None:
-    conn, role, path = canary
+    conn, _role, _path = canary
     gw = gateway(
         plugins=["guardrails"],
         connection={"client_tls": "disabled", "guardrails": {"deny": ["drop"]}},
@@ -200,8 +201,11 @@ def test_the_function_call_message_is_refused(
     # FunctionCall(lo_create(0)): oid, 1 format code (binary), 1 argument of 4 bytes, result binary.
     body = (
         int(lo_create).to_bytes(4, "big")
-        + (1).to_bytes(2, "big") + (1).to_bytes(2, "big")
-        + (1).to_bytes(2, "big") + (4).to_bytes(4, "big") + (0).to_bytes(4, "big")
+        + (1).to_bytes(2, "big")
+        + (1).to_bytes(2, "big")
+        + (1).to_bytes(2, "big")
+        + (4).to_bytes(4, "big")
+        + (0).to_bytes(4, "big")
         + (1).to_bytes(2, "big")
     )
     client.send(b"F" + (len(body) + 4).to_bytes(4, "big") + body)

@@ -73,9 +73,7 @@ class Rule:
         """Whether this rule applies to ``facts`` (nested statements included)."""
         if self.kinds and not self.kinds & {k.casefold() for k in facts.kinds}:
             return False
-        if self.tables and not any(
-            _glob_matches(p, t) for p in self.tables for t in facts.tables
-        ):
+        if self.tables and not any(_glob_matches(p, t) for p in self.tables for t in facts.tables):
             return False
         if self.functions and not any(
             _glob_matches(p, f) for p in self.functions for f in facts.functions
@@ -93,8 +91,11 @@ class Rule:
 def _string_list(entry: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
     value = entry.get(key, ())
     items = [value] if isinstance(value, str) else value
-    if not isinstance(items, list | tuple) or not all(
-        isinstance(i, str) and i.strip() for i in items
+    # An empty list would silently drop the matcher and widen the rule to every statement.
+    if key in entry and (
+        not isinstance(items, list | tuple)
+        or not items
+        or not all(isinstance(i, str) and i.strip() for i in items)
     ):
         raise ValueError(f"{where}.{key}: must be a non-empty string or a list of them")
     return tuple(items)
@@ -110,7 +111,9 @@ def parse_rule(entry: Any, index: int) -> Rule:
         raise ValueError(f"{where}: must be a table")
     unknown = sorted(set(entry) - _RULE_KEYS)
     if unknown:
-        raise ValueError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(sorted(_RULE_KEYS))})")
+        raise ValueError(
+            f"{where}.{unknown[0]}: unknown key (known: {', '.join(sorted(_RULE_KEYS))})"
+        )
     if not any(key in entry for key in (*_RULE_LISTS, "regex")):
         raise ValueError(f"{where}: needs at least one of kind, tables, functions, columns, regex")
     lists = {key: _string_list(entry, key, where) for key in _RULE_LISTS}

@@ -331,7 +331,11 @@ def _constant_true(expr: Any) -> bool:
         return any(results) if expr.boolop == _OR else all(results)
     if kind == "A_Expr" and expr.HasField("lexpr") and expr.HasField("rexpr"):
         left, right = _unwrap(expr.lexpr), _unwrap(expr.rexpr)
-        if _name(left) == "ColumnRef" and _name(right) == "ColumnRef" and left.fields == right.fields:
+        if (
+            _name(left) == "ColumnRef"
+            and _name(right) == "ColumnRef"
+            and left.fields == right.fields
+        ):
             return True
     return not any(_name(node) == "ColumnRef" for node in _descendants(expr))
 

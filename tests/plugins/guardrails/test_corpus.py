@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hoopgw_postgres.analysis import PostgresDialect
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hoopgw.plugin import load_plugin_class
 from hoopgw.testing import ScriptedClient
 from hoopgw.verdicts import Allow, Block
-from hoopgw_postgres.analysis import PostgresDialect
 
 CORPUS = tomllib.loads((Path(__file__).parent / "corpus.toml").read_text())["case"]
 DIALECT = PostgresDialect()

@@ -1,0 +1,89 @@
+"""The PostgreSQL dialect: facts of statements as libpg_query parses them."""
+
+from __future__ import annotations
+
+from hoopgw_postgres.analysis import PostgresDialect
+from hoopgw_postgres.protocol import PROTOCOL
+
+
+def _one(text: str) -> object:
+    analysis = PostgresDialect().analyze(text)
+    assert analysis.parseable and len(analysis.statements) == 1
+    return analysis.statements[0]
+
+
+def test_the_protocol_registers_the_dialect() -> None:
+    assert isinstance(PROTOCOL.dialect, PostgresDialect)
+
+
+def test_a_delete_names_its_kind_table_columns_and_where_facts() -> None:
+    facts = _one('DELETE FROM "Hr".Salaries WHERE id = 1 /* c */')
+    assert facts.kind == "DeleteStmt" and facts.command == "DELETE"
+    assert facts.tables == {"Hr.salaries"} and facts.columns == {"id"}
+    assert facts.has_where and not facts.where_constant_true
+    assert facts.causes == {"write": "DELETE"}
+    assert facts.text == 'DELETE FROM "Hr".salaries WHERE id = 1'
+
+
+def test_constant_where_clauses_are_unbounded() -> None:
+    for where in ("true", "1 = 1", "id = id", "id = 1 OR true", "$1"):
+        facts = _one(f"UPDATE t SET a = 1 WHERE {where}")
+        assert facts.where_constant_true, where
+        assert "unbounded-write" in facts.classes
+    assert not _one("DELETE FROM t WHERE CURRENT OF c").where_constant_true
+
+
+def test_nested_statements_are_classified() -> None:
+    facts = _one("WITH d AS (DELETE FROM t WHERE id = 1 RETURNING *) SELECT * FROM d")
+    assert facts.kind == "SelectStmt" and "DeleteStmt" in facts.kinds
+    assert facts.causes["write"] == "DELETE"
+    assert "write" in _one("COPY (UPDATE t SET a = 1 WHERE id = 2 RETURNING *) TO STDOUT").classes
+    assert "write" in _one("CREATE RULE r AS ON INSERT TO t DO ALSO DELETE FROM u").classes
+    assert _one("PREPARE p AS INSERT INTO t VALUES (1)").prepares == "p"
+
+
+def test_explain_without_analyze_is_not_a_write() -> None:
+    assert _one("EXPLAIN DELETE FROM t").classes == frozenset()
+    assert _one("EXPLAIN (ANALYZE off) DELETE FROM t").classes == frozenset()
+    assert "write" in _one("EXPLAIN ANALYZE DELETE FROM t WHERE id = 1").classes
+
+
+def test_function_calls_anywhere_are_classified() -> None:
+    assert _one("SELECT 1 WHERE pg_read_file('x') IS NULL").causes == {
+        "file-access": "pg_read_file()"
+    }
+    assert _one("SELECT set_config('role', 'x', false)").classes == {"privilege"}
+    computed = _one("SELECT set_config(current_user, 'x', false)").classes
+    assert computed == {"privilege", "opaque-code"}
+    assert _one("SELECT pg_catalog.lo_import('/etc/passwd')").functions == {"pg_catalog.lo_import"}
+
+
+def test_session_statements_of_prepared_names() -> None:
+    assert _one("EXECUTE p(1)").executes == ("p",)
+    assert _one("DEALLOCATE p").deallocates == ("p",)
+    assert _one("DEALLOCATE ALL").deallocates == ("*",)
+    assert _one("DISCARD ALL").deallocates == ("*",)
+
+
+def test_unparseable_text_reports_the_parser_error() -> None:
+    analysis = PostgresDialect().analyze("SELEC 1")
+    assert not analysis.parseable and "syntax error" in analysis.error
+    assert not PostgresDialect().analyze("SELECT 1\0").parseable
+
+
+def test_analyses_are_cached_by_text() -> None:
+    dialect = PostgresDialect(cache_size=2)
+    first = dialect.analyze("SELECT 1")
+    assert dialect.analyze("SELECT 1") is first
+    dialect.analyze("SELECT 2")
+    dialect.analyze("SELECT 3")
+    assert dialect.analyze("SELECT 1") is not first
+
+
+def test_multi_statement_text_yields_every_statement() -> None:
+    analysis = PostgresDialect().analyze("SELECT 1; DROP TABLE t; SHOW x")
+    assert [s.kind for s in analysis.statements] == [
+        "SelectStmt",
+        "DropStmt",
+        "VariableShowStmt",
+    ]

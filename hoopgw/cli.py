@@ -58,10 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except ConfigError as exc:
-        _error(str(exc))
+        error(str(exc))
         return EXIT_USAGE
     except HoopgwError as exc:
-        _error(str(exc))
+        error(str(exc))
         return EXIT_FAILED
 
 
@@ -139,6 +139,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     show.add_argument("session_id", metavar="ID")
     show.set_defaults(handler=_sessions_show)
+
+    audit = commands.add_parser("audit", help="verify, search and export the audit trail")
+    audit_commands = audit.add_subparsers(metavar="COMMAND", required=True)
+    from hoopgw import cli_audit, cli_evidence, cli_export
+
+    for module in (cli_audit, cli_export, cli_evidence):
+        module.register(commands, audit_commands, with_config, with_json)
     return parser
 
 
@@ -172,7 +179,7 @@ def _config_check(args: argparse.Namespace) -> int:
         if not args.json:
             raise
         problem = {"ok": False, "error": str(exc), "key": exc.key, "connection": exc.connection}
-        _print(json.dumps(problem))
+        out(json.dumps(problem))
         return EXIT_USAGE
     if args.json:
         summary = [
@@ -185,30 +192,30 @@ def _config_check(args: argparse.Namespace) -> int:
             }
             for c in config.connections
         ]
-        _print(json.dumps({"ok": True, "connections": summary}))
+        out(json.dumps({"ok": True, "connections": summary}))
         return EXIT_OK
     names = [c.name for c in config.connections]
     noun = "connection" if len(names) == 1 else "connections"
     listed = f" ({', '.join(names)})" if names else ""
-    _print(f"ok: {len(names)} {noun}{listed}")
+    out(f"ok: {len(names)} {noun}{listed}")
     return EXIT_OK
 
 
 def _keys_create(args: argparse.Namespace) -> int:
     from hoopgw.identity import KeyService
 
-    with _opened_store(load_config(args.config)) as store:
+    with opened_store(load_config(args.config)) as store:
         try:
             secret, record = KeyService(store).create(
                 args.identity, tuple(args.groups), expires_in=args.expires, now=time.time()
             )
         except ValueError as exc:  # an identity or group name the key service refuses
-            _error(str(exc))
+            error(str(exc))
             return EXIT_USAGE
-    _print(secret)
-    _error(
+    out(secret)
+    error(
         f"created key {record.key_id} for identity {record.identity!r}"
-        f" (groups: {', '.join(record.groups)}; expires: {_iso(record.expires_at) or 'never'})."
+        f" (groups: {', '.join(record.groups)}; expires: {iso_time(record.expires_at) or 'never'})."
         " The key is shown only this once."
     )
     return EXIT_OK
@@ -217,7 +224,7 @@ def _keys_create(args: argparse.Namespace) -> int:
 def _keys_list(args: argparse.Namespace) -> int:
     from hoopgw.identity import KeyService
 
-    with _opened_store(load_config(args.config)) as store:
+    with opened_store(load_config(args.config)) as store:
         records = KeyService(store).list()
     # Named fields only: a record may also carry the key's hash, which is never shown.
     keys = [
@@ -225,18 +232,18 @@ def _keys_list(args: argparse.Namespace) -> int:
             "key_id": r.key_id,
             "identity": r.identity,
             "groups": list(r.groups),
-            "created_at": _iso(r.created_at),
-            "expires_at": _iso(r.expires_at),
-            "revoked_at": _iso(r.revoked_at),
-            "last_used_at": _iso(r.last_used_at),
+            "created_at": iso_time(r.created_at),
+            "expires_at": iso_time(r.expires_at),
+            "revoked_at": iso_time(r.revoked_at),
+            "last_used_at": iso_time(r.last_used_at),
         }
         for r in records
     ]
     if args.json:
-        _print(json.dumps(keys, indent=2))
+        out(json.dumps(keys, indent=2))
         return EXIT_OK
-    _print(
-        _table(
+    out(
+        table(
             ("KEY ID", "IDENTITY", "GROUPS", "CREATED", "EXPIRES", "REVOKED", "LAST USED"),
             [
                 (
@@ -258,26 +265,26 @@ def _keys_list(args: argparse.Namespace) -> int:
 def _keys_revoke(args: argparse.Namespace) -> int:
     from hoopgw.identity import KeyService
 
-    with _opened_store(load_config(args.config)) as store:
+    with opened_store(load_config(args.config)) as store:
         revoked = KeyService(store).revoke(args.key_id)
     if not revoked:
-        _error(f"no active key with id {args.key_id!r}")
+        error(f"no active key with id {args.key_id!r}")
         return EXIT_FAILED
-    _error(f"revoked key {args.key_id}")
+    error(f"revoked key {args.key_id}")
     return EXIT_OK
 
 
 def _sessions_list(args: argparse.Namespace) -> int:
-    with _opened_store(load_config(args.config)) as store:
+    with opened_store(load_config(args.config)) as store:
         sessions = store.list_sessions(
             limit=args.limit, connection=args.connection, identity=args.identity
         )
-    sessions = [_with_iso_times(s) for s in sessions]
+    sessions = [with_iso_times(s) for s in sessions]
     if args.json:
-        _print(json.dumps(sessions, indent=2, default=str))
+        out(json.dumps(sessions, indent=2, default=str))
         return EXIT_OK
-    _print(
-        _table(
+    out(
+        table(
             (
                 "ID",
                 "CONNECTION",
@@ -307,15 +314,15 @@ def _sessions_list(args: argparse.Namespace) -> int:
 
 
 def _sessions_show(args: argparse.Namespace) -> int:
-    with _opened_store(load_config(args.config)) as store:
+    with opened_store(load_config(args.config)) as store:
         session = store.get_session(args.session_id)
     if session is None:
-        _error(f"no session with id {args.session_id!r}")
+        error(f"no session with id {args.session_id!r}")
         return EXIT_FAILED
-    session = _with_iso_times(session)
-    commands = [_with_iso_times(c) for c in session.get("commands", [])]
+    session = with_iso_times(session)
+    commands = [with_iso_times(c) for c in session.get("commands", [])]
     if args.json:
-        _print(json.dumps({**session, "commands": commands}, indent=2, default=str))
+        out(json.dumps({**session, "commands": commands}, indent=2, default=str))
         return EXIT_OK
     fields = [k for k in session if k != "commands"]
     width = max(len(k) for k in fields)
@@ -324,22 +331,22 @@ def _sessions_show(args: argparse.Namespace) -> int:
         shown = ", ".join(map(str, value)) if isinstance(value, list | tuple) else value
         if isinstance(value, dict):
             shown = ", ".join(f"{k}={v}" for k, v in value.items())
-        _print(f"{key:<{width}}  {_cell(shown)}")
-    _print("")
+        out(f"{key:<{width}}  {_cell(shown)}")
+    out("")
     for command in commands:
-        _print(
+        out(
             f"#{command['seq']} {command['received_at']} {command['kind']}"
             f" verdict={_cell(command['verdict'])} status={_cell(command['status'])}"
             f" rows={_cell(command['rows'])} duration={_cell(command['duration'])}"
         )
         if command.get("verdict_reason"):
             by = command.get("verdict_plugin")
-            _print(f"    reason: {command['verdict_reason']}" + (f" ({by})" if by else ""))
+            out(f"    reason: {command['verdict_reason']}" + (f" ({by})" if by else ""))
         if command.get("error_code") or command.get("error_message"):
             code, message = _cell(command.get("error_code")), command.get("error_message") or ""
-            _print(f"    error: {code} {message}".rstrip())
+            out(f"    error: {code} {message}".rstrip())
         for line in str(command["text"]).splitlines() or [""]:
-            _print(f"    {line}")
+            out(f"    {line}")
     return EXIT_OK
 
 
@@ -347,7 +354,8 @@ def _sessions_show(args: argparse.Namespace) -> int:
 
 
 @contextmanager
-def _opened_store(config: Config) -> Iterator[Store]:
+def opened_store(config: Config) -> Iterator[Store]:
+    """The config's store, migrated, closed on exit (for command modules)."""
     from hoopgw.store import open_store
 
     store = open_store(config.store_url)
@@ -358,12 +366,13 @@ def _opened_store(config: Config) -> Iterator[Store]:
         store.close()
 
 
-def _with_iso_times(record: dict[str, Any]) -> dict[str, Any]:
+def with_iso_times(record: dict[str, Any]) -> dict[str, Any]:
     """A copy of a store record with every ``*_at`` POSIX time as UTC ISO-8601."""
-    return {k: _iso(v) if k.endswith("_at") else v for k, v in record.items()}
+    return {k: iso_time(v) if k.endswith("_at") else v for k, v in record.items()}
 
 
-def _iso(value: Any) -> Any:
+def iso_time(value: Any) -> Any:
+    """A POSIX time as UTC ISO-8601; anything else unchanged."""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return value
@@ -373,7 +382,8 @@ def _cell(value: Any) -> str:
     return "-" if value is None or value == "" else str(value)
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Rows as a fixed-width text table."""
     cells = [list(headers)] + [[_cell(v) for v in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     return "\n".join(
@@ -381,9 +391,11 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     )
 
 
-def _print(text: str) -> None:
+def out(text: str) -> None:
+    """Print a result on standard output."""
     print(text, file=sys.stdout)
 
 
-def _error(text: str) -> None:
+def error(text: str) -> None:
+    """Print an error on standard error, prefixed ``hoopgw:``."""
     print(f"hoopgw: {text}", file=sys.stderr)

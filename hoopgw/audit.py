@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from hoopgw.errors import StoreError
+from hoopgw.secrets import Secret
 
 log = Logger(namespace="hoopgw.audit")
 
@@ -113,6 +114,87 @@ def record_hash(
     return hashlib.sha256(document.encode("utf-8")).hexdigest()
 
 
+PRUNED_KIND = "pruned"
+"""The ``kind`` of the record that retention appends when it removes the oldest records."""
+
+
+@attrs.frozen(kw_only=True)
+class PrunedRange:
+    """What one ``pruned`` record says was removed: the records ``first_seq`` to ``last_seq``."""
+
+    first_seq: int
+    """The first seq this pruning removed (earlier ones were removed by earlier prunings)."""
+    last_seq: int
+    """The last seq removed; the first remaining record follows it."""
+    last_hash: str
+    """The ``hash`` of record ``last_seq``: the first remaining record's ``prev_hash``."""
+    older_than: float
+    """POSIX time: the records removed were written before it."""
+    sessions_removed: int
+    """How many sessions left the ``sessions`` and ``commands`` projections with them."""
+    pruned_at: float
+    """POSIX time of the pruning (the ``pruned`` record's ``time``)."""
+    record_seq: int
+    """The seq of the ``pruned`` record itself."""
+
+    @classmethod
+    def from_record(cls, record: AuditRecord) -> PrunedRange | None:
+        """The range a ``pruned`` record describes; None for another kind or malformed data."""
+        if record.kind != PRUNED_KIND:
+            return None
+        data = record.data
+        first, last, last_hash = data.get("first_seq"), data.get("last_seq"), data.get("last_hash")
+        older_than, sessions = data.get("older_than"), data.get("sessions_removed")
+        if not (
+            _is_int(first)
+            and _is_int(last)
+            and _is_int(sessions)
+            and isinstance(last_hash, str)
+            and isinstance(older_than, int | float)
+            and not isinstance(older_than, bool)
+            and 1 <= first <= last < record.seq
+        ):
+            return None
+        return cls(
+            first_seq=first,
+            last_seq=last,
+            last_hash=last_hash,
+            older_than=float(older_than),
+            sessions_removed=sessions,
+            pruned_at=record.time,
+            record_seq=record.seq,
+        )
+
+
+def pruned_entry(
+    *,
+    first_seq: int,
+    last_seq: int,
+    last_hash: str,
+    older_than: float,
+    sessions_removed: int,
+    now: float,
+) -> AuditEntry:
+    """The ``pruned`` record that stands in the chain for the removed records ``first_seq`` to
+    ``last_seq`` (it belongs to no session: its ``session_id`` is empty)."""
+    return AuditEntry(
+        kind=PRUNED_KIND,
+        session_id="",
+        time=now,
+        data={
+            "first_seq": first_seq,
+            "last_seq": last_seq,
+            "last_hash": last_hash,
+            "older_than": older_than,
+            "sessions_removed": sessions_removed,
+        },
+    )
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 @attrs.frozen(kw_only=True)
 class VerifyResult:
     """The outcome of :func:`verify_chain`."""
@@ -125,44 +207,70 @@ class VerifyResult:
     """The first seq at which the chain breaks (for a removed record: the missing seq)."""
     problem: str = ""
     """What is wrong there, for a person; empty when ``ok``."""
+    first_seq: int | None = None
+    """The seq of the first record read (1 unless the oldest records were pruned)."""
+    last_seq: int | None = None
+    """The seq of the last intact record: the chain head when ``ok``."""
+    last_hash: str | None = None
+    """The hash of record :attr:`last_seq`."""
+    pruned: tuple[PrunedRange, ...] = ()
+    """The ``pruned`` records met, in chain order."""
 
 
 def verify_chain(records: Iterable[AuditRecord]) -> VerifyResult:
-    """Check a whole chain, from seq 1, in seq order (as :meth:`Store.records` yields it).
+    """Check a whole chain, in seq order (as :meth:`Store.records` yields it).
 
     Detects a changed record (its hash no longer matches), a removed one (a gap in seq), and an
-    inserted or reordered one (a hash or ``prev_hash`` that no longer fits its place). Removing
-    records from the *end* leaves a valid, shorter chain; compare ``checked`` with a count kept
-    elsewhere to detect truncation.
+    inserted or reordered one (a hash or ``prev_hash`` that no longer fits its place). The chain
+    must start at seq 1, unless its oldest records were pruned: then it may start at seq N + 1
+    only if a ``pruned`` record further on says it removed records up to N and names record N's
+    hash as the first remaining record's ``prev_hash``. Removing records from the *end* leaves a
+    valid, shorter chain; compare the head with a signed checkpoint
+    (:mod:`hoopgw.checkpoints`) to detect truncation.
     """
     expected_seq = 1
     prev_hash = GENESIS_HASH
     checked = 0
+    first_seq: int | None = None
+    last: AuditRecord | None = None
+    pruned: list[PrunedRange] = []
+    # (seq, hash) of the last pruned record, while no "pruned" record has vouched for it.
+    unvouched: tuple[int, str] | None = None
+
+    def broken(seq: int, problem: str) -> VerifyResult:
+        return VerifyResult(
+            ok=False,
+            checked=checked,
+            first_bad_seq=seq,
+            problem=problem,
+            first_seq=first_seq,
+            last_seq=None if last is None else last.seq,
+            last_hash=None if last is None else last.hash,
+            pruned=tuple(pruned),
+        )
+
     for record in records:
         checked += 1
+        if first_seq is None:
+            first_seq = record.seq
+            if record.seq > 1:
+                expected_seq, prev_hash = record.seq, record.prev_hash
+                unvouched = (record.seq - 1, record.prev_hash)
         if record.seq > expected_seq:
             missing = (
                 f"record {expected_seq} is missing"
                 if record.seq == expected_seq + 1
                 else f"records {expected_seq} to {record.seq - 1} are missing"
             )
-            return VerifyResult(
-                ok=False, checked=checked, first_bad_seq=expected_seq, problem=missing
-            )
+            return broken(expected_seq, missing)
         if record.seq < expected_seq:
-            return VerifyResult(
-                ok=False,
-                checked=checked,
-                first_bad_seq=record.seq,
-                problem=f"record {record.seq} appears after record {expected_seq - 1}",
+            return broken(
+                record.seq, f"record {record.seq} appears after record {expected_seq - 1}"
             )
         if record.prev_hash != prev_hash:
-            return VerifyResult(
-                ok=False,
-                checked=checked,
-                first_bad_seq=record.seq,
-                problem=f"record {record.seq} does not follow record {record.seq - 1} "
-                "(prev_hash differs)",
+            return broken(
+                record.seq,
+                f"record {record.seq} does not follow record {record.seq - 1} (prev_hash differs)",
             )
         actual = record_hash(
             seq=record.seq,
@@ -173,15 +281,32 @@ def verify_chain(records: Iterable[AuditRecord]) -> VerifyResult:
             prev_hash=record.prev_hash,
         )
         if actual != record.hash:
-            return VerifyResult(
-                ok=False,
-                checked=checked,
-                first_bad_seq=record.seq,
-                problem=f"record {record.seq} was changed (its content does not match its hash)",
+            return broken(
+                record.seq, f"record {record.seq} was changed (its content does not match its hash)"
             )
+        pruning = PrunedRange.from_record(record)
+        if pruning is not None:
+            pruned.append(pruning)
+            if unvouched == (pruning.last_seq, pruning.last_hash):
+                unvouched = None
+        last = record
         prev_hash = record.hash
         expected_seq += 1
-    return VerifyResult(ok=True, checked=checked)
+    if unvouched is not None:
+        missing_to = unvouched[0]
+        return broken(
+            1,
+            ("record 1 is missing" if missing_to == 1 else f"records 1 to {missing_to} are missing")
+            + " and no pruned record accounts for them",
+        )
+    return VerifyResult(
+        ok=True,
+        checked=checked,
+        first_seq=first_seq,
+        last_seq=None if last is None else last.seq,
+        last_hash=None if last is None else last.hash,
+        pruned=tuple(pruned),
+    )
 
 
 # -- the wire between the gateway and its writer process ------------------------------------------
@@ -204,16 +329,52 @@ def decode_entry(line: bytes) -> AuditEntry:
 # -- the writer ----------------------------------------------------------------------------------
 
 
+SIGNING_KEY_ENV = "HOOPGW_AUDIT_SIGNING_KEY"
+"""Environment variable that hands the checkpoint signing key (PEM) to the writer process,
+which removes it from its environment at once; the key never appears on a command line."""
+
+
+@attrs.frozen(kw_only=True)
+class CheckpointSettings:
+    """What the writer process needs to sign checkpoints (see :mod:`hoopgw.checkpoints`)."""
+
+    directory: str
+    """Absolute path of the folder the checkpoint files are written to."""
+    every: int
+    """Write a checkpoint once the chain has grown by this many records."""
+    interval: float
+    """Seconds after which a checkpoint is written if the chain has grown at all."""
+    signing_key: Secret
+    """The Ed25519 private key, PKCS#8 PEM."""
+
+
 def spawn_writer_process(
-    process_protocol: protocol.ProcessProtocol, store_url: str, reactor: Any
+    process_protocol: protocol.ProcessProtocol,
+    store_url: str,
+    reactor: Any,
+    *,
+    checkpoints: CheckpointSettings | None = None,
 ) -> Any:
-    """Start ``python -m hoopgw.audit_process STORE_URL`` with pipes to ``process_protocol``."""
+    """Start ``python -m hoopgw.audit_process STORE_URL`` with pipes to ``process_protocol``.
+
+    :param checkpoints: when given, the process also signs and writes checkpoints; bind it with
+        :func:`functools.partial` to pass this function as ``AuditWriter(spawn=...)``.
+    """
+    argv = [sys.executable, "-m", "hoopgw.audit_process", store_url]
+    env = dict(os.environ)
+    env.pop(SIGNING_KEY_ENV, None)
+    if checkpoints is not None:
+        argv += [
+            "--checkpoint-dir",
+            checkpoints.directory,
+            "--checkpoint-every",
+            str(checkpoints.every),
+            "--checkpoint-interval",
+            repr(checkpoints.interval),
+        ]
+        env[SIGNING_KEY_ENV] = checkpoints.signing_key.reveal()
     return reactor.spawnProcess(
-        process_protocol,
-        sys.executable,
-        [sys.executable, "-m", "hoopgw.audit_process", store_url],
-        env=dict(os.environ),
-        childFDs={0: "w", 1: "r", 2: "r"},
+        process_protocol, sys.executable, argv, env=env, childFDs={0: "w", 1: "r", 2: "r"}
     )
 
 

@@ -1,8 +1,48 @@
-"""``hoopgw audit search``, ``hoopgw audit export`` and ``hoopgw replay``."""
+"""``hoopgw audit search``, ``hoopgw audit export`` and ``hoopgw replay``.
+
+``docs/audit-export.md`` describes the commands and the export schema.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TextIO
+
+import attrs
+
+from hoopgw.cli import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    error,
+    iso_time,
+    opened_store,
+    out,
+    table,
+    with_iso_times,
+)
+from hoopgw.config import load_config
+from hoopgw.errors import HoopgwError
+from hoopgw.export import (
+    FORMATS,
+    CommandFilter,
+    Progress,
+    export_records,
+    iso_time_precise,
+    search_commands,
+)
+from hoopgw.replay import play, transcript
+
+TEXT_COLUMN_WIDTH = 60
+"""Longest statement text shown in the ``audit search`` table; ``--json`` shows it whole."""
 
 
 def register(
@@ -14,3 +54,252 @@ def register(
     """Add this module's commands: top-level ones to ``commands``, ``hoopgw audit ...`` ones to
     ``audit_commands``; ``with_config`` and ``with_json`` are parents giving ``-c`` and
     ``--json``."""
+    with_range = argparse.ArgumentParser(add_help=False)
+    with_range.add_argument(
+        "--since",
+        type=since_date,
+        metavar="DATE",
+        help="from this UTC date or ISO-8601 time on (inclusive)",
+    )
+    with_range.add_argument(
+        "--until",
+        type=until_date,
+        metavar="DATE",
+        help="up to this ISO-8601 time (exclusive), or to the end of this UTC date",
+    )
+
+    search = audit_commands.add_parser(
+        "search",
+        parents=[with_config, with_json, with_range],
+        help="search recorded commands, newest first",
+    )
+    search.add_argument("--identity", metavar="NAME", help="only sessions of this identity")
+    search.add_argument("--group", metavar="GROUP", help="only identities in this group")
+    search.add_argument("--connection", metavar="NAME", help="only this connection")
+    search.add_argument("--session", metavar="ID", help="only this session")
+    search.add_argument("--verdict", choices=("allow", "block"), help="only this verdict")
+    search.add_argument("--rule", metavar="RULE", help="only commands decided by this rule")
+    search.add_argument(
+        "--text", metavar="SUBSTRING", help="only statements holding this (ignoring case)"
+    )
+    search.add_argument(
+        "--limit", type=_positive_int, default=100, help="at most this many (default 100)"
+    )
+    search.set_defaults(handler=_search)
+
+    export = audit_commands.add_parser(
+        "export",
+        parents=[with_config, with_range],
+        help="stream every audit record as JSON Lines or CSV",
+    )
+    export.add_argument("--format", required=True, choices=FORMATS, help="output format")
+    export.add_argument(
+        "--out", metavar="FILE", help="write to FILE (replaced only once complete); default stdout"
+    )
+    export.add_argument(
+        "--progress",
+        action="store_true",
+        help="report progress on stderr even when it is not a terminal",
+    )
+    export.set_defaults(handler=_export)
+
+    replay = commands.add_parser(
+        "replay",
+        parents=[with_config, with_json],
+        help="replay a recorded database session as a timed transcript",
+    )
+    replay.add_argument("session_id", metavar="SESSION")
+    replay.add_argument(
+        "--real-time",
+        action="store_true",
+        help="wait between statements as long as they were apart when recorded",
+    )
+    replay.add_argument(
+        "--speed",
+        type=_positive_float,
+        default=1.0,
+        metavar="X",
+        help="with --real-time, replay X times faster (default 1)",
+    )
+    replay.set_defaults(handler=_replay)
+
+
+# -- argument types ------------------------------------------------------------------------------
+
+
+def since_date(text: str) -> float:
+    """``--since``: an ISO-8601 date (its start) or date and time, UTC unless it has an offset.
+
+    :raises argparse.ArgumentTypeError: for anything else (exit 2).
+    """
+    return _parse_date(text, end_of_day=False)
+
+
+def until_date(text: str) -> float:
+    """``--until``: as :func:`since_date`, but a date alone means the end of that day.
+
+    :raises argparse.ArgumentTypeError: for anything else (exit 2).
+    """
+    return _parse_date(text, end_of_day=True)
+
+
+def _parse_date(text: str, *, end_of_day: bool) -> float:
+    text = text.strip()
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        return (start + timedelta(days=1) if end_of_day else start).timestamp()
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid date {text!r}: use ISO-8601, e.g. 2026-11-25 or 2026-11-25T17:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, not {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number above 0, not {text!r}")
+    return value
+
+
+# -- audit search --------------------------------------------------------------------------------
+
+
+def _search(args: argparse.Namespace) -> int:
+    criteria = CommandFilter(
+        identity=args.identity,
+        group=args.group,
+        connection=args.connection,
+        session_id=args.session,
+        verdict=args.verdict,
+        rule=args.rule,
+        since=args.since,
+        until=args.until,
+        text=args.text,
+    )
+    with opened_store(load_config(args.config)) as store:
+        found = search_commands(store, criteria, limit=args.limit)
+    if args.json:
+        out(json.dumps([{**c, "time": iso_time_precise(c["time"])} for c in found], indent=2))
+        return EXIT_OK
+    out(
+        table(
+            ("TIME", "SESSION", "#", "IDENTITY", "CONNECTION", "VERDICT", "STATUS", "ROWS", "TEXT"),
+            [
+                (
+                    iso_time(c["time"]),
+                    c["session_id"],
+                    c["command"],
+                    c["identity"],
+                    c["connection"],
+                    c["verdict"],
+                    c["status"],
+                    c["rows"],
+                    _one_line(c["text"], TEXT_COLUMN_WIDTH),
+                )
+                for c in found
+            ],
+        )
+    )
+    return EXIT_OK
+
+
+def _one_line(text: str, width: int) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+# -- audit export --------------------------------------------------------------------------------
+
+
+def _export(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    progress = None
+    if args.progress or sys.stderr.isatty():
+        progress = Progress(error, clock=time.monotonic)
+    try:
+        with opened_store(config) as store, _output(args.out) as stream:
+            written = export_records(
+                store,
+                stream,
+                format=args.format,
+                since=args.since,
+                until=args.until,
+                progress=progress,
+            )
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as other command-line tools do, and
+        # keep Python from failing again when it flushes standard output at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    if progress is not None:
+        progress.finish(written)
+    return EXIT_OK
+
+
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[TextIO]:
+    """Standard output, or a file that appears at ``path`` only once written completely."""
+    if path is None:
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    target = Path(path)
+    partial = target.with_name(target.name + ".partial")
+    try:
+        stream = partial.open("w", encoding="utf-8", newline="")
+    except OSError as exc:
+        raise HoopgwError(f"cannot write {str(partial)!r}: {exc.strerror}") from None
+    try:
+        with stream:
+            yield stream
+        partial.replace(target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+# -- replay --------------------------------------------------------------------------------------
+
+
+def _replay(args: argparse.Namespace) -> int:
+    if args.json and args.real_time:
+        error("--json prints the whole transcript at once; it cannot be used with --real-time")
+        return EXIT_USAGE
+    with opened_store(load_config(args.config)) as store:
+        session = store.get_session(args.session_id)
+    if session is None:
+        error(f"no session with id {args.session_id!r}")
+        return EXIT_FAILED
+    if args.json:
+        steps = [attrs.asdict(step) for step in transcript(session)]
+        described = with_iso_times({k: v for k, v in session.items() if k != "commands"})
+        out(json.dumps({"session": described, "steps": steps}, indent=2))
+        return EXIT_OK
+
+    def write(line: str) -> None:
+        print(line, file=sys.stdout, flush=args.real_time)
+
+    play(session, write, real_time=args.real_time, speed=args.speed)
+    return EXIT_OK

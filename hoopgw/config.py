@@ -24,6 +24,7 @@ from twisted.internet import endpoints
 from twisted.internet.testing import MemoryReactor
 
 from hoopgw import plugin
+from hoopgw.checkpoints import CheckpointError, load_signing_key
 from hoopgw.errors import ConfigError, PluginError
 from hoopgw.logs import FORMATS, LEVELS
 from hoopgw.secrets import Secret, resolve_secret
@@ -62,6 +63,15 @@ class GatewayConfig:
     """Largest protocol message accepted from a client, in bytes."""
     shutdown_grace: float = 5.0
     """Seconds sessions get to end cleanly on shutdown before they are cut."""
+    signing_key: Secret | None = None
+    """Ed25519 private key (PKCS#8 PEM) that signs audit checkpoints; None: no checkpoints."""
+    checkpoint_dir: str | None = None
+    """Absolute path of the folder checkpoints are written to, or None for the default; use
+    :attr:`Config.checkpoint_path`."""
+    checkpoint_every: int = 1000
+    """A checkpoint is written once the audit chain has grown by this many records."""
+    checkpoint_interval: float = 300.0
+    """Seconds after which a checkpoint is written if the chain has grown at all."""
 
 
 @attrs.frozen(kw_only=True)
@@ -146,6 +156,18 @@ class Config:
     def store_url(self) -> str:
         """:attr:`GatewayConfig.store` with a relative SQLite path made absolute."""
         return resolve_store_url(self.gateway.store, base_dir=self.base_dir)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """Where checkpoints go: :attr:`GatewayConfig.checkpoint_dir`, or by default a
+        ``checkpoints`` folder next to the SQLite store file (next to the config file for
+        a store in memory)."""
+        if self.gateway.checkpoint_dir is not None:
+            return Path(self.gateway.checkpoint_dir)
+        path = self.store_url.removeprefix("sqlite:///")
+        if path == ":memory:":
+            return self.base_dir / "checkpoints"
+        return Path(path).parent / "checkpoints"
 
 
 def resolve_store_url(url: str, *, base_dir: Path) -> str:
@@ -305,6 +327,10 @@ def _gateway(table: _Table, base_dir: Path) -> GatewayConfig:
     shutdown_grace = float(table.get("shutdown_grace", (int, float), defaults.shutdown_grace))
     if not 0 <= shutdown_grace < math.inf:
         raise table.error("must be a finite number, 0 or more", "shutdown_grace")
+    checkpoint_every = table.get("checkpoint_every", (int,), defaults.checkpoint_every)
+    if checkpoint_every < 1:
+        raise table.error("must be at least 1", "checkpoint_every")
+    checkpoint_dir = table.string("checkpoint_dir", None)
     return GatewayConfig(
         store=store,
         admin_listen=admin_listen,
@@ -316,7 +342,25 @@ def _gateway(table: _Table, base_dir: Path) -> GatewayConfig:
         approval_timeout=table.seconds("approval_timeout", defaults.approval_timeout),
         max_message_size=max_message_size,
         shutdown_grace=shutdown_grace,
+        signing_key=_signing_key(table, base_dir),
+        checkpoint_dir=None
+        if checkpoint_dir is None
+        else str((base_dir / Path(checkpoint_dir).expanduser()).resolve()),
+        checkpoint_every=checkpoint_every,
+        checkpoint_interval=table.seconds("checkpoint_interval", defaults.checkpoint_interval),
     )
+
+
+def _signing_key(table: _Table, base_dir: Path) -> Secret | None:
+    reference = table.get("signing_key", (str,), None)
+    if reference is None:
+        return None
+    key = resolve_secret(reference, key=table.prefix + "signing_key", base_dir=base_dir)
+    try:
+        load_signing_key(key.reveal())
+    except CheckpointError as exc:
+        raise table.error(str(exc), "signing_key") from None
+    return key
 
 
 def _check_store_url(table: _Table, url: str) -> None:

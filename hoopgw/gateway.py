@@ -3,6 +3,7 @@ and stops cleanly (sessions get a protocol goodbye, queued audit records are com
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from cryptography import x509
@@ -11,7 +12,7 @@ from twisted.internet import defer, ssl, task
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
-from hoopgw.audit import AuditWriter
+from hoopgw.audit import AuditWriter, CheckpointSettings, spawn_writer_process
 from hoopgw.chain import PluginChain
 from hoopgw.config import Config, ConnectionConfig, resolve_store_url
 from hoopgw.identity import KeyService
@@ -62,7 +63,7 @@ class Gateway:
         """
         self._store = open_store(self._store_url)
         self._store.migrate()
-        self.audit = AuditWriter(self._store_url, self.reactor)
+        self.audit = AuditWriter(self._store_url, self.reactor, spawn=self._writer_spawner())
         yield self.audit.start()
         keys = KeyService(self._store)
         gw = self.config.gateway
@@ -86,6 +87,19 @@ class Gateway:
         except BaseException:
             yield self.stop()
             raise
+
+    def _writer_spawner(self) -> Any:
+        """How to start the writer process: with checkpoint signing when a key is configured."""
+        gw = self.config.gateway
+        if gw.signing_key is None:
+            return spawn_writer_process
+        settings = CheckpointSettings(
+            directory=str(self.config.checkpoint_path),
+            every=gw.checkpoint_every,
+            interval=gw.checkpoint_interval,
+            signing_key=gw.signing_key,
+        )
+        return functools.partial(spawn_writer_process, checkpoints=settings)
 
     def _runtime(
         self, connection: ConnectionConfig, keys: KeyService, server_tls: Any

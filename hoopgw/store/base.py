@@ -82,6 +82,24 @@ class Store(abc.ABC):
     def records(self, after_seq: int = 0) -> Iterator[AuditRecord]:
         """Yield the records with ``seq > after_seq`` in seq order, reading lazily."""
 
+    @abc.abstractmethod
+    def last_record(self) -> AuditRecord | None:
+        """The chain head: the record with the highest seq, or None for an empty store."""
+
+    @abc.abstractmethod
+    def prune(self, *, older_than: float, now: float) -> AuditRecord | None:
+        """Remove the oldest records, those written before ``older_than``, in ONE transaction.
+
+        Only a prefix of the chain goes: the records before the first one whose ``time`` is
+        ``older_than`` or later. In the same transaction a ``pruned`` record
+        (:func:`hoopgw.audit.pruned_entry`) is appended, so the chain still verifies from the
+        first remaining record, and the sessions left without any record leave the ``sessions``
+        and ``commands`` projections. A session that keeps some records keeps its projection
+        whole.
+
+        :return: the ``pruned`` record, or None if no record was old enough (nothing changed).
+        """
+
     # -- projections ---------------------------------------------------------------------------
 
     @abc.abstractmethod

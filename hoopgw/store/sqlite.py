@@ -13,12 +13,20 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from hoopgw.audit import GENESIS_HASH, AuditEntry, AuditRecord, canonical_json, record_hash
+from hoopgw.audit import (
+    GENESIS_HASH,
+    AuditEntry,
+    AuditRecord,
+    canonical_json,
+    pruned_entry,
+    record_hash,
+)
 from hoopgw.errors import StoreError
 from hoopgw.scram import ScramVerifier
 from hoopgw.store import migrations
 from hoopgw.store.base import ApiKeyRecord, Store
 
+_RECORD_COLUMNS = "seq, kind, session_id, time, data, prev_hash, hash"
 _SESSION_COLUMNS = (
     "id, connection, protocol, target, identity, groups, method, credential_id, client_address, "
     "client_tls, upstream_tls, started_at, ended_at, end_reason, command_count, attributes"
@@ -79,69 +87,121 @@ class SQLiteStore(Store):
         if not entries:
             return []
         with self._errors_as_store_error("append audit records"), self._transaction():
-            last = self._conn.execute(
-                "SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
-            seq, prev_hash = (last[0], last[1]) if last else (0, GENESIS_HASH)
-            records = []
-            rows = []
-            for entry in entries:
-                seq += 1
-                text = canonical_json(entry.data)
-                digest = record_hash(
+            return self._append(entries)
+
+    def _append(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+        """Append inside the caller's transaction."""
+        last = self._conn.execute(
+            "SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        seq, prev_hash = (last[0], last[1]) if last else (0, GENESIS_HASH)
+        records = []
+        rows = []
+        for entry in entries:
+            seq += 1
+            text = canonical_json(entry.data)
+            digest = record_hash(
+                seq=seq,
+                kind=entry.kind,
+                session_id=entry.session_id,
+                time=entry.time,
+                data=entry.data,
+                prev_hash=prev_hash,
+                data_json=text,
+            )
+            rows.append((seq, entry.kind, entry.session_id, entry.time, text, prev_hash, digest))
+            records.append(
+                AuditRecord(
                     seq=seq,
                     kind=entry.kind,
                     session_id=entry.session_id,
                     time=entry.time,
                     data=entry.data,
                     prev_hash=prev_hash,
-                    data_json=text,
+                    hash=digest,
                 )
-                rows.append(
-                    (seq, entry.kind, entry.session_id, entry.time, text, prev_hash, digest)
-                )
-                records.append(
-                    AuditRecord(
-                        seq=seq,
-                        kind=entry.kind,
-                        session_id=entry.session_id,
-                        time=entry.time,
-                        data=entry.data,
-                        prev_hash=prev_hash,
-                        hash=digest,
-                    )
-                )
-                prev_hash = digest
-            self._conn.executemany(
-                "INSERT INTO audit_records (seq, kind, session_id, time, data, prev_hash, hash)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                rows,
             )
-            self._project(records)
+            prev_hash = digest
+        self._conn.executemany(
+            "INSERT INTO audit_records (seq, kind, session_id, time, data, prev_hash, hash)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+        self._project(records)
         return records
 
     def records(self, after_seq: int = 0) -> Iterator[AuditRecord]:
         """See :meth:`Store.records`."""
         with self._errors_as_store_error("read audit records"):
             cursor = self._conn.execute(
-                "SELECT seq, kind, session_id, time, data, prev_hash, hash FROM audit_records"
+                f"SELECT {_RECORD_COLUMNS} FROM audit_records"  # noqa: S608 -- fixed fragments
                 " WHERE seq > ? ORDER BY seq",
                 (after_seq,),
             )
-            for seq, kind, session_id, time, data, prev_hash, digest in cursor:
-                try:
-                    decoded = json.loads(data)
-                except (TypeError, ValueError) as exc:
-                    raise StoreError(f"audit record {seq} holds unreadable data: {exc}") from exc
-                yield AuditRecord(
-                    seq=seq,
-                    kind=kind,
-                    session_id=session_id,
-                    time=time,
-                    data=decoded,
-                    prev_hash=prev_hash,
-                    hash=digest,
-                )
+            for row in cursor:
+                yield _audit_record(row)
+
+    def last_record(self) -> AuditRecord | None:
+        """See :meth:`Store.last_record`."""
+        with self._errors_as_store_error("read the last audit record"):
+            row = self._conn.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM audit_records"  # noqa: S608 -- fixed fragments
+                " ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            return None if row is None else _audit_record(row)
+
+    def prune(self, *, older_than: float, now: float) -> AuditRecord | None:
+        """See :meth:`Store.prune`."""
+        with self._errors_as_store_error("prune audit records"), self._transaction():
+            bounds = self._conn.execute("SELECT min(seq), max(seq) FROM audit_records").fetchone()
+            if bounds[0] is None:
+                return None
+            first_seq, head_seq = bounds
+            # By seq, not by time alone: only a prefix may go, or the chain would have a gap.
+            young = self._conn.execute(
+                "SELECT seq FROM audit_records WHERE time >= ? ORDER BY seq LIMIT 1",
+                (older_than,),
+            ).fetchone()
+            last_seq = head_seq if young is None else young[0] - 1
+            if last_seq < first_seq:
+                return None
+            (last_hash,) = self._conn.execute(
+                "SELECT hash FROM audit_records WHERE seq = ?", (last_seq,)
+            ).fetchone()
+            self._conn.execute(
+                "CREATE TEMP TABLE IF NOT EXISTS pruned_sessions (id TEXT PRIMARY KEY)"
+            )
+            self._conn.execute("DELETE FROM pruned_sessions")
+            self._conn.execute(
+                "INSERT INTO pruned_sessions SELECT DISTINCT old.session_id"
+                " FROM audit_records AS old WHERE old.seq <= ? AND NOT EXISTS"
+                " (SELECT 1 FROM audit_records AS kept"
+                " WHERE kept.session_id = old.session_id AND kept.seq > ?)",
+                (last_seq, last_seq),
+            )
+            (sessions_removed,) = self._conn.execute(
+                "SELECT count(*) FROM sessions WHERE id IN (SELECT id FROM pruned_sessions)"
+            ).fetchone()
+            # Appended before the deletion, so it chains to the head even if everything goes.
+            [record] = self._append(
+                [
+                    pruned_entry(
+                        first_seq=first_seq,
+                        last_seq=last_seq,
+                        last_hash=last_hash,
+                        older_than=older_than,
+                        sessions_removed=sessions_removed,
+                        now=now,
+                    )
+                ]
+            )
+            self._conn.execute(
+                "DELETE FROM commands WHERE session_id IN (SELECT id FROM pruned_sessions)"
+            )
+            self._conn.execute("DELETE FROM sessions WHERE id IN (SELECT id FROM pruned_sessions)")
+            self._conn.execute("DELETE FROM audit_records WHERE seq <= ?", (last_seq,))
+            self._conn.execute("DELETE FROM pruned_sessions")
+        return record
 
     # -- projections ---------------------------------------------------------------------------
 
@@ -419,6 +479,23 @@ def _list(value: Any) -> list[Any]:
 
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
+
+
+def _audit_record(row: tuple[Any, ...]) -> AuditRecord:
+    seq, kind, session_id, time, data, prev_hash, digest = row
+    try:
+        decoded = json.loads(data)
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"audit record {seq} holds unreadable data: {exc}") from exc
+    return AuditRecord(
+        seq=seq,
+        kind=kind,
+        session_id=session_id,
+        time=time,
+        data=decoded,
+        prev_hash=prev_hash,
+        hash=digest,
+    )
 
 
 def _session_dict(row: tuple[Any, ...]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 
+import attrs
 import pytest
 from twisted.internet import error as net_error
 from twisted.internet.task import Clock
@@ -17,16 +18,22 @@ from twisted.python.failure import Failure
 
 from hoopgw.audit import (
     GENESIS_HASH,
+    SIGNING_KEY_ENV,
     AuditEntry,
     AuditRecord,
     AuditWriter,
+    CheckpointSettings,
+    PrunedRange,
     canonical_json,
     decode_entry,
     encode_entry,
+    pruned_entry,
     record_hash,
+    spawn_writer_process,
     verify_chain,
 )
 from hoopgw.errors import StoreError
+from hoopgw.secrets import Secret
 from hoopgw.store import SQLiteStore
 
 
@@ -114,6 +121,112 @@ def test_verify_reports_a_repeated_seq():
     assert not result.ok
     assert result.first_bad_seq == 2
     assert "appears after record 2" in result.problem
+
+
+# -- verify_chain after pruning ------------------------------------------------------------------
+
+
+def extended(records, entry_):
+    """``records`` plus ``entry_`` chained after them."""
+    last = records[-1]
+    seq = last.seq + 1
+    digest = record_hash(
+        seq=seq,
+        kind=entry_.kind,
+        session_id=entry_.session_id,
+        time=entry_.time,
+        data=entry_.data,
+        prev_hash=last.hash,
+    )
+    record = AuditRecord(
+        seq=seq,
+        kind=entry_.kind,
+        session_id=entry_.session_id,
+        time=entry_.time,
+        data=entry_.data,
+        prev_hash=last.hash,
+        hash=digest,
+    )
+    return [*records, record]
+
+
+def pruning(records, last_seq, *, first_seq=1, now=99.0):
+    return pruned_entry(
+        first_seq=first_seq,
+        last_seq=last_seq,
+        last_hash=records[last_seq - 1].hash,
+        older_than=float(last_seq) + 0.5,
+        sessions_removed=2,
+        now=now,
+    )
+
+
+def test_a_chain_whose_head_was_pruned_verifies_when_a_pruned_record_vouches():
+    records = chain(6)
+    records = extended(records, pruning(records, 3))
+    result = verify_chain(records[3:])
+    assert result.ok, result.problem
+    assert (result.first_seq, result.last_seq, result.checked) == (4, 7, 4)
+    assert result.last_hash == records[-1].hash
+    assert result.pruned == (
+        PrunedRange(
+            first_seq=1,
+            last_seq=3,
+            last_hash=records[2].hash,
+            older_than=3.5,
+            sessions_removed=2,
+            pruned_at=99.0,
+            record_seq=7,
+        ),
+    )
+
+
+def test_pruning_everything_leaves_the_pruned_record_alone_and_valid():
+    records = chain(4)
+    records = extended(records, pruning(records, 4))
+    result = verify_chain(records[4:])
+    assert result.ok and result.first_seq == result.last_seq == 5
+
+
+def test_a_missing_head_without_a_pruned_record_is_detected():
+    result = verify_chain(chain(6)[2:])
+    assert not result.ok
+    assert result.first_bad_seq == 1
+    assert result.problem == "records 1 to 2 are missing and no pruned record accounts for them"
+
+
+def test_a_pruned_record_vouches_only_for_exactly_its_range():
+    records = chain(6)
+    records = extended(records, pruning(records, 3))
+    # Record 4 was deleted too, by hand: the pruned record speaks of 1 to 3 only.
+    result = verify_chain(records[4:])
+    assert not result.ok and result.first_bad_seq == 1
+    assert "records 1 to 4 are missing" in result.problem
+
+
+def test_a_pruned_record_naming_another_hash_does_not_vouch():
+    records = chain(6)
+    forged = pruned_entry(
+        first_seq=1, last_seq=3, last_hash="f" * 64, older_than=1.0, sessions_removed=0, now=9.0
+    )
+    result = verify_chain(extended(records, forged)[3:])
+    assert not result.ok and result.first_bad_seq == 1
+
+
+def test_malformed_pruned_data_is_no_range():
+    record = chain(1)[0]
+    for data in ({}, {"first_seq": 1, "last_seq": "3"}, {"first_seq": 2, "last_seq": 1}):
+        odd = attrs.evolve(record, kind="pruned", data=data)
+        assert PrunedRange.from_record(odd) is None
+    assert PrunedRange.from_record(record) is None
+
+
+def test_a_broken_chain_reports_the_last_intact_record():
+    records = chain(5)
+    records[3] = attrs.evolve(records[3], data={"n": 0})
+    result = verify_chain(records)
+    assert (result.first_bad_seq, result.last_seq) == (4, 3)
+    assert result.last_hash == records[2].hash
 
 
 # -- verify_chain on a tampered SQLite file ------------------------------------------------------
@@ -385,3 +498,42 @@ def test_record_hash_with_prepared_json_equals_the_canonical_document():
     expected = hashlib.sha256(document.encode("utf-8")).hexdigest()
     assert record_hash(**fields, data=data) == expected
     assert record_hash(**fields, data=data, data_json=canonical_json(data)) == expected
+
+
+# -- spawning the writer process -------------------------------------------------------------------
+
+
+class SpawningReactor:
+    def spawnProcess(self, protocol, executable, args, env, childFDs):
+        self.args, self.env = args, env
+        return "process"
+
+
+def test_spawn_without_checkpoints_passes_no_key(monkeypatch):
+    monkeypatch.setenv(SIGNING_KEY_ENV, "stale")
+    reactor = SpawningReactor()
+    spawn_writer_process(None, "sqlite:///a.db", reactor)
+    assert reactor.args[1:] == ["-m", "hoopgw.audit_process", "sqlite:///a.db"]
+    assert SIGNING_KEY_ENV not in reactor.env
+
+
+def test_spawn_with_checkpoints_passes_the_key_in_the_environment_only():
+    reactor = SpawningReactor()
+    settings = CheckpointSettings(
+        directory="/var/lib/cp",
+        every=10,
+        interval=2.5,
+        signing_key=Secret(reference="file:k.pem", value="PEM-TEXT"),
+    )
+    spawn_writer_process(None, "sqlite:///a.db", reactor, checkpoints=settings)
+    assert reactor.args[3:] == [
+        "sqlite:///a.db",
+        "--checkpoint-dir",
+        "/var/lib/cp",
+        "--checkpoint-every",
+        "10",
+        "--checkpoint-interval",
+        "2.5",
+    ]
+    assert "PEM-TEXT" not in " ".join(reactor.args)
+    assert reactor.env[SIGNING_KEY_ENV] == "PEM-TEXT"

@@ -15,6 +15,7 @@ from twisted.internet.testing import MemoryReactorClock
 
 from hoopgw import gateway as gateway_module
 from hoopgw.audit import AuditWriter
+from hoopgw.checkpoints import generate_signing_key, private_key_pem
 from hoopgw.config import Config, parse_config
 from hoopgw.gateway import Gateway, server_tls_options
 from hoopgw.testing import InlineWriterProcess
@@ -79,7 +80,7 @@ def inline_audit_writer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(
         gateway_module,
         "AuditWriter",
-        lambda url, reactor: AuditWriter(url, reactor, spawn=InlineWriterProcess().spawn),
+        lambda url, reactor, spawn: AuditWriter(url, reactor, spawn=InlineWriterProcess().spawn),
     )
 
 
@@ -116,6 +117,26 @@ def test_start_opens_the_store_and_the_audit_writer(config: Config, tmp_path: Pa
     gateway, _ = started(config)
     assert gateway.audit is not None
     assert (tmp_path / "hoopgw.db").exists()
+
+
+def test_the_writer_process_is_spawned_without_checkpoints_by_default(config: Config) -> None:
+    assert Gateway(config, Reactor())._writer_spawner() is gateway_module.spawn_writer_process
+
+
+def test_a_signing_key_makes_the_writer_process_sign_checkpoints(tmp_path: Path) -> None:
+    (tmp_path / "signing.pem").write_bytes(private_key_pem(generate_signing_key()))
+    text = CONFIG.replace(
+        "shutdown_grace = 2.0",
+        'shutdown_grace = 2.0\nsigning_key = "file:signing.pem"\ncheckpoint_every = 50\n'
+        "checkpoint_interval = 60",
+    )
+    config = parse_config(text, base_dir=tmp_path)
+    spawner = Gateway(config, Reactor())._writer_spawner()
+    settings = spawner.keywords["checkpoints"]
+    assert spawner.func is gateway_module.spawn_writer_process
+    assert settings.directory == str(tmp_path / "checkpoints")
+    assert (settings.every, settings.interval) == (50, 60.0)
+    assert settings.signing_key is config.gateway.signing_key
 
 
 def test_stop_ends_sessions_with_a_goodbye_and_stops_listening(config: Config) -> None:

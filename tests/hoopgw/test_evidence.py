@@ -1,0 +1,538 @@
+"""Tests for hoopgw.evidence and hoopgw.cli_evidence, on a synthetic SQLite store in tmp_path."""
+
+import csv
+import hashlib
+import json
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import attrs
+import pytest
+
+from hoopgw import evidence
+from hoopgw.audit import AuditEntry
+from hoopgw.cli import main
+from hoopgw.config import load_config
+from hoopgw.evidence import Checkpoint, TimeRange, build_pack, parse_when
+from hoopgw.secrets import Secret
+from hoopgw.store import open_store
+
+PASSWORD = "evidence-test-password-2718"
+
+CONFIG = """
+[gateway]
+store = "sqlite:///./audit.db"
+
+[[connections]]
+name = "pg-a"
+protocol = "postgres"
+listen = "tcp:15432:interface=127.0.0.1"
+target = "127.0.0.1:5432"
+allow_groups = ["agents"]
+client_tls = "disabled"
+plugins = ["recording", "guardrails"]
+credential = { user = "postgres", password = "env:HOOPGW_EVIDENCE_TEST_PW" }
+
+[connections.guardrails]
+preset = "agent-readonly"
+
+[[connections]]
+name = "pg-b"
+protocol = "postgres"
+listen = "tcp:15433:interface=127.0.0.1"
+target = "127.0.0.1:5432"
+allow_groups = []
+credential = { user = "postgres" }
+"""
+
+# 2026-11-25T17:00:00Z
+NOON = 1795626000.0
+HOSTILE = "SELECT '<script>alert(1)</script>' | **x** [a](javascript:x)"
+
+
+@pytest.fixture(autouse=True)
+def environment(monkeypatch):
+    monkeypatch.setenv("HOOPGW_EVIDENCE_TEST_PW", PASSWORD)
+
+
+@pytest.fixture
+def config_file(tmp_path) -> Path:
+    path = tmp_path / "hoopgw.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+@pytest.fixture
+def store(config_file):
+    opened = open_store(f"sqlite:///{config_file.parent}/audit.db")
+    opened.migrate()
+    yield opened
+    opened.close()
+
+
+def session_entries(session_id, *, start, identity="ci", blocked_text=HOSTILE, end=True):
+    """A session with an allowed command, a blocked one, and (optionally) its end."""
+
+    def entry(record_kind, time, **data):
+        return AuditEntry(kind=record_kind, session_id=session_id, time=time, data=data)
+
+    entries = [
+        entry(
+            "session_started", start, identity=identity, groups=["agents"],
+            method="api-key", credential_id="0123456789ab", client_address="127.0.0.1:5000",
+            connection="pg-a", protocol="postgres", target="127.0.0.1:5432",
+            client_tls=False, upstream_tls=True, started_at=start,
+            attributes={"application_name": "=HYPERLINK(1)"},
+        ),
+        entry("command_received", start + 1, seq=1, kind="query", text="SELECT 1",
+              parameter_count=0, statement_name=""),
+        entry("command_decided", start + 1, seq=1, verdict="allow", reason="", plugin="",
+              rule=""),
+        entry("command_completed", start + 2, seq=1, status="ok", rows=1, bytes=12,
+              duration=0.5, error_code="", error_message=""),
+        entry("command_received", start + 3, seq=2, kind="query", text=blocked_text,
+              parameter_count=0, statement_name=""),
+        entry("command_decided", start + 3, seq=2, verdict="block", reason="read only",
+              plugin="guardrails", rule="write"),
+        entry("command_completed", start + 3, seq=2, status="blocked", rows=0, bytes=0,
+              duration=0.0, error_code="42501", error_message="read only"),
+    ]  # fmt: skip
+    if end:
+        entries.append(entry("session_closed", start + 4, reason="client closed"))
+    return entries
+
+
+def make_pack(store, config_file, folder, *, since=NOON - 60, until=None, **kwargs):
+    return build_pack(
+        store,
+        load_config(config_file),
+        config_file=config_file,
+        time_range=TimeRange(since=since, until=until),
+        folder=folder,
+        now=NOON + 3600,
+        **kwargs,
+    )
+
+
+def summary(folder):
+    return json.loads((folder / "summary.json").read_text())
+
+
+def assert_manifest_valid(folder):
+    lines = (folder / "manifest.sha256").read_text().splitlines()
+    listed = {}
+    for line in lines:
+        digest, name = line.split("  ", 1)
+        listed[name] = digest
+    on_disk = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {
+        "manifest.sha256"
+    }
+    assert set(listed) == on_disk
+    for name, digest in listed.items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest
+    if shutil.which("sha256sum"):
+        checked = subprocess.run(
+            ["sha256sum", "--strict", "-c", "manifest.sha256"],
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+# -- the pack --------------------------------------------------------------------------------
+
+
+def test_pack_counts_sessions_and_commands_by_verdict(store, config_file, tmp_path):
+    store.append(session_entries("s1", start=NOON))
+    store.append(session_entries("s2", start=NOON + 10, identity="ops", end=False))
+
+    result = make_pack(store, config_file, tmp_path / "pack")
+
+    assert result.verified
+    assert (result.sessions, result.commands) == (2, 4)
+    doc = summary(tmp_path / "pack")
+    assert doc["format"] == "hoopgw-evidence/1"
+    assert doc["sessions"] == {
+        "count": 2,
+        "ended": 1,
+        "identities": ["ci", "ops"],
+        "by_connection": {"pg-a": 2},
+        "client_tls": 0,
+        "upstream_tls": 2,
+    }
+    assert doc["commands"]["by_verdict"] == {"allow": 2, "block": 2, "hold": 0, "undecided": 0}
+    assert doc["commands"]["by_status"] == {"blocked": 2, "ok": 2}
+    assert doc["commands"]["blocked_by_rule"] == {"write": 2}
+    assert doc["records"]["in_range"] == 15
+    assert doc["records"]["by_kind"]["session_started"] == 2
+    assert [c["id"] for c in doc["controls"]] == [
+        "AU-2", "AU-3", "AU-9", "AU-12", "AC-2", "AC-3", "AC-6", "SC-7", "SC-8", "SI-4", "IR-4"
+    ]  # fmt: skip
+
+
+def test_pack_files_and_manifest(store, config_file, tmp_path):
+    store.append(session_entries("s1", start=NOON))
+
+    result = make_pack(store, config_file, tmp_path / "pack")
+
+    assert set(result.files) == {
+        "accounts.csv",
+        "commands.jsonl",
+        "index.html",
+        "index.md",
+        "manifest.sha256",
+        "policies/pg-a.json",
+        "policies/pg-b.json",
+        "sessions.csv",
+        "sessions.json",
+        "summary.json",
+        "verification.json",
+    }
+    assert result.files[-1] == "manifest.sha256"
+    assert_manifest_valid(tmp_path / "pack")
+
+
+def test_sessions_and_commands_files(store, config_file, tmp_path):
+    store.append(session_entries("s1", start=NOON))
+    folder = tmp_path / "pack"
+
+    make_pack(store, config_file, folder)
+
+    with (folder / "sessions.csv").open(newline="") as file:
+        [row] = list(csv.DictReader(file))
+    assert row["id"] == "s1"
+    assert row["started_at"] == "2026-11-25T17:00:00Z"
+    assert row["ended_at"] == "2026-11-25T17:00:04Z"
+    assert row["end_reason"] == "client closed"
+    assert row["command_count"] == "2"
+    assert row["upstream_tls"] == "true"
+    [session] = json.loads((folder / "sessions.json").read_text())
+    assert session["attributes"] == {"application_name": "=HYPERLINK(1)"}
+    commands = [json.loads(line) for line in (folder / "commands.jsonl").read_text().splitlines()]
+    assert [(c["seq"], c["verdict"], c["status"]) for c in commands] == [
+        (1, "allow", "ok"),
+        (2, "block", "blocked"),
+    ]
+    assert commands[1]["text"] == HOSTILE
+    assert commands[1]["rule"] == "write"
+
+
+def test_csv_cells_cannot_become_spreadsheet_formulas(store, config_file, tmp_path):
+    store.append(session_entries("s1", start=NOON, identity="=cmd|' /C calc'!A0"))
+    folder = tmp_path / "pack"
+
+    make_pack(store, config_file, folder)
+
+    with (folder / "sessions.csv").open(newline="") as file:
+        [row] = list(csv.DictReader(file))
+    assert row["identity"] == "'=cmd|' /C calc'!A0"
+
+
+def test_range_keeps_what_happened_to_its_commands_after_it(store, config_file, tmp_path):
+    store.append(session_entries("before", start=NOON - 3600))
+    store.append(session_entries("inside", start=NOON))
+    store.append(session_entries("after", start=NOON + 3600))
+    folder = tmp_path / "pack"
+
+    # The range ends after the first command was received, before it completed and before the
+    # session ended: both still describe it.
+    result = make_pack(store, config_file, folder, since=NOON, until=NOON + 1.5)
+
+    assert (result.sessions, result.commands) == (1, 1)
+    [session] = json.loads((folder / "sessions.json").read_text())
+    assert session["id"] == "inside"
+    assert session["end_reason"] == "client closed"
+    doc = summary(folder)
+    assert doc["commands"]["by_status"] == {"ok": 1}
+    assert doc["records"]["in_range"] == 3
+    assert doc["range"] == {"since": "2026-11-25T17:00:00Z", "until": "2026-11-25T17:00:01Z"}
+    assert doc["verification"]["checked"] == 24
+
+
+def test_unfinished_commands_are_written_too(store, config_file, tmp_path):
+    entries = session_entries("s1", start=NOON, end=False)[:5]  # the second command undecided
+    store.append(entries)
+    folder = tmp_path / "pack"
+
+    make_pack(store, config_file, folder)
+
+    doc = summary(folder)
+    assert doc["commands"]["by_verdict"]["undecided"] == 1
+    assert doc["commands"]["by_status"] == {"ok": 1, "unfinished": 1}
+    assert len((folder / "commands.jsonl").read_text().splitlines()) == 2
+
+
+def test_html_and_markdown_escape_recorded_text(store, config_file, tmp_path):
+    store.append(session_entries("s1", start=NOON))
+    folder = tmp_path / "pack"
+
+    make_pack(store, config_file, folder)
+
+    page = (folder / "index.html").read_text()
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<style>" in page  # readable without a server: inline CSS, no external files
+    assert "http" not in page.replace("http-equiv", "")
+    markdown = (folder / "index.md").read_text()
+    assert "<script>" not in markdown
+    assert "[a](javascript" not in markdown
+    assert r"\*\*x\*\*" in markdown
+
+
+def test_reviews_and_grants_are_not_invented(store, config_file, tmp_path):
+    folder = tmp_path / "pack"
+
+    make_pack(store, config_file, folder)
+
+    doc = summary(folder)
+    assert doc["reviews"] == {"count": 0, "note": evidence.NOT_RECORDED}
+    assert doc["access_grants"] == {"count": 0, "note": evidence.NOT_RECORDED}
+    assert evidence.NOT_RECORDED in (folder / "index.html").read_text()
+
+
+def test_policies_leave_out_the_credential_and_carry_their_hash(store, config_file, tmp_path):
+    folder = tmp_path / "pack"
+
+    make_pack(store, config_file, folder)
+
+    excerpt_text = (folder / "policies" / "pg-a.json").read_text()
+    excerpt = json.loads(excerpt_text)
+    assert excerpt["plugins"] == ["recording", "guardrails"]
+    assert excerpt["options"]["guardrails"]["preset"] == "agent-readonly"
+    assert excerpt["allow_groups"] == ["agents"]
+    assert "credential" not in excerpt
+    for file in folder.rglob("*"):
+        if file.is_file():
+            text = file.read_text()
+            assert PASSWORD not in text
+            assert "HOOPGW_EVIDENCE_TEST_PW" not in text
+    [policy] = [p for p in summary(folder)["policies"] if p["connection"] == "pg-a"]
+    assert policy["sha256"] == hashlib.sha256(excerpt_text.encode()).hexdigest()
+    assert policy["file"] == "policies/pg-a.json"
+    assert summary(folder)["config"] == {
+        "file": "hoopgw.toml",
+        "sha256": hashlib.sha256(config_file.read_bytes()).hexdigest(),
+    }
+
+
+def test_a_secret_in_plugin_options_shows_only_its_reference():
+    config = load_config_text()
+    connection = attrs.evolve(
+        config.connections[0],
+        plugin_options={"recording": {"key": Secret(reference="env:K", value="hunter2")}},
+        plugins=("recording",),
+    )
+
+    excerpt = evidence.policy_excerpt(connection)
+
+    text = json.dumps(excerpt, default=evidence._json_value)
+    assert "hunter2" not in text
+    assert '"secret_reference": "env:K"' in text
+
+
+def load_config_text():
+    from hoopgw.config import parse_config
+
+    return parse_config(CONFIG, base_dir=Path("/"))
+
+
+def test_accounts_never_show_secrets(store, config_file, tmp_path, capsys):
+    assert main(["keys", "create", "-c", str(config_file), "--identity", "ci",
+                 "--group", "agents"]) == 0  # fmt: skip
+    secret = capsys.readouterr().out.strip()
+    folder = tmp_path / "pack"
+
+    make_pack(store, config_file, folder)
+
+    accounts = (folder / "accounts.csv").read_text()
+    assert accounts.splitlines()[0] == (
+        "key_id,identity,groups,created_at,expires_at,revoked_at,last_used_at"
+    )
+    assert ",ci,agents," in accounts
+    assert secret not in accounts
+    [key] = store.list_keys()
+    assert key.secret_sha256 not in accounts
+
+
+# -- verification ----------------------------------------------------------------------------
+
+
+def tamper(config_file, seq):
+    with sqlite3.connect(config_file.parent / "audit.db") as db:
+        db.execute(
+            "UPDATE audit_records SET data = replace(data, 'SELECT 1', 'SELECT 2') WHERE seq = ?",
+            (seq,),
+        )
+
+
+def test_a_broken_chain_still_writes_the_pack_marked_failed(store, config_file, tmp_path):
+    store.append(session_entries("s1", start=NOON))
+    store.append(session_entries("s2", start=NOON + 10))
+    tamper(config_file, 2)
+    folder = tmp_path / "pack"
+
+    result = make_pack(store, config_file, folder)
+
+    assert not result.verified
+    assert result.verification.first_bad_seq == 2
+    # Every record is still summarised, also those after the break.
+    assert (result.sessions, result.commands) == (2, 4)
+    verification = json.loads((folder / "verification.json").read_text())
+    assert verification["ok"] is False
+    assert verification["first_bad_seq"] == 2
+    assert "changed" in verification["problem"]
+    assert verification["records_read"] == 16
+    assert "FAILED VERIFICATION" in (folder / "index.html").read_text()
+    assert "FAILED VERIFICATION" in (folder / "index.md").read_text()
+    assert_manifest_valid(folder)
+
+
+def test_intact_chain_reports_head_and_no_checkpoint(store, config_file, tmp_path):
+    [*_, last] = store.append(session_entries("s1", start=NOON))
+    folder = tmp_path / "pack"
+
+    make_pack(store, config_file, folder)
+
+    verification = json.loads((folder / "verification.json").read_text())
+    assert verification["ok"] is True
+    assert (verification["head_seq"], verification["head_hash"]) == (last.seq, last.hash)
+    assert verification["checkpoint"] is None
+    assert verification["checkpoint_note"] == "no checkpoint configured"
+    assert "VERIFIED" in (folder / "index.html").read_text()
+
+
+def test_a_chain_shorter_than_the_checkpoint_fails(store, config_file, tmp_path):
+    [*_, last] = store.append(session_entries("s1", start=NOON))
+    checkpoint = Checkpoint(seq=last.seq + 5, hash="ab" * 32, time=NOON + 10, source="/cp/1")
+    folder = tmp_path / "pack"
+
+    result = make_pack(store, config_file, folder, checkpoint=checkpoint)
+
+    assert result.verification.ok
+    assert not result.verified
+    verification = json.loads((folder / "verification.json").read_text())
+    assert verification["ok"] is False
+    assert "removed from the end" in verification["problem"]
+    assert verification["checkpoint"]["seq"] == last.seq + 5
+
+
+def test_progress_is_reported(store, config_file, tmp_path, monkeypatch):
+    monkeypatch.setattr(evidence, "PROGRESS_EVERY", 3)
+    store.append(session_entries("s1", start=NOON))
+    messages = []
+
+    make_pack(store, config_file, tmp_path / "pack", progress=messages.append)
+
+    assert messages == [
+        "read 3 audit records",
+        "read 6 audit records",
+        "read 8 audit records",
+    ]
+
+
+def test_refuses_a_folder_that_is_not_empty(store, config_file, tmp_path):
+    folder = tmp_path / "pack"
+    folder.mkdir()
+    (folder / "old.txt").write_text("x")
+
+    with pytest.raises(FileExistsError):
+        make_pack(store, config_file, folder)
+
+
+# -- dates -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-11-25", 1795564800.0),
+        ("2026-11-25T17:00:00Z", NOON),
+        ("2026-11-25T17:00:00", NOON),
+        ("2026-11-25T18:00:00+01:00", NOON),
+        ("30d", NOON - 30 * 86400),
+        ("12h", NOON - 12 * 3600),
+    ],
+)
+def test_parse_when(text, expected):
+    assert parse_when(text, now=NOON) == expected
+
+
+@pytest.mark.parametrize("text", ["", "yesterday", "0d", "2026-13-01", "1.5h"])
+def test_parse_when_refuses_anything_else(text):
+    with pytest.raises(ValueError, match="invalid date"):
+        parse_when(text, now=NOON)
+
+
+# -- the command -----------------------------------------------------------------------------
+
+
+def run(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_command_writes_the_pack(capsys, store, config_file, tmp_path):
+    store.append(session_entries("s1", start=NOON))
+    folder = tmp_path / "pack"
+
+    code, out, err = run(
+        capsys, "evidence", "-c", config_file, "--since", "2026-11-25", "--out", folder
+    )
+
+    assert code == 0, err
+    assert out == (
+        f"evidence pack written to {folder} (sessions: 1, commands: 2, files: 11; chain verified)\n"
+    )
+    assert "read 8 audit records" in err
+    assert summary(folder)["sessions"]["count"] == 1
+    assert_manifest_valid(folder)
+
+
+def test_command_exits_1_on_a_broken_chain_but_writes_the_pack(
+    capsys, store, config_file, tmp_path
+):
+    store.append(session_entries("s1", start=NOON))
+    tamper(config_file, 2)
+    folder = tmp_path / "pack"
+
+    code, out, err = run(
+        capsys, "evidence", "-c", config_file, "--since", "2026-11-25", "--out", folder
+    )
+
+    assert code == 1
+    assert out == ""
+    assert "does NOT verify: record 2 was changed" in err
+    assert "marked FAILED" in err
+    assert (folder / "index.html").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--since", "someday"], "invalid date"),
+        (["--since", "2026-11-25", "--until", "2026-11-24"], "--until must be later"),
+    ],
+)
+def test_command_usage_errors(capsys, config_file, tmp_path, argv, message):
+    code, _, err = run(capsys, "evidence", "-c", config_file, "--out", tmp_path / "p", *argv)
+
+    assert code == 2
+    assert message in err
+    assert not (tmp_path / "p").exists()
+
+
+def test_command_refuses_a_used_folder(capsys, config_file, tmp_path):
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "x").write_text("x")
+
+    code, _, err = run(
+        capsys, "evidence", "-c", config_file, "--since", "1d", "--out", tmp_path / "used"
+    )
+
+    assert code == 2
+    assert "not an empty folder" in err

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from hoopgw.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, opened_store, out
 from hoopgw.config import load_config
-from hoopgw.evidence import TimeRange, build_pack, parse_when
+from hoopgw.evidence import TimeRange, build_pack, latest_checkpoint, parse_when
 
 
 def register(
@@ -65,14 +65,15 @@ def _evidence(args: argparse.Namespace) -> int:
             time_range=TimeRange(since=since, until=until),
             folder=folder,
             now=now,
+            latest=latest_checkpoint(config),
             progress=error,
         )
     summary = (
         f"sessions: {result.sessions}, commands: {result.commands}, files: {len(result.files)}"
     )
     if not result.verified:
-        problem = result.verification.problem or "records were removed from the end"
-        error(f"the audit chain does NOT verify: {problem}")
+        problem = result.verification.problem or result.checkpoint_problem
+        error(f"the audit log does NOT verify: {problem}")
         error(f"evidence pack written to {folder}, marked FAILED verification ({summary})")
         return EXIT_FAILED
     out(f"evidence pack written to {folder} ({summary}; chain verified)")

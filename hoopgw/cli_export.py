@@ -301,5 +301,5 @@ def _replay(args: argparse.Namespace) -> int:
     def write(line: str) -> None:
         print(line, file=sys.stdout, flush=args.real_time)
 
-    play(session, write, real_time=args.real_time, speed=args.speed)
+    play(session, write, real_time=args.real_time, speed=args.speed, sleep=time.sleep)
     return EXIT_OK

@@ -126,11 +126,20 @@ def render_step(step: TranscriptStep) -> list[str]:
         lines.append(f"    error {step.error_code or '-'}: {step.error_message or ''}".rstrip())
     if step.sample:
         lines.append(f"    sample ({len(step.sample)} row{'' if len(step.sample) == 1 else 's'}):")
-        lines += [
-            "      | " + " | ".join("NULL" if v is None else v for v in row) + " |"
-            for row in step.sample
-        ]
+        lines += [f"      {line}" for line in _sample_table(step.sample)]
     return lines
+
+
+def _sample_table(rows: tuple[tuple[str | None, ...], ...]) -> list[str]:
+    cells = [["NULL" if value is None else value for value in row] for row in rows]
+    widths = [
+        max(len(row[i]) for row in cells if i < len(row))
+        for i in range(max(len(row) for row in cells))
+    ]
+    return [
+        "| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)) + " |"
+        for row in cells
+    ]
 
 
 def play(

@@ -13,9 +13,17 @@ import pytest
 
 from hoopgw import evidence
 from hoopgw.audit import AuditEntry
+from hoopgw.checkpoints import (
+    KEY_NAME,
+    Checkpoint,
+    generate_signing_key,
+    private_key_pem,
+    sign_checkpoint,
+    write_checkpoint_file,
+)
 from hoopgw.cli import main
 from hoopgw.config import load_config
-from hoopgw.evidence import Checkpoint, TimeRange, build_pack, parse_when
+from hoopgw.evidence import TimeRange, build_pack, latest_checkpoint, parse_when
 from hoopgw.secrets import Secret
 from hoopgw.store import open_store
 
@@ -405,19 +413,88 @@ def test_intact_chain_reports_head_and_no_checkpoint(store, config_file, tmp_pat
     assert "VERIFIED" in (folder / "index.html").read_text()
 
 
-def test_a_chain_shorter_than_the_checkpoint_fails(store, config_file, tmp_path):
+@pytest.fixture
+def signed_config(config_file):
+    """The config with a signing key; returns a function writing a checkpoint of (seq, hash)."""
+    key = generate_signing_key()
+    (config_file.parent / "signing.pem").write_bytes(private_key_pem(key))
+    config_file.write_text(
+        CONFIG.replace("[gateway]\n", '[gateway]\nsigning_key = "file:signing.pem"\n')
+    )
+
+    def write(seq, digest):
+        note = sign_checkpoint(
+            Checkpoint(origin=KEY_NAME, seq=seq, hash=digest, time=NOON + 10), key
+        )
+        write_checkpoint_file(load_config(config_file).checkpoint_path, seq, note)
+
+    return write
+
+
+def test_latest_checkpoint(store, config_file, signed_config):
+    unsigned = config_file.parent / "unsigned.toml"
+    unsigned.write_text(CONFIG)
+    assert latest_checkpoint(load_config(unsigned)) is None
+    empty = latest_checkpoint(load_config(config_file))
+    assert empty is not None and empty.checkpoint is None and not empty.problem
+    signed_config(3, "ab" * 32)
+    signed_config(7, "cd" * 32)
+
+    found = latest_checkpoint(load_config(config_file))
+
+    assert found is not None and found.checkpoint is not None
+    assert (found.checkpoint.seq, found.checkpoint.hash) == (7, "cd" * 32)
+    assert found.source.endswith("checkpoint-00000000000000000007.txt")
+
+
+def test_a_log_matching_its_checkpoint_verifies(store, config_file, tmp_path, signed_config):
     [*_, last] = store.append(session_entries("s1", start=NOON))
-    checkpoint = Checkpoint(seq=last.seq + 5, hash="ab" * 32, time=NOON + 10, source="/cp/1")
+    signed_config(last.seq, last.hash)
+    config = load_config(config_file)
     folder = tmp_path / "pack"
 
-    result = make_pack(store, config_file, folder, checkpoint=checkpoint)
+    result = make_pack(store, config_file, folder, latest=latest_checkpoint(config))
+
+    assert result.verified
+    verification = json.loads((folder / "verification.json").read_text())
+    assert verification["checkpoint"]["seq"] == last.seq
+    assert verification["checkpoint_problem"] == ""
+    assert "the log matches it" in (folder / "index.html").read_text()
+
+
+def test_a_log_shorter_than_its_checkpoint_fails(store, config_file, tmp_path, signed_config):
+    [*_, last] = store.append(session_entries("s1", start=NOON))
+    signed_config(last.seq + 5, "ab" * 32)
+    config = load_config(config_file)
+    folder = tmp_path / "pack"
+
+    result = make_pack(store, config_file, folder, latest=latest_checkpoint(config))
 
     assert result.verification.ok
     assert not result.verified
     verification = json.loads((folder / "verification.json").read_text())
     assert verification["ok"] is False
-    assert "removed from the end" in verification["problem"]
+    assert verification["chain_ok"] is True
+    assert "truncated" in verification["problem"]
     assert verification["checkpoint"]["seq"] == last.seq + 5
+    assert "does not match its latest checkpoint" in (folder / "index.html").read_text()
+
+
+def test_a_checkpoint_with_a_bad_signature_fails(store, config_file, tmp_path, signed_config):
+    [*_, last] = store.append(session_entries("s1", start=NOON))
+    signed_config(last.seq, last.hash)
+    config = load_config(config_file)
+    [file] = config.checkpoint_path.iterdir()
+    file.write_text(file.read_text().replace(last.hash, "00" * 32))
+    folder = tmp_path / "pack"
+
+    result = make_pack(store, config_file, folder, latest=latest_checkpoint(config))
+
+    assert not result.verified
+    assert result.checkpoint_problem
+    verification = json.loads((folder / "verification.json").read_text())
+    assert verification["ok"] is False
+    assert verification["checkpoint"] is None
 
 
 def test_progress_is_reported(store, config_file, tmp_path, monkeypatch):

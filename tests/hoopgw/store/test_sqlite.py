@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import sqlite3
 
+import attrs
 import pytest
 
 from hoopgw.audit import GENESIS_HASH, AuditEntry, record_hash, verify_chain
@@ -410,6 +411,100 @@ def test_repeated_records_do_not_double_count(store):
     store.append(a_session()[:2])
     assert store.get_session("s1")["command_count"] == 1
     assert len(list(store.records())) == 4
+
+
+# -- last record and pruning -------------------------------------------------------------------
+
+
+def test_last_record_is_the_chain_head(store):
+    assert store.last_record() is None
+    records = store.append(a_session())
+    assert store.last_record() == records[-1]
+
+
+def test_prune_removes_the_old_prefix_and_appends_a_pruned_record(store):
+    old = store.append(a_session("old", start=100.0))  # seq 1..8, times 100..104
+    store.append(a_session("new", start=1000.0))  # seq 9..16
+    record = store.prune(older_than=500.0, now=2000.0)
+    assert record.kind == "pruned" and record.seq == 17 and record.session_id == ""
+    assert record.time == 2000.0
+    assert record.data == {
+        "first_seq": 1,
+        "last_seq": 8,
+        "last_hash": old[-1].hash,
+        "older_than": 500.0,
+        "sessions_removed": 1,
+    }
+    remaining = list(store.records())
+    assert [r.seq for r in remaining] == list(range(9, 18))
+    assert remaining[0].prev_hash == old[-1].hash
+    result = verify_chain(remaining)
+    assert result.ok, result.problem
+    assert [(p.first_seq, p.last_seq) for p in result.pruned] == [(1, 8)]
+    assert store.get_session("old") is None
+    assert [s["id"] for s in store.list_sessions()] == ["new"]
+    assert len(store.get_session("new")["commands"]) == 2
+
+
+def test_prune_stops_at_the_first_young_record_even_if_older_ones_follow(store):
+    store.append([command("x", "a", time=10.0), command("x", "b", time=900.0)])
+    store.append([command("x", "c", time=20.0)])  # old, but after a young one
+    record = store.prune(older_than=500.0, now=1000.0)
+    assert (record.data["first_seq"], record.data["last_seq"]) == (1, 1)
+    assert [r.seq for r in store.records()] == [2, 3, 4]
+
+
+def test_prune_keeps_the_projection_of_a_session_that_keeps_records(store):
+    records = a_session("long", start=100.0)
+    store.append(records[:3])
+    store.append([attrs.evolve(e, time=1000.0) for e in records[3:]])
+    record = store.prune(older_than=500.0, now=2000.0)
+    assert record.data["sessions_removed"] == 0
+    assert len(store.get_session("long")["commands"]) == 2
+
+
+def test_prune_with_nothing_old_enough_changes_nothing(store):
+    store.append(a_session(start=1000.0))
+    assert store.prune(older_than=500.0, now=2000.0) is None
+    assert len(list(store.records())) == 8
+    empty = SQLiteStore(":memory:")
+    empty.migrate()
+    assert empty.prune(older_than=500.0, now=2000.0) is None
+
+
+def test_prune_everything_leaves_only_the_pruned_record(store):
+    records = store.append(a_session(start=100.0))
+    record = store.prune(older_than=500.0, now=2000.0)
+    assert list(store.records()) == [record]
+    assert record.prev_hash == records[-1].hash
+    assert verify_chain(store.records()).ok
+    assert store.list_sessions() == []
+
+
+def test_pruning_twice_keeps_the_chain_verifiable(store):
+    store.append(a_session("a", start=100.0))
+    store.append(a_session("b", start=1000.0))
+    store.prune(older_than=500.0, now=2000.0)  # removes 1..8, appends 17
+    store.append(a_session("c", start=3000.0))  # 18..25
+    second = store.prune(older_than=2500.0, now=4000.0)  # removes 9..17
+    assert (second.data["first_seq"], second.data["last_seq"]) == (9, 17)
+    result = verify_chain(store.records())
+    assert result.ok, result.problem
+    assert result.first_seq == 18
+    assert [(p.first_seq, p.last_seq) for p in result.pruned] == [(9, 17)]
+
+
+def test_a_failed_prune_changes_nothing(store, path):
+    store.append(a_session(start=100.0))
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    locked = SQLiteStore(path, busy_timeout=0.01)
+    with pytest.raises(StoreError, match="prune"):
+        locked.prune(older_than=500.0, now=2000.0)
+    other.execute("ROLLBACK")
+    other.close()
+    locked.close()
+    assert len(list(store.records())) == 8
 
 
 # -- API keys --------------------------------------------------------------------------------

@@ -5,6 +5,9 @@ holding its ``seq``, ``kind``, ``session_id``, ``time``, ``data`` and the previo
 (``prev_hash``; the first record's is :data:`GENESIS_HASH`). A changed, removed, inserted or
 reordered record breaks the chain, and :func:`verify_chain` reports the first record where it
 breaks. The chain is computed by the store inside the transaction that appends the records.
+Retention may remove the oldest records; a ``pruned`` record (:func:`pruned_entry`) then
+vouches for the first remaining one. Signed checkpoints of the chain head
+(:mod:`hoopgw.checkpoints`) detect what the chain alone cannot: a truncated or recomputed log.
 
 :class:`AuditWriter` is how the gateway writes records. It lives on the reactor thread and hands
 entries to a writer process of its own (:mod:`hoopgw.audit_process`), which appends them to the
@@ -23,7 +26,7 @@ import os
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeGuard
 
 import attrs
 from twisted.internet import defer, protocol
@@ -191,7 +194,7 @@ def pruned_entry(
     )
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 

@@ -227,9 +227,10 @@ def export_records(
 
 
 class Progress:
-    """Reports a long count on a stream of text: at most once per ``interval`` seconds.
+    """Reports a long export on a stream of text: the records read so far, at most once per
+    ``interval`` seconds, then the total.
 
-    Call it with the count so far; call :meth:`finish` at the end.
+    Call it with the number read so far; call :meth:`finish` with the number written.
     """
 
     def __init__(
@@ -243,7 +244,7 @@ class Progress:
         """
         :param write: receives each report line (without a line end).
         :param clock: monotonic seconds (``time.monotonic``; a fake in tests).
-        :param verb: what was done to the records, e.g. ``exported``.
+        :param verb: what was done to the records in the end, e.g. ``exported``.
         :param interval: seconds between reports.
         """
         self._write = write
@@ -254,20 +255,20 @@ class Progress:
         self._next = self._started + interval
 
     def __call__(self, count: int) -> None:
-        """Report ``count`` if ``interval`` passed since the last report."""
+        """Report ``count`` records read if ``interval`` passed since the last report."""
         now = self._clock()
         if now >= self._next:
             self._next = now + self._interval
-            self._report(count, now)
+            self._report("read", count, now)
 
     def finish(self, count: int) -> None:
         """Report the final ``count``."""
-        self._report(count, self._clock())
+        self._report(self._verb, count, self._clock())
 
-    def _report(self, count: int, now: float) -> None:
+    def _report(self, verb: str, count: int, now: float) -> None:
         elapsed = now - self._started
         rate = f", {count / elapsed:,.0f}/s" if elapsed > 0 else ""
-        self._write(f"{self._verb} {count:,} records in {elapsed:.1f} s{rate}")
+        self._write(f"{verb} {count:,} records in {elapsed:.1f} s{rate}")
 
 
 # -- search --------------------------------------------------------------------------------------
@@ -378,11 +379,8 @@ def _joined_commands(store: Store, criteria: CommandFilter) -> Iterator[dict[str
             if criteria.admits_received(record, facts):
                 open_commands.setdefault(record.session_id, {})[number] = _received(record, facts)
             continue
-        command = (
-            open_commands.get(record.session_id, {}).get(number)
-            if isinstance(number, int)
-            else None
-        )
+        pending = open_commands.get(record.session_id, {})
+        command = pending.get(number) if isinstance(number, int) else None
         if record.kind == "command_decided" and command is not None:
             command.update(
                 verdict=data.get("verdict"),
@@ -398,8 +396,7 @@ def _joined_commands(store: Store, criteria: CommandFilter) -> Iterator[dict[str
                 error_code=data.get("error_code"),
                 error_message=data.get("error_message"),
             )
-            del open_commands[record.session_id][number]
-            yield command
+            yield pending.pop(command["command"])
         elif record.kind == "session_closed":
             yield from open_commands.pop(record.session_id, {}).values()
     for remaining in open_commands.values():

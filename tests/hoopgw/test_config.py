@@ -4,6 +4,7 @@ import attrs
 import pytest
 
 from hoopgw import logs, plugin
+from hoopgw.checkpoints import generate_signing_key, private_key_pem
 from hoopgw.config import (
     Config,
     ConnectionConfig,
@@ -196,6 +197,11 @@ def test_wrong_type_names_key_connection_and_types(text, key, message):
         ("admin_listen = 'tcp:nope'", "gateway.admin_listen", "not a valid Twisted"),
         ("tls_cert = 'cert.pem'", "gateway.tls_key", "set together"),
         ("tls_key = 'key.pem'", "gateway.tls_cert", "set together"),
+        ("checkpoint_every = 0", "gateway.checkpoint_every", "at least 1"),
+        ("checkpoint_every = 1.5", "gateway.checkpoint_every", "expected int"),
+        ("checkpoint_interval = 0", "gateway.checkpoint_interval", "greater than 0"),
+        ("checkpoint_dir = ''", "gateway.checkpoint_dir", "must not be empty"),
+        ("signing_key = 'raw-key-text'", "gateway.signing_key", "must be a secret reference"),
     ],
 )
 def test_gateway_values_are_checked(gateway, key, message):
@@ -238,6 +244,51 @@ def test_gateway_values_are_read(tmp_path):
         shutdown_grace=0.0,
     )
     assert config.store_url == "sqlite:////var/lib/hoopgw/audit.db"
+
+
+def test_checkpoint_settings_are_read(tmp_path):
+    (tmp_path / "signing.pem").write_bytes(private_key_pem(generate_signing_key()))
+    config = parse(
+        """
+        [gateway]
+        store = "sqlite:///data/audit.db"
+        signing_key = "file:signing.pem"
+        checkpoint_dir = "cp"
+        checkpoint_every = 10
+        checkpoint_interval = 2.5
+        """,
+        tmp_path,
+    )
+
+    gw = config.gateway
+    assert gw.signing_key.reference == "file:signing.pem"
+    assert gw.signing_key.reveal().startswith("-----BEGIN PRIVATE KEY-----")
+    assert "PRIVATE KEY" not in repr(config)
+    assert (gw.checkpoint_dir, gw.checkpoint_every, gw.checkpoint_interval) == (
+        str(tmp_path / "cp"),
+        10,
+        2.5,
+    )
+    assert config.checkpoint_path == tmp_path / "cp"
+
+
+def test_checkpoints_default_to_a_folder_next_to_the_store(tmp_path):
+    config = parse('[gateway]\nstore = "sqlite:///data/audit.db"\n', tmp_path)
+    assert config.gateway.signing_key is None
+    assert (config.gateway.checkpoint_every, config.gateway.checkpoint_interval) == (1000, 300.0)
+    assert config.checkpoint_path == tmp_path / "data" / "checkpoints"
+    memory = parse('[gateway]\nstore = "sqlite:///:memory:"\n', tmp_path)
+    assert memory.checkpoint_path == tmp_path / "checkpoints"
+
+
+def test_a_signing_key_that_is_no_ed25519_pem_is_refused(tmp_path):
+    (tmp_path / "signing.pem").write_text("not a key")
+
+    error = error_of("[gateway]\nsigning_key = 'file:signing.pem'\n", tmp_path)
+
+    assert error.key == "gateway.signing_key"
+    assert "not an unencrypted PEM private key" in str(error)
+    assert "not a key" not in str(error)
 
 
 def test_tls_file_that_cannot_be_read_is_named(tmp_path):
@@ -662,6 +713,7 @@ def test_full_example_sets_every_key(monkeypatch, tmp_path):
     (tmp_path / "tls").mkdir()
     for name in ("gateway.crt", "gateway.key", "db-ca.pem"):
         (tmp_path / "tls" / name).write_text("placeholder")
+    (tmp_path / "audit-signing.pem").write_bytes(private_key_pem(generate_signing_key()))
 
     config = load_config(tmp_path / "full.toml")
 

@@ -386,7 +386,7 @@ def test_progress_reports_at_most_once_per_interval_with_count_and_rate():
     progress.finish(2000)
 
     assert lines == [
-        "exported 1,000 records in 1.0 s, 1,000/s",
+        "read 1,000 records in 1.0 s, 1,000/s",
         "exported 2,000 records in 2.2 s, 909/s",
     ]
 

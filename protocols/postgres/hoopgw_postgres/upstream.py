@@ -6,6 +6,8 @@ from __future__ import annotations
 from typing import Any
 from typing import Protocol as TypingProtocol
 
+from OpenSSL import SSL
+from service_identity import VerificationError
 from twisted.internet import protocol, ssl
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -46,6 +48,30 @@ def client_tls_options(sslmode: str, host: str, ca_file: str | None) -> Any:
         return ssl.optionsForClientTLS(host, trustRoot=trust)
     # require/prefer: encryption without authentication of the server, as libpq does.
     return ssl.CertificateOptions(verify=False, raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
+
+
+def tls_failure_message(reason: Failure) -> str | None:
+    """Say why the TLS handshake with the target failed, or ``None`` when ``reason`` is no TLS
+    failure (the target just closed the connection)."""
+    error = reason.value
+    if isinstance(error, VerificationError):
+        names = ", ".join(
+            _identity_text(getattr(mismatch, "mismatched_id", None)) for mismatch in error.errors
+        )
+        return f"the target's certificate is not valid for {names} (sslmode=verify-full)"
+    if isinstance(error, SSL.Error):
+        # OpenSSL reports a list of (library, function, reason) tuples; the reasons say it.
+        entries = error.args[0] if error.args and isinstance(error.args[0], list) else []
+        reasons = [str(entry[-1]) for entry in entries if isinstance(entry, tuple) and entry]
+        return f"TLS handshake with the target failed: {'; '.join(reasons) or 'unknown error'}"
+    return None
+
+
+def _identity_text(identity: Any) -> str:
+    name = getattr(identity, "hostname", None) or getattr(identity, "ip", None)
+    if isinstance(name, bytes):
+        return name.decode("ascii", "replace")
+    return str(name) if name is not None else "the expected name"
 
 
 class UpstreamConnection(protocol.Protocol):
@@ -113,7 +139,10 @@ class UpstreamConnection(protocol.Protocol):
             self.listener.upstream_closed()
         elif self._phase != "failed":
             self._phase = "failed"
-            self.listener.upstream_failed("08006", "the target closed the connection during login")
+            message = (self.tls and tls_failure_message(reason)) or (
+                "the target closed the connection during login"
+            )
+            self.listener.upstream_failed("08006", message)
 
     # -- login -------------------------------------------------------------------------------
 

@@ -11,7 +11,11 @@ import pytest
 from hoopgw_postgres import messages as m
 from hoopgw_postgres.auth import ScramServer, md5_password
 from hoopgw_postgres.upstream import SSL_REQUEST, UpstreamConnection
+from OpenSSL import SSL
+from service_identity import VerificationError
+from service_identity.hazmat import DNS_ID, DNSMismatch
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from hoopgw.scram import make_verifier
 
@@ -268,6 +272,28 @@ def test_connection_lost_during_login_fails_once() -> None:
     upstream.connectionLost()
     assert listener.events == [
         ("failed", ("08006", "the target closed the connection during login"))
+    ]
+
+
+def test_failed_tls_handshake_says_why() -> None:
+    upstream, _, listener = connect(sslmode="require")
+    upstream.dataReceived(b"S")
+    upstream.connectionLost(Failure(SSL.Error([("SSL routines", "", "certificate verify failed")])))
+    assert listener.events == [
+        ("failed", ("08006", "TLS handshake with the target failed: certificate verify failed"))
+    ]
+
+
+def test_certificate_for_another_name_says_which_name() -> None:
+    upstream, _, listener = connect(sslmode="verify-full")
+    upstream.dataReceived(b"S")
+    mismatch = DNSMismatch(mismatched_id=DNS_ID("db.example"))
+    upstream.connectionLost(Failure(VerificationError(errors=[mismatch])))
+    assert listener.events == [
+        (
+            "failed",
+            ("08006", "the target's certificate is not valid for db.example (sslmode=verify-full)"),
+        )
     ]
 
 

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from hoopgw import __version__
@@ -129,7 +129,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "list", parents=[with_config, with_json], help="list sessions, newest first"
     )
     session_list.add_argument(
-        "--limit", type=_positive_int, default=100, help="at most this many (default 100)"
+        "--limit", type=positive_int, default=100, help="at most this many (default 100)"
     )
     session_list.add_argument("--connection", metavar="NAME", help="only this connection")
     session_list.add_argument("--identity", metavar="NAME", help="only this identity")
@@ -149,7 +149,38 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_int(text: str) -> int:
+def parse_time(text: str, *, now: float, end_of_day: bool = False) -> float:
+    """Turn a ``--since``/``--until`` value into POSIX time.
+
+    Accepts an ISO-8601 date (``2026-11-25``: its start, or with ``end_of_day`` the start of
+    the next day), a date and time (``2026-11-25T17:00:00Z``; UTC unless it has an offset), or a
+    duration before ``now`` (``90s``, ``30m``, ``12h``, ``30d``).
+
+    :raises argparse.ArgumentTypeError: for anything else.
+    """
+    text = text.strip()
+    if _DURATION.fullmatch(text):
+        return now - parse_duration(text)
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        pass
+    else:
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        return (start + timedelta(days=1) if end_of_day else start).timestamp()
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"invalid date {text!r}: use 2026-11-25, 2026-11-25T17:00:00Z or a duration such as 30d"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number of 1 or more."""
     try:
         value = int(text)
     except ValueError:

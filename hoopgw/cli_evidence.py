@@ -6,9 +6,9 @@ import argparse
 import time
 from pathlib import Path
 
-from hoopgw.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, opened_store, out
+from hoopgw.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, opened_store, out, parse_time
 from hoopgw.config import load_config
-from hoopgw.evidence import TimeRange, build_pack, latest_checkpoint, parse_when
+from hoopgw.evidence import TimeRange, build_pack, latest_checkpoint
 
 
 def register(
@@ -44,9 +44,9 @@ def register(
 def _evidence(args: argparse.Namespace) -> int:
     now = time.time()
     try:
-        since = parse_when(args.since, now=now)
-        until = None if args.until is None else parse_when(args.until, now=now)
-    except ValueError as exc:
+        since = parse_time(args.since, now=now)
+        until = None if args.until is None else parse_time(args.until, now=now, end_of_day=True)
+    except argparse.ArgumentTypeError as exc:
         error(str(exc))
         return EXIT_USAGE
     if until is not None and until <= since:

@@ -12,7 +12,6 @@ import os
 import sys
 import time
 from collections.abc import Iterator
-from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TextIO
 
@@ -26,6 +25,8 @@ from hoopgw.cli import (
     iso_time,
     opened_store,
     out,
+    parse_time,
+    positive_int,
     table,
     with_iso_times,
 )
@@ -83,7 +84,7 @@ def register(
         "--text", metavar="SUBSTRING", help="only statements holding this (ignoring case)"
     )
     search.add_argument(
-        "--limit", type=_positive_int, default=100, help="at most this many (default 100)"
+        "--limit", type=positive_int, default=100, help="at most this many (default 100)"
     )
     search.set_defaults(handler=_search)
 
@@ -128,49 +129,13 @@ def register(
 
 
 def since_date(text: str) -> float:
-    """``--since``: an ISO-8601 date (its start) or date and time, UTC unless it has an offset.
-
-    :raises argparse.ArgumentTypeError: for anything else (exit 2).
-    """
-    return _parse_date(text, end_of_day=False)
+    """``--since``: see :func:`hoopgw.cli.parse_time` (a date alone means its start)."""
+    return parse_time(text, now=time.time())
 
 
 def until_date(text: str) -> float:
-    """``--until``: as :func:`since_date`, but a date alone means the end of that day.
-
-    :raises argparse.ArgumentTypeError: for anything else (exit 2).
-    """
-    return _parse_date(text, end_of_day=True)
-
-
-def _parse_date(text: str, *, end_of_day: bool) -> float:
-    text = text.strip()
-    try:
-        day = date.fromisoformat(text)
-    except ValueError:
-        pass
-    else:
-        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-        return (start + timedelta(days=1) if end_of_day else start).timestamp()
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"invalid date {text!r}: use ISO-8601, e.g. 2026-11-25 or 2026-11-25T17:00:00Z"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of 1 or more, not {text!r}")
-    return value
+    """``--until``: see :func:`hoopgw.cli.parse_time` (a date alone means the end of that day)."""
+    return parse_time(text, now=time.time(), end_of_day=True)
 
 
 def _positive_float(text: str) -> float:

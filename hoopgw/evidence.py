@@ -170,29 +170,6 @@ class PackResult:
         return self.verification.ok and not self.checkpoint_problem
 
 
-def parse_when(text: str, *, now: float) -> float:
-    """Turn a ``--since``/``--until`` value into POSIX time.
-
-    Accepts an ISO-8601 date (``2026-11-25``, midnight UTC) or date and time
-    (``2026-11-25T17:00:00Z``; without an offset, UTC), or a duration before ``now``
-    (``90s``, ``30m``, ``12h``, ``30d``).
-
-    :raises ValueError: for anything else.
-    """
-    match = re.fullmatch(r"([1-9][0-9]*)([smhd])", text.strip())
-    if match is not None:
-        return now - int(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise ValueError(
-            f"invalid date {text!r}: use 2026-11-25, 2026-11-25T17:00:00Z or a duration such as 30d"
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
 def build_pack(
     store: Store,
     config: Config,

@@ -1,5 +1,6 @@
 """Tests for hoopgw.evidence and hoopgw.cli_evidence, on a synthetic SQLite store in tmp_path."""
 
+import argparse
 import csv
 import hashlib
 import json
@@ -21,9 +22,9 @@ from hoopgw.checkpoints import (
     sign_checkpoint,
     write_checkpoint_file,
 )
-from hoopgw.cli import main
+from hoopgw.cli import main, parse_time
 from hoopgw.config import load_config
-from hoopgw.evidence import TimeRange, build_pack, latest_checkpoint, parse_when
+from hoopgw.evidence import TimeRange, build_pack, latest_checkpoint
 from hoopgw.secrets import Secret
 from hoopgw.store import open_store
 
@@ -534,14 +535,18 @@ def test_refuses_a_folder_that_is_not_empty(store, config_file, tmp_path):
         ("12h", NOON - 12 * 3600),
     ],
 )
-def test_parse_when(text, expected):
-    assert parse_when(text, now=NOON) == expected
+def test_parse_time(text, expected):
+    assert parse_time(text, now=NOON) == expected
+
+
+def test_a_bare_until_date_means_the_end_of_that_day():
+    assert parse_time("2026-11-25", now=NOON, end_of_day=True) == 1795564800.0 + 86400
 
 
 @pytest.mark.parametrize("text", ["", "yesterday", "0d", "2026-13-01", "1.5h"])
-def test_parse_when_refuses_anything_else(text):
-    with pytest.raises(ValueError, match="invalid date"):
-        parse_when(text, now=NOON)
+def test_parse_time_refuses_anything_else(text):
+    with pytest.raises(argparse.ArgumentTypeError, match="invalid date"):
+        parse_time(text, now=NOON)
 
 
 # -- the command -----------------------------------------------------------------------------

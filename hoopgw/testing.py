@@ -23,7 +23,7 @@ import attrs
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from hoopgw.audit import GENESIS_HASH, AuditEntry, AuditRecord, decode_entry, record_hash
+from hoopgw.audit import AuditEntry, AuditRecord, decode_entry
 from hoopgw.chain import PluginChain
 from hoopgw.errors import StoreError
 from hoopgw.plugin import PluginContext, hookimpl, validate_options
@@ -35,6 +35,7 @@ from hoopgw.session import (
     Identity,
     SessionInfo,
 )
+from hoopgw.store.sqlite import SQLiteStore
 from hoopgw.verdicts import Allow, Block, Hold, Verdict
 
 __all__ = [
@@ -87,6 +88,9 @@ class FakeAuditWriter:
     """
 
     def __init__(self) -> None:
+        # The real store, in memory: records and their hash chain are exactly the real ones.
+        self._store = SQLiteStore(":memory:")
+        self._store.migrate()
         self.records: list[AuditRecord] = []
         self.urgent: list[bool] = []
         self.failing = False
@@ -109,25 +113,7 @@ class FakeAuditWriter:
             if self.failing:
                 d.errback(StoreError("fake store is failing"))
                 continue
-            prev = self.records[-1].hash if self.records else GENESIS_HASH
-            seq = len(self.records) + 1
-            digest = record_hash(
-                seq=seq,
-                kind=entry.kind,
-                session_id=entry.session_id,
-                time=entry.time,
-                data=entry.data,
-                prev_hash=prev,
-            )
-            record = AuditRecord(
-                seq=seq,
-                kind=entry.kind,
-                session_id=entry.session_id,
-                time=entry.time,
-                data=entry.data,
-                prev_hash=prev,
-                hash=digest,
-            )
+            [record] = self._store.append([entry])
             self.records.append(record)
             d.callback(record.seq)
 

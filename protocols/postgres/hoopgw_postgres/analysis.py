@@ -480,7 +480,9 @@ class _Walk:
                 self.add("privilege", "set_config() of a computed setting")
                 self.add("opaque-code", "set_config() of a computed setting")
             else:
-                self._setting(setting.lower(), f"set_config('{setting}')")
+                # Judged as if padded names were the real one: erring on the safe side costs a
+                # refusal of a call PostgreSQL would reject anyway.
+                self._setting(setting.strip().lower(), f"set_config('{setting}')")
 
 
 def _facts(raw: Any, version: int) -> StatementFacts:

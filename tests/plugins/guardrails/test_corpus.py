@@ -65,14 +65,32 @@ def test_must_allow(case: dict[str, Any]) -> None:
 _NOISE = st.sampled_from([" ", "\t", "\n", "\r\n", "/**/", "/* x */", "/* a /* b */ c */", "--c\n"])
 
 
+def _spaces_outside_quotes(sql: str) -> list[int]:
+    """Positions of spaces that are not inside a quoted literal or identifier."""
+    gaps, quote = [], ""
+    for i, ch in enumerate(sql):
+        if quote:
+            if ch == quote:
+                quote = ""  # a doubled quote closes and reopens: same outcome
+        elif ch in "'\"":
+            quote = ch
+        elif ch == " ":
+            gaps.append(i)
+    return gaps
+
+
 def _insert_noise(sql: str, positions: list[int], noise: list[str]) -> str:
     """Insert noise at token boundaries: where whitespace already is, so no token is split."""
-    gaps = [i for i, ch in enumerate(sql) if ch == " "]
+    gaps = _spaces_outside_quotes(sql)
     if not gaps:
         return sql + noise[0]
     out = list(sql)
-    for position, text in sorted(zip(positions, noise, strict=False), reverse=True):
-        out.insert(gaps[position % len(gaps)], text)
+    # Insert from the right end first, so earlier insertions do not shift later gaps.
+    places = [
+        (gaps[position % len(gaps)], text) for position, text in zip(positions, noise, strict=False)
+    ]
+    for place, text in sorted(places, key=lambda item: item[0], reverse=True):
+        out.insert(place, text)
     return "".join(out)
 
 

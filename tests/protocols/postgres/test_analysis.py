@@ -53,6 +53,8 @@ def test_function_calls_anywhere_are_classified() -> None:
         "file-access": "pg_read_file()"
     }
     assert _one("SELECT set_config('role', 'x', false)").classes == {"privilege"}
+    # Found by the property test: whitespace inside the name must not slip past.
+    assert _one("SELECT set_config(' Role ', 'x', false)").classes == {"privilege"}
     computed = _one("SELECT set_config(current_user, 'x', false)").classes
     assert computed == {"privilege", "opaque-code"}
     assert _one("SELECT pg_catalog.lo_import('/etc/passwd')").functions == {"pg_catalog.lo_import"}

@@ -48,6 +48,7 @@ _CANCELLED = object()
 
 READ_PAUSE_FLOW = "flow"
 READ_PAUSE_DECISION = "decision"
+READ_PAUSE_LOGIN = "login"
 
 
 def _no_delay(transport: Any) -> None:
@@ -273,6 +274,10 @@ class ClientSession(protocol.Protocol):
             self._flush_upstream()
         except m.ProtocolViolation as exc:
             self._fatal("08P01", f"invalid message: {exc}", log_it=True)
+        except Exception:
+            # A failing data hook: what it did not process must not reach either side.
+            log.failure("session {session} failed", session=self._session_id)
+            self._fatal("XX000", "internal gateway error; session ended")
 
     def _handle(self, frame: Any) -> None:
         if self._phase == "ready":
@@ -477,6 +482,9 @@ class ClientSession(protocol.Protocol):
         self.identity = identity
         self._phase = "login"
         self._busy = True  # no client input until the upstream login is done
+        if self._gate is not None:
+            # Nor read any: a client may not pile up messages while the target is slow.
+            self._gate.pause(READ_PAUSE_LOGIN)
         self.runtime.sessions.add(self)
         self._connect_upstream()
 
@@ -577,6 +585,8 @@ class ClientSession(protocol.Protocol):
         up_transport.registerProducer(self._gate, True)
         self._phase = "ready"
         self._busy = False
+        if self._gate is not None:
+            self._gate.resume(READ_PAUSE_LOGIN)
         log.info(
             "session {session} started: {identity} on {connection} from {client}",
             session=self.session.id,
@@ -644,6 +654,7 @@ class ClientSession(protocol.Protocol):
             return
         if kind == b"Q":
             text = m.Query.decode(frame.body).query
+            self._statements.pop("", None)  # a simple Query drops the unnamed statement
             self._command(
                 Command(session_id=self._session_id, seq=self._next_seq(), text=text, kind="query"),
                 frame,
@@ -661,8 +672,9 @@ class ClientSession(protocol.Protocol):
             self._command(command, frame, statement=parse.name)
         elif kind == b"B":
             bind = m.Bind.decode(frame.body)
-            if bind.statement and bind.statement not in self._fresh_statements:
-                # Re-running a statement prepared earlier: record each execution as a command.
+            if bind.statement not in self._fresh_statements:
+                # Re-running a statement prepared earlier (the unnamed one too, which lives
+                # until the next Parse of it): record each execution as a command.
                 command = Command(
                     session_id=self._session_id,
                     seq=self._next_seq(),
@@ -767,6 +779,7 @@ class ClientSession(protocol.Protocol):
         if extended:
             poison = m.Parse(name="", query=REFUSED_STATEMENT).encode()
             self._discard_until_sync = True
+            self._statements.pop("", None)  # the poison replaced the target's unnamed statement
             self._send_upstream(poison, Request(kind="parse", replace_error=error))
         else:
             poison = m.Query(query=REFUSED_STATEMENT).encode()
@@ -800,6 +813,14 @@ class ClientSession(protocol.Protocol):
         """Relay server messages to the client, applying data hooks and tracking outcomes."""
         if self._closed:
             return
+        try:
+            self._relay(frames)
+        except Exception:
+            # A failing data hook: nothing of this batch reaches the client.
+            log.failure("session {session} failed", session=self._session_id)
+            self._fatal("XX000", "internal gateway error; session ended")
+
+    def _relay(self, frames: list[Any]) -> None:
         out: list[bytes] = []
         rows: list[Any] = []
         rows_request: Request | None = None

@@ -688,3 +688,108 @@ def test_cancel_while_a_decision_is_pending_answers_the_client() -> None:
     assert errors(received) == [("ERROR", "57014")]
     assert isinstance(received[-1], m.ReadyForQuery)
     assert client.transport.producerState == "producing"
+
+
+# -- hostile clients and failing plugins --------------------------------------------------------
+
+
+class FailingInput:
+    """A data hook that fails on client COPY data."""
+
+    @hookimpl
+    def client_input(self) -> None:
+        raise ValueError("cannot process the data")
+
+
+class FailingRows:
+    """A data hook that fails on result rows."""
+
+    @hookimpl
+    def server_rows(self) -> None:
+        raise ValueError("cannot process the rows")
+
+
+def test_data_hook_failure_after_a_pending_decision_ends_the_session() -> None:
+    slow = Deferring()
+    client = logged_in([("slow", slow), ("failing", FailingInput())])
+    client.send(
+        m.Query(query="COPY t FROM STDIN").encode()
+        + m.CopyData(data=b"1\n").encode()
+        + m.CopyData(data=b"2\n").encode()
+        + m.CopyDone().encode()
+    )
+    slow.pending[0].callback(None)
+    assert errors(client.received()) == [("FATAL", "XX000")]
+    assert client.closed
+    assert client.upstream is not None and client.upstream.closed
+    assert not any(isinstance(message, m.CopyData) for message in upstream_messages(client))
+
+
+def test_data_hook_failure_on_client_data_ends_the_session() -> None:
+    client = logged_in([("failing", FailingInput())])
+    client.send(m.Query(query="COPY t FROM STDIN").encode() + m.CopyData(data=b"1\n").encode())
+    assert errors(client.received()) == [("FATAL", "XX000")]
+    assert client.closed
+    assert not any(isinstance(message, m.CopyData) for message in upstream_messages(client))
+
+
+def test_data_hook_failure_on_rows_ends_the_session_before_any_row_is_sent() -> None:
+    client = logged_in([("failing", FailingRows())])
+    client.send(m.Query(query="SELECT secret FROM t").encode())
+    client.server(
+        m.RowDescription(fields=()),
+        m.DataRow(values=(b"raw",)),
+        m.CommandComplete(tag="SELECT 1"),
+        m.ReadyForQuery(status="I"),
+    )
+    received = client.received()
+    assert errors(received) == [("FATAL", "XX000")]
+    assert not any(isinstance(message, m.DataRow) for message in received)
+    assert client.closed
+    assert client.upstream is not None and client.upstream.closed
+
+
+def test_unnamed_statement_bound_again_after_sync_is_a_new_command() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(
+        m.Parse(name="", query="DELETE FROM t WHERE id = $1").encode()
+        + m.Bind(portal="", statement="", params=(b"1",)).encode()
+        + m.Execute(portal="").encode()
+        + m.Sync().encode()
+    )
+    client.send(
+        m.Bind(portal="", statement="", params=(b"2",)).encode()
+        + m.Execute(portal="").encode()
+        + m.Sync().encode()
+    )
+    assert policy.decided == [
+        ("DELETE FROM t WHERE id = $1", "Allow"),
+        ("DELETE FROM t WHERE id = $1", "Allow"),
+    ]
+
+
+def test_unnamed_statement_is_forgotten_when_its_replacement_is_refused() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(
+        m.Parse(name="", query="SELECT 1").encode()
+        + m.Sync().encode()
+        + m.Parse(name="", query="SELECT forbidden").encode()
+        + m.Sync().encode()
+        + m.Bind(portal="", statement="").encode()
+        + m.Execute(portal="").encode()
+        + m.Sync().encode()
+    )
+    # The poison Parse replaced the target's unnamed statement: the Bind runs nothing known.
+    assert policy.decided == [("SELECT 1", "Allow"), ("SELECT forbidden", "Block"), ("", "Allow")]
+
+
+def test_client_is_not_read_during_the_upstream_login() -> None:
+    client = Gateway([("policy", Policy())]).connect()
+    client.send(startup())
+    client.send(m.PasswordMessage(password=client.gateway.secret).encode())
+    # A client that floods while the target is slow to log in is not read into memory.
+    assert client.transport.producerState == "paused"
+    client.upstream_ready()
+    assert client.transport.producerState == "producing"

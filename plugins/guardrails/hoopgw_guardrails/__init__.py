@@ -31,6 +31,7 @@ from hoopgw.session import Command, SessionInfo
 from hoopgw.sql import Dialect, StatementFacts
 from hoopgw.verdicts import Allow, Block, Hold, Verdict
 from hoopgw_guardrails.policy import Policy, check_classes, check_preset, check_rules
+from hoopgw_guardrails.startup import UnreadableParameter, set_statement, settings_of
 
 __all__ = ["GuardrailsPlugin"]
 
@@ -107,6 +108,30 @@ class GuardrailsPlugin:
         self._prepared: dict[str, dict[str, StatementFacts]] = {}
         # Definitions (name -> facts, None to forget; "*" forgets all) of commands being decided.
         self._pending: dict[tuple[str, int], list[tuple[str, StatementFacts | None]]] = {}
+
+    @hookimpl
+    def session_started(self, session: SessionInfo) -> Block | None:
+        """Judge the session's startup parameters as the SET statements they amount to."""
+        try:
+            settings = list(settings_of(session.attributes))
+        except UnreadableParameter as exc:
+            return Block(reason=f"unparseable: {exc} (guardrails)", rule="unparseable")
+        for name, value in settings:
+            verdict = self._judge_text(set_statement(name, value))
+            if verdict is not None:
+                # A session cannot be held for review: a startup parameter is refused outright.
+                return Block(
+                    reason=f"startup parameter {name}: {verdict.reason}", rule=verdict.rule
+                )
+        return None
+
+    def _judge_text(self, text: str) -> Block | Hold | None:
+        analysis = self._dialect.analyze(text)
+        if not analysis.parseable:
+            return Block(reason=f"unparseable: {analysis.error}", rule="unparseable")
+        return _strongest(
+            [v for v in map(self._policy.judge, analysis.statements) if v is not None]
+        )
 
     @hookimpl
     def client_command(self, session: SessionInfo, command: Command) -> Block | Hold | None:

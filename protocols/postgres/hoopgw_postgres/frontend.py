@@ -477,8 +477,6 @@ class ClientSession(protocol.Protocol):
                 "(none of its groups is in allow_groups)",
             )
             return
-        if self._auth_timer is not None and self._auth_timer.active():
-            self._auth_timer.cancel()
         self.identity = identity
         self._phase = "login"
         self._busy = True  # no client input until the upstream login is done
@@ -493,9 +491,10 @@ class ClientSession(protocol.Protocol):
         assert self.identity is not None
         user = self._params["user"]
         database = self._params.get("database") or self.runtime.config.credential.user
-        attributes = {"user": user, "database": database}
-        if "application_name" in self._params:
-            attributes["application_name"] = self._params["application_name"]
+        # Every parameter the target receives is recorded and shown to plugins (startup
+        # parameters are settings: guardrails judges them like SET statements).
+        attributes = {k: v for k, v in self._params.items() if k not in DROPPED_PARAMETERS}
+        attributes.update(user=user, database=database)
         self.session = SessionInfo(
             id=str(uuid.uuid4()),
             connection=self.runtime.info,
@@ -518,7 +517,10 @@ class ClientSession(protocol.Protocol):
 
     def _auth_timed_out(self) -> None:
         self._auth_timer = None
-        if self._phase not in ("ready", "login"):
+        if self._phase == "login":
+            # auth_timeout bounds the whole login, the target's side included.
+            self._fatal("08006", "the target did not complete the login in time", log_it=True)
+        elif self._phase != "ready":
             self._fatal("08P01", "authentication timed out", log_it=True)
 
     # -- upstream ----------------------------------------------------------------------------
@@ -569,6 +571,8 @@ class ClientSession(protocol.Protocol):
     def _welcome(self) -> None:
         """Tell the client it is in, and start relaying."""
         assert self.upstream is not None and self.session is not None
+        if self._auth_timer is not None and self._auth_timer.active():
+            self._auth_timer.cancel()
         out = [m.AuthenticationOk().encode()]
         out.extend(self._rewrite_parameters(self._upstream_parameters))
         while True:

@@ -81,3 +81,52 @@ def test_a_protocol_without_a_dialect_is_refused_at_start_up(monkeypatch: Any) -
     )
     with pytest.raises(ConfigError, match="has no dialect"):
         GuardrailsPlugin(context)  # type: ignore[arg-type]
+
+
+# -- startup parameters --------------------------------------------------------------------------
+
+
+def _session_with(**attributes: str):
+    import attrs
+
+    from hoopgw.testing import make_session
+
+    return attrs.evolve(
+        make_session(), attributes={"user": "agent", "database": "db", **attributes}
+    )
+
+
+def _connect(plugin_options: dict, **attributes: str):
+    from hoopgw_guardrails import GuardrailsPlugin
+
+    from hoopgw.testing import ScriptedClient
+
+    client = ScriptedClient.for_plugin(
+        GuardrailsPlugin, plugin_options, name="guardrails", session=_session_with(**attributes)
+    )
+    return client.connect()
+
+
+def test_startup_settings_are_judged_as_set_statements():
+    from hoopgw.verdicts import Block
+
+    refused = _connect({"deny": ["privilege"]}, options="-c role=postgres")
+    assert isinstance(refused, Block) and "startup parameter role" in refused.reason
+    refused = _connect({"deny": ["privilege"]}, search_path="evil, public")
+    assert isinstance(refused, Block) and refused.rule == "privilege"
+    assert _connect({"deny": ["privilege"]}, application_name="psql", DateStyle="ISO") is None
+
+
+def test_startup_options_that_cannot_be_read_are_refused():
+    from hoopgw.verdicts import Block
+
+    for options in ("--single", "-c", "-c role", "-f x"):
+        refused = _connect({"deny": ["write"]}, options=options)
+        assert isinstance(refused, Block) and refused.rule == "unparseable", options
+
+
+def test_startup_options_forms():
+    from hoopgw_guardrails.startup import settings_of
+
+    parsed = list(settings_of({"options": "-c a=1 -cb=2 --c-d=3 -c e=x\\ y", "user": "u"}))
+    assert parsed == [("a", "1"), ("b", "2"), ("c_d", "3"), ("e", "x y")]

@@ -369,6 +369,17 @@ def test_auth_timeout() -> None:
     assert client.closed
 
 
+def test_a_target_that_never_finishes_the_login_is_given_up_on() -> None:
+    client = Gateway().connect()
+    client.send(startup())
+    client.send(m.PasswordMessage(password=client.gateway.secret).encode())
+    assert client.upstream is not None  # connected, but the target never answers
+    client.gateway.clock.advance(AUTH_TIMEOUT)
+    [error] = [e for e in client.received() if isinstance(e, m.ErrorResponse)]
+    assert (error.fields["S"], error.fields["C"]) == ("FATAL", "08006")
+    assert client.closed and client.upstream.closed
+
+
 def test_auth_timer_is_cancelled_after_login() -> None:
     client = Gateway().connect()
     client.login()

@@ -708,6 +708,8 @@ class ClientSession(protocol.Protocol):
         elif kind in (b"d", b"c", b"f"):
             self._copy_from_client(frame)
         elif kind == b"X":
+            # Terminate is the client's last word: whatever it sent after is not a command.
+            self._inbox.clear()
             self._forward(frame, None)
             self._flush_upstream()
             self.transport.loseConnection()

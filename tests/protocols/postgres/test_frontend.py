@@ -804,3 +804,12 @@ def test_client_is_not_read_during_the_upstream_login() -> None:
     assert client.transport.producerState == "paused"
     client.upstream_ready()
     assert client.transport.producerState == "producing"
+
+
+def test_nothing_after_terminate_is_decided_or_forwarded() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(m.Terminate().encode() + m.Query(query="SELECT 1").encode())
+    assert policy.decided == []
+    assert b"SELECT 1" not in client.upstream.forwarded()
+    assert client.closed

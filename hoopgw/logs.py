@@ -50,7 +50,7 @@ LEVELS = ("debug", "info", "warn", "error")
 REDACTED = "***"
 
 # Keys that twisted.python.log (the legacy API) adds to events; they duplicate the message.
-_LEGACY_KEYS = frozenset({"message", "system", "isError", "why", "failure", "format"})
+_LEGACY_KEYS = frozenset({"message", "system", "isError", "why", "failure", "format", "time"})
 
 # Longest first, so that a secret containing another secret is replaced whole. A tuple is
 # swapped atomically, so observers running in other threads never see a half-updated registry.

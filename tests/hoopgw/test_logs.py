@@ -153,3 +153,17 @@ def test_start_logging_installs_one_observer_and_leaves_stdio_alone(monkeypatch)
     assert kwargs == {"redirectStandardIO": False}
     observers[0](event())
     assert json.loads(stream.getvalue())["message"] == "client ci-bot authenticated"
+
+
+def test_legacy_events_do_not_repeat_their_timestamp_as_a_key():
+    legacy = event(
+        log_namespace="log_legacy",
+        log_format="{log_text}",
+        log_text="Factory starting on 15432",
+        time=NOON,
+        system="-",
+        message=("Factory starting on 15432",),
+        isError=0,
+    )
+    line = emit("text", "info", legacy)
+    assert "time=" not in line and "Factory starting on 15432" in line

@@ -1,5 +1,6 @@
-"""A large result through the real gateway, read slowly and then in full: the gateway's memory
-stays bounded because it stops reading the target while the client is behind."""
+"""Large results through the real gateway: read slowly and then in full (the gateway's memory
+stays bounded because it stops reading the target while the client is behind), and a result of
+over 1 GB streamed with COPY TO STDOUT."""
 
 from __future__ import annotations
 
@@ -77,4 +78,24 @@ def test_server_side_cursor_reads_a_large_result(recorded_gateway: Any) -> None:
                 if index % 20_000 == 0:
                     peak = max(peak, rss(pid))
     assert total == ROWS * ROW_BYTES
+    assert peak - baseline < RSS_GROWTH_LIMIT, f"gateway RSS grew by {(peak - baseline) >> 20} MiB"
+
+
+GIGABYTE_ROWS = 1_000_000  # 1,000,000 rows of 1,000 bytes (plus a newline each): over 1 GB
+
+
+def test_a_gigabyte_result_streams_through_with_bounded_memory(recorded_gateway: Any) -> None:
+    pid = recorded_gateway.gateway.process.pid
+    query = (
+        f"COPY (SELECT repeat('x', {ROW_BYTES}) FROM generate_series(1, {GIGABYTE_ROWS})) TO STDOUT"
+    )
+    with psycopg.connect(recorded_gateway.conninfo()) as conn:
+        baseline = peak = rss(pid)
+        total = 0
+        with conn.cursor() as cursor, cursor.copy(query) as copy:
+            for index, chunk in enumerate(copy):
+                total += len(chunk)
+                if index % 50_000 == 0:
+                    peak = max(peak, rss(pid))
+    assert total == GIGABYTE_ROWS * (ROW_BYTES + 1)
     assert peak - baseline < RSS_GROWTH_LIMIT, f"gateway RSS grew by {(peak - baseline) >> 20} MiB"

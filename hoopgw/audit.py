@@ -519,20 +519,21 @@ class AuditWriter:
         count_text, _, detail = rest.partition(" ")
         try:
             count = int(count_text)
+            last = int(detail) if word == "ok" else 0
         except ValueError:
+            count = -1
+        if word not in ("ok", "error") or not 0 < count <= len(self._in_flight):
+            # An answer that does not fit what was sent: nothing it says can be trusted.
             self._fail(StoreError(f"audit writer process said {line!r}"))
             return
         if word == "ok":
-            last = int(detail)
             for seq in range(last - count + 1, last + 1):
                 self._in_flight.popleft().callback(seq)
-        elif word == "error":
+        else:
             log.error("audit write of {count} records failed: {why}", count=count, why=detail)
             error = StoreError(f"audit write failed: {detail}")
             for _ in range(count):
                 self._in_flight.popleft().errback(Failure(error))
-        else:
-            self._fail(StoreError(f"audit writer process said {line!r}"))
 
     def _ended(self, reason: Failure) -> None:
         if self._stopped is None or self._in_flight:

@@ -36,7 +36,6 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
@@ -53,6 +52,7 @@ from hoopgw.checkpoints import (
     read_checkpoint_file,
     verify_log,
 )
+from hoopgw.cli import iso_time
 from hoopgw.config import Config, ConnectionConfig
 from hoopgw.secrets import Secret
 from hoopgw.store.base import Store
@@ -379,8 +379,8 @@ class _Summary:
             self.blocked_by_rule[command["rule"] or "(no rule)"] += 1
             if len(self.blocked) < LISTED_BLOCKED:
                 self.blocked.append(command)
-        shown = {**command, "received_at": _iso(command["received_at"])}
-        shown["completed_at"] = _iso(command["completed_at"])
+        shown = {**command, "received_at": iso_time(command["received_at"])}
+        shown["completed_at"] = iso_time(command["completed_at"])
         self._commands_file.write(json.dumps(shown, ensure_ascii=False, sort_keys=True) + "\n")
 
     def flush_commands(self) -> None:
@@ -420,10 +420,10 @@ def _account_row(key: Any) -> dict[str, Any]:
         "key_id": key.key_id,
         "identity": key.identity,
         "groups": list(key.groups),
-        "created_at": _iso(key.created_at),
-        "expires_at": _iso(key.expires_at),
-        "revoked_at": _iso(key.revoked_at),
-        "last_used_at": _iso(key.last_used_at),
+        "created_at": iso_time(key.created_at),
+        "expires_at": iso_time(key.expires_at),
+        "revoked_at": iso_time(key.revoked_at),
+        "last_used_at": iso_time(key.last_used_at),
     }
 
 
@@ -476,7 +476,7 @@ def _write_policies(folder: Path, config: Config) -> list[dict[str, Any]]:
 
 def _write_sessions(folder: Path, sessions: list[dict[str, Any]]) -> None:
     shown = [
-        {**s, "started_at": _iso(s["started_at"]), "ended_at": _iso(s["ended_at"])}
+        {**s, "started_at": iso_time(s["started_at"]), "ended_at": iso_time(s["ended_at"])}
         for s in sessions
     ]
     _write_json(folder / "sessions.json", shown)
@@ -524,12 +524,6 @@ def _file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _iso(value: float | None) -> str | None:
-    if value is None:
-        return None
-    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 # -- the summary -------------------------------------------------------------------------------
 
 
@@ -560,7 +554,7 @@ def _verification_doc(
         else {
             "seq": checkpoint.seq,
             "hash": checkpoint.hash,
-            "time": _iso(checkpoint.time),
+            "time": iso_time(checkpoint.time),
             "source": "" if latest is None else latest.source,
         },
         "checkpoint_note": note,
@@ -569,8 +563,8 @@ def _verification_doc(
             {
                 "first_seq": p.first_seq,
                 "last_seq": p.last_seq,
-                "older_than": _iso(p.older_than),
-                "pruned_at": _iso(p.pruned_at),
+                "older_than": iso_time(p.older_than),
+                "pruned_at": iso_time(p.pruned_at),
                 "record_seq": p.record_seq,
             }
             for p in result.pruned
@@ -599,8 +593,8 @@ def _summary_doc(
     document: dict[str, Any] = {
         "format": PACK_FORMAT,
         "gateway_version": __version__,
-        "generated_at": _iso(now),
-        "range": {"since": _iso(time_range.since), "until": _iso(time_range.until)},
+        "generated_at": iso_time(now),
+        "range": {"since": iso_time(time_range.since), "until": iso_time(time_range.until)},
         "config": {"file": config_file.name, "sha256": _file_sha256(config_file)},
         "verification": verification,
         "records": {
@@ -629,7 +623,7 @@ def _summary_doc(
                 {
                     "session_id": c["session_id"],
                     "seq": c["seq"],
-                    "received_at": _iso(c["received_at"]),
+                    "received_at": iso_time(c["received_at"]),
                     "text": c["text"],
                     "reason": c["reason"],
                     "rule": c["rule"],

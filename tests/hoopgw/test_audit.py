@@ -537,3 +537,11 @@ def test_spawn_with_checkpoints_passes_the_key_in_the_environment_only():
     ]
     assert "PEM-TEXT" not in " ".join(reactor.args)
     assert reactor.env[SIGNING_KEY_ENV] == "PEM-TEXT"
+
+
+@pytest.mark.parametrize("answer", ["ok 2 5", "ok 1 five", "error 3 disk full", "ok 0 4"])
+def test_an_answer_that_does_not_fit_what_was_sent_fails_closed(running, answer):
+    pending = results(running.writer.write(entry(1)))
+    running.answer(answer)
+    assert pending[0].check(StoreError)
+    assert results(running.writer.write(entry(2)))[0].check(StoreError)

@@ -832,25 +832,30 @@ class ClientSession(protocol.Protocol):
         rows_request: Request | None = None
         for frame in frames:
             kind = frame.type
-            if kind == b"D" and self.chain.has_row_hooks:
-                attribution = self._tracker.attribute(kind[0])
-                rows.append(frame)
-                rows_request = attribution.request
+            if kind == b"D":
+                # The hot path: a DataRow belongs to the request at the head of the queue and
+                # never completes it, so it needs no attribution of its own.
+                head = self._tracker.head
+                if self.chain.has_row_hooks:
+                    rows.append(frame)
+                    rows_request = head
+                    continue
+                if head is not None and head.progress is not None:
+                    head.progress.result_rows += 1
+                    head.progress.bytes += len(frame.wire)
+                out.append(frame.wire)
                 continue
             if rows:
                 out.extend(self._rewrite_rows(rows, rows_request))
                 rows = []
             attribution = self._tracker.attribute(kind[0])
             request = attribution.request
-            data = bytes(frame.wire) if kind != b"D" else frame.wire
+            data = frame.wire
             if kind == b"E":
                 if request is not None and request.replace_error is not None:
                     data = request.replace_error
                 else:
                     data = self._note_error(frame, request, data)
-            elif kind == b"D":
-                if request is not None and request.progress is not None:
-                    request.progress.result_rows += 1
             elif kind == b"C":
                 if request is not None and request.progress is not None:
                     request.progress.result_complete(

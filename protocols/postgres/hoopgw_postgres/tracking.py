@@ -94,6 +94,12 @@ class ResponseTracker:
         return not self._queue
 
     @property
+    def head(self) -> Request | None:
+        """The request the next (non-error, non-completing) server message answers: what a
+        DataRow belongs to. None when nothing is pending."""
+        return self._queue[0] if self._queue else None
+
+    @property
     def next_barrier(self) -> int:
         """Number of the ReadyForQuery that will end what is forwarded next."""
         return self._barriers_sent + 1

@@ -192,3 +192,17 @@ def test_rows_of_a_result_come_from_its_tag_or_its_data_rows():
     progress.result_rows = 3
     progress.result_complete(0)  # a tag without a count
     assert progress.rows == 10 and progress.result_rows == 0
+
+
+def test_head_is_the_request_a_data_row_answers():
+    from hoopgw_postgres.tracking import Request, ResponseTracker
+
+    tracker = ResponseTracker()
+    assert tracker.head is None
+    execute, sync = Request(kind="execute"), Request(kind="sync")
+    tracker.expect(execute)
+    tracker.expect(sync)
+    assert tracker.head is execute
+    assert tracker.attribute(ord("D")).request is execute  # the same answer, the long way
+    tracker.attribute(ord("C"))
+    assert tracker.head is sync

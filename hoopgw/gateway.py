@@ -13,6 +13,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from hoopgw.audit import AuditWriter, CheckpointSettings, spawn_writer_process
+from hoopgw.authn import Authenticator
 from hoopgw.chain import PluginChain
 from hoopgw.config import Config, ConnectionConfig, resolve_store_url
 from hoopgw.identity import KeyService
@@ -65,14 +66,14 @@ class Gateway:
         self._store.migrate()
         self.audit = AuditWriter(self._store_url, self.reactor, spawn=self._writer_spawner())
         yield self.audit.start()
-        keys = KeyService(self._store)
+        authenticator = Authenticator(KeyService(self._store))
         gw = self.config.gateway
         server_tls = None
         if gw.tls_cert and gw.tls_key:
             server_tls = server_tls_options(gw.tls_cert, gw.tls_key)
         try:
             for connection in self.config.connections:
-                runtime = self._runtime(connection, keys, server_tls)
+                runtime = self._runtime(connection, authenticator, server_tls)
                 factory = load_protocol(connection.protocol).build_factory(runtime)
                 endpoint = serverFromString(self.reactor, connection.listen)
                 port = yield endpoint.listen(factory)
@@ -102,7 +103,7 @@ class Gateway:
         return functools.partial(spawn_writer_process, checkpoints=settings)
 
     def _runtime(
-        self, connection: ConnectionConfig, keys: KeyService, server_tls: Any
+        self, connection: ConnectionConfig, authenticator: Authenticator, server_tls: Any
     ) -> ConnectionRuntime:
         info = ConnectionInfo(
             name=connection.name, protocol=connection.protocol, target=connection.target
@@ -126,7 +127,7 @@ class Gateway:
             gateway=self.config.gateway,
             info=info,
             chain=chain,
-            keys=keys,
+            authenticator=authenticator,
             sessions=self.sessions,
             reactor=self.reactor,
             server_tls=server_tls,

@@ -16,9 +16,9 @@ import attrs
 from hoopgw.errors import PluginError
 
 if TYPE_CHECKING:
+    from hoopgw.authn import Authenticator
     from hoopgw.chain import PluginChain
     from hoopgw.config import ConnectionConfig, GatewayConfig
-    from hoopgw.identity import KeyService
     from hoopgw.session import ConnectionInfo
 
 PROTOCOL_GROUP = "hoopgw.protocols"
@@ -79,8 +79,8 @@ class ConnectionRuntime:
     """The plugin-facing view of the connection."""
     chain: PluginChain
     """The connection's enabled plugins."""
-    keys: KeyService
-    """Checks API keys."""
+    authenticator: Authenticator
+    """Checks credentials and admits identities (see :mod:`hoopgw.authn`)."""
     sessions: SessionRegistry
     """Live sessions of the whole gateway."""
     reactor: Any

@@ -108,7 +108,7 @@ def test_start_listens_on_every_connection_with_its_own_chain(config: Config) ->
     assert first.runtime.chain.names == ("recording",)
     assert second.runtime.chain.names == ()
     assert first.runtime.sessions is second.runtime.sessions is gateway.sessions
-    assert first.runtime.keys is second.runtime.keys
+    assert first.runtime.authenticator is second.runtime.authenticator
     assert first.runtime.server_tls is None
     assert first.runtime.reactor is reactor
 

@@ -16,6 +16,7 @@ import uuid
 from collections import deque
 from typing import Any
 
+import attrs
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.interfaces import IPushProducer
@@ -23,7 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from hoopgw.errors import AuthenticationError
+from hoopgw.errors import AccessDenied, AuthenticationError
 from hoopgw.protocol import ConnectionRuntime
 from hoopgw.scram import make_verifier
 from hoopgw.session import Column, Command, CommandOutcome, Identity, Output, SessionInfo
@@ -87,6 +88,14 @@ def send_now(transport: Any, chunks: list[bytes]) -> None:
             return
         data = data[sent:]
     transport.write(data)
+
+
+@attrs.frozen
+class _Refusal:
+    """Why a login was refused: the SQLSTATE and a message safe to show the client."""
+
+    code: str
+    message: str
 
 
 class _QuietFactory(protocol.Factory):
@@ -400,12 +409,10 @@ class ClientSession(protocol.Protocol):
             self._fatal("08P01", f"expected a password message, got {frame.type!r}")
             return
         password = m.PasswordMessage.decode(frame.body).password
-        try:
-            identity = self.runtime.keys.authenticate(password, now=time.time())
-        except AuthenticationError as exc:
-            self._auth_failed(str(exc))
-            return
-        self._authenticated(identity)
+        self._phase = "checking"
+        self._check_login(
+            self.runtime.authenticator.authenticate(password, client_address=self.client_address)
+        )
 
     def _scram_message(self, frame: Any) -> None:
         if frame.type != b"p":
@@ -417,7 +424,9 @@ class ClientSession(protocol.Protocol):
                 if initial.mechanism != "SCRAM-SHA-256":
                     self._fatal("28000", f"unsupported SASL mechanism {initial.mechanism!r}")
                     return
-                found = self.runtime.keys.scram_verifier(self._params["user"], now=time.time())
+                found = self.runtime.authenticator.keys.scram_verifier(
+                    self._params["user"], now=time.time()
+                )
                 if found is None:
                     # Run the exchange against a throwaway verifier, so an unknown user looks
                     # exactly like a wrong key.
@@ -442,8 +451,9 @@ class ClientSession(protocol.Protocol):
                     raise AuthenticationError("invalid API key")
                 self.transport.write(m.AuthenticationSASLFinal(data=final).encode())
                 identity = self._scram_identity
-                self.runtime.keys.record_use(identity.credential_id, now=time.time())
-                self._authenticated(identity)
+                self.runtime.authenticator.keys.record_use(identity.credential_id, now=time.time())
+                self._phase = "checking"
+                self._check_login(defer.succeed(identity))
         except AuthenticationError:
             self._auth_failed("invalid API key")
 
@@ -458,25 +468,44 @@ class ClientSession(protocol.Protocol):
             "28P01", f'authentication failed for user "{self._params.get("user", "")}": {message}'
         )
 
-    def _authenticated(self, identity: Identity) -> None:
+    def _check_login(self, authenticated: defer.Deferred[Identity]) -> None:
+        """Wait for the credential check, then for admission to this connection."""
         user = self._params["user"]
-        if user not in (identity.name, identity.credential_id):
-            self._auth_failed(f'the key belongs to identity "{identity.name}", not "{user}"')
+
+        def admit(identity: Identity) -> Any:
+            if user not in (identity.name, identity.credential_id):
+                raise AuthenticationError(
+                    f'the key belongs to identity "{identity.name}", not "{user}"'
+                )
+            admitted = self.runtime.authenticator.admit(identity, self.runtime.config)
+            return admitted.addCallback(lambda _: identity)
+
+        def refused(failure: Failure) -> Any:
+            if failure.check(AuthenticationError):
+                return _Refusal(code="28P01", message=str(failure.value))
+            if failure.check(AccessDenied):
+                return _Refusal(code="28000", message=str(failure.value))
+            return failure  # unexpected: _apply ends the session without showing it
+
+        authenticated.addCallback(admit).addErrback(refused)
+        self._wait(authenticated, self._login_checked)
+
+    def _login_checked(self, result: Identity | _Refusal) -> None:
+        if isinstance(result, _Refusal):
+            if result.code == "28P01":
+                self._auth_failed(result.message)
+            else:
+                log.info(
+                    "session refused on {connection} from {client}: {why}",
+                    connection=self.runtime.info.name,
+                    client=self.client_address,
+                    why=result.message,
+                )
+                self._fatal(result.code, result.message)
             return
-        allowed = set(self.runtime.config.allow_groups)
-        if not allowed & identity.groups:
-            log.info(
-                "identity {identity} refused on {connection}: groups {groups} not in allow_groups",
-                identity=identity.name,
-                connection=self.runtime.info.name,
-                groups=sorted(identity.groups),
-            )
-            self._fatal(
-                "28000",
-                f'identity "{identity.name}" may not use connection "{self.runtime.info.name}" '
-                "(none of its groups is in allow_groups)",
-            )
-            return
+        self._authenticated(result)
+
+    def _authenticated(self, identity: Identity) -> None:
         self.identity = identity
         self._phase = "login"
         self._busy = True  # no client input until the upstream login is done

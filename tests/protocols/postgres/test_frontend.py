@@ -19,6 +19,7 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
+from hoopgw.authn import Authenticator
 from hoopgw.chain import PluginChain
 from hoopgw.config import ConnectionConfig, CredentialConfig, GatewayConfig, UpstreamTlsConfig
 from hoopgw.identity import KeyService
@@ -128,7 +129,7 @@ class Gateway:
             gateway=GatewayConfig(auth_timeout=AUTH_TIMEOUT),
             info=ConnectionInfo(name="pg", protocol="postgres", target=config.target),
             chain=PluginChain(list(plugins), reactor=self.clock),
-            keys=self.keys,
+            authenticator=Authenticator(self.keys),
             sessions=self.sessions,
             reactor=self.clock,
         )

@@ -22,6 +22,7 @@ from hoopgw import __version__
 from hoopgw.config import Config, load_config
 from hoopgw.errors import ConfigError, HoopgwError
 from hoopgw.logs import start_logging
+from hoopgw.progress import Progress
 
 if TYPE_CHECKING:
     from hoopgw.store import Store
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+PROGRESS_INTERVAL = 1.0
+"""Seconds between two progress lines of a long command."""
 
 _DURATION = re.compile(r"([1-9][0-9]*)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -430,3 +433,11 @@ def out(text: str) -> None:
 def error(text: str) -> None:
     """Print an error on standard error, prefixed ``hoopgw:``."""
     print(f"hoopgw: {text}", file=sys.stderr)
+
+
+def progress_reporter(verb: str) -> Progress:
+    """A :class:`~hoopgw.progress.Progress` that reports on standard error, like :func:`error`.
+
+    :param verb: what the command did to the records in the end (``verified``, ``exported``).
+    """
+    return Progress(error, clock=time.monotonic, verb=verb, interval=PROGRESS_INTERVAL)

@@ -7,13 +7,12 @@ import argparse
 import json
 import os
 import time
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from hoopgw.audit import AuditRecord, PrunedRange, verify_chain
+from hoopgw.audit import PrunedRange, verify_chain
 from hoopgw.checkpoints import (
     KEY_NAME,
     Checkpoint,
@@ -39,12 +38,10 @@ from hoopgw.cli import (
     opened_store,
     out,
     parse_duration,
+    progress_reporter,
 )
 from hoopgw.config import Config
 from hoopgw.errors import ConfigError
-
-PROGRESS_EVERY = 100_000
-"""Records between two progress lines on standard error."""
 
 
 def register(
@@ -112,7 +109,9 @@ def _verify(args: argparse.Namespace) -> int:
         except CheckpointError as exc:
             checkpoint_error = str(exc)
     with opened_store(config) as store:
-        result = verify_log(_with_progress(store.records(), "verified"), checkpoint)
+        progress = progress_reporter("verified")
+        result = verify_log(progress.track(store.records()), checkpoint)
+        progress.finish()
     ok = result.ok and not checkpoint_error
     if args.json:
         out(json.dumps(_verify_report(result, path, checkpoint_error), indent=2))
@@ -137,15 +136,6 @@ def _public_key(option: str | None, config: Config) -> Ed25519PublicKey:
             key="gateway.signing_key",
         )
     return load_signing_key(config.gateway.signing_key.reveal()).public_key()
-
-
-def _with_progress(records: Iterable[AuditRecord], verb: str) -> Iterator[AuditRecord]:
-    count = 0
-    for record in records:
-        count += 1
-        if count % PROGRESS_EVERY == 0:
-            error(f"{verb} {count} records...")
-        yield record
 
 
 def _pruned_json(pruning: PrunedRange) -> dict[str, Any]:
@@ -235,7 +225,9 @@ def _prune(args: argparse.Namespace) -> int:
         key = load_signing_key(config.gateway.signing_key.reveal())
     with opened_store(config) as store:
         # Pruning must not erase the evidence that the log was tampered with.
-        chain = verify_chain(_with_progress(store.records(), "verified"))
+        progress = progress_reporter("verified")
+        chain = verify_chain(progress.track(store.records()))
+        progress.finish()
         if not chain.ok:
             error(
                 f"refusing to prune a broken chain: {chain.problem} (record"

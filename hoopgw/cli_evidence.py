@@ -6,7 +6,16 @@ import argparse
 import time
 from pathlib import Path
 
-from hoopgw.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, opened_store, out, parse_time
+from hoopgw.cli import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    error,
+    opened_store,
+    out,
+    parse_time,
+    progress_reporter,
+)
 from hoopgw.config import load_config
 from hoopgw.evidence import TimeRange, build_pack, latest_checkpoint
 
@@ -57,6 +66,7 @@ def _evidence(args: argparse.Namespace) -> int:
         error(f"{folder} exists and is not an empty folder; choose a new one for the pack")
         return EXIT_USAGE
     config = load_config(args.config)
+    progress = progress_reporter("read")
     with opened_store(config) as store:
         result = build_pack(
             store,
@@ -66,8 +76,9 @@ def _evidence(args: argparse.Namespace) -> int:
             folder=folder,
             now=now,
             latest=latest_checkpoint(config),
-            progress=error,
+            progress=progress,
         )
+    progress.finish()
     summary = (
         f"sessions: {result.sessions}, commands: {result.commands}, files: {len(result.files)}"
     )

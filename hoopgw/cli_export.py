@@ -27,6 +27,7 @@ from hoopgw.cli import (
     out,
     parse_time,
     positive_int,
+    progress_reporter,
     table,
     with_iso_times,
 )
@@ -35,7 +36,6 @@ from hoopgw.errors import HoopgwError
 from hoopgw.export import (
     FORMATS,
     CommandFilter,
-    Progress,
     export_records,
     iso_time_precise,
     search_commands,
@@ -202,7 +202,7 @@ def _export(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     progress = None
     if args.progress or sys.stderr.isatty():
-        progress = Progress(error, clock=time.monotonic)
+        progress = progress_reporter("exported")
     try:
         with opened_store(config) as store, _output(args.out) as stream:
             written = export_records(

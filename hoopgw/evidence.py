@@ -67,8 +67,6 @@ NO_CHECKPOINT = "no checkpoint configured"
 """What the pack says when the gateway writes no signed checkpoints."""
 
 MANIFEST = "manifest.sha256"
-PROGRESS_EVERY = 100_000
-"""Records read between two progress messages."""
 LISTED_BLOCKED = 20
 """Blocked commands shown in the index; ``commands.jsonl`` holds all of them."""
 LISTED_TEXT_CHARS = 200
@@ -179,7 +177,7 @@ def build_pack(
     folder: Path,
     now: float,
     latest: LatestCheckpoint | None = None,
-    progress: Callable[[str], None] = lambda message: None,
+    progress: Callable[[int], None] = lambda count: None,
 ) -> PackResult:
     """Verify the audit chain, summarise ``time_range`` and write the pack into ``folder``.
 
@@ -192,7 +190,8 @@ def build_pack(
     :param now: POSIX time the pack is made.
     :param latest: the latest checkpoint (:func:`latest_checkpoint`), or None when the gateway
         writes none.
-    :param progress: called with a message every :data:`PROGRESS_EVERY` records read.
+    :param progress: called with the number of audit records read so far, after each one
+        (a :class:`~hoopgw.progress.Progress`, say).
     :raises FileExistsError: if ``folder`` exists and is not empty.
     :raises StoreError: if the store cannot be read.
     """
@@ -258,22 +257,21 @@ def _read_chain(
     records: Iterator[AuditRecord],
     checkpoint: Checkpoint | None,
     summary: _Summary,
-    progress: Callable[[str], None],
+    progress: Callable[[int], None],
 ) -> LogVerification:
     records = iter(records)
 
     def observed() -> Iterator[AuditRecord]:
         for record in records:
             summary.add(record)
-            if summary.read % PROGRESS_EVERY == 0:
-                progress(f"read {summary.read} audit records")
+            progress(summary.read)
             yield record
 
     result = verify_log(observed(), checkpoint)
     # Verification stops at the first break; the pack still describes every record after it.
     for record in records:
         summary.add(record)
-    progress(f"read {summary.read} audit records")
+        progress(summary.read)
     return result
 
 

@@ -226,51 +226,6 @@ def export_records(
     return written
 
 
-class Progress:
-    """Reports a long export on a stream of text: the records read so far, at most once per
-    ``interval`` seconds, then the total.
-
-    Call it with the number read so far; call :meth:`finish` with the number written.
-    """
-
-    def __init__(
-        self,
-        write: Callable[[str], None],
-        *,
-        clock: Callable[[], float],
-        verb: str = "exported",
-        interval: float = 1.0,
-    ) -> None:
-        """
-        :param write: receives each report line (without a line end).
-        :param clock: monotonic seconds (``time.monotonic``; a fake in tests).
-        :param verb: what was done to the records in the end, e.g. ``exported``.
-        :param interval: seconds between reports.
-        """
-        self._write = write
-        self._clock = clock
-        self._verb = verb
-        self._interval = interval
-        self._started = clock()
-        self._next = self._started + interval
-
-    def __call__(self, count: int) -> None:
-        """Report ``count`` records read if ``interval`` passed since the last report."""
-        now = self._clock()
-        if now >= self._next:
-            self._next = now + self._interval
-            self._report("read", count, now)
-
-    def finish(self, count: int) -> None:
-        """Report the final ``count``."""
-        self._report(self._verb, count, self._clock())
-
-    def _report(self, verb: str, count: int, now: float) -> None:
-        elapsed = now - self._started
-        rate = f", {count / elapsed:,.0f}/s" if elapsed > 0 else ""
-        self._write(f"{verb} {count:,} records in {elapsed:.1f} s{rate}")
-
-
 # -- search --------------------------------------------------------------------------------------
 
 

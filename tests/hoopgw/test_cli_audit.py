@@ -237,12 +237,15 @@ def test_a_checkpoint_without_any_public_key_is_a_usage_error(setup, capsys):
 
 
 def test_verify_shows_progress_on_stderr(setup, capsys, monkeypatch):
-    from hoopgw import cli_audit
+    from hoopgw import cli
 
-    monkeypatch.setattr(cli_audit, "PROGRESS_EVERY", 2)
+    monkeypatch.setattr(cli, "PROGRESS_INTERVAL", 0)
     config, *_ = setup
     _, _, err = run(capsys, "audit", "verify", "-c", config)
-    assert err.splitlines() == [f"hoopgw: verified {n} records..." for n in (2, 4, 6)]
+    lines = [line.split(" in ")[0] for line in err.splitlines()]
+    assert lines == [f"hoopgw: read {n} records" for n in range(1, 7)] + [
+        "hoopgw: verified 6 records"
+    ]
 
 
 # -- prune -----------------------------------------------------------------------------------

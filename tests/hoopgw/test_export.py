@@ -19,7 +19,6 @@ from hoopgw.export import (
     FIELDS,
     SEARCH_FIELDS,
     CommandFilter,
-    Progress,
     SessionDirectory,
     export_records,
     iso_time_precise,
@@ -357,46 +356,6 @@ def test_records_without_a_session_have_no_identity():
 
     assert (exported["identity"], exported["connection"]) == (None, None)
     assert store.lookups == []
-
-
-# -- progress ------------------------------------------------------------------------------------
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_progress_reports_at_most_once_per_interval_with_count_and_rate():
-    clock = FakeClock()
-    lines: list[str] = []
-    progress = Progress(lines.append, clock=clock, interval=1.0)
-
-    progress(10)
-    clock.now += 0.5
-    progress(20)
-    clock.now += 0.5
-    progress(1000)
-    clock.now += 0.2
-    progress(1100)
-    clock.now += 1.0
-    progress.finish(2000)
-
-    assert lines == [
-        "read 1,000 records in 1.0 s, 1,000/s",
-        "exported 2,000 records in 2.2 s, 909/s",
-    ]
-
-
-def test_progress_without_elapsed_time_has_no_rate():
-    lines: list[str] = []
-
-    Progress(lines.append, clock=FakeClock()).finish(0)
-
-    assert lines == ["exported 0 records in 0.0 s"]
 
 
 # -- search --------------------------------------------------------------------------------------

@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import pluggy
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from hoopgw import hookspecs
-from hoopgw.session import Command, SessionInfo
+from hoopgw.session import Column, Command, Output, SessionInfo
 from hoopgw.verdicts import Allow, Block, Hold, Verdict, combine
 
 log = Logger(namespace="hoopgw.chain")
@@ -65,6 +66,9 @@ class PluginChain:
         """Whether any plugin rewrites client data that is not a command."""
         self.has_column_hooks = bool(self._pm.hook.result_columns.get_hookimpls())
         """Whether any plugin looks at result descriptions."""
+        self._row_plugins = {i.plugin_name for i in self._pm.hook.server_rows.get_hookimpls()}
+        self.has_audit_hooks = bool(self._pm.hook.audit_text.get_hookimpls())
+        """Whether any plugin rewrites command text for the audit store."""
 
     # -- decisions ---------------------------------------------------------------------------
 
@@ -72,10 +76,20 @@ class PluginChain:
         """Call every implementation of a decision hook and combine the answers.
 
         Never fails: an exception, a failed Deferred or a wrong return type from any plugin
-        becomes ``Block``.
+        becomes ``Block``. For ``session_started``, the session handed to plugins carries the
+        ``recorded_attributes`` that ``audit_text`` (kind ``attributes``) made of its attributes.
         """
         if hook not in DECISION_HOOKS:
             raise ValueError(f"{hook!r} is not a decision hook")
+        if hook == "session_started" and self.has_audit_hooks:
+            # Every protocol's attributes pass audit_text before anything records them.
+            try:
+                kwargs = {**kwargs, "session": self._recordable_session(kwargs["session"])}
+            except Exception:
+                log.failure("plugin failed in audit_text; session refused")
+                return defer.succeed(
+                    Block(reason="refused: its attributes could not be made safe to record")
+                )
         answers = []
         for impl in getattr(self._pm.hook, hook).get_hookimpls():
             answers.append(self._ask(impl, hook, kwargs))
@@ -138,6 +152,7 @@ class PluginChain:
             return verdict
 
         def report(verdict: Verdict) -> None:
+            verdict = self._recordable_reason(session, command, verdict)
             self.notify("command_decided", session=session, command=command, verdict=verdict)
             if not cancelled:  # a cancelled Deferred fails with CancelledError instead
                 decided.callback(verdict)
@@ -194,6 +209,57 @@ class PluginChain:
         ends the session (nothing unprocessed reaches the client).
         """
         return self._pm.hook
+
+    def result_columns(self, session: SessionInfo, command: Command, columns: list[Column]) -> bool:
+        """Call ``result_columns`` (in config order); return whether any plugin with a
+        ``server_rows`` hook wants this result's rows, i.e. did not answer ``False``.
+
+        When none does, the protocol streams the result's rows without decoding them.
+        Exceptions propagate, as for every data hook.
+        """
+        declined = set()
+        kwargs = {"session": session, "command": command, "columns": columns}
+        # pluggy's own call order: the last registered first (registration was reversed).
+        for impl in reversed(self._pm.hook.result_columns.get_hookimpls()):
+            if impl.function(*[kwargs[a] for a in impl.argnames]) is False:
+                declined.add(impl.plugin_name)
+        return bool(self._row_plugins - declined)
+
+    def recordable(self, session: SessionInfo, command: Command) -> Command:
+        """``command`` with :attr:`~hoopgw.session.Command.recorded_text` set by the
+        ``audit_text`` hook, or ``command`` itself when no plugin implements it.
+
+        Protocols call this once per command, before deciding it, and hand the result to every
+        later hook. Exceptions propagate (the protocol ends the session: fail closed).
+        """
+        if not self.has_audit_hooks:
+            return command
+        output = Output("command", {"text": command.text})
+        self._pm.hook.audit_text(session=session, command=command, output=output)
+        return attrs.evolve(command, recorded_text=output.fields.get("text", ""))
+
+    def _recordable_session(self, session: SessionInfo) -> SessionInfo:
+        """``session`` with :attr:`~hoopgw.session.SessionInfo.recorded_attributes` set by
+        the ``audit_text`` hook (kind ``attributes``). Exceptions propagate."""
+        output = Output("attributes", dict(session.attributes))
+        self._pm.hook.audit_text(session=session, command=None, output=output)
+        return attrs.evolve(session, recorded_attributes=dict(output.fields))
+
+    def _recordable_reason(
+        self, session: SessionInfo, command: Command, verdict: Verdict
+    ) -> Verdict:
+        """The verdict with its reason passed through ``audit_text`` (a reason may quote the
+        statement: a parser's "syntax error at or near ..."); it is recorded and shown to the
+        client. Fails closed: a reason that cannot be rewritten refuses the command."""
+        if not self.has_audit_hooks or not verdict.reason:
+            return verdict
+        output = Output("reason", {"text": verdict.reason})
+        try:
+            self._pm.hook.audit_text(session=session, command=command, output=output)
+        except Exception:
+            log.failure("plugin failed in audit_text; command refused")
+            return Block(reason="refused: its reason could not be made safe to record")
+        return attrs.evolve(verdict, reason=output.fields.get("text", ""))
 
     def notify(self, hook: str, **kwargs: Any) -> None:
         """Call every implementation of an observer hook; log and swallow exceptions."""

@@ -125,6 +125,9 @@ def _build_parser() -> argparse.ArgumentParser:
     revoke = keys_commands.add_parser("revoke", parents=[with_config], help="revoke an API key")
     revoke.add_argument("key_id", metavar="KEY_ID")
     revoke.set_defaults(handler=_keys_revoke)
+    from hoopgw import cli_ssh_keys
+
+    cli_ssh_keys.register(keys_commands, with_config, with_json)
 
     sessions = commands.add_parser("sessions", help="read recorded sessions")
     sessions_commands = sessions.add_subparsers(metavar="COMMAND", required=True)
@@ -145,9 +148,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     audit = commands.add_parser("audit", help="verify, search and export the audit trail")
     audit_commands = audit.add_subparsers(metavar="COMMAND", required=True)
-    from hoopgw import cli_audit, cli_evidence, cli_export
+    from hoopgw import cli_access, cli_audit, cli_evidence, cli_export, cli_reviews
 
-    for module in (cli_audit, cli_export, cli_evidence):
+    for module in (cli_audit, cli_export, cli_evidence, cli_reviews, cli_access):
         module.register(commands, audit_commands, with_config, with_json)
     return parser
 
@@ -215,6 +218,7 @@ def _config_check(args: argparse.Namespace) -> int:
         problem = {"ok": False, "error": str(exc), "key": exc.key, "connection": exc.connection}
         out(json.dumps(problem))
         return EXIT_USAGE
+    facts = {c.name: _protocol_facts(c) for c in config.connections}
     if args.json:
         summary = [
             {
@@ -223,6 +227,7 @@ def _config_check(args: argparse.Namespace) -> int:
                 "listen": c.listen,
                 "target": c.target,
                 "plugins": list(c.plugins),
+                **({"facts": facts[c.name]} if facts[c.name] else {}),
             }
             for c in config.connections
         ]
@@ -232,7 +237,17 @@ def _config_check(args: argparse.Namespace) -> int:
     noun = "connection" if len(names) == 1 else "connections"
     listed = f" ({', '.join(names)})" if names else ""
     out(f"ok: {len(names)} {noun}{listed}")
+    for name, described in facts.items():
+        for key, value in described.items():
+            out(f"  {name}: {key}: {value}")
     return EXIT_OK
+
+
+def _protocol_facts(connection: Any) -> dict[str, str]:
+    from hoopgw.protocol import load_protocol
+
+    describe = load_protocol(connection.protocol).describe
+    return {} if describe is None else describe(connection)
 
 
 def _keys_create(args: argparse.Namespace) -> int:

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import attrs
 
+from hoopgw.asciicast import channel_recording, read_asciicast, terminal_channels
+from hoopgw.asciicast import play as play_cast
 from hoopgw.cli import (
     EXIT_FAILED,
     EXIT_OK,
@@ -121,6 +124,23 @@ def register(
         default=1.0,
         metavar="X",
         help="with --real-time, replay X times faster (default 1)",
+    )
+    terminal = replay.add_mutually_exclusive_group()
+    terminal.add_argument(
+        "--asciicast",
+        type=int,
+        nargs="?",
+        const=0,
+        metavar="SEQ",
+        help="print terminal channel SEQ (default: the first) as an asciicast v2 file",
+    )
+    terminal.add_argument(
+        "--terminal",
+        type=int,
+        nargs="?",
+        const=0,
+        metavar="SEQ",
+        help="play terminal channel SEQ (default: the first) as the client saw it",
     )
     replay.set_defaults(handler=_replay)
 
@@ -257,6 +277,8 @@ def _replay(args: argparse.Namespace) -> int:
     if session is None:
         error(f"no session with id {args.session_id!r}")
         return EXIT_FAILED
+    if args.asciicast is not None or args.terminal is not None:
+        return _replay_terminal(args, session)
     if args.json:
         steps = [attrs.asdict(step) for step in transcript(session)]
         described = with_iso_times({k: v for k, v in session.items() if k != "commands"})
@@ -267,4 +289,36 @@ def _replay(args: argparse.Namespace) -> int:
         print(line, file=sys.stdout, flush=args.real_time)
 
     play(session, write, real_time=args.real_time, speed=args.speed, sleep=time.sleep)
+    return EXIT_OK
+
+
+def _replay_terminal(args: argparse.Namespace, session: dict[str, Any]) -> int:
+    channels = terminal_channels(session)
+    wanted = args.asciicast if args.asciicast is not None else args.terminal
+    if not channels or (wanted and wanted not in channels):
+        which = f"terminal channel #{wanted}" if wanted else "terminal channel"
+        error(f"session {args.session_id} has no {which} (with one: {channels or 'none'})")
+        return EXIT_FAILED
+    seq = wanted or channels[0]
+    cast = io.StringIO()
+    with opened_store(load_config(args.config)) as store:
+        channel_recording(
+            session,
+            store.session_records(session["id"], "command_received"),
+            store.session_records(session["id"], "terminal_output"),
+            seq,
+            cast,
+        )
+    if args.asciicast is not None:
+        sys.stdout.write(cast.getvalue())
+        return EXIT_OK
+    cast.seek(0)
+
+    def write(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    play_cast(
+        read_asciicast(cast), write, real_time=args.real_time, speed=args.speed, sleep=time.sleep
+    )
     return EXIT_OK

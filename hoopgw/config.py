@@ -11,6 +11,7 @@ warnings, so that a typo cannot silently turn a guardrail off.
 from __future__ import annotations
 
 import ipaddress
+import json
 import math
 import re
 import tomllib
@@ -26,14 +27,19 @@ from twisted.internet.testing import MemoryReactor
 from hoopgw import plugin
 from hoopgw.checkpoints import CheckpointError, load_signing_key
 from hoopgw.errors import ConfigError, PluginError
+from hoopgw.groups import load_group_source
 from hoopgw.logs import FORMATS, LEVELS
+from hoopgw.oidc import ALLOWED_ALGORITHMS, IDENTITY_CLAIMS, IssuerSettings, parse_jwks
 from hoopgw.secrets import Secret, resolve_secret
+from hoopgw.throttle import BackoffSettings
 
 PROTOCOL_GROUP = "hoopgw.protocols"
 
 SSLMODES = ("disable", "prefer", "require", "verify-full")
 CLIENT_TLS_MODES = ("optional", "required", "disabled")
 CLIENT_AUTH_METHODS = ("auto", "password", "scram")
+ACCESS_MODES = ("groups", "jit")
+ROLES = ("approver", "auditor", "admin")
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 _LISTEN_TYPES = (endpoints.TCP4ServerEndpoint, endpoints.TCP6ServerEndpoint)
@@ -47,6 +53,11 @@ class GatewayConfig:
     """Audit store URL as written; use :attr:`Config.store_url` for the resolved one."""
     admin_listen: str | None = None
     """Twisted server endpoint of the admin API, or None for no admin API."""
+    admin_tls: bool = False
+    """Serve the admin API over TLS (HTTPS) with :attr:`tls_cert` and :attr:`tls_key`."""
+    admin_allow_plaintext: bool = False
+    """Allow the admin API without TLS on an address other than loopback (bearer tokens would
+    cross the network in clear)."""
     tls_cert: str | None = None
     """Absolute path of the PEM certificate (chain) presented to clients that ask for TLS."""
     tls_key: str | None = None
@@ -82,6 +93,9 @@ class CredentialConfig:
     """User name on the target."""
     password: Secret | None = None
     """Password, resolved from its reference; None when the target needs none (trust auth)."""
+    private_key: Secret | None = None
+    """SSH private key (OpenSSH or PEM text, unencrypted), resolved from its reference; SSH
+    connections only."""
 
 
 @attrs.frozen(kw_only=True)
@@ -96,6 +110,31 @@ class UpstreamTlsConfig:
     server_name: str | None = None
     """Host name checked against the target's certificate and sent as SNI; the loader fills in
     the target host when the config leaves it out."""
+
+
+@attrs.frozen(kw_only=True)
+class SshConfig:
+    """The ``[connections.ssh]`` table of an SSH connection (``docs/protocols/ssh.md``)."""
+
+    host_key: str
+    """Absolute path of the gateway's own host key for this connection; created (Ed25519) on
+    the first start when missing."""
+    known_hosts: str | None = None
+    """Absolute path of an OpenSSH ``known_hosts`` file that must hold the target's host key."""
+    host_key_fingerprints: tuple[str, ...] = ()
+    """Accepted target host key fingerprints, ``SHA256:...`` as ``ssh-keygen -lf`` prints them."""
+    env_allow: tuple[str, ...] = ()
+    """Names (``fnmatch`` globs such as ``LC_*``) of environment variables a client may set."""
+    allow_sftp: bool = False
+    """Serve the ``sftp`` subsystem (its file operations become commands)."""
+    allow_port_forwarding: bool = False
+    """Open ``direct-tcpip`` channels (``ssh -L``) to the target's side."""
+    allow_agent_forwarding: bool = False
+    """Pass ``auth-agent-req@openssh.com`` requests on (the agent stays on the client)."""
+    allow_x11_forwarding: bool = False
+    """Pass ``x11-req`` requests on."""
+    judge_shell_lines: bool = False
+    """Decide each line typed at an interactive shell as a command (see the docs' limits)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -129,6 +168,18 @@ class ConnectionConfig:
     loopback, SCRAM otherwise)."""
     allow_cleartext_password: bool = False
     """Accept a password from a client over a connection that is neither TLS nor loopback."""
+    local_infile: bool = False
+    """MySQL only: let clients send files with ``LOAD DATA LOCAL INFILE`` (when off, the
+    capability is negotiated on neither side)."""
+    access: str = "groups"
+    """``groups`` (members of :attr:`allow_groups` may connect) or ``jit`` (they also need a
+    live just-in-time grant, see :mod:`hoopgw.approvals`)."""
+    jit_approvers: tuple[str, ...] = ()
+    """With ``access = "jit"``: groups whose members decide access requests."""
+    jit_max_duration: float = 8 * 3600.0
+    """With ``access = "jit"``: the longest grant, in seconds, that may be requested."""
+    ssh: SshConfig | None = None
+    """The ``[connections.ssh]`` table; set for (and only for) ``protocol = "ssh"``."""
 
     @property
     def target_host(self) -> str:
@@ -142,6 +193,23 @@ class ConnectionConfig:
 
 
 @attrs.frozen(kw_only=True)
+class IdentityConfig:
+    """The ``[identity]`` table: trusted token issuers, group sources, failed-login back-off
+    (``docs/identity.md``)."""
+
+    oidc: tuple[IssuerSettings, ...] = ()
+    """The ``[[identity.oidc]]`` tables: issuers whose tokens are accepted."""
+    group_sources: tuple[str, ...] = ()
+    """Names of the group sources asked for the groups of token identities, in order."""
+    group_source_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    """Validated options of each group source (its ``[identity.<name>]`` table), by name."""
+    backoff: BackoffSettings = attrs.field(factory=BackoffSettings)
+    """The ``[identity.backoff]`` table."""
+    key_check_interval: float = 10.0
+    """Seconds between checks that end the sessions of revoked or expired API keys."""
+
+
+@attrs.frozen(kw_only=True)
 class Config:
     """A validated configuration."""
 
@@ -149,6 +217,11 @@ class Config:
     """The ``[gateway]`` table."""
     connections: tuple[ConnectionConfig, ...]
     """The ``[[connections]]`` tables, in file order."""
+    roles: Mapping[str, tuple[str, ...]] = attrs.field(factory=dict)
+    """The ``[roles]`` table: ``approver``, ``auditor`` and ``admin``, each mapped to the groups
+    that hold the role in the admin API (a role no group holds is absent)."""
+    identity: IdentityConfig = IdentityConfig()
+    """The ``[identity]`` table."""
     base_dir: Path
     """Folder of the config file; relative paths in the config start here."""
 
@@ -208,7 +281,7 @@ def parse_config(text: str, *, base_dir: Path) -> Config:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}") from None
-    _reject_unknown(document, {"gateway", "connections"}, prefix="")
+    _reject_unknown(document, {"gateway", "connections", "roles", "identity"}, prefix="")
     gateway = _gateway(_Table(_table(document, "gateway", ""), "gateway.", ""), base_dir)
     raw_connections = document.get("connections", [])
     if not isinstance(raw_connections, list) or not all(
@@ -220,7 +293,50 @@ def parse_config(text: str, *, base_dir: Path) -> Config:
     )
     _check_unique_names(connections)
     _check_listeners_distinct(gateway, connections)
-    return Config(gateway=gateway, connections=connections, base_dir=base_dir)
+    _check_admin_api(gateway, connections)
+    roles = _roles(_Table(_table(document, "roles", ""), "roles.", ""))
+    identity = _identity(_Table(_table(document, "identity", ""), "identity.", ""), base_dir)
+    return Config(
+        gateway=gateway, connections=connections, roles=roles, identity=identity, base_dir=base_dir
+    )
+
+
+def _check_admin_api(gateway: GatewayConfig, connections: tuple[ConnectionConfig, ...]) -> None:
+    # Reviews are decided through the admin API: without it every hold would only time out.
+    if gateway.admin_listen is not None:
+        _check_admin_plaintext(gateway, gateway.admin_listen)
+        return
+    for connection in connections:
+        if connection.access == "jit" or "approval" in connection.plugins:
+            what = 'access = "jit"' if connection.access == "jit" else "plugin 'approval'"
+            raise ConfigError(
+                f"{what} needs [gateway] admin_listen: reviews are decided through the admin API",
+                key="access" if connection.access == "jit" else "plugins",
+                connection=connection.name,
+            )
+
+
+def _check_admin_plaintext(gateway: GatewayConfig, admin_listen: str) -> None:
+    # Callers send their API key or token as a bearer token: in clear only on this host.
+    if gateway.admin_tls or gateway.admin_allow_plaintext:
+        return
+    table = _Table({}, "gateway.", "")
+    listener = _parse_listen(table, "admin_listen", admin_listen)
+    local = listener.kind == "unix" or (
+        listener.interface != "*" and ipaddress.ip_address(listener.interface).is_loopback
+    )
+    if not local:
+        raise table.error(
+            "not a loopback address, and without TLS bearer tokens would cross the network in"
+            " clear: set admin_tls = true (with tls_cert and tls_key), bind to 127.0.0.1, or"
+            " set admin_allow_plaintext = true",
+            "admin_listen",
+        )
+
+
+def _roles(table: _Table) -> dict[str, tuple[str, ...]]:
+    _reject_unknown(table.data, set(ROLES), prefix=table.prefix)
+    return {role: table.strings(role) for role in ROLES if role in table.data}
 
 
 # -- typed access to one TOML table ----------------------------------------------------------
@@ -321,6 +437,14 @@ def _gateway(table: _Table, base_dir: Path) -> GatewayConfig:
     if (tls_cert is None) != (tls_key is None):
         missing = "tls_key" if tls_key is None else "tls_cert"
         raise table.error("tls_cert and tls_key must be set together", missing)
+    admin_tls = table.get("admin_tls", (bool,), defaults.admin_tls)
+    if admin_tls and tls_cert is None:
+        raise table.error(
+            "true needs tls_cert and tls_key (the admin API's certificate)", "admin_tls"
+        )
+    admin_allow_plaintext = table.get(
+        "admin_allow_plaintext", (bool,), defaults.admin_allow_plaintext
+    )
     max_message_size = table.get("max_message_size", (int,), defaults.max_message_size)
     if max_message_size < 1024:
         raise table.error("must be at least 1024 bytes", "max_message_size")
@@ -334,6 +458,8 @@ def _gateway(table: _Table, base_dir: Path) -> GatewayConfig:
     return GatewayConfig(
         store=store,
         admin_listen=admin_listen,
+        admin_tls=admin_tls,
+        admin_allow_plaintext=admin_allow_plaintext,
         tls_cert=_readable_file(table, "tls_cert", tls_cert, base_dir),
         tls_key=_readable_file(table, "tls_key", tls_key, base_dir),
         log_format=table.choice("log_format", FORMATS, defaults.log_format),
@@ -426,22 +552,36 @@ def _connection(
     except ValueError as exc:
         raise table.error(str(exc), "target") from None
 
+    access = table.choice("access", ACCESS_MODES, "groups")
+    jit_approvers = table.strings("jit_approvers", [])
+    if access == "jit" and not jit_approvers:
+        raise table.error(
+            'required with access = "jit": the groups that decide requests', "jit_approvers"
+        )
+    jit_max_duration = table.seconds("jit_max_duration", 8 * 3600.0)
     client_tls = table.choice("client_tls", CLIENT_TLS_MODES, "optional")
     if client_tls == "required" and gateway.tls_cert is None:
         raise table.error("'required' needs [gateway] tls_cert and tls_key", "client_tls")
+    credential = _credential(table, base_dir)
+    ssh = _ssh(table, protocol, credential, base_dir)
     return ConnectionConfig(
         name=name,
         protocol=protocol,
         listen=listen,
         target=target,
-        credential=_credential(table, base_dir),
+        credential=credential,
+        ssh=ssh,
         allow_groups=table.strings("allow_groups"),
         plugins=plugins,
-        plugin_options=_plugin_options(table, plugins),
+        plugin_options=_plugin_options(table, plugins, protocol),
         upstream_tls=_upstream_tls(table, host, base_dir),
         client_tls=client_tls,
         client_auth=table.choice("client_auth", CLIENT_AUTH_METHODS, "auto"),
         allow_cleartext_password=table.get("allow_cleartext_password", (bool,), False),
+        local_infile=table.get("local_infile", (bool,), False),
+        access=access,
+        jit_approvers=jit_approvers,
+        jit_max_duration=jit_max_duration,
     )
 
 
@@ -452,16 +592,74 @@ def _credential(parent: _Table, base_dir: Path) -> CredentialConfig:
         _table(parent.data, "credential", parent.connection), "credential.", parent.connection
     )
     _reject_unknown(
-        table.data, {"user", "password"}, prefix="credential.", connection=table.connection
+        table.data,
+        {"user", "password", "private_key"},
+        prefix="credential.",
+        connection=table.connection,
     )
     user = table.string("user")
-    reference = table.get("password", (str,), None)
-    password = None
-    if reference is not None:
-        password = resolve_secret(
-            reference, key="credential.password", connection=table.connection, base_dir=base_dir
+    secrets: dict[str, Secret | None] = {}
+    for key in ("password", "private_key"):
+        reference = table.get(key, (str,), None)
+        secrets[key] = None
+        if reference is not None:
+            secrets[key] = resolve_secret(
+                reference, key=f"credential.{key}", connection=table.connection, base_dir=base_dir
+            )
+    return CredentialConfig(user=user, **secrets)
+
+
+_SSH_KEYS = {f.name for f in attrs.fields(SshConfig)}
+_FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
+_ENV_NAME = re.compile(r"[A-Za-z_*?][A-Za-z0-9_*?]*")
+_SSH_FLAGS = (
+    "allow_sftp",
+    "allow_port_forwarding",
+    "allow_agent_forwarding",
+    "allow_x11_forwarding",
+    "judge_shell_lines",
+)
+
+
+def _ssh(
+    parent: _Table, protocol: str, credential: CredentialConfig, base_dir: Path
+) -> SshConfig | None:
+    """The ``[connections.ssh]`` table: required shape for SSH connections, absent for others."""
+    if protocol != "ssh":
+        if "ssh" in parent.data:
+            raise parent.error('only for connections with protocol = "ssh"', "ssh")
+        if credential.private_key is not None:
+            raise parent.error("only SSH connections log in with a key", "credential.private_key")
+        return None
+    if credential.password is None and credential.private_key is None:
+        raise parent.error("an SSH target needs password or private_key", "credential")
+    table = _Table(_table(parent.data, "ssh", parent.connection), "ssh.", parent.connection)
+    _reject_unknown(table.data, _SSH_KEYS, prefix="ssh.", connection=table.connection)
+    host_key = table.string("host_key", f"{parent.connection}.ssh_host_ed25519_key")
+    known_hosts = _readable_file(table, "known_hosts", table.string("known_hosts", None), base_dir)
+    fingerprints = tuple(f.rstrip("=") for f in table.strings("host_key_fingerprints", []))
+    for fingerprint in fingerprints:
+        if not _FINGERPRINT.fullmatch(fingerprint):
+            raise table.error(
+                f"{fingerprint!r} is not a SHA256:... fingerprint (see ssh-keygen -lf)",
+                "host_key_fingerprints",
+            )
+    if known_hosts is None and not fingerprints:
+        raise table.error(
+            "required (or host_key_fingerprints): the target's host key must be known",
+            "known_hosts",
         )
-    return CredentialConfig(user=user, password=password)
+    env_allow = table.strings("env_allow", [])
+    for name in env_allow:
+        if not _ENV_NAME.fullmatch(name):
+            raise table.error(f"{name!r} is not a variable name or glob", "env_allow")
+    return SshConfig(
+        host_key=str((base_dir / Path(host_key).expanduser()).resolve()),
+        known_hosts=known_hosts,
+        host_key_fingerprints=fingerprints,
+        env_allow=env_allow,
+        **{flag: table.get(flag, (bool,), False) for flag in _SSH_FLAGS},
+    )
 
 
 def _upstream_tls(parent: _Table, host: str, base_dir: Path) -> UpstreamTlsConfig:
@@ -485,7 +683,9 @@ def _upstream_tls(parent: _Table, host: str, base_dir: Path) -> UpstreamTlsConfi
     )
 
 
-def _plugin_options(parent: _Table, plugins: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+def _plugin_options(
+    parent: _Table, plugins: tuple[str, ...], protocol: str
+) -> dict[str, dict[str, Any]]:
     options: dict[str, dict[str, Any]] = {}
     for name in plugins:
         if name in options:
@@ -498,6 +698,131 @@ def _plugin_options(parent: _Table, plugins: tuple[str, ...]) -> dict[str, dict[
         options[name] = plugin.validate_options(
             name, cls.options, table, connection=parent.connection
         )
+        plugin.check_plugin_options(
+            name, cls, options[name], protocol=protocol, connection=parent.connection
+        )
+    return options
+
+
+# -- [identity] ------------------------------------------------------------------------------
+
+_IDENTITY_KEYS = {"oidc", "group_sources", "backoff", "key_check_interval"}
+_ISSUER_KEYS = {f.name for f in attrs.fields(IssuerSettings)}
+
+
+def _identity(table: _Table, base_dir: Path) -> IdentityConfig:
+    sources = table.strings("group_sources", [])
+    for key, value in table.data.items():
+        if key in _IDENTITY_KEYS or key in sources:
+            continue
+        if isinstance(value, dict):
+            raise table.error(
+                f"group source {key!r} is configured but not enabled (add it to group_sources)",
+                key,
+            )
+        raise table.error(f"unknown key (known: {', '.join(sorted(_IDENTITY_KEYS))})", key)
+    raw_issuers = table.data.get("oidc", [])
+    if not isinstance(raw_issuers, list) or not all(isinstance(i, dict) for i in raw_issuers):
+        raise table.error("must be an array of tables ([[identity.oidc]])", "oidc")
+    issuers = tuple(_issuer(raw, index, base_dir) for index, raw in enumerate(raw_issuers))
+    seen: set[str] = set()
+    for index, issuer in enumerate(issuers):
+        if issuer.issuer in seen:
+            raise table.error("the same issuer is trusted twice", f"oidc[{index}].issuer")
+        seen.add(issuer.issuer)
+    defaults = IdentityConfig()
+    return IdentityConfig(
+        oidc=issuers,
+        group_sources=sources,
+        group_source_options={
+            name: _group_source_options(table, name, base_dir) for name in sources
+        },
+        backoff=_backoff(_Table(_table(table.data, "backoff", ""), "identity.backoff.", "")),
+        key_check_interval=table.seconds("key_check_interval", defaults.key_check_interval),
+    )
+
+
+def _issuer(raw: Mapping[str, Any], index: int, base_dir: Path) -> IssuerSettings:
+    table = _Table(raw, f"identity.oidc[{index}].", "")
+    _reject_unknown(raw, _ISSUER_KEYS, prefix=table.prefix)
+    defaults = IssuerSettings(issuer="-", audience=("-",))
+    issuer = table.string("issuer")
+    jwks_file = _readable_file(table, "jwks_file", table.string("jwks_file", None), base_dir)
+    if jwks_file is None and not issuer.startswith("https://"):
+        raise table.error("must be an https:// URL (or set jwks_file for offline keys)", "issuer")
+    if jwks_file is not None:
+        try:
+            with open(jwks_file, "rb") as f:
+                keys = parse_jwks(json.loads(f.read()))
+        except ValueError as exc:
+            raise table.error(f"not a usable JWKS: {exc}", "jwks_file") from None
+        if not keys:
+            raise table.error("holds no RSA, EC or OKP public key", "jwks_file")
+    audience = table.get("audience", (str, list))
+    audience = table.strings("audience") if isinstance(audience, list) else (audience,)
+    if not audience or not all(audience):
+        raise table.error("must name at least one audience", "audience")
+    algorithms = table.strings("algorithms", list(defaults.algorithms))
+    for algorithm in algorithms:
+        if algorithm not in ALLOWED_ALGORITHMS:
+            raise table.error(
+                f"{algorithm!r} is not allowed: only asymmetric algorithms "
+                f"({', '.join(ALLOWED_ALGORITHMS)})",
+                "algorithms",
+            )
+    if not algorithms:
+        raise table.error("must name at least one algorithm", "algorithms")
+    leeway = float(table.get("leeway", (int, float), defaults.leeway))
+    if not 0 <= leeway <= 300:
+        raise table.error("must be from 0 to 300 seconds", "leeway")
+    return IssuerSettings(
+        issuer=issuer,
+        audience=tuple(audience),
+        algorithms=algorithms,
+        identity_claim=table.choice("identity_claim", IDENTITY_CLAIMS, defaults.identity_claim),
+        groups_claim=table.get("groups_claim", (str,), defaults.groups_claim),
+        required_claims=table.strings("required_claims", []),
+        leeway=leeway,
+        jwks_file=jwks_file,
+        ca_file=_readable_file(table, "ca_file", table.string("ca_file", None), base_dir),
+        jwks_max_age=table.seconds("jwks_max_age", defaults.jwks_max_age),
+        refetch_interval=table.seconds("refetch_interval", defaults.refetch_interval),
+        fetch_timeout=table.seconds("fetch_timeout", defaults.fetch_timeout),
+    )
+
+
+def _backoff(table: _Table) -> BackoffSettings:
+    _reject_unknown(
+        table.data, {f.name for f in attrs.fields(BackoffSettings)}, prefix=table.prefix
+    )
+    defaults = BackoffSettings()
+    values: dict[str, Any] = {}
+    for key in ("free_failures", "max_pending", "max_addresses"):
+        values[key] = table.get(key, (int,), getattr(defaults, key))
+        if values[key] < (0 if key == "free_failures" else 1):
+            raise table.error(f"must be at least {0 if key == 'free_failures' else 1}", key)
+    for key in ("base_delay", "max_delay", "forget_after"):
+        values[key] = table.seconds(key, getattr(defaults, key))
+    if values["max_delay"] < values["base_delay"]:
+        raise table.error("must not be less than base_delay", "max_delay")
+    return BackoffSettings(**values)
+
+
+def _group_source_options(table: _Table, name: str, base_dir: Path) -> dict[str, Any]:
+    if name in _IDENTITY_KEYS:
+        raise table.error(f"{name!r} is a reserved name, not a group source", "group_sources")
+    try:
+        cls = load_group_source(name)
+    except PluginError as exc:
+        raise table.error(str(exc), "group_sources") from None
+    options = plugin.validate_options(
+        f"identity.{name}", cls.options, _table(table.data, name, ""), connection=""
+    )
+    for key in getattr(cls, "secret_options", ()):
+        if isinstance(options.get(key), str):
+            options[key] = resolve_secret(
+                options[key], key=f"identity.{name}.{key}", base_dir=base_dir
+            )
     return options
 
 

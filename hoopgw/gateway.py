@@ -11,12 +11,14 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from twisted.internet import defer, ssl, task
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
+from hoopgw.admin.api import build_site
+from hoopgw.approvals import ApprovalService
 from hoopgw.audit import AuditWriter, CheckpointSettings, spawn_writer_process
-from hoopgw.authn import Authenticator
+from hoopgw.authn import Authenticator, build_authenticator
 from hoopgw.chain import PluginChain
 from hoopgw.config import Config, ConnectionConfig, resolve_store_url
-from hoopgw.identity import KeyService
 from hoopgw.plugin import PluginContext, load_plugin_class
 from hoopgw.protocol import ConnectionRuntime, SessionRegistry, load_protocol
 from hoopgw.session import ConnectionInfo
@@ -25,8 +27,13 @@ from hoopgw.store import Store, open_store
 log = Logger(namespace="hoopgw.gateway")
 
 
-def server_tls_options(cert_file: str, key_file: str) -> ssl.CertificateOptions:
-    """TLS options for the client side from PEM files (TLS 1.2 or newer)."""
+def server_tls_options(
+    cert_file: str, key_file: str, *, alpn: tuple[bytes, ...] = (b"postgresql",)
+) -> ssl.CertificateOptions:
+    """TLS options for the client side from PEM files (TLS 1.2 or newer).
+
+    :param alpn: protocols offered by ALPN; ``()`` for none (the admin API's HTTP/1.1).
+    """
     # cryptography objects, which pyOpenSSL now prefers (Twisted's hints still name its own).
     certificate: Any
     private_key: Any
@@ -39,7 +46,7 @@ def server_tls_options(cert_file: str, key_file: str) -> ssl.CertificateOptions:
         certificate=certificate,
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
         # libpq 17+ offers ALPN "postgresql" and gives up if the server picks nothing.
-        acceptableProtocols=[b"postgresql"],
+        acceptableProtocols=list(alpn) or None,
     )
 
 
@@ -55,6 +62,8 @@ class Gateway:
         self.audit: AuditWriter | None = None
         self._ports: list[Any] = []
         self._stopped = False
+        self.authenticator: Authenticator | None = None
+        self.approvals: ApprovalService | None = None
 
     @defer.inlineCallbacks
     def start(self) -> Any:
@@ -66,8 +75,25 @@ class Gateway:
         self._store.migrate()
         self.audit = AuditWriter(self._store_url, self.reactor, spawn=self._writer_spawner())
         yield self.audit.start()
-        authenticator = Authenticator(KeyService(self._store))
+        authenticator = self.authenticator = build_authenticator(
+            self.config, store=self._store, audit=self.audit, reactor=self.reactor
+        )
+        authenticator.start(
+            self.sessions, key_check_interval=self.config.identity.key_check_interval
+        )
         gw = self.config.gateway
+        # Reviews and grants: pending reviews of an earlier run end as aborted here.
+        self.approvals = ApprovalService(
+            store=self._store,
+            audit=self.audit,
+            reactor=self.reactor,
+            connections={c.name: c for c in self.config.connections},
+            roles=self.config.roles,
+            sessions=self.sessions,
+            approval_timeout=gw.approval_timeout,
+        )
+        authenticator.grants = self.approvals
+        yield self.approvals.start()
         server_tls = None
         if gw.tls_cert and gw.tls_key:
             server_tls = server_tls_options(gw.tls_cert, gw.tls_key)
@@ -84,6 +110,19 @@ class Gateway:
                     protocol=connection.protocol,
                     listen=connection.listen,
                     target=connection.target,
+                )
+            if gw.admin_listen is not None:
+                site: Any = build_site(self.approvals, authenticator, self.reactor)
+                if gw.admin_tls:
+                    assert gw.tls_cert and gw.tls_key  # checked by the config
+                    admin_tls = server_tls_options(gw.tls_cert, gw.tls_key, alpn=())
+                    site = TLSMemoryBIOFactory(admin_tls, False, site)
+                port = yield serverFromString(self.reactor, gw.admin_listen).listen(site)
+                self._ports.append(port)
+                log.info(
+                    "admin API listening on {listen} ({scheme})",
+                    listen=gw.admin_listen,
+                    scheme="https" if gw.admin_tls else "http",
                 )
         except BaseException:
             yield self.stop()
@@ -117,11 +156,17 @@ class Gateway:
                 audit=self.audit,
                 log=Logger(namespace=f"hoopgw.plugins.{name}"),
                 reactor=self.reactor,
+                approvals=self.approvals,
             )
             plugins.append((name, cls(context)))
         chain = PluginChain(
             plugins, reactor=self.reactor, approval_timeout=self.config.gateway.approval_timeout
         )
+        if self.approvals is not None:
+            self.approvals.add_notifier(
+                connection.name,
+                lambda review, event: chain.notify("review_updated", review=review, event=event),
+            )
         return ConnectionRuntime(
             config=connection,
             gateway=self.config.gateway,
@@ -131,6 +176,7 @@ class Gateway:
             sessions=self.sessions,
             reactor=self.reactor,
             server_tls=server_tls,
+            store=self._store,
         )
 
     @defer.inlineCallbacks
@@ -143,7 +189,14 @@ class Gateway:
             return
         self._stopped = True
         ports, self._ports = self._ports, []
+        if self.authenticator is not None:
+            self.authenticator.stop()
         yield defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in ports])
+        if self.approvals is not None:
+            # Pending reviews end as aborted (their clients get an error) before sessions end.
+            yield self.approvals.stop().addErrback(
+                lambda f: log.failure("cannot record aborted reviews", f)
+            )
         live = list(self.sessions)
         if live:
             log.info("ending {count} session(s)", count=len(live))

@@ -22,15 +22,17 @@ non-``None`` turns a ``Hold`` into a pending decision. The core adds the timeout
 Deferred when the client goes away. With no backend, a ``Hold`` is refused.
 
 **Data hooks** -- :func:`result_columns`, :func:`server_rows`, :func:`server_output`,
-:func:`client_input`. Synchronous; they rewrite their arguments in place and return ``None``.
-They run in the order of the connection's ``plugins`` list, so masking order is explicit. A plugin
-that must see the final data (the recorder) declares its implementation with
-``hookimpl(wrapper=True)`` and inspects the data after ``yield``. An exception in a data hook ends
+:func:`client_input`, :func:`audit_text`. Synchronous; they rewrite their arguments in place
+and return ``None``. They run in the order of the connection's ``plugins`` list, so masking order
+is explicit. A plugin that must see the final data (the recorder) declares its implementation
+with ``hookimpl(wrapper=True)`` and inspects the data after ``yield``, so it stores what the
+client saw whatever its place in the list. An exception in a data hook ends
 the session with an error: nothing unprocessed reaches the client.
 
 **Observers** -- :func:`command_decided`, :func:`command_completed`, :func:`session_closed`. Called
 exactly once per command or session, for their side effects; the return value is ignored and an
-exception is logged (the command has already been decided).
+exception is logged (the command has already been decided). :func:`review_updated` is the
+notification hook: called for every change of a review on the connection.
 
 Hooks run on the reactor thread and must not block; return a Deferred for slow work.
 """
@@ -52,6 +54,7 @@ if TYPE_CHECKING:
         Output,
         SessionInfo,
     )
+    from hoopgw.store.reviews import ReviewRecord
     from hoopgw.verdicts import Hold, Verdict
 
     Decision = Verdict | None | Deferred[Verdict | None]
@@ -131,7 +134,7 @@ def approval_requested(
 
 
 @hookspec
-def result_columns(session: SessionInfo, command: Command, columns: list[Column]) -> None:
+def result_columns(session: SessionInfo, command: Command, columns: list[Column]) -> bool | None:
     """A result set is about to start; ``columns`` describes it.
 
     Called once per result set (a command may return several), before any of its rows.
@@ -139,6 +142,10 @@ def result_columns(session: SessionInfo, command: Command, columns: list[Column]
     :param session: the session receiving the result.
     :param command: the command producing it.
     :param columns: column descriptions, in order; may be annotated in place.
+    :return: ``False`` when this plugin has nothing to do with this result's rows (masking,
+        for a result without text-bearing columns); ``None`` otherwise. When every plugin that
+        implements :func:`server_rows` answered ``False``, the protocol streams the rows
+        undecoded and :func:`server_rows` is not called for them.
     """
 
 
@@ -185,6 +192,38 @@ def client_input(session: SessionInfo, output: Output) -> None:
     """
 
 
+@hookspec
+def audit_text(session: SessionInfo, command: Command | None, output: Output) -> None:
+    """Text about a command is about to be kept in the audit store; the target gets the original.
+
+    Called only when at least one plugin implements it, in three places:
+
+    - ``output.kind == "attributes"``: once per session, before :func:`session_started`;
+      ``command`` is ``None`` and ``output.fields`` starts as a copy of the session's
+      :attr:`~hoopgw.session.SessionInfo.attributes` (startup parameters, database, user
+      names: client-chosen text). ``session_started`` implementations then receive a session
+      whose :attr:`~hoopgw.session.SessionInfo.recorded_attributes` is the result, which is
+      what the recording plugin stores; :attr:`~hoopgw.session.SessionInfo.attributes` keep
+      the originals. Keys may be rewritten too. An exception refuses the session.
+
+    - ``output.kind == "command"``: once per command, before :func:`client_command`;
+      ``output.fields["text"]`` starts as ``command.text``. The protocol then hands plugins a
+      command whose :attr:`~hoopgw.session.Command.recorded_text` is the result, which is what
+      the recording plugin stores; the target still receives
+      :attr:`~hoopgw.session.Command.text`. An exception ends the session (fail closed).
+    - ``output.kind == "reason"``: once per decided command whose verdict has a reason (a
+      parser's error may quote the statement), before :func:`command_decided`; the rewritten
+      reason is what is recorded and what the client is told. An exception refuses the command.
+
+    Rewrite ``output.fields["text"]`` in place (masking replaces sensitive values).
+
+    :param session: the session that sent the command.
+    :param command: the command, with its original text; ``None`` for ``attributes``.
+    :param output: kind ``command`` or ``reason`` with field ``text``, or kind ``attributes``;
+        mutable.
+    """
+
+
 # -- observers -------------------------------------------------------------------------------
 
 
@@ -227,6 +266,24 @@ def session_closed(session: SessionInfo, reason: str) -> None:
     """
 
 
+@hookspec
+def review_updated(review: ReviewRecord, event: str) -> None:
+    """A review on this connection was created or changed: tell the people who act on it.
+
+    Called once per change, on the reactor thread, by the gateway's review service (see
+    ``docs/approvals.md``); it must not block (send notifications asynchronously) and its
+    failures are logged, never delay the review. ``review.statement`` is the statement as the
+    audit store keeps it (masked when masking is on); still, a plugin that sends it elsewhere
+    should let the operator leave it out.
+
+    :param review: the review as stored after the change (id, kind ``statement`` or
+        ``access``, status, requester, connection, reason, approvers, statement, ...).
+    :param event: what happened: ``requested``, ``voted`` (an approval, more needed),
+        ``approved``, ``denied``, ``timed_out`` (the client stopped waiting; a later approval
+        allows one re-run), ``withdrawn`` or ``aborted``.
+    """
+
+
 ALL_HOOKS: tuple[str, ...] = (
     "client_connected",
     "session_started",
@@ -236,8 +293,10 @@ ALL_HOOKS: tuple[str, ...] = (
     "server_rows",
     "server_output",
     "client_input",
+    "audit_text",
     "command_decided",
     "command_completed",
     "session_closed",
+    "review_updated",
 )
 """Names of every hook, in the order the reference documents them."""

@@ -7,6 +7,10 @@ clients that send it in clear over TLS) and a SCRAM-SHA-256 verifier (for client
 with SCRAM, which never send it at all).
 
 Store access is blocking; call these methods where blocking on the store is acceptable.
+
+A key revoked (``hoopgw keys revoke``, often from another process) or past its expiry fails at
+the next login, and :func:`end_sessions_of_inactive_keys`, run periodically by the gateway,
+ends the live sessions it opened: the store is the signal, so no process needs to reach another.
 """
 
 from __future__ import annotations
@@ -16,14 +20,15 @@ import hmac
 import re
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from hoopgw.errors import AuthenticationError
 from hoopgw.scram import ScramVerifier, make_verifier
 from hoopgw.session import Identity
 from hoopgw.store.base import ApiKeyRecord, Store
 
-__all__ = ["ApiKeyRecord", "KeyService"]
+__all__ = ["ApiKeyRecord", "KeyService", "end_sessions_of_inactive_keys"]
 
 _SECRET = re.compile(r"hgw_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 _KEY_ID = re.compile(r"[0-9a-f]{12}")
@@ -130,6 +135,14 @@ class KeyService:
         record = self._store.get_key(key_id)
         return record is not None and record.is_active(now)
 
+    def why_inactive(self, key_id: str, *, now: float) -> str | None:
+        """``revoked`` or ``expired`` (an unknown key counts as revoked), or None while the
+        key is active at ``now``."""
+        record = self._store.get_key(key_id)
+        if record is not None and record.is_active(now):
+            return None
+        return "revoked" if record is None or record.revoked_at is not None else "expired"
+
     def list(self) -> list[ApiKeyRecord]:
         """Every key, oldest first."""
         return self._store.list_keys()
@@ -149,3 +162,27 @@ def _identity(record: ApiKeyRecord) -> Identity:
         method="api-key",
         credential_id=record.key_id,
     )
+
+
+def end_sessions_of_inactive_keys(keys: KeyService, sessions: Iterable[Any], *, now: float) -> int:
+    """End every live session that logged in with an API key that is now revoked or expired.
+
+    :param sessions: live sessions (see :class:`hoopgw.protocol.SessionRegistry`); a session
+        exposes the :class:`~hoopgw.session.Identity` it logged in as in ``identity`` (None
+        before login) and ends with ``terminate(reason)``.
+    :return: how many sessions were ended.
+    """
+    by_key: dict[str, list[Any]] = {}
+    for session in sessions:
+        identity = getattr(session, "identity", None)
+        if identity is not None and identity.method == "api-key" and identity.credential_id:
+            by_key.setdefault(identity.credential_id, []).append(session)
+    ended = 0
+    for key_id, owned in by_key.items():
+        why = keys.why_inactive(key_id, now=now)
+        if why is None:
+            continue
+        for session in owned:
+            session.terminate(f"API key {key_id} has {'been revoked' if why == 'revoked' else why}")
+            ended += 1
+    return ended

@@ -25,6 +25,7 @@ from hoopgw.errors import ConfigError, PluginError
 if TYPE_CHECKING:
     from twisted.logger import Logger
 
+    from hoopgw.approvals import ApprovalService
     from hoopgw.audit import AuditWriter
     from hoopgw.session import ConnectionInfo
 
@@ -97,6 +98,26 @@ def validate_options(
     return values
 
 
+def check_plugin_options(
+    plugin: str, cls: Any, options: Mapping[str, Any], *, protocol: str, connection: str
+) -> None:
+    """Run the checks that span several options or depend on the connection's protocol.
+
+    A plugin class may define ``check_options(options, protocol)`` (a static or class method)
+    that returns ``None`` or ``(option name, message)``; it gets the validated options, defaults
+    filled in. ``hoopgw config check`` and the gateway's start both run it.
+
+    :raises ConfigError: naming the connection and the offending key.
+    """
+    check = getattr(cls, "check_options", None)
+    if check is None:
+        return
+    problem = check(options, protocol)
+    if problem is not None:
+        name, message = problem
+        raise ConfigError(message, key=f"{plugin}.{name}", connection=connection)
+
+
 @attrs.frozen(kw_only=True)
 class PluginContext:
     """What the gateway gives a plugin instance when it builds it for one connection."""
@@ -111,6 +132,8 @@ class PluginContext:
     """A logger namespaced to the plugin and connection."""
     reactor: Any
     """The reactor, for timers (tests pass a ``Clock``)."""
+    approvals: ApprovalService | None = None
+    """The gateway's review service, for an approval backend; None in config checks."""
 
 
 class PluginClass(Protocol):

@@ -19,13 +19,21 @@ if TYPE_CHECKING:
     from hoopgw.authn import Authenticator
     from hoopgw.chain import PluginChain
     from hoopgw.config import ConnectionConfig, GatewayConfig
-    from hoopgw.session import ConnectionInfo
+    from hoopgw.session import ConnectionInfo, Identity
 
 PROTOCOL_GROUP = "hoopgw.protocols"
 
 
 class LiveSession(Protocol):
     """What the gateway needs from a running session to end it."""
+
+    @property
+    def identity(self) -> Identity | None:
+        """Who is connected (None before authentication)."""
+
+    @property
+    def runtime(self) -> ConnectionRuntime:
+        """The connection it belongs to."""
 
     def terminate(self, reason: str) -> None:
         """Say a protocol goodbye to the client (an error where the protocol has one), close
@@ -60,6 +68,17 @@ class SessionRegistry:
         """The session that owns ``key``, if it is still live."""
         return self._cancel_keys.get(key)
 
+    def sessions_of(self, identity: str, connection: str) -> list[LiveSession]:
+        """The live sessions of ``identity`` on the connection named ``connection`` (those a
+        just-in-time grant admitted, when it ends)."""
+        return [
+            s
+            for s in self._sessions
+            if s.identity is not None
+            and s.identity.name == identity
+            and s.runtime.config.name == connection
+        ]
+
     def __iter__(self) -> Any:
         return iter(list(self._sessions))
 
@@ -87,6 +106,9 @@ class ConnectionRuntime:
     """The reactor (tests pass a ``MemoryReactorClock``)."""
     server_tls: Any = None
     """A pyOpenSSL context factory for client-side TLS, or None when not configured."""
+    store: Any = None
+    """The gateway's :class:`~hoopgw.store.Store` (blocking) for look-ups at login, such as
+    SSH public keys; None where no store is open (config checks, some tests)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -100,6 +122,9 @@ class ProtocolSpec:
     dialect: Any = None
     """The protocol's statement analyser (see :mod:`hoopgw.sql`), for plugins that judge
     statements by what they do; None for protocols without statements (SSH)."""
+    describe: Callable[[ConnectionConfig], dict[str, str]] | None = None
+    """Facts about one configured connection that ``hoopgw config check`` shows (the SSH
+    protocol gives its host key fingerprint); None for none."""
 
 
 def load_protocol(name: str) -> ProtocolSpec:

@@ -59,6 +59,11 @@ class SessionInfo:
     """POSIX time the session started."""
     attributes: dict[str, str] = attrs.field(factory=dict)
     """Protocol details worth recording (database, application_name, user, ...)."""
+    recorded_attributes: dict[str, str] | None = None
+    """:attr:`attributes` as the audit store keeps them, when a plugin rewrote them for the
+    record (:func:`~hoopgw.hookspecs.audit_text` with kind ``attributes``; masking replaces
+    sensitive values); ``None`` means :attr:`attributes` themselves. Set by the chain on the
+    session that ``session_started`` implementations receive."""
 
 
 @attrs.frozen(kw_only=True)
@@ -79,6 +84,14 @@ class Command:
     """Prepared-statement name for protocols that have them."""
     details: dict[str, Any] = attrs.field(factory=dict)
     """Protocol-specific extras that plugins may read; never credentials."""
+    recorded_text: str | None = None
+    """The text as the audit store keeps it, when a plugin rewrote it for the record
+    (:func:`~hoopgw.hookspecs.audit_text`; masking replaces sensitive values); ``None`` means
+    :attr:`text` itself. The target always receives :attr:`text`."""
+    annotations: dict[str, Any] = attrs.field(factory=dict)
+    """Facts that plugins add while the command runs, recorded with its completion (the
+    recording plugin writes them into the ``command_completed`` record). Mutable on purpose;
+    never raw values: masking adds ``masked``, a count of masked values per entity."""
 
 
 @attrs.frozen(kw_only=True)
@@ -105,16 +118,29 @@ class Column:
     Mutable on purpose: ``result_columns`` implementations annotate or adjust it.
     """
 
-    __slots__ = ("format", "name", "table", "type_name", "type_oid")
+    __slots__ = ("column_number", "format", "name", "table", "table_oid", "type_name", "type_oid")
 
     def __init__(
-        self, name: str, *, type_oid: int = 0, type_name: str = "", table: str = "", format: int = 0
+        self,
+        name: str,
+        *,
+        type_oid: int = 0,
+        type_name: str = "",
+        table: str = "",
+        format: int = 0,
+        table_oid: int = 0,
+        column_number: int = 0,
     ) -> None:
         self.name = name
         self.type_oid = type_oid
         self.type_name = type_name
         self.table = table
         self.format = format
+        self.table_oid = table_oid
+        """Source table's identifier where the protocol gives one (PostgreSQL: its OID), else 0.
+        ``name`` may be an alias; this and :attr:`column_number` name the source column."""
+        self.column_number = column_number
+        """The source column's number within that table (PostgreSQL: attnum), else 0."""
 
     def __repr__(self) -> str:
         return f"Column({self.name!r}, type_oid={self.type_oid}, format={self.format})"
@@ -125,8 +151,9 @@ class Output:
 
     Mutable on purpose: ``server_output`` and ``client_input`` implementations rewrite
     ``fields`` in place. ``kind`` says where the text came from (``error``, ``notice``,
-    ``notification``, ``parameter``, ``copy``, ``stdout``, ``stdin``); ``fields`` maps a
-    field name (``message``, ``detail``, ``payload``, ``data``, ...) to its text.
+    ``notification``, ``parameter``, ``copy``, ``stdout``, ``stderr``, ``stdin``, ``file``
+    for SFTP file data); ``fields`` maps a field name (``message``, ``detail``, ``payload``,
+    ``data``, ...) to its text.
     """
 
     __slots__ = ("fields", "kind")

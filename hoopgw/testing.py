@@ -291,6 +291,7 @@ class ScriptedClient:
         """Send a command; return it and the pending decision (for held commands)."""
         self._seq += 1
         command = Command(session_id=self.session.id, seq=self._seq, text=text, kind=kind)
+        command = self.chain.recordable(self.session, command)
         return command, self.chain.decide_command(self.session, command)
 
     def run(

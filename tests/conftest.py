@@ -166,13 +166,16 @@ def gateway_config(
     allow_groups: Sequence[str],
     connection: Mapping[str, Any],
     gateway_options: Mapping[str, Any],
+    roles: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Return the config document for one ``postgres`` connection named ``pg``.
 
     ``connection`` adds or overrides keys of the connection (a plugin's options are a nested
-    mapping under the plugin's name); ``gateway_options`` does the same for ``[gateway]``.
+    mapping under the plugin's name); ``gateway_options`` does the same for ``[gateway]``;
+    ``roles`` is the ``[roles]`` table of the admin API.
     """
     return {
+        **({"roles": {k: list(v) for k, v in roles.items()}} if roles else {}),
         "gateway": {"store": f"sqlite:///{store_path}", **gateway_options},
         "connections": [
             {
@@ -208,17 +211,24 @@ def _wait_until_listening(gateway: RunningGateway, deadline: float) -> None:
     )
 
 
+def _pg_target(request: pytest.FixtureRequest) -> str:
+    server = request.getfixturevalue("pg_server")
+    return f"{server.host}:{server.port}"
+
+
 @pytest.fixture
-def gateway(pg_server: Any, tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
+def gateway(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., RunningGateway]]:
     """Factory that starts ``hoopgw run`` on a generated config; returns a :class:`RunningGateway`.
 
     Call it as ``gateway(plugins=[...], allow_groups=[...], connection={...},
-    gateway_options={...})``.
+    gateway_options={...}, identity={...})`` (``identity`` is the ``[identity]`` table).
 
     Each call writes a config under ``tmp_path`` (SQLite store beside it, free loopback port,
-    target = ``pg_server``), starts ``hoopgw run -c CONFIG`` and returns a
-    :class:`RunningGateway` once the port accepts TCP connections. Every gateway started is
-    stopped with SIGTERM at teardown.
+    target = ``pg_server`` unless ``connection`` names one), starts ``hoopgw run -c CONFIG``
+    and returns a :class:`RunningGateway` once the port accepts TCP connections. Every gateway
+    started is stopped with SIGTERM at teardown.
     """
     started: list[RunningGateway] = []
 
@@ -228,6 +238,8 @@ def gateway(pg_server: Any, tmp_path: Path) -> Iterator[Callable[..., RunningGat
         allow_groups: Sequence[str] = ("agents",),
         connection: Mapping[str, Any] | None = None,
         gateway_options: Mapping[str, Any] | None = None,
+        roles: Mapping[str, Sequence[str]] | None = None,
+        identity: Mapping[str, Any] | None = None,
     ) -> RunningGateway:
         workdir = tmp_path / f"gateway-{len(started)}"
         workdir.mkdir()
@@ -236,12 +248,15 @@ def gateway(pg_server: Any, tmp_path: Path) -> Iterator[Callable[..., RunningGat
         document = gateway_config(
             store_path=workdir / "hoopgw.db",
             listen_port=port,
-            target=f"{pg_server.host}:{pg_server.port}",
+            target=(connection or {}).get("target") or _pg_target(request),
             plugins=plugins,
             allow_groups=allow_groups,
             connection=connection or {},
             gateway_options=gateway_options or {},
+            roles=roles,
         )
+        if identity:
+            document["identity"] = dict(identity)
         config_path.write_text(tomli_w.dumps(document))
         stderr_path = workdir / "stderr.log"
         with (workdir / "stdout.log").open("wb") as stdout, stderr_path.open("wb") as stderr:
@@ -449,3 +464,180 @@ def tls_files(tmp_path: Path) -> Any:
     folder = tmp_path / "tls"
     folder.mkdir()
     return _load_certs().write_tls_files(folder)
+
+
+def _load_sshserver() -> ModuleType:
+    return _load_helper("hoopgw_tests_sshserver", "sshserver.py")
+
+
+@pytest.fixture
+def ssh_server(tmp_path: Path) -> Iterator[Any]:
+    """A real sshd on a free loopback port (see ``tests/integration/sshserver.py``); skips
+    when sshd cannot run here, but fails under ``CI=true``."""
+    sshserver = _load_sshserver()
+    missing = sshserver.available()
+    if missing is not None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{missing}; CI requires it", pytrace=False)
+        pytest.skip(missing)
+    server = sshserver.start_sshd(tmp_path / "sshd")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def ssh_gateway(ssh_server: Any, tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
+    """Factory like ``gateway`` for one ``ssh`` connection named ``ssh`` in front of
+    ``ssh_server``, logging in with its authorized key: ``ssh_gateway(plugins=[...],
+    ssh={...}, connection={...})`` (``ssh`` overrides keys of ``[connections.ssh]``)."""
+    started: list[RunningGateway] = []
+
+    def start(
+        *,
+        plugins: Sequence[str] = (),
+        allow_groups: Sequence[str] = ("agents",),
+        ssh: Mapping[str, Any] | None = None,
+        connection: Mapping[str, Any] | None = None,
+        gateway_options: Mapping[str, Any] | None = None,
+        roles: Mapping[str, Sequence[str]] | None = None,
+    ) -> RunningGateway:
+        workdir = tmp_path / f"ssh-gateway-{len(started)}"
+        workdir.mkdir()
+        port = free_port()
+        config_path = workdir / "hoopgw.toml"
+        document = {
+            "gateway": {"store": f"sqlite:///{workdir / 'hoopgw.db'}", **(gateway_options or {})},
+            "connections": [
+                {
+                    "name": "ssh",
+                    "protocol": "ssh",
+                    "listen": f"tcp:{port}:interface=127.0.0.1",
+                    "target": ssh_server.target,
+                    "allow_groups": list(allow_groups),
+                    "plugins": list(plugins),
+                    "credential": {
+                        "user": ssh_server.user,
+                        "private_key": f"file:{ssh_server.client_key}",
+                    },
+                    "ssh": {"known_hosts": str(ssh_server.known_hosts), **(ssh or {})},
+                    **(connection or {}),
+                }
+            ],
+            **({"roles": {k: list(v) for k, v in roles.items()}} if roles else {}),
+        }
+        config_path.write_text(tomli_w.dumps(document))
+        stderr_path = workdir / "stderr.log"
+        with (workdir / "stdout.log").open("wb") as stdout, stderr_path.open("wb") as stderr:
+            process = subprocess.Popen(
+                [*HOOPGW_COMMAND, "run", "-c", str(config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                cwd=workdir,
+            )
+        running = RunningGateway(
+            host="127.0.0.1",
+            port=port,
+            config_path=config_path,
+            process=process,
+            stderr_path=stderr_path,
+        )
+        started.append(running)
+        _wait_until_listening(running, time.monotonic() + GATEWAY_START_TIMEOUT)
+        return running
+
+    try:
+        yield start
+    finally:
+        for running in started:
+            running.stop()
+
+
+# -- MySQL / MariaDB -------------------------------------------------------------------------
+
+mysqlserver = _load_helper("hoopgw_tests_mysqlserver", "mysqlserver.py")
+
+
+@pytest.fixture(scope="session")
+def mysql_server() -> Any:
+    """The address (``.host``, ``.port``) of the real MariaDB/MySQL server, user ``root``
+    without a password (``HOOPGW_TEST_MYHOST``/``HOOPGW_TEST_MYPORT``); skips when none
+    answers, but fails under ``CI=true``."""
+    address = mysqlserver.address_from_env()
+    if not mysqlserver.server_answers(address):
+        message = (
+            f"no MariaDB answers at {address.host}:{address.port} "
+            "(set by HOOPGW_TEST_MYHOST/HOOPGW_TEST_MYPORT); `./dev test` starts one"
+        )
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; CI requires it", pytrace=False)
+        pytest.skip(message)
+    return address
+
+
+def mysql_admin(server: Any, **options: Any) -> Any:
+    """A PyMySQL connection as ``root`` (autocommit)."""
+    import pymysql
+
+    return pymysql.connect(
+        host=server.host, port=server.port, user="root", autocommit=True, **options
+    )
+
+
+@attrs.frozen(kw_only=True)
+class MySQLDatabase:
+    """A fresh database and a user with a password that owns it."""
+
+    server: Any
+    """The server's address."""
+    name: str
+    """The database name."""
+    user: str
+    """A user with every privilege on the database (the gateway's stored credential)."""
+    password: str
+    """That user's password."""
+
+
+@pytest.fixture
+def mysql_database(mysql_server: Any) -> Iterator[MySQLDatabase]:
+    """Create database and user ``hgw_<random>`` (password random, all privileges on the
+    database); drop both afterwards."""
+    name = f"hgw_{secrets.token_hex(6)}"
+    password = secrets.token_urlsafe(12)
+    with mysql_admin(mysql_server) as admin, admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE `{name}`")
+        cursor.execute(f"CREATE USER '{name}'@'%%' IDENTIFIED BY %s", (password,))
+        cursor.execute(f"GRANT ALL ON `{name}`.* TO '{name}'@'%'")
+    try:
+        yield MySQLDatabase(server=mysql_server, name=name, user=name, password=password)
+    finally:
+        with mysql_admin(mysql_server) as admin, admin.cursor() as cursor:
+            cursor.execute(f"DROP USER IF EXISTS '{name}'@'%'")
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture
+def mysql_gateway(
+    gateway: Callable[..., RunningGateway], mysql_database: MySQLDatabase, tmp_path: Path
+) -> Callable[..., RunningGateway]:
+    """Factory like ``gateway`` for one ``mysql`` connection in front of ``mysql_database``,
+    logging in as its user (the password is passed as a ``file:`` reference).
+    ``connection`` adds or overrides keys as with ``gateway``."""
+    secret = tmp_path / f"mysql-password-{mysql_database.name}"
+    secret.write_text(mysql_database.password)
+    secret.chmod(0o600)
+    server = mysql_database.server
+
+    def start(*, connection: Mapping[str, Any] | None = None, **options: Any) -> RunningGateway:
+        settings: dict[str, Any] = {
+            "name": "my",
+            "protocol": "mysql",
+            "target": f"{server.host}:{server.port}",
+            "credential": {"user": mysql_database.user, "password": f"file:{secret}"},
+            **(connection or {}),
+        }
+        return gateway(connection=settings, **options)
+
+    return start

@@ -20,7 +20,11 @@ DOCS = ROOT / "docs"
 PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
 
 # A plugin's options are documented on docs/<name>.md unless it is listed here.
-PLUGIN_PAGES = {"example-denylist": "writing-plugins.md"}
+PLUGIN_PAGES = {
+    "example-denylist": "writing-plugins.md",
+    "approval": "approvals.md",
+    "webhook": "approvals.md",
+}
 
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 _FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)

@@ -17,6 +17,8 @@ import attrs
 
 from hoopgw.audit import AuditEntry, AuditRecord
 from hoopgw.scram import ScramVerifier
+from hoopgw.store.reviews import ReviewStore
+from hoopgw.store.ssh_keys import SshKeyStore
 
 
 @attrs.frozen(kw_only=True)
@@ -47,8 +49,8 @@ class ApiKeyRecord:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
 
-class Store(abc.ABC):
-    """Where audit records, session projections and API keys are kept.
+class Store(ReviewStore, SshKeyStore):
+    """Where audit records, session projections, API keys, SSH keys, reviews and grants are kept.
 
     Every method may raise :class:`~hoopgw.errors.StoreError`; none raises anything else for
     a storage problem. An instance is used from one thread only.
@@ -81,6 +83,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def records(self, after_seq: int = 0) -> Iterator[AuditRecord]:
         """Yield the records with ``seq > after_seq`` in seq order, reading lazily."""
+
+    @abc.abstractmethod
+    def session_records(self, session_id: str, kind: str) -> Iterator[AuditRecord]:
+        """Yield the records of one session and kind (such as ``terminal_output``) in seq
+        order, reading lazily."""
 
     @abc.abstractmethod
     def last_record(self) -> AuditRecord | None:

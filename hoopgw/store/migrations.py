@@ -111,6 +111,86 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX api_keys_identity ON api_keys (identity, created_at)",
         ),
     ),
+    Migration(
+        version=2,
+        statements=(
+            # Reviews, approvers' answers and just-in-time grants (hoopgw.approvals).
+            """
+            CREATE TABLE reviews (
+                id TEXT PRIMARY KEY,
+                kind TEXT NOT NULL,
+                status TEXT NOT NULL,
+                requester TEXT NOT NULL,
+                requester_groups TEXT NOT NULL,
+                connection TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                approvers TEXT NOT NULL,
+                required INTEGER NOT NULL,
+                created_at REAL NOT NULL,
+                session_id TEXT NOT NULL,
+                command_seq INTEGER NOT NULL,
+                statement TEXT NOT NULL,
+                hold_until REAL,
+                timed_out_at REAL,
+                valid_for REAL NOT NULL,
+                duration REAL,
+                decided_at REAL,
+                decided_by TEXT NOT NULL,
+                decision_reason TEXT NOT NULL,
+                valid_until REAL,
+                used_at REAL,
+                grant_id TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX reviews_status ON reviews (status, created_at)",
+            "CREATE INDEX reviews_rerun ON reviews (requester, connection, status)",
+            """
+            CREATE TABLE review_votes (
+                review_id TEXT NOT NULL REFERENCES reviews (id),
+                identity TEXT NOT NULL,
+                approve INTEGER NOT NULL,
+                reason TEXT NOT NULL,
+                decided_at REAL NOT NULL,
+                PRIMARY KEY (review_id, identity)
+            )
+            """,
+            """
+            CREATE TABLE grants (
+                id TEXT PRIMARY KEY,
+                review_id TEXT NOT NULL REFERENCES reviews (id),
+                identity TEXT NOT NULL,
+                connection TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                approved_by TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                expires_at REAL NOT NULL,
+                revoked_at REAL,
+                revoked_by TEXT NOT NULL,
+                revoke_reason TEXT NOT NULL,
+                ended_at REAL
+            )
+            """,
+            "CREATE INDEX grants_identity ON grants (identity, connection, expires_at)",
+        ),
+    ),
+    Migration(
+        version=3,
+        statements=(
+            # SSH public keys registered to identities (hoopgw.store.ssh_keys).
+            """
+            CREATE TABLE ssh_keys (
+                fingerprint TEXT PRIMARY KEY,
+                identity TEXT NOT NULL,
+                groups TEXT NOT NULL,
+                public_key TEXT NOT NULL,
+                comment TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                revoked_at REAL,
+                last_used_at REAL
+            )
+            """,
+        ),
+    ),
 )
 """Every migration, in order."""
 

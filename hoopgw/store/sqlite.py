@@ -25,6 +25,8 @@ from hoopgw.errors import StoreError
 from hoopgw.scram import ScramVerifier
 from hoopgw.store import migrations
 from hoopgw.store.base import ApiKeyRecord, Store
+from hoopgw.store.sqlite_reviews import SQLiteReviewStore
+from hoopgw.store.sqlite_ssh_keys import SQLiteSshKeyStore
 
 _RECORD_COLUMNS = "seq, kind, session_id, time, data, prev_hash, hash"
 _SESSION_COLUMNS = (
@@ -43,7 +45,7 @@ _KEY_COLUMNS = (
 )
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
     """A :class:`~hoopgw.store.base.Store` in one SQLite file.
 
     The connection is opened by the constructor and belongs to the thread that made it.
@@ -137,6 +139,17 @@ class SQLiteStore(Store):
                 f"SELECT {_RECORD_COLUMNS} FROM audit_records"  # noqa: S608 -- fixed fragments
                 " WHERE seq > ? ORDER BY seq",
                 (after_seq,),
+            )
+            for row in cursor:
+                yield _audit_record(row)
+
+    def session_records(self, session_id: str, kind: str) -> Iterator[AuditRecord]:
+        """See :meth:`Store.session_records`."""
+        with self._errors_as_store_error("read audit records"):
+            cursor = self._conn.execute(
+                f"SELECT {_RECORD_COLUMNS} FROM audit_records"  # noqa: S608 -- fixed fragments
+                " WHERE session_id = ? AND kind = ? ORDER BY seq",
+                (session_id, kind),
             )
             for row in cursor:
                 yield _audit_record(row)

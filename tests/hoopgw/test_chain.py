@@ -342,3 +342,147 @@ def test_hook_flags_say_which_data_hooks_exist() -> None:
     assert chain.has_row_hooks and chain.has_output_hooks
     assert not chain.has_input_hooks and not chain.has_column_hooks
     assert chain.names == ("t",)
+
+
+class Redactor:
+    """Rewrites one word of the command text kept for the audit record."""
+
+    def __init__(self, word: str, replacement: str) -> None:
+        self.word = word
+        self.replacement = replacement
+
+    @hookimpl
+    def audit_text(self, output: Output) -> None:
+        output.fields["text"] = output.fields["text"].replace(self.word, self.replacement)
+
+
+def test_recordable_runs_audit_text_in_config_order_and_keeps_the_original() -> None:
+    # Only "secret" -> "s3" -> "[x]" in config order gives "[x]".
+    chain = PluginChain(
+        [("one", Redactor("secret", "s3")), ("two", Redactor("s3", "[x]"))], reactor=task.Clock()
+    )
+    command = make_command("SELECT 'secret'")
+    recordable = chain.recordable(make_session(), command)
+    assert recordable.text == "SELECT 'secret'"
+    assert recordable.recorded_text == "SELECT '[x]'"
+    assert chain.has_audit_hooks
+
+
+def test_recordable_without_audit_hooks_is_the_command_itself() -> None:
+    chain = PluginChain([("answers", Answers(None))], reactor=task.Clock())
+    command = make_command("SELECT 1")
+    assert chain.recordable(make_session(), command) is command
+    assert not chain.has_audit_hooks
+
+
+def test_a_verdict_reason_is_recorded_and_told_after_audit_text() -> None:
+    observer = Observer()
+    chain = PluginChain(
+        [
+            ("guard", Answers(Block(reason="syntax error at or near secret"))),
+            ("mask", Redactor("secret", "[x]")),
+            ("observer", observer),
+        ],
+        reactor=task.Clock(),
+    )
+    verdicts: list[Verdict] = []
+    chain.decide_command(make_session(), make_command("SELECT secret")).addCallback(verdicts.append)
+    assert [v.reason for v in verdicts] == ["syntax error at or near [x]"]
+    assert [v.reason for v in observer.decided] == ["syntax error at or near [x]"]
+
+
+def test_a_reason_that_cannot_be_rewritten_refuses() -> None:
+    class Broken:
+        @hookimpl
+        def audit_text(self, output: Output) -> None:
+            if output.kind == "reason":
+                raise RuntimeError("boom")
+
+    chain = PluginChain(
+        [("allow", Answers(Allow(reason="fine"))), ("broken", Broken())], reactor=task.Clock()
+    )
+    verdicts: list[Verdict] = []
+    chain.decide_command(make_session(), make_command("SELECT 1")).addCallback(verdicts.append)
+    assert isinstance(verdicts[0], Block) and "could not be made safe" in verdicts[0].reason
+
+
+class AttributeMasker:
+    """Rewrites session attribute values for the record; keeps what session_started saw."""
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    @hookimpl
+    def audit_text(self, command: Any, output: Output) -> None:
+        if output.kind == "attributes":
+            assert command is None
+            for name, value in list(output.fields.items()):
+                output.fields[name] = value.replace("secret", "[x]")
+
+    @hookimpl
+    def session_started(self, session: Any) -> None:
+        self.seen.append(session)
+
+
+def test_session_started_sees_attributes_rewritten_for_the_record() -> None:
+    plugin = AttributeMasker()
+    chain = PluginChain([("mask", plugin)], reactor=task.Clock())
+    session = make_session()
+    session.attributes["application_name"] = "a secret app"
+    chain.decide("session_started", session=session)
+    [seen] = plugin.seen
+    assert seen.recorded_attributes["application_name"] == "a [x] app"
+    assert seen.attributes["application_name"] == "a secret app"
+    assert session.recorded_attributes is None
+
+
+def test_attributes_that_cannot_be_rewritten_refuse_the_session() -> None:
+    class Broken:
+        @hookimpl
+        def audit_text(self, output: Output) -> None:
+            raise RuntimeError("boom")
+
+    chain = PluginChain([("allow", Answers(Allow())), ("broken", Broken())], reactor=task.Clock())
+    verdicts: list[Any] = []
+    chain.decide("session_started", session=make_session()).addCallback(verdicts.append)
+    assert isinstance(verdicts[0], Block) and "could not be made safe" in verdicts[0].reason
+
+
+class RowPlugin:
+    """Wants rows unless told otherwise in result_columns."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+    @hookimpl
+    def result_columns(self) -> Any:
+        return self.answer
+
+    @hookimpl
+    def server_rows(self) -> None:
+        pass
+
+
+class ColumnsOnly:
+    """Looks at columns and declines, but has no row hook."""
+
+    @hookimpl
+    def result_columns(self) -> Any:
+        return False
+
+
+@pytest.mark.parametrize(
+    ("plugins", "wanted"),
+    [
+        ([("a", RowPlugin(False))], False),
+        ([("a", RowPlugin(False)), ("b", RowPlugin(None))], True),
+        ([("a", RowPlugin(False)), ("c", ColumnsOnly())], False),
+        ([("c", ColumnsOnly())], False),
+    ],
+)
+def test_result_columns_says_whether_any_row_plugin_wants_the_rows(
+    plugins: list[tuple[str, object]], wanted: bool
+) -> None:
+    chain = PluginChain(plugins, reactor=task.Clock())
+    columns = [Column("n", type_oid=23)]
+    assert chain.result_columns(make_session(), make_command("SELECT"), columns) is wanted

@@ -747,3 +747,94 @@ def test_configuration_doc_shows_the_full_example_and_every_key():
                 assert f"| `{field.name}` |" in doc, f"{table}.{field.name}"
     for key in ("user", "password", "sslmode", "ca_file", "server_name"):
         assert f"| `{key}` |" in doc, key
+
+
+# -- [roles] and just-in-time access ---------------------------------------------------------
+
+
+def test_roles_map_to_groups():
+    config = parse('[roles]\napprover = ["dba"]\nadmin = ["ops", "sre"]\n' + connection())
+    assert config.roles == {"approver": ("dba",), "admin": ("ops", "sre")}
+    assert parse(connection()).roles == {}
+
+
+@pytest.mark.parametrize(
+    ("roles", "message"),
+    [
+        ('approvers = ["dba"]', "key 'roles.approvers': unknown key"),
+        ('auditor = "dba"', "key 'roles.auditor': expected list"),
+        ('admin = [""]', "key 'roles.admin': expected list of non-empty str"),
+    ],
+)
+def test_roles_errors_name_the_key(roles, message):
+    assert message in str(error_of(f"[roles]\n{roles}\n" + connection()))
+
+
+def test_jit_access_keys():
+    api = '[gateway]\nadmin_listen = "tcp:8080:interface=127.0.0.1"\n'
+    config = parse(
+        api + connection(access='"jit"', jit_approvers='["leads"]', jit_max_duration="1800")
+    )
+    [pg] = config.connections
+    assert (pg.access, pg.jit_approvers, pg.jit_max_duration) == ("jit", ("leads",), 1800.0)
+    assert parse(connection()).connections[0].access == "groups"
+
+
+@pytest.mark.parametrize(
+    ("replace", "message"),
+    [
+        ({"access": '"jit"'}, "key 'jit_approvers': required with access"),
+        ({"access": '"open"'}, "key 'access': must be one of groups, jit"),
+        ({"jit_max_duration": "0"}, "key 'jit_max_duration': must be a finite number"),
+    ],
+)
+def test_jit_errors_name_the_key(replace, message):
+    assert message in str(error_of(connection(**replace)))
+
+
+def test_reviews_need_the_admin_api():
+    message = str(error_of(connection(access='"jit"', jit_approvers='["leads"]')))
+    assert "key 'access': access = \"jit\" needs [gateway] admin_listen" in message
+    with_api = '[gateway]\nadmin_listen = "tcp:8080:interface=127.0.0.1"\n'
+    assert parse(with_api + connection(access='"jit"', jit_approvers='["leads"]'))
+
+
+# -- the admin API's transport ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "listen",
+    ["tcp:8443:interface=127.0.0.1", "tcp6:8443:interface=\\\\:\\\\:1", "unix:/run/hoopgw/admin"],
+)
+def test_admin_api_may_be_plain_on_loopback(listen):
+    gateway = parse(f'[gateway]\nadmin_listen = "{listen}"\n').gateway
+    assert (gateway.admin_tls, gateway.admin_allow_plaintext) == (False, False)
+
+
+@pytest.mark.parametrize("listen", ["tcp:8443", "tcp:8443:interface=10.0.0.5"])
+def test_admin_api_off_loopback_needs_tls_or_an_explicit_plaintext(listen, tmp_path):
+    error = error_of(f'[gateway]\nadmin_listen = "{listen}"\n')
+    assert error.key == "gateway.admin_listen" and "admin_tls = true" in str(error)
+    allowed = parse(f'[gateway]\nadmin_listen = "{listen}"\nadmin_allow_plaintext = true\n')
+    assert allowed.gateway.admin_allow_plaintext is True
+    (tmp_path / "cert.pem").write_text("cert")
+    (tmp_path / "key.pem").write_text("key")
+    tls = parse(
+        f'[gateway]\nadmin_listen = "{listen}"\nadmin_tls = true\n'
+        'tls_cert = "cert.pem"\ntls_key = "key.pem"\n',
+        tmp_path,
+    )
+    assert tls.gateway.admin_tls is True
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message"),
+    [
+        ("admin_tls = true", "gateway.admin_tls", "needs tls_cert and tls_key"),
+        ("admin_tls = 'yes'", "gateway.admin_tls", "expected bool"),
+        ("admin_allow_plaintext = 1", "gateway.admin_allow_plaintext", "expected bool"),
+    ],
+)
+def test_admin_tls_errors_name_the_key(text, key, message):
+    error = error_of(f"[gateway]\n{text}\n")
+    assert error.key == key and message in str(error)

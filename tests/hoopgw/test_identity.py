@@ -8,7 +8,7 @@ import re
 import pytest
 
 from hoopgw.errors import AuthenticationError
-from hoopgw.identity import KeyService
+from hoopgw.identity import KeyService, end_sessions_of_inactive_keys
 from hoopgw.scram import make_verifier
 from hoopgw.session import Identity
 from hoopgw.store import SQLiteStore
@@ -175,3 +175,50 @@ def test_list_oldest_first(keys):
     _, a = keys.create("a", [], now=NOW + 1)
     _, b = keys.create("b", [], now=NOW)
     assert [k.key_id for k in keys.list()] == [b.key_id, a.key_id]
+
+
+class _LiveSession:
+    def __init__(self, identity):
+        self.identity = identity
+        self.ended: list[str] = []
+
+    def terminate(self, reason):
+        self.ended.append(reason)
+
+
+def test_why_inactive(keys):
+    _, record = keys.create("agent-1", ["agents"], expires_in=100, now=NOW)
+    assert keys.why_inactive(record.key_id, now=NOW) is None
+    assert keys.why_inactive(record.key_id, now=NOW + 100) == "expired"
+    keys.revoke(record.key_id, now=NOW + 1)
+    assert keys.why_inactive(record.key_id, now=NOW + 2) == "revoked"
+    assert keys.why_inactive("0123456789ab", now=NOW) == "revoked"
+
+
+def test_sessions_of_a_revoked_or_expired_key_are_ended(keys, store):
+    _, revoked = keys.create("agent-1", ["agents"], now=NOW)
+    _, expiring = keys.create("agent-2", ["agents"], expires_in=50, now=NOW)
+    _, fine = keys.create("agent-3", ["agents"], now=NOW)
+
+    def identity(record):
+        return Identity(name=record.identity, credential_id=record.key_id, method="api-key")
+
+    sessions = [
+        _LiveSession(identity(revoked)),
+        _LiveSession(identity(revoked)),
+        _LiveSession(identity(expiring)),
+        _LiveSession(identity(fine)),
+        _LiveSession(None),  # still logging in
+        _LiveSession(Identity(name="svc", method="oidc", credential_id="https://i#x")),
+    ]
+    # Revoked by another process: the gateway only sees the store.
+    other = SQLiteStore(store.path)
+    KeyService(other).revoke(revoked.key_id, now=NOW + 1)
+    other.close()
+
+    assert end_sessions_of_inactive_keys(keys, sessions, now=NOW + 10) == 2
+    assert [s.ended for s in sessions[:2]] == [[f"API key {revoked.key_id} has been revoked"]] * 2
+    assert sessions[2].ended == []
+    assert end_sessions_of_inactive_keys(keys, sessions[2:], now=NOW + 60) == 1
+    assert sessions[2].ended == [f"API key {expiring.key_id} has expired"]
+    assert all(s.ended == [] for s in sessions[3:])

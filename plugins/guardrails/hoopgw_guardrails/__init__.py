@@ -20,9 +20,17 @@ denied. Enable it on a connection::
 What fails closed: a text that does not parse, a statement kind the dialect does not know, and
 an ``EXECUTE`` of a prepared statement this session has not been seen to prepare. See
 ``docs/guardrails.md``.
+
+On a protocol without statements (SSH), the plugin judges shell command lines instead
+(``exec`` requests and, when the connection asks, lines typed at a shell) with
+``deny_commands``, ``command_presets`` and ``review_commands``
+(:mod:`hoopgw_guardrails.commands`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
 
 from hoopgw.errors import ConfigError, PluginError
 from hoopgw.plugin import Option, PluginContext, hookimpl
@@ -30,12 +38,21 @@ from hoopgw.protocol import load_protocol
 from hoopgw.session import Command, SessionInfo
 from hoopgw.sql import Dialect, StatementFacts
 from hoopgw.verdicts import Allow, Block, Hold, Verdict
+from hoopgw_guardrails.commands import (
+    CommandPolicy,
+    check_command_patterns,
+    check_command_presets,
+)
 from hoopgw_guardrails.policy import Policy, check_classes, check_preset, check_rules
 from hoopgw_guardrails.startup import UnreadableParameter, set_statement, settings_of
 
 __all__ = ["GuardrailsPlugin"]
 
 PLUGIN = "guardrails"
+COMMAND_KINDS = ("exec", "shell-line")
+"""Command kinds judged as shell command lines on protocols without statements."""
+_SQL_OPTIONS = ("deny", "preset", "rules")
+_COMMAND_OPTIONS = ("deny_commands", "command_presets", "review_commands")
 
 
 def _unknown_prepared(name: str) -> Block:
@@ -82,6 +99,27 @@ class GuardrailsPlugin:
             "with action deny or review and a message",
             check=check_rules,
         ),
+        Option(
+            name="deny_commands",
+            type=list,
+            default=[],
+            help="shell command patterns to refuse, argument-aware (SSH), e.g. 'rm -rf /'",
+            check=check_command_patterns,
+        ),
+        Option(
+            name="command_presets",
+            type=list,
+            default=[],
+            help="named sets of denied shell commands: wipe-filesystem, power, pipe-to-shell",
+            check=check_command_presets,
+        ),
+        Option(
+            name="review_commands",
+            type=list,
+            default=[],
+            help="shell command patterns held for approval (SSH)",
+            check=check_command_patterns,
+        ),
     )
     """What the plugin reads from its ``[connections.guardrails]`` table."""
 
@@ -91,11 +129,22 @@ class GuardrailsPlugin:
         :raises ConfigError: when the connection's protocol has no statement dialect.
         """
         self._policy = Policy.from_options(context.options)
+        self._commands = CommandPolicy.from_options(context.options)
         connection = context.connection
         try:
             dialect = load_protocol(connection.protocol).dialect
         except PluginError as exc:
             raise ConfigError(str(exc), key="protocol", connection=connection.name) from None
+        if dialect is None and not _any_set(context.options, _SQL_OPTIONS):
+            self._dialect: Dialect | None = None
+            return
+        if dialect is not None and _any_set(context.options, _COMMAND_OPTIONS):
+            raise ConfigError(
+                f"shell command patterns need a protocol without statements (SSH);"
+                f" {connection.protocol!r} statements are judged with deny, preset and rules",
+                key=f"{PLUGIN}.deny_commands",
+                connection=connection.name,
+            )
         if dialect is None:
             raise ConfigError(
                 f"plugin {PLUGIN!r} needs a protocol that parses statements;"
@@ -103,7 +152,7 @@ class GuardrailsPlugin:
                 key="plugins",
                 connection=connection.name,
             )
-        self._dialect: Dialect = dialect
+        self._dialect = dialect
         # Prepared statements each session defined, by name: what an EXECUTE of it runs.
         self._prepared: dict[str, dict[str, StatementFacts]] = {}
         # Definitions (name -> facts, None to forget; "*" forgets all) of commands being decided.
@@ -112,6 +161,8 @@ class GuardrailsPlugin:
     @hookimpl
     def session_started(self, session: SessionInfo) -> Block | None:
         """Judge the session's startup parameters as the SET statements they amount to."""
+        if self._dialect is None:
+            return None
         try:
             settings = list(settings_of(session.attributes))
         except UnreadableParameter as exc:
@@ -126,6 +177,7 @@ class GuardrailsPlugin:
         return None
 
     def _judge_text(self, text: str) -> Block | Hold | None:
+        assert self._dialect is not None
         analysis = self._dialect.analyze(text)
         if not analysis.parseable:
             return Block(reason=f"unparseable: {analysis.error}", rule="unparseable")
@@ -136,6 +188,10 @@ class GuardrailsPlugin:
     @hookimpl
     def client_command(self, session: SessionInfo, command: Command) -> Block | Hold | None:
         """Judge every statement of the command; abstain when none is denied."""
+        if self._dialect is None:
+            if command.kind in COMMAND_KINDS and self._commands.active:
+                return self._commands.judge(command.text)
+            return None
         prepared = dict(self._prepared.get(session.id, {}))
         if command.kind == "execute" and not command.text.strip():
             # A Bind of a statement prepared with SQL PREPARE: the frontend has no text for it.
@@ -200,3 +256,7 @@ class GuardrailsPlugin:
         self._prepared.pop(session.id, None)
         for key in [k for k in self._pending if k[0] == session.id]:
             del self._pending[key]
+
+
+def _any_set(options: Mapping[str, Any], names: tuple[str, ...]) -> bool:
+    return any(options.get(name) for name in names)

@@ -7,10 +7,16 @@ Enable it per connection (``plugins = ["recording", ...]``). It writes, through 
   may be forwarded. Both hooks answer only once the record is durable, and answer ``Block``
   when it cannot be written: no audit record, no access.
 - ``command_decided``, ``command_completed`` and ``session_closed`` as they happen.
+- ``terminal_output`` for terminal output (SSH), as the client saw it (after masking), from
+  which ``hoopgw replay --asciicast`` makes an asciicast v2 recording per channel.
 
 With ``sample_rows`` above 0 it also keeps the first rows each command returned, as the client
-saw them (after masking), in the ``command_completed`` record. ``docs/recording.md`` lists every
-record kind and field.
+saw them (after masking), in the ``command_completed`` record. Its ``server_rows`` is a wrapper
+(``hookimpl(wrapper=True)``): it reads the rows after every other plugin rewrote them, wherever
+``recording`` stands in the ``plugins`` list. The command text it stores is
+``Command.recorded_text`` when a plugin rewrote it for the record (masking does), and a
+command's ``annotations`` (masking's per-entity counts) go into its ``command_completed``
+record. ``docs/recording.md`` lists every record kind and field.
 """
 
 from __future__ import annotations
@@ -23,13 +29,16 @@ from twisted.python.failure import Failure
 
 from hoopgw.audit import AuditEntry
 from hoopgw.plugin import Option, PluginContext, hookimpl
-from hoopgw.session import Column, Command, CommandOutcome, SessionInfo
+from hoopgw.session import Column, Command, CommandOutcome, Output, SessionInfo
 from hoopgw.verdicts import Allow, Block, Verdict
 
 __all__ = ["RecordingPlugin"]
 
 REFUSED = "audit store unavailable; refused"
 """The reason given to the client when its session or command cannot be recorded."""
+
+TERMINAL_KINDS = ("stdout", "stderr")
+"""``Output.kind`` values recorded as ``terminal_output``."""
 
 MAX_SAMPLE_ROWS = 1000
 SAMPLE_VALUE_CHARS = 256
@@ -97,7 +106,12 @@ class RecordingPlugin:
                 "client_tls": session.client_tls,
                 "upstream_tls": session.upstream_tls,
                 "started_at": session.started_at,
-                "attributes": dict(session.attributes),
+                # As audit_text rewrote them (masking), never the raw client-chosen text.
+                "attributes": dict(
+                    session.attributes
+                    if session.recorded_attributes is None
+                    else session.recorded_attributes
+                ),
             },
         )
 
@@ -112,9 +126,12 @@ class RecordingPlugin:
             {
                 "seq": command.seq,
                 "kind": command.kind,
-                "text": command.text,
+                # Masked when a plugin rewrote it for the record (audit_text); never the raw
+                # text then, though the target receives it.
+                "text": command.text if command.recorded_text is None else command.recorded_text,
                 "parameter_count": command.parameter_count,
                 "statement_name": command.statement_name,
+                **({"details": dict(command.details)} if command.details else {}),
             },
         )
 
@@ -137,6 +154,23 @@ class RecordingPlugin:
                     _sample_value(value, columns[i].format if i < len(columns) else 0)
                     for i, value in enumerate(row)
                 ]
+            )
+        return result
+
+    @hookimpl(wrapper=True)
+    def server_output(
+        self, session: SessionInfo, command: Command | None, output: Output
+    ) -> Generator[None, Any, Any]:
+        """Record terminal output (``stdout``/``stderr``) after every other plugin rewrote it."""
+        result = yield
+        text = output.fields.get("data", "")
+        if output.kind in TERMINAL_KINDS and command is not None and text:
+            # Bytes that are not UTF-8 travel as lone surrogates; the store keeps text.
+            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            self._observed(
+                "terminal_output",
+                session,
+                {"seq": command.seq, "stream": output.kind, "data": text},
             )
         return result
 
@@ -171,6 +205,8 @@ class RecordingPlugin:
             "error_code": outcome.error_code,
             "error_message": outcome.error_message,
         }
+        if command.annotations:
+            data["annotations"] = dict(command.annotations)
         sample = self._samples.pop((session.id, command.seq), None)
         if self._sample_rows:
             data["sample"] = sample or []

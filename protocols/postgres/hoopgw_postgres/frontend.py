@@ -9,6 +9,7 @@ per session stays bounded.
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import secrets
 import time
@@ -26,7 +27,7 @@ from zope.interface import implementer
 
 from hoopgw.errors import AccessDenied, AuthenticationError
 from hoopgw.protocol import ConnectionRuntime
-from hoopgw.scram import make_verifier
+from hoopgw.scram import DEFAULT_ITERATIONS, ScramVerifier
 from hoopgw.session import Column, Command, CommandOutcome, Identity, Output, SessionInfo
 from hoopgw.verdicts import Block, Hold
 from hoopgw_postgres import messages as m
@@ -47,9 +48,16 @@ REFUSED_STATEMENT = "hoopgw refused the statement"
 # What a decision withdrawn by the client's CancelRequest resolves to.
 _CANCELLED = object()
 
+# Salts the SCRAM exchange of a user with no key (see _mock_verifier).
+_MOCK_SALT_KEY = secrets.token_bytes(32)
+
 READ_PAUSE_FLOW = "flow"
 READ_PAUSE_DECISION = "decision"
 READ_PAUSE_LOGIN = "login"
+READ_AHEAD_LIMIT = 64 * 1024
+"""Bytes a client may send while a decision is pending before reading pauses. Reading on (a
+little) is what lets a disconnect withdraw a command held for review; the bound keeps a client
+from piling up messages in memory."""
 
 
 def _no_delay(transport: Any) -> None:
@@ -114,6 +122,18 @@ class _QuietFactory(protocol.Factory):
 def _connect(endpoint: Any, proto: protocol.Protocol) -> defer.Deferred[Any]:
     connecting: defer.Deferred[Any] = endpoint.connect(_QuietFactory(proto))
     return connecting
+
+
+def _mock_verifier(user: str) -> ScramVerifier:
+    """A verifier for a user with no key, as PostgreSQL makes one: its salt is the same on
+    every attempt (a random one would tell the user apart from a real key, whose salt never
+    changes), and making it costs no key derivation (whose time would tell too)."""
+    return ScramVerifier(
+        salt=hmac.digest(_MOCK_SALT_KEY, user.encode("utf-8"), "sha256")[:16],
+        iterations=DEFAULT_ITERATIONS,
+        stored_key=secrets.token_bytes(32),
+        server_key=secrets.token_bytes(32),
+    )
 
 
 def _is_loopback(host: str) -> bool:
@@ -183,10 +203,13 @@ class ClientSession(protocol.Protocol):
         self._statements: dict[str, str] = {}
         self._fresh_statements: set[str] = set()
         self._columns: list[Column] = []
+        # Whether the current result's rows go through server_rows (else they stream as is).
+        self._rows_wanted = self.chain.has_row_hooks
         self._to_upstream: list[bytes] = []
         self._closed = False
         self._auth_timer: Any = None
         self._gate: _ReadGate | None = None
+        self._read_ahead = 0
 
     # -- Twisted events ----------------------------------------------------------------------
 
@@ -209,6 +232,10 @@ class ClientSession(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._closed:
             return
+        if self._pending is not None and self._gate is not None:
+            self._read_ahead += len(data)
+            if self._read_ahead > READ_AHEAD_LIMIT:
+                self._gate.pause(READ_PAUSE_DECISION)
         try:
             self._inbox.extend(self._reader.feed(data))
         except m.ProtocolViolation as exc:
@@ -260,8 +287,9 @@ class ClientSession(protocol.Protocol):
         waiting = True
         self._busy = True
         self._flush_upstream()
-        if self._gate is not None:
-            self._gate.pause(READ_PAUSE_DECISION)
+        # Reading goes on up to READ_AHEAD_LIMIT (see dataReceived), so that a client that
+        # goes away while its command waits for a human is noticed and the review withdrawn.
+        self._read_ahead = 0
         self._pending = d
 
     def _apply(self, then: Any, result: Any) -> None:
@@ -411,7 +439,9 @@ class ClientSession(protocol.Protocol):
         password = m.PasswordMessage.decode(frame.body).password
         self._phase = "checking"
         self._check_login(
-            self.runtime.authenticator.authenticate(password, client_address=self.client_address)
+            self.runtime.authenticator.authenticate(
+                password, client_address=self.client_address, connection=self.runtime.info.name
+            )
         )
 
     def _scram_message(self, frame: Any) -> None:
@@ -424,16 +454,22 @@ class ClientSession(protocol.Protocol):
                 if initial.mechanism != "SCRAM-SHA-256":
                     self._fatal("28000", f"unsupported SASL mechanism {initial.mechanism!r}")
                     return
+                refused = self.runtime.authenticator.refuse_if_saturated(
+                    method="scram",
+                    client_address=self.client_address,
+                    connection=self.runtime.info.name,
+                )
+                if refused is not None:
+                    self._phase = "checking"
+                    self._check_login(refused)
+                    return
                 found = self.runtime.authenticator.keys.scram_verifier(
                     self._params["user"], now=time.time()
                 )
                 if found is None:
-                    # Run the exchange against a throwaway verifier, so an unknown user looks
-                    # exactly like a wrong key.
-                    verifier, self._scram_identity = (
-                        make_verifier(secrets.token_hex(16), secrets.token_bytes(16)),
-                        None,
-                    )
+                    # Run the exchange against a verifier no proof fits, so an unknown user
+                    # looks exactly like a wrong key.
+                    verifier, self._scram_identity = _mock_verifier(self._params["user"]), None
                 else:
                     verifier, self._scram_identity = found
                 self._scram = ScramServer(verifier)
@@ -455,7 +491,17 @@ class ClientSession(protocol.Protocol):
                 self._phase = "checking"
                 self._check_login(defer.succeed(identity))
         except AuthenticationError:
-            self._auth_failed("invalid API key")
+            # Audited and slowed down like any other failure (see hoopgw.authn).
+            self._phase = "checking"
+            self._check_login(
+                self.runtime.authenticator.failed(
+                    "invalid API key",
+                    reason="SCRAM proof did not verify (or no such key)",
+                    method="scram",
+                    client_address=self.client_address,
+                    connection=self.runtime.info.name,
+                )
+            )
 
     def _auth_failed(self, message: str) -> None:
         log.info(
@@ -474,10 +520,16 @@ class ClientSession(protocol.Protocol):
 
         def admit(identity: Identity) -> Any:
             if user not in (identity.name, identity.credential_id):
-                raise AuthenticationError(
-                    f'the key belongs to identity "{identity.name}", not "{user}"'
+                return self.runtime.authenticator.failed(
+                    f'the key belongs to identity "{identity.name}", not "{user}"',
+                    reason=f'user name "{user}" does not match identity "{identity.name}"',
+                    method=identity.method,
+                    client_address=self.client_address,
+                    connection=self.runtime.info.name,
                 )
-            admitted = self.runtime.authenticator.admit(identity, self.runtime.config)
+            admitted = self.runtime.authenticator.admit(
+                identity, self.runtime.config, client_address=self.client_address
+            )
             return admitted.addCallback(lambda _: identity)
 
         def refused(failure: Failure) -> Any:
@@ -742,6 +794,9 @@ class ClientSession(protocol.Protocol):
             self._forward(frame, None)
             self._flush_upstream()
             self.transport.loseConnection()
+            # From here the session ends as the client's doing, even if the target, having
+            # seen Terminate, closes before the client's socket is reported closed.
+            self._closed = True
         elif kind == b"F":
             # FunctionCall carries no SQL the gateway could inspect.
             refusal = Block(reason="the FunctionCall message is not supported through hoopgw")
@@ -755,6 +810,8 @@ class ClientSession(protocol.Protocol):
 
     def _command(self, command: Command, frame: Any, statement: str | None = None) -> None:
         assert self.session is not None
+        # What the audit store keeps of the text (masked); the target still gets command.text.
+        command = self.chain.recordable(self.session, command)
 
         def decided(verdict: Any) -> None:
             if verdict is _CANCELLED:
@@ -865,7 +922,7 @@ class ClientSession(protocol.Protocol):
                 # The hot path: a DataRow belongs to the request at the head of the queue and
                 # never completes it, so it needs no attribution of its own.
                 head = self._tracker.head
-                if self.chain.has_row_hooks:
+                if self._rows_wanted:
                     rows.append(frame)
                     rows_request = head
                     continue
@@ -890,14 +947,22 @@ class ClientSession(protocol.Protocol):
                     request.progress.result_complete(
                         _tag_rows(m.CommandComplete.decode(frame.body).tag)
                     )
+            elif kind == b"2":
+                # A new portal: until its RowDescription (if the client asks for one), its rows'
+                # types and formats are unknown, never those of an earlier result.
+                self._columns = []
+                self._rows_wanted = self.chain.has_row_hooks
             elif kind == b"T":
                 self._columns = _columns(m.RowDescription.decode(frame.body))
+                self._rows_wanted = self.chain.has_row_hooks
                 if (
                     self.chain.has_column_hooks
+                    and self.session is not None
                     and request is not None
                     and request.progress is not None
                 ):
-                    self.chain.hook.result_columns(
+                    # A result no row plugin needs (no text to mask, say) streams undecoded.
+                    self._rows_wanted = self.chain.result_columns(
                         session=self.session,
                         command=request.progress.command,
                         columns=self._columns,
@@ -1091,4 +1156,13 @@ def _coded_fields(named: dict[str, str], original: dict[str, str]) -> dict[str, 
 
 
 def _columns(description: Any) -> list[Column]:
-    return [Column(f.name, type_oid=f.type_oid, format=f.format) for f in description.fields]
+    return [
+        Column(
+            f.name,
+            type_oid=f.type_oid,
+            format=f.format,
+            table_oid=f.table_oid,
+            column_number=f.column_attr,
+        )
+        for f in description.fields
+    ]

@@ -68,7 +68,9 @@ def test_session_close_forgets_prepared_statements() -> None:
     assert plugin._prepared == {}
 
 
-def test_a_protocol_without_a_dialect_is_refused_at_start_up(monkeypatch: Any) -> None:
+def test_statement_options_on_a_protocol_without_a_dialect_are_refused_at_start_up(
+    monkeypatch: Any,
+) -> None:
     spec = protocol.ProtocolSpec(name="ssh", build_factory=lambda runtime: None)
     monkeypatch.setattr("hoopgw_guardrails.load_protocol", lambda name: spec)
     context = type(
@@ -76,7 +78,7 @@ def test_a_protocol_without_a_dialect_is_refused_at_start_up(monkeypatch: Any) -
         (),
         {
             "connection": make_connection(protocol="ssh"),
-            "options": {"deny": [], "preset": "", "rules": []},
+            "options": {"deny": ["write"], "preset": "", "rules": []},
         },
     )
     with pytest.raises(ConfigError, match="has no dialect"):

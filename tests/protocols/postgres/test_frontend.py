@@ -12,9 +12,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import attrs
 import pytest
 from hoopgw_postgres import messages as m
-from hoopgw_postgres.frontend import REFUSED_STATEMENT, ClientSession
+from hoopgw_postgres.auth import ScramClient
+from hoopgw_postgres.frontend import READ_AHEAD_LIMIT, REFUSED_STATEMENT, ClientSession
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -27,6 +29,7 @@ from hoopgw.plugin import hookimpl
 from hoopgw.protocol import ConnectionRuntime, SessionRegistry
 from hoopgw.session import ConnectionInfo
 from hoopgw.store.sqlite import SQLiteStore
+from hoopgw.throttle import BackoffSettings, FailureThrottle
 from hoopgw.verdicts import Block
 
 AUTH_TIMEOUT = 30.0
@@ -253,6 +256,48 @@ def test_non_loopback_client_gets_scram_in_auto_mode() -> None:
     client.send(startup())
     [request] = client.received()
     assert request == m.AuthenticationSASL(mechanisms=("SCRAM-SHA-256",))
+
+
+def scram_first(client: Client, user: str, password: str) -> tuple[ScramClient, list[Any]]:
+    """Startup and the client-first message; the client and what the gateway answered."""
+    scram = ScramClient(password)
+    client.send(startup(user))
+    client.received()
+    client.send(m.SASLInitialResponse(mechanism="SCRAM-SHA-256", data=scram.first()).encode())
+    return scram, client.received()
+
+
+def test_scram_salt_of_an_unknown_user_is_as_stable_as_a_real_one() -> None:
+    # A salt that changed on every attempt would tell a made-up user from a real key.
+    gateway = Gateway()
+    salts = []
+    for user in ("nobody", "nobody", "agent", "agent"):
+        _, [challenge] = scram_first(gateway.connect(host="192.0.2.10"), user, "guess")
+        salts.append(challenge.data.split(b",")[1])
+    assert salts[0] == salts[1] and salts[2] == salts[3]
+    assert salts[0] != salts[2]
+    _, [other] = scram_first(gateway.connect(host="192.0.2.10"), "someone-else", "guess")
+    assert other.data.split(b",")[1] != salts[0]
+
+
+def test_scram_from_an_address_with_every_slot_busy_is_refused_unread() -> None:
+    gateway = Gateway()
+    throttle = FailureThrottle(
+        gateway.clock, BackoffSettings(free_failures=0, base_delay=10.0, max_pending=1)
+    )
+    runtime = attrs.evolve(
+        gateway.runtime, authenticator=Authenticator(gateway.keys, throttle=throttle)
+    )
+    gateway.runtime = runtime
+    first = gateway.connect(host="192.0.2.10")
+    scram, [challenge] = scram_first(first, "agent", "wrong")
+    first.send(m.SASLResponse(data=scram.final(challenge.data)).encode())
+    assert first.received() == []  # the failure waits out its delay, holding the one slot
+    second = gateway.connect(host="192.0.2.10")
+    _, answer = scram_first(second, "agent", gateway.secret)
+    assert errors(answer) == [("FATAL", "28P01")]
+    assert "too many failed authentication attempts" in answer[0].fields["M"]
+    assert second.closed
 
 
 def test_cleartext_password_off_loopback_without_tls_is_refused() -> None:
@@ -563,13 +608,25 @@ def test_pipelined_queries_stay_in_order_while_a_decision_is_pending() -> None:
     assert client.upstream is not None
     assert client.upstream.forwarded() == b""
     assert len(slow.pending) == 1  # the second waits for the first
-    assert client.transport.producerState == "paused"
+    # Reading goes on (a little) while a decision is pending, so a disconnect is noticed.
+    assert client.transport.producerState == "producing"
+    client.send(b"Q" + (READ_AHEAD_LIMIT + 4).to_bytes(4, "big") + b"x" * (READ_AHEAD_LIMIT - 1))
+    assert client.transport.producerState == "paused"  # but not without bound
     slow.pending[0].callback(None)
     assert upstream_messages(client) == [m.Query(query="SELECT 1")]
     assert len(slow.pending) == 2
     slow.pending[1].callback(None)
     assert upstream_messages(client) == [m.Query(query="SELECT 1"), m.Query(query="SELECT 2")]
     assert client.transport.producerState == "producing"
+
+
+def test_a_disconnect_while_a_decision_is_pending_cancels_it() -> None:
+    slow = Deferring()
+    client = logged_in([("slow", slow)])
+    client.send(m.Query(query="DELETE FROM t").encode())
+    client.session.connectionLost()
+    assert slow.pending[0].called  # cancelled: the chain reports it withdrawn
+    assert client.upstream is not None and client.upstream.forwarded() == b""
 
 
 def test_function_call_is_refused() -> None:
@@ -805,6 +862,16 @@ def test_client_is_not_read_during_the_upstream_login() -> None:
     assert client.transport.producerState == "paused"
     client.upstream_ready()
     assert client.transport.producerState == "producing"
+
+
+def test_the_target_closing_after_terminate_is_still_the_client_closing() -> None:
+    # The target may see Terminate and close before the client's socket is reported closed.
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(m.Terminate().encode())
+    client.session.upstream_closed()
+    client.session.connectionLost()
+    assert policy.closed == ["client closed"]
 
 
 def test_nothing_after_terminate_is_decided_or_forwarded() -> None:

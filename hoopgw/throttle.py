@@ -1,0 +1,155 @@
+"""Back-off for failed authentication, per client address, so secrets cannot be guessed at speed.
+
+After ``free_failures`` failures from one address (its host, an IPv6 host by its /64 network;
+the port changes with every connection), each further failure is answered only after a delay
+that doubles from ``base_delay`` up to ``max_delay``. A failure still occupies its address's
+slot until its delay has passed, even when the client hung up: with at most ``max_pending``
+such slots per address, opening many connections at once does not multiply the guessing rate,
+and an address that has all its slots busy is refused at once without its secret being
+checked. An address's count is forgotten ``forget_after`` seconds after its last failure.
+
+Successful logins neither wait nor reset the count (otherwise a caller with one valid key could
+interleave it with guesses).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import attrs
+from twisted.internet import defer
+
+__all__ = ["BackoffSettings", "FailureThrottle", "client_host", "throttle_key"]
+
+
+@attrs.frozen(kw_only=True)
+class BackoffSettings:
+    """The ``[identity.backoff]`` table."""
+
+    free_failures: int = 3
+    """Failures per address answered without delay."""
+    base_delay: float = 1.0
+    """Delay of the first delayed failure, in seconds; it doubles with each further one."""
+    max_delay: float = 30.0
+    """Longest delay, in seconds."""
+    forget_after: float = 600.0
+    """Seconds after an address's last failure when its count starts again from zero."""
+    max_pending: int = 8
+    """Delayed failures an address may have outstanding; beyond, attempts are refused unread."""
+    max_addresses: int = 100_000
+    """Addresses tracked at most; the stalest are forgotten first (bounds memory)."""
+
+
+def client_host(client_address: str) -> str:
+    """The host part of ``HOST:PORT`` (``[V6]:PORT`` or ``V6:PORT``); the address itself when
+    it has no port."""
+    if client_address.startswith("["):
+        return client_address[1:].partition("]")[0]
+    host, sep, port = client_address.rpartition(":")
+    return host if sep and port.isdigit() else client_address
+
+
+def throttle_key(client_address: str) -> str:
+    """What failures are counted by: the client's host, with an IPv4 address mapped into IPv6
+    counted as itself, and an IPv6 address by its /64 network (the smallest block a site is
+    given: a single host can use every address in it)."""
+    host = client_host(client_address)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(address) >> 64 << 64, 64)))
+    return str(address)
+
+
+@attrs.define
+class _Record:
+    failures: int = 0
+    last: float = 0.0
+    pending: int = 0
+
+
+class FailureThrottle:
+    """Counts failures per client host and says how long to wait before answering one.
+
+    :param clock: ``seconds()`` and ``callLater`` (the reactor, or a ``Clock`` in tests).
+    """
+
+    def __init__(self, clock: Any, settings: BackoffSettings | None = None) -> None:
+        self._clock = clock
+        self.settings = settings or BackoffSettings()
+        self._records: dict[str, _Record] = {}
+
+    def _record(self, host: str, now: float) -> _Record | None:
+        record = self._records.get(host)
+        if record is not None and record.pending == 0:
+            if now - record.last >= self.settings.forget_after:
+                del self._records[host]
+                return None
+        return record
+
+    def saturated(self, client_address: str) -> bool:
+        """Whether the address has every slot busy: refuse it now, without checking."""
+        record = self._record(throttle_key(client_address), self._clock.seconds())
+        return record is not None and record.pending >= self.settings.max_pending
+
+    def delay(self, client_address: str) -> float:
+        """Seconds the next failure from this address would wait."""
+        record = self._record(throttle_key(client_address), self._clock.seconds())
+        return self._delay(record.failures + 1 if record else 1)
+
+    def _delay(self, failures: int) -> float:
+        s = self.settings
+        excess = failures - s.free_failures
+        if excess <= 0:
+            return 0.0
+        return float(min(s.max_delay, s.base_delay * 2 ** min(excess - 1, 32)))
+
+    def failed(self, client_address: str) -> defer.Deferred[None]:
+        """Count a failure from the address.
+
+        :return: a Deferred that fires once the failure may be answered.
+        """
+        now = self._clock.seconds()
+        host = throttle_key(client_address)
+        record = self._record(host, now)
+        if record is None:
+            self._trim()
+            record = _Record()
+        # Kept in the order of the last failure, so that _trim finds the stalest first.
+        self._records.pop(host, None)
+        self._records[host] = record
+        record.failures += 1
+        record.last = now
+        wait = self._delay(record.failures)
+        if wait <= 0:
+            return defer.succeed(None)
+        record.pending += 1
+        answer: defer.Deferred[None] = defer.Deferred()
+
+        def elapsed() -> None:
+            record.pending -= 1
+            record.last = max(record.last, self._clock.seconds())
+            answer.callback(None)
+
+        # The slot is released by the timer, never by the caller going away.
+        self._clock.callLater(wait, elapsed)
+        return answer
+
+    def _trim(self) -> None:
+        excess = len(self._records) - self.settings.max_addresses + 1
+        if excess <= 0:
+            return
+        # Oldest failure first (see failed), without sorting: this runs on every new address.
+        idle: list[str] = []
+        for host, record in self._records.items():
+            if len(idle) == excess:
+                break
+            if record.pending == 0:
+                idle.append(host)
+        for host in idle:
+            del self._records[host]

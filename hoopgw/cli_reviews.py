@@ -1,0 +1,241 @@
+"""``hoopgw reviews list|show|approve|deny``: decide held statements and access requests.
+
+These commands talk to the gateway's admin API (``HOOPGW_URL``, e.g. ``https://gw:8443``)
+as the person using them (``HOOPGW_TOKEN``: their API key or OIDC token), never to the store:
+the gateway holds the waiting statement, so only it can let it run. ``docs/cli.md`` and
+``docs/approvals.md`` describe them.
+
+Over ``https://`` the server's certificate and host name are verified against
+``HOOPGW_CA_FILE`` (a PEM bundle) or, unset, the system's CAs. Redirects are not followed: a
+redirect would carry the bearer token to another address.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import ssl
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any
+
+from hoopgw.cli import EXIT_OK, error, iso_time, out, table
+from hoopgw.errors import HoopgwError
+
+TIMEOUT = 30.0
+"""Seconds to wait for the gateway to answer."""
+
+
+class ApiError(HoopgwError):
+    """The admin API could not be reached or refused the request (exit status 1)."""
+
+
+def api_request(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    """Send one request to the admin API and return the decoded JSON answer.
+
+    :raises ApiError: ``HOOPGW_URL``/``HOOPGW_TOKEN`` unset, the gateway unreachable, or an
+        error answer (its message is shown).
+    """
+    base = os.environ.get("HOOPGW_URL", "").rstrip("/")
+    token = os.environ.get("HOOPGW_TOKEN", "")
+    if not base:
+        raise ApiError("set HOOPGW_URL to the gateway's admin API, e.g. http://127.0.0.1:8080")
+    if not base.startswith(("http://", "https://")):
+        raise ApiError(f"HOOPGW_URL must start with http:// or https://, not {base!r}")
+    if not token:
+        raise ApiError("set HOOPGW_TOKEN to your API key or OIDC token")
+    if not all(" " < c < "\x7f" for c in token):
+        # Checked here, because the HTTP client's own error would repeat the token.
+        raise ApiError("HOOPGW_TOKEN holds spaces or characters a token never has")
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(  # noqa: S310 -- the scheme is checked above
+        base + path,
+        data=data,
+        method=method,
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/json",
+            **({"Content-Type": "application/json"} if data is not None else {}),
+        },
+    )
+    try:
+        with _open(request, TIMEOUT) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise ApiError(_error_message(exc)) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise ApiError(f"cannot reach the admin API at {base}: {reason}") from None
+    except ValueError:
+        raise ApiError("the admin API answered with something that is not JSON") from None
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Answer a redirect with its status instead of following it (with the token)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def _open(request: urllib.request.Request, timeout: float) -> Any:
+    """Send ``request``: TLS verified against ``HOOPGW_CA_FILE`` or the system CAs."""
+    ca_file = os.environ.get("HOOPGW_CA_FILE") or None
+    try:
+        context = ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ApiError(f"cannot use HOOPGW_CA_FILE {ca_file!r}: {exc}") from None
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPSHandler(context=context), _NoRedirects()
+    )
+    return opener.open(request, timeout=timeout)
+
+
+def _error_message(exc: urllib.error.HTTPError) -> str:
+    try:
+        return str(json.loads(exc.read())["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"the admin API answered {exc.code} {exc.reason}"
+
+
+def print_json(value: Any) -> None:
+    """Print ``value`` as indented JSON."""
+    out(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def register(
+    commands: argparse._SubParsersAction,
+    audit_commands: argparse._SubParsersAction,
+    with_config: argparse.ArgumentParser,
+    with_json: argparse.ArgumentParser,
+) -> None:
+    """Add ``hoopgw reviews ...`` to ``commands`` (``audit_commands`` and ``with_config`` are
+    unused: these commands need no config, only ``HOOPGW_URL`` and ``HOOPGW_TOKEN``)."""
+    reviews = commands.add_parser(
+        "reviews", help="list and decide reviews through the admin API (HOOPGW_URL, HOOPGW_TOKEN)"
+    )
+    sub = reviews.add_subparsers(metavar="COMMAND", required=True)
+    listing = sub.add_parser("list", parents=[with_json], help="reviews you may see, newest first")
+    listing.add_argument("--pending", action="store_true", help="only pending reviews")
+    listing.add_argument(
+        "--status",
+        choices=("pending", "approved", "denied", "withdrawn", "aborted"),
+        help="only reviews of this status",
+    )
+    listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")
+    listing.set_defaults(handler=_list)
+    show = sub.add_parser("show", parents=[with_json], help="one review and its votes")
+    show.add_argument("review_id", metavar="ID")
+    show.set_defaults(handler=_show)
+    approve = sub.add_parser("approve", parents=[with_json], help="approve a pending review")
+    approve.add_argument("review_id", metavar="ID")
+    approve.add_argument("--reason", default="", help="a note for the record")
+    approve.set_defaults(handler=_approve)
+    deny = sub.add_parser("deny", parents=[with_json], help="deny a pending review")
+    deny.add_argument("review_id", metavar="ID")
+    deny.add_argument("--reason", required=True, help="why (the requester is shown it)")
+    deny.set_defaults(handler=_deny)
+
+
+def _list(args: argparse.Namespace) -> int:
+    status = "pending" if args.pending else args.status
+    query = {"limit": str(args.limit), **({"status": status} if status else {})}
+    reviews = api_request("GET", "/api/reviews?" + urllib.parse.urlencode(query))["reviews"]
+    if args.json:
+        print_json(reviews)
+        return EXIT_OK
+    rows = [
+        (
+            r["id"],
+            r["kind"],
+            r["status"],
+            r["requester"],
+            r["connection"],
+            f"{r['approvals']}/{r['required']}",
+            iso_time(r["created_at"]),
+            _what(r),
+        )
+        for r in reviews
+    ]
+    out(table(("ID", "KIND", "STATUS", "REQUESTER", "CONNECTION", "OK", "CREATED", "WHAT"), rows))
+    return EXIT_OK
+
+
+def _what(review: dict[str, Any]) -> str:
+    if review["kind"] == "access":
+        return f"access for {int(review.get('duration') or 0)}s: {review['reason']}"
+    text = " ".join(str(review.get("statement", "")).split())
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _show(args: argparse.Namespace) -> int:
+    review = api_request("GET", f"/api/reviews/{_id(args.review_id)}")
+    if args.json:
+        print_json(review)
+        return EXIT_OK
+    _print_review(review)
+    return EXIT_OK
+
+
+def _print_review(review: dict[str, Any]) -> None:
+    lines = [
+        f"review      {review['id']} ({review['kind']})",
+        f"status      {review['status']}",
+        f"requester   {review['requester']} ({', '.join(review['requester_groups'])})",
+        f"connection  {review['connection']}",
+        f"reason      {review['reason']}",
+        f"approvers   {', '.join(review['approvers'])} "
+        f"({review['approvals']} of {review['required']} approvals)",
+        f"created     {iso_time(review['created_at'])}",
+    ]
+    if review["kind"] == "statement":
+        lines.append(f"session     {review.get('session_id', '')} #{review.get('command_seq')}")
+        lines.append(f"statement   {review.get('statement', '')}")
+    else:
+        lines.append(f"duration    {int(review.get('duration') or 0)}s")
+    if review.get("decided_at") is not None:
+        lines.append(
+            f"decided     {iso_time(review['decided_at'])} by {review.get('decided_by') or '-'}"
+            f": {review.get('decision_reason') or '-'}"
+        )
+    if review.get("valid_until") is not None:
+        lines.append(f"re-run by   {iso_time(review['valid_until'])}")
+    if review.get("grant_id"):
+        lines.append(f"grant       {review['grant_id']}")
+    for vote in review["votes"]:
+        verb = "approved" if vote["approve"] else "denied"
+        lines.append(
+            f"vote        {vote['identity']} {verb} at {iso_time(vote['decided_at'])}"
+            + (f": {vote['reason']}" if vote["reason"] else "")
+        )
+    out("\n".join(lines))
+
+
+def _id(review_id: str) -> str:
+    return urllib.parse.quote(review_id, safe="")
+
+
+def _decide(args: argparse.Namespace, action: str) -> int:
+    review = api_request(
+        "POST", f"/api/reviews/{_id(args.review_id)}/{action}", {"reason": args.reason}
+    )
+    if args.json:
+        print_json(review)
+        return EXIT_OK
+    if review["status"] == "pending":
+        error(
+            f"review {review['id']}: your approval is recorded;"
+            f" {review['approvals']} of {review['required']} so far"
+        )
+    else:
+        error(f"review {review['id']} {review['status']}")
+    return EXIT_OK
+
+
+def _approve(args: argparse.Namespace) -> int:
+    return _decide(args, "approve")
+
+
+def _deny(args: argparse.Namespace) -> int:
+    return _decide(args, "deny")

@@ -1,0 +1,105 @@
+"""Reviews, votes and grants in the SQLite store: round trips, compare-and-set, queries."""
+
+from __future__ import annotations
+
+import attrs
+import pytest
+
+from hoopgw.errors import StoreError
+from hoopgw.store.reviews import GrantRecord, ReviewRecord, ReviewVote
+from hoopgw.store.sqlite import SQLiteStore
+
+REVIEW = ReviewRecord(
+    id="aaaaaaaaaaaa",
+    kind="statement",
+    status="pending",
+    requester="agent",
+    requester_groups=("agents", "ops"),
+    connection="pg",
+    reason="write",
+    approvers=("dba",),
+    required=2,
+    created_at=100.0,
+    session_id="s1",
+    command_seq=3,
+    statement="DELETE FROM t",
+    hold_until=160.0,
+    valid_for=600.0,
+)
+GRANT = GrantRecord(
+    id="bbbbbbbbbbbb",
+    review_id="aaaaaaaaaaaa",
+    identity="agent",
+    connection="pg",
+    reason="INC-1",
+    approved_by=("lead",),
+    created_at=100.0,
+    expires_at=200.0,
+)
+
+
+@pytest.fixture
+def store(tmp_path) -> SQLiteStore:  # type: ignore[no-untyped-def]
+    store = SQLiteStore(str(tmp_path / "h.db"))
+    store.migrate()
+    return store
+
+
+def test_a_review_reads_back_equal(store: SQLiteStore) -> None:
+    store.add_review(REVIEW)
+    assert store.get_review(REVIEW.id) == REVIEW
+    assert store.get_review("cccccccccccc") is None
+    with pytest.raises(StoreError, match="exists already"):
+        store.add_review(REVIEW)
+
+
+def test_replace_is_compare_and_set(store: SQLiteStore) -> None:
+    store.add_review(REVIEW)
+    approved = attrs.evolve(REVIEW, status="approved", decided_by="alice")
+    assert store.replace_review(approved, expected_status="pending")
+    denied = attrs.evolve(REVIEW, status="denied")
+    assert not store.replace_review(denied, expected_status="pending")
+    assert store.get_review(REVIEW.id) == approved
+
+
+def test_lists_filter_and_order(store: SQLiteStore) -> None:
+    store.add_review(REVIEW)
+    newer = attrs.evolve(REVIEW, id="dddddddddddd", created_at=101.0, requester="eve")
+    store.add_review(newer)
+    assert [r.id for r in store.list_reviews()] == [newer.id, REVIEW.id]
+    assert [r.id for r in store.list_reviews(requester="agent")] == [REVIEW.id]
+    assert store.list_reviews(status="approved") == []
+    assert len(store.list_reviews(limit=1)) == 1
+
+
+def test_rerun_approval_lookup(store: SQLiteStore) -> None:
+    usable = attrs.evolve(REVIEW, status="approved", valid_until=700.0)
+    store.add_review(usable)
+    kwargs = {"requester": "agent", "connection": "pg", "statement": "DELETE FROM t"}
+    assert store.find_rerun_approval(**kwargs, now=699.0) == usable
+    assert store.find_rerun_approval(**kwargs, now=700.0) is None
+    assert store.find_rerun_approval(**{**kwargs, "statement": "DELETE FROM u"}, now=1) is None
+    store.replace_review(attrs.evolve(usable, used_at=300.0), expected_status="approved")
+    assert store.find_rerun_approval(**kwargs, now=400.0) is None
+
+
+def test_votes_are_one_per_identity(store: SQLiteStore) -> None:
+    store.add_review(REVIEW)
+    vote = ReviewVote(review_id=REVIEW.id, identity="alice", approve=True, reason="", decided_at=1)
+    store.add_vote(vote)
+    with pytest.raises(StoreError):
+        store.add_vote(attrs.evolve(vote, approve=False))
+    assert store.list_votes(REVIEW.id) == [vote]
+
+
+def test_grants(store: SQLiteStore) -> None:
+    store.add_review(REVIEW)
+    store.add_grant(GRANT)
+    assert store.get_grant(GRANT.id) == GRANT
+    assert store.list_grants(identity="agent", connection="pg", active_at=150.0) == [GRANT]
+    assert store.list_grants(active_at=200.0) == []
+    revoked = attrs.evolve(GRANT, revoked_at=120.0, revoked_by="lead")
+    store.replace_grant(revoked)
+    assert store.list_grants(active_at=150.0) == []
+    assert store.list_grants() == [revoked]
+    assert revoked.status(150.0) == "revoked" and GRANT.status(250.0) == "expired"

@@ -1,0 +1,165 @@
+"""The approval plugin through the real plugin chain and review service, on a Clock."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hoopgw_approval import ApprovalPlugin
+from hoopgw_guardrails import GuardrailsPlugin
+from hoopgw_webhook import WebhookPlugin
+from twisted.internet import task
+from twisted.logger import Logger
+
+from hoopgw.approvals import ApprovalService
+from hoopgw.chain import PluginChain
+from hoopgw.config import parse_config
+from hoopgw.errors import ConfigError
+from hoopgw.plugin import PluginContext, validate_options
+from hoopgw.protocol import SessionRegistry
+from hoopgw.session import Identity
+from hoopgw.store.sqlite import SQLiteStore
+from hoopgw.testing import FakeAuditWriter, ScriptedClient, make_connection
+from hoopgw.verdicts import Allow, Block
+
+ALICE = Identity(name="alice", groups=frozenset({"dba"}))
+
+
+class World:
+    def __init__(
+        self,
+        options: dict[str, Any],
+        *,
+        guardrails: dict[str, Any] | None = None,
+        protocol: str = "postgres",
+    ) -> None:
+        self.clock = task.Clock()
+        self.clock.advance(1_000)
+        self.audit = FakeAuditWriter()
+        self.store = SQLiteStore(":memory:")
+        self.store.migrate()
+        self.service = ApprovalService(
+            store=self.store,
+            audit=self.audit,  # type: ignore[arg-type]
+            reactor=self.clock,
+            connections={},
+            roles={},
+            sessions=SessionRegistry(),
+            approval_timeout=300,
+        )
+        plugins: list[tuple[str, object]] = []
+        if guardrails is not None:
+            plugins.append(
+                (
+                    "guardrails",
+                    GuardrailsPlugin(
+                        self._context("guardrails", GuardrailsPlugin, guardrails, protocol)
+                    ),
+                )
+            )
+        plugins.append(
+            (
+                "approval",
+                ApprovalPlugin(self._context("approval", ApprovalPlugin, options, protocol)),
+            )
+        )
+        chain = PluginChain(plugins, reactor=self.clock, approval_timeout=300)
+        self.client = ScriptedClient(chain, clock=self.clock, audit=self.audit)
+
+    def _context(self, name: str, cls: Any, options: dict[str, Any], protocol: str) -> Any:
+        return PluginContext(
+            connection=make_connection(protocol=protocol),
+            options=validate_options(name, cls.options, options, connection="test"),
+            audit=self.audit,  # type: ignore[arg-type]
+            log=Logger(),
+            reactor=self.clock,
+            approvals=self.service,
+        )
+
+    def pending(self) -> Any:
+        [review] = self.store.list_reviews(status="pending")
+        return review
+
+
+def test_statements_of_review_classes_wait_for_an_approval() -> None:
+    world = World({"review": ["write"], "approvers": ["dba"]})
+    assert world.client.run("SELECT 1").verdict == Allow()
+    result = world.client.run("DELETE FROM orders WHERE id = 42")
+    assert result.verdict is None  # held
+    review = world.pending()
+    assert review.approvers == ("dba",) and review.statement == "DELETE FROM orders WHERE id = 42"
+    assert "write: DELETE needs approval" in review.reason
+    world.service.decide(review.id, ALICE, approve=True, reason="")
+    assert world.store.get_review(review.id).status == "approved"  # type: ignore[union-attr]
+
+
+def test_a_held_command_is_released_by_the_decision() -> None:
+    world = World({"review": ["drop"], "approvers": ["dba"]})
+    world.client.connect()
+    _, decision = world.client.send("DROP TABLE orders")
+    world.service.decide(world.pending().id, ALICE, approve=False, reason="no")
+    assert isinstance(decision.result, Block) and "denied by alice" in decision.result.reason
+
+
+def test_a_guardrails_review_rule_is_reviewed_by_the_approval_plugin() -> None:
+    world = World(
+        {"approvers": ["dba"]},
+        guardrails={"rules": [{"tables": ["payroll"], "action": "review", "name": "hr"}]},
+    )
+    assert world.client.run("SELECT * FROM payroll").verdict is None
+    review = world.pending()
+    assert "guardrails rule hr" in review.reason and review.approvers == ("dba",)
+
+
+def test_unparseable_text_and_sql_execute_fail_closed() -> None:
+    world = World({"review": ["write"], "approvers": ["dba"]})
+    verdict = world.client.run("DELETE FROM WHERE").verdict
+    assert isinstance(verdict, Block) and verdict.rule == "unparseable"
+    assert world.client.run("EXECUTE wipe").verdict is None  # held: body unknown here
+    assert "EXECUTE of prepared statement 'wipe'" in world.pending().reason
+
+
+def test_without_review_classes_nothing_is_held() -> None:
+    world = World({"approvers": ["dba"]})
+    assert world.client.run("DELETE FROM orders").verdict == Allow()
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"review": ["writes"]}, "unknown class 'writes'"),
+        ({"approvals": 0}, "from 1 to 10"),
+        ({"approvers": [""]}, "non-empty group names"),
+        ({"valid_for": 0}, "from 1 to 604800"),
+        ({"timeout": -1}, "from 0 to 604800"),
+    ],
+)
+def test_options_are_checked(options: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate_options("approval", ApprovalPlugin.options, options, connection="pg")
+
+
+def test_without_a_service_a_hold_is_refused() -> None:
+    client = ScriptedClient.for_plugin(ApprovalPlugin, {"review": ["write"]}, name="approval")
+    verdict = client.run("DELETE FROM t").verdict
+    assert isinstance(verdict, Block) and "no review service" in verdict.reason
+
+
+def test_the_walk_through_configs_in_the_docs_are_valid(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    page = Path(__file__).parents[3] / "docs" / "approvals.md"
+    statements, jit, webhook = re.findall(r"```toml\n(.*?)```", page.read_text(), re.DOTALL)
+    config = parse_config(statements, base_dir=tmp_path)
+    [orders] = config.connections
+    assert orders.plugin_options["approval"]["review"] == ["write"]
+    assert config.roles["approver"] == ("dba",)
+    monkeypatch.setenv("PROD_PGPASSWORD", "x")
+    api = '[gateway]\nadmin_listen = "tcp:8080:interface=127.0.0.1"\n'
+    [prod] = parse_config(api + jit, base_dir=tmp_path).connections
+    assert (prod.access, prod.jit_approvers) == ("jit", ("leads",))
+    options = tomllib.loads(webhook)["connections"]["webhook"]
+    validate_options("webhook", WebhookPlugin.options, options, connection="orders")

@@ -1,0 +1,57 @@
+"""Unit tests for the pure parts of bench/masking_bench.py (no server, no subprocess)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+BENCH_SCRIPT = Path(__file__).parents[2] / "bench" / "masking_bench.py"
+
+
+def _load_bench() -> Any:
+    name = "hoopgw_bench_masking"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, BENCH_SCRIPT)
+        assert spec is not None and spec.loader is not None
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+bench = _load_bench()
+
+
+def test_summary_and_goals() -> None:
+    summary = bench.summarize(
+        {
+            "direct": {1000: 2.0, 100000: 200.0},
+            "hoopgw-bare": {1000: 4.0, 100000: 300.0},
+            "hoopgw-masking": {1000: 6.5, 100000: 500.0},
+        }
+    )
+    assert summary["1000"] == {
+        "direct_ms": 2.0,
+        "bare_ms": 4.0,
+        "masking_ms": 6.5,
+        "added_ms": 4.5,
+        "masking_only_ms": 2.5,
+        "ratio": 3.25,
+    }
+    assert bench.goals(summary) == {
+        "1000_rows_added_under_5ms": True,
+        "100000_rows_under_3x_direct": True,
+    }
+
+
+def test_quick_mode_and_defaults() -> None:
+    quick = bench.parse_args(["--quick"], environ={})
+    assert quick.sizes == (1000, 10_000) and quick.rounds == 2
+    full = bench.parse_args([], environ={"HOOPGW_TEST_PGPORT": "5433"})
+    assert full.sizes == (1000, 100_000) and full.pgport == 5433 and full.rounds == 5
+
+
+def test_every_gateway_target_reads_through_masking_or_nothing() -> None:
+    assert bench.TARGETS["hoopgw-masking"] == {"masking": {}}
+    assert bench.TARGETS["hoopgw-bare"] == {}

@@ -1,0 +1,748 @@
+"""The MySQL dialect: what a MySQL or MariaDB statement does, for guardrails and the recorder.
+
+Two layers, because no permissively licensed parser knows every MySQL and MariaDB statement:
+
+1. **The lexer is MySQL's own rules, written here** (:func:`tokens`). It decides what the server
+   would see: quoted strings and identifiers, ``#``, ``-- `` and ``/* */`` comments, and the
+   *executable* comments ``/*! ... */``, ``/*!50001 ... */`` and MariaDB's ``/*M! ... */``,
+   whose contents the server runs. Their contents are analysed as if they ran, whatever their
+   version number (a version that the target does not reach only makes the analysis stricter).
+   Statements are split at top-level semicolons, so a multi-statement text is judged statement
+   by statement.
+2. **The statement** is classified by its leading keywords (the table at the bottom of this
+   module), and DML and queries are parsed with sqlglot's MySQL grammar (MIT licensed, the most
+   complete MySQL grammar available in Python) for their tables, functions, columns and WHERE
+   clause. A DML statement sqlglot cannot parse is refused as unparseable; a statement whose
+   leading keywords are not in the table falls in ``opaque-code``.
+
+What cannot be analysed is refused (:attr:`~hoopgw.sql.Analysis.error`): ``PREPARE ... FROM
+@variable`` (the text is only known when it runs), a ``SET sql_mode`` to anything but a
+literal without ``ANSI_QUOTES``, ``NO_BACKSLASH_ESCAPES`` or a combination mode that includes
+``ANSI_QUOTES`` (those change how the server reads quotes, so later statements could no
+longer be split the way the server splits them), an unterminated string or comment. The
+lexer assumes the server's default lexing (backslash escapes on, double quotes delimit
+strings), which the refusal above keeps true for the session.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import attrs
+import sqlglot
+from sqlglot import exp
+from sqlglot.errors import SqlglotError
+
+from hoopgw.sql import Analysis, StatementFacts
+
+__all__ = ["MySQLDialect", "Token", "tokens"]
+
+
+class _LexError(ValueError):
+    pass
+
+
+@attrs.frozen
+class Token:
+    """One lexical token: ``kind`` is ``word``, ``string``, ``quoted`` (a backquoted or
+    double-quoted identifier is still ``string`` for ``"``), ``number``, ``variable``
+    (``@name``, ``@@name``), ``punct`` or ``semicolon``."""
+
+    kind: str
+    text: str
+
+    @property
+    def upper(self) -> str:
+        """The text upper-cased (keywords compare by this)."""
+        return self.text.upper()
+
+
+# The server reads every byte from 0x80 up as part of a name, and only ASCII as white space.
+_WORD = re.compile(r"[A-Za-z0-9_$\u0080-\U0010ffff]+")
+_VARIABLE_NAME = re.compile(r"@@?[A-Za-z0-9_$.\u0080-\U0010ffff]*")
+_SPACE = " \t\n\r\x0b\x0c"
+_EXECUTABLE = re.compile(r"/\*M?!\d{0,6}")
+MAX_VERSIONED_MARKERS = 5
+"""Distinct versioned executable-comment markers one text may hold (each doubles the readings
+that are analysed, see :meth:`MySQLDialect.analyze`)."""
+# The client character sets the lexer reads as the server does: in these every byte from 0x80
+# up belongs to a name. In others such a byte may be white space (latin1's 0xA0: "--\xa0"
+# starts a comment) or end a multi-byte character in a quote's byte (gbk, big5, sjis).
+_CLIENT_CHARSETS = {"utf8mb4", "utf8mb3", "utf8", "ascii", "binary", "default"}
+
+
+def _string_end(text: str, start: int, quote: str) -> int:
+    """Index after the closing quote of a string or identifier opened at ``start``."""
+    i = start + 1
+    backslash = quote != "`"
+    while i < len(text):
+        c = text[i]
+        if backslash and c == "\\":
+            i += 2
+            continue
+        if c == quote:
+            if i + 1 < len(text) and text[i + 1] == quote:
+                i += 2
+                continue
+            return i + 1
+        i += 1
+    raise _LexError(f"unterminated {quote}-quoted text")
+
+
+def _skipped_comment_end(text: str, i: int, nested: int) -> int:
+    """Index after a comment whose body starts at ``i``, read as the server skips it: to the
+    first ``*/``, quotes meaning nothing, with ``nested`` levels of ``/* */`` inside."""
+    while i < len(text):
+        if nested and text.startswith("/*", i):
+            i = _skipped_comment_end(text, i + 2, nested - 1)
+        elif text.startswith("*/", i):
+            return i + 2
+        else:
+            i += 1
+    raise _LexError("unterminated comment")
+
+
+def versioned_markers(text: str) -> list[str]:
+    """The distinct executable-comment markers in ``text`` that a server may skip
+    (``!50001``, ``M!``, ``M!100100``; not the plain ``!`` that every server runs)."""
+    return sorted({m.group()[2:] for m in _EXECUTABLE.finditer(text)} - {"!"})
+
+
+def tokens(text: str, skipped: frozenset[str] = frozenset()) -> list[Token]:
+    """The tokens the server reads in ``text``, comments dropped and executable comments
+    opened (their contents kept as if the markers were not there), except those whose marker
+    (see :func:`versioned_markers`) is in ``skipped``: those are read as a server that does not
+    run them reads them, as a comment.
+
+    :raises ValueError: an unterminated string, identifier or comment.
+    """
+    out: list[Token] = []
+    i = 0
+    n = len(text)
+    in_executable = False
+    while i < n:
+        c = text[i]
+        if c in _SPACE:
+            i += 1
+        elif in_executable and text.startswith("*/", i):
+            in_executable = False
+            i += 2
+        elif text.startswith("/*", i):
+            marker = _EXECUTABLE.match(text, i)
+            if marker and not in_executable:
+                if marker.group()[2:] in skipped:
+                    i = _skipped_comment_end(text, marker.end(), 1)
+                    continue
+                in_executable = True
+                i = marker.end()
+                continue
+            end = text.find("*/", i + 2)
+            if end < 0:
+                raise _LexError("unterminated comment")
+            i = end + 2
+        elif c == "#" or (
+            # "-- " starts a comment when an ASCII space or control byte follows (or nothing).
+            text.startswith("--", i)
+            and (i + 2 == n or ord(text[i + 2]) <= 0x20 or text[i + 2] == "\x7f")
+        ):
+            end = text.find("\n", i)
+            i = n if end < 0 else end + 1
+        elif c in "'\"":
+            end = _string_end(text, i, c)
+            out.append(Token("string", text[i:end]))
+            i = end
+        elif c == "`":
+            end = _string_end(text, i, c)
+            out.append(Token("quoted", text[i:end]))
+            i = end
+        elif c == "@":
+            match = _VARIABLE_NAME.match(text, i)
+            assert match is not None
+            end = match.end()
+            if end < n and text[end] in "'\"`" and not text[i + 1 : end].strip("@"):
+                # @'name': the server reads the quoted part as any string (escapes included).
+                end = _string_end(text, end, text[end])
+            out.append(Token("variable", text[i:end]))
+            i = end
+        elif c == ";":
+            out.append(Token("semicolon", ";"))
+            i += 1
+        else:
+            match = _WORD.match(text, i)
+            if match:
+                word = match.group()
+                out.append(Token("number" if word[0].isdigit() else "word", word))
+                i = match.end()
+            else:
+                out.append(Token("punct", c))
+                i += 1
+    if in_executable:
+        raise _LexError("unterminated executable comment")
+    return out
+
+
+def _join(statement: list[Token]) -> str:
+    return " ".join(t.text for t in statement)
+
+
+def _name(token: Token) -> str:
+    text = token.text
+    if token.kind == "quoted":
+        return text[1:-1].replace("``", "`")
+    if token.kind == "string":
+        return text[1:-1]
+    return text
+
+
+def _literal(token: Token) -> str | None:
+    """The value of a string literal token, escapes applied; None for anything else."""
+    if token.kind != "string" or not token.text.startswith(("'", '"')):
+        return None
+    body = token.text[1:-1]
+    quote = token.text[0]
+    body = body.replace(quote * 2, quote)
+    return re.sub(
+        r"\\(.)",
+        lambda m: {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "Z": "\x1a"}.get(
+            m.group(1), m.group(1)
+        ),
+        body,
+    )
+
+
+# -- statement classification --------------------------------------------------------------
+
+_READ = {"SELECT", "WITH", "VALUES", "TABLE", "(", "DO"}
+_BENIGN = {
+    "SHOW",
+    "DESCRIBE",
+    "DESC",
+    "EXPLAIN",
+    "USE",
+    "BEGIN",
+    "START",
+    "COMMIT",
+    "ROLLBACK",
+    "SAVEPOINT",
+    "RELEASE",
+    "LOCK",
+    "UNLOCK",
+    "HELP",
+    "CHECKSUM",
+    "CHECK",
+    "GET",
+}
+_ADMIN = {
+    "KILL",
+    "FLUSH",
+    "RESET",
+    "PURGE",
+    "CHANGE",
+    "STOP",
+    "INSTALL",
+    "UNINSTALL",
+    "SHUTDOWN",
+    "OPTIMIZE",
+    "REPAIR",
+    "CACHE",
+    "LOAD INDEX",
+    "BINLOG",
+    "XA",
+    "BACKUP",
+    "RESTART",
+    "CLONE",
+}
+_PRIVILEGE_OBJECTS = {"USER", "ROLE"}
+_ROUTINE_OBJECTS = {"PROCEDURE", "FUNCTION", "TRIGGER", "EVENT", "PACKAGE", "AGGREGATE"}
+_FILE_FUNCTIONS = {"LOAD_FILE"}
+# Modes that change how quotes are read; the combination modes include ANSI_QUOTES.
+_RISKY_SQL_MODES = {
+    "ANSI_QUOTES",
+    "NO_BACKSLASH_ESCAPES",
+    "ANSI",
+    "ORACLE",
+    "MSSQL",
+    "DB2",
+    "POSTGRESQL",
+    "MAXDB",
+}
+_SKIP_CREATE = {
+    "OR",
+    "REPLACE",
+    "DEFINER",
+    "=",
+    "TEMPORARY",
+    "SQL",
+    "SECURITY",
+    "INVOKER",
+    "ALGORITHM",
+    "UNDEFINED",
+    "MERGE",
+    "TEMPTABLE",
+    "IF",
+    "NOT",
+    "EXISTS",
+    "ONLINE",
+    "OFFLINE",
+    "IGNORE",
+    "UNIQUE",
+    "FULLTEXT",
+    "SPATIAL",
+    "DEFINITION",
+}
+
+
+class _Unanalysable(Exception):
+    """A statement whose effect cannot be known before it runs."""
+
+
+class _Facts:
+    def __init__(self, kind: str, command: str) -> None:
+        self.kind = kind
+        self.command = command
+        self.kinds = {kind}
+        self.causes: dict[str, str] = {}
+        self.tables: set[str] = set()
+        self.functions: set[str] = set()
+        self.columns: set[str] = set()
+        self.has_where = False
+        self.where_constant_true = False
+        self.prepares = ""
+        self.executes: tuple[str, ...] = ()
+        self.deallocates: tuple[str, ...] = ()
+
+    def add(self, cls: str, cause: str) -> None:
+        self.causes.setdefault(cls, cause)
+
+    def merge(self, other: StatementFacts) -> None:
+        self.kinds |= other.kinds
+        for cls, cause in other.causes.items():
+            self.add(cls, cause)
+        self.tables |= other.tables
+        self.functions |= other.functions
+        self.columns |= other.columns
+
+    def freeze(self, text: str) -> StatementFacts:
+        return StatementFacts(
+            kind=self.kind,
+            command=self.command,
+            kinds=frozenset(self.kinds),
+            causes=dict(self.causes),
+            tables=frozenset(self.tables),
+            functions=frozenset(self.functions),
+            columns=frozenset(self.columns),
+            has_where=self.has_where,
+            where_constant_true=self.where_constant_true,
+            prepares=self.prepares,
+            executes=self.executes,
+            deallocates=self.deallocates,
+            text=text,
+        )
+
+
+def _split(all_tokens: list[Token]) -> Iterator[list[Token]]:
+    current: list[Token] = []
+    for token in all_tokens:
+        if token.kind == "semicolon":
+            if current:
+                yield current
+            current = []
+        else:
+            current.append(token)
+    if current:
+        yield current
+
+
+def _words(statement: list[Token]) -> list[str]:
+    return [t.upper if t.kind == "word" else t.text for t in statement]
+
+
+class MySQLDialect:
+    """Statement analysis for MySQL and MariaDB (see the module docstring)."""
+
+    name = "mysql"
+
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 -- one dialect per process
+    def analyze(self, text: str) -> Analysis:
+        """Analyse ``text`` (one or several statements); never raises.
+
+        Whether a server runs a versioned executable comment (``/*!50700 ... */``,
+        ``/*M!100100 ... */``) depends on its kind and version, and a skipped one ends at its
+        first ``*/`` even inside quotes. So the text is read once for every choice of markers
+        skipped, and the statements of every distinct reading are judged."""
+        try:
+            markers = versioned_markers(text)
+            if len(markers) > MAX_VERSIONED_MARKERS:
+                raise _Unanalysable(
+                    f"more than {MAX_VERSIONED_MARKERS} kinds of versioned comments"
+                )
+            readings: list[list[Token]] = []
+            for mask in range(1 << len(markers)):
+                skipped = frozenset(m for bit, m in enumerate(markers) if mask >> bit & 1)
+                reading = tokens(text, skipped)
+                if reading not in readings:
+                    readings.append(reading)
+            statements: list[StatementFacts] = []
+            for reading in readings:
+                for facts in map(self._statement, _split(reading)):
+                    if facts not in statements:
+                        statements.append(facts)
+        except (_LexError, _Unanalysable) as exc:
+            return Analysis(error=str(exc))
+        except SqlglotError as exc:
+            return Analysis(error=f"MySQL statement not understood: {str(exc).splitlines()[0]}")
+        return Analysis(statements=tuple(statements))
+
+    # -- one statement -------------------------------------------------------------------------
+
+    def _statement(self, statement: list[Token]) -> StatementFacts:
+        words = _words(statement)
+        first = words[0]
+        text = _join(statement)
+        facts = self._classify(statement, words, first)
+        # Calls anywhere (in a SET, a DO, a CALL's arguments): a file read is a file read.
+        for i, token in enumerate(statement[:-1]):
+            if token.kind == "word" and statement[i + 1].text == "(":
+                if token.upper in _FILE_FUNCTIONS:
+                    facts.add("file-access", f"{token.upper}()")
+                    facts.functions.add(token.text.lower())
+        return facts.freeze(text)
+
+    def _classify(self, statement: list[Token], words: list[str], first: str) -> _Facts:
+        second = words[1] if len(words) > 1 else ""
+        if first in _READ or first in ("INSERT", "REPLACE", "UPDATE", "DELETE"):
+            return self._dml(statement, words, first)
+        if first == "HANDLER":
+            facts = _Facts("Handler", "HANDLER")
+            if len(statement) > 1:
+                facts.tables.add(_qualified(statement[1:], 1))
+            return facts
+        if first == "ANALYZE" and second in ("SELECT", "INSERT", "REPLACE", "UPDATE", "DELETE"):
+            # MariaDB's ANALYZE runs the statement and reports its execution.
+            return self._dml(statement[1:], words[1:], second)
+        if first in ("EXPLAIN", "DESCRIBE", "DESC"):
+            if second == "ANALYZE":
+                # MySQL's EXPLAIN ANALYZE runs the statement.
+                for index, word in enumerate(words[2:], 2):
+                    if word in _READ or word in ("INSERT", "REPLACE", "UPDATE", "DELETE"):
+                        return self._dml(statement[index:], words[index:], word)
+                return self._unknown(words)
+            return _Facts("Explain", first)
+        if first == "START" and second != "TRANSACTION":
+            # START SLAVE, START REPLICA, START ALL SLAVES, START GROUP_REPLICATION
+            facts = _Facts("Admin", " ".join(words[:2]))
+            facts.add("admin", " ".join(words[:2]))
+            return facts
+        if first in _BENIGN:
+            if first == "BEGIN" and second == "NOT":
+                facts = _Facts("Compound", "BEGIN NOT ATOMIC")
+                facts.add("opaque-code", "BEGIN NOT ATOMIC ... END")
+                return facts
+            if first == "CHECK" and second != "TABLE":
+                return self._unknown(words)
+            return _Facts(first.title(), first)
+        if first == "LOAD" and second in ("DATA", "XML"):
+            facts = _Facts("LoadData", f"LOAD {second}")
+            facts.add("write", f"LOAD {second}")
+            local = "LOCAL" in words[:4]
+            facts.add("file-access", f"LOAD {second} {'LOCAL ' if local else ''}INFILE")
+            if "TABLE" in words:
+                index = words.index("TABLE")
+                facts.tables.add(_qualified(statement[index + 1 :], 1))
+            return facts
+        if first in ("LOAD", *_ADMIN):
+            facts = _Facts("Admin", " ".join(words[:2]))
+            facts.add("admin", " ".join(words[:2]))
+            return facts
+        if first in ("GRANT", "REVOKE"):
+            facts = _Facts(first.title(), first)
+            facts.add("privilege", first)
+            return facts
+        if first == "TRUNCATE":
+            facts = _Facts("Truncate", "TRUNCATE")
+            facts.add("truncate", "TRUNCATE")
+            rest = statement[2:] if second == "TABLE" else statement[1:]
+            facts.tables.add(_qualified(rest, 1))
+            return facts
+        if first == "RENAME":
+            facts = _Facts("Rename", f"RENAME {second}")
+            facts.add("privilege" if second == "USER" else "ddl", f"RENAME {second}")
+            return facts
+        if first in ("CREATE", "ALTER", "DROP"):
+            return self._ddl(statement, words, first)
+        if first == "SET":
+            return self._set(statement, words)
+        if first == "PREPARE":
+            return self._prepare(statement, words)
+        if first == "EXECUTE" and second == "IMMEDIATE":
+            return self._execute_immediate(statement)
+        if first == "EXECUTE":
+            facts = _Facts("Execute", "EXECUTE")
+            if len(statement) < 2:
+                raise _Unanalysable("EXECUTE without a statement name")
+            facts.executes = (_name(statement[1]).lower(),)
+            return facts
+        if first in ("DEALLOCATE", "DROP") and second == "PREPARE":
+            facts = _Facts("Deallocate", "DEALLOCATE PREPARE")
+            facts.deallocates = (_name(statement[2]).lower(),) if len(statement) > 2 else ()
+            return facts
+        if first == "CALL":
+            facts = _Facts("Call", "CALL")
+            facts.add("opaque-code", "CALL")
+            if len(statement) > 1:
+                facts.functions.add(_qualified(statement[1:], 1))
+            return facts
+        return self._unknown(words)
+
+    def _unknown(self, words: list[str]) -> _Facts:
+        facts = _Facts("Unknown", words[0])
+        facts.add("opaque-code", f"{words[0]} (a statement kind guardrails does not know)")
+        return facts
+
+    def _dml(self, statement: list[Token], words: list[str], first: str) -> _Facts:
+        facts = _Facts(first.title(), first)
+        text = _join(statement)
+        if "INTO" in words:
+            at = words.index("INTO")
+            following = words[at + 1] if at + 1 < len(words) else ""
+            if first not in ("INSERT", "REPLACE") and following in ("OUTFILE", "DUMPFILE"):
+                facts.add("file-access", f"SELECT ... INTO {following}")
+                # sqlglot does not read INTO OUTFILE; what it reads is the query around it.
+                end = at + 3
+                while end < len(words) and words[end] not in ("FROM", "FOR", "LOCK", "UNION"):
+                    end += 1
+                text = _join(statement[:at] + statement[end:])
+        if first in ("INSERT", "REPLACE", "UPDATE", "DELETE"):
+            facts.add("write", first)
+        if first == "REPLACE":
+            # Same shape as INSERT for what it names; sqlglot reads REPLACE as an opaque command.
+            text = "INSERT" + text[len("REPLACE") :]
+        if first == "DO":
+            text = "SELECT" + text[2:]
+        parsed = sqlglot.parse(text, read="mysql")
+        if len(parsed) != 1 or parsed[0] is None or isinstance(parsed[0], exp.Command):
+            raise _Unanalysable(f"{first} statement not understood")
+        tree = parsed[0]
+        self._walk(tree, facts)
+        if isinstance(tree, exp.Insert | exp.Update | exp.Delete):
+            # Whatever the first word (WITH ... DELETE, EXPLAIN ANALYZE UPDATE).
+            facts.add("write", type(tree).__name__.upper())
+        if isinstance(tree, exp.Update | exp.Delete):
+            where = tree.args.get("where")
+            facts.has_where = where is not None
+            if where is None:
+                facts.add("unbounded-write", f"{first} without WHERE")
+            elif not list(where.find_all(exp.Column)) and not list(where.find_all(exp.Subquery)):
+                facts.where_constant_true = True
+                facts.add("unbounded-write", f"{first} with a constant WHERE")
+        for node in tree.find_all(exp.Insert, exp.Update, exp.Delete):
+            if node is not tree:
+                facts.add("write", type(node).__name__.upper())
+        return facts
+
+    def _walk(self, tree: Any, facts: _Facts) -> None:
+        for table in tree.find_all(exp.Table):
+            if not table.name:
+                continue
+            parts = [p for p in (table.db, table.name) if p]
+            facts.tables.add(".".join(parts).lower())
+        for column in tree.find_all(exp.Column):
+            facts.columns.add(column.name)
+        for _star in tree.find_all(exp.Star):
+            facts.columns.add("*")
+        for func in tree.find_all(exp.Func):
+            name = func.name if isinstance(func, exp.Anonymous) else func.sql_name()
+            facts.functions.add(str(name).lower())
+            if str(name).upper() in _FILE_FUNCTIONS:
+                facts.add("file-access", f"{str(name).upper()}()")
+
+    def _ddl(self, statement: list[Token], words: list[str], first: str) -> _Facts:
+        index = 1
+        while index < len(words) and words[index] in _SKIP_CREATE:
+            index += 1
+            if words[index - 1] == "DEFINER" and index < len(words) and words[index] == "=":
+                index += 2  # DEFINER = user@host
+        obj = words[index] if index < len(words) else ""
+        command = f"{first} {obj}".strip()
+        facts = _Facts(first.title() + obj.title(), command)
+        if obj in _PRIVILEGE_OBJECTS:
+            facts.add("privilege", command)
+            return facts
+        if first == "DROP":
+            facts.add("drop", command)
+        facts.add("ddl", command)
+        if obj in _ROUTINE_OBJECTS or (obj == "VIEW" and "AS" in words):
+            if obj in _ROUTINE_OBJECTS:
+                facts.add("opaque-code", command)
+        if obj == "FUNCTION" and "SONAME" in words:
+            facts.add("admin", "CREATE FUNCTION ... SONAME")
+        if obj in ("SERVER", "TABLESPACE", "LOGFILE", "INSTANCE", "DATABASE", "SCHEMA"):
+            facts.add("admin", command)
+        if obj == "TABLE" and index + 1 < len(statement):
+            rest = statement[index + 1 :]
+            while rest and rest[0].upper in ("IF", "NOT", "EXISTS"):
+                rest = rest[1:]
+            if rest:
+                facts.tables.add(_qualified(rest, 1))
+            if first == "CREATE" and ("SELECT" in words or "AS" in words):
+                facts.add("write", "CREATE TABLE ... SELECT")
+        return facts
+
+    def _set(self, statement: list[Token], words: list[str]) -> _Facts:
+        second = words[1] if len(words) > 1 else ""
+        if second in ("PASSWORD", "ROLE", "DEFAULT"):
+            facts = _Facts("SetPrivilege", f"SET {second}")
+            facts.add("privilege", f"SET {second}")
+            return facts
+        if second == "STATEMENT":
+            # MariaDB: SET STATEMENT var = value [, ...] FOR statement
+            if "FOR" not in words:
+                raise _Unanalysable("SET STATEMENT without FOR")
+            at = words.index("FOR")
+            facts = self._set_assignments(statement[2:at])
+            inner = self._statement(statement[at + 1 :])
+            facts.merge(inner)
+            facts.has_where = inner.has_where
+            facts.where_constant_true = inner.where_constant_true
+            return facts
+        return self._set_assignments(statement[1:])
+
+    def _set_assignments(self, assignments: list[Token]) -> _Facts:
+        facts = _Facts("Set", "SET")
+        for assignment in _comma_split(assignments):
+            words = _words(assignment)
+            scope = "SESSION"
+            while words and words[0] in ("SESSION", "LOCAL", "GLOBAL", "PERSIST", "PERSIST_ONLY"):
+                scope = "GLOBAL" if words[0] != "LOCAL" and words[0] != "SESSION" else scope
+                assignment, words = assignment[1:], words[1:]
+            if not assignment:
+                continue
+            target = assignment[0]
+            name = target.text.lower()
+            if target.kind == "variable" and name.startswith("@@"):
+                name = name[2:]
+                if name.startswith(("global.", "persist.", "persist_only.")):
+                    scope = "GLOBAL"
+                name = name.split(".", 1)[-1]
+            elif target.kind == "variable":
+                continue  # a user variable: its value is judged where it is used
+            if scope == "GLOBAL":
+                facts.add("admin", f"SET GLOBAL {name}")
+            if name in ("names", "charset", "character"):
+                # SET NAMES x [COLLATE y], SET CHARSET x, SET CHARACTER SET x
+                self._client_charset(assignment[2:3] if name == "character" else assignment[1:2])
+                continue
+            if name == "character_set_client":
+                self._client_charset(_assigned(assignment))
+            if name == "sql_mode":
+                self._sql_mode(assignment)
+            if name in ("sql_log_bin", "sql_log_off", "general_log", "pseudo_thread_id"):
+                facts.add("admin", f"SET {name}")
+        return facts
+
+    def _client_charset(self, value: list[Token]) -> None:
+        """Refuse a client character set that the lexer does not read as the server does."""
+        if len(value) != 1 or value[0].kind not in ("word", "quoted", "string"):
+            raise _Unanalysable(
+                "SET of the client character set to a computed value: later statements could"
+                " not be analysed"
+            )
+        charset = _name(value[0]).lower()
+        if charset not in _CLIENT_CHARSETS:
+            raise _Unanalysable(
+                f"the client character set {charset}: the server could read its bytes from"
+                " 0x80 up as white space or quotes where the analysis does not (use utf8mb4)"
+            )
+
+    def _sql_mode(self, assignment: list[Token]) -> None:
+        value = assignment[2:] if len(assignment) > 2 and assignment[1].text in ("=", ":") else []
+        if len(assignment) > 2 and assignment[1].text == ":":
+            value = assignment[3:]
+        if len(value) == 1 and value[0].upper == "DEFAULT":
+            return
+        literal = _literal(value[0]) if len(value) == 1 else None
+        if literal is None:
+            raise _Unanalysable(
+                "SET sql_mode to a computed value: later statements could not be analysed"
+            )
+        modes = {m.strip().upper() for m in literal.split(",")}
+        risky = modes & _RISKY_SQL_MODES
+        if risky:
+            raise _Unanalysable(
+                f"SET sql_mode with {', '.join(sorted(risky))}: it changes how the server reads"
+                " quotes, so later statements could not be analysed"
+            )
+
+    def _execute_immediate(self, statement: list[Token]) -> _Facts:
+        """MariaDB's ``EXECUTE IMMEDIATE 'text' [USING ...]``: judged as the text it runs."""
+        literal = _literal(statement[2]) if len(statement) > 2 else None
+        if literal is None or (len(statement) > 3 and statement[3].upper != "USING"):
+            raise _Unanalysable(
+                "EXECUTE IMMEDIATE of a variable or expression: its text is only known when it runs"
+            )
+        facts = _Facts("ExecuteImmediate", "EXECUTE IMMEDIATE")
+        self._merge_text(facts, literal, "EXECUTE IMMEDIATE")
+        return facts
+
+    def _merge_text(self, facts: _Facts, body: str, what: str) -> None:
+        """Add to ``facts`` what the statement in ``body`` does (in every reading of it; the
+        server runs one statement, so several only make the judgement stricter)."""
+        inner = self.analyze(body)
+        if not inner.parseable:
+            raise _Unanalysable(f"the text of {what}: {inner.error}")
+        if not inner.statements:
+            raise _Unanalysable(f"the text of {what} is empty")
+        for statement in inner.statements:
+            facts.merge(statement)
+
+    def _prepare(self, statement: list[Token], words: list[str]) -> _Facts:
+        if len(statement) < 4 or words[2] != "FROM":
+            raise _Unanalysable("PREPARE without name FROM text")
+        body = _literal(statement[3]) if len(statement) == 4 else None
+        if body is None:
+            raise _Unanalysable(
+                "PREPARE ... FROM a variable or expression: its text is only known when it runs"
+            )
+        facts = _Facts("Prepare", "PREPARE")
+        self._merge_text(facts, body, "PREPARE")
+        facts.prepares = _name(statement[1]).lower()
+        return facts
+
+
+def _comma_split(tokens_: list[Token]) -> Iterator[list[Token]]:
+    depth = 0
+    current: list[Token] = []
+    for token in tokens_:
+        if token.text == "(":
+            depth += 1
+        elif token.text == ")":
+            depth -= 1
+        if token.text == "," and depth == 0 and token.kind == "punct":
+            yield current
+            current = []
+        else:
+            current.append(token)
+    if current:
+        yield current
+
+
+def _assigned(assignment: list[Token]) -> list[Token]:
+    """The value tokens of ``name = value`` or ``name := value``."""
+    if len(assignment) > 2 and assignment[1].text == ":":
+        return assignment[3:]
+    if len(assignment) > 1 and assignment[1].text == "=":
+        return assignment[2:]
+    return []
+
+
+def _qualified(rest: list[Token], _: int) -> str:
+    """``db.name`` or ``name`` from the tokens that start with an object name."""
+    if not rest:
+        return ""
+    parts = [_name(rest[0])]
+    if len(rest) >= 3 and rest[1].text == "." and rest[2].kind in ("word", "quoted"):
+        parts.append(_name(rest[2]))
+    return ".".join(parts).lower()

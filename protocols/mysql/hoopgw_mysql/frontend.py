@@ -1,0 +1,1212 @@
+"""One client of a MySQL connection: the gateway's greeting, TLS, authentication with the
+caller's own key, the upstream login with the stored credential, and the proxy loop that hands
+every statement to the plugin chain before it is forwarded.
+
+Client authentication: the greeting names ``mysql_native_password`` (what every client
+expects), and the gateway answers the client's first response with an AuthSwitchRequest to
+``mysql_clear_password``: the key has to reach the gateway to be checked, so it is accepted only
+inside TLS or from loopback (or with ``allow_cleartext_password``). A client that already
+answered with ``mysql_clear_password`` is not asked twice.
+
+MySQL answers one command at a time, so the session forwards a command, reads its whole
+response (:mod:`hoopgw_mysql.tracking`), and only then takes the next one. Every payload is
+re-framed with the sequence ids of its own side, so a row that a data hook rewrote (and that
+may now span a different number of 16 MiB packets) stays correctly numbered.
+
+Flow control: while a command waits for its verdict, and while the client cannot keep up with
+results, the other side stops being read (Twisted producers, as in ``portforward``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+import attrs
+from twisted.internet import defer, protocol
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from hoopgw.errors import AccessDenied, AuthenticationError
+from hoopgw.protocol import ConnectionRuntime
+from hoopgw.session import Column, Command, CommandOutcome, Identity, Output, SessionInfo
+from hoopgw.verdicts import Block, Hold
+from hoopgw_mysql import messages as m
+from hoopgw_mysql import tracking as t
+from hoopgw_mysql.auth import CLEAR
+from hoopgw_mysql.upstream import (
+    ProbeListener,
+    TargetInfo,
+    UpstreamConnection,
+    client_tls_options,
+    send_now,
+)
+
+log = Logger(namespace="hoopgw.mysql")
+
+GATEWAY_CAPABILITIES = (
+    m.CLIENT_LONG_PASSWORD
+    | m.CLIENT_FOUND_ROWS
+    | m.CLIENT_LONG_FLAG
+    | m.CLIENT_CONNECT_WITH_DB
+    | m.CLIENT_NO_SCHEMA
+    | m.CLIENT_ODBC
+    | m.CLIENT_IGNORE_SPACE
+    | m.CLIENT_PROTOCOL_41
+    | m.CLIENT_INTERACTIVE
+    | m.CLIENT_IGNORE_SIGPIPE
+    | m.CLIENT_TRANSACTIONS
+    | m.CLIENT_RESERVED
+    | m.CLIENT_SECURE_CONNECTION
+    | m.CLIENT_MULTI_STATEMENTS
+    | m.CLIENT_MULTI_RESULTS
+    | m.CLIENT_PS_MULTI_RESULTS
+    | m.CLIENT_PLUGIN_AUTH
+    | m.CLIENT_CONNECT_ATTRS
+    | m.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | m.CLIENT_SESSION_TRACK
+    | m.CLIENT_DEPRECATE_EOF
+)
+"""What the gateway offers clients. Never offered: compression (the gateway must read every
+byte), ``CLIENT_LOCAL_FILES`` (a server could read the client's files), query attributes and
+optional result metadata (MariaDB has neither)."""
+
+DEFAULT_SERVER_VERSION = "8.0.0-hoopgw"
+CHARSET_UTF8MB4 = 45
+
+# Error numbers and SQL states (MySQL server error reference).
+ER_ACCESS_DENIED = 1045
+ER_DBACCESS_DENIED = 1044
+ER_SPECIFIC_ACCESS_DENIED = 1227
+ER_UNKNOWN_COM = 1047
+ER_HANDSHAKE = 1043
+ER_NET_PACKET_TOO_LARGE = 1153
+ER_CONNECTION_KILLED = 1927
+ER_QUERY_INTERRUPTED = 1317
+ER_UNKNOWN_CHARACTER_SET = 1115
+CR_SERVER_LOST = 2013
+
+CLIENT_COLLATIONS = frozenset(
+    {11, 65, 63, 33, 83, *range(192, 216), 223, 45, 46, *range(224, 248), 255}
+)
+"""Collation ids of ascii, binary, utf8mb3 and utf8mb4 (255: MySQL 8's utf8mb4_0900_ai_ci), the
+client character sets the statement analysis reads exactly as the server does. In others a
+byte from 0x80 up may be white space (latin1's 0xA0, so ``--\xa0`` starts a comment) or end a
+multi-byte character in the byte of a quote or backslash (gbk, big5, sjis); ``SET NAMES`` to
+them is refused by the analysis likewise (:mod:`hoopgw_mysql.analysis`)."""
+
+READ_PAUSE_FLOW = "flow"
+READ_PAUSE_DECISION = "decision"
+READ_PAUSE_LOGIN = "login"
+READ_PAUSE_BACKLOG = "backlog"
+
+# Commands forwarded without a decision: they run no statement.
+_PASSIVE = {
+    m.COM_PING: t.SIMPLE,
+    m.COM_STATISTICS: t.STATISTICS,
+    m.COM_SET_OPTION: t.SIMPLE,
+    m.COM_STMT_RESET: t.SIMPLE,
+    m.COM_RESET_CONNECTION: t.SIMPLE,
+}
+
+
+def _no_delay(transport: Any) -> None:
+    set_no_delay = getattr(transport, "setTcpNoDelay", None)
+    if set_no_delay is not None:
+        set_no_delay(True)
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _scramble() -> bytes:
+    # Printable bytes without NUL or '$', as servers send.
+    alphabet = bytes(range(0x21, 0x7F)).replace(b"$", b"")
+    return bytes(secrets.choice(alphabet) for _ in range(20))
+
+
+def _quote_identifier(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+@attrs.frozen
+class _Refusal:
+    code: int
+    sqlstate: str
+    message: str
+
+
+class _QuietFactory(protocol.Factory):
+    noisy = False
+
+    def __init__(self, proto: protocol.Protocol) -> None:
+        self._proto = proto
+
+    def buildProtocol(self, addr: Any) -> protocol.Protocol:
+        return self._proto
+
+
+def _connect(reactor: Any, host: str, port: int, proto: protocol.Protocol) -> defer.Deferred[Any]:
+    endpoint: Any = HostnameEndpoint(reactor, host, port, timeout=10)
+    connecting: defer.Deferred[Any] = endpoint.connect(_QuietFactory(proto))
+    return connecting
+
+
+@implementer(IPushProducer)
+class _ReadGate:
+    """Pauses reading from a transport for any of several reasons; resumes when none is left."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self._reasons: set[str] = set()
+
+    def pause(self, reason: str) -> None:
+        if not self._reasons:
+            self._transport.pauseProducing()
+        self._reasons.add(reason)
+
+    def resume(self, reason: str) -> None:
+        if reason in self._reasons:
+            self._reasons.discard(reason)
+            if not self._reasons:
+                self._transport.resumeProducing()
+
+    def pauseProducing(self) -> None:
+        self.pause(READ_PAUSE_FLOW)
+
+    def resumeProducing(self) -> None:
+        self.resume(READ_PAUSE_FLOW)
+
+    def stopProducing(self) -> None:
+        self._transport.loseConnection()
+
+
+@attrs.define
+class _InFlight:
+    """The command whose response is being relayed."""
+
+    command: Command | None
+    reader: t.ResponseReader
+    binary: bool = False
+    forwarded_at: float = 0.0
+    rows: int = 0
+    affected: int = 0
+    bytes: int = 0
+    error_code: str = ""
+    error_message: str = ""
+    statement_id: int | None = None
+    prepared_text: str = ""
+    then: Any = None
+    """Called instead of answering the client when the response ends (an internal step whose
+    answer the client does not expect)."""
+    reports: bool = True
+    """Whether its end is reported (``command_completed``); a FETCH belongs to the execute
+    that opened the cursor, which was reported already."""
+    columns: list[Column] | None = None
+    """The current result's columns as handed to plugins."""
+
+
+class ClientSession(protocol.Protocol):
+    """Serves one MySQL client on one configured connection."""
+
+    transport: Any
+
+    def __init__(self, runtime: ConnectionRuntime, target: TargetInfo) -> None:
+        self.runtime = runtime
+        self.chain = runtime.chain
+        self._target = target  # shared by the connection: the target's last greeting
+        self._reader = m.PacketReader(max_length=runtime.gateway.max_message_size)
+        self._phase = "greeting"
+        self._inbox: deque[m.Packet] = deque()
+        self._busy = False
+        self._closed = False
+        self.client_tls = False
+        self.client_address = ""
+        self._peer_host = ""
+        self._seq = 0  # next sequence id towards the client
+        self._up_seq = 0
+        self._capabilities = 0
+        self._offered = 0
+        self._response: m.HandshakeResponse | None = None
+        self.identity: Identity | None = None
+        self.session: SessionInfo | None = None
+        self.upstream: UpstreamConnection | None = None
+        self._pending: defer.Deferred[Any] | None = None
+        self._auth_timer: Any = None
+        self._gate: _ReadGate | None = None
+        self._command_seq = 0
+        self._statements: dict[int, str] = {}
+        self._statement_params: dict[int, int] = {}
+        # Per statement id: the execute that opened a cursor and its result's columns, so
+        # that COM_STMT_FETCH rows pass the data hooks as that command's rows.
+        self._cursors: dict[int, tuple[Command, list[m.ColumnDefinition]]] = {}
+        self._in_flight: _InFlight | None = None
+        self._connection_id = secrets.randbits(31) or 1
+        self._quitting = False
+        self._change: m.ChangeUser | None = None
+        self._local_infile = False
+        self._deciding: Command | None = None
+        self._scramble = b""
+        self._login_ok = b""
+
+    # -- Twisted events ----------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self._peer_host = getattr(peer, "host", "")
+        self.client_address = f"{self._peer_host}:{getattr(peer, 'port', '')}"
+        self._gate = _ReadGate(self.transport)
+        _no_delay(self.transport)
+        self._auth_timer = self.runtime.reactor.callLater(
+            self.runtime.gateway.auth_timeout, self._auth_timed_out
+        )
+        self._wait(
+            self.chain.decide(
+                "client_connected", connection=self.runtime.info, client_address=self.client_address
+            ),
+            self._connected_decided,
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closed:
+            return
+        try:
+            self._inbox.extend(self._reader.feed(data))
+        except m.ProtocolViolation as exc:
+            self._fatal(ER_NET_PACKET_TOO_LARGE, "08S01", f"invalid packet: {exc}", log_it=True)
+            return
+        if self._busy and self._inbox and self._gate is not None:
+            # A client that sends ahead waits until its earlier commands are answered.
+            self._gate.pause(READ_PAUSE_BACKLOG)
+        self._process()
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        self._closed = True
+        if self._auth_timer is not None and self._auth_timer.active():
+            self._auth_timer.cancel()
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.cancel()
+        if self.upstream is not None:
+            self.upstream.close()
+        self._end_session("client closed")
+
+    # -- driving the inbox -------------------------------------------------------------------
+
+    def _wait(self, d: defer.Deferred[Any], then: Any) -> None:
+        """Process no client input until ``d`` fires, then call ``then`` with its result."""
+        fired: list[Any] = []
+        waiting = False
+
+        def done(result: Any) -> None:
+            if not waiting:
+                fired.append(result)
+                return
+            if self._pending is not d:
+                return
+            self._pending = None
+            self._busy = False
+            if self._closed:
+                return
+            if self._gate is not None:
+                self._gate.resume(READ_PAUSE_DECISION)
+            self._apply(then, result)
+            self._process()
+
+        d.addBoth(done)
+        if fired:
+            self._apply(then, fired[0])
+            return
+        waiting = True
+        self._busy = True
+        if self._gate is not None:
+            self._gate.pause(READ_PAUSE_DECISION)
+        self._pending = d
+
+    def _apply(self, then: Any, result: Any) -> None:
+        if isinstance(result, Failure):
+            if not result.check(defer.CancelledError):
+                log.failure("session {session}: decision failed", result, session=self._session_id)
+            self._fatal(ER_HANDSHAKE, "HY000", "internal gateway error; session ended")
+            return
+        try:
+            then(result)
+        except Exception:
+            log.failure("session {session} failed", session=self._session_id)
+            self._fatal(ER_HANDSHAKE, "HY000", "internal gateway error; session ended")
+
+    def _process(self) -> None:
+        try:
+            while self._inbox and not self._busy and not self._closed:
+                self._handle(self._inbox.popleft())
+            if not self._inbox and self._gate is not None:
+                self._gate.resume(READ_PAUSE_BACKLOG)
+        except m.ProtocolViolation as exc:
+            self._fatal(ER_HANDSHAKE, "08S01", f"invalid packet: {exc}", log_it=True)
+        except Exception:
+            log.failure("session {session} failed", session=self._session_id)
+            self._fatal(ER_HANDSHAKE, "HY000", "internal gateway error; session ended")
+
+    def _handle(self, packet: m.Packet) -> None:
+        if self._phase == "infile":
+            self._infile_data(packet)
+        elif self._phase == "ready":
+            self._client_command(packet)
+        elif self._phase == "greeted":
+            self._handshake_response(packet)
+        elif self._phase == "password":
+            self._password(packet)
+        elif self._phase == "change-password":
+            self._change_password(packet)
+        else:
+            self._fatal(ER_HANDSHAKE, "08S01", f"unexpected packet during {self._phase}")
+
+    @property
+    def _session_id(self) -> str:
+        return self.session.id if self.session else "-"
+
+    def _send(self, payload: bytes) -> None:
+        data, self._seq = m.encode_packet(payload, self._seq)
+        self.transport.write(data)
+
+    def _now(self) -> float:
+        return float(self.runtime.reactor.seconds())
+
+    # -- greeting and TLS ----------------------------------------------------------------------
+
+    def _connected_decided(self, verdict: Any) -> None:
+        if isinstance(verdict, Block | Hold):
+            self._fatal(ER_ACCESS_DENIED, "28000", f"connection refused: {verdict.reason}")
+            return
+        known = self._target.known()
+        if not known.called and not self._target.probing:
+            self._probe_target()
+        self._wait(known, self._greet)
+
+    def _probe_target(self) -> None:
+        """Log in once with the stored credential to learn the target's greeting."""
+        self._target.probing = True
+        listener = ProbeListener(self._target)
+        listener.connection = self._upstream_connection(
+            listener, capabilities=GATEWAY_CAPABILITIES, charset=CHARSET_UTF8MB4, database=None
+        )
+        timeout = self.runtime.reactor.callLater(
+            self.runtime.gateway.auth_timeout, self._target.probe_ended
+        )
+        connecting = _connect(
+            self.runtime.reactor,
+            self.runtime.config.target_host,
+            self.runtime.config.target_port,
+            listener.connection,
+        )
+
+        def failed(failure: Failure) -> None:
+            listener.upstream_failed(CR_SERVER_LOST, failure.getErrorMessage())
+
+        connecting.addErrback(failed)
+        self._target.known().addBoth(lambda _: timeout.cancel() if timeout.active() else None)
+
+    def _greet(self, _: object = None) -> None:
+        capabilities = self._target.capabilities
+        offered = GATEWAY_CAPABILITIES & (~0 if capabilities is None else capabilities)
+        offered |= m.CLIENT_PROTOCOL_41 | m.CLIENT_SECURE_CONNECTION | m.CLIENT_PLUGIN_AUTH
+        if self.runtime.config.local_infile:
+            offered |= m.CLIENT_LOCAL_FILES
+        if self.runtime.server_tls is not None and self.runtime.config.client_tls != "disabled":
+            offered |= m.CLIENT_SSL
+        self._offered = offered
+        self._scramble = _scramble()
+        self._phase = "greeted"
+        self._send(
+            m.Handshake(
+                server_version=self._target.version or DEFAULT_SERVER_VERSION,
+                connection_id=self._connection_id,
+                scramble=self._scramble,
+                capabilities=offered,
+                charset=CHARSET_UTF8MB4,
+                auth_plugin="mysql_native_password",
+            ).encode()
+        )
+
+    def _handshake_response(self, packet: m.Packet) -> None:
+        self._seq = (packet.seq + 1) & 0xFF
+        response = m.HandshakeResponse.decode(packet.payload)
+        if response.ssl_request:
+            if not self._offered & m.CLIENT_SSL or self.client_tls:
+                self._fatal(ER_HANDSHAKE, "08S01", "TLS is not offered on this connection")
+                return
+            if self._inbox:
+                # A whole packet pipelined before the TLS handshake would be trusted as if it
+                # came over TLS: refuse it.
+                self._fatal(ER_HANDSHAKE, "08S01", "unencrypted data after the TLS request")
+                return
+            # Clients send their TLS ClientHello right behind the SSLRequest (MySQL has no
+            # answer to wait for): what was read past the request goes to the TLS layer.
+            leftover = self._reader.take_buffered()
+            self.transport.startTLS(self.runtime.server_tls)
+            self.client_tls = True
+            if leftover:
+                self.transport.protocol.dataReceived(leftover)
+            return
+        config = self.runtime.config
+        if config.client_tls == "required" and not self.client_tls:
+            self._fatal(
+                ER_ACCESS_DENIED, "28000", "this connection requires TLS (connect with --ssl)"
+            )
+            return
+        if not response.capabilities & m.CLIENT_PLUGIN_AUTH:
+            self._fatal(
+                ER_ACCESS_DENIED, "28000", "the client must support pluggable authentication"
+            )
+            return
+        if config.client_auth == "scram":
+            self._fatal(
+                ER_ACCESS_DENIED,
+                "28000",
+                "client_auth = scram is not available on MySQL connections (use TLS)",
+            )
+            return
+        protected = self.client_tls or _is_loopback(self._peer_host)
+        if not (protected or config.allow_cleartext_password):
+            self._fatal(
+                ER_ACCESS_DENIED,
+                "28000",
+                "the API key may only be sent over TLS or loopback; connect with TLS (--ssl)",
+            )
+            return
+        if not response.user:
+            self._fatal(ER_ACCESS_DENIED, "28000", "no user name in the handshake response")
+            return
+        if response.charset not in CLIENT_COLLATIONS:
+            self._fatal(
+                ER_UNKNOWN_CHARACTER_SET,
+                "42000",
+                f"collation {response.charset} is not accepted through hoopgw: connect with"
+                " the character set utf8mb4 (or utf8mb3, ascii, binary)",
+            )
+            return
+        self._response = response
+        self._capabilities = response.capabilities & self._offered
+        self._local_infile = bool(self._capabilities & m.CLIENT_LOCAL_FILES)
+        if response.auth_plugin == CLEAR and response.auth_response:
+            self._check(response.auth_response, response.user)
+            return
+        self._phase = "password"
+        self._send(m.AuthSwitchRequest(plugin=CLEAR, data=b"").encode())
+
+    def _password(self, packet: m.Packet) -> None:
+        self._seq = (packet.seq + 1) & 0xFF
+        self._check(packet.payload, self._response.user if self._response else "")
+
+    def _check(self, secret: bytes, user: str, then: Any = None) -> None:
+        """Authenticate ``secret`` for ``user`` and admit the identity, then call ``then``
+        (the login's next step by default) with the identity or a refusal."""
+        self._phase = "checking"
+        password = secret.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+        authenticator = self.runtime.authenticator
+        connection = self.runtime.info.name
+
+        def admit(identity: Identity) -> Any:
+            if user not in (identity.name, identity.credential_id):
+                return authenticator.failed(
+                    f'the key belongs to identity "{identity.name}", not "{user}"',
+                    reason=f'user name "{user}" does not match identity "{identity.name}"',
+                    method=identity.method,
+                    client_address=self.client_address,
+                    connection=connection,
+                )
+            if self.identity is not None and identity.name != self.identity.name:
+                # COM_CHANGE_USER: a session belongs to one identity.
+                return authenticator.failed(
+                    f'COM_CHANGE_USER to identity "{identity.name}" in a session of'
+                    f' "{self.identity.name}": open a new connection',
+                    reason=f'COM_CHANGE_USER from identity "{self.identity.name}"'
+                    f' to "{identity.name}"',
+                    method=identity.method,
+                    client_address=self.client_address,
+                    connection=connection,
+                )
+            admitted = authenticator.admit(
+                identity, self.runtime.config, client_address=self.client_address
+            )
+            return admitted.addCallback(lambda _: identity)
+
+        def refused(failure: Failure) -> Any:
+            if failure.check(AuthenticationError):
+                return _Refusal(ER_ACCESS_DENIED, "28000", str(failure.value) or "invalid API key")
+            if failure.check(AccessDenied):
+                return _Refusal(ER_DBACCESS_DENIED, "42000", str(failure.value))
+            return failure
+
+        d = defer.maybeDeferred(
+            authenticator.authenticate,
+            password,
+            client_address=self.client_address,
+            connection=connection,
+        )
+        d.addCallback(admit).addErrback(refused)
+        self._wait(d, then or self._login_checked)
+
+    def _login_checked(self, result: Identity | _Refusal) -> None:
+        if isinstance(result, _Refusal):
+            log.info(
+                "authentication failed on {connection} from {client}: {why}",
+                connection=self.runtime.info.name,
+                client=self.client_address,
+                why=result.message,
+            )
+            user = self._response.user if self._response else ""
+            message = result.message
+            if result.code == ER_ACCESS_DENIED:
+                message = f"Access denied for user '{user}': {result.message}"
+            self._fatal(result.code, result.sqlstate, message)
+            return
+        self.identity = result
+        self._phase = "login"
+        self._busy = True
+        if self._gate is not None:
+            self._gate.pause(READ_PAUSE_LOGIN)
+        self.runtime.sessions.add(self)
+        self._connect_upstream()
+
+    def _auth_timed_out(self) -> None:
+        self._auth_timer = None
+        if self._phase == "login":
+            self._fatal(CR_SERVER_LOST, "08S01", "the target did not complete the login in time")
+        elif self._phase != "ready":
+            self._fatal(ER_HANDSHAKE, "08S01", "authentication timed out", log_it=True)
+
+    # -- upstream ----------------------------------------------------------------------------
+
+    def _upstream_connection(
+        self, listener: Any, *, capabilities: int, charset: int, database: str | None
+    ) -> UpstreamConnection:
+        config = self.runtime.config
+        host = config.target_host
+        tls = config.upstream_tls
+        password = config.credential.password.reveal() if config.credential.password else None
+        return UpstreamConnection(
+            listener,
+            user=config.credential.user,
+            password=password,
+            database=database,
+            capabilities=capabilities,
+            charset=charset,
+            sslmode=tls.sslmode,
+            tls_options=None
+            if tls.sslmode == "disable"
+            else client_tls_options(tls.sslmode, tls.server_name or host, tls.ca_file),
+            loopback=_is_loopback(host),
+            max_length=1 << 31,
+            local_infile=self.runtime.config.local_infile,
+        )
+
+    def _connect_upstream(self) -> None:
+        assert self._response is not None
+        config = self.runtime.config
+        host, port = config.target_host, config.target_port
+        self.upstream = self._upstream_connection(
+            self,
+            capabilities=self._capabilities,
+            charset=self._response.charset,
+            database=self._response.database or None,
+        )
+        d = _connect(self.runtime.reactor, host, port, self.upstream)
+
+        def failed(failure: Failure) -> None:
+            log.info(
+                "target {target} unreachable: {why}",
+                target=config.target,
+                why=failure.getErrorMessage(),
+            )
+            self.upstream_failed(CR_SERVER_LOST, f"the target {config.target} is unreachable")
+
+        d.addErrback(failed)
+
+    def upstream_greeted(self, handshake: m.Handshake) -> None:
+        """Remember the target's version and capabilities for the next clients' greeting."""
+        self._target.learned(handshake)
+
+    def upstream_ready(self, ok: bytes, tls: bool) -> None:
+        """The target accepted the login: the session exists from now on."""
+        if self._closed:
+            if self.upstream is not None:
+                self.upstream.close()
+            return
+        assert self.identity is not None and self._response is not None
+        self._login_ok = ok
+        self.session = SessionInfo(
+            id=str(uuid.uuid4()),
+            connection=self.runtime.info,
+            identity=self.identity,
+            client_address=self.client_address,
+            client_tls=self.client_tls,
+            upstream_tls=tls,
+            started_at=time.time(),
+            attributes={"user": self._response.user, "database": self._response.database or ""},
+        )
+        self._wait(
+            self.chain.decide("session_started", session=self.session), self._session_decided
+        )
+
+    def _session_decided(self, verdict: Any) -> None:
+        if isinstance(verdict, Block | Hold):
+            self._fatal(ER_ACCESS_DENIED, "28000", f"session refused: {verdict.reason}")
+            return
+        self._welcome()
+
+    def _welcome(self) -> None:
+        assert self.upstream is not None and self.session is not None
+        if self._auth_timer is not None and self._auth_timer.active():
+            self._auth_timer.cancel()
+        ok = m.OkPacket.decode(self._login_ok)
+        self._send(attrs.evolve(ok, header=0).encode())
+        up_transport = self.upstream.transport
+        _no_delay(up_transport)
+        self.transport.registerProducer(_ReadGate(up_transport), True)
+        up_transport.registerProducer(self._gate, True)
+        self._phase = "ready"
+        self._busy = False
+        if self._gate is not None:
+            self._gate.resume(READ_PAUSE_LOGIN)
+        log.info(
+            "session {session} started: {identity} on {connection} from {client}",
+            session=self.session.id,
+            identity=self.session.identity.name,
+            connection=self.runtime.info.name,
+            client=self.client_address,
+        )
+        self._process()
+
+    def upstream_failed(self, code: int, message: str) -> None:
+        """The upstream could not be reached or refused the login."""
+        log.info("session {session}: {message}", session=self._session_id, message=message)
+        self._fatal(code if code >= 2000 else ER_ACCESS_DENIED, "08S01", message)
+
+    def upstream_closed(self) -> None:
+        """The target ended the connection."""
+        if self._quitting:
+            self._fatal(0, "", "client closed", goodbye=False)
+        elif not self._closed:
+            self._fatal(CR_SERVER_LOST, "08S01", "the target closed the connection", goodbye=False)
+
+    # -- the proxy loop: client to target ------------------------------------------------------
+
+    def _client_command(self, packet: m.Packet) -> None:
+        if packet.seq != packet.pieces - 1:
+            raise m.ProtocolViolation("a command must start a new exchange (sequence id 0)")
+        self._seq = (packet.seq + 1) & 0xFF
+        payload = packet.payload
+        if not payload:
+            raise m.ProtocolViolation("empty command packet")
+        code = payload[0]
+        deprecate_eof = bool(self._capabilities & m.CLIENT_DEPRECATE_EOF)
+        if code == m.COM_QUIT:
+            self._quitting = True
+            self._inbox.clear()
+            self._forward(payload, None)
+            self.transport.loseConnection()
+        elif code == m.COM_QUERY:
+            text = payload[1:].decode("utf-8", "surrogateescape")
+            self._decide(
+                Command(session_id=self._session_id, seq=self._next_seq(), text=text, kind="query"),
+                payload,
+                t.ResponseReader(
+                    t.RESULT, deprecate_eof=deprecate_eof, local_infile=self._local_infile
+                ),
+            )
+        elif code == m.COM_STMT_PREPARE:
+            text = payload[1:].decode("utf-8", "surrogateescape")
+            command = Command(
+                session_id=self._session_id, seq=self._next_seq(), text=text, kind="parse"
+            )
+            self._decide(
+                command,
+                payload,
+                t.ResponseReader(t.PREPARE, deprecate_eof=deprecate_eof),
+                prepared_text=text,
+            )
+        elif code == m.COM_STMT_EXECUTE:
+            statement = m.statement_id(payload)
+            if statement not in self._statements:
+                self._error(
+                    ER_UNKNOWN_COM, "HY000", f"unknown prepared statement handler ({statement})"
+                )
+                return
+            command = Command(
+                session_id=self._session_id,
+                seq=self._next_seq(),
+                text=self._statements[statement],
+                kind="execute",
+                parameter_count=self._statement_params.get(statement, 0),
+                statement_name=str(statement),
+            )
+            self._decide(
+                command,
+                payload,
+                t.ResponseReader(
+                    t.RESULT, deprecate_eof=deprecate_eof, local_infile=self._local_infile
+                ),
+                binary=True,
+                statement_id=statement,
+            )
+        elif code == m.COM_STMT_FETCH:
+            statement = m.statement_id(payload)
+            reader = t.ResponseReader(t.FETCH, deprecate_eof=deprecate_eof)
+            cursor = self._cursors.get(statement)
+            if cursor is None:
+                # Rows the gateway could not decode must not pass the data hooks unseen.
+                self._error(ER_UNKNOWN_COM, "HY000", f"no open cursor for statement {statement}")
+                return
+            reader.columns = cursor[1]
+            self._forward(
+                payload,
+                _InFlight(command=cursor[0], reader=reader, binary=True, reports=False),
+            )
+        elif code in (m.COM_STMT_SEND_LONG_DATA, m.COM_STMT_CLOSE):
+            if code == m.COM_STMT_CLOSE:
+                statement = m.statement_id(payload)
+                self._statements.pop(statement, None)
+                self._statement_params.pop(statement, None)
+                self._cursors.pop(statement, None)
+            self._forward(payload, None)  # no response
+        elif code == m.COM_INIT_DB:
+            name = payload[1:].decode("utf-8", "surrogateescape")
+            self._decide(
+                Command(
+                    session_id=self._session_id,
+                    seq=self._next_seq(),
+                    text=f"USE {_quote_identifier(name)}",
+                    kind="init_db",
+                ),
+                payload,
+                t.ResponseReader(t.SIMPLE, deprecate_eof=deprecate_eof),
+            )
+        elif code == m.COM_FIELD_LIST:
+            table = payload[1:].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            self._decide(
+                Command(
+                    session_id=self._session_id,
+                    seq=self._next_seq(),
+                    text=f"SHOW COLUMNS FROM {_quote_identifier(table)}",
+                    kind="field_list",
+                ),
+                payload,
+                t.ResponseReader(t.FIELD_LIST, deprecate_eof=deprecate_eof),
+            )
+        elif code in _PASSIVE:
+            if code == m.COM_RESET_CONNECTION:
+                self._statements.clear()
+                self._statement_params.clear()
+                self._cursors.clear()
+            reader = t.ResponseReader(_PASSIVE[code], deprecate_eof=deprecate_eof)
+            self._forward(payload, _InFlight(command=None, reader=reader))
+        elif code == m.COM_CHANGE_USER:
+            self._change_user(m.ChangeUser.decode(payload, self._capabilities))
+        else:
+            name = m.COMMAND_NAMES.get(code, f"0x{code:02x}")
+            self._error(
+                ER_UNKNOWN_COM,
+                "08S01",
+                f"the command COM_{name.upper()} is not supported through hoopgw",
+            )
+
+    def _infile_data(self, packet: m.Packet) -> None:
+        """A packet of the file the client sends for LOAD DATA LOCAL INFILE."""
+        assert self.upstream is not None
+        self._seq = (packet.seq + 1) & 0xFF
+        payload = packet.payload
+        if payload and self.chain.has_input_hooks:
+            output = Output("infile", {"data": payload.decode("utf-8", "surrogateescape")})
+            self.chain.hook.client_input(session=self.session, output=output)
+            payload = output.fields.get("data", "").encode("utf-8", "surrogateescape")
+            if not payload:
+                return  # an empty packet would end the file early
+        self._up_seq = self.upstream.send(payload, self._up_seq)
+        if not packet.payload:
+            self._phase = "ready"
+            self._busy = True  # the server's answer ends the command
+
+    # -- COM_CHANGE_USER: the same identity proves itself again ---------------------------------
+
+    def _change_user(self, change: m.ChangeUser) -> None:
+        """Re-authenticate through the gateway. Only the session's own identity may: a pool
+        that resets its connections this way keeps working, while a different identity must
+        open a connection of its own (a session belongs to one identity)."""
+        self._change = change
+        if change.auth_plugin == CLEAR and change.auth_response:
+            self._check(change.auth_response, change.user, self._change_checked)
+            return
+        self._phase = "change-password"
+        self._send(m.AuthSwitchRequest(plugin=CLEAR, data=b"").encode())
+
+    def _change_password(self, packet: m.Packet) -> None:
+        self._seq = (packet.seq + 1) & 0xFF
+        assert self._change is not None
+        self._check(packet.payload, self._change.user, self._change_checked)
+
+    def _change_checked(self, result: Identity | _Refusal) -> None:
+        assert self._change is not None
+        if isinstance(result, _Refusal):
+            log.info(
+                "session {session}: COM_CHANGE_USER refused: {why}",
+                session=self._session_id,
+                why=result.message,
+            )
+            self._fatal(result.code, result.sqlstate, result.message)
+            return
+        self._phase = "ready"
+        # The target forgets the session's state, as a change of user would make it.
+        reset = t.ResponseReader(
+            t.SIMPLE, deprecate_eof=bool(self._capabilities & m.CLIENT_DEPRECATE_EOF)
+        )
+        database = self._change.database
+        self._forward(
+            bytes((m.COM_RESET_CONNECTION,)),
+            _InFlight(command=None, reader=reset, then=self._changed if database else None),
+        )
+        self._cursors.clear()
+        self._statements.clear()
+        self._statement_params.clear()
+
+    def _changed(self) -> None:
+        """After the reset: select the database the client asked for (a command like any)."""
+        assert self._change is not None
+        name = self._change.database
+        self._decide(
+            Command(
+                session_id=self._session_id,
+                seq=self._next_seq(),
+                text=f"USE {_quote_identifier(name)}",
+                kind="init_db",
+            ),
+            bytes((m.COM_INIT_DB,)) + name.encode("utf-8", "surrogateescape"),
+            t.ResponseReader(
+                t.SIMPLE, deprecate_eof=bool(self._capabilities & m.CLIENT_DEPRECATE_EOF)
+            ),
+        )
+
+    def _next_seq(self) -> int:
+        self._command_seq += 1
+        return self._command_seq
+
+    def _decide(
+        self,
+        command: Command,
+        payload: bytes,
+        reader: t.ResponseReader,
+        *,
+        binary: bool = False,
+        statement_id: int | None = None,
+        prepared_text: str = "",
+    ) -> None:
+        assert self.session is not None
+        # What the audit store keeps of the text (masked); the target still gets command.text.
+        command = self.chain.recordable(self.session, command)
+
+        def decided(verdict: Any) -> None:
+            self._deciding = None
+            if verdict is None or isinstance(verdict, Block):
+                reason = verdict.reason if verdict is not None else "withdrawn"
+                message = f"hoopgw refused the command: {reason}"
+                self._complete_refused(command, message)
+                self._error(ER_SPECIFIC_ACCESS_DENIED, "42000", message)
+                return
+            flight = _InFlight(
+                command=command,
+                reader=reader,
+                binary=binary,
+                forwarded_at=self._now(),
+                statement_id=statement_id,
+                prepared_text=prepared_text,
+            )
+            self._forward(payload, flight)
+
+        self._deciding = command
+        decision = self.chain.decide_command(self.session, command)
+        decision.addErrback(lambda failure: failure.trap(defer.CancelledError) and None)
+        self._wait(decision, decided)
+
+    def _forward(self, payload: bytes, flight: _InFlight | None) -> None:
+        assert self.upstream is not None
+        if flight is not None:
+            self._in_flight = flight
+            self._busy = True
+        self._up_seq = self.upstream.send(payload, 0)
+
+    def _error(self, code: int, sqlstate: str, message: str) -> None:
+        self._send(m.ErrPacket(code=code, sqlstate=sqlstate, message=message).encode())
+
+    # -- the proxy loop: target to client ------------------------------------------------------
+
+    def upstream_packets(self, packets: list[m.Packet]) -> None:
+        """Relay server packets to the client, applying data hooks and tracking outcomes."""
+        if self._closed:
+            return
+        try:
+            self._relay(packets)
+        except m.ProtocolViolation as exc:
+            log.info(
+                "session {session}: target protocol error: {e}", session=self._session_id, e=exc
+            )
+            self._fatal(CR_SERVER_LOST, "08S01", f"the target sent an invalid response: {exc}")
+        except Exception:
+            log.failure("session {session} failed", session=self._session_id)
+            self._fatal(ER_HANDSHAKE, "HY000", "internal gateway error; session ended")
+
+    def _relay(self, packets: list[m.Packet]) -> None:
+        out: list[bytes] = []
+        rows: list[bytes] = []
+        for packet in packets:
+            flight = self._in_flight
+            if flight is None:
+                raise m.ProtocolViolation("the target sent a packet no command asked for")
+            reader = flight.reader
+            payload = packet.payload
+            part = reader.classify(payload)
+            if part is t.Part.ROW:
+                flight.rows += 1
+                if self.chain.has_row_hooks and flight.command is not None:
+                    rows.append(payload)
+                    continue
+                out.append(payload)
+                continue
+            if rows:
+                out.extend(self._rewrite_rows(flight, rows))
+                rows = []
+            if part is t.Part.ERROR:
+                payload = self._note_error(flight, payload)
+            elif part is t.Part.OK:
+                payload = self._note_ok(flight, payload)
+            elif part is t.Part.PREPARE_OK:
+                assert reader.prepared is not None
+                statement = reader.prepared.statement_id
+                self._statements[statement] = flight.prepared_text
+                self._statement_params[statement] = reader.prepared.params
+            elif part is t.Part.INFILE:
+                # The client sends the file now (its packets continue the sequence), then the
+                # server answers: read the client again until its empty packet.
+                out.append(payload)
+                self._flush(out)
+                out = []
+                self._up_seq = (packet.seq + 1) & 0xFF
+                self._phase = "infile"
+                self._busy = False
+                self._process()
+                continue
+            elif part is t.Part.STRING and self.chain.has_output_hooks:
+                output = Output("notice", {"message": payload.decode("utf-8", "surrogateescape")})
+                self.chain.hook.server_output(session=self.session, command=None, output=output)
+                payload = output.fields.get("message", "").encode("utf-8", "surrogateescape")
+            if flight.then is None or part is t.Part.ERROR:
+                out.append(payload)
+            if reader.columns_complete:
+                self._columns_done(flight)
+            if reader.done:
+                self._flush(out)
+                out = []
+                self._finish(flight)
+        if rows and self._in_flight is not None:
+            out.extend(self._rewrite_rows(self._in_flight, rows))
+        self._flush(out)
+
+    def _flush(self, payloads: list[bytes]) -> None:
+        if not payloads:
+            return
+        chunks = []
+        for payload in payloads:
+            data, self._seq = m.encode_packet(payload, self._seq)
+            chunks.append(data)
+            if self._in_flight is not None:
+                self._in_flight.bytes += len(data)
+        send_now(self.transport, chunks)
+
+    def _columns_done(self, flight: _InFlight) -> None:
+        flight.columns = None
+        if flight.command is None or not self.chain.has_column_hooks:
+            return
+        self.chain.hook.result_columns(
+            session=self.session, command=flight.command, columns=self._plugin_columns(flight)
+        )
+
+    def _plugin_columns(self, flight: _InFlight) -> list[Column]:
+        """The current result's columns as plugins see them (one list per result set, so a
+        plugin may keep per-result state keyed by it)."""
+        if flight.columns is None:
+            flight.columns = self._make_columns(flight)
+        return flight.columns
+
+    def _make_columns(self, flight: _InFlight) -> list[Column]:
+        return [
+            Column(
+                c.name.decode("utf-8", "surrogateescape"),
+                type_oid=c.type,
+                type_name=c.type_name,
+                table=c.org_table.decode("utf-8", "surrogateescape"),
+                format=1 if flight.binary else 0,
+            )
+            for c in flight.reader.columns
+        ]
+
+    def _rewrite_rows(self, flight: _InFlight, payloads: list[bytes]) -> list[bytes]:
+        columns = flight.reader.columns
+        types = [c.type for c in columns]
+        if flight.binary:
+            rows = [m.decode_binary_row(p, types) for p in payloads]
+        else:
+            rows = [m.decode_text_row(p, len(columns)) for p in payloads]
+        self.chain.hook.server_rows(
+            session=self.session,
+            command=flight.command,
+            columns=self._plugin_columns(flight),
+            rows=rows,
+        )
+        if flight.binary:
+            return [m.encode_binary_row(row, types) for row in rows]
+        return [m.encode_text_row(row) for row in rows]
+
+    def _note_error(self, flight: _InFlight, payload: bytes) -> bytes:
+        error = m.ErrPacket.decode(payload)
+        message = error.message
+        if self.chain.has_output_hooks:
+            output = Output("error", {"message": message})
+            self.chain.hook.server_output(
+                session=self.session, command=flight.command, output=output
+            )
+            message = output.fields.get("message", "")
+            payload = m.ErrPacket(
+                code=error.code, sqlstate=error.sqlstate, message=message
+            ).encode()
+        flight.error_code = error.sqlstate
+        flight.error_message = message
+        return payload
+
+    def _note_ok(self, flight: _InFlight, payload: bytes) -> bytes:
+        if len(payload) == 5 and payload[:1] == b"\xfe":
+            return payload  # an EOF packet
+        ok = m.OkPacket.decode(payload)
+        flight.affected += ok.affected_rows
+        info = ok.message(self._capabilities)
+        if info and self.chain.has_output_hooks:
+            output = Output("notice", {"message": info.decode("utf-8", "surrogateescape")})
+            self.chain.hook.server_output(
+                session=self.session, command=flight.command, output=output
+            )
+            text = output.fields.get("message", "").encode("utf-8", "surrogateescape")
+            payload = ok.with_message(text, self._capabilities).encode()
+        return payload
+
+    def _finish(self, flight: _InFlight) -> None:
+        self._in_flight = None
+        if flight.reader.cursor_opened and flight.statement_id is not None and flight.command:
+            self._cursors[flight.statement_id] = (flight.command, flight.reader.columns)
+        if flight.command is not None and flight.reports:
+            self.chain.notify(
+                "command_completed",
+                session=self.session,
+                command=flight.command,
+                outcome=CommandOutcome(
+                    status="error" if flight.error_code else "ok",
+                    rows=flight.rows or flight.affected,
+                    bytes=flight.bytes,
+                    duration=max(0.0, self._now() - flight.forwarded_at),
+                    error_code=flight.error_code,
+                    error_message=flight.error_message,
+                ),
+            )
+        self._busy = False
+        if flight.then is not None and not flight.error_code:
+            flight.then()
+        self._process()
+
+    def _complete_refused(self, command: Command, message: str) -> None:
+        self.chain.notify(
+            "command_completed",
+            session=self.session,
+            command=command,
+            outcome=CommandOutcome(status="blocked", error_code="42000", error_message=message),
+        )
+
+    # -- ending ------------------------------------------------------------------------------
+
+    def terminate(self, reason: str) -> None:
+        """End the session with an error to the client (gateway shutdown, revoked access)."""
+        if self._phase == "ready" and self._in_flight is None and self._pending is None:
+            # Idle: the client reads the error as the answer to its next command (seq 0),
+            # so it carries the first answer's sequence id.
+            self._seq = 1
+        self._fatal(
+            ER_CONNECTION_KILLED, "70100", f"terminating connection: {reason}", reason=reason
+        )
+
+    def _fatal(
+        self,
+        code: int,
+        sqlstate: str,
+        message: str,
+        *,
+        log_it: bool = False,
+        goodbye: bool = True,
+        reason: str | None = None,
+    ) -> None:
+        if self._closed:
+            return
+        if log_it:
+            log.info(
+                "session {session} from {client} ended: {message}",
+                session=self._session_id,
+                client=self.client_address,
+                message=message,
+            )
+        if goodbye:
+            self._error(code, sqlstate, message)
+        self._closed = True
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.cancel()
+        if self.upstream is not None:
+            self.upstream.close()
+        self.transport.loseConnection()
+        self._end_session(reason or message)
+
+    def _end_session(self, reason: str) -> None:
+        self.runtime.sessions.remove(self)
+        if self.session is None:
+            return
+        session, self.session = self.session, None
+        flight, self._in_flight = self._in_flight, None
+        deciding, self._deciding = self._deciding, None
+        if deciding is not None:
+            # Withdrawn while it waited for its verdict (a hold, a slow plugin).
+            self.chain.notify(
+                "command_completed",
+                session=session,
+                command=deciding,
+                outcome=CommandOutcome(status="cancelled", error_message=reason),
+            )
+        if flight is not None and flight.command is not None and flight.reports:
+            self.chain.notify(
+                "command_completed",
+                session=session,
+                command=flight.command,
+                outcome=CommandOutcome(
+                    status="aborted",
+                    rows=flight.rows,
+                    bytes=flight.bytes,
+                    duration=max(0.0, self._now() - flight.forwarded_at),
+                ),
+            )
+        self.chain.notify("session_closed", session=session, reason=reason)
+        log.info("session {session} closed: {reason}", session=session.id, reason=reason)

@@ -1,0 +1,191 @@
+"""Masking on MySQL through the real gateway against the real MariaDB: no raw identifier of a
+seeded person reaches the client -- in text rows (PyMySQL), binary rows (prepared statements of
+mysql-connector-python) or error messages -- nor any byte of the audit store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import mysql.connector
+import pymysql
+import pytest
+from hoopgw_masking.corpus import people
+
+pytestmark = pytest.mark.integration
+
+PEOPLE = people(20)
+KEYS = ("email", "phone", "ssn", "card", "iban", "client_ip")
+
+
+def raw_values() -> list[str]:
+    return [person[key] for person in PEOPLE for key in KEYS]
+
+
+def test_text_and_binary_rows_and_errors_are_masked(
+    mysql_gateway: Callable[..., Any], mysql_database: Any, tls_files: Any
+) -> None:
+    server = mysql_database.server
+    with (
+        pymysql.connect(
+            host=server.host,
+            port=server.port,
+            user="root",
+            database=mysql_database.name,
+            autocommit=True,
+        ) as admin,
+        admin.cursor() as cur,
+    ):
+        cur.execute(
+            "CREATE TABLE people (id INT PRIMARY KEY, email VARCHAR(80) UNIQUE, phone"
+            " VARCHAR(40), ssn CHAR(11), card TEXT, iban VARCHAR(40), client_ip VARCHAR(40),"
+            " note TEXT)"
+        )
+        cur.executemany(
+            "INSERT INTO people VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            [(i, *(p[k] for k in KEYS), p["note"]) for i, p in enumerate(PEOPLE)],
+        )
+    running = mysql_gateway(
+        plugins=["masking", "recording"],
+        gateway_options={
+            "tls_cert": str(tls_files.server_cert),
+            "tls_key": str(tls_files.server_key),
+        },
+    )
+    key = running.create_key("agent", ["agents"])
+    seen: list[str] = []
+
+    with (
+        pymysql.connect(
+            host=running.host,
+            port=running.port,
+            user="agent",
+            password=key,
+            database=mysql_database.name,
+        ) as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute("SELECT * FROM people ORDER BY id")
+        text_rows = cur.fetchall()
+        assert len(text_rows) == len(PEOPLE)
+        seen.extend(str(v) for row in text_rows for v in row)
+        with pytest.raises(pymysql.err.IntegrityError) as raised:
+            cur.execute("INSERT INTO people (id, email) VALUES (999, %s)", (PEOPLE[0]["email"],))
+        seen.append(str(raised.value))
+        assert "Duplicate entry" in str(raised.value)
+
+    with mysql.connector.connect(
+        host=running.host,
+        port=running.port,
+        user="agent",
+        password=key,
+        database=mysql_database.name,
+        use_pure=True,
+        ssl_ca=str(tls_files.ca_cert),
+    ) as conn:
+        cur = conn.cursor(prepared=True)
+        cur.execute("SELECT * FROM people WHERE id >= ? ORDER BY id", (0,))
+        binary_rows = cur.fetchall()
+        assert len(binary_rows) == len(PEOPLE)
+        assert binary_rows[0][0] == 0  # an INT in binary format passes untouched
+        seen.extend(str(v) for row in binary_rows for v in row)
+
+    running.stop()
+    store = b"".join(p.read_bytes() for p in Path(running.config_path.parent).glob("hoopgw.db*"))
+    leaks = [v for v in raw_values() if any(v in s for s in seen) or v.encode() in store]
+    assert not leaks, leaks
+    # Something was masked at all (and the rows are not just empty).
+    assert any("@" not in s and s for s in seen)
+
+
+def test_the_database_name_is_recorded_masked(
+    mysql_gateway: Callable[..., Any], mysql_database: Any
+) -> None:
+    # The database a client names is client-chosen text recorded with the session.
+    card = PEOPLE[2]["card"].replace(" ", "").replace("-", "")
+    name = f"{mysql_database.name}_{card}"
+    server = mysql_database.server
+    with pymysql.connect(host=server.host, port=server.port, user="root") as admin:
+        with admin.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}`")
+            cur.execute(f"GRANT ALL ON `{name}`.* TO '{mysql_database.user}'@'%'")
+    try:
+        running = mysql_gateway(plugins=["masking", "recording"])
+        key = running.create_key("agent", ["agents"])
+        with pymysql.connect(
+            host=running.host, port=running.port, user="agent", password=key, database=name
+        ) as conn:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+        running.stop()
+        store = b"".join(
+            p.read_bytes() for p in Path(running.config_path.parent).glob("hoopgw.db*")
+        )
+        assert card.encode() not in store
+        assert b"[CREDIT_CARD]" in store
+    finally:
+        with pymysql.connect(host=server.host, port=server.port, user="root") as admin:
+            with admin.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def test_types_are_decided_by_mysql_type_names(
+    mysql_gateway: Callable[..., Any], mysql_database: Any, tls_files: Any
+) -> None:
+    # Numbers and dates pass untouched in text and binary rows; a card number in a BIGINT is
+    # found with numeric_columns and stays a BIGINT (partial style: digits).
+    card = 4111111111111111
+    server = mysql_database.server
+    with (
+        pymysql.connect(
+            host=server.host, port=server.port, user="root", database=mysql_database.name
+        ) as admin,
+        admin.cursor() as cur,
+    ):
+        cur.execute(
+            "CREATE TABLE t (id INT, amount DOUBLE, seen DATETIME, card BIGINT, email TEXT)"
+        )
+        cur.execute(
+            "INSERT INTO t VALUES (7, 2.5, '2024-05-06 07:08:09', %s, %s)",
+            (card, PEOPLE[3]["email"]),
+        )
+        admin.commit()
+    running = mysql_gateway(
+        plugins=["masking"],
+        connection={"masking": {"numeric_columns": True, "styles": {"credit_card": "partial"}}},
+        gateway_options={
+            "tls_cert": str(tls_files.server_cert),
+            "tls_key": str(tls_files.server_key),
+        },
+    )
+    key = running.create_key("agent", ["agents"])
+    with (
+        pymysql.connect(
+            host=running.host,
+            port=running.port,
+            user="agent",
+            password=key,
+            database=mysql_database.name,
+        ) as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute("SELECT id, amount, seen, card, email FROM t")
+        [text_row] = cur.fetchall()
+    with mysql.connector.connect(
+        host=running.host,
+        port=running.port,
+        user="agent",
+        password=key,
+        database=mysql_database.name,
+        use_pure=True,
+        ssl_ca=str(tls_files.ca_cert),
+    ) as conn:
+        cur = conn.cursor(prepared=True)
+        cur.execute("SELECT id, amount, seen, card, email FROM t WHERE id = ?", (7,))
+        [binary_row] = cur.fetchall()
+    for row in (text_row, binary_row):
+        assert row[:3] == (7, 2.5, datetime(2024, 5, 6, 7, 8, 9)), row
+        assert isinstance(row[3], int) and row[3] != card and str(row[3]).endswith("1111")
+        assert row[4] == "[EMAIL]"

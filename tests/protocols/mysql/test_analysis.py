@@ -1,0 +1,226 @@
+"""The MySQL dialect: the lexer's reading of quotes and comments, and the corpus (corpus.toml)
+judged by guardrails under ``preset = "agent-readonly"`` with the MySQL dialect."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hoopgw_mysql.analysis import MySQLDialect, tokens
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet import task
+from twisted.logger import Logger
+
+from hoopgw.chain import PluginChain
+from hoopgw.plugin import PluginContext, load_plugin_class, validate_options
+from hoopgw.testing import FakeAuditWriter, ScriptedClient, make_connection, make_session
+from hoopgw.verdicts import Allow, Block
+
+CORPUS = tomllib.loads((Path(__file__).parent / "corpus.toml").read_text())["case"]
+DIALECT = MySQLDialect()
+DENY = [c for c in CORPUS if c["expect"] == "deny"]
+ALLOW = [c for c in CORPUS if c["expect"] == "allow"]
+
+
+def guarded() -> ScriptedClient:
+    """A guardrails chain on a ``mysql`` connection, as the gateway builds it."""
+    plugin_class = load_plugin_class("guardrails")
+    values = validate_options(
+        "guardrails", plugin_class.options, {"preset": "agent-readonly"}, connection="test"
+    )
+    clock = task.Clock()
+    audit = FakeAuditWriter()
+    connection = make_connection(protocol="mysql")
+    context = PluginContext(
+        connection=connection,
+        options=values,
+        audit=audit,  # type: ignore[arg-type]
+        log=Logger(namespace="hoopgw.plugins.guardrails"),
+        reactor=clock,
+    )
+    chain = PluginChain([("guardrails", plugin_class(context))], reactor=clock)
+    session = make_session()
+    client = ScriptedClient(chain, clock=clock, audit=audit, session=session)
+    assert client.connect() is None
+    return client
+
+
+def test_corpus_covers_every_class_and_bypass_family() -> None:
+    assert {c["class"] for c in DENY} >= {
+        "ddl",
+        "drop",
+        "truncate",
+        "write",
+        "unbounded-write",
+        "privilege",
+        "file-access",
+        "opaque-code",
+        "admin",
+        "unparseable",
+        "unknown-prepared",
+    }
+    assert {c["family"] for c in DENY} >= {
+        "executable-comment",
+        "multi-statement",
+        "handler",
+        "file",
+        "prepare",
+        "sql-mode",
+        "privilege",
+    }
+
+
+@pytest.mark.parametrize("case", DENY, ids=[c["sql"][:60] for c in DENY])
+def test_must_deny(case: dict[str, Any]) -> None:
+    verdict = guarded().run(case["sql"]).verdict
+    assert isinstance(verdict, Block), verdict
+    analysis = DIALECT.analyze(case["sql"])
+    classes = {c for s in analysis.statements for c in s.classes}
+    if not analysis.parseable:
+        classes.add("unparseable")
+    assert case["class"] in classes | {verdict.rule}, (classes, verdict)
+
+
+@pytest.mark.parametrize("case", ALLOW, ids=[c["sql"][:60] for c in ALLOW])
+def test_must_allow(case: dict[str, Any]) -> None:
+    verdict = guarded().run(case["sql"]).verdict
+    assert isinstance(verdict, Allow), verdict
+
+
+def test_executable_comments_are_read_as_the_server_runs_them() -> None:
+    assert [t.text for t in tokens("SELECT 1 /*!50001 + 2 */ /* no */ -- x\n")] == [
+        "SELECT",
+        "1",
+        "+",
+        "2",
+    ]
+    assert [t.text for t in tokens("/*M!100100 DROP */ #x\nTABLE")] == ["DROP", "TABLE"]
+
+
+def test_quotes_hide_what_looks_like_comments_and_semicolons() -> None:
+    texts = [t.text for t in tokens("SELECT '/*;', \"--\", `a``b;` -- '\n")]
+    assert texts == ["SELECT", "'/*;'", ",", '"--"', ",", "`a``b;`"]
+    analysis = DIALECT.analyze("SELECT 'a\\';DROP TABLE t'")
+    assert [s.command for s in analysis.statements] == ["SELECT"]
+
+
+def test_a_double_dash_without_space_is_no_comment() -> None:
+    # MySQL reads "1--1" as 1 - (-1); only "-- " starts a comment.
+    assert [t.text for t in tokens("SELECT 1--1")] == ["SELECT", "1", "-", "-", "1"]
+
+
+def test_facts_of_a_write() -> None:
+    [facts] = DIALECT.analyze("UPDATE shop.orders SET total = 0 WHERE id = 7").statements
+    assert facts.tables == {"shop.orders"}
+    assert facts.has_where and not facts.where_constant_true
+    assert facts.classes == {"write"}
+    assert {"total", "id"} <= facts.columns
+
+
+def test_prepare_defines_what_execute_runs() -> None:
+    prepare, execute = DIALECT.analyze("PREPARE q FROM 'DELETE FROM t'; EXECUTE q").statements
+    assert prepare.prepares == "q" and "unbounded-write" in prepare.classes
+    assert execute.executes == ("q",)
+
+
+def test_unanalysable_texts_carry_an_error() -> None:
+    for text in ("PREPARE s FROM @v", "SET sql_mode = 'ANSI_QUOTES'", "SELECT 'open"):
+        assert not DIALECT.analyze(text).parseable, text
+
+
+def test_the_session_of_the_scripted_client_is_mysql() -> None:
+    # The corpus runs with the MySQL dialect, not PostgreSQL's.
+    client = guarded()
+    assert isinstance(client.run("SELECT 1 /*!50000 , 2 */").verdict, Allow)
+    assert isinstance(client.run("SELECT `x` FROM `t`").verdict, Allow)
+
+
+_NOISE = st.sampled_from([" ", "\n\t", "/* x */", "/**/", "-- c\n", "# c\n", "/*!*/", "  "])
+_LEXABLE = [c for c in DENY if c["family"] != "lexing"]
+
+
+@settings(max_examples=25, derandomize=True, deadline=None)
+@given(case=st.sampled_from(_LEXABLE), noise=st.lists(_NOISE, min_size=64, max_size=64))
+def test_comments_and_whitespace_never_turn_a_refusal_into_an_allow(
+    case: dict[str, Any], noise: list[str]
+) -> None:
+    words = [t.text for t in tokens(case["sql"])]
+    text = words[0] + "".join(noise[i % len(noise)] + word for i, word in enumerate(words[1:]))
+    verdict = guarded().run(text).verdict
+    assert isinstance(verdict, Block), (text, verdict)
+
+
+def test_a_skipped_versioned_comment_ends_at_its_first_close_whatever_the_quotes() -> None:
+    text = "SELECT 1 /*!99999 '*/; DROP TABLE t; -- '*/"
+    assert [t.text for t in tokens(text, frozenset({"!99999"}))] == [
+        "SELECT",
+        "1",
+        ";",
+        "DROP",
+        "TABLE",
+        "t",
+        ";",
+    ]
+    commands = [s.command for s in DIALECT.analyze(text).statements]
+    assert "DROP TABLE" in commands
+
+
+def test_every_reading_of_versioned_comments_is_judged() -> None:
+    [run, skipped] = DIALECT.analyze("DELETE FROM t /*!999999 WHERE id = 1 */").statements
+    assert "unbounded-write" not in run.classes
+    assert "unbounded-write" in skipped.classes
+    too_many = " ".join(f"/*!5000{i} 1 */" for i in range(6))
+    assert not DIALECT.analyze(f"SELECT {too_many}").parseable
+
+
+def test_only_ascii_white_space_separates_and_starts_a_dash_comment() -> None:
+    assert [t.text for t in tokens("SELECT 1 --\u00a0b")] == ["SELECT", "1", "-", "-", "\u00a0b"]
+    assert [t.text for t in tokens("SELECT 1 --\x7f x")] == ["SELECT", "1"]
+
+
+def test_a_quoted_user_variable_name_has_backslash_escapes() -> None:
+    text = "SELECT @'\\' , '; DROP TABLE t; -- '"
+    assert [t.text for t in tokens(text)][:2] == ["SELECT", "@'\\' , '"]
+    assert "DROP TABLE" in [s.command for s in DIALECT.analyze(text).statements]
+
+
+def test_execute_immediate_is_judged_by_the_text_it_runs() -> None:
+    [facts] = DIALECT.analyze("EXECUTE IMMEDIATE 'DELETE FROM t'").statements
+    assert {"write", "unbounded-write"} <= facts.classes and not facts.executes
+    assert not DIALECT.analyze("EXECUTE IMMEDIATE @q").parseable
+
+
+def test_writes_behind_with_or_explain_analyze_are_writes() -> None:
+    for text in (
+        "WITH c AS (SELECT 1) DELETE FROM t WHERE id = 1",
+        "EXPLAIN ANALYZE UPDATE t SET a = 1",
+    ):
+        [facts] = DIALECT.analyze(text).statements
+        assert "write" in facts.classes, text
+    [explain] = DIALECT.analyze("EXPLAIN DELETE FROM t").statements
+    assert not explain.classes
+
+
+def test_replication_starts_are_admin() -> None:
+    for text in ("START SLAVE", "START REPLICA", "START ALL SLAVES"):
+        [facts] = DIALECT.analyze(text).statements
+        assert "admin" in facts.classes, text
+    [begin] = DIALECT.analyze("START TRANSACTION").statements
+    assert not begin.classes
+
+
+def test_client_character_sets_the_lexer_cannot_read_are_refused() -> None:
+    for text in (
+        "SET NAMES gbk",
+        "SET NAMES 'big5' COLLATE big5_bin",
+        "SET CHARACTER SET sjis",
+        "SET CHARSET cp932",
+        "SET @@session.character_set_client = gb18030",
+        "SET character_set_client = @saved",
+        "SET NAMES latin1",  # 0xA0 is white space: "--\xa0" starts a comment
+    ):
+        assert not DIALECT.analyze(text).parseable, text
+    assert DIALECT.analyze("SET NAMES utf8mb4; SET character_set_client = 'ascii'").parseable

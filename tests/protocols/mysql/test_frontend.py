@@ -1,0 +1,638 @@
+"""Tests for :mod:`hoopgw_mysql.frontend`: one client session, driven byte by byte.
+
+The client side is a ``StringTransport`` on a loopback (or remote) peer; the upstream is a fake
+with ``send``/``close``/``transport``; time is a ``MemoryReactorClock``. Server answers are
+encoded with the codec and handed to the session as the real upstream connection does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from attrs import evolve as attrs_evolve
+from hoopgw_mysql import messages as m
+from hoopgw_mysql.frontend import GATEWAY_CAPABILITIES, ClientSession
+from hoopgw_mysql.upstream import TargetInfo
+from twisted.internet.address import IPv4Address
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+from hoopgw.authn import Authenticator
+from hoopgw.chain import PluginChain
+from hoopgw.config import ConnectionConfig, CredentialConfig, GatewayConfig, UpstreamTlsConfig
+from hoopgw.identity import KeyService
+from hoopgw.plugin import hookimpl
+from hoopgw.protocol import ConnectionRuntime, SessionRegistry
+from hoopgw.session import ConnectionInfo
+from hoopgw.store.sqlite import SQLiteStore
+from hoopgw.throttle import BackoffSettings, FailureThrottle
+from hoopgw.verdicts import Block
+
+CLIENT_CAPS = (
+    m.CLIENT_PROTOCOL_41
+    | m.CLIENT_SECURE_CONNECTION
+    | m.CLIENT_PLUGIN_AUTH
+    | m.CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+    | m.CLIENT_CONNECT_WITH_DB
+    | m.CLIENT_MULTI_RESULTS
+)
+SERVER_CAPS = GATEWAY_CAPABILITIES | m.CLIENT_SSL
+
+
+class Policy:
+    """Refuses commands with a word; rewrites row values and error messages; records."""
+
+    def __init__(self, deny: Sequence[str] = ("forbidden",)) -> None:
+        self.deny = tuple(deny)
+        self.completed: list[tuple[str, str, int]] = []
+        self.columns: list[list[tuple[str, str, int]]] = []
+        self.closed: list[str] = []
+
+    @hookimpl
+    def client_command(self, command: Any) -> Any:
+        return Block(reason="forbidden word") if any(w in command.text for w in self.deny) else None
+
+    @hookimpl
+    def result_columns(self, columns: Any) -> None:
+        self.columns.append([(c.name, c.type_name, c.format) for c in columns])
+
+    @hookimpl
+    def server_rows(self, rows: Any) -> None:
+        for row in rows:
+            for i, value in enumerate(row):
+                if value == b"secret":
+                    row[i] = b"*" * 20
+
+    @hookimpl
+    def server_output(self, output: Any) -> None:
+        if "message" in output.fields:
+            output.fields["message"] = output.fields["message"].replace("secret", "***")
+
+    @hookimpl
+    def command_completed(self, command: Any, outcome: Any) -> None:
+        self.completed.append((command.text, outcome.status, outcome.rows))
+
+    @hookimpl
+    def session_closed(self, reason: str) -> None:
+        self.closed.append(reason)
+
+
+class FakeUpstream:
+    def __init__(self) -> None:
+        self.transport = StringTransport()
+        self.closed = False
+
+    def send(self, payload: bytes, seq: int) -> int:
+        data, following = m.encode_packet(payload, seq)
+        self.transport.write(data)
+        return following
+
+    def close(self) -> None:
+        self.closed = True
+
+    def commands(self) -> list[bytes]:
+        packets = m.PacketReader().feed(self.transport.value())
+        self.transport.clear()
+        return [p.payload for p in packets]
+
+
+class Gateway:
+    def __init__(self, plugins: Sequence[tuple[str, object]] = (), **config: Any) -> None:
+        self.clock = MemoryReactorClock()
+        store = SQLiteStore(":memory:")
+        store.migrate()
+        self.keys = KeyService(store)
+        self.secret, _ = self.keys.create("agent", ["agents"], now=time.time())
+        connection = ConnectionConfig(
+            name="my",
+            protocol="mysql",
+            listen="tcp:13306:interface=127.0.0.1",
+            target="127.0.0.1:3306",
+            credential=CredentialConfig(user="app"),
+            allow_groups=("agents",),
+            plugins=tuple(name for name, _ in plugins),
+            upstream_tls=UpstreamTlsConfig(sslmode="disable"),
+            **config,
+        )
+        self.sessions = SessionRegistry()
+        self.runtime = ConnectionRuntime(
+            config=connection,
+            gateway=GatewayConfig(auth_timeout=30.0),
+            info=ConnectionInfo(name="my", protocol="mysql", target=connection.target),
+            chain=PluginChain(list(plugins), reactor=self.clock),
+            authenticator=Authenticator(self.keys),
+            sessions=self.sessions,
+            reactor=self.clock,
+        )
+        self.target = TargetInfo()
+        self.target.learned(
+            m.Handshake(
+                server_version="10.11.6-MariaDB",
+                connection_id=1,
+                scramble=b"x" * 20,
+                capabilities=SERVER_CAPS,
+            )
+        )
+
+    def connect(self, host: str = "127.0.0.1") -> Client:
+        return Client(self, host)
+
+
+class Client:
+    def __init__(self, gateway: Gateway, host: str) -> None:
+        self.gateway = gateway
+        self.transport = StringTransport(peerAddress=IPv4Address("TCP", host, 50000))
+        self.session = ClientSession(gateway.runtime, gateway.target)
+        self.session.makeConnection(self.transport)
+        self.seq = 0
+
+    @property
+    def upstream(self) -> FakeUpstream:
+        assert self.session.upstream is not None, "the session did not connect upstream"
+        return self.session.upstream  # type: ignore[return-value]
+
+    def send(self, payload: bytes, *, seq: int, split: int | None = None) -> None:
+        data, _ = m.encode_packet(payload, seq)
+        step = split or len(data)
+        for start in range(0, len(data), step):
+            self.session.dataReceived(data[start : start + step])
+
+    def received(self) -> list[m.Packet]:
+        data = self.transport.value()
+        self.transport.clear()
+        return m.PacketReader().feed(data)
+
+    def login(self, *, split: int | None = None, user: str = "agent") -> list[m.Packet]:
+        [greeting] = self.received()
+        handshake = m.Handshake.decode(greeting.payload)
+        response = m.HandshakeResponse(
+            capabilities=CLIENT_CAPS,
+            user=user,
+            auth_response=b"\x00" * 20,
+            database="shop",
+            auth_plugin="mysql_native_password",
+        )
+        self.send(response.encode(), seq=1, split=split)
+        [switch] = self.received()
+        assert m.AuthSwitchRequest.decode(switch.payload).plugin == "mysql_clear_password"
+        assert switch.seq == 2
+        self.send(self.gateway.secret.encode() + b"\0", seq=3, split=split)
+        assert handshake.server_version == "10.11.6-MariaDB"
+        return self.received()
+
+    def ready(self) -> None:
+        self.session.upstream_ready(m.OkPacket(status=2).encode(), False)
+
+    def server(self, *payloads: bytes) -> None:
+        wire = b"".join(m.encode_packet(p, i + 1)[0] for i, p in enumerate(payloads))
+        self.session.upstream_packets(m.PacketReader().feed(wire))
+
+
+@pytest.fixture(autouse=True)
+def fake_upstream(monkeypatch: pytest.MonkeyPatch) -> None:
+    def connect(self: ClientSession) -> None:
+        self.upstream = FakeUpstream()  # type: ignore[assignment]
+
+    monkeypatch.setattr(ClientSession, "_connect_upstream", connect)
+
+
+def column(name: bytes, type_: int = 0xFD) -> bytes:
+    return m.ColumnDefinition(name=name, org_name=name, org_table=b"t", type=type_).encode()
+
+
+def eof(status: int = 2) -> bytes:
+    return m.EofPacket(status=status).encode()
+
+
+def logged_in(plugins: Sequence[tuple[str, object]] = ()) -> Client:
+    client = Gateway(plugins).connect()
+    assert client.login() == []
+    client.ready()
+    [ok] = client.received()
+    assert m.is_ok(ok.payload) and ok.seq == 4
+    return client
+
+
+# -- greeting and login -------------------------------------------------------------------------
+
+
+def test_greeting_offers_what_the_target_can_do_and_never_local_infile() -> None:
+    client = Gateway().connect()
+    [greeting] = client.received()
+    handshake = m.Handshake.decode(greeting.payload)
+    assert greeting.seq == 0
+    assert handshake.auth_plugin == "mysql_native_password"
+    assert not handshake.capabilities & (m.CLIENT_LOCAL_FILES | m.CLIENT_COMPRESS)
+    assert not handshake.capabilities & m.CLIENT_SSL  # no tls_cert configured
+    assert handshake.capabilities & m.CLIENT_DEPRECATE_EOF
+
+
+@pytest.mark.parametrize("split", [1, 2, 7, None])
+def test_login_in_every_split(split: int | None) -> None:
+    client = Gateway().connect()
+    assert client.login(split=split) == []
+    assert client.session.upstream is not None
+    client.ready()
+    [ok] = client.received()
+    assert m.is_ok(ok.payload)
+
+
+def test_wrong_key_is_access_denied() -> None:
+    client = Gateway().connect()
+    client.received()
+    client.send(
+        m.HandshakeResponse(
+            capabilities=CLIENT_CAPS,
+            user="agent",
+            auth_response=b"hgw_wrong\0",
+            auth_plugin="mysql_clear_password",
+        ).encode(),
+        seq=1,
+    )
+    client.gateway.clock.advance(60)
+    [error] = client.received()
+    err = m.ErrPacket.decode(error.payload)
+    assert err.code == 1045 and err.sqlstate == "28000"
+    assert client.transport.disconnecting
+    assert client.session.upstream is None
+
+
+def test_a_key_off_loopback_without_tls_is_refused_before_it_is_asked_for() -> None:
+    client = Gateway().connect(host="192.0.2.10")
+    client.received()
+    client.send(
+        m.HandshakeResponse(capabilities=CLIENT_CAPS, user="agent", auth_response=b"x").encode(),
+        seq=1,
+    )
+    [error] = client.received()
+    assert "TLS" in m.ErrPacket.decode(error.payload).message
+    assert client.transport.disconnecting
+
+
+@pytest.mark.parametrize("charset", [28, 8])  # gbk, latin1
+def test_a_character_set_the_analysis_cannot_read_is_refused_at_login(charset: int) -> None:
+    client = Gateway().connect()
+    client.received()
+    client.send(
+        m.HandshakeResponse(
+            capabilities=CLIENT_CAPS,
+            user="agent",
+            auth_response=b"x",
+            charset=charset,
+        ).encode(),
+        seq=1,
+    )
+    [error] = client.received()
+    assert m.ErrPacket.decode(error.payload).code == 1115
+    assert client.transport.disconnecting
+    assert client.session.upstream is None
+
+
+def test_the_user_name_must_be_the_keys_identity() -> None:
+    client = Gateway().connect()
+    [error] = client.login(user="someone-else")
+    assert m.ErrPacket.decode(error.payload).code == 1045
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def test_query_with_text_rows_passes_through_data_hooks() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(b"\x03SELECT a, b FROM t", seq=0)
+    assert client.upstream.commands() == [b"\x03SELECT a, b FROM t"]
+    client.server(
+        b"\x02",
+        column(b"a"),
+        column(b"b", 0x08),
+        eof(),
+        m.encode_text_row([b"secret", b"1"]),
+        m.encode_text_row([None, b"2"]),
+        eof(),
+    )
+    packets = client.received()
+    assert [p.seq for p in packets] == list(range(1, 8))
+    assert m.decode_text_row(packets[4].payload, 2) == [b"*" * 20, b"1"]
+    assert m.decode_text_row(packets[5].payload, 2) == [None, b"2"]
+    assert policy.columns == [[("a", "VAR_STRING", 0), ("b", "LONGLONG", 0)]]
+    assert policy.completed == [("SELECT a, b FROM t", "ok", 2)]
+
+
+def test_a_refused_command_never_reaches_the_target() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(b"\x03DELETE forbidden", seq=0)
+    assert client.upstream.commands() == []
+    [error] = client.received()
+    err = m.ErrPacket.decode(error.payload)
+    assert (err.code, error.seq) == (1227, 1)
+    assert "forbidden word" in err.message
+    assert policy.completed == [("DELETE forbidden", "blocked", 0)]
+    # The session goes on.
+    client.send(b"\x0e", seq=0)
+    assert client.upstream.commands() == [b"\x0e"]
+
+
+def test_errors_pass_through_server_output() -> None:
+    client = logged_in([("policy", Policy())])
+    client.send(b"\x03SELECT x", seq=0)
+    client.server(m.ErrPacket(code=1054, sqlstate="42S22", message="no secret here").encode())
+    [error] = client.received()
+    assert m.ErrPacket.decode(error.payload).message == "no *** here"
+
+
+def test_commands_wait_for_the_previous_answer() -> None:
+    client = logged_in()
+    client.send(b"\x03SELECT 1", seq=0)
+    client.send(b"\x03SELECT 2", seq=0)
+    assert client.upstream.commands() == [b"\x03SELECT 1"]
+    client.server(m.OkPacket().encode())
+    assert client.upstream.commands() == [b"\x03SELECT 2"]
+
+
+def test_multi_results_end_only_at_the_last_result() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(b"\x03SELECT 1; UPDATE t SET a = 1", seq=0)
+    client.send(b"\x0e", seq=0)
+    assert client.upstream.commands() == [b"\x03SELECT 1; UPDATE t SET a = 1"]
+    client.server(
+        b"\x01",
+        column(b"1"),
+        eof(),
+        m.encode_text_row([b"1"]),
+        eof(2 | m.SERVER_MORE_RESULTS_EXISTS),
+        m.OkPacket(affected_rows=3).encode(),
+    )
+    assert len(client.received()) == 6
+    assert client.upstream.commands() == [b"\x0e"]
+    assert policy.completed == [("SELECT 1; UPDATE t SET a = 1", "ok", 1)]
+
+
+def test_prepared_statements_and_binary_rows() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(b"\x16SELECT a, n FROM t WHERE id = ?", seq=0)
+    assert client.upstream.commands() == [b"\x16SELECT a, n FROM t WHERE id = ?"]
+    client.server(
+        m.StmtPrepareOk(statement_id=9, columns=2, params=1).encode(),
+        column(b"?"),
+        eof(),
+        column(b"a"),
+        column(b"n", 0x03),
+        eof(),
+    )
+    assert len(client.received()) == 6
+    execute = b"\x17" + (9).to_bytes(4, "little") + b"\x00\x01\x00\x00\x00" + b"\x00\x01\x03\x00"
+    execute += (1).to_bytes(4, "little")
+    client.send(execute, seq=0)
+    assert client.upstream.commands() == [execute]
+    row = m.encode_binary_row([b"secret", (5).to_bytes(4, "little")], [0xFD, 0x03])
+    client.server(b"\x02", column(b"a"), column(b"n", 0x03), eof(), row, eof())
+    packets = client.received()
+    assert m.decode_binary_row(packets[4].payload, [0xFD, 0x03]) == [
+        b"*" * 20,
+        (5).to_bytes(4, "little"),
+    ]
+    assert policy.columns[-1] == [("a", "VAR_STRING", 1), ("n", "LONG", 1)]
+    texts = [c[0] for c in policy.completed]
+    assert texts == ["SELECT a, n FROM t WHERE id = ?"] * 2
+
+
+def test_execute_of_an_unknown_statement_is_answered_by_the_gateway() -> None:
+    client = logged_in()
+    client.send(b"\x17" + (77).to_bytes(4, "little") + b"\x00\x01\x00\x00\x00", seq=0)
+    [error] = client.received()
+    assert m.is_err(error.payload)
+    assert client.upstream.commands() == []
+
+
+def test_unsupported_commands_are_refused() -> None:
+    client = logged_in()
+    client.send(b"\x12\x00\x00\x00\x00", seq=0)  # COM_BINLOG_DUMP
+    [error] = client.received()
+    assert "not supported" in m.ErrPacket.decode(error.payload).message
+    assert client.upstream.commands() == []
+    assert not client.transport.disconnecting
+
+
+def change_user(client: Client, user: str, secret: str, database: str = "") -> None:
+    caps = CLIENT_CAPS
+    client.send(
+        m.ChangeUser(
+            user=user,
+            auth_response=b"\x01" * 20,
+            database=database,
+            charset=45,
+            auth_plugin="mysql_native_password",
+        ).encode(caps),
+        seq=0,
+    )
+    [switch] = client.received()
+    assert m.AuthSwitchRequest.decode(switch.payload).plugin == "mysql_clear_password"
+    assert switch.seq == 1
+    client.send(secret.encode() + b"\0", seq=2)
+
+
+def test_change_user_to_the_same_identity_resets_the_target_session() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    change_user(client, "agent", client.gateway.secret, database="other")
+    assert client.upstream.commands() == [bytes((m.COM_RESET_CONNECTION,))]
+    client.server(m.OkPacket().encode())
+    assert client.received() == []  # the reset's answer is the gateway's own
+    assert client.upstream.commands() == [b"\x02other"]
+    client.server(m.OkPacket().encode())
+    [ok] = client.received()
+    assert m.is_ok(ok.payload) and ok.seq == 3
+    assert policy.completed == [("USE `other`", "ok", 0)]
+
+
+def test_change_user_to_another_identity_ends_the_connection() -> None:
+    client = logged_in()
+    other, _ = client.gateway.keys.create("someone", ["agents"], now=time.time())
+    change_user(client, "someone", other)
+    [error] = client.received()
+    assert "open a new connection" in m.ErrPacket.decode(error.payload).message
+    assert client.transport.disconnecting
+    assert client.upstream.commands() == []
+
+
+class Audit:
+    """Collects the records the authenticator writes."""
+
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+
+    def write(self, entry: Any, urgent: bool = True) -> Any:
+        from twisted.internet import defer
+
+        self.records.append(entry)
+        return defer.succeed(None)
+
+
+def audited_gateway() -> tuple[Gateway, Audit]:
+    """A gateway whose failures are recorded and answered after a 10 s back-off."""
+    gateway = Gateway()
+    audit = Audit()
+    throttle = FailureThrottle(gateway.clock, BackoffSettings(free_failures=0, base_delay=10.0))
+    authenticator = Authenticator(gateway.keys, throttle=throttle, audit=audit)  # type: ignore[arg-type]
+    gateway.runtime = attrs_evolve(gateway.runtime, authenticator=authenticator)
+    return gateway, audit
+
+
+def test_a_user_name_that_is_not_the_keys_identity_is_audited_and_slowed() -> None:
+    gateway, audit = audited_gateway()
+    client = gateway.connect()
+    assert client.login(user="someone-else") == []  # the back-off holds the answer
+    assert [r.kind for r in audit.records] == ["authentication_failed"]
+    assert "does not match" in audit.records[0].data["reason"]
+    gateway.clock.advance(10)
+    [error] = client.received()
+    assert m.ErrPacket.decode(error.payload).code == 1045
+    assert client.transport.disconnecting
+
+
+def test_change_user_to_another_identity_is_audited_and_slowed() -> None:
+    gateway, audit = audited_gateway()
+    client = gateway.connect()
+    assert client.login() == []
+    client.ready()
+    client.received()
+    other, _ = gateway.keys.create("someone", ["agents"], now=time.time())
+    change_user(client, "someone", other)
+    assert client.received() == []  # the back-off holds the answer
+    assert [r.kind for r in audit.records] == ["authentication_failed"]
+    assert "COM_CHANGE_USER" in audit.records[0].data["reason"]
+    gateway.clock.advance(10)
+    [error] = client.received()
+    assert "open a new connection" in m.ErrPacket.decode(error.payload).message
+    assert client.transport.disconnecting
+    assert client.upstream.commands() == []
+
+
+def test_a_row_rewritten_across_16_mib_is_renumbered() -> None:
+    class Grow:
+        @hookimpl
+        def server_rows(self, rows: Any) -> None:
+            rows[0][0] = b"y" * (m.MAX_PAYLOAD + 10)
+
+    client = logged_in([("grow", Grow())])
+    client.send(b"\x03SELECT a", seq=0)
+    client.server(b"\x01", column(b"a"), eof(), m.encode_text_row([b"x"]), eof())
+    packets = client.received()
+    assert [p.seq for p in packets] == [1, 2, 3, 5, 6]  # the row took two packets (4 and 5)
+    assert packets[3].pieces == 2
+
+
+def test_quit_ends_the_session_as_client_closed() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(b"\x01", seq=0)
+    assert client.upstream.commands() == [b"\x01"]
+    client.session.upstream_closed()
+    assert policy.closed == ["client closed"]
+
+
+def test_a_command_withdrawn_while_it_waits_is_completed_once() -> None:
+    from twisted.internet import defer
+
+    class Holding(Policy):
+        def __init__(self) -> None:
+            super().__init__()
+            self.pending: list[defer.Deferred[Any]] = []
+
+        @hookimpl
+        def client_command(self, command: Any) -> Any:
+            d: defer.Deferred[Any] = defer.Deferred()
+            self.pending.append(d)
+            return d
+
+    policy = Holding()
+    client = logged_in([("policy", policy)])
+    client.send(b"\x03SELECT slow", seq=0)
+    assert policy.pending and client.upstream.commands() == []
+    client.session.connectionLost()
+    assert policy.completed == [("SELECT slow", "cancelled", 0)]
+    assert policy.closed == ["client closed"]
+
+
+def test_tls_request_hands_the_pipelined_handshake_to_tls() -> None:
+    gateway = Gateway(client_tls="optional")
+    gateway.runtime = attrs_evolve(gateway.runtime, server_tls=object())
+    client = gateway.connect()
+    [greeting] = client.received()
+    assert m.Handshake.decode(greeting.payload).capabilities & m.CLIENT_SSL
+    started: list[Any] = []
+    client.transport.startTLS = started.append  # type: ignore[attr-defined]
+    fed: list[bytes] = []
+
+    class TlsLayer:
+        def dataReceived(self, data: bytes) -> None:
+            fed.append(data)
+
+    client.transport.protocol = TlsLayer()  # type: ignore[attr-defined]
+    request = m.HandshakeResponse(capabilities=CLIENT_CAPS | m.CLIENT_SSL, ssl_request=True)
+    data, _ = m.encode_packet(request.encode(), 1)
+    client.session.dataReceived(data + b"\x16\x03\x01\x02\x00hello")
+    assert started and client.session.client_tls
+    assert fed == [b"\x16\x03\x01\x02\x00hello"]
+
+
+def test_tls_required_refuses_a_plain_login() -> None:
+    client = Gateway(client_tls="required").connect()
+    client.received()
+    client.send(
+        m.HandshakeResponse(capabilities=CLIENT_CAPS, user="agent", auth_response=b"").encode(),
+        seq=1,
+    )
+    [error] = client.received()
+    assert "requires TLS" in m.ErrPacket.decode(error.payload).message
+
+
+def test_terminate_while_idle_answers_the_next_command() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(b"\x0e", seq=0)
+    client.server(m.OkPacket().encode())
+    client.received()
+    client.session.terminate("access grant revoked")
+    [error] = client.received()
+    assert error.seq == 1  # read by the client as the answer to its next command
+    err = m.ErrPacket.decode(error.payload)
+    assert err.code == 1927 and "access grant revoked" in err.message
+    assert client.transport.disconnecting
+    assert policy.closed == ["access grant revoked"]
+
+
+def test_rows_fetched_from_a_cursor_pass_the_data_hooks() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(b"\x16SELECT a FROM t", seq=0)
+    client.server(
+        m.StmtPrepareOk(statement_id=3, columns=1, params=0).encode(), column(b"a"), eof()
+    )
+    client.received()
+    execute = b"\x17" + (3).to_bytes(4, "little") + b"\x01\x01\x00\x00\x00"  # a read-only cursor
+    client.send(execute, seq=0)
+    client.server(b"\x01", column(b"a"), eof(2 | m.SERVER_STATUS_CURSOR_EXISTS))
+    assert len(client.received()) == 3
+    fetch = b"\x1c" + (3).to_bytes(4, "little") + (10).to_bytes(4, "little")
+    client.send(fetch, seq=0)
+    client.upstream.commands()
+    client.server(m.encode_binary_row([b"secret"], [0xFD]), eof(2 | m.SERVER_STATUS_LAST_ROW_SENT))
+    rows = client.received()
+    assert m.decode_binary_row(rows[0].payload, [0xFD]) == [b"*" * 20]
+    # The fetch belongs to the execute, reported once.
+    assert [c[0] for c in policy.completed] == ["SELECT a FROM t"] * 2
+
+
+def test_a_fetch_without_a_known_cursor_is_refused() -> None:
+    client = logged_in()
+    client.send(b"\x1c" + (5).to_bytes(4, "little") + (10).to_bytes(4, "little"), seq=0)
+    [error] = client.received()
+    assert m.is_err(error.payload)
+    assert client.upstream.commands() == []

@@ -1,0 +1,64 @@
+"""SSH public keys registered to identities, as the store keeps them.
+
+A client that logs in to an SSH connection with a public key is the identity the key is
+registered to (``hoopgw keys add-ssh``). The store keeps the public key only, found by its
+SHA-256 fingerprint; it never sees a private key.
+"""
+
+from __future__ import annotations
+
+import abc
+
+import attrs
+
+
+@attrs.frozen(kw_only=True)
+class SshKeyRecord:
+    """One registered SSH public key."""
+
+    fingerprint: str
+    """``SHA256:<base64 without padding>`` of the key blob, as ``ssh-keygen -lf`` prints it."""
+    identity: str
+    """The identity the key authenticates as."""
+    groups: tuple[str, ...]
+    """Groups granted to that identity while it uses this key."""
+    public_key: str
+    """The key in OpenSSH one-line form (``ssh-ed25519 AAAA...``), without its comment."""
+    comment: str
+    """The comment of the registered line (often ``user@host``), for listings."""
+    created_at: float
+    """POSIX time the key was registered."""
+    revoked_at: float | None = None
+    """POSIX time the key was revoked, or None."""
+    last_used_at: float | None = None
+    """POSIX time of the last successful login with it, or None."""
+
+
+class SshKeyStore(abc.ABC):
+    """The store's part that keeps SSH public keys; every method may raise ``StoreError``."""
+
+    @abc.abstractmethod
+    def add_ssh_key(self, key: SshKeyRecord) -> None:
+        """Store a new key.
+
+        :raises StoreError: also if a key with the same fingerprint is registered already.
+        """
+
+    @abc.abstractmethod
+    def get_ssh_key(self, fingerprint: str) -> SshKeyRecord | None:
+        """The key with this fingerprint (revoked or not), or None."""
+
+    @abc.abstractmethod
+    def list_ssh_keys(self) -> list[SshKeyRecord]:
+        """Every key, oldest first."""
+
+    @abc.abstractmethod
+    def revoke_ssh_key(self, fingerprint: str, *, when: float) -> bool:
+        """Mark the key revoked at ``when``.
+
+        :return: True if this call revoked it; False if it is unknown or already revoked.
+        """
+
+    @abc.abstractmethod
+    def touch_ssh_key(self, fingerprint: str, when: float) -> None:
+        """Record that the key logged in successfully at ``when``."""

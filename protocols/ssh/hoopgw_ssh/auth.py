@@ -1,0 +1,189 @@
+"""Who is logging in to the gateway's SSH server.
+
+Two ways, both ending in :meth:`hoopgw.authn.Authenticator.admit`:
+
+- a public key registered to an identity (``hoopgw keys add-ssh``): the client proves it holds
+  the private key by signing the session, and :class:`SshKeyDirectory` names the identity;
+- a token (an API key, or whatever else :meth:`~hoopgw.authn.Authenticator.authenticate`
+  accepts) given as the SSH password or as the answer to a keyboard-interactive prompt.
+
+The SSH user name plays no part in deciding who the caller is; it is recorded.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from twisted.conch import error, interfaces
+from twisted.conch.ssh import keys, userauth
+from twisted.conch.ssh.common import NS, getNS
+from twisted.cred import credentials
+from twisted.cred.error import UnauthorizedLogin
+from twisted.internet import defer
+from twisted.python.failure import Failure
+
+from hoopgw.errors import AuthenticationError
+from hoopgw.session import Identity
+from hoopgw.store.ssh_keys import SshKeyStore
+from hoopgw_ssh.hostkeys import fingerprint
+
+__all__ = ["GatewayUserAuth", "SshKeyDirectory"]
+
+_KEY_REFUSED = "public key not accepted"
+
+
+class SshKeyDirectory:
+    """Identities by registered SSH public key (blocking store reads, as API keys are)."""
+
+    def __init__(self, store: SshKeyStore) -> None:
+        self._store = store
+
+    def identity_for(self, key: keys.Key, *, now: float) -> Identity | None:
+        """The identity ``key`` is registered to, or None if it is unknown or revoked."""
+        record = self._store.get_ssh_key(fingerprint(key))
+        if record is None or record.revoked_at is not None:
+            return None
+        return Identity(
+            name=record.identity,
+            groups=frozenset(record.groups),
+            method="ssh-key",
+            credential_id=record.fingerprint,
+        )
+
+    def record_use(self, key: keys.Key, *, now: float) -> None:
+        """Note a successful login with ``key``."""
+        self._store.touch_ssh_key(fingerprint(key), now)
+
+
+Admit = Callable[[Identity, bytes], defer.Deferred[Any]]
+"""Starts a session for an identity (admission, ``session_started``, the upstream login) and
+fires with the avatar, or fails with a reason to disconnect with."""
+
+
+class LoginChecks(Protocol):
+    """The :class:`~hoopgw.authn.Authenticator` checks, bound to one client connection."""
+
+    def authenticate(self, secret: str) -> defer.Deferred[Identity]:
+        """Check a token (audited and slowed down on failure)."""
+
+    def failed(self, message: str, *, reason: str) -> defer.Deferred[Any]:
+        """Report a public key the gateway refused itself (audited, slowed down)."""
+
+    def refuse_if_saturated(self) -> defer.Deferred[Any] | None:
+        """A failing Deferred when the client address has every back-off slot busy."""
+
+
+def _unauthorized(failure: Failure) -> Failure:
+    failure.trap(AuthenticationError)
+    return Failure(UnauthorizedLogin(failure.getErrorMessage()))
+
+
+class _Login:
+    """The portal :class:`GatewayUserAuth` logs in through: one per client connection."""
+
+    def __init__(
+        self, *, directory: SshKeyDirectory, checks: LoginChecks, admit: Admit, reactor: Any
+    ) -> None:
+        self._directory = directory
+        self._checks = checks
+        self._admit = admit
+        self._reactor = reactor
+
+    def listCredentialsInterfaces(self) -> list[Any]:
+        return [credentials.ISSHPrivateKey, credentials.IUsernamePassword]
+
+    def login(self, creds: Any, mind: Any, *wanted: Any) -> defer.Deferred[Any]:
+        if credentials.ISSHPrivateKey.providedBy(creds):
+            return defer.maybeDeferred(self._by_key, creds)
+        d = self._checks.authenticate(creds.password.decode("utf-8", errors="replace"))
+        return d.addCallbacks(
+            lambda identity: self._started(identity, creds.username), _unauthorized
+        )
+
+    def _by_key(self, creds: Any) -> Any:
+        saturated = self._checks.refuse_if_saturated()
+        if saturated is not None:
+            return saturated.addErrback(_unauthorized)
+        try:
+            key = keys.Key.fromString(creds.blob)
+        except keys.BadKeyError:
+            return self._refused("unsupported or malformed public key")
+        now = self._reactor.seconds()
+        identity = self._directory.identity_for(key, now=now)
+        if identity is None:
+            return self._refused(f"SSH key {fingerprint(key)} is not registered, or revoked")
+        if creds.signature is None:
+            raise error.ValidPublicKey()  # "this key would do": the client then signs
+        if not key.verify(creds.signature, creds.sigData):
+            return self._refused(f"bad signature for SSH key {fingerprint(key)}")
+        self._directory.record_use(key, now=now)
+        return self._started(identity, creds.username)
+
+    def _refused(self, reason: str) -> defer.Deferred[Any]:
+        return self._checks.failed(_KEY_REFUSED, reason=reason).addErrback(_unauthorized)
+
+    def _started(self, identity: Identity, username: bytes) -> defer.Deferred[Any]:
+        return self._admit(identity, username).addCallback(
+            lambda avatar: (interfaces.IConchUser, avatar, avatar.logout)
+        )
+
+
+class GatewayUserAuth(userauth.SSHUserAuthServer):
+    """``ssh-userauth`` with public key, password and keyboard-interactive (one hidden prompt).
+
+    The transport provides ``login_portal()`` (a :class:`_Login`), ``login_timeout`` and
+    ``clock``.
+    """
+
+    transport: Any
+
+    def serviceStarted(self) -> None:
+        self.authenticatedWith = []
+        self.loginAttempts = 0
+        self.user = None
+        self.nextService = None
+        self.portal = self.transport.login_portal()
+        self.clock = self.transport.clock
+        # Encryption is on: the transport starts userauth only after the key exchange.
+        self.supportedAuthentications = [b"publickey", b"password", b"keyboard-interactive"]
+        self._pending_answer: defer.Deferred[Any] | None = None
+        self._cancelLoginTimeout = self.clock.callLater(
+            self.transport.login_timeout, self.timeoutAuthentication
+        )
+
+    def auth_keyboard_interactive(self, packet: bytes) -> defer.Deferred[Any]:
+        """Ask for the token with one hidden prompt (RFC 4256)."""
+        if self._pending_answer is not None:
+            return defer.fail(error.ConchError("keyboard-interactive already in progress"))
+        self._pending_answer = defer.Deferred()
+        self.transport.sendPacket(
+            userauth.MSG_USERAUTH_INFO_REQUEST,
+            NS(b"hoopgw")
+            + NS(b"Give your hoopgw token.")
+            + NS(b"")
+            + struct.pack(">L", 1)
+            + NS(b"Token: ")
+            + b"\x00",
+        )
+        return self._pending_answer
+
+    def ssh_USERAUTH_INFO_RESPONSE(self, packet: bytes) -> None:
+        """The client's answers to the keyboard-interactive prompt."""
+        pending, self._pending_answer = self._pending_answer, None
+        if pending is None:
+            return
+        try:
+            (count,) = struct.unpack(">L", packet[:4])
+            answers = getNS(packet[4:], count) if count else ()
+        except (struct.error, ValueError):
+            pending.errback(UnauthorizedLogin("malformed answer"))
+            return
+        if count != 1:
+            pending.errback(UnauthorizedLogin("expected one answer"))
+            return
+        creds = credentials.UsernamePassword(self.user or b"", answers[0])
+        self.portal.login(creds, None, interfaces.IConchUser).addErrback(
+            self._ebPassword
+        ).chainDeferred(pending)

@@ -17,7 +17,7 @@ from hoopgw.plugin import PLUGIN_GROUP
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-PAGES = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+PAGES = [ROOT / "README.md", *sorted(DOCS.rglob("*.md"))]
 
 # A plugin's options are documented on docs/<name>.md unless it is listed here.
 PLUGIN_PAGES = {

@@ -5,10 +5,11 @@ Two layers, because no permissively licensed parser knows every MySQL and MariaD
 1. **The lexer is MySQL's own rules, written here** (:func:`tokens`). It decides what the server
    would see: quoted strings and identifiers, ``#``, ``-- `` and ``/* */`` comments, and the
    *executable* comments ``/*! ... */``, ``/*!50001 ... */`` and MariaDB's ``/*M! ... */``,
-   whose contents the server runs. Their contents are analysed as if they ran, whatever their
-   version number (a version that the target does not reach only makes the analysis stricter).
-   Statements are split at top-level semicolons, so a multi-statement text is judged statement
-   by statement.
+   whose contents the server runs. Whether it runs a versioned one depends on the server's
+   kind and version, and a skipped one ends at its first ``*/`` (quotes or not), so the text is
+   read once for every choice of versioned markers run or skipped and every distinct reading
+   is judged. Statements are split at top-level semicolons, so a multi-statement text is
+   judged statement by statement.
 2. **The statement** is classified by its leading keywords (the table at the bottom of this
    module), and DML and queries are parsed with sqlglot's MySQL grammar (MIT licensed, the most
    complete MySQL grammar available in Python) for their tables, functions, columns and WHERE
@@ -19,9 +20,11 @@ What cannot be analysed is refused (:attr:`~hoopgw.sql.Analysis.error`): ``PREPA
 @variable`` (the text is only known when it runs), a ``SET sql_mode`` to anything but a
 literal without ``ANSI_QUOTES``, ``NO_BACKSLASH_ESCAPES`` or a combination mode that includes
 ``ANSI_QUOTES`` (those change how the server reads quotes, so later statements could no
-longer be split the way the server splits them), an unterminated string or comment. The
-lexer assumes the server's default lexing (backslash escapes on, double quotes delimit
-strings), which the refusal above keeps true for the session.
+longer be split the way the server splits them), a client character set other than utf8mb4,
+utf8mb3, ascii or binary (in others a byte from 0x80 up may be white space or end in a quote's
+byte), an unterminated string or comment. The lexer assumes the server's default lexing
+(backslash escapes on, double quotes delimit strings), which the refusals above keep true for
+the session.
 """
 
 from __future__ import annotations
@@ -201,16 +204,22 @@ def _literal(token: Token) -> str | None:
     """The value of a string literal token, escapes applied; None for anything else."""
     if token.kind != "string" or not token.text.startswith(("'", '"')):
         return None
-    body = token.text[1:-1]
     quote = token.text[0]
-    body = body.replace(quote * 2, quote)
-    return re.sub(
-        r"\\(.)",
-        lambda m: {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "Z": "\x1a"}.get(
-            m.group(1), m.group(1)
-        ),
-        body,
-    )
+
+    def unescape(match: re.Match[str]) -> str:
+        char = match.group(1)
+        if char is None:
+            return quote  # a doubled quote
+        if char in "%_":
+            return "\\" + char  # the server keeps the backslash (for LIKE patterns)
+        return _ESCAPES.get(char, char)
+
+    # One pass, left to right, as the server reads it.
+    return re.sub(r"\\(.)|" + re.escape(quote * 2), unescape, token.text[1:-1], flags=re.DOTALL)
+
+
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "Z": "\x1a", "b": "\b"}
+"""The server's escape sequences in strings (any other ``\\x`` is ``x``)."""
 
 
 # -- statement classification --------------------------------------------------------------
@@ -599,8 +608,8 @@ class MySQLDialect:
             return facts
         if second == "STATEMENT":
             # MariaDB: SET STATEMENT var = value [, ...] FOR statement
-            if "FOR" not in words:
-                raise _Unanalysable("SET STATEMENT without FOR")
+            if "FOR" not in words[:-1]:
+                raise _Unanalysable("SET STATEMENT without FOR and a statement")
             at = words.index("FOR")
             facts = self._set_assignments(statement[2:at])
             inner = self._statement(statement[at + 1 :])
@@ -621,14 +630,18 @@ class MySQLDialect:
             if not assignment:
                 continue
             target = assignment[0]
-            name = target.text.lower()
-            if target.kind == "variable" and name.startswith("@@"):
+            if target.kind == "variable" and not target.text.startswith("@@"):
+                continue  # a user variable: its value is judged where it is used
+            # The name as the server reads it, in any spacing or quoting (`sql_mode`,
+            # @@session . sql_mode, @@`sql_mode`): every token up to the assignment.
+            at = next((j for j, t in enumerate(assignment) if t.text in ("=", ":")), 1)
+            name = "".join(map(_spelled, assignment[:at])).lower()
+            assignment = [Token(target.kind, name), *assignment[at:]]
+            if name.startswith("@@"):
                 name = name[2:]
                 if name.startswith(("global.", "persist.", "persist_only.")):
                     scope = "GLOBAL"
                 name = name.split(".", 1)[-1]
-            elif target.kind == "variable":
-                continue  # a user variable: its value is judged where it is used
             if scope == "GLOBAL":
                 facts.add("admin", f"SET GLOBAL {name}")
             if name in ("names", "charset", "character"):
@@ -727,6 +740,17 @@ def _comma_split(tokens_: list[Token]) -> Iterator[list[Token]]:
             current.append(token)
     if current:
         yield current
+
+
+def _spelled(token: Token) -> str:
+    """A token of a variable's name as the server reads it: ``@@`a``` is ``@@a``."""
+    text = token.text
+    prefix = text[: len(text) - len(text.lstrip("@"))] if token.kind == "variable" else ""
+    body = text[len(prefix) :]
+    if len(body) >= 2 and body[0] in "'\"`" and body[-1] == body[0]:
+        unquoted = _literal(Token("string", body))
+        body = body[1:-1].replace("``", "`") if unquoted is None else unquoted
+    return prefix + body
 
 
 def _assigned(assignment: list[Token]) -> list[Token]:

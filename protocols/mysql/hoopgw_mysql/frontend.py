@@ -79,6 +79,10 @@ byte), ``CLIENT_LOCAL_FILES`` (a server could read the client's files), query at
 optional result metadata (MariaDB has neither)."""
 
 DEFAULT_SERVER_VERSION = "8.0.0-hoopgw"
+LOGIN_MAX_PACKET = 1 << 17
+"""Largest packet a client may send before its login completes (a handshake response with
+connection attributes, a key or a token), so that an unauthenticated client cannot make the
+gateway buffer ``max_message_size`` bytes (PostgreSQL's startup packet is bounded likewise)."""
 CHARSET_UTF8MB4 = 45
 
 # Error numbers and SQL states (MySQL server error reference).
@@ -226,7 +230,9 @@ class ClientSession(protocol.Protocol):
         self.runtime = runtime
         self.chain = runtime.chain
         self._target = target  # shared by the connection: the target's last greeting
-        self._reader = m.PacketReader(max_length=runtime.gateway.max_message_size)
+        self._reader = m.PacketReader(
+            max_length=min(LOGIN_MAX_PACKET, runtime.gateway.max_message_size)
+        )
         self._phase = "greeting"
         self._inbox: deque[m.Packet] = deque()
         self._busy = False
@@ -678,6 +684,7 @@ class ClientSession(protocol.Protocol):
         self.transport.registerProducer(_ReadGate(up_transport), True)
         up_transport.registerProducer(self._gate, True)
         self._phase = "ready"
+        self._reader.max_length = self.runtime.gateway.max_message_size
         self._busy = False
         if self._gate is not None:
             self._gate.resume(READ_PAUSE_LOGIN)

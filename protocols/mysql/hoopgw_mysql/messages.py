@@ -192,6 +192,15 @@ class PacketReader:
         self._max_length = max_length
 
     @property
+    def max_length(self) -> int:
+        """Largest logical payload accepted (may be changed between feeds)."""
+        return self._max_length
+
+    @max_length.setter
+    def max_length(self, value: int) -> None:
+        self._max_length = value
+
+    @property
     def buffered(self) -> int:
         """Bytes received that do not yet make a whole logical packet."""
         return len(self._buffer) + self._joined

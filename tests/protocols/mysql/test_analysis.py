@@ -127,7 +127,12 @@ def test_prepare_defines_what_execute_runs() -> None:
 
 
 def test_unanalysable_texts_carry_an_error() -> None:
-    for text in ("PREPARE s FROM @v", "SET sql_mode = 'ANSI_QUOTES'", "SELECT 'open"):
+    for text in (
+        "PREPARE s FROM @v",
+        "SET sql_mode = 'ANSI_QUOTES'",
+        "SELECT 'open",
+        "SET STATEMENT max_statement_time = 1 FOR",
+    ):
         assert not DIALECT.analyze(text).parseable, text
 
 
@@ -224,3 +229,26 @@ def test_client_character_sets_the_lexer_cannot_read_are_refused() -> None:
     ):
         assert not DIALECT.analyze(text).parseable, text
     assert DIALECT.analyze("SET NAMES utf8mb4; SET character_set_client = 'ascii'").parseable
+
+
+def test_a_system_variable_is_known_in_any_spelling() -> None:
+    for text in (
+        "SET @@session . sql_mode = 'ANSI_QUOTES'",
+        "SET @@session.`sql_mode` = 'ANSI'",
+        "SET `sql_mode` = 'NO_BACKSLASH_ESCAPES'",
+        "SET SESSION `sql_mode` = 'ANSI_QUOTES'",
+        "SET @@`sql_mode` = 'ORACLE'",
+        "SET `character_set_client` = 'gbk'",
+    ):
+        assert not DIALECT.analyze(text).parseable, text
+    [facts] = DIALECT.analyze("SET @@global . max_connections = 1").statements
+    assert "admin" in facts.classes
+
+
+def test_a_prepared_text_is_unescaped_as_the_server_does() -> None:
+    # \b is a backspace: "--" and a control byte start a comment, so the WHERE is gone.
+    [facts] = DIALECT.analyze("PREPARE s FROM 'UPDATE t SET a = 1 --\\b WHERE id = 1'").statements
+    assert "unbounded-write" in facts.classes
+    # \% and \_ keep their backslash; a doubled quote after an escape is one quote.
+    [like] = DIALECT.analyze("PREPARE s FROM 'SELECT a FROM t WHERE b LIKE \\'x\\_%\\''").statements
+    assert like.tables == {"t"}

@@ -290,6 +290,22 @@ def test_a_character_set_the_analysis_cannot_read_is_refused_at_login(charset: i
     assert client.session.upstream is None
 
 
+def test_a_large_packet_before_login_is_refused_unbuffered() -> None:
+    client = Gateway().connect()
+    client.received()
+    client.session.dataReceived((1 << 20).to_bytes(3, "little") + b"\x01" + b"x" * 100)
+    [error] = client.received()
+    assert m.ErrPacket.decode(error.payload).code == 1153
+    assert client.transport.disconnecting
+
+
+def test_after_login_packets_up_to_max_message_size_are_read() -> None:
+    client = logged_in()
+    query = b"\x03SELECT '" + b"x" * (1 << 20) + b"'"
+    client.send(query, seq=0)
+    assert client.upstream.commands() == [query]
+
+
 def test_the_user_name_must_be_the_keys_identity() -> None:
     client = Gateway().connect()
     [error] = client.login(user="someone-else")

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -47,6 +47,9 @@ if TYPE_CHECKING:
 __all__ = ["ApprovalError", "ApprovalService", "ReviewPolicy", "roles_of"]
 
 log = Logger(namespace="hoopgw.approvals")
+
+GRANT_SWEEP_INTERVAL = 5.0
+"""Seconds between two looks for sessions on ``jit`` connections without a live grant."""
 
 Notifier = Callable[[ReviewRecord, str], None]
 """Called as ``notify(review, event)`` after every change of a review (see the
@@ -134,6 +137,8 @@ class ApprovalService:
         self._grant_timers: dict[str, Any] = {}
         self._notifiers: dict[str, Notifier] = {}
         self._stopping = False
+        self._sweep = task.LoopingCall(self._end_sessions_without_grant)
+        self._sweep.clock = reactor
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -153,12 +158,18 @@ class ApprovalService:
                 self._schedule_expiry(grant)
             else:
                 writes.append(self._end_grant(grant, "expired"))
+        if not self._sweep.running:
+            self._sweep.start(GRANT_SWEEP_INTERVAL, now=False).addErrback(
+                lambda f: log.failure("the grant sweep stopped", f)
+            )
         return _all(writes)
 
     def stop(self) -> defer.Deferred[None]:
         """End every pending review as ``aborted`` (waiting clients get an error) and stop the
         grant timers; call before sessions are ended."""
         self._stopping = True
+        if self._sweep.running:
+            self._sweep.stop()
         for timer in self._grant_timers.values():
             if timer.active():
                 timer.cancel()
@@ -247,6 +258,7 @@ class ApprovalService:
         def unrecorded(failure: Failure) -> None:
             log.failure("review {review} could not be recorded", failure, review=review.id)
             self._release(review.id, Block(reason="cannot record the review; refused"))
+            self._drop_unrecorded(review)
 
         written.addErrback(unrecorded)
         self._notify(review, "requested")
@@ -390,7 +402,23 @@ class ApprovalService:
         self._store.add_review(review)
         self._notify(review, "requested")
         written = self._record("review_requested", review, reason=reason, duration=duration)
-        return written.addCallback(lambda _: review)
+
+        def unrecorded(failure: Failure) -> Failure:
+            self._drop_unrecorded(review)
+            return failure
+
+        return written.addCallbacks(lambda _: review, unrecorded)
+
+    def _drop_unrecorded(self, review: ReviewRecord) -> None:
+        """A review whose request could not be recorded never becomes decidable: it ends
+        ``aborted`` (fail closed: no approval, grant or re-run can follow an unaudited request)."""
+        self._digests.pop(review.id, None)
+        try:
+            aborted = self._abort(review, "the request could not be recorded")
+        except HoopgwError:
+            log.failure("cannot abort the unrecorded review {review}", review=review.id)
+            return
+        aborted.addErrback(lambda f: log.failure("cannot record an aborted review", f))
 
     def active_grant(self, identity: str, connection: str) -> GrantRecord | None:
         """The live grant that admits ``identity`` to ``connection``, if any."""
@@ -493,6 +521,41 @@ class ApprovalService:
         return self._write(
             AuditEntry(kind=f"grant_{how}", session_id="", time=self._now(), data=data)
         )
+
+    def _end_sessions_without_grant(self) -> None:
+        """End every session on a ``jit`` connection whose identity holds no live grant.
+
+        A grant's end ends the sessions registered then; this catches one that a protocol
+        registered later (admitted under the grant, then still logging in upstream when the
+        grant ended), so that none outlives its grant by more than
+        :data:`GRANT_SWEEP_INTERVAL`.
+        """
+        for live in list(self._sessions):
+            identity = live.identity
+            config = self.connections.get(live.runtime.config.name)
+            if identity is None or config is None or config.access != "jit":
+                continue
+            try:
+                granted = self.active_grant(identity.name, config.name) is not None
+            except HoopgwError:
+                log.failure("cannot look up the grants of {who}", who=identity.name)
+                continue
+            if granted:
+                continue
+            why = f"no live access grant of {identity.name!r} on {config.name!r}"
+            info = getattr(live, "session", None)
+            try:
+                live.terminate(why)
+            except Exception:  # one session's failure must not stop the sweep for all
+                log.failure("cannot end a session without a grant")
+            self._write(
+                AuditEntry(
+                    kind="grant_session_ended",
+                    session_id=info.id if info is not None else "",
+                    time=self._now(),
+                    data={"identity": identity.name, "connection": config.name, "reason": why},
+                )
+            ).addErrback(lambda f: log.failure("cannot record the end of a session", f))
 
     # -- deciding ------------------------------------------------------------------------------
 

@@ -39,7 +39,9 @@ def register(
     request.add_argument("--reason", required=True, help="why (approvers are shown it)")
     request.set_defaults(handler=_request)
     listing = sub.add_parser(
-        "list", parents=[with_json], help="grants (yours, those you approve; all for auditors and admins)"
+        "list",
+        parents=[with_json],
+        help="grants (yours, those you approve; all for auditors and admins)",
     )
     listing.add_argument("--all", action="store_true", help="also expired and revoked grants")
     listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")

@@ -11,7 +11,6 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from twisted.internet import defer, ssl, task
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from hoopgw.admin.api import build_site
 from hoopgw.approvals import ApprovalService
@@ -112,11 +111,11 @@ class Gateway:
                     target=connection.target,
                 )
             if gw.admin_listen is not None:
-                site: Any = build_site(self.approvals, authenticator, self.reactor)
+                admin_tls = None
                 if gw.admin_tls:
                     assert gw.tls_cert and gw.tls_key  # checked by the config
                     admin_tls = server_tls_options(gw.tls_cert, gw.tls_key, alpn=())
-                    site = TLSMemoryBIOFactory(admin_tls, False, site)
+                site = build_site(self.approvals, authenticator, self.reactor, tls=admin_tls)
                 port = yield serverFromString(self.reactor, gw.admin_listen).listen(site)
                 self._ports.append(port)
                 log.info(

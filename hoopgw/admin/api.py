@@ -9,6 +9,7 @@ follows from the review rules (:mod:`hoopgw.approvals`) and the ``[roles]`` tabl
 
 from __future__ import annotations
 
+import collections
 import io
 import json
 import re
@@ -18,6 +19,8 @@ from typing import Any
 import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.protocols import policies
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
@@ -36,6 +39,9 @@ MAX_BODY = 64 * 1024
 
 IDLE_TIMEOUT = 30.0
 """Seconds a connection may send nothing before it is closed."""
+
+MAX_CONNECTIONS_PER_HOST = 16
+"""Connections one client host may hold open at once."""
 
 _STATUS = {
     "invalid": 400,
@@ -268,9 +274,13 @@ class AdminApi(resource.Resource):
             raise _Refused("invalid", "connection is required")
         if not isinstance(duration, int | float) or isinstance(duration, bool):
             raise _Refused("invalid", "duration must be a number of seconds")
+        try:
+            seconds = float(duration)
+        except OverflowError:  # an integer of hundreds of digits
+            raise _Refused("invalid", "duration is out of range") from None
         reason = _reason(body, required=True)
         requested = self._service.request_access(
-            identity, connection=connection, duration=float(duration), reason=reason
+            identity, connection=connection, duration=seconds, reason=reason
         )
         return requested.addCallback(lambda review: (201, review_json(review, self._service)))
 
@@ -323,7 +333,7 @@ class _LimitedRequest(server.Request):
         self.content = io.BytesIO()
         message = f"the request body is larger than {MAX_BODY} bytes"
         body = json.dumps({"error": {"code": "invalid", "message": message}}).encode()
-        transport = self.channel.transport
+        transport: Any = self.channel.transport
         transport.write(
             b"HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\n"
             b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
@@ -331,18 +341,59 @@ class _LimitedRequest(server.Request):
         transport.loseConnection()
 
 
-def build_site(service: ApprovalService, authenticator: Any, reactor: Any) -> server.Site:
-    """The Twisted web site serving the API (anything outside ``/api`` is 404).
+class _PerHostLimit(policies.WrappingFactory):
+    """Refuses a client host's connections beyond :data:`MAX_CONNECTIONS_PER_HOST`, so that
+    one host holding connections open with a trickle of bytes (slow-loris; each byte restarts
+    the idle timeout) cannot use up the gateway's sockets."""
 
-    Request bodies are limited to :data:`MAX_BODY` while they arrive, and a connection idle
-    for :data:`IDLE_TIMEOUT` seconds is closed.
+    noisy = False
+
+    def __init__(self, wrapped: Any) -> None:
+        super().__init__(wrapped)
+        self._hosts: dict[Any, str] = {}
+        self._open: collections.Counter[str] = collections.Counter()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """A protocol for the connection, or None (closed at once) over the host's limit."""
+        host = str(getattr(addr, "host", ""))
+        if self._open[host] >= MAX_CONNECTIONS_PER_HOST:
+            log.info("admin API: too many connections from {host}; refused", host=host)
+            return None
+        protocol = super().buildProtocol(addr)
+        self._hosts[protocol] = host
+        self._open[host] += 1
+        return protocol
+
+    def unregisterProtocol(self, p: Any) -> None:
+        """Count the connection's end."""
+        super().unregisterProtocol(p)
+        host = self._hosts.pop(p, None)
+        if host is not None:
+            self._open[host] -= 1
+            if self._open[host] <= 0:
+                del self._open[host]
+
+
+def build_site(
+    service: ApprovalService, authenticator: Any, reactor: Any, *, tls: Any = None
+) -> policies.WrappingFactory:
+    """The factory serving the API (anything outside ``/api`` is 404): HTTPS with the server
+    TLS options ``tls``, plain HTTP without.
+
+    Request bodies are limited to :data:`MAX_BODY` while they arrive, a connection idle for
+    :data:`IDLE_TIMEOUT` seconds is closed, and one client host may hold at most
+    :data:`MAX_CONNECTIONS_PER_HOST` connections. The web site itself is the result's
+    ``site`` attribute.
     """
     root = resource.Resource()
     api: Any = AdminApi(service, authenticator, reactor)
     root.putChild(b"api", api)
-    site = server.Site(
+    site: Any = server.Site(
         root, requestFactory=_LimitedRequest, timeout=IDLE_TIMEOUT, reactor=reactor
     )
     site.displayTracebacks = False
     site.noisy = False
-    return site
+    served: Any = site if tls is None else TLSMemoryBIOFactory(tls, False, site)
+    limited = _PerHostLimit(served)
+    limited.site = site  # type: ignore[attr-defined]
+    return limited

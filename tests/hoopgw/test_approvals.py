@@ -8,7 +8,13 @@ import attrs
 import pytest
 from twisted.internet import defer, task
 
-from hoopgw.approvals import ApprovalError, ApprovalService, ReviewPolicy, roles_of
+from hoopgw.approvals import (
+    GRANT_SWEEP_INTERVAL,
+    ApprovalError,
+    ApprovalService,
+    ReviewPolicy,
+    roles_of,
+)
 from hoopgw.config import ConnectionConfig, CredentialConfig
 from hoopgw.errors import StoreError
 from hoopgw.protocol import SessionRegistry
@@ -491,3 +497,70 @@ def test_a_decided_or_withdrawn_review_takes_no_further_decision(world: World) -
     withdrawn.cancel()
     with pytest.raises(ApprovalError, match="is withdrawn"):
         world.service.decide(review.id, BOB, approve=True, reason="")
+
+
+def test_a_session_registered_after_its_grant_ended_is_ended_by_the_sweep(world: World) -> None:
+    # A protocol that registers a session only after its upstream login (SSH does) misses
+    # the grant's end when the grant ends during that login.
+    world.service.start()
+    grant(world)
+    world.clock.advance(600)  # the grant ends; nothing is registered yet
+    late = FakeLive(identity=AGENT, runtime=_runtime("jit"))
+    world.sessions.add(late)  # type: ignore[arg-type]
+    other = FakeLive(identity=AGENT, runtime=_runtime("test"))  # not a jit connection
+    world.sessions.add(other)  # type: ignore[arg-type]
+    world.clock.advance(GRANT_SWEEP_INTERVAL)
+    assert late.ended == ["no live access grant of 'agent' on 'jit'"]
+    assert other.ended == []
+    assert world.audit.kinds()[-1] == "grant_session_ended"
+    world.service.stop()
+
+
+def test_the_sweep_leaves_sessions_under_a_live_grant(world: World) -> None:
+    world.service.start()
+    grant(world)
+    live = FakeLive(identity=AGENT, runtime=_runtime("jit"))
+    world.sessions.add(live)  # type: ignore[arg-type]
+    world.clock.advance(GRANT_SWEEP_INTERVAL * 3)
+    assert live.ended == []
+    world.service.stop()
+
+
+def test_a_held_statement_whose_review_is_not_recorded_can_never_be_approved(
+    world: World,
+) -> None:
+    world.audit.failing = True
+    verdict = world.result(hold(world))
+    assert isinstance(verdict, Block) and "cannot record the review" in verdict.reason
+    world.audit.failing = False
+    [review] = world.store.list_reviews()
+    assert review.status == "aborted"
+    with pytest.raises(ApprovalError, match="is aborted"):
+        world.service.decide(review.id, ALICE, approve=True, reason="")
+    assert not hold(world).called  # no re-run: a new review
+
+
+def test_an_access_request_that_is_not_recorded_can_never_be_approved(world: World) -> None:
+    world.audit.failing = True
+    requested = world.service.request_access(AGENT, connection="jit", duration=600, reason="INC-1")
+    assert world.result(requested).check(StoreError)
+    requested.addErrback(lambda _: None)
+    world.audit.failing = False
+    [review] = world.store.list_reviews()
+    assert review.status == "aborted"
+    with pytest.raises(ApprovalError, match="is aborted"):
+        world.service.decide(review.id, LEAD, approve=True, reason="")
+
+
+def test_an_approval_that_cannot_be_recorded_refuses_the_held_statement(world: World) -> None:
+    decision = hold(world)
+    [review] = world.store.list_reviews()
+    world.audit.manual = True  # the approval's record is not durable yet
+    decided = world.service.decide(review.id, ALICE, approve=True, reason="")
+    assert not decision.called  # nothing runs before the record is durable
+    world.audit.failing = True
+    world.audit.flush()
+    verdict = world.result(decision)
+    assert isinstance(verdict, Block) and verdict.reason == "cannot record the decision; refused"
+    assert world.result(decided).check(StoreError)
+    decided.addErrback(lambda _: None)

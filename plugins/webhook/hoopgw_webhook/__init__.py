@@ -21,8 +21,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer
-from twisted.web.client import Agent, readBody
+from twisted.internet import defer, protocol
+from twisted.web.client import Agent
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
@@ -101,6 +101,35 @@ class _Body:
 
     def stopProducing(self) -> None:
         """Nothing to stop: the body is written at once."""
+
+
+MAX_ANSWER = 64 * 1024
+"""Bytes of a receiver's answer read at most; the rest is not waited for."""
+
+
+class _Discard(protocol.Protocol):
+    """Reads an answer body without keeping it, and stops after :data:`MAX_ANSWER` bytes: a
+    receiver that answers without end must not fill memory or hold the request open."""
+
+    def __init__(self, done: defer.Deferred[None]) -> None:
+        self._done = done
+        self._read = 0
+
+    def dataReceived(self, data: bytes) -> None:
+        self._read += len(data)
+        if self._read > MAX_ANSWER and not self._done.called:
+            self._done.callback(None)
+            self.transport.stopProducing()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Any = None) -> None:
+        if not self._done.called:
+            self._done.callback(None)
+
+
+def _drain(response: Any) -> defer.Deferred[None]:
+    done: defer.Deferred[None] = defer.Deferred()
+    response.deliverBody(_Discard(done))
+    return done
 
 
 def _where(url: str) -> str:
@@ -223,7 +252,7 @@ class WebhookPlugin:
         d.addErrback(self._failed, body, event, attempt)
 
     def _answered(self, response: Any) -> defer.Deferred[None]:
-        drained = readBody(response)
+        drained = _drain(response)
         if not 200 <= response.code < 300:
             code = response.code
 

@@ -15,7 +15,13 @@ from twisted.internet.testing import StringTransport
 from twisted.web.test.requesthelper import DummyRequest
 
 from hoopgw.admin import openapi
-from hoopgw.admin.api import IDLE_TIMEOUT, MAX_BODY, AdminApi, build_site
+from hoopgw.admin.api import (
+    IDLE_TIMEOUT,
+    MAX_BODY,
+    MAX_CONNECTIONS_PER_HOST,
+    AdminApi,
+    build_site,
+)
 from hoopgw.approvals import ApprovalService, ReviewPolicy
 from hoopgw.config import ConnectionConfig, CredentialConfig
 from hoopgw.errors import AuthenticationError
@@ -189,6 +195,13 @@ def test_own_and_unseen_reviews(api: Api) -> None:
         ("DELETE", "/api/reviews", None, None, 405),
         ("POST", "/api/access/requests", {"connection": "jit"}, None, 400),
         ("POST", "/api/access/requests", {"connection": "jit", "duration": True}, None, 400),
+        (
+            "POST",
+            "/api/access/requests",
+            None,
+            b'{"connection": "jit", "reason": "x", "duration": 1' + b"0" * 400 + b"}",
+            400,
+        ),
     ],
 )
 def test_bad_requests(
@@ -231,9 +244,9 @@ def test_whoami(api: Api) -> None:
 
 def test_the_site_serves_only_the_api() -> None:
     api = Api()
-    site = build_site(api.service, api.authenticator, api.clock)
+    site = build_site(api.service, api.authenticator, api.clock).site  # type: ignore[attr-defined]
     assert site.displayTracebacks is False
-    assert site.resource.getStaticEntity(b"api") is not None  # type: ignore[attr-defined]
+    assert site.resource.getStaticEntity(b"api") is not None
 
 
 def test_a_deeply_nested_body_is_refused_not_an_internal_error(api: Api) -> None:
@@ -303,3 +316,16 @@ def test_an_idle_connection_is_closed(api: Api) -> None:
     assert not transport.disconnecting
     api.clock.advance(1)
     assert transport.disconnecting
+
+
+def test_one_host_may_hold_only_so_many_connections(api: Api) -> None:
+    factory = build_site(api.service, api.authenticator, api.clock)
+    held = []
+    for port in range(MAX_CONNECTIONS_PER_HOST):
+        channel = factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 40000 + port))
+        channel.makeConnection(StringTransport())
+        held.append(channel)
+    assert factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 50000)) is None
+    assert factory.buildProtocol(IPv4Address("TCP", "10.0.0.2", 50000)) is not None
+    held[0].connectionLost(None)  # one ends: the host may connect again
+    assert factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 50001)) is not None

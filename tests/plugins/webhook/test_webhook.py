@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 import pytest
-from hoopgw_webhook import WebhookPlugin, payload, sign
+from hoopgw_webhook import MAX_ANSWER, WebhookPlugin, payload, sign
 from twisted.internet import defer, task
 from twisted.logger import Logger, formatEvent
 from twisted.python.failure import Failure
@@ -175,3 +175,34 @@ def test_the_log_never_shows_the_url_path(monkeypatch: pytest.MonkeyPatch) -> No
     [event] = events
     shown = formatEvent(event)
     assert "hooks.slack.com" in shown and "s3cretpath" not in shown
+
+
+class EndlessResponse:
+    """A 200 whose body never ends (until the reader stops it)."""
+
+    def __init__(self) -> None:
+        self.code = 200
+        self.stopped = False
+        self.sent = 0
+
+    def deliverBody(self, protocol: Any) -> None:
+        response = self
+
+        class Transport:
+            def stopProducing(self) -> None:
+                response.stopped = True
+
+        protocol.makeConnection(Transport())
+        while not self.stopped and self.sent < 100 * 1024 * 1024:
+            protocol.dataReceived(b"x" * 4096)
+            self.sent += 4096
+
+
+def test_an_endless_answer_is_read_only_so_far(monkeypatch: pytest.MonkeyPatch) -> None:
+    instance, clock, agent = plugin(monkeypatch)
+    instance.review_updated(REVIEW, "requested")
+    endless = EndlessResponse()
+    agent.requests[0][4].callback(endless)
+    assert endless.stopped and endless.sent <= MAX_ANSWER + 4096
+    clock.advance(1000)
+    assert len(agent.requests) == 1  # a 2xx: delivered, no retry

@@ -18,10 +18,7 @@ import json
 import os
 import platform
 import secrets
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,13 +28,10 @@ from pathlib import Path
 from typing import Any
 
 import pymysql
-import tomli_w
 
-PLUGINS: dict[str, dict[str, dict[str, Any]]] = {
-    "hoopgw": {"recording": {}},
-    "hoopgw-bare": {},
-    "hoopgw-guardrails": {"recording": {}, "guardrails": {"preset": "agent-readonly"}},
-}
+sys.path.insert(0, str(Path(__file__).parent))
+from common import PLUGINS, free_port, running_gateway
+
 TARGETS = ("direct", *PLUGINS)
 RESULTS_PATH = Path(__file__).parent / "results" / "mysql-latest.json"
 DATABASE = "hoopgw_bench_my"
@@ -65,12 +59,6 @@ WORKLOADS: dict[str, Callable[[Any, int], None]] = {
     "update": _update,
 }
 READ_ONLY = {"point-select", "range-select-100"}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def prepare(host: str, port: int) -> tuple[str, str]:
@@ -114,39 +102,14 @@ def gateway(
         "upstream_tls": {"sslmode": "disable"},
         **{name: options for name, options in plugins.items() if options},
     }
-    config = folder / "hoopgw.toml"
-    config.write_text(
-        tomli_w.dumps(
-            {
-                "gateway": {"store": f"sqlite:///{folder / 'hoopgw.db'}", "log_level": "warn"},
-                "connections": [connection],
-            }
-        )
-    )
-    command = [sys.executable, "-m", "hoopgw"]
-    created = subprocess.run(
-        [*command, "keys", "create", "--identity", "bench", "--group", "bench", "-c", str(config)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    key = created.stdout.strip()
-    with (folder / "stderr.log").open("wb") as log:
-        process = subprocess.Popen(
-            [*command, "run", "-c", str(config)], stdout=log, stderr=log, cwd=folder
-        )
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", listen)):
-                break
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"{target} did not start: {(folder / 'stderr.log').read_text()}")
-            time.sleep(0.05)
+    document = {
+        "gateway": {"store": f"sqlite:///{folder / 'hoopgw.db'}", "log_level": "warn"},
+        "connections": [connection],
+    }
+    with running_gateway(
+        document, workdir=folder, port=listen, identity="bench", group="bench"
+    ) as key:
         yield listen, key
-    finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(10)
 
 
 def run(connect: Callable[[], Any], workload: str, duration: float) -> float:

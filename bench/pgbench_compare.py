@@ -19,13 +19,9 @@ import platform
 import pwd
 import re
 import shutil
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,29 +29,26 @@ from typing import Any
 
 import attrs
 import psycopg
-import tomli_w
 from psycopg import sql
 
+sys.path.insert(0, str(Path(__file__).parent))
+from common import (
+    PLUGINS,
+    BenchError,
+    Endpoint,
+    free_port,
+    program,
+    run_tool,
+    running_gateway,
+    running_server,
+)
+
 TARGETS = ("direct", "pgbouncer", "hoopgw", "hoopgw-bare", "hoopgw-guardrails")
-"""``hoopgw`` runs with ``recording``; ``hoopgw-bare`` with no plugin, to separate the proxy's
-own cost from the write-ahead audit's; ``hoopgw-guardrails`` with ``recording`` and
-``guardrails`` (preset ``agent-readonly``), to show what judging each statement adds."""
-PLUGINS: dict[str, dict[str, dict[str, Any]]] = {
-    "hoopgw": {"recording": {}},
-    "hoopgw-bare": {},
-    "hoopgw-guardrails": {"recording": {}, "guardrails": {"preset": "agent-readonly"}},
-}
-"""Plugins of each gateway target, in order, with their options."""
+"""``direct``, ``pgbouncer``, and the gateway targets of :data:`PLUGINS` (their plugins)."""
 RESULTS_PATH = Path(__file__).parent / "results" / "latest.json"
 BENCH_IDENTITY = "bench-agent"
 BENCH_GROUP = "bench"
-SERVER_START_TIMEOUT = 20.0
-SERVER_STOP_TIMEOUT = 10.0
 _TPS_LINE = re.compile(r"^tps = ([0-9]+(?:\.[0-9]+)?) \(without initial connection time\)$", re.M)
-
-
-class BenchError(RuntimeError):
-    """A benchmark step failed; the message says which and holds the tool's output."""
 
 
 @attrs.frozen(kw_only=True)
@@ -75,22 +68,6 @@ WORKLOADS = (
         name="select-extended-c8", pgbench_args=("-S", "-M", "extended", "-c", "8", "-j", "2")
     ),
 )
-
-
-@attrs.frozen(kw_only=True)
-class Endpoint:
-    """Where pgbench connects for one target."""
-
-    target: str
-    """``direct``, ``pgbouncer`` or ``hoopgw``."""
-    host: str
-    """Host to connect to."""
-    port: int
-    """Port to connect to."""
-    user: str
-    """User name pgbench logs in as."""
-    password: str | None = None
-    """Password (hoopgw: the API key), passed in ``PGPASSWORD``."""
 
 
 @attrs.frozen(kw_only=True)
@@ -315,20 +292,6 @@ def hoopgw_config(
     return {"gateway": {"store": f"sqlite:///{store_path}"}, "connections": [connection]}
 
 
-def free_port() -> int:
-    """Return a loopback TCP port that nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _program(name: str) -> str:
-    found = shutil.which(name) or shutil.which(name, path="/usr/sbin")
-    if found is None:
-        raise BenchError(f"{name} is not installed (./dev setup installs it as root)")
-    return found
-
-
 def _unprivileged_user() -> str | None:
     """Return the user to run pgbouncer as: it refuses root, so as root use ``postgres``."""
     if os.geteuid() != 0:
@@ -337,64 +300,6 @@ def _unprivileged_user() -> str | None:
         return pwd.getpwnam("postgres").pw_name
     except KeyError:
         raise BenchError("running as root needs the OS user 'postgres' for pgbouncer") from None
-
-
-@contextlib.contextmanager
-def running_server(
-    argv: Sequence[str], *, name: str, port: int, log_path: Path, user: str | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    """Run a server process until the block ends, once its port accepts TCP connections.
-
-    :raises BenchError: it exited or did not listen within 20 s; the message holds its log.
-    """
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, user=user
-        )
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT
-        while not _accepts(port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise BenchError(
-                    f"{name} did not start listening on 127.0.0.1:{port}; log:\n"
-                    + log_path.read_text(errors="replace")
-                )
-            time.sleep(0.05)
-        yield process
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(SERVER_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def _run(argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float) -> str:
-    completed = subprocess.run(
-        argv,
-        env={**os.environ, **(env or {})},
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if completed.returncode != 0:
-        raise BenchError(
-            f"{' '.join(argv)} exited with {completed.returncode}:\n"
-            f"{completed.stdout}{completed.stderr}"
-        )
-    return completed.stdout
 
 
 def prepare_database(settings: Settings) -> str:
@@ -411,9 +316,9 @@ def prepare_database(settings: Settings) -> str:
         admin.execute(sql.SQL("CREATE DATABASE {}").format(database))
         (version,) = admin.execute("SHOW server_version").fetchone() or ("unknown",)
     print(f"==> pgbench -i -s {settings.scale} {settings.database}", flush=True)
-    _run(
+    run_tool(
         [
-            _program("pgbench"),
+            program("pgbench"),
             "-i",
             "-q",
             "-s",
@@ -453,7 +358,7 @@ def pgbouncer_endpoint(settings: Settings) -> Iterator[Endpoint]:
                 shutil.chown(path, user=user)
         print(f"==> starting pgbouncer on 127.0.0.1:{port}", flush=True)
         with running_server(
-            [_program("pgbouncer"), str(ini)],
+            [program("pgbouncer"), str(ini)],
             name="pgbouncer",
             port=port,
             log_path=workdir / "stderr.log",
@@ -463,42 +368,28 @@ def pgbouncer_endpoint(settings: Settings) -> Iterator[Endpoint]:
 
 
 @contextlib.contextmanager
-def hoopgw_endpoint(settings: Settings, target: str = "hoopgw") -> Iterator[Endpoint]:
-    """Run ``hoopgw run`` (plugins per :data:`PLUGINS`) on a fresh store and key; yield its
-    endpoint."""
-    hoopgw = [sys.executable, "-m", "hoopgw"]
+def hoopgw_endpoint(
+    *,
+    pghost: str,
+    pgport: int,
+    target: str = "hoopgw",
+    plugins: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Iterator[Endpoint]:
+    """Run ``hoopgw run`` with ``plugins`` (default: the target's in :data:`PLUGINS`) in front
+    of ``pghost:pgport`` on a fresh store and key; yield its endpoint."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="hoopgw-bench-gateway-") as tmp:
         workdir = Path(tmp)
-        config = workdir / "hoopgw.toml"
         document = hoopgw_config(
             store_path=workdir / "hoopgw.db",
             listen_port=port,
-            target=f"{settings.pghost}:{settings.pgport}",
-            plugins=PLUGINS[target],
+            target=f"{pghost}:{pgport}",
+            plugins=PLUGINS[target] if plugins is None else plugins,
         )
-        config.write_text(tomli_w.dumps(document))
-        key = _run(
-            [
-                *hoopgw,
-                "keys",
-                "create",
-                "--identity",
-                BENCH_IDENTITY,
-                "--group",
-                BENCH_GROUP,
-                "-c",
-                str(config),
-            ],
-            timeout=60,
-        ).strip()
         print(f"==> starting {target} on 127.0.0.1:{port}", flush=True)
-        with running_server(
-            [*hoopgw, "run", "-c", str(config)],
-            name="hoopgw",
-            port=port,
-            log_path=workdir / "stderr.log",
-        ):
+        with running_gateway(
+            document, workdir=workdir, port=port, identity=BENCH_IDENTITY, group=BENCH_GROUP
+        ) as key:
             yield Endpoint(
                 target=target, host="127.0.0.1", port=port, user=BENCH_IDENTITY, password=key
             )
@@ -507,7 +398,7 @@ def hoopgw_endpoint(settings: Settings, target: str = "hoopgw") -> Iterator[Endp
 def run_pgbench(endpoint: Endpoint, workload: Workload, settings: Settings) -> float:
     """Run one timed pgbench against ``endpoint``; return its TPS."""
     argv = [
-        _program("pgbench"),
+        program("pgbench"),
         "-n",
         *workload.pgbench_args,
         "-T",
@@ -521,12 +412,12 @@ def run_pgbench(endpoint: Endpoint, workload: Workload, settings: Settings) -> f
         settings.database,
     ]
     env = {"PGPASSWORD": endpoint.password} if endpoint.password is not None else {}
-    return parse_tps(_run(argv, env=env, timeout=settings.duration + 120))
+    return parse_tps(run_tool(argv, env=env, timeout=settings.duration + 120))
 
 
 def tool_version(argv: Sequence[str]) -> str:
     """Return the first line a tool prints for its version."""
-    return _run(argv, timeout=30).splitlines()[0]
+    return run_tool(argv, timeout=30).splitlines()[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -536,13 +427,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     server_version = prepare_database(settings)
     environment = {
         "server_version": server_version,
-        "pgbench": tool_version([_program("pgbench"), "--version"]),
+        "pgbench": tool_version([program("pgbench"), "--version"]),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
     }
     if "pgbouncer" in settings.targets:
-        environment["pgbouncer"] = tool_version([_program("pgbouncer"), "--version"])
+        environment["pgbouncer"] = tool_version([program("pgbouncer"), "--version"])
 
     results: list[RunResult] = []
     with contextlib.ExitStack() as stack:
@@ -555,7 +446,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             endpoints["pgbouncer"] = stack.enter_context(pgbouncer_endpoint(settings))
         for target in PLUGINS:
             if target in settings.targets:
-                endpoints[target] = stack.enter_context(hoopgw_endpoint(settings, target))
+                endpoints[target] = stack.enter_context(
+                    hoopgw_endpoint(pghost=settings.pghost, pgport=settings.pgport, target=target)
+                )
         plan = run_plan(settings.rounds, WORKLOADS, settings.targets)
         for index, (round_number, workload, target) in enumerate(plan, start=1):
             tps = run_pgbench(endpoints[target], workload, settings)

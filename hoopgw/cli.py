@@ -13,7 +13,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -102,15 +102,7 @@ def _build_parser() -> argparse.ArgumentParser:
     create = keys_commands.add_parser(
         "create", parents=[with_config], help="create an API key and print it (shown once)"
     )
-    create.add_argument("--identity", required=True, help="identity the key authenticates as")
-    create.add_argument(
-        "--group",
-        dest="groups",
-        action="append",
-        required=True,
-        metavar="GROUP",
-        help="group of the identity (repeat for several)",
-    )
+    add_identity_options(create, identity_help="identity the key authenticates as")
     create.add_argument(
         "--expires",
         type=parse_duration,
@@ -288,25 +280,18 @@ def _keys_list(args: argparse.Namespace) -> int:
         }
         for r in records
     ]
-    if args.json:
-        out(json.dumps(keys, indent=2))
-        return EXIT_OK
-    out(
-        table(
-            ("KEY ID", "IDENTITY", "GROUPS", "CREATED", "EXPIRES", "REVOKED", "LAST USED"),
-            [
-                (
-                    k["key_id"],
-                    k["identity"],
-                    ",".join(k["groups"]),
-                    k["created_at"],
-                    k["expires_at"],
-                    k["revoked_at"],
-                    k["last_used_at"],
-                )
-                for k in keys
-            ],
-        )
+    out_records(
+        keys,
+        [
+            ("KEY ID", "key_id"),
+            ("IDENTITY", "identity"),
+            ("GROUPS", "groups"),
+            ("CREATED", "created_at"),
+            ("EXPIRES", "expires_at"),
+            ("REVOKED", "revoked_at"),
+            ("LAST USED", "last_used_at"),
+        ],
+        as_json=args.json,
     )
     return EXIT_OK
 
@@ -329,35 +314,19 @@ def _sessions_list(args: argparse.Namespace) -> int:
             limit=args.limit, connection=args.connection, identity=args.identity
         )
     sessions = [with_iso_times(s) for s in sessions]
-    if args.json:
-        out(json.dumps(sessions, indent=2, default=str))
-        return EXIT_OK
-    out(
-        table(
-            (
-                "ID",
-                "CONNECTION",
-                "IDENTITY",
-                "CLIENT",
-                "STARTED",
-                "ENDED",
-                "END REASON",
-                "COMMANDS",
-            ),
-            [
-                (
-                    s["id"],
-                    s["connection"],
-                    s["identity"],
-                    s["client_address"],
-                    s["started_at"],
-                    s["ended_at"],
-                    s["end_reason"],
-                    s["command_count"],
-                )
-                for s in sessions
-            ],
-        )
+    out_records(
+        sessions,
+        [
+            ("ID", "id"),
+            ("CONNECTION", "connection"),
+            ("IDENTITY", "identity"),
+            ("CLIENT", "client_address"),
+            ("STARTED", "started_at"),
+            ("ENDED", "ended_at"),
+            ("END REASON", "end_reason"),
+            ("COMMANDS", "command_count"),
+        ],
+        as_json=args.json,
     )
     return EXIT_OK
 
@@ -415,6 +384,20 @@ def opened_store(config: Config) -> Iterator[Store]:
         store.close()
 
 
+def add_identity_options(parser: argparse.ArgumentParser, *, identity_help: str) -> None:
+    """Add the required ``--identity`` and ``--group`` (repeatable, into ``groups``) options of
+    a command that registers a credential."""
+    parser.add_argument("--identity", required=True, help=identity_help)
+    parser.add_argument(
+        "--group",
+        dest="groups",
+        action="append",
+        required=True,
+        metavar="GROUP",
+        help="group of the identity (repeat for several)",
+    )
+
+
 def with_iso_times(record: dict[str, Any]) -> dict[str, Any]:
     """A copy of a store record with every ``*_at`` POSIX time as UTC ISO-8601."""
     return {k: iso_time(v) if k.endswith("_at") else v for k, v in record.items()}
@@ -438,6 +421,22 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
     )
+
+
+def out_records(
+    records: Sequence[Mapping[str, Any]], columns: Sequence[tuple[str, str]], *, as_json: bool
+) -> None:
+    """Print records as indented JSON, or as a :func:`table` of ``columns`` (header, record key)
+    where a list shows comma-separated."""
+    if as_json:
+        out(json.dumps(records, indent=2, default=str))
+        return
+    rows = [[_listed(record[key]) for _, key in columns] for record in records]
+    out(table([header for header, _ in columns], rows))
+
+
+def _listed(value: Any) -> Any:
+    return ",".join(map(str, value)) if isinstance(value, list) else value
 
 
 def out(text: str) -> None:

@@ -11,14 +11,23 @@ import argparse
 import base64
 import binascii
 import hashlib
-import json
 import time
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
-from hoopgw.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, error, iso_time, opened_store, out, table
+from hoopgw.cli import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    add_identity_options,
+    error,
+    iso_time,
+    opened_store,
+    out,
+    out_records,
+)
 from hoopgw.config import load_config
 from hoopgw.identity import _check_name as check_name
 from hoopgw.store.ssh_keys import SshKeyRecord
@@ -35,15 +44,7 @@ def register(
     add = keys_commands.add_parser(
         "add-ssh", parents=[with_config], help="register an SSH public key for an identity"
     )
-    add.add_argument("--identity", required=True, help="identity the key logs in as")
-    add.add_argument(
-        "--group",
-        dest="groups",
-        action="append",
-        required=True,
-        metavar="GROUP",
-        help="group of the identity (repeat for several)",
-    )
+    add_identity_options(add, identity_help="identity the key logs in as")
     add.add_argument(
         "--public-key",
         required=True,
@@ -131,25 +132,18 @@ def _list(args: argparse.Namespace) -> int:
         }
         for r in records
     ]
-    if args.json:
-        out(json.dumps(keys, indent=2))
-        return EXIT_OK
-    out(
-        table(
-            ("FINGERPRINT", "IDENTITY", "GROUPS", "COMMENT", "CREATED", "REVOKED", "LAST USED"),
-            [
-                (
-                    k["fingerprint"],
-                    k["identity"],
-                    ",".join(k["groups"]),
-                    k["comment"],
-                    k["created_at"],
-                    k["revoked_at"],
-                    k["last_used_at"],
-                )
-                for k in keys
-            ],
-        )
+    out_records(
+        keys,
+        [
+            ("FINGERPRINT", "fingerprint"),
+            ("IDENTITY", "identity"),
+            ("GROUPS", "groups"),
+            ("COMMENT", "comment"),
+            ("CREATED", "created_at"),
+            ("REVOKED", "revoked_at"),
+            ("LAST USED", "last_used_at"),
+        ],
+        as_json=args.json,
     )
     return EXIT_OK
 

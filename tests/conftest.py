@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 import attrs
 import psycopg
@@ -60,16 +60,26 @@ def _load_certs() -> ModuleType:
 @pytest.fixture(scope="session")
 def pg_server() -> Any:
     """The address (``.host``, ``.port``) of the real PostgreSQL server, user ``postgres``."""
-    address = pgserver.address_from_env()
-    if not pgserver.server_answers(address):
-        message = (
-            f"no PostgreSQL answers at {address.host}:{address.port} "
-            "(set by HOOPGW_TEST_PGHOST/HOOPGW_TEST_PGPORT); `./dev test` starts one"
+    return _answering_server(pgserver, "PostgreSQL", "HOOPGW_TEST_PGHOST/HOOPGW_TEST_PGPORT")
+
+
+def _answering_server(helper: ModuleType, kind: str, variables: str) -> Any:
+    """The address ``helper`` reads from the environment (``variables``), when a ``kind``
+    server answers there; else skip (see :func:`_missing`)."""
+    address = helper.address_from_env()
+    if not helper.server_answers(address):
+        _missing(
+            f"no {kind} answers at {address.host}:{address.port} "
+            f"(set by {variables}); `./dev test` starts one"
         )
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}; CI requires it", pytrace=False)
-        pytest.skip(message)
     return address
+
+
+def _missing(message: str) -> NoReturn:
+    """Skip the test for a server that is not here, but fail it under ``CI=true``."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{message}; CI requires it", pytrace=False)
+    pytest.skip(message)
 
 
 def admin_connection(server: Any) -> psycopg.Connection[Any]:
@@ -211,6 +221,49 @@ def _wait_until_listening(gateway: RunningGateway, deadline: float) -> None:
     )
 
 
+class _GatewayLauncher:
+    """Starts ``hoopgw run`` processes, each in its own folder under ``folder``, and stops them
+    all at the end (the runner behind the gateway factory fixtures)."""
+
+    def __init__(self, folder: Path, prefix: str) -> None:
+        self.folder = folder
+        self.prefix = prefix
+        self.started: list[RunningGateway] = []
+
+    def launch(self, document: Callable[[Path, int], Mapping[str, Any]]) -> RunningGateway:
+        """Write ``document(workdir, port)`` (port: a free loopback one) as the config, start
+        ``hoopgw run -c CONFIG``; return once the port accepts TCP connections."""
+        workdir = self.folder / f"{self.prefix}-{len(self.started)}"
+        workdir.mkdir()
+        port = free_port()
+        config_path = workdir / "hoopgw.toml"
+        config_path.write_text(tomli_w.dumps(document(workdir, port)))
+        stderr_path = workdir / "stderr.log"
+        with (workdir / "stdout.log").open("wb") as stdout, stderr_path.open("wb") as stderr:
+            process = subprocess.Popen(
+                [*HOOPGW_COMMAND, "run", "-c", str(config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                cwd=workdir,
+            )
+        running = RunningGateway(
+            host="127.0.0.1",
+            port=port,
+            config_path=config_path,
+            process=process,
+            stderr_path=stderr_path,
+        )
+        self.started.append(running)
+        _wait_until_listening(running, time.monotonic() + GATEWAY_START_TIMEOUT)
+        return running
+
+    def stop_all(self) -> None:
+        """Stop every gateway launched (SIGTERM, then kill)."""
+        for running in self.started:
+            running.stop()
+
+
 def _pg_target(request: pytest.FixtureRequest) -> str:
     server = request.getfixturevalue("pg_server")
     return f"{server.host}:{server.port}"
@@ -230,7 +283,7 @@ def gateway(
     and returns a :class:`RunningGateway` once the port accepts TCP connections. Every gateway
     started is stopped with SIGTERM at teardown.
     """
-    started: list[RunningGateway] = []
+    launcher = _GatewayLauncher(tmp_path, "gateway")
 
     def start(
         *,
@@ -241,48 +294,27 @@ def gateway(
         roles: Mapping[str, Sequence[str]] | None = None,
         identity: Mapping[str, Any] | None = None,
     ) -> RunningGateway:
-        workdir = tmp_path / f"gateway-{len(started)}"
-        workdir.mkdir()
-        port = free_port()
-        config_path = workdir / "hoopgw.toml"
-        document = gateway_config(
-            store_path=workdir / "hoopgw.db",
-            listen_port=port,
-            target=(connection or {}).get("target") or _pg_target(request),
-            plugins=plugins,
-            allow_groups=allow_groups,
-            connection=connection or {},
-            gateway_options=gateway_options or {},
-            roles=roles,
-        )
-        if identity:
-            document["identity"] = dict(identity)
-        config_path.write_text(tomli_w.dumps(document))
-        stderr_path = workdir / "stderr.log"
-        with (workdir / "stdout.log").open("wb") as stdout, stderr_path.open("wb") as stderr:
-            process = subprocess.Popen(
-                [*HOOPGW_COMMAND, "run", "-c", str(config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                cwd=workdir,
+        def document(workdir: Path, port: int) -> dict[str, Any]:
+            config = gateway_config(
+                store_path=workdir / "hoopgw.db",
+                listen_port=port,
+                target=(connection or {}).get("target") or _pg_target(request),
+                plugins=plugins,
+                allow_groups=allow_groups,
+                connection=connection or {},
+                gateway_options=gateway_options or {},
+                roles=roles,
             )
-        running = RunningGateway(
-            host="127.0.0.1",
-            port=port,
-            config_path=config_path,
-            process=process,
-            stderr_path=stderr_path,
-        )
-        started.append(running)
-        _wait_until_listening(running, time.monotonic() + GATEWAY_START_TIMEOUT)
-        return running
+            if identity:
+                config["identity"] = dict(identity)
+            return config
+
+        return launcher.launch(document)
 
     try:
         yield start
     finally:
-        for running in started:
-            running.stop()
+        launcher.stop_all()
 
 
 @attrs.frozen(kw_only=True)
@@ -466,6 +498,22 @@ def tls_files(tmp_path: Path) -> Any:
     return _load_certs().write_tls_files(folder)
 
 
+oidcissuer = _load_helper("hoopgw_tests_oidcissuer", "oidcissuer.py")
+ldapserver = _load_helper("hoopgw_tests_ldapserver", "ldapserver.py")
+
+
+@pytest.fixture
+def oidc_issuer(tls_files: Any) -> Iterator[Any]:
+    """A test OIDC issuer (``tests/integration/oidcissuer.py``) serving discovery and JWKS over
+    HTTPS on loopback with the ``tls_files`` certificate; stopped at teardown."""
+    issuer = oidcissuer.TestIssuer()
+    issuer.serve(tls_files.server_cert, tls_files.server_key)
+    try:
+        yield issuer
+    finally:
+        issuer.stop()
+
+
 def _load_sshserver() -> ModuleType:
     return _load_helper("hoopgw_tests_sshserver", "sshserver.py")
 
@@ -477,9 +525,7 @@ def ssh_server(tmp_path: Path) -> Iterator[Any]:
     sshserver = _load_sshserver()
     missing = sshserver.available()
     if missing is not None:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{missing}; CI requires it", pytrace=False)
-        pytest.skip(missing)
+        _missing(missing)
     server = sshserver.start_sshd(tmp_path / "sshd")
     try:
         yield server
@@ -492,7 +538,7 @@ def ssh_gateway(ssh_server: Any, tmp_path: Path) -> Iterator[Callable[..., Runni
     """Factory like ``gateway`` for one ``ssh`` connection named ``ssh`` in front of
     ``ssh_server``, logging in with its authorized key: ``ssh_gateway(plugins=[...],
     ssh={...}, connection={...})`` (``ssh`` overrides keys of ``[connections.ssh]``)."""
-    started: list[RunningGateway] = []
+    launcher = _GatewayLauncher(tmp_path, "ssh-gateway")
 
     def start(
         *,
@@ -503,56 +549,37 @@ def ssh_gateway(ssh_server: Any, tmp_path: Path) -> Iterator[Callable[..., Runni
         gateway_options: Mapping[str, Any] | None = None,
         roles: Mapping[str, Sequence[str]] | None = None,
     ) -> RunningGateway:
-        workdir = tmp_path / f"ssh-gateway-{len(started)}"
-        workdir.mkdir()
-        port = free_port()
-        config_path = workdir / "hoopgw.toml"
-        document = {
-            "gateway": {"store": f"sqlite:///{workdir / 'hoopgw.db'}", **(gateway_options or {})},
-            "connections": [
-                {
-                    "name": "ssh",
-                    "protocol": "ssh",
-                    "listen": f"tcp:{port}:interface=127.0.0.1",
-                    "target": ssh_server.target,
-                    "allow_groups": list(allow_groups),
-                    "plugins": list(plugins),
-                    "credential": {
-                        "user": ssh_server.user,
-                        "private_key": f"file:{ssh_server.client_key}",
-                    },
-                    "ssh": {"known_hosts": str(ssh_server.known_hosts), **(ssh or {})},
-                    **(connection or {}),
-                }
-            ],
-            **({"roles": {k: list(v) for k, v in roles.items()}} if roles else {}),
-        }
-        config_path.write_text(tomli_w.dumps(document))
-        stderr_path = workdir / "stderr.log"
-        with (workdir / "stdout.log").open("wb") as stdout, stderr_path.open("wb") as stderr:
-            process = subprocess.Popen(
-                [*HOOPGW_COMMAND, "run", "-c", str(config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=stdout,
-                stderr=stderr,
-                cwd=workdir,
-            )
-        running = RunningGateway(
-            host="127.0.0.1",
-            port=port,
-            config_path=config_path,
-            process=process,
-            stderr_path=stderr_path,
-        )
-        started.append(running)
-        _wait_until_listening(running, time.monotonic() + GATEWAY_START_TIMEOUT)
-        return running
+        def document(workdir: Path, port: int) -> dict[str, Any]:
+            return {
+                "gateway": {
+                    "store": f"sqlite:///{workdir / 'hoopgw.db'}",
+                    **(gateway_options or {}),
+                },
+                "connections": [
+                    {
+                        "name": "ssh",
+                        "protocol": "ssh",
+                        "listen": f"tcp:{port}:interface=127.0.0.1",
+                        "target": ssh_server.target,
+                        "allow_groups": list(allow_groups),
+                        "plugins": list(plugins),
+                        "credential": {
+                            "user": ssh_server.user,
+                            "private_key": f"file:{ssh_server.client_key}",
+                        },
+                        "ssh": {"known_hosts": str(ssh_server.known_hosts), **(ssh or {})},
+                        **(connection or {}),
+                    }
+                ],
+                **({"roles": {k: list(v) for k, v in roles.items()}} if roles else {}),
+            }
+
+        return launcher.launch(document)
 
     try:
         yield start
     finally:
-        for running in started:
-            running.stop()
+        launcher.stop_all()
 
 
 # -- MySQL / MariaDB -------------------------------------------------------------------------
@@ -565,16 +592,7 @@ def mysql_server() -> Any:
     """The address (``.host``, ``.port``) of the real MariaDB/MySQL server, user ``root``
     without a password (``HOOPGW_TEST_MYHOST``/``HOOPGW_TEST_MYPORT``); skips when none
     answers, but fails under ``CI=true``."""
-    address = mysqlserver.address_from_env()
-    if not mysqlserver.server_answers(address):
-        message = (
-            f"no MariaDB answers at {address.host}:{address.port} "
-            "(set by HOOPGW_TEST_MYHOST/HOOPGW_TEST_MYPORT); `./dev test` starts one"
-        )
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}; CI requires it", pytrace=False)
-        pytest.skip(message)
-    return address
+    return _answering_server(mysqlserver, "MariaDB", "HOOPGW_TEST_MYHOST/HOOPGW_TEST_MYPORT")
 
 
 def mysql_admin(server: Any, **options: Any) -> Any:

@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 from typing import Any
 
-BENCH_SCRIPT = Path(__file__).parents[2] / "bench" / "masking_bench.py"
-
-
-def _load_bench() -> Any:
-    name = "hoopgw_bench_masking"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, BENCH_SCRIPT)
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-bench = _load_bench()
+bench: Any = sys.modules["hoopgw_bench_masking"]  # loaded by tests/bench/conftest.py
 
 
 def test_summary_and_goals() -> None:
@@ -55,3 +40,9 @@ def test_quick_mode_and_defaults() -> None:
 def test_every_gateway_target_reads_through_masking_or_nothing() -> None:
     assert bench.TARGETS["hoopgw-masking"] == {"masking": {}}
     assert bench.TARGETS["hoopgw-bare"] == {}
+
+
+def test_successive_reads_get_other_rows_while_the_table_has_them() -> None:
+    starts = [bench.offset(1000, read, 100_000) for read in range(6)]
+    assert starts == [0, 1000, 2000, 3000, 4000, 5000]
+    assert {bench.offset(100_000, read, 100_000) for read in range(6)} == {0}

@@ -2,28 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 
-BENCH_SCRIPT = Path(__file__).parents[2] / "bench" / "pgbench_compare.py"
-
-
-def _load_bench() -> Any:
-    name = "hoopgw_bench_pgbench_compare"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, BENCH_SCRIPT)
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(sys.modules[name])
-    return sys.modules[name]
-
-
-bench = _load_bench()
+bench: Any = sys.modules["hoopgw_bench_pgbench_compare"]  # loaded by tests/bench/conftest.py
 
 PGBENCH_OUTPUT = """\
 pgbench (15.20 (Debian 15.20-0+deb12u1))
@@ -178,7 +165,7 @@ def test_hoopgw_config_enables_recording_for_the_bench_group(tmp_path: Path) -> 
     assert connection["plugins"] == ["recording"]
     assert connection["allow_groups"] == [bench.BENCH_GROUP]
     assert connection["credential"] == {"user": "postgres"}
-    assert tomllib.loads(bench.tomli_w.dumps(document)) == document
+    assert tomllib.loads(tomli_w.dumps(document)) == document
 
 
 def test_bare_gateway_runs_without_plugins(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import sys
 import time
 
 import pytest
@@ -76,21 +77,6 @@ def test_admission_needs_a_shared_group(keys):
 NOW = 1_800_000_000
 
 
-def _issuer_helper():
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    name = "hoopgw_tests_oidcissuer"
-    if name not in sys.modules:
-        path = Path(__file__).parents[1] / "integration" / "oidcissuer.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 class _StaticSource:
     def __init__(self, groups=(), error=None):
         self.groups = groups
@@ -116,7 +102,7 @@ def clock():
 
 @pytest.fixture
 def issuer():
-    return _issuer_helper().TestIssuer()
+    return sys.modules["hoopgw_tests_oidcissuer"].TestIssuer()  # registered by tests/conftest.py
 
 
 def _tokens(issuer, clock, **settings):

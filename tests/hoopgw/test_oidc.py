@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import jwt
@@ -15,20 +13,7 @@ from twisted.internet.task import Clock
 
 from hoopgw.oidc import IssuerKeys, IssuerSettings, TokenRejected, TokenVerifier, looks_like_jwt
 
-
-def _load_issuer_helper() -> Any:
-    name = "hoopgw_tests_oidcissuer"
-    if name not in sys.modules:
-        path = Path(__file__).parents[1] / "integration" / "oidcissuer.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-helper = _load_issuer_helper()
+helper: Any = sys.modules["hoopgw_tests_oidcissuer"]  # registered by tests/conftest.py
 NOW = 1_800_000_000
 
 

@@ -14,10 +14,8 @@ shell assignments.
 
 from __future__ import annotations
 
-import argparse
+import importlib.util
 import os
-import pwd
-import shlex
 import shutil
 import signal
 import socket
@@ -27,39 +25,36 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 
-import attrs
 
-DEFAULT_HOST = "127.0.0.1"
+def _load_throwaway() -> ModuleType:
+    # By path: tests are no package, and this file also runs as a script.
+    name = "hoopgw_tests_throwaway"
+    if name not in sys.modules:
+        path = Path(__file__).with_name("throwaway.py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+throwaway = _load_throwaway()
+DEFAULT_HOST = throwaway.DEFAULT_HOST
 DEFAULT_PORT = 3306
 START_TIMEOUT = 60.0
+MyAddress = throwaway.ServerAddress
+free_port = throwaway.free_port
 
 
-class MyServerError(RuntimeError):
+class MyServerError(throwaway.ServerError):
     """A throwaway server could not be created, started or stopped."""
-
-
-@attrs.frozen(kw_only=True)
-class MyAddress:
-    """Where a MySQL or MariaDB server listens."""
-
-    host: str
-    """Host name or IP address."""
-    port: int
-    """TCP port."""
 
 
 def address_from_env(environ: Mapping[str, str] = os.environ) -> MyAddress:
     """The test server's address from ``HOOPGW_TEST_MYHOST`` and ``HOOPGW_TEST_MYPORT``."""
-    host = environ.get("HOOPGW_TEST_MYHOST") or DEFAULT_HOST
-    raw_port = environ.get("HOOPGW_TEST_MYPORT") or str(DEFAULT_PORT)
-    try:
-        port = int(raw_port)
-    except ValueError:
-        raise ValueError(f"HOOPGW_TEST_MYPORT must be a TCP port, not {raw_port!r}") from None
-    if not 1 <= port <= 65535:
-        raise ValueError(f"HOOPGW_TEST_MYPORT must be in 1-65535, not {port}")
-    return MyAddress(host=host, port=port)
+    return throwaway.address_from_env(environ, prefix="HOOPGW_TEST_MY", default_port=DEFAULT_PORT)
 
 
 def server_answers(address: MyAddress, *, timeout: float = 2.0) -> bool:
@@ -71,13 +66,6 @@ def server_answers(address: MyAddress, *, timeout: float = 2.0) -> bool:
             return len(header) == 5 and header[4] == 10
     except OSError:
         return False
-
-
-def free_port(host: str = DEFAULT_HOST) -> int:
-    """A TCP port on ``host`` that nothing listens on (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def _program(name: str, *alternatives: str) -> str:
@@ -93,11 +81,7 @@ def _program(name: str, *alternatives: str) -> str:
 def _os_user() -> str | None:
     if os.geteuid() != 0:
         return None
-    try:
-        pwd.getpwnam("mysql")
-    except KeyError:
-        return "root"
-    return "mysql"
+    return throwaway.existing_user("mysql") or "root"
 
 
 def start_server(
@@ -119,14 +103,7 @@ def start_server(
     data_dir = Path(tempfile.mkdtemp(prefix="my-", dir=base_dir.resolve()))
     if user not in (None, "root"):
         shutil.chown(data_dir, user=user)
-    port = free_port(host)
-    if preferred_port:
-        with socket.socket() as probe:
-            try:
-                probe.bind((host, preferred_port))
-                port = preferred_port
-            except OSError:
-                pass
+    port = int(throwaway.listen_port(host, preferred_port))
     install = subprocess.run(
         [
             _program("mariadb-install-db", "mysql_install_db"),
@@ -202,33 +179,20 @@ def stop_server(data_dir: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line for ``./dev``: ``check``, ``start`` and ``stop``."""
-    parser = argparse.ArgumentParser(prog="mysqlserver.py", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser("check", help="exit 0 when a server answers")
-    start = commands.add_parser("start", help="start a throwaway server; print its address")
-    for sub in (check, start):
-        sub.add_argument("--host", default=DEFAULT_HOST)
-        sub.add_argument("--port", type=int, default=DEFAULT_PORT)
-    start.add_argument("--base-dir", type=Path, required=True)
-    stop = commands.add_parser("stop", help="stop a throwaway server and delete its data")
-    stop.add_argument("--data-dir", type=Path, required=True)
-    args = parser.parse_args(argv)
-    if args.command == "check":
-        return 0 if server_answers(MyAddress(host=args.host, port=args.port)) else 1
-    try:
-        if args.command == "start":
-            address, data_dir = start_server(
-                args.base_dir, host=args.host, preferred_port=args.port
-            )
-            print(f"HOOPGW_TEST_MYHOST={shlex.quote(address.host)}")
-            print(f"HOOPGW_TEST_MYPORT={address.port}")
-            print(f"HOOPGW_TEST_MYDATA={shlex.quote(str(data_dir))}")
-        else:
-            stop_server(args.data_dir)
-    except MyServerError as error:
-        print(f"mysqlserver: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return int(
+        throwaway.main(
+            argv,
+            prog="mysqlserver.py",
+            description=__doc__.split("\n\n")[0],
+            kind="MariaDB",
+            instance="server",
+            env_prefix="HOOPGW_TEST_MY",
+            default_port=DEFAULT_PORT,
+            answers=server_answers,
+            start=start_server,
+            stop=stop_server,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -14,10 +14,9 @@ assignments.
 
 from __future__ import annotations
 
-import argparse
+import importlib.util
 import os
 import pwd
-import shlex
 import shutil
 import socket
 import struct
@@ -26,29 +25,35 @@ import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 
-import attrs
 
-DEFAULT_HOST = "127.0.0.1"
+def _load_throwaway() -> ModuleType:
+    # By path: tests are no package, and this file also runs as a script.
+    name = "hoopgw_tests_throwaway"
+    if name not in sys.modules:
+        path = Path(__file__).with_name("throwaway.py")
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        sys.modules[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules[name])
+    return sys.modules[name]
+
+
+throwaway = _load_throwaway()
+DEFAULT_HOST = throwaway.DEFAULT_HOST
 DEFAULT_PORT = 5432
+PgAddress = throwaway.ServerAddress
+port_is_free = throwaway.port_is_free
+free_port = throwaway.free_port
 # Owner of the throwaway cluster when we run as root and Debian's "postgres" user is absent.
 FALLBACK_OS_USER = "hoopgw-test"
 # PostgreSQL SSLRequest (protocol 3 "Message Formats"): length 8, code 80877103.
 _SSL_REQUEST = struct.pack("!II", 8, 80877103)
 
 
-class PgServerError(RuntimeError):
+class PgServerError(throwaway.ServerError):
     """A throwaway PostgreSQL cluster could not be created, started or stopped."""
-
-
-@attrs.frozen(kw_only=True)
-class PgAddress:
-    """Where a PostgreSQL server listens."""
-
-    host: str
-    """Host name or IP address."""
-    port: int
-    """TCP port."""
 
 
 def address_from_env(environ: Mapping[str, str] = os.environ) -> PgAddress:
@@ -56,17 +61,7 @@ def address_from_env(environ: Mapping[str, str] = os.environ) -> PgAddress:
 
     :raises ValueError: the port is not an integer in 1-65535.
     """
-    host = environ.get("HOOPGW_TEST_PGHOST") or DEFAULT_HOST
-    raw_port = environ.get("HOOPGW_TEST_PGPORT") or str(DEFAULT_PORT)
-    try:
-        port = int(raw_port)
-    except ValueError:
-        raise ValueError(
-            f"HOOPGW_TEST_PGPORT must be a TCP port number, not {raw_port!r}"
-        ) from None
-    if not 1 <= port <= 65535:
-        raise ValueError(f"HOOPGW_TEST_PGPORT must be in 1-65535, not {port}")
-    return PgAddress(host=host, port=port)
+    return throwaway.address_from_env(environ, prefix="HOOPGW_TEST_PG", default_port=DEFAULT_PORT)
 
 
 def server_answers(address: PgAddress, *, timeout: float = 2.0) -> bool:
@@ -81,23 +76,6 @@ def server_answers(address: PgAddress, *, timeout: float = 2.0) -> bool:
             return sock.recv(1) in (b"S", b"N")
     except OSError:
         return False
-
-
-def port_is_free(host: str, port: int) -> bool:
-    """Return whether a TCP server could listen on ``host:port`` now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def free_port(host: str = DEFAULT_HOST) -> int:
-    """Return a TCP port on ``host`` that nothing listens on (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def find_pg_binary(name: str) -> Path:
@@ -133,12 +111,9 @@ def cluster_owner() -> str | None:
     """
     if os.geteuid() != 0:
         return None
-    for name in ("postgres", FALLBACK_OS_USER):
-        try:
-            pwd.getpwnam(name)
-        except KeyError:
-            continue
-        return name
+    existing: str | None = throwaway.existing_user("postgres", FALLBACK_OS_USER)
+    if existing is not None:
+        return existing
     subprocess.run(
         [
             "useradd",
@@ -194,7 +169,7 @@ def start_cluster(
     """
     owner = cluster_owner()
     data_dir = _make_data_dir(base_dir.resolve(), owner)
-    port = preferred_port if port_is_free(host, preferred_port) else free_port(host)
+    port = int(throwaway.listen_port(host, preferred_port))
     initdb = _run_as(
         owner,
         [
@@ -257,34 +232,20 @@ def stop_cluster(data_dir: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line for ``./dev``: ``check``, ``start`` and ``stop``."""
-    parser = argparse.ArgumentParser(prog="pgserver.py", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    check = commands.add_parser("check", help="exit 0 when a PostgreSQL server answers")
-    start = commands.add_parser("start", help="start a throwaway cluster; print its address")
-    for sub in (check, start):
-        sub.add_argument("--host", default=DEFAULT_HOST)
-        sub.add_argument("--port", type=int, default=DEFAULT_PORT)
-    start.add_argument("--base-dir", type=Path, required=True, help="folder for the data directory")
-    stop = commands.add_parser("stop", help="stop a throwaway cluster and delete its data")
-    stop.add_argument("--data-dir", type=Path, required=True)
-    args = parser.parse_args(argv)
-
-    if args.command == "check":
-        return 0 if server_answers(PgAddress(host=args.host, port=args.port)) else 1
-    try:
-        if args.command == "start":
-            address, data_dir = start_cluster(
-                args.base_dir, host=args.host, preferred_port=args.port
-            )
-            print(f"HOOPGW_TEST_PGHOST={shlex.quote(address.host)}")
-            print(f"HOOPGW_TEST_PGPORT={address.port}")
-            print(f"HOOPGW_TEST_PGDATA={shlex.quote(str(data_dir))}")
-        else:
-            stop_cluster(args.data_dir)
-    except PgServerError as error:
-        print(f"pgserver: {error}", file=sys.stderr)
-        return 1
-    return 0
+    return int(
+        throwaway.main(
+            argv,
+            prog="pgserver.py",
+            description=__doc__.split("\n\n")[0],
+            kind="PostgreSQL",
+            instance="cluster",
+            env_prefix="HOOPGW_TEST_PG",
+            default_port=DEFAULT_PORT,
+            answers=server_answers,
+            start=start_cluster,
+            stop=stop_cluster,
+        )
+    )
 
 
 if __name__ == "__main__":

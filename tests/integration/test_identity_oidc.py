@@ -5,16 +5,13 @@ record; repeated failures slow down."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import psycopg
@@ -23,26 +20,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def _load_helper(name: str, file_name: str) -> ModuleType:
-    # Tests are no package (pytest uses --import-mode=importlib): load helpers by path.
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / file_name)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-helper = _load_helper("hoopgw_tests_oidcissuer", "oidcissuer.py")
-
-
-@pytest.fixture
-def issuer(tls_files: Any) -> Iterator[Any]:
-    test_issuer = helper.TestIssuer()
-    test_issuer.serve(tls_files.server_cert, tls_files.server_key)
-    yield test_issuer
-    test_issuer.stop()
+helper: Any = sys.modules["hoopgw_tests_oidcissuer"]  # registered by tests/conftest.py
 
 
 def start(gateway: Any, issuer: Any, tls_files: Any, **identity: Any) -> Any:
@@ -84,15 +62,15 @@ def audit_records(running: Any, kind: str, *, count: int = 1) -> list[dict[str, 
 
 
 def test_psql_logs_in_with_a_token(
-    gateway: Any, issuer: Any, tls_files: Any, pg_database: str
+    gateway: Any, oidc_issuer: Any, tls_files: Any, pg_database: str
 ) -> None:
-    running = start(gateway, issuer, tls_files)
+    running = start(gateway, oidc_issuer, tls_files)
     env = {
         **os.environ,
         "PGHOST": running.host,
         "PGPORT": str(running.port),
         "PGUSER": "svc-reporting",
-        "PGPASSWORD": issuer.token(),
+        "PGPASSWORD": oidc_issuer.token(),
         "PGDATABASE": pg_database,
         "PGSSLMODE": "disable",
     }
@@ -106,24 +84,24 @@ def test_psql_logs_in_with_a_token(
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "42|postgres"
-    assert "/.well-known/openid-configuration" in issuer.requests
+    assert "/.well-known/openid-configuration" in oidc_issuer.requests
 
 
 def test_a_rotated_key_is_accepted(
-    gateway: Any, issuer: Any, tls_files: Any, pg_database: str
+    gateway: Any, oidc_issuer: Any, tls_files: Any, pg_database: str
 ) -> None:
-    running = start(gateway, issuer, tls_files)
+    running = start(gateway, oidc_issuer, tls_files)
     with psycopg.connect(
-        conninfo(running, pg_database, user="svc-reporting", password=issuer.token())
+        conninfo(running, pg_database, user="svc-reporting", password=oidc_issuer.token())
     ) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
-    issuer.rotate()
+    oidc_issuer.rotate()
     time.sleep(0.6)  # past refetch_interval
     with psycopg.connect(
-        conninfo(running, pg_database, user="svc-reporting", password=issuer.token())
+        conninfo(running, pg_database, user="svc-reporting", password=oidc_issuer.token())
     ) as conn:
         assert conn.execute("SELECT 2").fetchone() == (2,)
-    assert issuer.requests.count("/jwks") == 2
+    assert oidc_issuer.requests.count("/jwks") == 2
 
 
 def _tampered(issuer: Any) -> str:
@@ -167,10 +145,12 @@ REJECTED = {
 
 
 @pytest.mark.parametrize("case", sorted(REJECTED))
-def test_rejected(gateway: Any, issuer: Any, tls_files: Any, pg_database: str, case: str) -> None:
+def test_rejected(
+    gateway: Any, oidc_issuer: Any, tls_files: Any, pg_database: str, case: str
+) -> None:
     make, shown, reason = REJECTED[case]
-    running = start(gateway, issuer, tls_files)
-    token = make(issuer)
+    running = start(gateway, oidc_issuer, tls_files)
+    token = make(oidc_issuer)
     user = "admin" if case == "tampered-payload" else "svc-reporting"
     with pytest.raises(psycopg.OperationalError) as raised:
         psycopg.connect(conninfo(running, pg_database, user=user, password=token))
@@ -187,10 +167,10 @@ def test_rejected(gateway: Any, issuer: Any, tls_files: Any, pg_database: str, c
 
 
 def test_a_token_outside_the_allowed_groups_is_denied(
-    gateway: Any, issuer: Any, tls_files: Any, pg_database: str
+    gateway: Any, oidc_issuer: Any, tls_files: Any, pg_database: str
 ) -> None:
-    running = start(gateway, issuer, tls_files)
-    token = issuer.token(groups=["interns"])
+    running = start(gateway, oidc_issuer, tls_files)
+    token = oidc_issuer.token(groups=["interns"])
     with pytest.raises(psycopg.OperationalError, match="allow_groups"):
         psycopg.connect(conninfo(running, pg_database, user="svc-reporting", password=token))
     [record] = audit_records(running, "access_denied")
@@ -199,25 +179,27 @@ def test_a_token_outside_the_allowed_groups_is_denied(
 
 
 def test_the_user_name_must_be_the_tokens_identity(
-    gateway: Any, issuer: Any, tls_files: Any, pg_database: str
+    gateway: Any, oidc_issuer: Any, tls_files: Any, pg_database: str
 ) -> None:
-    running = start(gateway, issuer, tls_files)
+    running = start(gateway, oidc_issuer, tls_files)
     with pytest.raises(psycopg.OperationalError, match='belongs to identity "svc-reporting"'):
-        psycopg.connect(conninfo(running, pg_database, user="postgres", password=issuer.token()))
+        psycopg.connect(
+            conninfo(running, pg_database, user="postgres", password=oidc_issuer.token())
+        )
     [record] = audit_records(running, "authentication_failed")
     assert "does not match" in record["reason"]
 
 
 def test_repeated_failures_slow_down(
-    gateway: Any, issuer: Any, tls_files: Any, pg_database: str
+    gateway: Any, oidc_issuer: Any, tls_files: Any, pg_database: str
 ) -> None:
     running = start(
         gateway,
-        issuer,
+        oidc_issuer,
         tls_files,
         backoff={"free_failures": 1, "base_delay": 1.0, "max_delay": 2.0},
     )
-    bad = issuer.token(aud="another-service")
+    bad = oidc_issuer.token(aud="another-service")
 
     def attempt() -> float:
         began = time.monotonic()
@@ -271,18 +253,18 @@ def test_config_check_refuses_hmac(tmp_path: Path) -> None:
 
 
 def test_an_issuer_whose_certificate_does_not_verify_is_not_trusted(
-    gateway: Any, issuer: Any, tls_files: Any, pg_database: str
+    gateway: Any, oidc_issuer: Any, tls_files: Any, pg_database: str
 ) -> None:
     # No ca_file: the test CA is not among the system's, so discovery is never believed.
     running = gateway(
         allow_groups=["agents"],
-        identity={"oidc": [{"issuer": issuer.issuer, "audience": helper.AUDIENCE}]},
+        identity={"oidc": [{"issuer": oidc_issuer.issuer, "audience": helper.AUDIENCE}]},
     )
     with pytest.raises(psycopg.OperationalError, match="the token cannot be checked now"):
         psycopg.connect(
-            conninfo(running, pg_database, user="svc-reporting", password=issuer.token())
+            conninfo(running, pg_database, user="svc-reporting", password=oidc_issuer.token())
         )
-    assert issuer.requests == []
+    assert oidc_issuer.requests == []
     [record] = audit_records(running, "authentication_failed")
     assert "no signing keys" in record["reason"]
 

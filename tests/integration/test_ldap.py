@@ -3,13 +3,11 @@ port with its own directory), and through the real gateway with psql and an OIDC
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -24,19 +22,9 @@ from hoopgw.session import Identity
 pytestmark = pytest.mark.integration
 
 
-def _load_helper(name: str, file_name: str) -> ModuleType:
-    # Tests are no package (pytest uses --import-mode=importlib): load helpers by path.
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / file_name)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-ldapserver = _load_helper("hoopgw_tests_ldapserver", "ldapserver.py")
-oidcissuer = _load_helper("hoopgw_tests_oidcissuer", "oidcissuer.py")
+# Registered by tests/conftest.py.
+ldapserver: Any = sys.modules["hoopgw_tests_ldapserver"]
+oidcissuer: Any = sys.modules["hoopgw_tests_oidcissuer"]
 
 
 @pytest.fixture
@@ -139,64 +127,64 @@ def test_the_directory_down_serves_the_stale_cache_when_allowed(directory: Any) 
 
 
 def test_psql_with_a_token_gets_its_groups_from_the_directory(
-    gateway: Any, directory: Any, tls_files: Any, pg_database: str, tmp_path: Path
+    gateway: Any,
+    directory: Any,
+    oidc_issuer: Any,
+    tls_files: Any,
+    pg_database: str,
+    tmp_path: Path,
 ) -> None:
-    issuer = oidcissuer.TestIssuer()
-    issuer.serve(tls_files.server_cert, tls_files.server_key)
     password_file = tmp_path / "reader-password"
     password_file.write_text(ldapserver.READER_PASSWORD + "\n")
-    try:
-        running = gateway(
-            allow_groups=["ops"],
-            identity={
-                "group_sources": ["ldap"],
-                "ldap": {
-                    "url": directory.url,
-                    "bind_dn": ldapserver.READER_DN,
-                    "bind_password": f"file:{password_file}",
-                    "user_base": ldapserver.PEOPLE,
-                    "group_base": ldapserver.GROUPS,
-                    "nested": True,
-                },
-                "oidc": [
-                    {
-                        "issuer": issuer.issuer,
-                        "audience": oidcissuer.AUDIENCE,
-                        "ca_file": str(tls_files.ca_cert),
-                        "groups_claim": "",
-                    }
-                ],
+    running = gateway(
+        allow_groups=["ops"],
+        identity={
+            "group_sources": ["ldap"],
+            "ldap": {
+                "url": directory.url,
+                "bind_dn": ldapserver.READER_DN,
+                "bind_password": f"file:{password_file}",
+                "user_base": ldapserver.PEOPLE,
+                "group_base": ldapserver.GROUPS,
+                "nested": True,
             },
+            "oidc": [
+                {
+                    "issuer": oidc_issuer.issuer,
+                    "audience": oidcissuer.AUDIENCE,
+                    "ca_file": str(tls_files.ca_cert),
+                    "groups_claim": "",
+                }
+            ],
+        },
+    )
+
+    def psql(user: str) -> subprocess.CompletedProcess[str]:
+        env = {
+            **os.environ,
+            "PGHOST": running.host,
+            "PGPORT": str(running.port),
+            "PGUSER": user,
+            "PGPASSWORD": oidc_issuer.token(sub=user, groups=None),
+            "PGDATABASE": pg_database,
+            "PGSSLMODE": "disable",
+        }
+        return subprocess.run(
+            ["psql", "-X", "-A", "-t", "-c", "SELECT 'in'"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
 
-        def psql(user: str) -> subprocess.CompletedProcess[str]:
-            env = {
-                **os.environ,
-                "PGHOST": running.host,
-                "PGPORT": str(running.port),
-                "PGUSER": user,
-                "PGPASSWORD": issuer.token(sub=user, groups=None),
-                "PGDATABASE": pg_database,
-                "PGSSLMODE": "disable",
-            }
-            return subprocess.run(
-                ["psql", "-X", "-A", "-t", "-c", "SELECT 'in'"],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
-
-        alice = psql("alice")
-        assert alice.returncode == 0, alice.stderr
-        assert alice.stdout.strip() == "in"
-        bob = psql("bob")  # in agents, not ops
-        assert bob.returncode != 0
-        assert "allow_groups" in bob.stderr
-        directory.stop()
-        carol = psql("carol")  # not cached: the directory is down, so refused
-        assert carol.returncode != 0
-        assert "the directory cannot be reached" in carol.stderr
-    finally:
-        issuer.stop()
+    alice = psql("alice")
+    assert alice.returncode == 0, alice.stderr
+    assert alice.stdout.strip() == "in"
+    bob = psql("bob")  # in agents, not ops
+    assert bob.returncode != 0
+    assert "allow_groups" in bob.stderr
+    directory.stop()
+    carol = psql("carol")  # not cached: the directory is down, so refused
+    assert carol.returncode != 0
+    assert "the directory cannot be reached" in carol.stderr

@@ -1,0 +1,165 @@
+"""What the benchmark scripts share: their error, endpoints, free ports, running tools, and
+running servers (a private ``hoopgw run`` among them) for the length of a block."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import tomli_w
+
+HOOPGW = (sys.executable, "-m", "hoopgw")
+"""The command that runs hoopgw from this environment."""
+PLUGINS: dict[str, dict[str, dict[str, Any]]] = {
+    "hoopgw": {"recording": {}},
+    "hoopgw-bare": {},
+    "hoopgw-guardrails": {"recording": {}, "guardrails": {"preset": "agent-readonly"}},
+}
+"""The gateway targets the throughput comparisons run, each with its plugins in order and their
+options: ``hoopgw`` with ``recording``; ``hoopgw-bare`` with none, to separate the proxy's own
+cost from the write-ahead audit's; ``hoopgw-guardrails`` with ``recording`` and ``guardrails``
+(preset ``agent-readonly``), to show what judging each statement adds."""
+SERVER_START_TIMEOUT = 20.0
+SERVER_STOP_TIMEOUT = 10.0
+
+
+class BenchError(RuntimeError):
+    """A benchmark step failed; the message says which and holds the tool's output."""
+
+
+@attrs.frozen(kw_only=True)
+class Endpoint:
+    """Where the benchmark's client connects for one target."""
+
+    target: str
+    """``direct``, ``pgbouncer``, ``hoopgw``..."""
+    host: str
+    """Host to connect to."""
+    port: int
+    """Port to connect to."""
+    user: str
+    """User name the client logs in as."""
+    password: str | None = None
+    """Password (hoopgw: the API key)."""
+
+
+def free_port() -> int:
+    """Return a loopback TCP port that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def program(name: str) -> str:
+    """Return the path of an installed program (``/usr/sbin`` included).
+
+    :raises BenchError: it is not installed.
+    """
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin")
+    if found is None:
+        raise BenchError(f"{name} is not installed (./dev setup installs it as root)")
+    return found
+
+
+def run_tool(argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float) -> str:
+    """Run a tool to completion; return its stdout.
+
+    :raises BenchError: it exited non-zero; the message holds its output.
+    """
+    completed = subprocess.run(
+        argv,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise BenchError(
+            f"{' '.join(argv)} exited with {completed.returncode}:\n"
+            f"{completed.stdout}{completed.stderr}"
+        )
+    return completed.stdout
+
+
+@contextlib.contextmanager
+def running_server(
+    argv: Sequence[str],
+    *,
+    name: str,
+    port: int,
+    log_path: Path,
+    user: str | None = None,
+    cwd: Path | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a server process until the block ends, once its port accepts TCP connections.
+
+    :raises BenchError: it exited or did not listen within 20 s; the message holds its log.
+    """
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, user=user, cwd=cwd
+        )
+    try:
+        deadline = time.monotonic() + SERVER_START_TIMEOUT
+        while not _accepts(port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise BenchError(
+                    f"{name} did not start listening on 127.0.0.1:{port}; log:\n"
+                    + log_path.read_text(errors="replace")
+                )
+            time.sleep(0.05)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(SERVER_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _accepts(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def running_gateway(
+    document: Mapping[str, Any], *, workdir: Path, port: int, identity: str, group: str
+) -> Iterator[str]:
+    """Write ``document`` as ``workdir/hoopgw.toml``, create an API key for ``identity`` in
+    ``group``, and run ``hoopgw run`` (listening on ``port``) until the block ends; yield the
+    key.
+
+    :raises BenchError: the key could not be created or the gateway did not start.
+    """
+    config = workdir / "hoopgw.toml"
+    config.write_text(tomli_w.dumps(document))
+    key = run_tool(
+        [*HOOPGW, "keys", "create", "--identity", identity, "--group", group, "-c", str(config)],
+        timeout=60,
+    ).strip()
+    with running_server(
+        [*HOOPGW, "run", "-c", str(config)],
+        name="hoopgw",
+        port=port,
+        log_path=workdir / "stderr.log",
+        cwd=workdir,
+    ):
+        yield key

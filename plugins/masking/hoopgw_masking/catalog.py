@@ -22,9 +22,11 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from hoopgw_postgres import messages as m
-from hoopgw_postgres.upstream import UpstreamConnection, client_tls_options
+from hoopgw_postgres.upstream import UpstreamConnection
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import HostnameEndpoint
+
+from hoopgw.transport import client_tls_options
 
 CATALOG_QUERY = (
     "SELECT a.attrelid::int8, a.attnum, n.nspname, c.relname, a.attname"

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from hoopgw_masking.detectors import Detector
 from hoopgw_masking.styles import Style
 
 SEPARATOR = "\x00"
 """Joins the values of a batch; PostgreSQL text never contains it."""
-MEMO_SIZE = 4096
+MEMO_SIZE = 8192
 """Candidates whose replacement each detector remembers."""
 
 
@@ -45,7 +45,8 @@ class Masker:
         self._digit_detectors = tuple(d for d in self.detectors if d.digits_only)
         self._batched = tuple(d for d in self.detectors if not d.per_value)
         self._per_value = tuple(d for d in self.detectors if d.per_value)
-        self._memos: dict[int, dict[str, tuple[str, bool]]] = {id(d): {} for d in self.detectors}
+        self._gates = {id(d): _gate(d.triggers) for d in self.detectors}
+        self._memos: dict[int, dict[str, str]] = {id(d): {} for d in self.detectors}
 
     def style(self, entity: str) -> Style:
         """The style that replaces ``entity``."""
@@ -71,7 +72,8 @@ class Masker:
     def _run(self, detectors: Sequence[Detector], text: str, counts: Counter[str]) -> str | None:
         changed = False
         for detector in detectors:
-            if detector.triggers and not any(t in text for t in detector.triggers):
+            gate = self._gates[id(detector)]
+            if gate is not None and not gate(text):
                 continue
             entity = detector.entity
             style = self.style(entity)
@@ -123,15 +125,24 @@ class Masker:
         return None
 
 
+def _gate(triggers: Sequence[str]) -> Callable[[str], object] | None:
+    """Whether a text holds one of ``triggers``; ``None`` when there are none."""
+    if not triggers:
+        return None
+    if all(len(t) == 1 for t in triggers):
+        return re.compile("[" + re.escape("".join(triggers)) + "]").search
+    return lambda text: any(t in text for t in triggers)
+
+
 class _Replacer:
     """The ``re.sub`` callback of one detector: validates each candidate and counts.
 
-    ``memo`` maps a candidate's text to ``(what replaces it, whether it is the entity)``.
+    ``memo`` maps a candidate's text to what replaces it (itself when it is not the entity).
     """
 
     __slots__ = ("_entity", "_memo", "_style", "_validate", "count")
 
-    def __init__(self, detector: Detector, style: Style, memo: dict[str, tuple[str, bool]]) -> None:
+    def __init__(self, detector: Detector, style: Style, memo: dict[str, str]) -> None:
         self._validate = detector.validate
         self._entity = detector.entity
         self._style = style
@@ -140,23 +151,21 @@ class _Replacer:
 
     def __call__(self, match: re.Match[str]) -> str:
         candidate = match.group()
-        known = self._memo.get(candidate)
-        if known is None:
-            known = self._decide(match, candidate)
-        if known[1]:
+        replacement = self._memo.get(candidate)
+        if replacement is None:
+            span = self._validate(match)
+            if span is None:
+                replacement = candidate
+            else:
+                offset = match.start()
+                start, end = span[0] - offset, span[1] - offset
+                value = self._style.text(self._entity, candidate[start:end])
+                replacement = candidate[:start] + value + candidate[end:]
+            memo = self._memo
+            if len(memo) >= MEMO_SIZE:
+                memo.clear()
+            memo[candidate] = replacement
+        # A replacement never equals its candidate: styles change every value they mask.
+        if replacement != candidate:
             self.count += 1
-        return known[0]
-
-    def _decide(self, match: re.Match[str], candidate: str) -> tuple[str, bool]:
-        span = self._validate(match)
-        if span is None:
-            known = (candidate, False)
-        else:
-            offset = match.start()
-            start, end = span[0] - offset, span[1] - offset
-            replacement = self._style.text(self._entity, candidate[start:end])
-            known = (candidate[:start] + replacement + candidate[end:], True)
-        if len(self._memo) >= MEMO_SIZE:
-            self._memo.clear()
-        self._memo[candidate] = known
-        return known
+        return replacement

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
 import pytest
@@ -140,3 +141,31 @@ def test_no_pattern_matches_nul() -> None:
     for detector in builtin_detectors(BUILTIN_ENTITIES):
         for match in detector.pattern.finditer("a@b.co\x00m 4111\x001111\x00" * 3):
             assert "\x00" not in match.group()
+
+
+def _luhn_by_the_book(digits: str) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(digits)):
+        value = int(char) * (2 if index % 2 else 1)
+        total += value - 9 if value > 9 else value
+    return total % 10 == 0
+
+
+def test_the_table_driven_luhn_agrees_with_the_definition() -> None:
+    rng = random.Random(3)
+    numbers = [
+        "0",
+        "18",
+        "79927398713",
+        *("".join(rng.choices("0123456789", k=rng.randint(1, 19))) for _ in range(5000)),
+    ]
+    for digits in numbers:
+        assert luhn_valid(digits) == _luhn_by_the_book(digits), digits
+
+
+def test_patterns_read_ascii_digits_only() -> None:
+    # Arabic-Indic digits are no card number (and Luhn reads ASCII digits).
+    masker = Masker(builtin_detectors(BUILTIN_ENTITIES), {}, Style("redact"))
+    assert masker.mask("٤١١١١١١١١١١١١١١١", Counter()) is None
+    # A non-ASCII letter next to a value is no word character: the value is found.
+    assert masker.mask("éann@example.comé", Counter()) == "é[EMAIL]é"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+from hoopgw_masking import engine
 from hoopgw_masking.detectors import BUILTIN_ENTITIES, builtin_detectors, regex_detector
 from hoopgw_masking.engine import Masker
 from hoopgw_masking.styles import Style
@@ -81,3 +83,19 @@ def test_custom_patterns_see_one_value_at_a_time() -> None:
     assert joined.split("\x00") == ["[ORDER_ID]", "[ORDER_ID]", "x ORD-3", "[WORD]", "[EMAIL]"]
     assert counts == {"order_id": 2, "word": 1, "email": 1}
     assert custom.mask("ORD-7", Counter()) == "[ORDER_ID]"
+
+
+def test_repeated_candidates_are_remembered_and_still_counted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(engine, "MEMO_SIZE", 2)
+    m = masker(phone=Style("partial"))
+    text = "call 212-555-0143, 212-555-0143 or 212-555-0199; not 123-456-7890 0"
+    first: Counter[str] = Counter()
+    again: Counter[str] = Counter()
+    expected = "call ***-***-0143, ***-***-0143 or ***-***-0199; not 123-456-7890 0"
+    assert m.mask(text, first) == expected
+    # The memo starts over when full: the answers stay the same.
+    assert m.mask(text, again) == expected
+    assert first == again == {"phone": 3}
+    assert all(len(memo) <= 2 for memo in m._memos.values())

@@ -82,6 +82,11 @@ class Command:
     """How many bind parameters accompany it (values are not part of the command)."""
     statement_name: str = ""
     """Prepared-statement name for protocols that have them."""
+    statement: bool = True
+    """Whether :attr:`text` is a statement in the protocol's dialect. ``False`` for a protocol
+    command that runs no statement (MySQL's ``COM_RESET_CONNECTION``, ``COM_STMT_CLOSE``, ...):
+    it is recorded and decided like any command, but its text only names it, so plugins that
+    analyse statements (guardrails, approval) have nothing to parse in it."""
     details: dict[str, Any] = attrs.field(factory=dict)
     """Protocol-specific extras that plugins may read; never credentials."""
     recorded_text: str | None = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import io
 import json
 import shutil
 import socket
@@ -292,3 +293,49 @@ def test_change_user_re_authenticates_the_same_identity(login: Login, tls_files:
     with login.connector(tls_files.ca_cert) as conn:
         with pytest.raises(mysql.connector.Error):
             conn.cmd_change_user(username="agent", password=login.key + "x")
+
+
+def test_protocol_commands_are_recorded_and_pass_guardrails(
+    mysql_gateway: Callable[..., Any], mysql_database: Any, tls_files: Any
+) -> None:
+    running = mysql_gateway(
+        plugins=["recording", "guardrails"],
+        connection={"guardrails": {"preset": "agent-readonly"}},
+        gateway_options={
+            "tls_cert": str(tls_files.server_cert),
+            "tls_key": str(tls_files.server_key),
+        },
+    )
+    login = Login(
+        gateway=running, database=mysql_database, key=running.create_key("agent", ["agents"])
+    )
+    with login.connector(tls_files.ca_cert) as conn:
+        answer = conn._send_cmd(0x1B, (0).to_bytes(2, "little"))  # COM_SET_OPTION
+        assert answer is not None and answer[4] != 0xFF
+        assert conn.cmd_statistics()["Uptime"] > 0
+        prepared = conn.cmd_stmt_prepare(b"SELECT ?")
+        statement = int(prepared["statement_id"])  # type: ignore[call-overload]
+        conn.cmd_stmt_send_long_data(statement, 0, io.BytesIO(b"long value"))
+        conn.cmd_stmt_reset(statement)
+        conn.cmd_stmt_close(statement)
+        conn.cmd_ping()
+        assert conn.cmd_reset_connection()
+        conn.cmd_change_user(username="agent", password=login.key, database=mysql_database.name)
+
+    recorded = [(c["kind"], c["text"], c["status"]) for c in recorded_commands(login)]
+    expected = [
+        ("set_option", "COM_SET_OPTION MULTI_STATEMENTS_ON", "ok"),
+        ("statistics", "COM_STATISTICS", "ok"),
+        ("parse", "SELECT ?", "ok"),
+        (
+            "stmt_send_long_data",
+            f"COM_STMT_SEND_LONG_DATA {statement} parameter 0 (10 bytes)",
+            "ok",
+        ),
+        ("stmt_reset", f"COM_STMT_RESET {statement}", "ok"),
+        ("stmt_close", f"COM_STMT_CLOSE {statement}", "ok"),
+        ("reset_connection", "COM_RESET_CONNECTION", "ok"),
+        ("change_user", "COM_CHANGE_USER `agent`", "ok"),
+        ("init_db", f"USE `{mysql_database.name}`", "ok"),
+    ]
+    assert [r for r in recorded if r[0] != "query"] == expected  # COM_PING is not recorded

@@ -148,8 +148,8 @@ class ApprovalPlugin:
         Fails closed: a text that does not parse is refused, and an ``EXECUTE`` of a
         prepared statement (whose body this plugin does not track) is held.
         """
-        if self._dialect is None:
-            return None
+        if self._dialect is None or not command.statement:
+            return None  # no statements to review (a protocol command runs none)
         if not command.text.strip():
             if command.kind == "execute":
                 return Hold(

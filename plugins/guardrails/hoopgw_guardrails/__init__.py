@@ -192,6 +192,8 @@ class GuardrailsPlugin:
             if command.kind in COMMAND_KINDS and self._commands.active:
                 return self._commands.judge(command.text)
             return None
+        if not command.statement:
+            return None  # a protocol command: it runs no statement (docs/guardrails.md)
         prepared = dict(self._prepared.get(session.id, {}))
         if command.kind == "execute" and not command.text.strip():
             # A Bind of a statement prepared with SQL PREPARE: the frontend has no text for it.

@@ -19,35 +19,36 @@ results, the other side stops being read (Twisted producers, as in ``portforward
 
 from __future__ import annotations
 
-import ipaddress
 import secrets
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 from twisted.internet import defer, protocol
-from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from hoopgw.errors import AccessDenied, AuthenticationError
 from hoopgw.protocol import ConnectionRuntime
 from hoopgw.session import Column, Command, CommandOutcome, Identity, Output, SessionInfo
+from hoopgw.transport import (
+    READ_PAUSE_DECISION,
+    READ_PAUSE_LOGIN,
+    ReadGate,
+    client_tls_options,
+    connect,
+    is_loopback,
+    send_now,
+    set_no_delay,
+)
 from hoopgw.verdicts import Block, Hold
 from hoopgw_mysql import messages as m
 from hoopgw_mysql import tracking as t
 from hoopgw_mysql.auth import CLEAR
-from hoopgw_mysql.upstream import (
-    ProbeListener,
-    TargetInfo,
-    UpstreamConnection,
-    client_tls_options,
-    send_now,
-)
+from hoopgw_mysql.upstream import ProbeListener, TargetInfo, UpstreamConnection
 
 log = Logger(namespace="hoopgw.mysql")
 
@@ -106,32 +107,11 @@ byte from 0x80 up may be white space (latin1's 0xA0, so ``--\xa0`` starts a comm
 multi-byte character in the byte of a quote or backslash (gbk, big5, sjis); ``SET NAMES`` to
 them is refused by the analysis likewise (:mod:`hoopgw_mysql.analysis`)."""
 
-READ_PAUSE_FLOW = "flow"
-READ_PAUSE_DECISION = "decision"
-READ_PAUSE_LOGIN = "login"
 READ_PAUSE_BACKLOG = "backlog"
+"""Why the client is not read: it sent ahead while earlier commands wait for their answers."""
 
-# Commands forwarded without a decision: they run no statement.
-_PASSIVE = {
-    m.COM_PING: t.SIMPLE,
-    m.COM_STATISTICS: t.STATISTICS,
-    m.COM_SET_OPTION: t.SIMPLE,
-    m.COM_STMT_RESET: t.SIMPLE,
-    m.COM_RESET_CONNECTION: t.SIMPLE,
-}
-
-
-def _no_delay(transport: Any) -> None:
-    set_no_delay = getattr(transport, "setTcpNoDelay", None)
-    if set_no_delay is not None:
-        set_no_delay(True)
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+SET_OPTIONS = {0: "MULTI_STATEMENTS_ON", 1: "MULTI_STATEMENTS_OFF"}
+"""COM_SET_OPTION's values (``enum_mysql_set_option``), as its record names them."""
 
 
 def _scramble() -> bytes:
@@ -149,51 +129,6 @@ class _Refusal:
     code: int
     sqlstate: str
     message: str
-
-
-class _QuietFactory(protocol.Factory):
-    noisy = False
-
-    def __init__(self, proto: protocol.Protocol) -> None:
-        self._proto = proto
-
-    def buildProtocol(self, addr: Any) -> protocol.Protocol:
-        return self._proto
-
-
-def _connect(reactor: Any, host: str, port: int, proto: protocol.Protocol) -> defer.Deferred[Any]:
-    endpoint: Any = HostnameEndpoint(reactor, host, port, timeout=10)
-    connecting: defer.Deferred[Any] = endpoint.connect(_QuietFactory(proto))
-    return connecting
-
-
-@implementer(IPushProducer)
-class _ReadGate:
-    """Pauses reading from a transport for any of several reasons; resumes when none is left."""
-
-    def __init__(self, transport: Any) -> None:
-        self._transport = transport
-        self._reasons: set[str] = set()
-
-    def pause(self, reason: str) -> None:
-        if not self._reasons:
-            self._transport.pauseProducing()
-        self._reasons.add(reason)
-
-    def resume(self, reason: str) -> None:
-        if reason in self._reasons:
-            self._reasons.discard(reason)
-            if not self._reasons:
-                self._transport.resumeProducing()
-
-    def pauseProducing(self) -> None:
-        self.pause(READ_PAUSE_FLOW)
-
-    def resumeProducing(self) -> None:
-        self.resume(READ_PAUSE_FLOW)
-
-    def stopProducing(self) -> None:
-        self._transport.loseConnection()
 
 
 @attrs.define
@@ -250,10 +185,13 @@ class ClientSession(protocol.Protocol):
         self.upstream: UpstreamConnection | None = None
         self._pending: defer.Deferred[Any] | None = None
         self._auth_timer: Any = None
-        self._gate: _ReadGate | None = None
+        self._gate: ReadGate | None = None
         self._command_seq = 0
         self._statements: dict[int, str] = {}
         self._statement_params: dict[int, int] = {}
+        # Per statement id: why a plugin refused some of its COM_STMT_SEND_LONG_DATA (which
+        # has no answer): its next execute is answered with that refusal instead.
+        self._long_data_refused: dict[int, str] = {}
         # Per statement id: the execute that opened a cursor and its result's columns, so
         # that COM_STMT_FETCH rows pass the data hooks as that command's rows.
         self._cursors: dict[int, tuple[Command, list[m.ColumnDefinition]]] = {}
@@ -272,8 +210,8 @@ class ClientSession(protocol.Protocol):
         peer = self.transport.getPeer()
         self._peer_host = getattr(peer, "host", "")
         self.client_address = f"{self._peer_host}:{getattr(peer, 'port', '')}"
-        self._gate = _ReadGate(self.transport)
-        _no_delay(self.transport)
+        self._gate = ReadGate(self.transport)
+        set_no_delay(self.transport)
         self._auth_timer = self.runtime.reactor.callLater(
             self.runtime.gateway.auth_timeout, self._auth_timed_out
         )
@@ -410,7 +348,7 @@ class ClientSession(protocol.Protocol):
         timeout = self.runtime.reactor.callLater(
             self.runtime.gateway.auth_timeout, self._target.probe_ended
         )
-        connecting = _connect(
+        connecting = connect(
             self.runtime.reactor,
             self.runtime.config.target_host,
             self.runtime.config.target_port,
@@ -483,7 +421,7 @@ class ClientSession(protocol.Protocol):
                 "client_auth = scram is not available on MySQL connections (use TLS)",
             )
             return
-        protected = self.client_tls or _is_loopback(self._peer_host)
+        protected = self.client_tls or is_loopback(self._peer_host)
         if not (protected or config.allow_cleartext_password):
             self._fatal(
                 ER_ACCESS_DENIED,
@@ -614,7 +552,7 @@ class ClientSession(protocol.Protocol):
             tls_options=None
             if tls.sslmode == "disable"
             else client_tls_options(tls.sslmode, tls.server_name or host, tls.ca_file),
-            loopback=_is_loopback(host),
+            loopback=is_loopback(host),
             max_length=1 << 31,
             local_infile=self.runtime.config.local_infile,
         )
@@ -629,7 +567,7 @@ class ClientSession(protocol.Protocol):
             charset=self._response.charset,
             database=self._response.database or None,
         )
-        d = _connect(self.runtime.reactor, host, port, self.upstream)
+        d = connect(self.runtime.reactor, host, port, self.upstream)
 
         def failed(failure: Failure) -> None:
             log.info(
@@ -680,8 +618,8 @@ class ClientSession(protocol.Protocol):
         ok = m.OkPacket.decode(self._login_ok)
         self._send(attrs.evolve(ok, header=0).encode())
         up_transport = self.upstream.transport
-        _no_delay(up_transport)
-        self.transport.registerProducer(_ReadGate(up_transport), True)
+        set_no_delay(up_transport)
+        self.transport.registerProducer(ReadGate(up_transport), True)
         up_transport.registerProducer(self._gate, True)
         self._phase = "ready"
         self._reader.max_length = self.runtime.gateway.max_message_size
@@ -752,6 +690,18 @@ class ClientSession(protocol.Protocol):
                     ER_UNKNOWN_COM, "HY000", f"unknown prepared statement handler ({statement})"
                 )
                 return
+            refusal = self._long_data_refused.pop(statement, None)
+            if refusal is not None:
+                # The target holds part of the parameter's data: drop it, then refuse.
+                self._forward(
+                    bytes((m.COM_STMT_RESET,)) + statement.to_bytes(4, "little"),
+                    _InFlight(
+                        command=None,
+                        reader=t.ResponseReader(t.SIMPLE, deprecate_eof=deprecate_eof),
+                        then=lambda: self._error(ER_SPECIFIC_ACCESS_DENIED, "42000", refusal),
+                    ),
+                )
+                return
             command = Command(
                 session_id=self._session_id,
                 seq=self._next_seq(),
@@ -782,13 +732,37 @@ class ClientSession(protocol.Protocol):
                 payload,
                 _InFlight(command=cursor[0], reader=reader, binary=True, reports=False),
             )
-        elif code in (m.COM_STMT_SEND_LONG_DATA, m.COM_STMT_CLOSE):
-            if code == m.COM_STMT_CLOSE:
-                statement = m.statement_id(payload)
-                self._statements.pop(statement, None)
-                self._statement_params.pop(statement, None)
-                self._cursors.pop(statement, None)
-            self._forward(payload, None)  # no response
+        elif code == m.COM_STMT_SEND_LONG_DATA:
+            statement = m.statement_id(payload)
+            param = m.Cursor(payload, 5).uint(2)
+            self._decide_protocol_command(
+                "stmt_send_long_data",
+                f"COM_STMT_SEND_LONG_DATA {statement} parameter {param} ({len(payload) - 7} bytes)",
+                payload,
+                None,  # no answer
+                statement=statement,
+                refused=lambda message: self._long_data_refused.setdefault(statement, message),
+            )
+        elif code == m.COM_STMT_CLOSE:
+            statement = m.statement_id(payload)
+            self._decide_protocol_command(
+                "stmt_close",
+                f"COM_STMT_CLOSE {statement}",
+                payload,
+                None,  # no answer
+                statement=statement,
+                forwarded=lambda: self._forget_statement(statement),
+            )
+        elif code == m.COM_STMT_RESET:
+            statement = m.statement_id(payload)
+            self._decide_protocol_command(
+                "stmt_reset",
+                f"COM_STMT_RESET {statement}",
+                payload,
+                t.SIMPLE,
+                statement=statement,
+                forwarded=lambda: self._long_data_refused.pop(statement, None),
+            )
         elif code == m.COM_INIT_DB:
             name = payload[1:].decode("utf-8", "surrogateescape")
             self._decide(
@@ -813,12 +787,24 @@ class ClientSession(protocol.Protocol):
                 payload,
                 t.ResponseReader(t.FIELD_LIST, deprecate_eof=deprecate_eof),
             )
-        elif code in _PASSIVE:
-            if code == m.COM_RESET_CONNECTION:
-                self._statements.clear()
-                self._statement_params.clear()
-                self._cursors.clear()
-            reader = t.ResponseReader(_PASSIVE[code], deprecate_eof=deprecate_eof)
+        elif code == m.COM_SET_OPTION:
+            option = m.Cursor(payload, 1).uint(2)
+            text = f"COM_SET_OPTION {SET_OPTIONS.get(option, option)}"
+            self._decide_protocol_command("set_option", text, payload, t.SIMPLE)
+        elif code == m.COM_RESET_CONNECTION:
+            self._decide_protocol_command(
+                "reset_connection",
+                "COM_RESET_CONNECTION",
+                payload,
+                t.SIMPLE,
+                forwarded=self._forget_statements,
+            )
+        elif code == m.COM_STATISTICS:
+            self._decide_protocol_command("statistics", "COM_STATISTICS", payload, t.STATISTICS)
+        elif code == m.COM_PING:
+            # Not recorded: a keep-alive (pools send one per checkout) that changes no state
+            # and reads no data; a decision and a store write each would double its cost.
+            reader = t.ResponseReader(t.SIMPLE, deprecate_eof=deprecate_eof)
             self._forward(payload, _InFlight(command=None, reader=reader))
         elif code == m.COM_CHANGE_USER:
             self._change_user(m.ChangeUser.decode(payload, self._capabilities))
@@ -875,18 +861,30 @@ class ClientSession(protocol.Protocol):
             self._fatal(result.code, result.sqlstate, result.message)
             return
         self._phase = "ready"
-        # The target forgets the session's state, as a change of user would make it.
-        reset = t.ResponseReader(
-            t.SIMPLE, deprecate_eof=bool(self._capabilities & m.CLIENT_DEPRECATE_EOF)
-        )
-        database = self._change.database
-        self._forward(
+        # The target forgets the session's state, as a change of user would make it: a
+        # command of its own (recorded, decided), then the database is selected like any.
+        self._decide_protocol_command(
+            "change_user",
+            f"COM_CHANGE_USER {_quote_identifier(self._change.user)}",
             bytes((m.COM_RESET_CONNECTION,)),
-            _InFlight(command=None, reader=reset, then=self._changed if database else None),
+            t.SIMPLE,
+            forwarded=self._forget_statements,
+            then=self._changed if self._change.database else None,
         )
+
+    def _forget_statements(self) -> None:
+        """The target forgot every prepared statement (a reset or change of user)."""
         self._cursors.clear()
         self._statements.clear()
         self._statement_params.clear()
+        self._long_data_refused.clear()
+
+    def _forget_statement(self, statement: int) -> None:
+        """The target closed prepared statement ``statement``."""
+        self._statements.pop(statement, None)
+        self._statement_params.pop(statement, None)
+        self._cursors.pop(statement, None)
+        self._long_data_refused.pop(statement, None)
 
     def _changed(self) -> None:
         """After the reset: select the database the client asked for (a command like any)."""
@@ -909,16 +907,56 @@ class ClientSession(protocol.Protocol):
         self._command_seq += 1
         return self._command_seq
 
+    def _decide_protocol_command(
+        self,
+        kind: str,
+        text: str,
+        payload: bytes,
+        shape: str | None,
+        *,
+        statement: int | None = None,
+        forwarded: Callable[[], object] | None = None,
+        refused: Callable[[str], object] | None = None,
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        """Decide a command that runs no statement (``text`` only names it for the record)
+        like any command; ``shape`` is its answer's (:mod:`hoopgw_mysql.tracking`), ``None``
+        when it has none. The callbacks are :meth:`_decide`'s."""
+        command = Command(
+            session_id=self._session_id,
+            seq=self._next_seq(),
+            text=text,
+            kind=kind,
+            statement=False,
+            statement_name="" if statement is None else str(statement),
+        )
+        reader = None
+        if shape is not None:
+            deprecate_eof = bool(self._capabilities & m.CLIENT_DEPRECATE_EOF)
+            reader = t.ResponseReader(shape, deprecate_eof=deprecate_eof)
+        self._decide(command, payload, reader, forwarded=forwarded, refused=refused, then=then)
+
     def _decide(
         self,
         command: Command,
         payload: bytes,
-        reader: t.ResponseReader,
+        reader: t.ResponseReader | None,
         *,
         binary: bool = False,
         statement_id: int | None = None,
         prepared_text: str = "",
+        forwarded: Callable[[], object] | None = None,
+        refused: Callable[[str], object] | None = None,
+        then: Callable[[], None] | None = None,
     ) -> None:
+        """Hand ``command`` to the plugin chain; forward ``payload`` if it is allowed.
+
+        :param reader: reads the target's answer; ``None`` for a command that has none (a
+            refusal is then not answered either: ``refused`` is called with its message).
+        :param forwarded: called when the payload is forwarded (the gateway's own state
+            follows the target's).
+        :param then: called instead of answering the client when the answer ends.
+        """
         assert self.session is not None
         # What the audit store keeps of the text (masked); the target still gets command.text.
         command = self.chain.recordable(self.session, command)
@@ -929,7 +967,21 @@ class ClientSession(protocol.Protocol):
                 reason = verdict.reason if verdict is not None else "withdrawn"
                 message = f"hoopgw refused the command: {reason}"
                 self._complete_refused(command, message)
-                self._error(ER_SPECIFIC_ACCESS_DENIED, "42000", message)
+                if reader is not None:
+                    self._error(ER_SPECIFIC_ACCESS_DENIED, "42000", message)
+                elif refused is not None:
+                    refused(message)
+                return
+            if forwarded is not None:
+                forwarded()
+            if reader is None:
+                self._forward(payload, None)
+                self.chain.notify(
+                    "command_completed",
+                    session=self.session,
+                    command=command,
+                    outcome=CommandOutcome(status="ok"),
+                )
                 return
             flight = _InFlight(
                 command=command,
@@ -938,6 +990,7 @@ class ClientSession(protocol.Protocol):
                 forwarded_at=self._now(),
                 statement_id=statement_id,
                 prepared_text=prepared_text,
+                then=then,
             )
             self._forward(payload, flight)
 

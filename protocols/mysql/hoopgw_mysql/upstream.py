@@ -7,10 +7,11 @@ from __future__ import annotations
 from typing import Any
 from typing import Protocol as TypingProtocol
 
-from twisted.internet import defer, protocol, ssl
+from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from hoopgw.transport import send_now
 from hoopgw_mysql import messages as m
 from hoopgw_mysql.auth import PasswordAuthenticator, UpstreamAuthError
 
@@ -47,44 +48,6 @@ class UpstreamListener(TypingProtocol):
 
     def upstream_closed(self) -> None:
         """The connection to the target ended."""
-
-
-def send_now(transport: Any, chunks: list[bytes]) -> None:
-    """Write ``chunks``, handing them to the socket at once when nothing is queued.
-
-    Twisted's ``write`` only buffers and sends on the next reactor turn, which costs a poll
-    round per message -- for a proxy, twice per query. On a plain TCP transport with an empty
-    buffer the bytes go to the socket directly; what it does not take goes through ``write``,
-    so ordering and flow control are unchanged.
-    """
-    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    sock = getattr(transport, "socket", None)
-    if (
-        sock is not None
-        and not getattr(transport, "TLS", True)
-        and not getattr(transport, "dataBuffer", True)
-        and not getattr(transport, "_tempDataBuffer", True)
-        and transport.connected
-        and not transport.disconnecting
-    ):
-        try:
-            sent = sock.send(data)
-        except OSError:
-            sent = 0  # Twisted's own write path sees and reports the error
-        if sent == len(data):
-            return
-        data = data[sent:]
-    transport.write(data)
-
-
-def client_tls_options(sslmode: str, host: str, ca_file: str | None) -> Any:
-    """TLS options for the upstream side: verify-full checks the chain and the host name."""
-    if sslmode == "verify-full":
-        assert ca_file is not None
-        with open(ca_file, "rb") as f:
-            trust = ssl.Certificate.loadPEM(f.read())
-        return ssl.optionsForClientTLS(host, trustRoot=trust)
-    return ssl.CertificateOptions(verify=False, raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
 
 
 class UpstreamConnection(protocol.Protocol):

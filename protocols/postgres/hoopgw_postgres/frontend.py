@@ -10,7 +10,6 @@ per session stays bounded.
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import secrets
 import time
 import uuid
@@ -19,21 +18,28 @@ from typing import Any
 
 import attrs
 from twisted.internet import defer, protocol
-from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from hoopgw.errors import AccessDenied, AuthenticationError
 from hoopgw.protocol import ConnectionRuntime
 from hoopgw.scram import DEFAULT_ITERATIONS, ScramVerifier
 from hoopgw.session import Column, Command, CommandOutcome, Identity, Output, SessionInfo
+from hoopgw.transport import (
+    READ_PAUSE_DECISION,
+    READ_PAUSE_LOGIN,
+    ReadGate,
+    client_tls_options,
+    connect,
+    is_loopback,
+    send_now,
+    set_no_delay,
+)
 from hoopgw.verdicts import Block, Hold
 from hoopgw_postgres import messages as m
 from hoopgw_postgres.auth import ScramServer
 from hoopgw_postgres.tracking import CommandProgress, Request, ResponseTracker
-from hoopgw_postgres.upstream import UpstreamConnection, client_tls_options
+from hoopgw_postgres.upstream import UpstreamConnection
 
 log = Logger(namespace="hoopgw.postgres")
 
@@ -51,51 +57,10 @@ _CANCELLED = object()
 # Salts the SCRAM exchange of a user with no key (see _mock_verifier).
 _MOCK_SALT_KEY = secrets.token_bytes(32)
 
-READ_PAUSE_FLOW = "flow"
-READ_PAUSE_DECISION = "decision"
-READ_PAUSE_LOGIN = "login"
 READ_AHEAD_LIMIT = 64 * 1024
 """Bytes a client may send while a decision is pending before reading pauses. Reading on (a
 little) is what lets a disconnect withdraw a command held for review; the bound keeps a client
 from piling up messages in memory."""
-
-
-def _no_delay(transport: Any) -> None:
-    """Send small messages at once: a proxy that waits for Nagle's algorithm adds a delayed-ACK
-    round to every query."""
-    set_no_delay = getattr(transport, "setTcpNoDelay", None)
-    if set_no_delay is not None:
-        set_no_delay(True)
-
-
-def send_now(transport: Any, chunks: list[bytes]) -> None:
-    """Write ``chunks`` to ``transport``, sending at once when the socket can take them.
-
-    Twisted's ``write`` only buffers and sends on the next reactor turn, which costs a poll
-    round and two epoll updates per message -- for a proxy, twice per query. When nothing is
-    queued on a plain TCP transport, hand the bytes to the socket directly; whatever it does not
-    take goes through ``write`` as usual, so ordering and flow control are unchanged.
-    """
-    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    sock = getattr(transport, "socket", None)
-    if (
-        sock is not None
-        and not getattr(transport, "TLS", True)
-        and not getattr(transport, "dataBuffer", True)
-        and not getattr(transport, "_tempDataBuffer", True)
-        and transport.connected
-        and not transport.disconnecting
-    ):
-        try:
-            sent = sock.send(data)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            sent = 0  # let Twisted's own write path see and report the error
-        if sent == len(data):
-            return
-        data = data[sent:]
-    transport.write(data)
 
 
 @attrs.frozen
@@ -104,24 +69,6 @@ class _Refusal:
 
     code: str
     message: str
-
-
-class _QuietFactory(protocol.Factory):
-    """Hands out one prepared protocol; quiet, so each upstream connection logs no factory
-    start and stop lines."""
-
-    noisy = False
-
-    def __init__(self, proto: protocol.Protocol) -> None:
-        self._proto = proto
-
-    def buildProtocol(self, addr: Any) -> protocol.Protocol:
-        return self._proto
-
-
-def _connect(endpoint: Any, proto: protocol.Protocol) -> defer.Deferred[Any]:
-    connecting: defer.Deferred[Any] = endpoint.connect(_QuietFactory(proto))
-    return connecting
 
 
 def _mock_verifier(user: str) -> ScramVerifier:
@@ -134,43 +81,6 @@ def _mock_verifier(user: str) -> ScramVerifier:
         stored_key=secrets.token_bytes(32),
         server_key=secrets.token_bytes(32),
     )
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@implementer(IPushProducer)
-class _ReadGate:
-    """Pauses reading from a transport for any of several reasons; resumes when none is left."""
-
-    def __init__(self, transport: Any) -> None:
-        self._transport = transport
-        self._reasons: set[str] = set()
-
-    def pause(self, reason: str) -> None:
-        if not self._reasons:
-            self._transport.pauseProducing()
-        self._reasons.add(reason)
-
-    def resume(self, reason: str) -> None:
-        if reason in self._reasons:
-            self._reasons.discard(reason)
-            if not self._reasons:
-                self._transport.resumeProducing()
-
-    # IPushProducer, for the other side's transport (write buffer full / drained).
-    def pauseProducing(self) -> None:
-        self.pause(READ_PAUSE_FLOW)
-
-    def resumeProducing(self) -> None:
-        self.resume(READ_PAUSE_FLOW)
-
-    def stopProducing(self) -> None:
-        self._transport.loseConnection()
 
 
 class ClientSession(protocol.Protocol):
@@ -208,7 +118,7 @@ class ClientSession(protocol.Protocol):
         self._to_upstream: list[bytes] = []
         self._closed = False
         self._auth_timer: Any = None
-        self._gate: _ReadGate | None = None
+        self._gate: ReadGate | None = None
         self._read_ahead = 0
 
     # -- Twisted events ----------------------------------------------------------------------
@@ -217,8 +127,8 @@ class ClientSession(protocol.Protocol):
         peer = self.transport.getPeer()
         self._peer_host = getattr(peer, "host", "")
         self.client_address = f"{self._peer_host}:{getattr(peer, 'port', '')}"
-        self._gate = _ReadGate(self.transport)
-        _no_delay(self.transport)
+        self._gate = ReadGate(self.transport)
+        set_no_delay(self.transport)
         self._auth_timer = self.runtime.reactor.callLater(
             self.runtime.gateway.auth_timeout, self._auth_timed_out
         )
@@ -413,7 +323,7 @@ class ClientSession(protocol.Protocol):
     def _begin_authentication(self) -> None:
         config = self.runtime.config
         method = config.client_auth
-        protected = self.client_tls or _is_loopback(self._peer_host)
+        protected = self.client_tls or is_loopback(self._peer_host)
         if method == "auto":
             method = "password" if protected or config.allow_cleartext_password else "scram"
         if method == "password" and not (protected or config.allow_cleartext_password):
@@ -624,8 +534,7 @@ class ClientSession(protocol.Protocol):
             if tls.sslmode == "disable"
             else client_tls_options(tls.sslmode, tls.server_name or host, tls.ca_file),
         )
-        endpoint = HostnameEndpoint(self.runtime.reactor, host, int(port), timeout=10)
-        d = _connect(endpoint, self.upstream)
+        d = connect(self.runtime.reactor, host, int(port), self.upstream)
 
         def failed(failure: Failure) -> None:
             log.info(
@@ -665,8 +574,8 @@ class ClientSession(protocol.Protocol):
         self.transport.writeSequence(out)
         # Each side pauses the other when its write buffer fills (portforward-style).
         up_transport = self.upstream.transport
-        _no_delay(up_transport)
-        self.transport.registerProducer(_ReadGate(up_transport), True)
+        set_no_delay(up_transport)
+        self.transport.registerProducer(ReadGate(up_transport), True)
         up_transport.registerProducer(self._gate, True)
         self._phase = "ready"
         self._busy = False
@@ -724,10 +633,7 @@ class ClientSession(protocol.Protocol):
                 self.transport.write(request)
                 self.transport.loseConnection()
 
-        _connect(
-            HostnameEndpoint(self.runtime.reactor, host.strip("[]"), int(port), timeout=10),
-            _Cancel(),
-        ).addErrback(
+        connect(self.runtime.reactor, host.strip("[]"), int(port), _Cancel()).addErrback(
             lambda f: log.info("cancel could not reach the target: {why}", why=f.getErrorMessage())
         )
 

@@ -8,7 +8,7 @@ from typing import Protocol as TypingProtocol
 
 from OpenSSL import SSL
 from service_identity import VerificationError
-from twisted.internet import protocol, ssl
+from twisted.internet import protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -37,17 +37,6 @@ class UpstreamListener(TypingProtocol):
 
     def upstream_closed(self) -> None:
         """The connection to the target ended."""
-
-
-def client_tls_options(sslmode: str, host: str, ca_file: str | None) -> Any:
-    """TLS options for the upstream side: verify-full checks the chain and the host name."""
-    if sslmode == "verify-full":
-        assert ca_file is not None
-        with open(ca_file, "rb") as f:
-            trust = ssl.Certificate.loadPEM(f.read())
-        return ssl.optionsForClientTLS(host, trustRoot=trust)
-    # require/prefer: encryption without authentication of the server, as libpq does.
-    return ssl.CertificateOptions(verify=False, raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
 
 
 def tls_failure_message(reason: Failure) -> str | None:

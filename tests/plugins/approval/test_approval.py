@@ -20,7 +20,7 @@ from hoopgw.config import parse_config
 from hoopgw.errors import ConfigError
 from hoopgw.plugin import PluginContext, validate_options
 from hoopgw.protocol import SessionRegistry
-from hoopgw.session import Identity
+from hoopgw.session import Command, Identity
 from hoopgw.store.sqlite import SQLiteStore
 from hoopgw.testing import FakeAuditWriter, ScriptedClient, make_connection
 from hoopgw.verdicts import Allow, Block
@@ -163,3 +163,13 @@ def test_the_walk_through_configs_in_the_docs_are_valid(
     assert (prod.access, prod.jit_approvers) == ("jit", ("leads",))
     options = tomllib.loads(webhook)["connections"]["webhook"]
     validate_options("webhook", WebhookPlugin.options, options, connection="orders")
+
+
+def test_a_protocol_command_is_not_held() -> None:
+    world = World({"review": ["write", "opaque-code"], "approvers": ["dba"]})
+    session = world.client.session
+    command = Command(
+        session_id=session.id, seq=1, text="COM_STMT_CLOSE 4", kind="x", statement=False
+    )
+    decision = world.client.chain.decide_command(session, command)
+    assert decision.result == Allow()

@@ -132,3 +132,15 @@ def test_startup_options_forms():
 
     parsed = list(settings_of({"options": "-c a=1 -cb=2 --c-d=3 -c e=x\\ y", "user": "u"}))
     assert parsed == [("a", "1"), ("b", "2"), ("c_d", "3"), ("e", "x y")]
+
+
+def test_a_protocol_command_runs_no_statement_and_is_allowed() -> None:
+    plugin = ScriptedClient.for_plugin(GuardrailsPlugin, {"preset": "agent-readonly"}, name=PLUGIN)
+    session = plugin.session
+    reset = Command(
+        session_id=session.id, seq=1, text="COM_RESET_CONNECTION", kind="x", statement=False
+    )
+    assert isinstance(plugin.chain.decide_command(session, reset).result, Allow)
+    # The same text as a statement does not parse: refused.
+    as_sql = Command(session_id=session.id, seq=2, text="COM_RESET_CONNECTION", kind="query")
+    assert isinstance(plugin.chain.decide_command(session, as_sql).result, Block)

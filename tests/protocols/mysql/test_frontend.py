@@ -464,7 +464,19 @@ def test_change_user_to_the_same_identity_resets_the_target_session() -> None:
     client.server(m.OkPacket().encode())
     [ok] = client.received()
     assert m.is_ok(ok.payload) and ok.seq == 3
-    assert policy.completed == [("USE `other`", "ok", 0)]
+    assert policy.completed == [("COM_CHANGE_USER `agent`", "ok", 0), ("USE `other`", "ok", 0)]
+
+
+def test_a_refused_change_user_leaves_the_target_session_as_it_was() -> None:
+    client = logged_in([("policy", Policy(deny=["COM_CHANGE_USER"]))])
+    prepare_statement(client, 4)
+    change_user(client, "agent", client.gateway.secret)
+    [error] = client.received()
+    assert "refused" in m.ErrPacket.decode(error.payload).message and error.seq == 3
+    assert client.upstream.commands() == []
+    execute = b"\x17" + (4).to_bytes(4, "little") + b"\x00\x01\x00\x00\x00"
+    client.send(execute, seq=0)  # still known to the gateway, as to the target
+    assert client.upstream.commands() == [execute]
 
 
 def test_change_user_to_another_identity_ends_the_connection() -> None:
@@ -652,3 +664,153 @@ def test_a_fetch_without_a_known_cursor_is_refused() -> None:
     [error] = client.received()
     assert m.is_err(error.payload)
     assert client.upstream.commands() == []
+
+
+# -- protocol commands: recorded and decided like statements (AU-2) ------------------------------
+
+
+class Recorder(Policy):
+    """A policy that also keeps every command handed to ``client_command``."""
+
+    def __init__(self, deny: Sequence[str] = ("forbidden",)) -> None:
+        super().__init__(deny)
+        self.decided: list[tuple[str, str, bool, str]] = []
+
+    @hookimpl
+    def client_command(self, command: Any) -> Any:
+        self.decided.append((command.kind, command.text, command.statement, command.statement_name))
+        return super().client_command(command)
+
+
+def prepare_statement(client: Client, statement: int) -> None:
+    client.send(b"\x16SELECT ?", seq=0)
+    client.upstream.commands()
+    client.server(
+        m.StmtPrepareOk(statement_id=statement, columns=0, params=1).encode(), column(b"?"), eof()
+    )
+    client.received()
+
+
+def stmt(code: int, statement: int, rest: bytes = b"") -> bytes:
+    return bytes((code,)) + statement.to_bytes(4, "little") + rest
+
+
+ANSWERED = [
+    (b"\x1b\x00\x00", "set_option", "COM_SET_OPTION MULTI_STATEMENTS_ON", ""),
+    (b"\x1b\x01\x00", "set_option", "COM_SET_OPTION MULTI_STATEMENTS_OFF", ""),
+    (b"\x1f", "reset_connection", "COM_RESET_CONNECTION", ""),
+    (stmt(0x1A, 4), "stmt_reset", "COM_STMT_RESET 4", "4"),
+]
+
+
+@pytest.mark.parametrize(("payload", "kind", "text", "name"), ANSWERED)
+@pytest.mark.parametrize("split", [None, 1])
+def test_protocol_commands_are_decided_recorded_and_answered(
+    payload: bytes, kind: str, text: str, name: str, split: int | None
+) -> None:
+    recorder = Recorder()
+    client = logged_in([("recorder", recorder)])
+    client.send(payload, seq=0, split=split)
+    assert recorder.decided == [(kind, text, False, name)]
+    assert client.upstream.commands() == [payload]
+    client.server(m.OkPacket().encode())
+    [ok] = client.received()
+    assert m.is_ok(ok.payload) and ok.seq == 1
+    assert recorder.completed == [(text, "ok", 0)]
+
+
+def test_statistics_is_recorded_and_its_answer_relayed() -> None:
+    recorder = Recorder()
+    client = logged_in([("recorder", recorder)])
+    client.send(b"\x09", seq=0)
+    assert recorder.decided == [("statistics", "COM_STATISTICS", False, "")]
+    client.server(b"Uptime: 5  Threads: 1")
+    [answer] = client.received()
+    assert answer.payload == b"Uptime: 5  Threads: 1"
+    assert recorder.completed == [("COM_STATISTICS", "ok", 0)]
+
+
+@pytest.mark.parametrize("payload", [p for p, *_ in ANSWERED] + [b"\x09"])
+def test_a_refused_protocol_command_never_reaches_the_target(payload: bytes) -> None:
+    recorder = Recorder(deny=["COM_"])
+    client = logged_in([("recorder", recorder)])
+    client.send(payload, seq=0)
+    [error] = client.received()
+    assert "refused" in m.ErrPacket.decode(error.payload).message and error.seq == 1
+    assert client.upstream.commands() == []
+    assert [status for _, status, _ in recorder.completed] == ["blocked"]
+
+
+def test_statement_close_and_long_data_are_recorded_without_an_answer() -> None:
+    recorder = Recorder()
+    client = logged_in([("recorder", recorder)])
+    prepare_statement(client, 4)
+    long_data = stmt(0x18, 4, b"\x00\x00" + b"x" * 10)
+    close = stmt(0x19, 4)
+    client.send(long_data, seq=0)
+    client.send(close, seq=0)
+    assert client.upstream.commands() == [long_data, close]
+    assert client.received() == []  # neither has an answer
+    assert recorder.decided[1:] == [
+        ("stmt_send_long_data", "COM_STMT_SEND_LONG_DATA 4 parameter 0 (10 bytes)", False, "4"),
+        ("stmt_close", "COM_STMT_CLOSE 4", False, "4"),
+    ]
+    assert recorder.completed[1:] == [
+        ("COM_STMT_SEND_LONG_DATA 4 parameter 0 (10 bytes)", "ok", 0),
+        ("COM_STMT_CLOSE 4", "ok", 0),
+    ]
+    client.send(stmt(0x17, 4, b"\x00\x01\x00\x00\x00"), seq=0)
+    [error] = client.received()
+    assert "unknown prepared statement" in m.ErrPacket.decode(error.payload).message
+
+
+def test_refused_long_data_refuses_the_next_execute_and_drops_the_partial_data() -> None:
+    recorder = Recorder(deny=["parameter 1"])
+    client = logged_in([("recorder", recorder)])
+    prepare_statement(client, 4)
+    allowed = stmt(0x18, 4, b"\x00\x00abc")
+    client.send(allowed, seq=0)
+    client.send(stmt(0x18, 4, b"\x01\x00def"), seq=0)
+    assert client.received() == []  # COM_STMT_SEND_LONG_DATA is never answered
+    assert client.upstream.commands() == [allowed]
+    client.send(stmt(0x17, 4, b"\x00\x01\x00\x00\x00"), seq=0)
+    assert client.upstream.commands() == [stmt(0x1A, 4)]  # a reset, not the execute
+    client.server(m.OkPacket().encode())
+    [error] = client.received()
+    assert "refused" in m.ErrPacket.decode(error.payload).message and error.seq == 1
+    execute = stmt(0x17, 4, b"\x00\x01\x00\x00\x00")
+    client.send(execute, seq=0)  # the next execute runs again
+    assert client.upstream.commands() == [execute]
+
+
+def test_a_refused_close_keeps_the_statement() -> None:
+    client = logged_in([("recorder", Recorder(deny=["COM_STMT_CLOSE"]))])
+    prepare_statement(client, 4)
+    client.send(stmt(0x19, 4), seq=0)
+    assert client.received() == [] and client.upstream.commands() == []
+    execute = stmt(0x17, 4, b"\x00\x01\x00\x00\x00")
+    client.send(execute, seq=0)
+    assert client.upstream.commands() == [execute]
+
+
+def test_reset_connection_forgets_the_prepared_statements() -> None:
+    client = logged_in([("recorder", Recorder())])
+    prepare_statement(client, 4)
+    client.send(b"\x1f", seq=0)
+    client.server(m.OkPacket().encode())
+    client.received()
+    client.upstream.commands()
+    client.send(stmt(0x17, 4, b"\x00\x01\x00\x00\x00"), seq=0)
+    [error] = client.received()
+    assert "unknown prepared statement" in m.ErrPacket.decode(error.payload).message
+
+
+def test_ping_is_forwarded_without_a_record() -> None:
+    recorder = Recorder()
+    client = logged_in([("recorder", recorder)])
+    client.send(b"\x0e", seq=0)
+    assert client.upstream.commands() == [b"\x0e"]
+    client.server(m.OkPacket().encode())
+    [ok] = client.received()
+    assert m.is_ok(ok.payload)
+    assert recorder.decided == [] and recorder.completed == []

@@ -143,6 +143,11 @@ class KeyService:
             return None
         return "revoked" if record is None or record.revoked_at is not None else "expired"
 
+    def ssh_key_revoked(self, fingerprint: str) -> bool:
+        """Whether the SSH key (``hoopgw keys add-ssh``) is revoked or no longer registered."""
+        record = self._store.get_ssh_key(fingerprint)
+        return record is None or record.revoked_at is not None
+
     def list(self) -> list[ApiKeyRecord]:
         """Every key, oldest first."""
         return self._store.list_keys()
@@ -165,24 +170,37 @@ def _identity(record: ApiKeyRecord) -> Identity:
 
 
 def end_sessions_of_inactive_keys(keys: KeyService, sessions: Iterable[Any], *, now: float) -> int:
-    """End every live session that logged in with an API key that is now revoked or expired.
+    """End every live session that logged in with an API key that is now revoked or expired,
+    or with an SSH key that is now revoked.
 
     :param sessions: live sessions (see :class:`hoopgw.protocol.SessionRegistry`); a session
         exposes the :class:`~hoopgw.session.Identity` it logged in as in ``identity`` (None
         before login) and ends with ``terminate(reason)``.
     :return: how many sessions were ended.
     """
-    by_key: dict[str, list[Any]] = {}
+    by_key: dict[tuple[str, str], list[Any]] = {}
     for session in sessions:
         identity = getattr(session, "identity", None)
-        if identity is not None and identity.method == "api-key" and identity.credential_id:
-            by_key.setdefault(identity.credential_id, []).append(session)
+        if (
+            identity is not None
+            and identity.method in ("api-key", "ssh-key")
+            and identity.credential_id
+        ):
+            by_key.setdefault((identity.method, identity.credential_id), []).append(session)
     ended = 0
-    for key_id, owned in by_key.items():
-        why = keys.why_inactive(key_id, now=now)
-        if why is None:
+    for (method, key_id), owned in by_key.items():
+        if method == "ssh-key":
+            reason = f"SSH key {key_id} has been revoked" if keys.ssh_key_revoked(key_id) else None
+        else:
+            why = keys.why_inactive(key_id, now=now)
+            reason = (
+                None
+                if why is None
+                else f"API key {key_id} has " + ("been revoked" if why == "revoked" else why)
+            )
+        if reason is None:
             continue
         for session in owned:
-            session.terminate(f"API key {key_id} has {'been revoked' if why == 'revoked' else why}")
+            session.terminate(reason)
             ended += 1
     return ended

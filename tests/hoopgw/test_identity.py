@@ -222,3 +222,31 @@ def test_sessions_of_a_revoked_or_expired_key_are_ended(keys, store):
     assert end_sessions_of_inactive_keys(keys, sessions[2:], now=NOW + 60) == 1
     assert sessions[2].ended == [f"API key {expiring.key_id} has expired"]
     assert all(s.ended == [] for s in sessions[3:])
+
+
+def test_sessions_of_a_revoked_ssh_key_are_ended(keys, store):
+    from hoopgw.store.ssh_keys import SshKeyRecord
+
+    for fingerprint in ("SHA256:revoked", "SHA256:fine"):
+        store.add_ssh_key(
+            SshKeyRecord(
+                fingerprint=fingerprint,
+                identity="bot",
+                groups=("agents",),
+                public_key="ssh-ed25519 AAAA",
+                comment="",
+                created_at=NOW,
+            )
+        )
+    sessions = [
+        _LiveSession(Identity(name="bot", method="ssh-key", credential_id="SHA256:revoked")),
+        _LiveSession(Identity(name="bot", method="ssh-key", credential_id="SHA256:fine")),
+    ]
+    assert end_sessions_of_inactive_keys(keys, sessions, now=NOW) == 0
+    # Revoked by another process (hoopgw keys revoke-ssh): the gateway only sees the store.
+    other = SQLiteStore(store.path)
+    other.revoke_ssh_key("SHA256:revoked", when=NOW + 1)
+    other.close()
+    assert end_sessions_of_inactive_keys(keys, sessions, now=NOW + 10) == 1
+    assert sessions[0].ended == ["SSH key SHA256:revoked has been revoked"]
+    assert sessions[1].ended == []

@@ -175,6 +175,30 @@ def test_revoked_key_is_refused(
     assert b"Permission denied" in done.stderr
 
 
+def test_revoking_a_key_ends_its_live_session(
+    ssh_gateway: Callable[..., Any], client_key: Path, tmp_path: Path
+) -> None:
+    gateway = ssh_gateway()
+    fingerprint = add_ssh_key(gateway, client_key)
+    client = Client(gateway, tmp_path / "client", key=client_key, token=None)
+    running = subprocess.Popen(
+        [SSH, *client.options(), f"agent@{gateway.host}", "echo started; sleep 60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=client.env(),
+    )
+    try:
+        assert running.stdout is not None
+        assert running.stdout.readline() == b"started\n"
+        assert gateway.cli("keys", "revoke-ssh", fingerprint).returncode == 0
+        # The gateway checks keys every [identity] key_check_interval (10 s by default).
+        _, stderr = running.communicate(timeout=30)
+    finally:
+        running.kill()
+    assert running.returncode == 255
+    assert f"SSH key {fingerprint} has been revoked".encode() in stderr
+
+
 def test_host_key_is_persistent_and_shown_by_config_check(
     ssh_gateway: Callable[..., Any], tmp_path: Path
 ) -> None:

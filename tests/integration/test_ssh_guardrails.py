@@ -58,6 +58,11 @@ def test_denied_commands_never_run_on_the_host(
         f"sh -c 'touch {marker}; reboot'": "reboot",
         f"touch {marker}; echo $(id)": "unparseable",
         f"touch '{marker}": "unparseable",
+        # Shell syntax that once hid the denied command from the judge.
+        f"touch {marker};(git push origin --force)": "git push --force",
+        f"touch {marker}; bash -lc 'git push origin --force'": "git push --force",
+        f"touch {marker}; trap 'git push origin --force' EXIT": "git push --force",
+        f"touch {marker}; git push origin \\\n--force": "git push --force",
     }
     for line, reason in refused.items():
         done = client.run(line)

@@ -153,6 +153,13 @@ class GatewayUserAuth(userauth.SSHUserAuthServer):
             self.transport.login_timeout, self.timeoutAuthentication
         )
 
+    def tryAuth(self, kind: bytes, user: bytes, data: bytes) -> defer.Deferred[Any]:
+        """Refuse a login for any service but ``ssh-connection`` before checking anything: a
+        session (and its login to the target) is started for that service only."""
+        if self.nextService != b"ssh-connection":
+            return defer.fail(error.ConchError("only the ssh-connection service is offered"))
+        return super().tryAuth(kind, user, data)
+
     def auth_keyboard_interactive(self, packet: bytes) -> defer.Deferred[Any]:
         """Ask for the token with one hidden prompt (RFC 4256)."""
         if self._pending_answer is not None:

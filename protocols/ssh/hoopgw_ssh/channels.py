@@ -29,7 +29,7 @@ from hoopgw.verdicts import Allow
 from hoopgw_ssh.outstream import OutputBuffer
 from hoopgw_ssh.relay import RelayChannel
 from hoopgw_ssh.sftp import SftpJudge, SftpReplies
-from hoopgw_ssh.shell_lines import LineJudge
+from hoopgw_ssh.shell_lines import LineJudge, unfollowable_modes
 
 if TYPE_CHECKING:
     from hoopgw_ssh.server import GatewaySession
@@ -43,6 +43,9 @@ EXIT_REFUSED = 126
 that cannot run)."""
 PENDING_INPUT_LIMIT = 2**20
 """Bytes of client input held while a command is being decided; more ends the channel."""
+REQUEST_QUEUE_LIMIT = 64
+"""Channel requests waiting for an answer (behind a command being decided); more ends the
+channel."""
 STDERR = connection.EXTENDED_DATA_STDERR
 
 _PASSED_REQUESTS = {b"window-change", b"signal", b"break"}
@@ -126,6 +129,10 @@ class SessionChannel(RelayChannel):
 
     def requestReceived(self, requestType: bytes, data: bytes) -> defer.Deferred[bool]:
         """Queue the request; replies must go out in the order requests came."""
+        if len(self._queue) >= REQUEST_QUEUE_LIMIT:
+            # A command held for approval must not let the client fill the gateway's memory.
+            self.loseConnection()
+            return defer.succeed(False)
         answer: defer.Deferred[bool] = defer.Deferred()
         self._queue.append((requestType, data, answer))
         if len(self._queue) == 1:
@@ -187,10 +194,18 @@ class SessionChannel(RelayChannel):
         try:
             term, rest = common.getNS(data)
             cols, rows, _, _ = struct.unpack(">4L", rest[:16])
+            modes, _ = common.getNS(rest[16:])
         except (struct.error, ValueError):
             return False
+        if self.settings.judge_shell_lines and (why := unfollowable_modes(modes)) is not None:
+            # Shell lines are judged by following the line editing; refuse what it cannot
+            # follow (the shell then runs without a pty, judged more strictly).
+            log.info("pty-req refused: {why}", why=why)
+            return False
+        if not await self._forward_with_reply(b"pty-req", data):
+            return False  # no pty: the shell's lines are judged as without one
         self.pty = {"term": term.decode("ascii", "replace"), "width": cols, "height": rows}
-        return await self._forward_with_reply(b"pty-req", data)
+        return True
 
     async def _command_request(self, kind: bytes, data: bytes) -> bool:
         if self.command is not None:
@@ -223,7 +238,7 @@ class SessionChannel(RelayChannel):
             return False
         self._running = True
         if kind == b"shell" and self.settings.judge_shell_lines:
-            self._input_judge = LineJudge(self)
+            self._input_judge = LineJudge(self, terminal=self.pty is not None)
         elif kind == b"subsystem":  # sftp, the only one allowed
             judge = self._input_judge = SftpJudge(self)
             self._sftp_replies = SftpReplies(self, judge)

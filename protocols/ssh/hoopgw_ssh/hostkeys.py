@@ -14,11 +14,11 @@ import base64
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from twisted.conch.client.knownhosts import KnownHostsFile
-from twisted.conch.error import HostKeyChanged
 from twisted.conch.ssh import keys
 from twisted.python.filepath import FilePath
 
@@ -84,19 +84,49 @@ def check_target_key(settings: SshConfig, host: str, port: int, key: keys.Key) -
     """
     key = key.public()
     shown = fingerprint(key)
+    if settings.known_hosts is not None and _revoked(Path(settings.known_hosts), key):
+        raise HostKeyRefused(
+            f"the target's host key {key.sshType().decode()} {shown} is marked @revoked in"
+            f" {settings.known_hosts}: refused"
+        )
     if shown in settings.host_key_fingerprints:
         return
     if settings.known_hosts is not None:
         known = KnownHostsFile.fromPath(FilePath(settings.known_hosts))
-        try:
-            if known.hasHostKey(_known_hosts_name(host, port), key):
-                return
-        except HostKeyChanged:
+        name, changed = _known_hosts_name(host, port), False
+        entry: Any  # zope interfaces confuse mypy about the methods' arguments
+        # Any line for the host may hold the key (several during a key rotation); a line of
+        # the same type with another key only counts as a change if none matches.
+        for entry in known.iterentries():
+            if entry.matchesHost(name):
+                if entry.matchesKey(key):
+                    return
+                changed = changed or getattr(entry, "keyType", None) == key.sshType()
+        if changed:
             raise HostKeyRefused(
                 f"the target's host key CHANGED ({key.sshType().decode()} {shown}); it does "
                 f"not match {settings.known_hosts}: refused (possible man-in-the-middle)"
-            ) from None
+            )
     raise HostKeyRefused(
         f"the target's host key {key.sshType().decode()} {shown} is unknown"
         " (not in known_hosts nor host_key_fingerprints): refused"
     )
+
+
+def _revoked(path: Path, key: keys.Key) -> bool:
+    """Whether an ``@revoked`` line of the known_hosts file at ``path`` holds ``key`` (for any
+    host: a revoked key is refused wherever it shows up)."""
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError:
+        return False  # an unreadable file accepts nothing either
+    blob = key.blob()
+    for line in lines:
+        fields = line.split()
+        if len(fields) >= 4 and fields[0] == b"@revoked":
+            try:
+                if base64.b64decode(fields[3], validate=True) == blob:
+                    return True
+            except ValueError:
+                continue
+    return False

@@ -56,6 +56,10 @@ class RelayChannel(channel.SSHChannel):
                 side.send_to_peer(data, data_type)
             if side._held_eof:
                 side.eofReceived()
+        for side in (self, peer):
+            owed, side._window_owed = side._window_owed, 0
+            if owed and not side._closed:
+                side.conn.adjustWindow(side, owed)  # withheld again if the peer is congested
 
     # -- data --------------------------------------------------------------------------------
 
@@ -152,9 +156,12 @@ class RelayConnection(connection.SSHConnection):
     """The ``ssh-connection`` service with flow control between relayed channels."""
 
     def adjustWindow(self, channel: Any, bytesToAdd: int) -> None:
-        """Grant window unless the channel's peer is congested; then grant it later."""
+        """Grant window unless the channel's peer is congested, or the channel holds data for
+        a peer not open yet (a forward waiting for its decision); then grant it later."""
         peer = getattr(channel, "peer", None)
-        if isinstance(channel, RelayChannel) and peer is not None and peer.is_congested():
+        if isinstance(channel, RelayChannel) and (
+            (peer is None and channel._held) or (peer is not None and peer.is_congested())
+        ):
             channel.owe_window(bytesToAdd)
             # The local window counter must still say what the sender may send.
             return

@@ -15,6 +15,7 @@ instead (fail closed). Reads and writes of open files are data, not commands.
 from __future__ import annotations
 
 import struct
+from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,8 @@ __all__ = ["SftpJudge", "SftpReplies", "describe_request"]
 
 MAX_PACKET = 2**20
 """Largest SFTP packet accepted either way (OpenSSH sends at most 256 KiB)."""
+BACKLOG_LIMIT = 2**22
+"""Bytes of client packets held while an operation is decided; more ends the channel."""
 
 FXP_OPEN, FXP_SETSTAT, FXP_OPENDIR, FXP_REMOVE, FXP_MKDIR = 3, 9, 11, 13, 14
 FXP_RMDIR, FXP_RENAME, FXP_SYMLINK, FXP_EXTENDED = 15, 18, 20, 200
@@ -118,7 +121,8 @@ class SftpJudge:
     def __init__(self, channel: SessionChannel) -> None:
         self._channel = channel
         self._packets = _Packets()
-        self._queue: list[bytes] = []
+        self._queue: deque[bytes] = deque()
+        self._queued = 0
         self._deciding = False
         self.pending: dict[int, tuple[Command, float]] = {}
         """Forwarded operations waiting for the target's answer, by request id."""
@@ -126,16 +130,23 @@ class SftpJudge:
     def feed(self, data: bytes) -> None:
         """Client bytes: complete packets are judged or forwarded in order."""
         try:
-            self._queue.extend(self._packets.feed(data))
+            for packet in self._packets.feed(data):
+                self._queue.append(packet)
+                self._queued += len(packet)
         except SftpError as exc:
             self._channel.session.terminate(f"malformed SFTP from the client: {exc}")
+            return
+        if self._queued > BACKLOG_LIMIT:
+            # An operation held for approval must not let the client fill the gateway's memory.
+            self._channel.loseConnection()
             return
         self._drain()
 
     def _drain(self) -> None:
         channel = self._channel
         while self._queue and not self._deciding:
-            packet = self._queue.pop(0)
+            packet = self._queue.popleft()
+            self._queued -= len(packet)
             try:
                 operation = describe_request(packet)
             except SftpError as exc:

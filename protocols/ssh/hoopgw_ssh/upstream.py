@@ -124,6 +124,10 @@ class _Transport(transport.SSHClientTransport):
         return defer.succeed(None)
 
     def connectionSecure(self) -> None:
+        # Conch calls this after every key exchange, re-keys included (the target may re-key
+        # a long session): log in once only.
+        if self.service_connection is not None:
+            return
         ready = self._ready
         if ready is None:  # timed out meanwhile
             link: Any = self.transport

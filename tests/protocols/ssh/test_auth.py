@@ -195,3 +195,19 @@ def test_keyboard_interactive_refuses_malformed_answers(store: Any) -> None:
         assert _failure_of(pending).check(UnauthorizedLogin)
     service.ssh_USERAUTH_INFO_RESPONSE(struct.pack(">L", 0))  # nothing pending: ignored
     service.serviceStopped()
+
+
+def test_a_login_for_another_service_is_refused_before_any_check(store: Any) -> None:
+    login, admitted = _login(store)
+    service = GatewayUserAuth()
+    service.transport = _Transport(login)
+    service.serviceStarted()
+    service.user, service.nextService = b"agent", b"ssh-userauth"
+    refused = service.tryAuth(b"password", b"agent", b"\x00" + NS(TOKEN.encode()))
+    assert _failure_of(refused).check(error.ConchError)
+    assert admitted == []
+    service.nextService = b"ssh-connection"
+    results: list[Any] = []
+    service.tryAuth(b"password", b"agent", b"\x00" + NS(TOKEN.encode())).addCallback(results.append)
+    assert results and admitted[0][0].name == "tok"
+    service.serviceStopped()

@@ -193,3 +193,40 @@ def test_output_reaches_the_hooks_whole_and_masked() -> None:
     upstream.requestReceived(b"exit-status", struct.pack(">L", 0))
     assert b"".join(s[2] for s in client.of("data")) == b"mail: [EMAIL]\n"
     assert b"".join(s[3] for s in client.of("ext")) == "é".encode() + b" \xff"
+
+
+def test_too_many_requests_behind_a_held_command_end_the_channel() -> None:
+    from hoopgw_ssh.channels import REQUEST_QUEUE_LIMIT
+
+    channel, _, client, _ = _open()
+    _answers(channel, _exec(b"apt install x"))  # held for approval
+    for _ in range(REQUEST_QUEUE_LIMIT - 1):
+        channel.requestReceived(b"window-change", struct.pack(">4L", 80, 24, 0, 0))
+    assert not client.of("close")
+    channel.requestReceived(b"window-change", struct.pack(">4L", 80, 24, 0, 0))
+    assert client.of("close")
+
+
+def test_judged_shell_refuses_a_pty_whose_modes_it_cannot_follow() -> None:
+    from hoopgw_ssh.shell_lines import LineJudge
+
+    settings = SshConfig(host_key="k", judge_shell_lines=True)
+    channel, _, _, session = _open(settings)
+    erase_is_z = NS(b"xterm") + struct.pack(">4L", 80, 24, 0, 0) + NS(b"\x03\x00\x00\x00Z\x00")
+    answers = _answers(channel, (b"pty-req", erase_is_z), (b"shell", b""))
+    assert session.upstream.of("request") == []  # the pty-req never reached the target
+    session.allow()
+    session.upstream.request_answers[0].callback(None)
+    assert answers == [False, True]
+    judge = channel._input_judge
+    assert isinstance(judge, LineJudge) and not judge._terminal
+
+
+def test_a_pty_the_target_refused_is_not_a_pty() -> None:
+    from twisted.conch.error import ConchError
+
+    channel, _, _, session = _open(SshConfig(host_key="k", judge_shell_lines=True))
+    pty = NS(b"xterm") + struct.pack(">4L", 80, 24, 0, 0) + NS(b"")
+    answers = _answers(channel, (b"pty-req", pty))
+    session.upstream.request_answers[0].errback(ConchError("no pty"))
+    assert answers == [False] and channel.pty is None

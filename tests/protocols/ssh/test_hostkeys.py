@@ -100,3 +100,24 @@ def test_changed_target_key_is_refused(tmp_path: Path) -> None:
 def test_empty_known_hosts_refuses(tmp_path: Path) -> None:
     with pytest.raises(HostKeyRefused, match="is unknown"):
         check_target_key(_settings(tmp_path, ""), "127.0.0.1", 22, _key())
+
+
+def test_revoked_target_key_is_refused_even_if_listed(tmp_path: Path) -> None:
+    key = _key()
+    known = f"@revoked * {_line(key)}\n[127.0.0.1]:2222 {_line(key)}\n"
+    settings = _settings(tmp_path, known, fingerprints=(fingerprint(key),))
+    with pytest.raises(HostKeyRefused, match="@revoked"):
+        check_target_key(settings, "127.0.0.1", 2222, key)
+    other = _key()
+    check_target_key(
+        _settings(tmp_path, f"@revoked * {_line(other)}\n[127.0.0.1]:2222 {_line(key)}\n"),
+        "127.0.0.1",
+        2222,
+        key,
+    )
+
+
+def test_any_of_several_keys_of_one_type_for_the_host_is_accepted(tmp_path: Path) -> None:
+    key = _key()
+    known = f"[127.0.0.1]:2222 {_line(_key())}\n[127.0.0.1]:2222 {_line(key)}\n"
+    check_target_key(_settings(tmp_path, known), "127.0.0.1", 2222, key)

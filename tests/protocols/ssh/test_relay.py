@@ -95,3 +95,20 @@ def test_window_is_withheld_while_the_peer_is_congested() -> None:
     [(_, payload)] = connection.transport.packets
     assert payload[4:] == (300).to_bytes(4, "big")
     assert left.localWindowLeft == 310
+
+
+def test_window_is_withheld_while_data_waits_for_the_peer_to_open() -> None:
+    # A forward held for approval: the client must not fill the gateway's memory meanwhile.
+    connection = RelayConnection()
+    connection.transport = _Transport()  # type: ignore[assignment]
+    left, right, _, right_conn = _pair()
+    left.conn = connection
+    connection.channelsToRemoteChannel[left] = 5
+    left.localWindowLeft = 10
+    left.dataReceived(b"waiting")
+    connection.adjustWindow(left, 100)
+    assert connection.transport.packets == []
+    left.link(right)
+    assert right_conn.of("data") == [("data", right, b"waiting")]
+    [(_, payload)] = connection.transport.packets
+    assert payload[4:] == (100).to_bytes(4, "big")

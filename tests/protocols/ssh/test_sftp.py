@@ -165,3 +165,16 @@ def test_oversized_packets_end_the_session() -> None:
     channel = _channel()
     SftpJudge(channel).feed(struct.pack(">L", 2**21))
     assert channel.session.terminated
+
+
+def test_too_much_input_while_an_operation_is_decided_ends_the_channel() -> None:
+    from hoopgw_ssh.sftp import BACKLOG_LIMIT
+
+    channel = _channel()
+    judge = SftpJudge(channel)
+    judge.feed(OPEN_WRITE)  # held for a decision
+    burst = READ * (2**16 // len(READ))
+    for _ in range(BACKLOG_LIMIT // len(burst) + 1):
+        assert not channel.lost
+        judge.feed(burst)
+    assert channel.lost

@@ -47,3 +47,23 @@ def test_keyboard_interactive_answers_one_hidden_prompt_with_the_password() -> N
     )
     none = _UserAuth(b"deploy", None, key=None, password=None)
     assert none.getPassword() is None
+
+
+def test_a_rekey_does_not_log_in_again() -> None:
+    from types import SimpleNamespace
+
+    from hoopgw_ssh.upstream import _Transport
+    from twisted.internet import defer
+
+    credential = SimpleNamespace(
+        user="deploy", private_key=None, password=SimpleNamespace(reveal=lambda: "pw")
+    )
+    transport = _Transport(SimpleNamespace(credential=credential), defer.Deferred())
+    requested: list[Any] = []
+    transport.requestService = requested.append  # type: ignore[method-assign]
+    transport.connectionSecure()
+    first = transport.service_connection
+    # The target re-keys a long session: Conch calls connectionSecure after every NEWKEYS.
+    transport.connectionSecure()
+    assert len(requested) == 1
+    assert transport.service_connection is first

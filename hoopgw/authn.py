@@ -29,7 +29,11 @@ from hoopgw.config import Config, ConnectionConfig
 from hoopgw.errors import AccessDenied, AuthenticationError
 from hoopgw.fetch import JsonFetcher
 from hoopgw.groups import GroupResolver, GroupSourceContext, load_group_source
-from hoopgw.identity import KeyService, end_sessions_of_inactive_keys
+from hoopgw.identity import (
+    KeyService,
+    end_sessions_of_expired_identities,
+    end_sessions_of_inactive_keys,
+)
 from hoopgw.oidc import IssuerKeys, TokenVerifier, looks_like_jwt
 from hoopgw.session import Identity
 from hoopgw.store import Store
@@ -83,7 +87,8 @@ class Authenticator:
 
     def start(self, sessions: Any, *, key_check_interval: float) -> None:
         """Start the gateway-wide work: load the issuers' keys, and every
-        ``key_check_interval`` seconds end the sessions of revoked or expired API keys.
+        ``key_check_interval`` seconds end the sessions of revoked or expired API keys, of
+        revoked SSH keys and of expired OIDC tokens.
 
         :param sessions: the gateway's :class:`~hoopgw.protocol.SessionRegistry`.
         """
@@ -96,9 +101,13 @@ class Authenticator:
         )
 
     def _check_keys(self, sessions: Any) -> None:
-        ended = end_sessions_of_inactive_keys(self.keys, sessions, now=self._clock.seconds())
+        now = self._clock.seconds()
+        expired = end_sessions_of_expired_identities(sessions, now=now)
+        if expired:
+            log.info("ended {count} session(s) of expired access tokens", count=expired)
+        ended = end_sessions_of_inactive_keys(self.keys, sessions, now=now)
         if ended:
-            log.info("ended {count} session(s) of revoked or expired API keys", count=ended)
+            log.info("ended {count} session(s) of revoked or expired keys", count=ended)
 
     def stop(self) -> None:
         """Stop the periodic key check and close the group sources."""

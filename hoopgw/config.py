@@ -206,7 +206,8 @@ class IdentityConfig:
     backoff: BackoffSettings = attrs.field(factory=BackoffSettings)
     """The ``[identity.backoff]`` table."""
     key_check_interval: float = 10.0
-    """Seconds between checks that end the sessions of revoked or expired API keys."""
+    """Seconds between checks that end the sessions of revoked or expired API keys, revoked
+    SSH keys and expired OIDC tokens."""
 
 
 @attrs.frozen(kw_only=True)

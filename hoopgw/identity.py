@@ -11,6 +11,9 @@ Store access is blocking; call these methods where blocking on the store is acce
 A key revoked (``hoopgw keys revoke``, often from another process) or past its expiry fails at
 the next login, and :func:`end_sessions_of_inactive_keys`, run periodically by the gateway,
 ends the live sessions it opened: the store is the signal, so no process needs to reach another.
+A credential that carries its own end (an OIDC token's ``exp``, see
+:attr:`~hoopgw.session.Identity.expires_at`) needs no store: the same periodic check ends its
+sessions with :func:`end_sessions_of_expired_identities`.
 """
 
 from __future__ import annotations
@@ -28,13 +31,21 @@ from hoopgw.scram import ScramVerifier, make_verifier
 from hoopgw.session import Identity
 from hoopgw.store.base import ApiKeyRecord, Store
 
-__all__ = ["ApiKeyRecord", "KeyService", "end_sessions_of_inactive_keys"]
+__all__ = [
+    "EXPIRY_REASON",
+    "ApiKeyRecord",
+    "KeyService",
+    "end_sessions_of_expired_identities",
+    "end_sessions_of_inactive_keys",
+]
 
 _SECRET = re.compile(r"hgw_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 _KEY_ID = re.compile(r"[0-9a-f]{12}")
 _INVALID_KEY = "invalid API key"
 # Compared against when the key id is unknown, so both failures take the same path.
 _NO_SUCH_HASH = "0" * 64
+EXPIRY_REASON = "access token has expired"
+"""Why a session whose identity's :attr:`~hoopgw.session.Identity.expires_at` passed ended."""
 
 
 def _sha256(secret: str) -> str:
@@ -202,5 +213,23 @@ def end_sessions_of_inactive_keys(keys: KeyService, sessions: Iterable[Any], *, 
             continue
         for session in owned:
             session.terminate(reason)
+            ended += 1
+    return ended
+
+
+def end_sessions_of_expired_identities(sessions: Iterable[Any], *, now: float) -> int:
+    """End every live session whose identity's credential has expired by ``now`` (its
+    :attr:`~hoopgw.session.Identity.expires_at`, set for OIDC tokens), with
+    :data:`EXPIRY_REASON`.
+
+    :param sessions: live sessions, as for :func:`end_sessions_of_inactive_keys`.
+    :return: how many sessions were ended.
+    """
+    ended = 0
+    for session in sessions:
+        identity = getattr(session, "identity", None)
+        expires_at = None if identity is None else identity.expires_at
+        if expires_at is not None and expires_at <= now:
+            session.terminate(EXPIRY_REASON)
             ended += 1
     return ended

@@ -505,11 +505,14 @@ def _identity(claims: dict[str, Any], settings: IssuerSettings, kid: str | None)
     jti = claims.get("jti")
     if not (isinstance(jti, str) and len(jti) <= MAX_JTI_LENGTH and jti.isprintable()):
         jti = None  # the credential id goes into audit records and logs
+    exp = _number(claims, "exp")  # required by _decode, so present
     return Identity(
         name=name,
         groups=groups,
         method="oidc",
         credential_id=f"{settings.issuer}#{jti or kid or ''}",
+        # Live sessions end when a login with the token would no longer be accepted.
+        expires_at=None if exp is None else exp + settings.leeway,
     )
 
 

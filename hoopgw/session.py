@@ -25,6 +25,10 @@ class Identity:
     """How the identity was proven: ``api-key``, ``oidc``, ..."""
     credential_id: str = ""
     """Identifier of the credential used (an API key id), never the secret."""
+    expires_at: float | None = None
+    """POSIX time from which the credential no longer admits the identity (an OIDC token's
+    ``exp`` plus the issuer's ``leeway``); the gateway ends the identity's live sessions then.
+    None for a credential whose end the store decides (API keys, SSH keys)."""
 
 
 @attrs.frozen(kw_only=True)

@@ -277,6 +277,28 @@ def test_the_key_check_ends_sessions_of_revoked_keys(keys, clock):
     authn.stop()
 
 
+def test_the_key_check_ends_sessions_of_expired_tokens(keys, clock, issuer):
+    authn, _ = _authn(keys, clock, issuer)
+    token = issuer.token(now=NOW, exp=NOW + 60)
+    identity = _result(authn.authenticate(token, client_address="10.0.0.1:5"))
+    ended = []
+
+    class Session:
+        def __init__(self):
+            self.identity = identity
+
+        def terminate(self, reason):
+            ended.append(reason)
+
+    authn.start([Session()], key_check_interval=5.0)
+    # Accepted up to exp plus the issuer's leeway (30 s by default), and so is the session.
+    clock.advance(85)
+    assert ended == []
+    clock.advance(5)
+    assert ended == ["access token has expired"]
+    authn.stop()
+
+
 # -- just-in-time access ------------------------------------------------------------------------
 
 

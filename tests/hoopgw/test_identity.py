@@ -8,7 +8,11 @@ import re
 import pytest
 
 from hoopgw.errors import AuthenticationError
-from hoopgw.identity import KeyService, end_sessions_of_inactive_keys
+from hoopgw.identity import (
+    KeyService,
+    end_sessions_of_expired_identities,
+    end_sessions_of_inactive_keys,
+)
 from hoopgw.scram import make_verifier
 from hoopgw.session import Identity
 from hoopgw.store import SQLiteStore
@@ -250,3 +254,17 @@ def test_sessions_of_a_revoked_ssh_key_are_ended(keys, store):
     assert end_sessions_of_inactive_keys(keys, sessions, now=NOW + 10) == 1
     assert sessions[0].ended == ["SSH key SHA256:revoked has been revoked"]
     assert sessions[1].ended == []
+
+
+def test_sessions_of_an_expired_token_are_ended():
+    token = Identity(name="svc", method="oidc", credential_id="https://i#x", expires_at=NOW + 60)
+    sessions = [
+        _LiveSession(token),
+        _LiveSession(token),
+        _LiveSession(Identity(name="svc", method="oidc", expires_at=NOW + 600)),
+        _LiveSession(Identity(name="agent", credential_id="0123456789ab")),  # no expiry
+        _LiveSession(None),  # still logging in
+    ]
+    assert end_sessions_of_expired_identities(sessions, now=NOW + 59.9) == 0
+    assert end_sessions_of_expired_identities(sessions, now=NOW + 60) == 2
+    assert [s.ended for s in sessions] == [["access token has expired"]] * 2 + [[]] * 3

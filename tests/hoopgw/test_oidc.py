@@ -153,6 +153,16 @@ def test_concurrent_checks_share_one_fetch(issuer, fetch, clock):
     assert fetch.jwks_fetches == 1
 
 
+def test_the_identity_expires_when_a_login_with_the_token_would_be_refused(issuer, fetch, clock):
+    verifier = _verifier(issuer, fetch, clock, leeway=30.0)
+    identity = _result(verifier.verify(issuer.token(now=NOW, exp=NOW + 60)))
+    assert identity.expires_at == NOW + 60 + 30
+    clock.advance(90)
+    assert str(_rejected(verifier.verify(issuer.token(now=NOW, exp=NOW + 60)))) == (
+        "the token has expired"
+    )
+
+
 def test_a_small_skew_is_tolerated(issuer, fetch, clock):
     verifier = _verifier(issuer, fetch, clock, leeway=30.0)
     assert _result(verifier.verify(issuer.token(now=NOW + 20))).name == "svc-reporting"

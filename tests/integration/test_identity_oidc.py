@@ -233,6 +233,50 @@ def test_a_revoked_key_ends_its_live_session(gateway: Any, pg_database: str) -> 
         psycopg.connect(conninfo(running, pg_database, user="agent", password=secret))
 
 
+def test_an_expired_token_ends_its_live_session(
+    gateway: Any, oidc_issuer: Any, tls_files: Any, pg_database: str
+) -> None:
+    running = gateway(
+        plugins=["recording"],
+        allow_groups=["agents"],
+        identity={
+            "key_check_interval": 0.2,
+            "oidc": [
+                {
+                    "issuer": oidc_issuer.issuer,
+                    "audience": helper.AUDIENCE,
+                    "ca_file": str(tls_files.ca_cert),
+                    "leeway": 0,
+                }
+            ],
+        },
+    )
+    expires = int(time.time()) + 4
+    token = oidc_issuer.token(exp=expires)
+    conn = psycopg.connect(conninfo(running, pg_database, user="svc-reporting", password=token))
+    try:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+        with pytest.raises(
+            psycopg.OperationalError, match="terminating connection: access token has expired"
+        ):
+            while time.time() < expires + 10:
+                conn.execute("SELECT 1")
+                time.sleep(0.1)
+        assert time.time() >= expires
+    finally:
+        conn.close()
+    deadline = time.monotonic() + 10
+    while True:
+        listed = json.loads(running.cli("sessions", "list", "--json").stdout)
+        if (listed and listed[0]["ended_at"]) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    [session] = listed
+    shown = running.cli("sessions", "show", session["id"], "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["end_reason"] == "access token has expired"
+
+
 def test_config_check_refuses_hmac(tmp_path: Path) -> None:
     config = tmp_path / "hoopgw.toml"
     config.write_text(

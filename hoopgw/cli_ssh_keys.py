@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
 from hoopgw.cli import (
@@ -30,7 +31,7 @@ from hoopgw.cli import (
 )
 from hoopgw.config import load_config
 from hoopgw.identity import _check_name as check_name
-from hoopgw.store.ssh_keys import SshKeyRecord
+from hoopgw.store.ssh_keys import SshKeyRecord, weak_key_reason
 
 __all__ = ["parse_public_key", "register"]
 
@@ -67,17 +68,23 @@ def parse_public_key(line: str) -> tuple[str, str, str]:
     """Check one OpenSSH public key line.
 
     :return: its fingerprint (``SHA256:...``), the key without comment, and the comment.
-    :raises ValueError: saying what is wrong with it.
+    :raises ValueError: saying what is wrong with it, a DSA key or an RSA key below
+        :data:`hoopgw.store.ssh_keys.MIN_RSA_BITS` included.
     """
     parts = line.strip().split(None, 2)
     if len(parts) < 2:
         raise ValueError("expected one line: KEY-TYPE BASE64 [COMMENT]")
     kind, encoded = parts[0], parts[1]
+    if kind == "ssh-dss":
+        raise ValueError(weak_key_reason("DSA", 0))
     try:
         blob = base64.b64decode(encoded, validate=True)
-        load_ssh_public_key(f"{kind} {encoded}".encode("ascii"))
+        key = load_ssh_public_key(f"{kind} {encoded}".encode("ascii"))
     except (binascii.Error, ValueError, UnsupportedAlgorithm, UnicodeEncodeError) as exc:
         raise ValueError(f"not a usable {kind} public key ({exc})") from None
+    weak = weak_key_reason("RSA", key.key_size) if isinstance(key, rsa.RSAPublicKey) else None
+    if weak is not None:
+        raise ValueError(weak)
     digest = hashlib.sha256(blob).digest()
     fingerprint = "SHA256:" + base64.b64encode(digest).decode("ascii").rstrip("=")
     return fingerprint, f"{kind} {encoded}", parts[2] if len(parts) > 2 else ""

@@ -11,6 +11,25 @@ import abc
 
 import attrs
 
+MIN_RSA_BITS = 2048
+"""Smallest RSA key that may be registered or log in."""
+
+
+def weak_key_reason(key_type: str, bits: int) -> str | None:
+    """Why a user key is too weak to register or to log in with, or None.
+
+    The one rule for ``hoopgw keys add-ssh`` and for the SSH server (which also refuses keys
+    registered before the rule existed).
+
+    :param key_type: ``"RSA"``, ``"DSA"``, ``"EC"``, ``"Ed25519"``, ... (Conch's ``Key.type()``).
+    :param bits: the key size in bits.
+    """
+    if key_type == "DSA":
+        return "DSA (ssh-dss) keys are refused: use an Ed25519, ECDSA or RSA (2048+ bits) key"
+    if key_type == "RSA" and bits < MIN_RSA_BITS:
+        return f"RSA key of {bits} bits is refused: at least {MIN_RSA_BITS} bits are required"
+    return None
+
 
 @attrs.frozen(kw_only=True)
 class SshKeyRecord:

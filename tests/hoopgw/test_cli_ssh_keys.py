@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 
 from hoopgw.cli import main
 from hoopgw.cli_ssh_keys import parse_public_key
@@ -123,3 +124,69 @@ def test_add_refuses(
     )
     assert code == 2
     assert message in err
+
+
+def _openssh_line(public_key: object) -> str:
+    line = public_key.public_bytes(  # type: ignore[attr-defined]
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
+    )
+    return f"{line.decode()} weak@old"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda: dsa.generate_private_key(1024).public_key(),
+            "DSA (ssh-dss) keys are refused",
+        ),
+        (
+            lambda: rsa.generate_private_key(65537, 1024).public_key(),
+            "RSA key of 1024 bits is refused: at least 2048 bits are required",
+        ),
+        (
+            lambda: rsa.generate_private_key(65537, 2047).public_key(),
+            "RSA key of 2047 bits is refused",
+        ),
+    ],
+)
+@pytest.mark.filterwarnings("ignore:SSH DSA key")
+def test_weak_keys_are_refused_with_the_reason(
+    capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path, make: Any, message: str
+) -> None:
+    public = tmp_path / "id.pub"
+    public.write_text(_openssh_line(make()))
+    code, out, err = run(
+        capsys,
+        "keys",
+        "add-ssh",
+        "-c",
+        config_file,
+        "--identity",
+        "robot",
+        "--group",
+        "agents",
+        "--public-key",
+        public,
+    )
+    assert code == 2
+    assert message in err
+    assert out == ""
+    assert run(capsys, "keys", "list-ssh", "-c", config_file, "--json")[1].strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: rsa.generate_private_key(65537, 2048).public_key(),
+        lambda: ec.generate_private_key(ec.SECP256R1()).public_key(),
+        lambda: ec.generate_private_key(ec.SECP384R1()).public_key(),
+        lambda: ed25519.Ed25519PrivateKey.generate().public_key(),
+    ],
+)
+def test_strong_keys_are_accepted(make: Any) -> None:
+    line = _openssh_line(make())
+    fingerprint, public_key, comment = parse_public_key(line)
+    assert fingerprint.startswith("SHA256:")
+    assert public_key == " ".join(line.split()[:2])
+    assert comment == "weak@old"

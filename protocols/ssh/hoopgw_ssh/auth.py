@@ -26,7 +26,8 @@ from twisted.python.failure import Failure
 
 from hoopgw.errors import AuthenticationError
 from hoopgw.session import Identity
-from hoopgw.store.ssh_keys import SshKeyStore
+from hoopgw.store.ssh_keys import SshKeyStore, weak_key_reason
+from hoopgw_ssh.algorithms import RSA_SIGNATURES
 from hoopgw_ssh.hostkeys import fingerprint
 
 __all__ = ["GatewayUserAuth", "SshKeyDirectory"]
@@ -80,6 +81,21 @@ def _unauthorized(failure: Failure) -> Failure:
     return Failure(UnauthorizedLogin(failure.getErrorMessage()))
 
 
+def _sha2_rsa(algorithm: bytes, signature: bytes | None) -> bool:
+    """Whether an RSA login names, and signs with, a SHA-2 algorithm. Conch hands the
+    request's algorithm over as ``algName``; the hash ``Key.verify`` uses is the one the
+    signature blob names, so both must be SHA-2."""
+    if algorithm not in RSA_SIGNATURES:
+        return False
+    if signature is None:
+        return True
+    try:
+        signed_with, _ = getNS(signature)
+    except (struct.error, ValueError):
+        return False
+    return bool(signed_with == algorithm)
+
+
 class _Login:
     """The portal :class:`GatewayUserAuth` logs in through: one per client connection."""
 
@@ -114,6 +130,14 @@ class _Login:
         identity = self._directory.identity_for(key, now=now)
         if identity is None:
             return self._refused(f"SSH key {fingerprint(key)} is not registered, or revoked")
+        weak = weak_key_reason(key.type(), key.size())
+        if weak is not None:  # registered before ``keys add-ssh`` checked it
+            return self._refused(f"SSH key {fingerprint(key)}: {weak}")
+        if key.type() == "RSA" and not _sha2_rsa(creds.algName, creds.signature):
+            return self._refused(
+                f"SSH key {fingerprint(key)}: RSA signatures must be rsa-sha2-256 or"
+                " rsa-sha2-512 (ssh-rsa is SHA-1)"
+            )
         if creds.signature is None:
             raise error.ValidPublicKey()  # "this key would do": the client then signs
         if not key.verify(creds.signature, creds.sigData):

@@ -23,7 +23,9 @@ from twisted.python.failure import Failure
 from hoopgw.errors import AccessDenied, ConfigError
 from hoopgw.protocol import ConnectionRuntime
 from hoopgw.session import Command, CommandOutcome, Identity, SessionInfo
+from hoopgw.transport import set_no_delay
 from hoopgw.verdicts import Allow, Block, Hold
+from hoopgw_ssh.algorithms import USER_KEY_ALGORITHMS, modern_transport
 from hoopgw_ssh.auth import GatewayUserAuth, SshKeyDirectory, _Login
 from hoopgw_ssh.hostkeys import fingerprint, load_or_create_host_key
 from hoopgw_ssh.relay import RelayConnection
@@ -177,11 +179,22 @@ class ServerTransport(transport.SSHServerTransport):
         self._admitting = False
         peer = self.transport.getPeer()
         self.client_address = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', 0)}"
+        set_no_delay(self.transport)  # keystrokes go at once, not after Nagle's wait
+        modern_transport(self)
         self._gate: defer.Deferred[Any] = runtime.chain.decide(
             "client_connected", connection=runtime.info, client_address=self.client_address
         )
         super().connectionMade()  # our version string goes first
         self._gate.addCallback(self._gated)
+
+    def sendExtInfo(self, extensions: list[tuple[bytes, bytes]]) -> None:
+        """Announce the user-auth signature algorithms the gateway accepts as
+        ``server-sig-algs`` (Conch announces its host-key list there)."""
+        announced = [
+            (name, b",".join(USER_KEY_ALGORITHMS) if name == b"server-sig-algs" else value)
+            for name, value in extensions
+        ]
+        super().sendExtInfo(announced)
 
     def _gated(self, verdict: Any) -> Any:
         """A refused connection ends at once, before it may authenticate."""

@@ -32,7 +32,7 @@ MAX_PACKET = 2**20
 BACKLOG_LIMIT = 2**22
 """Bytes of client packets held while an operation is decided; more ends the channel."""
 
-FXP_OPEN, FXP_SETSTAT, FXP_OPENDIR, FXP_REMOVE, FXP_MKDIR = 3, 9, 11, 13, 14
+FXP_INIT, FXP_OPEN, FXP_SETSTAT, FXP_OPENDIR, FXP_REMOVE, FXP_MKDIR = 1, 3, 9, 11, 13, 14
 FXP_RMDIR, FXP_RENAME, FXP_SYMLINK, FXP_EXTENDED = 15, 18, 20, 200
 FXP_STATUS, FXP_HANDLE, FXP_DATA = 101, 102, 103
 FX_OK, FX_PERMISSION_DENIED = 0, 3
@@ -40,6 +40,7 @@ _OPEN_FLAGS = ((1, "read"), (2, "write"), (4, "append"), (8, "create"), (16, "tr
 _ONE_PATH = {FXP_OPENDIR: "opendir", FXP_REMOVE: "remove", FXP_MKDIR: "mkdir"}
 _ONE_PATH |= {FXP_RMDIR: "rmdir", FXP_SETSTAT: "setstat"}
 _TWO_PATHS = {FXP_RENAME: "rename", FXP_SYMLINK: "symlink"}
+_EXTENDED_ONE_PATH = {"lsetstat@openssh.com": "lsetstat"}
 _EXTENDED_TWO_PATHS = {"posix-rename@openssh.com", "hardlink@openssh.com"}
 
 
@@ -101,6 +102,9 @@ def describe_request(packet: bytes) -> tuple[int, str] | None:
     if kind in _TWO_PATHS:
         second, _ = _string(body, offset)
         return request_id, f"{_TWO_PATHS[kind]} {first} {second}"
+    if first in _EXTENDED_ONE_PATH:
+        path, _ = _string(body, offset)
+        return request_id, f"{_EXTENDED_ONE_PATH[first]} {path}"
     if first in _EXTENDED_TWO_PATHS:
         old, offset = _string(body, offset)
         new, _ = _string(body, offset)
@@ -124,11 +128,14 @@ class SftpJudge:
         self._queue: deque[bytes] = deque()
         self._queued = 0
         self._deciding = False
+        self._ended = False
         self.pending: dict[int, tuple[Command, float]] = {}
         """Forwarded operations waiting for the target's answer, by request id."""
 
     def feed(self, data: bytes) -> None:
         """Client bytes: complete packets are judged or forwarded in order."""
+        if self._ended:
+            return
         try:
             for packet in self._packets.feed(data):
                 self._queue.append(packet)
@@ -147,6 +154,13 @@ class SftpJudge:
         while self._queue and not self._deciding:
             packet = self._queue.popleft()
             self._queued -= len(packet)
+            if self._reuses_waiting_id(packet):
+                # The target's answer could not be told apart from the waiting operation's:
+                # it would complete (and record) the wrong one.
+                self._ended = True
+                self._queue.clear()
+                channel.loseConnection()
+                return
             try:
                 operation = describe_request(packet)
             except SftpError as exc:
@@ -159,6 +173,13 @@ class SftpJudge:
             command = channel.session.new_command(text, "sftp", {"channel": channel.id})
             self._deciding = True
             channel.session.decide(command).addCallback(self._decided, packet, request_id, command)
+
+    def _reuses_waiting_id(self, packet: bytes) -> bool:
+        body = packet[4:]
+        if body[0] == FXP_INIT or len(body) < 5:
+            return False
+        (request_id,) = struct.unpack(">L", body[1:5])
+        return request_id in self.pending
 
     def _decided(self, verdict: Any, packet: bytes, request_id: int, command: Command) -> None:
         channel = self._channel

@@ -12,12 +12,15 @@ from typing import Any
 
 from twisted.conch.error import ConchError
 from twisted.conch.ssh import connection, keys, transport, userauth
+from twisted.conch.ssh.common import NS
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.python.failure import Failure
 
 from hoopgw.config import ConnectionConfig
 from hoopgw.secrets import Secret
+from hoopgw.transport import set_no_delay
+from hoopgw_ssh.algorithms import modern_transport
 from hoopgw_ssh.hostkeys import HostKeyRefused, check_target_key
 from hoopgw_ssh.relay import RelayConnection
 
@@ -62,7 +65,12 @@ class UpstreamConnection(RelayConnection):
 
 
 class _UserAuth(userauth.SSHUserAuthClient):
-    """Logs in with the connection's private key and/or password, each offered once."""
+    """Logs in with the connection's private key and/or password, each offered once.
+
+    The key is offered signed at once, an RSA key with ``rsa-sha2-512`` (when the target
+    announces it in ``server-sig-algs``) or ``rsa-sha2-256``: Conch's own client would sign
+    with ``ssh-rsa`` (SHA-1).
+    """
 
     preferredOrder = [b"publickey", b"password", b"keyboard-interactive"]
 
@@ -73,6 +81,32 @@ class _UserAuth(userauth.SSHUserAuthClient):
         self._offered_key = False
         self._offered_password = False
         self._answered = False
+
+    def auth_publickey(self) -> defer.Deferred[bool]:
+        """Send one signed ``publickey`` request (RFC 4252, 7), without a query first; fires
+        with whether it was sent."""
+        public = self.getPublicKey()
+        if public is None:
+            return defer.succeed(False)
+        assert self._key is not None and self.transport is not None
+        session_id = self.transport.sessionID
+        assert session_id is not None, "user authentication starts after the key exchange"
+        algorithm = public.sshType()
+        if public.type() == "RSA":
+            announced = self.transport.peerExtensions.get(b"server-sig-algs", b"").split(b",")
+            algorithm = b"rsa-sha2-512" if b"rsa-sha2-512" in announced else b"rsa-sha2-256"
+        request = b"\x01" + NS(algorithm) + NS(public.blob())
+        signed = (
+            NS(session_id)
+            + bytes((userauth.MSG_USERAUTH_REQUEST,))
+            + NS(self.user)
+            + NS(self.instance.name)
+            + NS(b"publickey")
+            + request
+        )
+        self.lastPublicKey = public
+        self.askForAuth(b"publickey", request + NS(self._key.sign(signed, algorithm)))
+        return defer.succeed(True)
 
     def getPublicKey(self) -> Any:
         if self._key is None or self._offered_key:
@@ -108,6 +142,11 @@ class _Transport(transport.SSHClientTransport):
         self.refusal: str | None = None
         """Why the login failed, once known (host key, authentication)."""
         self.service_connection: UpstreamConnection | None = None
+
+    def connectionMade(self) -> None:
+        set_no_delay(self.transport)  # keystrokes go at once, not after Nagle's wait
+        modern_transport(self)
+        super().connectionMade()  # sends our KEXINIT
 
     def verifyHostKey(self, hostKey: bytes, fingerprint: bytes) -> defer.Deferred[None]:
         assert self._config.ssh is not None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import struct
 from types import SimpleNamespace
 from typing import Any
 
+from twisted.conch.ssh.common import getNS
 from twisted.internet import defer
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 
 from hoopgw.session import Command, CommandOutcome
 from hoopgw.verdicts import Allow, Block
@@ -118,3 +121,31 @@ class FakeConnection:
     def of(self, kind: str) -> list[tuple[Any, ...]]:
         """What was sent of one kind."""
         return [s for s in self.sent if s[0] == kind]
+
+
+class TcpTransport(StringTransport):
+    """A ``StringTransport`` that also records ``setTcpNoDelay`` (as a TCP transport has)."""
+
+    no_delay: bool | None = None
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        self.no_delay = enabled
+
+
+def plain_packets(written: bytes) -> list[bytes]:
+    """The payloads of the unencrypted SSH packets after the version line in ``written``."""
+    _, _, rest = written.partition(b"\r\n")
+    payloads = []
+    while len(rest) >= 5:
+        length, padding = struct.unpack(">LB", rest[:5])
+        payloads.append(rest[5 : 4 + length - padding])
+        rest = rest[4 + length :]
+    return payloads
+
+
+def kexinit_lists(payload: bytes) -> dict[str, list[bytes]]:
+    """The algorithm name-lists of a ``KEXINIT`` payload (RFC 4253, 7.1)."""
+    assert payload[0] == 20, "not a KEXINIT"
+    names = getNS(payload[17:], 10)[:10]
+    fields = ["kex", "host_key", "cipher_out", "cipher_in", "mac_out", "mac_in"]
+    return {field: names[i].split(b",") for i, field in enumerate(fields)}

@@ -211,3 +211,92 @@ def test_a_login_for_another_service_is_refused_before_any_check(store: Any) -> 
     service.tryAuth(b"password", b"agent", b"\x00" + NS(TOKEN.encode())).addCallback(results.append)
     assert results and admitted[0][0].name == "tok"
     service.serviceStopped()
+
+
+def _rsa_key(bits: int) -> keys.Key:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    pem = rsa.generate_private_key(65537, bits).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.OpenSSH,
+        serialization.NoEncryption(),
+    )
+    return keys.Key.fromString(pem)
+
+
+RSA_2048 = _rsa_key(2048)
+
+
+@pytest.mark.parametrize("algorithm", [b"rsa-sha2-256", b"rsa-sha2-512"])
+def test_rsa_login_with_a_sha2_signature(store: Any, algorithm: bytes) -> None:
+    _register(store, RSA_2048)
+    login, admitted = _login(store)
+    blob = RSA_2048.public().blob()
+    probe = credentials.SSHPrivateKey(b"agent", algorithm, blob, None, None)
+    assert _failure_of(login.login(probe, None)).check(error.ValidPublicKey)
+    signed = b"session data"
+    signature = RSA_2048.sign(signed, signatureType=algorithm)
+    good = credentials.SSHPrivateKey(b"agent", algorithm, blob, signed, signature)
+    login.login(good, None)
+    assert len(admitted) == 1
+
+
+def test_rsa_login_with_a_sha1_signature_is_refused(store: Any) -> None:
+    _register(store, RSA_2048)
+    login, admitted = _login(store)
+    blob = RSA_2048.public().blob()
+    signed = b"session data"
+    sha1 = RSA_2048.sign(signed, signatureType=b"ssh-rsa")
+    assert RSA_2048.public().verify(sha1, signed)  # Conch alone would accept it
+    attempts = [
+        credentials.SSHPrivateKey(b"agent", b"ssh-rsa", blob, None, None),
+        credentials.SSHPrivateKey(b"agent", b"ssh-rsa", blob, signed, sha1),
+        # The request names SHA-2 but the signature is SHA-1 (Key.verify goes by the latter).
+        credentials.SSHPrivateKey(b"agent", b"rsa-sha2-256", blob, signed, sha1),
+        credentials.SSHPrivateKey(b"agent", b"rsa-sha2-256", blob, signed, b"\x00"),
+    ]
+    for creds in attempts:
+        assert _failure_of(login.login(creds, None)).check(UnauthorizedLogin)
+    assert admitted == []
+    failures = login._checks.failures
+    assert len(failures) == len(attempts)
+    assert all("RSA signatures must be rsa-sha2-256 or rsa-sha2-512" in f for f in failures)
+
+
+def test_a_weak_registered_key_is_refused_and_audited(store: Any) -> None:
+    weak = _rsa_key(1024)
+    _register(store, weak)  # registered before ``keys add-ssh`` checked key sizes
+    login, admitted = _login(store)
+    blob = weak.public().blob()
+    probe = credentials.SSHPrivateKey(b"agent", b"rsa-sha2-256", blob, None, None)
+    assert _failure_of(login.login(probe, None)).check(UnauthorizedLogin)
+    signed = b"session data"
+    signature = weak.sign(signed, signatureType=b"rsa-sha2-256")
+    good = credentials.SSHPrivateKey(b"agent", b"rsa-sha2-256", blob, signed, signature)
+    assert _failure_of(login.login(good, None)).check(UnauthorizedLogin)
+    assert admitted == []
+    failures = login._checks.failures
+    assert (
+        failures
+        == [
+            f"SSH key {fingerprint(weak)}: RSA key of 1024 bits is refused:"
+            " at least 2048 bits are required"
+        ]
+        * 2
+    )
+
+
+@pytest.mark.filterwarnings("ignore:SSH DSA key")
+def test_a_registered_dsa_key_is_refused(store: Any) -> None:
+    from cryptography.hazmat.primitives.asymmetric import dsa
+
+    key = keys.Key(dsa.generate_private_key(1024))
+    _register(store, key)
+    login, admitted = _login(store)
+    signed = b"session data"
+    creds = credentials.SSHPrivateKey(
+        b"agent", b"ssh-dss", key.public().blob(), signed, key.sign(signed)
+    )
+    assert _failure_of(login.login(creds, None)).check(UnauthorizedLogin)
+    assert admitted == []
+    assert "DSA (ssh-dss) keys are refused" in login._checks.failures[0]

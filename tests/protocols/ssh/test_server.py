@@ -12,6 +12,7 @@ from hoopgw_ssh.hostkeys import fingerprint
 from hoopgw_ssh.server import SshServerFactory
 from hoopgw_ssh.upstream import load_private_key
 from twisted.conch.ssh import keys
+from twisted.conch.ssh.common import getNS
 from twisted.internet.testing import MemoryReactorClock
 
 from hoopgw.authn import Authenticator
@@ -97,3 +98,92 @@ def test_load_private_key() -> None:
     )
     with pytest.raises(keys.BadKeyError):
         load_private_key(Secret(reference="t", value=PRIVATE.public().toString("openssh").decode()))
+
+
+def _fakes() -> Any:
+    import importlib.util
+    import sys
+
+    name = "hoopgw_tests_ssh_fakes"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("fakes.py"))
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def _assert_modern(lists: dict[str, list[bytes]]) -> None:
+    for weak in (b"ssh-rsa", b"ssh-dss"):
+        assert weak not in lists["host_key"]
+    assert not [kex for kex in lists["kex"] if kex.endswith(b"sha1")]
+    assert b"diffie-hellman-group1-sha1" not in lists["kex"]
+    for direction in ("cipher_out", "cipher_in"):
+        assert lists[direction]
+        assert not [c for c in lists[direction] if c.endswith(b"-cbc") or c.startswith(b"3des")]
+    for direction in ("mac_out", "mac_in"):
+        assert lists[direction]
+        assert not [m for m in lists[direction] if m in (b"hmac-sha1", b"hmac-md5")]
+
+
+@pytest.mark.parametrize("host_key", ["ed25519", "rsa"])
+def test_server_offers_modern_algorithms_and_sets_no_delay(tmp_path: Path, host_key: str) -> None:
+    if host_key == "rsa":
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        pem = rsa.generate_private_key(65537, 2048).private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.OpenSSH,
+            serialization.NoEncryption(),
+        )
+        (tmp_path / "box.ssh_host_ed25519_key").write_bytes(pem)
+    runtime, store = _runtime(tmp_path, PRIVATE.toString("openssh").decode())
+    fakes = _fakes()
+    server = SshServerFactory(runtime).buildProtocol(None)
+    link = fakes.TcpTransport()
+    server.makeConnection(link)
+    assert link.no_delay is True
+    [kexinit] = fakes.plain_packets(link.value())
+    lists = fakes.kexinit_lists(kexinit)
+    _assert_modern(lists)
+    expected = [b"ssh-ed25519"] if host_key == "ed25519" else [b"rsa-sha2-512", b"rsa-sha2-256"]
+    assert lists["host_key"] == expected
+    assert b"curve25519-sha256" in lists["kex"]
+    store.close()
+
+
+def test_server_announces_sha2_user_signatures(tmp_path: Path) -> None:
+    runtime, store = _runtime(tmp_path, PRIVATE.toString("openssh").decode())
+    fakes = _fakes()
+    server = SshServerFactory(runtime).buildProtocol(None)
+    server.makeConnection(fakes.TcpTransport())
+    sent: list[tuple[int, bytes]] = []
+    server.sendPacket = lambda kind, payload: sent.append((kind, payload))
+    server._peerSupportsExtensions = True
+    server.sendExtInfo([(b"server-sig-algs", b"ssh-ed25519")])
+    [(kind, ext_info)] = sent
+    assert kind == 7  # SSH_MSG_EXT_INFO
+    name, value = getNS(ext_info[4:], 2)[:2]
+    assert name == b"server-sig-algs"
+    algorithms = value.split(b",")
+    assert b"rsa-sha2-256" in algorithms and b"rsa-sha2-512" in algorithms
+    assert b"ssh-rsa" not in algorithms and b"ssh-dss" not in algorithms
+    store.close()
+
+
+def test_upstream_offers_modern_algorithms_and_sets_no_delay() -> None:
+    from types import SimpleNamespace
+
+    from hoopgw_ssh.upstream import _Transport
+    from twisted.internet import defer
+
+    fakes = _fakes()
+    client = _Transport(SimpleNamespace(), defer.Deferred())
+    link = fakes.TcpTransport()
+    client.makeConnection(link)
+    assert link.no_delay is True
+    [kexinit] = fakes.plain_packets(link.value())
+    lists = fakes.kexinit_lists(kexinit)
+    _assert_modern(lists)
+    assert b"ssh-ed25519" in lists["host_key"] and b"rsa-sha2-256" in lists["host_key"]

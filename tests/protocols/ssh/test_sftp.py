@@ -178,3 +178,46 @@ def test_too_much_input_while_an_operation_is_decided_ends_the_channel() -> None
         assert not channel.lost
         judge.feed(burst)
     assert channel.lost
+
+
+def test_lsetstat_is_recorded_with_its_path() -> None:
+    packet = _request(
+        FXP_EXTENDED, 11, _s("lsetstat@openssh.com"), _s("/etc/link"), struct.pack(">L", 0)
+    )
+    assert describe_request(packet) == (11, "lsetstat /etc/link")
+    with pytest.raises(SftpError):
+        describe_request(_request(FXP_EXTENDED, 11, _s("lsetstat@openssh.com")))
+
+
+@pytest.mark.parametrize(
+    "reuse",
+    [_request(FXP_REMOVE, 7, _s("/x")), _request(5, 7, _s(b"handle"), struct.pack(">QL", 0, 1))],
+    ids=["operation", "read"],
+)
+def test_a_request_reusing_a_waiting_id_ends_the_channel(reuse: bytes) -> None:
+    channel = _channel()
+    judge = SftpJudge(channel)
+    judge.feed(OPEN_WRITE)
+    channel.session.allow()
+    assert 7 in judge.pending and not channel.lost
+    judge.feed(reuse + _request(FXP_REMOVE, 9, _s("/y")))
+    assert channel.lost
+    assert b"".join(channel.to_target) == OPEN_WRITE
+    assert [c.text for c, _ in channel.session.pending] == []
+    judge.feed(_request(FXP_REMOVE, 10, _s("/z")))
+    assert b"".join(channel.to_target) == OPEN_WRITE
+    [(command, _)] = judge.pending.values()
+    assert command.text == "open /tmp/a write,create,truncate"
+
+
+def test_a_request_id_may_be_reused_once_answered() -> None:
+    channel = _channel()
+    judge = SftpJudge(channel)
+    replies = SftpReplies(channel, judge)
+    judge.feed(OPEN_WRITE)
+    channel.session.allow()
+    replies.feed(_request(FXP_HANDLE, 7, _s(b"h1")))
+    judge.feed(_request(FXP_REMOVE, 7, _s("/x")))
+    channel.session.allow()
+    assert not channel.lost
+    assert [c.text for c, _ in judge.pending.values()] == ["remove /x"]

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -349,8 +350,12 @@ def test_interactive_shell_over_a_pty(
         shell.sendline("stty size")
         shell.expect("40 120")
         shell.expect("READY> ")
-        shell.sendline("sleep 30")
-        shell.sendintr()  # Ctrl-C through the pty
+        shell.sendline("echo SLEEPING; sleep 30")
+        shell.expect("SLEEPING")
+        # Ctrl-C through the pty, once sleep is the foreground job (a ^C that reaches the
+        # shell before it forks is ignored by the interactive shell, under load).
+        time.sleep(0.5)
+        shell.sendintr()
         shell.expect("READY> ")
         shell.sendline("exit 7")
         shell.expect(pexpect.EOF)

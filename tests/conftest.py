@@ -500,6 +500,8 @@ def tls_files(tmp_path: Path) -> Any:
 
 oidcissuer = _load_helper("hoopgw_tests_oidcissuer", "oidcissuer.py")
 ldapserver = _load_helper("hoopgw_tests_ldapserver", "ldapserver.py")
+# The approval tests' admin API client, shared by the PostgreSQL, MySQL and TLS tests.
+_load_helper("hoopgw_tests_approvals_helpers", "approvals_helpers.py")
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ Every API answer the tests see is checked against the gateway's OpenAPI document
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import signal
 import statistics
@@ -14,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import attrs
@@ -25,20 +23,8 @@ from psycopg import errors
 pytestmark = pytest.mark.integration
 
 
-def _helpers() -> Any:
-    name = "hoopgw_tests_approvals_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("approvals_helpers.py")
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-helpers = _helpers()
+# Loaded by tests/conftest.py (tests are no package).
+helpers: Any = sys.modules["hoopgw_tests_approvals_helpers"]
 Admin = helpers.Admin
 wait_for = helpers.wait_for
 

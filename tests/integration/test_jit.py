@@ -5,14 +5,12 @@ and the end is recorded."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -21,20 +19,8 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def _helpers() -> Any:
-    name = "hoopgw_tests_approvals_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("approvals_helpers.py")
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-helpers = _helpers()
+# Loaded by tests/conftest.py (tests are no package).
+helpers: Any = sys.modules["hoopgw_tests_approvals_helpers"]
 
 
 @pytest.fixture

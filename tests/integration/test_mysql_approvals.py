@@ -4,12 +4,10 @@ the gateway's refusal with the approver's reason."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pymysql
@@ -18,20 +16,8 @@ import pytest
 pytestmark = pytest.mark.integration
 
 
-def _helpers() -> Any:
-    name = "hoopgw_tests_approvals_helpers"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("approvals_helpers.py")
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-helpers = _helpers()
+# Loaded by tests/conftest.py (tests are no package).
+helpers: Any = sys.modules["hoopgw_tests_approvals_helpers"]
 DELETE = "DELETE FROM orders WHERE id = 42"
 
 

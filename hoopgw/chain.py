@@ -77,7 +77,9 @@ class PluginChain:
 
         Never fails: an exception, a failed Deferred or a wrong return type from any plugin
         becomes ``Block``. For ``session_started``, the session handed to plugins carries the
-        ``recorded_attributes`` that ``audit_text`` (kind ``attributes``) made of its attributes.
+        ``recorded_attributes`` that ``audit_text`` (kind ``attributes``) made of its attributes,
+        and the verdict's reason (it may quote a startup parameter) passes ``audit_text`` (kind
+        ``reason``) as a command's does.
         """
         if hook not in DECISION_HOOKS:
             raise ValueError(f"{hook!r} is not a decision hook")
@@ -96,7 +98,15 @@ class PluginChain:
         if not answers:
             return defer.succeed(None)
         gathered = defer.gatherResults(answers, consumeErrors=True)
-        return gathered.addCallback(combine)
+        combined = gathered.addCallback(combine)
+        if hook == "session_started" and self.has_audit_hooks:
+            session = kwargs["session"]
+            combined.addCallback(
+                lambda verdict: (
+                    None if verdict is None else self._recordable_reason(session, None, verdict)
+                )
+            )
+        return combined
 
     def _ask(self, impl: Any, hook: str, kwargs: dict[str, Any]) -> defer.Deferred[Verdict | None]:
         name = impl.plugin_name
@@ -246,7 +256,7 @@ class PluginChain:
         return attrs.evolve(session, recorded_attributes=dict(output.fields))
 
     def _recordable_reason(
-        self, session: SessionInfo, command: Command, verdict: Verdict
+        self, session: SessionInfo, command: Command | None, verdict: Verdict
     ) -> Verdict:
         """The verdict with its reason passed through ``audit_text`` (a reason may quote the
         statement: a parser's "syntax error at or near ..."); it is recorded and shown to the

@@ -214,11 +214,14 @@ def audit_text(session: SessionInfo, command: Command | None, output: Output) ->
     - ``output.kind == "reason"``: once per decided command whose verdict has a reason (a
       parser's error may quote the statement), before :func:`command_decided`; the rewritten
       reason is what is recorded and what the client is told. An exception refuses the command.
+      Also once per session whose :func:`session_started` verdict has a reason (it may quote a
+      startup parameter), with ``command`` ``None``; an exception refuses the session.
 
     Rewrite ``output.fields["text"]`` in place (masking replaces sensitive values).
 
     :param session: the session that sent the command.
-    :param command: the command, with its original text; ``None`` for ``attributes``.
+    :param command: the command, with its original text; ``None`` for ``attributes`` and a
+        session's ``reason``.
     :param output: kind ``command`` or ``reason`` with field ``text``, or kind ``attributes``;
         mutable.
     """

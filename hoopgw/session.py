@@ -92,7 +92,9 @@ class Command:
     it is recorded and decided like any command, but its text only names it, so plugins that
     analyse statements (guardrails, approval) have nothing to parse in it."""
     details: dict[str, Any] = attrs.field(factory=dict)
-    """Protocol-specific extras that plugins may read; never credentials."""
+    """Protocol-specific extras that plugins may read; never credentials. Recorded as they are
+    (``audit_text`` does not see them): nothing masking could need to hide either (an address,
+    a path, a value: those belong in :attr:`text`)."""
     recorded_text: str | None = None
     """The text as the audit store keeps it, when a plugin rewrote it for the record
     (:func:`~hoopgw.hookspecs.audit_text`; masking replaces sensitive values); ``None`` means

@@ -486,3 +486,45 @@ def test_result_columns_says_whether_any_row_plugin_wants_the_rows(
     chain = PluginChain(plugins, reactor=task.Clock())
     columns = [Column("n", type_oid=23)]
     assert chain.result_columns(make_session(), make_command("SELECT"), columns) is wanted
+
+
+def test_a_session_refusal_reason_is_recorded_and_told_after_audit_text() -> None:
+    # Guardrails quotes a startup parameter it cannot read; the reason ends up in the
+    # session_closed record and the log, so it passes audit_text like a command's reason.
+    class RefusesSession:
+        @hookimpl
+        def session_started(self, session: Any) -> Block:
+            return Block(reason="startup options '-c x=secret': No closing quotation")
+
+    class ReasonRedactor(Redactor):
+        @hookimpl
+        def audit_text(self, output: Output) -> None:
+            if output.kind == "reason":
+                super().audit_text(output)
+
+    chain = PluginChain(
+        [("guard", RefusesSession()), ("mask", ReasonRedactor("secret", "[x]"))],
+        reactor=task.Clock(),
+    )
+    verdicts: list[Any] = []
+    chain.decide("session_started", session=make_session()).addCallback(verdicts.append)
+    assert [v.reason for v in verdicts] == ["startup options '-c x=[x]': No closing quotation"]
+    assert isinstance(verdicts[0], Block)
+
+
+def test_a_session_refusal_reason_that_cannot_be_rewritten_refuses_without_it() -> None:
+    class Broken:
+        @hookimpl
+        def audit_text(self, output: Output) -> None:
+            if output.kind == "reason":
+                raise RuntimeError("boom")
+
+    class RefusesSession:
+        @hookimpl
+        def session_started(self, session: Any) -> Block:
+            return Block(reason="startup parameter secret")
+
+    chain = PluginChain([("guard", RefusesSession()), ("broken", Broken())], reactor=task.Clock())
+    verdicts: list[Any] = []
+    chain.decide("session_started", session=make_session()).addCallback(verdicts.append)
+    assert isinstance(verdicts[0], Block) and "secret" not in verdicts[0].reason

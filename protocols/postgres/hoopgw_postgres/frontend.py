@@ -115,6 +115,11 @@ class ClientSession(protocol.Protocol):
         self._columns: list[Column] = []
         # Whether the current result's rows go through server_rows (else they stream as is).
         self._rows_wanted = self.chain.has_row_hooks
+        # Each open portal's columns and whether its rows are wanted, from its BindComplete and
+        # RowDescription: an Execute's rows are judged by their own portal's, never by the last
+        # description seen (interleaved portals would otherwise escape masking).
+        self._portals: dict[str, tuple[list[Column], bool]] = {}
+        self._columns_for: Request | None = None
         self._to_upstream: list[bytes] = []
         self._closed = False
         self._auth_timer: Any = None
@@ -674,18 +679,25 @@ class ClientSession(protocol.Protocol):
                     parameter_count=len(bind.params),
                     statement_name=bind.statement,
                 )
-                self._command(command, frame)
+                self._command(command, frame, portal=bind.portal)
             else:
-                self._forward(frame, Request(kind="bind", progress=self._current))
+                self._forward(
+                    frame, Request(kind="bind", progress=self._current, portal=bind.portal)
+                )
         elif kind == b"E":
-            self._forward(frame, Request(kind="execute", progress=self._current))
+            portal = m.Execute.decode(frame.body).portal
+            self._forward(frame, Request(kind="execute", progress=self._current, portal=portal))
         elif kind == b"D":
-            self._forward(frame, Request(kind="describe", progress=self._current))
+            describe = m.Describe.decode(frame.body)
+            described = describe.name if describe.kind == "P" else None
+            self._forward(frame, Request(kind="describe", progress=self._current, portal=described))
         elif kind == b"C":
             close = m.Close.decode(frame.body)
             if close.kind == "S":
                 self._statements.pop(close.name, None)
-            self._forward(frame, Request(kind="close"))
+            self._forward(
+                frame, Request(kind="close", portal=close.name if close.kind == "P" else None)
+            )
         elif kind == b"S":
             self._discard_until_sync = False
             self._fresh_statements.clear()
@@ -714,7 +726,14 @@ class ClientSession(protocol.Protocol):
         self._seq += 1
         return self._seq
 
-    def _command(self, command: Command, frame: Any, statement: str | None = None) -> None:
+    def _command(
+        self,
+        command: Command,
+        frame: Any,
+        statement: str | None = None,
+        *,
+        portal: str | None = None,
+    ) -> None:
         assert self.session is not None
         # What the audit store keeps of the text (masked); the target still gets command.text.
         command = self.chain.recordable(self.session, command)
@@ -742,7 +761,7 @@ class ClientSession(protocol.Protocol):
                 self._statements[statement] = command.text
                 self._fresh_statements.add(statement)
             kind = {"query": "query", "parse": "parse", "execute": "bind"}[command.kind]
-            self._forward(frame, Request(kind=kind, progress=progress))
+            self._forward(frame, Request(kind=kind, progress=progress, portal=portal))
 
         decision = self.chain.decide_command(self.session, command)
         decision.addErrback(lambda failure: failure.trap(defer.CancelledError) and _CANCELLED)
@@ -828,6 +847,8 @@ class ClientSession(protocol.Protocol):
                 # The hot path: a DataRow belongs to the request at the head of the queue and
                 # never completes it, so it needs no attribution of its own.
                 head = self._tracker.head
+                if head is not self._columns_for:
+                    self._select_columns(head)
                 if self._rows_wanted:
                     rows.append(frame)
                     rows_request = head
@@ -858,6 +879,8 @@ class ClientSession(protocol.Protocol):
                 # types and formats are unknown, never those of an earlier result.
                 self._columns = []
                 self._rows_wanted = self.chain.has_row_hooks
+                if request is not None and request.portal is not None:
+                    self._portals[request.portal] = (self._columns, self._rows_wanted)
             elif kind == b"T":
                 self._columns = _columns(m.RowDescription.decode(frame.body))
                 self._rows_wanted = self.chain.has_row_hooks
@@ -873,6 +896,13 @@ class ClientSession(protocol.Protocol):
                         command=request.progress.command,
                         columns=self._columns,
                     )
+                if request is not None and request.portal is not None:  # Describe of a portal
+                    self._portals[request.portal] = (self._columns, self._rows_wanted)
+            elif kind == b"3":
+                if request is not None and request.portal is not None:
+                    self._portals.pop(request.portal, None)
+            elif kind == b"Z" and frame.body[:1] == b"I":
+                self._portals.clear()  # outside a transaction no portal is left
             elif kind in (b"N", b"A") and self.chain.has_output_hooks:
                 data = self._rewrite_output(frame, request)
             elif kind == b"S" and self.chain.has_output_hooks:
@@ -896,6 +926,16 @@ class ClientSession(protocol.Protocol):
             out.extend(self._rewrite_rows(rows, rows_request))
         if out:
             send_now(self.transport, out)
+
+    def _select_columns(self, head: Request | None) -> None:
+        """Make the current columns those of the portal whose rows ``head`` receives: an
+        Execute's rows belong to its own portal (unknown columns, all rows wanted, when its
+        description was not seen); a simple Query's follow its own RowDescription."""
+        self._columns_for = head
+        if head is not None and head.kind == "execute" and head.portal is not None:
+            self._columns, self._rows_wanted = self._portals.get(
+                head.portal, ([], self.chain.has_row_hooks)
+            )
 
     def _command_of(self, request: Request | None) -> Command | None:
         return (

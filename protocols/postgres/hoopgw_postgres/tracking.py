@@ -67,6 +67,9 @@ class Request:
     replace_error: bytes | None = None
     """If set, the request stands in for a refused command: its ErrorResponse is swallowed
     and these bytes (the gateway's own error) go to the client instead."""
+    portal: str | None = None
+    """The portal a ``bind``, ``execute``, portal ``describe`` or portal ``close`` names
+    (``""`` for the unnamed one); None for other requests."""
 
 
 @attrs.frozen

@@ -445,9 +445,9 @@ class DirectTcpipChannel(RelayChannel):
                 connection.OPEN_ADMINISTRATIVELY_PROHIBITED,
             )
         host, port, _, _ = _host_port(self.data)
-        self.command = self.session.new_command(
-            f"{host}:{port}", "direct-tcpip", {"host": host, "port": port}
-        )
+        # The host only in the text, which audit_text rewrites (masking may mask addresses):
+        # details are recorded as they are.
+        self.command = self.session.new_command(f"{host}:{port}", "direct-tcpip", {"port": port})
 
     def channelOpen(self, specificData: bytes) -> None:
         self.session.decide(self.command).addCallback(self._decided)

@@ -27,7 +27,7 @@ from hoopgw.config import ConnectionConfig, CredentialConfig, GatewayConfig, Ups
 from hoopgw.identity import KeyService
 from hoopgw.plugin import hookimpl
 from hoopgw.protocol import ConnectionRuntime, SessionRegistry
-from hoopgw.session import ConnectionInfo
+from hoopgw.session import Column, ConnectionInfo
 from hoopgw.store.sqlite import SQLiteStore
 from hoopgw.throttle import BackoffSettings, FailureThrottle
 from hoopgw.verdicts import Block
@@ -881,3 +881,87 @@ def test_nothing_after_terminate_is_decided_or_forwarded() -> None:
     assert policy.decided == []
     assert b"SELECT 1" not in client.upstream.forwarded()
     assert client.closed
+
+
+class TextMasker:
+    """Masks text (OID 25) columns; declines the rows of a result without one."""
+
+    @hookimpl
+    def result_columns(self, columns: list[Column]) -> bool | None:
+        return None if any(c.type_oid == 25 for c in columns) else False
+
+    @hookimpl
+    def server_rows(self, columns: list[Column], rows: list[list[bytes | None]]) -> None:
+        for row in rows:
+            for i, column in enumerate(columns):
+                if column.type_oid == 25:
+                    row[i] = b"***"
+
+
+@pytest.mark.parametrize("split", [None, 1, 7])
+def test_rows_of_a_portal_are_masked_by_its_own_description(split: int | None) -> None:
+    # p2 (no text column) is described last; p1's rows must still be judged as p1's.
+    client = logged_in([("mask", TextMasker())])
+    client.send(
+        m.Parse(name="s1", query="SELECT ssn FROM t").encode()
+        + m.Parse(name="s2", query="SELECT 1").encode()
+        + m.Bind(portal="p1", statement="s1").encode()
+        + m.Describe(kind="P", name="p1").encode()
+        + m.Bind(portal="p2", statement="s2").encode()
+        + m.Describe(kind="P", name="p2").encode()
+        + m.Execute(portal="p1", max_rows=1).encode()
+        + m.Execute(portal="p2").encode()
+        + m.Execute(portal="p1").encode()
+        + m.Sync().encode(),
+        split=split,
+    )
+    client.server(
+        m.ParseComplete(),
+        m.ParseComplete(),
+        m.BindComplete(),
+        m.RowDescription(fields=(m.FieldDescription(name="ssn", type_oid=25),)),
+        m.BindComplete(),
+        m.RowDescription(fields=(m.FieldDescription(name="n", type_oid=23),)),
+        m.DataRow(values=(b"123-45-6789",)),
+        m.PortalSuspended(),
+        m.DataRow(values=(b"1",)),
+        m.CommandComplete(tag="SELECT 1"),
+        m.DataRow(values=(b"987-65-4321",)),
+        m.CommandComplete(tag="SELECT 1"),
+        m.ReadyForQuery(status="T"),
+    )
+    rows = [x.values for x in client.received() if isinstance(x, m.DataRow)]
+    assert rows == [(b"***",), (b"1",), (b"***",)]
+
+
+def test_rows_of_a_portal_whose_description_was_not_seen_all_go_through_the_hooks() -> None:
+    # A closed and bound-again portal has unknown columns: its rows are never streamed as is.
+    seen: list[list[Column]] = []
+
+    class Rows(TextMasker):
+        @hookimpl
+        def server_rows(self, columns: list[Column], rows: list[list[bytes | None]]) -> None:
+            seen.append(list(columns))
+
+    client = logged_in([("rows", Rows())])
+    client.send(
+        m.Parse(name="s2", query="SELECT 1").encode()
+        + m.Bind(portal="p", statement="s2").encode()
+        + m.Describe(kind="P", name="p").encode()
+        + m.Execute(portal="p").encode()
+        + m.Close(kind="P", name="p").encode()
+        + m.Execute(portal="p").encode()
+        + m.Sync().encode()
+    )
+    client.server(
+        m.ParseComplete(),
+        m.BindComplete(),
+        m.RowDescription(fields=(m.FieldDescription(name="n", type_oid=23),)),
+        m.DataRow(values=(b"1",)),
+        m.CommandComplete(tag="SELECT 1"),
+        m.CloseComplete(),
+        m.DataRow(values=(b"x",)),
+        m.CommandComplete(tag="SELECT 1"),
+        m.ReadyForQuery(status="I"),
+    )
+    assert seen == [[]]

@@ -230,3 +230,19 @@ def test_a_pty_the_target_refused_is_not_a_pty() -> None:
     answers = _answers(channel, (b"pty-req", pty))
     session.upstream.request_answers[0].errback(ConchError("no pty"))
     assert answers == [False] and channel.pty is None
+
+
+def test_a_forward_keeps_its_address_only_in_the_text_that_masking_sees() -> None:
+    # The recording plugin stores details as they are; the text passes audit_text (masking).
+    from hoopgw_ssh.channels import DirectTcpipChannel
+
+    session = fakes.FakeSession()
+    session.runtime.config = SimpleNamespace(
+        ssh=SshConfig(host_key="k", allow_port_forwarding=True)
+    )
+    data = NS(b"10.1.2.3") + struct.pack(">L", 5432) + NS(b"127.0.0.1") + struct.pack(">L", 4)
+    channel = DirectTcpipChannel(
+        remoteWindow=2**20, remoteMaxPacket=2**15, data=data, avatar=session
+    )
+    assert channel.command.text == "10.1.2.3:5432"
+    assert "10.1.2.3" not in repr(channel.command.details)

@@ -25,6 +25,7 @@ log = Logger(namespace="hoopgw.chain")
 DECISION_HOOKS = ("client_connected", "session_started", "client_command")
 
 WITHDRAWN = "withdrawn before it was decided (the client cancelled or went away)"
+WITHHELD = "(text withheld from the log: audit text is masked on this connection)"
 
 
 def _label(verdict: Verdict, plugin: str) -> Verdict:
@@ -247,6 +248,15 @@ class PluginChain:
         output = Output("command", {"text": command.text})
         self._pm.hook.audit_text(session=session, command=command, output=output)
         return attrs.evolve(command, recorded_text=output.fields.get("text", ""))
+
+    def loggable(self, text: str) -> str:
+        """``text`` for a log line, or a placeholder when a plugin rewrites audit text.
+
+        Before a session exists there is nothing to hand ``audit_text``; a target's message
+        from that moment (a refused login) can quote what the client sent, so with masking on
+        it is shown to the client but kept out of the gateway's log.
+        """
+        return WITHHELD if self.has_audit_hooks else text
 
     def _recordable_session(self, session: SessionInfo) -> SessionInfo:
         """``session`` with :attr:`~hoopgw.session.SessionInfo.recorded_attributes` set by

@@ -528,3 +528,13 @@ def test_a_session_refusal_reason_that_cannot_be_rewritten_refuses_without_it() 
     verdicts: list[Any] = []
     chain.decide("session_started", session=make_session()).addCallback(verdicts.append)
     assert isinstance(verdicts[0], Block) and "secret" not in verdicts[0].reason
+
+
+def test_loggable_withholds_text_only_when_audit_text_is_rewritten() -> None:
+    # A target's refusal of the login comes before any session: with masking on it may quote
+    # a raw value the client sent, so it stays out of the log.
+    message = 'database "jane@example.com" does not exist'
+    plain = PluginChain([("guard", object())], reactor=task.Clock())
+    masked = PluginChain([("mask", Redactor("jane", "[x]"))], reactor=task.Clock())
+    assert plain.loggable(message) == message
+    assert "jane" not in masked.loggable(message)

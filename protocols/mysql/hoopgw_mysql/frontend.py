@@ -637,7 +637,11 @@ class ClientSession(protocol.Protocol):
 
     def upstream_failed(self, code: int, message: str) -> None:
         """The upstream could not be reached or refused the login."""
-        log.info("session {session}: {message}", session=self._session_id, message=message)
+        log.info(
+            "session {session}: {message}",
+            session=self._session_id,
+            message=self.chain.loggable(message),
+        )
         self._fatal(code if code >= 2000 else ER_ACCESS_DENIED, "08S01", message)
 
     def upstream_closed(self) -> None:

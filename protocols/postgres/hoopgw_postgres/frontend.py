@@ -610,7 +610,11 @@ class ClientSession(protocol.Protocol):
 
     def upstream_failed(self, code: str, message: str) -> None:
         """The upstream could not be reached or refused the login."""
-        log.info("session {session}: {message}", session=self._session_id, message=message)
+        log.info(
+            "session {session}: {message}",
+            session=self._session_id,
+            message=self.chain.loggable(message),
+        )
         self._fatal(code, message)
 
     def upstream_closed(self) -> None:

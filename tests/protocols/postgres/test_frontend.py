@@ -965,3 +965,30 @@ def test_rows_of_a_portal_whose_description_was_not_seen_all_go_through_the_hook
         m.ReadyForQuery(status="I"),
     )
     assert seen == [[]]
+
+
+class _MaskEverything:
+    """An ``audit_text`` plugin, as masking is: the connection's audit text is rewritten."""
+
+    @hookimpl
+    def audit_text(self, output: Any) -> None:
+        for name in output.fields:
+            output.fields[name] = "[masked]"
+
+
+def test_a_refused_upstream_login_is_told_to_the_client_but_withheld_from_the_log() -> None:
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        client = Gateway([("mask", _MaskEverything())]).connect()
+        client.send(startup())
+        client.send(m.PasswordMessage(password=client.gateway.secret).encode())
+        client.session.upstream_failed("3D000", 'database "jane@example.com" does not exist')
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    told = [e.fields["M"] for e in client.received() if isinstance(e, m.ErrorResponse)]
+    assert told == ['database "jane@example.com" does not exist']
+    logged = " ".join(str(value) for event in events for value in event.values())
+    assert "jane@example.com" not in logged

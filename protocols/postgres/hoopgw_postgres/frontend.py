@@ -122,6 +122,7 @@ class ClientSession(protocol.Protocol):
         self._columns_for: Request | None = None
         self._to_upstream: list[bytes] = []
         self._closed = False
+        self._terminated = False  # the client sent Terminate
         self._auth_timer: Any = None
         self._gate: ReadGate | None = None
         self._read_ahead = 0
@@ -145,7 +146,7 @@ class ClientSession(protocol.Protocol):
         )
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closed:
+        if self._closed or self._terminated:
             return
         if self._pending is not None and self._gate is not None:
             self._read_ahead += len(data)
@@ -221,7 +222,7 @@ class ClientSession(protocol.Protocol):
 
     def _process(self) -> None:
         try:
-            while self._inbox and not self._busy and not self._closed:
+            while self._inbox and not self._busy and not self._closed and not self._terminated:
                 self._handle(self._inbox.popleft())
             self._flush_upstream()
         except m.ProtocolViolation as exc:
@@ -619,7 +620,11 @@ class ClientSession(protocol.Protocol):
 
     def upstream_closed(self) -> None:
         """The target ended the connection."""
-        if not self._closed:
+        if self._terminated:
+            # Having seen Terminate, the target may close before the client's socket is
+            # reported closed: the session still ends as the client's doing.
+            self._end_session("client closed")
+        elif not self._closed:
             self._fatal("08006", "the target closed the connection", goodbye=False)
 
     def forward_cancel(self) -> None:
@@ -716,9 +721,9 @@ class ClientSession(protocol.Protocol):
             self._forward(frame, None)
             self._flush_upstream()
             self.transport.loseConnection()
-            # From here the session ends as the client's doing, even if the target, having
-            # seen Terminate, closes before the client's socket is reported closed.
-            self._closed = True
+            # No client input counts from here; answers to commands already forwarded are still
+            # tracked, so their outcomes are recorded as they were.
+            self._terminated = True
         elif kind == b"F":
             # FunctionCall carries no SQL the gateway could inspect.
             refusal = Block(reason="the FunctionCall message is not supported through hoopgw")

@@ -874,6 +874,22 @@ def test_the_target_closing_after_terminate_is_still_the_client_closing() -> Non
     assert policy.closed == ["client closed"]
 
 
+def test_a_command_answered_after_terminate_is_recorded_as_it_ended() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(m.Query(query="SELECT 1").encode() + m.Terminate().encode())
+    client.server(
+        m.RowDescription(fields=(m.FieldDescription(name="x", type_oid=23),)),
+        m.DataRow(values=(b"1",)),
+        m.CommandComplete(tag="SELECT 1"),
+        m.ReadyForQuery(status="I"),
+    )
+    client.session.upstream_closed()
+    client.session.connectionLost()
+    assert policy.completed == [("SELECT 1", "ok", "")]
+    assert policy.closed == ["client closed"]
+
+
 def test_nothing_after_terminate_is_decided_or_forwarded() -> None:
     policy = Policy()
     client = logged_in([("policy", policy)])

@@ -824,6 +824,7 @@ def _group_source_options(table: _Table, name: str, base_dir: Path) -> dict[str,
             options[key] = resolve_secret(
                 options[key], key=f"identity.{name}.{key}", base_dir=base_dir
             )
+    plugin.check_plugin_options(f"identity.{name}", cls, options, protocol="", connection="")
     return options
 
 

@@ -184,3 +184,17 @@ def test_ldap_errors_name_the_key(tmp_path):
     assert "identity.ldap.user_filter" in error(base + bad_filter, tmp_path)
     bad_url = required.replace("ldap://x", "http://x") + 'bind_password = "env:HOME"\n'
     assert "identity.ldap.url" in error(base + bad_url, tmp_path)
+
+
+def test_ldap_in_clear_to_another_host_is_refused(tmp_path):
+    base = '[identity]\ngroup_sources = ["ldap"]\n[identity.ldap]\n'
+    rest = 'bind_dn = "cn=a"\nuser_base = "o=x"\ngroup_base = "o=x"\nbind_password = "env:HOME"\n'
+    message = error(base + 'url = "ldap://ldap.example.org"\n' + rest, tmp_path)
+    assert "identity.ldap.start_tls" in message and "in clear" in message
+    for safe in (
+        'url = "ldap://ldap.example.org"\nstart_tls = true\n',
+        'url = "ldaps://ldap.example.org"\n',
+        'url = "ldap://127.0.0.1:389"\n',
+        'url = "ldap://[::1]:389"\n',
+    ):
+        parse(base + safe + rest, tmp_path)

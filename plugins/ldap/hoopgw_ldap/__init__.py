@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import ldap3
 from ldap3.core.exceptions import LDAPException
@@ -28,6 +29,7 @@ from twisted.logger import Logger
 from hoopgw.groups import GroupSourceContext, GroupSourceError
 from hoopgw.plugin import Option
 from hoopgw.session import Identity
+from hoopgw.transport import is_loopback
 
 __all__ = ["LdapGroupSource"]
 
@@ -138,6 +140,20 @@ class LdapGroupSource:
         ),
     )
     secret_options: ClassVar[tuple[str, ...]] = ("bind_password",)
+
+    @staticmethod
+    def check_options(options: Mapping[str, Any], protocol: str) -> tuple[str, str] | None:
+        """Refuse a plain ``ldap://`` URL to another host without StartTLS: the bind would send
+        the service account's password in clear over the network."""
+        url = options["url"]
+        host = urlsplit(url).hostname or ""
+        if url.startswith("ldap://") and not options["start_tls"] and not is_loopback(host):
+            return (
+                "start_tls",
+                f"{url} is not on loopback: set start_tls = true or use ldaps://, or the "
+                "service password travels in clear",
+            )
+        return None
 
     def __init__(
         self,

@@ -7,7 +7,8 @@ For each identity it binds as a service account, finds the one user entry whose
 Every value put into a filter is escaped (RFC 4515), so an identity name such as ``*)(uid=*``
 matches nothing rather than everything. Answers are cached for ``cache_ttl`` seconds. When the
 directory cannot be asked, the lookup fails and so does the login (fail closed), unless
-``serve_stale_cache`` allows an expired cached answer to be used instead.
+``serve_stale_cache`` allows an expired cached answer to be used instead, up to ``stale_limit``
+seconds after the directory gave it.
 
 ldap3 blocks, so every lookup runs in the reactor's thread pool, never on the reactor thread.
 """
@@ -138,6 +139,14 @@ class LdapGroupSource:
             default=False,
             help="When the directory is down, use an expired cached answer instead of refusing.",
         ),
+        Option(
+            name="stale_limit",
+            type=(int, float),
+            default=3600.0,
+            check=_positive,
+            help="With serve_stale_cache: the oldest cached answer (seconds since the directory "
+            "gave it) that may still be served.",
+        ),
     )
     secret_options: ClassVar[tuple[str, ...]] = ("bind_password",)
 
@@ -207,7 +216,11 @@ class LdapGroupSource:
             if failure.check(_UnusableAnswer):
                 return failure
             why = failure.getErrorMessage()
-            if cached is not None and self._options["serve_stale_cache"]:
+            if (
+                cached is not None
+                and self._options["serve_stale_cache"]
+                and self._clock.seconds() - cached[1] <= self._options["stale_limit"]
+            ):
                 log.warn(
                     "directory lookup for {name} failed ({why}); serving cached groups",
                     name=identity.name,

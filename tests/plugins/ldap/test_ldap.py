@@ -179,6 +179,18 @@ def test_directory_down_serves_the_stale_cache_when_allowed():
     assert _groups(source, "alice") == frozenset({"dba"})
 
 
+def test_a_stale_answer_is_served_only_up_to_the_stale_limit():
+    # Someone removed from a group must not keep it by keeping the directory unreachable.
+    clock = Clock()
+    source = _source(clock, cache_ttl=60.0, serve_stale_cache=True, stale_limit=600.0)
+    _groups(source, "alice")
+    FakeConnection.down = True
+    clock.advance(600)
+    assert _groups(source, "alice") == frozenset({"dba"})
+    clock.advance(1)
+    assert _groups(source, "alice").check(GroupSourceError)
+
+
 @pytest.mark.parametrize(
     ("key", "value", "problem"),
     [

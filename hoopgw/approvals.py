@@ -12,6 +12,7 @@ the rules:
   review needs ``required`` distinct approvals and one denial ends it;
 - a hold that times out leaves the review open: a later approval lets the same identity run the
   identical statement on the same connection once, within ``valid_for`` seconds;
+- an access request not decided within its connection's ``jit_request_ttl`` ends ``expired``;
 - at start and stop every pending review ends ``aborted``: nothing waits across a restart.
 
 Every request, answer, decision, grant, revocation and expiry is an audit record, written through
@@ -135,6 +136,7 @@ class ApprovalService:
         self._digests: dict[str, str] = {}
         self._digest_key = secrets.token_bytes(32)
         self._grant_timers: dict[str, Any] = {}
+        self._request_timers: dict[str, Any] = {}
         self._notifiers: dict[str, Notifier] = {}
         self._stopping = False
         self._sweep = task.LoopingCall(self._end_sessions_without_grant)
@@ -170,10 +172,11 @@ class ApprovalService:
         self._stopping = True
         if self._sweep.running:
             self._sweep.stop()
-        for timer in self._grant_timers.values():
+        for timer in [*self._grant_timers.values(), *self._request_timers.values()]:
             if timer.active():
                 timer.cancel()
         self._grant_timers.clear()
+        self._request_timers.clear()
         return _all([self._abort(review, "the gateway is stopping") for review in self._pending()])
 
     def _pending(self) -> list[ReviewRecord]:
@@ -186,6 +189,7 @@ class ApprovalService:
         if not self._store.replace_review(aborted, expected_status="pending"):
             return defer.succeed(None)
         self._digests.pop(aborted.id, None)
+        self._cancel_request_timer(aborted.id)
         written = self._record("review_decided", aborted, status="aborted", reason=why)
         self._release(aborted.id, Block(reason=f"review {aborted.id} aborted: {why}"))
         self._notify(aborted, "aborted")
@@ -400,6 +404,9 @@ class ApprovalService:
             duration=float(duration),
         )
         self._store.add_review(review)
+        self._request_timers[review.id] = self._reactor.callLater(
+            config.jit_request_ttl, self._request_expired, review.id, config.jit_request_ttl
+        )
         self._notify(review, "requested")
         written = self._record("review_requested", review, reason=reason, duration=duration)
 
@@ -408,6 +415,33 @@ class ApprovalService:
             return failure
 
         return written.addCallbacks(lambda _: review, unrecorded)
+
+    def _cancel_request_timer(self, review_id: str) -> None:
+        timer = self._request_timers.pop(review_id, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _request_expired(self, review_id: str, ttl: float) -> None:
+        """The access request was not decided in time: it ends ``expired``."""
+        self._request_timers.pop(review_id, None)
+        why = f"not decided within {_duration(ttl)} (jit_request_ttl)"
+        try:
+            review = self._store.get_review(review_id)
+            if review is None or review.status != "pending":
+                return
+            expired = attrs.evolve(
+                review, status="expired", decided_at=self._now(), decision_reason=why
+            )
+            if not self._store.replace_review(expired, expected_status="pending"):
+                return
+        except HoopgwError:
+            log.failure("cannot expire access request {review}", review=review_id)
+            return
+        self._record(
+            "review_decided", expired, status="expired", by="gateway", reason=why
+        ).addErrback(lambda f: log.failure("cannot record an expired review", f))
+        self._notify(expired, "expired")
+        log.info("review {review} expired: {why}", review=review_id, why=why)
 
     def _drop_unrecorded(self, review: ReviewRecord) -> None:
         """A review whose request could not be recorded never becomes decidable: it ends
@@ -583,9 +617,13 @@ class ApprovalService:
     def list_reviews(
         self, identity: Identity, *, status: str | None, limit: int
     ) -> list[ReviewRecord]:
-        """The reviews ``identity`` may see, newest first."""
-        found = self._store.list_reviews(status=status, limit=max(limit * 10, 1000))
-        return [r for r in found if self.visible(r, identity)][:limit]
+        """The reviews ``identity`` may see, newest first (the store filters, so that older
+        visible reviews are not lost behind newer hidden ones)."""
+        if roles_of(identity, self.roles) & _SEE_ALL:
+            return self._store.list_reviews(status=status, limit=limit)
+        return self._store.list_reviews(
+            status=status, visible_to=(identity.name, frozenset(identity.groups)), limit=limit
+        )
 
     def list_grants(self, identity: Identity, *, active: bool, limit: int) -> list[GrantRecord]:
         """Grants ``identity`` may see: its own, those on connections whose ``jit_approvers``
@@ -668,6 +706,7 @@ class ApprovalService:
             decided = attrs.evolve(decided, grant_id=grant.id)
         if not self._store.replace_review(decided, expected_status="pending"):
             raise ApprovalError("conflict", f"review {review_id} was decided meanwhile")
+        self._cancel_request_timer(review_id)
         written = self._record(
             "review_decided",
             decided,

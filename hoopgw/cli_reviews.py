@@ -120,7 +120,7 @@ def register(
     listing.add_argument("--pending", action="store_true", help="only pending reviews")
     listing.add_argument(
         "--status",
-        choices=("pending", "approved", "denied", "withdrawn", "aborted"),
+        choices=("pending", "approved", "denied", "withdrawn", "aborted", "expired"),
         help="only reviews of this status",
     )
     listing.add_argument("--limit", type=int, default=100, help="at most this many (default 100)")

@@ -283,7 +283,8 @@ def review_updated(review: ReviewRecord, event: str) -> None:
         ``access``, status, requester, connection, reason, approvers, statement, ...).
     :param event: what happened: ``requested``, ``voted`` (an approval, more needed),
         ``approved``, ``denied``, ``timed_out`` (the client stopped waiting; a later approval
-        allows one re-run), ``withdrawn`` or ``aborted``.
+        allows one re-run), ``withdrawn``, ``aborted`` or ``expired`` (an access request
+        nobody decided within ``jit_request_ttl``).
     """
 
 

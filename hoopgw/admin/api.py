@@ -237,6 +237,7 @@ class AdminApi(resource.Resource):
             "denied",
             "withdrawn",
             "aborted",
+            "expired",
         ):
             raise _Refused("invalid", f"unknown status {status!r}")
         reviews = self._service.list_reviews(identity, status=status, limit=_limit(request))

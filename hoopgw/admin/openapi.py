@@ -98,7 +98,7 @@ SCHEMAS: dict[str, Any] = {
             "kind": {"type": "string", "enum": ["statement", "access"]},
             "status": {
                 "type": "string",
-                "enum": ["pending", "approved", "denied", "withdrawn", "aborted"],
+                "enum": ["pending", "approved", "denied", "withdrawn", "aborted", "expired"],
             },
             "requester": {"type": "string"},
             "requester_groups": _STRINGS,
@@ -222,7 +222,14 @@ PATHS: dict[str, Any] = {
                     "in": "query",
                     "schema": {
                         "type": "string",
-                        "enum": ["pending", "approved", "denied", "withdrawn", "aborted"],
+                        "enum": [
+                            "pending",
+                            "approved",
+                            "denied",
+                            "withdrawn",
+                            "aborted",
+                            "expired",
+                        ],
                     },
                 },
                 {

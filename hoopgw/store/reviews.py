@@ -16,9 +16,10 @@ import attrs
 REVIEW_KINDS = ("statement", "access")
 """What a review is about."""
 
-REVIEW_STATUSES = ("pending", "approved", "denied", "withdrawn", "aborted")
+REVIEW_STATUSES = ("pending", "approved", "denied", "withdrawn", "aborted", "expired")
 """``pending`` until decided; ``withdrawn`` when the client cancelled or left; ``aborted`` when
-the gateway stopped or restarted while it was pending."""
+the gateway stopped or restarted while it was pending; ``expired`` when an access request was
+not decided within its connection's ``jit_request_ttl``."""
 
 
 @attrs.frozen(kw_only=True)
@@ -142,9 +143,18 @@ class ReviewStore(abc.ABC):
 
     @abc.abstractmethod
     def list_reviews(
-        self, *, status: str | None = None, requester: str | None = None, limit: int = 100
+        self,
+        *,
+        status: str | None = None,
+        requester: str | None = None,
+        visible_to: tuple[str, frozenset[str]] | None = None,
+        limit: int = 100,
     ) -> list[ReviewRecord]:
-        """Reviews, newest first, optionally of one status or one requester."""
+        """Reviews, newest first, optionally of one status or one requester.
+
+        With ``visible_to = (name, groups)``, only the reviews requested by ``name`` or with an
+        approver group in ``groups`` (filtered before ``limit`` applies).
+        """
 
     @abc.abstractmethod
     def replace_review(self, review: ReviewRecord, *, expected_status: str) -> bool:

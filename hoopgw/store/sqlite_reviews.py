@@ -98,16 +98,30 @@ class SQLiteReviewStore(ReviewStore):
         return found[0] if found else None
 
     def list_reviews(
-        self, *, status: str | None = None, requester: str | None = None, limit: int = 100
+        self,
+        *,
+        status: str | None = None,
+        requester: str | None = None,
+        visible_to: tuple[str, frozenset[str]] | None = None,
+        limit: int = 100,
     ) -> list[ReviewRecord]:
         """See :meth:`ReviewStore.list_reviews`."""
-        where, params = ["1 = 1"], []
+        where: list[str] = ["1 = 1"]
+        params: list[Any] = []
         if status is not None:
             where.append("status = ?")
             params.append(status)
         if requester is not None:
             where.append("requester = ?")
             params.append(requester)
+        if visible_to is not None:
+            name, groups = visible_to
+            marks = ", ".join("?" for _ in groups) or "NULL"
+            where.append(
+                "(requester = ? OR EXISTS (SELECT 1 FROM json_each(reviews.approvers)"  # noqa: S608 -- placeholders only
+                f" WHERE json_each.value IN ({marks})))"
+            )
+            params.extend([name, *sorted(groups)])
         return self._select(
             ReviewRecord,
             f"WHERE {' AND '.join(where)} ORDER BY created_at DESC, rowid DESC LIMIT ?",

@@ -269,6 +269,23 @@ def test_visibility(world: World) -> None:
     assert len(world.service.list_reviews(ALICE, status="pending", limit=10)) == 1  # approver
     assert len(world.service.list_reviews(AUDITOR, status=None, limit=10)) == 1  # role
     assert world.service.list_reviews(EVE, status=None, limit=10) == []
+
+
+def test_older_visible_reviews_are_listed_behind_many_hidden_ones(world: World) -> None:
+    hold(world)
+    [mine] = world.store.list_reviews()
+    for n in range(1001):
+        hidden = attrs.evolve(
+            mine,
+            id=f"{n:012x}",
+            created_at=mine.created_at + 1 + n,
+            requester="x",
+            approvers=("hr",),
+        )
+        world.store.add_review(hidden)
+    assert world.service.list_reviews(ALICE, status=None, limit=1) == [mine]
+    assert world.service.list_reviews(AGENT, status="pending", limit=1) == [mine]
+    assert len(world.service.list_reviews(AUDITOR, status=None, limit=3)) == 3
     assert roles_of(AUDITOR, world.service.roles) == {"auditor"}
 
 
@@ -319,6 +336,44 @@ def test_an_approved_request_grants_access_until_it_expires(world: World) -> Non
     assert other.ended == []
     assert world.audit.kinds()[-1] == "grant_expired"
     assert world.audit.records[-1].data["sessions_ended"] == [""]
+
+
+def test_an_undecided_access_request_expires(world: World) -> None:
+    review = world.result(
+        world.service.request_access(AGENT, connection="jit", duration=600, reason="INC-1")
+    )
+    world.clock.advance(24 * 3600 - 1)
+    assert world.store.get_review(review.id).status == "pending"
+    world.clock.advance(1)
+    expired = world.store.get_review(review.id)
+    assert (expired.status, expired.decided_at) == ("expired", world.clock.seconds())
+    assert expired.decision_reason == "not decided within 24h (jit_request_ttl)"
+    record = world.audit.records[-1]
+    assert (record.kind, record.time) == ("review_decided", world.clock.seconds())
+    assert record.data["status"] == "expired" and record.data["by"] == "gateway"
+    assert record.data["reason"] == expired.decision_reason
+    with pytest.raises(ApprovalError, match="is expired") as refused:
+        world.service.decide(review.id, LEAD, approve=True, reason="")
+    assert refused.value.code == "conflict"
+    assert world.service.list_reviews(AGENT, status="expired", limit=10) == [expired]
+    assert world.service.active_grant("agent", "jit") is None
+
+
+def test_a_decided_access_request_does_not_expire(world: World) -> None:
+    granted = grant(world)
+    world.clock.advance(24 * 3600)
+    assert world.store.get_review(granted.review_id).status == "approved"
+    assert "expired" not in [r.status for r in world.store.list_reviews()]
+    assert world.clock.getDelayedCalls() == []
+
+
+def test_stop_cancels_the_expiry_of_access_requests(world: World) -> None:
+    world.result(
+        world.service.request_access(AGENT, connection="jit", duration=600, reason="INC-1")
+    )
+    world.result(world.service.stop())
+    assert world.clock.getDelayedCalls() == []
+    assert {r.status for r in world.store.list_reviews()} == {"aborted"}
 
 
 def test_revocation_ends_sessions_and_is_limited(world: World) -> None:

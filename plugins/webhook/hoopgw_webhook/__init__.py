@@ -33,7 +33,16 @@ from hoopgw.store.reviews import ReviewRecord
 
 __all__ = ["EVENTS", "WebhookPlugin", "payload", "sign"]
 
-EVENTS = ("requested", "voted", "approved", "denied", "timed_out", "withdrawn", "aborted")
+EVENTS = (
+    "requested",
+    "voted",
+    "approved",
+    "denied",
+    "timed_out",
+    "withdrawn",
+    "aborted",
+    "expired",
+)
 """The review events a webhook may send (see the ``review_updated`` hook)."""
 
 MAX_BACKOFF = 300.0

@@ -232,6 +232,21 @@ def test_access_request_grant_list_and_revoke(api: Api) -> None:
     assert api.call("POST", path, {}, token="agent-key")[0] == 409
 
 
+def test_an_expired_access_request_is_listed_and_refuses_approval(api: Api) -> None:
+    _, review = api.call(
+        "POST",
+        "/api/access/requests",
+        {"connection": "jit", "duration": 600, "reason": "INC-1"},
+        token="agent-key",
+    )
+    api.clock.advance(24 * 3600)
+    status, listed = api.call("GET", "/api/reviews?status=expired", token="lead-key")
+    assert status == 200 and [r["id"] for r in listed["reviews"]] == [review["id"]]
+    assert listed["reviews"][0]["status"] == "expired"
+    path = f"/api/reviews/{review['id']}/approve"
+    assert api.call("POST", path, {}, token="lead-key")[0] == 409
+
+
 def test_whoami(api: Api) -> None:
     _, me = api.call("GET", "/api/whoami")
     assert me == {

@@ -72,6 +72,21 @@ def test_lists_filter_and_order(store: SQLiteStore) -> None:
     assert len(store.list_reviews(limit=1)) == 1
 
 
+def test_visibility_is_filtered_before_the_limit(store: SQLiteStore) -> None:
+    store.add_review(REVIEW)  # oldest: approvers ("dba",), requested by agent
+    for n in range(50):
+        hidden = attrs.evolve(
+            REVIEW, id=f"{n:012x}", created_at=200.0 + n, requester="eve", approvers=("hr",)
+        )
+        store.add_review(hidden)
+    alice = ("alice", frozenset({"dba", "x"}))
+    assert [r.id for r in store.list_reviews(visible_to=alice, limit=1)] == [REVIEW.id]
+    assert [r.id for r in store.list_reviews(visible_to=("agent", frozenset()))] == [REVIEW.id]
+    assert store.list_reviews(visible_to=("bob", frozenset({"ops"}))) == []
+    assert len(store.list_reviews(visible_to=("bob", frozenset({"hr"})), limit=5)) == 5
+    assert store.list_reviews(visible_to=alice, status="approved") == []
+
+
 def test_rerun_approval_lookup(store: SQLiteStore) -> None:
     usable = attrs.evolve(REVIEW, status="approved", valid_until=700.0)
     store.add_review(usable)

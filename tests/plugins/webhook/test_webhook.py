@@ -206,3 +206,10 @@ def test_an_endless_answer_is_read_only_so_far(monkeypatch: pytest.MonkeyPatch) 
     assert endless.stopped and endless.sent <= MAX_ANSWER + 4096
     clock.advance(1000)
     assert len(agent.requests) == 1  # a 2xx: delivered, no retry
+
+
+def test_an_expired_access_request_can_be_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    instance, _, agent = plugin(monkeypatch, events=["expired"])
+    instance.review_updated(REVIEW, "expired")
+    body = json.loads(agent.requests[0][3])
+    assert body["hoopgw"]["event"] == "expired"

@@ -244,8 +244,14 @@ def _protocol_facts(connection: Any) -> dict[str, str]:
 
 def _keys_create(args: argparse.Namespace) -> int:
     from hoopgw.identity import KeyService
+    from hoopgw.oidc import token_prefix_of
 
-    with opened_store(load_config(args.config)) as store:
+    config = load_config(args.config)
+    prefix = token_prefix_of(args.identity, config.identity.oidc)
+    if prefix is not None:
+        error(f"identity {args.identity!r} starts with {prefix!r}, reserved for an issuer's tokens")
+        return EXIT_USAGE
+    with opened_store(config) as store:
         try:
             secret, record = KeyService(store).create(
                 args.identity, tuple(args.groups), expires_in=args.expires, now=time.time()

@@ -31,6 +31,7 @@ from hoopgw.cli import (
 )
 from hoopgw.config import load_config
 from hoopgw.identity import _check_name as check_name
+from hoopgw.oidc import token_prefix_of
 from hoopgw.store.ssh_keys import SshKeyRecord, weak_key_reason
 
 __all__ = ["parse_public_key", "register"]
@@ -114,7 +115,12 @@ def _add(args: argparse.Namespace) -> int:
         comment=comment,
         created_at=time.time(),
     )
-    with opened_store(load_config(args.config)) as store:
+    config = load_config(args.config)
+    prefix = token_prefix_of(args.identity, config.identity.oidc)
+    if prefix is not None:
+        error(f"identity {args.identity!r} starts with {prefix!r}, reserved for an issuer's tokens")
+        return EXIT_USAGE
+    with opened_store(config) as store:
         store.add_ssh_key(record)
     out(fingerprint)
     error(

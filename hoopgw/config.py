@@ -29,7 +29,13 @@ from hoopgw.checkpoints import CheckpointError, load_signing_key
 from hoopgw.errors import ConfigError, PluginError
 from hoopgw.groups import load_group_source
 from hoopgw.logs import FORMATS, LEVELS
-from hoopgw.oidc import ALLOWED_ALGORITHMS, IDENTITY_CLAIMS, IssuerSettings, parse_jwks
+from hoopgw.oidc import (
+    ALLOWED_ALGORITHMS,
+    IDENTITY_CLAIMS,
+    IssuerSettings,
+    _usable_name,
+    parse_jwks,
+)
 from hoopgw.secrets import Secret, resolve_secret
 from hoopgw.throttle import BackoffSettings
 
@@ -178,6 +184,9 @@ class ConnectionConfig:
     """With ``access = "jit"``: groups whose members decide access requests."""
     jit_max_duration: float = 8 * 3600.0
     """With ``access = "jit"``: the longest grant, in seconds, that may be requested."""
+    jit_request_ttl: float = 24 * 3600.0
+    """With ``access = "jit"``: seconds an access request stays pending before it ends
+    ``expired`` (no approval can follow)."""
     ssh: SshConfig | None = None
     """The ``[connections.ssh]`` table; set for (and only for) ``protocol = "ssh"``."""
 
@@ -560,6 +569,7 @@ def _connection(
             'required with access = "jit": the groups that decide requests', "jit_approvers"
         )
     jit_max_duration = table.seconds("jit_max_duration", 8 * 3600.0)
+    jit_request_ttl = table.seconds("jit_request_ttl", 24 * 3600.0)
     client_tls = table.choice("client_tls", CLIENT_TLS_MODES, "optional")
     if client_tls == "required" and gateway.tls_cert is None:
         raise table.error("'required' needs [gateway] tls_cert and tls_key", "client_tls")
@@ -583,6 +593,7 @@ def _connection(
         access=access,
         jit_approvers=jit_approvers,
         jit_max_duration=jit_max_duration,
+        jit_request_ttl=jit_request_ttl,
     )
 
 
@@ -731,6 +742,7 @@ def _identity(table: _Table, base_dir: Path) -> IdentityConfig:
         if issuer.issuer in seen:
             raise table.error("the same issuer is trusted twice", f"oidc[{index}].issuer")
         seen.add(issuer.issuer)
+    _check_prefixes(table, issuers)
     defaults = IdentityConfig()
     return IdentityConfig(
         oidc=issuers,
@@ -741,6 +753,28 @@ def _identity(table: _Table, base_dir: Path) -> IdentityConfig:
         backoff=_backoff(_Table(_table(table.data, "backoff", ""), "identity.backoff.", "")),
         key_check_interval=table.seconds("key_check_interval", defaults.key_check_interval),
     )
+
+
+def _check_prefixes(table: _Table, issuers: tuple[IssuerSettings, ...]) -> None:
+    """With several issuers, each must set an ``identity_prefix`` that no other one starts
+    with: otherwise a token of one issuer could name another issuer's identity (and get its
+    grants, directory groups, and count as it for approvals)."""
+    if len(issuers) < 2:
+        return
+    for index, issuer in enumerate(issuers):
+        if not issuer.identity_prefix:
+            raise table.error(
+                "must be set when more than one issuer is trusted",
+                f"oidc[{index}].identity_prefix",
+            )
+    for index, issuer in enumerate(issuers):
+        for other_index, other in enumerate(issuers):
+            if other_index != index and issuer.identity_prefix.startswith(other.identity_prefix):
+                raise table.error(
+                    f"must be distinct from, and not start with, that of "
+                    f"identity.oidc[{other_index}] ({other.identity_prefix!r})",
+                    f"oidc[{index}].identity_prefix",
+                )
 
 
 def _issuer(raw: Mapping[str, Any], index: int, base_dir: Path) -> IssuerSettings:
@@ -773,6 +807,9 @@ def _issuer(raw: Mapping[str, Any], index: int, base_dir: Path) -> IssuerSetting
             )
     if not algorithms:
         raise table.error("must name at least one algorithm", "algorithms")
+    identity_prefix = table.get("identity_prefix", (str,), defaults.identity_prefix)
+    if identity_prefix and not _usable_name(identity_prefix):
+        raise table.error("must be printable, without whitespace or commas", "identity_prefix")
     leeway = float(table.get("leeway", (int, float), defaults.leeway))
     if not 0 <= leeway <= 300:
         raise table.error("must be from 0 to 300 seconds", "leeway")
@@ -789,6 +826,7 @@ def _issuer(raw: Mapping[str, Any], index: int, base_dir: Path) -> IssuerSetting
         jwks_max_age=table.seconds("jwks_max_age", defaults.jwks_max_age),
         refetch_interval=table.seconds("refetch_interval", defaults.refetch_interval),
         fetch_timeout=table.seconds("fetch_timeout", defaults.fetch_timeout),
+        identity_prefix=identity_prefix,
     )
 
 

@@ -51,6 +51,7 @@ __all__ = [
     "key_fits",
     "looks_like_jwt",
     "parse_jwks",
+    "token_prefix_of",
 ]
 
 log = Logger(namespace="hoopgw.oidc")
@@ -136,6 +137,10 @@ class IssuerSettings:
     """Least number of seconds between two fetches caused by an unknown ``kid``."""
     fetch_timeout: float = 10.0
     """Seconds one HTTPS fetch may take."""
+    identity_prefix: str = ""
+    """Put before the identity claim's value to make the identity name (``corp:``), so that
+    names from different issuers (and API keys) cannot collide; required, and distinct, when
+    more than one issuer is trusted."""
 
 
 def _b64json(part: str) -> Any:
@@ -507,13 +512,22 @@ def _identity(claims: dict[str, Any], settings: IssuerSettings, kid: str | None)
         jti = None  # the credential id goes into audit records and logs
     exp = _number(claims, "exp")  # required by _decode, so present
     return Identity(
-        name=name,
+        name=settings.identity_prefix + name,
         groups=groups,
         method="oidc",
         credential_id=f"{settings.issuer}#{jti or kid or ''}",
         # Live sessions end when a login with the token would no longer be accepted.
         expires_at=None if exp is None else exp + settings.leeway,
     )
+
+
+def token_prefix_of(name: str, issuers: Sequence[IssuerSettings]) -> str | None:
+    """The configured ``identity_prefix`` that ``name`` starts with, if any: such a name is
+    reserved for tokens of that issuer, so no API or SSH key may be made for it."""
+    for settings in issuers:
+        if settings.identity_prefix and name.startswith(settings.identity_prefix):
+            return settings.identity_prefix
+    return None
 
 
 def _usable_name(name: Any) -> TypeGuard[str]:

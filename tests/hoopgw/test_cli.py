@@ -274,6 +274,22 @@ def test_keys_create_refused_name_is_a_usage_error(capsys, config_file):
     assert "identity" in err
 
 
+def test_keys_create_refuses_a_name_reserved_for_an_issuers_tokens(capsys, config_file, tmp_path):
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [{"kty": "EC", "kid": "k"}]}))
+    with config_file.open("a") as f:
+        f.write(
+            '[[identity.oidc]]\nissuer = "urn:corp"\naudience = "hoopgw"\n'
+            'jwks_file = "jwks.json"\nidentity_prefix = "corp:"\n'
+        )
+    code, out, err = run(
+        capsys, "keys", "create", "-c", config_file, "--identity", "corp:alice", "--group", "a"
+    )
+    assert code == 2
+    assert out == ""
+    assert "reserved for an issuer's tokens" in err
+    create_key(capsys, config_file, "alice")
+
+
 def create_key(capsys, config_file, identity="ci", *groups):
     code, out, err = run(
         capsys, "keys", "create", "-c", config_file, "--identity", identity,

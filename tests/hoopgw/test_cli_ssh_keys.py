@@ -126,6 +126,24 @@ def test_add_refuses(
     assert message in err
 
 
+def test_add_refuses_a_name_reserved_for_an_issuers_tokens(
+    capsys: pytest.CaptureFixture[str], config_file: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "jwks.json").write_text(json.dumps({"keys": [{"kty": "EC", "kid": "k"}]}))
+    with config_file.open("a") as f:
+        f.write(
+            '[[identity.oidc]]\nissuer = "urn:corp"\naudience = "hoopgw"\n'
+            'jwks_file = "jwks.json"\nidentity_prefix = "corp:"\n'
+        )
+    public = tmp_path / "id.pub"
+    public.write_text(_public_line() + "\n")
+    args = ("keys", "add-ssh", "-c", config_file, "--group", "agents", "--public-key", public)
+    code, out, err = run(capsys, *args, "--identity", "corp:robot")
+    assert code == 2 and out == ""
+    assert "reserved for an issuer's tokens" in err
+    assert run(capsys, *args, "--identity", "robot")[0] == 0
+
+
 def _openssh_line(public_key: object) -> str:
     line = public_key.public_bytes(  # type: ignore[attr-defined]
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH

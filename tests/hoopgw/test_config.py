@@ -777,7 +777,10 @@ def test_jit_access_keys():
     )
     [pg] = config.connections
     assert (pg.access, pg.jit_approvers, pg.jit_max_duration) == ("jit", ("leads",), 1800.0)
+    assert pg.jit_request_ttl == 24 * 3600.0
     assert parse(connection()).connections[0].access == "groups"
+    ttl = parse(api + connection(access='"jit"', jit_approvers='["leads"]', jit_request_ttl="900"))
+    assert ttl.connections[0].jit_request_ttl == 900.0
 
 
 @pytest.mark.parametrize(
@@ -786,6 +789,7 @@ def test_jit_access_keys():
         ({"access": '"jit"'}, "key 'jit_approvers': required with access"),
         ({"access": '"open"'}, "key 'access': must be one of groups, jit"),
         ({"jit_max_duration": "0"}, "key 'jit_max_duration': must be a finite number"),
+        ({"jit_request_ttl": "-1"}, "key 'jit_request_ttl': must be a finite number"),
     ],
 )
 def test_jit_errors_name_the_key(replace, message):

@@ -129,6 +129,48 @@ def test_the_same_issuer_twice():
     assert "the same issuer is trusted twice" in error(ISSUER + ISSUER)
 
 
+OTHER = """
+[[identity.oidc]]
+issuer = "https://ci.example.com"
+audience = "hoopgw"
+"""
+
+
+def test_one_issuer_may_set_an_identity_prefix():
+    assert parse(ISSUER).identity.oidc[0].identity_prefix == ""
+    [issuer] = parse(ISSUER + 'identity_prefix = "corp:"\n').identity.oidc
+    assert issuer.identity_prefix == "corp:"
+
+
+def test_several_issuers_with_distinct_prefixes():
+    text = ISSUER + 'identity_prefix = "corp:"\n' + OTHER + 'identity_prefix = "ci:"\n'
+    assert [i.identity_prefix for i in parse(text).identity.oidc] == ["corp:", "ci:"]
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "key", "problem"),
+    [
+        ("", "", "oidc[0].identity_prefix", "must be set when more than one issuer is trusted"),
+        ('"corp:"', "", "oidc[1].identity_prefix", "must be set when more than one issuer"),
+        ('"corp:"', '"corp:"', "oidc[0].identity_prefix", "must be distinct from"),
+        ('"corp:"', '"corp:x"', "oidc[1].identity_prefix", "not start with, that of"),
+    ],
+)
+def test_several_issuers_need_distinct_prefixes(first, second, key, problem):
+    text = ISSUER + (f"identity_prefix = {first}\n" if first else "")
+    text += OTHER + (f"identity_prefix = {second}\n" if second else "")
+    message = error(text)
+    assert f"identity.{key}" in message
+    assert problem in message
+
+
+@pytest.mark.parametrize("prefix", ["corp :", "a,b", "tab\\t", "nl\\n"])
+def test_an_identity_prefix_follows_the_identity_name_rule(prefix):
+    message = error(ISSUER + f'identity_prefix = "{prefix}"\n')
+    assert "identity.oidc[0].identity_prefix" in message
+    assert "without whitespace or commas" in message
+
+
 def test_unknown_identity_key():
     assert "identity.backof" in error("[identity]\nbackof = 1\n")
 

@@ -11,7 +11,14 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
-from hoopgw.oidc import IssuerKeys, IssuerSettings, TokenRejected, TokenVerifier, looks_like_jwt
+from hoopgw.oidc import (
+    IssuerKeys,
+    IssuerSettings,
+    TokenRejected,
+    TokenVerifier,
+    looks_like_jwt,
+    token_prefix_of,
+)
 
 helper: Any = sys.modules["hoopgw_tests_oidcissuer"]  # registered by tests/conftest.py
 NOW = 1_800_000_000
@@ -358,6 +365,34 @@ def test_issuers_sharing_a_kid_never_lend_each_other_keys(issuer, clock):
     forged = other.token(now=NOW, iss=issuer.issuer)
     assert _rejected(verifier.verify(forged)).reason == "bad signature"
     assert _result(verifier.verify(other.token(now=NOW))).credential_id.startswith(other.issuer)
+
+
+def test_the_identity_prefix_goes_before_the_claim(issuer, fetch, clock):
+    verifier = _verifier(issuer, fetch, clock, identity_prefix="corp:")
+    assert _result(verifier.verify(issuer.token(now=NOW))).name == "corp:svc-reporting"
+
+
+def test_the_same_sub_from_two_issuers_names_two_identities(issuer, clock):
+    # Grants, directory groups and approvals key on the name: a second issuer's token with
+    # the same sub must not become the first issuer's identity.
+    other = helper.TestIssuer("https://other.test")
+    verifier = TokenVerifier(
+        [
+            IssuerKeys(_settings(i, identity_prefix=p), fetch_json=FakeFetch(i), clock=clock)
+            for i, p in ((issuer, "corp:"), (other, "ci:"))
+        ],
+        clock=clock,
+    )
+    names = {_result(verifier.verify(i.token(now=NOW))).name for i in (issuer, other)}
+    assert names == {"corp:svc-reporting", "ci:svc-reporting"}
+
+
+def test_token_prefix_of(issuer):
+    issuers = [_settings(issuer, identity_prefix="corp:"), _settings(issuer)]
+    assert token_prefix_of("corp:alice", issuers) == "corp:"
+    assert token_prefix_of("alice", issuers) is None
+    assert token_prefix_of("corp", issuers) is None
+    assert token_prefix_of("alice", [_settings(issuer)]) is None
 
 
 def test_algorithm_outside_the_issuers_list(issuer, fetch, clock):

@@ -631,13 +631,13 @@ class ApprovalService:
         active_at = self._now() if active else None
         if roles_of(identity, self.roles) & _SEE_ALL:
             return self._store.list_grants(active_at=active_at, limit=limit)
-        found = self._store.list_grants(active_at=active_at, limit=max(limit * 10, 1000))
-        return [g for g in found if self._may_see_grant(g, identity)][:limit]
-
-    def _may_see_grant(self, grant: GrantRecord, identity: Identity) -> bool:
-        config = self.connections.get(grant.connection)
-        approvers = set(config.jit_approvers) if config is not None else set()
-        return grant.identity == identity.name or bool(identity.groups & approvers)
+        approves = frozenset(
+            name
+            for name, config in self.connections.items()
+            if identity.groups & set(config.jit_approvers)
+        )
+        visible_to = (identity.name, approves)
+        return self._store.list_grants(active_at=active_at, visible_to=visible_to, limit=limit)
 
     def decide(
         self, review_id: str, identity: Identity, *, approve: bool, reason: str

@@ -193,9 +193,14 @@ class ReviewStore(abc.ABC):
         identity: str | None = None,
         connection: str | None = None,
         active_at: float | None = None,
+        visible_to: tuple[str, frozenset[str]] | None = None,
         limit: int = 100,
     ) -> list[GrantRecord]:
-        """Grants, newest first; with ``active_at``, only those active then."""
+        """Grants, newest first; with ``active_at``, only those active then.
+
+        With ``visible_to = (name, connections)``, only the grants of identity ``name`` or on a
+        connection in ``connections`` (filtered before ``limit`` applies).
+        """
 
     @abc.abstractmethod
     def replace_grant(self, grant: GrantRecord) -> None:

@@ -180,6 +180,7 @@ class SQLiteReviewStore(ReviewStore):
         identity: str | None = None,
         connection: str | None = None,
         active_at: float | None = None,
+        visible_to: tuple[str, frozenset[str]] | None = None,
         limit: int = 100,
     ) -> list[GrantRecord]:
         """See :meth:`ReviewStore.list_grants`."""
@@ -194,6 +195,11 @@ class SQLiteReviewStore(ReviewStore):
         if active_at is not None:
             where.append("revoked_at IS NULL AND expires_at > ?")
             params.append(active_at)
+        if visible_to is not None:
+            name, connections = visible_to
+            marks = ", ".join("?" for _ in connections) or "NULL"
+            where.append(f"(identity = ? OR connection IN ({marks}))")
+            params.extend([name, *sorted(connections)])
         return self._select(
             GrantRecord,
             f"WHERE {' AND '.join(where)} ORDER BY created_at DESC, rowid DESC LIMIT ?",

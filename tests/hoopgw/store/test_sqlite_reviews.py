@@ -87,6 +87,22 @@ def test_visibility_is_filtered_before_the_limit(store: SQLiteStore) -> None:
     assert store.list_reviews(visible_to=alice, status="approved") == []
 
 
+def test_grant_visibility_is_filtered_before_the_limit(store: SQLiteStore) -> None:
+    store.add_review(REVIEW)
+    store.add_grant(GRANT)  # oldest: agent's, on pg
+    for n in range(50):
+        hidden = attrs.evolve(
+            GRANT, id=f"{n:012x}", created_at=200.0 + n, identity="eve", connection="hr"
+        )
+        store.add_grant(hidden)
+    approver = ("alice", frozenset({"pg", "x"}))  # approves grants on pg
+    assert [g.id for g in store.list_grants(visible_to=approver, limit=1)] == [GRANT.id]
+    assert [g.id for g in store.list_grants(visible_to=("agent", frozenset()))] == [GRANT.id]
+    assert store.list_grants(visible_to=("bob", frozenset())) == []
+    assert len(store.list_grants(visible_to=("bob", frozenset({"hr"})), limit=5)) == 5
+    assert store.list_grants(visible_to=approver, active_at=250.0) == []
+
+
 def test_rerun_approval_lookup(store: SQLiteStore) -> None:
     usable = attrs.evolve(REVIEW, status="approved", valid_until=700.0)
     store.add_review(usable)

@@ -34,10 +34,10 @@ GATEWAY_STOP_TIMEOUT = 10.0
 HOOPGW_COMMAND = (sys.executable, "-m", "hoopgw")
 
 
-def _load_helper(name: str, file_name: str) -> ModuleType:
+def _load_helper(name: str, file_name: str, folder: str = "integration") -> ModuleType:
     # Tests are no package (pytest uses --import-mode=importlib): load helpers by path.
     if name not in sys.modules:
-        path = Path(__file__).parent / "integration" / file_name
+        path = Path(__file__).parent / folder / file_name
         spec = importlib.util.spec_from_file_location(name, path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
@@ -502,6 +502,8 @@ oidcissuer = _load_helper("hoopgw_tests_oidcissuer", "oidcissuer.py")
 ldapserver = _load_helper("hoopgw_tests_ldapserver", "ldapserver.py")
 # The approval tests' admin API client, shared by the PostgreSQL, MySQL and TLS tests.
 _load_helper("hoopgw_tests_approvals_helpers", "approvals_helpers.py")
+# The guardrails SQL corpora's loading, shared by the PostgreSQL and MySQL dialect tests.
+_load_helper("hoopgw_tests_corpus", "corpus.py", folder="plugins/guardrails")
 
 
 @pytest.fixture

@@ -24,6 +24,27 @@ def raw_values() -> list[str]:
     return [person[key] for person in PEOPLE for key in KEYS]
 
 
+def _text_client(running: Any, key: str, database: str) -> Any:
+    """A PyMySQL connection (text rows) through the gateway ``running`` as ``agent``."""
+    return pymysql.connect(
+        host=running.host, port=running.port, user="agent", password=key, database=database
+    )
+
+
+def _binary_client(running: Any, key: str, database: str, tls_files: Any) -> Any:
+    """A mysql-connector-python connection (prepared statements: binary rows) through the
+    gateway ``running`` as ``agent``, over TLS."""
+    return mysql.connector.connect(
+        host=running.host,
+        port=running.port,
+        user="agent",
+        password=key,
+        database=database,
+        use_pure=True,
+        ssl_ca=str(tls_files.ca_cert),
+    )
+
+
 def test_text_and_binary_rows_and_errors_are_masked(
     mysql_gateway: Callable[..., Any], mysql_database: Any, tls_files: Any
 ) -> None:
@@ -58,13 +79,7 @@ def test_text_and_binary_rows_and_errors_are_masked(
     seen: list[str] = []
 
     with (
-        pymysql.connect(
-            host=running.host,
-            port=running.port,
-            user="agent",
-            password=key,
-            database=mysql_database.name,
-        ) as conn,
+        _text_client(running, key, mysql_database.name) as conn,
         conn.cursor() as cur,
     ):
         cur.execute("SELECT * FROM people ORDER BY id")
@@ -76,15 +91,7 @@ def test_text_and_binary_rows_and_errors_are_masked(
         seen.append(str(raised.value))
         assert "Duplicate entry" in str(raised.value)
 
-    with mysql.connector.connect(
-        host=running.host,
-        port=running.port,
-        user="agent",
-        password=key,
-        database=mysql_database.name,
-        use_pure=True,
-        ssl_ca=str(tls_files.ca_cert),
-    ) as conn:
+    with _binary_client(running, key, mysql_database.name, tls_files) as conn:
         cur = conn.cursor(prepared=True)
         cur.execute("SELECT * FROM people WHERE id >= ? ORDER BY id", (0,))
         binary_rows = cur.fetchall()
@@ -114,9 +121,7 @@ def test_the_database_name_is_recorded_masked(
     try:
         running = mysql_gateway(plugins=["masking", "recording"])
         key = running.create_key("agent", ["agents"])
-        with pymysql.connect(
-            host=running.host, port=running.port, user="agent", password=key, database=name
-        ) as conn:
+        with _text_client(running, key, name) as conn:
             with conn.cursor() as cur:
                 cur.execute("SELECT 1")
         running.stop()
@@ -162,26 +167,12 @@ def test_types_are_decided_by_mysql_type_names(
     )
     key = running.create_key("agent", ["agents"])
     with (
-        pymysql.connect(
-            host=running.host,
-            port=running.port,
-            user="agent",
-            password=key,
-            database=mysql_database.name,
-        ) as conn,
+        _text_client(running, key, mysql_database.name) as conn,
         conn.cursor() as cur,
     ):
         cur.execute("SELECT id, amount, seen, card, email FROM t")
         [text_row] = cur.fetchall()
-    with mysql.connector.connect(
-        host=running.host,
-        port=running.port,
-        user="agent",
-        password=key,
-        database=mysql_database.name,
-        use_pure=True,
-        ssl_ca=str(tls_files.ca_cert),
-    ) as conn:
+    with _binary_client(running, key, mysql_database.name, tls_files) as conn:
         cur = conn.cursor(prepared=True)
         cur.execute("SELECT id, amount, seen, card, email FROM t WHERE id = ?", (7,))
         [binary_row] = cur.fetchall()

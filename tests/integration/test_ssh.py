@@ -325,20 +325,29 @@ def test_env_only_from_the_allow_list(
     assert done.stdout == b"allowed/\n", done.stderr
 
 
-def test_interactive_shell_over_a_pty(
-    ssh_gateway: Callable[..., Any], client_key: Path, tmp_path: Path
-) -> None:
-    pexpect = pytest.importorskip("pexpect")
-    gateway = ssh_gateway()
+def _interactive_shell(
+    pexpect: Any, gateway: Any, client_key: Path, tmp_path: Path, dimensions: tuple[int, int]
+) -> tuple[Client, Any]:
+    """A client of ``gateway`` (``client_key`` added for ``agent``) and its interactive shell
+    on a pty of ``dimensions`` (rows, columns), spawned with pexpect."""
     add_ssh_key(gateway, client_key)
     client = Client(gateway, tmp_path / "client", key=client_key, token=None)
     shell = pexpect.spawn(
         SSH,
         [*client.options(), "-tt", f"agent@{gateway.host}"],
         env=client.env(),
-        dimensions=(24, 80),
+        dimensions=dimensions,
         timeout=20,
     )
+    return client, shell
+
+
+def test_interactive_shell_over_a_pty(
+    ssh_gateway: Callable[..., Any], client_key: Path, tmp_path: Path
+) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    gateway = ssh_gateway()
+    _, shell = _interactive_shell(pexpect, gateway, client_key, tmp_path, (24, 80))
     try:
         shell.sendline("export PS1='READY> '; stty -echo")
         shell.expect("READY> ")
@@ -393,15 +402,7 @@ def test_session_channels_replay_as_asciicast(
 
     pexpect = pytest.importorskip("pexpect")
     gateway = ssh_gateway(plugins=["recording"])
-    add_ssh_key(gateway, client_key)
-    client = Client(gateway, tmp_path / "client", key=client_key, token=None)
-    shell = pexpect.spawn(
-        SSH,
-        [*client.options(), "-tt", f"agent@{gateway.host}"],
-        env=client.env(),
-        dimensions=(30, 100),
-        timeout=20,
-    )
+    client, shell = _interactive_shell(pexpect, gateway, client_key, tmp_path, (30, 100))
     try:
         shell.sendline("export PS1='READY> '")
         shell.expect("READY> ")

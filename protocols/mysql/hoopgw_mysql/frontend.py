@@ -769,28 +769,11 @@ class ClientSession(protocol.Protocol):
             )
         elif code == m.COM_INIT_DB:
             name = payload[1:].decode("utf-8", "surrogateescape")
-            self._decide(
-                Command(
-                    session_id=self._session_id,
-                    seq=self._next_seq(),
-                    text=f"USE {_quote_identifier(name)}",
-                    kind="init_db",
-                ),
-                payload,
-                t.ResponseReader(t.SIMPLE, deprecate_eof=deprecate_eof),
-            )
+            self._decide_sql("init_db", f"USE {_quote_identifier(name)}", payload, t.SIMPLE)
         elif code == m.COM_FIELD_LIST:
             table = payload[1:].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
-            self._decide(
-                Command(
-                    session_id=self._session_id,
-                    seq=self._next_seq(),
-                    text=f"SHOW COLUMNS FROM {_quote_identifier(table)}",
-                    kind="field_list",
-                ),
-                payload,
-                t.ResponseReader(t.FIELD_LIST, deprecate_eof=deprecate_eof),
-            )
+            text = f"SHOW COLUMNS FROM {_quote_identifier(table)}"
+            self._decide_sql("field_list", text, payload, t.FIELD_LIST)
         elif code == m.COM_SET_OPTION:
             option = m.Cursor(payload, 1).uint(2)
             text = f"COM_SET_OPTION {SET_OPTIONS.get(option, option)}"
@@ -894,22 +877,19 @@ class ClientSession(protocol.Protocol):
         """After the reset: select the database the client asked for (a command like any)."""
         assert self._change is not None
         name = self._change.database
-        self._decide(
-            Command(
-                session_id=self._session_id,
-                seq=self._next_seq(),
-                text=f"USE {_quote_identifier(name)}",
-                kind="init_db",
-            ),
-            bytes((m.COM_INIT_DB,)) + name.encode("utf-8", "surrogateescape"),
-            t.ResponseReader(
-                t.SIMPLE, deprecate_eof=bool(self._capabilities & m.CLIENT_DEPRECATE_EOF)
-            ),
-        )
+        payload = bytes((m.COM_INIT_DB,)) + name.encode("utf-8", "surrogateescape")
+        self._decide_sql("init_db", f"USE {_quote_identifier(name)}", payload, t.SIMPLE)
 
     def _next_seq(self) -> int:
         self._command_seq += 1
         return self._command_seq
+
+    def _decide_sql(self, kind: str, text: str, payload: bytes, shape: str) -> None:
+        """Decide a command recorded as the SQL statement ``text`` it amounts to (like
+        ``USE db`` for COM_INIT_DB); ``shape`` is its answer's (:mod:`hoopgw_mysql.tracking`)."""
+        command = Command(session_id=self._session_id, seq=self._next_seq(), text=text, kind=kind)
+        deprecate_eof = bool(self._capabilities & m.CLIENT_DEPRECATE_EOF)
+        self._decide(command, payload, t.ResponseReader(shape, deprecate_eof=deprecate_eof))
 
     def _decide_protocol_command(
         self,

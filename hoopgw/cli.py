@@ -346,7 +346,7 @@ def _sessions_show(args: argparse.Namespace) -> int:
     session = with_iso_times(session)
     commands = [with_iso_times(c) for c in session.get("commands", [])]
     if args.json:
-        out(json.dumps({**session, "commands": commands}, indent=2, default=str))
+        out_json({**session, "commands": commands})
         return EXIT_OK
     fields = [k for k in session if k != "commands"]
     width = max(len(k) for k in fields)
@@ -435,7 +435,7 @@ def out_records(
     """Print records as indented JSON, or as a :func:`table` of ``columns`` (header, record key)
     where a list shows comma-separated."""
     if as_json:
-        out(json.dumps(records, indent=2, default=str))
+        out_json(records)
         return
     rows = [[_listed(record[key]) for _, key in columns] for record in records]
     out(table([header for header, _ in columns], rows))
@@ -448,6 +448,12 @@ def _listed(value: Any) -> Any:
 def out(text: str) -> None:
     """Print a result on standard output."""
     print(text, file=sys.stdout)
+
+
+def out_json(value: Any) -> None:
+    """Print a ``--json`` result on standard output: indented, non-ASCII kept, values JSON
+    has no type for (times, paths) as text."""
+    out(json.dumps(value, indent=2, ensure_ascii=False, default=str))
 
 
 def error(text: str) -> None:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import urllib.parse
 
-from hoopgw.cli import EXIT_OK, error, iso_time, out, parse_duration, table
-from hoopgw.cli_reviews import api_request, print_json
+from hoopgw.cli import EXIT_OK, error, iso_time, out, out_json, parse_duration, table
+from hoopgw.cli_reviews import api_request
 
 
 def register(
@@ -59,7 +59,7 @@ def _request(args: argparse.Namespace) -> int:
         {"connection": args.connection, "duration": args.duration, "reason": args.reason},
     )
     if args.json:
-        print_json(review)
+        out_json(review)
         return EXIT_OK
     out(review["id"])
     error(
@@ -73,7 +73,7 @@ def _list(args: argparse.Namespace) -> int:
     query = {"limit": str(args.limit), **({} if args.all else {"active": "1"})}
     grants = api_request("GET", "/api/access/grants?" + urllib.parse.urlencode(query))["grants"]
     if args.json:
-        print_json(grants)
+        out_json(grants)
         return EXIT_OK
     rows = [
         (
@@ -95,7 +95,7 @@ def _revoke(args: argparse.Namespace) -> int:
     grant_id = urllib.parse.quote(args.grant_id, safe="")
     grant = api_request("POST", f"/api/access/grants/{grant_id}/revoke", {"reason": args.reason})
     if args.json:
-        print_json(grant)
+        out_json(grant)
         return EXIT_OK
     error(f"grant {grant['id']} revoked; its sessions were ended")
     return EXIT_OK

@@ -4,7 +4,6 @@ of the audit trail. ``docs/audit.md`` describes them and their JSON output."""
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
@@ -37,6 +36,7 @@ from hoopgw.cli import (
     load_config,
     opened_store,
     out,
+    out_json,
     parse_duration,
     progress_reporter,
 )
@@ -114,7 +114,7 @@ def _verify(args: argparse.Namespace) -> int:
         progress.finish()
     ok = result.ok and not checkpoint_error
     if args.json:
-        out(json.dumps(_verify_report(result, path, checkpoint_error), indent=2))
+        out_json(_verify_report(result, path, checkpoint_error))
     else:
         _print_verification(result, path, checkpoint_error)
     return EXIT_OK if ok else EXIT_FAILED
@@ -249,7 +249,7 @@ def _prune(args: argparse.Namespace) -> int:
             "older_than": iso_time(older_than),
             "checkpoint": None if checkpoint_file is None else str(checkpoint_file),
         }
-        out(json.dumps(report, indent=2))
+        out_json(report)
         return EXIT_OK
     if pruning is None:
         out(f"nothing to prune: no record is older than {iso_time(older_than)}")

@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import os
 import sys
 import time
@@ -28,6 +27,7 @@ from hoopgw.cli import (
     iso_time,
     opened_store,
     out,
+    out_json,
     parse_time,
     positive_int,
     progress_reporter,
@@ -186,7 +186,7 @@ def _search(args: argparse.Namespace) -> int:
     with opened_store(load_config(args.config)) as store:
         found = search_commands(store, criteria, limit=args.limit)
     if args.json:
-        out(json.dumps([{**c, "time": iso_time_precise(c["time"])} for c in found], indent=2))
+        out_json([{**c, "time": iso_time_precise(c["time"])} for c in found])
         return EXIT_OK
     out(
         table(
@@ -282,7 +282,7 @@ def _replay(args: argparse.Namespace) -> int:
     if args.json:
         steps = [attrs.asdict(step) for step in transcript(session)]
         described = with_iso_times({k: v for k, v in session.items() if k != "commands"})
-        out(json.dumps({"session": described, "steps": steps}, indent=2))
+        out_json({"session": described, "steps": steps})
         return EXIT_OK
 
     def write(line: str) -> None:

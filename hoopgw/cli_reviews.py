@@ -21,7 +21,7 @@ import urllib.parse
 import urllib.request
 from typing import Any
 
-from hoopgw.cli import EXIT_OK, error, iso_time, out, table
+from hoopgw.cli import EXIT_OK, error, iso_time, out, out_json, table
 from hoopgw.errors import HoopgwError
 
 TIMEOUT = 30.0
@@ -99,11 +99,6 @@ def _error_message(exc: urllib.error.HTTPError) -> str:
         return f"the admin API answered {exc.code} {exc.reason}"
 
 
-def print_json(value: Any) -> None:
-    """Print ``value`` as indented JSON."""
-    out(json.dumps(value, indent=2, ensure_ascii=False))
-
-
 def register(
     commands: argparse._SubParsersAction,
     audit_commands: argparse._SubParsersAction,
@@ -143,7 +138,7 @@ def _list(args: argparse.Namespace) -> int:
     query = {"limit": str(args.limit), **({"status": status} if status else {})}
     reviews = api_request("GET", "/api/reviews?" + urllib.parse.urlencode(query))["reviews"]
     if args.json:
-        print_json(reviews)
+        out_json(reviews)
         return EXIT_OK
     rows = [
         (
@@ -172,7 +167,7 @@ def _what(review: dict[str, Any]) -> str:
 def _show(args: argparse.Namespace) -> int:
     review = api_request("GET", f"/api/reviews/{_id(args.review_id)}")
     if args.json:
-        print_json(review)
+        out_json(review)
         return EXIT_OK
     _print_review(review)
     return EXIT_OK
@@ -221,7 +216,7 @@ def _decide(args: argparse.Namespace, action: str) -> int:
         "POST", f"/api/reviews/{_id(args.review_id)}/{action}", {"reason": args.reason}
     )
     if args.json:
-        print_json(review)
+        out_json(review)
         return EXIT_OK
     if review["status"] == "pending":
         error(

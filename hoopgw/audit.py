@@ -10,12 +10,13 @@ vouches for the first remaining one. Signed checkpoints of the chain head
 (:mod:`hoopgw.checkpoints`) detect what the chain alone cannot: a truncated or recomputed log.
 
 :class:`AuditWriter` is how the gateway writes records. It lives on the reactor thread and hands
-entries to a writer process of its own (:mod:`hoopgw.audit_process`), which appends them to the
-store and answers once they are durable. Entries sent while the process is busy committing are
-committed together in its next transaction ("group commit"), so under load many sessions share
-one fsync, and each caller's Deferred fires once its record is durable. A process, not a thread:
-hashing, SQLite and fsync then run beside the reactor instead of competing with it for the GIL,
-which on CPython made every commit wait for the reactor's busy turns.
+entries to a writer process of its own (:mod:`hoopgw.audit_process`), which makes them durable
+in its journal (:mod:`hoopgw.audit_journal`), answers, and then appends them to the store.
+Entries sent while the process is busy syncing are synced together next ("group commit"), so
+under load many sessions share one fsync, and each caller's Deferred fires once its record is
+durable. A process, not a thread: hashing, SQLite and fsync then run beside the reactor instead
+of competing with it for the GIL, which on CPython made every commit wait for the reactor's busy
+turns.
 """
 
 from __future__ import annotations
@@ -438,7 +439,7 @@ class AuditWriter:
         self._stopped: defer.Deferred[None] | None = None
         self._failure: StoreError | None = None
         self._held: list[bytes] = []  # lazy lines not yet sent
-        self._in_flight: deque[defer.Deferred[int]] = deque()  # sent, in order, awaiting an answer
+        self._in_flight: deque[defer.Deferred[None]] = deque()  # sent, in order, awaiting an answer
         self._lazy_timer: Any = None
 
     def start(self) -> defer.Deferred[None]:
@@ -453,7 +454,7 @@ class AuditWriter:
         self._process = self._spawn(_WriterProcessProtocol(self), self._store_url, self._reactor)
         return self._started
 
-    def write(self, entry: AuditEntry, *, urgent: bool = True) -> defer.Deferred[int]:
+    def write(self, entry: AuditEntry, *, urgent: bool = True) -> defer.Deferred[None]:
         """Queue ``entry`` for the writer process.
 
         An urgent write (the default; write-ahead records) is sent at once, so its commit starts
@@ -461,7 +462,7 @@ class AuditWriter:
         outcomes, session ends) joins the next urgent write, or is sent ``lazy_delay`` later, so
         a command costs one commit instead of three. Records keep their order in the chain.
 
-        :return: a Deferred that fires with the record's ``seq`` once it is durable, or fails
+        :return: a Deferred that fires once the record is durable, or fails
             with :class:`~hoopgw.errors.StoreError` if it cannot be written (store unavailable,
             data not JSON-serialisable, writer not started or stopped).
         """
@@ -473,7 +474,7 @@ class AuditWriter:
             line = encode_entry(entry)
         except (TypeError, ValueError) as exc:
             return defer.fail(StoreError(f"audit record {entry.kind!r} is not serialisable: {exc}"))
-        done: defer.Deferred[int] = defer.Deferred()
+        done: defer.Deferred[None] = defer.Deferred()
         self._in_flight.append(done)
         self._held.append(line)
         if urgent:
@@ -510,7 +511,7 @@ class AuditWriter:
             self._process.writeSequence(lines)
 
     def _answered(self, line: str) -> None:
-        """One line from the process: ``ready``, ``ok COUNT LAST_SEQ`` or ``error COUNT WHY``."""
+        """One line from the process: ``ready``, ``ok COUNT`` or ``error COUNT WHY``."""
         word, _, rest = line.partition(" ")
         if word == "ready":
             if self._started is not None and not self._started.called:
@@ -519,16 +520,19 @@ class AuditWriter:
         count_text, _, detail = rest.partition(" ")
         try:
             count = int(count_text)
-            last = int(detail) if word == "ok" else 0
         except ValueError:
             count = -1
-        if word not in ("ok", "error") or not 0 < count <= len(self._in_flight):
+        if (
+            word not in ("ok", "error")
+            or (word == "ok" and detail)
+            or not 0 < count <= len(self._in_flight)
+        ):
             # An answer that does not fit what was sent: nothing it says can be trusted.
             self._fail(StoreError(f"audit writer process said {line!r}"))
             return
         if word == "ok":
-            for seq in range(last - count + 1, last + 1):
-                self._in_flight.popleft().callback(seq)
+            for _ in range(count):
+                self._in_flight.popleft().callback(None)
         else:
             log.error("audit write of {count} records failed: {why}", count=count, why=detail)
             error = StoreError(f"audit write failed: {detail}")

@@ -1,92 +1,119 @@
-"""The audit writer process: appends the gateway's audit entries to the store, durably.
+"""The audit writer process: makes the gateway's audit entries durable, then appends them to
+the store.
 
 Started by :class:`hoopgw.audit.AuditWriter` as ``python -m hoopgw.audit_process STORE_URL``.
-It reads one entry per line on stdin (:func:`hoopgw.audit.encode_entry`), commits every entry
-that has arrived in one transaction, and answers on stdout, in order:
+It reads one entry per line on stdin (:func:`hoopgw.audit.encode_entry`) and answers on stdout,
+in order:
 
-- ``ready`` once the store is open and migrated;
-- ``ok COUNT LAST_SEQ`` when the next COUNT entries are durable, the last with ``seq`` LAST_SEQ;
-- ``error COUNT WHY`` when the next COUNT entries could not be written.
+- ``ready`` once the store is open and migrated and the journal's leftovers are in it;
+- ``ok COUNT`` when the next COUNT entries are durable;
+- ``error COUNT WHY`` when the next COUNT entries were not written (an entry that cannot be
+  read, a journal that cannot be written, or a store that is failing).
 
-At end of input it commits what it holds, closes the store and exits 0. A store that cannot be
-opened is reported on stderr, with exit status 1.
+Durable means in the audit journal (:mod:`hoopgw.audit_journal`): every batch of lines that has
+arrived is appended there with one ``fdatasync`` and answered at once. A thread of this process
+then appends the entries to the store, in transactions that also record how far the journal is
+applied, so a crash between the answer and the store loses nothing: at the next start the
+entries the store lacks are appended before ``ready``. While the store fails, new entries are
+refused (the gateway refuses the commands that need them) and the thread retries.
+
+At end of input it appends what it holds to the store, closes it and exits 0 (1 if the store
+could not take everything; the journal keeps it for the next start). A store or journal that
+cannot be opened is reported on stderr, with exit status 1.
 
 With ``--checkpoint-dir DIR`` it also signs checkpoints of the chain head
 (:mod:`hoopgw.checkpoints`) with the Ed25519 key it finds, as PEM, in the environment variable
-:data:`hoopgw.audit.SIGNING_KEY_ENV` (removed from its environment at once): after a commit
-that grows the chain by ``--checkpoint-every`` records, after ``--checkpoint-interval`` seconds
-when it has grown at all, and at end of input. It knows the head right after each commit, so no
-other process needs to read the store for that. A checkpoint that cannot be written is reported
-on stderr and retried at the next interval; records keep being committed.
+:data:`hoopgw.audit.SIGNING_KEY_ENV` (removed from its environment at once): after store
+appends that grow the chain by ``--checkpoint-every`` records, after ``--checkpoint-interval``
+seconds when it has grown at all, and at end of input. A checkpoint that cannot be written is
+reported on stderr and retried at the next interval; records keep being written.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import math
 import os
-import select
 import sys
+import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from hoopgw.audit import SIGNING_KEY_ENV, decode_entry
+from hoopgw.audit import SIGNING_KEY_ENV, AuditEntry, decode_entry
+from hoopgw.audit_journal import AuditJournal
 from hoopgw.checkpoints import Checkpointer, CheckpointError, load_signing_key
 from hoopgw.errors import HoopgwError
 from hoopgw.store import Store, open_store
 
 READ_SIZE = 1 << 16
+RECOVERY_BATCH = 1000
+"""Journal entries appended to the store per transaction when catching up at start."""
+RESET_WAIT = 1.0
+"""Seconds the journal waits for the store to catch up before it is emptied (answers wait too,
+so only once per :data:`hoopgw.audit_journal.RESET_SIZE` of growth)."""
+SQLITE_INTEGER_MIN, SQLITE_INTEGER_MAX = -(1 << 63), (1 << 63) - 1
+"""The integers the store can hold in a column (see :func:`_storable_entry`)."""
+SWITCH_INTERVAL = 0.0002
+"""Seconds the store thread may hold the GIL while the journal loop waits (CPython's default,
+5 ms, would hold answers back that long)."""
 
 
 def serve(
     open_migrated: Callable[[], Store],
+    open_journal: Callable[[], AuditJournal],
     stdin: BinaryIO,
     stdout: BinaryIO,
     *,
     checkpoints: Callable[[Store], Checkpointer] | None = None,
-    wait_readable: Callable[[float], bool] | None = None,
+    retry_delay: float = 1.0,
 ) -> int:
-    """Run the writer loop until end of input; return the exit status.
+    """Run the writer until end of input; return the exit status.
 
+    :param open_migrated: opens the migrated store; called on the store thread.
+    :param open_journal: opens and locks the journal.
     :param checkpoints: makes the :class:`~hoopgw.checkpoints.Checkpointer` for the opened store;
         None writes no checkpoints.
-    :param wait_readable: waits at most the given seconds for input and says whether some came;
-        without it, a checkpoint due by interval is written only once more input arrives.
+    :param retry_delay: seconds between attempts while the store fails.
     """
     try:
-        store = open_migrated()
+        journal = open_journal()
     except HoopgwError as exc:
-        sys.stderr.write(f"cannot open the audit store: {exc}\n")
+        sys.stderr.write(f"cannot open the audit journal: {exc}\n")
         return 1
-    try:
-        checkpointer = None if checkpoints is None else checkpoints(store)
-    except HoopgwError as exc:
-        store.close()
-        sys.stderr.write(f"cannot start writing checkpoints: {exc}\n")
+    appender = StoreAppender(open_migrated, journal, checkpoints, retry_delay=retry_delay)
+    appender.start()
+    appender.ready.wait()
+    if appender.startup_error is not None:
+        appender.join()
+        journal.close()
+        sys.stderr.write(f"{appender.startup_error}\n")
         return 1
     stdout.write(b"ready\n")
     stdout.flush()
     pending = b""
     try:
-        while True:
-            if checkpointer is not None:
-                due_in = checkpointer.seconds_until_due()
-                if due_in == 0 or (wait_readable is not None and not wait_readable(due_in)):
-                    _checkpoint(checkpointer.write)
-                    continue
-            chunk = _read_available(stdin)
-            if not chunk:
-                break
+        while chunk := _read_available(stdin):
             lines = (pending + chunk).split(b"\n")
             pending = lines.pop()
             if lines:
-                _commit(store, lines, stdout, checkpointer)
+                _journal_batch(lines, journal, appender, stdout)
         if pending:
-            _commit(store, [pending], stdout, checkpointer)
-        if checkpointer is not None:
-            _checkpoint(checkpointer.write)
+            _journal_batch([pending], journal, appender, stdout)
     finally:
-        store.close()
+        appender.finish()
+        appender.join()
+        if appender.applied >= journal.last_number:
+            _reset(journal, appender.applied)
+        journal.close()
+    if appender.applied < journal.last_number:
+        sys.stderr.write(
+            f"{journal.last_number - appender.applied} audit entries are in the journal but not "
+            "in the store; they are appended at the next start\n"
+        )
+        return 1
     return 0
 
 
@@ -96,22 +123,215 @@ def _read_available(stdin: BinaryIO) -> bytes:
     return read1(READ_SIZE) if read1 is not None else stdin.read(READ_SIZE)
 
 
-def _commit(
-    store: Store, lines: list[bytes], stdout: BinaryIO, checkpointer: Checkpointer | None
+def _journal_batch(
+    lines: list[bytes], journal: AuditJournal, appender: StoreAppender, stdout: BinaryIO
 ) -> None:
+    """Make ``lines`` durable in the journal, answer, then hand them to the store."""
+    count = len(lines)
+    if appender.failure is not None:
+        _answer(stdout, _error(count, f"the audit store cannot be written: {appender.failure}"))
+        return
     try:
-        records = store.append([decode_entry(line) for line in lines])
-    except (HoopgwError, ValueError, TypeError) as exc:
-        answer = f"error {len(lines)} {' '.join(str(exc).split())}\n"
-        records = []
-    else:
-        answer = f"ok {len(records)} {records[-1].seq}\n"
-    stdout.write(answer.encode())
+        entries = [_storable_entry(line) for line in lines]
+    except (ValueError, TypeError) as exc:
+        _answer(stdout, _error(count, f"unreadable audit entry: {exc}"))
+        return
+    if journal.wants_reset():
+        if appender.wait_applied(journal.last_number, RESET_WAIT):
+            _reset(journal, appender.applied)
+        else:
+            journal.postpone_reset()
+    try:
+        last = journal.append(lines)
+    except HoopgwError as exc:
+        _answer(stdout, _error(count, str(exc)))
+        return
+    # Answered before the store thread wakes: it would hold the GIL while the answer waits.
+    _answer(stdout, b"ok %d\n" % count)
+    appender.put(entries, last)
+
+
+def _storable_entry(line: bytes) -> AuditEntry:
+    """The entry ``line`` holds, refused (ValueError) if the store could not append it.
+
+    Once journaled and answered, an entry must reach the store: one it rejects would stop every
+    later append and, at the next start, the catching up. The store binds the top-level values
+    of ``data`` to its projections' columns, so integers there must fit SQLite's 64 bits (a
+    MySQL target may report up to 2**64 - 1 affected rows).
+    """
+    entry = decode_entry(line)
+    time = entry.time
+    if not (
+        isinstance(entry.kind, str)
+        and isinstance(entry.session_id, str)
+        and isinstance(time, int | float)
+        and not isinstance(time, bool)
+        and math.isfinite(time)
+        and isinstance(entry.data, dict)
+    ):
+        raise ValueError("expected [kind, session_id, time, data]")
+    for key, value in entry.data.items():
+        if isinstance(value, int) and not SQLITE_INTEGER_MIN <= value <= SQLITE_INTEGER_MAX:
+            raise ValueError(f"{key!r} is out of range: {value}")
+    return entry
+
+
+def _answer(stdout: BinaryIO, answer: bytes) -> None:
+    stdout.write(answer)
     stdout.flush()
-    # After the answer: the gateway must not wait for a signature to forward a command.
-    if checkpointer is not None and records:
-        head = records[-1].seq
-        _checkpoint(lambda: checkpointer.committed(head))
+
+
+def _error(count: int, why: str) -> bytes:
+    return f"error {count} {' '.join(why.split())}\n".encode()
+
+
+def _reset(journal: AuditJournal, applied: int) -> None:
+    try:
+        journal.reset(applied)
+    except HoopgwError as exc:
+        sys.stderr.write(f"{exc}\n")
+
+
+class StoreAppender(threading.Thread):
+    """The thread that owns the store: appends journaled entries and writes checkpoints."""
+
+    def __init__(
+        self,
+        open_migrated: Callable[[], Store],
+        journal: AuditJournal,
+        checkpoints: Callable[[Store], Checkpointer] | None,
+        *,
+        retry_delay: float,
+    ) -> None:
+        super().__init__(name="audit-store", daemon=True)
+        self._open_migrated = open_migrated
+        self._journal = journal
+        self._checkpoints = checkpoints
+        self._retry_delay = retry_delay
+        self._cond = threading.Condition()
+        self._queue: collections.deque[tuple[list[AuditEntry], int]] = collections.deque()
+        self._finishing = False
+        self.ready = threading.Event()
+        """Set once the store is open and caught up with the journal, or failed to."""
+        self.startup_error: str | None = None
+        """Why the store could not be opened or caught up; None when it was."""
+        self.failure: str | None = None
+        """Why the last append failed; None while appending works."""
+        self.applied = 0
+        """The journal number of the last entry in the store."""
+
+    def put(self, entries: list[AuditEntry], last_number: int) -> None:
+        """Queue journaled ``entries``, the last numbered ``last_number``, for the store."""
+        with self._cond:
+            self._queue.append((entries, last_number))
+            self._cond.notify_all()
+
+    def finish(self) -> None:
+        """No more input: append what is queued, write a last checkpoint, close the store."""
+        with self._cond:
+            self._finishing = True
+            self._cond.notify_all()
+
+    def wait_applied(self, number: int, timeout: float) -> bool:
+        """Wait until the store holds journal entry ``number``; say whether it does."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.applied >= number, timeout)
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:
+            # A defect here must not leave entries answered for but never stored: refuse all.
+            self.failure = f"internal error of the audit writer: {exc!r}"
+            sys.stderr.write(f"{self.failure}\n")
+            if not self.ready.is_set():
+                self._report_start(self.failure)
+            raise
+
+    def _run(self) -> None:
+        try:
+            store = self._open_migrated()
+        except HoopgwError as exc:
+            self._report_start(f"cannot open the audit store: {exc}")
+            return
+        try:
+            checkpointer = None if self._checkpoints is None else self._checkpoints(store)
+            self._catch_up(store)
+        except HoopgwError as exc:
+            store.close()
+            problem = "start writing checkpoints" if isinstance(exc, CheckpointError) else "start"
+            self._report_start(f"cannot {problem}: {exc}")
+            return
+        self._report_start(None)
+        try:
+            self._append_until_finished(store, checkpointer)
+            if checkpointer is not None:
+                _checkpoint(checkpointer.write)
+        finally:
+            store.close()
+
+    def _report_start(self, error: str | None) -> None:
+        self.startup_error = error
+        self.ready.set()
+
+    def _catch_up(self, store: Store) -> None:
+        """Append what the journal holds beyond the store's mark (left by a crash)."""
+        mark = store.journal_mark()
+        found = self._journal.unapplied(mark)
+        for start in range(0, len(found), RECOVERY_BATCH):
+            batch = found[start : start + RECOVERY_BATCH]
+            store.append([entry for _, entry in batch], journal_mark=batch[-1][0])
+        if found:
+            sys.stderr.write(f"appended {len(found)} audit entries left in the journal\n")
+        self.applied = self._journal.last_number
+
+    def _append_until_finished(self, store: Store, checkpointer: Checkpointer | None) -> None:
+        while True:
+            with self._cond:
+                due_in = None if checkpointer is None else checkpointer.seconds_until_due()
+                if not self._queue and not self._finishing and due_in != 0:
+                    self._cond.wait(due_in)
+                batches = list(self._queue)
+                self._queue.clear()
+                finishing = self._finishing
+            if not batches:
+                if finishing:
+                    return
+                if checkpointer is not None and checkpointer.seconds_until_due() == 0:
+                    _checkpoint(checkpointer.write)
+                continue
+            if not self._append(store, batches, checkpointer):
+                with self._cond:
+                    self._queue.extendleft(reversed(batches))
+                    if finishing:
+                        return  # the journal keeps them for the next start
+                    self._cond.wait(self._retry_delay)
+
+    def _append(
+        self,
+        store: Store,
+        batches: list[tuple[list[AuditEntry], int]],
+        checkpointer: Checkpointer | None,
+    ) -> bool:
+        entries = [entry for batch, _ in batches for entry in batch]
+        last_number = batches[-1][1]
+        try:
+            records = store.append(entries, journal_mark=last_number)
+        except HoopgwError as exc:
+            if self.failure is None:
+                sys.stderr.write(f"audit store append failed, retrying: {exc}\n")
+            self.failure = str(exc)
+            return False
+        if self.failure is not None:
+            sys.stderr.write("audit store append works again\n")
+        with self._cond:
+            self.failure = None
+            self.applied = last_number
+            self._cond.notify_all()
+        if checkpointer is not None and records:
+            head = records[-1].seq
+            _checkpoint(lambda: checkpointer.committed(head))
+        return True
 
 
 def _checkpoint(write: Callable[[], object]) -> None:
@@ -119,6 +339,17 @@ def _checkpoint(write: Callable[[], object]) -> None:
         write()
     except HoopgwError as exc:
         sys.stderr.write(f"checkpoint not written: {exc}\n")
+
+
+def journal_path(store_url: str) -> str | None:
+    """Where the audit journal of ``store_url`` lives: beside the SQLite file, symbolic links
+    resolved (``PATH.audit-journal``; one journal, and so one lock, per store however its path is
+    spelled); None for a store in memory, whose journal is a temporary file (the URL is checked
+    when the store is opened)."""
+    path = store_url.removeprefix("sqlite:///")
+    if path == store_url or path in ("", ":memory:"):
+        return None
+    return f"{os.path.realpath(path)}.audit-journal"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -165,11 +396,13 @@ def main(argv: list[str] | None = None) -> int:
     # Unbuffered binary pipes: answers must leave at once, input is read as it comes.
     stdin = os.fdopen(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
     stdout = os.fdopen(sys.stdout.fileno(), "wb", buffering=0, closefd=False)
-
-    def wait_readable(timeout: float) -> bool:
-        return bool(select.select([stdin], [], [], timeout)[0])
-
-    return serve(open_migrated, stdin, stdout, checkpoints=checkpoints, wait_readable=wait_readable)
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    path = journal_path(url)
+    with tempfile.TemporaryDirectory(prefix="hoopgw-journal-") as scratch:
+        where = path if path is not None else os.path.join(scratch, "audit-journal")
+        return serve(
+            open_migrated, lambda: AuditJournal(where), stdin, stdout, checkpoints=checkpoints
+        )
 
 
 if __name__ == "__main__":

@@ -95,12 +95,12 @@ class FakeAuditWriter:
         self.urgent: list[bool] = []
         self.failing = False
         self.manual = False
-        self._held: list[tuple[AuditEntry, defer.Deferred[int]]] = []
+        self._held: list[tuple[AuditEntry, defer.Deferred[None]]] = []
 
-    def write(self, entry: AuditEntry, *, urgent: bool = True) -> defer.Deferred[int]:
+    def write(self, entry: AuditEntry, *, urgent: bool = True) -> defer.Deferred[None]:
         """Store ``entry`` (or hold it, in manual mode); ``urgent`` is noted in :attr:`urgent`."""
         self.urgent.append(urgent)
-        d: defer.Deferred[int] = defer.Deferred()
+        d: defer.Deferred[None] = defer.Deferred()
         self._held.append((entry, d))
         if not self.manual:
             self.flush()
@@ -115,7 +115,7 @@ class FakeAuditWriter:
                 continue
             [record] = self._store.append([entry])
             self.records.append(record)
-            d.callback(record.seq)
+            d.callback(None)
 
     def kinds(self) -> list[str]:
         """Kinds of the stored records, in order."""
@@ -159,7 +159,7 @@ class InlineWriterProcess:
         except StoreError as exc:
             self._protocol.outReceived(f"error {len(lines)} {exc}\n".encode())
         else:
-            self._protocol.outReceived(f"ok {len(records)} {records[-1].seq}\n".encode())
+            self._protocol.outReceived(f"ok {len(records)}\n".encode())
 
     def closeStdin(self) -> None:
         """End of input: close the store, and end the process."""

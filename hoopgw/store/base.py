@@ -70,15 +70,24 @@ class Store(ReviewStore, SshKeyStore):
     # -- audit ---------------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def append(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+    def append(
+        self, entries: Sequence[AuditEntry], *, journal_mark: int | None = None
+    ) -> list[AuditRecord]:
         """Durably append ``entries``, in order, in ONE transaction.
 
         Assigns each its ``seq``, chains its hash to the previous record, and updates the
         ``sessions`` and ``commands`` projections. When this returns, the records survive a
         crash; when it raises, none of them was written.
 
+        :param journal_mark: the audit journal number of the last entry
+            (:mod:`hoopgw.audit_journal`), kept in the same transaction; see
+            :meth:`journal_mark`.
         :return: the records, in the order of ``entries``.
         """
+
+    @abc.abstractmethod
+    def journal_mark(self) -> int:
+        """The audit journal number of the last entry appended with one (0 for none)."""
 
     @abc.abstractmethod
     def records(self, after_seq: int = 0) -> Iterator[AuditRecord]:

@@ -191,6 +191,20 @@ MIGRATIONS: tuple[Migration, ...] = (
             """,
         ),
     ),
+    Migration(
+        version=4,
+        statements=(
+            # The number of the last audit journal entry the store holds (hoopgw.audit_journal):
+            # set in the transaction that appends it, so a restart knows what to append again.
+            """
+            CREATE TABLE audit_journal_mark (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                applied INTEGER NOT NULL
+            )
+            """,
+            "INSERT INTO audit_journal_mark (id, applied) VALUES (1, 0)",
+        ),
+    ),
 )
 """Every migration, in order."""
 

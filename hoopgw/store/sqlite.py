@@ -84,12 +84,27 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
 
     # -- audit ---------------------------------------------------------------------------------
 
-    def append(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
+    def append(
+        self, entries: Sequence[AuditEntry], *, journal_mark: int | None = None
+    ) -> list[AuditRecord]:
         """See :meth:`Store.append`."""
         if not entries:
             return []
         with self._errors_as_store_error("append audit records"), self._transaction():
-            return self._append(entries)
+            records = self._append(entries)
+            if journal_mark is not None:
+                self._conn.execute(
+                    "UPDATE audit_journal_mark SET applied = ? WHERE id = 1", (journal_mark,)
+                )
+            return records
+
+    def journal_mark(self) -> int:
+        """See :meth:`Store.journal_mark`."""
+        with self._errors_as_store_error("read the audit journal mark"):
+            (applied,) = self._conn.execute(
+                "SELECT applied FROM audit_journal_mark WHERE id = 1"
+            ).fetchone()
+            return int(applied)
 
     def _append(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
         """Append inside the caller's transaction."""
@@ -466,7 +481,7 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
     def _errors_as_store_error(self, action: str) -> Iterator[None]:
         try:
             yield
-        except (sqlite3.Error, TypeError, ValueError) as exc:
+        except (sqlite3.Error, TypeError, ValueError, OverflowError) as exc:
             raise StoreError(f"cannot {action} in SQLite store {self.path!r}: {exc}") from exc
 
 

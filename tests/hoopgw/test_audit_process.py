@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import io
 import os
+import sqlite3
 import subprocess
 import sys
+import time
 
 import pytest
 
 from hoopgw import audit_process
 from hoopgw.audit import SIGNING_KEY_ENV, AuditEntry, encode_entry, verify_chain
+from hoopgw.audit_journal import AuditJournal
 from hoopgw.checkpoints import (
     Checkpointer,
     CheckpointError,
@@ -29,15 +32,21 @@ def entry(n: int) -> AuditEntry:
 
 
 class Chunked(io.RawIOBase):
-    """A pipe that hands out its data in the given chunks, as a real pipe may."""
+    """A pipe that hands out its data in the given chunks, as a real pipe may; ``before(i)``
+    runs before chunk ``i`` (and before end of input, ``i == len(chunks)``) is handed out."""
 
-    def __init__(self, chunks: list[bytes]) -> None:
+    def __init__(self, chunks: list[bytes], before=None) -> None:
         self._chunks = list(chunks)
+        self._given = 0
+        self._before = before
 
     def readable(self) -> bool:
         return True
 
     def read(self, size: int = -1) -> bytes:
+        if self._before is not None:
+            self._before(self._given)
+        self._given += 1
         return self._chunks.pop(0) if self._chunks else b""
 
 
@@ -47,72 +56,228 @@ def migrated(path) -> SQLiteStore:
     return store
 
 
-def test_each_chunk_is_one_commit_answered_in_order(tmp_path):
+def stored(path) -> list[int]:
+    store = migrated(path)
+    try:
+        return [r.data["seq"] for r in store.records()]
+    finally:
+        store.close()
+
+
+def wait_until(predicate, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def run(tmp_path, stdin, stdout=None, *, store=None, journal=None, **kwargs) -> int:
+    """serve() on a.db and its journal (or the store and journal given)."""
+    return audit_process.serve(
+        store or (lambda: migrated(tmp_path / "a.db")),
+        journal or (lambda: AuditJournal(str(tmp_path / "a.db.audit-journal"))),
+        stdin,
+        io.BytesIO() if stdout is None else stdout,
+        **kwargs,
+    )
+
+
+def test_each_chunk_is_journaled_answered_and_then_stored(tmp_path):
     lines = [encode_entry(entry(n)) for n in (1, 2, 3)]
-    stdin = Chunked([lines[0] + lines[1], lines[2]])
     stdout = io.BytesIO()
-    assert audit_process.serve(lambda: migrated(tmp_path / "a.db"), stdin, stdout) == 0
-    assert stdout.getvalue() == b"ready\nok 2 2\nok 1 3\n"
-    store = migrated(tmp_path / "a.db")
-    assert [r.data["seq"] for r in store.records()] == [1, 2, 3]
-    assert verify_chain(store.records()).ok
+    assert run(tmp_path, Chunked([lines[0] + lines[1], lines[2]]), stdout) == 0
+    assert stdout.getvalue() == b"ready\nok 2\nok 1\n"
+    assert stored(tmp_path / "a.db") == [1, 2, 3]
+    assert verify_chain(migrated(tmp_path / "a.db").records()).ok
+    # Everything is in the store at the end: the journal is emptied.
+    assert (tmp_path / "a.db.audit-journal").stat().st_size == 0
+
+
+def test_the_journal_is_emptied_as_it_goes_once_the_store_holds_it(tmp_path):
+    path = tmp_path / "a.db.audit-journal"
+    sizes = []
+    lines = [encode_entry(entry(n)) for n in range(1, 6)]
+    stdin = Chunked(lines, lambda i: sizes.append(path.stat().st_size))
+    # Past its (here tiny) reset size, each append first waits for the store, empties the file.
+    assert run(tmp_path, stdin, journal=lambda: AuditJournal(str(path), reset_size=1)) == 0
+    assert sizes == [0] + [len(b"%d " % n + line) for n, line in enumerate(lines, 1)]
+    assert path.stat().st_size == 0
+    assert stored(tmp_path / "a.db") == [1, 2, 3, 4, 5]
+
+
+def test_an_answer_leaves_only_after_the_journal_is_synced(tmp_path):
+    stdout = io.BytesIO()
+    answered_at_sync = []
+
+    def sync(fd):
+        answered_at_sync.append(stdout.getvalue().count(b"ok"))
+        os.fdatasync(fd)
+
+    lines = [encode_entry(entry(n)) for n in (1, 2, 3)]
+    journal = tmp_path / "j"
+    run(tmp_path, Chunked(lines), stdout, journal=lambda: AuditJournal(str(journal), sync=sync))
+    assert answered_at_sync == [0, 1, 2]
+    assert stdout.getvalue() == b"ready\nok 1\nok 1\nok 1\n"
 
 
 def test_a_line_split_across_chunks_is_joined(tmp_path):
     line = encode_entry(entry(1))
     stdout = io.BytesIO()
-    audit_process.serve(lambda: migrated(tmp_path / "a.db"), Chunked([line[:5], line[5:]]), stdout)
-    assert stdout.getvalue() == b"ready\nok 1 1\n"
+    run(tmp_path, Chunked([line[:5], line[5:]]), stdout)
+    assert stdout.getvalue() == b"ready\nok 1\n"
 
 
-def test_an_unterminated_last_line_is_still_committed(tmp_path):
+def test_an_unterminated_last_line_is_still_written(tmp_path):
     stdout = io.BytesIO()
-    stdin = Chunked([encode_entry(entry(1)).rstrip(b"\n")])
-    audit_process.serve(lambda: migrated(tmp_path / "a.db"), stdin, stdout)
-    assert stdout.getvalue() == b"ready\nok 1 1\n"
+    run(tmp_path, Chunked([encode_entry(entry(1)).rstrip(b"\n")]), stdout)
+    assert stdout.getvalue() == b"ready\nok 1\n"
+    assert stored(tmp_path / "a.db") == [1]
 
 
-class FailingOnce:
-    def __init__(self, store: SQLiteStore) -> None:
-        self._store = store
-        self.failed = False
-
-    def append(self, entries):
-        if not self.failed:
-            self.failed = True
-            raise StoreError("database or disk is full")
-        return self._store.append(entries)
-
-    def close(self) -> None:
-        self._store.close()
-
-
-def test_a_failed_commit_is_answered_and_the_loop_goes_on(tmp_path):
-    store = FailingOnce(migrated(tmp_path / "a.db"))
-    stdin = Chunked([encode_entry(entry(1)) + encode_entry(entry(2)), encode_entry(entry(3))])
+def test_a_garbled_line_fails_its_batch_only_and_never_reaches_the_journal(tmp_path):
     stdout = io.BytesIO()
-    audit_process.serve(lambda: store, stdin, stdout)
-    assert stdout.getvalue() == b"ready\nerror 2 database or disk is full\nok 1 1\n"
+    syncs = []
 
+    def sync(fd):
+        syncs.append(fd)
+        os.fdatasync(fd)
 
-def test_a_garbled_line_fails_its_batch_only(tmp_path):
-    stdout = io.BytesIO()
-    stdin = Chunked([b"not json\n", encode_entry(entry(1))])
-    audit_process.serve(lambda: migrated(tmp_path / "a.db"), stdin, stdout)
+    journal = lambda: AuditJournal(str(tmp_path / "j"), sync=sync)  # noqa: E731
+    run(tmp_path, Chunked([b"not json\n", encode_entry(entry(1))]), stdout, journal=journal)
     first, second, third = stdout.getvalue().splitlines()
-    assert first == b"ready" and first != second
-    assert second.startswith(b"error 1 ")
-    assert third == b"ok 1 1"
+    assert first == b"ready"
+    assert second.startswith(b"error 1 unreadable audit entry")
+    assert third == b"ok 1"
+    assert len(syncs) == 1 and stored(tmp_path / "a.db") == [1]
 
 
-def test_a_store_that_cannot_open_exits_1_without_ready(capsys):
+def test_a_journal_that_cannot_be_written_is_answered_with_an_error(tmp_path):
+    failing = [True]
+
+    def sync(fd):
+        if failing.pop(0) if failing else False:
+            raise OSError(28, "No space left on device")
+        os.fdatasync(fd)
+
+    stdout = io.BytesIO()
+    journal = lambda: AuditJournal(str(tmp_path / "j"), sync=sync)  # noqa: E731
+    run(
+        tmp_path, Chunked([encode_entry(entry(1)), encode_entry(entry(2))]), stdout, journal=journal
+    )
+    answers = stdout.getvalue().splitlines()
+    assert answers[1].startswith(b"error 1 cannot write the audit journal")
+    assert b"No space left on device" in answers[1]
+    assert answers[2] == b"ok 1"
+    assert stored(tmp_path / "a.db") == [2]
+
+
+class FailingStore:
+    """A store whose appends fail while ``failing`` is set, counting the attempts; pass
+    :meth:`open` to serve(), which opens the store on its own thread."""
+
+    def __init__(self, path) -> None:
+        self._path = path
+        self._store = None
+        self.failing = True
+        self.attempts = 0
+
+    def open(self):
+        self._store = migrated(self._path)
+        return self
+
+    def append(self, entries, *, journal_mark=None):
+        self.attempts += 1
+        if self.failing:
+            raise StoreError("database or disk is full")
+        return self._store.append(entries, journal_mark=journal_mark)
+
+    def __getattr__(self, name):
+        return getattr(self._store, name)
+
+
+def test_while_the_store_fails_new_entries_are_refused_and_journaled_ones_are_retried(
+    tmp_path, capsys
+):
+    store = FailingStore(tmp_path / "a.db")
+
+    def before(i):
+        if i == 1:  # the first entry was answered; its append has failed twice since
+            wait_until(lambda: store.attempts >= 2)
+        if i == 2:
+            store.failing = False
+            wait_until(lambda: stored(tmp_path / "a.db") == [1])
+
+    stdout = io.BytesIO()
+    lines = [encode_entry(entry(n)) for n in (1, 2, 3)]
+    assert run(tmp_path, Chunked(lines, before), stdout, store=store.open, retry_delay=0.01) == 0
+    answers = stdout.getvalue().splitlines()
+    assert answers[1] == b"ok 1"
+    assert answers[2] == b"error 1 the audit store cannot be written: database or disk is full"
+    assert answers[3] == b"ok 1"
+    assert stored(tmp_path / "a.db") == [1, 3]
+    err = capsys.readouterr().err
+    assert "audit store append failed, retrying" in err and "works again" in err
+
+
+def test_entries_the_store_cannot_take_before_the_end_stay_in_the_journal(tmp_path, capsys):
+    store = FailingStore(tmp_path / "a.db")
+    assert run(tmp_path, Chunked([encode_entry(entry(1))]), store=store.open) == 1
+    assert "1 audit entries are in the journal but not in the store" in capsys.readouterr().err
+    # The next start appends them before it says ready.
+    stdout = io.BytesIO()
+    assert run(tmp_path, Chunked([]), stdout) == 0
+    assert stdout.getvalue() == b"ready\n"
+    assert stored(tmp_path / "a.db") == [1]
+
+
+def test_at_start_the_entries_a_crash_left_in_the_journal_are_stored_once(tmp_path, capsys):
+    store = migrated(tmp_path / "a.db")
+    store.append([entry(1)], journal_mark=1)
+    store.close()
+    journal = AuditJournal(str(tmp_path / "a.db.audit-journal"))
+    journal.unapplied(0)
+    journal.append([encode_entry(entry(n)) for n in (1, 2, 3)])  # answered; died before 2, 3
+    journal.close()
+    stdout = io.BytesIO()
+    assert run(tmp_path, Chunked([encode_entry(entry(4))]), stdout) == 0
+    assert stdout.getvalue() == b"ready\nok 1\n"
+    assert stored(tmp_path / "a.db") == [1, 2, 3, 4]
+    assert verify_chain(migrated(tmp_path / "a.db").records()).ok
+    assert "appended 2 audit entries left in the journal" in capsys.readouterr().err
+
+
+def test_a_damaged_journal_exits_1_without_ready(tmp_path, capsys):
+    (tmp_path / "a.db.audit-journal").write_bytes(b"1 not json\n")
+    stdout = io.BytesIO()
+    assert run(tmp_path, Chunked([]), stdout) == 1
+    assert stdout.getvalue() == b""
+    assert "damaged at byte 0" in capsys.readouterr().err
+
+
+def test_a_journal_in_use_by_another_writer_exits_1_without_ready(tmp_path, capsys):
+    held = AuditJournal(str(tmp_path / "a.db.audit-journal"))
+    stdout = io.BytesIO()
+    assert run(tmp_path, Chunked([]), stdout) == 1
+    held.close()
+    assert stdout.getvalue() == b""
+    assert "in use by another audit writer" in capsys.readouterr().err
+
+
+def test_a_store_that_cannot_open_exits_1_without_ready(tmp_path, capsys):
     def cannot_open():
         raise StoreError("unable to open database file")
 
     stdout = io.BytesIO()
-    assert audit_process.serve(cannot_open, Chunked([]), stdout) == 1
+    assert run(tmp_path, Chunked([]), stdout, store=cannot_open) == 1
     assert stdout.getvalue() == b""
     assert "unable to open database file" in capsys.readouterr().err
+
+
+def test_the_journal_lives_beside_the_sqlite_file():
+    assert audit_process.journal_path("sqlite:////var/lib/h.db") == "/var/lib/h.db.audit-journal"
+    relative = os.path.join(os.getcwd(), "rel.db.audit-journal")
+    assert audit_process.journal_path("sqlite:///rel.db") == relative
+    assert audit_process.journal_path("sqlite:///:memory:") is None
 
 
 def test_main_needs_exactly_the_store_url(capsys):
@@ -134,7 +299,48 @@ def test_the_real_process_writes_durably_and_ends_at_end_of_input(tmp_path):
     answers = done.stdout.splitlines()
     assert answers[0] == b"ready"
     assert sum(int(a.split()[1]) for a in answers[1:]) == 2
-    assert [r.data["seq"] for r in migrated(tmp_path / "real.db").records()] == [1, 2]
+    assert stored(tmp_path / "real.db") == [1, 2]
+    assert (tmp_path / "real.db.audit-journal").stat().st_size == 0
+
+
+@pytest.mark.integration
+def test_entries_answered_before_a_crash_are_in_the_store_after_the_next_start(tmp_path):
+    db = tmp_path / "real.db"
+    url = f"sqlite:///{db}"
+    migrated(db).close()
+    # Another process holds the store's write lock: the writer can journal and answer, but
+    # not append to the store, when it is killed.
+    blocker = sqlite3.connect(str(db), isolation_level=None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hoopgw.audit_process", url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stdout.readline() == b"ready\n"
+        blocker.execute("BEGIN IMMEDIATE")
+        for n in (1, 2, 3):
+            process.stdin.write(encode_entry(entry(n)))
+            process.stdin.flush()
+            assert process.stdout.readline() == b"ok 1\n"
+    finally:
+        process.kill()
+        process.wait(timeout=30)
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert stored(db) == []
+    done = subprocess.run(
+        [sys.executable, "-m", "hoopgw.audit_process", url],
+        input=encode_entry(entry(4)),
+        capture_output=True,
+        timeout=30,
+        check=True,
+    )
+    assert done.stdout == b"ready\nok 1\n"
+    assert b"appended 3 audit entries left in the journal" in done.stderr
+    assert stored(db) == [1, 2, 3, 4]
+    assert verify_chain(migrated(db).records()).ok
 
 
 # -- checkpoints -----------------------------------------------------------------------------
@@ -168,39 +374,31 @@ def checkpoint_seqs(folder):
 
 def test_checkpoints_are_written_every_n_records_and_at_the_end(tmp_path):
     lines = [encode_entry(entry(n)) for n in range(1, 6)]
-    stdin = Chunked([lines[0], lines[1] + lines[2], lines[3] + lines[4]])
+    held = [1, 3, 5]  # records in the store before each chunk (and end of input) is read
+
+    def before(i):
+        if i:
+            wait_until(lambda: len(stored(tmp_path / "a.db")) == held[i - 1])
+
     stdout = io.BytesIO()
     folder = tmp_path / "cp"
     make = checkpointing(folder, Now(), every=3)
-    assert (
-        audit_process.serve(lambda: migrated(tmp_path / "a.db"), stdin, stdout, checkpoints=make)
-        == 0
-    )
-    assert stdout.getvalue() == b"ready\nok 1 1\nok 2 3\nok 2 5\n"
+    stdin = Chunked([lines[0], lines[1] + lines[2], lines[3] + lines[4]], before)
+    assert run(tmp_path, stdin, stdout, checkpoints=make) == 0
+    assert stdout.getvalue() == b"ready\nok 1\nok 2\nok 2\n"
     assert checkpoint_seqs(folder) == [3, 5]
 
 
 def test_a_checkpoint_is_written_when_the_interval_passes_without_input(tmp_path):
-    clock = Now()
     folder = tmp_path / "cp"
-    waits = []
 
-    def wait_readable(timeout):
-        waits.append(timeout)
-        if len(waits) == 2:  # after the first commit, nothing arrives for a while
-            clock.now += timeout
-            return False
-        return True
+    def before(i):
+        if i == 1:  # after the first entry, nothing arrives until the interval's checkpoint
+            wait_until(lambda: folder.exists() and checkpoint_seqs(folder) == [1])
 
-    stdin = Chunked([encode_entry(entry(1)), encode_entry(entry(2))])
-    audit_process.serve(
-        lambda: migrated(tmp_path / "a.db"),
-        stdin,
-        io.BytesIO(),
-        checkpoints=checkpointing(folder, clock, every=100, interval=60.0),
-        wait_readable=wait_readable,
-    )
-    assert waits[:3] == [60.0, 60.0, 60.0]
+    stdin = Chunked([encode_entry(entry(1)), encode_entry(entry(2))], before)
+    make = checkpointing(folder, time.time, every=100, interval=0.05)
+    assert run(tmp_path, stdin, checkpoints=make) == 0
     assert checkpoint_seqs(folder) == [1, 2]  # at the interval, then at the end
 
 
@@ -214,8 +412,9 @@ def test_a_checkpoint_that_cannot_be_written_does_not_stop_the_records(tmp_path,
         return made
 
     stdin = Chunked([encode_entry(entry(1)), encode_entry(entry(2))])
-    audit_process.serve(lambda: migrated(tmp_path / "a.db"), stdin, stdout, checkpoints=make)
-    assert stdout.getvalue() == b"ready\nok 1 1\nok 1 2\n"
+    assert run(tmp_path, stdin, stdout, checkpoints=make) == 0
+    assert stdout.getvalue() == b"ready\nok 1\nok 1\n"
+    assert stored(tmp_path / "a.db") == [1, 2]
     assert "checkpoint not written: cannot write checkpoint" in capsys.readouterr().err
 
 
@@ -224,12 +423,7 @@ def test_checkpoints_that_cannot_start_exit_1_without_ready(tmp_path, capsys):
         raise CheckpointError("cannot list checkpoints")
 
     stdout = io.BytesIO()
-    assert (
-        audit_process.serve(
-            lambda: migrated(tmp_path / "a.db"), Chunked([]), stdout, checkpoints=make
-        )
-        == 1
-    )
+    assert run(tmp_path, Chunked([]), stdout, checkpoints=make) == 1
     assert stdout.getvalue() == b""
     assert "cannot list checkpoints" in capsys.readouterr().err
 
@@ -261,3 +455,38 @@ def test_the_real_process_signs_a_checkpoint_at_end_of_input(tmp_path):
         env=env,
     )
     assert checkpoint_seqs(folder) == [3]
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # A MySQL target may report up to 2**64 - 1 affected rows; SQLite integers end at 2**63.
+        b'["command_completed","s",2.0,{"rows":18446744073709551615,"seq":1}]\n',
+        b'[1,"s",2.0,{}]\n',
+        b'["command_received",null,2.0,{"seq":1}]\n',
+        b'["command_received","s",2.0,[]]\n',
+        b'["command_received","s","later",{"seq":1}]\n',
+    ],
+)
+def test_an_entry_the_store_cannot_take_is_refused_before_it_is_journaled(tmp_path, line):
+    # Answered "ok", it could reach neither the store nor, at the next start, the gateway.
+    stdout = io.BytesIO()
+    after = encode_entry(entry(2))
+    assert run(tmp_path, Chunked([line, after]), stdout) == 0
+    ready, second, third = stdout.getvalue().splitlines()
+    assert ready == b"ready"
+    assert second.startswith(b"error 1 unreadable audit entry")
+    assert third == b"ok 1"
+    assert stored(tmp_path / "a.db") == [2]
+    stdout = io.BytesIO()
+    assert run(tmp_path, Chunked([]), stdout) == 0
+    assert stdout.getvalue() == b"ready\n"
+
+
+def test_a_store_reached_through_a_symlink_has_the_same_journal(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    real = audit_process.journal_path(f"sqlite:///{tmp_path / 'real' / 'h.db'}")
+    linked = audit_process.journal_path(f"sqlite:///{tmp_path / 'link' / 'h.db'}")
+    # Else two gateways could each lock a journal of their own and trample the store's mark.
+    assert real == linked

@@ -223,7 +223,7 @@ class RecordingPlugin:
 
     def _write(
         self, kind: str, session: SessionInfo, data: dict[str, Any], *, urgent: bool = True
-    ) -> defer.Deferred[int]:
+    ) -> defer.Deferred[None]:
         if self._audit is None:
             return defer.fail(RuntimeError("no audit writer (configuration check only)"))
         entry = AuditEntry(

@@ -161,6 +161,16 @@ def test_open_store_refuses_other_urls(url, named):
     assert "secret" not in str(caught.value)
 
 
+def test_the_journal_mark_is_kept_with_the_records_it_names(store):
+    assert store.journal_mark() == 0
+    store.append(a_session()[:1], journal_mark=7)
+    store.append(a_session("s2")[:1])
+    assert store.journal_mark() == 7
+    with pytest.raises(StoreError):
+        store.append([command("x", data=object())], journal_mark=9)
+    assert store.journal_mark() == 7
+
+
 def test_store_is_in_wal_mode_with_full_sync(store, path):
     assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     # synchronous FULL = 2
@@ -241,6 +251,17 @@ def test_unserialisable_entry_fails_the_whole_batch(store):
         store.append([AuditEntry(kind="x", session_id="s", time=1.0, data={"n": float("nan")})])
     assert list(store.records()) == []
     assert store.list_sessions() == []
+
+
+def test_a_count_beyond_64_bits_is_a_store_error(store):
+    # A MySQL target may report up to 2**64 - 1 affected rows; the projection cannot hold it.
+    completed = command(
+        "command_completed", seq=1, status="ok", rows=2**64 - 1, bytes=0, duration=0.0
+    )
+    entries = [*a_session()[:2], completed]
+    with pytest.raises(StoreError, match="append audit records"):
+        store.append(entries)
+    assert list(store.records()) == []
 
 
 def test_records_are_durable_across_connections(store, path):

@@ -51,6 +51,40 @@ class Endpoint:
     """User name the client logs in as."""
     password: str | None = None
     """Password (hoopgw: the API key)."""
+    processes: Mapping[str, int] = attrs.field(factory=dict)
+    """Processes serving this target whose CPU time a run measures, by role (hoopgw:
+    ``reactor``, the gateway, and ``writer``, its audit writer process)."""
+
+
+@attrs.frozen(kw_only=True)
+class RunningGateway:
+    """A ``hoopgw run`` started by :func:`running_gateway`."""
+
+    key: str
+    """The API key made for the bench identity."""
+    processes: Mapping[str, int]
+    """``reactor``: the gateway's pid; ``writer``: its audit writer's, when it has one."""
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU seconds a process has used so far; None where ``/proc`` cannot
+    tell (not Linux, or the process is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    # After the command name: state is field 3, utime 14 and stime 15 (man 5 proc).
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def child_pids(pid: int) -> list[int]:
+    """The pids of a process's children (Linux ``/proc``; empty where it cannot tell)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as children:
+            return [int(child) for child in children.read().split()]
+    except OSError:
+        return []
 
 
 def free_port() -> int:
@@ -142,10 +176,10 @@ def _accepts(port: int) -> bool:
 @contextlib.contextmanager
 def running_gateway(
     document: Mapping[str, Any], *, workdir: Path, port: int, identity: str, group: str
-) -> Iterator[str]:
+) -> Iterator[RunningGateway]:
     """Write ``document`` as ``workdir/hoopgw.toml``, create an API key for ``identity`` in
     ``group``, and run ``hoopgw run`` (listening on ``port``) until the block ends; yield the
-    key.
+    key and the processes.
 
     :raises BenchError: the key could not be created or the gateway did not start.
     """
@@ -161,5 +195,9 @@ def running_gateway(
         port=port,
         log_path=workdir / "stderr.log",
         cwd=workdir,
-    ):
-        yield key
+    ) as process:
+        processes = {"reactor": process.pid}
+        # The audit writer is the gateway's one child, started before it listens.
+        for child in child_pids(process.pid)[:1]:
+            processes["writer"] = child
+        yield RunningGateway(key=key, processes=processes)

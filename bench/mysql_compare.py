@@ -108,8 +108,8 @@ def gateway(
     }
     with running_gateway(
         document, workdir=folder, port=listen, identity="bench", group="bench"
-    ) as key:
-        yield listen, key
+    ) as gateway:
+        yield listen, gateway.key
 
 
 def run(connect: Callable[[], Any], workload: str, duration: float) -> float:

@@ -36,6 +36,7 @@ from common import (
     PLUGINS,
     BenchError,
     Endpoint,
+    cpu_seconds,
     free_port,
     program,
     run_tool,
@@ -49,6 +50,7 @@ RESULTS_PATH = Path(__file__).parent / "results" / "latest.json"
 BENCH_IDENTITY = "bench-agent"
 BENCH_GROUP = "bench"
 _TPS_LINE = re.compile(r"^tps = ([0-9]+(?:\.[0-9]+)?) \(without initial connection time\)$", re.M)
+_TRANSACTIONS_LINE = re.compile(r"^number of transactions actually processed: ([0-9]+)", re.M)
 
 
 @attrs.frozen(kw_only=True)
@@ -82,6 +84,9 @@ class RunResult:
     """Target name."""
     tps: float
     """Transactions per second without initial connection time."""
+    cpu_us_per_transaction: dict[str, float] = attrs.field(factory=dict)
+    """CPU microseconds per transaction of each of the target's processes, by role (hoopgw:
+    ``reactor`` and ``writer``); empty for targets not measured."""
 
 
 @attrs.frozen(kw_only=True)
@@ -193,9 +198,28 @@ def summarize(
                 "hoopgw/pgbouncer": _ratio(medians, "hoopgw", "pgbouncer"),
                 "hoopgw-bare/pgbouncer": _ratio(medians, "hoopgw-bare", "pgbouncer"),
                 "guardrails_us_per_statement": _added_cost(medians, "hoopgw-guardrails", "hoopgw"),
+                "cpu_us_per_transaction": _median_cpu(results, workload.name, targets),
             }
         )
     return summary
+
+
+def _median_cpu(
+    results: Sequence[RunResult], workload: str, targets: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """Per target and process role, the median CPU microseconds per transaction."""
+    medians: dict[str, dict[str, float]] = {}
+    for target in targets:
+        runs = [r for r in results if r.workload == workload and r.target == target]
+        roles = sorted({role for r in runs for role in r.cpu_us_per_transaction})
+        if roles:
+            medians[target] = {
+                role: statistics.median(
+                    r.cpu_us_per_transaction[role] for r in runs if role in r.cpu_us_per_transaction
+                )
+                for role in roles
+            }
+    return medians
 
 
 def _added_cost(medians: Mapping[str, float], target: str, baseline: str) -> float | None:
@@ -215,6 +239,36 @@ def _cell(value: float | None, column: str) -> str:
     if value is None:
         return "-"
     return f"{value:.0f}" if column.endswith("_us_per_statement") else f"{value:.3f}"
+
+
+def render_cpu_table(summary: Sequence[Mapping[str, Any]]) -> str:
+    """Return the gateway processes' median CPU per transaction as a fixed-width text table
+    (one column per target and role); empty when nothing was measured."""
+    columns = sorted(
+        {
+            (target, role)
+            for entry in summary
+            for target, roles in entry.get("cpu_us_per_transaction", {}).items()
+            for role in roles
+        }
+    )
+    if not columns:
+        return ""
+    rows = [
+        [
+            entry["workload"],
+            *(
+                _cpu_cell(entry.get("cpu_us_per_transaction", {}).get(target, {}).get(role))
+                for target, role in columns
+            ),
+        ]
+        for entry in summary
+    ]
+    return _aligned(["cpu us/txn", *(f"{target} {role}" for target, role in columns)], rows)
+
+
+def _cpu_cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
 
 
 def render_table(summary: Sequence[Mapping[str, Any]], targets: Sequence[str]) -> str:
@@ -237,6 +291,11 @@ def render_table(summary: Sequence[Mapping[str, Any]], targets: Sequence[str]) -
         ]
         for entry in summary
     ]
+    return _aligned(headers, rows)
+
+
+def _aligned(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Headers and rows as columns: the first left-aligned, the others right-aligned."""
     widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
     lines = [
         "  ".join(
@@ -389,14 +448,30 @@ def hoopgw_endpoint(
         print(f"==> starting {target} on 127.0.0.1:{port}", flush=True)
         with running_gateway(
             document, workdir=workdir, port=port, identity=BENCH_IDENTITY, group=BENCH_GROUP
-        ) as key:
+        ) as gateway:
             yield Endpoint(
-                target=target, host="127.0.0.1", port=port, user=BENCH_IDENTITY, password=key
+                target=target,
+                host="127.0.0.1",
+                port=port,
+                user=BENCH_IDENTITY,
+                password=gateway.key,
+                processes=gateway.processes,
             )
 
 
-def run_pgbench(endpoint: Endpoint, workload: Workload, settings: Settings) -> float:
-    """Run one timed pgbench against ``endpoint``; return its TPS."""
+@attrs.frozen(kw_only=True)
+class PgbenchRun:
+    """What one pgbench run measured."""
+
+    tps: float
+    """Transactions per second without initial connection time."""
+    cpu_us_per_transaction: dict[str, float]
+    """CPU microseconds per transaction of each of the endpoint's processes, by role."""
+
+
+def run_pgbench(endpoint: Endpoint, workload: Workload, settings: Settings) -> PgbenchRun:
+    """Run one timed pgbench against ``endpoint``; return its TPS and, for an endpoint with
+    processes to watch, their CPU time per transaction."""
     argv = [
         program("pgbench"),
         "-n",
@@ -412,7 +487,37 @@ def run_pgbench(endpoint: Endpoint, workload: Workload, settings: Settings) -> f
         settings.database,
     ]
     env = {"PGPASSWORD": endpoint.password} if endpoint.password is not None else {}
-    return parse_tps(run_tool(argv, env=env, timeout=settings.duration + 120))
+    before = {role: cpu_seconds(pid) for role, pid in endpoint.processes.items()}
+    output = run_tool(argv, env=env, timeout=settings.duration + 120)
+    after = {role: cpu_seconds(pid) for role, pid in endpoint.processes.items()}
+    return PgbenchRun(
+        tps=parse_tps(output),
+        cpu_us_per_transaction=cpu_per_transaction(before, after, parse_transactions(output)),
+    )
+
+
+def parse_transactions(output: str) -> int:
+    """Return the number of transactions pgbench processed.
+
+    :raises BenchError: the line is missing.
+    """
+    match = _TRANSACTIONS_LINE.search(output)
+    if match is None:
+        raise BenchError(f"no 'number of transactions actually processed' line:\n{output}")
+    return int(match.group(1))
+
+
+def cpu_per_transaction(
+    before: Mapping[str, float | None], after: Mapping[str, float | None], transactions: int
+) -> dict[str, float]:
+    """CPU microseconds per transaction by role, from CPU seconds read before and after a run
+    (roles whose CPU time could not be read, or a run without transactions, are left out)."""
+    measured = {}
+    for role, start in before.items():
+        end = after.get(role)
+        if start is not None and end is not None and transactions > 0:
+            measured[role] = (end - start) * 1e6 / transactions
+    return measured
 
 
 def tool_version(argv: Sequence[str]) -> str:
@@ -451,19 +556,32 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
         plan = run_plan(settings.rounds, WORKLOADS, settings.targets)
         for index, (round_number, workload, target) in enumerate(plan, start=1):
-            tps = run_pgbench(endpoints[target], workload, settings)
+            run = run_pgbench(endpoints[target], workload, settings)
+            cpu = "".join(
+                f", {role} {us:.0f} us/txn" for role, us in run.cpu_us_per_transaction.items()
+            )
             print(
                 f"[{index}/{len(plan)}] round {round_number} {workload.name} {target}: "
-                f"{tps:.1f} tps",
+                f"{run.tps:.1f} tps{cpu}",
                 flush=True,
             )
             results.append(
-                RunResult(round=round_number, workload=workload.name, target=target, tps=tps)
+                RunResult(
+                    round=round_number,
+                    workload=workload.name,
+                    target=target,
+                    tps=run.tps,
+                    cpu_us_per_transaction=run.cpu_us_per_transaction,
+                )
             )
 
     summary = summarize(results, settings.targets, WORKLOADS)
     print()
     print(render_table(summary, settings.targets))
+    cpu_table = render_cpu_table(summary)
+    if cpu_table:
+        print()
+        print(cpu_table)
     document = {
         "started_at": started_at.isoformat(timespec="seconds"),
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -194,3 +196,57 @@ def test_added_cost_per_statement_in_microseconds() -> None:
     results = [_result(1, "hoopgw", 1000.0), _result(1, "hoopgw-guardrails", 800.0)]
     [entry] = bench.summarize(results, ["hoopgw", "hoopgw-guardrails"], bench.WORKLOADS[:1])
     assert entry["guardrails_us_per_statement"] == pytest.approx(250.0)
+
+
+# -- CPU time of the gateway's processes -------------------------------------------------------
+
+
+def test_parse_transactions_reads_the_processed_count() -> None:
+    assert bench.parse_transactions(PGBENCH_OUTPUT) == 44531
+    with pytest.raises(bench.BenchError, match="actually processed"):
+        bench.parse_transactions("tps = 1.0 (without initial connection time)\n")
+
+
+def test_cpu_per_transaction_leaves_out_what_could_not_be_read() -> None:
+    before = {"reactor": 10.0, "writer": None}
+    after = {"reactor": 10.5, "writer": 3.0}
+    assert bench.cpu_per_transaction(before, after, 1000) == {"reactor": pytest.approx(500.0)}
+    assert bench.cpu_per_transaction(before, after, 0) == {}
+
+
+def test_summarize_takes_the_median_cpu_per_target_and_role() -> None:
+    def run(round_number: int, reactor: float, writer: float) -> Any:
+        return bench.RunResult(
+            round=round_number,
+            workload="select-c1",
+            target="hoopgw",
+            tps=1.0,
+            cpu_us_per_transaction={"reactor": reactor, "writer": writer},
+        )
+
+    results = [run(1, 100.0, 10.0), run(2, 300.0, 30.0), run(3, 200.0, 20.0)]
+    results.append(_result(1, "direct", 5.0))
+    [entry] = bench.summarize(results, ["direct", "hoopgw"], bench.WORKLOADS[:1])
+    assert entry["cpu_us_per_transaction"] == {"hoopgw": {"reactor": 200.0, "writer": 20.0}}
+    lines = bench.render_cpu_table([entry]).splitlines()
+    assert lines[0].split() == ["cpu", "us/txn", "hoopgw", "reactor", "hoopgw", "writer"]
+    assert lines[1].split() == ["select-c1", "200", "20"]
+
+
+def test_no_cpu_table_without_measurements() -> None:
+    summary = bench.summarize([_result(1, "direct", 5.0)], ["direct"], bench.WORKLOADS[:1])
+    assert bench.render_cpu_table(summary) == ""
+
+
+def test_cpu_seconds_and_children_come_from_proc() -> None:
+    common = sys.modules["common"]  # bench/common.py, imported by the script
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert child.pid in common.child_pids(os.getpid())
+        used = common.cpu_seconds(os.getpid())
+        assert used is not None and used > 0
+    finally:
+        child.kill()
+        child.wait()
+    assert common.cpu_seconds(child.pid) is None
+    assert common.child_pids(child.pid) == []

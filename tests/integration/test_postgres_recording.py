@@ -4,6 +4,10 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sqlite3
+import subprocess
 import time
 from typing import Any
 
@@ -81,3 +85,60 @@ def test_session_cut_by_the_client_is_recorded_as_closed(
         conn.execute("SELECT 1")
     [session] = wait_for_ended(recorded_gateway)
     assert session["end_reason"] == "client closed"
+
+
+def test_statements_that_ran_before_a_crash_are_in_the_store_after_the_restart(
+    recorded_gateway: Any,
+) -> None:
+    """Invariant 2 across a crash: the audit writer answers once a record is in its journal and
+    appends it to the store afterwards; kill everything in between and restart the gateway."""
+    gateway = recorded_gateway.gateway
+    store_path = gateway.config_path.parent / "hoopgw.db"
+    texts = [f"SELECT {n} AS crash_test" for n in range(20)]
+    with psycopg.connect(recorded_gateway.conninfo(), autocommit=True) as conn:
+        # Another process holds the store's write lock: records can reach the journal (so the
+        # statements run) but not the store, when the gateway and its writer are killed.
+        blocker = sqlite3.connect(str(store_path), isolation_level=None)
+        blocker.execute("BEGIN IMMEDIATE")
+        try:
+            for n, text in enumerate(texts):
+                assert conn.execute(text).fetchone() == (n,)
+            writer_pid = _children(gateway.process.pid)[0]
+            os.kill(writer_pid, signal.SIGKILL)
+            gateway.process.kill()
+            gateway.process.wait(timeout=30)
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+    assert not _recorded_texts(recorded_gateway) & set(texts)
+
+    restarted = subprocess.Popen(
+        gateway.process.args,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not set(texts) <= _recorded_texts(recorded_gateway):
+            assert restarted.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        restarted.terminate()
+        _, err = restarted.communicate(timeout=30)
+    assert b"appended" in err and b"audit entries left in the journal" in err
+    verified = gateway.cli("audit", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as children:
+        return [int(child) for child in children.read().split()]
+
+
+def _recorded_texts(login: Any) -> set[str]:
+    return {
+        command["text"]
+        for session in sessions(login)
+        for command in show(login, session["id"])["commands"]
+    }

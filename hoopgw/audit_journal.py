@@ -23,6 +23,8 @@ import fcntl
 import os
 from collections.abc import Callable, Sequence
 
+import attrs
+
 from hoopgw.audit import AuditEntry, decode_entry
 from hoopgw.errors import HoopgwError
 
@@ -33,6 +35,64 @@ READ_SIZE = 1 << 20
 
 class JournalError(HoopgwError):
     """The journal cannot be opened, read or written."""
+
+
+def journal_path(store_url: str) -> str | None:
+    """Where the audit journal of ``store_url`` lives: beside the SQLite file, symbolic links
+    resolved (``PATH.audit-journal``; one journal, and so one lock, per store however its path is
+    spelled); None for a store in memory, whose journal is a temporary file (the URL is checked
+    when the store is opened)."""
+    path = store_url.removeprefix("sqlite:///")
+    if path == store_url or path in ("", ":memory:"):
+        return None
+    return f"{os.path.realpath(path)}.audit-journal"
+
+
+@attrs.frozen(kw_only=True)
+class JournalBacklog:
+    """What a journal holds that its store does not (see :func:`backlog`)."""
+
+    entries: int
+    """Complete entries numbered above the store's mark."""
+    in_use: bool
+    """Whether an audit writer has the journal open (the gateway runs): its entries are on
+    their way to the store. Otherwise they wait for the next start."""
+
+
+def backlog(path: str, applied: int) -> JournalBacklog | None:
+    """Look, without changing anything, at what the journal at ``path`` holds beyond the
+    store's mark ``applied``; None when there is no journal file.
+
+    :raises JournalError: if the file cannot be read.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise JournalError(f"cannot read the audit journal {path!r}: {exc.strerror}") from exc
+    try:
+        try:
+            # Released at once: a writer starting now must not find it taken.
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            in_use = False
+        except BlockingIOError:
+            in_use = True
+        with os.fdopen(os.dup(fd), "rb") as journal:
+            data = journal.read()
+    except OSError as exc:
+        raise JournalError(f"cannot read the audit journal {path!r}: {exc.strerror}") from exc
+    finally:
+        os.close(fd)
+    entries = 0
+    for line in data[: data.rfind(b"\n") + 1].split(b"\n")[:-1]:
+        try:
+            number = int(line.partition(b" ")[0])
+        except ValueError:
+            raise JournalError(f"the audit journal {path!r} is damaged: {line[:40]!r}") from None
+        entries += number > applied
+    return JournalBacklog(entries=entries, in_use=in_use)
 
 
 class AuditJournal:

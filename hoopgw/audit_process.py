@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from hoopgw.audit import SIGNING_KEY_ENV, AuditEntry, decode_entry
-from hoopgw.audit_journal import AuditJournal
+from hoopgw.audit_journal import AuditJournal, journal_path
 from hoopgw.checkpoints import Checkpointer, CheckpointError, load_signing_key
 from hoopgw.errors import HoopgwError
 from hoopgw.store import Store, open_store
@@ -339,17 +339,6 @@ def _checkpoint(write: Callable[[], object]) -> None:
         write()
     except HoopgwError as exc:
         sys.stderr.write(f"checkpoint not written: {exc}\n")
-
-
-def journal_path(store_url: str) -> str | None:
-    """Where the audit journal of ``store_url`` lives: beside the SQLite file, symbolic links
-    resolved (``PATH.audit-journal``; one journal, and so one lock, per store however its path is
-    spelled); None for a store in memory, whose journal is a temporary file (the URL is checked
-    when the store is opened)."""
-    path = store_url.removeprefix("sqlite:///")
-    if path == store_url or path in ("", ":memory:"):
-        return None
-    return f"{os.path.realpath(path)}.audit-journal"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,7 +8,7 @@ import stat
 import pytest
 
 from hoopgw.audit import AuditEntry, encode_entry
-from hoopgw.audit_journal import AuditJournal, JournalError
+from hoopgw.audit_journal import AuditJournal, JournalBacklog, JournalError, backlog
 
 
 def entry(n: int) -> AuditEntry:
@@ -231,3 +231,21 @@ def test_a_reset_whose_sync_fails_keeps_later_appends_in_step(path, monkeypatch)
     journal.append(lines(5))
     journal.close()
     assert AuditJournal(path).unapplied(2) == [(3, entry(3)), (4, entry(5))]
+
+
+def test_backlog_counts_what_the_store_lacks_and_sees_a_writer(path):
+    assert backlog(path, 0) is None
+    journal = opened(path)
+    journal.append(lines(1, 2, 3))
+    assert backlog(path, 1) == JournalBacklog(entries=2, in_use=True)
+    journal.close()
+    assert backlog(path, 1) == JournalBacklog(entries=2, in_use=False)
+    assert backlog(path, 3) == JournalBacklog(entries=0, in_use=False)
+    AuditJournal(path).close()  # the look took no lock away
+
+
+def test_backlog_of_a_damaged_journal_says_so(path):
+    with open(path, "wb") as f:
+        f.write(b"x " + encode_entry(entry(1)))
+    with pytest.raises(JournalError, match="damaged"):
+        backlog(path, 0)

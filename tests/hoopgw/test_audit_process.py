@@ -13,7 +13,7 @@ import pytest
 
 from hoopgw import audit_process
 from hoopgw.audit import SIGNING_KEY_ENV, AuditEntry, encode_entry, verify_chain
-from hoopgw.audit_journal import AuditJournal
+from hoopgw.audit_journal import AuditJournal, journal_path
 from hoopgw.checkpoints import (
     Checkpointer,
     CheckpointError,
@@ -274,10 +274,10 @@ def test_a_store_that_cannot_open_exits_1_without_ready(tmp_path, capsys):
 
 
 def test_the_journal_lives_beside_the_sqlite_file():
-    assert audit_process.journal_path("sqlite:////var/lib/h.db") == "/var/lib/h.db.audit-journal"
+    assert journal_path("sqlite:////var/lib/h.db") == "/var/lib/h.db.audit-journal"
     relative = os.path.join(os.getcwd(), "rel.db.audit-journal")
-    assert audit_process.journal_path("sqlite:///rel.db") == relative
-    assert audit_process.journal_path("sqlite:///:memory:") is None
+    assert journal_path("sqlite:///rel.db") == relative
+    assert journal_path("sqlite:///:memory:") is None
 
 
 def test_main_needs_exactly_the_store_url(capsys):
@@ -486,7 +486,7 @@ def test_an_entry_the_store_cannot_take_is_refused_before_it_is_journaled(tmp_pa
 def test_a_store_reached_through_a_symlink_has_the_same_journal(tmp_path):
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
-    real = audit_process.journal_path(f"sqlite:///{tmp_path / 'real' / 'h.db'}")
-    linked = audit_process.journal_path(f"sqlite:///{tmp_path / 'link' / 'h.db'}")
+    real = journal_path(f"sqlite:///{tmp_path / 'real' / 'h.db'}")
+    linked = journal_path(f"sqlite:///{tmp_path / 'link' / 'h.db'}")
     # Else two gateways could each lock a journal of their own and trample the store's mark.
     assert real == linked

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from hoopgw import logs
-from hoopgw.audit import AuditEntry, record_hash
+from hoopgw.audit import AuditEntry, encode_entry, record_hash
+from hoopgw.audit_journal import AuditJournal
 from hoopgw.checkpoints import (
     KEY_NAME,
     Checkpoint,
@@ -111,11 +112,52 @@ def test_verify_json(setup, capsys):
     assert report["ok"] is True
     assert set(report) == {
         "ok", "records_checked", "first_seq", "last_seq", "last_hash", "first_bad_seq",
-        "problem", "pruned", "checkpoint",
+        "problem", "pruned", "checkpoint", "journal",
     }  # fmt: skip
     assert (report["records_checked"], report["first_seq"], report["last_seq"]) == (6, 1, 6)
     assert report["checkpoint"]["file"] == str(path)
     assert report["checkpoint"]["ok"] is True and report["checkpoint"]["seq"] == 6
+
+
+def journal_with(tmp_path, *numbers_and_sessions):
+    """An audit journal beside audit.db whose entries hold the given sessions' records."""
+    journal = AuditJournal(str(tmp_path / "audit.db.audit-journal"))
+    journal.unapplied(0)
+    for entries in numbers_and_sessions:
+        journal.append([encode_entry(e) for e in entries])
+    return journal
+
+
+def test_verify_fails_while_a_stopped_gateways_journal_holds_records(setup, capsys):
+    config, _, _, tmp_path = setup
+    journal_with(tmp_path, session("crashed", time.time())).close()
+    code, out, _ = run(capsys, "audit", "verify", "-c", config)
+    assert code == 1
+    assert out.startswith("ok: 6 records intact")
+    assert "INCOMPLETE: the audit journal" in out and "holds 3 record(s)" in out
+    code, out, _ = run(capsys, "audit", "verify", "-c", config, "--json")
+    report = json.loads(out)
+    assert code == 1 and report["ok"] is False
+    assert report["journal"]["waiting"] == 3 and report["journal"]["gateway_running"] is False
+
+
+def test_verify_notes_records_on_their_way_while_the_gateway_runs(setup, capsys):
+    config, _, _, tmp_path = setup
+    journal = journal_with(tmp_path, session("live", time.time()))  # held open, as a writer does
+    try:
+        code, out, _ = run(capsys, "audit", "verify", "-c", config)
+    finally:
+        journal.close()
+    assert code == 0
+    assert "journal: 3 record(s) on their way to the store (the gateway runs)" in out
+
+
+def test_verify_ignores_journal_records_the_store_holds(setup, capsys):
+    config, _, raw, tmp_path = setup
+    journal_with(tmp_path, session("old", 1.0)).close()
+    raw.execute("UPDATE audit_journal_mark SET applied = 3")
+    code, out, _ = run(capsys, "audit", "verify", "-c", config)
+    assert code == 0 and "journal" not in out
 
 
 def test_verify_an_empty_store(tmp_path, capsys):

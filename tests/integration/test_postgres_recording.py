@@ -111,6 +111,8 @@ def test_statements_that_ran_before_a_crash_are_in_the_store_after_the_restart(
             blocker.execute("ROLLBACK")
             blocker.close()
     assert not _recorded_texts(recorded_gateway) & set(texts)
+    incomplete = gateway.cli("audit", "verify")
+    assert incomplete.returncode == 1 and "INCOMPLETE: the audit journal" in incomplete.stdout
 
     restarted = subprocess.Popen(
         gateway.process.args,

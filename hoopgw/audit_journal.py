@@ -58,6 +58,12 @@ class JournalBacklog:
     """Whether an audit writer has the journal open (the gateway runs): its entries are on
     their way to the store. Otherwise they wait for the next start."""
 
+    @property
+    def stranded(self) -> bool:
+        """Entries wait and no writer has the journal: they reach the store only when the
+        gateway next starts, and until then the audit log is incomplete."""
+        return self.entries > 0 and not self.in_use
+
 
 def backlog(path: str, applied: int) -> JournalBacklog | None:
     """Look, without changing anything, at what the journal at ``path`` holds beyond the

@@ -116,7 +116,7 @@ def _verify(args: argparse.Namespace) -> int:
         journal_file = journal_path(config.store_url)
         waiting = None if journal_file is None else backlog(journal_file, store.journal_mark())
     # Records answered for but left in the journal by a crash: the log is not complete yet.
-    stranded = waiting is not None and waiting.entries > 0 and not waiting.in_use
+    stranded = waiting is not None and waiting.stranded
     ok = result.ok and not checkpoint_error and not stranded
     if args.json:
         report = _verify_report(result, path, checkpoint_error)

@@ -83,7 +83,7 @@ def _evidence(args: argparse.Namespace) -> int:
         f"sessions: {result.sessions}, commands: {result.commands}, files: {len(result.files)}"
     )
     if not result.verified:
-        problem = result.verification.problem or result.checkpoint_problem
+        problem = result.verification.problem or result.checkpoint_problem or result.journal_problem
         error(f"the audit log does NOT verify: {problem}")
         error(f"evidence pack written to {folder}, marked FAILED verification ({summary})")
         return EXIT_FAILED

@@ -43,6 +43,7 @@ import attrs
 
 from hoopgw import __version__
 from hoopgw.audit import AuditRecord, VerifyResult
+from hoopgw.audit_journal import backlog, journal_path
 from hoopgw.checkpoints import (
     Checkpoint,
     CheckpointError,
@@ -155,6 +156,9 @@ class PackResult:
     checkpoint_problem: str
     """Why the log does not match the latest checkpoint (truncated, rewritten, bad signature);
     empty when it matches or there is none."""
+    journal_problem: str
+    """Why the log is not complete yet (records a stopped gateway left in its audit journal);
+    empty when it is."""
     sessions: int
     """Sessions that started in the range."""
     commands: int
@@ -164,8 +168,8 @@ class PackResult:
 
     @property
     def verified(self) -> bool:
-        """Whether the chain verified intact and matches the latest checkpoint."""
-        return self.verification.ok and not self.checkpoint_problem
+        """Whether the chain verified intact, complete, and matches the latest checkpoint."""
+        return self.verification.ok and not self.checkpoint_problem and not self.journal_problem
 
 
 def build_pack(
@@ -205,11 +209,14 @@ def build_pack(
         summary.flush_commands()
     accounts = [_account_row(key) for key in store.list_keys()]
     checkpoint_problem = log.checkpoint_problem or ("" if latest is None else latest.problem)
+    journal_problem = _journal_problem(store, config)
 
     policies = _write_policies(folder, config)
     _write_sessions(folder, summary.sessions_in_order())
     _write_csv(folder / "accounts.csv", ACCOUNT_FIELDS, accounts)
-    verification_doc = _verification_doc(log.chain, checkpoint_problem, summary, latest)
+    verification_doc = _verification_doc(
+        log.chain, checkpoint_problem, journal_problem, summary, latest
+    )
     _write_json(folder / "verification.json", verification_doc)
     document = _summary_doc(
         summary=summary,
@@ -229,6 +236,7 @@ def build_pack(
         folder=folder,
         verification=log.chain,
         checkpoint_problem=checkpoint_problem,
+        journal_problem=journal_problem,
         sessions=len(summary.sessions),
         commands=summary.command_count,
         files=(*files, MANIFEST),
@@ -525,9 +533,21 @@ def _file_sha256(path: Path) -> str:
 # -- the summary -------------------------------------------------------------------------------
 
 
+def _journal_problem(store: Store, config: Config) -> str:
+    path = journal_path(config.store_url)
+    waiting = None if path is None else backlog(path, store.journal_mark())
+    if waiting is None or not waiting.stranded:
+        return ""
+    return (
+        f"the audit journal {path} holds {waiting.entries} record(s) the store does not have"
+        " yet (the gateway stopped before appending them)"
+    )
+
+
 def _verification_doc(
     result: VerifyResult,
     checkpoint_problem: str,
+    journal_problem: str,
     summary: _Summary,
     latest: LatestCheckpoint | None,
 ) -> dict[str, Any]:
@@ -539,7 +559,7 @@ def _verification_doc(
     else:
         note = ""
     return {
-        "ok": result.ok and not checkpoint_problem,
+        "ok": result.ok and not checkpoint_problem and not journal_problem,
         "chain_ok": result.ok,
         "checked": result.checked,
         "records_read": summary.read,
@@ -557,6 +577,7 @@ def _verification_doc(
         },
         "checkpoint_note": note,
         "checkpoint_problem": checkpoint_problem,
+        "journal_problem": journal_problem,
         "pruned": [
             {
                 "first_seq": p.first_seq,
@@ -822,6 +843,11 @@ def _status_line(doc: dict[str, Any]) -> str:
     verification = doc["verification"]
     if verification["ok"]:
         return f"VERIFIED: the audit chain is intact ({verification['checked']} records)."
+    if verification["chain_ok"] and not verification["checkpoint_problem"]:
+        return (
+            f"INCOMPLETE: {verification['journal_problem']}. Start the gateway, which appends"
+            " them, and make the pack again."
+        )
     if verification["chain_ok"]:
         return (
             "FAILED VERIFICATION: the audit log does not match its latest checkpoint"

@@ -13,7 +13,8 @@ import attrs
 import pytest
 
 from hoopgw import evidence
-from hoopgw.audit import AuditEntry
+from hoopgw.audit import AuditEntry, encode_entry
+from hoopgw.audit_journal import AuditJournal
 from hoopgw.checkpoints import (
     KEY_NAME,
     Checkpoint,
@@ -412,6 +413,27 @@ def test_intact_chain_reports_head_and_no_checkpoint(store, config_file, tmp_pat
     assert verification["checkpoint"] is None
     assert verification["checkpoint_note"] == "no checkpoint configured"
     assert "VERIFIED" in (folder / "index.html").read_text()
+
+
+def test_records_a_stopped_gateway_left_in_its_journal_mark_the_pack_incomplete(
+    store, config_file, tmp_path
+):
+    store.append(session_entries("s1", start=NOON))
+    journal = AuditJournal(f"{config_file.parent}/audit.db.audit-journal")
+    journal.unapplied(0)
+    journal.append([encode_entry(entry) for entry in session_entries("s2", start=NOON + 10)])
+    journal.close()
+    folder = tmp_path / "pack"
+
+    result = make_pack(store, config_file, folder)
+
+    assert not result.verified
+    assert "holds 8 record(s) the store does not have yet" in result.journal_problem
+    verification = json.loads((folder / "verification.json").read_text())
+    assert verification["ok"] is False and verification["chain_ok"] is True
+    assert verification["journal_problem"] == result.journal_problem
+    assert "INCOMPLETE" in (folder / "index.md").read_text()
+    assert "INCOMPLETE" in (folder / "index.html").read_text()
 
 
 @pytest.fixture

@@ -491,8 +491,15 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else canonical_json(value)
 
 
+_SQLITE_INTEGERS = range(-(1 << 63), 1 << 63)
+
+
 def _integer(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    # Beyond 64 bits (a MySQL target may report 2**64 - 1 affected rows) only the record's
+    # JSON can hold it; the projection's column stays empty.
+    if isinstance(value, int) and not isinstance(value, bool) and value in _SQLITE_INTEGERS:
+        return value
+    return None
 
 
 def _number(value: Any) -> float | None:

@@ -12,7 +12,8 @@ end (it does not restart when the file is emptied) and ENTRY-LINE is
 holds (:meth:`hoopgw.store.base.Store.append`'s ``journal_mark``), so after a crash the entries
 with a higher number are exactly those to append again (:meth:`AuditJournal.unapplied`). The
 file is emptied once the store holds everything in it and it has grown past
-:data:`RESET_SIZE`.
+:data:`RESET_SIZE`, and when the writer stops cleanly. :func:`backlog` lets ``hoopgw audit
+verify`` and evidence packs see, read-only, whether a stopped gateway left entries behind.
 
 One writer process at a time may use a journal: it is locked (``flock``) while open.
 """

@@ -53,6 +53,8 @@ def journal_path(store_url: str) -> str | None:
 class JournalBacklog:
     """What a journal holds that its store does not (see :func:`backlog`)."""
 
+    path: str
+    """The journal file."""
     entries: int
     """Complete entries numbered above the store's mark."""
     in_use: bool
@@ -66,12 +68,15 @@ class JournalBacklog:
         return self.entries > 0 and not self.in_use
 
 
-def backlog(path: str, applied: int) -> JournalBacklog | None:
-    """Look, without changing anything, at what the journal at ``path`` holds beyond the
-    store's mark ``applied``; None when there is no journal file.
+def backlog(store_url: str, applied: int) -> JournalBacklog | None:
+    """Look, without changing anything, at what the journal of the store at ``store_url``
+    holds beyond the store's mark ``applied``; None when there is no journal file.
 
     :raises JournalError: if the file cannot be read.
     """
+    path = journal_path(store_url)
+    if path is None:
+        return None
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -99,7 +104,7 @@ def backlog(path: str, applied: int) -> JournalBacklog | None:
         except ValueError:
             raise JournalError(f"the audit journal {path!r} is damaged: {line[:40]!r}") from None
         entries += number > applied
-    return JournalBacklog(entries=entries, in_use=in_use)
+    return JournalBacklog(path=path, entries=entries, in_use=in_use)
 
 
 class AuditJournal:

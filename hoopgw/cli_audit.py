@@ -12,7 +12,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from hoopgw.audit import PrunedRange, verify_chain
-from hoopgw.audit_journal import JournalBacklog, backlog, journal_path
+from hoopgw.audit_journal import JournalBacklog, backlog
 from hoopgw.checkpoints import (
     KEY_NAME,
     Checkpoint,
@@ -113,38 +113,37 @@ def _verify(args: argparse.Namespace) -> int:
         progress = progress_reporter("verified")
         result = verify_log(progress.track(store.records()), checkpoint)
         progress.finish()
-        journal_file = journal_path(config.store_url)
-        waiting = None if journal_file is None else backlog(journal_file, store.journal_mark())
+        waiting = backlog(config.store_url, store.journal_mark())
     # Records answered for but left in the journal by a crash: the log is not complete yet.
     stranded = waiting is not None and waiting.stranded
     ok = result.ok and not checkpoint_error and not stranded
     if args.json:
         report = _verify_report(result, path, checkpoint_error)
         report["ok"] = report["ok"] and not stranded
-        report["journal"] = _journal_json(journal_file, waiting)
+        report["journal"] = _journal_json(waiting)
         out_json(report)
     else:
         _print_verification(result, path, checkpoint_error)
-        _print_journal(journal_file, waiting)
+        _print_journal(waiting)
     return EXIT_OK if ok else EXIT_FAILED
 
 
-def _journal_json(path: str | None, waiting: JournalBacklog | None) -> dict[str, Any] | None:
-    if path is None or waiting is None:
+def _journal_json(waiting: JournalBacklog | None) -> dict[str, Any] | None:
+    if waiting is None:
         return None
-    return {"file": path, "waiting": waiting.entries, "gateway_running": waiting.in_use}
+    return {"file": waiting.path, "waiting": waiting.entries, "gateway_running": waiting.in_use}
 
 
-def _print_journal(path: str | None, waiting: JournalBacklog | None) -> None:
+def _print_journal(waiting: JournalBacklog | None) -> None:
     if waiting is None or not waiting.entries:
         return
     if waiting.in_use:
         out(f"journal: {waiting.entries} record(s) on their way to the store (the gateway runs)")
     else:
         out(
-            f"INCOMPLETE: the audit journal {path} holds {waiting.entries} record(s) the store"
-            " does not have yet (the gateway stopped before appending them): start the gateway,"
-            " which appends them, then verify again"
+            f"INCOMPLETE: the audit journal {waiting.path} holds {waiting.entries} record(s)"
+            " the store does not have yet (the gateway stopped before appending them): start"
+            " the gateway, which appends them, then verify again"
         )
 
 

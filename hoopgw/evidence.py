@@ -43,7 +43,7 @@ import attrs
 
 from hoopgw import __version__
 from hoopgw.audit import AuditRecord, VerifyResult
-from hoopgw.audit_journal import backlog, journal_path
+from hoopgw.audit_journal import backlog
 from hoopgw.checkpoints import (
     Checkpoint,
     CheckpointError,
@@ -534,13 +534,12 @@ def _file_sha256(path: Path) -> str:
 
 
 def _journal_problem(store: Store, config: Config) -> str:
-    path = journal_path(config.store_url)
-    waiting = None if path is None else backlog(path, store.journal_mark())
+    waiting = backlog(config.store_url, store.journal_mark())
     if waiting is None or not waiting.stranded:
         return ""
     return (
-        f"the audit journal {path} holds {waiting.entries} record(s) the store does not have"
-        " yet (the gateway stopped before appending them)"
+        f"the audit journal {waiting.path} holds {waiting.entries} record(s) the store does"
+        " not have yet (the gateway stopped before appending them)"
     )
 
 

@@ -14,8 +14,12 @@ entries to a writer process of its own (:mod:`hoopgw.audit_process`), which make
 in its journal (:mod:`hoopgw.audit_journal`), answers, and then appends them to the store.
 Entries sent while the process is busy syncing are synced together next ("group commit"), so
 under load many sessions share one fsync, and each caller's Deferred fires once its record is
-durable. A process, not a thread: hashing, SQLite and fsync then run beside the reactor instead
-of competing with it for the GIL, which on CPython made every commit wait for the reactor's busy
+in the journal: synced to disk with ``audit_durability = "fsync"``, written to the operating
+system (and synced in groups) with ``"os"`` (:class:`Durability`). The writer process records
+the mode in force in the chain itself, at every start (:func:`durability_entry`), and
+:func:`verify_chain` reports which mode covered which records (:class:`DurabilityPeriod`).
+A process, not a thread: hashing, SQLite and fsync then run beside the reactor instead of
+competing with it for the GIL, which on CPython made every commit wait for the reactor's busy
 turns.
 """
 
@@ -199,6 +203,128 @@ def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+DURABILITY_KIND = "audit_durability"
+"""The ``kind`` of the record the writer process appends at every start, saying which
+:class:`Durability` is in force from then on (it belongs to no session)."""
+
+DURABILITY_MODES = ("fsync", "os")
+"""The values of ``[gateway] audit_durability``."""
+
+MAX_SYNC_INTERVAL = 1.0
+"""Longest ``audit_sync_interval`` accepted, in seconds: the window a host crash may lose."""
+
+
+@attrs.frozen(kw_only=True)
+class Durability:
+    """When a command's record counts as written, so that the command may be forwarded."""
+
+    mode: str = "fsync"
+    """``fsync``: once the journal holding it is synced to disk (``fdatasync``). ``os``: once it
+    is written to the journal (``write`` returned: it is in the operating system, which a crash
+    or kill of the gateway does not lose); the journal is synced in groups, at most every
+    :attr:`sync_interval` seconds, so only a crash of the whole host can lose that window."""
+    sync_interval: float = 0.01
+    """Seconds between group syncs of the journal in mode ``os`` (unused by ``fsync``)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The mode as recorded and reported: ``sync_interval`` is None for ``fsync``."""
+        return {
+            "mode": self.mode,
+            "sync_interval": self.sync_interval if self.mode == "os" else None,
+        }
+
+
+def durability_entry(durability: Durability, *, now: float) -> AuditEntry:
+    """The record saying that ``durability`` is in force from now on."""
+    return AuditEntry(
+        kind=DURABILITY_KIND,
+        session_id="",
+        time=now,
+        data=durability.as_dict(),
+    )
+
+
+@attrs.frozen(kw_only=True)
+class DurabilityPeriod:
+    """Consecutive records written under one :class:`Durability` (see :func:`verify_chain`)."""
+
+    durability: Durability | None
+    """The mode in force; None where the chain does not say (records written by a gateway
+    before modes were recorded, which always synced: ``fsync``; or records whose mode record
+    was pruned)."""
+    first_seq: int
+    """The first record of the period (its mode record, when it has one)."""
+    last_seq: int
+    """The last record of the period."""
+    since: float
+    """POSIX time of record :attr:`first_seq`."""
+    until: float
+    """POSIX time of record :attr:`last_seq`."""
+
+    @staticmethod
+    def recorded(record: AuditRecord) -> Durability | None:
+        """The durability a record announces; None for another kind or malformed data."""
+        if record.kind != DURABILITY_KIND:
+            return None
+        mode, interval = record.data.get("mode"), record.data.get("sync_interval")
+        if mode == "fsync":
+            return Durability()  # its interval means nothing: all fsync records are alike
+        if mode != "os" or isinstance(interval, bool) or not isinstance(interval, int | float):
+            return None
+        return Durability(mode=mode, sync_interval=float(interval))
+
+
+def describe_durability(durability: Durability | None) -> str:
+    """What ``durability`` promised about each command's record, for a person."""
+    if durability is None:
+        return (
+            "mode not recorded (records of a gateway before modes were recorded, which synced"
+            " each record to disk, or whose mode record was pruned)"
+        )
+    if durability.mode == "fsync":
+        return "fsync: each command's record was on disk before the command was forwarded"
+    return (
+        "os: each command's record was in the operating system before the command was"
+        f" forwarded and on disk within {durability.sync_interval:g} s (a crash of the host"
+        " could lose the records of that window)"
+    )
+
+
+class _DurabilityTracker:
+    """Builds the :class:`DurabilityPeriod` list while :func:`verify_chain` reads the chain: a
+    mode record that changes the mode opens a period; one that repeats it (a restart) and any
+    other record extend the current one."""
+
+    def __init__(self) -> None:
+        self._closed: list[DurabilityPeriod] = []
+        self._open: DurabilityPeriod | None = None  # its last_seq and until are not kept current
+        self._last: AuditRecord | None = None
+
+    def add(self, record: AuditRecord) -> None:
+        announced = DurabilityPeriod.recorded(record)
+        current = self._open
+        if current is None or (announced is not None and announced != current.durability):
+            if current is not None:
+                self._closed.append(self._ended(current))
+            self._open = DurabilityPeriod(
+                durability=announced,
+                first_seq=record.seq,
+                last_seq=record.seq,
+                since=record.time,
+                until=record.time,
+            )
+        self._last = record
+
+    def periods(self) -> tuple[DurabilityPeriod, ...]:
+        if self._open is None:
+            return tuple(self._closed)
+        return (*self._closed, self._ended(self._open))
+
+    def _ended(self, period: DurabilityPeriod) -> DurabilityPeriod:
+        assert self._last is not None
+        return attrs.evolve(period, last_seq=self._last.seq, until=self._last.time)
+
+
 @attrs.frozen(kw_only=True)
 class VerifyResult:
     """The outcome of :func:`verify_chain`."""
@@ -219,6 +345,9 @@ class VerifyResult:
     """The hash of record :attr:`last_seq`."""
     pruned: tuple[PrunedRange, ...] = ()
     """The ``pruned`` records met, in chain order."""
+    durability: tuple[DurabilityPeriod, ...] = ()
+    """Which :class:`Durability` was in force for which records read, in chain order (up to
+    the last intact record when the chain breaks)."""
 
 
 def verify_chain(records: Iterable[AuditRecord]) -> VerifyResult:
@@ -238,6 +367,7 @@ def verify_chain(records: Iterable[AuditRecord]) -> VerifyResult:
     first_seq: int | None = None
     last: AuditRecord | None = None
     pruned: list[PrunedRange] = []
+    durability = _DurabilityTracker()
     # (seq, hash) of the last pruned record, while no "pruned" record has vouched for it.
     unvouched: tuple[int, str] | None = None
 
@@ -251,6 +381,7 @@ def verify_chain(records: Iterable[AuditRecord]) -> VerifyResult:
             last_seq=None if last is None else last.seq,
             last_hash=None if last is None else last.hash,
             pruned=tuple(pruned),
+            durability=durability.periods(),
         )
 
     for record in records:
@@ -293,6 +424,7 @@ def verify_chain(records: Iterable[AuditRecord]) -> VerifyResult:
             pruned.append(pruning)
             if unvouched == (pruning.last_seq, pruning.last_hash):
                 unvouched = None
+        durability.add(record)
         last = record
         prev_hash = record.hash
         expected_seq += 1
@@ -310,6 +442,7 @@ def verify_chain(records: Iterable[AuditRecord]) -> VerifyResult:
         last_seq=None if last is None else last.seq,
         last_hash=None if last is None else last.hash,
         pruned=tuple(pruned),
+        durability=durability.periods(),
     )
 
 
@@ -358,13 +491,26 @@ def spawn_writer_process(
     reactor: Any,
     *,
     checkpoints: CheckpointSettings | None = None,
+    durability: Durability = Durability(),
 ) -> Any:
     """Start ``python -m hoopgw.audit_process STORE_URL`` with pipes to ``process_protocol``.
 
-    :param checkpoints: when given, the process also signs and writes checkpoints; bind it with
-        :func:`functools.partial` to pass this function as ``AuditWriter(spawn=...)``.
+    Bind the keyword arguments with :func:`functools.partial` to pass this function as
+    ``AuditWriter(spawn=...)``.
+
+    :param checkpoints: when given, the process also signs and writes checkpoints.
+    :param durability: when the process answers for a record (and records it in the chain).
     """
-    argv = [sys.executable, "-m", "hoopgw.audit_process", store_url]
+    argv = [
+        sys.executable,
+        "-m",
+        "hoopgw.audit_process",
+        store_url,
+        "--durability",
+        durability.mode,
+        "--sync-interval",
+        repr(durability.sync_interval),
+    ]
     env = dict(os.environ)
     env.pop(SIGNING_KEY_ENV, None)
     if checkpoints is not None:
@@ -462,7 +608,8 @@ class AuditWriter:
         outcomes, session ends) joins the next urgent write, or is sent ``lazy_delay`` later, so
         a command costs one commit instead of three. Records keep their order in the chain.
 
-        :return: a Deferred that fires once the record is durable, or fails
+        :return: a Deferred that fires once the record is in the journal (synced to disk, or
+            written to the operating system, as the writer's :class:`Durability` says), or fails
             with :class:`~hoopgw.errors.StoreError` if it cannot be written (store unavailable,
             data not JSON-serialisable, writer not started or stopped).
         """

@@ -128,17 +128,20 @@ class Gateway:
             raise
 
     def _writer_spawner(self) -> Any:
-        """How to start the writer process: with checkpoint signing when a key is configured."""
+        """How to start the writer process: in the configured durability mode, with checkpoint
+        signing when a key is configured."""
         gw = self.config.gateway
-        if gw.signing_key is None:
-            return spawn_writer_process
-        settings = CheckpointSettings(
-            directory=str(self.config.checkpoint_path),
-            every=gw.checkpoint_every,
-            interval=gw.checkpoint_interval,
-            signing_key=gw.signing_key,
+        settings = None
+        if gw.signing_key is not None:
+            settings = CheckpointSettings(
+                directory=str(self.config.checkpoint_path),
+                every=gw.checkpoint_every,
+                interval=gw.checkpoint_interval,
+                signing_key=gw.signing_key,
+            )
+        return functools.partial(
+            spawn_writer_process, checkpoints=settings, durability=gw.durability
         )
-        return functools.partial(spawn_writer_process, checkpoints=settings)
 
     def _runtime(
         self, connection: ConnectionConfig, authenticator: Authenticator, server_tls: Any

@@ -594,6 +594,36 @@ def test_the_sync_schedule_syncs_at_once_when_idle_and_groups_under_load():
     assert schedule.due_in(100.505) == pytest.approx(0.005)
 
 
+def test_with_os_an_answer_leaves_only_once_the_entry_is_written_to_the_journal(
+    tmp_path, monkeypatch
+):
+    path = tmp_path / "a.db.audit-journal"
+    real_write = os.write
+    full = [False]
+
+    def write(fd, data):
+        if full[0] and os.readlink(f"/proc/self/fd/{fd}") == str(path):
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    def before(i):
+        if i == 1:  # entry 1 was answered: it is in the journal file (not necessarily on disk)
+            assert b' ["command_received","s",1.0,{"seq":1}]\n' in path.read_bytes()
+            full[0] = True
+        if i == 2:
+            full[0] = False
+
+    monkeypatch.setattr(audit_process.os, "write", write)
+    stdout = io.BytesIO()
+    lines = [encode_entry(entry(n)) for n in (1, 2, 3)]
+    os_mode = Durability(mode="os", sync_interval=0.001)
+    assert run(tmp_path, Chunked(lines, before), stdout, durability=os_mode) == 0
+    ready, first, second, third = stdout.getvalue().splitlines()
+    assert (ready, first, third) == (b"ready", b"ok 1", b"ok 1")
+    assert second.startswith(b"error 1 cannot write the audit journal")
+    assert stored(tmp_path / "a.db") == [1, 3]
+
+
 class FakeJournal:
     def __init__(self, fail: bool = False) -> None:
         self.syncs = 0

@@ -74,6 +74,14 @@ class Gateway:
         self._store.migrate()
         self.audit = AuditWriter(self._store_url, self.reactor, spawn=self._writer_spawner())
         yield self.audit.start()
+        durability = self.config.gateway.durability
+        log.info(
+            "audit durability {mode}{detail}",
+            mode=durability.mode,
+            detail=f", journal synced at most every {durability.sync_interval:g} s"
+            if durability.mode == "os"
+            else "",
+        )
         authenticator = self.authenticator = build_authenticator(
             self.config, store=self._store, audit=self.audit, reactor=self.reactor
         )

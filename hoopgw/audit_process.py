@@ -296,6 +296,15 @@ class GroupSyncer(threading.Thread):
             self._cond.notify_all()
 
     def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:
+            # A defect here must not leave answered entries unsynced unnoticed: refuse all.
+            self.failure = f"internal error of the audit journal sync: {exc!r}"
+            sys.stderr.write(f"{self.failure}\n")
+            raise
+
+    def _run(self) -> None:
         while True:
             with self._cond:
                 while True:

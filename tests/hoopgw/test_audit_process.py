@@ -663,6 +663,21 @@ def test_a_sync_that_fails_refuses_every_later_batch(tmp_path, capsys):
     assert stdout.getvalue() == b"error 1 cannot sync the audit journal 'j': [Errno 5] EIO\n"
 
 
+# The thread re-raises the defect (so its traceback is printed), as the store thread does.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_defect_in_the_syncer_refuses_every_later_batch_too(capsys):
+    class Broken:
+        def sync(self) -> None:
+            raise RuntimeError("bug")
+
+    syncer = audit_process.GroupSyncer(Broken(), 0.01)
+    syncer.start()
+    syncer.written()
+    syncer.join(10)
+    assert syncer.failure == "internal error of the audit journal sync: RuntimeError('bug')"
+    assert "internal error of the audit journal sync" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "argv",
     [

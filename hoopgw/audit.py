@@ -122,87 +122,6 @@ def record_hash(
     return hashlib.sha256(document.encode("utf-8")).hexdigest()
 
 
-PRUNED_KIND = "pruned"
-"""The ``kind`` of the record that retention appends when it removes the oldest records."""
-
-
-@attrs.frozen(kw_only=True)
-class PrunedRange:
-    """What one ``pruned`` record says was removed: the records ``first_seq`` to ``last_seq``."""
-
-    first_seq: int
-    """The first seq this pruning removed (earlier ones were removed by earlier prunings)."""
-    last_seq: int
-    """The last seq removed; the first remaining record follows it."""
-    last_hash: str
-    """The ``hash`` of record ``last_seq``: the first remaining record's ``prev_hash``."""
-    older_than: float
-    """POSIX time: the records removed were written before it."""
-    sessions_removed: int
-    """How many sessions left the ``sessions`` and ``commands`` projections with them."""
-    pruned_at: float
-    """POSIX time of the pruning (the ``pruned`` record's ``time``)."""
-    record_seq: int
-    """The seq of the ``pruned`` record itself."""
-
-    @classmethod
-    def from_record(cls, record: AuditRecord) -> PrunedRange | None:
-        """The range a ``pruned`` record describes; None for another kind or malformed data."""
-        if record.kind != PRUNED_KIND:
-            return None
-        data = record.data
-        first, last, last_hash = data.get("first_seq"), data.get("last_seq"), data.get("last_hash")
-        older_than, sessions = data.get("older_than"), data.get("sessions_removed")
-        if not (
-            _is_int(first)
-            and _is_int(last)
-            and _is_int(sessions)
-            and isinstance(last_hash, str)
-            and isinstance(older_than, int | float)
-            and not isinstance(older_than, bool)
-            and 1 <= first <= last < record.seq
-        ):
-            return None
-        return cls(
-            first_seq=first,
-            last_seq=last,
-            last_hash=last_hash,
-            older_than=float(older_than),
-            sessions_removed=sessions,
-            pruned_at=record.time,
-            record_seq=record.seq,
-        )
-
-
-def pruned_entry(
-    *,
-    first_seq: int,
-    last_seq: int,
-    last_hash: str,
-    older_than: float,
-    sessions_removed: int,
-    now: float,
-) -> AuditEntry:
-    """The ``pruned`` record that stands in the chain for the removed records ``first_seq`` to
-    ``last_seq`` (it belongs to no session: its ``session_id`` is empty)."""
-    return AuditEntry(
-        kind=PRUNED_KIND,
-        session_id="",
-        time=now,
-        data={
-            "first_seq": first_seq,
-            "last_seq": last_seq,
-            "last_hash": last_hash,
-            "older_than": older_than,
-            "sessions_removed": sessions_removed,
-        },
-    )
-
-
-def _is_int(value: Any) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 DURABILITY_KIND = "audit_durability"
 """The ``kind`` of the record the writer process appends at every start, saying which
 :class:`Durability` is in force from then on (it belongs to no session)."""
@@ -233,6 +152,18 @@ class Durability:
             "sync_interval": self.sync_interval if self.mode == "os" else None,
         }
 
+    @classmethod
+    def from_dict(cls, data: Any) -> Durability | None:
+        """The durability that :meth:`as_dict` made ``data`` from; None if it is malformed."""
+        if not isinstance(data, dict):
+            return None
+        mode, interval = data.get("mode"), data.get("sync_interval")
+        if mode == "fsync":
+            return cls()  # its interval means nothing: all fsync records are alike
+        if mode != "os" or isinstance(interval, bool) or not isinstance(interval, int | float):
+            return None
+        return cls(mode=mode, sync_interval=float(interval))
+
 
 def durability_entry(durability: Durability, *, now: float) -> AuditEntry:
     """The record saying that ``durability`` is in force from now on."""
@@ -251,7 +182,7 @@ class DurabilityPeriod:
     durability: Durability | None
     """The mode in force; None where the chain does not say (records written by a gateway
     before modes were recorded, which always synced: ``fsync``; or records whose mode record
-    was pruned)."""
+    was pruned by a version that did not carry it on)."""
     first_seq: int
     """The first record of the period (its mode record, when it has one)."""
     last_seq: int
@@ -266,12 +197,7 @@ class DurabilityPeriod:
         """The durability a record announces; None for another kind or malformed data."""
         if record.kind != DURABILITY_KIND:
             return None
-        mode, interval = record.data.get("mode"), record.data.get("sync_interval")
-        if mode == "fsync":
-            return Durability()  # its interval means nothing: all fsync records are alike
-        if mode != "os" or isinstance(interval, bool) or not isinstance(interval, int | float):
-            return None
-        return Durability(mode=mode, sync_interval=float(interval))
+        return Durability.from_dict(record.data)
 
 
 def describe_durability(durability: Durability | None) -> str:
@@ -279,7 +205,7 @@ def describe_durability(durability: Durability | None) -> str:
     if durability is None:
         return (
             "mode not recorded (records of a gateway before modes were recorded, which synced"
-            " each record to disk, or whose mode record was pruned)"
+            " each record to disk)"
         )
     if durability.mode == "fsync":
         return "fsync: each command's record was on disk before the command was forwarded"
@@ -299,6 +225,12 @@ class _DurabilityTracker:
         self._closed: list[DurabilityPeriod] = []
         self._open: DurabilityPeriod | None = None  # its last_seq and until are not kept current
         self._last: AuditRecord | None = None
+        self._carried: Durability | None = None
+
+    def carry(self, durability: Durability | None) -> None:
+        """The ``pruned`` record that accounts for the chain's first records says which mode
+        was in force at the first remaining one (its mode record was pruned)."""
+        self._carried = durability
 
     def add(self, record: AuditRecord) -> None:
         announced = DurabilityPeriod.recorded(record)
@@ -316,13 +248,108 @@ class _DurabilityTracker:
         self._last = record
 
     def periods(self) -> tuple[DurabilityPeriod, ...]:
-        if self._open is None:
-            return tuple(self._closed)
-        return (*self._closed, self._ended(self._open))
+        periods = list(self._closed)
+        if self._open is not None:
+            periods.append(self._ended(self._open))
+        if periods and periods[0].durability is None and self._carried is not None:
+            periods[0] = attrs.evolve(periods[0], durability=self._carried)
+            if len(periods) > 1 and periods[1].durability == self._carried:
+                periods[:2] = [
+                    attrs.evolve(periods[0], last_seq=periods[1].last_seq, until=periods[1].until)
+                ]
+        return tuple(periods)
 
     def _ended(self, period: DurabilityPeriod) -> DurabilityPeriod:
         assert self._last is not None
         return attrs.evolve(period, last_seq=self._last.seq, until=self._last.time)
+
+
+PRUNED_KIND = "pruned"
+"""The ``kind`` of the record that retention appends when it removes the oldest records."""
+
+
+@attrs.frozen(kw_only=True)
+class PrunedRange:
+    """What one ``pruned`` record says was removed: the records ``first_seq`` to ``last_seq``."""
+
+    first_seq: int
+    """The first seq this pruning removed (earlier ones were removed by earlier prunings)."""
+    last_seq: int
+    """The last seq removed; the first remaining record follows it."""
+    last_hash: str
+    """The ``hash`` of record ``last_seq``: the first remaining record's ``prev_hash``."""
+    older_than: float
+    """POSIX time: the records removed were written before it."""
+    sessions_removed: int
+    """How many sessions left the ``sessions`` and ``commands`` projections with them."""
+    pruned_at: float
+    """POSIX time of the pruning (the ``pruned`` record's ``time``)."""
+    record_seq: int
+    """The seq of the ``pruned`` record itself."""
+    durability: Durability | None = None
+    """The :class:`Durability` in force at the first remaining record, whose mode record may
+    have been pruned; None where the removed records did not say."""
+
+    @classmethod
+    def from_record(cls, record: AuditRecord) -> PrunedRange | None:
+        """The range a ``pruned`` record describes; None for another kind or malformed data."""
+        if record.kind != PRUNED_KIND:
+            return None
+        data = record.data
+        first, last, last_hash = data.get("first_seq"), data.get("last_seq"), data.get("last_hash")
+        older_than, sessions = data.get("older_than"), data.get("sessions_removed")
+        if not (
+            _is_int(first)
+            and _is_int(last)
+            and _is_int(sessions)
+            and isinstance(last_hash, str)
+            and isinstance(older_than, int | float)
+            and not isinstance(older_than, bool)
+            and 1 <= first <= last < record.seq
+        ):
+            return None
+        return cls(
+            first_seq=first,
+            last_seq=last,
+            last_hash=last_hash,
+            older_than=float(older_than),
+            sessions_removed=sessions,
+            pruned_at=record.time,
+            record_seq=record.seq,
+            durability=Durability.from_dict(data.get("durability")),
+        )
+
+
+def pruned_entry(
+    *,
+    first_seq: int,
+    last_seq: int,
+    last_hash: str,
+    older_than: float,
+    sessions_removed: int,
+    now: float,
+    durability: Durability | None = None,
+) -> AuditEntry:
+    """The ``pruned`` record that stands in the chain for the removed records ``first_seq`` to
+    ``last_seq`` (it belongs to no session: its ``session_id`` is empty).
+
+    :param durability: the mode in force at record ``last_seq + 1``, carried on for
+        :func:`verify_chain` since the mode record saying so is removed.
+    """
+    data: dict[str, Any] = {
+        "first_seq": first_seq,
+        "last_seq": last_seq,
+        "last_hash": last_hash,
+        "older_than": older_than,
+        "sessions_removed": sessions_removed,
+    }
+    if durability is not None:
+        data["durability"] = durability.as_dict()
+    return AuditEntry(kind=PRUNED_KIND, session_id="", time=now, data=data)
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @attrs.frozen(kw_only=True)
@@ -424,6 +451,7 @@ def verify_chain(records: Iterable[AuditRecord]) -> VerifyResult:
             pruned.append(pruning)
             if unvouched == (pruning.last_seq, pruning.last_hash):
                 unvouched = None
+                durability.carry(pruning.durability)
         durability.add(record)
         last = record
         prev_hash = record.hash

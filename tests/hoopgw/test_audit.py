@@ -258,6 +258,34 @@ def test_a_chain_that_starts_with_its_mode_has_one_period(tmp_path):
     assert verify_chain([]).durability == ()
 
 
+def test_a_pruned_record_carries_the_mode_of_the_first_remaining_records():
+    os_mode = Durability(mode="os", sync_interval=0.02)
+    records = extended(chain(4), durability_entry(os_mode, now=5.0))  # seq 5
+    records = extended(records, entry(6))
+
+    def pruned(durability):
+        carried = pruned_entry(
+            first_seq=1,
+            last_seq=2,
+            last_hash=records[1].hash,
+            older_than=2.5,
+            sessions_removed=0,
+            now=7.0,
+            durability=durability,
+        )
+        return verify_chain(extended(records, carried)[2:])
+
+    result = pruned(os_mode)
+    assert result.ok, result.problem
+    assert result.pruned[0].durability == os_mode
+    # Records 3 and 4 ran under the carried mode, like those after the mode record: one period.
+    assert periods(result) == [("os", 3, 7, 3.0, 7.0)]
+    # Without it they are "not recorded".
+    assert periods(pruned(None)) == [(None, 3, 4, 3.0, 4.0), ("os", 5, 7, 5.0, 7.0)]
+    # Carried "fsync" differs from the os period that follows: two periods.
+    assert periods(pruned(Durability())) == [("fsync", 3, 4, 3.0, 4.0), ("os", 5, 7, 5.0, 7.0)]
+
+
 @pytest.mark.parametrize(
     "data",
     [

@@ -482,8 +482,8 @@ def _gateway(table: _Table, base_dir: Path) -> GatewayConfig:
     audit_sync_interval = table.seconds("audit_sync_interval", defaults.audit_sync_interval)
     if audit_sync_interval > MAX_SYNC_INTERVAL:
         raise table.error(
-            f"must be at most {MAX_SYNC_INTERVAL:g} seconds (a crash of the host may lose the"
-            " records of that long)",
+            f"must be at most {MAX_SYNC_INTERVAL:g} s: a crash of the host may lose the records"
+            " of that long",
             "audit_sync_interval",
         )
     return GatewayConfig(

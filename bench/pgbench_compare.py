@@ -22,7 +22,8 @@ import shutil
 import statistics
 import sys
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,22 @@ from common import (
     running_server,
 )
 
-TARGETS = ("direct", "pgbouncer", "hoopgw", "hoopgw-bare", "hoopgw-guardrails")
-"""``direct``, ``pgbouncer``, and the gateway targets of :data:`PLUGINS` (their plugins)."""
+GATEWAY_PLUGINS: dict[str, dict[str, dict[str, Any]]] = {
+    "hoopgw": PLUGINS["hoopgw"],
+    "hoopgw-os": PLUGINS["hoopgw"],
+    **{target: plugins for target, plugins in PLUGINS.items() if target != "hoopgw"},
+}
+"""The gateway targets of this comparison and their plugins: those of :data:`PLUGINS`, and
+``hoopgw-os``, recording like ``hoopgw`` but with ``audit_durability = "os"``."""
+GATEWAY_OPTIONS: dict[str, dict[str, Any]] = {"hoopgw-os": {"audit_durability": "os"}}
+"""``[gateway]`` options of the gateway targets that do not run with the defaults (``hoopgw``
+records with the default ``audit_durability = "fsync"``)."""
+TARGETS = ("direct", "pgbouncer", *GATEWAY_PLUGINS)
+"""``direct``, ``pgbouncer``, and the gateway targets of :data:`GATEWAY_PLUGINS`."""
+FDATASYNC_SAMPLES = 200
+"""``fdatasync`` calls timed per round on the store's disk (:func:`measure_fdatasync`)."""
+FDATASYNC_LINE = b"x" * 300 + b"\n"
+"""What each timed ``fdatasync`` follows: an appended line about the size of an audit entry."""
 RESULTS_PATH = Path(__file__).parent / "results" / "latest.json"
 BENCH_IDENTITY = "bench-agent"
 BENCH_GROUP = "bench"
@@ -61,6 +76,11 @@ class Workload:
     """Short name used in the table and the JSON results."""
     pgbench_args: tuple[str, ...]
     """pgbench options besides connection, duration and database."""
+
+    @property
+    def clients(self) -> int:
+        """How many clients pgbench runs (its ``-c``)."""
+        return int(self.pgbench_args[self.pgbench_args.index("-c") + 1])
 
 
 WORKLOADS = (
@@ -176,9 +196,16 @@ def parse_tps(output: str) -> float:
 
 
 def summarize(
-    results: Sequence[RunResult], targets: Sequence[str], workloads: Sequence[Workload]
+    results: Sequence[RunResult],
+    targets: Sequence[str],
+    workloads: Sequence[Workload],
+    fdatasync_s: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Return per workload the median TPS per target and the hoopgw ratios (``None`` if n/a)."""
+    """Return per workload the median TPS per target and the hoopgw ratios (``None`` if n/a).
+
+    :param fdatasync_s: the median ``fdatasync`` time of the store's disk (S); with the bare
+        gateway's TPS it gives the ``ceiling`` of recording with ``fsync`` (:func:`ceiling`).
+    """
     summary = []
     for workload in workloads:
         medians = {
@@ -190,18 +217,55 @@ def summarize(
             for target in targets
             if any(r.workload == workload.name and r.target == target for r in results)
         }
+        limit = ceiling(workload.clients, fdatasync_s, medians.get("hoopgw-bare"))
         summary.append(
             {
                 "workload": workload.name,
                 "median_tps": medians,
                 "hoopgw/direct": _ratio(medians, "hoopgw", "direct"),
                 "hoopgw/pgbouncer": _ratio(medians, "hoopgw", "pgbouncer"),
+                "hoopgw-os/pgbouncer": _ratio(medians, "hoopgw-os", "pgbouncer"),
                 "hoopgw-bare/pgbouncer": _ratio(medians, "hoopgw-bare", "pgbouncer"),
+                "ceiling_tps": limit,
+                "hoopgw/ceiling": (
+                    None if limit is None or "hoopgw" not in medians else medians["hoopgw"] / limit
+                ),
                 "guardrails_us_per_statement": _added_cost(medians, "hoopgw-guardrails", "hoopgw"),
                 "cpu_us_per_transaction": _median_cpu(results, workload.name, targets),
             }
         )
     return summary
+
+
+def ceiling(clients: int, fdatasync_s: float | None, bare_tps: float | None) -> float | None:
+    """The most statements per second that ``clients`` closed-loop clients can get when each
+    statement waits for an ``fdatasync`` before it is forwarded: ``N / (S + R)``, with S the
+    disk's ``fdatasync`` time and R the rest of a round trip, taken as the bare gateway's
+    (``N / TPS_bare``). None when either is unknown."""
+    if fdatasync_s is None or not bare_tps:
+        return None
+    return clients / (fdatasync_s + clients / bare_tps)
+
+
+def measure_fdatasync(
+    directory: Path,
+    *,
+    samples: int = FDATASYNC_SAMPLES,
+    sync: Callable[[int], None] = os.fdatasync,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[float]:
+    """Time ``samples`` appends of :data:`FDATASYNC_LINE` to a scratch file in ``directory``
+    (on the store's disk), each followed by ``sync``, as the audit journal does; return the
+    seconds of each sync."""
+    times = []
+    with tempfile.NamedTemporaryFile(dir=directory, prefix="hoopgw-bench-fdatasync-") as scratch:
+        fd = scratch.fileno()
+        for _ in range(samples):
+            os.write(fd, FDATASYNC_LINE)
+            start = clock()
+            sync(fd)
+            times.append(clock() - start)
+    return times
 
 
 def _median_cpu(
@@ -238,7 +302,7 @@ def _ratio(medians: Mapping[str, float], numerator: str, denominator: str) -> fl
 def _cell(value: float | None, column: str) -> str:
     if value is None:
         return "-"
-    return f"{value:.0f}" if column.endswith("_us_per_statement") else f"{value:.3f}"
+    return f"{value:.0f}" if column.endswith(("_us_per_statement", "_tps")) else f"{value:.3f}"
 
 
 def render_cpu_table(summary: Sequence[Mapping[str, Any]]) -> str:
@@ -276,7 +340,10 @@ def render_table(summary: Sequence[Mapping[str, Any]], targets: Sequence[str]) -
     ratios = (
         "hoopgw/direct",
         "hoopgw/pgbouncer",
+        "hoopgw-os/pgbouncer",
         "hoopgw-bare/pgbouncer",
+        "ceiling_tps",
+        "hoopgw/ceiling",
         "guardrails_us_per_statement",
     )
     headers = ["workload", *targets, *ratios]
@@ -333,9 +400,10 @@ def hoopgw_config(
     listen_port: int,
     target: str,
     plugins: Mapping[str, Mapping[str, Any]] = PLUGINS["hoopgw"],
+    gateway_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Return the hoopgw config document: one postgres connection with ``plugins`` on (plugin
-    name to its options)."""
+    name to its options), and ``gateway_options`` in the ``[gateway]`` table."""
     connection: dict[str, Any] = {
         "name": "bench",
         "protocol": "postgres",
@@ -348,7 +416,8 @@ def hoopgw_config(
     for name, options in plugins.items():
         if options:
             connection[name] = dict(options)
-    return {"gateway": {"store": f"sqlite:///{store_path}"}, "connections": [connection]}
+    gateway = {"store": f"sqlite:///{store_path}", **(gateway_options or {})}
+    return {"gateway": gateway, "connections": [connection]}
 
 
 def _unprivileged_user() -> str | None:
@@ -434,8 +503,10 @@ def hoopgw_endpoint(
     target: str = "hoopgw",
     plugins: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Iterator[Endpoint]:
-    """Run ``hoopgw run`` with ``plugins`` (default: the target's in :data:`PLUGINS`) in front
-    of ``pghost:pgport`` on a fresh store and key; yield its endpoint."""
+    """Run ``hoopgw run`` with ``plugins`` (default: the target's in :data:`GATEWAY_PLUGINS`)
+    and the target's :data:`GATEWAY_OPTIONS` in front of ``pghost:pgport`` on a fresh store
+    (in the temporary folder, where :func:`measure_fdatasync` times the disk) and key; yield its
+    endpoint."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="hoopgw-bench-gateway-") as tmp:
         workdir = Path(tmp)
@@ -443,7 +514,8 @@ def hoopgw_endpoint(
             store_path=workdir / "hoopgw.db",
             listen_port=port,
             target=f"{pghost}:{pgport}",
-            plugins=PLUGINS[target] if plugins is None else plugins,
+            plugins=GATEWAY_PLUGINS[target] if plugins is None else plugins,
+            gateway_options=GATEWAY_OPTIONS.get(target),
         )
         print(f"==> starting {target} on 127.0.0.1:{port}", flush=True)
         with running_gateway(
@@ -541,6 +613,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         environment["pgbouncer"] = tool_version([program("pgbouncer"), "--version"])
 
     results: list[RunResult] = []
+    fdatasync_s: list[float] = []
     with contextlib.ExitStack() as stack:
         endpoints = {
             "direct": Endpoint(
@@ -549,13 +622,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         if "pgbouncer" in settings.targets:
             endpoints["pgbouncer"] = stack.enter_context(pgbouncer_endpoint(settings))
-        for target in PLUGINS:
+        for target in GATEWAY_PLUGINS:
             if target in settings.targets:
                 endpoints[target] = stack.enter_context(
                     hoopgw_endpoint(pghost=settings.pghost, pgport=settings.pgport, target=target)
                 )
         plan = run_plan(settings.rounds, WORKLOADS, settings.targets)
         for index, (round_number, workload, target) in enumerate(plan, start=1):
+            if index == 1 or plan[index - 2][0] != round_number:
+                # S, once per round, so that it sees the same moments of the machine.
+                round_syncs = measure_fdatasync(Path(tempfile.gettempdir()))
+                fdatasync_s.extend(round_syncs)
+                print(
+                    f"round {round_number}: fdatasync p50"
+                    f" {statistics.median(round_syncs) * 1e6:.0f} us",
+                    flush=True,
+                )
             run = run_pgbench(endpoints[target], workload, settings)
             cpu = "".join(
                 f", {role} {us:.0f} us/txn" for role, us in run.cpu_us_per_transaction.items()
@@ -575,8 +657,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 )
             )
 
-    summary = summarize(results, settings.targets, WORKLOADS)
+    sync_p50 = statistics.median(fdatasync_s)
+    summary = summarize(results, settings.targets, WORKLOADS, sync_p50)
     print()
+    print(f"fdatasync p50 of the store's disk: {sync_p50 * 1e6:.0f} us")
     print(render_table(summary, settings.targets))
     cpu_table = render_cpu_table(summary)
     if cpu_table:
@@ -595,6 +679,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "environment": environment,
         "runs": [attrs.asdict(result) for result in results],
+        "fdatasync_us": {
+            "p50": sync_p50 * 1e6,
+            "p90": statistics.quantiles(fdatasync_s, n=10)[-1] * 1e6,
+            "samples": len(fdatasync_s),
+        },
         "summary": summary,
     }
     settings.output.parent.mkdir(parents=True, exist_ok=True)

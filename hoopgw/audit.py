@@ -14,8 +14,12 @@ entries to a writer process of its own (:mod:`hoopgw.audit_process`), which make
 in its journal (:mod:`hoopgw.audit_journal`), answers, and then appends them to the store.
 Entries sent while the process is busy syncing are synced together next ("group commit"), so
 under load many sessions share one fsync, and each caller's Deferred fires once its record is
-durable. A process, not a thread: hashing, SQLite and fsync then run beside the reactor instead
-of competing with it for the GIL, which on CPython made every commit wait for the reactor's busy
+in the journal: synced to disk with ``audit_durability = "fsync"``, written to the operating
+system (and synced in groups) with ``"os"`` (:class:`Durability`). The writer process records
+the mode in force in the chain itself, at every start (:func:`durability_entry`), and
+:func:`verify_chain` reports which mode covered which records (:class:`DurabilityPeriod`).
+A process, not a thread: hashing, SQLite and fsync then run beside the reactor instead of
+competing with it for the GIL, which on CPython made every commit wait for the reactor's busy
 turns.
 """
 
@@ -118,6 +122,148 @@ def record_hash(
     return hashlib.sha256(document.encode("utf-8")).hexdigest()
 
 
+DURABILITY_KIND = "audit_durability"
+"""The ``kind`` of the record the writer process appends at every start, saying which
+:class:`Durability` is in force from then on (it belongs to no session)."""
+
+DURABILITY_MODES = ("fsync", "os")
+"""The values of ``[gateway] audit_durability``."""
+
+MAX_SYNC_INTERVAL = 1.0
+"""Longest ``audit_sync_interval`` accepted, in seconds: the window a host crash may lose."""
+
+
+@attrs.frozen(kw_only=True)
+class Durability:
+    """When a command's record counts as written, so that the command may be forwarded."""
+
+    mode: str = "fsync"
+    """``fsync``: once the journal holding it is synced to disk (``fdatasync``). ``os``: once it
+    is written to the journal (``write`` returned: it is in the operating system, which a crash
+    or kill of the gateway does not lose); the journal is synced in groups, at most every
+    :attr:`sync_interval` seconds, so only a crash of the whole host can lose that window."""
+    sync_interval: float = 0.01
+    """Seconds between group syncs of the journal in mode ``os`` (unused by ``fsync``)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The mode as recorded and reported: ``sync_interval`` is None for ``fsync``."""
+        return {
+            "mode": self.mode,
+            "sync_interval": self.sync_interval if self.mode == "os" else None,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Durability | None:
+        """The durability that :meth:`as_dict` made ``data`` from; None if it is malformed."""
+        if not isinstance(data, dict):
+            return None
+        mode, interval = data.get("mode"), data.get("sync_interval")
+        if mode == "fsync":
+            return cls()  # its interval means nothing: all fsync records are alike
+        if mode != "os" or isinstance(interval, bool) or not isinstance(interval, int | float):
+            return None
+        return cls(mode=mode, sync_interval=float(interval))
+
+
+def durability_entry(durability: Durability, *, now: float) -> AuditEntry:
+    """The record saying that ``durability`` is in force from now on."""
+    return AuditEntry(
+        kind=DURABILITY_KIND,
+        session_id="",
+        time=now,
+        data=durability.as_dict(),
+    )
+
+
+@attrs.frozen(kw_only=True)
+class DurabilityPeriod:
+    """Consecutive records written under one :class:`Durability` (see :func:`verify_chain`)."""
+
+    durability: Durability | None
+    """The mode in force; None where the chain does not say (records written by a gateway
+    before modes were recorded, which always synced: ``fsync``; or records whose mode record
+    was pruned by a version that did not carry it on)."""
+    first_seq: int
+    """The first record of the period (its mode record, when it has one)."""
+    last_seq: int
+    """The last record of the period."""
+    since: float
+    """POSIX time of record :attr:`first_seq`."""
+    until: float
+    """POSIX time of record :attr:`last_seq`."""
+
+    @staticmethod
+    def recorded(record: AuditRecord) -> Durability | None:
+        """The durability a record announces; None for another kind or malformed data."""
+        if record.kind != DURABILITY_KIND:
+            return None
+        return Durability.from_dict(record.data)
+
+
+def describe_durability(durability: Durability | None) -> str:
+    """What ``durability`` promised about each command's record, for a person."""
+    if durability is None:
+        return (
+            "mode not recorded (records of a gateway before modes were recorded, which synced"
+            " each record to disk)"
+        )
+    if durability.mode == "fsync":
+        return "fsync: each command's record was on disk before the command was forwarded"
+    return (
+        "os: each command's record was in the operating system before the command was"
+        f" forwarded and on disk within {durability.sync_interval:g} s (a crash of the host"
+        " could lose the records of that window)"
+    )
+
+
+class _DurabilityTracker:
+    """Builds the :class:`DurabilityPeriod` list while :func:`verify_chain` reads the chain: a
+    mode record that changes the mode opens a period; one that repeats it (a restart) and any
+    other record extend the current one."""
+
+    def __init__(self) -> None:
+        self._closed: list[DurabilityPeriod] = []
+        self._open: DurabilityPeriod | None = None  # its last_seq and until are not kept current
+        self._last: AuditRecord | None = None
+        self._carried: Durability | None = None
+
+    def carry(self, durability: Durability | None) -> None:
+        """The ``pruned`` record that accounts for the chain's first records says which mode
+        was in force at the first remaining one (its mode record was pruned)."""
+        self._carried = durability
+
+    def add(self, record: AuditRecord) -> None:
+        announced = DurabilityPeriod.recorded(record)
+        current = self._open
+        if current is None or (announced is not None and announced != current.durability):
+            if current is not None:
+                self._closed.append(self._ended(current))
+            self._open = DurabilityPeriod(
+                durability=announced,
+                first_seq=record.seq,
+                last_seq=record.seq,
+                since=record.time,
+                until=record.time,
+            )
+        self._last = record
+
+    def periods(self) -> tuple[DurabilityPeriod, ...]:
+        periods = list(self._closed)
+        if self._open is not None:
+            periods.append(self._ended(self._open))
+        if periods and periods[0].durability is None and self._carried is not None:
+            periods[0] = attrs.evolve(periods[0], durability=self._carried)
+            if len(periods) > 1 and periods[1].durability == self._carried:
+                periods[:2] = [
+                    attrs.evolve(periods[0], last_seq=periods[1].last_seq, until=periods[1].until)
+                ]
+        return tuple(periods)
+
+    def _ended(self, period: DurabilityPeriod) -> DurabilityPeriod:
+        assert self._last is not None
+        return attrs.evolve(period, last_seq=self._last.seq, until=self._last.time)
+
+
 PRUNED_KIND = "pruned"
 """The ``kind`` of the record that retention appends when it removes the oldest records."""
 
@@ -140,6 +286,9 @@ class PrunedRange:
     """POSIX time of the pruning (the ``pruned`` record's ``time``)."""
     record_seq: int
     """The seq of the ``pruned`` record itself."""
+    durability: Durability | None = None
+    """The :class:`Durability` in force at the first remaining record, whose mode record may
+    have been pruned; None where the removed records did not say."""
 
     @classmethod
     def from_record(cls, record: AuditRecord) -> PrunedRange | None:
@@ -167,6 +316,7 @@ class PrunedRange:
             sessions_removed=sessions,
             pruned_at=record.time,
             record_seq=record.seq,
+            durability=Durability.from_dict(data.get("durability")),
         )
 
 
@@ -178,21 +328,24 @@ def pruned_entry(
     older_than: float,
     sessions_removed: int,
     now: float,
+    durability: Durability | None = None,
 ) -> AuditEntry:
     """The ``pruned`` record that stands in the chain for the removed records ``first_seq`` to
-    ``last_seq`` (it belongs to no session: its ``session_id`` is empty)."""
-    return AuditEntry(
-        kind=PRUNED_KIND,
-        session_id="",
-        time=now,
-        data={
-            "first_seq": first_seq,
-            "last_seq": last_seq,
-            "last_hash": last_hash,
-            "older_than": older_than,
-            "sessions_removed": sessions_removed,
-        },
-    )
+    ``last_seq`` (it belongs to no session: its ``session_id`` is empty).
+
+    :param durability: the mode in force at record ``last_seq + 1``, carried on for
+        :func:`verify_chain` since the mode record saying so is removed.
+    """
+    data: dict[str, Any] = {
+        "first_seq": first_seq,
+        "last_seq": last_seq,
+        "last_hash": last_hash,
+        "older_than": older_than,
+        "sessions_removed": sessions_removed,
+    }
+    if durability is not None:
+        data["durability"] = durability.as_dict()
+    return AuditEntry(kind=PRUNED_KIND, session_id="", time=now, data=data)
 
 
 def _is_int(value: Any) -> TypeGuard[int]:
@@ -219,6 +372,9 @@ class VerifyResult:
     """The hash of record :attr:`last_seq`."""
     pruned: tuple[PrunedRange, ...] = ()
     """The ``pruned`` records met, in chain order."""
+    durability: tuple[DurabilityPeriod, ...] = ()
+    """Which :class:`Durability` was in force for which records read, in chain order (up to
+    the last intact record when the chain breaks)."""
 
 
 def verify_chain(records: Iterable[AuditRecord]) -> VerifyResult:
@@ -238,6 +394,7 @@ def verify_chain(records: Iterable[AuditRecord]) -> VerifyResult:
     first_seq: int | None = None
     last: AuditRecord | None = None
     pruned: list[PrunedRange] = []
+    durability = _DurabilityTracker()
     # (seq, hash) of the last pruned record, while no "pruned" record has vouched for it.
     unvouched: tuple[int, str] | None = None
 
@@ -251,6 +408,7 @@ def verify_chain(records: Iterable[AuditRecord]) -> VerifyResult:
             last_seq=None if last is None else last.seq,
             last_hash=None if last is None else last.hash,
             pruned=tuple(pruned),
+            durability=durability.periods(),
         )
 
     for record in records:
@@ -293,6 +451,8 @@ def verify_chain(records: Iterable[AuditRecord]) -> VerifyResult:
             pruned.append(pruning)
             if unvouched == (pruning.last_seq, pruning.last_hash):
                 unvouched = None
+                durability.carry(pruning.durability)
+        durability.add(record)
         last = record
         prev_hash = record.hash
         expected_seq += 1
@@ -310,6 +470,7 @@ def verify_chain(records: Iterable[AuditRecord]) -> VerifyResult:
         last_seq=None if last is None else last.seq,
         last_hash=None if last is None else last.hash,
         pruned=tuple(pruned),
+        durability=durability.periods(),
     )
 
 
@@ -358,13 +519,26 @@ def spawn_writer_process(
     reactor: Any,
     *,
     checkpoints: CheckpointSettings | None = None,
+    durability: Durability = Durability(),
 ) -> Any:
     """Start ``python -m hoopgw.audit_process STORE_URL`` with pipes to ``process_protocol``.
 
-    :param checkpoints: when given, the process also signs and writes checkpoints; bind it with
-        :func:`functools.partial` to pass this function as ``AuditWriter(spawn=...)``.
+    Bind the keyword arguments with :func:`functools.partial` to pass this function as
+    ``AuditWriter(spawn=...)``.
+
+    :param checkpoints: when given, the process also signs and writes checkpoints.
+    :param durability: when the process answers for a record (and records it in the chain).
     """
-    argv = [sys.executable, "-m", "hoopgw.audit_process", store_url]
+    argv = [
+        sys.executable,
+        "-m",
+        "hoopgw.audit_process",
+        store_url,
+        "--durability",
+        durability.mode,
+        "--sync-interval",
+        repr(durability.sync_interval),
+    ]
     env = dict(os.environ)
     env.pop(SIGNING_KEY_ENV, None)
     if checkpoints is not None:
@@ -462,7 +636,8 @@ class AuditWriter:
         outcomes, session ends) joins the next urgent write, or is sent ``lazy_delay`` later, so
         a command costs one commit instead of three. Records keep their order in the chain.
 
-        :return: a Deferred that fires once the record is durable, or fails
+        :return: a Deferred that fires once the record is in the journal (synced to disk, or
+            written to the operating system, as the writer's :class:`Durability` says), or fails
             with :class:`~hoopgw.errors.StoreError` if it cannot be written (store unavailable,
             data not JSON-serialisable, writer not started or stopped).
         """

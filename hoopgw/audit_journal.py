@@ -1,6 +1,8 @@
 """The audit journal: where the writer process makes audit entries durable before the store.
 
-A command may be forwarded once its ``command_received`` entry is durable (design invariant 2).
+A command may be forwarded once its ``command_received`` entry is durable (design invariant 2):
+synced to disk here, or, with ``audit_durability = "os"``, written here and synced in groups
+(:class:`hoopgw.audit_process.GroupSyncer`).
 Appending to the store takes a transaction (hash chain, projections, index pages) and an fsync
 of several pages; appending a line to a file takes one ``write`` and one ``fdatasync``. So the
 writer process (:mod:`hoopgw.audit_process`) first appends each batch of entries here, answers
@@ -198,9 +200,11 @@ class AuditJournal:
         self._last = max(last, applied)
         return found
 
-    def append(self, lines: Sequence[bytes]) -> int:
+    def append(self, lines: Sequence[bytes], *, sync: bool = True) -> int:
         """Append entry lines (each as :func:`hoopgw.audit.encode_entry` made it) durably.
 
+        :param sync: sync them to disk before returning; False (``audit_durability = "os"``)
+            returns once ``write`` did, and the caller syncs with :meth:`sync` later.
         :return: the number of the last one.
         :raises JournalError: if they cannot be written or synced; what was written then is not
             counted as durable (the caller must not answer for it).
@@ -218,7 +222,8 @@ class AuditJournal:
             while view:
                 written = os.write(self._fd, view)
                 view = view[written:]
-            self._sync(self._fd)
+            if sync:
+                self._sync(self._fd)
         except OSError as exc:
             problem = f"cannot write the audit journal {self.path!r}: {exc}"
             self._take_back(problem)
@@ -226,6 +231,19 @@ class AuditJournal:
         self._size += len(data)
         self._last = first + len(lines) - 1
         return self._last
+
+    def sync(self) -> None:
+        """Sync everything appended so far to disk. Safe to call from a thread other than the
+        one appending (``fdatasync`` covers whatever was written before it started), but not
+        after :meth:`close`.
+
+        :raises JournalError: if the disk reports an error; what it held may then be lost on a
+            host crash, and nothing appended since may be trusted to be synced either.
+        """
+        try:
+            self._sync(self._fd)
+        except OSError as exc:
+            raise JournalError(f"cannot sync the audit journal {self.path!r}: {exc}") from exc
 
     def _take_back(self, problem: str) -> None:
         """Cut off what a failed append may have left, so that no entry the caller was not

@@ -1,7 +1,8 @@
 """The audit writer process: makes the gateway's audit entries durable, then appends them to
 the store.
 
-Started by :class:`hoopgw.audit.AuditWriter` as ``python -m hoopgw.audit_process STORE_URL``.
+Started by :class:`hoopgw.audit.AuditWriter` as ``python -m hoopgw.audit_process STORE_URL
+[--durability fsync|os] [--sync-interval SECONDS]``.
 It reads one entry per line on stdin (:func:`hoopgw.audit.encode_entry`) and answers on stdout,
 in order:
 
@@ -16,6 +17,14 @@ then appends the entries to the store, in transactions that also record how far 
 applied, so a crash between the answer and the store loses nothing: at the next start the
 entries the store lacks are appended before ``ready``. While the store fails, new entries are
 refused (the gateway refuses the commands that need them) and the thread retries.
+
+With ``--durability os`` (``[gateway] audit_durability = "os"``) a batch is answered as soon as
+``write`` has handed it to the journal in the operating system, which keeps it whatever happens
+to this process or the gateway, and a :class:`GroupSyncer` thread syncs the journal in groups,
+at most every ``--sync-interval`` seconds (:class:`SyncSchedule`): only a crash of the whole
+host can lose that window. At every start, once the journal's leftovers are in the store, the
+process appends a record of the mode in force (:func:`hoopgw.audit.durability_entry`), synced,
+before it says ``ready``.
 
 At end of input it appends what it holds to the store, closes it and exits 0 (1 if the store
 could not take everything; the journal keeps it for the next start). A store or journal that
@@ -38,11 +47,20 @@ import os
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from hoopgw.audit import SIGNING_KEY_ENV, AuditEntry, decode_entry
+from hoopgw.audit import (
+    DURABILITY_MODES,
+    SIGNING_KEY_ENV,
+    AuditEntry,
+    Durability,
+    decode_entry,
+    durability_entry,
+    encode_entry,
+)
 from hoopgw.audit_journal import AuditJournal, journal_path
 from hoopgw.checkpoints import Checkpointer, CheckpointError, load_signing_key
 from hoopgw.errors import HoopgwError
@@ -67,6 +85,7 @@ def serve(
     *,
     checkpoints: Callable[[Store], Checkpointer] | None = None,
     retry_delay: float = 1.0,
+    durability: Durability | None = None,
 ) -> int:
     """Run the writer until end of input; return the exit status.
 
@@ -75,6 +94,8 @@ def serve(
     :param checkpoints: makes the :class:`~hoopgw.checkpoints.Checkpointer` for the opened store;
         None writes no checkpoints.
     :param retry_delay: seconds between attempts while the store fails.
+    :param durability: when to answer, recorded in the chain at start; None syncs every batch
+        and records no mode (tests of other behaviour; :func:`main` always passes one).
     """
     try:
         journal = open_journal()
@@ -89,18 +110,32 @@ def serve(
         journal.close()
         sys.stderr.write(f"{appender.startup_error}\n")
         return 1
-    stdout.write(b"ready\n")
-    stdout.flush()
+    syncer = None
+    if durability is not None and durability.mode == "os":
+        syncer = GroupSyncer(journal, durability.sync_interval)
+        syncer.start()
     pending = b""
     try:
+        if durability is not None:
+            entry = durability_entry(durability, now=time.time())
+            try:
+                appender.put([entry], journal.append([encode_entry(entry)]))
+            except HoopgwError as exc:
+                sys.stderr.write(f"cannot record the audit durability: {exc}\n")
+                return 1
+        stdout.write(b"ready\n")
+        stdout.flush()
         while chunk := _read_available(stdin):
             lines = (pending + chunk).split(b"\n")
             pending = lines.pop()
             if lines:
-                _journal_batch(lines, journal, appender, stdout)
+                _journal_batch(lines, journal, appender, stdout, syncer)
         if pending:
-            _journal_batch([pending], journal, appender, stdout)
+            _journal_batch([pending], journal, appender, stdout, syncer)
     finally:
+        if syncer is not None:
+            syncer.finish()
+            syncer.join()
         appender.finish()
         appender.join()
         if appender.applied >= journal.last_number:
@@ -122,12 +157,20 @@ def _read_available(stdin: BinaryIO) -> bytes:
 
 
 def _journal_batch(
-    lines: list[bytes], journal: AuditJournal, appender: StoreAppender, stdout: BinaryIO
+    lines: list[bytes],
+    journal: AuditJournal,
+    appender: StoreAppender,
+    stdout: BinaryIO,
+    syncer: GroupSyncer | None = None,
 ) -> None:
-    """Make ``lines`` durable in the journal, answer, then hand them to the store."""
+    """Make ``lines`` durable in the journal (synced, or written and left to ``syncer``),
+    answer, then hand them to the store."""
     count = len(lines)
     if appender.failure is not None:
         _answer(stdout, _error(count, f"the audit store cannot be written: {appender.failure}"))
+        return
+    if syncer is not None and syncer.failure is not None:
+        _answer(stdout, _error(count, syncer.failure))
         return
     try:
         entries = [_storable_entry(line) for line in lines]
@@ -140,12 +183,15 @@ def _journal_batch(
         else:
             journal.postpone_reset()
     try:
-        last = journal.append(lines)
+        last = journal.append(lines, sync=syncer is None)
     except HoopgwError as exc:
         _answer(stdout, _error(count, str(exc)))
         return
-    # Answered before the store thread wakes: it would hold the GIL while the answer waits.
+    # Answered before the store and sync threads wake: they would hold the GIL while the
+    # answer waits.
     _answer(stdout, b"ok %d\n" % count)
+    if syncer is not None:
+        syncer.written()
     appender.put(entries, last)
 
 
@@ -183,6 +229,98 @@ def _reset(journal: AuditJournal, applied: int) -> None:
         journal.reset(applied)
     except HoopgwError as exc:
         sys.stderr.write(f"{exc}\n")
+
+
+class SyncSchedule:
+    """When :class:`GroupSyncer` syncs the journal: as soon as something unsynced was written,
+    but never sooner than ``interval`` seconds after the previous sync started. So the disk
+    sees at most one sync per interval, however many records arrive, and a record is on disk at
+    most ``interval`` plus one ``fdatasync`` after it was written. Pure: the caller passes the
+    time."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._unsynced = False
+        self._last_start: float | None = None
+
+    def written(self) -> None:
+        """Something was written that no sync started so far covers."""
+        self._unsynced = True
+
+    def due_in(self, now: float) -> float | None:
+        """Seconds from ``now`` until the next sync is due: 0 for now, None while nothing
+        waits."""
+        if not self._unsynced:
+            return None
+        if self._last_start is None:
+            return 0.0
+        return max(0.0, self._last_start + self.interval - now)
+
+    def starting(self, now: float) -> None:
+        """A sync starts at ``now``; it covers everything written before."""
+        self._unsynced = False
+        self._last_start = now
+
+
+class GroupSyncer(threading.Thread):
+    """The thread that syncs the journal in groups (``audit_durability = "os"``), on the
+    :class:`SyncSchedule`. A sync that fails stops it and sets :attr:`failure`: the entries
+    written since may never reach the disk, so every later batch is refused."""
+
+    def __init__(
+        self,
+        journal: AuditJournal,
+        interval: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(name="audit-journal-sync", daemon=True)
+        self._journal = journal
+        self._schedule = SyncSchedule(interval)
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._finishing = False
+        self.failure: str | None = None
+        """Why the journal could not be synced; None while syncing works."""
+
+    def written(self) -> None:
+        """The journal holds unsynced entries."""
+        with self._cond:
+            self._schedule.written()
+            self._cond.notify_all()
+
+    def finish(self) -> None:
+        """Sync what is unsynced at once, then end."""
+        with self._cond:
+            self._finishing = True
+            self._cond.notify_all()
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:
+            # A defect here must not leave answered entries unsynced unnoticed: refuse all.
+            self.failure = f"internal error of the audit journal sync: {exc!r}"
+            sys.stderr.write(f"{self.failure}\n")
+            raise
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    due_in = self._schedule.due_in(self._clock())
+                    if due_in is None and self._finishing:
+                        return
+                    if due_in == 0 or (due_in is not None and self._finishing):
+                        break
+                    self._cond.wait(due_in)
+                self._schedule.starting(self._clock())
+            try:
+                self._journal.sync()
+            except HoopgwError as exc:
+                self.failure = str(exc)
+                sys.stderr.write(f"{exc}; refusing every later audit entry\n")
+                return
 
 
 class StoreAppender(threading.Thread):
@@ -335,16 +473,21 @@ def _checkpoint(write: Callable[[], object]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: ``python -m hoopgw.audit_process STORE_URL [--checkpoint-dir DIR ...]``."""
+    """Entry point: ``python -m hoopgw.audit_process STORE_URL [--durability MODE ...]``."""
     parser = argparse.ArgumentParser(prog="python -m hoopgw.audit_process")
     parser.add_argument("store_url", metavar="STORE_URL")
     parser.add_argument("--checkpoint-dir", metavar="DIR")
     parser.add_argument("--checkpoint-every", type=int, default=1000, metavar="RECORDS")
     parser.add_argument("--checkpoint-interval", type=float, default=300.0, metavar="SECONDS")
+    parser.add_argument("--durability", choices=DURABILITY_MODES, default="fsync")
+    parser.add_argument("--sync-interval", type=float, default=0.01, metavar="SECONDS")
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
+    if not 0 < args.sync_interval < math.inf:
+        sys.stderr.write("--sync-interval must be a finite number of seconds greater than 0\n")
+        return 2
     # Popped whatever the arguments: the key must not linger in this process's environment.
     pem = os.environ.pop(SIGNING_KEY_ENV, None)
     url = args.store_url
@@ -383,7 +526,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="hoopgw-journal-") as scratch:
         where = path if path is not None else os.path.join(scratch, "audit-journal")
         return serve(
-            open_migrated, lambda: AuditJournal(where), stdin, stdout, checkpoints=checkpoints
+            open_migrated,
+            lambda: AuditJournal(where),
+            stdin,
+            stdout,
+            checkpoints=checkpoints,
+            durability=Durability(mode=args.durability, sync_interval=args.sync_interval),
         )
 
 

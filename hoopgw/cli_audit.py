@@ -11,7 +11,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from hoopgw.audit import PrunedRange, verify_chain
+from hoopgw.audit import DurabilityPeriod, PrunedRange, describe_durability, verify_chain
 from hoopgw.audit_journal import JournalBacklog, backlog
 from hoopgw.checkpoints import (
     KEY_NAME,
@@ -177,6 +177,17 @@ def _pruned_json(pruning: PrunedRange) -> dict[str, Any]:
     }
 
 
+def _durability_json(period: DurabilityPeriod) -> dict[str, Any]:
+    durability = period.durability
+    return {
+        **({"mode": None, "sync_interval": None} if durability is None else durability.as_dict()),
+        "first_seq": period.first_seq,
+        "last_seq": period.last_seq,
+        "since": iso_time(period.since),
+        "until": iso_time(period.until),
+    }
+
+
 def _verify_report(
     result: LogVerification, path: Path | None, checkpoint_error: str
 ) -> dict[str, Any]:
@@ -202,6 +213,7 @@ def _verify_report(
         "first_bad_seq": chain.first_bad_seq,
         "problem": chain.problem,
         "pruned": [_pruned_json(p) for p in chain.pruned],
+        "durability": [_durability_json(p) for p in chain.durability],
         "checkpoint": checkpoint,
     }
 
@@ -223,6 +235,11 @@ def _print_verification(result: LogVerification, path: Path | None, checkpoint_e
             f"pruned: records {pruning.first_seq} to {pruning.last_seq} (older than"
             f" {iso_time(pruning.older_than)}, {pruning.sessions_removed} session(s)) removed at"
             f" {iso_time(pruning.pruned_at)}, recorded as record {pruning.record_seq}"
+        )
+    for period in chain.durability:
+        out(
+            f"durability: records {period.first_seq} to {period.last_seq} ({iso_time(period.since)}"
+            f" to {iso_time(period.until)}): {describe_durability(period.durability)}"
         )
     if path is None:
         out("checkpoint: none found; truncation of the newest records cannot be detected")

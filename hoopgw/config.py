@@ -25,6 +25,7 @@ from twisted.internet import endpoints
 from twisted.internet.testing import MemoryReactor
 
 from hoopgw import plugin
+from hoopgw.audit import DURABILITY_MODES, MAX_SYNC_INTERVAL, Durability
 from hoopgw.checkpoints import CheckpointError, load_signing_key
 from hoopgw.errors import ConfigError, PluginError
 from hoopgw.groups import load_group_source
@@ -89,6 +90,19 @@ class GatewayConfig:
     """A checkpoint is written once the audit chain has grown by this many records."""
     checkpoint_interval: float = 300.0
     """Seconds after which a checkpoint is written if the chain has grown at all."""
+    audit_durability: str = "fsync"
+    """When a command's record counts as written, so the command may be forwarded: ``fsync``
+    (on disk) or ``os`` (handed to the operating system, synced in groups); see
+    :class:`hoopgw.audit.Durability`."""
+    audit_sync_interval: float = 0.01
+    """Seconds between group syncs of the audit journal with ``audit_durability = "os"``, at
+    most :data:`hoopgw.audit.MAX_SYNC_INTERVAL`: what a crash of the host may lose."""
+
+    @property
+    def durability(self) -> Durability:
+        """:attr:`audit_durability` and :attr:`audit_sync_interval` as the audit writer takes
+        them."""
+        return Durability(mode=self.audit_durability, sync_interval=self.audit_sync_interval)
 
 
 @attrs.frozen(kw_only=True)
@@ -465,6 +479,13 @@ def _gateway(table: _Table, base_dir: Path) -> GatewayConfig:
     if checkpoint_every < 1:
         raise table.error("must be at least 1", "checkpoint_every")
     checkpoint_dir = table.string("checkpoint_dir", None)
+    audit_sync_interval = table.seconds("audit_sync_interval", defaults.audit_sync_interval)
+    if audit_sync_interval > MAX_SYNC_INTERVAL:
+        raise table.error(
+            f"must be at most {MAX_SYNC_INTERVAL:g} s: a crash of the host may lose the records"
+            " of that long",
+            "audit_sync_interval",
+        )
     return GatewayConfig(
         store=store,
         admin_listen=admin_listen,
@@ -484,6 +505,10 @@ def _gateway(table: _Table, base_dir: Path) -> GatewayConfig:
         else str((base_dir / Path(checkpoint_dir).expanduser()).resolve()),
         checkpoint_every=checkpoint_every,
         checkpoint_interval=table.seconds("checkpoint_interval", defaults.checkpoint_interval),
+        audit_durability=table.choice(
+            "audit_durability", DURABILITY_MODES, defaults.audit_durability
+        ),
+        audit_sync_interval=audit_sync_interval,
     )
 
 

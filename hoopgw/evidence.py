@@ -42,7 +42,7 @@ from typing import IO, Any
 import attrs
 
 from hoopgw import __version__
-from hoopgw.audit import AuditRecord, VerifyResult
+from hoopgw.audit import AuditRecord, VerifyResult, describe_durability
 from hoopgw.audit_journal import backlog
 from hoopgw.checkpoints import (
     Checkpoint,
@@ -587,6 +587,21 @@ def _verification_doc(
             }
             for p in result.pruned
         ],
+        "durability": [
+            {
+                **(
+                    {"mode": None, "sync_interval": None}
+                    if p.durability is None
+                    else p.durability.as_dict()
+                ),
+                "first_seq": p.first_seq,
+                "last_seq": p.last_seq,
+                "since": iso_time(p.since),
+                "until": iso_time(p.until),
+                "meaning": describe_durability(p.durability),
+            }
+            for p in result.durability
+        ],
     }
 
 
@@ -728,6 +743,7 @@ def _controls(doc: dict[str, Any], config: Config) -> list[dict[str, Any]]:
                 f"{records['in_range']} records written in range (records "
                 f"{records['first_seq'] or '-'} to {records['last_seq'] or '-'}), each "
                 "session and command recorded before it was allowed to proceed.",
+                _durability_text(verification["durability"], records),
             ],
             ["summary.json", "verification.json"],
         ),
@@ -836,6 +852,23 @@ th{background:#f3f3f3}code,.mono{font-family:ui-monospace,monospace;font-size:.9
 .failed{background:#fdecea;border:3px solid #c62828;color:#b71c1c;font-size:1.4em}
 ul{margin:0;padding-left:1.2em}
 """
+
+
+def _durability_text(periods: list[dict[str, Any]], records: dict[str, Any]) -> str:
+    """Which ``audit_durability`` covered the records in range (``verification.json`` lists
+    every period of the chain)."""
+    first, last = records["first_seq"], records["last_seq"]
+    if first is None or last is None:
+        return "Audit durability: no records in range."
+    overlapping = [p for p in periods if p["first_seq"] <= last and p["last_seq"] >= first]
+    return (
+        "Audit durability in force: "
+        + "; ".join(
+            f"records {max(p['first_seq'], first)} to {min(p['last_seq'], last)}: {p['meaning']}"
+            for p in overlapping
+        )
+        + "."
+    )
 
 
 def _status_line(doc: dict[str, Any]) -> str:

@@ -74,6 +74,14 @@ class Gateway:
         self._store.migrate()
         self.audit = AuditWriter(self._store_url, self.reactor, spawn=self._writer_spawner())
         yield self.audit.start()
+        durability = self.config.gateway.durability
+        log.info(
+            "audit durability {mode}{detail}",
+            mode=durability.mode,
+            detail=f", journal synced at most every {durability.sync_interval:g} s"
+            if durability.mode == "os"
+            else "",
+        )
         authenticator = self.authenticator = build_authenticator(
             self.config, store=self._store, audit=self.audit, reactor=self.reactor
         )
@@ -128,17 +136,20 @@ class Gateway:
             raise
 
     def _writer_spawner(self) -> Any:
-        """How to start the writer process: with checkpoint signing when a key is configured."""
+        """How to start the writer process: in the configured durability mode, with checkpoint
+        signing when a key is configured."""
         gw = self.config.gateway
-        if gw.signing_key is None:
-            return spawn_writer_process
-        settings = CheckpointSettings(
-            directory=str(self.config.checkpoint_path),
-            every=gw.checkpoint_every,
-            interval=gw.checkpoint_interval,
-            signing_key=gw.signing_key,
+        settings = None
+        if gw.signing_key is not None:
+            settings = CheckpointSettings(
+                directory=str(self.config.checkpoint_path),
+                every=gw.checkpoint_every,
+                interval=gw.checkpoint_interval,
+                signing_key=gw.signing_key,
+            )
+        return functools.partial(
+            spawn_writer_process, checkpoints=settings, durability=gw.durability
         )
-        return functools.partial(spawn_writer_process, checkpoints=settings)
 
     def _runtime(
         self, connection: ConnectionConfig, authenticator: Authenticator, server_tls: Any

@@ -362,10 +362,17 @@ def _conninfo_value(value: Any) -> str:
 
 
 @pytest.fixture
-def recorded_gateway(gateway: Callable[..., RunningGateway], pg_database: str) -> GatewayLogin:
+def recorded_gateway(
+    request: pytest.FixtureRequest, gateway: Callable[..., RunningGateway], pg_database: str
+) -> GatewayLogin:
     """A gateway with the recording plugin and no client TLS in front of ``pg_database``, and a
-    key for identity ``agent`` in group ``agents``."""
-    running = gateway(plugins=["recording"], connection={"client_tls": "disabled"})
+    key for identity ``agent`` in group ``agents``. Parametrize it indirectly with a dict of
+    ``[gateway]`` options to set them."""
+    running = gateway(
+        plugins=["recording"],
+        connection={"client_tls": "disabled"},
+        gateway_options=getattr(request, "param", None),
+    )
     key = running.create_key("agent", ["agents"])
     return GatewayLogin(gateway=running, database=pg_database, identity="agent", key=key)
 

@@ -14,9 +14,12 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from hoopgw.audit import (
+    DURABILITY_KIND,
     GENESIS_HASH,
+    PRUNED_KIND,
     AuditEntry,
     AuditRecord,
+    Durability,
     canonical_json,
     pruned_entry,
     record_hash,
@@ -220,6 +223,7 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
                         older_than=older_than,
                         sessions_removed=sessions_removed,
                         now=now,
+                        durability=self._durability_after(first_seq, last_seq),
                     )
                 ]
             )
@@ -230,6 +234,27 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
             self._conn.execute("DELETE FROM audit_records WHERE seq <= ?", (last_seq,))
             self._conn.execute("DELETE FROM pruned_sessions")
         return record
+
+    def _durability_after(self, first_seq: int, last_seq: int) -> Durability | None:
+        """The audit durability in force after record ``last_seq`` as the records up to it say:
+        their last mode record, else what the ``pruned`` record that accounts for the chain's
+        start (``first_seq``) carried. The index on (session_id, seq) finds records of no
+        session."""
+        mode = self._conn.execute(
+            "SELECT data FROM audit_records WHERE session_id = '' AND kind = ? AND seq <= ?"
+            " ORDER BY seq DESC LIMIT 1",
+            (DURABILITY_KIND, last_seq),
+        ).fetchone()
+        if mode is not None:
+            return Durability.from_dict(json.loads(mode[0]))
+        for (data,) in self._conn.execute(
+            "SELECT data FROM audit_records WHERE session_id = '' AND kind = ? ORDER BY seq DESC",
+            (PRUNED_KIND,),
+        ):
+            pruning = json.loads(data)
+            if pruning.get("last_seq") == first_seq - 1:
+                return Durability.from_dict(pruning.get("durability"))
+        return None
 
     # -- projections ---------------------------------------------------------------------------
 

@@ -133,10 +133,13 @@ def test_render_table_aligns_medians_and_ratios() -> None:
         "hoopgw",
         "hoopgw/direct",
         "hoopgw/pgbouncer",
+        "hoopgw-os/pgbouncer",
         "hoopgw-bare/pgbouncer",
+        "ceiling_tps",
+        "hoopgw/ceiling",
         "guardrails_us_per_statement",
     ]
-    assert lines[1].split() == ["select-c1", "1000.0", "500.0", "0.500", "-", "-", "-"]
+    assert lines[1].split() == ["select-c1", "1000.0", "500.0", "0.500", *["-"] * 6]
     assert len({len(line) for line in lines}) == 1
 
 
@@ -250,3 +253,63 @@ def test_cpu_seconds_and_children_come_from_proc() -> None:
         child.wait()
     assert common.cpu_seconds(child.pid) is None
     assert common.child_pids(child.pid) == []
+
+
+def test_the_os_durability_target_records_with_audit_durability_os(tmp_path: Path) -> None:
+    assert {"hoopgw", "hoopgw-os"} <= set(bench.TARGETS)
+    fsync, os_mode = (
+        bench.hoopgw_config(
+            store_path=tmp_path / "hoopgw.db",
+            listen_port=16432,
+            target="127.0.0.1:5432",
+            plugins=bench.GATEWAY_PLUGINS[target],
+            gateway_options=bench.GATEWAY_OPTIONS.get(target),
+        )
+        for target in ("hoopgw", "hoopgw-os")
+    )
+    assert (
+        fsync["connections"][0]["plugins"] == os_mode["connections"][0]["plugins"] == ["recording"]
+    )
+    assert "audit_durability" not in fsync["gateway"]  # the default: fsync
+    assert os_mode["gateway"]["audit_durability"] == "os"
+
+
+def test_the_ceiling_is_n_over_s_plus_r() -> None:
+    # 8 clients, S = 1 ms, bare 16000 TPS (R = 0.5 ms): 8 / 1.5 ms.
+    assert bench.ceiling(8, 0.001, 16000.0) == pytest.approx(5333.33, rel=1e-4)
+    assert bench.ceiling(8, None, 16000.0) is None
+    assert bench.ceiling(8, 0.001, None) is None
+    assert [w.clients for w in bench.WORKLOADS] == [1, 8, 8]
+
+
+def test_summarize_reports_the_ceiling_and_the_durability_ratios() -> None:
+    c8 = bench.WORKLOADS[1]
+    results = [
+        _result(1, "pgbouncer", 20000.0, c8.name),
+        _result(1, "hoopgw", 4000.0, c8.name),
+        _result(1, "hoopgw-os", 8000.0, c8.name),
+        _result(1, "hoopgw-bare", 16000.0, c8.name),
+    ]
+    targets = ["pgbouncer", "hoopgw", "hoopgw-os", "hoopgw-bare"]
+    [entry] = bench.summarize(results, targets, [c8], 0.001)
+    assert entry["ceiling_tps"] == pytest.approx(8 / 0.0015)
+    assert entry["hoopgw/ceiling"] == pytest.approx(4000 * 0.0015 / 8)
+    assert entry["hoopgw-os/pgbouncer"] == pytest.approx(0.4)
+    [unknown] = bench.summarize(results, targets, [c8])
+    assert (unknown["ceiling_tps"], unknown["hoopgw/ceiling"]) == (None, None)
+
+
+def test_fdatasync_is_timed_after_each_appended_line(tmp_path: Path) -> None:
+    ticks = iter(range(100))
+    synced: list[int] = []
+
+    def sync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_size)
+
+    times = bench.measure_fdatasync(
+        tmp_path, samples=3, sync=sync, clock=lambda: float(next(ticks)) / 1000
+    )
+    assert times == pytest.approx([0.001, 0.001, 0.001])
+    line = len(bench.FDATASYNC_LINE)
+    assert synced == [line, 2 * line, 3 * line]
+    assert list(tmp_path.iterdir()) == []  # the scratch file is gone

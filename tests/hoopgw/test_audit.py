@@ -23,9 +23,12 @@ from hoopgw.audit import (
     AuditRecord,
     AuditWriter,
     CheckpointSettings,
+    Durability,
+    DurabilityPeriod,
     PrunedRange,
     canonical_json,
     decode_entry,
+    durability_entry,
     encode_entry,
     pruned_entry,
     record_hash,
@@ -219,6 +222,90 @@ def test_malformed_pruned_data_is_no_range():
         odd = attrs.evolve(record, kind="pruned", data=data)
         assert PrunedRange.from_record(odd) is None
     assert PrunedRange.from_record(record) is None
+
+
+def periods(result):
+    return [
+        (p.durability and p.durability.mode, p.first_seq, p.last_seq, p.since, p.until)
+        for p in result.durability
+    ]
+
+
+def test_verify_reports_which_durability_mode_covered_which_records():
+    fsync, os_mode = Durability(), Durability(mode="os", sync_interval=0.02)
+    records = chain(2)  # written before modes were recorded
+    records = extended(records, durability_entry(fsync, now=3.0))
+    records = extended(records, entry(4))
+    records = extended(records, durability_entry(fsync, now=5.0))  # a restart, same mode
+    records = extended(records, durability_entry(os_mode, now=6.0))
+    records = extended(records, entry(7))
+    result = verify_chain(records)
+    assert result.ok
+    assert periods(result) == [
+        (None, 1, 2, 1.0, 2.0),
+        ("fsync", 3, 5, 3.0, 5.0),
+        ("os", 6, 7, 6.0, 7.0),
+    ]
+    assert result.durability[2].durability == os_mode
+
+
+def test_a_chain_that_starts_with_its_mode_has_one_period(tmp_path):
+    store = SQLiteStore(str(tmp_path / "a.db"))
+    store.migrate()
+    store.append([durability_entry(Durability(), now=1.0), entry(2), entry(3)])
+    assert periods(verify_chain(store.records())) == [("fsync", 1, 3, 1.0, 3.0)]
+    store.close()
+    assert verify_chain([]).durability == ()
+
+
+def test_a_pruned_record_carries_the_mode_of_the_first_remaining_records():
+    os_mode = Durability(mode="os", sync_interval=0.02)
+    records = extended(chain(4), durability_entry(os_mode, now=5.0))  # seq 5
+    records = extended(records, entry(6))
+
+    def pruned(durability):
+        carried = pruned_entry(
+            first_seq=1,
+            last_seq=2,
+            last_hash=records[1].hash,
+            older_than=2.5,
+            sessions_removed=0,
+            now=7.0,
+            durability=durability,
+        )
+        return verify_chain(extended(records, carried)[2:])
+
+    result = pruned(os_mode)
+    assert result.ok, result.problem
+    assert result.pruned[0].durability == os_mode
+    # Records 3 and 4 ran under the carried mode, like those after the mode record: one period.
+    assert periods(result) == [("os", 3, 7, 3.0, 7.0)]
+    # Without it they are "not recorded".
+    assert periods(pruned(None)) == [(None, 3, 4, 3.0, 4.0), ("os", 5, 7, 5.0, 7.0)]
+    # Carried "fsync" differs from the os period that follows: two periods.
+    assert periods(pruned(Durability())) == [("fsync", 3, 4, 3.0, 4.0), ("os", 5, 7, 5.0, 7.0)]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"mode": "none", "sync_interval": 0.01},
+        {"mode": "os"},
+        {"mode": "os", "sync_interval": True},
+    ],
+)
+def test_a_malformed_mode_record_announces_nothing(data):
+    [record] = chain(1)
+    assert (
+        DurabilityPeriod.recorded(attrs.evolve(record, kind="audit_durability", data=data)) is None
+    )
+
+
+def test_a_broken_chain_reports_the_durability_up_to_the_last_intact_record():
+    records = extended(chain(2), durability_entry(Durability(mode="os"), now=3.0))
+    records = extended(records, entry(4))
+    records[3] = attrs.evolve(records[3], data={"changed": True})
+    assert periods(verify_chain(records)) == [(None, 1, 2, 1.0, 2.0), ("os", 3, 3, 3.0, 3.0)]
 
 
 def test_a_broken_chain_reports_the_last_intact_record():
@@ -513,8 +600,23 @@ def test_spawn_without_checkpoints_passes_no_key(monkeypatch):
     monkeypatch.setenv(SIGNING_KEY_ENV, "stale")
     reactor = SpawningReactor()
     spawn_writer_process(None, "sqlite:///a.db", reactor)
-    assert reactor.args[1:] == ["-m", "hoopgw.audit_process", "sqlite:///a.db"]
+    assert reactor.args[1:] == [
+        "-m",
+        "hoopgw.audit_process",
+        "sqlite:///a.db",
+        "--durability",
+        "fsync",
+        "--sync-interval",
+        "0.01",
+    ]
     assert SIGNING_KEY_ENV not in reactor.env
+
+
+def test_spawn_passes_the_durability_mode():
+    reactor = SpawningReactor()
+    durability = Durability(mode="os", sync_interval=0.25)
+    spawn_writer_process(None, "sqlite:///a.db", reactor, durability=durability)
+    assert reactor.args[4:8] == ["--durability", "os", "--sync-interval", "0.25"]
 
 
 def test_spawn_with_checkpoints_passes_the_key_in_the_environment_only():
@@ -526,8 +628,7 @@ def test_spawn_with_checkpoints_passes_the_key_in_the_environment_only():
         signing_key=Secret(reference="file:k.pem", value="PEM-TEXT"),
     )
     spawn_writer_process(None, "sqlite:///a.db", reactor, checkpoints=settings)
-    assert reactor.args[3:] == [
-        "sqlite:///a.db",
+    assert reactor.args[8:] == [
         "--checkpoint-dir",
         "/var/lib/cp",
         "--checkpoint-every",

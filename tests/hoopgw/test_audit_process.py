@@ -7,13 +7,22 @@ import os
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from hoopgw import audit_process
-from hoopgw.audit import SIGNING_KEY_ENV, AuditEntry, encode_entry, verify_chain
-from hoopgw.audit_journal import AuditJournal, journal_path
+from hoopgw.audit import (
+    DURABILITY_KIND,
+    SIGNING_KEY_ENV,
+    AuditEntry,
+    Durability,
+    encode_entry,
+    verify_chain,
+)
+from hoopgw.audit_journal import AuditJournal, JournalError, journal_path
 from hoopgw.checkpoints import (
     Checkpointer,
     CheckpointError,
@@ -25,6 +34,7 @@ from hoopgw.errors import StoreError
 from hoopgw.store import SQLiteStore
 
 KEY = generate_signing_key()
+WRITER = [sys.executable, "-m", "hoopgw.audit_process"]
 
 
 def entry(n: int) -> AuditEntry:
@@ -57,9 +67,10 @@ def migrated(path) -> SQLiteStore:
 
 
 def stored(path) -> list[int]:
+    """The entries in the store (not the writer's own mode records)."""
     store = migrated(path)
     try:
-        return [r.data["seq"] for r in store.records()]
+        return [r.data["seq"] for r in store.records() if r.kind != DURABILITY_KIND]
     finally:
         store.close()
 
@@ -304,7 +315,10 @@ def test_the_real_process_writes_durably_and_ends_at_end_of_input(tmp_path):
 
 
 @pytest.mark.integration
-def test_entries_answered_before_a_crash_are_in_the_store_after_the_next_start(tmp_path):
+@pytest.mark.parametrize("mode", ["fsync", "os"])
+def test_entries_answered_before_a_crash_are_in_the_store_after_the_next_start(tmp_path, mode):
+    """kill -9 of the writer loses nothing in either mode: with "os" the answered entries are
+    in the operating system's copy of the journal, which outlives the process."""
     db = tmp_path / "real.db"
     url = f"sqlite:///{db}"
     migrated(db).close()
@@ -312,7 +326,8 @@ def test_entries_answered_before_a_crash_are_in_the_store_after_the_next_start(t
     # not append to the store, when it is killed.
     blocker = sqlite3.connect(str(db), isolation_level=None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "hoopgw.audit_process", url],
+        # A long sync interval: with "os" the entries are surely not synced yet at the kill.
+        [*WRITER, url, "--durability", mode, "--sync-interval", "1"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -338,9 +353,13 @@ def test_entries_answered_before_a_crash_are_in_the_store_after_the_next_start(t
         check=True,
     )
     assert done.stdout == b"ready\nok 1\n"
-    assert b"appended 3 audit entries left in the journal" in done.stderr
+    assert b"audit entries left in the journal" in done.stderr
     assert stored(db) == [1, 2, 3, 4]
-    assert verify_chain(migrated(db).records()).ok
+    chain = verify_chain(migrated(db).records())
+    assert chain.ok
+    # The killed run's mode, then the next start's (the default, fsync).
+    modes = [p.durability.mode for p in chain.durability if p.durability is not None]
+    assert modes == ([mode] if mode == "fsync" else [mode, "fsync"])
 
 
 # -- checkpoints -----------------------------------------------------------------------------
@@ -456,7 +475,7 @@ def test_the_real_process_signs_a_checkpoint_at_end_of_input(tmp_path):
         check=True,
         env=env,
     )
-    assert checkpoint_seqs(folder) == [3]
+    assert checkpoint_seqs(folder) == [4]  # the writer's mode record, then the three entries
 
 
 @pytest.mark.parametrize(
@@ -490,3 +509,184 @@ def test_a_store_reached_through_a_symlink_has_the_same_journal(tmp_path):
     linked = journal_path(f"sqlite:///{tmp_path / 'link' / 'h.db'}")
     # Else two gateways could each lock a journal of their own and trample the store's mark.
     assert real == linked
+
+
+# -- durability ------------------------------------------------------------------------------
+
+
+def test_at_start_the_mode_in_force_is_recorded_in_the_chain_before_ready(tmp_path):
+    stdout = io.BytesIO()
+    os_mode = Durability(mode="os", sync_interval=0.02)
+    assert run(tmp_path, Chunked([encode_entry(entry(1))]), stdout, durability=os_mode) == 0
+    assert stdout.getvalue() == b"ready\nok 1\n"  # the mode record is the writer's own
+    store = migrated(tmp_path / "a.db")
+    first, second = store.records()
+    assert (first.kind, first.session_id) == (DURABILITY_KIND, "")
+    assert first.data == {"mode": "os", "sync_interval": 0.02}
+    assert second.data == {"seq": 1}
+    [period] = verify_chain(store.records()).durability
+    assert (period.durability, period.first_seq, period.last_seq) == (os_mode, 1, 2)
+
+
+def test_with_fsync_the_mode_record_and_every_batch_are_synced_before_their_answer(tmp_path):
+    stdout = io.BytesIO()
+    answered_at_sync = []
+
+    def sync(fd):
+        answered_at_sync.append(stdout.getvalue().count(b"ok"))
+        os.fdatasync(fd)
+
+    lines = [encode_entry(entry(n)) for n in (1, 2)]
+    journal = lambda: AuditJournal(str(tmp_path / "j"), sync=sync)  # noqa: E731
+    run(tmp_path, Chunked(lines), stdout, journal=journal, durability=Durability())
+    assert answered_at_sync == [0, 0, 1]
+    assert stdout.getvalue() == b"ready\nok 1\nok 1\n"
+
+
+def test_with_os_an_answer_leaves_once_written_while_a_group_sync_is_under_way(tmp_path):
+    stdout = io.BytesIO()
+    disk = threading.Event()
+    answered_at_sync = []
+
+    def sync(fd):
+        answered_at_sync.append(stdout.getvalue().count(b"ok"))
+        if len(answered_at_sync) > 1:  # the first is the mode record's, before ready
+            assert disk.wait(10)
+        os.fdatasync(fd)
+
+    def before(i):
+        if i == 1:  # entry 1 was answered and its sync is stuck on the (slow) disk
+            wait_until(lambda: len(answered_at_sync) == 2)
+        if i == 3:  # entries 2 and 3 were written and answered all the same
+            assert stdout.getvalue() == b"ready\nok 1\nok 1\nok 1\n"
+            assert len(answered_at_sync) == 2
+            disk.set()
+
+    path = tmp_path / "a.db.audit-journal"
+    lines = [encode_entry(entry(n)) for n in (1, 2, 3)]
+    os_mode = Durability(mode="os", sync_interval=0.001)
+    journal = lambda: AuditJournal(str(path), sync=sync)  # noqa: E731
+    assert run(tmp_path, Chunked(lines, before), stdout, journal=journal, durability=os_mode) == 0
+    # One sync for the mode record, one for entry 1, one group for entries 2 and 3; a sync
+    # never came before the answer of what it covers.
+    assert answered_at_sync == [0, 1, 3]
+    assert stored(tmp_path / "a.db") == [1, 2, 3]
+    assert path.stat().st_size == 0
+
+
+def test_the_sync_schedule_syncs_at_once_when_idle_and_groups_under_load():
+    schedule = audit_process.SyncSchedule(0.01)
+    assert schedule.due_in(100.0) is None  # nothing written
+    schedule.written()
+    assert schedule.due_in(100.0) == 0.0  # the first sync is due at once
+    schedule.starting(100.0)
+    assert schedule.due_in(100.001) is None
+    # Written while that sync runs: due one interval after it started, not sooner...
+    schedule.written()
+    schedule.written()
+    assert schedule.due_in(100.002) == pytest.approx(0.008)
+    assert schedule.due_in(100.01) == 0.0
+    # ...and at once if the disk took longer than the interval.
+    assert schedule.due_in(100.5) == 0.0
+    schedule.starting(100.5)
+    assert schedule.due_in(100.5) is None
+    schedule.written()
+    assert schedule.due_in(100.505) == pytest.approx(0.005)
+
+
+def test_with_os_an_answer_leaves_only_once_the_entry_is_written_to_the_journal(
+    tmp_path, monkeypatch
+):
+    path = tmp_path / "a.db.audit-journal"
+    real_write = os.write
+    full = [False]
+
+    def write(fd, data):
+        if full[0] and os.readlink(f"/proc/self/fd/{fd}") == str(path):
+            raise OSError(28, "No space left on device")
+        return real_write(fd, data)
+
+    def before(i):
+        if i == 1:  # entry 1 was answered: it is in the journal file (not necessarily on disk)
+            assert b' ["command_received","s",1.0,{"seq":1}]\n' in path.read_bytes()
+            full[0] = True
+        if i == 2:
+            full[0] = False
+
+    monkeypatch.setattr(audit_process.os, "write", write)
+    stdout = io.BytesIO()
+    lines = [encode_entry(entry(n)) for n in (1, 2, 3)]
+    os_mode = Durability(mode="os", sync_interval=0.001)
+    assert run(tmp_path, Chunked(lines, before), stdout, durability=os_mode) == 0
+    ready, first, second, third = stdout.getvalue().splitlines()
+    assert (ready, first, third) == (b"ready", b"ok 1", b"ok 1")
+    assert second.startswith(b"error 1 cannot write the audit journal")
+    assert stored(tmp_path / "a.db") == [1, 3]
+
+
+class FakeJournal:
+    def __init__(self, fail: bool = False) -> None:
+        self.syncs = 0
+        self.fail = fail
+
+    def sync(self) -> None:
+        self.syncs += 1
+        if self.fail:
+            raise JournalError("cannot sync the audit journal 'j': [Errno 5] EIO")
+
+
+def test_the_syncer_syncs_what_is_unsynced_when_it_finishes_without_waiting():
+    journal = FakeJournal()
+    syncer = audit_process.GroupSyncer(journal, 3600.0, clock=lambda: 0.0)
+    syncer.start()
+    syncer.written()  # the first sync starts at once
+    wait_until(lambda: journal.syncs == 1)
+    syncer.written()  # due in an hour...
+    syncer.finish()  # ...but synced now
+    syncer.join(10)
+    assert not syncer.is_alive()
+    assert (journal.syncs, syncer.failure) == (2, None)
+
+
+def test_a_sync_that_fails_refuses_every_later_batch(tmp_path, capsys):
+    journal = FakeJournal(fail=True)
+    syncer = audit_process.GroupSyncer(journal, 0.01)
+    syncer.start()
+    syncer.written()
+    syncer.join(10)
+    assert syncer.failure == "cannot sync the audit journal 'j': [Errno 5] EIO"
+    assert "refusing every later audit entry" in capsys.readouterr().err
+    stdout = io.BytesIO()
+    audit_process._journal_batch(
+        [encode_entry(entry(1))], journal, SimpleNamespace(failure=None), stdout, syncer
+    )
+    assert stdout.getvalue() == b"error 1 cannot sync the audit journal 'j': [Errno 5] EIO\n"
+
+
+# The thread re-raises the defect (so its traceback is printed), as the store thread does.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_defect_in_the_syncer_refuses_every_later_batch_too(capsys):
+    class Broken:
+        def sync(self) -> None:
+            raise RuntimeError("bug")
+
+    syncer = audit_process.GroupSyncer(Broken(), 0.01)
+    syncer.start()
+    syncer.written()
+    syncer.join(10)
+    assert syncer.failure == "internal error of the audit journal sync: RuntimeError('bug')"
+    assert "internal error of the audit journal sync" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["sqlite:///x.db", "--durability", "none"],
+        ["sqlite:///x.db", "--sync-interval", "0"],
+        ["sqlite:///x.db", "--sync-interval", "nan"],
+    ],
+)
+def test_main_refuses_an_unknown_durability(argv, capsys):
+    assert audit_process.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--durability" in err or "--sync-interval" in err

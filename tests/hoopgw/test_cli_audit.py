@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from hoopgw import logs
-from hoopgw.audit import AuditEntry, encode_entry, record_hash
+from hoopgw.audit import AuditEntry, Durability, durability_entry, encode_entry, record_hash
 from hoopgw.audit_journal import AuditJournal
 from hoopgw.checkpoints import (
     KEY_NAME,
@@ -112,11 +112,38 @@ def test_verify_json(setup, capsys):
     assert report["ok"] is True
     assert set(report) == {
         "ok", "records_checked", "first_seq", "last_seq", "last_hash", "first_bad_seq",
-        "problem", "pruned", "checkpoint", "journal",
+        "problem", "pruned", "durability", "checkpoint", "journal",
     }  # fmt: skip
     assert (report["records_checked"], report["first_seq"], report["last_seq"]) == (6, 1, 6)
     assert report["checkpoint"]["file"] == str(path)
     assert report["checkpoint"]["ok"] is True and report["checkpoint"]["seq"] == 6
+
+
+def test_verify_says_which_durability_mode_was_in_force_for_which_records(setup, capsys):
+    config, _, _, tmp_path = setup
+    store = SQLiteStore(str(tmp_path / "audit.db"))
+    os_mode = Durability(mode="os", sync_interval=0.02)
+    store.append([durability_entry(os_mode, now=1e9), *session("later", 1e9 + 1)])
+    store.close()
+    code, out, _ = run(capsys, "audit", "verify", "-c", config)
+    assert code == 0
+    lines = [line for line in out.splitlines() if line.startswith("durability: ")]
+    assert len(lines) == 2
+    assert lines[0].startswith("durability: records 1 to 6 (")
+    assert "mode not recorded" in lines[0]
+    assert lines[1].startswith(
+        "durability: records 7 to 10 (2001-09-09T01:46:40Z to 2001-09-09T01:46:43Z): os: each"
+    )
+    assert "on disk within 0.02 s (a crash of the host could lose" in lines[1]
+    code, out, _ = run(capsys, "audit", "verify", "-c", config, "--json")
+    assert json.loads(out)["durability"][1] == {
+        "mode": "os",
+        "sync_interval": 0.02,
+        "first_seq": 7,
+        "last_seq": 10,
+        "since": "2001-09-09T01:46:40Z",
+        "until": "2001-09-09T01:46:43Z",
+    }
 
 
 def journal_with(tmp_path, *numbers_and_sessions):

@@ -4,6 +4,7 @@ import attrs
 import pytest
 
 from hoopgw import logs, plugin
+from hoopgw.audit import Durability
 from hoopgw.checkpoints import generate_signing_key, private_key_pem
 from hoopgw.config import (
     Config,
@@ -202,6 +203,18 @@ def test_wrong_type_names_key_connection_and_types(text, key, message):
         ("checkpoint_interval = 0", "gateway.checkpoint_interval", "greater than 0"),
         ("checkpoint_dir = ''", "gateway.checkpoint_dir", "must not be empty"),
         ("signing_key = 'raw-key-text'", "gateway.signing_key", "must be a secret reference"),
+        ("audit_durability = 'none'", "gateway.audit_durability", "must be one of fsync, os"),
+        ("audit_durability = 'FSYNC'", "gateway.audit_durability", "must be one of fsync, os"),
+        ("audit_durability = true", "gateway.audit_durability", "expected str"),
+        ("audit_sync_interval = 0", "gateway.audit_sync_interval", "greater than 0"),
+        ("audit_sync_interval = -0.01", "gateway.audit_sync_interval", "greater than 0"),
+        ("audit_sync_interval = nan", "gateway.audit_sync_interval", "greater than 0"),
+        ("audit_sync_interval = '10ms'", "gateway.audit_sync_interval", "expected int or float"),
+        (
+            "audit_sync_interval = 1.5",
+            "gateway.audit_sync_interval",
+            "must be at most 1 s: a crash",
+        ),
     ],
 )
 def test_gateway_values_are_checked(gateway, key, message):
@@ -279,6 +292,18 @@ def test_checkpoints_default_to_a_folder_next_to_the_store(tmp_path):
     assert config.checkpoint_path == tmp_path / "data" / "checkpoints"
     memory = parse('[gateway]\nstore = "sqlite:///:memory:"\n', tmp_path)
     assert memory.checkpoint_path == tmp_path / "checkpoints"
+
+
+def test_audit_durability_defaults_to_fsync_every_record(tmp_path):
+    gw = parse("[gateway]\n", tmp_path).gateway
+    assert (gw.audit_durability, gw.audit_sync_interval) == ("fsync", 0.01)
+    assert gw.durability == Durability(mode="fsync", sync_interval=0.01)
+
+
+def test_audit_durability_os_and_its_sync_interval_are_read(tmp_path):
+    text = '[gateway]\naudit_durability = "os"\naudit_sync_interval = 1\n'
+    gw = parse(text, tmp_path).gateway
+    assert gw.durability == Durability(mode="os", sync_interval=1.0)
 
 
 def test_a_signing_key_that_is_no_ed25519_pem_is_refused(tmp_path):

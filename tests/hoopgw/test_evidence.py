@@ -13,7 +13,7 @@ import attrs
 import pytest
 
 from hoopgw import evidence
-from hoopgw.audit import AuditEntry, encode_entry
+from hoopgw.audit import AuditEntry, Durability, durability_entry, encode_entry
 from hoopgw.audit_journal import AuditJournal
 from hoopgw.checkpoints import (
     KEY_NAME,
@@ -413,6 +413,31 @@ def test_intact_chain_reports_head_and_no_checkpoint(store, config_file, tmp_pat
     assert verification["checkpoint"] is None
     assert verification["checkpoint_note"] == "no checkpoint configured"
     assert "VERIFIED" in (folder / "index.html").read_text()
+
+
+def test_the_pack_says_which_durability_mode_covered_the_records(store, config_file, tmp_path):
+    store.append(session_entries("old", start=NOON - 7200))  # before the range, mode unknown
+    store.append([durability_entry(Durability(), now=NOON - 3600)])
+    store.append(session_entries("s1", start=NOON))
+    os_mode = Durability(mode="os", sync_interval=0.05)
+    store.append([durability_entry(os_mode, now=NOON + 100)])
+    store.append(session_entries("s2", start=NOON + 200))
+    folder = tmp_path / "pack"
+
+    make_pack(store, config_file, folder)
+
+    verification = json.loads((folder / "verification.json").read_text())
+    assert [
+        (p["mode"], p["sync_interval"], p["first_seq"], p["last_seq"])
+        for p in verification["durability"]
+    ] == [(None, None, 1, 8), ("fsync", None, 9, 17), ("os", 0.05, 18, 26)]
+    assert verification["durability"][2]["since"] == "2026-11-25T17:01:40Z"
+    [au12] = [c for c in summary(folder)["controls"] if c["id"] == "AU-12"]
+    text = au12["evidence"][-1]
+    assert text.startswith("Audit durability in force: records 10 to 17: fsync: each command")
+    assert "; records 18 to 26: os: each command's record was in the operating system" in text
+    assert "on disk within 0.05 s" in text
+    assert "Audit durability in force: records 10 to 17" in (folder / "index.html").read_text()
 
 
 def test_records_a_stopped_gateway_left_in_its_journal_mark_the_pack_incomplete(

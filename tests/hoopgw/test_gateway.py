@@ -14,7 +14,7 @@ from twisted.internet import ssl
 from twisted.internet.testing import MemoryReactorClock
 
 from hoopgw import gateway as gateway_module
-from hoopgw.audit import AuditWriter
+from hoopgw.audit import AuditWriter, Durability
 from hoopgw.checkpoints import generate_signing_key, private_key_pem
 from hoopgw.config import Config, parse_config
 from hoopgw.gateway import Gateway, server_tls_options
@@ -120,7 +120,19 @@ def test_start_opens_the_store_and_the_audit_writer(config: Config, tmp_path: Pa
 
 
 def test_the_writer_process_is_spawned_without_checkpoints_by_default(config: Config) -> None:
-    assert Gateway(config, Reactor())._writer_spawner() is gateway_module.spawn_writer_process
+    spawner = Gateway(config, Reactor())._writer_spawner()
+    assert spawner.func is gateway_module.spawn_writer_process
+    assert spawner.keywords["checkpoints"] is None
+    assert spawner.keywords["durability"] == Durability(mode="fsync", sync_interval=0.01)
+
+
+def test_the_writer_process_is_spawned_in_the_configured_durability_mode(tmp_path: Path) -> None:
+    text = CONFIG.replace(
+        "shutdown_grace = 2.0",
+        'shutdown_grace = 2.0\naudit_durability = "os"\naudit_sync_interval = 0.05',
+    )
+    spawner = Gateway(parse_config(text, base_dir=tmp_path), Reactor())._writer_spawner()
+    assert spawner.keywords["durability"] == Durability(mode="os", sync_interval=0.05)
 
 
 def test_a_signing_key_makes_the_writer_process_sign_checkpoints(tmp_path: Path) -> None:

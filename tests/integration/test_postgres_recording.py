@@ -87,11 +87,22 @@ def test_session_cut_by_the_client_is_recorded_as_closed(
     assert session["end_reason"] == "client closed"
 
 
+@pytest.mark.parametrize(
+    ("recorded_gateway", "mode"),
+    [
+        ({"audit_durability": "fsync"}, "fsync"),
+        # Syncs at most once a second: all but the first few records are unsynced at the kill.
+        ({"audit_durability": "os", "audit_sync_interval": 1}, "os"),
+    ],
+    indirect=["recorded_gateway"],
+    ids=["fsync", "os"],
+)
 def test_statements_that_ran_before_a_crash_are_in_the_store_after_the_restart(
-    recorded_gateway: Any,
+    recorded_gateway: Any, mode: str
 ) -> None:
-    """Invariant 2 across a crash: the audit writer answers once a record is in its journal and
-    appends it to the store afterwards; kill everything in between and restart the gateway."""
+    """Invariant 2 across a crash, in both durability modes: the audit writer answers once a
+    record is in its journal (synced, or with "os" written to the operating system) and appends
+    it to the store afterwards; kill -9 the gateway and its writer in between and restart."""
     gateway = recorded_gateway.gateway
     store_path = gateway.config_path.parent / "hoopgw.db"
     texts = [f"SELECT {n} AS crash_test" for n in range(20)]
@@ -131,6 +142,15 @@ def test_statements_that_ran_before_a_crash_are_in_the_store_after_the_restart(
     assert b"appended" in err and b"audit entries left in the journal" in err
     verified = gateway.cli("audit", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
+    # The chain says which mode the statements ran under (both starts ran in the same one).
+    report = json.loads(gateway.cli("audit", "verify", "--json").stdout)
+    [period] = report["durability"]
+    assert period["mode"] == mode
+    assert period["sync_interval"] == (1.0 if mode == "os" else None)
+    assert (period["first_seq"], period["last_seq"]) == (1, report["last_seq"])
+    described = {"fsync": "fsync: each", "os": "os: each command's record was in the operating"}
+    assert f"durability: records 1 to {period['last_seq']} (" in verified.stdout
+    assert described[mode] in verified.stdout
 
 
 def _children(pid: int) -> list[int]:

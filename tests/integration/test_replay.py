@@ -92,7 +92,14 @@ def test_replay_of_a_recorded_session_reproduces_its_statements_in_order(
     records = [json.loads(line) for line in exported.stdout.splitlines()]
     texts = [r["data"]["text"] for r in records if r["kind"] == "command_received"]
     assert texts == STATEMENTS
-    assert {r["identity"] for r in records} == {"agent"}
+    assert {r["identity"] for r in records if r["session_id"]} == {"agent"}
+    # The one record of no session: the audit writer's mode at start.
+    [mode] = [r for r in records if not r["session_id"]]
+    assert (mode["kind"], mode["identity"], mode["data"]["mode"]) == (
+        "audit_durability",
+        None,
+        "fsync",
+    )
 
 
 # -- one million records -------------------------------------------------------------------------

@@ -4,8 +4,9 @@ Enable it per connection (``plugins = ["recording", ...]``). It writes, through 
 :class:`~hoopgw.audit.AuditWriter`:
 
 - ``session_started`` before the session may begin, and ``command_received`` before a command
-  may be forwarded. Both hooks answer only once the record is durable, and answer ``Block``
-  when it cannot be written: no audit record, no access.
+  may be forwarded. Both hooks answer only once the record is durable (in the audit journal,
+  synced or, with ``[gateway] audit_durability = "os"``, written and synced in groups), and
+  answer ``Block`` when it cannot be written: no audit record, no access.
 - ``command_decided``, ``command_completed`` and ``session_closed`` as they happen.
 - ``terminal_output`` for terminal output (SSH), as the client saw it (after masking), from
   which ``hoopgw replay --asciicast`` makes an asciicast v2 recording per channel.

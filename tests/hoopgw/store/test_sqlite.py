@@ -8,7 +8,14 @@ import sqlite3
 import attrs
 import pytest
 
-from hoopgw.audit import GENESIS_HASH, AuditEntry, record_hash, verify_chain
+from hoopgw.audit import (
+    GENESIS_HASH,
+    AuditEntry,
+    Durability,
+    durability_entry,
+    record_hash,
+    verify_chain,
+)
 from hoopgw.errors import ConfigError, StoreError
 from hoopgw.scram import make_verifier
 from hoopgw.store import SQLiteStore, open_store
@@ -465,6 +472,38 @@ def test_prune_removes_the_old_prefix_and_appends_a_pruned_record(store):
     assert store.get_session("old") is None
     assert [s["id"] for s in store.list_sessions()] == ["new"]
     assert len(store.get_session("new")["commands"]) == 2
+
+
+def durability_periods(store):
+    return [
+        (p.durability and p.durability.mode, p.first_seq, p.last_seq)
+        for p in verify_chain(store.records()).durability
+    ]
+
+
+def test_prune_carries_the_durability_in_force_on_to_the_remaining_records(store):
+    os_mode = Durability(mode="os", sync_interval=0.05)
+    store.append([durability_entry(Durability(), now=50.0)])  # seq 1
+    store.append([durability_entry(os_mode, now=99.0)])  # seq 2
+    store.append(a_session("old", start=100.0))  # seq 3..10
+    store.append(a_session("new", start=1000.0))  # seq 11..18
+    record = store.prune(older_than=500.0, now=2000.0)
+    # The mode record of records 11 on (seq 2) is gone: the pruned record says it.
+    assert record.data["durability"] == {"mode": "os", "sync_interval": 0.05}
+    assert durability_periods(store) == [("os", 11, 19)]
+    # A second pruning that removes no mode record carries on what the first one carried.
+    store.append([durability_entry(Durability(), now=3000.0)])  # seq 20
+    store.append(a_session("newer", start=4000.0))  # seq 21..28
+    second = store.prune(older_than=1500.0, now=5000.0)
+    assert (second.data["last_seq"], second.data["durability"]["mode"]) == (18, "os")
+    assert durability_periods(store) == [("os", 19, 19), ("fsync", 20, 29)]
+
+
+def test_prune_of_records_that_name_no_mode_carries_none(store):
+    store.append(a_session("old", start=100.0))
+    store.append(a_session("new", start=1000.0))
+    assert "durability" not in store.prune(older_than=500.0, now=2000.0).data
+    assert durability_periods(store) == [(None, 9, 17)]
 
 
 def test_prune_stops_at_the_first_young_record_even_if_older_ones_follow(store):

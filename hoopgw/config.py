@@ -89,6 +89,9 @@ class GatewayConfig:
     """A checkpoint is written once the audit chain has grown by this many records."""
     checkpoint_interval: float = 300.0
     """Seconds after which a checkpoint is written if the chain has grown at all."""
+    metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    """Networks (CIDR) from which the admin listener's ``/metrics`` is readable without a
+    token; from elsewhere it needs an ``auditor`` or ``admin`` bearer token."""
 
 
 @attrs.frozen(kw_only=True)
@@ -465,6 +468,15 @@ def _gateway(table: _Table, base_dir: Path) -> GatewayConfig:
     if checkpoint_every < 1:
         raise table.error("must be at least 1", "checkpoint_every")
     checkpoint_dir = table.string("checkpoint_dir", None)
+    metrics_allow = table.strings("metrics_allow", defaults.metrics_allow)
+    for network in metrics_allow:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise table.error(
+                f"{network!r} is not an IP network (such as 10.0.0.0/8 or ::1/128)",
+                "metrics_allow",
+            ) from None
     return GatewayConfig(
         store=store,
         admin_listen=admin_listen,
@@ -484,6 +496,7 @@ def _gateway(table: _Table, base_dir: Path) -> GatewayConfig:
         else str((base_dir / Path(checkpoint_dir).expanduser()).resolve()),
         checkpoint_every=checkpoint_every,
         checkpoint_interval=table.seconds("checkpoint_interval", defaults.checkpoint_interval),
+        metrics_allow=metrics_allow,
     )
 
 

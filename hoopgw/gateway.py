@@ -13,6 +13,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from hoopgw.admin.api import build_site
+from hoopgw.admin.metrics import GatewayMetrics
 from hoopgw.approvals import ApprovalService
 from hoopgw.audit import AuditWriter, CheckpointSettings, spawn_writer_process
 from hoopgw.authn import Authenticator, build_authenticator
@@ -22,6 +23,7 @@ from hoopgw.plugin import PluginContext, load_plugin_class
 from hoopgw.protocol import ConnectionRuntime, SessionRegistry, load_protocol
 from hoopgw.session import ConnectionInfo
 from hoopgw.store import Store, open_store
+from hoopgw.verdicts import Block
 
 log = Logger(namespace="hoopgw.gateway")
 
@@ -55,7 +57,16 @@ class Gateway:
     def __init__(self, config: Config, reactor: Any) -> None:
         self.config = config
         self.reactor = reactor
-        self.sessions = SessionRegistry()
+        self.sessions = SessionRegistry(on_added=self._session_added)
+        self.metrics = GatewayMetrics(
+            sessions=self.sessions,
+            audit_pending=lambda: 0 if self.audit is None else self.audit.pending_records,
+            login_backoff=self._login_backoff,
+        )
+        self.metrics.add_ready_check("store", self._store_writable)
+        self.metrics.add_ready_check("audit_writer", self._audit_writer_up)
+        self.metrics.add_ready_check("listeners", lambda: self._listening)
+        self._listening = False
         self._store_url = resolve_store_url(config.gateway.store, base_dir=config.base_dir)
         self._store: Store | None = None
         self.audit: AuditWriter | None = None
@@ -76,6 +87,11 @@ class Gateway:
         yield self.audit.start()
         authenticator = self.authenticator = build_authenticator(
             self.config, store=self._store, audit=self.audit, reactor=self.reactor
+        )
+        authenticator.failure_observers.append(
+            lambda connection, method: self.metrics.login_failures_total.labels(
+                connection, method
+            ).inc()
         )
         authenticator.start(
             self.sessions, key_check_interval=self.config.identity.key_check_interval
@@ -115,7 +131,14 @@ class Gateway:
                 if gw.admin_tls:
                     assert gw.tls_cert and gw.tls_key  # checked by the config
                     admin_tls = server_tls_options(gw.tls_cert, gw.tls_key, alpn=())
-                site = build_site(self.approvals, authenticator, self.reactor, tls=admin_tls)
+                site = build_site(
+                    self.approvals,
+                    authenticator,
+                    self.reactor,
+                    tls=admin_tls,
+                    metrics=self.metrics,
+                    metrics_allow=gw.metrics_allow,
+                )
                 port = yield serverFromString(self.reactor, gw.admin_listen).listen(site)
                 self._ports.append(port)
                 log.info(
@@ -126,6 +149,21 @@ class Gateway:
         except BaseException:
             yield self.stop()
             raise
+        self._listening = True
+
+    def _session_added(self, session: Any) -> None:
+        config = session.runtime.config
+        self.metrics.session_opened(config.name, config.protocol)
+
+    def _login_backoff(self) -> int:
+        throttle = None if self.authenticator is None else self.authenticator.throttle
+        return 0 if throttle is None else throttle.delayed_hosts()
+
+    def _store_writable(self) -> bool:
+        return self._store is not None and self._store.writable()
+
+    def _audit_writer_up(self) -> bool:
+        return self.audit is not None and self.audit.running
 
     def _writer_spawner(self) -> Any:
         """How to start the writer process: with checkpoint signing when a key is configured."""
@@ -158,14 +196,22 @@ class Gateway:
                 approvals=self.approvals,
             )
             plugins.append((name, cls(context)))
+        name = connection.name
         chain = PluginChain(
-            plugins, reactor=self.reactor, approval_timeout=self.config.gateway.approval_timeout
+            plugins,
+            reactor=self.reactor,
+            approval_timeout=self.config.gateway.approval_timeout,
+            on_decided=lambda verdict: self.metrics.command_decided(
+                name, "block" if isinstance(verdict, Block) else "allow"
+            ),
         )
         if self.approvals is not None:
-            self.approvals.add_notifier(
-                connection.name,
-                lambda review, event: chain.notify("review_updated", review=review, event=event),
-            )
+
+            def review_changed(review: Any, event: str) -> None:
+                self.metrics.review_changed(name, review, event)
+                chain.notify("review_updated", review=review, event=event)
+
+            self.approvals.add_notifier(name, review_changed)
         return ConnectionRuntime(
             config=connection,
             gateway=self.config.gateway,
@@ -176,6 +222,7 @@ class Gateway:
             reactor=self.reactor,
             server_tls=server_tls,
             store=self._store,
+            upstream_failed=self.metrics.upstream_errors_total.labels(name).inc,
         )
 
     @defer.inlineCallbacks
@@ -187,6 +234,7 @@ class Gateway:
         if self._stopped:
             return
         self._stopped = True
+        self._listening = False
         ports, self._ports = self._ports, []
         if self.authenticator is not None:
             self.authenticator.stop()

@@ -43,12 +43,18 @@ class LiveSession(Protocol):
 class SessionRegistry:
     """Every live session of the gateway, for shutdown and for cancel requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, on_added: Callable[[LiveSession], None] | None = None) -> None:
+        """
+        :param on_added: called with each session :meth:`add` tracks (the gateway counts them).
+        """
         self._sessions: set[LiveSession] = set()
         self._cancel_keys: dict[Any, LiveSession] = {}
+        self._on_added = on_added
 
     def add(self, session: LiveSession) -> None:
         """Track ``session`` until :meth:`remove`."""
+        if session not in self._sessions and self._on_added is not None:
+            self._on_added(session)
         self._sessions.add(session)
 
     def remove(self, session: LiveSession) -> None:
@@ -109,6 +115,9 @@ class ConnectionRuntime:
     store: Any = None
     """The gateway's :class:`~hoopgw.store.Store` (blocking) for look-ups at login, such as
     SSH public keys; None where no store is open (config checks, some tests)."""
+    upstream_failed: Callable[[], None] = lambda: None
+    """Call once for each failed attempt to connect or log in to the target (it is counted in
+    the gateway's metrics)."""
 
 
 @attrs.frozen(kw_only=True)

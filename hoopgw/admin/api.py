@@ -25,6 +25,8 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from hoopgw.admin import openapi
+from hoopgw.admin.metrics import GatewayMetrics
+from hoopgw.admin.monitoring import HealthResource, MetricsResource, ReadyResource
 from hoopgw.approvals import ApprovalError, ApprovalService, roles_of
 from hoopgw.errors import AuthenticationError
 from hoopgw.session import Identity
@@ -376,10 +378,17 @@ class _PerHostLimit(policies.WrappingFactory):
 
 
 def build_site(
-    service: ApprovalService, authenticator: Any, reactor: Any, *, tls: Any = None
+    service: ApprovalService,
+    authenticator: Any,
+    reactor: Any,
+    *,
+    tls: Any = None,
+    metrics: GatewayMetrics | None = None,
+    metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128"),
 ) -> policies.WrappingFactory:
-    """The factory serving the API (anything outside ``/api`` is 404): HTTPS with the server
-    TLS options ``tls``, plain HTTP without.
+    """The factory serving the API (anything outside ``/api`` and, with ``metrics``,
+    ``/metrics``, ``/healthz`` and ``/readyz`` is 404): HTTPS with the server TLS options
+    ``tls``, plain HTTP without.
 
     Request bodies are limited to :data:`MAX_BODY` while they arrive, a connection idle for
     :data:`IDLE_TIMEOUT` seconds is closed, and one client host may hold at most
@@ -389,6 +398,16 @@ def build_site(
     root = resource.Resource()
     api: Any = AdminApi(service, authenticator, reactor)
     root.putChild(b"api", api)
+    if metrics is not None:
+        monitoring: dict[bytes, Any] = {
+            b"metrics": MetricsResource(
+                metrics, authenticator=authenticator, roles=service.roles, allow=metrics_allow
+            ),
+            b"healthz": HealthResource(),
+            b"readyz": ReadyResource(metrics),
+        }
+        for path, child in monitoring.items():
+            root.putChild(path, child)
     site: Any = server.Site(
         root, requestFactory=_LimitedRequest, timeout=IDLE_TIMEOUT, reactor=reactor
     )

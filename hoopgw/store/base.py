@@ -67,6 +67,11 @@ class Store(ReviewStore, SshKeyStore):
     def close(self) -> None:
         """Release the store's connection; the instance is unusable afterwards."""
 
+    @abc.abstractmethod
+    def writable(self) -> bool:
+        """Whether the store answers and its files may be written (a cheap readiness check
+        that changes nothing)."""
+
     # -- audit ---------------------------------------------------------------------------------
 
     @abc.abstractmethod

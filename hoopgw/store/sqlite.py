@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -81,6 +82,19 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
     def close(self) -> None:
         """See :meth:`Store.close`."""
         self._conn.close()
+
+    def writable(self) -> bool:
+        """See :meth:`Store.writable`: the connection answers, and the database file and its
+        folder (where the WAL lives) are writable."""
+        try:
+            self._conn.execute("SELECT 1").fetchone()
+        except sqlite3.Error:
+            return False
+        if self.path == ":memory:":
+            return True
+        return os.access(self.path, os.W_OK) and os.access(
+            os.path.dirname(os.path.abspath(self.path)), os.W_OK
+        )
 
     # -- audit ---------------------------------------------------------------------------------
 

@@ -637,6 +637,7 @@ class ClientSession(protocol.Protocol):
 
     def upstream_failed(self, code: int, message: str) -> None:
         """The upstream could not be reached or refused the login."""
+        self.runtime.upstream_failed()
         log.info(
             "session {session}: {message}",
             session=self._session_id,

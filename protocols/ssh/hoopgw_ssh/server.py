@@ -273,6 +273,7 @@ class ServerTransport(transport.SSHServerTransport):
                 runtime.config, runtime.reactor, timeout=runtime.gateway.auth_timeout
             )
         except UpstreamError as exc:
+            runtime.upstream_failed()
             runtime.chain.notify("session_closed", session=info, reason=str(exc))
             raise
         if not self.transport.connected:

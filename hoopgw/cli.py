@@ -137,6 +137,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     show.add_argument("session_id", metavar="ID")
     show.set_defaults(handler=_sessions_show)
+    from hoopgw import cli_live
+
+    cli_live.register(sessions_commands, with_json)
 
     audit = commands.add_parser("audit", help="verify, search and export the audit trail")
     audit_commands = audit.add_subparsers(metavar="COMMAND", required=True)

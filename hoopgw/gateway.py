@@ -14,6 +14,7 @@ from twisted.logger import Logger
 
 from hoopgw.admin.api import build_site
 from hoopgw.admin.metrics import GatewayMetrics
+from hoopgw.admin.sessions import SessionControl
 from hoopgw.approvals import ApprovalService
 from hoopgw.audit import AuditWriter, CheckpointSettings, spawn_writer_process
 from hoopgw.authn import Authenticator, build_authenticator
@@ -138,6 +139,12 @@ class Gateway:
                     tls=admin_tls,
                     metrics=self.metrics,
                     metrics_allow=gw.metrics_allow,
+                    sessions=SessionControl(
+                        sessions=self.sessions,
+                        audit=self.audit,
+                        roles=self.config.roles,
+                        clock=self.reactor,
+                    ),
                 )
                 port = yield serverFromString(self.reactor, gw.admin_listen).listen(site)
                 self._ports.append(port)

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from hoopgw.authn import Authenticator
     from hoopgw.chain import PluginChain
     from hoopgw.config import ConnectionConfig, GatewayConfig
-    from hoopgw.session import ConnectionInfo, Identity
+    from hoopgw.session import ConnectionInfo, Identity, SessionInfo
 
 PROTOCOL_GROUP = "hoopgw.protocols"
 
@@ -34,6 +34,10 @@ class LiveSession(Protocol):
     @property
     def runtime(self) -> ConnectionRuntime:
         """The connection it belongs to."""
+
+    @property
+    def session_info(self) -> SessionInfo | None:
+        """The session as recorded (None before authentication)."""
 
     def terminate(self, reason: str) -> None:
         """Say a protocol goodbye to the client (an error where the protocol has one), close
@@ -83,6 +87,14 @@ class SessionRegistry:
             if s.identity is not None
             and s.identity.name == identity
             and s.runtime.config.name == connection
+        ]
+
+    def find(self, prefix: str) -> list[LiveSession]:
+        """The live, authenticated sessions whose id starts with ``prefix``."""
+        return [
+            s
+            for s in self._sessions
+            if s.session_info is not None and s.session_info.id.startswith(prefix)
         ]
 
     def __iter__(self) -> Any:

@@ -202,7 +202,11 @@ def test_wrong_type_names_key_connection_and_types(text, key, message):
         ("checkpoint_interval = 0", "gateway.checkpoint_interval", "greater than 0"),
         ("checkpoint_dir = ''", "gateway.checkpoint_dir", "must not be empty"),
         ("signing_key = 'raw-key-text'", "gateway.signing_key", "must be a secret reference"),
-        ("metrics_allow = ['loopback']", "gateway.metrics_allow", "'loopback' is not an IP network"),
+        (
+            "metrics_allow = ['loopback']",
+            "gateway.metrics_allow",
+            "'loopback' is not an IP network",
+        ),
         ("metrics_allow = '10.0.0.0/8'", "gateway.metrics_allow", "expected list"),
     ],
 )

@@ -317,6 +317,11 @@ class ClientSession(protocol.Protocol):
             self._fatal(ER_HANDSHAKE, "08S01", f"unexpected packet during {self._phase}")
 
     @property
+    def session_info(self) -> SessionInfo | None:
+        """The recorded session, once authenticated (what ``LiveSession`` asks for)."""
+        return self.session
+
+    @property
     def _session_id(self) -> str:
         return self.session.id if self.session else "-"
 

@@ -63,6 +63,8 @@ class GatewaySession(avatar.ConchUser):
         self.info = info
         self.identity: Identity | None = info.identity
         """Who is connected (what :class:`~hoopgw.protocol.LiveSession` asks for)."""
+        self.session_info: SessionInfo | None = info
+        """The recorded session (what :class:`~hoopgw.protocol.LiveSession` asks for)."""
         self.upstream = upstream
         self._transport = transport
         self._seq = 0

@@ -8,9 +8,11 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from twisted.internet import defer, ssl, task
-from twisted.internet.endpoints import serverFromString
+from twisted.internet import defer, protocol, ssl, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from hoopgw.admin.api import build_site
 from hoopgw.admin.metrics import GatewayMetrics
@@ -20,6 +22,7 @@ from hoopgw.audit import AuditWriter, CheckpointSettings, spawn_writer_process
 from hoopgw.authn import Authenticator, build_authenticator
 from hoopgw.chain import PluginChain
 from hoopgw.config import Config, ConnectionConfig, resolve_store_url
+from hoopgw.errors import HoopgwError, StartupError
 from hoopgw.plugin import PluginContext, load_plugin_class
 from hoopgw.protocol import ConnectionRuntime, SessionRegistry, load_protocol
 from hoopgw.session import ConnectionInfo
@@ -27,6 +30,9 @@ from hoopgw.store import Store, open_store
 from hoopgw.verdicts import Block
 
 log = Logger(namespace="hoopgw.gateway")
+
+TARGET_PROBE_TIMEOUT = 5.0
+"""Seconds the start-up check of each target waits for a TCP connection."""
 
 
 def server_tls_options(
@@ -117,8 +123,9 @@ class Gateway:
             for connection in self.config.connections:
                 runtime = self._runtime(connection, authenticator, server_tls)
                 factory = load_protocol(connection.protocol).build_factory(runtime)
-                endpoint = serverFromString(self.reactor, connection.listen)
-                port = yield endpoint.listen(factory)
+                port = yield self._listen(
+                    connection.listen, factory, f"connection {connection.name!r}"
+                )
                 self._ports.append(port)
                 log.info(
                     "connection {connection} ({protocol}) listening on {listen}, target {target}",
@@ -146,7 +153,7 @@ class Gateway:
                         clock=self.reactor,
                     ),
                 )
-                port = yield serverFromString(self.reactor, gw.admin_listen).listen(site)
+                port = yield self._listen(gw.admin_listen, site, "the admin API")
                 self._ports.append(port)
                 log.info(
                     "admin API listening on {listen} ({scheme})",
@@ -157,6 +164,45 @@ class Gateway:
             yield self.stop()
             raise
         self._listening = True
+        for connection in self.config.connections:
+            self._probe_target(connection)
+
+    def _probe_target(self, connection: ConnectionConfig) -> defer.Deferred[None]:
+        """Warn (not fatal) when a connection's target does not accept a TCP connection now:
+        its sessions will fail until it does."""
+        host, port = connection.target_host, connection.target_port
+        endpoint_type = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
+        endpoint = endpoint_type(self.reactor, host, port, timeout=TARGET_PROBE_TIMEOUT)
+        probe: Any = protocol.Factory.forProtocol(protocol.Protocol)
+        connecting = endpoint.connect(probe)
+
+        def reached(connected: Any) -> None:
+            connected.transport.loseConnection()
+
+        def unreachable(failure: Failure) -> None:
+            log.warn(
+                "connection {connection}: its target {target} cannot be reached now ({why});"
+                " sessions will fail until it can",
+                connection=connection.name,
+                target=connection.target,
+                why=failure.getErrorMessage(),
+            )
+
+        return connecting.addCallbacks(reached, unreachable)
+
+    def _listen(self, description: str, factory: Any, what: str) -> defer.Deferred[Any]:
+        """Listen on the endpoint ``description``; a failure names ``what`` could not listen."""
+
+        def failed(failure: Failure) -> Failure:
+            error = failure.value
+            if isinstance(error, CannotListenError):
+                why = error.socketError
+                reason = getattr(why, "strerror", None) or str(why)
+                raise StartupError(f"{what} cannot listen on {description}: {reason}")
+            return failure
+
+        listening = serverFromString(self.reactor, description).listen(factory)
+        return listening.addErrback(failed)
 
     def _session_added(self, session: Any) -> None:
         config = session.runtime.config
@@ -276,7 +322,11 @@ def run_gateway(config: Config) -> int:
     status = {"code": 0}
 
     def failed(failure: Any) -> None:
-        log.failure("gateway failed to start", failure)
+        if failure.check(HoopgwError):
+            # A reason the operator can act on: said plainly, without a traceback.
+            log.error("gateway failed to start: {why}", why=failure.getErrorMessage())
+        else:
+            log.failure("gateway failed to start", failure)
         status["code"] = 1
         reactor.stop()
 

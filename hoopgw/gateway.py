@@ -174,6 +174,7 @@ class Gateway:
         endpoint_type = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
         endpoint = endpoint_type(self.reactor, host, port, timeout=TARGET_PROBE_TIMEOUT)
         probe: Any = protocol.Factory.forProtocol(protocol.Protocol)
+        probe.noisy = False
         connecting = endpoint.connect(probe)
 
         def reached(connected: Any) -> None:

@@ -136,6 +136,10 @@ class Store(ReviewStore, SshKeyStore):
         """
 
     @abc.abstractmethod
+    def session_ids_starting(self, prefix: str, *, limit: int = 2) -> list[str]:
+        """Ids of recorded sessions that start with ``prefix``, at most ``limit`` of them."""
+
+    @abc.abstractmethod
     def get_session(self, session_id: str) -> dict[str, Any] | None:
         """One session as in :meth:`list_sessions`, plus ``commands``; None if unknown.
 

@@ -388,6 +388,16 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
             ).fetchall()
         return [_session_dict(row) for row in rows]
 
+    def session_ids_starting(self, prefix: str, *, limit: int = 2) -> list[str]:
+        """See :meth:`Store.session_ids_starting`."""
+        # A range scan on the primary key, not LIKE (whose wildcards a prefix could hold).
+        with self._errors_as_store_error("find sessions"):
+            rows = self._conn.execute(
+                "SELECT id FROM sessions WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                (prefix, prefix + "\U0010ffff", limit),
+            ).fetchall()
+        return [row[0] for row in rows]
+
     def get_session(self, session_id: str) -> dict[str, Any] | None:
         """See :meth:`Store.get_session`."""
         with self._errors_as_store_error("read a session"):

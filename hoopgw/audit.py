@@ -658,6 +658,21 @@ class AuditWriter:
             self._lazy_timer = self._reactor.callLater(self._lazy_delay, self._send)
         return done
 
+    @property
+    def running(self) -> bool:
+        """Whether the writer process has started, is not stopping and has not failed."""
+        return (
+            self._started is not None
+            and self._started.called
+            and self._stopped is None
+            and self._failure is None
+        )
+
+    @property
+    def pending_records(self) -> int:
+        """Records written and not yet durable (the writer's queue depth)."""
+        return len(self._in_flight)
+
     def stop(self) -> defer.Deferred[None]:
         """Send what is held, let the process commit everything and close the store.
 

@@ -18,6 +18,7 @@ lookup). A front end must not act on client input while one is outstanding.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import defer, task
@@ -84,6 +85,9 @@ class Authenticator:
         self._key_watch: task.LoopingCall | None = None
         self.grants = grants
         """Where live just-in-time grants are looked up (set by the gateway)."""
+        self.failure_observers: list[Callable[[str, str], None]] = []
+        """Called with ``(connection, method)`` for every failed authentication (the gateway
+        counts them)."""
 
     def start(self, sessions: Any, *, key_check_interval: float) -> None:
         """Start the gateway-wide work: load the issuers' keys, and every
@@ -202,6 +206,8 @@ class Authenticator:
     def _record_failure(
         self, method: str, reason: str, client_address: str, connection: str
     ) -> None:
+        for observe in self.failure_observers:
+            observe(connection or "-", method)
         log.info(
             "authentication failed ({method}) from {client} on {connection}: {reason}",
             method=method,

@@ -7,7 +7,7 @@ the core's timeout.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -43,12 +43,15 @@ class PluginChain:
         *,
         reactor: Any,
         approval_timeout: float = 300.0,
+        on_decided: Callable[[Verdict], None] | None = None,
     ) -> None:
         """
         :param plugins: ``(name, instance)`` pairs in the order the config lists them.
         :param reactor: used for the approval timeout.
         :param approval_timeout: seconds a held command waits for a human before it is refused.
+        :param on_decided: called with each command's final verdict (the gateway counts them).
         """
+        self._on_decided = on_decided
         self._pm = pluggy.PluginManager(hookspecs.PROJECT)
         self._pm.add_hookspecs(hookspecs)
         # pluggy calls the last registered implementation first; register in reverse so that
@@ -164,6 +167,8 @@ class PluginChain:
 
         def report(verdict: Verdict) -> None:
             verdict = self._recordable_reason(session, command, verdict)
+            if self._on_decided is not None:
+                self._on_decided(verdict)
             self.notify("command_decided", session=session, command=command, verdict=verdict)
             if not cancelled:  # a cancelled Deferred fails with CancelledError instead
                 decided.callback(verdict)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_BROKEN_PIPE = 141
+"""The reader of standard output went away (128 + SIGPIPE, what a shell reports for cat)."""
 PROGRESS_INTERVAL = 1.0
 """Seconds between two progress lines of a long command."""
 
@@ -60,6 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
+    except BrokenPipeError:
+        # The reader went away (``hoopgw replay ... | head``): stop quietly, as cat does. Point
+        # stdout at /dev/null so that the interpreter's final flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except ConfigError as exc:
         error(str(exc))
         return EXIT_USAGE
@@ -137,6 +146,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     show.add_argument("session_id", metavar="ID")
     show.set_defaults(handler=_sessions_show)
+    from hoopgw import cli_live
+
+    cli_live.register(sessions_commands, with_json)
 
     audit = commands.add_parser("audit", help="verify, search and export the audit trail")
     audit_commands = audit.add_subparsers(metavar="COMMAND", required=True)
@@ -339,7 +351,7 @@ def _sessions_list(args: argparse.Namespace) -> int:
 
 def _sessions_show(args: argparse.Namespace) -> int:
     with opened_store(load_config(args.config)) as store:
-        session = store.get_session(args.session_id)
+        session = store.get_session(full_session_id(store, args.session_id))
     if session is None:
         error(f"no session with id {args.session_id!r}")
         return EXIT_FAILED
@@ -361,7 +373,7 @@ def _sessions_show(args: argparse.Namespace) -> int:
         out(
             f"#{command['seq']} {command['received_at']} {command['kind']}"
             f" verdict={_cell(command['verdict'])} status={_cell(command['status'])}"
-            f" rows={_cell(command['rows'])} duration={_cell(command['duration'])}"
+            f" rows={_cell(command['rows'])} duration={_cell(_duration(command['duration']))}"
         )
         if command.get("verdict_reason"):
             by = command.get("verdict_plugin")
@@ -375,6 +387,20 @@ def _sessions_show(args: argparse.Namespace) -> int:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def full_session_id(store: Store, given: str) -> str:
+    """The recorded session id that ``given`` is, or is the unique start of.
+
+    :raises HoopgwError: no session starts with it, or several do.
+    """
+    found = store.session_ids_starting(given, limit=3)
+    if given in found or not found:
+        return given
+    if len(found) > 1:
+        shown = ", ".join(found[:2]) + (", ..." if len(found) > 2 else "")
+        raise HoopgwError(f"{given!r} is the start of several sessions ({shown}); give more of it")
+    return found[0]
 
 
 @contextmanager
@@ -414,6 +440,12 @@ def iso_time(value: Any) -> Any:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return value
+
+
+def _duration(seconds: Any) -> Any:
+    from hoopgw.replay import format_duration
+
+    return format_duration(seconds) if isinstance(seconds, int | float) else seconds
 
 
 def _cell(value: Any) -> str:

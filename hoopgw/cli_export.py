@@ -24,6 +24,7 @@ from hoopgw.cli import (
     EXIT_OK,
     EXIT_USAGE,
     error,
+    full_session_id,
     iso_time,
     opened_store,
     out,
@@ -128,19 +129,19 @@ def register(
     terminal = replay.add_mutually_exclusive_group()
     terminal.add_argument(
         "--asciicast",
-        type=int,
-        nargs="?",
-        const=0,
-        metavar="SEQ",
-        help="print terminal channel SEQ (default: the first) as an asciicast v2 file",
+        action="store_true",
+        help="print a terminal channel (see --channel) as an asciicast v2 file",
     )
     terminal.add_argument(
         "--terminal",
+        action="store_true",
+        help="play a terminal channel (see --channel) as the client saw it",
+    )
+    replay.add_argument(
+        "--channel",
         type=int,
-        nargs="?",
-        const=0,
         metavar="SEQ",
-        help="play terminal channel SEQ (default: the first) as the client saw it",
+        help="with --asciicast or --terminal: the terminal channel SEQ (default: the first)",
     )
     replay.set_defaults(handler=_replay)
 
@@ -272,12 +273,16 @@ def _replay(args: argparse.Namespace) -> int:
     if args.json and args.real_time:
         error("--json prints the whole transcript at once; it cannot be used with --real-time")
         return EXIT_USAGE
+    if args.channel is not None and not (args.asciicast or args.terminal):
+        error("--channel picks the terminal channel of --asciicast or --terminal")
+        return EXIT_USAGE
     with opened_store(load_config(args.config)) as store:
-        session = store.get_session(args.session_id)
+        session = store.get_session(full_session_id(store, args.session_id))
     if session is None:
         error(f"no session with id {args.session_id!r}")
         return EXIT_FAILED
-    if args.asciicast is not None or args.terminal is not None:
+    args.session_id = session["id"]
+    if args.asciicast or args.terminal:
         return _replay_terminal(args, session)
     if args.json:
         steps = [attrs.asdict(step) for step in transcript(session)]
@@ -294,7 +299,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _replay_terminal(args: argparse.Namespace, session: dict[str, Any]) -> int:
     channels = terminal_channels(session)
-    wanted = args.asciicast if args.asciicast is not None else args.terminal
+    wanted = args.channel
     if not channels or (wanted and wanted not in channels):
         which = f"terminal channel #{wanted}" if wanted else "terminal channel"
         error(f"session {args.session_id} has no {which} (with one: {channels or 'none'})")
@@ -309,7 +314,7 @@ def _replay_terminal(args: argparse.Namespace, session: dict[str, Any]) -> int:
             seq,
             cast,
         )
-    if args.asciicast is not None:
+    if args.asciicast:
         sys.stdout.write(cast.getvalue())
         return EXIT_OK
     cast.seek(0)

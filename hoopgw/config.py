@@ -97,6 +97,9 @@ class GatewayConfig:
     audit_sync_interval: float = 0.01
     """Seconds between group syncs of the audit journal with ``audit_durability = "os"``, at
     most :data:`hoopgw.audit.MAX_SYNC_INTERVAL`: what a crash of the host may lose."""
+    metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
+    """Networks (CIDR) from which the admin listener's ``/metrics`` is readable without a
+    token; from elsewhere it needs an ``auditor`` or ``admin`` bearer token."""
 
     @property
     def durability(self) -> Durability:
@@ -486,6 +489,15 @@ def _gateway(table: _Table, base_dir: Path) -> GatewayConfig:
             " of that long",
             "audit_sync_interval",
         )
+    metrics_allow = table.strings("metrics_allow", defaults.metrics_allow)
+    for network in metrics_allow:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise table.error(
+                f"{network!r} is not an IP network (such as 10.0.0.0/8 or ::1/128)",
+                "metrics_allow",
+            ) from None
     return GatewayConfig(
         store=store,
         admin_listen=admin_listen,
@@ -509,6 +521,7 @@ def _gateway(table: _Table, base_dir: Path) -> GatewayConfig:
             "audit_durability", DURABILITY_MODES, defaults.audit_durability
         ),
         audit_sync_interval=audit_sync_interval,
+        metrics_allow=metrics_allow,
     )
 
 

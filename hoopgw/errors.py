@@ -24,6 +24,11 @@ class SecretError(ConfigError):
     """A secret reference cannot be resolved. The message never holds the secret itself."""
 
 
+class StartupError(HoopgwError):
+    """The gateway cannot start: a listener cannot bind, the store cannot open. The message
+    names the part that failed (the connection, the admin listener) and why."""
+
+
 class PluginError(HoopgwError):
     """A plugin cannot be loaded or rejected its options."""
 

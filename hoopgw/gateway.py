@@ -8,22 +8,31 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from twisted.internet import defer, ssl, task
-from twisted.internet.endpoints import serverFromString
+from twisted.internet import defer, protocol, ssl, task
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from hoopgw.admin.api import build_site
+from hoopgw.admin.metrics import GatewayMetrics
+from hoopgw.admin.sessions import SessionControl
 from hoopgw.approvals import ApprovalService
 from hoopgw.audit import AuditWriter, CheckpointSettings, spawn_writer_process
 from hoopgw.authn import Authenticator, build_authenticator
 from hoopgw.chain import PluginChain
 from hoopgw.config import Config, ConnectionConfig, resolve_store_url
+from hoopgw.errors import HoopgwError, StartupError
 from hoopgw.plugin import PluginContext, load_plugin_class
 from hoopgw.protocol import ConnectionRuntime, SessionRegistry, load_protocol
 from hoopgw.session import ConnectionInfo
 from hoopgw.store import Store, open_store
+from hoopgw.verdicts import Block
 
 log = Logger(namespace="hoopgw.gateway")
+
+TARGET_PROBE_TIMEOUT = 5.0
+"""Seconds the start-up check of each target waits for a TCP connection."""
 
 
 def server_tls_options(
@@ -55,7 +64,16 @@ class Gateway:
     def __init__(self, config: Config, reactor: Any) -> None:
         self.config = config
         self.reactor = reactor
-        self.sessions = SessionRegistry()
+        self.sessions = SessionRegistry(on_added=self._session_added)
+        self.metrics = GatewayMetrics(
+            sessions=self.sessions,
+            audit_pending=lambda: 0 if self.audit is None else self.audit.pending_records,
+            login_backoff=self._login_backoff,
+        )
+        self.metrics.add_ready_check("store", self._store_writable)
+        self.metrics.add_ready_check("audit_writer", self._audit_writer_up)
+        self.metrics.add_ready_check("listeners", lambda: self._listening)
+        self._listening = False
         self._store_url = resolve_store_url(config.gateway.store, base_dir=config.base_dir)
         self._store: Store | None = None
         self.audit: AuditWriter | None = None
@@ -85,6 +103,11 @@ class Gateway:
         authenticator = self.authenticator = build_authenticator(
             self.config, store=self._store, audit=self.audit, reactor=self.reactor
         )
+        authenticator.failure_observers.append(
+            lambda connection, method: self.metrics.login_failures_total.labels(
+                connection, method
+            ).inc()
+        )
         authenticator.start(
             self.sessions, key_check_interval=self.config.identity.key_check_interval
         )
@@ -108,8 +131,9 @@ class Gateway:
             for connection in self.config.connections:
                 runtime = self._runtime(connection, authenticator, server_tls)
                 factory = load_protocol(connection.protocol).build_factory(runtime)
-                endpoint = serverFromString(self.reactor, connection.listen)
-                port = yield endpoint.listen(factory)
+                port = yield self._listen(
+                    connection.listen, factory, f"connection {connection.name!r}"
+                )
                 self._ports.append(port)
                 log.info(
                     "connection {connection} ({protocol}) listening on {listen}, target {target}",
@@ -123,8 +147,21 @@ class Gateway:
                 if gw.admin_tls:
                     assert gw.tls_cert and gw.tls_key  # checked by the config
                     admin_tls = server_tls_options(gw.tls_cert, gw.tls_key, alpn=())
-                site = build_site(self.approvals, authenticator, self.reactor, tls=admin_tls)
-                port = yield serverFromString(self.reactor, gw.admin_listen).listen(site)
+                site = build_site(
+                    self.approvals,
+                    authenticator,
+                    self.reactor,
+                    tls=admin_tls,
+                    metrics=self.metrics,
+                    metrics_allow=gw.metrics_allow,
+                    sessions=SessionControl(
+                        sessions=self.sessions,
+                        audit=self.audit,
+                        roles=self.config.roles,
+                        clock=self.reactor,
+                    ),
+                )
+                port = yield self._listen(gw.admin_listen, site, "the admin API")
                 self._ports.append(port)
                 log.info(
                     "admin API listening on {listen} ({scheme})",
@@ -134,6 +171,61 @@ class Gateway:
         except BaseException:
             yield self.stop()
             raise
+        self._listening = True
+        for connection in self.config.connections:
+            self._probe_target(connection)
+
+    def _probe_target(self, connection: ConnectionConfig) -> defer.Deferred[None]:
+        """Warn (not fatal) when a connection's target does not accept a TCP connection now:
+        its sessions will fail until it does."""
+        host, port = connection.target_host, connection.target_port
+        endpoint_type = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
+        endpoint = endpoint_type(self.reactor, host, port, timeout=TARGET_PROBE_TIMEOUT)
+        probe: Any = protocol.Factory.forProtocol(protocol.Protocol)
+        probe.noisy = False
+        connecting = endpoint.connect(probe)
+
+        def reached(connected: Any) -> None:
+            connected.transport.loseConnection()
+
+        def unreachable(failure: Failure) -> None:
+            log.warn(
+                "connection {connection}: its target {target} cannot be reached now ({why});"
+                " sessions will fail until it can",
+                connection=connection.name,
+                target=connection.target,
+                why=failure.getErrorMessage(),
+            )
+
+        return connecting.addCallbacks(reached, unreachable)
+
+    def _listen(self, description: str, factory: Any, what: str) -> defer.Deferred[Any]:
+        """Listen on the endpoint ``description``; a failure names ``what`` could not listen."""
+
+        def failed(failure: Failure) -> Failure:
+            error = failure.value
+            if isinstance(error, CannotListenError):
+                why = error.socketError
+                reason = getattr(why, "strerror", None) or str(why)
+                raise StartupError(f"{what} cannot listen on {description}: {reason}")
+            return failure
+
+        listening = serverFromString(self.reactor, description).listen(factory)
+        return listening.addErrback(failed)
+
+    def _session_added(self, session: Any) -> None:
+        config = session.runtime.config
+        self.metrics.session_opened(config.name, config.protocol)
+
+    def _login_backoff(self) -> int:
+        throttle = None if self.authenticator is None else self.authenticator.throttle
+        return 0 if throttle is None else throttle.delayed_hosts()
+
+    def _store_writable(self) -> bool:
+        return self._store is not None and self._store.writable()
+
+    def _audit_writer_up(self) -> bool:
+        return self.audit is not None and self.audit.running
 
     def _writer_spawner(self) -> Any:
         """How to start the writer process: in the configured durability mode, with checkpoint
@@ -169,14 +261,22 @@ class Gateway:
                 approvals=self.approvals,
             )
             plugins.append((name, cls(context)))
+        name = connection.name
         chain = PluginChain(
-            plugins, reactor=self.reactor, approval_timeout=self.config.gateway.approval_timeout
+            plugins,
+            reactor=self.reactor,
+            approval_timeout=self.config.gateway.approval_timeout,
+            on_decided=lambda verdict: self.metrics.command_decided(
+                name, "block" if isinstance(verdict, Block) else "allow"
+            ),
         )
         if self.approvals is not None:
-            self.approvals.add_notifier(
-                connection.name,
-                lambda review, event: chain.notify("review_updated", review=review, event=event),
-            )
+
+            def review_changed(review: Any, event: str) -> None:
+                self.metrics.review_changed(name, review, event)
+                chain.notify("review_updated", review=review, event=event)
+
+            self.approvals.add_notifier(name, review_changed)
         return ConnectionRuntime(
             config=connection,
             gateway=self.config.gateway,
@@ -187,6 +287,7 @@ class Gateway:
             reactor=self.reactor,
             server_tls=server_tls,
             store=self._store,
+            upstream_failed=self.metrics.upstream_errors_total.labels(name).inc,
         )
 
     @defer.inlineCallbacks
@@ -198,6 +299,7 @@ class Gateway:
         if self._stopped:
             return
         self._stopped = True
+        self._listening = False
         ports, self._ports = self._ports, []
         if self.authenticator is not None:
             self.authenticator.stop()
@@ -232,7 +334,11 @@ def run_gateway(config: Config) -> int:
     status = {"code": 0}
 
     def failed(failure: Any) -> None:
-        log.failure("gateway failed to start", failure)
+        if failure.check(HoopgwError):
+            # A reason the operator can act on: said plainly, without a traceback.
+            log.error("gateway failed to start: {why}", why=failure.getErrorMessage())
+        else:
+            log.failure("gateway failed to start", failure)
         status["code"] = 1
         reactor.stop()
 

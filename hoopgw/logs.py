@@ -25,6 +25,7 @@ the store, hash-chained, through the one audit writer.
 from __future__ import annotations
 
 import json
+import re
 import string
 import sys
 from collections.abc import Callable, Mapping
@@ -37,6 +38,7 @@ from twisted.logger import (
     ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
+    PredicateResult,
     formatEvent,
     globalLogBeginner,
 )
@@ -152,6 +154,32 @@ def render_json(event: Mapping[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, default=str)
 
 
+# Lines Twisted writes for every listening port and SSH connection, which the gateway's own
+# lines already say better ("listening on", "session started"); shown at the debug level.
+_CHATTER = (
+    re.compile(r".* starting on \S+$"),
+    re.compile(r"^\(\S+ Port \S+ Closed\)$"),
+    re.compile(r"^(Starting|Stopping) factory .*"),
+    re.compile(r"^disabling non-fixed-group key exchange algorithms because .*moduli file$"),
+)
+
+
+@implementer(ILogFilterPredicate)
+class _TwistedChatter:
+    """Drops :data:`_CHATTER` lines unless ``shown``."""
+
+    def __init__(self, *, shown: bool) -> None:
+        self._shown = shown
+
+    def __call__(self, event: Mapping[str, Any]) -> PredicateResult:
+        if self._shown or event.get("log_level") not in (LogLevel.info, None):
+            return PredicateResult.maybe
+        message = formatEvent(dict(event))
+        if any(pattern.match(message) for pattern in _CHATTER):
+            return PredicateResult.no
+        return PredicateResult.maybe
+
+
 @implementer(ILogObserver)
 class _LineObserver:
     """Writes each event as a redacted line to a stream."""
@@ -178,10 +206,14 @@ def make_observer(format: str, level: str, stream: TextIO) -> ILogObserver:
     if level not in LEVELS:
         raise ValueError(f"log level must be one of {', '.join(LEVELS)}, not {level!r}")
     render = render_json if format == "json" else render_text
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
+    predicates = [
+        LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level)),
+        _TwistedChatter(shown=level == "debug"),
+    ]
     # The casts tell mypy what @implementer declares; it does not read zope interfaces.
     filtered = FilteringLogObserver(
-        cast(ILogObserver, _LineObserver(render, stream)), [cast(ILogFilterPredicate, predicate)]
+        cast(ILogObserver, _LineObserver(render, stream)),
+        [cast(ILogFilterPredicate, p) for p in predicates],
     )
     return cast(ILogObserver, filtered)
 

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from hoopgw.authn import Authenticator
     from hoopgw.chain import PluginChain
     from hoopgw.config import ConnectionConfig, GatewayConfig
-    from hoopgw.session import ConnectionInfo, Identity
+    from hoopgw.session import ConnectionInfo, Identity, SessionInfo
 
 PROTOCOL_GROUP = "hoopgw.protocols"
 
@@ -35,6 +35,10 @@ class LiveSession(Protocol):
     def runtime(self) -> ConnectionRuntime:
         """The connection it belongs to."""
 
+    @property
+    def session_info(self) -> SessionInfo | None:
+        """The session as recorded (None before authentication)."""
+
     def terminate(self, reason: str) -> None:
         """Say a protocol goodbye to the client (an error where the protocol has one), close
         the upstream, and report the session closed with ``reason``."""
@@ -43,12 +47,18 @@ class LiveSession(Protocol):
 class SessionRegistry:
     """Every live session of the gateway, for shutdown and for cancel requests."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, on_added: Callable[[LiveSession], None] | None = None) -> None:
+        """
+        :param on_added: called with each session :meth:`add` tracks (the gateway counts them).
+        """
         self._sessions: set[LiveSession] = set()
         self._cancel_keys: dict[Any, LiveSession] = {}
+        self._on_added = on_added
 
     def add(self, session: LiveSession) -> None:
         """Track ``session`` until :meth:`remove`."""
+        if session not in self._sessions and self._on_added is not None:
+            self._on_added(session)
         self._sessions.add(session)
 
     def remove(self, session: LiveSession) -> None:
@@ -77,6 +87,14 @@ class SessionRegistry:
             if s.identity is not None
             and s.identity.name == identity
             and s.runtime.config.name == connection
+        ]
+
+    def find(self, prefix: str) -> list[LiveSession]:
+        """The live, authenticated sessions whose id starts with ``prefix``."""
+        return [
+            s
+            for s in self._sessions
+            if s.session_info is not None and s.session_info.id.startswith(prefix)
         ]
 
     def __iter__(self) -> Any:
@@ -109,6 +127,9 @@ class ConnectionRuntime:
     store: Any = None
     """The gateway's :class:`~hoopgw.store.Store` (blocking) for look-ups at login, such as
     SSH public keys; None where no store is open (config checks, some tests)."""
+    upstream_failed: Callable[[], None] = lambda: None
+    """Call once for each failed attempt to connect or log in to the target (it is counted in
+    the gateway's metrics)."""
 
 
 @attrs.frozen(kw_only=True)

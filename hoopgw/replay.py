@@ -120,7 +120,7 @@ def render_step(step: TranscriptStep) -> list[str]:
     if step.rows is not None:
         outcome.append(f"{step.rows} row{'' if step.rows == 1 else 's'}")
     if step.duration is not None:
-        outcome.append(f"{step.duration * 1000:.1f} ms")
+        outcome.append(format_duration(step.duration))
     lines.append(f"    -> {verdict}; {', '.join(outcome)}")
     if step.error_code or step.error_message:
         lines.append(f"    error {step.error_code or '-'}: {step.error_message or ''}".rstrip())
@@ -234,3 +234,17 @@ def write_asciicast(
 def _write_event(stream: TextIO, offset: float, text: str) -> None:
     # Microsecond precision, as asciinema itself writes.
     stream.write(json.dumps([round(offset, 6), "o", text], ensure_ascii=False) + "\n")
+
+
+def format_duration(seconds: float) -> str:
+    """A duration for people: ``4.0 ms`` below a second, ``1.25 s`` below a minute, then
+    ``3 min 5 s`` or ``2 h 4 min``."""
+    if seconds < 1:
+        return f"{seconds * 1000:.1f} ms"
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min"

@@ -92,6 +92,16 @@ class FailureThrottle:
                 return None
         return record
 
+    def delayed_hosts(self) -> int:
+        """How many client hosts would wait before their next failure is answered."""
+        now = self._clock.seconds()
+        return sum(
+            1
+            for host in list(self._records)
+            if (record := self._record(host, now)) is not None
+            and self._delay(record.failures + 1) > 0
+        )
+
     def saturated(self, client_address: str) -> bool:
         """Whether the address has every slot busy: refuse it now, without checking."""
         record = self._record(throttle_key(client_address), self._clock.seconds())

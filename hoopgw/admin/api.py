@@ -25,6 +25,9 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from hoopgw.admin import openapi
+from hoopgw.admin.metrics import GatewayMetrics
+from hoopgw.admin.monitoring import HealthResource, MetricsResource, ReadyResource
+from hoopgw.admin.sessions import SessionControl
 from hoopgw.approvals import ApprovalError, ApprovalService, roles_of
 from hoopgw.errors import AuthenticationError
 from hoopgw.session import Identity
@@ -117,11 +120,19 @@ class AdminApi(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, service: ApprovalService, authenticator: Any, reactor: Any) -> None:
+    def __init__(
+        self,
+        service: ApprovalService,
+        authenticator: Any,
+        reactor: Any,
+        *,
+        sessions: SessionControl | None = None,
+    ) -> None:
         super().__init__()
         self._service = service
         self._authenticator = authenticator
         self._reactor = reactor
+        self._sessions = sessions
         self._routes: list[tuple[str, re.Pattern[str], Handler, bool]] = [
             ("GET", re.compile(r"/api/openapi\.json"), self._openapi, False),
             ("GET", re.compile(r"/api/whoami"), self._whoami, True),
@@ -132,6 +143,13 @@ class AdminApi(resource.Resource):
             ("POST", re.compile(r"/api/access/requests"), self._request_access, True),
             ("GET", re.compile(r"/api/access/grants"), self._list_grants, True),
             ("POST", re.compile(r"/api/access/grants/([0-9a-f]{12})/revoke"), self._revoke, True),
+            ("GET", re.compile(r"/api/sessions/live"), self._live_sessions, True),
+            (
+                "POST",
+                re.compile(r"/api/sessions/([0-9a-f-]{1,36})/terminate"),
+                self._terminate,
+                True,
+            ),
         ]
 
     def render(self, request: Any) -> Any:
@@ -298,6 +316,21 @@ class AdminApi(resource.Resource):
         revoked = self._service.revoke(grant_id, identity, reason)
         return revoked.addCallback(lambda g: (200, grant_json(g, self._reactor.seconds())))
 
+    def _session_control(self) -> SessionControl:
+        if self._sessions is None:
+            raise _Refused("not_found", "live sessions are not served here")
+        return self._sessions
+
+    def _live_sessions(self, request: Any, identity: Identity, body: Any) -> tuple[int, Any]:
+        return 200, {"sessions": self._session_control().visible(identity)}
+
+    def _terminate(
+        self, request: Any, identity: Identity, body: dict[str, Any], session_id: str
+    ) -> defer.Deferred[tuple[int, Any]]:
+        reason = _reason(body, required=False)
+        ended = self._session_control().terminate(identity, session_id, reason)
+        return ended.addCallback(lambda session: (200, session))
+
 
 class _LimitedRequest(server.Request):
     """A request whose body may not exceed :data:`MAX_BODY`: a larger one is refused while it
@@ -376,10 +409,18 @@ class _PerHostLimit(policies.WrappingFactory):
 
 
 def build_site(
-    service: ApprovalService, authenticator: Any, reactor: Any, *, tls: Any = None
+    service: ApprovalService,
+    authenticator: Any,
+    reactor: Any,
+    *,
+    tls: Any = None,
+    metrics: GatewayMetrics | None = None,
+    metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128"),
+    sessions: SessionControl | None = None,
 ) -> policies.WrappingFactory:
-    """The factory serving the API (anything outside ``/api`` is 404): HTTPS with the server
-    TLS options ``tls``, plain HTTP without.
+    """The factory serving the API (anything outside ``/api`` and, with ``metrics``,
+    ``/metrics``, ``/healthz`` and ``/readyz`` is 404): HTTPS with the server TLS options
+    ``tls``, plain HTTP without.
 
     Request bodies are limited to :data:`MAX_BODY` while they arrive, a connection idle for
     :data:`IDLE_TIMEOUT` seconds is closed, and one client host may hold at most
@@ -387,8 +428,18 @@ def build_site(
     ``site`` attribute.
     """
     root = resource.Resource()
-    api: Any = AdminApi(service, authenticator, reactor)
+    api: Any = AdminApi(service, authenticator, reactor, sessions=sessions)
     root.putChild(b"api", api)
+    if metrics is not None:
+        monitoring: dict[bytes, Any] = {
+            b"metrics": MetricsResource(
+                metrics, authenticator=authenticator, roles=service.roles, allow=metrics_allow
+            ),
+            b"healthz": HealthResource(),
+            b"readyz": ReadyResource(metrics),
+        }
+        for path, child in monitoring.items():
+            root.putChild(path, child)
     site: Any = server.Site(
         root, requestFactory=_LimitedRequest, timeout=IDLE_TIMEOUT, reactor=reactor
     )

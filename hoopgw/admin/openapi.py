@@ -192,6 +192,29 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+_SESSION_ID = {
+    "name": "id",
+    "in": "path",
+    "required": True,
+    "description": "A live session's id, or at least its first 8 characters.",
+    "schema": {"type": "string", "pattern": "^[0-9a-f-]{8,36}$"},
+}
+
+SCHEMAS["LiveSession"] = {
+    "type": "object",
+    "required": ["id", "identity", "connection", "protocol", "client_address", "started_at"],
+    "additionalProperties": False,
+    "properties": {
+        "id": {"type": "string"},
+        "identity": {"type": "string"},
+        "connection": {"type": "string"},
+        "protocol": {"type": "string"},
+        "client_address": {"type": "string"},
+        "started_at": _TIME,
+    },
+}
+
+
 def _body(name: str) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": _ref(name)}}}
 
@@ -336,6 +359,38 @@ PATHS: dict[str, Any] = {
             "parameters": [_REVIEW_ID],
             "requestBody": _body("Decision"),
             "responses": {"200": _json(_ref("Grant"), "The revoked grant."), **_ERRORS},
+        }
+    },
+    "/api/sessions/live": {
+        "get": {
+            "operationId": "listLiveSessions",
+            "summary": "Live sessions, oldest first: every one for admins and auditors, the"
+            " caller's own for anyone else.",
+            "responses": {
+                "200": _json(
+                    {
+                        "type": "object",
+                        "required": ["sessions"],
+                        "additionalProperties": False,
+                        "properties": {"sessions": {"type": "array", "items": _ref("LiveSession")}},
+                    },
+                    "The live sessions.",
+                ),
+                "401": _ERRORS["401"],
+            },
+        }
+    },
+    "/api/sessions/{id}/terminate": {
+        "post": {
+            "operationId": "terminateSession",
+            "summary": "End a live session now (admins only). The termination is audited"
+            " before the session ends; the client is told who ended it and why.",
+            "parameters": [_SESSION_ID],
+            "requestBody": _body("Decision"),
+            "responses": {
+                "200": _json(_ref("LiveSession"), "The session, as it was when ended."),
+                **_ERRORS,
+            },
         }
     },
 }

@@ -67,6 +67,11 @@ class Store(ReviewStore, SshKeyStore):
     def close(self) -> None:
         """Release the store's connection; the instance is unusable afterwards."""
 
+    @abc.abstractmethod
+    def writable(self) -> bool:
+        """Whether the store answers and its files may be written (a cheap readiness check
+        that changes nothing)."""
+
     # -- audit ---------------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -129,6 +134,10 @@ class Store(ReviewStore, SshKeyStore):
         ``upstream_tls``, ``started_at``, ``ended_at`` (None while open), ``end_reason``,
         ``command_count`` and ``attributes`` (dict).
         """
+
+    @abc.abstractmethod
+    def session_ids_starting(self, prefix: str, *, limit: int = 2) -> list[str]:
+        """Ids of recorded sessions that start with ``prefix``, at most ``limit`` of them."""
 
     @abc.abstractmethod
     def get_session(self, session_id: str) -> dict[str, Any] | None:

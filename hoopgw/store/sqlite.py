@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -84,6 +85,19 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
     def close(self) -> None:
         """See :meth:`Store.close`."""
         self._conn.close()
+
+    def writable(self) -> bool:
+        """See :meth:`Store.writable`: the connection answers, and the database file and its
+        folder (where the WAL lives) are writable."""
+        try:
+            self._conn.execute("SELECT 1").fetchone()
+        except sqlite3.Error:
+            return False
+        if self.path == ":memory:":
+            return True
+        return os.access(self.path, os.W_OK) and os.access(
+            os.path.dirname(os.path.abspath(self.path)), os.W_OK
+        )
 
     # -- audit ---------------------------------------------------------------------------------
 
@@ -398,6 +412,16 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
                 (*params, max(limit, 0)),
             ).fetchall()
         return [_session_dict(row) for row in rows]
+
+    def session_ids_starting(self, prefix: str, *, limit: int = 2) -> list[str]:
+        """See :meth:`Store.session_ids_starting`."""
+        # A range scan on the primary key, not LIKE (whose wildcards a prefix could hold).
+        with self._errors_as_store_error("find sessions"):
+            rows = self._conn.execute(
+                "SELECT id FROM sessions WHERE id >= ? AND id < ? ORDER BY id LIMIT ?",
+                (prefix, prefix + "\U0010ffff", limit),
+            ).fetchall()
+        return [row[0] for row in rows]
 
     def get_session(self, session_id: str) -> dict[str, Any] | None:
         """See :meth:`Store.get_session`."""

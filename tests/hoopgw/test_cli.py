@@ -465,6 +465,25 @@ def test_sessions_show_json(capsys, config_file):
     assert session["commands"][0]["received_at"] == "2026-11-25T17:00:01Z"
 
 
+def test_sessions_show_durations_read_as_time(capsys, config_file):
+    record_session(config_file, "s1")
+
+    assert "duration=500.0 ms" in run(capsys, "sessions", "show", "-c", config_file, "s1")[1]
+
+
+def test_sessions_show_takes_a_unique_start_of_the_id(capsys, config_file):
+    record_session(config_file, "0d9f6c4e-aaaa")
+    record_session(config_file, "0d9f6c4e-bbbb")
+    record_session(config_file, "7b1e")
+
+    code, out, _ = run(capsys, "sessions", "show", "-c", config_file, "7b", "--json")
+    assert code == 0 and json.loads(out)["id"] == "7b1e"
+    code, out, err = run(capsys, "sessions", "show", "-c", config_file, "0d9f")
+    assert (code, out) == (1, "")
+    assert "'0d9f' is the start of several sessions (0d9f6c4e-aaaa, 0d9f6c4e-bbbb)" in err
+    assert run(capsys, "sessions", "show", "-c", config_file, "0d9f6c4e-b")[0] == 0
+
+
 def test_sessions_show_unknown_id_fails(capsys, config_file):
     code, out, err = run(capsys, "sessions", "show", "-c", config_file, "nope")
 

@@ -7,12 +7,13 @@ import argparse
 import csv
 import io
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hoopgw import cli_export
+from hoopgw import cli, cli_export
 from hoopgw.audit import AuditEntry
 from hoopgw.cli import main
 from hoopgw.cli_export import since_date, until_date
@@ -304,6 +305,40 @@ def test_replay_json(capsys, config_file):
     assert [s["text"] for s in document["steps"]] == ["SELECT name FROM users", "DROP TABLE users"]
     assert document["steps"][0]["offset"] == 1.0
     assert document["steps"][0]["sample"] == [["ann"], ["bo"]]
+
+
+def test_replay_takes_options_after_the_id_and_a_start_of_it(capsys, config_file):
+    code, out, _ = run(capsys, "replay", "-c", config_file, "--json", "s2")
+    assert code == 0
+    assert json.loads(out)["session"]["id"] == "s2"
+
+    code, out, err = run(capsys, "replay", "-c", config_file, "s")
+    assert (code, out) == (1, "")
+    assert "'s' is the start of several sessions (s1, s2)" in err
+
+
+def test_replay_channel_needs_a_terminal_option(capsys, config_file):
+    code, _, err = run(capsys, "replay", "s1", "-c", config_file, "--channel", "1")
+
+    assert code == 2
+    assert "--channel" in err
+
+
+def test_a_reader_that_goes_away_ends_replay_quietly(capsys, config_file, monkeypatch):
+    class GoneReader(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self) -> int:
+            return 1
+
+    monkeypatch.setattr(cli.os, "dup2", lambda *a: None)
+    monkeypatch.setattr(sys, "stdout", GoneReader())
+
+    code = main(["replay", "s1", "-c", str(config_file)])
+
+    assert code == 141
+    assert capsys.readouterr().err == ""
 
 
 def test_replay_of_an_unknown_session_fails(capsys, config_file):

@@ -215,6 +215,12 @@ def test_wrong_type_names_key_connection_and_types(text, key, message):
             "gateway.audit_sync_interval",
             "must be at most 1 s: a crash",
         ),
+        (
+            "metrics_allow = ['loopback']",
+            "gateway.metrics_allow",
+            "'loopback' is not an IP network",
+        ),
+        ("metrics_allow = '10.0.0.0/8'", "gateway.metrics_allow", "expected list"),
     ],
 )
 def test_gateway_values_are_checked(gateway, key, message):

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import twisted.test
 from hoopgw_postgres.protocol import ClientSessionFactory
 from twisted.internet import ssl
+from twisted.internet.error import CannotListenError, ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogLevel, globalLogPublisher
+from twisted.python.failure import Failure
 
 from hoopgw import gateway as gateway_module
 from hoopgw.audit import AuditWriter, Durability
 from hoopgw.checkpoints import generate_signing_key, private_key_pem
 from hoopgw.config import Config, parse_config
+from hoopgw.errors import StartupError
 from hoopgw.gateway import Gateway, server_tls_options
 from hoopgw.testing import InlineWriterProcess
 
@@ -65,8 +71,13 @@ class Reactor(MemoryReactorClock):
         f(*args, **kwargs)
 
 
+RUNTIME = SimpleNamespace(config=SimpleNamespace(name="pg", protocol="postgres"))
+
+
 class Lingering:
     """A live session that does not go away when told to."""
+
+    runtime = RUNTIME
 
     def __init__(self) -> None:
         self.reasons: list[str] = []
@@ -155,6 +166,8 @@ def test_stop_ends_sessions_with_a_goodbye_and_stops_listening(config: Config) -
     gateway, reactor = started(config)
 
     class Leaving:
+        runtime = RUNTIME
+
         def __init__(self) -> None:
             self.reasons: list[str] = []
 
@@ -196,3 +209,47 @@ def test_server_tls_options_from_pem_files() -> None:
 def test_server_tls_options_missing_file(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         server_tls_options(str(tmp_path / "missing.pem"), str(tmp_path / "missing.key"))
+
+
+class BusyPortReactor(Reactor):
+    """A memory reactor on which port 15433 is taken by another program."""
+
+    def listenTCP(self, port: int, factory: Any, backlog: int = 50, interface: str = "") -> Any:
+        if port == 15433:
+            raise CannotListenError(interface, port, OSError(errno.EADDRINUSE, "Address in use"))
+        return super().listenTCP(port, factory, backlog, interface)
+
+
+def test_a_busy_port_names_the_connection_and_leaves_nothing_listening(config: Config) -> None:
+    reactor = BusyPortReactor()
+    failures: list[Any] = []
+    Gateway(config, reactor).start().addErrback(failures.append)
+    [failure] = failures
+    assert failure.check(StartupError)
+    assert str(failure.value) == (
+        "connection 'pg2' cannot listen on tcp:15433:interface=127.0.0.1: Address in use"
+    )
+    assert reactor.stopped == [15432]
+
+
+def test_an_unreachable_target_is_warned_about_at_start(config: Config) -> None:
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        gateway, reactor = started(config)
+        _refuse_second_target(reactor)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    [event] = [e for e in events if e.get("log_level") is LogLevel.warn]
+    assert event["connection"] == "pg2"
+    assert event["target"] == "127.0.0.1:5433"
+    assert gateway._listening  # a warning, not a failure to start
+
+
+def _refuse_second_target(reactor: Reactor) -> None:
+    targets = {(host, port): factory for host, port, factory, _, _ in reactor.tcpClients}
+    assert set(targets) == {("127.0.0.1", 5432), ("127.0.0.1", 5433)}
+    connector = reactor.connectors[1]
+    targets[("127.0.0.1", 5433)].clientConnectionFailed(
+        connector, Failure(ConnectionRefusedError("Connection refused"))
+    )

@@ -84,6 +84,30 @@ def test_events_below_the_level_are_dropped(format):
     assert "broken" in lines[1] and "error" in lines[1]
 
 
+CHATTER = [
+    event(log_namespace="log_legacy", log_format="{m}", m="ClientSessionFactory starting on 15432"),
+    event(log_namespace="log_legacy", log_format="{m}", m="(TCP Port 15432 Closed)"),
+    event(
+        log_namespace="twisted.internet.protocol.Factory", log_format="Starting factory {f}", f=1
+    ),
+    event(
+        log_namespace="hoopgw_ssh.server.SshServerFactory",
+        log_format="disabling non-fixed-group key exchange algorithms because we cannot find"
+        " moduli file",
+    ),
+]
+
+
+def test_twisted_chatter_is_shown_only_at_debug_level():
+    assert emit("text", "info", *CHATTER, event()).count("\n") == 1
+    assert emit("text", "debug", *CHATTER, event()).count("\n") == len(CHATTER) + 1
+
+
+def test_a_warning_that_looks_like_chatter_is_kept():
+    warned = event(log_level=LogLevel.warn, log_format="Stopping factory {f} failed", f=1)
+    assert "Stopping factory" in emit("text", "info", warned)
+
+
 @pytest.mark.parametrize("format", ["text", "json"])
 def test_registered_secret_is_redacted_everywhere(format):
     logs.register_secret('pa"ss\\word')
@@ -159,11 +183,11 @@ def test_legacy_events_do_not_repeat_their_timestamp_as_a_key():
     legacy = event(
         log_namespace="log_legacy",
         log_format="{log_text}",
-        log_text="Factory starting on 15432",
+        log_text="Factory stopped listening on 15432",
         time=NOON,
         system="-",
-        message=("Factory starting on 15432",),
+        message=("Factory stopped listening on 15432",),
         isError=0,
     )
     line = emit("text", "info", legacy)
-    assert "time=" not in line and "Factory starting on 15432" in line
+    assert "time=" not in line and "Factory stopped listening on 15432" in line

@@ -8,6 +8,7 @@ import os
 import pwd
 import secrets
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import Any
 
 import pymysql
 import pytest
+
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -151,3 +154,35 @@ def test_upstream_tls_verified_against_the_ca(
     with pytest.raises(pymysql.err.OperationalError):
         pymysql.connect(host=wrong.host, port=wrong.port, user="agent", password=key)
     shutil.rmtree(secret.parent)
+
+
+def test_a_target_that_is_down_is_named_to_the_mysql_client(
+    mysql_gateway: Callable[..., Any], mysql_database: Any
+) -> None:
+    port = free_port()  # nothing listens there
+    running = mysql_gateway(connection={"target": f"127.0.0.1:{port}"})
+    key = running.create_key("agent", ["agents"])
+    for _ in range(2):  # before and after the gateway learned that the target is down
+        answer = subprocess.run(
+            [
+                "mysql",
+                "-h",
+                running.host,
+                "-P",
+                str(running.port),
+                "-u",
+                "agent",
+                f"-p{key}",
+                "--skip-ssl",
+                "-e",
+                "SELECT 1",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert answer.returncode != 0
+        assert f"127.0.0.1:{port}" in answer.stderr, answer.stderr
+        assert "malformed packet" not in answer.stderr
+    assert f"127.0.0.1:{port}" in running.stderr_text()

@@ -429,7 +429,7 @@ def test_session_channels_replay_as_asciicast(
     played = gateway.cli("replay", shell_session, "--terminal")
     assert "hello-42" in played.stdout
 
-    replayed = gateway.cli("replay", exec_session, "--asciicast", "1")
+    replayed = gateway.cli("replay", "--asciicast", "--channel", "1", exec_session)
     cast = read_asciicast(io.StringIO(replayed.stdout))
     assert (cast.header["width"], cast.header["height"]) == (80, 24)
     assert "out\n" in cast.output()

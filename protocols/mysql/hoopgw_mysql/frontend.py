@@ -96,6 +96,9 @@ ER_NET_PACKET_TOO_LARGE = 1153
 ER_CONNECTION_KILLED = 1927
 ER_QUERY_INTERRUPTED = 1317
 ER_UNKNOWN_CHARACTER_SET = 1115
+ER_CONNECT_TO_FOREIGN_DATA_SOURCE = 1429
+"""Said when the target cannot be reached or answers wrongly: a server error number (a client
+library reports a client-range number such as 2013 sent by a server as a malformed packet)."""
 CR_SERVER_LOST = 2013
 
 CLIENT_COLLATIONS = frozenset(
@@ -317,6 +320,11 @@ class ClientSession(protocol.Protocol):
             self._fatal(ER_HANDSHAKE, "08S01", f"unexpected packet during {self._phase}")
 
     @property
+    def session_info(self) -> SessionInfo | None:
+        """The recorded session, once authenticated (what ``LiveSession`` asks for)."""
+        return self.session
+
+    @property
     def _session_id(self) -> str:
         return self.session.id if self.session else "-"
 
@@ -528,7 +536,11 @@ class ClientSession(protocol.Protocol):
     def _auth_timed_out(self) -> None:
         self._auth_timer = None
         if self._phase == "login":
-            self._fatal(CR_SERVER_LOST, "08S01", "the target did not complete the login in time")
+            self._fatal(
+                ER_CONNECT_TO_FOREIGN_DATA_SOURCE,
+                "08S01",
+                f"the target {self.runtime.config.target} did not complete the login in time",
+            )
         elif self._phase != "ready":
             self._fatal(ER_HANDSHAKE, "08S01", "authentication timed out", log_it=True)
 
@@ -575,7 +587,10 @@ class ClientSession(protocol.Protocol):
                 target=config.target,
                 why=failure.getErrorMessage(),
             )
-            self.upstream_failed(CR_SERVER_LOST, f"the target {config.target} is unreachable")
+            self.upstream_failed(
+                CR_SERVER_LOST,
+                f"the target {config.target} is unreachable: {failure.getErrorMessage()}",
+            )
 
         d.addErrback(failed)
 
@@ -637,12 +652,17 @@ class ClientSession(protocol.Protocol):
 
     def upstream_failed(self, code: int, message: str) -> None:
         """The upstream could not be reached or refused the login."""
+        self.runtime.upstream_failed()
         log.info(
             "session {session}: {message}",
             session=self._session_id,
             message=self.chain.loggable(message),
         )
-        self._fatal(code if code >= 2000 else ER_ACCESS_DENIED, "08S01", message)
+        # code: a client-range number (2000 and up) for a link that failed, or the target's own
+        # refusal of the login. Clients take a client-range number from a server as a
+        # malformed packet, so the link's failure is said as a server error.
+        shown = ER_CONNECT_TO_FOREIGN_DATA_SOURCE if code >= 2000 else ER_ACCESS_DENIED
+        self._fatal(shown, "08S01", message)
 
     def upstream_closed(self) -> None:
         """The target ended the connection."""
@@ -1005,7 +1025,11 @@ class ClientSession(protocol.Protocol):
             log.info(
                 "session {session}: target protocol error: {e}", session=self._session_id, e=exc
             )
-            self._fatal(CR_SERVER_LOST, "08S01", f"the target sent an invalid response: {exc}")
+            self._fatal(
+                ER_CONNECT_TO_FOREIGN_DATA_SOURCE,
+                "08S01",
+                f"the target sent an invalid response: {exc}",
+            )
         except Exception:
             log.failure("session {session} failed", session=self._session_id)
             self._fatal(ER_HANDSHAKE, "HY000", "internal gateway error; session ended")

@@ -246,6 +246,11 @@ class ClientSession(protocol.Protocol):
             self._fatal("08P01", f"unexpected message {frame.type!r} during login")
 
     @property
+    def session_info(self) -> SessionInfo | None:
+        """The recorded session, once authenticated (what ``LiveSession`` asks for)."""
+        return self.session
+
+    @property
     def _session_id(self) -> str:
         return self.session.id if self.session else "-"
 
@@ -611,6 +616,7 @@ class ClientSession(protocol.Protocol):
 
     def upstream_failed(self, code: str, message: str) -> None:
         """The upstream could not be reached or refused the login."""
+        self.runtime.upstream_failed()
         log.info(
             "session {session}: {message}",
             session=self._session_id,

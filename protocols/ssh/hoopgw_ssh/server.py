@@ -63,6 +63,8 @@ class GatewaySession(avatar.ConchUser):
         self.info = info
         self.identity: Identity | None = info.identity
         """Who is connected (what :class:`~hoopgw.protocol.LiveSession` asks for)."""
+        self.session_info: SessionInfo | None = info
+        """The recorded session (what :class:`~hoopgw.protocol.LiveSession` asks for)."""
         self.upstream = upstream
         self._transport = transport
         self._seq = 0
@@ -273,6 +275,7 @@ class ServerTransport(transport.SSHServerTransport):
                 runtime.config, runtime.reactor, timeout=runtime.gateway.auth_timeout
             )
         except UpstreamError as exc:
+            runtime.upstream_failed()
             runtime.chain.notify("session_closed", session=info, reason=str(exc))
             raise
         if not self.transport.connected:

@@ -22,6 +22,7 @@ from hoopgw.admin.api import (
     AdminApi,
     build_site,
 )
+from hoopgw.admin.sessions import SessionControl
 from hoopgw.approvals import ApprovalService, ReviewPolicy
 from hoopgw.config import ConnectionConfig, CredentialConfig
 from hoopgw.errors import AuthenticationError
@@ -344,3 +345,45 @@ def test_one_host_may_hold_only_so_many_connections(api: Api) -> None:
     assert factory.buildProtocol(IPv4Address("TCP", "10.0.0.2", 50000)) is not None
     held[0].connectionLost(None)  # one ends: the host may connect again
     assert factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 50001)) is not None
+
+
+class _LiveSession:
+    def __init__(self, identity: str) -> None:
+        self.session_info = make_session(
+            identity=identity, session_id="cafebabe-0000-4000-8000-000000000001"
+        )
+        self.identity = self.session_info.identity
+        self.ended: list[str] = []
+
+    def terminate(self, reason: str) -> None:
+        self.ended.append(reason)
+
+
+def test_live_sessions_are_listed_and_ended_by_admins(api: Api) -> None:
+    registry = SessionRegistry()
+    live = _LiveSession("agent")
+    registry.add(live)  # type: ignore[arg-type]
+    audit = FakeAuditWriter()
+    roles = {"admin": ("leads",), "approver": ("dba",)}
+    api.resource = AdminApi(
+        api.service,
+        api.authenticator,
+        api.clock,
+        sessions=SessionControl(sessions=registry, audit=audit, roles=roles, clock=api.clock),
+    )
+    status, listed = api.call("GET", "/api/sessions/live", token="lead-key")
+    assert status == 200
+    assert [s["id"] for s in listed["sessions"]] == [live.session_info.id]
+    assert api.call("GET", "/api/sessions/live", token="alice-key")[1] == {"sessions": []}
+    status, refused = api.call(
+        "POST", "/api/sessions/cafebabe/terminate", {"reason": "x"}, token="alice-key"
+    )
+    assert (status, refused["error"]["code"]) == (403, "forbidden")
+    assert live.ended == []
+    status, ended = api.call(
+        "POST", "/api/sessions/cafebabe/terminate", {"reason": "leak"}, token="lead-key"
+    )
+    assert status == 200
+    assert ended["identity"] == "agent"
+    assert live.ended == ["ended by lead: leak"]
+    assert audit.records[-1].kind == "session_terminated"

@@ -1,0 +1,113 @@
+"""Live sessions as the admin API shows and ends them (``hoopgw sessions live|kill``).
+
+Admins (the ``admin`` role) see and may end every live session; auditors see every one;
+anyone else sees their own. Ending a session is audited write-ahead: the
+``session_terminated`` record (who, why) is durable before the session is told to end, and a
+store that cannot write leaves the session running and the request refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.internet import defer
+
+from hoopgw.approvals import ApprovalError, roles_of
+from hoopgw.audit import AuditEntry
+from hoopgw.errors import StoreError
+from hoopgw.session import Identity
+
+__all__ = ["SESSION_TERMINATED_KIND", "SessionControl"]
+
+SESSION_TERMINATED_KIND = "session_terminated"
+"""Audit record kind of a session ended through the admin API."""
+
+MIN_PREFIX = 8
+"""Fewest characters of a session id that name a session."""
+
+
+class SessionControl:
+    """Lists and ends live sessions for the admin API.
+
+    :param sessions: the gateway's :class:`~hoopgw.protocol.SessionRegistry`.
+    :param audit: the gateway's audit writer.
+    :param roles: the ``[roles]`` table.
+    :param clock: ``seconds()`` for record times.
+    """
+
+    def __init__(
+        self, *, sessions: Any, audit: Any, roles: Mapping[str, tuple[str, ...]], clock: Any
+    ) -> None:
+        self._sessions = sessions
+        self._audit = audit
+        self._roles = roles
+        self._clock = clock
+
+    def visible(self, identity: Identity) -> list[dict[str, Any]]:
+        """The live sessions ``identity`` may see, oldest first."""
+        every = bool(roles_of(identity, self._roles) & {"admin", "auditor"})
+        shown = [
+            _describe(s)
+            for s in self._sessions
+            if s.session_info is not None
+            and (every or s.session_info.identity.name == identity.name)
+        ]
+        return sorted(shown, key=lambda s: (s["started_at"], s["id"]))
+
+    def terminate(
+        self, identity: Identity, session_id: str, reason: str
+    ) -> defer.Deferred[dict[str, Any]]:
+        """End the live session ``session_id`` (or the one whose id starts with it) for
+        ``identity``, an admin.
+
+        :return: a Deferred firing with the session as :meth:`visible` shows it, once the
+            record is durable and the session was told to end.
+        :raises ApprovalError: not an admin, no such live session, or an ambiguous prefix.
+        """
+        if "admin" not in roles_of(identity, self._roles):
+            raise ApprovalError("forbidden", "ending a session needs the admin role")
+        if len(session_id) < MIN_PREFIX:
+            raise ApprovalError(
+                "invalid", f"give at least {MIN_PREFIX} characters of the session id"
+            )
+        found = self._sessions.find(session_id)
+        if not found:
+            raise ApprovalError("not_found", f"no live session {session_id}")
+        if len(found) > 1:
+            raise ApprovalError(
+                "invalid", f"{session_id} names {len(found)} live sessions; give more of the id"
+            )
+        session = found[0]
+        shown = _describe(session)
+        entry = AuditEntry(
+            kind=SESSION_TERMINATED_KIND,
+            session_id=shown["id"],
+            time=self._clock.seconds(),
+            data={"by": identity.name, "reason": reason, "connection": shown["connection"]},
+        )
+
+        def recorded(_: Any) -> dict[str, Any]:
+            ended = f"ended by {identity.name}" + (f": {reason}" if reason else "")
+            session.terminate(ended)
+            return shown
+
+        def unrecorded(failure: Any) -> Any:
+            failure.trap(StoreError)
+            raise ApprovalError(
+                "internal", "cannot record the termination; the session was not ended"
+            )
+
+        return self._audit.write(entry).addCallbacks(recorded, unrecorded)
+
+
+def _describe(session: Any) -> dict[str, Any]:
+    info = session.session_info
+    return {
+        "id": info.id,
+        "identity": info.identity.name,
+        "connection": info.connection.name,
+        "protocol": info.connection.protocol,
+        "client_address": info.client_address,
+        "started_at": info.started_at,
+    }

@@ -1,0 +1,103 @@
+"""The gateway's metrics without a network: events counted, gauges read at scrape time, and
+the exposition parsed back with the Prometheus client's own parser."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+from hoopgw.admin.metrics import OPENMETRICS_TYPE, PROMETHEUS_TYPE, GatewayMetrics, render
+
+
+def _session(connection: str, protocol: str) -> Any:
+    return SimpleNamespace(
+        runtime=SimpleNamespace(config=SimpleNamespace(name=connection, protocol=protocol))
+    )
+
+
+def _review(
+    review_id: str, *, kind: str = "statement", created: float = 100.0, decided: float | None = None
+) -> Any:
+    return SimpleNamespace(id=review_id, kind=kind, created_at=created, decided_at=decided)
+
+
+def _samples(metrics: GatewayMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    body, content_type = render(metrics, "application/openmetrics-text; version=1.0.0")
+    assert content_type == OPENMETRICS_TYPE
+    found = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def test_live_sessions_are_counted_at_scrape_time() -> None:
+    live = [_session("pg", "postgres"), _session("pg", "postgres"), _session("box", "ssh")]
+    metrics = GatewayMetrics(sessions=live)
+    samples = _samples(metrics)
+    assert samples[("hoopgw_sessions_open", (("connection", "pg"), ("protocol", "postgres")))] == 2
+    assert samples[("hoopgw_sessions_open", (("connection", "box"), ("protocol", "ssh")))] == 1
+    live.pop()
+    assert ("hoopgw_sessions_open", (("connection", "box"), ("protocol", "ssh"))) not in _samples(
+        metrics
+    )
+
+
+def test_events_are_counted_by_their_labels() -> None:
+    metrics = GatewayMetrics(sessions=[], audit_pending=lambda: 7, login_backoff=lambda: 2)
+    metrics.session_opened("pg", "postgres")
+    metrics.command_decided("pg", "allow")
+    metrics.command_decided("pg", "allow")
+    metrics.command_decided("pg", "block")
+    metrics.login_failures_total.labels("pg", "api-key").inc()
+    metrics.upstream_errors_total.labels("pg").inc()
+    samples = _samples(metrics)
+    assert samples[("hoopgw_sessions_total", (("connection", "pg"), ("protocol", "postgres")))] == 1
+    assert samples[("hoopgw_commands_total", (("connection", "pg"), ("verdict", "allow")))] == 2
+    assert samples[("hoopgw_commands_total", (("connection", "pg"), ("verdict", "block")))] == 1
+    assert (
+        samples[("hoopgw_login_failures_total", (("connection", "pg"), ("method", "api-key")))] == 1
+    )
+    assert samples[("hoopgw_upstream_connect_errors_total", (("connection", "pg"),))] == 1
+    assert samples[("hoopgw_audit_queue_depth", ())] == 7
+    assert samples[("hoopgw_login_backoff_hosts", ())] == 2
+
+
+def test_held_statements_wait_until_their_review_ends() -> None:
+    metrics = GatewayMetrics(sessions=[])
+    metrics.review_changed("pg", _review("a"), "requested")
+    metrics.review_changed("pg", _review("b"), "requested")
+    metrics.review_changed("pg", _review("j", kind="access"), "requested")
+    assert _samples(metrics)[("hoopgw_held_commands", (("connection", "pg"),))] == 2
+    metrics.review_changed("pg", _review("a", decided=130.0), "approved")
+    metrics.review_changed("pg", _review("b"), "withdrawn")
+    samples = _samples(metrics)
+    assert samples[("hoopgw_held_commands", (("connection", "pg"),))] == 0
+    key = ("hoopgw_review_decision_seconds_count", (("connection", "pg"), ("outcome", "approved")))
+    assert samples[key] == 1
+    assert samples[("hoopgw_review_decision_seconds_sum", key[1])] == 30.0
+
+
+@pytest.mark.parametrize("answer", [True, False, "raises"])
+def test_readiness_reports_each_check(answer: Any) -> None:
+    metrics = GatewayMetrics(sessions=[])
+
+    def check() -> bool:
+        if answer == "raises":
+            raise OSError("gone")
+        return bool(answer)
+
+    metrics.add_ready_check("store", check)
+    metrics.add_ready_check("listeners", lambda: True)
+    expected = answer is True
+    assert metrics.readiness() == {"store": expected, "listeners": True}
+    assert _samples(metrics)[("hoopgw_ready", (("check", "store"),))] == (1 if expected else 0)
+
+
+def test_prometheus_text_format_without_an_openmetrics_accept_header() -> None:
+    body, content_type = render(GatewayMetrics(sessions=[]), "*/*")
+    assert content_type == PROMETHEUS_TYPE
+    assert b"# TYPE hoopgw_commands_total counter" in body

@@ -30,6 +30,7 @@ REMEDY = (
 _GLOBAL_GRANT = re.compile(r"^GRANT (.+?) ON \*\.\* TO ", re.IGNORECASE)
 _ROLE_GRANT = re.compile(r"^GRANT ((?:`[^`]+`(?:@`[^`]*`)?(?:, )?)+) TO ", re.IGNORECASE)
 _MAX_ROLES = 32
+_CR_SSL_CONNECTION_ERROR = 2026
 
 
 def risky_privileges(grants: list[str]) -> set[str]:
@@ -72,14 +73,20 @@ def _grants(connection: ConnectionConfig) -> tuple[str, list[str]]:
         if tls.sslmode != "verify-full":
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-    conn = pymysql.connect(
-        host=connection.target_host,
-        port=connection.target_port,
-        user=credential.user,
-        password=credential.password.reveal() if credential.password else "",
-        ssl=context,
-        connect_timeout=10,
-    )
+    params: dict[str, Any] = {
+        "host": connection.target_host,
+        "port": connection.target_port,
+        "user": credential.user,
+        "password": credential.password.reveal() if credential.password else "",
+        "connect_timeout": 10,
+    }
+    try:
+        conn = pymysql.connect(**params, ssl=context)
+    except pymysql.err.OperationalError as exc:
+        # sslmode=prefer: TLS when the target offers it, as the gateway's own login does.
+        if tls.sslmode != "prefer" or exc.args[0] != _CR_SSL_CONNECTION_ERROR:
+            raise
+        conn = pymysql.connect(**params)
     with conn, conn.cursor() as cursor:
         cursor.execute("SELECT CURRENT_USER()")
         user = str(_first(cursor.fetchone()))

@@ -108,7 +108,7 @@ def _grants(connection: ConnectionConfig) -> tuple[str, list[str]]:
 
 
 def _roles(lines: list[str]) -> list[str]:
-    roles = []
+    roles: list[str] = []
     for line in lines:
         if " ON " in line.upper():
             continue

@@ -521,6 +521,9 @@ class _Walk:
             self.add("admin", label)
         if name in _OPAQUE_FUNCTIONS or name.startswith("dblink"):
             self.add("opaque-code", label)
+        if name.startswith("dblink"):
+            # It runs SQL in a session of its own, which the read-only mode does not cover.
+            self._writable(f"{label} (a session of its own)")
         if name in _WRITE_FUNCTIONS:
             self.add("write", label)
         if name == "set_config":

@@ -121,6 +121,7 @@ READ_WRITE = [
     " SET default_transaction_read_only FROM CURRENT AS 'SELECT 1'",
     "EXPLAIN SELECT set_config('transaction_read_only', 'off', false)",
     "PREPARE p AS SELECT set_config('transaction_read_only', 'off', false)",
+    "SELECT dblink_exec('dbname=app', 'DELETE FROM canary')",
 ]
 STAYS_READ_ONLY = [
     "SET default_transaction_read_only = on",

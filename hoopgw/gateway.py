@@ -206,7 +206,9 @@ class Gateway:
         """Warn, without delaying the start, when a read-only connection logs in upstream with
         the privileges to undo read-only (a superuser): the server would then be the gateway's
         only safeguard against a statement it misjudged."""
-        d = threads.deferToThread(login_warnings, connection, spec, options)
+        d = threads.deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(), login_warnings, connection, spec, options
+        )
 
         def warn(warnings: list[str]) -> None:
             for warning in warnings:

@@ -5,7 +5,8 @@ ONLY``, which the gateway sends after login) as its last safeguard. A login that
 global variables (``SET GLOBAL``), or holds every privilege, can undo it for good or work
 around it. ``hoopgw config check --online`` and the gateway's start call :func:`inspect_login`
 and warn about a login with ``ALL PRIVILEGES``, ``SUPER``, ``SYSTEM_VARIABLES_ADMIN`` (MySQL)
-or ``READ_ONLY ADMIN`` (MariaDB) on ``*.*``, granted directly or through a role.
+or ``READ_ONLY ADMIN`` (MariaDB) on ``*.*``, granted directly or through a role, and about
+``FILE`` (``SELECT ... INTO OUTFILE`` writes server files in a read-only transaction too).
 """
 
 from __future__ import annotations
@@ -19,8 +20,15 @@ from hoopgw.session import UpstreamOptions
 
 __all__ = ["RISKY_PRIVILEGES", "inspect_login", "risky_privileges"]
 
-RISKY_PRIVILEGES = ("ALL PRIVILEGES", "SUPER", "SYSTEM_VARIABLES_ADMIN", "READ_ONLY ADMIN")
-"""Global privileges that can change global variables or bypass read-only modes."""
+RISKY_PRIVILEGES = (
+    "ALL PRIVILEGES",
+    "SUPER",
+    "SYSTEM_VARIABLES_ADMIN",
+    "READ_ONLY ADMIN",
+    "FILE",
+)
+"""Global privileges that can change global variables, bypass read-only modes or write server
+files."""
 
 REMEDY = (
     "log in as a least-privileged user instead (docs/security.md, 'A least-privileged"
@@ -57,8 +65,8 @@ def inspect_login(connection: ConnectionConfig, options: UpstreamOptions) -> lis
         return []
     return [
         f"it logs in upstream as {user!r}, which holds {', '.join(sorted(risky))} on *.*, on a"
-        " connection whose policy denies writes: it can change global variables and so undo"
-        f" the server's read-only mode; {REMEDY}"
+        " connection whose policy denies writes: it can change global variables (undoing the"
+        f" server's read-only mode) or write server files; {REMEDY}"
     ]
 
 

@@ -12,7 +12,9 @@ Who can undo read-only, after PostgreSQL's documentation:
 - a role with **CREATEROLE** can change other roles' defaults and (before PostgreSQL 16, for any
   non-superuser role) make itself a member of roles with more privileges;
 - a role granted **ALTER SYSTEM** on ``default_transaction_read_only`` (PostgreSQL 15 and later)
-  can change the server-wide default.
+  can change the server-wide default;
+- a member of **pg_write_server_files** or **pg_execute_server_program** writes files or runs
+  programs on the server (``COPY ... TO``), which a read-only transaction does not prevent.
 
 Every role may ``ALTER ROLE`` itself ``SET`` a default ("ordinary roles can only set defaults
 for themselves"), which is why that is no reason to warn: a role's and a database's defaults
@@ -38,7 +40,9 @@ _QUERY = """
 SELECT current_user, r.rolsuper, r.rolcreaterole,
        CASE WHEN current_setting('server_version_num')::int >= 150000
             THEN has_parameter_privilege('default_transaction_read_only', 'ALTER SYSTEM')
-            ELSE false END
+            ELSE false END,
+       ARRAY(SELECT g FROM unnest(ARRAY['pg_write_server_files', 'pg_execute_server_program']) g
+             WHERE pg_has_role(current_user, g, 'USAGE'))
 FROM pg_roles r WHERE r.rolname = current_user
 """
 
@@ -51,7 +55,7 @@ def inspect_login(connection: ConnectionConfig, options: UpstreamOptions) -> lis
     row = _query(connection)
     if not options.read_only:
         return []
-    user, superuser, createrole, alter_system = row
+    user, superuser, createrole, alter_system, server_roles = row
     warnings = []
     if superuser:
         warnings.append(
@@ -71,6 +75,12 @@ def inspect_login(connection: ConnectionConfig, options: UpstreamOptions) -> lis
                 f"it logs in upstream as {user!r}, which may ALTER SYSTEM SET"
                 " default_transaction_read_only, on a connection whose policy denies writes;"
                 f" {REMEDY}"
+            )
+        if server_roles:
+            warnings.append(
+                f"it logs in upstream as {user!r}, a member of {', '.join(server_roles)}, on a"
+                " connection whose policy denies writes: it can write files or run programs on"
+                f" the server, which a read-only transaction does not prevent; {REMEDY}"
             )
     return warnings
 

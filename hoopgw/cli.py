@@ -255,7 +255,12 @@ def _online_check(config: Config, facts: dict[str, dict[str, str]], *, as_json: 
     results = []
     for connection in config.connections:
         spec = load_protocol(connection.protocol)
-        result: dict[str, Any] = {"name": connection.name, "warnings": [], "error": ""}
+        result: dict[str, Any] = {
+            "name": connection.name,
+            "checked": spec.inspect_login is not None,
+            "warnings": [],
+            "error": "",
+        }
         try:
             chain = build_chain(connection, reactor=Clock(), approval_timeout=1.0)
             options = upstream_options(connection, chain, spec)
@@ -281,7 +286,8 @@ def _online_check(config: Config, facts: dict[str, dict[str, str]], *, as_json: 
             error(result["error"])
             continue
         mode = "read-only" if result.get("read_only") else "read-write"
-        out(f"  {name}: upstream login ok ({mode} sessions)")
+        login = "ok" if result["checked"] else "not checked (its protocol has no check)"
+        out(f"  {name}: upstream login {login} ({mode} sessions)")
         for warning in result["warnings"]:
             error(f"warning: {warning}")
     names = ", ".join(r["name"] for r in results)

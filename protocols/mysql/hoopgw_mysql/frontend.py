@@ -1064,15 +1064,6 @@ class ClientSession(protocol.Protocol):
             reader = flight.reader
             payload = packet.payload
             part = reader.classify(payload)
-            if part is t.Part.ERROR and flight.must_succeed:
-                message = m.ErrPacket.decode(payload).message
-                self._fatal(
-                    ER_HANDSHAKE,
-                    "25006",
-                    f"{flight.must_succeed} failed (fail closed): {message}",
-                    log_it=True,
-                )
-                return
             if part is t.Part.ROW:
                 flight.rows += 1
                 if self.chain.has_row_hooks and flight.command is not None:
@@ -1083,6 +1074,15 @@ class ClientSession(protocol.Protocol):
             if rows:
                 out.extend(self._rewrite_rows(flight, rows))
                 rows = []
+            if part is t.Part.ERROR and flight.must_succeed:
+                message = m.ErrPacket.decode(payload).message
+                self._fatal(
+                    ER_HANDSHAKE,
+                    "25006",
+                    f"{flight.must_succeed} failed (fail closed): {message}",
+                    log_it=True,
+                )
+                return
             if part is t.Part.ERROR:
                 payload = self._note_error(flight, payload)
             elif part is t.Part.OK:

@@ -509,6 +509,8 @@ class MySQLDialect:
         if first == "CALL":
             facts = _Facts("Call", "CALL")
             facts.add("opaque-code", "CALL")
+            # A procedure's body may turn read-only off (SET tx_read_only = 0) and go on writing.
+            facts.read_write = "CALL (its body may turn it off)"
             if len(statement) > 1:
                 facts.functions.add(_qualified(statement[1:], 1))
             return facts

@@ -472,6 +472,10 @@ class _Walk:
         if kind == "AlterSystemStmt":
             # It changes settings for every later session (and needs no writable transaction).
             self._writable("ALTER SYSTEM")
+        if kind in ("DoStmt", "CallStmt"):
+            # A body the gateway does not read may change the setting and COMMIT: the rest of
+            # the body then runs in a read-write transaction.
+            self._writable(f"{command} (its body may turn it off and commit)")
         if kind == "ExecuteStmt":
             self.executes.append(str(node.name))
         if not known and kind not in _HARMLESS:

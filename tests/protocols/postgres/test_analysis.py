@@ -122,6 +122,8 @@ READ_WRITE = [
     "EXPLAIN SELECT set_config('transaction_read_only', 'off', false)",
     "PREPARE p AS SELECT set_config('transaction_read_only', 'off', false)",
     "SELECT dblink_exec('dbname=app', 'DELETE FROM canary')",
+    "DO $$ BEGIN PERFORM 1; END $$",
+    "CALL refresh_reports()",
 ]
 STAYS_READ_ONLY = [
     "SET default_transaction_read_only = on",

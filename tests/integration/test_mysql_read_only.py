@@ -27,6 +27,8 @@ SETUP = [
     "INSERT INTO canary VALUES (1, 'row 1'), (2, 'row 2'), (3, 'row 3')",
     "CREATE FUNCTION sneaky() RETURNS INT MODIFIES SQL DATA"
     " BEGIN DELETE FROM canary; RETURN 0; END",
+    "CREATE PROCEDURE flip_and_delete()"
+    " BEGIN SET @@session.tx_read_only = 0; DELETE FROM canary; END",
 ]
 
 TURN_OFF = [
@@ -42,6 +44,7 @@ TURN_OFF = [
     "/*!50000 SET SESSION TRANSACTION READ WRITE */",
     "/*M!100000 SET @@session.tx_read_only = 0 */",
     "EXECUTE IMMEDIATE 'SET tx_read_only = 0'",
+    "CALL flip_and_delete()",
 ]
 
 

@@ -45,6 +45,9 @@ TURN_OFF = [
     "SELECT set_config(lower('DEFAULT_TRANSACTION_READ_ONLY'), 'off', false)",
     "ALTER ROLE CURRENT_USER SET default_transaction_read_only = off",
     "ALTER SYSTEM SET default_transaction_read_only = off",
+    "DO $$ BEGIN PERFORM set_config('default_transaction_read_only', 'off', false); COMMIT;"
+    " DELETE FROM canary; END $$",
+    "SELECT dblink_exec('dbname=postgres', 'SELECT 1')",
 ]
 
 

@@ -221,10 +221,11 @@ class PluginChain:
             :class:`~hoopgw.session.UpstreamOptions` or ``None`` (the caller refuses the session).
         """
         answers = []
+        kwargs = {"connection": connection}
         for impl in self._pm.hook.upstream_options.get_hookimpls():
             name = impl.plugin_name
             try:
-                answer = impl.function(*[{"connection": connection}[a] for a in impl.argnames])
+                answer = impl.function(*[kwargs[a] for a in impl.argnames])
             except Exception as exc:
                 log.failure("plugin {plugin} failed in upstream_options", plugin=name)
                 raise PluginError(f"plugin {name!r} failed in upstream_options") from exc

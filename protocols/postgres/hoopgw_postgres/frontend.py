@@ -542,7 +542,9 @@ class ClientSession(protocol.Protocol):
         if self._read_only:
             # A startup parameter rather than a SET: it outranks the role's, the database's
             # and the server's defaults and the client's options, and it is the session's
-            # reset value, so RESET, RESET ALL and DISCARD ALL return to it.
+            # reset value, so RESET, RESET ALL and DISCARD ALL return to it. Setting names
+            # ignore case, and the last one given wins: drop the client's, add ours last.
+            params = {k: v for k, v in params.items() if k.lower() != READ_ONLY_SETTING}
             params[READ_ONLY_SETTING] = "on"
         password = config.credential.password.reveal() if config.credential.password else None
         self.upstream = UpstreamConnection(

@@ -1041,10 +1041,13 @@ def test_a_read_only_connection_starts_the_upstream_session_read_only(
     opened = _real_upstream(monkeypatch)
     client = Gateway([("ro", ReadOnly())]).connect()
     # Whatever the client asks for, the startup parameter the target gets is "on".
-    client.send(startup(default_transaction_read_only="off"))
+    client.send(startup(default_transaction_read_only="off", DEFAULT_Transaction_Read_Only="0"))
     client.send(m.PasswordMessage(password=client.gateway.secret).encode())
     [upstream] = opened
-    assert upstream._params["default_transaction_read_only"] == "on"
+    assert [k for k in upstream._params if k.lower() == "default_transaction_read_only"] == [
+        "default_transaction_read_only"
+    ]
+    assert list(upstream._params.items())[-1] == ("default_transaction_read_only", "on")
     # A target that does not report it on does not get the session.
     client.received()
     off = m.ParameterStatus(name="default_transaction_read_only", value="off").encode()

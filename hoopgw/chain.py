@@ -17,7 +17,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from hoopgw import hookspecs
-from hoopgw.session import Column, Command, Output, SessionInfo
+from hoopgw.errors import PluginError
+from hoopgw.session import Column, Command, ConnectionInfo, Output, SessionInfo, UpstreamOptions
 from hoopgw.verdicts import Allow, Block, Hold, Verdict, combine
 
 log = Logger(namespace="hoopgw.chain")
@@ -214,6 +215,33 @@ class PluginChain:
             return Block(reason="approval backend failed; refused")
 
         return pending.addCallbacks(checked, failed)
+
+    # -- upstream requirements -----------------------------------------------------------------
+
+    def upstream_options(self, connection: ConnectionInfo) -> UpstreamOptions:
+        """Ask every plugin how the target must run the connection's sessions; the strictest
+        answer (:meth:`~hoopgw.session.UpstreamOptions.combine`).
+
+        :raises PluginError: a plugin failed or answered something else than
+            :class:`~hoopgw.session.UpstreamOptions` or ``None`` (the caller refuses the session).
+        """
+        answers = []
+        kwargs = {"connection": connection}
+        for impl in self._pm.hook.upstream_options.get_hookimpls():
+            name = impl.plugin_name
+            try:
+                answer = impl.function(*[kwargs[a] for a in impl.argnames])
+            except Exception as exc:
+                log.failure("plugin {plugin} failed in upstream_options", plugin=name)
+                raise PluginError(f"plugin {name!r} failed in upstream_options") from exc
+            if answer is None:
+                continue
+            if not isinstance(answer, UpstreamOptions):
+                raise PluginError(
+                    f"plugin {name!r} returned {type(answer).__name__} from upstream_options"
+                )
+            answers.append(answer)
+        return UpstreamOptions.combine(answers)
 
     # -- data hooks and observers ------------------------------------------------------------
 

@@ -104,6 +104,12 @@ def _build_parser() -> argparse.ArgumentParser:
     check = config_commands.add_parser(
         "check", parents=[with_config, with_json], help="validate the config file"
     )
+    check.add_argument(
+        "--online",
+        action="store_true",
+        help="also log in to each target with its stored credential and warn about that login"
+        " (a superuser behind a read-only connection)",
+    )
     check.set_defaults(handler=_config_check)
 
     keys = commands.add_parser("keys", help="manage API keys")
@@ -223,6 +229,8 @@ def _config_check(args: argparse.Namespace) -> int:
         out(json.dumps(problem))
         return EXIT_USAGE
     facts = {c.name: _protocol_facts(c) for c in config.connections}
+    if args.online:
+        return _online_check(config, facts, as_json=args.json)
     if args.json:
         summary = [
             {
@@ -244,6 +252,61 @@ def _config_check(args: argparse.Namespace) -> int:
     for name, described in facts.items():
         for key, value in described.items():
             out(f"  {name}: {key}: {value}")
+    return EXIT_OK
+
+
+def _online_check(config: Config, facts: dict[str, dict[str, str]], *, as_json: bool) -> int:
+    """``config check --online``: what each connection requires of its target, and whether its
+    stored credential logs in and is fit for that (warnings are not failures; a failed login
+    or a requirement the protocol cannot enforce is)."""
+    from twisted.internet.task import Clock
+
+    from hoopgw.gateway import build_chain, login_warnings, upstream_options
+    from hoopgw.protocol import load_protocol
+
+    results = []
+    for connection in config.connections:
+        spec = load_protocol(connection.protocol)
+        result: dict[str, Any] = {
+            "name": connection.name,
+            "checked": spec.inspect_login is not None,
+            "warnings": [],
+            "error": "",
+        }
+        try:
+            chain = build_chain(connection, reactor=Clock(), approval_timeout=1.0)
+            options = upstream_options(connection, chain, spec)
+            result["read_only"] = options.read_only
+            result["warnings"] = login_warnings(connection, spec, options)
+        except ConfigError as exc:
+            result["error"] = str(exc)
+        except Exception as exc:  # the login failed: the client library says why
+            result["error"] = f"connection {connection.name!r}: cannot log in to the target: {exc}"
+        results.append(result)
+    failed = any(r["error"] for r in results)
+    if as_json:
+        for result in results:
+            if facts[result["name"]]:
+                result["facts"] = facts[result["name"]]
+        out(json.dumps({"ok": not failed, "connections": results}))
+        return EXIT_FAILED if failed else EXIT_OK
+    for result in results:
+        name = result["name"]
+        for key, value in facts[name].items():
+            out(f"  {name}: {key}: {value}")
+        if result["error"]:
+            error(result["error"])
+            continue
+        mode = "read-only" if result.get("read_only") else "read-write"
+        login = "ok" if result["checked"] else "not checked (its protocol has no check)"
+        out(f"  {name}: upstream login {login} ({mode} sessions)")
+        for warning in result["warnings"]:
+            error(f"warning: {warning}")
+    names = ", ".join(r["name"] for r in results)
+    if failed:
+        error(f"failed: {sum(1 for r in results if r['error'])} of {len(results)} connections")
+        return EXIT_FAILED
+    out(f"ok: {len(results)} {'connection' if len(results) == 1 else 'connections'} ({names})")
     return EXIT_OK
 
 

@@ -4,11 +4,12 @@ and stops cleanly (sessions get a protocol goodbye, queued audit records are com
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from twisted.internet import defer, protocol, ssl, task
+from twisted.internet import defer, protocol, ssl, task, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
@@ -22,12 +23,12 @@ from hoopgw.audit import AuditWriter, CheckpointSettings, spawn_writer_process
 from hoopgw.authn import Authenticator, build_authenticator
 from hoopgw.chain import PluginChain
 from hoopgw.config import Config, ConnectionConfig, resolve_store_url
-from hoopgw.errors import HoopgwError, StartupError
+from hoopgw.errors import ConfigError, HoopgwError, PluginError, StartupError
 from hoopgw.plugin import PluginContext, load_plugin_class
-from hoopgw.protocol import ConnectionRuntime, SessionRegistry, load_protocol
-from hoopgw.session import ConnectionInfo
+from hoopgw.protocol import ConnectionRuntime, ProtocolSpec, SessionRegistry, load_protocol
+from hoopgw.session import ConnectionInfo, UpstreamOptions
 from hoopgw.store import Store, open_store
-from hoopgw.verdicts import Block
+from hoopgw.verdicts import Block, Verdict
 
 log = Logger(namespace="hoopgw.gateway")
 
@@ -56,6 +57,80 @@ def server_tls_options(
         # libpq 17+ offers ALPN "postgresql" and gives up if the server picks nothing.
         acceptableProtocols=list(alpn) or None,
     )
+
+
+def build_chain(
+    connection: ConnectionConfig,
+    *,
+    reactor: Any,
+    approval_timeout: float,
+    audit: AuditWriter | None = None,
+    approvals: ApprovalService | None = None,
+    on_decided: Callable[[Verdict], None] | None = None,
+) -> PluginChain:
+    """Build the plugin chain of one connection (one instance of each plugin it names).
+
+    :param on_decided: called with each command's final verdict (the gateway counts them).
+    """
+    info = connection_info(connection)
+    plugins = []
+    for name in connection.plugins:
+        cls = load_plugin_class(name)
+        context = PluginContext(
+            connection=info,
+            options=dict(connection.plugin_options.get(name, {})),
+            audit=audit,
+            log=Logger(namespace=f"hoopgw.plugins.{name}"),
+            reactor=reactor,
+            approvals=approvals,
+        )
+        plugins.append((name, cls(context)))
+    return PluginChain(
+        plugins, reactor=reactor, approval_timeout=approval_timeout, on_decided=on_decided
+    )
+
+
+def connection_info(connection: ConnectionConfig) -> ConnectionInfo:
+    """The plugin-facing view of a configured connection."""
+    return ConnectionInfo(
+        name=connection.name, protocol=connection.protocol, target=connection.target
+    )
+
+
+def upstream_options(
+    connection: ConnectionConfig, chain: PluginChain, spec: ProtocolSpec
+) -> UpstreamOptions:
+    """What the connection's plugins require of its upstream sessions, checked against what
+    its protocol enforces.
+
+    :raises ConfigError: a plugin failed to answer, or asks for a requirement the protocol
+        cannot enforce (the connection would run without it).
+    """
+    try:
+        options = chain.upstream_options(connection_info(connection))
+    except PluginError as exc:
+        raise ConfigError(str(exc), key="plugins", connection=connection.name) from None
+    if options.read_only and "read_only" not in spec.enforces:
+        raise ConfigError(
+            f"its plugins require read-only sessions on the target ({'; '.join(options.reasons)}),"
+            f" which protocol {connection.protocol!r} cannot enforce",
+            key="plugins",
+            connection=connection.name,
+        )
+    return options
+
+
+def login_warnings(
+    connection: ConnectionConfig, spec: ProtocolSpec, options: UpstreamOptions
+) -> list[str]:
+    """Log in to the target with the stored credential and say what is wrong with that login
+    (blocking). Each warning names the connection.
+
+    :raises Exception: the login failed (the message says why).
+    """
+    if spec.inspect_login is None:
+        return []
+    return [f"connection {connection.name!r}: {w}" for w in spec.inspect_login(connection, options)]
 
 
 class Gateway:
@@ -130,7 +205,9 @@ class Gateway:
         try:
             for connection in self.config.connections:
                 runtime = self._runtime(connection, authenticator, server_tls)
-                factory = load_protocol(connection.protocol).build_factory(runtime)
+                spec = load_protocol(connection.protocol)
+                options = upstream_options(connection, runtime.chain, spec)
+                factory = spec.build_factory(runtime)
                 port = yield self._listen(
                     connection.listen, factory, f"connection {connection.name!r}"
                 )
@@ -142,6 +219,8 @@ class Gateway:
                     listen=connection.listen,
                     target=connection.target,
                 )
+                if options.read_only:
+                    self._check_login(connection, spec, options)
             if gw.admin_listen is not None:
                 admin_tls = None
                 if gw.admin_tls:
@@ -227,6 +306,30 @@ class Gateway:
     def _audit_writer_up(self) -> bool:
         return self.audit is not None and self.audit.running
 
+    def _check_login(
+        self, connection: ConnectionConfig, spec: ProtocolSpec, options: UpstreamOptions
+    ) -> None:
+        """Warn, without delaying the start, when a read-only connection logs in upstream with
+        the privileges to undo read-only (a superuser): the server would then be the gateway's
+        only safeguard against a statement it misjudged."""
+        d = threads.deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(), login_warnings, connection, spec, options
+        )
+
+        def warn(warnings: list[str]) -> None:
+            for warning in warnings:
+                log.warn("{warning}", warning=warning)
+
+        def failed(failure: Any) -> None:
+            log.warn(
+                "connection {connection}: could not check the privileges of its upstream login:"
+                " {why}",
+                connection=connection.name,
+                why=failure.getErrorMessage(),
+            )
+
+        d.addCallbacks(warn, failed)
+
     def _writer_spawner(self) -> Any:
         """How to start the writer process: in the configured durability mode, with checkpoint
         signing when a key is configured."""
@@ -246,26 +349,14 @@ class Gateway:
     def _runtime(
         self, connection: ConnectionConfig, authenticator: Authenticator, server_tls: Any
     ) -> ConnectionRuntime:
-        info = ConnectionInfo(
-            name=connection.name, protocol=connection.protocol, target=connection.target
-        )
-        plugins = []
-        for name in connection.plugins:
-            cls = load_plugin_class(name)
-            context = PluginContext(
-                connection=info,
-                options=dict(connection.plugin_options.get(name, {})),
-                audit=self.audit,
-                log=Logger(namespace=f"hoopgw.plugins.{name}"),
-                reactor=self.reactor,
-                approvals=self.approvals,
-            )
-            plugins.append((name, cls(context)))
         name = connection.name
-        chain = PluginChain(
-            plugins,
+        info = connection_info(connection)
+        chain = build_chain(
+            connection,
             reactor=self.reactor,
             approval_timeout=self.config.gateway.approval_timeout,
+            audit=self.audit,
+            approvals=self.approvals,
             on_decided=lambda verdict: self.metrics.command_decided(
                 name, "block" if isinstance(verdict, Block) else "allow"
             ),

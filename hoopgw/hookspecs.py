@@ -7,7 +7,7 @@ connection that names it and registers it with that connection's hook relay. Imp
 defining a method of the same name decorated with :data:`hoopgw.plugin.hookimpl`. A hook method
 may accept any subset of the documented parameters, by name.
 
-There are four kinds of hooks.
+There are five kinds of hooks.
 
 **Decisions** -- :func:`client_connected`, :func:`session_started`, :func:`client_command`.
 Each returns a verdict (:class:`~hoopgw.verdicts.Allow`, :class:`~hoopgw.verdicts.Block`,
@@ -16,6 +16,13 @@ that fires with one of those. *Every* implementation is called, in no promised o
 answers are combined by :func:`hoopgw.verdicts.combine` (``Block > Hold > Allow > abstain``). An
 exception, a failed Deferred, or a return value of any other type counts as ``Block``: the gateway
 fails closed. When every plugin abstains, the command is allowed.
+
+**Upstream requirements** -- :func:`upstream_options`. Every implementation is called and the
+answers are combined (the strictest wins): how the protocol must set up its session on the
+target, such as read-only. A protocol enforces what it declares
+(:attr:`~hoopgw.protocol.ProtocolSpec.enforces`); the gateway refuses to start a connection whose
+plugins ask for something its protocol cannot enforce, and a protocol refuses a session whose
+requirement the target did not accept. An exception refuses the session (fail closed).
 
 **Approval backend** -- :func:`approval_requested`. The first implementation that returns
 non-``None`` turns a ``Hold`` into a pending decision. The core adds the timeout and cancels the
@@ -53,6 +60,7 @@ if TYPE_CHECKING:
         ConnectionInfo,
         Output,
         SessionInfo,
+        UpstreamOptions,
     )
     from hoopgw.store.reviews import ReviewRecord
     from hoopgw.verdicts import Hold, Verdict
@@ -106,6 +114,33 @@ def client_command(session: SessionInfo, command: Command) -> Decision:
     :param session: the session that sent it.
     :param command: what it asked for.
     :return: a verdict, ``None`` to abstain, or a Deferred of either.
+    """
+
+
+# -- upstream requirements -------------------------------------------------------------------
+
+
+@hookspec
+def upstream_options(connection: ConnectionInfo) -> UpstreamOptions | None:
+    """How the target must run this connection's sessions, whatever the client asks.
+
+    Called once per session, before the protocol logs in to the target, and once per
+    connection when the gateway starts and when ``hoopgw config check --online`` runs (to
+    check that the protocol can enforce it, and to warn about a login with the privileges
+    to undo it). Answer from configuration only: the same connection must get the same answer.
+    Every implementation is called; the answers are combined by
+    :meth:`~hoopgw.session.UpstreamOptions.combine` (``read_only`` if any asks for it).
+
+    With ``read_only``, the protocol starts the target's session read-only (PostgreSQL: the
+    startup parameter ``default_transaction_read_only=on``; MySQL/MariaDB: ``SET SESSION
+    TRANSACTION READ ONLY`` after login and after every reset of the session) and ends the
+    session if the target does not confirm it, so a write the plugins missed still fails on
+    the server. Refusing the statements that would turn it off is the plugin's part (the
+    guardrails plugin does it for every connection where it denies ``write``).
+
+    :param connection: the connection whose sessions are set up.
+    :return: the options this plugin needs, or ``None`` for none. An exception, or a return
+        value of any other type, refuses the session.
     """
 
 
@@ -292,6 +327,7 @@ ALL_HOOKS: tuple[str, ...] = (
     "client_connected",
     "session_started",
     "client_command",
+    "upstream_options",
     "approval_requested",
     "result_columns",
     "server_rows",

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from hoopgw.authn import Authenticator
     from hoopgw.chain import PluginChain
     from hoopgw.config import ConnectionConfig, GatewayConfig
-    from hoopgw.session import ConnectionInfo, Identity, SessionInfo
+    from hoopgw.session import ConnectionInfo, Identity, SessionInfo, UpstreamOptions
 
 PROTOCOL_GROUP = "hoopgw.protocols"
 
@@ -146,6 +146,16 @@ class ProtocolSpec:
     describe: Callable[[ConnectionConfig], dict[str, str]] | None = None
     """Facts about one configured connection that ``hoopgw config check`` shows (the SSH
     protocol gives its host key fingerprint); None for none."""
+    enforces: frozenset[str] = frozenset()
+    """The :class:`~hoopgw.session.UpstreamOptions` requirements this protocol enforces on the
+    target (``read_only``). The gateway refuses to start a connection whose plugins ask for
+    one it does not enforce (see :func:`~hoopgw.hookspecs.upstream_options`)."""
+    inspect_login: Callable[[ConnectionConfig, UpstreamOptions], list[str]] | None = None
+    """Logs in to the target with the connection's stored credential and returns warnings
+    about that login given what the connection requires (a superuser on a read-only
+    connection); blocking, so the gateway calls it in a thread. Raises an exception that says
+    why when the login fails. ``hoopgw config check --online`` and the gateway's start call
+    it; None when the protocol has nothing to check."""
 
 
 def load_protocol(name: str) -> ProtocolSpec:

@@ -71,6 +71,27 @@ class SessionInfo:
 
 
 @attrs.frozen(kw_only=True)
+class UpstreamOptions:
+    """How a protocol must set up its session on the target, as plugins require it (see
+    :func:`~hoopgw.hookspecs.upstream_options`)."""
+
+    read_only: bool = False
+    """Every transaction of the session runs read-only on the target: the server itself
+    refuses writes and DDL (PostgreSQL SQLSTATE 25006, MySQL error 1792)."""
+    reasons: tuple[str, ...] = ()
+    """Why, one phrase per plugin that asked (``guardrails: write is denied``), for log lines
+    and error messages."""
+
+    @classmethod
+    def combine(cls, answers: list[UpstreamOptions]) -> UpstreamOptions:
+        """The strictest of several answers: each requirement holds if any answer sets it."""
+        return cls(
+            read_only=any(a.read_only for a in answers),
+            reasons=tuple(r for a in answers for r in a.reasons),
+        )
+
+
+@attrs.frozen(kw_only=True)
 class Command:
     """One unit of work that the client asked the target to run."""
 

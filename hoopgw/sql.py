@@ -61,6 +61,11 @@ class StatementFacts:
     """Names of prepared statements this statement runs (``EXECUTE name``)."""
     deallocates: tuple[str, ...] = ()
     """Prepared statement names this statement forgets; ``*`` for all of them."""
+    read_write: str = ""
+    """What in the statement would let the session write again once the server runs it
+    read-only (``SET TRANSACTION READ WRITE``, ``set_config('transaction_read_only')``,
+    ``ALTER SYSTEM``), for this transaction, the session or for good; empty when nothing does.
+    A connection that denies ``write`` refuses it whatever its other rules say."""
     text: str = ""
     """The statement in a normalised spelling (no comments, canonical case and spacing)."""
 

@@ -538,3 +538,45 @@ def test_loggable_withholds_text_only_when_audit_text_is_rewritten() -> None:
     masked = PluginChain([("mask", Redactor("jane", "[x]"))], reactor=task.Clock())
     assert plain.loggable(message) == message
     assert "jane" not in masked.loggable(message)
+
+
+class Requires:
+    """Answers ``upstream_options`` with a fixed value."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+    @hookimpl
+    def upstream_options(self, connection: Any) -> Any:
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        return self.answer
+
+
+def test_upstream_options_are_the_strictest_answer() -> None:
+    from hoopgw.session import UpstreamOptions
+    from hoopgw.testing import make_connection
+
+    chain = PluginChain(
+        [
+            ("a", Requires(None)),
+            ("b", Requires(UpstreamOptions(read_only=True, reasons=("b: why",)))),
+            ("c", Requires(UpstreamOptions())),
+        ],
+        reactor=task.Clock(),
+    )
+    assert chain.upstream_options(make_connection()) == UpstreamOptions(
+        read_only=True, reasons=("b: why",)
+    )
+    nobody = PluginChain([("a", Requires(None))], reactor=task.Clock())
+    assert nobody.upstream_options(make_connection()) == UpstreamOptions()
+
+
+@pytest.mark.parametrize("answer", [RuntimeError("boom"), "read-only"])
+def test_a_failing_upstream_options_answer_refuses(answer: Any) -> None:
+    from hoopgw.errors import PluginError
+    from hoopgw.testing import make_connection
+
+    chain = PluginChain([("bad", Requires(answer))], reactor=task.Clock())
+    with pytest.raises(PluginError, match="'bad'"):
+        chain.upstream_options(make_connection())

@@ -170,6 +170,40 @@ def test_config_check_literal_password_is_not_echoed(capsys, config_file):
     assert PASSWORD not in out + err
 
 
+def test_config_check_online_logs_in_and_warns(capsys, config_file, monkeypatch):
+    from hoopgw_postgres import privileges
+
+    config_file.write_text(
+        CONFIG.replace("allow_groups = []", 'allow_groups = []\nplugins = ["guardrails"]')
+        + '\n[connections.guardrails]\npreset = "agent-readonly"\n'
+    )
+    logins = []
+
+    def query(connection):
+        logins.append((connection.name, connection.credential.user))
+        return ("postgres", True, False, False, [])
+
+    monkeypatch.setattr(privileges, "_query", query)
+    code, out, err = run(capsys, "config", "check", "-c", config_file, "--online")
+    assert code == 0, err
+    assert logins == [("pg-a", "postgres"), ("pg-b", "postgres")]
+    assert "pg-a: upstream login ok (read-write sessions)" in out
+    assert "pg-b: upstream login ok (read-only sessions)" in out
+    [warning] = err.splitlines()
+    assert warning.startswith("hoopgw: warning: connection 'pg-b': ") and "superuser" in warning
+    assert PASSWORD not in out + err
+
+    def refused(connection):
+        raise OSError(f"connection refused by {connection.target}")
+
+    monkeypatch.setattr(privileges, "_query", refused)
+    code, out, _ = run(capsys, "config", "check", "-c", config_file, "--online", "--json")
+    assert code == 1
+    document = json.loads(out)
+    assert not document["ok"]
+    assert "cannot log in to the target: connection refused" in document["connections"][0]["error"]
+
+
 def test_config_check_missing_file(capsys, tmp_path):
     code, _, err = run(capsys, "config", "check", "-c", tmp_path / "nope.toml")
 

@@ -727,7 +727,7 @@ def test_quickstart_example_loads(monkeypatch):
 
     [pg] = config.connections
     assert pg.name == "pg-local"
-    assert pg.credential.user == "postgres" and pg.credential.password is None
+    assert pg.credential.user == "hoopgw_demo" and pg.credential.password is None
     assert pg.allow_groups == ("agents",) and pg.plugins == ("recording",)
     assert config.store_url == f"sqlite:///{REPO / 'examples' / 'hoopgw.db'}"
 

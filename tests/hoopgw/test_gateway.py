@@ -253,3 +253,38 @@ def _refuse_second_target(reactor: Reactor) -> None:
     targets[("127.0.0.1", 5433)].clientConnectionFailed(
         connector, Failure(ConnectionRefusedError("Connection refused"))
     )
+
+
+def test_a_requirement_the_protocol_cannot_enforce_refuses_the_connection() -> None:
+    from twisted.internet import task
+
+    from hoopgw.chain import PluginChain
+    from hoopgw.config import ConnectionConfig, CredentialConfig
+    from hoopgw.errors import ConfigError
+    from hoopgw.gateway import upstream_options
+    from hoopgw.plugin import hookimpl
+    from hoopgw.protocol import ProtocolSpec
+    from hoopgw.session import UpstreamOptions
+
+    class ReadOnly:
+        @hookimpl
+        def upstream_options(self) -> UpstreamOptions:
+            return UpstreamOptions(read_only=True, reasons=("test: why",))
+
+    connection = ConnectionConfig(
+        name="box",
+        protocol="ssh",
+        listen="tcp:2222",
+        target="127.0.0.1:22",
+        credential=CredentialConfig(user="u"),
+        allow_groups=("agents",),
+    )
+    chain = PluginChain([("ro", ReadOnly())], reactor=task.Clock())
+    blind = ProtocolSpec(name="ssh", build_factory=lambda runtime: None)
+    with pytest.raises(ConfigError, match="cannot enforce") as refused:
+        upstream_options(connection, chain, blind)
+    assert refused.value.connection == "box" and "test: why" in str(refused.value)
+    enforcing = ProtocolSpec(
+        name="ssh", build_factory=lambda runtime: None, enforces=frozenset({"read_only"})
+    )
+    assert upstream_options(connection, chain, enforcing).read_only

@@ -35,7 +35,7 @@ from typing import Any
 from hoopgw.errors import ConfigError, PluginError
 from hoopgw.plugin import Option, PluginContext, hookimpl
 from hoopgw.protocol import load_protocol
-from hoopgw.session import Command, SessionInfo
+from hoopgw.session import Command, ConnectionInfo, SessionInfo, UpstreamOptions
 from hoopgw.sql import Dialect, StatementFacts
 from hoopgw.verdicts import Allow, Block, Hold, Verdict
 from hoopgw_guardrails.commands import (
@@ -157,6 +157,14 @@ class GuardrailsPlugin:
         self._prepared: dict[str, dict[str, StatementFacts]] = {}
         # Definitions (name -> facts, None to forget; "*" forgets all) of commands being decided.
         self._pending: dict[tuple[str, int], list[tuple[str, StatementFacts | None]]] = {}
+
+    @hookimpl
+    def upstream_options(self, connection: ConnectionInfo) -> UpstreamOptions | None:
+        """Sessions of a connection that denies writes run read-only on the target too, so a
+        write that the analysis misses still fails on the server."""
+        if self._dialect is None or not self._policy.read_only:
+            return None
+        return UpstreamOptions(read_only=True, reasons=("guardrails: write is denied",))
 
     @hookimpl
     def session_started(self, session: SessionInfo) -> Block | None:

@@ -186,6 +186,12 @@ class Policy:
     rules: tuple[Rule, ...] = ()
     """Custom rules, in config order."""
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the connection denies writes: its sessions then run read-only on the target
+        (see :func:`~hoopgw.hookspecs.upstream_options`), and nothing may turn that off."""
+        return "write" in self.deny
+
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> Policy:
         """The policy of validated plugin options (``deny``, ``preset``, ``rules``)."""
@@ -195,7 +201,16 @@ class Policy:
         return cls(deny=frozenset(deny), rules=parse_rules(options["rules"]))
 
     def judge(self, facts: StatementFacts) -> Block | Hold | None:
-        """The verdict on one statement: a denied class first, then the first matching rule."""
+        """The verdict on one statement: a statement that would end the server's read-only mode
+        on a read-only connection first, then a denied class, then the first matching rule."""
+        if self.read_only and facts.read_write:
+            return Block(
+                reason=(
+                    f"read-only: {facts.read_write} would turn off the read-only mode the server"
+                    " enforces on this connection (guardrails deny write)"
+                ),
+                rule="read-only",
+            )
         for cls in (c for c in DENY_CLASSES if c in facts.causes and c in self.deny):
             return Block(
                 reason=(

@@ -30,6 +30,7 @@ the session.
 from __future__ import annotations
 
 import functools
+import itertools
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -322,11 +323,13 @@ class _Facts:
         self.prepares = ""
         self.executes: tuple[str, ...] = ()
         self.deallocates: tuple[str, ...] = ()
+        self.read_write = ""
 
     def add(self, cls: str, cause: str) -> None:
         self.causes.setdefault(cls, cause)
 
     def merge(self, other: StatementFacts) -> None:
+        self.read_write = self.read_write or other.read_write
         self.kinds |= other.kinds
         for cls, cause in other.causes.items():
             self.add(cls, cause)
@@ -348,6 +351,7 @@ class _Facts:
             prepares=self.prepares,
             executes=self.executes,
             deallocates=self.deallocates,
+            read_write=self.read_write,
             text=text,
         )
 
@@ -446,6 +450,10 @@ class MySQLDialect:
             facts.add("admin", " ".join(words[:2]))
             return facts
         if first in _BENIGN:
+            if first == "START" and _reads_write(words):
+                facts = _Facts("Start", first)
+                facts.read_write = "START TRANSACTION READ WRITE"
+                return facts
             if first == "BEGIN" and second == "NOT":
                 facts = _Facts("Compound", "BEGIN NOT ATOMIC")
                 facts.add("opaque-code", "BEGIN NOT ATOMIC ... END")
@@ -501,6 +509,8 @@ class MySQLDialect:
         if first == "CALL":
             facts = _Facts("Call", "CALL")
             facts.add("opaque-code", "CALL")
+            # A procedure's body may turn read-only off (SET tx_read_only = 0) and go on writing.
+            facts.read_write = "CALL (its body may turn it off)"
             if len(statement) > 1:
                 facts.functions.add(_qualified(statement[1:], 1))
             return facts
@@ -617,6 +627,15 @@ class MySQLDialect:
             facts.has_where = inner.has_where
             facts.where_constant_true = inner.where_constant_true
             return facts
+        scopes = list(itertools.takewhile(lambda w: w in _SCOPES, words[1:]))
+        if words[1 + len(scopes) : 2 + len(scopes)] == ["TRANSACTION"]:
+            # SET [GLOBAL | SESSION] TRANSACTION characteristic [, characteristic]
+            facts = _Facts("SetTransaction", "SET TRANSACTION")
+            if "GLOBAL" in scopes:
+                facts.add("admin", "SET GLOBAL TRANSACTION")
+            if _reads_write(words):
+                facts.read_write = "SET TRANSACTION READ WRITE"
+            return facts
         return self._set_assignments(statement[1:])
 
     def _set_assignments(self, assignments: list[Token]) -> _Facts:
@@ -654,6 +673,9 @@ class MySQLDialect:
                 self._sql_mode(assignment)
             if name in ("sql_log_bin", "sql_log_off", "general_log", "pseudo_thread_id"):
                 facts.add("admin", f"SET {name}")
+            if name in _READ_ONLY_VARIABLES and not _is_true(_assigned(assignment)):
+                # DEFAULT too: the global default is read-write.
+                facts.read_write = facts.read_write or f"SET {name}"
         return facts
 
     def _client_charset(self, value: list[Token]) -> None:
@@ -723,6 +745,25 @@ class MySQLDialect:
         self._merge_text(facts, body, "PREPARE")
         facts.prepares = _name(statement[1]).lower()
         return facts
+
+
+_SCOPES = frozenset({"GLOBAL", "SESSION", "LOCAL"})
+_READ_ONLY_VARIABLES = frozenset({"tx_read_only", "transaction_read_only"})
+_TRUE_VALUES = frozenset({"1", "ON", "TRUE"})
+
+
+def _reads_write(words: list[str]) -> bool:
+    """Whether a transaction statement sets the access mode READ WRITE (anywhere: the server
+    takes the last mode given, or refuses two)."""
+    return any(a == "READ" and b == "WRITE" for a, b in itertools.pairwise(words))
+
+
+def _is_true(value: list[Token]) -> bool:
+    """Whether a variable's assigned value is a constant the server reads as true."""
+    if len(value) != 1 or value[0].kind not in ("word", "number", "string"):
+        return False
+    literal = _literal(value[0]) if value[0].kind == "string" else value[0].text
+    return literal is not None and literal.strip().upper() in _TRUE_VALUES
 
 
 def _comma_split(tokens_: list[Token]) -> Iterator[list[Token]]:

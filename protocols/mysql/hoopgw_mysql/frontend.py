@@ -31,7 +31,7 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hoopgw.errors import AccessDenied, AuthenticationError
+from hoopgw.errors import AccessDenied, AuthenticationError, PluginError
 from hoopgw.protocol import ConnectionRuntime
 from hoopgw.session import Column, Command, CommandOutcome, Identity, Output, SessionInfo
 from hoopgw.transport import (
@@ -48,7 +48,12 @@ from hoopgw.verdicts import Block, Hold
 from hoopgw_mysql import messages as m
 from hoopgw_mysql import tracking as t
 from hoopgw_mysql.auth import CLEAR
-from hoopgw_mysql.upstream import ProbeListener, TargetInfo, UpstreamConnection
+from hoopgw_mysql.upstream import (
+    READ_ONLY_STATEMENT,
+    ProbeListener,
+    TargetInfo,
+    UpstreamConnection,
+)
 
 log = Logger(namespace="hoopgw.mysql")
 
@@ -157,6 +162,9 @@ class _InFlight:
     that opened the cursor, which was reported already."""
     columns: list[Column] | None = None
     """The current result's columns as handed to plugins."""
+    must_succeed: str = ""
+    """For an internal step the session's safety rests on (making it read-only again): what
+    it does. An error answer then ends the session instead of reaching the client."""
 
 
 class ClientSession(protocol.Protocol):
@@ -206,6 +214,7 @@ class ClientSession(protocol.Protocol):
         self._deciding: Command | None = None
         self._scramble = b""
         self._login_ok = b""
+        self._read_only = False  # plugins require the target's session to be read-only
 
     # -- Twisted events ----------------------------------------------------------------------
 
@@ -547,7 +556,13 @@ class ClientSession(protocol.Protocol):
     # -- upstream ----------------------------------------------------------------------------
 
     def _upstream_connection(
-        self, listener: Any, *, capabilities: int, charset: int, database: str | None
+        self,
+        listener: Any,
+        *,
+        capabilities: int,
+        charset: int,
+        database: str | None,
+        read_only: bool = False,
     ) -> UpstreamConnection:
         config = self.runtime.config
         host = config.target_host
@@ -567,17 +582,24 @@ class ClientSession(protocol.Protocol):
             loopback=is_loopback(host),
             max_length=1 << 31,
             local_infile=self.runtime.config.local_infile,
+            read_only=read_only,
         )
 
     def _connect_upstream(self) -> None:
         assert self._response is not None
         config = self.runtime.config
         host, port = config.target_host, config.target_port
+        try:
+            self._read_only = self.chain.upstream_options(self.runtime.info).read_only
+        except PluginError as exc:
+            self._fatal(ER_ACCESS_DENIED, "28000", f"session refused: {exc}")
+            return
         self.upstream = self._upstream_connection(
             self,
             capabilities=self._capabilities,
             charset=self._response.charset,
             database=self._response.database or None,
+            read_only=self._read_only,
         )
         d = connect(self.runtime.reactor, host, port, self.upstream)
 
@@ -805,6 +827,7 @@ class ClientSession(protocol.Protocol):
                 payload,
                 t.SIMPLE,
                 forwarded=self._forget_statements,
+                then=self._read_only_again(None),
             )
         elif code == m.COM_STATISTICS:
             self._decide_protocol_command("statistics", "COM_STATISTICS", payload, t.STATISTICS)
@@ -876,8 +899,29 @@ class ClientSession(protocol.Protocol):
             bytes((m.COM_RESET_CONNECTION,)),
             t.SIMPLE,
             forwarded=self._forget_statements,
-            then=self._changed if self._change.database else None,
+            then=self._read_only_again(self._changed if self._change.database else None),
         )
+
+    def _read_only_again(self, then: Callable[[], None] | None) -> Callable[[], None] | None:
+        """What follows a reset of the target's session (which makes it read-write again):
+        on a read-only connection, making it read-only again before ``then`` (or, without
+        ``then``, answering the client with that step's OK); ``then`` itself elsewhere."""
+        if not self._read_only:
+            return then
+
+        def again() -> None:
+            deprecate_eof = bool(self._capabilities & m.CLIENT_DEPRECATE_EOF)
+            self._forward(
+                bytes((m.COM_QUERY,)) + READ_ONLY_STATEMENT,
+                _InFlight(
+                    command=None,
+                    reader=t.ResponseReader(t.SIMPLE, deprecate_eof=deprecate_eof),
+                    then=then,
+                    must_succeed="making the session read-only again after its reset",
+                ),
+            )
+
+        return again
 
     def _forget_statements(self) -> None:
         """The target forgot every prepared statement (a reset or change of user)."""
@@ -1054,6 +1098,15 @@ class ClientSession(protocol.Protocol):
             if rows:
                 out.extend(self._rewrite_rows(flight, rows))
                 rows = []
+            if part is t.Part.ERROR and flight.must_succeed:
+                message = m.ErrPacket.decode(payload).message
+                self._fatal(
+                    ER_HANDSHAKE,
+                    "25006",
+                    f"{flight.must_succeed} failed (fail closed): {message}",
+                    log_it=True,
+                )
+                return
             if part is t.Part.ERROR:
                 payload = self._note_error(flight, payload)
             elif part is t.Part.OK:

@@ -7,6 +7,7 @@ from twisted.internet import protocol
 from hoopgw.protocol import ConnectionRuntime, ProtocolSpec
 from hoopgw_mysql.analysis import MySQLDialect
 from hoopgw_mysql.frontend import ClientSession
+from hoopgw_mysql.privileges import inspect_login
 from hoopgw_mysql.upstream import TargetInfo
 
 
@@ -27,4 +28,10 @@ class ClientSessionFactory(protocol.Factory):
         return session
 
 
-PROTOCOL = ProtocolSpec(name="mysql", build_factory=ClientSessionFactory, dialect=MySQLDialect())
+PROTOCOL = ProtocolSpec(
+    name="mysql",
+    build_factory=ClientSessionFactory,
+    dialect=MySQLDialect(),
+    enforces=frozenset({"read_only"}),
+    inspect_login=inspect_login,
+)

@@ -17,6 +17,10 @@ from hoopgw_mysql.auth import PasswordAuthenticator, UpstreamAuthError
 
 log = Logger(namespace="hoopgw.mysql.upstream")
 
+READ_ONLY_STATEMENT = b"SET SESSION TRANSACTION READ ONLY"
+"""Sent after login (and after each reset of the session) on a read-only connection: every
+later transaction of the session is read-only on the server (error 1792 on a write)."""
+
 CAPABILITIES_NEEDED = m.CLIENT_PROTOCOL_41 | m.CLIENT_SECURE_CONNECTION | m.CLIENT_PLUGIN_AUTH
 """What the gateway needs from any target."""
 
@@ -57,6 +61,8 @@ class UpstreamConnection(protocol.Protocol):
         target for no more than that (never compression; ``CLIENT_LOCAL_FILES`` only with
         ``local_infile``).
     :param local_infile: the connection enables LOCAL INFILE.
+    :param read_only: make the session read-only (:data:`READ_ONLY_STATEMENT`) before it is
+        reported ready; a target that refuses fails the login.
     """
 
     transport: Any
@@ -75,8 +81,11 @@ class UpstreamConnection(protocol.Protocol):
         loopback: bool,
         max_length: int,
         local_infile: bool = False,
+        read_only: bool = False,
     ) -> None:
         self.listener = listener
+        self._read_only = read_only
+        self._login_ok = b""
         self._user = user
         self._password = (password or "").encode()
         self._database = database
@@ -158,7 +167,16 @@ class UpstreamConnection(protocol.Protocol):
         if self._phase == "greeting":
             self._greeting(m.Handshake.decode(payload))
             return
+        if self._phase == "read-only":
+            self._read_only_answer(payload)
+            return
         if m.is_ok(payload):
+            if self._read_only:
+                self._login_ok = payload
+                self._phase = "read-only"
+                self._seq = 0
+                self._write(bytes((m.COM_QUERY,)) + READ_ONLY_STATEMENT)
+                return
             self._phase = "ready"
             self.listener.upstream_ready(payload, self.tls)
             return
@@ -182,6 +200,16 @@ class UpstreamConnection(protocol.Protocol):
                 self._write(answer)
             return
         raise m.ProtocolViolation(f"unexpected packet 0x{payload[:1].hex()} during login")
+
+    def _read_only_answer(self, payload: bytes) -> None:
+        if m.is_ok(payload):
+            self._phase = "ready"
+            self.listener.upstream_ready(self._login_ok, self.tls)
+            return
+        message = m.ErrPacket.decode(payload).message if m.is_err(payload) else "no OK"
+        self._fail(
+            1792, f"the target refused to make the session read-only (fail closed): {message}"
+        )
 
     def _greeting(self, handshake: m.Handshake) -> None:
         self._handshake = handshake

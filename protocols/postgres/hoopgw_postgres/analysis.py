@@ -241,6 +241,13 @@ _COMMANDS = {
     "DropdbStmt": "DROP DATABASE",
 }
 _FALSE_WORDS = frozenset({"false", "off", "no", "0"})
+# Settings that make transactions read-only, and the spellings of "on" PostgreSQL accepts for
+# them (parse_bool: any prefix of true or yes, on, 1; case-insensitive).
+_READ_ONLY_SETTINGS = frozenset({"default_transaction_read_only", "transaction_read_only"})
+_TRUE_WORDS = frozenset({"t", "tr", "tru", "true", "y", "ye", "yes", "on", "1"})
+_VAR_SET_DEFAULT = pg_query_pb2.VAR_SET_DEFAULT
+_VAR_RESET = pg_query_pb2.VAR_RESET
+_VAR_RESET_ALL = pg_query_pb2.VAR_RESET_ALL
 _ALTER_TABLE_TYPE = pg_query_pb2.AlterTableType
 _DISCARD_ALL = pg_query_pb2.DISCARD_ALL
 _VAR_SET_VALUE = pg_query_pb2.VAR_SET_VALUE
@@ -296,6 +303,20 @@ def _string(node: Any) -> str | None:
     if _name(node) == "A_Const" and node.HasField("sval"):
         return str(node.sval.sval)
     return None
+
+
+def _is_true(node: Any) -> bool:
+    """Whether a setting's value is a constant PostgreSQL reads as boolean true."""
+    node = _unwrap(node)
+    if _name(node) != "A_Const":
+        return False
+    if node.HasField("sval"):
+        return str(node.sval.sval).lower() in _TRUE_WORDS
+    if node.HasField("ival"):
+        return int(node.ival.ival) == 1
+    if node.HasField("boolval"):
+        return bool(node.boolval.boolval)
+    return False
 
 
 def _explain_analyzes(explain: Any) -> bool:
@@ -354,9 +375,13 @@ class _Walk:
         self.functions: set[str] = set()
         self.columns: set[str] = set()
         self.executes: list[str] = []
+        self.read_write = ""
 
     def add(self, cls: str, cause: str) -> None:
         self.causes.setdefault(cls, cause)
+
+    def _writable(self, cause: str) -> None:
+        self.read_write = self.read_write or cause
 
     def walk(self, root: Any) -> None:
         # (node, runs): ``runs`` is False under EXPLAIN without ANALYZE, where the explained
@@ -389,6 +414,11 @@ class _Walk:
         elif kind == "ResTarget" and node.name:
             # INSERT column lists and UPDATE SET targets; a SELECT alias is also a name here.
             self.columns.add(str(node.name))
+        elif kind == "DefElem" and node.defname == "transaction_read_only":
+            # BEGIN / SET TRANSACTION / SET SESSION CHARACTERISTICS ... READ WRITE; several
+            # modes may be given and the last wins, so any READ WRITE counts.
+            if not (node.HasField("arg") and _is_true(node.arg)):
+                self._writable("READ WRITE")
         elif kind == "AlterTableCmd":
             subtype = _ALTER_TABLE_TYPE.Name(node.subtype)
             cause = f"ALTER TABLE ... {_command_name(subtype[3:])}"
@@ -438,6 +468,14 @@ class _Walk:
             self.add("opaque-code", command)
         if kind == "VariableSetStmt":
             self._setting(str(node.name).lower(), f"SET {node.name}")
+            self._read_only_setting(node)
+        if kind == "AlterSystemStmt":
+            # It changes settings for every later session (and needs no writable transaction).
+            self._writable("ALTER SYSTEM")
+        if kind in ("DoStmt", "CallStmt"):
+            # A body the gateway does not read may change the setting and COMMIT: the rest of
+            # the body then runs in a read-write transaction.
+            self._writable(f"{command} (its body may turn it off and commit)")
         if kind == "ExecuteStmt":
             self.executes.append(str(node.name))
         if not known and kind not in _HARMLESS:
@@ -452,6 +490,21 @@ class _Walk:
             self.add("opaque-code", f"COPY ... {direction} PROGRAM")
         elif node.filename:
             self.add("file-access", f"COPY ... {direction} a server file")
+
+    def _read_only_setting(self, node: Any) -> None:
+        """SET (also inside ALTER ROLE/DATABASE/FUNCTION) of a read-only setting to anything
+        but true. RESET and DEFAULT return to the value the session started with, which the
+        gateway makes ``on`` with a startup parameter."""
+        name = str(node.name).lower()
+        if name not in _READ_ONLY_SETTINGS or node.kind in (
+            _VAR_SET_DEFAULT,
+            _VAR_RESET,
+            _VAR_RESET_ALL,
+        ):
+            return
+        if node.kind == _VAR_SET_VALUE and len(node.args) == 1 and _is_true(node.args[0]):
+            return
+        self._writable(f"SET {name}")
 
     def _setting(self, setting: str, cause: str) -> None:
         if setting in _PRIVILEGE_SETTINGS:
@@ -472,6 +525,9 @@ class _Walk:
             self.add("admin", label)
         if name in _OPAQUE_FUNCTIONS or name.startswith("dblink"):
             self.add("opaque-code", label)
+        if name.startswith("dblink"):
+            # It runs SQL in a session of its own, which the read-only mode does not cover.
+            self._writable(f"{label} (a session of its own)")
         if name in _WRITE_FUNCTIONS:
             self.add("write", label)
         if name == "set_config":
@@ -479,7 +535,10 @@ class _Walk:
             if setting is None:
                 self.add("privilege", "set_config() of a computed setting")
                 self.add("opaque-code", "set_config() of a computed setting")
+                self._writable("set_config() of a computed setting")
             else:
+                if setting.strip().lower() in _READ_ONLY_SETTINGS:
+                    self._writable(f"set_config('{setting}')")
                 # Judged as if padded names were the real one: erring on the safe side costs a
                 # refusal of a call PostgreSQL would reject anyway.
                 self._setting(setting.strip().lower(), f"set_config('{setting}')")
@@ -513,6 +572,7 @@ def _facts(raw: Any, version: int) -> StatementFacts:
         prepares=str(root.name) if kind == "PrepareStmt" else "",
         executes=tuple(walk.executes),
         deallocates=deallocates,
+        read_write=walk.read_write,
         text=_normalise(raw, version),
     )
 

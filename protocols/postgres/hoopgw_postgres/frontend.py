@@ -21,7 +21,7 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hoopgw.errors import AccessDenied, AuthenticationError
+from hoopgw.errors import AccessDenied, AuthenticationError, PluginError
 from hoopgw.protocol import ConnectionRuntime
 from hoopgw.scram import DEFAULT_ITERATIONS, ScramVerifier
 from hoopgw.session import Column, Command, CommandOutcome, Identity, Output, SessionInfo
@@ -46,6 +46,10 @@ log = Logger(namespace="hoopgw.postgres")
 # Startup parameters never passed upstream: the gateway logs in as the stored user, and
 # replication connections carry a protocol the gateway cannot inspect.
 DROPPED_PARAMETERS = frozenset({"user", "password", "replication"})
+
+# The setting that makes every transaction read-only, and the value the gateway starts a
+# read-only session with (see _connect_upstream).
+READ_ONLY_SETTING = "default_transaction_read_only"
 
 # A refused command is replaced upstream by this text: it is a syntax error, so the server
 # runs nothing, fails the transaction exactly as a real error would, and answers in order.
@@ -105,6 +109,7 @@ class ClientSession(protocol.Protocol):
         self.upstream: UpstreamConnection | None = None
         self._upstream_key: tuple[int, bytes] = (0, b"")
         self._upstream_parameters: list[bytes] = []
+        self._read_only = False  # plugins require the target's session to be read-only
         self._tracker = ResponseTracker()
         self._seq = 0
         self._pending: defer.Deferred[Any] | None = None
@@ -534,6 +539,18 @@ class ClientSession(protocol.Protocol):
         tls = config.upstream_tls
         params = {k: v for k, v in self._params.items() if k not in DROPPED_PARAMETERS}
         params.setdefault("database", config.credential.user)
+        try:
+            self._read_only = self.chain.upstream_options(self.runtime.info).read_only
+        except PluginError as exc:
+            self._fatal("28000", f"session refused: {exc}")
+            return
+        if self._read_only:
+            # A startup parameter rather than a SET: it outranks the role's, the database's
+            # and the server's defaults and the client's options, and it is the session's
+            # reset value, so RESET, RESET ALL and DISCARD ALL return to it. Setting names
+            # ignore case, and the last one given wins: drop the client's, add ours last.
+            params = {k: v for k, v in params.items() if k.lower() != READ_ONLY_SETTING}
+            params[READ_ONLY_SETTING] = "on"
         password = config.credential.password.reveal() if config.credential.password else None
         self.upstream = UpstreamConnection(
             self,
@@ -567,7 +584,17 @@ class ClientSession(protocol.Protocol):
             return
         self._upstream_key = backend_key
         self._upstream_parameters = parameters
+        if self._read_only and not all(map(self._still_read_only, parameters)):
+            self._fatal("28000", "session refused: the target did not start it read-only")
+            return
         self._start_session(tls)
+
+    def _still_read_only(self, wire: bytes) -> bool:
+        """Whether a ParameterStatus (whole message) leaves the session read-only. PostgreSQL
+        14 and later report the setting at login and whenever it changes: a change the
+        gateway did not see coming (a function's body) ends the session."""
+        status = m.ParameterStatus.decode(wire[5:])
+        return status.name != READ_ONLY_SETTING or status.value == "on"
 
     def _welcome(self) -> None:
         """Tell the client it is in, and start relaying."""
@@ -876,6 +903,14 @@ class ClientSession(protocol.Protocol):
             if rows:
                 out.extend(self._rewrite_rows(rows, rows_request))
                 rows = []
+            if kind == b"S" and self._read_only and not self._still_read_only(frame.wire):
+                self._fatal(
+                    "25006",
+                    f"the target reported {READ_ONLY_SETTING} off on a read-only connection;"
+                    " session ended",
+                    log_it=True,
+                )
+                return
             attribution = self._tracker.attribute(kind[0])
             request = attribution.request
             data = frame.wire

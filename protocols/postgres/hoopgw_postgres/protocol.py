@@ -7,6 +7,7 @@ from twisted.internet import protocol
 from hoopgw.protocol import ConnectionRuntime, ProtocolSpec
 from hoopgw_postgres.analysis import PostgresDialect
 from hoopgw_postgres.frontend import ClientSession
+from hoopgw_postgres.privileges import inspect_login
 
 
 class ClientSessionFactory(protocol.Factory):
@@ -24,5 +25,9 @@ class ClientSessionFactory(protocol.Factory):
 
 
 PROTOCOL = ProtocolSpec(
-    name="postgres", build_factory=ClientSessionFactory, dialect=PostgresDialect()
+    name="postgres",
+    build_factory=ClientSessionFactory,
+    dialect=PostgresDialect(),
+    enforces=frozenset({"read_only"}),
+    inspect_login=inspect_login,
 )

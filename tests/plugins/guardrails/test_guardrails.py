@@ -144,3 +144,38 @@ def test_a_protocol_command_runs_no_statement_and_is_allowed() -> None:
     # The same text as a statement does not parse: refused.
     as_sql = Command(session_id=session.id, seq=2, text="COM_RESET_CONNECTION", kind="query")
     assert isinstance(plugin.chain.decide_command(session, as_sql).result, Block)
+
+
+# -- the server enforces read-only too ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "read_only"),
+    [
+        ({"preset": "agent-readonly"}, True),
+        ({"deny": ["write"]}, True),
+        ({"preset": "agent-safe-write"}, False),
+        ({}, False),
+    ],
+)
+def test_a_connection_that_denies_writes_asks_for_read_only_sessions(
+    options: dict[str, Any], read_only: bool
+) -> None:
+    chain = _client(options).chain
+    upstream = chain.upstream_options(make_connection())
+    assert upstream.read_only is read_only
+    assert upstream.reasons == (("guardrails: write is denied",) if read_only else ())
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        "-c default_transaction_read_only=off",
+        "--transaction_read_only=false",
+        "-c default_transaction_read_only=on -c default_transaction_read_only=0",
+    ],
+)
+def test_startup_options_cannot_leave_read_only(options: str) -> None:
+    verdict = _connect({"deny": ["write"]}, options=options)
+    assert isinstance(verdict, Block) and verdict.rule == "read-only", verdict
+    assert _connect({"deny": ["write"]}, options="-c default_transaction_read_only=on") is None

@@ -87,3 +87,32 @@ def test_option_checks() -> None:
     assert "unknown class 'writes'" in (check_classes(["writes"]) or "")
     assert check_preset("") is None and check_preset("agent-readonly") is None
     assert "unknown preset" in (check_preset("agent") or "")
+
+
+@pytest.mark.parametrize("options", [{"preset": "agent-readonly"}, {"deny": ["write"]}])
+def test_a_policy_that_denies_writes_refuses_leaving_read_only_first(
+    options: dict[str, object],
+) -> None:
+    policy = _policy(
+        **options, rules=[{"kind": "VariableSetStmt", "action": "review", "name": "sets"}]
+    )
+    assert policy.read_only
+    verdict = _judge(policy, "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE")
+    assert verdict == Block(
+        reason=(
+            "read-only: READ WRITE would turn off the read-only mode the server enforces on"
+            " this connection (guardrails deny write)"
+        ),
+        rule="read-only",
+    )
+    # What keeps the session read-only is judged as before (here: held by the rule).
+    assert _judge(policy, "SET TRANSACTION READ ONLY") == Hold(
+        reason="SET matches a guardrails rule (guardrails rule sets)", rule="sets"
+    )
+
+
+def test_a_policy_that_allows_writes_lets_transactions_be_read_write() -> None:
+    policy = _policy(preset="agent-safe-write")
+    assert not policy.read_only
+    assert _judge(policy, "BEGIN READ WRITE") is None
+    assert _judge(policy, "SET TRANSACTION READ WRITE") is None

@@ -239,3 +239,56 @@ def test_a_prepared_text_is_unescaped_as_the_server_does() -> None:
     # \% and \_ keep their backslash; a doubled quote after an escape is one quote.
     [like] = DIALECT.analyze("PREPARE s FROM 'SELECT a FROM t WHERE b LIKE \\'x\\_%\\''").statements
     assert like.tables == {"t"}
+
+
+# Every way a session could leave the read-only mode the gateway starts it in (issue 14).
+READ_WRITE = [
+    "SET SESSION TRANSACTION READ WRITE",
+    "SET TRANSACTION READ WRITE",
+    "set local transaction isolation level read committed, read write",
+    "SET GLOBAL TRANSACTION READ WRITE",
+    "START TRANSACTION READ WRITE",
+    "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ WRITE",
+    "SET @@session.tx_read_only = 0",
+    "SET @@SESSION . `tx_read_only` := OFF",
+    "SET tx_read_only = 'OFF'",
+    "SET SESSION transaction_read_only = FALSE",
+    "SET @@tx_read_only = DEFAULT",
+    "SET tx_read_only = @saved",
+    "SET tx_read_only = 1 - 1",
+    "SET @@global.tx_read_only = 0",
+    "SET autocommit = 1, tx_read_only = 0",
+    "SET STATEMENT tx_read_only = 0 FOR DELETE FROM t WHERE id = 1",
+    "SET STATEMENT tx_read_only = 0 FOR SELECT 1",
+    "/*!50000 SET TRANSACTION READ WRITE */",
+    "/*M!100000 SET SESSION TRANSACTION READ WRITE */",
+    "PREPARE s FROM 'SET tx_read_only = 0'",
+    "EXECUTE IMMEDIATE 'START TRANSACTION READ WRITE'",
+    "CALL refresh_reports()",
+]
+STAYS_READ_ONLY = [
+    "SET SESSION TRANSACTION READ ONLY",
+    "SET TRANSACTION ISOLATION LEVEL READ COMMITTED",
+    "START TRANSACTION",
+    "START TRANSACTION READ ONLY",
+    "BEGIN",
+    "SET tx_read_only = 1",
+    "SET @@session.tx_read_only = ON",
+    "SET tx_read_only = 'true'",
+    "SELECT @@tx_read_only",
+    "SET autocommit = 0",
+]
+
+
+@pytest.mark.parametrize("sql", READ_WRITE)
+def test_statements_that_leave_read_only_mode_say_so(sql: str) -> None:
+    analysis = DIALECT.analyze(sql)
+    assert analysis.parseable, analysis.error
+    assert any(s.read_write for s in analysis.statements), sql
+
+
+@pytest.mark.parametrize("sql", STAYS_READ_ONLY)
+def test_statements_that_keep_read_only_mode_do_not(sql: str) -> None:
+    analysis = DIALECT.analyze(sql)
+    assert analysis.parseable, analysis.error
+    assert not any(s.read_write for s in analysis.statements), sql

@@ -814,3 +814,61 @@ def test_ping_is_forwarded_without_a_record() -> None:
     [ok] = client.received()
     assert m.is_ok(ok.payload)
     assert recorder.decided == [] and recorder.completed == []
+
+
+# -- read-only connections (issue 14) -----------------------------------------------------------
+
+READ_ONLY_SET = bytes((m.COM_QUERY,)) + b"SET SESSION TRANSACTION READ ONLY"
+
+
+class ReadOnly:
+    """Requires read-only upstream sessions."""
+
+    @hookimpl
+    def upstream_options(self) -> Any:
+        from hoopgw.session import UpstreamOptions
+
+        return UpstreamOptions(read_only=True, reasons=("test",))
+
+
+def read_only_client() -> Client:
+    client = logged_in([("ro", ReadOnly())])
+    client.session._read_only = True  # what the (faked) upstream login set up
+    return client
+
+
+def test_a_reset_makes_the_session_read_only_again_before_the_client_is_answered() -> None:
+    client = read_only_client()
+    client.send(bytes((m.COM_RESET_CONNECTION,)), seq=0)
+    assert client.upstream.commands() == [bytes((m.COM_RESET_CONNECTION,))]
+    client.server(m.OkPacket().encode())
+    assert client.received() == []
+    assert client.upstream.commands() == [READ_ONLY_SET]
+    client.server(m.OkPacket().encode())
+    [ok] = client.received()
+    assert m.is_ok(ok.payload) and ok.seq == 1
+
+
+def test_a_change_of_user_makes_the_session_read_only_again_before_its_use() -> None:
+    client = read_only_client()
+    change_user(client, "agent", client.gateway.secret, database="other")
+    assert client.upstream.commands() == [bytes((m.COM_RESET_CONNECTION,))]
+    client.server(m.OkPacket().encode())
+    assert client.upstream.commands() == [READ_ONLY_SET]
+    client.server(m.OkPacket().encode())
+    assert client.received() == []
+    assert client.upstream.commands() == [b"\x02other"]
+    client.server(m.OkPacket().encode())
+    [ok] = client.received()
+    assert m.is_ok(ok.payload) and ok.seq == 3
+
+
+def test_a_session_that_cannot_be_made_read_only_again_ends() -> None:
+    client = read_only_client()
+    client.send(bytes((m.COM_RESET_CONNECTION,)), seq=0)
+    client.server(m.OkPacket().encode())
+    assert client.upstream.commands() == [bytes((m.COM_RESET_CONNECTION,)), READ_ONLY_SET]
+    client.server(m.ErrPacket(code=1227, sqlstate="42000", message="no").encode())
+    [error] = client.received()
+    assert "read-only again" in m.ErrPacket.decode(error.payload).message
+    assert client.transport.disconnecting and client.upstream.closed

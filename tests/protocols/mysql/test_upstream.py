@@ -61,7 +61,12 @@ class TlsTransport(StringTransport):
 
 
 def connect(
-    *, client_caps: int, sslmode: str = "disable", password: str = "pw", loopback: bool = False
+    *,
+    client_caps: int,
+    sslmode: str = "disable",
+    password: str = "pw",
+    loopback: bool = False,
+    read_only: bool = False,
 ) -> tuple[UpstreamConnection, Listener, TlsTransport]:
     listener = Listener()
     connection = UpstreamConnection(
@@ -75,6 +80,7 @@ def connect(
         tls_options=object() if sslmode != "disable" else None,
         loopback=loopback,
         max_length=1 << 30,
+        read_only=read_only,
     )
     transport = TlsTransport()
     connection.makeConnection(transport)
@@ -244,3 +250,29 @@ def test_target_info_releases_waiters_when_a_probe_ends() -> None:
         m.Handshake(server_version="10.11", connection_id=1, scramble=SCRAMBLE, capabilities=1)
     )
     assert info.known().called and info.version == "10.11"
+
+
+def test_a_read_only_session_is_made_read_only_before_it_is_ready() -> None:
+    connection, listener, transport = connect(client_caps=CLIENT, read_only=True)
+    greet(connection, auth.NATIVE)
+    sent(transport)
+    login_ok = m.OkPacket(warnings=1).encode()
+    server(connection, login_ok, 2)
+    [statement] = sent(transport)
+    assert statement.seq == 0
+    assert statement.payload == bytes((m.COM_QUERY,)) + b"SET SESSION TRANSACTION READ ONLY"
+    assert not listener.ready
+    server(connection, m.OkPacket().encode(), 1)
+    # The client is greeted with the login's own OK.
+    assert listener.ready == [login_ok] and not listener.failed
+
+
+def test_a_target_that_refuses_read_only_fails_the_login() -> None:
+    connection, listener, transport = connect(client_caps=CLIENT, read_only=True)
+    greet(connection, auth.NATIVE)
+    server(connection, m.OkPacket().encode(), 2)
+    server(connection, m.ErrPacket(code=1227, message="nope").encode(), 1)
+    [(code, message)] = listener.failed
+    assert not listener.ready
+    assert code == 1792 and "read-only" in message and "nope" in message
+    assert transport.disconnecting

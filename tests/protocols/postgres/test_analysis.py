@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hoopgw_postgres.analysis import PostgresDialect
 from hoopgw_postgres.protocol import PROTOCOL
 
@@ -89,3 +90,70 @@ def test_multi_statement_text_yields_every_statement() -> None:
         "DropStmt",
         "VariableShowStmt",
     ]
+
+
+# Every way a session could leave the read-only mode the gateway starts it in (issue 14).
+READ_WRITE = [
+    "SET default_transaction_read_only = off",
+    "SET SESSION default_transaction_read_only TO false",
+    "SET LOCAL transaction_read_only = 0",
+    "SET transaction_read_only = 'no'",
+    'SET "Default_Transaction_Read_Only" = off',
+    "SET default_transaction_read_only = 'o'",  # refused unless provably true
+    "SET default_transaction_read_only = 2",
+    "SET TRANSACTION READ WRITE",
+    "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE, READ WRITE",
+    "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE",
+    "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY, READ WRITE",
+    "BEGIN READ WRITE",
+    "BEGIN ISOLATION LEVEL SERIALIZABLE, READ ONLY, READ WRITE",
+    "START TRANSACTION READ WRITE",
+    "SELECT set_config('default_transaction_read_only', 'off', false)",
+    "SELECT 1 WHERE pg_catalog.set_config('transaction_read_only', 'off', true) IS NOT NULL",
+    "SELECT set_config(' TRANSACTION_READ_ONLY', 'on', false)",
+    "SELECT set_config('default_' || 'transaction_read_only', 'off', false)",
+    "WITH x AS (SELECT set_config(name, 'off', false) FROM pg_settings) SELECT 1",
+    "ALTER ROLE agent SET default_transaction_read_only = off",
+    "ALTER DATABASE d SET transaction_read_only TO false",
+    "ALTER SYSTEM SET default_transaction_read_only = off",
+    "ALTER SYSTEM SET work_mem = '1GB'",
+    "CREATE FUNCTION f() RETURNS int LANGUAGE sql"
+    " SET default_transaction_read_only FROM CURRENT AS 'SELECT 1'",
+    "EXPLAIN SELECT set_config('transaction_read_only', 'off', false)",
+    "PREPARE p AS SELECT set_config('transaction_read_only', 'off', false)",
+    "SELECT dblink_exec('dbname=app', 'DELETE FROM canary')",
+    "DO $$ BEGIN PERFORM 1; END $$",
+    "CALL refresh_reports()",
+]
+STAYS_READ_ONLY = [
+    "SET default_transaction_read_only = on",
+    "SET default_transaction_read_only = TRUE",
+    "SET default_transaction_read_only = 'Yes'",
+    "SET default_transaction_read_only = 1",
+    "SET default_transaction_read_only TO DEFAULT",
+    "RESET default_transaction_read_only",
+    "RESET transaction_read_only",
+    "RESET ALL",
+    "DISCARD ALL",
+    "SET TRANSACTION READ ONLY",
+    "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ",
+    "BEGIN",
+    "BEGIN READ ONLY",
+    "START TRANSACTION ISOLATION LEVEL SERIALIZABLE, DEFERRABLE",
+    "SELECT current_setting('transaction_read_only')",
+    "SELECT set_config('application_name', 'x', false)",
+    "ALTER ROLE agent RESET default_transaction_read_only",
+    "SET work_mem = '64MB'",
+]
+
+
+@pytest.mark.parametrize("sql", READ_WRITE)
+def test_statements_that_leave_read_only_mode_say_so(sql: str) -> None:
+    (facts,) = PostgresDialect().analyze(sql).statements
+    assert facts.read_write, sql
+
+
+@pytest.mark.parametrize("sql", STAYS_READ_ONLY)
+def test_statements_that_keep_read_only_mode_do_not(sql: str) -> None:
+    (facts,) = PostgresDialect().analyze(sql).statements
+    assert not facts.read_write, (sql, facts.read_write)

@@ -33,6 +33,7 @@ from hoopgw.throttle import BackoffSettings, FailureThrottle
 from hoopgw.verdicts import Block
 
 AUTH_TIMEOUT = 30.0
+REAL_CONNECT_UPSTREAM = ClientSession._connect_upstream
 UPSTREAM_PARAMETERS = [
     m.ParameterStatus(name="server_version", value="15.20").encode(),
     m.ParameterStatus(name="client_encoding", value="UTF8").encode(),
@@ -1008,3 +1009,75 @@ def test_a_refused_upstream_login_is_told_to_the_client_but_withheld_from_the_lo
     assert told == ['database "jane@example.com" does not exist']
     logged = " ".join(str(value) for event in events for value in event.values())
     assert "jane@example.com" not in logged
+
+
+# -- read-only connections (issue 14) -----------------------------------------------------------
+
+
+class ReadOnly:
+    """Requires read-only upstream sessions."""
+
+    @hookimpl
+    def upstream_options(self) -> Any:
+        from hoopgw.session import UpstreamOptions
+
+        return UpstreamOptions(read_only=True, reasons=("test",))
+
+
+def _real_upstream(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Undo :func:`fake_upstream`; record the connections the session would open."""
+    opened: list[Any] = []
+    monkeypatch.setattr(ClientSession, "_connect_upstream", REAL_CONNECT_UPSTREAM)
+    monkeypatch.setattr(
+        "hoopgw_postgres.frontend.connect",
+        lambda reactor, host, port, upstream: opened.append(upstream) or defer.Deferred(),
+    )
+    return opened
+
+
+def test_a_read_only_connection_starts_the_upstream_session_read_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    opened = _real_upstream(monkeypatch)
+    client = Gateway([("ro", ReadOnly())]).connect()
+    # Whatever the client asks for, the startup parameter the target gets is "on".
+    client.send(startup(default_transaction_read_only="off", DEFAULT_Transaction_Read_Only="0"))
+    client.send(m.PasswordMessage(password=client.gateway.secret).encode())
+    [upstream] = opened
+    assert [k for k in upstream._params if k.lower() == "default_transaction_read_only"] == [
+        "default_transaction_read_only"
+    ]
+    assert list(upstream._params.items())[-1] == ("default_transaction_read_only", "on")
+    # A target that does not report it on does not get the session.
+    client.received()
+    off = m.ParameterStatus(name="default_transaction_read_only", value="off").encode()
+    client.session.upstream_ready([*UPSTREAM_PARAMETERS, off], (4242, b"srvk"), False)
+    assert errors(client.received()) == [("FATAL", "28000")]
+    assert client.closed
+
+
+def test_a_connection_without_the_requirement_passes_the_clients_parameters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    opened = _real_upstream(monkeypatch)
+    client = Gateway().connect()
+    client.send(startup(application_name="x"))
+    client.send(m.PasswordMessage(password=client.gateway.secret).encode())
+    [upstream] = opened
+    assert "default_transaction_read_only" not in upstream._params
+
+
+def test_a_reported_change_to_read_write_ends_a_read_only_session() -> None:
+    client = Gateway([("ro", ReadOnly())]).connect()
+    client.login()
+    client.session._read_only = True  # what the (faked) upstream login set up
+    client.received()
+    client.send(m.Query(query="SELECT f()").encode())
+    client.server(
+        m.ParameterStatus(name="default_transaction_read_only", value="on"),
+        m.ParameterStatus(name="application_name", value="x"),
+    )
+    assert not client.closed
+    client.server(m.ParameterStatus(name="default_transaction_read_only", value="off"))
+    assert ("FATAL", "25006") in errors(client.received())
+    assert client.closed

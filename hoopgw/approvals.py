@@ -207,7 +207,8 @@ class ApprovalService:
         """Review a held statement; the Deferred fires with ``Allow`` or ``Block``.
 
         An approval given after an earlier hold of the identical statement timed out is used
-        instead (once). Cancelling the Deferred withdraws the review.
+        instead (once). Cancelling the Deferred withdraws the review. A command that only
+        prepares its statement is allowed without a review: its executions are held.
 
         The review keeps the statement and its parameter values as the audit store may keep
         them (:attr:`~hoopgw.session.Command.recorded_text` and
@@ -218,6 +219,11 @@ class ApprovalService:
         """
         if self._stopping:
             return defer.succeed(Block(reason="the gateway is stopping; refused"))
+        if command.prepared_only:
+            # Nothing runs yet, and no values are known: each execution is held with its own.
+            return defer.succeed(
+                Allow(reason="only prepared: each execution is reviewed with its parameter values")
+            )
         now = self._now()
         identity, connection = session.identity, session.connection.name
         shown = _shown(command)

@@ -113,6 +113,11 @@ class Command:
     held command covers its text and these values (types and formats included)."""
     statement_name: str = ""
     """Prepared-statement name for protocols that have them."""
+    prepared_only: bool = False
+    """Whether the command only prepares its statement (a PostgreSQL Parse that its Bind does
+    not follow, a MySQL COM_STMT_PREPARE): the target runs nothing now, and each later
+    execution is a command of its own, decided with its parameter values. Judged like any
+    command; a hold of it needs no review, since its executions are held with their values."""
     statement: bool = True
     """Whether :attr:`text` is a statement in the protocol's dialect. ``False`` for a protocol
     command that runs no statement (MySQL's ``COM_RESET_CONNECTION``, ``COM_STMT_CLOSE``, ...):

@@ -697,3 +697,14 @@ def test_of_two_approvals_alike_in_the_review_the_one_with_the_real_values_is_us
         world.service.decide(review.id, ALICE, approve=True, reason="")
     assert isinstance(world.result(world.service.hold(session, second, HOLD, POLICY)), Allow)
     assert isinstance(world.result(world.service.hold(session, first, HOLD, POLICY)), Allow)
+
+
+def test_a_statement_only_prepared_needs_no_review_its_executions_do(world: World) -> None:
+    session = make_session()
+    prepare = attrs.evolve(
+        make_command("DELETE FROM t WHERE id = $1"), kind="parse", prepared_only=True
+    )
+    verdict = world.result(world.service.hold(session, prepare, HOLD, POLICY))
+    assert isinstance(verdict, Allow) and "each execution is reviewed" in verdict.reason
+    assert world.store.list_reviews() == []
+    assert not world.service.hold(session, _bound(b"1"), HOLD, POLICY).called

@@ -246,6 +246,45 @@ def test_timed_out_statement_runs_once_after_a_later_approval(
     assert [r["review"] for r in rerun] == [review["id"]]
 
 
+BOUND_DELETE = "DELETE FROM orders WHERE id = %s"
+
+
+@pytest.mark.parametrize("prepare", [False, True], ids=["unnamed", "named"])
+def test_a_late_approval_covers_the_parameter_values_it_showed(
+    gateway: Any, pg_server: Any, pg_database: str, prepare: bool
+) -> None:
+    """An approval of ``DELETE ... WHERE id = $1`` with 1 lets exactly that run: the same text
+    with 2 is held again, and the canary row 2 stays (issue 14, class 8). psycopg binds on the
+    server (Parse, Bind with the value, Execute)."""
+    setup = _start(gateway, pg_server, pg_database, timeout=1.5, valid_for=60)
+    alice = setup.admin("alice")
+    with psycopg.connect(setup.conninfo(), autocommit=True) as agent:
+        with pytest.raises(errors.InsufficientPrivilege):
+            agent.execute(BOUND_DELETE, (1,), prepare=prepare)
+        [review] = alice.cli_json("reviews", "list", "--pending")
+        assert review["statement"] == "DELETE FROM orders WHERE id = $1"
+        assert review["parameters"] == ["1"]
+        assert "parameters  [1] '1'" in alice.cli("reviews", "show", review["id"]).stdout
+        approved = alice.cli("reviews", "approve", review["id"])
+        assert approved.returncode == 0, approved.stderr
+
+        # The same text with another value is other work: held for a review of its own.
+        with pytest.raises(errors.InsufficientPrivilege) as held:
+            agent.execute(BOUND_DELETE, (2,), prepare=prepare)
+        assert "was not decided in time" in str(held.value)
+        [other] = alice.cli_json("reviews", "list", "--pending")
+        assert other["id"] != review["id"] and other["parameters"] == ["2"]
+        with _target(pg_server, setup.database) as target:
+            assert target.execute("SELECT count(*) FROM orders WHERE id = 2").fetchone() == (1,)
+        # The approved values run, once.
+        assert agent.execute(BOUND_DELETE, (1,), prepare=prepare).rowcount == 1
+    # Durable in the audit journal before the re-run; in the store a moment later.
+    rerun = wait_for(lambda: _audit_records(setup.gateway, "review_rerun"), what="the re-run")
+    assert [(r["review"], r["parameters"]) for r in rerun] == [(review["id"], ["1"])]
+    with _target(pg_server, setup.database) as target:
+        assert target.execute("SELECT count(*) FROM orders WHERE id IN (1, 2)").fetchone() == (1,)
+
+
 def test_cancel_and_disconnect_withdraw_the_review(
     setup: Setup, pg_server: Any, wire_client: Any
 ) -> None:

@@ -684,7 +684,11 @@ class ClientSession(protocol.Protocol):
         elif code == m.COM_STMT_PREPARE:
             text = payload[1:].decode("utf-8", "surrogateescape")
             command = Command(
-                session_id=self._session_id, seq=self._next_seq(), text=text, kind="parse"
+                session_id=self._session_id,
+                seq=self._next_seq(),
+                text=text,
+                kind="parse",
+                prepared_only=True,
             )
             self._decide(
                 command,

@@ -770,6 +770,7 @@ class ClientSession(protocol.Protocol):
             parameter_count=len(parse.param_oids),
             parameters=parameters,
             statement_name=parse.name,
+            prepared_only=not bound,
         )
         self._statement_types[parse.name] = parse.param_oids
         self._command(command, frame, statement=parse.name, bound=bound)

@@ -1019,9 +1019,11 @@ class ValuePolicy:
     def __init__(self, deny: bytes = b"2") -> None:
         self.deny = deny
         self.decided: list[tuple[str, tuple[Any, ...]]] = []
+        self.prepared_only: list[bool] = []
 
     @hookimpl
     def client_command(self, command: Any) -> Any:
+        self.prepared_only.append(command.prepared_only)
         if any(p.value == self.deny for p in command.parameters):
             return Block(reason="forbidden value")
         return None
@@ -1045,6 +1047,7 @@ def test_a_parse_is_decided_with_the_values_its_bind_carries(split: int | None) 
     )
     client.send(pipeline, split=split)
     assert policy.decided == [("parse", ((b"\0\0\0\x2a", 1, "23", "42"), (None, 0, "0", None)))]
+    assert policy.prepared_only == [False]  # it runs: the Bind follows
     assert client.upstream is not None and client.upstream.forwarded() == pipeline
 
 
@@ -1081,4 +1084,5 @@ def test_a_bind_after_a_describe_is_decided_with_its_values() -> None:
         ("parse", []),
         ("execute", [b"2"]),
     ]
+    assert policy.prepared_only == [True, False]
     assert not any(isinstance(message, m.Bind) for message in upstream_messages(client))

@@ -263,8 +263,6 @@ def test_a_late_approval_covers_the_parameter_values_it_showed(
             agent.execute(BOUND_DELETE, (1,), prepare=prepare)
         [review] = alice.cli_json("reviews", "list", "--pending")
         assert review["statement"] == "DELETE FROM orders WHERE id = $1"
-        assert review["parameters"] == ["1"]
-        assert "parameters  [1] '1'" in alice.cli("reviews", "show", review["id"]).stdout
         approved = alice.cli("reviews", "approve", review["id"])
         assert approved.returncode == 0, approved.stderr
 
@@ -272,10 +270,13 @@ def test_a_late_approval_covers_the_parameter_values_it_showed(
         with pytest.raises(errors.InsufficientPrivilege) as held:
             agent.execute(BOUND_DELETE, (2,), prepare=prepare)
         assert "was not decided in time" in str(held.value)
-        [other] = alice.cli_json("reviews", "list", "--pending")
-        assert other["id"] != review["id"] and other["parameters"] == ["2"]
         with _target(pg_server, setup.database) as target:
             assert target.execute("SELECT count(*) FROM orders WHERE id = 2").fetchone() == (1,)
+        # Reviewers saw (and see) the values each review covers.
+        assert review["parameters"] == ["1"]
+        assert "parameters  [1] '1'" in alice.cli("reviews", "show", review["id"]).stdout
+        [other] = alice.cli_json("reviews", "list", "--pending")
+        assert other["id"] != review["id"] and other["parameters"] == ["2"]
         # The approved values run, once.
         assert agent.execute(BOUND_DELETE, (1,), prepare=prepare).rowcount == 1
     # Durable in the audit journal before the re-run; in the store a moment later.

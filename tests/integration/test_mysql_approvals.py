@@ -251,16 +251,16 @@ def test_a_late_approval_covers_the_parameter_values_it_showed(
         # Preparing ran nothing and needed no review; the execution is held with its value.
         [review] = alice.cli_json("reviews", "list", "--pending")
         assert review["statement"] == statement
-        assert review["parameters"] == ["1"]
         approved = alice.cli("reviews", "approve", review["id"])
         assert approved.returncode == 0, approved.stderr
 
         with pytest.raises(mysql.connector.Error) as held:
             cur.execute(statement, (2,))
         assert "was not decided in time" in str(held.value)
+        assert rows("2") == 1
+        assert review["parameters"] == ["1"]
         [other] = alice.cli_json("reviews", "list", "--pending")
         assert other["id"] != review["id"] and other["parameters"] == ["2"]
-        assert rows("2") == 1
 
         cur.execute(statement, (1,))
         assert cur.rowcount == 1

@@ -591,9 +591,9 @@ def test_parameters_that_audit_text_cannot_rewrite_refuse_the_held_command() -> 
         [("hold", Answers(Hold(reason="write"))), ("broken", Broken()), ("approver", approver)],
         reactor=task.Clock(),
     )
-    command = attrs.evolve(make_command("DELETE FROM t WHERE id = $1"), parameters=(
-        Parameter(value=b"1", shown="1"),
-    ))
+    command = attrs.evolve(
+        make_command("DELETE FROM t WHERE id = $1"), parameters=(Parameter(value=b"1", shown="1"),)
+    )
     verdict = chain.decide_command(make_session(), command).result
     assert isinstance(verdict, Block) and "parameters" in verdict.reason
     assert approver.requests == []

@@ -762,9 +762,11 @@ class ClientSession(protocol.Protocol):
                 payload,
                 None,  # no answer
                 statement=statement,
-                forwarded=lambda: self._long_data.setdefault(statement, {})
-                .setdefault(param, LongData())
-                .add(payload[7:]),
+                forwarded=lambda: (
+                    self._long_data.setdefault(statement, {})
+                    .setdefault(param, LongData())
+                    .add(payload[7:])
+                ),
                 refused=lambda message: self._long_data_refused.setdefault(statement, message),
             )
         elif code == m.COM_STMT_CLOSE:

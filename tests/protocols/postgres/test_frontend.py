@@ -1040,8 +1040,9 @@ def test_a_parse_is_decided_with_the_values_its_bind_carries(split: int | None) 
     client = logged_in([("policy", policy)])
     pipeline = (
         m.Parse(name="", query="DELETE FROM t WHERE id = $1 AND n = $2", param_oids=(23,)).encode()
-        + m.Bind(portal="", statement="", param_formats=(1, 0), params=(b"\0\0\0\x2a", None))
-        .encode()
+        + m.Bind(
+            portal="", statement="", param_formats=(1, 0), params=(b"\0\0\0\x2a", None)
+        ).encode()
         + m.Execute(portal="").encode()
         + m.Sync().encode()
     )

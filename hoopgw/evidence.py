@@ -1132,7 +1132,7 @@ Lists: <a href="sessions.csv">sessions.csv</a>, <a href="sessions.json">sessions
 {blocked_table}
 
 <h2>Reviews and access grants</h2>
-<p>Reviews: {e(doc["reviews"]["note"])}.<br>Access grants: {e(doc["access_grants"]["note"])}.</p>
+<p>{e(_reviews_text(doc))}<br>{e(_grants_text(doc))} Every event: {link("approvals.csv")}.</p>
 
 <h2>Policies in force</h2>
 <p>As configured when the pack was made; credentials are left out.</p>
@@ -1206,8 +1206,9 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "",
         "## Reviews and access grants",
         "",
-        f"- reviews: {m(doc['reviews']['note'])}",
-        f"- access grants: {m(doc['access_grants']['note'])}",
+        f"- {m(_reviews_text(doc))}",
+        f"- {m(_grants_text(doc))}",
+        "- every event: [approvals.csv](approvals.csv)",
         "",
         "## Policies in force",
         "",

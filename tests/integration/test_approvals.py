@@ -48,7 +48,13 @@ class Setup:
         return Admin(self.admin_url, self.keys[identity])
 
 
-def _start(gateway: Any, pg_server: Any, pg_database: str, **approval: Any) -> Setup:
+def _start(
+    gateway: Any,
+    pg_server: Any,
+    pg_database: str,
+    plugins: tuple[str, ...] = ("recording", "approval"),
+    **approval: Any,
+) -> Setup:
     with psycopg.connect(
         host=pg_server.host,
         port=pg_server.port,
@@ -64,7 +70,7 @@ def _start(gateway: Any, pg_server: Any, pg_database: str, **approval: Any) -> S
     admin_port = helpers.free_port()
     options = {"review": ["write"], "approvers": ["dba"], "timeout": 60, **approval}
     running = gateway(
-        plugins=["recording", "approval"],
+        plugins=list(plugins),
         allow_groups=["agents"],
         connection={"client_tls": "disabled", "approval": options},
         gateway_options={"admin_listen": f"tcp:{admin_port}:interface=127.0.0.1"},
@@ -284,6 +290,28 @@ def test_a_late_approval_covers_the_parameter_values_it_showed(
     assert [(r["review"], r["parameters"]) for r in rerun] == [(review["id"], ["1"])]
     with _target(pg_server, setup.database) as target:
         assert target.execute("SELECT count(*) FROM orders WHERE id IN (1, 2)").fetchone() == (1,)
+
+
+def test_reviewers_see_parameter_values_masked_when_masking_is_on(
+    gateway: Any, pg_server: Any, pg_database: str
+) -> None:
+    setup = _start(
+        gateway, pg_server, pg_database, ("recording", "masking", "approval"), timeout=1.5
+    )
+    alice = setup.admin("alice")
+    with psycopg.connect(setup.conninfo(), autocommit=True) as agent:
+        with pytest.raises(errors.InsufficientPrivilege):
+            agent.execute("UPDATE orders SET note = %s WHERE id = %s", ("alice@example.com", 5))
+    [review] = alice.cli_json("reviews", "list", "--pending")
+    assert review["statement"] == "UPDATE orders SET note = $1 WHERE id = $2"
+    assert len(review["parameters"]) == 2 and review["parameters"][1] == "5"
+    shown = alice.cli("reviews", "show", review["id"]).stdout
+    assert "alice@example.com" not in shown + repr(review["parameters"])
+    requested = wait_for(
+        lambda: _audit_records(setup.gateway, "review_requested"), what="the review's record"
+    )
+    assert requested[0]["parameters"][1] == "5"
+    assert "alice@example.com" not in repr(requested)
 
 
 def test_cancel_and_disconnect_withdraw_the_review(

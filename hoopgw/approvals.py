@@ -10,8 +10,11 @@ the rules:
   that admits sessions until it expires or is revoked, and its end ends those sessions;
 - nobody decides their own request; only members of the review's approver groups decide; a
   review needs ``required`` distinct approvals and one denial ends it;
+- an approval covers the statement's text and its bind parameter values (with their formats
+  and types): the same text with other values is other work and needs its own review;
 - a hold that times out leaves the review open: a later approval lets the same identity run the
-  identical statement on the same connection once, within ``valid_for`` seconds;
+  identical statement, with identical parameter values, on the same connection once, within
+  ``valid_for`` seconds;
 - an access request not decided within its connection's ``jit_request_ttl`` ends ``expired``;
 - at start and stop every pending review ends ``aborted``: nothing waits across a restart.
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import secrets
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -203,25 +207,39 @@ class ApprovalService:
         """Review a held statement; the Deferred fires with ``Allow`` or ``Block``.
 
         An approval given after an earlier hold of the identical statement timed out is used
-        instead (once). Cancelling the Deferred withdraws the review.
+        instead (once). Cancelling the Deferred withdraws the review. A command that only
+        prepares its statement is allowed without a review: its executions are held.
 
-        The review keeps the statement as the audit store may keep it
-        (:attr:`~hoopgw.session.Command.recorded_text`: masked, when masking is on); whether a
-        re-run is the *identical* statement is decided on a digest of the real text, kept in
-        memory only (after a restart, a re-run needs a new review).
+        The review keeps the statement and its parameter values as the audit store may keep
+        them (:attr:`~hoopgw.session.Command.recorded_text` and
+        :attr:`~hoopgw.session.Command.recorded_parameters`: masked, when masking is on);
+        whether a re-run is the *identical* work is decided on a digest of the real text and
+        the real parameter values, formats and types, kept in memory only (after a restart, a
+        re-run needs a new review).
         """
         if self._stopping:
             return defer.succeed(Block(reason="the gateway is stopping; refused"))
+        if command.prepared_only:
+            # Nothing runs yet, and no values are known: each execution is held with its own.
+            return defer.succeed(
+                Allow(reason="only prepared: each execution is reviewed with its parameter values")
+            )
         now = self._now()
         identity, connection = session.identity, session.connection.name
         shown = _shown(command)
-        digest = self._digest(command.text)
+        parameters = _shown_parameters(command)
+        digest = self._digest(command)
         try:
-            earlier = self._store.find_rerun_approval(
-                requester=identity.name, connection=connection, statement=shown, now=now
+            earlier = self._store.find_rerun_approvals(
+                requester=identity.name,
+                connection=connection,
+                statement=shown,
+                parameters=parameters,
+                now=now,
             )
-            if earlier is not None and self._digests.get(earlier.id) == digest:
-                return self._rerun(earlier, session, command)
+            for approved in earlier:
+                if hmac.compare_digest(self._digests.get(approved.id, ""), digest):
+                    return self._rerun(approved, session, command)
         except HoopgwError:
             log.failure("cannot look up earlier approvals")
             return defer.succeed(Block(reason="cannot read the review store; refused"))
@@ -245,6 +263,7 @@ class ApprovalService:
             session_id=session.id,
             command_seq=command.seq,
             statement=shown,
+            parameters=parameters,
             hold_until=now + timeout,
             valid_for=policy.valid_for,
         )
@@ -257,7 +276,13 @@ class ApprovalService:
         decision: defer.Deferred[Verdict] = defer.Deferred(lambda _: self._withdrawn(review.id))
         timer = self._reactor.callLater(timeout, self._timed_out, review.id)
         self._held[review.id] = _Held(decision=decision, timer=timer)
-        written = self._record("review_requested", review, reason=hold.reason, statement=shown)
+        written = self._record(
+            "review_requested",
+            review,
+            reason=hold.reason,
+            statement=shown,
+            parameters=list(parameters),
+        )
 
         def unrecorded(failure: Failure) -> None:
             log.failure("review {review} could not be recorded", failure, review=review.id)
@@ -283,7 +308,12 @@ class ApprovalService:
         if not self._store.replace_review(used, expected_status="approved"):
             return defer.succeed(Block(reason=f"review {review.id} changed; refused"))
         written = self._record(
-            "review_rerun", used, session=session.id, seq=command.seq, statement=_shown(command)
+            "review_rerun",
+            used,
+            session=session.id,
+            seq=command.seq,
+            statement=_shown(command),
+            parameters=list(_shown_parameters(command)),
         )
         allow = Allow(reason=f"approved in review {review.id} (re-run after the hold timed out)")
         return written.addCallbacks(
@@ -307,7 +337,8 @@ class ApprovalService:
             Block(
                 reason=(
                     f"review {review_id} was not decided in time; if it is approved, the"
-                    f" identical statement may be run once within {window} of the approval"
+                    " identical statement with the same parameter values may be run once"
+                    f" within {window} of the approval"
                 ),
                 rule="review-timeout",
             )
@@ -768,9 +799,19 @@ class ApprovalService:
 
     # -- helpers -------------------------------------------------------------------------------
 
-    def _digest(self, text: str) -> str:
-        # Keyed, so that the digest of a short secret in a statement cannot be guessed.
-        return hmac.new(self._digest_key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+    def _digest(self, command: Command) -> str:
+        """What an approval binds to: the real text and every parameter's value, format and
+        type (never what reviewers see, which masking may make alike for different values).
+        Keyed, so that the digest of a short secret in a statement cannot be guessed."""
+        work = [
+            command.text,
+            [
+                [p.format, p.type, None if p.value is None else p.value.hex()]
+                for p in command.parameters
+            ],
+        ]
+        encoded = json.dumps(work, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+        return hmac.new(self._digest_key, encoded, hashlib.sha256).hexdigest()
 
     def _now(self) -> float:
         return float(self._reactor.seconds())
@@ -811,6 +852,13 @@ _SEE_ALL = frozenset({"auditor", "admin"})
 
 def _shown(command: Command) -> str:
     return command.text if command.recorded_text is None else command.recorded_text
+
+
+def _shown_parameters(command: Command) -> tuple[str | None, ...]:
+    """The parameter values as a review keeps them (masked when masking is on)."""
+    if command.recorded_parameters is not None:
+        return command.recorded_parameters
+    return tuple(p.shown for p in command.parameters)
 
 
 def _all(writes: list[defer.Deferred[Any]]) -> defer.Deferred[None]:

@@ -183,6 +183,13 @@ class PluginChain:
         self, session: SessionInfo, command: Command, hold: Hold
     ) -> defer.Deferred[Verdict]:
         try:
+            command = self._reviewable(session, command)
+        except Exception:
+            log.failure("plugin failed in audit_text; held command refused")
+            return defer.succeed(
+                Block(reason="refused: its parameters could not be made safe to show")
+            )
+        try:
             pending = self._pm.hook.approval_requested(session=session, command=command, hold=hold)
         except Exception:
             log.failure("approval backend failed")
@@ -281,6 +288,23 @@ class PluginChain:
         output = Output("command", {"text": command.text})
         self._pm.hook.audit_text(session=session, command=command, output=output)
         return attrs.evolve(command, recorded_text=output.fields.get("text", ""))
+
+    def _reviewable(self, session: SessionInfo, command: Command) -> Command:
+        """``command`` with :attr:`~hoopgw.session.Command.recorded_parameters` set: each
+        parameter's shown value passed through ``audit_text`` (kind ``parameter``), as the
+        command's text was, so that reviewers see values masked as the record is. Done for
+        held commands only: no other place shows parameter values. Exceptions propagate."""
+        if not command.parameters:
+            return command
+        shown: list[str | None] = []
+        for parameter in command.parameters:
+            if parameter.shown is None or not self.has_audit_hooks:
+                shown.append(parameter.shown)
+                continue
+            output = Output("parameter", {"text": parameter.shown})
+            self._pm.hook.audit_text(session=session, command=command, output=output)
+            shown.append(output.fields.get("text", ""))
+        return attrs.evolve(command, recorded_parameters=tuple(shown))
 
     def loggable(self, text: str) -> str:
         """``text`` for a log line, or a placeholder when a plugin rewrites audit text.

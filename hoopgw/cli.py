@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from hoopgw import __version__
-from hoopgw.config import Config, load_config
+from hoopgw.config import Config, load_config, resolve_store_url
 from hoopgw.errors import ConfigError, HoopgwError
 from hoopgw.logs import start_logging
 from hoopgw.progress import Progress
@@ -211,6 +211,10 @@ def positive_int(text: str) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    # Before anything opens it: a store others may read or change is refused, not used.
+    from hoopgw.store import check_store_private
+
+    check_store_private(resolve_store_url(config.gateway.store, base_dir=config.base_dir))
     start_logging(config.gateway.log_format, config.gateway.log_level)
     # Imported here: the gateway pulls in the reactor and protocols, which other commands
     # do not need.

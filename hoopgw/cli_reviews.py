@@ -164,6 +164,13 @@ def _what(review: dict[str, Any]) -> str:
     return text if len(text) <= 60 else text[:59] + "…"
 
 
+def shown_parameters(values: list[str | None]) -> str:
+    """Parameter values for a person: numbered, quoted, NULL for SQL NULL."""
+    return ", ".join(
+        f"[{n}] {'NULL' if v is None else repr(v)}" for n, v in enumerate(values, start=1)
+    )
+
+
 def _show(args: argparse.Namespace) -> int:
     review = api_request("GET", f"/api/reviews/{_id(args.review_id)}")
     if args.json:
@@ -187,6 +194,8 @@ def _print_review(review: dict[str, Any]) -> None:
     if review["kind"] == "statement":
         lines.append(f"session     {review.get('session_id', '')} #{review.get('command_seq')}")
         lines.append(f"statement   {review.get('statement', '')}")
+        if review.get("parameters"):
+            lines.append(f"parameters  {shown_parameters(review['parameters'])}")
     else:
         lines.append(f"duration    {int(review.get('duration') or 0)}s")
     if review.get("decided_at") is not None:

@@ -15,6 +15,9 @@ falls in ``[since, until)``, and writes a folder that needs no server to read:
     every command received in the range, with its verdict and outcome (no result samples);
 ``accounts.csv``
     the API keys as they stand when the pack is made (never their secrets or hashes);
+``approvals.csv``
+    every review and access-grant event in the range (requested, voted, decided, re-run,
+    granted, expired, revoked), from the verified audit chain;
 ``policies/<connection>.json``
     each connection's access and plugin settings from the config (never its credential);
 ``verification.json``
@@ -61,8 +64,40 @@ from hoopgw.store.base import Store
 PACK_FORMAT = "hoopgw-evidence/1"
 """The ``format`` field of ``summary.json``; changes only when a key changes meaning."""
 
-NOT_RECORDED = "none recorded — approval plugin not enabled"
-"""What the pack says about reviews and access grants while no approval plugin records them."""
+NOT_RECORDED = "none recorded — no approval plugin and no just-in-time connection configured"
+"""What the pack says about reviews and access grants when nothing could make them."""
+
+REVIEW_EVENTS = (
+    "review_requested",
+    "review_voted",
+    "review_decided",
+    "review_timed_out",
+    "review_rerun",
+    "grant_created",
+    "grant_expired",
+    "grant_revoked",
+)
+"""Audit record kinds of reviews and access grants, listed in ``approvals.csv``."""
+
+APPROVAL_FIELDS = (
+    "time",
+    "event",
+    "review",
+    "review_kind",
+    "requester",
+    "connection",
+    "status",
+    "by",
+    "reason",
+    "grant",
+    "identity",
+    "approved_by",
+    "expires_at",
+)
+"""Columns of ``approvals.csv``: one row per review or grant event in the range."""
+
+ENCRYPTED_PROTOCOLS = frozenset({"ssh"})
+"""Protocols whose every session is encrypted by the protocol itself (SC-8)."""
 
 NO_CHECKPOINT = "no checkpoint configured"
 """What the pack says when the gateway writes no signed checkpoints."""
@@ -214,6 +249,15 @@ def build_pack(
     policies = _write_policies(folder, config)
     _write_sessions(folder, summary.sessions_in_order())
     _write_csv(folder / "accounts.csv", ACCOUNT_FIELDS, accounts)
+    _write_csv(
+        folder / "approvals.csv",
+        APPROVAL_FIELDS,
+        (
+            {**row, "time": iso_time(row["time"]), "expires_at": iso_time(row["expires_at"])}
+            for row in summary.approvals
+        ),
+    )
+    active_grants = len(store.list_grants(active_at=now, limit=1_000_000))
     verification_doc = _verification_doc(
         log.chain, checkpoint_problem, journal_problem, summary, latest
     )
@@ -227,6 +271,7 @@ def build_pack(
         verification=verification_doc,
         policies=policies,
         accounts=len(accounts),
+        active_grants=active_grants,
     )
     _write_json(folder / "summary.json", document)
     (folder / "index.md").write_text(render_markdown(document), encoding="utf-8")
@@ -307,6 +352,7 @@ class _Summary:
         self.blocked: list[dict[str, Any]] = []
         self._open_commands: dict[tuple[str, int], dict[str, Any]] = {}
         self._commands_file = commands_file
+        self.approvals: list[dict[str, Any]] = []
 
     def add(self, record: AuditRecord) -> None:
         self.read += 1
@@ -319,6 +365,8 @@ class _Summary:
             self.last_seq = record.seq
             self.kinds[record.kind] += 1
         data = record.data
+        if covered and record.kind in REVIEW_EVENTS:
+            self.approvals.append(_approval_row(record))
         # What happens to a session or command of the range after the range ends (its end,
         # its verdict, its outcome) still describes it.
         if record.kind == "session_started" and covered:
@@ -417,6 +465,26 @@ def _session_row(record: AuditRecord) -> dict[str, Any]:
         "end_reason": None,
         "command_count": 0,
         "attributes": dict(data.get("attributes") or {}),
+    }
+
+
+def _approval_row(record: AuditRecord) -> dict[str, Any]:
+    data = record.data
+    by = data.get("by", "")
+    return {
+        "time": record.time,
+        "event": record.kind,
+        "review": data.get("review", ""),
+        "review_kind": data.get("review_kind", "access" if "grant" in record.kind else ""),
+        "requester": data.get("requester", ""),
+        "connection": data.get("connection", ""),
+        "status": data.get("status", ""),
+        "by": by if isinstance(by, str) else "",
+        "reason": data.get("reason", ""),
+        "grant": data.get("grant", "") or "",
+        "identity": data.get("identity", ""),
+        "approved_by": list(data.get("approved_by") or []),
+        "expires_at": data.get("expires_at"),
     }
 
 
@@ -615,14 +683,9 @@ def _summary_doc(
     verification: dict[str, Any],
     policies: list[dict[str, Any]],
     accounts: int,
+    active_grants: int,
 ) -> dict[str, Any]:
     sessions = summary.sessions.values()
-    approval_enabled = any("approval" in c.plugins for c in config.connections)
-    not_recorded = (
-        "approval plugin enabled; this version of the pack does not read its records"
-        if approval_enabled
-        else NOT_RECORDED
-    )
     document: dict[str, Any] = {
         "format": PACK_FORMAT,
         "gateway_version": __version__,
@@ -643,6 +706,7 @@ def _summary_doc(
             "by_connection": dict(sorted(Counter(str(s["connection"]) for s in sessions).items())),
             "client_tls": sum(1 for s in sessions if s["client_tls"] is True),
             "upstream_tls": sum(1 for s in sessions if s["upstream_tls"] is True),
+            "by_protocol": _by_protocol(list(sessions)),
         },
         "commands": {
             "count": summary.command_count,
@@ -664,13 +728,130 @@ def _summary_doc(
                 for c in summary.blocked
             ],
         },
-        "reviews": {"count": 0, "note": not_recorded},
-        "access_grants": {"count": 0, "note": not_recorded},
+        **_approvals_doc(summary.approvals, config, active_grants),
         "accounts": {"count": accounts},
         "policies": policies,
     }
     document["controls"] = _controls(document, config)
     return document
+
+
+def _by_protocol(sessions: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Sessions per protocol, and how many really used TLS on each side (as recorded)."""
+    counts: dict[str, dict[str, int]] = {}
+    for session in sessions:
+        entry = counts.setdefault(
+            str(session["protocol"]), {"sessions": 0, "client_tls": 0, "upstream_tls": 0}
+        )
+        entry["sessions"] += 1
+        entry["client_tls"] += session["client_tls"] is True
+        entry["upstream_tls"] += session["upstream_tls"] is True
+    return dict(sorted(counts.items()))
+
+
+def _approvals_doc(
+    rows: list[dict[str, Any]], config: Config, active_grants: int
+) -> dict[str, Any]:
+    """The ``reviews`` and ``access_grants`` of ``summary.json``, from the range's records."""
+    configured = any(c.access == "jit" or "approval" in c.plugins for c in config.connections)
+    note = "" if configured or rows else NOT_RECORDED
+    requested = [r for r in rows if r["event"] == "review_requested"]
+    decided = [r for r in rows if r["event"] == "review_decided"]
+    granted = [r for r in rows if r["event"] == "grant_created"]
+    deciders = {
+        name
+        for r in decided
+        if r["status"] in ("approved", "denied")
+        for name in str(r["by"]).split(",")
+        if name
+    }
+    voters = {str(r["by"]) for r in rows if r["event"] == "review_voted" and r["by"]}
+    durations = [
+        float(r["expires_at"]) - float(r["time"])
+        for r in granted
+        if isinstance(r["expires_at"], int | float)
+    ]
+    return {
+        "reviews": {
+            "count": len(requested),
+            "by_kind": dict(sorted(Counter(str(r["review_kind"]) for r in requested).items())),
+            "decided": dict(sorted(Counter(str(r["status"]) for r in decided).items())),
+            "decided_by": sorted(deciders | voters),
+            "timed_out": sum(1 for r in rows if r["event"] == "review_timed_out"),
+            "reruns": sum(1 for r in rows if r["event"] == "review_rerun"),
+            "note": note,
+        },
+        "access_grants": {
+            "count": len(granted),
+            "identities": sorted({str(r["identity"]) for r in granted}),
+            "approved_by": sorted({name for r in granted for name in r["approved_by"]}),
+            "longest_seconds": max(durations, default=None),
+            "expired": sum(1 for r in rows if r["event"] == "grant_expired"),
+            "revoked": sum(1 for r in rows if r["event"] == "grant_revoked"),
+            "active_when_made": active_grants,
+            "note": note,
+        },
+    }
+
+
+def _reviews_text(doc: dict[str, Any]) -> str:
+    reviews = doc["reviews"]
+    if reviews["note"]:
+        return f"Reviews: {reviews['note']}."
+    decided = ", ".join(f"{k} {n}" for k, n in reviews["decided"].items()) or "none"
+    return (
+        f"Reviews requested: {reviews['count']}; decided: {decided}; decided by:"
+        f" {', '.join(reviews['decided_by']) or 'nobody'}; holds timed out:"
+        f" {reviews['timed_out']}; re-runs after a late approval: {reviews['reruns']}."
+    )
+
+
+def _grants_text(doc: dict[str, Any]) -> str:
+    grants = doc["access_grants"]
+    if grants["note"]:
+        return f"Access grants: {grants['note']}."
+    longest = grants["longest_seconds"]
+    return (
+        f"Access grants made: {grants['count']} (to {', '.join(grants['identities']) or 'nobody'};"
+        f" approved by {', '.join(grants['approved_by']) or 'nobody'}; longest"
+        f" {'-' if longest is None else f'{longest:g}s'}); expired: {grants['expired']},"
+        f" revoked: {grants['revoked']}; active when the pack was made:"
+        f" {grants['active_when_made']}."
+    )
+
+
+def _transport_lines(doc: dict[str, Any], config: Config) -> list[str]:
+    """SC-8 per protocol: what the sessions really used, and what each connection offers."""
+    lines = []
+    for protocol, counts in doc["sessions"]["by_protocol"].items():
+        if protocol in ENCRYPTED_PROTOCOLS:
+            lines.append(
+                f"{protocol}: {counts['sessions']} session(s), every one encrypted by the"
+                " protocol itself (client to gateway and gateway to target)."
+            )
+        else:
+            lines.append(
+                f"{protocol}: {counts['sessions']} session(s); used TLS from the client:"
+                f" {counts['client_tls']}; to the target: {counts['upstream_tls']}."
+            )
+    if not lines:
+        lines.append("No sessions in range.")
+    offered = []
+    for connection in config.connections:
+        upstream = f"sslmode {connection.upstream_tls.sslmode}"
+        if connection.protocol in ENCRYPTED_PROTOCOLS:
+            client = upstream = "encrypted (SSH)"
+        elif connection.client_tls == "disabled":
+            client = "no TLS (client_tls disabled)"
+        elif config.gateway.tls_cert is None:
+            client = "no TLS offered (no [gateway] tls_cert)"
+        elif connection.client_tls == "required":
+            client = "TLS required"
+        else:
+            client = "TLS offered, not required"
+        offered.append(f"{connection.name}: from clients {client}; to the target {upstream}")
+    lines.append("Configured: " + ("; ".join(offered) or "none") + ".")
+    return lines
 
 
 def _controls(doc: dict[str, Any], config: Config) -> list[dict[str, Any]]:
@@ -754,9 +935,9 @@ def _controls(doc: dict[str, Any], config: Config) -> list[dict[str, Any]]:
                 f"API keys: {doc['accounts']['count']} (identity, groups, created, expires, "
                 "revoked, last used).",
                 f"Identities with sessions in range: {names(sessions['identities'])}.",
-                f"Access grants: {doc['access_grants']['note']}.",
+                _grants_text(doc),
             ],
-            ["accounts.csv", "sessions.csv"],
+            ["accounts.csv", "sessions.csv", "approvals.csv"],
         ),
         (
             "AC-3",
@@ -764,9 +945,9 @@ def _controls(doc: dict[str, Any], config: Config) -> list[dict[str, Any]]:
             [
                 f"Commands by verdict: allow {verdicts['allow']}, block {verdicts['block']}, "
                 f"hold {verdicts['hold']}, undecided {verdicts['undecided']}.",
-                f"Reviews: {doc['reviews']['note']}.",
+                _reviews_text(doc),
             ],
-            ["commands.jsonl", *policy_files],
+            ["commands.jsonl", "approvals.csv", *policy_files],
         ),
         (
             "AC-6",
@@ -779,8 +960,11 @@ def _controls(doc: dict[str, Any], config: Config) -> list[dict[str, Any]]:
                 )
                 + ".",
                 f"Connections with guardrails: {names(guarded)}.",
+                "Just-in-time connections: "
+                + names([c.name for c in config.connections if c.access == "jit"])
+                + f". {_grants_text(doc)}",
             ],
-            policy_files,
+            [*policy_files, "approvals.csv"],
         ),
         (
             "SC-7",
@@ -795,17 +979,7 @@ def _controls(doc: dict[str, Any], config: Config) -> list[dict[str, Any]]:
         (
             "SC-8",
             "Transmission confidentiality and integrity",
-            [
-                f"Sessions with TLS from the client: {sessions['client_tls']} of "
-                f"{sessions['count']}; to the target: {sessions['upstream_tls']} of "
-                f"{sessions['count']}.",
-                "Configured: "
-                + "; ".join(
-                    f"{p['connection']}: client_tls {p['client_tls']}, sslmode {p['sslmode']}"
-                    for p in doc["policies"]
-                )
-                + ".",
-            ],
+            _transport_lines(doc, config),
             ["sessions.csv", *policy_files],
         ),
         (
@@ -874,7 +1048,12 @@ def _durability_text(periods: list[dict[str, Any]], records: dict[str, Any]) -> 
 def _status_line(doc: dict[str, Any]) -> str:
     verification = doc["verification"]
     if verification["ok"]:
-        return f"VERIFIED: the audit chain is intact ({verification['checked']} records)."
+        return (
+            f"VERIFIED: the audit chain is intact ({verification['checked']} records, each"
+            " record linked by its hash to the one before: a changed, reordered or removed"
+            f" record up to record {verification['head_seq']} would show). "
+            + _tail_text(verification)
+        )
     if verification["chain_ok"] and not verification["checkpoint_problem"]:
         return (
             f"INCOMPLETE: {verification['journal_problem']}. Start the gateway, which appends"
@@ -888,6 +1067,21 @@ def _status_line(doc: dict[str, Any]) -> str:
     return (
         f"FAILED VERIFICATION: the audit chain breaks at record {verification['first_bad_seq']}"
         f" — {verification['problem']}. Treat this evidence as unreliable."
+    )
+
+
+def _tail_text(verification: dict[str, Any]) -> str:
+    """What the chain alone cannot prove: that no record was removed from its end."""
+    checkpoint = verification["checkpoint"]
+    if checkpoint is None:
+        return (
+            "Without a signed checkpoint, removal of the newest records cannot be detected"
+            " (configure [gateway] signing_key so that checkpoints are written)."
+        )
+    return (
+        f"The log matches the signed checkpoint of record {checkpoint['seq']}"
+        f" ({checkpoint['time']}): nothing up to it was removed; removal of newer records"
+        " cannot be detected."
     )
 
 
@@ -971,7 +1165,7 @@ Lists: <a href="sessions.csv">sessions.csv</a>, <a href="sessions.json">sessions
 {blocked_table}
 
 <h2>Reviews and access grants</h2>
-<p>Reviews: {e(doc["reviews"]["note"])}.<br>Access grants: {e(doc["access_grants"]["note"])}.</p>
+<p>{e(_reviews_text(doc))}<br>{e(_grants_text(doc))} Every event: {link("approvals.csv")}.</p>
 
 <h2>Policies in force</h2>
 <p>As configured when the pack was made; credentials are left out.</p>
@@ -1045,8 +1239,9 @@ def render_markdown(doc: dict[str, Any]) -> str:
         "",
         "## Reviews and access grants",
         "",
-        f"- reviews: {m(doc['reviews']['note'])}",
-        f"- access grants: {m(doc['access_grants']['note'])}",
+        f"- {m(_reviews_text(doc))}",
+        f"- {m(_grants_text(doc))}",
+        "- every event: [approvals.csv](approvals.csv)",
         "",
         "## Policies in force",
         "",

@@ -159,7 +159,10 @@ def approval_requested(
     the backend should then mark the review withdrawn.
 
     :param session: the session whose command is held.
-    :param command: the held command.
+    :param command: the held command; its
+        :attr:`~hoopgw.session.Command.recorded_parameters` are set when it carries parameter
+        values. An approval covers its text and its parameter values: the same text with other
+        values is other work.
     :param hold: the combined ``Hold`` verdict (reason, approver groups).
     :return: a cancellable Deferred of a verdict, or ``None`` if this plugin does not handle it.
     """
@@ -231,7 +234,7 @@ def client_input(session: SessionInfo, output: Output) -> None:
 def audit_text(session: SessionInfo, command: Command | None, output: Output) -> None:
     """Text about a command is about to be kept in the audit store; the target gets the original.
 
-    Called only when at least one plugin implements it, in three places:
+    Called only when at least one plugin implements it, in four places:
 
     - ``output.kind == "attributes"``: once per session, before :func:`session_started`;
       ``command`` is ``None`` and ``output.fields`` starts as a copy of the session's
@@ -252,13 +255,20 @@ def audit_text(session: SessionInfo, command: Command | None, output: Output) ->
       Also once per session whose :func:`session_started` verdict has a reason (it may quote a
       startup parameter), with ``command`` ``None``; an exception refuses the session.
 
+    - ``output.kind == "parameter"``: once per bind parameter value of a command held for
+      approval, before :func:`approval_requested`; ``output.fields["text"]`` starts as the
+      value as a person reads it (:attr:`~hoopgw.session.Parameter.shown`). The approval
+      backend then receives a command whose
+      :attr:`~hoopgw.session.Command.recorded_parameters` are the results, which is what
+      reviewers see (review, admin API, notifications). An exception refuses the command.
+
     Rewrite ``output.fields["text"]`` in place (masking replaces sensitive values).
 
     :param session: the session that sent the command.
     :param command: the command, with its original text; ``None`` for ``attributes`` and a
         session's ``reason``.
-    :param output: kind ``command`` or ``reason`` with field ``text``, or kind ``attributes``;
-        mutable.
+    :param output: kind ``command``, ``reason`` or ``parameter`` with field ``text``, or kind
+        ``attributes``; mutable.
     """
 
 

@@ -92,6 +92,28 @@ class UpstreamOptions:
 
 
 @attrs.frozen(kw_only=True)
+class Parameter:
+    """One bind parameter value that a command runs with (PostgreSQL Bind, MySQL
+    COM_STMT_EXECUTE). What an approval of the command covers, with its text."""
+
+    value: bytes | None
+    """The value exactly as the client sent it; ``None`` is SQL NULL."""
+    format: int = 0
+    """How the value is encoded: 0 text, 1 binary (PostgreSQL's format codes; MySQL's
+    prepared statements send binary values)."""
+    type: str = ""
+    """The type the client gave the value, in the protocol's terms (a PostgreSQL type OID from
+    Parse, ``0`` for unspecified; a MySQL type name such as ``LONGLONG`` or ``LONGLONG
+    UNSIGNED``); empty when the protocol has none."""
+    shown: str | None = None
+    """The value as a person reads it (the text of a text value, a number decoded from its
+    binary form, a description such as its size for other binary data: never its bytes in hex,
+    which masking could not read); ``None`` for NULL. Raw, like
+    :attr:`value`: what the audit store or a reviewer sees passes ``audit_text`` first
+    (:attr:`Command.recorded_parameters`)."""
+
+
+@attrs.frozen(kw_only=True)
 class Command:
     """One unit of work that the client asked the target to run."""
 
@@ -104,9 +126,19 @@ class Command:
     kind: str
     """The protocol message that carried it (``query``, ``parse``, ``copy``, ...)."""
     parameter_count: int = 0
-    """How many bind parameters accompany it (values are not part of the command)."""
+    """How many bind parameters accompany it."""
+    parameters: tuple[Parameter, ...] = ()
+    """The bind parameter values it runs with, when the protocol message carries them (a
+    PostgreSQL Bind, a MySQL COM_STMT_EXECUTE); empty for a command that runs no values yet
+    (a Parse, a COM_STMT_PREPARE) or has none. Not recorded as they are; the approval of a
+    held command covers its text and these values (types and formats included)."""
     statement_name: str = ""
     """Prepared-statement name for protocols that have them."""
+    prepared_only: bool = False
+    """Whether the command only prepares its statement (a PostgreSQL Parse that its Bind does
+    not follow, a MySQL COM_STMT_PREPARE): the target runs nothing now, and each later
+    execution is a command of its own, decided with its parameter values. Judged like any
+    command; a hold of it needs no review, since its executions are held with their values."""
     statement: bool = True
     """Whether :attr:`text` is a statement in the protocol's dialect. ``False`` for a protocol
     command that runs no statement (MySQL's ``COM_RESET_CONNECTION``, ``COM_STMT_CLOSE``, ...):
@@ -120,6 +152,11 @@ class Command:
     """The text as the audit store keeps it, when a plugin rewrote it for the record
     (:func:`~hoopgw.hookspecs.audit_text`; masking replaces sensitive values); ``None`` means
     :attr:`text` itself. The target always receives :attr:`text`."""
+    recorded_parameters: tuple[str | None, ...] | None = None
+    """:attr:`parameters` as a reviewer may see them (each :attr:`Parameter.shown` passed
+    through :func:`~hoopgw.hookspecs.audit_text`, kind ``parameter``: masked when masking is
+    on); set by the chain before a held command reaches the approval backend, ``None``
+    otherwise."""
     annotations: dict[str, Any] = attrs.field(factory=dict)
     """Facts that plugins add while the command runs, recorded with its completion (the
     recording plugin writes them into the ``command_completed`` record). Mutable on purpose;

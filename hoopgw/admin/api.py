@@ -72,6 +72,7 @@ def review_json(review: ReviewRecord, service: ApprovalService) -> dict[str, Any
     data = attrs.asdict(review)
     data["requester_groups"] = list(review.requester_groups)
     data["approvers"] = list(review.approvers)
+    data["parameters"] = list(review.parameters)
     data["votes"] = [
         {
             "identity": v.identity,

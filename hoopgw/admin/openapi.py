@@ -112,6 +112,13 @@ SCHEMAS: dict[str, Any] = {
             "session_id": {"type": "string"},
             "command_seq": {"type": "integer"},
             "statement": {"type": "string"},
+            "parameters": {
+                "type": "array",
+                "items": {"type": ["string", "null"]},
+                "description": "statement: the bind parameter values it runs with, in order"
+                " (masked when masking is on; null is SQL NULL). The approval covers them: the"
+                " same statement with other values needs its own review",
+            },
             "hold_until": _TIME,
             "timed_out_at": _TIME,
             "valid_for": {"type": "number"},

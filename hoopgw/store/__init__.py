@@ -7,11 +7,14 @@ instances sharing one audit trail, will implement the same :class:`Store` interf
 
 from __future__ import annotations
 
-from hoopgw.errors import ConfigError
+import os
+import stat
+
+from hoopgw.errors import ConfigError, StoreError
 from hoopgw.store.base import ApiKeyRecord, Store
 from hoopgw.store.sqlite import SQLiteStore
 
-__all__ = ["ApiKeyRecord", "SQLiteStore", "Store", "open_store"]
+__all__ = ["ApiKeyRecord", "SQLiteStore", "Store", "check_store_private", "open_store"]
 
 _SQLITE_PREFIX = "sqlite:///"
 
@@ -35,3 +38,51 @@ def open_store(url: str) -> Store:
     if not url.startswith(_SQLITE_PREFIX) or len(url) == len(_SQLITE_PREFIX):
         raise ConfigError("SQLite store URL must look like sqlite:///PATH", key="gateway.store")
     return SQLiteStore(url[len(_SQLITE_PREFIX) :])
+
+
+_STORE_FILES = ("", "-wal", "-shm", "-journal", ".audit-journal")
+"""Suffixes of the files that hold a SQLite store's records: the database, SQLite's WAL,
+shared memory and rollback journal, and the gateway's audit journal."""
+
+
+def check_store_private(url: str) -> None:
+    """Refuse a SQLite store that other users could read or change.
+
+    Each file that holds its records (:data:`_STORE_FILES`, those that exist) must have no
+    permission for group or others, and its folder must not be writable by them (whoever may
+    write the folder can replace the files, or plant a ``-wal`` file before the gateway makes
+    its own). A store not made yet, or in memory, passes: the gateway makes its files private.
+
+    :raises StoreError: naming the file or folder, its mode, and the ``chmod`` that fixes it.
+    """
+    if not url.startswith(_SQLITE_PREFIX):
+        return
+    path = url[len(_SQLITE_PREFIX) :]
+    if path == ":memory:" or not path:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    for suffix in _STORE_FILES:
+        name = path + suffix
+        try:
+            mode = stat.S_IMODE(os.stat(name).st_mode)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise StoreError(f"cannot check the store file {name!r}: {exc.strerror}") from exc
+        if mode & 0o077:
+            raise StoreError(
+                f"the store file {name} has mode {mode:o}: group or others may read or change"
+                f" audit records and keys; make it private with: chmod 600 {name}"
+            )
+    try:
+        mode = stat.S_IMODE(os.stat(folder).st_mode)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            return
+        raise StoreError(f"cannot check the store folder {folder!r}: {exc.strerror}") from exc
+    if mode & 0o022:
+        raise StoreError(
+            f"the store folder {folder} has mode {mode:o}: group or others may replace the"
+            f" store's files; make it private with: chmod 700 {folder} (or move the store to a"
+            " folder of its own)"
+        )

@@ -205,6 +205,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "INSERT INTO audit_journal_mark (id, applied) VALUES (1, 0)",
         ),
     ),
+    Migration(
+        version=5,
+        statements=(
+            # A statement review's bind parameter values as reviewers see them (a JSON array):
+            # an approval covers the statement's text and these values.
+            "ALTER TABLE reviews ADD COLUMN parameters TEXT NOT NULL DEFAULT '[]'",
+        ),
+    ),
 )
 """Every migration, in order."""
 

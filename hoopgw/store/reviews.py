@@ -52,6 +52,9 @@ class ReviewRecord:
     """For a statement: its position in the session."""
     statement: str = ""
     """For a statement: its text as the target would run it."""
+    parameters: tuple[str | None, ...] = ()
+    """For a statement: the bind parameter values it runs with, as reviewers may see them
+    (masked when masking is on; ``None`` is SQL NULL). The approval covers these values too."""
     hold_until: float | None = None
     """For a statement: when the client stops waiting (the hold times out)."""
     timed_out_at: float | None = None
@@ -164,11 +167,18 @@ class ReviewStore(abc.ABC):
         """
 
     @abc.abstractmethod
-    def find_rerun_approval(
-        self, *, requester: str, connection: str, statement: str, now: float
-    ) -> ReviewRecord | None:
-        """An approved, unused statement review of ``requester`` on ``connection`` for exactly
-        ``statement`` whose re-run window (``valid_until``) is still open at ``now``."""
+    def find_rerun_approvals(
+        self,
+        *,
+        requester: str,
+        connection: str,
+        statement: str,
+        parameters: tuple[str | None, ...] = (),
+        now: float,
+    ) -> list[ReviewRecord]:
+        """The approved, unused statement reviews of ``requester`` on ``connection`` for
+        exactly ``statement`` and ``parameters`` (as reviews keep them) whose re-run window
+        (``valid_until``) is still open at ``now``, oldest first."""
 
     @abc.abstractmethod
     def add_vote(self, vote: ReviewVote) -> None:

@@ -49,6 +49,33 @@ _KEY_COLUMNS = (
 )
 
 
+def _create_private(path: str) -> None:
+    """Create the store file 0600 (and its folder 0700, when its parent exists) if absent,
+    whatever the umask.
+
+    SQLite gives the ``-wal`` and ``-shm`` files it makes the mode of the database file, so
+    they are private too. An existing file or folder keeps its mode: ``hoopgw run`` refuses
+    one that others can use (:func:`hoopgw.store.check_store_private`).
+
+    :raises StoreError: if the folder or the file cannot be made.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        if not os.path.isdir(folder):
+            # Only the store's own folder: a missing parent is more likely a wrong path.
+            os.mkdir(folder, 0o700)
+            os.chmod(folder, 0o700)  # mkdir's mode passes through the umask
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise StoreError(f"cannot create SQLite store {path!r}: {exc.strerror}") from exc
+    try:
+        os.fchmod(fd, 0o600)  # os.open's mode passes through the umask too
+    finally:
+        os.close(fd)
+
+
 class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
     """A :class:`~hoopgw.store.base.Store` in one SQLite file.
 
@@ -62,6 +89,8 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
         :raises StoreError: if the file cannot be opened or put in WAL mode.
         """
         self.path = path
+        if path != ":memory:":
+            _create_private(path)
         try:
             self._conn = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
         except sqlite3.Error as exc:

@@ -46,7 +46,7 @@ def _row(record: Any) -> tuple[Any, ...]:
 def _record(cls: type[_R], row: tuple[Any, ...]) -> _R:
     values: dict[str, Any] = {}
     for field, value in zip(attrs.fields(cast(Any, cls)), row, strict=True):
-        if field.type in ("tuple[str, ...]", tuple[str, ...]):
+        if field.type in ("tuple[str, ...]", "tuple[str | None, ...]", tuple[str, ...]):
             value = tuple(json.loads(value))
         elif field.type in ("bool", bool):
             value = bool(value)
@@ -141,19 +141,25 @@ class SQLiteReviewStore(ReviewStore):
             )
         return cursor.rowcount == 1
 
-    def find_rerun_approval(
-        self, *, requester: str, connection: str, statement: str, now: float
-    ) -> ReviewRecord | None:
-        """See :meth:`ReviewStore.find_rerun_approval`."""
-        found = self._select(
+    def find_rerun_approvals(
+        self,
+        *,
+        requester: str,
+        connection: str,
+        statement: str,
+        parameters: tuple[str | None, ...] = (),
+        now: float,
+    ) -> list[ReviewRecord]:
+        """See :meth:`ReviewStore.find_rerun_approvals`."""
+        return self._select(
             ReviewRecord,
             "WHERE kind = 'statement' AND status = 'approved' AND used_at IS NULL"
             " AND valid_until IS NOT NULL AND valid_until > ? AND requester = ?"
-            " AND connection = ? AND statement = ? ORDER BY created_at LIMIT 1",
-            (now, requester, connection, statement),
+            " AND connection = ? AND statement = ? AND parameters = ?"
+            " ORDER BY created_at, rowid",
+            (now, requester, connection, statement, _encode(parameters)),
             "find an approval",
         )
-        return found[0] if found else None
 
     def add_vote(self, vote: ReviewVote) -> None:
         """See :meth:`ReviewStore.add_vote`."""

@@ -619,3 +619,92 @@ def test_an_approval_that_cannot_be_recorded_refuses_the_held_statement(world: W
     assert isinstance(verdict, Block) and verdict.reason == "cannot record the decision; refused"
     assert world.result(decided).check(StoreError)
     decided.addErrback(lambda _: None)
+
+
+# -- approvals bind to the parameter values (issue 14, class 8) ------------------------------
+
+
+def _bound(*values: bytes | None, format: int = 0, type: str = "23", masked: str = "") -> Any:
+    from hoopgw.session import Parameter
+
+    parameters = tuple(
+        Parameter(
+            value=v, format=format, type=type, shown=None if v is None else v.decode("latin-1")
+        )
+        for v in values
+    )
+    command = attrs.evolve(
+        make_command("DELETE FROM t WHERE id = $1"),
+        kind="parse",
+        parameter_count=len(values),
+        parameters=parameters,
+    )
+    if masked:
+        command = attrs.evolve(command, recorded_parameters=tuple(masked for _ in values))
+    return command
+
+
+def test_a_review_shows_the_parameter_values_and_the_rerun_needs_the_same(world: World) -> None:
+    session = make_session()
+    decision = world.service.hold(session, _bound(b"1"), HOLD, POLICY)
+    [review] = world.store.list_reviews()
+    assert review.statement == "DELETE FROM t WHERE id = $1"
+    assert review.parameters == ("1",)
+    requested = [r.data for r in world.audit.records if r.kind == "review_requested"]
+    assert requested[0]["parameters"] == ["1"]
+    world.clock.advance(60)
+    assert isinstance(world.result(decision), Block)
+    world.service.decide(review.id, ALICE, approve=True, reason="")
+    # The same text with another value, format, type or a NULL is other work: a new review.
+    for other in (
+        _bound(b"2"),
+        _bound(b"1", format=1),
+        _bound(b"1", type="20"),
+        _bound(None),
+        _bound(b"1", b"1"),
+    ):
+        assert not world.service.hold(session, other, HOLD, POLICY).called, other.parameters
+    assert isinstance(world.result(world.service.hold(session, _bound(b"1"), HOLD, POLICY)), Allow)
+    [rerun] = [r.data for r in world.audit.records if r.kind == "review_rerun"]
+    assert rerun["parameters"] == ["1"]
+
+
+def test_reviews_keep_masked_parameters_and_reruns_match_the_real_values(world: World) -> None:
+    session = make_session()
+    world.service.hold(session, _bound(b"4111111111111111", masked="****"), HOLD, POLICY)
+    [review] = world.store.list_reviews()
+    assert review.parameters == ("****",)
+    world.clock.advance(60)
+    world.service.decide(review.id, ALICE, approve=True, reason="")
+    assert "4111" not in repr([r.data for r in world.audit.records])
+    # Masked alike, but another real value: not what was approved.
+    other = _bound(b"5555555555554444", masked="****")
+    assert not world.service.hold(session, other, HOLD, POLICY).called
+    same = _bound(b"4111111111111111", masked="****")
+    assert isinstance(world.result(world.service.hold(session, same, HOLD, POLICY)), Allow)
+
+
+def test_of_two_approvals_alike_in_the_review_the_one_with_the_real_values_is_used(
+    world: World,
+) -> None:
+    session = make_session()
+    first = _bound(b"4111111111111111", masked="****")
+    second = _bound(b"5555555555554444", masked="****")
+    for command in (first, second):
+        world.service.hold(session, command, HOLD, POLICY)
+    world.clock.advance(60)
+    for review in world.store.list_reviews():
+        world.service.decide(review.id, ALICE, approve=True, reason="")
+    assert isinstance(world.result(world.service.hold(session, second, HOLD, POLICY)), Allow)
+    assert isinstance(world.result(world.service.hold(session, first, HOLD, POLICY)), Allow)
+
+
+def test_a_statement_only_prepared_needs_no_review_its_executions_do(world: World) -> None:
+    session = make_session()
+    prepare = attrs.evolve(
+        make_command("DELETE FROM t WHERE id = $1"), kind="parse", prepared_only=True
+    )
+    verdict = world.result(world.service.hold(session, prepare, HOLD, POLICY))
+    assert isinstance(verdict, Allow) and "each execution is reviewed" in verdict.reason
+    assert world.store.list_reviews() == []
+    assert not world.service.hold(session, _bound(b"1"), HOLD, POLICY).called

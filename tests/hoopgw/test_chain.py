@@ -580,3 +580,62 @@ def test_a_failing_upstream_options_answer_refuses(answer: Any) -> None:
     chain = PluginChain([("bad", Requires(answer))], reactor=task.Clock())
     with pytest.raises(PluginError, match="'bad'"):
         chain.upstream_options(make_connection())
+
+
+def _held_with_parameters(*plugins: tuple[str, object]) -> tuple[FakeApprover, Any]:
+    import attrs
+
+    from hoopgw.session import Parameter
+
+    approver = FakeApprover()
+    chain = PluginChain(
+        [("hold", Answers(Hold(reason="write"))), *plugins, ("approver", approver)],
+        reactor=task.Clock(),
+    )
+    command = attrs.evolve(
+        make_command("UPDATE t SET card = $1 WHERE id = $2"),
+        parameters=(
+            Parameter(value=b"secret", shown="secret"),
+            Parameter(value=None),
+            Parameter(value=b"\x00\x01", format=1, type="17", shown="(binary value)"),
+        ),
+    )
+    chain.decide_command(make_session(), command)
+    return approver, command
+
+
+def test_a_held_commands_parameters_pass_audit_text_before_the_approval_backend() -> None:
+    approver, command = _held_with_parameters(("redact", Redactor("secret", "[x]")))
+    [(_, held, _)] = approver.requests
+    assert held.recorded_parameters == ("[x]", None, "(binary value)")
+    assert held.parameters == command.parameters  # the real values stay for the digest
+
+
+def test_without_audit_hooks_reviewers_see_the_parameters_as_shown() -> None:
+    approver, _ = _held_with_parameters()
+    [(_, held, _)] = approver.requests
+    assert held.recorded_parameters == ("secret", None, "(binary value)")
+
+
+def test_parameters_that_audit_text_cannot_rewrite_refuse_the_held_command() -> None:
+    class Broken:
+        @hookimpl
+        def audit_text(self, output: Output) -> None:
+            if output.kind == "parameter":
+                raise RuntimeError("boom")
+
+    approver = FakeApprover()
+    import attrs
+
+    from hoopgw.session import Parameter
+
+    chain = PluginChain(
+        [("hold", Answers(Hold(reason="write"))), ("broken", Broken()), ("approver", approver)],
+        reactor=task.Clock(),
+    )
+    command = attrs.evolve(
+        make_command("DELETE FROM t WHERE id = $1"), parameters=(Parameter(value=b"1", shown="1"),)
+    )
+    verdict = chain.decide_command(make_session(), command).result
+    assert isinstance(verdict, Block) and "parameters" in verdict.reason
+    assert approver.requests == []

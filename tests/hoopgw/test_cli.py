@@ -246,6 +246,26 @@ def test_run_returns_the_gateway_exit_status(capsys, config_file, fake_gateway, 
     assert run(capsys, "run", "-c", config_file)[0] == 1
 
 
+def test_run_refuses_a_store_others_can_read_naming_the_fix(capsys, config_file, fake_gateway):
+    import os
+
+    from hoopgw.config import load_config, resolve_store_url
+    from hoopgw.store import SQLiteStore
+
+    config = load_config(config_file)
+    path = resolve_store_url(config.gateway.store, base_dir=config.base_dir).removeprefix(
+        "sqlite:///"
+    )
+    SQLiteStore(path).close()
+    os.chmod(path, 0o644)
+
+    code, _, err = run(capsys, "run", "-c", config_file)
+
+    assert code == 1
+    assert f"chmod 600 {path}" in err
+    assert fake_gateway == {"run": [], "logging": []}
+
+
 def test_run_with_a_bad_config_exits_2_without_starting(capsys, config_file, fake_gateway):
     config_file.write_text(CONFIG + "\nsurprise = 1\n")
 

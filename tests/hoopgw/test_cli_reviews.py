@@ -83,6 +83,15 @@ def test_show(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     assert "vote        bob approved at 2025-11-25T20:31:10Z: ok" in text
 
 
+def test_show_lists_the_parameter_values_the_approval_covers(
+    api: FakeApi, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bound = {**REVIEW, "statement": "DELETE FROM orders WHERE id = $1", "parameters": ["42", None]}
+    api.answers = [(200, bound)]
+    assert main(["reviews", "show", "3f9a2c1b4d5e"]) == 0
+    assert "parameters  [1] '42', [2] NULL" in capsys.readouterr().out
+
+
 def test_approve_and_deny_send_the_reason(api: FakeApi, capsys: pytest.CaptureFixture[str]) -> None:
     api.answers = [(200, {**REVIEW, "status": "approved"}), (200, {**REVIEW, "status": "denied"})]
     assert main(["reviews", "approve", "3f9a2c1b4d5e", "--reason", "ok"]) == 0

@@ -173,6 +173,7 @@ def test_pack_counts_sessions_and_commands_by_verdict(store, config_file, tmp_pa
         "by_connection": {"pg-a": 2},
         "client_tls": 0,
         "upstream_tls": 2,
+        "by_protocol": {"postgres": {"sessions": 2, "client_tls": 0, "upstream_tls": 2}},
     }
     assert doc["commands"]["by_verdict"] == {"allow": 2, "block": 2, "hold": 0, "undecided": 0}
     assert doc["commands"]["by_status"] == {"blocked": 2, "ok": 2}
@@ -191,6 +192,7 @@ def test_pack_files_and_manifest(store, config_file, tmp_path):
 
     assert set(result.files) == {
         "accounts.csv",
+        "approvals.csv",
         "commands.jsonl",
         "index.html",
         "index.md",
@@ -299,9 +301,137 @@ def test_reviews_and_grants_are_not_invented(store, config_file, tmp_path):
     make_pack(store, config_file, folder)
 
     doc = summary(folder)
-    assert doc["reviews"] == {"count": 0, "note": evidence.NOT_RECORDED}
-    assert doc["access_grants"] == {"count": 0, "note": evidence.NOT_RECORDED}
+    assert doc["reviews"]["count"] == 0 and doc["reviews"]["note"] == evidence.NOT_RECORDED
+    assert doc["access_grants"]["count"] == 0
+    assert doc["access_grants"]["note"] == evidence.NOT_RECORDED
     assert evidence.NOT_RECORDED in (folder / "index.html").read_text()
+
+
+def review_entries(start):
+    """A statement review approved by two, one denied, a late approval re-run, and an access
+    grant approved, one revoked (issue 14, class 11)."""
+
+    def entry(kind, time, session_id="", **data):
+        return AuditEntry(kind=kind, session_id=session_id, time=time, data=data)
+
+    common = {"requester": "ci", "connection": "pg-a", "approvers": ["dba"]}
+    return [
+        entry("review_requested", start, "s1", review="r1", review_kind="statement", seq=2,
+              reason="write", statement="DELETE FROM t WHERE id = $1", parameters=["1"],
+              **common),
+        entry("review_voted", start + 1, "s1", review="r1", review_kind="statement",
+              by="alice", approve=True, reason="ok", **common),
+        entry("review_decided", start + 2, "s1", review="r1", review_kind="statement",
+              status="approved", by="alice,bob", reason="ok", grant="", **common),
+        entry("review_requested", start + 3, "s1", review="r2", review_kind="statement",
+              reason="write", statement="DELETE FROM t", parameters=[], **common),
+        entry("review_timed_out", start + 4, "s1", review="r2", review_kind="statement",
+              **common),
+        entry("review_decided", start + 5, "s1", review="r2", review_kind="statement",
+              status="denied", by="carol", reason="no", grant="", **common),
+        entry("review_rerun", start + 6, "s1", review="r1", review_kind="statement",
+              session="s1", seq=3, statement="DELETE FROM t WHERE id = $1", parameters=["1"],
+              **common),
+        entry("review_requested", start + 7, review="r3", review_kind="access",
+              reason="INC-7", duration=1800.0, **{**common, "approvers": ["leads"]}),
+        entry("review_decided", start + 8, review="r3", review_kind="access",
+              status="approved", by="lead", reason="", grant="g1",
+              **{**common, "approvers": ["leads"]}),
+        entry("grant_created", start + 8, grant="g1", review="r3", identity="ci",
+              connection="pg-a", approved_by=["lead"], reason="INC-7",
+              expires_at=start + 8 + 1800),
+        entry("grant_revoked", start + 9, grant="g1", review="r3", identity="ci",
+              connection="pg-a", expires_at=start + 8 + 1800, sessions_ended=[], by="lead",
+              reason="done"),
+    ]  # fmt: skip
+
+
+def test_reviews_and_grants_are_read_from_the_verified_records(store, config_file, tmp_path):
+    store.append(review_entries(NOON))
+    folder = tmp_path / "pack"
+
+    make_pack(store, config_file, folder)
+
+    doc = summary(folder)
+    assert doc["reviews"] == {
+        "count": 3,
+        "by_kind": {"access": 1, "statement": 2},
+        "decided": {"approved": 2, "denied": 1},
+        "decided_by": ["alice", "bob", "carol", "lead"],
+        "timed_out": 1,
+        "reruns": 1,
+        "note": "",
+    }
+    assert doc["access_grants"] == {
+        "count": 1,
+        "identities": ["ci"],
+        "approved_by": ["lead"],
+        "longest_seconds": 1800.0,
+        "expired": 0,
+        "revoked": 1,
+        "active_when_made": 0,
+        "note": "",
+    }
+    controls = {c["id"]: c for c in doc["controls"]}
+    assert "decided by: alice, bob, carol, lead" in " ".join(controls["AC-3"]["evidence"])
+    for control in ("AC-2", "AC-6"):
+        text = " ".join(controls[control]["evidence"])
+        assert "Access grants made: 1 (to ci; approved by lead; longest 1800s)" in text
+        assert "revoked: 1" in text
+        assert "approvals.csv" in controls[control]["files"]
+    with (folder / "approvals.csv").open() as rows:
+        listed = list(csv.DictReader(rows))
+    assert [r["event"] for r in listed][:3] == [
+        "review_requested",
+        "review_voted",
+        "review_decided",
+    ]
+    assert listed[2]["by"] == "alice,bob" and listed[-1]["event"] == "grant_revoked"
+    assert "Access grants made: 1" in (folder / "index.md").read_text()
+
+
+def test_sc8_is_reported_per_protocol_and_tls_offered_only_with_a_certificate(
+    store, config_file, tmp_path
+):
+    entries = session_entries("s1", start=NOON)
+    ssh = attrs.evolve(
+        entries[0],
+        session_id="s2",
+        data={**entries[0].data, "protocol": "ssh", "client_tls": False, "upstream_tls": False},
+    )
+    tls = attrs.evolve(entries[0], session_id="s3", data={**entries[0].data, "client_tls": True})
+    store.append([*entries, ssh, tls])
+    folder = tmp_path / "pack"
+
+    make_pack(store, config_file, folder)
+
+    doc = summary(folder)
+    assert doc["sessions"]["by_protocol"] == {
+        "postgres": {"sessions": 2, "client_tls": 1, "upstream_tls": 2},
+        "ssh": {"sessions": 1, "client_tls": 0, "upstream_tls": 0},
+    }
+    [sc8] = [c for c in doc["controls"] if c["id"] == "SC-8"]
+    text = " ".join(sc8["evidence"])
+    assert "ssh: 1 session(s), every one encrypted" in text
+    assert "postgres: 2 session(s); used TLS from the client: 1; to the target: 2" in text
+    # pg-a disables client TLS; pg-b would offer it, but the gateway has no certificate.
+    assert "pg-a: from clients no TLS (client_tls disabled)" in text
+    assert "pg-b: from clients no TLS offered (no [gateway] tls_cert)" in text
+    assert "TLS offered" not in text.replace("no TLS offered", "")
+
+
+def test_the_banner_says_what_was_verified_and_what_cannot_be_without_a_checkpoint(
+    store, config_file, tmp_path
+):
+    store.append(session_entries("s1", start=NOON))
+    folder = tmp_path / "pack"
+
+    make_pack(store, config_file, folder)
+
+    banner = (folder / "index.md").read_text()
+    assert "each record linked by its hash to the one before" in banner
+    assert "removal of the newest records cannot be detected" in banner
+    assert "removal of the newest records cannot be detected" in (folder / "index.html").read_text()
 
 
 def test_policies_leave_out_the_credential_and_carry_their_hash(store, config_file, tmp_path):
@@ -610,7 +740,7 @@ def test_command_writes_the_pack(capsys, store, config_file, tmp_path):
 
     assert code == 0, err
     assert out == (
-        f"evidence pack written to {folder} (sessions: 1, commands: 2, files: 11; chain verified)\n"
+        f"evidence pack written to {folder} (sessions: 1, commands: 2, files: 12; chain verified)\n"
     )
     assert "hoopgw: read 8 records in " in err
     assert summary(folder)["sessions"]["count"] == 1

@@ -48,7 +48,13 @@ class Setup:
         return Admin(self.admin_url, self.keys[identity])
 
 
-def _start(gateway: Any, pg_server: Any, pg_database: str, **approval: Any) -> Setup:
+def _start(
+    gateway: Any,
+    pg_server: Any,
+    pg_database: str,
+    plugins: tuple[str, ...] = ("recording", "approval"),
+    **approval: Any,
+) -> Setup:
     with psycopg.connect(
         host=pg_server.host,
         port=pg_server.port,
@@ -64,7 +70,7 @@ def _start(gateway: Any, pg_server: Any, pg_database: str, **approval: Any) -> S
     admin_port = helpers.free_port()
     options = {"review": ["write"], "approvers": ["dba"], "timeout": 60, **approval}
     running = gateway(
-        plugins=["recording", "approval"],
+        plugins=list(plugins),
         allow_groups=["agents"],
         connection={"client_tls": "disabled", "approval": options},
         gateway_options={"admin_listen": f"tcp:{admin_port}:interface=127.0.0.1"},
@@ -244,6 +250,68 @@ def test_timed_out_statement_runs_once_after_a_later_approval(
         assert "was not decided in time" in str(again.value)
     rerun = _audit_records(setup.gateway, "review_rerun")
     assert [r["review"] for r in rerun] == [review["id"]]
+
+
+BOUND_DELETE = "DELETE FROM orders WHERE id = %s"
+
+
+@pytest.mark.parametrize("prepare", [False, True], ids=["unnamed", "named"])
+def test_a_late_approval_covers_the_parameter_values_it_showed(
+    gateway: Any, pg_server: Any, pg_database: str, prepare: bool
+) -> None:
+    """An approval of ``DELETE ... WHERE id = $1`` with 1 lets exactly that run: the same text
+    with 2 is held again, and the canary row 2 stays (issue 14, class 8). psycopg binds on the
+    server (Parse, Bind with the value, Execute)."""
+    setup = _start(gateway, pg_server, pg_database, timeout=1.5, valid_for=60)
+    alice = setup.admin("alice")
+    with psycopg.connect(setup.conninfo(), autocommit=True) as agent:
+        with pytest.raises(errors.InsufficientPrivilege):
+            agent.execute(BOUND_DELETE, (1,), prepare=prepare)
+        [review] = alice.cli_json("reviews", "list", "--pending")
+        assert review["statement"] == "DELETE FROM orders WHERE id = $1"
+        approved = alice.cli("reviews", "approve", review["id"])
+        assert approved.returncode == 0, approved.stderr
+
+        # The same text with another value is other work: held for a review of its own.
+        with pytest.raises(errors.InsufficientPrivilege) as held:
+            agent.execute(BOUND_DELETE, (2,), prepare=prepare)
+        assert "was not decided in time" in str(held.value)
+        with _target(pg_server, setup.database) as target:
+            assert target.execute("SELECT count(*) FROM orders WHERE id = 2").fetchone() == (1,)
+        # Reviewers saw (and see) the values each review covers.
+        assert review["parameters"] == ["1"]
+        assert "parameters  [1] '1'" in alice.cli("reviews", "show", review["id"]).stdout
+        [other] = alice.cli_json("reviews", "list", "--pending")
+        assert other["id"] != review["id"] and other["parameters"] == ["2"]
+        # The approved values run, once.
+        assert agent.execute(BOUND_DELETE, (1,), prepare=prepare).rowcount == 1
+    # Durable in the audit journal before the re-run; in the store a moment later.
+    rerun = wait_for(lambda: _audit_records(setup.gateway, "review_rerun"), what="the re-run")
+    assert [(r["review"], r["parameters"]) for r in rerun] == [(review["id"], ["1"])]
+    with _target(pg_server, setup.database) as target:
+        assert target.execute("SELECT count(*) FROM orders WHERE id IN (1, 2)").fetchone() == (1,)
+
+
+def test_reviewers_see_parameter_values_masked_when_masking_is_on(
+    gateway: Any, pg_server: Any, pg_database: str
+) -> None:
+    setup = _start(
+        gateway, pg_server, pg_database, ("recording", "masking", "approval"), timeout=1.5
+    )
+    alice = setup.admin("alice")
+    with psycopg.connect(setup.conninfo(), autocommit=True) as agent:
+        with pytest.raises(errors.InsufficientPrivilege):
+            agent.execute("UPDATE orders SET note = %s WHERE id = %s", ("alice@example.com", 5))
+    [review] = alice.cli_json("reviews", "list", "--pending")
+    assert review["statement"] == "UPDATE orders SET note = $1 WHERE id = $2"
+    assert len(review["parameters"]) == 2 and review["parameters"][1] == "5"
+    shown = alice.cli("reviews", "show", review["id"]).stdout
+    assert "alice@example.com" not in shown + repr(review["parameters"])
+    requested = wait_for(
+        lambda: _audit_records(setup.gateway, "review_requested"), what="the review's record"
+    )
+    assert requested[0]["parameters"][1] == "5"
+    assert "alice@example.com" not in repr(requested)
 
 
 def test_cancel_and_disconnect_withdraw_the_review(

@@ -186,3 +186,82 @@ def test_just_in_time_access_on_mysql(
                 cur.execute("SELECT 1")
                 time.sleep(0.1)
         assert "revoked" in str(ended.value)
+
+
+def test_a_late_approval_covers_the_parameter_values_it_showed(
+    mysql_gateway: Callable[..., Any], mysql_database: Any, tls_files: Any
+) -> None:
+    """mysql-connector's prepared statements (COM_STMT_PREPARE, COM_STMT_EXECUTE with binary
+    values): the approval of ``DELETE ... WHERE id = ?`` with 1 lets exactly that run; with 2 it
+    is held again and the canary row 2 stays (issue 14, class 8)."""
+    import mysql.connector
+
+    server = mysql_database.server
+    with (
+        pymysql.connect(
+            host=server.host, port=server.port, user="root", database=mysql_database.name
+        ) as conn,
+        conn.cursor() as cur,
+    ):
+        cur.execute("CREATE TABLE orders (id INT PRIMARY KEY, note TEXT)")
+        cur.execute("INSERT INTO orders VALUES (1, 'one'), (2, 'two')")
+        conn.commit()
+    admin_port = helpers.free_port()
+    running = mysql_gateway(
+        plugins=["recording", "approval"],
+        connection={
+            "approval": {"review": ["write"], "approvers": ["dba"], "timeout": 1.5},
+        },
+        gateway_options={
+            "admin_listen": f"tcp:{admin_port}:interface=127.0.0.1",
+            "tls_cert": str(tls_files.server_cert),
+            "tls_key": str(tls_files.server_key),
+        },
+        roles={"approver": ["dba"]},
+    )
+    agent_key = running.create_key("agent", ["agents"])
+    alice = helpers.Admin(f"http://127.0.0.1:{admin_port}", running.create_key("alice", ["dba"]))
+    statement = "DELETE FROM orders WHERE id = ?"
+
+    def rows(ids: str) -> int:
+        with (
+            pymysql.connect(
+                host=server.host, port=server.port, user="root", database=mysql_database.name
+            ) as conn,
+            conn.cursor() as cur,
+        ):
+            cur.execute(f"SELECT COUNT(*) FROM orders WHERE id IN ({ids})")
+            return int(cur.fetchone()[0])
+
+    with mysql.connector.connect(
+        host=running.host,
+        port=running.port,
+        user="agent",
+        password=agent_key,
+        database=mysql_database.name,
+        use_pure=True,
+        ssl_ca=str(tls_files.ca_cert),
+        ssl_verify_cert=True,
+        autocommit=True,
+    ) as conn:
+        cur = conn.cursor(prepared=True)
+        with pytest.raises(mysql.connector.Error) as timed_out:
+            cur.execute(statement, (1,))
+        assert "was not decided in time" in str(timed_out.value)
+        # Preparing ran nothing and needed no review; the execution is held with its value.
+        [review] = alice.cli_json("reviews", "list", "--pending")
+        assert review["statement"] == statement
+        approved = alice.cli("reviews", "approve", review["id"])
+        assert approved.returncode == 0, approved.stderr
+
+        with pytest.raises(mysql.connector.Error) as held:
+            cur.execute(statement, (2,))
+        assert "was not decided in time" in str(held.value)
+        assert rows("2") == 1
+        assert review["parameters"] == ["1"]
+        [other] = alice.cli_json("reviews", "list", "--pending")
+        assert other["id"] != review["id"] and other["parameters"] == ["2"]
+
+        cur.execute(statement, (1,))
+        assert cur.rowcount == 1
+    assert rows("1, 2") == 1

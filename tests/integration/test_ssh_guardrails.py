@@ -4,6 +4,7 @@ approved through the real ``hoopgw reviews`` CLI."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 import threading
 from collections.abc import Callable
@@ -206,3 +207,27 @@ def test_a_client_that_leaves_withdraws_its_review(
     [command] = ssh_tests.recorded_commands(gateway, session_id)
     assert command["verdict"] == "block"
     assert command["status"] in ("aborted", "blocked")
+
+
+def test_guardrails_keep_their_session_state_on_ssh(
+    ssh_gateway: Callable[..., Any], client_key: Path, tmp_path: Path
+) -> None:
+    """Every command and every session end calls the plugin's observers: on SSH they once
+    failed for want of per-session state (issue 14, class 13), logged as tracebacks."""
+    gateway = ssh_gateway(
+        plugins=["recording", "guardrails"], connection={"guardrails": GUARDRAILS}
+    )
+    ssh_tests.add_ssh_key(gateway, client_key)
+    client = Client(gateway, tmp_path / "client", key=client_key, token=None)
+    assert client.run("echo ok").returncode == 0
+    assert client.run("reboot").returncode == 126
+
+    def ended() -> bool:
+        listed = gateway.cli("sessions", "list", "--json")
+        sessions = json.loads(listed.stdout)
+        return len(sessions) == 2 and all(s["ended_at"] for s in sessions)
+
+    helpers.wait_for(ended, what="both sessions ended")
+    log = gateway.stderr_text()
+    assert "plugin guardrails failed" not in log, log[-3000:]
+    assert "AttributeError" not in log, log[-3000:]

@@ -130,6 +130,12 @@ class GuardrailsPlugin:
         """
         self._policy = Policy.from_options(context.options)
         self._commands = CommandPolicy.from_options(context.options)
+        # Per-session state, made here for every protocol: the observers run for every session
+        # (SSH too), whatever the dialect.
+        # Prepared statements each session defined, by name: what an EXECUTE of it runs.
+        self._prepared: dict[str, dict[str, StatementFacts]] = {}
+        # Definitions (name -> facts, None to forget; "*" forgets all) of commands being decided.
+        self._pending: dict[tuple[str, int], list[tuple[str, StatementFacts | None]]] = {}
         connection = context.connection
         try:
             dialect = load_protocol(connection.protocol).dialect
@@ -153,10 +159,6 @@ class GuardrailsPlugin:
                 connection=connection.name,
             )
         self._dialect = dialect
-        # Prepared statements each session defined, by name: what an EXECUTE of it runs.
-        self._prepared: dict[str, dict[str, StatementFacts]] = {}
-        # Definitions (name -> facts, None to forget; "*" forgets all) of commands being decided.
-        self._pending: dict[tuple[str, int], list[tuple[str, StatementFacts | None]]] = {}
 
     @hookimpl
     def upstream_options(self, connection: ConnectionInfo) -> UpstreamOptions | None:

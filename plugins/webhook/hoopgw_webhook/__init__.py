@@ -63,6 +63,11 @@ def payload(review: ReviewRecord, event: str, *, include_statement: bool) -> dic
         what = f"a statement on {review.connection}"
         if include_statement:
             what += f": `{review.statement[:500]}`"
+            if review.parameters:
+                values = ", ".join(
+                    "NULL" if v is None else repr(v[:100]) for v in review.parameters[:20]
+                )
+                what += f" with parameters {values}"
     text = f"[hoopgw] review {review.id} {event.replace('_', ' ')}: {review.requester} asks {what}"
     text += f" ({review.reason})"
     if event == "requested":
@@ -90,6 +95,7 @@ def payload(review: ReviewRecord, event: str, *, include_statement: bool) -> dic
     }
     if include_statement:
         details["statement"] = review.statement
+        details["parameters"] = list(review.parameters)
     return {"text": text, "hoopgw": details}
 
 
@@ -204,7 +210,7 @@ class WebhookPlugin:
             name="include_statement",
             type=bool,
             default=True,
-            help="send the held statement's text",
+            help="send the held statement's text and its parameter values (masked as recorded)",
         ),
     )
     """What the plugin reads from its ``[connections.webhook]`` table."""

@@ -48,6 +48,7 @@ from hoopgw.verdicts import Block, Hold
 from hoopgw_mysql import messages as m
 from hoopgw_mysql import tracking as t
 from hoopgw_mysql.auth import CLEAR
+from hoopgw_mysql.parameters import LongData, ParameterTypes, execute_parameters
 from hoopgw_mysql.upstream import (
     READ_ONLY_STATEMENT,
     ProbeListener,
@@ -200,6 +201,10 @@ class ClientSession(protocol.Protocol):
         self._command_seq = 0
         self._statements: dict[int, str] = {}
         self._statement_params: dict[int, int] = {}
+        # What each statement's last forwarded execution bound (a later one may not send types)
+        # and the long data sent since: both are part of what an execution runs.
+        self._statement_types: dict[int, ParameterTypes] = {}
+        self._long_data: dict[int, dict[int, LongData]] = {}
         # Per statement id: why a plugin refused some of its COM_STMT_SEND_LONG_DATA (which
         # has no answer): its next execute is answered with that refusal instead.
         self._long_data_refused: dict[int, str] = {}
@@ -721,7 +726,11 @@ class ClientSession(protocol.Protocol):
         elif code == m.COM_STMT_PREPARE:
             text = payload[1:].decode("utf-8", "surrogateescape")
             command = Command(
-                session_id=self._session_id, seq=self._next_seq(), text=text, kind="parse"
+                session_id=self._session_id,
+                seq=self._next_seq(),
+                text=text,
+                kind="parse",
+                prepared_only=True,
             )
             self._decide(
                 command,
@@ -748,12 +757,19 @@ class ClientSession(protocol.Protocol):
                     ),
                 )
                 return
+            parameters, types = execute_parameters(
+                payload,
+                self._statement_params.get(statement, 0),
+                self._statement_types.get(statement),
+                self._long_data.get(statement, {}),
+            )
             command = Command(
                 session_id=self._session_id,
                 seq=self._next_seq(),
                 text=self._statements[statement],
                 kind="execute",
                 parameter_count=self._statement_params.get(statement, 0),
+                parameters=parameters,
                 statement_name=str(statement),
             )
             self._decide(
@@ -764,6 +780,7 @@ class ClientSession(protocol.Protocol):
                 ),
                 binary=True,
                 statement_id=statement,
+                forwarded=lambda: self._executed(statement, types),
             )
         elif code == m.COM_STMT_FETCH:
             statement = m.statement_id(payload)
@@ -787,6 +804,11 @@ class ClientSession(protocol.Protocol):
                 payload,
                 None,  # no answer
                 statement=statement,
+                forwarded=lambda: (
+                    self._long_data.setdefault(statement, {})
+                    .setdefault(param, LongData())
+                    .add(payload[7:])
+                ),
                 refused=lambda message: self._long_data_refused.setdefault(statement, message),
             )
         elif code == m.COM_STMT_CLOSE:
@@ -807,7 +829,7 @@ class ClientSession(protocol.Protocol):
                 payload,
                 t.SIMPLE,
                 statement=statement,
-                forwarded=lambda: self._long_data_refused.pop(statement, None),
+                forwarded=lambda: self._reset_long_data(statement),
             )
         elif code == m.COM_INIT_DB:
             name = payload[1:].decode("utf-8", "surrogateescape")
@@ -928,14 +950,30 @@ class ClientSession(protocol.Protocol):
         self._cursors.clear()
         self._statements.clear()
         self._statement_params.clear()
+        self._statement_types.clear()
+        self._long_data.clear()
         self._long_data_refused.clear()
 
     def _forget_statement(self, statement: int) -> None:
         """The target closed prepared statement ``statement``."""
         self._statements.pop(statement, None)
         self._statement_params.pop(statement, None)
+        self._statement_types.pop(statement, None)
+        self._long_data.pop(statement, None)
         self._cursors.pop(statement, None)
         self._long_data_refused.pop(statement, None)
+
+    def _executed(self, statement: int, types: ParameterTypes | None) -> None:
+        """An execution of ``statement`` was forwarded: the target keeps the types it bound
+        and has used up the long data sent before it."""
+        if types is not None:
+            self._statement_types[statement] = types
+        self._long_data.pop(statement, None)
+
+    def _reset_long_data(self, statement: int) -> None:
+        """COM_STMT_RESET was forwarded: the target dropped the statement's long data."""
+        self._long_data_refused.pop(statement, None)
+        self._long_data.pop(statement, None)
 
     def _changed(self) -> None:
         """After the reset: select the database the client asked for (a command like any)."""

@@ -24,7 +24,15 @@ from twisted.python.failure import Failure
 from hoopgw.errors import AccessDenied, AuthenticationError, PluginError
 from hoopgw.protocol import ConnectionRuntime
 from hoopgw.scram import DEFAULT_ITERATIONS, ScramVerifier
-from hoopgw.session import Column, Command, CommandOutcome, Identity, Output, SessionInfo
+from hoopgw.session import (
+    Column,
+    Command,
+    CommandOutcome,
+    Identity,
+    Output,
+    Parameter,
+    SessionInfo,
+)
 from hoopgw.transport import (
     READ_PAUSE_DECISION,
     READ_PAUSE_LOGIN,
@@ -38,6 +46,7 @@ from hoopgw.transport import (
 from hoopgw.verdicts import Block, Hold
 from hoopgw_postgres import messages as m
 from hoopgw_postgres.auth import ScramServer
+from hoopgw_postgres.parameters import bound_parameters
 from hoopgw_postgres.tracking import CommandProgress, Request, ResponseTracker
 from hoopgw_postgres.upstream import UpstreamConnection
 
@@ -117,6 +126,9 @@ class ClientSession(protocol.Protocol):
         self._current: CommandProgress | None = None
         self._statements: dict[str, str] = {}
         self._fresh_statements: set[str] = set()
+        self._statement_types: dict[str, tuple[int, ...]] = {}
+        # A Parse waiting for the next message, which may bind its values (_decide_parse).
+        self._parse_waiting: tuple[Any, Any] | None = None
         self._columns: list[Column] = []
         # Whether the current result's rows go through server_rows (else they stream as is).
         self._rows_wanted = self.chain.has_row_hooks
@@ -690,6 +702,9 @@ class ClientSession(protocol.Protocol):
         kind = frame.type
         if self._discard_until_sync and kind != b"S":
             return
+        if self._parse_waiting is not None:
+            self._decide_parse(frame)
+            return
         if kind == b"Q":
             text = m.Query.decode(frame.body).query
             self._statements.pop("", None)  # a simple Query drops the unnamed statement
@@ -698,31 +713,32 @@ class ClientSession(protocol.Protocol):
                 frame,
             )
         elif kind == b"P":
-            parse = m.Parse.decode(frame.body)
-            command = Command(
-                session_id=self._session_id,
-                seq=self._next_seq(),
-                text=parse.query,
-                kind="parse",
-                parameter_count=len(parse.param_oids),
-                statement_name=parse.name,
-            )
-            self._command(command, frame, statement=parse.name)
+            # Decided with the next message: when that is the Bind of this statement, the
+            # decision (and an approval) covers the values it binds too. The target answers
+            # nothing before a later message (Sync, Flush) either.
+            self._parse_waiting = (m.Parse.decode(frame.body), frame)
         elif kind == b"B":
             bind = m.Bind.decode(frame.body)
             if bind.statement not in self._fresh_statements:
                 # Re-running a statement prepared earlier (the unnamed one too, which lives
-                # until the next Parse of it): record each execution as a command.
+                # until the next Parse of it): record and decide each execution, with its values.
                 command = Command(
                     session_id=self._session_id,
                     seq=self._next_seq(),
                     text=self._statements.get(bind.statement, ""),
                     kind="execute",
                     parameter_count=len(bind.params),
+                    parameters=bound_parameters(
+                        bind.params,
+                        bind.param_formats,
+                        self._statement_types.get(bind.statement, ()),
+                    ),
                     statement_name=bind.statement,
                 )
                 self._command(command, frame, portal=bind.portal)
             else:
+                # The Bind its Parse was decided with; a second Bind is a new execution.
+                self._fresh_statements.discard(bind.statement)
                 self._forward(
                     frame, Request(kind="bind", progress=self._current, portal=bind.portal)
                 )
@@ -737,6 +753,7 @@ class ClientSession(protocol.Protocol):
             close = m.Close.decode(frame.body)
             if close.kind == "S":
                 self._statements.pop(close.name, None)
+                self._statement_types.pop(close.name, None)
             self._forward(
                 frame, Request(kind="close", portal=close.name if close.kind == "P" else None)
             )
@@ -764,6 +781,33 @@ class ClientSession(protocol.Protocol):
         else:
             self._fatal("08P01", f"unknown message type {kind!r}", log_it=True)
 
+    def _decide_parse(self, following: Any) -> None:
+        """Decide the waiting Parse, with the values of ``following`` when it is the Bind of
+        that statement; ``following`` is handled next, as it would have been."""
+        assert self._parse_waiting is not None
+        parse, frame = self._parse_waiting
+        self._parse_waiting = None
+        parameters: tuple[Parameter, ...] = ()
+        bound = False
+        if following.type == b"B":
+            bind = m.Bind.decode(following.body)
+            if bind.statement == parse.name:
+                bound = True
+                parameters = bound_parameters(bind.params, bind.param_formats, parse.param_oids)
+        self._inbox.appendleft(following)
+        command = Command(
+            session_id=self._session_id,
+            seq=self._next_seq(),
+            text=parse.query,
+            kind="parse",
+            parameter_count=len(parse.param_oids),
+            parameters=parameters,
+            statement_name=parse.name,
+            prepared_only=not bound,
+        )
+        self._statement_types[parse.name] = parse.param_oids
+        self._command(command, frame, statement=parse.name, bound=bound)
+
     def _next_seq(self) -> int:
         self._seq += 1
         return self._seq
@@ -775,7 +819,14 @@ class ClientSession(protocol.Protocol):
         statement: str | None = None,
         *,
         portal: str | None = None,
+        bound: bool = False,
     ) -> None:
+        """Decide ``command`` and forward ``frame`` if it is allowed.
+
+        :param statement: the name of the statement a Parse prepares.
+        :param bound: the Parse was decided with the values of the Bind that follows it, which
+            then passes undecided (once).
+        """
         assert self.session is not None
         # What the audit store keeps of the text (masked); the target still gets command.text.
         command = self.chain.recordable(self.session, command)
@@ -801,7 +852,10 @@ class ClientSession(protocol.Protocol):
             self._tracker.track(progress)
             if statement is not None:
                 self._statements[statement] = command.text
-                self._fresh_statements.add(statement)
+                if bound:
+                    self._fresh_statements.add(statement)
+                else:
+                    self._fresh_statements.discard(statement)
             kind = {"query": "query", "parse": "parse", "execute": "bind"}[command.kind]
             self._forward(frame, Request(kind=kind, progress=progress, portal=portal))
 

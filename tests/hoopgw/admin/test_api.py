@@ -107,11 +107,15 @@ class Api:
         validate(method, bare, status, payload)
         return status, payload
 
-    def hold(self, text: str = "DELETE FROM t") -> tuple[str, defer.Deferred[Any]]:
+    def hold(
+        self, text: str = "DELETE FROM t", parameters: tuple[Any, ...] = ()
+    ) -> tuple[str, defer.Deferred[Any]]:
+        import attrs
+
         session = make_session()
         decision = self.service.hold(
             session,
-            make_command(text),
+            attrs.evolve(make_command(text), parameters=parameters),
             Hold(reason="write: DELETE needs approval"),
             ReviewPolicy(approvers=("dba",)),
         )
@@ -169,6 +173,19 @@ def test_a_held_statement_is_listed_shown_and_approved(api: Api) -> None:
     assert isinstance(decision.result, Allow)
     status, again = api.call("POST", f"/api/reviews/{review_id}/deny", {"reason": "late"})
     assert status == 409 and "is approved" in again["error"]["message"]
+
+
+def test_a_review_shows_the_parameter_values_it_covers(api: Api) -> None:
+    from hoopgw.session import Parameter
+
+    review_id, _ = api.hold(
+        "DELETE FROM t WHERE id = $1 AND n = $2",
+        (Parameter(value=b"1", shown="1"), Parameter(value=None)),
+    )
+    status, shown = api.call("GET", f"/api/reviews/{review_id}")  # checked against OpenAPI
+    assert status == 200 and shown["parameters"] == ["1", None]
+    status, listed = api.call("GET", "/api/reviews")
+    assert listed["reviews"][0]["parameters"] == ["1", None]
 
 
 def test_own_and_unseen_reviews(api: Api) -> None:

@@ -187,7 +187,7 @@ def test_store_is_in_wal_mode_with_full_sync(store, path):
 
 def test_unopenable_file_is_a_store_error(tmp_path):
     with pytest.raises(StoreError):
-        SQLiteStore(str(tmp_path / "missing-dir" / "x.db"))
+        SQLiteStore(str(tmp_path / "missing-dir" / "missing-too" / "x.db"))
 
 
 def test_unmigrated_store_fails_with_store_error(path):
@@ -629,3 +629,89 @@ def test_key_repr_hides_hashes():
     text = repr(key())
     assert "abab" not in text
     assert "stored_key" not in text
+
+
+# -- file permissions (issue 14, class 10) ---------------------------------------------------
+
+
+@pytest.fixture
+def no_umask():
+    import os
+
+    old = os.umask(0)
+    yield
+    os.umask(old)
+
+
+def test_store_wal_shm_and_journal_are_private_whatever_the_umask(tmp_path, no_umask) -> None:
+    import os
+    import stat
+
+    from hoopgw.audit_journal import AuditJournal, journal_path
+
+    folder = tmp_path / "hoopgw"
+    path = folder / "hoopgw.db"
+    store = SQLiteStore(str(path))
+    store.migrate()
+    store.append([AuditEntry(kind="gateway_started", session_id="", time=1.0, data={})])
+    journal = AuditJournal(str(journal_path(f"sqlite:///{path}")))
+    try:
+        assert stat.S_IMODE(os.stat(folder).st_mode) == 0o700
+        for name in ("hoopgw.db", "hoopgw.db-wal", "hoopgw.db-shm", "hoopgw.db.audit-journal"):
+            assert stat.S_IMODE(os.stat(folder / name).st_mode) == 0o600, name
+    finally:
+        journal.close()
+        store.close()
+
+
+def test_an_existing_store_keeps_its_folder_mode(tmp_path, no_umask) -> None:
+    import os
+    import stat
+
+    folder = tmp_path / "shared"
+    folder.mkdir(mode=0o755)
+    os.chmod(folder, 0o755)
+    SQLiteStore(str(folder / "hoopgw.db")).close()
+    assert stat.S_IMODE(os.stat(folder).st_mode) == 0o755  # not ours to change
+    assert stat.S_IMODE(os.stat(folder / "hoopgw.db").st_mode) == 0o600
+
+
+@pytest.mark.parametrize(
+    ("target", "mode", "named"),
+    [
+        ("hoopgw.db", 0o644, "hoopgw.db"),
+        ("hoopgw.db", 0o620, "hoopgw.db"),
+        ("hoopgw.db-wal", 0o604, "hoopgw.db-wal"),
+        ("hoopgw.db.audit-journal", 0o640, "hoopgw.db.audit-journal"),
+        (".", 0o775, "folder"),
+        (".", 0o1777, "folder"),
+    ],
+)
+def test_a_store_others_can_read_or_write_is_refused(tmp_path, target, mode, named) -> None:
+    import os
+
+    from hoopgw.store import check_store_private
+
+    folder = tmp_path / "state"
+    folder.mkdir(mode=0o700)
+    path = folder / "hoopgw.db"
+    SQLiteStore(str(path)).close()
+    (folder / "hoopgw.db-wal").touch(mode=0o600)
+    (folder / "hoopgw.db.audit-journal").touch(mode=0o600)
+    url = f"sqlite:///{path}"
+    check_store_private(url)  # private: no complaint
+    os.chmod(folder / target, mode)
+    with pytest.raises(StoreError) as raised:
+        check_store_private(url)
+    message = str(raised.value)
+    where = folder if target == "." else folder / target
+    assert str(where) in message and oct(mode)[2:] in message
+    assert ("chmod 700" if target == "." else "chmod 600") in message, message
+    assert named in message
+
+
+def test_a_store_in_memory_or_not_yet_made_needs_no_check(tmp_path) -> None:
+    from hoopgw.store import check_store_private
+
+    check_store_private("sqlite:///:memory:")
+    check_store_private(f"sqlite:///{tmp_path / 'new.db'}")

@@ -107,11 +107,28 @@ def test_rerun_approval_lookup(store: SQLiteStore) -> None:
     usable = attrs.evolve(REVIEW, status="approved", valid_until=700.0)
     store.add_review(usable)
     kwargs = {"requester": "agent", "connection": "pg", "statement": "DELETE FROM t"}
-    assert store.find_rerun_approval(**kwargs, now=699.0) == usable
-    assert store.find_rerun_approval(**kwargs, now=700.0) is None
-    assert store.find_rerun_approval(**{**kwargs, "statement": "DELETE FROM u"}, now=1) is None
+    assert store.find_rerun_approvals(**kwargs, now=699.0) == [usable]
+    assert store.find_rerun_approvals(**kwargs, now=700.0) == []
+    assert store.find_rerun_approvals(**{**kwargs, "statement": "DELETE FROM u"}, now=1) == []
     store.replace_review(attrs.evolve(usable, used_at=300.0), expected_status="approved")
-    assert store.find_rerun_approval(**kwargs, now=400.0) is None
+    assert store.find_rerun_approvals(**kwargs, now=400.0) == []
+
+
+def test_rerun_approvals_match_the_parameter_values_too(store: SQLiteStore) -> None:
+    bound = attrs.evolve(
+        REVIEW,
+        status="approved",
+        valid_until=700.0,
+        statement="DELETE FROM t WHERE id = $1",
+        parameters=("1", None),
+    )
+    store.add_review(bound)
+    assert store.get_review(bound.id) == bound  # NULL and text values read back as written
+    kwargs = {"requester": "agent", "connection": "pg", "statement": bound.statement, "now": 1.0}
+    assert store.find_rerun_approvals(**kwargs, parameters=("1", None)) == [bound]
+    assert store.find_rerun_approvals(**kwargs, parameters=("2", None)) == []
+    assert store.find_rerun_approvals(**kwargs, parameters=("1", "")) == []
+    assert store.find_rerun_approvals(**kwargs) == []
 
 
 def test_votes_are_one_per_identity(store: SQLiteStore) -> None:

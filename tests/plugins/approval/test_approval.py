@@ -34,6 +34,7 @@ class World:
         options: dict[str, Any],
         *,
         guardrails: dict[str, Any] | None = None,
+        masking: dict[str, Any] | None = None,
         protocol: str = "postgres",
     ) -> None:
         self.clock = task.Clock()
@@ -58,6 +59,15 @@ class World:
                     GuardrailsPlugin(
                         self._context("guardrails", GuardrailsPlugin, guardrails, protocol)
                     ),
+                )
+            )
+        if masking is not None:
+            from hoopgw_masking import MaskingPlugin
+
+            plugins.append(
+                (
+                    "masking",
+                    MaskingPlugin(self._context("masking", MaskingPlugin, masking, protocol)),
                 )
             )
         plugins.append(
@@ -173,3 +183,46 @@ def test_a_protocol_command_is_not_held() -> None:
     )
     decision = world.client.chain.decide_command(session, command)
     assert decision.result == Allow()
+
+
+def test_reviewers_see_parameter_values_masked_as_the_record_is() -> None:
+    """With masking on, a held statement's parameter values reach the review masked; the
+    approval still binds the real values (issue 14, class 8)."""
+    import attrs
+
+    from hoopgw.session import Parameter
+
+    world = World({"review": ["write"], "approvers": ["dba"]}, masking={})
+    session = world.client.session
+    command = Command(
+        session_id=session.id,
+        seq=1,
+        text="UPDATE people SET email = $1 WHERE id = $2",
+        kind="parse",
+        parameter_count=2,
+        parameters=(
+            Parameter(value=b"alice@example.com", shown="alice@example.com"),
+            Parameter(value=b"7", shown="7"),
+        ),
+    )
+    command = world.client.chain.recordable(session, command)
+    decision = world.client.chain.decide_command(session, command)
+    review = world.pending()
+    assert "alice@example.com" not in repr(review.parameters)
+    assert review.parameters[1] == "7"
+    requested = [r.data for r in world.audit.records if r.kind == "review_requested"]
+    assert "alice@example.com" not in repr(requested)
+    world.clock.advance(301)
+    assert isinstance(decision.result, Block)
+    world.service.decide(review.id, ALICE, approve=True, reason="")
+    other = attrs.evolve(
+        command,
+        seq=2,
+        parameters=(
+            Parameter(value=b"bob@example.com", shown="bob@example.com"),
+            command.parameters[1],
+        ),
+    )
+    assert not world.client.chain.decide_command(session, other).called  # held again
+    rerun = attrs.evolve(command, seq=3)
+    assert isinstance(world.client.chain.decide_command(session, rerun).result, Allow)

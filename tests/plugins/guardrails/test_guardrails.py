@@ -85,6 +85,37 @@ def test_statement_options_on_a_protocol_without_a_dialect_are_refused_at_start_
         GuardrailsPlugin(context)  # type: ignore[arg-type]
 
 
+def test_ssh_sessions_keep_no_statement_state_and_observers_do_not_fail() -> None:
+    """On a protocol without statements (SSH) the per-session state exists too: the observers
+    that every command and every session end call must not fail (issue 14, class 13)."""
+    from twisted.internet import task
+    from twisted.logger import Logger
+
+    from hoopgw.plugin import PluginContext, validate_options
+    from hoopgw.testing import FakeAuditWriter, make_session
+
+    ssh = make_connection(protocol="ssh")
+    options = validate_options(
+        PLUGIN, GuardrailsPlugin.options, {"deny_commands": ["rm -rf /"]}, connection="test"
+    )
+    context = PluginContext(
+        connection=ssh,
+        options=options,
+        audit=FakeAuditWriter(),  # type: ignore[arg-type]
+        log=Logger(),
+        reactor=task.Clock(),
+    )
+    guardrails = GuardrailsPlugin(context)
+    session = make_session(connection=ssh)
+    command = Command(session_id=session.id, seq=1, text="rm -rf /", kind="exec")
+    assert isinstance(guardrails.client_command(session, command), Block)
+    guardrails.command_decided(session, command, Block(reason="denied"))
+    allowed = Command(session_id=session.id, seq=2, text="ls", kind="exec")
+    assert guardrails.client_command(session, allowed) is None
+    guardrails.command_decided(session, allowed, Allow())
+    guardrails.session_closed(session)
+
+
 # -- startup parameters --------------------------------------------------------------------------
 
 

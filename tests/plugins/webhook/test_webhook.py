@@ -213,3 +213,16 @@ def test_an_expired_access_request_can_be_sent(monkeypatch: pytest.MonkeyPatch) 
     instance.review_updated(REVIEW, "expired")
     body = json.loads(agent.requests[0][3])
     assert body["hoopgw"]["event"] == "expired"
+
+
+def test_a_statement_payload_carries_its_parameter_values_as_reviews_keep_them() -> None:
+    import attrs
+
+    review = attrs.evolve(
+        REVIEW, statement="DELETE FROM t WHERE id = $1 AND n = $2", parameters=("1", None)
+    )
+    sent = payload(review, "requested", include_statement=True)
+    assert sent["hoopgw"]["parameters"] == ["1", None]
+    assert "with parameters '1', NULL" in sent["text"]
+    hidden = payload(review, "requested", include_statement=False)
+    assert "parameters" not in hidden["hoopgw"] and "'1'" not in hidden["text"]

@@ -1081,3 +1081,82 @@ def test_a_reported_change_to_read_write_ends_a_read_only_session() -> None:
     client.server(m.ParameterStatus(name="default_transaction_read_only", value="off"))
     assert ("FATAL", "25006") in errors(client.received())
     assert client.closed
+
+
+# -- an approval covers the values a statement runs with (issue 14, class 8) ------------------
+
+
+class ValuePolicy:
+    """Refuses a command bound to a value; records each decided command's kind and values."""
+
+    def __init__(self, deny: bytes = b"2") -> None:
+        self.deny = deny
+        self.decided: list[tuple[str, tuple[Any, ...]]] = []
+        self.prepared_only: list[bool] = []
+
+    @hookimpl
+    def client_command(self, command: Any) -> Any:
+        self.prepared_only.append(command.prepared_only)
+        if any(p.value == self.deny for p in command.parameters):
+            return Block(reason="forbidden value")
+        return None
+
+    @hookimpl
+    def command_decided(self, command: Any) -> None:
+        values = tuple((p.value, p.format, p.type, p.shown) for p in command.parameters)
+        self.decided.append((command.kind, values))
+
+
+@pytest.mark.parametrize("split", [None, 1, 7])
+def test_a_parse_is_decided_with_the_values_its_bind_carries(split: int | None) -> None:
+    policy = ValuePolicy()
+    client = logged_in([("policy", policy)])
+    pipeline = (
+        m.Parse(name="", query="DELETE FROM t WHERE id = $1 AND n = $2", param_oids=(23,)).encode()
+        + m.Bind(
+            portal="", statement="", param_formats=(1, 0), params=(b"\0\0\0\x2a", None)
+        ).encode()
+        + m.Execute(portal="").encode()
+        + m.Sync().encode()
+    )
+    client.send(pipeline, split=split)
+    assert policy.decided == [("parse", ((b"\0\0\0\x2a", 1, "23", "42"), (None, 0, "0", None)))]
+    assert policy.prepared_only == [False]  # it runs: the Bind follows
+    assert client.upstream is not None and client.upstream.forwarded() == pipeline
+
+
+def test_a_second_bind_in_the_same_pipeline_is_decided_with_its_own_values() -> None:
+    policy = ValuePolicy()
+    client = logged_in([("policy", policy)])
+    client.send(
+        m.Parse(name="", query="DELETE FROM t WHERE id = $1").encode()
+        + m.Bind(portal="", statement="", params=(b"1",)).encode()
+        + m.Execute(portal="").encode()
+        + m.Bind(portal="", statement="", params=(b"2",)).encode()
+        + m.Execute(portal="").encode()
+        + m.Sync().encode()
+    )
+    assert [(kind, [v[0] for v in values]) for kind, values in policy.decided] == [
+        ("parse", [b"1"]),
+        ("execute", [b"2"]),
+    ]
+    binds = [message for message in upstream_messages(client) if isinstance(message, m.Bind)]
+    assert [bind.params for bind in binds] == [(b"1",)]  # the refused value never left
+
+
+def test_a_bind_after_a_describe_is_decided_with_its_values() -> None:
+    policy = ValuePolicy()
+    client = logged_in([("policy", policy)])
+    client.send(
+        m.Parse(name="s1", query="DELETE FROM t WHERE id = $1").encode()
+        + m.Describe(kind="S", name="s1").encode()
+        + m.Bind(portal="", statement="s1", params=(b"2",)).encode()
+        + m.Execute(portal="").encode()
+        + m.Sync().encode()
+    )
+    assert [(kind, [v[0] for v in values]) for kind, values in policy.decided] == [
+        ("parse", []),
+        ("execute", [b"2"]),
+    ]
+    assert policy.prepared_only == [True, False]
+    assert not any(isinstance(message, m.Bind) for message in upstream_messages(client))

@@ -103,6 +103,11 @@ class ResponseTracker:
         return self._queue[0] if self._queue else None
 
     @property
+    def barriers_seen(self) -> int:
+        """Number of ReadyForQuery messages the server sent so far."""
+        return self._barriers_seen
+
+    @property
     def next_barrier(self) -> int:
         """Number of the ReadyForQuery that will end what is forwarded next."""
         return self._barriers_sent + 1

@@ -36,6 +36,7 @@ AUTH_TIMEOUT = 30.0
 UPSTREAM_PARAMETERS = [
     m.ParameterStatus(name="server_version", value="15.20").encode(),
     m.ParameterStatus(name="client_encoding", value="UTF8").encode(),
+    m.ParameterStatus(name="standard_conforming_strings", value="on").encode(),
 ]
 
 
@@ -233,13 +234,14 @@ def test_login_with_cleartext_password_on_loopback() -> None:
         "AuthenticationOk",
         "ParameterStatus",
         "ParameterStatus",
+        "ParameterStatus",
         "BackendKeyData",
         "ReadyForQuery",
     ]
     assert received[1] == m.ParameterStatus(name="server_version", value="15.20")
     # The client gets the gateway's own cancel key, never the target's.
-    assert received[3] != m.BackendKeyData(pid=4242, key=b"srvk")
-    assert received[4] == m.ReadyForQuery(status="I")
+    assert received[4] != m.BackendKeyData(pid=4242, key=b"srvk")
+    assert received[5] == m.ReadyForQuery(status="I")
     assert len(client.gateway.sessions) == 1
     assert not client.closed
 

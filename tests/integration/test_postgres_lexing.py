@@ -1,0 +1,329 @@
+"""Settings that change how PostgreSQL lexes statement text, end to end (issue 14, class 1).
+
+A client that turns ``standard_conforming_strings`` off, or switches ``client_encoding`` to an
+encoding whose multibyte characters hide a backslash, makes the server read a statement that
+guardrails judged as one harmless SELECT as a SELECT and a DELETE. Each route to such a state
+(``SET``, ``set_config()`` anywhere, a function, startup parameters, ``options``, role and
+database defaults) is tried through the real gateway under ``agent-readonly``, followed by the
+statement that would empty the canary; the canary is counted directly on the target.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from hoopgw_postgres import messages as m
+from psycopg import sql
+
+pytestmark = pytest.mark.integration
+
+ROWS = 5
+# One statement either way: with standard_conforming_strings=on a SELECT of two strings; with
+# off, ``\'`` escapes the quote and the CTE that empties the canary becomes code.
+SCS_ATTACK = (
+    b"WITH x AS (SELECT 'a\\' || ') , d AS (DELETE FROM canary RETURNING 1) SELECT 1 --') SELECT 1"
+)
+# A character whose UTF-8 bytes end in a lead byte of the encoding, which then takes the
+# backslash after it as its second byte: E'..\' is one string in UTF-8, a closed string
+# followed by a DELETE in the encoding.
+HIDING_CHARACTERS = {
+    "SJIS": b"\xc2\x81",
+    "SHIFT_JIS_2004": b"\xc2\x81",
+    "BIG5": b"\xe0\xa1\xa1",
+    "GBK": b"\xe0\xa0\x81",
+    "GB18030": b"\xe0\xa0\x81",
+}
+
+
+def encoding_attack(encoding: str) -> bytes:
+    return (
+        b"WITH x AS (SELECT E'" + HIDING_CHARACTERS[encoding] + b"\\') ,"
+        b" d AS (DELETE FROM canary RETURNING 1) SELECT 1 --') SELECT 1"
+    )
+
+
+@pytest.fixture
+def canary(pg_server: Any, pg_database: str) -> Iterator[psycopg.Connection[Any]]:
+    """A superuser connection to the test database, which holds ``canary`` with 5 rows."""
+    params = {"host": pg_server.host, "port": pg_server.port, "user": "postgres"}
+    with psycopg.connect(**params, dbname=pg_database, autocommit=True) as conn:
+        conn.execute("CREATE TABLE canary (id int PRIMARY KEY, note text)")
+        conn.execute("INSERT INTO canary SELECT g, 'row ' || g FROM generate_series(1, 5) g")
+        conn.execute(
+            "CREATE FUNCTION flip() RETURNS text LANGUAGE sql"
+            " AS $$ SELECT set_config('standard_conforming_strings', 'off', false) $$"
+        )
+        yield conn
+
+
+def rows(canary: psycopg.Connection[Any]) -> int:
+    return int(canary.execute("SELECT count(*) FROM canary").fetchone()[0])
+
+
+@pytest.fixture
+def login(gateway: Any, pg_database: str) -> Any:
+    """A gateway with recording and ``agent-readonly`` guardrails; a conninfo factory."""
+    running = gateway(
+        plugins=["recording", "guardrails"],
+        connection={"client_tls": "disabled", "guardrails": {"preset": "agent-readonly"}},
+    )
+    key = running.create_key("agent", ["agents"])
+
+    class Login:
+        gw = running
+
+        @staticmethod
+        def conninfo(**extra: str) -> str:
+            params = {
+                "host": running.host,
+                "port": str(running.port),
+                "user": "agent",
+                "password": key,
+                "dbname": pg_database,
+                "sslmode": "disable",
+                **extra,
+            }
+            return psycopg.conninfo.make_conninfo(**params)
+
+    return Login
+
+
+def run_raw(conn: psycopg.Connection[Any], *texts: bytes) -> list[tuple[str, str]]:
+    """Send each text as one simple Query, as bytes; ``(sqlstate, message)`` of each error.
+
+    Stops at the first text the connection no longer carries (the gateway ended it)."""
+    pgconn = conn.pgconn
+    failures = []
+    for text in texts:
+        if pgconn.status != psycopg.pq.ConnStatus.OK:
+            break
+        pgconn.send_query(text)
+        while (result := pgconn.get_result()) is not None:
+            if result.status == psycopg.pq.ExecStatus.FATAL_ERROR:
+                failures.append(
+                    (
+                        (result.error_field(psycopg.pq.DiagnosticField.SQLSTATE) or b"").decode(),
+                        (result.error_message or b"").decode("utf-8", "replace"),
+                    )
+                )
+            if pgconn.status != psycopg.pq.ConnStatus.OK:
+                break
+    return failures
+
+
+def ended_sessions(login: Any) -> list[dict[str, Any]]:
+    """The recorded sessions once every one has ended (recording is asynchronous)."""
+    deadline = time.monotonic() + 10
+    while True:
+        listed = login.gw.cli("sessions", "list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        found = list(json.loads(listed.stdout))
+        if (found and all(s["ended_at"] for s in found)) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+# -- standard_conforming_strings -----------------------------------------------------------------
+
+SCS_ROUTES = [
+    b"SET standard_conforming_strings = off",
+    b"SET SESSION standard_conforming_strings TO 'off'",
+    b"BEGIN; SET LOCAL standard_conforming_strings = false",
+    b"SELECT set_config('standard_conforming_strings', 'off', false)",
+    b"SELECT 1 WHERE set_config('standard_conforming_strings', 'off', false) IS NOT NULL",
+    b"BEGIN; SELECT count(*) FROM"
+    b" (SELECT pg_catalog.set_config('standard_conforming_strings', '0', true)) s",
+    b"SELECT flip()",
+]
+
+
+def test_standard_conforming_strings_off_never_lets_a_hidden_delete_run(
+    login: Any, canary: psycopg.Connection[Any]
+) -> None:
+    for route in SCS_ROUTES:
+        with psycopg.connect(login.conninfo(), autocommit=True) as conn:
+            failures = run_raw(conn, route, SCS_ATTACK)
+            ended = conn.pgconn.status != psycopg.pq.ConnStatus.OK
+        assert rows(canary) == ROWS, route
+        # The server's report of the new value ends the session, naming the setting.
+        assert ended, route
+        assert any("standard_conforming_strings=off is refused" in e for _, e in failures), route
+    sessions = ended_sessions(login)
+    assert len(sessions) == len(SCS_ROUTES)
+    for session in sessions:
+        assert "standard_conforming_strings=off is refused" in session["end_reason"]
+
+
+def test_the_server_lexes_a_whole_query_string_before_running_any_of_it(
+    login: Any, canary: psycopg.Connection[Any]
+) -> None:
+    # Why a SET in the same Query string cannot desync: the target raw-parses the whole
+    # string with the settings in force, then runs it (checked here without the gateway).
+    canary.execute("BEGIN")
+    canary.pgconn.send_query(b"SET LOCAL standard_conforming_strings = off; " + SCS_ATTACK)
+    while canary.pgconn.get_result() is not None:
+        pass
+    assert rows(canary) == ROWS
+    canary.execute("ROLLBACK")
+    with psycopg.connect(login.conninfo(), autocommit=True) as conn:
+        run_raw(conn, b"SET standard_conforming_strings = off; " + SCS_ATTACK, SCS_ATTACK)
+    assert rows(canary) == ROWS
+
+
+def _pipelined(login: Any, pg_database: str, wire_client: Any, payload: bytes) -> list[Any]:
+    client = wire_client(login.gw.host, login.gw.port)
+    key = psycopg.conninfo.conninfo_to_dict(login.conninfo())["password"]
+    assert client.login(user="agent", database=pg_database, password=key)[-1].type == b"Z"
+    client.send(payload)
+    return list(client.receive_until(b"Z"))
+
+
+def test_a_pipelined_query_waits_for_the_report_of_the_one_before(
+    login: Any, pg_database: str, canary: psycopg.Connection[Any], wire_client: Any
+) -> None:
+    payload = (
+        m.Query(query="SET standard_conforming_strings = off").encode()
+        + m.Query(query=SCS_ATTACK.decode()).encode()
+    )
+    received = _pipelined(login, pg_database, wire_client, payload)
+    assert rows(canary) == ROWS
+    fatal = [msg.fields() for msg in received if msg.type == b"E"]
+    assert fatal and "standard_conforming_strings=off is refused" in fatal[-1]["M"]
+
+
+@pytest.mark.parametrize("synced", [False, True], ids=["one-sync", "sync-between"])
+def test_an_extended_pipeline_is_never_judged_with_a_stale_state(
+    login: Any, pg_database: str, canary: psycopg.Connection[Any], wire_client: Any, synced: bool
+) -> None:
+    def run(text: str) -> bytes:
+        return (
+            m.Parse(name="", query=text).encode()
+            + m.Bind(portal="", statement="").encode()
+            + m.Execute(portal="").encode()
+        )
+
+    middle = m.Sync().encode() if synced else b""
+    payload = (
+        run("SET standard_conforming_strings = off")
+        + middle
+        + run(SCS_ATTACK.decode())
+        + m.Sync().encode()
+    )
+    received = _pipelined(login, pg_database, wire_client, payload)
+    assert rows(canary) == ROWS
+    errors = [msg.fields()["M"] for msg in received if msg.type == b"E"]
+    if synced:
+        # The SET is committed at the Sync: its report ends the session before the next text
+        # (which waited for it) is judged.
+        assert "standard_conforming_strings=off is refused" in errors[-1]
+    else:
+        # The server would only report the change after reading the next text: refused, which
+        # also rolls the SET back with the pipeline's implicit transaction.
+        assert "send Sync before it" in errors[-1]
+        assert received[-1].type == b"Z"
+
+
+# -- client_encoding -----------------------------------------------------------------------------
+
+
+ENCODING_ROUTES = [
+    "SET client_encoding = '{}'",
+    "SET NAMES '{}'",
+    "SELECT length(set_config('client_encoding', '{}', false))",
+]
+
+
+def test_an_encoding_that_hides_a_backslash_is_refused(
+    login: Any, canary: psycopg.Connection[Any]
+) -> None:
+    for encoding in sorted(HIDING_CHARACTERS):
+        for route in ENCODING_ROUTES:
+            text = route.format(encoding).encode()
+            with psycopg.connect(login.conninfo(), autocommit=True) as conn:
+                failures = run_raw(conn, text, encoding_attack(encoding))
+                ended = conn.pgconn.status != psycopg.pq.ConnStatus.OK
+            assert rows(canary) == ROWS, text
+            assert ended, text
+            assert any(f"client_encoding={encoding} is refused" in e for _, e in failures), text
+
+
+def _login_refused(login: Any, canary: psycopg.Connection[Any], attack: bytes, **extra: str) -> str:
+    """Connect with ``extra`` connection parameters and, if that works, try ``attack``."""
+    try:
+        conn = psycopg.connect(login.conninfo(**extra), autocommit=True)
+    except psycopg.OperationalError as exc:
+        message = str(exc)
+    else:
+        with conn:
+            run_raw(conn, attack)
+        message = ""
+    assert rows(canary) == ROWS
+    return message
+
+
+def test_startup_parameters_and_options_are_refused(
+    login: Any, canary: psycopg.Connection[Any]
+) -> None:
+    for options in (
+        "-c standard_conforming_strings=off",
+        "--standard-conforming-strings=off",
+        "-cstandard_conforming_strings=no",
+    ):
+        message = _login_refused(login, canary, SCS_ATTACK, options=options)
+        assert "standard_conforming_strings=off is refused by the gateway" in message, options
+    for encoding, extra in (
+        ("SJIS", {"client_encoding": "SJIS"}),
+        ("BIG5", {"options": "-c client_encoding=BIG5"}),
+        ("GBK", {"options": "--client_encoding=gbk"}),
+    ):
+        message = _login_refused(login, canary, encoding_attack(encoding), **extra)
+        assert f"client_encoding={encoding} is refused by the gateway" in message, extra
+
+
+def test_role_and_database_defaults_are_refused_at_the_next_login(
+    login: Any, canary: psycopg.Connection[Any], pg_database: str
+) -> None:
+    db = sql.Identifier(pg_database)
+    canary.execute(sql.SQL("ALTER DATABASE {} SET client_encoding = 'GBK'").format(db))
+    message = _login_refused(login, canary, encoding_attack("GBK"))
+    assert "client_encoding=GBK is refused" in message
+    canary.execute(sql.SQL("ALTER DATABASE {} RESET client_encoding").format(db))
+    canary.execute(
+        sql.SQL("ALTER ROLE postgres IN DATABASE {} SET standard_conforming_strings = off").format(
+            db
+        )
+    )
+    message = _login_refused(login, canary, SCS_ATTACK)
+    assert "standard_conforming_strings=off is refused" in message
+    reasons = sorted(session["end_reason"] for session in ended_sessions(login))
+    assert len(reasons) == 2
+    assert "client_encoding=GBK is refused" in reasons[0]
+    assert "standard_conforming_strings=off is refused" in reasons[1]
+
+
+# -- safe encodings keep working ------------------------------------------------------------------
+
+
+def test_a_latin1_client_is_judged_and_recorded_in_its_own_encoding(
+    login: Any, canary: psycopg.Connection[Any]
+) -> None:
+    with psycopg.connect(login.conninfo(client_encoding="LATIN1"), autocommit=True) as conn:
+        assert conn.execute("SELECT 'café' || %s", ("ü",)).fetchone() == ("caféü",)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("DELETE FROM canary WHERE note = 'é'")
+        conn.execute("SET client_encoding = 'WIN1252'")
+        assert conn.execute("SELECT '€ \\ ' AS v").fetchone() == ("€ \\ ",)
+        conn.execute("RESET client_encoding")
+        assert conn.execute("SELECT 'ñ'").fetchone() == ("ñ",)
+    assert rows(canary) == ROWS
+    [session] = ended_sessions(login)
+    shown = login.gw.cli("sessions", "show", session["id"], "--json")
+    texts = [c["text"] for c in json.loads(shown.stdout)["commands"]]
+    assert "SELECT 'café' || $1" in texts
+    assert "SELECT '€ \\ ' AS v" in texts
+    assert "SELECT 'ñ'" in texts

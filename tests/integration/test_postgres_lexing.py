@@ -18,6 +18,10 @@ from typing import Any
 import psycopg
 import pytest
 from hoopgw_postgres import messages as m
+from hoopgw_postgres.analysis import PostgresDialect
+from hoopgw_postgres.lexing import LexingRefused, LexingState, lexes_alike
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 from psycopg import sql
 
 pytestmark = pytest.mark.integration
@@ -334,3 +338,129 @@ def test_a_latin1_client_is_judged_and_recorded_in_its_own_encoding(
     assert "SELECT 'café' || $1" in texts
     assert "SELECT '€ \\ ' AS v" in texts
     assert "SELECT 'ñ'" in texts
+
+
+# -- property: the gateway's split is the server's -----------------------------------------------
+
+# Pieces of string content chosen to confuse a lexer: quotes, backslashes, statement ends,
+# comment and dollar-quote starts, hidden writes, and non-ASCII characters.
+_PIECES = [
+    "a",
+    " ",
+    "\\",
+    "\\\\",
+    "''",
+    ";",
+    "--",
+    "/*",
+    "*/",
+    "$",
+    "$$",
+    "$q$",
+    "\n",
+    "E'",
+    '"',
+    "é",
+    "ü",
+    "€",
+    "ア",
+    "; INSERT INTO canary DEFAULT VALUES; --",
+    "; INSERT INTO canary(note) VALUES ('pwn'); --",
+]
+_content = st.lists(st.sampled_from(_PIECES), max_size=8).map("".join)
+_literal = st.one_of(
+    _content.map(lambda c: "'" + c.replace("'", "''") + "'"),
+    _content.map(lambda c: "E'" + c.replace("\\", "\\\\").replace("'", "\\'") + "'"),
+    _content.filter(lambda c: "$$" not in c and not c.endswith("$")).map(lambda c: f"$${c}$$"),
+    _content.filter(lambda c: "$q$" not in c).map(lambda c: f"$q${c}$q$"),
+    _content,  # raw: may break the statement, or hide one
+)
+_statement = st.one_of(
+    st.lists(_literal, min_size=1, max_size=3).map(lambda parts: "SELECT " + " || ".join(parts)),
+    _literal.map(lambda value: f"INSERT INTO canary(note) VALUES ({value})"),
+)
+_separator = st.sampled_from([";", "; ", ";\n", "; -- note\n", ";/* note */", " ;; "])
+_text = st.tuples(
+    st.lists(st.tuples(_statement, _separator), min_size=1, max_size=3),
+    st.one_of(st.just(""), _content.map(lambda c: "-- " + c.replace("\n", " "))),
+).map(lambda t: "".join(s + sep for s, sep in t[0]) + t[1])
+
+# Every client encoding the gateway accepts that this UTF-8 database converts from.
+_ENCODINGS = {
+    "UTF8": "utf-8",
+    "LATIN1": "latin-1",
+    "WIN1252": "cp1252",
+    "EUC_JP": "euc_jp",
+    "SQL_ASCII": "utf-8",
+}
+
+
+def _server_runs(conn: psycopg.Connection[Any], raw: bytes) -> tuple[int, bool, int]:
+    """Statements the server completed for ``raw``, whether it failed, and the canary rows it
+    inserted; everything is rolled back."""
+    pgconn = conn.pgconn
+    pgconn.exec_(b"BEGIN")
+    pgconn.send_query(raw)
+    completed, failed = 0, False
+    while (result := pgconn.get_result()) is not None:
+        if result.status in (psycopg.pq.ExecStatus.COMMAND_OK, psycopg.pq.ExecStatus.TUPLES_OK):
+            completed += 1
+        elif result.status == psycopg.pq.ExecStatus.FATAL_ERROR:
+            failed = True
+    inserted = 0
+    if not failed:
+        counted = pgconn.exec_(b"SELECT count(*) FROM canary")
+        inserted = int(counted.get_value(0, 0) or b"0")
+    pgconn.exec_(b"ROLLBACK")
+    return completed, failed, inserted
+
+
+def test_the_gateways_split_is_the_servers_in_every_allowed_state(
+    pg_server: Any, pg_database: str
+) -> None:
+    """Random statement texts, lexed by the gateway's state and by the server (issue 14, "Done
+    when"): wherever the gateway can judge a text, the server runs exactly the statements the
+    gateway saw. Texts that lex alike in every state (what the gateway judges while an earlier
+    command may still change the state) are also run with standard_conforming_strings=off and
+    in SJIS, the states such a command could bring."""
+    params = {"host": pg_server.host, "port": pg_server.port, "user": "postgres"}
+    dialect = PostgresDialect()
+    checked: list[bool] = []
+    with (
+        psycopg.connect(**params, dbname=pg_database, autocommit=True) as conn,
+        psycopg.connect(**params, dbname=pg_database, autocommit=True) as other,
+    ):
+        conn.execute("CREATE TABLE canary (id int, note text)")
+        other.pgconn.exec_(b"SET standard_conforming_strings = off")
+        other.pgconn.exec_(b"SET client_encoding = 'SJIS'")
+
+        @settings(max_examples=300, deadline=None, derandomize=True, database=None)
+        @given(text=_text, encoding=st.sampled_from(sorted(_ENCODINGS)))
+        def check(text: str, encoding: str) -> None:
+            try:
+                raw = text.encode(_ENCODINGS[encoding])
+            except UnicodeEncodeError:
+                assume(False)
+            conn.pgconn.exec_(f"SET client_encoding = '{encoding}'".encode())
+            try:
+                decoded = LexingState(client_encoding=encoding).decode(raw)
+            except LexingRefused:
+                return  # refused by the gateway: nothing runs
+            analysis = dialect.analyze(decoded)
+            statements = len(analysis.statements)
+            inserts = sum(1 for s in analysis.statements if s.kind == "InsertStmt")
+            for session in [conn, other] if lexes_alike(raw) else [conn]:
+                completed, failed, inserted = _server_runs(session, raw)
+                detail = (text, encoding, session is other, analysis.error)
+                if not analysis.parseable:
+                    # Refused by the gateway; the server would not have run it either.
+                    assert inserted == 0 and (failed or completed == 0), detail
+                    continue
+                assert inserted <= inserts, detail
+                if not failed:
+                    assert (completed, inserted) == (statements, inserts), detail
+            checked.append(analysis.parseable)
+
+        check()
+    # The generator reaches both sides of the question.
+    assert 50 < sum(checked) < len(checked)

@@ -91,6 +91,19 @@ CODECS = {"UTF8": "utf-8", "SQL_ASCII": "", **_SINGLE_BYTE, **_MULTIBYTE}
 
 # Bytes with the high bit set: what remains of a text after deleting them is its ASCII skeleton.
 _HIGH_BYTES = bytes(range(0x80, 0x100))
+
+
+def _keeps_ascii(codec: str) -> bool:
+    """Whether ``codec`` decodes byte by byte, every ASCII byte as itself and every other
+    byte as a non-ASCII character: then no text needs its ASCII skeleton checked."""
+    decoded = bytes(range(0x100)).decode(codec, "surrogateescape")
+    return len(decoded) == 0x100 and all(
+        (ord(c) < 0x80) == (i < 0x80) for i, c in enumerate(decoded)
+    )
+
+
+# Checked once here rather than trusted: the single-byte codecs, and UTF-8 by its design.
+_ASCII_KEEPING = {"utf-8"} | {codec for codec in _SINGLE_BYTE.values() if _keeps_ascii(codec)}
 # A dollar-quote opening tag holding a non-ASCII character (an over-approximation: anywhere in
 # the text, strings and comments included). The end of a dollar-quoted string is found by
 # comparing tags, and two different tags may become equal (or equal tags different) through an
@@ -184,7 +197,9 @@ class LexingState:
                 f"the statement has bytes that are not valid in client_encoding"
                 f" {self.client_encoding}"
             ) from None
-        if codec != "utf-8" and text.encode("ascii", "ignore") != raw.translate(None, _HIGH_BYTES):
+        if codec not in _ASCII_KEEPING and text.encode("ascii", "ignore") != raw.translate(
+            None, _HIGH_BYTES
+        ):
             raise LexingRefused(
                 f"the statement cannot be read exactly in client_encoding {self.client_encoding}"
             )

@@ -1204,3 +1204,35 @@ def test_a_text_with_a_tag_that_may_compare_differently_is_refused() -> None:
     client.send(b"Q" + (len(text) + 5).to_bytes(4, "big") + text + b"\0")
     assert upstream_messages(client) == [m.Query(query=REFUSED_STATEMENT)]
     assert policy.completed[-1][1:] == ("blocked", "0A000")
+
+
+def test_messages_behind_a_held_text_keep_their_order() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(
+        m.Query(query="SELECT 1").encode()
+        + m.Query(query="SELECT 'ö'").encode()
+        + m.Query(query="SELECT 2").encode()
+        + m.Terminate().encode()
+    )
+    # "SELECT 2" reads alike in every state, but it may not overtake the text before it.
+    assert upstream_messages(client) == [m.Query(query="SELECT 1")]
+    assert not client.closed
+    client.server(m.CommandComplete(tag="SELECT 1"), m.ReadyForQuery(status="I"))
+    assert upstream_messages(client) == [
+        m.Query(query="SELECT 1"),
+        m.Query(query="SELECT 'ö'"),
+        m.Query(query="SELECT 2"),
+        m.Terminate(),
+    ]
+    assert [text for text, _ in policy.decided] == ["SELECT 1", "SELECT 'ö'", "SELECT 2"]
+
+
+def test_a_client_leaving_while_a_text_is_held_ends_the_session() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(m.Query(query="SELECT 1").encode() + m.Query(query="SELECT 'ö'").encode())
+    client.session.connectionLost()
+    assert client.upstream is not None and client.upstream.closed
+    assert policy.closed == ["client closed"]
+    assert [text for text, _ in policy.decided] == ["SELECT 1"]

@@ -179,8 +179,9 @@ class LexingState:
 
         Bytes that are not valid in the encoding are kept as lone surrogates (as
         ``surrogateescape`` does), which no parser accepts: the server rejects such a text too.
-        A UTF-8 or ``SQL_ASCII`` database read as ``SQL_ASCII`` is decoded as UTF-8, what such
-        databases hold in practice; it is the recorded spelling only, the lexing is the same.
+        When no side converts (a ``SQL_ASCII`` client of a ``SQL_ASCII`` database), the bytes
+        are decoded as UTF-8, what such databases hold in practice: that choice changes the
+        recorded spelling only, never where a token ends.
 
         :raises LexingRefused: the decoded text would not lex as the server lexes the bytes: its
             ASCII characters differ from the ASCII bytes of ``raw`` (a codec that disagrees

@@ -135,10 +135,12 @@ class ResponseTracker:
         head = self._queue[0]
         if msg_type == 0x45:  # 'E' ErrorResponse
             if head.kind not in BARRIERS:
-                # Extended protocol: the server now skips everything up to the next Sync.
+                # Extended protocol: the server now skips everything up to the next Sync, a
+                # simple Query included, whose ReadyForQuery therefore never comes.
                 self._queue.popleft()
                 while self._queue and self._queue[0].kind != "sync":
-                    self._queue.popleft()
+                    if self._queue.popleft().kind == "query":
+                        self._barriers_seen += 1
             return Attribution(head, [])
         if msg_type in _COMPLETES[head.kind]:
             self._queue.popleft()

@@ -1236,3 +1236,19 @@ def test_a_client_leaving_while_a_text_is_held_ends_the_session() -> None:
     assert client.upstream is not None and client.upstream.closed
     assert policy.closed == ["client closed"]
     assert [text for text, _ in policy.decided] == ["SELECT 1"]
+
+
+def test_a_query_the_server_skips_after_a_pipeline_error_does_not_hold_later_texts() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(
+        m.Parse(name="", query="SELEC 1").encode()
+        + m.Query(query="SELECT 1").encode()
+        + m.Sync().encode()
+    )
+    client.server(m.error_response("ERROR", "42601", "syntax error"), m.ReadyForQuery(status="I"))
+    client.send(m.Query(query="SELECT 2").encode())
+    client.server(m.CommandComplete(tag="SELECT 1"), m.ReadyForQuery(status="I"))
+    # Counting the skipped Query as still pending would hold this text for ever.
+    client.send(m.Query(query="SELECT 'ö'").encode())
+    assert upstream_messages(client)[-1] == m.Query(query="SELECT 'ö'")

@@ -206,3 +206,21 @@ def test_head_is_the_request_a_data_row_answers():
     assert tracker.attribute(ord("D")).request is execute  # the same answer, the long way
     tracker.attribute(ord("C"))
     assert tracker.head is sync
+
+
+def test_a_query_skipped_after_a_pipeline_error_counts_as_a_barrier_passed() -> None:
+    # PostgreSQL ignores every message up to Sync after an extended-protocol error, a simple
+    # Query too: no ReadyForQuery answers it, yet later barriers keep their numbers.
+    tracker = ResponseTracker()
+    tracker.expect(Request(kind="parse"))
+    skipped = progress(tracker.next_barrier, "skipped")
+    tracker.expect(Request(kind="query", progress=skipped))
+    tracker.track(skipped)
+    after = progress(tracker.next_barrier, "after")
+    tracker.expect(Request(kind="execute", progress=after))
+    tracker.track(after)
+    tracker.expect(Request(kind="sync"))
+    assert kinds(tracker, b"E") == ["parse"]
+    assert tracker.attribute(ord("Z")).completed == [skipped, after]
+    assert tracker.barriers_seen == tracker.next_barrier - 1
+    assert tracker.idle

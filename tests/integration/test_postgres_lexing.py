@@ -253,6 +253,31 @@ def test_an_extended_pipeline_is_never_judged_with_a_stale_state(
         assert received[-1].type == b"Z"
 
 
+def test_a_copy_through_the_extended_protocol_keeps_the_session_in_step(
+    recorded_gateway: Any, wire_client: Any
+) -> None:
+    # libpq sends Parse/Bind/Execute/Sync at once; the server ignores a Sync in copy-in mode and
+    # answers the one libpq sends after CopyDone. A gateway that waited for the first would hold
+    # every later text that needs the lexing state for ever.
+    login = recorded_gateway
+    client = wire_client(login.gateway.host, login.gateway.port)
+    client.login(user=login.identity, database=login.database, password=login.key)
+    assert client.query("CREATE TEMP TABLE c (x int)")[-1].type == b"Z"
+    client.send(
+        m.Parse(name="", query="COPY c FROM STDIN").encode()
+        + m.Bind(portal="", statement="").encode()
+        + m.Execute(portal="").encode()
+        + m.Sync().encode()
+    )
+    assert client.receive_until(b"G")[-1].type == b"G"
+    client.send(m.CopyData(data=b"1\n").encode() + m.CopyDone().encode() + m.Sync().encode())
+    assert [msg.type for msg in client.receive_until(b"Z")] == [b"C", b"Z"]
+    assert client.query("SELECT 1")[-1].type == b"Z"
+    answer = client.query("SELECT 'é' || count(*) FROM c")
+    assert [msg.type for msg in answer] == [b"T", b"D", b"C", b"Z"]
+    assert "é1".encode() in answer[1].body
+
+
 # -- client_encoding -----------------------------------------------------------------------------
 
 

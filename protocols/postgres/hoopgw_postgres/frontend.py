@@ -52,11 +52,6 @@ DROPPED_PARAMETERS = frozenset({"user", "password", "replication"})
 # runs nothing, fails the transaction exactly as a real error would, and answers in order.
 REFUSED_STATEMENT = "hoopgw refused the statement"
 
-# Requests that may run code, and so may change a lexing setting (set_config() can be called by
-# any function, trigger or operator): until the ReadyForQuery that ends them, the server's
-# lexing state is not known.
-_RUNS_CODE = frozenset({"query", "parse", "bind", "execute"})
-
 # SQLSTATE of a statement or session refused because the gateway cannot lex it exactly.
 LEXING_REFUSED = "0A000"
 
@@ -135,11 +130,9 @@ class ClientSession(protocol.Protocol):
         self._auth_timer: Any = None
         self._gate: ReadGate | None = None
         self._read_ahead = 0
-        # How the server lexes statement text, from its own ParameterStatus reports.
+        # How the server lexes statement text, from its own ParameterStatus reports; it is
+        # known while the tracker is settled (see _statement).
         self._lexing = LexingTracker()
-        # Number of the ReadyForQuery after which the lexing state is known again (see
-        # _lexing_known); a text that lexes differently in another state waits for it.
-        self._lexing_known_at = 0
         self._held = False  # a statement waits for the lexing state; do not process the inbox
 
     # -- Twisted events ----------------------------------------------------------------------
@@ -746,12 +739,6 @@ class ClientSession(protocol.Protocol):
         else:
             self._fatal("08P01", f"unknown message type {kind!r}", log_it=True)
 
-    @property
-    def _lexing_known(self) -> bool:
-        """Whether the server has reported the outcome of everything forwarded that may have
-        changed a lexing setting (its ReadyForQuery arrived)."""
-        return self._tracker.barriers_seen >= self._lexing_known_at
-
     def _statement(self, frame: Any) -> None:
         """A Query or Parse: read its text as the server will, then judge it.
 
@@ -769,8 +756,8 @@ class ClientSession(protocol.Protocol):
         raw = query.encode("utf-8", "surrogateescape")  # the bytes as the client sent them
         refusal = ""
         text = query
-        if not self._lexing_known and not lexes_alike(raw):
-            if self._tracker.next_barrier > self._lexing_known_at:
+        if not self._tracker.settled and not lexes_alike(raw):
+            if self._tracker.settling:
                 self._inbox.appendleft(frame)
                 self._held = True
                 self._read_ahead = 0
@@ -897,6 +884,8 @@ class ClientSession(protocol.Protocol):
             self._send_upstream(poison, Request(kind="query", replace_error=error))
 
     def _copy_from_client(self, frame: Any) -> None:
+        if frame.type in (b"c", b"f"):
+            self._tracker.copy_ended()  # the server heeds Sync again
         if frame.type == b"d" and self.chain.has_input_hooks:
             output = Output("copy", {"data": bytes(frame.body).decode("utf-8", "surrogateescape")})
             self.chain.hook.client_input(session=self.session, output=output)
@@ -910,8 +899,6 @@ class ClientSession(protocol.Protocol):
 
     def _send_upstream(self, data: bytes, request: Request | None) -> None:
         if request is not None:
-            if request.kind in _RUNS_CODE:
-                self._lexing_known_at = self._tracker.next_barrier
             self._tracker.expect(request)
         self._to_upstream.append(data)
 
@@ -1033,7 +1020,7 @@ class ClientSession(protocol.Protocol):
             out.extend(self._rewrite_rows(rows, rows_request))
         if out:
             send_now(self.transport, out)
-        if self._held and self._lexing_known:
+        if self._held and self._tracker.settled:
             self._release()
 
     def _select_columns(self, head: Request | None) -> None:

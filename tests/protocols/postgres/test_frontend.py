@@ -1252,3 +1252,27 @@ def test_a_query_the_server_skips_after_a_pipeline_error_does_not_hold_later_tex
     # Counting the skipped Query as still pending would hold this text for ever.
     client.send(m.Query(query="SELECT 'ö'").encode())
     assert upstream_messages(client)[-1] == m.Query(query="SELECT 'ö'")
+
+
+def test_a_copy_through_the_extended_protocol_does_not_hold_later_texts() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(
+        m.Parse(name="", query="COPY t FROM STDIN").encode()
+        + m.Bind(portal="", statement="").encode()
+        + m.Execute(portal="").encode()
+        + m.Sync().encode()
+    )
+    client.server(
+        m.ParseComplete(), m.BindComplete(), m.CopyInResponse(format=0, column_formats=(0,))
+    )
+    # The server ignores the Sync sent during copy-in; libpq sends another after CopyDone.
+    client.send(m.CopyData(data=b"1\n").encode() + m.CopyDone().encode() + m.Sync().encode())
+    client.server(m.CommandComplete(tag="COPY 1"), m.ReadyForQuery(status="I"))
+    assert policy.completed == [("COPY t FROM STDIN", "ok", "")]
+    client.send(m.Query(query="SELECT 1").encode())
+    client.server(m.CommandComplete(tag="SELECT 1"), m.ReadyForQuery(status="I"))
+    assert policy.completed[-1] == ("SELECT 1", "ok", "")
+    # Counting the ignored Sync as pending would hold this text for ever.
+    client.send(m.Query(query="SELECT 'ö'").encode())
+    assert upstream_messages(client)[-1] == m.Query(query="SELECT 'ö'")

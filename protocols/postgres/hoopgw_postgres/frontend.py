@@ -46,6 +46,7 @@ from hoopgw.transport import (
 from hoopgw.verdicts import Block, Hold
 from hoopgw_postgres import messages as m
 from hoopgw_postgres.auth import ScramServer
+from hoopgw_postgres.lexing import LexingRefused, LexingTracker, lexes_alike
 from hoopgw_postgres.parameters import bound_parameters
 from hoopgw_postgres.tracking import CommandProgress, Request, ResponseTracker
 from hoopgw_postgres.upstream import UpstreamConnection
@@ -63,6 +64,9 @@ READ_ONLY_SETTING = "default_transaction_read_only"
 # A refused command is replaced upstream by this text: it is a syntax error, so the server
 # runs nothing, fails the transaction exactly as a real error would, and answers in order.
 REFUSED_STATEMENT = "hoopgw refused the statement"
+
+# SQLSTATE of a statement or session refused because the gateway cannot lex it exactly.
+LEXING_REFUSED = "0A000"
 
 # What a decision withdrawn by the client's CancelRequest resolves to.
 _CANCELLED = object()
@@ -128,7 +132,7 @@ class ClientSession(protocol.Protocol):
         self._fresh_statements: set[str] = set()
         self._statement_types: dict[str, tuple[int, ...]] = {}
         # A Parse waiting for the next message, which may bind its values (_decide_parse).
-        self._parse_waiting: tuple[Any, Any] | None = None
+        self._parse_waiting: tuple[Any, str, Any] | None = None
         self._columns: list[Column] = []
         # Whether the current result's rows go through server_rows (else they stream as is).
         self._rows_wanted = self.chain.has_row_hooks
@@ -143,6 +147,10 @@ class ClientSession(protocol.Protocol):
         self._auth_timer: Any = None
         self._gate: ReadGate | None = None
         self._read_ahead = 0
+        # How the server lexes statement text, from its own ParameterStatus reports; it is
+        # known while the tracker is settled (see _statement).
+        self._lexing = LexingTracker()
+        self._held = False  # a statement waits for the lexing state; do not process the inbox
 
     # -- Twisted events ----------------------------------------------------------------------
 
@@ -165,7 +173,7 @@ class ClientSession(protocol.Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._closed or self._terminated:
             return
-        if self._pending is not None and self._gate is not None:
+        if (self._pending is not None or self._held) and self._gate is not None:
             self._read_ahead += len(data)
             if self._read_ahead > READ_AHEAD_LIMIT:
                 self._gate.pause(READ_PAUSE_DECISION)
@@ -239,7 +247,13 @@ class ClientSession(protocol.Protocol):
 
     def _process(self) -> None:
         try:
-            while self._inbox and not self._busy and not self._closed and not self._terminated:
+            while (
+                self._inbox
+                and not self._busy
+                and not self._held
+                and not self._closed
+                and not self._terminated
+            ):
                 self._handle(self._inbox.popleft())
             self._flush_upstream()
         except m.ProtocolViolation as exc:
@@ -532,6 +546,16 @@ class ClientSession(protocol.Protocol):
         if isinstance(verdict, Block | Hold):
             self._fatal("28000", f"session refused: {verdict.reason}")
             return
+        reports = {}
+        for wire in self._upstream_parameters:
+            status = m.ParameterStatus.decode(wire[5:])
+            reports[status.name] = status.value
+        try:
+            self._lexing.login(reports)
+        except LexingRefused as exc:
+            # Startup parameters, options and role or database defaults all end up here.
+            self._fatal(LEXING_REFUSED, f"session refused: {exc}", log_it=True)
+            return
         self._welcome()
 
     def _auth_timed_out(self) -> None:
@@ -705,18 +729,8 @@ class ClientSession(protocol.Protocol):
         if self._parse_waiting is not None:
             self._decide_parse(frame)
             return
-        if kind == b"Q":
-            text = m.Query.decode(frame.body).query
-            self._statements.pop("", None)  # a simple Query drops the unnamed statement
-            self._command(
-                Command(session_id=self._session_id, seq=self._next_seq(), text=text, kind="query"),
-                frame,
-            )
-        elif kind == b"P":
-            # Decided with the next message: when that is the Bind of this statement, the
-            # decision (and an approval) covers the values it binds too. The target answers
-            # nothing before a later message (Sync, Flush) either.
-            self._parse_waiting = (m.Parse.decode(frame.body), frame)
+        if kind in (b"Q", b"P"):
+            self._statement(frame)
         elif kind == b"B":
             bind = m.Bind.decode(frame.body)
             if bind.statement not in self._fresh_statements:
@@ -781,11 +795,81 @@ class ClientSession(protocol.Protocol):
         else:
             self._fatal("08P01", f"unknown message type {kind!r}", log_it=True)
 
+    def _statement(self, frame: Any) -> None:
+        """A Query or Parse: read its text as the server will, then judge it.
+
+        The text is decoded in the client's encoding in force when the server reads it. While an
+        earlier command may still change that state, a text that would lex differently in another
+        state waits for the server's ReadyForQuery; when no Sync or Query lies between (an
+        extended-protocol pipeline), the answer could only come after the text itself, so it
+        is refused.
+        """
+        if frame.type == b"Q":
+            query, name, parameters = m.Query.decode(frame.body).query, None, 0
+        else:
+            parse = m.Parse.decode(frame.body)
+            query, name, parameters = parse.query, parse.name, len(parse.param_oids)
+        raw = query.encode("utf-8", "surrogateescape")  # the bytes as the client sent them
+        refusal = ""
+        text = query
+        if not self._tracker.settled and not lexes_alike(raw):
+            if self._tracker.settling:
+                self._inbox.appendleft(frame)
+                self._held = True
+                self._read_ahead = 0
+                return
+            refusal = (
+                "an earlier command of this pipeline may change standard_conforming_strings or"
+                " client_encoding, and this statement (with a backslash or non-ASCII bytes)"
+                " would read differently then; send Sync before it"
+            )
+        else:
+            try:
+                text = self._lexing.state.decode(raw)
+            except LexingRefused as exc:
+                refusal = str(exc)
+        if name is not None and not refusal:
+            # Decided with the next message: when that is the Bind of this statement, the
+            # decision (and an approval) covers the values it binds too. The target answers
+            # nothing before a later message (Sync, Flush) either.
+            self._parse_waiting = (parse, text, frame)
+            return
+        if name is None:
+            self._statements.pop("", None)  # a simple Query drops the unnamed statement
+        command = Command(
+            session_id=self._session_id,
+            seq=self._next_seq(),
+            text=text,
+            kind="query" if name is None else "parse",
+            parameter_count=parameters,
+            statement_name=name or "",
+        )
+        if refusal:
+            self._refuse_unjudged(command, refusal)
+        else:
+            self._command(command, frame, statement=name)
+
+    def _refuse_unjudged(self, command: Command, reason: str) -> None:
+        """Refuse ``command`` without asking the plugins (the gateway cannot read it as the
+        server would), recording it as refused."""
+        assert self.session is not None
+        command = self.chain.recordable(self.session, command)
+        verdict = Block(reason=reason)
+        self.chain.notify("command_decided", session=self.session, command=command, verdict=verdict)
+        self._refuse(command, verdict, extended=command.kind != "query", code=LEXING_REFUSED)
+
+    def _release(self) -> None:
+        """The lexing state is known again: judge the statement that waited for it."""
+        self._held = False
+        if self._gate is not None:
+            self._gate.resume(READ_PAUSE_DECISION)
+        self._process()
+
     def _decide_parse(self, following: Any) -> None:
         """Decide the waiting Parse, with the values of ``following`` when it is the Bind of
         that statement; ``following`` is handled next, as it would have been."""
         assert self._parse_waiting is not None
-        parse, frame = self._parse_waiting
+        parse, text, frame = self._parse_waiting
         self._parse_waiting = None
         parameters: tuple[Parameter, ...] = ()
         bound = False
@@ -798,7 +882,7 @@ class ClientSession(protocol.Protocol):
         command = Command(
             session_id=self._session_id,
             seq=self._next_seq(),
-            text=parse.query,
+            text=text,
             kind="parse",
             parameter_count=len(parse.param_oids),
             parameters=parameters,
@@ -899,6 +983,8 @@ class ClientSession(protocol.Protocol):
             self._send_upstream(poison, Request(kind="query", replace_error=error))
 
     def _copy_from_client(self, frame: Any) -> None:
+        if frame.type in (b"c", b"f"):
+            self._tracker.copy_ended()  # the server heeds Sync again
         if frame.type == b"d" and self.chain.has_input_hooks:
             output = Output("copy", {"data": bytes(frame.body).decode("utf-8", "surrogateescape")})
             self.chain.hook.client_input(session=self.session, output=output)
@@ -1009,8 +1095,19 @@ class ClientSession(protocol.Protocol):
                 self._portals.clear()  # outside a transaction no portal is left
             elif kind in (b"N", b"A") and self.chain.has_output_hooks:
                 data = self._rewrite_output(frame, request)
-            elif kind == b"S" and self.chain.has_output_hooks:
-                data = self._rewrite_parameters([bytes(frame.wire)])[0]
+            elif kind == b"S":
+                status = m.ParameterStatus.decode(frame.body)
+                try:
+                    self._lexing.report(status.name, status.value)
+                except LexingRefused as exc:
+                    # Changed by a route no check saw (a function, a role default, ...): what
+                    # follows would be read in a state the gateway cannot lex. End it here.
+                    if out:
+                        send_now(self.transport, out)
+                    self._fatal(LEXING_REFUSED, f"terminating connection: {exc}", log_it=True)
+                    return
+                if self.chain.has_output_hooks:
+                    data = self._rewrite_parameters([bytes(frame.wire)])[0]
             elif kind == b"d" and self.chain.has_output_hooks:
                 output = Output(
                     "copy", {"data": bytes(frame.body).decode("utf-8", "surrogateescape")}
@@ -1030,6 +1127,8 @@ class ClientSession(protocol.Protocol):
             out.extend(self._rewrite_rows(rows, rows_request))
         if out:
             send_now(self.transport, out)
+        if self._held and self._tracker.settled:
+            self._release()
 
     def _select_columns(self, head: Request | None) -> None:
         """Make the current columns those of the portal whose rows ``head`` receives: an

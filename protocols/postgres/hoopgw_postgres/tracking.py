@@ -29,6 +29,10 @@ _COMPLETES = {
     "query": frozenset(b"Z"),
 }
 BARRIERS = frozenset({"sync", "query"})
+# Requests that may run code, and so may change a setting the server reports (set_config() can
+# be called by any function, trigger or operator): what they changed is reported just before the
+# ReadyForQuery that ends them.
+RUNS_CODE = frozenset({"query", "parse", "bind", "execute"})
 
 
 @attrs.define(kw_only=True)
@@ -70,6 +74,10 @@ class Request:
     portal: str | None = None
     """The portal a ``bind``, ``execute``, portal ``describe`` or portal ``close`` names
     (``""`` for the unnamed one); None for other requests."""
+    barrier: int = 0
+    """Set by the tracker: for a ``sync`` or ``query``, the number of its ReadyForQuery."""
+    copy_ends: int = 0
+    """Set by the tracker: how many CopyDone or CopyFail the client sent before it."""
 
 
 @attrs.frozen
@@ -90,6 +98,12 @@ class ResponseTracker:
         self._open: deque[CommandProgress] = deque()
         self._barriers_sent = 0
         self._barriers_seen = 0
+        # Number of the ReadyForQuery after which every request that may run code is answered.
+        self._unsettled_until = 0
+        self._copy_ends = 0  # CopyDone and CopyFail messages forwarded so far
+        # While the server is in copy-in mode it ignores Sync (protocol chapter, "COPY
+        # Operations"): the copy_ends count of the COPY's request until the client ends it.
+        self._copying: int | None = None
 
     @property
     def idle(self) -> bool:
@@ -103,15 +117,42 @@ class ResponseTracker:
         return self._queue[0] if self._queue else None
 
     @property
+    def barriers_seen(self) -> int:
+        """Number of ReadyForQuery messages the server sent so far."""
+        return self._barriers_seen
+
+    @property
     def next_barrier(self) -> int:
         """Number of the ReadyForQuery that will end what is forwarded next."""
         return self._barriers_sent + 1
 
+    @property
+    def settled(self) -> bool:
+        """Whether every forwarded request that may run code has been answered up to its
+        ReadyForQuery, so the server has reported every setting it changed."""
+        return self._barriers_seen >= self._unsettled_until
+
+    @property
+    def settling(self) -> bool:
+        """Whether a ReadyForQuery that settles the session is on its way: a Sync or Query
+        was forwarded after the last request that may run code."""
+        return self._barriers_sent >= self._unsettled_until
+
     def expect(self, request: Request) -> None:
         """Record that ``request`` was forwarded."""
+        request.copy_ends = self._copy_ends
+        if request.kind == "sync" and self._copying == self._copy_ends:
+            return  # the server ignores it: no answer will come
+        if request.kind in RUNS_CODE:
+            self._unsettled_until = self.next_barrier
         if request.kind in BARRIERS:
             self._barriers_sent += 1
+            request.barrier = self._barriers_sent
         self._queue.append(request)
+
+    def copy_ended(self) -> None:
+        """Record that the client's CopyDone or CopyFail was forwarded."""
+        self._copy_ends += 1
 
     def track(self, progress: CommandProgress) -> None:
         """Record a forwarded command whose outcome ends at ``progress.barrier``."""
@@ -130,17 +171,43 @@ class ResponseTracker:
         head = self._queue[0]
         if msg_type == 0x45:  # 'E' ErrorResponse
             if head.kind not in BARRIERS:
-                # Extended protocol: the server now skips everything up to the next Sync.
+                # Extended protocol: the server now skips everything up to the next Sync, a
+                # simple Query included, whose ReadyForQuery therefore never comes.
                 self._queue.popleft()
                 while self._queue and self._queue[0].kind != "sync":
-                    self._queue.popleft()
+                    if self._queue.popleft().kind == "query":
+                        self._barriers_seen += 1
             return Attribution(head, [])
+        if msg_type == 0x47:  # 'G' CopyInResponse
+            self._copy_in(head)
         if msg_type in _COMPLETES[head.kind]:
             self._queue.popleft()
             if msg_type == 0x5A:  # 'Z' ReadyForQuery
                 self._barriers_seen += 1
                 return Attribution(head, self._complete_through(self._barriers_seen))
         return Attribution(head, [])
+
+    def _copy_in(self, head: Request) -> None:
+        """The server entered copy-in mode for ``head``: every Sync the client sent after it
+        and before its CopyDone or CopyFail is ignored, and so will later ones be."""
+        ignored = [r for r in self._queue if r.kind == "sync" and r.copy_ends == head.copy_ends]
+        for request in ignored:
+            self._queue.remove(request)
+            self._drop_barrier(request.barrier)
+        if head.copy_ends == self._copy_ends:
+            self._copying = head.copy_ends  # expect() drops Syncs until copy_ended()
+
+    def _drop_barrier(self, number: int) -> None:
+        """Forget ReadyForQuery ``number``, which will never come: every later one moves up."""
+        self._barriers_sent -= 1
+        for request in self._queue:
+            if request.barrier > number:
+                request.barrier -= 1
+        for progress in self._open:
+            if progress.barrier > number:
+                progress.barrier -= 1
+        if self._unsettled_until > number:
+            self._unsettled_until -= 1
 
     def _complete_through(self, barrier: int) -> list[CommandProgress]:
         done = []

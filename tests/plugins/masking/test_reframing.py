@@ -97,7 +97,12 @@ def logged_in() -> tuple[ClientSession, StringTransport]:
         ).encode()
     )
     session.dataReceived(m.PasswordMessage(password=secret).encode())
-    session.upstream_ready([], (1, b"key1"), False)
+    # What every PostgreSQL reports at login: without it the session is refused.
+    reports = [
+        m.ParameterStatus(name="client_encoding", value="UTF8").encode(),
+        m.ParameterStatus(name="standard_conforming_strings", value="on").encode(),
+    ]
+    session.upstream_ready(reports, (1, b"key1"), False)
     transport.clear()
     return session, transport
 

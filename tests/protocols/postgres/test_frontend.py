@@ -37,6 +37,7 @@ REAL_CONNECT_UPSTREAM = ClientSession._connect_upstream
 UPSTREAM_PARAMETERS = [
     m.ParameterStatus(name="server_version", value="15.20").encode(),
     m.ParameterStatus(name="client_encoding", value="UTF8").encode(),
+    m.ParameterStatus(name="standard_conforming_strings", value="on").encode(),
 ]
 
 
@@ -234,13 +235,14 @@ def test_login_with_cleartext_password_on_loopback() -> None:
         "AuthenticationOk",
         "ParameterStatus",
         "ParameterStatus",
+        "ParameterStatus",
         "BackendKeyData",
         "ReadyForQuery",
     ]
     assert received[1] == m.ParameterStatus(name="server_version", value="15.20")
     # The client gets the gateway's own cancel key, never the target's.
-    assert received[3] != m.BackendKeyData(pid=4242, key=b"srvk")
-    assert received[4] == m.ReadyForQuery(status="I")
+    assert received[4] != m.BackendKeyData(pid=4242, key=b"srvk")
+    assert received[5] == m.ReadyForQuery(status="I")
     assert len(client.gateway.sessions) == 1
     assert not client.closed
 
@@ -1160,3 +1162,269 @@ def test_a_bind_after_a_describe_is_decided_with_its_values() -> None:
     ]
     assert policy.prepared_only == [True, False]
     assert not any(isinstance(message, m.Bind) for message in upstream_messages(client))
+
+
+# -- lexing settings (issue 14): known from the server's reports, judged in lock-step ----------
+
+
+def reported(**values: str) -> list[bytes]:
+    """Login reports: UPSTREAM_PARAMETERS with ``values`` replacing or adding parameters."""
+    params = {
+        status.name: status.value
+        for status in (m.ParameterStatus.decode(wire[5:]) for wire in UPSTREAM_PARAMETERS)
+    }
+    params.update(values)
+    return [m.ParameterStatus(name=k, value=v).encode() for k, v in params.items() if v]
+
+
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"standard_conforming_strings": "off"}, "standard_conforming_strings=off is refused"),
+        ({"client_encoding": "SJIS"}, "client_encoding=SJIS is refused"),
+        ({"client_encoding": "BIG5"}, "client_encoding=BIG5 is refused"),
+        ({"client_encoding": "KLINGON"}, "client_encoding=KLINGON is refused"),
+        ({"standard_conforming_strings": ""}, "did not report standard_conforming_strings"),
+    ],
+)
+def test_a_login_reporting_a_state_the_gateway_cannot_lex_is_refused(
+    values: dict[str, str], named: str
+) -> None:
+    policy = Policy()
+    client = Gateway([("policy", policy)]).connect()
+    client.send(startup())
+    client.send(m.PasswordMessage(password=client.gateway.secret).encode())
+    client.received()
+    assert client.upstream is not None
+    client.session.upstream_ready(reported(**values), (4242, b"srvk"), False)
+    [error] = client.received()
+    assert (error.fields["S"], error.fields["C"]) == ("FATAL", "0A000")
+    assert named in error.fields["M"]
+    assert client.closed and client.upstream.closed
+    [reason] = policy.closed  # recorded as the session's end
+    assert named in reason
+
+
+def test_a_login_in_a_safe_encoding_is_welcome() -> None:
+    client = Gateway().connect()
+    client.send(startup(client_encoding="LATIN1"))
+    client.send(m.PasswordMessage(password=client.gateway.secret).encode())
+    client.session.upstream_ready(reported(client_encoding="LATIN1"), (1, b"k"), False)
+    assert types_of(client.received())[-1] == "ReadyForQuery"
+
+
+@pytest.mark.parametrize("split", [None, 1, 5])
+def test_a_report_of_a_refused_value_ends_the_session(split: int | None) -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(m.Query(query="SELECT flip()").encode(), split=split)
+    client.send(m.Query(query="SELECT 'a\\' || 'b'").encode(), split=split)
+    assert upstream_messages(client) == [m.Query(query="SELECT flip()")]  # the second waits
+    wire = b"".join(
+        message.encode()
+        for message in (
+            m.CommandComplete(tag="SELECT 1"),
+            m.ParameterStatus(name="standard_conforming_strings", value="off"),
+            m.ReadyForQuery(status="I"),
+        )
+    )
+    reader = m.MessageReader()
+    step = split or len(wire)
+    for start in range(0, len(wire), step):
+        client.session.upstream_messages(reader.feed(wire[start : start + step]))
+    received = client.received()
+    assert types_of(received) == ["CommandComplete", "ErrorResponse"]
+    assert (received[1].fields["S"], received[1].fields["C"]) == ("FATAL", "0A000")
+    assert "standard_conforming_strings=off is refused" in received[1].fields["M"]
+    assert client.closed
+    assert upstream_messages(client)[:1] == [m.Query(query="SELECT flip()")]
+    assert all(
+        message != m.Query(query="SELECT 'a\\' || 'b'") for message in upstream_messages(client)
+    )
+    assert policy.decided == [("SELECT flip()", "Allow")]
+    assert "standard_conforming_strings=off is refused" in policy.closed[0]
+
+
+@pytest.mark.parametrize("split", [None, 1, 3])
+def test_a_text_that_could_read_differently_waits_for_the_state_it_will_meet(
+    split: int | None,
+) -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    latin1 = "SELECT 'café'".encode("latin-1")
+    client.send(
+        m.Query(query="SET client_encoding = 'LATIN1'").encode()
+        + b"Q"
+        + (len(latin1) + 5).to_bytes(4, "big")
+        + latin1
+        + b"\0",
+        split=split,
+    )
+    # Bytes that read alike in every state go on; these wait for the first command's answer.
+    assert upstream_messages(client) == [m.Query(query="SET client_encoding = 'LATIN1'")]
+    assert policy.decided == [("SET client_encoding = 'LATIN1'", "Allow")]
+    client.server(m.CommandComplete(tag="SET"))
+    client.server(m.ParameterStatus(name="client_encoding", value="LATIN1"))
+    assert len(upstream_messages(client)) == 1
+    client.server(m.ReadyForQuery(status="I"))
+    # Judged in the encoding the server reported, and forwarded byte for byte.
+    assert policy.decided[-1] == ("SELECT 'café'", "Allow")
+    assert client.upstream is not None
+    assert client.upstream.forwarded().endswith(latin1 + b"\0")
+
+
+def test_texts_that_read_alike_in_every_state_are_not_held() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(
+        m.Query(query="SELECT set_config('x.y', 'z', false)").encode()
+        + m.Query(query="SELECT 'plain ascii; no backslash'").encode()
+    )
+    assert len(upstream_messages(client)) == 2
+
+
+def test_an_unsynced_extended_pipeline_refuses_a_text_that_could_read_differently() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(
+        m.Parse(name="", query="SELECT flip()").encode()
+        + m.Bind(portal="", statement="").encode()
+        + m.Execute(portal="").encode()
+        + m.Parse(name="s2", query="SELECT E'\\x41'").encode()
+        + m.Bind(portal="", statement="s2").encode()
+        + m.Execute(portal="").encode()
+        + m.Sync().encode()
+    )
+    # No answer about the first could come before the server reads the second: refused.
+    assert upstream_messages(client) == [
+        m.Parse(name="", query="SELECT flip()"),
+        m.Bind(portal="", statement=""),
+        m.Execute(portal=""),
+        m.Parse(name="", query=REFUSED_STATEMENT),
+        m.Sync(),
+    ]
+    client.server(
+        m.ParseComplete(),
+        m.BindComplete(),
+        m.CommandComplete(tag="SELECT 1"),
+        m.error_response("ERROR", "42601", "syntax error"),
+        m.ReadyForQuery(status="I"),
+    )
+    error = [e for e in client.received() if isinstance(e, m.ErrorResponse)]
+    assert error[0].fields["C"] == "0A000"
+    assert "send Sync before it" in error[0].fields["M"]
+    assert policy.decided[-1][1] == "Block"
+    assert ("SELECT E'\\x41'", "blocked", "0A000") in policy.completed
+
+
+def test_a_synced_extended_pipeline_waits_for_the_ready_for_query() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    second = (
+        m.Parse(name="", query="SELECT 'ü'").encode()
+        + m.Bind(portal="", statement="").encode()
+        + m.Execute(portal="").encode()
+        + m.Sync().encode()
+    )
+    client.send(
+        m.Parse(name="", query="SELECT 1").encode()
+        + m.Bind(portal="", statement="").encode()
+        + m.Execute(portal="").encode()
+        + m.Sync().encode()
+        + second,
+        split=1,
+    )
+    assert len(upstream_messages(client)) == 4
+    client.server(m.ParseComplete(), m.BindComplete(), m.CommandComplete(tag="SELECT 1"))
+    assert len(upstream_messages(client)) == 4
+    client.server(m.ReadyForQuery(status="I"))
+    assert client.upstream is not None
+    assert client.upstream.forwarded().endswith(second)
+    assert policy.decided[-1] == ("SELECT 'ü'", "Allow")
+
+
+def test_a_text_with_a_tag_that_may_compare_differently_is_refused() -> None:
+    policy = Policy()
+    client = Gateway([("policy", policy)]).connect()
+    client.send(startup())
+    client.send(m.PasswordMessage(password=client.gateway.secret).encode())
+    client.session.upstream_ready(
+        reported(client_encoding="EUC_JP", server_encoding="EUC_JP"), (1, b"k"), False
+    )
+    client.received()
+    text = "SELECT $タグ$ x $タグ$".encode("euc_jp")
+    client.send(b"Q" + (len(text) + 5).to_bytes(4, "big") + text + b"\0")
+    assert upstream_messages(client) == [m.Query(query=REFUSED_STATEMENT)]
+    assert policy.completed[-1][1:] == ("blocked", "0A000")
+
+
+def test_messages_behind_a_held_text_keep_their_order() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(
+        m.Query(query="SELECT 1").encode()
+        + m.Query(query="SELECT 'ö'").encode()
+        + m.Query(query="SELECT 2").encode()
+        + m.Terminate().encode()
+    )
+    # "SELECT 2" reads alike in every state, but it may not overtake the text before it.
+    assert upstream_messages(client) == [m.Query(query="SELECT 1")]
+    assert not client.closed
+    client.server(m.CommandComplete(tag="SELECT 1"), m.ReadyForQuery(status="I"))
+    assert upstream_messages(client) == [
+        m.Query(query="SELECT 1"),
+        m.Query(query="SELECT 'ö'"),
+        m.Query(query="SELECT 2"),
+        m.Terminate(),
+    ]
+    assert [text for text, _ in policy.decided] == ["SELECT 1", "SELECT 'ö'", "SELECT 2"]
+
+
+def test_a_client_leaving_while_a_text_is_held_ends_the_session() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(m.Query(query="SELECT 1").encode() + m.Query(query="SELECT 'ö'").encode())
+    client.session.connectionLost()
+    assert client.upstream is not None and client.upstream.closed
+    assert policy.closed == ["client closed"]
+    assert [text for text, _ in policy.decided] == ["SELECT 1"]
+
+
+def test_a_query_the_server_skips_after_a_pipeline_error_does_not_hold_later_texts() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(
+        m.Parse(name="", query="SELEC 1").encode()
+        + m.Query(query="SELECT 1").encode()
+        + m.Sync().encode()
+    )
+    client.server(m.error_response("ERROR", "42601", "syntax error"), m.ReadyForQuery(status="I"))
+    client.send(m.Query(query="SELECT 2").encode())
+    client.server(m.CommandComplete(tag="SELECT 1"), m.ReadyForQuery(status="I"))
+    # Counting the skipped Query as still pending would hold this text for ever.
+    client.send(m.Query(query="SELECT 'ö'").encode())
+    assert upstream_messages(client)[-1] == m.Query(query="SELECT 'ö'")
+
+
+def test_a_copy_through_the_extended_protocol_does_not_hold_later_texts() -> None:
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(
+        m.Parse(name="", query="COPY t FROM STDIN").encode()
+        + m.Bind(portal="", statement="").encode()
+        + m.Execute(portal="").encode()
+        + m.Sync().encode()
+    )
+    client.server(
+        m.ParseComplete(), m.BindComplete(), m.CopyInResponse(format=0, column_formats=(0,))
+    )
+    # The server ignores the Sync sent during copy-in; libpq sends another after CopyDone.
+    client.send(m.CopyData(data=b"1\n").encode() + m.CopyDone().encode() + m.Sync().encode())
+    client.server(m.CommandComplete(tag="COPY 1"), m.ReadyForQuery(status="I"))
+    assert policy.completed == [("COPY t FROM STDIN", "ok", "")]
+    client.send(m.Query(query="SELECT 1").encode())
+    client.server(m.CommandComplete(tag="SELECT 1"), m.ReadyForQuery(status="I"))
+    assert policy.completed[-1] == ("SELECT 1", "ok", "")
+    # Counting the ignored Sync as pending would hold this text for ever.
+    client.send(m.Query(query="SELECT 'ö'").encode())
+    assert upstream_messages(client)[-1] == m.Query(query="SELECT 'ö'")

@@ -206,3 +206,75 @@ def test_head_is_the_request_a_data_row_answers():
     assert tracker.attribute(ord("D")).request is execute  # the same answer, the long way
     tracker.attribute(ord("C"))
     assert tracker.head is sync
+
+
+def test_a_query_skipped_after_a_pipeline_error_counts_as_a_barrier_passed() -> None:
+    # PostgreSQL ignores every message up to Sync after an extended-protocol error, a simple
+    # Query too: no ReadyForQuery answers it, yet later barriers keep their numbers.
+    tracker = ResponseTracker()
+    tracker.expect(Request(kind="parse"))
+    skipped = progress(tracker.next_barrier, "skipped")
+    tracker.expect(Request(kind="query", progress=skipped))
+    tracker.track(skipped)
+    after = progress(tracker.next_barrier, "after")
+    tracker.expect(Request(kind="execute", progress=after))
+    tracker.track(after)
+    tracker.expect(Request(kind="sync"))
+    assert kinds(tracker, b"E") == ["parse"]
+    assert tracker.attribute(ord("Z")).completed == [skipped, after]
+    assert tracker.barriers_seen == tracker.next_barrier - 1
+    assert tracker.idle
+
+
+def copy_in_pipeline(tracker: ResponseTracker) -> CommandProgress:
+    """Parse, Bind, Execute of a COPY FROM STDIN and a Sync, as libpq sends them at once."""
+    command = progress(tracker.next_barrier, "copy")
+    for kind in ("parse", "bind", "execute"):
+        tracker.expect(Request(kind=kind, progress=command))
+    tracker.track(command)
+    tracker.expect(Request(kind="sync"))
+    return command
+
+
+def test_syncs_sent_during_copy_in_get_no_answer() -> None:
+    # Protocol chapter, "COPY Operations": the backend ignores Sync in copy-in mode; libpq
+    # sends another after CopyDone, which the server answers.
+    tracker = ResponseTracker()
+    command = copy_in_pipeline(tracker)
+    assert kinds(tracker, b"12G") == ["parse", "bind", "execute"]
+    assert not tracker.settled and not tracker.settling
+    tracker.expect(Request(kind="sync"))  # one sent amid the data is ignored as well
+    tracker.copy_ended()
+    tracker.expect(Request(kind="sync"))
+    assert tracker.settling
+    assert kinds(tracker, b"C") == ["execute"]
+    assert tracker.attribute(ord("Z")).completed == [command]
+    assert tracker.idle and tracker.settled
+
+
+def test_a_copy_ended_before_the_server_said_copy_in_keeps_the_later_sync() -> None:
+    tracker = ResponseTracker()
+    command = copy_in_pipeline(tracker)
+    tracker.copy_ended()
+    tracker.expect(Request(kind="sync"))
+    after = progress(tracker.next_barrier, "after")
+    tracker.expect(Request(kind="query", progress=after))
+    tracker.track(after)
+    assert kinds(tracker, b"12GCZ") == ["parse", "bind", "execute", "execute", "sync"]
+    assert tracker.attribute(ord("Z")).completed == [after]
+    assert command.barrier < after.barrier
+    assert tracker.idle and tracker.settled
+
+
+def test_settled_once_the_ready_for_query_after_code_arrived() -> None:
+    tracker = ResponseTracker()
+    assert tracker.settled
+    tracker.expect(Request(kind="parse"))
+    assert not tracker.settled and not tracker.settling
+    tracker.expect(Request(kind="describe"))
+    tracker.expect(Request(kind="sync"))
+    assert tracker.settling and not tracker.settled
+    kinds(tracker, b"1T")
+    assert not tracker.settled
+    kinds(tracker, b"Z")
+    assert tracker.settled

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
+import struct
 import subprocess
 import threading
 from pathlib import Path
@@ -341,3 +342,77 @@ def test_startup_parameters_are_recorded_masked(gateway: Any, seeded: dict[str, 
     recorded = json.loads(attributes)
     assert recorded["application_name"] == "[EMAIL]"
     assert "[CREDIT_CARD]" in recorded["options"]
+
+
+def _digits(card: str) -> str:
+    return card.replace(" ", "").replace("-", "")
+
+
+# Each gap an attacker found, as the statement that leaked: values next to punctuation, values
+# inside records, text search types, cstring, xml, JSON, bytea, statistics (anyarray), ranges and
+# multiranges, and card numbers cast to numbers.
+GAPS = {
+    "punctuation": "SELECT 'x_' || email || '_y', '--' || regexp_replace(card, '\\D', '', 'g')"
+    " || '--', 'ssn-' || ssn || '-', '+' || phone, email || '.' || iban || 'X' FROM people",
+    "record": "SELECT row(email, ssn), row(row(email), card) FROM people",
+    "record_array": "SELECT array_agg(row(email, ssn)) FROM people",
+    "composite": "SELECT row(email, regexp_replace(card, '\\D', '', 'g')::int8)::contact,"
+    " ARRAY[row(email, 1)::contact] FROM people",
+    "text_search": "SELECT to_tsvector('simple', email), email::tsvector,"
+    " plainto_tsquery('simple', email), ARRAY[email::tsvector] FROM people",
+    "cstring": "SELECT textout(email), textout(ssn) FROM people",
+    "xml": "SELECT xmlelement(name e, email), xmlforest(ssn, card) FROM people",
+    "json": "SELECT jsonb_build_object('r', row(email, regexp_replace(card, '\\D', '', 'g')::int8)"
+    "), json_build_array(row(ssn)) FROM people",
+    "bytea": "SELECT convert_to(email, 'UTF8'), convert_to(ssn, 'UTF8') FROM people",
+    "statistics": "SELECT histogram_bounds FROM pg_stats WHERE tablename = 'people'",
+    "ranges": "SELECT int8range(c, c + 1), numrange(c, c + 1), int8multirange(int8range(c, c + 1)),"
+    " ARRAY[int8range(c, c + 1)] FROM (SELECT regexp_replace(card, '\\D', '', 'g')::int8 AS c"
+    " FROM people) t",
+    "numbers": "SELECT c, c::numeric, c::numeric + 0.5, c::float8, ARRAY[c] FROM"
+    " (SELECT regexp_replace(card, '\\D', '', 'g')::int8 AS c FROM people) t",
+}
+
+
+def test_values_the_attacker_found_are_masked_for_the_client_and_the_store(
+    gateway: Any, seeded: dict[str, Any]
+) -> None:
+    with psycopg.connect(**seeded, autocommit=True) as direct:
+        direct.execute("CREATE TYPE contact AS (email text, card int8)")
+        direct.execute("ANALYZE people")
+    gw, relay, params = start(gateway, seeded, {})
+    seen: list[str] = []
+    for sql in GAPS.values():
+        seen.append(psql(params, "-c", sql))
+    with psycopg.connect(**params, autocommit=True) as conn:
+        notices: list[str] = []
+        conn.add_notice_handler(lambda d: notices.append(f"{d.message_primary} {d.message_detail}"))
+        for name, sql in GAPS.items():
+            for binary in (False, True):
+                with conn.cursor(binary=binary) as cursor:
+                    rows = cursor.execute(sql).fetchall()
+                    assert rows, name
+                    seen.append(repr(rows))
+        # Errors and notices echo values next to punctuation; they reach the audit store too.
+        with pytest.raises(errors.DataError) as cast:
+            conn.execute("SELECT ('x_' || email || '_y')::int FROM people WHERE id = 0")
+        seen.append(str(cast.value))
+        conn.execute(
+            "DO $$ BEGIN RAISE NOTICE '%', (SELECT row('--' || ssn || '--', email)"
+            " FROM people WHERE id = 0); END $$"
+        )
+        seen.append(repr(notices))
+        # A statement text with values next to punctuation is recorded masked.
+        conn.execute(f"SELECT 'x_{PEOPLE[1]['email']}_y', '--{_digits(PEOPLE[1]['card'])}--'")
+    joined = "\n".join(seen)
+    assert "[EMAIL]" in joined and "[SSN]" in joined and "[CREDIT_CARD]" in joined
+    values = [p[k] for p in PEOPLE for k in ("email", "ssn", "iban")]
+    values += [_digits(p["card"]) for p in PEOPLE] + [p["card"] for p in PEOPLE]
+    # Nor any part of one: the last ten characters of each IBAN and card number.
+    values += [p["iban"].replace(" ", "")[-10:] for p in PEOPLE]
+    values += [_digits(p["card"])[-10:] for p in PEOPLE]
+    assert [v for v in values if v in joined] == []
+    # Binary samples are kept in hex: look for the values' bytes and the cards' int8 forms too.
+    hexed = [v.encode().hex() for v in values]
+    hexed += [struct.pack("!q", int(_digits(p["card"]))).hex() for p in PEOPLE]
+    assert leaks(gw, relay, values + hexed) == []

@@ -45,7 +45,16 @@ from hoopgw_masking.detectors import (
 )
 from hoopgw_masking.engine import Masker
 from hoopgw_masking.styles import STYLES, Style
-from hoopgw_masking.values import JSON, JSONB, SKIP, TEXT, ValueMasker, kind_of, mysql_kind
+from hoopgw_masking.values import (
+    JSON,
+    JSONB,
+    OTHER,
+    RECORD,
+    SKIP,
+    TEXT,
+    ValueMasker,
+    mysql_kind,
+)
 
 __all__ = ["MaskingPlugin"]
 
@@ -192,8 +201,8 @@ class MaskingPlugin:
         Option(
             name="numeric_columns",
             type=bool,
-            default=False,
-            help="also look for card numbers in int8 and numeric columns",
+            default=True,
+            help="look for card numbers in int8, numeric, float8 and money values",
         ),
         Option(
             name="catalog_user",
@@ -259,9 +268,11 @@ class MaskingPlugin:
             {e: styles[s] for e, s in options["styles"].items()},
             styles[options["default_style"]],
         )
-        self.values = ValueMasker(self.masker, on_invalid=options["on_invalid"])
         self._numeric = options["numeric_columns"]
         self._ip = "ip" in options["entities"]
+        self.values = ValueMasker(
+            self.masker, on_invalid=options["on_invalid"], numeric=self._numeric, ip=self._ip
+        )
         self._rules = tuple(options["columns"])
         self._postgres = context.connection.protocol == "postgres"
         self._mysql = context.connection.protocol == "mysql"
@@ -372,7 +383,9 @@ class MaskingPlugin:
         for index, column in enumerate(columns):
             # Type OIDs are PostgreSQL's; MySQL's front end names its types in type_name.
             if self._postgres:
-                kind = kind_of(column.type_oid, numeric=self._numeric, ip=self._ip)
+                kind = self.values.kind(column.type_oid)
+                if kind in (OTHER, RECORD) and column.format == 0:
+                    kind = TEXT  # a text literal: scanned with the column's batch
             elif self._mysql:
                 kind = mysql_kind(column.type_name, column.format, numeric=self._numeric)
             else:

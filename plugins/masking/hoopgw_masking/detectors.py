@@ -69,9 +69,12 @@ def _whole(match: re.Match[str]) -> Span:
 
 # The local part: dot-separated atoms (no leading, trailing or doubled dot).
 # The atoms are possessive: no shorter atom can be followed by "." or "@" instead.
+# The domain ends before a letter or digit if it can (john@example.com.GB82WEST...: the IBAN
+# after the address stays whole), else before a letter (john@example.com1).
+_DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}"
 _EMAIL = re.compile(
     r"[A-Za-z0-9][A-Za-z0-9_%+-]*+(?:\.[A-Za-z0-9_%+-]++)*+"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![A-Za-z])",
+    rf"@(?:{_DOMAIN}(?![A-Za-z0-9])|{_DOMAIN}(?![A-Za-z]))",
     re.ASCII,
 )
 
@@ -424,9 +427,7 @@ _PRIVATE_KEY = re.compile(
     r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY[A-Z ]*-----"
     r"(?:[^\x00]*?-----END [A-Z0-9 ]*PRIVATE KEY[A-Z ]*-----|[A-Za-z0-9+/=\s:,.\-]*)"
 )
-_JWT = re.compile(
-    r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]*", re.ASCII
-)
+_JWT = re.compile(r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]*", re.ASCII)
 _BEARER = re.compile(r"(?i:bearer)[ \t]+([A-Za-z0-9._~+/\-]{16,}=*)", re.ASCII)
 # "Bearer", "bearer", "BEARER": the spellings in use (a rarer mix of cases is not scanned).
 _BEARER_TRIGGERS = ("earer", "EARER")

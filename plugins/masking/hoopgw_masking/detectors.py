@@ -242,10 +242,12 @@ def phone_validator(regions: Iterable[str]) -> Validator:
 
 # Never issued: area 000, 666 and 900-999; group 00; serial 0000 (SSA, "SSN randomization");
 # nor the numbers published in advertising (078-05-1120, 219-09-9999) or 123-45-6789.
+# Any character but a digit, or a digit group (1-536-22-1234: a longer number), may stand next
+# to one.
 _SSN = re.compile(
-    r"\d(?<!\d\d)"
+    r"\d(?<!\d\d)(?<!\d[ \-]\d)"
     r"(?!(?<=0)00|(?<=6)66|(?<=9)\d\d|(?<=0)78.05.1120|(?<=2)19.09.9999|(?<=1)23.45.6789)"
-    r"\d{2}([- ])(?!00)\d{2}\1(?!0000)\d{4}(?!\d)",
+    r"\d{2}([- ])(?!00)\d{2}\1(?!0000)\d{4}(?!\d|[ \-]\d)",
     re.ASCII,
 )
 
@@ -259,6 +261,10 @@ _SSN = re.compile(
 # card (``1234-4111 1111 1111 1111``, ``4111111111111111 2``) do not hide it.
 _CARD = re.compile(r"\d(?<!\d\d)(?<!\d[ \-]\d)(?:[ \-]?\d){11,}+", re.ASCII)
 _CARD_GROUP = re.compile(r"\d+", re.ASCII)
+# The layouts card numbers are written in, as group sizes (one character each: "4" is a group
+# of four, "<" of twelve, "C" of nineteen): one group of 12-19 digits, groups of four with a
+# last group of one to four, Amex 4-6-5 and Diners 4-6-4.
+_CARD_LAYOUT = re.compile(r"[<=>?@ABC]|444[1-4]|4444[1-3]|465|464")
 # (prefix pattern, allowed lengths) per scheme: Visa, Mastercard, Amex, Discover, JCB, Diners,
 # UnionPay, Maestro.
 _CARD_SCHEMES = re.compile(
@@ -299,7 +305,8 @@ def _card_text(text: str) -> bool:
 
 def _card(match: re.Match[str]) -> Span | None:
     """The whole candidate if it is one card number; else the span from the first to the last
-    card number made of whole groups inside it (what lies between is masked too)."""
+    card number inside it made of whole groups in a card's layout (what lies between is masked
+    too)."""
     text = match.group()
     start = match.start()
     if start and match.string[start - 1] == "+" and valid_phone("+" + text, ()):
@@ -307,14 +314,13 @@ def _card(match: re.Match[str]) -> Span | None:
     if _card_text(text):
         return match.span()
     groups = [m.span() for m in _CARD_GROUP.finditer(text)]
+    sizes = "".join(chr(48 + min(e - s, 20)) for s, e in groups)  # group sizes, one char each
     found: list[Span] = []
     for first, (start, _) in enumerate(groups):
-        size = 0
-        for last in range(first, len(groups)):
-            size += groups[last][1] - groups[last][0]
-            if size > 19:
-                break
-            if size >= 12 and _card_text(text[start : groups[last][1]]):
+        for last in range(first, min(first + 5, len(groups))):
+            if _CARD_LAYOUT.fullmatch(sizes, first, last + 1) and _card_text(
+                text[start : groups[last][1]]
+            ):
                 found.append((start, groups[last][1]))
     if not found:
         return None

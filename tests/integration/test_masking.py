@@ -369,6 +369,10 @@ GAPS = {
     "ranges": "SELECT int8range(c, c + 1), numrange(c, c + 1), int8multirange(int8range(c, c + 1)),"
     " ARRAY[int8range(c, c + 1)] FROM (SELECT regexp_replace(card, '\\D', '', 'g')::int8 AS c"
     " FROM people) t",
+    # JSON stored with escapes, inside a record, an array, as text; XML character references.
+    "escapes": "SELECT row(j), j::text, ARRAY[j], xmlparse(content replace(e, '@', '&#64;'))"
+    " FROM (SELECT email AS e, ('{\"e\": \"' || replace(email, '@', '\\u0040') || '\"}')::json"
+    " AS j FROM people) t",
     "numbers": "SELECT c, c::numeric, c::numeric + 0.5, c::float8, ARRAY[c] FROM"
     " (SELECT regexp_replace(card, '\\D', '', 'g')::int8 AS c FROM people) t",
 }
@@ -408,6 +412,8 @@ def test_values_the_attacker_found_are_masked_for_the_client_and_the_store(
     assert "[EMAIL]" in joined and "[SSN]" in joined and "[CREDIT_CARD]" in joined
     values = [p[k] for p in PEOPLE for k in ("email", "ssn", "iban")]
     values += [_digits(p["card"]) for p in PEOPLE] + [p["card"] for p in PEOPLE]
+    values += [p["email"].replace("@", "\\u0040") for p in PEOPLE]
+    values += [p["email"].replace("@", "&#64;") for p in PEOPLE]
     # Nor any part of one: the last ten characters of each IBAN and card number.
     values += [p["iban"].replace(" ", "")[-10:] for p in PEOPLE]
     values += [_digits(p["card"])[-10:] for p in PEOPLE]

@@ -54,6 +54,7 @@ from hoopgw_masking.values import (
     TEXT,
     ValueMasker,
     mysql_kind,
+    unescaped,
 )
 
 __all__ = ["MaskingPlugin"]
@@ -361,14 +362,14 @@ class MaskingPlugin:
             fields = dict(output.fields)
             output.fields.clear()
             for name, value in fields.items():
-                masked_name = self.masker.mask(name, counts)
-                masked_value = self.masker.mask(value, counts)
+                masked_name = self._mask_message(name, counts)
+                masked_value = self._mask_message(value, counts)
                 output.fields[masked_name if masked_name is not None else name] = (
                     masked_value if masked_value is not None else value
                 )
             return
         text = output.fields.get("text", "")
-        masked = self.masker.mask(text, counts)
+        masked = self._mask_message(text, counts)
         if masked is not None:
             output.fields["text"] = masked
             if command is not None:
@@ -458,6 +459,18 @@ class MaskingPlugin:
         if counts:
             _count(command, counts)
 
+    def _mask_message(self, text: str, counts: Counter[str]) -> str | None:
+        """A message or statement text masked, escapes included: an entity behind an escape
+        (``\\u0040``, ``&#64;``) is masked in the decoded text, which then replaces it."""
+        masked = self.masker.mask(text, counts)
+        current = text if masked is None else masked
+        decoded = unescaped(current)
+        if decoded is not None:
+            again = self.masker.mask(decoded, counts)
+            if again is not None:
+                return again
+        return masked
+
     def _mask_text_column(
         self, rows: list[list[bytes | None]], index: int, counts: Counter[str]
     ) -> None:
@@ -477,11 +490,16 @@ class MaskingPlugin:
                     row[index] = masked.encode("utf-8", "surrogateescape")
             return
         masked = self.masker.mask_joined(text, counts)
-        if masked is None:
-            return
-        values = masked.encode("utf-8", "surrogateescape").split(b"\x00")
-        for row, value in zip(present, values, strict=True):
-            row[index] = value
+        if masked is not None:
+            values = masked.encode("utf-8", "surrogateescape").split(b"\x00")
+            for row, value in zip(present, values, strict=True):
+                row[index] = value
+        if "\\u" in text or "&#" in text:
+            # An entity behind an escape (JSON text stored as text, a record's JSON field).
+            for row in present:
+                value = row[index].decode("utf-8", "surrogateescape")  # type: ignore[union-attr]
+                if self.values.hidden(value, counts):
+                    row[index] = None
 
     def _mask_whole(
         self,
@@ -518,7 +536,7 @@ class MaskingPlugin:
         for name in names:
             text = fields.get(name)
             if text:
-                masked = self.masker.mask(text, counts)
+                masked = self._mask_message(text, counts)
                 if masked is not None:
                     fields[name] = masked
         if counts and command is not None:

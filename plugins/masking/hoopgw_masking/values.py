@@ -187,7 +187,7 @@ class ValueMasker:
             if value[:1] != b"\x01":
                 raise Refused("unknown jsonpath binary version")
             result = self._text(value[1:], counts)
-            return None if result is None else b"\x01" + result
+            return b"\x01" + result if isinstance(result, bytes) else result
         if kind == BYTEA:
             return self._bytea(value, fmt, counts)
         if kind == RECORD:
@@ -219,18 +219,35 @@ class ValueMasker:
             return self._number(kind, fmt, value, counts)
         return None
 
-    def _text(self, value: bytes, counts: Counter[str]) -> bytes | None:
+    def _text(self, value: bytes, counts: Counter[str]) -> bytes | bool | None:
         text = value.decode("utf-8", "surrogateescape")
         masked = self.masker.mask(text, counts)
+        if self.hidden(text if masked is None else masked, counts):
+            return False
         return None if masked is None else masked.encode("utf-8", "surrogateescape")
+
+    def hidden(self, text: str, counts: Counter[str]) -> bool:
+        """Whether ``text`` (already masked) still holds an entity behind escapes -- JSON's
+        ``\\u0040`` (in JSON text inside a record's or an array's literal, or stored as text),
+        XML's ``&#64;`` -- which cannot be masked in place: then the value has no valid masked
+        form (``None`` is returned by :meth:`invalid`, or :class:`Refused` raised)."""
+        decoded = unescaped(text)
+        if decoded is None:
+            return False
+        found: Counter[str] = Counter()
+        if self.masker.mask(decoded, found) is None:
+            return False
+        counts.update(found)
+        self.invalid(next(iter(found)))
+        return True
 
     # -- bytea, records, ranges and unknown binary forms -------------------------------------
 
-    def _bytea(self, value: bytes, fmt: int, counts: Counter[str]) -> bytes | None:
+    def _bytea(self, value: bytes, fmt: int, counts: Counter[str]) -> bytes | bool | None:
         """Bytes scanned as UTF-8 text; in text format sent back in hex."""
         raw = _bytea_decode(value) if fmt == 0 else value
         masked = self._text(raw, counts)
-        if masked is None or fmt == 1:
+        if not isinstance(masked, bytes) or fmt == 1:
             return masked
         return b"\\x" + masked.hex().encode("ascii")
 
@@ -524,6 +541,29 @@ class ValueMasker:
         if kind in (FLOAT8, DOUBLE_LE):
             return struct.pack("!d" if kind == FLOAT8 else "<d", float(masked))
         return _numeric_binary(masked)
+
+
+_ESCAPE = re.compile(r"\\+u([0-9A-Fa-f]{4})|&#(?:[xX]([0-9A-Fa-f]{1,6})|([0-9]{1,7}));", re.ASCII)
+
+
+def _unescape(match: re.Match[str]) -> str:
+    hexadecimal = match.group(1) or match.group(2)
+    code = int(hexadecimal, 16) if hexadecimal else int(match.group(3))
+    if code < 0x20 or code in (0x22, 0x5C, 0x7F) or code >= 0x110000 or 0xD800 <= code < 0xE000:
+        # Kept escaped: a control character, a quote or a backslash would change how the
+        # surrounding text (a COPY row, a JSON string) is read, and none is part of an entity.
+        return match.group()
+    return chr(code)
+
+
+def unescaped(text: str) -> str | None:
+    """``text`` with JSON ``\\uXXXX`` escapes (behind any number of backslashes, as a record's
+    or an array's literal doubles them) and XML character references of printable characters
+    decoded; ``None`` when it has none."""
+    if "\\u" not in text and "&#" not in text:
+        return None
+    decoded = _ESCAPE.sub(_unescape, text)
+    return None if decoded == text else decoded
 
 
 def _integral(text: str) -> str | None:

@@ -37,6 +37,7 @@ from hoopgw_masking.values import (
     _numeric_text,
     kind_of,
     mysql_kind,
+    unescaped,
 )
 
 CARD = "4111111111111111"
@@ -356,3 +357,17 @@ def test_a_binary_mysql_bigint_card_stays_eight_little_endian_bytes() -> None:
     masked = values.mask(INT8_LE, 1, struct.pack("<q", 4111111111111111), Counter())
     assert isinstance(masked, bytes) and len(masked) == 8
     assert struct.unpack("<q", masked)[0] == 1111
+
+
+def test_escapes_cannot_hide_a_value() -> None:
+    # JSON text inside a record's literal (its backslashes doubled), or stored as text, and XML
+    # character references: no valid masked form in place, so the value follows on_invalid.
+    counts: Counter[str] = Counter()
+    record = b'("{""e"": ""ann\\\\u0040example.com""}")'
+    assert values().mask(TEXT, 0, record, counts) is False
+    assert values().mask(OTHER, 0, b"<e>ann&#64;example&#x2E;com</e>", counts) is False
+    assert values().mask(TEXT, 0, b'{"e": "\\u0022 \\u000a"}', counts) is None
+    assert counts == {"email": 2}
+    with pytest.raises(Refused):
+        values(on_invalid="refuse").mask(TEXT, 0, record, Counter())
+    assert unescaped("a\\\\\\u0040b &#64; &#10; \\u005c") == "a@b @ &#10; \\u005c"

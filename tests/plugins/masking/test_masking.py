@@ -29,6 +29,7 @@ from hoopgw.verdicts import Allow, Block
 
 EMAIL = "ann.lee@example.com"
 CARD = "4111 1111 1111 1111"
+SSN = "536-22-1234"
 
 
 def build(options: dict[str, Any] | None = None, *, record: bool = True) -> ScriptedClient:
@@ -382,3 +383,34 @@ def test_attributes_are_masked_for_the_record_and_kept_for_the_plugins() -> None
     output = Output("attributes", {"application_name": EMAIL, "database": "crm", EMAIL: "x"})
     plugin.audit_text(session=session, command=None, output=output)
     assert output.fields == {"application_name": "[EMAIL]", "database": "crm", "[EMAIL]": "x"}
+
+
+def test_numbers_records_and_unknown_types_are_scanned_by_default() -> None:
+    # Without options: int8 and numeric are checked for card numbers, a record literal (x_ is
+    # part of the address's local part and masked with it), a
+    # tsvector and an extension's type are scanned; an escape hiding an address in a text
+    # column leaves that value NULL; the sample the store keeps is what the client saw.
+    client = build()
+    columns = [
+        Column("c", type_oid=20),
+        Column("n", type_oid=1700),
+        Column("r", type_oid=2249),
+        Column("v", type_oid=3614),
+        Column("x", type_oid=987654),
+        Column("j", type_oid=25),
+    ]
+    digits = CARD.replace(" ", "")
+    row = [
+        digits.encode(),
+        f"{digits}.50".encode(),
+        f"(x_{EMAIL}_y,--{CARD}--)".encode(),
+        f"'{EMAIL}':1".encode(),
+        f"ssn-{SSN}-".encode(),
+        b'{"e": "' + EMAIL.replace("@", "\\u0040").encode() + b'"}',
+    ]
+    result = client.run("SELECT ...", columns=columns, rows=[row])
+    assert result.rows == [
+        [None, None, b"([EMAIL]_y,--[CREDIT_CARD]--)", b"'[EMAIL]':1", b"ssn-[SSN]-", None]
+    ]
+    [completed] = records(client, "command_completed")
+    assert completed["sample"] == [[None, None, *(v.decode() for v in result.rows[0][2:5]), None]]

@@ -274,14 +274,19 @@ class ValueMasker:
     def _opaque(self, value: bytes, counts: Counter[str]) -> bytes | bool | None:
         """A binary value of a type the gateway does not know. One laid out as a record (a
         composite type) or an array is masked field by field, element by element, by their
-        own types (numbers in binary are found there); then its bytes are scanned as text
-        (every binary form keeps strings as their bytes), and an entity still there leaves
-        the value no valid masked form."""
+        own types (numbers in binary are found there); one that is printable UTF-8 text
+        (citext) is masked as text. Otherwise its bytes are scanned as text (every binary
+        form keeps strings as their bytes), and an entity there leaves the value no valid
+        masked form."""
         structured = None
         if _parse_record(value) is not None:
             structured = self._record(value, counts)
         elif _is_binary_array(value):
             structured = self._binary_array(value, counts)
+        elif _printable(value):
+            # A binary form that is text (citext, and other types sent as their text): masked
+            # in place like text.
+            return self._text(value, counts)
         result = value if structured is None else structured
         found: Counter[str] = Counter()
         if self.masker.mask(result.decode("utf-8", "surrogateescape"), found) is not None:
@@ -606,6 +611,18 @@ def _parse_record(value: bytes) -> list[tuple[int, bytes | None]] | None:
     except struct.error:
         return None
     return fields if position == len(value) else None
+
+
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _printable(value: bytes) -> bool:
+    """Whether ``value`` is UTF-8 text without control characters (tab and line ends aside)."""
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return _CONTROL.search(value) is None
 
 
 def _is_binary_array(value: bytes) -> bool:

@@ -332,7 +332,9 @@ def test_unknown_types_in_binary_are_scanned_and_never_edited() -> None:
     array = binary_array(20, [struct.pack("!q", int(CARD))])
     assert values().mask(OTHER, 1, array, counts, 99998) == binary_array(20, [None])
     assert values().mask(OTHER, 1, b"\x00\x01opaque", counts, 99997) is None
-    assert counts == {"email": 2, "credit_card": 2}
+    # A binary form that is text (citext): masked in place.
+    assert values().mask(OTHER, 1, b"mail ann@example.com", counts, 99996) == b"mail [EMAIL]"
+    assert counts == {"email": 3, "credit_card": 2}
 
 
 def test_mysql_kinds_come_from_type_names() -> None:

@@ -428,3 +428,26 @@ def test_values_the_attacker_found_are_masked_for_the_client_and_the_store(
     hexed = [v.encode().hex() for v in values]
     hexed += [struct.pack("!q", int(_digits(p["card"]))).hex() for p in PEOPLE]
     assert leaks(gw, relay, values + hexed) == []
+
+
+def test_binary_copy_is_refused_and_leaks_nothing(gateway: Any, seeded: dict[str, Any]) -> None:
+    # Binary COPY output has no column types: a card number cast to int8 would be eight bytes
+    # the scan cannot tell apart. The session ends before any of it reaches the client.
+    gw, relay, params = start(gateway, seeded, {})
+    sql = (
+        "COPY (SELECT email, regexp_replace(card, '\\D', '', 'g')::int8 FROM people)"
+        " TO STDOUT (FORMAT binary)"
+    )
+    with psycopg.connect(**params, autocommit=True) as conn:
+        conn.execute("SELECT email FROM people LIMIT 1").fetchall()
+        with pytest.raises(psycopg.Error, match="internal gateway error"):
+            with conn.cursor() as cursor, cursor.copy(sql) as copy:
+                list(copy)
+    assert "binary COPY output cannot be masked" in gw.stderr_text()
+    values = [p["email"] for p in PEOPLE]
+    values += [struct.pack("!q", int(_digits(p["card"]))).hex() for p in PEOPLE]
+    values += [p["email"].encode().hex() for p in PEOPLE]
+    gw.stop()
+    relay.close()
+    sent = relay.received
+    assert [v for v in values if v.encode() in sent or v.encode() in sent.hex().encode()] == []

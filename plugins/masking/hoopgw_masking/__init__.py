@@ -52,6 +52,7 @@ from hoopgw_masking.values import (
     RECORD,
     SKIP,
     TEXT,
+    Refused,
     ValueMasker,
     mysql_kind,
     unescaped,
@@ -67,6 +68,9 @@ _DDL = re.compile(r"\b(?:create|alter|drop|import)\b", re.IGNORECASE)
 _ENTITY_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 # COPY output carries no column description, so column rules cannot be applied to it.
 _COPY_OUT = re.compile(r"\bcopy\b[\s\S]*\bto\s+stdout\b", re.IGNORECASE)
+# The signature that starts binary COPY output (its first CopyData message); text and CSV COPY
+# data never holds a NUL.
+_BINARY_COPY = "PGCOPY\n\udcff\r\n\x00"
 COPY_REFUSED = (
     "masking cannot apply its column rules to COPY ... TO STDOUT; select the rows instead"
 )
@@ -532,6 +536,14 @@ class MaskingPlugin:
         """Mask errors, notices, notifications, parameter values and COPY-out data."""
         counts: Counter[str] = Counter()
         fields = output.fields
+        if output.kind == "copy" and fields.get("data", "").startswith(_BINARY_COPY):
+            # Binary COPY carries no column types: a card number in an int8 field is eight
+            # bytes no scan can tell from a timestamp. Fail closed: the session ends.
+            self._log.error(
+                "masking: binary COPY output cannot be masked; session ended"
+                " (use COPY ... TO STDOUT in text or CSV format)"
+            )
+            raise Refused("binary COPY output cannot be masked")
         names = ("value",) if output.kind == "parameter" else tuple(fields)
         for name in names:
             text = fields.get(name)

@@ -414,3 +414,15 @@ def test_numbers_records_and_unknown_types_are_scanned_by_default() -> None:
     ]
     [completed] = records(client, "command_completed")
     assert completed["sample"] == [[None, None, *(v.decode() for v in result.rows[0][2:5]), None]]
+
+
+def test_binary_copy_output_ends_the_session() -> None:
+    # Binary COPY has no column types: an int8 card number in it cannot be found.
+    client = build(record=False)
+    command, _ = client.send("COPY people TO STDOUT (FORMAT binary)")
+    header = "PGCOPY\n\udcff\r\n\x00" + "\x00" * 8
+    copy = Output("copy", {"data": header})
+    with pytest.raises(Refused, match="binary COPY"):
+        client.chain.hook.server_output(session=client.session, command=command, output=copy)
+    text = Output("copy", {"data": "PGCOPY\\n text row\n"})
+    client.chain.hook.server_output(session=client.session, command=command, output=text)

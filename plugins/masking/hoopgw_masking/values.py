@@ -374,6 +374,7 @@ class ValueMasker:
         text = value.decode("utf-8", "surrogateescape")
         if (
             "\\" not in text
+            and "&#" not in text
             and not _EXPONENT.search(text)
             and not self.masker.mask(text, Counter())
         ):
@@ -396,6 +397,11 @@ class ValueMasker:
             return self._json_number(node, counts, changed)
         if isinstance(node, str):
             masked = self.masker.mask(node, counts)
+            decoded = unescaped(node if masked is None else masked)
+            if decoded is not None:
+                # An XML character reference (or a JSON escape written into the string) hides
+                # an entity: a JSON string may hold the decoded text, masked.
+                masked = self.masker.mask(decoded, counts) or masked
             if masked is None:
                 return node
             changed[0] = True

@@ -160,6 +160,12 @@ def test_json_escapes_cannot_hide_a_value() -> None:
     assert masked == b'{"e": "[EMAIL]"}'
 
 
+def test_xml_character_references_in_json_strings_are_decoded() -> None:
+    raw = b'{"e": "ann&#64;example.com", "n": "&#64;"}'
+    masked = values().mask(JSON, 0, raw, Counter())
+    assert masked == b'{"e": "[EMAIL]", "n": "&#64;"}'
+
+
 def test_jsonb_binary_keeps_its_version_byte() -> None:
     counts: Counter[str] = Counter()
     masked = values().mask(JSONB, 1, b'\x01{"e": "ann@example.com"}', counts)

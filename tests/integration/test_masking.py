@@ -380,42 +380,19 @@ GAPS = {
 }
 
 
-def test_values_the_attacker_found_are_masked_for_the_client_and_the_store(
-    gateway: Any, seeded: dict[str, Any]
-) -> None:
-    with psycopg.connect(**seeded, autocommit=True) as direct:
-        direct.execute("CREATE TYPE contact AS (email text, card int8)")
-        direct.execute("CREATE EXTENSION citext")
-        direct.execute("CREATE EXTENSION hstore")
-        direct.execute("ANALYZE people")
-    gw, relay, params = start(gateway, seeded, {})
-    seen: list[str] = []
-    for sql in GAPS.values():
-        seen.append(psql(params, "-c", sql))
-    with psycopg.connect(**params, autocommit=True) as conn:
-        notices: list[str] = []
-        conn.add_notice_handler(lambda d: notices.append(f"{d.message_primary} {d.message_detail}"))
-        for name, sql in GAPS.items():
-            for binary in (False, True):
-                with conn.cursor(binary=binary) as cursor:
-                    rows = cursor.execute(sql).fetchall()
-                    assert rows, name
-                    if name == "extensions":  # citext is text in binary too: masked in place
-                        assert rows[0][0] in ("[EMAIL]", b"[EMAIL]")
-                    seen.append(repr(rows))
-        # Errors and notices echo values next to punctuation; they reach the audit store too.
-        with pytest.raises(errors.DataError) as cast:
-            conn.execute("SELECT ('x_' || email || '_y')::int FROM people WHERE id = 0")
-        seen.append(str(cast.value))
-        conn.execute(
-            "DO $$ BEGIN RAISE NOTICE '%', (SELECT row('--' || ssn || '--', email)"
-            " FROM people WHERE id = 0); END $$"
-        )
-        seen.append(repr(notices))
-        # A statement text with values next to punctuation is recorded masked.
-        conn.execute(f"SELECT 'x_{PEOPLE[1]['email']}_y', '--{_digits(PEOPLE[1]['card'])}--'")
+def _gap_tables(direct: dict[str, Any]) -> None:
+    with psycopg.connect(**direct, autocommit=True) as conn:
+        conn.execute("CREATE TYPE contact AS (email text, card int8)")
+        conn.execute("CREATE EXTENSION citext")
+        conn.execute("CREATE EXTENSION hstore")
+        conn.execute("ANALYZE people")
+
+
+def _no_leak(gw: Any, relay: Relay, seen: list[str]) -> None:
+    """Nothing of any person in what the clients decoded, nor in the bytes the clients
+    received, the gateway's log or the store (binary samples are kept in hex: the values'
+    bytes and the cards' int8 forms are looked for too)."""
     joined = "\n".join(seen)
-    assert "[EMAIL]" in joined and "[SSN]" in joined and "[CREDIT_CARD]" in joined
     values = [p[k] for p in PEOPLE for k in ("email", "ssn", "iban")]
     values += [_digits(p["card"]) for p in PEOPLE] + [p["card"] for p in PEOPLE]
     values += [p["email"].replace("@", "\\u0040") for p in PEOPLE]
@@ -424,10 +401,53 @@ def test_values_the_attacker_found_are_masked_for_the_client_and_the_store(
     values += [p["iban"].replace(" ", "")[-10:] for p in PEOPLE]
     values += [_digits(p["card"])[-10:] for p in PEOPLE]
     assert [v for v in values if v in joined] == []
-    # Binary samples are kept in hex: look for the values' bytes and the cards' int8 forms too.
     hexed = [v.encode().hex() for v in values]
     hexed += [struct.pack("!q", int(_digits(p["card"]))).hex() for p in PEOPLE]
     assert leaks(gw, relay, values + hexed) == []
+
+
+@pytest.mark.parametrize("gap", list(GAPS))
+def test_a_gap_the_attacker_found_is_closed(gateway: Any, seeded: dict[str, Any], gap: str) -> None:
+    # psql (text), psycopg in text and in binary format; recording samples every row.
+    _gap_tables(seeded)
+    gw, relay, params = start(gateway, seeded, {})
+    seen = [psql(params, "-c", GAPS[gap])]
+    with psycopg.connect(**params, autocommit=True) as conn:
+        for binary in (False, True):
+            with conn.cursor(binary=binary) as cursor:
+                rows = cursor.execute(GAPS[gap]).fetchall()
+                assert rows
+                if gap == "extensions":  # citext is text in binary too: masked in place
+                    assert rows[0][0] in ("[EMAIL]", b"[EMAIL]")
+                seen.append(repr(rows))
+        conn.execute("SELECT email FROM people LIMIT 1").fetchall()  # leaks() wants [EMAIL]
+    _no_leak(gw, relay, seen)
+
+
+def test_errors_notices_and_statements_with_punctuation_are_masked(
+    gateway: Any, seeded: dict[str, Any]
+) -> None:
+    gw, relay, params = start(gateway, seeded, {})
+    seen: list[str] = []
+    with psycopg.connect(**params, autocommit=True) as conn:
+        notices: list[str] = []
+        conn.add_notice_handler(lambda d: notices.append(f"{d.message_primary} {d.message_detail}"))
+        # Errors and notices echo values next to punctuation; errors reach the audit store.
+        with pytest.raises(errors.DataError) as cast:
+            conn.execute("SELECT ('x_' || email || '_y')::int FROM people WHERE id = 0")
+        seen.append(str(cast.value))
+        assert "[EMAIL]_y" in str(cast.value)
+        conn.execute(
+            "DO $$ BEGIN RAISE NOTICE '%', (SELECT row('--' || ssn || '--', email)"
+            " FROM people WHERE id = 0); END $$"
+        )
+        seen.append(repr(notices))
+        assert notices == ["(--[SSN]--,[EMAIL]) None"]
+        # A statement text with values next to punctuation (or escaped) is recorded masked.
+        email, card = PEOPLE[1]["email"], _digits(PEOPLE[1]["card"])
+        conn.execute(f"SELECT 'x_{email}_y', '--{card}--', '{email.replace('@', '&#64;')}'")
+        conn.execute("SELECT email FROM people LIMIT 1").fetchall()
+    _no_leak(gw, relay, seen)
 
 
 def test_binary_copy_is_refused_and_leaks_nothing(gateway: Any, seeded: dict[str, Any]) -> None:

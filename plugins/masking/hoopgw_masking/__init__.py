@@ -19,8 +19,10 @@ recording plugin writes into the command's ``command_completed`` record.
 
 from __future__ import annotations
 
+import array
 import json
 import re
+import sys
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -46,8 +48,11 @@ from hoopgw_masking.detectors import (
 from hoopgw_masking.engine import Masker
 from hoopgw_masking.styles import STYLES, Style
 from hoopgw_masking.values import (
+    DIGITS,
+    INT8,
     JSON,
     JSONB,
+    NUMERIC,
     OTHER,
     RECORD,
     SKIP,
@@ -71,6 +76,8 @@ _COPY_OUT = re.compile(r"\bcopy\b[\s\S]*\bto\s+stdout\b", re.IGNORECASE)
 # The signature that starts binary COPY output (its first CopyData message); text and CSV COPY
 # data never holds a NUL.
 _BINARY_COPY = "PGCOPY\n\udcff\r\n\x00"
+_CARD_MIN = 10**11
+"""The smallest number of 12 digits, the fewest a card number has."""
 COPY_REFUSED = (
     "masking cannot apply its column rules to COPY ... TO STDOUT; select the rows instead"
 )
@@ -451,6 +458,10 @@ class MaskingPlugin:
             elif kind == TEXT:
                 self._mask_text_column(rows, index, counts)
             else:
+                if kind in (INT8, NUMERIC, DIGITS) and not _may_hold_card(
+                    kind, column.format, [row[index] for row in rows]
+                ):
+                    continue  # ids and counts: no number of 12 digits in the whole column
                 for row in rows:
                     value = row[index]
                     if value is None:
@@ -558,6 +569,21 @@ class MaskingPlugin:
     def session_closed(self, session: SessionInfo, reason: str) -> None:
         """Forget the session's result plan."""
         self._plans.pop(session.id, None)
+
+
+def _may_hold_card(kind: str, fmt: int, values: list[bytes | None]) -> bool:
+    """Whether any of a column's numbers may have 12 digits or more (the fewest a card number
+    has); decided in C for the batch."""
+    present = [v for v in values if v is not None]
+    if kind == INT8 and fmt == 1:
+        numbers = array.array("q", b"".join(present))
+        if sys.byteorder == "little":
+            numbers.byteswap()  # the wire is big-endian
+        return bool(numbers) and (max(numbers) >= _CARD_MIN or min(numbers) <= -_CARD_MIN)
+    if not present or max(map(len, present)) >= 12:
+        return bool(present)
+    joined = b"".join(present)
+    return b"e" in joined or b"E" in joined  # an exponent (MySQL's DOUBLE in text rows)
 
 
 def _count(command: Command, counts: Mapping[str, int]) -> None:

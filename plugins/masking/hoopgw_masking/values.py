@@ -517,7 +517,12 @@ class ValueMasker:
         digits with and without the cents."""
         text = value.decode("ascii", "replace") if kind == DIGITS or fmt == 0 else ""
         if not text:
-            if kind in (INT8, MONEY):
+            if kind == INT8:
+                number = struct.unpack("!q", value)[0]
+                if -(10**11) < number < 10**11:
+                    return None  # fewer than 12 digits: no card number
+                text = str(number)
+            elif kind == MONEY:
                 text = str(struct.unpack("!q", value)[0])
             elif kind == INT8_LE:
                 text = str(struct.unpack("<q", value)[0])

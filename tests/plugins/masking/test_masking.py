@@ -8,6 +8,7 @@ produced through ``audit_text``, whatever the order of the ``plugins`` list.
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -426,3 +427,16 @@ def test_binary_copy_output_ends_the_session() -> None:
         client.chain.hook.server_output(session=client.session, command=command, output=copy)
     text = Output("copy", {"data": "PGCOPY\\n text row\n"})
     client.chain.hook.server_output(session=client.session, command=command, output=text)
+
+
+def test_a_card_among_short_numbers_is_found_in_both_formats() -> None:
+    # Batches of short numbers are dismissed at once; one card among them is not.
+    client = build(record=False)
+    card = int(CARD.replace(" ", ""))
+    for fmt, encode in ((0, lambda n: str(n).encode()), (1, lambda n: struct.pack("!q", n))):
+        columns = [Column("id", type_oid=20, format=fmt)]
+        short = [[encode(n)] for n in (1, -5, 10**11 - 1, -(10**11) + 1)]
+        assert client.run("SELECT", columns=columns, rows=short).rows == short
+        rows = [[encode(7)], [None], [encode(-card)], [encode(card)]]
+        result = client.run("SELECT", columns=columns, rows=rows)
+        assert result.rows == [[encode(7)], [None], [None], [None]]

@@ -375,8 +375,8 @@ GAPS = {
     " AS j FROM people) t",
     # Extension types (their OIDs are not built in): citext, hstore, an array of citext.
     "extensions": "SELECT email::citext, hstore('e', email), ARRAY[ssn::citext] FROM people",
-    "numbers": "SELECT c, c::numeric, c::numeric + 0.5, c::float8, ARRAY[c] FROM"
-    " (SELECT regexp_replace(card, '\\D', '', 'g')::int8 AS c FROM people) t",
+    "numbers": "SELECT c, c::numeric, c::numeric + 0.5, c::float8, ARRAY[c], c::money,"
+    " c::bit(64) FROM (SELECT regexp_replace(card, '\\D', '', 'g')::int8 AS c FROM people) t",
 }
 
 
@@ -403,6 +403,8 @@ def _no_leak(gw: Any, relay: Relay, seen: list[str]) -> None:
     assert [v for v in values if v in joined] == []
     hexed = [v.encode().hex() for v in values]
     hexed += [struct.pack("!q", int(_digits(p["card"]))).hex() for p in PEOPLE]
+    hexed += [format(int(_digits(p["card"])), "064b") for p in PEOPLE]  # card::bit(64)
+    assert [v for v in hexed if v in joined] == []
     assert leaks(gw, relay, values + hexed) == []
 
 

@@ -15,8 +15,8 @@ Formats handled, text (0) and binary (1):
 - arrays of any type: the ``{...}`` literal in text format, the array structure in binary, each
   element by its own type;
 - bytea: the bytes (``\\x`` hex or escape format in text) are scanned as UTF-8 text;
-- int8, numeric, float8, money, and ranges and multiranges of int8 and numeric (unless
-  ``numeric_columns`` is off): the integer they stand for is checked for card numbers;
+- int8, numeric, float8, money, bit strings, and ranges and multiranges of int8 and numeric
+  (unless ``numeric_columns`` is off): the integer they stand for is checked for card numbers;
 - records (``row(...)``, composite types): text literal scanned as text; in binary, each field
   by its own type;
 - every other type (tsvector, tsquery, extension types, ...): in text format scanned as text;
@@ -46,6 +46,7 @@ NUMERIC = "numeric"
 INT8 = "int8"
 FLOAT8 = "float8"
 MONEY = "money"
+BITS = "bits"  # bit, varbit: an integer in base 2 (card_number::bit(64))
 DIGITS = "digits"  # a number written in ASCII in either format (MySQL text rows, DECIMAL)
 INT8_LE = "int8le"  # MySQL's binary LONGLONG: eight little-endian bytes
 DOUBLE_LE = "doublele"  # MySQL's binary DOUBLE: eight little-endian bytes
@@ -59,20 +60,21 @@ OTHER = "other"  # a type the gateway does not know: text scanned; binary scanne
 
 TEXT_TYPES = {25: TEXT, 1043: TEXT, 1042: TEXT, 19: TEXT, 18: TEXT, 142: TEXT, 705: TEXT}
 TEXT_TYPES.update({2275: TEXT, 114: JSON, 3802: JSONB, 4072: JSONPATH, 17: BYTEA, 2249: RECORD})
-NUMBER_TYPES = {20: INT8, 1700: NUMERIC, 701: FLOAT8, 790: MONEY}
-"""Types that can hold a card number (``float8`` holds integers up to 2**53 exactly)."""
+NUMBER_TYPES = {20: INT8, 1700: NUMERIC, 701: FLOAT8, 790: MONEY, 1560: BITS, 1562: BITS}
+"""Types that can hold a card number (``float8`` holds integers up to 2**53 exactly; a bit
+string is what ``int8`` cast to ``bit(64)`` gives)."""
 RANGE_SUBTYPES = {3926: 20, 3906: 1700}  # int8range, numrange
 MULTIRANGE_SUBTYPES = {4536: 20, 4532: 1700}  # int8multirange, nummultirange
 NON_TEXT_TYPES = frozenset(
     {
         16, 21, 22, 23, 26, 27, 28, 29, 30, 600, 601, 602, 603, 604, 628, 700, 718, 774, 829,
-        1082, 1083, 1114, 1184, 1186, 1266, 1560, 1562, 2278, 2950, 2970, 3220, 3904, 3908,
-        3910, 3912, 4451, 4533, 4534, 4535, 5038, 5069,
+        1082, 1083, 1114, 1184, 1186, 1266, 2278, 2950, 2970, 3220, 3904, 3908, 3910, 3912,
+        4451, 4533, 4534, 4535, 5038, 5069,
     }
 )  # fmt: skip
 """Types that provably cannot carry text or a card number: bool, int2, int4, oid and the
 other system integers (``tid``, ``xid``, ``cid``, vectors of them), float4 (24 bits: no
-12-digit number), geometry (floats), macaddr, dates, times and intervals, bit strings, void,
+12-digit number), geometry (floats), macaddr, dates, times and intervals, void,
 uuid, snapshots, LSNs, and ranges of int4 and of dates and times."""
 ADDRESS_TYPES = frozenset({869, 650})  # inet, cidr
 ARRAY_ELEMENTS = {
@@ -217,6 +219,8 @@ class ValueMasker:
             return self._address(value, fmt, counts)
         if kind in (NUMERIC, INT8, FLOAT8, MONEY, DIGITS, INT8_LE, DOUBLE_LE):
             return self._number(kind, fmt, value, counts)
+        if kind == BITS:
+            return self._bits(value, fmt, counts)
         return None
 
     def _text(self, value: bytes, counts: Counter[str]) -> bytes | bool | None:
@@ -294,6 +298,30 @@ class ValueMasker:
             self.invalid(next(iter(found)))
             return False
         return structured
+
+    def _bits(self, value: bytes, fmt: int, counts: Counter[str]) -> bool | None:
+        """A bit string read as an unsigned integer (and, 64 bits long, as a signed ``int8``):
+        one holding a card number has no valid masked form."""
+        if fmt == 0:
+            text = value.decode("ascii", "replace")
+            if not text or text.strip("01"):
+                return None
+            size, number = len(text), int(text, 2)
+        else:
+            (size,) = struct.unpack_from("!i", value, 0)
+            data = value[4:]
+            number = int.from_bytes(data, "big") >> (8 * len(data) - size) if size > 0 else 0
+        if size > 64:
+            return None
+        candidates = [number]
+        if size == 64 and number >= 2**63:
+            candidates.append(number - 2**64)
+        for candidate in candidates:
+            digits = str(abs(candidate))
+            if len(digits) >= 12 and self.masker.mask_digits(digits, counts) is not None:
+                self.invalid(self._digit_entity(digits))
+                return False
+        return None
 
     def _text_range(self, value: bytes, counts: Counter[str]) -> bytes | bool | None:
         """A range or multirange of numbers in text format: each bound checked as a number."""

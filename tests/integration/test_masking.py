@@ -356,8 +356,10 @@ GAPS = {
     " || '--', 'ssn-' || ssn || '-', '+' || phone, email || '.' || iban || 'X' FROM people",
     "record": "SELECT row(email, ssn), row(row(email), card) FROM people",
     "record_array": "SELECT array_agg(row(email, ssn)) FROM people",
-    "composite": "SELECT row(email, regexp_replace(card, '\\D', '', 'g')::int8)::contact,"
-    " ARRAY[row(email, 1)::contact] FROM people",
+    # A composite type; a domain over int8 inside a record (binary: the domain's OID).
+    "composite": "SELECT row(email, c)::contact, ARRAY[row(email, 1)::contact],"
+    " row(c::cardnum), c::cardnum FROM (SELECT email,"
+    " regexp_replace(card, '\\D', '', 'g')::int8 AS c FROM people) t",
     "text_search": "SELECT to_tsvector('simple', email), email::tsvector,"
     " plainto_tsquery('simple', email), ARRAY[email::tsvector] FROM people",
     "cstring": "SELECT textout(email), textout(ssn) FROM people",
@@ -383,6 +385,7 @@ GAPS = {
 def _gap_tables(direct: dict[str, Any]) -> None:
     with psycopg.connect(**direct, autocommit=True) as conn:
         conn.execute("CREATE TYPE contact AS (email text, card int8)")
+        conn.execute("CREATE DOMAIN cardnum AS int8")
         conn.execute("CREATE EXTENSION citext")
         conn.execute("CREATE EXTENSION hstore")
         conn.execute("ANALYZE people")

@@ -291,6 +291,10 @@ class ValueMasker:
             # A binary form that is text (citext, and other types sent as their text): masked
             # in place like text.
             return self._text(value, counts)
+        elif self._numeric:
+            number = self._binary_number(value, counts)
+            if number is not None:
+                return number
         result = value if structured is None else structured
         found: Counter[str] = Counter()
         if self.masker.mask(result.decode("utf-8", "surrogateescape"), found) is not None:
@@ -322,6 +326,22 @@ class ValueMasker:
                 self.invalid(self._digit_entity(digits))
                 return False
         return None
+
+    def _binary_number(self, value: bytes, counts: Counter[str]) -> bytes | bool | None:
+        """An unknown binary value laid out as an ``int8`` (eight bytes) or a ``numeric``,
+        masked as one when it holds a card number: a field of a domain over one of them inside
+        a binary record carries the domain's OID, which the gateway does not know."""
+        if len(value) == 8:
+            kind = INT8
+        elif len(value) >= 8 and len(value) == 8 + 2 * struct.unpack_from("!h", value, 0)[0]:
+            kind = NUMERIC
+        else:
+            return None
+        try:
+            result: bytes | bool | None = self._number(kind, 1, value, counts)
+        except (struct.error, InvalidOperation, ValueError):
+            return None
+        return result
 
     def _text_range(self, value: bytes, counts: Counter[str]) -> bytes | bool | None:
         """A range or multirange of numbers in text format: each bound checked as a number."""

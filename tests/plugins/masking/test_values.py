@@ -353,9 +353,15 @@ def test_unknown_types_in_binary_are_scanned_and_never_edited() -> None:
     array = binary_array(20, [struct.pack("!q", int(CARD))])
     assert values().mask(OTHER, 1, array, counts, 99998) == binary_array(20, [None])
     assert values().mask(OTHER, 1, b"\x00\x01opaque", counts, 99997) is None
+    # A field of a domain over int8 or numeric inside a binary record: the domain's OID.
+    domain = binary_record([(99995, struct.pack("!q", int(CARD)))])
+    assert values().mask(RECORD, 1, domain, counts, 2249) == binary_record([(99995, None)])
+    numeric = binary_record([(99994, _numeric_binary(int(CARD)))])
+    assert values().mask(RECORD, 1, numeric, counts, 2249) == binary_record([(99994, None)])
+    assert values().mask(OTHER, 1, struct.pack("!q", 42), counts, 99993) is None
     # A binary form that is text (citext): masked in place.
     assert values().mask(OTHER, 1, b"mail ann@example.com", counts, 99996) == b"mail [EMAIL]"
-    assert counts == {"email": 3, "credit_card": 2}
+    assert counts == {"email": 3, "credit_card": 4}
 
 
 def test_mysql_kinds_come_from_type_names() -> None:

@@ -180,3 +180,62 @@ def test_types_are_decided_by_mysql_type_names(
         assert row[:3] == (7, 2.5, datetime(2024, 5, 6, 7, 8, 9)), row
         assert isinstance(row[3], int) and row[3] != card and str(row[3]).endswith("1111")
         assert row[4] == "[EMAIL]"
+
+
+def test_values_next_to_punctuation_and_cards_in_numbers_are_masked(
+    mysql_gateway: Callable[..., Any], mysql_database: Any, tls_files: Any
+) -> None:
+    # x_<email>_y, --<card>--, ssn-<ssn>-: the value is found whatever punctuation stands next
+    # to it; a card number in a BIGINT, DECIMAL (with a fraction) or DOUBLE is found by default.
+    server = mysql_database.server
+    with (
+        pymysql.connect(
+            host=server.host, port=server.port, user="root", database=mysql_database.name
+        ) as admin,
+        admin.cursor() as cur,
+    ):
+        cur.execute("CREATE TABLE people (id INT, email TEXT, ssn TEXT, card TEXT)")
+        cur.executemany(
+            "INSERT INTO people VALUES (%s, %s, %s, %s)",
+            [(i, p["email"], p["ssn"], _digits(p["card"])) for i, p in enumerate(PEOPLE)],
+        )
+        admin.commit()
+    running = mysql_gateway(
+        plugins=["masking", "recording"],
+        connection={"recording": {"sample_rows": 50}},
+        gateway_options={
+            "tls_cert": str(tls_files.server_cert),
+            "tls_key": str(tls_files.server_key),
+        },
+    )
+    key = running.create_key("agent", ["agents"])
+    query = (
+        "SELECT CONCAT('x_', email, '_y'), CONCAT('--', card, '--'), CONCAT('ssn-', ssn, '-'),"
+        " CAST(card AS SIGNED), CAST(card AS DECIMAL(20, 0)) + 0.5, CAST(card AS DOUBLE)"
+        " FROM people WHERE id >= {}"
+    )
+    seen: list[str] = []
+    with _text_client(running, key, mysql_database.name) as conn, conn.cursor() as cur:
+        cur.execute(query.format(0))
+        seen.extend(repr(row) for row in cur.fetchall())
+        with pytest.raises(pymysql.err.MySQLError) as raised:
+            cur.execute("SELECT CONCAT('x_', email, '_y') FROM people WHERE id = 0 AND 1 = 1 (")
+        seen.append(str(raised.value))
+    with _binary_client(running, key, mysql_database.name, tls_files) as conn:
+        cur = conn.cursor(prepared=True)
+        cur.execute(query.format("?"), (0,))
+        seen.extend(repr(row) for row in cur.fetchall())
+    running.stop()
+    joined = "\n".join(seen)
+    assert "[EMAIL]_y" in joined and "--[CREDIT_CARD]--" in joined and "ssn-[SSN]-" in joined
+    store = b"".join(p.read_bytes() for p in Path(running.config_path.parent).glob("hoopgw.db*"))
+    values = [p["email"] for p in PEOPLE] + [p["ssn"] for p in PEOPLE]
+    values += [_digits(p["card"]) for p in PEOPLE]
+    # DOUBLE in text rows: 4.111111111111111e15 on MySQL, the digits on MariaDB.
+    values += [f"{int(_digits(p['card'])) / 10**15:.15f}".rstrip("0") for p in PEOPLE]
+    leaks = [v for v in values if v in joined or v.encode() in store]
+    assert not leaks, leaks
+
+
+def _digits(card: str) -> str:
+    return card.replace(" ", "").replace("-", "")

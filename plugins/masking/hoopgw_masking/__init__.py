@@ -19,8 +19,10 @@ recording plugin writes into the command's ``command_completed`` record.
 
 from __future__ import annotations
 
+import array
 import json
 import re
+import sys
 from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
@@ -45,7 +47,21 @@ from hoopgw_masking.detectors import (
 )
 from hoopgw_masking.engine import Masker
 from hoopgw_masking.styles import STYLES, Style
-from hoopgw_masking.values import JSON, JSONB, SKIP, TEXT, ValueMasker, kind_of, mysql_kind
+from hoopgw_masking.values import (
+    DIGITS,
+    INT8,
+    JSON,
+    JSONB,
+    NUMERIC,
+    OTHER,
+    RECORD,
+    SKIP,
+    TEXT,
+    Refused,
+    ValueMasker,
+    mysql_kind,
+    unescaped,
+)
 
 __all__ = ["MaskingPlugin"]
 
@@ -57,6 +73,11 @@ _DDL = re.compile(r"\b(?:create|alter|drop|import)\b", re.IGNORECASE)
 _ENTITY_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 # COPY output carries no column description, so column rules cannot be applied to it.
 _COPY_OUT = re.compile(r"\bcopy\b[\s\S]*\bto\s+stdout\b", re.IGNORECASE)
+# The signature that starts binary COPY output (its first CopyData message); text and CSV COPY
+# data never holds a NUL.
+_BINARY_COPY = "PGCOPY\n\udcff\r\n\x00"
+_CARD_MIN = 10**11
+"""The smallest number of 12 digits, the fewest a card number has."""
 COPY_REFUSED = (
     "masking cannot apply its column rules to COPY ... TO STDOUT; select the rows instead"
 )
@@ -192,8 +213,8 @@ class MaskingPlugin:
         Option(
             name="numeric_columns",
             type=bool,
-            default=False,
-            help="also look for card numbers in int8 and numeric columns",
+            default=True,
+            help="look for card numbers in int8, numeric, float8 and money values",
         ),
         Option(
             name="catalog_user",
@@ -259,9 +280,11 @@ class MaskingPlugin:
             {e: styles[s] for e, s in options["styles"].items()},
             styles[options["default_style"]],
         )
-        self.values = ValueMasker(self.masker, on_invalid=options["on_invalid"])
         self._numeric = options["numeric_columns"]
         self._ip = "ip" in options["entities"]
+        self.values = ValueMasker(
+            self.masker, on_invalid=options["on_invalid"], numeric=self._numeric, ip=self._ip
+        )
         self._rules = tuple(options["columns"])
         self._postgres = context.connection.protocol == "postgres"
         self._mysql = context.connection.protocol == "mysql"
@@ -350,14 +373,14 @@ class MaskingPlugin:
             fields = dict(output.fields)
             output.fields.clear()
             for name, value in fields.items():
-                masked_name = self.masker.mask(name, counts)
-                masked_value = self.masker.mask(value, counts)
+                masked_name = self._mask_message(name, counts)
+                masked_value = self._mask_message(value, counts)
                 output.fields[masked_name if masked_name is not None else name] = (
                     masked_value if masked_value is not None else value
                 )
             return
         text = output.fields.get("text", "")
-        masked = self.masker.mask(text, counts)
+        masked = self._mask_message(text, counts)
         if masked is not None:
             output.fields["text"] = masked
             if command is not None:
@@ -372,7 +395,9 @@ class MaskingPlugin:
         for index, column in enumerate(columns):
             # Type OIDs are PostgreSQL's; MySQL's front end names its types in type_name.
             if self._postgres:
-                kind = kind_of(column.type_oid, numeric=self._numeric, ip=self._ip)
+                kind = self.values.kind(column.type_oid)
+                if kind in (OTHER, RECORD) and column.format == 0:
+                    kind = TEXT  # a text literal: scanned with the column's batch
             elif self._mysql:
                 kind = mysql_kind(column.type_name, column.format, numeric=self._numeric)
             else:
@@ -433,6 +458,10 @@ class MaskingPlugin:
             elif kind == TEXT:
                 self._mask_text_column(rows, index, counts)
             else:
+                if kind in (INT8, NUMERIC, DIGITS) and not _may_hold_card(
+                    kind, column.format, [row[index] for row in rows]
+                ):
+                    continue  # ids and counts: no number of 12 digits in the whole column
                 for row in rows:
                     value = row[index]
                     if value is None:
@@ -444,6 +473,18 @@ class MaskingPlugin:
                         row[index] = result
         if counts:
             _count(command, counts)
+
+    def _mask_message(self, text: str, counts: Counter[str]) -> str | None:
+        """A message or statement text masked, escapes included: an entity behind an escape
+        (``\\u0040``, ``&#64;``) is masked in the decoded text, which then replaces it."""
+        masked = self.masker.mask(text, counts)
+        current = text if masked is None else masked
+        decoded = unescaped(current)
+        if decoded is not None:
+            again = self.masker.mask(decoded, counts)
+            if again is not None:
+                return again
+        return masked
 
     def _mask_text_column(
         self, rows: list[list[bytes | None]], index: int, counts: Counter[str]
@@ -464,11 +505,16 @@ class MaskingPlugin:
                     row[index] = masked.encode("utf-8", "surrogateescape")
             return
         masked = self.masker.mask_joined(text, counts)
-        if masked is None:
-            return
-        values = masked.encode("utf-8", "surrogateescape").split(b"\x00")
-        for row, value in zip(present, values, strict=True):
-            row[index] = value
+        if masked is not None:
+            values = masked.encode("utf-8", "surrogateescape").split(b"\x00")
+            for row, value in zip(present, values, strict=True):
+                row[index] = value
+        if "\\u" in text or "&#" in text:
+            # An entity behind an escape (JSON text stored as text, a record's JSON field).
+            for row in present:
+                value = row[index].decode("utf-8", "surrogateescape")  # type: ignore[union-attr]
+                if self.values.hidden(value, counts):
+                    row[index] = None
 
     def _mask_whole(
         self,
@@ -501,11 +547,19 @@ class MaskingPlugin:
         """Mask errors, notices, notifications, parameter values and COPY-out data."""
         counts: Counter[str] = Counter()
         fields = output.fields
+        if output.kind == "copy" and fields.get("data", "").startswith(_BINARY_COPY):
+            # Binary COPY carries no column types: a card number in an int8 field is eight
+            # bytes no scan can tell from a timestamp. Fail closed: the session ends.
+            self._log.error(
+                "masking: binary COPY output cannot be masked; session ended"
+                " (use COPY ... TO STDOUT in text or CSV format)"
+            )
+            raise Refused("binary COPY output cannot be masked")
         names = ("value",) if output.kind == "parameter" else tuple(fields)
         for name in names:
             text = fields.get(name)
             if text:
-                masked = self.masker.mask(text, counts)
+                masked = self._mask_message(text, counts)
                 if masked is not None:
                     fields[name] = masked
         if counts and command is not None:
@@ -515,6 +569,21 @@ class MaskingPlugin:
     def session_closed(self, session: SessionInfo, reason: str) -> None:
         """Forget the session's result plan."""
         self._plans.pop(session.id, None)
+
+
+def _may_hold_card(kind: str, fmt: int, values: list[bytes | None]) -> bool:
+    """Whether any of a column's numbers may have 12 digits or more (the fewest a card number
+    has); decided in C for the batch."""
+    present = [v for v in values if v is not None]
+    if kind == INT8 and fmt == 1:
+        numbers = array.array("q", b"".join(present))
+        if sys.byteorder == "little":
+            numbers.byteswap()  # the wire is big-endian
+        return bool(numbers) and (max(numbers) >= _CARD_MIN or min(numbers) <= -_CARD_MIN)
+    if not present or max(map(len, present)) >= 12:
+        return bool(present)
+    joined = b"".join(present)
+    return b"e" in joined or b"E" in joined  # an exponent (MySQL's DOUBLE in text rows)
 
 
 def _count(command: Command, counts: Mapping[str, int]) -> None:

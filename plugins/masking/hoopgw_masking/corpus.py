@@ -172,6 +172,29 @@ POSITIVES: dict[str, Callable[[random.Random], str]] = {
 }
 """Generators of labelled positives, by entity."""
 
+# -- neighbours ------------------------------------------------------------------------------
+
+NEIGHBOURS = (*(c for c in string.punctuation if c != "@"), "_", " ", "\t", "\n", "x", "Q", "é")
+"""Characters that can stand next to a value without being part of it (with exceptions per
+entity, :data:`CONTINUES`): every ASCII punctuation mark, ``_``, spaces, letters."""
+CONTINUES: dict[str, str] = {
+    "ip": ":",  # "::" is IPv6 syntax: the address reads differently
+    "access_key": string.ascii_letters + "_-",  # the key alphabets
+    "jwt": "_-.",  # base64url and the segment separator
+    "bearer": "._~+/-=",  # the token alphabet (RFC 6750 b64token)
+}
+"""Per entity, neighbours that continue the value (they are part of it, not next to it)."""
+
+
+def adjacent(rng: random.Random, entity: str, value: str) -> str:
+    """``value`` between one or two random neighbours on each side (``x_<value>_y``,
+    ``--<value>--``), none of which continues the value."""
+    choices = [c for c in NEIGHBOURS if c not in CONTINUES.get(entity, "")]
+    left = "".join(rng.choice(choices) for _ in range(rng.randint(1, 2)))
+    right = "".join(rng.choice(choices) for _ in range(rng.randint(1, 2)))
+    return f"{left}{value}{right}"
+
+
 # -- hard negatives --------------------------------------------------------------------------
 
 
@@ -216,6 +239,16 @@ def digit_run(rng: random.Random) -> str:
     return "".join(rng.choice(string.digits) for _ in range(rng.randint(4, 20)))
 
 
+def digit_groups(rng: random.Random) -> str:
+    """Runs of 4 to 8 digit groups (2 to 5 digits each) separated by spaces or dashes, as in
+    tables of codes and quantities: card numbers are looked for group by group inside them."""
+    separator = rng.choice(" -")
+    groups = (
+        "".join(rng.choices(string.digits, k=rng.randint(2, 5))) for _ in range(rng.randint(4, 8))
+    )
+    return separator.join(groups)
+
+
 def version_or_measure(rng: random.Random) -> str:
     """Version strings, amounts and measures."""
     return rng.choice(
@@ -233,6 +266,7 @@ NEGATIVES: dict[str, Callable[[random.Random], str]] = {
     "order_number": order_number,
     "timestamp": timestamp,
     "digit_run": digit_run,
+    "digit_groups": digit_groups,
     "version_or_measure": version_or_measure,
 }
 """Generators of hard negatives: values that must not be masked, by kind."""

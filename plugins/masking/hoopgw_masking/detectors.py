@@ -69,9 +69,12 @@ def _whole(match: re.Match[str]) -> Span:
 
 # The local part: dot-separated atoms (no leading, trailing or doubled dot).
 # The atoms are possessive: no shorter atom can be followed by "." or "@" instead.
+# The domain ends before a letter or digit if it can (john@example.com.GB82WEST...: the IBAN
+# after the address stays whole), else before a letter (john@example.com1).
+_DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}"
 _EMAIL = re.compile(
-    r"[A-Za-z0-9](?<![\w.%+-][A-Za-z0-9])[A-Za-z0-9_%+-]*+(?:\.[A-Za-z0-9_%+-]++)*+"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])",
+    r"[A-Za-z0-9][A-Za-z0-9_%+-]*+(?:\.[A-Za-z0-9_%+-]++)*+"
+    rf"@(?:{_DOMAIN}(?![A-Za-z0-9])|{_DOMAIN}(?![A-Za-z]))",
     re.ASCII,
 )
 
@@ -81,7 +84,7 @@ _EMAIL = re.compile(
 # The first character is consumed by a class (the engine skips other characters in C) and
 # each branch re-reads it with a lookbehind.
 _PHONE = re.compile(
-    r"[0-9+(](?<![\w+/:.\-][0-9+(])"
+    r"[0-9+(](?<!\d[0-9+(])(?<!\d[/:.\-][0-9+(])"
     r"(?:"
     r"(?<=\+)\d{1,3}(?:[ .\-]?(?:\(\d{1,5}\)|\d{1,5})){2,6}"  # +44 20 7946 0958, +1-212-555-0100
     r"|(?<=0)(?:0|11)[ .\-]?\d{1,3}(?:[ .\-]?(?:\(\d{1,5}\)|\d{1,5})){2,6}"  # 001-212-555-0100
@@ -89,7 +92,7 @@ _PHONE = re.compile(
     r"|(?<=\d)\d{1,4}[ .\-]\d{2,5}(?:[ .\-]\d{2,5}){1,2}"  # 212-555-0100, 020 7946 0958
     r")"
     r"(?:[ ]?(?:x|ext\.?|\#)[ ]?\d{1,6})?"
-    r"(?![\w/:\-]|\.\d)",
+    r"(?!\d|[/:.\-]\d)",
     re.ASCII,
 )
 _DATE_LIKE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}$", re.ASCII)
@@ -225,7 +228,12 @@ def phone_validator(regions: Iterable[str]) -> Validator:
         text = match.group()
         if len(_digits(text)) < 7 or _DATE_LIKE.match(text):
             return None
-        return match.span() if valid_phone(text, regions) else None
+        if valid_phone(text, regions):
+            return match.span()
+        if text.startswith("+") and valid_phone(text[1:], regions):
+            # A national number after a plus that is not part of it ("+212-555-0143").
+            return match.start() + 1, match.end()
+        return None
 
     return validate
 
@@ -234,10 +242,12 @@ def phone_validator(regions: Iterable[str]) -> Validator:
 
 # Never issued: area 000, 666 and 900-999; group 00; serial 0000 (SSA, "SSN randomization");
 # nor the numbers published in advertising (078-05-1120, 219-09-9999) or 123-45-6789.
+# Any character but a digit, or a digit group (1-536-22-1234: a longer number), may stand next
+# to one.
 _SSN = re.compile(
-    r"\d(?<![\w\-]\d)"
+    r"\d(?<!\d\d)(?<!\d[ \-]\d)"
     r"(?!(?<=0)00|(?<=6)66|(?<=9)\d\d|(?<=0)78.05.1120|(?<=2)19.09.9999|(?<=1)23.45.6789)"
-    r"\d{2}([- ])(?!00)\d{2}\1(?!0000)\d{4}(?![\w\-]|\.\d)",
+    r"\d{2}([- ])(?!00)\d{2}\1(?!0000)\d{4}(?!\d|[ \-]\d)",
     re.ASCII,
 )
 
@@ -246,7 +256,15 @@ _SSN = re.compile(
 
 # Patterns start with a character class and check what precedes it just after (instead of a
 # lookbehind first): the regex engine then skips non-candidate characters much faster.
-_CARD = re.compile(r"\d(?<![\d\-+]\d)(?:[ \-]?\d){11,18}(?![\d\-]|\.\d)", re.ASCII)
+# A candidate is a whole run of digits, spaces and dashes (possessive: it is never cut); the
+# validator looks for card numbers inside it group by group, so that digits or groups next to a
+# card (``1234-4111 1111 1111 1111``, ``4111111111111111 2``) do not hide it.
+_CARD = re.compile(r"\d(?<!\d\d)(?<!\d[ \-]\d)(?:[ \-]?\d){11,}+", re.ASCII)
+_CARD_GROUP = re.compile(r"\d+", re.ASCII)
+# The layouts card numbers are written in, as group sizes (one character each: "4" is a group
+# of four, "<" of twelve, "C" of nineteen): one group of 12-19 digits, groups of four with a
+# last group of one to four, Amex 4-6-5 and Diners 4-6-4.
+_CARD_LAYOUT = re.compile(r"[<=>?@ABC]|444[1-4]|4444[1-3]|465|464")
 # (prefix pattern, allowed lengths) per scheme: Visa, Mastercard, Amex, Discover, JCB, Diners,
 # UnionPay, Maestro.
 _CARD_SCHEMES = re.compile(
@@ -279,19 +297,42 @@ def valid_card_digits(digits: str) -> bool:
     return bool(_CARD_SCHEMES.fullmatch(digits)) and luhn_valid(digits)
 
 
-def _card(match: re.Match[str]) -> Span | None:
-    text = match.group()
+def _card_text(text: str) -> bool:
     if " " in text and "-" in text:
-        return None  # mixed separators: not one number
-    digits = text.replace(" ", "").replace("-", "")
-    return match.span() if valid_card_digits(digits) else None
+        return False  # mixed separators: not one number
+    return valid_card_digits(text.replace(" ", "").replace("-", ""))
+
+
+def _card(match: re.Match[str]) -> Span | None:
+    """The whole candidate if it is one card number; else the span from the first to the last
+    card number inside it made of whole groups in a card's layout (what lies between is masked
+    too)."""
+    text = match.group()
+    start = match.start()
+    if start and match.string[start - 1] == "+" and valid_phone("+" + text, ()):
+        return None  # an international phone number (+49 1512 3452646): the phone detector's
+    if _card_text(text):
+        return match.span()
+    groups = [m.span() for m in _CARD_GROUP.finditer(text)]
+    sizes = "".join(chr(48 + min(e - s, 20)) for s, e in groups)  # group sizes, one char each
+    found: list[Span] = []
+    for first, (start, _) in enumerate(groups):
+        for last in range(first, min(first + 5, len(groups))):
+            if _CARD_LAYOUT.fullmatch(sizes, first, last + 1) and _card_text(
+                text[start : groups[last][1]]
+            ):
+                found.append((start, groups[last][1]))
+    if not found:
+        return None
+    offset = match.start()
+    return offset + min(s for s, _ in found), offset + max(e for _, e in found)
 
 
 # -- IBAN ------------------------------------------------------------------------------------
 
 _IBAN = re.compile(
-    r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?"
-    r"(?![A-Za-z0-9])",
+    r"[A-Z][A-Z]\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?"
+    r"(?![A-Z0-9])",
     re.ASCII,
 )
 # Lengths per country (ISO 13616 registry, SWIFT release 2024).
@@ -321,12 +362,25 @@ def valid_iban(compact: str) -> bool:
 
 
 def _iban(match: re.Match[str]) -> Span | None:
-    return match.span() if valid_iban(match.group().replace(" ", "")) else None
+    text = match.group()
+    compact = text.replace(" ", "")
+    if valid_iban(compact):
+        return match.span()
+    # Characters run on after the IBAN (GB82WEST12345698765432X0): its country's length.
+    expected = IBAN_LENGTHS.get(compact[:2])
+    if expected is None or len(compact) <= expected or not valid_iban(compact[:expected]):
+        return None
+    end = 0
+    for kept, char in enumerate(c for c in text if c != " "):
+        if kept == expected:
+            break
+        end = text.index(char, end) + 1
+    return match.start(), match.start() + end
 
 
 # -- IP addresses ----------------------------------------------------------------------------
 
-_IPV4 = re.compile(r"\d(?<![\w.]\d)\d{0,2}(?:\.\d{1,3}){3}(?!\w|\.\d)", re.ASCII)
+_IPV4 = re.compile(r"\d(?<!\d\d)(?<!\d\.\d)\d{0,2}(?:\.\d{1,3}){3}(?!\d|\.\d)", re.ASCII)
 
 
 def _ipv4(match: re.Match[str]) -> Span | None:
@@ -337,8 +391,8 @@ def _ipv4(match: re.Match[str]) -> Span | None:
 
 
 _IPV6 = re.compile(
-    r"(?=[0-9A-Fa-f:])(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}"
-    r"(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?![\w:])",
+    r"(?=[0-9A-Fa-f:])(?:[0-9A-Fa-f]{0,4}:){2,7}"
+    r"(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?(?![0-9A-Fa-f:])",
     re.ASCII,
 )
 
@@ -347,11 +401,17 @@ def _ipv6(match: re.Match[str]) -> Span | None:
     text = match.group()
     if not any(c.isalnum() for c in text):
         return None
+    start, end = match.span()
+    # A colon of the surrounding text (":2001:db8::1:") is not part of the address.
+    if text.startswith(":") and not text.startswith("::"):
+        start += 1
+    if text.endswith(":") and not text.endswith("::"):
+        end -= 1
     try:
-        ipaddress.IPv6Address(text)
+        ipaddress.IPv6Address(match.string[start:end])
     except ValueError:
         return None
-    return match.span()
+    return start, end
 
 
 # -- secrets ---------------------------------------------------------------------------------
@@ -359,24 +419,22 @@ def _ipv6(match: re.Match[str]) -> Span | None:
 # The first character is a class and each branch re-reads it with a lookbehind, so that the
 # engine skips every other character in C; no trigger check is needed.
 _ACCESS_KEY = re.compile(
-    r"[Agxsr](?<![A-Za-z0-9][Agxsr])(?:"
+    r"[Agxsr](?:"
     r"(?<=A)(?:KIA|SIA|BIA|CCA|GPA|IDA|IPA|ROA|NPA|NVA|PKA)[A-Z0-9]{16}"  # AWS
     r"|(?<=A)Iza[0-9A-Za-z_\-]{35}"  # Google API key
     r"|(?<=g)h[pousr]_[A-Za-z0-9]{36,255}|(?<=g)ithub_pat_[A-Za-z0-9_]{22,255}"  # GitHub
     r"|(?<=x)ox[abposr]-[A-Za-z0-9\-]{10,}"  # Slack
     r"|(?<=[sr])k_(?:live|test)_[A-Za-z0-9]{16,}"  # Stripe
     r"|(?<=A)ccountKey=[A-Za-z0-9+/]{80,}={0,2}"  # Azure storage
-    r")(?![A-Za-z0-9])",
+    r")",
     re.ASCII,
 )
 _PRIVATE_KEY = re.compile(
     r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY[A-Z ]*-----"
     r"(?:[^\x00]*?-----END [A-Z0-9 ]*PRIVATE KEY[A-Z ]*-----|[A-Za-z0-9+/=\s:,.\-]*)"
 )
-_JWT = re.compile(
-    r"eyJ(?<![\w\-]eyJ)[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]*", re.ASCII
-)
-_BEARER = re.compile(r"(?i:\bbearer)[ \t]+([A-Za-z0-9._~+/\-]{16,}=*)", re.ASCII)
+_JWT = re.compile(r"eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]*", re.ASCII)
+_BEARER = re.compile(r"(?i:bearer)[ \t]+([A-Za-z0-9._~+/\-]{16,}=*)", re.ASCII)
 # "Bearer", "bearer", "BEARER": the spellings in use (a rarer mix of cases is not scanned).
 _BEARER_TRIGGERS = ("earer", "EARER")
 
@@ -493,5 +551,6 @@ def _nonempty(match: re.Match[str]) -> Span | None:
 def deny_list_detector(words: Iterable[str], *, entity: str = "deny_list") -> Detector:
     """Whole words (case-insensitive) that must never be shown."""
     alternatives = "|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True))
-    pattern = re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)", re.IGNORECASE)
+    # Letters and digits continue a word; "_" and other punctuation do not.
+    pattern = re.compile(rf"(?<![^\W_])(?:{alternatives})(?![^\W_])", re.IGNORECASE)
     return Detector(entity=entity, pattern=pattern, validate=_whole, exact=True)

@@ -2,8 +2,11 @@
 kind of hard negative. Run it as ``.venv/bin/python -m hoopgw_masking.quality``.
 
 Each positive is checked bare and inside a sentence (alternately); it counts as found when the
-masker replaces it entirely, as its own entity. A negative counts as a false positive when
-anything in it is masked.
+masker replaces it entirely, as its own entity. Each is checked again next to punctuation,
+letters and spaces (``x_<value>_y``, ``--<value>--``: :func:`~hoopgw_masking.corpus.adjacent`),
+where it counts as found when neither the value nor its first or last five characters remain
+and its entity was masked. A negative counts as a false positive when anything in it is
+masked.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections import Counter
 
 import attrs
 
-from hoopgw_masking.corpus import NEGATIVES, POSITIVES
+from hoopgw_masking.corpus import NEGATIVES, POSITIVES, adjacent
 from hoopgw_masking.detectors import BUILTIN_ENTITIES, builtin_detectors
 from hoopgw_masking.engine import Masker
 from hoopgw_masking.styles import Style
@@ -62,6 +65,17 @@ def measure(count: int = 1000, *, seed: int = 7) -> Figures:
             if masked == template.format(expected):
                 found += 1
         recall[entity] = (found, count)
+    for entity, generate in POSITIVES.items():
+        found = 0
+        for _ in range(count):
+            value = generate(rng).removeprefix("Bearer ")
+            text = adjacent(rng, entity, f"Bearer {value}" if entity == "bearer" else value)
+            counts: Counter[str] = Counter()
+            masked = masker.mask(text, counts) or text
+            kept = (value, value[:5], value[-5:])
+            if counts[entity] and not any(part in masked for part in kept):
+                found += 1
+        recall[f"{entity} next to punctuation"] = (found, count)
     false_positives: dict[str, tuple[int, int]] = {}
     for kind, generate in NEGATIVES.items():
         masked_count = sum(

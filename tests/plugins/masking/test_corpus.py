@@ -5,7 +5,17 @@ from __future__ import annotations
 import random
 
 import phonenumbers
-from hoopgw_masking.corpus import NEGATIVES, POSITIVES, card, iban, invalid_card, people, phone
+from hoopgw_masking.corpus import (
+    CONTINUES,
+    NEGATIVES,
+    POSITIVES,
+    adjacent,
+    card,
+    iban,
+    invalid_card,
+    people,
+    phone,
+)
 from hoopgw_masking.detectors import luhn_valid, valid_iban
 
 
@@ -28,3 +38,13 @@ def test_generators_are_deterministic() -> None:
 def test_people_embed_their_identifiers_in_notes() -> None:
     [person] = people(1)
     assert person["email"] in person["note"] and person["card"] in person["note"]
+
+
+def test_neighbours_never_continue_the_value() -> None:
+    rng = random.Random(2)
+    for entity, continues in CONTINUES.items():
+        for _ in range(100):
+            text = adjacent(rng, entity, "VALUE")
+            left, _, right = text.partition("VALUE")
+            assert 1 <= len(left) <= 2 and 1 <= len(right) <= 2
+            assert not set(left + right) & set(continues)

@@ -8,6 +8,7 @@ produced through ``audit_text``, whatever the order of the ``plugins`` list.
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from hoopgw.verdicts import Allow, Block
 
 EMAIL = "ann.lee@example.com"
 CARD = "4111 1111 1111 1111"
+SSN = "536-22-1234"
 
 
 def build(options: dict[str, Any] | None = None, *, record: bool = True) -> ScriptedClient:
@@ -382,3 +384,59 @@ def test_attributes_are_masked_for_the_record_and_kept_for_the_plugins() -> None
     output = Output("attributes", {"application_name": EMAIL, "database": "crm", EMAIL: "x"})
     plugin.audit_text(session=session, command=None, output=output)
     assert output.fields == {"application_name": "[EMAIL]", "database": "crm", "[EMAIL]": "x"}
+
+
+def test_numbers_records_and_unknown_types_are_scanned_by_default() -> None:
+    # Without options: int8 and numeric are checked for card numbers, a record literal (x_ is
+    # part of the address's local part and masked with it), a
+    # tsvector and an extension's type are scanned; an escape hiding an address in a text
+    # column leaves that value NULL; the sample the store keeps is what the client saw.
+    client = build()
+    columns = [
+        Column("c", type_oid=20),
+        Column("n", type_oid=1700),
+        Column("r", type_oid=2249),
+        Column("v", type_oid=3614),
+        Column("x", type_oid=987654),
+        Column("j", type_oid=25),
+    ]
+    digits = CARD.replace(" ", "")
+    row = [
+        digits.encode(),
+        f"{digits}.50".encode(),
+        f"(x_{EMAIL}_y,--{CARD}--)".encode(),
+        f"'{EMAIL}':1".encode(),
+        f"ssn-{SSN}-".encode(),
+        b'{"e": "' + EMAIL.replace("@", "\\u0040").encode() + b'"}',
+    ]
+    result = client.run("SELECT ...", columns=columns, rows=[row])
+    assert result.rows == [
+        [None, None, b"([EMAIL]_y,--[CREDIT_CARD]--)", b"'[EMAIL]':1", b"ssn-[SSN]-", None]
+    ]
+    [completed] = records(client, "command_completed")
+    assert completed["sample"] == [[None, None, *(v.decode() for v in result.rows[0][2:5]), None]]
+
+
+def test_binary_copy_output_ends_the_session() -> None:
+    # Binary COPY has no column types: an int8 card number in it cannot be found.
+    client = build(record=False)
+    command, _ = client.send("COPY people TO STDOUT (FORMAT binary)")
+    header = "PGCOPY\n\udcff\r\n\x00" + "\x00" * 8
+    copy = Output("copy", {"data": header})
+    with pytest.raises(Refused, match="binary COPY"):
+        client.chain.hook.server_output(session=client.session, command=command, output=copy)
+    text = Output("copy", {"data": "PGCOPY\\n text row\n"})
+    client.chain.hook.server_output(session=client.session, command=command, output=text)
+
+
+def test_a_card_among_short_numbers_is_found_in_both_formats() -> None:
+    # Batches of short numbers are dismissed at once; one card among them is not.
+    client = build(record=False)
+    card = int(CARD.replace(" ", ""))
+    for fmt, encode in ((0, lambda n: str(n).encode()), (1, lambda n: struct.pack("!q", n))):
+        columns = [Column("id", type_oid=20, format=fmt)]
+        short = [[encode(n)] for n in (1, -5, 10**11 - 1, -(10**11) + 1)]
+        assert client.run("SELECT", columns=columns, rows=short).rows == short
+        rows = [[encode(7)], [None], [encode(-card)], [encode(card)]]
+        result = client.run("SELECT", columns=columns, rows=rows)
+        assert result.rows == [[encode(7)], [None], [None], [None]]

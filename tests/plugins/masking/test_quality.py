@@ -36,3 +36,11 @@ def test_report_and_script(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "| email (recall) | 50 |" in out
     assert "all negatives" in report(measure(20))
+
+
+def test_values_next_to_punctuation_are_measured(figures: Figures) -> None:
+    # Every entity is measured again between punctuation, letters and spaces (x_<v>_y, --<v>--).
+    for entity in ("email", "phone", "ssn", "credit_card", "iban", "ip", "jwt", "bearer"):
+        found, total = figures.recall[f"{entity} next to punctuation"]
+        assert found / total >= RECALL_GOAL, entity
+    assert "digit_groups" in figures.false_positives

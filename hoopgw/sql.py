@@ -48,13 +48,22 @@ class StatementFacts:
     text qualifies them, the bare ``name`` when it does not."""
     functions: frozenset[str] = frozenset()
     """Functions called anywhere, as written (``pg_catalog.set_config`` or ``set_config``)."""
+    resolvable_functions: frozenset[str] = frozenset()
+    """Functions called whose meaning depends on the target's catalog (a name that any schema
+    may hold, or one in a schema other than the built-in one), as written."""
+    unlisted_functions: frozenset[str] = frozenset()
+    """The functions called that the dialect's reviewed built-in lists do not cover: user and
+    extension functions, or built-ins newer than the lists. :attr:`causes` counts them as
+    ``opaque-code`` until :meth:`resolved` is told which of them are VOLATILE."""
+    other_opaque_cause: str = ""
+    """The ``opaque-code`` cause that :attr:`unlisted_functions` do not account for, if any."""
     columns: frozenset[str] = frozenset()
     """Column names referenced or assigned anywhere (``*`` for a star)."""
     has_where: bool = False
     """For UPDATE and DELETE: whether the statement has a WHERE clause."""
     where_constant_true: bool = False
-    """For UPDATE and DELETE: whether the WHERE clause selects every row or none (it reads no
-    column of the row)."""
+    """For UPDATE and DELETE: whether the WHERE clause fails to restrict the target's own rows
+    (it reads no column of the target, or only in a trivially true way)."""
     prepares: str = ""
     """For ``PREPARE name AS ...``: the name it defines (``causes`` are those of its body)."""
     executes: tuple[str, ...] = ()
@@ -68,6 +77,21 @@ class StatementFacts:
     def classes(self) -> frozenset[str]:
         """The classes the statement falls in."""
         return frozenset(self.causes)
+
+    def resolved(self, volatile: Mapping[str, str]) -> StatementFacts:
+        """These facts once the target's catalog has resolved :attr:`resolvable_functions`.
+
+        :param volatile: each resolvable function (as written) that is, or may be, VOLATILE,
+            mapped to why; every other one is known STABLE or IMMUTABLE (or a reviewed
+            built-in). Volatile ones are ``opaque-code``; unlisted ones no longer are.
+        """
+        causes = {c: why for c, why in self.causes.items() if c != "opaque-code"}
+        if self.other_opaque_cause:
+            causes["opaque-code"] = self.other_opaque_cause
+        elif volatile:
+            first = min(volatile)
+            causes["opaque-code"] = f"{first}() ({volatile[first]})"
+        return attrs.evolve(self, causes=causes, unlisted_functions=frozenset())
 
 
 @attrs.frozen(kw_only=True)

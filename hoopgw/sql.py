@@ -9,8 +9,8 @@ by text, so several plugins asking about the same command cost one parse.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Collection, Mapping
+from typing import Any, Protocol
 
 import attrs
 
@@ -109,6 +109,17 @@ class Analysis:
         return not self.error
 
 
+class FunctionCatalog(Protocol):
+    """What a target's catalog says about the functions a statement calls."""
+
+    def volatile(self, database: str, names: Collection[str]) -> Any:
+        """For each name of :attr:`StatementFacts.resolvable_functions`, the schema-qualified
+        names of the functions it may call that are VOLATILE (every overload, in every schema);
+        a name the catalog does not hold maps to itself. A Deferred of that mapping, failing
+        when the catalog cannot be read."""
+        ...
+
+
 class Dialect(Protocol):
     """A database's statement analyser, as a protocol registers it."""
 
@@ -119,3 +130,8 @@ class Dialect(Protocol):
         """Analyse ``text`` (one or several statements). Never raises: a text that cannot be
         understood is returned with :attr:`Analysis.error` set."""
         ...
+
+
+# A dialect may also offer ``function_catalog(reactor, *, target, user, password, sslmode)``,
+# returning a :class:`FunctionCatalog` read over a side connection with that credential; the
+# guardrails plugin uses it to resolve :attr:`StatementFacts.unlisted_functions`.

@@ -23,9 +23,9 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from pg_query import pg_query_pb2
 
-from hoopgw.sql import DENY_CLASSES, Analysis, StatementFacts
+from hoopgw.sql import DENY_CLASSES, Analysis, FunctionCatalog, StatementFacts
 
-__all__ = ["FUNCTION_CLASSES", "HARMLESS_FUNCTIONS", "PostgresDialect"]
+__all__ = ["FUNCTION_CLASSES", "HARMLESS_FUNCTIONS", "REVIEWED_VOLATILE", "PostgresDialect"]
 
 _CACHE_SIZE = 2048
 # Larger texts (bulk INSERTs) are analysed every time rather than pinned in memory.
@@ -131,12 +131,15 @@ _PRIVILEGE_TABLE_COMMANDS = frozenset(
 )
 
 
-def _load_functions() -> tuple[dict[str, tuple[str, ...]], frozenset[str], frozenset[str]]:
+def _load_functions() -> tuple[
+    dict[str, tuple[str, ...]], frozenset[str], frozenset[str], frozenset[str]
+]:
     """The reviewed built-in function lists: ``functions.toml`` and ``stable_functions.txt``.
 
-    :returns: the classes of each listed name, the names that need no class (reviewed
-        read-only or judged by their arguments, and the STABLE or IMMUTABLE built-ins), and
-        the names judged by their arguments.
+    :returns: the classes of each listed name; the names that need no class (reviewed
+        read-only or judged by their arguments, and the STABLE or IMMUTABLE built-ins); the
+        VOLATILE names reviewed as read-only or judged by their arguments; the names judged by
+        their arguments.
     """
     folder = resources.files("hoopgw_postgres")
     data = tomllib.loads(folder.joinpath("functions.toml").read_text(encoding="utf-8"))
@@ -153,11 +156,12 @@ def _load_functions() -> tuple[dict[str, tuple[str, ...]], frozenset[str], froze
         for line in folder.joinpath("stable_functions.txt").read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.startswith("#")
     )
-    harmless = frozenset({*data["read-only"]["names"], *by_argument, *stable})
-    return {k: tuple(v) for k, v in classes.items()}, harmless, by_argument
+    reviewed = frozenset({*data["read-only"]["names"], *by_argument})
+    harmless = reviewed | frozenset(stable)
+    return {k: tuple(v) for k, v in classes.items()}, harmless, reviewed, by_argument
 
 
-FUNCTION_CLASSES, HARMLESS_FUNCTIONS, _BY_ARGUMENT = _load_functions()
+FUNCTION_CLASSES, HARMLESS_FUNCTIONS, REVIEWED_VOLATILE, _BY_ARGUMENT = _load_functions()
 """Built-in functions by bare name: the classes of those that change or reach beyond the
 statement, and the names reviewed as harmless (VOLATILE ones that only read, and every STABLE or
 IMMUTABLE one). A function in neither is ``opaque-code`` until the target's catalog says it is
@@ -565,6 +569,9 @@ class _Walk:
         name = parts[-1]
         label = f"{name}()"
         builtin = len(parts) == 1 or parts[-2] == "pg_catalog"
+        if any("." in part for part in parts):
+            # A quoted name with a dot reads like a qualified one: no catalog answer is trusted.
+            self.add("opaque-code", f"{written}() (a function name holding a dot)")
         if len(parts) == 1 or not builtin:
             # Any schema may hold a function of this name (or a better-matching overload).
             self.resolvable.add(written)
@@ -651,6 +658,16 @@ class PostgresDialect:
     def __init__(self, cache_size: int = _CACHE_SIZE) -> None:
         self._cache: OrderedDict[str, Analysis] = OrderedDict()
         self._cache_size = cache_size
+
+    def function_catalog(
+        self, reactor: Any, *, target: str, user: str, password: str | None, sslmode: str
+    ) -> FunctionCatalog:
+        """The target's catalog of functions, read as ``user`` (see :class:`hoopgw.sql.Dialect`)."""
+        from hoopgw_postgres.catalog import FunctionCatalog
+
+        return FunctionCatalog(
+            reactor, target=target, user=user, password=password, sslmode=sslmode
+        )
 
     def analyze(self, text: str) -> Analysis:
         """Analyse ``text``, one or several statements (see :class:`hoopgw.sql.Dialect`)."""

@@ -321,7 +321,9 @@ class GuardrailsPlugin:
         session's cache, or when the catalog answers)."""
         names = {n for facts in judged for n in facts.resolvable_functions}
         cache = self._volatile.setdefault(session.id, {})
-        missing = names - set(cache) if self._functions is not None else set()
+        missing = set()
+        if self._functions is not None and session.id not in self._unsettled:
+            missing = names - set(cache)
         if not missing:
             return self._verdict(session, command, judged)
         assert self._functions is not None

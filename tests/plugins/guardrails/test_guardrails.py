@@ -144,3 +144,92 @@ def test_a_protocol_command_runs_no_statement_and_is_allowed() -> None:
     # The same text as a statement does not parse: refused.
     as_sql = Command(session_id=session.id, seq=2, text="COM_RESET_CONNECTION", kind="query")
     assert isinstance(plugin.chain.decide_command(session, as_sql).result, Block)
+
+
+class FakeFunctionCatalog:
+    """Stands in for the target's catalog: each read waits until the test answers it."""
+
+    def __init__(self) -> None:
+        self.reads: list[tuple[str, set[str], Any]] = []
+
+    def volatile(self, database: str, names: Any) -> Any:
+        from twisted.internet import defer
+
+        d: Any = defer.Deferred()
+        self.reads.append((database, set(names), d))
+        return d
+
+
+def _catalog_client(
+    monkeypatch: pytest.MonkeyPatch, options: dict[str, Any]
+) -> tuple[ScriptedClient, FakeFunctionCatalog]:
+    from hoopgw_postgres.analysis import PostgresDialect
+
+    catalog = FakeFunctionCatalog()
+    monkeypatch.setattr(PostgresDialect, "function_catalog", lambda self, *a, **k: catalog)
+    return _client({"catalog_user": "reader", **options}), catalog
+
+
+def test_functions_wait_for_the_catalog_and_are_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    client, catalog = _catalog_client(monkeypatch, {"preset": "agent-readonly"})
+    _command, decision = client.send("SELECT f(), lower('x')")
+    box: list[Any] = []
+    decision.addBoth(box.append)
+    assert box == [] and catalog.reads[0][1] == {"f", "lower"}
+    catalog.reads[0][2].callback({"f": (), "lower": ()})
+    assert box == [Allow()]
+    # Answered from the session's cache; only new names are read.
+    assert client.run("SELECT f()").verdict == Allow()
+    _command, decision = client.send("SELECT g()")
+    catalog.reads[1][2].callback({"g": ("public.g",)})
+    verdict = client._result(decision)
+    assert isinstance(verdict, Block) and verdict.rule == "opaque-code"
+    assert "public.g" in verdict.reason and len(catalog.reads) == 2
+
+
+def test_a_catalog_that_cannot_be_read_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    client, catalog = _catalog_client(monkeypatch, {"deny": ["opaque-code"]})
+    _command, decision = client.send("SELECT f()")
+    catalog.reads[0][2].errback(RuntimeError("connection refused"))
+    verdict = client._result(decision)
+    assert isinstance(verdict, Block) and "catalog_user" in verdict.reason
+
+
+def test_allow_functions_names_trusted_volatile_functions(monkeypatch: pytest.MonkeyPatch) -> None:
+    client, catalog = _catalog_client(
+        monkeypatch, {"deny": ["opaque-code"], "allow_functions": ["app.*"]}
+    )
+    _command, decision = client.send("SELECT f(), g()")
+    catalog.reads[0][2].callback({"f": ("app.f",), "g": ("app.g", "evil.g")})
+    verdict = client._result(decision)
+    assert (
+        isinstance(verdict, Block) and "evil.g" in verdict.reason and "app.f" not in verdict.reason
+    )
+
+
+def test_a_session_that_changes_functions_stops_trusting_the_catalog(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client, catalog = _catalog_client(monkeypatch, {"deny": ["opaque-code"]})
+    # In one message: the statement after ALTER FUNCTION is not resolved.
+    _command, decision = client.send("ALTER FUNCTION f() VOLATILE; SELECT f()")
+    catalog.reads[0][2].callback({"f": ()})
+    verdict = client._result(decision)
+    assert isinstance(verdict, Block) and "AlterFunctionStmt" in verdict.reason
+    assert client.run("ALTER FUNCTION f() STABLE").verdict == Allow()
+    verdict = client.run("SELECT f()").verdict
+    assert isinstance(verdict, Block) and "reconnect" in verdict.reason
+
+
+def test_without_a_catalog_unlisted_functions_are_opaque() -> None:
+    client = _client({"deny": ["opaque-code"], "allow_functions": ["f"]})
+    assert client.run("SELECT f(), lower('x'), now()").verdict == Allow()
+    verdict = client.run("SELECT g()").verdict
+    assert isinstance(verdict, Block) and "catalog_user" in verdict.reason
+
+
+def test_catalog_options_need_a_dialect_with_a_catalog() -> None:
+    with pytest.raises(ConfigError, match="catalog"):
+        ScriptedClient.for_plugin(
+            load_plugin_class(PLUGIN), {"catalog_user": "reader", "catalog_sslmode": "x"}
+        )

@@ -57,6 +57,9 @@ class StatementFacts:
     ``opaque-code`` until :meth:`resolved` is told which of them are VOLATILE."""
     other_opaque_cause: str = ""
     """The ``opaque-code`` cause that :attr:`unlisted_functions` do not account for, if any."""
+    field_names: frozenset[str] = frozenset()
+    """Names after a dot in column references (``t.name``, ``(t).name``): where the row has no
+    such column, PostgreSQL calls a one-argument function of that name on it."""
     columns: frozenset[str] = frozenset()
     """Column names referenced or assigned anywhere (``*`` for a star)."""
     has_where: bool = False
@@ -78,19 +81,19 @@ class StatementFacts:
         """The classes the statement falls in."""
         return frozenset(self.causes)
 
-    def resolved(self, volatile: Mapping[str, str]) -> StatementFacts:
-        """These facts once the target's catalog has resolved :attr:`resolvable_functions`.
+    def resolved(self, opaque: Mapping[str, str]) -> StatementFacts:
+        """These facts once the target's catalog has resolved what they call.
 
-        :param volatile: each resolvable function (as written) that is, or may be, VOLATILE,
-            mapped to why; every other one is known STABLE or IMMUTABLE (or a reviewed
-            built-in). Volatile ones are ``opaque-code``; unlisted ones no longer are.
+        :param opaque: each function, relation or field name (as written) that may run code
+            the gateway cannot judge (a VOLATILE function, or one that calls one), mapped to
+            the ``opaque-code`` cause to report. Everything else the statement calls is known
+            to be harmless, so :attr:`unlisted_functions` no longer count.
         """
         causes = {c: why for c, why in self.causes.items() if c != "opaque-code"}
         if self.other_opaque_cause:
             causes["opaque-code"] = self.other_opaque_cause
-        elif volatile:
-            first = min(volatile)
-            causes["opaque-code"] = f"{first}() ({volatile[first]})"
+        elif opaque:
+            causes["opaque-code"] = opaque[min(opaque)]
         return attrs.evolve(self, causes=causes, unlisted_functions=frozenset())
 
 
@@ -110,13 +113,27 @@ class Analysis:
 
 
 class FunctionCatalog(Protocol):
-    """What a target's catalog says about the functions a statement calls."""
+    """What a target's catalog says about the code a statement may run."""
 
-    def volatile(self, database: str, names: Collection[str]) -> Any:
-        """For each name of :attr:`StatementFacts.resolvable_functions`, the schema-qualified
-        names of the functions it may call that are VOLATILE (every overload, in every schema);
-        a name the catalog does not hold maps to itself. A Deferred of that mapping, failing
-        when the catalog cannot be read."""
+    def opaque(
+        self,
+        database: str,
+        *,
+        functions: Collection[str],
+        relations: Collection[str],
+        fields: Collection[str],
+    ) -> Any:
+        """A Deferred of a mapping ``(kind, name) -> schema-qualified functions`` for every
+        name asked (``kind``: ``function``, ``relation`` or ``field``), naming the candidates
+        that may run code the gateway cannot judge; empty when none may. A function name the
+        catalog does not hold maps to itself; relation and field names it does not hold map to
+        nothing (a CTE, a column). Fails when the catalog cannot be read.
+
+        :param functions: names of :attr:`StatementFacts.resolvable_functions`.
+        :param relations: names of :attr:`StatementFacts.tables`: a view's rules and a table's
+            row-level security policies run functions too.
+        :param fields: names of :attr:`StatementFacts.field_names`.
+        """
         ...
 
 
@@ -134,4 +151,4 @@ class Dialect(Protocol):
 
 # A dialect may also offer ``function_catalog(reactor, *, target, user, password, sslmode)``,
 # returning a :class:`FunctionCatalog` read over a side connection with that credential; the
-# guardrails plugin uses it to resolve :attr:`StatementFacts.unlisted_functions`.
+# guardrails plugin uses it to resolve what statements call (:meth:`StatementFacts.resolved`).

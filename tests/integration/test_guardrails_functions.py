@@ -30,8 +30,16 @@ CREATE SEQUENCE canary_seq;
 CREATE FUNCTION canary_wipe() RETURNS int LANGUAGE plpgsql AS
   $$ BEGIN DELETE FROM canary; RETURN 1; END $$;
 CREATE FUNCTION canary_touch() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;
-CREATE FUNCTION canary_count() RETURNS bigint LANGUAGE sql STABLE AS
+CREATE FUNCTION canary_count() RETURNS bigint STABLE
+  BEGIN ATOMIC SELECT count(*) FROM canary; END;
+CREATE FUNCTION canary_count_text() RETURNS bigint LANGUAGE sql STABLE AS
   $$ SELECT count(*) FROM canary $$;
+CREATE FUNCTION canary_stable_calls() RETURNS int STABLE RETURN canary_wipe();
+CREATE FUNCTION canary_stable_plpgsql() RETURNS int LANGUAGE plpgsql STABLE AS
+  $$ BEGIN RETURN canary_wipe(); END $$;
+CREATE VIEW canary_wipe_view AS SELECT canary_wipe() AS x;
+CREATE FUNCTION wipe_row(canary) RETURNS int LANGUAGE plpgsql AS
+  $$ BEGIN DELETE FROM canary; RETURN 1; END $$;
 CREATE FUNCTION canary_stable_wipe() RETURNS int LANGUAGE plpgsql STABLE AS
   $$ BEGIN DELETE FROM canary; RETURN 1; END $$;
 CREATE FUNCTION lower(int) RETURNS int LANGUAGE plpgsql AS
@@ -151,6 +159,23 @@ def test_the_server_refuses_data_changes_in_a_stable_function(
     assert _rows(canary) == 5
 
 
+def test_a_stable_function_may_call_a_volatile_one_that_writes(
+    canary: psycopg.Connection[Any],
+) -> None:
+    # Why volatility alone is not enough: PostgreSQL keeps a STABLE function's own statements
+    # from changing data, not the VOLATILE functions it calls.
+    for call in ("canary_stable_plpgsql()", "canary_stable_calls()"):
+        with canary.transaction(force_rollback=True):
+            canary.execute(f"SELECT {call}")
+            assert _rows(canary) == 0, call
+
+
+def test_column_notation_calls_a_function_on_the_row(canary: psycopg.Connection[Any]) -> None:
+    with canary.transaction(force_rollback=True):
+        canary.execute("SELECT c.wipe_row FROM canary c LIMIT 1")
+        assert _rows(canary) == 0
+
+
 def test_ts_stat_runs_the_query_it_is_given(canary: psycopg.Connection[Any]) -> None:
     canary.execute("SELECT * FROM ts_stat($$SELECT to_tsvector(setval('canary_seq', 99)::text)$$)")
     assert canary.execute("SELECT last_value FROM canary_seq").fetchone() == (99,)
@@ -209,7 +234,7 @@ def test_built_ins_that_run_text_or_change_state_are_refused(
             assert canary.execute(STATE).fetchone() == before, sql
 
 
-def test_volatile_user_functions_are_refused_stable_ones_allowed(
+def test_user_functions_that_may_write_are_refused(
     gateway: Any, pg_database: str, canary: psycopg.Connection[Any]
 ) -> None:
     with _agent(
@@ -222,18 +247,22 @@ def test_volatile_user_functions_are_refused_stable_ones_allowed(
         for sql in (
             "SELECT canary_wipe()",
             "SELECT public.canary_wipe()",
+            "SELECT * FROM canary_wipe()",
+            "SELECT canary_stable_plpgsql()",  # STABLE, but calls a VOLATILE function
+            "SELECT canary_stable_calls()",  # the same with a SQL-standard body
+            "SELECT canary_count_text()",  # STABLE, but what its text body calls is unknown
             "SELECT lower(1)",  # a user overload of a built-in name
             "SELECT lower('X')",  # the same name: every overload counts
             "SELECT canary_sum(id) FROM other",  # an aggregate with a volatile step
+            "SELECT * FROM canary_wipe_view",  # a view that calls one
+            "SELECT c.wipe_row FROM canary c",  # column notation calls wipe_row(c)
+            "SELECT (c).wipe_row FROM canary c",
             "SELECT nosuch_function()",
         ):
             assert "opaque-code" in _refused(agent, sql), sql
-            assert _rows(canary) == 5
-        assert agent.execute("SELECT canary_count(), upper('X'), now() IS NOT NULL").fetchone() == (
-            5,
-            "X",
-            True,
-        )
+            assert _rows(canary) == 5, sql
+        row = agent.execute("SELECT canary_count(), upper('X'), c.note FROM canary c WHERE id = 1")
+        assert row.fetchone() == (5, "X", "row 1")
 
 
 def test_without_a_catalog_every_unlisted_function_is_refused(

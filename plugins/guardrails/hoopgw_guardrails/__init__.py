@@ -218,8 +218,8 @@ class GuardrailsPlugin:
         self._log = context.log
         self._allow_functions = tuple(p.casefold() for p in context.options["allow_functions"])
         self._functions = _function_catalog(context, dialect)
-        # Per session: what the catalog said about each function name (see _resolve).
-        self._volatile: dict[str, dict[str, tuple[str, ...]]] = {}
+        # Per session: what the catalog said about each (kind, name) a statement calls.
+        self._volatile: dict[str, dict[tuple[str, str], tuple[str, ...]]] = {}
         # Sessions that changed functions: why their catalog answers can no longer be trusted.
         self._unsettled: dict[str, str] = {}
         # Commands being decided that may change functions, and why.
@@ -312,24 +312,29 @@ class GuardrailsPlugin:
             self._pending[(session.id, command.seq)] = definitions
         return self._judge(session, command, judged)
 
-    # -- functions: their volatility from the target's catalog -------------------------------
+    # -- functions: what the target's catalog says they may run ------------------------------
 
     def _judge(
         self, session: SessionInfo, command: Command, judged: list[StatementFacts]
     ) -> Block | Hold | defer.Deferred[Block | Hold | None] | None:
-        """Judge the statements once the functions they call are resolved (now, from the
-        session's cache, or when the catalog answers)."""
-        names = {n for facts in judged for n in facts.resolvable_functions}
+        """Judge the statements once what they call is resolved (now, from the session's
+        cache, or when the catalog answers)."""
         cache = self._volatile.setdefault(session.id, {})
-        missing = set()
+        missing: dict[str, set[str]] = {"function": set(), "relation": set(), "field": set()}
         if self._functions is not None and session.id not in self._unsettled:
-            missing = names - set(cache)
-        if not missing:
+            for key in {k for facts in judged for k in _asked(facts)} - set(cache):
+                missing[key[0]].add(key[1])
+        if not any(missing.values()):
             return self._verdict(session, command, judged)
         assert self._functions is not None
-        reading = self._functions.volatile(session.attributes.get("database", ""), missing)
+        reading = self._functions.opaque(
+            session.attributes.get("database", ""),
+            functions=missing["function"],
+            relations=missing["relation"],
+            fields=missing["field"],
+        )
 
-        def answered(answer: Mapping[str, tuple[str, ...]]) -> Block | Hold | None:
+        def answered(answer: Mapping[tuple[str, str], tuple[str, ...]]) -> Block | Hold | None:
             if session.id in self._volatile:  # the session may have ended meanwhile
                 self._volatile[session.id].update(answer)
             return self._verdict(session, command, judged, answer)
@@ -339,11 +344,11 @@ class GuardrailsPlugin:
                 "guardrails: cannot read the target's catalog of functions: {why}",
                 why=failure.getErrorMessage(),
             )
+            asked = sorted(n for names in missing.values() for n in names)
             return Block(
                 reason=(
-                    "opaque-code: the target's catalog could not be read to resolve the"
-                    f" functions called ({', '.join(sorted(missing))}); see"
-                    " guardrails.catalog_user"
+                    "opaque-code: the target's catalog could not be read to resolve what the"
+                    f" command calls ({', '.join(asked)}); see guardrails.catalog_user"
                 ),
                 rule="opaque-code",
             )
@@ -355,7 +360,7 @@ class GuardrailsPlugin:
         session: SessionInfo,
         command: Command,
         judged: list[StatementFacts],
-        answer: Mapping[str, tuple[str, ...]] | None = None,
+        answer: Mapping[tuple[str, str], tuple[str, ...]] | None = None,
     ) -> Block | Hold | None:
         cache = {**self._volatile.get(session.id, {}), **(answer or {})}
         unsettled = self._unsettled.get(session.id, "")
@@ -372,38 +377,49 @@ class GuardrailsPlugin:
         return _strongest(verdicts)
 
     def _resolve(
-        self, facts: StatementFacts, cache: Mapping[str, tuple[str, ...]], unsettled: str
+        self,
+        facts: StatementFacts,
+        cache: Mapping[tuple[str, str], tuple[str, ...]],
+        unsettled: str,
     ) -> tuple[StatementFacts, str]:
-        """``facts`` with the called functions resolved, and why they may change functions
-        (empty if they cannot)."""
+        """``facts`` with what they call resolved, and why they may change functions (empty if
+        they cannot)."""
         changes = ""
         kinds = sorted(facts.kinds & _CHANGES_FUNCTIONS)
         if kinds:
             changes = f"this session ran {kinds[0]}"
         if self._functions is None:
             # No catalog: only names the operator allowed are cleared, matched as written.
-            volatile = {
-                n: "not resolved: guardrails has no catalog_user to read the target's catalog"
+            opaque = {
+                n: f"{n}() (not resolved: guardrails has no catalog_user to read the target's"
+                " catalog)"
                 for n in facts.unlisted_functions
                 if not self._allowed(n)
             }
-            return facts.resolved(volatile), changes
-        volatile = {}
-        for name in sorted(facts.resolvable_functions):
+            return facts.resolved(opaque), changes
+        opaque = {}
+        for kind, name in sorted(_asked(facts)):
+            label = f"{name}()" if kind == "function" else name
             if unsettled:
-                volatile[name] = (
-                    f"not resolved: {unsettled}, which the catalog read over the gateway's"
-                    " own connection may not see yet; reconnect"
+                opaque[name] = (
+                    f"{label} (not resolved: {unsettled}, which the catalog read over the"
+                    " gateway's own connection may not see yet; reconnect)"
                 )
                 continue
             # A function allowed by name is trusted, also not to change functions.
-            left = [c for c in cache.get(name, (name,)) if not self._allowed(c)]
+            default = (name,) if kind == "function" else ()
+            left = [c for c in cache.get((kind, name), default) if not self._allowed(c)]
             if left:
-                volatile[name] = f"VOLATILE or not in the target's catalog: {', '.join(left)}"
-        resolved = facts.resolved(volatile)
-        if "opaque-code" in resolved.causes or "admin" in resolved.causes:
-            cause = resolved.causes.get("opaque-code") or resolved.causes["admin"]
-            changes = changes or f"this session ran {cause}"
+                what = {
+                    "function": "VOLATILE, calling what cannot be judged, or not in the catalog",
+                    "relation": "its rules or policies call functions that cannot be judged",
+                    "field": "may call a function on the row that cannot be judged",
+                }[kind]
+                opaque[name] = f"{label} ({what}: {', '.join(left)})"
+        resolved = facts.resolved(opaque)
+        if "opaque-code" in resolved.causes:
+            # Code the gateway cannot judge may create or replace functions too.
+            changes = changes or f"this session ran {resolved.causes['opaque-code']}"
         return resolved, changes
 
     def _allowed(self, function: str) -> bool:
@@ -442,6 +458,15 @@ class GuardrailsPlugin:
 
 def _any_set(options: Mapping[str, Any], names: tuple[str, ...]) -> bool:
     return any(options.get(name) for name in names)
+
+
+def _asked(facts: StatementFacts) -> set[tuple[str, str]]:
+    """What the catalog must say about a statement: its functions, relations and fields."""
+    return {
+        *(("function", n) for n in facts.resolvable_functions),
+        *(("relation", n) for n in facts.tables),
+        *(("field", n) for n in facts.field_names),
+    }
 
 
 def _function_catalog(context: PluginContext, dialect: Dialect) -> FunctionCatalog | None:

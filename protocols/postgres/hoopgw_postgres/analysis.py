@@ -459,6 +459,7 @@ class _Walk:
         self.executes: list[str] = []
         self.resolvable: set[str] = set()
         self.unlisted: set[str] = set()
+        self.fields: set[str] = set()
 
     def add(self, cls: str, cause: str) -> None:
         self.causes.setdefault(cls, cause)
@@ -491,6 +492,12 @@ class _Walk:
             last = _unwrap(node.fields[-1]) if node.fields else None
             if last is not None:
                 self.columns.add("*" if _name(last) == "A_Star" else str(last.sval))
+                if len(node.fields) > 1 and _name(last) == "String":
+                    self.fields.add(str(last.sval))
+        elif kind == "A_Indirection":
+            self.fields.update(
+                str(item.sval) for item in map(_unwrap, node.indirection) if _name(item) == "String"
+            )
         elif kind == "ResTarget" and node.name:
             # INSERT column lists and UPDATE SET targets; a SELECT alias is also a name here.
             self.columns.add(str(node.name))
@@ -629,6 +636,7 @@ def _facts(raw: Any, version: int) -> StatementFacts:
         functions=frozenset(walk.functions),
         resolvable_functions=frozenset(walk.resolvable),
         unlisted_functions=frozenset(walk.unlisted),
+        field_names=frozenset(walk.fields),
         other_opaque_cause=other_opaque,
         columns=frozenset(walk.columns),
         has_where=has_where,

@@ -22,7 +22,7 @@ from hoopgw_postgres import messages as m
 from hoopgw_postgres.analysis import FUNCTION_CLASSES, REVIEWED_VOLATILE
 from hoopgw_postgres.upstream import UpstreamConnection
 
-__all__ = ["CatalogError", "CatalogQuery", "FunctionCatalog", "read_catalog"]
+__all__ = ["CatalogError", "CatalogQuery", "FunctionCatalog", "opaque_candidates", "read_catalog"]
 
 
 class CatalogError(Exception):
@@ -118,15 +118,48 @@ def read_catalog(
     return run.done
 
 
-_FUNCTIONS_QUERY = (
-    "SELECT n.nspname, p.proname, CASE WHEN p.prokind = 'a' AND EXISTS ("
-    "SELECT 1 FROM pg_catalog.pg_aggregate a JOIN pg_catalog.pg_proc f ON f.oid IN"
-    " (a.aggtransfn, a.aggfinalfn, a.aggcombinefn, a.aggserialfn, a.aggdeserialfn,"
-    " a.aggmtransfn, a.aggminvtransfn, a.aggmfinalfn)"
-    " WHERE a.aggfnoid = p.oid AND f.provolatile = 'v') THEN 'v' ELSE p.provolatile END"
-    " FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace"
-    " WHERE p.proname::text = ANY (ARRAY[{names}]::text[])"
+# Every function a called name, a read relation or a field name may reach: each candidate
+# itself, and what it depends on (pg_depend, normal dependencies: the functions and operators of
+# a SQL-standard function body, an aggregate's support functions, an operator's function), a
+# relation's rewrite rules (a view's query) and row-level security policies, recursively.
+# Language handlers are not followed: a function's language is judged by its shape.
+_REACH_QUERY = """
+WITH RECURSIVE
+roots(kind, root_nsp, root_name, root_nargs, classid, objid) AS (
+  SELECT 'function', n.nspname::text, p.proname::text, p.pronargs::int,
+         'pg_catalog.pg_proc'::regclass::oid, p.oid
+    FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+   WHERE p.proname::text = ANY (ARRAY[{functions}]::text[])
+  UNION ALL
+  SELECT 'relation', n.nspname::text, c.relname::text, 0,
+         'pg_catalog.pg_class'::regclass::oid, c.oid
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+   WHERE c.relname::text = ANY (ARRAY[{relations}]::text[])
+),
+edges(classid, objid, refclassid, refobjid) AS (
+  SELECT classid, objid, refclassid, refobjid FROM pg_catalog.pg_depend
+   WHERE deptype = 'n' AND refclassid <> 'pg_catalog.pg_language'::regclass
+  UNION ALL
+  SELECT 'pg_catalog.pg_class'::regclass::oid, ev_class, 'pg_catalog.pg_rewrite'::regclass::oid, oid
+    FROM pg_catalog.pg_rewrite
+  UNION ALL
+  SELECT 'pg_catalog.pg_class'::regclass::oid, polrelid, 'pg_catalog.pg_policy'::regclass::oid, oid
+    FROM pg_catalog.pg_policy
+),
+reached(kind, root_nsp, root_name, root_nargs, classid, objid) AS (
+  SELECT * FROM roots
+  UNION
+  SELECT r.kind, r.root_nsp, r.root_name, r.root_nargs, e.refclassid, e.refobjid
+    FROM reached r JOIN edges e ON e.classid = r.classid AND e.objid = r.objid
 )
+SELECT r.kind, r.root_nsp, r.root_name, r.root_nargs, n.nspname, p.proname, p.provolatile,
+       p.prokind = 'a' OR (l.lanname = 'sql' AND p.prosqlbody IS NOT NULL)
+  FROM reached r
+  JOIN pg_catalog.pg_proc p
+    ON r.classid = 'pg_catalog.pg_proc'::regclass AND p.oid = r.objid
+  JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+  JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+"""
 
 
 def _literal(text: str) -> str:
@@ -134,55 +167,81 @@ def _literal(text: str) -> str:
     return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-def functions_query(names: Collection[str]) -> str:
-    """The query for every function called one of ``names`` (bare names), in any schema.
+def reach_query(functions: Collection[str], relations: Collection[str]) -> str:
+    """The query for everything that functions and relations of these bare names may run."""
 
-    An aggregate counts as VOLATILE when any of its support functions is: PostgreSQL records
-    aggregates as IMMUTABLE whatever their transition function does.
-    """
-    # Names reach the text only as escaped literals (the simple Query message has no parameters).
-    return _FUNCTIONS_QUERY.replace("{names}", ", ".join(_literal(n) for n in sorted(names)))
+    def listed(names: Collection[str]) -> str:
+        # Names reach the text only as escaped literals (a simple Query has no parameters).
+        return ", ".join(_literal(n) for n in sorted(names)) or "NULL"
+
+    return _REACH_QUERY.replace("{functions}", listed(functions)).replace(
+        "{relations}", listed(relations)
+    )
 
 
 def split_name(written: str) -> tuple[str, str]:
-    """``(schema, name)`` of a function name as :attr:`StatementFacts.functions` writes it
-    (``schema`` empty when unqualified; the analysis refuses names holding a dot)."""
+    """``(schema, name)`` of a name as :class:`~hoopgw.sql.StatementFacts` writes it
+    (``schema`` empty when unqualified; the analysis refuses function names holding a dot)."""
     schema, _, name = written.rpartition(".")
     return schema.rpartition(".")[2], name
 
 
-def volatile_candidates(
-    names: Collection[str], rows: list[tuple[str, str, str]]
-) -> dict[str, tuple[str, ...]]:
-    """For each written name, the ``schema.name`` of every function it may call that is
-    VOLATILE (a reviewed built-in excepted); a name the catalog does not hold maps to itself.
+Row = tuple[str, str, str, int, str, str, str, bool]
+"""A row of the reach query: kind, root schema, root name, root argument count, then the
+schema, name, volatility and shape (an aggregate, or SQL with a parsed body) of a function the
+root reaches (itself included)."""
+
+
+def _unjudgeable(nsp: str, proname: str, volatility: str, parsed: bool) -> bool:
+    """Whether a reached function may run code the gateway cannot judge.
+
+    A built-in counts when VOLATILE and not reviewed read-only. Any other function counts
+    unless it is STABLE or IMMUTABLE *and* its calls are known: PostgreSQL keeps a non-volatile
+    function's own statements from changing data, but not the VOLATILE functions it calls, and
+    only an aggregate or a SQL-standard body (``BEGIN ATOMIC``, ``RETURN``) records its calls.
+    """
+    if nsp == "pg_catalog":
+        return volatility == "v" and proname not in REVIEWED_VOLATILE
+    return volatility == "v" or not parsed
+
+
+def opaque_candidates(
+    kind: str, names: Collection[str], rows: list[Row]
+) -> dict[tuple[str, str], tuple[str, ...]]:
+    """For each written name of ``kind``, the ``schema.name`` of every candidate that may run
+    code the gateway cannot judge (see :meth:`hoopgw.sql.FunctionCatalog.opaque`).
 
     Every overload in every schema counts for an unqualified name, not only those on the
     search path: a superset that needs no model of the session's search_path.
     """
-    answer: dict[str, tuple[str, ...]] = {}
+    root_kind = "relation" if kind == "relation" else "function"
+    answer: dict[tuple[str, str], tuple[str, ...]] = {}
     for written in names:
         schema, name = split_name(written)
-        candidates = [r for r in rows if r[1] == name and (not schema or r[0] == schema)]
-        if not candidates:
-            answer[written] = (written,)
+        mine = [
+            r
+            for r in rows
+            if r[0] == root_kind
+            and r[2] == name
+            and (not schema or r[1] == schema)
+            and (kind != "field" or r[3] == 1)
+        ]
+        if not mine and kind == "function":
+            answer[(kind, written)] = (written,)
             continue
-        answer[written] = tuple(
-            sorted(
-                f"{nsp}.{proname}"
-                for nsp, proname, volatility in candidates
-                if volatility == "v"
-                and not (
-                    nsp == "pg_catalog"
-                    and (proname in REVIEWED_VOLATILE or proname in FUNCTION_CLASSES)
-                )
-            )
-        )
+        flagged = set()
+        for _kind, root_nsp, root_name, _nargs, nsp, proname, volatility, parsed in mine:
+            if root_nsp == nsp == "pg_catalog" and root_name == proname:
+                if proname in FUNCTION_CLASSES:
+                    continue  # classified by name in the statement itself
+            if _unjudgeable(nsp, proname, volatility, parsed):
+                flagged.add(f"{root_nsp}.{root_name}")
+        answer[(kind, written)] = tuple(sorted(flagged))
     return answer
 
 
 class FunctionCatalog:
-    """Which called functions may be VOLATILE, read from the target's ``pg_proc``."""
+    """What the target's catalog says about the code a statement may run."""
 
     def __init__(
         self,
@@ -201,11 +260,17 @@ class FunctionCatalog:
         self._sslmode = sslmode
         self._timeout = timeout
 
-    def volatile(
-        self, database: str, names: Collection[str]
-    ) -> defer.Deferred[Mapping[str, tuple[str, ...]]]:
-        """See :meth:`hoopgw.sql.FunctionCatalog.volatile`."""
-        bare = {split_name(n)[1] for n in names}
+    def opaque(
+        self,
+        database: str,
+        *,
+        functions: Collection[str],
+        relations: Collection[str],
+        fields: Collection[str],
+    ) -> defer.Deferred[Mapping[tuple[str, str], tuple[str, ...]]]:
+        """See :meth:`hoopgw.sql.FunctionCatalog.opaque`."""
+        bare_functions = {split_name(n)[1] for n in (*functions, *fields)}
+        bare_relations = {split_name(n)[1] for n in relations}
         reading = read_catalog(
             self._reactor,
             target=self._target,
@@ -213,13 +278,31 @@ class FunctionCatalog:
             password=self._password,
             sslmode=self._sslmode,
             database=database,
-            query=functions_query(bare),
+            query=reach_query(bare_functions, bare_relations),
             application_name="hoopgw-guardrails-catalog",
             timeout=self._timeout,
         )
 
-        def judged(raw: list[list[bytes | None]]) -> Mapping[str, tuple[str, ...]]:
-            rows = [tuple((v or b"").decode() for v in r[:3]) for r in raw]
-            return volatile_candidates(names, rows)  # type: ignore[arg-type]
+        def judged(raw: list[list[bytes | None]]) -> Mapping[tuple[str, str], tuple[str, ...]]:
+            rows: list[Row] = []
+            for r in raw:
+                text = [(v or b"").decode() for v in r]
+                rows.append(
+                    (
+                        text[0],
+                        text[1],
+                        text[2],
+                        int(text[3] or 0),
+                        text[4],
+                        text[5],
+                        text[6],
+                        text[7] == "t",
+                    )
+                )
+            return {
+                **opaque_candidates("function", functions, rows),
+                **opaque_candidates("relation", relations, rows),
+                **opaque_candidates("field", fields, rows),
+            }
 
         return reading.addCallback(judged)

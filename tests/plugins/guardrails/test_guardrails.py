@@ -150,14 +150,24 @@ class FakeFunctionCatalog:
     """Stands in for the target's catalog: each read waits until the test answers it."""
 
     def __init__(self) -> None:
-        self.reads: list[tuple[str, set[str], Any]] = []
+        self.reads: list[tuple[set[tuple[str, str]], Any]] = []
 
-    def volatile(self, database: str, names: Any) -> Any:
+    def opaque(self, database: str, *, functions: Any, relations: Any, fields: Any) -> Any:
         from twisted.internet import defer
 
         d: Any = defer.Deferred()
-        self.reads.append((database, set(names), d))
+        asked = {
+            *(("function", n) for n in functions),
+            *(("relation", n) for n in relations),
+            *(("field", n) for n in fields),
+        }
+        self.reads.append((asked, d))
         return d
+
+    def answer(self, index: int, **opaque: tuple[str, ...]) -> None:
+        """Answer read ``index``: the names given map to their candidates, the rest to none."""
+        asked, d = self.reads[index]
+        d.callback({key: opaque.get(key[1], ()) for key in asked})
 
 
 def _catalog_client(
@@ -172,39 +182,46 @@ def _catalog_client(
 
 def test_functions_wait_for_the_catalog_and_are_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     client, catalog = _catalog_client(monkeypatch, {"preset": "agent-readonly"})
-    _command, decision = client.send("SELECT f(), lower('x')")
+    _command, decision = client.send("SELECT f(), lower(c.a), (c).b FROM t c")
     box: list[Any] = []
     decision.addBoth(box.append)
-    assert box == [] and catalog.reads[0][1] == {"f", "lower"}
-    catalog.reads[0][2].callback({"f": (), "lower": ()})
+    assert box == []
+    assert catalog.reads[0][0] == {
+        ("function", "f"),
+        ("function", "lower"),
+        ("relation", "t"),
+        ("field", "a"),
+        ("field", "b"),
+    }
+    catalog.answer(0)
     assert box == [Allow()]
     # Answered from the session's cache; only new names are read.
-    assert client.run("SELECT f()").verdict == Allow()
-    _command, decision = client.send("SELECT g()")
-    catalog.reads[1][2].callback({"g": ("public.g",)})
+    assert client.run("SELECT f() FROM t").verdict == Allow()
+    _command, decision = client.send("SELECT g(), * FROM v")
+    assert catalog.reads[1][0] == {("function", "g"), ("relation", "v")}
+    catalog.answer(1, v=("public.wipe",))
     verdict = client._result(decision)
     assert isinstance(verdict, Block) and verdict.rule == "opaque-code"
-    assert "public.g" in verdict.reason and len(catalog.reads) == 2
+    assert "public.wipe" in verdict.reason and "rules or policies" in verdict.reason
 
 
 def test_a_catalog_that_cannot_be_read_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
     client, catalog = _catalog_client(monkeypatch, {"deny": ["opaque-code"]})
     _command, decision = client.send("SELECT f()")
-    catalog.reads[0][2].errback(RuntimeError("connection refused"))
+    catalog.reads[0][1].errback(RuntimeError("connection refused"))
     verdict = client._result(decision)
     assert isinstance(verdict, Block) and "catalog_user" in verdict.reason
 
 
-def test_allow_functions_names_trusted_volatile_functions(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_allow_functions_names_trusted_functions(monkeypatch: pytest.MonkeyPatch) -> None:
     client, catalog = _catalog_client(
         monkeypatch, {"deny": ["opaque-code"], "allow_functions": ["app.*"]}
     )
     _command, decision = client.send("SELECT f(), g()")
-    catalog.reads[0][2].callback({"f": ("app.f",), "g": ("app.g", "evil.g")})
+    catalog.answer(0, f=("app.f",), g=("app.g", "evil.g"))
     verdict = client._result(decision)
-    assert (
-        isinstance(verdict, Block) and "evil.g" in verdict.reason and "app.f" not in verdict.reason
-    )
+    assert isinstance(verdict, Block) and "evil.g" in verdict.reason
+    assert "app.f" not in verdict.reason
 
 
 def test_a_session_that_changes_functions_stops_trusting_the_catalog(
@@ -213,12 +230,13 @@ def test_a_session_that_changes_functions_stops_trusting_the_catalog(
     client, catalog = _catalog_client(monkeypatch, {"deny": ["opaque-code"]})
     # In one message: the statement after ALTER FUNCTION is not resolved.
     _command, decision = client.send("ALTER FUNCTION f() VOLATILE; SELECT f()")
-    catalog.reads[0][2].callback({"f": ()})
+    catalog.answer(0)
     verdict = client._result(decision)
     assert isinstance(verdict, Block) and "AlterFunctionStmt" in verdict.reason
     assert client.run("ALTER FUNCTION f() STABLE").verdict == Allow()
     verdict = client.run("SELECT f()").verdict
     assert isinstance(verdict, Block) and "reconnect" in verdict.reason
+    assert len(catalog.reads) == 1
 
 
 def test_without_a_catalog_unlisted_functions_are_opaque() -> None:

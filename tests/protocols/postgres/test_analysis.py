@@ -130,12 +130,17 @@ def test_unlisted_functions_are_opaque_until_resolved() -> None:
     assert facts.unlisted_functions == {"f", "public.lower"}
     assert "opaque-code" in facts.causes and not facts.other_opaque_cause
     assert facts.resolved({}).causes == {}
-    assert facts.resolved({"f": "VOLATILE: public.f"}).causes == {
+    assert facts.resolved({"f": "f() (VOLATILE: public.f)"}).causes == {
         "opaque-code": "f() (VOLATILE: public.f)"
     }
     # Another cause of opaque-code stays whatever the catalog says.
     call = _one("CALL p(f())")
     assert call.resolved({}).causes["opaque-code"] == "CALL"
+
+
+def test_field_names_may_be_function_calls() -> None:
+    facts = _one("SELECT c.id, (c).wipe, t.c.x, y FROM t c")
+    assert facts.field_names == {"id", "wipe", "x"}
 
 
 def test_a_function_name_holding_a_dot_is_opaque() -> None:

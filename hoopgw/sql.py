@@ -60,6 +60,9 @@ class StatementFacts:
     field_names: frozenset[str] = frozenset()
     """Names after a dot in column references (``t.name``, ``(t).name``): where the row has no
     such column, PostgreSQL calls a one-argument function of that name on it."""
+    operators: frozenset[str] = frozenset()
+    """Operators written in expressions (``=``, ``OPERATOR(app.===)`` as ``app.===``): each
+    runs the function behind it."""
     columns: frozenset[str] = frozenset()
     """Column names referenced or assigned anywhere (``*`` for a star)."""
     has_where: bool = False
@@ -122,17 +125,20 @@ class FunctionCatalog(Protocol):
         functions: Collection[str],
         relations: Collection[str],
         fields: Collection[str],
+        operators: Collection[str],
     ) -> Any:
-        """A Deferred of a mapping ``(kind, name) -> schema-qualified functions`` for every
-        name asked (``kind``: ``function``, ``relation`` or ``field``), naming the candidates
-        that may run code the gateway cannot judge; empty when none may. A function name the
-        catalog does not hold maps to itself; relation and field names it does not hold map to
-        nothing (a CTE, a column). Fails when the catalog cannot be read.
+        """A Deferred of a mapping ``(kind, name) -> schema-qualified objects`` for every
+        name asked (``kind``: ``function``, ``relation``, ``field`` or ``operator``), naming
+        the candidates that may run code the gateway cannot judge; empty when none may. A
+        function or operator name the catalog does not hold maps to itself; relation and field
+        names it does not hold map to nothing (a CTE, a column). Fails when the catalog cannot
+        be read.
 
         :param functions: names of :attr:`StatementFacts.resolvable_functions`.
         :param relations: names of :attr:`StatementFacts.tables`: a view's rules and a table's
             row-level security policies run functions too.
         :param fields: names of :attr:`StatementFacts.field_names`.
+        :param operators: names of :attr:`StatementFacts.operators`.
         """
         ...
 

@@ -38,6 +38,9 @@ CREATE FUNCTION canary_stable_calls() RETURNS int STABLE RETURN canary_wipe();
 CREATE FUNCTION canary_stable_plpgsql() RETURNS int LANGUAGE plpgsql STABLE AS
   $$ BEGIN RETURN canary_wipe(); END $$;
 CREATE VIEW canary_wipe_view AS SELECT canary_wipe() AS x;
+CREATE FUNCTION canary_eq(int, int) RETURNS bool LANGUAGE plpgsql AS
+  $$ BEGIN DELETE FROM canary; RETURN $1 = $2; END $$;
+CREATE OPERATOR === (FUNCTION = canary_eq, LEFTARG = int, RIGHTARG = int);
 CREATE FUNCTION wipe_row(canary) RETURNS int LANGUAGE plpgsql AS
   $$ BEGIN DELETE FROM canary; RETURN 1; END $$;
 CREATE FUNCTION canary_stable_wipe() RETURNS int LANGUAGE plpgsql STABLE AS
@@ -176,6 +179,12 @@ def test_column_notation_calls_a_function_on_the_row(canary: psycopg.Connection[
         assert _rows(canary) == 0
 
 
+def test_an_operator_runs_its_function(canary: psycopg.Connection[Any]) -> None:
+    with canary.transaction(force_rollback=True):
+        canary.execute("SELECT 1 === 2")
+        assert _rows(canary) == 0
+
+
 def test_ts_stat_runs_the_query_it_is_given(canary: psycopg.Connection[Any]) -> None:
     canary.execute("SELECT * FROM ts_stat($$SELECT to_tsvector(setval('canary_seq', 99)::text)$$)")
     assert canary.execute("SELECT last_value FROM canary_seq").fetchone() == (99,)
@@ -257,6 +266,8 @@ def test_user_functions_that_may_write_are_refused(
             "SELECT * FROM canary_wipe_view",  # a view that calls one
             "SELECT c.wipe_row FROM canary c",  # column notation calls wipe_row(c)
             "SELECT (c).wipe_row FROM canary c",
+            "SELECT 1 === 2",  # an operator backed by one
+            "SELECT 1 OPERATOR(public.===) 2",
             "SELECT nosuch_function()",
         ):
             assert "opaque-code" in _refused(agent, sql), sql

@@ -320,7 +320,9 @@ class GuardrailsPlugin:
         """Judge the statements once what they call is resolved (now, from the session's
         cache, or when the catalog answers)."""
         cache = self._volatile.setdefault(session.id, {})
-        missing: dict[str, set[str]] = {"function": set(), "relation": set(), "field": set()}
+        missing: dict[str, set[str]] = {
+            k: set() for k in ("function", "relation", "field", "operator")
+        }
         if self._functions is not None and session.id not in self._unsettled:
             for key in {k for facts in judged for k in _asked(facts)} - set(cache):
                 missing[key[0]].add(key[1])
@@ -332,6 +334,7 @@ class GuardrailsPlugin:
             functions=missing["function"],
             relations=missing["relation"],
             fields=missing["field"],
+            operators=missing["operator"],
         )
 
         def answered(answer: Mapping[tuple[str, str], tuple[str, ...]]) -> Block | Hold | None:
@@ -399,7 +402,7 @@ class GuardrailsPlugin:
             return facts.resolved(opaque), changes
         opaque = {}
         for kind, name in sorted(_asked(facts)):
-            label = f"{name}()" if kind == "function" else name
+            label = {"function": f"{name}()", "operator": f"operator {name}"}.get(kind, name)
             if unsettled:
                 opaque[name] = (
                     f"{label} (not resolved: {unsettled}, which the catalog read over the"
@@ -407,13 +410,14 @@ class GuardrailsPlugin:
                 )
                 continue
             # A function allowed by name is trusted, also not to change functions.
-            default = (name,) if kind == "function" else ()
+            default = (name,) if kind in ("function", "operator") else ()
             left = [c for c in cache.get((kind, name), default) if not self._allowed(c)]
             if left:
                 what = {
                     "function": "VOLATILE, calling what cannot be judged, or not in the catalog",
                     "relation": "its rules or policies call functions that cannot be judged",
                     "field": "may call a function on the row that cannot be judged",
+                    "operator": "runs a function that cannot be judged",
                 }[kind]
                 opaque[name] = f"{label} ({what}: {', '.join(left)})"
         resolved = facts.resolved(opaque)
@@ -466,6 +470,7 @@ def _asked(facts: StatementFacts) -> set[tuple[str, str]]:
         *(("function", n) for n in facts.resolvable_functions),
         *(("relation", n) for n in facts.tables),
         *(("field", n) for n in facts.field_names),
+        *(("operator", n) for n in facts.operators),
     }
 
 

@@ -225,6 +225,7 @@ _AEXPR_OP, _AEXPR_OP_ALL = pg_query_pb2.AEXPR_OP, pg_query_pb2.AEXPR_OP_ALL
 _EXISTS, _ANY = pg_query_pb2.EXISTS_SUBLINK, pg_query_pb2.ANY_SUBLINK
 _CMD_UPDATE, _CMD_DELETE = pg_query_pb2.CMD_UPDATE, pg_query_pb2.CMD_DELETE
 _MESSAGE = FieldDescriptor.TYPE_MESSAGE
+_OPERATOR = re.compile(r"[-+*/<>=~!@#%^&|`?]+")
 
 
 def _command_name(kind: str) -> str:
@@ -460,6 +461,7 @@ class _Walk:
         self.resolvable: set[str] = set()
         self.unlisted: set[str] = set()
         self.fields: set[str] = set()
+        self.operators: set[str] = set()
 
     def add(self, cls: str, cause: str) -> None:
         self.causes.setdefault(cls, cause)
@@ -494,6 +496,10 @@ class _Walk:
                 self.columns.add("*" if _name(last) == "A_Star" else str(last.sval))
                 if len(node.fields) > 1 and _name(last) == "String":
                     self.fields.add(str(last.sval))
+        elif kind == "A_Expr":
+            parts = [str(_unwrap(p).sval) for p in node.name]
+            if parts and _OPERATOR.fullmatch(parts[-1]):  # not BETWEEN and its kin
+                self.operators.add(_qualified(parts))
         elif kind == "A_Indirection":
             self.fields.update(
                 str(item.sval) for item in map(_unwrap, node.indirection) if _name(item) == "String"
@@ -637,6 +643,7 @@ def _facts(raw: Any, version: int) -> StatementFacts:
         resolvable_functions=frozenset(walk.resolvable),
         unlisted_functions=frozenset(walk.unlisted),
         field_names=frozenset(walk.fields),
+        operators=frozenset(walk.operators),
         other_opaque_cause=other_opaque,
         columns=frozenset(walk.columns),
         has_where=has_where,

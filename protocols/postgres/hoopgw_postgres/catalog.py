@@ -131,6 +131,11 @@ roots(kind, root_nsp, root_name, root_nargs, classid, objid) AS (
     FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
    WHERE p.proname::text = ANY (ARRAY[{functions}]::text[])
   UNION ALL
+  SELECT 'operator', n.nspname::text, o.oprname::text, 0,
+         'pg_catalog.pg_operator'::regclass::oid, o.oid
+    FROM pg_catalog.pg_operator o JOIN pg_catalog.pg_namespace n ON n.oid = o.oprnamespace
+   WHERE o.oprname::text = ANY (ARRAY[{operators}]::text[])
+  UNION ALL
   SELECT 'relation', n.nspname::text, c.relname::text, 0,
          'pg_catalog.pg_class'::regclass::oid, c.oid
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -152,8 +157,11 @@ reached(kind, root_nsp, root_name, root_nargs, classid, objid) AS (
   SELECT r.kind, r.root_nsp, r.root_name, r.root_nargs, e.refclassid, e.refobjid
     FROM reached r JOIN edges e ON e.classid = r.classid AND e.objid = r.objid
 )
+SELECT kind, root_nsp, root_name, root_nargs, NULL, NULL, NULL, NULL FROM roots
+UNION ALL
 SELECT r.kind, r.root_nsp, r.root_name, r.root_nargs, n.nspname, p.proname, p.provolatile,
-       p.prokind = 'a' OR (l.lanname = 'sql' AND p.prosqlbody IS NOT NULL)
+       p.prokind = 'a' OR l.lanname IN ('c', 'internal')
+       OR (l.lanname = 'sql' AND p.prosqlbody IS NOT NULL)
   FROM reached r
   JOIN pg_catalog.pg_proc p
     ON r.classid = 'pg_catalog.pg_proc'::regclass AND p.oid = r.objid
@@ -167,15 +175,20 @@ def _literal(text: str) -> str:
     return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-def reach_query(functions: Collection[str], relations: Collection[str]) -> str:
-    """The query for everything that functions and relations of these bare names may run."""
+def reach_query(
+    functions: Collection[str], relations: Collection[str], operators: Collection[str] = ()
+) -> str:
+    """The query for everything that functions, relations and operators of these bare names
+    may run."""
 
     def listed(names: Collection[str]) -> str:
         # Names reach the text only as escaped literals (a simple Query has no parameters).
         return ", ".join(_literal(n) for n in sorted(names)) or "NULL"
 
-    return _REACH_QUERY.replace("{functions}", listed(functions)).replace(
-        "{relations}", listed(relations)
+    return (
+        _REACH_QUERY.replace("{functions}", listed(functions))
+        .replace("{operators}", listed(operators))
+        .replace("{relations}", listed(relations))
     )
 
 
@@ -188,21 +201,23 @@ def split_name(written: str) -> tuple[str, str]:
 
 Row = tuple[str, str, str, int, str, str, str, bool]
 """A row of the reach query: kind, root schema, root name, root argument count, then the
-schema, name, volatility and shape (an aggregate, or SQL with a parsed body) of a function the
-root reaches (itself included)."""
+schema, name and volatility of a function the root reaches (itself included), and whether that
+function's code is known: compiled (``c``, ``internal``; only a superuser installs it), an
+aggregate, or a SQL-standard body. Every root also has a row with empty function fields."""
 
 
-def _unjudgeable(nsp: str, proname: str, volatility: str, parsed: bool) -> bool:
+def _unjudgeable(nsp: str, proname: str, volatility: str, known: bool) -> bool:
     """Whether a reached function may run code the gateway cannot judge.
 
     A built-in counts when VOLATILE and not reviewed read-only. Any other function counts
-    unless it is STABLE or IMMUTABLE *and* its calls are known: PostgreSQL keeps a non-volatile
+    unless it is STABLE or IMMUTABLE *and* its code is known: PostgreSQL keeps a non-volatile
     function's own statements from changing data, but not the VOLATILE functions it calls, and
     only an aggregate or a SQL-standard body (``BEGIN ATOMIC``, ``RETURN``) records its calls.
+    Compiled functions are taken at their declared volatility (the server plans by it too).
     """
     if nsp == "pg_catalog":
         return volatility == "v" and proname not in REVIEWED_VOLATILE
-    return volatility == "v" or not parsed
+    return volatility == "v" or not known
 
 
 def opaque_candidates(
@@ -214,7 +229,7 @@ def opaque_candidates(
     Every overload in every schema counts for an unqualified name, not only those on the
     search path: a superset that needs no model of the session's search_path.
     """
-    root_kind = "relation" if kind == "relation" else "function"
+    root_kind = "function" if kind == "field" else kind
     answer: dict[tuple[str, str], tuple[str, ...]] = {}
     for written in names:
         schema, name = split_name(written)
@@ -226,11 +241,13 @@ def opaque_candidates(
             and (not schema or r[1] == schema)
             and (kind != "field" or r[3] == 1)
         ]
-        if not mine and kind == "function":
+        if not mine and kind in ("function", "operator"):
             answer[(kind, written)] = (written,)
             continue
         flagged = set()
         for _kind, root_nsp, root_name, _nargs, nsp, proname, volatility, parsed in mine:
+            if not nsp:
+                continue  # the row that says the root exists
             if root_nsp == nsp == "pg_catalog" and root_name == proname:
                 if proname in FUNCTION_CLASSES:
                     continue  # classified by name in the statement itself
@@ -267,6 +284,7 @@ class FunctionCatalog:
         functions: Collection[str],
         relations: Collection[str],
         fields: Collection[str],
+        operators: Collection[str],
     ) -> defer.Deferred[Mapping[tuple[str, str], tuple[str, ...]]]:
         """See :meth:`hoopgw.sql.FunctionCatalog.opaque`."""
         bare_functions = {split_name(n)[1] for n in (*functions, *fields)}
@@ -278,7 +296,9 @@ class FunctionCatalog:
             password=self._password,
             sslmode=self._sslmode,
             database=database,
-            query=reach_query(bare_functions, bare_relations),
+            query=reach_query(
+                bare_functions, bare_relations, {split_name(n)[1] for n in operators}
+            ),
             application_name="hoopgw-guardrails-catalog",
             timeout=self._timeout,
         )
@@ -303,6 +323,7 @@ class FunctionCatalog:
                 **opaque_candidates("function", functions, rows),
                 **opaque_candidates("relation", relations, rows),
                 **opaque_candidates("field", fields, rows),
+                **opaque_candidates("operator", operators, rows),
             }
 
         return reading.addCallback(judged)

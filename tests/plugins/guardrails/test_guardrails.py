@@ -152,7 +152,9 @@ class FakeFunctionCatalog:
     def __init__(self) -> None:
         self.reads: list[tuple[set[tuple[str, str]], Any]] = []
 
-    def opaque(self, database: str, *, functions: Any, relations: Any, fields: Any) -> Any:
+    def opaque(
+        self, database: str, *, functions: Any, relations: Any, fields: Any, operators: Any
+    ) -> Any:
         from twisted.internet import defer
 
         d: Any = defer.Deferred()
@@ -160,6 +162,7 @@ class FakeFunctionCatalog:
             *(("function", n) for n in functions),
             *(("relation", n) for n in relations),
             *(("field", n) for n in fields),
+            *(("operator", n) for n in operators),
         }
         self.reads.append((asked, d))
         return d
@@ -182,7 +185,7 @@ def _catalog_client(
 
 def test_functions_wait_for_the_catalog_and_are_cached(monkeypatch: pytest.MonkeyPatch) -> None:
     client, catalog = _catalog_client(monkeypatch, {"preset": "agent-readonly"})
-    _command, decision = client.send("SELECT f(), lower(c.a), (c).b FROM t c")
+    _command, decision = client.send("SELECT f(), lower(c.a), (c).b FROM t c WHERE c.a = 1")
     box: list[Any] = []
     decision.addBoth(box.append)
     assert box == []
@@ -192,6 +195,7 @@ def test_functions_wait_for_the_catalog_and_are_cached(monkeypatch: pytest.Monke
         ("relation", "t"),
         ("field", "a"),
         ("field", "b"),
+        ("operator", "="),
     }
     catalog.answer(0)
     assert box == [Allow()]

@@ -143,6 +143,11 @@ def test_field_names_may_be_function_calls() -> None:
     assert facts.field_names == {"id", "wipe", "x"}
 
 
+def test_operators_are_named() -> None:
+    facts = _one("SELECT a + 1, b OPERATOR(app.===) 2 FROM t WHERE c BETWEEN 1 AND 2 AND d ~~ 'x'")
+    assert facts.operators == {"+", "app.===", "~~"}
+
+
 def test_a_function_name_holding_a_dot_is_opaque() -> None:
     facts = _one('SELECT "pg_catalog.lower"(1)')
     assert facts.resolved({}).causes["opaque-code"].startswith("pg_catalog.lower()")

@@ -72,3 +72,17 @@ def test_relations_and_fields_count_by_what_they_reach() -> None:
         ("field", "note"): (),  # a two-argument function cannot be called as a field
         ("field", "id"): (),
     }
+
+
+def test_operators_count_by_their_function_and_compiled_code_by_its_declaration() -> None:
+    rows = [
+        ("operator", "pg_catalog", "=", 0, "", "", "", False),  # built-ins record no dependency
+        ("operator", "public", "===", 0, "public", "wipe", "v", False),
+        ("operator", "ext", "==", 0, "ext", "ext_eq", "i", True),  # C, IMMUTABLE
+    ]
+    assert opaque_candidates("operator", ["=", "===", "==", "~~~"], rows) == {
+        ("operator", "="): (),
+        ("operator", "==="): ("public.===",),
+        ("operator", "=="): (),
+        ("operator", "~~~"): ("~~~",),
+    }

@@ -323,7 +323,12 @@ class GuardrailsPlugin:
         missing: dict[str, set[str]] = {
             k: set() for k in ("function", "relation", "field", "operator")
         }
-        if self._functions is not None and session.id not in self._unsettled:
+        # The catalog only matters to a policy that refuses opaque-code.
+        if (
+            self._functions is not None
+            and "opaque-code" in self._policy.deny
+            and session.id not in self._unsettled
+        ):
             for key in {k for facts in judged for k in _asked(facts)} - set(cache):
                 missing[key[0]].add(key[1])
         if not any(missing.values()):

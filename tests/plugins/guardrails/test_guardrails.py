@@ -255,3 +255,11 @@ def test_catalog_options_need_a_dialect_with_a_catalog() -> None:
         ScriptedClient.for_plugin(
             load_plugin_class(PLUGIN), {"catalog_user": "reader", "catalog_sslmode": "x"}
         )
+
+
+def test_the_catalog_is_read_only_for_a_policy_that_refuses_opaque_code(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client, catalog = _catalog_client(monkeypatch, {"deny": ["write"]})
+    assert client.run("SELECT f() FROM t WHERE a = 1").verdict == Allow()
+    assert catalog.reads == []

@@ -154,6 +154,17 @@ def test_the_server_applies_the_last_explain_option(canary: psycopg.Connection[A
         assert _rows(canary) == 5
 
 
+def test_the_server_applies_the_last_transaction_mode(canary: psycopg.Connection[Any]) -> None:
+    # The same order rule for transaction modes: whoever judges them must count any READ WRITE.
+    for modes, read_only in (("READ ONLY, READ WRITE", "off"), ("READ WRITE, READ ONLY", "on")):
+        with canary.transaction(force_rollback=True):
+            canary.execute(f"SET TRANSACTION {modes}")
+            assert canary.execute("SHOW transaction_read_only").fetchone() == (read_only,)
+    # COPY, by contrast, refuses a repeated option.
+    with pytest.raises(psycopg.errors.SyntaxError, match="redundant"):
+        canary.execute("COPY (SELECT 1) TO STDOUT (FORMAT csv, FORMAT text)")
+
+
 def test_the_server_refuses_data_changes_in_a_stable_function(
     canary: psycopg.Connection[Any],
 ) -> None:

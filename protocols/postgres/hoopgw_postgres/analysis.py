@@ -225,6 +225,8 @@ _AEXPR_OP, _AEXPR_OP_ALL = pg_query_pb2.AEXPR_OP, pg_query_pb2.AEXPR_OP_ALL
 _EXISTS, _ANY = pg_query_pb2.EXISTS_SUBLINK, pg_query_pb2.ANY_SUBLINK
 _CMD_UPDATE, _CMD_DELETE = pg_query_pb2.CMD_UPDATE, pg_query_pb2.CMD_DELETE
 _MESSAGE = FieldDescriptor.TYPE_MESSAGE
+_IS_NOT_NULL = pg_query_pb2.IS_NOT_NULL
+_LIKE_KINDS = (pg_query_pb2.AEXPR_LIKE, pg_query_pb2.AEXPR_ILIKE, pg_query_pb2.AEXPR_SIMILAR)
 _OPERATOR = re.compile(r"[-+*/<>=~!@#%^&|`?]+")
 
 
@@ -307,21 +309,26 @@ def _explain_analyzes(explain: Any) -> bool:
     )
 
 
-def _shape(node: Any) -> tuple[Any, ...]:
-    """A node's structure without source positions: equal shapes are the same expression."""
+def _shape(node: Any, target: _Target | None = None, outer: bool = True) -> tuple[Any, ...]:
+    """A node's structure without source positions: equal shapes are the same expression. A
+    column of ``target`` has one shape however it is qualified (``t.a`` and ``a``)."""
     node = _unwrap(node)
     if node is None:
         return ()
+    if target is not None and _name(node) == "ColumnRef" and target.named(node, outer=outer):
+        last = _unwrap(node.fields[-1])
+        return ("target column", str(last.sval) if _name(last) == "String" else "*")
     items: list[Any] = [_name(node)]
     for field, value in node.ListFields():
         if field.name == "location":
             continue
         if field.type != _MESSAGE:
-            items.append((field.name, tuple(value) if isinstance(value, list) else value))
+            scalar = isinstance(value, str | bytes | int | float | bool)
+            items.append((field.name, value if scalar else tuple(value)))
         elif isinstance(value, Message):
-            items.append((field.name, _shape(value)))
+            items.append((field.name, _shape(value, target, outer)))
         else:
-            items.append((field.name, tuple(_shape(v) for v in value)))
+            items.append((field.name, tuple(_shape(v, target, outer) for v in value)))
     return tuple(items)
 
 
@@ -411,8 +418,12 @@ def _restricts(expr: Any, target: _Target, *, outer: bool = True) -> bool:
     if kind == "A_Expr":
         if expr.kind == _AEXPR_OP_ALL:
             return False  # <> ALL of an empty array keeps every row
-        if _shape(expr.lexpr) == _shape(expr.rexpr):
-            return False  # x = x, x IS NOT DISTINCT FROM x, ...
+        if _shape(expr.lexpr, target, outer) == _shape(expr.rexpr, target, outer):
+            return False  # x = x, t.x = x, x IS NOT DISTINCT FROM x, ...
+        if expr.kind in _LIKE_KINDS and set(_string(expr.rexpr) or "_") <= {"%"}:
+            return False  # LIKE '%' keeps every row that has a value
+    elif kind == "NullTest" and expr.nulltesttype == _IS_NOT_NULL:
+        return False  # keeps every row of a NOT NULL column
     elif kind not in ("ColumnRef", "NullTest", "FuncCall"):
         return False
     return not _has_bool(expr) and _mentions(expr, target, outer)

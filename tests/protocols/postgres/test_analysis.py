@@ -167,6 +167,10 @@ def test_writes_must_restrict_their_target() -> None:
         "DELETE FROM t WHERE (a = 1 OR true) = true",
         "DELETE FROM t WHERE coalesce(a = 1, true)",
         "DELETE FROM t x WHERE t.a = 1",  # t is not the target's name once aliased
+        "DELETE FROM t WHERE t.a = a",
+        "DELETE FROM t x WHERE x.a >= a",
+        "DELETE FROM t WHERE id IS NOT NULL",  # every row of a NOT NULL column
+        "DELETE FROM t WHERE note LIKE '%%'",
         "MERGE INTO t USING u ON true WHEN MATCHED THEN DELETE",
         "MERGE INTO t USING u ON u.x = 1 WHEN MATCHED THEN UPDATE SET a = 1",
         "MERGE INTO t USING u ON t.id = u.id OR true WHEN MATCHED THEN DELETE",
@@ -183,6 +187,8 @@ def test_writes_must_restrict_their_target() -> None:
         "DELETE FROM t x WHERE x.a = 1 AND true",
         "DELETE FROM t WHERE NOT archived",
         "DELETE FROM t WHERE a IS NULL OR b = 2",
+        "DELETE FROM t WHERE note LIKE 'x%'",
+        "DELETE FROM t WHERE a = b",
         "DELETE FROM t WHERE CURRENT OF c",
         "MERGE INTO t USING u ON t.id = u.id WHEN MATCHED THEN DELETE",
         "MERGE INTO t USING u ON true WHEN MATCHED AND t.a = 1 THEN DELETE"

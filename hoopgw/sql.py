@@ -54,7 +54,7 @@ class StatementFacts:
     unlisted_functions: frozenset[str] = frozenset()
     """The functions called that the dialect's reviewed built-in lists do not cover: user and
     extension functions, or built-ins newer than the lists. :attr:`causes` counts them as
-    ``opaque-code`` until :meth:`resolved` is told which of them are VOLATILE."""
+    ``opaque-code`` until :meth:`resolved` is told which of them may run code it cannot judge."""
     other_opaque_cause: str = ""
     """The ``opaque-code`` cause that :attr:`unlisted_functions` do not account for, if any."""
     field_names: frozenset[str] = frozenset()

@@ -347,3 +347,24 @@ def test_writes_that_do_not_restrict_their_target_are_refused(
             assert canary.execute("SELECT * FROM canary ORDER BY id").fetchall() == before, sql
         agent.execute("DELETE FROM canary USING other u WHERE canary.id = u.id AND u.x = 1")
     assert _rows(canary) == 4
+
+
+def test_psql_introspection_still_works_with_the_catalog(
+    gateway: Any, pg_database: str, canary: psycopg.Connection[Any]
+) -> None:
+    guardrails = {
+        "preset": "agent-readonly",
+        "catalog_user": "postgres",
+        "catalog_sslmode": "disable",
+    }
+    gw = gateway(
+        plugins=["guardrails"], connection={"client_tls": "disabled", "guardrails": guardrails}
+    )
+    key = gw.create_key("agent", ["agents"])
+    env = {**os.environ, "PGPASSWORD": key, "PGSSLMODE": "disable"}
+    psql = ["psql", "-h", gw.host, "-p", str(gw.port), "-U", "agent", "-d", pg_database]
+    for command in (r"\d canary", r"\dt", r"\df canary_*", r"\dv", "SELECT count(*) FROM canary"):
+        done = subprocess.run(
+            [*psql, "-c", command], env=env, capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, (command, done.stderr)

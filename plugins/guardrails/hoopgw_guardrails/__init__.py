@@ -470,7 +470,8 @@ def _any_set(options: Mapping[str, Any], names: tuple[str, ...]) -> bool:
 
 
 def _asked(facts: StatementFacts) -> set[tuple[str, str]]:
-    """What the catalog must say about a statement: its functions, relations and fields."""
+    """What the catalog must say about a statement: its functions, relations, fields and
+    operators, as ``(kind, name)``."""
     return {
         *(("function", n) for n in facts.resolvable_functions),
         *(("relation", n) for n in facts.tables),

@@ -9,8 +9,8 @@ by text, so several plugins asking about the same command cost one parse.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Collection, Mapping
+from typing import Any, Protocol
 
 import attrs
 
@@ -48,13 +48,28 @@ class StatementFacts:
     text qualifies them, the bare ``name`` when it does not."""
     functions: frozenset[str] = frozenset()
     """Functions called anywhere, as written (``pg_catalog.set_config`` or ``set_config``)."""
+    resolvable_functions: frozenset[str] = frozenset()
+    """Functions called whose meaning depends on the target's catalog (a name that any schema
+    may hold, or one in a schema other than the built-in one), as written."""
+    unlisted_functions: frozenset[str] = frozenset()
+    """The functions called that the dialect's reviewed built-in lists do not cover: user and
+    extension functions, or built-ins newer than the lists. :attr:`causes` counts them as
+    ``opaque-code`` until :meth:`resolved` is told which of them may run code it cannot judge."""
+    other_opaque_cause: str = ""
+    """The ``opaque-code`` cause that :attr:`unlisted_functions` do not account for, if any."""
+    field_names: frozenset[str] = frozenset()
+    """Names after a dot in column references (``t.name``, ``(t).name``): where the row has no
+    such column, PostgreSQL calls a one-argument function of that name on it."""
+    operators: frozenset[str] = frozenset()
+    """Operators written in expressions (``=``, ``OPERATOR(app.===)`` as ``app.===``): each
+    runs the function behind it."""
     columns: frozenset[str] = frozenset()
     """Column names referenced or assigned anywhere (``*`` for a star)."""
     has_where: bool = False
     """For UPDATE and DELETE: whether the statement has a WHERE clause."""
     where_constant_true: bool = False
-    """For UPDATE and DELETE: whether the WHERE clause selects every row or none (it reads no
-    column of the row)."""
+    """For UPDATE and DELETE: whether the WHERE clause fails to restrict the target's own rows
+    (it reads no column of the target, or only in a trivially true way)."""
     prepares: str = ""
     """For ``PREPARE name AS ...``: the name it defines (``causes`` are those of its body)."""
     executes: tuple[str, ...] = ()
@@ -74,6 +89,26 @@ class StatementFacts:
         """The classes the statement falls in."""
         return frozenset(self.causes)
 
+    def resolved(self, opaque: Mapping[str, str]) -> StatementFacts:
+        """These facts once the target's catalog has resolved what they call.
+
+        :param opaque: each function, relation or field name (as written) that may run code
+            the gateway cannot judge (a VOLATILE function, or one that calls one), mapped to
+            the ``opaque-code`` cause to report. Everything else the statement calls is known
+            to be harmless, so :attr:`unlisted_functions` no longer count.
+        """
+        causes = {c: why for c, why in self.causes.items() if c != "opaque-code"}
+        # Only the cause that unlisted functions explain can be cleared by the catalog: an
+        # analysis that lists none (a dialect without a catalog) keeps its opaque-code cause.
+        other = self.other_opaque_cause
+        if not other and not self.unlisted_functions:
+            other = self.causes.get("opaque-code", "")
+        if other:
+            causes["opaque-code"] = other
+        elif opaque:
+            causes["opaque-code"] = opaque[min(opaque)]
+        return attrs.evolve(self, causes=causes, unlisted_functions=frozenset())
+
 
 @attrs.frozen(kw_only=True)
 class Analysis:
@@ -90,6 +125,34 @@ class Analysis:
         return not self.error
 
 
+class FunctionCatalog(Protocol):
+    """What a target's catalog says about the code a statement may run."""
+
+    def opaque(
+        self,
+        database: str,
+        *,
+        functions: Collection[str],
+        relations: Collection[str],
+        fields: Collection[str],
+        operators: Collection[str],
+    ) -> Any:
+        """A Deferred of a mapping ``(kind, name) -> schema-qualified objects`` for every
+        name asked (``kind``: ``function``, ``relation``, ``field`` or ``operator``), naming
+        the candidates that may run code the gateway cannot judge; empty when none may. A
+        function or operator name the catalog does not hold maps to itself; relation and field
+        names it does not hold map to nothing (a CTE, a column). Fails when the catalog cannot
+        be read.
+
+        :param functions: names of :attr:`StatementFacts.resolvable_functions`.
+        :param relations: names of :attr:`StatementFacts.tables`: a view's rules and a table's
+            row-level security policies run functions too.
+        :param fields: names of :attr:`StatementFacts.field_names`.
+        :param operators: names of :attr:`StatementFacts.operators`.
+        """
+        ...
+
+
 class Dialect(Protocol):
     """A database's statement analyser, as a protocol registers it."""
 
@@ -100,3 +163,8 @@ class Dialect(Protocol):
         """Analyse ``text`` (one or several statements). Never raises: a text that cannot be
         understood is returned with :attr:`Analysis.error` set."""
         ...
+
+
+# A dialect may also offer ``function_catalog(reactor, *, target, user, password, sslmode)``,
+# returning a :class:`FunctionCatalog` read over a side connection with that credential; the
+# guardrails plugin uses it to resolve what statements call (:meth:`StatementFacts.resolved`).

@@ -30,13 +30,19 @@ On a protocol without statements (SSH), the plugin judges shell command lines in
 from __future__ import annotations
 
 from collections.abc import Mapping
+from fnmatch import fnmatchcase
+from pathlib import Path
 from typing import Any
+
+from twisted.internet import defer
+from twisted.python.failure import Failure
 
 from hoopgw.errors import ConfigError, PluginError
 from hoopgw.plugin import Option, PluginContext, hookimpl
 from hoopgw.protocol import load_protocol
+from hoopgw.secrets import resolve_secret
 from hoopgw.session import Command, ConnectionInfo, SessionInfo, UpstreamOptions
-from hoopgw.sql import Dialect, StatementFacts
+from hoopgw.sql import Dialect, FunctionCatalog, StatementFacts
 from hoopgw.verdicts import Allow, Block, Hold, Verdict
 from hoopgw_guardrails.commands import (
     CommandPolicy,
@@ -51,8 +57,36 @@ __all__ = ["GuardrailsPlugin"]
 PLUGIN = "guardrails"
 COMMAND_KINDS = ("exec", "shell-line")
 """Command kinds judged as shell command lines on protocols without statements."""
-_SQL_OPTIONS = ("deny", "preset", "rules")
+_SQL_OPTIONS = ("deny", "preset", "rules", "catalog_user", "allow_functions")
+# Statements that may create, replace, rename or move a function: the side connection that
+# reads the catalog cannot see such a change until its transaction commits.
+_CHANGES_FUNCTIONS = frozenset(
+    {
+        "CreateFunctionStmt",
+        "AlterFunctionStmt",
+        "DefineStmt",
+        "RenameStmt",
+        "AlterObjectSchemaStmt",
+        "CreateExtensionStmt",
+        "AlterExtensionStmt",
+        "AlterExtensionContentsStmt",
+        "DoStmt",
+        "CallStmt",
+    }
+)
 _COMMAND_OPTIONS = ("deny_commands", "command_presets", "review_commands")
+
+
+def _check_globs(value: list[Any]) -> str | None:
+    if not all(isinstance(v, str) and v.strip() for v in value):
+        return "must be a list of non-empty schema.name globs"
+    return None
+
+
+def _check_sslmode(value: str) -> str | None:
+    if value not in ("disable", "prefer", "require"):
+        return f"must be one of disable, prefer, require, not {value!r}"
+    return None
 
 
 def _unknown_prepared(name: str) -> Block:
@@ -100,6 +134,34 @@ class GuardrailsPlugin:
             check=check_rules,
         ),
         Option(
+            name="allow_functions",
+            type=list,
+            default=[],
+            help="globs on schema.name of VOLATILE user functions known to be safe to call "
+            "(others are opaque-code)",
+            check=_check_globs,
+        ),
+        Option(
+            name="catalog_user",
+            type=str,
+            default="",
+            help="target user that reads pg_proc to resolve called functions' volatility "
+            "(without it, every function outside the built-in lists is opaque-code)",
+        ),
+        Option(
+            name="catalog_password",
+            type=str,
+            default="",
+            help="secret reference of catalog_user's password",
+        ),
+        Option(
+            name="catalog_sslmode",
+            type=str,
+            default="prefer",
+            help="TLS to the target for the catalog connection: disable, prefer or require",
+            check=_check_sslmode,
+        ),
+        Option(
             name="deny_commands",
             type=list,
             default=[],
@@ -136,6 +198,12 @@ class GuardrailsPlugin:
         self._prepared: dict[str, dict[str, StatementFacts]] = {}
         # Definitions (name -> facts, None to forget; "*" forgets all) of commands being decided.
         self._pending: dict[tuple[str, int], list[tuple[str, StatementFacts | None]]] = {}
+        # What the catalog said about each (kind, name) a session's statements call.
+        self._volatile: dict[str, dict[tuple[str, str], tuple[str, ...]]] = {}
+        # Sessions that changed functions: why their catalog answers can no longer be trusted.
+        self._unsettled: dict[str, str] = {}
+        # Commands being decided that may change functions, and why.
+        self._changing: dict[tuple[str, int], str] = {}
         connection = context.connection
         try:
             dialect = load_protocol(connection.protocol).dialect
@@ -159,6 +227,9 @@ class GuardrailsPlugin:
                 connection=connection.name,
             )
         self._dialect = dialect
+        self._log = context.log
+        self._allow_functions = tuple(p.casefold() for p in context.options["allow_functions"])
+        self._functions = _function_catalog(context, dialect)
 
     @hookimpl
     def upstream_options(self, connection: ConnectionInfo) -> UpstreamOptions | None:
@@ -196,8 +267,13 @@ class GuardrailsPlugin:
         )
 
     @hookimpl
-    def client_command(self, session: SessionInfo, command: Command) -> Block | Hold | None:
-        """Judge every statement of the command; abstain when none is denied."""
+    def client_command(
+        self, session: SessionInfo, command: Command
+    ) -> Block | Hold | defer.Deferred[Block | Hold | None] | None:
+        """Judge every statement of the command; abstain when none is denied.
+
+        A Deferred when the functions it calls must first be resolved in the target's catalog
+        (``catalog_user``); the answer is cached for the session."""
         if self._dialect is None:
             if command.kind in COMMAND_KINDS and self._commands.active:
                 return self._commands.judge(command.text)
@@ -210,7 +286,7 @@ class GuardrailsPlugin:
             facts = prepared.get(command.statement_name)
             if facts is None:
                 return _unknown_prepared(command.statement_name)
-            return self._policy.judge(facts)
+            return self._judge(session, command, [facts])
         analysis = self._dialect.analyze(command.text)
         if not analysis.parseable:
             return Block(
@@ -220,16 +296,15 @@ class GuardrailsPlugin:
                 ),
                 rule="unparseable",
             )
-        verdicts: list[Block | Hold] = []
+        judged: list[StatementFacts] = []
         definitions: list[tuple[str, StatementFacts | None]] = []
         for facts in analysis.statements:
-            judged = [facts]
+            judged.append(facts)
             for name in facts.executes:
                 target = prepared.get(name)
                 if target is None:
                     return _unknown_prepared(name)
                 judged.append(target)
-            verdicts.extend(v for v in map(self._policy.judge, judged) if v is not None)
             # Later statements of the same message may run what earlier ones prepared.
             for name in facts.deallocates:
                 if name == "*":
@@ -245,14 +320,140 @@ class GuardrailsPlugin:
             definitions.append((command.statement_name, analysis.statements[0]))
         if definitions:
             self._pending[(session.id, command.seq)] = definitions
+        return self._judge(session, command, judged)
+
+    # -- functions: what the target's catalog says they may run ------------------------------
+
+    def _judge(
+        self, session: SessionInfo, command: Command, judged: list[StatementFacts]
+    ) -> Block | Hold | defer.Deferred[Block | Hold | None] | None:
+        """Judge the statements once what they call is resolved (now, from the session's
+        cache, or when the catalog answers)."""
+        cache = self._volatile.setdefault(session.id, {})
+        missing: dict[str, set[str]] = {
+            k: set() for k in ("function", "relation", "field", "operator")
+        }
+        # The catalog only matters to a policy that refuses opaque-code.
+        if (
+            self._functions is not None
+            and "opaque-code" in self._policy.deny
+            and session.id not in self._unsettled
+        ):
+            for key in {k for facts in judged for k in _asked(facts)} - set(cache):
+                missing[key[0]].add(key[1])
+        if not any(missing.values()):
+            return self._verdict(session, command, judged)
+        assert self._functions is not None
+        reading = self._functions.opaque(
+            session.attributes.get("database", ""),
+            functions=missing["function"],
+            relations=missing["relation"],
+            fields=missing["field"],
+            operators=missing["operator"],
+        )
+
+        def answered(answer: Mapping[tuple[str, str], tuple[str, ...]]) -> Block | Hold | None:
+            if session.id in self._volatile:  # the session may have ended meanwhile
+                self._volatile[session.id].update(answer)
+            return self._verdict(session, command, judged, answer)
+
+        def failed(failure: Failure) -> Block:
+            self._log.error(
+                "guardrails: cannot read the target's catalog of functions: {why}",
+                why=failure.getErrorMessage(),
+            )
+            asked = sorted(n for names in missing.values() for n in names)
+            return Block(
+                reason=(
+                    "opaque-code: the target's catalog could not be read to resolve what the"
+                    f" command calls ({', '.join(asked)}); see guardrails.catalog_user"
+                ),
+                rule="opaque-code",
+            )
+
+        return reading.addCallbacks(answered, failed)
+
+    def _verdict(
+        self,
+        session: SessionInfo,
+        command: Command,
+        judged: list[StatementFacts],
+        answer: Mapping[tuple[str, str], tuple[str, ...]] | None = None,
+    ) -> Block | Hold | None:
+        cache = {**self._volatile.get(session.id, {}), **(answer or {})}
+        unsettled = self._unsettled.get(session.id, "")
+        verdicts: list[Block | Hold] = []
+        for facts in judged:
+            resolved, changes = self._resolve(facts, cache, unsettled)
+            verdict = self._policy.judge(resolved)
+            if verdict is not None:
+                verdicts.append(verdict)
+            if changes and not unsettled:
+                # Statements after this one see a catalog the side connection cannot.
+                unsettled = changes
+                self._changing[(session.id, command.seq)] = changes
         return _strongest(verdicts)
+
+    def _resolve(
+        self,
+        facts: StatementFacts,
+        cache: Mapping[tuple[str, str], tuple[str, ...]],
+        unsettled: str,
+    ) -> tuple[StatementFacts, str]:
+        """``facts`` with what they call resolved, and why they may change functions (empty if
+        they cannot)."""
+        changes = ""
+        kinds = sorted(facts.kinds & _CHANGES_FUNCTIONS)
+        if kinds:
+            changes = f"this session ran {kinds[0]}"
+        if self._functions is None:
+            # No catalog: only names the operator allowed are cleared, matched as written.
+            opaque = {
+                n: f"{n}() (not resolved: guardrails has no catalog_user to read the target's"
+                " catalog)"
+                for n in facts.unlisted_functions
+                if not self._allowed(n)
+            }
+            return facts.resolved(opaque), changes
+        opaque = {}
+        for kind, name in sorted(_asked(facts)):
+            label = {"function": f"{name}()", "operator": f"operator {name}"}.get(kind, name)
+            if unsettled:
+                opaque[name] = (
+                    f"{label} (not resolved: {unsettled}, which the catalog read over the"
+                    " gateway's own connection may not see yet; reconnect)"
+                )
+                continue
+            # A function allowed by name is trusted, also not to change functions.
+            default = (name,) if kind in ("function", "operator") else ()
+            left = [c for c in cache.get((kind, name), default) if not self._allowed(c)]
+            if left:
+                what = {
+                    "function": "VOLATILE, calling what cannot be judged, or not in the catalog",
+                    "relation": "its rules or policies call functions that cannot be judged",
+                    "field": "may call a function on the row that cannot be judged",
+                    "operator": "runs a function that cannot be judged",
+                }[kind]
+                opaque[name] = f"{label} ({what}: {', '.join(left)})"
+        resolved = facts.resolved(opaque)
+        if "opaque-code" in resolved.causes:
+            # Code the gateway cannot judge may create or replace functions too.
+            changes = changes or f"this session ran {resolved.causes['opaque-code']}"
+        return resolved, changes
+
+    def _allowed(self, function: str) -> bool:
+        return any(fnmatchcase(function.casefold(), p) for p in self._allow_functions)
 
     @hookimpl
     def command_decided(self, session: SessionInfo, command: Command, verdict: Verdict) -> None:
         """Remember what an allowed command prepared or forgot; a refused one did nothing."""
         definitions = self._pending.pop((session.id, command.seq), [])
+        changes = self._changing.pop((session.id, command.seq), "")
         if not isinstance(verdict, Allow):
             return
+        if changes and session.id not in self._unsettled:
+            self._unsettled[session.id] = changes
+            self._volatile.pop(session.id, None)
         prepared = self._prepared.setdefault(session.id, {})
         for name, facts in definitions:
             if facts is not None:
@@ -264,11 +465,62 @@ class GuardrailsPlugin:
 
     @hookimpl
     def session_closed(self, session: SessionInfo) -> None:
-        """Forget the session's prepared statements."""
+        """Forget the session's prepared statements and what the catalog said."""
         self._prepared.pop(session.id, None)
+        self._volatile.pop(session.id, None)
+        self._unsettled.pop(session.id, None)
         for key in [k for k in self._pending if k[0] == session.id]:
             del self._pending[key]
+        for key in [k for k in self._changing if k[0] == session.id]:
+            del self._changing[key]
 
 
 def _any_set(options: Mapping[str, Any], names: tuple[str, ...]) -> bool:
     return any(options.get(name) for name in names)
+
+
+def _asked(facts: StatementFacts) -> set[tuple[str, str]]:
+    """What the catalog must say about a statement: its functions, relations, fields and
+    operators, as ``(kind, name)``."""
+    return {
+        *(("function", n) for n in facts.resolvable_functions),
+        *(("relation", n) for n in facts.tables),
+        *(("field", n) for n in facts.field_names),
+        *(("operator", n) for n in facts.operators),
+    }
+
+
+def _function_catalog(context: PluginContext, dialect: Dialect) -> FunctionCatalog | None:
+    """The catalog that resolves called functions, when ``catalog_user`` is set.
+
+    :raises ConfigError: when the protocol's dialect cannot read a catalog of functions.
+    """
+    options, connection = context.options, context.connection
+    if not options["catalog_user"]:
+        return None
+    factory = getattr(dialect, "function_catalog", None)
+    if factory is None:
+        raise ConfigError(
+            f"guardrails resolves functions from PostgreSQL's catalog; {connection.protocol!r}"
+            " has none it can read",
+            key=f"{PLUGIN}.catalog_user",
+            connection=connection.name,
+        )
+    password = None
+    if options["catalog_password"]:
+        # The plugin's table is not resolved by the config loader: relative file: paths start
+        # in the working directory (as masking's catalog_password).
+        password = resolve_secret(
+            options["catalog_password"],
+            key=f"{PLUGIN}.catalog_password",
+            connection=connection.name,
+            base_dir=Path.cwd(),
+        ).reveal()
+    catalog: FunctionCatalog = factory(
+        context.reactor,
+        target=connection.target,
+        user=options["catalog_user"],
+        password=password,
+        sslmode=options["catalog_sslmode"],
+    )
+    return catalog

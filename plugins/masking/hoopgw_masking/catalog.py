@@ -21,12 +21,10 @@ from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from typing import Any
 
-from hoopgw_postgres import messages as m
-from hoopgw_postgres.upstream import UpstreamConnection
-from twisted.internet import defer, protocol
-from twisted.internet.endpoints import HostnameEndpoint
+from hoopgw_postgres.catalog import CatalogError, read_catalog
+from twisted.internet import defer
 
-from hoopgw.transport import client_tls_options
+__all__ = ["CatalogError", "CatalogReader", "ColumnRules", "parse_rule"]
 
 CATALOG_QUERY = (
     "SELECT a.attrelid::int8, a.attnum, n.nspname, c.relname, a.attname"
@@ -87,59 +85,6 @@ class ColumnRules:
         return (table_oid, attnum) in self._masked
 
 
-class CatalogError(Exception):
-    """The catalog could not be read; the message never holds a credential."""
-
-
-class _CatalogQuery:
-    """Logs in over an :class:`UpstreamConnection`, runs one query, collects its rows."""
-
-    def __init__(self, query: str) -> None:
-        self._query = query
-        self.done: defer.Deferred[list[list[bytes | None]]] = defer.Deferred()
-        self.rows: list[list[bytes | None]] = []
-        self.connection: UpstreamConnection | None = None
-        self._error = ""
-
-    def upstream_ready(
-        self, parameters: list[bytes], backend_key: tuple[int, bytes], tls: bool
-    ) -> None:
-        assert self.connection is not None
-        self.connection.send(m.Query(query=self._query).encode())
-
-    def upstream_failed(self, code: str, message: str) -> None:
-        if not self.done.called:
-            self.done.errback(CatalogError(message))
-
-    def upstream_messages(self, frames: list[Any]) -> None:
-        for frame in frames:
-            if frame.type == b"D":
-                self.rows.append(m.decode_data_row(frame.body))
-            elif frame.type == b"E":
-                self._error = m.ErrorResponse.decode(frame.body).fields.get("M", "error")
-            elif frame.type == b"Z" and not self.done.called:
-                assert self.connection is not None
-                self.connection.close()
-                if self._error:
-                    self.done.errback(CatalogError(f"catalog query failed: {self._error}"))
-                else:
-                    self.done.callback(self.rows)
-
-    def upstream_closed(self) -> None:
-        if not self.done.called:
-            self.done.errback(CatalogError("the target closed the catalog connection"))
-
-
-class _OneProtocol(protocol.Factory):
-    noisy = False
-
-    def __init__(self, proto: protocol.Protocol) -> None:
-        self._proto = proto
-
-    def buildProtocol(self, addr: Any) -> protocol.Protocol:
-        return self._proto
-
-
 class CatalogReader:
     """Reads the column catalog of a database over a side connection to the target."""
 
@@ -154,9 +99,7 @@ class CatalogReader:
         timeout: float = 10.0,
     ) -> None:
         self._reactor = reactor
-        host, _, port = target.rpartition(":")
-        self._host = host.strip("[]")
-        self._port = int(port)
+        self._target = target
         self._user = user
         self._password = password
         self._sslmode = sslmode
@@ -164,26 +107,6 @@ class CatalogReader:
 
     def read(self, database: str) -> defer.Deferred[list[tuple[int, int, str, str, str]]]:
         """The ``(table OID, attnum, schema, table, column)`` rows of ``database``."""
-        query = _CatalogQuery(CATALOG_QUERY)
-        connection = UpstreamConnection(
-            query,
-            user=self._user,
-            password=self._password,
-            params={"database": database, "application_name": "hoopgw-masking-catalog"},
-            sslmode=self._sslmode,
-            tls_options=None
-            if self._sslmode == "disable"
-            else client_tls_options(self._sslmode, self._host, None),
-        )
-        query.connection = connection
-        endpoint: Any = HostnameEndpoint(
-            self._reactor, self._host, self._port, timeout=int(self._timeout)
-        )
-        connecting = endpoint.connect(_OneProtocol(connection))
-        connecting.addErrback(
-            lambda f: query.upstream_failed("08006", f"target unreachable: {f.getErrorMessage()}")
-        )
-        query.done.addTimeout(self._timeout, self._reactor)
 
         def rows(raw: list[list[bytes | None]]) -> list[tuple[int, int, str, str, str]]:
             return [
@@ -197,4 +120,14 @@ class CatalogReader:
                 for r in raw
             ]
 
-        return query.done.addCallback(rows)
+        return read_catalog(
+            self._reactor,
+            target=self._target,
+            user=self._user,
+            password=self._password,
+            sslmode=self._sslmode,
+            database=database,
+            query=CATALOG_QUERY,
+            application_name="hoopgw-masking-catalog",
+            timeout=self._timeout,
+        ).addCallback(rows)

@@ -12,8 +12,10 @@ is refused under a policy that denies it rather than waved through.
 from __future__ import annotations
 
 import re
+import tomllib
 from collections import OrderedDict
 from collections.abc import Iterator
+from importlib import resources
 from typing import Any
 
 import pg_query
@@ -21,9 +23,9 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 from pg_query import pg_query_pb2
 
-from hoopgw.sql import Analysis, StatementFacts
+from hoopgw.sql import DENY_CLASSES, Analysis, FunctionCatalog, StatementFacts
 
-__all__ = ["PostgresDialect"]
+__all__ = ["FUNCTION_CLASSES", "HARMLESS_FUNCTIONS", "REVIEWED_VOLATILE", "PostgresDialect"]
 
 _CACHE_SIZE = 2048
 # Larger texts (bulk INSERTs) are analysed every time rather than pinned in memory.
@@ -128,69 +130,43 @@ _PRIVILEGE_TABLE_COMMANDS = frozenset(
     }
 )
 
-_FILE_FUNCTIONS = frozenset(
-    {
-        "pg_read_file",
-        "pg_read_binary_file",
-        "pg_stat_file",
-        "pg_ls_dir",
-        "pg_ls_logdir",
-        "pg_ls_waldir",
-        "pg_ls_tmpdir",
-        "pg_ls_archive_statusdir",
-        "pg_ls_logicalsnapdir",
-        "pg_ls_logicalmapdir",
-        "pg_ls_replslotdir",
-        "pg_current_logfile",
-        "pg_file_write",
-        "pg_file_rename",
-        "pg_file_unlink",
-        "pg_file_sync",
-        "pg_logdir_ls",
-        "loread",
-        "lowrite",
-    }
-)
-_ADMIN_FUNCTIONS = frozenset(
-    {
-        "pg_reload_conf",
-        "pg_rotate_logfile",
-        "pg_terminate_backend",
-        "pg_cancel_backend",
-        "pg_promote",
-        "pg_switch_wal",
-        "pg_create_restore_point",
-        "pg_backup_start",
-        "pg_backup_stop",
-        "pg_start_backup",
-        "pg_stop_backup",
-        "pg_create_physical_replication_slot",
-        "pg_create_logical_replication_slot",
-        "pg_drop_replication_slot",
-        "pg_copy_physical_replication_slot",
-        "pg_copy_logical_replication_slot",
-        "pg_wal_replay_pause",
-        "pg_wal_replay_resume",
-        "pg_log_backend_memory_contexts",
-        "pg_stat_reset",
-        "pg_stat_reset_shared",
-        "pg_stat_reset_single_table_counters",
-        "pg_stat_reset_single_function_counters",
-        "pg_stat_reset_slru",
-        "pg_stat_reset_replication_slot",
-        "pg_import_system_collations",
-    }
-)
-# Functions that run SQL given as a string, or reach another server.
-_OPAQUE_FUNCTIONS = frozenset(
-    {
-        "query_to_xml",
-        "query_to_xmlschema",
-        "query_to_xml_and_xmlschema",
-        "ts_stat",
-    }
-)
-_WRITE_FUNCTIONS = frozenset({"setval"})
+
+def _load_functions() -> tuple[
+    dict[str, tuple[str, ...]], frozenset[str], frozenset[str], frozenset[str]
+]:
+    """The reviewed built-in function lists: ``functions.toml`` and ``stable_functions.txt``.
+
+    :returns: the classes of each listed name; the names that need no class (reviewed
+        read-only or judged by their arguments, and the STABLE or IMMUTABLE built-ins); the
+        VOLATILE names reviewed as read-only or judged by their arguments; the names judged by
+        their arguments.
+    """
+    folder = resources.files("hoopgw_postgres")
+    data = tomllib.loads(folder.joinpath("functions.toml").read_text(encoding="utf-8"))
+    classes: dict[str, list[str]] = {}
+    for cls in DENY_CLASSES:
+        for name in data["classes"].get(cls, ()):
+            classes.setdefault(name, []).append(cls)
+    unknown = set(data["classes"]) - set(DENY_CLASSES)
+    if unknown:
+        raise RuntimeError(f"functions.toml names unknown classes: {sorted(unknown)}")
+    by_argument = frozenset(data["by-argument"]["names"])
+    stable = (
+        line.strip()
+        for line in folder.joinpath("stable_functions.txt").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    reviewed = frozenset({*data["read-only"]["names"], *by_argument})
+    harmless = reviewed | frozenset(stable)
+    return {k: tuple(v) for k, v in classes.items()}, harmless, reviewed, by_argument
+
+
+FUNCTION_CLASSES, HARMLESS_FUNCTIONS, REVIEWED_VOLATILE, _BY_ARGUMENT = _load_functions()
+"""Built-in functions by bare name: the classes of those that change or reach beyond the
+statement, and the names reviewed as harmless (VOLATILE ones that only read, and every STABLE or
+IMMUTABLE one). A function in neither is ``opaque-code`` until the target's catalog says it is
+not VOLATILE (:mod:`hoopgw_postgres.catalog`)."""
+
 # Settings whose change escapes the caller's privileges or the server's safeguards.
 _PRIVILEGE_SETTINGS = frozenset({"role", "session_authorization", "search_path"})
 _ADMIN_SETTINGS = frozenset(
@@ -252,7 +228,13 @@ _ALTER_TABLE_TYPE = pg_query_pb2.AlterTableType
 _DISCARD_ALL = pg_query_pb2.DISCARD_ALL
 _VAR_SET_VALUE = pg_query_pb2.VAR_SET_VALUE
 _AND, _OR = pg_query_pb2.AND_EXPR, pg_query_pb2.OR_EXPR
+_AEXPR_OP, _AEXPR_OP_ALL = pg_query_pb2.AEXPR_OP, pg_query_pb2.AEXPR_OP_ALL
+_EXISTS, _ANY = pg_query_pb2.EXISTS_SUBLINK, pg_query_pb2.ANY_SUBLINK
+_CMD_UPDATE, _CMD_DELETE = pg_query_pb2.CMD_UPDATE, pg_query_pb2.CMD_DELETE
 _MESSAGE = FieldDescriptor.TYPE_MESSAGE
+_IS_NOT_NULL = pg_query_pb2.IS_NOT_NULL
+_LIKE_KINDS = (pg_query_pb2.AEXPR_LIKE, pg_query_pb2.AEXPR_ILIKE, pg_query_pb2.AEXPR_SIMILAR)
+_OPERATOR = re.compile(r"[-+*/<>=~!@#%^&|`?]+")
 
 
 def _command_name(kind: str) -> str:
@@ -319,46 +301,179 @@ def _is_true(node: Any) -> bool:
     return False
 
 
+def _option_true(elem: Any) -> bool:
+    """Whether a Boolean option (a ``DefElem``) may be on: PostgreSQL's ``defGetBoolean``
+    takes no argument, ``true``/``on``/``1`` as on; an argument we cannot read counts as on."""
+    if not elem.HasField("arg"):
+        return True
+    arg = _unwrap(elem.arg)
+    if _name(arg) == "String":
+        return str(arg.sval).lower() not in _FALSE_WORDS
+    if _name(arg) == "Boolean":
+        return bool(arg.boolval)
+    if _name(arg) == "Integer":
+        return bool(arg.ival)
+    return True
+
+
 def _explain_analyzes(explain: Any) -> bool:
-    for option in explain.options:
-        elem = _unwrap(option)
-        if elem.defname != "analyze":
+    """Whether EXPLAIN runs the statement it explains.
+
+    PostgreSQL applies options in order, so the last ``ANALYZE`` wins; the gateway counts the
+    statement as run when *any* ``ANALYZE`` may be on, which covers the server's rule and
+    needs no model of it (``EXPLAIN (ANALYZE false, ANALYZE true)`` runs).
+    """
+    return any(
+        _option_true(elem)
+        for elem in map(_unwrap, explain.options)
+        if str(elem.defname) == "analyze"
+    )
+
+
+def _shape(node: Any, target: _Target | None = None, outer: bool = True) -> tuple[Any, ...]:
+    """A node's structure without source positions: equal shapes are the same expression. A
+    column of ``target`` has one shape however it is qualified (``t.a`` and ``a``)."""
+    node = _unwrap(node)
+    if node is None:
+        return ()
+    if target is not None and _name(node) == "ColumnRef" and target.named(node, outer=outer):
+        last = _unwrap(node.fields[-1])
+        return ("target column", str(last.sval) if _name(last) == "String" else "*")
+    items: list[Any] = [_name(node)]
+    for field, value in node.ListFields():
+        if field.name == "location":
             continue
-        if not elem.HasField("arg"):
+        if field.type != _MESSAGE:
+            scalar = isinstance(value, str | bytes | int | float | bool)
+            items.append((field.name, value if scalar else tuple(value)))
+        elif isinstance(value, Message):
+            items.append((field.name, _shape(value, target, outer)))
+        else:
+            items.append((field.name, tuple(_shape(v, target, outer) for v in value)))
+    return tuple(items)
+
+
+class _Target:
+    """The relation an UPDATE, DELETE or MERGE changes, as column references name it."""
+
+    def __init__(self, relation: Any, *, alone: bool) -> None:
+        alias = str(relation.alias.aliasname) if relation.HasField("alias") else ""
+        self.name = alias or str(relation.relname)
+        self.schema = "" if alias else str(relation.schemaname)
+        # Without other relations in scope, a bare column name can only be the target's.
+        self.alone = alone
+
+    def named(self, ref: Any, *, outer: bool) -> bool:
+        """Whether a ``ColumnRef`` names a column of the target (``outer``: not inside a
+        subquery, where a bare name resolves to the subquery's relations first)."""
+        fields = [_unwrap(f) for f in ref.fields]
+        names = [str(f.sval) if _name(f) == "String" else "*" for f in fields]
+        if len(names) == 1:
+            return outer and self.alone
+        if len(names) == 2:
+            return names[0] == self.name
+        return names[-2] == self.name and (not self.schema or names[-3] == self.schema)
+
+
+def _mentions(node: Any, target: _Target, outer: bool) -> bool:
+    """Whether ``node`` reads a column of the target's row, a subquery's WHERE counting only
+    where it restricts the target itself (``x IN (SELECT ...)`` counts by its ``x``)."""
+    node = _unwrap(node)
+    kind = _name(node)
+    if kind == "ColumnRef":
+        return target.named(node, outer=outer)
+    if kind == "SubLink":
+        if node.HasField("testexpr") and _mentions(node.testexpr, target, outer):
             return True
-        arg = _unwrap(elem.arg)
-        if _name(arg) == "String":
-            return str(arg.sval).lower() not in _FALSE_WORDS
-        if _name(arg) == "Boolean":
-            return bool(arg.boolval)
-        if _name(arg) == "Integer":
-            return bool(arg.ival)
-        return True  # an argument we cannot read: assume it runs
-    return False
+        select = _unwrap(node.subselect)
+        return (
+            _name(select) == "SelectStmt"
+            and select.HasField("where_clause")
+            and _restricts(select.where_clause, target, outer=False)
+        )
+    return any(_mentions(child, target, outer) for child in _children(node))
 
 
-def _constant_true(expr: Any) -> bool:
-    """Whether a WHERE clause keeps every row (or none): it reads no column of the row.
+def _has_bool(node: Any) -> bool:
+    """Whether ``node`` holds AND/OR/NOT or a CASE outside subqueries: a leaf comparison built of
+    those (``(t.a = 1 OR true) = true``) is not judged, it counts as unrestricted."""
+    kind = _name(node)
+    if kind in ("BoolExpr", "CaseExpr", "BooleanTest", "CoalesceExpr", "MinMaxExpr"):
+        return True
+    if kind == "SubLink":
+        return False
+    return any(_has_bool(child) for child in _children(node))
 
-    ``OR`` with one such branch and ``AND`` of only such branches count too, as does comparing
-    a column with itself. ``WHERE CURRENT OF`` is bounded (one row).
+
+def _restricts(expr: Any, target: _Target, *, outer: bool = True) -> bool:
+    """Whether a condition keeps only some of the target's own rows: it reads a column of the
+    target and is not trivially true. Conservative: what it cannot judge counts as not.
+
+    ``AND`` restricts when one branch does, ``OR`` when every branch does; a leaf restricts when
+    it is a comparison, ``IN``, ``LIKE``, ``BETWEEN``, null test, function call or boolean column
+    that reads the target, compares no expression with itself, and holds no nested logic.
+    ``EXISTS (subquery)`` restricts when the subquery's WHERE restricts the target by name.
     """
     expr = _unwrap(expr)
     kind = _name(expr)
     if kind == "CurrentOfExpr":
+        return True  # WHERE CURRENT OF: one row
+    if kind == "BoolExpr":
+        if expr.boolop == _AND:
+            return any(_restricts(arg, target, outer=outer) for arg in expr.args)
+        if expr.boolop == _OR:
+            return all(_restricts(arg, target, outer=outer) for arg in expr.args)
+        # NOT: only of a plain comparison or boolean column (NOT of NOT IN, of a self
+        # comparison or of logic may keep every row).
+        (arg,) = (_unwrap(a) for a in expr.args)
+        return (
+            _name(arg) == "ColumnRef" or (_name(arg) == "A_Expr" and arg.kind == _AEXPR_OP)
+        ) and _restricts(arg, target, outer=outer)
+    if kind == "SubLink":
+        if expr.sub_link_type == _EXISTS:
+            return _mentions(expr, target, outer)
+        if expr.sub_link_type == _ANY and expr.HasField("testexpr"):
+            testexpr = _unwrap(expr.testexpr)
+            return not _has_bool(testexpr) and _mentions(testexpr, target, outer)
+        return False  # ALL (NOT IN), scalar: an empty subquery may keep every row
+    if kind == "A_Expr":
+        if expr.kind == _AEXPR_OP_ALL:
+            return False  # <> ALL of an empty array keeps every row
+        if _shape(expr.lexpr, target, outer) == _shape(expr.rexpr, target, outer):
+            return False  # x = x, t.x = x, x IS NOT DISTINCT FROM x, ...
+        if expr.kind in _LIKE_KINDS and set(_string(expr.rexpr) or "_") <= {"%"}:
+            return False  # LIKE '%' keeps every row that has a value
+    elif kind == "NullTest" and expr.nulltesttype == _IS_NOT_NULL:
+        return False  # keeps every row of a NOT NULL column
+    elif kind not in ("ColumnRef", "NullTest", "FuncCall"):
         return False
-    if kind == "BoolExpr" and expr.boolop in (_AND, _OR):
-        results = [_constant_true(arg) for arg in expr.args]
-        return any(results) if expr.boolop == _OR else all(results)
-    if kind == "A_Expr" and expr.HasField("lexpr") and expr.HasField("rexpr"):
-        left, right = _unwrap(expr.lexpr), _unwrap(expr.rexpr)
-        if (
-            _name(left) == "ColumnRef"
-            and _name(right) == "ColumnRef"
-            and left.fields == right.fields
-        ):
-            return True
-    return not any(_name(node) == "ColumnRef" for node in _descendants(expr))
+    return not _has_bool(expr) and _mentions(expr, target, outer)
+
+
+def _unrestricted_writes(node: Any, kind: str) -> list[str]:
+    """Why an UPDATE, DELETE or MERGE may change every row of its target (empty if it cannot)."""
+    command = _command_name(kind)
+    if kind == "MergeStmt":
+        target = _Target(node.relation, alone=False)
+        joined = _restricts(node.join_condition, target)
+        causes = []
+        for clause in map(_unwrap, node.merge_when_clauses):
+            if clause.command_type not in (_CMD_UPDATE, _CMD_DELETE):
+                continue
+            if clause.matched and joined:
+                continue
+            if clause.HasField("condition") and _restricts(clause.condition, target):
+                continue
+            action = "DELETE" if clause.command_type == _CMD_DELETE else "UPDATE"
+            causes.append(f"MERGE ... THEN {action} with an ON that does not restrict the target")
+        return causes
+    others = node.using_clause if kind == "DeleteStmt" else node.from_clause
+    target = _Target(node.relation, alone=not others)
+    if not node.HasField("where_clause"):
+        return [f"{command} without WHERE"]
+    if not _restricts(node.where_clause, target):
+        return [f"{command} with a WHERE that does not restrict the target's rows"]
+    return []
 
 
 def _qualified(parts: list[str]) -> str:
@@ -376,6 +491,10 @@ class _Walk:
         self.columns: set[str] = set()
         self.executes: list[str] = []
         self.read_write = ""
+        self.resolvable: set[str] = set()
+        self.unlisted: set[str] = set()
+        self.fields: set[str] = set()
+        self.operators: set[str] = set()
 
     def add(self, cls: str, cause: str) -> None:
         self.causes.setdefault(cls, cause)
@@ -411,6 +530,16 @@ class _Walk:
             last = _unwrap(node.fields[-1]) if node.fields else None
             if last is not None:
                 self.columns.add("*" if _name(last) == "A_Star" else str(last.sval))
+                if len(node.fields) > 1 and _name(last) == "String":
+                    self.fields.add(str(last.sval))
+        elif kind == "A_Expr":
+            parts = [str(_unwrap(p).sval) for p in node.name]
+            if parts and _OPERATOR.fullmatch(parts[-1]):  # not BETWEEN and its kin
+                self.operators.add(_qualified(parts))
+        elif kind == "A_Indirection":
+            self.fields.update(
+                str(item.sval) for item in map(_unwrap, node.indirection) if _name(item) == "String"
+            )
         elif kind == "ResTarget" and node.name:
             # INSERT column lists and UPDATE SET targets; a SELECT alias is also a name here.
             self.columns.add(str(node.name))
@@ -434,11 +563,9 @@ class _Walk:
             known = True
             if runs:
                 self.add("write", command)
-            if kind in ("UpdateStmt", "DeleteStmt") and runs:
-                if not node.HasField("where_clause"):
-                    self.add("unbounded-write", f"{command} without WHERE")
-                elif _constant_true(node.where_clause):
-                    self.add("unbounded-write", f"{command} with a constant WHERE")
+            if kind in ("UpdateStmt", "DeleteStmt", "MergeStmt") and runs:
+                for cause in _unrestricted_writes(node, kind):
+                    self.add("unbounded-write", cause)
         if kind == "SelectStmt" and node.HasField("into_clause"):
             if runs:
                 self.add("ddl", "SELECT INTO")
@@ -514,34 +641,42 @@ class _Walk:
 
     def _function(self, node: Any) -> None:
         parts = [str(_unwrap(p).sval) for p in node.funcname]
-        self.functions.add(_qualified(parts))
+        written = _qualified(parts)
+        self.functions.add(written)
         name = parts[-1]
         label = f"{name}()"
-        # Judged by the bare name whatever the schema: a look-alike in another schema is
+        builtin = len(parts) == 1 or parts[-2] == "pg_catalog"
+        if any("." in part for part in parts):
+            # A quoted name with a dot reads like a qualified one: no catalog answer is trusted.
+            self.add("opaque-code", f"{written}() (a function name holding a dot)")
+        if len(parts) == 1 or not builtin:
+            # Any schema may hold a function of this name (or a better-matching overload).
+            self.resolvable.add(written)
+        # Classes go by the bare name whatever the schema: a look-alike in another schema is
         # refused too, which errs on the safe side.
-        if name in _FILE_FUNCTIONS or name.startswith("lo_"):
-            self.add("file-access", label)
-        if name in _ADMIN_FUNCTIONS:
-            self.add("admin", label)
-        if name in _OPAQUE_FUNCTIONS or name.startswith("dblink"):
-            self.add("opaque-code", label)
+        classes = FUNCTION_CLASSES.get(name, ())
+        for cls in classes:
+            self.add(cls, label)
+        if not classes and not (builtin and name in HARMLESS_FUNCTIONS):
+            self.unlisted.add(written)
         if name.startswith("dblink"):
             # It runs SQL in a session of its own, which the read-only mode does not cover.
             self._writable(f"{label} (a session of its own)")
-        if name in _WRITE_FUNCTIONS:
-            self.add("write", label)
-        if name == "set_config":
-            setting = _string(node.args[0]) if node.args else None
-            if setting is None:
-                self.add("privilege", "set_config() of a computed setting")
-                self.add("opaque-code", "set_config() of a computed setting")
-                self._writable("set_config() of a computed setting")
-            else:
-                if setting.strip().lower() in _READ_ONLY_SETTINGS:
-                    self._writable(f"set_config('{setting}')")
-                # Judged as if padded names were the real one: erring on the safe side costs a
-                # refusal of a call PostgreSQL would reject anyway.
-                self._setting(setting.strip().lower(), f"set_config('{setting}')")
+        if name in _BY_ARGUMENT:
+            self._set_config(node)
+
+    def _set_config(self, node: Any) -> None:
+        setting = _string(node.args[0]) if node.args else None
+        if setting is None:
+            self.add("privilege", "set_config() of a computed setting")
+            self.add("opaque-code", "set_config() of a computed setting")
+            self._writable("set_config() of a computed setting")
+        else:
+            if setting.strip().lower() in _READ_ONLY_SETTINGS:
+                self._writable(f"set_config('{setting}')")
+            # Judged as if padded names were the real one: erring on the safe side costs a
+            # refusal of a call PostgreSQL would reject anyway.
+            self._setting(setting.strip().lower(), f"set_config('{setting}')")
 
 
 def _facts(raw: Any, version: int) -> StatementFacts:
@@ -553,19 +688,33 @@ def _facts(raw: Any, version: int) -> StatementFacts:
     where_constant_true = False
     if kind in ("UpdateStmt", "DeleteStmt"):
         has_where = root.HasField("where_clause")
-        where_constant_true = has_where and _constant_true(root.where_clause)
+        where_constant_true = has_where and bool(_unrestricted_writes(root, kind))
     deallocates: tuple[str, ...] = ()
     if kind == "DeallocateStmt":
         deallocates = (str(root.name) or "*",)
     elif kind == "DiscardStmt" and root.target == _DISCARD_ALL:
         deallocates = ("*",)
+    causes = dict(walk.causes)
+    other_opaque = causes.get("opaque-code", "")
+    if walk.unlisted:
+        first = min(walk.unlisted)
+        causes.setdefault(
+            "opaque-code",
+            f"{first}() (a function that no built-in list covers: VOLATILE unless the"
+            " target's catalog says otherwise)",
+        )
     return StatementFacts(
         kind=kind,
         command=_command_name(kind),
         kinds=frozenset(walk.kinds),
-        causes=walk.causes,
+        causes=causes,
         tables=frozenset(walk.tables),
         functions=frozenset(walk.functions),
+        resolvable_functions=frozenset(walk.resolvable),
+        unlisted_functions=frozenset(walk.unlisted),
+        field_names=frozenset(walk.fields),
+        operators=frozenset(walk.operators),
+        other_opaque_cause=other_opaque,
         columns=frozenset(walk.columns),
         has_where=has_where,
         where_constant_true=where_constant_true,
@@ -595,6 +744,16 @@ class PostgresDialect:
     def __init__(self, cache_size: int = _CACHE_SIZE) -> None:
         self._cache: OrderedDict[str, Analysis] = OrderedDict()
         self._cache_size = cache_size
+
+    def function_catalog(
+        self, reactor: Any, *, target: str, user: str, password: str | None, sslmode: str
+    ) -> FunctionCatalog:
+        """The target's catalog of functions, read as ``user`` (see :class:`hoopgw.sql.Dialect`)."""
+        from hoopgw_postgres.catalog import FunctionCatalog
+
+        return FunctionCatalog(
+            reactor, target=target, user=user, password=password, sslmode=sslmode
+        )
 
     def analyze(self, text: str) -> Analysis:
         """Analyse ``text``, one or several statements (see :class:`hoopgw.sql.Dialect`)."""

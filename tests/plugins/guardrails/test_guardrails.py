@@ -210,3 +210,122 @@ def test_startup_options_cannot_leave_read_only(options: str) -> None:
     verdict = _connect({"deny": ["write"]}, options=options)
     assert isinstance(verdict, Block) and verdict.rule == "read-only", verdict
     assert _connect({"deny": ["write"]}, options="-c default_transaction_read_only=on") is None
+
+
+class FakeFunctionCatalog:
+    """Stands in for the target's catalog: each read waits until the test answers it."""
+
+    def __init__(self) -> None:
+        self.reads: list[tuple[set[tuple[str, str]], Any]] = []
+
+    def opaque(
+        self, database: str, *, functions: Any, relations: Any, fields: Any, operators: Any
+    ) -> Any:
+        from twisted.internet import defer
+
+        d: Any = defer.Deferred()
+        asked = {
+            *(("function", n) for n in functions),
+            *(("relation", n) for n in relations),
+            *(("field", n) for n in fields),
+            *(("operator", n) for n in operators),
+        }
+        self.reads.append((asked, d))
+        return d
+
+    def answer(self, index: int, **opaque: tuple[str, ...]) -> None:
+        """Answer read ``index``: the names given map to their candidates, the rest to none."""
+        asked, d = self.reads[index]
+        d.callback({key: opaque.get(key[1], ()) for key in asked})
+
+
+def _catalog_client(
+    monkeypatch: pytest.MonkeyPatch, options: dict[str, Any]
+) -> tuple[ScriptedClient, FakeFunctionCatalog]:
+    from hoopgw_postgres.analysis import PostgresDialect
+
+    catalog = FakeFunctionCatalog()
+    monkeypatch.setattr(PostgresDialect, "function_catalog", lambda self, *a, **k: catalog)
+    return _client({"catalog_user": "reader", **options}), catalog
+
+
+def test_functions_wait_for_the_catalog_and_are_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    client, catalog = _catalog_client(monkeypatch, {"preset": "agent-readonly"})
+    _command, decision = client.send("SELECT f(), lower(c.a), (c).b FROM t c WHERE c.a = 1")
+    box: list[Any] = []
+    decision.addBoth(box.append)
+    assert box == []
+    assert catalog.reads[0][0] == {
+        ("function", "f"),
+        ("function", "lower"),
+        ("relation", "t"),
+        ("field", "a"),
+        ("field", "b"),
+        ("operator", "="),
+    }
+    catalog.answer(0)
+    assert box == [Allow()]
+    # Answered from the session's cache; only new names are read.
+    assert client.run("SELECT f() FROM t").verdict == Allow()
+    _command, decision = client.send("SELECT g(), * FROM v")
+    assert catalog.reads[1][0] == {("function", "g"), ("relation", "v")}
+    catalog.answer(1, v=("public.wipe",))
+    verdict = client._result(decision)
+    assert isinstance(verdict, Block) and verdict.rule == "opaque-code"
+    assert "public.wipe" in verdict.reason and "rules or policies" in verdict.reason
+
+
+def test_a_catalog_that_cannot_be_read_refuses(monkeypatch: pytest.MonkeyPatch) -> None:
+    client, catalog = _catalog_client(monkeypatch, {"deny": ["opaque-code"]})
+    _command, decision = client.send("SELECT f()")
+    catalog.reads[0][1].errback(RuntimeError("connection refused"))
+    verdict = client._result(decision)
+    assert isinstance(verdict, Block) and "catalog_user" in verdict.reason
+
+
+def test_allow_functions_names_trusted_functions(monkeypatch: pytest.MonkeyPatch) -> None:
+    client, catalog = _catalog_client(
+        monkeypatch, {"deny": ["opaque-code"], "allow_functions": ["app.*"]}
+    )
+    _command, decision = client.send("SELECT f(), g()")
+    catalog.answer(0, f=("app.f",), g=("app.g", "evil.g"))
+    verdict = client._result(decision)
+    assert isinstance(verdict, Block) and "evil.g" in verdict.reason
+    assert "app.f" not in verdict.reason
+
+
+def test_a_session_that_changes_functions_stops_trusting_the_catalog(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client, catalog = _catalog_client(monkeypatch, {"deny": ["opaque-code"]})
+    # In one message: the statement after ALTER FUNCTION is not resolved.
+    _command, decision = client.send("ALTER FUNCTION f() VOLATILE; SELECT f()")
+    catalog.answer(0)
+    verdict = client._result(decision)
+    assert isinstance(verdict, Block) and "AlterFunctionStmt" in verdict.reason
+    assert client.run("ALTER FUNCTION f() STABLE").verdict == Allow()
+    verdict = client.run("SELECT f()").verdict
+    assert isinstance(verdict, Block) and "reconnect" in verdict.reason
+    assert len(catalog.reads) == 1
+
+
+def test_without_a_catalog_unlisted_functions_are_opaque() -> None:
+    client = _client({"deny": ["opaque-code"], "allow_functions": ["f"]})
+    assert client.run("SELECT f(), lower('x'), now()").verdict == Allow()
+    verdict = client.run("SELECT g()").verdict
+    assert isinstance(verdict, Block) and "catalog_user" in verdict.reason
+
+
+def test_catalog_options_need_a_dialect_with_a_catalog() -> None:
+    with pytest.raises(ConfigError, match="catalog"):
+        ScriptedClient.for_plugin(
+            load_plugin_class(PLUGIN), {"catalog_user": "reader", "catalog_sslmode": "x"}
+        )
+
+
+def test_the_catalog_is_read_only_for_a_policy_that_refuses_opaque_code(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    client, catalog = _catalog_client(monkeypatch, {"deny": ["write"]})
+    assert client.run("SELECT f() FROM t WHERE a = 1").verdict == Allow()
+    assert catalog.reads == []

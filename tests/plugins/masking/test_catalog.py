@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hoopgw_masking.catalog import CatalogError, ColumnRules, _CatalogQuery, parse_rule
+from hoopgw_masking.catalog import CatalogError, ColumnRules, parse_rule
 from hoopgw_postgres import messages as m
+from hoopgw_postgres.catalog import CatalogQuery
 
 ROWS = [
     (100, 1, "public", "people", "id"),
@@ -50,7 +51,7 @@ class FakeConnection:
 
 
 def run_query(*server: Any) -> tuple[list[Any], FakeConnection]:
-    query = _CatalogQuery("SELECT 1")
+    query = CatalogQuery("SELECT 1")
     connection = FakeConnection()
     query.connection = connection  # type: ignore[assignment]
     results: list[Any] = []
@@ -79,7 +80,7 @@ def test_a_query_error_or_a_failed_login_fails_the_read() -> None:
     )
     assert results[0].check(CatalogError)
     assert "denied" in results[0].getErrorMessage()
-    failed = _CatalogQuery("SELECT 1")
+    failed = CatalogQuery("SELECT 1")
     outcome: list[Any] = []
     failed.done.addBoth(outcome.append)
     failed.upstream_failed("28P01", "password authentication failed")

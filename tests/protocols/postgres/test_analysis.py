@@ -157,3 +157,110 @@ def test_statements_that_leave_read_only_mode_say_so(sql: str) -> None:
 def test_statements_that_keep_read_only_mode_do_not(sql: str) -> None:
     (facts,) = PostgresDialect().analyze(sql).statements
     assert not facts.read_write, (sql, facts.read_write)
+
+
+def test_explain_runs_when_any_analyze_may_be_on() -> None:
+    # PostgreSQL applies options in order (the last wins): any ANALYZE that may be on counts.
+    for options in (
+        "ANALYZE false, ANALYZE true",
+        "ANALYZE off, VERBOSE, ANALYZE",
+        "ANALYZE 0, ANALYZE 1",
+        "ANALYZE 'false', ANALYZE 'on'",
+        "ANALYZE true, ANALYZE false",
+        "ANALYZE 2",
+    ):
+        facts = _one(f"EXPLAIN ({options}) DELETE FROM t")
+        assert "write" in facts.causes, options
+    assert "write" in _one("EXPLAIN ANALYZE VERBOSE DELETE FROM t WHERE id = 1").causes
+    for options in ("ANALYZE false", "ANALYZE off, VERBOSE", "ANALYZE 0, ANALYZE no"):
+        assert "write" not in _one(f"EXPLAIN ({options}) DELETE FROM t").causes, options
+
+
+def test_built_in_functions_are_classified_from_the_reviewed_lists() -> None:
+    cases = {
+        "SELECT * FROM ts_stat('SELECT 1')": "opaque-code",
+        "SELECT ts_rewrite('a'::tsquery, 'SELECT 1')": "opaque-code",
+        "SELECT table_to_xml('t', false, false, '')": "opaque-code",
+        "SELECT pg_replication_origin_create('o')": "admin",
+        "SELECT pg_catalog.nextval('s')": "write",
+        "SELECT lo_put(1, 0, 'x')": "write",
+        "SELECT other.pg_read_file('x')": "file-access",
+    }
+    for text, cls in cases.items():
+        assert cls in _one(text).causes, text
+    harmless = _one("SELECT lower(a), pg_catalog.now(), random(), pg_sleep(0), count(*) FROM t")
+    assert harmless.causes == {} and not harmless.unlisted_functions
+    assert harmless.resolvable_functions == {"lower", "random", "pg_sleep", "count"}
+
+
+def test_unlisted_functions_are_opaque_until_resolved() -> None:
+    facts = _one("SELECT f(), public.lower('x'), upper('y')")
+    assert facts.unlisted_functions == {"f", "public.lower"}
+    assert "opaque-code" in facts.causes and not facts.other_opaque_cause
+    assert facts.resolved({}).causes == {}
+    assert facts.resolved({"f": "f() (VOLATILE: public.f)"}).causes == {
+        "opaque-code": "f() (VOLATILE: public.f)"
+    }
+    # Another cause of opaque-code stays whatever the catalog says.
+    call = _one("CALL p(f())")
+    assert call.resolved({}).causes["opaque-code"] == "CALL"
+
+
+def test_field_names_may_be_function_calls() -> None:
+    facts = _one("SELECT c.id, (c).wipe, t.c.x, y FROM t c")
+    assert facts.field_names == {"id", "wipe", "x"}
+
+
+def test_operators_are_named() -> None:
+    facts = _one("SELECT a + 1, b OPERATOR(app.===) 2 FROM t WHERE c BETWEEN 1 AND 2 AND d ~~ 'x'")
+    assert facts.operators == {"+", "app.===", "~~"}
+
+
+def test_a_function_name_holding_a_dot_is_opaque() -> None:
+    facts = _one('SELECT "pg_catalog.lower"(1)')
+    assert facts.resolved({}).causes["opaque-code"].startswith("pg_catalog.lower()")
+
+
+def test_writes_must_restrict_their_target() -> None:
+    unbounded = (
+        "DELETE FROM t USING u WHERE u.x = 1",
+        "UPDATE t SET a = 1 FROM u WHERE u.id = 1",
+        "UPDATE t SET a = 1 FROM u WHERE id = 1",  # ambiguous: may be u's column
+        "DELETE FROM t WHERE EXISTS (SELECT 1 FROM u)",
+        "DELETE FROM t WHERE EXISTS (SELECT 1 FROM u WHERE id = 1)",
+        "DELETE FROM t WHERE t.a IS NOT NULL OR true",
+        "DELETE FROM t WHERE id NOT IN (SELECT id FROM u)",
+        "DELETE FROM t WHERE a <> ALL ('{}')",
+        "DELETE FROM t WHERE NOT (a = a)",
+        "DELETE FROM t WHERE (a = 1 OR true) = true",
+        "DELETE FROM t WHERE coalesce(a = 1, true)",
+        "DELETE FROM t x WHERE t.a = 1",  # t is not the target's name once aliased
+        "DELETE FROM t WHERE t.a = a",
+        "DELETE FROM t x WHERE x.a >= a",
+        "DELETE FROM t WHERE id IS NOT NULL",  # every row of a NOT NULL column
+        "DELETE FROM t WHERE note LIKE '%%'",
+        "MERGE INTO t USING u ON true WHEN MATCHED THEN DELETE",
+        "MERGE INTO t USING u ON u.x = 1 WHEN MATCHED THEN UPDATE SET a = 1",
+        "MERGE INTO t USING u ON t.id = u.id OR true WHEN MATCHED THEN DELETE",
+        "WITH d AS (DELETE FROM t USING u WHERE u.x = 1 RETURNING 1) SELECT * FROM d",
+    )
+    for text in unbounded:
+        assert "unbounded-write" in _one(text).causes, text
+    bounded = (
+        "DELETE FROM t WHERE id = 1",
+        "DELETE FROM t WHERE id IN (SELECT id FROM u)",
+        "DELETE FROM t WHERE EXISTS (SELECT 1 FROM u WHERE u.tid = t.id)",
+        "DELETE FROM t USING u WHERE t.id = u.id AND u.x = 1",
+        "UPDATE s.t SET a = 1 FROM u WHERE s.t.id = u.id",
+        "DELETE FROM t x WHERE x.a = 1 AND true",
+        "DELETE FROM t WHERE NOT archived",
+        "DELETE FROM t WHERE a IS NULL OR b = 2",
+        "DELETE FROM t WHERE note LIKE 'x%'",
+        "DELETE FROM t WHERE a = b",
+        "DELETE FROM t WHERE CURRENT OF c",
+        "MERGE INTO t USING u ON t.id = u.id WHEN MATCHED THEN DELETE",
+        "MERGE INTO t USING u ON true WHEN MATCHED AND t.a = 1 THEN DELETE"
+        " WHEN NOT MATCHED THEN INSERT VALUES (1)",
+    )
+    for text in bounded:
+        assert "unbounded-write" not in _one(text).causes, text

@@ -32,7 +32,8 @@ def test_pgbench_initialise_and_run(recorded_gateway: Any) -> None:
     assert run.returncode == 0, run.stderr
     assert "query mode: extended" in run.stdout
     processed = re.search(r"number of transactions actually processed: (\d+)", run.stdout)
-    assert processed is not None and int(processed.group(1)) > 100, run.stdout
+    # How many is the benchmark's business (bench/); here: some ran, none failed.
+    assert processed is not None and int(processed.group(1)) > 0, run.stdout
     assert "number of failed transactions: 0 " in run.stdout
     # The transactions reached the target: pgbench_history holds one row per transaction.
     count = subprocess.run(

@@ -614,7 +614,11 @@ class AuditWriter:
         self._failure: StoreError | None = None
         self._held: list[bytes] = []  # lazy lines not yet sent
         self._in_flight: deque[defer.Deferred[None]] = deque()  # sent, in order, awaiting an answer
+        self._sent_at: deque[float] = deque()  # when each line sent and not yet answered went out
         self._lazy_timer: Any = None
+        self.on_committed: Callable[[float], None] | None = None
+        """Called with the seconds from sending the oldest record of each answer to the answer
+        (the gateway's ``hoopgw_audit_commit_seconds``)."""
 
     def start(self) -> defer.Deferred[None]:
         """Start the writer process; it opens and migrates the store.
@@ -698,6 +702,8 @@ class AuditWriter:
             self._lazy_timer = None
         if self._held and self._failure is None:
             lines, self._held = self._held, []
+            now = self._reactor.seconds()
+            self._sent_at.extend(now for _ in lines)
             self._process.writeSequence(lines)
 
     def _answered(self, line: str) -> None:
@@ -720,6 +726,9 @@ class AuditWriter:
             # An answer that does not fit what was sent: nothing it says can be trusted.
             self._fail(StoreError(f"audit writer process said {line!r}"))
             return
+        sent = [self._sent_at.popleft() for _ in range(min(count, len(self._sent_at)))]
+        if sent and self.on_committed is not None:
+            self.on_committed(self._reactor.seconds() - sent[0])
         if word == "ok":
             for _ in range(count):
                 self._in_flight.popleft().callback(None)
@@ -744,6 +753,7 @@ class AuditWriter:
             self._lazy_timer.cancel()
         self._lazy_timer = None
         self._held = []
+        self._sent_at.clear()
         if self._started is not None and not self._started.called:
             self._started.errback(Failure(error))
         while self._in_flight:

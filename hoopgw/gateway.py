@@ -166,6 +166,7 @@ class Gateway:
         self._store = open_store(self._store_url)
         self._store.migrate()
         self.audit = AuditWriter(self._store_url, self.reactor, spawn=self._writer_spawner())
+        self.audit.on_committed = self.metrics.audit_sync_seconds.observe
         yield self.audit.start()
         durability = self.config.gateway.durability
         log.info(

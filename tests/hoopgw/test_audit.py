@@ -495,6 +495,19 @@ def test_one_answer_acknowledges_several_records_in_order(running):
     assert done[2] == [None]
 
 
+def test_each_answer_reports_how_long_its_oldest_record_waited(running):
+    waited = []
+    running.writer.on_committed = waited.append
+    running.writer.write(entry(1))
+    running.clock.advance(0.004)
+    running.writer.write(entry(2))
+    running.clock.advance(0.001)
+    running.answer("ok 1")
+    running.clock.advance(0.002)
+    running.answer("ok 1")
+    assert waited == pytest.approx([0.005, 0.003])
+
+
 def test_answers_split_anywhere_are_read_whole(running):
     done = [results(running.writer.write(entry(n))) for n in (1, 2)]
     for byte in b"ok 2\n":

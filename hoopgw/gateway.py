@@ -4,6 +4,7 @@ and stops cleanly (sessions get a protocol goodbye, queued audit records are com
 from __future__ import annotations
 
 import functools
+import signal
 from collections.abc import Callable
 from typing import Any
 
@@ -441,6 +442,15 @@ def run_gateway(config: Config) -> int:
         )
         d.addErrback(failed)
 
+    def hang_up(signum: int, frame: Any) -> None:
+        # Without a handler SIGHUP would end the gateway and every session, silently.
+        reactor.callFromThread(
+            log.warn,
+            "SIGHUP: reloading the config is not supported yet; the gateway keeps running with"
+            " the config it started with (restart it to apply changes)",
+        )
+
+    signal.signal(signal.SIGHUP, hang_up)
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", gateway.stop)
     reactor.run()

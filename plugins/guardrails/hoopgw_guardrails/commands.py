@@ -131,8 +131,6 @@ WRAPPERS = frozenset(
 SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh", "ash", "busybox", "su"})
 """Programs whose ``-c`` argument is itself a command line."""
 
-KEYWORDS = frozenset({"if", "then", "else", "elif", "while", "until", "do", "!", "{", "}"})
-"""Shell reserved words that may come before a command's program."""
 
 _UNKNOWN = "${unknown}"
 """An argument the gateway cannot know but that is no option (``find``'s ``{}``): it holds
@@ -228,6 +226,8 @@ def _check_assignment(word: shell.Word) -> None:
 def _check_builtin(program: str, words: Sequence[shell.Word]) -> None:
     if program in _OPAQUE_PROGRAMS:
         raise OpaqueCommand(_OPAQUE_PROGRAMS[program])
+    if program == "stty" and any(w.text not in ("-a", "-g", "--all", "size") for w in words):
+        raise OpaqueCommand("stty changes how typed lines are edited and end")
     if program in _SUBSCRIPTED and any("[" in w.text for w in words):
         raise OpaqueCommand(f"{program} evaluates array subscripts, which may run commands")
     if program in _SETTERS:

@@ -193,9 +193,8 @@ class LineJudge:
         start = 0
         for index, byte in enumerate(data):
             key = data[index : index + 1]
-            if (
-                byte in _SUBMIT
-                or (byte < 0x20 or byte == 0x7F)
+            if byte in _SUBMIT or (
+                (byte < 0x20 or byte == 0x7F)
                 and not (byte in keys.erase or byte in keys.kill or byte == keys.interrupt)
             ):
                 self._channel.forward_input(data[start:index])

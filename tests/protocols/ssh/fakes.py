@@ -14,7 +14,6 @@ from twisted.internet.testing import StringTransport
 from hoopgw.session import Command, CommandOutcome
 from hoopgw.verdicts import Allow, Block
 
-
 EOF = b"<EOF>"
 """What :meth:`FakeChannel.forward_eof` records in ``to_target``."""
 

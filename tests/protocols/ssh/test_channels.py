@@ -100,7 +100,7 @@ def test_allowed_exec_runs_after_the_decision_and_input_waits() -> None:
 
 
 def test_input_and_eof_sent_before_the_decision_follow_the_exec_in_order() -> None:
-    channel, upstream, _, session = _open()
+    channel, _, _, session = _open()
     _answers(channel, _exec(b"cat > f"))
     channel.dataReceived(b"payload")
     channel.eofReceived()

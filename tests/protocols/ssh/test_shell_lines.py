@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from hoopgw_ssh.shell_lines import LineJudge, parse_modes
 
 

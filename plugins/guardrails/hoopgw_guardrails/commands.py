@@ -164,6 +164,7 @@ the declare family, no array subscripts, no variable the shell runs."""
 _SUBSCRIPTED = frozenset({*_SETTERS, "test", "[", "wait"})
 """Builtins that evaluate an array subscript in an argument (``unset 'a[$(cmd)]'``)."""
 _DECLARERS = frozenset({"declare", "typeset", "local", "readonly", "export"})
+_PROMPTS = frozenset({"PS0", "PS1", "PS2", "PS3", "PS4"})
 _SOURCES = frozenset({".", "source"})
 """Builtins that run a file's text as shell code: read as ``sh FILE`` (``. /dev/stdin``)."""
 _MAX_DEPTH = 16
@@ -220,6 +221,9 @@ def _check_assignment(word: shell.Word) -> None:
     if name.endswith("+"):
         raise OpaqueCommand(f"the assignment {name[:-1]}+= or {name[:-1]}[...]= may evaluate")
     if name in shell.DANGEROUS_VARIABLES:
+        value = word.text.partition("=")[2]
+        if name in _PROMPTS and word.known and not any(c in value for c in "$`\\"):
+            return  # a prompt without expansions or escapes: it runs nothing
         raise OpaqueCommand(f"setting {name} changes what the shell runs")
 
 
@@ -234,7 +238,7 @@ def _check_builtin(program: str, words: Sequence[shell.Word]) -> None:
         for word in words:
             if word.assignment is not None:
                 _check_assignment(word)
-            if word.text.split("=", 1)[0] in shell.DANGEROUS_VARIABLES:
+            elif word.text.split("=", 1)[0] in shell.DANGEROUS_VARIABLES:
                 raise OpaqueCommand(f"setting {word.text} changes what the shell runs")
             if program in _DECLARERS and (word.text.startswith(("-", "+")) or not word.known):
                 raise OpaqueCommand(f"{program} with options or expansions is not judged")

@@ -64,7 +64,7 @@ _SPECIAL_CHARS = range(1, 19)  # VINTR .. VDISCARD
 _TTY_OP_END, _FIRST_UNDEFINED = 0, 160
 _DISABLED = frozenset({0, 0xFF})  # _POSIX_VDISABLE
 _ISTRIP, _INLCR, _IGNCR, _ICRNL, _IUCLC = 33, 34, 35, 36, 37
-_ISIG, _ICANON, _NOFLSH, _CS7 = 50, 51, 57, 90
+_ISIG, _ICANON, _NOFLSH = 50, 51, 57
 _REQUIRED = {
     _ISTRIP: 0,  # would turn bytes above 127 into other ASCII characters
     _INLCR: 0,
@@ -74,7 +74,6 @@ _REQUIRED = {
     _ISIG: 1,  # the interrupt character cancels a refused line
     _ICANON: 1,
     _NOFLSH: 0,  # the interrupt must drop a refused line the kernel still holds
-    _CS7: 0,
 }
 
 

@@ -52,7 +52,6 @@ DANGEROUS_VARIABLES = frozenset(
         "PS4",
         "BASH_ENV",
         "ENV",
-        "IFS",
         "SHELLOPTS",
         "BASHOPTS",
         "BASH_LOADABLES_PATH",
@@ -353,6 +352,8 @@ class _Lexer:
         """Read an expansion after ``$``; True if the ``$`` is just a character."""
         text = self.text
         nxt = text[index : index + 1]
+        if nxt == "[":
+            raise OpaqueCommand("arithmetic $[...] may run commands")
         if text.startswith("((", index):
             self._arithmetic(index + 2, "))")
         elif nxt == "(":
@@ -450,7 +451,8 @@ class _Parser:
                 if token.text in _REDIRECTIONS:
                     target = self._peek()
                     if target is None or target.operator:
-                        raise IncompleteCommand("a redirection has no target")
+                        # The shell reports a syntax error; it does not wait for more.
+                        raise UnparseableCommand("a redirection has no target")
                     self.index += 1
                 elif token.text == "(":
                     if words:
@@ -495,7 +497,7 @@ class _Parser:
             elif reserved == "function":
                 name = self._peek()
                 if name is None or name.word is None or not name.word.known:
-                    raise IncompleteCommand("function needs a name")
+                    raise UnparseableCommand("function needs a name")
                 self.index += 1
                 if self._peek() is not None and self._peek_is("("):
                     self.index += 1

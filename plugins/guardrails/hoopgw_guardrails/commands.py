@@ -89,7 +89,24 @@ COMMAND_PRESETS: Mapping[str, tuple[str, ...]] = {
     "pipe-to-shell": tuple(
         f"{fetch} ... | {shell}"
         for fetch in ("curl", "wget")
-        for shell in ("sh", "bash", "zsh", "dash", "ksh", "python", "python3", "perl")
+        for shell in (
+            "sh",
+            "bash",
+            "zsh",
+            "dash",
+            "ksh",
+            "ash",
+            "mksh",
+            "fish",
+            "csh",
+            "tcsh",
+            "python",
+            "python3",
+            "perl",
+            "ruby",
+            "node",
+            "php",
+        )
     ),
 }
 """Named pattern sets (``command_presets``); docs/guardrails.md lists them."""
@@ -128,7 +145,9 @@ WRAPPERS = frozenset(
     }
 )
 """Programs that run another program given as a later argument."""
-SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh", "ash", "busybox", "su"})
+SHELLS = frozenset(
+    {"sh", "bash", "zsh", "dash", "ksh", "ash", "busybox", "su", "flock", "script", "runuser"}
+)
 """Programs whose ``-c`` argument is itself a command line."""
 
 
@@ -249,6 +268,8 @@ def _simple(words: Sequence[shell.Word], depth: int, context: _Context) -> Itera
     commands of a ``-c`` string; each a pipeline of one or more simple commands."""
     if depth > _MAX_DEPTH:
         raise UnparseableCommand("commands nested too deep")
+    if any(w.text.startswith("BASH_FUNC_") for w in words):
+        raise OpaqueCommand("a BASH_FUNC_ variable defines a function for the next bash")
     index = 0
     while index < len(words) and words[index].assignment is not None:
         _check_assignment(words[index])
@@ -267,7 +288,8 @@ def _simple(words: Sequence[shell.Word], depth: int, context: _Context) -> Itera
     _check_builtin(program, rest)
     context.budget.spend()
     yield (SimpleCommand(program, args),)
-    if program in _SOURCES:
+    if program in _SOURCES or program == "su" or _runs_a_shell(program, args):
+        # Runs shell code from a file or from its input: judged as sh as well.
         yield (SimpleCommand("sh", args),)
     if program in context.functions and program not in context.calling:
         context.calling.add(program)
@@ -283,6 +305,17 @@ def _simple(words: Sequence[shell.Word], depth: int, context: _Context) -> Itera
         yield from _commands_of(script, depth + 1, context.budget)
     if program == "find":
         yield from _find_exec(rest, depth, context)
+
+
+def _runs_a_shell(program: str, args: Sequence[str]) -> bool:
+    """``sudo -s``, ``sudo -i``, ``doas -s``: a shell that reads its input."""
+    if program not in ("sudo", "doas"):
+        return False
+    options = itertools.takewhile(lambda a: a.startswith("-") and a != "--", args)
+    return any(
+        _short_option(a, "s") or _short_option(a, "i") or a in ("--shell", "--login")
+        for a in options
+    )
 
 
 def _scripts(program: str, words: Sequence[shell.Word]) -> Iterator[str]:

@@ -184,7 +184,8 @@ def test_what_cannot_be_judged_is_refused(line: str, rule: str) -> None:
         r"PS0=\$\(touch\ x\)",
         "PS1='$x'",
         "PS1='\\u'",
-        "IFS=/ ; echo a",
+        "echo $[x]",
+        "env 'BASH_FUNC_ls%%=() { rm -rf /; }' bash -c ls",
         "BASH_ENV=/tmp/x bash -c ls",
         "LD_PRELOAD=/tmp/x.so ls",
         "export PS1=$x",
@@ -298,6 +299,7 @@ def test_expansions_may_be_any_option(line: str) -> None:
         'echo "$x" done',
         "x=1 ls",
         "export FOO=bar",
+        'while IFS= read -r l; do echo "$l"; done < f',
         "export PS1='READY> '",
         "PS1=x",
         "[ -f x ] && echo y",
@@ -338,6 +340,12 @@ def test_known_grammar_still_runs(line: str) -> None:
         "f() { sh; }; curl x | f",
         "wget -O- x | env sh",
         "curl x | exec sh",
+        "curl x | sudo -s",
+        "curl x | sudo -i",
+        "curl x | su",
+        "curl x | sudo su -",
+        "curl x | ruby",
+        "curl x | flock /tmp/l -c sh",
     ],
 )
 def test_pipes_into_a_shell(line: str) -> None:
@@ -439,3 +447,34 @@ def test_a_line_with_too_many_readings_is_refused_quickly(line: str) -> None:
     # gateway's reactor busy for hours.
     verdict = PRESETS.judge(line)
     assert isinstance(verdict, Block) and verdict.rule == "unparseable"
+
+
+@pytest.mark.parametrize(
+    ("text", "more"),
+    [
+        ("curl x |", True),
+        ("true &&", True),
+        ("rm -rf \\", True),
+        ("echo 'a", True),
+        ('echo "a', True),
+        ("if true; then", True),
+        ("for x in a b", True),
+        ("( ls", True),
+        ("{ ls;", True),
+        ("f()", True),
+        ("echo $((1 +", True),
+        ("ls", False),
+        ("curl x | sh", False),
+        # The shell reports an error and waits for nothing: never held as a continuation.
+        ("ls >", False),
+        ("ls >\nrm -rf /", False),
+        ("function", False),
+        ("time {", False),
+        ("echo $(", False),
+        ("cat <<EOF", False),
+    ],
+)
+def test_needs_more_only_where_the_shell_waits(text: str, more: bool) -> None:
+    from hoopgw.shell import needs_more
+
+    assert needs_more(text) is more, text

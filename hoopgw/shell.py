@@ -159,6 +159,8 @@ _ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(\+?=|\[)")
 _SPECIAL_PARAMETERS = "@*#?$!-0123456789"
 _ARITHMETIC = re.compile(r"[0-9\s+\-*/%<>=!&|^~?:(),]*")
 _BRACES = re.compile(r"\{[^{}]*(,|\.\.)[^{}]*\}")
+_AFTER_LITERAL_DOLLAR = frozenset({"", " ", "\t", "\n", "/", ",", "."})
+"""What may follow a ``$`` that is just a character (``echo $``, ``grep x$ f``)."""
 _WORD_REST = re.compile(r"[^\s;&|<>()]*")
 
 
@@ -300,6 +302,10 @@ class _Lexer:
         if match := _ASSIGNMENT.match("".join(prefix)):
             # NAME+= and NAME[...]= may evaluate their value (integer and array variables).
             assignment = match.group(1) + ("" if match.group(2) == "=" else "+")
+        lead = "".join(prefix)
+        if lead.startswith("=") or (lead.startswith("~") and not re.match(r"~(/|$)", lead)):
+            # ~user, ~+, ~- are paths the judge cannot know; zsh runs =cmd as cmd's path.
+            expansion = True
         if _BRACES.search("".join(unquoted)):
             # {a,b} is several words: a glob of them ({-r,-f} may be options).
             glob_at = value.index("{") if glob_at is None else min(glob_at, value.index("{"))
@@ -381,9 +387,12 @@ class _Lexer:
             self.index = match.end()
         elif nxt and nxt in _SPECIAL_PARAMETERS:
             self.index = index + 1
-        else:
+        elif nxt in _AFTER_LITERAL_DOLLAR or (quoted and nxt == '"'):
             self.index = index
             return True
+        else:
+            # zsh reads $=x, $~x, $+x, $^x as expansions: not judged.
+            raise OpaqueCommand(f"the expansion ${nxt} is not judged")
         return False
 
 
@@ -582,9 +591,60 @@ def parse(text: str) -> ParsedScript:
     for char in text:
         if (ord(char) < 0x20 and char not in "\t\n") or char == "\x7f":
             raise OpaqueCommand(f"the control character {char!r} is not judged")
-    parser = _Parser(_Lexer(text).run())
+    parser = _Parser(_Lexer(_join_lines(text)).run())
     pipelines = parser.parse_list(None)
     return ParsedScript(pipelines=pipelines, functions=parser.functions)
+
+
+def _join_lines(text: str) -> str:
+    """Remove backslash-newline pairs outside single quotes, as the shell does before it
+    reads words and operators (``$\\<newline>(cmd)`` is ``$(cmd)``)."""
+    out: list[str] = []
+    index, end = 0, len(text)
+    while index < end:
+        char = text[index]
+        if char == "\\":
+            if text.startswith("\n", index + 1):
+                index += 2
+                continue
+            out.append(text[index : index + 2])
+            index += 2
+        elif char == "'" or (char == "$" and text.startswith("'", index + 1)):
+            start = index
+            index = text.find("'", index + 1 if char == "'" else index + 2)
+            while char == "$" and index > 0 and _escaped(text, index):
+                index = text.find("'", index + 1)
+            if index < 0:
+                out.append(text[start:])
+                break
+            out.append(text[start : index + 1])
+            index += 1
+        elif char == '"':
+            out.append(char)
+            index += 1
+            while index < end and text[index] != '"':
+                if text[index] == "\\" and text.startswith("\n", index + 1):
+                    index += 2
+                elif text[index] == "\\":
+                    out.append(text[index : index + 2])
+                    index += 2
+                else:
+                    out.append(text[index])
+                    index += 1
+            out.append(text[index : index + 1])
+            index += 1
+        else:
+            out.append(char)
+            index += 1
+    return "".join(out)
+
+
+def _escaped(text: str, index: int) -> bool:
+    """Whether the character at ``index`` follows an odd number of backslashes."""
+    count = 0
+    while index - count - 1 >= 0 and text[index - count - 1] == "\\":
+        count += 1
+    return count % 2 == 1
 
 
 def needs_more(text: str) -> bool:

@@ -263,6 +263,10 @@ def _check_builtin(program: str, words: Sequence[shell.Word]) -> None:
                 raise OpaqueCommand(f"{program} with options or expansions is not judged")
 
 
+def _shown(text: str) -> str:
+    return text.replace(shell.ANY, "$...").replace(shell.ONE, "$...")
+
+
 def _simple(words: Sequence[shell.Word], depth: int, context: _Context) -> Iterator[Reading]:
     """The ways ``words`` can be read as a program run: itself, what a wrapper runs, and the
     commands of a ``-c`` string; each a pipeline of one or more simple commands."""
@@ -279,7 +283,7 @@ def _simple(words: Sequence[shell.Word], depth: int, context: _Context) -> Itera
     program_word = words[index]
     if not program_word.known:
         raise OpaqueCommand(
-            f"the program {program_word.text.replace(shell.ANY, '$...')!r} is an expansion"
+            f"the program {_shown(program_word.text)!r} is an expansion"
             " or a glob: it may run any program"
         )
     program = posixpath.basename(program_word.text)

@@ -459,34 +459,3 @@ def test_a_line_with_too_many_readings_is_refused_quickly(line: str) -> None:
     # gateway's reactor busy for hours.
     verdict = PRESETS.judge(line)
     assert isinstance(verdict, Block) and verdict.rule == "unparseable"
-
-
-@pytest.mark.parametrize(
-    ("text", "more"),
-    [
-        ("curl x |", True),
-        ("true &&", True),
-        ("rm -rf \\", True),
-        ("echo 'a", True),
-        ('echo "a', True),
-        ("if true; then", True),
-        ("for x in a b", True),
-        ("( ls", True),
-        ("{ ls;", True),
-        ("f()", True),
-        ("echo $((1 +", True),
-        ("ls", False),
-        ("curl x | sh", False),
-        # The shell reports an error and waits for nothing: never held as a continuation.
-        ("ls >", False),
-        ("ls >\nrm -rf /", False),
-        ("function", False),
-        ("time {", False),
-        ("echo $(", False),
-        ("cat <<EOF", False),
-    ],
-)
-def test_needs_more_only_where_the_shell_waits(text: str, more: bool) -> None:
-    from hoopgw.shell import needs_more
-
-    assert needs_more(text) is more, text

@@ -161,7 +161,8 @@ _ARITHMETIC = re.compile(r"[0-9\s+\-*/%<>=!&|^~?:(),]*")
 _BRACES = re.compile(r"\{[^{}]*(,|\.\.)[^{}]*\}")
 _AFTER_LITERAL_DOLLAR = frozenset({"", " ", "\t", "\n", "/", ",", "."})
 """What may follow a ``$`` that is just a character (``echo $``, ``grep x$ f``)."""
-_WORD_REST = re.compile(r"[^\s;&|<>()]*")
+_WORD_REST = re.compile(r"[^\s;&|<>()]{0,4096}")
+"""Where a ``[`` looks for its ``]`` (bounded: a long word of ``[`` must not cost n²)."""
 
 
 @attrs.frozen
@@ -275,7 +276,9 @@ class _Lexer:
                     split |= not ansi  # unquoted: split into any number of words
             elif char == "`":
                 raise OpaqueCommand("command substitution (`...`) runs a command")
-            elif char in "*?" or (char == "[" and "]" in _rest_of_word(text, self.index)):
+            elif char in "*?" or (
+                char == "[" and (glob_at is not None or _closes(_rest_of_word(text, self.index)))
+            ):
                 if glob_at is None:
                     glob_at = len("".join(parts))
                 parts.append(char)
@@ -394,6 +397,11 @@ class _Lexer:
             # zsh reads $=x, $~x, $+x, $^x as expansions: not judged.
             raise OpaqueCommand(f"the expansion ${nxt} is not judged")
         return False
+
+
+def _closes(rest: str) -> bool:
+    """Whether a ``[`` followed by ``rest`` may be a bracket glob (fail closed when long)."""
+    return "]" in rest[1:] or len(rest) >= 4096
 
 
 def _rest_of_word(text: str, index: int) -> str:

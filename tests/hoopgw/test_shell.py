@@ -73,3 +73,8 @@ def test_opaque_syntax_raises(text: str) -> None:
 def test_incomplete_text_raises() -> None:
     with pytest.raises(IncompleteCommand):
         parse("curl x |")
+
+
+def test_a_long_word_of_brackets_is_cheap() -> None:
+    [[words]] = parse("echo " + "[" * 200_000).pipelines
+    assert words[1].text == ANY

@@ -51,6 +51,8 @@ BACKLOG_LIMIT = 2**20
 """Bytes of typed-ahead input held while a line is decided; more ends the channel."""
 LINE_LIMIT = 2**16
 """Bytes of one line (of one command without a pty) the gateway follows; longer is refused."""
+CONTINUED_LINES_LIMIT = 100
+"""Lines one command may span (each new line re-reads the whole command); more is refused."""
 
 _NEWLINE = 0x0A
 _SUBMIT = frozenset({0x0D, 0x0A})
@@ -223,6 +225,8 @@ class LineJudge:
     def _line_end(self, key: bytes, *, submitted: bool) -> bool:
         """A key that may run the line: True if it waits for a decision."""
         text = self._script + self._line.decode("utf-8", "replace")
+        if len(text) > LINE_LIMIT or text.count("\n") >= CONTINUED_LINES_LIMIT:
+            self._followed = False  # continuation lines are bounded too
         if not submitted:
             if not text.strip():  # nothing typed yet: nothing can run, but the shell's
                 self._followed = False  # line may now hold text the gateway did not see
@@ -251,7 +255,9 @@ class LineJudge:
                 # Nothing edits the input: Backspace or CR are bytes of the command, which
                 # a reader of the record would not see.
                 self._followed = False
-            too_long = len(self._line) > LINE_LIMIT
+            too_long = len(self._line) > LINE_LIMIT or (
+                byte == _NEWLINE and self._line.count(b"\n") > CONTINUED_LINES_LIMIT
+            )
             if byte == _NEWLINE or too_long:
                 text = self._line.decode("utf-8", "replace")
                 if self._followed and not too_long and needs_more(text):

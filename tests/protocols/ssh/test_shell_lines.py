@@ -291,3 +291,33 @@ def test_a_line_longer_than_the_limit_is_not_kept_and_refused() -> None:
     judge.feed(b"\r")
     channel.session.allow()
     assert channel.session.completed[0][1].status == "blocked"
+
+
+def test_continuation_lines_are_bounded() -> None:
+    from hoopgw_ssh.shell_lines import LINE_LIMIT
+
+    judge, channel = _judge()
+    judge.feed(b"echo 'a\r")
+    line = b"x" * 1000 + b"\r"
+    for _ in range(LINE_LIMIT // len(line) + 1):
+        judge.feed(line)
+    assert len(channel.session.pending) == 1
+    channel.session.allow()
+    assert channel.session.completed[0][1].status == "blocked"
+    assert "cannot follow" in channel.session.completed[0][1].error_message
+
+
+def test_a_command_over_too_many_lines_is_refused() -> None:
+    from hoopgw_ssh.shell_lines import CONTINUED_LINES_LIMIT
+
+    judge, channel = _judge()
+    judge.feed(b"echo 'a\r" + b"x\r" * CONTINUED_LINES_LIMIT)
+    assert len(channel.session.pending) == 1
+    channel.session.allow()
+    assert channel.session.completed[0][1].status == "blocked"
+    judge, channel = _script()
+    judge.feed(b"echo 'a\n" + b"x\n" * CONTINUED_LINES_LIMIT)
+    assert len(channel.session.pending) == 1
+    channel.session.allow()
+    assert channel.session.completed[0][1].status == "blocked"
+    assert channel.to_target == [EOF]

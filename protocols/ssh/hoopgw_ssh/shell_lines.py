@@ -127,6 +127,9 @@ def unfollowable_modes(modes: bytes) -> str | None:
     keys = TerminalKeys.from_modes(parsed)
     own = {_VINTR: {keys.interrupt}, _VERASE: keys.erase, _VKILL: keys.kill}
     tracked = {keys.interrupt} | keys.erase | keys.kill
+    if len(tracked) != 1 + len(keys.erase) + len(keys.kill):
+        # One key for two of interrupt, erase and kill: which one the shell does is unknown.
+        return "terminal modes give the interrupt, erase or kill key a second meaning"
     for opcode, value in parsed.items():
         if opcode in _REQUIRED and value != _REQUIRED[opcode]:
             return f"terminal mode {opcode} = {value} changes how lines end or are edited"
@@ -159,6 +162,7 @@ class LineJudge:
         self._deciding = False
         self._eof = False
         self._stopped = False
+        self._utf8_left = 0
 
     def feed(self, data: bytes) -> None:
         """Client input: forwarded at once, except from a key that may run a line on, which
@@ -194,9 +198,13 @@ class LineJudge:
         start = 0
         for index, byte in enumerate(data):
             key = data[index : index + 1]
-            if byte in _SUBMIT or (
-                (byte < 0x20 or byte == 0x7F)
-                and not (byte in keys.erase or byte in keys.kill or byte == keys.interrupt)
+            if (
+                self._meta(byte)
+                or byte in _SUBMIT
+                or (
+                    (byte < 0x20 or byte == 0x7F)
+                    and not (byte in keys.erase or byte in keys.kill or byte == keys.interrupt)
+                )
             ):
                 self._channel.forward_input(data[start:index])
                 if self._line_end(key, submitted=byte in _SUBMIT):
@@ -221,6 +229,21 @@ class LineJudge:
             else:
                 self._line.append(byte)
         self._channel.forward_input(data[start:])
+
+    def _meta(self, byte: int) -> bool:
+        """Whether ``byte`` is no part of a UTF-8 character: a readline that does not read
+        UTF-8 takes it as a Meta key, which may run the line (Meta-Ctrl-M)."""
+        if self._utf8_left:
+            if 0x80 <= byte < 0xC0:
+                self._utf8_left -= 1
+                return False
+            self._utf8_left = 0
+        if byte < 0x80:
+            return False
+        if not 0xC2 <= byte < 0xF5:
+            return True  # a stray continuation byte or an invalid lead byte
+        self._utf8_left = 1 if byte < 0xE0 else 2 if byte < 0xF0 else 3
+        return False
 
     def _line_end(self, key: bytes, *, submitted: bool) -> bool:
         """A key that may run the line: True if it waits for a decision."""

@@ -321,3 +321,21 @@ def test_a_command_over_too_many_lines_is_refused() -> None:
     channel.session.allow()
     assert channel.session.completed[0][1].status == "blocked"
     assert channel.to_target == [EOF]
+
+
+def test_a_byte_that_is_no_utf8_character_may_run_the_line() -> None:
+    # A readline that does not read UTF-8 takes 0x8d as Meta-Ctrl-M.
+    judge, channel = _judge()
+    judge.feed("é".encode() + b" rm -rf /\x8dls\r")
+    [(command, _)] = channel.session.pending
+    assert command.text == "é rm -rf /"
+    channel.session.block()
+    assert b"\x8d" not in b"".join(channel.to_target)
+
+
+def test_modes_that_give_one_key_two_editing_meanings_are_refused() -> None:
+    from hoopgw_ssh.shell_lines import unfollowable_modes
+
+    assert unfollowable_modes(_modes((3, 0x15))) is not None  # erase is the kill key
+    assert unfollowable_modes(_modes((4, 0x08))) is not None  # kill is Ctrl-H
+    assert unfollowable_modes(_modes((1, 0x7F))) is not None  # interrupt is Backspace

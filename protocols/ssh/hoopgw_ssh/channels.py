@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from hoopgw.session import Command, CommandOutcome, Output
 from hoopgw.verdicts import Allow
 from hoopgw_ssh.outstream import OutputBuffer
-from hoopgw_ssh.relay import RelayChannel
+from hoopgw_ssh.relay import WINDOW_SIZE, RelayChannel
 from hoopgw_ssh.sftp import SftpJudge, SftpReplies
 from hoopgw_ssh.shell_lines import LineJudge, parse_modes, unfollowable_modes
 
@@ -41,8 +41,10 @@ log = Logger(namespace="hoopgw.ssh")
 EXIT_REFUSED = 126
 """Exit status a client sees for a command the gateway refused (as a shell does for a command
 that cannot run)."""
-PENDING_INPUT_LIMIT = 2**20
-"""Bytes of client input held while a command is being decided; more ends the channel."""
+PENDING_INPUT_LIMIT = WINDOW_SIZE
+"""Bytes of client input held while a command is being decided. No window is granted
+meanwhile, so a client sends at most one window (:data:`~hoopgw_ssh.relay.WINDOW_SIZE`);
+more ends the channel."""
 REQUEST_QUEUE_LIMIT = 64
 """Channel requests waiting for an answer (behind a command being decided); more ends the
 channel."""
@@ -251,6 +253,9 @@ class SessionChannel(RelayChannel):
             self.relay_data(chunk, None)
         if self._pending_eof:
             self.eofReceived()
+        owed, self._window_owed = self._window_owed, 0
+        if owed and not self._closed:
+            self.conn.adjustWindow(self, owed)  # withheld while the input waited
         return True
 
     def _refuse(self, reason: str) -> None:
@@ -286,6 +291,10 @@ class SessionChannel(RelayChannel):
             self._input_judge.feed(data)
             return
         self.forward_input(data, data_type)
+
+    def withholds_window(self) -> bool:
+        """Input waiting for the command's decision: the client gets no window meanwhile."""
+        return super().withholds_window() or bool(self._pending_input)
 
     def eofReceived(self) -> None:
         """The client's end of input: held like its input until the command runs, and behind

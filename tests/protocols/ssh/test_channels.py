@@ -110,6 +110,19 @@ def test_input_and_eof_sent_before_the_decision_follow_the_exec_in_order() -> No
     assert [s[0] for s in session.upstream.sent] == ["request", "data", "eof"]
 
 
+def test_input_waiting_for_the_decision_withholds_window_until_the_command_runs() -> None:
+    channel, _, client, session = _open()
+    _answers(channel, _exec(b"cat > f"))
+    assert not channel.withholds_window()
+    channel.dataReceived(b"payload")
+    assert channel.withholds_window()  # RelayConnection grants no window meanwhile
+    channel.owe_window(7)
+    session.allow()
+    session.upstream.request_answers[0].callback(None)
+    assert not channel.withholds_window()
+    assert client.of("window") == [("window", channel, 7)]
+
+
 def test_input_and_eof_of_a_refused_exec_are_dropped() -> None:
     channel, _, _, session = _open()
     _answers(channel, _exec(b"reboot"))

@@ -142,6 +142,7 @@ WRAPPERS = frozenset(
         "strace",
         "ltrace",
         "systemd-run",
+        "ssh",
     }
 )
 """Programs that run another program given as a later argument."""
@@ -347,6 +348,18 @@ def _scripts(program: str, words: Sequence[shell.Word]) -> Iterator[str]:
                 if not all(w.known for w in words[i:]):
                     raise OpaqueCommand("watch of an expansion may run anything")
                 yield " ".join(args[i:])
+    if program == "ssh":
+        # The remote command is the words after the host, run by the remote shell; which
+        # word is the host is not known, so every run of words is a command line. Options
+        # that run a local command are command lines too.
+        for i in range(len(args)):
+            if not args[i].startswith("-"):
+                if not all(w.known for w in words[i:]):
+                    raise OpaqueCommand("ssh with an expansion may run anything")
+                yield " ".join(args[i:])
+            option = args[i - 1 : i] == ["-o"] and args[i].partition("=")[0].lower()
+            if option in ("proxycommand", "localcommand", "knownhostscommand"):
+                yield args[i].partition("=")[2]
     if program == "env":
         for i, arg in enumerate(args):
             if arg in ("-S", "--split-string") and i + 1 < len(args):

@@ -358,6 +358,9 @@ def test_known_grammar_still_runs(line: str) -> None:
         "curl x | sudo su -",
         "curl x | ruby",
         "curl x | flock /tmp/l -c sh",
+        "curl x | ssh localhost sh",
+        "curl x | ssh -p 22 -l root localhost 'bash -s'",
+        "curl x | ssh -o ProxyCommand='sh -c x' h",
     ],
 )
 def test_pipes_into_a_shell(line: str) -> None:

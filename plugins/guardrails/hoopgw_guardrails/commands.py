@@ -260,7 +260,8 @@ def _check_builtin(program: str, words: Sequence[shell.Word]) -> None:
                 _check_assignment(word)
             elif word.text.split("=", 1)[0] in shell.DANGEROUS_VARIABLES:
                 raise OpaqueCommand(f"setting {word.text} changes what the shell runs")
-            if program in _DECLARERS and (word.text.startswith(("-", "+")) or not word.known):
+            unknown_name = word.assignment is None and not word.known  # export $x
+            if program in _DECLARERS and (word.text.startswith(("-", "+")) or unknown_name):
                 raise OpaqueCommand(f"{program} with options or expansions is not judged")
 
 

@@ -181,24 +181,33 @@ class _Lexer:
         self.tokens: list[_Token] = []
 
     def run(self) -> list[_Token]:
+        """The tokens; where the text ends inside a word (an open quote, a trailing ``\\``),
+        :attr:`incomplete` says why and an unknown word stands for the rest."""
         text = self.text
+        self.incomplete: IncompleteCommand | None = None
         while self.index < len(text):
             char = text[self.index]
             if char in " \t":
                 self.index += 1
             elif char == "\\" and text.startswith("\\\n", self.index):
                 self.index += 2  # a line continuation between words
-            elif char in _OPERATOR_CHARS:
-                self._operator()
             elif char == "#":
                 raise OpaqueCommand("a comment (#) hides text from the judge")
             else:
-                self._word()
+                try:
+                    self._operator() if char in _OPERATOR_CHARS else self._word()
+                except IncompleteCommand as exc:
+                    self.incomplete = exc
+                    self.tokens.append(_Token("", False, Word(ANY, known=False)))
+                    break
         return self.tokens
 
     def _operator(self) -> None:
         text, index = self.text, self.index
         if text.startswith("((", index):
+            last = self.tokens[-1] if self.tokens else None
+            if last is not None and not last.operator and last.text not in _BEFORE_ARITHMETIC:
+                raise UnparseableCommand("unexpected ((")  # not where a command starts
             self._arithmetic(index + 2, "))")
             self.tokens.append(_Token("((", True))
             return
@@ -217,7 +226,8 @@ class _Lexer:
         (``a[$(cmd)]`` in a variable's value)."""
         end = self.text.find(close, start)
         if end < 0:
-            raise IncompleteCommand("unclosed arithmetic")
+            # The shell may read it as nested sub-shells instead: do not wait for more.
+            raise UnparseableCommand("unclosed arithmetic")
         body = self.text[start:end]
         if not _ARITHMETIC.fullmatch(body) or body.count("(") != body.count(")"):
             raise OpaqueCommand("arithmetic over variables may run commands")
@@ -244,21 +254,21 @@ class _Lexer:
                     return  # an fd number (2>): part of the redirection, not a word
                 break
             if char == "\\":
-                plain = prefix_done = True
+                plain, prefix_done = False, True
                 if self.index + 1 == len(text):
                     raise IncompleteCommand("a line ends with a backslash")
                 if text[self.index + 1] != "\n":
                     parts.append(text[self.index + 1])
                 self.index += 2
             elif char == "'":
-                plain = prefix_done = True
+                plain, prefix_done = False, True
                 close = text.find("'", self.index + 1)
                 if close < 0:
                     raise IncompleteCommand("no closing quotation")
                 parts.append(text[self.index + 1 : close])
                 self.index = close + 1
             elif char == '"':
-                plain = prefix_done = True
+                plain, prefix_done = False, True
                 at = self.index
                 quoted, has_expansion = self._double_quoted(self.index + 1)
                 parts.append(quoted)
@@ -266,7 +276,7 @@ class _Lexer:
                 # "$@" and "${@}" are as many words as there are arguments.
                 split |= bool(re.search(r"\$\{?@", text[at : self.index]))
             elif char == "$":
-                plain = prefix_done = True
+                plain, prefix_done = False, True
                 ansi = text[self.index + 1 : self.index + 2] in ("'", '"')
                 literal = self._dollar(self.index + 1, quoted=False)
                 if literal:
@@ -370,7 +380,7 @@ class _Lexer:
         elif nxt == "{":
             close = text.find("}", index)
             if close < 0:
-                raise IncompleteCommand("unclosed ${")
+                raise UnparseableCommand("unclosed ${")
             body = text[index + 1 : close]
             if not (_NAME.fullmatch(body) or (len(body) == 1 and body in _SPECIAL_PARAMETERS)):
                 raise OpaqueCommand(f"the expansion ${{{body}}} is not judged")
@@ -411,8 +421,25 @@ def _rest_of_word(text: str, index: int) -> str:
 
 # -- structure -------------------------------------------------------------------------------
 
+_BEFORE_ARITHMETIC = frozenset(
+    {"for", "if", "then", "elif", "else", "while", "until", "do", "!", "{", "time"}
+)
+"""Words after which ``((`` starts an arithmetic command."""
 _OPENERS = {"{": "}", "if": "fi", "while": "done", "until": "done", "for": "done"}
-_INNER = frozenset({"then", "elif", "else", "do"})
+_INNER = {"then": "fi", "elif": "fi", "else": "fi", "do": "done"}
+_NEXT = {
+    "if": {"then"},
+    "then": {"elif", "else", "fi"},
+    "elif": {"then"},
+    "else": {"fi"},
+    "while": {"do"},
+    "until": {"do"},
+    "do": {"done"},
+    "{": {"}"},
+}
+"""Which reserved word may follow which in a block."""
+_BODY = {"for": "do"}
+"""A for loop's header is read before its body: the body follows ``do``."""
 _CLOSERS = frozenset({"}", "fi", "done", "esac"})
 _OPAQUE_WORDS = {
     "case": "case blocks are not judged",
@@ -436,42 +463,54 @@ class _Parser:
             return token.text
         return None
 
-    def parse_list(self, closer: str | None, depth: int = 0) -> tuple[tuple[Stage, ...], ...]:
-        """Pipelines up to ``closer`` (``)``, ``}``, ``fi``, ``done``; None: the end)."""
+    def parse_list(
+        self, closer: str | None, depth: int = 0, opener: str = ""
+    ) -> tuple[tuple[Stage, ...], ...]:
+        """Pipelines up to ``closer`` (``)``, ``}``, ``fi``, ``done``; None: the end) of the
+        block ``opener`` began (``do`` for a ``for`` loop's body)."""
+        state = opener
         if depth > 64:
             raise OpaqueCommand("blocks nested too deep")
         pipelines: list[tuple[Stage, ...]] = []
         stages: list[Stage] = []
         words: list[Word] = []
         needs_command = False  # after |, && or ||
+        segment_start = 0  # pipelines before the last then/else/do
+        redirected = False  # the command being read began with a redirection
         while True:
             token = self._peek()
             if token is None:
                 if closer is not None or needs_command:
                     raise IncompleteCommand(f"the shell waits for {closer or 'a command'}")
                 break
-            reserved = self._reserved(token) if not words else None
+            # Reserved words only start a command: not after its words or redirections.
+            reserved = self._reserved(token) if not words and not redirected else None
             if token.operator and token.text == ")":
-                if closer != ")":
+                if closer != ")" or needs_command or not (pipelines or stages or words):
                     raise UnparseableCommand("unexpected )")
                 self.index += 1
                 break
             if reserved is not None and reserved in _CLOSERS:
-                if reserved != closer:
+                if reserved != closer or reserved not in _NEXT.get(state, {reserved}):
                     raise UnparseableCommand(f"unexpected {reserved}")
-                if needs_command:
+                if needs_command or not (len(pipelines) > segment_start or stages):
                     raise UnparseableCommand(f"a command is missing before {reserved}")
                 self.index += 1
                 break
             self.index += 1
             if token.operator:
+                was_redirected, redirected = redirected, token.text in _REDIRECTIONS
                 if token.text in _REDIRECTIONS:
                     target = self._peek()
                     if target is None or target.operator:
                         # The shell reports a syntax error; it does not wait for more.
                         raise UnparseableCommand("a redirection has no target")
                     self.index += 1
+                    needs_command = False  # a redirection alone is a command
+                    redirected = True
                 elif token.text == "(":
+                    if was_redirected:
+                        raise UnparseableCommand("unexpected ( after a redirection")
                     if words:
                         stages.append(self._function(words, depth))
                         words = []
@@ -482,7 +521,7 @@ class _Parser:
                     stages.append(Group(()))
                     needs_command = False
                 elif token.text in _PIPES:
-                    if not words and not stages:
+                    if needs_command or (not words and not stages):
                         raise UnparseableCommand(f"a command is missing before {token.text}")
                     if words:
                         stages.append(tuple(words))
@@ -502,15 +541,36 @@ class _Parser:
                     needs_command = token.text in ("&&", "||")
                 continue
             assert token.word is not None
+            after_block = not words and stages and isinstance(stages[-1], Group)
+            if after_block and not needs_command and reserved not in _INNER:
+                raise UnparseableCommand(f"unexpected word {token.text!r} after a block")
             if reserved in _OPAQUE_WORDS:
                 raise OpaqueCommand(_OPAQUE_WORDS[reserved])
             if reserved in _OPENERS:
                 if reserved == "for":
                     self._for_header()
-                stages.append(Group(self.parse_list(_OPENERS[reserved], depth + 1)))
+                body = self.parse_list(_OPENERS[reserved], depth + 1, _BODY.get(reserved, reserved))
+                stages.append(Group(body))
                 needs_command = False
-            elif reserved in _INNER or reserved == "!":
-                pass
+            elif reserved in _INNER:
+                # then/elif/else belong in an if, do in a loop, in order, each after a command.
+                if (
+                    needs_command
+                    or _INNER[reserved] != closer
+                    or reserved not in _NEXT.get(state, ())
+                    or not (len(pipelines) > segment_start or stages)
+                ):
+                    raise UnparseableCommand(f"unexpected {reserved}")
+                state = reserved
+                if stages:
+                    pipelines.append(tuple(stages))
+                    stages = []
+                segment_start = len(pipelines)
+            elif reserved == "in":
+                raise UnparseableCommand("unexpected in")
+            elif reserved == "!":
+                if stages:
+                    raise UnparseableCommand("unexpected ! after |")
             elif reserved == "function":
                 name = self._peek()
                 if name is None or name.word is None or not name.word.known:
@@ -557,7 +617,7 @@ class _Parser:
             opener = token.text
             if opener == "for":
                 self._for_header()
-            body = Group(self.parse_list(_OPENERS[opener], depth + 1))
+            body = Group(self.parse_list(_OPENERS[opener], depth + 1, _BODY.get(opener, opener)))
         else:
             raise OpaqueCommand("a function body that is not a block is not judged")
         if name in self.functions:
@@ -569,14 +629,30 @@ class _Parser:
         # for NAME [in WORDS...] ; do: the words are data; the body follows `do`.
         if self._peek_is("(("):
             raise OpaqueCommand("for (( )) loops are not judged")
-        while (token := self._peek()) is not None:
-            if token.operator and token.text in (";", "\n"):
+        name = self._peek()
+        if (
+            name is None
+            or name.word is None
+            or not name.word.plain
+            or not _NAME.fullmatch(name.text)
+        ):
+            raise UnparseableCommand("for needs a name")
+        self.index += 1
+        after = self._peek()
+        if not (
+            after is None
+            or (after.operator and after.text in (";", "\n"))
+            or self._reserved(after) in ("in", "do")
+        ):
+            raise UnparseableCommand("for NAME needs in, ; or do")
+        if self._reserved(after) == "in":
+            self.index += 1
+            # The words are data, reserved-looking ones too, up to ; or a newline.
+            while (token := self._peek()) is not None and not token.operator:
                 self.index += 1
-                break
-            if self._reserved(token) == "do":
-                break
-            if token.operator:
+            if token is not None and token.text not in (";", "\n"):
                 raise UnparseableCommand(f"unexpected {token.text!r} in a for loop")
+        if self._peek_is(";") or self._peek_is("\n"):
             self.index += 1
         while self._peek_is("\n"):
             self.index += 1
@@ -599,8 +675,16 @@ def parse(text: str) -> ParsedScript:
     for char in text:
         if (ord(char) < 0x20 and char not in "\t\n") or char == "\x7f":
             raise OpaqueCommand(f"the control character {char!r} is not judged")
-    parser = _Parser(_Lexer(_join_lines(text)).run())
-    pipelines = parser.parse_list(None)
+    lexer = _Lexer(_join_lines(text))
+    parser = _Parser(lexer.run())
+    try:
+        pipelines = parser.parse_list(None)
+    except IncompleteCommand as exc:
+        raise (lexer.incomplete or exc) from None
+    if lexer.incomplete is not None:
+        # Text before the open quote parsed: the shell waits for the rest. (A syntax error
+        # before it makes the shell give up the line instead: raised above.)
+        raise lexer.incomplete
     return ParsedScript(pipelines=pipelines, functions=parser.functions)
 
 

@@ -20,11 +20,15 @@ from hoopgw.shell import ANY, ONE, IncompleteCommand, OpaqueCommand, needs_more,
         ("( ls", True),
         ("{ ls;", True),
         ("f()", True),
-        ("echo $((1 +", True),
+        ("echo $((1 +", False),  # bash may read (( as sub-shells: refused, not waited for
         ("ls", False),
         ("curl x | sh", False),
         # The shell reports an error and waits for nothing: never held as a continuation.
         ("ls >", False),
+        ("< f if true", False),  # not a reserved word after a redirection
+        ("'if' true; then", False),
+        ("echo ${x", False),
+        ("a | |", False),
         ("ls >\nrm -rf /", False),
         ("function", False),
         ("time {", False),

@@ -127,3 +127,31 @@ def test_what_bash_runs_is_what_the_judge_saw(tmp_path: Path) -> None:
             assert any(_matches(s, ran) for s in seen), (line, ran, seen)
         checked += 1
     assert checked > 100
+
+
+PIECES = [
+    *"ab -;&|<>(){}'\"\\\n$",
+    *("if ", "then ", "fi", "do ", "done", "for x in a", "for ", "while ", "function "),
+    *("$((", "${", "$'", "|&", "&&", "||", "f()", " ls", "else ", "{ ", "( ", "((", "2>"),
+    *("x=1 ", "}", ")", "; ", "in "),
+]
+
+
+def test_the_judge_waits_for_more_only_where_bash_does() -> None:
+    # A line the judge holds as continued while bash gives it up (a syntax error) would let
+    # the next line run alone but be judged inside the held text (in an open quote, say).
+    rng = random.Random(12)
+    held = 0
+    for _ in range(2500):
+        text = "".join(rng.choice(PIECES) for _ in range(rng.randrange(1, 16)))
+        if text.lstrip().startswith(("-", "+")) or text.rstrip(" ").endswith("\\"):
+            continue  # bash's own options; a trailing backslash continues only when typed
+        if not shell.needs_more(text):
+            continue
+        held += 1
+        checked = subprocess.run(
+            [BASH, "-n", "-c", text + "\n"], capture_output=True, text=True, check=False
+        )
+        waits = ("unexpected end of file", "unexpected EOF")
+        assert any(w in checked.stderr for w in waits), (text, checked.stderr)
+    assert held > 100

@@ -387,7 +387,7 @@ def test_an_opaque_line_runs_when_allowed_exactly() -> None:
     )
     assert policy.judge(line) is None
     assert policy.judge(f" {line}\n") is None
-    refused = policy.judge(line + " x")
+    refused = policy.judge(line + "; ls")
     assert isinstance(refused, Block) and refused.rule == "opaque"
     assert "allow_opaque_commands" in refused.reason
 

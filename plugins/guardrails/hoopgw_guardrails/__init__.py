@@ -48,6 +48,7 @@ from hoopgw_guardrails.commands import (
     CommandPolicy,
     check_command_patterns,
     check_command_presets,
+    check_opaque_commands,
 )
 from hoopgw_guardrails.policy import Policy, check_classes, check_preset, check_rules
 from hoopgw_guardrails.startup import UnreadableParameter, set_statement, settings_of
@@ -74,7 +75,12 @@ _CHANGES_FUNCTIONS = frozenset(
         "CallStmt",
     }
 )
-_COMMAND_OPTIONS = ("deny_commands", "command_presets", "review_commands")
+_COMMAND_OPTIONS = (
+    "deny_commands",
+    "command_presets",
+    "review_commands",
+    "allow_opaque_commands",
+)
 
 
 def _check_globs(value: list[Any]) -> str | None:
@@ -181,6 +187,14 @@ class GuardrailsPlugin:
             default=[],
             help="shell command patterns held for approval (SSH)",
             check=check_command_patterns,
+        ),
+        Option(
+            name="allow_opaque_commands",
+            type=list,
+            default=[],
+            help="exact shell command lines allowed although guardrails cannot judge them"
+            " (rule opaque, SSH)",
+            check=check_opaque_commands,
         ),
     )
     """What the plugin reads from its ``[connections.guardrails]`` table."""

@@ -1,13 +1,13 @@
 """Shell commands judged by what they run, not by their text (SSH ``exec`` and shell lines).
 
-A command line is split the way a POSIX shell splits it (quotes, backslashes, line
-continuations, unquoted operators even when glued together such as ``;(``): into pipelines
-(``|``) of simple commands, separated by ``;``, ``&&``, ``||``, ``&``, newlines and
-parentheses. Each simple command is a program and its arguments, after leading ``VAR=value``
-assignments and reserved words (``then``, ``do``, ``!``, ...). Wrappers (``sudo``, ``env``,
-``nohup``, ``timeout``, ``xargs``, ``busybox``, ``find -exec``, ...) are looked through, and the
-string given to ``sh -c`` (``-lc`` too) / ``eval`` / ``watch`` / ``env -S`` / ``alias`` is
-judged as a command line of its own.
+A command line is read with :func:`hoopgw.shell.parse`, which accepts only the shell grammar
+it fully understands: pipelines (``|``, ``|&``) of simple commands and groups (``( )``,
+``{ }``, ``if``/``while``/``for`` blocks, function bodies), separated by ``;``, ``&&``,
+``||``, ``&`` and newlines. Each simple command is a program and its arguments, after leading
+``VAR=value`` assignments. Wrappers (``sudo``, ``env``, ``nohup``, ``timeout``, ``xargs``,
+``busybox``, ``find -exec``, ...) are looked through, the string given to ``sh -c`` (``-lc``
+too) / ``eval`` / ``watch`` / ``env -S`` is judged as a command line of its own, ``. FILE`` /
+``source FILE`` is read as ``sh FILE`` and a call of a function defined in the line as its body.
 
 A pattern such as ``rm -rf /`` is written the same way and matches a simple command when
 
@@ -16,17 +16,23 @@ A pattern such as ``rm -rf /`` is written the same way and matches a simple comm
   ``-r -f``, ``-Rf``; ``rm``'s long ``--recursive``/``--force`` count as ``-r``/``-f``);
 - each long option of the pattern is given (``--force``, or ``--force=...``);
 - each other word of the pattern is one of the arguments (a glob such as ``/dev/sd*`` is
-  allowed; paths are normalised, so ``//`` and ``/.`` are ``/``). An argument the gateway
-  cannot know (it holds ``$``, or is a glob) matches any word, so ``rm -rf $DIR`` is caught
-  by ``rm -rf /``: fail closed;
+  allowed; paths are normalised, so ``//`` and ``/.`` are ``/``); a pattern word that matches
+  the empty string (``curl *``) asks for nothing;
 - ``...`` stands for anything and may be written for readability.
 
-A pattern with ``|`` (``curl ... | sh``) matches a pipeline in which a command matching the
-left part feeds one matching the right part.
+Arguments the gateway cannot know fail closed: an unquoted expansion (``$x``, ``{-r,-f}``,
+what ``xargs`` adds) or a glob that may match a file named like an option (``*``) may be any
+options and words, so ``rm $x`` and ``rm *`` match ``rm -rf /``; a quoted expansion
+(``"$x"``) is one word that may be anything (one option group, one option or one word).
 
-What cannot be judged is refused (rule ``unparseable``): unbalanced quotes, command or
-process substitution (``$(...)``, backticks, ``<(...)``), here-documents, a program name that
-is a variable. These checks do not know quoting: ``echo '$(x)'`` is refused too.
+A pattern with ``|`` (``curl ... | sh``) matches a pipeline in which a command matching the
+left part feeds one matching the right part (every command of a group reads the pipe).
+
+What the shell would run that cannot be known from the text is refused as rule ``opaque``
+(see :mod:`hoopgw.shell`, and builtins such as ``trap``, ``alias``, ``let``, ``hash``, an
+expansion or glob where the program is, an assignment to ``PS1`` or ``PROMPT_COMMAND``),
+unless ``allow_opaque_commands`` lists the exact line; text that does not parse is rule
+``unparseable``.
 """
 
 from __future__ import annotations
@@ -35,11 +41,14 @@ import fnmatch
 import itertools
 import posixpath
 import re
+import shlex
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
 
+from hoopgw import shell
+from hoopgw.shell import OpaqueCommand, UnparseableCommand
 from hoopgw.verdicts import Block, Hold
 
 __all__ = [
@@ -48,6 +57,7 @@ __all__ = [
     "UnparseableCommand",
     "check_command_patterns",
     "check_command_presets",
+    "check_opaque_commands",
     "simple_commands",
 ]
 
@@ -79,7 +89,24 @@ COMMAND_PRESETS: Mapping[str, tuple[str, ...]] = {
     "pipe-to-shell": tuple(
         f"{fetch} ... | {shell}"
         for fetch in ("curl", "wget")
-        for shell in ("sh", "bash", "zsh", "dash", "ksh", "python", "python3", "perl")
+        for shell in (
+            "sh",
+            "bash",
+            "zsh",
+            "dash",
+            "ksh",
+            "ash",
+            "mksh",
+            "fish",
+            "csh",
+            "tcsh",
+            "python",
+            "python3",
+            "perl",
+            "ruby",
+            "node",
+            "php",
+        )
     ),
 }
 """Named pattern sets (``command_presets``); docs/guardrails.md lists them."""
@@ -115,45 +142,63 @@ WRAPPERS = frozenset(
         "strace",
         "ltrace",
         "systemd-run",
+        "ssh",
     }
 )
 """Programs that run another program given as a later argument."""
-SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh", "ash", "busybox", "su"})
+SHELLS = frozenset(
+    {"sh", "bash", "zsh", "dash", "ksh", "ash", "busybox", "su", "flock", "script", "runuser"}
+)
 """Programs whose ``-c`` argument is itself a command line."""
 
-KEYWORDS = frozenset({"if", "then", "else", "elif", "while", "until", "do", "!", "{", "}"})
-"""Shell reserved words that may come before a command's program."""
 
-_PIPE = "|"
-_SEPARATORS = frozenset({";", "&&", "||", "&", "\n", "(", ")", ";;", ";&", ";;&", "|&"})
-_REDIRECTIONS = frozenset({">", ">>", "<", ">&", "<&", "&>", ">|", "<>", "&>>"})
-_OPERATORS = sorted(_SEPARATORS | _REDIRECTIONS | {_PIPE}, key=len, reverse=True)
-_OPERATOR_CHARS = frozenset("();<>|&\n")
 _UNKNOWN = "${unknown}"
-"""An argument the gateway cannot know (what ``xargs`` adds, ``find``'s ``{}``): it holds
+"""An argument the gateway cannot know but that is no option (``find``'s ``{}``): it holds
 ``$``, so it matches any word of a pattern."""
-_COMMAND_VARIABLES = frozenset({"PROMPT_COMMAND"})
-_BRACES = re.compile(r"\{[^{}]*(,|\.\.)[^{}]*\}")
-# $( but not $(( (arithmetic); a $( inside arithmetic is still found on its own.
-_OPAQUE = re.compile(r"\$\((?!\()|`|<\(|>\(|<<")
 _GLOB = re.compile(r"[*?\[]")
-_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 _FLAG_ALIASES: Mapping[str, Mapping[str, str]] = {
     "rm": {"R": "r", "--recursive": "r", "--force": "f"},
 }
+_OPAQUE_PROGRAMS: Mapping[str, str] = {
+    "trap": "trap runs its text later, when a signal comes",
+    "let": "let evaluates arithmetic over variables, which may run commands",
+    "alias": "an alias changes what later words run",
+    "unalias": "an alias changes what later words run",
+    "enable": "enable loads or hides shell builtins",
+    "hash": "hash changes which program a name runs",
+    "bind": "bind changes what keys run",
+    "complete": "complete may run commands",
+    "compgen": "compgen may run commands",
+    "fc": "fc runs commands from the history",
+    "history": "history changes what history expansion runs",
+    "mapfile": "mapfile may run a callback",
+    "readarray": "readarray may run a callback",
+    "shopt": "shopt changes how the shell reads commands",
+}
+"""Builtins whose effect cannot be judged from their words (rule ``opaque``)."""
+_SETTERS = frozenset(
+    {"declare", "typeset", "local", "readonly", "export", "read", "getopts", "printf", "unset"}
+)
+"""Builtins that set variables by name: no options that change how (``-i``, ``-a``...) for
+the declare family, no array subscripts, no variable the shell runs."""
+_SUBSCRIPTED = frozenset({*_SETTERS, "test", "[", "wait"})
+"""Builtins that evaluate an array subscript in an argument (``unset 'a[$(cmd)]'``)."""
+_DECLARERS = frozenset({"declare", "typeset", "local", "readonly", "export"})
+_PROMPTS = frozenset({"PS0", "PS1", "PS2", "PS3", "PS4"})
+_SOURCES = frozenset({".", "source"})
+"""Builtins that run a file's text as shell code: read as ``sh FILE`` (``. /dev/stdin``)."""
 _MAX_DEPTH = 16
 MAX_READINGS = 10_000
 """Readings (simple commands and pipeline pairs) one command line may have; more is refused
 as too complex (rule ``unparseable``)."""
 
-
-class UnparseableCommand(ValueError):
-    """The command line cannot be judged; the message says why."""
+Reading = tuple["SimpleCommand", ...]
 
 
 @attrs.frozen
 class SimpleCommand:
-    """One program with its arguments."""
+    """One program with its arguments (:data:`~hoopgw.shell.ANY` for an argument that may
+    expand to any words, options included)."""
 
     program: str
     """Base name of the program."""
@@ -168,100 +213,7 @@ class _Pattern:
     stages: tuple[SimpleCommand, ...]
 
 
-# -- parsing ---------------------------------------------------------------------------------
-
-
-def _tokens(text: str) -> list[tuple[str, bool]]:
-    """Split ``text`` as a POSIX shell does: each token with whether it is an operator (an
-    unquoted ``;``, ``&&``, ``(``, ``>``, ...), so that a quoted ``";"`` stays a word."""
-    if _OPAQUE.search(text):
-        raise UnparseableCommand(
-            "command substitution, process substitution or a here-document cannot be judged"
-        )
-    tokens: list[tuple[str, bool]] = []
-    word: list[str] = []
-    in_word = False  # a word has begun (it may be empty: "")
-    index, end = 0, len(text)
-    while index < end:
-        char = text[index]
-        if char in " \t\r" or char in _OPERATOR_CHARS:
-            if in_word:
-                tokens.append(("".join(word), False))
-                word, in_word = [], False
-            if char in _OPERATOR_CHARS:
-                operator = next(o for o in _OPERATORS if text.startswith(o, index))
-                tokens.append((operator, True))
-                index += len(operator)
-            else:
-                index += 1
-            continue
-        in_word = True
-        if char == "\\":
-            if index + 1 == end:
-                raise UnparseableCommand("cannot split the command line (No escaped character)")
-            if text[index + 1] == "\n":  # a line continuation: the shell joins the lines
-                in_word = bool(word)
-            else:
-                word.append(text[index + 1])
-            index += 2
-        elif char == "'":
-            close = text.find("'", index + 1)
-            if close < 0:
-                raise UnparseableCommand("cannot split the command line (No closing quotation)")
-            word.append(text[index + 1 : close])
-            index = close + 1
-        elif char == '"':
-            quoted, index = _double_quoted(text, index + 1)
-            word.append(quoted)
-        else:
-            word.append(char)
-            index += 1
-    if in_word:
-        tokens.append(("".join(word), False))
-    return tokens
-
-
-def _double_quoted(text: str, index: int) -> tuple[str, int]:
-    """The text of a double-quoted string starting at ``index``, and the index after it."""
-    out: list[str] = []
-    while index < len(text):
-        char = text[index]
-        if char == '"':
-            return "".join(out), index + 1
-        if char == "\\" and index + 1 < len(text) and text[index + 1] in '$`"\\\n':
-            if text[index + 1] != "\n":
-                out.append(text[index + 1])
-            index += 2
-            continue
-        out.append(char)
-        index += 1
-    raise UnparseableCommand("cannot split the command line (No closing quotation)")
-
-
-def _pipelines(tokens: Sequence[tuple[str, bool]]) -> Iterator[list[list[str]]]:
-    pipeline: list[list[str]] = []
-    words: list[str] = []
-    skip_next = False
-    for token, operator in tokens:
-        if skip_next:
-            skip_next = False
-            continue
-        if operator and token in _REDIRECTIONS:
-            skip_next = True
-            continue
-        if operator:
-            if words:
-                pipeline.append(words)
-            words = []
-            if token != _PIPE and pipeline:
-                yield pipeline
-                pipeline = []
-            continue
-        words.append(token)
-    if words:
-        pipeline.append(words)
-    if pipeline:
-        yield pipeline
+# -- reading what runs -----------------------------------------------------------------------
 
 
 class _Budget:
@@ -277,93 +229,167 @@ class _Budget:
             raise UnparseableCommand("the command line is too complex to judge")
 
 
-def _simple(
-    words: Sequence[str], depth: int, budget: _Budget
-) -> Iterator[tuple[SimpleCommand, ...]]:
+@attrs.define
+class _Context:
+    functions: Mapping[str, shell.Group]
+    budget: _Budget
+    calling: set[str] = attrs.field(factory=set)
+
+
+def _check_assignment(word: shell.Word) -> None:
+    name = word.assignment or ""
+    if name.endswith("+"):
+        raise OpaqueCommand(f"the assignment {name[:-1]}+= or {name[:-1]}[...]= may evaluate")
+    if name in shell.DANGEROUS_VARIABLES:
+        value = word.text.partition("=")[2]
+        if name in _PROMPTS and word.known and not any(c in value for c in "$`\\"):
+            return  # a prompt without expansions or escapes: it runs nothing
+        raise OpaqueCommand(f"setting {name} changes what the shell runs")
+
+
+def _check_builtin(program: str, words: Sequence[shell.Word]) -> None:
+    if program in _OPAQUE_PROGRAMS:
+        raise OpaqueCommand(_OPAQUE_PROGRAMS[program])
+    if program == "stty" and any(w.text not in ("-a", "-g", "--all", "size") for w in words):
+        raise OpaqueCommand("stty changes how typed lines are edited and end")
+    if program in _SUBSCRIPTED and any("[" in w.text for w in words):
+        raise OpaqueCommand(f"{program} evaluates array subscripts, which may run commands")
+    if program in _SETTERS:
+        for word in words:
+            if word.assignment is not None:
+                _check_assignment(word)
+            elif word.text.split("=", 1)[0] in shell.DANGEROUS_VARIABLES:
+                raise OpaqueCommand(f"setting {word.text} changes what the shell runs")
+            unknown_name = word.assignment is None and not word.known  # export $x
+            if program in _DECLARERS and (word.text.startswith(("-", "+")) or unknown_name):
+                raise OpaqueCommand(f"{program} with options or expansions is not judged")
+
+
+def _shown(text: str) -> str:
+    return text.replace(shell.ANY, "$...").replace(shell.ONE, "$...")
+
+
+def _simple(words: Sequence[shell.Word], depth: int, context: _Context) -> Iterator[Reading]:
     """The ways ``words`` can be read as a program run: itself, what a wrapper runs, and the
     commands of a ``-c`` string; each a pipeline of one or more simple commands."""
     if depth > _MAX_DEPTH:
         raise UnparseableCommand("commands nested too deep")
+    if any(w.text.startswith("BASH_FUNC_") for w in words):
+        raise OpaqueCommand("a BASH_FUNC_ variable defines a function for the next bash")
     index = 0
-    while index < len(words):
-        if _ASSIGNMENT.match(words[index]) or words[index] in KEYWORDS:
-            name, _, value = words[index].partition("=")
-            if name in _COMMAND_VARIABLES:  # bash runs it before each prompt
-                yield from _commands_of(value, depth + 1, budget)
-            index += 1
-        elif words[index] == "function":
-            index += 2  # function NAME { ...; }: the body's commands follow
-        else:
-            break
+    while index < len(words) and words[index].assignment is not None:
+        _check_assignment(words[index])
+        index += 1
     if index >= len(words):
         return
     program_word = words[index]
-    if "$" in program_word:
-        raise UnparseableCommand(f"the program {program_word!r} is a variable")
-    if _BRACES.search(program_word):
-        raise UnparseableCommand(f"the program {program_word!r} is a brace expansion")
-    program = posixpath.basename(program_word)
-    args = tuple(words[index + 1 :])
-    budget.spend()
+    if not program_word.known:
+        raise OpaqueCommand(
+            f"the program {_shown(program_word.text)!r} is an expansion"
+            " or a glob: it may run any program"
+        )
+    program = posixpath.basename(program_word.text)
+    rest = words[index + 1 :]
+    args = tuple(w.text for w in rest)
+    _check_builtin(program, rest)
+    context.budget.spend()
     yield (SimpleCommand(program, args),)
+    if program in _SOURCES or program == "su" or _runs_a_shell(program, args):
+        # Runs shell code from a file or from its input: judged as sh as well.
+        yield (SimpleCommand("sh", args),)
+    if program in context.functions and program not in context.calling:
+        context.calling.add(program)
+        yield from _group(context.functions[program], depth + 1, context)
+        context.calling.discard(program)
     if program in WRAPPERS:
-        # xargs adds arguments the gateway cannot know.
-        added = (_UNKNOWN,) if program == "xargs" else ()
-        for start in range(len(args)):
-            if not args[start].startswith("-"):
-                yield from _simple(args[start:] + added, depth + 1, budget)
-    for script in _scripts(program, args):
-        yield from _commands_of(script, depth + 1, budget)
+        # xargs adds arguments the gateway cannot know, options included.
+        added = (shell.Word(shell.ANY, known=False),) if program == "xargs" else ()
+        for start in range(len(rest)):
+            if not rest[start].text.startswith("-"):
+                yield from _simple((*rest[start:], *added), depth + 1, context)
+    for script in _scripts(program, rest):
+        yield from _commands_of(script, depth + 1, context.budget)
     if program == "find":
-        yield from _find_exec(args, depth, budget)
+        yield from _find_exec(rest, depth, context)
 
 
-def _scripts(program: str, args: Sequence[str]) -> Iterator[str]:
+def _runs_a_shell(program: str, args: Sequence[str]) -> bool:
+    """``sudo -s``, ``sudo -i``, ``doas -s``: a shell that reads its input."""
+    if program not in ("sudo", "doas"):
+        return False
+    options = itertools.takewhile(lambda a: a.startswith("-") and a != "--", args)
+    return any(
+        _short_option(a, "s") or _short_option(a, "i") or a in ("--shell", "--login")
+        for a in options
+    )
+
+
+def _scripts(program: str, words: Sequence[shell.Word]) -> Iterator[str]:
     """The command lines ``program`` hands to a shell: ``sh -c S`` (``-c`` in any option group,
-    options after it skipped), ``eval``, ``watch``, ``env -S``, ``alias x=S``,
-    ``trap S EXIT``, ``export PROMPT_COMMAND=S``."""
+    options after it skipped), ``eval``, ``watch``, ``env -S``; a script that is not known
+    text is opaque."""
+    args = [w.text for w in words]
+    scripts: list[int | tuple[int, str]] = []  # an argument's index, or its tail after a flag
     if program in SHELLS:
         flag = next(
             (i for i, a in enumerate(args) if a == "--command" or _short_option(a, "c")), None
         )
         if flag is not None:
-            script = _first_operand(args[flag + 1 :])
-            if script is not None:
-                yield script
-        yield from (a.split("=", 1)[1] for a in args if a.startswith("--command="))
+            operand = _first_operand(args, flag + 1)
+            if operand is not None:
+                scripts.append(operand)
+        scripts.extend((i, "--command=") for i, a in enumerate(args) if a.startswith("--command="))
     if program == "eval" and args:
+        if not all(w.known for w in words):
+            raise OpaqueCommand("eval of an expansion may run anything")
         yield " ".join(args)
     if program == "watch":  # runs its arguments with sh -c
-        yield from (" ".join(args[i:]) for i in range(len(args)) if not args[i].startswith("-"))
+        for i in range(len(args)):
+            if not args[i].startswith("-"):
+                if not all(w.known for w in words[i:]):
+                    raise OpaqueCommand("watch of an expansion may run anything")
+                yield " ".join(args[i:])
+    if program == "ssh":
+        # The remote command is the words after the host, run by the remote shell; which
+        # word is the host is not known, so every run of words is a command line. Options
+        # that run a local command are command lines too.
+        for i in range(len(args)):
+            if not args[i].startswith("-"):
+                if not all(w.known for w in words[i:]):
+                    raise OpaqueCommand("ssh with an expansion may run anything")
+                yield " ".join(args[i:])
+            option = args[i - 1 : i] == ["-o"] and args[i].partition("=")[0].lower()
+            if option in ("proxycommand", "localcommand", "knownhostscommand"):
+                yield args[i].partition("=")[2]
     if program == "env":
         for i, arg in enumerate(args):
             if arg in ("-S", "--split-string") and i + 1 < len(args):
-                yield args[i + 1]
+                scripts.append(i + 1)
             elif arg.startswith("--split-string="):
-                yield arg.split("=", 1)[1]
+                scripts.append((i, "--split-string="))
             elif _short_option(arg, "S"):
-                yield arg[arg.index("S") + 1 :]
-    if program in ("alias", "export", "declare", "typeset", "readonly", "local"):
-        yield from (
-            a.split("=", 1)[1]
-            for a in args
-            if "=" in a and (program == "alias" or a.split("=", 1)[0] in _COMMAND_VARIABLES)
-        )
-    if program == "trap":  # trap 'CMD' SIGNAL...: CMD runs when a signal (or EXIT) comes
-        yield from (a for a in args[:1] if not a.startswith("-"))
+                scripts.append((i, arg[: arg.index("S") + 1]))
+    for item in scripts:
+        index, cut = (item, "") if isinstance(item, int) else item
+        if not words[index].known:
+            raise OpaqueCommand(f"the script given to {program} is an expansion")
+        yield args[index][len(cut) :]
 
 
-def _first_operand(args: Sequence[str]) -> str | None:
-    """The first word of ``args`` that is not a shell option nor an option's argument (the
-    shell runs it as its script: ``bash -c -o pipefail 'CMD'`` runs ``CMD``)."""
-    words = iter(args)
-    for word in words:
+def _first_operand(args: Sequence[str], start: int) -> int | None:
+    """Index of the first word from ``start`` that is not a shell option nor an option's
+    argument (the shell runs it as its script: ``bash -c -o pipefail 'CMD'`` runs ``CMD``)."""
+    index = start
+    while index < len(args):
+        word = args[index]
         if word in ("-o", "+o", "-O", "+O", "--rcfile", "--init-file"):
-            next(words, None)
-        elif word == "--":
-            return next(words, None)
-        elif not word.startswith(("-", "+")):
-            return word
+            index += 2
+            continue
+        if word == "--":
+            return index + 1 if index + 1 < len(args) else None
+        if word == shell.ANY or not word.startswith(("-", "+")):
+            return index
+        index += 1
     return None
 
 
@@ -371,40 +397,54 @@ def _short_option(arg: str, letter: str) -> bool:
     return arg.startswith("-") and not arg.startswith("--") and letter in arg[1:]
 
 
-def _find_exec(
-    args: Sequence[str], depth: int, budget: _Budget
-) -> Iterator[tuple[SimpleCommand, ...]]:
+def _find_exec(args: Sequence[shell.Word], depth: int, context: _Context) -> Iterator[Reading]:
     """What ``find ... -exec CMD {} ;`` runs (also ``-execdir``, ``-ok``, ``-okdir``)."""
     for index, arg in enumerate(args):
-        if arg in ("-exec", "-execdir", "-ok", "-okdir"):
-            run: list[str] = []
+        if arg.text in ("-exec", "-execdir", "-ok", "-okdir"):
+            run: list[shell.Word] = []
             for word in args[index + 1 :]:
-                if word in (";", "+"):
+                if word.text in (";", "+"):
                     break
-                run.append(_UNKNOWN if "{}" in word else word)
-            yield from _simple(run, depth + 1, budget)
+                run.append(shell.Word(_UNKNOWN, known=False) if "{}" in word.text else word)
+            yield from _simple(run, depth + 1, context)
 
 
-def _commands_of(text: str, depth: int, budget: _Budget) -> Iterator[tuple[SimpleCommand, ...]]:
+def _stage(stage: shell.Stage, depth: int, context: _Context) -> list[Reading]:
+    if isinstance(stage, shell.Group):
+        return list(_group(stage, depth, context))
+    return list(_simple(stage, depth, context))
+
+
+def _group(group: shell.Group, depth: int, context: _Context) -> Iterator[Reading]:
     if depth > _MAX_DEPTH:
         raise UnparseableCommand("commands nested too deep")
-    for pipeline in _pipelines(_tokens(text)):
-        readings = [list(_simple(words, depth, budget)) for words in pipeline]
+    for pipeline in group.pipelines:
+        readings = [_stage(stage, depth + 1, context) for stage in pipeline]
         # Every reading of each stage, and each pair of stages where the left one feeds the
-        # right one, directly or through the stages between (curl | tee f | sh).
+        # right one, directly or through the stages between (curl | tee f | sh). A group's
+        # commands all read the pipe: curl x | { echo; sh; }.
         for reading in readings:
             yield from reading
         for left, right in itertools.combinations(readings, 2):
-            budget.spend(len(left) * len(right))
+            context.budget.spend(len(left) * len(right))
             for a in left:
                 for b in right:
                     yield (a[-1], b[0])
 
 
-def simple_commands(text: str) -> list[tuple[SimpleCommand, ...]]:
+def _commands_of(text: str, depth: int, budget: _Budget) -> Iterator[Reading]:
+    if depth > _MAX_DEPTH:
+        raise UnparseableCommand("commands nested too deep")
+    script = shell.parse(text)
+    context = _Context(functions=script.functions, budget=budget)
+    yield from _group(shell.Group(script.pipelines), depth, context)
+
+
+def simple_commands(text: str) -> list[Reading]:
     """Every simple command and neighbouring pipeline pair ``text`` runs.
 
-    :raises UnparseableCommand: if it cannot be judged.
+    :raises OpaqueCommand: if what runs cannot be known from the text.
+    :raises UnparseableCommand: if it cannot be judged otherwise.
     """
     return list(_commands_of(text, 0, _Budget(MAX_READINGS)))
 
@@ -412,7 +452,10 @@ def simple_commands(text: str) -> list[tuple[SimpleCommand, ...]]:
 def _pattern(text: str) -> _Pattern:
     stages = []
     for part in text.split("|"):
-        words = [w for w, _ in _tokens(part) if w != "..."]
+        try:
+            words = [w for w in shlex.split(part) if w != "..."]
+        except ValueError as exc:
+            raise ValueError(f"cannot split it ({exc})") from None
         if not words:
             raise ValueError(f"pattern {text!r} has an empty part")
         stages.append(SimpleCommand(words[0], tuple(words[1:])))
@@ -459,7 +502,6 @@ def _flags(program: str, args: Iterable[str]) -> tuple[set[str], set[str], list[
 def _word_matches(pattern: str, arg: str) -> bool:
     if "$" in arg:
         return True
-    arg = _BRACES.sub("*", arg)  # {a,b} may expand to anything: a glob, fail closed
     pattern, arg = _normal(pattern), _normal(arg)
     if fnmatch.fnmatchcase(arg, pattern):
         return True
@@ -467,18 +509,32 @@ def _word_matches(pattern: str, arg: str) -> bool:
 
 
 def _stage_matches(pattern: SimpleCommand, command: SimpleCommand) -> bool:
-    if not fnmatch.fnmatchcase(command.program, pattern.program) and not (
-        _GLOB.search(command.program) and fnmatch.fnmatchcase(pattern.program, command.program)
-    ):
+    if not fnmatch.fnmatchcase(command.program, pattern.program):
         return False
-    want_short, want_long, want_plain = _flags(pattern.program, pattern.args)
-    short, long, plain = _flags(command.program, command.args)
-    if not want_short <= short:
-        return False
+    if shell.ANY in command.args:
+        return True  # an expansion may be any options and words: fail closed
+    # A pattern word that matches nothing at all (`curl *`) asks for no argument: `curl` and
+    # `curl -o f` match it too.
+    wanted = [a for a in pattern.args if not fnmatch.fnmatchcase("", a)]
+    if any(_GLOB.search(a) and a.startswith("-") for a in wanted):
+        # An option glob (`curl -*`): any argument it matches.
+        if not all(
+            any(fnmatch.fnmatchcase(c, a) for c in command.args)
+            for a in wanted
+            if _GLOB.search(a) and a.startswith("-")
+        ):
+            return False
+        wanted = [a for a in wanted if not (_GLOB.search(a) and a.startswith("-"))]
+    want_short, want_long, want_plain = _flags(pattern.program, wanted)
+    known = [a for a in command.args if a != shell.ONE]
+    short, long, plain = _flags(command.program, known)
     # A long option may be abbreviated (--no-preserve is --no-preserve-root).
-    if not all(any(w.startswith(o) and len(o) > 2 for o in long) for w in want_long):
-        return False
-    return all(any(_word_matches(w, a) for a in plain) for w in want_plain)
+    missing = [w for w in want_long if not any(w.startswith(o) and len(o) > 2 for o in long)]
+    missing += [w for w in want_plain if not any(_word_matches(w, a) for a in plain)]
+    # Each quoted expansion ("$x") is one word that may be anything: one group of short
+    # options (-rf), one long option or one other word. Fail closed: count it so.
+    unknown = len(command.args) - len(known)
+    return len(missing) + (1 if want_short - short else 0) <= unknown
 
 
 def _matches(pattern: _Pattern, pipeline: tuple[SimpleCommand, ...]) -> bool:
@@ -502,6 +558,13 @@ def check_command_patterns(value: list[Any]) -> str | None:
     return None
 
 
+def check_opaque_commands(value: list[Any]) -> str | None:
+    """Option check: a list of non-empty command lines."""
+    if not all(isinstance(item, str) and item.strip() for item in value):
+        return "expected a list of non-empty command lines"
+    return None
+
+
 def check_command_presets(value: list[Any]) -> str | None:
     """Option check: names of :data:`COMMAND_PRESETS`."""
     for item in value:
@@ -517,6 +580,9 @@ class CommandPolicy:
 
     deny: tuple[_Pattern, ...]
     review: tuple[_Pattern, ...]
+    allow_opaque: frozenset[str] = frozenset()
+    """Exact command lines allowed although opaque (``allow_opaque_commands``); deny and
+    review patterns cannot judge them."""
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> CommandPolicy:
@@ -527,6 +593,7 @@ class CommandPolicy:
         return cls(
             deny=tuple(_pattern(p) for p in deny),
             review=tuple(_pattern(p) for p in options.get("review_commands", [])),
+            allow_opaque=frozenset(t.strip() for t in options.get("allow_opaque_commands", [])),
         )
 
     @property
@@ -539,6 +606,14 @@ class CommandPolicy:
         pattern matches, else None."""
         try:
             pipelines = simple_commands(text)
+        except OpaqueCommand as exc:
+            if text.strip() in self.allow_opaque:
+                return None
+            return Block(
+                reason=f"opaque: {exc}; what the shell would run cannot be judged (guardrails;"
+                " allow the exact line with allow_opaque_commands)",
+                rule="opaque",
+            )
         except UnparseableCommand as exc:
             return Block(reason=f"unparseable: {exc} (guardrails)", rule="unparseable")
         for pattern in self.deny:

@@ -27,9 +27,9 @@ from twisted.python.failure import Failure
 from hoopgw.session import Command, CommandOutcome, Output
 from hoopgw.verdicts import Allow
 from hoopgw_ssh.outstream import OutputBuffer
-from hoopgw_ssh.relay import RelayChannel
+from hoopgw_ssh.relay import WINDOW_SIZE, RelayChannel
 from hoopgw_ssh.sftp import SftpJudge, SftpReplies
-from hoopgw_ssh.shell_lines import LineJudge, unfollowable_modes
+from hoopgw_ssh.shell_lines import LineJudge, parse_modes, unfollowable_modes
 
 if TYPE_CHECKING:
     from hoopgw_ssh.server import GatewaySession
@@ -41,8 +41,10 @@ log = Logger(namespace="hoopgw.ssh")
 EXIT_REFUSED = 126
 """Exit status a client sees for a command the gateway refused (as a shell does for a command
 that cannot run)."""
-PENDING_INPUT_LIMIT = 2**20
-"""Bytes of client input held while a command is being decided; more ends the channel."""
+PENDING_INPUT_LIMIT = WINDOW_SIZE
+"""Bytes of client input held while a command is being decided. No window is granted
+meanwhile, so a client sends at most one window (:data:`~hoopgw_ssh.relay.WINDOW_SIZE`);
+more ends the channel."""
 REQUEST_QUEUE_LIMIT = 64
 """Channel requests waiting for an answer (behind a command being decided); more ends the
 channel."""
@@ -83,6 +85,8 @@ class SessionChannel(RelayChannel):
         self._bytes = 0
         self._exit: CommandOutcome | None = None
         self.pty: dict[str, Any] | None = None
+        self._modes: dict[int, int] = {}
+        self._pending_eof = False
         self._out: dict[int | None, codecs.IncrementalDecoder] = {}
         self._buffers: dict[int | None, OutputBuffer] = {}
         self._in = _decoder()
@@ -195,6 +199,7 @@ class SessionChannel(RelayChannel):
             term, rest = common.getNS(data)
             cols, rows, _, _ = struct.unpack(">4L", rest[:16])
             modes, _ = common.getNS(rest[16:])
+            parse_modes(modes)
         except (struct.error, ValueError):
             return False
         if self.settings.judge_shell_lines and (why := unfollowable_modes(modes)) is not None:
@@ -204,6 +209,7 @@ class SessionChannel(RelayChannel):
             return False
         if not await self._forward_with_reply(b"pty-req", data):
             return False  # no pty: the shell's lines are judged as without one
+        self._modes = parse_modes(modes)  # well-formed: unfollowable_modes or sshd said so
         self.pty = {"term": term.decode("ascii", "replace"), "width": cols, "height": rows}
         return True
 
@@ -238,13 +244,18 @@ class SessionChannel(RelayChannel):
             return False
         self._running = True
         if kind == b"shell" and self.settings.judge_shell_lines:
-            self._input_judge = LineJudge(self, terminal=self.pty is not None)
+            self._input_judge = LineJudge(self, modes=self._modes if self.pty else None)
         elif kind == b"subsystem":  # sftp, the only one allowed
             judge = self._input_judge = SftpJudge(self)
             self._sftp_replies = SftpReplies(self, judge)
         pending, self._pending_input = self._pending_input, []
         for chunk in pending:
             self.relay_data(chunk, None)
+        if self._pending_eof:
+            self.eofReceived()
+        owed, self._window_owed = self._window_owed, 0
+        if owed and not self._closed:
+            self.conn.adjustWindow(self, owed)  # withheld while the input waited
         return True
 
     def _refuse(self, reason: str) -> None:
@@ -280,6 +291,28 @@ class SessionChannel(RelayChannel):
             self._input_judge.feed(data)
             return
         self.forward_input(data, data_type)
+
+    def withholds_window(self) -> bool:
+        """Input waiting for the command's decision: the client gets no window meanwhile."""
+        return super().withholds_window() or bool(self._pending_input)
+
+    def eofReceived(self) -> None:
+        """The client's end of input: held like its input until the command runs, and behind
+        the lines a shell-line judge still holds; dropped if the command is refused."""
+        if not self._running:
+            self._pending_eof = True
+        elif isinstance(self._input_judge, LineJudge):
+            self._input_judge.eof()
+        else:
+            super().eofReceived()
+
+    def forward_eof(self) -> None:
+        """Pass the client's end of input on to the target."""
+        super().eofReceived()
+
+    def write_stderr(self, data: bytes) -> None:
+        """Write to the client's stderr."""
+        self._write_client(data, STDERR)
 
     def forward_input(self, data: bytes, data_type: int | None = None) -> None:
         """Pass client input on after the ``client_input`` hooks rewrote it."""

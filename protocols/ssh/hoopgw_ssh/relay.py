@@ -92,6 +92,11 @@ class RelayChannel(channel.SSHChannel):
 
     # -- flow control ------------------------------------------------------------------------
 
+    def withholds_window(self) -> bool:
+        """Whether this channel holds its sender's data for later (a peer not open yet): no
+        window is granted to the sender meanwhile."""
+        return self.peer is None and bool(self._held)
+
     def is_congested(self) -> bool:
         """Whether this channel holds more than :data:`BUFFER_LIMIT` bytes it cannot send yet."""
         return len(self.buf) + sum(len(d) for _, d in self.extBuf) > BUFFER_LIMIT
@@ -111,7 +116,12 @@ class RelayChannel(channel.SSHChannel):
             self._eof_pending = False
             self.conn.sendEOF(self)
         peer = self.peer
-        if peer is not None and peer._window_owed and not self.is_congested():
+        if (
+            peer is not None
+            and peer._window_owed
+            and not self.is_congested()
+            and not peer.withholds_window()
+        ):
             owed, peer._window_owed = peer._window_owed, 0
             if not peer._closed:
                 peer.conn.adjustWindow(peer, owed)
@@ -157,10 +167,10 @@ class RelayConnection(connection.SSHConnection):
 
     def adjustWindow(self, channel: Any, bytesToAdd: int) -> None:
         """Grant window unless the channel's peer is congested, or the channel holds data for
-        a peer not open yet (a forward waiting for its decision); then grant it later."""
+        later (a forward or a command waiting for its decision); then grant it later."""
         peer = getattr(channel, "peer", None)
         if isinstance(channel, RelayChannel) and (
-            (peer is None and channel._held) or (peer is not None and peer.is_congested())
+            channel.withholds_window() or (peer is not None and peer.is_congested())
         ):
             channel.owe_window(bytesToAdd)
             # The local window counter must still say what the sender may send.

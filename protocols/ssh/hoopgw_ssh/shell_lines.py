@@ -1,14 +1,28 @@
-"""Lines typed at an interactive shell, judged as commands (``judge_shell_lines = true``).
+"""Lines typed at a shell, judged as commands (``judge_shell_lines = true``).
 
-The gateway sees keystrokes, not what the shell will run. It follows the simple line editing
-every shell does (printable text, Backspace, Ctrl-U, Ctrl-C) and holds the Enter key until the
-line is decided: allowed, Enter goes on; refused, the line is erased at the shell (Ctrl-U) and
-the client is told why. A line edited in ways the gateway cannot follow (Tab completion, arrow
-keys, history, any other control key) is refused when Enter comes: fail closed.
+The gateway sees keystrokes, not what the shell will run. It follows the line editing it
+understands and holds everything after a key that may run the line until the line is decided.
+
+- **With a pty**, the keys come from the terminal modes the client set in its ``pty-req``
+  (:class:`TerminalKeys`; modes it cannot follow refuse the pty: :func:`unfollowable_modes`).
+  Printable text, erase (Backspace), kill (Ctrl-U) and interrupt (Ctrl-C) are followed. CR and
+  LF end the line: it is decided before the key goes on. Any other control key (Ctrl-O runs
+  the line, Ctrl-D, Ctrl-X Ctrl-E, Tab, arrows, a remapped end-of-line character, ...) may run
+  the line too, so the line so far is decided before that key goes on, and from then on the
+  line is one the gateway cannot follow: refused at its end. A line the shell continues (a
+  trailing ``|``, ``&&`` or ``\\``, an open quote or block) goes on without a decision, since
+  nothing runs yet, and is judged together with its continuation. A refused line is
+  cancelled with the terminal's interrupt character (the whole command, continuation lines
+  included) and the client is told why.
+- **Without a pty**, nothing edits the input: it is a script. Each complete command (up to a
+  newline where the shell would not wait for more) is decided before any of it reaches the
+  shell; the last line without a newline is decided when the client ends its input, and the
+  end of input (EOF) waits behind it. After a refusal the rest of the input is dropped and the
+  shell gets EOF: it ran only what was allowed.
 
 What it cannot see (docs/protocols/ssh.md says so too): what a script, alias or function runs;
-input to a program that is not the shell (an editor, a REPL, a password prompt: their Enter is
-judged, and recorded, like a shell line); text the shell reads from elsewhere.
+input to a program that is not the shell (an editor, a REPL, a password prompt: their lines are
+judged, and recorded, like shell lines); text the shell reads from elsewhere.
 """
 
 from __future__ import annotations
@@ -17,152 +31,327 @@ import re
 import struct
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from hoopgw.session import CommandOutcome
+from hoopgw.shell import needs_more
 from hoopgw.verdicts import Allow
 
 if TYPE_CHECKING:
     from hoopgw_ssh.channels import SessionChannel
 
-__all__ = ["LineJudge", "unfollowable_modes"]
+__all__ = ["LineJudge", "TerminalKeys", "parse_modes", "unfollowable_modes"]
 
-KILL_LINE = b"\x15"
-"""Ctrl-U: what erases a refused line at the shell."""
 UNFOLLOWED = (
-    "the line was edited in a way the gateway cannot follow (Tab, arrows, history,"
-    " ! or ^ history expansion, bytes that are not UTF-8); type it out in full"
+    "the line was edited in a way the gateway cannot follow (Tab, arrows, history, other"
+    " control keys, ! or ^ history expansion, bytes that are not UTF-8); type it out in full"
 )
 """Why a line whose editing the gateway could not follow is refused."""
 BACKLOG_LIMIT = 2**20
 """Bytes of typed-ahead input held while a line is decided; more ends the channel."""
 LINE_LIMIT = 2**16
-"""Bytes of one line the gateway follows; a longer line is refused, and not kept."""
+"""Bytes of one line (of one command without a pty) the gateway follows; longer is refused."""
+CONTINUED_LINES_LIMIT = 100
+"""Lines one command may span (each new line re-reads the whole command); more is refused."""
 
-_ERASE = {0x7F, 0x08}
-_KILL = 0x15
-_INTERRUPT = 0x03
-_ENTER = {0x0D, 0x0A}
-_NEWLINE = {0x0A}  # without a pty, CR is a byte of the line, not its end
+_NEWLINE = 0x0A
+_SUBMIT = frozenset({0x0D, 0x0A})
 # Interactive bash expands `!word` and a leading `^old^new` from history: the line that runs is
 # not the line typed.
-_HISTORY = re.compile(rb"^\s*\^|!(?![\s=(]|$)")
+_HISTORY = re.compile(r"^\s*\^|!(?![\s=(]|$)", re.MULTILINE)
+
+# RFC 4254, 8: opcodes of the terminal modes in a pty-req.
+_VINTR, _VERASE, _VKILL = 1, 3, 4
+_SPECIAL_CHARS = range(1, 19)  # VINTR .. VDISCARD
+_TTY_OP_END, _FIRST_UNDEFINED = 0, 160
+_DISABLED = frozenset({0, 0xFF})  # _POSIX_VDISABLE
+_ISTRIP, _INLCR, _IGNCR, _ICRNL, _IUCLC = 33, 34, 35, 36, 37
+_ISIG, _ICANON, _NOFLSH = 50, 51, 57
+_REQUIRED = {
+    _ISTRIP: 0,  # would turn bytes above 127 into other ASCII characters
+    _INLCR: 0,
+    _IGNCR: 0,
+    _ICRNL: 1,
+    _IUCLC: 0,  # would turn RM into rm
+    _ISIG: 1,  # the interrupt character cancels a refused line
+    _ICANON: 1,
+    _NOFLSH: 0,  # the interrupt must drop a refused line the kernel still holds
+}
+
+
+def parse_modes(modes: bytes) -> dict[int, int]:
+    """The opcodes and values of a pty-req's terminal modes (the last of each wins, as in
+    sshd).
+
+    :raises ValueError: if they are malformed.
+    """
+    parsed: dict[int, int] = {}
+    index = 0
+    while index < len(modes):
+        opcode = modes[index]
+        if opcode == _TTY_OP_END or opcode >= _FIRST_UNDEFINED:
+            break
+        if index + 5 > len(modes):
+            raise ValueError("malformed terminal modes")
+        (parsed[opcode],) = struct.unpack(">L", modes[index + 1 : index + 5])
+        index += 5
+    return parsed
+
+
+@attrs.frozen
+class TerminalKeys:
+    """The editing keys of a pty as its modes set them (Linux defaults for modes not sent)."""
+
+    interrupt: int = 0x03
+    erase: frozenset[int] = frozenset({0x7F, 0x08})
+    kill: frozenset[int] = frozenset({0x15})
+
+    @classmethod
+    def from_modes(cls, modes: dict[int, int]) -> TerminalKeys:
+        """The keys ``modes`` set; readline binds Backspace, Ctrl-H and Ctrl-U as well."""
+        erase, kill = modes.get(_VERASE, 0x7F), modes.get(_VKILL, 0x15)
+        return cls(
+            interrupt=modes.get(_VINTR, 0x03),
+            erase=frozenset({0x7F, 0x08} | ({erase} - _DISABLED)),
+            kill=frozenset({0x15} | ({kill} - _DISABLED)),
+        )
+
+
+def unfollowable_modes(modes: bytes) -> str | None:
+    """Why the terminal modes of a pty-req would edit or end lines in ways :class:`LineJudge`
+    does not follow, or None. Modes a client does not send keep the pty's defaults."""
+    try:
+        parsed = parse_modes(modes)
+    except ValueError as exc:
+        return str(exc)
+    keys = TerminalKeys.from_modes(parsed)
+    own = {_VINTR: {keys.interrupt}, _VERASE: keys.erase, _VKILL: keys.kill}
+    tracked = {keys.interrupt} | keys.erase | keys.kill
+    if len(tracked) != 1 + len(keys.erase) + len(keys.kill):
+        # One key for two of interrupt, erase and kill: which one the shell does is unknown.
+        return "terminal modes give the interrupt, erase or kill key a second meaning"
+    for opcode, value in parsed.items():
+        if opcode in _REQUIRED and value != _REQUIRED[opcode]:
+            return f"terminal mode {opcode} = {value} changes how lines end or are edited"
+        if opcode not in _SPECIAL_CHARS or (value in _DISABLED and opcode != _VINTR):
+            continue
+        if value in _DISABLED:
+            return "no interrupt character: a refused line could not be cancelled"
+        if not (value < 0x20 or value == 0x7F):
+            return f"terminal mode {opcode} makes {value:#x} a line editing key"
+        if value in _SUBMIT:
+            return f"terminal mode {opcode} gives CR or LF another meaning"
+        if value in tracked and value not in own.get(opcode, set()):
+            return f"terminal mode {opcode} gives {value:#x} a second meaning"
+    return None
 
 
 class LineJudge:
-    """Follows one shell channel's input and decides each entered line."""
+    """Follows one shell channel's input and decides each line (each command without a pty)."""
 
-    def __init__(self, channel: SessionChannel, *, terminal: bool = True) -> None:
-        """:param terminal: whether the channel has a pty. Without one nothing edits the line
-        (Backspace, Ctrl-U and Ctrl-C reach the shell as bytes of it), so every control key
-        makes the line unfollowed."""
+    def __init__(self, channel: SessionChannel, *, modes: dict[int, int] | None) -> None:
+        """:param modes: the pty's terminal modes (:func:`parse_modes`), None without a pty."""
         self._channel = channel
-        self._terminal = terminal
+        self._keys = TerminalKeys.from_modes(modes) if modes is not None else None
         self._line = bytearray()
+        """With a pty: the line typed so far (already forwarded). Without: the bytes held."""
+        self._script = ""
+        """With a pty: earlier lines of a command the shell waits to complete."""
         self._followed = True
         self._backlog = bytearray()
         self._deciding = False
+        self._eof = False
+        self._stopped = False
+        self._utf8_left = 0
 
     def feed(self, data: bytes) -> None:
-        """Client keystrokes: forwarded at once, except Enter, which waits for a decision."""
+        """Client input: forwarded at once, except from a key that may run a line on, which
+        waits for the decision (without a pty, each command waits whole)."""
+        if self._stopped:
+            return
         if self._deciding:
             if len(self._backlog) + len(data) > BACKLOG_LIMIT:
                 self._channel.loseConnection()
                 return
             self._backlog += data
             return
+        if self._keys is None:
+            self._feed_script(data)
+        else:
+            self._feed_terminal(data, self._keys)
+
+    def eof(self) -> None:
+        """The client ended its input: EOF goes on after every held line is decided (the
+        last line without a newline first)."""
+        if self._deciding:
+            self._eof = True
+            return
+        if self._keys is None and self._line and not self._stopped:
+            self._eof = True
+            self._decide(bytes(self._line), self._followed, b"")
+            return
+        self._channel.forward_eof()
+
+    # -- with a pty ----------------------------------------------------------------------------
+
+    def _feed_terminal(self, data: bytes, keys: TerminalKeys) -> None:
         start = 0
-        enter = _ENTER if self._terminal else _NEWLINE
         for index, byte in enumerate(data):
-            if byte in enter:
+            key = data[index : index + 1]
+            if (
+                self._meta(byte)
+                or byte in _SUBMIT
+                or (
+                    (byte < 0x20 or byte == 0x7F)
+                    and not (byte in keys.erase or byte in keys.kill or byte == keys.interrupt)
+                )
+            ):
                 self._channel.forward_input(data[start:index])
-                line, followed = bytes(self._line), self._followed
-                self._line.clear()
-                self._followed = True
-                if not line.strip() and followed:
-                    start = index
-                    continue
-                self._backlog += data[index + 1 :]
-                self._decide(line, followed, data[index : index + 1])
-                return
-            if not self._terminal and (byte < 0x20 or byte == 0x7F):
-                self._followed = False
-            elif byte in _ERASE:
+                if self._line_end(key, submitted=byte in _SUBMIT):
+                    self._backlog[:0] = data[index + 1 :]
+                    return
+                start = index + 1
+            elif byte in keys.erase:
                 # One character, not one byte: drop UTF-8 continuation bytes with it.
                 while self._line and 0x80 <= self._line[-1] < 0xC0:
                     del self._line[-1]
                 del self._line[-1:]
-            elif byte == _KILL:
+            elif byte in keys.kill:
                 # Erases what is before the cursor only; once the cursor may have moved (an
                 # arrow key), text after it stays, so the line stays unfollowed.
                 self._line.clear()
-            elif byte == _INTERRUPT:
+            elif byte == keys.interrupt:
                 self._line.clear()
+                self._script = ""
                 self._followed = True
-            elif byte < 0x20 or len(self._line) >= LINE_LIMIT:
+            elif len(self._line) >= LINE_LIMIT:
                 self._followed = False
             else:
                 self._line.append(byte)
         self._channel.forward_input(data[start:])
 
-    def _decide(self, line: bytes, followed: bool, enter: bytes) -> None:
+    def _meta(self, byte: int) -> bool:
+        """Whether ``byte`` is no part of a UTF-8 character: a readline that does not read
+        UTF-8 takes it as a Meta key, which may run the line (Meta-Ctrl-M)."""
+        if self._utf8_left:
+            if 0x80 <= byte < 0xC0:
+                self._utf8_left -= 1
+                return False
+            self._utf8_left = 0
+        if byte < 0x80:
+            return False
+        if not 0xC2 <= byte < 0xF5:
+            return True  # a stray continuation byte or an invalid lead byte
+        self._utf8_left = 1 if byte < 0xE0 else 2 if byte < 0xF0 else 3
+        return False
+
+    def _line_end(self, key: bytes, *, submitted: bool) -> bool:
+        """A key that may run the line: True if it waits for a decision."""
+        text = self._script + self._line.decode("utf-8", "replace")
+        if len(text) > LINE_LIMIT or text.count("\n") >= CONTINUED_LINES_LIMIT:
+            self._followed = False  # continuation lines are bounded too
+        if not submitted:
+            if not text.strip():  # nothing typed yet: nothing can run, but the shell's
+                self._followed = False  # line may now hold text the gateway did not see
+                self._channel.forward_input(key)
+                return False
+            self._decide(bytes(self._line), self._followed, key, keep=True)
+            return True
+        if self._followed and not text.strip():
+            self._channel.forward_input(key)
+            return False
+        if self._followed and needs_more(text) and not _HISTORY.search(text):
+            # The shell reads the next line before it runs any of this one.
+            self._script = text + "\n"
+            self._line.clear()
+            self._channel.forward_input(key)
+            return False
+        self._decide(bytes(self._line), self._followed, key)
+        return True
+
+    # -- without a pty -------------------------------------------------------------------------
+
+    def _feed_script(self, data: bytes) -> None:
+        for index, byte in enumerate(data):
+            self._line.append(byte)
+            if (byte < 0x20 and byte not in (0x09, _NEWLINE)) or byte == 0x7F:
+                # Nothing edits the input: Backspace or CR are bytes of the command, which
+                # a reader of the record would not see.
+                self._followed = False
+            too_long = len(self._line) > LINE_LIMIT or (
+                byte == _NEWLINE and self._line.count(b"\n") > CONTINUED_LINES_LIMIT
+            )
+            if byte == _NEWLINE or too_long:
+                text = self._line.decode("utf-8", "replace")
+                if self._followed and not too_long and needs_more(text):
+                    continue  # the shell waits for the rest of the command: so does this
+                self._backlog[:0] = data[index + 1 :]
+                self._decide(bytes(self._line), self._followed and not too_long, b"")
+                return
+
+    # -- deciding ------------------------------------------------------------------------------
+
+    def _decide(self, line: bytes, followed: bool, key: bytes, *, keep: bool = False) -> None:
+        """Decide the command ending in ``line`` (with the held lines before it); ``key`` goes
+        on if allowed. ``keep``: the line may go on (a key that may not have run it)."""
         channel = self._channel
         session = channel.session
-        text = line.decode("utf-8", "replace")
-        if _HISTORY.search(line) or "\ufffd" in text:
+        text = self._script + line.decode("utf-8", "replace")
+        if _HISTORY.search(text) or "\ufffd" in text:
             followed = False
         details: dict[str, Any] = {"channel": channel.id}
-        command = session.new_command(text, "shell-line", details)
+        command = session.new_command(text.rstrip("\n"), "shell-line", details)
         self._deciding = True
 
         def decided(verdict: Any) -> None:
             if not isinstance(verdict, Allow):
-                self._refused(command, verdict.reason, enter)
+                self._refused(command, verdict.reason)
             elif not followed:
                 # Decided (and recorded) like any line, but refused whatever the plugins said.
-                self._refused(command, UNFOLLOWED, enter)
+                self._refused(command, UNFOLLOWED)
             else:
-                channel.forward_input(enter)
                 session.complete(command, CommandOutcome(status="ok"))
-                self._resume()
+                if self._keys is None:
+                    channel.forward_input(bytes(self._line))
+                    self._line.clear()
+                elif keep:
+                    # The shell's line may now differ from the one followed (Tab, Ctrl-O).
+                    self._followed = False
+                else:
+                    self._line.clear()
+                    self._script = ""
+                channel.forward_input(key)
+            self._resume()
 
         session.decide(command).addCallback(decided)
 
-    def _refused(self, command: Any, reason: str, enter: bytes) -> None:
+    def _refused(self, command: Any, reason: str) -> None:
         channel = self._channel
         channel.session.complete(command, CommandOutcome(status="blocked", error_message=reason))
-        if not channel._closed:
-            channel.write(f"\r\nhoopgw: refused: {reason}\r\n".encode("utf-8", "replace"))
-            channel.forward_input(KILL_LINE + enter)
-        self._resume()
+        self._line.clear()
+        self._script = ""
+        self._followed = True
+        if channel._closed:
+            return
+        message = f"\r\nhoopgw: refused: {reason}\r\n".encode("utf-8", "replace")
+        if self._keys is not None:
+            channel.write(message)
+            # The interrupt cancels the whole command at the shell, continuation lines too,
+            # wherever the cursor is.
+            channel.forward_input(bytes([self._keys.interrupt]))
+            return
+        # Without a pty, what follows may depend on what was refused: the shell gets no more.
+        channel.write_stderr(message.lstrip(b"\r\n"))
+        self._stopped = True
+        self._backlog.clear()
+        self._eof = False
+        channel.forward_eof()
 
     def _resume(self) -> None:
         self._deciding = False
         backlog, self._backlog = bytes(self._backlog), bytearray()
         if backlog:
             self.feed(backlog)
-
-
-# RFC 4254, 8: opcodes of the terminal modes in a pty-req.
-_SPECIAL_CHARS = range(1, 19)  # VINTR .. VDISCARD
-_TTY_OP_END, _FIRST_UNDEFINED = 0, 160
-_INLCR, _IGNCR, _ICRNL, _ICANON = 34, 35, 36, 51
-_REQUIRED = {_INLCR: 0, _IGNCR: 0, _ICRNL: 1, _ICANON: 1}
-
-
-def unfollowable_modes(modes: bytes) -> str | None:
-    """Why the terminal modes of a pty-req would edit lines in ways :class:`LineJudge` does not
-    follow (a printable erase or kill character, CR not turned into NL, no line editing), or
-    None. Modes a client does not send keep the pty's defaults, which are followed."""
-    index = 0
-    while index < len(modes):
-        opcode = modes[index]
-        if opcode == _TTY_OP_END or opcode >= _FIRST_UNDEFINED:
-            return None
-        if index + 5 > len(modes):
-            return "malformed terminal modes"
-        (value,) = struct.unpack(">L", modes[index + 1 : index + 5])
-        index += 5
-        if opcode in _SPECIAL_CHARS and not (value < 0x20 or value in (0x7F, 0xFF)):
-            return f"terminal mode {opcode} makes {value:#x} a line editing key"
-        if opcode in _REQUIRED and value != _REQUIRED[opcode]:
-            return f"terminal mode {opcode} = {value} changes how lines end or are edited"
-    return None
+        if self._eof and not self._deciding and not self._stopped:
+            self._eof = False
+            self.eof()

@@ -125,7 +125,6 @@ def test_shell_syntax_does_not_hide_a_denied_command(line: str) -> None:
         "init",
         "echo $((1 + 2))",
         "dd if=/dev/sda of=/tmp/disk.img",
-        "# rm -rf /",
         "rm -rf ./build/{a,b}",
         "find . -name '*.pyc' -exec rm -f {} \\;",
         "echo 'a;b' | tr ';' ,",
@@ -139,12 +138,258 @@ def test_presets_allow(line: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "line",
-    ["echo $(id)", "echo `id`", "diff <(ls a) <(ls b)", "cat <<EOF", 'echo "open', "$CMD -rf /"],
+    ("line", "rule"),
+    [
+        ("echo $(id)", "opaque"),
+        ("echo `id`", "opaque"),
+        ("diff <(ls a) <(ls b)", "opaque"),
+        ("cat <<EOF", "opaque"),
+        ('echo "open', "unparseable"),
+        ("$CMD -rf /", "opaque"),
+        ("ls; )", "unparseable"),
+        ("ls && ; ls", "unparseable"),
+    ],
 )
-def test_what_cannot_be_judged_is_refused(line: str) -> None:
+def test_what_cannot_be_judged_is_refused(line: str, rule: str) -> None:
     verdict = PRESETS.judge(line)
-    assert isinstance(verdict, Block) and verdict.rule == "unparseable", line
+    assert isinstance(verdict, Block) and verdict.rule == rule, (line, verdict)
+
+
+# Issue 14, class 12: shell grammar the judge cannot follow statically is opaque.
+@pytest.mark.parametrize(
+    "line",
+    [
+        # Comments hide text (and interactive zsh does not know them).
+        "ls #'\nrm -rf /'",
+        "echo hi # rm -rf /",
+        # ANSI-C and translated quoting as the program.
+        r"$'\x72\x6d' -rf /",
+        '$"rm" -rf /',
+        # trap, alias, let, hash, enable, bind, shopt, fc, mapfile run text later.
+        "trap 'touch x' EXIT",
+        r"trap -- \$\(touch\ x\) DEBUG",
+        "alias ls=rm; ls -rf /",
+        "let 'x=a[$(id)]'",
+        "let x=y",
+        "hash -p /bin/rm ls",
+        "enable -f ./x.so x",
+        r"""bind -x '"\C-t": rm -rf /'""",
+        "shopt -s expand_aliases",
+        "fc -s",
+        "mapfile -C cb -c 1 a < f",
+        # Assignments that evaluate or change what the shell runs.
+        "x+=1",
+        "a[$i]=1",
+        "a[i]=1",
+        r"PS0=\$\(touch\ x\)",
+        "PS1='$x'",
+        "PS1='\\u'",
+        "echo $[x]",
+        # A line continuation joins what follows before the shell reads it.
+        "echo $\\\n{x@P}",
+        'echo "$\\\n(id)"',
+        "echo $\\\n((x))",
+        "r\\\nm -rf $\\\n'\\x2f'",
+        # zsh: =cmd is cmd's path; $=x, $~x are expansions.
+        "=rm -rf /",
+        "echo $=x",
+        "echo $~x",
+        "env 'BASH_FUNC_ls%%=() { rm -rf /; }' bash -c ls",
+        "BASH_ENV=/tmp/x bash -c ls",
+        "LD_PRELOAD=/tmp/x.so ls",
+        "export PS1=$x",
+        "export PS1",
+        "declare -i n=x",
+        "declare -n r=x",
+        "typeset -a a",
+        "local $x",
+        'export "$x"=1',
+        "read PROMPT_COMMAND < f",
+        "printf -v 'a[$i]' x",
+        "unset 'a[x]'",
+        "test -v 'a[x]'",
+        # Prompt, arithmetic and other expansions that run commands.
+        "echo ${x@P}",
+        "echo ${x:-$(id)}",
+        "echo ${!x}",
+        "echo ${a[$(id)]}",
+        "echo $((a[1]))",
+        "echo $((x))",
+        "((x))",
+        "((a[$(id)]))",
+        "[[ $x -eq 1 ]]",
+        "for ((i=0; i<1; i++)); do ls; done",
+        # Globs, extended globs and braces where the program is.
+        "/bin/r[m] -rf /",
+        "/???/rm -rf /",
+        "/bin/r* -rf /",
+        "@(rm) -rf /",
+        "!(ls) -rf /",
+        "+(rm) -rf /",
+        "shopt -s extglob; @(r)m -rf /",
+        "{rm,x} -rf /",
+        "r{m,} -rf /",
+        "x=(rm -rf /)",
+        # Expansions where the program is, also behind wrappers and shells.
+        "$x -rf /",
+        "${x} -rf /",
+        '"$x" -rf /',
+        "sudo $x",
+        'nice -n 5 "$x" -rf /',
+        'sh -c "$x"',
+        "bash -c $x",
+        "eval $x",
+        'eval "rm $y"',
+        'env -S "$x"',
+        "watch $x",
+        # Other syntax not judged.
+        "case x in x) rm -rf /;; esac",
+        "select x in a; do rm -rf /; done",
+        "coproc { rm -rf /; }",
+        "cat <<< 'rm -rf /' | sh",
+        "sh < <(echo rm -rf /)",
+        "echo x > >(sh)",
+        "exec {fd}>/tmp/x",
+        "ls\r",
+        "ls\x01",
+        "f() { ls; }; f() { rm -rf /; }; f",
+        "echo `id`",
+    ],
+)
+def test_opaque_shell_grammar_is_refused(line: str) -> None:
+    verdict = PRESETS.judge(line)
+    assert isinstance(verdict, Block), (line, verdict)
+    assert verdict.rule in ("opaque", "deny_commands:rm -rf /"), (line, verdict)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        # Expansions may be any options: rm $x may be rm -rf /.
+        "rm $x",
+        "rm $x /",
+        "rm -r $x",
+        'rm "$@"',
+        "rm ${@}",
+        "rm -{r,f} /",
+        "rm {-r,-f} /",
+        "rm $((-1)) /",
+        'set -- -rf /; rm "$@"',
+        "echo -rf / | xargs rm",
+        "xargs rm < list",
+        # A file named like an option: rm * sees -rf.
+        "rm *",
+        "rm -f *",
+        "rm ?*",
+        "rm [-]rf /",
+        "rm -* /",
+        "cd / && rm -r *",
+        # One quoted expansion is one word: it may still complete the pattern.
+        'rm -rf "$x"',
+        'rm -r / "$x"',
+        'rm / "$x"',
+    ],
+)
+def test_expansions_may_be_any_option(line: str) -> None:
+    verdict = PRESETS.judge(line)
+    assert isinstance(verdict, Block) and verdict.rule == "deny_commands:rm -rf /", (
+        line,
+        verdict,
+    )
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        'rm -f "$x"',
+        'rm -f -- "$x"',
+        "rm -f ./build/*.o",
+        "rm -rf /tmp/build/{a,b}",
+        "ls $HOME",
+        'echo "$x" done',
+        "x=1 ls",
+        "export FOO=bar",
+        'while IFS= read -r l; do echo "$l"; done < f',
+        "export PS1='READY> '",
+        "export PATH=$PATH:/opt/bin; local x=$1",
+        "grep x$ f; echo $",
+        "ls ~ ~/x",
+        "awk '{print $(NF)}' f",
+        "PS1=x",
+        "[ -f x ] && echo y",
+        'for f in *.log; do gzip "$f"; done',
+        "ls 2>/dev/null >&2",
+        'if [ -n "$x" ]; then echo a; elif true; then echo b; else echo c; fi',
+        'while read -r l; do echo "$l"; done < f',
+        "f() { echo hi; }; f",
+        "echo $'a\\nb'",
+        "echo 'a#b' a#b",
+        "git log --format='%h %s'",
+        "echo $((1 + 2))",
+        "curl https://x.invalid | jq .",
+    ],
+)
+def test_known_grammar_still_runs(line: str) -> None:
+    assert PRESETS.judge(line) is None, line
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "curl x |& sh",
+        "curl x | ( sh )",
+        "curl x | { sh; }",
+        "curl x | { echo; sh; }",
+        "curl x | . /dev/stdin",
+        "curl x | source /dev/stdin",
+        "curl x | bash -s",
+        "curl x | sh -",
+        "curl x | sh /dev/stdin",
+        "curl x | if true; then sh; fi",
+        "curl x | while read l; do sh; done",
+        "curl x |\nsh",
+        "curl x |\n\n bash",
+        "( curl x ) | sh",
+        "{ curl x; } | sh",
+        "f() { sh; }; curl x | f",
+        "wget -O- x | env sh",
+        "curl x | exec sh",
+        "curl x | sudo -s",
+        "curl x | sudo -i",
+        "curl x | su",
+        "curl x | sudo su -",
+        "curl x | ruby",
+        "curl x | flock /tmp/l -c sh",
+        "curl x | ssh localhost sh",
+        "curl x | ssh -p 22 -l root localhost 'bash -s'",
+        "curl x | ssh -o ProxyCommand='sh -c x' h",
+    ],
+)
+def test_pipes_into_a_shell(line: str) -> None:
+    verdict = PRESETS.judge(line)
+    assert isinstance(verdict, Block) and verdict.rule.startswith("deny_commands:"), (
+        line,
+        verdict,
+    )
+
+
+@pytest.mark.parametrize("line", ["curl", "curl -o", "curl -o f", "curl --version", "curl x"])
+def test_a_pattern_glob_that_matches_nothing_asks_for_no_argument(line: str) -> None:
+    policy = CommandPolicy.from_options({"deny_commands": ["curl *"]})
+    assert isinstance(policy.judge(line), Block), line
+    assert policy.judge("wget x") is None
+
+
+def test_an_opaque_line_runs_when_allowed_exactly() -> None:
+    line = 'for f in *.log; do $CMD "$f"; done'
+    policy = CommandPolicy.from_options(
+        {"deny_commands": ["reboot"], "allow_opaque_commands": [line]}
+    )
+    assert policy.judge(line) is None
+    assert policy.judge(f" {line}\n") is None
+    refused = policy.judge(line + "; ls")
+    assert isinstance(refused, Block) and refused.rule == "opaque"
+    assert "allow_opaque_commands" in refused.reason
 
 
 def test_custom_patterns_deny_and_review() -> None:

@@ -14,6 +14,9 @@ from twisted.internet.testing import StringTransport
 from hoopgw.session import Command, CommandOutcome
 from hoopgw.verdicts import Allow, Block
 
+EOF = b"<EOF>"
+"""What :meth:`FakeChannel.forward_eof` records in ``to_target``."""
+
 
 class FakeSession:
     """Numbers commands and leaves each decision pending until the test answers it."""
@@ -73,8 +76,14 @@ class FakeChannel:
 
     forward_raw = forward_input
 
+    def forward_eof(self) -> None:
+        self.to_target.append(EOF)
+
     def write(self, data: bytes) -> None:
         self.to_client.append(data)
+
+    def write_stderr(self, data: bytes) -> None:
+        self.to_client.append(b"stderr:" + data)
 
     write_raw = write
 

@@ -99,6 +99,40 @@ def test_allowed_exec_runs_after_the_decision_and_input_waits() -> None:
     assert (outcome.status, outcome.bytes) == ("ok", 10)
 
 
+def test_input_and_eof_sent_before_the_decision_follow_the_exec_in_order() -> None:
+    channel, _, _, session = _open()
+    _answers(channel, _exec(b"cat > f"))
+    channel.dataReceived(b"payload")
+    channel.eofReceived()
+    assert session.upstream.sent == []  # neither the data nor the EOF overtakes the exec
+    session.allow()
+    session.upstream.request_answers[0].callback(None)
+    assert [s[0] for s in session.upstream.sent] == ["request", "data", "eof"]
+
+
+def test_input_waiting_for_the_decision_withholds_window_until_the_command_runs() -> None:
+    channel, _, client, session = _open()
+    _answers(channel, _exec(b"cat > f"))
+    assert not channel.withholds_window()
+    channel.dataReceived(b"payload")
+    assert channel.withholds_window()  # RelayConnection grants no window meanwhile
+    channel.owe_window(7)
+    session.allow()
+    session.upstream.request_answers[0].callback(None)
+    assert not channel.withholds_window()
+    assert client.of("window") == [("window", channel, 7)]
+
+
+def test_input_and_eof_of_a_refused_exec_are_dropped() -> None:
+    channel, _, _, session = _open()
+    _answers(channel, _exec(b"reboot"))
+    channel.dataReceived(b"payload")
+    channel.eofReceived()
+    session.block("no")
+    session.runtime.reactor.advance(0)
+    assert session.upstream.sent == []
+
+
 def test_refused_exec_explains_exits_126_and_never_reaches_the_target() -> None:
     channel, _, client, session = _open()
     answers = _answers(channel, _exec(b"reboot"))
@@ -219,7 +253,7 @@ def test_judged_shell_refuses_a_pty_whose_modes_it_cannot_follow() -> None:
     session.upstream.request_answers[0].callback(None)
     assert answers == [False, True]
     judge = channel._input_judge
-    assert isinstance(judge, LineJudge) and not judge._terminal
+    assert isinstance(judge, LineJudge) and judge._keys is None
 
 
 def test_a_pty_the_target_refused_is_not_a_pty() -> None:

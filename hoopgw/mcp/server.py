@@ -212,4 +212,3 @@ def serve(
     # Over HTTP each request names its caller: one server may serve several agents.
     server = build_server(targets, Callers(token=None, identity=None))
     server.run("streamable-http", host=host, port=port)
-

@@ -6,13 +6,13 @@ The connections file (``hoopgw mcp -c FILE``) is the caller's view of the gatewa
 keys are ignored, so the gateway's config file itself can serve -- but it never needs to hold,
 and this module never reads, a target credential.
 
-| key | meaning |
-|---|---|
-| ``address`` | ``host:port`` of the gateway's listener (default: from ``listen``, loopback when it binds every interface) |
-| ``database`` | the database a ``query`` uses when the call names none |
-| ``sslmode``, ``sslrootcert`` | PostgreSQL client TLS to the gateway (libpq's meaning; default ``prefer``) |
-| ``ssl_ca`` | MySQL: the CA file; TLS to the gateway is required when set |
-| ``known_hosts`` | SSH: a known_hosts file holding the *gateway's* host key (required: fail closed) |
+- ``address``: ``host:port`` of the gateway's listener (default: from ``listen``, loopback
+  when it binds every interface);
+- ``database``: the database a ``query`` uses when the call names none;
+- ``sslmode``, ``sslrootcert``: PostgreSQL client TLS to the gateway (libpq's meaning);
+- ``ssl_ca``: MySQL: the CA file; TLS to the gateway is required when set;
+- ``known_hosts``: SSH: a known_hosts file holding the *gateway's* host key (required: a
+  connection without one is refused, fail closed).
 
 Every call logs in as the caller: the user name is the identity, the password is the token
 (what ``docs/identity.md`` asks of a database client); over SSH the token answers the password
@@ -130,7 +130,9 @@ def _target(table: Mapping[str, Any], base_dir: Path) -> Target:
         allowed = ", ".join((*SQL_PROTOCOLS, *SHELL_PROTOCOLS))
         raise ConfigError(f"unknown protocol {protocol!r}: use {allowed}", "protocol", name)
     host, port = _address(text("address"), text("listen"), name)
-    options = {k: text(k) for k in ("sslmode", "sslrootcert", "ssl_ca", "known_hosts") if k in table}
+    options = {
+        k: text(k) for k in ("sslmode", "sslrootcert", "ssl_ca", "known_hosts") if k in table
+    }
     for key in ("sslrootcert", "ssl_ca", "known_hosts"):
         if key in options:
             options[key] = str(base_dir / options[key])
@@ -203,7 +205,7 @@ def run_query(target: Target, caller: Caller, sql: str, database: str = "") -> d
 def _postgres(target: Target, caller: Caller, sql: str, database: str) -> dict[str, Any]:
     import psycopg
 
-    params = {
+    params: dict[str, Any] = {
         "host": target.host,
         "port": target.port,
         "user": caller.identity,
@@ -265,6 +267,7 @@ def _mysql(target: Target, caller: Caller, sql: str, database: str) -> dict[str,
         if code in (2003, 2013):  # CR_CONN_HOST_ERROR, CR_SERVER_LOST: no answer to show
             raise Refused(f"cannot reach or log in to the gateway: {message}") from None
         raise Refused(f"ERROR {code}: {message}") from None
+
 
 def _answer(columns: list[str], rows: list[Any], count: int, status: str) -> dict[str, Any]:
     return {
@@ -378,4 +381,3 @@ def describe(targets: Mapping[str, Target], groups: set[str] | None) -> list[dic
             entry["note"] = "needs a live grant: call request_access, then wait for approval"
         listed.append(entry)
     return listed
-

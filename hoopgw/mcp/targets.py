@@ -92,22 +92,32 @@ class Target:
 def load_targets(path: str | Path) -> dict[str, Target]:
     """Read the connections file at ``path``; return its connections by name.
 
-    :raises ConfigError: unreadable file, not TOML, or a connection that lacks a key or has an
-        unusable value (the message names the connection and the key).
+    :raises ConfigError: unreadable file, or as :func:`parse_targets`.
     """
     path = Path(path)
     try:
-        document = tomllib.loads(path.read_text())
+        text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read connections file {str(path)!r}: {exc}") from None
+    return parse_targets(text, base_dir=path.resolve().parent)
+
+
+def parse_targets(text: str, *, base_dir: Path) -> dict[str, Target]:
+    """Parse a connections file's TOML ``text`` (relative paths start at ``base_dir``).
+
+    :raises ConfigError: not TOML, or a connection that lacks a key or has an unusable value
+        (the message names the connection and the key).
+    """
+    try:
+        document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{str(path)!r} is not valid TOML: {exc}") from None
+        raise ConfigError(f"not valid TOML: {exc}") from None
     tables = document.get("connections", [])
     if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
         raise ConfigError("must be an array of tables ([[connections]])", key="connections")
     targets: dict[str, Target] = {}
     for table in tables:
-        target = _target(table, path.resolve().parent)
+        target = _target(table, base_dir)
         if target.name in targets:
             raise ConfigError("duplicate connection name", key="name", connection=target.name)
         targets[target.name] = target
@@ -128,7 +138,9 @@ def _target(table: Mapping[str, Any], base_dir: Path) -> Target:
     protocol = text("protocol")
     if protocol not in (*SQL_PROTOCOLS, *SHELL_PROTOCOLS):
         allowed = ", ".join((*SQL_PROTOCOLS, *SHELL_PROTOCOLS))
-        raise ConfigError(f"unknown protocol {protocol!r}: use {allowed}", "protocol", name)
+        raise ConfigError(
+            f"unknown protocol {protocol!r}: use {allowed}", key="protocol", connection=name
+        )
     host, port = _address(text("address"), text("listen"), name)
     options = {
         k: text(k) for k in ("sslmode", "sslrootcert", "ssl_ca", "known_hosts") if k in table
@@ -167,7 +179,9 @@ def _address(address: str, listen: str, name: str) -> tuple[str, int]:
     match = _LISTEN.fullmatch(listen)
     if match is None:
         raise ConfigError(
-            "give address = 'host:port' (listen is not a tcp: endpoint)", "address", name
+            "give address = 'host:port' (listen is not a tcp: endpoint)",
+            key="address",
+            connection=name,
         )
     interface = match[2] or "127.0.0.1"
     if interface in ("0.0.0.0", "::"):  # noqa: S104 -- reaching a listener, not binding one

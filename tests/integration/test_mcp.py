@@ -21,8 +21,7 @@ import tomli_w
 
 pytestmark = pytest.mark.integration
 
-mcp = pytest.importorskip("mcp")
-from mcp import Client, StdioServerParameters  # noqa: E402
+mcp = from mcp import Client, StdioServerParameters
 
 helpers: Any = sys.modules["hoopgw_tests_approvals_helpers"]
 HOOPGW = (sys.executable, "-m", "hoopgw")

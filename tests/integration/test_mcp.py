@@ -18,10 +18,9 @@ import anyio
 import psycopg
 import pytest
 import tomli_w
+from mcp import Client, StdioServerParameters
 
 pytestmark = pytest.mark.integration
-
-mcp = from mcp import Client, StdioServerParameters
 
 helpers: Any = sys.modules["hoopgw_tests_approvals_helpers"]
 HOOPGW = (sys.executable, "-m", "hoopgw")

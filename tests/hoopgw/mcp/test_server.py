@@ -8,7 +8,6 @@ from typing import Any
 
 import anyio
 import pytest
-
 from mcp import Client
 from mcp.server.mcpserver.exceptions import ToolError
 

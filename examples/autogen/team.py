@@ -154,7 +154,8 @@ class GatewayTools:
                 timeout=APPROVAL_WAIT + 60,
                 check=False,
             )
-        if done.returncode == 255 or "hoopgw: refused" in done.stderr:
+        # 255: ssh could not log in; 126 with the gateway's line: the command was refused.
+        if done.returncode == 255 or (done.returncode == 126 and "hoopgw" in done.stderr):
             raise GatewayRefused(done.stderr.strip() or f"ssh exited with {done.returncode}")
         return json.dumps(
             {"exit_status": done.returncode, "stdout": done.stdout, "stderr": done.stderr}

@@ -313,8 +313,8 @@ def run_exec(target: Target, caller: Caller, command: str) -> dict[str, Any]:
     logs in with ``HOOPGW_SSH_KEY`` (a registered private key file) when set, else with the
     token at the password prompt. Blocks while the gateway holds the command for approval.
 
-    :raises Refused: the gateway refused the login or the command (exit status 126 with its
-        ``hoopgw: refused: ...`` line), or ``ssh`` failed to connect.
+    :raises Refused: the gateway refused the login or the command (exit status 126 and its
+        ``hoopgw: refused: ...`` line on stderr), or ``ssh`` failed to connect.
     """
     if target.protocol not in SHELL_PROTOCOLS:
         raise Refused(f"connection {target.name!r} is {target.protocol}: use the query tool")
@@ -369,9 +369,8 @@ def run_exec(target: Target, caller: Caller, command: str) -> dict[str, Any]:
             raise Refused(f"cannot run {SSH}: {exc}") from None
     stdout = done.stdout.decode("utf-8", "replace")
     stderr = done.stderr.decode("utf-8", "replace")
-    if done.returncode == SSH_FAILED or (
-        done.returncode == SSH_REFUSED and "hoopgw: refused" in stderr
-    ):
+    # 126 alone could be the host's "cannot execute"; the gateway's refusal names itself.
+    if done.returncode == SSH_FAILED or (done.returncode == SSH_REFUSED and "hoopgw" in stderr):
         raise Refused(stderr.strip() or f"ssh exited with status {done.returncode}")
     return {"exit_status": done.returncode, "stdout": stdout, "stderr": stderr}
 

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.transport_security import TransportSecuritySettings
 
 from hoopgw import __version__
 from hoopgw.cli_reviews import api_request
@@ -203,12 +204,24 @@ def serve(
     if not os.environ.get("HOOPGW_URL"):
         raise ConfigError("set HOOPGW_URL: over HTTP the admin API tells each token's identity")
     host, port = listen or ("127.0.0.1", 8765)
-    if not ipaddress.ip_address(host).is_loopback:
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
         raise ConfigError(
             f"{host} is not a loopback address: the streamable HTTP transport is plain HTTP,"
             " so serve it on loopback and put a TLS proxy in front",
             key="--listen",
         )
+    # Host and Origin checks against DNS rebinding, for any loopback address (the SDK turns
+    # them on by itself for 127.0.0.1 and ::1 only).
+    name = f"[{host}]" if ":" in host else host
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=[f"{name}:*", "localhost:*"],
+        allowed_origins=[f"http://{name}:*", "http://localhost:*"],
+    )
     # Over HTTP each request names its caller: one server may serve several agents.
     server = build_server(targets, Callers(token=None, identity=None))
-    server.run("streamable-http", host=host, port=port)
+    server.run("streamable-http", host=host, port=port, transport_security=security)

@@ -202,7 +202,7 @@ class Caller:
 def run_query(target: Target, caller: Caller, sql: str, database: str = "") -> dict[str, Any]:
     """Run ``sql`` on ``target`` through the gateway as ``caller``; return what the gateway
     returned (masked where masking is on): ``columns``, ``rows`` (at most :data:`MAX_ROWS`),
-    ``truncated``, ``row_count`` and ``status``.
+    ``truncated``, ``row_count``, ``status`` and, for PostgreSQL, any ``notices``.
 
     Blocks while the gateway holds the statement for approval.
 
@@ -231,12 +231,16 @@ def _postgres(target: Target, caller: Caller, sql: str, database: str) -> dict[s
     }
     params.pop("known_hosts", None)
     params.pop("ssl_ca", None)
+    notices: list[str] = []
     try:
         with psycopg.connect(autocommit=True, **params) as conn, conn.cursor() as cursor:
+            # The gateway's notices (a hold's "waiting for review ...", say) and the target's.
+            conn.add_notice_handler(lambda diag: notices.append(str(diag.message_primary)))
             cursor.execute(sql.encode())
             columns = [c.name for c in cursor.description or ()]
             rows = cursor.fetchmany(MAX_ROWS + 1) if cursor.description else []
-            return _answer(columns, rows, cursor.rowcount, cursor.statusmessage or "")
+            answer = _answer(columns, rows, cursor.rowcount, cursor.statusmessage or "")
+            return {**answer, **({"notices": notices} if notices else {})}
     except psycopg.Error as exc:
         raise Refused(_postgres_error(exc)) from None
 

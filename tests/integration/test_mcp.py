@@ -283,6 +283,14 @@ def test_streamable_http_acts_as_each_requests_bearer(pg_setup: Any, tmp_path: P
             )
 
     async def scenario() -> None:
+        # A page of another site, resolved to loopback (DNS rebinding), is turned away.
+        async with httpx2.AsyncClient(timeout=30) as http:
+            rebound = await http.post(
+                url,
+                headers={"Host": f"evil.example:{port}", "Content-Type": "application/json"},
+                content=b"{}",
+            )
+        assert rebound.status_code in (403, 421), rebound.status_code
         anonymous = await call({})
         assert anonymous.is_error and "Authorization: Bearer" in text(anonymous)
         wrong = await call({"Authorization": "Bearer not-a-key"})
@@ -311,6 +319,15 @@ def test_non_loopback_http_and_missing_token_are_refused(tmp_path: Path) -> None
         check=False,
     )
     assert exposed.returncode == 2 and "not a loopback address" in exposed.stderr
+    named = subprocess.run(
+        [*HOOPGW, "mcp", "-c", str(file), "--transport", "http", "--listen", "gw.example:1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert named.returncode == 2 and "not a loopback address" in named.stderr
     tokenless = subprocess.run(
         [*HOOPGW, "mcp", "-c", str(file)],
         env=env,

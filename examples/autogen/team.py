@@ -171,7 +171,7 @@ class GatewayTools:
         )
         deadline = time.monotonic() + APPROVAL_WAIT
         while review["status"] == "pending" and time.monotonic() < deadline:
-            time.sleep(1)
+            time.sleep(0.5)
             review = _admin("GET", f"/api/reviews/{review['id']}")
         if review["status"] != "approved":
             raise GatewayRefused(

@@ -23,7 +23,6 @@ refuses comes back as :class:`Refused` with the gateway's own words.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import tempfile
 import tomllib
@@ -33,6 +32,7 @@ from typing import Any
 
 import attrs
 
+from hoopgw.config import _parse_listen, _Table
 from hoopgw.errors import ConfigError, HoopgwError
 
 SQL_PROTOCOLS = ("postgres", "mysql")
@@ -52,8 +52,6 @@ SSH_REFUSED = 126
 """Exit status of an ``exec`` the gateway refused (``docs/protocols/ssh.md``)."""
 SSH_FAILED = 255
 """Exit status of ``ssh`` when the connection or login failed."""
-
-_LISTEN = re.compile(r"tcp6?:(?:port=)?(\d+)(?::.*?interface=([^:]+))?(?::.*)?")
 
 
 class Refused(HoopgwError):
@@ -176,17 +174,20 @@ def _address(address: str, listen: str, name: str) -> tuple[str, int]:
         if host and port.isdigit():
             return host.strip("[]"), int(port)
         raise ConfigError(f"{address!r} is not host:port", key="address", connection=name)
-    match = _LISTEN.fullmatch(listen)
-    if match is None:
+    if not listen:
+        raise ConfigError(
+            "give address = 'host:port' or the gateway's listen", key="address", connection=name
+        )
+    # The gateway's own reading of an endpoint string (Twisted's syntax, escapes and all).
+    listener = _parse_listen(_Table({}, "", name), "listen", listen)
+    if listener.kind != "tcp":
         raise ConfigError(
             "give address = 'host:port' (listen is not a tcp: endpoint)",
             key="address",
             connection=name,
         )
-    interface = match[2] or "127.0.0.1"
-    if interface in ("0.0.0.0", "::"):  # noqa: S104 -- reaching a listener, not binding one
-        interface = "127.0.0.1"
-    return interface, int(match[1])
+    # A listener on every interface is reached on loopback.
+    return ("127.0.0.1" if listener.interface == "*" else listener.interface), listener.port
 
 
 @attrs.frozen(kw_only=True)
@@ -362,7 +363,7 @@ def run_exec(target: Target, caller: Caller, command: str) -> dict[str, Any]:
             options += ["-o", "NumberOfPasswordPrompts=1"]
         try:
             done = subprocess.run(  # noqa: S603 -- fixed program, the command is one argument
-                [SSH, *options, "--", f"{caller.identity}@{target.host}", command],
+                [SSH, *options, "-l", caller.identity, "--", target.host, command],
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
                 env=env,

@@ -34,6 +34,11 @@ def test_the_gateways_own_connection_tables_serve() -> None:
         database = "shop"
 
         [[connections]]
+        name = "v6"
+        protocol = "postgres"
+        listen = "tcp6:15433:interface=\\\\:\\\\:1"
+
+        [[connections]]
         name = "web"
         protocol = "ssh"
         address = "gw.example:2222"
@@ -46,8 +51,10 @@ def test_the_gateways_own_connection_tables_serve() -> None:
     )
     # A listener on every interface is reached on loopback.
     assert (targets["shop"].host, targets["shop"].port) == ("127.0.0.1", 13306)
+    # Twisted's endpoint syntax, escaped colons included, read as the gateway reads it.
+    assert (targets["v6"].host, targets["v6"].port) == ("::1", 15433)
     assert targets["web"].options == {"known_hosts": str(BASE / "gateway_known_hosts")}
-    assert [t.tool for t in targets.values()] == ["query", "query", "exec"]
+    assert [t.tool for t in targets.values()] == ["query", "query", "query", "exec"]
 
 
 @pytest.mark.parametrize(

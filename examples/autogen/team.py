@@ -5,14 +5,14 @@ or OIDC token (``HOOPGW_TOKEN``) as its own identity (``HOOPGW_IDENTITY``), so e
 and command is checked by the gateway's guardrails, masked, held for a person where policy
 says so, and recorded under that identity. ``docs/agents.md`` walks through it.
 
-Run a scripted conversation (no model, no network; what the tests do)::
+Run a script: its task, and the model's answers scripted (AutoGen's replay client: no model,
+no network; what the tests do, with ``--replay``)::
 
-    python team.py --connections connections.toml --replay scripts/drop_refused.json
+    python team.py --connections connections.toml scripts/drop_refused.json
 
-or the same task with a real model (``pip install 'autogen-ext[openai]'``, ``OPENAI_API_KEY``;
-``OPENAI_MODEL`` picks the model, default ``gpt-4o-mini``)::
-
-    python team.py --connections connections.toml --task-of scripts/drop_refused.json
+With ``OPENAI_API_KEY`` in the environment (and ``pip install 'autogen-ext[openai]'``), the
+same task goes to a real model instead (``OPENAI_MODEL``, default ``gpt-4o-mini``) unless
+``--replay`` is given.
 
 ``connections.toml`` has the shape ``hoopgw mcp`` reads: one ``[[connections]]`` table per
 gateway connection with ``name``, ``protocol`` (``postgres`` or ``ssh``), ``address``
@@ -21,7 +21,7 @@ with the gateway's host key). ``HOOPGW_URL`` is the gateway's admin API, for acc
 
 The transcript is printed as JSON: the conversation id (also the ``application_name`` of every
 database session, so the audit trail links each statement to its conversation), the messages,
-and -- with ``--replay`` -- what the model was shown at each step.
+and -- with the scripted model -- what the model was shown at each step.
 """
 
 from __future__ import annotations
@@ -279,14 +279,16 @@ def transcript(messages: list[Any]) -> list[dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=Path, required=True, help="connections TOML")
-    scripted = parser.add_mutually_exclusive_group(required=True)
-    scripted.add_argument("--replay", type=Path, help="a script: its task and model answers")
-    scripted.add_argument("--task-of", type=Path, help="a script whose task a real model does")
+    parser.add_argument("script", type=Path, help="a script: the task and the model's answers")
+    parser.add_argument(
+        "--replay", action="store_true", help="the script's answers even with OPENAI_API_KEY set"
+    )
     args = parser.parse_args()
-    script = json.loads((args.replay or args.task_of).read_text())
+    script = json.loads(args.script.read_text())
     conversation_id = uuid.uuid4().hex[:12]
     tools = GatewayTools(load_connections(args.connections), conversation_id)
-    model = replay_client(script) if args.replay else real_client()
+    real = bool(os.environ.get("OPENAI_API_KEY")) and not args.replay
+    model = real_client() if real else replay_client(script)
     messages = asyncio.run(run(script["task"], model, tools))
     output: dict[str, Any] = {"conversation_id": conversation_id, "messages": transcript(messages)}
     if isinstance(model, ReplayChatCompletionClient):

@@ -23,6 +23,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+import anyio.from_thread
 import anyio.to_thread
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -131,11 +132,20 @@ def build_server(targets: Mapping[str, Target], callers: Callers) -> MCPServer:
     async def query(connection: str, sql: str, ctx: Context, database: str = "") -> dict[str, Any]:
         """Run one SQL statement on a PostgreSQL or MySQL connection through the gateway.
 
-        Returns columns, rows (masked where the gateway masks data), row_count and status.
-        A refused statement is an error naming the rule; a statement held for review waits
-        until a person approves or denies it."""
+        Returns columns, rows (masked where the gateway masks data), row_count, status and
+        any notices. A refused statement is an error naming the rule; a statement held for
+        review waits until a person approves or denies it (its notices arrive as progress)."""
         where, caller = target(connection, "query"), callers.caller(ctx)
-        return await _in_thread(lambda: run_query(where, caller, sql, database))
+        sent = 0
+
+        def progress(notice: str) -> None:
+            # A notice while the call waits (a hold, say) reaches the client at once, as a
+            # progress message, when it asked for progress.
+            nonlocal sent
+            sent += 1
+            anyio.from_thread.run(ctx.report_progress, sent, None, notice)
+
+        return await _in_thread(lambda: run_query(where, caller, sql, database, progress))
 
     @server.tool(name="exec")
     async def exec_command(connection: str, command: str, ctx: Context) -> dict[str, Any]:

@@ -26,7 +26,7 @@ import os
 import subprocess
 import tempfile
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -200,24 +200,37 @@ class Caller:
     """The caller's API key or OIDC token; never logged, never in a tool argument."""
 
 
-def run_query(target: Target, caller: Caller, sql: str, database: str = "") -> dict[str, Any]:
+def run_query(
+    target: Target,
+    caller: Caller,
+    sql: str,
+    database: str = "",
+    on_notice: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Run ``sql`` on ``target`` through the gateway as ``caller``; return what the gateway
     returned (masked where masking is on): ``columns``, ``rows`` (at most :data:`MAX_ROWS`),
     ``truncated``, ``row_count``, ``status`` and, for PostgreSQL, any ``notices``.
 
-    Blocks while the gateway holds the statement for approval.
+    Blocks while the gateway holds the statement for approval; ``on_notice`` is called with
+    each PostgreSQL notice as it arrives (the gateway's "held for review ..." among them).
 
     :raises Refused: the gateway refused the login or the statement, or the target failed it.
     """
     database = database or target.database
     if target.protocol == "postgres":
-        return _postgres(target, caller, sql, database)
+        return _postgres(target, caller, sql, database, on_notice)
     if target.protocol == "mysql":
         return _mysql(target, caller, sql, database)
     raise Refused(f"connection {target.name!r} is {target.protocol}: use the exec tool")
 
 
-def _postgres(target: Target, caller: Caller, sql: str, database: str) -> dict[str, Any]:
+def _postgres(
+    target: Target,
+    caller: Caller,
+    sql: str,
+    database: str,
+    on_notice: Callable[[str], None] | None,
+) -> dict[str, Any]:
     import psycopg
 
     params: dict[str, Any] = {
@@ -236,7 +249,12 @@ def _postgres(target: Target, caller: Caller, sql: str, database: str) -> dict[s
     try:
         with psycopg.connect(autocommit=True, **params) as conn, conn.cursor() as cursor:
             # The gateway's notices (a hold's "waiting for review ...", say) and the target's.
-            conn.add_notice_handler(lambda diag: notices.append(str(diag.message_primary)))
+            def noticed(diag: Any) -> None:
+                notices.append(str(diag.message_primary))
+                if on_notice is not None:
+                    on_notice(notices[-1])
+
+            conn.add_notice_handler(noticed)
             cursor.execute(sql.encode())
             columns = [c.name for c in cursor.description or ()]
             rows = cursor.fetchmany(MAX_ROWS + 1) if cursor.description else []

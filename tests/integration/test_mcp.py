@@ -141,17 +141,29 @@ def test_stdio_tools_query_masked_refused_and_recorded(pg_setup: Any, pg_server:
             )
             assert dropped.is_error
             assert "drop" in text(dropped).lower() and "guardrails" in text(dropped)
+            progress: list[str | None] = []
+
+            async def on_progress(done: float, total: float | None, message: str | None) -> None:
+                progress.append(message)
+
+            noticed = answer(
+                await client.call_tool(
+                    "query",
+                    {"connection": "pg", "sql": "DO $$ BEGIN RAISE NOTICE 'hello %', 42; END $$"},
+                    progress_callback=on_progress,
+                )
+            )
+            assert noticed["notices"] == ["hello 42"] and progress == ["hello 42"]
             wrong = await client.call_tool("exec", {"connection": "pg", "command": "id"})
             assert wrong.is_error and "use the query tool" in text(wrong)
 
     run(scenario)
     assert direct_rows(pg_server, database, "SELECT count(*) FROM customers") == [(2,)]
-    sessions = json.loads(running.cli("sessions", "list", "--json", "--identity", "agent").stdout)
-    texts = [
-        c["text"]
-        for s in sessions
-        for c in json.loads(running.cli("sessions", "show", s["id"], "--json").stdout)["commands"]
-    ]
+    searched = running.cli("audit", "search", "--identity", "agent", "--json")
+    assert searched.returncode == 0, searched.stderr
+    recorded = {c["text"]: c for c in json.loads(searched.stdout)}
+    texts = list(recorded)
+    assert recorded["DROP TABLE customers"]["verdict"] == "block"
     assert any("SELECT id, name, email FROM customers" in t for t in texts)
     assert "DROP TABLE customers" in texts
 

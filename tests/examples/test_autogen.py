@@ -81,6 +81,18 @@ class Agent:
         assert process.returncode == 0, stderr
         return dict(json.loads(stdout))
 
+    def pending(self, process: subprocess.Popen[str], what: str) -> list[dict[str, Any]]:
+        """Wait until the example has a review pending (the lead sees it); fail with the
+        example's output if it ends first. Generous: a loaded machine starts Python slowly."""
+
+        def check() -> Any:
+            if process.poll() is not None:
+                stdout, stderr = process.communicate()
+                raise AssertionError(f"the example ended before {what}:\n{stdout}\n{stderr}")
+            return self.lead.cli_json("reviews", "list", "--pending")
+
+        return list(helpers.wait_for(check, timeout=45, what=what))
+
     def run(self, script: str) -> dict[str, Any]:
         return self.finish(self.start(script))
 
@@ -250,9 +262,7 @@ def test_personal_data_comes_back_masked(agent: Agent) -> None:
 
 def test_held_delete_returns_after_a_person_approves(agent: Agent) -> None:
     process = agent.start("held_delete")
-    pending = helpers.wait_for(
-        lambda: agent.lead.cli_json("reviews", "list", "--pending"), what="the held DELETE"
-    )
+    pending = agent.pending(process, "the held DELETE")
     assert process.poll() is None, "the tool call returned before anyone approved"
     assert pending[0]["requester"] == "analyst"
     approved = agent.lead.cli("reviews", "approve", pending[0]["id"], "--reason", "GDPR request")
@@ -270,9 +280,7 @@ def test_held_delete_returns_after_a_person_approves(agent: Agent) -> None:
 
 def test_agent_without_a_grant_asks_and_proceeds_once_approved(agent: Agent) -> None:
     process = agent.start("jit_access")
-    pending = helpers.wait_for(
-        lambda: agent.lead.cli_json("reviews", "list", "--pending"), what="the access request"
-    )
+    pending = agent.pending(process, "the access request")
     assert pending[0]["kind"] == "access" and pending[0]["connection"] == "pg_jit"
     approved = agent.lead.cli("reviews", "approve", pending[0]["id"])
     assert approved.returncode == 0, approved.stderr

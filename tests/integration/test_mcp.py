@@ -184,7 +184,9 @@ def test_held_delete_returns_once_a_person_approves(pg_setup: Any, pg_server: An
                 tasks.start_soon(delete)
                 pending = await anyio.to_thread.run_sync(
                     lambda: helpers.wait_for(
-                        lambda: lead.cli_json("reviews", "list", "--pending"), what="a held DELETE"
+                        lambda: lead.cli_json("reviews", "list", "--pending"),
+                        timeout=30,
+                        what="a held DELETE",
                     )
                 )
                 assert "result" not in outcome

@@ -32,14 +32,20 @@ class ApiError(HoopgwError):
     """The admin API could not be reached or refused the request (exit status 1)."""
 
 
-def api_request(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+def api_request(
+    method: str, path: str, body: dict[str, Any] | None = None, *, token: str | None = None
+) -> Any:
     """Send one request to the admin API and return the decoded JSON answer.
+
+    ``token`` authenticates the request instead of ``HOOPGW_TOKEN`` (the MCP server passes
+    the token of the caller it serves).
 
     :raises ApiError: ``HOOPGW_URL``/``HOOPGW_TOKEN`` unset, the gateway unreachable, or an
         error answer (its message is shown).
     """
     base = os.environ.get("HOOPGW_URL", "").rstrip("/")
-    token = os.environ.get("HOOPGW_TOKEN", "")
+    if token is None:
+        token = os.environ.get("HOOPGW_TOKEN", "")
     if not base:
         raise ApiError("set HOOPGW_URL to the gateway's admin API, e.g. http://127.0.0.1:8080")
     if not base.startswith(("http://", "https://")):

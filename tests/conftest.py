@@ -317,6 +317,22 @@ def gateway(
         launcher.stop_all()
 
 
+@pytest.fixture
+def gateway_document(
+    tmp_path: Path,
+) -> Iterator[Callable[[Callable[[Path, int], Mapping[str, Any]]], RunningGateway]]:
+    """Factory that runs ``hoopgw run`` on a config of the test's own making:
+    ``gateway_document(document)`` writes ``document(workdir, port)`` (``port``: a free one for
+    the first listener) and returns the :class:`RunningGateway` once that port accepts TCP
+    connections. For configs the other factories do not make (several connections, say);
+    every gateway started is stopped at teardown."""
+    launcher = _GatewayLauncher(tmp_path, "document-gateway")
+    try:
+        yield launcher.launch
+    finally:
+        launcher.stop_all()
+
+
 @attrs.frozen(kw_only=True)
 class GatewayLogin:
     """A running gateway, a database behind it, and an API key allowed to use it."""

@@ -97,7 +97,7 @@ def timed(argv: Sequence[str]) -> tuple[float, float]:
     """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, check=False)  # noqa: S603 - our own commands
+    done = subprocess.run(argv, capture_output=True, check=False)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
@@ -163,9 +163,18 @@ def prepare(folder: Path, hoopgw: Sequence[str]) -> Path:
     config = folder / "hoopgw.toml"
     config.write_text(CONFIG, encoding="utf-8")
     for index in range(KEYS):
-        subprocess.run(  # noqa: S603 - our own command
-            [*hoopgw, "keys", "create", "-c", str(config)]
-            + ["--identity", f"bench-{index}", "--group", "bench"],
+        subprocess.run(
+            [
+                *hoopgw,
+                "keys",
+                "create",
+                "-c",
+                str(config),
+                "--identity",
+                f"b{index}",
+                "--group",
+                "b",
+            ],
             capture_output=True,
             check=True,
         )
@@ -174,9 +183,7 @@ def prepare(folder: Path, hoopgw: Sequence[str]) -> Path:
 
 def measure(lines: Mapping[str, Sequence[str]], runs: int) -> dict[str, dict[str, list[float]]]:
     """Run every command once per round for ``runs`` rounds; seconds by command and measure."""
-    samples: dict[str, dict[str, list[float]]] = {
-        name: {"wall": [], "cpu": []} for name in lines
-    }
+    samples: dict[str, dict[str, list[float]]] = {name: {"wall": [], "cpu": []} for name in lines}
     for _ in range(runs):
         for name, argv in lines.items():
             wall, cpu = timed(argv)

@@ -20,12 +20,14 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from hoopgw import __version__
-from hoopgw.config import Config, load_config, resolve_store_url
 from hoopgw.errors import ConfigError, HoopgwError
-from hoopgw.logs import start_logging
 from hoopgw.progress import Progress
 
+# Start-up time: building the parser imports no command's implementation; each handler imports
+# what it uses (the config loader, the store, Twisted), so `--version` and `--help` stay quick
+# (tests/hoopgw/test_cli_startup.py).
 if TYPE_CHECKING:
+    from hoopgw.config import Config
     from hoopgw.store import Store
 
 EXIT_OK = 0
@@ -210,6 +212,9 @@ def positive_int(text: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from hoopgw.config import load_config, resolve_store_url
+    from hoopgw.logs import start_logging
+
     config = load_config(args.config)
     # Before anything opens it: a store others may read or change is refused, not used.
     from hoopgw.store import check_store_private
@@ -224,6 +229,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
+    from hoopgw.config import load_config
+
     try:
         config = load_config(args.config)
     except ConfigError as exc:
@@ -322,6 +329,7 @@ def _protocol_facts(connection: Any) -> dict[str, str]:
 
 
 def _keys_create(args: argparse.Namespace) -> int:
+    from hoopgw.config import load_config
     from hoopgw.identity import KeyService
     from hoopgw.oidc import token_prefix_of
 
@@ -348,6 +356,7 @@ def _keys_create(args: argparse.Namespace) -> int:
 
 
 def _keys_list(args: argparse.Namespace) -> int:
+    from hoopgw.config import load_config
     from hoopgw.identity import KeyService
 
     with opened_store(load_config(args.config)) as store:
@@ -382,6 +391,7 @@ def _keys_list(args: argparse.Namespace) -> int:
 
 
 def _keys_revoke(args: argparse.Namespace) -> int:
+    from hoopgw.config import load_config
     from hoopgw.identity import KeyService
 
     with opened_store(load_config(args.config)) as store:
@@ -394,6 +404,8 @@ def _keys_revoke(args: argparse.Namespace) -> int:
 
 
 def _sessions_list(args: argparse.Namespace) -> int:
+    from hoopgw.config import load_config
+
     with opened_store(load_config(args.config)) as store:
         sessions = store.list_sessions(
             limit=args.limit, connection=args.connection, identity=args.identity
@@ -417,6 +429,8 @@ def _sessions_list(args: argparse.Namespace) -> int:
 
 
 def _sessions_show(args: argparse.Namespace) -> int:
+    from hoopgw.config import load_config
+
     with opened_store(load_config(args.config)) as store:
         session = store.get_session(full_session_id(store, args.session_id))
     if session is None:

@@ -7,42 +7,30 @@ import argparse
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from hoopgw.audit import DurabilityPeriod, PrunedRange, describe_durability, verify_chain
-from hoopgw.audit_journal import JournalBacklog, backlog
-from hoopgw.checkpoints import (
-    KEY_NAME,
-    Checkpoint,
-    CheckpointError,
-    LogVerification,
-    generate_signing_key,
-    latest_checkpoint_file,
-    load_signing_key,
-    parse_verifier_key,
-    private_key_pem,
-    read_checkpoint_file,
-    sign_checkpoint,
-    verifier_key,
-    verify_log,
-    write_checkpoint_file,
-)
 from hoopgw.cli import (
     EXIT_FAILED,
     EXIT_OK,
     error,
     iso_time,
-    load_config,
     opened_store,
     out,
     out_json,
     parse_duration,
     progress_reporter,
 )
-from hoopgw.config import Config
 from hoopgw.errors import ConfigError
+
+# The handlers import the audit, journal and checkpoint modules (and through them Twisted and
+# cryptography) when they run: building the command line must stay quick.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from hoopgw.audit import DurabilityPeriod, PrunedRange
+    from hoopgw.audit_journal import JournalBacklog
+    from hoopgw.checkpoints import LogVerification
+    from hoopgw.config import Config
 
 
 def register(
@@ -99,6 +87,16 @@ def register(
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from hoopgw.audit_journal import backlog
+    from hoopgw.checkpoints import (
+        Checkpoint,
+        CheckpointError,
+        latest_checkpoint_file,
+        read_checkpoint_file,
+        verify_log,
+    )
+    from hoopgw.config import load_config
+
     config = load_config(args.config)
     explicit = args.checkpoint is not None
     path = Path(args.checkpoint) if explicit else latest_checkpoint_file(config.checkpoint_path)
@@ -149,6 +147,8 @@ def _print_journal(waiting: JournalBacklog | None) -> None:
 
 def _public_key(option: str | None, config: Config) -> Ed25519PublicKey:
     """The key checkpoints are verified with: ``--public-key``, or the configured key's."""
+    from hoopgw.checkpoints import KEY_NAME, CheckpointError, load_signing_key, parse_verifier_key
+
     if option is not None:
         text = option
         if not option.startswith(f"{KEY_NAME}+"):
@@ -219,6 +219,8 @@ def _verify_report(
 
 
 def _print_verification(result: LogVerification, path: Path | None, checkpoint_error: str) -> None:
+    from hoopgw.audit import describe_durability
+
     chain = result.chain
     if not chain.ok:
         out(f"FAILED: {chain.problem} (first bad record: {chain.first_bad_seq})")
@@ -261,6 +263,16 @@ def _print_verification(result: LogVerification, path: Path | None, checkpoint_e
 
 
 def _prune(args: argparse.Namespace) -> int:
+    from hoopgw.audit import PrunedRange, verify_chain
+    from hoopgw.checkpoints import (
+        KEY_NAME,
+        Checkpoint,
+        load_signing_key,
+        sign_checkpoint,
+        write_checkpoint_file,
+    )
+    from hoopgw.config import load_config
+
     config = load_config(args.config)
     now = time.time()
     older_than = now - args.older_than
@@ -313,6 +325,8 @@ def _prune(args: argparse.Namespace) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
+    from hoopgw.checkpoints import generate_signing_key, private_key_pem, verifier_key
+
     key = generate_signing_key()
     try:
         # O_EXCL: never overwrite a key that may have signed checkpoints already.

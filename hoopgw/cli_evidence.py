@@ -16,8 +16,6 @@ from hoopgw.cli import (
     parse_time,
     progress_reporter,
 )
-from hoopgw.config import load_config
-from hoopgw.evidence import TimeRange, build_pack, latest_checkpoint
 
 
 def register(
@@ -51,6 +49,10 @@ def register(
 
 
 def _evidence(args: argparse.Namespace) -> int:
+    # Imported here, not at the top: building the command line must stay quick.
+    from hoopgw.config import load_config
+    from hoopgw.evidence import TimeRange, build_pack, latest_checkpoint
+
     now = time.time()
     try:
         since = parse_time(args.since, now=now)

@@ -15,10 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-import attrs
-
-from hoopgw.asciicast import channel_recording, read_asciicast, terminal_channels
-from hoopgw.asciicast import play as play_cast
 from hoopgw.cli import (
     EXIT_FAILED,
     EXIT_OK,
@@ -35,16 +31,14 @@ from hoopgw.cli import (
     table,
     with_iso_times,
 )
-from hoopgw.config import load_config
 from hoopgw.errors import HoopgwError
-from hoopgw.export import (
-    FORMATS,
-    CommandFilter,
-    export_records,
-    iso_time_precise,
-    search_commands,
-)
-from hoopgw.replay import play, transcript
+
+# The handlers import the export, replay and asciicast modules and the config loader when they
+# run (through the audit records they pull in Twisted): building the command line must stay quick.
+
+EXPORT_FORMATS = ("jsonl", "csv")
+"""``--format`` choices: :data:`hoopgw.export.FORMATS`, repeated here so that building the
+command line does not import the exporter (a test checks they are the same)."""
 
 TEXT_COLUMN_WIDTH = 60
 """Longest statement text shown in the ``audit search`` table; ``--json`` shows it whole."""
@@ -97,7 +91,7 @@ def register(
         parents=[with_config, with_range],
         help="stream every audit record as JSON Lines or CSV",
     )
-    export.add_argument("--format", required=True, choices=FORMATS, help="output format")
+    export.add_argument("--format", required=True, choices=EXPORT_FORMATS, help="output format")
     export.add_argument(
         "--out", metavar="FILE", help="write to FILE (replaced only once complete); default stdout"
     )
@@ -173,6 +167,9 @@ def _positive_float(text: str) -> float:
 
 
 def _search(args: argparse.Namespace) -> int:
+    from hoopgw.config import load_config
+    from hoopgw.export import CommandFilter, iso_time_precise, search_commands
+
     criteria = CommandFilter(
         identity=args.identity,
         group=args.group,
@@ -220,6 +217,9 @@ def _one_line(text: str, width: int) -> str:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from hoopgw.config import load_config
+    from hoopgw.export import export_records
+
     config = load_config(args.config)
     progress = None
     if args.progress or sys.stderr.isatty():
@@ -270,6 +270,11 @@ def _output(path: str | None) -> Iterator[TextIO]:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    import attrs
+
+    from hoopgw.config import load_config
+    from hoopgw.replay import play, transcript
+
     if args.json and args.real_time:
         error("--json prints the whole transcript at once; it cannot be used with --real-time")
         return EXIT_USAGE
@@ -298,6 +303,10 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _replay_terminal(args: argparse.Namespace, session: dict[str, Any]) -> int:
+    from hoopgw.asciicast import channel_recording, read_asciicast, terminal_channels
+    from hoopgw.asciicast import play as play_cast
+    from hoopgw.config import load_config
+
     channels = terminal_channels(session)
     wanted = args.channel
     if not channels or (wanted and wanted not in channels):

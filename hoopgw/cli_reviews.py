@@ -15,14 +15,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import ssl
-import urllib.error
 import urllib.parse
-import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hoopgw.cli import EXIT_OK, error, iso_time, out, out_json, table
 from hoopgw.errors import HoopgwError
+
+# The HTTP client and its TLS stack are imported when a request is sent: building the command
+# line must stay quick.
+if TYPE_CHECKING:
+    import urllib.error
+    import urllib.request
 
 TIMEOUT = 30.0
 """Seconds to wait for the gateway to answer."""
@@ -55,6 +58,9 @@ def api_request(
     if not all(" " < c < "\x7f" for c in token):
         # Checked here, because the HTTP client's own error would repeat the token.
         raise ApiError("HOOPGW_TOKEN holds spaces or characters a token never has")
+    import urllib.error
+    import urllib.request
+
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(  # noqa: S310 -- the scheme is checked above
         base + path,
@@ -78,15 +84,17 @@ def api_request(
         raise ApiError("the admin API answered with something that is not JSON") from None
 
 
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """Answer a redirect with its status instead of following it (with the token)."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 def _open(request: urllib.request.Request, timeout: float) -> Any:
     """Send ``request``: TLS verified against ``HOOPGW_CA_FILE`` or the system CAs."""
+    import ssl
+    import urllib.request
+
+    class _NoRedirects(urllib.request.HTTPRedirectHandler):
+        """Answer a redirect with its status instead of following it (with the token)."""
+
+        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+            return None
+
     ca_file = os.environ.get("HOOPGW_CA_FILE") or None
     try:
         context = ssl.create_default_context(cafile=ca_file)

@@ -14,10 +14,6 @@ import hashlib
 import time
 from pathlib import Path
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.serialization import load_ssh_public_key
-
 from hoopgw.cli import (
     EXIT_FAILED,
     EXIT_OK,
@@ -29,10 +25,6 @@ from hoopgw.cli import (
     out,
     out_records,
 )
-from hoopgw.config import load_config
-from hoopgw.identity import _check_name as check_name
-from hoopgw.oidc import token_prefix_of
-from hoopgw.store.ssh_keys import SshKeyRecord, weak_key_reason
 
 __all__ = ["parse_public_key", "register"]
 
@@ -72,6 +64,13 @@ def parse_public_key(line: str) -> tuple[str, str, str]:
     :raises ValueError: saying what is wrong with it, a DSA key or an RSA key below
         :data:`hoopgw.store.ssh_keys.MIN_RSA_BITS` included.
     """
+    # Imported here: cryptography takes long to load and only this command needs it.
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.hazmat.primitives.serialization import load_ssh_public_key
+
+    from hoopgw.store.ssh_keys import weak_key_reason
+
     parts = line.strip().split(None, 2)
     if len(parts) < 2:
         raise ValueError("expected one line: KEY-TYPE BASE64 [COMMENT]")
@@ -92,6 +91,11 @@ def parse_public_key(line: str) -> tuple[str, str, str]:
 
 
 def _add(args: argparse.Namespace) -> int:
+    from hoopgw.config import load_config
+    from hoopgw.identity import _check_name as check_name
+    from hoopgw.oidc import token_prefix_of
+    from hoopgw.store.ssh_keys import SshKeyRecord
+
     try:
         text = Path(args.public_key).read_text(encoding="utf-8")
         lines = [line for line in text.splitlines() if line.strip()]
@@ -131,6 +135,8 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
+    from hoopgw.config import load_config
+
     with opened_store(load_config(args.config)) as store:
         records = store.list_ssh_keys()
     keys = [
@@ -162,6 +168,8 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
+    from hoopgw.config import load_config
+
     with opened_store(load_config(args.config)) as store:
         revoked = store.revoke_ssh_key(args.fingerprint, when=time.time())
     if not revoked:

@@ -15,30 +15,25 @@ import json
 import math
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-from twisted.internet import endpoints
-from twisted.internet.testing import MemoryReactor
 
 from hoopgw import plugin
 from hoopgw.audit import DURABILITY_MODES, MAX_SYNC_INTERVAL, Durability
-from hoopgw.checkpoints import CheckpointError, load_signing_key
 from hoopgw.errors import ConfigError, PluginError
-from hoopgw.groups import load_group_source
 from hoopgw.logs import FORMATS, LEVELS
-from hoopgw.oidc import (
-    ALLOWED_ALGORITHMS,
-    IDENTITY_CLAIMS,
-    IssuerSettings,
-    _usable_name,
-    parse_jwks,
-)
 from hoopgw.secrets import Secret, resolve_secret
 from hoopgw.throttle import BackoffSettings
+
+# Imported where used, because most configs do not need them and they are slow to load: the
+# OIDC module (PyJWT, cryptography), checkpoint keys (cryptography), group sources (entry
+# points), Twisted's endpoint parser (the TLS stack). Commands that read the config start faster.
+if TYPE_CHECKING:
+    from hoopgw.oidc import IssuerSettings
 
 PROTOCOL_GROUP = "hoopgw.protocols"
 
@@ -49,7 +44,6 @@ ACCESS_MODES = ("groups", "jit")
 ROLES = ("approver", "auditor", "admin")
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
-_LISTEN_TYPES = (endpoints.TCP4ServerEndpoint, endpoints.TCP6ServerEndpoint)
 
 
 @attrs.frozen(kw_only=True)
@@ -530,6 +524,9 @@ def _signing_key(table: _Table, base_dir: Path) -> Secret | None:
     if reference is None:
         return None
     key = resolve_secret(reference, key=table.prefix + "signing_key", base_dir=base_dir)
+    # Imported here: cryptography is slow to load, and only a config with a key needs it.
+    from hoopgw.checkpoints import CheckpointError, load_signing_key
+
     try:
         load_signing_key(key.reveal())
     except CheckpointError as exc:
@@ -757,7 +754,6 @@ def _plugin_options(
 # -- [identity] ------------------------------------------------------------------------------
 
 _IDENTITY_KEYS = {"oidc", "group_sources", "backoff", "key_check_interval"}
-_ISSUER_KEYS = {f.name for f in attrs.fields(IssuerSettings)}
 
 
 def _identity(table: _Table, base_dir: Path) -> IdentityConfig:
@@ -816,8 +812,16 @@ def _check_prefixes(table: _Table, issuers: tuple[IssuerSettings, ...]) -> None:
 
 
 def _issuer(raw: Mapping[str, Any], index: int, base_dir: Path) -> IssuerSettings:
+    from hoopgw.oidc import (
+        ALLOWED_ALGORITHMS,
+        IDENTITY_CLAIMS,
+        IssuerSettings,
+        _usable_name,
+        parse_jwks,
+    )
+
     table = _Table(raw, f"identity.oidc[{index}].", "")
-    _reject_unknown(raw, _ISSUER_KEYS, prefix=table.prefix)
+    _reject_unknown(raw, {f.name for f in attrs.fields(IssuerSettings)}, prefix=table.prefix)
     defaults = IssuerSettings(issuer="-", audience=("-",))
     issuer = table.string("issuer")
     jwks_file = _readable_file(table, "jwks_file", table.string("jwks_file", None), base_dir)
@@ -888,6 +892,8 @@ def _backoff(table: _Table) -> BackoffSettings:
 def _group_source_options(table: _Table, name: str, base_dir: Path) -> dict[str, Any]:
     if name in _IDENTITY_KEYS:
         raise table.error(f"{name!r} is a reserved name, not a group source", "group_sources")
+    from hoopgw.groups import load_group_source  # only a config with group sources needs it
+
     try:
         cls = load_group_source(name)
     except PluginError as exc:
@@ -941,19 +947,18 @@ class _Listener:
 
 def _parse_listen(table: _Table, key: str, description: str) -> _Listener:
     try:
-        endpoint = endpoints.serverFromString(MemoryReactor(), description)
+        kind, where, port = _server_endpoint(description)
     except Exception as exc:
         raise table.error(f"not a valid Twisted server endpoint: {exc}", key) from None
-    if isinstance(endpoint, endpoints.UNIXServerEndpoint):
-        return _Listener(kind="unix", interface=str(Path(endpoint._address).resolve()), port=0)
-    if not isinstance(endpoint, _LISTEN_TYPES):
+    if kind == "unix":
+        return _Listener(kind="unix", interface=str(Path(where).resolve()), port=0)
+    if kind != "tcp":
         # TLS is negotiated inside the database protocol, with [gateway] tls_cert, not by the
         # endpoint; other endpoint types bind in ways the duplicate check cannot see.
         raise table.error("must be a tcp:, tcp6: or unix: endpoint", key)
-    port = endpoint._port
     if not 0 <= port <= 65535:
         raise table.error("port must be from 0 to 65535", key)
-    interface = endpoint._interface
+    interface = where
     if interface in ("", "0.0.0.0", "::"):  # noqa: S104 - normalising, not binding
         interface = "*"
     else:
@@ -962,6 +967,114 @@ def _parse_listen(table: _Table, key: str, description: str) -> _Listener:
         except ValueError:
             raise table.error(f"interface {interface!r} is not an IP address", key) from None
     return _Listener(kind="tcp", interface=interface, port=port)
+
+
+# -- server endpoint descriptions ------------------------------------------------------------
+#
+# The endpoint types the gateway listens on (tcp, tcp6, unix) are parsed here exactly as
+# Twisted's serverFromString parses them (twisted.internet.endpoints: _tokenize, _parse,
+# _parseTCP, _parseUNIX, _TCP6ServerParser), same values and same errors, because importing
+# twisted.internet.endpoints loads the TLS stack (pyOpenSSL, cryptography): most of the start-up
+# time of a command that reads the config. Any other description goes to Twisted itself.
+# tests/hoopgw/test_config_endpoints.py compares both on a corpus of descriptions.
+
+
+def _server_endpoint(description: str) -> tuple[str, str, int]:
+    """What the server endpoint ``description`` binds: ``("tcp", interface, port)``,
+    ``("unix", path, 0)``, or ``("other", "", 0)`` for a type the gateway does not listen on.
+
+    :raises Exception: whatever Twisted's ``serverFromString`` raises for it.
+    """
+    args, kw = _strports(description)
+    if args[0] == "tcp":
+        (port, _), options = _parseTCP(None, *args[1:], **kw)
+        return "tcp", options["interface"], port
+    if args[0] == "tcp6":
+        port, interface = _TCP6ServerParser().parseStreamServer(None, *args[1:], **kw)
+        return "tcp", interface, port
+    if args[0] == "unix":
+        (address, _), _ = _parseUNIX(None, *args[1:], **kw)
+        return "unix", address, 0
+    from twisted.internet import endpoints
+    from twisted.internet.testing import MemoryReactor
+
+    endpoint = endpoints.serverFromString(MemoryReactor(), description)
+    if isinstance(endpoint, endpoints.UNIXServerEndpoint):
+        return "unix", endpoint._address, 0
+    if isinstance(endpoint, endpoints.TCP4ServerEndpoint | endpoints.TCP6ServerEndpoint):
+        return "tcp", endpoint._interface, endpoint._port
+    return "other", "", 0
+
+
+def _strports_tokens(description: str) -> Iterator[tuple[bool, str]]:
+    """Twisted's ``_tokenize``: ``(is_operator, text)`` pairs; ``\\`` escapes a character."""
+    current = ""
+    ops = ":="
+    chars = iter(description)
+    for char in chars:
+        if char in ops:
+            yield False, current
+            yield True, char
+            current = ""
+            ops = ":=" if char == ":" else ":"
+        elif char == "\\":
+            # At the end of the text this raises StopIteration: "generator raised
+            # StopIteration", as in Twisted.
+            current += next(chars)
+        else:
+            current += char
+    yield False, current
+
+
+def _strports(description: str) -> tuple[list[str], dict[str, str]]:
+    """Twisted's ``_parse``: the positional and the ``name=value`` parameters."""
+    args: list[str] = []
+    kw: dict[str, str] = {}
+
+    def add(sofar: tuple[str, ...]) -> None:
+        if len(sofar) == 1:
+            args.append(sofar[0])
+        else:
+            sofar[0].encode("ascii")  # Twisted's nativeString: names are ASCII
+            kw[sofar[0]] = sofar[1]
+
+    sofar: tuple[str, ...] = ()
+    for is_operator, text in _strports_tokens(description):
+        if not is_operator:
+            sofar += (text,)
+        elif text == ":":
+            add(sofar)
+            sofar = ()
+    add(sofar)
+    return args, kw
+
+
+# The three parsers keep Twisted's names and signatures: a wrong parameter gets Twisted's words.
+def _parseTCP(
+    factory: None, port: str, interface: str = "", backlog: Any = 50
+) -> tuple[tuple[int, None], dict[str, Any]]:
+    return (int(port), factory), {"interface": interface, "backlog": int(backlog)}
+
+
+def _parseUNIX(
+    factory: None, address: str, mode: str = "666", backlog: Any = 50, lockfile: Any = True
+) -> tuple[tuple[str, None], dict[str, Any]]:
+    return (
+        (address, factory),
+        {"mode": int(mode, 8), "backlog": int(backlog), "wantPID": bool(int(lockfile))},
+    )
+
+
+class _TCP6ServerParser:
+    def _parseServer(
+        self, reactor: None, port: str, backlog: Any = 50, interface: str = "::"
+    ) -> tuple[int, str]:
+        number = int(port)
+        int(backlog)  # checked as Twisted does, though the duplicate check does not need it
+        return number, interface
+
+    def parseStreamServer(self, reactor: None, *args: str, **kwargs: str) -> tuple[int, str]:
+        return self._parseServer(reactor, *args, **kwargs)
 
 
 def _clash(a: _Listener, b: _Listener) -> bool:

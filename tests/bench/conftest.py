@@ -11,6 +11,7 @@ BENCH = Path(__file__).parents[2] / "bench"
 SCRIPTS = {
     "hoopgw_bench_pgbench_compare": "pgbench_compare.py",
     "hoopgw_bench_masking": "masking_bench.py",
+    "hoopgw_bench_cli_startup": "cli_startup.py",
 }
 
 for _name, _file_name in SCRIPTS.items():

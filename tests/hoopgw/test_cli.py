@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hoopgw import cli, logs
+from hoopgw import logs
 from hoopgw.audit import AuditEntry
 from hoopgw.cli import main, parse_duration
 from hoopgw.config import Config
@@ -226,7 +226,7 @@ def fake_gateway(monkeypatch):
     module = types.ModuleType("hoopgw.gateway")
     module.run_gateway = run_gateway
     monkeypatch.setitem(sys.modules, "hoopgw.gateway", module)
-    monkeypatch.setattr(cli, "start_logging", lambda *args: calls["logging"].append(args))
+    monkeypatch.setattr(logs, "start_logging", lambda *args: calls["logging"].append(args))
     return calls
 
 

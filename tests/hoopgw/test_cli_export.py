@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from hoopgw import cli, cli_export
+from hoopgw import cli, cli_export, export
 from hoopgw.audit import AuditEntry
 from hoopgw.cli import main
 from hoopgw.cli_export import since_date, until_date
@@ -238,7 +238,7 @@ def test_a_failed_export_leaves_no_file(capsys, config_file, tmp_path, monkeypat
         args[1].write("half")
         raise cli_export.HoopgwError("store went away")
 
-    monkeypatch.setattr(cli_export, "export_records", broken)
+    monkeypatch.setattr(export, "export_records", broken)
     target = tmp_path / "audit.jsonl"
 
     code, _, err = run(

@@ -1044,7 +1044,8 @@ class ClientSession(protocol.Protocol):
             follows the target's).
         :param then: called instead of answering the client when the answer ends.
         """
-        assert self.session is not None
+        ledger = self._ledger
+        assert self.session is not None and ledger is not None
         # What the audit store keeps of the text (masked); the target still gets command.text.
         command = self.chain.recordable(self.session, command)
 
@@ -1075,8 +1076,6 @@ class ClientSession(protocol.Protocol):
             )
             self._forward(payload, flight)
 
-        ledger = self._ledger
-        assert ledger is not None
         decision = ledger.decide(command)
         decision.addErrback(lambda failure: failure.trap(defer.CancelledError) and None)
         self._wait(decision, decided)

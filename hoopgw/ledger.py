@@ -58,8 +58,11 @@ class CommandLedger:
 
         The result fires with ``Allow`` or ``Block``. Cancelling it (a cancel request) or
         closing the session withdraws the decision: ``command_decided`` reports a ``Block``
-        and the result fails with :class:`~twisted.internet.defer.CancelledError`.
+        and the result fails with :class:`~twisted.internet.defer.CancelledError`. After
+        :meth:`close` nothing is asked or reported: the result fails at once.
         """
+        if self._closed:
+            return defer.fail(defer.CancelledError("the session has ended"))
         self._open[command.seq] = command
         d: defer.Deferred[Any] = self.chain.decide_command(self.session, command)
         self._deciding[command.seq] = d
@@ -74,7 +77,10 @@ class CommandLedger:
 
     def decided(self, command: Command, verdict: Block) -> None:
         """Report ``command`` refused by the protocol itself, without asking the plugins
-        (it cannot be read as the target would); it is open until completed."""
+        (it cannot be read as the target would); it is open until completed. Ignored after
+        :meth:`close`."""
+        if self._closed:
+            return
         self._open[command.seq] = command
         self.chain.notify("command_decided", session=self.session, command=command, verdict=verdict)
 

@@ -119,3 +119,15 @@ def test_a_decision_withdrawn_before_the_close_completes_as_cancelled() -> None:
         ("completed", "DELETE FROM t", "cancelled"),
         ("closed", "client closed"),
     ]
+
+
+def test_nothing_is_decided_after_the_close() -> None:
+    slow = Slow()
+    ledger, log = ledger_with(("slow", slow))
+    ledger.close("client closed")
+    failures: list[Any] = []
+    ledger.decide(make_command("DELETE FROM t")).addErrback(failures.append)
+    ledger.decided(make_command("SELECT 'x'", seq=2), Block(reason="cannot read it"))
+    assert failures[0].check(defer.CancelledError)
+    assert slow.pending == []
+    assert log.events == [("closed", "client closed")]

@@ -294,7 +294,10 @@ def command_decided(session: SessionInfo, command: Command, verdict: Verdict) ->
 def command_completed(session: SessionInfo, command: Command, outcome: CommandOutcome) -> None:
     """A command finished, was refused, or was cut short by the end of its session.
 
-    Called exactly once per command that reached :func:`command_decided`.
+    Called exactly once per command that reached :func:`command_decided`, before
+    :func:`session_closed`. When the session ends first, a command whose verdict was still
+    pending (a slow plugin, a held command) is completed as ``cancelled`` and one that was
+    allowed as ``aborted`` (every protocol keeps this through :mod:`hoopgw.ledger`).
 
     :param session: the session that sent the command.
     :param command: the command.

@@ -41,6 +41,7 @@ from hoopgw.verdicts import Allow, Block, Hold, Verdict
 __all__ = [
     "FakeApprover",
     "FakeAuditWriter",
+    "HookLog",
     "InlineWriterProcess",
     "ScriptedClient",
     "make_command",
@@ -204,6 +205,33 @@ class FakeApprover:
     def deny(self, reason: str = "denied", index: int = -1) -> None:
         """Deny a pending review (the newest by default)."""
         self._pending.pop(index).callback(Block(reason=reason))
+
+
+class HookLog:
+    """A plugin that records the command and session hooks a protocol calls, in order.
+
+    Each call appends a tuple to :attr:`events`: ``("decided", text, verdict type name)``,
+    ``("completed", text, status)`` or ``("closed", reason)``; a test of a protocol asserts
+    the exactly-once contract with it (see :mod:`hoopgw.ledger`).
+    """
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, ...]] = []
+
+    @hookimpl
+    def command_decided(self, command: Command, verdict: Verdict) -> None:
+        """Record the decision."""
+        self.events.append(("decided", command.text, type(verdict).__name__))
+
+    @hookimpl
+    def command_completed(self, command: Command, outcome: CommandOutcome) -> None:
+        """Record the completion."""
+        self.events.append(("completed", command.text, outcome.status))
+
+    @hookimpl
+    def session_closed(self, reason: str) -> None:
+        """Record the end of the session."""
+        self.events.append(("closed", reason))
 
 
 @attrs.frozen(kw_only=True)

@@ -347,6 +347,42 @@ def test_cancel_and_disconnect_withdraw_the_review(
         assert target.execute("SELECT count(*) FROM orders").fetchone() == (100,)
 
 
+def test_a_client_leaving_while_held_is_recorded_as_cancelled(setup: Setup, pg_server: Any) -> None:
+    # The hook contract: the held command is decided once (withdrawn), completed once as
+    # cancelled, and the session closed; the recording plugin stores all three.
+    alice = setup.admin("alice")
+    agent = psycopg.connect(setup.conninfo(), autocommit=True)
+    agent.pgconn.send_query(DELETE.encode())  # libpq sends it; nothing waits for the answer
+    [review] = _pending(alice)
+    agent.close()
+    wait_for(
+        lambda: alice.cli_json("reviews", "show", review["id"])["status"] == "withdrawn",
+        what="the review to be withdrawn",
+    )
+
+    def recorded() -> Any:
+        listed = setup.gateway.cli("sessions", "list", "--json")
+        assert listed.returncode == 0, listed.stderr
+        ended = [s for s in json.loads(listed.stdout) if s["ended_at"]]
+        if not ended:
+            return None
+        shown = setup.gateway.cli("sessions", "show", ended[0]["id"], "--json")
+        assert shown.returncode == 0, shown.stderr
+        detail = json.loads(shown.stdout)
+        return detail if detail["commands"] and detail["commands"][0]["status"] else None
+
+    detail = wait_for(recorded, what="the session's record")
+    assert detail["end_reason"] == "client closed"
+    [command] = detail["commands"]
+    assert (command["text"], command["verdict"], command["status"]) == (
+        DELETE,
+        "block",
+        "cancelled",
+    )
+    with _target(pg_server, setup.database) as target:
+        assert target.execute("SELECT count(*) FROM orders").fetchone() == (100,)
+
+
 def _latencies(conn: psycopg.Connection[Any], count: int = 40) -> list[float]:
     times = []
     for _ in range(count):

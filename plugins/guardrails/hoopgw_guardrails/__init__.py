@@ -50,7 +50,7 @@ from hoopgw_guardrails.commands import (
     check_command_presets,
     check_opaque_commands,
 )
-from hoopgw_guardrails.policy import Policy, check_classes, check_preset, check_rules
+from hoopgw_guardrails.policy import Policy, check_classes, check_preset, check_rules, combined
 from hoopgw_guardrails.startup import UnreadableParameter, set_statement, settings_of
 
 __all__ = ["GuardrailsPlugin"]
@@ -103,13 +103,6 @@ def _unknown_prepared(name: str) -> Block:
         ),
         rule="unknown-prepared",
     )
-
-
-def _strongest(verdicts: list[Block | Hold]) -> Block | Hold | None:
-    for verdict in verdicts:
-        if isinstance(verdict, Block):
-            return verdict
-    return verdicts[0] if verdicts else None
 
 
 class GuardrailsPlugin:
@@ -276,9 +269,7 @@ class GuardrailsPlugin:
         analysis = self._dialect.analyze(text)
         if not analysis.parseable:
             return Block(reason=f"unparseable: {analysis.error}", rule="unparseable")
-        return _strongest(
-            [v for v in map(self._policy.judge, analysis.statements) if v is not None]
-        )
+        return combined([v for v in map(self._policy.judge, analysis.statements) if v is not None])
 
     @hookimpl
     def client_command(
@@ -406,7 +397,7 @@ class GuardrailsPlugin:
                 # Statements after this one see a catalog the side connection cannot.
                 unsettled = changes
                 self._changing[(session.id, command.seq)] = changes
-        return _strongest(verdicts)
+        return combined(verdicts)
 
     def _resolve(
         self,

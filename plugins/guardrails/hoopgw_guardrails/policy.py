@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 from hoopgw.sql import DENY_CLASSES, StatementFacts
-from hoopgw.verdicts import Block, Hold
+from hoopgw.verdicts import Allow, Block, Hold, combine
 
 __all__ = ["PRESETS", "Policy", "Rule", "check_classes", "check_preset", "check_rules"]
 
@@ -30,7 +30,7 @@ ACTIONS = ("deny", "review")
 """What a matching rule does: refuse, or hold for approval (a refusal until one is installed)."""
 
 _RULE_LISTS = ("kind", "tables", "functions", "columns")
-_RULE_KEYS = frozenset({"name", *_RULE_LISTS, "regex", "action", "message"})
+_RULE_KEYS = frozenset({"name", *_RULE_LISTS, "regex", "action", "message", "approvers"})
 
 
 def _glob_matches(pattern: str, name: str) -> bool:
@@ -68,6 +68,9 @@ class Rule:
     """``deny`` or ``review``."""
     message: str = ""
     """Shown to the client when the rule matches."""
+    approvers: tuple[str, ...] = ()
+    """For a ``review`` rule: groups whose members may approve (empty: the approval
+    backend's default approvers)."""
 
     def matches(self, facts: StatementFacts) -> bool:
         """Whether this rule applies to ``facts`` (nested statements included)."""
@@ -131,6 +134,9 @@ def parse_rule(entry: Any, index: int) -> Rule:
     for key in ("name", "message"):
         if not isinstance(entry.get(key, ""), str):
             raise ValueError(f"{where}.{key}: must be a string")
+    approvers = _string_list(entry, "approvers", where)
+    if approvers and action != "review":
+        raise ValueError(f'{where}.approvers: only a rule with action = "review" has approvers')
     return Rule(
         name=entry.get("name") or where,
         kinds=frozenset(k.casefold() for k in lists["kind"]),
@@ -140,6 +146,7 @@ def parse_rule(entry: Any, index: int) -> Rule:
         regex=regex,
         action=action,
         message=entry.get("message", ""),
+        approvers=approvers,
     )
 
 
@@ -202,7 +209,9 @@ class Policy:
 
     def judge(self, facts: StatementFacts) -> Block | Hold | None:
         """The verdict on one statement: a statement that would end the server's read-only mode
-        on a read-only connection first, then a denied class, then the first matching rule."""
+        on a read-only connection first, then a denied class, then every matching rule, as
+        :func:`~hoopgw.verdicts.combine` makes one verdict of them (a deny rule wins over a
+        review rule; several review rules hold for all their approver groups)."""
         if self.read_only and facts.read_write:
             return Block(
                 reason=(
@@ -219,11 +228,21 @@ class Policy:
                 ),
                 rule=cls,
             )
+        verdicts: list[Block | Hold] = []
         for rule in self.rules:
             if rule.matches(facts):
                 what = rule.message or f"{facts.command} matches a guardrails rule"
                 reason = f"{what} (guardrails rule {rule.name})"
                 if rule.action == "review":
-                    return Hold(reason=reason, rule=rule.name)
-                return Block(reason=reason, rule=rule.name)
-        return None
+                    verdicts.append(Hold(reason=reason, rule=rule.name, approvers=rule.approvers))
+                else:
+                    verdicts.append(Block(reason=reason, rule=rule.name))
+        return combined(verdicts)
+
+
+def combined(verdicts: Iterable[Block | Hold | None]) -> Block | Hold | None:
+    """What :func:`~hoopgw.verdicts.combine` makes of guardrails' own verdicts: the one place
+    verdicts are combined, so no hold's approver groups or rule is dropped."""
+    verdict = combine(verdicts)
+    assert not isinstance(verdict, Allow), "guardrails never allows"
+    return verdict

@@ -32,6 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from hoopgw.errors import AccessDenied, AuthenticationError, PluginError
+from hoopgw.ledger import CommandLedger
 from hoopgw.protocol import ConnectionRuntime
 from hoopgw.session import Column, Command, CommandOutcome, Identity, Output, SessionInfo
 from hoopgw.transport import (
@@ -198,7 +199,7 @@ class ClientSession(protocol.Protocol):
         self._pending: defer.Deferred[Any] | None = None
         self._auth_timer: Any = None
         self._gate: ReadGate | None = None
-        self._command_seq = 0
+        self._ledger: CommandLedger | None = None  # the session's commands, once it started
         self._statements: dict[int, str] = {}
         self._statement_params: dict[int, int] = {}
         # What each statement's last forwarded execution bound (a later one may not send types)
@@ -216,7 +217,6 @@ class ClientSession(protocol.Protocol):
         self._quitting = False
         self._change: m.ChangeUser | None = None
         self._local_infile = False
-        self._deciding: Command | None = None
         self._scramble = b""
         self._login_ok = b""
         self._read_only = False  # plugins require the target's session to be read-only
@@ -643,6 +643,7 @@ class ClientSession(protocol.Protocol):
             started_at=time.time(),
             attributes={"user": self._response.user, "database": self._response.database or ""},
         )
+        self._ledger = CommandLedger(self.chain, self.session)
         self._wait(
             self.chain.decide("session_started", session=self.session), self._session_decided
         )
@@ -983,8 +984,8 @@ class ClientSession(protocol.Protocol):
         self._decide_sql("init_db", f"USE {_quote_identifier(name)}", payload, t.SIMPLE)
 
     def _next_seq(self) -> int:
-        self._command_seq += 1
-        return self._command_seq
+        assert self._ledger is not None
+        return self._ledger.next_seq()
 
     def _decide_sql(self, kind: str, text: str, payload: bytes, shape: str) -> None:
         """Decide a command recorded as the SQL statement ``text`` it amounts to (like
@@ -1043,12 +1044,12 @@ class ClientSession(protocol.Protocol):
             follows the target's).
         :param then: called instead of answering the client when the answer ends.
         """
-        assert self.session is not None
+        ledger = self._ledger
+        assert self.session is not None and ledger is not None
         # What the audit store keeps of the text (masked); the target still gets command.text.
         command = self.chain.recordable(self.session, command)
 
         def decided(verdict: Any) -> None:
-            self._deciding = None
             if verdict is None or isinstance(verdict, Block):
                 reason = verdict.reason if verdict is not None else "withdrawn"
                 message = f"hoopgw refused the command: {reason}"
@@ -1062,12 +1063,7 @@ class ClientSession(protocol.Protocol):
                 forwarded()
             if reader is None:
                 self._forward(payload, None)
-                self.chain.notify(
-                    "command_completed",
-                    session=self.session,
-                    command=command,
-                    outcome=CommandOutcome(status="ok"),
-                )
+                ledger.complete(command, CommandOutcome(status="ok"))
                 return
             flight = _InFlight(
                 command=command,
@@ -1080,8 +1076,7 @@ class ClientSession(protocol.Protocol):
             )
             self._forward(payload, flight)
 
-        self._deciding = command
-        decision = self.chain.decide_command(self.session, command)
+        decision = ledger.decide(command)
         decision.addErrback(lambda failure: failure.trap(defer.CancelledError) and None)
         self._wait(decision, decided)
 
@@ -1271,12 +1266,10 @@ class ClientSession(protocol.Protocol):
         self._in_flight = None
         if flight.reader.cursor_opened and flight.statement_id is not None and flight.command:
             self._cursors[flight.statement_id] = (flight.command, flight.reader.columns)
-        if flight.command is not None and flight.reports:
-            self.chain.notify(
-                "command_completed",
-                session=self.session,
-                command=flight.command,
-                outcome=CommandOutcome(
+        if flight.command is not None and flight.reports and self._ledger is not None:
+            self._ledger.complete(
+                flight.command,
+                CommandOutcome(
                     status="error" if flight.error_code else "ok",
                     rows=flight.rows or flight.affected,
                     bytes=flight.bytes,
@@ -1291,11 +1284,10 @@ class ClientSession(protocol.Protocol):
         self._process()
 
     def _complete_refused(self, command: Command, message: str) -> None:
-        self.chain.notify(
-            "command_completed",
-            session=self.session,
-            command=command,
-            outcome=CommandOutcome(status="blocked", error_code="42000", error_message=message),
+        assert self._ledger is not None
+        self._ledger.complete(
+            command,
+            CommandOutcome(status="blocked", error_code="42000", error_message=message),
         )
 
     # -- ending ------------------------------------------------------------------------------
@@ -1342,30 +1334,20 @@ class ClientSession(protocol.Protocol):
 
     def _end_session(self, reason: str) -> None:
         self.runtime.sessions.remove(self)
-        if self.session is None:
+        ledger = self._ledger
+        if self.session is None or ledger is None:
             return
         session, self.session = self.session, None
         flight, self._in_flight = self._in_flight, None
-        deciding, self._deciding = self._deciding, None
-        if deciding is not None:
-            # Withdrawn while it waited for its verdict (a hold, a slow plugin).
-            self.chain.notify(
-                "command_completed",
-                session=session,
-                command=deciding,
-                outcome=CommandOutcome(status="cancelled", error_message=reason),
-            )
         if flight is not None and flight.command is not None and flight.reports:
-            self.chain.notify(
-                "command_completed",
-                session=session,
-                command=flight.command,
-                outcome=CommandOutcome(
-                    status="aborted",
-                    rows=flight.rows,
-                    bytes=flight.bytes,
-                    duration=max(0.0, self._now() - flight.forwarded_at),
-                ),
+            outcome = CommandOutcome(
+                status="aborted",
+                rows=flight.rows,
+                bytes=flight.bytes,
+                duration=max(0.0, self._now() - flight.forwarded_at),
             )
-        self.chain.notify("session_closed", session=session, reason=reason)
+            ledger.complete(flight.command, outcome)
+        # A command still waiting for its verdict (a hold, a slow plugin) is completed as
+        # cancelled, once.
+        ledger.close(reason)
         log.info("session {session} closed: {reason}", session=session.id, reason=reason)

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from hoopgw.errors import AccessDenied, AuthenticationError, PluginError
+from hoopgw.ledger import CommandLedger
 from hoopgw.protocol import ConnectionRuntime
 from hoopgw.scram import DEFAULT_ITERATIONS, ScramVerifier
 from hoopgw.session import (
@@ -124,7 +125,7 @@ class ClientSession(protocol.Protocol):
         self._upstream_parameters: list[bytes] = []
         self._read_only = False  # plugins require the target's session to be read-only
         self._tracker = ResponseTracker()
-        self._seq = 0
+        self._ledger: CommandLedger | None = None  # the session's commands, once it started
         self._pending: defer.Deferred[Any] | None = None
         self._discard_until_sync = False
         self._current: CommandProgress | None = None
@@ -538,6 +539,7 @@ class ClientSession(protocol.Protocol):
             started_at=time.time(),
             attributes=attributes,
         )
+        self._ledger = CommandLedger(self.chain, self.session)
         self._wait(
             self.chain.decide("session_started", session=self.session), self._session_decided
         )
@@ -853,9 +855,10 @@ class ClientSession(protocol.Protocol):
         """Refuse ``command`` without asking the plugins (the gateway cannot read it as the
         server would), recording it as refused."""
         assert self.session is not None
+        assert self._ledger is not None
         command = self.chain.recordable(self.session, command)
         verdict = Block(reason=reason)
-        self.chain.notify("command_decided", session=self.session, command=command, verdict=verdict)
+        self._ledger.decided(command, verdict)
         self._refuse(command, verdict, extended=command.kind != "query", code=LEXING_REFUSED)
 
     def _release(self) -> None:
@@ -893,8 +896,8 @@ class ClientSession(protocol.Protocol):
         self._command(command, frame, statement=parse.name, bound=bound)
 
     def _next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
+        assert self._ledger is not None
+        return self._ledger.next_seq()
 
     def _command(
         self,
@@ -943,7 +946,8 @@ class ClientSession(protocol.Protocol):
             kind = {"query": "query", "parse": "parse", "execute": "bind"}[command.kind]
             self._forward(frame, Request(kind=kind, progress=progress, portal=portal))
 
-        decision = self.chain.decide_command(self.session, command)
+        assert self._ledger is not None
+        decision = self._ledger.decide(command)
         decision.addErrback(lambda failure: failure.trap(defer.CancelledError) and _CANCELLED)
         self._wait(decision, decided)
 
@@ -1210,9 +1214,8 @@ class ClientSession(protocol.Protocol):
             error_code=code,
             error_message=error_message or progress.error_message,
         )
-        self.chain.notify(
-            "command_completed", session=self.session, command=progress.command, outcome=outcome
-        )
+        if self._ledger is not None:
+            self._ledger.complete(progress.command, outcome)
 
     # -- ending ------------------------------------------------------------------------------
 
@@ -1251,22 +1254,20 @@ class ClientSession(protocol.Protocol):
 
     def _end_session(self, reason: str) -> None:
         self.runtime.sessions.remove(self)
-        if self.session is None:
+        ledger = self._ledger
+        if self.session is None or ledger is None:
             return
         session, self.session = self.session, None
         for progress in self._tracker.open_commands():
-            self.chain.notify(
-                "command_completed",
-                session=session,
-                command=progress.command,
-                outcome=CommandOutcome(
-                    status="aborted",
-                    rows=progress.rows + progress.result_rows,
-                    bytes=progress.bytes,
-                    duration=max(0.0, self._now() - progress.forwarded_at),
-                ),
+            outcome = CommandOutcome(
+                status="aborted",
+                rows=progress.rows + progress.result_rows,
+                bytes=progress.bytes,
+                duration=max(0.0, self._now() - progress.forwarded_at),
             )
-        self.chain.notify("session_closed", session=session, reason=reason)
+            ledger.complete(progress.command, outcome)
+        # Commands still waiting for their decision are completed as cancelled (once).
+        ledger.close(reason)
         log.info("session {session} closed: {reason}", session=session.id, reason=reason)
 
 

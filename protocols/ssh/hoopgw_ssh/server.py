@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from hoopgw.errors import AccessDenied, ConfigError
+from hoopgw.ledger import CommandLedger
 from hoopgw.protocol import ConnectionRuntime
 from hoopgw.session import Command, CommandOutcome, Identity, SessionInfo
 from hoopgw.transport import set_no_delay
@@ -67,9 +68,7 @@ class GatewaySession(avatar.ConchUser):
         """The recorded session (what :class:`~hoopgw.protocol.LiveSession` asks for)."""
         self.upstream = upstream
         self._transport = transport
-        self._seq = 0
-        self._open_commands: dict[int, Command] = {}
-        self._deciding: dict[int, defer.Deferred[Any]] = {}
+        self._ledger = CommandLedger(runtime.chain, info)
         self._closed = False
         self.channelLookup = {b"session": SessionChannel, b"direct-tcpip": DirectTcpipChannel}
         upstream.on_lost = self.terminate
@@ -94,9 +93,12 @@ class GatewaySession(avatar.ConchUser):
 
         :raises Exception: what a failing ``audit_text`` hook raised; the session is ended.
         """
-        self._seq += 1
         command = Command(
-            session_id=self.info.id, seq=self._seq, text=text, kind=kind, details=details
+            session_id=self.info.id,
+            seq=self._ledger.next_seq(),
+            text=text,
+            kind=kind,
+            details=details,
         )
         try:
             return self.runtime.chain.recordable(self.info, command)
@@ -109,19 +111,12 @@ class GatewaySession(avatar.ConchUser):
         """Decide ``command`` with the chain. When the session ends first, the decision is
         cancelled (a pending review is withdrawn) and fires with ``Block``; a command left
         open is aborted."""
-        self._open_commands[command.seq] = command
-        d: defer.Deferred[Any] = self.runtime.chain.decide_command(self.info, command)
-        self._deciding[command.seq] = d
-
-        def decided(result: Any) -> Any:
-            self._deciding.pop(command.seq, None)
-            return result
 
         def withdrawn(failure: Failure) -> Block:
             failure.trap(defer.CancelledError)
             return Block(reason="withdrawn: the session ended")
 
-        return d.addBoth(decided).addErrback(withdrawn)
+        return self._ledger.decide(command).addErrback(withdrawn)
 
     @property
     def is_closed(self) -> bool:
@@ -130,10 +125,7 @@ class GatewaySession(avatar.ConchUser):
 
     def complete(self, command: Command, outcome: CommandOutcome) -> None:
         """Report ``command`` finished; the first report wins."""
-        if self._open_commands.pop(command.seq, None) is not None:
-            self.runtime.chain.notify(
-                "command_completed", session=self.info, command=command, outcome=outcome
-            )
+        self._ledger.complete(command, outcome)
 
     # -- the end -------------------------------------------------------------------------------
 
@@ -147,20 +139,17 @@ class GatewaySession(avatar.ConchUser):
         self.closed(reason)
 
     def closed(self, reason: str) -> None:
-        """Report the session closed (once): open commands aborted, the target link ended."""
+        """Report the session closed (once): the target link ended, pending decisions
+        withdrawn and open commands completed (:meth:`~hoopgw.ledger.CommandLedger.close`)."""
         if self._closed:
             return
         self._closed = True
-        for pending in list(self._deciding.values()):
-            pending.cancel()
-        for command in list(self._open_commands.values()):
-            self.complete(command, CommandOutcome(status="aborted", error_message=reason))
         self.upstream.on_lost = None
         upstream_transport = self.upstream.transport
         if upstream_transport is not None:
             upstream_transport.loseConnection()
         self.runtime.sessions.remove(self)
-        self.runtime.chain.notify("session_closed", session=self.info, reason=reason)
+        self._ledger.close(reason)
 
     def logout(self) -> None:
         """Conch's logout: the client connection is gone."""

@@ -11,7 +11,7 @@ from hoopgw import protocol
 from hoopgw.errors import ConfigError
 from hoopgw.plugin import load_plugin_class
 from hoopgw.session import Command
-from hoopgw.testing import ScriptedClient, make_connection
+from hoopgw.testing import FakeApprover, ScriptedClient, make_connection
 from hoopgw.verdicts import Allow, Block
 
 PLUGIN = "guardrails"
@@ -329,3 +329,42 @@ def test_the_catalog_is_read_only_for_a_policy_that_refuses_opaque_code(
     client, catalog = _catalog_client(monkeypatch, {"deny": ["write"]})
     assert client.run("SELECT f() FROM t WHERE a = 1").verdict == Allow()
     assert catalog.reads == []
+
+
+# -- several verdicts: combine() makes one of them ---------------------------------------------
+
+_REVIEWS = [
+    {"name": "payroll", "tables": ["payroll"], "action": "review", "approvers": ["finance"]},
+    {"name": "users", "tables": ["users"], "action": "review", "approvers": ["dba"]},
+]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "UPDATE payroll SET x = 1; UPDATE users SET y = 2",  # one hold per statement
+        "UPDATE payroll SET x = (SELECT y FROM users)",  # both rules match one statement
+    ],
+)
+def test_every_hold_reaches_the_approval_backend_with_its_approvers(text: str) -> None:
+    approver = FakeApprover()
+    client = ScriptedClient.for_plugin(
+        GuardrailsPlugin, {"rules": _REVIEWS}, name=PLUGIN, extra_plugins=[("fake", approver)]
+    )
+    client.connect()
+    assert client.run(text).verdict is None  # held
+    [(_, _, hold)] = approver.requests
+    assert hold.approvers == ("dba", "finance")
+    assert set(hold.rule.split(",")) == {"payroll", "users"}
+    assert "rule payroll" in hold.reason and "rule users" in hold.reason
+
+
+def test_a_deny_rule_wins_over_an_earlier_review_rule() -> None:
+    rules = [*_REVIEWS, {"name": "no-users", "tables": ["users"]}]
+    verdict = _client({"rules": rules}).run("UPDATE users SET y = 2").verdict
+    assert isinstance(verdict, Block) and verdict.rule == "no-users"
+
+
+def test_only_review_rules_have_approvers() -> None:
+    with pytest.raises(ConfigError, match="approvers"):
+        _client({"rules": [{"tables": ["t"], "approvers": ["dba"]}]})

@@ -27,8 +27,9 @@ from hoopgw.plugin import hookimpl
 from hoopgw.protocol import ConnectionRuntime, SessionRegistry
 from hoopgw.session import ConnectionInfo
 from hoopgw.store.sqlite import SQLiteStore
+from hoopgw.testing import FakeApprover, HookLog
 from hoopgw.throttle import BackoffSettings, FailureThrottle
-from hoopgw.verdicts import Block
+from hoopgw.verdicts import Block, Hold
 
 CLIENT_CAPS = (
     m.CLIENT_PROTOCOL_41
@@ -586,6 +587,42 @@ def test_a_command_withdrawn_while_it_waits_is_completed_once() -> None:
     client.session.connectionLost()
     assert policy.completed == [("SELECT slow", "cancelled", 0)]
     assert policy.closed == ["client closed"]
+
+
+class Holding:
+    """Holds every command for approval."""
+
+    @hookimpl
+    def client_command(self) -> Hold:
+        return Hold(reason="risky", approvers=("dba",))
+
+
+def test_a_command_held_for_approval_is_cancelled_once_when_the_client_leaves() -> None:
+    approver, log = FakeApprover(), HookLog()
+    client = logged_in([("hold", Holding()), ("approver", approver), ("log", log)])
+    client.send(b"\x03DELETE FROM t", seq=0)
+    assert approver.requests and client.upstream.commands() == []
+    client.session.connectionLost()
+    assert approver.withdrawn == 1
+    assert log.events == [
+        ("decided", "DELETE FROM t", "Block"),
+        ("completed", "DELETE FROM t", "cancelled"),
+        ("closed", "client closed"),
+    ]
+
+
+def test_a_client_leaving_during_a_result_gets_its_command_aborted_once() -> None:
+    log = HookLog()
+    client = logged_in([("log", log)])
+    client.send(b"\x03SELECT a FROM t", seq=0)
+    client.server(b"\x01", column(b"a"), eof(), m.encode_text_row([b"x"]))
+    client.session.connectionLost()
+    client.session.connectionLost()
+    assert log.events == [
+        ("decided", "SELECT a FROM t", "Allow"),
+        ("completed", "SELECT a FROM t", "aborted"),
+        ("closed", "client closed"),
+    ]
 
 
 def test_tls_request_hands_the_pipelined_handshake_to_tls() -> None:

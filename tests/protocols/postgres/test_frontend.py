@@ -29,8 +29,9 @@ from hoopgw.plugin import hookimpl
 from hoopgw.protocol import ConnectionRuntime, SessionRegistry
 from hoopgw.session import Column, ConnectionInfo
 from hoopgw.store.sqlite import SQLiteStore
+from hoopgw.testing import FakeApprover, HookLog
 from hoopgw.throttle import BackoffSettings, FailureThrottle
-from hoopgw.verdicts import Block
+from hoopgw.verdicts import Block, Hold
 
 AUTH_TIMEOUT = 30.0
 REAL_CONNECT_UPSTREAM = ClientSession._connect_upstream
@@ -630,6 +631,50 @@ def test_a_disconnect_while_a_decision_is_pending_cancels_it() -> None:
     client.session.connectionLost()
     assert slow.pending[0].called  # cancelled: the chain reports it withdrawn
     assert client.upstream is not None and client.upstream.forwarded() == b""
+
+
+class Holding:
+    """Holds every command for approval."""
+
+    @hookimpl
+    def client_command(self) -> Hold:
+        return Hold(reason="risky", approvers=("dba",))
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["pending decision", "held for approval"])
+def test_a_disconnect_before_the_verdict_completes_the_command_as_cancelled(held: bool) -> None:
+    # The hook contract: command_decided once, command_completed once, session_closed once,
+    # in that order, even when the client leaves while its command waits for a verdict.
+    slow, approver, log = Deferring(), FakeApprover(), HookLog()
+    deciders = [("hold", Holding()), ("approver", approver)] if held else [("slow", slow)]
+    client = logged_in([*deciders, ("log", log)])
+    client.send(m.Query(query="DELETE FROM t").encode())
+    assert log.events == []
+    client.session.connectionLost()
+    assert approver.withdrawn == (1 if held else 0)
+    assert log.events == [
+        ("decided", "DELETE FROM t", "Block"),
+        ("completed", "DELETE FROM t", "cancelled"),
+        ("closed", "client closed"),
+    ]
+    assert client.upstream is not None and client.upstream.forwarded() == b""
+
+
+def test_a_disconnect_during_a_result_aborts_the_command_once() -> None:
+    log = HookLog()
+    client = logged_in([("log", log)])
+    client.send(m.Query(query="SELECT x FROM t").encode())
+    client.server(
+        m.RowDescription(fields=(m.FieldDescription(name="x", type_oid=23),)),
+        m.DataRow(values=(b"1",)),
+    )
+    client.session.connectionLost()
+    client.session.connectionLost()
+    assert log.events == [
+        ("decided", "SELECT x FROM t", "Allow"),
+        ("completed", "SELECT x FROM t", "aborted"),
+        ("closed", "client closed"),
+    ]
 
 
 def test_function_call_is_refused() -> None:

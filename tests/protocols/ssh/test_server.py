@@ -9,21 +9,25 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from hoopgw_ssh.hostkeys import fingerprint
-from hoopgw_ssh.server import SshServerFactory
+from hoopgw_ssh.server import GatewaySession, SshServerFactory
 from hoopgw_ssh.upstream import load_private_key
 from twisted.conch.ssh import keys
 from twisted.conch.ssh.common import getNS
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet import defer
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from hoopgw.authn import Authenticator
 from hoopgw.chain import PluginChain
 from hoopgw.config import parse_config
 from hoopgw.errors import ConfigError
 from hoopgw.identity import KeyService
+from hoopgw.plugin import hookimpl
 from hoopgw.protocol import ConnectionRuntime, SessionRegistry
 from hoopgw.secrets import Secret
-from hoopgw.session import ConnectionInfo
+from hoopgw.session import CommandOutcome, ConnectionInfo
 from hoopgw.store import open_store
+from hoopgw.testing import FakeApprover, HookLog, make_session
+from hoopgw.verdicts import Block, Hold
 
 PRIVATE = keys.Key.fromString(
     ed25519.Ed25519PrivateKey.generate().private_bytes(
@@ -187,3 +191,90 @@ def test_upstream_offers_modern_algorithms_and_sets_no_delay() -> None:
     lists = fakes.kexinit_lists(kexinit)
     _assert_modern(lists)
     assert b"ssh-ed25519" in lists["host_key"] and b"rsa-sha2-256" in lists["host_key"]
+
+
+# -- the session's commands: decided once, completed once, closed once -------------------------
+
+
+class _Holding:
+    @hookimpl
+    def client_command(self) -> Hold:
+        return Hold(reason="risky", approvers=("ops",))
+
+
+class _Slow:
+    def __init__(self) -> None:
+        self.pending: list[defer.Deferred[Any]] = []
+
+    @hookimpl
+    def client_command(self) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred()
+        self.pending.append(d)
+        return d
+
+
+class _Transport:
+    """What a :class:`GatewaySession` asks of the client transport."""
+
+    def __init__(self) -> None:
+        self.disconnects: list[bytes] = []
+
+    def sendDisconnect(self, code: int, reason: bytes) -> None:
+        self.disconnects.append(reason)
+
+
+class _Upstream:
+    def __init__(self) -> None:
+        self.transport = StringTransport()
+        self.on_lost: Any = None
+        self.on_channel_open: Any = None
+
+
+def _session(plugins: list[tuple[str, object]]) -> tuple[GatewaySession, HookLog]:
+    log = HookLog()
+    reactor = MemoryReactorClock()
+    runtime = ConnectionRuntime(
+        config=None,  # type: ignore[arg-type]
+        gateway=None,  # type: ignore[arg-type]
+        info=ConnectionInfo(name="box", protocol="ssh", target="127.0.0.1:22"),
+        chain=PluginChain([*plugins, ("log", log)], reactor=reactor),
+        authenticator=None,  # type: ignore[arg-type]
+        sessions=SessionRegistry(),
+        reactor=reactor,
+    )
+    info = make_session(connection=runtime.info)
+    session = GatewaySession(runtime, _Transport(), info, _Upstream())  # type: ignore[arg-type]
+    runtime.sessions.add(session)
+    return session, log
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["pending decision", "held for approval"])
+def test_a_client_leaving_before_the_verdict_gets_its_command_cancelled_once(held: bool) -> None:
+    approver = FakeApprover()
+    deciders = [("hold", _Holding()), ("approver", approver)] if held else [("slow", _Slow())]
+    session, log = _session(deciders)
+    verdicts: list[Any] = []
+    session.decide(session.new_command("rm -rf /srv", "exec", {})).addCallback(verdicts.append)
+    session.logout()
+    session.closed("again")
+    assert isinstance(verdicts[0], Block)
+    assert approver.withdrawn == (1 if held else 0)
+    assert log.events == [
+        ("decided", "rm -rf /srv", "Block"),
+        ("completed", "rm -rf /srv", "cancelled"),
+        ("closed", "client closed"),
+    ]
+    assert session.upstream.transport.disconnecting  # type: ignore[attr-defined]
+
+
+def test_a_client_leaving_while_its_command_runs_gets_it_aborted_once() -> None:
+    session, log = _session([])
+    command = session.new_command("tail -f log", "exec", {})
+    session.decide(command)
+    session.terminate("access revoked")
+    session.complete(command, CommandOutcome(status="ok"))  # too late: the first report won
+    assert log.events == [
+        ("decided", "tail -f log", "Allow"),
+        ("completed", "tail -f log", "aborted"),
+        ("closed", "access revoked"),
+    ]

@@ -10,7 +10,7 @@ by text, so several plugins asking about the same command cost one parse.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import attrs
 
@@ -93,5 +93,18 @@ class Dialect(Protocol):
 
     def analyze(self, text: str) -> Analysis:
         """Analyse ``text`` (one or several statements). Never raises: a text that cannot be
-        understood is returned with :attr:`Analysis.error` set."""
+        understood is returned with :attr:`Analysis.error` set.
+
+        A dialect whose reading of text depends on session settings (MySQL's ``sql_mode`` and
+        client character set) also takes them, ``analyze(text, settings)``, as its protocol
+        hands them to plugins in ``Command.details["lexing"]``: use :func:`analyze_command`."""
         ...
+
+
+def analyze_command(dialect: Dialect, text: str, details: Mapping[str, Any]) -> Analysis:
+    """``dialect``'s analysis of a command's ``text``, read in the session's lexing settings
+    when its protocol reports them (``details["lexing"]``, see :meth:`Dialect.analyze`)."""
+    settings = details.get("lexing")
+    if settings is None:
+        return dialect.analyze(text)
+    return dialect.analyze(text, settings)  # type: ignore[call-arg]

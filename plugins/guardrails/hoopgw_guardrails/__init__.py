@@ -36,7 +36,7 @@ from hoopgw.errors import ConfigError, PluginError
 from hoopgw.plugin import Option, PluginContext, hookimpl
 from hoopgw.protocol import load_protocol
 from hoopgw.session import Command, SessionInfo
-from hoopgw.sql import Dialect, StatementFacts
+from hoopgw.sql import Dialect, StatementFacts, analyze_command
 from hoopgw.verdicts import Allow, Block, Hold, Verdict
 from hoopgw_guardrails.commands import (
     CommandPolicy,
@@ -201,7 +201,7 @@ class GuardrailsPlugin:
             if facts is None:
                 return _unknown_prepared(command.statement_name)
             return self._policy.judge(facts)
-        analysis = self._dialect.analyze(command.text)
+        analysis = analyze_command(self._dialect, command.text, command.details)
         if not analysis.parseable:
             return Block(
                 reason=(

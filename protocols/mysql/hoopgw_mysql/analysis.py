@@ -41,7 +41,15 @@ from sqlglot.errors import SqlglotError
 
 from hoopgw.sql import Analysis, StatementFacts
 
-__all__ = ["LexingEffect", "LexingState", "MySQLDialect", "Token", "lexing_effect", "tokens"]
+__all__ = [
+    "KEEPS_LEXING",
+    "LexingEffect",
+    "LexingState",
+    "MySQLDialect",
+    "Token",
+    "lexing_effect",
+    "tokens",
+]
 
 
 class _LexError(ValueError):
@@ -883,6 +891,12 @@ class LexingEffect:
     statement, a statement kind not known): the server's report is followed afterwards."""
     sets: frozenset[str] = frozenset()
     """The settings its last statement sets itself: the server must report each."""
+    statements: int = 1
+    """How many statements the server runs from it (the most of any reading)."""
+
+
+KEEPS_LEXING = LexingEffect()
+"""The effect of a command that cannot change the lexing settings."""
 
 
 def lexing_effect(text: str, state: LexingState) -> LexingEffect:
@@ -901,8 +915,10 @@ def lexing_effect(text: str, state: LexingState) -> LexingEffect:
         raise _Unanalysable(refusal)
     changes = False
     sets: set[str] = set()
+    count = 1
     for reading in readings(text, state):
         statements = list(_split(reading))
+        count = max(count, len(statements))
         for index, statement in enumerate(statements):
             effect = _statement_effect(statement, state)
             if not effect.changes:
@@ -915,7 +931,7 @@ def lexing_effect(text: str, state: LexingState) -> LexingEffect:
                 )
             changes = True
             sets |= effect.sets
-    return LexingEffect(changes=changes, sets=frozenset(sets))
+    return LexingEffect(changes=changes, sets=frozenset(sets), statements=count)
 
 
 def _statement_effect(statement: list[Token], state: LexingState) -> LexingEffect:
@@ -942,13 +958,13 @@ def _statement_effect(statement: list[Token], state: LexingState) -> LexingEffec
                 f"{first} of a variable or expression: hoopgw cannot tell whether it changes"
                 " sql_mode or character_set_client"
             )
-        inner = lexing_effect(body, state)
-        if first == "PREPARE" and inner.sets:
+        body_effect = lexing_effect(body, state)
+        if first == "PREPARE" and body_effect.sets:
             raise _Unanalysable(
-                f"PREPARE of a statement that sets {', '.join(sorted(inner.sets))}: set it"
-                " with a plain SET statement"
+                f"PREPARE of a statement that sets {', '.join(sorted(body_effect.sets))}: set"
+                " it with a plain SET statement"
             )
-        return inner if first == "EXECUTE" else LexingEffect()
+        return body_effect if first == "EXECUTE" else KEEPS_LEXING
     if first == "BEGIN" and second == "NOT":
         return LexingEffect(changes=True)  # BEGIN NOT ATOMIC ... END runs statements
     if first in _KEEPS_LEXING:

@@ -116,7 +116,7 @@ def test_prepare_defines_what_execute_runs() -> None:
 def test_unanalysable_texts_carry_an_error() -> None:
     for text in (
         "PREPARE s FROM @v",
-        "SET sql_mode = 'ANSI_QUOTES'",
+        "SET sql_mode = 'ORACLE'",
         "SELECT 'open",
         "SET STATEMENT max_statement_time = 1 FOR",
     ):
@@ -211,19 +211,21 @@ def test_client_character_sets_the_lexer_cannot_read_are_refused() -> None:
         "SET CHARACTER SET sjis",
         "SET CHARSET cp932",
         "SET @@session.character_set_client = gb18030",
-        "SET character_set_client = @saved",
-        "SET NAMES latin1",  # 0xA0 is white space: "--\xa0" starts a comment
     ):
         assert not DIALECT.analyze(text).parseable, text
     assert DIALECT.analyze("SET NAMES utf8mb4; SET character_set_client = 'ascii'").parseable
+    # latin1 is read as the server reads it (0xA0 is white space there); a computed value
+    # (mysqldump's @saved_cs_client) is judged when the server reports it.
+    assert DIALECT.analyze("SET NAMES latin1").parseable
+    assert DIALECT.analyze("SET character_set_client = @saved").parseable
 
 
 def test_a_system_variable_is_known_in_any_spelling() -> None:
     for text in (
-        "SET @@session . sql_mode = 'ANSI_QUOTES'",
-        "SET @@session.`sql_mode` = 'ANSI'",
-        "SET `sql_mode` = 'NO_BACKSLASH_ESCAPES'",
-        "SET SESSION `sql_mode` = 'ANSI_QUOTES'",
+        "SET @@session . sql_mode = 'ORACLE'",
+        "SET @@session.`sql_mode` = 'ORACLE'",
+        "SET `sql_mode` = 'ORACLE'",
+        "SET SESSION `sql_mode` = 'ORACLE'",
         "SET @@`sql_mode` = 'ORACLE'",
         "SET `character_set_client` = 'gbk'",
     ):

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from attrs import evolve as attrs_evolve
 from hoopgw_mysql import messages as m
+from hoopgw_mysql.analysis import LexingState
 from hoopgw_mysql.frontend import GATEWAY_CAPABILITIES, ClientSession
-from hoopgw_mysql.upstream import TargetInfo
+from hoopgw_mysql.upstream import TRACKING_SETUP, TargetInfo
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
@@ -83,6 +84,10 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.transport = StringTransport()
         self.closed = False
+        # What the gateway always asks a real target for (session-state tracking), and the
+        # lexing settings its tracking setup reported.
+        self.capabilities = CLIENT_CAPS | m.CLIENT_SESSION_TRACK
+        self.lexing = LexingState()
 
     def send(self, payload: bytes, seq: int) -> int:
         data, following = m.encode_packet(payload, seq)
@@ -202,6 +207,21 @@ def column(name: bytes, type_: int = 0xFD) -> bytes:
     return m.ColumnDefinition(name=name, org_name=name, org_table=b"t", type=type_).encode()
 
 
+def tracking_ok(status: int = 2, **variables: str) -> bytes:
+    """An OK that reports system variables (session-state tracking)."""
+    entries = b"".join(
+        b"\x00" + m.lenenc_bytes(m.lenenc_bytes(k.encode()) + m.lenenc_bytes(v.encode()))
+        for k, v in variables.items()
+    )
+    return m.OkPacket(
+        status=status | m.SERVER_SESSION_STATE_CHANGED,
+        info=m.lenenc_bytes(b"") + m.lenenc_bytes(entries),
+    ).encode()
+
+
+SETUP_OK = tracking_ok(sql_mode="STRICT_TRANS_TABLES", character_set_client="utf8mb4")
+
+
 def eof(status: int = 2) -> bytes:
     return m.EofPacket(status=status).encode()
 
@@ -271,7 +291,7 @@ def test_a_key_off_loopback_without_tls_is_refused_before_it_is_asked_for() -> N
     assert client.transport.disconnecting
 
 
-@pytest.mark.parametrize("charset", [28, 8])  # gbk, latin1
+@pytest.mark.parametrize("charset", [28, 13, 1])  # gbk, sjis, big5
 def test_a_character_set_the_analysis_cannot_read_is_refused_at_login(charset: int) -> None:
     client = Gateway().connect()
     client.received()
@@ -460,6 +480,9 @@ def test_change_user_to_the_same_identity_resets_the_target_session() -> None:
     assert client.upstream.commands() == [bytes((m.COM_RESET_CONNECTION,))]
     client.server(m.OkPacket().encode())
     assert client.received() == []  # the reset's answer is the gateway's own
+    assert client.upstream.commands() == [b"\x03" + TRACKING_SETUP.encode()]
+    client.server(SETUP_OK)
+    assert client.received() == []
     assert client.upstream.commands() == [b"\x02other"]
     client.server(m.OkPacket().encode())
     [ok] = client.received()
@@ -714,6 +737,11 @@ def test_protocol_commands_are_decided_recorded_and_answered(
     assert recorder.decided == [(kind, text, False, name)]
     assert client.upstream.commands() == [payload]
     client.server(m.OkPacket().encode())
+    if kind == "reset_connection":
+        # The target's tracking list is the global default again: set up again first.
+        assert client.received() == []
+        assert client.upstream.commands() == [b"\x03" + TRACKING_SETUP.encode()]
+        client.server(SETUP_OK)
     [ok] = client.received()
     assert m.is_ok(ok.payload) and ok.seq == 1
     assert recorder.completed == [(text, "ok", 0)]
@@ -798,6 +826,7 @@ def test_reset_connection_forgets_the_prepared_statements() -> None:
     prepare_statement(client, 4)
     client.send(b"\x1f", seq=0)
     client.server(m.OkPacket().encode())
+    client.server(SETUP_OK)
     client.received()
     client.upstream.commands()
     client.send(stmt(0x17, 4, b"\x00\x01\x00\x00\x00"), seq=0)

@@ -978,6 +978,13 @@ class ClientSession(protocol.Protocol):
             return problem
         if variables.keys() & {"sql_mode", "character_set_client"}:
             flight.reported = True
+        if (
+            flight.lexing.sets
+            and not flight.reported
+            and not ok.status & (m.SERVER_MORE_RESULTS_EXISTS)
+        ):
+            # The tracking list was emptied by a route the gateway did not see (a procedure).
+            return f"the target did not report the {', '.join(sorted(flight.lexing.sets))} set"
         if state == self._lexing:
             return ""
         change = ", ".join(
@@ -1340,13 +1347,6 @@ class ClientSession(protocol.Protocol):
         if flight.setup and flight.error_code:
             self._lexing_diverged("the target refused session-state tracking after a reset")
             return
-        if flight.lexing.sets and not flight.error_code and not flight.reported:
-            # The tracking list was emptied by a route the gateway did not see (a procedure).
-            self._lexing_diverged(
-                f"the target did not report the {', '.join(sorted(flight.lexing.sets))} a"
-                " statement set"
-            )
-            return
         self._in_flight = None
         if flight.reader.cursor_opened and flight.statement_id is not None and flight.command:
             self._cursors[flight.statement_id] = (flight.command, flight.reader.columns)
@@ -1416,6 +1416,9 @@ class ClientSession(protocol.Protocol):
             pending.cancel()
         if self.upstream is not None:
             self.upstream.close()
+        # A TLS transport closes only once no producer is registered with it (the upstream's
+        # reader is, from the welcome on): without this a client over TLS waits forever.
+        self.transport.unregisterProducer()
         self.transport.loseConnection()
         self._end_session(reason or message)
 

@@ -249,6 +249,7 @@ class ClientSession(protocol.Protocol):
         self._lexing = LexingState()
         self._up_caps = 0  # what the target negotiated with the gateway
         self._statement_lexing: dict[int, LexingEffect] = {}
+        self._welcomed = False  # the two transports are each other's producers from then on
 
     # -- Twisted events ----------------------------------------------------------------------
 
@@ -674,6 +675,7 @@ class ClientSession(protocol.Protocol):
         set_no_delay(up_transport)
         self.transport.registerProducer(ReadGate(up_transport), True)
         up_transport.registerProducer(self._gate, True)
+        self._welcomed = True
         self._phase = "ready"
         self._reader.max_length = self.runtime.gateway.max_message_size
         self._busy = False
@@ -1418,7 +1420,8 @@ class ClientSession(protocol.Protocol):
             self.upstream.close()
         # A TLS transport closes only once no producer is registered with it (the upstream's
         # reader is, from the welcome on): without this a client over TLS waits forever.
-        self.transport.unregisterProducer()
+        if self._welcomed:
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
         self._end_session(reason or message)
 

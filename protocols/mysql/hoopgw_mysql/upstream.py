@@ -180,7 +180,8 @@ class UpstreamConnection(protocol.Protocol):
         """Close the connection (after the client went away or the session ended)."""
         self._closed_reported = True
         if self.transport is not None:
-            self.transport.unregisterProducer()  # a TLS transport closes only without one
+            if self._phase == "ready":
+                self.transport.unregisterProducer()  # a TLS transport closes only without one
             self.transport.loseConnection()
 
     def send(self, payload: bytes, seq: int) -> int:

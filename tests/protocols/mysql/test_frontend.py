@@ -843,3 +843,97 @@ def test_ping_is_forwarded_without_a_record() -> None:
     [ok] = client.received()
     assert m.is_ok(ok.payload)
     assert recorder.decided == [] and recorder.completed == []
+
+
+# -- lexing settings (issue 14, class 1) ---------------------------------------------------------
+
+
+def query(text: bytes) -> bytes:
+    return bytes((m.COM_QUERY,)) + text
+
+
+@pytest.mark.parametrize("split", [None, 1])
+def test_a_statement_behind_a_settings_change_in_one_packet_never_reaches_the_target(
+    split: int | None,
+) -> None:
+    recorder = Recorder()
+    client = logged_in([("recorder", recorder)])
+    text = b"SET sql_mode = 'NO_BACKSLASH_ESCAPES'; SELECT '\\'; DELETE FROM canary; -- '"
+    client.send(query(text), seq=0, split=split)
+    [error] = client.received()
+    refusal = m.ErrPacket.decode(error.payload)
+    assert refusal.code == 1231 and "last statement of its packet" in refusal.message
+    assert client.upstream.commands() == []
+    assert recorder.completed[-1][1] == "blocked"
+
+
+def test_the_reported_mode_is_how_later_statements_are_read() -> None:
+    seen: list[Any] = []
+
+    class Spy:
+        @hookimpl
+        def client_command(self, command: Any) -> None:
+            seen.append(command.details["lexing"])
+
+    client = logged_in([("spy", Spy())])
+    client.send(query(b"SET sql_mode = 'NO_BACKSLASH_ESCAPES'"), seq=0)
+    client.server(tracking_ok(sql_mode="NO_BACKSLASH_ESCAPES"))
+    [ok] = client.received()
+    # The client did not ask for session tracking: the OK comes without it.
+    assert m.OkPacket.decode(ok.payload).status & m.SERVER_SESSION_STATE_CHANGED == 0
+    assert m.OkPacket.decode(ok.payload).info == b""
+    client.send(query(b"SELECT 1"), seq=0)
+    assert seen[-1] == {"sql_mode": "NO_BACKSLASH_ESCAPES", "character_set_client": "utf8mb4"}
+
+
+@pytest.mark.parametrize(
+    ("text", "report", "why"),
+    [
+        # A change no statement could make (a route the gateway did not see).
+        (b"SELECT 1", {"sql_mode": "ANSI_QUOTES"}, "which no statement"),
+        # A value the gateway cannot read, however it was computed.
+        (b"SET character_set_client = @cs", {"character_set_client": "sjis"}, "sjis"),
+        # A SET the target did not report: its tracking list was emptied.
+        (b"SET sql_mode = 'ANSI_QUOTES'", {}, "did not report the sql_mode"),
+        (b"CALL p()", {"session_track_system_variables": ""}, "stopped reporting"),
+    ],
+)
+def test_a_report_the_gateway_did_not_expect_ends_the_session(
+    text: bytes, report: dict[str, str], why: str
+) -> None:
+    recorder = Recorder()
+    client = logged_in([("recorder", recorder)])
+    client.send(query(text), seq=0)
+    client.server(tracking_ok(**report) if report else m.OkPacket().encode())
+    [error] = client.received()
+    assert why in m.ErrPacket.decode(error.payload).message
+    assert client.transport.disconnecting
+    assert why in recorder.closed[0]
+
+
+def test_bytes_not_valid_utf8_are_recorded_byte_for_byte() -> None:
+    recorded: list[str | None] = []
+
+    class Store:
+        @hookimpl
+        def client_command(self, command: Any) -> None:
+            recorded.append(command.recorded_text)
+
+    client = logged_in([("store", Store())])
+    client.send(query(b"SELECT _binary'\xff'"), seq=0)
+    # The target gets the bytes as sent; the audit store text it can keep.
+    assert client.upstream.commands() == [query(b"SELECT _binary'\xff'")]
+    assert recorded == ["SELECT _binary'\\xff'"]
+
+
+def test_latin1_is_accepted_at_login() -> None:
+    client = Gateway().connect()
+    client.received()
+    client.send(
+        m.HandshakeResponse(
+            capabilities=CLIENT_CAPS, user="agent", auth_response=b"x", charset=8
+        ).encode(),
+        seq=1,
+    )
+    [switch] = client.received()
+    assert m.AuthSwitchRequest.decode(switch.payload).plugin == "mysql_clear_password"

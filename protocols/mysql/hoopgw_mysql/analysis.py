@@ -377,6 +377,7 @@ _ADMIN = {
 _PRIVILEGE_OBJECTS = {"USER", "ROLE"}
 _ROUTINE_OBJECTS = {"PROCEDURE", "FUNCTION", "TRIGGER", "EVENT", "PACKAGE", "AGGREGATE"}
 _FILE_FUNCTIONS = {"LOAD_FILE"}
+_SEQUENCE_WRITES = {"NEXTVAL", "SETVAL"}
 _SKIP_CREATE = {
     "OR",
     "REPLACE",
@@ -530,16 +531,23 @@ class MySQLDialect:
     # -- one statement -------------------------------------------------------------------------
 
     def _statement(self, statement: list[Token]) -> StatementFacts:
+        statement = _sequence_calls(statement)
         words = _words(statement)
         first = words[0]
         text = _join(statement)
         facts = self._classify(statement, words, first)
-        # Calls anywhere (in a SET, a DO, a CALL's arguments): a file read is a file read.
+        # Calls anywhere (in a SET, a DO, a CALL's arguments): a file read is a file read, a
+        # sequence moved is a write (MariaDB: NEXTVAL(), SETVAL(), NEXT VALUE FOR; LASTVAL()
+        # and PREVIOUS VALUE FOR read the session's last value and move nothing).
         for i, token in enumerate(statement[:-1]):
             if token.kind == "word" and statement[i + 1].text == "(":
                 if token.upper in _FILE_FUNCTIONS:
                     facts.add("file-access", f"{token.upper}()")
                     facts.functions.add(token.text.lower())
+                if token.upper in _SEQUENCE_WRITES:
+                    facts.add("write", f"{token.upper}()")
+                    facts.functions.add(token.text.lower())
+
         return facts.freeze(text)
 
     def _classify(self, statement: list[Token], words: list[str], first: str) -> _Facts:
@@ -818,6 +826,28 @@ class MySQLDialect:
         self._merge_text(facts, body, "PREPARE")
         facts.prepares = _name(statement[1]).lower()
         return facts
+
+
+def _sequence_calls(statement: list[Token]) -> list[Token]:
+    """``statement`` with MariaDB's ``NEXT VALUE FOR s`` and ``PREVIOUS VALUE FOR s`` spelled
+    as the calls they are, ``NEXTVAL(s)`` and ``LASTVAL(s)`` (what sqlglot reads)."""
+    out: list[Token] = []
+    i = 0
+    while i < len(statement):
+        words = _words(statement[i : i + 3])
+        if words in (["NEXT", "VALUE", "FOR"], ["PREVIOUS", "VALUE", "FOR"]) and (
+            statement[i].kind == "word"
+        ):
+            name = statement[i + 3 : i + 4]
+            if _words(statement[i + 4 : i + 5]) == ["."]:
+                name = statement[i + 3 : i + 6]
+            call = "NEXTVAL" if words[0] == "NEXT" else "LASTVAL"
+            out += [Token("word", call), Token("punct", "("), *name, Token("punct", ")")]
+            i += 3 + len(name)
+            continue
+        out.append(statement[i])
+        i += 1
+    return out
 
 
 def _comma_split(tokens_: list[Token]) -> Iterator[list[Token]]:

@@ -327,6 +327,13 @@ def test_setting_the_tracking_list_is_refused(recorded: Target) -> None:
     with recorded.connect() as conn:
         message = refused(conn, "SET session_track_system_variables = ''")
         assert "session_track_system_variables" in message
+        # MariaDB sets these but does not report them: refused, SET SESSION works.
+        for spelling in ("@@sql_mode", "@@`sql_mode`", "@@SQL_MODE"):
+            message = refused(conn, f"SET {spelling} = 'NO_BACKSLASH_ESCAPES'")
+            assert "does not report this spelling" in message
+        assert "last statement" in refused(conn, f"SET SESSION sql_mode = ''; {HIDDEN_DELETE}")
+        run(conn, "SET SESSION sql_mode = 'NO_BACKSLASH_ESCAPES'")
+        assert run(conn, "SELECT @@sql_mode") == [(("NO_BACKSLASH_ESCAPES",),)]
 
 
 # -- issue 14, class 13: bytes not valid in the client's character set -------------------------

@@ -741,12 +741,14 @@ class MySQLDialect:
             if "FOR" not in words[:-1]:
                 raise _Unanalysable("SET STATEMENT without FOR and a statement")
             at = words.index("FOR")
+            _set_effect(statement[2:at])  # the settings the gateway cannot follow
             facts = self._set_assignments(statement[2:at])
             inner = self._statement(statement[at + 1 :])
             facts.merge(inner)
             facts.has_where = inner.has_where
             facts.where_constant_true = inner.where_constant_true
             return facts
+        _set_effect(statement[1:])  # the settings the gateway cannot follow
         return self._set_assignments(statement[1:])
 
     def _set_assignments(self, assignments: list[Token]) -> _Facts:
@@ -1017,8 +1019,10 @@ def _set_effect(assignments: list[Token]) -> frozenset[str]:
             continue  # a user variable
         at = next((j for j, t in enumerate(assignment) if t.text in ("=", ":")), 1)
         name = "".join(map(_spelled, assignment[:at])).lower()
+        unscoped = False
         if name.startswith("@@"):
             scope, _, name = name[2:].rpartition(".")
+            unscoped = not scope
         if name == "session_track_system_variables":
             raise _Unanalysable(
                 "SET session_track_system_variables: hoopgw follows sql_mode and"
@@ -1026,6 +1030,12 @@ def _set_effect(assignments: list[Token]) -> frozenset[str]:
             )
         if scope.upper() not in ("", "SESSION", "LOCAL") or name not in _LEXING_NAMES:
             continue
+        if unscoped:
+            # MariaDB 10.11 sets the variable but does not report it (measured).
+            raise _Unanalysable(
+                f"SET @@{name}: the server does not report this spelling; write"
+                f" SET SESSION {name} = ..."
+            )
         if name in ("names", "charset"):
             _check_charset(assignment[1:2])
         elif name == "character":

@@ -931,8 +931,12 @@ KEEPS_LEXING = LexingEffect()
 """The effect of a command that cannot change the lexing settings."""
 
 
-def lexing_effect(text: str, state: LexingState) -> LexingEffect:
-    """What ``text`` may do to the lexing settings, read in ``state``.
+def lexing_effect(
+    text: str, state: LexingState, prepared: dict[str, LexingEffect] | None = None
+) -> LexingEffect:
+    """What ``text`` may do to the lexing settings, read in ``state``. ``prepared`` maps the
+    names of the session's SQL prepared statements to what running them may do; the text's
+    ``PREPARE``s are added to it (an ``EXECUTE`` of a name not in it may change anything).
 
     A statement that may change them must be the last of its text: MySQL reads each statement
     of a multi-statement packet after running the one before, so a statement behind it would
@@ -948,11 +952,12 @@ def lexing_effect(text: str, state: LexingState) -> LexingEffect:
     changes = False
     sets: set[str] = set()
     count = 1
+    prepared = {} if prepared is None else prepared
     for reading in readings(text, state):
         statements = list(_split(reading))
         count = max(count, len(statements))
         for index, statement in enumerate(statements):
-            effect = _statement_effect(statement, state)
+            effect = _statement_effect(statement, state, prepared)
             if not effect.changes:
                 continue
             if index < len(statements) - 1:
@@ -966,7 +971,9 @@ def lexing_effect(text: str, state: LexingState) -> LexingEffect:
     return LexingEffect(changes=changes, sets=frozenset(sets), statements=count)
 
 
-def _statement_effect(statement: list[Token], state: LexingState) -> LexingEffect:
+def _statement_effect(
+    statement: list[Token], state: LexingState, prepared: dict[str, LexingEffect]
+) -> LexingEffect:
     words = _words(statement)
     first = words[0]
     second = words[1] if len(words) > 1 else ""
@@ -977,26 +984,36 @@ def _statement_effect(statement: list[Token], state: LexingState) -> LexingEffec
             at = words.index("FOR") if "FOR" in words else len(words)
             _set_effect(statement[2:at])
             inner = statement[at + 1 :]
-            return _statement_effect(inner, state) if inner else LexingEffect()
+            return _statement_effect(inner, state, prepared) if inner else LexingEffect()
         if second in ("PASSWORD", "ROLE", "DEFAULT", "TRANSACTION"):
             return LexingEffect()
         sets = _set_effect(statement[1:])
         return LexingEffect(changes=bool(sets), sets=sets)
     if first in ("PREPARE", "EXECUTE") and (first == "PREPARE" or second == "IMMEDIATE"):
         body_at = 3 if first == "PREPARE" else 2
-        body = _literal(statement[body_at]) if len(statement) == body_at + 1 else None
+        rest = words[body_at + 1 : body_at + 2]
+        literal = len(statement) > body_at and rest in ([], ["USING"])
+        body = _literal(statement[body_at]) if literal else None
         if body is None:
             raise _Unanalysable(
                 f"{first} of a variable or expression: hoopgw cannot tell whether it changes"
                 " sql_mode or character_set_client"
             )
-        body_effect = lexing_effect(body, state)
+        body_effect = lexing_effect(body, state, dict(prepared))
         if first == "PREPARE" and body_effect.sets:
             raise _Unanalysable(
                 f"PREPARE of a statement that sets {', '.join(sorted(body_effect.sets))}: set"
                 " it with a plain SET statement"
             )
-        return body_effect if first == "EXECUTE" else KEEPS_LEXING
+        if first == "PREPARE":
+            prepared[_name(statement[1]).lower()] = body_effect
+            return KEEPS_LEXING
+        return body_effect
+    if first == "EXECUTE" and len(statement) > 1:
+        return prepared.get(_name(statement[1]).lower(), LexingEffect(changes=True))
+    if first in ("DEALLOCATE", "DROP") and second == "PREPARE" and len(statement) > 2:
+        prepared.pop(_name(statement[2]).lower(), None)
+        return KEEPS_LEXING
     if first == "BEGIN" and second == "NOT":
         return LexingEffect(changes=True)  # BEGIN NOT ATOMIC ... END runs statements
     if first in _KEEPS_LEXING:

@@ -250,6 +250,7 @@ class ClientSession(protocol.Protocol):
         self._up_caps = 0  # what the target negotiated with the gateway
         self._statement_lexing: dict[int, LexingEffect] = {}
         self._welcomed = False  # the two transports are each other's producers from then on
+        self._sql_prepared: dict[str, LexingEffect] = {}  # SQL PREPARE names (lexing_effect)
 
     # -- Twisted events ----------------------------------------------------------------------
 
@@ -965,7 +966,7 @@ class ClientSession(protocol.Protocol):
         is left to the plugins (guardrails refuses it) and to the server (which refuses it
         too), as one that may change the settings."""
         try:
-            return lexing_effect(text, self._lexing), ""
+            return lexing_effect(text, self._lexing, self._sql_prepared), ""
         except ValueError as exc:
             if "unterminated" in str(exc) or "versioned comments" in str(exc):
                 return LexingEffect(changes=True, statements=2), ""
@@ -1017,6 +1018,7 @@ class ClientSession(protocol.Protocol):
         self._statement_params.clear()
         self._long_data_refused.clear()
         self._statement_lexing.clear()
+        self._sql_prepared.clear()
 
     def _forget_statement(self, statement: int) -> None:
         """The target closed prepared statement ``statement``."""

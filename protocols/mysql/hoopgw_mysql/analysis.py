@@ -17,14 +17,12 @@ Two layers, because no permissively licensed parser knows every MySQL and MariaD
    leading keywords are not in the table falls in ``opaque-code``.
 
 What cannot be analysed is refused (:attr:`~hoopgw.sql.Analysis.error`): ``PREPARE ... FROM
-@variable`` (the text is only known when it runs), a ``SET sql_mode`` to anything but a
-literal without ``ANSI_QUOTES``, ``NO_BACKSLASH_ESCAPES`` or a combination mode that includes
-``ANSI_QUOTES`` (those change how the server reads quotes, so later statements could no
-longer be split the way the server splits them), a client character set other than utf8mb4,
-utf8mb3, ascii or binary (in others a byte from 0x80 up may be white space or end in a quote's
-byte), an unterminated string or comment. The lexer assumes the server's default lexing
-(backslash escapes on, double quotes delimit strings), which the refusals above keep true for
-the session.
+@variable`` (the text is only known when it runs), an unterminated string or comment, and a
+session whose lexing settings cannot be read (:class:`LexingState`: ``sql_mode=ORACLE``, a
+client character set outside :data:`CLIENT_CHARSETS`). Text is read in the session's
+``sql_mode`` (``ANSI_QUOTES``, ``NO_BACKSLASH_ESCAPES``) and client character set as the server
+reported them (``analyze(text, settings)``); :func:`lexing_effect` says what a text may do to
+those settings, which the protocol uses to keep its view in lock-step with the server's.
 """
 
 from __future__ import annotations

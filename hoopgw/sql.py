@@ -161,10 +161,23 @@ class Dialect(Protocol):
 
     def analyze(self, text: str) -> Analysis:
         """Analyse ``text`` (one or several statements). Never raises: a text that cannot be
-        understood is returned with :attr:`Analysis.error` set."""
+        understood is returned with :attr:`Analysis.error` set.
+
+        A dialect whose reading of text depends on session settings (MySQL's ``sql_mode`` and
+        client character set) also takes them, ``analyze(text, settings)``, as its protocol
+        hands them to plugins in ``Command.details["lexing"]``: use :func:`analyze_command`."""
         ...
 
 
 # A dialect may also offer ``function_catalog(reactor, *, target, user, password, sslmode)``,
 # returning a :class:`FunctionCatalog` read over a side connection with that credential; the
 # guardrails plugin uses it to resolve what statements call (:meth:`StatementFacts.resolved`).
+
+
+def analyze_command(dialect: Dialect, text: str, details: Mapping[str, Any]) -> Analysis:
+    """``dialect``'s analysis of a command's ``text``, read in the session's lexing settings
+    when its protocol reports them (``details["lexing"]``, see :meth:`Dialect.analyze`)."""
+    settings = details.get("lexing")
+    if settings is None:
+        return dialect.analyze(text)
+    return dialect.analyze(text, settings)  # type: ignore[call-arg]

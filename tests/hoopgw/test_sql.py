@@ -1,8 +1,11 @@
-"""Statement facts once the target's catalog has answered: what the catalog may clear."""
+"""The dialect contract's helpers: statement facts once the target's catalog has answered
+(what the catalog may clear), and session-dependent reading."""
 
 from __future__ import annotations
 
-from hoopgw.sql import StatementFacts
+from collections.abc import Mapping
+
+from hoopgw.sql import Analysis, StatementFacts, analyze_command
 
 
 def _facts(**fields: object) -> StatementFacts:
@@ -32,3 +35,25 @@ def test_a_cause_no_unlisted_function_explains_stays() -> None:
         unlisted_functions=frozenset({"f"}),
     )
     assert both.resolved({}).causes["opaque-code"] == "DO (a code block)"
+
+
+class PlainDialect:
+    name = "plain"
+
+    def analyze(self, text: str) -> Analysis:
+        return Analysis(error=text)
+
+
+class SettingsDialect:
+    name = "settings"
+
+    def analyze(self, text: str, settings: Mapping[str, str] | None = None) -> Analysis:
+        return Analysis(error=f"{text} {dict(settings or {})}")
+
+
+def test_settings_reach_a_dialect_only_when_the_protocol_reports_them() -> None:
+    assert analyze_command(PlainDialect(), "x", {}).error == "x"
+    lexing = {"sql_mode": "ANSI_QUOTES"}
+    assert analyze_command(SettingsDialect(), "x", {"lexing": lexing}).error == (
+        "x {'sql_mode': 'ANSI_QUOTES'}"
+    )

@@ -36,7 +36,7 @@ from hoopgw.errors import ConfigError, PluginError
 from hoopgw.plugin import Option, PluginContext, hookimpl
 from hoopgw.protocol import load_protocol
 from hoopgw.session import Command, SessionInfo
-from hoopgw.sql import DENY_CLASSES, Dialect
+from hoopgw.sql import DENY_CLASSES, Dialect, analyze_command
 from hoopgw.verdicts import Block, Hold, Verdict
 
 __all__ = ["ApprovalPlugin"]
@@ -158,7 +158,7 @@ class ApprovalPlugin:
                     rule="execute",
                 )
             return None
-        analysis = self._dialect.analyze(command.text)
+        analysis = analyze_command(self._dialect, command.text, command.details)
         if not analysis.parseable:
             return Block(
                 reason=f"unparseable: the command could not be parsed ({analysis.error});"

@@ -42,7 +42,7 @@ from hoopgw.plugin import Option, PluginContext, hookimpl
 from hoopgw.protocol import load_protocol
 from hoopgw.secrets import resolve_secret
 from hoopgw.session import Command, ConnectionInfo, SessionInfo, UpstreamOptions
-from hoopgw.sql import Dialect, FunctionCatalog, StatementFacts
+from hoopgw.sql import Dialect, FunctionCatalog, StatementFacts, analyze_command
 from hoopgw.verdicts import Allow, Block, Hold, Verdict
 from hoopgw_guardrails.commands import (
     CommandPolicy,
@@ -292,7 +292,7 @@ class GuardrailsPlugin:
             if facts is None:
                 return _unknown_prepared(command.statement_name)
             return self._judge(session, command, [facts])
-        analysis = self._dialect.analyze(command.text)
+        analysis = analyze_command(self._dialect, command.text, command.details)
         if not analysis.parseable:
             return Block(
                 reason=(

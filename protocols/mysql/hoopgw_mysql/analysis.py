@@ -17,14 +17,12 @@ Two layers, because no permissively licensed parser knows every MySQL and MariaD
    leading keywords are not in the table falls in ``opaque-code``.
 
 What cannot be analysed is refused (:attr:`~hoopgw.sql.Analysis.error`): ``PREPARE ... FROM
-@variable`` (the text is only known when it runs), a ``SET sql_mode`` to anything but a
-literal without ``ANSI_QUOTES``, ``NO_BACKSLASH_ESCAPES`` or a combination mode that includes
-``ANSI_QUOTES`` (those change how the server reads quotes, so later statements could no
-longer be split the way the server splits them), a client character set other than utf8mb4,
-utf8mb3, ascii or binary (in others a byte from 0x80 up may be white space or end in a quote's
-byte), an unterminated string or comment. The lexer assumes the server's default lexing
-(backslash escapes on, double quotes delimit strings), which the refusals above keep true for
-the session.
+@variable`` (the text is only known when it runs), an unterminated string or comment, and a
+session whose lexing settings cannot be read (:class:`LexingState`: ``sql_mode=ORACLE``, a
+client character set outside :data:`CLIENT_CHARSETS`). Text is read in the session's
+``sql_mode`` (``ANSI_QUOTES``, ``NO_BACKSLASH_ESCAPES``) and client character set as the server
+reported them (``analyze(text, settings)``); :func:`lexing_effect` says what a text may do to
+those settings, which the protocol uses to keep its view in lock-step with the server's.
 """
 
 from __future__ import annotations
@@ -32,7 +30,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import attrs
@@ -42,7 +40,15 @@ from sqlglot.errors import SqlglotError
 
 from hoopgw.sql import Analysis, StatementFacts
 
-__all__ = ["MySQLDialect", "Token", "tokens"]
+__all__ = [
+    "KEEPS_LEXING",
+    "LexingEffect",
+    "LexingState",
+    "MySQLDialect",
+    "Token",
+    "lexing_effect",
+    "tokens",
+]
 
 
 class _LexError(ValueError):
@@ -51,12 +57,15 @@ class _LexError(ValueError):
 
 @attrs.frozen
 class Token:
-    """One lexical token: ``kind`` is ``word``, ``string``, ``quoted`` (a backquoted or
-    double-quoted identifier is still ``string`` for ``"``), ``number``, ``variable``
+    """One lexical token: ``kind`` is ``word``, ``string``, ``quoted`` (a backquoted
+    identifier, or a double-quoted one under ``ANSI_QUOTES``), ``number``, ``variable``
     (``@name``, ``@@name``), ``punct`` or ``semicolon``."""
 
     kind: str
     text: str
+    escapes: bool = True
+    """For a string: whether a backslash escapes the next character in it (not under
+    ``NO_BACKSLASH_ESCAPES``)."""
 
     @property
     def upper(self) -> str:
@@ -72,16 +81,95 @@ _EXECUTABLE = re.compile(r"/\*M?!\d{0,6}")
 MAX_VERSIONED_MARKERS = 5
 """Distinct versioned executable-comment markers one text may hold (each doubles the readings
 that are analysed, see :meth:`MySQLDialect.analyze`)."""
-# The client character sets the lexer reads as the server does: in these every byte from 0x80
-# up belongs to a name. In others such a byte may be white space (latin1's 0xA0: "--\xa0"
-# starts a comment) or end a multi-byte character in a quote's byte (gbk, big5, sjis).
-_CLIENT_CHARSETS = {"utf8mb4", "utf8mb3", "utf8", "ascii", "binary", "default"}
+CLIENT_CHARSETS = frozenset({"utf8mb4", "utf8mb3", "utf8", "ascii", "binary", "latin1"})
+"""The client character sets (``character_set_client``) the lexer reads exactly as the server
+does: no multi-byte character holds an ASCII byte, and the only white space above 0x7F is
+latin1's 0xA0 (measured on the server: ``SELECT 1\xa0+1`` and ``--\xa0`` in latin1)."""
+UNSAFE_CHARSETS = frozenset({"big5", "cp932", "gbk", "sjis", "gb18030"})
+"""Client character sets whose multi-byte characters can end in the byte of a backslash, a
+quote or a backquote (0x5C, 0x27, 0x22, 0x60): text in them cannot be read without the
+server's own tables, so they are refused by every route."""
+UNSUPPORTED_SQL_MODES = {"ORACLE": "it switches MariaDB to another grammar"}
+"""``sql_mode`` flags the analysis does not follow (``ANSI_QUOTES`` and
+``NO_BACKSLASH_ESCAPES`` it does; the others do not change how text is split)."""
+TRACKED_VARIABLES = ("sql_mode", "character_set_client", "session_track_system_variables")
+"""The session variables that decide how the server reads text, as the server reports them
+(session-state tracking); the last keeps the others reported."""
 
 
-def _string_end(text: str, start: int, quote: str) -> int:
-    """Index after the closing quote of a string or identifier opened at ``start``."""
+@attrs.frozen
+class LexingState:
+    """The session settings that change how the server reads a statement's text, as the
+    server last reported them."""
+
+    sql_mode: frozenset[str] = frozenset()
+    """The ``sql_mode`` flags, upper-cased (combination modes expanded, as the server
+    reports them)."""
+    charset: str = "utf8mb4"
+    """``character_set_client``, lower-cased (``utf8`` read as ``utf8mb3``)."""
+
+    @classmethod
+    def of(cls, settings: Mapping[str, str] | None) -> LexingState:
+        """The state that ``settings`` (variable name to value) describe; defaults for the
+        variables it does not name."""
+        settings = settings or {}
+        modes = settings.get("sql_mode", "")
+        charset = settings.get("character_set_client", "utf8mb4").strip().lower()
+        return cls(
+            sql_mode=frozenset(m.strip().upper() for m in modes.split(",") if m.strip()),
+            charset="utf8mb3" if charset == "utf8" else charset,
+        )
+
+    @property
+    def settings(self) -> dict[str, str]:
+        """The state as variable name to value (what :meth:`of` reads)."""
+        return {"sql_mode": ",".join(sorted(self.sql_mode)), "character_set_client": self.charset}
+
+    @property
+    def ansi_quotes(self) -> bool:
+        """Whether ``"`` quotes identifiers (``ANSI_QUOTES``) rather than strings."""
+        return "ANSI_QUOTES" in self.sql_mode
+
+    @property
+    def backslash_escapes(self) -> bool:
+        """Whether a backslash escapes in strings (not under ``NO_BACKSLASH_ESCAPES``)."""
+        return "NO_BACKSLASH_ESCAPES" not in self.sql_mode
+
+    @property
+    def spaces(self) -> str:
+        """The characters the server reads as white space."""
+        return _SPACE + ("\xa0" if self.charset == "latin1" else "")
+
+    def refusal(self) -> str:
+        """Why text cannot be read safely in this state; empty when it can."""
+        if self.charset not in CLIENT_CHARSETS:
+            return charset_refusal(self.charset)
+        for mode in sorted(self.sql_mode & UNSUPPORTED_SQL_MODES.keys()):
+            return f"sql_mode {mode}: {UNSUPPORTED_SQL_MODES[mode]}, which hoopgw does not read"
+        return ""
+
+
+DEFAULT_STATE = LexingState()
+
+
+def charset_refusal(charset: str) -> str:
+    """Why the client character set ``charset`` is refused."""
+    why = (
+        "its multi-byte characters can end in the byte of a backslash or quote, so the server"
+        " would read quotes where hoopgw reads none"
+        if charset in UNSAFE_CHARSETS
+        else "hoopgw reads only"
+    )
+    return (
+        f"character_set_client {charset}: {why} (use utf8mb4; accepted:"
+        f" {', '.join(sorted(CLIENT_CHARSETS))})"
+    )
+
+
+def _string_end(text: str, start: int, quote: str, backslash: bool) -> int:
+    """Index after the closing quote of a string or identifier opened at ``start``;
+    ``backslash``: whether a backslash escapes the next character."""
     i = start + 1
-    backslash = quote != "`"
     while i < len(text):
         c = text[i]
         if backslash and c == "\\":
@@ -115,11 +203,14 @@ def versioned_markers(text: str) -> list[str]:
     return sorted({m.group()[2:] for m in _EXECUTABLE.finditer(text)} - {"!"})
 
 
-def tokens(text: str, skipped: frozenset[str] = frozenset()) -> list[Token]:
+def tokens(
+    text: str, skipped: frozenset[str] = frozenset(), state: LexingState = DEFAULT_STATE
+) -> list[Token]:
     """The tokens the server reads in ``text``, comments dropped and executable comments
     opened (their contents kept as if the markers were not there), except those whose marker
     (see :func:`versioned_markers`) is in ``skipped``: those are read as a server that does not
-    run them reads them, as a comment.
+    run them reads them, as a comment. ``state`` is the session's lexing settings (quotes,
+    backslashes, white space).
 
     :raises ValueError: an unterminated string, identifier or comment.
     """
@@ -127,9 +218,12 @@ def tokens(text: str, skipped: frozenset[str] = frozenset()) -> list[Token]:
     i = 0
     n = len(text)
     in_executable = False
+    spaces = state.spaces
+    escapes = state.backslash_escapes
+    string_quotes = "'" if state.ansi_quotes else "'\""
     while i < n:
         c = text[i]
-        if c in _SPACE:
+        if c in spaces:
             i += 1
         elif in_executable and text.startswith("*/", i):
             in_executable = False
@@ -150,16 +244,16 @@ def tokens(text: str, skipped: frozenset[str] = frozenset()) -> list[Token]:
         elif c == "#" or (
             # "-- " starts a comment when an ASCII space or control byte follows (or nothing).
             text.startswith("--", i)
-            and (i + 2 == n or ord(text[i + 2]) <= 0x20 or text[i + 2] == "\x7f")
+            and (i + 2 == n or ord(text[i + 2]) <= 0x20 or text[i + 2] in "\x7f" + spaces)
         ):
             end = text.find("\n", i)
             i = n if end < 0 else end + 1
-        elif c in "'\"":
-            end = _string_end(text, i, c)
-            out.append(Token("string", text[i:end]))
+        elif c in string_quotes:
+            end = _string_end(text, i, c, escapes)
+            out.append(Token("string", text[i:end], escapes))
             i = end
-        elif c == "`":
-            end = _string_end(text, i, c)
+        elif c in '`"':
+            end = _string_end(text, i, c, False)
             out.append(Token("quoted", text[i:end]))
             i = end
         elif c == "@":
@@ -167,8 +261,9 @@ def tokens(text: str, skipped: frozenset[str] = frozenset()) -> list[Token]:
             assert match is not None
             end = match.end()
             if end < n and text[end] in "'\"`" and not text[i + 1 : end].strip("@"):
-                # @'name': the server reads the quoted part as any string (escapes included).
-                end = _string_end(text, end, text[end])
+                # @'name': the server reads the quoted part as it reads any quoted text.
+                quote = text[end]
+                end = _string_end(text, end, quote, escapes and quote in string_quotes)
             out.append(Token("variable", text[i:end]))
             i = end
         elif c == ";":
@@ -189,13 +284,24 @@ def tokens(text: str, skipped: frozenset[str] = frozenset()) -> list[Token]:
 
 
 def _join(statement: list[Token]) -> str:
-    return " ".join(t.text for t in statement)
+    """The statement in the server's default lexing (what sqlglot reads): a string without
+    backslash escapes re-escaped, a double-quoted identifier backquoted."""
+    return " ".join(map(_canonical, statement))
+
+
+def _canonical(token: Token) -> str:
+    if token.kind == "string" and not token.escapes:
+        value = _literal(token) or ""
+        return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+    if token.kind == "quoted" and token.text.startswith('"'):
+        return "`" + _name(token).replace("`", "``") + "`"
+    return token.text
 
 
 def _name(token: Token) -> str:
     text = token.text
     if token.kind == "quoted":
-        return text[1:-1].replace("``", "`")
+        return text[1:-1].replace(text[0] * 2, text[0])
     if token.kind == "string":
         return text[1:-1]
     return text
@@ -215,6 +321,8 @@ def _literal(token: Token) -> str | None:
             return "\\" + char  # the server keeps the backslash (for LIKE patterns)
         return _ESCAPES.get(char, char)
 
+    if not token.escapes:
+        return token.text[1:-1].replace(quote * 2, quote)
     # One pass, left to right, as the server reads it.
     return re.sub(r"\\(.)|" + re.escape(quote * 2), unescape, token.text[1:-1], flags=re.DOTALL)
 
@@ -268,17 +376,7 @@ _ADMIN = {
 _PRIVILEGE_OBJECTS = {"USER", "ROLE"}
 _ROUTINE_OBJECTS = {"PROCEDURE", "FUNCTION", "TRIGGER", "EVENT", "PACKAGE", "AGGREGATE"}
 _FILE_FUNCTIONS = {"LOAD_FILE"}
-# Modes that change how quotes are read; the combination modes include ANSI_QUOTES.
-_RISKY_SQL_MODES = {
-    "ANSI_QUOTES",
-    "NO_BACKSLASH_ESCAPES",
-    "ANSI",
-    "ORACLE",
-    "MSSQL",
-    "DB2",
-    "POSTGRESQL",
-    "MAXDB",
-}
+_SEQUENCE_WRITES = {"NEXTVAL", "SETVAL"}
 _SKIP_CREATE = {
     "OR",
     "REPLACE",
@@ -305,7 +403,7 @@ _SKIP_CREATE = {
 }
 
 
-class _Unanalysable(Exception):
+class _Unanalysable(ValueError):
     """A statement whose effect cannot be known before it runs."""
 
 
@@ -373,33 +471,54 @@ def _words(statement: list[Token]) -> list[str]:
     return [t.upper if t.kind == "word" else t.text for t in statement]
 
 
+def readings(text: str, state: LexingState = DEFAULT_STATE) -> list[list[Token]]:
+    """Every distinct token list the server may read in ``text``: one per choice of versioned
+    executable comments run or skipped (see :meth:`MySQLDialect.analyze`).
+
+    :raises ValueError: a text that cannot be read (unterminated, too many markers).
+    """
+    markers = versioned_markers(text)
+    if len(markers) > MAX_VERSIONED_MARKERS:
+        raise _Unanalysable(f"more than {MAX_VERSIONED_MARKERS} kinds of versioned comments")
+    found: list[list[Token]] = []
+    for mask in range(1 << len(markers)):
+        skipped = frozenset(m for bit, m in enumerate(markers) if mask >> bit & 1)
+        reading = tokens(text, skipped, state)
+        if reading not in found:
+            found.append(reading)
+    return found
+
+
 class MySQLDialect:
     """Statement analysis for MySQL and MariaDB (see the module docstring)."""
 
     name = "mysql"
 
-    @functools.lru_cache(maxsize=1024)  # noqa: B019 -- one dialect per process
-    def analyze(self, text: str) -> Analysis:
+    def __init__(self) -> None:
+        self._state = DEFAULT_STATE  # the lexing state of the analysis under way
+
+    def analyze(self, text: str, settings: Mapping[str, str] | None = None) -> Analysis:
         """Analyse ``text`` (one or several statements); never raises.
+
+        :param settings: the session's lexing settings as the server reported them
+            (``sql_mode``, ``character_set_client``; the protocol hands them to plugins as
+            ``Command.details["lexing"]``); the server's defaults when ``None``.
 
         Whether a server runs a versioned executable comment (``/*!50700 ... */``,
         ``/*M!100100 ... */``) depends on its kind and version, and a skipped one ends at its
         first ``*/`` even inside quotes. So the text is read once for every choice of markers
         skipped, and the statements of every distinct reading are judged."""
+        return self._analyze(text, LexingState.of(settings))
+
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 -- one dialect per process
+    def _analyze(self, text: str, state: LexingState) -> Analysis:
+        outer, self._state = self._state, state
         try:
-            markers = versioned_markers(text)
-            if len(markers) > MAX_VERSIONED_MARKERS:
-                raise _Unanalysable(
-                    f"more than {MAX_VERSIONED_MARKERS} kinds of versioned comments"
-                )
-            readings: list[list[Token]] = []
-            for mask in range(1 << len(markers)):
-                skipped = frozenset(m for bit, m in enumerate(markers) if mask >> bit & 1)
-                reading = tokens(text, skipped)
-                if reading not in readings:
-                    readings.append(reading)
+            refusal = state.refusal()
+            if refusal:
+                raise _Unanalysable(refusal)
             statements: list[StatementFacts] = []
-            for reading in readings:
+            for reading in readings(text, state):
                 for facts in map(self._statement, _split(reading)):
                     if facts not in statements:
                         statements.append(facts)
@@ -407,21 +526,30 @@ class MySQLDialect:
             return Analysis(error=str(exc))
         except SqlglotError as exc:
             return Analysis(error=f"MySQL statement not understood: {str(exc).splitlines()[0]}")
+        finally:
+            self._state = outer
         return Analysis(statements=tuple(statements))
 
     # -- one statement -------------------------------------------------------------------------
 
     def _statement(self, statement: list[Token]) -> StatementFacts:
+        statement = _sequence_calls(statement)
         words = _words(statement)
         first = words[0]
         text = _join(statement)
         facts = self._classify(statement, words, first)
-        # Calls anywhere (in a SET, a DO, a CALL's arguments): a file read is a file read.
+        # Calls anywhere (in a SET, a DO, a CALL's arguments): a file read is a file read, a
+        # sequence moved is a write (MariaDB: NEXTVAL(), SETVAL(), NEXT VALUE FOR; LASTVAL()
+        # and PREVIOUS VALUE FOR read the session's last value and move nothing).
         for i, token in enumerate(statement[:-1]):
             if token.kind == "word" and statement[i + 1].text == "(":
                 if token.upper in _FILE_FUNCTIONS:
                     facts.add("file-access", f"{token.upper}()")
                     facts.functions.add(token.text.lower())
+                if token.upper in _SEQUENCE_WRITES:
+                    facts.add("write", f"{token.upper}()")
+                    facts.functions.add(token.text.lower())
+
         return facts.freeze(text)
 
     def _classify(self, statement: list[Token], words: list[str], first: str) -> _Facts:
@@ -621,6 +749,7 @@ class MySQLDialect:
             if "FOR" not in words[:-1]:
                 raise _Unanalysable("SET STATEMENT without FOR and a statement")
             at = words.index("FOR")
+            _set_effect(statement[2:at])  # the settings the gateway cannot follow
             facts = self._set_assignments(statement[2:at])
             inner = self._statement(statement[at + 1 :])
             facts.merge(inner)
@@ -636,6 +765,7 @@ class MySQLDialect:
             if _reads_write(words):
                 facts.read_write = "SET TRANSACTION READ WRITE"
             return facts
+        _set_effect(statement[1:])  # the settings the gateway cannot follow
         return self._set_assignments(statement[1:])
 
     def _set_assignments(self, assignments: list[Token]) -> _Facts:
@@ -679,37 +809,10 @@ class MySQLDialect:
         return facts
 
     def _client_charset(self, value: list[Token]) -> None:
-        """Refuse a client character set that the lexer does not read as the server does."""
-        if len(value) != 1 or value[0].kind not in ("word", "quoted", "string"):
-            raise _Unanalysable(
-                "SET of the client character set to a computed value: later statements could"
-                " not be analysed"
-            )
-        charset = _name(value[0]).lower()
-        if charset not in _CLIENT_CHARSETS:
-            raise _Unanalysable(
-                f"the client character set {charset}: the server could read its bytes from"
-                " 0x80 up as white space or quotes where the analysis does not (use utf8mb4)"
-            )
+        _check_charset(value)
 
     def _sql_mode(self, assignment: list[Token]) -> None:
-        value = assignment[2:] if len(assignment) > 2 and assignment[1].text in ("=", ":") else []
-        if len(assignment) > 2 and assignment[1].text == ":":
-            value = assignment[3:]
-        if len(value) == 1 and value[0].upper == "DEFAULT":
-            return
-        literal = _literal(value[0]) if len(value) == 1 else None
-        if literal is None:
-            raise _Unanalysable(
-                "SET sql_mode to a computed value: later statements could not be analysed"
-            )
-        modes = {m.strip().upper() for m in literal.split(",")}
-        risky = modes & _RISKY_SQL_MODES
-        if risky:
-            raise _Unanalysable(
-                f"SET sql_mode with {', '.join(sorted(risky))}: it changes how the server reads"
-                " quotes, so later statements could not be analysed"
-            )
+        _check_sql_mode(_assigned(assignment))
 
     def _execute_immediate(self, statement: list[Token]) -> _Facts:
         """MariaDB's ``EXECUTE IMMEDIATE 'text' [USING ...]``: judged as the text it runs."""
@@ -725,7 +828,7 @@ class MySQLDialect:
     def _merge_text(self, facts: _Facts, body: str, what: str) -> None:
         """Add to ``facts`` what the statement in ``body`` does (in every reading of it; the
         server runs one statement, so several only make the judgement stricter)."""
-        inner = self.analyze(body)
+        inner = self._analyze(body, self._state)
         if not inner.parseable:
             raise _Unanalysable(f"the text of {what}: {inner.error}")
         if not inner.statements:
@@ -764,6 +867,28 @@ def _is_true(value: list[Token]) -> bool:
         return False
     literal = _literal(value[0]) if value[0].kind == "string" else value[0].text
     return literal is not None and literal.strip().upper() in _TRUE_VALUES
+
+
+def _sequence_calls(statement: list[Token]) -> list[Token]:
+    """``statement`` with MariaDB's ``NEXT VALUE FOR s`` and ``PREVIOUS VALUE FOR s`` spelled
+    as the calls they are, ``NEXTVAL(s)`` and ``LASTVAL(s)`` (what sqlglot reads)."""
+    out: list[Token] = []
+    i = 0
+    while i < len(statement):
+        words = _words(statement[i : i + 3])
+        if words in (["NEXT", "VALUE", "FOR"], ["PREVIOUS", "VALUE", "FOR"]) and (
+            statement[i].kind == "word"
+        ):
+            name = statement[i + 3 : i + 4]
+            if _words(statement[i + 4 : i + 5]) == ["."]:
+                name = statement[i + 3 : i + 6]
+            call = "NEXTVAL" if words[0] == "NEXT" else "LASTVAL"
+            out += [Token("word", call), Token("punct", "("), *name, Token("punct", ")")]
+            i += 3 + len(name)
+            continue
+        out.append(statement[i])
+        i += 1
+    return out
 
 
 def _comma_split(tokens_: list[Token]) -> Iterator[list[Token]]:
@@ -811,3 +936,194 @@ def _qualified(rest: list[Token], _: int) -> str:
     if len(rest) >= 3 and rest[1].text == "." and rest[2].kind in ("word", "quoted"):
         parts.append(_name(rest[2]))
     return ".".join(parts).lower()
+
+
+# -- lexing settings: what a command may change ---------------------------------------------
+
+_LEXING_NAMES = {"names", "charset", "character", "character_set_client", "sql_mode"}
+_KEEPS_LEXING = (
+    _READ
+    | _BENIGN
+    | _ADMIN
+    | {"INSERT", "REPLACE", "UPDATE", "DELETE", "CREATE", "ALTER", "DROP", "RENAME"}
+    | {"TRUNCATE", "GRANT", "REVOKE", "ANALYZE", "HANDLER", "LOAD", "DEALLOCATE"}
+)
+"""Statements that cannot change the session's lexing settings: stored routines and triggers
+they run get the settings they were created with and give the caller's back (measured on
+MariaDB: a procedure's ``SET sql_mode`` or ``SET NAMES`` does not outlive its ``CALL``)."""
+
+
+@attrs.frozen
+class LexingEffect:
+    """What a command's text may do to the session's lexing settings (:func:`lexing_effect`)."""
+
+    changes: bool = False
+    """Whether its last statement may change them (``SET``, ``CALL``, ``EXECUTE``, a compound
+    statement, a statement kind not known): the server's report is followed afterwards."""
+    sets: frozenset[str] = frozenset()
+    """The settings its last statement sets itself: the server must report each."""
+    statements: int = 1
+    """How many statements the server runs from it (the most of any reading)."""
+
+
+KEEPS_LEXING = LexingEffect()
+"""The effect of a command that cannot change the lexing settings."""
+
+
+def lexing_effect(
+    text: str, state: LexingState, prepared: dict[str, LexingEffect] | None = None
+) -> LexingEffect:
+    """What ``text`` may do to the lexing settings, read in ``state``. ``prepared`` maps the
+    names of the session's SQL prepared statements to what running them may do; the text's
+    ``PREPARE``s are added to it (an ``EXECUTE`` of a name not in it may change anything).
+
+    A statement that may change them must be the last of its text: MySQL reads each statement
+    of a multi-statement packet after running the one before, so a statement behind it would
+    be read in settings the gateway has not judged it in.
+
+    :raises ValueError: why the text is refused (a statement that may change the settings
+        before another, a client character set or ``sql_mode`` that cannot be read, a
+        ``PREPARE`` that would set them, ``session_track_system_variables``).
+    """
+    refusal = state.refusal()
+    if refusal:
+        raise _Unanalysable(refusal)
+    changes = False
+    sets: set[str] = set()
+    count = 1
+    prepared = {} if prepared is None else prepared
+    for reading in readings(text, state):
+        statements = list(_split(reading))
+        count = max(count, len(statements))
+        for index, statement in enumerate(statements):
+            effect = _statement_effect(statement, state, prepared)
+            if not effect.changes:
+                continue
+            if index < len(statements) - 1:
+                raise _Unanalysable(
+                    f"{_words(statement)[0]} may change how the server reads the statements"
+                    " after it in the same packet (sql_mode, character_set_client): send it"
+                    " as the last statement of its packet"
+                )
+            changes = True
+            sets |= effect.sets
+    return LexingEffect(changes=changes, sets=frozenset(sets), statements=count)
+
+
+def _statement_effect(
+    statement: list[Token], state: LexingState, prepared: dict[str, LexingEffect]
+) -> LexingEffect:
+    words = _words(statement)
+    first = words[0]
+    second = words[1] if len(words) > 1 else ""
+    if first == "SET":
+        if second == "STATEMENT":
+            # The variables are the statement's own and restored after it; the statement
+            # after FOR may still change the session's settings.
+            at = words.index("FOR") if "FOR" in words else len(words)
+            _set_effect(statement[2:at])
+            inner = statement[at + 1 :]
+            return _statement_effect(inner, state, prepared) if inner else LexingEffect()
+        if second in ("PASSWORD", "ROLE", "DEFAULT", "TRANSACTION"):
+            return LexingEffect()
+        sets = _set_effect(statement[1:])
+        return LexingEffect(changes=bool(sets), sets=sets)
+    if first in ("PREPARE", "EXECUTE") and (first == "PREPARE" or second == "IMMEDIATE"):
+        body_at = 3 if first == "PREPARE" else 2
+        rest = words[body_at + 1 : body_at + 2]
+        literal = len(statement) > body_at and rest in ([], ["USING"])
+        body = _literal(statement[body_at]) if literal else None
+        if body is None:
+            raise _Unanalysable(
+                f"{first} of a variable or expression: hoopgw cannot tell whether it changes"
+                " sql_mode or character_set_client"
+            )
+        body_effect = lexing_effect(body, state, dict(prepared))
+        if first == "PREPARE" and body_effect.sets:
+            raise _Unanalysable(
+                f"PREPARE of a statement that sets {', '.join(sorted(body_effect.sets))}: set"
+                " it with a plain SET statement"
+            )
+        if first == "PREPARE":
+            prepared[_name(statement[1]).lower()] = body_effect
+            return KEEPS_LEXING
+        return body_effect
+    if first == "EXECUTE" and len(statement) > 1:
+        return prepared.get(_name(statement[1]).lower(), LexingEffect(changes=True))
+    if first in ("DEALLOCATE", "DROP") and second == "PREPARE" and len(statement) > 2:
+        prepared.pop(_name(statement[2]).lower(), None)
+        return KEEPS_LEXING
+    if first == "BEGIN" and second == "NOT":
+        return LexingEffect(changes=True)  # BEGIN NOT ATOMIC ... END runs statements
+    if first in _KEEPS_LEXING:
+        return LexingEffect()
+    return LexingEffect(changes=True)
+
+
+def _set_effect(assignments: list[Token]) -> frozenset[str]:
+    """The lexing settings a SET's assignments set for the session (checking their values)."""
+    sets: set[str] = set()
+    for assignment in _comma_split(assignments):
+        words = _words(assignment)
+        scope = "SESSION"
+        while words and words[0] in ("SESSION", "LOCAL", "GLOBAL", "PERSIST", "PERSIST_ONLY"):
+            scope = words[0]
+            assignment, words = assignment[1:], words[1:]
+        if not assignment or (
+            assignment[0].kind == "variable" and not assignment[0].text.startswith("@@")
+        ):
+            continue  # a user variable
+        at = next((j for j, t in enumerate(assignment) if t.text in ("=", ":")), 1)
+        name = "".join(map(_spelled, assignment[:at])).lower()
+        unscoped = False
+        if name.startswith("@@"):
+            scope, _, name = name[2:].rpartition(".")
+            unscoped = not scope
+        if name == "session_track_system_variables":
+            raise _Unanalysable(
+                "SET session_track_system_variables: hoopgw follows sql_mode and"
+                " character_set_client through it"
+            )
+        if scope.upper() not in ("", "SESSION", "LOCAL") or name not in _LEXING_NAMES:
+            continue
+        if unscoped:
+            # MariaDB 10.11 sets the variable but does not report it (measured).
+            raise _Unanalysable(
+                f"SET @@{name}: the server does not report this spelling; write"
+                f" SET SESSION {name} = ..."
+            )
+        if name in ("names", "charset"):
+            _check_charset(assignment[1:2])
+        elif name == "character":
+            _check_charset(assignment[2:3])
+        elif name == "character_set_client":
+            _check_charset(_assigned(assignment))
+        else:
+            _check_sql_mode(_assigned(assignment))
+        sets.add("sql_mode" if name == "sql_mode" else "character_set_client")
+    return frozenset(sets)
+
+
+def _check_charset(value: list[Token]) -> None:
+    """Refuse a client character set the lexer cannot read (a computed one is judged when the
+    server reports it)."""
+    if len(value) != 1 or value[0].kind not in ("word", "quoted", "string"):
+        return
+    charset = (_literal(value[0]) if value[0].kind == "string" else _name(value[0])) or ""
+    charset = charset.lower()
+    if charset not in CLIENT_CHARSETS | {"default"}:
+        raise _Unanalysable(charset_refusal(charset))
+
+
+def _check_sql_mode(value: list[Token]) -> None:
+    """Refuse an ``sql_mode`` the lexer cannot follow (a computed one is judged when the
+    server reports it)."""
+    literal = _literal(value[0]) if len(value) == 1 else None
+    if literal is None:
+        return
+    for mode in sorted(
+        {m.strip().upper() for m in literal.split(",")} & UNSUPPORTED_SQL_MODES.keys()
+    ):
+        raise _Unanalysable(
+            f"sql_mode {mode}: {UNSUPPORTED_SQL_MODES[mode]}, which hoopgw does not read"
+        )

@@ -48,13 +48,16 @@ from hoopgw.transport import (
 from hoopgw.verdicts import Block, Hold
 from hoopgw_mysql import messages as m
 from hoopgw_mysql import tracking as t
+from hoopgw_mysql.analysis import KEEPS_LEXING, LexingEffect, LexingState, lexing_effect
 from hoopgw_mysql.auth import CLEAR
 from hoopgw_mysql.parameters import LongData, ParameterTypes, execute_parameters
 from hoopgw_mysql.upstream import (
     READ_ONLY_STATEMENT,
+    TRACKING_SETUP,
     ProbeListener,
     TargetInfo,
     UpstreamConnection,
+    lexing_report,
 )
 
 log = Logger(namespace="hoopgw.mysql")
@@ -110,12 +113,41 @@ CR_SERVER_LOST = 2013
 
 CLIENT_COLLATIONS = frozenset(
     {11, 65, 63, 33, 83, *range(192, 216), 223, 45, 46, *range(224, 248), 255}
+    | {5, 8, 15, 31, 47, 48, 49, 94}
 )
-"""Collation ids of ascii, binary, utf8mb3 and utf8mb4 (255: MySQL 8's utf8mb4_0900_ai_ci), the
-client character sets the statement analysis reads exactly as the server does. In others a
-byte from 0x80 up may be white space (latin1's 0xA0, so ``--\xa0`` starts a comment) or end a
-multi-byte character in the byte of a quote or backslash (gbk, big5, sjis); ``SET NAMES`` to
-them is refused by the analysis likewise (:mod:`hoopgw_mysql.analysis`)."""
+"""Collation ids of ascii, binary, utf8mb3, utf8mb4 (255: MySQL 8's utf8mb4_0900_ai_ci) and
+latin1, the client character sets the statement analysis reads exactly as the server does
+(:data:`hoopgw_mysql.analysis.CLIENT_CHARSETS`). In others a multi-byte character may end in
+the byte of a quote or backslash (gbk, big5, sjis); ``SET NAMES`` to them is refused likewise."""
+
+ER_LEXING = 1231
+"""ER_WRONG_VALUE_FOR_VAR: the answer to a command refused for the session's lexing settings."""
+
+_CP1252 = {
+    byte: bytes((byte,)).decode("cp1252")
+    for byte in range(0x80, 0xA0)
+    if byte not in (0x81, 0x8D, 0x8F, 0x90, 0x9D)
+}
+"""MySQL's latin1 is Windows-1252; its five unassigned bytes stay the control characters of
+the same code (so the decoding can be undone byte for byte)."""
+
+
+def decode_text(data: bytes, charset: str) -> str:
+    """A statement's bytes as text in the client character set ``charset``, reversibly:
+    bytes not valid in it travel as lone surrogates (``surrogateescape``), so the analysis
+    still reads every byte where the server does."""
+    if charset == "latin1":
+        return data.decode("latin-1").translate(_CP1252)
+    if charset == "ascii":
+        return data.decode("ascii", "surrogateescape")
+    return data.decode("utf-8", "surrogateescape")
+
+
+def record_text(text: str) -> str:
+    """``text`` as the audit store can keep it: each byte that was not valid in the client
+    character set (a lone surrogate, see :func:`decode_text`) as ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
 
 READ_PAUSE_BACKLOG = "backlog"
 """Why the client is not read: it sent ahead while earlier commands wait for their answers."""
@@ -167,6 +199,13 @@ class _InFlight:
     must_succeed: str = ""
     """For an internal step the session's safety rests on (making it read-only again): what
     it does. An error answer then ends the session instead of reaching the client."""
+    lexing: LexingEffect = KEEPS_LEXING
+    """What the command may do to the session's lexing settings: a change the target reports
+    for a command that may make none ends the session."""
+    reported: bool = False
+    """Whether the target reported a lexing setting in the answer."""
+    setup: bool = False
+    """The gateway's own :data:`~hoopgw_mysql.upstream.TRACKING_SETUP` (after a reset)."""
 
 
 class ClientSession(protocol.Protocol):
@@ -220,6 +259,11 @@ class ClientSession(protocol.Protocol):
         self._scramble = b""
         self._login_ok = b""
         self._read_only = False  # plugins require the target's session to be read-only
+        self._lexing = LexingState()
+        self._up_caps = 0  # what the target negotiated with the gateway
+        self._statement_lexing: dict[int, LexingEffect] = {}
+        self._welcomed = False  # the two transports are each other's producers from then on
+        self._sql_prepared: dict[str, LexingEffect] = {}  # SQL PREPARE names (lexing_effect)
 
     # -- Twisted events ----------------------------------------------------------------------
 
@@ -633,6 +677,9 @@ class ClientSession(protocol.Protocol):
             return
         assert self.identity is not None and self._response is not None
         self._login_ok = ok
+        self._up_caps = self.upstream.capabilities if self.upstream is not None else 0
+        if self.upstream is not None and self.upstream.lexing is not None:
+            self._lexing = self.upstream.lexing
         self.session = SessionInfo(
             id=str(uuid.uuid4()),
             connection=self.runtime.info,
@@ -658,12 +705,17 @@ class ClientSession(protocol.Protocol):
         assert self.upstream is not None and self.session is not None
         if self._auth_timer is not None and self._auth_timer.active():
             self._auth_timer.cancel()
-        ok = m.OkPacket.decode(self._login_ok)
+        ok = m.OkPacket.decode(self._login_ok).for_client(self._up_caps, self._capabilities)
+        refusal = self._lexing.refusal()
+        if refusal:
+            self._fatal(ER_LEXING, "42000", f"hoopgw ends the session: the target's {refusal}")
+            return
         self._send(attrs.evolve(ok, header=0).encode())
         up_transport = self.upstream.transport
         set_no_delay(up_transport)
         self.transport.registerProducer(ReadGate(up_transport), True)
         up_transport.registerProducer(self._gate, True)
+        self._welcomed = True
         self._phase = "ready"
         self._reader.max_length = self.runtime.gateway.max_message_size
         self._busy = False
@@ -716,28 +768,32 @@ class ClientSession(protocol.Protocol):
             self._forward(payload, None)
             self.transport.loseConnection()
         elif code == m.COM_QUERY:
-            text = payload[1:].decode("utf-8", "surrogateescape")
+            text = decode_text(payload[1:], self._lexing.charset)
+            effect, refusal = self._lexing_effect(text)
             self._decide(
-                Command(session_id=self._session_id, seq=self._next_seq(), text=text, kind="query"),
+                self._statement_command(text, "query"),
                 payload,
                 t.ResponseReader(
                     t.RESULT, deprecate_eof=deprecate_eof, local_infile=self._local_infile
                 ),
+                lexing=effect,
+                refusal=refusal,
             )
         elif code == m.COM_STMT_PREPARE:
-            text = payload[1:].decode("utf-8", "surrogateescape")
-            command = Command(
-                session_id=self._session_id,
-                seq=self._next_seq(),
-                text=text,
-                kind="parse",
-                prepared_only=True,
-            )
+            text = decode_text(payload[1:], self._lexing.charset)
+            effect, refusal = self._lexing_effect(text)
+            if effect.sets and not refusal:
+                refusal = (
+                    f"a prepared statement that sets {', '.join(sorted(effect.sets))}: set it"
+                    " with a plain SET statement"
+                )
             self._decide(
-                command,
+                self._statement_command(text, "parse", prepared_only=True),
                 payload,
                 t.ResponseReader(t.PREPARE, deprecate_eof=deprecate_eof),
                 prepared_text=text,
+                lexing=effect,
+                refusal=refusal,
             )
         elif code == m.COM_STMT_EXECUTE:
             statement = m.statement_id(payload)
@@ -746,15 +802,17 @@ class ClientSession(protocol.Protocol):
                     ER_UNKNOWN_COM, "HY000", f"unknown prepared statement handler ({statement})"
                 )
                 return
-            refusal = self._long_data_refused.pop(statement, None)
-            if refusal is not None:
+            long_data_refusal = self._long_data_refused.pop(statement, None)
+            if long_data_refusal is not None:
                 # The target holds part of the parameter's data: drop it, then refuse.
                 self._forward(
                     bytes((m.COM_STMT_RESET,)) + statement.to_bytes(4, "little"),
                     _InFlight(
                         command=None,
                         reader=t.ResponseReader(t.SIMPLE, deprecate_eof=deprecate_eof),
-                        then=lambda: self._error(ER_SPECIFIC_ACCESS_DENIED, "42000", refusal),
+                        then=lambda: self._error(
+                            ER_SPECIFIC_ACCESS_DENIED, "42000", long_data_refusal
+                        ),
                     ),
                 )
                 return
@@ -772,6 +830,7 @@ class ClientSession(protocol.Protocol):
                 parameter_count=self._statement_params.get(statement, 0),
                 parameters=parameters,
                 statement_name=str(statement),
+                details=self._lexing_details(),
             )
             self._decide(
                 command,
@@ -782,6 +841,7 @@ class ClientSession(protocol.Protocol):
                 binary=True,
                 statement_id=statement,
                 forwarded=lambda: self._executed(statement, types),
+                lexing=self._statement_lexing.get(statement, KEEPS_LEXING),
             )
         elif code == m.COM_STMT_FETCH:
             statement = m.statement_id(payload)
@@ -850,7 +910,7 @@ class ClientSession(protocol.Protocol):
                 payload,
                 t.SIMPLE,
                 forwarded=self._forget_statements,
-                then=self._read_only_again(None),
+                then=lambda: self._track(self._read_only_again(None)),
             )
         elif code == m.COM_STATISTICS:
             self._decide_protocol_command("statistics", "COM_STATISTICS", payload, t.STATISTICS)
@@ -922,7 +982,11 @@ class ClientSession(protocol.Protocol):
             bytes((m.COM_RESET_CONNECTION,)),
             t.SIMPLE,
             forwarded=self._forget_statements,
-            then=self._read_only_again(self._changed if self._change.database else None),
+            then=lambda: self._track(
+                self._read_only_again(
+                    self._changed if self._change and self._change.database else None
+                )
+            ),
         )
 
     def _read_only_again(self, then: Callable[[], None] | None) -> Callable[[], None] | None:
@@ -946,6 +1010,88 @@ class ClientSession(protocol.Protocol):
 
         return again
 
+    def _track(self, then: Callable[[], None] | None) -> None:
+        """After a reset (the target's session variables are the global defaults again, its
+        tracking list too): set up session-state tracking again and learn the lexing
+        settings; then call ``then``, or answer the client with the setup's OK."""
+        deprecate_eof = bool(self._capabilities & m.CLIENT_DEPRECATE_EOF)
+        self._forward(
+            bytes((m.COM_QUERY,)) + TRACKING_SETUP.encode(),
+            _InFlight(
+                command=None,
+                reader=t.ResponseReader(t.SIMPLE, deprecate_eof=deprecate_eof),
+                then=then,
+                lexing=LexingEffect(changes=True, sets=frozenset(self._lexing.settings)),
+                setup=True,
+            ),
+        )
+
+    def _statement_command(self, text: str, kind: str, *, prepared_only: bool = False) -> Command:
+        return Command(
+            session_id=self._session_id,
+            seq=self._next_seq(),
+            text=text,
+            kind=kind,
+            details=self._lexing_details(),
+            prepared_only=prepared_only,
+        )
+
+    def _lexing_details(self) -> dict[str, Any]:
+        """``Command.details["lexing"]``: the settings the statement is read in, for the
+        statement analysis of plugins (``Dialect.analyze(text, settings)``)."""
+        return {"lexing": self._lexing.settings}
+
+    def _lexing_effect(self, text: str) -> tuple[LexingEffect, str]:
+        """What ``text`` may do to the lexing settings, and why it is refused (empty when it
+        is not); see :func:`hoopgw_mysql.analysis.lexing_effect`. A text that cannot be read
+        is left to the plugins (guardrails refuses it) and to the server (which refuses it
+        too), as one that may change the settings."""
+        try:
+            return lexing_effect(text, self._lexing, self._sql_prepared), ""
+        except ValueError as exc:
+            if "unterminated" in str(exc) or "versioned comments" in str(exc):
+                return LexingEffect(changes=True, statements=2), ""
+            return LexingEffect(), str(exc)
+
+    def _follow_lexing(self, flight: _InFlight, ok: m.OkPacket) -> str:
+        """Follow the lexing settings an OK of ``flight``'s answer reports; return why the
+        session must end (empty when it need not)."""
+        variables = ok.system_variables(self._up_caps)
+        state, problem = lexing_report(self._lexing, variables)
+        if problem:
+            return problem
+        if variables.keys() & {"sql_mode", "character_set_client"}:
+            flight.reported = True
+        if (
+            flight.lexing.sets
+            and not flight.reported
+            and not ok.status & (m.SERVER_MORE_RESULTS_EXISTS)
+        ):
+            # The tracking list was emptied by a route the gateway did not see (a procedure).
+            return f"the target did not report the {', '.join(sorted(flight.lexing.sets))} set"
+        if state == self._lexing:
+            return ""
+        change = ", ".join(
+            f"{name}={value!r}"
+            for name, value in state.settings.items()
+            if self._lexing.settings[name] != value
+        )
+        if not flight.lexing.changes:
+            return (
+                f"the target reported {change}, which no statement the gateway judged could set"
+                " (a route it did not see)"
+            )
+        if ok.status & m.SERVER_MORE_RESULTS_EXISTS and flight.lexing.statements > 1:
+            return (
+                f"the target reported {change} before the last statement of a multi-statement"
+                " packet"
+            )
+        refusal = state.refusal()
+        if refusal:
+            return f"the target reported {refusal}"
+        self._lexing = state
+        return ""
+
     def _forget_statements(self) -> None:
         """The target forgot every prepared statement (a reset or change of user)."""
         self._cursors.clear()
@@ -954,6 +1100,8 @@ class ClientSession(protocol.Protocol):
         self._statement_types.clear()
         self._long_data.clear()
         self._long_data_refused.clear()
+        self._statement_lexing.clear()
+        self._sql_prepared.clear()
 
     def _forget_statement(self, statement: int) -> None:
         """The target closed prepared statement ``statement``."""
@@ -961,6 +1109,7 @@ class ClientSession(protocol.Protocol):
         self._statement_params.pop(statement, None)
         self._statement_types.pop(statement, None)
         self._long_data.pop(statement, None)
+        self._statement_lexing.pop(statement, None)
         self._cursors.pop(statement, None)
         self._long_data_refused.pop(statement, None)
 
@@ -1035,6 +1184,8 @@ class ClientSession(protocol.Protocol):
         forwarded: Callable[[], object] | None = None,
         refused: Callable[[str], object] | None = None,
         then: Callable[[], None] | None = None,
+        lexing: LexingEffect = KEEPS_LEXING,
+        refusal: str = "",
     ) -> None:
         """Hand ``command`` to the plugin chain; forward ``payload`` if it is allowed.
 
@@ -1043,19 +1194,33 @@ class ClientSession(protocol.Protocol):
         :param forwarded: called when the payload is forwarded (the gateway's own state
             follows the target's).
         :param then: called instead of answering the client when the answer ends.
+        :param lexing: what the command may do to the session's lexing settings.
+        :param refusal: why the protocol refuses the command whatever the plugins decide
+            (it is still recorded and decided, so the audit store holds its text).
         """
         ledger = self._ledger
         assert self.session is not None and ledger is not None
         # What the audit store keeps of the text (masked); the target still gets command.text.
         command = self.chain.recordable(self.session, command)
+        recorded = command.text if command.recorded_text is None else command.recorded_text
+        if record_text(recorded) != recorded:
+            # Bytes not valid in the client's character set: kept byte for byte as \xNN.
+            command = attrs.evolve(command, recorded_text=record_text(recorded))
 
         def decided(verdict: Any) -> None:
+            if refusal and not isinstance(verdict, Block):
+                verdict = Block(reason=refusal, plugin="mysql", rule="lexing")
             if verdict is None or isinstance(verdict, Block):
                 reason = verdict.reason if verdict is not None else "withdrawn"
                 message = f"hoopgw refused the command: {reason}"
                 self._complete_refused(command, message)
                 if reader is not None:
-                    self._error(ER_SPECIFIC_ACCESS_DENIED, "42000", message)
+                    code = (
+                        ER_LEXING
+                        if verdict is not None and verdict.rule == "lexing"
+                        else (ER_SPECIFIC_ACCESS_DENIED)
+                    )
+                    self._error(code, "42000", message)
                 elif refused is not None:
                     refused(message)
                 return
@@ -1073,6 +1238,7 @@ class ClientSession(protocol.Protocol):
                 statement_id=statement_id,
                 prepared_text=prepared_text,
                 then=then,
+                lexing=lexing,
             )
             self._forward(payload, flight)
 
@@ -1143,12 +1309,16 @@ class ClientSession(protocol.Protocol):
             if part is t.Part.ERROR:
                 payload = self._note_error(flight, payload)
             elif part is t.Part.OK:
-                payload = self._note_ok(flight, payload)
+                payload, problem = self._note_ok(flight, payload)
+                if problem:
+                    self._lexing_diverged(problem)
+                    return
             elif part is t.Part.PREPARE_OK:
                 assert reader.prepared is not None
                 statement = reader.prepared.statement_id
                 self._statements[statement] = flight.prepared_text
                 self._statement_params[statement] = reader.prepared.params
+                self._statement_lexing[statement] = flight.lexing
             elif part is t.Part.INFILE:
                 # The client sends the file now (its packets continue the sequence), then the
                 # server answers: read the client again until its empty packet.
@@ -1247,10 +1417,18 @@ class ClientSession(protocol.Protocol):
         flight.error_message = message
         return payload
 
-    def _note_ok(self, flight: _InFlight, payload: bytes) -> bytes:
+    def _note_ok(self, flight: _InFlight, payload: bytes) -> tuple[bytes, str]:
+        """Note an OK of ``flight``'s answer; return it as the client expects it, and why the
+        session must end (empty when it need not)."""
         if len(payload) == 5 and payload[:1] == b"\xfe":
-            return payload  # an EOF packet
+            return payload, ""  # an EOF packet
         ok = m.OkPacket.decode(payload)
+        problem = self._follow_lexing(flight, ok)
+        if problem:
+            return payload, problem
+        if self._up_caps != self._capabilities:
+            ok = ok.for_client(self._up_caps, self._capabilities)
+            payload = ok.encode()
         flight.affected += ok.affected_rows
         info = ok.message(self._capabilities)
         if info and self.chain.has_output_hooks:
@@ -1260,9 +1438,23 @@ class ClientSession(protocol.Protocol):
             )
             text = output.fields.get("message", "").encode("utf-8", "surrogateescape")
             payload = ok.with_message(text, self._capabilities).encode()
-        return payload
+        return payload, ""
+
+    def _lexing_diverged(self, problem: str) -> None:
+        """The target's lexing settings are not those the gateway judged by: end the session
+        (fail closed); the reason is recorded with its end."""
+        log.warn("session {session}: {problem}", session=self._session_id, problem=problem)
+        self._fatal(
+            ER_LEXING,
+            "HY000",
+            f"hoopgw ends the session: {problem}; the gateway could no longer read statements"
+            " as the server does",
+        )
 
     def _finish(self, flight: _InFlight) -> None:
+        if flight.setup and flight.error_code:
+            self._lexing_diverged("the target refused session-state tracking after a reset")
+            return
         self._in_flight = None
         if flight.reader.cursor_opened and flight.statement_id is not None and flight.command:
             self._cursors[flight.statement_id] = (flight.command, flight.reader.columns)
@@ -1329,6 +1521,10 @@ class ClientSession(protocol.Protocol):
             pending.cancel()
         if self.upstream is not None:
             self.upstream.close()
+        # A TLS transport closes only once no producer is registered with it (the upstream's
+        # reader is, from the welcome on): without this a client over TLS waits forever.
+        if self._welcomed:
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
         self._end_session(reason or message)
 

@@ -74,6 +74,11 @@ SERVER_STATUS_AUTOCOMMIT = 2
 SERVER_MORE_RESULTS_EXISTS = 8
 SERVER_STATUS_CURSOR_EXISTS = 0x40
 SERVER_STATUS_LAST_ROW_SENT = 0x80
+SERVER_SESSION_STATE_CHANGED = 0x4000
+
+SESSION_TRACK_SYSTEM_VARIABLES = 0x00
+"""The type of a session-state entry that reports a system variable's new value (MySQL
+Internals, OK_Packet, ``session_state_info``)."""
 
 # -- commands (Internals: "Text Protocol", "Prepared Statements", "Utility Commands") ----------
 
@@ -645,6 +650,41 @@ class OkPacket:
         else:
             info = text
         return attrs.evolve(self, info=info)
+
+    def system_variables(self, capabilities: int) -> dict[str, bytes]:
+        """The system variables this OK reports as set (``SESSION_TRACK_SYSTEM_VARIABLES``
+        entries, with ``CLIENT_SESSION_TRACK``), name to value, later entries winning.
+
+        :raises ProtocolViolation: a truncated session-state block.
+        """
+        if not capabilities & CLIENT_SESSION_TRACK or not self.status & (
+            SERVER_SESSION_STATE_CHANGED
+        ):
+            return {}
+        c = Cursor(self.info)
+        c.lenenc_bytes()  # the human-readable info
+        state = Cursor(c.lenenc_bytes() or b"")
+        found: dict[str, bytes] = {}
+        while state.remaining:
+            kind = state.uint(1)
+            entry = Cursor(state.lenenc_bytes() or b"")
+            if kind == SESSION_TRACK_SYSTEM_VARIABLES:
+                name = (entry.lenenc_bytes() or b"").decode("ascii", "replace").lower()
+                found[name] = entry.lenenc_bytes() or b""
+        return found
+
+    def for_client(self, upstream: int, client: int) -> Self:
+        """This OK (read with the target's ``upstream`` capabilities) as a client that
+        negotiated ``client`` expects it: without the session-state block when the client did
+        not ask for ``CLIENT_SESSION_TRACK`` (the gateway always does, to follow the
+        session's settings)."""
+        if client & CLIENT_SESSION_TRACK or not upstream & CLIENT_SESSION_TRACK:
+            return self
+        return attrs.evolve(
+            self,
+            info=self.message(upstream),
+            status=self.status & ~SERVER_SESSION_STATE_CHANGED,
+        )
 
 
 @attrs.frozen(kw_only=True)

@@ -13,6 +13,7 @@ from twisted.python.failure import Failure
 
 from hoopgw.transport import send_now
 from hoopgw_mysql import messages as m
+from hoopgw_mysql.analysis import TRACKED_VARIABLES, LexingState
 from hoopgw_mysql.auth import PasswordAuthenticator, UpstreamAuthError
 
 log = Logger(namespace="hoopgw.mysql.upstream")
@@ -33,6 +34,44 @@ WIRE_CAPABILITIES = (
 )
 """Capabilities that change what travels after login: a client that negotiated one with the
 gateway must get it from the target too, or the two would speak different protocols."""
+
+TRACKING_SETUP = (
+    "SET SESSION session_track_system_variables = '"
+    + ",".join(
+        (
+            "autocommit",
+            "character_set_client",
+            "character_set_connection",
+            "character_set_results",
+            "time_zone",
+            *TRACKED_VARIABLES,
+        )
+    )
+    + "', sql_mode = @@session.sql_mode, character_set_client = @@session.character_set_client"
+)
+"""Run after every login and reset: the target reports, in the OK of every statement, each of
+the lexing settings a statement sets (MariaDB's default list plus :data:`TRACKED_VARIABLES`),
+and this statement's own OK reports their values now (a variable set to itself counts)."""
+
+
+def lexing_report(state: LexingState, variables: dict[str, bytes]) -> tuple[LexingState, str]:
+    """``state`` updated by the ``variables`` an OK reports, and what is wrong with the
+    report (empty when nothing is): the tracking list lost a variable the gateway follows."""
+    tracked = variables.get("session_track_system_variables")
+    if tracked is not None:
+        names = {n.strip().lower() for n in tracked.decode("ascii", "replace").split(",")}
+        missing = set(TRACKED_VARIABLES) - names
+        if missing and "*" not in names:
+            return state, (
+                "the target stopped reporting "
+                + ", ".join(sorted(missing))
+                + " (session_track_system_variables changed)"
+            )
+    settings = state.settings
+    for name in ("sql_mode", "character_set_client"):
+        if name in variables:
+            settings[name] = variables[name].decode("ascii", "replace")
+    return LexingState.of(settings), ""
 
 
 class UpstreamListener(TypingProtocol):
@@ -104,6 +143,9 @@ class UpstreamConnection(protocol.Protocol):
         """Capabilities negotiated with the target."""
         self.tls = False
         self._closed_reported = False
+        self.lexing: LexingState | None = None
+        """The session's lexing settings as the target reported them after the login."""
+        self._login_ok = b""
 
     # -- Twisted -----------------------------------------------------------------------------
 
@@ -147,6 +189,8 @@ class UpstreamConnection(protocol.Protocol):
         """Close the connection (after the client went away or the session ended)."""
         self._closed_reported = True
         if self.transport is not None:
+            if self._phase == "ready":
+                self.transport.unregisterProducer()  # a TLS transport closes only without one
             self.transport.loseConnection()
 
     def send(self, payload: bytes, seq: int) -> int:
@@ -167,18 +211,19 @@ class UpstreamConnection(protocol.Protocol):
         if self._phase == "greeting":
             self._greeting(m.Handshake.decode(payload))
             return
+        if self._phase == "tracking":
+            self._tracking_answer(payload)
+            return
         if self._phase == "read-only":
             self._read_only_answer(payload)
             return
         if m.is_ok(payload):
-            if self._read_only:
-                self._login_ok = payload
-                self._phase = "read-only"
-                self._seq = 0
-                self._write(bytes((m.COM_QUERY,)) + READ_ONLY_STATEMENT)
-                return
-            self._phase = "ready"
-            self.listener.upstream_ready(payload, self.tls)
+            # Follow the lexing settings from here on (the client's first command waits), then
+            # make the session read-only where a plugin requires it.
+            self._login_ok = payload
+            self._phase = "tracking"
+            self._seq = 0
+            self._write(bytes((m.COM_QUERY,)) + TRACKING_SETUP.encode())
             return
         if m.is_err(payload):
             error = m.ErrPacket.decode(payload)
@@ -211,18 +256,45 @@ class UpstreamConnection(protocol.Protocol):
             1792, f"the target refused to make the session read-only (fail closed): {message}"
         )
 
+    def _tracking_answer(self, payload: bytes) -> None:
+        if m.is_err(payload):
+            error = m.ErrPacket.decode(payload)
+            raise UpstreamAuthError(
+                f"the target refused session-state tracking ({error.message}): hoopgw needs it"
+                " to follow sql_mode and character_set_client"
+            )
+        variables = m.OkPacket.decode(payload).system_variables(self.capabilities)
+        missing = {"sql_mode", "character_set_client"} - variables.keys()
+        if missing:
+            raise m.ProtocolViolation(f"the target did not report {', '.join(sorted(missing))}")
+        self.lexing, problem = lexing_report(LexingState(), variables)
+        if problem:
+            raise m.ProtocolViolation(problem)
+        if self._read_only:
+            self._phase = "read-only"
+            self._seq = 0
+            self._write(bytes((m.COM_QUERY,)) + READ_ONLY_STATEMENT)
+            return
+        self._phase = "ready"
+        self.listener.upstream_ready(self._login_ok, self.tls)
+
     def _greeting(self, handshake: m.Handshake) -> None:
         self._handshake = handshake
         self.listener.upstream_greeted(handshake)
         server = handshake.capabilities
         if server & CAPABILITIES_NEEDED != CAPABILITIES_NEEDED:
             raise m.ProtocolViolation("the target does not support protocol 4.1 pluggable auth")
+        if not server & m.CLIENT_SESSION_TRACK:
+            raise m.ProtocolViolation(
+                "the target does not offer session-state tracking (MariaDB 10.2 or MySQL 5.7"
+                " and later): hoopgw needs it to follow sql_mode and character_set_client"
+            )
         missing = self._client_caps & WIRE_CAPABILITIES & ~server
         if missing:
             raise m.ProtocolViolation(
                 f"the target lacks capabilities the client negotiated (0x{missing:x})"
             )
-        caps = (self._client_caps & server) | CAPABILITIES_NEEDED
+        caps = (self._client_caps & server) | CAPABILITIES_NEEDED | m.CLIENT_SESSION_TRACK
         caps &= ~(m.CLIENT_COMPRESS | m.CLIENT_ZSTD_COMPRESSION | m.CLIENT_SSL)
         if not self._local_infile:
             caps &= ~m.CLIENT_LOCAL_FILES

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hoopgw_mysql.analysis import MySQLDialect, tokens
+from hoopgw_mysql.analysis import LexingEffect, LexingState, MySQLDialect, lexing_effect, tokens
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import task
@@ -116,7 +116,7 @@ def test_prepare_defines_what_execute_runs() -> None:
 def test_unanalysable_texts_carry_an_error() -> None:
     for text in (
         "PREPARE s FROM @v",
-        "SET sql_mode = 'ANSI_QUOTES'",
+        "SET sql_mode = 'ORACLE'",
         "SELECT 'open",
         "SET STATEMENT max_statement_time = 1 FOR",
     ):
@@ -211,19 +211,21 @@ def test_client_character_sets_the_lexer_cannot_read_are_refused() -> None:
         "SET CHARACTER SET sjis",
         "SET CHARSET cp932",
         "SET @@session.character_set_client = gb18030",
-        "SET character_set_client = @saved",
-        "SET NAMES latin1",  # 0xA0 is white space: "--\xa0" starts a comment
     ):
         assert not DIALECT.analyze(text).parseable, text
     assert DIALECT.analyze("SET NAMES utf8mb4; SET character_set_client = 'ascii'").parseable
+    # latin1 is read as the server reads it (0xA0 is white space there); a computed value
+    # (mysqldump's @saved_cs_client) is judged when the server reports it.
+    assert DIALECT.analyze("SET NAMES latin1").parseable
+    assert DIALECT.analyze("SET character_set_client = @saved").parseable
 
 
 def test_a_system_variable_is_known_in_any_spelling() -> None:
     for text in (
-        "SET @@session . sql_mode = 'ANSI_QUOTES'",
-        "SET @@session.`sql_mode` = 'ANSI'",
-        "SET `sql_mode` = 'NO_BACKSLASH_ESCAPES'",
-        "SET SESSION `sql_mode` = 'ANSI_QUOTES'",
+        "SET @@session . sql_mode = 'ORACLE'",
+        "SET @@session.`sql_mode` = 'ORACLE'",
+        "SET `sql_mode` = 'ORACLE'",
+        "SET SESSION `sql_mode` = 'ORACLE'",
         "SET @@`sql_mode` = 'ORACLE'",
         "SET `character_set_client` = 'gbk'",
     ):
@@ -292,3 +294,75 @@ def test_statements_that_keep_read_only_mode_do_not(sql: str) -> None:
     analysis = DIALECT.analyze(sql)
     assert analysis.parseable, analysis.error
     assert not any(s.read_write for s in analysis.statements), sql
+
+
+# -- lexing settings (issue 14, class 1) ---------------------------------------------------------
+
+HIDDEN = "SELECT '\\'; DELETE FROM canary; -- '"
+
+
+@pytest.mark.parametrize(
+    ("settings", "text", "deletes"),
+    [
+        ({}, HIDDEN, False),
+        ({"sql_mode": "NO_BACKSLASH_ESCAPES"}, HIDDEN, True),
+        ({}, 'SELECT "\\"; DELETE FROM canary; -- "', False),
+        (
+            {"sql_mode": "REAL_AS_FLOAT,ANSI_QUOTES,ANSI"},
+            'SELECT "a\\"; DELETE FROM canary; -- "',
+            True,
+        ),
+        ({"character_set_client": "latin1"}, "SELECT 1 --\xa0'\n; DELETE FROM canary; -- '", True),
+        ({}, "SELECT 1 --\xa0'\n; DELETE FROM canary; -- '", False),
+    ],
+)
+def test_statements_are_read_in_the_reported_settings(
+    settings: dict[str, str], text: str, deletes: bool
+) -> None:
+    analysis = DIALECT.analyze(text, settings)
+    assert analysis.parseable, analysis.error
+    assert any("write" in s.classes for s in analysis.statements) is deletes
+
+
+def test_strings_without_escapes_reach_sqlglot_in_the_default_spelling() -> None:
+    nbe = {"sql_mode": "NO_BACKSLASH_ESCAPES"}
+    [facts] = DIALECT.analyze("DELETE FROM t WHERE a = 'x\\'", nbe).statements
+    assert facts.has_where and facts.tables == {"t"}
+    [facts] = DIALECT.analyze('SELECT "c" FROM "t"', {"sql_mode": "ANSI_QUOTES"}).statements
+    assert facts.tables == {"t"} and facts.columns == {"c"}
+
+
+@pytest.mark.parametrize(
+    ("text", "refusal"),
+    [
+        ("SET sql_mode = 'NO_BACKSLASH_ESCAPES'; SELECT 1", "last statement"),
+        ("CALL p(); SELECT 1", "last statement"),
+        ("EXECUTE s; SELECT 1", "last statement"),
+        ("BEGIN NOT ATOMIC SELECT 1; END", "last statement"),
+        ("/*!40101 SET NAMES latin1 */; SELECT 1", "last statement"),
+        ("SET NAMES sjis", "character_set_client sjis"),
+        ("SET STATEMENT character_set_client = big5 FOR SELECT 1", "big5"),
+        ("PREPARE s FROM 'SET NAMES latin1'", "PREPARE of a statement that sets"),
+        ("PREPARE s FROM @text", "variable or expression"),
+        ("SET session_track_system_variables = ''", "session_track_system_variables"),
+        ("SET @@sql_mode = ''", "SET SESSION sql_mode"),
+        ("SET sql_mode = 'ORACLE'", "another grammar"),
+    ],
+)
+def test_what_the_settings_cannot_follow_is_refused(text: str, refusal: str) -> None:
+    with pytest.raises(ValueError, match=refusal):
+        lexing_effect(text, LexingState())
+
+
+def test_what_may_change_the_settings_is_known() -> None:
+    state = LexingState()
+    assert lexing_effect("SELECT 1; SET @a = 1", state) == LexingEffect(statements=2)
+    effect = lexing_effect("SELECT 1; SET SESSION sql_mode = CONCAT(@@sql_mode, ',ANSI')", state)
+    assert effect.changes and effect.sets == {"sql_mode"}
+    assert lexing_effect("SET NAMES utf8mb4 COLLATE utf8mb4_bin", state).sets == {
+        "character_set_client"
+    }
+    assert lexing_effect("CALL p()", state) == LexingEffect(changes=True)
+    assert not lexing_effect("PREPARE s FROM 'SELECT 1'; EXECUTE s; SELECT 2", state).changes
+    # SET STATEMENT's own settings end with its statement.
+    assert not lexing_effect("SET STATEMENT sql_mode = '' FOR SELECT 1", state).changes

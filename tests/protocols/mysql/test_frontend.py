@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from attrs import evolve as attrs_evolve
 from hoopgw_mysql import messages as m
+from hoopgw_mysql.analysis import LexingState
 from hoopgw_mysql.frontend import GATEWAY_CAPABILITIES, ClientSession
-from hoopgw_mysql.upstream import TargetInfo
+from hoopgw_mysql.upstream import TRACKING_SETUP, TargetInfo
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
@@ -84,6 +85,10 @@ class FakeUpstream:
     def __init__(self) -> None:
         self.transport = StringTransport()
         self.closed = False
+        # What the gateway always asks a real target for (session-state tracking), and the
+        # lexing settings its tracking setup reported.
+        self.capabilities = CLIENT_CAPS | m.CLIENT_SESSION_TRACK
+        self.lexing = LexingState()
 
     def send(self, payload: bytes, seq: int) -> int:
         data, following = m.encode_packet(payload, seq)
@@ -203,6 +208,21 @@ def column(name: bytes, type_: int = 0xFD) -> bytes:
     return m.ColumnDefinition(name=name, org_name=name, org_table=b"t", type=type_).encode()
 
 
+def tracking_ok(status: int = 2, **variables: str) -> bytes:
+    """An OK that reports system variables (session-state tracking)."""
+    entries = b"".join(
+        b"\x00" + m.lenenc_bytes(m.lenenc_bytes(k.encode()) + m.lenenc_bytes(v.encode()))
+        for k, v in variables.items()
+    )
+    return m.OkPacket(
+        status=status | m.SERVER_SESSION_STATE_CHANGED,
+        info=m.lenenc_bytes(b"") + m.lenenc_bytes(entries),
+    ).encode()
+
+
+SETUP_OK = tracking_ok(sql_mode="STRICT_TRANS_TABLES", character_set_client="utf8mb4")
+
+
 def eof(status: int = 2) -> bytes:
     return m.EofPacket(status=status).encode()
 
@@ -272,7 +292,7 @@ def test_a_key_off_loopback_without_tls_is_refused_before_it_is_asked_for() -> N
     assert client.transport.disconnecting
 
 
-@pytest.mark.parametrize("charset", [28, 8])  # gbk, latin1
+@pytest.mark.parametrize("charset", [28, 13, 1])  # gbk, sjis, big5
 def test_a_character_set_the_analysis_cannot_read_is_refused_at_login(charset: int) -> None:
     client = Gateway().connect()
     client.received()
@@ -461,6 +481,9 @@ def test_change_user_to_the_same_identity_resets_the_target_session() -> None:
     assert client.upstream.commands() == [bytes((m.COM_RESET_CONNECTION,))]
     client.server(m.OkPacket().encode())
     assert client.received() == []  # the reset's answer is the gateway's own
+    assert client.upstream.commands() == [b"\x03" + TRACKING_SETUP.encode()]
+    client.server(SETUP_OK)
+    assert client.received() == []
     assert client.upstream.commands() == [b"\x02other"]
     client.server(m.OkPacket().encode())
     [ok] = client.received()
@@ -751,6 +774,11 @@ def test_protocol_commands_are_decided_recorded_and_answered(
     assert recorder.decided == [(kind, text, False, name)]
     assert client.upstream.commands() == [payload]
     client.server(m.OkPacket().encode())
+    if kind == "reset_connection":
+        # The target's tracking list is the global default again: set up again first.
+        assert client.received() == []
+        assert client.upstream.commands() == [b"\x03" + TRACKING_SETUP.encode()]
+        client.server(SETUP_OK)
     [ok] = client.received()
     assert m.is_ok(ok.payload) and ok.seq == 1
     assert recorder.completed == [(text, "ok", 0)]
@@ -835,6 +863,7 @@ def test_reset_connection_forgets_the_prepared_statements() -> None:
     prepare_statement(client, 4)
     client.send(b"\x1f", seq=0)
     client.server(m.OkPacket().encode())
+    client.server(SETUP_OK)
     client.received()
     client.upstream.commands()
     client.send(stmt(0x17, 4, b"\x00\x01\x00\x00\x00"), seq=0)
@@ -880,6 +909,9 @@ def test_a_reset_makes_the_session_read_only_again_before_the_client_is_answered
     assert client.upstream.commands() == [bytes((m.COM_RESET_CONNECTION,))]
     client.server(m.OkPacket().encode())
     assert client.received() == []
+    assert client.upstream.commands() == [b"\x03" + TRACKING_SETUP.encode()]
+    client.server(SETUP_OK)
+    assert client.received() == []
     assert client.upstream.commands() == [READ_ONLY_SET]
     client.server(m.OkPacket().encode())
     [ok] = client.received()
@@ -891,6 +923,8 @@ def test_a_change_of_user_makes_the_session_read_only_again_before_its_use() -> 
     change_user(client, "agent", client.gateway.secret, database="other")
     assert client.upstream.commands() == [bytes((m.COM_RESET_CONNECTION,))]
     client.server(m.OkPacket().encode())
+    assert client.upstream.commands() == [b"\x03" + TRACKING_SETUP.encode()]
+    client.server(SETUP_OK)
     assert client.upstream.commands() == [READ_ONLY_SET]
     client.server(m.OkPacket().encode())
     assert client.received() == []
@@ -904,8 +938,107 @@ def test_a_session_that_cannot_be_made_read_only_again_ends() -> None:
     client = read_only_client()
     client.send(bytes((m.COM_RESET_CONNECTION,)), seq=0)
     client.server(m.OkPacket().encode())
-    assert client.upstream.commands() == [bytes((m.COM_RESET_CONNECTION,)), READ_ONLY_SET]
+    client.server(SETUP_OK)
+    assert client.upstream.commands() == [
+        bytes((m.COM_RESET_CONNECTION,)),
+        b"\x03" + TRACKING_SETUP.encode(),
+        READ_ONLY_SET,
+    ]
     client.server(m.ErrPacket(code=1227, sqlstate="42000", message="no").encode())
     [error] = client.received()
     assert "read-only again" in m.ErrPacket.decode(error.payload).message
     assert client.transport.disconnecting and client.upstream.closed
+
+
+# -- lexing settings (issue 14, class 1) ---------------------------------------------------------
+
+
+def query(text: bytes) -> bytes:
+    return bytes((m.COM_QUERY,)) + text
+
+
+@pytest.mark.parametrize("split", [None, 1])
+def test_a_statement_behind_a_settings_change_in_one_packet_never_reaches_the_target(
+    split: int | None,
+) -> None:
+    recorder = Recorder()
+    client = logged_in([("recorder", recorder)])
+    text = b"SET sql_mode = 'NO_BACKSLASH_ESCAPES'; SELECT '\\'; DELETE FROM canary; -- '"
+    client.send(query(text), seq=0, split=split)
+    [error] = client.received()
+    refusal = m.ErrPacket.decode(error.payload)
+    assert refusal.code == 1231 and "last statement of its packet" in refusal.message
+    assert client.upstream.commands() == []
+    assert recorder.completed[-1][1] == "blocked"
+
+
+def test_the_reported_mode_is_how_later_statements_are_read() -> None:
+    seen: list[Any] = []
+
+    class Spy:
+        @hookimpl
+        def client_command(self, command: Any) -> None:
+            seen.append(command.details["lexing"])
+
+    client = logged_in([("spy", Spy())])
+    client.send(query(b"SET sql_mode = 'NO_BACKSLASH_ESCAPES'"), seq=0)
+    client.server(tracking_ok(sql_mode="NO_BACKSLASH_ESCAPES"))
+    [ok] = client.received()
+    # The client did not ask for session tracking: the OK comes without it.
+    assert m.OkPacket.decode(ok.payload).status & m.SERVER_SESSION_STATE_CHANGED == 0
+    assert m.OkPacket.decode(ok.payload).info == b""
+    client.send(query(b"SELECT 1"), seq=0)
+    assert seen[-1] == {"sql_mode": "NO_BACKSLASH_ESCAPES", "character_set_client": "utf8mb4"}
+
+
+@pytest.mark.parametrize(
+    ("text", "report", "why"),
+    [
+        # A change no statement could make (a route the gateway did not see).
+        (b"SELECT 1", {"sql_mode": "ANSI_QUOTES"}, "which no statement"),
+        # A value the gateway cannot read, however it was computed.
+        (b"SET character_set_client = @cs", {"character_set_client": "sjis"}, "sjis"),
+        # A SET the target did not report: its tracking list was emptied.
+        (b"SET sql_mode = 'ANSI_QUOTES'", {}, "did not report the sql_mode"),
+        (b"CALL p()", {"session_track_system_variables": ""}, "stopped reporting"),
+    ],
+)
+def test_a_report_the_gateway_did_not_expect_ends_the_session(
+    text: bytes, report: dict[str, str], why: str
+) -> None:
+    recorder = Recorder()
+    client = logged_in([("recorder", recorder)])
+    client.send(query(text), seq=0)
+    client.server(tracking_ok(**report) if report else m.OkPacket().encode())
+    [error] = client.received()
+    assert why in m.ErrPacket.decode(error.payload).message
+    assert client.transport.disconnecting
+    assert why in recorder.closed[0]
+
+
+def test_bytes_not_valid_utf8_are_recorded_byte_for_byte() -> None:
+    recorded: list[str | None] = []
+
+    class Store:
+        @hookimpl
+        def client_command(self, command: Any) -> None:
+            recorded.append(command.recorded_text)
+
+    client = logged_in([("store", Store())])
+    client.send(query(b"SELECT _binary'\xff'"), seq=0)
+    # The target gets the bytes as sent; the audit store text it can keep.
+    assert client.upstream.commands() == [query(b"SELECT _binary'\xff'")]
+    assert recorded == ["SELECT _binary'\\xff'"]
+
+
+def test_latin1_is_accepted_at_login() -> None:
+    client = Gateway().connect()
+    client.received()
+    client.send(
+        m.HandshakeResponse(
+            capabilities=CLIENT_CAPS, user="agent", auth_response=b"x", charset=8
+        ).encode(),
+        seq=1,
+    )
+    [switch] = client.received()
+    assert m.AuthSwitchRequest.decode(switch.payload).plugin == "mysql_clear_password"

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from hoopgw_mysql import auth
 from hoopgw_mysql import messages as m
-from hoopgw_mysql.upstream import TargetInfo, UpstreamConnection
+from hoopgw_mysql.analysis import LexingState
+from hoopgw_mysql.upstream import TRACKING_SETUP, TargetInfo, UpstreamConnection
 from twisted.internet.testing import StringTransport
 
 SERVER_CAPS = (
@@ -24,6 +25,7 @@ SERVER_CAPS = (
     | m.CLIENT_COMPRESS
     | m.CLIENT_SSL
     | m.CLIENT_CONNECT_ATTRS
+    | m.CLIENT_SESSION_TRACK
 )
 SCRAMBLE = b"abcdefghij0123456789"
 
@@ -108,6 +110,48 @@ def server(connection: UpstreamConnection, payload: bytes, seq: int) -> None:
     connection.dataReceived(m.encode_packet(payload, seq)[0])
 
 
+def login_ok(
+    connection: UpstreamConnection, listener: Listener, transport: StringTransport, seq: int
+) -> None:
+    """The target accepts the login: the gateway sets up session-state tracking, and only
+    the setup's answer (the lexing settings) makes the connection ready."""
+    sent(transport)
+    server(connection, m.OkPacket().encode(), seq)
+    assert not listener.ready
+    [setup] = sent(transport)
+    assert (setup.seq, setup.payload) == (0, b"\x03" + TRACKING_SETUP.encode())
+    server(connection, tracking_ok(sql_mode="ANSI_QUOTES", character_set_client="latin1"), 1)
+    assert listener.ready
+    assert connection.lexing == LexingState(sql_mode=frozenset({"ANSI_QUOTES"}), charset="latin1")
+
+
+def tracking_ok(**variables: str) -> bytes:
+    entries = b"".join(
+        b"\x00" + m.lenenc_bytes(m.lenenc_bytes(k.encode()) + m.lenenc_bytes(v.encode()))
+        for k, v in variables.items()
+    )
+    return m.OkPacket(
+        status=2 | m.SERVER_SESSION_STATE_CHANGED,
+        info=m.lenenc_bytes(b"") + m.lenenc_bytes(entries),
+    ).encode()
+
+
+def test_a_target_that_does_not_report_the_lexing_settings_is_refused() -> None:
+    connection, listener, transport = connect(client_caps=CLIENT)
+    greet(connection, auth.NATIVE)
+    sent(transport)
+    server(connection, m.OkPacket().encode(), 2)
+    server(connection, m.OkPacket().encode(), 1)  # no session state
+    assert not listener.ready
+    assert "did not report character_set_client, sql_mode" in listener.failed[0][1]
+
+
+def test_a_target_without_session_tracking_is_refused() -> None:
+    connection, listener, _transport = connect(client_caps=CLIENT)
+    greet(connection, auth.NATIVE, caps=SERVER_CAPS & ~m.CLIENT_SESSION_TRACK)
+    assert "session-state tracking" in listener.failed[0][1]
+
+
 CLIENT = m.CLIENT_PROTOCOL_41 | m.CLIENT_SECURE_CONNECTION | m.CLIENT_PLUGIN_AUTH
 
 
@@ -164,8 +208,7 @@ def test_native_login(split: int | None) -> None:
     assert response.seq == 1
     assert (decoded.user, decoded.database) == ("app", "shop")
     assert decoded.auth_response == auth.native_password(b"pw", SCRAMBLE)
-    server(connection, m.OkPacket().encode(), 2)
-    assert listener.ready
+    login_ok(connection, listener, transport, 2)
 
 
 def test_auth_switch_to_ed25519() -> None:
@@ -177,8 +220,7 @@ def test_auth_switch_to_ed25519() -> None:
     [answer] = sent(transport)
     assert answer.seq == 3
     assert answer.payload == auth.ed25519_sign(b"pw", nonce)
-    server(connection, m.OkPacket().encode(), 4)
-    assert listener.ready
+    login_ok(connection, listener, transport, 4)
 
 
 def test_caching_sha2_full_authentication_asks_for_the_key_without_tls() -> None:
@@ -200,8 +242,7 @@ def test_caching_sha2_fast_path() -> None:
     sent(transport)
     server(connection, m.AuthMoreData(data=auth.FAST_AUTH_OK).encode(), 2)
     assert sent(transport) == []
-    server(connection, m.OkPacket().encode(), 3)
-    assert listener.ready
+    login_ok(connection, listener, transport, 3)
 
 
 def test_tls_request_precedes_the_login() -> None:
@@ -258,6 +299,9 @@ def test_a_read_only_session_is_made_read_only_before_it_is_ready() -> None:
     sent(transport)
     login_ok = m.OkPacket(warnings=1).encode()
     server(connection, login_ok, 2)
+    [setup] = sent(transport)
+    assert setup.payload == b"\x03" + TRACKING_SETUP.encode()
+    server(connection, tracking_ok(sql_mode="", character_set_client="utf8mb4"), 1)
     [statement] = sent(transport)
     assert statement.seq == 0
     assert statement.payload == bytes((m.COM_QUERY,)) + b"SET SESSION TRANSACTION READ ONLY"
@@ -271,6 +315,7 @@ def test_a_target_that_refuses_read_only_fails_the_login() -> None:
     connection, listener, transport = connect(client_caps=CLIENT, read_only=True)
     greet(connection, auth.NATIVE)
     server(connection, m.OkPacket().encode(), 2)
+    server(connection, tracking_ok(sql_mode="", character_set_client="utf8mb4"), 1)
     server(connection, m.ErrPacket(code=1227, message="nope").encode(), 1)
     [(code, message)] = listener.failed
     assert not listener.ready

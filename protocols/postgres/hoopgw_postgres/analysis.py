@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
+import attrs
 import pg_query
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
@@ -726,6 +727,44 @@ def _facts(raw: Any, version: int) -> StatementFacts:
     )
 
 
+# Statements after which the next statement of the same message runs in a new transaction.
+_TRANSACTION_ENDS = frozenset(
+    {
+        pg_query_pb2.TRANS_STMT_COMMIT,
+        pg_query_pb2.TRANS_STMT_ROLLBACK,
+        pg_query_pb2.TRANS_STMT_PREPARE,
+        pg_query_pb2.TRANS_STMT_COMMIT_PREPARED,
+        pg_query_pb2.TRANS_STMT_ROLLBACK_PREPARED,
+    }
+)
+
+
+def _after_transaction_end(
+    statements: tuple[StatementFacts, ...], tree: Any
+) -> tuple[StatementFacts, ...]:
+    """``statements`` with every statement that follows a transaction end in the same text
+    marked as a way to turn read-only off.
+
+    A new transaction takes its mode from ``default_transaction_read_only`` as it is then. Code
+    the gateway does not see (a view's function, a cast) may have turned it off earlier in the
+    message; the server reports that only before its ReadyForQuery, after the whole message
+    ran, so the gateway cannot stop a statement that the same message runs in a new transaction.
+    """
+    ended = False
+    marked = []
+    for facts, raw in zip(statements, tree.stmts, strict=True):
+        if ended and not facts.read_write:
+            facts = attrs.evolve(
+                facts,
+                read_write=f"{facts.command} after a transaction end in the same message (its"
+                " transaction may start read-write; send it as a message of its own)",
+            )
+        marked.append(facts)
+        root = _unwrap(raw.stmt)
+        ended = ended or (_name(root) == "TransactionStmt" and root.kind in _TRANSACTION_ENDS)
+    return tuple(marked)
+
+
 def _normalise(raw: Any, version: int) -> str:
     tree = pg_query_pb2.ParseResult(version=version)
     tree.stmts.add().stmt.CopyFrom(raw.stmt)
@@ -773,7 +812,9 @@ class PostgresDialect:
             return Analysis(error="the text contains a NUL character")
         try:
             tree = pg_query.parse(text)
-            statements = tuple(_facts(raw, tree.version) for raw in tree.stmts)
+            statements = _after_transaction_end(
+                tuple(_facts(raw, tree.version) for raw in tree.stmts), tree
+            )
         except pg_query.PgQueryError as exc:
             return Analysis(error=exc.message)
         except RecursionError:

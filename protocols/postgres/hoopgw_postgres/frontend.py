@@ -729,6 +729,20 @@ class ClientSession(protocol.Protocol):
         if self._parse_waiting is not None:
             self._decide_parse(frame)
             return
+        if (
+            self._read_only
+            and kind in (b"Q", b"P", b"B", b"E")
+            and not self._tracker.settled
+            and self._tracker.settling
+        ):
+            # A new transaction takes its mode from default_transaction_read_only as it is
+            # then, and code the gateway does not see (a view's function) may have turned it
+            # off: the server reports that before its ReadyForQuery. Wait for it, so that the
+            # session ends before anything runs in a transaction that may be read-write.
+            self._inbox.appendleft(frame)
+            self._held = True
+            self._read_ahead = 0
+            return
         if kind in (b"Q", b"P"):
             self._statement(frame)
         elif kind == b"B":

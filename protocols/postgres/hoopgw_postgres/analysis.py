@@ -11,6 +11,7 @@ is refused under a policy that denies it rather than waved through.
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from collections import OrderedDict
@@ -763,6 +764,21 @@ def _after_transaction_end(
         root = _unwrap(raw.stmt)
         ended = ended or (_name(root) == "TransactionStmt" and root.kind in _TRANSACTION_ENDS)
     return tuple(marked)
+
+
+@functools.lru_cache(maxsize=256)
+def ends_transaction(text: str) -> bool:
+    """Whether ``text`` holds a statement that ends the transaction (``COMMIT``, ``ROLLBACK``,
+    ``PREPARE TRANSACTION``, ...): what runs after it runs in a new transaction. A text that
+    does not parse ends nothing (the server rejects it too)."""
+    try:
+        tree = pg_query.parse(text)
+    except (pg_query.PgQueryError, RecursionError, UnicodeEncodeError):
+        return False
+    return any(
+        _name(root) == "TransactionStmt" and root.kind in _TRANSACTION_ENDS
+        for root in (_unwrap(raw.stmt) for raw in tree.stmts)
+    )
 
 
 def _normalise(raw: Any, version: int) -> str:

@@ -45,6 +45,7 @@ from hoopgw.transport import (
 )
 from hoopgw.verdicts import Block, Hold
 from hoopgw_postgres import messages as m
+from hoopgw_postgres.analysis import ends_transaction
 from hoopgw_postgres.auth import ScramServer
 from hoopgw_postgres.lexing import LexingRefused, LexingTracker, lexes_alike
 from hoopgw_postgres.parameters import bound_parameters
@@ -151,6 +152,10 @@ class ClientSession(protocol.Protocol):
         # known while the tracker is settled (see _statement).
         self._lexing = LexingTracker()
         self._held = False  # a statement waits for the lexing state; do not process the inbox
+        # Read-only sessions: portals of statements that end the transaction, and whether one
+        # ran since the last Sync (what follows would run in a transaction of unknown mode).
+        self._ending_portals: set[str] = set()
+        self._transaction_ended = False
 
     # -- Twisted events ----------------------------------------------------------------------
 
@@ -743,10 +748,24 @@ class ClientSession(protocol.Protocol):
             self._held = True
             self._read_ahead = 0
             return
+        if self._read_only and self._transaction_ended and kind in (b"Q", b"P", b"B", b"E"):
+            # The report of a setting changed before the COMMIT comes only before the next
+            # ReadyForQuery, after this would have run.
+            self._transaction_ended = kind != b"Q"  # a Query ends the pipeline like a Sync
+            refusal = Block(
+                reason="read-only: a command after COMMIT or ROLLBACK in the same pipeline may"
+                " run in a read-write transaction; send Sync after ending a transaction"
+            )
+            self._refuse(None, refusal, extended=kind != b"Q", code="25006")
+            return
         if kind in (b"Q", b"P"):
             self._statement(frame)
         elif kind == b"B":
             bind = m.Bind.decode(frame.body)
+            if self._read_only and ends_transaction(self._statements.get(bind.statement, "")):
+                self._ending_portals.add(bind.portal)
+            else:
+                self._ending_portals.discard(bind.portal)
             if bind.statement not in self._fresh_statements:
                 # Re-running a statement prepared earlier (the unnamed one too, which lives
                 # until the next Parse of it): record and decide each execution, with its values.
@@ -772,6 +791,7 @@ class ClientSession(protocol.Protocol):
                 )
         elif kind == b"E":
             portal = m.Execute.decode(frame.body).portal
+            self._transaction_ended = self._transaction_ended or portal in self._ending_portals
             self._forward(frame, Request(kind="execute", progress=self._current, portal=portal))
         elif kind == b"D":
             describe = m.Describe.decode(frame.body)
@@ -787,6 +807,7 @@ class ClientSession(protocol.Protocol):
             )
         elif kind == b"S":
             self._discard_until_sync = False
+            self._transaction_ended = False
             self._fresh_statements.clear()
             self._forward(frame, Request(kind="sync"))
         elif kind == b"H":

@@ -368,3 +368,38 @@ def test_psql_introspection_still_works_with_the_catalog(
             [*psql, "-c", command], env=env, capture_output=True, text=True, check=False
         )
         assert done.returncode == 0, (command, done.stderr)
+
+
+# An older server's grammar reads the SQL/JSON constructors of the gateway's (PostgreSQL 16)
+# grammar as calls of functions of these names, which a user may have created.
+SQL_JSON_LOOKALIKES = """
+CREATE FUNCTION json_array(int, int) RETURNS int LANGUAGE plpgsql AS
+  $$ BEGIN DELETE FROM canary; RETURN 1; END $$;
+CREATE FUNCTION json_object(text, int) RETURNS int LANGUAGE plpgsql AS
+  $$ BEGIN DELETE FROM canary; RETURN 1; END $$;
+CREATE AGGREGATE json_arrayagg(int) (sfunc = canary_step, stype = int);
+"""
+
+
+@pytest.mark.parametrize("catalog", [False, True])
+def test_sql_json_constructors_are_judged_as_the_calls_an_older_server_makes(
+    gateway: Any, pg_database: str, canary: psycopg.Connection[Any], catalog: bool
+) -> None:
+    canary.execute(SQL_JSON_LOOKALIKES)
+    version = int(canary.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
+    options: dict[str, Any] = {"deny": ["opaque-code"]}
+    if catalog:
+        options.update(catalog_user="postgres", catalog_sslmode="disable")
+    with _agent(gateway, pg_database, **options) as agent:
+        for sql in (
+            "SELECT json_array(1, 2)",
+            "SELECT json_object('a', 1)",
+            "SELECT json_arrayagg(id) FROM other",
+        ):
+            if version >= 160000 and "json_object" not in sql:
+                continue  # the server's own grammar reads these as its constructors
+            if not catalog and "json_object" in sql:
+                continue  # without a catalog a built-in name is judged as the built-in
+            assert "opaque-code" in _refused(agent, sql), sql
+            assert _rows(canary) == 5, sql
+    assert _rows(canary) == 5

@@ -27,7 +27,14 @@ from pg_query import pg_query_pb2
 
 from hoopgw.sql import DENY_CLASSES, Analysis, FunctionCatalog, StatementFacts
 
-__all__ = ["FUNCTION_CLASSES", "HARMLESS_FUNCTIONS", "REVIEWED_VOLATILE", "PostgresDialect"]
+__all__ = [
+    "FUNCTION_CLASSES",
+    "HARMLESS_FUNCTIONS",
+    "REVIEWED_VOLATILE",
+    "SQL_JSON_FUNCTIONS",
+    "PostgresDialect",
+    "ends_transaction",
+]
 
 _CACHE_SIZE = 2048
 # Larger texts (bulk INSERTs) are analysed every time rather than pinned in memory.
@@ -318,6 +325,20 @@ def _option_true(elem: Any) -> bool:
     return True
 
 
+# SQL/JSON constructors (PostgreSQL 16), by the function an older server's grammar calls for
+# the same text. The gateway parses with a newer grammar than some targets run.
+_SQL_JSON_CALLS = {
+    "JsonArrayConstructor": "json_array",
+    "JsonArrayQueryConstructor": "json_array",
+    "JsonArrayAgg": "json_arrayagg",
+    "JsonObjectConstructor": "json_object",
+    "JsonObjectAgg": "json_objectagg",
+}
+SQL_JSON_FUNCTIONS = frozenset(_SQL_JSON_CALLS.values())
+"""Names a SQL/JSON constructor may call on an older server: no function of the name in the
+target's catalog means no code (a newer server runs its constructor, an older one fails)."""
+
+
 def _explain_analyzes(explain: Any) -> bool:
     """Whether EXPLAIN runs the statement it explains.
 
@@ -528,6 +549,10 @@ class _Walk:
             self.tables.add(_qualified(parts))
         elif kind == "FuncCall":
             self._function(node)
+        elif kind in _SQL_JSON_CALLS:
+            # PostgreSQL 15 and older have no SQL/JSON constructors: their grammar reads
+            # JSON_ARRAY(1, 2) as a call of a function json_array, which may be a user's.
+            self._call([_SQL_JSON_CALLS[kind]], node)
         elif kind == "ColumnRef":
             last = _unwrap(node.fields[-1]) if node.fields else None
             if last is not None:
@@ -643,6 +668,13 @@ class _Walk:
 
     def _function(self, node: Any) -> None:
         parts = [str(_unwrap(p).sval) for p in node.funcname]
+        if parts == ["pg_catalog", "json_object"]:
+            # The grammar qualifies json_object(...) itself since PostgreSQL 16; an older
+            # server's resolves the name on the search path, where a user's overload may win.
+            parts = parts[1:]
+        self._call(parts, node)
+
+    def _call(self, parts: list[str], node: Any) -> None:
         written = _qualified(parts)
         self.functions.add(written)
         name = parts[-1]

@@ -19,7 +19,7 @@ from twisted.internet.endpoints import HostnameEndpoint
 
 from hoopgw.transport import client_tls_options
 from hoopgw_postgres import messages as m
-from hoopgw_postgres.analysis import FUNCTION_CLASSES, REVIEWED_VOLATILE
+from hoopgw_postgres.analysis import FUNCTION_CLASSES, REVIEWED_VOLATILE, SQL_JSON_FUNCTIONS
 from hoopgw_postgres.upstream import UpstreamConnection
 
 __all__ = ["CatalogError", "CatalogQuery", "FunctionCatalog", "opaque_candidates", "read_catalog"]
@@ -242,7 +242,7 @@ def opaque_candidates(
             and (kind != "field" or r[3] == 1)
         ]
         if not mine and kind in ("function", "operator"):
-            answer[(kind, written)] = (written,)
+            answer[(kind, written)] = () if name in SQL_JSON_FUNCTIONS else (written,)
             continue
         flagged = set()
         for _kind, root_nsp, root_name, _nargs, nsp, proname, volatility, parsed in mine:

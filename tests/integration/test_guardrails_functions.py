@@ -403,3 +403,33 @@ def test_sql_json_constructors_are_judged_as_the_calls_an_older_server_makes(
             assert "opaque-code" in _refused(agent, sql), sql
             assert _rows(canary) == 5, sql
     assert _rows(canary) == 5
+
+
+USER_TYPE_OPERATORS = """
+CREATE TYPE canary_pair AS (a int);
+CREATE FUNCTION canary_ge(canary_pair, canary_pair) RETURNS bool LANGUAGE plpgsql AS
+  $$ BEGIN DELETE FROM canary; RETURN true; END $$;
+CREATE OPERATOR >= (FUNCTION = canary_ge, LEFTARG = canary_pair, RIGHTARG = canary_pair);
+CREATE OPERATOR <= (FUNCTION = canary_ge, LEFTARG = canary_pair, RIGHTARG = canary_pair);
+CREATE OPERATOR = (FUNCTION = canary_ge, LEFTARG = canary_pair, RIGHTARG = canary_pair);
+"""
+
+
+def test_operators_the_syntax_implies_are_judged(
+    gateway: Any, pg_database: str, canary: psycopg.Connection[Any]
+) -> None:
+    """BETWEEN runs the type's >= and <=, CASE x WHEN y its =: user operators that write."""
+    canary.execute(USER_TYPE_OPERATORS)
+    with _agent(
+        gateway,
+        pg_database,
+        deny=["opaque-code"],
+        catalog_user="postgres",
+        catalog_sslmode="disable",
+    ) as agent:
+        for sql in (
+            "SELECT ROW(1)::canary_pair BETWEEN ROW(0)::canary_pair AND ROW(2)::canary_pair",
+            "SELECT CASE ROW(1)::canary_pair WHEN ROW(1)::canary_pair THEN 1 END",
+        ):
+            assert "opaque-code" in _refused(agent, sql), sql
+            assert _rows(canary) == 5, sql

@@ -244,6 +244,13 @@ _MESSAGE = FieldDescriptor.TYPE_MESSAGE
 _IS_NOT_NULL = pg_query_pb2.IS_NOT_NULL
 _LIKE_KINDS = (pg_query_pb2.AEXPR_LIKE, pg_query_pb2.AEXPR_ILIKE, pg_query_pb2.AEXPR_SIMILAR)
 _OPERATOR = re.compile(r"[-+*/<>=~!@#%^&|`?]+")
+# The operators PostgreSQL builds a BETWEEN from (parse_expr.c, transformAExprBetween).
+_BETWEEN_OPERATORS = {
+    pg_query_pb2.AEXPR_BETWEEN: (">=", "<="),
+    pg_query_pb2.AEXPR_BETWEEN_SYM: (">=", "<="),
+    pg_query_pb2.AEXPR_NOT_BETWEEN: ("<", ">"),
+    pg_query_pb2.AEXPR_NOT_BETWEEN_SYM: ("<", ">"),
+}
 
 
 def _command_name(kind: str) -> str:
@@ -561,8 +568,12 @@ class _Walk:
                     self.fields.add(str(last.sval))
         elif kind == "A_Expr":
             parts = [str(_unwrap(p).sval) for p in node.name]
-            if parts and _OPERATOR.fullmatch(parts[-1]):  # not BETWEEN and its kin
+            if parts and _OPERATOR.fullmatch(parts[-1]):
                 self.operators.add(_qualified(parts))
+            # BETWEEN and its kin call the comparison operators of the operands' types.
+            self.operators.update(_BETWEEN_OPERATORS.get(node.kind, ()))
+        elif kind == "CaseExpr" and node.HasField("arg"):
+            self.operators.add("=")  # CASE x WHEN y compares with x = y
         elif kind == "A_Indirection":
             self.fields.update(
                 str(item.sval) for item in map(_unwrap, node.indirection) if _name(item) == "String"

@@ -433,3 +433,35 @@ def test_operators_the_syntax_implies_are_judged(
         ):
             assert "opaque-code" in _refused(agent, sql), sql
             assert _rows(canary) == 5, sql
+
+
+CASTS_AND_DOMAINS = """
+CREATE DOMAIN canary_dom AS int CHECK (canary_wipe() > 0);
+CREATE TYPE canary_box AS (a int);
+CREATE FUNCTION canary_boxed(int) RETURNS canary_box LANGUAGE plpgsql AS
+  $$ BEGIN DELETE FROM canary; RETURN ROW($1); END $$;
+CREATE CAST (int AS canary_box) WITH FUNCTION canary_boxed(int);
+"""
+
+
+def test_casts_and_domain_constraints_are_judged(
+    gateway: Any, pg_database: str, canary: psycopg.Connection[Any]
+) -> None:
+    """A cast runs its function, a cast to a domain runs the domain's CHECK constraints."""
+    canary.execute(CASTS_AND_DOMAINS)
+    with _agent(
+        gateway,
+        pg_database,
+        deny=["opaque-code"],
+        catalog_user="postgres",
+        catalog_sslmode="disable",
+    ) as agent:
+        for sql in (
+            "SELECT 1::canary_dom",
+            "SELECT CAST(1 AS public.canary_dom)",
+            "SELECT (1::canary_box).a",
+        ):
+            message = _refused(agent, sql)
+            assert "opaque-code" in message and "type " in message, sql
+            assert _rows(canary) == 5, sql
+        assert agent.execute("SELECT 1::text, '2'::int, now()::date").fetchone() is not None

@@ -69,10 +69,10 @@ def target(pg_server: Any, pg_database: str) -> Iterator[Any]:
             )
         )
         conn.execute(
-            sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON canary TO {0};"
-                    " GRANT SELECT ON sneaky_v, flip_v TO {0}").format(
-                sql.Identifier(role)
-            )
+            sql.SQL(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON canary TO {0};"
+                " GRANT SELECT ON sneaky_v, flip_v TO {0}"
+            ).format(sql.Identifier(role))
         )
         try:
             yield conn, role

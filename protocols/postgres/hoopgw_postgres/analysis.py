@@ -525,6 +525,7 @@ class _Walk:
         self.unlisted: set[str] = set()
         self.fields: set[str] = set()
         self.operators: set[str] = set()
+        self.cast_types: set[str] = set()
 
     def add(self, cls: str, cause: str) -> None:
         self.causes.setdefault(cls, cause)
@@ -572,6 +573,9 @@ class _Walk:
                 self.operators.add(_qualified(parts))
             # BETWEEN and its kin call the comparison operators of the operands' types.
             self.operators.update(_BETWEEN_OPERATORS.get(node.kind, ()))
+        elif kind == "TypeCast" and node.HasField("type_name"):
+            names = [str(_unwrap(p).sval) for p in node.type_name.names]
+            self.cast_types.add(_qualified(names))
         elif kind == "CaseExpr" and node.HasField("arg"):
             self.operators.add("=")  # CASE x WHEN y compares with x = y
         elif kind == "A_Indirection":
@@ -759,6 +763,7 @@ def _facts(raw: Any, version: int) -> StatementFacts:
         unlisted_functions=frozenset(walk.unlisted),
         field_names=frozenset(walk.fields),
         operators=frozenset(walk.operators),
+        cast_types=frozenset(walk.cast_types),
         other_opaque_cause=other_opaque,
         columns=frozenset(walk.columns),
         has_where=has_where,

@@ -576,6 +576,9 @@ class _Walk:
         elif kind == "TypeCast" and node.HasField("type_name"):
             names = [str(_unwrap(p).sval) for p in node.type_name.names]
             self.cast_types.add(_qualified(names))
+        elif kind == "SortBy" and node.use_op:
+            # ORDER BY x USING op sorts with that operator.
+            self.operators.add(_qualified([str(_unwrap(p).sval) for p in node.use_op]))
         elif kind == "CaseExpr" and node.HasField("arg"):
             self.operators.add("=")  # CASE x WHEN y compares with x = y
         elif kind == "A_Indirection":

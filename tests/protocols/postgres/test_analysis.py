@@ -220,6 +220,8 @@ def test_operators_implied_by_the_syntax_are_named() -> None:
     assert _one("SELECT 1 WHERE a NOT BETWEEN SYMMETRIC 1 AND 2").operators == {"<", ">"}
     assert _one("SELECT CASE a WHEN 1 THEN 2 END").operators == {"="}
     assert _one("SELECT CASE WHEN a THEN 2 END").operators == set()
+    sorted_by = _one("SELECT a FROM t ORDER BY a USING OPERATOR(app.<<<), b USING >")
+    assert sorted_by.operators == {"app.<<<", ">"}
 
 
 def test_a_function_name_holding_a_dot_is_opaque() -> None:

@@ -767,10 +767,6 @@ class ClientSession(protocol.Protocol):
             self._statement(frame)
         elif kind == b"B":
             bind = m.Bind.decode(frame.body)
-            if self._read_only and ends_transaction(self._statements.get(bind.statement, "")):
-                self._ending_portals.add(bind.portal)
-            else:
-                self._ending_portals.discard(bind.portal)
             parsing = self._parsing.get(bind.statement)
             if parsing is not None and self._tracker.next_barrier > parsing[1]:
                 # A Parse of this name in an earlier segment is unanswered: it may have failed
@@ -779,14 +775,19 @@ class ClientSession(protocol.Protocol):
                 self._held = True
                 self._read_ahead = 0
                 return
+            # In the Parse's own segment, its text: if the Parse failed, the server skips this.
+            text = parsing[0] if parsing else self._statements.get(bind.statement, "")
+            if self._read_only and ends_transaction(text):
+                self._ending_portals.add(bind.portal)
+            else:
+                self._ending_portals.discard(bind.portal)
             if bind.statement not in self._fresh_statements:
                 # Re-running a statement prepared earlier (the unnamed one too, which lives
                 # until the next Parse of it): record and decide each execution, with its values.
                 command = Command(
                     session_id=self._session_id,
                     seq=self._next_seq(),
-                    # In the Parse's own segment: if the Parse failed, the server skips this.
-                    text=parsing[0] if parsing else self._statements.get(bind.statement, ""),
+                    text=text,
                     kind="execute",
                     parameter_count=len(bind.params),
                     parameters=bound_parameters(

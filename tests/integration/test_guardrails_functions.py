@@ -465,3 +465,20 @@ def test_casts_and_domain_constraints_are_judged(
             assert "opaque-code" in message and "type " in message, sql
             assert _rows(canary) == 5, sql
         assert agent.execute("SELECT 1::text, '2'::int, now()::date").fetchone() is not None
+
+
+def test_a_relation_name_holding_a_dot_is_not_taken_for_a_qualified_one(
+    gateway: Any, pg_database: str, canary: psycopg.Connection[Any]
+) -> None:
+    """The catalog look-up split "canary.wipe" into schema canary and view wipe, found
+    nothing, and let the view (which calls a function that writes) run."""
+    canary.execute('CREATE VIEW "canary.wipe" AS SELECT canary_wipe() AS x')
+    with _agent(
+        gateway,
+        pg_database,
+        deny=["opaque-code"],
+        catalog_user="postgres",
+        catalog_sslmode="disable",
+    ) as agent:
+        assert "holding a dot" in _refused(agent, 'SELECT * FROM "canary.wipe"')
+    assert _rows(canary) == 5

@@ -555,6 +555,7 @@ class _Walk:
         elif kind == "RangeVar":
             parts = [p for p in (node.schemaname, node.relname) if p]
             self.tables.add(_qualified(parts))
+            self._dotted(parts, "relation")
         elif kind == "FuncCall":
             self._function(node)
         elif kind in _SQL_JSON_CALLS:
@@ -567,6 +568,7 @@ class _Walk:
                 self.columns.add("*" if _name(last) == "A_Star" else str(last.sval))
                 if len(node.fields) > 1 and _name(last) == "String":
                     self.fields.add(str(last.sval))
+                    self._dotted([str(last.sval)], "field")
         elif kind == "A_Expr":
             parts = [str(_unwrap(p).sval) for p in node.name]
             if parts and _OPERATOR.fullmatch(parts[-1]):
@@ -576,15 +578,18 @@ class _Walk:
         elif kind == "TypeCast" and node.HasField("type_name"):
             names = [str(_unwrap(p).sval) for p in node.type_name.names]
             self.cast_types.add(_qualified(names))
+            self._dotted(names, "type")
         elif kind == "SortBy" and node.use_op:
             # ORDER BY x USING op sorts with that operator.
             self.operators.add(_qualified([str(_unwrap(p).sval) for p in node.use_op]))
         elif kind == "CaseExpr" and node.HasField("arg"):
             self.operators.add("=")  # CASE x WHEN y compares with x = y
         elif kind == "A_Indirection":
-            self.fields.update(
+            names = [
                 str(item.sval) for item in map(_unwrap, node.indirection) if _name(item) == "String"
-            )
+            ]
+            self.fields.update(names)
+            self._dotted(names, "field")
         elif kind == "ResTarget" and node.name:
             # INSERT column lists and UPDATE SET targets; a SELECT alias is also a name here.
             self.columns.add(str(node.name))
@@ -683,6 +688,12 @@ class _Walk:
             self.add("privilege", cause)
         elif setting in _ADMIN_SETTINGS:
             self.add("admin", cause)
+
+    def _dotted(self, parts: list[str], what: str) -> None:
+        """A quoted name with a dot reads like a qualified one to the catalog look-up, which
+        would then miss the object: no catalog answer is trusted for it."""
+        if any("." in part for part in parts):
+            self.add("opaque-code", f"{_qualified(parts)} (a {what} name holding a dot)")
 
     def _function(self, node: Any) -> None:
         parts = [str(_unwrap(p).sval) for p in node.funcname]

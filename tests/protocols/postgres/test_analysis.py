@@ -224,6 +224,17 @@ def test_operators_implied_by_the_syntax_are_named() -> None:
     assert sorted_by.operators == {"app.<<<", ">"}
 
 
+def test_other_names_holding_a_dot_are_opaque() -> None:
+    for sql in (
+        'SELECT * FROM "a.b"',
+        'SELECT * FROM s."a.b"',
+        'SELECT c."a.b" FROM t c',
+        'SELECT (c)."a.b" FROM t c',
+        'SELECT 1::"a.b"',
+    ):
+        assert "holding a dot" in _one(sql).resolved({}).causes["opaque-code"], sql
+
+
 def test_a_function_name_holding_a_dot_is_opaque() -> None:
     facts = _one('SELECT "pg_catalog.lower"(1)')
     assert facts.resolved({}).causes["opaque-code"].startswith("pg_catalog.lower()")

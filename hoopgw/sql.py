@@ -63,6 +63,9 @@ class StatementFacts:
     operators: frozenset[str] = frozenset()
     """Operators written in expressions (``=``, ``OPERATOR(app.===)`` as ``app.===``): each
     runs the function behind it."""
+    cast_types: frozenset[str] = frozenset()
+    """Types named in casts (``x::app.money``): a cast may run a function, and a cast to a
+    domain runs the domain's constraints."""
     columns: frozenset[str] = frozenset()
     """Column names referenced or assigned anywhere (``*`` for a star)."""
     has_where: bool = False
@@ -136,19 +139,22 @@ class FunctionCatalog(Protocol):
         relations: Collection[str],
         fields: Collection[str],
         operators: Collection[str],
+        types: Collection[str] = (),
     ) -> Any:
         """A Deferred of a mapping ``(kind, name) -> schema-qualified objects`` for every
-        name asked (``kind``: ``function``, ``relation``, ``field`` or ``operator``), naming
-        the candidates that may run code the gateway cannot judge; empty when none may. A
-        function or operator name the catalog does not hold maps to itself; relation and field
-        names it does not hold map to nothing (a CTE, a column). Fails when the catalog cannot
-        be read.
+        name asked (``kind``: ``function``, ``relation``, ``field``, ``operator`` or
+        ``type``), naming the candidates that may run code the gateway cannot judge; empty
+        when none may. A function or operator name the catalog does not hold maps to itself;
+        relation, field and type names it does not hold map to nothing (a CTE, a column).
+        Fails when the catalog cannot be read.
 
         :param functions: names of :attr:`StatementFacts.resolvable_functions`.
         :param relations: names of :attr:`StatementFacts.tables`: a view's rules and a table's
             row-level security policies run functions too.
         :param fields: names of :attr:`StatementFacts.field_names`.
         :param operators: names of :attr:`StatementFacts.operators`.
+        :param types: names of :attr:`StatementFacts.cast_types` (a type the catalog does not
+            hold maps to nothing: the server refuses the cast).
         """
         ...
 

@@ -556,3 +556,22 @@ def test_webhook_notifications_are_signed_and_retried(
         assert document["hoopgw"]["review"] == review["id"]
         events.append(document["hoopgw"]["event"])
     assert events == ["requested", "requested", "approved"]
+
+
+def test_a_failed_parse_does_not_rename_what_a_prepared_statement_runs(
+    gateway: Any, pg_server: Any, pg_database: str
+) -> None:
+    """PostgreSQL refuses a Parse of a name that exists and keeps the old statement: the
+    gateway must not take the new text for what later executions of that name run (it judged
+    a Bind of the DELETE as the SELECT, and row 2 went without a review)."""
+    setup = _start(gateway, pg_server, pg_database, timeout=1.5)
+    with psycopg.connect(setup.conninfo(), autocommit=True) as agent:
+        pgconn = agent.pgconn
+        # Only prepared: allowed without a review (each execution is reviewed).
+        assert pgconn.prepare(b"s1", b"DELETE FROM orders WHERE id = $1").error_message == b""
+        again = pgconn.prepare(b"s1", b"SELECT $1::int")
+        assert b"already exists" in again.error_message or b"hoopgw" in again.error_message
+        ran = pgconn.exec_prepared(b"s1", [b"2"])
+        assert b"hoopgw" in ran.error_message, ran.error_message
+    with _target(pg_server, setup.database) as target:
+        assert target.execute("SELECT count(*) FROM orders WHERE id = 2").fetchone() == (1,)

@@ -368,3 +368,117 @@ def test_psql_introspection_still_works_with_the_catalog(
             [*psql, "-c", command], env=env, capture_output=True, text=True, check=False
         )
         assert done.returncode == 0, (command, done.stderr)
+
+
+# An older server's grammar reads the SQL/JSON constructors of the gateway's (PostgreSQL 16)
+# grammar as calls of functions of these names, which a user may have created.
+SQL_JSON_LOOKALIKES = """
+CREATE FUNCTION json_array(int, int) RETURNS int LANGUAGE plpgsql AS
+  $$ BEGIN DELETE FROM canary; RETURN 1; END $$;
+CREATE FUNCTION json_object(text, int) RETURNS int LANGUAGE plpgsql AS
+  $$ BEGIN DELETE FROM canary; RETURN 1; END $$;
+CREATE AGGREGATE json_arrayagg(int) (sfunc = canary_step, stype = int);
+"""
+
+
+@pytest.mark.parametrize("catalog", [False, True])
+def test_sql_json_constructors_are_judged_as_the_calls_an_older_server_makes(
+    gateway: Any, pg_database: str, canary: psycopg.Connection[Any], catalog: bool
+) -> None:
+    canary.execute(SQL_JSON_LOOKALIKES)
+    version = int(canary.execute("SHOW server_version_num").fetchone()[0])  # type: ignore[index]
+    options: dict[str, Any] = {"deny": ["opaque-code"]}
+    if catalog:
+        options.update(catalog_user="postgres", catalog_sslmode="disable")
+    with _agent(gateway, pg_database, **options) as agent:
+        for sql in (
+            "SELECT json_array(1, 2)",
+            "SELECT json_object('a', 1)",
+            "SELECT json_arrayagg(id) FROM other",
+        ):
+            if version >= 160000 and "json_object" not in sql:
+                continue  # the server's own grammar reads these as its constructors
+            if not catalog and "json_object" in sql:
+                continue  # without a catalog a built-in name is judged as the built-in
+            assert "opaque-code" in _refused(agent, sql), sql
+            assert _rows(canary) == 5, sql
+    assert _rows(canary) == 5
+
+
+USER_TYPE_OPERATORS = """
+CREATE TYPE canary_pair AS (a int);
+CREATE FUNCTION canary_ge(canary_pair, canary_pair) RETURNS bool LANGUAGE plpgsql AS
+  $$ BEGIN DELETE FROM canary; RETURN true; END $$;
+CREATE OPERATOR >= (FUNCTION = canary_ge, LEFTARG = canary_pair, RIGHTARG = canary_pair);
+CREATE OPERATOR <= (FUNCTION = canary_ge, LEFTARG = canary_pair, RIGHTARG = canary_pair);
+CREATE OPERATOR = (FUNCTION = canary_ge, LEFTARG = canary_pair, RIGHTARG = canary_pair);
+"""
+
+
+def test_operators_the_syntax_implies_are_judged(
+    gateway: Any, pg_database: str, canary: psycopg.Connection[Any]
+) -> None:
+    """BETWEEN runs the type's >= and <=, CASE x WHEN y its =: user operators that write."""
+    canary.execute(USER_TYPE_OPERATORS)
+    with _agent(
+        gateway,
+        pg_database,
+        deny=["opaque-code"],
+        catalog_user="postgres",
+        catalog_sslmode="disable",
+    ) as agent:
+        for sql in (
+            "SELECT ROW(1)::canary_pair BETWEEN ROW(0)::canary_pair AND ROW(2)::canary_pair",
+            "SELECT CASE ROW(1)::canary_pair WHEN ROW(1)::canary_pair THEN 1 END",
+        ):
+            assert "opaque-code" in _refused(agent, sql), sql
+            assert _rows(canary) == 5, sql
+
+
+CASTS_AND_DOMAINS = """
+CREATE DOMAIN canary_dom AS int CHECK (canary_wipe() > 0);
+CREATE TYPE canary_box AS (a int);
+CREATE FUNCTION canary_boxed(int) RETURNS canary_box LANGUAGE plpgsql AS
+  $$ BEGIN DELETE FROM canary; RETURN ROW($1); END $$;
+CREATE CAST (int AS canary_box) WITH FUNCTION canary_boxed(int);
+"""
+
+
+def test_casts_and_domain_constraints_are_judged(
+    gateway: Any, pg_database: str, canary: psycopg.Connection[Any]
+) -> None:
+    """A cast runs its function, a cast to a domain runs the domain's CHECK constraints."""
+    canary.execute(CASTS_AND_DOMAINS)
+    with _agent(
+        gateway,
+        pg_database,
+        deny=["opaque-code"],
+        catalog_user="postgres",
+        catalog_sslmode="disable",
+    ) as agent:
+        for sql in (
+            "SELECT 1::canary_dom",
+            "SELECT CAST(1 AS public.canary_dom)",
+            "SELECT (1::canary_box).a",
+        ):
+            message = _refused(agent, sql)
+            assert "opaque-code" in message and "type " in message, sql
+            assert _rows(canary) == 5, sql
+        assert agent.execute("SELECT 1::text, '2'::int, now()::date").fetchone() is not None
+
+
+def test_a_relation_name_holding_a_dot_is_not_taken_for_a_qualified_one(
+    gateway: Any, pg_database: str, canary: psycopg.Connection[Any]
+) -> None:
+    """The catalog look-up split "canary.wipe" into schema canary and view wipe, found
+    nothing, and let the view (which calls a function that writes) run."""
+    canary.execute('CREATE VIEW "canary.wipe" AS SELECT canary_wipe() AS x')
+    with _agent(
+        gateway,
+        pg_database,
+        deny=["opaque-code"],
+        catalog_user="postgres",
+        catalog_sslmode="disable",
+    ) as agent:
+        assert "holding a dot" in _refused(agent, 'SELECT * FROM "canary.wipe"')
+    assert _rows(canary) == 5

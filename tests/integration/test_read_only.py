@@ -27,6 +27,10 @@ CREATE FUNCTION sneaky() RETURNS int LANGUAGE plpgsql VOLATILE
     AS $$ BEGIN DELETE FROM canary; RETURN 0; END $$;
 CREATE FUNCTION flip() RETURNS text LANGUAGE sql VOLATILE
     AS $$ SELECT set_config('default_transaction_read_only', 'off', false) $$;
+-- Views reach the functions without a call in the text: without catalog_user the gateway does
+-- not resolve them, so only the server's read-only mode stands in the way.
+CREATE VIEW sneaky_v AS SELECT sneaky() AS x;
+CREATE VIEW flip_v AS SELECT flip() AS x;
 """
 
 # Statements that would let the session write again; each is refused by the gateway.
@@ -65,9 +69,10 @@ def target(pg_server: Any, pg_database: str) -> Iterator[Any]:
             )
         )
         conn.execute(
-            sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON canary TO {}").format(
-                sql.Identifier(role)
-            )
+            sql.SQL(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON canary TO {0};"
+                " GRANT SELECT ON sneaky_v, flip_v TO {0}"
+            ).format(sql.Identifier(role))
         )
         try:
             yield conn, role
@@ -127,11 +132,11 @@ def test_a_write_the_analysis_cannot_see_fails_on_the_server(
     with connect() as agent:
         assert agent.info.parameter_status("default_transaction_read_only") == "on"
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
-            agent.execute("SELECT sneaky()")
+            agent.execute("SELECT * FROM sneaky_v")
         # The session goes on, still read-only, in and out of explicit transactions.
         agent.execute("BEGIN")
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
-            agent.execute("SELECT sneaky()")
+            agent.execute("SELECT * FROM sneaky_v")
         agent.execute("ROLLBACK")
         assert agent.execute("SELECT count(*) FROM canary").fetchone() == (5,)
     assert _canary(conn) == 5
@@ -144,7 +149,7 @@ def test_psql_gets_the_servers_read_only_error(
     connect = read_only()
     gw = connect.gateway
     done = subprocess.run(
-        ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-c", "SELECT sneaky()"],
+        ["psql", "-X", "-v", "ON_ERROR_STOP=1", "-c", "SELECT * FROM sneaky_v"],
         env={
             "PGHOST": gw.host,
             "PGPORT": str(gw.port),
@@ -178,7 +183,7 @@ def test_every_way_to_turn_read_only_off_is_refused(
             assert "read-only" in message and "guardrails deny write" in message, message
             agent.execute("ROLLBACK")  # harmless outside a transaction (a warning)
             with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
-                agent.execute("SELECT sneaky()")
+                agent.execute("SELECT * FROM sneaky_v")
             assert _canary(conn) == 5, statement
 
 
@@ -197,7 +202,7 @@ def test_reset_and_discard_return_to_read_only(read_only: Any, target: Any) -> N
             agent.execute(statement)
             assert agent.execute("SHOW default_transaction_read_only").fetchone() == ("on",)
             with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
-                agent.execute("SELECT sneaky()")
+                agent.execute("SELECT * FROM sneaky_v")
     assert _canary(conn) == 5
 
 
@@ -209,7 +214,7 @@ def test_startup_options_cannot_turn_read_only_off(read_only: Any, target: Any) 
             connect(options=options)
     with connect(options="-c default_transaction_read_only=on") as agent:
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
-            agent.execute("SELECT sneaky()")
+            agent.execute("SELECT * FROM sneaky_v")
     assert _canary(conn) == 5
 
 
@@ -220,7 +225,7 @@ def test_a_change_the_gateway_did_not_see_ends_the_session(read_only: Any, targe
         # flip() turns read-only off from inside a function body; the server reports the
         # change and the gateway ends the session before anything else runs.
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction, match="session ended"):
-            agent.execute("SELECT flip()")
+            agent.execute("SELECT * FROM flip_v")
         assert agent.closed or agent.broken
     assert _canary(conn) == 5
 
@@ -246,3 +251,27 @@ def test_a_least_privileged_login_is_not_warned_about(read_only: Any, target: An
     checked = connect.gateway.cli("config", "check", "--online", "--json")
     assert checked.returncode == 0, checked.stderr
     assert '"warnings": []' in checked.stdout and '"read_only": true' in checked.stdout
+
+
+@pytest.mark.parametrize("route", ["one message", "pipeline with COMMIT", "pipeline with Sync"])
+def test_a_transaction_after_an_unseen_change_does_not_run(
+    read_only: Any, target: Any, route: str
+) -> None:
+    """Code the gateway does not see turns read-only off; the server reports it only before
+    its next ReadyForQuery, so whatever the client sent behind it in a new transaction must not
+    run before the gateway has read that report (it ran read-write and emptied the canary)."""
+    conn, _role = target
+    connect = read_only()
+    with connect() as agent:
+        with pytest.raises(psycopg.Error):
+            if route == "one message":
+                agent.execute("SELECT * FROM flip_v; COMMIT; SELECT * FROM sneaky_v")
+            else:
+                with agent.pipeline() as pipeline:
+                    agent.execute("SELECT * FROM flip_v")
+                    if route == "pipeline with COMMIT":
+                        agent.execute("COMMIT")
+                    else:
+                        pipeline.sync()
+                    agent.execute("SELECT * FROM sneaky_v")
+    assert _canary(conn) == 5

@@ -336,7 +336,7 @@ class GuardrailsPlugin:
         cache, or when the catalog answers)."""
         cache = self._volatile.setdefault(session.id, {})
         missing: dict[str, set[str]] = {
-            k: set() for k in ("function", "relation", "field", "operator")
+            k: set() for k in ("function", "relation", "field", "operator", "type")
         }
         # The catalog only matters to a policy that refuses opaque-code.
         if (
@@ -355,6 +355,7 @@ class GuardrailsPlugin:
             relations=missing["relation"],
             fields=missing["field"],
             operators=missing["operator"],
+            types=missing["type"],
         )
 
         def answered(answer: Mapping[tuple[str, str], tuple[str, ...]]) -> Block | Hold | None:
@@ -422,7 +423,11 @@ class GuardrailsPlugin:
             return facts.resolved(opaque), changes
         opaque = {}
         for kind, name in sorted(_asked(facts)):
-            label = {"function": f"{name}()", "operator": f"operator {name}"}.get(kind, name)
+            label = {
+                "function": f"{name}()",
+                "operator": f"operator {name}",
+                "type": f"type {name}",
+            }.get(kind, name)
             if unsettled:
                 opaque[name] = (
                     f"{label} (not resolved: {unsettled}, which the catalog read over the"
@@ -438,6 +443,7 @@ class GuardrailsPlugin:
                     "relation": "its rules or policies call functions that cannot be judged",
                     "field": "may call a function on the row that cannot be judged",
                     "operator": "runs a function that cannot be judged",
+                    "type": "a cast to it or its constraints call functions that cannot be judged",
                 }[kind]
                 opaque[name] = f"{label} ({what}: {', '.join(left)})"
         resolved = facts.resolved(opaque)
@@ -492,6 +498,7 @@ def _asked(facts: StatementFacts) -> set[tuple[str, str]]:
         *(("relation", n) for n in facts.tables),
         *(("field", n) for n in facts.field_names),
         *(("operator", n) for n in facts.operators),
+        *(("type", n) for n in facts.cast_types),
     }
 
 

@@ -11,6 +11,7 @@ is refused under a policy that denies it rather than waved through.
 
 from __future__ import annotations
 
+import functools
 import re
 import tomllib
 from collections import OrderedDict
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from importlib import resources
 from typing import Any
 
+import attrs
 import pg_query
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
@@ -25,7 +27,14 @@ from pg_query import pg_query_pb2
 
 from hoopgw.sql import DENY_CLASSES, Analysis, FunctionCatalog, StatementFacts
 
-__all__ = ["FUNCTION_CLASSES", "HARMLESS_FUNCTIONS", "REVIEWED_VOLATILE", "PostgresDialect"]
+__all__ = [
+    "FUNCTION_CLASSES",
+    "HARMLESS_FUNCTIONS",
+    "REVIEWED_VOLATILE",
+    "SQL_JSON_FUNCTIONS",
+    "PostgresDialect",
+    "ends_transaction",
+]
 
 _CACHE_SIZE = 2048
 # Larger texts (bulk INSERTs) are analysed every time rather than pinned in memory.
@@ -235,6 +244,13 @@ _MESSAGE = FieldDescriptor.TYPE_MESSAGE
 _IS_NOT_NULL = pg_query_pb2.IS_NOT_NULL
 _LIKE_KINDS = (pg_query_pb2.AEXPR_LIKE, pg_query_pb2.AEXPR_ILIKE, pg_query_pb2.AEXPR_SIMILAR)
 _OPERATOR = re.compile(r"[-+*/<>=~!@#%^&|`?]+")
+# The operators PostgreSQL builds a BETWEEN from (parse_expr.c, transformAExprBetween).
+_BETWEEN_OPERATORS = {
+    pg_query_pb2.AEXPR_BETWEEN: (">=", "<="),
+    pg_query_pb2.AEXPR_BETWEEN_SYM: (">=", "<="),
+    pg_query_pb2.AEXPR_NOT_BETWEEN: ("<", ">"),
+    pg_query_pb2.AEXPR_NOT_BETWEEN_SYM: ("<", ">"),
+}
 
 
 def _command_name(kind: str) -> str:
@@ -314,6 +330,20 @@ def _option_true(elem: Any) -> bool:
     if _name(arg) == "Integer":
         return bool(arg.ival)
     return True
+
+
+# SQL/JSON constructors (PostgreSQL 16), by the function an older server's grammar calls for
+# the same text. The gateway parses with a newer grammar than some targets run.
+_SQL_JSON_CALLS = {
+    "JsonArrayConstructor": "json_array",
+    "JsonArrayQueryConstructor": "json_array",
+    "JsonArrayAgg": "json_arrayagg",
+    "JsonObjectConstructor": "json_object",
+    "JsonObjectAgg": "json_objectagg",
+}
+SQL_JSON_FUNCTIONS = frozenset(_SQL_JSON_CALLS.values())
+"""Names a SQL/JSON constructor may call on an older server: no function of the name in the
+target's catalog means no code (a newer server runs its constructor, an older one fails)."""
 
 
 def _explain_analyzes(explain: Any) -> bool:
@@ -495,6 +525,7 @@ class _Walk:
         self.unlisted: set[str] = set()
         self.fields: set[str] = set()
         self.operators: set[str] = set()
+        self.cast_types: set[str] = set()
 
     def add(self, cls: str, cause: str) -> None:
         self.causes.setdefault(cls, cause)
@@ -524,22 +555,41 @@ class _Walk:
         elif kind == "RangeVar":
             parts = [p for p in (node.schemaname, node.relname) if p]
             self.tables.add(_qualified(parts))
+            self._dotted(parts, "relation")
         elif kind == "FuncCall":
             self._function(node)
+        elif kind in _SQL_JSON_CALLS:
+            # PostgreSQL 15 and older have no SQL/JSON constructors: their grammar reads
+            # JSON_ARRAY(1, 2) as a call of a function json_array, which may be a user's.
+            self._call([_SQL_JSON_CALLS[kind]], node)
         elif kind == "ColumnRef":
             last = _unwrap(node.fields[-1]) if node.fields else None
             if last is not None:
                 self.columns.add("*" if _name(last) == "A_Star" else str(last.sval))
                 if len(node.fields) > 1 and _name(last) == "String":
                     self.fields.add(str(last.sval))
+                    self._dotted([str(last.sval)], "field")
         elif kind == "A_Expr":
             parts = [str(_unwrap(p).sval) for p in node.name]
-            if parts and _OPERATOR.fullmatch(parts[-1]):  # not BETWEEN and its kin
+            if parts and _OPERATOR.fullmatch(parts[-1]):
                 self.operators.add(_qualified(parts))
+            # BETWEEN and its kin call the comparison operators of the operands' types.
+            self.operators.update(_BETWEEN_OPERATORS.get(node.kind, ()))
+        elif kind == "TypeCast" and node.HasField("type_name"):
+            names = [str(_unwrap(p).sval) for p in node.type_name.names]
+            self.cast_types.add(_qualified(names))
+            self._dotted(names, "type")
+        elif kind == "SortBy" and node.use_op:
+            # ORDER BY x USING op sorts with that operator.
+            self.operators.add(_qualified([str(_unwrap(p).sval) for p in node.use_op]))
+        elif kind == "CaseExpr" and node.HasField("arg"):
+            self.operators.add("=")  # CASE x WHEN y compares with x = y
         elif kind == "A_Indirection":
-            self.fields.update(
+            names = [
                 str(item.sval) for item in map(_unwrap, node.indirection) if _name(item) == "String"
-            )
+            ]
+            self.fields.update(names)
+            self._dotted(names, "field")
         elif kind == "ResTarget" and node.name:
             # INSERT column lists and UPDATE SET targets; a SELECT alias is also a name here.
             self.columns.add(str(node.name))
@@ -639,8 +689,21 @@ class _Walk:
         elif setting in _ADMIN_SETTINGS:
             self.add("admin", cause)
 
+    def _dotted(self, parts: list[str], what: str) -> None:
+        """A quoted name with a dot reads like a qualified one to the catalog look-up, which
+        would then miss the object: no catalog answer is trusted for it."""
+        if any("." in part for part in parts):
+            self.add("opaque-code", f"{_qualified(parts)} (a {what} name holding a dot)")
+
     def _function(self, node: Any) -> None:
         parts = [str(_unwrap(p).sval) for p in node.funcname]
+        if parts == ["pg_catalog", "json_object"]:
+            # The grammar qualifies json_object(...) itself since PostgreSQL 16; an older
+            # server's resolves the name on the search path, where a user's overload may win.
+            parts = parts[1:]
+        self._call(parts, node)
+
+    def _call(self, parts: list[str], node: Any) -> None:
         written = _qualified(parts)
         self.functions.add(written)
         name = parts[-1]
@@ -714,6 +777,7 @@ def _facts(raw: Any, version: int) -> StatementFacts:
         unlisted_functions=frozenset(walk.unlisted),
         field_names=frozenset(walk.fields),
         operators=frozenset(walk.operators),
+        cast_types=frozenset(walk.cast_types),
         other_opaque_cause=other_opaque,
         columns=frozenset(walk.columns),
         has_where=has_where,
@@ -723,6 +787,59 @@ def _facts(raw: Any, version: int) -> StatementFacts:
         deallocates=deallocates,
         read_write=walk.read_write,
         text=_normalise(raw, version),
+    )
+
+
+# Statements after which the next statement of the same message runs in a new transaction.
+_TRANSACTION_ENDS = frozenset(
+    {
+        pg_query_pb2.TRANS_STMT_COMMIT,
+        pg_query_pb2.TRANS_STMT_ROLLBACK,
+        pg_query_pb2.TRANS_STMT_PREPARE,
+        pg_query_pb2.TRANS_STMT_COMMIT_PREPARED,
+        pg_query_pb2.TRANS_STMT_ROLLBACK_PREPARED,
+    }
+)
+
+
+def _after_transaction_end(
+    statements: tuple[StatementFacts, ...], tree: Any
+) -> tuple[StatementFacts, ...]:
+    """``statements`` with every statement that follows a transaction end in the same text
+    marked as a way to turn read-only off.
+
+    A new transaction takes its mode from ``default_transaction_read_only`` as it is then. Code
+    the gateway does not see (a view's function, a cast) may have turned it off earlier in the
+    message; the server reports that only before its ReadyForQuery, after the whole message
+    ran, so the gateway cannot stop a statement that the same message runs in a new transaction.
+    """
+    ended = False
+    marked = []
+    for facts, raw in zip(statements, tree.stmts, strict=True):
+        if ended and not facts.read_write:
+            facts = attrs.evolve(
+                facts,
+                read_write=f"{facts.command} after a transaction end in the same message (its"
+                " transaction may start read-write; send it as a message of its own)",
+            )
+        marked.append(facts)
+        root = _unwrap(raw.stmt)
+        ended = ended or (_name(root) == "TransactionStmt" and root.kind in _TRANSACTION_ENDS)
+    return tuple(marked)
+
+
+@functools.lru_cache(maxsize=256)
+def ends_transaction(text: str) -> bool:
+    """Whether ``text`` holds a statement that ends the transaction (``COMMIT``, ``ROLLBACK``,
+    ``PREPARE TRANSACTION``, ...): what runs after it runs in a new transaction. A text that
+    does not parse ends nothing (the server rejects it too)."""
+    try:
+        tree = pg_query.parse(text)
+    except (pg_query.PgQueryError, RecursionError, UnicodeEncodeError):
+        return False
+    return any(
+        _name(root) == "TransactionStmt" and root.kind in _TRANSACTION_ENDS
+        for root in (_unwrap(raw.stmt) for raw in tree.stmts)
     )
 
 
@@ -773,7 +890,9 @@ class PostgresDialect:
             return Analysis(error="the text contains a NUL character")
         try:
             tree = pg_query.parse(text)
-            statements = tuple(_facts(raw, tree.version) for raw in tree.stmts)
+            statements = _after_transaction_end(
+                tuple(_facts(raw, tree.version) for raw in tree.stmts), tree
+            )
         except pg_query.PgQueryError as exc:
             return Analysis(error=exc.message)
         except RecursionError:

@@ -19,7 +19,7 @@ from twisted.internet.endpoints import HostnameEndpoint
 
 from hoopgw.transport import client_tls_options
 from hoopgw_postgres import messages as m
-from hoopgw_postgres.analysis import FUNCTION_CLASSES, REVIEWED_VOLATILE
+from hoopgw_postgres.analysis import FUNCTION_CLASSES, REVIEWED_VOLATILE, SQL_JSON_FUNCTIONS
 from hoopgw_postgres.upstream import UpstreamConnection
 
 __all__ = ["CatalogError", "CatalogQuery", "FunctionCatalog", "opaque_candidates", "read_catalog"]
@@ -121,7 +121,8 @@ def read_catalog(
 # Every function a called name, a read relation or a field name may reach: each candidate
 # itself, and what it depends on (pg_depend, normal dependencies: the functions and operators of
 # a SQL-standard function body, an aggregate's support functions, an operator's function), a
-# relation's rewrite rules (a view's query) and row-level security policies, recursively.
+# relation's rewrite rules (a view's query) and row-level security policies, a type's domain
+# constraints and the casts to it (and what those reach: a superset), recursively.
 # Language handlers are not followed: a function's language is judged by its shape.
 _REACH_QUERY = """
 WITH RECURSIVE
@@ -140,6 +141,11 @@ roots(kind, root_nsp, root_name, root_nargs, classid, objid) AS (
          'pg_catalog.pg_class'::regclass::oid, c.oid
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
    WHERE c.relname::text = ANY (ARRAY[{relations}]::text[])
+  UNION ALL
+  SELECT 'type', n.nspname::text, t.typname::text, 0,
+         'pg_catalog.pg_type'::regclass::oid, t.oid
+    FROM pg_catalog.pg_type t JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace
+   WHERE t.typname::text = ANY (ARRAY[{types}]::text[])
 ),
 edges(classid, objid, refclassid, refobjid) AS (
   SELECT classid, objid, refclassid, refobjid FROM pg_catalog.pg_depend
@@ -150,6 +156,13 @@ edges(classid, objid, refclassid, refobjid) AS (
   UNION ALL
   SELECT 'pg_catalog.pg_class'::regclass::oid, polrelid, 'pg_catalog.pg_policy'::regclass::oid, oid
     FROM pg_catalog.pg_policy
+  UNION ALL
+  SELECT 'pg_catalog.pg_type'::regclass::oid, contypid,
+         'pg_catalog.pg_constraint'::regclass::oid, oid
+    FROM pg_catalog.pg_constraint WHERE contypid <> 0
+  UNION ALL
+  SELECT 'pg_catalog.pg_type'::regclass::oid, casttarget, 'pg_catalog.pg_cast'::regclass::oid, oid
+    FROM pg_catalog.pg_cast
 ),
 reached(kind, root_nsp, root_name, root_nargs, classid, objid) AS (
   SELECT * FROM roots
@@ -176,10 +189,13 @@ def _literal(text: str) -> str:
 
 
 def reach_query(
-    functions: Collection[str], relations: Collection[str], operators: Collection[str] = ()
+    functions: Collection[str],
+    relations: Collection[str],
+    operators: Collection[str] = (),
+    types: Collection[str] = (),
 ) -> str:
-    """The query for everything that functions, relations and operators of these bare names
-    may run."""
+    """The query for everything that functions, relations, operators and types (casts to
+    them) of these bare names may run."""
 
     def listed(names: Collection[str]) -> str:
         # Names reach the text only as escaped literals (a simple Query has no parameters).
@@ -189,6 +205,7 @@ def reach_query(
         _REACH_QUERY.replace("{functions}", listed(functions))
         .replace("{operators}", listed(operators))
         .replace("{relations}", listed(relations))
+        .replace("{types}", listed(types))
     )
 
 
@@ -242,7 +259,7 @@ def opaque_candidates(
             and (kind != "field" or r[3] == 1)
         ]
         if not mine and kind in ("function", "operator"):
-            answer[(kind, written)] = (written,)
+            answer[(kind, written)] = () if name in SQL_JSON_FUNCTIONS else (written,)
             continue
         flagged = set()
         for _kind, root_nsp, root_name, _nargs, nsp, proname, volatility, parsed in mine:
@@ -285,6 +302,7 @@ class FunctionCatalog:
         relations: Collection[str],
         fields: Collection[str],
         operators: Collection[str],
+        types: Collection[str] = (),
     ) -> defer.Deferred[Mapping[tuple[str, str], tuple[str, ...]]]:
         """See :meth:`hoopgw.sql.FunctionCatalog.opaque`."""
         bare_functions = {split_name(n)[1] for n in (*functions, *fields)}
@@ -297,7 +315,10 @@ class FunctionCatalog:
             sslmode=self._sslmode,
             database=database,
             query=reach_query(
-                bare_functions, bare_relations, {split_name(n)[1] for n in operators}
+                bare_functions,
+                bare_relations,
+                {split_name(n)[1] for n in operators},
+                {split_name(n)[1] for n in types},
             ),
             application_name="hoopgw-guardrails-catalog",
             timeout=self._timeout,
@@ -324,6 +345,7 @@ class FunctionCatalog:
                 **opaque_candidates("relation", relations, rows),
                 **opaque_candidates("field", fields, rows),
                 **opaque_candidates("operator", operators, rows),
+                **opaque_candidates("type", types, rows),
             }
 
         return reading.addCallback(judged)

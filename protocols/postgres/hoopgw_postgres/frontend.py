@@ -46,6 +46,7 @@ from hoopgw.transport import (
 )
 from hoopgw.verdicts import Block, Hold
 from hoopgw_postgres import messages as m
+from hoopgw_postgres.analysis import ends_transaction
 from hoopgw_postgres.auth import ScramServer
 from hoopgw_postgres.lexing import LexingRefused, LexingTracker, lexes_alike
 from hoopgw_postgres.parameters import bound_parameters
@@ -130,6 +131,11 @@ class ClientSession(protocol.Protocol):
         self._discard_until_sync = False
         self._current: CommandProgress | None = None
         self._statements: dict[str, str] = {}
+        # Parses forwarded but not yet answered, by name: the text and the ReadyForQuery that
+        # ends their segment. The server keeps a name's old statement when a Parse fails (the
+        # name exists) or is skipped after an error, so a name runs the new text only once the
+        # server accepted it (ParseComplete).
+        self._parsing: dict[str, tuple[str, int]] = {}
         self._fresh_statements: set[str] = set()
         self._statement_types: dict[str, tuple[int, ...]] = {}
         # A Parse waiting for the next message, which may bind its values (_decide_parse).
@@ -152,6 +158,10 @@ class ClientSession(protocol.Protocol):
         # known while the tracker is settled (see _statement).
         self._lexing = LexingTracker()
         self._held = False  # a statement waits for the lexing state; do not process the inbox
+        # Read-only sessions: portals of statements that end the transaction, and whether one
+        # ran since the last Sync (what follows would run in a transaction of unknown mode).
+        self._ending_portals: set[str] = set()
+        self._transaction_ended = False
 
     # -- Twisted events ----------------------------------------------------------------------
 
@@ -731,17 +741,55 @@ class ClientSession(protocol.Protocol):
         if self._parse_waiting is not None:
             self._decide_parse(frame)
             return
+        if (
+            self._read_only
+            and kind in (b"Q", b"P", b"B", b"E")
+            and not self._tracker.settled
+            and self._tracker.settling
+        ):
+            # A new transaction takes its mode from default_transaction_read_only as it is
+            # then, and code the gateway does not see (a view's function) may have turned it
+            # off: the server reports that before its ReadyForQuery. Wait for it, so that the
+            # session ends before anything runs in a transaction that may be read-write.
+            self._inbox.appendleft(frame)
+            self._held = True
+            self._read_ahead = 0
+            return
+        if self._read_only and self._transaction_ended and kind in (b"Q", b"P", b"B", b"E"):
+            # The report of a setting changed before the COMMIT comes only before the next
+            # ReadyForQuery, after this would have run.
+            self._transaction_ended = kind != b"Q"  # a Query ends the pipeline like a Sync
+            refusal = Block(
+                reason="read-only: a command after COMMIT or ROLLBACK in the same pipeline may"
+                " run in a read-write transaction; send Sync after ending a transaction"
+            )
+            self._refuse(None, refusal, extended=kind != b"Q", code="25006")
+            return
         if kind in (b"Q", b"P"):
             self._statement(frame)
         elif kind == b"B":
             bind = m.Bind.decode(frame.body)
+            parsing = self._parsing.get(bind.statement)
+            if parsing is not None and self._tracker.next_barrier > parsing[1]:
+                # A Parse of this name in an earlier segment is unanswered: it may have failed
+                # (the old statement runs) or not. Wait until the server has said.
+                self._inbox.appendleft(frame)
+                self._held = True
+                self._read_ahead = 0
+                return
+            # In the Parse's own segment, its text: if the Parse failed, the server skips this.
+            text = parsing[0] if parsing else self._statements.get(bind.statement, "")
+            if self._read_only and ends_transaction(text):
+                self._ending_portals.add(bind.portal)
+            else:
+                self._ending_portals.discard(bind.portal)
             if bind.statement not in self._fresh_statements:
                 # Re-running a statement prepared earlier (the unnamed one too, which lives
                 # until the next Parse of it): record and decide each execution, with its values.
                 command = Command(
                     session_id=self._session_id,
                     seq=self._next_seq(),
-                    text=self._statements.get(bind.statement, ""),
+                    text=text,
                     kind="execute",
                     parameter_count=len(bind.params),
                     parameters=bound_parameters(
@@ -760,6 +808,7 @@ class ClientSession(protocol.Protocol):
                 )
         elif kind == b"E":
             portal = m.Execute.decode(frame.body).portal
+            self._transaction_ended = self._transaction_ended or portal in self._ending_portals
             self._forward(frame, Request(kind="execute", progress=self._current, portal=portal))
         elif kind == b"D":
             describe = m.Describe.decode(frame.body)
@@ -767,14 +816,17 @@ class ClientSession(protocol.Protocol):
             self._forward(frame, Request(kind="describe", progress=self._current, portal=described))
         elif kind == b"C":
             close = m.Close.decode(frame.body)
-            if close.kind == "S":
-                self._statements.pop(close.name, None)
-                self._statement_types.pop(close.name, None)
             self._forward(
-                frame, Request(kind="close", portal=close.name if close.kind == "P" else None)
+                frame,
+                Request(
+                    kind="close",
+                    portal=close.name if close.kind == "P" else None,
+                    statement=close.name if close.kind == "S" else None,
+                ),
             )
         elif kind == b"S":
             self._discard_until_sync = False
+            self._transaction_ended = False
             self._fresh_statements.clear()
             self._forward(frame, Request(kind="sync"))
         elif kind == b"H":
@@ -836,8 +888,6 @@ class ClientSession(protocol.Protocol):
             # nothing before a later message (Sync, Flush) either.
             self._parse_waiting = (parse, text, frame)
             return
-        if name is None:
-            self._statements.pop("", None)  # a simple Query drops the unnamed statement
         command = Command(
             session_id=self._session_id,
             seq=self._next_seq(),
@@ -937,14 +987,18 @@ class ClientSession(protocol.Protocol):
             )
             self._current = progress
             self._tracker.track(progress)
+            request = Request(kind="parse", progress=progress, portal=portal)
             if statement is not None:
-                self._statements[statement] = command.text
+                request.statement, request.text = statement, command.text
+                self._parsing[statement] = (command.text, self._tracker.next_barrier)
                 if bound:
                     self._fresh_statements.add(statement)
                 else:
                     self._fresh_statements.discard(statement)
-            kind = {"query": "query", "parse": "parse", "execute": "bind"}[command.kind]
-            self._forward(frame, Request(kind=kind, progress=progress, portal=portal))
+            if command.kind != "parse":
+                kind = {"query": "query", "execute": "bind"}[command.kind]
+                request = Request(kind=kind, progress=progress, portal=portal)
+            self._forward(frame, request)
 
         assert self._ledger is not None
         decision = self._ledger.decide(command)
@@ -980,8 +1034,8 @@ class ClientSession(protocol.Protocol):
         if extended:
             poison = m.Parse(name="", query=REFUSED_STATEMENT).encode()
             self._discard_until_sync = True
-            self._statements.pop("", None)  # the poison replaced the target's unnamed statement
-            self._send_upstream(poison, Request(kind="parse", replace_error=error))
+            # The poison drops the target's unnamed statement when it runs (its ErrorResponse).
+            self._send_upstream(poison, Request(kind="parse", replace_error=error, statement=""))
         else:
             poison = m.Query(query=REFUSED_STATEMENT).encode()
             self._send_upstream(poison, Request(kind="query", replace_error=error))
@@ -1058,6 +1112,14 @@ class ClientSession(protocol.Protocol):
             attribution = self._tracker.attribute(kind[0])
             request = attribution.request
             data = frame.wire
+            if kind == b"Z":
+                seen = self._tracker.barriers_seen
+                self._parsing = {n: p for n, p in self._parsing.items() if p[1] > seen}
+                if request is not None and request.kind == "query":
+                    self._statements.pop("", None)  # a simple Query drops the unnamed statement
+            if kind == b"E" and request is not None and request.statement == "":
+                if request.kind == "parse":
+                    self._statements.pop("", None)  # an unnamed Parse drops the old one first
             if kind == b"E":
                 if request is not None and request.replace_error is not None:
                     data = request.replace_error
@@ -1095,6 +1157,11 @@ class ClientSession(protocol.Protocol):
             elif kind == b"3":
                 if request is not None and request.portal is not None:
                     self._portals.pop(request.portal, None)
+                if request is not None and request.statement is not None:
+                    self._statements.pop(request.statement, None)
+                    self._statement_types.pop(request.statement, None)
+            elif kind == b"1" and request is not None and request.statement is not None:
+                self._statements[request.statement] = request.text
             elif kind == b"Z" and frame.body[:1] == b"I":
                 self._portals.clear()  # outside a transaction no portal is left
             elif kind in (b"N", b"A") and self.chain.has_output_hooks:

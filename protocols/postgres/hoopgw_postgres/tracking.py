@@ -78,6 +78,10 @@ class Request:
     """Set by the tracker: for a ``sync`` or ``query``, the number of its ReadyForQuery."""
     copy_ends: int = 0
     """Set by the tracker: how many CopyDone or CopyFail the client sent before it."""
+    statement: str | None = None
+    """The prepared statement a ``parse`` defines or a statement ``close`` drops."""
+    text: str = ""
+    """For a ``parse``: the statement's text, what its name runs once the server accepts it."""
 
 
 @attrs.frozen

@@ -219,7 +219,14 @@ class FakeFunctionCatalog:
         self.reads: list[tuple[set[tuple[str, str]], Any]] = []
 
     def opaque(
-        self, database: str, *, functions: Any, relations: Any, fields: Any, operators: Any
+        self,
+        database: str,
+        *,
+        functions: Any,
+        relations: Any,
+        fields: Any,
+        operators: Any,
+        types: Any = (),
     ) -> Any:
         from twisted.internet import defer
 
@@ -229,6 +236,7 @@ class FakeFunctionCatalog:
             *(("relation", n) for n in relations),
             *(("field", n) for n in fields),
             *(("operator", n) for n in operators),
+            *(("type", n) for n in types),
         }
         self.reads.append((asked, d))
         return d

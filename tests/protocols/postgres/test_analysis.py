@@ -213,7 +213,26 @@ def test_field_names_may_be_function_calls() -> None:
 
 def test_operators_are_named() -> None:
     facts = _one("SELECT a + 1, b OPERATOR(app.===) 2 FROM t WHERE c BETWEEN 1 AND 2 AND d ~~ 'x'")
-    assert facts.operators == {"+", "app.===", "~~"}
+    assert facts.operators == {"+", "app.===", "~~", ">=", "<="}
+
+
+def test_operators_implied_by_the_syntax_are_named() -> None:
+    assert _one("SELECT 1 WHERE a NOT BETWEEN SYMMETRIC 1 AND 2").operators == {"<", ">"}
+    assert _one("SELECT CASE a WHEN 1 THEN 2 END").operators == {"="}
+    assert _one("SELECT CASE WHEN a THEN 2 END").operators == set()
+    sorted_by = _one("SELECT a FROM t ORDER BY a USING OPERATOR(app.<<<), b USING >")
+    assert sorted_by.operators == {"app.<<<", ">"}
+
+
+def test_other_names_holding_a_dot_are_opaque() -> None:
+    for sql in (
+        'SELECT * FROM "a.b"',
+        'SELECT * FROM s."a.b"',
+        'SELECT c."a.b" FROM t c',
+        'SELECT (c)."a.b" FROM t c',
+        'SELECT 1::"a.b"',
+    ):
+        assert "holding a dot" in _one(sql).resolved({}).causes["opaque-code"], sql
 
 
 def test_a_function_name_holding_a_dot_is_opaque() -> None:

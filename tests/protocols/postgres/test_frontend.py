@@ -880,9 +880,35 @@ def test_unnamed_statement_bound_again_after_sync_is_a_new_command() -> None:
         + m.Execute(portal="").encode()
         + m.Sync().encode()
     )
+    # It waits until the server has accepted the Parse (or not).
+    assert policy.decided == [("DELETE FROM t WHERE id = $1", "Allow")]
+    client.server(
+        m.ParseComplete(),
+        m.BindComplete(),
+        m.CommandComplete(tag="DELETE 1"),
+        m.ReadyForQuery(status="I"),
+    )
     assert policy.decided == [
         ("DELETE FROM t WHERE id = $1", "Allow"),
         ("DELETE FROM t WHERE id = $1", "Allow"),
+    ]
+
+
+def test_a_name_runs_its_old_statement_when_the_new_parse_fails() -> None:
+    # PostgreSQL refuses a Parse of an existing name and keeps the old statement.
+    policy = Policy()
+    client = logged_in([("policy", policy)])
+    client.send(
+        m.Parse(name="s1", query="DELETE FROM t WHERE id = $1").encode() + m.Sync().encode()
+    )
+    client.server(m.ParseComplete(), m.ReadyForQuery(status="I"))
+    client.send(m.Parse(name="s1", query="SELECT $1").encode() + m.Sync().encode())
+    client.send(m.Bind(portal="", statement="s1", params=(b"2",)).encode() + m.Sync().encode())
+    client.server(m.error_response("ERROR", "42P05", "exists"), m.ReadyForQuery(status="I"))
+    assert [text for text, _ in policy.decided] == [
+        "DELETE FROM t WHERE id = $1",
+        "SELECT $1",
+        "DELETE FROM t WHERE id = $1",
     ]
 
 
@@ -897,6 +923,12 @@ def test_unnamed_statement_is_forgotten_when_its_replacement_is_refused() -> Non
         + m.Bind(portal="", statement="").encode()
         + m.Execute(portal="").encode()
         + m.Sync().encode()
+    )
+    client.server(
+        m.ParseComplete(),
+        m.ReadyForQuery(status="I"),
+        m.error_response("ERROR", "42601", "syntax error"),
+        m.ReadyForQuery(status="I"),
     )
     # The poison Parse replaced the target's unnamed statement: the Bind runs nothing known.
     assert policy.decided == [("SELECT 1", "Allow"), ("SELECT forbidden", "Block"), ("", "Allow")]

@@ -29,7 +29,7 @@ from hoopgw.plugin import PluginContext, load_plugin_class
 from hoopgw.protocol import ConnectionRuntime, ProtocolSpec, SessionRegistry, load_protocol
 from hoopgw.session import ConnectionInfo, UpstreamOptions
 from hoopgw.store import Store, open_store
-from hoopgw.verdicts import Block, Verdict
+from hoopgw.verdicts import Verdict
 
 log = Logger(namespace="hoopgw.gateway")
 
@@ -359,9 +359,7 @@ class Gateway:
             approval_timeout=self.config.gateway.approval_timeout,
             audit=self.audit,
             approvals=self.approvals,
-            on_decided=lambda verdict: self.metrics.command_decided(
-                name, "block" if isinstance(verdict, Block) else "allow"
-            ),
+            on_decided=self.metrics.verdict_counter(name),
         )
         if self.approvals is not None:
 

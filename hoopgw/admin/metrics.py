@@ -18,6 +18,8 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.openmetrics import exposition as openmetrics
 
+from hoopgw.verdicts import Block
+
 __all__ = ["GatewayMetrics", "render"]
 
 OPENMETRICS_TYPE = openmetrics.CONTENT_TYPE_LATEST
@@ -106,6 +108,17 @@ class GatewayMetrics:
     def command_decided(self, connection: str, verdict: str) -> None:
         """Count a command's final verdict (``allow`` or ``block``)."""
         self.commands_total.labels(connection, verdict).inc()
+
+    def verdict_counter(self, connection: str) -> Callable[[Any], None]:
+        """What counts each final verdict of ``connection``'s commands: the label children are
+        resolved once here, not on every command (the hot path)."""
+        allowed = self.commands_total.labels(connection, "allow")
+        blocked = self.commands_total.labels(connection, "block")
+
+        def count(verdict: Any) -> None:
+            (blocked if isinstance(verdict, Block) else allowed).inc()
+
+        return count
 
     def review_changed(self, connection: str, review: Any, event: str) -> None:
         """Follow a review's life: held statements waiting, and the time to each decision."""

@@ -101,3 +101,16 @@ def test_prometheus_text_format_without_an_openmetrics_accept_header() -> None:
     body, content_type = render(GatewayMetrics(sessions=[]), "*/*")
     assert content_type == PROMETHEUS_TYPE
     assert b"# TYPE hoopgw_commands_total counter" in body
+
+
+def test_a_connections_verdict_counter_counts_allow_and_block() -> None:
+    from hoopgw.verdicts import Allow, Block
+
+    metrics = GatewayMetrics(sessions=[])
+    count = metrics.verdict_counter("pg")
+    count(Allow())
+    count(Block(reason="no"))
+    count(Allow())
+    samples = _samples(metrics)
+    assert samples[("hoopgw_commands_total", (("connection", "pg"), ("verdict", "allow")))] == 2
+    assert samples[("hoopgw_commands_total", (("connection", "pg"), ("verdict", "block")))] == 1

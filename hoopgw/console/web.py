@@ -3,7 +3,8 @@
 Served under ``/console`` on the admin listener (:func:`hoopgw.admin.api.build_site`). Every
 answer carries a strict Content-Security-Policy (scripts and styles only from the console's
 own files, no inline script, no framing), ``X-Frame-Options: DENY``, ``no-store`` caching and
-no referrer (an OIDC callback URL holds a code).
+``Referrer-Policy: same-origin`` (no console URL leaves for another site; a stricter
+``no-referrer`` would make browsers send ``Origin: null`` on the console's own forms).
 
 A request is either public (the sign-in pages, the static files) or needs a live console
 session (:mod:`hoopgw.console.websessions`): without one a page redirects to sign-in and
@@ -328,7 +329,7 @@ class Console(resource.Resource):
             "Content-Security-Policy": CSP,
             "X-Frame-Options": "DENY",
             "X-Content-Type-Options": "nosniff",
-            "Referrer-Policy": "no-referrer",
+            "Referrer-Policy": "same-origin",
             "Cache-Control": "no-store",
             "Cross-Origin-Opener-Policy": "same-origin",
             **reply.headers,

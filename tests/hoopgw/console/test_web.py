@@ -215,7 +215,7 @@ def test_every_answer_has_the_security_headers(site: Site) -> None:
         assert "unsafe-inline" not in CSP
         assert header(request, "x-frame-options") == "DENY"
         assert header(request, "cache-control") == "no-store"
-        assert header(request, "referrer-policy") == "no-referrer"
+        assert header(request, "referrer-policy") == "same-origin"
         assert header(request, "strict-transport-security")
 
 

@@ -83,6 +83,9 @@ class SignInHost(Protocol):
     def signed_in(self, request: Any, identity: Identity, provider: str) -> Any:
         """Resolve the groups, audit, start the session; a Deferred of the answer."""
 
+    def answer(self, body: bytes, content_type: str) -> Any:
+        """A plain 200 answer (a metadata document, say)."""
+
     def sign_in_failed(self, request: Any, provider: str, reason: str) -> Any:
         """Audit a refused sign-in (``reason`` is for the record only); a Deferred of the
         answer."""

@@ -200,6 +200,10 @@ class Console(resource.Resource):
         body = self._templates.get_template(name).render(**values).encode()
         return Reply(body=body, headers={"Content-Security-Policy": csp})
 
+    def answer(self, body: bytes, content_type: str) -> Reply:
+        """A plain 200 answer of ``body``."""
+        return Reply(body=body, content_type=content_type)
+
     def redirect(self, path: str, *, cookies: tuple[str, ...] = ()) -> Reply:
         """A 303 to ``path`` (absolute, or under the console's own origin)."""
         return Reply(status=303, headers={"Location": path}, cookies=cookies)

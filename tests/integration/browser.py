@@ -12,10 +12,13 @@ import json
 import os
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -188,3 +191,25 @@ def sign_in_at_provider(browser: Browser, login: str) -> None:
     )
     if "/console/" not in browser.url:
         browser.find("button[type=submit]").click()
+
+
+class Held:
+    """The agent's statement, run on its own thread as a waiting agent would."""
+
+    def __init__(self, conninfo: str, sql: str) -> None:
+        self.rowcount: int | None = None
+        self.error: BaseException | None = None
+        self.conn = psycopg.connect(conninfo, autocommit=True)
+        self.thread = threading.Thread(target=self._run, args=(sql,), daemon=True)
+        self.thread.start()
+
+    def _run(self, sql: str) -> None:
+        try:
+            self.rowcount = self.conn.execute(sql).rowcount
+        except BaseException as exc:
+            self.error = exc
+
+    def join(self, timeout: float = 30.0) -> None:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the agent's statement did not finish"
+        self.conn.close()

@@ -146,6 +146,15 @@ def console(
 
     try:
         running = gateway_document(document)
+
+        def answering() -> bool:
+            try:
+                _opener().open(f"{url}/console/login").close()
+                return True
+            except OSError:  # the admin listener starts after the connections
+                return False
+
+        helpers.wait_for(answering, what="the console")
         agent_key = running.create_key("agent", ["agents"])
         yield Console(
             gateway=running,
@@ -179,26 +188,7 @@ def sign_in(browser: Any, console: Console, person: str) -> None:
     browser.wait_for_text(person)
 
 
-class Held:
-    """The agent's statement, run on its own thread as a waiting agent would."""
-
-    def __init__(self, conninfo: str, sql: str) -> None:
-        self.rowcount: int | None = None
-        self.error: BaseException | None = None
-        self.conn = psycopg.connect(conninfo, autocommit=True)
-        self.thread = threading.Thread(target=self._run, args=(sql,), daemon=True)
-        self.thread.start()
-
-    def _run(self, sql: str) -> None:
-        try:
-            self.rowcount = self.conn.execute(sql).rowcount
-        except BaseException as exc:
-            self.error = exc
-
-    def join(self, timeout: float = 30.0) -> None:
-        self.thread.join(timeout)
-        assert not self.thread.is_alive(), "the agent's statement did not finish"
-        self.conn.close()
+Held = browser_helper.Held
 
 
 def test_an_approver_signs_in_and_approves_a_held_statement(console: Console, browser: Any) -> None:

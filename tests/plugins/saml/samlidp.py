@@ -80,6 +80,7 @@ class TestIdp:
         self.people: dict[str, list[str]] = {}
         self.sp_entity_id = ""
         self.acs_url = ""
+        self.serving = False
 
     def _config(self, sp_metadata: list[str]) -> IdPConfig:
         config = IdPConfig()
@@ -148,6 +149,7 @@ class TestIdp:
         answers with a Response carrying the person's groups from :attr:`people`."""
         assert self.http is not None
         self.sp_entity_id, self.acs_url = sp_entity_id, acs_url
+        self.serving = True
         threading.Thread(target=self.http.serve_forever, daemon=True).start()
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
@@ -196,5 +198,6 @@ class TestIdp:
 
     def stop(self) -> None:
         if self.http is not None:
-            self.http.shutdown()
+            if self.serving:  # shutdown() waits for serve_forever to notice
+                self.http.shutdown()
             self.http.server_close()

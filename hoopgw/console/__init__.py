@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from hoopgw.config import Config
+from hoopgw.config.load import Config
 from hoopgw.console import oidc_signin, pages
 from hoopgw.console.web import Console
 from hoopgw.errors import ConfigError

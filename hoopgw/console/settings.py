@@ -1,6 +1,6 @@
 """The ``[console]`` table: the web console's address, session lifetimes and sign-in methods.
 
-Parsed by the one config loader (:func:`hoopgw.config.parse_config`) through :func:`parse`;
+Parsed by the one config loader (:func:`hoopgw.config.load.parse_config`) through :func:`parse`;
 every error names the key (``console.oidc[0].client_id``). ``docs/configuration.md`` describes
 every key.
 """

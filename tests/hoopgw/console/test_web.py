@@ -17,7 +17,7 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from hoopgw.admin.sessions import SessionControl
 from hoopgw.approvals import ApprovalService, ReviewPolicy
-from hoopgw.config import ConnectionConfig, CredentialConfig
+from hoopgw.connection import ConnectionConfig, CredentialConfig
 from hoopgw.console import pages
 from hoopgw.console.settings import ConsoleConfig
 from hoopgw.console.web import CSP, SESSION_COOKIE, SIGNED_IN_KIND, SIGNED_OUT_KIND, Console

@@ -391,3 +391,97 @@ def test_static_files_are_served_and_paths_are_checked(site: Site) -> None:
     assert (
         site.call("GET", "/console/static/vendor/asciinema-player/LICENSE.txt").responseCode == 200
     )
+
+
+SESSION_ID = "0b8e3d3c-1f5a-4c53-9d2b-6a1f0e7c9a11"
+
+
+def _record_session(site: Site, identity: str = "agent") -> None:
+    from hoopgw.audit import AuditEntry
+
+    started = {
+        "identity": identity,
+        "groups": ["agents"],
+        "method": "api-key",
+        "credential_id": "0123456789ab",
+        "client_address": "127.0.0.1:5000",
+        "connection": "jit",
+        "protocol": "postgres",
+        "target": "db:5432",
+        "client_tls": False,
+        "upstream_tls": False,
+        "started_at": 100.0,
+        "attributes": {},
+    }
+    received = {
+        "seq": 1,
+        "kind": "query",
+        "text": "SELECT '<b>secret</b>'",
+        "parameter_count": 0,
+        "statement_name": "",
+    }
+    site.store.append(
+        [
+            AuditEntry(kind="session_started", session_id=SESSION_ID, time=100.0, data=started),
+            AuditEntry(kind="command_received", session_id=SESSION_ID, time=101.0, data=received),
+        ]
+    )
+
+
+def test_a_recorded_session_is_replayed_for_an_auditor_only(site: Site) -> None:
+    _record_session(site)
+    site.sign_in(ALICE)  # neither its identity nor an auditor
+    assert site.call("GET", f"/console/sessions/{SESSION_ID}").responseCode == 404
+    assert "0b8e3d3c" not in body(site.call("GET", "/console/sessions"))
+    site.sign_in(AUDITOR)
+    page = body(site.call("GET", f"/console/sessions/{SESSION_ID}"))
+    assert "SELECT &#39;&lt;b&gt;secret&lt;/b&gt;&#39;" in page
+    assert "0b8e3d3c" in body(site.call("GET", "/console/sessions"))
+    # No terminal channel: no player, and no cast to fetch.
+    assert "asciinema" not in page
+    assert site.call("GET", f"/console/sessions/{SESSION_ID}/cast/1").responseCode == 404
+
+
+def test_the_owner_sees_their_own_session_but_not_by_asking_for_another(site: Site) -> None:
+    _record_session(site, identity="bob")
+    site.sign_in(BOB)
+    assert site.call("GET", f"/console/sessions/{SESSION_ID}").responseCode == 200
+    # The identity filter is an auditor's: for others it stays their own name.
+    assert "0b8e3d3c" in body(site.call("GET", "/console/sessions?identity=alice"))
+
+
+def test_the_audit_export_is_json_lines_and_is_itself_audited(site: Site) -> None:
+    import json
+
+    _record_session(site)
+    site.sign_in(AUDITOR)
+    request = site.call("GET", "/console/audit/export?kind=command_received")
+    assert request.responseCode == 200
+    assert "attachment" in header(request, "content-disposition")
+    lines = [json.loads(line) for line in body(request).splitlines()]
+    assert [line["kind"] for line in lines] == ["command_received"]
+    exports = [r for r in site.audit.records if r.kind == pages.AUDIT_EXPORT_KIND]
+    assert exports and exports[0].data["by"] == "carol" and exports[0].data["records"] == 1
+
+
+def test_access_is_requested_and_decided_through_the_forms(site: Site) -> None:
+    csrf = site.sign_in(BOB)
+    request = site.call(
+        "POST",
+        "/console/access/request",
+        {"csrf": csrf, "connection": "jit", "minutes": "30", "reason": "incident 7"},
+    )
+    assert request.responseCode == 303
+    [review] = site.store.list_reviews(status="pending", limit=5)
+    assert review.kind == "access" and review.requester == "bob"
+    assert "/decide" not in body(site.call("GET", "/console/access"))  # not their own
+    csrf = site.sign_in(ALICE)  # in the connection's jit_approvers
+    page = body(site.call("GET", "/console/access"))
+    assert "incident 7" in page and f"/console/reviews/{review.id}/decide" in page
+    request = site.call(
+        "POST",
+        f"/console/reviews/{review.id}/decide",
+        {"csrf": csrf, "decision": "approve", "back": "access"},
+    )
+    assert header(request, "location") == "/console/access"
+    assert site.store.get_review(review.id).status == "approved"

@@ -9,14 +9,18 @@ plugin found through the ``hoopgw.signin`` entry-point group (:mod:`hoopgw.signi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from twisted.internet import defer, threads
 
 from hoopgw.config.load import Config
 from hoopgw.console import oidc_signin, pages
 from hoopgw.console.web import Console
 from hoopgw.errors import ConfigError
 from hoopgw.fetch import JsonFetcher
+from hoopgw.store import open_store
 
 __all__ = ["build_console"]
 
@@ -62,26 +66,31 @@ def build_console(
 
         load_sign_in("saml")(console, settings.saml)
 
-    def evidence(folder: Path, since: float, until: float | None) -> Any:
-        # Runs in a thread with a store of its own (a store belongs to its thread).
+    def background(work: Callable[[Any], Any]) -> defer.Deferred[Any]:
+        def run() -> Any:
+            # A store belongs to its thread: this work gets one of its own.
+            reader = open_store(config.store_url)
+            try:
+                return work(reader)
+            finally:
+                reader.close()
+
+        return threads.deferToThread(run)
+
+    def evidence(reader: Any, folder: Path, since: float, until: float | None) -> Any:
         from hoopgw.evidence import TimeRange, build_pack, latest_checkpoint
-        from hoopgw.store import open_store
 
         if config.source_file is None:
             raise ConfigError("the gateway does not know its config file", key="console")
-        pack_store = open_store(config.store_url)
-        try:
-            return build_pack(
-                pack_store,
-                config,
-                config_file=config.source_file,
-                time_range=TimeRange(since=since, until=until),
-                folder=folder,
-                now=reactor.seconds(),
-                latest=latest_checkpoint(config),
-            )
-        finally:
-            pack_store.close()
+        return build_pack(
+            reader,
+            config,
+            config_file=config.source_file,
+            time_range=TimeRange(since=since, until=until),
+            folder=folder,
+            now=reactor.seconds(),
+            latest=latest_checkpoint(config),
+        )
 
     pages.install(
         console,
@@ -91,6 +100,7 @@ def build_console(
             sessions=sessions,
             store=store,
             audit=audit,
+            background=background,
             evidence=evidence,
             clock=reactor,
         ),

@@ -14,11 +14,12 @@ import io
 import json
 import tempfile
 import zipfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, threads
+from twisted.internet import defer
 
 from hoopgw.admin.authz import may_read_audit, may_terminate_sessions, sees_every_session
 from hoopgw.approvals import ApprovalService, roles_of
@@ -69,10 +70,14 @@ class Pages:
 
     :param service: the gateway's approval service.
     :param sessions: the gateway's :class:`~hoopgw.admin.sessions.SessionControl`.
-    :param store: the gateway's store (used from the reactor thread, like the service's).
+    :param store: the gateway's store, for short indexed reads from the reactor thread (as
+        the approval service reads it).
     :param audit: the gateway's audit writer.
-    :param evidence: builds an evidence pack: ``evidence(folder, since, until)`` runs in a
-        thread and returns the :class:`~hoopgw.evidence.PackResult`.
+    :param background: ``background(work)`` runs ``work(reader)`` away from the reactor
+        thread, with a store of its own, and returns a Deferred of its result: audit searches
+        and evidence packs read the whole chain, which must not stall the gateway's sessions.
+    :param evidence: ``evidence(reader, folder, since, until)`` builds an evidence pack (in
+        the background) and returns the :class:`~hoopgw.evidence.PackResult`.
     :param clock: ``seconds()``.
     """
 
@@ -84,6 +89,7 @@ class Pages:
         sessions: Any,
         store: Any,
         audit: Any,
+        background: Callable[[Callable[[Any], Any]], defer.Deferred[Any]],
         evidence: Any,
         clock: Any,
     ) -> None:
@@ -92,6 +98,7 @@ class Pages:
         self._sessions = sessions
         self._store = store
         self._audit = audit
+        self._background = background
         self._evidence = evidence
         self._clock = clock
         self._roles = console.roles
@@ -279,7 +286,7 @@ class Pages:
         if not may_read_audit(context.identity, self._roles):
             raise Refused(403, "the audit trail needs the auditor or admin role")
 
-    def _search(self, query: dict[str, str], limit: int) -> list[Any]:
+    def _search(self, query: dict[str, str], limit: int) -> defer.Deferred[list[Any]]:
         kind = query.get("kind", "")
         session = query.get("session", "")
         text = query.get("text", "")
@@ -287,26 +294,18 @@ class Pages:
         until = _parse_day(query.get("until", ""), "until")
         if until is not None:
             until += 86400  # the whole day
-        found: collections.deque[Any] = collections.deque(maxlen=limit)
-        for record in self._store.records():
-            if kind and record.kind != kind:
-                continue
-            if session and not record.session_id.startswith(session):
-                continue
-            if since is not None and record.time < since:
-                continue
-            if until is not None and record.time >= until:
-                continue
-            if text and text not in json.dumps(record.data, ensure_ascii=False):
-                continue
-            found.append(record)
-        return list(reversed(found))
+        return self._background(
+            lambda reader: _matching(reader, kind, session, text, since, until, limit)
+        )
 
-    def audit(self, context: Context) -> Reply:
+    def audit(self, context: Context) -> defer.Deferred[Reply]:
         """Search the audit trail (newest first)."""
         self._need_audit(context)
         searched = any(context.query.get(k) for k in ("kind", "session", "text", "since", "until"))
-        records = self._search(context.query, AUDIT_SEARCH_LIMIT) if searched else []
+        found = self._search(context.query, AUDIT_SEARCH_LIMIT) if searched else defer.succeed([])
+        return found.addCallback(self._audit_page, context, searched)
+
+    def _audit_page(self, records: list[Any], context: Context, searched: bool) -> Reply:
         rows = [
             {"r": r, "time": _time(r.time), "data": json.dumps(r.data, ensure_ascii=False)}
             for r in records
@@ -327,7 +326,10 @@ class Pages:
     def audit_export(self, context: Context) -> defer.Deferred[Reply]:
         """The matching records as JSON Lines, oldest first (the export is itself audited)."""
         self._need_audit(context)
-        records = list(reversed(self._search(context.query, AUDIT_EXPORT_LIMIT)))
+        return self._search(context.query, AUDIT_EXPORT_LIMIT).addCallback(self._exported, context)
+
+    def _exported(self, found: list[Any], context: Context) -> defer.Deferred[Reply]:
+        records = list(reversed(found))
         lines = [
             json.dumps(
                 {
@@ -384,14 +386,42 @@ class Pages:
         )
         written = self._audit.write(entry)
         return written.addCallback(
-            lambda _: threads.deferToThread(_zipped_pack, self._evidence, since, until)
+            lambda _: self._background(
+                lambda reader: _zipped_pack(self._evidence, reader, since, until)
+            )
         )
 
 
-def _zipped_pack(build: Any, since: float, until: float | None) -> Reply:
+def _matching(
+    reader: Any,
+    kind: str,
+    session: str,
+    text: str,
+    since: float | None,
+    until: float | None,
+    limit: int,
+) -> list[Any]:
+    """The newest ``limit`` records that match, newest first."""
+    found: collections.deque[Any] = collections.deque(maxlen=limit)
+    for record in reader.records():
+        if kind and record.kind != kind:
+            continue
+        if session and not record.session_id.startswith(session):
+            continue
+        if since is not None and record.time < since:
+            continue
+        if until is not None and record.time >= until:
+            continue
+        if text and text not in json.dumps(record.data, ensure_ascii=False):
+            continue
+        found.append(record)
+    return list(reversed(found))
+
+
+def _zipped_pack(build: Any, reader: Any, since: float, until: float | None) -> Reply:
     with tempfile.TemporaryDirectory(prefix="hoopgw-evidence-") as temp:
         folder = Path(temp) / "evidence"
-        result = build(folder, since, until)
+        result = build(reader, folder, since, until)
         out = io.BytesIO()
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
             for name in result.files:

@@ -87,6 +87,8 @@ class Site:
                 sessions=control,
                 store=self.store,
                 audit=self.audit,
+                # The gateway runs this in a thread with a store of its own.
+                background=lambda work: defer.maybeDeferred(work, self.store),
                 evidence=None,
                 clock=self.clock,
             ),

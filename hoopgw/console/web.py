@@ -74,6 +74,10 @@ _STATIC_TYPES = {
     ".css": "text/css; charset=utf-8",
     ".txt": "text/plain; charset=utf-8",
 }
+_ENDED = {
+    b"idle": "Your session ended after a time without activity. Sign in again.",
+    b"expired": "Your session reached its longest lifetime. Sign in again.",
+}
 _STATIC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*){0,2}")
 
 
@@ -371,7 +375,8 @@ class Console(resource.Resource):
         if sub in ("", "/"):
             return self.redirect("/console/reviews")
         if method == "GET" and sub == "/login":
-            return self._login_page()
+            ended = request.args.get(b"ended", [b""])[0]
+            return self._login_page(_ENDED.get(ended, ""))
         if method == "GET" and sub.startswith("/static/"):
             return _static(sub.removeprefix("/static/"))
         allowed = []

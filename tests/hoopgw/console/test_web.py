@@ -331,6 +331,7 @@ def test_idle_timeout_ends_the_session(site: Site) -> None:
     request = site.call("GET", "/console/reviews")
     assert request.responseCode == 303
     assert header(request, "location") == "/console/login?ended=idle"
+    assert "without activity" in body(site.call("GET", "/console/login?ended=idle"))
 
 
 def test_absolute_timeout_ends_a_busy_session(site: Site) -> None:

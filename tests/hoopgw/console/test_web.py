@@ -488,3 +488,32 @@ def test_access_is_requested_and_decided_through_the_forms(site: Site) -> None:
     )
     assert header(request, "location") == "/console/access"
     assert site.store.get_review(review.id).status == "approved"
+
+
+def test_a_terminal_channel_is_served_as_an_asciicast_for_the_player(site: Site) -> None:
+    import json
+
+    from hoopgw.audit import AuditEntry
+
+    _record_session(site)
+    shell = {"seq": 2, "kind": "shell", "text": "", "parameter_count": 0, "statement_name": ""}
+    site.store.append(
+        [
+            AuditEntry(kind="command_received", session_id=SESSION_ID, time=102.0, data=shell),
+            AuditEntry(
+                kind="terminal_output",
+                session_id=SESSION_ID,
+                time=102.5,
+                data={"seq": 2, "data": "$ uptime\r\n"},
+            ),
+        ]
+    )
+    site.sign_in(AUDITOR)
+    page = site.call("GET", f"/console/sessions/{SESSION_ID}")
+    assert f'data-cast="/console/sessions/{SESSION_ID}/cast/2"' in body(page)
+    assert "'wasm-unsafe-eval'" in header(page, "content-security-policy")
+    assert "unsafe-inline" not in header(page, "content-security-policy")
+    cast = site.call("GET", f"/console/sessions/{SESSION_ID}/cast/2")
+    lines = body(cast).splitlines()
+    assert json.loads(lines[0])["version"] == 2
+    assert json.loads(lines[1])[1:] == ["o", "$ uptime\r\n"]

@@ -56,7 +56,7 @@ from hoopgw.checkpoints import (
     read_checkpoint_file,
     verify_log,
 )
-from hoopgw.cli import iso_time
+from hoopgw.cli.common import iso_time
 from hoopgw.config.load import Config
 from hoopgw.connection import ConnectionConfig
 from hoopgw.secrets import Secret

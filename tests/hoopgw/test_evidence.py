@@ -1,4 +1,4 @@
-"""Tests for hoopgw.evidence and hoopgw.cli_evidence, on a synthetic SQLite store in tmp_path."""
+"""Tests for hoopgw.evidence and hoopgw.cli.evidence, on a synthetic SQLite store in tmp_path."""
 
 import argparse
 import csv
@@ -23,7 +23,8 @@ from hoopgw.checkpoints import (
     sign_checkpoint,
     write_checkpoint_file,
 )
-from hoopgw.cli import main, parse_time
+from hoopgw.cli.common import parse_time
+from hoopgw.cli.main import main
 from hoopgw.config.load import load_config
 from hoopgw.evidence import TimeRange, build_pack, latest_checkpoint
 from hoopgw.secrets import Secret

@@ -1,4 +1,5 @@
-"""Tests for hoopgw.cli. Store commands run against a real SQLite store in tmp_path."""
+"""Tests for hoopgw.cli.main and the run, keys and sessions commands. Store commands run against
+a real SQLite store in tmp_path."""
 
 import json
 import runpy
@@ -10,7 +11,8 @@ import pytest
 
 from hoopgw import logs
 from hoopgw.audit import AuditEntry
-from hoopgw.cli import main, parse_duration
+from hoopgw.cli.common import parse_duration
+from hoopgw.cli.main import main
 from hoopgw.config.load import Config
 from hoopgw.store import open_store
 

@@ -1,4 +1,4 @@
-"""Tests for hoopgw.cli_ssh_keys: registering SSH public keys, against a real SQLite store."""
+"""Tests for hoopgw.cli.ssh_keys: registering SSH public keys, against a real SQLite store."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 
-from hoopgw.cli import main
-from hoopgw.cli_ssh_keys import parse_public_key
+from hoopgw.cli.main import main
+from hoopgw.cli.ssh_keys import parse_public_key
 
 CONFIG = """
 [gateway]

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from hoopgw.cli import (
+from hoopgw.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
@@ -144,12 +144,13 @@ def register(
 
 
 def since_date(text: str) -> float:
-    """``--since``: see :func:`hoopgw.cli.parse_time` (a date alone means its start)."""
+    """``--since``: see :func:`hoopgw.cli.common.parse_time` (a date alone means its start)."""
     return parse_time(text, now=time.time())
 
 
 def until_date(text: str) -> float:
-    """``--until``: see :func:`hoopgw.cli.parse_time` (a date alone means the end of that day)."""
+    """``--until``: see :func:`hoopgw.cli.common.parse_time` (a date alone means the end of
+    that day)."""
     return parse_time(text, now=time.time(), end_of_day=True)
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import urllib.parse
 
-from hoopgw.cli import EXIT_OK, out, out_json, out_records, with_iso_times
-from hoopgw.cli_reviews import api_request
+from hoopgw.cli.api import api_request
+from hoopgw.cli.common import EXIT_OK, out, out_json, out_records, with_iso_times
 
 
 def register(

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from hoopgw.cli import (
+from hoopgw.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import urllib.parse
 
-from hoopgw.cli import EXIT_OK, error, iso_time, out, out_json, parse_duration, table
-from hoopgw.cli_reviews import api_request
+from hoopgw.cli.api import api_request
+from hoopgw.cli.common import EXIT_OK, error, iso_time, out, out_json, parse_duration, table
 
 
 def register(

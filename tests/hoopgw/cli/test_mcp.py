@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from hoopgw.cli_mcp import _host_port
+from hoopgw.cli.mcp import _host_port
 
 
 def test_listen_is_host_and_port() -> None:
@@ -22,7 +22,7 @@ def test_listen_is_host_and_port() -> None:
 def test_other_commands_do_not_import_the_mcp_sdk() -> None:
     # Registering the command must stay cheap: the SDK is imported only when it runs.
     code = (
-        "import sys; from hoopgw.cli import main; main(['--version']);"
+        "import sys; from hoopgw.cli.main import main; main(['--version']);"
         " sys.exit('mcp' in sys.modules or 'hoopgw.mcp.server' in sys.modules)"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60)

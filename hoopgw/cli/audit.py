@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from hoopgw.cli import (
+from hoopgw.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     error,

@@ -14,7 +14,7 @@ import hashlib
 import time
 from pathlib import Path
 
-from hoopgw.cli import (
+from hoopgw.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,

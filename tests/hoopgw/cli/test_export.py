@@ -1,4 +1,4 @@
-"""Tests for hoopgw.cli_export: ``audit search``, ``audit export`` and ``replay`` against a real
+"""Tests for hoopgw.cli.export: ``audit search``, ``audit export`` and ``replay`` against a real
 SQLite store in tmp_path."""
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from typing import Any
 
 import pytest
 
-from hoopgw import cli, cli_export, export
+from hoopgw import export
 from hoopgw.audit import AuditEntry
-from hoopgw.cli import main
-from hoopgw.cli_export import since_date, until_date
+from hoopgw.cli import export as cli_export
+from hoopgw.cli import main as cli
+from hoopgw.cli.export import since_date, until_date
+from hoopgw.cli.main import main
 from hoopgw.export import FIELDS
 from hoopgw.store import open_store
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from hoopgw import cli_export, export
+from hoopgw import export
+from hoopgw.cli import export as cli_export
 
 # Slow to import, and not needed to parse the command line or list keys: Twisted's endpoint
 # parser pulls in the TLS stack (pyOpenSSL, cryptography); PyJWT and cryptography come with the
@@ -22,7 +23,7 @@ HEAVY = ("twisted.internet.endpoints", "twisted.internet.ssl", "OpenSSL", "crypt
 
 PROBE = """
 import json, sys
-from hoopgw.cli import main
+from hoopgw.cli.main import main
 code = main(sys.argv[1:])
 print(json.dumps({"code": code, "modules": sorted(sys.modules)}), file=sys.stderr)
 """

@@ -1,4 +1,4 @@
-"""Tests for hoopgw.cli_audit: verify, prune and keygen against a real SQLite store in tmp_path.
+"""Tests for hoopgw.cli.audit: verify, prune and keygen against a real SQLite store in tmp_path.
 
 Each kind of tampering is done with a raw SQLite connection to the store file, as an attacker
 with write access to the file would.
@@ -27,7 +27,7 @@ from hoopgw.checkpoints import (
     verifier_key,
     write_checkpoint_file,
 )
-from hoopgw.cli import main
+from hoopgw.cli.main import main
 from hoopgw.store import SQLiteStore
 
 CONFIG = """
@@ -306,9 +306,9 @@ def test_a_checkpoint_without_any_public_key_is_a_usage_error(setup, capsys):
 
 
 def test_verify_shows_progress_on_stderr(setup, capsys, monkeypatch):
-    from hoopgw import cli
+    from hoopgw.cli import common
 
-    monkeypatch.setattr(cli, "PROGRESS_INTERVAL", 0)
+    monkeypatch.setattr(common, "PROGRESS_INTERVAL", 0)
     config, *_ = setup
     _, _, err = run(capsys, "audit", "verify", "-c", config)
     lines = [line.split(" in ")[0] for line in err.splitlines()]

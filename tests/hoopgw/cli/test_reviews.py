@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from hoopgw import cli_reviews
-from hoopgw.cli import main
+from hoopgw.cli import api as cli_reviews
+from hoopgw.cli.main import main
 
 REVIEW = {
     "id": "3f9a2c1b4d5e",

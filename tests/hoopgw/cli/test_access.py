@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
-from hoopgw.cli import main
+from hoopgw.cli.main import main
 
 
 def _fake_api() -> Any:
     name = "hoopgw_tests_cli_reviews"
     if name not in sys.modules:
         spec = importlib.util.spec_from_file_location(
-            name, Path(__file__).with_name("test_cli_reviews.py")
+            name, Path(__file__).with_name("test_reviews.py")
         )
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)

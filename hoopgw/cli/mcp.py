@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from hoopgw.cli import EXIT_OK
+from hoopgw.cli.common import EXIT_OK
 from hoopgw.errors import ConfigError
 
 

@@ -27,9 +27,9 @@ from hoopgw.errors import ConfigError
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-    from hoopgw.audit import DurabilityPeriod, PrunedRange
-    from hoopgw.audit_journal import JournalBacklog
-    from hoopgw.checkpoints import LogVerification
+    from hoopgw.audit.checkpoints import LogVerification
+    from hoopgw.audit.journal import JournalBacklog
+    from hoopgw.audit.writer import DurabilityPeriod, PrunedRange
     from hoopgw.config.load import Config
 
 
@@ -87,14 +87,14 @@ def register(
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from hoopgw.audit_journal import backlog
-    from hoopgw.checkpoints import (
+    from hoopgw.audit.checkpoints import (
         Checkpoint,
         CheckpointError,
         latest_checkpoint_file,
         read_checkpoint_file,
         verify_log,
     )
+    from hoopgw.audit.journal import backlog
     from hoopgw.config.load import load_config
 
     config = load_config(args.config)
@@ -147,7 +147,12 @@ def _print_journal(waiting: JournalBacklog | None) -> None:
 
 def _public_key(option: str | None, config: Config) -> Ed25519PublicKey:
     """The key checkpoints are verified with: ``--public-key``, or the configured key's."""
-    from hoopgw.checkpoints import KEY_NAME, CheckpointError, load_signing_key, parse_verifier_key
+    from hoopgw.audit.checkpoints import (
+        KEY_NAME,
+        CheckpointError,
+        load_signing_key,
+        parse_verifier_key,
+    )
 
     if option is not None:
         text = option
@@ -219,7 +224,7 @@ def _verify_report(
 
 
 def _print_verification(result: LogVerification, path: Path | None, checkpoint_error: str) -> None:
-    from hoopgw.audit import describe_durability
+    from hoopgw.audit.writer import describe_durability
 
     chain = result.chain
     if not chain.ok:
@@ -263,14 +268,14 @@ def _print_verification(result: LogVerification, path: Path | None, checkpoint_e
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from hoopgw.audit import PrunedRange, verify_chain
-    from hoopgw.checkpoints import (
+    from hoopgw.audit.checkpoints import (
         KEY_NAME,
         Checkpoint,
         load_signing_key,
         sign_checkpoint,
         write_checkpoint_file,
     )
+    from hoopgw.audit.writer import PrunedRange, verify_chain
     from hoopgw.config.load import load_config
 
     config = load_config(args.config)
@@ -325,7 +330,7 @@ def _prune(args: argparse.Namespace) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from hoopgw.checkpoints import generate_signing_key, private_key_pem, verifier_key
+    from hoopgw.audit.checkpoints import generate_signing_key, private_key_pem, verifier_key
 
     key = generate_signing_key()
     try:

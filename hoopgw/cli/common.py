@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from hoopgw.audit.progress import Progress
 from hoopgw.errors import HoopgwError
-from hoopgw.progress import Progress
 
 if TYPE_CHECKING:
     from hoopgw.config.load import Config
@@ -189,7 +189,8 @@ def error(text: str) -> None:
 
 
 def progress_reporter(verb: str) -> Progress:
-    """A :class:`~hoopgw.progress.Progress` that reports on standard error, like :func:`error`.
+    """A :class:`~hoopgw.audit.progress.Progress` that reports on standard error, like
+    :func:`error`.
 
     :param verb: what the command did to the records in the end (``verified``, ``exported``).
     """

@@ -1,4 +1,4 @@
-"""``hoopgw evidence``: the auditor's evidence pack (see :mod:`hoopgw.evidence`)."""
+"""``hoopgw evidence``: the auditor's evidence pack (see :mod:`hoopgw.evidence.pack`)."""
 
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ def register(
 def _evidence(args: argparse.Namespace) -> int:
     # Imported here, not at the top: building the command line must stay quick.
     from hoopgw.config.load import load_config
-    from hoopgw.evidence import TimeRange, build_pack, latest_checkpoint
+    from hoopgw.evidence.pack import TimeRange, build_pack, latest_checkpoint
 
     now = time.time()
     try:

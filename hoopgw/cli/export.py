@@ -37,7 +37,7 @@ from hoopgw.errors import HoopgwError
 # run (through the audit records they pull in Twisted): building the command line must stay quick.
 
 EXPORT_FORMATS = ("jsonl", "csv")
-"""``--format`` choices: :data:`hoopgw.export.FORMATS`, repeated here so that building the
+"""``--format`` choices: :data:`hoopgw.audit.export.FORMATS`, repeated here so that building the
 command line does not import the exporter (a test checks they are the same)."""
 
 TEXT_COLUMN_WIDTH = 60
@@ -168,8 +168,8 @@ def _positive_float(text: str) -> float:
 
 
 def _search(args: argparse.Namespace) -> int:
+    from hoopgw.audit.export import CommandFilter, iso_time_precise, search_commands
     from hoopgw.config.load import load_config
-    from hoopgw.export import CommandFilter, iso_time_precise, search_commands
 
     criteria = CommandFilter(
         identity=args.identity,
@@ -218,8 +218,8 @@ def _one_line(text: str, width: int) -> str:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from hoopgw.audit.export import export_records
     from hoopgw.config.load import load_config
-    from hoopgw.export import export_records
 
     config = load_config(args.config)
     progress = None
@@ -273,8 +273,8 @@ def _output(path: str | None) -> Iterator[TextIO]:
 def _replay(args: argparse.Namespace) -> int:
     import attrs
 
+    from hoopgw.audit.replay import play, transcript
     from hoopgw.config.load import load_config
-    from hoopgw.replay import play, transcript
 
     if args.json and args.real_time:
         error("--json prints the whole transcript at once; it cannot be used with --real-time")
@@ -304,8 +304,8 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _replay_terminal(args: argparse.Namespace, session: dict[str, Any]) -> int:
-    from hoopgw.asciicast import channel_recording, read_asciicast, terminal_channels
-    from hoopgw.asciicast import play as play_cast
+    from hoopgw.audit.asciicast import channel_recording, read_asciicast, terminal_channels
+    from hoopgw.audit.asciicast import play as play_cast
     from hoopgw.config.load import load_config
 
     channels = terminal_channels(session)

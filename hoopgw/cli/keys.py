@@ -50,8 +50,8 @@ def register(
 
 def _keys_create(args: argparse.Namespace) -> int:
     from hoopgw.config.load import load_config
-    from hoopgw.identity import KeyService
-    from hoopgw.oidc import token_prefix_of
+    from hoopgw.identity.keys import KeyService
+    from hoopgw.identity.oidc import token_prefix_of
 
     config = load_config(args.config)
     prefix = token_prefix_of(args.identity, config.identity.oidc)
@@ -77,7 +77,7 @@ def _keys_create(args: argparse.Namespace) -> int:
 
 def _keys_list(args: argparse.Namespace) -> int:
     from hoopgw.config.load import load_config
-    from hoopgw.identity import KeyService
+    from hoopgw.identity.keys import KeyService
 
     with opened_store(load_config(args.config)) as store:
         records = KeyService(store).list()
@@ -112,7 +112,7 @@ def _keys_list(args: argparse.Namespace) -> int:
 
 def _keys_revoke(args: argparse.Namespace) -> int:
     from hoopgw.config.load import load_config
-    from hoopgw.identity import KeyService
+    from hoopgw.identity.keys import KeyService
 
     with opened_store(load_config(args.config)) as store:
         revoked = KeyService(store).revoke(args.key_id)

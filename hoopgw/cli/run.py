@@ -40,7 +40,7 @@ def register(
 def _run(args: argparse.Namespace) -> int:
     from hoopgw.config.gateway import resolve_store_url
     from hoopgw.config.load import load_config
-    from hoopgw.logs import start_logging
+    from hoopgw.runtime.logs import start_logging
 
     config = load_config(args.config)
     # Before anything opens it: a store others may read or change is refused, not used.
@@ -50,7 +50,7 @@ def _run(args: argparse.Namespace) -> int:
     start_logging(config.gateway.log_format, config.gateway.log_level)
     # Imported here: the gateway pulls in the reactor and protocols, which other commands
     # do not need.
-    from hoopgw.gateway import run_gateway
+    from hoopgw.runtime.gateway import run_gateway
 
     return run_gateway(config)
 
@@ -99,8 +99,8 @@ def _online_check(config: Config, facts: dict[str, dict[str, str]], *, as_json: 
     or a requirement the protocol cannot enforce is)."""
     from twisted.internet.task import Clock
 
-    from hoopgw.gateway import build_chain, login_warnings, upstream_options
     from hoopgw.protocol import load_protocol
+    from hoopgw.runtime.gateway import build_chain, login_warnings, upstream_options
 
     results = []
     for connection in config.connections:

@@ -110,6 +110,6 @@ def _sessions_show(args: argparse.Namespace) -> int:
 
 
 def _duration(seconds: Any) -> Any:
-    from hoopgw.replay import format_duration
+    from hoopgw.audit.replay import format_duration
 
     return format_duration(seconds) if isinstance(seconds, int | float) else seconds

@@ -92,8 +92,8 @@ def parse_public_key(line: str) -> tuple[str, str, str]:
 
 def _add(args: argparse.Namespace) -> int:
     from hoopgw.config.load import load_config
-    from hoopgw.identity import _check_name as check_name
-    from hoopgw.oidc import token_prefix_of
+    from hoopgw.identity.keys import _check_name as check_name
+    from hoopgw.identity.oidc import token_prefix_of
     from hoopgw.store.ssh_keys import SshKeyRecord
 
     try:

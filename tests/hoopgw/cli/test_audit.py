@@ -14,10 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hoopgw import logs
-from hoopgw.audit import AuditEntry, Durability, durability_entry, encode_entry, record_hash
-from hoopgw.audit_journal import AuditJournal
-from hoopgw.checkpoints import (
+from hoopgw.audit.checkpoints import (
     KEY_NAME,
     Checkpoint,
     checkpoint_file_name,
@@ -27,7 +24,10 @@ from hoopgw.checkpoints import (
     verifier_key,
     write_checkpoint_file,
 )
+from hoopgw.audit.journal import AuditJournal
+from hoopgw.audit.writer import AuditEntry, Durability, durability_entry, encode_entry, record_hash
 from hoopgw.cli.main import main
+from hoopgw.runtime import logs
 from hoopgw.store import SQLiteStore
 
 CONFIG = """

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from hoopgw import logs
-from hoopgw.audit import AuditEntry
+from hoopgw.audit.writer import AuditEntry
 from hoopgw.cli.common import parse_duration
 from hoopgw.cli.main import main
 from hoopgw.config.load import Config
+from hoopgw.runtime import logs
 from hoopgw.store import open_store
 
 PASSWORD = "cli-test-password-3141"
@@ -225,9 +225,9 @@ def fake_gateway(monkeypatch):
         calls["run"].append(config)
         return 0
 
-    module = types.ModuleType("hoopgw.gateway")
+    module = types.ModuleType("hoopgw.runtime.gateway")
     module.run_gateway = run_gateway
-    monkeypatch.setitem(sys.modules, "hoopgw.gateway", module)
+    monkeypatch.setitem(sys.modules, "hoopgw.runtime.gateway", module)
     monkeypatch.setattr(logs, "start_logging", lambda *args: calls["logging"].append(args))
     return calls
 
@@ -243,7 +243,7 @@ def test_run_starts_logging_then_the_gateway(capsys, config_file, fake_gateway):
 
 
 def test_run_returns_the_gateway_exit_status(capsys, config_file, fake_gateway, monkeypatch):
-    monkeypatch.setattr(sys.modules["hoopgw.gateway"], "run_gateway", lambda config: 1)
+    monkeypatch.setattr(sys.modules["hoopgw.runtime.gateway"], "run_gateway", lambda config: 1)
 
     assert run(capsys, "run", "-c", config_file)[0] == 1
 

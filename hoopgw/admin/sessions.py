@@ -14,8 +14,8 @@ from typing import Any
 from twisted.internet import defer
 
 from hoopgw.admin.authz import may_terminate_sessions, sees_every_session
-from hoopgw.approvals import ApprovalError
-from hoopgw.audit import AuditEntry
+from hoopgw.approvals.service import ApprovalError
+from hoopgw.audit.writer import AuditEntry
 from hoopgw.errors import StoreError
 from hoopgw.session import Identity
 

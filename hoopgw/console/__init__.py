@@ -19,7 +19,7 @@ from hoopgw.config.load import Config
 from hoopgw.console import oidc_signin, pages
 from hoopgw.console.web import Console
 from hoopgw.errors import ConfigError
-from hoopgw.fetch import JsonFetcher
+from hoopgw.identity.fetch import JsonFetcher
 from hoopgw.store import open_store
 
 __all__ = ["build_console"]
@@ -37,11 +37,11 @@ def build_console(
 ) -> Console:
     """The ``/console`` resource for ``config`` (which must have a ``[console]`` table).
 
-    :param service: the gateway's :class:`~hoopgw.approvals.ApprovalService`.
+    :param service: the gateway's :class:`~hoopgw.approvals.service.ApprovalService`.
     :param sessions: the gateway's :class:`~hoopgw.admin.sessions.SessionControl`.
     :param store: the gateway's store.
     :param audit: the gateway's audit writer.
-    :param groups: the gateway's :class:`~hoopgw.groups.GroupResolver` (token identities get
+    :param groups: the gateway's :class:`~hoopgw.identity.groups.GroupResolver` (people get
         their directory groups at sign-in too).
     """
     settings = config.console
@@ -78,7 +78,7 @@ def build_console(
         return threads.deferToThread(run)
 
     def evidence(reader: Any, folder: Path, since: float, until: float | None) -> Any:
-        from hoopgw.evidence import TimeRange, build_pack, latest_checkpoint
+        from hoopgw.evidence.pack import TimeRange, build_pack, latest_checkpoint
 
         if config.source_file is None:
             raise ConfigError("the gateway does not know its config file", key="console")

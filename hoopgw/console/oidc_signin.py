@@ -6,7 +6,7 @@ For each ``[[console.oidc]]`` provider, :class:`OidcSignIn`:
    (RFC 7636, method ``S256``) and the URL of the provider's authorization endpoint;
 2. :meth:`~OidcSignIn.finish` exchanges the code at the token endpoint (over verified HTTPS,
    with the verifier and, for a confidential client, the client secret), then checks the ID
-   token with the gateway's own token checks (:mod:`hoopgw.oidc`: the issuer's keys,
+   token with the gateway's own token checks (:mod:`hoopgw.identity.oidc`: the issuer's keys,
    algorithms, ``iss``, times, identity and groups claims, identity prefix) with the
    ``client_id`` as the one accepted audience, then that its ``nonce`` is the one sent and,
    when present, that ``azp`` is the client id. The groups then go through the configured group
@@ -31,7 +31,7 @@ from twisted.internet import defer
 
 from hoopgw.console.settings import OidcLogin
 from hoopgw.errors import AuthenticationError
-from hoopgw.oidc import IssuerKeys, IssuerSettings, TokenRejected, TokenVerifier
+from hoopgw.identity.oidc import IssuerKeys, IssuerSettings, TokenRejected, TokenVerifier
 from hoopgw.session import Identity
 from hoopgw.signin import LoginAttempt
 
@@ -63,7 +63,7 @@ class OidcSignIn:
 
     :param login: the ``[[console.oidc]]`` table.
     :param issuer: the matching ``[[identity.oidc]]`` settings.
-    :param fetcher: a :class:`~hoopgw.fetch.JsonFetcher` trusting the issuer's CA.
+    :param fetcher: a :class:`~hoopgw.identity.fetch.JsonFetcher` trusting the issuer's CA.
     :param clock: ``seconds()``.
     """
 

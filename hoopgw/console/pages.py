@@ -1,7 +1,7 @@
 """The console's pages: reviews, access requests, sessions, replay, audit, evidence.
 
 Each handler asks the same services and rules as the admin API — the review rules of
-:class:`~hoopgw.approvals.ApprovalService` (``list_reviews``, ``get``, ``decide``,
+:class:`~hoopgw.approvals.service.ApprovalService` (``list_reviews``, ``get``, ``decide``,
 ``list_grants``, ``revoke``, ``request_access``), :class:`~hoopgw.admin.sessions.SessionControl`
 for live sessions and their end, and :mod:`hoopgw.admin.authz` for the rest — so a page shows
 and does exactly what the API would for the same person.
@@ -22,11 +22,11 @@ from typing import Any
 from twisted.internet import defer
 
 from hoopgw.admin.authz import may_read_audit, may_terminate_sessions, sees_every_session
-from hoopgw.approvals import ApprovalService, roles_of
-from hoopgw.asciicast import channel_recording, terminal_channels
-from hoopgw.audit import AuditEntry
+from hoopgw.approvals.service import ApprovalService, roles_of
+from hoopgw.audit.asciicast import channel_recording, terminal_channels
+from hoopgw.audit.replay import transcript
+from hoopgw.audit.writer import AuditEntry
 from hoopgw.console.web import CSP_PLAYER, Console, Context, Refused, Reply
-from hoopgw.replay import transcript
 
 __all__ = ["install"]
 
@@ -77,7 +77,7 @@ class Pages:
         thread, with a store of its own, and returns a Deferred of its result: audit searches
         and evidence packs read the whole chain, which must not stall the gateway's sessions.
     :param evidence: ``evidence(reader, folder, since, until)`` builds an evidence pack (in
-        the background) and returns the :class:`~hoopgw.evidence.PackResult`.
+        the background) and returns the :class:`~hoopgw.evidence.pack.PackResult`.
     :param clock: ``seconds()``.
     """
 

@@ -20,7 +20,7 @@ from hoopgw.errors import ConfigError
 from hoopgw.secrets import Secret, resolve_secret
 
 if TYPE_CHECKING:
-    from hoopgw.oidc import IssuerSettings
+    from hoopgw.identity.oidc import IssuerSettings
 
 __all__ = ["ConsoleConfig", "OidcLogin", "parse"]
 

@@ -12,7 +12,7 @@ anything else is refused with 401. Every POST must also carry the session's CSRF
 ``Origin`` (or, lacking one, ``Referer``) of the console's own ``public_url``; a browser's
 ``Sec-Fetch-Site`` other than ``same-origin`` is refused too. What a signed-in person may see
 or do follows the same rules as the admin API (:mod:`hoopgw.admin.authz` and the review rules
-of :class:`~hoopgw.approvals.ApprovalService`), called from :mod:`hoopgw.console.pages`.
+of :class:`~hoopgw.approvals.service.ApprovalService`), called from :mod:`hoopgw.console.pages`.
 
 Sign-in, sign-in failure, sign-out and the end of a session by timeout are audit records
 (``console_signed_in``, ``console_sign_in_failed``, ``console_signed_out``); a session is
@@ -35,8 +35,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
-from hoopgw.approvals import ApprovalError, roles_of
-from hoopgw.audit import AuditEntry
+from hoopgw.approvals.service import ApprovalError, roles_of
+from hoopgw.audit.writer import AuditEntry
 from hoopgw.console.settings import ConsoleConfig
 from hoopgw.console.websessions import LOGIN_TTL, LoginAttempts, WebSession, WebSessions
 from hoopgw.errors import AuthenticationError
@@ -133,7 +133,7 @@ class Console(resource.Resource):
     :param roles: the ``[roles]`` table.
     :param audit: the gateway's audit writer.
     :param clock: ``seconds()``; the reactor.
-    :param groups: the gateway's :class:`~hoopgw.groups.GroupResolver`: a person signing in
+    :param groups: the gateway's :class:`~hoopgw.identity.groups.GroupResolver`: a person signing in
         gets the groups of the configured group sources too.
     :param base_dir: the config file's folder.
 

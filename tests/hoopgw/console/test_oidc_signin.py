@@ -14,7 +14,7 @@ from twisted.internet import defer, task
 
 from hoopgw.console.oidc_signin import OidcSignIn, SignInFailed
 from hoopgw.console.settings import OidcLogin
-from hoopgw.oidc import IssuerSettings
+from hoopgw.identity.oidc import IssuerSettings
 from hoopgw.secrets import Secret
 
 helper: Any = sys.modules["hoopgw_tests_oidcissuer"]  # registered by tests/conftest.py

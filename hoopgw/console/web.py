@@ -136,6 +136,9 @@ class Console(resource.Resource):
     :param groups: the gateway's :class:`~hoopgw.identity.groups.GroupResolver`: a person signing in
         gets the groups of the configured group sources too.
     :param base_dir: the config file's folder.
+    :param reserved_prefixes: the ``identity_prefix`` of each ``[[identity.oidc]]`` issuer: a
+        name starting with one belongs to that issuer's tokens, so a sign-in method other than
+        OIDC (SAML) may not name it.
 
     It is the :class:`~hoopgw.signin.SignInHost` of every sign-in method.
     """
@@ -151,6 +154,7 @@ class Console(resource.Resource):
         clock: Any,
         groups: Any,
         base_dir: Path,
+        reserved_prefixes: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
         self.config = config
@@ -159,6 +163,7 @@ class Console(resource.Resource):
         self.clock = clock
         self._groups = groups
         self.base_dir = base_dir
+        self._reserved = tuple(p for p in reserved_prefixes if p)
         self.sessions = WebSessions(
             clock, idle_timeout=config.idle_timeout, absolute_timeout=config.absolute_timeout
         )
@@ -256,6 +261,13 @@ class Console(resource.Resource):
             failure.trap(AuthenticationError)
             return self.sign_in_failed(request, provider, f"group sources: {failure.value}")
 
+        if not provider.startswith("oidc:"):
+            # An OIDC identity carries its issuer's prefix (distinct per issuer, checked by
+            # the config); another method must not take a name reserved for one of them.
+            taken = [p for p in self._reserved if identity.name.startswith(p)]
+            if taken:
+                reason = f"{identity.name!r} starts with the OIDC identity prefix {taken[0]!r}"
+                return self.sign_in_failed(request, provider, reason)
         return self._groups.resolve(identity).addCallbacks(resolved, unresolved)
 
     def _record_sign_in(

@@ -20,7 +20,14 @@ from hoopgw.approvals.service import ApprovalService, ReviewPolicy
 from hoopgw.connection import ConnectionConfig, CredentialConfig
 from hoopgw.console import pages
 from hoopgw.console.settings import ConsoleConfig
-from hoopgw.console.web import CSP, SESSION_COOKIE, SIGNED_IN_KIND, SIGNED_OUT_KIND, Console
+from hoopgw.console.web import (
+    CSP,
+    SESSION_COOKIE,
+    SIGN_IN_FAILED_KIND,
+    SIGNED_IN_KIND,
+    SIGNED_OUT_KIND,
+    Console,
+)
 from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.session import Identity, Parameter
 from hoopgw.store.sqlite import SQLiteStore
@@ -75,6 +82,7 @@ class Site:
             clock=self.clock,
             groups=NoGroups(),
             base_dir=Path("."),
+            reserved_prefixes=("corp:",),
         )
         control = SessionControl(
             sessions=SessionRegistry(), audit=self.audit, roles=roles, clock=self.clock
@@ -232,6 +240,21 @@ def test_sign_in_sets_a_host_only_secure_cookie_and_is_audited(site: Site) -> No
     records = [e for e in site.audit.records if e.kind == SIGNED_IN_KIND]
     assert records and records[0].data["identity"] == "alice"
     assert records[0].data["roles"] == ["approver"]
+
+
+def test_a_name_in_an_oidc_issuers_prefix_comes_only_from_that_issuer(site: Site) -> None:
+    # "corp:" names belong to the issuer with that identity_prefix: a SAML IdP (or any other
+    # sign-in method) naming "corp:alice" must not become her.
+    request = site.request("GET", "/console/saml/acs")
+    mallory = Identity(name="corp:alice", groups=frozenset({"dba"}), method="saml")
+    reply = _result(site.console.signed_in(request, mallory, "saml"))
+    assert reply.status == 403
+    assert len(site.console.sessions) == 0
+    assert not [e for e in site.audit.records if e.kind == SIGNED_IN_KIND]
+    failed = [e for e in site.audit.records if e.kind == SIGN_IN_FAILED_KIND]
+    assert failed and "corp:" in failed[0].data["reason"]
+    corp = Identity(name="corp:alice", groups=frozenset({"dba"}), method="oidc")
+    assert _result(site.console.signed_in(request, corp, "oidc:corp")).status == 303
 
 
 def test_no_session_starts_when_the_sign_in_cannot_be_recorded(site: Site) -> None:

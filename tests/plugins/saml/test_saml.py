@@ -212,3 +212,17 @@ def test_a_comment_in_the_name_id_does_not_cut_the_name(setup: Any) -> None:
     commented = signed.replace(b">admin.evil<", b">admin<!---->.evil<")
     identity = saml.identity_of(base64.b64encode(commented).decode(), attempt.request_id)
     assert identity.name == "admin.evil"
+
+
+def test_a_response_with_a_document_type_is_refused(setup: Any, tmp_path: Path) -> None:
+    # An external entity (XXE) or an entity bomb in the posted XML is never expanded.
+    idp, saml, host = setup
+    attempt, _ = _begin(saml, host, idp)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret")
+    signed = base64.b64decode(_answer(idp, saml, attempt.request_id)).decode()
+    start = signed.index("?>") + 2
+    doctype = f'<!DOCTYPE r [<!ENTITY x SYSTEM "file://{secret}">]>'
+    hostile = signed[:start] + doctype + signed[start:].replace(">alice<", ">&x;<", 1)
+    with pytest.raises(Exception, match="EntitiesForbidden"):
+        saml.identity_of(base64.b64encode(hostile.encode()).decode(), attempt.request_id)

@@ -434,7 +434,10 @@ class Console(resource.Resource):
     def _context(self, request: Any, method: str) -> Context | Reply:
         if method == "POST":
             self._check_origin(request)
-        session, why = self.sessions.find(_cookie_value(request, SESSION_COOKIE))
+        # The reviews table refreshing itself must not keep an unattended browser signed in.
+        session, why = self.sessions.find(
+            _cookie_value(request, SESSION_COOKIE), touch=not _wants_fragment(request)
+        )
         if session is None:
             if method == "GET" and not _wants_fragment(request):
                 suffix = "?ended=" + why if why in ("idle", "expired") else ""

@@ -357,6 +357,19 @@ def test_idle_timeout_ends_the_session(site: Site) -> None:
     assert "without activity" in body(site.call("GET", "/console/login?ended=idle"))
 
 
+def test_the_reviews_page_refreshing_itself_is_not_activity(site: Site) -> None:
+    # An open reviews tab asks for its table every 3 seconds; an unattended browser must
+    # still be signed out after idle_timeout.
+    site.sign_in(ALICE)
+    refresh = {"x-requested-with": "hoopgw-console"}
+    for _ in range(10):
+        site.clock.advance(60)
+        assert site.call("GET", "/console/reviews?fragment=1", headers=refresh).responseCode == 200
+    site.clock.advance(300)
+    assert site.call("GET", "/console/reviews?fragment=1", headers=refresh).responseCode == 401
+    assert header(site.call("GET", "/console/reviews"), "location") == "/console/login"
+
+
 def test_absolute_timeout_ends_a_busy_session(site: Site) -> None:
     site.sign_in(ALICE)
     for _ in range(7):

@@ -43,7 +43,7 @@ from hoopgw.errors import AuthenticationError
 from hoopgw.session import Identity
 from hoopgw.signin import LoginAttempt
 
-__all__ = ["SESSION_COOKIE", "Console", "Context", "Reply"]
+__all__ = ["SESSION_COOKIE", "Console", "Context", "Reply", "refuse_cross_site"]
 
 log = Logger(namespace="hoopgw.console")
 
@@ -416,9 +416,7 @@ class Console(resource.Resource):
 
     def _check_origin(self, request: Any) -> None:
         """Refuse a POST another site's page made (CSRF), before anything else looks at it."""
-        fetch_site = request.getHeader(b"sec-fetch-site")
-        if fetch_site is not None and fetch_site not in (b"same-origin", b"none"):
-            raise Refused(403, "a form from another site is refused")
+        refuse_cross_site(request)
         origin = request.getHeader(b"origin")
         if origin is None:
             referer = request.getHeader(b"referer")
@@ -451,6 +449,14 @@ class Console(resource.Resource):
                 raise Refused(403, "the form's CSRF token is missing or wrong; reload the page")
         query = {k.decode(): v[0].decode("utf-8", "replace") for k, v in request.args.items()}
         return Context(request=request, session=session, form=form, query=query)
+
+
+def refuse_cross_site(request: Any) -> None:
+    """Refuse a request a browser says another site's page started (``Sec-Fetch-Site``): every
+    POST, and a GET that does something (an audit export is an audit record)."""
+    fetch_site = request.getHeader(b"sec-fetch-site")
+    if fetch_site is not None and fetch_site not in (b"same-origin", b"none"):
+        raise Refused(403, "a request from another site is refused")
 
 
 def _wants_fragment(request: Any) -> bool:

@@ -503,6 +503,21 @@ def test_the_audit_export_is_json_lines_and_is_itself_audited(site: Site) -> Non
     assert exports and exports[0].data["by"] == "carol" and exports[0].data["records"] == 1
 
 
+@pytest.mark.parametrize("fetch_site", ["cross-site", "same-site"])
+def test_an_audit_export_another_site_starts_is_refused(site: Site, fetch_site: str) -> None:
+    # A GET that writes an audit record in the auditor's name: a link on another site
+    # (SameSite=Lax sends the cookie on a top-level navigation) must not make one.
+    _record_session(site)
+    site.sign_in(AUDITOR)
+    headers = {"sec-fetch-site": fetch_site}
+    request = site.call("GET", "/console/audit/export?kind=command_received", headers=headers)
+    assert request.responseCode == 403
+    assert not [r for r in site.audit.records if r.kind == pages.AUDIT_EXPORT_KIND]
+    headers = {"sec-fetch-site": "same-origin"}
+    request = site.call("GET", "/console/audit/export?kind=command_received", headers=headers)
+    assert request.responseCode == 200
+
+
 def test_access_is_requested_and_decided_through_the_forms(site: Site) -> None:
     csrf = site.sign_in(BOB)
     request = site.call(

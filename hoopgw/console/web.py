@@ -14,9 +14,9 @@ anything else is refused with 401. Every POST must also carry the session's CSRF
 or do follows the same rules as the admin API (:mod:`hoopgw.admin.authz` and the review rules
 of :class:`~hoopgw.approvals.service.ApprovalService`), called from :mod:`hoopgw.console.pages`.
 
-Sign-in, sign-in failure, sign-out and the end of a session by timeout are audit records
-(``console_signed_in``, ``console_sign_in_failed``, ``console_signed_out``); a session is
-created only once its sign-in record is durable.
+Sign-in, sign-in failure and sign-out are audit records (``console_signed_in``,
+``console_sign_in_failed``, ``console_signed_out``; a session that times out ends without
+one); a session is created only once its sign-in record is durable.
 """
 
 from __future__ import annotations

@@ -332,7 +332,7 @@ class ClientSession(protocol.Protocol):
         self.client_tls = True
 
     def _cancel_request(self, request: Any) -> None:
-        target = self.runtime.sessions.by_cancel_key((request.pid, request.key))
+        target = self.runtime.sessions.by_cancel_key(request.pid, request.key)
         if isinstance(target, ClientSession):
             target.forward_cancel()
         # As PostgreSQL does, say nothing either way and close.
@@ -651,11 +651,15 @@ class ClientSession(protocol.Protocol):
             self._auth_timer.cancel()
         out = [m.AuthenticationOk().encode()]
         out.extend(self._rewrite_parameters(self._upstream_parameters))
+        # The client sees the target's own process id (pg_backend_pid(), notifications and
+        # pg_terminate_backend agree with it) and a secret the gateway makes: the target's
+        # secret never leaves the gateway, so only a cancel request sent here can reach it.
+        pid = self._upstream_key[0]
         while True:
-            key = (secrets.randbits(31), secrets.token_bytes(4))
-            if self.runtime.sessions.add_cancel_key(key, self):
+            secret = secrets.token_bytes(4)
+            if self.runtime.sessions.add_cancel_key(pid, secret, self):
                 break
-        out.append(m.BackendKeyData(pid=key[0], key=key[1]).encode())
+        out.append(m.BackendKeyData(pid=pid, key=secret).encode())
         out.append(m.ReadyForQuery(status="I").encode())
         self.transport.writeSequence(out)
         # Each side pauses the other when its write buffer fills (portforward-style).

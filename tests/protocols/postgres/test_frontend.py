@@ -241,8 +241,11 @@ def test_login_with_cleartext_password_on_loopback() -> None:
         "ReadyForQuery",
     ]
     assert received[1] == m.ParameterStatus(name="server_version", value="15.20")
-    # The client gets the gateway's own cancel key, never the target's.
-    assert received[4] != m.BackendKeyData(pid=4242, key=b"srvk")
+    # The client gets the target's process id with a secret of the gateway's making, never the
+    # target's own secret.
+    [key] = [x for x in received if isinstance(x, m.BackendKeyData)]
+    assert key.pid == 4242
+    assert key.key != b"srvk" and len(key.key) == 4
     assert received[5] == m.ReadyForQuery(status="I")
     assert len(client.gateway.sessions) == 1
     assert not client.closed
@@ -498,6 +501,25 @@ def test_cancel_request_with_a_known_key_reaches_the_right_session() -> None:
     assert cancelled == [second]
     assert canceller.transport.value() == b""
     assert canceller.closed
+
+
+def test_cancel_request_with_the_pid_but_a_wrong_secret_cancels_nothing() -> None:
+    """Both sessions share the target's process id here (as two targets may); only the secret
+    tells them apart, and the target's own secret is no key at all."""
+    gateway = Gateway()
+    first, second = gateway.connect(), gateway.connect()
+    first.login()
+    second.login()
+    cancelled: list[Client] = []
+    for client in (first, second):
+        client.session.forward_cancel = lambda client=client: cancelled.append(client)  # type: ignore[method-assign]
+    [key] = [x for x in first.received() if isinstance(x, m.BackendKeyData)]
+    wrong = bytes([key.key[0] ^ 1]) + key.key[1:]
+    for secret in (wrong, b"srvk"):
+        canceller = gateway.connect()
+        canceller.send(m.CancelRequest(pid=key.pid, key=secret).encode())
+        assert canceller.closed
+    assert cancelled == []
 
 
 def test_cancel_request_with_an_unknown_key_does_nothing() -> None:

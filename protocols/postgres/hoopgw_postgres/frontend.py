@@ -21,7 +21,13 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hoopgw.errors import AccessDenied, AuthenticationError, PluginError
+from hoopgw.errors import (
+    STORE_UNAVAILABLE,
+    AccessDenied,
+    AuthenticationError,
+    PluginError,
+    StoreError,
+)
 from hoopgw.ledger import CommandLedger
 from hoopgw.protocol import ConnectionRuntime
 from hoopgw.scram import DEFAULT_ITERATIONS, ScramVerifier
@@ -426,9 +432,15 @@ class ClientSession(protocol.Protocol):
                     self._phase = "checking"
                     self._check_login(refused)
                     return
-                found = self.runtime.authenticator.keys.scram_verifier(
-                    self._params["user"], now=time.time()
-                )
+                try:
+                    found = self.runtime.authenticator.keys.scram_verifier(
+                        self._params["user"], now=time.time()
+                    )
+                except StoreError as exc:
+                    log.warn("SCRAM login refused: the store is unavailable: {why}", why=exc)
+                    self._phase = "checking"
+                    self._check_login(defer.fail(StoreError(STORE_UNAVAILABLE)))
+                    return
                 if found is None:
                     # Run the exchange against a verifier no proof fits, so an unknown user
                     # looks exactly like a wrong key.
@@ -500,6 +512,9 @@ class ClientSession(protocol.Protocol):
                 return _Refusal(code="28P01", message=str(failure.value))
             if failure.check(AccessDenied):
                 return _Refusal(code="28000", message=str(failure.value))
+            if failure.check(StoreError):
+                # cannot_connect_now: the gateway cannot check logins for the moment.
+                return _Refusal(code="57P03", message=STORE_UNAVAILABLE)
             return failure  # unexpected: _apply ends the session without showing it
 
         authenticated.addCallback(admit).addErrback(refused)

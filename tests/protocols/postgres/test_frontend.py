@@ -24,6 +24,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from hoopgw.authn import Authenticator
 from hoopgw.chain import PluginChain
 from hoopgw.config import ConnectionConfig, CredentialConfig, GatewayConfig, UpstreamTlsConfig
+from hoopgw.errors import STORE_UNAVAILABLE, StoreError
 from hoopgw.identity import KeyService
 from hoopgw.plugin import hookimpl
 from hoopgw.protocol import ConnectionRuntime, SessionRegistry
@@ -305,6 +306,31 @@ def test_scram_from_an_address_with_every_slot_busy_is_refused_unread() -> None:
     assert errors(answer) == [("FATAL", "28P01")]
     assert "too many failed authentication attempts" in answer[0].fields["M"]
     assert second.closed
+
+
+@pytest.mark.parametrize("scram", [False, True])
+def test_a_login_while_the_store_is_unavailable_is_refused_as_that(
+    scram: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway = Gateway()
+
+    def unavailable(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError("disk I/O error")
+
+    store = gateway.keys._store
+    monkeypatch.setattr(store, "get_key", unavailable)
+    monkeypatch.setattr(store, "find_keys_by_identity", unavailable)
+    if scram:
+        client = gateway.connect(host="192.0.2.10")
+        _, answer = scram_first(client, "agent", gateway.secret)
+    else:
+        client = gateway.connect()
+        client.send(startup())
+        client.send(m.PasswordMessage(password=gateway.secret).encode())
+        answer = client.received()
+    assert errors(answer) == [("FATAL", "57P03")]
+    assert answer[-1].fields["M"] == STORE_UNAVAILABLE
+    assert client.closed
 
 
 def test_cleartext_password_off_loopback_without_tls_is_refused() -> None:

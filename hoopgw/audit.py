@@ -556,6 +556,11 @@ def spawn_writer_process(
     )
 
 
+WRITER_INFO_PREFIX = "info: "
+"""Starts a line the writer process writes on stderr to inform (a journal replayed at start, a
+store that works again); every other line reports a fault and is logged as an error."""
+
+
 class _WriterProcessProtocol(protocol.ProcessProtocol):
     """Carries lines between :class:`AuditWriter` and its writer process."""
 
@@ -574,7 +579,11 @@ class _WriterProcessProtocol(protocol.ProcessProtocol):
         self._err += data
         *lines, self._err = self._err.split(b"\n")
         for line in lines:
-            log.error("audit writer process: {line}", line=line.decode("utf-8", "replace"))
+            text = line.decode("utf-8", "replace")
+            if text.startswith(WRITER_INFO_PREFIX):
+                log.info("audit writer process: {line}", line=text[len(WRITER_INFO_PREFIX) :])
+            else:
+                log.error("audit writer process: {line}", line=text)
 
     def processEnded(self, reason: Failure) -> None:
         self._writer._ended(reason)

@@ -14,11 +14,13 @@ import attrs
 import pytest
 from twisted.internet import error as net_error
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 
 from hoopgw.audit import (
     GENESIS_HASH,
     SIGNING_KEY_ENV,
+    WRITER_INFO_PREFIX,
     AuditEntry,
     AuditRecord,
     AuditWriter,
@@ -465,6 +467,22 @@ def test_start_spawns_the_writer_process_with_the_store_url(parts):
     assert started == []
     parts.answer("ready")
     assert started == [None]
+
+
+def test_the_processs_information_is_logged_as_such_and_its_faults_as_errors(running):
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        running.protocol.errReceived(
+            f"{WRITER_INFO_PREFIX}appended 3 audit entries left in the journal\nchecksum".encode()
+        )
+        running.protocol.errReceived(b" failed\n")
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert [(e["log_level"], e["line"]) for e in logged if "line" in e] == [
+        (LogLevel.info, "appended 3 audit entries left in the journal"),
+        (LogLevel.error, "checksum failed"),
+    ]
 
 
 def test_start_twice_is_a_programming_error(running):

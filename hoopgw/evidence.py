@@ -45,7 +45,7 @@ from typing import IO, Any
 import attrs
 
 from hoopgw import __version__
-from hoopgw.audit import AuditRecord, VerifyResult, describe_durability
+from hoopgw.audit import AuditRecord, VerifyResult, describe_durability, shown_text
 from hoopgw.audit_journal import backlog
 from hoopgw.checkpoints import (
     Checkpoint,
@@ -408,7 +408,7 @@ class _Summary:
             "record_seq": record.seq,
             "received_at": record.time,
             "kind": data.get("kind"),
-            "text": data.get("text"),
+            "text": shown_text(data.get("text")),
             "parameter_count": data.get("parameter_count"),
             "statement_name": data.get("statement_name"),
             "verdict": None,

@@ -17,20 +17,22 @@ import pytest
 from hoopgw_postgres import messages as m
 from hoopgw_postgres.auth import ScramClient
 from hoopgw_postgres.frontend import READ_AHEAD_LIMIT, REFUSED_STATEMENT, ClientSession
+from hoopgw_recording import RecordingPlugin
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import Logger, LogLevel, globalLogPublisher
 
 from hoopgw.authn import Authenticator
 from hoopgw.chain import PluginChain
 from hoopgw.config import ConnectionConfig, CredentialConfig, GatewayConfig, UpstreamTlsConfig
 from hoopgw.errors import STORE_UNAVAILABLE, StoreError
 from hoopgw.identity import KeyService
-from hoopgw.plugin import hookimpl
+from hoopgw.plugin import PluginContext, hookimpl, validate_options
 from hoopgw.protocol import ConnectionRuntime, SessionRegistry
 from hoopgw.session import Column, ConnectionInfo
 from hoopgw.store.sqlite import SQLiteStore
-from hoopgw.testing import FakeApprover, HookLog
+from hoopgw.testing import FakeApprover, FakeAuditWriter, HookLog
 from hoopgw.throttle import BackoffSettings, FailureThrottle
 from hoopgw.verdicts import Block, Hold
 
@@ -706,6 +708,51 @@ def test_a_disconnect_before_the_verdict_completes_the_command_as_cancelled(held
         ("closed", "client closed"),
     ]
     assert client.upstream is not None and client.upstream.forwarded() == b""
+
+
+@pytest.mark.parametrize("how", ["cancel request", "disconnect"])
+def test_a_command_waiting_for_its_record_is_recorded_cancelled_quietly(how: str) -> None:
+    """The client cancels (or leaves) while its command waits for its write-ahead record: the
+    record still becomes durable, the outcome is recorded as cancelled, nothing reaches the
+    target, and nothing is logged as an error."""
+    audit = FakeAuditWriter()
+    values = validate_options("recording", RecordingPlugin.options, {}, connection="pg")
+    recording = RecordingPlugin(
+        PluginContext(
+            connection=ConnectionInfo(name="pg", protocol="postgres", target="127.0.0.1:5432"),
+            options=values,
+            audit=audit,  # type: ignore[arg-type]
+            log=Logger(namespace="hoopgw.plugins.recording"),
+            reactor=MemoryReactorClock(),
+        )
+    )
+    gateway = Gateway([("recording", recording)])
+    client = gateway.connect()
+    client.login()
+    [key] = [x for x in client.received() if isinstance(x, m.BackendKeyData)]
+    audit.manual = True
+    logged: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        client.send(m.Query(query="DELETE FROM t").encode())
+        if how == "cancel request":
+            gateway.connect().send(m.CancelRequest(pid=key.pid, key=key.key).encode())
+            # Answered (57014) in order, once the target has answered what was before it.
+        else:
+            client.session.connectionLost()
+        audit.flush()
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert [e for e in logged if e.get("log_level") in (LogLevel.error, LogLevel.critical)] == []
+    assert client.upstream is not None and b"DELETE" not in client.upstream.forwarded()
+    kinds = audit.kinds()
+    assert kinds[kinds.index("command_received") :][:3] == [
+        "command_received",
+        "command_decided",
+        "command_completed",
+    ]
+    [completed] = [r for r in audit.records if r.kind == "command_completed"]
+    assert completed.data["status"] == "cancelled"
 
 
 def test_a_disconnect_during_a_result_aborts_the_command_once() -> None:

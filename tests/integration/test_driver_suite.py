@@ -65,3 +65,10 @@ def test_only_tests_whose_status_differs_are_reported() -> None:
     assert "  passed -> failed   b" in text and "boom" in text
     assert "deliberate: collected direct only" in text
     assert text.endswith("3 test(s) differ through the gateway (1 deliberate, 2 not)")
+
+
+def test_deliberate_differences_may_be_patterns() -> None:
+    deliberate = {"tests.t::test_quote_*[off]": "why"}
+    assert suite.deliberate_reason("tests.t::test_quote_1char[off]", deliberate) == "why"
+    assert suite.deliberate_reason("tests.t::test_quote_1char[on]", deliberate) is None
+    assert suite.deliberate_reason("tests.t::test_other[off]", deliberate) is None

@@ -241,6 +241,7 @@ def running_gateway(
             capture_output=True,
             text=True,
             check=True,
+            cwd=work,  # as the gateway: the hoopgw on the path, not the one in the cwd
         )
         keys[item.identity] = made.stdout.strip()
     with (work / "gateway.log").open("wb") as log:

@@ -23,18 +23,19 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger, LogLevel, globalLogPublisher
 
-from hoopgw.authn import Authenticator
-from hoopgw.chain import PluginChain
 from hoopgw.config.gateway import GatewayConfig
 from hoopgw.connection import ConnectionConfig, CredentialConfig, UpstreamTlsConfig
 from hoopgw.errors import STORE_UNAVAILABLE, StoreError
-from hoopgw.identity import KeyService
+from hoopgw.identity.authn import Authenticator
+from hoopgw.identity.keys import KeyService
 from hoopgw.plugin import PluginContext, hookimpl, validate_options
-from hoopgw.protocol import ConnectionRuntime, SessionRegistry
+from hoopgw.protocol import ConnectionRuntime
+from hoopgw.runtime.chain import PluginChain
+from hoopgw.runtime.registry import SessionRegistry
+from hoopgw.runtime.throttle import BackoffSettings, FailureThrottle
 from hoopgw.session import Column, ConnectionInfo
 from hoopgw.store.sqlite import SQLiteStore
 from hoopgw.testing import FakeApprover, FakeAuditWriter, HookLog
-from hoopgw.throttle import BackoffSettings, FailureThrottle
 from hoopgw.verdicts import Block, Hold
 
 AUTH_TIMEOUT = 30.0

@@ -55,8 +55,8 @@ DELIBERATE: Mapping[str, Mapping[str, str]] = {
         "tests.test_sql::test_quote_*[off-*]": _SCS_OFF,
         "tests.types.test_string::test_quote_*-off]": _SCS_OFF,
         "tests.types.test_string::test_quote_*[off]": _SCS_OFF,
-        "tests.test_connection_info::test_get_params": _ENVIRONMENT,
-        "tests.test_connection::test_multi_attempt_pgconn": _ENVIRONMENT,
+        "tests.test_connection_info::test_get_params*": _ENVIRONMENT,
+        "tests.test_connection*::test_multi_attempt_pgconn*": _ENVIRONMENT,
     },
     "pymysql": {
         "pymysql.tests.test_issues.TestNewIssues::test_issue_36": (

@@ -14,8 +14,8 @@ from typing import Any
 from twisted.internet import defer
 
 from hoopgw.approvals.service import ApprovalError, roles_of
-from hoopgw.audit.writer import AuditEntry
 from hoopgw.errors import StoreError
+from hoopgw.records import AuditEntry
 from hoopgw.session import Identity
 
 __all__ = ["SESSION_TERMINATED_KIND", "SessionControl"]

@@ -16,26 +16,28 @@ from twisted.internet import error as net_error
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from hoopgw.audit.writer import (
+from hoopgw.audit.chain import (
     GENESIS_HASH,
-    SIGNING_KEY_ENV,
-    AuditEntry,
     AuditRecord,
-    AuditWriter,
-    CheckpointSettings,
     Durability,
     DurabilityPeriod,
     PrunedRange,
     canonical_json,
-    decode_entry,
     durability_entry,
-    encode_entry,
     pruned_entry,
     record_hash,
-    spawn_writer_process,
     verify_chain,
 )
+from hoopgw.audit.writer import (
+    SIGNING_KEY_ENV,
+    AuditWriter,
+    CheckpointSettings,
+    decode_entry,
+    encode_entry,
+    spawn_writer_process,
+)
 from hoopgw.errors import StoreError
+from hoopgw.records import AuditEntry
 from hoopgw.secrets import Secret
 from hoopgw.store import SQLiteStore
 

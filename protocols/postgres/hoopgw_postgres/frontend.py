@@ -466,7 +466,7 @@ class ClientSession(protocol.Protocol):
                 self._phase = "checking"
                 self._check_login(defer.succeed(identity))
         except AuthenticationError:
-            # Audited and slowed down like any other failure (see hoopgw.authn).
+            # Audited and slowed down like any other failure (see hoopgw.identity.authn).
             self._phase = "checking"
             self._check_login(
                 self.runtime.authenticator.failed(

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from hoopgw.audit.writer import AuditEntry
 from hoopgw.cli.common import parse_duration
 from hoopgw.cli.main import main
 from hoopgw.config.load import Config
+from hoopgw.records import AuditEntry
 from hoopgw.runtime import logs
 from hoopgw.store import open_store
 

@@ -4,8 +4,8 @@ import attrs
 import pytest
 
 from hoopgw import plugin
+from hoopgw.audit.chain import Durability
 from hoopgw.audit.checkpoints import generate_signing_key, private_key_pem
-from hoopgw.audit.writer import Durability
 from hoopgw.config.gateway import GatewayConfig, resolve_store_url
 from hoopgw.config.load import Config, load_config, parse_config
 from hoopgw.connection import ConnectionConfig

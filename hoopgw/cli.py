@@ -164,6 +164,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     for module in (cli_audit, cli_export, cli_evidence, cli_reviews, cli_access, cli_mcp):
         module.register(commands, audit_commands, with_config, with_json)
+    from hoopgw import cli_agents
+
+    cli_agents.register(commands, with_config, with_json)
     return parser
 
 

@@ -94,6 +94,9 @@ class GatewayConfig:
     metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     """Networks (CIDR) from which the admin listener's ``/metrics`` is readable without a
     token; from elsewhere it needs an ``auditor`` or ``admin`` bearer token."""
+    agent_listen: str | None = None
+    """Twisted server endpoint where network agents connect (over TLS with :attr:`tls_cert`),
+    or None for no agents (see docs/network-agent.md)."""
 
     @property
     def durability(self) -> Durability:
@@ -200,6 +203,9 @@ class ConnectionConfig:
     ``expired`` (no approval can follow)."""
     ssh: SshConfig | None = None
     """The ``[connections.ssh]`` table; set for (and only for) ``protocol = "ssh"``."""
+    via: str | None = None
+    """Name of the network agent through which the gateway reaches :attr:`target` (the agent
+    opens the TCP connection; the gateway still speaks the protocol), or None for directly."""
 
     @property
     def target_host(self) -> str:
@@ -484,6 +490,15 @@ def _gateway(table: _Table, base_dir: Path) -> GatewayConfig:
             "audit_sync_interval",
         )
     metrics_allow = table.strings("metrics_allow", defaults.metrics_allow)
+    agent_listen = table.string("agent_listen", None)
+    if agent_listen is not None:
+        _parse_listen(table, "agent_listen", agent_listen)
+        if tls_cert is None:
+            raise table.error(
+                "needs tls_cert and tls_key: agents connect over TLS and check the gateway's"
+                " certificate",
+                "agent_listen",
+            )
     for network in metrics_allow:
         try:
             ipaddress.ip_network(network, strict=False)
@@ -516,6 +531,7 @@ def _gateway(table: _Table, base_dir: Path) -> GatewayConfig:
         ),
         audit_sync_interval=audit_sync_interval,
         metrics_allow=metrics_allow,
+        agent_listen=agent_listen,
     )
 
 
@@ -610,6 +626,14 @@ def _connection(
         raise table.error("'required' needs [gateway] tls_cert and tls_key", "client_tls")
     credential = _credential(table, base_dir)
     ssh = _ssh(table, protocol, credential, base_dir)
+    via = table.string("via", None)
+    if via is not None:
+        if not _NAME.fullmatch(via):
+            raise table.error("must be an agent name, [a-z0-9][a-z0-9_-]*", "via")
+        if gateway.agent_listen is None:
+            raise table.error(
+                "needs [gateway] agent_listen: the agent connects to the gateway there", "via"
+            )
     return ConnectionConfig(
         name=name,
         protocol=protocol,
@@ -629,6 +653,7 @@ def _connection(
         jit_approvers=jit_approvers,
         jit_max_duration=jit_max_duration,
         jit_request_ttl=jit_request_ttl,
+        via=via,
     )
 
 
@@ -1103,6 +1128,14 @@ def _check_listeners_distinct(
     if gateway.admin_listen is not None:
         admin = _parse_listen(_Table({}, "gateway.", ""), "admin_listen", gateway.admin_listen)
         bound.append(("[gateway] admin_listen", admin))
+    if gateway.agent_listen is not None:
+        agents = _parse_listen(_Table({}, "gateway.", ""), "agent_listen", gateway.agent_listen)
+        for owner, other in bound:
+            if _clash(agents, other):
+                raise ConfigError(
+                    f"listens on the same address as {owner}", key="gateway.agent_listen"
+                )
+        bound.append(("[gateway] agent_listen", agents))
     for connection in connections:
         table = _Table({}, "", connection.name)
         listener = _parse_listen(table, "listen", connection.listen)

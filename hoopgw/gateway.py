@@ -14,11 +14,14 @@ from twisted.internet import defer, protocol, ssl, task, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from hoopgw.admin.api import build_site
 from hoopgw.admin.metrics import GatewayMetrics
 from hoopgw.admin.sessions import SessionControl
+from hoopgw.agent.hub import AgentHub
+from hoopgw.agent.tokens import AgentTokens
 from hoopgw.approvals import ApprovalService
 from hoopgw.audit import AuditWriter, CheckpointSettings, spawn_writer_process
 from hoopgw.authn import Authenticator, build_authenticator
@@ -141,8 +144,10 @@ class Gateway:
         self.config = config
         self.reactor = reactor
         self.sessions = SessionRegistry(on_added=self._session_added)
+        self.agents: AgentHub | None = None
         self.metrics = GatewayMetrics(
             sessions=self.sessions,
+            agents_connected=lambda: 0 if self.agents is None else len(self.agents.online),
             audit_pending=lambda: 0 if self.audit is None else self.audit.pending_records,
             login_backoff=self._login_backoff,
         )
@@ -204,7 +209,21 @@ class Gateway:
         server_tls = None
         if gw.tls_cert and gw.tls_key:
             server_tls = server_tls_options(gw.tls_cert, gw.tls_key)
+        if gw.agent_listen is not None:
+            self.agents = AgentHub(
+                tokens=AgentTokens(self._store),
+                store=self._store,
+                reactor=self.reactor,
+                sessions=self.sessions,
+            )
         try:
+            if self.agents is not None and gw.agent_listen is not None:
+                assert gw.tls_cert and gw.tls_key  # checked by the config
+                agent_tls: Any = server_tls_options(gw.tls_cert, gw.tls_key, alpn=())
+                factory = TLSMemoryBIOFactory(agent_tls, False, self.agents.factory())
+                self._ports.append((yield self._listen(gw.agent_listen, factory, "agents")))
+                self.agents.start()
+                log.info("agents connect on {listen} (TLS)", listen=gw.agent_listen)
             for connection in self.config.connections:
                 runtime = self._runtime(connection, authenticator, server_tls)
                 spec = load_protocol(connection.protocol)
@@ -221,7 +240,7 @@ class Gateway:
                     listen=connection.listen,
                     target=connection.target,
                 )
-                if options.read_only:
+                if options.read_only and connection.via is None:
                     self._check_login(connection, spec, options)
             if gw.admin_listen is not None:
                 admin_tls = None
@@ -254,7 +273,8 @@ class Gateway:
             raise
         self._listening = True
         for connection in self.config.connections:
-            self._probe_target(connection)
+            if connection.via is None:
+                self._probe_target(connection)
 
     def _probe_target(self, connection: ConnectionConfig) -> defer.Deferred[None]:
         """Warn (not fatal) when a connection's target does not accept a TCP connection now:
@@ -379,6 +399,9 @@ class Gateway:
             server_tls=server_tls,
             store=self._store,
             upstream_failed=self.metrics.upstream_errors_total.labels(name).inc,
+            upstream=None
+            if connection.via is None or self.agents is None
+            else self.agents.connector(connection.via),
         )
 
     @defer.inlineCallbacks
@@ -395,6 +418,8 @@ class Gateway:
         if self.authenticator is not None:
             self.authenticator.stop()
         yield defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in ports])
+        if self.agents is not None:
+            self.agents.stop()
         if self.approvals is not None:
             # Pending reviews end as aborted (their clients get an error) before sessions end.
             yield self.approvals.stop().addErrback(

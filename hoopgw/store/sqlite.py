@@ -29,6 +29,7 @@ from hoopgw.errors import StoreError
 from hoopgw.scram import ScramVerifier
 from hoopgw.store import migrations
 from hoopgw.store.base import ApiKeyRecord, Store
+from hoopgw.store.sqlite_agents import SQLiteAgentStore
 from hoopgw.store.sqlite_reviews import SQLiteReviewStore
 from hoopgw.store.sqlite_ssh_keys import SQLiteSshKeyStore
 
@@ -76,7 +77,7 @@ def _create_private(path: str) -> None:
         os.close(fd)
 
 
-class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
+class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, SQLiteAgentStore, Store):
     """A :class:`~hoopgw.store.base.Store` in one SQLite file.
 
     The connection is opened by the constructor and belongs to the thread that made it.

@@ -120,11 +120,18 @@ def test_the_config_compose_mounts_is_valid(compose: dict[str, Any], tmp_path: P
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
-def test_the_systemd_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
-    unit = (ROOT / "deploy" / "hoopgw.service").read_text()
-    assert "ExecStart=/opt/hoopgw/bin/hoopgw run -c /etc/hoopgw/hoopgw.toml" in unit
+@pytest.mark.parametrize(
+    ("name", "command"),
+    [
+        ("hoopgw.service", "run -c /etc/hoopgw/hoopgw.toml"),
+        ("hoopgw-agent.service", "agent -c /etc/hoopgw/agent.toml"),
+    ],
+)
+def test_the_systemd_unit_verifies_and_is_hardened(tmp_path: Path, name: str, command: str) -> None:
+    unit = (ROOT / "deploy" / name).read_text()
+    assert f"ExecStart=/opt/hoopgw/bin/hoopgw {command}" in unit
     # verify checks that the program exists: point it at this environment's.
-    local = tmp_path / "hoopgw.service"
+    local = tmp_path / name
     local.write_text(
         unit.replace("/opt/hoopgw/bin/hoopgw", str(Path(sys.executable).with_name("hoopgw")))
     )

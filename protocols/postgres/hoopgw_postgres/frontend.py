@@ -21,7 +21,7 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hoopgw.errors import AccessDenied, AuthenticationError, PluginError
+from hoopgw.errors import AccessDenied, AuthenticationError, PluginError, UpstreamUnavailable
 from hoopgw.ledger import CommandLedger
 from hoopgw.protocol import ConnectionRuntime
 from hoopgw.scram import DEFAULT_ITERATIONS, ScramVerifier
@@ -39,7 +39,6 @@ from hoopgw.transport import (
     READ_PAUSE_LOGIN,
     ReadGate,
     client_tls_options,
-    connect,
     is_loopback,
     send_now,
     set_no_delay,
@@ -610,7 +609,7 @@ class ClientSession(protocol.Protocol):
             if tls.sslmode == "disable"
             else client_tls_options(tls.sslmode, tls.server_name or host, tls.ca_file),
         )
-        d = connect(self.runtime.reactor, host, int(port), self.upstream)
+        d = self.runtime.connect_upstream(host, int(port), self.upstream)
 
         def failed(failure: Failure) -> None:
             log.info(
@@ -618,7 +617,10 @@ class ClientSession(protocol.Protocol):
                 target=config.target,
                 why=failure.getErrorMessage(),
             )
-            self.upstream_failed("08006", f"the target {config.target} is unreachable")
+            message = f"the target {config.target} is unreachable"
+            if failure.check(UpstreamUnavailable):
+                message += f": {failure.getErrorMessage()}"
+            self.upstream_failed("08006", message)
 
         d.addErrback(failed)
 
@@ -728,7 +730,7 @@ class ClientSession(protocol.Protocol):
                 self.transport.write(request)
                 self.transport.loseConnection()
 
-        connect(self.runtime.reactor, host.strip("[]"), int(port), _Cancel()).addErrback(
+        self.runtime.connect_upstream(host.strip("[]"), int(port), _Cancel()).addErrback(
             lambda f: log.info("cancel could not reach the target: {why}", why=f.getErrorMessage())
         )
 

@@ -1318,6 +1318,11 @@ class ClientSession(protocol.Protocol):
             pending.cancel()
         if self.upstream is not None:
             self.upstream.close()
+        # A TLS transport closes only once no producer is registered with it (the upstream's
+        # reader is, once the session is ready): without this a client over TLS waits forever
+        # after a FATAL the gateway sends on its own (terminate: a revoked key, an agent gone).
+        if self._phase == "ready":
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
         self._end_session(reason or message)
 

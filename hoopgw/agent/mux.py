@@ -93,6 +93,7 @@ class Stream:
         self._reading_paused = False
         self._local_ended = False
         self._sent_end = False
+        self._remote_ended = False
         self.closed = False
 
     def attach(self, pipe: Pipe) -> None:
@@ -129,6 +130,7 @@ class Stream:
 
     def remote_ended(self) -> None:
         """The peer ended the stream: close the pipe once its buffer is written."""
+        self._remote_ended = True
         if self.pipe is not None:
             self.pipe.transport.loseConnection()
         else:
@@ -206,7 +208,7 @@ class Stream:
             self.pipe.transport.resumeProducing()
 
     def _finish_if_done(self) -> None:
-        if self._sent_end and self.mux.h2.streams.get(self.id) is None:
+        if self._sent_end and self._remote_ended:
             self.closed = True
             self.mux.forget(self.id)
 

@@ -107,9 +107,18 @@ class PrivateNetwork:
     def cut_agent_connections(self, port: int) -> None:
         """Abort the agent's TCP connections to the gateway (``ss -K``, inside the namespace)."""
         done = _run(
-            "ip", "netns", "exec", self.namespace,
-            "ss", "-K", "dst", self.gateway_address, "dport", "=", f":{port}",
-        )  # fmt: skip
+            "ip",
+            "netns",
+            "exec",
+            self.namespace,
+            "ss",
+            "-K",
+            "dst",
+            self.gateway_address,
+            "dport",
+            "=",
+            f":{port}",
+        )
         assert done.returncode == 0, done.stderr
 
 
@@ -285,19 +294,33 @@ def through_agent(
 
 def _pg(setup: Setup, key: str, name: str = "pg") -> psycopg.Connection[Any]:
     return psycopg.connect(
-        host="127.0.0.1", port=setup.ports[name], user="alice", password=key, dbname="postgres",
+        host="127.0.0.1",
+        port=setup.ports[name],
+        user="alice",
+        password=key,
+        dbname="postgres",
         connect_timeout=10,
-    )  # fmt: skip
+    )
 
 
 def _mysql(setup: Setup, key: str, database: str, sql: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [
-            "mysql", "--host=127.0.0.1", f"--port={setup.ports['my']}", "--user=alice",
-            f"--password={key}", "--batch", "--skip-ssl", database, "-e", sql,
+            "mysql",
+            "--host=127.0.0.1",
+            f"--port={setup.ports['my']}",
+            "--user=alice",
+            f"--password={key}",
+            "--batch",
+            "--skip-ssl",
+            database,
+            "-e",
+            sql,
         ],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _ssh(setup: Setup, client_key: Path, folder: Path, command: str) -> subprocess.Popen[str]:
@@ -307,13 +330,31 @@ def _ssh(setup: Setup, client_key: Path, folder: Path, command: str) -> subproce
     known_hosts.write_text(f"[127.0.0.1]:{setup.ports['ssh']} {public[0]} {public[1]}\n")
     return subprocess.Popen(
         [
-            "ssh", "-F", "/dev/null", "-p", str(setup.ports["ssh"]),
-            "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes",
-            "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes", "-i", str(client_key),
-            "-o", "ConnectTimeout=10", "alice@127.0.0.1", command,
+            "ssh",
+            "-F",
+            "/dev/null",
+            "-p",
+            str(setup.ports["ssh"]),
+            "-o",
+            f"UserKnownHostsFile={known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-i",
+            str(client_key),
+            "-o",
+            "ConnectTimeout=10",
+            "alice@127.0.0.1",
+            command,
         ],
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.fixture
@@ -354,10 +395,24 @@ def test_psql_mysql_and_ssh_through_the_agent(
     assert '"status": "online"' in listed.stdout, listed
 
     psql = subprocess.run(
-        ["psql", "-h", "127.0.0.1", "-p", str(setup.ports["pg"]), "-U", "alice", "-d", "postgres",
-         "-Atc", "SELECT 'through ' || 'the agent', count(*) FROM generate_series(1, 100000)"],
-        env={**os.environ, "PGPASSWORD": key}, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        [
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(setup.ports["pg"]),
+            "-U",
+            "alice",
+            "-d",
+            "postgres",
+            "-Atc",
+            "SELECT 'through ' || 'the agent', count(*) FROM generate_series(1, 100000)",
+        ],
+        env={**os.environ, "PGPASSWORD": key},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert psql.returncode == 0, (psql.stderr, setup.gateway.stderr_text(), setup.agent_text())
     assert psql.stdout.strip() == "through the agent|100000"
 
@@ -405,11 +460,24 @@ def test_losing_the_agent_connection_ends_its_sessions_and_it_reconnects(
     _wait_for("the agent to come online", lambda: setup.online_count() == 1)
 
     psql = subprocess.Popen(
-        ["psql", "-h", "127.0.0.1", "-p", str(setup.ports["pg"]), "-U", "alice", "-d", "postgres",
-         "-c", "SELECT pg_sleep(60)"],
-        env={**os.environ, "PGPASSWORD": key}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [
+            "psql",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(setup.ports["pg"]),
+            "-U",
+            "alice",
+            "-d",
+            "postgres",
+            "-c",
+            "SELECT pg_sleep(60)",
+        ],
+        env={**os.environ, "PGPASSWORD": key},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-    )  # fmt: skip
+    )
     mysql = _mysql(setup, key, mysql_database.name, "SELECT SLEEP(60)")
     ssh = _ssh(setup, client_key, tmp_path, "sleep 60")
     _wait_for("three streams", lambda: setup.agent_text().count("open to 127.0.0.1") >= 3)

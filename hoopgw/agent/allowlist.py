@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 
 import attrs
 
@@ -78,7 +79,23 @@ def normalise_host(host: str) -> str:
         return str(_address(host))
     if len(host) > _MAX_NAME or not _NAME.fullmatch(host):
         raise ValueError(f"{host!r} is neither an IP address nor a DNS name")
+    if _legacy_address(host):
+        # 127.1, 0x7f.0.0.1, 2130706433, 010.0.0.1: the resolver reads these as addresses
+        # (inet_aton) although they are not written as one; a name rule must never match them.
+        raise ValueError(f"{host!r} is an address in a legacy form: write it as {_dotted(host)}")
     return host
+
+
+def _legacy_address(host: str) -> bool:
+    try:
+        socket.inet_aton(host)
+    except OSError:
+        return False
+    return True
+
+
+def _dotted(host: str) -> str:
+    return socket.inet_ntoa(socket.inet_aton(host))
 
 
 def _split(entry: str) -> tuple[str, str]:

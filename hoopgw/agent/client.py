@@ -92,7 +92,11 @@ def tls_creator(config: AgentConfig) -> Any:
     assert config.ca_file is not None
     with open(config.ca_file, "rb") as f:
         trust = ssl.Certificate.loadPEM(f.read())
-    return ssl.optionsForClientTLS(config.server_name, trustRoot=trust)
+    return ssl.optionsForClientTLS(
+        config.server_name,
+        trustRoot=trust,
+        extraCertificateOptions={"raiseMinimumTo": ssl.TLSVersion.TLSv1_2},
+    )
 
 
 @implementer(IHandshakeListener)

@@ -96,3 +96,15 @@ def test_normalise_host() -> None:
     assert normalise_host("DB.Internal.") == "db.internal"
     with pytest.raises(ValueError):
         normalise_host("db internal")
+
+
+@pytest.mark.parametrize("host", ["127.1", "0x7f.0.0.1", "2130706433", "010.0.0.1", "10.1"])
+def test_legacy_address_forms_never_match_a_name_rule(host: str) -> None:
+    # The resolver reads these as addresses: a wildcard must not let one through as a name.
+    with pytest.raises(ValueError, match="is not a DNS name"):
+        AllowList.parse(["*.1:22"])
+    assert not AllowList.parse(["*.example:22", "127.0.0.1:22", "10.0.0.0/8:22"]).permits(host, 22)
+    with pytest.raises(ValueError, match="legacy form"):
+        normalise_host(host)
+    with pytest.raises(ValueError, match="is not a DNS name"):
+        parse_rule(f"{host}:22")

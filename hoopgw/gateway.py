@@ -71,10 +71,13 @@ def build_chain(
     audit: AuditWriter | None = None,
     approvals: ApprovalService | None = None,
     on_decided: Callable[[Verdict], None] | None = None,
+    upstream: Any = None,
 ) -> PluginChain:
     """Build the plugin chain of one connection (one instance of each plugin it names).
 
     :param on_decided: called with each command's final verdict (the gateway counts them).
+    :param upstream: the connection's upstream connector (a network agent's), for the side
+        connections of plugins; None for direct.
     """
     info = connection_info(connection)
     plugins = []
@@ -87,6 +90,7 @@ def build_chain(
             log=Logger(namespace=f"hoopgw.plugins.{name}"),
             reactor=reactor,
             approvals=approvals,
+            connect_upstream=None if upstream is None else upstream.connect,
         )
         plugins.append((name, cls(context)))
     return PluginChain(
@@ -373,6 +377,11 @@ class Gateway:
     ) -> ConnectionRuntime:
         name = connection.name
         info = connection_info(connection)
+        upstream = (
+            None
+            if connection.via is None or self.agents is None
+            else self.agents.connector(connection.via)
+        )
         chain = build_chain(
             connection,
             reactor=self.reactor,
@@ -380,6 +389,7 @@ class Gateway:
             audit=self.audit,
             approvals=self.approvals,
             on_decided=self.metrics.verdict_counter(name),
+            upstream=upstream,
         )
         if self.approvals is not None:
 
@@ -399,9 +409,7 @@ class Gateway:
             server_tls=server_tls,
             store=self._store,
             upstream_failed=self.metrics.upstream_errors_total.labels(name).inc,
-            upstream=None
-            if connection.via is None or self.agents is None
-            else self.agents.connector(connection.via),
+            upstream=upstream,
         )
 
     @defer.inlineCallbacks

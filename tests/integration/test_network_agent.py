@@ -230,7 +230,8 @@ def through_agent(
     my_secret.write_text(mysql_database.password)
     my_secret.chmod(0o600)
     agent_port = free_port(net.gateway_address)
-    ports = {name: free_port() for name in ("my", "ssh", "pg-denied")}
+    ports = {name: free_port() for name in ("my", "ssh", "pg-denied", "pg-guarded")}
+    targets["pg-guarded"] = targets["pg"]
 
     def document(workdir: Path, port: int) -> dict[str, Any]:
         ports["pg"] = port
@@ -264,6 +265,15 @@ def through_agent(
                 ),
                 ssh,
                 connection("pg-denied", "postgres", {"user": "postgres"}),
+                {
+                    **connection("pg-guarded", "postgres", {"user": "postgres"}),
+                    "plugins": ["guardrails"],
+                    "guardrails": {
+                        "preset": "agent-readonly",
+                        "catalog_user": "postgres",
+                        "catalog_sslmode": "disable",
+                    },
+                },
             ],
         }
 
@@ -433,6 +443,37 @@ def test_psql_mysql_and_ssh_through_the_agent(
     out, err = ssh.communicate(timeout=60)
     assert out == "through-ssh\n", (err, setup.gateway.stderr_text(), setup.agent_text())
     assert ssh.returncode == 4
+
+
+def test_plugins_read_the_targets_catalog_through_the_agent(
+    through_agent: Setup, client_key: Path, pg_server: Any, pg_database: str
+) -> None:
+    setup = through_agent
+    key = _logins(setup, client_key)
+    with psycopg.connect(
+        host=pg_server.host, port=pg_server.port, user="postgres", dbname=pg_database
+    ) as c:
+        c.execute(
+            "CREATE FUNCTION agent_count() RETURNS int STABLE RETURN 5;"
+            "CREATE TABLE agent_canary (id int);"
+            "CREATE FUNCTION agent_wipe() RETURNS int VOLATILE LANGUAGE sql"
+            " AS 'DELETE FROM agent_canary; SELECT 0'"
+        )
+    setup.start_agent()
+    _wait_for("the agent to come online", lambda: setup.online_count() == 1)
+    # guardrails judges a user function by what the target's catalog says: its side
+    # connection for that goes through the agent too (directly, it could not reach the target).
+    with psycopg.connect(
+        host="127.0.0.1",
+        port=setup.ports["pg-guarded"],
+        user="alice",
+        password=key,
+        dbname=pg_database,
+        connect_timeout=10,
+    ) as conn:
+        assert conn.execute("SELECT agent_count()").fetchone() == (5,)
+        with pytest.raises(psycopg.Error, match="opaque-code"):
+            conn.execute("SELECT agent_wipe()")
 
 
 def test_a_target_off_the_allow_list_is_refused(through_agent: Setup, client_key: Path) -> None:

@@ -301,6 +301,7 @@ class MaskingPlugin:
                 user=options["catalog_user"],
                 password=password.decode() if password is not None else None,
                 sslmode=options["catalog_sslmode"],
+                connect=context.connect_upstream,
             )
         self._plans: dict[str, tuple[list[Column], list[tuple[int, str, bool]]]] = {}
 

@@ -17,7 +17,7 @@ Limits, and how they fail closed:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
 from typing import Any
 
@@ -97,8 +97,14 @@ class CatalogReader:
         password: str | None,
         sslmode: str,
         timeout: float = 10.0,
+        connect: Callable[..., Any] | None = None,
     ) -> None:
+        """
+        :param connect: opens the side connection's TCP connection (a network agent's, see
+            :attr:`hoopgw.plugin.PluginContext.connect_upstream`); None connects directly.
+        """
         self._reactor = reactor
+        self._connect = connect
         self._target = target
         self._user = user
         self._password = password
@@ -130,4 +136,5 @@ class CatalogReader:
             query=CATALOG_QUERY,
             application_name="hoopgw-masking-catalog",
             timeout=self._timeout,
+            connect=self._connect,
         ).addCallback(rows)

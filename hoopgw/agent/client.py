@@ -125,6 +125,8 @@ class GatewayLink(protocol.Protocol):
                 self.transport.abortConnection()
                 return
         self.heard = self.client.reactor.seconds()
+        # Many small frames share this connection: Nagle's algorithm would hold them back.
+        set_no_delay(self.transport)
         self.transport.write(encode_hello(self.client.config.token.reveal()))
 
     def dataReceived(self, data: bytes) -> None:

@@ -31,7 +31,7 @@ from hoopgw.agent.wire import (
     parse_hello,
 )
 from hoopgw.errors import AuthenticationError, StoreError, UpstreamUnavailable
-from hoopgw.transport import CONNECT_TIMEOUT
+from hoopgw.transport import CONNECT_TIMEOUT, set_no_delay
 
 __all__ = ["AgentConnector", "AgentHub", "AgentLink"]
 
@@ -67,6 +67,8 @@ class AgentLink(protocol.Protocol):
 
     def connectionMade(self) -> None:
         """Wait for the hello, not forever."""
+        # Many small frames share this connection: Nagle's algorithm would hold them back.
+        set_no_delay(self.transport)
         self.heard = self.connected_at = self.hub.reactor.seconds()
         self._hello_timeout = self.hub.reactor.callLater(HELLO_TIMEOUT, self._no_hello)
 
@@ -182,7 +184,7 @@ class AgentConnector:
         def refused(failure: Failure) -> Failure:
             if failure.check(StreamRefused):
                 why = failure.getErrorMessage()
-                log.info(
+                log.warn(
                     "agent {name}: stream to {where} failed: {why}",
                     name=self.name,
                     where=where,

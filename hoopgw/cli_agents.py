@@ -67,7 +67,7 @@ def agent_status(online: bool, last_seen_at: float | None, *, now: float) -> str
 
 def _create(args: argparse.Namespace) -> int:
     from hoopgw.agent.tokens import AgentTokens
-    from hoopgw.config import load_config
+    from hoopgw.config.load import load_config
 
     config = load_config(args.config)
     with opened_store(config) as store:
@@ -85,7 +85,7 @@ def _create(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from hoopgw.config import load_config
+    from hoopgw.config.load import load_config
 
     with opened_store(load_config(args.config)) as store:
         records = store.list_agents()
@@ -120,7 +120,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    from hoopgw.config import load_config
+    from hoopgw.config.load import load_config
 
     with opened_store(load_config(args.config)) as store:
         revoked = store.revoke_agent(args.name, when=time.time())

@@ -75,6 +75,9 @@ def normalise_host(host: str) -> str:
     """
     host = host.strip("[]") if host.startswith("[") else host
     host = host.lower().removesuffix(".")
+    if "%" in host:
+        # fe80::1%eth0: the scope picks an interface the entry does not name.
+        raise ValueError(f"{host!r} has a scope (an interface); scoped addresses are not allowed")
     if _address(host) is not None:
         return str(_address(host))
     if len(host) > _MAX_NAME or not _NAME.fullmatch(host):

@@ -55,6 +55,11 @@ def test_a_name_never_matches_an_address_entry_and_the_other_way_round() -> None
     assert not AllowList.parse(["10.0.0.5:22"]).permits("::ffff:10.0.0.5", 22)
 
 
+def test_scoped_addresses_never_match() -> None:
+    assert not AllowList.parse(["[fe80::/64]:22"]).permits("fe80::1%eth0", 22)
+    assert AllowList.parse(["[fe80::/64]:22"]).permits("fe80::1", 22)
+
+
 def test_an_empty_list_allows_nothing_and_malformed_hosts_never_match() -> None:
     assert not AllowList.parse([]).permits("db.internal", 5432)
     rules = AllowList.parse(["*.internal:5432"])

@@ -16,6 +16,7 @@ from typing import Any
 
 import h2.events
 import h2.exceptions
+from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 from twisted.internet import defer, protocol, ssl, task
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
@@ -76,13 +77,7 @@ class _PinnedTLS:
         return connection
 
 
-def _der_encoding() -> Any:
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    return Encoding.DER
-
-
-_DER = _der_encoding()
+_DER = Encoding.DER
 
 
 def tls_creator(config: AgentConfig) -> Any:

@@ -55,7 +55,6 @@ class AgentLink(protocol.Protocol):
         self.name: str | None = None
         self.mux: Multiplexer | None = None
         self.heard = 0.0
-        self.connected_at = 0.0
         self._reader: LineReader | None = LineReader()
         self._hello_timeout: Any = None
 
@@ -69,7 +68,7 @@ class AgentLink(protocol.Protocol):
         """Wait for the hello, not forever."""
         # Many small frames share this connection: Nagle's algorithm would hold them back.
         set_no_delay(self.transport)
-        self.heard = self.connected_at = self.hub.reactor.seconds()
+        self.heard = self.hub.reactor.seconds()
         self._hello_timeout = self.hub.reactor.callLater(HELLO_TIMEOUT, self._no_hello)
 
     def _no_hello(self) -> None:

@@ -28,7 +28,7 @@ import attrs
 import psycopg
 import pytest
 
-from tests.conftest import HOOPGW_COMMAND, RunningGateway, free_port
+from tests.conftest import HOOPGW_COMMAND, RunningGateway, free_port, mysql_admin
 
 pytestmark = pytest.mark.integration
 
@@ -493,7 +493,7 @@ def test_a_target_off_the_allow_list_is_refused(through_agent: Setup, client_key
 
 
 def test_losing_the_agent_connection_ends_its_sessions_and_it_reconnects(
-    through_agent: Setup, mysql_database: Any, client_key: Path, tmp_path: Path
+    through_agent: Setup, mysql_database: Any, pg_server: Any, client_key: Path, tmp_path: Path
 ) -> None:
     setup = through_agent
     key = _logins(setup, client_key)
@@ -521,8 +521,34 @@ def test_losing_the_agent_connection_ends_its_sessions_and_it_reconnects(
     )
     mysql = _mysql(setup, key, mysql_database.name, "SELECT SLEEP(60)")
     ssh = _ssh(setup, client_key, tmp_path, "sleep 60")
+
+    # Each session is running its command on the target (seen from the target's side).
+    def running(sql: str, query: str, **connect: Any) -> Callable[[], bool]:
+        def check() -> bool:
+            if "mysql" in connect:
+                with mysql_admin(connect["mysql"]) as admin, admin.cursor() as cursor:
+                    cursor.execute(query)
+                    return any(sql in str(row) for row in cursor.fetchall())
+            with psycopg.connect(**connect, user="postgres", dbname="postgres") as admin:
+                return any(sql in str(row) for row in admin.execute(query).fetchall())
+
+        return check
+
+    _wait_for(
+        "psql's statement",
+        running(
+            "pg_sleep(60)",
+            "SELECT query FROM pg_stat_activity",
+            host=pg_server.host,
+            port=pg_server.port,
+        ),
+    )
+    _wait_for(
+        "mysql's statement",
+        running("SLEEP(60)", "SHOW FULL PROCESSLIST", mysql=mysql_database.server),
+    )
+    _wait_for("the ssh channel", lambda: "opening channel" in setup.gateway.stderr_text())
     _wait_for("three streams", lambda: setup.agent_text().count("open to 127.0.0.1") >= 3)
-    time.sleep(0.5)  # the sessions send their statements
 
     setup.network.cut_agent_connections(setup.agent_port)
     outputs = {}

@@ -428,8 +428,6 @@ class Gateway:
         if self.authenticator is not None:
             self.authenticator.stop()
         yield defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in ports])
-        if self.agents is not None:
-            self.agents.stop()
         if self.approvals is not None:
             # Pending reviews end as aborted (their clients get an error) before sessions end.
             yield self.approvals.stop().addErrback(
@@ -443,6 +441,9 @@ class Gateway:
         deadline = self.reactor.seconds() + self.config.gateway.shutdown_grace
         while len(self.sessions) and self.reactor.seconds() < deadline:
             yield task.deferLater(self.reactor, 0.05, lambda: None)
+        # After the sessions: theirs is the "gateway stopping" goodbye, not the agents' loss.
+        if self.agents is not None:
+            self.agents.stop()
         if self.audit is not None:
             yield self.audit.stop()
         if self._store is not None:

@@ -487,9 +487,15 @@ def test_a_target_off_the_allow_list_is_refused(through_agent: Setup, client_key
     assert f"agent '{AGENT}' could not open" in str(refused.value)
     _wait_for("the agent to log the refusal", lambda: "refused a stream to" in setup.agent_text())
     assert "not on the agent's allow-list" in setup.gateway.stderr_text()
-    # The allowed connection still works.
-    with _pg(setup, key) as conn:
-        assert conn.execute("SELECT 1").fetchone() == (1,)
+    # The allowed connection still works; stopping the gateway ends it with the gateway's
+    # goodbye (not the loss of the agent, whose connection closes after the sessions).
+    conn = _pg(setup, key)
+    assert conn.execute("SELECT 1").fetchone() == (1,)
+    setup.gateway.stop()
+    with pytest.raises(psycopg.OperationalError, match="gateway stopping"):
+        conn.execute("SELECT 2")
+    conn.close()
+    assert "lost its connection to the gateway" not in setup.gateway.stderr_text()
 
 
 def test_losing_the_agent_connection_ends_its_sessions_and_it_reconnects(

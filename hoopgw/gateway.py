@@ -281,6 +281,8 @@ class Gateway:
         for connection in self.config.connections:
             if connection.via is None:
                 self._probe_target(connection)
+            elif self.agents is not None:
+                self.agents.check_registered(connection.name, connection.via)
 
     def _probe_target(self, connection: ConnectionConfig) -> defer.Deferred[None]:
         """Warn (not fatal) when a connection's target does not accept a TCP connection now:

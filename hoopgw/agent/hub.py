@@ -254,6 +254,29 @@ class AgentHub:
         for link in list(self.online.values()):
             link.transport.loseConnection()
 
+    def check_registered(self, connection: str, name: str) -> None:
+        """Warn (not fatal) when the connection's ``via`` names no registered agent: its
+        sessions will be refused as offline until one is registered and connects."""
+        try:
+            record = self.store.get_agent(name) if self.store is not None else None
+        except StoreError as exc:
+            log.warn("cannot read agent {name}: {why}", name=name, why=exc)
+            return
+        if record is None:
+            log.warn(
+                "connection {connection}: agent {name} is not registered (hoopgw agents create"
+                " {name}); its sessions are refused until it is and connects",
+                connection=connection,
+                name=name,
+            )
+        elif record.revoked_at is not None:
+            log.warn(
+                "connection {connection}: the token of agent {name} is revoked; its sessions"
+                " are refused",
+                connection=connection,
+                name=name,
+            )
+
     def _round(self) -> None:
         for name, link in list(self.online.items()):
             try:

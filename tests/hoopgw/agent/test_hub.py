@@ -11,6 +11,7 @@ import pytest
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from hoopgw.agent.hub import HELLO_TIMEOUT, PING_INTERVAL, AgentHub, AgentLink
 from hoopgw.agent.mux import Multiplexer, Stream
@@ -229,3 +230,26 @@ def test_rounds_ping_record_and_drop_revoked_or_silent_agents(
     hub.reactor.advance(3 * PING_INTERVAL)
     assert quiet.transport.disconnecting
     hub.stop()
+
+
+def test_an_unregistered_or_revoked_agent_is_warned_about(
+    hub: AgentHub, store: SQLiteStore
+) -> None:
+    seen: list[str] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if event.get("log_level") == LogLevel.warn and event.get("log_namespace") == "hoopgw.agent":
+            seen.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        hub.check_registered("pg", "ghost")
+        AgentTokens(store).create("edge", now=1.0)
+        hub.check_registered("pg", "edge")
+        AgentTokens(store).revoke("edge", now=2.0)
+        hub.check_registered("pg", "edge")
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert len(seen) == 2
+    assert "agent ghost is not registered (hoopgw agents create ghost)" in seen[0]
+    assert "the token of agent edge is revoked" in seen[1]

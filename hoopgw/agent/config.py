@@ -25,7 +25,7 @@ import attrs
 
 from hoopgw.agent.allowlist import AllowList
 from hoopgw.errors import ConfigError
-from hoopgw.logs import FORMATS, LEVELS
+from hoopgw.runtime.logs import FORMATS, LEVELS
 from hoopgw.secrets import Secret, resolve_secret
 
 __all__ = ["AgentConfig", "load_agent_config", "parse_agent_config"]

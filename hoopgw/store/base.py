@@ -18,6 +18,7 @@ import attrs
 from hoopgw.audit.chain import AuditRecord
 from hoopgw.records import AuditEntry
 from hoopgw.scram import ScramVerifier
+from hoopgw.store.agents import AgentStore
 from hoopgw.store.reviews import ReviewStore
 from hoopgw.store.ssh_keys import SshKeyStore
 
@@ -50,8 +51,9 @@ class ApiKeyRecord:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
 
-class Store(ReviewStore, SshKeyStore):
-    """Where audit records, session projections, API keys, SSH keys, reviews and grants are kept.
+class Store(ReviewStore, SshKeyStore, AgentStore):
+    """Where audit records, session projections, API keys, SSH keys, agents,
+    reviews and grants are kept.
 
     Every method may raise :class:`~hoopgw.errors.StoreError`; none raises anything else for
     a storage problem. An instance is used from one thread only.

@@ -37,9 +37,22 @@ class StoreError(HoopgwError):
     """The audit store cannot read or write; commands that need it are refused."""
 
 
+STORE_UNAVAILABLE = (
+    "the gateway's store is unavailable, so no login can be checked; try again later"
+)
+"""What a client is told when its login cannot be checked because the store fails (a refusal
+of the gateway's own, which counts toward no login back-off)."""
+
+
 class AuthenticationError(HoopgwError):
     """A caller's credential was not accepted. The message is safe to show to the caller."""
 
 
 class AccessDenied(HoopgwError):
     """An authenticated identity may not use this connection."""
+
+
+class UpstreamUnavailable(HoopgwError):
+    """The gateway cannot open the upstream connection of a connection that reaches its target
+    through a network agent (the agent is offline, refused the target, or could not reach
+    it). The message names the agent and the target and is safe to show to the client."""

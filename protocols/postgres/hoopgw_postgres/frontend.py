@@ -21,7 +21,14 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hoopgw.errors import AccessDenied, AuthenticationError, PluginError
+from hoopgw.errors import (
+    STORE_UNAVAILABLE,
+    AccessDenied,
+    AuthenticationError,
+    PluginError,
+    StoreError,
+    UpstreamUnavailable,
+)
 from hoopgw.ledger import CommandLedger
 from hoopgw.protocol import ConnectionRuntime
 from hoopgw.scram import DEFAULT_ITERATIONS, ScramVerifier
@@ -39,7 +46,6 @@ from hoopgw.transport import (
     READ_PAUSE_LOGIN,
     ReadGate,
     client_tls_options,
-    connect,
     is_loopback,
     send_now,
     set_no_delay,
@@ -332,7 +338,7 @@ class ClientSession(protocol.Protocol):
         self.client_tls = True
 
     def _cancel_request(self, request: Any) -> None:
-        target = self.runtime.sessions.by_cancel_key((request.pid, request.key))
+        target = self.runtime.sessions.by_cancel_key(request.pid, request.key)
         if isinstance(target, ClientSession):
             target.forward_cancel()
         # As PostgreSQL does, say nothing either way and close.
@@ -426,9 +432,15 @@ class ClientSession(protocol.Protocol):
                     self._phase = "checking"
                     self._check_login(refused)
                     return
-                found = self.runtime.authenticator.keys.scram_verifier(
-                    self._params["user"], now=time.time()
-                )
+                try:
+                    found = self.runtime.authenticator.keys.scram_verifier(
+                        self._params["user"], now=time.time()
+                    )
+                except StoreError as exc:
+                    log.warn("SCRAM login refused: the store is unavailable: {why}", why=exc)
+                    self._phase = "checking"
+                    self._check_login(defer.fail(StoreError(STORE_UNAVAILABLE)))
+                    return
                 if found is None:
                     # Run the exchange against a verifier no proof fits, so an unknown user
                     # looks exactly like a wrong key.
@@ -454,7 +466,7 @@ class ClientSession(protocol.Protocol):
                 self._phase = "checking"
                 self._check_login(defer.succeed(identity))
         except AuthenticationError:
-            # Audited and slowed down like any other failure (see hoopgw.authn).
+            # Audited and slowed down like any other failure (see hoopgw.identity.authn).
             self._phase = "checking"
             self._check_login(
                 self.runtime.authenticator.failed(
@@ -500,6 +512,9 @@ class ClientSession(protocol.Protocol):
                 return _Refusal(code="28P01", message=str(failure.value))
             if failure.check(AccessDenied):
                 return _Refusal(code="28000", message=str(failure.value))
+            if failure.check(StoreError):
+                # cannot_connect_now: the gateway cannot check logins for the moment.
+                return _Refusal(code="57P03", message=STORE_UNAVAILABLE)
             return failure  # unexpected: _apply ends the session without showing it
 
         authenticated.addCallback(admit).addErrback(refused)
@@ -610,7 +625,7 @@ class ClientSession(protocol.Protocol):
             if tls.sslmode == "disable"
             else client_tls_options(tls.sslmode, tls.server_name or host, tls.ca_file),
         )
-        d = connect(self.runtime.reactor, host, int(port), self.upstream)
+        d = self.runtime.connect_upstream(host, int(port), self.upstream)
 
         def failed(failure: Failure) -> None:
             log.info(
@@ -618,7 +633,10 @@ class ClientSession(protocol.Protocol):
                 target=config.target,
                 why=failure.getErrorMessage(),
             )
-            self.upstream_failed("08006", f"the target {config.target} is unreachable")
+            message = f"the target {config.target} is unreachable"
+            if failure.check(UpstreamUnavailable):
+                message += f": {failure.getErrorMessage()}"
+            self.upstream_failed("08006", message)
 
         d.addErrback(failed)
 
@@ -651,11 +669,15 @@ class ClientSession(protocol.Protocol):
             self._auth_timer.cancel()
         out = [m.AuthenticationOk().encode()]
         out.extend(self._rewrite_parameters(self._upstream_parameters))
+        # The client sees the target's own process id (pg_backend_pid(), notifications and
+        # pg_terminate_backend agree with it) and a secret the gateway makes: the target's
+        # secret never leaves the gateway, so only a cancel request sent here can reach it.
+        pid = self._upstream_key[0]
         while True:
-            key = (secrets.randbits(31), secrets.token_bytes(4))
-            if self.runtime.sessions.add_cancel_key(key, self):
+            secret = secrets.token_bytes(4)
+            if self.runtime.sessions.add_cancel_key(pid, secret, self):
                 break
-        out.append(m.BackendKeyData(pid=key[0], key=key[1]).encode())
+        out.append(m.BackendKeyData(pid=pid, key=secret).encode())
         out.append(m.ReadyForQuery(status="I").encode())
         self.transport.writeSequence(out)
         # Each side pauses the other when its write buffer fills (portforward-style).
@@ -728,7 +750,7 @@ class ClientSession(protocol.Protocol):
                 self.transport.write(request)
                 self.transport.loseConnection()
 
-        connect(self.runtime.reactor, host.strip("[]"), int(port), _Cancel()).addErrback(
+        self.runtime.connect_upstream(host.strip("[]"), int(port), _Cancel()).addErrback(
             lambda f: log.info("cancel could not reach the target: {why}", why=f.getErrorMessage())
         )
 
@@ -1316,6 +1338,11 @@ class ClientSession(protocol.Protocol):
             pending.cancel()
         if self.upstream is not None:
             self.upstream.close()
+        # A TLS transport closes only once no producer is registered with it (the upstream's
+        # reader is, once the session is ready): without this a client over TLS waits forever
+        # after a FATAL the gateway sends on its own (terminate: a revoked key, an agent gone).
+        if self._phase == "ready":
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
         self._end_session(reason or message)
 

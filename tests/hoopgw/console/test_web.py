@@ -297,7 +297,13 @@ def test_a_cross_site_post_is_refused(site: Site) -> None:
     for kwargs in (
         {"origin": "https://evil.example"},
         {"origin": None},
+        {"origin": "null"},  # a sandboxed frame, a data: URL, a redirect chain
+        {"origin": ORIGIN + ".evil.example"},
+        {"origin": ORIGIN.replace("https:", "http:")},
+        {"origin": None, "headers": {"Referer": "https://evil.example/console/reviews"}},
+        {"origin": None, "headers": {"Referer": ORIGIN + "@evil.example/"}},
         {"headers": {"Sec-Fetch-Site": "cross-site"}},
+        {"headers": {"Sec-Fetch-Site": "same-site"}},
     ):
         request = site.call("POST", f"/console/reviews/{review_id}/decide", form, **kwargs)
         assert request.responseCode == 403, kwargs

@@ -74,6 +74,9 @@ class PluginChain:
         self._row_plugins = {i.plugin_name for i in self._pm.hook.server_rows.get_hookimpls()}
         self.has_audit_hooks = bool(self._pm.hook.audit_text.get_hookimpls())
         """Whether any plugin rewrites command text for the audit store."""
+        self.judges_commands = bool(self._pm.hook.client_command.get_hookimpls())
+        """Whether any plugin answers ``client_command``; when none does, every command is
+        allowed and :meth:`decide_command_at_once` decides it without a Deferred."""
 
     # -- decisions ---------------------------------------------------------------------------
 
@@ -178,6 +181,19 @@ class PluginChain:
         pending.append(first)
         first.addCallback(resolve).addCallback(report)
         return decided
+
+    def decide_command_at_once(self, session: SessionInfo, command: Command) -> Allow | None:
+        """Decide a command without a Deferred when no plugin judges commands: report it
+        allowed (``command_decided``, as :meth:`decide_command` would) and return ``Allow``.
+        Returns None, reporting nothing, when a plugin implements ``client_command``: the
+        caller then uses :meth:`decide_command`."""
+        if self.judges_commands:
+            return None
+        verdict = Allow()
+        if self._on_decided is not None:
+            self._on_decided(verdict)
+        self.notify("command_decided", session=session, command=command, verdict=verdict)
+        return verdict
 
     def _approve(
         self, session: SessionInfo, command: Command, hold: Hold

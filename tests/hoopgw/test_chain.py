@@ -271,6 +271,24 @@ def test_command_decided_is_called_exactly_once(answer: Any) -> None:
     assert observer.decided == [verdict]
 
 
+def test_without_a_judge_a_command_is_allowed_at_once_and_reported_once() -> None:
+    observer = Observer()
+    counted: list[Verdict] = []
+    chain = PluginChain([("o", observer)], reactor=task.Clock(), on_decided=counted.append)
+    assert not chain.judges_commands
+    verdict = chain.decide_command_at_once(make_session(), make_command("SELECT 1"))
+    assert verdict == Allow()
+    assert observer.decided == counted == [Allow()]
+
+
+def test_with_a_judge_nothing_is_decided_at_once() -> None:
+    observer = Observer()
+    chain = PluginChain([("p", Answers(None)), ("o", observer)], reactor=task.Clock())
+    assert chain.judges_commands
+    assert chain.decide_command_at_once(make_session(), make_command("SELECT 1")) is None
+    assert observer.decided == []
+
+
 def test_command_decided_once_after_approval() -> None:
     observer = Observer()
     chain, approver = held_chain(task.Clock(), observer)

@@ -150,6 +150,37 @@ def test_deferred_answer_is_waited_for() -> None:
     assert result_of(d) == Block(reason="later", plugin="slow")
 
 
+@pytest.mark.parametrize("block_from", ["given", "first late", "second late"])
+def test_answers_given_at_once_and_later_are_combined(block_from: str) -> None:
+    first: defer.Deferred[Verdict | None] = defer.Deferred()
+    second: defer.Deferred[Verdict | None] = defer.Deferred()
+    given = Block(reason="now") if block_from == "given" else Allow()
+    chain = PluginChain(
+        [("a", Answers(first)), ("b", Answers(given)), ("c", Answers(second))],
+        reactor=task.Clock(),
+    )
+    d = decide(chain)
+    first.callback(Block(reason="first") if block_from == "first late" else None)
+    assert not has_fired(d)
+    second.callback(Block(reason="second") if block_from == "second late" else Allow())
+    verdict = result_of(d)
+    assert isinstance(verdict, Block)
+    assert verdict.plugin == {"given": "b", "first late": "a", "second late": "c"}[block_from]
+
+
+def test_a_coroutine_answer_is_waited_for() -> None:
+    class Async:
+        @hookimpl
+        def client_command(self) -> Any:
+            async def answer() -> Verdict:
+                return Block(reason="async")
+
+            return answer()
+
+    chain = PluginChain([("async", Async())], reactor=task.Clock())
+    assert result_of(decide(chain)) == Block(reason="async", plugin="async")
+
+
 def test_hold_without_approval_backend_blocks() -> None:
     chain = PluginChain([("guard", Answers(Hold(reason="risky", rule="r1")))], reactor=task.Clock())
     verdict = result_of(decide(chain))

@@ -127,7 +127,7 @@ class PluginChain:
 
     def _ask(
         self, impl: Any, hook: str, kwargs: dict[str, Any]
-    ) -> Verdict | None | defer.Deferred[Verdict | None]:
+    ) -> Verdict | defer.Deferred[Verdict | None] | None:
         """One plugin's answer: a verdict or None at once, or a Deferred of one when the
         plugin answered with a Deferred (or a coroutine). Never raises: a failure is a Block."""
         name = impl.plugin_name

@@ -19,6 +19,7 @@ Flow" and "Message Formats".
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Callable, Sequence
 from typing import ClassVar, NamedTuple, Self
@@ -424,7 +425,7 @@ def split_messages(block: bytes, starts: Sequence[int]) -> list[RawMessage]:
     """The messages of a block that :meth:`MessageReader.feed_block` returned."""
     return [
         RawMessage(block[pos : pos + 1], block[pos + 5 : stop], block[pos:stop])
-        for pos, stop in zip(starts, starts[1:], strict=False)
+        for pos, stop in itertools.pairwise(starts)
     ]
 
 

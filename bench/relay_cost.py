@@ -23,20 +23,20 @@ from typing import Any
 
 from hoopgw_postgres import messages as m
 from hoopgw_postgres.frontend import ClientSession
-from hoopgw_recording import RecordingPlugin
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger
 
-from hoopgw.audit import AuditEntry, encode_entry
-from hoopgw.authn import Authenticator
-from hoopgw.chain import PluginChain
+from hoopgw.audit.writer import AuditEntry, encode_entry
 from hoopgw.config.gateway import GatewayConfig
 from hoopgw.connection import ConnectionConfig, CredentialConfig, UpstreamTlsConfig
-from hoopgw.identity import KeyService
+from hoopgw.identity.authn import Authenticator
+from hoopgw.identity.keys import KeyService
 from hoopgw.plugin import PluginContext
-from hoopgw.protocol import ConnectionRuntime, SessionRegistry
+from hoopgw.protocol import ConnectionRuntime
+from hoopgw.runtime.chain import PluginChain
+from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.session import ConnectionInfo
 from hoopgw.store.sqlite import SQLiteStore
 
@@ -93,6 +93,8 @@ def logged_in_session(*, recording: bool) -> tuple[ClientSession, StringTranspor
     secret, _ = keys.create("bench", ["bench"], now=time.time())
     plugins: list[tuple[str, object]] = []
     if recording:
+        from hoopgw_recording import RecordingPlugin
+
         context = PluginContext(
             connection=ConnectionInfo(name="pg", protocol="postgres", target="127.0.0.1:5432"),
             options={"sample_rows": 0},
@@ -127,7 +129,8 @@ def logged_in_session(*, recording: bool) -> tuple[ClientSession, StringTranspor
     def connect() -> None:
         session.upstream = upstream
 
-    session._connect_upstream = connect  # no target: the answers are fed by hand
+    # No target: the answers are fed by hand.
+    setattr(session, "_connect_upstream", connect)  # noqa: B010
     session.makeConnection(transport)
     startup = m.StartupMessage(protocol=m.PROTOCOL_3_0, params={"user": "bench"})
     session.dataReceived(startup.encode())

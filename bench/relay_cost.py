@@ -122,7 +122,7 @@ def logged_in_session(*, recording: bool) -> tuple[ClientSession, StringTranspor
         sessions=SessionRegistry(),
         reactor=clock,
     )
-    upstream = _Upstream()
+    upstream: Any = _Upstream()
     transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 50000))
     session = ClientSession(runtime)
 

@@ -200,6 +200,10 @@ class ConnectionConfig:
     ``expired`` (no approval can follow)."""
     ssh: SshConfig | None = None
     """The ``[connections.ssh]`` table; set for (and only for) ``protocol = "ssh"``."""
+    protocol_options: Mapping[str, Any] = attrs.field(factory=dict)
+    """The ``[connections.<protocol>]`` table of a protocol that declares its options
+    (:attr:`hoopgw.protocol.ProtocolSpec.options`), validated, defaults filled in; empty for
+    one that declares none."""
 
     @property
     def target_host(self) -> str:
@@ -555,8 +559,11 @@ def _readable_file(table: _Table, key: str, value: str | None, base_dir: Path) -
 
 # -- [[connections]] -------------------------------------------------------------------------
 
-# Every field but plugin_options, whose tables are named after the plugins.
-_CONNECTION_KEYS = {f.name for f in attrs.fields(ConnectionConfig)} - {"plugin_options"}
+# Every field but the options tables, named after the plugins and the protocol.
+_CONNECTION_KEYS = {f.name for f in attrs.fields(ConnectionConfig)} - {
+    "plugin_options",
+    "protocol_options",
+}
 
 
 def _connection(
@@ -574,7 +581,7 @@ def _connection(
 
     plugins = table.strings("plugins", [])
     for key, value in raw.items():
-        if key in _CONNECTION_KEYS or key in plugins:
+        if key in _CONNECTION_KEYS or key in plugins or key == raw.get("protocol"):
             continue
         if isinstance(value, dict):
             raise table.error(
@@ -617,6 +624,7 @@ def _connection(
         target=target,
         credential=credential,
         ssh=ssh,
+        protocol_options=_protocol_options(table, protocol),
         allow_groups=table.strings("allow_groups"),
         plugins=plugins,
         plugin_options=_plugin_options(table, plugins, protocol),
@@ -728,6 +736,28 @@ def _upstream_tls(parent: _Table, host: str, base_dir: Path) -> UpstreamTlsConfi
         ca_file=_readable_file(table, "ca_file", ca_file, base_dir),
         server_name=table.string("server_name", host),
     )
+
+
+def _protocol_options(parent: _Table, protocol: str) -> dict[str, Any]:
+    """The ``[connections.<protocol>]`` table of a protocol that declares options."""
+    if protocol == "ssh":
+        return {}  # its table is SshConfig, read by _ssh
+    from hoopgw.protocol import load_protocol
+
+    try:
+        spec = load_protocol(protocol)
+    except PluginError as exc:
+        raise parent.error(str(exc), "protocol") from None
+    if not spec.options:
+        if protocol in parent.data:
+            raise parent.error(f"protocol {protocol!r} has no options", protocol)
+        return {}
+    table = _table(parent.data, protocol, parent.connection)
+    options = plugin.validate_options(protocol, spec.options, table, connection=parent.connection)
+    plugin.check_plugin_options(
+        protocol, spec, options, protocol=protocol, connection=parent.connection
+    )
+    return options
 
 
 def _plugin_options(

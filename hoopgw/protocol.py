@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 
 from hoopgw.errors import PluginError
+from hoopgw.plugin import Option
 
 if TYPE_CHECKING:
     from hoopgw.authn import Authenticator
@@ -150,6 +151,14 @@ class ProtocolSpec:
     """The :class:`~hoopgw.session.UpstreamOptions` requirements this protocol enforces on the
     target (``read_only``). The gateway refuses to start a connection whose plugins ask for
     one it does not enforce (see :func:`~hoopgw.hookspecs.upstream_options`)."""
+    options: tuple[Option, ...] = ()
+    """What the protocol reads from the connection's ``[connections.<protocol name>]`` table,
+    declared as plugins declare theirs; the loader validates the table and hands the values,
+    defaults filled in, to the protocol as
+    :attr:`~hoopgw.config.ConnectionConfig.protocol_options`."""
+    check_options: Callable[[Any, str], tuple[str, str] | None] | None = None
+    """Checks that span several options (see :func:`hoopgw.plugin.check_plugin_options`):
+    ``(option name, message)`` or None; None for none."""
     inspect_login: Callable[[ConnectionConfig, UpstreamOptions], list[str]] | None = None
     """Logs in to the target with the connection's stored credential and returns warnings
     about that login given what the connection requires (a superuser on a read-only

@@ -1,0 +1,246 @@
+"""The options an ``http`` connection reads from its ``[connections.http]`` table, and the
+checks that need the rest of the connection (its credential, its upstream TLS).
+
+Kept free of Twisted imports: ``hoopgw config check`` loads it for every HTTP connection.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from hoopgw.config import ConnectionConfig
+from hoopgw.errors import ConfigError
+from hoopgw.plugin import Option
+
+__all__ = ["AUTH_KINDS", "OPTIONS", "HttpSettings", "check_options"]
+
+AUTH_KINDS = ("none", "bearer", "basic", "header")
+"""How the gateway presents the target's credential (besides a TLS client certificate)."""
+DEFAULT_INSPECT_TYPES = [
+    "application/json",
+    "application/*+json",
+    "application/x-ndjson",
+    "application/xml",
+    "application/*+xml",
+    "application/x-www-form-urlencoded",
+    "application/javascript",
+    "text/*",
+]
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_RESERVED_HEADERS = frozenset(
+    {"host", "content-length", "transfer-encoding", "connection", "upgrade", "te", "trailer"}
+)
+
+
+def _one_of(*choices: str) -> Any:
+    def check(value: str) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def _positive(value: int | float) -> str | None:
+    return None if value > 0 else "must be greater than 0"
+
+
+def _header_name(value: str) -> str | None:
+    if value and not _HEADER_NAME.fullmatch(value):
+        return f"{value!r} is not a header field name"
+    if value.lower() in _RESERVED_HEADERS:
+        return f"{value!r} is a header the gateway sets itself"
+    return None
+
+
+def _media_types(value: list[Any]) -> str | None:
+    if not all(isinstance(v, str) and "/" in v for v in value):
+        return "must be a list of media types such as application/json or text/*"
+    return None
+
+
+OPTIONS = (
+    Option(
+        name="auth",
+        type=str,
+        default="none",
+        help="how the gateway presents the target's credential: none, bearer (the credential's"
+        " password as a bearer token), basic (user and password) or header (the password as"
+        " the value of auth_header)",
+        check=_one_of(*AUTH_KINDS),
+    ),
+    Option(
+        name="auth_header",
+        type=str,
+        default="",
+        help="the header field that carries the credential's password with auth = header",
+        check=_header_name,
+    ),
+    Option(
+        name="client_cert",
+        type=str,
+        default="",
+        help="PEM certificate (chain) the gateway presents to the target for mutual TLS",
+    ),
+    Option(
+        name="client_key",
+        type=str,
+        default="",
+        help="PEM private key of client_cert",
+    ),
+    Option(
+        name="host_header",
+        type=str,
+        default="",
+        help="Host header sent to the target (default: the target's host and port)",
+    ),
+    Option(
+        name="max_inspected_body",
+        type=int,
+        default=1024 * 1024,
+        help="largest request or response body, in bytes, that is read whole to be judged,"
+        " masked and recorded",
+        check=_positive,
+    ),
+    Option(
+        name="oversize_bodies",
+        type=str,
+        default="refuse",
+        help="a body of an inspected type larger than max_inspected_body: refuse (413 or 502)"
+        " or pass (streamed, neither masked nor recorded)",
+        check=_one_of("refuse", "pass"),
+    ),
+    Option(
+        name="inspect_types",
+        type=list,
+        default=DEFAULT_INSPECT_TYPES,
+        help="media types (globs) of bodies that are inspected; other bodies stream through"
+        " unmasked and unrecorded",
+        check=_media_types,
+    ),
+    Option(
+        name="record_body_chars",
+        type=int,
+        default=64 * 1024,
+        help="characters of an inspected request body kept in the command text (what is"
+        " recorded and what a reviewer sees)",
+        check=_positive,
+    ),
+    Option(
+        name="response_timeout",
+        type=(int, float),
+        default=60.0,
+        help="seconds the target has to connect and start its response",
+        check=_positive,
+    ),
+)
+"""What the protocol reads from ``[connections.http]``."""
+
+
+def check_options(options: Mapping[str, Any], protocol: str) -> tuple[str, str] | None:
+    """What no single option can check: ``(option, message)``, or None when fine."""
+    if options["auth"] == "header" and not options["auth_header"]:
+        return "auth_header", 'required with auth = "header": the header field to set'
+    if options["auth"] != "header" and options["auth_header"]:
+        return "auth_header", 'only with auth = "header"'
+    if bool(options["client_cert"]) != bool(options["client_key"]):
+        return "client_key", "client_cert and client_key are set together"
+    return None
+
+
+@attrs.frozen(kw_only=True)
+class HttpSettings:
+    """An HTTP connection's settings, checked against the rest of its config."""
+
+    auth: str
+    auth_header: str
+    client_cert: str | None
+    client_key: str | None
+    host_header: str
+    max_inspected_body: int
+    oversize_bodies: str
+    inspect_types: tuple[str, ...]
+    record_body_chars: int
+    response_timeout: float
+    tls: bool
+    """Whether the target speaks HTTPS (``upstream_tls.sslmode = "verify-full"``)."""
+
+    @classmethod
+    def of(cls, connection: ConnectionConfig) -> HttpSettings:
+        """The settings of ``connection``.
+
+        :raises ConfigError: naming the key, when the options do not fit the connection.
+        """
+        options = connection.protocol_options
+        name = connection.name
+        sslmode = connection.upstream_tls.sslmode
+        if sslmode not in ("disable", "verify-full"):
+            raise ConfigError(
+                'an http target is reached over "disable" (http://) or "verify-full" (https://,'
+                f" its certificate verified against ca_file), not {sslmode!r}",
+                key="upstream_tls.sslmode",
+                connection=name,
+            )
+        credential = connection.credential
+        if options["auth"] != "none" and credential.password is None:
+            raise ConfigError(
+                f"auth = {options['auth']!r} needs the target's secret in credential.password",
+                key="credential.password",
+                connection=name,
+            )
+        if options["auth"] == "basic" and (":" in credential.user or not credential.user):
+            raise ConfigError(
+                "basic authentication needs a user name without ':'",
+                key="credential.user",
+                connection=name,
+            )
+        files: dict[str, str | None] = {}
+        for key in ("client_cert", "client_key"):
+            files[key] = None
+            if options[key]:
+                path = Path(options[key]).expanduser().resolve()
+                try:
+                    path.read_bytes()
+                except OSError as exc:
+                    raise ConfigError(
+                        f"cannot read {str(path)!r}: {exc.strerror}",
+                        key=f"http.{key}",
+                        connection=name,
+                    ) from None
+                files[key] = str(path)
+        if files["client_cert"] and sslmode != "verify-full":
+            raise ConfigError(
+                'a client certificate needs upstream_tls.sslmode = "verify-full"',
+                key="http.client_cert",
+                connection=name,
+            )
+        host = connection.target_host
+        default_host = f"[{host}]" if ":" in host else host
+        default_port = 443 if sslmode == "verify-full" else 80
+        if connection.target_port != default_port:
+            default_host += f":{connection.target_port}"
+        return cls(
+            auth=options["auth"],
+            auth_header=options["auth_header"],
+            client_cert=files["client_cert"],
+            client_key=files["client_key"],
+            host_header=options["host_header"] or default_host,
+            max_inspected_body=options["max_inspected_body"],
+            oversize_bodies=options["oversize_bodies"],
+            inspect_types=tuple(t.lower() for t in options["inspect_types"]),
+            record_body_chars=options["record_body_chars"],
+            response_timeout=float(options["response_timeout"]),
+            tls=sslmode == "verify-full",
+        )
+
+    def inspected(self, content_type: bytes | None) -> bool:
+        """Whether a body of this ``Content-Type`` is inspected. A body without one is (the
+        client may read it as text)."""
+        if content_type is None:
+            return True
+        media = content_type.split(b";", 1)[0].strip().lower().decode("latin-1")
+        return any(fnmatchcase(media, pattern) for pattern in self.inspect_types)

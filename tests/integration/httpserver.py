@@ -1,0 +1,129 @@
+"""A real HTTP API for the ``http`` protocol's integration tests: Twisted Web in a process of
+its own, on a free loopback port, over TLS when asked (with client certificates required when
+given a CA for them).
+
+Run as ``python httpserver.py --log FILE [--tls CERT KEY] [--client-ca CA]``; it prints its
+port on the first line of standard output once it listens. Every request it receives is
+appended to ``--log`` as one JSON line (method, path, headers, body size), so a test can tell
+what reached it, and what did not.
+
+Routes:
+
+- ``GET /echo...``: the request as JSON (method, path, query, headers, body);
+- ``GET /people``: JSON with personal data for masking (e-mail address, card number);
+- ``GET /text``: the same as ``text/plain``;
+- ``GET /big?size=N``: N bytes of ``application/octet-stream``, streamed chunked;
+- ``POST /upload``: the size of the body received, as JSON;
+- anything else: the request as JSON, status 200 (``DELETE``: 204).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+PEOPLE = {
+    "people": [
+        {"name": "Ada", "email": "ada.lovelace@example.com", "card": "4111 1111 1111 1111"},
+        {"name": "Alan", "email": "alan.turing@example.org", "card": 4012888888881881},
+    ],
+    "count": 2,
+}
+CHUNK = 64 * 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--log", required=True)
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
+    parser.add_argument("--client-ca")
+    args = parser.parse_args()
+
+    from twisted.internet import reactor, ssl
+    from twisted.internet.interfaces import IPullProducer
+    from twisted.web import resource, server
+    from zope.interface import implementer
+
+    log_path = Path(args.log)
+
+    @implementer(IPullProducer)
+    class Zeros:
+        def __init__(self, request: Any, size: int) -> None:
+            self.request = request
+            self.left = size
+
+        def resumeProducing(self) -> None:
+            if self.left <= 0:
+                self.request.unregisterProducer()
+                self.request.finish()
+                return
+            piece = min(CHUNK, self.left)
+            self.left -= piece
+            self.request.write(b"z" * piece)
+
+        def stopProducing(self) -> None:
+            self.left = 0
+
+    class Api(resource.Resource):
+        isLeaf = True
+
+        def render(self, request: Any) -> Any:
+            body = request.content.read()
+            path = request.path.decode("latin-1")
+            headers = {
+                k.decode("latin-1").lower(): v[0].decode("latin-1")
+                for k, v in request.requestHeaders.getAllRawHeaders()
+            }
+            entry = {
+                "method": request.method.decode(),
+                "path": path,
+                "uri": request.uri.decode("latin-1"),
+                "headers": headers,
+                "body_bytes": len(body),
+            }
+            with log_path.open("a") as log:
+                log.write(json.dumps(entry) + "\n")
+            if path == "/people":
+                request.setHeader(b"content-type", b"application/json")
+                return json.dumps(PEOPLE).encode()
+            if path == "/text":
+                request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+                return b"contact ada.lovelace@example.com, card 4111 1111 1111 1111\n"
+            if path == "/big":
+                size = int(request.args.get(b"size", [b"0"])[0])
+                request.setHeader(b"content-type", b"application/octet-stream")
+                request.registerProducer(Zeros(request, size), False)
+                return server.NOT_DONE_YET
+            if path == "/upload":
+                request.setHeader(b"content-type", b"application/json")
+                return json.dumps({"bytes": len(body)}).encode()
+            if request.method == b"DELETE":
+                request.setResponseCode(204)
+                return b""
+            request.setHeader(b"content-type", b"application/json")
+            echoed = {**entry, "body": body.decode("utf-8", "replace")}
+            return json.dumps(echoed).encode()
+
+    site = server.Site(Api())
+    site.noisy = False
+    if args.tls:
+        cert = ssl.PrivateCertificate.loadPEM(
+            Path(args.tls[0]).read_bytes() + Path(args.tls[1]).read_bytes()
+        )
+        if args.client_ca:
+            ca = ssl.Certificate.loadPEM(Path(args.client_ca).read_bytes())
+            options = cert.options(ca)
+        else:
+            options = cert.options()
+        port = reactor.listenSSL(0, site, options, interface="127.0.0.1")  # type: ignore[attr-defined]
+    else:
+        port = reactor.listenTCP(0, site, interface="127.0.0.1")  # type: ignore[attr-defined]
+    print(port.getHost().port, flush=True)
+    reactor.run()  # type: ignore[attr-defined]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

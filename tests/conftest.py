@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import secrets
 import signal
@@ -612,73 +611,32 @@ def ssh_gateway(ssh_server: Any, tmp_path: Path) -> Iterator[Callable[..., Runni
 
 # -- HTTP ------------------------------------------------------------------------------------
 
-httpserver_path = Path(__file__).parent / "integration" / "httpserver.py"
+httpserver = _load_helper("hoopgw_tests_httpserver", "httpserver.py")
 HTTP_TARGET_TOKEN = "target-secret-token-0123456789"
 """The bearer token the ``http_gateway`` presents to the ``http_server``."""
 
 
-@attrs.define(kw_only=True)
-class HttpServer:
-    """A running ``tests/integration/httpserver.py``."""
-
-    port: int
-    """Its loopback port."""
-    log_path: Path
-    """One JSON line per request it received."""
-    process: subprocess.Popen[str]
-    tls: Any = None
-    """The :class:`TlsFiles` it serves with, or None for plain HTTP."""
-
-    def requests(self) -> list[dict[str, Any]]:
-        """Every request it received so far, in order."""
-        if not self.log_path.exists():
-            return []
-        return [json.loads(line) for line in self.log_path.read_text().splitlines()]
-
-
-def start_http_server(
-    folder: Path, *, tls: Any = None, client_ca: Path | None = None
-) -> HttpServer:
-    """Start the test API in ``folder`` (TLS with ``tls``'s server certificate when given,
-    client certificates signed by ``client_ca`` required when given)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    log_path = folder / "requests.jsonl"
-    args = [sys.executable, str(httpserver_path), "--log", str(log_path)]
-    if tls is not None:
-        args += ["--tls", str(tls.server_cert), str(tls.server_key)]
-    if client_ca is not None:
-        args += ["--client-ca", str(client_ca)]
-    process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line.strip().isdigit():
-        process.kill()
-        raise RuntimeError(f"the test HTTP server did not start: {line!r}")
-    return HttpServer(port=int(line), log_path=log_path, process=process, tls=tls)
-
-
 @pytest.fixture
-def http_server(tmp_path: Path) -> Iterator[HttpServer]:
-    """The test API over plain HTTP on a free loopback port."""
-    server = start_http_server(tmp_path / "http-server")
+def http_server(tmp_path: Path) -> Iterator[Any]:
+    """The test API (``httpserver.py``) over plain HTTP on a free loopback port."""
+    server = httpserver.start(tmp_path / "http-server")
     try:
         yield server
     finally:
-        server.process.terminate()
-        server.process.wait(10)
+        server.stop()
 
 
 @pytest.fixture
 def http_gateway(tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
     """Factory like ``gateway`` for one ``http`` connection named ``api`` in front of an
-    :class:`HttpServer`: ``http_gateway(server, plugins=[...], http={...}, connection={...})``
+    ``httpserver.HttpServer``: ``http_gateway(server, plugins=[...], http={...}, connection={...})``
     (``http`` adds keys to ``[connections.http]``). The gateway presents
     :data:`HTTP_TARGET_TOKEN` as a bearer token (``auth = "bearer"``) unless ``http`` says
     otherwise."""
     launcher = _GatewayLauncher(tmp_path, "http-gateway")
 
     def start(
-        server: HttpServer,
+        server: Any,
         *,
         plugins: Sequence[str] = (),
         allow_groups: Sequence[str] = ("agents",),

@@ -2,8 +2,9 @@
 its own, on a free loopback port, over TLS when asked (with client certificates required when
 given a CA for them).
 
-Run as ``python httpserver.py --log FILE [--tls CERT KEY] [--client-ca CA]``; it prints its
-port on the first line of standard output once it listens. Every request it receives is
+Tests start it with :func:`start`, which runs
+``python httpserver.py --log FILE [--tls CERT KEY] [--client-ca CA]``; it prints its port on the
+first line of standard output once it listens. Every request it receives is
 appended to ``--log`` as one JSON line (method, path, headers, body size), so a test can tell
 what reached it, and what did not.
 
@@ -21,9 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+
+import attrs
 
 PEOPLE = {
     "people": [
@@ -33,6 +37,49 @@ PEOPLE = {
     "count": 2,
 }
 CHUNK = 64 * 1024
+
+
+@attrs.define(kw_only=True)
+class HttpServer:
+    """A running test API."""
+
+    port: int
+    """Its loopback port."""
+    log_path: Path
+    """One JSON line per request it received."""
+    process: subprocess.Popen[str]
+    tls: Any = None
+    """The ``TlsFiles`` whose CA the gateway trusts for it, or None for plain HTTP."""
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Every request it received so far, in order."""
+        if not self.log_path.exists():
+            return []
+        return [json.loads(line) for line in self.log_path.read_text().splitlines()]
+
+    def stop(self) -> None:
+        """Stop the process."""
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def start(folder: Path, *, tls: Any = None, client_ca: Path | None = None) -> HttpServer:
+    """Start the test API in ``folder``: over TLS with ``tls``'s server certificate when
+    given, requiring client certificates signed by ``client_ca`` when given."""
+    folder.mkdir(parents=True, exist_ok=True)
+    log_path = folder / "requests.jsonl"
+    args = [sys.executable, __file__, "--log", str(log_path)]
+    if tls is not None:
+        args += ["--tls", str(tls.server_cert), str(tls.server_key)]
+    if client_ca is not None:
+        args += ["--client-ca", str(client_ca)]
+    process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line.strip().isdigit():
+        process.kill()
+        raise RuntimeError(f"the test HTTP server did not start: {line!r}")
+    return HttpServer(port=int(line), log_path=log_path, process=process, tls=tls)
 
 
 def main() -> None:

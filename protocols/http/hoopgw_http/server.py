@@ -117,6 +117,7 @@ class ClientConnection(protocol.Protocol):
         self._closed = False
         self._wants_close = False
         self._request: Head | None = None
+        self._bodiless = False
         self._continued = False
         self._login_timer: Any = None
         self._admission: defer.Deferred[Any] | None = None
@@ -182,6 +183,9 @@ class ClientConnection(protocol.Protocol):
                         break
                     self._queue.popleft()
                     self._start(event)
+                elif isinstance(event, End) and self._bodiless:
+                    self._queue.popleft()  # the end of a request without a body
+                    self._bodiless = False
                 elif self._body_sink is not None:
                     self._queue.popleft()
                     self._body_sink(event)
@@ -194,6 +198,7 @@ class ClientConnection(protocol.Protocol):
         assert self.gate is not None
         self._busy = True
         self._request = head
+        self._bodiless = not _has_body(head)
         self._continued = False
         self._wants_close = head.version == "HTTP/1.0" or b"close" in head.tokens(b"connection")
         self.gate.pause(READ_PAUSE_REQUEST)
@@ -315,11 +320,10 @@ class ClientConnection(protocol.Protocol):
 
     async def _read_body(self, head: Head) -> tuple[bytes | None, bool]:
         """The body read whole when it is inspected, else None; and whether it streams."""
+        if not _has_body(head):
+            return None, False
         lengths = head.get(b"content-length")
         length = int(lengths[0]) if lengths else None
-        chunked = bool(head.get(b"transfer-encoding"))
-        if not chunked and not length:
-            return None, False
         content_type = next(iter(head.get(b"content-type")), None)
         settings = self.settings
         if not settings.inspected(content_type):
@@ -369,11 +373,9 @@ class ClientConnection(protocol.Protocol):
                 text += f"\n[... {len(body)} bytes in all]"
         elif streamed:
             content_type = next(iter(head.get(b"content-type")), b"no content type")
-            size = next(iter(head.get(b"content-length")), b"chunked")
-            text += (
-                f"\n\n[body not inspected: {content_type.decode('latin-1')},"
-                f" {size.decode('latin-1')} bytes]"
-            )
+            lengths = head.get(b"content-length")
+            size = f"{lengths[0].decode()} bytes" if lengths else "chunked"
+            text += f"\n\n[body not inspected: {content_type.decode('latin-1')}, {size}]"
         command = Command(
             session_id=self.session_info.id,
             seq=self._ledger.next_seq(),
@@ -521,6 +523,11 @@ class ClientConnection(protocol.Protocol):
 
 
 _TOO_LARGE = "the request body is larger than http.max_inspected_body"
+
+
+def _has_body(head: Head) -> bool:
+    lengths = head.get(b"content-length")
+    return bool(head.get(b"transfer-encoding")) or (bool(lengths) and int(lengths[0]) > 0)
 
 
 def _check_request(head: Head) -> Target:

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -409,3 +410,37 @@ def test_sessions_are_listed(api: tuple[Any, Any, str]) -> None:
         time.sleep(0.1)
     assert listed.returncode == 0
     assert "api" in listed.stdout and "agent-1" in listed.stdout
+
+
+def test_clients_over_https_when_client_tls_is_required(
+    http_server: Any, http_gateway: Callable[..., Any], tls_files: Any
+) -> None:
+    gateway = http_gateway(
+        http_server,
+        plugins=["recording"],
+        connection={"client_tls": "required"},
+        gateway_options={
+            "tls_cert": str(tls_files.server_cert),
+            "tls_key": str(tls_files.server_key),
+        },
+    )
+    key = gateway.create_key("agent-1", ["agents"])
+    https = f"https://localhost:{gateway.port}/echo/tls"
+    answer = httpx.get(
+        https,
+        headers={"Authorization": f"Bearer {key}"},
+        verify=ssl.create_default_context(cafile=tls_files.ca_cert),
+    )
+    assert answer.status_code == 200 and answer.json()["path"] == "/echo/tls"
+    done = curl("--cacert", str(tls_files.ca_cert), "-H", f"Authorization: Bearer {key}", https)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["path"] == "/echo/tls"
+    # Plain HTTP gets nowhere: the gateway speaks TLS from the first byte.
+    plain = curl("-H", f"Authorization: Bearer {key}", url(gateway, "/echo/plain"))
+    assert plain.returncode != 0
+    assert [r["path"] for r in http_server.requests()] == ["/echo/tls", "/echo/tls"]
+    sessions = [
+        json.loads(gateway.cli("sessions", "show", sid, "--json").stdout)
+        for sid in session_ids(gateway)
+    ]
+    assert all(s["client_tls"] for s in sessions) and len(sessions) == 2

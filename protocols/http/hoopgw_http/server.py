@@ -47,7 +47,7 @@ from hoopgw_http.headers import (
 )
 from hoopgw_http.paths import AmbiguousTarget, Target, parse_target
 from hoopgw_http.settings import HttpSettings
-from hoopgw_http.upstream import upstream_tls_options
+from hoopgw_http.upstream import client_tls_options, upstream_tls_options
 from hoopgw_http.wire import BadMessage, Data, End, Event, Head, MessageReader, serialize_head
 
 __all__ = ["ClientConnection", "HttpProxyFactory"]
@@ -85,6 +85,12 @@ class HttpProxyFactory(protocol.Factory):
         self.tls_options = (
             upstream_tls_options(config, self.settings) if self.settings.tls else None
         )
+        self.client_tls_options = None
+        """TLS towards clients (HTTPS from the first byte), with ``client_tls = "required"``."""
+        if config.client_tls == "required":
+            gateway = runtime.gateway
+            assert gateway.tls_cert is not None and gateway.tls_key is not None
+            self.client_tls_options = client_tls_options(gateway.tls_cert, gateway.tls_key)
 
     def buildProtocol(self, addr: Any) -> ClientConnection:
         """A connection of one client."""
@@ -131,7 +137,11 @@ class ClientConnection(protocol.Protocol):
         peer = self.transport.getPeer()
         self._client_host = getattr(peer, "host", "?")
         self.client_address = f"{self._client_host}:{getattr(peer, 'port', 0)}"
-        self.client_tls = ISSLTransport.providedBy(self.transport)
+        if self.factory.client_tls_options is not None:
+            self.transport.startTLS(self.factory.client_tls_options)
+            self.client_tls = True
+        else:
+            self.client_tls = ISSLTransport.providedBy(self.transport)
         self.gate = ReadGate(self.transport)
         set_no_delay(self.transport)
         runtime = self.runtime

@@ -23,7 +23,21 @@ from hoopgw.transport import CONNECT_TIMEOUT, QuietFactory, ReadGate, set_no_del
 from hoopgw_http.settings import HttpSettings
 from hoopgw_http.wire import BadMessage, End, Event, MessageReader
 
-__all__ = ["UpstreamRequest", "connect_upstream", "upstream_tls_options"]
+__all__ = ["UpstreamRequest", "client_tls_options", "connect_upstream", "upstream_tls_options"]
+
+
+def client_tls_options(cert_file: str, key_file: str) -> Any:
+    """The TLS server options towards clients: the gateway's ``tls_cert`` and ``tls_key``, TLS
+    1.2 or newer, ALPN ``http/1.1`` (the only HTTP the gateway speaks)."""
+    certificate = ssl.PrivateCertificate.loadPEM(
+        Path(cert_file).read_bytes() + b"\n" + Path(key_file).read_bytes()
+    )
+    return ssl.CertificateOptions(
+        privateKey=certificate.privateKey.original,
+        certificate=certificate.original,
+        raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+        acceptableProtocols=[b"http/1.1"],
+    )
 
 
 def upstream_tls_options(connection: ConnectionConfig, settings: HttpSettings) -> Any:

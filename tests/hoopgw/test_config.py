@@ -762,7 +762,9 @@ def test_full_example_sets_every_key(monkeypatch, tmp_path):
         "reporting-pw",
     }
     assert "full-example-pw" not in repr(config)
-    assert config.connections[0].plugin_options == {"recording": {"sample_rows": 0}}
+    assert config.connections[0].plugin_options == {
+        "recording": {"sample_rows": 0, "http_body_chars": 65536}
+    }
 
 
 def test_configuration_doc_shows_the_full_example_and_every_key():
@@ -774,7 +776,7 @@ def test_configuration_doc_shows_the_full_example_and_every_key():
     documented = {"gateway": GatewayConfig, "connections": ConnectionConfig}
     for table, cls in documented.items():
         for field in attrs.fields(cls):
-            if field.name != "plugin_options":
+            if field.name not in ("plugin_options", "protocol_options"):
                 assert f"| `{field.name}` |" in doc, f"{table}.{field.name}"
     for key in ("user", "password", "sslmode", "ca_file", "server_name"):
         assert f"| `{key}` |" in doc, key
@@ -873,3 +875,10 @@ def test_admin_api_off_loopback_needs_tls_or_an_explicit_plaintext(listen, tmp_p
 def test_admin_tls_errors_name_the_key(text, key, message):
     error = error_of(f"[gateway]\n{text}\n")
     assert error.key == key and message in str(error)
+
+
+def test_a_protocol_without_options_refuses_its_table() -> None:
+    with pytest.raises(ConfigError, match="has no options") as exc:
+        parse(connection("[connections.postgres]\nx = 1"))
+    assert exc.value.key == "postgres"
+    assert parse(connection()).connections[0].protocol_options == {}

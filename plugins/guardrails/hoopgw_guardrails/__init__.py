@@ -245,7 +245,10 @@ class GuardrailsPlugin:
             self._http = HttpPolicy.from_options(context.options)
             self._dialect: Dialect | None = None
             return
-        if context.options["http_rules"] or context.options["http_default"] != "deny":
+        if (
+            context.options.get("http_rules")
+            or context.options.get("http_default", "deny") != "deny"
+        ):
             raise ConfigError(
                 "http_rules and http_default are for HTTP connections,"
                 f" not {connection.protocol!r}",

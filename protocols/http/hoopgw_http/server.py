@@ -243,8 +243,10 @@ class ClientConnection(protocol.Protocol):
         body, streamed = await self._read_body(head)
         command = self._command(head, target, body, streamed)
         verdict = await self._decide(command)
+        assert self._ledger is not None
+        if self._ledger.closed:
+            raise defer.CancelledError()  # the session ended while the request waited
         if not isinstance(verdict, Allow):
-            assert self._ledger is not None
             self._ledger.complete(
                 command, CommandOutcome(status="blocked", error_message=verdict.reason)
             )
@@ -510,9 +512,10 @@ class ClientConnection(protocol.Protocol):
         ``reason``; a response under way is cut short."""
         if self._closed:
             return
+        waiting = self._busy and self._exchange is None
         if self._ledger is not None:
             self._ledger.close(reason)
-        if self._busy and self._exchange is None:
+        if waiting:
             self.error_response(503, f"session ended: {reason}")
         else:
             self.transport.loseConnection()

@@ -15,6 +15,8 @@ Routes:
 - ``GET /text``: the same as ``text/plain``;
 - ``GET /big?size=N``: N bytes of ``application/octet-stream``, streamed chunked;
 - ``POST /upload``: the size of the body received, as JSON;
+- ``GET /ws``: a WebSocket (Twisted's own) that answers each text message ``echo: <message>``
+  and a message ``token`` with the ``Authorization`` the handshake carried;
 - anything else: the request as JSON, status 200 (``DELETE``: 204).
 """
 
@@ -92,6 +94,7 @@ def main() -> None:
     from twisted.internet import reactor, ssl
     from twisted.internet.interfaces import IPullProducer
     from twisted.web import resource, server
+    from twisted.web.websocket import WebSocketResource, WebSocketTransport
     from zope.interface import implementer
 
     log_path = Path(args.log)
@@ -114,6 +117,39 @@ def main() -> None:
         def stopProducing(self) -> None:
             self.left = 0
 
+    class Echo:
+        def __init__(self, authorization: str) -> None:
+            self.authorization = authorization
+            self.transport: WebSocketTransport | None = None
+
+        def negotiationStarted(self, transport: WebSocketTransport) -> None:
+            self.transport = transport
+
+        def negotiationFinished(self) -> None:
+            pass
+
+        def textMessageReceived(self, message: str) -> None:
+            assert self.transport is not None
+            answer = self.authorization if message == "token" else f"echo: {message}"
+            self.transport.sendTextMessage(answer)
+
+        def bytesMessageReceived(self, data: bytes) -> None:
+            assert self.transport is not None
+            self.transport.sendBytesMessage(bytes(data))
+
+        def pongReceived(self, payload: bytes) -> None:
+            pass
+
+        def connectionLost(self, reason: Any) -> None:
+            pass
+
+    class EchoFactory:
+        def buildProtocol(self, request: Any) -> Echo:
+            value = request.getHeader(b"authorization") or b""
+            return Echo(value.decode("latin-1"))
+
+    websocket = WebSocketResource(EchoFactory())
+
     class Api(resource.Resource):
         isLeaf = True
 
@@ -133,6 +169,8 @@ def main() -> None:
             }
             with log_path.open("a") as log:
                 log.write(json.dumps(entry) + "\n")
+            if path == "/ws":
+                return websocket.render(request)
             if path == "/people":
                 request.setHeader(b"content-type", b"application/json")
                 return json.dumps(PEOPLE).encode()

@@ -444,3 +444,63 @@ def test_clients_over_https_when_client_tls_is_required(
         for sid in session_ids(gateway)
     ]
     assert all(s["client_tls"] for s in sessions) and len(sessions) == 2
+
+
+def test_websocket_pass_through_when_enabled(
+    http_server: Any, http_gateway: Callable[..., Any]
+) -> None:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    rules = {
+        "http_default": "deny",
+        "http_rules": [
+            {"methods": ["GET"], "paths": ["/**"], "action": "allow"},
+            {"methods": ["WEBSOCKET"], "paths": ["/ws"], "action": "allow"},
+        ],
+    }
+    closed = http_gateway(
+        http_server, plugins=["recording", "guardrails"], connection={"guardrails": rules}
+    )
+    key = closed.create_key("agent-1", ["agents"])
+    ws_url = f"ws://{closed.host}:{closed.port}/ws"
+    bearer = {"Authorization": f"Bearer {key}"}
+    # Off by default: the upgrade never reaches the target.
+    with pytest.raises(InvalidStatus) as refused:
+        connect(ws_url, additional_headers=bearer, open_timeout=10)
+    assert refused.value.response.status_code == 501
+    assert http_server.requests() == []
+
+    gateway = http_gateway(
+        http_server,
+        plugins=["recording", "guardrails"],
+        http={"websocket": True},
+        connection={"guardrails": rules},
+    )
+    key = gateway.create_key("agent-1", ["agents"])
+    ws_url = f"ws://{gateway.host}:{gateway.port}/ws"
+    with connect(ws_url, additional_headers={"Authorization": f"Bearer {key}"}) as ws:
+        ws.send("hello")
+        assert ws.recv(timeout=10) == "echo: hello"
+        ws.send(b"\x00\x01" * 1000)
+        assert ws.recv(timeout=10) == b"\x00\x01" * 1000
+        # The target saw its own credential, and its echo of it does not reach the caller.
+        ws.send("token")
+        assert ws.recv(timeout=10) == "*" * len(f"Bearer {TARGET_TOKEN}")
+    [handshake] = http_server.requests()
+    assert handshake["headers"]["authorization"] == f"Bearer {TARGET_TOKEN}"
+    assert key not in json.dumps(handshake)
+    # A WebSocket is judged as WEBSOCKET: an allowed GET does not open one elsewhere.
+    with pytest.raises(InvalidStatus) as denied:
+        connect(
+            f"ws://{gateway.host}:{gateway.port}/echo/ws",
+            additional_headers={"Authorization": f"Bearer {key}"},
+        )
+    assert denied.value.response.status_code == 403
+
+    def completed() -> list[dict[str, Any]]:
+        done = [c for c in recorded_commands(gateway) if c["text"] == "GET /ws [WebSocket]"]
+        return done if done and done[0]["status"] else []
+
+    [command] = helpers.wait_for(completed, what="the WebSocket's completion")
+    assert command["verdict"] == "allow" and command["status"] == "ok"

@@ -15,10 +15,10 @@ so the order of the rules does not matter; a request no rule matches gets ``http
 
 Matching leans to the refusal where servers differ: a ``deny`` or ``review`` rule also matches
 the path in another letter case and with or without a trailing slash, and a rule on ``GET``
-also matches ``HEAD`` (servers route both alike); an ``allow`` rule matches only the exact
-method and path. So a case-insensitive server cannot be reached past a deny rule with
-``/ADMIN``, and a case-sensitive one is not opened by an allow rule for ``/public`` to
-``/PUBLIC``.
+also matches ``HEAD`` and ``WEBSOCKET`` (the method a WebSocket upgrade is judged as; all three
+are GETs on the wire); an ``allow`` rule matches only the exact method and path. So a
+case-insensitive server cannot be reached past a deny rule with ``/ADMIN``, and a
+case-sensitive one is not opened by an allow rule for ``/public`` to ``/PUBLIC``.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ class HttpRule:
         broad = table["action"] != "allow"
         methods = set(table["methods"])
         if broad and "GET" in methods:
-            methods.add("HEAD")
+            methods |= {"HEAD", "WEBSOCKET"}  # both are GETs on the wire
         return cls(
             methods=frozenset(methods),
             globs=tuple(table["paths"]),

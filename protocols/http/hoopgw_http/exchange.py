@@ -63,6 +63,10 @@ class ClientSide(Protocol):
     def abort(self, reason: str) -> None:
         """End the session at once (the response can no longer be answered properly)."""
 
+    def tunnel(self, exchange: Exchange) -> None:
+        """The target switched to WebSocket: hand every later client byte to
+        :meth:`Exchange.from_client`, as it is."""
+
 
 class Exchange:
     """One request forwarded and its response relayed."""
@@ -81,6 +85,7 @@ class Exchange:
         inspect_responses: bool,
         scrubber: SecretScrubber,
         keep_alive: bool,
+        websocket: bool = False,
     ) -> None:
         """
         :param body: the request body read whole (inspected), or None.
@@ -88,6 +93,7 @@ class Exchange:
         :param inspect_responses: whether response bodies of inspected types are read whole
             and passed through ``server_output`` (some plugin implements it).
         :param keep_alive: whether the client connection may carry another request.
+        :param websocket: whether the request asks for a WebSocket upgrade (allowed).
         """
         self._client = client
         self._settings = client.settings
@@ -101,6 +107,8 @@ class Exchange:
         self._inspect_responses = inspect_responses
         self._scrubber = scrubber
         self._keep_alive = keep_alive
+        self._websocket = websocket
+        self._tunnel = False
         self._chunked_request = bool(request.get(b"transfer-encoding"))
         self._request_done = not streamed
         self._upstream: UpstreamRequest | None = None
@@ -121,6 +129,7 @@ class Exchange:
         self._upstream = UpstreamRequest(
             self._request.method, self._response_event, self._upstream_lost
         )
+        self._upstream.allow_switch = self._websocket
         self._timeout = reactor.callLater(self._settings.response_timeout, self._timed_out)
         connecting = connect_upstream(reactor, connection, tls_options, self._upstream)
         connecting.addCallbacks(self._connected, self._connect_failed)
@@ -143,7 +152,10 @@ class Exchange:
             fields.append((b"transfer-encoding", b"chunked"))
         elif self._streamed:
             fields.append((b"content-length", self._request.get(b"content-length")[0]))
-        fields.append((b"connection", b"close"))
+        if self._websocket:
+            fields += [(b"connection", b"upgrade"), (b"upgrade", b"websocket")]
+        else:
+            fields.append((b"connection", b"close"))
         line = f"{self._request.method} {self._target.raw} HTTP/1.1".encode("ascii")
         upstream.send(serialize_head(line, fields) + (self._body or b""))
         if self._streamed:
@@ -179,7 +191,9 @@ class Exchange:
         if self._finished:
             return
         try:
-            if isinstance(event, Head):
+            if self._tunnel and isinstance(event, Data):
+                self._from_target(event.data)
+            elif isinstance(event, Head):
                 self._response_head(event)
             elif isinstance(event, Data):
                 self._response_data(event.data)
@@ -192,6 +206,9 @@ class Exchange:
             self._fail(502, "the response could not be processed; session ended", abort=True)
 
     def _response_head(self, head: Head) -> None:
+        if head.status == 101 and self._websocket and self._upstream is not None:
+            self._switch(head)
+            return
         if head.status < 200:
             if head.status == 101:
                 raise _Refused(502, "the target switched protocols, which is not served")
@@ -313,10 +330,65 @@ class Exchange:
         masked = output.fields.get("body", "").encode("utf-8", "surrogateescape")
         return self._scrubber.scrub_whole(masked)
 
+    # -- a WebSocket tunnel --------------------------------------------------------------------
+
+    def _switch(self, head: Head) -> None:
+        """The target accepted the upgrade: relay ``101`` and then bytes both ways, each side
+        the other's producer. Messages are not decoded (see docs/protocols/http.md)."""
+        assert self._upstream is not None
+        self._response = head
+        self._tunnel = True
+        if self._timeout is not None and self._timeout.active():
+            self._timeout.cancel()
+        fields = [(n, self._scrubber.scrub_whole(v)) for n, v in response_fields(head.fields)]
+        fields += [(b"connection", b"upgrade"), (b"upgrade", b"websocket")]
+        self._client.write(serialize_head(b"HTTP/1.1 101 Switching Protocols", fields))
+        self._head_sent = True
+        self._client.transport.registerProducer(self._upstream_gate(), True)
+        self._upstream.transport.registerProducer(self._client.gate, True)
+        self._client.tunnel(self)
+
+    def from_client(self, data: bytes) -> None:
+        """Client bytes of the tunnel, to the target as they are."""
+        if self._upstream is not None and not self._finished:
+            self._upstream.send(data)
+
+    def _from_target(self, data: bytes) -> None:
+        # Scrubbed piece by piece: holding bytes back would stall an interactive channel.
+        data = self._scrubber.scrub_whole(data)
+        self._sent += len(data)
+        self._client.write(data)
+
+    def close_tunnel(self, reason: str) -> None:
+        """The tunnel ended (either side closed): the command completed."""
+        if self._finished:
+            return
+        self._finished = True
+        self._client.complete(
+            self.command,
+            CommandOutcome(
+                status="ok",
+                bytes=self._sent,
+                duration=time.monotonic() - self._started,
+                error_message=reason,
+            ),
+        )
+        if self._upstream is not None:
+            self._upstream.abort()
+
+    @property
+    def tunnelling(self) -> bool:
+        """Whether the exchange became a WebSocket tunnel."""
+        return self._tunnel
+
     # -- the end -------------------------------------------------------------------------------
 
     def _upstream_lost(self, reason: str | None) -> None:
         if self._finished:
+            return
+        if self._tunnel:
+            self.close_tunnel("the target closed the WebSocket")
+            self._client.abort("the target closed the WebSocket")
             return
         self._fail(502, reason or "the target closed the connection")
 

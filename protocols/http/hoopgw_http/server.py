@@ -118,6 +118,7 @@ class ClientConnection(protocol.Protocol):
         self._body_sink: Callable[[Event], None] | None = None
         self._waiting: defer.Deferred[Any] | None = None
         self._exchange: Exchange | None = None
+        self._tunnel: Exchange | None = None
         self._ledger: CommandLedger | None = None
         self._token = ""
         self._closed = False
@@ -159,6 +160,9 @@ class ClientConnection(protocol.Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self._closed:
+            return
+        if self._tunnel is not None:
+            self._tunnel.from_client(data)
             return
         try:
             self._queue.extend(self._reader.feed(data))
@@ -229,7 +233,8 @@ class ClientConnection(protocol.Protocol):
     # -- one request ---------------------------------------------------------------------------
 
     async def _handle(self, head: Head) -> None:
-        target = _check_request(head)
+        target = _check_request(head, websocket=self.settings.websocket)
+        upgrade = bool(head.get(b"upgrade"))
         try:
             token = caller_token(head.fields)
         except CallerTokenError as exc:
@@ -241,7 +246,7 @@ class ClientConnection(protocol.Protocol):
                 401, "this connection is authenticated as another caller; open a new connection"
             )
         body, streamed = await self._read_body(head)
-        command = self._command(head, target, body, streamed)
+        command = self._command(head, target, body, streamed, upgrade=upgrade)
         verdict = await self._decide(command)
         assert self._ledger is not None
         if self._ledger.closed:
@@ -264,7 +269,8 @@ class ClientConnection(protocol.Protocol):
             credential=factory.credential,
             inspect_responses=self.runtime.chain.has_output_hooks,
             scrubber=SecretScrubber(factory.credential.secrets()),
-            keep_alive=not self._wants_close,
+            keep_alive=not self._wants_close and not upgrade,
+            websocket=upgrade,
         )
         self._exchange = exchange
         exchange.start(self.runtime.reactor, self.runtime.config, factory.tls_options)
@@ -374,9 +380,11 @@ class ClientConnection(protocol.Protocol):
         self._pump()
         return waiting
 
-    def _command(self, head: Head, target: Target, body: bytes | None, streamed: bool) -> Command:
+    def _command(
+        self, head: Head, target: Target, body: bytes | None, streamed: bool, *, upgrade: bool
+    ) -> Command:
         assert self._ledger is not None and self.session_info is not None
-        text = f"{head.method} {target.raw}"
+        text = f"{head.method} {target.raw}" + (" [WebSocket]" if upgrade else "")
         if body:
             shown = body.decode("utf-8", "replace")
             limit = self.settings.record_body_chars
@@ -393,7 +401,12 @@ class ClientConnection(protocol.Protocol):
             seq=self._ledger.next_seq(),
             text=text,
             kind="http-request",
-            details={"method": head.method, "path": target.path, "query": target.query},
+            # A WebSocket is judged as a method of its own: an allowed GET does not open one.
+            details={
+                "method": "WEBSOCKET" if upgrade else head.method,
+                "path": target.path,
+                "query": target.query,
+            },
         )
         try:
             return self.runtime.chain.recordable(self.session_info, command)
@@ -441,6 +454,16 @@ class ClientConnection(protocol.Protocol):
         self._body_sink = sink
         self.gate.resume(READ_PAUSE_REQUEST)
         self._pump()
+
+    def tunnel(self, exchange: Exchange) -> None:
+        """The exchange became a WebSocket tunnel: client bytes go to it as they are."""
+        assert self.gate is not None
+        self._tunnel = exchange
+        self._queue.clear()
+        rest = self._reader.take_rest()
+        if rest:
+            exchange.from_client(rest)
+        self.gate.resume(READ_PAUSE_REQUEST)
 
     def error_response(self, status: int, message: str, *, close: bool = True) -> None:
         """Answer the request with a JSON error that says why."""
@@ -524,6 +547,8 @@ class ClientConnection(protocol.Protocol):
         self._closed = True
         if self._login_timer is not None and self._login_timer.active():
             self._login_timer.cancel()
+        if self._tunnel is not None:
+            self._tunnel.close_tunnel("client closed")
         if self._exchange is not None:
             self._exchange.cancel()
             self._exchange = None
@@ -543,15 +568,25 @@ def _has_body(head: Head) -> bool:
     return bool(head.get(b"transfer-encoding")) or (bool(lengths) and int(lengths[0]) > 0)
 
 
-def _check_request(head: Head) -> Target:
+def _check_request(head: Head, *, websocket: bool) -> Target:
     """The request's target, once nothing about the request is ambiguous.
 
+    :param websocket: whether WebSocket upgrades are passed on (``http.websocket``).
     :raises _Refusal: with the status and the reason otherwise.
     """
     if not _METHOD.fullmatch(head.method) or head.method == "CONNECT":
         raise _Refusal(405 if head.method == "CONNECT" else 400, "method not served")
     if head.get(b"upgrade"):
-        raise _Refusal(501, "protocol upgrades (WebSocket) are not served on this connection")
+        if not websocket:
+            raise _Refusal(501, "protocol upgrades (WebSocket) are not served on this connection")
+        if (
+            head.tokens(b"upgrade") != {b"websocket"}
+            or b"upgrade" not in head.tokens(b"connection")
+            or head.method != "GET"
+            or head.version != "HTTP/1.1"
+            or _has_body(head)
+        ):
+            raise _Refusal(400, "only a WebSocket upgrade (GET, Connection: Upgrade) is served")
     for name, _ in head.fields:
         if name in OVERRIDE_FIELDS:
             raise _Refusal(

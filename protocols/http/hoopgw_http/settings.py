@@ -131,6 +131,13 @@ OPTIONS = (
         check=_positive,
     ),
     Option(
+        name="websocket",
+        type=bool,
+        default=False,
+        help="pass WebSocket upgrades on (judged as method WEBSOCKET; messages are relayed"
+        " undecoded: neither masked nor recorded)",
+    ),
+    Option(
         name="response_timeout",
         type=(int, float),
         default=60.0,
@@ -166,6 +173,7 @@ class HttpSettings:
     inspect_types: tuple[str, ...]
     record_body_chars: int
     response_timeout: float
+    websocket: bool
     tls: bool
     """Whether the target speaks HTTPS (``upstream_tls.sslmode = "verify-full"``)."""
 
@@ -234,6 +242,7 @@ class HttpSettings:
             inspect_types=tuple(t.lower() for t in options["inspect_types"]),
             record_body_chars=options["record_body_chars"],
             response_timeout=float(options["response_timeout"]),
+            websocket=options["websocket"],
             tls=sslmode == "verify-full",
         )
 

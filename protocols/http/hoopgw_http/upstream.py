@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from hoopgw.config import ConnectionConfig
 from hoopgw.transport import CONNECT_TIMEOUT, QuietFactory, ReadGate, set_no_delay
 from hoopgw_http.settings import HttpSettings
-from hoopgw_http.wire import BadMessage, End, Event, MessageReader
+from hoopgw_http.wire import BadMessage, Data, End, Event, Head, MessageReader
 
 __all__ = ["UpstreamRequest", "client_tls_options", "connect_upstream", "upstream_tls_options"]
 
@@ -75,7 +75,12 @@ class UpstreamRequest(protocol.Protocol):
         self._reader.expect(method)
         self._on_event = on_event
         self._on_lost = on_lost
+        self.allow_switch = False
+        """Whether a ``101`` answer switches the connection (a WebSocket upgrade was sent)."""
         self._complete = False
+        self.switched = False
+        """Whether the target switched protocols (``101``): its bytes now come as
+        :class:`~hoopgw_http.wire.Data` events, undecoded, until it closes."""
         self.gate: ReadGate | None = None
         """Pauses reading the target (the client's write buffer is full)."""
 
@@ -89,6 +94,9 @@ class UpstreamRequest(protocol.Protocol):
             self.transport.write(data)
 
     def dataReceived(self, data: bytes) -> None:
+        if self.switched:
+            self._on_event(Data(data=data))
+            return
         if self._complete:
             return
         try:
@@ -98,6 +106,12 @@ class UpstreamRequest(protocol.Protocol):
                     if isinstance(event, End) and self._final():
                         self._complete = True
                     self._on_event(event)
+                    if isinstance(event, Head) and event.status == 101 and self.allow_switch:
+                        self.switched = True
+                        rest = self._reader.take_rest()
+                        if rest:
+                            self._on_event(Data(data=rest))
+                        return
                 events = [] if self._complete else self._reader.feed(b"")
         except BadMessage as exc:
             self._complete = True
@@ -109,7 +123,7 @@ class UpstreamRequest(protocol.Protocol):
         return head is not None and head.status >= 200
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
-        if self._complete:
+        if self._complete or self.switched:
             self._on_lost(None)
             return
         try:

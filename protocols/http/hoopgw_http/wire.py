@@ -152,6 +152,12 @@ class MessageReader:
                 break
         return events
 
+    def take_rest(self) -> bytes:
+        """The bytes kept after the last message, taken out: the connection switched to
+        another protocol (a ``101 Switching Protocols``), so they are not HTTP."""
+        rest, self._buffer = bytes(self._buffer), bytearray()
+        return rest
+
     def eof(self) -> list[Event]:
         """The peer closed its side: the end of a close-delimited body, or an error.
 

@@ -150,3 +150,14 @@ def test_http_options_belong_to_http_connections() -> None:
         plugin("ssh", http_rules=RULES)
     with pytest.raises(ConfigError, match="http_rules"):
         plugin("http", deny_commands=["rm"])
+
+
+def test_a_websocket_is_its_own_method_but_denied_with_get() -> None:
+    allow_get = policy(rules=[{"methods": ["GET"], "paths": ["/ws"], "action": "allow"}])
+    assert isinstance(allow_get.judge("WEBSOCKET", "/ws"), Block)
+    deny_get = policy(
+        default="allow", rules=[{"methods": ["GET"], "paths": ["/ws"], "action": "deny"}]
+    )
+    assert isinstance(deny_get.judge("WEBSOCKET", "/ws"), Block)
+    allow_ws = policy(rules=[{"methods": ["WEBSOCKET"], "paths": ["/ws"], "action": "allow"}])
+    assert allow_ws.judge("WEBSOCKET", "/ws") is None

@@ -432,3 +432,75 @@ def test_a_session_ended_while_a_request_waits_answers_503(
     assert client.received().startswith(b"HTTP/1.1 503 ")
     assert log.events[-1] == ("closed", "gateway stopping")
     assert gateway.target.connections == []
+
+
+UPGRADE = (
+    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+)
+
+
+def test_a_websocket_upgrade_becomes_a_tunnel_when_enabled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    log = HookLog()
+    gateway = Gateway([("log", log)], http={"websocket": True}, monkeypatch=monkeypatch)
+    client = gateway.connect()
+    client.send(client.request("GET", "/ws", extra=UPGRADE))
+    sent = gateway.target.received()
+    assert b"connection: upgrade\r\nupgrade: websocket\r\n" in sent
+    assert b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==" in sent
+    gateway.target.respond(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x02hi"
+    )
+    answer = client.received()
+    assert answer.startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+    assert answer.endswith(b"\r\n\r\n\x81\x02hi")  # bytes after the 101 are the tunnel's
+    client.send(b"\x81\x82abcd\x09\x0b")  # a masked client frame, passed as it is
+    assert gateway.target.received().endswith(b"\x81\x82abcd\x09\x0b")
+    gateway.target.connections[0][0].connectionLost()
+    assert client.transport.disconnecting
+    client.close()
+    assert log.events == [
+        ("decided", "GET /ws [WebSocket]", "Allow"),
+        ("completed", "GET /ws [WebSocket]", "ok"),
+        ("closed", "the target closed the WebSocket"),
+    ]
+
+
+def test_a_websocket_is_judged_as_its_own_method(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+
+    class Watch:
+        @hookimpl
+        def client_command(self, command: Any) -> None:
+            seen.append(command.details["method"])
+
+    gateway = Gateway([("watch", Watch())], http={"websocket": True}, monkeypatch=monkeypatch)
+    client = gateway.connect()
+    client.send(client.request("GET", "/ws", extra=UPGRADE))
+    assert seen == ["WEBSOCKET"]
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        "Upgrade: h2c\r\nConnection: Upgrade\r\n",
+        "Upgrade: websocket\r\nConnection: keep-alive\r\n",
+    ],
+)
+def test_other_upgrades_are_refused(monkeypatch: pytest.MonkeyPatch, extra: str) -> None:
+    gateway = Gateway(http={"websocket": True}, monkeypatch=monkeypatch)
+    client = gateway.connect()
+    client.send(client.request("GET", "/ws", extra=extra))
+    assert client.received().startswith(b"HTTP/1.1 400 ")
+    assert gateway.target.connections == []
+
+
+def test_a_101_without_an_upgrade_asked_for_is_502(monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway = Gateway(monkeypatch=monkeypatch)
+    client = gateway.connect()
+    client.send(client.request())
+    gateway.target.respond(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n")
+    assert client.received().startswith(b"HTTP/1.1 502 ")

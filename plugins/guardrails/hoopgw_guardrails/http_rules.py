@@ -14,7 +14,8 @@ Every rule that matches counts and the strongest action wins (deny, then review,
 so the order of the rules does not matter; a request no rule matches gets ``http_default``.
 
 Matching leans to the refusal where servers differ: a ``deny`` or ``review`` rule also matches
-the path in another letter case and with or without a trailing slash, and a rule on ``GET``
+the path in another letter case, in Unicode compatibility form (NFKC: full-width letters
+and slashes as ASCII) and with or without a trailing slash, and a rule on ``GET``
 also matches ``HEAD`` and ``WEBSOCKET`` (the method a WebSocket upgrade is judged as; all three
 are GETs on the wire); an ``allow`` rule matches only the exact method and path. So a
 case-insensitive server cannot be reached past a deny rule with ``/ADMIN``, and a
@@ -24,6 +25,7 @@ case-sensitive one is not opened by an allow rule for ``/public`` to ``/PUBLIC``
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -110,8 +112,12 @@ class HttpRule:
         if "*" not in self.methods and method not in self.methods:
             return False
         candidates = {path}
-        if self.action != "allow" and len(path) > 1:
-            candidates |= {path.rstrip("/") or "/", path.rstrip("/") + "/"}
+        if self.action != "allow":
+            # Some servers fold compatibility characters (full-width letters) into ASCII.
+            candidates.add(unicodedata.normalize("NFKC", path))
+            if len(path) > 1:
+                candidates |= {c.rstrip("/") or "/" for c in candidates}
+                candidates |= {c.rstrip("/") + "/" for c in candidates}
         return any(p.fullmatch(c) for p in self.patterns for c in candidates)
 
 

@@ -12,6 +12,10 @@ the target, what the target's response loses on its way back (sans-io).
 - A request carrying a field that makes frameworks route it differently from its method or
   path (``X-HTTP-Method-Override``, ``X-Original-URL``, ...) is refused: the rules judged the
   method and path the gateway saw.
+
+Field names are compared with ``_`` read as ``-`` (:func:`canonical_name`): CGI, WSGI and
+Rack servers map both to the same variable (``HTTP_X_API_KEY``), so ``X_Api_Key`` from the
+caller would otherwise reach the target beside the credential's ``X-Api-Key``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ __all__ = [
     "SecretScrubber",
     "UpstreamCredential",
     "caller_token",
+    "canonical_name",
     "request_fields",
     "response_fields",
 ]
@@ -69,6 +74,11 @@ _SPOOFABLE = frozenset(
         b"x-client-ip",
     }
 )
+
+
+def canonical_name(name: bytes) -> bytes:
+    """A field name as servers that map ``-`` and ``_`` alike read it."""
+    return name.replace(b"_", b"-")
 
 
 class CallerTokenError(ValueError):
@@ -147,11 +157,12 @@ def request_fields(
     dropped = HOP_BY_HOP | FRAMING | _SPOOFABLE | named | {b"host", b"authorization", b"expect"}
     if identity_encoding:
         dropped |= {b"accept-encoding"}
-    forwarded = [(b"host", host.encode("ascii"))]
-    forwarded += [(name, value) for name, value in fields if name not in dropped]
     credential_field = credential.field()
     if credential_field is not None:
-        forwarded = [f for f in forwarded if f[0] != credential_field[0]]
+        dropped |= {credential_field[0]}
+    forwarded = [(b"host", host.encode("ascii"))]
+    forwarded += [(name, value) for name, value in fields if canonical_name(name) not in dropped]
+    if credential_field is not None:
         forwarded.append(credential_field)
     if identity_encoding:
         forwarded.append((b"accept-encoding", b"identity"))

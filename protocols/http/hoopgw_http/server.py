@@ -44,6 +44,7 @@ from hoopgw_http.headers import (
     SecretScrubber,
     UpstreamCredential,
     caller_token,
+    canonical_name,
 )
 from hoopgw_http.paths import AmbiguousTarget, Target, parse_target
 from hoopgw_http.settings import HttpSettings
@@ -588,7 +589,7 @@ def _check_request(head: Head, *, websocket: bool) -> Target:
         ):
             raise _Refusal(400, "only a WebSocket upgrade (GET, Connection: Upgrade) is served")
     for name, _ in head.fields:
-        if name in OVERRIDE_FIELDS:
+        if canonical_name(name) in OVERRIDE_FIELDS:
             raise _Refusal(
                 400, f"the {name.decode()} field is refused: send the method and path themselves"
             )

@@ -161,3 +161,12 @@ def test_a_websocket_is_its_own_method_but_denied_with_get() -> None:
     assert isinstance(deny_get.judge("WEBSOCKET", "/ws"), Block)
     allow_ws = policy(rules=[{"methods": ["WEBSOCKET"], "paths": ["/ws"], "action": "allow"}])
     assert allow_ws.judge("WEBSOCKET", "/ws") is None
+
+
+def test_deny_rules_match_the_compatibility_form_of_a_path() -> None:
+    deny = policy(
+        default="allow", rules=[{"methods": ["*"], "paths": ["/admin/**"], "action": "deny"}]
+    )
+    assert isinstance(deny.judge("GET", "/\uff41\uff44\uff4d\uff49\uff4e/users"), Block)
+    allow = policy(rules=[{"methods": ["GET"], "paths": ["/admin/**"], "action": "allow"}])
+    assert isinstance(allow.judge("GET", "/\uff41\uff44\uff4d\uff49\uff4e/users"), Block)

@@ -153,3 +153,17 @@ def test_the_scrubber_passes_other_bytes_unchanged() -> None:
     assert scrubber.scrub(data) + scrubber.flush() == data
     assert SecretScrubber([]).scrub(b"abc") == b"abc"
     assert scrubber.scrub_whole(b"x" + SECRET.encode()) == b"x" + b"*" * len(SECRET)
+
+
+def test_underscored_names_are_read_as_servers_that_map_them_to_hyphens_do() -> None:
+    fields = request_fields(
+        [
+            (b"x_api_key", b"caller-chosen"),
+            (b"x_forwarded_for", b"10.0.0.1"),
+            (b"x_kept", b"yes"),
+        ],
+        host="t",
+        credential=credential("header"),
+        identity_encoding=False,
+    )
+    assert fields == [(b"host", b"t"), (b"x_kept", b"yes"), (b"x-api-key", SECRET.encode())]

@@ -504,3 +504,11 @@ def test_a_101_without_an_upgrade_asked_for_is_502(monkeypatch: pytest.MonkeyPat
     client.send(client.request())
     gateway.target.respond(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n")
     assert client.received().startswith(b"HTTP/1.1 502 ")
+
+
+def test_an_underscored_override_field_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway = Gateway(monkeypatch=monkeypatch)
+    client = gateway.connect()
+    client.send(client.request("POST", extra="X_HTTP_Method_Override: DELETE\r\n"))
+    assert client.received().startswith(b"HTTP/1.1 400 ")
+    assert gateway.target.connections == []

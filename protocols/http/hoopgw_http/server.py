@@ -128,6 +128,7 @@ class ClientConnection(protocol.Protocol):
         self._bodiless = False
         self._continued = False
         self._login_timer: Any = None
+        self._idle_timer: Any = None
         self._admission: defer.Deferred[Any] | None = None
         self.client_address = "?"
         self._client_host = "?"
@@ -211,6 +212,7 @@ class ClientConnection(protocol.Protocol):
 
     def _start(self, head: Head) -> None:
         assert self.gate is not None
+        self._stop_idle_timer()
         self._busy = True
         self._request = head
         self._bodiless = not _has_body(head)
@@ -505,8 +507,24 @@ class ClientConnection(protocol.Protocol):
             self._closed_by_us()
             return
         assert self.gate is not None
+        self._idle_timer = self.runtime.reactor.callLater(
+            self.settings.idle_timeout, self._idle_timed_out
+        )
         self.gate.resume(READ_PAUSE_REQUEST)
         self._pump()
+
+    def _idle_timed_out(self) -> None:
+        self._idle_timer = None
+        if self._busy or self._closed:
+            return
+        if self._ledger is not None:
+            self._ledger.close(f"idle for {self.settings.idle_timeout:g} s (http.idle_timeout)")
+        self._closed_by_us()
+
+    def _stop_idle_timer(self) -> None:
+        if self._idle_timer is not None and self._idle_timer.active():
+            self._idle_timer.cancel()
+        self._idle_timer = None
 
     def _closed_by_us(self) -> None:
         self._queue.clear()
@@ -546,6 +564,7 @@ class ClientConnection(protocol.Protocol):
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self._closed = True
+        self._stop_idle_timer()
         if self._login_timer is not None and self._login_timer.active():
             self._login_timer.cancel()
         if self._tunnel is not None:

@@ -131,6 +131,13 @@ OPTIONS = (
         check=_positive,
     ),
     Option(
+        name="idle_timeout",
+        type=(int, float),
+        default=300.0,
+        help="seconds a client connection may wait between requests before it is closed",
+        check=_positive,
+    ),
+    Option(
         name="websocket",
         type=bool,
         default=False,
@@ -173,6 +180,7 @@ class HttpSettings:
     inspect_types: tuple[str, ...]
     record_body_chars: int
     response_timeout: float
+    idle_timeout: float
     websocket: bool
     tls: bool
     """Whether the target speaks HTTPS (``upstream_tls.sslmode = "verify-full"``)."""
@@ -242,6 +250,7 @@ class HttpSettings:
             inspect_types=tuple(t.lower() for t in options["inspect_types"]),
             record_body_chars=options["record_body_chars"],
             response_timeout=float(options["response_timeout"]),
+            idle_timeout=float(options["idle_timeout"]),
             websocket=options["websocket"],
             tls=sslmode == "verify-full",
         )

@@ -512,3 +512,22 @@ def test_an_underscored_override_field_is_refused(monkeypatch: pytest.MonkeyPatc
     client.send(client.request("POST", extra="X_HTTP_Method_Override: DELETE\r\n"))
     assert client.received().startswith(b"HTTP/1.1 400 ")
     assert gateway.target.connections == []
+
+
+def test_an_idle_connection_is_closed_and_its_session_ended(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    log = HookLog()
+    gateway = Gateway([("log", log)], http={"idle_timeout": 30}, monkeypatch=monkeypatch)
+    client = gateway.connect()
+    client.send(client.request())
+    gateway.target.respond(ok())
+    gateway.clock.advance(29)
+    assert not client.transport.disconnecting
+    client.send(client.request())  # a request in time starts the wait again
+    gateway.target.respond(ok())
+    gateway.clock.advance(29)
+    assert not client.transport.disconnecting
+    gateway.clock.advance(1)
+    assert client.transport.disconnecting
+    assert log.events[-1] == ("closed", "idle for 30 s (http.idle_timeout)")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hmac
 import json
-import re
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -37,16 +36,15 @@ from hoopgw.protocol import ConnectionRuntime
 from hoopgw.session import Command, CommandOutcome, Identity, Output, SessionInfo
 from hoopgw.transport import ReadGate, is_loopback, set_no_delay
 from hoopgw.verdicts import Allow, Block, Hold
+from hoopgw_http.checks import Refusal, check_request, has_body
 from hoopgw_http.exchange import Exchange
 from hoopgw_http.headers import (
-    OVERRIDE_FIELDS,
     CallerTokenError,
     SecretScrubber,
     UpstreamCredential,
     caller_token,
-    canonical_name,
 )
-from hoopgw_http.paths import AmbiguousTarget, Target, parse_target
+from hoopgw_http.paths import Target
 from hoopgw_http.settings import HttpSettings
 from hoopgw_http.upstream import client_tls_options, upstream_tls_options
 from hoopgw_http.wire import BadMessage, Data, End, Event, Head, MessageReader, serialize_head
@@ -57,15 +55,6 @@ log = Logger(namespace="hoopgw.http")
 
 READ_PAUSE_REQUEST = "request"
 """A request is being handled: the next one is not read until its response is complete."""
-_METHOD = re.compile(r"[A-Z]+")
-
-
-class _Refusal(Exception):
-    """A request the gateway answers itself with ``status`` and the message."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 class HttpProxyFactory(protocol.Factory):
@@ -215,7 +204,7 @@ class ClientConnection(protocol.Protocol):
         self._stop_idle_timer()
         self._busy = True
         self._request = head
-        self._bodiless = not _has_body(head)
+        self._bodiless = not has_body(head)
         self._continued = False
         self._wants_close = head.version == "HTTP/1.0" or b"close" in head.tokens(b"connection")
         self.gate.pause(READ_PAUSE_REQUEST)
@@ -223,9 +212,9 @@ class ClientConnection(protocol.Protocol):
         d.addErrback(self._handling_failed)
 
     def _handling_failed(self, failure: Failure) -> None:
-        if failure.check(_Refusal):
+        if failure.check(Refusal):
             refusal = failure.value
-            assert isinstance(refusal, _Refusal)
+            assert isinstance(refusal, Refusal)
             self.error_response(refusal.status, str(refusal))
             return
         if failure.check(defer.CancelledError) or self._closed:
@@ -236,16 +225,16 @@ class ClientConnection(protocol.Protocol):
     # -- one request ---------------------------------------------------------------------------
 
     async def _handle(self, head: Head) -> None:
-        target = _check_request(head, websocket=self.settings.websocket)
+        target = check_request(head, websocket=self.settings.websocket)
         upgrade = bool(head.get(b"upgrade"))
         try:
             token = caller_token(head.fields)
         except CallerTokenError as exc:
-            raise _Refusal(401, str(exc)) from None
+            raise Refusal(401, str(exc)) from None
         if self._ledger is None:
             await self._login(token, head)
         elif not hmac.compare_digest(token.encode(), self._token.encode()):
-            raise _Refusal(
+            raise Refusal(
                 401, "this connection is authenticated as another caller; open a new connection"
             )
         body, streamed = await self._read_body(head)
@@ -286,7 +275,7 @@ class ClientConnection(protocol.Protocol):
             and not is_loopback(self._client_host)
             and not config.allow_cleartext_password
         ):
-            raise _Refusal(
+            raise Refusal(
                 403,
                 "a bearer token over plain HTTP from another host is refused: connect with TLS"
                 " (an ssl: listen endpoint) or set allow_cleartext_password",
@@ -294,16 +283,16 @@ class ClientConnection(protocol.Protocol):
         assert self._admission is not None
         verdict = await self._admission
         if isinstance(verdict, Block | Hold):
-            raise _Refusal(403, f"connection refused: {verdict.reason}")
+            raise Refusal(403, f"connection refused: {verdict.reason}")
         try:
             identity = await runtime.authenticator.authenticate(
                 token, client_address=self.client_address, connection=config.name
             )
             await runtime.authenticator.admit(identity, config, client_address=self.client_address)
         except AuthenticationError as exc:
-            raise _Refusal(401, str(exc)) from None
+            raise Refusal(401, str(exc)) from None
         except AccessDenied as exc:
-            raise _Refusal(403, str(exc)) from None
+            raise Refusal(403, str(exc)) from None
         if self._closed:
             raise defer.CancelledError()
         agent = next(iter(head.get(b"user-agent")), b"")
@@ -320,7 +309,7 @@ class ClientConnection(protocol.Protocol):
         started = await runtime.chain.decide("session_started", session=info)
         if isinstance(started, Block | Hold):
             runtime.chain.notify("session_closed", session=info, reason=started.reason)
-            raise _Refusal(403, f"session refused: {started.reason}")
+            raise Refusal(403, f"session refused: {started.reason}")
         if self._closed:
             runtime.chain.notify("session_closed", session=info, reason="client closed")
             raise defer.CancelledError()
@@ -341,7 +330,7 @@ class ClientConnection(protocol.Protocol):
 
     async def _read_body(self, head: Head) -> tuple[bytes | None, bool]:
         """The body read whole when it is inspected, else None; and whether it streams."""
-        if not _has_body(head):
+        if not has_body(head):
             return None, False
         lengths = head.get(b"content-length")
         length = int(lengths[0]) if lengths else None
@@ -351,13 +340,13 @@ class ClientConnection(protocol.Protocol):
             return None, True
         if length is not None and length > settings.max_inspected_body:
             if settings.oversize_bodies == "refuse":
-                raise _Refusal(413, _TOO_LARGE)
+                raise Refusal(413, _TOO_LARGE)
             return None, True
         self.send_continue()
         body, complete = await self._collect()
         if not complete:
             # A chunked body grew past the limit: what was read cannot be un-read.
-            raise _Refusal(413, _TOO_LARGE)
+            raise Refusal(413, _TOO_LARGE)
         return body, False
 
     def _collect(self) -> defer.Deferred[tuple[bytes, bool]]:
@@ -581,42 +570,3 @@ class ClientConnection(protocol.Protocol):
 
 
 _TOO_LARGE = "the request body is larger than http.max_inspected_body"
-
-
-def _has_body(head: Head) -> bool:
-    lengths = head.get(b"content-length")
-    return bool(head.get(b"transfer-encoding")) or (bool(lengths) and int(lengths[0]) > 0)
-
-
-def _check_request(head: Head, *, websocket: bool) -> Target:
-    """The request's target, once nothing about the request is ambiguous.
-
-    :param websocket: whether WebSocket upgrades are passed on (``http.websocket``).
-    :raises _Refusal: with the status and the reason otherwise.
-    """
-    if not _METHOD.fullmatch(head.method) or head.method == "CONNECT":
-        raise _Refusal(405 if head.method == "CONNECT" else 400, "method not served")
-    if head.get(b"upgrade"):
-        if not websocket:
-            raise _Refusal(501, "protocol upgrades (WebSocket) are not served on this connection")
-        if (
-            head.tokens(b"upgrade") != {b"websocket"}
-            or b"upgrade" not in head.tokens(b"connection")
-            or head.method != "GET"
-            or head.version != "HTTP/1.1"
-            or _has_body(head)
-        ):
-            raise _Refusal(400, "only a WebSocket upgrade (GET, Connection: Upgrade) is served")
-    for name, _ in head.fields:
-        if canonical_name(name) in OVERRIDE_FIELDS:
-            raise _Refusal(
-                400, f"the {name.decode()} field is refused: send the method and path themselves"
-            )
-    if head.tokens(b"expect") - {b"100-continue"}:
-        raise _Refusal(417, "only Expect: 100-continue is understood")
-    if head.version == "HTTP/1.1" and len(head.get(b"host")) != 1:
-        raise _Refusal(400, "an HTTP/1.1 request needs exactly one Host field")
-    try:
-        return parse_target(head.target)
-    except AmbiguousTarget as exc:
-        raise _Refusal(400, str(exc)) from None

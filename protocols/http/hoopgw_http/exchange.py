@@ -130,7 +130,7 @@ class Exchange:
             self._request.method, self._response_event, self._upstream_lost
         )
         self._upstream.allow_switch = self._websocket
-        self._timeout = reactor.callLater(self._settings.response_timeout, self._timed_out)
+        self._timeout = reactor.callLater(self._settings.options.response_timeout, self._timed_out)
         connecting = connect_upstream(reactor, connection, tls_options, self._upstream)
         connecting.addCallbacks(self._connected, self._connect_failed)
 
@@ -228,8 +228,8 @@ class Exchange:
             charset = _charset(content_type)
             if charset.startswith(_UNMASKABLE_CHARSETS):
                 raise _Refused(502, f"the target sent a {charset} body, which cannot be masked")
-            if length is not None and length > self._settings.max_inspected_body:
-                if self._settings.oversize_bodies == "refuse":
+            if length is not None and length > self._settings.options.max_inspected_body:
+                if self._settings.options.oversize_bodies == "refuse":
                     raise _Refused(502, _TOO_LARGE)
                 inspect = False
         self._inspect = inspect
@@ -264,8 +264,8 @@ class Exchange:
     def _response_data(self, data: bytes) -> None:
         if self._inspect:
             self._buffer += data
-            if len(self._buffer) > self._settings.max_inspected_body:
-                if self._settings.oversize_bodies == "refuse":
+            if len(self._buffer) > self._settings.options.max_inspected_body:
+                if self._settings.options.oversize_bodies == "refuse":
                     raise _Refused(502, _TOO_LARGE)
                 self._inspect = False
                 buffered, self._buffer = bytes(self._buffer), bytearray()

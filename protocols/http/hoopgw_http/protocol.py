@@ -1,6 +1,6 @@
 """The HTTP protocol as registered in the ``hoopgw.protocols`` entry-point group.
 
-Light on purpose: ``hoopgw config check`` imports it for every HTTP connection, and the proxy
+Light on purpose: the config loader imports it for every HTTP connection, and the proxy
 (Twisted's TLS stack) is imported only when a gateway serves one.
 """
 
@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from hoopgw.config import ConnectionConfig
+from hoopgw.connection import ConnectionConfig
 from hoopgw.protocol import ConnectionRuntime, ProtocolSpec
-from hoopgw_http.settings import OPTIONS, HttpSettings, check_options
+from hoopgw_http.settings import OPTIONS, HttpSettings, read_options
 
 
 def build_factory(runtime: ConnectionRuntime) -> Any:
@@ -26,7 +26,9 @@ def describe(connection: ConnectionConfig) -> dict[str, str]:
     settings = HttpSettings.of(connection)
     scheme = "https" if settings.tls else "http"
     shown = {"upstream": f"{scheme}://{connection.target} (Host: {settings.host_header})"}
-    shown["credential"] = settings.auth + (" + client certificate" if settings.client_cert else "")
+    shown["credential"] = settings.options.auth + (
+        " + client certificate" if settings.options.client_cert else ""
+    )
     return shown
 
 
@@ -35,5 +37,5 @@ PROTOCOL = ProtocolSpec(
     build_factory=build_factory,
     describe=describe,
     options=OPTIONS,
-    check_options=check_options,
+    read_options=read_options,
 )

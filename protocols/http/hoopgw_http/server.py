@@ -67,10 +67,10 @@ class HttpProxyFactory(protocol.Factory):
         config = runtime.config
         self.settings = HttpSettings.of(config)
         self.credential = UpstreamCredential(
-            kind=self.settings.auth,
+            kind=self.settings.options.auth,
             user=config.credential.user,
             secret=config.credential.password,
-            header=self.settings.auth_header,
+            header=self.settings.options.auth_header,
         )
         self.tls_options = (
             upstream_tls_options(config, self.settings) if self.settings.tls else None
@@ -225,7 +225,7 @@ class ClientConnection(protocol.Protocol):
     # -- one request ---------------------------------------------------------------------------
 
     async def _handle(self, head: Head) -> None:
-        target = check_request(head, websocket=self.settings.websocket)
+        target = check_request(head, websocket=self.settings.options.websocket)
         upgrade = bool(head.get(b"upgrade"))
         try:
             token = caller_token(head.fields)
@@ -338,8 +338,8 @@ class ClientConnection(protocol.Protocol):
         settings = self.settings
         if not settings.inspected(content_type):
             return None, True
-        if length is not None and length > settings.max_inspected_body:
-            if settings.oversize_bodies == "refuse":
+        if length is not None and length > settings.options.max_inspected_body:
+            if settings.options.oversize_bodies == "refuse":
                 raise Refusal(413, _TOO_LARGE)
             return None, True
         self.send_continue()
@@ -353,7 +353,7 @@ class ClientConnection(protocol.Protocol):
         assert self.gate is not None
         waiting: defer.Deferred[tuple[bytes, bool]] = defer.Deferred()
         buffer = bytearray()
-        limit = self.settings.max_inspected_body
+        limit = self.settings.options.max_inspected_body
 
         def sink(event: Event) -> None:
             assert self.gate is not None
@@ -379,7 +379,7 @@ class ClientConnection(protocol.Protocol):
         text = f"{head.method} {target.raw}" + (" [WebSocket]" if upgrade else "")
         if body:
             shown = body.decode("utf-8", "replace")
-            limit = self.settings.record_body_chars
+            limit = self.settings.options.record_body_chars
             text += "\n\n" + shown[:limit]
             if len(shown) > limit:
                 text += f"\n[... {len(body)} bytes in all]"
@@ -497,7 +497,7 @@ class ClientConnection(protocol.Protocol):
             return
         assert self.gate is not None
         self._idle_timer = self.runtime.reactor.callLater(
-            self.settings.idle_timeout, self._idle_timed_out
+            self.settings.options.idle_timeout, self._idle_timed_out
         )
         self.gate.resume(READ_PAUSE_REQUEST)
         self._pump()
@@ -507,7 +507,9 @@ class ClientConnection(protocol.Protocol):
         if self._busy or self._closed:
             return
         if self._ledger is not None:
-            self._ledger.close(f"idle for {self.settings.idle_timeout:g} s (http.idle_timeout)")
+            self._ledger.close(
+                f"idle for {self.settings.options.idle_timeout:g} s (http.idle_timeout)"
+            )
         self._closed_by_us()
 
     def _stop_idle_timer(self) -> None:

@@ -1,24 +1,25 @@
-"""The options an ``http`` connection reads from its ``[connections.http]`` table, and the
-checks that need the rest of the connection (its credential, its upstream TLS).
+"""The options an ``http`` connection reads from its ``[connections.http]`` table
+(:data:`OPTIONS`, made into :class:`HttpOptions` by :func:`read_options` when the config is
+loaded), and :class:`HttpSettings`: those options checked against the rest of the connection
+(its upstream TLS, its target).
 
-Kept free of Twisted imports: ``hoopgw config check`` loads it for every HTTP connection.
+Kept free of Twisted imports: the config loader imports it for every HTTP connection.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from fnmatch import fnmatchcase
-from pathlib import Path
 from typing import Any
 
 import attrs
 
-from hoopgw.config import ConnectionConfig
+from hoopgw.connection import ConnectionConfig
 from hoopgw.errors import ConfigError
 from hoopgw.plugin import Option
+from hoopgw.protocol import ProtocolTable
 
-__all__ = ["AUTH_KINDS", "OPTIONS", "HttpSettings", "check_options"]
+__all__ = ["AUTH_KINDS", "OPTIONS", "HttpOptions", "HttpSettings", "read_options"]
 
 AUTH_KINDS = ("none", "bearer", "basic", "header")
 """How the gateway presents the target's credential (besides a TLS client certificate)."""
@@ -155,33 +156,77 @@ OPTIONS = (
 """What the protocol reads from ``[connections.http]``."""
 
 
-def check_options(options: Mapping[str, Any], protocol: str) -> tuple[str, str] | None:
-    """What no single option can check: ``(option, message)``, or None when fine."""
-    if options["auth"] == "header" and not options["auth_header"]:
-        return "auth_header", 'required with auth = "header": the header field to set'
-    if options["auth"] != "header" and options["auth_header"]:
-        return "auth_header", 'only with auth = "header"'
-    if bool(options["client_cert"]) != bool(options["client_key"]):
-        return "client_key", "client_cert and client_key are set together"
-    return None
+@attrs.frozen(kw_only=True)
+class HttpOptions:
+    """A validated ``[connections.http]`` table (what the connection carries as
+    :attr:`~hoopgw.connection.ConnectionConfig.protocol_options`)."""
+
+    auth: str = "none"
+    auth_header: str = ""
+    client_cert: str | None = None
+    """Absolute path, known to be readable; None without mutual TLS."""
+    client_key: str | None = None
+    host_header: str = ""
+    max_inspected_body: int = 1024 * 1024
+    oversize_bodies: str = "refuse"
+    inspect_types: tuple[str, ...] = tuple(DEFAULT_INSPECT_TYPES)
+    record_body_chars: int = 64 * 1024
+    idle_timeout: float = 300.0
+    websocket: bool = False
+    response_timeout: float = 60.0
+
+
+def read_options(table: ProtocolTable) -> HttpOptions:
+    """The :class:`HttpOptions` of a validated ``[connections.http]`` table.
+
+    :raises ConfigError: naming the key, when options do not go together or the credential
+        lacks what ``auth`` presents.
+    """
+    values = table.values
+    auth = values["auth"]
+    if auth == "header" and not values["auth_header"]:
+        raise table.error('required with auth = "header": the header field to set', "auth_header")
+    if auth != "header" and values["auth_header"]:
+        raise table.error('only with auth = "header"', "auth_header")
+    if bool(values["client_cert"]) != bool(values["client_key"]):
+        raise table.error("client_cert and client_key are set together", "client_key")
+    credential = table.credential
+    if auth != "none" and credential.password is None:
+        raise ConfigError(
+            f"auth = {auth!r} needs the target's secret in credential.password",
+            key="credential.password",
+            connection=table.connection,
+        )
+    if auth == "basic" and (":" in credential.user or not credential.user):
+        raise ConfigError(
+            "basic authentication needs a user name without ':'",
+            key="credential.user",
+            connection=table.connection,
+        )
+    return HttpOptions(
+        auth=auth,
+        auth_header=values["auth_header"],
+        client_cert=table.readable_file("client_cert") if values["client_cert"] else None,
+        client_key=table.readable_file("client_key") if values["client_key"] else None,
+        host_header=values["host_header"],
+        max_inspected_body=values["max_inspected_body"],
+        oversize_bodies=values["oversize_bodies"],
+        inspect_types=tuple(t.lower() for t in values["inspect_types"]),
+        record_body_chars=values["record_body_chars"],
+        idle_timeout=float(values["idle_timeout"]),
+        websocket=values["websocket"],
+        response_timeout=float(values["response_timeout"]),
+    )
 
 
 @attrs.frozen(kw_only=True)
 class HttpSettings:
-    """An HTTP connection's settings, checked against the rest of its config."""
+    """An HTTP connection's options with what the rest of its config adds."""
 
-    auth: str
-    auth_header: str
-    client_cert: str | None
-    client_key: str | None
+    options: HttpOptions
+    """The ``[connections.http]`` table."""
     host_header: str
-    max_inspected_body: int
-    oversize_bodies: str
-    inspect_types: tuple[str, ...]
-    record_body_chars: int
-    response_timeout: float
-    idle_timeout: float
-    websocket: bool
+    """``Host`` sent to the target: :attr:`HttpOptions.host_header` or the target's."""
     tls: bool
     """Whether the target speaks HTTPS (``upstream_tls.sslmode = "verify-full"``)."""
 
@@ -192,47 +237,21 @@ class HttpSettings:
         :raises ConfigError: naming the key, when the options do not fit the connection.
         """
         options = connection.protocol_options
-        name = connection.name
+        if not isinstance(options, HttpOptions):
+            raise TypeError("not an HTTP connection: its protocol_options are not HttpOptions")
         sslmode = connection.upstream_tls.sslmode
         if sslmode not in ("disable", "verify-full"):
             raise ConfigError(
                 'an http target is reached over "disable" (http://) or "verify-full" (https://,'
                 f" its certificate verified against ca_file), not {sslmode!r}",
                 key="upstream_tls.sslmode",
-                connection=name,
+                connection=connection.name,
             )
-        credential = connection.credential
-        if options["auth"] != "none" and credential.password is None:
-            raise ConfigError(
-                f"auth = {options['auth']!r} needs the target's secret in credential.password",
-                key="credential.password",
-                connection=name,
-            )
-        if options["auth"] == "basic" and (":" in credential.user or not credential.user):
-            raise ConfigError(
-                "basic authentication needs a user name without ':'",
-                key="credential.user",
-                connection=name,
-            )
-        files: dict[str, str | None] = {}
-        for key in ("client_cert", "client_key"):
-            files[key] = None
-            if options[key]:
-                path = Path(options[key]).expanduser().resolve()
-                try:
-                    path.read_bytes()
-                except OSError as exc:
-                    raise ConfigError(
-                        f"cannot read {str(path)!r}: {exc.strerror}",
-                        key=f"http.{key}",
-                        connection=name,
-                    ) from None
-                files[key] = str(path)
-        if files["client_cert"] and sslmode != "verify-full":
+        if options.client_cert and sslmode != "verify-full":
             raise ConfigError(
                 'a client certificate needs upstream_tls.sslmode = "verify-full"',
                 key="http.client_cert",
-                connection=name,
+                connection=connection.name,
             )
         host = connection.target_host
         default_host = f"[{host}]" if ":" in host else host
@@ -240,18 +259,8 @@ class HttpSettings:
         if connection.target_port != default_port:
             default_host += f":{connection.target_port}"
         return cls(
-            auth=options["auth"],
-            auth_header=options["auth_header"],
-            client_cert=files["client_cert"],
-            client_key=files["client_key"],
-            host_header=options["host_header"] or default_host,
-            max_inspected_body=options["max_inspected_body"],
-            oversize_bodies=options["oversize_bodies"],
-            inspect_types=tuple(t.lower() for t in options["inspect_types"]),
-            record_body_chars=options["record_body_chars"],
-            response_timeout=float(options["response_timeout"]),
-            idle_timeout=float(options["idle_timeout"]),
-            websocket=options["websocket"],
+            options=options,
+            host_header=options.host_header or default_host,
             tls=sslmode == "verify-full",
         )
 
@@ -261,4 +270,4 @@ class HttpSettings:
         if content_type is None:
             return True
         media = content_type.split(b";", 1)[0].strip().lower().decode("latin-1")
-        return any(fnmatchcase(media, pattern) for pattern in self.inspect_types)
+        return any(fnmatchcase(media, pattern) for pattern in self.options.inspect_types)

@@ -18,7 +18,7 @@ from twisted.internet import defer, protocol, ssl
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.python.failure import Failure
 
-from hoopgw.config import ConnectionConfig
+from hoopgw.connection import ConnectionConfig
 from hoopgw.transport import CONNECT_TIMEOUT, QuietFactory, ReadGate, set_no_delay
 from hoopgw_http.settings import HttpSettings
 from hoopgw_http.wire import BadMessage, Data, End, Event, Head, MessageReader
@@ -51,9 +51,11 @@ def upstream_tls_options(connection: ConnectionConfig, settings: HttpSettings) -
     blocks = [block + marker for block in pem.split(marker) if b"-----BEGIN" in block]
     trust = ssl.trustRootFromCertificates([ssl.Certificate.loadPEM(b) for b in blocks])
     client = None
-    if settings.client_cert and settings.client_key:
+    if settings.options.client_cert and settings.options.client_key:
         client = ssl.PrivateCertificate.loadPEM(
-            Path(settings.client_cert).read_bytes() + b"\n" + Path(settings.client_key).read_bytes()
+            Path(settings.options.client_cert).read_bytes()
+            + b"\n"
+            + Path(settings.options.client_key).read_bytes()
         )
     return ssl.optionsForClientTLS(tls.server_name, trustRoot=trust, clientCertificate=client)
 

@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hoopgw_http import exchange
 from hoopgw_http.server import ClientConnection, HttpProxyFactory
-from hoopgw_http.settings import OPTIONS
+from hoopgw_http.settings import OPTIONS, read_options
 from hoopgw_http.upstream import UpstreamRequest
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
@@ -21,10 +22,11 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from hoopgw.authn import Authenticator
 from hoopgw.chain import PluginChain
-from hoopgw.config import ConnectionConfig, CredentialConfig, GatewayConfig, UpstreamTlsConfig
+from hoopgw.config.gateway import GatewayConfig
+from hoopgw.connection import ConnectionConfig, CredentialConfig, UpstreamTlsConfig
 from hoopgw.identity import KeyService
 from hoopgw.plugin import hookimpl, validate_options
-from hoopgw.protocol import ConnectionRuntime, SessionRegistry
+from hoopgw.protocol import ConnectionRuntime, ProtocolTable, SessionRegistry
 from hoopgw.secrets import Secret
 from hoopgw.session import ConnectionInfo, Output
 from hoopgw.store.sqlite import SQLiteStore
@@ -72,20 +74,28 @@ class Gateway:
         store.migrate()
         keys = KeyService(store)
         self.key, _ = keys.create("agent", ["agents"], now=time.time())
+        credential = CredentialConfig(
+            user="svc", password=Secret(reference="env:T", value=TARGET_TOKEN)
+        )
+        table = ProtocolTable(
+            protocol="http",
+            connection="api",
+            values=validate_options(
+                "http", OPTIONS, {"auth": "bearer", **(http or {})}, connection="api"
+            ),
+            credential=credential,
+            base_dir=Path("/etc/hoopgw"),
+        )
         config = ConnectionConfig(
             name="api",
             protocol="http",
             listen="tcp:18080:interface=127.0.0.1",
             target="api.internal:8080",
-            credential=CredentialConfig(
-                user="svc", password=Secret(reference="env:T", value=TARGET_TOKEN)
-            ),
+            credential=credential,
             allow_groups=("agents",),
             plugins=tuple(name for name, _ in plugins),
             upstream_tls=UpstreamTlsConfig(sslmode="disable"),
-            protocol_options=validate_options(
-                "http", OPTIONS, {"auth": "bearer", **(http or {})}, connection="api"
-            ),
+            protocol_options=read_options(table),
         )
         self.sessions = SessionRegistry()
         self.runtime = ConnectionRuntime(

@@ -277,8 +277,8 @@ class ClientConnection(protocol.Protocol):
         ):
             raise Refusal(
                 403,
-                "a bearer token over plain HTTP from another host is refused: connect with TLS"
-                " (an ssl: listen endpoint) or set allow_cleartext_password",
+                "a bearer token over plain HTTP from another host is refused: connect over HTTPS"
+                ' (client_tls = "required") or set allow_cleartext_password',
             )
         assert self._admission is not None
         verdict = await self._admission

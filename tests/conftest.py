@@ -629,10 +629,11 @@ def http_server(tmp_path: Path) -> Iterator[Any]:
 @pytest.fixture
 def http_gateway(tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
     """Factory like ``gateway`` for one ``http`` connection named ``api`` in front of an
-    ``httpserver.HttpServer``: ``http_gateway(server, plugins=[...], http={...}, connection={...})``
-    (``http`` adds keys to ``[connections.http]``). The gateway presents
-    :data:`HTTP_TARGET_TOKEN` as a bearer token (``auth = "bearer"``) unless ``http`` says
-    otherwise."""
+    ``httpserver.HttpServer``: ``http_gateway(server, plugins=[...], http={...},
+    connection={...}, identity={...})`` (``http`` adds keys to ``[connections.http]``,
+    ``identity`` is the ``[identity]`` table). The gateway presents :data:`HTTP_TARGET_TOKEN`
+    as a bearer token (``auth = "bearer"``) unless ``http`` says otherwise; an HTTPS server's
+    CA is trusted (``verify-full``)."""
     launcher = _GatewayLauncher(tmp_path, "http-gateway")
 
     def start(
@@ -644,6 +645,7 @@ def http_gateway(tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
         connection: Mapping[str, Any] | None = None,
         gateway_options: Mapping[str, Any] | None = None,
         roles: Mapping[str, Sequence[str]] | None = None,
+        identity: Mapping[str, Any] | None = None,
     ) -> RunningGateway:
         def document(workdir: Path, port: int) -> dict[str, Any]:
             token_file = workdir / "target-token"
@@ -675,6 +677,7 @@ def http_gateway(tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
                     }
                 ],
                 **({"roles": {k: list(v) for k, v in roles.items()}} if roles else {}),
+                **({"identity": dict(identity)} if identity else {}),
             }
 
         return launcher.launch(document)

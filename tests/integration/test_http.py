@@ -504,3 +504,32 @@ def test_websocket_pass_through_when_enabled(
 
     [command] = helpers.wait_for(completed, what="the WebSocket's completion")
     assert command["verdict"] == "allow" and command["status"] == "ok"
+
+
+def test_an_oidc_token_is_a_bearer_token_too(
+    http_server: Any, http_gateway: Callable[..., Any], tmp_path: Path
+) -> None:
+    oidc = _load("hoopgw_tests_oidcissuer", "oidcissuer.py")
+    issuer = oidc.TestIssuer(issuer="urn:example:ci")
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(issuer.jwks()))
+    gateway = http_gateway(
+        http_server,
+        plugins=["recording"],
+        identity={
+            "oidc": [{"issuer": issuer.issuer, "audience": oidc.AUDIENCE, "jwks_file": str(jwks)}]
+        },
+    )
+    answer = httpx.get(
+        url(gateway, "/echo/oidc"), headers={"Authorization": f"Bearer {issuer.token()}"}
+    )
+    assert answer.status_code == 200
+    [received] = http_server.requests()
+    assert received["headers"]["authorization"] == f"Bearer {TARGET_TOKEN}"
+    shown = gateway.cli("sessions", "show", session_ids(gateway)[0], "--json")
+    session = json.loads(shown.stdout)
+    assert (session["identity"], session["method"]) == ("svc-reporting", "oidc")
+    expired = issuer.token(now=int(time.time()) - 3600)
+    refused = httpx.get(url(gateway, "/echo/oidc"), headers={"Authorization": f"Bearer {expired}"})
+    assert refused.status_code == 401 and "www-authenticate" in refused.headers
+    assert len(http_server.requests()) == 1

@@ -139,6 +139,7 @@ def test_without_a_valid_token_the_answer_is_401(api: tuple[Any, Any, str]) -> N
     assert missing.headers["www-authenticate"].startswith("Bearer")
     wrong = httpx.get(url(gateway, "/echo/a"), headers={"Authorization": "Bearer hgw_nope"})
     assert wrong.status_code == 401
+    assert wrong.headers["www-authenticate"] == 'Bearer realm="hoopgw", error="invalid_token"'
     assert "error" in wrong.json()
     assert server.requests() == []
 

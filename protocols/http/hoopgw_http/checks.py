@@ -17,9 +17,14 @@ _METHOD = re.compile(r"[A-Z]+")
 class Refusal(Exception):
     """A request the gateway answers itself with ``status`` and the message."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, auth_error: str = "") -> None:
+        """
+        :param auth_error: for a ``401`` whose token was presented and refused, the
+            ``error`` of its ``WWW-Authenticate`` challenge (RFC 6750 section 3.1).
+        """
         super().__init__(message)
         self.status = status
+        self.auth_error = auth_error
 
 
 def has_body(head: Head) -> bool:

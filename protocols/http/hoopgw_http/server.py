@@ -215,7 +215,7 @@ class ClientConnection(protocol.Protocol):
         if failure.check(Refusal):
             refusal = failure.value
             assert isinstance(refusal, Refusal)
-            self.error_response(refusal.status, str(refusal))
+            self.error_response(refusal.status, str(refusal), auth_error=refusal.auth_error)
             return
         if failure.check(defer.CancelledError) or self._closed:
             return
@@ -235,7 +235,9 @@ class ClientConnection(protocol.Protocol):
             await self._login(token, head)
         elif not hmac.compare_digest(token.encode(), self._token.encode()):
             raise Refusal(
-                401, "this connection is authenticated as another caller; open a new connection"
+                401,
+                "this connection is authenticated as another caller; open a new connection",
+                auth_error="invalid_token",
             )
         body, streamed = await self._read_body(head)
         command = self._command(head, target, body, streamed, upgrade=upgrade)
@@ -290,7 +292,7 @@ class ClientConnection(protocol.Protocol):
             )
             await runtime.authenticator.admit(identity, config, client_address=self.client_address)
         except AuthenticationError as exc:
-            raise Refusal(401, str(exc)) from None
+            raise Refusal(401, str(exc), auth_error="invalid_token") from None
         except AccessDenied as exc:
             raise Refusal(403, str(exc)) from None
         if self._closed:
@@ -457,8 +459,11 @@ class ClientConnection(protocol.Protocol):
             exchange.from_client(rest)
         self.gate.resume(READ_PAUSE_REQUEST)
 
-    def error_response(self, status: int, message: str, *, close: bool = True) -> None:
-        """Answer the request with a JSON error that says why."""
+    def error_response(
+        self, status: int, message: str, *, close: bool = True, auth_error: str = ""
+    ) -> None:
+        """Answer the request with a JSON error that says why (a ``401`` with its
+        ``WWW-Authenticate`` challenge, naming ``auth_error`` when a token was refused)."""
         if self._closed:
             return
         body = json.dumps({"error": message}).encode("utf-8")
@@ -467,7 +472,10 @@ class ClientConnection(protocol.Protocol):
             (b"content-length", b"%d" % len(body)),
         ]
         if status == 401:
-            fields.append((b"www-authenticate", b'Bearer realm="hoopgw"'))
+            challenge = b'Bearer realm="hoopgw"'
+            if auth_error:
+                challenge += b', error="%s"' % auth_error.encode("ascii")
+            fields.append((b"www-authenticate", challenge))
         if close:
             fields.append((b"connection", b"close"))
         phrase = HTTPStatus(status).phrase.encode("ascii")

@@ -317,7 +317,9 @@ def test_another_token_on_the_same_connection_is_refused(monkeypatch: pytest.Mon
     client.received()
     other = client.request().replace(gateway.key.encode(), b"hgw_someone_else")
     client.send(other)
-    assert client.received().startswith(b"HTTP/1.1 401 ")
+    answer = client.received()
+    assert answer.startswith(b"HTTP/1.1 401 ")
+    assert b'www-authenticate: Bearer realm="hoopgw", error="invalid_token"' in answer
     assert len(gateway.target.connections) == 1
 
 

@@ -160,9 +160,25 @@ def _build_parser() -> argparse.ArgumentParser:
 
     audit = commands.add_parser("audit", help="verify, search and export the audit trail")
     audit_commands = audit.add_subparsers(metavar="COMMAND", required=True)
-    from hoopgw import cli_access, cli_audit, cli_evidence, cli_export, cli_mcp, cli_reviews
+    from hoopgw import (
+        cli_access,
+        cli_audit,
+        cli_evidence,
+        cli_export,
+        cli_kubeconfig,
+        cli_mcp,
+        cli_reviews,
+    )
 
-    for module in (cli_audit, cli_export, cli_evidence, cli_reviews, cli_access, cli_mcp):
+    for module in (
+        cli_audit,
+        cli_export,
+        cli_evidence,
+        cli_reviews,
+        cli_access,
+        cli_mcp,
+        cli_kubeconfig,
+    ):
         module.register(commands, audit_commands, with_config, with_json)
     return parser
 

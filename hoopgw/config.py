@@ -200,6 +200,9 @@ class ConnectionConfig:
     ``expired`` (no approval can follow)."""
     ssh: SshConfig | None = None
     """The ``[connections.ssh]`` table; set for (and only for) ``protocol = "ssh"``."""
+    protocol_options: Mapping[str, Any] = attrs.field(factory=dict)
+    """Validated options of the table named after the protocol, for a protocol that declares
+    them (:attr:`~hoopgw.protocol.ProtocolSpec.options`), defaults filled in."""
 
     @property
     def target_host(self) -> str:
@@ -556,7 +559,10 @@ def _readable_file(table: _Table, key: str, value: str | None, base_dir: Path) -
 # -- [[connections]] -------------------------------------------------------------------------
 
 # Every field but plugin_options, whose tables are named after the plugins.
-_CONNECTION_KEYS = {f.name for f in attrs.fields(ConnectionConfig)} - {"plugin_options"}
+_CONNECTION_KEYS = {f.name for f in attrs.fields(ConnectionConfig)} - {
+    "plugin_options",
+    "protocol_options",
+}
 
 
 def _connection(
@@ -573,15 +579,6 @@ def _connection(
     table = _Table(raw, "", name)
 
     plugins = table.strings("plugins", [])
-    for key, value in raw.items():
-        if key in _CONNECTION_KEYS or key in plugins:
-            continue
-        if isinstance(value, dict):
-            raise table.error(
-                f"plugin {key!r} is configured but not enabled (add it to plugins)", key
-            )
-        raise table.error(f"unknown key (known: {', '.join(sorted(_CONNECTION_KEYS))})", key)
-
     protocol = table.string("protocol")
     installed = sorted(ep.name for ep in entry_points(group=PROTOCOL_GROUP))
     if protocol not in installed:
@@ -589,6 +586,18 @@ def _connection(
             f"protocol {protocol!r} is not installed (installed: {', '.join(installed) or 'none'})",
             "protocol",
         )
+    protocol_options = _protocol_options(table, protocol)
+    for key, value in raw.items():
+        if key in _CONNECTION_KEYS or key in plugins:
+            continue
+        if protocol_options is not None and key == protocol:
+            continue
+        if isinstance(value, dict):
+            raise table.error(
+                f"plugin {key!r} is configured but not enabled (add it to plugins)", key
+            )
+        raise table.error(f"unknown key (known: {', '.join(sorted(_CONNECTION_KEYS))})", key)
+
     listen = table.string("listen")
     _parse_listen(table, "listen", listen)
     target = table.string("target")
@@ -617,6 +626,7 @@ def _connection(
         target=target,
         credential=credential,
         ssh=ssh,
+        protocol_options=protocol_options or {},
         allow_groups=table.strings("allow_groups"),
         plugins=plugins,
         plugin_options=_plugin_options(table, plugins, protocol),
@@ -630,6 +640,21 @@ def _connection(
         jit_max_duration=jit_max_duration,
         jit_request_ttl=jit_request_ttl,
     )
+
+
+def _protocol_options(parent: _Table, protocol: str) -> dict[str, Any] | None:
+    """The table named after the protocol, for a protocol that declares options (None for
+    one that does not)."""
+    from hoopgw.protocol import load_protocol
+
+    try:
+        spec = load_protocol(protocol)
+    except PluginError as exc:
+        raise parent.error(str(exc), "protocol") from None
+    if not spec.options:
+        return None
+    table = _table(parent.data, protocol, parent.connection)
+    return plugin.validate_options(protocol, spec.options, table, connection=parent.connection)
 
 
 def _credential(parent: _Table, base_dir: Path) -> CredentialConfig:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import attrs
 
 from hoopgw.errors import PluginError
+from hoopgw.plugin import Option
 
 if TYPE_CHECKING:
     from hoopgw.authn import Authenticator
@@ -156,6 +157,11 @@ class ProtocolSpec:
     connection); blocking, so the gateway calls it in a thread. Raises an exception that says
     why when the login fails. ``hoopgw config check --online`` and the gateway's start call
     it; None when the protocol has nothing to check."""
+    options: tuple[Option, ...] = ()
+    """What the protocol reads from the connection's table named after it
+    (``[connections.kubernetes]``), validated like a plugin's options; the values, defaults
+    filled in, are :attr:`~hoopgw.config.ConnectionConfig.protocol_options`. Empty for a
+    protocol without such a table."""
 
 
 def load_protocol(name: str) -> ProtocolSpec:

@@ -87,6 +87,8 @@ class ApiServer:
         self.workdir = workdir
         self.authorizations: list[str] = []
         """Every ``Authorization`` header received, in order."""
+        self.requests: list[str] = []
+        """The method and path of every request, in order."""
         self.exec_commands: list[list[str]] = []
         """Every command an exec ran."""
         self.logs: dict[str, str] = {}
@@ -261,6 +263,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         header = self.headers.get("Authorization", "")
         with self.api.lock:
             self.api.authorizations.append(header)
+            self.api.requests.append(f"{self.command} {self.path}")
         if header != f"Bearer {self.api.token}":
             self._json(401, _status(401, "Unauthorized", "Unauthorized"))
             return False
@@ -409,7 +412,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(101)
         self.send_header("Upgrade", "websocket")
         self.send_header("Connection", "Upgrade")
-        self.send_header("Sec-WebSocket-Accept", generate_accept_token(key.encode()))
+        self.send_header("Sec-WebSocket-Accept", generate_accept_token(key.encode()).decode())
         self.send_header("Sec-WebSocket-Protocol", chosen)
         self.end_headers()
         self.wfile.flush()

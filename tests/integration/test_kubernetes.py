@@ -4,12 +4,15 @@ as real subprocesses."""
 
 from __future__ import annotations
 
+import base64
 import importlib.util
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -185,3 +188,180 @@ def test_get_pods_through_the_gateway_with_the_callers_token(
     assert CLUSTER_TOKEN not in k.kubeconfig.read_text()
     commands = k.commands()
     assert any(c["text"] == "list pods -n default" for c in commands), commands
+
+
+def _guarded(kube: Callable[..., Kube], **guardrails: Any) -> Kube:
+    return kube(
+        plugins=("recording", "masking", "guardrails", "approval"),
+        options={
+            "guardrails": {"kubernetes_rules": EXAMPLE_RULES, **guardrails},
+            "approval": {"approvers": ["dba"], "timeout": 60},
+        },
+    )
+
+
+def test_exec_returns_output_and_exit_code(kube: Callable[..., Kube], cluster: Any) -> None:
+    k = _guarded(kube)
+    done = k.kubectl("exec", "web-1", "--", "sh", "-c", "echo hello; echo oops >&2; exit 3")
+    assert done.returncode == 3, done.stderr + k.gateway.stderr_text()
+    assert done.stdout == "hello\n"
+    assert "oops" in done.stderr
+    assert cluster.exec_commands == [["sh", "-c", "echo hello; echo oops >&2; exit 3"]]
+    [command] = [c for c in k.commands() if c["kind"] == "exec"]
+    assert command["verdict"] == "allow" and command["status"] == "error"
+    assert command["text"] == "sh -c 'echo hello; echo oops >&2; exit 3'"
+
+
+def test_denied_exec_never_runs_on_the_target(
+    kube: Callable[..., Kube], cluster: Any, tmp_path: Path
+) -> None:
+    k = _guarded(kube, deny_commands=["touch"])
+    done = k.kubectl("exec", "web-1", "--", "touch", "marker")
+    assert done.returncode == 126, done.stderr
+    assert "hoopgw: refused" in done.stderr
+    assert not (cluster.workdir / "marker").exists()
+    assert cluster.exec_commands == []
+    [command] = [c for c in k.commands() if c["kind"] == "exec"]
+    assert command["verdict"] == "block" and command["status"] == "blocked"
+
+
+def test_held_exec_runs_once_approved(kube: Callable[..., Kube], cluster: Any) -> None:
+    k = _guarded(kube, review_commands=["touch"])
+    alice = helpers.Admin(k.admin_url, k.gateway.create_key("alice", ["dba"]))
+    results: list[Any] = []
+    worker = threading.Thread(
+        target=lambda: results.append(k.kubectl("exec", "web-1", "--", "touch", "marker"))
+    )
+    worker.start()
+    try:
+        [review] = helpers.wait_for(
+            lambda: alice.cli_json("reviews", "list", "--pending") or None, what="a review"
+        )
+        assert "touch marker" in str(review)
+        assert not (cluster.workdir / "marker").exists()
+        decided = alice.cli("reviews", "approve", review["id"])
+        assert decided.returncode == 0, decided.stderr
+    finally:
+        worker.join(60)
+    [done] = results
+    assert done.returncode == 0, done.stderr
+    assert (cluster.workdir / "marker").exists()
+
+
+def test_get_is_allowed_and_delete_held_under_the_example_policy(
+    kube: Callable[..., Kube], cluster: Any
+) -> None:
+    k = _guarded(kube)
+    alice = helpers.Admin(k.admin_url, k.gateway.create_key("alice", ["dba"]))
+    assert k.kubectl("get", "pods").returncode == 0
+    results: list[Any] = []
+    worker = threading.Thread(
+        target=lambda: results.append(k.kubectl("delete", "pod", "web-1", "--wait=false"))
+    )
+    worker.start()
+    try:
+        [review] = helpers.wait_for(
+            lambda: alice.cli_json("reviews", "list", "--pending") or None, what="a review"
+        )
+        assert "delete pods/web-1 -n default" in str(review)
+        assert ("default", "web-1") in cluster.objects["pods"]
+        decided = alice.cli("reviews", "approve", review["id"])
+        assert decided.returncode == 0, decided.stderr
+    finally:
+        worker.join(60)
+    [done] = results
+    assert done.returncode == 0, done.stderr
+    assert ("default", "web-1") not in cluster.objects["pods"]
+
+
+def test_secrets_and_logs_are_masked(kube: Callable[..., Kube], cluster: Any) -> None:
+    k = _guarded(kube)
+    shown = k.kubectl("get", "secret", "db", "-o", "json")
+    assert shown.returncode == 0, shown.stderr
+    data = json.loads(shown.stdout)["data"]
+    owner = base64.b64decode(data["owner"]).decode()
+    assert "alice@example.com" not in owner and owner
+    logs = k.kubectl("logs", "web-1")
+    assert logs.returncode == 0, logs.stderr
+    assert "started" in logs.stdout and "bob@example.com" not in logs.stdout
+    recorded = json.dumps(k.commands())
+    assert "alice@example.com" not in recorded and "bob@example.com" not in recorded
+
+
+def test_secrets_are_denied_by_default(kube: Callable[..., Kube], cluster: Any) -> None:
+    k = kube(plugins=("recording", "guardrails"))
+    done = k.kubectl("get", "secret", "db")
+    assert done.returncode == 1
+    assert "secrets are denied by default" in done.stderr
+    assert not any("/secrets" in line for line in cluster.requests)
+
+
+def test_watch_streams_events(kube: Callable[..., Kube], cluster: Any) -> None:
+    k = _guarded(kube)
+    done = k.kubectl("get", "--raw", "/api/v1/namespaces/default/pods?watch=true")
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "web-1")]
+    assert any(c["text"] == "watch pods -n default" for c in k.commands())
+
+
+def test_python_client_stream_api(kube: Callable[..., Kube], cluster: Any, tmp_path: Path) -> None:
+    client = pytest.importorskip("kubernetes.client")
+    stream = pytest.importorskip("kubernetes.stream")
+    k = _guarded(kube)
+    configuration = client.Configuration()
+    configuration.host = f"https://127.0.0.1:{k.gateway.port}"
+    configuration.ssl_ca_cert = str(tmp_path / "gateway-tls" / "ca.crt")
+    configuration.api_key = {"authorization": f"Bearer {k.key}"}
+    api = client.CoreV1Api(client.ApiClient(configuration))
+    assert [p.metadata.name for p in api.list_namespaced_pod("default").items] == ["web-1"]
+    response = stream.stream(
+        api.connect_get_namespaced_pod_exec,
+        "web-1",
+        "default",
+        command=["sh", "-c", "echo from-python; exit 2"],
+        stderr=True,
+        stdin=False,
+        stdout=True,
+        tty=False,
+        _preload_content=False,
+    )
+    response.run_forever(timeout=20)
+    assert response.returncode == 2, k.gateway.stderr_text()
+    assert "from-python" in response.read_stdout()
+    assert cluster.exec_commands == [["sh", "-c", "echo from-python; exit 2"]]
+
+
+def test_no_token_crosses_over(kube: Callable[..., Kube], cluster: Any) -> None:
+    k = _guarded(kube)
+    done = k.kubectl("get", "pods", "-v=9")  # kubectl logs every response header at -v=9
+    assert done.returncode == 0, done.stderr
+    assert CLUSTER_TOKEN not in done.stdout + done.stderr
+    assert set(cluster.authorizations) == {f"Bearer {CLUSTER_TOKEN}"}
+    assert not any(k.key in a for a in cluster.authorizations)
+    unauthenticated = subprocess.run(
+        [KUBECTL or "kubectl", "--kubeconfig", str(k.kubeconfig), "--token", "wrong", "get", "pods"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert unauthenticated.returncode == 1
+    assert len(cluster.authorizations) == len(set(cluster.requests))
+
+
+def test_sessions_are_listed_and_exec_replays_as_asciicast(
+    kube: Callable[..., Kube], cluster: Any
+) -> None:
+    from hoopgw.asciicast import read_asciicast
+
+    k = _guarded(kube)
+    done = k.kubectl("exec", "web-1", "--", "sh", "-c", "echo line-one; echo line-two")
+    assert done.returncode == 0, done.stderr
+    [command] = [c for c in k.commands() if c["kind"] == "exec"]
+    replayed = k.gateway.cli(
+        "replay", "--asciicast", "--channel", str(command["seq"]), command["session"]
+    )
+    assert replayed.returncode == 0, replayed.stderr
+    cast = read_asciicast(io.StringIO(replayed.stdout))
+    assert "line-one" in cast.output() and "line-two" in cast.output()

@@ -27,9 +27,13 @@ MaskFields = Callable[[dict[str, str]], dict[str, str]]
 _B64 = "\x00b64"  # marks a field whose value was base64 in the document
 
 
-def _strings(node: Any, path: str, secret: bool, out: dict[str, str]) -> None:
+def _strings(
+    node: Any, path: str, base64_value: bool, out: dict[str, str], *, secret: bool = False
+) -> None:
+    """Collect the string values of ``node`` into ``out`` by path; ``secret``: ``node`` is a
+    Secret (the items of a ``SecretList`` carry no ``kind``)."""
     if isinstance(node, str):
-        if secret:
+        if base64_value:
             try:
                 decoded = base64.b64decode(node, validate=True).decode("utf-8")
             except (binascii.Error, UnicodeDecodeError):
@@ -39,12 +43,21 @@ def _strings(node: Any, path: str, secret: bool, out: dict[str, str]) -> None:
                 return
         out[path] = node
     elif isinstance(node, dict):
-        is_secret = node.get("kind") == "Secret"
+        kind = node.get("kind")
+        secret = secret or kind == "Secret"
         for key, value in node.items():
-            _strings(value, f"{path}/{key}", is_secret and key == "data", out)
+            where = f"{path}/{key}"
+            if secret and key == "data" and isinstance(value, dict):
+                for name, item in value.items():
+                    _strings(item, f"{where}/{name}", True, out)
+            elif kind == "SecretList" and key == "items" and isinstance(value, list):
+                for index, item in enumerate(value):
+                    _strings(item, f"{where}/{index}", False, out, secret=True)
+            else:
+                _strings(value, where, False, out)
     elif isinstance(node, list):
         for index, value in enumerate(node):
-            _strings(value, f"{path}/{index}", secret, out)
+            _strings(value, f"{path}/{index}", False, out)
 
 
 def _put(node: Any, path: str, masked: dict[str, str]) -> Any:

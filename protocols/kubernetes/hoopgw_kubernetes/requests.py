@@ -120,11 +120,15 @@ def classify(method: str, target: str) -> ApiRequest:
         raise Unreadable(f"method {method} is not one the Kubernetes API serves")
     parts = _segments(path)
     params = parse_qs(query, keep_blank_values=True)
-    if not parts or not (
+    if not parts:
+        raise Unreadable("path / is outside the Kubernetes API")
+    if not (
         (parts[0] == "api" and (len(parts) < 2 or parts[1] == "v1"))
         or (parts[0] == "apis" and len(parts) >= 3)
     ):
-        if ("/" + "/".join(parts[:1])) not in DISCOVERY_PREFIXES and path != "/":
+        # /api/VERSION other than v1 does not exist; /apis/GROUP is the group's discovery.
+        known = parts[0] != "api" and ("/" + parts[0]) in DISCOVERY_PREFIXES
+        if not known:
             raise Unreadable(f"path {path!r} is outside the Kubernetes API")
         if method != "GET":
             raise Unreadable(f"{method} {path} is not an API request")

@@ -361,3 +361,28 @@ def test_sessions_are_listed_and_exec_replays_as_asciicast(
     assert replayed.returncode == 0, replayed.stderr
     cast = read_asciicast(io.StringIO(replayed.stdout))
     assert "line-one" in cast.output() and "line-two" in cast.output()
+
+
+def test_lines_into_an_interactive_exec_are_judged(kube: Callable[..., Kube], cluster: Any) -> None:
+    k = kube(
+        plugins=("recording", "guardrails"),
+        options={
+            "guardrails": {"deny_commands": ["touch"]},
+            "kubernetes": {"judge_shell_lines": True},
+        },
+    )
+    assert KUBECTL is not None
+    done = subprocess.run(
+        [KUBECTL, "--kubeconfig", str(k.kubeconfig), "exec", "-i", "web-1", "--", "sh"],
+        input="echo one\ntouch marker\necho two\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={"HOME": str(k.folder), "PATH": os.environ.get("PATH", "")},
+    )
+    assert done.stdout == "one\n", done.stderr
+    assert "hoopgw: refused" in done.stderr
+    assert not (cluster.workdir / "marker").exists()
+    lines = [(c["text"], c["verdict"]) for c in k.commands() if c["kind"] == "shell-line"]
+    assert lines == [("echo one", "allow"), ("touch marker", "block")]

@@ -115,6 +115,10 @@ class KubernetesSession:
 
         return self.ledger.decide(command).addErrback(withdrawn)
 
+    def complete(self, command: Command, outcome: CommandOutcome) -> None:
+        """Report ``command`` finished; the first report wins."""
+        self.ledger.complete(command, outcome)
+
     def mask(self, command: Command | None, kind: str, fields: dict[str, str]) -> dict[str, str]:
         """``fields`` after the ``server_output`` hooks (kind ``body``, ``stdout``, ...).
 

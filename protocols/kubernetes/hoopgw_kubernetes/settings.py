@@ -36,6 +36,13 @@ OPTIONS = (
         check=_non_negative,
     ),
     Option(
+        name="judge_shell_lines",
+        type=bool,
+        default=False,
+        help="decide each line typed into an interactive exec or attach (stdin) as a command,"
+        " as SSH's judge_shell_lines does",
+    ),
+    Option(
         name="client_certificate",
         type=str,
         default="",
@@ -91,6 +98,8 @@ class KubernetesSettings:
     """Client TLS options towards the API server."""
     record_body_limit: int
     """See the ``record_body_limit`` option."""
+    judge_shell_lines: bool = False
+    """See the ``judge_shell_lines`` option."""
 
     @classmethod
     def load(cls, config: ConnectionConfig) -> KubernetesSettings:
@@ -109,6 +118,7 @@ class KubernetesSettings:
             bearer=password.reveal() if password is not None else None,
             tls=client_tls(config, certificate),
             record_body_limit=options["record_body_limit"],
+            judge_shell_lines=options["judge_shell_lines"],
         )
 
     @staticmethod

@@ -45,6 +45,7 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError, generate_accept_token
 
 from hoopgw.session import Command, CommandOutcome, Output
+from hoopgw.shell_lines import LineJudge
 from hoopgw.verdicts import Allow
 from hoopgw_kubernetes.requests import ApiRequest, exec_command, flag
 from hoopgw_kubernetes.upstream import connect
@@ -255,6 +256,7 @@ class StreamRelay:
         self._rejected = 0
         self._handshake = b""
         self._stdin = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
+        self._judge: LineJudge | None = None
 
     # -- the decision --------------------------------------------------------------------------
 
@@ -359,6 +361,12 @@ class StreamRelay:
             self._pending.append(message)
             return
         channel, payload = message[0], message[1:]
+        if self._judge is not None and channel == STDIN:
+            self._judge.feed(payload)
+            return
+        if self._judge is not None and channel == CLOSE and payload[:1] == bytes([STDIN]):
+            self._judge.eof()  # the end of input waits behind the lines being decided
+            return
         if channel == STDIN:
             passed = self._client_input(payload)
             if passed is None:
@@ -367,6 +375,40 @@ class StreamRelay:
         elif channel not in (RESIZE, CLOSE):
             return
         self._send_upstream(bytes([channel]) + payload)
+
+    # -- what a LineJudge asks of its channel (hoopgw.shell_lines.LineChannel) ------------------
+
+    @property
+    def id(self) -> int:
+        """The exec command's number, recorded with each line typed into it."""
+        return self.command.seq
+
+    @property
+    def _closed(self) -> bool:
+        return self._ended
+
+    def forward_input(self, data: bytes, data_type: int | None = None) -> None:
+        """Pass judged input on to the container's stdin."""
+        passed = self._client_input(data)
+        if passed:
+            self._send_upstream(bytes([STDIN]) + passed)
+
+    def forward_eof(self) -> None:
+        """End the container's stdin (v5 only: v4 has no way to say it)."""
+        if self.subprotocol.startswith("v5"):
+            self._send_upstream(bytes([CLOSE, STDIN]))
+
+    def write(self, data: bytes) -> None:
+        """Tell the client on stdout (the gateway's own words)."""
+        self._send_client(bytes([STDOUT]) + data)
+
+    def write_stderr(self, data: bytes) -> None:
+        """Tell the client on stderr (the gateway's own words)."""
+        self._send_client(bytes([STDERR]) + data)
+
+    def loseConnection(self) -> None:
+        """End the stream: the client typed ahead too much."""
+        self._fail_client("too much input while a line was being decided")
 
     def _client_input(self, data: bytes) -> bytes | None:
         chain = self.owner.runtime.chain
@@ -444,6 +486,9 @@ class StreamRelay:
             self._fail_client(f"the API server chose subprotocol {event.subprotocol!r}")
             return
         self._accepted = True
+        if self.owner.settings.judge_shell_lines and self.command.details.get("stdin"):
+            # With a tty the container's terminal has its default editing keys.
+            self._judge = LineJudge(self, modes={} if self.command.details.get("tty") else None)
         pending, self._pending = self._pending, []
         for message in pending:
             self._from_client(message, False)

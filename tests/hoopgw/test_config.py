@@ -873,3 +873,58 @@ def test_admin_api_off_loopback_needs_tls_or_an_explicit_plaintext(listen, tmp_p
 def test_admin_tls_errors_name_the_key(text, key, message):
     error = error_of(f"[gateway]\n{text}\n")
     assert error.key == key and message in str(error)
+
+
+# -- options a protocol declares -------------------------------------------------------------
+
+KUBERNETES = """
+[[connections]]
+name = "k8s"
+protocol = "kubernetes"
+listen = "tcp:16443:interface=127.0.0.1"
+target = "127.0.0.1:6443"
+allow_groups = ["agents"]
+credential = { user = "hoopgw", password = "env:HOOPGW_TEST_TOKEN" }
+upstream_tls = { sslmode = "verify-full", ca_file = "/dev/null" }
+"""
+
+
+def test_a_protocol_reads_the_table_named_after_it(monkeypatch):
+    monkeypatch.setenv("HOOPGW_TEST_TOKEN", "t")
+    config = parse(KUBERNETES + "kubernetes = { record_body_limit = 10 }\n")
+    options = config.connections[0].protocol_options
+    assert options["record_body_limit"] == 10
+    assert options["judge_shell_lines"] is False  # defaults filled in
+    assert parse(KUBERNETES).connections[0].protocol_options["record_body_limit"] == 65536
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("kubernetes = { record_body_limit = -1 }", "'kubernetes.record_body_limit': must be 0"),
+        ("kubernetes = { record_body = 1 }", "'kubernetes.record_body': unknown option"),
+        ("kubernetes = { judge_shell_lines = 1 }", "expected bool, got int"),
+    ],
+)
+def test_protocol_options_are_checked(monkeypatch, table, message):
+    monkeypatch.setenv("HOOPGW_TEST_TOKEN", "t")
+    assert message in str(error_of(KUBERNETES + table + "\n"))
+
+
+def test_a_protocol_without_options_has_no_table():
+    assert "is configured but not enabled" in str(error_of(connection("postgres = { x = 1 }")))
+    assert parse(connection()).connections[0].protocol_options == {}
+
+
+def test_the_kubernetes_example_loads(monkeypatch, tmp_path):
+    monkeypatch.undo()  # the real installed plugins, not the fakes
+    monkeypatch.setattr(logs, "_secrets", ())
+    text = (REPO / "examples" / "kubernetes.toml").read_text()
+    (tmp_path / "kubernetes.toml").write_text(text)
+    for name in ("gateway.crt", "gateway.key", "cluster-ca.crt", "cluster.token"):
+        (tmp_path / name).write_text("placeholder")
+    config = load_config(tmp_path / "kubernetes.toml")
+    [cluster] = config.connections
+    assert cluster.protocol == "kubernetes"
+    assert cluster.protocol_options["judge_shell_lines"] is True
+    assert len(cluster.plugin_options["guardrails"]["kubernetes_rules"]) == 3

@@ -385,7 +385,11 @@ class ApiConnection(protocol.Protocol):
         if api.verb in WRITE_VERBS and body:
             shown = body[: self.settings.record_body_limit].decode("utf-8", "replace")
             more = len(body) - self.settings.record_body_limit
-            text += "\n" + shown + (f"\n... ({more} more bytes)" if more > 0 else "")
+            if more > 0:
+                # What is shown is cut; the digest binds a review of it to the whole body.
+                digest = hashlib.sha256(body).hexdigest()
+                shown += f"\n... ({more} more bytes; body sha256 {digest})"
+            text += "\n" + shown
         if any(name.lower().startswith(b"impersonate-") for name, _ in request.headers):
             refusal = "impersonation headers are not relayed (the gateway's credential is not"
             refusal += " the caller's to lend)"

@@ -386,3 +386,11 @@ def test_lines_into_an_interactive_exec_are_judged(kube: Callable[..., Kube], cl
     assert not (cluster.workdir / "marker").exists()
     lines = [(c["text"], c["verdict"]) for c in k.commands() if c["kind"] == "shell-line"]
     assert lines == [("echo one", "allow"), ("touch marker", "block")]
+
+
+def test_large_exec_output_arrives_whole(kube: Callable[..., Kube], cluster: Any) -> None:
+    k = _guarded(kube)
+    script = "head -c 3000000 /dev/zero | tr '\\0' x; echo; echo end"
+    done = k.kubectl("exec", "web-1", "--", "sh", "-c", script, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "x" * 3000000 + "\nend\n"

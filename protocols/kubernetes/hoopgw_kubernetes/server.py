@@ -157,6 +157,7 @@ class ApiConnection(protocol.Protocol):
         self._busy = False
         self._token_hash = b""
         self._upstream: UpstreamLink | None = None
+        self._paired = False  # the cluster's side is our transport's producer
         self._stream: Any = None  # a WebSocket relay once upgraded
         self._closed = False
         self.client_address = "?"
@@ -443,15 +444,24 @@ class ApiConnection(protocol.Protocol):
         relay.started_at = runtime.reactor.seconds()
         connecting = connect(runtime.reactor, runtime.config, self.settings.tls, link)
 
+        def connected(link: UpstreamLink) -> None:
+            # A client slower than the cluster pauses the cluster's side (a watch, a log).
+            if self._upstream is link and not self._closed:
+                self.transport.registerProducer(link.transport, True)
+                self._paired = True
+
         def unreachable(failure: Failure) -> None:
             runtime.upstream_failed()
             relay.end(f"cannot reach the API server: {failure.getErrorMessage()}")
 
-        connecting.addErrback(unreachable)
+        connecting.addCallbacks(connected, unreachable)
 
     def upstream_done(self) -> None:
         """The relay of one response is over."""
         self._upstream = None
+        if self._paired:
+            self._paired = False
+            self.transport.unregisterProducer()
 
 
 class _ResponseRelay:

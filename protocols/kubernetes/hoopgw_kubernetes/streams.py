@@ -257,6 +257,7 @@ class StreamRelay:
         self._handshake = b""
         self._stdin = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
         self._judge: LineJudge | None = None
+        self._paired = False
 
     # -- the decision --------------------------------------------------------------------------
 
@@ -450,7 +451,20 @@ class StreamRelay:
         if self._ended:
             link.transport.loseConnection()
             return
+        # Each side pauses the other when it cannot keep up (a flood of output or input).
+        client = self.owner.transport
+        client.registerProducer(link.transport, True)
+        link.transport.registerProducer(client, True)
+        self._paired = True
         link.transport.write(self._handshake)
+
+    def _unpair(self) -> None:
+        if not self._paired:
+            return
+        self._paired = False
+        self.owner.transport.unregisterProducer()
+        if self._upstream is not None and self._upstream.transport is not None:
+            self._upstream.transport.unregisterProducer()
 
     def upstream_data(self, data: bytes) -> None:
         ws = self._upstream_ws
@@ -581,6 +595,7 @@ class StreamRelay:
         if self._ended and outcome is None and self._exit is None:
             return
         self._ended = True
+        self._unpair()
         self.session.ledger.complete(
             self.command,
             outcome

@@ -13,8 +13,9 @@ server answers them:
 - ``pods/NAME/log`` (text/plain);
 - ``pods/NAME/exec`` over WebSocket with subprotocol ``v5.channel.k8s.io`` or
   ``v4.channel.k8s.io`` (``k8s.io/apimachinery/pkg/util/remotecommand``): the command runs as
-  a subprocess in :attr:`ApiServer.workdir`; channel 0 stdin, 1 stdout, 2 stderr, 3 the
-  ``Status`` with the exit code, 4 resize, 255 (v5) closes stdin. As the API server's
+  a subprocess in :attr:`ApiServer.workdir` (on a pseudo-terminal with ``tty=true``, whose
+  size channel 4 sets); channel 0 stdin, 1 stdout, 2 stderr, 3 the ``Status`` with the exit
+  code, 4 resize, 255 (v5) closes stdin. As the API server's
   ``wsstream`` does, an empty message on the first output channel opens the stream.
 
 Every ``Authorization`` header it receives is kept (:attr:`ApiServer.authorizations`), so a
@@ -24,11 +25,16 @@ test can prove which tokens reached the cluster. Requests without the cluster's 
 from __future__ import annotations
 
 import base64
+import fcntl
 import http.server
 import json
+import os
+import pty
 import socketserver
 import ssl
+import struct
 import subprocess
+import termios
 import threading
 from pathlib import Path
 from typing import Any
@@ -419,16 +425,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         command = query.get("command", [])
         with self.api.lock:
             self.api.exec_commands.append(command)
-        _ExecStream(self, command, chosen, "stdin" in query and query["stdin"][0] == "true").run()
+        flags = {k: query.get(k, [""])[0] in ("true", "1") for k in ("stdin", "tty")}
+        _ExecStream(self, command, chosen, flags["stdin"], flags["tty"]).run()
         self.close_connection = True
 
 
 class _ExecStream:
-    def __init__(self, handler: _Handler, command: list[str], subprotocol: str, stdin: bool):
+    def __init__(
+        self, handler: _Handler, command: list[str], subprotocol: str, stdin: bool, tty: bool
+    ):
         self.handler = handler
         self.command = command
         self.v5 = subprotocol.startswith("v5")
         self.stdin = stdin
+        self.tty = tty
+        self.master: int | None = None
         self.ws = Connection(ConnectionType.SERVER)
         self.write_lock = threading.Lock()
 
@@ -437,24 +448,46 @@ class _ExecStream:
             self.handler.wfile.write(self.ws.send(BytesMessage(data=bytes([channel]) + data)))
             self.handler.wfile.flush()
 
-    def run(self) -> None:
-        try:
-            proc = subprocess.Popen(
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        if not self.tty:
+            return subprocess.Popen(
                 self.command,
                 cwd=self.handler.api.workdir,
                 stdin=subprocess.PIPE if self.stdin else subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
             )
+        # With tty=true the container runtime gives the command a terminal: stdout only.
+        self.master, slave = pty.openpty()
+        try:
+            # util-linux setsid -c: a session of its own whose controlling terminal is the
+            # pty, so the interrupt character signals the foreground process, as in a container.
+            return subprocess.Popen(
+                ["setsid", "-c", *self.command],
+                cwd=self.handler.api.workdir,
+                stdin=slave,
+                stdout=slave,
+                stderr=slave,
+                env={"TERM": "xterm", "PATH": os.environ.get("PATH", ""), "PS1": "$ "},
+            )
+        finally:
+            os.close(slave)
+
+    def run(self) -> None:
+        try:
+            proc = self._spawn()
         except OSError as exc:
             self.send(3, json.dumps(_status(500, "InternalError", str(exc))).encode())
             self._close()
             return
         self.send(1, b"")  # wsstream opens the stream with an empty message
-        pumps = [
-            threading.Thread(target=self._pump, args=(proc.stdout, 1), daemon=True),
-            threading.Thread(target=self._pump, args=(proc.stderr, 2), daemon=True),
-        ]
+        if self.master is not None:
+            pumps = [threading.Thread(target=self._pump_pty, daemon=True)]
+        else:
+            pumps = [
+                threading.Thread(target=self._pump, args=(proc.stdout, 1), daemon=True),
+                threading.Thread(target=self._pump, args=(proc.stderr, 2), daemon=True),
+            ]
         for pump in pumps:
             pump.start()
         reader = threading.Thread(target=self._read, args=(proc,), daemon=True)
@@ -462,6 +495,8 @@ class _ExecStream:
         for pump in pumps:
             pump.join()
         code = proc.wait()
+        if self.master is not None:
+            os.close(self.master)
         if code == 0:
             status: dict[str, Any] = {"metadata": {}, "status": "Success"}
         else:
@@ -478,6 +513,17 @@ class _ExecStream:
     def _pump(self, stream: Any, channel: int) -> None:
         while chunk := stream.read1(4096):
             self.send(channel, chunk)
+
+    def _pump_pty(self) -> None:
+        assert self.master is not None
+        while True:
+            try:
+                chunk = os.read(self.master, 4096)
+            except OSError:  # EIO: the terminal's last user has gone
+                return
+            if not chunk:
+                return
+            self.send(1, chunk)
 
     def _read(self, proc: subprocess.Popen[bytes]) -> None:
         sock = self.handler.connection
@@ -497,9 +543,18 @@ class _ExecStream:
                     return
                 elif isinstance(event, BytesMessage) and event.data:
                     channel, payload = event.data[0], bytes(event.data[1:])
-                    if channel == 0 and proc.stdin is not None:
+                    if channel == 0 and self.master is not None:
+                        os.write(self.master, payload)
+                    elif channel == 0 and proc.stdin is not None:
                         proc.stdin.write(payload)
                         proc.stdin.flush()
+                    elif channel == 4 and self.master is not None:
+                        size = json.loads(payload)
+                        fcntl.ioctl(
+                            self.master,
+                            termios.TIOCSWINSZ,
+                            struct.pack("HHHH", size["Height"], size["Width"], 0, 0),
+                        )
                     elif channel == 255 and self.v5 and payload[:1] == b"\x00" and proc.stdin:
                         proc.stdin.close()
 

@@ -394,3 +394,48 @@ def test_large_exec_output_arrives_whole(kube: Callable[..., Kube], cluster: Any
     done = k.kubectl("exec", "web-1", "--", "sh", "-c", script, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout == "x" * 3000000 + "\nend\n"
+
+
+def test_a_terminal_exec_is_resized_and_its_lines_judged(
+    kube: Callable[..., Kube], cluster: Any
+) -> None:
+    pexpect = pytest.importorskip("pexpect")
+    k = kube(
+        plugins=("recording", "guardrails"),
+        options={
+            "guardrails": {"deny_commands": ["touch"]},
+            "kubernetes": {"judge_shell_lines": True},
+        },
+    )
+    shell = pexpect.spawn(
+        KUBECTL or "kubectl",
+        ["--kubeconfig", str(k.kubeconfig), "exec", "-it", "web-1", "--", "sh"],
+        env={"HOME": str(k.folder), "PATH": os.environ.get("PATH", ""), "TERM": "xterm"},
+        dimensions=(33, 101),
+        timeout=30,
+    )
+    try:
+        shell.sendline("export PS1='READ''Y> '")
+        shell.expect("READY> ")
+        shell.sendline("stty size")
+        shell.expect("33 101")
+        shell.expect("READY> ")
+        shell.sendline("touch marker")
+        shell.expect("hoopgw: refused")
+        shell.expect("READY> ")
+        shell.send("echo typo\x7f\x7f\x7f\x7fok-$((1+1))\r")
+        shell.expect("ok-2")
+        shell.sendline("exit")
+        shell.expect(pexpect.EOF)
+    finally:
+        shell.close()
+    assert not (cluster.workdir / "marker").exists()
+    lines = [(c["text"], c["verdict"]) for c in k.commands() if c["kind"] == "shell-line"]
+    assert ("touch marker", "block") in lines
+    assert ("echo ok-$((1+1))", "allow") in lines
+    [command] = [c for c in k.commands() if c["kind"] == "exec"]
+    replayed = k.gateway.cli(
+        "replay", "--asciicast", "--channel", str(command["seq"]), command["session"]
+    )
+    assert replayed.returncode == 0, replayed.stderr
+    assert "ok-2" in replayed.stdout

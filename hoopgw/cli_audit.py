@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from hoopgw.audit import DurabilityPeriod, PrunedRange
     from hoopgw.audit_journal import JournalBacklog
     from hoopgw.checkpoints import LogVerification
-    from hoopgw.config import Config
+    from hoopgw.config.load import Config
 
 
 def register(
@@ -95,7 +95,7 @@ def _verify(args: argparse.Namespace) -> int:
         read_checkpoint_file,
         verify_log,
     )
-    from hoopgw.config import load_config
+    from hoopgw.config.load import load_config
 
     config = load_config(args.config)
     explicit = args.checkpoint is not None
@@ -271,7 +271,7 @@ def _prune(args: argparse.Namespace) -> int:
         sign_checkpoint,
         write_checkpoint_file,
     )
-    from hoopgw.config import load_config
+    from hoopgw.config.load import load_config
 
     config = load_config(args.config)
     now = time.time()

@@ -65,7 +65,7 @@ def _server(listen: str) -> str:
 
 
 def _kubeconfig(args: argparse.Namespace) -> int:
-    from hoopgw.config import load_config
+    from hoopgw.config.load import load_config
 
     config = load_config(args.config)
     connection = next((c for c in config.connections if c.name == args.connection), None)

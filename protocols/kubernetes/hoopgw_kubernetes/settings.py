@@ -1,9 +1,8 @@
-"""A Kubernetes connection's settings: the ``[connections.kubernetes]`` options, the cluster
-credential, and the TLS of both sides."""
+"""What the protocol needs of one connection at run time: the cluster credential and the TLS
+of both sides."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -12,80 +11,14 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from twisted.internet import ssl
 
 from hoopgw.errors import ConfigError
-from hoopgw.plugin import Option
-from hoopgw.secrets import resolve_secret
+from hoopgw.secrets import Secret
+from hoopgw_kubernetes.options import kubernetes_options
 from hoopgw_kubernetes.upstream import client_tls
 
 if TYPE_CHECKING:
-    from hoopgw.config import ConnectionConfig
+    from hoopgw.connection import ConnectionConfig
 
-__all__ = ["OPTIONS", "KubernetesSettings", "check_connection"]
-
-
-def _non_negative(value: int) -> str | None:
-    return None if value >= 0 else "must be 0 or more"
-
-
-OPTIONS = (
-    Option(
-        name="record_body_limit",
-        type=int,
-        default=65536,
-        help="bytes of each request body (in the command text) and response body (in the"
-        " command_completed record) the audit store keeps, after masking; 0 keeps none",
-        check=_non_negative,
-    ),
-    Option(
-        name="judge_shell_lines",
-        type=bool,
-        default=False,
-        help="decide each line typed into an interactive exec or attach (stdin) as a command,"
-        " as SSH's judge_shell_lines does",
-    ),
-    Option(
-        name="client_certificate",
-        type=str,
-        default="",
-        help="PEM file of the client certificate the gateway authenticates to the cluster"
-        " with (with client_key), instead of or besides credential.password (a bearer token)",
-    ),
-    Option(
-        name="client_key",
-        type=str,
-        default="",
-        help="secret reference (env:, file:) of client_certificate's PEM private key",
-    ),
-)
-"""What the protocol reads from ``[connections.kubernetes]``."""
-
-
-def check_connection(config: ConnectionConfig) -> None:
-    """The shape a Kubernetes connection needs.
-
-    :raises ConfigError: naming the key: the upstream TLS must be verified (``verify-full``
-        with the cluster's CA) and the gateway needs a credential for the cluster.
-    """
-    if config.upstream_tls.sslmode != "verify-full":
-        raise ConfigError(
-            "must be verify-full with the cluster's CA in ca_file: the cluster credential"
-            " is only ever sent to a verified API server",
-            key="upstream_tls.sslmode",
-            connection=config.name,
-        )
-    options = config.protocol_options
-    if bool(options.get("client_certificate")) != bool(options.get("client_key")):
-        raise ConfigError(
-            "client_certificate and client_key go together",
-            key="kubernetes.client_key",
-            connection=config.name,
-        )
-    if config.credential.password is None and not options.get("client_certificate"):
-        raise ConfigError(
-            "the cluster credential: a bearer token (credential.password) or"
-            " kubernetes.client_certificate and client_key",
-            key="credential.password",
-            connection=config.name,
-        )
+__all__ = ["KubernetesSettings"]
 
 
 @attrs.frozen(kw_only=True)
@@ -105,20 +38,29 @@ class KubernetesSettings:
     def load(cls, config: ConnectionConfig) -> KubernetesSettings:
         """Read the connection's settings and credential.
 
-        :raises ConfigError: as :func:`check_connection`, or for an unreadable client
-            certificate or key.
+        :raises ConfigError: when the upstream TLS is not verified (the cluster credential is
+            only ever sent to an API server the cluster's CA vouches for), or for an unusable
+            client certificate and key.
         """
-        check_connection(config)
-        options = config.protocol_options
+        if config.upstream_tls.sslmode != "verify-full":
+            raise ConfigError(
+                "must be verify-full with the cluster's CA in ca_file: the cluster credential"
+                " is only ever sent to a verified API server",
+                key="upstream_tls.sslmode",
+                connection=config.name,
+            )
+        options = kubernetes_options(config.protocol_options)
         certificate = None
-        if options["client_certificate"]:
-            certificate = _client_certificate(config, options)
+        if options.client_certificate is not None and options.client_key is not None:
+            certificate = _client_certificate(
+                config, options.client_certificate, options.client_key
+            )
         password = config.credential.password
         return cls(
             bearer=password.reveal() if password is not None else None,
             tls=client_tls(config, certificate),
-            record_body_limit=options["record_body_limit"],
-            judge_shell_lines=options["judge_shell_lines"],
+            record_body_limit=options.record_body_limit,
+            judge_shell_lines=options.judge_shell_lines,
         )
 
     @staticmethod
@@ -137,17 +79,11 @@ class KubernetesSettings:
         )
 
 
-def _client_certificate(config: ConnectionConfig, options: Any) -> Any:
-    key = resolve_secret(
-        options["client_key"],
-        key="kubernetes.client_key",
-        connection=config.name,
-        base_dir=Path.cwd(),
-    ).reveal()
+def _client_certificate(config: ConnectionConfig, path: str, key: Secret) -> Any:
     try:
-        with open(options["client_certificate"], "rb") as f:
+        with open(path, "rb") as f:
             pem = f.read()
-        return ssl.PrivateCertificate.loadPEM(pem.decode("ascii") + "\n" + key)
+        return ssl.PrivateCertificate.loadPEM(pem.decode("ascii") + "\n" + key.reveal())
     except Exception as exc:  # OpenSSL and file errors alike
         raise ConfigError(
             f"cannot load the client certificate and key: {exc}",

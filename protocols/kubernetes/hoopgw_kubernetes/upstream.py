@@ -3,7 +3,7 @@
 Each allowed request opens its own TLS connection to the API server (no pooling: a request
 held for review must not hold a shared connection), verified against the cluster's CA and
 host name (``[connections.upstream_tls] sslmode = "verify-full"``, required by
-:func:`~hoopgw_kubernetes.protocol.check_connection`). The caller's ``Authorization`` never
+:meth:`~hoopgw_kubernetes.settings.KubernetesSettings.load`). The caller's ``Authorization`` never
 gets here: the request carries the connection's bearer token, or its client certificate
 authenticates the gateway.
 """
@@ -18,7 +18,7 @@ from twisted.internet import defer, protocol, ssl
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 
 if TYPE_CHECKING:
-    from hoopgw.config import ConnectionConfig
+    from hoopgw.connection import ConnectionConfig
 
 __all__ = ["UpstreamLink", "client_tls", "upstream_headers"]
 

@@ -6,18 +6,13 @@ import pytest
 from hoopgw import logs, plugin
 from hoopgw.audit import Durability
 from hoopgw.checkpoints import generate_signing_key, private_key_pem
-from hoopgw.config import (
-    Config,
-    ConnectionConfig,
-    GatewayConfig,
-    load_config,
-    parse_config,
-    resolve_store_url,
-)
+from hoopgw.config.gateway import GatewayConfig, resolve_store_url
+from hoopgw.config.load import Config, load_config, parse_config
+from hoopgw.connection import ConnectionConfig
 from hoopgw.errors import ConfigError, SecretError
 from hoopgw.plugin import Option
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 class GuardPlugin:
@@ -776,7 +771,7 @@ def test_configuration_doc_shows_the_full_example_and_every_key():
         for field in attrs.fields(cls):
             if field.name not in ("plugin_options", "protocol_options"):
                 assert f"| `{field.name}` |" in doc, f"{table}.{field.name}"
-    for key in ("user", "password", "sslmode", "ca_file", "server_name"):
+    for key in ("ssh", "user", "password", "sslmode", "ca_file", "server_name"):
         assert f"| `{key}` |" in doc, key
 
 
@@ -873,58 +868,3 @@ def test_admin_api_off_loopback_needs_tls_or_an_explicit_plaintext(listen, tmp_p
 def test_admin_tls_errors_name_the_key(text, key, message):
     error = error_of(f"[gateway]\n{text}\n")
     assert error.key == key and message in str(error)
-
-
-# -- options a protocol declares -------------------------------------------------------------
-
-KUBERNETES = """
-[[connections]]
-name = "k8s"
-protocol = "kubernetes"
-listen = "tcp:16443:interface=127.0.0.1"
-target = "127.0.0.1:6443"
-allow_groups = ["agents"]
-credential = { user = "hoopgw", password = "env:HOOPGW_TEST_TOKEN" }
-upstream_tls = { sslmode = "verify-full", ca_file = "/dev/null" }
-"""
-
-
-def test_a_protocol_reads_the_table_named_after_it(monkeypatch):
-    monkeypatch.setenv("HOOPGW_TEST_TOKEN", "t")
-    config = parse(KUBERNETES + "kubernetes = { record_body_limit = 10 }\n")
-    options = config.connections[0].protocol_options
-    assert options["record_body_limit"] == 10
-    assert options["judge_shell_lines"] is False  # defaults filled in
-    assert parse(KUBERNETES).connections[0].protocol_options["record_body_limit"] == 65536
-
-
-@pytest.mark.parametrize(
-    ("table", "message"),
-    [
-        ("kubernetes = { record_body_limit = -1 }", "'kubernetes.record_body_limit': must be 0"),
-        ("kubernetes = { record_body = 1 }", "'kubernetes.record_body': unknown option"),
-        ("kubernetes = { judge_shell_lines = 1 }", "expected bool, got int"),
-    ],
-)
-def test_protocol_options_are_checked(monkeypatch, table, message):
-    monkeypatch.setenv("HOOPGW_TEST_TOKEN", "t")
-    assert message in str(error_of(KUBERNETES + table + "\n"))
-
-
-def test_a_protocol_without_options_has_no_table():
-    assert "is configured but not enabled" in str(error_of(connection("postgres = { x = 1 }")))
-    assert parse(connection()).connections[0].protocol_options == {}
-
-
-def test_the_kubernetes_example_loads(monkeypatch, tmp_path):
-    monkeypatch.undo()  # the real installed plugins, not the fakes
-    monkeypatch.setattr(logs, "_secrets", ())
-    text = (REPO / "examples" / "kubernetes.toml").read_text()
-    (tmp_path / "kubernetes.toml").write_text(text)
-    for name in ("gateway.crt", "gateway.key", "cluster-ca.crt", "cluster.token"):
-        (tmp_path / name).write_text("placeholder")
-    config = load_config(tmp_path / "kubernetes.toml")
-    [cluster] = config.connections
-    assert cluster.protocol == "kubernetes"
-    assert cluster.protocol_options["judge_shell_lines"] is True
-    assert len(cluster.plugin_options["guardrails"]["kubernetes_rules"]) == 3

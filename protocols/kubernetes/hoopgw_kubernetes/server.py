@@ -424,7 +424,10 @@ class ApiConnection(protocol.Protocol):
         runtime = self.runtime
         target = api.path + (f"?{api.query}" if api.query else "")
         headers = upstream_headers(
-            list(request.headers), host=runtime.config.target, bearer=self.settings.bearer
+            list(request.headers),
+            host=runtime.config.target,
+            bearer=self.settings.bearer,
+            masked=runtime.chain.has_output_hooks,
         )
         if body:
             headers.append((b"content-length", b"%d" % len(body)))

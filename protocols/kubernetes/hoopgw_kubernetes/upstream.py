@@ -54,12 +54,25 @@ def client_tls(config: ConnectionConfig, client_certificate: Any = None) -> Any:
     )
 
 
+def text_only(accept: bytes) -> bytes:
+    """``accept`` without the binary (protobuf) media types, which no hook could read; the
+    API server then answers JSON, as it does for ``application/json``."""
+    kept = [t for t in accept.split(b",") if t.strip() and b"protobuf" not in t.lower()]
+    return b",".join(kept) or b"application/json"
+
+
 def upstream_headers(
-    headers: list[tuple[bytes, bytes]], *, host: str, bearer: str | None
+    headers: list[tuple[bytes, bytes]], *, host: str, bearer: str | None, masked: bool = False
 ) -> list[tuple[bytes, bytes]]:
-    """The headers the API server gets for a client request's ``headers``."""
+    """The headers the API server gets for a client request's ``headers``.
+
+    :param masked: output hooks will read the response: ask for no binary media type.
+    """
     passed = [(b"host", host.encode("ascii"))]
-    passed += [(n, v) for n, v in headers if n.lower() in PASSED_REQUEST_HEADERS]
+    for name, value in headers:
+        if name.lower() in PASSED_REQUEST_HEADERS:
+            masked_accept = masked and name.lower() == b"accept"
+            passed.append((name, text_only(value) if masked_accept else value))
     if bearer is not None:
         passed.append((b"authorization", b"Bearer " + bearer.encode("utf-8")))
     return passed

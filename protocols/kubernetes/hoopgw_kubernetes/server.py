@@ -214,6 +214,9 @@ class ApiConnection(protocol.Protocol):
                 request, self._request = self._request, None
                 assert request is not None
                 self._busy = True
+                # Nothing more is read from this client while its request is served (it may
+                # be held for hours): what it sends meanwhile waits in the kernel, not here.
+                self.transport.pauseProducing()
                 d = defer.ensureDeferred(self._serve(request, b"".join(self._body)))
                 d.addErrback(self._failed)
             elif isinstance(event, h11.ConnectionClosed):
@@ -272,6 +275,7 @@ class ApiConnection(protocol.Protocol):
         if close or self._h11.our_state is h11.MUST_CLOSE:
             self.transport.loseConnection()
             return
+        self.transport.resumeProducing()
         self.runtime.reactor.callLater(0, self._pump)
 
     def _abort(self, reason: str) -> None:
@@ -284,9 +288,22 @@ class ApiConnection(protocol.Protocol):
     async def _serve(self, request: h11.Request, body: bytes) -> None:
         try:
             session = await self._authenticated(request)
-            api = self._read(request)
         except RequestRefused as exc:
             self._respond_status(exc.code, str(exc), close=exc.code == 401)
+            return
+        try:
+            api = self._read(request)
+        except RequestRefused as exc:
+            # Recorded as refused, under the text the client sent.
+            method = request.method.decode("ascii", "replace")
+            target = request.target.decode("ascii", "replace")
+            details = {"method": method, "path": target.partition("?")[0]}
+            unread = session.new_command(f"{method} {target}", "api", details)
+            session.ledger.decided(unread, Block(reason=str(exc)))
+            session.ledger.complete(
+                unread, CommandOutcome(status="blocked", error_message=str(exc))
+            )
+            self._respond_status(exc.code, str(exc))
             return
         command, refusal = self._command(session, request, api, body)
         if refusal is not None:

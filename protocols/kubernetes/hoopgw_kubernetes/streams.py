@@ -166,6 +166,8 @@ async def serve_stream(
     if leftover:
         relay.client_data(bytes(leftover))
     relay.start()
+    # The client's messages flow again (PENDING_LIMIT bounds them while undecided).
+    owner.transport.resumeProducing()
     return relay
 
 

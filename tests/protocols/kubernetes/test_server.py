@@ -140,9 +140,10 @@ def test_refused_before_the_cluster(request_bytes: bytes, code: int, message: st
     assert (got, status["status"]) == (code, "Failure")
     assert message in status["message"]
     assert reactor.tcpClients == []  # nothing was sent towards the cluster
-    if code == 403:
-        assert [verdict for _, verdict in observer.decided] == ["Block"]
-        assert [outcome for _, outcome in observer.completed] == ["blocked"]
+    # Refused by the gateway itself, and recorded so.
+    assert [verdict for _, verdict in observer.decided] == ["Block"]
+    assert [outcome for _, outcome in observer.completed] == ["blocked"]
+    assert transport.producerState == "producing"  # the next request may come
 
 
 def test_a_failing_plugin_refuses() -> None:
@@ -184,3 +185,22 @@ def test_an_allowed_request_goes_to_the_cluster_and_another_token_ends_the_conne
     transport.clear()
     connection.dataReceived(_request("/api/v1/namespaces/d/pods", token="hgw_other"))
     assert b"another token on the same connection" in transport.value()
+
+
+def test_nothing_more_is_read_while_a_request_is_decided() -> None:
+    held: list[defer.Deferred[Any]] = []
+
+    class Holder:
+        @hookimpl
+        def client_command(self, session: Any, command: Any) -> Any:
+            held.append(defer.Deferred())
+            return held[-1]
+
+    reactor = MemoryReactorClock()
+    connection, transport, _ = _connection(_Observer())
+    connection.runtime.chain = PluginChain([("holder", Holder())], reactor=reactor)
+    connection.dataReceived(_request("/api/v1/pods") + _request("/api/v1/nodes"))
+    assert len(held) == 1 and transport.producerState == "paused"
+    held[0].callback(Block(reason="no"))
+    reactor.advance(0)
+    assert transport.producerState == "producing"

@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from hoopgw.audit import (
+from hoopgw.audit.writer import (
     DURABILITY_KIND,
     GENESIS_HASH,
     PRUNED_KIND,

@@ -349,7 +349,7 @@ def test_no_token_crosses_over(kube: Callable[..., Kube], cluster: Any) -> None:
 def test_sessions_are_listed_and_exec_replays_as_asciicast(
     kube: Callable[..., Kube], cluster: Any
 ) -> None:
-    from hoopgw.asciicast import read_asciicast
+    from hoopgw.audit.asciicast import read_asciicast
 
     k = _guarded(kube)
     done = k.kubectl("exec", "web-1", "--", "sh", "-c", "echo line-one; echo line-two")

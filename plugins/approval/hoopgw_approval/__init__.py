@@ -31,7 +31,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from hoopgw.approvals import ReviewPolicy
+from hoopgw.approvals.service import ReviewPolicy
 from hoopgw.errors import ConfigError, PluginError
 from hoopgw.plugin import Option, PluginContext, hookimpl
 from hoopgw.protocol import load_protocol

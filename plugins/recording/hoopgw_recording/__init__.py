@@ -28,7 +28,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from hoopgw.audit import AuditEntry
+from hoopgw.audit.writer import AuditEntry
 from hoopgw.plugin import Option, PluginContext, hookimpl
 from hoopgw.session import Column, Command, CommandOutcome, Output, SessionInfo
 from hoopgw.verdicts import Allow, Block, Verdict

@@ -8,10 +8,10 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import Logger
 
-from hoopgw.audit import AuditRecord, AuditWriter, verify_chain
-from hoopgw.chain import PluginChain
+from hoopgw.audit.writer import AuditRecord, AuditWriter, verify_chain
 from hoopgw.errors import ConfigError, StoreError
 from hoopgw.plugin import PluginContext, hookimpl, validate_options
+from hoopgw.runtime.chain import PluginChain
 from hoopgw.session import (
     Column,
     Command,

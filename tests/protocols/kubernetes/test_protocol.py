@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from hoopgw_kubernetes.options import KubernetesOptions, kubernetes_options
 
-from hoopgw import logs
 from hoopgw.config.load import load_config, parse_config
 from hoopgw.errors import ConfigError
+from hoopgw.runtime import logs
 
 REPO = Path(__file__).resolve().parents[3]
 CONNECTION = """

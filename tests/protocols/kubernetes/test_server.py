@@ -15,10 +15,10 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from hoopgw.chain import PluginChain
 from hoopgw.errors import AuthenticationError
 from hoopgw.plugin import hookimpl
-from hoopgw.protocol import SessionRegistry
+from hoopgw.runtime.chain import PluginChain
+from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.session import Identity
 from hoopgw.testing import make_connection
 from hoopgw.verdicts import Block

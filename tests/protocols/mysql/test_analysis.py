@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from twisted.internet import task
 from twisted.logger import Logger
 
-from hoopgw.chain import PluginChain
 from hoopgw.plugin import PluginContext, load_plugin_class, validate_options
+from hoopgw.runtime.chain import PluginChain
 from hoopgw.testing import FakeAuditWriter, ScriptedClient, make_connection, make_session
 from hoopgw.verdicts import Allow, Block
 

@@ -21,17 +21,18 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from hoopgw.authn import Authenticator
-from hoopgw.chain import PluginChain
 from hoopgw.config.gateway import GatewayConfig
 from hoopgw.connection import ConnectionConfig, CredentialConfig, UpstreamTlsConfig
-from hoopgw.identity import KeyService
+from hoopgw.identity.authn import Authenticator
+from hoopgw.identity.keys import KeyService
 from hoopgw.plugin import hookimpl
-from hoopgw.protocol import ConnectionRuntime, SessionRegistry
+from hoopgw.protocol import ConnectionRuntime
+from hoopgw.runtime.chain import PluginChain
+from hoopgw.runtime.registry import SessionRegistry
+from hoopgw.runtime.throttle import BackoffSettings, FailureThrottle
 from hoopgw.session import Column, ConnectionInfo
 from hoopgw.store.sqlite import SQLiteStore
 from hoopgw.testing import FakeApprover, HookLog
-from hoopgw.throttle import BackoffSettings, FailureThrottle
 from hoopgw.verdicts import Block, Hold
 
 AUTH_TIMEOUT = 30.0

@@ -20,7 +20,7 @@ from hoopgw.plugin import hookimpl
 from hoopgw.runtime.chain import PluginChain
 from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.session import Identity
-from hoopgw.testing import make_connection
+from hoopgw.testing import HookLog, make_connection
 from hoopgw.verdicts import Block
 
 TOKEN = "hgw_caller"
@@ -204,3 +204,23 @@ def test_nothing_more_is_read_while_a_request_is_decided() -> None:
     held[0].callback(Block(reason="no"))
     reactor.advance(0)
     assert transport.producerState == "producing"
+
+
+def test_a_client_that_leaves_during_a_hold_withdraws_it_once() -> None:
+    class Holder:
+        @hookimpl
+        def client_command(self, session: Any, command: Any) -> Any:
+            return defer.Deferred()  # never answered: a review nobody decides
+
+    log = HookLog()
+    connection, _, reactor = _connection(_Observer())
+    connection.runtime.chain = PluginChain([("holder", Holder()), ("log", log)], reactor=reactor)
+    connection.dataReceived(_request("/api/v1/namespaces/d/pods/web", method="DELETE"))
+    assert log.events == []
+    connection.connectionLost(None)
+    connection.connectionLost(None)  # twice: still once each
+    assert log.events == [
+        ("decided", "delete pods/web -n d", "Block"),
+        ("completed", "delete pods/web -n d", "blocked"),  # withdrawn: it never ran
+        ("closed", "client closed"),
+    ]

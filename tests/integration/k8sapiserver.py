@@ -88,7 +88,11 @@ def secret(name: str, data: dict[str, str], namespace: str = "default") -> dict[
 class ApiServer:
     """The double: start it, point a gateway's connection at :attr:`target`, stop it."""
 
-    def __init__(self, *, cert: Path, key: Path, token: str, workdir: Path) -> None:
+    def __init__(
+        self, *, cert: Path, key: Path, token: str, workdir: Path, client_ca: Path | None = None
+    ) -> None:
+        """:param client_ca: also accept clients whose certificate this CA signed (the
+        API server's ``--client-ca-file``); their common name is the user."""
         self.token = token
         self.workdir = workdir
         self.authorizations: list[str] = []
@@ -108,6 +112,9 @@ class ApiServer:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(str(cert), str(key))
         context.set_alpn_protocols(["http/1.1"])
+        if client_ca is not None:
+            context.verify_mode = ssl.CERT_OPTIONAL
+            context.load_verify_locations(str(client_ca))
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.api = self
         self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
@@ -267,9 +274,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _authorized(self) -> bool:
         header = self.headers.get("Authorization", "")
+        peer = self.connection.getpeercert() if hasattr(self.connection, "getpeercert") else None
+        user = dict(x[0] for x in peer["subject"]).get("commonName") if peer else None
         with self.api.lock:
-            self.api.authorizations.append(header)
+            self.api.authorizations.append(header or f"client-certificate:{user}")
             self.api.requests.append(f"{self.command} {self.path}")
+        if user is not None and not header:
+            return True
         if header != f"Bearer {self.api.token}":
             self._json(401, _status(401, "Unauthorized", "Unauthorized"))
             return False

@@ -439,3 +439,115 @@ def test_a_terminal_exec_is_resized_and_its_lines_judged(
     )
     assert replayed.returncode == 0, replayed.stderr
     assert "ok-2" in replayed.stdout
+
+
+def _client_certificate(folder: Path) -> tuple[Path, Path, Path]:
+    """A CA and a client certificate it signed for ``CN=hoopgw-gateway``: (ca, cert, key)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("client CA"))
+        .issuer_name(name("client CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("hoopgw-gateway"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = (folder / "client-ca.crt", folder / "client.crt", folder / "client.key")
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+def test_the_gateway_can_log_in_with_a_client_certificate(
+    gateway_document: Callable[..., Any], tmp_path: Path
+) -> None:
+    if KUBECTL is None:
+        pytest.skip("kubectl is not installed (./dev setup installs it)")
+    (tmp_path / "cluster-tls").mkdir()
+    tls = certs.write_tls_files(tmp_path / "cluster-tls")
+    client_ca, client_cert, client_key = _client_certificate(tmp_path)
+    workdir = tmp_path / "pod"
+    workdir.mkdir()
+    server = k8s.ApiServer(
+        cert=tls.server_cert,
+        key=tls.server_key,
+        token=CLUSTER_TOKEN,
+        workdir=workdir,
+        client_ca=client_ca,
+    )
+    server.add("pods", k8s.pod("web-1"))
+    server.start()
+    (tmp_path / "gateway-tls").mkdir()
+    gateway_tls = certs.write_tls_files(tmp_path / "gateway-tls")
+    try:
+
+        def document(folder: Path, port: int) -> dict[str, Any]:
+            return {
+                "gateway": {
+                    "store": f"sqlite:///{folder / 'hoopgw.db'}",
+                    "tls_cert": str(gateway_tls.server_cert),
+                    "tls_key": str(gateway_tls.server_key),
+                },
+                "connections": [
+                    {
+                        "name": "k8s",
+                        "protocol": "kubernetes",
+                        "listen": f"tcp:{port}:interface=127.0.0.1",
+                        "target": server.target,
+                        "allow_groups": ["agents"],
+                        "plugins": ["recording"],
+                        "credential": {"user": "gateway"},
+                        "upstream_tls": {
+                            "sslmode": "verify-full",
+                            "ca_file": str(tls.ca_cert),
+                            "server_name": "localhost",
+                        },
+                        "kubernetes": {
+                            "client_certificate": str(client_cert),
+                            "client_key": f"file:{client_key}",
+                        },
+                    }
+                ],
+            }
+
+        k = Kube(gateway_document(document), "", tmp_path)
+        done = k.kubectl("get", "pods")
+        assert done.returncode == 0, done.stderr + k.gateway.stderr_text()
+        assert "web-1" in done.stdout
+        assert set(server.authorizations) == {"client-certificate:hoopgw-gateway"}
+    finally:
+        server.stop()

@@ -23,7 +23,7 @@ import attrs
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from hoopgw.audit.writer import AuditEntry, AuditRecord, decode_entry
+from hoopgw.audit.writer import AuditEntry, AuditRecord, decode_entry, encode_entry
 from hoopgw.errors import StoreError
 from hoopgw.plugin import PluginContext, hookimpl, validate_options
 from hoopgw.runtime.chain import PluginChain
@@ -114,7 +114,8 @@ class FakeAuditWriter:
             if self.failing:
                 d.errback(StoreError("fake store is failing"))
                 continue
-            [record] = self._store.append([entry])
+            # As the real writer carries it: a text that is not UTF-8 as its exact bytes.
+            [record] = self._store.append([decode_entry(encode_entry(entry))])
             self.records.append(record)
             d.callback(None)
 

@@ -55,7 +55,7 @@ from hoopgw.audit.checkpoints import (
     verify_log,
 )
 from hoopgw.audit.journal import backlog
-from hoopgw.audit.writer import AuditRecord, VerifyResult, describe_durability
+from hoopgw.audit.writer import AuditRecord, VerifyResult, describe_durability, shown_text
 from hoopgw.cli.common import iso_time
 from hoopgw.config.load import Config
 from hoopgw.connection import ConnectionConfig
@@ -409,7 +409,7 @@ class _Summary:
             "record_seq": record.seq,
             "received_at": record.time,
             "kind": data.get("kind"),
-            "text": data.get("text"),
+            "text": shown_text(data.get("text")),
             "parameter_count": data.get("parameter_count"),
             "statement_name": data.get("statement_name"),
             "verdict": None,

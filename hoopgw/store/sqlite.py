@@ -24,6 +24,7 @@ from hoopgw.audit.writer import (
     canonical_json,
     pruned_entry,
     record_hash,
+    shown_text,
 )
 from hoopgw.errors import StoreError
 from hoopgw.scram import ScramVerifier
@@ -564,9 +565,8 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
 
 
 def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else canonical_json(value)
+    # A text that is not UTF-8 is indexed as shown (the record keeps its exact bytes).
+    return shown_text(value)
 
 
 _SQLITE_INTEGERS = range(-(1 << 63), 1 << 63)

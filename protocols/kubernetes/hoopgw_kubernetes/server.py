@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
-from hoopgw.errors import AccessDenied, AuthenticationError, ConfigError
+from hoopgw.errors import AccessDenied, AuthenticationError, ConfigError, StoreError
 from hoopgw.ledger import CommandLedger
 from hoopgw.protocol import ConnectionRuntime
 from hoopgw.session import Command, CommandOutcome, Identity, Output, SessionInfo
@@ -345,6 +345,8 @@ class ApiConnection(protocol.Protocol):
             identity = await runtime.authenticator.authenticate(token, **where)
         except AuthenticationError as exc:
             raise RequestRefused(401, f"hoopgw: {exc}") from None
+        except StoreError as exc:  # the gateway's fault, not the caller's
+            raise RequestRefused(503, f"hoopgw: {exc}") from None
         verdict = await self._gate
         if isinstance(verdict, Block | Hold):
             raise RequestRefused(403, f"hoopgw: connection refused: {verdict.reason}")

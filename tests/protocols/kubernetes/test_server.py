@@ -15,7 +15,7 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from hoopgw.errors import AuthenticationError
+from hoopgw.errors import STORE_UNAVAILABLE, AuthenticationError, StoreError
 from hoopgw.plugin import hookimpl
 from hoopgw.runtime.chain import PluginChain
 from hoopgw.runtime.registry import SessionRegistry
@@ -28,6 +28,8 @@ TOKEN = "hgw_caller"
 
 class _Authenticator:
     def authenticate(self, secret: str, **where: Any) -> defer.Deferred[Identity]:
+        if secret == "hgw_store_down":
+            return defer.fail(StoreError(STORE_UNAVAILABLE))
         if secret != TOKEN:
             return defer.fail(AuthenticationError("invalid API key"))
         return defer.succeed(Identity(name="agent", groups=frozenset({"agents"})))
@@ -224,3 +226,11 @@ def test_a_client_that_leaves_during_a_hold_withdraws_it_once() -> None:
         ("completed", "delete pods/web -n d", "blocked"),  # withdrawn: it never ran
         ("closed", "client closed"),
     ]
+
+
+def test_a_store_that_cannot_be_read_is_503_not_401() -> None:
+    connection, transport, reactor = _connection(_Observer())
+    connection.dataReceived(_request("/api/v1/pods", token="hgw_store_down"))
+    code, status = _status(transport)
+    assert code == 503 and status["reason"] == "ServiceUnavailable"
+    assert reactor.tcpClients == []

@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from hoopgw import __version__
 from hoopgw.cli import (
     access,
+    agents,
     audit,
     evidence,
     export,
@@ -77,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.register(commands, with_config, with_json)
     keys.register(commands, with_config, with_json)
     sessions.register(commands, with_config, with_json)
+    agents.register(commands, with_config, with_json)
     audit_commands = commands.add_parser(
         "audit", help="verify, search and export the audit trail"
     ).add_subparsers(metavar="COMMAND", required=True)

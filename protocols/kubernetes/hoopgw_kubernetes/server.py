@@ -464,7 +464,7 @@ class ApiConnection(protocol.Protocol):
         )
         self._upstream = link
         relay.started_at = runtime.reactor.seconds()
-        connecting = connect(runtime.reactor, runtime.config, self.settings.tls, link)
+        connecting = connect(runtime, self.settings.tls, link)
 
         def connected(link: UpstreamLink) -> None:
             # A client slower than the cluster pauses the cluster's side (a watch, a log).

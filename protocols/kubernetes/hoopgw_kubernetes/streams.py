@@ -300,7 +300,7 @@ class StreamRelay:
             runtime.upstream_failed()
             self._fail_client(f"cannot reach the API server: {failure.getErrorMessage()}")
 
-        connect(runtime.reactor, runtime.config, settings.tls, link).addErrback(unreachable)
+        connect(runtime, settings.tls, link).addErrback(unreachable)
 
     def _refuse(self, reason: str) -> None:
         """Nothing ran: the client reads why, and exit code :data:`EXIT_REFUSED`."""

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 import h11
 from twisted.internet import defer, protocol, ssl
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.protocols.tls import TLSMemoryBIOFactory
 
 if TYPE_CHECKING:
     from hoopgw.connection import ConnectionConfig
+    from hoopgw.protocol import ConnectionRuntime
 
 __all__ = ["UpstreamLink", "client_tls", "upstream_headers"]
 
@@ -78,16 +79,17 @@ def upstream_headers(
     return passed
 
 
-def connect(reactor: Any, config: ConnectionConfig, tls: Any, proto: Any) -> defer.Deferred[Any]:
-    """Connect ``proto`` to the cluster over ``tls``."""
-    plain: Any = HostnameEndpoint(
-        reactor, config.target_host, config.target_port, timeout=CONNECT_TIMEOUT
-    )
-    endpoint: Any = wrapClientTLS(tls, plain)
-    factory = protocol.Factory.forProtocol(lambda: proto)
+def connect(runtime: ConnectionRuntime, tls: Any, proto: Any) -> defer.Deferred[Any]:
+    """Connect ``proto`` to the cluster over ``tls``, through the connection's upstream
+    connector (directly, or through the network agent its ``via`` names)."""
+    factory: Any = protocol.Factory.forProtocol(lambda: proto)
     factory.noisy = False
-    d: defer.Deferred[Any] = endpoint.connect(factory)
-    return d
+    wrapper = TLSMemoryBIOFactory(tls, True, factory).buildProtocol(None)
+    config = runtime.config
+    d: defer.Deferred[Any] = runtime.connect_upstream(
+        config.target_host, config.target_port, wrapper, timeout=CONNECT_TIMEOUT
+    )
+    return d.addCallback(lambda _: proto)
 
 
 class UpstreamLink(protocol.Protocol):

@@ -161,7 +161,7 @@ def test_an_allowed_request_goes_to_the_cluster_and_another_token_ends_the_conne
 ) -> None:
     sent: list[Any] = []
 
-    def connect(reactor: Any, config: Any, tls: Any, link: Any) -> defer.Deferred[Any]:
+    def connect(runtime: Any, tls: Any, link: Any) -> defer.Deferred[Any]:
         sent.append(link)
         return defer.Deferred()
 

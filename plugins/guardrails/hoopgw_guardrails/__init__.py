@@ -57,6 +57,7 @@ from hoopgw_guardrails.http_rules import (
     check_http_default,
     check_http_rules,
 )
+from hoopgw_guardrails.kubernetes import KubernetesPolicy, check_kubernetes_rules
 from hoopgw_guardrails.policy import Policy, check_classes, check_preset, check_rules, combined
 from hoopgw_guardrails.startup import UnreadableParameter, set_statement, settings_of
 
@@ -65,6 +66,8 @@ __all__ = ["GuardrailsPlugin"]
 PLUGIN = "guardrails"
 COMMAND_KINDS = ("exec", "shell-line")
 """Command kinds judged as shell command lines on protocols without statements."""
+KUBERNETES_KINDS = ("api", "exec", "attach")
+"""Command kinds of the ``kubernetes`` protocol judged by ``kubernetes_rules``."""
 _SQL_OPTIONS = ("deny", "preset", "rules", "catalog_user", "allow_functions")
 # Statements that may create, replace, rename or move a function: the side connection that
 # reads the catalog cannot see such a change until its transaction commits.
@@ -211,6 +214,15 @@ class GuardrailsPlugin:
             help="what an HTTP request no rule matches gets: allow, deny or review (HTTP)",
             check=check_http_default,
         ),
+        Option(
+            name="kubernetes_rules",
+            type=list,
+            default=[],
+            help="ordered rules on Kubernetes API requests: verbs, resources, namespaces and"
+            " names globs, action allow, deny or review, message (the first match decides;"
+            " then portforward, proxy and secrets are denied by default)",
+            check=check_kubernetes_rules,
+        ),
     )
     """What the plugin reads from its ``[connections.guardrails]`` table."""
 
@@ -221,6 +233,15 @@ class GuardrailsPlugin:
         """
         self._policy = Policy.from_options(context.options)
         self._commands = CommandPolicy.from_options(context.options)
+        self._kubernetes: KubernetesPolicy | None = None
+        if context.connection.protocol == "kubernetes":
+            self._kubernetes = KubernetesPolicy.from_options(context.options)
+        elif context.options.get("kubernetes_rules"):
+            raise ConfigError(
+                'kubernetes_rules are for connections with protocol = "kubernetes"',
+                key=f"{PLUGIN}.kubernetes_rules",
+                connection=context.connection.name,
+            )
         # Per-session state, made here for every protocol: the observers run for every session
         # (SSH too), whatever the dialect.
         # Prepared statements each session defined, by name: what an EXECUTE of it runs.
@@ -325,9 +346,12 @@ class GuardrailsPlugin:
         if self._http is not None:
             return self._judge_http(command)
         if self._dialect is None:
+            verdicts: list[Block | Hold | None] = []
+            if self._kubernetes is not None and command.kind in KUBERNETES_KINDS:
+                verdicts.append(self._kubernetes.judge(command.details))
             if command.kind in COMMAND_KINDS and self._commands.active:
-                return self._commands.judge(command.text)
-            return None
+                verdicts.append(self._commands.judge(command.text))
+            return combined(verdicts)
         if not command.statement:
             return None  # a protocol command: it runs no statement (docs/guardrails.md)
         prepared = dict(self._prepared.get(session.id, {}))

@@ -16,6 +16,7 @@ from twisted.internet import defer
 from hoopgw.approvals.service import ApprovalError, roles_of
 from hoopgw.audit.writer import AuditEntry
 from hoopgw.errors import StoreError
+from hoopgw.refusals import HeldStatement
 from hoopgw.session import Identity
 
 __all__ = ["SESSION_TERMINATED_KIND", "SessionControl"]
@@ -48,7 +49,7 @@ class SessionControl:
         """The live sessions ``identity`` may see, oldest first."""
         every = bool(roles_of(identity, self._roles) & {"admin", "auditor"})
         shown = [
-            _describe(s)
+            _describe(s, self._sessions.held_statement(s.session_info.id))
             for s in self._sessions
             if s.session_info is not None
             and (every or s.session_info.identity.name == identity.name)
@@ -79,7 +80,7 @@ class SessionControl:
                 "invalid", f"{session_id} names {len(found)} live sessions; give more of the id"
             )
         session = found[0]
-        shown = _describe(session)
+        shown = _describe(session, self._sessions.held_statement(session.session_info.id))
         entry = AuditEntry(
             kind=SESSION_TERMINATED_KIND,
             session_id=shown["id"],
@@ -101,9 +102,19 @@ class SessionControl:
         return self._audit.write(entry).addCallbacks(recorded, unrecorded)
 
 
-def _describe(session: Any) -> dict[str, Any]:
+def _describe(session: Any, held: HeldStatement | None) -> dict[str, Any]:
+    """A live session as the API shows it; ``pending_review`` is the review its statement
+    waits for (MySQL clients, which get no notice, poll it), or null."""
     info = session.session_info
     return {
+        "pending_review": None
+        if held is None
+        else {
+            "id": held.review_id,
+            "approvers": list(held.approvers),
+            "hold_until": held.hold_until,
+            "reason": held.reason,
+        },
         "id": info.id,
         "identity": info.identity.name,
         "connection": info.connection.name,

@@ -40,6 +40,7 @@ from twisted.python.failure import Failure
 
 from hoopgw.audit.writer import AuditEntry
 from hoopgw.errors import HoopgwError
+from hoopgw.refusals import REVIEW_TIMEOUT_RULE, HeldStatement
 from hoopgw.session import Command, Identity, SessionInfo
 from hoopgw.store.reviews import GrantRecord, ReviewRecord, ReviewVote
 from hoopgw.verdicts import Allow, Block, Hold, Verdict
@@ -292,6 +293,24 @@ class ApprovalService:
 
         written.addErrback(unrecorded)
         self._notify(review, "requested")
+        self._sessions.statement_held(
+            session.id,
+            HeldStatement(
+                review_id=review.id,
+                command_seq=command.seq,
+                approvers=review.approvers,
+                hold_until=now + timeout,
+                reason=hold.reason,
+                rule=hold.rule,
+                plugin=hold.plugin,
+            ),
+        )
+
+        def released(result: Any) -> Any:
+            self._sessions.statement_released(session.id, review.id)
+            return result
+
+        decision.addBoth(released)
         log.info(
             "review {review}: {who} on {connection} held: {reason}",
             review=review.id,
@@ -341,7 +360,7 @@ class ApprovalService:
                     " identical statement with the same parameter values may be run once"
                     f" within {window} of the approval"
                 ),
-                rule="review-timeout",
+                rule=REVIEW_TIMEOUT_RULE,
             )
         )
 

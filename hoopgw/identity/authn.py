@@ -41,6 +41,7 @@ from hoopgw.identity.keys import (
     end_sessions_of_inactive_keys,
 )
 from hoopgw.identity.oidc import IssuerKeys, TokenVerifier, looks_like_jwt
+from hoopgw.refusals import access_needed
 from hoopgw.runtime.throttle import FailureThrottle
 from hoopgw.session import Identity
 from hoopgw.store import Store
@@ -273,8 +274,12 @@ class Authenticator:
             )
             return defer.fail(
                 AccessDenied(
-                    f'identity "{identity.name}" may not use connection "{connection.name}" '
-                    "(none of its groups is in allow_groups)"
+                    access_needed(
+                        f'identity "{identity.name}" may not use connection "{connection.name}"'
+                        " (none of its groups is in allow_groups)",
+                        connection=connection.name,
+                        jit=False,
+                    ).text()
                 )
             )
         if connection.access == "jit" and (
@@ -294,9 +299,12 @@ class Authenticator:
             )
             return defer.fail(
                 AccessDenied(
-                    f'connection "{connection.name}" needs a just-in-time grant and identity'
-                    f' "{identity.name}" has none; request one with: hoopgw access request'
-                    f' --connection {connection.name} --duration 30m --reason "..."'
+                    access_needed(
+                        f'connection "{connection.name}" needs a just-in-time grant and identity'
+                        f' "{identity.name}" has none',
+                        connection=connection.name,
+                        jit=True,
+                    ).text()
                 )
             )
         return defer.succeed(None)

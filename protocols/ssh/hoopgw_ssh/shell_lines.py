@@ -33,9 +33,10 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from hoopgw import refusals
 from hoopgw.session import CommandOutcome
 from hoopgw.shell import needs_more
-from hoopgw.verdicts import Allow
+from hoopgw.verdicts import Allow, Block
 
 if TYPE_CHECKING:
     from hoopgw_ssh.channels import SessionChannel
@@ -304,11 +305,15 @@ class LineJudge:
         self._deciding = True
 
         def decided(verdict: Any) -> None:
-            if not isinstance(verdict, Allow):
-                self._refused(command, verdict.reason)
+            if not isinstance(verdict, Allow):  # fail closed: only an Allow runs it
+                if not isinstance(verdict, Block):
+                    verdict = Block(reason="no verdict; refused")
+                connection = session.runtime.info.name
+                shown = refusals.refused(verdict, connection=connection)
+                self._refused(command, verdict.reason, shown)
             elif not followed:
                 # Decided (and recorded) like any line, but refused whatever the plugins said.
-                self._refused(command, UNFOLLOWED)
+                self._refused(command, UNFOLLOWED, refusals.unreadable(UNFOLLOWED))
             else:
                 session.complete(command, CommandOutcome(status="ok"))
                 if self._keys is None:
@@ -325,7 +330,7 @@ class LineJudge:
 
         session.decide(command).addCallback(decided)
 
-    def _refused(self, command: Any, reason: str) -> None:
+    def _refused(self, command: Any, reason: str, shown: refusals.Refusal) -> None:
         channel = self._channel
         channel.session.complete(command, CommandOutcome(status="blocked", error_message=reason))
         self._line.clear()
@@ -333,7 +338,7 @@ class LineJudge:
         self._followed = True
         if channel._closed:
             return
-        message = f"\r\nhoopgw: refused: {reason}\r\n".encode("utf-8", "replace")
+        message = f"\r\n{shown.text()}\r\n".encode("utf-8", "replace")
         if self._keys is not None:
             channel.write(message)
             # The interrupt cancels the whole command at the shell, continuation lines too,

@@ -443,7 +443,9 @@ def test_ssh_exec_and_refused_command(ssh_gateway: Any, tmp_path: Path) -> None:
             refused = await client.call_tool(
                 "exec", {"connection": "web", "command": f"touch {marker}; rm -rf /"}
             )
-            assert refused.is_error and "hoopgw: refused:" in text(refused), text(refused)
+            assert refused.is_error and "hoopgw refused the command:" in text(refused), text(
+                refused
+            )
 
     run(scenario)
     assert not marker.exists()

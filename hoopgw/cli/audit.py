@@ -27,9 +27,9 @@ from hoopgw.errors import ConfigError
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from hoopgw.audit.chain import DurabilityPeriod, PrunedRange
     from hoopgw.audit.checkpoints import LogVerification
     from hoopgw.audit.journal import JournalBacklog
-    from hoopgw.audit.writer import DurabilityPeriod, PrunedRange
     from hoopgw.config.load import Config
 
 
@@ -224,7 +224,7 @@ def _verify_report(
 
 
 def _print_verification(result: LogVerification, path: Path | None, checkpoint_error: str) -> None:
-    from hoopgw.audit.writer import describe_durability
+    from hoopgw.audit.chain import describe_durability
 
     chain = result.chain
     if not chain.ok:
@@ -268,6 +268,7 @@ def _print_verification(result: LogVerification, path: Path | None, checkpoint_e
 
 
 def _prune(args: argparse.Namespace) -> int:
+    from hoopgw.audit.chain import PrunedRange, verify_chain
     from hoopgw.audit.checkpoints import (
         KEY_NAME,
         Checkpoint,
@@ -275,7 +276,6 @@ def _prune(args: argparse.Namespace) -> int:
         sign_checkpoint,
         write_checkpoint_file,
     )
-    from hoopgw.audit.writer import PrunedRange, verify_chain
     from hoopgw.config.load import load_config
 
     config = load_config(args.config)

@@ -31,7 +31,13 @@ from twisted.python.failure import Failure
 from hoopgw.audit.writer import AuditWriter
 from hoopgw.config.load import Config
 from hoopgw.connection import ConnectionConfig
-from hoopgw.errors import STORE_UNAVAILABLE, AccessDenied, AuthenticationError, StoreError
+from hoopgw.errors import (
+    STORE_UNAVAILABLE,
+    AccessDenied,
+    AuthenticationError,
+    StoreError,
+    access_needed,
+)
 from hoopgw.groups import GroupSourceContext, load_group_source
 from hoopgw.identity.fetch import JsonFetcher
 from hoopgw.identity.groups import GroupResolver
@@ -42,7 +48,6 @@ from hoopgw.identity.keys import (
 )
 from hoopgw.identity.oidc import IssuerKeys, TokenVerifier, looks_like_jwt
 from hoopgw.records import AuditEntry
-from hoopgw.refusals import access_needed
 from hoopgw.runtime.throttle import FailureThrottle
 from hoopgw.session import Identity
 from hoopgw.store import Store

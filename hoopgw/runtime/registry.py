@@ -7,8 +7,8 @@ import hmac
 from collections.abc import Callable
 from typing import Any
 
+from hoopgw.errors import HeldStatement
 from hoopgw.protocol import LiveSession
-from hoopgw.refusals import HeldStatement
 
 __all__ = ["SessionRegistry"]
 

@@ -31,7 +31,7 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hoopgw import refusals
+from hoopgw import errors as refusals
 from hoopgw.errors import (
     STORE_UNAVAILABLE,
     AccessDenied,
@@ -1252,6 +1252,10 @@ class ClientSession(protocol.Protocol):
             )
             self._forward(payload, flight)
 
+        verdict = ledger.decide_at_once(command)
+        if verdict is not None:
+            decided(verdict)  # no plugin judges commands: no Deferred, no pause
+            return
         decision = ledger.decide(command)
         decision.addErrback(lambda failure: failure.trap(defer.CancelledError) and None)
         self._wait(decision, decided)

@@ -21,10 +21,9 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hoopgw.errors import AccessDenied, ConfigError
+from hoopgw.errors import AccessDenied, ConfigError, HeldStatement
 from hoopgw.ledger import CommandLedger
 from hoopgw.protocol import ConnectionRuntime
-from hoopgw.refusals import HeldStatement
 from hoopgw.session import Command, CommandOutcome, Identity, SessionInfo
 from hoopgw.transport import set_no_delay
 from hoopgw.verdicts import Allow, Block, Hold

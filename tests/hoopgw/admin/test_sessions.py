@@ -10,7 +10,7 @@ from twisted.internet import task
 
 from hoopgw.admin.sessions import SESSION_TERMINATED_KIND, SessionControl
 from hoopgw.approvals.service import ApprovalError
-from hoopgw.refusals import HeldStatement
+from hoopgw.errors import HeldStatement
 from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.session import Identity
 from hoopgw.testing import FakeAuditWriter, make_session

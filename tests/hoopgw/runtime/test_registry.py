@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from hoopgw.refusals import HeldStatement
+from hoopgw.errors import HeldStatement
 from hoopgw.runtime.registry import SessionRegistry
 
 

@@ -1,10 +1,10 @@
-"""Tests for :mod:`hoopgw.refusals`: one wording of a refusal's facts for every protocol."""
+"""Tests for :mod:`hoopgw.errors`: one wording of a refusal's facts for every protocol."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from hoopgw.refusals import (
+from hoopgw.errors import (
     REVIEW_TIMEOUT_RULE,
     Code,
     HeldStatement,

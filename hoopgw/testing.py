@@ -24,7 +24,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from hoopgw.audit.chain import AuditRecord
-from hoopgw.audit.writer import decode_entry
+from hoopgw.audit.writer import decode_entry, encode_entry
 from hoopgw.errors import StoreError
 from hoopgw.plugin import PluginContext, hookimpl, validate_options
 from hoopgw.records import AuditEntry
@@ -116,7 +116,8 @@ class FakeAuditWriter:
             if self.failing:
                 d.errback(StoreError("fake store is failing"))
                 continue
-            [record] = self._store.append([entry])
+            # As the real writer carries it: a text that is not UTF-8 as its exact bytes.
+            [record] = self._store.append([decode_entry(encode_entry(entry))])
             self.records.append(record)
             d.callback(None)
 

@@ -23,6 +23,7 @@ from typing import Any, TextIO
 import attrs
 
 from hoopgw.audit.chain import AuditRecord, canonical_json
+from hoopgw.audit.writer import shown_text
 from hoopgw.store.base import Store
 
 SCHEMA_VERSION = 1
@@ -254,17 +255,14 @@ class CommandFilter:
 
     def admits_received(self, record: AuditRecord, facts: SessionFacts) -> bool:
         """Whether a ``command_received`` record passes the criteria known when it arrives."""
-        text = record.data.get("text")
+        text = shown_text(record.data.get("text"))
         return (
             (self.session_id is None or record.session_id == self.session_id)
             and (self.identity is None or facts.identity == self.identity)
             and (self.group is None or self.group in facts.groups)
             and (self.connection is None or facts.connection == self.connection)
             and _in_range(record.time, self.since, self.until)
-            and (
-                self.text is None
-                or (isinstance(text, str) and self.text.casefold() in text.casefold())
-            )
+            and (self.text is None or self.text.casefold() in text.casefold())
         )
 
     def admits_decided(self, command: dict[str, Any]) -> bool:
@@ -369,7 +367,7 @@ def _received(record: AuditRecord, facts: SessionFacts) -> dict[str, Any]:
         "groups": list(facts.groups),
         "connection": facts.connection,
         "kind": data.get("kind"),
-        "text": data.get("text") if isinstance(data.get("text"), str) else "",
+        "text": shown_text(data.get("text")),
         "verdict": None,
         "reason": "",
         "plugin": "",

@@ -28,7 +28,9 @@ process appends a record of the mode in force (:func:`hoopgw.audit.chain.durabil
 synced,
 before it says ``ready``.
 
-At end of input it appends what it holds to the store, closes it and exits 0 (1 if the store
+It ignores SIGINT and SIGTERM (a Ctrl-C or a stop sent to the gateway's whole process group):
+it ends when its input ends, that is when the gateway closes it or dies. At end of input it
+appends what it holds to the store, closes it and exits 0 (1 if the store
 could not take everything; the journal keeps it for the next start). A store or journal that
 cannot be opened is reported on stderr, with exit status 1.
 
@@ -46,6 +48,7 @@ import argparse
 import collections
 import math
 import os
+import signal
 import sys
 import tempfile
 import threading
@@ -57,7 +60,7 @@ from typing import BinaryIO
 from hoopgw.audit.chain import DURABILITY_MODES, Durability, durability_entry
 from hoopgw.audit.checkpoints import Checkpointer, CheckpointError, load_signing_key
 from hoopgw.audit.journal import AuditJournal, journal_path
-from hoopgw.audit.writer import SIGNING_KEY_ENV, decode_entry, encode_entry
+from hoopgw.audit.writer import SIGNING_KEY_ENV, WRITER_INFO_PREFIX, decode_entry, encode_entry
 from hoopgw.errors import HoopgwError
 from hoopgw.records import AuditEntry
 from hoopgw.store import Store, open_store
@@ -210,6 +213,11 @@ def _storable_entry(line: bytes) -> AuditEntry:
     ):
         raise ValueError("expected [kind, session_id, time, data]")
     return entry
+
+
+def _inform(text: str) -> None:
+    """Tell the gateway something that is no fault (it logs the line as information)."""
+    sys.stderr.write(f"{WRITER_INFO_PREFIX}{text}\n")
 
 
 def _answer(stdout: BinaryIO, answer: bytes) -> None:
@@ -410,7 +418,7 @@ class StoreAppender(threading.Thread):
             batch = found[start : start + RECOVERY_BATCH]
             store.append([entry for _, entry in batch], journal_mark=batch[-1][0])
         if found:
-            sys.stderr.write(f"appended {len(found)} audit entries left in the journal\n")
+            _inform(f"appended {len(found)} audit entries left in the journal")
         self.applied = self._journal.last_number
 
     def _append_until_finished(self, store: Store, checkpointer: Checkpointer | None) -> None:
@@ -451,7 +459,7 @@ class StoreAppender(threading.Thread):
             self.failure = str(exc)
             return False
         if self.failure is not None:
-            sys.stderr.write("audit store append works again\n")
+            _inform("audit store append works again")
         with self._cond:
             self.failure = None
             self.applied = last_number
@@ -515,6 +523,11 @@ def main(argv: list[str] | None = None) -> int:
                 interval=args.checkpoint_interval,
             )
 
+    # The process ends when its input ends (the gateway closed it, or died), never on a Ctrl-C
+    # or a SIGTERM sent to the gateway's whole process group: the gateway may still be handing
+    # over its last records then.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     # Unbuffered binary pipes: answers must leave at once, input is read as it comes.
     stdin = os.fdopen(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
     stdout = os.fdopen(sys.stdout.fileno(), "wb", buffering=0, closefd=False)

@@ -11,6 +11,7 @@ from typing import IO, Any
 from hoopgw import __version__
 from hoopgw.audit.chain import AuditRecord, VerifyResult, describe_durability
 from hoopgw.audit.journal import backlog
+from hoopgw.audit.writer import shown_text
 from hoopgw.cli.common import iso_time
 from hoopgw.config.load import Config
 from hoopgw.evidence.controls import controls
@@ -107,7 +108,7 @@ class Summary:
             "record_seq": record.seq,
             "received_at": record.time,
             "kind": data.get("kind"),
-            "text": data.get("text"),
+            "text": shown_text(data.get("text")),
             "parameter_count": data.get("parameter_count"),
             "statement_name": data.get("statement_name"),
             "verdict": None,

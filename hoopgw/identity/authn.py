@@ -9,7 +9,10 @@ from a trusted issuer (see :mod:`hoopgw.identity.oidc`), whose identity then get
 configured group sources (see :mod:`hoopgw.groups`). Every failure is written to the audit
 trail (``authentication_failed`` or ``access_denied`` records, with the detailed reason) and
 answered, after the client address's back-off delay (see :mod:`hoopgw.runtime.throttle`), with a
-message that is safe to show and never says which part of a secret was wrong.
+message that is safe to show and never says which part of a secret was wrong. A check that
+cannot read the store (the keys live there) is no failure of the caller's: it is refused at
+once with :data:`hoopgw.errors.STORE_UNAVAILABLE` (a :class:`~hoopgw.errors.StoreError`), and
+counts toward no back-off.
 
 Both checks answer with a Deferred: a check may need the network (a JWKS refresh, a directory
 lookup). A front end must not act on client input while one is outstanding.
@@ -28,7 +31,7 @@ from twisted.python.failure import Failure
 from hoopgw.audit.writer import AuditWriter
 from hoopgw.config.load import Config
 from hoopgw.connection import ConnectionConfig
-from hoopgw.errors import AccessDenied, AuthenticationError
+from hoopgw.errors import STORE_UNAVAILABLE, AccessDenied, AuthenticationError, StoreError
 from hoopgw.groups import GroupSourceContext, load_group_source
 from hoopgw.identity.fetch import JsonFetcher
 from hoopgw.identity.groups import GroupResolver
@@ -51,6 +54,7 @@ AUTH_FAILED_KIND = "authentication_failed"
 """Audit record kind of a secret that was not accepted (no session exists)."""
 ACCESS_DENIED_KIND = "access_denied"
 """Audit record kind of an authenticated identity refused a connection."""
+
 _TOO_MANY = "too many failed authentication attempts from your address; try again later"
 
 
@@ -189,6 +193,15 @@ class Authenticator:
     def _failed(
         self, failure: Failure, method: str, client_address: str, connection: str
     ) -> defer.Deferred[Any]:
+        if failure.check(StoreError):
+            # The gateway's fault, not the caller's: refused as such, at once, uncounted.
+            log.warn(
+                "login from {client} on {connection} refused: the store is unavailable: {why}",
+                client=client_address,
+                connection=connection or "-",
+                why=failure.getErrorMessage(),
+            )
+            return defer.fail(StoreError(STORE_UNAVAILABLE))
         if not failure.check(AuthenticationError):
             # An unexpected error: refuse (fail closed), without showing its text.
             log.failure("authentication check failed unexpectedly", failure)

@@ -3,6 +3,7 @@ sessions of a credential or grant that ends."""
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,9 @@ class SessionRegistry:
         :param on_added: called with each session :meth:`add` tracks (the gateway counts them).
         """
         self._sessions: set[LiveSession] = set()
-        self._cancel_keys: dict[Any, LiveSession] = {}
+        # Process id -> (secret, session): ids are the targets' own, so two targets may give
+        # the same one; the secret, made by the gateway, tells them apart.
+        self._cancel_keys: dict[int, list[tuple[bytes, LiveSession]]] = {}
         self._on_added = on_added
 
     def add(self, session: LiveSession) -> None:
@@ -31,19 +34,30 @@ class SessionRegistry:
     def remove(self, session: LiveSession) -> None:
         """Forget ``session`` and its cancel key; removing twice is harmless."""
         self._sessions.discard(session)
-        for key in [k for k, s in self._cancel_keys.items() if s is session]:
-            del self._cancel_keys[key]
+        for pid, entries in list(self._cancel_keys.items()):
+            kept = [(k, s) for k, s in entries if s is not session]
+            if kept:
+                self._cancel_keys[pid] = kept
+            else:
+                del self._cancel_keys[pid]
 
-    def add_cancel_key(self, key: Any, session: LiveSession) -> bool:
-        """Bind a protocol cancel key to ``session``; False if the key is already taken."""
-        if key in self._cancel_keys:
+    def add_cancel_key(self, pid: int, secret: bytes, session: LiveSession) -> bool:
+        """Bind a protocol cancel key (process id and secret) to ``session``; False if that
+        pair is already taken (the caller makes another secret)."""
+        entries = self._cancel_keys.setdefault(pid, [])
+        if any(hmac.compare_digest(k, secret) for k, _ in entries):
             return False
-        self._cancel_keys[key] = session
+        entries.append((secret, session))
         return True
 
-    def by_cancel_key(self, key: Any) -> LiveSession | None:
-        """The session that owns ``key``, if it is still live."""
-        return self._cancel_keys.get(key)
+    def by_cancel_key(self, pid: int, secret: bytes) -> LiveSession | None:
+        """The live session whose key is ``pid`` and ``secret``, or None. Secrets are compared
+        in constant time, so a wrong guess says nothing of how close it came."""
+        found = None
+        for key, session in self._cancel_keys.get(pid, ()):
+            if hmac.compare_digest(key, secret):
+                found = session
+        return found
 
     def sessions_of(self, identity: str, connection: str) -> list[LiveSession]:
         """The live sessions of ``identity`` on the connection named ``connection`` (those a

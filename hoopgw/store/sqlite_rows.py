@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hoopgw.audit.chain import AuditRecord, canonical_json
+from hoopgw.audit.chain import AuditRecord
+from hoopgw.audit.writer import shown_text
 from hoopgw.errors import StoreError
 from hoopgw.scram import ScramVerifier
 from hoopgw.store.base import ApiKeyRecord
@@ -22,9 +23,8 @@ _COMMAND_NAMES = tuple(name.strip() for name in COMMAND_COLUMNS.split(","))
 
 
 def row_text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else canonical_json(value)
+    # A text that is not UTF-8 is indexed as shown (the record keeps its exact bytes).
+    return shown_text(value)
 
 
 SQLITE_INTEGERS = range(-(1 << 63), 1 << 63)

@@ -7,6 +7,7 @@ itself is tested in test_audit_process.py.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import sqlite3
 
@@ -14,6 +15,7 @@ import attrs
 import pytest
 from twisted.internet import error as net_error
 from twisted.internet.task import Clock
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 
 from hoopgw.audit.chain import (
@@ -30,10 +32,13 @@ from hoopgw.audit.chain import (
 )
 from hoopgw.audit.writer import (
     SIGNING_KEY_ENV,
+    WRITER_INFO_PREFIX,
     AuditWriter,
     CheckpointSettings,
     decode_entry,
     encode_entry,
+    exact_bytes,
+    shown_text,
     spawn_writer_process,
 )
 from hoopgw.errors import StoreError
@@ -63,6 +68,49 @@ def test_canonical_json_is_sorted_and_compact():
         canonical_json({"x": float("inf")})
     with pytest.raises(TypeError):
         canonical_json({"x": b"bytes"})
+
+
+# -- texts that are not UTF-8 ------------------------------------------------------------------
+
+LATIN1 = b"SELECT 'caf\xe9' -- \xff\\x41"
+"""Statement bytes that are not UTF-8, as protocols hold them (``surrogateescape``)."""
+
+
+def test_a_text_that_is_not_utf8_is_carried_as_its_exact_bytes():
+    text = LATIN1.decode("utf-8", "surrogateescape")
+    line = encode_entry(entry(1, text=text, details={"params": ["ok", text]}))
+    line.decode("utf-8")  # the line itself is valid UTF-8
+    data = decode_entry(line).data
+    assert exact_bytes(data["text"]) == LATIN1
+    assert exact_bytes(data["details"]["params"][1]) == LATIN1
+    assert data["details"]["params"][0] == "ok"
+    # People read it with the bytes that are not UTF-8 escaped.
+    assert shown_text(data["text"]) == "SELECT 'caf\\xe9' -- \\xff\\x41"
+    assert shown_text("plain") == "plain" and shown_text(None) == ""
+
+
+def test_exact_bytes_are_in_the_hash_chain(tmp_path):
+    """Stored, they verify; a changed byte breaks the chain."""
+    store = SQLiteStore(str(tmp_path / "a.db"))
+    store.migrate()
+    text = LATIN1.decode("utf-8", "surrogateescape")
+    store.append([decode_entry(encode_entry(entry(n, text=text))) for n in (1, 2)])
+    records = list(store.records())
+    assert [exact_bytes(r.data["text"]) for r in records] == [LATIN1, LATIN1]
+    assert verify_chain(records).ok
+    changed = base64.b64encode(LATIN1.replace(b"\xe9", b"\xe8")).decode()
+    tampered = [attrs.evolve(records[0], data={**records[0].data, "text": {"$bytes": changed}})]
+    assert not verify_chain([*tampered, records[1]]).ok
+    store.close()
+
+
+def test_a_writer_takes_a_text_that_is_not_utf8(running):
+    written = results(
+        running.writer.write(entry(1, text=LATIN1.decode("utf-8", "surrogateescape")))
+    )
+    running.answer("ok 1")
+    assert written == [None]
+    assert exact_bytes(decode_entry(running.process.lines[0]).data["text"]) == LATIN1
 
 
 def test_record_hash_covers_every_field():
@@ -467,6 +515,22 @@ def test_start_spawns_the_writer_process_with_the_store_url(parts):
     assert started == []
     parts.answer("ready")
     assert started == [None]
+
+
+def test_the_processs_information_is_logged_as_such_and_its_faults_as_errors(running):
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        running.protocol.errReceived(
+            f"{WRITER_INFO_PREFIX}appended 3 audit entries left in the journal\nchecksum".encode()
+        )
+        running.protocol.errReceived(b" failed\n")
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert [(e["log_level"], e["line"]) for e in logged if "line" in e] == [
+        (LogLevel.info, "appended 3 audit entries left in the journal"),
+        (LogLevel.error, "checksum failed"),
+    ]
 
 
 def test_start_twice_is_a_programming_error(running):

@@ -11,7 +11,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from hoopgw.connection import ConnectionConfig, CredentialConfig
-from hoopgw.errors import AccessDenied, AuthenticationError
+from hoopgw.errors import STORE_UNAVAILABLE, AccessDenied, AuthenticationError, StoreError
 from hoopgw.identity.authn import Authenticator
 from hoopgw.identity.groups import GroupResolver
 from hoopgw.identity.keys import KeyService
@@ -226,6 +226,27 @@ def test_a_saturated_address_is_refused_without_checking(keys, clock):
     failure = _result(authn.authenticate(secret, client_address="10.0.0.1:6"))
     assert "too many failed authentication attempts" in str(failure.value)
     assert audit.records[-1].data["reason"].startswith("back-off")
+
+
+def test_a_login_while_the_store_is_unavailable_is_refused_as_that_and_not_counted(
+    keys, clock, monkeypatch
+):
+    secret, _ = keys.create("agent-1", ["agents"], now=NOW)
+    authn, audit = _authn(keys, clock)
+
+    def unavailable(key_id):
+        raise StoreError("database is locked")
+
+    monkeypatch.setattr(keys._store, "get_key", unavailable)
+    for port in range(5):
+        failure = _result(authn.authenticate(secret, client_address=f"10.0.0.1:{port}"))
+        assert failure.check(StoreError)
+        assert str(failure.value) == STORE_UNAVAILABLE
+    assert audit.records == []
+    # None of them counted: the address's first real failure is answered without delay.
+    monkeypatch.undo()
+    wrong = "hgw_0123456789ab_" + "A" * 43
+    assert _collect(authn.authenticate(wrong, client_address="10.0.0.1:9"))
 
 
 def test_a_failure_found_by_the_protocol_is_audited_and_slowed(keys, clock):

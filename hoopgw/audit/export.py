@@ -22,8 +22,7 @@ from typing import Any, TextIO
 
 import attrs
 
-from hoopgw.audit.chain import AuditRecord, canonical_json
-from hoopgw.audit.writer import shown_text
+from hoopgw.audit.chain import AuditRecord, canonical_json, shown_text
 from hoopgw.store.base import Store
 
 SCHEMA_VERSION = 1

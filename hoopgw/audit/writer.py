@@ -14,7 +14,6 @@ turns.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import sys
@@ -27,7 +26,7 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hoopgw.audit.chain import Durability, canonical_json
+from hoopgw.audit.chain import Durability, canonical_json, exact_text
 from hoopgw.errors import StoreError
 from hoopgw.records import AuditEntry
 from hoopgw.secrets import Secret
@@ -35,74 +34,6 @@ from hoopgw.secrets import Secret
 log = Logger(namespace="hoopgw.audit")
 
 # -- the wire between the gateway and its writer process ------------------------------------------
-
-
-EXACT_BYTES_KEY = "$bytes"
-"""The one key of the object that stands, in a record's data, for a text that is not valid
-UTF-8 (see :func:`exact_text`); its value is the text's exact bytes in base64."""
-
-
-def exact_text(value: Any) -> Any:
-    """``value`` with every string that is not valid Unicode replaced by
-    ``{"$bytes": BASE64}`` of its exact bytes.
-
-    Protocols read statement text, parameters and messages that are not UTF-8 (a ``LATIN1``
-    client of a ``SQL_ASCII`` database, a MySQL ``_binary`` literal, a BLOB parameter) with
-    ``surrogateescape``, so each byte that is not UTF-8 is a lone surrogate, which JSON cannot
-    carry as UTF-8. The replacement keeps the bytes exactly, in valid JSON, and so inside the
-    hash chain: verifying a record verifies them too. :func:`shown_text` renders one for people.
-    A dictionary key that is not valid Unicode is kept with ``\\xNN`` escapes.
-    """
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raw = value.encode("utf-8", "surrogateescape" if _escaped(value) else "surrogatepass")
-            return {EXACT_BYTES_KEY: base64.b64encode(raw).decode("ascii")}
-        return value
-    if isinstance(value, dict):
-        return {_shown_key(k): exact_text(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [exact_text(v) for v in value]
-    return value
-
-
-def _escaped(text: str) -> bool:
-    """Whether every surrogate of ``text`` is one ``surrogateescape`` makes of a byte."""
-    return all(not 0xD800 <= ord(c) <= 0xDFFF or 0xDC80 <= ord(c) <= 0xDCFF for c in text)
-
-
-def _shown_key(key: Any) -> Any:
-    return shown_text(exact_text(key)) if isinstance(key, str) else key
-
-
-def exact_bytes(value: Any) -> bytes | None:
-    """The bytes an ``{"$bytes": ...}`` object of :func:`exact_text` stands for; None for any
-    other value."""
-    if (
-        isinstance(value, dict)
-        and len(value) == 1
-        and isinstance(encoded := value.get(EXACT_BYTES_KEY), str)
-    ):
-        try:
-            return base64.b64decode(encoded, validate=True)
-        except ValueError:
-            return None
-    return None
-
-
-def shown_text(value: Any) -> str:
-    """A recorded text as people read it: a string as it is; the exact bytes of a text that is
-    not UTF-8 with each byte that is not part of a UTF-8 character written ``\\xNN``; None
-    as ``""``; anything else as its canonical JSON."""
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    raw = exact_bytes(value)
-    if raw is not None:
-        return raw.decode("utf-8", "backslashreplace")
-    return canonical_json(value)
 
 
 def encode_entry(entry: AuditEntry) -> bytes:

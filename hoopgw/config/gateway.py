@@ -65,6 +65,9 @@ class GatewayConfig:
     metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     """Networks (CIDR) from which the admin listener's ``/metrics`` is readable without a
     token; from elsewhere it needs an ``auditor`` or ``admin`` bearer token."""
+    agent_listen: str | None = None
+    """Twisted server endpoint where network agents connect (over TLS with :attr:`tls_cert`),
+    or None for no agents (see docs/network-agent.md)."""
 
     @property
     def durability(self) -> Durability:
@@ -130,6 +133,15 @@ def parse_gateway(table: Table, base_dir: Path) -> GatewayConfig:
             "audit_sync_interval",
         )
     metrics_allow = table.strings("metrics_allow", defaults.metrics_allow)
+    agent_listen = table.string("agent_listen", None)
+    if agent_listen is not None:
+        parse_listen(table, "agent_listen", agent_listen)
+        if tls_cert is None:
+            raise table.error(
+                "needs tls_cert and tls_key: agents connect over TLS and check the gateway's"
+                " certificate",
+                "agent_listen",
+            )
     for network in metrics_allow:
         try:
             ipaddress.ip_network(network, strict=False)
@@ -162,6 +174,7 @@ def parse_gateway(table: Table, base_dir: Path) -> GatewayConfig:
         ),
         audit_sync_interval=audit_sync_interval,
         metrics_allow=metrics_allow,
+        agent_listen=agent_listen,
     )
 
 

@@ -9,9 +9,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from hoopgw import __version__
-from hoopgw.audit.chain import AuditRecord, VerifyResult, describe_durability
+from hoopgw.audit.chain import AuditRecord, VerifyResult, describe_durability, shown_text
 from hoopgw.audit.journal import backlog
-from hoopgw.audit.writer import shown_text
 from hoopgw.cli.common import iso_time
 from hoopgw.config.load import Config
 from hoopgw.evidence.controls import controls

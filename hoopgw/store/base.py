@@ -19,6 +19,7 @@ from hoopgw.audit.chain import AuditRecord
 from hoopgw.records import AuditEntry, SshKeyStore
 from hoopgw.reviews import ReviewStore
 from hoopgw.scram import ScramVerifier
+from hoopgw.store.agents import AgentStore
 
 
 @attrs.frozen(kw_only=True)
@@ -49,8 +50,9 @@ class ApiKeyRecord:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
 
-class Store(ReviewStore, SshKeyStore):
-    """Where audit records, session projections, API keys, SSH keys, reviews and grants are kept.
+class Store(ReviewStore, SshKeyStore, AgentStore):
+    """Where audit records, session projections, API keys, SSH keys, agents,
+    reviews and grants are kept.
 
     Every method may raise :class:`~hoopgw.errors.StoreError`; none raises anything else for
     a storage problem. An instance is used from one thread only.

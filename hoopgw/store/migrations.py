@@ -213,6 +213,24 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE reviews ADD COLUMN parameters TEXT NOT NULL DEFAULT '[]'",
         ),
     ),
+    Migration(
+        version=6,
+        statements=(
+            # Network agents and their tokens (hoopgw.store.agents).
+            """
+            CREATE TABLE agents (
+                name TEXT PRIMARY KEY,
+                token_id TEXT NOT NULL UNIQUE,
+                token_sha256 TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                revoked_at REAL,
+                last_seen_at REAL,
+                online INTEGER NOT NULL DEFAULT 0,
+                address TEXT
+            )
+            """,
+        ),
+    ),
 )
 """Every migration, in order."""
 

@@ -28,6 +28,7 @@ from hoopgw.errors import StoreError
 from hoopgw.records import AuditEntry
 from hoopgw.store import migrations
 from hoopgw.store.base import ApiKeyRecord, Store
+from hoopgw.store.sqlite_agents import SQLiteAgentStore
 from hoopgw.store.sqlite_reviews import SQLiteReviewStore
 from hoopgw.store.sqlite_rows import (
     COMMAND_COLUMNS,
@@ -81,7 +82,7 @@ def _create_private(path: str) -> None:
         os.close(fd)
 
 
-class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
+class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, SQLiteAgentStore, Store):
     """A :class:`~hoopgw.store.base.Store` in one SQLite file.
 
     The connection is opened by the constructor and belongs to the thread that made it.

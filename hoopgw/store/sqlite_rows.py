@@ -7,8 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hoopgw.audit.chain import AuditRecord
-from hoopgw.audit.writer import shown_text
+from hoopgw.audit.chain import AuditRecord, shown_text
 from hoopgw.errors import StoreError
 from hoopgw.scram import ScramVerifier
 from hoopgw.store.base import ApiKeyRecord

@@ -262,7 +262,10 @@ class ServerTransport(transport.SSHServerTransport):
             raise SessionRefused(f"session refused: {started.reason}")
         try:
             upstream = await connect_upstream(
-                runtime.config, runtime.reactor, timeout=runtime.gateway.auth_timeout
+                runtime.config,
+                runtime.reactor,
+                timeout=runtime.gateway.auth_timeout,
+                connect=runtime.connect_upstream,
             )
         except UpstreamError as exc:
             runtime.upstream_failed()

@@ -26,8 +26,10 @@ from hoopgw.audit.chain import (
     PrunedRange,
     canonical_json,
     durability_entry,
+    exact_bytes,
     pruned_entry,
     record_hash,
+    shown_text,
     verify_chain,
 )
 from hoopgw.audit.writer import (
@@ -37,8 +39,6 @@ from hoopgw.audit.writer import (
     CheckpointSettings,
     decode_entry,
     encode_entry,
-    exact_bytes,
-    shown_text,
     spawn_writer_process,
 )
 from hoopgw.errors import StoreError

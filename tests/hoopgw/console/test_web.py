@@ -16,7 +16,7 @@ from twisted.internet import defer, task
 from twisted.web.test.requesthelper import DummyRequest
 
 from hoopgw.admin.sessions import SessionControl
-from hoopgw.approvals.service import ApprovalService, ReviewPolicy
+from hoopgw.approvals.service import ApprovalService
 from hoopgw.connection import ConnectionConfig, CredentialConfig
 from hoopgw.console import pages
 from hoopgw.console.settings import ConsoleConfig
@@ -28,6 +28,7 @@ from hoopgw.console.web import (
     SIGNED_OUT_KIND,
     Console,
 )
+from hoopgw.reviews import ReviewPolicy
 from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.session import Identity, Parameter
 from hoopgw.store.sqlite import SQLiteStore

@@ -18,7 +18,7 @@ import attrs
 from hoopgw.audit.chain import AuditRecord
 from hoopgw.records import AuditEntry, SshKeyStore
 from hoopgw.reviews import ReviewStore
-from hoopgw.scram import ScramVerifier
+from hoopgw.secrets import ScramVerifier
 from hoopgw.store.agents import AgentStore
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from hoopgw.audit.chain import AuditRecord, shown_text
 from hoopgw.errors import StoreError
-from hoopgw.scram import ScramVerifier
+from hoopgw.secrets import ScramVerifier
 from hoopgw.store.base import ApiKeyRecord
 
 COMMAND_COLUMNS = (

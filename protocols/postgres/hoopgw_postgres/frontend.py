@@ -32,7 +32,7 @@ from hoopgw.errors import (
 )
 from hoopgw.ledger import CommandLedger
 from hoopgw.protocol import ConnectionRuntime
-from hoopgw.scram import DEFAULT_ITERATIONS, ScramVerifier
+from hoopgw.secrets import DEFAULT_ITERATIONS, ScramVerifier
 from hoopgw.session import (
     Column,
     Command,

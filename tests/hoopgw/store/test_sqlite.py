@@ -11,7 +11,7 @@ import pytest
 from hoopgw.audit.chain import GENESIS_HASH, Durability, durability_entry, record_hash, verify_chain
 from hoopgw.errors import ConfigError, StoreError
 from hoopgw.records import AuditEntry
-from hoopgw.scram import make_verifier
+from hoopgw.secrets import make_verifier
 from hoopgw.store import SQLiteStore, open_store
 from hoopgw.store.base import ApiKeyRecord
 

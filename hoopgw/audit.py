@@ -44,7 +44,19 @@ from hoopgw.secrets import Secret
 log = Logger(namespace="hoopgw.audit")
 
 GENESIS_HASH = "0" * 64
-"""The ``prev_hash`` of the first record of a store."""
+"""The ``prev_hash`` of the first record of a SQLite store's chain (instance ``""``)."""
+
+
+def chain_genesis(instance: str) -> str:
+    """The ``prev_hash`` of the first record of gateway instance ``instance``'s chain.
+
+    Every record's hash thus depends on the instance id through the chain: records cannot be
+    passed off as another instance's. The unnamed instance (a SQLite store) keeps
+    :data:`GENESIS_HASH`.
+    """
+    if not instance:
+        return GENESIS_HASH
+    return hashlib.sha256(f"hoopgw audit chain {instance}".encode()).hexdigest()
 
 
 @attrs.frozen(kw_only=True)
@@ -76,9 +88,12 @@ class AuditRecord:
     data: dict[str, Any]
     """See :attr:`AuditEntry.data` (as read back from JSON: tuples become lists)."""
     prev_hash: str
-    """Hex SHA-256 of the previous record, or :data:`GENESIS_HASH` for the first."""
+    """Hex SHA-256 of the previous record, or :func:`chain_genesis` for the first."""
     hash: str
     """Hex SHA-256 of this record's canonical form (see :func:`record_hash`)."""
+    instance: str = ""
+    """The gateway instance whose chain holds it (``""`` for a SQLite store's one chain); its
+    ``seq`` counts in that chain."""
 
 
 def canonical_json(value: Any) -> str:
@@ -377,7 +392,7 @@ class VerifyResult:
     the last intact record when the chain breaks)."""
 
 
-def verify_chain(records: Iterable[AuditRecord]) -> VerifyResult:
+def verify_chain(records: Iterable[AuditRecord], *, instance: str = "") -> VerifyResult:
     """Check a whole chain, in seq order (as :meth:`Store.records` yields it).
 
     Detects a changed record (its hash no longer matches), a removed one (a gap in seq), and an
@@ -389,7 +404,7 @@ def verify_chain(records: Iterable[AuditRecord]) -> VerifyResult:
     (:mod:`hoopgw.checkpoints`) to detect truncation.
     """
     expected_seq = 1
-    prev_hash = GENESIS_HASH
+    prev_hash = chain_genesis(instance)
     checked = 0
     first_seq: int | None = None
     last: AuditRecord | None = None
@@ -513,6 +528,10 @@ class CheckpointSettings:
     """The Ed25519 private key, PKCS#8 PEM."""
 
 
+STORE_URL_ENV = "HOOPGW_AUDIT_STORE_URL"
+"""Environment variable that hands a PostgreSQL store's URL to the writer process."""
+
+
 def spawn_writer_process(
     process_protocol: protocol.ProcessProtocol,
     store_url: str,
@@ -520,15 +539,26 @@ def spawn_writer_process(
     *,
     checkpoints: CheckpointSettings | None = None,
     durability: Durability = Durability(),
+    instance: str = "",
+    journal: str | None = None,
 ) -> Any:
     """Start ``python -m hoopgw.audit_process STORE_URL`` with pipes to ``process_protocol``.
 
     Bind the keyword arguments with :func:`functools.partial` to pass this function as
-    ``AuditWriter(spawn=...)``.
+    ``AuditWriter(spawn=...)``. A URL other than ``sqlite:`` (which may hold a password) goes
+    in the environment variable :data:`STORE_URL_ENV`, not on the command line others can read.
 
     :param checkpoints: when given, the process also signs and writes checkpoints.
     :param durability: when the process answers for a record (and records it in the chain).
+    :param instance: the gateway instance whose chain the process appends to.
+    :param journal: the audit journal file; None for the store's default.
     """
+    env = dict(os.environ)
+    env.pop(SIGNING_KEY_ENV, None)
+    env.pop(STORE_URL_ENV, None)
+    if not store_url.startswith("sqlite:"):
+        env[STORE_URL_ENV] = store_url
+        store_url = "env:" + STORE_URL_ENV
     argv = [
         sys.executable,
         "-m",
@@ -539,8 +569,10 @@ def spawn_writer_process(
         "--sync-interval",
         repr(durability.sync_interval),
     ]
-    env = dict(os.environ)
-    env.pop(SIGNING_KEY_ENV, None)
+    if instance:
+        argv += ["--instance", instance]
+    if journal is not None:
+        argv += ["--journal", journal]
     if checkpoints is not None:
         argv += [
             "--checkpoint-dir",

@@ -55,6 +55,7 @@ from typing import BinaryIO
 from hoopgw.audit import (
     DURABILITY_MODES,
     SIGNING_KEY_ENV,
+    STORE_URL_ENV,
     AuditEntry,
     Durability,
     decode_entry,
@@ -481,6 +482,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-interval", type=float, default=300.0, metavar="SECONDS")
     parser.add_argument("--durability", choices=DURABILITY_MODES, default="fsync")
     parser.add_argument("--sync-interval", type=float, default=0.01, metavar="SECONDS")
+    parser.add_argument("--instance", default="", help="the gateway instance's chain")
+    parser.add_argument("--journal", default=None, metavar="PATH", help="the audit journal")
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:
@@ -491,9 +494,12 @@ def main(argv: list[str] | None = None) -> int:
     # Popped whatever the arguments: the key must not linger in this process's environment.
     pem = os.environ.pop(SIGNING_KEY_ENV, None)
     url = args.store_url
+    if url == "env:" + STORE_URL_ENV:
+        url = os.environ.pop(STORE_URL_ENV, "")
+    instance = args.instance
 
     def open_migrated() -> Store:
-        store = open_store(url)
+        store = open_store(url, instance=instance)
         store.migrate()
         return store
 
@@ -522,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     stdin = os.fdopen(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
     stdout = os.fdopen(sys.stdout.fileno(), "wb", buffering=0, closefd=False)
     sys.setswitchinterval(SWITCH_INTERVAL)
-    path = journal_path(url)
+    path = args.journal if args.journal is not None else journal_path(url)
     with tempfile.TemporaryDirectory(prefix="hoopgw-journal-") as scratch:
         where = path if path is not None else os.path.join(scratch, "audit-journal")
         return serve(

@@ -111,7 +111,7 @@ def _verify(args: argparse.Namespace) -> int:
         progress = progress_reporter("verified")
         result = verify_log(progress.track(store.records()), checkpoint)
         progress.finish()
-        waiting = backlog(config.store_url, store.journal_mark())
+        waiting = backlog(config.journal_path, store.journal_mark())
     # Records answered for but left in the journal by a crash: the log is not complete yet.
     stranded = waiting is not None and waiting.stranded
     ok = result.ok and not checkpoint_error and not stranded

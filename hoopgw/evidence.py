@@ -602,7 +602,7 @@ def _file_sha256(path: Path) -> str:
 
 
 def _journal_problem(store: Store, config: Config) -> str:
-    waiting = backlog(config.store_url, store.journal_mark())
+    waiting = backlog(config.journal_path, store.journal_mark())
     if waiting is None or not waiting.stranded:
         return ""
     return (

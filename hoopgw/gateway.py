@@ -164,7 +164,7 @@ class Gateway:
 
         Fails (and leaves nothing listening) if any part cannot start.
         """
-        self._store = open_store(self._store_url)
+        self._store = open_store(self._store_url, instance=self.config.gateway.instance)
         self._store.migrate()
         self.audit = AuditWriter(self._store_url, self.reactor, spawn=self._writer_spawner())
         self.audit.on_committed = self.metrics.audit_sync_seconds.observe
@@ -339,13 +339,17 @@ class Gateway:
         settings = None
         if gw.signing_key is not None:
             settings = CheckpointSettings(
-                directory=str(self.config.checkpoint_path),
+                directory=str(self.config.chain_checkpoint_path(gw.instance)),
                 every=gw.checkpoint_every,
                 interval=gw.checkpoint_interval,
                 signing_key=gw.signing_key,
             )
         return functools.partial(
-            spawn_writer_process, checkpoints=settings, durability=gw.durability
+            spawn_writer_process,
+            checkpoints=settings,
+            durability=gw.durability,
+            instance=gw.instance,
+            journal=self.config.journal_path,
         )
 
     def _runtime(

@@ -1,10 +1,10 @@
 """The store interface: audit records, their projections for the CLI, and API keys.
 
 A store is a blocking API: the audit writer calls it on its own thread, the CLI calls it
-directly. Every implementation (SQLite now, PostgreSQL for several gateway instances later)
-must keep the same guarantees: :meth:`Store.append` is one durable transaction that assigns
-``seq`` without gaps and extends the hash chain (:func:`hoopgw.audit.record_hash`), and every
-failure is raised as :class:`~hoopgw.errors.StoreError`.
+directly. Every implementation (SQLite; PostgreSQL for several gateway instances) must keep the
+same guarantees: :meth:`Store.append` is one durable transaction that assigns ``seq`` without
+gaps in the instance's chain and extends that hash chain (:func:`hoopgw.audit.record_hash`),
+and every failure is raised as :class:`~hoopgw.errors.StoreError`.
 """
 
 from __future__ import annotations
@@ -73,6 +73,22 @@ class Store(ReviewStore, SshKeyStore):
         that changes nothing)."""
 
     # -- audit ---------------------------------------------------------------------------------
+
+    instance: str
+    """The gateway instance whose hash chain the audit methods below are about (``""``, the
+    one chain of a SQLite store). Keys, sessions, reviews and grants are shared."""
+
+    @abc.abstractmethod
+    def instances(self) -> list[str]:
+        """The ids of every instance that has a chain (records or a journal mark), sorted."""
+
+    @abc.abstractmethod
+    def chain(self, instance: str) -> Store:
+        """A store object for ``instance``'s chain, on the same connection (for reading:
+        ``hoopgw audit verify`` checks every chain).
+
+        :raises StoreError: if this store cannot hold that chain.
+        """
 
     @abc.abstractmethod
     def append(

@@ -182,7 +182,7 @@ def test_verify_notes_records_on_their_way_while_the_gateway_runs(setup, capsys)
 def test_verify_ignores_journal_records_the_store_holds(setup, capsys):
     config, _, raw, tmp_path = setup
     journal_with(tmp_path, session("old", 1.0)).close()
-    raw.execute("UPDATE audit_journal_mark SET applied = 3")
+    raw.execute("INSERT INTO audit_journal_marks (instance, applied) VALUES ('', 3)")
     code, out, _ = run(capsys, "audit", "verify", "-c", config)
     assert code == 0 and "journal" not in out
 
@@ -219,7 +219,9 @@ def test_inserting_one_record_is_detected(setup, capsys):
     digest = record_hash(seq=5, kind="k", session_id="new", time=1.0, data={}, prev_hash=prev)
     raw.execute("UPDATE audit_records SET seq = seq + 10 WHERE seq >= 5")
     raw.execute("UPDATE audit_records SET seq = seq - 9 WHERE seq >= 15")
-    raw.execute("INSERT INTO audit_records VALUES (5, 'k', 'new', 1.0, '{}', ?, ?)", (prev, digest))
+    raw.execute(
+        "INSERT INTO audit_records VALUES (5, 'k', 'new', 1.0, '{}', ?, ?, '')", (prev, digest)
+    )
     code, out, _ = run(capsys, "audit", "verify", "-c", config)
     assert code == 1
     assert "FAILED: record 6 does not follow record 5" in out

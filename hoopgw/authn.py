@@ -83,6 +83,7 @@ class Authenticator:
         self._audit = audit
         self._clock: Any = clock or _WallClock()
         self._key_watch: task.LoopingCall | None = None
+        self._sessions: Any = None
         self.grants = grants
         """Where live just-in-time grants are looked up (set by the gateway)."""
         self.failure_observers: list[Callable[[str, str], None]] = []
@@ -98,11 +99,17 @@ class Authenticator:
         """
         for issuer in self.tokens.issuers if self.tokens is not None else []:
             issuer.refresh()
+        self._sessions = sessions
         self._key_watch = task.LoopingCall(self._check_keys, sessions)
         self._key_watch.clock = self._clock
         self._key_watch.start(key_check_interval, now=False).addErrback(
             lambda f: log.failure("the API key check stopped", f)
         )
+
+    def check_keys_now(self) -> None:
+        """Run the periodic key check at once (another gateway instance revoked a key)."""
+        if self._sessions is not None:
+            self._check_keys(self._sessions)
 
     def _check_keys(self, sessions: Any) -> None:
         now = self._clock.seconds()

@@ -289,6 +289,29 @@ MIGRATIONS: tuple[Migration, ...] = (
             "INSERT INTO audit_journal_marks (instance, applied)"
             " SELECT '', applied FROM audit_journal_mark WHERE applied > 0",
             "DROP TABLE audit_journal_mark",
+            # The instance that holds a review's statement (or took the access request): only
+            # it aborts the review when it restarts or stops.
+            "ALTER TABLE reviews ADD COLUMN instance TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE reviews ADD COLUMN decision_recorded_at {real}",
+            # Each instance's audit writer: when it started and whether it stopped with its
+            # journal drained (hoopgw audit verify reports one that did not).
+            """
+            CREATE TABLE audit_writers (
+                instance TEXT PRIMARY KEY,
+                journal TEXT NOT NULL,
+                started_at {real} NOT NULL,
+                stopped_at {real}
+            )
+            """,
+            # Failed logins per client host, counted by every instance (hoopgw.throttle).
+            """
+            CREATE TABLE login_failures (
+                host TEXT PRIMARY KEY,
+                failures {int} NOT NULL,
+                last_at {real} NOT NULL
+            )
+            """,
+            "CREATE INDEX login_failures_last ON login_failures (last_at)",
         ),
     ),
 )

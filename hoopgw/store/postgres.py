@@ -27,10 +27,16 @@ import urllib.parse
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from twisted.logger import Logger
+
 from hoopgw.audit import AuditRecord
 from hoopgw.errors import StoreError
 from hoopgw.store import migrations
+from hoopgw.store.notices import CHANNEL
+from hoopgw.store.reviews import GrantRecord, ReviewRecord
 from hoopgw.store.sqlite import SQLiteStore, _audit_record
+
+log = Logger(namespace="hoopgw.store")
 
 POOL_SIZE = 4
 """Most connections one store object keeps open (the audit writer pins one per transaction;
@@ -257,6 +263,49 @@ class PostgresStore(SQLiteStore):
                 (prefix, prefix + "\U0010ffff", limit),
             ).fetchall()
         return [row[0] for row in rows]
+
+    # -- change notices for the other instances (hoopgw.store.notices) ------------------------
+
+    def replace_review(self, review: ReviewRecord, *, expected_status: str) -> bool:
+        """See :meth:`ReviewStore.replace_review`; a change is announced."""
+        replaced = super().replace_review(review, expected_status=expected_status)
+        if replaced:
+            self._announce("review", review.id)
+        return replaced
+
+    def add_grant(self, grant: GrantRecord) -> None:
+        """See :meth:`ReviewStore.add_grant`; announced."""
+        super().add_grant(grant)
+        self._announce("grant", grant.id)
+
+    def replace_grant(self, grant: GrantRecord) -> None:
+        """See :meth:`ReviewStore.replace_grant`; announced."""
+        super().replace_grant(grant)
+        self._announce("grant", grant.id)
+
+    def revoke_key(self, key_id: str, *, when: float) -> bool:
+        """See :meth:`Store.revoke_key`; a revocation is announced."""
+        revoked = super().revoke_key(key_id, when=when)
+        if revoked:
+            self._announce("key", key_id)
+        return revoked
+
+    def revoke_ssh_key(self, fingerprint: str, *, when: float) -> bool:
+        """See :meth:`SshKeyStore.revoke_ssh_key`; a revocation is announced."""
+        revoked = super().revoke_ssh_key(fingerprint, when=when)
+        if revoked:
+            self._announce("ssh_key", fingerprint)
+        return revoked
+
+    def _announce(self, kind: str, ident: str) -> None:
+        # After the change is committed, so a listener reads it. A lost notice only delays
+        # the other instances until their next look at the store.
+        try:
+            self._conn.execute("SELECT pg_notify(?, ?)", (CHANNEL, f"{kind}:{ident}"))
+        except sqlite3.Error as exc:
+            log.warn(
+                "cannot announce a change of {kind} {ident}: {why}", kind=kind, ident=ident, why=exc
+            )
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:

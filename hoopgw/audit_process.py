@@ -44,6 +44,7 @@ import argparse
 import collections
 import math
 import os
+import socket
 import sys
 import tempfile
 import threading
@@ -388,6 +389,9 @@ class StoreAppender(threading.Thread):
             return
         try:
             checkpointer = None if self._checkpoints is None else self._checkpoints(store)
+            store.writer_started(
+                f"{socket.gethostname()}:{os.path.abspath(self._journal.path)}", now=time.time()
+            )
             self._catch_up(store)
         except HoopgwError as exc:
             store.close()
@@ -399,6 +403,8 @@ class StoreAppender(threading.Thread):
             self._append_until_finished(store, checkpointer)
             if checkpointer is not None:
                 _checkpoint(checkpointer.write)
+            if self.applied >= self._journal.last_number:
+                _note_drained(store)
         finally:
             store.close()
 
@@ -464,6 +470,15 @@ class StoreAppender(threading.Thread):
             head = records[-1].seq
             _checkpoint(lambda: checkpointer.committed(head))
         return True
+
+
+def _note_drained(store: Store) -> None:
+    """Tell the store this instance's journal is drained (``hoopgw audit verify`` reports an
+    instance whose writer stopped without it)."""
+    try:
+        store.writer_stopped(now=time.time())
+    except HoopgwError as exc:
+        sys.stderr.write(f"cannot note in the store that the journal is drained: {exc}\n")
 
 
 def _checkpoint(write: Callable[[], object]) -> None:

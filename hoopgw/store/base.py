@@ -49,6 +49,29 @@ class ApiKeyRecord:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
 
+@attrs.frozen(kw_only=True)
+class WriterState:
+    """What the store knows of one instance's audit writer (its journal may hold records the
+    store lacks until the writer has drained it)."""
+
+    instance: str
+    """The gateway instance."""
+    journal: str
+    """``HOST:PATH`` of its local audit journal."""
+    started_at: float
+    """When the writer last started."""
+    stopped_at: float | None
+    """When it stopped with its journal drained; None while it runs, or if it did not."""
+    running: bool | None
+    """Whether it runs now (it holds its instance's lock); None where the store cannot tell."""
+
+    @property
+    def undrained(self) -> bool:
+        """The writer is gone without having drained its journal: records that ran may be
+        missing from the store until that instance starts again."""
+        return self.stopped_at is None and self.running is False
+
+
 class Store(ReviewStore, SshKeyStore):
     """Where audit records, session projections, API keys, SSH keys, reviews and grants are kept.
 
@@ -105,6 +128,22 @@ class Store(ReviewStore, SshKeyStore):
             :meth:`journal_mark`.
         :return: the records, in the order of ``entries``.
         """
+
+    @abc.abstractmethod
+    def writer_started(self, journal: str, *, now: float) -> None:
+        """Claim this instance's chain for the calling audit writer, whose journal is
+        ``journal`` (``HOST:PATH``), until :meth:`close`.
+
+        :raises StoreError: also when another writer of the same instance runs.
+        """
+
+    @abc.abstractmethod
+    def writer_stopped(self, *, now: float) -> None:
+        """Note that this instance's writer stops with its journal drained."""
+
+    @abc.abstractmethod
+    def writers(self) -> list[WriterState]:
+        """Every instance's audit writer the store knows, by instance."""
 
     @abc.abstractmethod
     def journal_mark(self) -> int:

@@ -32,9 +32,10 @@ from twisted.logger import Logger
 from hoopgw.audit import AuditRecord
 from hoopgw.errors import StoreError
 from hoopgw.store import migrations
+from hoopgw.store.base import WriterState
 from hoopgw.store.notices import CHANNEL
 from hoopgw.store.reviews import GrantRecord, ReviewRecord
-from hoopgw.store.sqlite import SQLiteStore, _audit_record
+from hoopgw.store.sqlite import SQLiteStore, _audit_record, _writer_state
 
 log = Logger(namespace="hoopgw.store")
 
@@ -44,6 +45,10 @@ the gateway's look-ups borrow one each)."""
 
 CONNECT_TIMEOUT = 10
 """Seconds to wait for the server when connecting."""
+
+WRITER_LOCKS = 0x686F6F70
+"""First key of the advisory locks that keep one audit writer per instance (the second is
+``hashtext(instance)``)."""
 
 
 def redacted(url: str) -> str:
@@ -212,6 +217,47 @@ class PostgresStore(SQLiteStore):
             pool.close()
             raise StoreError(f"cannot open the PostgreSQL store {self.path}: {exc}") from exc
         self._conn: Any = PgConnection(pool)
+        self._writer_lock: Any = None
+
+    def writer_started(self, journal: str, *, now: float) -> None:
+        """See :meth:`Store.writer_started`: a session-level advisory lock on the instance id,
+        held on a connection of its own until :meth:`close`, keeps a second writer out."""
+        import psycopg
+
+        try:
+            lock = psycopg.connect(self._url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot open the PostgreSQL store {self.path}: {exc}") from exc
+        try:
+            row = lock.execute(
+                "SELECT pg_try_advisory_lock(%s, hashtext(%s))", (WRITER_LOCKS, self.instance)
+            ).fetchone()
+        except psycopg.Error as exc:
+            lock.close()
+            raise StoreError(f"cannot lock instance {self.instance!r}: {exc}") from exc
+        if not (row and row[0]):
+            lock.close()
+            holder = next((w.journal for w in self.writers() if w.instance == self.instance), "")
+            raise StoreError(
+                f"an audit writer of instance {self.instance!r} runs already (journal {holder}):"
+                " give each gateway sharing the store its own [gateway] instance"
+            )
+        self._writer_lock = lock
+        super().writer_started(journal, now=now)
+
+    def writers(self) -> list[WriterState]:
+        """See :meth:`Store.writers`: ``running`` says whether the writer holds its lock."""
+        with self._errors_as_store_error("read the audit writers"):
+            rows = self._conn.execute(
+                "SELECT w.instance, w.journal, w.started_at, w.stopped_at, EXISTS (SELECT 1"
+                " FROM pg_locks AS l WHERE l.locktype = 'advisory' AND l.granted"
+                " AND l.database = (SELECT oid FROM pg_database"
+                " WHERE datname = current_database())"
+                " AND l.classid = ? AND l.objid = (hashtext(w.instance)::bigint & 4294967295)::oid"
+                " AND l.objsubid = 2) FROM audit_writers AS w ORDER BY w.instance",
+                (WRITER_LOCKS,),
+            ).fetchall()
+        return [_writer_state(row) for row in rows]
 
     def chain(self, instance: str) -> PostgresStore:
         """See :meth:`Store.chain`: a store object on the same pool."""
@@ -227,7 +273,10 @@ class PostgresStore(SQLiteStore):
         migrations.migrate(self._conn, dialect=migrations.POSTGRESQL)
 
     def close(self) -> None:
-        """See :meth:`Store.close`."""
+        """See :meth:`Store.close` (it also lets go of the instance's writer lock)."""
+        if self._writer_lock is not None:
+            self._writer_lock.close()
+            self._writer_lock = None
         self._conn.close()
 
     def writable(self) -> bool:

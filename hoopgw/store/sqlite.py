@@ -28,7 +28,7 @@ from hoopgw.audit import (
 from hoopgw.errors import StoreError
 from hoopgw.scram import ScramVerifier
 from hoopgw.store import migrations
-from hoopgw.store.base import ApiKeyRecord, Store
+from hoopgw.store.base import ApiKeyRecord, Store, WriterState
 from hoopgw.store.sqlite_reviews import SQLiteReviewStore
 from hoopgw.store.sqlite_ssh_keys import SQLiteSshKeyStore
 
@@ -165,6 +165,33 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
                     (self.instance, journal_mark),
                 )
             return records
+
+    def writer_started(self, journal: str, *, now: float) -> None:
+        """See :meth:`Store.writer_started` (one writer per SQLite store: the journal's lock
+        keeps a second one out)."""
+        with self._errors_as_store_error("note the audit writer's start"):
+            self._conn.execute(
+                "INSERT INTO audit_writers (instance, journal, started_at, stopped_at)"
+                " VALUES (?, ?, ?, NULL) ON CONFLICT (instance) DO UPDATE SET"
+                " journal = excluded.journal, started_at = excluded.started_at, stopped_at = NULL",
+                (self.instance, journal, now),
+            )
+
+    def writer_stopped(self, *, now: float) -> None:
+        """See :meth:`Store.writer_stopped`."""
+        with self._errors_as_store_error("note the audit writer's stop"):
+            self._conn.execute(
+                "UPDATE audit_writers SET stopped_at = ? WHERE instance = ?", (now, self.instance)
+            )
+
+    def writers(self) -> list[WriterState]:
+        """See :meth:`Store.writers`."""
+        with self._errors_as_store_error("read the audit writers"):
+            rows = self._conn.execute(
+                "SELECT instance, journal, started_at, stopped_at, NULL FROM audit_writers"
+                " ORDER BY instance"
+            ).fetchall()
+        return [_writer_state(row) for row in rows]
 
     def journal_mark(self) -> int:
         """See :meth:`Store.journal_mark`."""
@@ -645,6 +672,17 @@ def _audit_record(row: tuple[Any, ...]) -> AuditRecord:
         prev_hash=prev_hash,
         hash=digest,
         instance=instance,
+    )
+
+
+def _writer_state(row: tuple[Any, ...]) -> WriterState:
+    instance, journal, started_at, stopped_at, running = row
+    return WriterState(
+        instance=instance,
+        journal=journal,
+        started_at=started_at,
+        stopped_at=stopped_at,
+        running=None if running is None else bool(running),
     )
 
 

@@ -17,6 +17,7 @@ lookup). A front end must not act on client input while one is outstanding.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -307,9 +308,18 @@ class _WallClock:
 
 
 def build_authenticator(
-    config: Config, *, store: Store, audit: AuditWriter | None, reactor: Any
+    config: Config,
+    *,
+    store: Store,
+    audit: AuditWriter | None,
+    reactor: Any,
+    shared_store: bool = False,
 ) -> Authenticator:
-    """The gateway's authenticator for ``config``'s ``[identity]`` table."""
+    """The gateway's authenticator for ``config``'s ``[identity]`` table.
+
+    :param shared_store: other gateway instances use ``store``: failed logins are counted
+        there, so that the back-off follows an address across instances.
+    """
     identity = config.identity
     issuers = [
         IssuerKeys(
@@ -334,7 +344,17 @@ def build_authenticator(
         KeyService(store),
         tokens=TokenVerifier(issuers, clock=reactor) if issuers else None,
         groups=GroupResolver(sources),
-        throttle=FailureThrottle(reactor, identity.backoff),
+        throttle=FailureThrottle(
+            reactor,
+            identity.backoff,
+            shared=functools.partial(_count_failure, store, identity.backoff.forget_after)
+            if shared_store
+            else None,
+        ),
         audit=audit,
         clock=reactor,
     )
+
+
+def _count_failure(store: Store, forget_after: float, host: str, now: float) -> int:
+    return store.count_login_failure(host, now=now, forget_after=forget_after)

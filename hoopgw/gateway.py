@@ -186,7 +186,11 @@ class Gateway:
             else "",
         )
         authenticator = self.authenticator = build_authenticator(
-            self.config, store=self._store, audit=self.audit, reactor=self.reactor
+            self.config,
+            store=self._store,
+            audit=self.audit,
+            reactor=self.reactor,
+            shared_store=self._shared_store,
         )
         authenticator.failure_observers.append(
             lambda connection, method: self.metrics.login_failures_total.labels(

@@ -236,3 +236,11 @@ class Store(ReviewStore, SshKeyStore):
     @abc.abstractmethod
     def touch_key(self, key_id: str, when: float) -> None:
         """Record that the key authenticated successfully at ``when``."""
+
+    # -- login back-off ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def count_login_failure(self, host: str, *, now: float, forget_after: float) -> int:
+        """Count a failed login from ``host`` at ``now`` and return its failures so far, from
+        every gateway instance on the store; a count idle ``forget_after`` seconds starts again
+        (:mod:`hoopgw.throttle`)."""

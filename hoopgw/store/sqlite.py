@@ -603,6 +603,25 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
                 "UPDATE api_keys SET last_used_at = ? WHERE key_id = ?", (when, key_id)
             )
 
+    # -- login back-off ------------------------------------------------------------------------
+
+    def count_login_failure(self, host: str, *, now: float, forget_after: float) -> int:
+        """See :meth:`Store.count_login_failure`: one atomic upsert (and the idle counts go)."""
+        with self._errors_as_store_error("count a failed login"):
+            self._conn.execute(
+                "DELETE FROM login_failures WHERE last_at <= ? AND host <> ?",
+                (now - forget_after, host),
+            )
+            row = self._conn.execute(
+                "INSERT INTO login_failures (host, failures, last_at) VALUES (?, 1, ?)"
+                " ON CONFLICT (host) DO UPDATE SET failures = CASE"
+                " WHEN excluded.last_at - login_failures.last_at >= ? THEN 1"
+                " ELSE login_failures.failures + 1 END, last_at = excluded.last_at"
+                " RETURNING failures",
+                (host, now, forget_after),
+            ).fetchone()
+        return int(row[0])
+
     # -- helpers -------------------------------------------------------------------------------
 
     @contextlib.contextmanager

@@ -724,3 +724,11 @@ def test_a_store_in_memory_or_not_yet_made_needs_no_check(tmp_path) -> None:
 
     check_store_private("sqlite:///:memory:")
     check_store_private(f"sqlite:///{tmp_path / 'new.db'}")
+
+
+def test_failed_logins_are_counted_per_host_and_forgotten_when_idle(store):
+    count = store.count_login_failure
+    assert [count("10.0.0.1", now=t, forget_after=60) for t in (1, 2, 3)] == [1, 2, 3]
+    assert count("10.0.0.2", now=4, forget_after=60) == 1
+    assert count("10.0.0.1", now=62, forget_after=60) == 4  # idle 59 s: still counted
+    assert count("10.0.0.1", now=122, forget_after=60) == 1  # idle 60 s: forgotten

@@ -45,7 +45,7 @@ from hoopgw.verdicts import Allow, Block, Hold, Verdict
 
 if TYPE_CHECKING:
     from hoopgw.audit import AuditWriter
-    from hoopgw.config import ConnectionConfig
+    from hoopgw.connection import ConnectionConfig
     from hoopgw.protocol import SessionRegistry
     from hoopgw.store import Store
 

@@ -27,7 +27,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from hoopgw.audit import AuditEntry, AuditWriter
-from hoopgw.config import Config, ConnectionConfig
+from hoopgw.config.load import Config
+from hoopgw.connection import ConnectionConfig
 from hoopgw.errors import AccessDenied, AuthenticationError
 from hoopgw.fetch import JsonFetcher
 from hoopgw.groups import GroupResolver, GroupSourceContext, load_group_source

@@ -27,7 +27,7 @@ from hoopgw.progress import Progress
 # what it uses (the config loader, the store, Twisted), so `--version` and `--help` stay quick
 # (tests/hoopgw/test_cli_startup.py).
 if TYPE_CHECKING:
-    from hoopgw.config import Config
+    from hoopgw.config.load import Config
     from hoopgw.store import Store
 
 EXIT_OK = 0
@@ -212,7 +212,8 @@ def positive_int(text: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hoopgw.config import load_config, resolve_store_url
+    from hoopgw.config.gateway import resolve_store_url
+    from hoopgw.config.load import load_config
     from hoopgw.logs import start_logging
 
     config = load_config(args.config)
@@ -229,7 +230,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    from hoopgw.config import load_config
+    from hoopgw.config.load import load_config
 
     try:
         config = load_config(args.config)
@@ -329,7 +330,7 @@ def _protocol_facts(connection: Any) -> dict[str, str]:
 
 
 def _keys_create(args: argparse.Namespace) -> int:
-    from hoopgw.config import load_config
+    from hoopgw.config.load import load_config
     from hoopgw.identity import KeyService
     from hoopgw.oidc import token_prefix_of
 
@@ -356,7 +357,7 @@ def _keys_create(args: argparse.Namespace) -> int:
 
 
 def _keys_list(args: argparse.Namespace) -> int:
-    from hoopgw.config import load_config
+    from hoopgw.config.load import load_config
     from hoopgw.identity import KeyService
 
     with opened_store(load_config(args.config)) as store:
@@ -391,7 +392,7 @@ def _keys_list(args: argparse.Namespace) -> int:
 
 
 def _keys_revoke(args: argparse.Namespace) -> int:
-    from hoopgw.config import load_config
+    from hoopgw.config.load import load_config
     from hoopgw.identity import KeyService
 
     with opened_store(load_config(args.config)) as store:
@@ -404,7 +405,7 @@ def _keys_revoke(args: argparse.Namespace) -> int:
 
 
 def _sessions_list(args: argparse.Namespace) -> int:
-    from hoopgw.config import load_config
+    from hoopgw.config.load import load_config
 
     with opened_store(load_config(args.config)) as store:
         sessions = store.list_sessions(
@@ -429,7 +430,7 @@ def _sessions_list(args: argparse.Namespace) -> int:
 
 
 def _sessions_show(args: argparse.Namespace) -> int:
-    from hoopgw.config import load_config
+    from hoopgw.config.load import load_config
 
     with opened_store(load_config(args.config)) as store:
         session = store.get_session(full_session_id(store, args.session_id))

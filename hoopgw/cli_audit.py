@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from hoopgw.audit import AuditRecord, DurabilityPeriod, PrunedRange
     from hoopgw.audit_journal import JournalBacklog
     from hoopgw.checkpoints import LogVerification
-    from hoopgw.config import Config
+    from hoopgw.config.load import Config
     from hoopgw.store import Store
     from hoopgw.store.base import WriterState
 
@@ -95,7 +95,7 @@ def register(
 
 def _verify(args: argparse.Namespace) -> int:
     from hoopgw.audit_journal import backlog
-    from hoopgw.config import load_config
+    from hoopgw.config.load import load_config
 
     config = load_config(args.config)
     own = config.gateway.instance
@@ -337,7 +337,7 @@ def _print_verification(result: LogVerification, path: Path | None, checkpoint_e
 def _prune(args: argparse.Namespace) -> int:
     from hoopgw.audit import PrunedRange
     from hoopgw.checkpoints import load_signing_key
-    from hoopgw.config import load_config
+    from hoopgw.config.load import load_config
 
     config = load_config(args.config)
     now = time.time()

@@ -50,7 +50,7 @@ def register(
 
 def _evidence(args: argparse.Namespace) -> int:
     # Imported here, not at the top: building the command line must stay quick.
-    from hoopgw.config import load_config
+    from hoopgw.config.load import load_config
     from hoopgw.evidence import TimeRange, build_pack, latest_checkpoint
 
     now = time.time()

@@ -167,7 +167,7 @@ def _positive_float(text: str) -> float:
 
 
 def _search(args: argparse.Namespace) -> int:
-    from hoopgw.config import load_config
+    from hoopgw.config.load import load_config
     from hoopgw.export import CommandFilter, iso_time_precise, search_commands
 
     criteria = CommandFilter(
@@ -217,7 +217,7 @@ def _one_line(text: str, width: int) -> str:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from hoopgw.config import load_config
+    from hoopgw.config.load import load_config
     from hoopgw.export import export_records
 
     config = load_config(args.config)
@@ -272,7 +272,7 @@ def _output(path: str | None) -> Iterator[TextIO]:
 def _replay(args: argparse.Namespace) -> int:
     import attrs
 
-    from hoopgw.config import load_config
+    from hoopgw.config.load import load_config
     from hoopgw.replay import play, transcript
 
     if args.json and args.real_time:
@@ -305,7 +305,7 @@ def _replay(args: argparse.Namespace) -> int:
 def _replay_terminal(args: argparse.Namespace, session: dict[str, Any]) -> int:
     from hoopgw.asciicast import channel_recording, read_asciicast, terminal_channels
     from hoopgw.asciicast import play as play_cast
-    from hoopgw.config import load_config
+    from hoopgw.config.load import load_config
 
     channels = terminal_channels(session)
     wanted = args.channel

@@ -91,7 +91,7 @@ def parse_public_key(line: str) -> tuple[str, str, str]:
 
 
 def _add(args: argparse.Namespace) -> int:
-    from hoopgw.config import load_config
+    from hoopgw.config.load import load_config
     from hoopgw.identity import _check_name as check_name
     from hoopgw.oidc import token_prefix_of
     from hoopgw.store.ssh_keys import SshKeyRecord
@@ -135,7 +135,7 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from hoopgw.config import load_config
+    from hoopgw.config.load import load_config
 
     with opened_store(load_config(args.config)) as store:
         records = store.list_ssh_keys()
@@ -168,7 +168,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
-    from hoopgw.config import load_config
+    from hoopgw.config.load import load_config
 
     with opened_store(load_config(args.config)) as store:
         revoked = store.revoke_ssh_key(args.fingerprint, when=time.time())

@@ -57,7 +57,8 @@ from hoopgw.checkpoints import (
     verify_log,
 )
 from hoopgw.cli import iso_time
-from hoopgw.config import Config, ConnectionConfig
+from hoopgw.config.load import Config
+from hoopgw.connection import ConnectionConfig
 from hoopgw.secrets import Secret
 from hoopgw.store.base import Store
 

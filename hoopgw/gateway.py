@@ -23,7 +23,9 @@ from hoopgw.approvals import ApprovalService
 from hoopgw.audit import AuditWriter, CheckpointSettings, spawn_writer_process
 from hoopgw.authn import Authenticator, build_authenticator
 from hoopgw.chain import PluginChain
-from hoopgw.config import Config, ConnectionConfig, resolve_store_url
+from hoopgw.config.gateway import resolve_store_url
+from hoopgw.config.load import Config
+from hoopgw.connection import ConnectionConfig
 from hoopgw.errors import ConfigError, HoopgwError, PluginError, StartupError
 from hoopgw.plugin import PluginContext, load_plugin_class
 from hoopgw.protocol import ConnectionRuntime, ProtocolSpec, SessionRegistry, load_protocol

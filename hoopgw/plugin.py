@@ -39,7 +39,8 @@ _MISSING: Any = object()
 
 @attrs.frozen(kw_only=True)
 class Option:
-    """One option a plugin reads from its ``[connections.<plugin>]`` table."""
+    """One option a plugin reads from its ``[connections.<plugin>]`` table (a protocol from its
+    ``[connections.<protocol>]`` table, a group source from ``[identity.<source>]``)."""
 
     name: str
     """Key in the plugin's table."""
@@ -59,17 +60,23 @@ class Option:
 
 
 def validate_options(
-    plugin: str, options: tuple[Option, ...], table: Mapping[str, Any], *, connection: str
+    plugin: str,
+    options: tuple[Option, ...],
+    table: Mapping[str, Any],
+    *,
+    connection: str,
+    kind: str = "plugin",
 ) -> dict[str, Any]:
     """Check a plugin's config table against its declared options and fill in defaults.
 
+    :param kind: what owns the table, for errors: ``plugin``, ``protocol``, ``group source``.
     :raises ConfigError: naming the connection and the offending key.
     """
     known = {o.name: o for o in options}
     for key in table:
         if key not in known:
             raise ConfigError(
-                f"unknown option for plugin {plugin!r}"
+                f"unknown option for {kind} {plugin!r}"
                 f" (known: {', '.join(sorted(known)) or 'none'})",
                 key=f"{plugin}.{key}",
                 connection=connection,

@@ -3,22 +3,33 @@
 A protocol package registers a :class:`ProtocolSpec` in the ``hoopgw.protocols`` entry-point
 group. For each configured connection the gateway builds a :class:`ConnectionRuntime` and asks
 the protocol for a Twisted factory that serves that connection's listener.
+
+A protocol declares its own config options, as a plugin does: :attr:`ProtocolSpec.options` are
+the keys of the connection's ``[connections.<protocol>]`` table, and
+:attr:`ProtocolSpec.read_options` turns the validated table into the protocol's own value
+(:attr:`~hoopgw.connection.ConnectionConfig.protocol_options`). The config loader runs both, so
+``hoopgw config check`` names a bad key of any protocol's table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
-from hoopgw.errors import PluginError
+from hoopgw.errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
     from hoopgw.authn import Authenticator
     from hoopgw.chain import PluginChain
-    from hoopgw.config import ConnectionConfig, GatewayConfig
+    from hoopgw.config.gateway import GatewayConfig
+    from hoopgw.connection import ConnectionConfig, CredentialConfig
+    from hoopgw.plugin import Option
     from hoopgw.session import ConnectionInfo, Identity, SessionInfo, UpstreamOptions
 
 PROTOCOL_GROUP = "hoopgw.protocols"
@@ -133,6 +144,72 @@ class ConnectionRuntime:
 
 
 @attrs.frozen(kw_only=True)
+class ProtocolTable:
+    """A connection's ``[connections.<protocol>]`` table as :attr:`ProtocolSpec.read_options`
+    gets it: validated against :attr:`ProtocolSpec.options`, with the connection around it."""
+
+    protocol: str
+    """The protocol's name, which is also the table's name (``ssh``)."""
+    connection: str
+    """Name of the connection, for errors."""
+    values: Mapping[str, Any]
+    """Every declared option, defaults filled in."""
+    credential: CredentialConfig
+    """The connection's resolved ``[connections.credential]`` table."""
+    base_dir: Path
+    """Folder of the config file: relative paths in the table start here."""
+
+    def error(self, message: str, key: str) -> ConfigError:
+        """A config error naming ``key`` of this table (``ssh.known_hosts``) and the connection."""
+        return ConfigError(message, key=f"{self.protocol}.{key}", connection=self.connection)
+
+    def path(self, value: str) -> str:
+        """``value`` as an absolute path (``~`` expanded, relative to :attr:`base_dir`)."""
+        return str((self.base_dir / Path(value).expanduser()).resolve())
+
+    def readable_file(self, key: str) -> str | None:
+        """The absolute path of the file option ``key`` names, once it is known to be
+        readable; None when the option is unset (None).
+
+        :raises ConfigError: naming the key when the file cannot be read.
+        """
+        value = self.values[key]
+        if value is None:
+            return None
+        path = self.path(value)
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as exc:
+            raise self.error(f"cannot read {path!r}: {exc.strerror}", key) from None
+        return path
+
+
+ColumnSource = tuple[int, int, str, str, str]
+"""One table column of a database's catalog: ``(table id, column number, schema, table,
+column)``, the numbers as :class:`~hoopgw.session.Column` carries them in ``table_oid`` and
+``column_number``."""
+
+
+@attrs.frozen(kw_only=True)
+class CatalogLogin:
+    """How a plugin's side connection logs in to read a database's catalog."""
+
+    target: str
+    """``HOST:PORT`` of the target."""
+    user: str
+    """User on the target that may read the catalog."""
+    password: str | None
+    """Its password; None when the target asks none."""
+    sslmode: str = "prefer"
+    """``disable``, ``prefer`` or ``require``: TLS to the target."""
+    application_name: str = "hoopgw"
+    """How the side connection names itself to the target, where the protocol can."""
+    timeout: float = 10.0
+    """Seconds the whole read may take."""
+
+
+@attrs.frozen(kw_only=True)
 class ProtocolSpec:
     """A wire protocol as registered in the ``hoopgw.protocols`` entry-point group."""
 
@@ -156,6 +233,26 @@ class ProtocolSpec:
     connection); blocking, so the gateway calls it in a thread. Raises an exception that says
     why when the login fails. ``hoopgw config check --online`` and the gateway's start call
     it; None when the protocol has nothing to check."""
+    options: tuple[Option, ...] = ()
+    """The keys of the connection's ``[connections.<protocol>]`` table, declared as plugins
+    declare theirs (:class:`~hoopgw.plugin.Option`): the config loader refuses unknown keys and
+    wrong types and fills in defaults. Empty: the protocol has no table."""
+    read_options: Callable[[ProtocolTable], Any] | None = None
+    """Checks what no single option can (keys that go together, the credential the protocol
+    logs in with) and makes the protocol's own value of the validated table, which the
+    connection carries as :attr:`~hoopgw.connection.ConnectionConfig.protocol_options`. Raises
+    :class:`~hoopgw.errors.ConfigError` (see :meth:`ProtocolTable.error`) naming the key at
+    fault. Called once per connection by the config loader, even without a table; None: the
+    protocol keeps no options."""
+    credentials: frozenset[str] = frozenset({"password"})
+    """The secrets of ``[connections.credential]`` besides ``user`` the protocol logs in
+    with (``password``, ``private_key``); the loader refuses the others."""
+    read_columns: Callable[[Any, CatalogLogin, str], Deferred[list[ColumnSource]]] | None = None
+    """``read_columns(reactor, login, database)`` reads every table column of ``database``
+    over a side connection to the target, for plugins that resolve a result column's source
+    (:attr:`~hoopgw.session.Column.table_oid`, :attr:`~hoopgw.session.Column.column_number`)
+    to its name, such as masking's column rules. The Deferred fails with an error that says
+    why the catalog cannot be read. None: the protocol names no column sources."""
 
 
 def load_protocol(name: str) -> ProtocolSpec:

@@ -9,7 +9,7 @@ by text, so several plugins asking about the same command cost one parse.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
 import attrs
@@ -178,6 +178,38 @@ class Dialect(Protocol):
 # A dialect may also offer ``function_catalog(reactor, *, target, user, password, sslmode)``,
 # returning a :class:`FunctionCatalog` read over a side connection with that credential; the
 # guardrails plugin uses it to resolve what statements call (:meth:`StatementFacts.resolved`).
+
+
+class LazyDialect:
+    """A :class:`Dialect` imported at its first use.
+
+    The config loader imports every configured protocol to validate its options, and a
+    statement parser is slow to load (libpg_query, sqlglot): a protocol registers its dialect
+    through this proxy so that commands that only read the config stay quick."""
+
+    def __init__(self, name: str, load: Callable[[], Dialect]) -> None:
+        """
+        :param name: the dialect's :attr:`Dialect.name`.
+        :param load: imports and makes the dialect; called once, at the first use.
+        """
+        self.name = name
+        self._load = load
+        self._dialect: Dialect | None = None
+
+    @property
+    def dialect(self) -> Dialect:
+        """The dialect itself, loaded now if it was not yet."""
+        if self._dialect is None:
+            self._dialect = self._load()
+        return self._dialect
+
+    def analyze(self, text: str, *settings: Any) -> Analysis:
+        """The dialect's :meth:`Dialect.analyze`."""
+        return self.dialect.analyze(text, *settings)
+
+    def __getattr__(self, name: str) -> Any:
+        # Optional methods of a dialect, such as ``function_catalog``.
+        return getattr(self.dialect, name)
 
 
 def analyze_command(dialect: Dialect, text: str, details: Mapping[str, Any]) -> Analysis:

@@ -32,7 +32,8 @@ from typing import Any
 
 import attrs
 
-from hoopgw.config import _parse_listen, _Table
+from hoopgw.config.listeners import parse_listen
+from hoopgw.config.tables import Table
 from hoopgw.errors import ConfigError, HoopgwError
 
 SQL_PROTOCOLS = ("postgres", "mysql")
@@ -179,7 +180,7 @@ def _address(address: str, listen: str, name: str) -> tuple[str, int]:
             "give address = 'host:port' or the gateway's listen", key="address", connection=name
         )
     # The gateway's own reading of an endpoint string (Twisted's syntax, escapes and all).
-    listener = _parse_listen(_Table({}, "", name), "listen", listen)
+    listener = parse_listen(Table({}, "", name), "listen", listen)
     if listener.kind != "tcp":
         raise ConfigError(
             "give address = 'host:port' (listen is not a tcp: endpoint)",

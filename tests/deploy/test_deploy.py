@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from hoopgw.config import parse_config
+from hoopgw.config.load import parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 

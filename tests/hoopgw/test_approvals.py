@@ -15,7 +15,7 @@ from hoopgw.approvals import (
     ReviewPolicy,
     roles_of,
 )
-from hoopgw.config import ConnectionConfig, CredentialConfig
+from hoopgw.connection import ConnectionConfig, CredentialConfig
 from hoopgw.errors import StoreError
 from hoopgw.protocol import SessionRegistry
 from hoopgw.session import Identity

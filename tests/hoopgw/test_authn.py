@@ -11,7 +11,7 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from hoopgw.authn import Authenticator
-from hoopgw.config import ConnectionConfig, CredentialConfig
+from hoopgw.connection import ConnectionConfig, CredentialConfig
 from hoopgw.errors import AccessDenied, AuthenticationError
 from hoopgw.groups import GroupResolver
 from hoopgw.identity import KeyService

@@ -11,7 +11,7 @@ import pytest
 from hoopgw import logs
 from hoopgw.audit import AuditEntry
 from hoopgw.cli import main, parse_duration
-from hoopgw.config import Config
+from hoopgw.config.load import Config
 from hoopgw.store import open_store
 
 PASSWORD = "cli-test-password-3141"
@@ -249,7 +249,8 @@ def test_run_returns_the_gateway_exit_status(capsys, config_file, fake_gateway, 
 def test_run_refuses_a_store_others_can_read_naming_the_fix(capsys, config_file, fake_gateway):
     import os
 
-    from hoopgw.config import load_config, resolve_store_url
+    from hoopgw.config.gateway import resolve_store_url
+    from hoopgw.config.load import load_config
     from hoopgw.store import SQLiteStore
 
     config = load_config(config_file)

@@ -24,7 +24,7 @@ from hoopgw.checkpoints import (
     write_checkpoint_file,
 )
 from hoopgw.cli import main, parse_time
-from hoopgw.config import load_config
+from hoopgw.config.load import load_config
 from hoopgw.evidence import TimeRange, build_pack, latest_checkpoint
 from hoopgw.secrets import Secret
 from hoopgw.store import open_store
@@ -475,7 +475,7 @@ def test_a_secret_in_plugin_options_shows_only_its_reference():
 
 
 def load_config_text():
-    from hoopgw.config import parse_config
+    from hoopgw.config.load import parse_config
 
     return parse_config(CONFIG, base_dir=Path("/"))
 

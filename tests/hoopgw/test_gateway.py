@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import twisted.test
-from hoopgw_postgres.protocol import ClientSessionFactory
+from hoopgw_postgres.frontend import ClientSessionFactory
 from twisted.internet import ssl
 from twisted.internet.error import CannotListenError, ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
@@ -21,7 +21,7 @@ from twisted.python.failure import Failure
 from hoopgw import gateway as gateway_module
 from hoopgw.audit import AuditWriter, Durability
 from hoopgw.checkpoints import generate_signing_key, private_key_pem
-from hoopgw.config import Config, parse_config
+from hoopgw.config.load import Config, parse_config
 from hoopgw.errors import StartupError
 from hoopgw.gateway import Gateway, server_tls_options
 from hoopgw.testing import InlineWriterProcess
@@ -259,7 +259,7 @@ def test_a_requirement_the_protocol_cannot_enforce_refuses_the_connection() -> N
     from twisted.internet import task
 
     from hoopgw.chain import PluginChain
-    from hoopgw.config import ConnectionConfig, CredentialConfig
+    from hoopgw.connection import ConnectionConfig, CredentialConfig
     from hoopgw.errors import ConfigError
     from hoopgw.gateway import upstream_options
     from hoopgw.plugin import hookimpl

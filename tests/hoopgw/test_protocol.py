@@ -1,11 +1,15 @@
-"""Tests for :mod:`hoopgw.protocol`: the session registry and protocol loading."""
+"""Tests for :mod:`hoopgw.protocol`: the session registry, protocol loading, a protocol's table."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
-from hoopgw.errors import PluginError
-from hoopgw.protocol import ProtocolSpec, SessionRegistry, load_protocol
+from hoopgw.connection import CredentialConfig
+from hoopgw.errors import ConfigError, PluginError
+from hoopgw.protocol import ProtocolSpec, ProtocolTable, SessionRegistry, load_protocol
 
 
 class Live:
@@ -56,3 +60,26 @@ def test_load_postgres_protocol() -> None:
 def test_load_unknown_protocol_names_installed_ones() -> None:
     with pytest.raises(PluginError, match=r"protocol 'gopher' is not installed.*postgres"):
         load_protocol("gopher")
+
+
+def _table(tmp_path: Path, **values: Any) -> ProtocolTable:
+    return ProtocolTable(
+        protocol="ssh",
+        connection="box",
+        values=values,
+        credential=CredentialConfig(user="u"),
+        base_dir=tmp_path,
+    )
+
+
+def test_a_protocol_table_names_its_keys_and_resolves_paths(tmp_path: Path) -> None:
+    table = _table(tmp_path, known_hosts="kh", unset=None)
+    error = table.error("bad", "known_hosts")
+    assert (error.key, error.connection) == ("ssh.known_hosts", "box")
+    assert table.path("keys/gw") == str(tmp_path / "keys" / "gw")
+    assert table.readable_file("unset") is None
+    with pytest.raises(ConfigError, match="cannot read") as caught:
+        table.readable_file("known_hosts")
+    assert caught.value.key == "ssh.known_hosts"
+    (tmp_path / "kh").write_text("")
+    assert table.readable_file("known_hosts") == str(tmp_path / "kh")

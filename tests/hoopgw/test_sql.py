@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from hoopgw.sql import Analysis, StatementFacts, analyze_command
+from hoopgw.sql import Analysis, LazyDialect, StatementFacts, analyze_command
 
 
 def _facts(**fields: object) -> StatementFacts:
@@ -57,3 +57,27 @@ def test_settings_reach_a_dialect_only_when_the_protocol_reports_them() -> None:
     assert analyze_command(SettingsDialect(), "x", {"lexing": lexing}).error == (
         "x {'sql_mode': 'ANSI_QUOTES'}"
     )
+
+
+def test_a_lazy_dialect_loads_once_at_first_use() -> None:
+    loads: list[int] = []
+
+    class Echo:
+        name = "echo"
+
+        def analyze(self, text: str, settings: Mapping[str, str] | None = None) -> Analysis:
+            return Analysis(statements=(), error=f"{text}/{settings}")
+
+        def function_catalog(self) -> str:
+            return "catalog"
+
+    def load() -> Echo:
+        loads.append(1)
+        return Echo()
+
+    lazy = LazyDialect("echo", load)
+    assert lazy.name == "echo" and not loads
+    assert lazy.analyze("a").error == "a/None"
+    assert analyze_command(lazy, "b", {"lexing": {"m": "1"}}).error == "b/{'m': '1'}"
+    assert lazy.function_catalog() == "catalog"
+    assert loads == [1]

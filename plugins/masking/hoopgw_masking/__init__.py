@@ -33,10 +33,11 @@ from twisted.python.failure import Failure
 
 from hoopgw.errors import ConfigError
 from hoopgw.plugin import Option, PluginContext, hookimpl
+from hoopgw.protocol import CatalogLogin
 from hoopgw.secrets import resolve_secret
 from hoopgw.session import Column, Command, Output, SessionInfo
 from hoopgw.verdicts import Block
-from hoopgw_masking.catalog import CatalogReader, ColumnRules, parse_rule
+from hoopgw_masking.catalog import CatalogReader, ColumnRules, parse_rule, reads_columns
 from hoopgw_masking.detectors import (
     BUILTIN_ENTITIES,
     Detector,
@@ -247,11 +248,11 @@ class MaskingPlugin:
         if "token" in wanted and not options["token_key"]:
             return "token_key", "the token style needs token_key (a secret reference: env:NAME)"
         if options["columns"]:
-            if protocol != "postgres":
+            if not reads_columns(protocol):
                 return (
                     "columns",
-                    "column rules resolve columns in PostgreSQL's catalog; this connection"
-                    f" speaks {protocol}",
+                    "column rules resolve columns in the target's catalog of columns, which"
+                    f" the protocol does not read; this connection speaks {protocol}",
                 )
             if not options["catalog_user"]:
                 return (
@@ -297,10 +298,14 @@ class MaskingPlugin:
             )
             self._reader = CatalogReader(
                 context.reactor,
-                target=context.connection.target,
-                user=options["catalog_user"],
-                password=password.decode() if password is not None else None,
-                sslmode=options["catalog_sslmode"],
+                context.connection.protocol,
+                CatalogLogin(
+                    target=context.connection.target,
+                    user=options["catalog_user"],
+                    password=password.decode() if password is not None else None,
+                    sslmode=options["catalog_sslmode"],
+                    application_name="hoopgw-masking-catalog",
+                ),
             )
         self._plans: dict[str, tuple[list[Column], list[tuple[int, str, bool]]]] = {}
 

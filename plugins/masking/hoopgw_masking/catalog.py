@@ -1,15 +1,17 @@
 """Column rules (``schema.table.column`` globs) and the catalog that resolves result columns.
 
-PostgreSQL's RowDescription names a result column's source by number only: the table's OID and
-the column's attribute number (zero for a computed column). Its name there may be an alias, so
-a rule is matched against the *catalog's* names: :class:`CatalogReader` loads every table
-column of the session's database (``pg_attribute`` joined to ``pg_class`` and
-``pg_namespace``) over a side connection with the credential given in the masking options, and
-:class:`ColumnRules` keeps the ``(table OID, attribute number)`` pairs that a rule matches.
+A result column names its source by number only (:attr:`~hoopgw.session.Column.table_oid`, the
+table's id, and :attr:`~hoopgw.session.Column.column_number`; zero for a computed column), and
+its name there may be an alias, so a rule is matched against the *catalog's* names:
+:class:`CatalogReader` has the connection's protocol read every table column of the session's
+database (:attr:`hoopgw.protocol.ProtocolSpec.read_columns`, over a side connection with the
+credential given in the masking options), and :class:`ColumnRules` keeps the ``(table id,
+column number)`` pairs that a rule matches. Only protocols that name column sources (PostgreSQL)
+can have column rules.
 
 Limits, and how they fail closed:
 
-- a column whose table OID is not in the loaded catalog (a table created after the load) is
+- a column whose table id is not in the loaded catalog (a table created after the load) is
   masked whole, as if a rule matched, and the catalog is reloaded before the next command;
 - a computed column (``upper(ssn)``, ``ssn || ''``) has no source: rules cannot reach it and
   only the content detectors apply.
@@ -21,18 +23,19 @@ from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from typing import Any
 
-from hoopgw_postgres.catalog import CatalogError, read_catalog
 from twisted.internet import defer
 
-__all__ = ["CatalogError", "CatalogReader", "ColumnRules", "parse_rule"]
+from hoopgw.protocol import CatalogLogin, ColumnSource, load_protocol
 
-CATALOG_QUERY = (
-    "SELECT a.attrelid::int8, a.attnum, n.nspname, c.relname, a.attname"
-    " FROM pg_catalog.pg_attribute a"
-    " JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
-    " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
-    " WHERE a.attnum > 0 AND NOT a.attisdropped"
-)
+__all__ = ["CatalogReader", "ColumnRules", "parse_rule", "reads_columns"]
+
+
+def reads_columns(protocol: str) -> bool:
+    """Whether the protocol named ``protocol`` can read its target's catalog of columns."""
+    try:
+        return load_protocol(protocol).read_columns is not None
+    except Exception:  # not installed: it reads nothing
+        return False
 
 
 def parse_rule(rule: str) -> tuple[str, str, str]:
@@ -88,46 +91,14 @@ class ColumnRules:
 class CatalogReader:
     """Reads the column catalog of a database over a side connection to the target."""
 
-    def __init__(
-        self,
-        reactor: Any,
-        *,
-        target: str,
-        user: str,
-        password: str | None,
-        sslmode: str,
-        timeout: float = 10.0,
-    ) -> None:
+    def __init__(self, reactor: Any, protocol: str, login: CatalogLogin) -> None:
+        read_columns = load_protocol(protocol).read_columns
+        if read_columns is None:
+            raise ValueError(f"protocol {protocol!r} does not read a catalog of columns")
+        self._read_columns = read_columns
         self._reactor = reactor
-        self._target = target
-        self._user = user
-        self._password = password
-        self._sslmode = sslmode
-        self._timeout = timeout
+        self._login = login
 
-    def read(self, database: str) -> defer.Deferred[list[tuple[int, int, str, str, str]]]:
-        """The ``(table OID, attnum, schema, table, column)`` rows of ``database``."""
-
-        def rows(raw: list[list[bytes | None]]) -> list[tuple[int, int, str, str, str]]:
-            return [
-                (
-                    int(r[0] or 0),
-                    int(r[1] or 0),
-                    (r[2] or b"").decode(),
-                    (r[3] or b"").decode(),
-                    (r[4] or b"").decode(),
-                )
-                for r in raw
-            ]
-
-        return read_catalog(
-            self._reactor,
-            target=self._target,
-            user=self._user,
-            password=self._password,
-            sslmode=self._sslmode,
-            database=database,
-            query=CATALOG_QUERY,
-            application_name="hoopgw-masking-catalog",
-            timeout=self._timeout,
-        ).addCallback(rows)
+    def read(self, database: str) -> defer.Deferred[list[ColumnSource]]:
+        """The ``(table id, column number, schema, table, column)`` rows of ``database``."""
+        return self._read_columns(self._reactor, self._login, database)

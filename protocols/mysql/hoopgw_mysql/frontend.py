@@ -1547,3 +1547,20 @@ class ClientSession(protocol.Protocol):
         # cancelled, once.
         ledger.close(reason)
         log.info("session {session} closed: {reason}", session=session.id, reason=reason)
+
+
+class ClientSessionFactory(protocol.Factory):
+    """Builds a :class:`ClientSession` for each client accepted on one connection's listener."""
+
+    noisy = False
+
+    def __init__(self, runtime: ConnectionRuntime) -> None:
+        self.runtime = runtime
+        # The target's version and capabilities from its last greeting: the gateway greets
+        # the next clients with them, so they negotiate only what the target can do.
+        self.target = TargetInfo()
+
+    def buildProtocol(self, addr: object) -> ClientSession:
+        session = ClientSession(self.runtime, self.target)
+        session.factory = self
+        return session

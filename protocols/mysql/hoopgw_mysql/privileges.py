@@ -15,7 +15,7 @@ import re
 import ssl
 from typing import Any
 
-from hoopgw.config import ConnectionConfig
+from hoopgw.connection import ConnectionConfig
 from hoopgw.session import UpstreamOptions
 
 __all__ = ["RISKY_PRIVILEGES", "inspect_login", "risky_privileges"]

@@ -1,37 +1,43 @@
-"""The MySQL protocol as registered in the ``hoopgw.protocols`` entry-point group."""
+"""The MySQL protocol as registered in the ``hoopgw.protocols`` entry-point group.
+
+The front end and the statement parser are imported when first used, not when the config is
+loaded (the loader imports every configured protocol).
+"""
 
 from __future__ import annotations
 
-from twisted.internet import protocol
+from typing import Any
 
+from hoopgw.connection import ConnectionConfig
 from hoopgw.protocol import ConnectionRuntime, ProtocolSpec
-from hoopgw_mysql.analysis import MySQLDialect
-from hoopgw_mysql.frontend import ClientSession
-from hoopgw_mysql.privileges import inspect_login
-from hoopgw_mysql.upstream import TargetInfo
+from hoopgw.session import UpstreamOptions
+from hoopgw.sql import Dialect, LazyDialect
 
 
-class ClientSessionFactory(protocol.Factory):
-    """Builds a :class:`ClientSession` for each client accepted on one connection's listener."""
+def build_factory(runtime: ConnectionRuntime) -> Any:
+    """The server factory of one MySQL connection's listener."""
+    from hoopgw_mysql.frontend import ClientSessionFactory
 
-    noisy = False
+    return ClientSessionFactory(runtime)
 
-    def __init__(self, runtime: ConnectionRuntime) -> None:
-        self.runtime = runtime
-        # The target's version and capabilities from its last greeting: the gateway greets
-        # the next clients with them, so they negotiate only what the target can do.
-        self.target = TargetInfo()
 
-    def buildProtocol(self, addr: object) -> ClientSession:
-        session = ClientSession(self.runtime, self.target)
-        session.factory = self
-        return session
+def inspect_login(connection: ConnectionConfig, options: UpstreamOptions) -> list[str]:
+    """See :func:`hoopgw_mysql.privileges.inspect_login`."""
+    from hoopgw_mysql.privileges import inspect_login as inspect
+
+    return inspect(connection, options)
+
+
+def _dialect() -> Dialect:
+    from hoopgw_mysql.analysis import MySQLDialect
+
+    return MySQLDialect()
 
 
 PROTOCOL = ProtocolSpec(
     name="mysql",
-    build_factory=ClientSessionFactory,
-    dialect=MySQLDialect(),
+    build_factory=build_factory,
+    dialect=LazyDialect("mysql", _dialect),
     enforces=frozenset({"read_only"}),
     inspect_login=inspect_login,
 )

@@ -6,7 +6,8 @@ with a credential of its own options, runs one query and closes the connection:
 :func:`read_catalog`. The client's session is untouched: nothing is sent on its connection, so
 its transaction, its settings and its error state stay as they are.
 
-:class:`FunctionCatalog` answers the guardrails question (:class:`hoopgw.sql.FunctionCatalog`).
+:class:`FunctionCatalog` answers the guardrails question (:class:`hoopgw.sql.FunctionCatalog`);
+:func:`read_columns` the masking one (:attr:`hoopgw.protocol.ProtocolSpec.read_columns`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,31 @@ from typing import Any
 from twisted.internet import defer, protocol
 from twisted.internet.endpoints import HostnameEndpoint
 
+from hoopgw.protocol import CatalogLogin, ColumnSource
 from hoopgw.transport import client_tls_options
 from hoopgw_postgres import messages as m
 from hoopgw_postgres.analysis import FUNCTION_CLASSES, REVIEWED_VOLATILE, SQL_JSON_FUNCTIONS
 from hoopgw_postgres.upstream import UpstreamConnection
 
-__all__ = ["CatalogError", "CatalogQuery", "FunctionCatalog", "opaque_candidates", "read_catalog"]
+__all__ = [
+    "CatalogError",
+    "CatalogQuery",
+    "FunctionCatalog",
+    "opaque_candidates",
+    "read_catalog",
+    "read_columns",
+]
+
+COLUMNS_QUERY = (
+    "SELECT a.attrelid::int8, a.attnum, n.nspname, c.relname, a.attname"
+    " FROM pg_catalog.pg_attribute a"
+    " JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
+    " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE a.attnum > 0 AND NOT a.attisdropped"
+)
+"""Every table column of a database (``pg_attribute`` joined to ``pg_class`` and
+``pg_namespace``): RowDescription names a result column's source by the table's OID and the
+column's attribute number only, and its name there may be an alias."""
 
 
 class CatalogError(Exception):
@@ -181,6 +201,38 @@ SELECT r.kind, r.root_nsp, r.root_name, r.root_nargs, n.nspname, p.proname, p.pr
   JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
   JOIN pg_catalog.pg_language l ON l.oid = p.prolang
 """
+
+
+def read_columns(
+    reactor: Any, login: CatalogLogin, database: str
+) -> defer.Deferred[list[ColumnSource]]:
+    """Every table column of ``database`` as ``(table OID, attnum, schema, table, column)``:
+    PostgreSQL's :attr:`~hoopgw.protocol.ProtocolSpec.read_columns`. Fails with
+    :class:`CatalogError` or a timeout."""
+
+    def rows(raw: list[list[bytes | None]]) -> list[ColumnSource]:
+        return [
+            (
+                int(r[0] or 0),
+                int(r[1] or 0),
+                (r[2] or b"").decode(),
+                (r[3] or b"").decode(),
+                (r[4] or b"").decode(),
+            )
+            for r in raw
+        ]
+
+    return read_catalog(
+        reactor,
+        target=login.target,
+        user=login.user,
+        password=login.password,
+        sslmode=login.sslmode,
+        database=database,
+        query=COLUMNS_QUERY,
+        application_name=login.application_name,
+        timeout=login.timeout,
+    ).addCallback(rows)
 
 
 def _literal(text: str) -> str:

@@ -1383,3 +1383,17 @@ def _columns(description: Any) -> list[Column]:
         )
         for f in description.fields
     ]
+
+
+class ClientSessionFactory(protocol.Factory):
+    """Builds a :class:`ClientSession` for each client accepted on one connection's listener."""
+
+    noisy = False
+
+    def __init__(self, runtime: ConnectionRuntime) -> None:
+        self.runtime = runtime
+
+    def buildProtocol(self, addr: object) -> ClientSession:
+        session = ClientSession(self.runtime)
+        session.factory = self
+        return session

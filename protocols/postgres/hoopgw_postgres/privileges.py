@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hoopgw.config import ConnectionConfig
+from hoopgw.connection import ConnectionConfig
 from hoopgw.session import UpstreamOptions
 
 __all__ = ["inspect_login"]

@@ -26,6 +26,7 @@ from twisted.python.failure import Failure
 
 from hoopgw.session import Command, CommandOutcome, Output
 from hoopgw.verdicts import Allow
+from hoopgw_ssh.options import SshConfig, ssh_config
 from hoopgw_ssh.outstream import OutputBuffer
 from hoopgw_ssh.relay import WINDOW_SIZE, RelayChannel
 from hoopgw_ssh.sftp import SftpJudge, SftpReplies
@@ -94,9 +95,9 @@ class SessionChannel(RelayChannel):
         self._sftp_replies: SftpReplies | None = None
 
     @property
-    def settings(self) -> Any:
+    def settings(self) -> SshConfig:
         """The connection's ``[connections.ssh]`` table."""
-        return self.session.runtime.config.ssh
+        return ssh_config(self.session.runtime.config.protocol_options)
 
     def channelOpen(self, specificData: bytes) -> None:
         """Open the matching channel on the target; requests wait until it is open."""
@@ -472,7 +473,7 @@ class DirectTcpipChannel(RelayChannel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.session: GatewaySession = self.avatar
-        if not self.session.runtime.config.ssh.allow_port_forwarding:
+        if not ssh_config(self.session.runtime.config.protocol_options).allow_port_forwarding:
             raise ConchError(
                 "port forwarding is off for this connection",
                 connection.OPEN_ADMINISTRATIVELY_PROHIBITED,
@@ -543,7 +544,7 @@ def open_reverse_channel(
 ) -> RelayChannel:
     """A channel the target opens towards the client (agent, X11): relayed if allowed."""
     flag = _REVERSE_KINDS.get(kind)
-    if flag is None or not getattr(session.runtime.config.ssh, flag):
+    if flag is None or not getattr(ssh_config(session.runtime.config.protocol_options), flag):
         raise ConchError(
             f"{kind.decode('ascii', 'replace')} channels are off for this connection",
             connection.OPEN_ADMINISTRATIVELY_PROHIBITED,

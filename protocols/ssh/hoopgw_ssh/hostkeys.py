@@ -22,7 +22,7 @@ from twisted.conch.client.knownhosts import KnownHostsFile
 from twisted.conch.ssh import keys
 from twisted.python.filepath import FilePath
 
-from hoopgw.config import SshConfig
+from hoopgw_ssh.options import SshConfig
 
 __all__ = ["HostKeyRefused", "fingerprint", "host_key_status", "load_or_create_host_key"]
 

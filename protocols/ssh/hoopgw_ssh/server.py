@@ -29,6 +29,7 @@ from hoopgw.verdicts import Allow, Block, Hold
 from hoopgw_ssh.algorithms import USER_KEY_ALGORITHMS, modern_transport
 from hoopgw_ssh.auth import GatewayUserAuth, SshKeyDirectory, _Login
 from hoopgw_ssh.hostkeys import fingerprint, load_or_create_host_key
+from hoopgw_ssh.options import ssh_config
 from hoopgw_ssh.relay import RelayConnection
 from hoopgw_ssh.upstream import (
     UpstreamConnection,
@@ -319,8 +320,7 @@ class SshServerFactory(factory.SSHFactory):
 
     def __init__(self, runtime: ConnectionRuntime) -> None:
         self.runtime = runtime
-        settings = runtime.config.ssh
-        assert settings is not None, "config validation requires [connections.ssh]"
+        settings = ssh_config(runtime.config.protocol_options)
         key, created = load_or_create_host_key(settings.host_key)
         log.info(
             "SSH connection {connection}: host key {fingerprint}{created} ({path})",

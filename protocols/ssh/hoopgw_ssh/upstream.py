@@ -17,11 +17,12 @@ from twisted.internet import defer, protocol
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.python.failure import Failure
 
-from hoopgw.config import ConnectionConfig
+from hoopgw.connection import ConnectionConfig
 from hoopgw.secrets import Secret
 from hoopgw.transport import set_no_delay
 from hoopgw_ssh.algorithms import modern_transport
 from hoopgw_ssh.hostkeys import HostKeyRefused, check_target_key
+from hoopgw_ssh.options import ssh_config
 from hoopgw_ssh.relay import RelayConnection
 
 __all__ = ["UpstreamConnection", "UpstreamError", "connect_upstream"]
@@ -149,10 +150,9 @@ class _Transport(transport.SSHClientTransport):
         super().connectionMade()  # sends our KEXINIT
 
     def verifyHostKey(self, hostKey: bytes, fingerprint: bytes) -> defer.Deferred[None]:
-        assert self._config.ssh is not None
         try:
             check_target_key(
-                self._config.ssh,
+                ssh_config(self._config.protocol_options),
                 self._config.target_host,
                 self._config.target_port,
                 keys.Key.fromString(hostKey),

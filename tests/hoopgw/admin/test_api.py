@@ -24,7 +24,7 @@ from hoopgw.admin.api import (
 )
 from hoopgw.admin.sessions import SessionControl
 from hoopgw.approvals import ApprovalService, ReviewPolicy
-from hoopgw.config import ConnectionConfig, CredentialConfig
+from hoopgw.connection import ConnectionConfig, CredentialConfig
 from hoopgw.errors import AuthenticationError
 from hoopgw.protocol import SessionRegistry
 from hoopgw.session import Identity

@@ -16,7 +16,7 @@ from twisted.logger import Logger
 
 from hoopgw.approvals import ApprovalService
 from hoopgw.chain import PluginChain
-from hoopgw.config import parse_config
+from hoopgw.config.load import parse_config
 from hoopgw.errors import ConfigError
 from hoopgw.plugin import PluginContext, validate_options
 from hoopgw.protocol import SessionRegistry

@@ -21,7 +21,7 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 
 from hoopgw.chain import PluginChain
-from hoopgw.config import parse_config
+from hoopgw.config.load import parse_config
 from hoopgw.errors import ConfigError
 from hoopgw.plugin import PluginContext, validate_options
 from hoopgw.session import Column, Command, CommandOutcome, Output
@@ -308,7 +308,7 @@ def test_column_rules_need_postgres() -> None:
         {"columns": ["*.ssn"], "catalog_user": "u"},
         connection="test",
     )
-    with pytest.raises(ConfigError, match="PostgreSQL's catalog"):
+    with pytest.raises(ConfigError, match="catalog of columns"):
         MaskingPlugin(
             PluginContext(
                 connection=make_connection(protocol="mysql"),

@@ -22,7 +22,8 @@ from twisted.logger import Logger
 
 from hoopgw.authn import Authenticator
 from hoopgw.chain import PluginChain
-from hoopgw.config import ConnectionConfig, CredentialConfig, GatewayConfig, UpstreamTlsConfig
+from hoopgw.config.gateway import GatewayConfig
+from hoopgw.connection import ConnectionConfig, CredentialConfig, UpstreamTlsConfig
 from hoopgw.identity import KeyService
 from hoopgw.plugin import PluginContext, hookimpl, validate_options
 from hoopgw.protocol import ConnectionRuntime, SessionRegistry

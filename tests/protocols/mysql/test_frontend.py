@@ -22,7 +22,8 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from hoopgw.authn import Authenticator
 from hoopgw.chain import PluginChain
-from hoopgw.config import ConnectionConfig, CredentialConfig, GatewayConfig, UpstreamTlsConfig
+from hoopgw.config.gateway import GatewayConfig
+from hoopgw.connection import ConnectionConfig, CredentialConfig, UpstreamTlsConfig
 from hoopgw.identity import KeyService
 from hoopgw.plugin import hookimpl
 from hoopgw.protocol import ConnectionRuntime, SessionRegistry

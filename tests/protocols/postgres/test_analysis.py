@@ -13,8 +13,10 @@ def _one(text: str) -> object:
     return analysis.statements[0]
 
 
-def test_the_protocol_registers_the_dialect() -> None:
-    assert isinstance(PROTOCOL.dialect, PostgresDialect)
+def test_the_protocol_registers_the_dialect_loaded_at_first_use() -> None:
+    assert PROTOCOL.dialect.name == "postgresql"
+    assert isinstance(PROTOCOL.dialect.dialect, PostgresDialect)
+    assert PROTOCOL.dialect.analyze("SELECT 1").parseable
 
 
 def test_a_delete_names_its_kind_table_columns_and_where_facts() -> None:

@@ -1,9 +1,19 @@
-"""Tests for :mod:`hoopgw_postgres.catalog`: the function query and how its rows are judged."""
+"""Tests for :mod:`hoopgw_postgres.catalog`: the side-connection query, the function query and
+how its rows are judged."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pg_query
-from hoopgw_postgres.catalog import opaque_candidates, reach_query, split_name
+from hoopgw_postgres import messages as m
+from hoopgw_postgres.catalog import (
+    CatalogError,
+    CatalogQuery,
+    opaque_candidates,
+    reach_query,
+    split_name,
+)
 
 
 def test_names_reach_the_query_only_as_escaped_literals() -> None:
@@ -86,3 +96,53 @@ def test_operators_count_by_their_function_and_compiled_code_by_its_declaration(
         ("operator", "=="): (),
         ("operator", "~~~"): ("~~~",),
     }
+
+
+class FakeConnection:
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+        self.closed = False
+
+    def send(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def run_query(*server: Any) -> tuple[list[Any], FakeConnection]:
+    query = CatalogQuery("SELECT 1")
+    connection = FakeConnection()
+    query.connection = connection  # type: ignore[assignment]
+    results: list[Any] = []
+    query.done.addBoth(results.append)
+    query.upstream_ready([], (1, b"k"), False)
+    assert connection.sent == [m.Query(query="SELECT 1").encode()]
+    query.upstream_messages(m.MessageReader().feed(b"".join(x.encode() for x in server)))
+    return results, connection
+
+
+def test_the_query_collects_rows_until_ready() -> None:
+    results, connection = run_query(
+        m.RowDescription(fields=(m.FieldDescription(name="a"),)),
+        m.DataRow(values=(b"100",)),
+        m.DataRow(values=(b"200",)),
+        m.CommandComplete(tag="SELECT 2"),
+        m.ReadyForQuery(status="I"),
+    )
+    assert results == [[[b"100"], [b"200"]]]
+    assert connection.closed
+
+
+def test_a_query_error_or_a_failed_login_fails_the_read() -> None:
+    results, _ = run_query(
+        m.error_response("ERROR", "42501", "denied"), m.ReadyForQuery(status="I")
+    )
+    assert results[0].check(CatalogError)
+    assert "denied" in results[0].getErrorMessage()
+    failed = CatalogQuery("SELECT 1")
+    outcome: list[Any] = []
+    failed.done.addBoth(outcome.append)
+    failed.upstream_failed("28P01", "password authentication failed")
+    failed.upstream_closed()  # later events change nothing
+    assert outcome[0].check(CatalogError)

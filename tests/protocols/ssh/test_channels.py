@@ -10,10 +10,10 @@ from types import SimpleNamespace
 from typing import Any
 
 from hoopgw_ssh.channels import EXIT_REFUSED, STDERR, SessionChannel, UpstreamSessionChannel
+from hoopgw_ssh.options import SshConfig
 from hoopgw_ssh.outstream import HARD_DELAY, SOFT_DELAY
 from twisted.conch.ssh.common import NS
 
-from hoopgw.config import SshConfig
 from hoopgw.session import Output
 
 
@@ -36,7 +36,7 @@ def _open(
 ) -> tuple[SessionChannel, UpstreamSessionChannel, Any, Any]:
     session = fakes.FakeSession()
     session.upstream = fakes.FakeConnection()
-    session.runtime.config = SimpleNamespace(ssh=settings or SshConfig(host_key="k"))
+    session.runtime.config = SimpleNamespace(protocol_options=settings or SshConfig(host_key="k"))
     session.runtime.chain = SimpleNamespace(
         has_output_hooks=masker is not None,
         has_input_hooks=False,
@@ -272,7 +272,7 @@ def test_a_forward_keeps_its_address_only_in_the_text_that_masking_sees() -> Non
 
     session = fakes.FakeSession()
     session.runtime.config = SimpleNamespace(
-        ssh=SshConfig(host_key="k", allow_port_forwarding=True)
+        protocol_options=SshConfig(host_key="k", allow_port_forwarding=True)
     )
     data = NS(b"10.1.2.3") + struct.pack(">L", 5432) + NS(b"127.0.0.1") + struct.pack(">L", 4)
     channel = DirectTcpipChannel(

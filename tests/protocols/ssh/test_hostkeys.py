@@ -17,9 +17,8 @@ from hoopgw_ssh.hostkeys import (
     host_key_status,
     load_or_create_host_key,
 )
+from hoopgw_ssh.options import SshConfig
 from twisted.conch.ssh import keys
-
-from hoopgw.config import SshConfig
 
 
 def _key() -> keys.Key:

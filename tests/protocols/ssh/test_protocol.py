@@ -1,5 +1,5 @@
-"""Tests for the ``ssh`` protocol entry: its ``[connections.ssh]`` table (validated by
-hoopgw.config) and what ``hoopgw config check`` shows about it."""
+"""Tests for the ``ssh`` protocol entry: its ``[connections.ssh]`` table (declared by
+hoopgw_ssh.options) and what ``hoopgw config check`` shows about it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from hoopgw_ssh.hostkeys import fingerprint, load_or_create_host_key
 
-from hoopgw.config import parse_config
+from hoopgw.config.load import parse_config
 from hoopgw.errors import ConfigError
 from hoopgw.protocol import load_protocol
 
@@ -39,7 +39,7 @@ user = "deploy"
 
 def test_defaults(tmp_path: Path) -> None:
     [connection] = _config(tmp_path).connections
-    ssh = connection.ssh
+    ssh = connection.protocol_options
     assert ssh.host_key == str(tmp_path / "box.ssh_host_ed25519_key")
     assert ssh.known_hosts == str(tmp_path / "known_hosts")
     assert ssh.env_allow == ()
@@ -60,7 +60,7 @@ allow_port_forwarding = true
 judge_shell_lines = true""",
         )
         .connections[0]
-        .ssh
+        .protocol_options
     )
     assert ssh.host_key == str(tmp_path / "keys" / "gw")
     assert ssh.host_key_fingerprints == (FINGERPRINT,)
@@ -119,7 +119,7 @@ def test_describe_shows_the_host_key_fingerprint(tmp_path: Path) -> None:
     describe = load_protocol("ssh").describe
     assert describe is not None
     assert describe(connection)["host key"].startswith("not created yet")
-    key, _ = load_or_create_host_key(connection.ssh.host_key)
+    key, _ = load_or_create_host_key(connection.protocol_options.host_key)
     assert describe(connection)["host key"].startswith(fingerprint(key))
 
 

@@ -18,7 +18,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from hoopgw.authn import Authenticator
 from hoopgw.chain import PluginChain
-from hoopgw.config import parse_config
+from hoopgw.config.load import parse_config
 from hoopgw.errors import ConfigError
 from hoopgw.identity import KeyService
 from hoopgw.plugin import hookimpl
@@ -77,7 +77,7 @@ def test_factory_creates_and_serves_the_host_key(tmp_path: Path) -> None:
     runtime, store = _runtime(tmp_path, PRIVATE.toString("openssh").decode())
     factory = SshServerFactory(runtime)
     [key] = factory.privateKeys.values()
-    assert Path(runtime.config.ssh.host_key).exists()
+    assert Path(runtime.config.protocol_options.host_key).exists()
     again = SshServerFactory(runtime)
     assert fingerprint(next(iter(again.privateKeys.values()))) == fingerprint(key)
     assert factory.publicKeys[key.sshType()].isPublic()

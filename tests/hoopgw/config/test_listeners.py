@@ -10,7 +10,7 @@ import pytest
 from twisted.internet import endpoints
 from twisted.internet.testing import MemoryReactor
 
-from hoopgw import config
+from hoopgw.config import listeners
 
 DESCRIPTIONS = [
     # what configs say
@@ -88,7 +88,7 @@ def _twisted(description: str) -> tuple[Any, ...]:
 
 def _ours(description: str) -> tuple[Any, ...]:
     try:
-        return config._server_endpoint(description)
+        return listeners._server_endpoint(description)
     except Exception as exc:
         return ("error", type(exc), str(exc))
 

@@ -6,18 +6,13 @@ import pytest
 from hoopgw import logs, plugin
 from hoopgw.audit import Durability
 from hoopgw.checkpoints import generate_signing_key, private_key_pem
-from hoopgw.config import (
-    Config,
-    ConnectionConfig,
-    GatewayConfig,
-    load_config,
-    parse_config,
-    resolve_store_url,
-)
+from hoopgw.config.gateway import GatewayConfig, resolve_store_url
+from hoopgw.config.load import Config, load_config, parse_config
+from hoopgw.connection import ConnectionConfig
 from hoopgw.errors import ConfigError, SecretError
 from hoopgw.plugin import Option
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 class GuardPlugin:
@@ -805,9 +800,9 @@ def test_configuration_doc_shows_the_full_example_and_every_key():
     documented = {"gateway": GatewayConfig, "connections": ConnectionConfig}
     for table, cls in documented.items():
         for field in attrs.fields(cls):
-            if field.name != "plugin_options":
+            if field.name not in ("plugin_options", "protocol_options"):
                 assert f"| `{field.name}` |" in doc, f"{table}.{field.name}"
-    for key in ("user", "password", "sslmode", "ca_file", "server_name"):
+    for key in ("ssh", "user", "password", "sslmode", "ca_file", "server_name"):
         assert f"| `{key}` |" in doc, key
 
 

@@ -1,4 +1,4 @@
-"""Tests for the [identity] table of hoopgw.config: issuers, group sources, back-off."""
+"""Tests for the [identity] table of hoopgw.config.identity: issuers, group sources, back-off."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from hoopgw import logs
-from hoopgw.config import parse_config
+from hoopgw.config.load import parse_config
 from hoopgw.errors import ConfigError, SecretError
 from hoopgw.oidc import ALLOWED_ALGORITHMS
 from hoopgw.secrets import Secret

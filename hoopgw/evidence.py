@@ -170,7 +170,7 @@ def latest_checkpoint(config: Config) -> LatestCheckpoint | None:
     None when the config has no ``signing_key`` (no checkpoints are written)."""
     if config.gateway.signing_key is None:
         return None
-    folder = config.checkpoint_path
+    folder = config.chain_checkpoint_path(config.gateway.instance)
     try:
         path = latest_checkpoint_file(folder)
         if path is None:
@@ -241,7 +241,7 @@ def build_pack(
     with (folder / "commands.jsonl").open("w", encoding="utf-8", newline="\n") as commands_file:
         summary = _Summary(time_range, commands_file)
         checkpoint = None if latest is None else latest.checkpoint
-        log = _read_chain(store.records(), checkpoint, summary, progress)
+        log = _read_chain(store.records(), checkpoint, summary, progress, store.instance)
         summary.flush_commands()
     accounts = [_account_row(key) for key in store.list_keys()]
     checkpoint_problem = log.checkpoint_problem or ("" if latest is None else latest.problem)
@@ -312,7 +312,10 @@ def _read_chain(
     checkpoint: Checkpoint | None,
     summary: _Summary,
     progress: Callable[[int], None],
+    instance: str,
 ) -> LogVerification:
+    """Verify the chain of gateway instance ``instance`` (the config's own; the pack holds
+    that instance's records) while summarising it."""
     records = iter(records)
 
     def observed() -> Iterator[AuditRecord]:
@@ -321,7 +324,7 @@ def _read_chain(
             progress(summary.read)
             yield record
 
-    result = verify_log(observed(), checkpoint)
+    result = verify_log(observed(), checkpoint, instance=instance)
     # Verification stops at the first break; the pack still describes every record after it.
     for record in records:
         summary.add(record)

@@ -1,5 +1,5 @@
 """``python -m hoopgw``: the same as the ``hoopgw`` command."""
 
-from hoopgw.cli import main
+from hoopgw.cli.main import main
 
 raise SystemExit(main())

@@ -37,6 +37,13 @@ class StoreError(HoopgwError):
     """The audit store cannot read or write; commands that need it are refused."""
 
 
+STORE_UNAVAILABLE = (
+    "the gateway's store is unavailable, so no login can be checked; try again later"
+)
+"""What a client is told when its login cannot be checked because the store fails (a refusal
+of the gateway's own, which counts toward no login back-off)."""
+
+
 class AuthenticationError(HoopgwError):
     """A caller's credential was not accepted. The message is safe to show to the caller."""
 

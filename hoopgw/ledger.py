@@ -5,7 +5,7 @@ Every protocol numbers, decides, completes and closes its session's commands thr
 state machine does:
 
 - each command is decided through the chain (``command_decided`` exactly once, by
-  :meth:`~hoopgw.chain.PluginChain.decide_command`), or reported decided with a verdict the
+  :meth:`~hoopgw.runtime.chain.PluginChain.decide_command`), or reported decided with a verdict the
   protocol reached itself (:meth:`CommandLedger.decided`);
 - each command so opened gets exactly one ``command_completed``: the first report wins;
 - closing the session cancels every decision still pending (a review is withdrawn and reported
@@ -22,7 +22,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from hoopgw.chain import PluginChain
+from hoopgw.runtime.chain import PluginChain
 from hoopgw.session import Command, CommandOutcome, SessionInfo
 from hoopgw.verdicts import Allow, Block
 

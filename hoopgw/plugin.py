@@ -25,8 +25,8 @@ from hoopgw.errors import ConfigError, PluginError
 if TYPE_CHECKING:
     from twisted.logger import Logger
 
-    from hoopgw.approvals import ApprovalService
-    from hoopgw.audit import AuditWriter
+    from hoopgw.approvals.service import ApprovalService
+    from hoopgw.audit.writer import AuditWriter
     from hoopgw.session import ConnectionInfo
 
 PLUGIN_GROUP = "hoopgw.plugins"

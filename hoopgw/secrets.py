@@ -10,7 +10,8 @@ instance) takes a *reference* instead:
     folder), with one trailing newline removed; missing, unreadable or empty is an error.
 
 A resolved value is wrapped in :class:`Secret`, whose ``repr`` and ``str`` show the reference and
-never the value, and is registered with :func:`hoopgw.logs.register_secret` so that a log line
+never the value, and is registered with :func:`hoopgw.runtime.logs.register_secret` so that a log
+line
 that somehow contains it is redacted anyway.
 """
 
@@ -21,8 +22,8 @@ from pathlib import Path
 
 import attrs
 
-from hoopgw import logs
 from hoopgw.errors import SecretError
+from hoopgw.runtime import logs
 
 
 @attrs.frozen(kw_only=True, repr=False)

@@ -23,10 +23,10 @@ import attrs
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from hoopgw.audit import AuditEntry, AuditRecord, decode_entry
-from hoopgw.chain import PluginChain
+from hoopgw.audit.writer import AuditEntry, AuditRecord, decode_entry, encode_entry
 from hoopgw.errors import StoreError
 from hoopgw.plugin import PluginContext, hookimpl, validate_options
+from hoopgw.runtime.chain import PluginChain
 from hoopgw.session import (
     Column,
     Command,
@@ -80,7 +80,7 @@ def make_command(text: str, *, kind: str = "query", seq: int = 1, session_id: st
 
 
 class FakeAuditWriter:
-    """An in-memory stand-in for :class:`hoopgw.audit.AuditWriter`.
+    """An in-memory stand-in for :class:`hoopgw.audit.writer.AuditWriter`.
 
     Records every entry in :attr:`records` with a real hash chain; a write fires with the
     record's ``seq``, as the real writer's does. Set :attr:`failing` to make
@@ -114,7 +114,8 @@ class FakeAuditWriter:
             if self.failing:
                 d.errback(StoreError("fake store is failing"))
                 continue
-            [record] = self._store.append([entry])
+            # As the real writer carries it: a text that is not UTF-8 as its exact bytes.
+            [record] = self._store.append([decode_entry(encode_entry(entry))])
             self.records.append(record)
             d.callback(None)
 
@@ -141,7 +142,7 @@ class InlineWriterProcess:
         self._protocol: Any = None
 
     def spawn(self, process_protocol: Any, store_url: str, reactor: Any) -> InlineWriterProcess:
-        """Stand in for :func:`hoopgw.audit.spawn_writer_process`."""
+        """Stand in for :func:`hoopgw.audit.writer.spawn_writer_process`."""
         self._protocol = process_protocol
         if self._open_store is None:
             from hoopgw.store import open_store

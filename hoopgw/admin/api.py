@@ -1,9 +1,10 @@
 """The admin HTTP API: JSON over Twisted web, served by the gateway on ``[gateway] admin_listen``.
 
 Every request but ``GET /api/openapi.json`` carries ``Authorization: Bearer <secret>``, checked
-by the same :class:`~hoopgw.authn.Authenticator` as database logins (an API key, or an OIDC token
+by the same :class:`~hoopgw.identity.authn.Authenticator` as database logins (an API key, or an
+OIDC token
 where an issuer is trusted), so the API acts as the person calling it. What the caller may do
-follows from the review rules (:mod:`hoopgw.approvals`) and the ``[roles]`` table.
+follows from the review rules (:mod:`hoopgw.approvals.service`) and the ``[roles]`` table.
 ``hoopgw/admin/openapi.py`` is the contract; ``docs/admin-api.md`` the reference.
 """
 
@@ -28,7 +29,7 @@ from hoopgw.admin import openapi
 from hoopgw.admin.metrics import GatewayMetrics
 from hoopgw.admin.monitoring import HealthResource, MetricsResource, ReadyResource
 from hoopgw.admin.sessions import SessionControl
-from hoopgw.approvals import ApprovalError, ApprovalService, roles_of
+from hoopgw.approvals.service import ApprovalError, ApprovalService, roles_of
 from hoopgw.errors import AuthenticationError
 from hoopgw.session import Identity
 from hoopgw.store.reviews import GrantRecord, ReviewRecord

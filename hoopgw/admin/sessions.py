@@ -13,8 +13,8 @@ from typing import Any
 
 from twisted.internet import defer
 
-from hoopgw.approvals import ApprovalError, roles_of
-from hoopgw.audit import AuditEntry
+from hoopgw.approvals.service import ApprovalError, roles_of
+from hoopgw.audit.writer import AuditEntry
 from hoopgw.errors import StoreError
 from hoopgw.session import Identity
 

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import attrs
 
-from hoopgw.audit import DURABILITY_MODES, MAX_SYNC_INTERVAL, Durability
+from hoopgw.audit.writer import DURABILITY_MODES, MAX_SYNC_INTERVAL, Durability
 from hoopgw.config.listeners import parse_listen
 from hoopgw.config.tables import Table, readable_file, reject_unknown
-from hoopgw.logs import FORMATS, LEVELS
+from hoopgw.runtime.logs import FORMATS, LEVELS
 from hoopgw.secrets import Secret, resolve_secret
 
 __all__ = ["GatewayConfig", "parse_gateway", "resolve_store_url"]
@@ -66,10 +66,10 @@ class GatewayConfig:
     audit_durability: str = "fsync"
     """When a command's record counts as written, so the command may be forwarded: ``fsync``
     (on disk) or ``os`` (handed to the operating system, synced in groups); see
-    :class:`hoopgw.audit.Durability`."""
+    :class:`hoopgw.audit.writer.Durability`."""
     audit_sync_interval: float = 0.01
     """Seconds between group syncs of the audit journal with ``audit_durability = "os"``, at
-    most :data:`hoopgw.audit.MAX_SYNC_INTERVAL`: what a crash of the host may lose."""
+    most :data:`hoopgw.audit.writer.MAX_SYNC_INTERVAL`: what a crash of the host may lose."""
     metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     """Networks (CIDR) from which the admin listener's ``/metrics`` is readable without a
     token; from elsewhere it needs an ``auditor`` or ``admin`` bearer token."""
@@ -185,7 +185,7 @@ def _signing_key(table: Table, base_dir: Path) -> Secret | None:
         return None
     key = resolve_secret(reference, key=table.prefix + "signing_key", base_dir=base_dir)
     # Imported here: cryptography is slow to load, and only a config with a key needs it.
-    from hoopgw.checkpoints import CheckpointError, load_signing_key
+    from hoopgw.audit.checkpoints import CheckpointError, load_signing_key
 
     try:
         load_signing_key(key.reveal())

@@ -12,13 +12,13 @@ import attrs
 from hoopgw import plugin
 from hoopgw.config.tables import Table, readable_file, reject_unknown, sub_table
 from hoopgw.errors import PluginError
+from hoopgw.runtime.throttle import BackoffSettings
 from hoopgw.secrets import resolve_secret
-from hoopgw.throttle import BackoffSettings
 
 # Imported where used, because most configs do not need them and they are slow to load: the
 # OIDC module (PyJWT, cryptography) and group sources (entry points).
 if TYPE_CHECKING:
-    from hoopgw.oidc import IssuerSettings
+    from hoopgw.identity.oidc import IssuerSettings
 
 __all__ = ["IdentityConfig", "parse_identity"]
 
@@ -101,7 +101,7 @@ def _check_prefixes(table: Table, issuers: tuple[IssuerSettings, ...]) -> None:
 
 
 def _issuer(raw: Mapping[str, Any], index: int, base_dir: Path) -> IssuerSettings:
-    from hoopgw.oidc import (
+    from hoopgw.identity.oidc import (
         ALLOWED_ALGORITHMS,
         IDENTITY_CLAIMS,
         IssuerSettings,

@@ -72,9 +72,9 @@ class Config:
     @property
     def journal_path(self) -> str | None:
         """This instance's audit journal: beside a SQLite store's file
-        (:func:`hoopgw.audit_journal.journal_path`), ``INSTANCE.audit-journal`` in
+        (:func:`hoopgw.audit.journal.journal_path`), ``INSTANCE.audit-journal`` in
         :attr:`GatewayConfig.journal_dir` for a PostgreSQL store; None for a store in memory."""
-        from hoopgw.audit_journal import journal_path
+        from hoopgw.audit.journal import journal_path
 
         if self.store_url.startswith("sqlite:"):
             return journal_path(self.store_url)

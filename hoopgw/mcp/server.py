@@ -30,7 +30,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 
 from hoopgw import __version__
-from hoopgw.cli_reviews import api_request
+from hoopgw.cli.api import api_request
 from hoopgw.errors import ConfigError, HoopgwError
 from hoopgw.mcp.targets import Caller, Target, describe, run_exec, run_query
 

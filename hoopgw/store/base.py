@@ -3,7 +3,7 @@
 A store is a blocking API: the audit writer calls it on its own thread, the CLI calls it
 directly. Every implementation (SQLite; PostgreSQL for several gateway instances) must keep the
 same guarantees: :meth:`Store.append` is one durable transaction that assigns ``seq`` without
-gaps in the instance's chain and extends that hash chain (:func:`hoopgw.audit.record_hash`),
+gaps in the instance's chain and extends that hash chain (:func:`hoopgw.audit.writer.record_hash`),
 and every failure is raised as :class:`~hoopgw.errors.StoreError`.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from hoopgw.audit import AuditEntry, AuditRecord
+from hoopgw.audit.writer import AuditEntry, AuditRecord
 from hoopgw.scram import ScramVerifier
 from hoopgw.store.reviews import ReviewStore
 from hoopgw.store.ssh_keys import SshKeyStore
@@ -124,7 +124,7 @@ class Store(ReviewStore, SshKeyStore):
         crash; when it raises, none of them was written.
 
         :param journal_mark: the audit journal number of the last entry
-            (:mod:`hoopgw.audit_journal`), kept in the same transaction; see
+            (:mod:`hoopgw.audit.journal`), kept in the same transaction; see
             :meth:`journal_mark`.
         :return: the records, in the order of ``entries``.
         """
@@ -168,7 +168,7 @@ class Store(ReviewStore, SshKeyStore):
 
         Only a prefix of the chain goes: the records before the first one whose ``time`` is
         ``older_than`` or later. In the same transaction a ``pruned`` record
-        (:func:`hoopgw.audit.pruned_entry`) is appended, so the chain still verifies from the
+        (:func:`hoopgw.audit.writer.pruned_entry`) is appended, so the chain still verifies from the
         first remaining record, and the sessions left without any record leave the ``sessions``
         and ``commands`` projections. A session that keeps some records keeps its projection
         whole.

@@ -170,7 +170,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=2,
         statements=(
-            # Reviews, approvers' answers and just-in-time grants (hoopgw.approvals).
+            # Reviews, approvers' answers and just-in-time grants (hoopgw.approvals.service).
             """
             CREATE TABLE reviews (
                 {rowid}
@@ -253,7 +253,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=4,
         statements=(
-            # The number of the last audit journal entry the store holds (hoopgw.audit_journal):
+            # The number of the last audit journal entry the store holds (hoopgw.audit.journal):
             # set in the transaction that appends it, so a restart knows what to append again.
             """
             CREATE TABLE audit_journal_mark (

@@ -29,7 +29,7 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from hoopgw.audit import AuditRecord
+from hoopgw.audit.writer import AuditRecord
 from hoopgw.errors import StoreError
 from hoopgw.store import migrations
 from hoopgw.store.base import WriterState

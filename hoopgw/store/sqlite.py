@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from hoopgw.audit import (
+from hoopgw.audit.writer import (
     DURABILITY_KIND,
     PRUNED_KIND,
     AuditEntry,
@@ -24,6 +24,7 @@ from hoopgw.audit import (
     chain_genesis,
     pruned_entry,
     record_hash,
+    shown_text,
 )
 from hoopgw.errors import StoreError
 from hoopgw.scram import ScramVerifier
@@ -646,9 +647,8 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
 
 
 def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else canonical_json(value)
+    # A text that is not UTF-8 is indexed as shown (the record keeps its exact bytes).
+    return shown_text(value)
 
 
 _SQLITE_INTEGERS = range(-(1 << 63), 1 << 63)

@@ -8,9 +8,9 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
 
-from hoopgw.chain import PluginChain
 from hoopgw.ledger import CommandLedger
 from hoopgw.plugin import hookimpl
+from hoopgw.runtime.chain import PluginChain
 from hoopgw.session import CommandOutcome
 from hoopgw.testing import FakeApprover, HookLog, make_command, make_session
 from hoopgw.verdicts import Allow, Block, Hold

@@ -1,4 +1,4 @@
-"""Tests for :mod:`hoopgw.protocol`: the session registry, protocol loading, a protocol's table."""
+"""Tests for :mod:`hoopgw.protocol`: protocol loading and a protocol's table."""
 
 from __future__ import annotations
 
@@ -9,46 +9,7 @@ import pytest
 
 from hoopgw.connection import CredentialConfig
 from hoopgw.errors import ConfigError, PluginError
-from hoopgw.protocol import ProtocolSpec, ProtocolTable, SessionRegistry, load_protocol
-
-
-class Live:
-    def terminate(self, reason: str) -> None:
-        """Not needed here."""
-
-
-def test_registry_tracks_sessions() -> None:
-    registry = SessionRegistry()
-    first, second = Live(), Live()
-    registry.add(first)
-    registry.add(second)
-    assert len(registry) == 2
-    assert set(registry) == {first, second}
-    registry.remove(first)
-    assert list(registry) == [second]
-
-
-def test_registry_iterates_over_a_copy() -> None:
-    registry = SessionRegistry()
-    sessions = [Live(), Live()]
-    for session in sessions:
-        registry.add(session)
-    for session in registry:
-        registry.remove(session)
-    assert len(registry) == 0
-
-
-def test_cancel_keys_are_unique_and_forgotten_with_the_session() -> None:
-    registry = SessionRegistry()
-    owner, other = Live(), Live()
-    registry.add(owner)
-    assert registry.add_cancel_key((1, b"k"), owner)
-    assert not registry.add_cancel_key((1, b"k"), other)
-    assert registry.by_cancel_key((1, b"k")) is owner
-    registry.remove(owner)
-    registry.remove(owner)
-    assert registry.by_cancel_key((1, b"k")) is None
-    assert registry.add_cancel_key((1, b"k"), other)
+from hoopgw.protocol import ProtocolSpec, ProtocolTable, load_protocol
 
 
 def test_load_postgres_protocol() -> None:

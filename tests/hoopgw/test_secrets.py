@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from hoopgw import logs
 from hoopgw.errors import ConfigError, SecretError
+from hoopgw.runtime import logs
 from hoopgw.secrets import Secret, resolve_secret
 
 

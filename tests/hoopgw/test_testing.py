@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from twisted.internet import defer
 
-from hoopgw.audit import AuditEntry, verify_chain
+from hoopgw.audit.writer import AuditEntry, verify_chain
 from hoopgw.errors import ConfigError, StoreError
 from hoopgw.plugin import Option, PluginContext, hookimpl
 from hoopgw.session import Column

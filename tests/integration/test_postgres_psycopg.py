@@ -3,6 +3,8 @@ mode, COPY both ways, named cursors, LISTEN/NOTIFY, cancel, prepared statements,
 
 from __future__ import annotations
 
+import socket
+import struct
 import threading
 import time
 from typing import Any
@@ -132,6 +134,42 @@ def test_listen_notify_reaches_the_listener(login: Any, direct: Any) -> None:
         for notify in listener.notifies(timeout=5, stop_after=2):
             received.append((notify.channel, notify.payload))
     assert received == [("jobs", "from the gateway"), ("jobs", "from outside")]
+
+
+def test_the_client_sees_the_targets_own_process_id(login: Any, direct: Any) -> None:
+    """pg_backend_pid(), the pid of a notification and pg_terminate_backend agree with the
+    process id the client was given, as they do direct."""
+    with connect(login, autocommit=True) as conn, connect(login, autocommit=True) as other:
+        pid = conn.info.backend_pid
+        assert conn.execute("SELECT pg_backend_pid()").fetchone() == (pid,)
+        assert other.info.backend_pid != pid
+        conn.execute("LISTEN self")
+        conn.execute("NOTIFY self, 'mine'")
+        [notify] = list(conn.notifies(timeout=5, stop_after=1))
+        assert (notify.pid, notify.payload) == (pid, "mine")
+        assert direct.execute(
+            "SELECT usename FROM pg_stat_activity WHERE pid = %s", (pid,)
+        ).fetchone() == ("postgres",)
+        assert other.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+        with pytest.raises(psycopg.OperationalError):
+            conn.execute("SELECT 1")
+        assert other.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_a_cancel_with_the_pid_but_not_the_secret_cancels_nothing(login: Any) -> None:
+    """The process id alone, with a guessed secret, reaches nobody: the query runs on."""
+    with connect(login) as conn:
+        pid = conn.info.backend_pid
+
+        def guess() -> None:
+            with socket.create_connection((login.gateway.host, login.gateway.port)) as sock:
+                sock.sendall(struct.pack("!iiii", 16, 80877102, pid, 0x0BADF00D))
+                assert sock.recv(1) == b""  # closed without an answer, as PostgreSQL does
+
+        timer = threading.Timer(0.3, guess)
+        timer.start()
+        assert conn.execute("SELECT pg_sleep(1.5), 'ran'").fetchone() == ("", "ran")
+        timer.join()
 
 
 def test_cancel_stops_a_long_query(login: Any) -> None:

@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -69,7 +71,7 @@ def test_session_and_commands_are_recorded(recorded_gateway: Any) -> None:
     assert (failed["status"], failed["error_code"]) == ("error", "22012")
     assert failed["error_message"] == "division by zero"
     assert {c["verdict"] for c in commands} == {"allow"}
-    # The backend pid the client saw is the gateway's own cancel key, not the target's.
+    # The backend pid the client saw is the target's own (test_postgres_psycopg checks it).
     assert backend_pid != 0
 
 
@@ -139,7 +141,11 @@ def test_statements_that_ran_before_a_crash_are_in_the_store_after_the_restart(
     finally:
         restarted.terminate()
         _, err = restarted.communicate(timeout=30)
-    assert b"appended" in err and b"audit entries left in the journal" in err
+    # The replay is information, not an error.
+    assert re.search(
+        rb"info \[hoopgw\.audit\] .*appended \d+ audit entries left in the journal", err
+    )
+    assert b" error " not in err
     verified = gateway.cli("audit", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     # The chain says which mode the statements ran under (both starts ran in the same one).
@@ -151,6 +157,52 @@ def test_statements_that_ran_before_a_crash_are_in_the_store_after_the_restart(
     described = {"fsync": "fsync: each", "os": "os: each command's record was in the operating"}
     assert f"durability: records 1 to {period['last_seq']} (" in verified.stdout
     assert described[mode] in verified.stdout
+
+
+def test_statement_text_that_is_not_utf8_is_run_and_recorded_byte_exact(
+    gateway: Any, pg_server: Any
+) -> None:
+    """A SQL_ASCII database read by a SQL_ASCII client: the server takes any bytes, so the
+    statement runs, and its record keeps the exact bytes (not refused as a store failure)."""
+    name = f"hgw_ascii_{os.urandom(4).hex()}"
+    admin = f"host={pg_server.host} port={pg_server.port} user=postgres dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(
+            f"CREATE DATABASE {name} ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C'"
+            " TEMPLATE template0"
+        )
+    try:
+        running = gateway(plugins=["recording"], connection={"client_tls": "disabled"})
+        key = running.create_key("agent", ["agents"])
+        statement = b"SELECT octet_length('caf\xe9 \xff') AS n"
+        conninfo = (
+            f"host={running.host} port={running.port} user=agent password={key}"
+            f" dbname={name} sslmode=disable client_encoding=SQL_ASCII"
+        )
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            assert conn.execute(statement).fetchone() == (6,)
+        store = sqlite3.connect(str(running.config_path.parent / "hoopgw.db"))
+        deadline = time.monotonic() + 10
+        while True:
+            rows = store.execute(
+                "SELECT data FROM audit_records WHERE kind = 'command_received'"
+            ).fetchall()
+            if rows or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        store.close()
+        [text] = [json.loads(data)["text"] for (data,) in rows]
+        assert base64.b64decode(text["$bytes"]) == statement
+        verified = running.cli("audit", "verify")
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+        [session] = json.loads(running.cli("sessions", "list", "--json").stdout)
+        shown = json.loads(running.cli("sessions", "show", session["id"], "--json").stdout)
+        [command] = shown["commands"]
+        assert command["text"] == "SELECT octet_length('caf\\xe9 \\xff') AS n"
+        assert command["status"] == "ok"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def _children(pid: int) -> list[int]:

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from hoopgw.audit import AuditEntry
+from hoopgw.audit.writer import AuditEntry
 from hoopgw.store import open_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.store]
@@ -112,7 +112,7 @@ docs/audit-export.md for the measured figure)."""
 # Runs the CLI in a fresh interpreter and prints its peak resident memory (KiB on Linux).
 _MEASURED_EXPORT = (
     "import resource, sys\n"
-    "from hoopgw.cli import main\n"
+    "from hoopgw.cli.main import main\n"
     "code = main(sys.argv[1:])\n"
     "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
     "sys.exit(code)\n"

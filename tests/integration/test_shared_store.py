@@ -28,7 +28,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from hoopgw.identity import KeyService
+from hoopgw.identity.keys import KeyService
 from hoopgw.store import open_store
 
 pytestmark = pytest.mark.integration

@@ -398,7 +398,7 @@ def wait_listening(host: str, port: int, timeout: float = 20.0) -> None:
 def test_session_channels_replay_as_asciicast(
     ssh_gateway: Callable[..., Any], client_key: Path, tmp_path: Path
 ) -> None:
-    from hoopgw.asciicast import read_asciicast
+    from hoopgw.audit.asciicast import read_asciicast
 
     pexpect = pytest.importorskip("pexpect")
     gateway = ssh_gateway(plugins=["recording"])

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from hoopgw.asciicast import read_asciicast
+from hoopgw.audit.asciicast import read_asciicast
 
 pytestmark = pytest.mark.integration
 

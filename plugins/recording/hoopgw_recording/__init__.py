@@ -235,7 +235,11 @@ class RecordingPlugin:
     def _durably(
         self, kind: str, session: SessionInfo, data: dict[str, Any]
     ) -> defer.Deferred[Block | None]:
-        def refuse(failure: Failure) -> Block:
+        def refuse(failure: Failure) -> Block | Failure:
+            if failure.check(defer.CancelledError):
+                # The client cancelled or left while the record was being written: the chain
+                # reports the command withdrawn; the write itself goes on.
+                return failure
             self._log.failure(
                 "cannot record {kind} of session {session_id}; refused",
                 failure,

@@ -271,7 +271,18 @@ def tokens(
             i += 1
         else:
             match = _WORD.match(text, i)
-            if match:
+            if (
+                match
+                and match.group() in ("x", "X", "b", "B", "n", "N")
+                and (text.startswith("'", match.end()))
+            ):
+                # X'ff', B'01', N'text': one literal (PyMySQL sends bytes as X'...'), which
+                # a space would split.
+                end = _string_end(text, match.end(), "'", escapes and match.group() in "nN")
+                kind = "string" if match.group() in "nN" else "number"
+                out.append(Token(kind, text[i:end], escapes))
+                i = end
+            elif match:
                 word = match.group()
                 out.append(Token("number" if word[0].isdigit() else "word", word))
                 i = match.end()

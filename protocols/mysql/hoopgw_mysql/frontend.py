@@ -31,7 +31,13 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hoopgw.errors import AccessDenied, AuthenticationError, PluginError
+from hoopgw.errors import (
+    STORE_UNAVAILABLE,
+    AccessDenied,
+    AuthenticationError,
+    PluginError,
+    StoreError,
+)
 from hoopgw.ledger import CommandLedger
 from hoopgw.protocol import ConnectionRuntime
 from hoopgw.session import Column, Command, CommandOutcome, Identity, Output, SessionInfo
@@ -98,6 +104,7 @@ CHARSET_UTF8MB4 = 45
 
 # Error numbers and SQL states (MySQL server error reference).
 ER_ACCESS_DENIED = 1045
+ER_UNKNOWN_ERROR = 1105
 ER_DBACCESS_DENIED = 1044
 ER_SPECIFIC_ACCESS_DENIED = 1227
 ER_UNKNOWN_COM = 1047
@@ -558,6 +565,8 @@ class ClientSession(protocol.Protocol):
                 return _Refusal(ER_ACCESS_DENIED, "28000", str(failure.value) or "invalid API key")
             if failure.check(AccessDenied):
                 return _Refusal(ER_DBACCESS_DENIED, "42000", str(failure.value))
+            if failure.check(StoreError):
+                return _Refusal(ER_UNKNOWN_ERROR, "HY000", STORE_UNAVAILABLE)
             return failure
 
         d = defer.maybeDeferred(

@@ -383,6 +383,27 @@ def _shape(node: Any, target: _Target | None = None, outer: bool = True) -> tupl
     return tuple(items)
 
 
+# A byte that is not UTF-8 (a SQL_ASCII database takes any) reaches the analysis as a lone
+# surrogate (``surrogateescape``), which the parser cannot take. It is parsed as a stand-in
+# from the Private Use Area, one per byte value: like the byte, every byte of its UTF-8 form
+# is non-ASCII, so the server's scanner and the parser split the text alike, equal bytes stay
+# equal (dollar-quote tags), and no name with one can equal an ASCII name of a catalog or a
+# list. The stand-in is three bytes where the server sees one, so a name that would reach
+# NAMEDATALEN (63 bytes) with it is refused: the two would truncate it differently.
+_BYTE_STAND_INS = {0xDC80 + b: 0xF780 + b for b in range(0x80)}
+_STAND_IN = re.compile("[\uf780-\uf7ff]")
+# Where a name may run: a quoted identifier, or a run of characters that may form one.
+_NAME_RUNS = re.compile(r'"[^"]*"|[\w$\x80-\U0010ffff]+')
+
+
+def _too_long_with_stand_ins(parsed: str) -> bool:
+    """Whether a possible name holding a stand-in is over NAMEDATALEN - 1 bytes as parsed."""
+    return any(
+        _STAND_IN.search(run) and len(run.strip('"').encode("utf-8")) > 63
+        for run in _NAME_RUNS.findall(parsed)
+    )
+
+
 class _Target:
     """The relation an UPDATE, DELETE or MERGE changes, as column references name it."""
 
@@ -888,8 +909,13 @@ class PostgresDialect:
     def _analyze(self, text: str) -> Analysis:
         if "\0" in text:
             return Analysis(error="the text contains a NUL character")
+        parsed = text.translate(_BYTE_STAND_INS)
+        if parsed != text and _too_long_with_stand_ins(parsed):
+            return Analysis(
+                error="a name with bytes that are not UTF-8 is too long to be judged exactly"
+            )
         try:
-            tree = pg_query.parse(text)
+            tree = pg_query.parse(parsed)
             statements = _after_transaction_end(
                 tuple(_facts(raw, tree.version) for raw in tree.stmts), tree
             )

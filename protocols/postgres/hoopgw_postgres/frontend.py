@@ -21,7 +21,13 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hoopgw.errors import AccessDenied, AuthenticationError, PluginError
+from hoopgw.errors import (
+    STORE_UNAVAILABLE,
+    AccessDenied,
+    AuthenticationError,
+    PluginError,
+    StoreError,
+)
 from hoopgw.ledger import CommandLedger
 from hoopgw.protocol import ConnectionRuntime
 from hoopgw.scram import DEFAULT_ITERATIONS, ScramVerifier
@@ -332,7 +338,7 @@ class ClientSession(protocol.Protocol):
         self.client_tls = True
 
     def _cancel_request(self, request: Any) -> None:
-        target = self.runtime.sessions.by_cancel_key((request.pid, request.key))
+        target = self.runtime.sessions.by_cancel_key(request.pid, request.key)
         if isinstance(target, ClientSession):
             target.forward_cancel()
         # As PostgreSQL does, say nothing either way and close.
@@ -426,9 +432,15 @@ class ClientSession(protocol.Protocol):
                     self._phase = "checking"
                     self._check_login(refused)
                     return
-                found = self.runtime.authenticator.keys.scram_verifier(
-                    self._params["user"], now=time.time()
-                )
+                try:
+                    found = self.runtime.authenticator.keys.scram_verifier(
+                        self._params["user"], now=time.time()
+                    )
+                except StoreError as exc:
+                    log.warn("SCRAM login refused: the store is unavailable: {why}", why=exc)
+                    self._phase = "checking"
+                    self._check_login(defer.fail(StoreError(STORE_UNAVAILABLE)))
+                    return
                 if found is None:
                     # Run the exchange against a verifier no proof fits, so an unknown user
                     # looks exactly like a wrong key.
@@ -500,6 +512,9 @@ class ClientSession(protocol.Protocol):
                 return _Refusal(code="28P01", message=str(failure.value))
             if failure.check(AccessDenied):
                 return _Refusal(code="28000", message=str(failure.value))
+            if failure.check(StoreError):
+                # cannot_connect_now: the gateway cannot check logins for the moment.
+                return _Refusal(code="57P03", message=STORE_UNAVAILABLE)
             return failure  # unexpected: _apply ends the session without showing it
 
         authenticated.addCallback(admit).addErrback(refused)
@@ -651,11 +666,15 @@ class ClientSession(protocol.Protocol):
             self._auth_timer.cancel()
         out = [m.AuthenticationOk().encode()]
         out.extend(self._rewrite_parameters(self._upstream_parameters))
+        # The client sees the target's own process id (pg_backend_pid(), notifications and
+        # pg_terminate_backend agree with it) and a secret the gateway makes: the target's
+        # secret never leaves the gateway, so only a cancel request sent here can reach it.
+        pid = self._upstream_key[0]
         while True:
-            key = (secrets.randbits(31), secrets.token_bytes(4))
-            if self.runtime.sessions.add_cancel_key(key, self):
+            secret = secrets.token_bytes(4)
+            if self.runtime.sessions.add_cancel_key(pid, secret, self):
                 break
-        out.append(m.BackendKeyData(pid=key[0], key=key[1]).encode())
+        out.append(m.BackendKeyData(pid=pid, key=secret).encode())
         out.append(m.ReadyForQuery(status="I").encode())
         self.transport.writeSequence(out)
         # Each side pauses the other when its write buffer fills (portforward-style).

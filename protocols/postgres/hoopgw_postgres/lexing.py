@@ -178,7 +178,9 @@ class LexingState:
         """``raw`` statement text as the server reads it, as a Python string.
 
         Bytes that are not valid in the encoding are kept as lone surrogates (as
-        ``surrogateescape`` does), which no parser accepts: the server rejects such a text too.
+        ``surrogateescape`` does), so the text keeps its exact bytes: the server rejects such a
+        text, except in a ``SQL_ASCII`` database, and the analysis judges it with a stand-in per
+        byte (see :mod:`hoopgw_postgres.analysis`).
         When no side converts (a ``SQL_ASCII`` client of a ``SQL_ASCII`` database), the bytes
         are decoded as UTF-8, what such databases hold in practice: that choice changes the
         recorded spelling only, never where a token ends.

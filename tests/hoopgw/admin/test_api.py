@@ -23,10 +23,10 @@ from hoopgw.admin.api import (
     build_site,
 )
 from hoopgw.admin.sessions import SessionControl
-from hoopgw.approvals import ApprovalService, ReviewPolicy
+from hoopgw.approvals.service import ApprovalService, ReviewPolicy
 from hoopgw.connection import ConnectionConfig, CredentialConfig
 from hoopgw.errors import AuthenticationError
-from hoopgw.protocol import SessionRegistry
+from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.session import Identity
 from hoopgw.store.sqlite import SQLiteStore
 from hoopgw.testing import FakeAuditWriter, make_command, make_session

@@ -9,8 +9,8 @@ import pytest
 from twisted.internet import task
 
 from hoopgw.admin.sessions import SESSION_TERMINATED_KIND, SessionControl
-from hoopgw.approvals import ApprovalError
-from hoopgw.protocol import SessionRegistry
+from hoopgw.approvals.service import ApprovalError
+from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.session import Identity
 from hoopgw.testing import FakeAuditWriter, make_session
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from hoopgw import logs
 from hoopgw.config.load import parse_config
 from hoopgw.errors import ConfigError, SecretError
-from hoopgw.oidc import ALLOWED_ALGORITHMS
+from hoopgw.identity.oidc import ALLOWED_ALGORITHMS
+from hoopgw.runtime import logs
 from hoopgw.secrets import Secret
 
 ISSUER = """

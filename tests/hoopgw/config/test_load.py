@@ -3,14 +3,15 @@ from pathlib import Path
 import attrs
 import pytest
 
-from hoopgw import logs, plugin
-from hoopgw.audit import Durability
-from hoopgw.checkpoints import generate_signing_key, private_key_pem
+from hoopgw import plugin
+from hoopgw.audit.checkpoints import generate_signing_key, private_key_pem
+from hoopgw.audit.writer import Durability
 from hoopgw.config.gateway import GatewayConfig, resolve_store_url
 from hoopgw.config.load import Config, load_config, parse_config
 from hoopgw.connection import ConnectionConfig
 from hoopgw.errors import ConfigError, SecretError
 from hoopgw.plugin import Option
+from hoopgw.runtime import logs
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from hoopgw.audit import GENESIS_HASH, AuditEntry, chain_genesis, verify_chain
+from hoopgw.audit.writer import GENESIS_HASH, AuditEntry, chain_genesis, verify_chain
 from hoopgw.errors import StoreError
 from hoopgw.store import open_store
 from hoopgw.store.migrations import LATEST_VERSION, POSTGRESQL, current_version

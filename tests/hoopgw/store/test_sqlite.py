@@ -9,7 +9,7 @@ import sqlite3
 import attrs
 import pytest
 
-from hoopgw.audit import (
+from hoopgw.audit.writer import (
     GENESIS_HASH,
     AuditEntry,
     Durability,
@@ -656,7 +656,7 @@ def test_store_wal_shm_and_journal_are_private_whatever_the_umask(tmp_path, no_u
     import os
     import stat
 
-    from hoopgw.audit_journal import AuditJournal, journal_path
+    from hoopgw.audit.journal import AuditJournal, journal_path
 
     folder = tmp_path / "hoopgw"
     path = folder / "hoopgw.db"

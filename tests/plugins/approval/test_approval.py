@@ -14,12 +14,12 @@ from hoopgw_webhook import WebhookPlugin
 from twisted.internet import task
 from twisted.logger import Logger
 
-from hoopgw.approvals import ApprovalService
-from hoopgw.chain import PluginChain
+from hoopgw.approvals.service import ApprovalService
 from hoopgw.config.load import parse_config
 from hoopgw.errors import ConfigError
 from hoopgw.plugin import PluginContext, validate_options
-from hoopgw.protocol import SessionRegistry
+from hoopgw.runtime.chain import PluginChain
+from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.session import Command, Identity
 from hoopgw.store.sqlite import SQLiteStore
 from hoopgw.testing import FakeAuditWriter, ScriptedClient, make_connection

@@ -20,10 +20,10 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import Logger
 
-from hoopgw.chain import PluginChain
 from hoopgw.config.load import parse_config
 from hoopgw.errors import ConfigError
 from hoopgw.plugin import PluginContext, validate_options
+from hoopgw.runtime.chain import PluginChain
 from hoopgw.session import Column, Command, CommandOutcome, Output
 from hoopgw.testing import FakeAuditWriter, ScriptedClient, make_connection, make_session
 from hoopgw.verdicts import Allow, Block

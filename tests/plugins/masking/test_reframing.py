@@ -20,13 +20,14 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger
 
-from hoopgw.authn import Authenticator
-from hoopgw.chain import PluginChain
 from hoopgw.config.gateway import GatewayConfig
 from hoopgw.connection import ConnectionConfig, CredentialConfig, UpstreamTlsConfig
-from hoopgw.identity import KeyService
+from hoopgw.identity.authn import Authenticator
+from hoopgw.identity.keys import KeyService
 from hoopgw.plugin import PluginContext, hookimpl, validate_options
-from hoopgw.protocol import ConnectionRuntime, SessionRegistry
+from hoopgw.protocol import ConnectionRuntime
+from hoopgw.runtime.chain import PluginChain
+from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.session import ConnectionInfo
 from hoopgw.store.sqlite import SQLiteStore
 

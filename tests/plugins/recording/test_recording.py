@@ -6,12 +6,12 @@ import pytest
 from hoopgw_recording import REFUSED, SAMPLE_VALUE_CHARS, RecordingPlugin
 from twisted.internet import defer
 from twisted.internet.task import Clock
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel, globalLogPublisher
 
-from hoopgw.audit import AuditRecord, AuditWriter, verify_chain
-from hoopgw.chain import PluginChain
+from hoopgw.audit.writer import AuditRecord, AuditWriter, verify_chain
 from hoopgw.errors import ConfigError, StoreError
 from hoopgw.plugin import PluginContext, hookimpl, validate_options
+from hoopgw.runtime.chain import WITHDRAWN, PluginChain
 from hoopgw.session import (
     Column,
     Command,
@@ -227,6 +227,27 @@ def test_chain_blocks_when_the_store_fails(writer):
     assert decided.kind == "command_decided"
     assert decided.data["verdict"] == "block"
     assert decided.data["plugin"] == "recording"
+
+
+def test_a_command_cancelled_while_its_record_is_written_is_withdrawn_quietly(writer):
+    """The client cancels (or leaves) while the command waits for its record: the verdict is
+    the chain's "withdrawn", the record still becomes durable, and nothing is logged as a
+    failure of the store."""
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        chain = chain_of(("recording", make_plugin(writer)))
+        decision = chain.decide_command(SESSION, SELECT)
+        outcome = fired(decision)
+        decision.cancel()
+        writer.make_durable()
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert outcome[0].check(defer.CancelledError)
+    decided = writer.writes[-1][0]
+    assert decided.kind == "command_decided"
+    assert (decided.data["verdict"], decided.data["reason"]) == ("block", WITHDRAWN)
+    assert [e for e in logged if e.get("log_level") in (LogLevel.error, LogLevel.critical)] == []
 
 
 def test_session_refused_when_the_store_fails(writer):

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from twisted.internet import task
 from twisted.logger import Logger
 
-from hoopgw.chain import PluginChain
 from hoopgw.plugin import PluginContext, load_plugin_class, validate_options
+from hoopgw.runtime.chain import PluginChain
 from hoopgw.testing import FakeAuditWriter, ScriptedClient, make_connection, make_session
 from hoopgw.verdicts import Allow, Block
 
@@ -85,6 +85,19 @@ def test_executable_comments_are_read_as_the_server_runs_them() -> None:
         "2",
     ]
     assert [t.text for t in tokens("/*M!100100 DROP */ #x\nTABLE")] == ["DROP", "TABLE"]
+
+
+@pytest.mark.parametrize(
+    "literal", ["X'fffe00275c'", "x'41'", "B'0101'", "b'1'", "N'caf\\'e'", "_binary'\udcff'"]
+)
+def test_binary_and_national_literals_are_one_token_and_judged(literal: str) -> None:
+    """PyMySQL sends bytes as X'...': the literal must not fall apart into a name and a
+    string (which the parser refused as unparseable)."""
+    analysis = DIALECT.analyze(f"SELECT {literal} AS b, {literal} = 'A'")
+    assert analysis.error == ""
+    assert [s.command for s in analysis.statements] == ["SELECT"]
+    [token] = [t for t in tokens(literal) if t.kind != "word" or not t.text.startswith("_")]
+    assert token.text == literal.removeprefix("_binary")
 
 
 def test_quotes_hide_what_looks_like_comments_and_semicolons() -> None:

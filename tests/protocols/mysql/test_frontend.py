@@ -20,17 +20,19 @@ from hoopgw_mysql.upstream import TRACKING_SETUP, TargetInfo
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from hoopgw.authn import Authenticator
-from hoopgw.chain import PluginChain
 from hoopgw.config.gateway import GatewayConfig
 from hoopgw.connection import ConnectionConfig, CredentialConfig, UpstreamTlsConfig
-from hoopgw.identity import KeyService
+from hoopgw.errors import STORE_UNAVAILABLE, StoreError
+from hoopgw.identity.authn import Authenticator
+from hoopgw.identity.keys import KeyService
 from hoopgw.plugin import hookimpl
-from hoopgw.protocol import ConnectionRuntime, SessionRegistry
+from hoopgw.protocol import ConnectionRuntime
+from hoopgw.runtime.chain import PluginChain
+from hoopgw.runtime.registry import SessionRegistry
+from hoopgw.runtime.throttle import BackoffSettings, FailureThrottle
 from hoopgw.session import ConnectionInfo
 from hoopgw.store.sqlite import SQLiteStore
 from hoopgw.testing import FakeApprover, HookLog
-from hoopgw.throttle import BackoffSettings, FailureThrottle
 from hoopgw.verdicts import Block, Hold
 
 CLIENT_CAPS = (
@@ -547,6 +549,24 @@ def test_a_user_name_that_is_not_the_keys_identity_is_audited_and_slowed() -> No
     [error] = client.received()
     assert m.ErrPacket.decode(error.payload).code == 1045
     assert client.transport.disconnecting
+
+
+def test_a_login_while_the_store_is_unavailable_is_refused_as_that_unslowed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gateway, audit = audited_gateway()
+
+    def unavailable(key_id: str) -> Any:
+        raise StoreError("disk I/O error")
+
+    monkeypatch.setattr(gateway.keys._store, "get_key", unavailable)
+    client = gateway.connect()
+    # Answered at once although every failure of this gateway waits 10 s: not counted.
+    [error] = client.login()
+    err = m.ErrPacket.decode(error.payload)
+    assert (err.code, err.sqlstate, err.message) == (1105, "HY000", STORE_UNAVAILABLE)
+    assert client.transport.disconnecting
+    assert audit.records == []
 
 
 def test_change_user_to_another_identity_is_audited_and_slowed() -> None:

@@ -76,6 +76,33 @@ def test_unparseable_text_reports_the_parser_error() -> None:
     assert not PostgresDialect().analyze("SELECT 1\0").parseable
 
 
+def _bytes(raw: bytes) -> str:
+    """Statement bytes as the gateway holds them (bytes that are not UTF-8 escaped)."""
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def test_bytes_that_are_not_utf8_are_judged_not_refused() -> None:
+    """A SQL_ASCII database takes any bytes: the statement is still judged."""
+    facts = _one(_bytes(b"DELETE FROM caf\xe9 WHERE note = 'caf\xe9 \xff'"))
+    assert facts.causes == {"write": "DELETE"}
+    [table] = facts.tables
+    assert table != "caf" and table.startswith("caf") and len(table) == 4
+    # Equal bytes stay equal: a dollar-quoted body with such a tag is one literal.
+    dollar = _one(_bytes(b"SELECT $\xe9$ DROP TABLE t; $\xe9$"))
+    assert dollar.command == "SELECT" and "DropStmt" not in dollar.kinds
+
+
+def test_a_name_with_such_bytes_too_long_to_truncate_alike_is_refused() -> None:
+    """The server truncates names at 63 bytes; a byte it reads as one is parsed as three."""
+    name = b"f" * 62 + b"\xe9"
+    analysis = PostgresDialect().analyze(_bytes(b"SELECT " + name + b"()"))
+    assert not analysis.parseable
+    assert "too long to be judged exactly" in analysis.error
+    quoted = PostgresDialect().analyze(_bytes(b'SELECT 1 AS "' + b"a " * 31 + b'\xe9"'))
+    assert not quoted.parseable
+    assert _one(_bytes(b"SELECT " + b"f" * 20 + b"\xe9()")).command == "SELECT"
+
+
 def test_analyses_are_cached_by_text() -> None:
     dialect = PostgresDialect(cache_size=2)
     first = dialect.analyze("SELECT 1")

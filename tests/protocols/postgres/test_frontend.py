@@ -17,21 +17,25 @@ import pytest
 from hoopgw_postgres import messages as m
 from hoopgw_postgres.auth import ScramClient
 from hoopgw_postgres.frontend import READ_AHEAD_LIMIT, REFUSED_STATEMENT, ClientSession
+from hoopgw_recording import RecordingPlugin
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import Logger, LogLevel, globalLogPublisher
 
-from hoopgw.authn import Authenticator
-from hoopgw.chain import PluginChain
 from hoopgw.config.gateway import GatewayConfig
 from hoopgw.connection import ConnectionConfig, CredentialConfig, UpstreamTlsConfig
-from hoopgw.identity import KeyService
-from hoopgw.plugin import hookimpl
-from hoopgw.protocol import ConnectionRuntime, SessionRegistry
+from hoopgw.errors import STORE_UNAVAILABLE, StoreError
+from hoopgw.identity.authn import Authenticator
+from hoopgw.identity.keys import KeyService
+from hoopgw.plugin import PluginContext, hookimpl, validate_options
+from hoopgw.protocol import ConnectionRuntime
+from hoopgw.runtime.chain import PluginChain
+from hoopgw.runtime.registry import SessionRegistry
+from hoopgw.runtime.throttle import BackoffSettings, FailureThrottle
 from hoopgw.session import Column, ConnectionInfo
 from hoopgw.store.sqlite import SQLiteStore
-from hoopgw.testing import FakeApprover, HookLog
-from hoopgw.throttle import BackoffSettings, FailureThrottle
+from hoopgw.testing import FakeApprover, FakeAuditWriter, HookLog
 from hoopgw.verdicts import Block, Hold
 
 AUTH_TIMEOUT = 30.0
@@ -242,8 +246,11 @@ def test_login_with_cleartext_password_on_loopback() -> None:
         "ReadyForQuery",
     ]
     assert received[1] == m.ParameterStatus(name="server_version", value="15.20")
-    # The client gets the gateway's own cancel key, never the target's.
-    assert received[4] != m.BackendKeyData(pid=4242, key=b"srvk")
+    # The client gets the target's process id with a secret of the gateway's making, never the
+    # target's own secret.
+    [key] = [x for x in received if isinstance(x, m.BackendKeyData)]
+    assert key.pid == 4242
+    assert key.key != b"srvk" and len(key.key) == 4
     assert received[5] == m.ReadyForQuery(status="I")
     assert len(client.gateway.sessions) == 1
     assert not client.closed
@@ -303,6 +310,31 @@ def test_scram_from_an_address_with_every_slot_busy_is_refused_unread() -> None:
     assert errors(answer) == [("FATAL", "28P01")]
     assert "too many failed authentication attempts" in answer[0].fields["M"]
     assert second.closed
+
+
+@pytest.mark.parametrize("scram", [False, True])
+def test_a_login_while_the_store_is_unavailable_is_refused_as_that(
+    scram: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway = Gateway()
+
+    def unavailable(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError("disk I/O error")
+
+    store = gateway.keys._store
+    monkeypatch.setattr(store, "get_key", unavailable)
+    monkeypatch.setattr(store, "find_keys_by_identity", unavailable)
+    if scram:
+        client = gateway.connect(host="192.0.2.10")
+        _, answer = scram_first(client, "agent", gateway.secret)
+    else:
+        client = gateway.connect()
+        client.send(startup())
+        client.send(m.PasswordMessage(password=gateway.secret).encode())
+        answer = client.received()
+    assert errors(answer) == [("FATAL", "57P03")]
+    assert answer[-1].fields["M"] == STORE_UNAVAILABLE
+    assert client.closed
 
 
 def test_cleartext_password_off_loopback_without_tls_is_refused() -> None:
@@ -501,6 +533,25 @@ def test_cancel_request_with_a_known_key_reaches_the_right_session() -> None:
     assert canceller.closed
 
 
+def test_cancel_request_with_the_pid_but_a_wrong_secret_cancels_nothing() -> None:
+    """Both sessions share the target's process id here (as two targets may); only the secret
+    tells them apart, and the target's own secret is no key at all."""
+    gateway = Gateway()
+    first, second = gateway.connect(), gateway.connect()
+    first.login()
+    second.login()
+    cancelled: list[Client] = []
+    for client in (first, second):
+        client.session.forward_cancel = lambda client=client: cancelled.append(client)  # type: ignore[method-assign]
+    [key] = [x for x in first.received() if isinstance(x, m.BackendKeyData)]
+    wrong = bytes([key.key[0] ^ 1]) + key.key[1:]
+    for secret in (wrong, b"srvk"):
+        canceller = gateway.connect()
+        canceller.send(m.CancelRequest(pid=key.pid, key=secret).encode())
+        assert canceller.closed
+    assert cancelled == []
+
+
 def test_cancel_request_with_an_unknown_key_does_nothing() -> None:
     gateway = Gateway()
     client = gateway.connect()
@@ -659,6 +710,51 @@ def test_a_disconnect_before_the_verdict_completes_the_command_as_cancelled(held
         ("closed", "client closed"),
     ]
     assert client.upstream is not None and client.upstream.forwarded() == b""
+
+
+@pytest.mark.parametrize("how", ["cancel request", "disconnect"])
+def test_a_command_waiting_for_its_record_is_recorded_cancelled_quietly(how: str) -> None:
+    """The client cancels (or leaves) while its command waits for its write-ahead record: the
+    record still becomes durable, the outcome is recorded as cancelled, nothing reaches the
+    target, and nothing is logged as an error."""
+    audit = FakeAuditWriter()
+    values = validate_options("recording", RecordingPlugin.options, {}, connection="pg")
+    recording = RecordingPlugin(
+        PluginContext(
+            connection=ConnectionInfo(name="pg", protocol="postgres", target="127.0.0.1:5432"),
+            options=values,
+            audit=audit,  # type: ignore[arg-type]
+            log=Logger(namespace="hoopgw.plugins.recording"),
+            reactor=MemoryReactorClock(),
+        )
+    )
+    gateway = Gateway([("recording", recording)])
+    client = gateway.connect()
+    client.login()
+    [key] = [x for x in client.received() if isinstance(x, m.BackendKeyData)]
+    audit.manual = True
+    logged: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        client.send(m.Query(query="DELETE FROM t").encode())
+        if how == "cancel request":
+            gateway.connect().send(m.CancelRequest(pid=key.pid, key=key.key).encode())
+            # Answered (57014) in order, once the target has answered what was before it.
+        else:
+            client.session.connectionLost()
+        audit.flush()
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert [e for e in logged if e.get("log_level") in (LogLevel.error, LogLevel.critical)] == []
+    assert client.upstream is not None and b"DELETE" not in client.upstream.forwarded()
+    kinds = audit.kinds()
+    assert kinds[kinds.index("command_received") :][:3] == [
+        "command_received",
+        "command_decided",
+        "command_completed",
+    ]
+    [completed] = [r for r in audit.records if r.kind == "command_completed"]
+    assert completed.data["status"] == "cancelled"
 
 
 def test_a_disconnect_during_a_result_aborts_the_command_once() -> None:

@@ -107,9 +107,11 @@ def test_sql_ascii_text_is_in_the_servers_encoding() -> None:
     assert both.decode(b"\xff") == "\udcff"
 
 
-def test_invalid_bytes_are_kept_as_escapes_that_do_not_parse() -> None:
+def test_invalid_bytes_are_kept_exactly_and_still_judged() -> None:
+    # A SQL_ASCII database takes them (a UTF8 one refuses the statement itself).
     text = LexingState().decode(b"SELECT '\xff'")
-    assert not PostgresDialect().analyze(text).parseable
+    assert text.encode("utf-8", "surrogateescape") == b"SELECT '\xff'"
+    assert PostgresDialect().analyze(text).statements[0].command == "SELECT"
 
 
 def test_a_non_ascii_dollar_tag_is_refused_where_tags_may_compare_differently() -> None:

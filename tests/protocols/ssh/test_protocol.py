@@ -128,7 +128,7 @@ def test_config_check_shows_the_fingerprint(
 ) -> None:
     import json
 
-    from hoopgw.cli import main
+    from hoopgw.cli.main import main
 
     (tmp_path / "known_hosts").write_text("")
     (tmp_path / "id_key").write_text("x")

@@ -16,13 +16,14 @@ from twisted.conch.ssh.common import getNS
 from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
-from hoopgw.authn import Authenticator
-from hoopgw.chain import PluginChain
 from hoopgw.config.load import parse_config
 from hoopgw.errors import ConfigError
-from hoopgw.identity import KeyService
+from hoopgw.identity.authn import Authenticator
+from hoopgw.identity.keys import KeyService
 from hoopgw.plugin import hookimpl
-from hoopgw.protocol import ConnectionRuntime, SessionRegistry
+from hoopgw.protocol import ConnectionRuntime
+from hoopgw.runtime.chain import PluginChain
+from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.secrets import Secret
 from hoopgw.session import CommandOutcome, ConnectionInfo
 from hoopgw.store import open_store

@@ -1,0 +1,1 @@
+"""Statement reviews and just-in-time access grants, decided by people through the admin API."""

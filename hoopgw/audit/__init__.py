@@ -1,0 +1,2 @@
+"""The audit trail: the hash chain and its writer (writer, process, journal), checkpoints, search
+and export, replay and asciicast."""

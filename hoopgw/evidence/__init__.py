@@ -1,0 +1,1 @@
+"""Evidence packs for auditors: the pack (pack)."""

@@ -1,0 +1,490 @@
+"""The running gateway: opens the store, builds each connection's plugin chain and listener,
+and stops cleanly (sessions get a protocol goodbye, queued audit records are committed)."""
+
+from __future__ import annotations
+
+import functools
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from twisted.internet import defer, protocol, ssl, task, threads
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from hoopgw.admin.api import build_site
+from hoopgw.admin.metrics import GatewayMetrics
+from hoopgw.admin.sessions import SessionControl
+from hoopgw.approvals.service import ApprovalService
+from hoopgw.audit.writer import AuditWriter, CheckpointSettings, spawn_writer_process
+from hoopgw.config.gateway import resolve_store_url
+from hoopgw.config.load import Config
+from hoopgw.connection import ConnectionConfig
+from hoopgw.errors import ConfigError, HoopgwError, PluginError, StartupError
+from hoopgw.identity.authn import Authenticator, build_authenticator
+from hoopgw.plugin import PluginContext, load_plugin_class
+from hoopgw.protocol import ConnectionRuntime, ProtocolSpec, load_protocol
+from hoopgw.runtime.chain import PluginChain
+from hoopgw.runtime.registry import SessionRegistry
+from hoopgw.session import ConnectionInfo, UpstreamOptions
+from hoopgw.store import POSTGRESQL_SCHEMES, Store, open_store
+from hoopgw.store.notices import ChangeListener
+from hoopgw.verdicts import Verdict
+
+log = Logger(namespace="hoopgw.gateway")
+
+TARGET_PROBE_TIMEOUT = 5.0
+
+REVIEW_POLL_INTERVAL = 1.0
+"""Seconds between looks at the reviews this instance holds, with a store other instances
+decide reviews in (the fallback for a missed change notice)."""
+"""Seconds the start-up check of each target waits for a TCP connection."""
+
+
+def server_tls_options(
+    cert_file: str, key_file: str, *, alpn: tuple[bytes, ...] = (b"postgresql",)
+) -> ssl.CertificateOptions:
+    """TLS options for the client side from PEM files (TLS 1.2 or newer).
+
+    :param alpn: protocols offered by ALPN; ``()`` for none (the admin API's HTTP/1.1).
+    """
+    # cryptography objects, which pyOpenSSL now prefers (Twisted's hints still name its own).
+    certificate: Any
+    private_key: Any
+    with open(cert_file, "rb") as f:
+        certificate = x509.load_pem_x509_certificate(f.read())
+    with open(key_file, "rb") as f:
+        private_key = load_pem_private_key(f.read(), password=None)
+    return ssl.CertificateOptions(
+        privateKey=private_key,
+        certificate=certificate,
+        raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+        # libpq 17+ offers ALPN "postgresql" and gives up if the server picks nothing.
+        acceptableProtocols=list(alpn) or None,
+    )
+
+
+def build_chain(
+    connection: ConnectionConfig,
+    *,
+    reactor: Any,
+    approval_timeout: float,
+    audit: AuditWriter | None = None,
+    approvals: ApprovalService | None = None,
+    on_decided: Callable[[Verdict], None] | None = None,
+) -> PluginChain:
+    """Build the plugin chain of one connection (one instance of each plugin it names).
+
+    :param on_decided: called with each command's final verdict (the gateway counts them).
+    """
+    info = connection_info(connection)
+    plugins = []
+    for name in connection.plugins:
+        cls = load_plugin_class(name)
+        context = PluginContext(
+            connection=info,
+            options=dict(connection.plugin_options.get(name, {})),
+            audit=audit,
+            log=Logger(namespace=f"hoopgw.plugins.{name}"),
+            reactor=reactor,
+            approvals=approvals,
+        )
+        plugins.append((name, cls(context)))
+    return PluginChain(
+        plugins, reactor=reactor, approval_timeout=approval_timeout, on_decided=on_decided
+    )
+
+
+def connection_info(connection: ConnectionConfig) -> ConnectionInfo:
+    """The plugin-facing view of a configured connection."""
+    return ConnectionInfo(
+        name=connection.name, protocol=connection.protocol, target=connection.target
+    )
+
+
+def upstream_options(
+    connection: ConnectionConfig, chain: PluginChain, spec: ProtocolSpec
+) -> UpstreamOptions:
+    """What the connection's plugins require of its upstream sessions, checked against what
+    its protocol enforces.
+
+    :raises ConfigError: a plugin failed to answer, or asks for a requirement the protocol
+        cannot enforce (the connection would run without it).
+    """
+    try:
+        options = chain.upstream_options(connection_info(connection))
+    except PluginError as exc:
+        raise ConfigError(str(exc), key="plugins", connection=connection.name) from None
+    if options.read_only and "read_only" not in spec.enforces:
+        raise ConfigError(
+            f"its plugins require read-only sessions on the target ({'; '.join(options.reasons)}),"
+            f" which protocol {connection.protocol!r} cannot enforce",
+            key="plugins",
+            connection=connection.name,
+        )
+    return options
+
+
+def login_warnings(
+    connection: ConnectionConfig, spec: ProtocolSpec, options: UpstreamOptions
+) -> list[str]:
+    """Log in to the target with the stored credential and say what is wrong with that login
+    (blocking). Each warning names the connection.
+
+    :raises Exception: the login failed (the message says why).
+    """
+    if spec.inspect_login is None:
+        return []
+    return [f"connection {connection.name!r}: {w}" for w in spec.inspect_login(connection, options)]
+
+
+class Gateway:
+    """All listeners of one config, sharing one audit writer and one session registry."""
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.sessions = SessionRegistry(on_added=self._session_added)
+        self.metrics = GatewayMetrics(
+            sessions=self.sessions,
+            audit_pending=lambda: 0 if self.audit is None else self.audit.pending_records,
+            login_backoff=self._login_backoff,
+        )
+        self.metrics.add_ready_check("store", self._store_writable)
+        self.metrics.add_ready_check("audit_writer", self._audit_writer_up)
+        self.metrics.add_ready_check("listeners", lambda: self._listening)
+        self._listening = False
+        self._store_url = resolve_store_url(config.gateway.store, base_dir=config.base_dir)
+        self._store: Store | None = None
+        self._shared_store = self._store_url.partition("://")[0] in POSTGRESQL_SCHEMES
+        """Whether other gateway instances may use the store (PostgreSQL)."""
+        self._notices: ChangeListener | None = None
+        self.audit: AuditWriter | None = None
+        self._ports: list[Any] = []
+        self._stopped = False
+        self.authenticator: Authenticator | None = None
+        self.approvals: ApprovalService | None = None
+
+    @defer.inlineCallbacks
+    def start(self) -> Any:
+        """Open the store, start the audit writer and listen on every connection.
+
+        Fails (and leaves nothing listening) if any part cannot start.
+        """
+        self._store = open_store(self._store_url, instance=self.config.gateway.instance)
+        self._store.migrate()
+        self.audit = AuditWriter(self._store_url, self.reactor, spawn=self._writer_spawner())
+        self.audit.on_committed = self.metrics.audit_sync_seconds.observe
+        yield self.audit.start()
+        durability = self.config.gateway.durability
+        log.info(
+            "audit durability {mode}{detail}",
+            mode=durability.mode,
+            detail=f", journal synced at most every {durability.sync_interval:g} s"
+            if durability.mode == "os"
+            else "",
+        )
+        authenticator = self.authenticator = build_authenticator(
+            self.config,
+            store=self._store,
+            audit=self.audit,
+            reactor=self.reactor,
+            shared_store=self._shared_store,
+        )
+        authenticator.failure_observers.append(
+            lambda connection, method: self.metrics.login_failures_total.labels(
+                connection, method
+            ).inc()
+        )
+        authenticator.start(
+            self.sessions, key_check_interval=self.config.identity.key_check_interval
+        )
+        gw = self.config.gateway
+        # Reviews and grants: pending reviews of an earlier run end as aborted here.
+        self.approvals = ApprovalService(
+            store=self._store,
+            audit=self.audit,
+            reactor=self.reactor,
+            connections={c.name: c for c in self.config.connections},
+            roles=self.config.roles,
+            sessions=self.sessions,
+            approval_timeout=gw.approval_timeout,
+            instance=gw.instance,
+            poll_interval=REVIEW_POLL_INTERVAL if self._shared_store else None,
+        )
+        authenticator.grants = self.approvals
+        yield self.approvals.start()
+        if self._shared_store:
+            self._notices = ChangeListener(self._store_url, self._store_changed, self.reactor)
+            self._notices.start()
+        server_tls = None
+        if gw.tls_cert and gw.tls_key:
+            server_tls = server_tls_options(gw.tls_cert, gw.tls_key)
+        try:
+            for connection in self.config.connections:
+                runtime = self._runtime(connection, authenticator, server_tls)
+                spec = load_protocol(connection.protocol)
+                options = upstream_options(connection, runtime.chain, spec)
+                factory = spec.build_factory(runtime)
+                port = yield self._listen(
+                    connection.listen, factory, f"connection {connection.name!r}"
+                )
+                self._ports.append(port)
+                log.info(
+                    "connection {connection} ({protocol}) listening on {listen}, target {target}",
+                    connection=connection.name,
+                    protocol=connection.protocol,
+                    listen=connection.listen,
+                    target=connection.target,
+                )
+                if options.read_only:
+                    self._check_login(connection, spec, options)
+            if gw.admin_listen is not None:
+                admin_tls = None
+                if gw.admin_tls:
+                    assert gw.tls_cert and gw.tls_key  # checked by the config
+                    admin_tls = server_tls_options(gw.tls_cert, gw.tls_key, alpn=())
+                site = build_site(
+                    self.approvals,
+                    authenticator,
+                    self.reactor,
+                    tls=admin_tls,
+                    metrics=self.metrics,
+                    metrics_allow=gw.metrics_allow,
+                    sessions=SessionControl(
+                        sessions=self.sessions,
+                        audit=self.audit,
+                        roles=self.config.roles,
+                        clock=self.reactor,
+                    ),
+                )
+                port = yield self._listen(gw.admin_listen, site, "the admin API")
+                self._ports.append(port)
+                log.info(
+                    "admin API listening on {listen} ({scheme})",
+                    listen=gw.admin_listen,
+                    scheme="https" if gw.admin_tls else "http",
+                )
+        except BaseException:
+            yield self.stop()
+            raise
+        self._listening = True
+        for connection in self.config.connections:
+            self._probe_target(connection)
+
+    def _probe_target(self, connection: ConnectionConfig) -> defer.Deferred[None]:
+        """Warn (not fatal) when a connection's target does not accept a TCP connection now:
+        its sessions will fail until it does."""
+        host, port = connection.target_host, connection.target_port
+        endpoint_type = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
+        endpoint = endpoint_type(self.reactor, host, port, timeout=TARGET_PROBE_TIMEOUT)
+        probe: Any = protocol.Factory.forProtocol(protocol.Protocol)
+        probe.noisy = False
+        connecting = endpoint.connect(probe)
+
+        def reached(connected: Any) -> None:
+            connected.transport.loseConnection()
+
+        def unreachable(failure: Failure) -> None:
+            log.warn(
+                "connection {connection}: its target {target} cannot be reached now ({why});"
+                " sessions will fail until it can",
+                connection=connection.name,
+                target=connection.target,
+                why=failure.getErrorMessage(),
+            )
+
+        return connecting.addCallbacks(reached, unreachable)
+
+    def _listen(self, description: str, factory: Any, what: str) -> defer.Deferred[Any]:
+        """Listen on the endpoint ``description``; a failure names ``what`` could not listen."""
+
+        def failed(failure: Failure) -> Failure:
+            error = failure.value
+            if isinstance(error, CannotListenError):
+                why = error.socketError
+                reason = getattr(why, "strerror", None) or str(why)
+                raise StartupError(f"{what} cannot listen on {description}: {reason}")
+            return failure
+
+        listening = serverFromString(self.reactor, description).listen(factory)
+        return listening.addErrback(failed)
+
+    def _store_changed(self, kind: str, ident: str) -> None:
+        """Another instance changed a review, grant or key: act on it now (a notice)."""
+        if kind == "review" and self.approvals is not None:
+            self.approvals.review_changed(ident)
+        elif kind == "grant" and self.approvals is not None:
+            self.approvals.sweep_now()
+        elif kind in ("key", "ssh_key") and self.authenticator is not None:
+            self.authenticator.check_keys_now()
+
+    def _session_added(self, session: Any) -> None:
+        config = session.runtime.config
+        self.metrics.session_opened(config.name, config.protocol)
+
+    def _login_backoff(self) -> int:
+        throttle = None if self.authenticator is None else self.authenticator.throttle
+        return 0 if throttle is None else throttle.delayed_hosts()
+
+    def _store_writable(self) -> bool:
+        return self._store is not None and self._store.writable()
+
+    def _audit_writer_up(self) -> bool:
+        return self.audit is not None and self.audit.running
+
+    def _check_login(
+        self, connection: ConnectionConfig, spec: ProtocolSpec, options: UpstreamOptions
+    ) -> None:
+        """Warn, without delaying the start, when a read-only connection logs in upstream with
+        the privileges to undo read-only (a superuser): the server would then be the gateway's
+        only safeguard against a statement it misjudged."""
+        d = threads.deferToThreadPool(
+            self.reactor, self.reactor.getThreadPool(), login_warnings, connection, spec, options
+        )
+
+        def warn(warnings: list[str]) -> None:
+            for warning in warnings:
+                log.warn("{warning}", warning=warning)
+
+        def failed(failure: Any) -> None:
+            log.warn(
+                "connection {connection}: could not check the privileges of its upstream login:"
+                " {why}",
+                connection=connection.name,
+                why=failure.getErrorMessage(),
+            )
+
+        d.addCallbacks(warn, failed)
+
+    def _writer_spawner(self) -> Any:
+        """How to start the writer process: in the configured durability mode, with checkpoint
+        signing when a key is configured."""
+        gw = self.config.gateway
+        settings = None
+        if gw.signing_key is not None:
+            settings = CheckpointSettings(
+                directory=str(self.config.chain_checkpoint_path(gw.instance)),
+                every=gw.checkpoint_every,
+                interval=gw.checkpoint_interval,
+                signing_key=gw.signing_key,
+            )
+        return functools.partial(
+            spawn_writer_process,
+            checkpoints=settings,
+            durability=gw.durability,
+            instance=gw.instance,
+            journal=self.config.journal_path,
+        )
+
+    def _runtime(
+        self, connection: ConnectionConfig, authenticator: Authenticator, server_tls: Any
+    ) -> ConnectionRuntime:
+        name = connection.name
+        info = connection_info(connection)
+        chain = build_chain(
+            connection,
+            reactor=self.reactor,
+            approval_timeout=self.config.gateway.approval_timeout,
+            audit=self.audit,
+            approvals=self.approvals,
+            on_decided=self.metrics.verdict_counter(name),
+        )
+        if self.approvals is not None:
+
+            def review_changed(review: Any, event: str) -> None:
+                self.metrics.review_changed(name, review, event)
+                chain.notify("review_updated", review=review, event=event)
+
+            self.approvals.add_notifier(name, review_changed)
+        return ConnectionRuntime(
+            config=connection,
+            gateway=self.config.gateway,
+            info=info,
+            chain=chain,
+            authenticator=authenticator,
+            sessions=self.sessions,
+            reactor=self.reactor,
+            server_tls=server_tls,
+            store=self._store,
+            upstream_failed=self.metrics.upstream_errors_total.labels(name).inc,
+        )
+
+    @defer.inlineCallbacks
+    def stop(self) -> Any:
+        """Stop listening, end every session with a goodbye, then flush and close the store.
+
+        Stopping twice (a failed start, then the reactor's shutdown) does the work once.
+        """
+        if self._stopped:
+            return
+        self._stopped = True
+        self._listening = False
+        ports, self._ports = self._ports, []
+        if self.authenticator is not None:
+            self.authenticator.stop()
+        if self._notices is not None:
+            self._notices.stop()
+        yield defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in ports])
+        if self.approvals is not None:
+            # Pending reviews end as aborted (their clients get an error) before sessions end.
+            yield self.approvals.stop().addErrback(
+                lambda f: log.failure("cannot record aborted reviews", f)
+            )
+        live = list(self.sessions)
+        if live:
+            log.info("ending {count} session(s)", count=len(live))
+        for session in live:
+            session.terminate("gateway stopping")
+        deadline = self.reactor.seconds() + self.config.gateway.shutdown_grace
+        while len(self.sessions) and self.reactor.seconds() < deadline:
+            yield task.deferLater(self.reactor, 0.05, lambda: None)
+        if self.audit is not None:
+            yield self.audit.stop()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        log.info("gateway stopped")
+
+
+def run_gateway(config: Config) -> int:
+    """Run the gateway in the foreground until SIGTERM or SIGINT; return the exit status."""
+    from twisted.internet import reactor as global_reactor
+
+    reactor: Any = global_reactor
+    gateway = Gateway(config, reactor)
+    status = {"code": 0}
+
+    def failed(failure: Any) -> None:
+        if failure.check(HoopgwError):
+            # A reason the operator can act on: said plainly, without a traceback.
+            log.error("gateway failed to start: {why}", why=failure.getErrorMessage())
+        else:
+            log.failure("gateway failed to start", failure)
+        status["code"] = 1
+        reactor.stop()
+
+    def start() -> None:
+        d = gateway.start()
+        d.addCallback(
+            lambda _: log.info("hoopgw ready: {count} connection(s)", count=len(config.connections))
+        )
+        d.addErrback(failed)
+
+    def hang_up(signum: int, frame: Any) -> None:
+        # Without a handler SIGHUP would end the gateway and every session, silently.
+        reactor.callFromThread(
+            log.warn,
+            "SIGHUP: reloading the config is not supported yet; the gateway keeps running with"
+            " the config it started with (restart it to apply changes)",
+        )
+
+    signal.signal(signal.SIGHUP, hang_up)
+    reactor.callWhenRunning(start)
+    reactor.addSystemEventTrigger("before", "shutdown", gateway.stop)
+    reactor.run()
+    return status["code"]

@@ -1,0 +1,85 @@
+"""Every live session of the gateway: for shutdown, for cancel requests, and to end the
+sessions of a credential or grant that ends."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Any
+
+from hoopgw.protocol import LiveSession
+
+__all__ = ["SessionRegistry"]
+
+
+class SessionRegistry:
+    """Every live session of the gateway, for shutdown and for cancel requests."""
+
+    def __init__(self, *, on_added: Callable[[LiveSession], None] | None = None) -> None:
+        """
+        :param on_added: called with each session :meth:`add` tracks (the gateway counts them).
+        """
+        self._sessions: set[LiveSession] = set()
+        # Process id -> (secret, session): ids are the targets' own, so two targets may give
+        # the same one; the secret, made by the gateway, tells them apart.
+        self._cancel_keys: dict[int, list[tuple[bytes, LiveSession]]] = {}
+        self._on_added = on_added
+
+    def add(self, session: LiveSession) -> None:
+        """Track ``session`` until :meth:`remove`."""
+        if session not in self._sessions and self._on_added is not None:
+            self._on_added(session)
+        self._sessions.add(session)
+
+    def remove(self, session: LiveSession) -> None:
+        """Forget ``session`` and its cancel key; removing twice is harmless."""
+        self._sessions.discard(session)
+        for pid, entries in list(self._cancel_keys.items()):
+            kept = [(k, s) for k, s in entries if s is not session]
+            if kept:
+                self._cancel_keys[pid] = kept
+            else:
+                del self._cancel_keys[pid]
+
+    def add_cancel_key(self, pid: int, secret: bytes, session: LiveSession) -> bool:
+        """Bind a protocol cancel key (process id and secret) to ``session``; False if that
+        pair is already taken (the caller makes another secret)."""
+        entries = self._cancel_keys.setdefault(pid, [])
+        if any(hmac.compare_digest(k, secret) for k, _ in entries):
+            return False
+        entries.append((secret, session))
+        return True
+
+    def by_cancel_key(self, pid: int, secret: bytes) -> LiveSession | None:
+        """The live session whose key is ``pid`` and ``secret``, or None. Secrets are compared
+        in constant time, so a wrong guess says nothing of how close it came."""
+        found = None
+        for key, session in self._cancel_keys.get(pid, ()):
+            if hmac.compare_digest(key, secret):
+                found = session
+        return found
+
+    def sessions_of(self, identity: str, connection: str) -> list[LiveSession]:
+        """The live sessions of ``identity`` on the connection named ``connection`` (those a
+        just-in-time grant admitted, when it ends)."""
+        return [
+            s
+            for s in self._sessions
+            if s.identity is not None
+            and s.identity.name == identity
+            and s.runtime.config.name == connection
+        ]
+
+    def find(self, prefix: str) -> list[LiveSession]:
+        """The live, authenticated sessions whose id starts with ``prefix``."""
+        return [
+            s
+            for s in self._sessions
+            if s.session_info is not None and s.session_info.id.startswith(prefix)
+        ]
+
+    def __iter__(self) -> Any:
+        return iter(list(self._sessions))
+
+    def __len__(self) -> int:
+        return len(self._sessions)

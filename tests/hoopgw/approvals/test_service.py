@@ -1,0 +1,822 @@
+"""The review and grant rules, on a Clock, an in-memory store and the fake audit writer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import pytest
+from twisted.internet import defer, task
+
+from hoopgw.approvals.service import (
+    GRANT_SWEEP_INTERVAL,
+    ApprovalError,
+    ApprovalService,
+    ReviewPolicy,
+    roles_of,
+)
+from hoopgw.connection import ConnectionConfig, CredentialConfig
+from hoopgw.errors import StoreError
+from hoopgw.runtime.registry import SessionRegistry
+from hoopgw.session import Identity
+from hoopgw.store.sqlite import SQLiteStore
+from hoopgw.testing import FakeAuditWriter, make_command, make_session
+from hoopgw.verdicts import Allow, Block, Hold
+
+POLICY = ReviewPolicy(approvers=("dba",), required=1, timeout=60, valid_for=600)
+HOLD = Hold(reason="write: DELETE needs approval", rule="write")
+
+ALICE = Identity(name="alice", groups=frozenset({"dba"}))
+BOB = Identity(name="bob", groups=frozenset({"dba"}))
+EVE = Identity(name="eve", groups=frozenset({"agents"}))
+AUDITOR = Identity(name="dave", groups=frozenset({"audit"}))
+AGENT = Identity(name="agent", groups=frozenset({"agents"}))
+
+
+def connection(name: str = "test", **overrides: Any) -> ConnectionConfig:
+    return ConnectionConfig(
+        name=name,
+        protocol="postgres",
+        listen="tcp:0",
+        target="127.0.0.1:5432",
+        credential=CredentialConfig(user="postgres"),
+        allow_groups=("agents",),
+        **overrides,
+    )
+
+
+@attrs.define(eq=False)
+class FakeLive:
+    identity: Identity | None
+    runtime: Any
+    session: Any = None
+    ended: list[str] = attrs.Factory(list)
+
+    def terminate(self, reason: str) -> None:
+        self.ended.append(reason)
+
+
+@attrs.define
+class World:
+    clock: task.Clock
+    store: SQLiteStore
+    audit: FakeAuditWriter
+    sessions: SessionRegistry
+    service: ApprovalService
+    events: list[tuple[str, str]]
+
+    def result(self, d: defer.Deferred[Any]) -> Any:
+        box: list[Any] = []
+
+        def keep(result: Any) -> Any:
+            box.append(result)
+            return result
+
+        d.addBoth(keep)
+        return box[0] if box else None
+
+
+@pytest.fixture
+def world() -> World:
+    clock = task.Clock()
+    clock.advance(1_000_000)
+    store = SQLiteStore(":memory:")
+    store.migrate()
+    audit = FakeAuditWriter()
+    sessions = SessionRegistry()
+    jit = connection("jit", access="jit", jit_approvers=("leads",), jit_max_duration=3600.0)
+    service = ApprovalService(
+        store=store,
+        audit=audit,  # type: ignore[arg-type]
+        reactor=clock,
+        connections={"test": connection(), "jit": jit},
+        roles={"approver": ("dba",), "auditor": ("audit",), "admin": ("ops",)},
+        sessions=sessions,
+        approval_timeout=300,
+    )
+    events: list[tuple[str, str]] = []
+    service.add_notifier("test", lambda review, event: events.append((review.id, event)))
+    return World(clock, store, audit, sessions, service, events)
+
+
+def hold(world: World, text: str = "DELETE FROM t WHERE id = 1", **kw: Any) -> Any:
+    session = make_session(**kw)
+    return world.service.hold(session, make_command(text, session_id=session.id), HOLD, POLICY)
+
+
+def test_approval_by_an_approver_releases_the_statement(world: World) -> None:
+    decision = hold(world)
+    assert not decision.called
+    [review] = world.store.list_reviews()
+    assert (review.status, review.requester, review.approvers) == ("pending", "agent", ("dba",))
+    decided = world.result(world.service.decide(review.id, ALICE, approve=True, reason="ok"))
+    assert decided.status == "approved" and decided.decided_by == "alice"
+    assert decided.valid_until is None  # released at once, nothing to re-run
+    assert world.result(decision) == Allow(reason=f"approved by alice in review {review.id}")
+    assert world.audit.kinds() == ["review_requested", "review_decided"]
+    assert world.events == [(review.id, "requested"), (review.id, "approved")]
+
+
+def test_denial_refuses_with_the_reason(world: World) -> None:
+    decision = hold(world)
+    [review] = world.store.list_reviews()
+    with pytest.raises(ApprovalError, match="a denial needs a reason"):
+        world.service.decide(review.id, ALICE, approve=False, reason=" ")
+    world.service.decide(review.id, ALICE, approve=False, reason="not now")
+    verdict = world.result(decision)
+    assert isinstance(verdict, Block)
+    assert verdict.reason == f"denied by alice in review {review.id}: not now"
+
+
+@pytest.mark.parametrize(
+    ("who", "code", "message"),
+    [
+        (Identity(name="agent", groups=frozenset({"agents", "dba"})), "forbidden", "own request"),
+        (AUDITOR, "forbidden", "only members of dba"),
+        (EVE, "not_found", "no review"),
+    ],
+)
+def test_who_may_not_decide(world: World, who: Identity, code: str, message: str) -> None:
+    decision = hold(world)
+    [review] = world.store.list_reviews()
+    with pytest.raises(ApprovalError, match=message) as refused:
+        world.service.decide(review.id, who, approve=True, reason="")
+    assert refused.value.code == code
+    assert not decision.called
+
+
+def test_several_distinct_approvals_may_be_required(world: World) -> None:
+    session = make_session()
+    policy = attrs.evolve(POLICY, required=2)
+    decision = world.service.hold(session, make_command("DELETE FROM t"), HOLD, policy)
+    [review] = world.store.list_reviews()
+    world.service.decide(review.id, ALICE, approve=True, reason="")
+    assert not decision.called
+    with pytest.raises(ApprovalError, match=r"answered review .* already"):
+        world.service.decide(review.id, ALICE, approve=True, reason="")
+    world.service.decide(review.id, BOB, approve=True, reason="")
+    assert isinstance(world.result(decision), Allow)
+    assert world.store.get_review(review.id).decided_by == "alice,bob"  # type: ignore[union-attr]
+    assert world.audit.kinds() == ["review_requested", "review_voted", "review_decided"]
+
+
+def test_a_timed_out_review_allows_one_rerun_after_a_later_approval(world: World) -> None:
+    decision = hold(world)
+    [review] = world.store.list_reviews()
+    world.clock.advance(60)
+    verdict = world.result(decision)
+    assert isinstance(verdict, Block) and f"review {review.id} was not decided in time" in (
+        verdict.reason
+    )
+    assert world.store.get_review(review.id).timed_out_at is not None  # type: ignore[union-attr]
+    decided = world.result(world.service.decide(review.id, ALICE, approve=True, reason=""))
+    assert decided.valid_until == world.clock.seconds() + 600
+    # Another statement, another identity: a new review.
+    assert not hold(world, "DELETE FROM t WHERE id = 2").called
+    assert not hold(world, identity="eve").called
+    # The identical statement of the same identity: runs, once.
+    assert isinstance(world.result(hold(world)), Allow)
+    assert not hold(world).called
+    assert "review_rerun" in world.audit.kinds()
+
+
+def test_an_approval_for_a_rerun_expires(world: World) -> None:
+    hold(world)
+    [review] = world.store.list_reviews()
+    world.clock.advance(60)
+    world.service.decide(review.id, ALICE, approve=True, reason="")
+    world.clock.advance(601)
+    assert not hold(world).called
+
+
+def test_the_core_timeout_cancelling_the_hold_counts_as_a_timeout(world: World) -> None:
+    decision = hold(world)
+    [review] = world.store.list_reviews()
+    world.clock.advance(60)  # our timer fires first; a cancel now finds nothing held
+    decision.cancel()
+    assert world.store.get_review(review.id).status == "pending"  # type: ignore[union-attr]
+
+
+def test_cancel_withdraws_the_review(world: World) -> None:
+    decision = hold(world)
+    [review] = world.store.list_reviews()
+    decision.cancel()
+    withdrawn = world.store.get_review(review.id)
+    assert withdrawn is not None and withdrawn.status == "withdrawn"
+    with pytest.raises(ApprovalError, match="is withdrawn"):
+        world.service.decide(review.id, ALICE, approve=True, reason="")
+    assert world.events[-1] == (review.id, "withdrawn")
+    world.clock.advance(120)  # the hold timer was stopped
+    assert world.store.get_review(review.id).timed_out_at is None  # type: ignore[union-attr]
+
+
+def test_stop_and_start_abort_pending_reviews(world: World) -> None:
+    decision = hold(world)
+    hold(world, "DELETE FROM t WHERE id = 2")
+    world.clock.advance(60)  # both time out, and stay pending (approvable)
+    decision2 = hold(world, "DELETE FROM t WHERE id = 3")
+    world.service.stop()
+    assert isinstance(world.result(decision2), Block)
+    assert "aborted: the gateway is stopping" in world.result(decision2).reason
+    assert {r.status for r in world.store.list_reviews()} == {"aborted"}
+    assert isinstance(world.result(decision), Block)
+    assert isinstance(world.result(hold(world)), Block)  # stopping: refused at once
+
+
+def test_start_aborts_reviews_a_crash_left_pending(world: World) -> None:
+    hold(world)
+    fresh = ApprovalService(
+        store=world.store,
+        audit=world.audit,  # type: ignore[arg-type]
+        reactor=world.clock,
+        connections={},
+        roles={},
+        sessions=world.sessions,
+        approval_timeout=300,
+    )
+    world.result(fresh.start())
+    [review] = world.store.list_reviews()
+    assert (review.status, review.decision_reason) == ("aborted", "the gateway restarted")
+
+
+def test_no_approver_group_means_refused(world: World) -> None:
+    service = ApprovalService(
+        store=world.store,
+        audit=world.audit,  # type: ignore[arg-type]
+        reactor=world.clock,
+        connections={},
+        roles={},
+        sessions=world.sessions,
+        approval_timeout=300,
+    )
+    session = make_session()
+    policy = attrs.evolve(POLICY, approvers=())
+    verdict = world.result(service.hold(session, make_command("DELETE FROM t"), HOLD, policy))
+    assert isinstance(verdict, Block) and "no approver group" in verdict.reason
+
+
+def test_hold_timeout_never_exceeds_the_gateway_approval_timeout(world: World) -> None:
+    session = make_session()
+    policy = attrs.evolve(POLICY, timeout=10_000)
+    world.service.hold(session, make_command("DELETE FROM t"), HOLD, policy)
+    [review] = world.store.list_reviews()
+    assert review.hold_until == review.created_at + 300
+
+
+def test_visibility(world: World) -> None:
+    hold(world)
+    assert len(world.service.list_reviews(AGENT, status=None, limit=10)) == 1  # own
+    assert len(world.service.list_reviews(ALICE, status="pending", limit=10)) == 1  # approver
+    assert len(world.service.list_reviews(AUDITOR, status=None, limit=10)) == 1  # role
+    assert world.service.list_reviews(EVE, status=None, limit=10) == []
+
+
+def test_older_visible_reviews_are_listed_behind_many_hidden_ones(world: World) -> None:
+    hold(world)
+    [mine] = world.store.list_reviews()
+    for n in range(1001):
+        hidden = attrs.evolve(
+            mine,
+            id=f"{n:012x}",
+            created_at=mine.created_at + 1 + n,
+            requester="x",
+            approvers=("hr",),
+        )
+        world.store.add_review(hidden)
+    assert world.service.list_reviews(ALICE, status=None, limit=1) == [mine]
+    assert world.service.list_reviews(AGENT, status="pending", limit=1) == [mine]
+    assert len(world.service.list_reviews(AUDITOR, status=None, limit=3)) == 3
+    assert roles_of(AUDITOR, world.service.roles) == {"auditor"}
+
+
+# -- just-in-time access ------------------------------------------------------------------------
+
+LEAD = Identity(name="lead", groups=frozenset({"leads"}))
+
+
+def grant(world: World, duration: float = 600) -> Any:
+    review = world.result(
+        world.service.request_access(AGENT, connection="jit", duration=duration, reason="INC-1")
+    )
+    decided = world.result(world.service.decide(review.id, LEAD, approve=True, reason=""))
+    return world.store.get_grant(decided.grant_id)
+
+
+@pytest.mark.parametrize(
+    ("who", "target", "duration", "reason", "message"),
+    [
+        (AGENT, "nope", 60, "x", "no connection named 'nope'"),
+        (AGENT, "test", 60, "x", "does not use just-in-time access"),
+        (ALICE, "jit", 60, "x", "may not use connection 'jit'"),
+        (AGENT, "jit", 3601, "x", "at most 1h"),
+        (AGENT, "jit", 60, " ", "a reason is required"),
+    ],
+)
+def test_access_requests_are_checked(
+    world: World, who: Identity, target: str, duration: float, reason: str, message: str
+) -> None:
+    with pytest.raises(ApprovalError, match=message):
+        world.service.request_access(who, connection=target, duration=duration, reason=reason)
+
+
+def test_an_approved_request_grants_access_until_it_expires(world: World) -> None:
+    assert world.service.active_grant("agent", "jit") is None
+    granted = grant(world)
+    assert world.service.active_grant("agent", "jit") == granted
+    assert world.audit.kinds() == ["review_requested", "review_decided", "grant_created"]
+    live = FakeLive(identity=AGENT, runtime=_runtime("jit"))
+    other = FakeLive(identity=AGENT, runtime=_runtime("test"))
+    world.sessions.add(live)  # type: ignore[arg-type]
+    world.sessions.add(other)  # type: ignore[arg-type]
+    world.clock.advance(599)
+    assert live.ended == []
+    world.clock.advance(1)
+    assert world.service.active_grant("agent", "jit") is None
+    assert live.ended == [f"access grant {granted.id} expired"]
+    assert other.ended == []
+    assert world.audit.kinds()[-1] == "grant_expired"
+    assert world.audit.records[-1].data["sessions_ended"] == [""]
+
+
+def test_an_undecided_access_request_expires(world: World) -> None:
+    review = world.result(
+        world.service.request_access(AGENT, connection="jit", duration=600, reason="INC-1")
+    )
+    world.clock.advance(24 * 3600 - 1)
+    assert world.store.get_review(review.id).status == "pending"
+    world.clock.advance(1)
+    expired = world.store.get_review(review.id)
+    assert (expired.status, expired.decided_at) == ("expired", world.clock.seconds())
+    assert expired.decision_reason == "not decided within 24h (jit_request_ttl)"
+    record = world.audit.records[-1]
+    assert (record.kind, record.time) == ("review_decided", world.clock.seconds())
+    assert record.data["status"] == "expired" and record.data["by"] == "gateway"
+    assert record.data["reason"] == expired.decision_reason
+    with pytest.raises(ApprovalError, match="is expired") as refused:
+        world.service.decide(review.id, LEAD, approve=True, reason="")
+    assert refused.value.code == "conflict"
+    assert world.service.list_reviews(AGENT, status="expired", limit=10) == [expired]
+    assert world.service.active_grant("agent", "jit") is None
+
+
+def test_a_decided_access_request_does_not_expire(world: World) -> None:
+    granted = grant(world)
+    world.clock.advance(24 * 3600)
+    assert world.store.get_review(granted.review_id).status == "approved"
+    assert "expired" not in [r.status for r in world.store.list_reviews()]
+    assert world.clock.getDelayedCalls() == []
+
+
+def test_stop_cancels_the_expiry_of_access_requests(world: World) -> None:
+    world.result(
+        world.service.request_access(AGENT, connection="jit", duration=600, reason="INC-1")
+    )
+    world.result(world.service.stop())
+    assert world.clock.getDelayedCalls() == []
+    assert {r.status for r in world.store.list_reviews()} == {"aborted"}
+
+
+def test_revocation_ends_sessions_and_is_limited(world: World) -> None:
+    granted = grant(world)
+    live = FakeLive(identity=AGENT, runtime=_runtime("jit"))
+    world.sessions.add(live)  # type: ignore[arg-type]
+    with pytest.raises(ApprovalError, match="may not revoke"):
+        world.service.revoke(granted.id, EVE, "x")
+    revoked = world.result(world.service.revoke(granted.id, LEAD, "done"))
+    assert revoked.revoked_by == "lead" and revoked.status(world.clock.seconds()) == "revoked"
+    assert live.ended == [f"access grant {granted.id} revoked"]
+    with pytest.raises(ApprovalError, match="is revoked"):
+        world.service.revoke(granted.id, LEAD, "again")
+    world.clock.advance(1000)  # the expiry timer was stopped
+    assert world.audit.kinds().count("grant_expired") == 0
+
+
+def test_start_ends_grants_that_expired_while_down(world: World) -> None:
+    granted = grant(world)
+    world.service.stop()
+    world.clock.advance(700)
+    world.result(world.service.start())
+    assert world.store.get_grant(granted.id).ended_at is not None  # type: ignore[union-attr]
+    assert world.audit.kinds()[-1] == "grant_expired"
+
+
+def _runtime(name: str) -> Any:
+    @attrs.define
+    class Runtime:
+        config: Any
+
+    return Runtime(config=connection(name))
+
+
+def test_reviews_keep_the_recorded_text_and_reruns_match_the_real_one(world: World) -> None:
+    session = make_session()
+    masked = "UPDATE people SET ssn = '***' WHERE id = 1"
+
+    def command(ssn: str) -> Any:
+        text = f"UPDATE people SET ssn = '{ssn}' WHERE id = 1"
+        return attrs.evolve(make_command(text), recorded_text=masked)
+
+    world.service.hold(session, command("123-45-6789"), HOLD, POLICY)
+    [review] = world.store.list_reviews()
+    assert review.statement == masked
+    world.clock.advance(60)
+    world.service.decide(review.id, ALICE, approve=True, reason="")
+    assert "123-45" not in repr([r.data for r in world.audit.records])
+    # Same recorded text, different real statement: not what was approved.
+    assert not world.service.hold(session, command("999-99-9999"), HOLD, POLICY).called
+    assert isinstance(
+        world.result(world.service.hold(session, command("123-45-6789"), HOLD, POLICY)), Allow
+    )
+
+
+def test_a_failing_store_never_breaks_a_cancel_or_a_timeout(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hoopgw.errors import StoreError
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError("disk gone")
+
+    cancelled = hold(world)
+    timed_out = hold(world, "DELETE FROM t WHERE id = 2")
+    monkeypatch.setattr(world.store, "get_review", broken)
+    cancelled.cancel()  # does not raise
+    world.clock.advance(60)
+    verdict = world.result(timed_out)
+    assert isinstance(verdict, Block) and "was not decided in time" in verdict.reason
+
+
+def test_a_grant_ends_its_sessions_even_when_the_store_fails(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hoopgw.errors import StoreError
+
+    granted = grant(world)
+    live = FakeLive(identity=AGENT, runtime=_runtime("jit"))
+    world.sessions.add(live)  # type: ignore[arg-type]
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise StoreError("disk gone")
+
+    monkeypatch.setattr(world.store, "replace_grant", broken)
+    world.clock.advance(600)
+    assert live.ended == [f"access grant {granted.id} expired"]
+
+
+# -- security review ------------------------------------------------------------------------------
+
+
+def test_the_approver_role_alone_shows_no_other_connections_reviews(world: World) -> None:
+    # ALICE holds the approver role (dba); this review is for the hr group only.
+    session = make_session()
+    policy = attrs.evolve(POLICY, approvers=("hr",))
+    world.service.hold(session, make_command("DELETE FROM salaries"), HOLD, policy)
+    [review] = world.store.list_reviews()
+    assert world.service.list_reviews(ALICE, status=None, limit=10) == []
+    with pytest.raises(ApprovalError, match="no review") as refused:
+        world.service.get(review.id, ALICE)
+    assert refused.value.code == "not_found"
+    hr = Identity(name="harry", groups=frozenset({"hr"}))
+    assert world.service.list_reviews(hr, status=None, limit=10) == [review]
+    admin = Identity(name="olga", groups=frozenset({"ops"}))
+    assert world.service.list_reviews(admin, status=None, limit=10) == [review]
+
+
+def test_grants_are_listed_to_the_grantee_its_approvers_auditors_and_admins(world: World) -> None:
+    granted = grant(world)
+    assert world.service.list_grants(ALICE, active=False, limit=10) == []  # approver role only
+    assert world.service.list_grants(EVE, active=False, limit=10) == []
+    for who in (AGENT, LEAD, AUDITOR):
+        assert world.service.list_grants(who, active=False, limit=10) == [granted]
+
+
+def test_an_access_approval_whose_record_fails_grants_nothing(world: World) -> None:
+    review = world.result(
+        world.service.request_access(AGENT, connection="jit", duration=600, reason="INC-1")
+    )
+    world.audit.failing = True
+    decided = world.service.decide(review.id, LEAD, approve=True, reason="")
+    failure = world.result(decided)
+    assert failure is not None and failure.check(StoreError)
+    decided.addErrback(lambda _: None)
+    assert world.service.active_grant("agent", "jit") is None
+    assert world.store.list_grants() == []
+
+
+def test_an_approval_whose_record_fails_allows_no_rerun(world: World) -> None:
+    hold(world)
+    [review] = world.store.list_reviews()
+    world.clock.advance(60)  # the hold timed out; a later approval would allow one re-run
+    world.audit.failing = True
+    world.service.decide(review.id, ALICE, approve=True, reason="").addErrback(lambda _: None)
+    world.audit.failing = False
+    rerun = hold(world)
+    assert not rerun.called  # a new review, not the unrecorded approval
+    assert len(world.store.list_reviews(status="pending")) == 1
+
+
+def test_a_second_key_of_the_same_identity_neither_approves_its_own_nor_counts_twice(
+    world: World,
+) -> None:
+    # Another key (or an OIDC token) of the same identity: same name, other credential.
+    agent_as_approver = Identity(
+        name="agent", groups=frozenset({"dba"}), method="oidc", credential_id="other"
+    )
+    decision = hold(world)
+    [review] = world.store.list_reviews()
+    with pytest.raises(ApprovalError, match="own request"):
+        world.service.decide(review.id, agent_as_approver, approve=True, reason="")
+    policy = attrs.evolve(POLICY, required=2)
+    session = make_session()
+    twice = world.service.hold(session, make_command("DELETE FROM u"), HOLD, policy)
+    second = next(r for r in world.store.list_reviews() if r.statement == "DELETE FROM u")
+    world.service.decide(second.id, ALICE, approve=True, reason="")
+    alice_again = Identity(name="alice", groups=frozenset({"dba"}), credential_id="key-2")
+    with pytest.raises(ApprovalError, match="already"):
+        world.service.decide(second.id, alice_again, approve=True, reason="")
+    assert not twice.called and not decision.called
+
+
+def test_a_decided_or_withdrawn_review_takes_no_further_decision(world: World) -> None:
+    decided = hold(world)
+    [review] = world.store.list_reviews()
+    world.service.decide(review.id, ALICE, approve=True, reason="")
+    assert isinstance(world.result(decided), Allow)
+    for who in (ALICE, BOB):  # a replay, and a late second approver
+        with pytest.raises(ApprovalError, match="is approved") as refused:
+            world.service.decide(review.id, who, approve=False, reason="late")
+        assert refused.value.code == "conflict"
+    withdrawn = hold(world, "DELETE FROM t WHERE id = 9")
+    review = next(r for r in world.store.list_reviews() if r.status == "pending")
+    withdrawn.addErrback(lambda _: None)
+    withdrawn.cancel()
+    with pytest.raises(ApprovalError, match="is withdrawn"):
+        world.service.decide(review.id, BOB, approve=True, reason="")
+
+
+def test_a_session_registered_after_its_grant_ended_is_ended_by_the_sweep(world: World) -> None:
+    # A protocol that registers a session only after its upstream login (SSH does) misses
+    # the grant's end when the grant ends during that login.
+    world.service.start()
+    grant(world)
+    world.clock.advance(600)  # the grant ends; nothing is registered yet
+    late = FakeLive(identity=AGENT, runtime=_runtime("jit"))
+    world.sessions.add(late)  # type: ignore[arg-type]
+    other = FakeLive(identity=AGENT, runtime=_runtime("test"))  # not a jit connection
+    world.sessions.add(other)  # type: ignore[arg-type]
+    world.clock.advance(GRANT_SWEEP_INTERVAL)
+    assert late.ended == ["no live access grant of 'agent' on 'jit'"]
+    assert other.ended == []
+    assert world.audit.kinds()[-1] == "grant_session_ended"
+    world.service.stop()
+
+
+def test_the_sweep_leaves_sessions_under_a_live_grant(world: World) -> None:
+    world.service.start()
+    grant(world)
+    live = FakeLive(identity=AGENT, runtime=_runtime("jit"))
+    world.sessions.add(live)  # type: ignore[arg-type]
+    world.clock.advance(GRANT_SWEEP_INTERVAL * 3)
+    assert live.ended == []
+    world.service.stop()
+
+
+def test_a_held_statement_whose_review_is_not_recorded_can_never_be_approved(
+    world: World,
+) -> None:
+    world.audit.failing = True
+    verdict = world.result(hold(world))
+    assert isinstance(verdict, Block) and "cannot record the review" in verdict.reason
+    world.audit.failing = False
+    [review] = world.store.list_reviews()
+    assert review.status == "aborted"
+    with pytest.raises(ApprovalError, match="is aborted"):
+        world.service.decide(review.id, ALICE, approve=True, reason="")
+    assert not hold(world).called  # no re-run: a new review
+
+
+def test_an_access_request_that_is_not_recorded_can_never_be_approved(world: World) -> None:
+    world.audit.failing = True
+    requested = world.service.request_access(AGENT, connection="jit", duration=600, reason="INC-1")
+    assert world.result(requested).check(StoreError)
+    requested.addErrback(lambda _: None)
+    world.audit.failing = False
+    [review] = world.store.list_reviews()
+    assert review.status == "aborted"
+    with pytest.raises(ApprovalError, match="is aborted"):
+        world.service.decide(review.id, LEAD, approve=True, reason="")
+
+
+def test_an_approval_that_cannot_be_recorded_refuses_the_held_statement(world: World) -> None:
+    decision = hold(world)
+    [review] = world.store.list_reviews()
+    world.audit.manual = True  # the approval's record is not durable yet
+    decided = world.service.decide(review.id, ALICE, approve=True, reason="")
+    assert not decision.called  # nothing runs before the record is durable
+    world.audit.failing = True
+    world.audit.flush()
+    verdict = world.result(decision)
+    assert isinstance(verdict, Block) and verdict.reason == "cannot record the decision; refused"
+    assert world.result(decided).check(StoreError)
+    decided.addErrback(lambda _: None)
+
+
+# -- approvals bind to the parameter values (issue 14, class 8) ------------------------------
+
+
+def _bound(*values: bytes | None, format: int = 0, type: str = "23", masked: str = "") -> Any:
+    from hoopgw.session import Parameter
+
+    parameters = tuple(
+        Parameter(
+            value=v, format=format, type=type, shown=None if v is None else v.decode("latin-1")
+        )
+        for v in values
+    )
+    command = attrs.evolve(
+        make_command("DELETE FROM t WHERE id = $1"),
+        kind="parse",
+        parameter_count=len(values),
+        parameters=parameters,
+    )
+    if masked:
+        command = attrs.evolve(command, recorded_parameters=tuple(masked for _ in values))
+    return command
+
+
+def test_a_review_shows_the_parameter_values_and_the_rerun_needs_the_same(world: World) -> None:
+    session = make_session()
+    decision = world.service.hold(session, _bound(b"1"), HOLD, POLICY)
+    [review] = world.store.list_reviews()
+    assert review.statement == "DELETE FROM t WHERE id = $1"
+    assert review.parameters == ("1",)
+    requested = [r.data for r in world.audit.records if r.kind == "review_requested"]
+    assert requested[0]["parameters"] == ["1"]
+    world.clock.advance(60)
+    assert isinstance(world.result(decision), Block)
+    world.service.decide(review.id, ALICE, approve=True, reason="")
+    # The same text with another value, format, type or a NULL is other work: a new review.
+    for other in (
+        _bound(b"2"),
+        _bound(b"1", format=1),
+        _bound(b"1", type="20"),
+        _bound(None),
+        _bound(b"1", b"1"),
+    ):
+        assert not world.service.hold(session, other, HOLD, POLICY).called, other.parameters
+    assert isinstance(world.result(world.service.hold(session, _bound(b"1"), HOLD, POLICY)), Allow)
+    [rerun] = [r.data for r in world.audit.records if r.kind == "review_rerun"]
+    assert rerun["parameters"] == ["1"]
+
+
+def test_reviews_keep_masked_parameters_and_reruns_match_the_real_values(world: World) -> None:
+    session = make_session()
+    world.service.hold(session, _bound(b"4111111111111111", masked="****"), HOLD, POLICY)
+    [review] = world.store.list_reviews()
+    assert review.parameters == ("****",)
+    world.clock.advance(60)
+    world.service.decide(review.id, ALICE, approve=True, reason="")
+    assert "4111" not in repr([r.data for r in world.audit.records])
+    # Masked alike, but another real value: not what was approved.
+    other = _bound(b"5555555555554444", masked="****")
+    assert not world.service.hold(session, other, HOLD, POLICY).called
+    same = _bound(b"4111111111111111", masked="****")
+    assert isinstance(world.result(world.service.hold(session, same, HOLD, POLICY)), Allow)
+
+
+def test_of_two_approvals_alike_in_the_review_the_one_with_the_real_values_is_used(
+    world: World,
+) -> None:
+    session = make_session()
+    first = _bound(b"4111111111111111", masked="****")
+    second = _bound(b"5555555555554444", masked="****")
+    for command in (first, second):
+        world.service.hold(session, command, HOLD, POLICY)
+    world.clock.advance(60)
+    for review in world.store.list_reviews():
+        world.service.decide(review.id, ALICE, approve=True, reason="")
+    assert isinstance(world.result(world.service.hold(session, second, HOLD, POLICY)), Allow)
+    assert isinstance(world.result(world.service.hold(session, first, HOLD, POLICY)), Allow)
+
+
+def test_a_statement_only_prepared_needs_no_review_its_executions_do(world: World) -> None:
+    session = make_session()
+    prepare = attrs.evolve(
+        make_command("DELETE FROM t WHERE id = $1"), kind="parse", prepared_only=True
+    )
+    verdict = world.result(world.service.hold(session, prepare, HOLD, POLICY))
+    assert isinstance(verdict, Allow) and "each execution is reviewed" in verdict.reason
+    assert world.store.list_reviews() == []
+    assert not world.service.hold(session, _bound(b"1"), HOLD, POLICY).called
+
+
+# -- several gateway instances on one store ---------------------------------------------------
+
+
+@attrs.define
+class Instances:
+    """Two gateway instances' approval services on one store (as on a PostgreSQL store)."""
+
+    world: World
+    a: ApprovalService
+    b: ApprovalService
+    b_audit: FakeAuditWriter
+
+
+@pytest.fixture
+def instances(world: World) -> Instances:
+    def service(instance: str, audit: FakeAuditWriter) -> ApprovalService:
+        return ApprovalService(
+            store=world.store,
+            audit=audit,  # type: ignore[arg-type]
+            reactor=world.clock,
+            connections={"test": connection()},
+            roles={"approver": ("dba",)},
+            sessions=SessionRegistry(),
+            approval_timeout=300,
+            instance=instance,
+            poll_interval=1.0,
+        )
+
+    b_audit = FakeAuditWriter()
+    a, b = service("gw-a", world.audit), service("gw-b", b_audit)
+    world.result(a.start())
+    world.result(b.start())
+    return Instances(world, a, b, b_audit)
+
+
+def hold_on(service: ApprovalService) -> Any:
+    session = make_session()
+    return service.hold(session, make_command("DELETE FROM t", session_id=session.id), HOLD, POLICY)
+
+
+def test_a_statement_held_on_one_instance_runs_once_another_approves_it(
+    instances: Instances,
+) -> None:
+    world = instances.world
+    decision = hold_on(instances.a)
+    [review] = world.store.list_reviews()
+    assert review.instance == "gw-a"
+    decided = world.result(instances.b.decide(review.id, ALICE, approve=True, reason="ok"))
+    # Held elsewhere: no re-run window opens, the statement runs once, on gw-a.
+    assert decided.valid_until is None
+    assert decided.decision_recorded_at is not None
+    assert not decision.called
+    instances.a.review_changed(review.id)
+    verdict = world.result(decision)
+    assert isinstance(verdict, Allow)
+    assert verdict.reason == f"approved by alice in review {review.id}"
+
+
+def test_an_approval_from_another_instance_waits_for_its_record(instances: Instances) -> None:
+    world = instances.world
+    decision = hold_on(instances.a)
+    [review] = world.store.list_reviews()
+    instances.b_audit.manual = True
+    instances.b.decide(review.id, ALICE, approve=True, reason="ok")
+    assert world.store.get_review(review.id).status == "approved"  # type: ignore[union-attr]
+    world.clock.advance(5)  # the look at held reviews finds it approved, but unrecorded
+    assert not decision.called
+    instances.b_audit.flush()
+    world.clock.advance(1)
+    assert isinstance(world.result(decision), Allow)
+
+
+def test_an_approval_whose_record_fails_on_the_other_instance_never_runs(
+    instances: Instances,
+) -> None:
+    world = instances.world
+    decision = hold_on(instances.a)
+    [review] = world.store.list_reviews()
+    instances.b_audit.manual = instances.b_audit.failing = True
+    failed = instances.b.decide(review.id, ALICE, approve=True, reason="ok")
+    instances.b_audit.flush()
+    failed.addErrback(lambda _: None)
+    world.clock.advance(30)
+    assert not decision.called
+    world.clock.advance(30)  # the hold (POLICY: 60 s) times out
+    assert world.result(decision).rule == "review-timeout"
+
+
+def test_a_denial_on_another_instance_refuses_at_the_next_look(instances: Instances) -> None:
+    world = instances.world
+    decision = hold_on(instances.a)
+    [review] = world.store.list_reviews()
+    world.result(instances.b.decide(review.id, ALICE, approve=False, reason="not now"))
+    world.clock.advance(1)
+    verdict = world.result(decision)
+    assert isinstance(verdict, Block)
+    assert "denied by alice" in verdict.reason and "not now" in verdict.reason
+
+
+def test_an_instance_that_starts_or_stops_aborts_only_its_own_reviews(
+    instances: Instances,
+) -> None:
+    world = instances.world
+    held_on_a = hold_on(instances.a)
+    held_on_b = hold_on(instances.b)
+    world.result(instances.b.stop())
+    assert isinstance(world.result(held_on_b), Block)
+    assert not held_on_a.called
+    statuses = {r.instance: r.status for r in world.store.list_reviews()}
+    assert statuses == {"gw-a": "pending", "gw-b": "aborted"}

@@ -419,10 +419,11 @@ def build_site(
     metrics: GatewayMetrics | None = None,
     metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128"),
     sessions: SessionControl | None = None,
+    console: Any = None,
 ) -> policies.WrappingFactory:
-    """The factory serving the API (anything outside ``/api`` and, with ``metrics``,
-    ``/metrics``, ``/healthz`` and ``/readyz`` is 404): HTTPS with the server TLS options
-    ``tls``, plain HTTP without.
+    """The factory serving the API (anything outside ``/api``, with ``metrics``
+    ``/metrics``, ``/healthz`` and ``/readyz``, and with ``console`` the web console under
+    ``/console`` is 404): HTTPS with the server TLS options ``tls``, plain HTTP without.
 
     Request bodies are limited to :data:`MAX_BODY` while they arrive, a connection idle for
     :data:`IDLE_TIMEOUT` seconds is closed, and one client host may hold at most
@@ -432,6 +433,8 @@ def build_site(
     root = resource.Resource()
     api: Any = AdminApi(service, authenticator, reactor, sessions=sessions)
     root.putChild(b"api", api)
+    if console is not None:
+        root.putChild(b"console", console)
     if metrics is not None:
         monitoring: dict[bytes, Any] = {
             b"metrics": MetricsResource(

@@ -13,7 +13,8 @@ from typing import Any
 
 from twisted.internet import defer
 
-from hoopgw.approvals.service import ApprovalError, roles_of
+from hoopgw.admin.authz import may_terminate_sessions, sees_every_session
+from hoopgw.approvals.service import ApprovalError
 from hoopgw.audit.writer import AuditEntry
 from hoopgw.errors import StoreError
 from hoopgw.session import Identity
@@ -46,7 +47,7 @@ class SessionControl:
 
     def visible(self, identity: Identity) -> list[dict[str, Any]]:
         """The live sessions ``identity`` may see, oldest first."""
-        every = bool(roles_of(identity, self._roles) & {"admin", "auditor"})
+        every = sees_every_session(identity, self._roles)
         shown = [
             _describe(s)
             for s in self._sessions
@@ -65,7 +66,7 @@ class SessionControl:
             record is durable and the session was told to end.
         :raises ApprovalError: not an admin, no such live session, or an ambiguous prefix.
         """
-        if "admin" not in roles_of(identity, self._roles):
+        if not may_terminate_sessions(identity, self._roles):
             raise ApprovalError("forbidden", "ending a session needs the admin role")
         if len(session_id) < MIN_PREFIX:
             raise ApprovalError(

@@ -729,6 +729,27 @@ class ApprovalService:
         visible_to = (identity.name, approves)
         return self._store.list_grants(active_at=active_at, visible_to=visible_to, limit=limit)
 
+    def decision_refused(
+        self, review: ReviewRecord, identity: Identity, votes: list[ReviewVote]
+    ) -> ApprovalError | None:
+        """Why ``identity`` may not answer ``review`` now (given its ``votes`` so far), or
+        None when it may: the one test :meth:`decide` applies, which the console also uses to
+        show the approve and deny buttons only to those who may press them."""
+        if review.status != "pending":
+            return ApprovalError("conflict", f"review {review.id} is {review.status}")
+        if identity.name == review.requester:
+            return ApprovalError("forbidden", "nobody may decide their own request")
+        if not identity.groups & set(review.approvers):
+            return ApprovalError(
+                "forbidden",
+                f"only members of {', '.join(review.approvers)} may decide review {review.id}",
+            )
+        if any(v.identity == identity.name for v in votes):
+            return ApprovalError(
+                "conflict", f"identity {identity.name!r} has answered review {review.id} already"
+            )
+        return None
+
     def decide(
         self, review_id: str, identity: Identity, *, approve: bool, reason: str
     ) -> defer.Deferred[ReviewRecord]:
@@ -738,22 +759,12 @@ class ApprovalService:
             answered already, or a denial without a reason.
         """
         review = self.get(review_id, identity)
-        if review.status != "pending":
-            raise ApprovalError("conflict", f"review {review_id} is {review.status}")
-        if identity.name == review.requester:
-            raise ApprovalError("forbidden", "nobody may decide their own request")
-        if not identity.groups & set(review.approvers):
-            raise ApprovalError(
-                "forbidden",
-                f"only members of {', '.join(review.approvers)} may decide review {review_id}",
-            )
+        votes = self._store.list_votes(review_id)
+        refused = self.decision_refused(review, identity, votes)
+        if refused is not None:
+            raise refused
         if not approve and not reason.strip():
             raise ApprovalError("invalid", "a denial needs a reason")
-        votes = self._store.list_votes(review_id)
-        if any(v.identity == identity.name for v in votes):
-            raise ApprovalError(
-                "conflict", f"identity {identity.name!r} has answered review {review_id} already"
-            )
         now = self._now()
         vote = ReviewVote(
             review_id=review_id,

@@ -15,6 +15,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -25,6 +26,9 @@ from hoopgw.config.listeners import check_listeners_distinct, parse_listen
 from hoopgw.config.tables import Table, reject_unknown, sub_table
 from hoopgw.connection import ConnectionConfig
 from hoopgw.errors import ConfigError
+
+if TYPE_CHECKING:
+    from hoopgw.console.settings import ConsoleConfig
 
 __all__ = ["ROLES", "Config", "load_config", "parse_config"]
 
@@ -44,8 +48,12 @@ class Config:
     that hold the role in the admin API (a role no group holds is absent)."""
     identity: IdentityConfig = attrs.field(factory=IdentityConfig)
     """The ``[identity]`` table."""
+    console: ConsoleConfig | None = None
+    """The ``[console]`` table (the web console, served on ``admin_listen``); None without."""
     base_dir: Path
     """Folder of the config file; relative paths in the config start here."""
+    source_file: Path | None = None
+    """The file it was read from (:func:`load_config`); None for a config parsed from text."""
 
     @property
     def store_url(self) -> str:
@@ -94,7 +102,8 @@ def load_config(path: str | Path) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
         raise ConfigError(f"cannot read config file {str(path)!r}: {reason}") from None
-    return parse_config(text, base_dir=path.resolve().parent)
+    config = parse_config(text, base_dir=path.resolve().parent)
+    return attrs.evolve(config, source_file=path.resolve())
 
 
 def parse_config(text: str, *, base_dir: Path) -> Config:
@@ -106,7 +115,7 @@ def parse_config(text: str, *, base_dir: Path) -> Config:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}") from None
-    reject_unknown(document, {"gateway", "connections", "roles", "identity"}, prefix="")
+    reject_unknown(document, {"gateway", "connections", "roles", "identity", "console"}, prefix="")
     gateway = parse_gateway(Table(sub_table(document, "gateway", ""), "gateway.", ""), base_dir)
     raw_connections = document.get("connections", [])
     if not isinstance(raw_connections, list) or not all(
@@ -121,8 +130,24 @@ def parse_config(text: str, *, base_dir: Path) -> Config:
     _check_admin_api(gateway, connections)
     roles = _roles(Table(sub_table(document, "roles", ""), "roles.", ""))
     identity = parse_identity(Table(sub_table(document, "identity", ""), "identity.", ""), base_dir)
+    console = None
+    if "console" in document:
+        from hoopgw.console.settings import parse as parse_console
+
+        if gateway.admin_listen is None:
+            raise ConfigError(
+                "needs [gateway] admin_listen: the console is served there", key="console"
+            )
+        console = parse_console(
+            sub_table(document, "console", ""), issuers=identity.oidc, base_dir=base_dir
+        )
     return Config(
-        gateway=gateway, connections=connections, roles=roles, identity=identity, base_dir=base_dir
+        gateway=gateway,
+        connections=connections,
+        roles=roles,
+        identity=identity,
+        console=console,
+        base_dir=base_dir,
     )
 
 

@@ -1,21 +1,24 @@
 """Fetching a small JSON document over HTTPS without blocking the reactor.
 
-Used for OIDC discovery documents and JWKS. Only ``https://`` URLs, the server's certificate
-verified against a CA bundle (the system's, or a configured PEM file), no redirects, a timeout
-and a size limit: an issuer's endpoints are trusted for keys, so fetching them must be as strict
-as the rest of token checking.
+Used for OIDC discovery documents and JWKS, and (with :meth:`JsonFetcher.post_form`) the
+console's exchange of an authorization code at a token endpoint. Only ``https://`` URLs, the
+server's certificate verified against a CA bundle (the system's, or a configured PEM file), no
+redirects, a timeout and a size limit: an issuer's endpoints are trusted for keys, so fetching
+them must be as strict as the rest of token checking.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
+from urllib.parse import urlencode
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.internet import defer, protocol, ssl
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, ResponseDone
+from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, FileBodyProducer, ResponseDone
 from twisted.web.http_headers import Headers
 
 __all__ = ["JsonFetcher", "trust_root"]
@@ -86,11 +89,27 @@ class JsonFetcher:
             certificate that does not verify, a status other than 200, a body over
             :data:`MAX_DOCUMENT_SIZE`, invalid JSON, or the timeout.
         """
+        return self._request(b"GET", url, {}, None)
+
+    def post_form(
+        self, url: str, fields: dict[str, str], headers: dict[str, str] | None = None
+    ) -> defer.Deferred[Any]:
+        """POST ``fields`` as ``application/x-www-form-urlencoded`` to ``url`` and parse the
+        answer as JSON; fails as :meth:`__call__` does."""
+        body = urlencode(fields).encode("ascii")
+        sent = {"Content-Type": "application/x-www-form-urlencoded", **(headers or {})}
+        return self._request(b"POST", url, sent, body)
+
+    def _request(
+        self, method: bytes, url: str, headers: dict[str, str], body: bytes | None
+    ) -> defer.Deferred[Any]:
         if not url.startswith("https://"):
             return defer.fail(ValueError(f"refusing to fetch {url!r}: not an https URL"))
-        d = self._agent.request(
-            b"GET", url.encode("ascii"), Headers({b"Accept": [b"application/json"]})
-        )
+        sent = Headers({b"Accept": [b"application/json"]})
+        for name, value in headers.items():
+            sent.setRawHeaders(name.encode("ascii"), [value.encode("latin-1")])
+        producer: Any = None if body is None else FileBodyProducer(io.BytesIO(body))
+        d = self._agent.request(method, url.encode("ascii"), sent, producer)
         d.addCallback(self._response, url)
         # Answer at the deadline even if cancelling the request does not (a slow name lookup).
         answer: defer.Deferred[Any] = defer.Deferred()

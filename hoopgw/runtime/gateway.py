@@ -248,6 +248,25 @@ class Gateway:
                 if gw.admin_tls:
                     assert gw.tls_cert and gw.tls_key  # checked by the config
                     admin_tls = server_tls_options(gw.tls_cert, gw.tls_key, alpn=())
+                control = SessionControl(
+                    sessions=self.sessions,
+                    audit=self.audit,
+                    roles=self.config.roles,
+                    clock=self.reactor,
+                )
+                console = None
+                if self.config.console is not None:
+                    from hoopgw.console import build_console
+
+                    console = build_console(
+                        self.config,
+                        service=self.approvals,
+                        sessions=control,
+                        store=self._store,
+                        audit=self.audit,
+                        groups=authenticator.groups,
+                        reactor=self.reactor,
+                    )
                 site = build_site(
                     self.approvals,
                     authenticator,
@@ -255,12 +274,8 @@ class Gateway:
                     tls=admin_tls,
                     metrics=self.metrics,
                     metrics_allow=gw.metrics_allow,
-                    sessions=SessionControl(
-                        sessions=self.sessions,
-                        audit=self.audit,
-                        roles=self.config.roles,
-                        clock=self.reactor,
-                    ),
+                    sessions=control,
+                    console=console,
                 )
                 port = yield self._listen(gw.admin_listen, site, "the admin API")
                 self._ports.append(port)

@@ -41,6 +41,7 @@ def test_the_wheels_install_a_gateway_without_test_tools(pg_server: Any, tmp_pat
             "hoopgw_mysql",
             "hoopgw_postgres",
             "hoopgw_recording",
+            "hoopgw_saml",
             "hoopgw_ssh",
             "hoopgw_webhook",
         ]
@@ -61,6 +62,14 @@ def test_the_wheels_install_a_gateway_without_test_tools(pg_server: Any, tmp_pat
     )
     assert installed.returncode == 0, installed.stderr
     assert _run(str(python), "-c", "import pytest").returncode != 0, "test tools were installed"
+    # The console's templates, script and vendored player (with its licence) are in the wheel.
+    console_files = (
+        "from importlib import resources; f = resources.files('hoopgw.console');"
+        " assert f.joinpath('templates/base.html').is_file();"
+        " assert f.joinpath('static/console.js').is_file();"
+        " assert f.joinpath('static/vendor/asciinema-player/LICENSE.txt').is_file()"
+    )
+    assert _run(str(python), "-c", console_files).returncode == 0, "console files are missing"
 
     port = free_port()
     config = tmp_path / "hoopgw.toml"

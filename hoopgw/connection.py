@@ -93,6 +93,9 @@ class ConnectionConfig:
     """The protocol's own options, made from the ``[connections.<protocol>]`` table by its
     :attr:`~hoopgw.protocol.ProtocolSpec.read_options` (for SSH the ``[connections.ssh]``
     table); None for a protocol that declares none."""
+    via: str | None = None
+    """Name of the network agent through which the gateway reaches :attr:`target` (the agent
+    opens the TCP connection; the gateway still speaks the protocol), or None for directly."""
 
     @property
     def target_host(self) -> str:

@@ -50,3 +50,9 @@ class AuthenticationError(HoopgwError):
 
 class AccessDenied(HoopgwError):
     """An authenticated identity may not use this connection."""
+
+
+class UpstreamUnavailable(HoopgwError):
+    """The gateway cannot open the upstream connection of a connection that reaches its target
+    through a network agent (the agent is offline, refused the target, or could not reach
+    it). The message names the agent and the target and is safe to show to the client."""

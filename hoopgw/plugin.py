@@ -141,6 +141,11 @@ class PluginContext:
     """The reactor, for timers (tests pass a ``Clock``)."""
     approvals: ApprovalService | None = None
     """The gateway's review service, for an approval backend; None in config checks."""
+    connect_upstream: Callable[..., Any] | None = None
+    """Opens a TCP connection to the connection's target as its sessions do -- directly, or
+    through the network agent its ``via`` names -- for a side connection of the plugin's own
+    (a catalog look-up): ``connect_upstream(host, port, protocol, timeout=...)`` returns a
+    Deferred firing with the connected protocol. None: connect directly (config checks)."""
 
 
 class PluginClass(Protocol):

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from hoopgw.runtime.chain import PluginChain
     from hoopgw.runtime.registry import SessionRegistry
     from hoopgw.session import ConnectionInfo, Identity, SessionInfo, UpstreamOptions
+    from hoopgw.transport import UpstreamConnector
 
 PROTOCOL_GROUP = "hoopgw.protocols"
 
@@ -82,6 +83,28 @@ class ConnectionRuntime:
     upstream_failed: Callable[[], None] = lambda: None
     """Call once for each failed attempt to connect or log in to the target (it is counted in
     the gateway's metrics)."""
+    upstream: UpstreamConnector | None = None
+    """Opens the connection's upstream TCP connections (a network agent's for a connection
+    with ``via``); None connects directly. Use :meth:`connect_upstream`."""
+
+    def connect_upstream(
+        self, host: str, port: int, proto: Any, *, timeout: float | None = None
+    ) -> Any:
+        """Connect ``proto`` to the target ``host:port`` -- directly, or through the network
+        agent the connection names. Every protocol opens its upstream TCP connections here.
+
+        :param timeout: seconds to give up after (default
+            :data:`~hoopgw.transport.CONNECT_TIMEOUT`).
+        :return: a Deferred firing with ``proto`` once connected, or failing with the reason
+            (:class:`~hoopgw.errors.UpstreamUnavailable` carries one safe to show the client).
+        """
+        # Imported here: the TLS stack it loads slows every CLI command that reads a config.
+        from hoopgw.transport import CONNECT_TIMEOUT, DirectConnector
+
+        connector = self.upstream or DirectConnector(self.reactor)
+        return connector.connect(
+            host, port, proto, timeout=CONNECT_TIMEOUT if timeout is None else timeout
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -148,6 +171,10 @@ class CatalogLogin:
     """How the side connection names itself to the target, where the protocol can."""
     timeout: float = 10.0
     """Seconds the whole read may take."""
+    connect: Callable[..., Any] | None = None
+    """Opens the side connection's TCP connection as the connection's sessions do (the
+    plugin's :attr:`~hoopgw.plugin.PluginContext.connect_upstream`: through the network agent
+    of ``via``); None connects directly."""
 
 
 @attrs.frozen(kw_only=True)

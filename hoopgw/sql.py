@@ -175,9 +175,10 @@ class Dialect(Protocol):
         ...
 
 
-# A dialect may also offer ``function_catalog(reactor, *, target, user, password, sslmode)``,
-# returning a :class:`FunctionCatalog` read over a side connection with that credential; the
-# guardrails plugin uses it to resolve what statements call (:meth:`StatementFacts.resolved`).
+# A dialect may also offer ``function_catalog(reactor, *, target, user, password, sslmode,
+# connect=None)``, returning a :class:`FunctionCatalog` read over a side connection with that
+# credential (opened with ``connect``, the plugin context's ``connect_upstream``, when given);
+# the guardrails plugin uses it to resolve what statements call (:meth:`StatementFacts.resolved`).
 
 
 class LazyDialect:

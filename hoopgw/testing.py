@@ -23,9 +23,11 @@ import attrs
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from hoopgw.audit.writer import AuditEntry, AuditRecord, decode_entry, encode_entry
+from hoopgw.audit.chain import AuditRecord
+from hoopgw.audit.writer import decode_entry, encode_entry
 from hoopgw.errors import StoreError
 from hoopgw.plugin import PluginContext, hookimpl, validate_options
+from hoopgw.records import AuditEntry
 from hoopgw.runtime.chain import PluginChain
 from hoopgw.session import (
     Column,

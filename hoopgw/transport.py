@@ -7,6 +7,8 @@ every client session needs around its sans-io state machine.
   decision, the login, the other side's full write buffer) -- flow control as Twisted's
   ``portforward`` does it, by registering each side as the other's producer;
 - :func:`connect` opens an upstream connection for a protocol instance already built;
+- :class:`UpstreamConnector` is what opens a connection's upstream TCP connections: directly
+  (:class:`DirectConnector`) or through a network agent (``via``, see :mod:`hoopgw.agent`);
 - :func:`client_tls_options` builds the upstream TLS options for an ``sslmode``;
 - :func:`is_loopback` tells whether a peer address is a loopback one.
 
@@ -16,7 +18,7 @@ These run per message on the hot path: none of them allocates more than the writ
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet import defer, protocol, ssl
 from twisted.internet.endpoints import HostnameEndpoint
@@ -28,8 +30,10 @@ __all__ = [
     "READ_PAUSE_DECISION",
     "READ_PAUSE_FLOW",
     "READ_PAUSE_LOGIN",
+    "DirectConnector",
     "QuietFactory",
     "ReadGate",
+    "UpstreamConnector",
     "client_tls_options",
     "connect",
     "is_loopback",
@@ -139,15 +143,51 @@ class QuietFactory(protocol.Factory):
         return self._proto
 
 
-def connect(reactor: Any, host: str, port: int, proto: protocol.Protocol) -> defer.Deferred[Any]:
+def connect(
+    reactor: Any,
+    host: str,
+    port: int,
+    proto: protocol.Protocol,
+    *,
+    timeout: float = CONNECT_TIMEOUT,
+) -> defer.Deferred[Any]:
     """Connect ``proto`` to ``host:port`` (a name or an address; Happy Eyeballs when a name
-    has several), giving up after :data:`CONNECT_TIMEOUT` seconds.
+    has several), giving up after ``timeout`` seconds.
 
     :return: a Deferred firing with ``proto`` once connected, or failing with the reason.
     """
-    endpoint: Any = HostnameEndpoint(reactor, host, port, timeout=CONNECT_TIMEOUT)
+    endpoint: Any = HostnameEndpoint(reactor, host, port, timeout=timeout)
     connecting: defer.Deferred[Any] = endpoint.connect(QuietFactory(proto))
     return connecting
+
+
+class UpstreamConnector(Protocol):
+    """Opens the upstream TCP connections of one configured connection: the one seam every
+    protocol goes through (:meth:`hoopgw.protocol.ConnectionRuntime.connect_upstream`), so a
+    connection with ``via`` reaches its target through a network agent with no change to the
+    protocol."""
+
+    def connect(
+        self, host: str, port: int, proto: protocol.Protocol, *, timeout: float = CONNECT_TIMEOUT
+    ) -> defer.Deferred[Any]:
+        """Connect ``proto`` to ``host:port``.
+
+        :return: a Deferred firing with ``proto`` once connected, or failing with the reason
+            (:class:`~hoopgw.errors.UpstreamUnavailable` when the reason is safe to show).
+        """
+
+
+class DirectConnector:
+    """Connects straight from the gateway (:func:`connect`)."""
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def connect(
+        self, host: str, port: int, proto: protocol.Protocol, *, timeout: float = CONNECT_TIMEOUT
+    ) -> defer.Deferred[Any]:
+        """See :meth:`UpstreamConnector.connect`."""
+        return connect(self._reactor, host, port, proto, timeout=timeout)
 
 
 def client_tls_options(sslmode: str, host: str, ca_file: str | None) -> Any:

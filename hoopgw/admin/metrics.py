@@ -39,6 +39,7 @@ class GatewayMetrics:
     :param sessions: the live :class:`~hoopgw.protocol.SessionRegistry`, read at scrape time.
     :param audit_pending: returns how many audit records wait for the writer's answer.
     :param login_backoff: returns how many client hosts are under login back-off.
+    :param agents_connected: returns how many network agents are connected now.
     """
 
     def __init__(
@@ -47,11 +48,13 @@ class GatewayMetrics:
         sessions: Iterable[Any],
         audit_pending: Callable[[], int] = lambda: 0,
         login_backoff: Callable[[], int] = lambda: 0,
+        agents_connected: Callable[[], int] = lambda: 0,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._sessions = sessions
         self._audit_pending = audit_pending
         self._login_backoff = login_backoff
+        self._agents_connected = agents_connected
         self._held: dict[str, set[str]] = collections.defaultdict(set)
         self._ready_checks: dict[str, Callable[[], bool]] = {}
         self.sessions_total = Counter(
@@ -177,6 +180,11 @@ class GatewayMetrics:
             "hoopgw_login_backoff_hosts",
             "Client hosts currently delayed by the login back-off.",
             value=self._login_backoff(),
+        )
+        yield GaugeMetricFamily(
+            "hoopgw_agents_connected",
+            "Network agents connected to this gateway now.",
+            value=self._agents_connected(),
         )
         ready = GaugeMetricFamily(
             "hoopgw_ready",

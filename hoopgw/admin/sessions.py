@@ -15,8 +15,8 @@ from twisted.internet import defer
 
 from hoopgw.admin.authz import may_terminate_sessions, sees_every_session
 from hoopgw.approvals.service import ApprovalError
-from hoopgw.audit.writer import AuditEntry
 from hoopgw.errors import StoreError
+from hoopgw.records import AuditEntry
 from hoopgw.session import Identity
 
 __all__ = ["SESSION_TERMINATED_KIND", "SessionControl"]

@@ -38,8 +38,8 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hoopgw.audit.writer import AuditEntry
 from hoopgw.errors import HoopgwError
+from hoopgw.records import AuditEntry
 from hoopgw.session import Command, Identity, SessionInfo
 from hoopgw.store.reviews import GrantRecord, ReviewRecord, ReviewVote
 from hoopgw.verdicts import Allow, Block, Hold, Verdict

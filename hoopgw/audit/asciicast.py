@@ -16,8 +16,8 @@ from typing import Any, TextIO
 
 import attrs
 
+from hoopgw.audit.chain import AuditRecord
 from hoopgw.audit.replay import write_asciicast
-from hoopgw.audit.writer import AuditRecord
 
 __all__ = ["Cast", "channel_recording", "play", "read_asciicast", "terminal_channels"]
 

@@ -1,6 +1,6 @@
 """Signed checkpoints of the audit chain: proof that the log was not truncated or rewritten.
 
-The hash chain (:func:`hoopgw.audit.writer.verify_chain`) shows that no record was changed, removed,
+The hash chain (:func:`hoopgw.audit.chain.verify_chain`) shows that no record was changed, removed,
 inserted or reordered, but not that records were cut off the end, nor that someone who could
 rewrite the whole store recomputed the whole chain. A *checkpoint* closes that gap: the gateway
 signs the chain head (its ``seq`` and ``hash``) with an Ed25519 key, and the operator keeps the
@@ -42,7 +42,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from hoopgw.audit.writer import AuditRecord, VerifyResult, verify_chain
+from hoopgw.audit.chain import AuditRecord, VerifyResult, verify_chain
 from hoopgw.errors import HoopgwError
 
 KEY_NAME = "hoopgw-audit"

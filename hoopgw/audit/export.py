@@ -7,7 +7,7 @@ searched in fixed memory.
 The export schema (version :data:`SCHEMA_VERSION`) is documented in ``docs/audit-export.md``.
 Its field names are stable: a field may be added in a later version, never renamed or removed
 without a new version number. Each exported record carries what is needed to recompute its hash
-(:func:`hoopgw.audit.writer.record_hash`), so an export can be checked without the store.
+(:func:`hoopgw.audit.chain.record_hash`), so an export can be checked without the store.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 import attrs
 
-from hoopgw.audit.writer import AuditRecord, canonical_json, shown_text
+from hoopgw.audit.chain import AuditRecord, canonical_json, shown_text
 from hoopgw.store.base import Store
 
 SCHEMA_VERSION = 1

@@ -28,8 +28,9 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
-from hoopgw.audit.writer import AuditEntry, decode_entry
+from hoopgw.audit.writer import decode_entry
 from hoopgw.errors import HoopgwError
+from hoopgw.records import AuditEntry
 
 RESET_SIZE = 8 << 20
 """Bytes past which the journal is emptied once the store holds everything in it."""

@@ -24,7 +24,7 @@ With ``--durability os`` (``[gateway] audit_durability = "os"``) a batch is answ
 to this process or the gateway, and a :class:`GroupSyncer` thread syncs the journal in groups,
 at most every ``--sync-interval`` seconds (:class:`SyncSchedule`): only a crash of the whole
 host can lose that window. At every start, once the journal's leftovers are in the store, the
-process appends a record of the mode in force (:func:`hoopgw.audit.writer.durability_entry`),
+process appends a record of the mode in force (:func:`hoopgw.audit.chain.durability_entry`),
 synced,
 before it says ``ready``.
 
@@ -58,20 +58,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from hoopgw.audit.chain import DURABILITY_MODES, Durability, durability_entry
 from hoopgw.audit.checkpoints import Checkpointer, CheckpointError, load_signing_key
 from hoopgw.audit.journal import AuditJournal, journal_path
 from hoopgw.audit.writer import (
-    DURABILITY_MODES,
     SIGNING_KEY_ENV,
     STORE_URL_ENV,
     WRITER_INFO_PREFIX,
-    AuditEntry,
-    Durability,
     decode_entry,
-    durability_entry,
     encode_entry,
 )
 from hoopgw.errors import HoopgwError
+from hoopgw.records import AuditEntry
 from hoopgw.store import Store, open_store
 
 READ_SIZE = 1 << 16

@@ -32,9 +32,9 @@ if TYPE_CHECKING:
         Ed25519PublicKey,
     )
 
+    from hoopgw.audit.chain import AuditRecord, DurabilityPeriod, PrunedRange
     from hoopgw.audit.checkpoints import LogVerification
     from hoopgw.audit.journal import JournalBacklog
-    from hoopgw.audit.writer import AuditRecord, DurabilityPeriod, PrunedRange
     from hoopgw.config.load import Config
     from hoopgw.store import Store
     from hoopgw.store.base import WriterState
@@ -296,7 +296,7 @@ def _verify_report(
 
 
 def _print_verification(result: LogVerification, path: Path | None, checkpoint_error: str) -> None:
-    from hoopgw.audit.writer import describe_durability
+    from hoopgw.audit.chain import describe_durability
 
     chain = result.chain
     if not chain.ok:
@@ -340,8 +340,8 @@ def _print_verification(result: LogVerification, path: Path | None, checkpoint_e
 
 
 def _prune(args: argparse.Namespace) -> int:
+    from hoopgw.audit.chain import PrunedRange
     from hoopgw.audit.checkpoints import load_signing_key
-    from hoopgw.audit.writer import PrunedRange
     from hoopgw.config.load import load_config
 
     config = load_config(args.config)
@@ -409,7 +409,7 @@ def _of(instance: str) -> str:
 def _chain_problem(store: Store, instance: str) -> str:
     """Why the chain does not verify, or "" (pruning must not erase the evidence that the log
     was tampered with)."""
-    from hoopgw.audit.writer import verify_chain
+    from hoopgw.audit.chain import verify_chain
 
     progress = progress_reporter("verified")
     chain = verify_chain(progress.track(store.records()), instance=instance)

@@ -51,7 +51,8 @@ def register(
 def _evidence(args: argparse.Namespace) -> int:
     # Imported here, not at the top: building the command line must stay quick.
     from hoopgw.config.load import load_config
-    from hoopgw.evidence.pack import TimeRange, build_pack, latest_checkpoint
+    from hoopgw.evidence.model import TimeRange, latest_checkpoint
+    from hoopgw.evidence.pack import build_pack
 
     now = time.time()
     try:

@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from hoopgw import __version__
-from hoopgw.cli import access, audit, evidence, export, keys, mcp, reviews, run, sessions
+from hoopgw.cli import access, agents, audit, evidence, export, keys, mcp, reviews, run, sessions
 from hoopgw.cli.common import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_USAGE, error
 from hoopgw.errors import ConfigError, HoopgwError
 
@@ -66,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.register(commands, with_config, with_json)
     keys.register(commands, with_config, with_json)
     sessions.register(commands, with_config, with_json)
+    agents.register(commands, with_config, with_json)
     audit_commands = commands.add_parser(
         "audit", help="verify, search and export the audit trail"
     ).add_subparsers(metavar="COMMAND", required=True)

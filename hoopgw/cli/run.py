@@ -66,7 +66,10 @@ def _config_check(args: argparse.Namespace) -> int:
         problem = {"ok": False, "error": str(exc), "key": exc.key, "connection": exc.connection}
         out(json.dumps(problem))
         return EXIT_USAGE
-    facts = {c.name: _protocol_facts(c) for c in config.connections}
+    facts = {
+        c.name: {**_protocol_facts(c), **({"via": f"agent {c.via}"} if c.via else {})}
+        for c in config.connections
+    }
     if args.online:
         return _online_check(config, facts, as_json=args.json)
     if args.json:
@@ -115,7 +118,11 @@ def _online_check(config: Config, facts: dict[str, dict[str, str]], *, as_json: 
             chain = build_chain(connection, reactor=Clock(), approval_timeout=1.0)
             options = upstream_options(connection, chain, spec)
             result["read_only"] = options.read_only
-            result["warnings"] = login_warnings(connection, spec, options)
+            if connection.via is not None:
+                # Only the agent reaches the target: the gateway's host cannot log in to it.
+                result["checked"] = False
+            else:
+                result["warnings"] = login_warnings(connection, spec, options)
         except ConfigError as exc:
             result["error"] = str(exc)
         except Exception as exc:  # the login failed: the client library says why
@@ -137,6 +144,8 @@ def _online_check(config: Config, facts: dict[str, dict[str, str]], *, as_json: 
             continue
         mode = "read-only" if result.get("read_only") else "read-write"
         login = "ok" if result["checked"] else "not checked (its protocol has no check)"
+        if "via" in facts[name]:
+            login = f"not checked (reached through {facts[name]['via']})"
         out(f"  {name}: upstream login {login} ({mode} sessions)")
         for warning in result["warnings"]:
             error(f"warning: {warning}")

@@ -92,6 +92,14 @@ def parse_connection(
     if client_tls == "required" and gateway.tls_cert is None:
         raise table.error("'required' needs [gateway] tls_cert and tls_key", "client_tls")
     credential = _credential(table, spec, base_dir)
+    via = table.string("via", None)
+    if via is not None:
+        if not NAME.fullmatch(via):
+            raise table.error("must be an agent name, [a-z0-9][a-z0-9_-]*", "via")
+        if gateway.agent_listen is None:
+            raise table.error(
+                "needs [gateway] agent_listen: the agent connects to the gateway there", "via"
+            )
     return ConnectionConfig(
         name=name,
         protocol=protocol,
@@ -111,6 +119,7 @@ def parse_connection(
         jit_approvers=jit_approvers,
         jit_max_duration=jit_max_duration,
         jit_request_ttl=jit_request_ttl,
+        via=via,
     )
 
 

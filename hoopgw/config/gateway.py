@@ -10,7 +10,7 @@ from pathlib import Path
 
 import attrs
 
-from hoopgw.audit.writer import DURABILITY_MODES, MAX_SYNC_INTERVAL, Durability
+from hoopgw.audit.chain import DURABILITY_MODES, MAX_SYNC_INTERVAL, Durability
 from hoopgw.config.listeners import parse_listen
 from hoopgw.config.tables import Table, readable_file, reject_unknown
 from hoopgw.runtime.logs import FORMATS, LEVELS
@@ -66,13 +66,16 @@ class GatewayConfig:
     audit_durability: str = "fsync"
     """When a command's record counts as written, so the command may be forwarded: ``fsync``
     (on disk) or ``os`` (handed to the operating system, synced in groups); see
-    :class:`hoopgw.audit.writer.Durability`."""
+    :class:`hoopgw.audit.chain.Durability`."""
     audit_sync_interval: float = 0.01
     """Seconds between group syncs of the audit journal with ``audit_durability = "os"``, at
-    most :data:`hoopgw.audit.writer.MAX_SYNC_INTERVAL`: what a crash of the host may lose."""
+    most :data:`hoopgw.audit.chain.MAX_SYNC_INTERVAL`: what a crash of the host may lose."""
     metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128")
     """Networks (CIDR) from which the admin listener's ``/metrics`` is readable without a
     token; from elsewhere it needs an ``auditor`` or ``admin`` bearer token."""
+    agent_listen: str | None = None
+    """Twisted server endpoint where network agents connect (over TLS with :attr:`tls_cert`),
+    or None for no agents (see docs/network-agent.md)."""
 
     @property
     def durability(self) -> Durability:
@@ -140,6 +143,15 @@ def parse_gateway(table: Table, base_dir: Path) -> GatewayConfig:
             "audit_sync_interval",
         )
     metrics_allow = table.strings("metrics_allow", defaults.metrics_allow)
+    agent_listen = table.string("agent_listen", None)
+    if agent_listen is not None:
+        parse_listen(table, "agent_listen", agent_listen)
+        if tls_cert is None:
+            raise table.error(
+                "needs tls_cert and tls_key: agents connect over TLS and check the gateway's"
+                " certificate",
+                "agent_listen",
+            )
     for network in metrics_allow:
         try:
             ipaddress.ip_network(network, strict=False)
@@ -176,6 +188,7 @@ def parse_gateway(table: Table, base_dir: Path) -> GatewayConfig:
         ),
         audit_sync_interval=audit_sync_interval,
         metrics_allow=metrics_allow,
+        agent_listen=agent_listen,
     )
 
 

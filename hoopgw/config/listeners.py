@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from hoopgw.config.tables import Table
+from hoopgw.errors import ConfigError
 
 if TYPE_CHECKING:
     from hoopgw.config.gateway import GatewayConfig
@@ -181,11 +182,20 @@ def _clash(a: Listener, b: Listener) -> bool:
 def check_listeners_distinct(
     gateway: GatewayConfig, connections: tuple[ConnectionConfig, ...]
 ) -> None:
-    """Refuse two listeners (connections or the admin API) that bind the same address."""
+    """Refuse two listeners (connections, the admin API, the agents') that bind the same
+    address."""
     bound: list[tuple[str, Listener]] = []
     if gateway.admin_listen is not None:
         admin = parse_listen(Table({}, "gateway.", ""), "admin_listen", gateway.admin_listen)
         bound.append(("[gateway] admin_listen", admin))
+    if gateway.agent_listen is not None:
+        agents = parse_listen(Table({}, "gateway.", ""), "agent_listen", gateway.agent_listen)
+        for owner, other in bound:
+            if _clash(agents, other):
+                raise ConfigError(
+                    f"listens on the same address as {owner}", key="gateway.agent_listen"
+                )
+        bound.append(("[gateway] agent_listen", agents))
     for connection in connections:
         table = Table({}, "", connection.name)
         listener = parse_listen(table, "listen", connection.listen)

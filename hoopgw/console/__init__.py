@@ -78,7 +78,8 @@ def build_console(
         return threads.deferToThread(run)
 
     def evidence(reader: Any, folder: Path, since: float, until: float | None) -> Any:
-        from hoopgw.evidence.pack import TimeRange, build_pack, latest_checkpoint
+        from hoopgw.evidence.model import TimeRange, latest_checkpoint
+        from hoopgw.evidence.pack import build_pack
 
         if config.source_file is None:
             raise ConfigError("the gateway does not know its config file", key="console")

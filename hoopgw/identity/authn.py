@@ -29,7 +29,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hoopgw.audit.writer import AuditEntry, AuditWriter
+from hoopgw.audit.writer import AuditWriter
 from hoopgw.config.load import Config
 from hoopgw.connection import ConnectionConfig
 from hoopgw.errors import STORE_UNAVAILABLE, AccessDenied, AuthenticationError, StoreError
@@ -42,6 +42,7 @@ from hoopgw.identity.keys import (
     end_sessions_of_inactive_keys,
 )
 from hoopgw.identity.oidc import IssuerKeys, TokenVerifier, looks_like_jwt
+from hoopgw.records import AuditEntry
 from hoopgw.runtime.throttle import FailureThrottle
 from hoopgw.session import Identity
 from hoopgw.store import Store

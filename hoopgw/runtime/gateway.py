@@ -14,11 +14,14 @@ from twisted.internet import defer, protocol, ssl, task, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from hoopgw.admin.api import build_site
 from hoopgw.admin.metrics import GatewayMetrics
 from hoopgw.admin.sessions import SessionControl
+from hoopgw.agent.hub import AgentHub
+from hoopgw.agent.tokens import AgentTokens
 from hoopgw.approvals.service import ApprovalService
 from hoopgw.audit.writer import AuditWriter, CheckpointSettings, spawn_writer_process
 from hoopgw.config.gateway import resolve_store_url
@@ -76,10 +79,13 @@ def build_chain(
     audit: AuditWriter | None = None,
     approvals: ApprovalService | None = None,
     on_decided: Callable[[Verdict], None] | None = None,
+    upstream: Any = None,
 ) -> PluginChain:
     """Build the plugin chain of one connection (one instance of each plugin it names).
 
     :param on_decided: called with each command's final verdict (the gateway counts them).
+    :param upstream: the connection's upstream connector (a network agent's), for the side
+        connections of plugins; None for direct.
     """
     info = connection_info(connection)
     plugins = []
@@ -92,6 +98,7 @@ def build_chain(
             log=Logger(namespace=f"hoopgw.plugins.{name}"),
             reactor=reactor,
             approvals=approvals,
+            connect_upstream=None if upstream is None else upstream.connect,
         )
         plugins.append((name, cls(context)))
     return PluginChain(
@@ -149,8 +156,10 @@ class Gateway:
         self.config = config
         self.reactor = reactor
         self.sessions = SessionRegistry(on_added=self._session_added)
+        self.agents: AgentHub | None = None
         self.metrics = GatewayMetrics(
             sessions=self.sessions,
+            agents_connected=lambda: 0 if self.agents is None else len(self.agents.online),
             audit_pending=lambda: 0 if self.audit is None else self.audit.pending_records,
             login_backoff=self._login_backoff,
         )
@@ -224,7 +233,21 @@ class Gateway:
         server_tls = None
         if gw.tls_cert and gw.tls_key:
             server_tls = server_tls_options(gw.tls_cert, gw.tls_key)
+        if gw.agent_listen is not None:
+            self.agents = AgentHub(
+                tokens=AgentTokens(self._store),
+                store=self._store,
+                reactor=self.reactor,
+                sessions=self.sessions,
+            )
         try:
+            if self.agents is not None and gw.agent_listen is not None:
+                assert gw.tls_cert and gw.tls_key  # checked by the config
+                agent_tls: Any = server_tls_options(gw.tls_cert, gw.tls_key, alpn=())
+                factory = TLSMemoryBIOFactory(agent_tls, False, self.agents.factory())
+                self._ports.append((yield self._listen(gw.agent_listen, factory, "agents")))
+                self.agents.start()
+                log.info("agents connect on {listen} (TLS)", listen=gw.agent_listen)
             for connection in self.config.connections:
                 runtime = self._runtime(connection, authenticator, server_tls)
                 spec = load_protocol(connection.protocol)
@@ -241,7 +264,7 @@ class Gateway:
                     listen=connection.listen,
                     target=connection.target,
                 )
-                if options.read_only:
+                if options.read_only and connection.via is None:
                     self._check_login(connection, spec, options)
             if gw.admin_listen is not None:
                 admin_tls = None
@@ -289,7 +312,10 @@ class Gateway:
             raise
         self._listening = True
         for connection in self.config.connections:
-            self._probe_target(connection)
+            if connection.via is None:
+                self._probe_target(connection)
+            elif self.agents is not None:
+                self.agents.check_registered(connection.name, connection.via)
 
     def _probe_target(self, connection: ConnectionConfig) -> defer.Deferred[None]:
         """Warn (not fatal) when a connection's target does not accept a TCP connection now:
@@ -401,6 +427,11 @@ class Gateway:
     ) -> ConnectionRuntime:
         name = connection.name
         info = connection_info(connection)
+        upstream = (
+            None
+            if connection.via is None or self.agents is None
+            else self.agents.connector(connection.via)
+        )
         chain = build_chain(
             connection,
             reactor=self.reactor,
@@ -408,6 +439,7 @@ class Gateway:
             audit=self.audit,
             approvals=self.approvals,
             on_decided=self.metrics.verdict_counter(name),
+            upstream=upstream,
         )
         if self.approvals is not None:
 
@@ -427,6 +459,7 @@ class Gateway:
             server_tls=server_tls,
             store=self._store,
             upstream_failed=self.metrics.upstream_errors_total.labels(name).inc,
+            upstream=upstream,
         )
 
     @defer.inlineCallbacks
@@ -458,6 +491,9 @@ class Gateway:
         deadline = self.reactor.seconds() + self.config.gateway.shutdown_grace
         while len(self.sessions) and self.reactor.seconds() < deadline:
             yield task.deferLater(self.reactor, 0.05, lambda: None)
+        # After the sessions: theirs is the "gateway stopping" goodbye, not the agents' loss.
+        if self.agents is not None:
+            self.agents.stop()
         if self.audit is not None:
             yield self.audit.stop()
         if self._store is not None:

@@ -3,7 +3,7 @@
 A store is a blocking API: the audit writer calls it on its own thread, the CLI calls it
 directly. Every implementation (SQLite; PostgreSQL for several gateway instances) must keep the
 same guarantees: :meth:`Store.append` is one durable transaction that assigns ``seq`` without
-gaps in the instance's chain and extends that hash chain (:func:`hoopgw.audit.writer.record_hash`),
+gaps in the instance's chain and extends that hash chain (:func:`hoopgw.audit.chain.record_hash`),
 and every failure is raised as :class:`~hoopgw.errors.StoreError`.
 """
 
@@ -15,8 +15,10 @@ from typing import Any
 
 import attrs
 
-from hoopgw.audit.writer import AuditEntry, AuditRecord
+from hoopgw.audit.chain import AuditRecord
+from hoopgw.records import AuditEntry
 from hoopgw.scram import ScramVerifier
+from hoopgw.store.agents import AgentStore
 from hoopgw.store.reviews import ReviewStore
 from hoopgw.store.ssh_keys import SshKeyStore
 
@@ -72,8 +74,9 @@ class WriterState:
         return self.stopped_at is None and self.running is False
 
 
-class Store(ReviewStore, SshKeyStore):
-    """Where audit records, session projections, API keys, SSH keys, reviews and grants are kept.
+class Store(ReviewStore, SshKeyStore, AgentStore):
+    """Where audit records, session projections, API keys, SSH keys, agents,
+    reviews and grants are kept.
 
     Every method may raise :class:`~hoopgw.errors.StoreError`; none raises anything else for
     a storage problem. An instance is used from one thread only.
@@ -168,7 +171,7 @@ class Store(ReviewStore, SshKeyStore):
 
         Only a prefix of the chain goes: the records before the first one whose ``time`` is
         ``older_than`` or later. In the same transaction a ``pruned`` record
-        (:func:`hoopgw.audit.writer.pruned_entry`) is appended, so the chain still verifies from the
+        (:func:`hoopgw.audit.chain.pruned_entry`) is appended, so the chain still verifies from the
         first remaining record, and the sessions left without any record leave the ``sessions``
         and ``commands`` projections. A session that keeps some records keeps its projection
         whole.

@@ -275,6 +275,24 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=6,
         statements=(
+            # Network agents and their tokens (hoopgw.store.agents).
+            """
+            CREATE TABLE agents (
+                name TEXT PRIMARY KEY,
+                token_id TEXT NOT NULL UNIQUE,
+                token_sha256 TEXT NOT NULL,
+                created_at {real} NOT NULL,
+                revoked_at {real},
+                last_seen_at {real},
+                online {int} NOT NULL DEFAULT 0,
+                address TEXT
+            )
+            """,
+        ),
+    ),
+    Migration(
+        version=7,
+        statements=(
             # Several gateway instances share a PostgreSQL store: each appends its own hash
             # chain, named by its instance id ('' for the one chain of a SQLite store), with its
             # own seq from 1 and its own local audit journal.

@@ -29,13 +29,14 @@ from typing import Any
 
 from twisted.logger import Logger
 
-from hoopgw.audit.writer import AuditRecord
+from hoopgw.audit.chain import AuditRecord
 from hoopgw.errors import StoreError
 from hoopgw.store import migrations
 from hoopgw.store.base import WriterState
 from hoopgw.store.notices import CHANNEL
 from hoopgw.store.reviews import GrantRecord, ReviewRecord
-from hoopgw.store.sqlite import SQLiteStore, _audit_record, _writer_state
+from hoopgw.store.sqlite import SQLiteStore
+from hoopgw.store.sqlite_rows import audit_record, writer_state
 
 log = Logger(namespace="hoopgw.store")
 
@@ -257,7 +258,7 @@ class PostgresStore(SQLiteStore):
                 " AND l.objsubid = 2) FROM audit_writers AS w ORDER BY w.instance",
                 (WRITER_LOCKS,),
             ).fetchall()
-        return [_writer_state(row) for row in rows]
+        return [writer_state(row) for row in rows]
 
     def chain(self, instance: str) -> PostgresStore:
         """See :meth:`Store.chain`: a store object on the same pool."""
@@ -301,7 +302,7 @@ class PostgresStore(SQLiteStore):
                     (self.instance, after_seq),
                 )
                 for row in cursor:
-                    yield _audit_record(row)
+                    yield audit_record(row)
 
     def session_ids_starting(self, prefix: str, *, limit: int = 2) -> list[str]:
         """See :meth:`Store.session_ids_starting` (by code point, whatever the collation)."""

@@ -14,23 +14,35 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from hoopgw.audit.writer import (
+from hoopgw.audit.chain import (
     DURABILITY_KIND,
     PRUNED_KIND,
-    AuditEntry,
     AuditRecord,
     Durability,
     canonical_json,
     chain_genesis,
     pruned_entry,
     record_hash,
-    shown_text,
 )
 from hoopgw.errors import StoreError
-from hoopgw.scram import ScramVerifier
+from hoopgw.records import AuditEntry
 from hoopgw.store import migrations
 from hoopgw.store.base import ApiKeyRecord, Store, WriterState
+from hoopgw.store.sqlite_agents import SQLiteAgentStore
 from hoopgw.store.sqlite_reviews import SQLiteReviewStore
+from hoopgw.store.sqlite_rows import (
+    COMMAND_COLUMNS,
+    audit_record,
+    command_dict,
+    key_record,
+    row_dict,
+    row_integer,
+    row_list,
+    row_number,
+    row_text,
+    session_dict,
+    writer_state,
+)
 from hoopgw.store.sqlite_ssh_keys import SQLiteSshKeyStore
 
 _RECORD_COLUMNS = "seq, kind, session_id, time, data, prev_hash, hash, instance"
@@ -38,12 +50,6 @@ _SESSION_COLUMNS = (
     "id, connection, protocol, target, identity, groups, method, credential_id, client_address, "
     "client_tls, upstream_tls, started_at, ended_at, end_reason, command_count, attributes"
 )
-_COMMAND_COLUMNS = (
-    "seq, kind, text, parameter_count, statement_name, received_at, verdict, verdict_reason, "
-    "verdict_plugin, rule, status, rows, bytes, duration, error_code, error_message, sample, "
-    "completed_at"
-)
-_COMMAND_NAMES = tuple(name.strip() for name in _COMMAND_COLUMNS.split(","))
 _KEY_COLUMNS = (
     "key_id, identity, groups, secret_sha256, scram_salt, scram_iterations, scram_stored_key, "
     "scram_server_key, created_at, expires_at, revoked_at, last_used_at"
@@ -77,7 +83,7 @@ def _create_private(path: str) -> None:
         os.close(fd)
 
 
-class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
+class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, SQLiteAgentStore, Store):
     """A :class:`~hoopgw.store.base.Store` in one SQLite file.
 
     The connection is opened by the constructor and belongs to the thread that made it. Its
@@ -192,7 +198,7 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
                 "SELECT instance, journal, started_at, stopped_at, NULL FROM audit_writers"
                 " ORDER BY instance"
             ).fetchall()
-        return [_writer_state(row) for row in rows]
+        return [writer_state(row) for row in rows]
 
     def journal_mark(self) -> int:
         """See :meth:`Store.journal_mark`."""
@@ -257,7 +263,7 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
                 (self.instance, after_seq),
             )
             for row in cursor:
-                yield _audit_record(row)
+                yield audit_record(row)
 
     def session_records(self, session_id: str, kind: str) -> Iterator[AuditRecord]:
         """See :meth:`Store.session_records`."""
@@ -268,7 +274,7 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
                 (session_id, kind),
             )
             for row in cursor:
-                yield _audit_record(row)
+                yield audit_record(row)
 
     def last_record(self) -> AuditRecord | None:
         """See :meth:`Store.last_record`."""
@@ -278,7 +284,7 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
                 " WHERE instance = ? ORDER BY seq DESC LIMIT 1",
                 (self.instance,),
             ).fetchone()
-            return None if row is None else _audit_record(row)
+            return None if row is None else audit_record(row)
 
     def prune(self, *, older_than: float, now: float) -> AuditRecord | None:
         """See :meth:`Store.prune`."""
@@ -374,25 +380,25 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
         for record in records:
             data = record.data
             kind = record.kind
-            command_seq = _integer(data.get("seq"))
+            command_seq = row_integer(data.get("seq"))
             if kind.startswith("command_") and command_seq is None:
                 continue
             if kind == "session_started":
                 started.append(
                     (
                         record.session_id,
-                        _text(data.get("connection")),
-                        _text(data.get("protocol")),
-                        _text(data.get("target")),
-                        _text(data.get("identity")),
-                        canonical_json(_list(data.get("groups"))),
-                        _text(data.get("method")),
-                        _text(data.get("credential_id")),
-                        _text(data.get("client_address")),
+                        row_text(data.get("connection")),
+                        row_text(data.get("protocol")),
+                        row_text(data.get("target")),
+                        row_text(data.get("identity")),
+                        canonical_json(row_list(data.get("groups"))),
+                        row_text(data.get("method")),
+                        row_text(data.get("credential_id")),
+                        row_text(data.get("client_address")),
                         bool(data.get("client_tls")),
                         bool(data.get("upstream_tls")),
-                        _number(data.get("started_at")) or record.time,
-                        canonical_json(_dict(data.get("attributes"))),
+                        row_number(data.get("started_at")) or record.time,
+                        canonical_json(row_dict(data.get("attributes"))),
                     )
                 )
             elif kind == "command_received":
@@ -400,20 +406,20 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
                     (
                         record.session_id,
                         command_seq,
-                        _text(data.get("kind")),
-                        _text(data.get("text")),
-                        _integer(data.get("parameter_count")) or 0,
-                        _text(data.get("statement_name")),
+                        row_text(data.get("kind")),
+                        row_text(data.get("text")),
+                        row_integer(data.get("parameter_count")) or 0,
+                        row_text(data.get("statement_name")),
                         record.time,
                     )
                 )
             elif kind == "command_decided":
                 decided.append(
                     (
-                        _text(data.get("verdict")),
-                        _text(data.get("reason")),
-                        _text(data.get("plugin")),
-                        _text(data.get("rule")),
+                        row_text(data.get("verdict")),
+                        row_text(data.get("reason")),
+                        row_text(data.get("plugin")),
+                        row_text(data.get("rule")),
                         record.session_id,
                         command_seq,
                     )
@@ -422,12 +428,12 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
                 sample = data.get("sample")
                 completed.append(
                     (
-                        _text(data.get("status")),
-                        _integer(data.get("rows")),
-                        _integer(data.get("bytes")),
-                        _number(data.get("duration")),
-                        _text(data.get("error_code")),
-                        _text(data.get("error_message")),
+                        row_text(data.get("status")),
+                        row_integer(data.get("rows")),
+                        row_integer(data.get("bytes")),
+                        row_number(data.get("duration")),
+                        row_text(data.get("error_code")),
+                        row_text(data.get("error_message")),
                         None if sample is None else canonical_json(sample),
                         record.time,
                         record.session_id,
@@ -435,7 +441,7 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
                     )
                 )
             elif kind == "session_closed":
-                closed.append((record.time, _text(data.get("reason")), record.session_id))
+                closed.append((record.time, row_text(data.get("reason")), record.session_id))
         executemany = self._conn.executemany
         if started:
             executemany(
@@ -504,7 +510,7 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
                 "ORDER BY started_at DESC, rowid DESC LIMIT ?",
                 (*params, max(limit, 0)),
             ).fetchall()
-        return [_session_dict(row) for row in rows]
+        return [session_dict(row) for row in rows]
 
     def session_ids_starting(self, prefix: str, *, limit: int = 2) -> list[str]:
         """See :meth:`Store.session_ids_starting`."""
@@ -526,11 +532,11 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
             if row is None:
                 return None
             commands = self._conn.execute(
-                f"SELECT {_COMMAND_COLUMNS} FROM commands WHERE session_id = ? ORDER BY seq",  # noqa: S608
+                f"SELECT {COMMAND_COLUMNS} FROM commands WHERE session_id = ? ORDER BY seq",  # noqa: S608
                 (session_id,),
             ).fetchall()
-        session = _session_dict(row)
-        session["commands"] = [_command_dict(command) for command in commands]
+        session = session_dict(row)
+        session["commands"] = [command_dict(command) for command in commands]
         return session
 
     # -- API keys ------------------------------------------------------------------------------
@@ -568,7 +574,7 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
                 f"SELECT {_KEY_COLUMNS} FROM api_keys WHERE key_id = ?",  # noqa: S608
                 (key_id,),
             ).fetchone()
-        return None if row is None else _key_record(row)
+        return None if row is None else key_record(row)
 
     def find_keys_by_identity(self, identity: str) -> list[ApiKeyRecord]:
         """See :meth:`Store.find_keys_by_identity`."""
@@ -578,7 +584,7 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
                 " ORDER BY created_at DESC, rowid DESC",
                 (identity,),
             ).fetchall()
-        return [_key_record(row) for row in rows]
+        return [key_record(row) for row in rows]
 
     def list_keys(self) -> list[ApiKeyRecord]:
         """See :meth:`Store.list_keys`."""
@@ -586,7 +592,7 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
             rows = self._conn.execute(
                 f"SELECT {_KEY_COLUMNS} FROM api_keys ORDER BY created_at, rowid"  # noqa: S608
             ).fetchall()
-        return [_key_record(row) for row in rows]
+        return [key_record(row) for row in rows]
 
     def revoke_key(self, key_id: str, *, when: float) -> bool:
         """See :meth:`Store.revoke_key`."""
@@ -644,141 +650,3 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, Store):
             yield
         except (sqlite3.Error, TypeError, ValueError, OverflowError) as exc:
             raise StoreError(f"cannot {action} in SQLite store {self.path!r}: {exc}") from exc
-
-
-def _text(value: Any) -> str:
-    # A text that is not UTF-8 is indexed as shown (the record keeps its exact bytes).
-    return shown_text(value)
-
-
-_SQLITE_INTEGERS = range(-(1 << 63), 1 << 63)
-
-
-def _integer(value: Any) -> int | None:
-    # Beyond 64 bits (a MySQL target may report 2**64 - 1 affected rows) only the record's
-    # JSON can hold it; the projection's column stays empty.
-    if isinstance(value, int) and not isinstance(value, bool) and value in _SQLITE_INTEGERS:
-        return value
-    return None
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    return None
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _audit_record(row: tuple[Any, ...]) -> AuditRecord:
-    seq, kind, session_id, time, data, prev_hash, digest, instance = row
-    try:
-        decoded = json.loads(data)
-    except (TypeError, ValueError) as exc:
-        raise StoreError(f"audit record {seq} holds unreadable data: {exc}") from exc
-    return AuditRecord(
-        seq=seq,
-        kind=kind,
-        session_id=session_id,
-        time=time,
-        data=decoded,
-        prev_hash=prev_hash,
-        hash=digest,
-        instance=instance,
-    )
-
-
-def _writer_state(row: tuple[Any, ...]) -> WriterState:
-    instance, journal, started_at, stopped_at, running = row
-    return WriterState(
-        instance=instance,
-        journal=journal,
-        started_at=started_at,
-        stopped_at=stopped_at,
-        running=None if running is None else bool(running),
-    )
-
-
-def _session_dict(row: tuple[Any, ...]) -> dict[str, Any]:
-    (
-        id_,
-        connection,
-        protocol,
-        target,
-        identity,
-        groups,
-        method,
-        credential_id,
-        client_address,
-        client_tls,
-        upstream_tls,
-        started_at,
-        ended_at,
-        end_reason,
-        command_count,
-        attributes,
-    ) = row
-    return {
-        "id": id_,
-        "connection": connection,
-        "protocol": protocol,
-        "target": target,
-        "identity": identity,
-        "groups": json.loads(groups),
-        "method": method,
-        "credential_id": credential_id,
-        "client_address": client_address,
-        "client_tls": bool(client_tls),
-        "upstream_tls": bool(upstream_tls),
-        "started_at": started_at,
-        "ended_at": ended_at,
-        "end_reason": end_reason,
-        "command_count": command_count,
-        "attributes": json.loads(attributes),
-    }
-
-
-def _command_dict(row: tuple[Any, ...]) -> dict[str, Any]:
-    command = dict(zip(_COMMAND_NAMES, row, strict=True))
-    if command["sample"] is not None:
-        command["sample"] = json.loads(command["sample"])
-    return command
-
-
-def _key_record(row: tuple[Any, ...]) -> ApiKeyRecord:
-    (
-        key_id,
-        identity,
-        groups,
-        secret_sha256,
-        salt,
-        iterations,
-        stored_key,
-        server_key,
-        created_at,
-        expires_at,
-        revoked_at,
-        last_used_at,
-    ) = row
-    return ApiKeyRecord(
-        key_id=key_id,
-        identity=identity,
-        groups=tuple(json.loads(groups)),
-        secret_sha256=secret_sha256,
-        scram=ScramVerifier(
-            salt=bytes(salt),
-            iterations=iterations,
-            stored_key=bytes(stored_key),
-            server_key=bytes(server_key),
-        ),
-        created_at=created_at,
-        expires_at=expires_at,
-        revoked_at=revoked_at,
-        last_used_at=last_used_at,
-    )

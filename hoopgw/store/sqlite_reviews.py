@@ -14,7 +14,7 @@ from typing import Any, TypeVar, cast
 
 import attrs
 
-from hoopgw.audit.writer import canonical_json
+from hoopgw.audit.chain import canonical_json
 from hoopgw.errors import StoreError
 from hoopgw.store.reviews import GrantRecord, ReviewRecord, ReviewStore, ReviewVote
 

@@ -6,7 +6,7 @@ import json
 import sqlite3
 from typing import Any
 
-from hoopgw.audit.writer import canonical_json
+from hoopgw.audit.chain import canonical_json
 from hoopgw.errors import StoreError
 from hoopgw.store.ssh_keys import SshKeyRecord, SshKeyStore
 

@@ -5,6 +5,7 @@ the gateway accepts."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -114,18 +115,95 @@ def test_the_config_compose_mounts_is_valid(compose: dict[str, Any], tmp_path: P
     secret = tmp_path / "secret"
     secret.write_text("x")
     text = source.read_text().replace("/run/secrets/target_app_password", str(secret))
+    # The gateway's certificate and key, which the bootstrap service makes.
+    for name in ("gateway.crt", "gateway.key"):
+        (tmp_path / name).write_text("placeholder")
+    text = text.replace("/run/hoopgw-tls/", f"{tmp_path}/")
     config = parse_config(text, base_dir=tmp_path)
     [connection] = config.connections
     assert connection.target == "target:5432"
+    assert connection.via == "site"
+    assert config.gateway.agent_listen is not None
     assert config.gateway.store == "sqlite:////var/lib/hoopgw/hoopgw.db"
 
 
+def test_compose_puts_the_target_where_only_the_agent_reaches_it(compose: dict[str, Any]) -> None:
+    services, networks = compose["services"], compose["networks"]
+    assert "private" not in services["hoopgw"]["networks"]
+    assert set(services["agent"]["networks"]) == {"private", "uplink"}
+    assert "uplink" in services["hoopgw"]["networks"]
+    assert networks["uplink"]["internal"] is True
+    agent = services["agent"]
+    assert agent["read_only"] is True and agent["cap_drop"] == ["ALL"]
+    assert "ports" not in agent and not agent["user"].startswith("0")
+    assert services["bootstrap"]["network_mode"] == "none"
+
+
+def test_the_agent_config_compose_mounts_is_valid(compose: dict[str, Any], tmp_path: Path) -> None:
+    from hoopgw.agent.config import parse_agent_config
+
+    [mount] = [v for v in compose["services"]["agent"]["volumes"] if "agent.toml" in v]
+    text = (ROOT / mount.split(":")[0]).read_text()
+    (tmp_path / "agent.token").write_text("hga_0123456789ab_" + "x" * 43)
+    (tmp_path / "ca.crt").write_text("placeholder")
+    config = parse_agent_config(
+        text.replace("/run/hoopgw-agent/", f"{tmp_path}/"), base_dir=tmp_path
+    )
+    assert (config.gateway_host, config.gateway_port) == ("hoopgw", 8444)
+    assert [rule.text for rule in config.allow.rules] == ["target:5432"]
+
+
+def test_the_bootstrap_makes_the_certificate_and_registers_the_agent_once(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    from hoopgw.agent.tokens import AgentTokens
+    from hoopgw.store import SQLiteStore
+
+    config = tmp_path / "hoopgw.toml"
+    config.write_text(f'[gateway]\nstore = "sqlite:///{tmp_path}/hoopgw.db"\n')
+    (tmp_path / "tls").mkdir()
+    (tmp_path / "agent").mkdir()
+    env = {
+        **os.environ,
+        "HOOPGW_BOOTSTRAP_TLS": str(tmp_path / "tls"),
+        "HOOPGW_BOOTSTRAP_AGENT": str(tmp_path / "agent"),
+        "HOOPGW_BOOTSTRAP_CONFIG": str(config),
+        "HOOPGW_BOOTSTRAP_UID": str(os.getuid()),
+    }
+    script = str(ROOT / "deploy" / "compose" / "bootstrap.py")
+    for _ in range(2):  # the second run changes nothing
+        done = subprocess.run(
+            [sys.executable, script], env=env, capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stderr
+    token = (tmp_path / "agent" / "agent.token").read_text().strip()
+    store = SQLiteStore(str(tmp_path / "hoopgw.db"))
+    assert AgentTokens(store).authenticate(token).name == "site"
+    assert len(store.list_agents()) == 1
+    store.close()
+    assert (tmp_path / "agent" / "agent.token").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "tls" / "gateway.key").stat().st_mode & 0o777 == 0o600
+    assert not (tmp_path / "agent" / "gateway.key").exists()
+    certificate = x509.load_pem_x509_certificate((tmp_path / "tls" / "gateway.crt").read_bytes())
+    names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.DNSName) == ["hoopgw"]
+    ca = x509.load_pem_x509_certificate((tmp_path / "agent" / "ca.crt").read_bytes())
+    certificate.verify_directly_issued_by(ca)
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="needs systemd-analyze")
-def test_the_systemd_unit_verifies_and_is_hardened(tmp_path: Path) -> None:
-    unit = (ROOT / "deploy" / "hoopgw.service").read_text()
-    assert "ExecStart=/opt/hoopgw/bin/hoopgw run -c /etc/hoopgw/hoopgw.toml" in unit
+@pytest.mark.parametrize(
+    ("name", "command"),
+    [
+        ("hoopgw.service", "run -c /etc/hoopgw/hoopgw.toml"),
+        ("hoopgw-agent.service", "agent -c /etc/hoopgw/agent.toml"),
+    ],
+)
+def test_the_systemd_unit_verifies_and_is_hardened(tmp_path: Path, name: str, command: str) -> None:
+    unit = (ROOT / "deploy" / name).read_text()
+    assert f"ExecStart=/opt/hoopgw/bin/hoopgw {command}" in unit
     # verify checks that the program exists: point it at this environment's.
-    local = tmp_path / "hoopgw.service"
+    local = tmp_path / name
     local.write_text(
         unit.replace("/opt/hoopgw/bin/hoopgw", str(Path(sys.executable).with_name("hoopgw")))
     )

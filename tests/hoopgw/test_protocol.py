@@ -44,3 +44,30 @@ def test_a_protocol_table_names_its_keys_and_resolves_paths(tmp_path: Path) -> N
     assert caught.value.key == "ssh.known_hosts"
     (tmp_path / "kh").write_text("")
     assert table.readable_file("known_hosts") == str(tmp_path / "kh")
+
+
+def test_connect_upstream_goes_through_the_connections_connector() -> None:
+    from twisted.internet import defer
+    from twisted.internet.protocol import Protocol
+    from twisted.internet.testing import MemoryReactorClock
+
+    from hoopgw.protocol import ConnectionRuntime
+
+    calls: list[tuple[str, int, object, float]] = []
+
+    class Connector:
+        def connect(self, host: str, port: int, proto: object, *, timeout: float) -> object:
+            calls.append((host, port, proto, timeout))
+            return defer.succeed(proto)
+
+    fields = dict.fromkeys(("config", "gateway", "info", "chain", "authenticator", "sessions"))
+    reactor = MemoryReactorClock()
+    proto = Protocol()
+    via = ConnectionRuntime(**fields, reactor=reactor, upstream=Connector())  # type: ignore[arg-type]
+    via.connect_upstream("db.internal", 5432, proto, timeout=3)
+    assert calls == [("db.internal", 5432, proto, 3)]
+    # Without a connector: a direct TCP connection from the gateway.
+    direct = ConnectionRuntime(**fields, reactor=reactor)  # type: ignore[arg-type]
+    direct.connect_upstream("127.0.0.1", 5432, proto)
+    [(host, port, *_)] = reactor.tcpClients
+    assert (host, port) == ("127.0.0.1", 5432)

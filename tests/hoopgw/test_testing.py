@@ -7,9 +7,10 @@ from typing import Any
 import pytest
 from twisted.internet import defer
 
-from hoopgw.audit.writer import AuditEntry, verify_chain
+from hoopgw.audit.chain import verify_chain
 from hoopgw.errors import ConfigError, StoreError
 from hoopgw.plugin import Option, PluginContext, hookimpl
+from hoopgw.records import AuditEntry
 from hoopgw.session import Column
 from hoopgw.testing import (
     FakeApprover,

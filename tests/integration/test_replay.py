@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from hoopgw.audit.writer import AuditEntry
+from hoopgw.records import AuditEntry
 from hoopgw.store import open_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.store]

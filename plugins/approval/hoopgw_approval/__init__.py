@@ -6,7 +6,7 @@ It does two things on a connection that enables it:
   :mod:`hoopgw.sql`, the same ones guardrails denies), as its protocol's dialect classifies it;
 - it is the connection's approval backend: every held command (its own holds, and guardrails
   rules with ``action = "review"``) becomes a review in the gateway's
-  :class:`~hoopgw.approvals.ApprovalService`, decided through the admin API
+  :class:`~hoopgw.approvals.service.ApprovalService`, decided through the admin API
   (``hoopgw reviews approve|deny``).
 
 Enable it on a connection::
@@ -31,7 +31,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from hoopgw.approvals import ReviewPolicy
+from hoopgw.approvals.service import ReviewPolicy
 from hoopgw.errors import ConfigError, PluginError
 from hoopgw.plugin import Option, PluginContext, hookimpl
 from hoopgw.protocol import load_protocol

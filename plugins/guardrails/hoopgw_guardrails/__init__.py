@@ -534,5 +534,6 @@ def _function_catalog(context: PluginContext, dialect: Dialect) -> FunctionCatal
         user=options["catalog_user"],
         password=password,
         sslmode=options["catalog_sslmode"],
+        connect=context.connect_upstream,
     )
     return catalog

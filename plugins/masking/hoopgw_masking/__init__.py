@@ -305,6 +305,7 @@ class MaskingPlugin:
                     password=password.decode() if password is not None else None,
                     sslmode=options["catalog_sslmode"],
                     application_name="hoopgw-masking-catalog",
+                    connect=context.connect_upstream,
                 ),
             )
         self._plans: dict[str, tuple[list[Column], list[tuple[int, str, bool]]]] = {}

@@ -1,7 +1,7 @@
 """The ``recording`` plugin: write-ahead, hash-chained records of every session and command.
 
 Enable it per connection (``plugins = ["recording", ...]``). It writes, through the gateway's
-:class:`~hoopgw.audit.AuditWriter`:
+:class:`~hoopgw.audit.writer.AuditWriter`:
 
 - ``session_started`` before the session may begin, and ``command_received`` before a command
   may be forwarded. Both hooks answer only once the record is durable (in the audit journal,
@@ -28,8 +28,8 @@ from typing import Any
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
-from hoopgw.audit import AuditEntry
 from hoopgw.plugin import Option, PluginContext, hookimpl
+from hoopgw.records import AuditEntry
 from hoopgw.session import Column, Command, CommandOutcome, Output, SessionInfo
 from hoopgw.verdicts import Allow, Block, Verdict
 

@@ -46,7 +46,6 @@ from hoopgw.transport import (
     READ_PAUSE_LOGIN,
     ReadGate,
     client_tls_options,
-    connect,
     is_loopback,
     send_now,
     set_no_delay,
@@ -421,8 +420,7 @@ class ClientSession(protocol.Protocol):
         timeout = self.runtime.reactor.callLater(
             self.runtime.gateway.auth_timeout, self._target.probe_ended
         )
-        connecting = connect(
-            self.runtime.reactor,
+        connecting = self.runtime.connect_upstream(
             self.runtime.config.target_host,
             self.runtime.config.target_port,
             listener.connection,
@@ -659,7 +657,7 @@ class ClientSession(protocol.Protocol):
             database=self._response.database or None,
             read_only=self._read_only,
         )
-        d = connect(self.runtime.reactor, host, port, self.upstream)
+        d = self.runtime.connect_upstream(host, port, self.upstream)
 
         def failed(failure: Failure) -> None:
             log.info(

@@ -15,7 +15,7 @@ import functools
 import re
 import tomllib
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from importlib import resources
 from typing import Any
 
@@ -884,13 +884,22 @@ class PostgresDialect:
         self._cache_size = cache_size
 
     def function_catalog(
-        self, reactor: Any, *, target: str, user: str, password: str | None, sslmode: str
+        self,
+        reactor: Any,
+        *,
+        target: str,
+        user: str,
+        password: str | None,
+        sslmode: str,
+        connect: Callable[..., Any] | None = None,
     ) -> FunctionCatalog:
-        """The target's catalog of functions, read as ``user`` (see :class:`hoopgw.sql.Dialect`)."""
+        """The target's catalog of functions, read as ``user`` (see :class:`hoopgw.sql.Dialect`);
+        ``connect`` opens its TCP connection (a network agent's, see
+        :attr:`hoopgw.plugin.PluginContext.connect_upstream`), None for directly."""
         from hoopgw_postgres.catalog import FunctionCatalog
 
         return FunctionCatalog(
-            reactor, target=target, user=user, password=password, sslmode=sslmode
+            reactor, target=target, user=user, password=password, sslmode=sslmode, connect=connect
         )
 
     def analyze(self, text: str) -> Analysis:

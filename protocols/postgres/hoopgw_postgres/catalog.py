@@ -12,7 +12,7 @@ its transaction, its settings and its error state stay as they are.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any
 
 from twisted.internet import defer, protocol
@@ -109,10 +109,14 @@ def read_catalog(
     query: str,
     application_name: str,
     timeout: float = 10.0,
+    connect: Callable[..., Any] | None = None,
 ) -> defer.Deferred[list[list[bytes | None]]]:
     """Run ``query`` (no parameters) in ``database`` of ``target`` (``HOST:PORT``) on a
     connection of its own; the rows as the wire gives them (text format). Fails with
-    :class:`CatalogError` or a timeout."""
+    :class:`CatalogError` or a timeout.
+
+    :param connect: opens the TCP connection (``connect(host, port, protocol, timeout=...)``,
+        a network agent's); None connects directly."""
     host, _, port = target.rpartition(":")
     host = host.strip("[]")
     run = CatalogQuery(query)
@@ -129,8 +133,11 @@ def read_catalog(
         tls_options=None if sslmode == "disable" else client_tls_options(sslmode, host, None),
     )
     run.connection = connection
-    endpoint: Any = HostnameEndpoint(reactor, host, int(port), timeout=int(timeout))
-    connecting = endpoint.connect(_OneProtocol(connection))
+    if connect is None:
+        endpoint: Any = HostnameEndpoint(reactor, host, int(port), timeout=int(timeout))
+        connecting = endpoint.connect(_OneProtocol(connection))
+    else:
+        connecting = connect(host, int(port), connection, timeout=timeout)
     connecting.addErrback(
         lambda f: run.upstream_failed("08006", f"target unreachable: {f.getErrorMessage()}")
     )
@@ -232,6 +239,7 @@ def read_columns(
         query=COLUMNS_QUERY,
         application_name=login.application_name,
         timeout=login.timeout,
+        connect=login.connect,
     ).addCallback(rows)
 
 
@@ -338,8 +346,10 @@ class FunctionCatalog:
         password: str | None,
         sslmode: str,
         timeout: float = 10.0,
+        connect: Callable[..., Any] | None = None,
     ) -> None:
         self._reactor = reactor
+        self._connect = connect
         self._target = target
         self._user = user
         self._password = password
@@ -374,6 +384,7 @@ class FunctionCatalog:
             ),
             application_name="hoopgw-guardrails-catalog",
             timeout=self._timeout,
+            connect=self._connect,
         )
 
         def judged(raw: list[list[bytes | None]]) -> Mapping[tuple[str, str], tuple[str, ...]]:

@@ -27,6 +27,7 @@ from hoopgw.errors import (
     AuthenticationError,
     PluginError,
     StoreError,
+    UpstreamUnavailable,
 )
 from hoopgw.ledger import CommandLedger
 from hoopgw.protocol import ConnectionRuntime
@@ -45,7 +46,6 @@ from hoopgw.transport import (
     READ_PAUSE_LOGIN,
     ReadGate,
     client_tls_options,
-    connect,
     is_loopback,
     send_now,
     set_no_delay,
@@ -466,7 +466,7 @@ class ClientSession(protocol.Protocol):
                 self._phase = "checking"
                 self._check_login(defer.succeed(identity))
         except AuthenticationError:
-            # Audited and slowed down like any other failure (see hoopgw.authn).
+            # Audited and slowed down like any other failure (see hoopgw.identity.authn).
             self._phase = "checking"
             self._check_login(
                 self.runtime.authenticator.failed(
@@ -625,7 +625,7 @@ class ClientSession(protocol.Protocol):
             if tls.sslmode == "disable"
             else client_tls_options(tls.sslmode, tls.server_name or host, tls.ca_file),
         )
-        d = connect(self.runtime.reactor, host, int(port), self.upstream)
+        d = self.runtime.connect_upstream(host, int(port), self.upstream)
 
         def failed(failure: Failure) -> None:
             log.info(
@@ -633,7 +633,10 @@ class ClientSession(protocol.Protocol):
                 target=config.target,
                 why=failure.getErrorMessage(),
             )
-            self.upstream_failed("08006", f"the target {config.target} is unreachable")
+            message = f"the target {config.target} is unreachable"
+            if failure.check(UpstreamUnavailable):
+                message += f": {failure.getErrorMessage()}"
+            self.upstream_failed("08006", message)
 
         d.addErrback(failed)
 
@@ -747,7 +750,7 @@ class ClientSession(protocol.Protocol):
                 self.transport.write(request)
                 self.transport.loseConnection()
 
-        connect(self.runtime.reactor, host.strip("[]"), int(port), _Cancel()).addErrback(
+        self.runtime.connect_upstream(host.strip("[]"), int(port), _Cancel()).addErrback(
             lambda f: log.info("cancel could not reach the target: {why}", why=f.getErrorMessage())
         )
 
@@ -1335,6 +1338,11 @@ class ClientSession(protocol.Protocol):
             pending.cancel()
         if self.upstream is not None:
             self.upstream.close()
+        # A TLS transport closes only once no producer is registered with it (the upstream's
+        # reader is, once the session is ready): without this a client over TLS waits forever
+        # after a FATAL the gateway sends on its own (terminate: a revoked key, an agent gone).
+        if self._phase == "ready":
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
         self._end_session(reason or message)
 

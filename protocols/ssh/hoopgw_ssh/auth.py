@@ -1,10 +1,10 @@
 """Who is logging in to the gateway's SSH server.
 
-Two ways, both ending in :meth:`hoopgw.authn.Authenticator.admit`:
+Two ways, both ending in :meth:`hoopgw.identity.authn.Authenticator.admit`:
 
 - a public key registered to an identity (``hoopgw keys add-ssh``): the client proves it holds
   the private key by signing the session, and :class:`SshKeyDirectory` names the identity;
-- a token (an API key, or whatever else :meth:`~hoopgw.authn.Authenticator.authenticate`
+- a token (an API key, or whatever else :meth:`~hoopgw.identity.authn.Authenticator.authenticate`
   accepts) given as the SSH password or as the answer to a keyboard-interactive prompt.
 
 The SSH user name plays no part in deciding who the caller is; it is recorded.
@@ -64,7 +64,7 @@ fires with the avatar, or fails with a reason to disconnect with."""
 
 
 class LoginChecks(Protocol):
-    """The :class:`~hoopgw.authn.Authenticator` checks, bound to one client connection."""
+    """The :class:`~hoopgw.identity.authn.Authenticator` checks, bound to one client connection."""
 
     def authenticate(self, secret: str) -> defer.Deferred[Identity]:
         """Check a token (audited and slowed down on failure)."""

@@ -90,7 +90,7 @@ class GatewaySession(avatar.ConchUser):
 
     def new_command(self, text: str, kind: str, details: dict[str, Any]) -> Command:
         """The next command of this session (numbered from 1), with the text to record as
-        the ``audit_text`` hooks rewrote it (:meth:`~hoopgw.chain.PluginChain.recordable`).
+        the ``audit_text`` hooks rewrote it (:meth:`~hoopgw.runtime.chain.PluginChain.recordable`).
 
         :raises Exception: what a failing ``audit_text`` hook raised; the session is ended.
         """
@@ -262,7 +262,10 @@ class ServerTransport(transport.SSHServerTransport):
             raise SessionRefused(f"session refused: {started.reason}")
         try:
             upstream = await connect_upstream(
-                runtime.config, runtime.reactor, timeout=runtime.gateway.auth_timeout
+                runtime.config,
+                runtime.reactor,
+                timeout=runtime.gateway.auth_timeout,
+                connect=runtime.connect_upstream,
             )
         except UpstreamError as exc:
             runtime.upstream_failed()

@@ -14,10 +14,10 @@ from twisted.conch.error import ConchError
 from twisted.conch.ssh import connection, keys, transport, userauth
 from twisted.conch.ssh.common import NS
 from twisted.internet import defer, protocol
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint
 from twisted.python.failure import Failure
 
 from hoopgw.connection import ConnectionConfig
+from hoopgw.errors import UpstreamUnavailable
 from hoopgw.secrets import Secret
 from hoopgw.transport import set_no_delay
 from hoopgw_ssh.algorithms import modern_transport
@@ -232,25 +232,34 @@ def load_private_key(secret: Secret) -> keys.Key:
 
 
 def connect_upstream(
-    config: ConnectionConfig, reactor: Any, *, timeout: float
+    config: ConnectionConfig,
+    reactor: Any,
+    *,
+    timeout: float,
+    connect: Callable[..., defer.Deferred[Any]],
 ) -> defer.Deferred[UpstreamConnection]:
     """Connect to the target, check its host key, log in; fires with the ready connection.
 
     :param timeout: seconds for all of it (the gateway's ``auth_timeout``).
+    :param connect: opens the TCP connection (the runtime's
+        :meth:`~hoopgw.protocol.ConnectionRuntime.connect_upstream`: directly, or through a
+        network agent).
     :return: a Deferred failing with :class:`UpstreamError` (a reason safe to show) when the
         target is unreachable, its host key is refused or it refuses the credential.
     """
     ready: defer.Deferred[UpstreamConnection] = defer.Deferred()
-    host, port = config.target_host, config.target_port
-    endpoint_type = TCP6ClientEndpoint if ":" in host else TCP4ClientEndpoint
-    endpoint = endpoint_type(reactor, host, port, timeout=timeout)
-    factory: Any = _Factory(config, ready)
-    connecting = endpoint.connect(factory)
+    factory = _Factory(config, ready)
+    link_protocol = factory.buildProtocol(None)
+    connecting = connect(config.target_host, config.target_port, link_protocol, timeout=timeout)
     transports: list[_Transport] = []
 
     def connect_failed(failure: Failure) -> None:
         if not ready.called:
-            ready.errback(UpstreamError(f"cannot reach the target: {failure.getErrorMessage()}"))
+            why = failure.getErrorMessage()
+            if failure.check(UpstreamUnavailable):
+                ready.errback(UpstreamError(why))
+            else:
+                ready.errback(UpstreamError(f"cannot reach the target: {why}"))
 
     connecting.addCallbacks(transports.append, connect_failed)
 

@@ -47,7 +47,9 @@ def test_live_sessions_are_counted_at_scrape_time() -> None:
 
 
 def test_events_are_counted_by_their_labels() -> None:
-    metrics = GatewayMetrics(sessions=[], audit_pending=lambda: 7, login_backoff=lambda: 2)
+    metrics = GatewayMetrics(
+        sessions=[], audit_pending=lambda: 7, login_backoff=lambda: 2, agents_connected=lambda: 3
+    )
     metrics.session_opened("pg", "postgres")
     metrics.command_decided("pg", "allow")
     metrics.command_decided("pg", "allow")
@@ -64,6 +66,7 @@ def test_events_are_counted_by_their_labels() -> None:
     assert samples[("hoopgw_upstream_connect_errors_total", (("connection", "pg"),))] == 1
     assert samples[("hoopgw_audit_queue_depth", ())] == 7
     assert samples[("hoopgw_login_backoff_hosts", ())] == 2
+    assert samples[("hoopgw_agents_connected", ())] == 3
 
 
 def test_held_statements_wait_until_their_review_ends() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from hoopgw.audit.asciicast import channel_recording, play, read_asciicast, terminal_channels
-from hoopgw.audit.writer import AuditRecord
+from hoopgw.audit.chain import AuditRecord
 
 START = 1_700_000_000.0
 

@@ -13,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 
+from hoopgw.audit.chain import record_hash
 from hoopgw.audit.checkpoints import (
     KEY_NAME,
     Checkpoint,
@@ -32,7 +33,7 @@ from hoopgw.audit.checkpoints import (
     verify_log,
     write_checkpoint_file,
 )
-from hoopgw.audit.writer import AuditEntry, record_hash
+from hoopgw.records import AuditEntry
 from hoopgw.store import SQLiteStore
 
 KEY = generate_signing_key()

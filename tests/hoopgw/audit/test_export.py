@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from hoopgw.audit.chain import GENESIS_HASH, AuditRecord, record_hash, verify_chain
 from hoopgw.audit.export import (
     FIELDS,
     SEARCH_FIELDS,
@@ -23,7 +24,6 @@ from hoopgw.audit.export import (
     iso_time_precise,
     search_commands,
 )
-from hoopgw.audit.writer import GENESIS_HASH, AuditRecord, record_hash, verify_chain
 
 T0 = 1_764_090_000.0  # 2025-11-25T17:00:00Z
 

@@ -8,7 +8,8 @@ import stat
 import pytest
 
 from hoopgw.audit.journal import AuditJournal, JournalBacklog, JournalError, backlog
-from hoopgw.audit.writer import AuditEntry, encode_entry
+from hoopgw.audit.writer import encode_entry
+from hoopgw.records import AuditEntry
 
 
 def entry(n: int) -> AuditEntry:

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from hoopgw.audit import process as audit_process
+from hoopgw.audit.chain import DURABILITY_KIND, Durability, verify_chain
 from hoopgw.audit.checkpoints import (
     Checkpointer,
     CheckpointError,
@@ -23,15 +24,9 @@ from hoopgw.audit.checkpoints import (
     read_checkpoint_file,
 )
 from hoopgw.audit.journal import AuditJournal, JournalError, journal_path
-from hoopgw.audit.writer import (
-    DURABILITY_KIND,
-    SIGNING_KEY_ENV,
-    AuditEntry,
-    Durability,
-    encode_entry,
-    verify_chain,
-)
+from hoopgw.audit.writer import SIGNING_KEY_ENV, encode_entry
 from hoopgw.errors import StoreError
+from hoopgw.records import AuditEntry
 from hoopgw.store import SQLiteStore
 
 KEY = generate_signing_key()

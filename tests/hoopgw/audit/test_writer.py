@@ -18,29 +18,31 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 
-from hoopgw.audit.writer import (
+from hoopgw.audit.chain import (
     GENESIS_HASH,
-    SIGNING_KEY_ENV,
-    WRITER_INFO_PREFIX,
-    AuditEntry,
     AuditRecord,
-    AuditWriter,
-    CheckpointSettings,
     Durability,
     DurabilityPeriod,
     PrunedRange,
     canonical_json,
-    decode_entry,
     durability_entry,
-    encode_entry,
     exact_bytes,
     pruned_entry,
     record_hash,
     shown_text,
-    spawn_writer_process,
     verify_chain,
 )
+from hoopgw.audit.writer import (
+    SIGNING_KEY_ENV,
+    WRITER_INFO_PREFIX,
+    AuditWriter,
+    CheckpointSettings,
+    decode_entry,
+    encode_entry,
+    spawn_writer_process,
+)
 from hoopgw.errors import StoreError
+from hoopgw.records import AuditEntry
 from hoopgw.secrets import Secret
 from hoopgw.store import SQLiteStore
 

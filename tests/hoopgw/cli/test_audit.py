@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from hoopgw.audit.chain import Durability, durability_entry, record_hash
 from hoopgw.audit.checkpoints import (
     KEY_NAME,
     Checkpoint,
@@ -25,8 +26,9 @@ from hoopgw.audit.checkpoints import (
     write_checkpoint_file,
 )
 from hoopgw.audit.journal import AuditJournal
-from hoopgw.audit.writer import AuditEntry, Durability, durability_entry, encode_entry, record_hash
+from hoopgw.audit.writer import encode_entry
 from hoopgw.cli.main import main
+from hoopgw.records import AuditEntry
 from hoopgw.runtime import logs
 from hoopgw.store import SQLiteStore
 

@@ -15,11 +15,11 @@ import pytest
 
 from hoopgw.audit import export
 from hoopgw.audit.export import FIELDS
-from hoopgw.audit.writer import AuditEntry
 from hoopgw.cli import export as cli_export
 from hoopgw.cli import main as cli
 from hoopgw.cli.export import since_date, until_date
 from hoopgw.cli.main import main
+from hoopgw.records import AuditEntry
 from hoopgw.store import open_store
 
 T0 = 1_764_090_000.0  # 2025-11-25T17:00:00Z

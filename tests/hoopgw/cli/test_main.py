@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from hoopgw.audit.writer import AuditEntry
 from hoopgw.cli.common import parse_duration
 from hoopgw.cli.main import main
 from hoopgw.config.load import Config
+from hoopgw.records import AuditEntry
 from hoopgw.runtime import logs
 from hoopgw.store import open_store
 
@@ -204,6 +204,35 @@ def test_config_check_online_logs_in_and_warns(capsys, config_file, monkeypatch)
     document = json.loads(out)
     assert not document["ok"]
     assert "cannot log in to the target: connection refused" in document["connections"][0]["error"]
+
+
+def test_config_check_names_the_agent_and_does_not_log_in_through_it(
+    capsys, config_file, monkeypatch, tmp_path
+):
+    from hoopgw_postgres import privileges
+
+    (tmp_path / "cert.pem").write_text("cert")
+    (tmp_path / "key.pem").write_text("key")
+    config_file.write_text(
+        CONFIG.replace(
+            'log_level = "debug"\n',
+            'log_level = "debug"\ntls_cert = "cert.pem"\ntls_key = "key.pem"\n'
+            'agent_listen = "tcp:8444"\n',
+        ).replace('allow_groups = ["agents"]', 'allow_groups = ["agents"]\nvia = "dc1"')
+    )
+    logins = []
+    monkeypatch.setattr(
+        privileges,
+        "_query",
+        lambda c: logins.append(c.name) or ("postgres", False, False, False, []),
+    )
+    code, out, err = run(capsys, "config", "check", "-c", config_file)
+    assert code == 0, err
+    assert "pg-a: via: agent dc1" in out
+    code, out, err = run(capsys, "config", "check", "-c", config_file, "--online")
+    assert code == 0, err
+    assert "pg-a: upstream login not checked (reached through agent dc1)" in out
+    assert logins == ["pg-b"]
 
 
 def test_config_check_missing_file(capsys, tmp_path):

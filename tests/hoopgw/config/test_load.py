@@ -4,8 +4,8 @@ import attrs
 import pytest
 
 from hoopgw import plugin
+from hoopgw.audit.chain import Durability
 from hoopgw.audit.checkpoints import generate_signing_key, private_key_pem
-from hoopgw.audit.writer import Durability
 from hoopgw.config.gateway import GatewayConfig, resolve_store_url
 from hoopgw.config.load import Config, load_config, parse_config
 from hoopgw.connection import ConnectionConfig
@@ -900,3 +900,54 @@ def test_admin_api_off_loopback_needs_tls_or_an_explicit_plaintext(listen, tmp_p
 def test_admin_tls_errors_name_the_key(text, key, message):
     error = error_of(f"[gateway]\n{text}\n")
     assert error.key == key and message in str(error)
+
+
+# -- network agents ---------------------------------------------------------------------------
+
+
+def _agent_gateway(tmp_path, extra=""):
+    (tmp_path / "cert.pem").write_text("cert")
+    (tmp_path / "key.pem").write_text("key")
+    return (
+        "[gateway]\ntls_cert = 'cert.pem'\ntls_key = 'key.pem'\n"
+        f"agent_listen = 'tcp:8444:interface=0.0.0.0'\n{extra}"
+    )
+
+
+def test_a_connection_via_an_agent(tmp_path):
+    config = parse(_agent_gateway(tmp_path) + connection("via = 'dc1'"), tmp_path)
+    assert config.gateway.agent_listen == "tcp:8444:interface=0.0.0.0"
+    assert config.connections[0].via == "dc1"
+    assert parse(_agent_gateway(tmp_path) + connection(), tmp_path).connections[0].via is None
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message"),
+    [
+        (connection("via = 'dc1'"), "via", "needs [gateway] agent_listen"),
+        (
+            "[gateway]\nagent_listen = 'tcp:8444'\n" + connection(),
+            "gateway.agent_listen",
+            "needs tls_cert and tls_key",
+        ),
+        (
+            "[gateway]\nagent_listen = 'tcp:99999'\n" + connection(),
+            "gateway.agent_listen",
+            "port must be",
+        ),
+    ],
+)
+def test_agent_errors_name_the_key(text, key, message):
+    error = error_of(text)
+    assert error.key == key and message in str(error)
+
+
+def test_via_must_be_an_agent_name(tmp_path):
+    error = error_of(_agent_gateway(tmp_path) + connection("via = 'DC 1'"), tmp_path)
+    assert error.key == "via" and "must be an agent name" in str(error)
+
+
+def test_agent_listen_may_not_share_a_listener(tmp_path):
+    text = _agent_gateway(tmp_path).replace("tcp:8444:interface=0.0.0.0", "tcp:15432")
+    error = error_of(text + connection(), tmp_path)
+    assert error.key == "listen" and "same address as [gateway] agent_listen" in str(error)

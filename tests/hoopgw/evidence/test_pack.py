@@ -13,6 +13,7 @@ from pathlib import Path
 import attrs
 import pytest
 
+from hoopgw.audit.chain import Durability, durability_entry
 from hoopgw.audit.checkpoints import (
     KEY_NAME,
     Checkpoint,
@@ -22,12 +23,14 @@ from hoopgw.audit.checkpoints import (
     write_checkpoint_file,
 )
 from hoopgw.audit.journal import AuditJournal
-from hoopgw.audit.writer import AuditEntry, Durability, durability_entry, encode_entry
+from hoopgw.audit.writer import encode_entry
 from hoopgw.cli.common import parse_time
 from hoopgw.cli.main import main
 from hoopgw.config.load import load_config
 from hoopgw.evidence import pack as evidence
-from hoopgw.evidence.pack import TimeRange, build_pack, latest_checkpoint
+from hoopgw.evidence.model import NOT_RECORDED, TimeRange, latest_checkpoint
+from hoopgw.evidence.pack import build_pack
+from hoopgw.records import AuditEntry
 from hoopgw.secrets import Secret
 from hoopgw.store import open_store
 
@@ -303,10 +306,10 @@ def test_reviews_and_grants_are_not_invented(store, config_file, tmp_path):
     make_pack(store, config_file, folder)
 
     doc = summary(folder)
-    assert doc["reviews"]["count"] == 0 and doc["reviews"]["note"] == evidence.NOT_RECORDED
+    assert doc["reviews"]["count"] == 0 and doc["reviews"]["note"] == NOT_RECORDED
     assert doc["access_grants"]["count"] == 0
-    assert doc["access_grants"]["note"] == evidence.NOT_RECORDED
-    assert evidence.NOT_RECORDED in (folder / "index.html").read_text()
+    assert doc["access_grants"]["note"] == NOT_RECORDED
+    assert NOT_RECORDED in (folder / "index.html").read_text()
 
 
 def review_entries(start):

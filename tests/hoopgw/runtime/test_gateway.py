@@ -18,8 +18,9 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 
+from hoopgw.audit.chain import Durability
 from hoopgw.audit.checkpoints import generate_signing_key, private_key_pem
-from hoopgw.audit.writer import AuditWriter, Durability
+from hoopgw.audit.writer import AuditWriter
 from hoopgw.config.load import Config, parse_config
 from hoopgw.errors import StartupError
 from hoopgw.runtime import gateway as gateway_module

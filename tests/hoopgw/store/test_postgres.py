@@ -8,8 +8,9 @@ import threading
 
 import pytest
 
-from hoopgw.audit.writer import GENESIS_HASH, AuditEntry, chain_genesis, verify_chain
+from hoopgw.audit.chain import GENESIS_HASH, chain_genesis, verify_chain
 from hoopgw.errors import StoreError
+from hoopgw.records import AuditEntry
 from hoopgw.store import open_store
 from hoopgw.store.migrations import LATEST_VERSION, POSTGRESQL, current_version
 from hoopgw.store.postgres import PostgresStore, _query, redacted

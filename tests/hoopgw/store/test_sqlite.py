@@ -9,15 +9,9 @@ import sqlite3
 import attrs
 import pytest
 
-from hoopgw.audit.writer import (
-    GENESIS_HASH,
-    AuditEntry,
-    Durability,
-    durability_entry,
-    record_hash,
-    verify_chain,
-)
+from hoopgw.audit.chain import GENESIS_HASH, Durability, durability_entry, record_hash, verify_chain
 from hoopgw.errors import ConfigError, StoreError
+from hoopgw.records import AuditEntry
 from hoopgw.scram import make_verifier
 from hoopgw.store import SQLiteStore, open_store
 from hoopgw.store.base import ApiKeyRecord

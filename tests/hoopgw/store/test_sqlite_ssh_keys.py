@@ -69,7 +69,7 @@ def test_closed_store_raises_store_error(tmp_path: Path) -> None:
 
 
 def test_session_records_by_kind(store: Any) -> None:
-    from hoopgw.audit.writer import AuditEntry
+    from hoopgw.records import AuditEntry
 
     store.append(
         [

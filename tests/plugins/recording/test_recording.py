@@ -8,7 +8,8 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import Logger, LogLevel, globalLogPublisher
 
-from hoopgw.audit.writer import AuditRecord, AuditWriter, verify_chain
+from hoopgw.audit.chain import AuditRecord, verify_chain
+from hoopgw.audit.writer import AuditWriter
 from hoopgw.errors import ConfigError, StoreError
 from hoopgw.plugin import PluginContext, hookimpl, validate_options
 from hoopgw.runtime.chain import WITHDRAWN, PluginChain

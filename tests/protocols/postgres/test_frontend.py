@@ -817,6 +817,16 @@ def test_terminate_sends_fatal_57p01_and_reports_the_session_closed() -> None:
     assert len(client.gateway.sessions) == 0
 
 
+def test_terminate_unregisters_the_upstream_reader_so_a_tls_client_closes() -> None:
+    # Twisted's TLS transport closes only once no producer is registered: a client over TLS
+    # kept its connection open after the FATAL of a terminate.
+    client = logged_in()
+    assert client.transport.producer is not None
+    client.session.terminate("agent 'edge' lost its connection to the gateway")
+    assert client.transport.producer is None
+    assert client.closed
+
+
 def test_client_goodbye_closes_and_reports_open_commands_aborted() -> None:
     policy = Policy()
     client = logged_in([("policy", policy)])
@@ -1205,8 +1215,9 @@ def _real_upstream(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     opened: list[Any] = []
     monkeypatch.setattr(ClientSession, "_connect_upstream", REAL_CONNECT_UPSTREAM)
     monkeypatch.setattr(
-        "hoopgw_postgres.frontend.connect",
-        lambda reactor, host, port, upstream: opened.append(upstream) or defer.Deferred(),
+        ConnectionRuntime,
+        "connect_upstream",
+        lambda self, host, port, upstream, **_: opened.append(upstream) or defer.Deferred(),
     )
     return opened
 

@@ -31,10 +31,10 @@ from twisted.logger import Logger
 
 from hoopgw.audit.chain import AuditRecord
 from hoopgw.errors import StoreError
+from hoopgw.reviews import GrantRecord, ReviewRecord
 from hoopgw.store import migrations
 from hoopgw.store.base import WriterState
 from hoopgw.store.notices import CHANNEL
-from hoopgw.store.reviews import GrantRecord, ReviewRecord
 from hoopgw.store.sqlite import SQLiteStore
 from hoopgw.store.sqlite_rows import audit_record, writer_state
 

@@ -27,8 +27,9 @@ from hoopgw.audit.chain import (
 from hoopgw.errors import StoreError
 from hoopgw.records import AuditEntry
 from hoopgw.store import migrations
-from hoopgw.store.base import ApiKeyRecord, Store, WriterState
+from hoopgw.store.base import ApiKeyRecord, Store
 from hoopgw.store.sqlite_agents import SQLiteAgentStore
+from hoopgw.store.sqlite_instances import SQLiteInstanceStore
 from hoopgw.store.sqlite_reviews import SQLiteReviewStore
 from hoopgw.store.sqlite_rows import (
     COMMAND_COLUMNS,
@@ -41,7 +42,6 @@ from hoopgw.store.sqlite_rows import (
     row_number,
     row_text,
     session_dict,
-    writer_state,
 )
 from hoopgw.store.sqlite_ssh_keys import SQLiteSshKeyStore
 
@@ -83,7 +83,9 @@ def _create_private(path: str) -> None:
         os.close(fd)
 
 
-class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, SQLiteAgentStore, Store):
+class SQLiteStore(
+    SQLiteReviewStore, SQLiteSshKeyStore, SQLiteAgentStore, SQLiteInstanceStore, Store
+):
     """A :class:`~hoopgw.store.base.Store` in one SQLite file.
 
     The connection is opened by the constructor and belongs to the thread that made it. Its
@@ -142,15 +144,6 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, SQLiteAgentStore, Store)
 
     # -- audit ---------------------------------------------------------------------------------
 
-    def instances(self) -> list[str]:
-        """See :meth:`Store.instances`."""
-        with self._errors_as_store_error("list the audit chains"):
-            rows = self._conn.execute(
-                "SELECT instance FROM audit_journal_marks"
-                " UNION SELECT DISTINCT instance FROM audit_records ORDER BY 1"
-            ).fetchall()
-        return [row[0] for row in rows]
-
     def chain(self, instance: str) -> Store:
         """See :meth:`Store.chain`: a SQLite store holds the one chain ``""``."""
         if instance != self.instance:
@@ -172,33 +165,6 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, SQLiteAgentStore, Store)
                     (self.instance, journal_mark),
                 )
             return records
-
-    def writer_started(self, journal: str, *, now: float) -> None:
-        """See :meth:`Store.writer_started` (one writer per SQLite store: the journal's lock
-        keeps a second one out)."""
-        with self._errors_as_store_error("note the audit writer's start"):
-            self._conn.execute(
-                "INSERT INTO audit_writers (instance, journal, started_at, stopped_at)"
-                " VALUES (?, ?, ?, NULL) ON CONFLICT (instance) DO UPDATE SET"
-                " journal = excluded.journal, started_at = excluded.started_at, stopped_at = NULL",
-                (self.instance, journal, now),
-            )
-
-    def writer_stopped(self, *, now: float) -> None:
-        """See :meth:`Store.writer_stopped`."""
-        with self._errors_as_store_error("note the audit writer's stop"):
-            self._conn.execute(
-                "UPDATE audit_writers SET stopped_at = ? WHERE instance = ?", (now, self.instance)
-            )
-
-    def writers(self) -> list[WriterState]:
-        """See :meth:`Store.writers`."""
-        with self._errors_as_store_error("read the audit writers"):
-            rows = self._conn.execute(
-                "SELECT instance, journal, started_at, stopped_at, NULL FROM audit_writers"
-                " ORDER BY instance"
-            ).fetchall()
-        return [writer_state(row) for row in rows]
 
     def journal_mark(self) -> int:
         """See :meth:`Store.journal_mark`."""
@@ -609,25 +575,6 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, SQLiteAgentStore, Store)
             self._conn.execute(
                 "UPDATE api_keys SET last_used_at = ? WHERE key_id = ?", (when, key_id)
             )
-
-    # -- login back-off ------------------------------------------------------------------------
-
-    def count_login_failure(self, host: str, *, now: float, forget_after: float) -> int:
-        """See :meth:`Store.count_login_failure`: one atomic upsert (and the idle counts go)."""
-        with self._errors_as_store_error("count a failed login"):
-            self._conn.execute(
-                "DELETE FROM login_failures WHERE last_at <= ? AND host <> ?",
-                (now - forget_after, host),
-            )
-            row = self._conn.execute(
-                "INSERT INTO login_failures (host, failures, last_at) VALUES (?, 1, ?)"
-                " ON CONFLICT (host) DO UPDATE SET failures = CASE"
-                " WHEN excluded.last_at - login_failures.last_at >= ? THEN 1"
-                " ELSE login_failures.failures + 1 END, last_at = excluded.last_at"
-                " RETURNING failures",
-                (host, now, forget_after),
-            ).fetchone()
-        return int(row[0])
 
     # -- helpers -------------------------------------------------------------------------------
 

@@ -8,10 +8,10 @@ from typing import Any
 import attrs
 import pytest
 
+from hoopgw.reviews import GrantRecord, ReviewRecord
 from hoopgw.scram import make_verifier
 from hoopgw.store.base import ApiKeyRecord
 from hoopgw.store.notices import ChangeListener, parse_notice
-from hoopgw.store.reviews import GrantRecord, ReviewRecord
 
 postgresql = pytest.mark.parametrize("backend", ["postgresql"])
 

@@ -129,6 +129,15 @@ SCHEMAS: dict[str, Any] = {
             "decided_by": {"type": "string"},
             "decision_reason": {"type": "string"},
             "grant_id": {"type": "string"},
+            "instance": {
+                "type": "string",
+                "description": "the gateway instance holding the statement or that took the"
+                " request (empty with a SQLite store)",
+            },
+            "decision_recorded_at": {
+                **_TIME,
+                "description": "when the decision's audit record was durable",
+            },
         },
     },
     "Grant": {

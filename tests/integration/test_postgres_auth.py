@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 
 def key_id(secret: str) -> str:

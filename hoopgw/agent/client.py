@@ -145,6 +145,7 @@ class GatewayLink(protocol.Protocol):
             self.mux = Multiplexer(
                 self.transport.write, client_side=False, on_request=self._requested
             )
+            self.transport.registerProducer(self.mux, True)
             self.client.connected(self)
             data = line[1]
             if not data:

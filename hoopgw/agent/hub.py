@@ -122,6 +122,7 @@ class AgentLink(protocol.Protocol):
         self.name = record.name
         self.transport.write(encode_reply(name=record.name))
         self.mux = Multiplexer(self.transport.write, client_side=True)
+        self.transport.registerProducer(self.mux, True)
         self.hub.attached(self)
         if rest:
             self.dataReceived(rest)

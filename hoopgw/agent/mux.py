@@ -9,7 +9,11 @@ end is the protocol's upstream transport), and moves bytes the Twisted way:
   unless the pipe's write buffer is full: then the acknowledgement waits until it drains, so
   the peer's window for that stream closes and it stops sending on it;
 - bytes from the pipe are sent while the stream's window allows; past it they wait and the
-  pipe stops reading until a ``WINDOW_UPDATE`` opens the window again.
+  pipe stops reading until a ``WINDOW_UPDATE`` opens the window again;
+- the multiplexer is the producer of the connection's own transport: while that transport's
+  write buffer is full (a peer that grants windows but does not read), no stream sends and
+  every pipe with bytes waiting stops reading, so a peer cannot make this side buffer without
+  bound by granting ever larger windows.
 
 What any one stream holds is bounded by its window (:data:`STREAM_WINDOW`), so a slow client
 stalls its own stream only.
@@ -179,7 +183,7 @@ class Stream:
         if self.closed:
             return
         try:
-            while self._out:
+            while self._out and not self.mux.paused:
                 window = min(self.mux.h2.local_flow_control_window(self.id), self.mux.frame_size)
                 if window <= 0:
                     break
@@ -221,8 +225,10 @@ def _text_headers(headers: Any) -> list[tuple[str, str]]:
     ]
 
 
+@implementer(IPushProducer)
 class Multiplexer:
-    """One HTTP/2 connection's streams; the owning Twisted protocol feeds it bytes.
+    """One HTTP/2 connection's streams; the owning Twisted protocol feeds it bytes and registers
+    it as the producer of its transport.
 
     :param write: sends bytes to the peer (the TLS transport's ``write``).
     :param client_side: True on the gateway (it opens the streams).
@@ -242,6 +248,7 @@ class Multiplexer:
         self.h2 = H2Connection(config=h2_config(client_side=client_side))
         self.streams: dict[int, Stream] = {}
         self._opening: dict[int, defer.Deferred[Stream]] = {}
+        self.paused = False
         self.h2.initiate_connection()
         self.h2.update_settings(
             {
@@ -263,6 +270,20 @@ class Multiplexer:
         data = self.h2.data_to_send()
         if data:
             self._write(data)
+
+    # IPushProducer, for the connection's transport.
+    def pauseProducing(self) -> None:
+        """The connection's write buffer is full: the streams hold their bytes."""
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        """The connection's write buffer drained: the streams send again."""
+        self.paused = False
+        for stream in list(self.streams.values()):
+            stream.push()
+
+    def stopProducing(self) -> None:
+        """The connection is gone (its ``connectionLost`` cuts the streams)."""
 
     def acknowledge(self, stream_id: int, size: int) -> None:
         """The local side took ``size`` bytes of the stream: let the peer send more."""

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from h2.settings import SettingCodes
 from twisted.internet.testing import StringTransport
 
-from hoopgw.agent.mux import STREAM_WINDOW, Multiplexer, Pipe, Stream
+from hoopgw.agent.mux import CONNECTION_WINDOW, STREAM_WINDOW, Multiplexer, Pipe, Stream
 from hoopgw.agent.wire import StreamRefused, parse_connect_request, stream_answer
 
 
@@ -191,3 +192,23 @@ def test_data_for_an_unknown_stream_is_acknowledged_and_dropped() -> None:
     agent2.dataReceived(b"fine")
     wire.pump()
     assert written(gw2) == b"fine"
+
+
+def test_a_peer_granting_windows_but_not_reading_stops_the_pipes() -> None:
+    # A hostile gateway grants the largest windows, then stops reading: the agent's connection
+    # transport reports its write buffer full, and the agent must stop reading its targets
+    # rather than buffer whatever they send for a peer that never takes it.
+    wire = Wire()
+    _, _, _, agent_pipe = wire.open()
+    wire.gateway.h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+    wire.gateway.h2.increment_flow_control_window(2**31 - 1 - CONNECTION_WINDOW)
+    wire.gateway.flush()
+    wire.pump()
+    wire.agent.pauseProducing()  # the agent's TLS transport: write buffer full
+    for _ in range(8):
+        agent_pipe.dataReceived(b"x" * STREAM_WINDOW)
+    assert agent_pipe.transport.producerState == "paused"  # type: ignore[attr-defined]
+    assert sum(map(len, wire.to_gateway)) < STREAM_WINDOW
+    wire.agent.resumeProducing()  # drained: what waits goes out
+    wire.pump()
+    assert agent_pipe.transport.producerState == "producing"  # type: ignore[attr-defined]

@@ -54,6 +54,9 @@ CONNECTION_WINDOW = 64 * 1024 * 1024
 MAX_STREAMS = 1024
 """Streams one connection carries at once."""
 MAX_FRAME = 1024 * 1024
+MAX_BACKLOG = 1024 * 1024
+"""Bytes of frames (ping and settings answers, acknowledgements) written while the connection's
+write buffer is full, past which the peer is taken to flood without reading and dropped."""
 """Largest DATA frame accepted: fewer, larger frames cost less per byte than the default 16 KiB."""
 
 
@@ -249,6 +252,7 @@ class Multiplexer:
         self.streams: dict[int, Stream] = {}
         self._opening: dict[int, defer.Deferred[Stream]] = {}
         self.paused = False
+        self._backlog = 0
         self.h2.initiate_connection()
         self.h2.update_settings(
             {
@@ -269,6 +273,8 @@ class Multiplexer:
         """Write what HTTP/2 has queued."""
         data = self.h2.data_to_send()
         if data:
+            if self.paused:
+                self._backlog += len(data)
             self._write(data)
 
     # IPushProducer, for the connection's transport.
@@ -279,6 +285,7 @@ class Multiplexer:
     def resumeProducing(self) -> None:
         """The connection's write buffer drained: the streams send again."""
         self.paused = False
+        self._backlog = 0
         for stream in list(self.streams.values()):
             stream.push()
 
@@ -354,7 +361,8 @@ class Multiplexer:
         """Handle bytes from the peer.
 
         :return: the connection-level events the owner may care about (pings, termination).
-        :raises h2.exceptions.ProtocolError: the peer broke HTTP/2 (drop the connection).
+        :raises h2.exceptions.ProtocolError: the peer broke HTTP/2, or floods frames that need an
+            answer while it reads none (drop the connection).
         """
         others: list[h2.events.Event] = []
         for event in self.h2.receive_data(data):
@@ -381,6 +389,10 @@ class Multiplexer:
             else:
                 others.append(event)
         self.flush()
+        if self._backlog > MAX_BACKLOG:
+            # Pings and settings make this side answer; a peer that sends them and reads nothing
+            # would grow the write buffer without bound.
+            raise h2.exceptions.ProtocolError("the peer sends frames to answer but reads nothing")
         return others
 
     def _requested(self, event: h2.events.RequestReceived) -> None:

@@ -5,11 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import h2.exceptions
 import pytest
 from h2.settings import SettingCodes
 from twisted.internet.testing import StringTransport
 
-from hoopgw.agent.mux import CONNECTION_WINDOW, STREAM_WINDOW, Multiplexer, Pipe, Stream
+from hoopgw.agent import mux
+from hoopgw.agent.mux import (
+    CONNECTION_WINDOW,
+    STREAM_WINDOW,
+    Multiplexer,
+    Pipe,
+    Stream,
+)
 from hoopgw.agent.wire import StreamRefused, parse_connect_request, stream_answer
 
 
@@ -212,3 +220,31 @@ def test_a_peer_granting_windows_but_not_reading_stops_the_pipes() -> None:
     wire.agent.resumeProducing()  # drained: what waits goes out
     wire.pump()
     assert agent_pipe.transport.producerState == "producing"  # type: ignore[attr-defined]
+
+
+def test_a_peer_flooding_pings_without_reading_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every PING needs an answer: a peer that sends them and never reads would make this side
+    # buffer the answers without bound once its connection's write buffer is full.
+    monkeypatch.setattr(mux, "MAX_BACKLOG", 4096)
+    wire = Wire()
+    wire.agent.pauseProducing()
+    wire.to_gateway.clear()
+    wire.gateway.h2.ping(b"12345678")
+    pings = wire.gateway.h2.data_to_send() * 10
+    with pytest.raises(h2.exceptions.ProtocolError):
+        for _ in range(1000):
+            wire.agent.received(pings)
+    assert sum(map(len, wire.to_gateway)) < 4096 + len(pings)
+
+
+def test_answers_written_while_paused_count_until_the_buffer_drains(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(mux, "MAX_BACKLOG", 4096)
+    wire = Wire()
+    wire.gateway.h2.ping(b"12345678")
+    ping = wire.gateway.h2.data_to_send()
+    for _ in range(3):
+        wire.agent.pauseProducing()
+        wire.agent.received(ping * (4096 // len(ping) // 2))
+        wire.agent.resumeProducing()  # drained: an honest peer reads what it asked for

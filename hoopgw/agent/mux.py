@@ -381,6 +381,9 @@ class Multiplexer:
                     stream.remote_ended()
             elif isinstance(event, h2.events.StreamReset):
                 self._stream_gone(event.stream_id, "the agent reset the stream")
+            elif isinstance(event, h2.events.PushedStreamReceived):
+                # Nothing here pushes; each promise would be a stream kept for nothing.
+                raise h2.exceptions.ProtocolError("the peer pushed a stream")
             elif isinstance(event, h2.events.WindowUpdated):
                 targets = list(self.streams.values()) if not event.stream_id else [stream]
                 for target in targets:

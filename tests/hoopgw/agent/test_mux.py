@@ -248,3 +248,15 @@ def test_answers_written_while_paused_count_until_the_buffer_drains(
         wire.agent.pauseProducing()
         wire.agent.received(ping * (4096 // len(ping) // 2))
         wire.agent.resumeProducing()  # drained: an honest peer reads what it asked for
+
+
+def test_an_agent_pushing_streams_is_dropped() -> None:
+    # An agent (the HTTP/2 server) may send PUSH_PROMISE frames; each would be a stream the
+    # gateway keeps for nothing, as many as the agent likes.
+    wire = Wire()
+    _, agent_stream, _, _ = wire.open()
+    promised = wire.agent.h2.get_next_available_stream_id()
+    request = [(":method", "GET"), (":scheme", "https"), (":path", "/"), (":authority", "x")]
+    wire.agent.h2.push_stream(agent_stream.id, promised, request)
+    with pytest.raises(h2.exceptions.ProtocolError):
+        wire.gateway.received(wire.agent.h2.data_to_send())

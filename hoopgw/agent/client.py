@@ -27,9 +27,10 @@ from zope.interface import implementer
 
 from hoopgw.agent.backoff import Backoff
 from hoopgw.agent.config import AgentConfig
-from hoopgw.agent.mux import Multiplexer, Pipe, Stream
+from hoopgw.agent.mux import MAX_STREAMS, Multiplexer, Pipe, Stream
 from hoopgw.agent.wire import (
     STATUS_BAD_REQUEST,
+    STATUS_BUSY,
     STATUS_UNREACHABLE,
     LineReader,
     ProtocolViolation,
@@ -44,6 +45,10 @@ from hoopgw.transport import QuietFactory, set_no_delay
 __all__ = ["AgentClient", "GatewayLink", "tls_creator"]
 
 log = Logger(namespace="hoopgw.agent")
+
+MAX_CONNECTING = MAX_STREAMS
+"""Target connections one gateway connection may have being opened at once: a stream the
+gateway resets leaves HTTP/2's stream limit at once, but its connection attempt goes on."""
 
 
 def _sha256(der: bytes) -> bytes:
@@ -106,6 +111,8 @@ class GatewayLink(protocol.Protocol):
         self.mux: Multiplexer | None = None
         self._reader: LineReader | None = LineReader()
         self.heard = 0.0
+        self.connecting = 0
+        """Target connections being opened for this link's streams."""
 
     def handshakeCompleted(self) -> None:
         """TLS verified the gateway: send the token."""
@@ -309,8 +316,21 @@ class AgentClient:
         self, link: GatewayLink, stream: Stream, host: str, port: int, where: str
     ) -> None:
         """Connect to an allowed target and join it to ``stream``."""
+        if link.connecting >= MAX_CONNECTING:
+            log.warn("stream to {where} refused: too many connections being opened", where=where)
+            assert link.mux is not None
+            answer = stream_answer("too many target connections being opened", status=STATUS_BUSY)
+            link.mux.answer(stream, answer, end=True)
+            return
+        link.connecting += 1
         pipe = Pipe()
         connecting = self._connect_target(host, port, pipe)
+
+        def settled(result: Any) -> Any:
+            link.connecting -= 1
+            return result
+
+        connecting.addBoth(settled)
 
         def opened(_: Any) -> None:
             if link.mux is None or stream.closed:

@@ -14,6 +14,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
+from hoopgw.agent import client as client_module
 from hoopgw.agent.backoff import Backoff
 from hoopgw.agent.client import AgentClient, GatewayLink
 from hoopgw.agent.config import AgentConfig, parse_agent_config
@@ -265,3 +266,23 @@ def test_the_welcome_may_arrive_in_pieces_with_http2_behind_it(tmp_path: Path, c
     while value := transport.value():
         transport.clear()
         gateway.received(value)
+
+
+def test_streams_reset_at_once_do_not_pile_up_target_connections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A hostile gateway asks for a stream and resets it at once, again and again: HTTP/2's
+    # stream limit frees each at once, but the agent's connection attempts would pile up.
+    monkeypatch.setattr(client_module, "MAX_CONNECTING", 8)
+    harness = Harness(tmp_path)
+    harness.client.start()
+    _, _, gateway = harness.welcome()
+    for _ in range(20):
+        gateway.open("db.internal", 5432).addErrback(lambda _: None).cancel()
+        harness.to_gateway()
+    assert len(harness.targets) == 8
+    for _, _, _, connecting in harness.targets:
+        connecting.errback(ConnectionRefusedError())
+    _open(gateway, "db.internal", 5432)
+    harness.to_gateway()
+    assert len(harness.targets) == 9  # the attempts are over: a new stream is served

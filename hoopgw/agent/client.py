@@ -110,6 +110,7 @@ class GatewayLink(protocol.Protocol):
         self.name: str | None = None
         self.mux: Multiplexer | None = None
         self._reader: LineReader | None = LineReader()
+        self._producing = False
         self.heard = 0.0
         self.connecting = 0
         """Target connections being opened for this link's streams."""
@@ -153,6 +154,7 @@ class GatewayLink(protocol.Protocol):
                 self.transport.write, client_side=False, on_request=self._requested
             )
             self.transport.registerProducer(self.mux, True)
+            self._producing = True
             self.client.connected(self)
             data = line[1]
             if not data:
@@ -166,7 +168,15 @@ class GatewayLink(protocol.Protocol):
             return
         for event in events:
             if isinstance(event, h2.events.ConnectionTerminated):
-                self.transport.loseConnection()
+                self.close()
+
+    def close(self) -> None:
+        """Close the connection after what is queued (TLS closes only once no producer is
+        registered, so the multiplexer stops being one first)."""
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
     def _requested(self, stream: Stream, headers: list[tuple[str, str]]) -> None:
         assert self.mux is not None
@@ -256,7 +266,7 @@ class AgentClient:
         if self._watchdog is not None and self._watchdog.running:
             self._watchdog.stop()
         if self.link is not None:
-            self.link.transport.loseConnection()
+            self.link.close()
 
     def _attempt(self) -> None:
         self._retry = None

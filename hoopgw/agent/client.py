@@ -25,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from hoopgw.agent.allowlist import normalise_host
 from hoopgw.agent.backoff import Backoff
 from hoopgw.agent.config import AgentConfig
 from hoopgw.agent.mux import MAX_STREAMS, Multiplexer, Pipe, Stream
@@ -195,6 +196,9 @@ class GatewayLink(protocol.Protocol):
                 stream, stream_answer(f"{where} is not on the agent's allow-list"), end=True
             )
             return
+        # Connect to what was judged: "10.0.0.5." passes as 10.0.0.5 but would be resolved as a
+        # name; "[10.0.0.5]" and upper case are no address or name a resolver takes as such.
+        host = normalise_host(host)
         self.client.open_target(self, stream, host, port, where)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:

@@ -21,7 +21,7 @@ from hoopgw.audit.replay import write_asciicast
 
 __all__ = ["Cast", "channel_recording", "play", "read_asciicast", "terminal_channels"]
 
-TERMINAL_KINDS = ("exec", "shell", "subsystem")
+TERMINAL_KINDS = ("exec", "shell", "subsystem", "attach")
 """Command kinds that open a terminal channel."""
 DEFAULT_SIZE = (80, 24)
 """Columns and rows when the channel had no pty (exec without ``-t``)."""

@@ -19,7 +19,19 @@ import sys
 from collections.abc import Callable, Sequence
 
 from hoopgw import __version__
-from hoopgw.cli import access, agents, audit, evidence, export, keys, mcp, reviews, run, sessions
+from hoopgw.cli import (
+    access,
+    agents,
+    audit,
+    evidence,
+    export,
+    keys,
+    kubeconfig,
+    mcp,
+    reviews,
+    run,
+    sessions,
+)
 from hoopgw.cli.common import EXIT_BROKEN_PIPE, EXIT_FAILED, EXIT_USAGE, error
 from hoopgw.errors import ConfigError, HoopgwError
 
@@ -70,6 +82,6 @@ def build_parser() -> argparse.ArgumentParser:
     audit_commands = commands.add_parser(
         "audit", help="verify, search and export the audit trail"
     ).add_subparsers(metavar="COMMAND", required=True)
-    for module in (audit, export, evidence, reviews, access, mcp):
+    for module in (audit, export, evidence, reviews, access, mcp, kubeconfig):
         module.register(commands, audit_commands, with_config, with_json)
     return parser

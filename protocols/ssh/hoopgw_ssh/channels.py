@@ -25,12 +25,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from hoopgw.session import Command, CommandOutcome, Output
+from hoopgw.shell_lines import LineJudge, parse_modes, unfollowable_modes
 from hoopgw.verdicts import Allow
 from hoopgw_ssh.options import SshConfig, ssh_config
 from hoopgw_ssh.outstream import OutputBuffer
 from hoopgw_ssh.relay import WINDOW_SIZE, RelayChannel
 from hoopgw_ssh.sftp import SftpJudge, SftpReplies
-from hoopgw_ssh.shell_lines import LineJudge, parse_modes, unfollowable_modes
 
 if TYPE_CHECKING:
     from hoopgw_ssh.server import GatewaySession

@@ -1,5 +1,8 @@
 """Lines typed at a shell, judged as commands (``judge_shell_lines = true``).
 
+Shared by the protocols that relay a shell's input (SSH session channels, Kubernetes exec and
+attach): each hands a :class:`LineJudge` the input of one shell through a :class:`LineChannel`.
+
 The gateway sees keystrokes, not what the shell will run. It follows the line editing it
 understands and holds everything after a key that may run the line until the line is decided.
 
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -37,10 +40,7 @@ from hoopgw.session import CommandOutcome
 from hoopgw.shell import needs_more
 from hoopgw.verdicts import Allow
 
-if TYPE_CHECKING:
-    from hoopgw_ssh.channels import SessionChannel
-
-__all__ = ["LineJudge", "TerminalKeys", "parse_modes", "unfollowable_modes"]
+__all__ = ["LineChannel", "LineJudge", "TerminalKeys", "parse_modes", "unfollowable_modes"]
 
 UNFOLLOWED = (
     "the line was edited in a way the gateway cannot follow (Tab, arrows, history, other"
@@ -146,10 +146,55 @@ def unfollowable_modes(modes: bytes) -> str | None:
     return None
 
 
+class LineSession(Protocol):
+    """What a :class:`LineJudge` asks of the session: numbered, decided, completed commands."""
+
+    def new_command(self, text: str, kind: str, details: dict[str, Any]) -> Any:
+        """The session's next command."""
+
+    def decide(self, command: Any) -> Any:
+        """A Deferred firing with the command's ``Allow`` or ``Block``."""
+
+    def complete(self, command: Any, outcome: CommandOutcome) -> None:
+        """Report the command finished."""
+
+
+class LineChannel(Protocol):
+    """The shell's stream as a :class:`LineJudge` sees it (an SSH session channel, a
+    Kubernetes exec)."""
+
+    @property
+    def session(self) -> LineSession:
+        """The session the lines are commands of."""
+
+    @property
+    def id(self) -> Any:
+        """Recorded with each line as ``details["channel"]``."""
+
+    @property
+    def _closed(self) -> bool:
+        """Whether the stream has ended (nothing more is written to the client)."""
+
+    def forward_input(self, data: bytes, data_type: int | None = None) -> None:
+        """Pass input on to the shell."""
+
+    def forward_eof(self) -> None:
+        """Pass the end of input on to the shell."""
+
+    def write(self, data: bytes) -> None:
+        """Write to the client's terminal (stdout)."""
+
+    def write_stderr(self, data: bytes) -> None:
+        """Write to the client's stderr."""
+
+    def loseConnection(self) -> None:
+        """End the stream (the client sent too much while a line was decided)."""
+
+
 class LineJudge:
     """Follows one shell channel's input and decides each line (each command without a pty)."""
 
-    def __init__(self, channel: SessionChannel, *, modes: dict[int, int] | None) -> None:
+    def __init__(self, channel: LineChannel, *, modes: dict[int, int] | None) -> None:
         """:param modes: the pty's terminal modes (:func:`parse_modes`), None without a pty."""
         self._channel = channel
         self._keys = TerminalKeys.from_modes(modes) if modes is not None else None

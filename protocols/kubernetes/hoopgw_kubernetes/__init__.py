@@ -1,0 +1,1 @@
+"""Kubernetes API access through hoopgw: kubectl and client libraries, exec and attach."""

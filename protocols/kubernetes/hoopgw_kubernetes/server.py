@@ -1,0 +1,657 @@
+"""The gateway's Kubernetes API server: HTTPS towards kubectl, one session per client
+connection, one command per API request.
+
+A client connection goes: TLS (the gateway's ``tls_cert``) -> the first request's bearer
+token (an API key or OIDC token, checked by the :class:`~hoopgw.authn.Authenticator`) ->
+admission and ``session_started``. Every request, the first included, is then read
+(:func:`~hoopgw_kubernetes.requests.classify`), decided through the plugin chain, and only
+when allowed sent to the cluster with the cluster's credential
+(:mod:`hoopgw_kubernetes.upstream`). Its response comes back through the ``server_output``
+hooks (:mod:`hoopgw_kubernetes.bodies`). ``exec`` and ``attach`` upgrade to WebSocket
+(:mod:`hoopgw_kubernetes.streams`).
+
+Every request of a connection must carry the token the session started with; another token
+ends the connection (a session is one identity).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from typing import Any
+
+import h11
+from twisted.internet import defer, protocol
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+
+from hoopgw.errors import AccessDenied, AuthenticationError, ConfigError, StoreError
+from hoopgw.ledger import CommandLedger
+from hoopgw.protocol import ConnectionRuntime
+from hoopgw.session import Command, CommandOutcome, Identity, Output, SessionInfo
+from hoopgw.verdicts import Allow, Block, Hold
+from hoopgw_kubernetes.bodies import LineStream, WatchStream, mask_json
+from hoopgw_kubernetes.requests import ApiRequest, Unreadable, classify
+from hoopgw_kubernetes.settings import KubernetesSettings
+from hoopgw_kubernetes.statuses import status_body
+from hoopgw_kubernetes.upstream import UpstreamLink, connect, upstream_headers
+
+__all__ = ["ApiConnection", "KubernetesSession", "build_factory"]
+
+log = Logger(namespace="hoopgw.kubernetes")
+
+# Response headers passed back to the client; the others (framing, encodings, cookies, the
+# server's authentication challenges) are the gateway's own business.
+PASSED_RESPONSE_HEADERS = frozenset(
+    {
+        b"content-type",
+        b"audit-id",
+        b"cache-control",
+        b"warning",
+        b"x-kubernetes-pf-flowschema-uid",
+        b"x-kubernetes-pf-prioritylevel-uid",
+    }
+)
+WRITE_VERBS = frozenset({"create", "update", "patch"})
+SPDY_REFUSED = (
+    "hoopgw: SPDY streaming is not relayed (it cannot be judged); use kubectl 1.30 or newer,"
+    " which streams exec and attach over WebSocket"
+)
+
+
+class RequestRefused(Exception):
+    """A request refused before it reached the cluster: the status code and message."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _header(headers: Any, name: bytes) -> bytes | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value
+    return None
+
+
+class KubernetesSession:
+    """One authenticated client connection: its identity, its commands. Registered with the
+    gateway's :class:`~hoopgw.protocol.SessionRegistry`."""
+
+    def __init__(
+        self, runtime: ConnectionRuntime, info: SessionInfo, connection: ApiConnection
+    ) -> None:
+        self.runtime = runtime
+        self.info = info
+        self.identity: Identity | None = info.identity
+        """Who is connected (what :class:`~hoopgw.protocol.LiveSession` asks for)."""
+        self.session_info: SessionInfo | None = info
+        """The recorded session (what :class:`~hoopgw.protocol.LiveSession` asks for)."""
+        self.ledger = CommandLedger(runtime.chain, info)
+        self._connection = connection
+
+    def new_command(self, text: str, kind: str, details: dict[str, Any]) -> Command:
+        """The next command, its text as ``audit_text`` rewrote it for the record.
+
+        :raises Exception: what a failing ``audit_text`` hook raised.
+        """
+        command = Command(
+            session_id=self.info.id,
+            seq=self.ledger.next_seq(),
+            text=text,
+            kind=kind,
+            details=details,
+        )
+        return self.runtime.chain.recordable(self.info, command)
+
+    def decide(self, command: Command) -> defer.Deferred[Allow | Block]:
+        """Decide ``command``; a decision the session's end withdraws fires with ``Block``."""
+
+        def withdrawn(failure: Failure) -> Block:
+            failure.trap(defer.CancelledError)
+            return Block(reason="withdrawn: the session ended")
+
+        return self.ledger.decide(command).addErrback(withdrawn)
+
+    def complete(self, command: Command, outcome: CommandOutcome) -> None:
+        """Report ``command`` finished; the first report wins."""
+        self.ledger.complete(command, outcome)
+
+    def mask(self, command: Command | None, kind: str, fields: dict[str, str]) -> dict[str, str]:
+        """``fields`` after the ``server_output`` hooks (kind ``body``, ``stdout``, ...).
+
+        :raises Exception: what a failing hook raised (the caller fails closed).
+        """
+        output = Output(kind, fields)
+        self.runtime.chain.hook.server_output(session=self.info, command=command, output=output)
+        return output.fields
+
+    def terminate(self, reason: str) -> None:
+        """End the session: the client connection is closed."""
+        self._connection.close_session(reason)
+        transport = self._connection.transport
+        if transport is not None:
+            transport.loseConnection()
+
+    def closed(self, reason: str) -> None:
+        """Report the session closed (once)."""
+        self.runtime.sessions.remove(self)
+        self.ledger.close(reason)
+
+
+class ApiConnection(protocol.Protocol):
+    """One client connection (inside TLS): HTTP/1.1 requests, one at a time."""
+
+    def __init__(self, runtime: ConnectionRuntime, settings: KubernetesSettings) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self.session: KubernetesSession | None = None
+        self.transport: Any = None
+        limit = runtime.gateway.max_message_size
+        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=min(limit, 1 << 16))
+        self._request: h11.Request | None = None
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._busy = False
+        self._token_hash = b""
+        self._upstream: UpstreamLink | None = None
+        self._paired = False  # the cluster's side is our transport's producer
+        self._stream: Any = None  # a WebSocket relay once upgraded
+        self._closed = False
+        self.client_address = "?"
+
+    # -- connection ------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        peer = self.transport.getPeer()
+        self.client_address = f"{getattr(peer, 'host', '?')}:{getattr(peer, 'port', 0)}"
+        self._gate: defer.Deferred[Any] = self.runtime.chain.decide(
+            "client_connected", connection=self.runtime.info, client_address=self.client_address
+        )
+        self._idle = self.runtime.reactor.callLater(
+            self.runtime.gateway.auth_timeout, self._idle_timeout
+        )
+
+    def _idle_timeout(self) -> None:
+        if self.session is None and self.transport is not None:
+            self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._stream is not None:
+            self._stream.client_data(data)
+            return
+        try:
+            self._h11.receive_data(data)
+        except RuntimeError:
+            return  # data after the connection was closed
+        self._pump()
+
+    def _pump(self) -> None:
+        while not self._busy and not self._closed:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._bad_request(exc.error_status_hint, f"malformed HTTP request: {exc}")
+                return
+            if event is h11.NEED_DATA:
+                return
+            if event is h11.PAUSED:
+                if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
+                    self._h11.start_next_cycle()
+                    continue
+                return
+            if isinstance(event, h11.Request):
+                self._request, self._body, self._body_size = event, [], 0
+            elif isinstance(event, h11.Data):
+                self._body_size += len(event.data)
+                if self._body_size > self.runtime.gateway.max_message_size:
+                    self._bad_request(413, "the request body is larger than max_message_size")
+                    return
+                self._body.append(bytes(event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                request, self._request = self._request, None
+                assert request is not None
+                self._busy = True
+                # Nothing more is read from this client while its request is served (it may
+                # be held for hours): what it sends meanwhile waits in the kernel, not here.
+                self.transport.pauseProducing()
+                d = defer.ensureDeferred(self._serve(request, b"".join(self._body)))
+                d.addErrback(self._failed)
+            elif isinstance(event, h11.ConnectionClosed):
+                self.transport.loseConnection()
+                return
+
+    def _failed(self, failure: Failure) -> None:
+        log.failure("Kubernetes request failed", failure)
+        self._abort("internal error")
+
+    def _bad_request(self, code: int, message: str) -> None:
+        if self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            self._respond_status(code, message, close=True)
+        else:
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._closed = True
+        if self._idle.active():
+            self._idle.cancel()
+        if self._upstream is not None:
+            self._upstream.abort()
+        if self._stream is not None:
+            self._stream.client_lost()
+        self.close_session("client closed")
+
+    def close_session(self, reason: str) -> None:
+        """End the session, once (the connection is closing)."""
+        session, self.session = self.session, None
+        if session is not None:
+            session.closed(reason)
+
+    # -- responses --------------------------------------------------------------------------
+
+    def _send(self, event: Any) -> None:
+        data = self._h11.send(event)
+        if data and self.transport is not None and not self._closed:
+            self.transport.write(data)
+
+    def _respond_status(self, code: int, message: str, *, close: bool = False) -> None:
+        body = status_body(code, message)
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        if close:
+            headers.append((b"connection", b"close"))
+        try:
+            self._send(h11.Response(status_code=code, headers=headers))
+            self._send(h11.Data(data=body))
+            self._send(h11.EndOfMessage())
+        except h11.LocalProtocolError:
+            self._abort("cannot answer")
+            return
+        self._done(close=close)
+
+    def _done(self, *, close: bool = False) -> None:
+        self._busy = False
+        if close or self._h11.our_state is h11.MUST_CLOSE:
+            self.transport.loseConnection()
+            return
+        self.transport.resumeProducing()
+        self.runtime.reactor.callLater(0, self._pump)
+
+    def _abort(self, reason: str) -> None:
+        log.info("Kubernetes connection ended: {reason}", reason=reason)
+        if self.transport is not None:
+            self.transport.abortConnection()
+
+    # -- requests ---------------------------------------------------------------------------
+
+    async def _serve(self, request: h11.Request, body: bytes) -> None:
+        try:
+            session = await self._authenticated(request)
+        except RequestRefused as exc:
+            self._respond_status(exc.code, str(exc), close=exc.code == 401)
+            return
+        try:
+            api = self._read(request)
+        except RequestRefused as exc:
+            # Recorded as refused, under the text the client sent.
+            method = request.method.decode("ascii", "replace")
+            target = request.target.decode("ascii", "replace")
+            details = {"method": method, "path": target.partition("?")[0]}
+            unread = session.new_command(f"{method} {target}", "api", details)
+            session.ledger.decided(unread, Block(reason=str(exc)))
+            session.ledger.complete(
+                unread, CommandOutcome(status="blocked", error_message=str(exc))
+            )
+            self._respond_status(exc.code, str(exc))
+            return
+        command, refusal = self._command(session, request, api, body)
+        if refusal is not None:
+            session.ledger.decided(command, Block(reason=refusal))
+            session.ledger.complete(
+                command, CommandOutcome(status="blocked", error_message=refusal)
+            )
+            self._respond_status(403, f"hoopgw: refused: {refusal}")
+            return
+        upgrade = _header(request.headers, b"upgrade")
+        if upgrade is not None:
+            from hoopgw_kubernetes.streams import serve_stream
+
+            self._busy = True
+            self._stream = await serve_stream(self, session, command, api, request)
+            return
+        verdict = await session.decide(command)
+        if not isinstance(verdict, Allow):
+            reason = verdict.reason
+            session.ledger.complete(command, CommandOutcome(status="blocked", error_message=reason))
+            self._respond_status(403, f"hoopgw: refused: {reason}")
+            return
+        self._forward(session, command, api, request, body)
+
+    async def _authenticated(self, request: h11.Request) -> KubernetesSession:
+        authorization = _header(request.headers, b"authorization") or b""
+        scheme, _, token_bytes = authorization.partition(b" ")
+        token = token_bytes.strip().decode("utf-8", "replace")
+        if scheme.lower() != b"bearer" or not token:
+            raise RequestRefused(401, "hoopgw: a bearer token (API key or OIDC token) is needed")
+        digest = hashlib.sha256(token.encode("utf-8")).digest()
+        if self.session is not None:
+            if not hmac.compare_digest(digest, self._token_hash):
+                raise RequestRefused(401, "hoopgw: another token on the same connection")
+            return self.session
+        runtime = self.runtime
+        where = {"client_address": self.client_address, "connection": runtime.config.name}
+        try:
+            identity = await runtime.authenticator.authenticate(token, **where)
+        except AuthenticationError as exc:
+            raise RequestRefused(401, f"hoopgw: {exc}") from None
+        except StoreError as exc:  # the gateway's fault, not the caller's
+            raise RequestRefused(503, f"hoopgw: {exc}") from None
+        verdict = await self._gate
+        if isinstance(verdict, Block | Hold):
+            raise RequestRefused(403, f"hoopgw: connection refused: {verdict.reason}")
+        try:
+            await runtime.authenticator.admit(
+                identity, runtime.config, client_address=self.client_address
+            )
+        except AccessDenied as exc:
+            raise RequestRefused(403, f"hoopgw: {exc}") from None
+        info = SessionInfo(
+            id=str(uuid.uuid4()),
+            connection=runtime.info,
+            identity=identity,
+            client_address=self.client_address,
+            client_tls=True,
+            upstream_tls=True,
+            started_at=runtime.reactor.seconds(),
+            attributes={
+                "user_agent": (_header(request.headers, b"user-agent") or b"").decode(
+                    "utf-8", "replace"
+                )
+            },
+        )
+        started = await runtime.chain.decide("session_started", session=info)
+        if isinstance(started, Block | Hold):
+            runtime.chain.notify("session_closed", session=info, reason=started.reason)
+            raise RequestRefused(403, f"hoopgw: session refused: {started.reason}")
+        if self._closed:
+            runtime.chain.notify("session_closed", session=info, reason="client closed")
+            raise RequestRefused(400, "client closed")
+        session = KubernetesSession(runtime, info, self)
+        self.session, self._token_hash = session, digest
+        runtime.sessions.add(session)
+        log.info(
+            "Kubernetes session {session_id} of {identity} ({method}) on {connection}",
+            session_id=info.id,
+            identity=identity.name,
+            method=identity.method,
+            connection=runtime.info.name,
+        )
+        return session
+
+    def _read(self, request: h11.Request) -> ApiRequest:
+        try:
+            return classify(request.method.decode("ascii"), request.target.decode("ascii"))
+        except (Unreadable, UnicodeDecodeError) as exc:
+            raise RequestRefused(400, f"hoopgw: refused: {exc}") from None
+
+    def _command(
+        self, session: KubernetesSession, request: h11.Request, api: ApiRequest, body: bytes
+    ) -> tuple[Command, str | None]:
+        """The request as a command, and why the gateway itself refuses it (or None)."""
+        text, kind = api.describe(), "api"
+        details: dict[str, Any] = api.facts()
+        refusal = None
+        if api.verb in WRITE_VERBS and body:
+            shown = body[: self.settings.record_body_limit].decode("utf-8", "replace")
+            more = len(body) - self.settings.record_body_limit
+            if more > 0:
+                # What is shown is cut; the digest binds a review of it to the whole body.
+                digest = hashlib.sha256(body).hexdigest()
+                shown += f"\n... ({more} more bytes; body sha256 {digest})"
+            text += "\n" + shown
+        if any(name.lower().startswith(b"impersonate-") for name, _ in request.headers):
+            refusal = "impersonation headers are not relayed (the gateway's credential is not"
+            refusal += " the caller's to lend)"
+        upgrade = (_header(request.headers, b"upgrade") or b"").lower()
+        if upgrade.startswith(b"spdy"):
+            refusal = SPDY_REFUSED
+        elif upgrade and upgrade != b"websocket":
+            refusal = f"upgrade to {upgrade.decode('ascii', 'replace')} is not relayed"
+        elif upgrade and api.verb not in ("exec", "attach"):
+            refusal = f"WebSocket streaming of {api.verb} is not relayed (only exec and attach)"
+        elif not upgrade and api.verb in ("exec", "attach", "portforward"):
+            refusal = f"{api.verb} needs a WebSocket upgrade"
+        if api.verb == "portforward":
+            refusal = "port forwarding is not relayed by this gateway"
+        if api.verb in ("exec", "attach") and refusal is None:
+            from hoopgw_kubernetes.streams import stream_command
+
+            text, kind, details = stream_command(api, details)
+        return session.new_command(text, kind, details), refusal
+
+    # -- forwarding -------------------------------------------------------------------------
+
+    def _forward(
+        self,
+        session: KubernetesSession,
+        command: Command,
+        api: ApiRequest,
+        request: h11.Request,
+        body: bytes,
+    ) -> None:
+        runtime = self.runtime
+        target = api.path + (f"?{api.query}" if api.query else "")
+        headers = upstream_headers(
+            list(request.headers),
+            host=runtime.config.target,
+            bearer=self.settings.bearer,
+            masked=runtime.chain.has_output_hooks,
+        )
+        if body:
+            headers.append((b"content-length", b"%d" % len(body)))
+        upstream_request = h11.Request(
+            method=request.method, target=target.encode("ascii"), headers=headers
+        )
+        relay = _ResponseRelay(self, session, command, api)
+        link = UpstreamLink(
+            upstream_request,
+            body,
+            on_response=relay.response,
+            on_data=relay.data,
+            on_end=relay.end,
+            max_event=1 << 16,
+        )
+        self._upstream = link
+        relay.started_at = runtime.reactor.seconds()
+        connecting = connect(runtime, self.settings.tls, link)
+
+        def connected(link: UpstreamLink) -> None:
+            # A client slower than the cluster pauses the cluster's side (a watch, a log).
+            if self._upstream is link and not self._closed:
+                self.transport.registerProducer(link.transport, True)
+                self._paired = True
+
+        def unreachable(failure: Failure) -> None:
+            runtime.upstream_failed()
+            relay.end(f"cannot reach the API server: {failure.getErrorMessage()}")
+
+        connecting.addCallbacks(connected, unreachable)
+
+    def upstream_done(self) -> None:
+        """The relay of one response is over."""
+        self._upstream = None
+        if self._paired:
+            self._paired = False
+            self.transport.unregisterProducer()
+
+
+class _ResponseRelay:
+    """One response from the cluster on its way to the client, through the hooks."""
+
+    def __init__(
+        self,
+        owner: ApiConnection,
+        session: KubernetesSession,
+        command: Command,
+        api: ApiRequest,
+    ) -> None:
+        self.owner = owner
+        self.session = session
+        self.command = command
+        self.api = api
+        self.started_at = 0.0
+        self._status = 0
+        self._headers_sent = False
+        self._buffer: list[bytes] | None = None  # a JSON body kept whole to be masked
+        self._buffered = 0
+        self._stream: LineStream | None = None
+        self._sent = 0
+        self._recorded: list[str] = []
+        self._recorded_size = 0
+        self._finished = False
+        self._hooks = owner.runtime.chain.has_output_hooks
+
+    def _mask(self, fields: dict[str, str]) -> dict[str, str]:
+        return self.session.mask(self.command, "body", fields)
+
+    def response(self, response: h11.Response) -> None:
+        self._status = response.status_code
+        content_type = (_header(list(response.headers), b"content-type") or b"").lower()
+        headers = [(n, v) for n, v in response.headers if n.lower() in PASSED_RESPONSE_HEADERS]
+        self._headers = headers
+        is_json = content_type.startswith(b"application/json")
+        limit = self.owner.runtime.gateway.max_message_size
+        if self.api.verb == "watch" and is_json:
+            self._stream = WatchStream(self._mask, self._write, limit)
+        elif is_json:
+            self._buffer = []
+        elif content_type.startswith(b"text/") or self.api.verb == "log":
+            self._stream = LineStream(self._mask, self._write, 1 << 16)
+        elif self._hooks and response.status_code != 204:
+            self.end(
+                f"the API server answered {content_type.decode('ascii', 'replace') or 'no type'},"
+                " which the gateway cannot mask; ask for JSON"
+            )
+            return
+        if self._buffer is None:
+            self._send_headers()
+
+    def _send_headers(self, length: int | None = None) -> None:
+        headers = list(self._headers)
+        if length is not None:
+            headers.append((b"content-length", b"%d" % length))
+        self._headers_sent = True
+        self.owner._send(h11.Response(status_code=self._status, headers=headers))
+
+    def data(self, data: bytes) -> None:
+        if self._finished:
+            return
+        try:
+            if self._buffer is not None:
+                self._buffered += len(data)
+                if self._buffered > self.owner.runtime.gateway.max_message_size:
+                    raise ValueError("the response is larger than max_message_size")
+                self._buffer.append(data)
+            elif self._stream is not None:
+                self._stream.feed(data)
+            else:
+                self._write(data)
+        except Exception as exc:
+            self.end(f"the response could not be masked ({exc})")
+
+    def _write(self, data: bytes) -> None:
+        if not data:
+            return
+        self._sent += len(data)
+        self._record(data)
+        self.owner._send(h11.Data(data=data))
+
+    def _record(self, data: bytes) -> None:
+        limit = self.owner.settings.record_body_limit
+        if self._recorded_size < limit:
+            piece = data[: limit - self._recorded_size]
+            self._recorded.append(piece.decode("utf-8", "replace"))
+            self._recorded_size += len(piece)
+
+    def end(self, why: str | None) -> None:
+        if self._finished:
+            return
+        if why is None:
+            try:
+                if self._buffer is not None:
+                    body = b"".join(self._buffer)
+                    if self._hooks and body:
+                        body = mask_json(body, self._mask)
+                    self._send_headers(len(body))
+                    self._write(body)
+                elif self._stream is not None:
+                    self._stream.end()
+            except Exception as exc:
+                why = f"the response could not be masked ({exc})"
+        self._finished = True
+        link = self.owner._upstream
+        self.owner.upstream_done()
+        if why is not None and link is not None:
+            link.abort()
+        duration = self.owner.runtime.reactor.seconds() - self.started_at
+        if self._recorded:
+            self.command.annotations["response_body"] = "".join(self._recorded)
+        if why is not None:
+            log.info("Kubernetes response not relayed: {why}", why=why)
+            self.session.ledger.complete(
+                self.command,
+                CommandOutcome(status="error", error_message=why, duration=duration),
+            )
+            if self._headers_sent:
+                self.owner._abort(why)
+            else:
+                self.owner._respond_status(502, f"hoopgw: {why}")
+            return
+        ok = self._status < 400
+        self.session.ledger.complete(
+            self.command,
+            CommandOutcome(
+                status="ok" if ok else "error",
+                bytes=self._sent,
+                duration=duration,
+                error_code="" if ok else str(self._status),
+            ),
+        )
+        try:
+            self.owner._send(h11.EndOfMessage())
+        except h11.LocalProtocolError:
+            self.owner._abort("cannot end the response")
+            return
+        self.owner._done()
+
+
+class _Factory(protocol.Factory):
+    noisy = False
+
+    def __init__(self, runtime: ConnectionRuntime, settings: KubernetesSettings) -> None:
+        self.runtime = runtime
+        self.settings = settings
+
+    def buildProtocol(self, addr: Any) -> ApiConnection:
+        return ApiConnection(self.runtime, self.settings)
+
+
+def build_factory(runtime: ConnectionRuntime) -> Any:
+    """The listener's factory: TLS with the gateway's certificate around :class:`ApiConnection`.
+
+    :raises ConfigError: when the gateway has no ``tls_cert`` (bearer tokens would cross the
+        network in clear) or the connection's settings cannot be loaded.
+    """
+    gateway = runtime.gateway
+    if gateway.tls_cert is None or gateway.tls_key is None:
+        raise ConfigError(
+            "a Kubernetes connection is served over HTTPS: set [gateway] tls_cert and tls_key",
+            key="protocol",
+            connection=runtime.config.name,
+        )
+    settings = KubernetesSettings.load(runtime.config)
+    wrapped: Any = _Factory(runtime, settings)
+    return TLSMemoryBIOFactory(
+        settings.server_tls(gateway.tls_cert, gateway.tls_key), False, wrapped
+    )

@@ -218,6 +218,23 @@ SCHEMAS["LiveSession"] = {
         "protocol": {"type": "string"},
         "client_address": {"type": "string"},
         "started_at": _TIME,
+        "pending_review": {
+            "description": "The review the session's statement waits for, or null.",
+            "oneOf": [
+                {"type": "null"},
+                {
+                    "type": "object",
+                    "required": ["id", "approvers", "hold_until", "reason"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "id": {"type": "string"},
+                        "approvers": {"type": "array", "items": {"type": "string"}},
+                        "hold_until": _TIME,
+                        "reason": {"type": "string"},
+                    },
+                },
+            ],
+        },
     },
 }
 

@@ -38,7 +38,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hoopgw.errors import HoopgwError
+from hoopgw.errors import REVIEW_TIMEOUT_RULE, HeldStatement, HoopgwError
 from hoopgw.records import AuditEntry
 from hoopgw.reviews import GrantRecord, ReviewPolicy, ReviewRecord, ReviewVote
 from hoopgw.session import Command, Identity, SessionInfo
@@ -278,6 +278,24 @@ class ApprovalService:
 
         written.addErrback(unrecorded)
         self._notify(review, "requested")
+        self._sessions.statement_held(
+            session.id,
+            HeldStatement(
+                review_id=review.id,
+                command_seq=command.seq,
+                approvers=review.approvers,
+                hold_until=now + timeout,
+                reason=hold.reason,
+                rule=hold.rule,
+                plugin=hold.plugin,
+            ),
+        )
+
+        def released(result: Any) -> Any:
+            self._sessions.statement_released(session.id, review.id)
+            return result
+
+        decision.addBoth(released)
         log.info(
             "review {review}: {who} on {connection} held: {reason}",
             review=review.id,
@@ -327,7 +345,7 @@ class ApprovalService:
                     " identical statement with the same parameter values may be run once"
                     f" within {window} of the approval"
                 ),
-                rule="review-timeout",
+                rule=REVIEW_TIMEOUT_RULE,
             )
         )
 

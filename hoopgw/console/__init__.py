@@ -54,6 +54,7 @@ def build_console(
         clock=reactor,
         groups=groups,
         base_dir=config.base_dir,
+        reserved_prefixes=tuple(i.identity_prefix for i in config.identity.oidc),
     )
     issuers = {i.issuer: i for i in config.identity.oidc}
     for login in settings.oidc:

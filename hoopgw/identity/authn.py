@@ -31,7 +31,13 @@ from twisted.python.failure import Failure
 from hoopgw.audit.writer import AuditWriter
 from hoopgw.config.load import Config
 from hoopgw.connection import ConnectionConfig
-from hoopgw.errors import STORE_UNAVAILABLE, AccessDenied, AuthenticationError, StoreError
+from hoopgw.errors import (
+    STORE_UNAVAILABLE,
+    AccessDenied,
+    AuthenticationError,
+    StoreError,
+    access_needed,
+)
 from hoopgw.groups import GroupSourceContext, load_group_source
 from hoopgw.identity.fetch import JsonFetcher
 from hoopgw.identity.groups import GroupResolver
@@ -274,8 +280,12 @@ class Authenticator:
             )
             return defer.fail(
                 AccessDenied(
-                    f'identity "{identity.name}" may not use connection "{connection.name}" '
-                    "(none of its groups is in allow_groups)"
+                    access_needed(
+                        f'identity "{identity.name}" may not use connection "{connection.name}"'
+                        " (none of its groups is in allow_groups)",
+                        connection=connection.name,
+                        jit=False,
+                    ).text()
                 )
             )
         if connection.access == "jit" and (
@@ -295,9 +305,12 @@ class Authenticator:
             )
             return defer.fail(
                 AccessDenied(
-                    f'connection "{connection.name}" needs a just-in-time grant and identity'
-                    f' "{identity.name}" has none; request one with: hoopgw access request'
-                    f' --connection {connection.name} --duration 30m --reason "..."'
+                    access_needed(
+                        f'connection "{connection.name}" needs a just-in-time grant and identity'
+                        f' "{identity.name}" has none',
+                        connection=connection.name,
+                        jit=True,
+                    ).text()
                 )
             )
         return defer.succeed(None)

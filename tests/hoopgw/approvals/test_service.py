@@ -117,6 +117,32 @@ def test_approval_by_an_approver_releases_the_statement(world: World) -> None:
     assert world.events == [(review.id, "requested"), (review.id, "approved")]
 
 
+@pytest.mark.parametrize("end", ["approve", "cancel", "time out"])
+def test_the_live_session_knows_its_held_statement_until_the_review_ends(
+    world: World, end: str
+) -> None:
+    session = make_session()
+    command = make_command("DELETE FROM t WHERE id = 1", session_id=session.id)
+    decision = world.service.hold(session, command, HOLD, POLICY)
+    [review] = world.store.list_reviews()
+    held = world.sessions.held_statement(session.id)
+    assert held is not None
+    assert (held.review_id, held.command_seq, held.approvers) == (
+        review.id,
+        command.seq,
+        review.approvers,
+    )
+    assert held.hold_until == review.hold_until and held.reason == HOLD.reason
+    if end == "approve":
+        world.service.decide(review.id, ALICE, approve=True, reason="ok")
+    elif end == "cancel":
+        decision.cancel()
+    else:
+        world.clock.advance(300)
+    assert world.sessions.held_statement(session.id) is None
+    decision.addErrback(lambda failure: None)
+
+
 def test_denial_refuses_with_the_reason(world: World) -> None:
     decision = hold(world)
     [review] = world.store.list_reviews()

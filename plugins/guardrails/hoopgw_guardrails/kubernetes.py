@@ -17,8 +17,10 @@ sets ``namespaces`` also fits a list, watch or deletecollection across all names
 that sets ``names`` also fits a list, watch, deletecollection or create (which name no object
 in the path): they may reach what the rule names. A request no rule matches falls
 to :data:`DEFAULT_RULES`: ``portforward`` and ``proxy`` are denied, ``secrets`` are denied,
-a verb the plugin does not know is denied; the rest is allowed. Discovery (``/api``,
-``/version``, ...) has an empty resource and matches ``resources = [""]``.
+creating a ``serviceaccounts/token`` (a token for the cluster) is denied, a verb the plugin
+does not know is denied; the rest is allowed. A ``resources`` glob matches the resource
+(``pods``) or, as RBAC names it, the resource and its subresource (``pods/log``). Discovery
+(``/api``, ``/version``, ...) has an empty resource and matches ``resources = [""]``.
 """
 
 from __future__ import annotations
@@ -86,7 +88,10 @@ class KubernetesRule:
             ("name", self.names, _ALL_NAMES),
         ):
             value = str(facts.get(field, ""))
-            if not globs or any(fnmatchcase(value, glob) for glob in globs):
+            values = [value]
+            if field == "resource" and facts.get("subresource"):
+                values.append(f"{value}/{facts['subresource']}")  # RBAC's "pods/log"
+            if not globs or any(fnmatchcase(v, glob) for v in values for glob in globs):
                 continue
             if not (value == "" and verb in reaching and self.action != "allow"):
                 return False
@@ -103,6 +108,12 @@ DEFAULT_RULES = (
         action="deny",
         resources=("secrets",),
         message="secrets are denied by default (allow them with a rule, and mask them)",
+    ),
+    KubernetesRule(
+        action="deny",
+        resources=("serviceaccounts/token",),
+        message="minting service account tokens is denied by default (a token for the"
+        " cluster is a way around the gateway)",
     ),
 )
 """What applies after the operator's rules."""

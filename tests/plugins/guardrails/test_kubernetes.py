@@ -154,3 +154,19 @@ def test_allow_rules_naming_objects_do_not_allow_collections() -> None:
     policy = KubernetesPolicy.from_options({"kubernetes_rules": rules})
     assert policy.judge(_facts("get", "secrets", name="app-1")) is None
     assert isinstance(policy.judge(_facts("list", "secrets")), Block)
+
+
+def test_minting_a_service_account_token_is_denied_by_default() -> None:
+    # kubectl create token SA: a cluster credential the caller could use around the gateway.
+    policy = KubernetesPolicy.from_options({})
+    token = {**_facts("create", "serviceaccounts", name="sa"), "subresource": "token"}
+    assert isinstance(policy.judge(token), Block)
+    assert policy.judge(_facts("create", "serviceaccounts")) is None
+
+
+def test_resources_globs_match_a_subresource_as_rbac_names_it() -> None:
+    policy = KubernetesPolicy.from_options(
+        {"kubernetes_rules": [{"resources": ["pods/log"], "action": "deny"}]}
+    )
+    assert isinstance(policy.judge({**_facts("log", name="p"), "subresource": "log"}), Block)
+    assert policy.judge(_facts("get", name="p")) is None

@@ -29,7 +29,7 @@ PLUGINS: dict[str, dict[str, dict[str, Any]]] = {
 options: ``hoopgw`` with ``recording``; ``hoopgw-bare`` with none, to separate the proxy's own
 cost from the write-ahead audit's; ``hoopgw-guardrails`` with ``recording`` and ``guardrails``
 (preset ``agent-readonly``), to show what judging each statement adds."""
-SERVER_START_TIMEOUT = 20.0
+SERVER_START_TIMEOUT = 60.0
 SERVER_STOP_TIMEOUT = 10.0
 
 
@@ -139,7 +139,8 @@ def running_server(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run a server process until the block ends, once its port accepts TCP connections.
 
-    :raises BenchError: it exited or did not listen within 20 s; the message holds its log.
+    :raises BenchError: it exited or did not listen within ``SERVER_START_TIMEOUT`` (60 s: a
+        gateway starts slowly on a loaded machine); the message holds its log.
     """
     with log_path.open("ab") as log:
         process = subprocess.Popen(

@@ -49,10 +49,16 @@ GATEWAY_PLUGINS: dict[str, dict[str, dict[str, Any]]] = {
     "hoopgw": PLUGINS["hoopgw"],
     "hoopgw-os": PLUGINS["hoopgw"],
     **{target: plugins for target, plugins in PLUGINS.items() if target != "hoopgw"},
+    "hoopgw-full": {**PLUGINS["hoopgw-guardrails"], "masking": {}},
 }
-"""The gateway targets of this comparison and their plugins: those of :data:`PLUGINS`, and
-``hoopgw-os``, recording like ``hoopgw`` but with ``audit_durability = "os"``."""
-GATEWAY_OPTIONS: dict[str, dict[str, Any]] = {"hoopgw-os": {"audit_durability": "os"}}
+"""The gateway targets of this comparison and their plugins: those of :data:`PLUGINS`,
+``hoopgw-os``, recording like ``hoopgw`` but with ``audit_durability = "os"``, and
+``hoopgw-full``, the full chain: ``recording`` (``os``), ``guardrails`` (``agent-readonly``) and
+``masking`` (its defaults)."""
+GATEWAY_OPTIONS: dict[str, dict[str, Any]] = {
+    "hoopgw-os": {"audit_durability": "os"},
+    "hoopgw-full": {"audit_durability": "os"},
+}
 """``[gateway]`` options of the gateway targets that do not run with the defaults (``hoopgw``
 records with the default ``audit_durability = "fsync"``)."""
 TARGETS = ("direct", "pgbouncer", *GATEWAY_PLUGINS)
@@ -226,6 +232,7 @@ def summarize(
                 "hoopgw/pgbouncer": _ratio(medians, "hoopgw", "pgbouncer"),
                 "hoopgw-os/pgbouncer": _ratio(medians, "hoopgw-os", "pgbouncer"),
                 "hoopgw-bare/pgbouncer": _ratio(medians, "hoopgw-bare", "pgbouncer"),
+                "hoopgw-full/pgbouncer": _ratio(medians, "hoopgw-full", "pgbouncer"),
                 "ceiling_tps": limit,
                 "hoopgw/ceiling": (
                     None if limit is None or "hoopgw" not in medians else medians["hoopgw"] / limit
@@ -342,6 +349,7 @@ def render_table(summary: Sequence[Mapping[str, Any]], targets: Sequence[str]) -
         "hoopgw/pgbouncer",
         "hoopgw-os/pgbouncer",
         "hoopgw-bare/pgbouncer",
+        "hoopgw-full/pgbouncer",
         "ceiling_tps",
         "hoopgw/ceiling",
         "guardrails_us_per_statement",

@@ -53,6 +53,7 @@ import pluggy
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
+    from hoopgw.reviews import ReviewRecord
     from hoopgw.session import (
         Column,
         Command,
@@ -62,7 +63,6 @@ if TYPE_CHECKING:
         SessionInfo,
         UpstreamOptions,
     )
-    from hoopgw.store.reviews import ReviewRecord
     from hoopgw.verdicts import Hold, Verdict
 
     Decision = Verdict | None | Deferred[Verdict | None]

@@ -75,6 +75,18 @@ class CommandLedger:
 
         return d.addBoth(settled)
 
+    def decide_at_once(self, command: Command) -> Allow | None:
+        """Decide ``command`` at once when no plugin judges commands
+        (:meth:`~hoopgw.chain.PluginChain.decide_command_at_once`): it is then open and
+        allowed, ``command_decided`` was reported, and the result is ``Allow``. Returns None,
+        with nothing done, when the chain must be asked (use :meth:`decide`) or after
+        :meth:`close`."""
+        if self._closed or self.chain.judges_commands:
+            return None
+        self._open[command.seq] = command
+        self._allowed.add(command.seq)
+        return self.chain.decide_command_at_once(self.session, command)
+
     def decided(self, command: Command, verdict: Block) -> None:
         """Report ``command`` refused by the protocol itself, without asking the plugins
         (it cannot be read as the target would); it is open until completed. Ignored after

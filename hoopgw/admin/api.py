@@ -31,8 +31,8 @@ from hoopgw.admin.monitoring import HealthResource, MetricsResource, ReadyResour
 from hoopgw.admin.sessions import SessionControl
 from hoopgw.approvals.service import ApprovalError, ApprovalService, roles_of
 from hoopgw.errors import AuthenticationError
+from hoopgw.reviews import GrantRecord, ReviewRecord
 from hoopgw.session import Identity
-from hoopgw.store.reviews import GrantRecord, ReviewRecord
 
 __all__ = ["AdminApi", "build_site"]
 

@@ -40,8 +40,8 @@ from twisted.python.failure import Failure
 
 from hoopgw.errors import HoopgwError
 from hoopgw.records import AuditEntry
+from hoopgw.reviews import GrantRecord, ReviewPolicy, ReviewRecord, ReviewVote
 from hoopgw.session import Command, Identity, SessionInfo
-from hoopgw.store.reviews import GrantRecord, ReviewRecord, ReviewVote
 from hoopgw.verdicts import Allow, Block, Hold, Verdict
 
 if TYPE_CHECKING:
@@ -50,7 +50,7 @@ if TYPE_CHECKING:
     from hoopgw.runtime.registry import SessionRegistry
     from hoopgw.store import Store
 
-__all__ = ["ApprovalError", "ApprovalService", "ReviewPolicy", "roles_of"]
+__all__ = ["ApprovalError", "ApprovalService", "roles_of"]
 
 log = Logger(namespace="hoopgw.approvals")
 
@@ -69,20 +69,6 @@ class ApprovalError(HoopgwError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
-
-
-@attrs.frozen(kw_only=True)
-class ReviewPolicy:
-    """How a held statement is reviewed (the approval plugin's options)."""
-
-    approvers: tuple[str, ...]
-    """Groups whose members may decide."""
-    required: int = 1
-    """Distinct approvals needed."""
-    timeout: float = 0.0
-    """Seconds the client waits; 0 uses the gateway's ``approval_timeout``."""
-    valid_for: float = 600.0
-    """Seconds an approval given after the hold timed out stays usable for one re-run."""
 
 
 def roles_of(identity: Identity, roles: Mapping[str, tuple[str, ...]]) -> frozenset[str]:

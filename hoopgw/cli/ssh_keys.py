@@ -62,14 +62,14 @@ def parse_public_key(line: str) -> tuple[str, str, str]:
 
     :return: its fingerprint (``SHA256:...``), the key without comment, and the comment.
     :raises ValueError: saying what is wrong with it, a DSA key or an RSA key below
-        :data:`hoopgw.store.ssh_keys.MIN_RSA_BITS` included.
+        :data:`hoopgw.records.MIN_RSA_BITS` included.
     """
     # Imported here: cryptography takes long to load and only this command needs it.
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.hazmat.primitives.serialization import load_ssh_public_key
 
-    from hoopgw.store.ssh_keys import weak_key_reason
+    from hoopgw.records import weak_key_reason
 
     parts = line.strip().split(None, 2)
     if len(parts) < 2:
@@ -94,7 +94,7 @@ def _add(args: argparse.Namespace) -> int:
     from hoopgw.config.load import load_config
     from hoopgw.identity.keys import _check_name as check_name
     from hoopgw.identity.oidc import token_prefix_of
-    from hoopgw.store.ssh_keys import SshKeyRecord
+    from hoopgw.records import SshKeyRecord
 
     try:
         text = Path(args.public_key).read_text(encoding="utf-8")

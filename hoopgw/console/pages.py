@@ -25,8 +25,8 @@ from hoopgw.admin.authz import may_read_audit, may_terminate_sessions, sees_ever
 from hoopgw.approvals.service import ApprovalService, roles_of
 from hoopgw.audit.asciicast import channel_recording, terminal_channels
 from hoopgw.audit.replay import transcript
-from hoopgw.audit.writer import AuditEntry
 from hoopgw.console.web import CSP_PLAYER, Console, Context, Refused, Reply
+from hoopgw.records import AuditEntry
 
 __all__ = ["install"]
 

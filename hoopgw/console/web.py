@@ -36,10 +36,10 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from hoopgw.approvals.service import ApprovalError, roles_of
-from hoopgw.audit.writer import AuditEntry
 from hoopgw.console.settings import ConsoleConfig
 from hoopgw.console.websessions import LOGIN_TTL, LoginAttempts, WebSession, WebSessions
 from hoopgw.errors import AuthenticationError
+from hoopgw.records import AuditEntry
 from hoopgw.session import Identity
 from hoopgw.signin import LoginAttempt
 

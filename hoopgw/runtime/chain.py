@@ -7,7 +7,7 @@ the core's timeout.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import attrs
@@ -74,6 +74,9 @@ class PluginChain:
         self._row_plugins = {i.plugin_name for i in self._pm.hook.server_rows.get_hookimpls()}
         self.has_audit_hooks = bool(self._pm.hook.audit_text.get_hookimpls())
         """Whether any plugin rewrites command text for the audit store."""
+        self.judges_commands = bool(self._pm.hook.client_command.get_hookimpls())
+        """Whether any plugin answers ``client_command``; when none does, every command is
+        allowed and :meth:`decide_command_at_once` decides it without a Deferred."""
 
     # -- decisions ---------------------------------------------------------------------------
 
@@ -97,13 +100,22 @@ class PluginChain:
                 return defer.succeed(
                     Block(reason="refused: its attributes could not be made safe to record")
                 )
-        answers = []
-        for impl in getattr(self._pm.hook, hook).get_hookimpls():
-            answers.append(self._ask(impl, hook, kwargs))
+        answers = [
+            self._ask(impl, hook, kwargs) for impl in getattr(self._pm.hook, hook).get_hookimpls()
+        ]
         if not answers:
             return defer.succeed(None)
-        gathered = defer.gatherResults(answers, consumeErrors=True)
-        combined = gathered.addCallback(combine)
+        waiting = [answer for answer in answers if isinstance(answer, defer.Deferred)]
+        given = [answer for answer in answers if not isinstance(answer, defer.Deferred)]
+        combined: defer.Deferred[Any]
+        if not waiting:
+            combined = defer.succeed(combine(given))
+        elif len(waiting) == 1:
+            # The usual pending answer (the write-ahead record): no DeferredList for it.
+            combined = waiting[0].addCallback(lambda answer: combine([*given, answer]))
+        else:
+            gathered = defer.gatherResults(waiting, consumeErrors=True)
+            combined = gathered.addCallback(lambda late: combine([*given, *late]))
         if hook == "session_started" and self.has_audit_hooks:
             session = kwargs["session"]
             combined.addCallback(
@@ -113,7 +125,11 @@ class PluginChain:
             )
         return combined
 
-    def _ask(self, impl: Any, hook: str, kwargs: dict[str, Any]) -> defer.Deferred[Verdict | None]:
+    def _ask(
+        self, impl: Any, hook: str, kwargs: dict[str, Any]
+    ) -> Verdict | defer.Deferred[Verdict | None] | None:
+        """One plugin's answer: a verdict or None at once, or a Deferred of one when the
+        plugin answered with a Deferred (or a coroutine). Never raises: a failure is a Block."""
         name = impl.plugin_name
 
         def checked(answer: object) -> Verdict | None:
@@ -133,12 +149,18 @@ class PluginChain:
             return Block(reason=f"plugin {name!r} failed in {hook}; refused", plugin=name)
 
         try:
-            d = defer.maybeDeferred(impl.function, *[kwargs[a] for a in impl.argnames])
+            arguments = [kwargs[a] for a in impl.argnames]
         except KeyError as exc:  # hook implemented with a parameter we do not have
-            return defer.succeed(
-                Block(reason=f"plugin {name!r}: unknown parameter {exc} in {hook}", plugin=name)
-            )
-        return d.addCallbacks(checked, failed)
+            return Block(reason=f"plugin {name!r}: unknown parameter {exc} in {hook}", plugin=name)
+        try:
+            answer = impl.function(*arguments)
+        except Exception:
+            return failed(Failure())
+        if isinstance(answer, Coroutine):
+            answer = defer.ensureDeferred(answer)
+        if isinstance(answer, defer.Deferred):
+            return answer.addCallbacks(checked, failed)
+        return checked(answer)
 
     def decide_command(self, session: SessionInfo, command: Command) -> defer.Deferred[Verdict]:
         """Decide a command: combine ``client_command``, resolve a ``Hold``, report the verdict.
@@ -178,6 +200,19 @@ class PluginChain:
         pending.append(first)
         first.addCallback(resolve).addCallback(report)
         return decided
+
+    def decide_command_at_once(self, session: SessionInfo, command: Command) -> Allow | None:
+        """Decide a command without a Deferred when no plugin judges commands: report it
+        allowed (``command_decided``, as :meth:`decide_command` would) and return ``Allow``.
+        Returns None, reporting nothing, when a plugin implements ``client_command``: the
+        caller then uses :meth:`decide_command`."""
+        if self.judges_commands:
+            return None
+        verdict = Allow()
+        if self._on_decided is not None:
+            self._on_decided(verdict)
+        self.notify("command_decided", session=session, command=command, verdict=verdict)
+        return verdict
 
     def _approve(
         self, session: SessionInfo, command: Command, hold: Hold

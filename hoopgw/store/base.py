@@ -16,11 +16,10 @@ from typing import Any
 import attrs
 
 from hoopgw.audit.chain import AuditRecord
-from hoopgw.records import AuditEntry
+from hoopgw.records import AuditEntry, SshKeyStore
+from hoopgw.reviews import ReviewStore
 from hoopgw.scram import ScramVerifier
 from hoopgw.store.agents import AgentStore
-from hoopgw.store.reviews import ReviewStore
-from hoopgw.store.ssh_keys import SshKeyStore
 
 
 @attrs.frozen(kw_only=True)

@@ -176,7 +176,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=3,
         statements=(
-            # SSH public keys registered to identities (hoopgw.store.ssh_keys).
+            # SSH public keys registered to identities (hoopgw.records).
             """
             CREATE TABLE ssh_keys (
                 fingerprint TEXT PRIMARY KEY,

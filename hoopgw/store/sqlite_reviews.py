@@ -1,4 +1,4 @@
-"""The SQLite implementation of :class:`~hoopgw.store.reviews.ReviewStore`.
+"""The SQLite implementation of :class:`~hoopgw.reviews.ReviewStore`.
 
 Columns are named after the record fields; tuples are stored as JSON arrays and booleans as
 integers, so a record reads back equal to what was written.
@@ -16,7 +16,7 @@ import attrs
 
 from hoopgw.audit.chain import canonical_json
 from hoopgw.errors import StoreError
-from hoopgw.store.reviews import GrantRecord, ReviewRecord, ReviewStore, ReviewVote
+from hoopgw.reviews import GrantRecord, ReviewRecord, ReviewStore, ReviewVote
 
 _R = TypeVar("_R")
 

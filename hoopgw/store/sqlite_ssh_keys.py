@@ -1,4 +1,4 @@
-"""The SQLite implementation of :class:`~hoopgw.store.ssh_keys.SshKeyStore`."""
+"""The SQLite implementation of :class:`~hoopgw.records.SshKeyStore`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from hoopgw.audit.chain import canonical_json
 from hoopgw.errors import StoreError
-from hoopgw.store.ssh_keys import SshKeyRecord, SshKeyStore
+from hoopgw.records import SshKeyRecord, SshKeyStore
 
 _COLUMNS = (
     "fingerprint, identity, groups, public_key, comment, created_at, revoked_at, last_used_at"

@@ -12,6 +12,7 @@ SCRIPTS = {
     "hoopgw_bench_pgbench_compare": "pgbench_compare.py",
     "hoopgw_bench_masking": "masking_bench.py",
     "hoopgw_bench_cli_startup": "cli_startup.py",
+    "hoopgw_bench_relay_cost": "relay_cost.py",
 }
 
 for _name, _file_name in SCRIPTS.items():

@@ -135,11 +135,12 @@ def test_render_table_aligns_medians_and_ratios() -> None:
         "hoopgw/pgbouncer",
         "hoopgw-os/pgbouncer",
         "hoopgw-bare/pgbouncer",
+        "hoopgw-full/pgbouncer",
         "ceiling_tps",
         "hoopgw/ceiling",
         "guardrails_us_per_statement",
     ]
-    assert lines[1].split() == ["select-c1", "1000.0", "500.0", "0.500", *["-"] * 6]
+    assert lines[1].split() == ["select-c1", "1000.0", "500.0", "0.500", *["-"] * 7]
     assert len({len(line) for line in lines}) == 1
 
 
@@ -313,3 +314,24 @@ def test_fdatasync_is_timed_after_each_appended_line(tmp_path: Path) -> None:
     line = len(bench.FDATASYNC_LINE)
     assert synced == [line, 2 * line, 3 * line]
     assert list(tmp_path.iterdir()) == []  # the scratch file is gone
+
+
+def test_the_full_target_records_with_os_and_judges_and_masks(tmp_path: Path) -> None:
+    document = bench.hoopgw_config(
+        store_path=tmp_path / "hoopgw.db",
+        listen_port=16432,
+        target="127.0.0.1:5432",
+        plugins=bench.GATEWAY_PLUGINS["hoopgw-full"],
+        gateway_options=bench.GATEWAY_OPTIONS.get("hoopgw-full"),
+    )
+    [connection] = document["connections"]
+    assert connection["plugins"] == ["recording", "guardrails", "masking"]
+    assert connection["guardrails"] == {"preset": "agent-readonly"}
+    assert document["gateway"]["audit_durability"] == "os"
+    c8 = bench.WORKLOADS[1]
+    results = [
+        _result(1, "pgbouncer", 20000.0, c8.name),
+        _result(1, "hoopgw-full", 7000.0, c8.name),
+    ]
+    [entry] = bench.summarize(results, ["pgbouncer", "hoopgw-full"], [c8])
+    assert entry["hoopgw-full/pgbouncer"] == pytest.approx(0.35)

@@ -131,3 +131,28 @@ def test_nothing_is_decided_after_the_close() -> None:
     assert failures[0].check(defer.CancelledError)
     assert slow.pending == []
     assert log.events == [("closed", "client closed")]
+
+
+def test_without_a_judge_a_command_is_decided_at_once() -> None:
+    # No client_command implementation: Allow without a Deferred, reported once, and the
+    # command counts as allowed (aborted, not cancelled, when the session ends).
+    ledger, log = ledger_with()
+    command = make_command("SELECT pg_sleep(10)")
+    assert ledger.decide_at_once(command) == Allow()
+    ledger.close("client closed")
+    assert log.events == [
+        ("decided", "SELECT pg_sleep(10)", "Allow"),
+        ("completed", "SELECT pg_sleep(10)", "aborted"),
+        ("closed", "client closed"),
+    ]
+
+
+def test_with_a_judge_or_after_the_close_nothing_is_decided_at_once() -> None:
+    slow = Slow()
+    ledger, log = ledger_with(("slow", slow))
+    assert ledger.decide_at_once(make_command("DELETE FROM t")) is None
+    assert log.events == []
+    ledger.close("client closed")
+    closed, _ = ledger_with()
+    closed.close("client closed")
+    assert closed.decide_at_once(make_command("SELECT 1")) is None

@@ -31,10 +31,10 @@ from typing import Any
 
 from twisted.internet import defer
 
-from hoopgw.approvals.service import ReviewPolicy
 from hoopgw.errors import ConfigError, PluginError
 from hoopgw.plugin import Option, PluginContext, hookimpl
 from hoopgw.protocol import load_protocol
+from hoopgw.reviews import ReviewPolicy
 from hoopgw.session import Command, SessionInfo
 from hoopgw.sql import DENY_CLASSES, Dialect, analyze_command
 from hoopgw.verdicts import Block, Hold, Verdict

@@ -28,8 +28,8 @@ from twisted.web.iweb import IBodyProducer
 from zope.interface import implementer
 
 from hoopgw.plugin import Option, PluginContext, hookimpl
+from hoopgw.reviews import ReviewRecord
 from hoopgw.secrets import resolve_secret
-from hoopgw.store.reviews import ReviewRecord
 
 __all__ = ["EVENTS", "WebhookPlugin", "payload", "sign"]
 

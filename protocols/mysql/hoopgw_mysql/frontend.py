@@ -1249,6 +1249,10 @@ class ClientSession(protocol.Protocol):
             )
             self._forward(payload, flight)
 
+        verdict = ledger.decide_at_once(command)
+        if verdict is not None:
+            decided(verdict)  # no plugin judges commands: no Deferred, no pause
+            return
         decision = ledger.decide(command)
         decision.addErrback(lambda failure: failure.trap(defer.CancelledError) and None)
         self._wait(decision, decided)

@@ -69,8 +69,8 @@ class CatalogQuery:
         if not self.done.called:
             self.done.errback(CatalogError(message))
 
-    def upstream_messages(self, frames: list[Any]) -> None:
-        for frame in frames:
+    def upstream_messages(self, block: bytes, starts: list[int]) -> None:
+        for frame in m.split_messages(block, starts):
             if frame.type == b"D":
                 self.rows.append(m.decode_data_row(frame.body))
             elif frame.type == b"E":

@@ -88,6 +88,10 @@ little) is what lets a disconnect withdraw a command held for review; the bound 
 from piling up messages in memory."""
 
 
+class _LexingLost(Exception):
+    """The server reported a setting that leaves statements unlexable (ends the session)."""
+
+
 @attrs.frozen
 class _Refusal:
     """Why a login was refused: the SQLSTATE and a message safe to show the client."""
@@ -1009,6 +1013,10 @@ class ClientSession(protocol.Protocol):
             )
             self._current = progress
             self._tracker.track(progress)
+            if command.kind != "parse":
+                kind = "query" if command.kind == "query" else "bind"
+                self._forward(frame, Request(kind=kind, progress=progress, portal=portal))
+                return
             request = Request(kind="parse", progress=progress, portal=portal)
             if statement is not None:
                 request.statement, request.text = statement, command.text
@@ -1017,12 +1025,13 @@ class ClientSession(protocol.Protocol):
                     self._fresh_statements.add(statement)
                 else:
                     self._fresh_statements.discard(statement)
-            if command.kind != "parse":
-                kind = {"query": "query", "execute": "bind"}[command.kind]
-                request = Request(kind=kind, progress=progress, portal=portal)
             self._forward(frame, request)
 
         assert self._ledger is not None
+        verdict = self._ledger.decide_at_once(command)
+        if verdict is not None:
+            decided(verdict)  # no plugin judges commands: no Deferred, no pause
+            return
         decision = self._ledger.decide(command)
         decision.addErrback(lambda failure: failure.trap(defer.CancelledError) and _CANCELLED)
         self._wait(decision, decided)
@@ -1088,140 +1097,176 @@ class ClientSession(protocol.Protocol):
 
     # -- the proxy loop: target to client ----------------------------------------------------
 
-    def upstream_messages(self, frames: list[Any]) -> None:
-        """Relay server messages to the client, applying data hooks and tracking outcomes."""
+    def upstream_messages(self, block: bytes, starts: list[int]) -> None:
+        """Relay server messages (message ``i`` is ``block[starts[i]:starts[i + 1]]``) to the
+        client, applying data hooks and tracking outcomes."""
         if self._closed:
             return
         try:
-            self._relay(frames)
+            self._relay(block, starts)
         except Exception:
             # A failing data hook: nothing of this batch reaches the client.
             log.failure("session {session} failed", session=self._session_id)
             self._fatal("XX000", "internal gateway error; session ended")
 
-    def _relay(self, frames: list[Any]) -> None:
-        out: list[bytes] = []
+    def _relay(self, block: bytes, starts: list[int]) -> None:
+        """Relay one block of server messages.
+
+        The lean path: what no hook changes leaves as the bytes received, in one send per block;
+        only the messages that change (rows a plugin reads, rewritten errors and notices, the
+        gateway's own error for a refused command) are cut out and replaced. A DataRow no
+        plugin wants is only counted.
+        """
+        parts: list[bytes] = []  # what goes to the client before block[last:]
+        last = 0
         rows: list[Any] = []
         rows_request: Request | None = None
-        for frame in frames:
-            kind = frame.type
-            if kind == b"D":
+        tracker = self._tracker
+        for index in range(len(starts) - 1):
+            pos = starts[index]
+            stop = starts[index + 1]
+            kind = block[pos]
+            if kind == 0x44:  # 'D' DataRow
                 # The hot path: a DataRow belongs to the request at the head of the queue and
                 # never completes it, so it needs no attribution of its own.
-                head = self._tracker.head
+                head = tracker.head
                 if head is not self._columns_for:
                     self._select_columns(head)
                 if self._rows_wanted:
-                    rows.append(frame)
+                    if not rows:
+                        parts.append(block[last:pos])
+                    rows.append(m.RawMessage(b"D", block[pos + 5 : stop], block[pos:stop]))
                     rows_request = head
-                    continue
-                if head is not None and head.progress is not None:
+                    last = stop
+                elif head is not None and head.progress is not None:
                     head.progress.result_rows += 1
-                    head.progress.bytes += len(frame.wire)
-                out.append(frame.wire)
+                    head.progress.bytes += stop - pos
                 continue
             if rows:
-                out.extend(self._rewrite_rows(rows, rows_request))
+                parts.extend(self._rewrite_rows(rows, rows_request))
                 rows = []
-            if kind == b"S" and self._read_only and not self._still_read_only(frame.wire):
-                self._fatal(
-                    "25006",
-                    f"the target reported {READ_ONLY_SETTING} off on a read-only connection;"
-                    " session ended",
-                    log_it=True,
-                )
+            wire = block[pos:stop]
+            try:
+                data = self._server_message(m.RawMessage(wire[:1], wire[5:], wire))
+            except _LexingLost as lost:
+                # Changed by a route no check saw (a function, a role default, ...): what
+                # follows would be read in a state the gateway cannot lex. End it here, after
+                # what came before.
+                parts.append(block[last:pos])
+                if any(parts):
+                    send_now(self.transport, parts)
+                self._fatal(LEXING_REFUSED, f"terminating connection: {lost}", log_it=True)
                 return
-            attribution = self._tracker.attribute(kind[0])
-            request = attribution.request
-            data = frame.wire
-            if kind == b"Z":
-                seen = self._tracker.barriers_seen
-                self._parsing = {n: p for n, p in self._parsing.items() if p[1] > seen}
-                if request is not None and request.kind == "query":
-                    self._statements.pop("", None)  # a simple Query drops the unnamed statement
-            if kind == b"E" and request is not None and request.statement == "":
-                if request.kind == "parse":
-                    self._statements.pop("", None)  # an unnamed Parse drops the old one first
-            if kind == b"E":
-                if request is not None and request.replace_error is not None:
-                    data = request.replace_error
-                else:
-                    data = self._note_error(frame, request, data)
-            elif kind == b"C":
-                if request is not None and request.progress is not None:
-                    request.progress.result_complete(
-                        _tag_rows(m.CommandComplete.decode(frame.body).tag)
-                    )
-            elif kind == b"2":
-                # A new portal: until its RowDescription (if the client asks for one), its rows'
-                # types and formats are unknown, never those of an earlier result.
-                self._columns = []
-                self._rows_wanted = self.chain.has_row_hooks
-                if request is not None and request.portal is not None:
-                    self._portals[request.portal] = (self._columns, self._rows_wanted)
-            elif kind == b"T":
-                self._columns = _columns(m.RowDescription.decode(frame.body))
-                self._rows_wanted = self.chain.has_row_hooks
-                if (
-                    self.chain.has_column_hooks
-                    and self.session is not None
-                    and request is not None
-                    and request.progress is not None
-                ):
-                    # A result no row plugin needs (no text to mask, say) streams undecoded.
-                    self._rows_wanted = self.chain.result_columns(
-                        session=self.session,
-                        command=request.progress.command,
-                        columns=self._columns,
-                    )
-                if request is not None and request.portal is not None:  # Describe of a portal
-                    self._portals[request.portal] = (self._columns, self._rows_wanted)
-            elif kind == b"3":
-                if request is not None and request.portal is not None:
-                    self._portals.pop(request.portal, None)
-                if request is not None and request.statement is not None:
-                    self._statements.pop(request.statement, None)
-                    self._statement_types.pop(request.statement, None)
-            elif kind == b"1" and request is not None and request.statement is not None:
-                self._statements[request.statement] = request.text
-            elif kind == b"Z" and frame.body[:1] == b"I":
-                self._portals.clear()  # outside a transaction no portal is left
-            elif kind in (b"N", b"A") and self.chain.has_output_hooks:
-                data = self._rewrite_output(frame, request)
-            elif kind == b"S":
-                status = m.ParameterStatus.decode(frame.body)
-                try:
-                    self._lexing.report(status.name, status.value)
-                except LexingRefused as exc:
-                    # Changed by a route no check saw (a function, a role default, ...): what
-                    # follows would be read in a state the gateway cannot lex. End it here.
-                    if out:
-                        send_now(self.transport, out)
-                    self._fatal(LEXING_REFUSED, f"terminating connection: {exc}", log_it=True)
-                    return
-                if self.chain.has_output_hooks:
-                    data = self._rewrite_parameters([bytes(frame.wire)])[0]
-            elif kind == b"d" and self.chain.has_output_hooks:
-                output = Output(
-                    "copy", {"data": bytes(frame.body).decode("utf-8", "surrogateescape")}
-                )
-                self.chain.hook.server_output(
-                    session=self.session, command=self._command_of(request), output=output
-                )
-                data = m.CopyData(
-                    data=output.fields.get("data", "").encode("utf-8", "surrogateescape")
-                ).encode()
-            if request is not None and request.progress is not None:
-                request.progress.bytes += len(data)
-            out.append(data)
-            for progress in attribution.completed:
-                self._complete(progress)
+            if data is None:
+                return  # the session ended
+            if data is not wire:
+                parts.append(block[last:pos])
+                parts.append(data)
+                last = stop
         if rows:
-            out.extend(self._rewrite_rows(rows, rows_request))
-        if out:
-            send_now(self.transport, out)
-        if self._held and self._tracker.settled:
+            parts.extend(self._rewrite_rows(rows, rows_request))
+        if parts:
+            parts.append(block[last:])
+            send_now(self.transport, parts)
+        elif block:
+            send_now(self.transport, [block])
+        if self._held and tracker.settled:
             self._release()
+
+    def _server_message(self, frame: Any) -> bytes | None:
+        """Track one server message other than a DataRow; return what the client gets for it
+        (``frame.wire`` itself when unchanged), or None when the session ended.
+
+        :raises _LexingLost: the server reported a setting the gateway cannot lex.
+        """
+        kind = frame.type
+        if kind == b"S" and self._read_only and not self._still_read_only(frame.wire):
+            self._fatal(
+                "25006",
+                f"the target reported {READ_ONLY_SETTING} off on a read-only connection;"
+                " session ended",
+                log_it=True,
+            )
+            return None
+        attribution = self._tracker.attribute(kind[0])
+        request = attribution.request
+        data = frame.wire
+        if kind == b"Z":
+            seen = self._tracker.barriers_seen
+            if self._parsing:
+                self._parsing = {n: p for n, p in self._parsing.items() if p[1] > seen}
+            if request is not None and request.kind == "query":
+                self._statements.pop("", None)  # a simple Query drops the unnamed statement
+            if frame.body[:1] == b"I":
+                self._portals.clear()  # outside a transaction no portal is left
+        elif kind == b"E":
+            if request is not None and request.statement == "" and request.kind == "parse":
+                self._statements.pop("", None)  # an unnamed Parse drops the old one first
+            if request is not None and request.replace_error is not None:
+                data = request.replace_error
+            else:
+                data = self._note_error(frame, request, data)
+        elif kind == b"C":
+            if request is not None and request.progress is not None:
+                request.progress.result_complete(_tag_rows(frame.body))
+        elif kind == b"2":
+            # A new portal: until its RowDescription (if the client asks for one), its rows'
+            # types and formats are unknown, never those of an earlier result.
+            self._columns = []
+            self._rows_wanted = self.chain.has_row_hooks
+            if request is not None and request.portal is not None:
+                self._portals[request.portal] = (self._columns, self._rows_wanted)
+        elif kind == b"T":
+            self._rows_wanted = self.chain.has_row_hooks
+            if self._rows_wanted or self.chain.has_column_hooks:
+                self._columns = _columns(m.RowDescription.decode(frame.body))
+            else:
+                self._columns = []  # no plugin reads them: not decoded
+            if (
+                self.chain.has_column_hooks
+                and self.session is not None
+                and request is not None
+                and request.progress is not None
+            ):
+                # A result no row plugin needs (no text to mask, say) streams undecoded.
+                self._rows_wanted = self.chain.result_columns(
+                    session=self.session,
+                    command=request.progress.command,
+                    columns=self._columns,
+                )
+            if request is not None and request.portal is not None:  # Describe of a portal
+                self._portals[request.portal] = (self._columns, self._rows_wanted)
+        elif kind == b"3":
+            if request is not None and request.portal is not None:
+                self._portals.pop(request.portal, None)
+            if request is not None and request.statement is not None:
+                self._statements.pop(request.statement, None)
+                self._statement_types.pop(request.statement, None)
+        elif kind == b"1" and request is not None and request.statement is not None:
+            self._statements[request.statement] = request.text
+        elif kind in (b"N", b"A") and self.chain.has_output_hooks:
+            data = self._rewrite_output(frame, request)
+        elif kind == b"S":
+            status = m.ParameterStatus.decode(frame.body)
+            try:
+                self._lexing.report(status.name, status.value)
+            except LexingRefused as exc:
+                raise _LexingLost(str(exc)) from exc
+            if self.chain.has_output_hooks:
+                data = self._rewrite_parameters([bytes(frame.wire)])[0]
+        elif kind == b"d" and self.chain.has_output_hooks:
+            output = Output("copy", {"data": bytes(frame.body).decode("utf-8", "surrogateescape")})
+            self.chain.hook.server_output(
+                session=self.session, command=self._command_of(request), output=output
+            )
+            data = m.CopyData(
+                data=output.fields.get("data", "").encode("utf-8", "surrogateescape")
+            ).encode()
+        if request is not None and request.progress is not None:
+            request.progress.bytes += len(data)
+        for progress in attribution.completed:
+            self._complete(progress)
+        return data
 
     def _select_columns(self, head: Request | None) -> None:
         """Make the current columns those of the portal whose rows ``head`` receives: an
@@ -1365,9 +1410,10 @@ class ClientSession(protocol.Protocol):
         log.info("session {session} closed: {reason}", session=session.id, reason=reason)
 
 
-def _tag_rows(tag: str) -> int:
-    """Rows a CommandComplete tag reports (``INSERT 0 5``, ``UPDATE 3``, ``SELECT 2``, ...)."""
-    last = tag.rpartition(" ")[2]
+def _tag_rows(body: bytes) -> int:
+    """Rows a CommandComplete body's tag reports (``INSERT 0 5``, ``UPDATE 3``,
+    ``SELECT 2``, ...)."""
+    last = body.rstrip(b"\x00").rpartition(b" ")[2]
     return int(last) if last.isdigit() else 0
 
 

@@ -19,6 +19,7 @@ Flow" and "Message Formats".
 
 from __future__ import annotations
 
+import itertools
 import struct
 from collections.abc import Callable, Sequence
 from typing import ClassVar, NamedTuple, Self
@@ -97,6 +98,8 @@ __all__ = [
     "decode_startup",
     "encode_data_row",
     "error_response",
+    "join_messages",
+    "split_messages",
 ]
 
 
@@ -218,6 +221,55 @@ class MessageReader:
             self._failure = str(violation)
             buffer.clear()
             raise
+
+    def feed_block(self, data: Buffer) -> tuple[bytes, list[int]]:
+        """Like :meth:`feed_raw` for typed messages, without cutting them apart: return the
+        complete messages as one block and where each starts, followed by where the last ends
+        (message ``i`` is ``block[starts[i]:starts[i + 1]]``).
+
+        The proxy's relay: it forwards the block as received when no message in it changes.
+        Only for a reader past the startup phase.
+        """
+        if self._failure is not None:
+            raise ProtocolViolation(self._failure)
+        if self._startup:
+            raise ValueError("feed_block reads typed messages only")
+        buffer = self._buffer
+        if buffer:
+            buffer += data
+            if len(buffer) < self._need:
+                return b"", [0]
+            data = bytes(buffer)
+            buffer.clear()
+        elif type(data) is not bytes:
+            data = bytes(data)
+        starts: list[int] = []
+        append = starts.append
+        unpack_header = _TYPED_HEADER.unpack_from
+        max_length = self._max_length
+        pos = 0
+        end = len(data)
+        need = 0
+        while end - pos >= 5:
+            message_type, length = unpack_header(data, pos)
+            if length < 4 or length > max_length:
+                self._failure = (
+                    f"message {message_type!r} has invalid length {length}"
+                    f" (allowed 4 to {max_length})"
+                )
+                raise ProtocolViolation(self._failure)
+            stop = pos + 1 + length
+            if stop > end:
+                need = stop - pos
+                break
+            append(pos)
+            pos = stop
+        append(pos)
+        if pos < end:
+            self._buffer += memoryview(data)[pos:]
+            self._need = need
+            return data[:pos], starts
+        return data, starts
 
     def _parse(self, data: bytes) -> list[tuple[bytes, bytes, bytes]]:
         messages: list[tuple[bytes, bytes, bytes]] = []
@@ -358,6 +410,23 @@ class _BodyReader:
         if self._pos != len(self._data):
             extra = len(self._data) - self._pos
             raise ProtocolViolation(f"{self._what} message has {extra} unexpected trailing bytes")
+
+
+def join_messages(frames: Sequence[RawMessage]) -> tuple[bytes, list[int]]:
+    """Framed messages as :meth:`MessageReader.feed_block` returns them: one block and where
+    each message starts, followed by where the last ends."""
+    starts = [0]
+    for frame in frames:
+        starts.append(starts[-1] + len(frame.wire))
+    return b"".join(frame.wire for frame in frames), starts
+
+
+def split_messages(block: bytes, starts: Sequence[int]) -> list[RawMessage]:
+    """The messages of a block that :meth:`MessageReader.feed_block` returned."""
+    return [
+        RawMessage(block[pos : pos + 1], block[pos + 5 : stop], block[pos:stop])
+        for pos, stop in itertools.pairwise(starts)
+    ]
 
 
 def _frame(message_type: bytes, *parts: bytes) -> bytes:

@@ -11,7 +11,8 @@ harmless one.
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import attrs
 
@@ -84,14 +85,16 @@ class Request:
     """For a ``parse``: the statement's text, what its name runs once the server accepts it."""
 
 
-@attrs.frozen
-class Attribution:
-    """Where one server message belongs."""
+class Attribution(NamedTuple):
+    """Where one server message belongs (a plain tuple: one is made per server message)."""
 
     request: Request | None
     """The request it answers, None for asynchronous or unsolicited messages."""
-    completed: list[CommandProgress]
+    completed: Sequence[CommandProgress]
     """Commands that ended with this message (at a ReadyForQuery)."""
+
+
+_UNSOLICITED = Attribution(None, ())
 
 
 class ResponseTracker:
@@ -171,7 +174,7 @@ class ResponseTracker:
     def attribute(self, msg_type: int) -> Attribution:
         """Attribute one server message (by its type byte) and advance the queue."""
         if msg_type in ASYNC_TYPES or not self._queue:
-            return Attribution(None, [])
+            return _UNSOLICITED
         head = self._queue[0]
         if msg_type == 0x45:  # 'E' ErrorResponse
             if head.kind not in BARRIERS:
@@ -181,7 +184,7 @@ class ResponseTracker:
                 while self._queue and self._queue[0].kind != "sync":
                     if self._queue.popleft().kind == "query":
                         self._barriers_seen += 1
-            return Attribution(head, [])
+            return Attribution(head, ())
         if msg_type == 0x47:  # 'G' CopyInResponse
             self._copy_in(head)
         if msg_type in _COMPLETES[head.kind]:
@@ -189,7 +192,7 @@ class ResponseTracker:
             if msg_type == 0x5A:  # 'Z' ReadyForQuery
                 self._barriers_seen += 1
                 return Attribution(head, self._complete_through(self._barriers_seen))
-        return Attribution(head, [])
+        return Attribution(head, ())
 
     def _copy_in(self, head: Request) -> None:
         """The server entered copy-in mode for ``head``: every Sync the client sent after it

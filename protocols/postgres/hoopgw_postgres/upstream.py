@@ -32,8 +32,9 @@ class UpstreamListener(TypingProtocol):
     def upstream_failed(self, code: str, message: str) -> None:
         """Login or connection failed; ``message`` never holds the credential."""
 
-    def upstream_messages(self, frames: list[Any]) -> None:
-        """Server messages after login, in order."""
+    def upstream_messages(self, block: bytes, starts: list[int]) -> None:
+        """Server messages after login, in order: message ``i`` is
+        ``block[starts[i]:starts[i + 1]]`` (see :meth:`MessageReader.feed_block`)."""
 
     def upstream_closed(self) -> None:
         """The connection to the target ended."""
@@ -105,19 +106,21 @@ class UpstreamConnection(protocol.Protocol):
             self._ssl_answer(data)
             return
         try:
+            if self._phase == "ready":
+                block, starts = self._reader.feed_block(data)
+                if len(starts) > 1:
+                    self.listener.upstream_messages(block, starts)
+                return
             frames = self._reader.feed(data)
         except m.ProtocolViolation as exc:
             self._fail("08P01", f"invalid message from target: {exc}")
-            return
-        if self._phase == "ready":
-            self.listener.upstream_messages(frames)
             return
         for index, frame in enumerate(frames):
             self._login_message(frame)
             if self._phase == "ready":
                 rest = frames[index + 1 :]
                 if rest:
-                    self.listener.upstream_messages(rest)
+                    self.listener.upstream_messages(*m.join_messages(rest))
                 return
             if self._phase == "failed":
                 return

@@ -7,7 +7,7 @@ MACs, no CBC or 3DES ciphers. A peer that knows nothing better cannot connect.
 
 The same holds for user authentication: a client's RSA key must sign with ``rsa-sha2-256`` or
 ``rsa-sha2-512``, and weak keys (DSA, RSA below 2048 bits) are refused by
-:func:`hoopgw.store.ssh_keys.weak_key_reason`, the rule ``hoopgw keys add-ssh`` applies too.
+:func:`hoopgw.records.weak_key_reason`, the rule ``hoopgw keys add-ssh`` applies too.
 """
 
 from __future__ import annotations

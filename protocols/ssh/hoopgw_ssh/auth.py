@@ -25,8 +25,8 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 
 from hoopgw.errors import AuthenticationError
+from hoopgw.records import SshKeyStore, weak_key_reason
 from hoopgw.session import Identity
-from hoopgw.store.ssh_keys import SshKeyStore, weak_key_reason
 from hoopgw_ssh.algorithms import RSA_SIGNATURES
 from hoopgw_ssh.hostkeys import fingerprint
 

@@ -23,9 +23,10 @@ from hoopgw.admin.api import (
     build_site,
 )
 from hoopgw.admin.sessions import SessionControl
-from hoopgw.approvals.service import ApprovalService, ReviewPolicy
+from hoopgw.approvals.service import ApprovalService
 from hoopgw.connection import ConnectionConfig, CredentialConfig
 from hoopgw.errors import AuthenticationError
+from hoopgw.reviews import ReviewPolicy
 from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.session import Identity
 from hoopgw.store.sqlite import SQLiteStore

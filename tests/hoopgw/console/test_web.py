@@ -400,7 +400,7 @@ SESSION_ID = "0b8e3d3c-1f5a-4c53-9d2b-6a1f0e7c9a11"
 
 
 def _record_session(site: Site, identity: str = "agent") -> None:
-    from hoopgw.audit.writer import AuditEntry
+    from hoopgw.records import AuditEntry
 
     started = {
         "identity": identity,
@@ -493,7 +493,7 @@ def test_access_is_requested_and_decided_through_the_forms(site: Site) -> None:
 def test_a_terminal_channel_is_served_as_an_asciicast_for_the_player(site: Site) -> None:
     import json
 
-    from hoopgw.audit.writer import AuditEntry
+    from hoopgw.records import AuditEntry
 
     _record_session(site)
     shell = {"seq": 2, "kind": "shell", "text": "", "parameter_count": 0, "statement_name": ""}

@@ -229,7 +229,7 @@ def test_sessions_of_a_revoked_or_expired_key_are_ended(keys, store):
 
 
 def test_sessions_of_a_revoked_ssh_key_are_ended(keys, store):
-    from hoopgw.store.ssh_keys import SshKeyRecord
+    from hoopgw.records import SshKeyRecord
 
     for fingerprint in ("SHA256:revoked", "SHA256:fine"):
         store.add_ssh_key(

@@ -150,6 +150,37 @@ def test_deferred_answer_is_waited_for() -> None:
     assert result_of(d) == Block(reason="later", plugin="slow")
 
 
+@pytest.mark.parametrize("block_from", ["given", "first late", "second late"])
+def test_answers_given_at_once_and_later_are_combined(block_from: str) -> None:
+    first: defer.Deferred[Verdict | None] = defer.Deferred()
+    second: defer.Deferred[Verdict | None] = defer.Deferred()
+    given = Block(reason="now") if block_from == "given" else Allow()
+    chain = PluginChain(
+        [("a", Answers(first)), ("b", Answers(given)), ("c", Answers(second))],
+        reactor=task.Clock(),
+    )
+    d = decide(chain)
+    first.callback(Block(reason="first") if block_from == "first late" else None)
+    assert not has_fired(d)
+    second.callback(Block(reason="second") if block_from == "second late" else Allow())
+    verdict = result_of(d)
+    assert isinstance(verdict, Block)
+    assert verdict.plugin == {"given": "b", "first late": "a", "second late": "c"}[block_from]
+
+
+def test_a_coroutine_answer_is_waited_for() -> None:
+    class Async:
+        @hookimpl
+        def client_command(self) -> Any:
+            async def answer() -> Verdict:
+                return Block(reason="async")
+
+            return answer()
+
+    chain = PluginChain([("async", Async())], reactor=task.Clock())
+    assert result_of(decide(chain)) == Block(reason="async", plugin="async")
+
+
 def test_hold_without_approval_backend_blocks() -> None:
     chain = PluginChain([("guard", Answers(Hold(reason="risky", rule="r1")))], reactor=task.Clock())
     verdict = result_of(decide(chain))
@@ -269,6 +300,24 @@ def test_command_decided_is_called_exactly_once(answer: Any) -> None:
     chain = PluginChain([("p", Answers(answer)), ("o", observer)], reactor=task.Clock())
     verdict = result_of(decide(chain))
     assert observer.decided == [verdict]
+
+
+def test_without_a_judge_a_command_is_allowed_at_once_and_reported_once() -> None:
+    observer = Observer()
+    counted: list[Verdict] = []
+    chain = PluginChain([("o", observer)], reactor=task.Clock(), on_decided=counted.append)
+    assert not chain.judges_commands
+    verdict = chain.decide_command_at_once(make_session(), make_command("SELECT 1"))
+    assert verdict == Allow()
+    assert observer.decided == counted == [Allow()]
+
+
+def test_with_a_judge_nothing_is_decided_at_once() -> None:
+    observer = Observer()
+    chain = PluginChain([("p", Answers(None)), ("o", observer)], reactor=task.Clock())
+    assert chain.judges_commands
+    assert chain.decide_command_at_once(make_session(), make_command("SELECT 1")) is None
+    assert observer.decided == []
 
 
 def test_command_decided_once_after_approval() -> None:

@@ -6,7 +6,7 @@ import attrs
 import pytest
 
 from hoopgw.errors import StoreError
-from hoopgw.store.reviews import GrantRecord, ReviewRecord, ReviewVote
+from hoopgw.reviews import GrantRecord, ReviewRecord, ReviewVote
 from hoopgw.store.sqlite import SQLiteStore
 
 REVIEW = ReviewRecord(

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from hoopgw.errors import StoreError
+from hoopgw.records import SshKeyRecord
 from hoopgw.store import open_store
-from hoopgw.store.ssh_keys import SshKeyRecord
 
 
 def _record(fingerprint: str = "SHA256:" + "a" * 43, **changes: Any) -> SshKeyRecord:

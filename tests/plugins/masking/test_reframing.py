@@ -172,7 +172,7 @@ def run(split: int | None) -> bytes:
     def feed(data: bytes) -> None:
         step = split or len(data)
         for start in range(0, len(data), step):
-            session.upstream_messages(reader.feed(data[start : start + step]))
+            session.upstream_messages(*reader.feed_block(data[start : start + step]))
 
     session.dataReceived(m.Query(query="SELECT * FROM people").encode())
     feed(wire)
@@ -216,7 +216,7 @@ def test_rows_of_a_portal_without_description_never_use_an_earlier_one() -> None
     # must not be taken for integers (that would let them through unscanned).
     session.dataReceived(m.Query(query="SELECT 1").encode())
     session.upstream_messages(
-        m.MessageReader().feed(
+        *m.MessageReader().feed_block(
             m.RowDescription(fields=(field("n", 23),)).encode()
             + m.DataRow(values=(b"1",)).encode()
             + m.CommandComplete(tag="SELECT 1").encode()
@@ -231,7 +231,7 @@ def test_rows_of_a_portal_without_description_never_use_an_earlier_one() -> None
     )
     transport.clear()
     session.upstream_messages(
-        m.MessageReader().feed(
+        *m.MessageReader().feed_block(
             m.ParseComplete().encode()
             + m.BindComplete().encode()
             + m.DataRow(values=(EMAIL.encode(),)).encode()
@@ -281,5 +281,5 @@ def test_results_without_text_columns_stream_undecoded(monkeypatch: pytest.Monke
             m.ReadyForQuery(status="I"),
         )
     )
-    session.upstream_messages(m.MessageReader().feed(wire))
+    session.upstream_messages(*m.MessageReader().feed_block(wire))
     assert transport.value() == wire

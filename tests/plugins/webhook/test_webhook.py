@@ -14,7 +14,7 @@ from twisted.web.client import ResponseDone
 
 from hoopgw.errors import ConfigError
 from hoopgw.plugin import PluginContext, validate_options
-from hoopgw.store.reviews import ReviewRecord
+from hoopgw.reviews import ReviewRecord
 from hoopgw.testing import make_connection
 
 REVIEW = ReviewRecord(

@@ -118,7 +118,7 @@ def run_query(*server: Any) -> tuple[list[Any], FakeConnection]:
     query.done.addBoth(results.append)
     query.upstream_ready([], (1, b"k"), False)
     assert connection.sent == [m.Query(query="SELECT 1").encode()]
-    query.upstream_messages(m.MessageReader().feed(b"".join(x.encode() for x in server)))
+    query.upstream_messages(*m.MessageReader().feed_block(b"".join(x.encode() for x in server)))
     return results, connection
 
 

@@ -188,7 +188,7 @@ class Client:
     def server(self, *messages: Any) -> None:
         """The target answers with these messages."""
         wire = b"".join(message.encode() for message in messages)
-        self.session.upstream_messages(m.MessageReader().feed(wire))
+        self.session.upstream_messages(*m.MessageReader().feed_block(wire))
 
     @property
     def closed(self) -> bool:
@@ -1416,7 +1416,7 @@ def test_a_report_of_a_refused_value_ends_the_session(split: int | None) -> None
     reader = m.MessageReader()
     step = split or len(wire)
     for start in range(0, len(wire), step):
-        client.session.upstream_messages(reader.feed(wire[start : start + step]))
+        client.session.upstream_messages(*reader.feed_block(wire[start : start + step]))
     received = client.received()
     assert types_of(received) == ["CommandComplete", "ErrorResponse"]
     assert (received[1].fields["S"], received[1].fields["C"]) == ("FATAL", "0A000")
@@ -1613,3 +1613,79 @@ def test_a_copy_through_the_extended_protocol_does_not_hold_later_texts() -> Non
     # Counting the ignored Sync as pending would hold this text for ever.
     client.send(m.Query(query="SELECT 'ö'").encode())
     assert upstream_messages(client)[-1] == m.Query(query="SELECT 'ö'")
+
+
+# -- the lean relay: bytes as received unless a plugin needs them -----------------------------
+
+
+class Outcomes:
+    """Observes outcomes only: it neither judges commands nor reads rows."""
+
+    def __init__(self) -> None:
+        self.outcomes: list[Any] = []
+
+    @hookimpl
+    def command_completed(self, outcome: Any) -> None:
+        self.outcomes.append(outcome)
+
+
+class EveryRow:
+    """Reads and rewrites every row, to prove it is shown each one."""
+
+    def __init__(self) -> None:
+        self.seen: list[bytes | None] = []
+
+    @hookimpl
+    def server_rows(self, rows: list[list[bytes | None]]) -> None:
+        for row in rows:
+            self.seen.append(row[0])
+            row[0] = b"<" + (row[0] or b"") + b">"
+
+
+def many_rows_answer() -> tuple[Any, ...]:
+    return (
+        m.RowDescription(fields=(m.FieldDescription(name="v", type_oid=25),)),
+        *(m.DataRow(values=(f"row{i}".encode(),)) for i in range(5)),
+        m.NoticeResponse(fields={"S": "NOTICE", "C": "00000", "M": "half way"}),
+        *(m.DataRow(values=(f"row{i}".encode(),)) for i in range(5, 9)),
+        m.CommandComplete(tag="SELECT 9"),
+        m.ReadyForQuery(status="I"),
+    )
+
+
+def serve_split(client: Client, messages: Sequence[Any], split: int | None) -> None:
+    """The target answers with ``messages``, its bytes cut every ``split`` bytes."""
+    wire = b"".join(message.encode() for message in messages)
+    reader = m.MessageReader()
+    step = split or len(wire)
+    for start in range(0, len(wire), step):
+        client.session.upstream_messages(*reader.feed_block(wire[start : start + step]))
+
+
+@pytest.mark.parametrize("split", [None, 1, 2, 3, 7, 40])
+def test_without_a_data_plugin_the_answer_is_relayed_byte_for_byte(split: int | None) -> None:
+    outcomes = Outcomes()
+    client = logged_in([("outcomes", outcomes)])
+    client.send(m.Query(query="SELECT v FROM t").encode())
+    answer = many_rows_answer()
+    serve_split(client, answer, split)
+    assert client.transport.value() == b"".join(message.encode() for message in answer)
+    assert [(o.status, o.rows) for o in outcomes.outcomes] == [("ok", 9)]
+    notice = answer[6].encode()  # asynchronous: no command's bytes
+    assert outcomes.outcomes[0].bytes == len(client.transport.value()) - len(notice)
+
+
+@pytest.mark.parametrize("split", [None, 1, 2, 3, 7, 40])
+def test_a_plugin_that_reads_rows_sees_every_row_in_every_split(split: int | None) -> None:
+    rows, outcomes = EveryRow(), Outcomes()
+    client = logged_in([("rows", rows), ("outcomes", outcomes)])
+    client.send(m.Query(query="SELECT v FROM t").encode())
+    serve_split(client, many_rows_answer(), split)
+    values = [f"row{i}".encode() for i in range(9)]
+    assert rows.seen == values
+    received = client.received()
+    assert [x.values[0] for x in received if isinstance(x, m.DataRow)] == [
+        b"<" + value + b">" for value in values
+    ]
+    assert types_of(received) == types_of(list(many_rows_answer()))
+    assert [(o.status, o.rows) for o in outcomes.outcomes] == [("ok", 9)]

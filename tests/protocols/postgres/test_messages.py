@@ -387,6 +387,36 @@ def test_feed_raw_gives_plain_tuples() -> None:
     assert message == (b"S", b"", b"S\x00\x00\x00\x04")
 
 
+@pytest.mark.parametrize("split", [1, 2, 5, 6, 11, 1000])
+def test_feed_block_cuts_at_message_boundaries_only(split: int) -> None:
+    messages = [
+        m.RowDescription(fields=(m.FieldDescription(name="v", type_oid=25),)),
+        m.DataRow(values=(b"x" * 20,)),
+        m.CommandComplete(tag="SELECT 1"),
+        m.ReadyForQuery(status="I"),
+    ]
+    wire = b"".join(message.encode() for message in messages)
+    reader = m.MessageReader()
+    blocks, frames = [], []
+    for start in range(0, len(wire), split):
+        block, starts = reader.feed_block(wire[start : start + split])
+        assert starts[0] == 0 and starts[-1] == len(block)
+        blocks.append(block)
+        frames.extend(m.split_messages(block, starts))
+    assert b"".join(blocks) == wire
+    assert frames == m.MessageReader().feed(wire)
+    assert m.join_messages(frames) == (wire, [0, 27, 58, 72, 78])
+    assert reader.buffered == 0
+
+
+def test_feed_block_refuses_a_bad_length_and_keeps_refusing() -> None:
+    reader = m.MessageReader()
+    with pytest.raises(m.ProtocolViolation):
+        reader.feed_block(b"D\x00\x00\x00\x02")
+    with pytest.raises(m.ProtocolViolation):
+        reader.feed_block(m.Sync().encode())
+
+
 def test_reader_accepts_any_bytes_like() -> None:
     wire = m.Query(query="x").encode()
     assert m.MessageReader().feed(memoryview(wire)) == m.MessageReader().feed(bytearray(wire))

@@ -27,7 +27,7 @@ def test_simple_query_ends_at_ready_for_query() -> None:
     for t in b"TDDC":
         attribution = tracker.attribute(t)
         assert attribution.request is not None and attribution.request.progress is command
-        assert attribution.completed == []
+        assert attribution.completed == ()
     assert tracker.attribute(ord("Z")).completed == [command]
     assert tracker.idle
 
@@ -144,7 +144,7 @@ def test_async_messages_answer_no_request() -> None:
 def test_messages_when_idle_answer_no_request() -> None:
     tracker = ResponseTracker()
     attribution = tracker.attribute(ord("Z"))
-    assert attribution.request is None and attribution.completed == []
+    assert attribution.request is None and attribution.completed == ()
 
 
 def test_barriers_complete_every_command_up_to_them() -> None:
@@ -162,7 +162,7 @@ def test_barriers_complete_every_command_up_to_them() -> None:
     tracker.expect(Request(kind="query"))
     assert all(not tracker.attribute(t).completed for t in b"12C12C")
     assert tracker.attribute(ord("Z")).completed == [a, b]
-    assert tracker.attribute(ord("C")).completed == []
+    assert tracker.attribute(ord("C")).completed == ()
     assert tracker.attribute(ord("Z")).completed == [c]
 
 

@@ -42,8 +42,8 @@ class Listener:
     def upstream_failed(self, code: str, message: str) -> None:
         self.events.append(("failed", (code, message)))
 
-    def upstream_messages(self, frames: list[Any]) -> None:
-        self.events.append(("messages", [f.type for f in frames]))
+    def upstream_messages(self, block: bytes, starts: list[int]) -> None:
+        self.events.append(("messages", [block[i : i + 1] for i in starts[:-1]]))
 
     def upstream_closed(self) -> None:
         self.events.append(("closed", None))

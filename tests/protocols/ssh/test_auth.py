@@ -21,9 +21,9 @@ from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from hoopgw.errors import AuthenticationError
+from hoopgw.records import SshKeyRecord
 from hoopgw.session import Identity
 from hoopgw.store import open_store
-from hoopgw.store.ssh_keys import SshKeyRecord
 
 TOKEN = "the-token"
 

@@ -1,4 +1,6 @@
-"""Reviews, approvals and just-in-time grants as the store keeps them.
+"""Reviews, approvals and just-in-time grants as the store keeps them, and the policy a held
+statement is reviewed by (:class:`ReviewPolicy`, which the approval plugin makes). Public: the
+approval and webhook plugins use these values.
 
 A *review* is a request for a human decision: a held statement (``kind = "statement"``) or a
 request for time-bound access to a connection (``kind = "access"``). Each approver's answer is
@@ -13,6 +15,21 @@ from __future__ import annotations
 import abc
 
 import attrs
+
+
+@attrs.frozen(kw_only=True)
+class ReviewPolicy:
+    """How a held statement is reviewed (the approval plugin's options)."""
+
+    approvers: tuple[str, ...]
+    """Groups whose members may decide."""
+    required: int = 1
+    """Distinct approvals needed."""
+    timeout: float = 0.0
+    """Seconds the client waits; 0 uses the gateway's ``approval_timeout``."""
+    valid_for: float = 600.0
+    """Seconds an approval given after the hold timed out stays usable for one re-run."""
+
 
 REVIEW_KINDS = ("statement", "access")
 """What a review is about."""

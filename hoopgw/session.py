@@ -221,8 +221,9 @@ class Output:
     Mutable on purpose: ``server_output`` and ``client_input`` implementations rewrite
     ``fields`` in place. ``kind`` says where the text came from (``error``, ``notice``,
     ``notification``, ``parameter``, ``copy``, ``stdout``, ``stderr``, ``stdin``, ``file``
-    for SFTP file data); ``fields`` maps a field name (``message``, ``detail``, ``payload``,
-    ``data``, ...) to its text.
+    for SFTP file data, ``http-json`` for the values of a JSON response body, one field each,
+    and ``http-response`` for a whole inspected HTTP response body); ``fields`` maps a field
+    name (``message``, ``detail``, ``payload``, ``data``, ``body``, ...) to its text.
     """
 
     __slots__ = ("fields", "kind")

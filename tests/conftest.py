@@ -609,6 +609,85 @@ def ssh_gateway(ssh_server: Any, tmp_path: Path) -> Iterator[Callable[..., Runni
         launcher.stop_all()
 
 
+# -- HTTP ------------------------------------------------------------------------------------
+
+httpserver = _load_helper("hoopgw_tests_httpserver", "httpserver.py")
+HTTP_TARGET_TOKEN = "target-secret-token-0123456789"
+"""The bearer token the ``http_gateway`` presents to the ``http_server``."""
+
+
+@pytest.fixture
+def http_server(tmp_path: Path) -> Iterator[Any]:
+    """The test API (``httpserver.py``) over plain HTTP on a free loopback port."""
+    server = httpserver.start(tmp_path / "http-server")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def http_gateway(tmp_path: Path) -> Iterator[Callable[..., RunningGateway]]:
+    """Factory like ``gateway`` for one ``http`` connection named ``api`` in front of an
+    ``httpserver.HttpServer``: ``http_gateway(server, plugins=[...], http={...},
+    connection={...}, identity={...})`` (``http`` adds keys to ``[connections.http]``,
+    ``identity`` is the ``[identity]`` table). The gateway presents :data:`HTTP_TARGET_TOKEN`
+    as a bearer token (``auth = "bearer"``) unless ``http`` says otherwise; an HTTPS server's
+    CA is trusted (``verify-full``)."""
+    launcher = _GatewayLauncher(tmp_path, "http-gateway")
+
+    def start(
+        server: Any,
+        *,
+        plugins: Sequence[str] = (),
+        allow_groups: Sequence[str] = ("agents",),
+        http: Mapping[str, Any] | None = None,
+        connection: Mapping[str, Any] | None = None,
+        gateway_options: Mapping[str, Any] | None = None,
+        roles: Mapping[str, Sequence[str]] | None = None,
+        identity: Mapping[str, Any] | None = None,
+    ) -> RunningGateway:
+        def document(workdir: Path, port: int) -> dict[str, Any]:
+            token_file = workdir / "target-token"
+            token_file.write_text(HTTP_TARGET_TOKEN)
+            upstream_tls: dict[str, Any] = {"sslmode": "disable"}
+            if server.tls is not None:
+                upstream_tls = {
+                    "sslmode": "verify-full",
+                    "ca_file": str(server.tls.ca_cert),
+                    "server_name": "localhost",
+                }
+            return {
+                "gateway": {
+                    "store": f"sqlite:///{workdir / 'hoopgw.db'}",
+                    **(gateway_options or {}),
+                },
+                "connections": [
+                    {
+                        "name": "api",
+                        "protocol": "http",
+                        "listen": f"tcp:{port}:interface=127.0.0.1",
+                        "target": f"127.0.0.1:{server.port}",
+                        "allow_groups": list(allow_groups),
+                        "plugins": list(plugins),
+                        "credential": {"user": "svc", "password": f"file:{token_file}"},
+                        "upstream_tls": upstream_tls,
+                        "http": {"auth": "bearer", **(http or {})},
+                        **(connection or {}),
+                    }
+                ],
+                **({"roles": {k: list(v) for k, v in roles.items()}} if roles else {}),
+                **({"identity": dict(identity)} if identity else {}),
+            }
+
+        return launcher.launch(document)
+
+    try:
+        yield start
+    finally:
+        launcher.stop_all()
+
+
 # -- MySQL / MariaDB -------------------------------------------------------------------------
 
 mysqlserver = _load_helper("hoopgw_tests_mysqlserver", "mysqlserver.py")

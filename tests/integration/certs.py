@@ -95,3 +95,60 @@ def write_tls_files(folder: Path) -> TlsFiles:
     )
     files.server_key.chmod(0o600)
     return files
+
+
+@attrs.frozen(kw_only=True)
+class ClientTlsFiles:
+    """Paths of the PEM files :func:`write_client_tls_files` made."""
+
+    ca_cert: Path
+    """The CA a server trusts for client certificates."""
+    client_cert: Path
+    """The client certificate (``CN=hoopgw-gateway``, extended key usage clientAuth)."""
+    client_key: Path
+    """Its private key, unencrypted."""
+
+
+def write_client_tls_files(folder: Path) -> ClientTlsFiles:
+    """Make a CA of its own and a client certificate it signed (for mutual TLS)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("hoopgw test client CA"))
+        .issuer_name(_name("hoopgw test client CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client_cert = (
+        x509.CertificateBuilder()
+        .subject_name(_name("hoopgw-gateway"))
+        .issuer_name(ca_cert.subject)
+        .public_key(client_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + VALIDITY)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = ClientTlsFiles(
+        ca_cert=folder / "client-ca.crt",
+        client_cert=folder / "client.crt",
+        client_key=folder / "client.key",
+    )
+    files.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    files.client_cert.write_bytes(client_cert.public_bytes(serialization.Encoding.PEM))
+    files.client_key.write_bytes(
+        client_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    files.client_key.chmod(0o600)
+    return files

@@ -36,6 +36,7 @@ def test_the_wheels_install_a_gateway_without_test_tools(pg_server: Any, tmp_pat
             "hoopgw",
             "hoopgw_approval",
             "hoopgw_guardrails",
+            "hoopgw_http",
             "hoopgw_kubernetes",
             "hoopgw_ldap",
             "hoopgw_masking",

@@ -24,7 +24,8 @@ an ``EXECUTE`` of a prepared statement this session has not been seen to prepare
 On a protocol without statements (SSH), the plugin judges shell command lines instead
 (``exec`` requests and, when the connection asks, lines typed at a shell) with
 ``deny_commands``, ``command_presets`` and ``review_commands``
-(:mod:`hoopgw_guardrails.commands`).
+(:mod:`hoopgw_guardrails.commands`). On HTTP connections it judges each request by method and
+path with ``http_rules`` and ``http_default`` (:mod:`hoopgw_guardrails.http_rules`).
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ from hoopgw_guardrails.commands import (
     check_command_patterns,
     check_command_presets,
     check_opaque_commands,
+)
+from hoopgw_guardrails.http_rules import (
+    HTTP_KIND,
+    HttpPolicy,
+    check_http_default,
+    check_http_rules,
 )
 from hoopgw_guardrails.kubernetes import KubernetesPolicy, check_kubernetes_rules
 from hoopgw_guardrails.policy import Policy, check_classes, check_preset, check_rules, combined
@@ -193,6 +200,21 @@ class GuardrailsPlugin:
             check=check_opaque_commands,
         ),
         Option(
+            name="http_rules",
+            type=list,
+            default=[],
+            help="rules on HTTP requests: methods, path globs, action allow, deny or review,"
+            " and a message (HTTP)",
+            check=check_http_rules,
+        ),
+        Option(
+            name="http_default",
+            type=str,
+            default="deny",
+            help="what an HTTP request no rule matches gets: allow, deny or review (HTTP)",
+            check=check_http_default,
+        ),
+        Option(
             name="kubernetes_rules",
             type=list,
             default=[],
@@ -233,12 +255,33 @@ class GuardrailsPlugin:
         # Commands being decided that may change functions, and why.
         self._changing: dict[tuple[str, int], str] = {}
         connection = context.connection
+        self._http: HttpPolicy | None = None
+        if connection.protocol == "http":
+            if _any_set(context.options, _SQL_OPTIONS + _COMMAND_OPTIONS):
+                raise ConfigError(
+                    "HTTP requests are judged with http_rules and http_default",
+                    key=f"{PLUGIN}.deny",
+                    connection=connection.name,
+                )
+            self._http = HttpPolicy.from_options(context.options)
+            self._dialect: Dialect | None = None
+            return
+        if (
+            context.options.get("http_rules")
+            or context.options.get("http_default", "deny") != "deny"
+        ):
+            raise ConfigError(
+                "http_rules and http_default are for HTTP connections,"
+                f" not {connection.protocol!r}",
+                key=f"{PLUGIN}.http_rules",
+                connection=connection.name,
+            )
         try:
             dialect = load_protocol(connection.protocol).dialect
         except PluginError as exc:
             raise ConfigError(str(exc), key="protocol", connection=connection.name) from None
         if dialect is None and not _any_set(context.options, _SQL_OPTIONS):
-            self._dialect: Dialect | None = None
+            self._dialect = None
             return
         if dialect is not None and _any_set(context.options, _COMMAND_OPTIONS):
             raise ConfigError(
@@ -300,6 +343,8 @@ class GuardrailsPlugin:
 
         A Deferred when the functions it calls must first be resolved in the target's catalog
         (``catalog_user``); the answer is cached for the session."""
+        if self._http is not None:
+            return self._judge_http(command)
         if self._dialect is None:
             verdicts: list[Block | Hold | None] = []
             if self._kubernetes is not None and command.kind in KUBERNETES_KINDS:
@@ -350,6 +395,13 @@ class GuardrailsPlugin:
         if definitions:
             self._pending[(session.id, command.seq)] = definitions
         return self._judge(session, command, judged)
+
+    def _judge_http(self, command: Command) -> Block | Hold | None:
+        assert self._http is not None
+        method, path = command.details.get("method"), command.details.get("path")
+        if command.kind != HTTP_KIND or not isinstance(method, str) or not isinstance(path, str):
+            return Block(reason="an HTTP command without its method and path", rule="http-deny")
+        return self._http.judge(method, path)
 
     # -- functions: what the target's catalog says they may run ------------------------------
 

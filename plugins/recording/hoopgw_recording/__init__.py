@@ -10,6 +10,8 @@ Enable it per connection (``plugins = ["recording", ...]``). It writes, through 
 - ``command_decided``, ``command_completed`` and ``session_closed`` as they happen.
 - ``terminal_output`` for terminal output (SSH), as the client saw it (after masking), from
   which ``hoopgw replay --asciicast`` makes an asciicast v2 recording per channel.
+- ``http_response`` for each inspected HTTP response body (HTTP), as the client saw it (after
+  masking), its first ``http_body_chars`` characters.
 
 With ``sample_rows`` above 0 it also keeps the first rows each command returned, as the client
 saw them (after masking), in the ``command_completed`` record. Its ``server_rows`` is a wrapper
@@ -40,6 +42,8 @@ REFUSED = "audit store unavailable; refused"
 
 TERMINAL_KINDS = ("stdout", "stderr")
 """``Output.kind`` values recorded as ``terminal_output``."""
+HTTP_RESPONSE_KIND = "http-response"
+"""``Output.kind`` of an inspected HTTP response body, recorded as ``http_response``."""
 
 MAX_SAMPLE_ROWS = 1000
 SAMPLE_VALUE_CHARS = 256
@@ -72,6 +76,13 @@ class RecordingPlugin:
             help="result rows kept per command as a masked sample (0 = none)",
             check=_check_sample_rows,
         ),
+        Option(
+            name="http_body_chars",
+            type=int,
+            default=64 * 1024,
+            help="characters of each inspected HTTP response body kept (0 = none)",
+            check=lambda value: None if value >= 0 else "must be 0 or more",
+        ),
     )
 
     def __init__(self, context: PluginContext) -> None:
@@ -79,6 +90,7 @@ class RecordingPlugin:
         self._reactor = context.reactor
         self._log = context.log
         self._sample_rows: int = context.options["sample_rows"]
+        self._http_body_chars: int = context.options["http_body_chars"]
         self._samples: dict[tuple[str, int], list[list[str | None]]] = {}
         if not self._sample_rows:
             # Without a server_rows implementation the protocol streams rows undecoded
@@ -162,8 +174,12 @@ class RecordingPlugin:
     def server_output(
         self, session: SessionInfo, command: Command | None, output: Output
     ) -> Generator[None, Any, Any]:
-        """Record terminal output (``stdout``/``stderr``) after every other plugin rewrote it."""
+        """Record terminal output (``stdout``/``stderr``) and HTTP response bodies after every
+        other plugin rewrote them."""
         result = yield
+        if output.kind == HTTP_RESPONSE_KIND and command is not None:
+            self._http_response(session, command, output)
+            return result
         text = output.fields.get("data", "")
         if output.kind in TERMINAL_KINDS and command is not None and text:
             # Bytes that are not UTF-8 travel as lone surrogates; the store keeps text.
@@ -174,6 +190,23 @@ class RecordingPlugin:
                 {"seq": command.seq, "stream": output.kind, "data": text},
             )
         return result
+
+    def _http_response(self, session: SessionInfo, command: Command, output: Output) -> None:
+        body = output.fields.get("body", "")
+        kept = body[: self._http_body_chars]
+        # Bytes that are not UTF-8 travel as lone surrogates; the store keeps text.
+        kept = kept.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        self._observed(
+            "http_response",
+            session,
+            {
+                "seq": command.seq,
+                "status": output.fields.get("status", ""),
+                "body": kept,
+                "body_chars": len(body),
+                "truncated": len(body) > len(kept),
+            },
+        )
 
     # -- observers -----------------------------------------------------------------------------
 

@@ -758,7 +758,9 @@ def test_full_example_sets_every_key(monkeypatch, tmp_path):
         "reporting-pw",
     }
     assert "full-example-pw" not in repr(config)
-    assert config.connections[0].plugin_options == {"recording": {"sample_rows": 0}}
+    assert config.connections[0].plugin_options == {
+        "recording": {"sample_rows": 0, "http_body_chars": 65536}
+    }
 
 
 def test_configuration_doc_shows_the_full_example_and_every_key():

@@ -19,6 +19,7 @@ from hoopgw.session import (
     CommandOutcome,
     ConnectionInfo,
     Identity,
+    Output,
     SessionInfo,
 )
 from hoopgw.store import SQLiteStore
@@ -117,7 +118,8 @@ def writer():
 
 def test_sample_rows_defaults_to_none():
     assert validate_options("recording", RecordingPlugin.options, {}, connection="pg") == {
-        "sample_rows": 0
+        "sample_rows": 0,
+        "http_body_chars": 65536,
     }
 
 
@@ -461,3 +463,38 @@ def test_only_write_ahead_records_ask_for_their_own_commit(writer):
         ("command_completed", False),
         ("session_closed", False),
     ]
+
+
+class BodyMasker:
+    @hookimpl
+    def server_output(self, output):
+        if "body" in output.fields:
+            output.fields["body"] = output.fields["body"].replace("ada@example.com", "[EMAIL]")
+
+
+def test_http_response_bodies_are_recorded_as_the_client_saw_them_and_cut(writer):
+    options = validate_options(
+        "recording", RecordingPlugin.options, {"http_body_chars": 20}, connection="api"
+    )
+    recording = RecordingPlugin(
+        PluginContext(
+            connection=CONNECTION, options=options, audit=writer, log=Logger(), reactor=Clock()
+        )
+    )
+    chain = chain_of(("recording", recording), ("masking", BodyMasker()))
+    request = Command(session_id="sess-1", seq=4, text="GET /people", kind="http-request")
+    body = '{"email": "ada@example.com", "more": "' + "x" * 50 + '"}'
+    output = Output("http-response", {"body": body + "\udcff", "status": "200"})
+    chain.hook.server_output(session=SESSION, command=request, output=output)
+    [(entry, _)] = writer.writes
+    assert entry.kind == "http_response"
+    assert entry.data == {
+        "seq": 4,
+        "status": "200",
+        "body": '{"email": "[EMAIL]",',
+        "body_chars": len(output.fields["body"]),
+        "truncated": True,
+    }
+    # Other output kinds are not http_response records.
+    chain.hook.server_output(session=SESSION, command=request, output=Output("notice", {}))
+    assert len(writer.writes) == 1

@@ -1,0 +1,1 @@
+"""HTTP APIs through hoopgw (``protocol = "http"``); see ``docs/protocols/http.md``."""

@@ -36,7 +36,8 @@ from hoopgw.protocol import ConnectionRuntime
 from hoopgw.session import Command, CommandOutcome, Identity, Output, SessionInfo
 from hoopgw.transport import ReadGate, is_loopback, set_no_delay
 from hoopgw.verdicts import Allow, Block, Hold
-from hoopgw_http.checks import Refusal, check_request, has_body
+from hoopgw_http.bodies import media_type
+from hoopgw_http.checks import Refusal, check_request, has_body, overrides_method
 from hoopgw_http.exchange import Exchange
 from hoopgw_http.headers import (
     CallerTokenError,
@@ -349,6 +350,8 @@ class ClientConnection(protocol.Protocol):
         if not complete:
             # A chunked body grew past the limit: what was read cannot be un-read.
             raise Refusal(413, _TOO_LARGE)
+        if overrides_method(body, media_type(content_type)):
+            raise Refusal(400, "a _method body field is refused: send the method itself")
         return body, False
 
     def _collect(self) -> defer.Deferred[tuple[bytes, bool]]:

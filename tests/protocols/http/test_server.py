@@ -527,6 +527,15 @@ def test_an_underscored_override_field_is_refused(monkeypatch: pytest.MonkeyPatc
     assert gateway.target.connections == []
 
 
+def test_a_method_override_form_field_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway = Gateway(monkeypatch=monkeypatch)
+    client = gateway.connect()
+    form = "Content-Type: application/x-www-form-urlencoded\r\n"
+    client.send(client.request("POST", body=b"name=a&_method=DELETE", extra=form))
+    assert client.received().startswith(b"HTTP/1.1 400 ")
+    assert gateway.target.connections == []
+
+
 def test_an_idle_connection_is_closed_and_its_session_ended(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

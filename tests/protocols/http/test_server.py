@@ -387,6 +387,16 @@ def test_a_failing_data_hook_ends_the_session_and_nothing_unmasked_is_sent(
     assert log.events[1][2] == "error" and log.events[-1][0] == "closed"
 
 
+def test_a_secret_echoed_in_the_reason_phrase_is_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway = Gateway(monkeypatch=monkeypatch)
+    client = gateway.connect()
+    client.send(client.request())
+    token = TARGET_TOKEN.encode()
+    gateway.target.respond(b"HTTP/1.1 401 bad token " + token + b"\r\nContent-Length: 0\r\n\r\n")
+    answer = client.received()
+    assert answer.startswith(b"HTTP/1.1 401 bad token ") and token not in answer
+
+
 @pytest.mark.parametrize(
     ("response", "why"),
     [
@@ -395,6 +405,11 @@ def test_a_failing_data_hook_ends_the_session_and_nothing_unmasked_is_sent(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: gzip\r\n"
             b"Content-Length: 3\r\n\r\nabc",
             b"encoded",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=IBM037\r\n"
+            b"Content-Length: 3\r\n\r\nabc",
+            b"cannot be masked",
         ),
         (
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 99999\r\n\r\n",

@@ -21,7 +21,9 @@ caller would otherwise reach the target beside the credential's ``X-Api-Key``.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
 
 import attrs
 
@@ -138,6 +140,13 @@ class UpstreamCredential:
         forms = {self.secret.reveal().encode("utf-8"), field[1]}
         if self.kind == "basic":
             forms.add(field[1].split(b" ", 1)[1])
+        for form in list(forms):
+            # As a JSON string (an echo endpoint) or in a URL (a redirect's Location) too.
+            text = form.decode("utf-8")
+            forms.add(json.dumps(text)[1:-1].encode("ascii"))
+            forms.add(json.dumps(text, ensure_ascii=False)[1:-1].encode("utf-8"))
+            forms.add(quote(text, safe="").encode("ascii"))
+            forms.add(quote_plus(text, safe="").encode("ascii"))
         return sorted((f for f in forms if len(f) >= 4), key=len, reverse=True)
 
 

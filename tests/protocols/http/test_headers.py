@@ -4,6 +4,8 @@ fields gone, and the target's secret scrubbed from what comes back."""
 from __future__ import annotations
 
 import base64
+import json
+from urllib.parse import quote, quote_plus
 
 import pytest
 from hoopgw_http.headers import (
@@ -167,3 +169,17 @@ def test_underscored_names_are_read_as_servers_that_map_them_to_hyphens_do() -> 
         identity_encoding=False,
     )
     assert fields == [(b"host", b"t"), (b"x_kept", b"yes"), (b"x-api-key", SECRET.encode())]
+
+
+def test_a_secret_echoed_json_escaped_or_url_encoded_is_scrubbed() -> None:
+    secret = 'p\\a"ss/wörd +1'
+    cred = UpstreamCredential(kind="bearer", secret=Secret(reference="env:T", value=secret))
+    scrubber = SecretScrubber(cred.secrets())
+    for echoed in (
+        json.dumps({"authorization": "Bearer " + secret}).encode(),
+        json.dumps({"token": secret}, ensure_ascii=False).encode(),
+        b"Location: /login?token=" + quote(secret, safe="").encode(),
+        b"Location: /login?token=" + quote_plus(secret).encode(),
+    ):
+        out = scrubber.scrub_whole(echoed)
+        assert b"w\\u00f6rd" not in out and "wörd".encode() not in out and b"w%C3%B6rd" not in out

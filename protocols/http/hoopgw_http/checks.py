@@ -81,6 +81,9 @@ def check_request(head: Head, *, websocket: bool) -> Target:
             raise Refusal(
                 400, f"the {name.decode()} field is refused: send the method and path themselves"
             )
+    if sum(canonical_name(name) == b"content-type" for name, _ in head.fields) > 1:
+        # The gateway inspects the body by the first; a server may read it by the last.
+        raise Refusal(400, "more than one Content-Type field")
     if head.tokens(b"expect") - {b"100-continue"}:
         raise Refusal(417, "only Expect: 100-continue is understood")
     if head.version == "HTTP/1.1" and len(head.get(b"host")) != 1:

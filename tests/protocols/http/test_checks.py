@@ -53,3 +53,10 @@ def test_a_method_override_parameter_is_refused() -> None:
     assert overrides_method(b'{"name": "a", "_method": "DELETE"}', "application/json")
     assert not overrides_method(b'{"a": {"_method": 1}}', "application/json")
     assert not overrides_method(b"_method=DELETE", "text/plain")
+
+
+def test_a_second_content_type_is_refused() -> None:
+    form = (b"content-type", b"application/x-www-form-urlencoded")
+    assert status(head("POST", b"/a", (b"content-type", b"application/octet-stream"), form)) == 400
+    assert status(head("POST", b"/a", form, (b"content_type", b"text/plain"))) == 400
+    assert check_request(head("POST", b"/a", form), websocket=False).path == "/a"

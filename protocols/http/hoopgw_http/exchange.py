@@ -211,6 +211,8 @@ class Exchange:
 
     def _response_head(self, head: Head) -> None:
         if head.status == 101 and self._websocket and self._upstream is not None:
+            if head.tokens(b"upgrade") != {b"websocket"}:
+                raise _Refused(502, "the target switched to another protocol than WebSocket")
             self._switch(head)
             return
         if head.status < 200:

@@ -497,6 +497,19 @@ def test_a_websocket_upgrade_becomes_a_tunnel_when_enabled(
     ]
 
 
+def test_a_101_to_another_protocol_than_websocket_is_not_tunnelled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A target switching to h2c would take requests through the tunnel no rule judged.
+    gateway = Gateway(http={"websocket": True}, monkeypatch=monkeypatch)
+    client = gateway.connect()
+    client.send(client.request("GET", "/ws", extra=UPGRADE))
+    gateway.target.respond(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+    )
+    assert client.received().startswith(b"HTTP/1.1 502 ")
+
+
 def test_a_websocket_is_judged_as_its_own_method(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[str] = []
 

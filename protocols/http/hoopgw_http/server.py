@@ -44,6 +44,7 @@ from hoopgw_http.headers import (
     SecretScrubber,
     UpstreamCredential,
     caller_token,
+    canonical_name,
 )
 from hoopgw_http.paths import Target
 from hoopgw_http.settings import HttpSettings
@@ -341,6 +342,12 @@ class ClientConnection(protocol.Protocol):
         settings = self.settings
         if not settings.inspected(content_type):
             return None, True
+        if any(
+            canonical_name(name) == b"content-encoding" and value.strip().lower() != b"identity"
+            for name, value in head.fields
+        ):
+            # Judged and recorded as compressed bytes, read by the server decompressed.
+            raise Refusal(415, "an inspected request body may not have a Content-Encoding")
         if length is not None and length > settings.options.max_inspected_body:
             if settings.options.oversize_bodies == "refuse":
                 raise Refusal(413, _TOO_LARGE)

@@ -74,6 +74,14 @@ _SPOOFABLE = frozenset(
         b"x-forwarded-prefix",
         b"x-real-ip",
         b"x-client-ip",
+        b"x-original-forwarded-for",
+        b"x-original-host",
+        b"x-scheme",
+        b"x-host",
+        b"front-end-https",
+        b"true-client-ip",
+        b"x-cluster-client-ip",
+        b"cf-connecting-ip",
     }
 )
 
@@ -170,7 +178,12 @@ def request_fields(
     if credential_field is not None:
         dropped |= {credential_field[0]}
     forwarded = [(b"host", host.encode("ascii"))]
-    forwarded += [(name, value) for name, value in fields if canonical_name(name) not in dropped]
+    forwarded += [
+        (name, value)
+        for name, value in fields
+        if canonical_name(name) not in dropped
+        and not canonical_name(name).startswith(b"x-forwarded-")  # every one a proxy may set
+    ]
     if credential_field is not None:
         forwarded.append(credential_field)
     if identity_encoding:

@@ -115,6 +115,20 @@ def test_hop_by_hop_framing_and_spoofable_fields_are_dropped() -> None:
     assert fields == [(b"host", b"t"), (b"x-kept", b"yes"), (b"accept-encoding", b"identity")]
 
 
+@pytest.mark.parametrize(
+    "name",
+    [b"x-forwarded-scheme", b"x_forwarded_anything", b"true-client-ip", b"x_host"],
+)
+def test_other_proxy_fields_a_target_may_trust_are_dropped(name: bytes) -> None:
+    fields = request_fields(
+        [(name, b"spoofed")],
+        host="t",
+        credential=UpstreamCredential(kind="none"),
+        identity_encoding=False,
+    )
+    assert fields == [(b"host", b"t")]
+
+
 def test_response_fields_lose_hop_by_hop_and_framing() -> None:
     fields = response_fields(
         [

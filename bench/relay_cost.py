@@ -28,13 +28,14 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger
 
-from hoopgw.audit.writer import AuditEntry, encode_entry
+from hoopgw.audit.writer import encode_entry
 from hoopgw.config.gateway import GatewayConfig
 from hoopgw.connection import ConnectionConfig, CredentialConfig, UpstreamTlsConfig
 from hoopgw.identity.authn import Authenticator
 from hoopgw.identity.keys import KeyService
-from hoopgw.plugin import PluginContext
+from hoopgw.plugin import PluginContext, validate_options
 from hoopgw.protocol import ConnectionRuntime
+from hoopgw.records import AuditEntry
 from hoopgw.runtime.chain import PluginChain
 from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.session import ConnectionInfo
@@ -97,7 +98,9 @@ def logged_in_session(*, recording: bool) -> tuple[ClientSession, StringTranspor
 
         context = PluginContext(
             connection=ConnectionInfo(name="pg", protocol="postgres", target="127.0.0.1:5432"),
-            options={"sample_rows": 0},
+            options=validate_options(
+                "recording", RecordingPlugin.options, {"sample_rows": 0}, connection="pg"
+            ),
             audit=_Writer(),  # type: ignore[arg-type]
             log=Logger(),
             reactor=clock,

@@ -93,6 +93,12 @@ class ReviewRecord:
     """When that re-run happened."""
     grant_id: str = ""
     """For approved access: the grant it created."""
+    instance: str = ""
+    """The gateway instance that holds the statement or took the request (``""`` with a
+    SQLite store): the one that aborts it when it restarts or stops."""
+    decision_recorded_at: float | None = None
+    """When the decision's audit record was durable: only then may an approval given on
+    another gateway instance release the statement this instance holds."""
 
 
 @attrs.frozen(kw_only=True)

@@ -13,10 +13,16 @@ A resolved value is wrapped in :class:`Secret`, whose ``repr`` and ``str`` show 
 never the value, and is registered with :func:`hoopgw.runtime.logs.register_secret` so that a log
 line
 that somehow contains it is redacted anyway.
+
+An API key's secret is kept only as a SCRAM-SHA-256 verifier (RFC 5802, RFC 7677):
+:class:`ScramVerifier` and the key derivation below, shared by the store and the protocols that
+check a client with SCRAM.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -84,3 +90,47 @@ def resolve_secret(reference: str, *, key: str, connection: str = "", base_dir: 
         )
     logs.register_secret(value)
     return Secret(reference=reference, value=value)
+
+
+# -- SCRAM-SHA-256 verifiers ----------------------------------------------------------------------
+
+DEFAULT_ITERATIONS = 4096
+
+
+@attrs.frozen(kw_only=True)
+class ScramVerifier:
+    """What a server stores to check a SCRAM-SHA-256 client without knowing its password."""
+
+    salt: bytes
+    iterations: int
+    stored_key: bytes
+    server_key: bytes
+
+
+def salted_password(password: str, salt: bytes, iterations: int) -> bytes:
+    """``Hi(Normalize(password), salt, i)``; passwords are used as UTF-8 without SASLprep,
+    as PostgreSQL does for passwords that are not valid SASLprep input."""
+    return hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
+
+
+def client_key(salted: bytes) -> bytes:
+    """``HMAC(SaltedPassword, "Client Key")``."""
+    return hmac.digest(salted, b"Client Key", "sha256")
+
+
+def server_key(salted: bytes) -> bytes:
+    """``HMAC(SaltedPassword, "Server Key")``."""
+    return hmac.digest(salted, b"Server Key", "sha256")
+
+
+def make_verifier(
+    password: str, salt: bytes, iterations: int = DEFAULT_ITERATIONS
+) -> ScramVerifier:
+    """Derive the stored verifier for ``password``."""
+    salted = salted_password(password, salt, iterations)
+    return ScramVerifier(
+        salt=salt,
+        iterations=iterations,
+        stored_key=hashlib.sha256(client_key(salted)).digest(),
+        server_key=server_key(salted),
+    )

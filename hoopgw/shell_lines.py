@@ -36,9 +36,10 @@ from typing import Any, Protocol
 
 import attrs
 
+from hoopgw import errors as refusals
 from hoopgw.session import CommandOutcome
 from hoopgw.shell import needs_more
-from hoopgw.verdicts import Allow
+from hoopgw.verdicts import Allow, Block
 
 __all__ = ["LineChannel", "LineJudge", "TerminalKeys", "parse_modes", "unfollowable_modes"]
 
@@ -349,11 +350,13 @@ class LineJudge:
         self._deciding = True
 
         def decided(verdict: Any) -> None:
-            if not isinstance(verdict, Allow):
-                self._refused(command, verdict.reason)
+            if not isinstance(verdict, Allow):  # fail closed: only an Allow runs it
+                if not isinstance(verdict, Block):
+                    verdict = Block(reason="no verdict; refused")
+                self._refused(command, verdict.reason, refusals.refused(verdict))
             elif not followed:
                 # Decided (and recorded) like any line, but refused whatever the plugins said.
-                self._refused(command, UNFOLLOWED)
+                self._refused(command, UNFOLLOWED, refusals.unreadable(UNFOLLOWED))
             else:
                 session.complete(command, CommandOutcome(status="ok"))
                 if self._keys is None:
@@ -370,7 +373,7 @@ class LineJudge:
 
         session.decide(command).addCallback(decided)
 
-    def _refused(self, command: Any, reason: str) -> None:
+    def _refused(self, command: Any, reason: str, shown: refusals.Refusal) -> None:
         channel = self._channel
         channel.session.complete(command, CommandOutcome(status="blocked", error_message=reason))
         self._line.clear()
@@ -378,7 +381,7 @@ class LineJudge:
         self._followed = True
         if channel._closed:
             return
-        message = f"\r\nhoopgw: refused: {reason}\r\n".encode("utf-8", "replace")
+        message = f"\r\n{shown.text()}\r\n".encode("utf-8", "replace")
         if self._keys is not None:
             channel.write(message)
             # The interrupt cancels the whole command at the shell, continuation lines too,

@@ -15,6 +15,7 @@ import os
 import secrets
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -28,6 +29,11 @@ import psycopg
 import pytest
 import tomli_w
 from psycopg import sql
+
+STORE_BACKEND = os.environ.get("HOOPGW_TEST_STORE", "sqlite")
+"""``HOOPGW_TEST_STORE=postgresql`` gives every gateway the tests start a PostgreSQL store (a
+database of its own on the test server, dropped afterwards) instead of a SQLite file; ``./dev
+test`` runs the tests marked ``store`` once more that way."""
 
 GATEWAY_START_TIMEOUT = 20.0
 GATEWAY_STOP_TIMEOUT = 10.0
@@ -128,6 +134,33 @@ class RunningGateway:
     """The gateway process."""
     stderr_path: Path
     """File that receives the process's stderr (its log)."""
+    store_url: str = ""
+    """The store URL of its config (resolved)."""
+
+    def store_query(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """The rows of ``query`` (``?`` placeholders) on the gateway's store, SQLite or
+        PostgreSQL (see :data:`STORE_BACKEND`)."""
+        if self.store_url.startswith("sqlite:///"):
+            with sqlite3.connect(self.store_url.removeprefix("sqlite:///")) as db:
+                return db.execute(query, tuple(params)).fetchall()
+        with psycopg.connect(self.store_url, autocommit=True) as db:
+            return [tuple(row) for row in db.execute(query.replace("?", "%s"), tuple(params))]
+
+    def store_bytes(self) -> bytes:
+        """Everything the store holds, as bytes: the SQLite files (database, WAL, journal), or
+        a ``pg_dump`` of the PostgreSQL store and the instance's local journal. For tests that
+        no raw secret reaches the store."""
+        if self.store_url.startswith("sqlite:///"):
+            path = Path(self.store_url.removeprefix("sqlite:///"))
+            return b"".join(p.read_bytes() for p in sorted(path.parent.glob(path.name + "*")))
+        dump = subprocess.run(
+            ["pg_dump", "--data-only", "--no-owner", self.store_url],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        ).stdout
+        journals = sorted(self.config_path.parent.glob("*.audit-journal"))
+        return dump + b"".join(p.read_bytes() for p in journals)
 
     def stderr_text(self) -> str:
         """Return what the gateway wrote to stderr so far."""
@@ -229,6 +262,26 @@ class _GatewayLauncher:
         self.folder = folder
         self.prefix = prefix
         self.started: list[RunningGateway] = []
+        self._stores: list[str] = []
+
+    def _store_for(self, config: dict[str, Any], workdir: Path) -> str:
+        """The config's store URL; under ``HOOPGW_TEST_STORE=postgresql`` a SQLite store
+        becomes a fresh PostgreSQL database (with an instance id and a local journal)."""
+        gateway = config.setdefault("gateway", {})
+        url = str(gateway.get("store", "sqlite:///./hoopgw.db"))
+        if STORE_BACKEND != "postgresql" or not url.startswith("sqlite:"):
+            if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+                return "sqlite:///" + str((workdir / url.removeprefix("sqlite:///")).resolve())
+            return url
+        server = pgserver.address_from_env()
+        name = f"hgw_store_{secrets.token_hex(6)}"
+        with admin_connection(server) as connection:
+            connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        self._stores.append(name)
+        url = f"postgresql://postgres@{server.host}:{server.port}/{name}"
+        gateway.update(store=url, instance=f"{self.prefix}-{len(self.started)}")
+        gateway.setdefault("journal_dir", str(workdir))
+        return url
 
     def launch(self, document: Callable[[Path, int], Mapping[str, Any]]) -> RunningGateway:
         """Write ``document(workdir, port)`` (port: a free loopback one) as the config, start
@@ -237,7 +290,9 @@ class _GatewayLauncher:
         workdir.mkdir()
         port = free_port()
         config_path = workdir / "hoopgw.toml"
-        config_path.write_text(tomli_w.dumps(document(workdir, port)))
+        config = dict(document(workdir, port))
+        store_url = self._store_for(config, workdir)
+        config_path.write_text(tomli_w.dumps(config))
         stderr_path = workdir / "stderr.log"
         with (workdir / "stdout.log").open("wb") as stdout, stderr_path.open("wb") as stderr:
             process = subprocess.Popen(
@@ -253,15 +308,24 @@ class _GatewayLauncher:
             config_path=config_path,
             process=process,
             stderr_path=stderr_path,
+            store_url=store_url,
         )
         self.started.append(running)
         _wait_until_listening(running, time.monotonic() + GATEWAY_START_TIMEOUT)
         return running
 
     def stop_all(self) -> None:
-        """Stop every gateway launched (SIGTERM, then kill)."""
+        """Stop every gateway launched (SIGTERM, then kill); drop the stores made for them."""
         for running in self.started:
             running.stop()
+        if self._stores:
+            with admin_connection(pgserver.address_from_env()) as connection:
+                for name in self._stores:
+                    connection.execute(
+                        sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                            sql.Identifier(name)
+                        )
+                    )
 
 
 def _pg_target(request: pytest.FixtureRequest) -> str:

@@ -129,6 +129,15 @@ SCHEMAS: dict[str, Any] = {
             "decided_by": {"type": "string"},
             "decision_reason": {"type": "string"},
             "grant_id": {"type": "string"},
+            "instance": {
+                "type": "string",
+                "description": "the gateway instance holding the statement or that took the"
+                " request (empty with a SQLite store)",
+            },
+            "decision_recorded_at": {
+                **_TIME,
+                "description": "when the decision's audit record was durable",
+            },
         },
     },
     "Grant": {
@@ -218,6 +227,23 @@ SCHEMAS["LiveSession"] = {
         "protocol": {"type": "string"},
         "client_address": {"type": "string"},
         "started_at": _TIME,
+        "pending_review": {
+            "description": "The review the session's statement waits for, or null.",
+            "oneOf": [
+                {"type": "null"},
+                {
+                    "type": "object",
+                    "required": ["id", "approvers", "hold_until", "reason"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "id": {"type": "string"},
+                        "approvers": {"type": "array", "items": {"type": "string"}},
+                        "hold_until": _TIME,
+                        "reason": {"type": "string"},
+                    },
+                },
+            ],
+        },
     },
 }
 

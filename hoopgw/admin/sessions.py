@@ -15,7 +15,7 @@ from twisted.internet import defer
 
 from hoopgw.admin.authz import may_terminate_sessions, sees_every_session
 from hoopgw.approvals.service import ApprovalError
-from hoopgw.errors import StoreError
+from hoopgw.errors import HeldStatement, StoreError
 from hoopgw.records import AuditEntry
 from hoopgw.session import Identity
 
@@ -49,7 +49,7 @@ class SessionControl:
         """The live sessions ``identity`` may see, oldest first."""
         every = sees_every_session(identity, self._roles)
         shown = [
-            _describe(s)
+            _describe(s, self._sessions.held_statement(s.session_info.id))
             for s in self._sessions
             if s.session_info is not None
             and (every or s.session_info.identity.name == identity.name)
@@ -80,7 +80,7 @@ class SessionControl:
                 "invalid", f"{session_id} names {len(found)} live sessions; give more of the id"
             )
         session = found[0]
-        shown = _describe(session)
+        shown = _describe(session, self._sessions.held_statement(session.session_info.id))
         entry = AuditEntry(
             kind=SESSION_TERMINATED_KIND,
             session_id=shown["id"],
@@ -102,9 +102,19 @@ class SessionControl:
         return self._audit.write(entry).addCallbacks(recorded, unrecorded)
 
 
-def _describe(session: Any) -> dict[str, Any]:
+def _describe(session: Any, held: HeldStatement | None) -> dict[str, Any]:
+    """A live session as the API shows it; ``pending_review`` is the review its statement
+    waits for (MySQL clients, which get no notice, poll it), or null."""
     info = session.session_info
     return {
+        "pending_review": None
+        if held is None
+        else {
+            "id": held.review_id,
+            "approvers": list(held.approvers),
+            "hold_until": held.hold_until,
+            "reason": held.reason,
+        },
         "id": info.id,
         "identity": info.identity.name,
         "connection": info.connection.name,

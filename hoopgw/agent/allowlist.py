@@ -7,7 +7,9 @@ agent reach anything else. Each entry is ``HOST:PORT``:
   (``*.db.internal``: any name ending in ``.db.internal``), an IP address (``10.0.0.5``,
   ``[fd00::5]``) or an IP network (``10.0.0.0/24``, ``[fd00::/64]``). A name entry matches only a
   requested name and an address entry only a requested address: the agent never resolves a
-  name to judge it, so what it allows is exactly what is written.
+  name to judge it, so what it allows is exactly what is written. An unspecified address
+  (``0.0.0.0``, ``::``, which reach the agent's own host) or an IPv4-mapped one
+  (``::ffff:10.0.0.5``) is never allowed.
 - ``PORT`` is a number, a range (``5432-5439``) or ``*``.
 
 An entry that would match every host (``*``, ``0.0.0.0/0``, ``::/0``) is refused: the agent
@@ -78,8 +80,13 @@ def normalise_host(host: str) -> str:
     if "%" in host:
         # fe80::1%eth0: the scope picks an interface the entry does not name.
         raise ValueError(f"{host!r} has a scope (an interface); scoped addresses are not allowed")
-    if _address(host) is not None:
-        return str(_address(host))
+    address = _address(host)
+    if address is not None:
+        if address.is_unspecified or getattr(address, "ipv4_mapped", None) is not None:
+            # 0.0.0.0 and :: reach this host; ::ffff:10.0.0.5 reaches 10.0.0.5: neither is
+            # where an IPv6 entry that happens to cover it (::/80, say) says.
+            raise ValueError(f"{host!r} is an unspecified or IPv4-mapped address")
+        return str(address)
     if len(host) > _MAX_NAME or not _NAME.fullmatch(host):
         raise ValueError(f"{host!r} is neither an IP address nor a DNS name")
     if _legacy_address(host):

@@ -25,11 +25,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from hoopgw.agent.allowlist import normalise_host
 from hoopgw.agent.backoff import Backoff
 from hoopgw.agent.config import AgentConfig
-from hoopgw.agent.mux import Multiplexer, Pipe, Stream
+from hoopgw.agent.mux import MAX_STREAMS, Multiplexer, Pipe, Stream
 from hoopgw.agent.wire import (
     STATUS_BAD_REQUEST,
+    STATUS_BUSY,
     STATUS_UNREACHABLE,
     LineReader,
     ProtocolViolation,
@@ -44,6 +46,10 @@ from hoopgw.transport import QuietFactory, set_no_delay
 __all__ = ["AgentClient", "GatewayLink", "tls_creator"]
 
 log = Logger(namespace="hoopgw.agent")
+
+MAX_CONNECTING = MAX_STREAMS
+"""Target connections one gateway connection may have being opened at once: a stream the
+gateway resets leaves HTTP/2's stream limit at once, but its connection attempt goes on."""
 
 
 def _sha256(der: bytes) -> bytes:
@@ -105,7 +111,10 @@ class GatewayLink(protocol.Protocol):
         self.name: str | None = None
         self.mux: Multiplexer | None = None
         self._reader: LineReader | None = LineReader()
+        self._producing = False
         self.heard = 0.0
+        self.connecting = 0
+        """Target connections being opened for this link's streams."""
 
     def handshakeCompleted(self) -> None:
         """TLS verified the gateway: send the token."""
@@ -145,6 +154,8 @@ class GatewayLink(protocol.Protocol):
             self.mux = Multiplexer(
                 self.transport.write, client_side=False, on_request=self._requested
             )
+            self.transport.registerProducer(self.mux, True)
+            self._producing = True
             self.client.connected(self)
             data = line[1]
             if not data:
@@ -158,7 +169,15 @@ class GatewayLink(protocol.Protocol):
             return
         for event in events:
             if isinstance(event, h2.events.ConnectionTerminated):
-                self.transport.loseConnection()
+                self.close()
+
+    def close(self) -> None:
+        """Close the connection after what is queued (TLS closes only once no producer is
+        registered, so the multiplexer stops being one first)."""
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
     def _requested(self, stream: Stream, headers: list[tuple[str, str]]) -> None:
         assert self.mux is not None
@@ -177,6 +196,9 @@ class GatewayLink(protocol.Protocol):
                 stream, stream_answer(f"{where} is not on the agent's allow-list"), end=True
             )
             return
+        # Connect to what was judged: "10.0.0.5." passes as 10.0.0.5 but would be resolved as a
+        # name; "[10.0.0.5]" and upper case are no address or name a resolver takes as such.
+        host = normalise_host(host)
         self.client.open_target(self, stream, host, port, where)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
@@ -248,7 +270,7 @@ class AgentClient:
         if self._watchdog is not None and self._watchdog.running:
             self._watchdog.stop()
         if self.link is not None:
-            self.link.transport.loseConnection()
+            self.link.close()
 
     def _attempt(self) -> None:
         self._retry = None
@@ -308,8 +330,21 @@ class AgentClient:
         self, link: GatewayLink, stream: Stream, host: str, port: int, where: str
     ) -> None:
         """Connect to an allowed target and join it to ``stream``."""
+        if link.connecting >= MAX_CONNECTING:
+            log.warn("stream to {where} refused: too many connections being opened", where=where)
+            assert link.mux is not None
+            answer = stream_answer("too many target connections being opened", status=STATUS_BUSY)
+            link.mux.answer(stream, answer, end=True)
+            return
+        link.connecting += 1
         pipe = Pipe()
         connecting = self._connect_target(host, port, pipe)
+
+        def settled(result: Any) -> Any:
+            link.connecting -= 1
+            return result
+
+        connecting.addBoth(settled)
 
         def opened(_: Any) -> None:
             if link.mux is None or stream.closed:

@@ -56,6 +56,7 @@ class AgentLink(protocol.Protocol):
         self.mux: Multiplexer | None = None
         self.heard = 0.0
         self._reader: LineReader | None = LineReader()
+        self._producing = False
         self._hello_timeout: Any = None
 
     @property
@@ -103,7 +104,7 @@ class AgentLink(protocol.Protocol):
             return
         for event in events:
             if isinstance(event, h2.events.ConnectionTerminated):
-                self.transport.loseConnection()
+                self.close()
 
     def _hello(self, line: str, rest: bytes) -> None:
         if self._hello_timeout is not None and self._hello_timeout.active():
@@ -122,9 +123,19 @@ class AgentLink(protocol.Protocol):
         self.name = record.name
         self.transport.write(encode_reply(name=record.name))
         self.mux = Multiplexer(self.transport.write, client_side=True)
+        self.transport.registerProducer(self.mux, True)
+        self._producing = True
         self.hub.attached(self)
         if rest:
             self.dataReceived(rest)
+
+    def close(self) -> None:
+        """Close the connection after what is queued (TLS closes only once no producer is
+        registered, so the multiplexer stops being one first)."""
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
+        self.transport.loseConnection()
 
     def _refuse(self, why: str) -> None:
         log.warn("agent connection from {address} refused: {why}", address=self.address, why=why)
@@ -252,7 +263,7 @@ class AgentHub:
         if self._rounds is not None and self._rounds.running:
             self._rounds.stop()
         for link in list(self.online.values()):
-            link.transport.loseConnection()
+            link.close()
 
     def check_registered(self, connection: str, name: str) -> None:
         """Warn (not fatal) when the connection's ``via`` names no registered agent: its
@@ -286,7 +297,7 @@ class AgentHub:
                 record = None
             if record is not None and record.revoked_at is not None:
                 log.warn("agent {name}: its token was revoked, dropping it", name=name)
-                link.transport.loseConnection()
+                link.close()
                 continue
             self._record(name, online=True, address=link.address)
             link.ping()

@@ -9,7 +9,11 @@ end is the protocol's upstream transport), and moves bytes the Twisted way:
   unless the pipe's write buffer is full: then the acknowledgement waits until it drains, so
   the peer's window for that stream closes and it stops sending on it;
 - bytes from the pipe are sent while the stream's window allows; past it they wait and the
-  pipe stops reading until a ``WINDOW_UPDATE`` opens the window again.
+  pipe stops reading until a ``WINDOW_UPDATE`` opens the window again;
+- the multiplexer is the producer of the connection's own transport: while that transport's
+  write buffer is full (a peer that grants windows but does not read), no stream sends and
+  every pipe with bytes waiting stops reading, so a peer cannot make this side buffer without
+  bound by granting ever larger windows.
 
 What any one stream holds is bounded by its window (:data:`STREAM_WINDOW`), so a slow client
 stalls its own stream only.
@@ -50,6 +54,9 @@ CONNECTION_WINDOW = 64 * 1024 * 1024
 MAX_STREAMS = 1024
 """Streams one connection carries at once."""
 MAX_FRAME = 1024 * 1024
+MAX_BACKLOG = 1024 * 1024
+"""Bytes of frames (ping and settings answers, acknowledgements) written while the connection's
+write buffer is full, past which the peer is taken to flood without reading and dropped."""
 """Largest DATA frame accepted: fewer, larger frames cost less per byte than the default 16 KiB."""
 
 
@@ -179,7 +186,7 @@ class Stream:
         if self.closed:
             return
         try:
-            while self._out:
+            while self._out and not self.mux.paused:
                 window = min(self.mux.h2.local_flow_control_window(self.id), self.mux.frame_size)
                 if window <= 0:
                     break
@@ -221,8 +228,10 @@ def _text_headers(headers: Any) -> list[tuple[str, str]]:
     ]
 
 
+@implementer(IPushProducer)
 class Multiplexer:
-    """One HTTP/2 connection's streams; the owning Twisted protocol feeds it bytes.
+    """One HTTP/2 connection's streams; the owning Twisted protocol feeds it bytes and registers
+    it as the producer of its transport.
 
     :param write: sends bytes to the peer (the TLS transport's ``write``).
     :param client_side: True on the gateway (it opens the streams).
@@ -242,6 +251,8 @@ class Multiplexer:
         self.h2 = H2Connection(config=h2_config(client_side=client_side))
         self.streams: dict[int, Stream] = {}
         self._opening: dict[int, defer.Deferred[Stream]] = {}
+        self.paused = False
+        self._backlog = 0
         self.h2.initiate_connection()
         self.h2.update_settings(
             {
@@ -262,7 +273,24 @@ class Multiplexer:
         """Write what HTTP/2 has queued."""
         data = self.h2.data_to_send()
         if data:
+            if self.paused:
+                self._backlog += len(data)
             self._write(data)
+
+    # IPushProducer, for the connection's transport.
+    def pauseProducing(self) -> None:
+        """The connection's write buffer is full: the streams hold their bytes."""
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        """The connection's write buffer drained: the streams send again."""
+        self.paused = False
+        self._backlog = 0
+        for stream in list(self.streams.values()):
+            stream.push()
+
+    def stopProducing(self) -> None:
+        """The connection is gone (its ``connectionLost`` cuts the streams)."""
 
     def acknowledge(self, stream_id: int, size: int) -> None:
         """The local side took ``size`` bytes of the stream: let the peer send more."""
@@ -333,7 +361,8 @@ class Multiplexer:
         """Handle bytes from the peer.
 
         :return: the connection-level events the owner may care about (pings, termination).
-        :raises h2.exceptions.ProtocolError: the peer broke HTTP/2 (drop the connection).
+        :raises h2.exceptions.ProtocolError: the peer broke HTTP/2, or floods frames that need an
+            answer while it reads none (drop the connection).
         """
         others: list[h2.events.Event] = []
         for event in self.h2.receive_data(data):
@@ -352,6 +381,9 @@ class Multiplexer:
                     stream.remote_ended()
             elif isinstance(event, h2.events.StreamReset):
                 self._stream_gone(event.stream_id, "the agent reset the stream")
+            elif isinstance(event, h2.events.PushedStreamReceived):
+                # Nothing here pushes; each promise would be a stream kept for nothing.
+                raise h2.exceptions.ProtocolError("the peer pushed a stream")
             elif isinstance(event, h2.events.WindowUpdated):
                 targets = list(self.streams.values()) if not event.stream_id else [stream]
                 for target in targets:
@@ -360,6 +392,10 @@ class Multiplexer:
             else:
                 others.append(event)
         self.flush()
+        if self._backlog > MAX_BACKLOG:
+            # Pings and settings make this side answer; a peer that sends them and reads nothing
+            # would grow the write buffer without bound.
+            raise h2.exceptions.ProtocolError("the peer sends frames to answer but reads nothing")
         return others
 
     def _requested(self, event: h2.events.RequestReceived) -> None:

@@ -43,6 +43,8 @@ STATUS_UNREACHABLE = "502"
 """The answer to a stream whose target did not accept the TCP connection."""
 STATUS_BAD_REQUEST = "400"
 """The answer to a malformed stream request."""
+STATUS_BUSY = "503"
+"""The answer to a stream request while too many target connections are being opened."""
 
 
 class ProtocolViolation(Exception):

@@ -38,7 +38,7 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hoopgw.errors import HoopgwError
+from hoopgw.errors import REVIEW_TIMEOUT_RULE, HeldStatement, HoopgwError
 from hoopgw.records import AuditEntry
 from hoopgw.reviews import GrantRecord, ReviewPolicy, ReviewRecord, ReviewVote
 from hoopgw.session import Command, Identity, SessionInfo
@@ -109,12 +109,18 @@ class ApprovalService:
         roles: Mapping[str, tuple[str, ...]],
         sessions: SessionRegistry,
         approval_timeout: float,
+        instance: str = "",
+        poll_interval: float | None = None,
     ) -> None:
         """
         :param connections: configured connections by name (for access requests and grants).
         :param roles: the ``[roles]`` table.
         :param sessions: live sessions, which a grant's end ends.
         :param approval_timeout: ``[gateway] approval_timeout``, the longest hold.
+        :param instance: this gateway's instance id in a shared store (``""`` alone).
+        :param poll_interval: with a store other instances decide in, seconds between looks
+            at the reviews this instance holds (:meth:`review_changed` answers sooner when the
+            store says so); None for a store no other gateway uses.
         """
         self._store = store
         self._audit = audit
@@ -132,6 +138,10 @@ class ApprovalService:
         self._stopping = False
         self._sweep = task.LoopingCall(self._end_sessions_without_grant)
         self._sweep.clock = reactor
+        self._instance = instance
+        self._poll_interval = poll_interval
+        self._poll = task.LoopingCall(self._look_at_held)
+        self._poll.clock = reactor
 
     # -- life cycle ----------------------------------------------------------------------------
 
@@ -155,6 +165,10 @@ class ApprovalService:
             self._sweep.start(GRANT_SWEEP_INTERVAL, now=False).addErrback(
                 lambda f: log.failure("the grant sweep stopped", f)
             )
+        if self._poll_interval is not None and not self._poll.running:
+            self._poll.start(self._poll_interval, now=False).addErrback(
+                lambda f: log.failure("the look at held reviews stopped", f)
+            )
         return _all(writes)
 
     def stop(self) -> defer.Deferred[None]:
@@ -163,6 +177,8 @@ class ApprovalService:
         self._stopping = True
         if self._sweep.running:
             self._sweep.stop()
+        if self._poll.running:
+            self._poll.stop()
         for timer in [*self._grant_timers.values(), *self._request_timers.values()]:
             if timer.active():
                 timer.cancel()
@@ -171,7 +187,47 @@ class ApprovalService:
         return _all([self._abort(review, "the gateway is stopping") for review in self._pending()])
 
     def _pending(self) -> list[ReviewRecord]:
-        return self._store.list_reviews(status="pending", limit=1_000_000)
+        """This instance's pending reviews (other instances sharing the store keep theirs)."""
+        found = self._store.list_reviews(status="pending", limit=1_000_000)
+        return [review for review in found if review.instance == self._instance]
+
+    def sweep_now(self) -> None:
+        """End at once the sessions whose grant ended (the store says a grant changed)."""
+        self._end_sessions_without_grant()
+
+    def review_changed(self, review_id: str) -> None:
+        """Another gateway instance (or the store) changed a review: when this instance holds
+        its statement and the review is decided, and (for an approval) the decision's record is
+        durable, release the statement."""
+        if review_id not in self._held:
+            return
+        try:
+            review = self._store.get_review(review_id)
+        except HoopgwError:
+            log.failure("cannot read review {review}", review=review_id)
+            return
+        if review is None or review.status == "pending":
+            return
+        if review.status == "approved":
+            if review.decision_recorded_at is None:
+                return  # its record is not durable yet: wait for the next change
+            verdict: Verdict = Allow(
+                reason=f"approved by {review.decided_by} in review {review_id}"
+            )
+        elif review.status == "denied":
+            verdict = Block(
+                reason=f"denied by {review.decided_by} in review {review_id}:"
+                f" {review.decision_reason}"
+            )
+        else:
+            verdict = Block(reason=f"review {review_id} {review.status}: {review.decision_reason}")
+        self._digests.pop(review_id, None)
+        self._release(review_id, verdict)
+
+    def _look_at_held(self) -> None:
+        """The fallback when no change notice comes: look at every held review."""
+        for review_id in list(self._held):
+            self.review_changed(review_id)
 
     def _abort(self, review: ReviewRecord, why: str) -> defer.Deferred[Any]:
         aborted = attrs.evolve(
@@ -253,6 +309,7 @@ class ApprovalService:
             parameters=parameters,
             hold_until=now + timeout,
             valid_for=policy.valid_for,
+            instance=self._instance,
         )
         try:
             self._store.add_review(review)
@@ -278,6 +335,24 @@ class ApprovalService:
 
         written.addErrback(unrecorded)
         self._notify(review, "requested")
+        self._sessions.statement_held(
+            session.id,
+            HeldStatement(
+                review_id=review.id,
+                command_seq=command.seq,
+                approvers=review.approvers,
+                hold_until=now + timeout,
+                reason=hold.reason,
+                rule=hold.rule,
+                plugin=hold.plugin,
+            ),
+        )
+
+        def released(result: Any) -> Any:
+            self._sessions.statement_released(session.id, review.id)
+            return result
+
+        decision.addBoth(released)
         log.info(
             "review {review}: {who} on {connection} held: {reason}",
             review=review.id,
@@ -327,7 +402,7 @@ class ApprovalService:
                     " identical statement with the same parameter values may be run once"
                     f" within {window} of the approval"
                 ),
-                rule="review-timeout",
+                rule=REVIEW_TIMEOUT_RULE,
             )
         )
 
@@ -420,6 +495,7 @@ class ApprovalService:
             required=1,
             created_at=self._now(),
             duration=float(duration),
+            instance=self._instance,
         )
         self._store.add_review(review)
         self._request_timers[review.id] = self._reactor.callLater(
@@ -716,8 +792,12 @@ class ApprovalService:
                 decided_at=now,
                 decided_by=",".join(approvals),
                 decision_reason=reason,
+                # A re-run window opens only for a hold that timed out; a hold another instance
+                # keeps (or one whose time-out could not be stored) gets none: it runs once.
                 valid_until=now + review.valid_for
-                if review.kind == "statement" and review.id not in self._held
+                if review.kind == "statement"
+                and review.id not in self._held
+                and review.timed_out_at is not None
                 else None,
             )
         else:
@@ -777,8 +857,11 @@ class ApprovalService:
             if grant is not None:
                 self._store.add_grant(grant)
                 self._schedule_expiry(grant)
+            # Tells the instance that holds the statement (another one, maybe) that it may go.
+            recorded = attrs.evolve(decided, decision_recorded_at=self._now())
+            self._store.replace_review(recorded, expected_status=decided.status)
             self._release(review_id, verdict)
-            return decided
+            return recorded
 
         def unrecorded(failure: Failure) -> Failure:
             # Fail closed: an approval without its record allows nothing, not even a re-run.

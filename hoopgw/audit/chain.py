@@ -27,7 +27,19 @@ import attrs
 from hoopgw.records import AuditEntry
 
 GENESIS_HASH = "0" * 64
-"""The ``prev_hash`` of the first record of a store."""
+"""The ``prev_hash`` of the first record of a SQLite store's chain (instance ``""``)."""
+
+
+def chain_genesis(instance: str) -> str:
+    """The ``prev_hash`` of the first record of gateway instance ``instance``'s chain.
+
+    Every record's hash thus depends on the instance id through the chain: records cannot be
+    passed off as another instance's. The unnamed instance (a SQLite store) keeps
+    :data:`GENESIS_HASH`.
+    """
+    if not instance:
+        return GENESIS_HASH
+    return hashlib.sha256(f"hoopgw audit chain {instance}".encode()).hexdigest()
 
 
 @attrs.frozen(kw_only=True)
@@ -45,9 +57,12 @@ class AuditRecord:
     data: dict[str, Any]
     """See :attr:`AuditEntry.data` (as read back from JSON: tuples become lists)."""
     prev_hash: str
-    """Hex SHA-256 of the previous record, or :data:`GENESIS_HASH` for the first."""
+    """Hex SHA-256 of the previous record, or :func:`chain_genesis` for the first."""
     hash: str
     """Hex SHA-256 of this record's canonical form (see :func:`record_hash`)."""
+    instance: str = ""
+    """The gateway instance whose chain holds it (``""`` for a SQLite store's one chain); its
+    ``seq`` counts in that chain."""
 
 
 def canonical_json(value: Any) -> str:
@@ -414,7 +429,7 @@ class VerifyResult:
     the last intact record when the chain breaks)."""
 
 
-def verify_chain(records: Iterable[AuditRecord]) -> VerifyResult:
+def verify_chain(records: Iterable[AuditRecord], *, instance: str = "") -> VerifyResult:
     """Check a whole chain, in seq order (as :meth:`Store.records` yields it).
 
     Detects a changed record (its hash no longer matches), a removed one (a gap in seq), and an
@@ -426,7 +441,7 @@ def verify_chain(records: Iterable[AuditRecord]) -> VerifyResult:
     (:mod:`hoopgw.audit.checkpoints`) to detect truncation.
     """
     expected_seq = 1
-    prev_hash = GENESIS_HASH
+    prev_hash = chain_genesis(instance)
     checked = 0
     first_seq: int | None = None
     last: AuditRecord | None = None

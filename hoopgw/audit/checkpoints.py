@@ -358,9 +358,12 @@ class LogVerification:
         return self.chain.ok and not self.checkpoint_problem
 
 
-def verify_log(records: Iterable[AuditRecord], checkpoint: Checkpoint | None) -> LogVerification:
-    """Verify the chain of ``records`` (streamed, in seq order) and compare it with
-    ``checkpoint``, whose signature the caller has verified (:func:`verify_checkpoint`).
+def verify_log(
+    records: Iterable[AuditRecord], checkpoint: Checkpoint | None, *, instance: str = ""
+) -> LogVerification:
+    """Verify the chain of ``records`` (streamed, in seq order; gateway instance ``instance``'s
+    chain) and compare it with ``checkpoint``, whose signature the caller has verified
+    (:func:`verify_checkpoint`).
 
     The log matches the checkpoint when it still holds the record at the checkpoint's seq with
     the checkpoint's hash. When that record was pruned, the ``pruned`` record that accounts for
@@ -375,7 +378,7 @@ def verify_log(records: Iterable[AuditRecord], checkpoint: Checkpoint | None) ->
                 seen["hash"] = record.hash
             yield record
 
-    chain = verify_chain(noting(records))
+    chain = verify_chain(noting(records), instance=instance)
     if checkpoint is None or not chain.ok:
         return LogVerification(chain=chain, checkpoint=checkpoint)
     return LogVerification(

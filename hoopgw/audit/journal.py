@@ -71,13 +71,12 @@ class JournalBacklog:
         return self.entries > 0 and not self.in_use
 
 
-def backlog(store_url: str, applied: int) -> JournalBacklog | None:
-    """Look, without changing anything, at what the journal of the store at ``store_url``
-    holds beyond the store's mark ``applied``; None when there is no journal file.
+def backlog(path: str | None, applied: int) -> JournalBacklog | None:
+    """Look, without changing anything, at what the journal file ``path`` holds beyond the
+    store's mark ``applied``; None when there is no journal file (or ``path`` is None).
 
     :raises JournalError: if the file cannot be read.
     """
-    path = journal_path(store_url)
     if path is None:
         return None
     try:

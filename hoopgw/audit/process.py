@@ -49,6 +49,7 @@ import collections
 import math
 import os
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -60,7 +61,13 @@ from typing import BinaryIO
 from hoopgw.audit.chain import DURABILITY_MODES, Durability, durability_entry
 from hoopgw.audit.checkpoints import Checkpointer, CheckpointError, load_signing_key
 from hoopgw.audit.journal import AuditJournal, journal_path
-from hoopgw.audit.writer import SIGNING_KEY_ENV, WRITER_INFO_PREFIX, decode_entry, encode_entry
+from hoopgw.audit.writer import (
+    SIGNING_KEY_ENV,
+    STORE_URL_ENV,
+    WRITER_INFO_PREFIX,
+    decode_entry,
+    encode_entry,
+)
 from hoopgw.errors import HoopgwError
 from hoopgw.records import AuditEntry
 from hoopgw.store import Store, open_store
@@ -392,6 +399,9 @@ class StoreAppender(threading.Thread):
             return
         try:
             checkpointer = None if self._checkpoints is None else self._checkpoints(store)
+            store.writer_started(
+                f"{socket.gethostname()}:{os.path.abspath(self._journal.path)}", now=time.time()
+            )
             self._catch_up(store)
         except HoopgwError as exc:
             store.close()
@@ -403,6 +413,8 @@ class StoreAppender(threading.Thread):
             self._append_until_finished(store, checkpointer)
             if checkpointer is not None:
                 _checkpoint(checkpointer.write)
+            if self.applied >= self._journal.last_number:
+                _note_drained(store)
         finally:
             store.close()
 
@@ -470,6 +482,15 @@ class StoreAppender(threading.Thread):
         return True
 
 
+def _note_drained(store: Store) -> None:
+    """Tell the store this instance's journal is drained (``hoopgw audit verify`` reports an
+    instance whose writer stopped without it)."""
+    try:
+        store.writer_stopped(now=time.time())
+    except HoopgwError as exc:
+        sys.stderr.write(f"cannot note in the store that the journal is drained: {exc}\n")
+
+
 def _checkpoint(write: Callable[[], object]) -> None:
     try:
         write()
@@ -486,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-interval", type=float, default=300.0, metavar="SECONDS")
     parser.add_argument("--durability", choices=DURABILITY_MODES, default="fsync")
     parser.add_argument("--sync-interval", type=float, default=0.01, metavar="SECONDS")
+    parser.add_argument("--instance", default="", help="the gateway instance's chain")
+    parser.add_argument("--journal", default=None, metavar="PATH", help="the audit journal")
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:
@@ -496,9 +519,12 @@ def main(argv: list[str] | None = None) -> int:
     # Popped whatever the arguments: the key must not linger in this process's environment.
     pem = os.environ.pop(SIGNING_KEY_ENV, None)
     url = args.store_url
+    if url == "env:" + STORE_URL_ENV:
+        url = os.environ.pop(STORE_URL_ENV, "")
+    instance = args.instance
 
     def open_migrated() -> Store:
-        store = open_store(url)
+        store = open_store(url, instance=instance)
         store.migrate()
         return store
 
@@ -532,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
     stdin = os.fdopen(sys.stdin.fileno(), "rb", buffering=0, closefd=False)
     stdout = os.fdopen(sys.stdout.fileno(), "wb", buffering=0, closefd=False)
     sys.setswitchinterval(SWITCH_INTERVAL)
-    path = journal_path(url)
+    path = args.journal if args.journal is not None else journal_path(url)
     with tempfile.TemporaryDirectory(prefix="hoopgw-journal-") as scratch:
         where = path if path is not None else os.path.join(scratch, "audit-journal")
         return serve(

@@ -64,6 +64,10 @@ SIGNING_KEY_ENV = "HOOPGW_AUDIT_SIGNING_KEY"
 which removes it from its environment at once; the key never appears on a command line."""
 
 
+STORE_URL_ENV = "HOOPGW_AUDIT_STORE_URL"
+"""Environment variable that hands a PostgreSQL store's URL to the writer process."""
+
+
 @attrs.frozen(kw_only=True)
 class CheckpointSettings:
     """What the writer process needs to sign checkpoints (see :mod:`hoopgw.audit.checkpoints`)."""
@@ -85,15 +89,26 @@ def spawn_writer_process(
     *,
     checkpoints: CheckpointSettings | None = None,
     durability: Durability = Durability(),  # noqa: B008 -- frozen, so a shared default is safe
+    instance: str = "",
+    journal: str | None = None,
 ) -> Any:
     """Start ``python -m hoopgw.audit.process STORE_URL`` with pipes to ``process_protocol``.
 
     Bind the keyword arguments with :func:`functools.partial` to pass this function as
-    ``AuditWriter(spawn=...)``.
+    ``AuditWriter(spawn=...)``. A URL other than ``sqlite:`` (which may hold a password) goes
+    in the environment variable :data:`STORE_URL_ENV`, not on the command line others can read.
 
     :param checkpoints: when given, the process also signs and writes checkpoints.
     :param durability: when the process answers for a record (and records it in the chain).
+    :param instance: the gateway instance whose chain the process appends to.
+    :param journal: the audit journal file; None for the store's default.
     """
+    env = dict(os.environ)
+    env.pop(SIGNING_KEY_ENV, None)
+    env.pop(STORE_URL_ENV, None)
+    if not store_url.startswith("sqlite:"):
+        env[STORE_URL_ENV] = store_url
+        store_url = "env:" + STORE_URL_ENV
     argv = [
         sys.executable,
         "-m",
@@ -104,8 +119,10 @@ def spawn_writer_process(
         "--sync-interval",
         repr(durability.sync_interval),
     ]
-    env = dict(os.environ)
-    env.pop(SIGNING_KEY_ENV, None)
+    if instance:
+        argv += ["--instance", instance]
+    if journal is not None:
+        argv += ["--journal", journal]
     if checkpoints is not None:
         argv += [
             "--checkpoint-dir",

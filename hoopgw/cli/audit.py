@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from hoopgw.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -25,12 +27,17 @@ from hoopgw.errors import ConfigError
 # The handlers import the audit, journal and checkpoint modules (and through them Twisted and
 # cryptography) when they run: building the command line must stay quick.
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
-    from hoopgw.audit.chain import DurabilityPeriod, PrunedRange
+    from hoopgw.audit.chain import AuditRecord, DurabilityPeriod, PrunedRange
     from hoopgw.audit.checkpoints import LogVerification
     from hoopgw.audit.journal import JournalBacklog
     from hoopgw.config.load import Config
+    from hoopgw.store import Store
+    from hoopgw.store.base import WriterState
 
 
 def register(
@@ -87,6 +94,71 @@ def register(
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from hoopgw.audit.journal import backlog
+    from hoopgw.config.load import load_config
+
+    config = load_config(args.config)
+    own = config.gateway.instance
+    with opened_store(config) as store:
+        # A SQLite store holds the one chain ""; a PostgreSQL store one per gateway instance.
+        instances = (store.instances() or [own]) if own else [""]
+        chains = [_verify_chain(args, config, store.chain(name), name) for name in instances]
+        waiting = backlog(config.journal_path, store.journal_mark())
+        writers = store.writers() if own else []
+    # Records answered for but left in the journal by a crash: the log is not complete yet.
+    stranded = waiting is not None and waiting.stranded
+    undrained = [w for w in writers if w.undrained and w.instance != own]
+    ok = all(chain.ok for chain in chains) and not stranded and not undrained
+    if args.json:
+        if own:
+            report: dict[str, Any] = {
+                "ok": ok,
+                "chains": [{"instance": c.instance, **c.report()} for c in chains],
+                "writers": [_writer_json(w) for w in writers],
+            }
+        else:
+            report = chains[0].report()
+            report["ok"] = report["ok"] and not stranded
+        report["journal"] = _journal_json(waiting)
+        out_json(report)
+    else:
+        for chain in chains:
+            if own:
+                out(f"chain of instance {chain.instance}:")
+            chain.print()
+        _print_journal(waiting)
+        for writer in undrained:
+            out(
+                f"INCOMPLETE: the audit writer of instance {writer.instance} stopped without"
+                f" draining its journal {writer.journal} (started {iso_time(writer.started_at)}):"
+                " records may be missing from the store until that instance starts again"
+            )
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+@attrs.define
+class _ChainCheck:
+    """One chain's verification against its latest checkpoint (or ``--checkpoint``)."""
+
+    instance: str
+    result: LogVerification
+    path: Path | None
+    checkpoint_error: str
+
+    @property
+    def ok(self) -> bool:
+        return self.result.ok and not self.checkpoint_error
+
+    def report(self) -> dict[str, Any]:
+        return _verify_report(self.result, self.path, self.checkpoint_error)
+
+    def print(self) -> None:
+        _print_verification(self.result, self.path, self.checkpoint_error)
+
+
+def _verify_chain(
+    args: argparse.Namespace, config: Config, store: Store, instance: str
+) -> _ChainCheck:
     from hoopgw.audit.checkpoints import (
         Checkpoint,
         CheckpointError,
@@ -94,12 +166,14 @@ def _verify(args: argparse.Namespace) -> int:
         read_checkpoint_file,
         verify_log,
     )
-    from hoopgw.audit.journal import backlog
-    from hoopgw.config.load import load_config
 
-    config = load_config(args.config)
-    explicit = args.checkpoint is not None
-    path = Path(args.checkpoint) if explicit else latest_checkpoint_file(config.checkpoint_path)
+    # An explicit --checkpoint is about this gateway's own chain.
+    explicit = args.checkpoint is not None and instance == config.gateway.instance
+    path = (
+        Path(args.checkpoint)
+        if explicit
+        else latest_checkpoint_file(config.chain_checkpoint_path(instance))
+    )
     checkpoint: Checkpoint | None = None
     checkpoint_error = ""
     if path is not None:
@@ -107,23 +181,21 @@ def _verify(args: argparse.Namespace) -> int:
             checkpoint = read_checkpoint_file(path, _public_key(args.public_key, config))
         except CheckpointError as exc:
             checkpoint_error = str(exc)
-    with opened_store(config) as store:
-        progress = progress_reporter("verified")
-        result = verify_log(progress.track(store.records()), checkpoint)
-        progress.finish()
-        waiting = backlog(config.store_url, store.journal_mark())
-    # Records answered for but left in the journal by a crash: the log is not complete yet.
-    stranded = waiting is not None and waiting.stranded
-    ok = result.ok and not checkpoint_error and not stranded
-    if args.json:
-        report = _verify_report(result, path, checkpoint_error)
-        report["ok"] = report["ok"] and not stranded
-        report["journal"] = _journal_json(waiting)
-        out_json(report)
-    else:
-        _print_verification(result, path, checkpoint_error)
-        _print_journal(waiting)
-    return EXIT_OK if ok else EXIT_FAILED
+    progress = progress_reporter("verified")
+    result = verify_log(progress.track(store.records()), checkpoint, instance=instance)
+    progress.finish()
+    return _ChainCheck(instance, result, path, checkpoint_error)
+
+
+def _writer_json(writer: WriterState) -> dict[str, Any]:
+    return {
+        "instance": writer.instance,
+        "journal": writer.journal,
+        "started_at": iso_time(writer.started_at),
+        "stopped_at": iso_time(writer.stopped_at),
+        "running": writer.running,
+        "undrained": writer.undrained,
+    }
 
 
 def _journal_json(waiting: JournalBacklog | None) -> dict[str, Any] | None:
@@ -268,14 +340,8 @@ def _print_verification(result: LogVerification, path: Path | None, checkpoint_e
 
 
 def _prune(args: argparse.Namespace) -> int:
-    from hoopgw.audit.chain import PrunedRange, verify_chain
-    from hoopgw.audit.checkpoints import (
-        KEY_NAME,
-        Checkpoint,
-        load_signing_key,
-        sign_checkpoint,
-        write_checkpoint_file,
-    )
+    from hoopgw.audit.chain import PrunedRange
+    from hoopgw.audit.checkpoints import load_signing_key
     from hoopgw.config.load import load_config
 
     config = load_config(args.config)
@@ -284,46 +350,100 @@ def _prune(args: argparse.Namespace) -> int:
     key = None
     if config.gateway.signing_key is not None:
         key = load_signing_key(config.gateway.signing_key.reveal())
+    own = config.gateway.instance
     with opened_store(config) as store:
-        # Pruning must not erase the evidence that the log was tampered with.
-        progress = progress_reporter("verified")
-        chain = verify_chain(progress.track(store.records()))
-        progress.finish()
-        if not chain.ok:
-            error(
-                f"refusing to prune a broken chain: {chain.problem} (record"
-                f" {chain.first_bad_seq}); see hoopgw audit verify"
-            )
-            return EXIT_FAILED
-        record = store.prune(older_than=older_than, now=now)
-        checkpoint_file = None
-        head = store.last_record()
-        if record is not None and key is not None and head is not None:
-            signed = Checkpoint(origin=KEY_NAME, seq=head.seq, hash=head.hash, time=int(now))
-            checkpoint_file = write_checkpoint_file(
-                config.checkpoint_path, head.seq, sign_checkpoint(signed, key)
-            )
-    pruning = None if record is None else PrunedRange.from_record(record)
+        # Every gateway instance's chain (one for a SQLite store), each verified first.
+        instances = (store.instances() or [own]) if own else [""]
+        chains = [store.chain(name) for name in instances]
+        for name, chain in zip(instances, chains, strict=True):
+            problem = _chain_problem(chain, name)
+            if problem:
+                error(f"refusing to prune a broken chain{_of(name)}: {problem}")
+                return EXIT_FAILED
+        results = []
+        for name, chain in zip(instances, chains, strict=True):
+            record, checkpoint_file = _prune_chain(config, chain, name, key, older_than, now)
+            pruning = None if record is None else PrunedRange.from_record(record)
+            results.append((name, pruning, checkpoint_file))
     if args.json:
-        report = {
-            "pruned": None if pruning is None else _pruned_json(pruning),
-            "older_than": iso_time(older_than),
-            "checkpoint": None if checkpoint_file is None else str(checkpoint_file),
-        }
-        out_json(report)
+        reports = [
+            {
+                "pruned": None if pruning is None else _pruned_json(pruning),
+                "older_than": iso_time(older_than),
+                "checkpoint": None if checkpoint_file is None else str(checkpoint_file),
+            }
+            for _, pruning, checkpoint_file in results
+        ]
+        if own:
+            names = [name for name, _, _ in results]
+            out_json(
+                {
+                    "chains": [
+                        {"instance": name, **report}
+                        for name, report in zip(names, reports, strict=True)
+                    ]
+                }
+            )
+        else:
+            out_json(reports[0])
         return EXIT_OK
-    if pruning is None:
-        out(f"nothing to prune: no record is older than {iso_time(older_than)}")
-        return EXIT_OK
-    count = pruning.last_seq - pruning.first_seq + 1
-    out(
-        f"pruned records {pruning.first_seq} to {pruning.last_seq} ({count} records,"
-        f" {pruning.sessions_removed} session(s)) older than {iso_time(older_than)};"
-        f" recorded as record {pruning.record_seq}"
-    )
-    if checkpoint_file is not None:
-        out(f"checkpoint: {checkpoint_file}")
+    for name, pruning, checkpoint_file in results:
+        if pruning is None:
+            out(f"nothing to prune{_of(name)}: no record is older than {iso_time(older_than)}")
+            continue
+        count = pruning.last_seq - pruning.first_seq + 1
+        out(
+            f"pruned records {pruning.first_seq} to {pruning.last_seq}{_of(name)} ({count}"
+            f" records, {pruning.sessions_removed} session(s)) older than"
+            f" {iso_time(older_than)}; recorded as record {pruning.record_seq}"
+        )
+        if checkpoint_file is not None:
+            out(f"checkpoint: {checkpoint_file}")
     return EXIT_OK
+
+
+def _of(instance: str) -> str:
+    return f" of instance {instance}" if instance else ""
+
+
+def _chain_problem(store: Store, instance: str) -> str:
+    """Why the chain does not verify, or "" (pruning must not erase the evidence that the log
+    was tampered with)."""
+    from hoopgw.audit.chain import verify_chain
+
+    progress = progress_reporter("verified")
+    chain = verify_chain(progress.track(store.records()), instance=instance)
+    progress.finish()
+    if chain.ok:
+        return ""
+    return f"{chain.problem} (record {chain.first_bad_seq}); see hoopgw audit verify"
+
+
+def _prune_chain(
+    config: Config,
+    store: Store,
+    instance: str,
+    key: Ed25519PrivateKey | None,
+    older_than: float,
+    now: float,
+) -> tuple[AuditRecord | None, Path | None]:
+    """Prune one chain; sign a checkpoint of its new head when something went."""
+    from hoopgw.audit.checkpoints import (
+        KEY_NAME,
+        Checkpoint,
+        sign_checkpoint,
+        write_checkpoint_file,
+    )
+
+    record = store.prune(older_than=older_than, now=now)
+    head = store.last_record()
+    if record is None or key is None or head is None:
+        return record, None
+    signed = Checkpoint(origin=KEY_NAME, seq=head.seq, hash=head.hash, time=int(now))
+    path = write_checkpoint_file(
+        config.chain_checkpoint_path(instance), head.seq, sign_checkpoint(signed, key)
+    )
+    return record, path
 
 
 # -- keygen ----------------------------------------------------------------------------------

@@ -109,7 +109,7 @@ def opened_store(config: Config) -> Iterator[Store]:
     """The config's store, migrated, closed on exit (for command modules)."""
     from hoopgw.store import open_store
 
-    store = open_store(config.store_url)
+    store = open_store(config.store_url, instance=config.gateway.instance)
     try:
         store.migrate()
         yield store

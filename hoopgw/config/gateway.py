@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import re
+import socket
 from pathlib import Path
 
 import attrs
@@ -23,6 +25,12 @@ class GatewayConfig:
 
     store: str = "sqlite:///./hoopgw.db"
     """Audit store URL as written; use :attr:`Config.store_url` for the resolved one."""
+    instance: str = ""
+    """This gateway's id among the instances sharing a PostgreSQL store (its own audit chain);
+    the loader fills in the host name when the config leaves it out; ``""`` with SQLite."""
+    journal_dir: str | None = None
+    """Absolute path of the folder of the local audit journal of a PostgreSQL store's instance,
+    or None for the config file's folder; use :attr:`Config.journal_path`."""
     admin_listen: str | None = None
     """Twisted server endpoint of the admin API, or None for no admin API."""
     admin_tls: bool = False
@@ -99,6 +107,8 @@ def parse_gateway(table: Table, base_dir: Path) -> GatewayConfig:
     defaults = GatewayConfig()
     store = table.string("store", defaults.store)
     _check_store_url(table, store)
+    instance = _instance(table, store)
+    journal_dir = table.string("journal_dir", None)
     admin_listen = table.string("admin_listen", None)
     if admin_listen is not None:
         parse_listen(table, "admin_listen", admin_listen)
@@ -152,6 +162,10 @@ def parse_gateway(table: Table, base_dir: Path) -> GatewayConfig:
             ) from None
     return GatewayConfig(
         store=store,
+        instance=instance,
+        journal_dir=None
+        if journal_dir is None
+        else str((base_dir / Path(journal_dir).expanduser()).resolve()),
         admin_listen=admin_listen,
         admin_tls=admin_tls,
         admin_allow_plaintext=admin_allow_plaintext,
@@ -194,7 +208,41 @@ def _signing_key(table: Table, base_dir: Path) -> Secret | None:
 
 
 def _check_store_url(table: Table, url: str) -> None:
-    # Only the embedded SQLite store exists so far; a URL the store cannot open must fail
-    # here, in `config check`, not when the gateway starts.
+    # A URL the store cannot open must fail here, in `config check`, not when the gateway
+    # starts. The message never repeats the URL: it may hold a password.
+    scheme = url.partition("://")[0]
+    if scheme in ("postgresql", "postgres") and len(url) > len(scheme) + 3:
+        return
     if not url.startswith("sqlite:///") or url == "sqlite:///":
-        raise table.error("must be a sqlite:///PATH URL, e.g. sqlite:///./hoopgw.db", "store")
+        raise table.error(
+            "must be a sqlite:///PATH URL (e.g. sqlite:///./hoopgw.db) or a"
+            " postgresql://USER@HOST:PORT/DATABASE URL",
+            "store",
+        )
+
+
+_INSTANCE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,62}")
+
+
+def _instance(table: Table, store: str) -> str:
+    """The ``instance`` key: only with a PostgreSQL store, where it defaults to the host name."""
+    instance = table.string("instance", None)
+    if store.startswith("sqlite:"):
+        if instance is not None:
+            raise table.error(
+                "only a postgresql:// store is shared by several instances; remove it", "instance"
+            )
+        return ""
+    if instance is None:
+        instance = socket.gethostname().lower()
+        if not _INSTANCE.fullmatch(instance):
+            raise table.error(
+                f"the host name {instance!r} is no valid instance id: set one", "instance"
+            )
+    elif not _INSTANCE.fullmatch(instance):
+        raise table.error(
+            "must be 1 to 63 lowercase letters, digits, '_', '.' or '-', starting with a"
+            " letter or digit",
+            "instance",
+        )
+    return instance

@@ -11,6 +11,7 @@ warnings, so that a typo cannot silently turn a guardrail off.
 from __future__ import annotations
 
 import ipaddress
+import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -67,9 +68,26 @@ class Config:
         if self.gateway.checkpoint_dir is not None:
             return Path(self.gateway.checkpoint_dir)
         path = self.store_url.removeprefix("sqlite:///")
-        if path == ":memory:":
+        if path == ":memory:" or path == self.store_url:
             return self.base_dir / "checkpoints"
         return Path(path).parent / "checkpoints"
+
+    def chain_checkpoint_path(self, instance: str) -> Path:
+        """Where the checkpoints of ``instance``'s chain go: :attr:`checkpoint_path` for a SQLite
+        store's one chain, a folder per instance in it for a PostgreSQL store's."""
+        return self.checkpoint_path / instance if instance else self.checkpoint_path
+
+    @property
+    def journal_path(self) -> str | None:
+        """This instance's audit journal: beside a SQLite store's file
+        (:func:`hoopgw.audit.journal.journal_path`), ``INSTANCE.audit-journal`` in
+        :attr:`GatewayConfig.journal_dir` for a PostgreSQL store; None for a store in memory."""
+        from hoopgw.audit.journal import journal_path
+
+        if self.store_url.startswith("sqlite:"):
+            return journal_path(self.store_url)
+        folder = self.gateway.journal_dir or str(self.base_dir)
+        return os.path.join(folder, f"{self.gateway.instance}.audit-journal")
 
 
 def load_config(path: str | Path) -> Config:

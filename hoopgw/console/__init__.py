@@ -54,6 +54,7 @@ def build_console(
         clock=reactor,
         groups=groups,
         base_dir=config.base_dir,
+        reserved_prefixes=tuple(i.identity_prefix for i in config.identity.oidc),
     )
     issuers = {i.issuer: i for i in config.identity.oidc}
     for login in settings.oidc:
@@ -69,7 +70,7 @@ def build_console(
     def background(work: Callable[[Any], Any]) -> defer.Deferred[Any]:
         def run() -> Any:
             # A store belongs to its thread: this work gets one of its own.
-            reader = open_store(config.store_url)
+            reader = open_store(config.store_url, instance=config.gateway.instance)
             try:
                 return work(reader)
             finally:

@@ -25,7 +25,7 @@ from hoopgw.admin.authz import may_read_audit, may_terminate_sessions, sees_ever
 from hoopgw.approvals.service import ApprovalService, roles_of
 from hoopgw.audit.asciicast import channel_recording, terminal_channels
 from hoopgw.audit.replay import transcript
-from hoopgw.console.web import CSP_PLAYER, Console, Context, Refused, Reply
+from hoopgw.console.web import CSP_PLAYER, Console, Context, Refused, Reply, refuse_cross_site
 from hoopgw.records import AuditEntry
 
 __all__ = ["install"]
@@ -326,6 +326,7 @@ class Pages:
     def audit_export(self, context: Context) -> defer.Deferred[Reply]:
         """The matching records as JSON Lines, oldest first (the export is itself audited)."""
         self._need_audit(context)
+        refuse_cross_site(context.request)
         return self._search(context.query, AUDIT_EXPORT_LIMIT).addCallback(self._exported, context)
 
     def _exported(self, found: list[Any], context: Context) -> defer.Deferred[Reply]:

@@ -14,9 +14,9 @@ anything else is refused with 401. Every POST must also carry the session's CSRF
 or do follows the same rules as the admin API (:mod:`hoopgw.admin.authz` and the review rules
 of :class:`~hoopgw.approvals.service.ApprovalService`), called from :mod:`hoopgw.console.pages`.
 
-Sign-in, sign-in failure, sign-out and the end of a session by timeout are audit records
-(``console_signed_in``, ``console_sign_in_failed``, ``console_signed_out``); a session is
-created only once its sign-in record is durable.
+Sign-in, sign-in failure and sign-out are audit records (``console_signed_in``,
+``console_sign_in_failed``, ``console_signed_out``; a session that times out ends without
+one); a session is created only once its sign-in record is durable.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from hoopgw.records import AuditEntry
 from hoopgw.session import Identity
 from hoopgw.signin import LoginAttempt
 
-__all__ = ["SESSION_COOKIE", "Console", "Context", "Reply"]
+__all__ = ["SESSION_COOKIE", "Console", "Context", "Reply", "refuse_cross_site"]
 
 log = Logger(namespace="hoopgw.console")
 
@@ -136,6 +136,9 @@ class Console(resource.Resource):
     :param groups: the gateway's :class:`~hoopgw.identity.groups.GroupResolver`: a person signing in
         gets the groups of the configured group sources too.
     :param base_dir: the config file's folder.
+    :param reserved_prefixes: the ``identity_prefix`` of each ``[[identity.oidc]]`` issuer: a
+        name starting with one belongs to that issuer's tokens, so a sign-in method other than
+        OIDC (SAML) may not name it.
 
     It is the :class:`~hoopgw.signin.SignInHost` of every sign-in method.
     """
@@ -151,6 +154,7 @@ class Console(resource.Resource):
         clock: Any,
         groups: Any,
         base_dir: Path,
+        reserved_prefixes: tuple[str, ...] = (),
     ) -> None:
         super().__init__()
         self.config = config
@@ -159,6 +163,7 @@ class Console(resource.Resource):
         self.clock = clock
         self._groups = groups
         self.base_dir = base_dir
+        self._reserved = tuple(p for p in reserved_prefixes if p)
         self.sessions = WebSessions(
             clock, idle_timeout=config.idle_timeout, absolute_timeout=config.absolute_timeout
         )
@@ -256,6 +261,13 @@ class Console(resource.Resource):
             failure.trap(AuthenticationError)
             return self.sign_in_failed(request, provider, f"group sources: {failure.value}")
 
+        if not provider.startswith("oidc:"):
+            # An OIDC identity carries its issuer's prefix (distinct per issuer, checked by
+            # the config); another method must not take a name reserved for one of them.
+            taken = [p for p in self._reserved if identity.name.startswith(p)]
+            if taken:
+                reason = f"{identity.name!r} starts with the OIDC identity prefix {taken[0]!r}"
+                return self.sign_in_failed(request, provider, reason)
         return self._groups.resolve(identity).addCallbacks(resolved, unresolved)
 
     def _record_sign_in(
@@ -404,9 +416,7 @@ class Console(resource.Resource):
 
     def _check_origin(self, request: Any) -> None:
         """Refuse a POST another site's page made (CSRF), before anything else looks at it."""
-        fetch_site = request.getHeader(b"sec-fetch-site")
-        if fetch_site is not None and fetch_site not in (b"same-origin", b"none"):
-            raise Refused(403, "a form from another site is refused")
+        refuse_cross_site(request)
         origin = request.getHeader(b"origin")
         if origin is None:
             referer = request.getHeader(b"referer")
@@ -422,7 +432,10 @@ class Console(resource.Resource):
     def _context(self, request: Any, method: str) -> Context | Reply:
         if method == "POST":
             self._check_origin(request)
-        session, why = self.sessions.find(_cookie_value(request, SESSION_COOKIE))
+        # The reviews table refreshing itself must not keep an unattended browser signed in.
+        session, why = self.sessions.find(
+            _cookie_value(request, SESSION_COOKIE), touch=not _wants_fragment(request)
+        )
         if session is None:
             if method == "GET" and not _wants_fragment(request):
                 suffix = "?ended=" + why if why in ("idle", "expired") else ""
@@ -436,6 +449,14 @@ class Console(resource.Resource):
                 raise Refused(403, "the form's CSRF token is missing or wrong; reload the page")
         query = {k.decode(): v[0].decode("utf-8", "replace") for k, v in request.args.items()}
         return Context(request=request, session=session, form=form, query=query)
+
+
+def refuse_cross_site(request: Any) -> None:
+    """Refuse a request a browser says another site's page started (``Sec-Fetch-Site``): every
+    POST, and a GET that does something (an audit export is an audit record)."""
+    fetch_site = request.getHeader(b"sec-fetch-site")
+    if fetch_site is not None and fetch_site not in (b"same-origin", b"none"):
+        raise Refused(403, "a request from another site is refused")
 
 
 def _wants_fragment(request: Any) -> bool:

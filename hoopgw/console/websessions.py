@@ -91,8 +91,9 @@ class WebSessions:
         self._sessions[session.key] = session
         return cookie, session
 
-    def find(self, cookie: str | None) -> tuple[WebSession | None, str]:
-        """The live session of the cookie value, its idle time restarted.
+    def find(self, cookie: str | None, *, touch: bool = True) -> tuple[WebSession | None, str]:
+        """The live session of the cookie value, its idle time restarted unless ``touch`` is
+        false (a page refreshing itself is not someone at the keyboard).
 
         :return: the session, or None and why (``none``, ``unknown``, ``idle``, ``expired``);
             a session found timed out is ended.
@@ -110,7 +111,8 @@ class WebSessions:
         if now - session.seen_at >= self._idle:
             del self._sessions[key]
             return None, "idle"
-        session.seen_at = now
+        if touch:
+            session.seen_at = now
         return session, ""
 
     def end(self, session: WebSession) -> None:

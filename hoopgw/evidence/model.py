@@ -126,7 +126,7 @@ def latest_checkpoint(config: Config) -> LatestCheckpoint | None:
     None when the config has no ``signing_key`` (no checkpoints are written)."""
     if config.gateway.signing_key is None:
         return None
-    folder = config.checkpoint_path
+    folder = config.chain_checkpoint_path(config.gateway.instance)
     try:
         path = latest_checkpoint_file(folder)
         if path is None:

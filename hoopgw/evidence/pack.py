@@ -129,7 +129,7 @@ def build_pack(
     with (folder / "commands.jsonl").open("w", encoding="utf-8", newline="\n") as commands_file:
         summary = Summary(time_range, commands_file)
         checkpoint = None if latest is None else latest.checkpoint
-        log = _read_chain(store.records(), checkpoint, summary, progress)
+        log = _read_chain(store.records(), checkpoint, summary, progress, store.instance)
         summary.flush_commands()
     accounts = [_account_row(key) for key in store.list_keys()]
     checkpoint_problem = log.checkpoint_problem or ("" if latest is None else latest.problem)
@@ -200,7 +200,10 @@ def _read_chain(
     checkpoint: Checkpoint | None,
     summary: Summary,
     progress: Callable[[int], None],
+    instance: str,
 ) -> LogVerification:
+    """Verify the chain of gateway instance ``instance`` (the config's own; the pack holds
+    that instance's records) while summarising it."""
     records = iter(records)
 
     def observed() -> Iterator[AuditRecord]:
@@ -209,7 +212,7 @@ def _read_chain(
             progress(summary.read)
             yield record
 
-    result = verify_log(observed(), checkpoint)
+    result = verify_log(observed(), checkpoint, instance=instance)
     # Verification stops at the first break; the pack still describes every record after it.
     for record in records:
         summary.add(record)

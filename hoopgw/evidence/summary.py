@@ -188,7 +188,7 @@ def approval_row(record: AuditRecord) -> dict[str, Any]:
 
 
 def find_journal_problem(store: Store, config: Config) -> str:
-    waiting = backlog(config.store_url, store.journal_mark())
+    waiting = backlog(config.journal_path, store.journal_mark())
     if waiting is None or not waiting.stranded:
         return ""
     return (

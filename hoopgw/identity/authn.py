@@ -20,6 +20,7 @@ lookup). A front end must not act on client input while one is outstanding.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -31,7 +32,13 @@ from twisted.python.failure import Failure
 from hoopgw.audit.writer import AuditWriter
 from hoopgw.config.load import Config
 from hoopgw.connection import ConnectionConfig
-from hoopgw.errors import STORE_UNAVAILABLE, AccessDenied, AuthenticationError, StoreError
+from hoopgw.errors import (
+    STORE_UNAVAILABLE,
+    AccessDenied,
+    AuthenticationError,
+    StoreError,
+    access_needed,
+)
 from hoopgw.groups import GroupSourceContext, load_group_source
 from hoopgw.identity.fetch import JsonFetcher
 from hoopgw.identity.groups import GroupResolver
@@ -90,6 +97,7 @@ class Authenticator:
         self._audit = audit
         self._clock: Any = clock or _WallClock()
         self._key_watch: task.LoopingCall | None = None
+        self._sessions: Any = None
         self.grants = grants
         """Where live just-in-time grants are looked up (set by the gateway)."""
         self.failure_observers: list[Callable[[str, str], None]] = []
@@ -105,11 +113,17 @@ class Authenticator:
         """
         for issuer in self.tokens.issuers if self.tokens is not None else []:
             issuer.refresh()
+        self._sessions = sessions
         self._key_watch = task.LoopingCall(self._check_keys, sessions)
         self._key_watch.clock = self._clock
         self._key_watch.start(key_check_interval, now=False).addErrback(
             lambda f: log.failure("the API key check stopped", f)
         )
+
+    def check_keys_now(self) -> None:
+        """Run the periodic key check at once (another gateway instance revoked a key)."""
+        if self._sessions is not None:
+            self._check_keys(self._sessions)
 
     def _check_keys(self, sessions: Any) -> None:
         now = self._clock.seconds()
@@ -274,8 +288,12 @@ class Authenticator:
             )
             return defer.fail(
                 AccessDenied(
-                    f'identity "{identity.name}" may not use connection "{connection.name}" '
-                    "(none of its groups is in allow_groups)"
+                    access_needed(
+                        f'identity "{identity.name}" may not use connection "{connection.name}"'
+                        " (none of its groups is in allow_groups)",
+                        connection=connection.name,
+                        jit=False,
+                    ).text()
                 )
             )
         if connection.access == "jit" and (
@@ -295,9 +313,12 @@ class Authenticator:
             )
             return defer.fail(
                 AccessDenied(
-                    f'connection "{connection.name}" needs a just-in-time grant and identity'
-                    f' "{identity.name}" has none; request one with: hoopgw access request'
-                    f' --connection {connection.name} --duration 30m --reason "..."'
+                    access_needed(
+                        f'connection "{connection.name}" needs a just-in-time grant and identity'
+                        f' "{identity.name}" has none',
+                        connection=connection.name,
+                        jit=True,
+                    ).text()
                 )
             )
         return defer.succeed(None)
@@ -316,9 +337,18 @@ class _WallClock:
 
 
 def build_authenticator(
-    config: Config, *, store: Store, audit: AuditWriter | None, reactor: Any
+    config: Config,
+    *,
+    store: Store,
+    audit: AuditWriter | None,
+    reactor: Any,
+    shared_store: bool = False,
 ) -> Authenticator:
-    """The gateway's authenticator for ``config``'s ``[identity]`` table."""
+    """The gateway's authenticator for ``config``'s ``[identity]`` table.
+
+    :param shared_store: other gateway instances use ``store``: failed logins are counted
+        there, so that the back-off follows an address across instances.
+    """
     identity = config.identity
     issuers = [
         IssuerKeys(
@@ -343,7 +373,17 @@ def build_authenticator(
         KeyService(store),
         tokens=TokenVerifier(issuers, clock=reactor) if issuers else None,
         groups=GroupResolver(sources),
-        throttle=FailureThrottle(reactor, identity.backoff),
+        throttle=FailureThrottle(
+            reactor,
+            identity.backoff,
+            shared=functools.partial(_count_failure, store, identity.backoff.forget_after)
+            if shared_store
+            else None,
+        ),
         audit=audit,
         clock=reactor,
     )
+
+
+def _count_failure(store: Store, forget_after: float, host: str, now: float) -> int:
+    return store.count_login_failure(host, now=now, forget_after=forget_after)

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from hoopgw.errors import AuthenticationError
-from hoopgw.scram import ScramVerifier, make_verifier
+from hoopgw.secrets import ScramVerifier, make_verifier
 from hoopgw.session import Identity
 from hoopgw.store.base import ApiKeyRecord, Store
 

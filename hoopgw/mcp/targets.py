@@ -338,7 +338,7 @@ def run_exec(target: Target, caller: Caller, command: str) -> dict[str, Any]:
     token at the password prompt. Blocks while the gateway holds the command for approval.
 
     :raises Refused: the gateway refused the login or the command (exit status 126 and its
-        ``hoopgw: refused: ...`` line on stderr), or ``ssh`` failed to connect.
+        ``hoopgw refused the command: ...`` line on stderr), or ``ssh`` failed to connect.
     """
     if target.protocol not in SHELL_PROTOCOLS:
         raise Refused(f"connection {target.name!r} is {target.protocol}: use the query tool")

@@ -34,12 +34,17 @@ from hoopgw.protocol import ConnectionRuntime, ProtocolSpec, load_protocol
 from hoopgw.runtime.chain import PluginChain
 from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.session import ConnectionInfo, UpstreamOptions
-from hoopgw.store import Store, open_store
+from hoopgw.store import POSTGRESQL_SCHEMES, Store, open_store
+from hoopgw.store.notices import ChangeListener
 from hoopgw.verdicts import Verdict
 
 log = Logger(namespace="hoopgw.gateway")
 
 TARGET_PROBE_TIMEOUT = 5.0
+
+REVIEW_POLL_INTERVAL = 1.0
+"""Seconds between looks at the reviews this instance holds, with a store other instances
+decide reviews in (the fallback for a missed change notice)."""
 """Seconds the start-up check of each target waits for a TCP connection."""
 
 
@@ -164,6 +169,9 @@ class Gateway:
         self._listening = False
         self._store_url = resolve_store_url(config.gateway.store, base_dir=config.base_dir)
         self._store: Store | None = None
+        self._shared_store = self._store_url.partition("://")[0] in POSTGRESQL_SCHEMES
+        """Whether other gateway instances may use the store (PostgreSQL)."""
+        self._notices: ChangeListener | None = None
         self.audit: AuditWriter | None = None
         self._ports: list[Any] = []
         self._stopped = False
@@ -176,7 +184,7 @@ class Gateway:
 
         Fails (and leaves nothing listening) if any part cannot start.
         """
-        self._store = open_store(self._store_url)
+        self._store = open_store(self._store_url, instance=self.config.gateway.instance)
         self._store.migrate()
         self.audit = AuditWriter(self._store_url, self.reactor, spawn=self._writer_spawner())
         self.audit.on_committed = self.metrics.audit_sync_seconds.observe
@@ -190,7 +198,11 @@ class Gateway:
             else "",
         )
         authenticator = self.authenticator = build_authenticator(
-            self.config, store=self._store, audit=self.audit, reactor=self.reactor
+            self.config,
+            store=self._store,
+            audit=self.audit,
+            reactor=self.reactor,
+            shared_store=self._shared_store,
         )
         authenticator.failure_observers.append(
             lambda connection, method: self.metrics.login_failures_total.labels(
@@ -210,9 +222,14 @@ class Gateway:
             roles=self.config.roles,
             sessions=self.sessions,
             approval_timeout=gw.approval_timeout,
+            instance=gw.instance,
+            poll_interval=REVIEW_POLL_INTERVAL if self._shared_store else None,
         )
         authenticator.grants = self.approvals
         yield self.approvals.start()
+        if self._shared_store:
+            self._notices = ChangeListener(self._store_url, self._store_changed, self.reactor)
+            self._notices.start()
         server_tls = None
         if gw.tls_cert and gw.tls_key:
             server_tls = server_tls_options(gw.tls_cert, gw.tls_key)
@@ -338,6 +355,15 @@ class Gateway:
         listening = serverFromString(self.reactor, description).listen(factory)
         return listening.addErrback(failed)
 
+    def _store_changed(self, kind: str, ident: str) -> None:
+        """Another instance changed a review, grant or key: act on it now (a notice)."""
+        if kind == "review" and self.approvals is not None:
+            self.approvals.review_changed(ident)
+        elif kind == "grant" and self.approvals is not None:
+            self.approvals.sweep_now()
+        elif kind in ("key", "ssh_key") and self.authenticator is not None:
+            self.authenticator.check_keys_now()
+
     def _session_added(self, session: Any) -> None:
         config = session.runtime.config
         self.metrics.session_opened(config.name, config.protocol)
@@ -383,13 +409,17 @@ class Gateway:
         settings = None
         if gw.signing_key is not None:
             settings = CheckpointSettings(
-                directory=str(self.config.checkpoint_path),
+                directory=str(self.config.chain_checkpoint_path(gw.instance)),
                 every=gw.checkpoint_every,
                 interval=gw.checkpoint_interval,
                 signing_key=gw.signing_key,
             )
         return functools.partial(
-            spawn_writer_process, checkpoints=settings, durability=gw.durability
+            spawn_writer_process,
+            checkpoints=settings,
+            durability=gw.durability,
+            instance=gw.instance,
+            journal=self.config.journal_path,
         )
 
     def _runtime(
@@ -445,6 +475,8 @@ class Gateway:
         ports, self._ports = self._ports, []
         if self.authenticator is not None:
             self.authenticator.stop()
+        if self._notices is not None:
+            self._notices.stop()
         yield defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in ports])
         if self.approvals is not None:
             # Pending reviews end as aborted (their clients get an error) before sessions end.

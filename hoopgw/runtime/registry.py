@@ -7,6 +7,7 @@ import hmac
 from collections.abc import Callable
 from typing import Any
 
+from hoopgw.errors import HeldStatement
 from hoopgw.protocol import LiveSession
 
 __all__ = ["SessionRegistry"]
@@ -24,6 +25,7 @@ class SessionRegistry:
         # the same one; the secret, made by the gateway, tells them apart.
         self._cancel_keys: dict[int, list[tuple[bytes, LiveSession]]] = {}
         self._on_added = on_added
+        self._held: dict[str, HeldStatement] = {}  # session id -> its statement under review
 
     def add(self, session: LiveSession) -> None:
         """Track ``session`` until :meth:`remove`."""
@@ -76,6 +78,40 @@ class SessionRegistry:
             s
             for s in self._sessions
             if s.session_info is not None and s.session_info.id.startswith(prefix)
+        ]
+
+    def statement_held(self, session_id: str, statement: HeldStatement) -> None:
+        """The session ``session_id`` has a statement waiting for review: remember it (the
+        admin API shows it) and tell the session, if its protocol can tell its client
+        (a ``statement_held(statement)`` method)."""
+        self._held[session_id] = statement
+        for session in self._live(session_id):
+            told = getattr(session, "statement_held", None)
+            if told is not None:
+                told(statement)
+
+    def statement_released(self, session_id: str, review_id: str) -> None:
+        """The review ``review_id`` of session ``session_id`` ended (decided, timed out or
+        withdrawn): forget it and tell the session (a ``statement_released(review_id)``
+        method)."""
+        held = self._held.get(session_id)
+        if held is None or held.review_id != review_id:
+            return
+        del self._held[session_id]
+        for session in self._live(session_id):
+            told = getattr(session, "statement_released", None)
+            if told is not None:
+                told(review_id)
+
+    def held_statement(self, session_id: str) -> HeldStatement | None:
+        """The statement of session ``session_id`` now waiting for review, or None."""
+        return self._held.get(session_id)
+
+    def _live(self, session_id: str) -> list[LiveSession]:
+        return [
+            s
+            for s in self._sessions
+            if s.session_info is not None and s.session_info.id == session_id
         ]
 
     def __iter__(self) -> Any:

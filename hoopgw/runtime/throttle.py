@@ -10,15 +10,25 @@ checked. An address's count is forgotten ``forget_after`` seconds after its last
 
 Successful logins neither wait nor reset the count (otherwise a caller with one valid key could
 interleave it with guesses).
+
+Gateway instances that share a store count failures together (``shared``): the delay follows
+the address's failures on every instance, so spreading guesses over instances does not reset
+it; the slots of pending failures are each instance's own.
 """
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 from twisted.internet import defer
+from twisted.logger import Logger
+
+from hoopgw.errors import HoopgwError
+
+log = Logger(namespace="hoopgw.throttle")
 
 __all__ = ["BackoffSettings", "FailureThrottle", "client_host", "throttle_key"]
 
@@ -79,10 +89,22 @@ class FailureThrottle:
     :param clock: ``seconds()`` and ``callLater`` (the reactor, or a ``Clock`` in tests).
     """
 
-    def __init__(self, clock: Any, settings: BackoffSettings | None = None) -> None:
+    def __init__(
+        self,
+        clock: Any,
+        settings: BackoffSettings | None = None,
+        *,
+        shared: Callable[[str, float], int] | None = None,
+    ) -> None:
+        """
+        :param shared: counts a failure of a host (:func:`throttle_key`) at a time where every
+            gateway instance sees it, and returns the host's failures there
+            (:meth:`hoopgw.store.base.Store.count_login_failure`); None counts here only.
+        """
         self._clock = clock
         self.settings = settings or BackoffSettings()
         self._records: dict[str, _Record] = {}
+        self._shared = shared
 
     def _record(self, host: str, now: float) -> _Record | None:
         record = self._records.get(host)
@@ -135,7 +157,15 @@ class FailureThrottle:
         self._records[host] = record
         record.failures += 1
         record.last = now
-        wait = self._delay(record.failures)
+        failures = record.failures
+        if self._shared is not None:
+            try:
+                failures = max(failures, self._shared(host, now))
+            except HoopgwError:
+                # Fail closed: without the shared count, answer as late as the back-off allows.
+                log.failure("cannot count a failed login in the store")
+                failures = self.settings.free_failures + 64
+        wait = self._delay(failures)
         if wait <= 0:
             return defer.succeed(None)
         record.pending += 1

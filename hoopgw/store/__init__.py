@@ -1,8 +1,8 @@
 """Audit and key stores, chosen by URL.
 
 ``sqlite:///PATH`` opens the embedded SQLite store (``sqlite:///./hoopgw.db`` is relative,
-``sqlite:////var/lib/hoopgw/hoopgw.db`` absolute). A PostgreSQL store, for several gateway
-instances sharing one audit trail, will implement the same :class:`Store` interface.
+``sqlite:////var/lib/hoopgw/hoopgw.db`` absolute); ``postgresql://...`` (or ``postgres://``)
+the PostgreSQL store that several gateway instances share (:mod:`hoopgw.store.postgres`).
 """
 
 from __future__ import annotations
@@ -14,29 +14,59 @@ from hoopgw.errors import ConfigError, StoreError
 from hoopgw.store.base import ApiKeyRecord, Store
 from hoopgw.store.sqlite import SQLiteStore
 
-__all__ = ["ApiKeyRecord", "SQLiteStore", "Store", "check_store_private", "open_store"]
+__all__ = [
+    "POSTGRESQL_SCHEMES",
+    "ApiKeyRecord",
+    "SQLiteStore",
+    "Store",
+    "check_store_private",
+    "open_store",
+]
 
 _SQLITE_PREFIX = "sqlite:///"
 
+POSTGRESQL_SCHEMES = ("postgresql", "postgres")
+"""URL schemes of the PostgreSQL store (libpq's)."""
 
-def open_store(url: str) -> Store:
+STORE_URL_FORMS = "store URL must look like sqlite:///PATH or postgresql://USER@HOST:PORT/DATABASE"
+
+
+def open_store(url: str, *, instance: str = "") -> Store:
     """Open the store that ``url`` names; call :meth:`Store.migrate` before using it.
 
     The store belongs to the calling thread.
 
+    :param instance: the gateway instance whose chain the store's audit methods use (a
+        PostgreSQL store; a SQLite store has the one chain ``""``).
     :raises ConfigError: for a URL this gateway cannot open (the message names only the scheme,
         since a database URL may hold a password).
     :raises StoreError: if the store exists but cannot be opened.
     """
     scheme, separator, _ = url.partition("://")
     if not separator:
-        raise ConfigError("store URL must look like sqlite:///PATH", key="gateway.store")
+        raise ConfigError(STORE_URL_FORMS, key="gateway.store")
+    if scheme in POSTGRESQL_SCHEMES:
+        try:
+            from hoopgw.store.postgres import PostgresStore
+        except ImportError as exc:  # psycopg_pool or psycopg missing
+            raise ConfigError(
+                f"a PostgreSQL store needs psycopg and psycopg_pool ({exc}); install"
+                " hoopgw[postgresql-store]",
+                key="gateway.store",
+            ) from exc
+        return PostgresStore(url, instance=instance)
     if scheme != "sqlite":
         raise ConfigError(
-            f"unsupported store URL scheme {scheme!r} (supported: sqlite)", key="gateway.store"
+            f"unsupported store URL scheme {scheme!r} (supported: sqlite, postgresql)",
+            key="gateway.store",
         )
     if not url.startswith(_SQLITE_PREFIX) or len(url) == len(_SQLITE_PREFIX):
         raise ConfigError("SQLite store URL must look like sqlite:///PATH", key="gateway.store")
+    if instance:
+        raise ConfigError(
+            "a SQLite store serves one gateway: [gateway] instance needs a postgresql:// store",
+            key="gateway.instance",
+        )
     return SQLiteStore(url[len(_SQLITE_PREFIX) :])
 
 

@@ -1,10 +1,10 @@
 """The store interface: audit records, their projections for the CLI, and API keys.
 
 A store is a blocking API: the audit writer calls it on its own thread, the CLI calls it
-directly. Every implementation (SQLite now, PostgreSQL for several gateway instances later)
-must keep the same guarantees: :meth:`Store.append` is one durable transaction that assigns
-``seq`` without gaps and extends the hash chain (:func:`hoopgw.audit.chain.record_hash`), and every
-failure is raised as :class:`~hoopgw.errors.StoreError`.
+directly. Every implementation (SQLite; PostgreSQL for several gateway instances) must keep the
+same guarantees: :meth:`Store.append` is one durable transaction that assigns ``seq`` without
+gaps in the instance's chain and extends that hash chain (:func:`hoopgw.audit.chain.record_hash`),
+and every failure is raised as :class:`~hoopgw.errors.StoreError`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import attrs
 from hoopgw.audit.chain import AuditRecord
 from hoopgw.records import AuditEntry, SshKeyStore
 from hoopgw.reviews import ReviewStore
-from hoopgw.scram import ScramVerifier
+from hoopgw.secrets import ScramVerifier
 from hoopgw.store.agents import AgentStore
 
 
@@ -50,6 +50,29 @@ class ApiKeyRecord:
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
 
 
+@attrs.frozen(kw_only=True)
+class WriterState:
+    """What the store knows of one instance's audit writer (its journal may hold records the
+    store lacks until the writer has drained it)."""
+
+    instance: str
+    """The gateway instance."""
+    journal: str
+    """``HOST:PATH`` of its local audit journal."""
+    started_at: float
+    """When the writer last started."""
+    stopped_at: float | None
+    """When it stopped with its journal drained; None while it runs, or if it did not."""
+    running: bool | None
+    """Whether it runs now (it holds its instance's lock); None where the store cannot tell."""
+
+    @property
+    def undrained(self) -> bool:
+        """The writer is gone without having drained its journal: records that ran may be
+        missing from the store until that instance starts again."""
+        return self.stopped_at is None and self.running is False
+
+
 class Store(ReviewStore, SshKeyStore, AgentStore):
     """Where audit records, session projections, API keys, SSH keys, agents,
     reviews and grants are kept.
@@ -76,6 +99,22 @@ class Store(ReviewStore, SshKeyStore, AgentStore):
 
     # -- audit ---------------------------------------------------------------------------------
 
+    instance: str
+    """The gateway instance whose hash chain the audit methods below are about (``""``, the
+    one chain of a SQLite store). Keys, sessions, reviews and grants are shared."""
+
+    @abc.abstractmethod
+    def instances(self) -> list[str]:
+        """The ids of every instance that has a chain (records or a journal mark), sorted."""
+
+    @abc.abstractmethod
+    def chain(self, instance: str) -> Store:
+        """A store object for ``instance``'s chain, on the same connection (for reading:
+        ``hoopgw audit verify`` checks every chain).
+
+        :raises StoreError: if this store cannot hold that chain.
+        """
+
     @abc.abstractmethod
     def append(
         self, entries: Sequence[AuditEntry], *, journal_mark: int | None = None
@@ -91,6 +130,22 @@ class Store(ReviewStore, SshKeyStore, AgentStore):
             :meth:`journal_mark`.
         :return: the records, in the order of ``entries``.
         """
+
+    @abc.abstractmethod
+    def writer_started(self, journal: str, *, now: float) -> None:
+        """Claim this instance's chain for the calling audit writer, whose journal is
+        ``journal`` (``HOST:PATH``), until :meth:`close`.
+
+        :raises StoreError: also when another writer of the same instance runs.
+        """
+
+    @abc.abstractmethod
+    def writer_stopped(self, *, now: float) -> None:
+        """Note that this instance's writer stops with its journal drained."""
+
+    @abc.abstractmethod
+    def writers(self) -> list[WriterState]:
+        """Every instance's audit writer the store knows, by instance."""
 
     @abc.abstractmethod
     def journal_mark(self) -> int:
@@ -183,3 +238,11 @@ class Store(ReviewStore, SshKeyStore, AgentStore):
     @abc.abstractmethod
     def touch_key(self, key_id: str, when: float) -> None:
         """Record that the key authenticated successfully at ``when``."""
+
+    # -- login back-off ------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def count_login_failure(self, host: str, *, now: float, forget_after: float) -> int:
+        """Count a failed login from ``host`` at ``now`` and return its failures so far, from
+        every gateway instance on the store; a count idle ``forget_after`` seconds starts again
+        (:mod:`hoopgw.throttle`)."""

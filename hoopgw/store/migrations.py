@@ -1,4 +1,11 @@
-"""Versioned schema migrations for the SQLite store.
+"""Versioned schema migrations of the store, one definition for SQLite and PostgreSQL.
+
+Each migration's statements are written once, with placeholders where the two dialects spell a
+column differently (:class:`Dialect`: ``{int}`` is SQLite's 64-bit INTEGER and PostgreSQL's
+BIGINT, ``{real}`` a double, ``{blob}`` bytes, ``{rowid}`` gives a PostgreSQL table the insertion
+order SQLite's implicit ``rowid`` gives, ``{seq_key}`` leaves the audit chain's key to the
+``(instance, seq)`` index of version 6 on PostgreSQL). :meth:`Dialect.render` fills them in;
+rendered for SQLite, every released migration is the exact text it was.
 
 The ``schema_version`` table holds one row: the version the schema is at. :func:`migrate`
 applies, each in its own transaction, the migrations above that version, so it is idempotent
@@ -12,7 +19,8 @@ Migrations are append-only: never edit a released one, add the next version inst
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import attrs
 
@@ -26,7 +34,53 @@ class Migration:
     version: int
     """The version the schema is at after this step (1, 2, ... without gaps)."""
     statements: tuple[str, ...]
-    """SQL statements run in one transaction."""
+    """SQL statements run in one transaction, with the placeholders of :class:`Dialect`."""
+
+
+@attrs.frozen(kw_only=True)
+class Dialect:
+    """How one database spells what the migrations leave open."""
+
+    name: str
+    """``sqlite`` or ``postgresql``."""
+    types: Mapping[str, str]
+    """The text of each placeholder (``int``, ``real``, ``blob``, ``rowid``, ``seq_key``)."""
+    begin: tuple[str, ...]
+    """Start a migration's transaction; they also keep two processes from migrating at once."""
+    has_table: str
+    """A query with one parameter, a table name, that returns a row if the table exists."""
+
+    def render(self, statement: str) -> str:
+        """``statement`` with its placeholders filled in."""
+        return statement.format(**self.types)
+
+
+SQLITE = Dialect(
+    name="sqlite",
+    types={"int": "INTEGER", "real": "REAL", "blob": "BLOB", "rowid": "", "seq_key": "PRIMARY KEY"},
+    # IMMEDIATE takes the write lock at once, so a second migrating process waits here.
+    begin=("BEGIN IMMEDIATE",),
+    has_table="SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+)
+"""The embedded store."""
+
+POSTGRESQL = Dialect(
+    name="postgresql",
+    types={
+        "int": "BIGINT",
+        "real": "DOUBLE PRECISION",
+        "blob": "BYTEA",
+        "rowid": "rowid BIGINT GENERATED ALWAYS AS IDENTITY,",
+        "seq_key": "NOT NULL",
+    },
+    # The transaction-scoped advisory lock (key: "hoopgw" in ASCII) makes a second gateway
+    # instance that migrates at the same time wait, then find the step done.
+    begin=("BEGIN", "SELECT pg_advisory_xact_lock(110105415645047)"),
+    has_table=(
+        "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = ?"
+    ),
+)
+"""The shared store of several gateway instances."""
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -35,10 +89,10 @@ MIGRATIONS: tuple[Migration, ...] = (
         statements=(
             """
             CREATE TABLE audit_records (
-                seq INTEGER PRIMARY KEY,
+                seq {int} {seq_key},
                 kind TEXT NOT NULL,
                 session_id TEXT NOT NULL,
-                time REAL NOT NULL,
+                time {real} NOT NULL,
                 data TEXT NOT NULL,
                 prev_hash TEXT NOT NULL,
                 hash TEXT NOT NULL
@@ -47,6 +101,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX audit_records_session ON audit_records (session_id, seq)",
             """
             CREATE TABLE sessions (
+                {rowid}
                 id TEXT PRIMARY KEY,
                 connection TEXT NOT NULL,
                 protocol TEXT NOT NULL,
@@ -56,12 +111,12 @@ MIGRATIONS: tuple[Migration, ...] = (
                 method TEXT NOT NULL,
                 credential_id TEXT NOT NULL,
                 client_address TEXT NOT NULL,
-                client_tls INTEGER NOT NULL,
-                upstream_tls INTEGER NOT NULL,
-                started_at REAL NOT NULL,
-                ended_at REAL,
+                client_tls {int} NOT NULL,
+                upstream_tls {int} NOT NULL,
+                started_at {real} NOT NULL,
+                ended_at {real},
                 end_reason TEXT,
-                command_count INTEGER NOT NULL DEFAULT 0,
+                command_count {int} NOT NULL DEFAULT 0,
                 attributes TEXT NOT NULL
             )
             """,
@@ -71,41 +126,42 @@ MIGRATIONS: tuple[Migration, ...] = (
             """
             CREATE TABLE commands (
                 session_id TEXT NOT NULL,
-                seq INTEGER NOT NULL,
+                seq {int} NOT NULL,
                 kind TEXT NOT NULL,
                 text TEXT NOT NULL,
-                parameter_count INTEGER NOT NULL,
+                parameter_count {int} NOT NULL,
                 statement_name TEXT NOT NULL,
-                received_at REAL NOT NULL,
+                received_at {real} NOT NULL,
                 verdict TEXT,
                 verdict_reason TEXT,
                 verdict_plugin TEXT,
                 rule TEXT,
                 status TEXT,
-                rows INTEGER,
-                bytes INTEGER,
-                duration REAL,
+                rows {int},
+                bytes {int},
+                duration {real},
                 error_code TEXT,
                 error_message TEXT,
                 sample TEXT,
-                completed_at REAL,
+                completed_at {real},
                 PRIMARY KEY (session_id, seq)
             )
             """,
             """
             CREATE TABLE api_keys (
+                {rowid}
                 key_id TEXT PRIMARY KEY,
                 identity TEXT NOT NULL,
                 groups TEXT NOT NULL,
                 secret_sha256 TEXT NOT NULL,
-                scram_salt BLOB NOT NULL,
-                scram_iterations INTEGER NOT NULL,
-                scram_stored_key BLOB NOT NULL,
-                scram_server_key BLOB NOT NULL,
-                created_at REAL NOT NULL,
-                expires_at REAL,
-                revoked_at REAL,
-                last_used_at REAL
+                scram_salt {blob} NOT NULL,
+                scram_iterations {int} NOT NULL,
+                scram_stored_key {blob} NOT NULL,
+                scram_server_key {blob} NOT NULL,
+                created_at {real} NOT NULL,
+                expires_at {real},
+                revoked_at {real},
+                last_used_at {real}
             )
             """,
             "CREATE INDEX api_keys_identity ON api_keys (identity, created_at)",
@@ -117,6 +173,7 @@ MIGRATIONS: tuple[Migration, ...] = (
             # Reviews, approvers' answers and just-in-time grants (hoopgw.approvals.service).
             """
             CREATE TABLE reviews (
+                {rowid}
                 id TEXT PRIMARY KEY,
                 kind TEXT NOT NULL,
                 status TEXT NOT NULL,
@@ -125,20 +182,20 @@ MIGRATIONS: tuple[Migration, ...] = (
                 connection TEXT NOT NULL,
                 reason TEXT NOT NULL,
                 approvers TEXT NOT NULL,
-                required INTEGER NOT NULL,
-                created_at REAL NOT NULL,
+                required {int} NOT NULL,
+                created_at {real} NOT NULL,
                 session_id TEXT NOT NULL,
-                command_seq INTEGER NOT NULL,
+                command_seq {int} NOT NULL,
                 statement TEXT NOT NULL,
-                hold_until REAL,
-                timed_out_at REAL,
-                valid_for REAL NOT NULL,
-                duration REAL,
-                decided_at REAL,
+                hold_until {real},
+                timed_out_at {real},
+                valid_for {real} NOT NULL,
+                duration {real},
+                decided_at {real},
                 decided_by TEXT NOT NULL,
                 decision_reason TEXT NOT NULL,
-                valid_until REAL,
-                used_at REAL,
+                valid_until {real},
+                used_at {real},
                 grant_id TEXT NOT NULL
             )
             """,
@@ -146,28 +203,30 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX reviews_rerun ON reviews (requester, connection, status)",
             """
             CREATE TABLE review_votes (
+                {rowid}
                 review_id TEXT NOT NULL REFERENCES reviews (id),
                 identity TEXT NOT NULL,
-                approve INTEGER NOT NULL,
+                approve {int} NOT NULL,
                 reason TEXT NOT NULL,
-                decided_at REAL NOT NULL,
+                decided_at {real} NOT NULL,
                 PRIMARY KEY (review_id, identity)
             )
             """,
             """
             CREATE TABLE grants (
+                {rowid}
                 id TEXT PRIMARY KEY,
                 review_id TEXT NOT NULL REFERENCES reviews (id),
                 identity TEXT NOT NULL,
                 connection TEXT NOT NULL,
                 reason TEXT NOT NULL,
                 approved_by TEXT NOT NULL,
-                created_at REAL NOT NULL,
-                expires_at REAL NOT NULL,
-                revoked_at REAL,
+                created_at {real} NOT NULL,
+                expires_at {real} NOT NULL,
+                revoked_at {real},
                 revoked_by TEXT NOT NULL,
                 revoke_reason TEXT NOT NULL,
-                ended_at REAL
+                ended_at {real}
             )
             """,
             "CREATE INDEX grants_identity ON grants (identity, connection, expires_at)",
@@ -184,9 +243,9 @@ MIGRATIONS: tuple[Migration, ...] = (
                 groups TEXT NOT NULL,
                 public_key TEXT NOT NULL,
                 comment TEXT NOT NULL,
-                created_at REAL NOT NULL,
-                revoked_at REAL,
-                last_used_at REAL
+                created_at {real} NOT NULL,
+                revoked_at {real},
+                last_used_at {real}
             )
             """,
         ),
@@ -198,8 +257,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             # set in the transaction that appends it, so a restart knows what to append again.
             """
             CREATE TABLE audit_journal_mark (
-                id INTEGER PRIMARY KEY CHECK (id = 1),
-                applied INTEGER NOT NULL
+                id {int} PRIMARY KEY CHECK (id = 1),
+                applied {int} NOT NULL
             )
             """,
             "INSERT INTO audit_journal_mark (id, applied) VALUES (1, 0)",
@@ -222,13 +281,55 @@ MIGRATIONS: tuple[Migration, ...] = (
                 name TEXT PRIMARY KEY,
                 token_id TEXT NOT NULL UNIQUE,
                 token_sha256 TEXT NOT NULL,
-                created_at REAL NOT NULL,
-                revoked_at REAL,
-                last_seen_at REAL,
-                online INTEGER NOT NULL DEFAULT 0,
+                created_at {real} NOT NULL,
+                revoked_at {real},
+                last_seen_at {real},
+                online {int} NOT NULL DEFAULT 0,
                 address TEXT
             )
             """,
+        ),
+    ),
+    Migration(
+        version=7,
+        statements=(
+            # Several gateway instances share a PostgreSQL store: each appends its own hash
+            # chain, named by its instance id ('' for the one chain of a SQLite store), with its
+            # own seq from 1 and its own local audit journal.
+            "ALTER TABLE audit_records ADD COLUMN instance TEXT NOT NULL DEFAULT ''",
+            "CREATE UNIQUE INDEX audit_records_chain ON audit_records (instance, seq)",
+            """
+            CREATE TABLE audit_journal_marks (
+                instance TEXT PRIMARY KEY,
+                applied {int} NOT NULL
+            )
+            """,
+            "INSERT INTO audit_journal_marks (instance, applied)"
+            " SELECT '', applied FROM audit_journal_mark WHERE applied > 0",
+            "DROP TABLE audit_journal_mark",
+            # The instance that holds a review's statement (or took the access request): only
+            # it aborts the review when it restarts or stops.
+            "ALTER TABLE reviews ADD COLUMN instance TEXT NOT NULL DEFAULT ''",
+            "ALTER TABLE reviews ADD COLUMN decision_recorded_at {real}",
+            # Each instance's audit writer: when it started and whether it stopped with its
+            # journal drained (hoopgw audit verify reports one that did not).
+            """
+            CREATE TABLE audit_writers (
+                instance TEXT PRIMARY KEY,
+                journal TEXT NOT NULL,
+                started_at {real} NOT NULL,
+                stopped_at {real}
+            )
+            """,
+            # Failed logins per client host, counted by every instance (hoopgw.throttle).
+            """
+            CREATE TABLE login_failures (
+                host TEXT PRIMARY KEY,
+                failures {int} NOT NULL,
+                last_at {real} NOT NULL
+            )
+            """,
+            "CREATE INDEX login_failures_last ON login_failures (last_at)",
         ),
     ),
 )
@@ -238,22 +339,23 @@ LATEST_VERSION = MIGRATIONS[-1].version
 """The schema version this code writes."""
 
 
-def current_version(conn: sqlite3.Connection) -> int:
+def current_version(conn: Any, dialect: Dialect = SQLITE) -> int:
     """The schema version of the store behind ``conn``; 0 for an empty store."""
-    exists = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
-    ).fetchone()
+    exists = conn.execute(dialect.has_table, ("schema_version",)).fetchone()
     if exists is None:
         return 0
     row = conn.execute("SELECT version FROM schema_version").fetchone()
     return 0 if row is None else int(row[0])
 
 
-def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIONS) -> int:
+def migrate(
+    conn: Any, migrations: Sequence[Migration] = MIGRATIONS, dialect: Dialect = SQLITE
+) -> int:
     """Apply the migrations the store has not had yet.
 
-    ``conn`` must be in autocommit mode (``isolation_level=None``): each migration runs in its
-    own ``BEGIN IMMEDIATE`` transaction, which also keeps two processes from migrating at once.
+    ``conn`` is a :mod:`sqlite3` connection in autocommit mode (``isolation_level=None``), or
+    one that behaves like it (:class:`hoopgw.store.postgres.PgConnection`): each migration runs
+    in its own transaction, begun with :attr:`Dialect.begin`.
 
     :return: the schema version now in place.
     :raises StoreError: if the store is newer than ``migrations`` know, or a statement fails.
@@ -261,24 +363,25 @@ def migrate(conn: sqlite3.Connection, migrations: Sequence[Migration] = MIGRATIO
     known = migrations[-1].version if migrations else 0
     try:
         for migration in migrations:
-            conn.execute("BEGIN IMMEDIATE")
+            for statement in dialect.begin:
+                conn.execute(statement)
             try:
-                version = _checked_version(conn, known)
+                version = _checked_version(conn, known, dialect)
                 if version < migration.version:
                     for statement in migration.statements:
-                        conn.execute(statement)
+                        conn.execute(dialect.render(statement))
                     _set_version(conn, migration.version)
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
-        return _checked_version(conn, known)
+        return _checked_version(conn, known, dialect)
     except sqlite3.Error as exc:
         raise StoreError(f"store migration failed: {exc}") from exc
 
 
-def _checked_version(conn: sqlite3.Connection, known: int) -> int:
-    version = current_version(conn)
+def _checked_version(conn: Any, known: int, dialect: Dialect) -> int:
+    version = current_version(conn, dialect)
     if version > known:
         raise StoreError(
             f"the store's schema is at version {version}, newer than this hoopgw knows "
@@ -287,7 +390,7 @@ def _checked_version(conn: sqlite3.Connection, known: int) -> int:
     return version
 
 
-def _set_version(conn: sqlite3.Connection, version: int) -> None:
+def _set_version(conn: Any, version: int) -> None:
     conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
     conn.execute("DELETE FROM schema_version")
     conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))

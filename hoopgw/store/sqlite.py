@@ -16,11 +16,11 @@ from typing import Any
 
 from hoopgw.audit.chain import (
     DURABILITY_KIND,
-    GENESIS_HASH,
     PRUNED_KIND,
     AuditRecord,
     Durability,
     canonical_json,
+    chain_genesis,
     pruned_entry,
     record_hash,
 )
@@ -29,6 +29,7 @@ from hoopgw.records import AuditEntry
 from hoopgw.store import migrations
 from hoopgw.store.base import ApiKeyRecord, Store
 from hoopgw.store.sqlite_agents import SQLiteAgentStore
+from hoopgw.store.sqlite_instances import SQLiteInstanceStore
 from hoopgw.store.sqlite_reviews import SQLiteReviewStore
 from hoopgw.store.sqlite_rows import (
     COMMAND_COLUMNS,
@@ -44,7 +45,7 @@ from hoopgw.store.sqlite_rows import (
 )
 from hoopgw.store.sqlite_ssh_keys import SQLiteSshKeyStore
 
-_RECORD_COLUMNS = "seq, kind, session_id, time, data, prev_hash, hash"
+_RECORD_COLUMNS = "seq, kind, session_id, time, data, prev_hash, hash, instance"
 _SESSION_COLUMNS = (
     "id, connection, protocol, target, identity, groups, method, credential_id, client_address, "
     "client_tls, upstream_tls, started_at, ended_at, end_reason, command_count, attributes"
@@ -82,11 +83,18 @@ def _create_private(path: str) -> None:
         os.close(fd)
 
 
-class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, SQLiteAgentStore, Store):
+class SQLiteStore(
+    SQLiteReviewStore, SQLiteSshKeyStore, SQLiteAgentStore, SQLiteInstanceStore, Store
+):
     """A :class:`~hoopgw.store.base.Store` in one SQLite file.
 
-    The connection is opened by the constructor and belongs to the thread that made it.
+    The connection is opened by the constructor and belongs to the thread that made it. Its
+    one hash chain is that of instance ``""``.
     """
+
+    instance = ""
+    """The gateway instance whose chain :meth:`append`, :meth:`records`, :meth:`prune` and the
+    journal mark are about (see :attr:`hoopgw.audit.AuditRecord.instance`)."""
 
     def __init__(self, path: str, *, busy_timeout: float = 10.0) -> None:
         """
@@ -136,6 +144,12 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, SQLiteAgentStore, Store)
 
     # -- audit ---------------------------------------------------------------------------------
 
+    def chain(self, instance: str) -> Store:
+        """See :meth:`Store.chain`: a SQLite store holds the one chain ``""``."""
+        if instance != self.instance:
+            raise StoreError(f"a SQLite store holds no chain of instance {instance!r}")
+        return self
+
     def append(
         self, entries: Sequence[AuditEntry], *, journal_mark: int | None = None
     ) -> list[AuditRecord]:
@@ -146,26 +160,30 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, SQLiteAgentStore, Store)
             records = self._append(entries)
             if journal_mark is not None:
                 self._conn.execute(
-                    "UPDATE audit_journal_mark SET applied = ? WHERE id = 1", (journal_mark,)
+                    "INSERT INTO audit_journal_marks (instance, applied) VALUES (?, ?)"
+                    " ON CONFLICT (instance) DO UPDATE SET applied = excluded.applied",
+                    (self.instance, journal_mark),
                 )
             return records
 
     def journal_mark(self) -> int:
         """See :meth:`Store.journal_mark`."""
         with self._errors_as_store_error("read the audit journal mark"):
-            (applied,) = self._conn.execute(
-                "SELECT applied FROM audit_journal_mark WHERE id = 1"
+            row = self._conn.execute(
+                "SELECT applied FROM audit_journal_marks WHERE instance = ?", (self.instance,)
             ).fetchone()
-            return int(applied)
+            return 0 if row is None else int(row[0])
 
     def _append(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
         """Append inside the caller's transaction."""
         last = self._conn.execute(
-            "SELECT seq, hash FROM audit_records ORDER BY seq DESC LIMIT 1"
+            "SELECT seq, hash FROM audit_records WHERE instance = ? ORDER BY seq DESC LIMIT 1",
+            (self.instance,),
         ).fetchone()
-        seq, prev_hash = (last[0], last[1]) if last else (0, GENESIS_HASH)
+        seq, prev_hash = (last[0], last[1]) if last else (0, chain_genesis(self.instance))
         records = []
         rows = []
+        instance = self.instance
         for entry in entries:
             seq += 1
             text = canonical_json(entry.data)
@@ -178,7 +196,9 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, SQLiteAgentStore, Store)
                 prev_hash=prev_hash,
                 data_json=text,
             )
-            rows.append((seq, entry.kind, entry.session_id, entry.time, text, prev_hash, digest))
+            rows.append(
+                (seq, entry.kind, entry.session_id, entry.time, text, prev_hash, digest, instance)
+            )
             records.append(
                 AuditRecord(
                     seq=seq,
@@ -188,12 +208,13 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, SQLiteAgentStore, Store)
                     data=entry.data,
                     prev_hash=prev_hash,
                     hash=digest,
+                    instance=instance,
                 )
             )
             prev_hash = digest
         self._conn.executemany(
-            "INSERT INTO audit_records (seq, kind, session_id, time, data, prev_hash, hash)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO audit_records ({_RECORD_COLUMNS})"  # noqa: S608 -- fixed fragments
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
         self._project(records)
@@ -204,8 +225,8 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, SQLiteAgentStore, Store)
         with self._errors_as_store_error("read audit records"):
             cursor = self._conn.execute(
                 f"SELECT {_RECORD_COLUMNS} FROM audit_records"  # noqa: S608 -- fixed fragments
-                " WHERE seq > ? ORDER BY seq",
-                (after_seq,),
+                " WHERE instance = ? AND seq > ? ORDER BY seq",
+                (self.instance, after_seq),
             )
             for row in cursor:
                 yield audit_record(row)
@@ -226,27 +247,33 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, SQLiteAgentStore, Store)
         with self._errors_as_store_error("read the last audit record"):
             row = self._conn.execute(
                 f"SELECT {_RECORD_COLUMNS} FROM audit_records"  # noqa: S608 -- fixed fragments
-                " ORDER BY seq DESC LIMIT 1"
+                " WHERE instance = ? ORDER BY seq DESC LIMIT 1",
+                (self.instance,),
             ).fetchone()
             return None if row is None else audit_record(row)
 
     def prune(self, *, older_than: float, now: float) -> AuditRecord | None:
         """See :meth:`Store.prune`."""
         with self._errors_as_store_error("prune audit records"), self._transaction():
-            bounds = self._conn.execute("SELECT min(seq), max(seq) FROM audit_records").fetchone()
+            instance = self.instance
+            bounds = self._conn.execute(
+                "SELECT min(seq), max(seq) FROM audit_records WHERE instance = ?", (instance,)
+            ).fetchone()
             if bounds[0] is None:
                 return None
             first_seq, head_seq = bounds
             # By seq, not by time alone: only a prefix may go, or the chain would have a gap.
             young = self._conn.execute(
-                "SELECT seq FROM audit_records WHERE time >= ? ORDER BY seq LIMIT 1",
-                (older_than,),
+                "SELECT seq FROM audit_records WHERE instance = ? AND time >= ?"
+                " ORDER BY seq LIMIT 1",
+                (instance, older_than),
             ).fetchone()
             last_seq = head_seq if young is None else young[0] - 1
             if last_seq < first_seq:
                 return None
             (last_hash,) = self._conn.execute(
-                "SELECT hash FROM audit_records WHERE seq = ?", (last_seq,)
+                "SELECT hash FROM audit_records WHERE instance = ? AND seq = ?",
+                (instance, last_seq),
             ).fetchone()
             self._conn.execute(
                 "CREATE TEMP TABLE IF NOT EXISTS pruned_sessions (id TEXT PRIMARY KEY)"
@@ -254,10 +281,10 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, SQLiteAgentStore, Store)
             self._conn.execute("DELETE FROM pruned_sessions")
             self._conn.execute(
                 "INSERT INTO pruned_sessions SELECT DISTINCT old.session_id"
-                " FROM audit_records AS old WHERE old.seq <= ? AND NOT EXISTS"
-                " (SELECT 1 FROM audit_records AS kept"
-                " WHERE kept.session_id = old.session_id AND kept.seq > ?)",
-                (last_seq, last_seq),
+                " FROM audit_records AS old WHERE old.instance = ? AND old.seq <= ? AND NOT EXISTS"
+                " (SELECT 1 FROM audit_records AS kept WHERE kept.session_id = old.session_id"
+                " AND (kept.instance <> ? OR kept.seq > ?))",
+                (instance, last_seq, instance, last_seq),
             )
             (sessions_removed,) = self._conn.execute(
                 "SELECT count(*) FROM sessions WHERE id IN (SELECT id FROM pruned_sessions)"
@@ -280,7 +307,9 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, SQLiteAgentStore, Store)
                 "DELETE FROM commands WHERE session_id IN (SELECT id FROM pruned_sessions)"
             )
             self._conn.execute("DELETE FROM sessions WHERE id IN (SELECT id FROM pruned_sessions)")
-            self._conn.execute("DELETE FROM audit_records WHERE seq <= ?", (last_seq,))
+            self._conn.execute(
+                "DELETE FROM audit_records WHERE instance = ? AND seq <= ?", (instance, last_seq)
+            )
             self._conn.execute("DELETE FROM pruned_sessions")
         return record
 
@@ -290,15 +319,16 @@ class SQLiteStore(SQLiteReviewStore, SQLiteSshKeyStore, SQLiteAgentStore, Store)
         start (``first_seq``) carried. The index on (session_id, seq) finds records of no
         session."""
         mode = self._conn.execute(
-            "SELECT data FROM audit_records WHERE session_id = '' AND kind = ? AND seq <= ?"
-            " ORDER BY seq DESC LIMIT 1",
-            (DURABILITY_KIND, last_seq),
+            "SELECT data FROM audit_records WHERE session_id = '' AND kind = ? AND instance = ?"
+            " AND seq <= ? ORDER BY seq DESC LIMIT 1",
+            (DURABILITY_KIND, self.instance, last_seq),
         ).fetchone()
         if mode is not None:
             return Durability.from_dict(json.loads(mode[0]))
         for (data,) in self._conn.execute(
-            "SELECT data FROM audit_records WHERE session_id = '' AND kind = ? ORDER BY seq DESC",
-            (PRUNED_KIND,),
+            "SELECT data FROM audit_records WHERE session_id = '' AND kind = ? AND instance = ?"
+            " ORDER BY seq DESC",
+            (PRUNED_KIND, self.instance),
         ):
             pruning = json.loads(data)
             if pruning.get("last_seq") == first_seq - 1:

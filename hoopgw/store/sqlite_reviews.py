@@ -60,6 +60,11 @@ class SQLiteReviewStore(ReviewStore):
     _conn: sqlite3.Connection
     path: str
 
+    _APPROVER_MATCH = (
+        "EXISTS (SELECT 1 FROM json_each(reviews.approvers) WHERE json_each.value IN ({marks}))"
+    )
+    """Whether one of a review's approver groups is among ``{marks}`` (the dialect's JSON)."""
+
     @contextlib.contextmanager
     def _review_errors(self, action: str) -> Iterator[None]:
         try:
@@ -67,7 +72,7 @@ class SQLiteReviewStore(ReviewStore):
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"cannot {action}: it exists already ({exc})") from exc
         except (sqlite3.Error, TypeError, ValueError) as exc:
-            raise StoreError(f"cannot {action} in SQLite store {self.path!r}: {exc}") from exc
+            raise StoreError(f"cannot {action} in the store {self.path}: {exc}") from exc
 
     def _insert(self, record: Any, action: str) -> None:
         names = _columns(type(record))
@@ -117,10 +122,8 @@ class SQLiteReviewStore(ReviewStore):
         if visible_to is not None:
             name, groups = visible_to
             marks = ", ".join("?" for _ in groups) or "NULL"
-            where.append(
-                "(requester = ? OR EXISTS (SELECT 1 FROM json_each(reviews.approvers)"  # noqa: S608 -- placeholders only
-                f" WHERE json_each.value IN ({marks})))"
-            )
+            match = self._APPROVER_MATCH.format(marks=marks)  # placeholders only
+            where.append(f"(requester = ? OR {match})")
             params.extend([name, *sorted(groups)])
         return self._select(
             ReviewRecord,

@@ -9,8 +9,8 @@ from typing import Any
 
 from hoopgw.audit.chain import AuditRecord, shown_text
 from hoopgw.errors import StoreError
-from hoopgw.scram import ScramVerifier
-from hoopgw.store.base import ApiKeyRecord
+from hoopgw.secrets import ScramVerifier
+from hoopgw.store.base import ApiKeyRecord, WriterState
 
 COMMAND_COLUMNS = (
     "seq, kind, text, parameter_count, statement_name, received_at, verdict, verdict_reason, "
@@ -52,7 +52,7 @@ def row_dict(value: Any) -> dict[str, Any]:
 
 
 def audit_record(row: tuple[Any, ...]) -> AuditRecord:
-    seq, kind, session_id, time, data, prev_hash, digest = row
+    seq, kind, session_id, time, data, prev_hash, digest, instance = row
     try:
         decoded = json.loads(data)
     except (TypeError, ValueError) as exc:
@@ -65,6 +65,18 @@ def audit_record(row: tuple[Any, ...]) -> AuditRecord:
         data=decoded,
         prev_hash=prev_hash,
         hash=digest,
+        instance=instance,
+    )
+
+
+def writer_state(row: tuple[Any, ...]) -> WriterState:
+    instance, journal, started_at, stopped_at, running = row
+    return WriterState(
+        instance=instance,
+        journal=journal,
+        started_at=started_at,
+        stopped_at=stopped_at,
+        running=None if running is None else bool(running),
     )
 
 

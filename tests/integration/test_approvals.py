@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 
 # Loaded by tests/conftest.py (tests are no package).
@@ -183,22 +183,14 @@ def test_held_delete_runs_once_another_identity_approves_through_the_cli(
 
 
 def _audit_kinds(running: Any) -> list[str]:
-    import sqlite3
-
-    path = running.config_path.parent / "hoopgw.db"
-    with sqlite3.connect(path) as db:
-        return [row[0] for row in db.execute("SELECT kind FROM audit_records ORDER BY seq")]
+    return [row[0] for row in running.store_query("SELECT kind FROM audit_records ORDER BY seq")]
 
 
 def _audit_records(running: Any, kind: str) -> list[dict[str, Any]]:
-    import sqlite3
-
-    path = running.config_path.parent / "hoopgw.db"
-    with sqlite3.connect(path) as db:
-        return [
-            json.loads(row[0])
-            for row in db.execute("SELECT data FROM audit_records WHERE kind = ?", (kind,))
-        ]
+    rows = running.store_query(
+        "SELECT data FROM audit_records WHERE kind = ? ORDER BY seq", (kind,)
+    )
+    return [json.loads(row[0]) for row in rows]
 
 
 def test_denied_statement_gets_the_approvers_reason(setup: Setup, pg_server: Any) -> None:

@@ -311,6 +311,27 @@ def test_a_form_posted_from_another_site_is_refused(
     held.join()
 
 
+def test_an_audit_export_linked_from_another_site_is_refused(
+    console: Console, browser: Any
+) -> None:
+    # A GET that writes a record in the auditor's name: the link's navigation carries the
+    # Lax cookie, so the console must tell it from its own export button.
+    sign_in(browser, console, "carol")
+    export = f"{console.url}/console/audit/export?kind=console_signed_in"
+    page = f'<a id="go" href="{export}">the quarterly report</a>'.encode()
+    with _serve(page) as other_site:
+        browser.get(other_site)
+        browser.find("#go").click()
+        browser.wait_for(lambda: "/console/" in browser.url, what="the console's answer")
+        browser.wait_for_text("403")
+    assert not _audit_records(console, "console_audit_export")
+    # The console's own export button still works.
+    browser.get(f"{console.url}/console/audit?kind=console_signed_in")
+    browser.find("#audit-export").click()
+    browser.downloaded(".jsonl")
+    assert _audit_records(console, "console_audit_export")
+
+
 # -- helpers ---------------------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 
 def wait_for_ended(running: Any, count: int) -> list[dict[str, Any]]:

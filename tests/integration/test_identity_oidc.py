@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 
 helper: Any = sys.modules["hoopgw_tests_oidcissuer"]  # registered by tests/conftest.py
@@ -49,13 +48,11 @@ def conninfo(running: Any, database: str, *, user: str, password: str) -> str:
 def audit_records(running: Any, kind: str, *, count: int = 1) -> list[dict[str, Any]]:
     """The data of ``kind`` records in the gateway's store, waiting for ``count`` of them
     (failure records are written without waiting for the commit)."""
-    store = running.config_path.parent / "hoopgw.db"
     deadline = time.monotonic() + 10
     while True:
-        with sqlite3.connect(store) as db:
-            rows = db.execute(
-                "SELECT data FROM audit_records WHERE kind = ? ORDER BY seq", (kind,)
-            ).fetchall()
+        rows = running.store_query(
+            "SELECT data FROM audit_records WHERE kind = ? ORDER BY seq", (kind,)
+        )
         if len(rows) >= count or time.monotonic() > deadline:
             return [json.loads(row[0]) for row in rows]
         time.sleep(0.05)

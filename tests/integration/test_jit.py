@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 
 # Loaded by tests/conftest.py (tests are no package).
@@ -74,20 +73,15 @@ def _psql(running: Any, database: str, key: str, sql: str) -> subprocess.Popen[s
 
 
 def _records(running: Any, kind: str) -> list[dict[str, Any]]:
-    with sqlite3.connect(running.config_path.parent / "hoopgw.db") as db:
-        return [
-            json.loads(row[0])
-            for row in db.execute(
-                "SELECT data FROM audit_records WHERE kind = ? ORDER BY seq", (kind,)
-            )
-        ]
+    rows = running.store_query(
+        "SELECT data FROM audit_records WHERE kind = ? ORDER BY seq", (kind,)
+    )
+    return [json.loads(row[0]) for row in rows]
 
 
 def _end_reasons(running: Any) -> list[str]:
-    with sqlite3.connect(running.config_path.parent / "hoopgw.db") as db:
-        return [
-            r[0] for r in db.execute("SELECT end_reason FROM sessions WHERE ended_at IS NOT NULL")
-        ]
+    rows = running.store_query("SELECT end_reason FROM sessions WHERE ended_at IS NOT NULL")
+    return [row[0] for row in rows]
 
 
 def _grant(admins: dict[str, Any], duration: str) -> tuple[str, str]:

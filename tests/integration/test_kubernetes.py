@@ -421,7 +421,7 @@ def test_a_terminal_exec_is_resized_and_its_lines_judged(
         shell.expect("33 101")
         shell.expect("READY> ")
         shell.sendline("touch marker")
-        shell.expect("hoopgw: refused")
+        shell.expect("hoopgw refused the command")
         shell.expect("READY> ")
         shell.send("echo typo\x7f\x7f\x7f\x7fok-$((1+1))\r")
         shell.expect("ok-2")

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import json
 import socket
-import sqlite3
 import struct
 import subprocess
 import threading
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -25,7 +23,7 @@ import pytest
 from hoopgw_masking.corpus import people
 from psycopg import errors
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 PEOPLE = people(60)
 TABLE = """
@@ -167,8 +165,7 @@ def leaks(gw: Any, relay: Relay, values: list[str]) -> list[tuple[str, str]]:
     """Stop the gateway (its store is then complete) and search everything for ``values``."""
     gw.stop()
     relay.close()
-    store = Path(gw.config_path).parent / "hoopgw.db"
-    store_bytes = b"".join(p.read_bytes() for p in (store, Path(f"{store}-wal")) if p.exists())
+    store_bytes = gw.store_bytes()
     places = {"client": relay.received, "logs": gw.stderr_text().encode(), "store": store_bytes}
     assert b"[EMAIL]" in places["client"]
     assert b"[EMAIL]" in store_bytes  # the samples and texts are there, masked
@@ -262,13 +259,12 @@ def test_no_raw_value_reaches_the_client_the_logs_or_the_store(
     values = [p[k] for p in [*PEOPLE, new] for k in identifiers if k in p]
     assert leaks(gw, relay, values) == []
     # Each command's record counts what was masked, per entity (counts, never values).
-    with sqlite3.connect(Path(gw.config_path).parent / "hoopgw.db") as store:
-        completed = [
-            json.loads(data)
-            for (data,) in store.execute(
-                "SELECT data FROM audit_records WHERE kind = 'command_completed'"
-            )
-        ]
+    completed = [
+        json.loads(data)
+        for (data,) in gw.store_query(
+            "SELECT data FROM audit_records WHERE kind = 'command_completed'"
+        )
+    ]
     counted = [c["annotations"]["masked"] for c in completed if "annotations" in c]
     # SELECT * FROM people: email in email, note, doc and tags; phone in phone, note and doc;
     # SSN in ssn and tags; card in card, note and raw; IBAN in iban and raw; IP in client_ip.
@@ -337,8 +333,7 @@ def test_startup_parameters_are_recorded_masked(gateway: Any, seeded: dict[str, 
     ) as conn:
         conn.execute("SELECT email FROM people LIMIT 1").fetchall()
     assert leaks(gw, relay, [email, card]) == []
-    store = sqlite3.connect(Path(gw.config_path).parent / "hoopgw.db")
-    [(attributes,)] = store.execute("SELECT attributes FROM sessions").fetchall()
+    [(attributes,)] = gw.store_query("SELECT attributes FROM sessions")
     recorded = json.loads(attributes)
     assert recorded["application_name"] == "[EMAIL]"
     assert "[CREDIT_CARD]" in recorded["options"]

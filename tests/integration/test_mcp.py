@@ -201,6 +201,9 @@ def test_held_delete_returns_once_a_person_approves(pg_setup: Any, pg_server: An
                 assert approved.returncode == 0, approved.stderr
             result = answer(outcome["result"])
             assert result["row_count"] == 1 and result["status"] == "DELETE 1"
+            # The gateway's notice of the hold, in the same words a native client gets.
+            waiting = f"hoopgw: held for review {pending[0]['id']} by group"
+            assert any(n.startswith(waiting) for n in result["notices"]), result["notices"]
 
     run(scenario)
     assert direct_rows(pg_server, database, "SELECT id FROM customers") == [(1,)]
@@ -443,7 +446,10 @@ def test_ssh_exec_and_refused_command(ssh_gateway: Any, tmp_path: Path) -> None:
             refused = await client.call_tool(
                 "exec", {"connection": "web", "command": f"touch {marker}; rm -rf /"}
             )
-            assert refused.is_error and "hoopgw: refused:" in text(refused), text(refused)
+            assert refused.is_error and "hoopgw refused the command:" in text(refused), text(
+                refused
+            )
+            assert "[code=HGW-DENIED rule=" in text(refused), text(refused)
 
     run(scenario)
     assert not marker.exists()

@@ -79,6 +79,7 @@ def setup(mysql_gateway: Callable[..., Any], mysql_database: Any) -> Any:
             autocommit=True,
         )
 
+    agent.key = keys["agent"]  # type: ignore[attr-defined]  # for its own admin API calls
     alice = helpers.Admin(f"http://127.0.0.1:{admin_port}", keys["alice"])
     return agent, alice, mysql_database
 
@@ -105,6 +106,7 @@ def _pending(admin: Any) -> list[dict[str, Any]]:
 
 def test_held_delete_runs_once_approved(setup: Any) -> None:
     agent, alice, database = setup
+    agent_admin = helpers.Admin(alice.url, agent.key)
     with agent() as conn:
         held = Background(conn, DELETE)
         [review] = _pending(alice)
@@ -112,6 +114,12 @@ def test_held_delete_runs_once_approved(setup: Any) -> None:
         time.sleep(0.3)
         assert held.thread.is_alive(), "the statement must wait for the review"
         assert _count(database) == 1
+        # MySQL has no unasked notice: the agent polls its session's pending review.
+        status, body = agent_admin.call("GET", "/api/sessions/live")
+        assert status == 200, body
+        [session] = body["sessions"]
+        assert session["pending_review"]["id"] == review["id"]
+        assert session["pending_review"]["approvers"] == ["dba"]
         approved = alice.cli("reviews", "approve", review["id"], "--reason", "ticket 7")
         assert approved.returncode == 0, approved.stderr
         held.join()
@@ -134,6 +142,7 @@ def test_denied_delete_gets_the_approvers_reason(setup: Any) -> None:
         assert isinstance(held.error, pymysql.err.MySQLError)
         assert held.error.args[0] == 1227
         assert "not during the sale" in str(held.error)
+        assert "[code=HGW-REFUSED]" in held.error.args[1]
     assert _count(database) == 1
 
 
@@ -168,6 +177,8 @@ def test_just_in_time_access_on_mysql(
         connect()
     assert refused.value.args[0] == 1044
     assert "just-in-time grant" in str(refused.value)
+    assert "[code=HGW-NO-ACCESS]" in refused.value.args[1]
+    assert "hoopgw access request --connection my --duration 30m" in refused.value.args[1]
 
     requested = admins["agent"].cli(
         "access", "request", "--connection", "my", "--duration", "30m", "--reason", "INC-7"

@@ -8,7 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 
 def key_id(secret: str) -> str:
@@ -67,8 +67,9 @@ def test_identity_outside_allow_groups_is_refused(recorded_gateway: Any, wire_cl
     outsider = recorded_gateway.gateway.create_key("outsider", ["interns", "readers"])
     error = refused(recorded_gateway, wire_client, user="outsider", password=outsider)
     assert error["C"] == "28000"
-    assert error["M"] == (
-        'identity "outsider" may not use connection "pg" (none of its groups is in allow_groups)'
+    assert error["M"].startswith(
+        'hoopgw refused the login: identity "outsider" may not use connection "pg"'
+        " (none of its groups is in allow_groups) [code=HGW-NO-ACCESS]. Ask the gateway's admins"
     )
 
 

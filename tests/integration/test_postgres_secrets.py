@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 PASSWORD_VARIABLE = "HOOPGW_TEST_TARGET_PASSWORD"
 
@@ -72,7 +72,7 @@ def test_target_password_never_leaks(
     log = running.stderr_text()
     assert "session" in log  # the debug log was written
     assert password not in log
-    store_bytes = (running.config_path.parent / "hoopgw.db").read_bytes()
+    store_bytes = running.store_bytes()
     assert needle not in store_bytes
 
 

@@ -17,7 +17,7 @@ from psycopg import errors
 from hoopgw.records import AuditEntry
 from hoopgw.store import open_store
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 STATEMENTS = [
     "CREATE TABLE t (id int, name text)",

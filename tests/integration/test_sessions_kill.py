@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import HOOPGW_COMMAND, RunningGateway, free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.store]
 
 
 def _as(url: str, token: str, *args: str) -> subprocess.CompletedProcess[str]:

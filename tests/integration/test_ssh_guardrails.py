@@ -68,8 +68,12 @@ def test_denied_commands_never_run_on_the_host(
     for line, reason in refused.items():
         done = client.run(line)
         assert done.returncode == 126, (line, done)
-        assert b"hoopgw: refused:" in done.stderr
+        assert b"hoopgw refused the command:" in done.stderr
         assert reason.encode() in done.stderr, (line, done.stderr)
+        # One line that names the code and the rule and says what to do next.
+        assert done.stderr.count(b"\n") == 1, done.stderr
+        assert b"[code=HGW-DENIED rule=" in done.stderr, done.stderr
+        assert b"do not retry it unchanged" in done.stderr, done.stderr
         assert not marker.exists(), line
     allowed = client.run(f"touch {marker}; rm -rf {tmp_path / 'nothing'}; echo done")
     assert allowed.returncode == 0, allowed.stderr
@@ -118,12 +122,18 @@ def test_held_command_runs_only_once_approved_through_the_cli(
     finally:
         worker.join(60)
     [done] = results
+    # The client was told at once that its command waits, in one stderr line.
+    waiting = f"hoopgw held for review {review['id']} by group dba, waiting up to ".encode()
+    assert done.stderr.startswith(waiting), done.stderr
+    assert f"hoopgw reviews approve {review['id']}".encode() in done.stderr.split(b"\n")[0]
     if decision == "approve":
         assert done.returncode == 0, done.stderr
+        assert done.stderr.count(b"\n") == 1, done.stderr
         assert marker.exists()
     else:
         assert done.returncode == 126
         assert b"ticket 9" in done.stderr
+        assert b"[code=HGW-REFUSED" in done.stderr
         assert not marker.exists()
 
 
@@ -150,7 +160,7 @@ def test_shell_lines_are_judged_when_the_connection_asks(
         shell.sendline("export PS1='READ''Y> '")  # the prompt, not the typed line's echo
         shell.expect("READY> ")
         shell.sendline(f"touch {marker}; reboot")
-        shell.expect("hoopgw: refused: command denied by guardrails \\('reboot'\\)")
+        shell.expect("hoopgw refused the command: command denied by guardrails \\('reboot'\\)")
         shell.expect("READY> ")
         shell.send("echo typo\x7f\x7f\x7f\x7fok-$((1+1))\r")
         shell.expect("ok-2")

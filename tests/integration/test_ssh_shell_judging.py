@@ -134,7 +134,7 @@ def test_a_shell_without_a_pty_is_judged_as_a_script(
     script.write_text(f"touch {marker}\n")
     # The last line has no newline: it runs at EOF, so it is judged before EOF goes on.
     done = shell(f"echo ok > {allowed}\ntouch {marker}")
-    assert b"hoopgw: refused:" in done.stderr, done
+    assert b"hoopgw refused the command:" in done.stderr, done
     assert allowed.read_text() == "ok\n"
     assert not marker.exists()
     # A pipeline split over two lines is judged whole; nothing after a refusal runs.
@@ -181,7 +181,7 @@ def test_pty_keys_that_may_run_a_line_wait_for_its_decision(
     shell = _pty_shell(pexpect, client, gateway, intr)
     try:
         shell.send(keys.replace("M", str(marker)).replace("S", str(script)))
-        shell.expect("hoopgw: refused:")
+        shell.expect("hoopgw refused the command:")
         shell.expect("READY> ")
         shell.sendline("echo still-$((20 + 1))")
         shell.expect("still-21")

@@ -12,10 +12,15 @@ The ``kubernetes`` protocol reports each API request as a command whose ``detail
     message = "deletes are reviewed"
 
 Each of ``verbs``, ``resources``, ``namespaces`` and ``names`` is a list of globs (absent or
-empty: any); ``action`` is ``allow``, ``deny`` or ``review``. A request no rule matches falls
+empty: any); ``action`` is ``allow``, ``deny`` or ``review``. A ``deny`` or ``review`` rule that
+sets ``namespaces`` also fits a list, watch or deletecollection across all namespaces, and one
+that sets ``names`` also fits a list, watch, deletecollection or create (which name no object
+in the path): they may reach what the rule names. A request no rule matches falls
 to :data:`DEFAULT_RULES`: ``portforward`` and ``proxy`` are denied, ``secrets`` are denied,
-a verb the plugin does not know is denied; the rest is allowed. Discovery (``/api``,
-``/version``, ...) has an empty resource and matches ``resources = [""]``.
+creating a ``serviceaccounts/token`` (a token for the cluster) is denied, a verb the plugin
+does not know is denied; the rest is allowed. A ``resources`` glob matches the resource
+(``pods``) or, as RBAC names it, the resource and its subresource (``pods/log``). Discovery
+(``/api``, ``/version``, ...) has an empty resource and matches ``resources = [""]``.
 """
 
 from __future__ import annotations
@@ -49,6 +54,10 @@ KNOWN_VERBS = frozenset(
 )
 """Verbs the rules know; any other is denied unless a rule allows it by name."""
 ACTIONS = ("allow", "deny", "review")
+_ALL_NAMESPACES = frozenset({"list", "watch", "deletecollection"})
+"""Verbs that, without a namespace, reach objects in every namespace."""
+_ALL_NAMES = _ALL_NAMESPACES | {"create"}
+"""Verbs that, without a name in the path, reach (or make) objects of any name."""
 _LISTS = ("verbs", "resources", "namespaces", "names")
 _KEYS = frozenset({*_LISTS, "action", "message"})
 
@@ -65,15 +74,26 @@ class KubernetesRule:
     message: str = ""
 
     def matches(self, facts: Mapping[str, Any]) -> bool:
-        """Whether the request's ``facts`` fit every list the rule sets."""
-        for field, globs in (
-            ("verb", self.verbs),
-            ("resource", self.resources),
-            ("namespace", self.namespaces),
-            ("name", self.names),
+        """Whether the request's ``facts`` fit every list the rule sets.
+
+        A rule that denies or reviews also fits a request that names no namespace (a
+        collection across all of them) or no object (a collection, a create), whatever its
+        ``namespaces`` or ``names``: such a request may reach the objects they name.
+        """
+        verb = str(facts.get("verb", ""))
+        for field, globs, reaching in (
+            ("verb", self.verbs, ()),
+            ("resource", self.resources, ()),
+            ("namespace", self.namespaces, _ALL_NAMESPACES),
+            ("name", self.names, _ALL_NAMES),
         ):
             value = str(facts.get(field, ""))
-            if globs and not any(fnmatchcase(value, glob) for glob in globs):
+            values = [value]
+            if field == "resource" and facts.get("subresource"):
+                values.append(f"{value}/{facts['subresource']}")  # RBAC's "pods/log"
+            if not globs or any(fnmatchcase(v, glob) for v in values for glob in globs):
+                continue
+            if not (value == "" and verb in reaching and self.action != "allow"):
                 return False
         return True
 
@@ -88,6 +108,12 @@ DEFAULT_RULES = (
         action="deny",
         resources=("secrets",),
         message="secrets are denied by default (allow them with a rule, and mask them)",
+    ),
+    KubernetesRule(
+        action="deny",
+        resources=("serviceaccounts/token",),
+        message="minting service account tokens is denied by default (a token for the"
+        " cluster is a way around the gateway)",
     ),
 )
 """What applies after the operator's rules."""

@@ -19,12 +19,22 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["LineStream", "MaskFields", "WatchStream", "mask_json", "mask_text"]
+__all__ = [
+    "LineStream",
+    "MaskFields",
+    "WatchStream",
+    "mask_json",
+    "mask_text",
+    "readable_secret",
+]
 
 MaskFields = Callable[[dict[str, str]], dict[str, str]]
 """Runs the ``server_output`` hooks on ``{field: text}`` and returns the fields as rewritten."""
 
 _B64 = "\x00b64"  # marks a field whose value was base64 in the document
+LAST_APPLIED = "kubectl.kubernetes.io/last-applied-configuration"
+"""The annotation ``kubectl apply`` keeps the applied object in, as JSON text: for a Secret,
+its ``data`` again (base64) or its ``stringData`` in clear."""
 
 
 def _strings(
@@ -45,6 +55,8 @@ def _strings(
     elif isinstance(node, dict):
         kind = node.get("kind")
         secret = secret or kind == "Secret"
+        if secret:
+            _applied(node)
         for key, value in node.items():
             where = f"{path}/{key}"
             if secret and key == "data" and isinstance(value, dict):
@@ -60,11 +72,31 @@ def _strings(
             _strings(value, f"{path}/{index}", False, out)
 
 
+def _applied(secret: dict[str, Any]) -> None:
+    """Parse, in place, a Secret's last-applied configuration: its values are then handed to
+    the hooks one by one (the ``data`` decoded), and it is written back as JSON text."""
+    annotations = (secret.get("metadata") or {}).get("annotations")
+    if isinstance(annotations, dict) and isinstance(annotations.get(LAST_APPLIED), str):
+        try:
+            applied = json.loads(annotations[LAST_APPLIED])
+        except ValueError:
+            return  # handed to the hooks as one text
+        if isinstance(applied, dict):
+            annotations[LAST_APPLIED] = _Applied(applied)
+
+
+class _Applied(dict[str, Any]):
+    """A last-applied configuration parsed (:func:`_applied`), written back as JSON text."""
+
+
 def _put(node: Any, path: str, masked: dict[str, str]) -> Any:
     if isinstance(node, str):
         if path + _B64 in masked:
             return base64.b64encode(masked[path + _B64].encode("utf-8")).decode("ascii")
         return masked.get(path, node)
+    if isinstance(node, _Applied):
+        put = {k: _put(v, f"{path}/{k}", masked) for k, v in node.items()}
+        return json.dumps(put, separators=(",", ":"))
     if isinstance(node, dict):
         return {k: _put(v, f"{path}/{k}", masked) for k, v in node.items()}
     if isinstance(node, list):
@@ -87,6 +119,31 @@ def mask_json(body: bytes, mask: MaskFields) -> bytes:
     if not changed:
         return body
     return json.dumps(_put(document, "", changed), separators=(",", ":")).encode("utf-8")
+
+
+def readable_secret(body: bytes) -> bytes:
+    """A Secret's JSON request ``body`` as the record shows it: each ``data`` value that is
+    base64 of UTF-8 text moved, decoded, to ``stringData`` (what the API server would read
+    the same), so that the ``audit_text`` hooks see the values, not their base64. Another
+    body is returned as it is."""
+    try:
+        document = json.loads(body.decode("utf-8"))
+    except ValueError:
+        return body
+    data = document.get("data") if isinstance(document, dict) else None
+    if not isinstance(data, dict):
+        return body
+    clear = dict(document.get("stringData") or {})
+    for name, value in list(data.items()):
+        try:
+            clear[name] = base64.b64decode(value, validate=True).decode("utf-8")
+        except (TypeError, binascii.Error, UnicodeDecodeError):
+            continue
+        del data[name]
+    if not clear:
+        return body
+    document["stringData"] = clear
+    return json.dumps(document, separators=(",", ":")).encode("utf-8")
 
 
 def mask_text(text: str, mask: MaskFields) -> str:

@@ -16,11 +16,19 @@ prefixes, a method the API does not use), and the gateway refuses the request.
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qs
+from urllib.parse import unquote_to_bytes
 
 import attrs
 
-__all__ = ["STREAMING_VERBS", "ApiRequest", "Unreadable", "classify", "exec_command", "flag"]
+__all__ = [
+    "STREAMING_VERBS",
+    "ApiRequest",
+    "Unreadable",
+    "classify",
+    "exec_command",
+    "flag",
+    "parameter",
+]
 
 STREAMING_VERBS = frozenset({"exec", "attach", "portforward", "proxy", "log"})
 """Subresources judged as verbs of their own."""
@@ -28,6 +36,7 @@ DISCOVERY_PREFIXES = ("/api", "/apis", "/version", "/openapi", "/healthz", "/liv
 """Paths outside the resource tree the gateway reads (discovery, versions, health, OpenAPI)."""
 
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]*")
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _NAMESPACE_SUBRESOURCES = frozenset({"status", "finalize"})
 _METHOD_VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch"}
 
@@ -119,7 +128,7 @@ def classify(method: str, target: str) -> ApiRequest:
     if method not in ("GET", "POST", "PUT", "PATCH", "DELETE"):
         raise Unreadable(f"method {method} is not one the Kubernetes API serves")
     parts = _segments(path)
-    params = parse_qs(query, keep_blank_values=True)
+    params = _parameters(query)
     if not parts:
         raise Unreadable("path / is outside the Kubernetes API")
     if not (
@@ -160,7 +169,7 @@ def classify(method: str, target: str) -> ApiRequest:
     if subresource in STREAMING_VERBS:
         verb = subresource
     elif method == "GET":
-        watching = watch_prefix or params.get("watch", [""])[-1] in ("true", "1")
+        watching = watch_prefix or _true(params.get("watch", []))
         verb = "watch" if watching else ("get" if name else "list")
     elif method == "DELETE":
         verb = "delete" if name else "deletecollection"
@@ -182,11 +191,53 @@ def classify(method: str, target: str) -> ApiRequest:
     )
 
 
+def _parameters(query: str) -> dict[str, list[str]]:
+    """The query's parameters as Go's ``url.ParseQuery`` reads them, in order.
+
+    Go drops a pair holding ``;`` or a bad escape, and keeps bytes that are not UTF-8, where
+    Python would keep, or replace, them: such a query is refused, not read differently.
+    """
+    params: dict[str, list[str]] = {}
+    for pair in query.split("&") if query else []:
+        if ";" in pair or _BAD_ESCAPE.search(pair):
+            raise Unreadable(f"query parameter {pair!r} is not one the API server reads")
+        key, _, value = pair.partition("=")
+        try:
+            key, value = (
+                unquote_to_bytes(part.replace("+", " ")).decode("utf-8") for part in (key, value)
+            )
+        except UnicodeDecodeError:
+            raise Unreadable(f"query parameter {pair!r} is not UTF-8") from None
+        params.setdefault(key, []).append(value)
+    return params
+
+
+def _true(values: list[str]) -> bool:
+    # The API server's boolean parameters (runtime.Convert_Slice_string_To_bool): the first
+    # value counts, and only "0" or "false" (any case) is false; "yes" or "" is true.
+    return bool(values) and values[0] != "0" and values[0].lower() != "false"
+
+
 def exec_command(query: str) -> list[str]:
-    """The argument vector of an exec request (its repeated ``command`` parameters)."""
-    return parse_qs(query, keep_blank_values=True).get("command", [])
+    """The argument vector of an exec request (its repeated ``command`` parameters).
+
+    :raises Unreadable: for a query :func:`classify` refuses.
+    """
+    return _parameters(query).get("command", [])
 
 
 def flag(query: str, name: str) -> bool:
-    """Whether the query sets the boolean parameter ``name`` (``stdin=true``, ``tty=1``)."""
-    return parse_qs(query, keep_blank_values=True).get(name, [""])[-1] in ("true", "1")
+    """Whether the API server reads the boolean parameter ``name`` as true (``stdin=true``,
+    ``tty=1``, and also ``stdin=yes`` or a bare ``stdin``).
+
+    :raises Unreadable: for a query :func:`classify` refuses.
+    """
+    return _true(_parameters(query).get(name, []))
+
+
+def parameter(query: str, name: str) -> str:
+    """The API server's value of the string parameter ``name`` (the first), or ``""``.
+
+    :raises Unreadable: for a query :func:`classify` refuses.
+    """
+    return next(iter(_parameters(query).get(name, [])), "")

@@ -32,7 +32,7 @@ from hoopgw.ledger import CommandLedger
 from hoopgw.protocol import ConnectionRuntime
 from hoopgw.session import Command, CommandOutcome, Identity, Output, SessionInfo
 from hoopgw.verdicts import Allow, Block, Hold
-from hoopgw_kubernetes.bodies import LineStream, WatchStream, mask_json
+from hoopgw_kubernetes.bodies import LineStream, WatchStream, mask_json, readable_secret
 from hoopgw_kubernetes.requests import ApiRequest, Unreadable, classify
 from hoopgw_kubernetes.settings import KubernetesSettings
 from hoopgw_kubernetes.statuses import status_body
@@ -403,8 +403,10 @@ class ApiConnection(protocol.Protocol):
         details: dict[str, Any] = api.facts()
         refusal = None
         if api.verb in WRITE_VERBS and body:
-            shown = body[: self.settings.record_body_limit].decode("utf-8", "replace")
-            more = len(body) - self.settings.record_body_limit
+            # A Secret's base64 would hide its values from the audit_text hooks (masking).
+            readable = readable_secret(body) if api.resource == "secrets" else body
+            shown = readable[: self.settings.record_body_limit].decode("utf-8", "replace")
+            more = len(readable) - self.settings.record_body_limit
             if more > 0:
                 # What is shown is cut; the digest binds a review of it to the whole body.
                 digest = hashlib.sha256(body).hexdigest()

@@ -47,7 +47,7 @@ from wsproto.utilities import LocalProtocolError, generate_accept_token
 from hoopgw.session import Command, CommandOutcome, Output
 from hoopgw.shell_lines import LineJudge
 from hoopgw.verdicts import Allow
-from hoopgw_kubernetes.requests import ApiRequest, exec_command, flag
+from hoopgw_kubernetes.requests import ApiRequest, exec_command, flag, parameter
 from hoopgw_kubernetes.upstream import connect
 
 if TYPE_CHECKING:
@@ -75,19 +75,12 @@ def stream_command(api: ApiRequest, details: dict[str, Any]) -> tuple[str, str, 
     details = dict(details)
     details["stdin"] = flag(query, "stdin")
     details["tty"] = tty = flag(query, "tty")
-    container = [v for k, v in _pairs(query) if k == "container"]
-    details["container"] = container[-1] if container else ""
+    details["container"] = parameter(query, "container")
     if tty:
         details["pty"] = {"term": "xterm", "width": 80, "height": 24}
     if api.verb == "exec":
         return shlex.join(exec_command(query)), "exec", details
     return f"attach {api.namespace}/{api.name}", "attach", details
-
-
-def _pairs(query: str) -> list[tuple[str, str]]:
-    from urllib.parse import parse_qsl
-
-    return parse_qsl(query, keep_blank_values=True)
 
 
 def _status(exit_code: int, message: str) -> bytes:

@@ -31,6 +31,7 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from hoopgw import errors as refusals
 from hoopgw.errors import (
     STORE_UNAVAILABLE,
     AccessDenied,
@@ -1218,15 +1219,17 @@ class ClientSession(protocol.Protocol):
             if refusal and not isinstance(verdict, Block):
                 verdict = Block(reason=refusal, plugin="mysql", rule="lexing")
             if verdict is None or isinstance(verdict, Block):
-                reason = verdict.reason if verdict is not None else "withdrawn"
-                message = f"hoopgw refused the command: {reason}"
-                self._complete_refused(command, message)
+                if verdict is None:
+                    verdict = Block(reason="withdrawn")
+                shown = (
+                    refusals.unreadable(verdict.reason)
+                    if verdict.rule == "lexing"
+                    else refusals.refused(verdict, connection=self.runtime.info.name)
+                )
+                self._complete_refused(command, f"hoopgw {shown.message}")
+                message = shown.text()
                 if reader is not None:
-                    code = (
-                        ER_LEXING
-                        if verdict is not None and verdict.rule == "lexing"
-                        else (ER_SPECIFIC_ACCESS_DENIED)
-                    )
+                    code = ER_LEXING if verdict.rule == "lexing" else (ER_SPECIFIC_ACCESS_DENIED)
                     self._error(code, "42000", message)
                 elif refused is not None:
                     refused(message)

@@ -20,8 +20,9 @@ import hashlib
 import hmac
 import secrets
 
-from hoopgw import scram
 from hoopgw.errors import AuthenticationError
+from hoopgw.secrets import ScramVerifier, salted_password, server_key
+from hoopgw.secrets import client_key as scram_client_key
 
 __all__ = [
     "DEFAULT_MAX_ITERATIONS",
@@ -130,7 +131,7 @@ class ScramServer(_Exchange):
 
     def __init__(
         self,
-        verifier: scram.ScramVerifier,
+        verifier: ScramVerifier,
         *,
         channel_binding: None = None,
         nonce: str | None = None,
@@ -286,12 +287,12 @@ class ScramClient(_Exchange):
         _check_extensions(parts[3:])
         without_proof = f"c={_b64(_GS2_HEADER.encode())},r={nonce}"
         auth_message = f"{self._client_first_bare},{text},{without_proof}".encode()
-        salted = scram.salted_password(self._password, salt, iterations)
-        client_key = scram.client_key(salted)
+        salted = salted_password(self._password, salt, iterations)
+        client_key = scram_client_key(salted)
         stored_key = hashlib.sha256(client_key).digest()
         client_signature = hmac.digest(stored_key, auth_message, "sha256")
         proof = _xor(client_key, client_signature)
-        self._server_signature = hmac.digest(scram.server_key(salted), auth_message, "sha256")
+        self._server_signature = hmac.digest(server_key(salted), auth_message, "sha256")
         self._stage = "verify"
         return f"{without_proof},p={_b64(proof)}".encode()
 

@@ -17,10 +17,11 @@ from collections import deque
 from typing import Any
 
 import attrs
-from twisted.internet import defer, protocol
+from twisted.internet import defer, protocol, task
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from hoopgw import errors as refusals
 from hoopgw.errors import (
     STORE_UNAVAILABLE,
     AccessDenied,
@@ -31,7 +32,7 @@ from hoopgw.errors import (
 )
 from hoopgw.ledger import CommandLedger
 from hoopgw.protocol import ConnectionRuntime
-from hoopgw.scram import DEFAULT_ITERATIONS, ScramVerifier
+from hoopgw.secrets import DEFAULT_ITERATIONS, ScramVerifier
 from hoopgw.session import (
     Column,
     Command,
@@ -72,6 +73,9 @@ READ_ONLY_SETTING = "default_transaction_read_only"
 # A refused command is replaced upstream by this text: it is a syntax error, so the server
 # runs nothing, fails the transaction exactly as a real error would, and answers in order.
 REFUSED_STATEMENT = "hoopgw refused the statement"
+
+HELD_SQLSTATE = "01000"
+"""SQLSTATE of the NOTICE that tells a client its statement waits for review (warning)."""
 
 # SQLSTATE of a statement or session refused because the gateway cannot lex it exactly.
 LEXING_REFUSED = "0A000"
@@ -160,6 +164,7 @@ class ClientSession(protocol.Protocol):
         self._columns_for: Request | None = None
         self._to_upstream: list[bytes] = []
         self._closed = False
+        self._held_notices: task.LoopingCall | None = None  # NOTICEs of a held statement
         self._terminated = False  # the client sent Terminate
         self._auth_timer: Any = None
         self._gate: ReadGate | None = None
@@ -1053,9 +1058,16 @@ class ClientSession(protocol.Protocol):
         and its answer arrives in order with everything forwarded before. Its error is swallowed
         and the gateway's own goes to the client.
         """
+        detail = hint = None
         if verdict is not None:
-            message = f"hoopgw refused the command: {verdict.reason}"
-        error = m.error_response("ERROR", code, message).encode()
+            refusal = (
+                refusals.unreadable(verdict.reason)
+                if code == LEXING_REFUSED
+                else refusals.refused(verdict, connection=self.runtime.info.name)
+            )
+            message = f"hoopgw {refusal.message}"
+            detail, hint = refusal.detail, refusal.next_step
+        error = m.error_response("ERROR", code, message, detail, hint).encode()
         progress = None
         if command is not None:
             progress = CommandProgress(
@@ -1353,6 +1365,36 @@ class ClientSession(protocol.Protocol):
 
     # -- ending ------------------------------------------------------------------------------
 
+    def statement_held(self, statement: refusals.HeldStatement) -> None:
+        """A statement of this session waits for review: tell the client now, with a NOTICE,
+        and again every :data:`~hoopgw.refusals.HELD_NOTICE_INTERVAL` seconds until it ends.
+        Notices go between whole messages, as a server's own may."""
+        self.statement_released("")
+        self._held_notices = task.LoopingCall(self._notice_held, statement)
+        self._held_notices.clock = self.runtime.reactor
+        self._held_notices.start(refusals.HELD_NOTICE_INTERVAL, now=True)
+
+    def statement_released(self, review_id: str) -> None:
+        """The review ended: stop telling the client it waits."""
+        if self._held_notices is not None and self._held_notices.running:
+            self._held_notices.stop()
+        self._held_notices = None
+
+    def _notice_held(self, statement: refusals.HeldStatement) -> None:
+        if self._closed:
+            self.statement_released("")
+            return
+        notice = refusals.held(statement, now=self._now())
+        fields = {
+            "S": "NOTICE",
+            "V": "NOTICE",
+            "C": HELD_SQLSTATE,
+            "M": f"hoopgw: {notice.message}",
+            "D": notice.detail,
+            "H": notice.next_step,
+        }
+        self.transport.write(m.NoticeResponse(fields=fields).encode())
+
     def terminate(self, reason: str) -> None:
         """End the session with a FATAL error to the client (gateway shutdown, revoked access)."""
         self._fatal("57P01", f"terminating connection: {reason}", reason=reason)
@@ -1392,6 +1434,7 @@ class ClientSession(protocol.Protocol):
         self._end_session(reason or message)
 
     def _end_session(self, reason: str) -> None:
+        self.statement_released("")
         self.runtime.sessions.remove(self)
         ledger = self._ledger
         if self.session is None or ledger is None:

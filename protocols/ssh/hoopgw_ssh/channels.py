@@ -24,9 +24,10 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from hoopgw import errors as refusals
 from hoopgw.session import Command, CommandOutcome, Output
 from hoopgw.shell_lines import LineJudge, parse_modes, unfollowable_modes
-from hoopgw.verdicts import Allow
+from hoopgw.verdicts import Allow, Block
 from hoopgw_ssh.options import SshConfig, ssh_config
 from hoopgw_ssh.outstream import OutputBuffer
 from hoopgw_ssh.relay import WINDOW_SIZE, RelayChannel
@@ -230,9 +231,14 @@ class SessionChannel(RelayChannel):
         if kind == b"subsystem" and not (text == "sftp" and self.settings.allow_sftp):
             return False
         command = self.command = self.session.new_command(text, kind.decode(), details)
-        verdict = await self.session.decide(command)
-        if refusal is not None or not isinstance(verdict, Allow):
-            self._refuse(refusal or verdict.reason)
+        verdict = await self.session.decide(command, held=self._tell_held)
+        if refusal is not None:
+            self._refuse(refusal, refusals.unreadable(refusal))
+            return True
+        if not isinstance(verdict, Allow):  # fail closed: only an Allow runs it
+            block = verdict if isinstance(verdict, Block) else Block(reason="no verdict; refused")
+            connection = self.session.runtime.info.name
+            self._refuse(block.reason, refusals.refused(block, connection=connection))
             return True
         if self.peer is None:
             self.session.complete(command, CommandOutcome(status="aborted"))
@@ -259,12 +265,20 @@ class SessionChannel(RelayChannel):
             self.conn.adjustWindow(self, owed)  # withheld while the input waited
         return True
 
-    def _refuse(self, reason: str) -> None:
-        """Tell the client why, exit with :data:`EXIT_REFUSED`, close; nothing ran."""
+    def _tell_held(self, statement: refusals.HeldStatement) -> None:
+        """The command waits for review: one line on stderr says so (before its reply)."""
+        if self._closed or self.session.is_closed:
+            return
+        notice = refusals.held(statement, now=self.session.runtime.reactor.seconds())
+        self.writeExtended(STDERR, f"{notice.text()}\r\n".encode("utf-8", "replace"))
+
+    def _refuse(self, reason: str, shown: refusals.Refusal) -> None:
+        """Tell the client why (``shown``, one line on stderr), exit with
+        :data:`EXIT_REFUSED`, close; nothing ran. ``reason`` is what the record keeps."""
         command = self.command
         assert command is not None
         self.session.complete(command, CommandOutcome(status="blocked", error_message=reason))
-        message = f"hoopgw: refused: {reason}\r\n".encode("utf-8", "replace")
+        message = f"{shown.text()}\r\n".encode("utf-8", "replace")
 
         def tell() -> None:
             # After the request's reply, so a client sees the refusal as the command's output.

@@ -11,6 +11,7 @@ any step ends the client connection with an SSH disconnect message that says why
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from twisted.conch import avatar, error
@@ -20,7 +21,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hoopgw.errors import AccessDenied, ConfigError
+from hoopgw.errors import AccessDenied, ConfigError, HeldStatement
 from hoopgw.ledger import CommandLedger
 from hoopgw.protocol import ConnectionRuntime
 from hoopgw.session import Command, CommandOutcome, Identity, SessionInfo
@@ -71,6 +72,7 @@ class GatewaySession(avatar.ConchUser):
         self._transport = transport
         self._ledger = CommandLedger(runtime.chain, info)
         self._closed = False
+        self._waiting: dict[int, Callable[[HeldStatement], None]] = {}  # seq -> tell held
         self.channelLookup = {b"session": SessionChannel, b"direct-tcpip": DirectTcpipChannel}
         upstream.on_lost = self.terminate
         from hoopgw_ssh.channels import open_reverse_channel
@@ -108,16 +110,33 @@ class GatewaySession(avatar.ConchUser):
             self.terminate("command recording failed; session ended")
             raise
 
-    def decide(self, command: Command) -> defer.Deferred[Allow | Block]:
+    def decide(
+        self, command: Command, held: Callable[[HeldStatement], None] | None = None
+    ) -> defer.Deferred[Allow | Block]:
         """Decide ``command`` with the chain. When the session ends first, the decision is
         cancelled (a pending review is withdrawn) and fires with ``Block``; a command left
-        open is aborted."""
+        open is aborted.
+
+        :param held: called if the command is held for review, to tell the client it waits.
+        """
 
         def withdrawn(failure: Failure) -> Block:
             failure.trap(defer.CancelledError)
             return Block(reason="withdrawn: the session ended")
 
-        return self._ledger.decide(command).addErrback(withdrawn)
+        def settled(result: Any) -> Any:
+            self._waiting.pop(command.seq, None)
+            return result
+
+        if held is not None:
+            self._waiting[command.seq] = held
+        return self._ledger.decide(command).addBoth(settled).addErrback(withdrawn)
+
+    def statement_held(self, statement: HeldStatement) -> None:
+        """One of this session's commands waits for review: tell whoever asked for it."""
+        tell = self._waiting.pop(statement.command_seq, None)
+        if tell is not None:
+            tell(statement)
 
     @property
     def is_closed(self) -> bool:

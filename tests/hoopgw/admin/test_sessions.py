@@ -10,6 +10,7 @@ from twisted.internet import task
 
 from hoopgw.admin.sessions import SESSION_TERMINATED_KIND, SessionControl
 from hoopgw.approvals.service import ApprovalError
+from hoopgw.errors import HeldStatement
 from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.session import Identity
 from hoopgw.testing import FakeAuditWriter, make_session
@@ -55,6 +56,33 @@ def test_admins_and_auditors_see_every_session_others_their_own(live: Any) -> No
     mine = control.visible(AGENT)
     assert {s["identity"] for s in mine} == {"agent"}
     assert len(mine) == 2
+
+
+def test_each_session_shows_the_review_its_statement_waits_for() -> None:
+    registry = SessionRegistry()
+    waiting, idle = (
+        _Live("cccccccc-0000-4000-8000-000000000004", "agent"),
+        _Live("cccccccc-1111-4000-8000-000000000005", "agent"),
+    )
+    registry.add(waiting)  # type: ignore[arg-type]
+    registry.add(idle)  # type: ignore[arg-type]
+    control = SessionControl(sessions=registry, audit=FakeAuditWriter(), roles=ROLES, clock=None)
+    statement = HeldStatement(
+        review_id="abc123def456", command_seq=4, approvers=("dba",), hold_until=99.0, reason="r"
+    )
+    registry.statement_held(waiting.session_info.id, statement)
+    shown = {s["id"]: s["pending_review"] for s in control.visible(AGENT)}
+    assert shown == {
+        waiting.session_info.id: {
+            "id": "abc123def456",
+            "approvers": ["dba"],
+            "hold_until": 99.0,
+            "reason": "r",
+        },
+        idle.session_info.id: None,
+    }
+    registry.statement_released(waiting.session_info.id, "abc123def456")
+    assert all(s["pending_review"] is None for s in control.visible(AGENT))
 
 
 def test_an_admin_ends_a_session_by_unique_prefix_after_the_record(live: Any) -> None:

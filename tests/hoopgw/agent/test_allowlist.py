@@ -55,6 +55,14 @@ def test_a_name_never_matches_an_address_entry_and_the_other_way_round() -> None
     assert not AllowList.parse(["10.0.0.5:22"]).permits("::ffff:10.0.0.5", 22)
 
 
+def test_mapped_and_unspecified_addresses_never_match() -> None:
+    # ::ffff:127.0.0.1 is 127.0.0.1 and :: is this host, whatever IPv6 entry covers them.
+    rules = AllowList.parse(["[::/80]:22", "0.0.0.0/8:22", "[fd00::/8]:22"])
+    for host in ("::ffff:127.0.0.1", "::ffff:7f00:1", "::", "0.0.0.0", "[::ffff:10.0.0.5]"):
+        assert not rules.permits(host, 22), host
+    assert rules.permits("::5", 22)
+
+
 def test_scoped_addresses_never_match() -> None:
     assert not AllowList.parse(["[fe80::/64]:22"]).permits("fe80::1%eth0", 22)
     assert AllowList.parse(["[fe80::/64]:22"]).permits("fe80::1", 22)

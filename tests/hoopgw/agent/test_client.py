@@ -14,6 +14,7 @@ from twisted.internet.error import ConnectionRefusedError
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
+from hoopgw.agent import client as client_module
 from hoopgw.agent.backoff import Backoff
 from hoopgw.agent.client import AgentClient, GatewayLink
 from hoopgw.agent.config import AgentConfig, parse_agent_config
@@ -49,7 +50,7 @@ class TlsTransport(StringTransport):
         return Certificate(self.der)
 
 
-def config(tmp_path: Path, **extra: str) -> AgentConfig:
+def config(tmp_path: Path, allow: str = '["db.internal:5432"]', **extra: str) -> AgentConfig:
     (tmp_path / "token").write_text(TOKEN)
     lines = "".join(f"{k} = {v}\n" for k, v in extra.items())
     return parse_agent_config(
@@ -57,13 +58,13 @@ def config(tmp_path: Path, **extra: str) -> AgentConfig:
         'gateway = "gw.example.com:8444"\n'
         'token = "file:token"\n'
         f'pin = "sha256:{PIN.hex()}"\n'
-        'allow = ["db.internal:5432"]\n' + lines,
+        f"allow = {allow}\n" + lines,
         base_dir=tmp_path,
     )
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, **extra: str) -> None:
+    def __init__(self, tmp_path: Path, **extra: Any) -> None:
         self.reactor = MemoryReactorClock()
         self.dials: list[Any] = []
         self.targets: list[tuple[str, int, Protocol, defer.Deferred[Any]]] = []
@@ -204,7 +205,7 @@ def test_an_allowed_target_is_connected_and_answered(tmp_path: Path) -> None:
     opened, failed = _open(gateway, "DB.internal", 5432)
     harness.to_gateway()
     [(host, port, pipe, connecting)] = harness.targets
-    assert (host, port) == ("DB.internal", 5432)
+    assert (host, port) == ("db.internal", 5432)
     assert opened == []  # not before the target accepted
     pipe.makeConnection(StringTransport())
     connecting.callback(pipe)
@@ -265,3 +266,39 @@ def test_the_welcome_may_arrive_in_pieces_with_http2_behind_it(tmp_path: Path, c
     while value := transport.value():
         transport.clear()
         gateway.received(value)
+
+
+def test_streams_reset_at_once_do_not_pile_up_target_connections(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A hostile gateway asks for a stream and resets it at once, again and again: HTTP/2's
+    # stream limit frees each at once, but the agent's connection attempts would pile up.
+    monkeypatch.setattr(client_module, "MAX_CONNECTING", 8)
+    harness = Harness(tmp_path)
+    harness.client.start()
+    _, _, gateway = harness.welcome()
+    for _ in range(20):
+        gateway.open("db.internal", 5432).addErrback(lambda _: None).cancel()
+        harness.to_gateway()
+    assert len(harness.targets) == 8
+    for _, _, _, connecting in harness.targets:
+        connecting.errback(ConnectionRefusedError())
+    _open(gateway, "db.internal", 5432)
+    harness.to_gateway()
+    assert len(harness.targets) == 9  # the attempts are over: a new stream is served
+
+
+def test_the_target_connected_is_the_host_judged(tmp_path: Path) -> None:
+    # "10.0.0.5." passes the allow-list as 10.0.0.5, but a resolver takes it for a name and
+    # asks DNS: the agent must connect to the address it judged.
+    harness = Harness(tmp_path, allow='["10.0.0.5:5432", "db.internal:5432"]')
+    harness.client.start()
+    _, _, gateway = harness.welcome()
+    for asked in ("10.0.0.5.", "[10.0.0.5]", "DB.Internal."):
+        _open(gateway, asked, 5432)
+        harness.to_gateway()
+    assert [(host, port) for host, port, _, _ in harness.targets] == [
+        ("10.0.0.5", 5432),
+        ("10.0.0.5", 5432),
+        ("db.internal", 5432),
+    ]

@@ -78,9 +78,29 @@ def hub(store: SQLiteStore) -> AgentHub:
     return hub
 
 
+class TlsTransport(StringTransport):
+    """Closes as Twisted's TLS transport does: not while a producer is registered, but once
+    it is unregistered."""
+
+    closing = False
+
+    def loseConnection(self) -> None:
+        self.closing = True
+        if self.producer is None:
+            super().loseConnection()
+
+    def unregisterProducer(self) -> None:
+        super().unregisterProducer()
+        if self.closing:
+            super().loseConnection()
+
+    def abortConnection(self) -> None:
+        super().loseConnection()  # at once, producer or not
+
+
 def connect(hub: AgentHub) -> tuple[AgentLink, StringTransport]:
     link: AgentLink = hub.factory().buildProtocol(IPv4Address("TCP", "10.0.0.2", 4000))
-    transport = StringTransport(peerAddress=IPv4Address("TCP", "10.0.0.2", 4000))
+    transport = TlsTransport(peerAddress=IPv4Address("TCP", "10.0.0.2", 4000))
     link.makeConnection(transport)
     return link, transport
 

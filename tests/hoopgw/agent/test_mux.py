@@ -5,10 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
+import h2.exceptions
 import pytest
+from h2.settings import SettingCodes
 from twisted.internet.testing import StringTransport
 
-from hoopgw.agent.mux import STREAM_WINDOW, Multiplexer, Pipe, Stream
+from hoopgw.agent import mux
+from hoopgw.agent.mux import (
+    CONNECTION_WINDOW,
+    STREAM_WINDOW,
+    Multiplexer,
+    Pipe,
+    Stream,
+)
 from hoopgw.agent.wire import StreamRefused, parse_connect_request, stream_answer
 
 
@@ -191,3 +200,63 @@ def test_data_for_an_unknown_stream_is_acknowledged_and_dropped() -> None:
     agent2.dataReceived(b"fine")
     wire.pump()
     assert written(gw2) == b"fine"
+
+
+def test_a_peer_granting_windows_but_not_reading_stops_the_pipes() -> None:
+    # A hostile gateway grants the largest windows, then stops reading: the agent's connection
+    # transport reports its write buffer full, and the agent must stop reading its targets
+    # rather than buffer whatever they send for a peer that never takes it.
+    wire = Wire()
+    _, _, _, agent_pipe = wire.open()
+    wire.gateway.h2.update_settings({SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+    wire.gateway.h2.increment_flow_control_window(2**31 - 1 - CONNECTION_WINDOW)
+    wire.gateway.flush()
+    wire.pump()
+    wire.agent.pauseProducing()  # the agent's TLS transport: write buffer full
+    for _ in range(8):
+        agent_pipe.dataReceived(b"x" * STREAM_WINDOW)
+    assert agent_pipe.transport.producerState == "paused"  # type: ignore[attr-defined]
+    assert sum(map(len, wire.to_gateway)) < STREAM_WINDOW
+    wire.agent.resumeProducing()  # drained: what waits goes out
+    wire.pump()
+    assert agent_pipe.transport.producerState == "producing"  # type: ignore[attr-defined]
+
+
+def test_a_peer_flooding_pings_without_reading_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every PING needs an answer: a peer that sends them and never reads would make this side
+    # buffer the answers without bound once its connection's write buffer is full.
+    monkeypatch.setattr(mux, "MAX_BACKLOG", 4096)
+    wire = Wire()
+    wire.agent.pauseProducing()
+    wire.to_gateway.clear()
+    wire.gateway.h2.ping(b"12345678")
+    pings = wire.gateway.h2.data_to_send() * 10
+    with pytest.raises(h2.exceptions.ProtocolError):
+        for _ in range(1000):
+            wire.agent.received(pings)
+    assert sum(map(len, wire.to_gateway)) < 4096 + len(pings)
+
+
+def test_answers_written_while_paused_count_until_the_buffer_drains(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(mux, "MAX_BACKLOG", 4096)
+    wire = Wire()
+    wire.gateway.h2.ping(b"12345678")
+    ping = wire.gateway.h2.data_to_send()
+    for _ in range(3):
+        wire.agent.pauseProducing()
+        wire.agent.received(ping * (4096 // len(ping) // 2))
+        wire.agent.resumeProducing()  # drained: an honest peer reads what it asked for
+
+
+def test_an_agent_pushing_streams_is_dropped() -> None:
+    # An agent (the HTTP/2 server) may send PUSH_PROMISE frames; each would be a stream the
+    # gateway keeps for nothing, as many as the agent likes.
+    wire = Wire()
+    _, agent_stream, _, _ = wire.open()
+    promised = wire.agent.h2.get_next_available_stream_id()
+    request = [(":method", "GET"), (":scheme", "https"), (":path", "/"), (":authority", "x")]
+    wire.agent.h2.push_stream(agent_stream.id, promised, request)
+    with pytest.raises(h2.exceptions.ProtocolError):
+        wire.gateway.received(wire.agent.h2.data_to_send())

@@ -117,6 +117,32 @@ def test_approval_by_an_approver_releases_the_statement(world: World) -> None:
     assert world.events == [(review.id, "requested"), (review.id, "approved")]
 
 
+@pytest.mark.parametrize("end", ["approve", "cancel", "time out"])
+def test_the_live_session_knows_its_held_statement_until_the_review_ends(
+    world: World, end: str
+) -> None:
+    session = make_session()
+    command = make_command("DELETE FROM t WHERE id = 1", session_id=session.id)
+    decision = world.service.hold(session, command, HOLD, POLICY)
+    [review] = world.store.list_reviews()
+    held = world.sessions.held_statement(session.id)
+    assert held is not None
+    assert (held.review_id, held.command_seq, held.approvers) == (
+        review.id,
+        command.seq,
+        review.approvers,
+    )
+    assert held.hold_until == review.hold_until and held.reason == HOLD.reason
+    if end == "approve":
+        world.service.decide(review.id, ALICE, approve=True, reason="ok")
+    elif end == "cancel":
+        decision.cancel()
+    else:
+        world.clock.advance(300)
+    assert world.sessions.held_statement(session.id) is None
+    decision.addErrback(lambda failure: None)
+
+
 def test_denial_refuses_with_the_reason(world: World) -> None:
     decision = hold(world)
     [review] = world.store.list_reviews()
@@ -708,3 +734,115 @@ def test_a_statement_only_prepared_needs_no_review_its_executions_do(world: Worl
     assert isinstance(verdict, Allow) and "each execution is reviewed" in verdict.reason
     assert world.store.list_reviews() == []
     assert not world.service.hold(session, _bound(b"1"), HOLD, POLICY).called
+
+
+# -- several gateway instances on one store ---------------------------------------------------
+
+
+@attrs.define
+class Instances:
+    """Two gateway instances' approval services on one store (as on a PostgreSQL store)."""
+
+    world: World
+    a: ApprovalService
+    b: ApprovalService
+    b_audit: FakeAuditWriter
+
+
+@pytest.fixture
+def instances(world: World) -> Instances:
+    def service(instance: str, audit: FakeAuditWriter) -> ApprovalService:
+        return ApprovalService(
+            store=world.store,
+            audit=audit,  # type: ignore[arg-type]
+            reactor=world.clock,
+            connections={"test": connection()},
+            roles={"approver": ("dba",)},
+            sessions=SessionRegistry(),
+            approval_timeout=300,
+            instance=instance,
+            poll_interval=1.0,
+        )
+
+    b_audit = FakeAuditWriter()
+    a, b = service("gw-a", world.audit), service("gw-b", b_audit)
+    world.result(a.start())
+    world.result(b.start())
+    return Instances(world, a, b, b_audit)
+
+
+def hold_on(service: ApprovalService) -> Any:
+    session = make_session()
+    return service.hold(session, make_command("DELETE FROM t", session_id=session.id), HOLD, POLICY)
+
+
+def test_a_statement_held_on_one_instance_runs_once_another_approves_it(
+    instances: Instances,
+) -> None:
+    world = instances.world
+    decision = hold_on(instances.a)
+    [review] = world.store.list_reviews()
+    assert review.instance == "gw-a"
+    decided = world.result(instances.b.decide(review.id, ALICE, approve=True, reason="ok"))
+    # Held elsewhere: no re-run window opens, the statement runs once, on gw-a.
+    assert decided.valid_until is None
+    assert decided.decision_recorded_at is not None
+    assert not decision.called
+    instances.a.review_changed(review.id)
+    verdict = world.result(decision)
+    assert isinstance(verdict, Allow)
+    assert verdict.reason == f"approved by alice in review {review.id}"
+
+
+def test_an_approval_from_another_instance_waits_for_its_record(instances: Instances) -> None:
+    world = instances.world
+    decision = hold_on(instances.a)
+    [review] = world.store.list_reviews()
+    instances.b_audit.manual = True
+    instances.b.decide(review.id, ALICE, approve=True, reason="ok")
+    assert world.store.get_review(review.id).status == "approved"  # type: ignore[union-attr]
+    world.clock.advance(5)  # the look at held reviews finds it approved, but unrecorded
+    assert not decision.called
+    instances.b_audit.flush()
+    world.clock.advance(1)
+    assert isinstance(world.result(decision), Allow)
+
+
+def test_an_approval_whose_record_fails_on_the_other_instance_never_runs(
+    instances: Instances,
+) -> None:
+    world = instances.world
+    decision = hold_on(instances.a)
+    [review] = world.store.list_reviews()
+    instances.b_audit.manual = instances.b_audit.failing = True
+    failed = instances.b.decide(review.id, ALICE, approve=True, reason="ok")
+    instances.b_audit.flush()
+    failed.addErrback(lambda _: None)
+    world.clock.advance(30)
+    assert not decision.called
+    world.clock.advance(30)  # the hold (POLICY: 60 s) times out
+    assert world.result(decision).rule == "review-timeout"
+
+
+def test_a_denial_on_another_instance_refuses_at_the_next_look(instances: Instances) -> None:
+    world = instances.world
+    decision = hold_on(instances.a)
+    [review] = world.store.list_reviews()
+    world.result(instances.b.decide(review.id, ALICE, approve=False, reason="not now"))
+    world.clock.advance(1)
+    verdict = world.result(decision)
+    assert isinstance(verdict, Block)
+    assert "denied by alice" in verdict.reason and "not now" in verdict.reason
+
+
+def test_an_instance_that_starts_or_stops_aborts_only_its_own_reviews(
+    instances: Instances,
+) -> None:
+    world = instances.world
+    held_on_a = hold_on(instances.a)
+    held_on_b = hold_on(instances.b)
+    world.result(instances.b.stop())
+    assert isinstance(world.result(held_on_b), Block)
+    assert not held_on_a.called
+    statuses = {r.instance: r.status for r in world.store.list_reviews()}
+    assert statuses == {"gw-a": "pending", "gw-b": "aborted"}

@@ -434,7 +434,7 @@ def test_verify_detects_an_inserted_record(tampered):
     for seq in range(6, 2, -1):
         raw.execute("UPDATE audit_records SET seq = seq + 1 WHERE seq = ?", (seq,))
     raw.execute(
-        "INSERT INTO audit_records VALUES (3, 'command_received', 's1', 2.5, ?, ?, ?)",
+        "INSERT INTO audit_records VALUES (3, 'command_received', 's1', 2.5, ?, ?, ?, '')",
         (canonical_json(data), prev, digest),
     )
     result = verify_chain(store.records())

@@ -184,7 +184,7 @@ def test_verify_notes_records_on_their_way_while_the_gateway_runs(setup, capsys)
 def test_verify_ignores_journal_records_the_store_holds(setup, capsys):
     config, _, raw, tmp_path = setup
     journal_with(tmp_path, session("old", 1.0)).close()
-    raw.execute("UPDATE audit_journal_mark SET applied = 3")
+    raw.execute("INSERT INTO audit_journal_marks (instance, applied) VALUES ('', 3)")
     code, out, _ = run(capsys, "audit", "verify", "-c", config)
     assert code == 0 and "journal" not in out
 
@@ -221,7 +221,9 @@ def test_inserting_one_record_is_detected(setup, capsys):
     digest = record_hash(seq=5, kind="k", session_id="new", time=1.0, data={}, prev_hash=prev)
     raw.execute("UPDATE audit_records SET seq = seq + 10 WHERE seq >= 5")
     raw.execute("UPDATE audit_records SET seq = seq - 9 WHERE seq >= 15")
-    raw.execute("INSERT INTO audit_records VALUES (5, 'k', 'new', 1.0, '{}', ?, ?)", (prev, digest))
+    raw.execute(
+        "INSERT INTO audit_records VALUES (5, 'k', 'new', 1.0, '{}', ?, ?, '')", (prev, digest)
+    )
     code, out, _ = run(capsys, "audit", "verify", "-c", config)
     assert code == 1
     assert "FAILED: record 6 does not follow record 5" in out
@@ -407,3 +409,129 @@ def test_keygen_never_overwrites_a_key(tmp_path, capsys):
     assert code == 1 and out == ""
     assert "cannot create" in err
     assert out_file.read_text() == "the old key"
+
+
+# -- a PostgreSQL store shared by several gateway instances -----------------------------------
+
+
+@pytest.fixture
+def shared(tmp_path, pg_server, pg_database):
+    """A config of instance gw-a on a PostgreSQL store that gw-a and gw-b have written to,
+    and a signing key whose checkpoints each instance writes into its own folder."""
+    url = f"postgresql://postgres@{pg_server.host}:{pg_server.port}/{pg_database}"
+    key = generate_signing_key()
+    (tmp_path / "signing.pem").write_bytes(private_key_pem(key))
+    config = tmp_path / "hoopgw.toml"
+    config.write_text(
+        f'[gateway]\nstore = "{url}"\ninstance = "gw-a"\nsigning_key = "file:signing.pem"\n'
+    )
+    now = time.time()
+    from hoopgw.store import open_store
+
+    for name, offset in (("gw-a", 0), ("gw-b", 10)):
+        store = open_store(url, instance=name)
+        store.migrate()
+        store.append(session(f"{name}-old", now - 100 * DAY + offset))
+        store.append(session(f"{name}-new", now - DAY + offset))
+        head = store.last_record()
+        signed = Checkpoint(origin=KEY_NAME, seq=head.seq, hash=head.hash, time=int(now))
+        write_checkpoint_file(
+            tmp_path / "checkpoints" / name, head.seq, sign_checkpoint(signed, key)
+        )
+        store.close()
+    return config, url
+
+
+def test_verify_checks_every_instances_chain_and_checkpoint(capsys, shared) -> None:
+    config, _ = shared
+    code, out, _ = run(capsys, "audit", "verify", "-c", config, "--json")
+    assert code == 0, out
+    report = json.loads(out)
+    assert report["ok"] is True
+    assert [c["instance"] for c in report["chains"]] == ["gw-a", "gw-b"]
+    for chain in report["chains"]:
+        assert (chain["records_checked"], chain["checkpoint"]["ok"]) == (6, True)
+        assert f"/checkpoints/{chain['instance']}/" in chain["checkpoint"]["file"]
+    code, out, _ = run(capsys, "audit", "verify", "-c", config)
+    assert "chain of instance gw-b:\nok: 6 records intact" in out
+
+
+def test_a_changed_record_of_another_instance_fails_verification(capsys, shared) -> None:
+    import psycopg
+
+    config, url = shared
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE audit_records SET data = '{\"x\":1}' WHERE instance = 'gw-b' AND seq = 2"
+        )
+    code, out, _ = run(capsys, "audit", "verify", "-c", config)
+    assert code == 1
+    assert "chain of instance gw-b:\nFAILED: record 2 was changed" in out
+
+
+def test_records_moved_to_another_instances_chain_fail_verification(capsys, shared) -> None:
+    import psycopg
+
+    config, url = shared
+    with psycopg.connect(url, autocommit=True) as conn:
+        # gw-b's chain passed off as a third instance's: its genesis no longer fits.
+        conn.execute("UPDATE audit_records SET instance = 'gw-c' WHERE instance = 'gw-b'")
+    code, out, _ = run(capsys, "audit", "verify", "-c", config)
+    assert code == 1
+    assert "chain of instance gw-c:\nFAILED: record 1 does not follow" in out
+
+
+def test_verify_reports_an_instance_that_stopped_without_draining(capsys, shared) -> None:
+    from hoopgw.store import open_store
+
+    config, url = shared
+    crashed = open_store(url, instance="gw-b")
+    crashed.writer_started("host-b:/var/lib/hoopgw/gw-b.audit-journal", now=time.time())
+    running = open_store(url, instance="gw-a")
+    running.writer_started("host-a:/var/lib/hoopgw/gw-a.audit-journal", now=time.time())
+    try:
+        code, out, _ = run(capsys, "audit", "verify", "-c", config)
+        assert code == 0, out  # both writers run: their journals drain
+        crashed.close()  # as a crash would: the lock goes, the journal stays undrained
+        code, out, _ = run(capsys, "audit", "verify", "-c", config)
+        assert code == 1
+        assert (
+            "INCOMPLETE: the audit writer of instance gw-b stopped without draining its journal"
+            " host-b:/var/lib/hoopgw/gw-b.audit-journal"
+        ) in out
+        drained = open_store(url, instance="gw-b")
+        drained.writer_started("host-b:/var/lib/hoopgw/gw-b.audit-journal", now=time.time())
+        drained.writer_stopped(now=time.time())
+        drained.close()
+        code, out, _ = run(capsys, "audit", "verify", "-c", config, "--json")
+        assert code == 0, out
+        writers = {w["instance"]: w for w in json.loads(out)["writers"]}
+        assert (writers["gw-a"]["running"], writers["gw-b"]["undrained"]) == (True, False)
+    finally:
+        running.close()
+
+
+def test_a_second_writer_of_one_instance_is_refused(shared) -> None:
+    from hoopgw.errors import StoreError
+    from hoopgw.store import open_store
+
+    _, url = shared
+    first, second = open_store(url, instance="gw-a"), open_store(url, instance="gw-a")
+    try:
+        first.writer_started("host-a:/j", now=1.0)
+        with pytest.raises(StoreError, match=r"runs already .*journal host-a:/j"):
+            second.writer_started("host-2:/j", now=2.0)
+    finally:
+        first.close()
+        second.close()
+
+
+def test_prune_prunes_every_instances_chain(capsys, shared, tmp_path) -> None:
+    config, _ = shared
+    code, out, _ = run(capsys, "audit", "prune", "-c", config, "--older-than", "30d", "--json")
+    assert code == 0, out
+    chains = json.loads(out)["chains"]
+    assert [(c["instance"], c["pruned"]["last_seq"]) for c in chains] == [("gw-a", 3), ("gw-b", 3)]
+    assert all(f"/checkpoints/{c['instance']}/" in c["checkpoint"] for c in chains)
+    code, out, _ = run(capsys, "audit", "verify", "-c", config)
+    assert code == 0, out

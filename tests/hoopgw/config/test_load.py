@@ -188,7 +188,14 @@ def test_wrong_type_names_key_connection_and_types(text, key, message):
         ("shutdown_grace = -1", "gateway.shutdown_grace", "finite number, 0 or more"),
         ("log_format = 'xml'", "gateway.log_format", "must be one of text, json"),
         ("log_level = 'warning'", "gateway.log_level", "debug, info, warn, error"),
-        ("store = 'postgresql://audit@db/audit'", "gateway.store", "sqlite:///PATH"),
+        ("store = 'mysql://audit@db/audit'", "gateway.store", "postgresql://USER@HOST"),
+        ("store = 'postgresql://'", "gateway.store", "sqlite:///PATH"),
+        ("instance = 'gw-a'", "gateway.instance", "only a postgresql:// store"),
+        (
+            "store = 'postgresql://db/audit'\ninstance = 'GW A'",
+            "gateway.instance",
+            "lowercase letters",
+        ),
         ("store = 'sqlite:///'", "gateway.store", "sqlite:///PATH"),
         ("store = 'sqlite://./x.db'", "gateway.store", "sqlite:///PATH"),
         ("admin_listen = 'tcp:nope'", "gateway.admin_listen", "not a valid Twisted"),
@@ -294,6 +301,30 @@ def test_checkpoints_default_to_a_folder_next_to_the_store(tmp_path):
     assert config.checkpoint_path == tmp_path / "data" / "checkpoints"
     memory = parse('[gateway]\nstore = "sqlite:///:memory:"\n', tmp_path)
     assert memory.checkpoint_path == tmp_path / "checkpoints"
+
+
+def test_a_postgresql_store_names_the_instance_its_journal_and_checkpoints(tmp_path):
+    text = '[gateway]\nstore = "postgresql://gw@db/audit"\ninstance = "gw-a"\n'
+    config = parse(text, tmp_path)
+    assert config.store_url == "postgresql://gw@db/audit"
+    assert config.gateway.instance == "gw-a"
+    assert config.journal_path == str(tmp_path / "gw-a.audit-journal")
+    assert config.chain_checkpoint_path("gw-a") == tmp_path / "checkpoints" / "gw-a"
+    elsewhere = parse(text + 'journal_dir = "state"\n', tmp_path)
+    assert elsewhere.journal_path == str(tmp_path / "state" / "gw-a.audit-journal")
+
+
+def test_the_instance_defaults_to_the_host_name(tmp_path, monkeypatch):
+    monkeypatch.setattr("socket.gethostname", lambda: "Gateway-7.example")
+    config = parse('[gateway]\nstore = "postgres://gw@db/audit"\n', tmp_path)
+    assert config.gateway.instance == "gateway-7.example"
+
+
+def test_a_sqlite_store_has_the_one_unnamed_chain(tmp_path):
+    config = parse('[gateway]\nstore = "sqlite:///audit.db"\n', tmp_path)
+    assert config.gateway.instance == ""
+    assert config.journal_path == str(tmp_path / "audit.db.audit-journal")
+    assert config.chain_checkpoint_path("") == config.checkpoint_path
 
 
 def test_audit_durability_defaults_to_fsync_every_record(tmp_path):

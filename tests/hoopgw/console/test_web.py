@@ -16,11 +16,19 @@ from twisted.internet import defer, task
 from twisted.web.test.requesthelper import DummyRequest
 
 from hoopgw.admin.sessions import SessionControl
-from hoopgw.approvals.service import ApprovalService, ReviewPolicy
+from hoopgw.approvals.service import ApprovalService
 from hoopgw.connection import ConnectionConfig, CredentialConfig
 from hoopgw.console import pages
 from hoopgw.console.settings import ConsoleConfig
-from hoopgw.console.web import CSP, SESSION_COOKIE, SIGNED_IN_KIND, SIGNED_OUT_KIND, Console
+from hoopgw.console.web import (
+    CSP,
+    SESSION_COOKIE,
+    SIGN_IN_FAILED_KIND,
+    SIGNED_IN_KIND,
+    SIGNED_OUT_KIND,
+    Console,
+)
+from hoopgw.reviews import ReviewPolicy
 from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.session import Identity, Parameter
 from hoopgw.store.sqlite import SQLiteStore
@@ -75,6 +83,7 @@ class Site:
             clock=self.clock,
             groups=NoGroups(),
             base_dir=Path("."),
+            reserved_prefixes=("corp:",),
         )
         control = SessionControl(
             sessions=SessionRegistry(), audit=self.audit, roles=roles, clock=self.clock
@@ -234,6 +243,21 @@ def test_sign_in_sets_a_host_only_secure_cookie_and_is_audited(site: Site) -> No
     assert records[0].data["roles"] == ["approver"]
 
 
+def test_a_name_in_an_oidc_issuers_prefix_comes_only_from_that_issuer(site: Site) -> None:
+    # "corp:" names belong to the issuer with that identity_prefix: a SAML IdP (or any other
+    # sign-in method) naming "corp:alice" must not become her.
+    request = site.request("GET", "/console/saml/acs")
+    mallory = Identity(name="corp:alice", groups=frozenset({"dba"}), method="saml")
+    reply = _result(site.console.signed_in(request, mallory, "saml"))
+    assert reply.status == 403
+    assert len(site.console.sessions) == 0
+    assert not [e for e in site.audit.records if e.kind == SIGNED_IN_KIND]
+    failed = [e for e in site.audit.records if e.kind == SIGN_IN_FAILED_KIND]
+    assert failed and "corp:" in failed[0].data["reason"]
+    corp = Identity(name="corp:alice", groups=frozenset({"dba"}), method="oidc")
+    assert _result(site.console.signed_in(request, corp, "oidc:corp")).status == 303
+
+
 def test_no_session_starts_when_the_sign_in_cannot_be_recorded(site: Site) -> None:
     site.audit.failing = True
     request = site.request("GET", "/console/callback/test")
@@ -274,7 +298,13 @@ def test_a_cross_site_post_is_refused(site: Site) -> None:
     for kwargs in (
         {"origin": "https://evil.example"},
         {"origin": None},
+        {"origin": "null"},  # a sandboxed frame, a data: URL, a redirect chain
+        {"origin": ORIGIN + ".evil.example"},
+        {"origin": ORIGIN.replace("https:", "http:")},
+        {"origin": None, "headers": {"Referer": "https://evil.example/console/reviews"}},
+        {"origin": None, "headers": {"Referer": ORIGIN + "@evil.example/"}},
         {"headers": {"Sec-Fetch-Site": "cross-site"}},
+        {"headers": {"Sec-Fetch-Site": "same-site"}},
     ):
         request = site.call("POST", f"/console/reviews/{review_id}/decide", form, **kwargs)
         assert request.responseCode == 403, kwargs
@@ -332,6 +362,19 @@ def test_idle_timeout_ends_the_session(site: Site) -> None:
     assert request.responseCode == 303
     assert header(request, "location") == "/console/login?ended=idle"
     assert "without activity" in body(site.call("GET", "/console/login?ended=idle"))
+
+
+def test_the_reviews_page_refreshing_itself_is_not_activity(site: Site) -> None:
+    # An open reviews tab asks for its table every 3 seconds; an unattended browser must
+    # still be signed out after idle_timeout.
+    site.sign_in(ALICE)
+    refresh = {"x-requested-with": "hoopgw-console"}
+    for _ in range(10):
+        site.clock.advance(60)
+        assert site.call("GET", "/console/reviews?fragment=1", headers=refresh).responseCode == 200
+    site.clock.advance(300)
+    assert site.call("GET", "/console/reviews?fragment=1", headers=refresh).responseCode == 401
+    assert header(site.call("GET", "/console/reviews"), "location") == "/console/login"
 
 
 def test_absolute_timeout_ends_a_busy_session(site: Site) -> None:
@@ -465,6 +508,21 @@ def test_the_audit_export_is_json_lines_and_is_itself_audited(site: Site) -> Non
     assert [line["kind"] for line in lines] == ["command_received"]
     exports = [r for r in site.audit.records if r.kind == pages.AUDIT_EXPORT_KIND]
     assert exports and exports[0].data["by"] == "carol" and exports[0].data["records"] == 1
+
+
+@pytest.mark.parametrize("fetch_site", ["cross-site", "same-site"])
+def test_an_audit_export_another_site_starts_is_refused(site: Site, fetch_site: str) -> None:
+    # A GET that writes an audit record in the auditor's name: a link on another site
+    # (SameSite=Lax sends the cookie on a top-level navigation) must not make one.
+    _record_session(site)
+    site.sign_in(AUDITOR)
+    headers = {"sec-fetch-site": fetch_site}
+    request = site.call("GET", "/console/audit/export?kind=command_received", headers=headers)
+    assert request.responseCode == 403
+    assert not [r for r in site.audit.records if r.kind == pages.AUDIT_EXPORT_KIND]
+    headers = {"sec-fetch-site": "same-origin"}
+    request = site.call("GET", "/console/audit/export?kind=command_received", headers=headers)
+    assert request.responseCode == 200
 
 
 def test_access_is_requested_and_decided_through_the_forms(site: Site) -> None:

@@ -13,7 +13,7 @@ from hoopgw.identity.keys import (
     end_sessions_of_expired_identities,
     end_sessions_of_inactive_keys,
 )
-from hoopgw.scram import make_verifier
+from hoopgw.secrets import make_verifier
 from hoopgw.session import Identity
 from hoopgw.store import SQLiteStore
 

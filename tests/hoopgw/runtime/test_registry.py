@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+from hoopgw.errors import HeldStatement
 from hoopgw.runtime.registry import SessionRegistry
 
 
 class Live:
+    session_info: object = None
+
     def terminate(self, reason: str) -> None:
         """Not needed here."""
 
@@ -59,3 +64,49 @@ def test_a_cancel_key_needs_both_the_process_id_and_the_secret() -> None:
     registry.remove(first)
     assert registry.by_cancel_key(7, b"aaaa") is None
     assert registry.by_cancel_key(7, b"bbbb") is second
+
+
+class Waiting:
+    """A live session whose protocol tells its client about a held statement."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_info = SimpleNamespace(id=session_id)
+        self.told: list[object] = []
+
+    def terminate(self, reason: str) -> None:
+        """Not needed here."""
+
+    def statement_held(self, statement: HeldStatement) -> None:
+        self.told.append(statement)
+
+    def statement_released(self, review_id: str) -> None:
+        self.told.append(("released", review_id))
+
+
+def test_a_held_statement_is_told_to_its_session_and_kept_until_released() -> None:
+    registry = SessionRegistry()
+    waiting, other, plain = Waiting("s1"), Waiting("s2"), Live()
+    for session in (waiting, other, plain):
+        registry.add(session)
+    statement = HeldStatement(review_id="r1", command_seq=2, approvers=("dba",), hold_until=9.0)
+    registry.statement_held("s1", statement)
+    assert waiting.told == [statement] and other.told == []
+    assert registry.held_statement("s1") == statement
+    assert registry.held_statement("s2") is None
+    registry.statement_released("s1", "another review")
+    assert registry.held_statement("s1") == statement
+    registry.statement_released("s1", "r1")
+    assert registry.held_statement("s1") is None
+    assert waiting.told == [statement, ("released", "r1")]
+
+
+def test_a_session_that_cannot_tell_its_client_still_shows_its_review() -> None:
+    registry = SessionRegistry()
+    silent = Live()
+    silent.session_info = SimpleNamespace(id="s3")
+    registry.add(silent)
+    statement = HeldStatement(review_id="r2", command_seq=1, approvers=(), hold_until=1.0)
+    registry.statement_held("s3", statement)
+    assert registry.held_statement("s3") == statement
+    registry.statement_released("s3", "r2")
+    assert registry.held_statement("s3") is None

@@ -135,3 +135,38 @@ def test_throttle_key(address, key):
 )
 def test_client_host(address, host):
     assert client_host(address) == host
+
+
+def test_failures_counted_on_another_instance_lengthen_the_delay():
+    # Two gateway instances on one store: the store's count covers both.
+    shared: dict[str, int] = {}
+
+    def count(host: str, now: float) -> int:
+        shared[host] = shared.get(host, 0) + 1
+        return shared[host]
+
+    clock = Clock()
+    settings = BackoffSettings(free_failures=2, base_delay=1.0, max_delay=8.0)
+    a = FailureThrottle(clock, settings, shared=count)
+    b = FailureThrottle(clock, settings, shared=count)
+    assert a.failed("10.0.0.1:1").called
+    assert b.failed("10.0.0.1:2").called
+    third = a.failed("10.0.0.1:3")  # the third failure of the host, the first here
+    assert not third.called
+    clock.advance(1.0)
+    assert third.called
+
+
+def test_a_store_that_cannot_count_answers_with_the_longest_delay():
+    from hoopgw.errors import StoreError
+
+    def failing(host: str, now: float) -> int:
+        raise StoreError("store down")
+
+    clock = Clock()
+    throttle = FailureThrottle(clock, BackoffSettings(max_delay=8.0), shared=failing)
+    answer = throttle.failed("10.0.0.1:1")
+    clock.advance(7.9)
+    assert not answer.called
+    clock.advance(0.1)
+    assert answer.called

@@ -1,4 +1,5 @@
-"""Reviews, votes and grants in the SQLite store: round trips, compare-and-set, queries."""
+"""Reviews, votes and grants in the store (SQLite and PostgreSQL): round trips,
+compare-and-set, queries."""
 
 from __future__ import annotations
 
@@ -39,10 +40,9 @@ GRANT = GrantRecord(
 
 
 @pytest.fixture
-def store(tmp_path) -> SQLiteStore:  # type: ignore[no-untyped-def]
-    store = SQLiteStore(str(tmp_path / "h.db"))
-    store.migrate()
-    return store
+def store(any_store) -> SQLiteStore:  # type: ignore[no-untyped-def]
+    # Each back end (conftest.py): the queries are shared, the dialects differ.
+    return any_store
 
 
 def test_a_review_reads_back_equal(store: SQLiteStore) -> None:

@@ -1,8 +1,8 @@
-"""Tests for hoopgw.store.sqlite_ssh_keys: SSH public keys in the SQLite store."""
+"""Tests for hoopgw.store.sqlite_ssh_keys: SSH public keys in the store (SQLite and
+PostgreSQL, which shares its queries)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +27,9 @@ def _record(fingerprint: str = "SHA256:" + "a" * 43, **changes: Any) -> SshKeyRe
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Any]:
-    opened = open_store(f"sqlite:///{tmp_path / 'h.db'}")
-    opened.migrate()
-    yield opened
-    opened.close()
+def store(any_store: Any) -> Any:
+    # Each back end (conftest.py).
+    return any_store
 
 
 def test_round_trip_list_touch_revoke(store: Any) -> None:

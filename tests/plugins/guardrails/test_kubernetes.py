@@ -120,3 +120,53 @@ def test_the_plugin_judges_api_requests_and_exec_commands(monkeypatch: Any) -> N
 def test_kubernetes_rules_on_another_protocol_are_refused(monkeypatch: Any) -> None:
     with pytest.raises(ConfigError, match="kubernetes_rules"):
         _plugin(monkeypatch, "ssh", {"kubernetes_rules": RULES})
+
+
+@pytest.mark.parametrize(
+    ("facts", "expected"),
+    [
+        # A collection may hold, or a create make, the object a deny rule names.
+        (_facts("list", "configmaps"), Block),
+        (_facts("watch", "configmaps"), Block),
+        (_facts("create", "configmaps"), Block),
+        (_facts("get", "configmaps", name="web"), None),
+        (_facts("get", "configmaps", name="prod-db"), Block),
+        # A list across all namespaces reaches kube-system.
+        (_facts("list", "pods", namespace=""), Block),
+        (_facts("watch", "pods", namespace=""), Block),
+        (_facts("get", "nodes", namespace="", name="n1"), None),
+        (_facts("list", "pods", namespace="default"), None),
+    ],
+)
+def test_deny_rules_reach_requests_that_name_no_namespace_or_object(
+    facts: dict, expected: Any
+) -> None:
+    rules = [
+        {"resources": ["configmaps"], "names": ["prod-*"], "action": "deny"},
+        {"namespaces": ["kube-system"], "action": "deny"},
+    ]
+    verdict = KubernetesPolicy.from_options({"kubernetes_rules": rules}).judge(facts)
+    assert (verdict is None) if expected is None else isinstance(verdict, expected), verdict
+
+
+def test_allow_rules_naming_objects_do_not_allow_collections() -> None:
+    rules = [{"resources": ["secrets"], "names": ["app-*"], "action": "allow"}]
+    policy = KubernetesPolicy.from_options({"kubernetes_rules": rules})
+    assert policy.judge(_facts("get", "secrets", name="app-1")) is None
+    assert isinstance(policy.judge(_facts("list", "secrets")), Block)
+
+
+def test_minting_a_service_account_token_is_denied_by_default() -> None:
+    # kubectl create token SA: a cluster credential the caller could use around the gateway.
+    policy = KubernetesPolicy.from_options({})
+    token = {**_facts("create", "serviceaccounts", name="sa"), "subresource": "token"}
+    assert isinstance(policy.judge(token), Block)
+    assert policy.judge(_facts("create", "serviceaccounts")) is None
+
+
+def test_resources_globs_match_a_subresource_as_rbac_names_it() -> None:
+    policy = KubernetesPolicy.from_options(
+        {"kubernetes_rules": [{"resources": ["pods/log"], "action": "deny"}]}
+    )
+    assert isinstance(policy.judge({**_facts("log", name="p"), "subresource": "log"}), Block)
+    assert policy.judge(_facts("get", name="p")) is None

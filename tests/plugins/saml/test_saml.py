@@ -186,3 +186,43 @@ def test_options_are_checked(tmp_path: Path) -> None:
         SamlSignIn(host, {"idp_metadata": "x", "colour": "red"})
     with pytest.raises(ConfigError, match="no such file"):
         SamlSignIn(host, {"idp_metadata": str(tmp_path / "missing.xml")})
+
+
+def test_an_assertion_for_another_request_rewrapped_is_refused(setup: Any) -> None:
+    # A captured assertion (signed for request A) in a new, unsigned Response that names the
+    # attacker's own request B: the signed SubjectConfirmationData still names A.
+    idp, saml, host = setup
+    victim, _ = _begin(saml, host, idp)
+    attacker, _ = _begin(saml, host, idp)
+    signed = base64.b64decode(_answer(idp, saml, victim.request_id)).decode()
+    mark = f'InResponseTo="{victim.request_id}"'
+    assert signed.count(mark) == 2  # the Response's (unsigned) and the assertion's (signed)
+    rewrapped = signed.replace(mark, f'InResponseTo="{attacker.request_id}"', 1)
+    with pytest.raises(Exception, match="Unsolicited response"):
+        saml.identity_of(base64.b64encode(rewrapped.encode()).decode(), attacker.request_id)
+
+
+def test_a_comment_in_the_name_id_does_not_cut_the_name(setup: Any) -> None:
+    # Canonicalization drops comments, so the signature still holds; the name must be whole.
+    idp, saml, host = setup
+    attempt, _ = _begin(saml, host, idp)
+    answer = _answer(idp, saml, attempt.request_id, name="admin.evil")
+    signed = base64.b64decode(answer)
+    assert signed.count(b">admin.evil<") == 1
+    commented = signed.replace(b">admin.evil<", b">admin<!---->.evil<")
+    identity = saml.identity_of(base64.b64encode(commented).decode(), attempt.request_id)
+    assert identity.name == "admin.evil"
+
+
+def test_a_response_with_a_document_type_is_refused(setup: Any, tmp_path: Path) -> None:
+    # An external entity (XXE) or an entity bomb in the posted XML is never expanded.
+    idp, saml, host = setup
+    attempt, _ = _begin(saml, host, idp)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret")
+    signed = base64.b64decode(_answer(idp, saml, attempt.request_id)).decode()
+    start = signed.index("?>") + 2
+    doctype = f'<!DOCTYPE r [<!ENTITY x SYSTEM "file://{secret}">]>'
+    hostile = signed[:start] + doctype + signed[start:].replace(">alice<", ">&x;<", 1)
+    with pytest.raises(Exception, match="EntitiesForbidden"):
+        saml.identity_of(base64.b64encode(hostile.encode()).decode(), attempt.request_id)

@@ -7,7 +7,7 @@ import base64
 import json
 
 import pytest
-from hoopgw_kubernetes.bodies import LineStream, WatchStream, mask_json
+from hoopgw_kubernetes.bodies import LineStream, WatchStream, mask_json, readable_secret
 
 
 def _mask(fields: dict[str, str]) -> dict[str, str]:
@@ -84,3 +84,39 @@ def test_a_watch_event_that_is_not_json_raises() -> None:
     stream = WatchStream(_mask, lambda _: None, 1 << 16)
     with pytest.raises(ValueError):
         stream.feed(b"garbage\n")
+
+
+@pytest.mark.parametrize("listed", [False, True])
+def test_a_secret_s_last_applied_configuration_is_masked(listed: bool) -> None:
+    # kubectl apply keeps the Secret it applied, data and stringData, in an annotation.
+    applied = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "data": {"owner": _b64("alice@example.com")},
+        "stringData": {"contact": "alice@example.com"},
+    }
+    secret = {
+        "metadata": {
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": json.dumps(applied)}
+        },
+        "data": {"owner": _b64("alice@example.com")},
+    }
+    document = {"kind": "SecretList", "items": [secret]} if listed else {"kind": "Secret", **secret}
+    masked = json.loads(mask_json(json.dumps(document).encode(), _mask))
+    item = masked["items"][0] if listed else masked
+    text = item["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+    again = json.loads(text)
+    assert base64.b64decode(again["data"]["owner"]) == b"<email>"
+    assert again["stringData"]["contact"] == "<email>"
+    assert "alice" not in text
+
+
+def test_a_secret_request_body_is_readable_for_the_record() -> None:
+    body = json.dumps(
+        {"kind": "Secret", "data": {"a": _b64("alice@example.com"), "bin": "/w=="}}
+    ).encode()
+    readable = json.loads(readable_secret(body))
+    assert readable["stringData"] == {"a": "alice@example.com"}
+    assert readable["data"] == {"bin": "/w=="}  # not text: kept as it is
+    assert readable_secret(b"not json") == b"not json"
+    assert readable_secret(b'{"kind": "Secret"}') == b'{"kind": "Secret"}'

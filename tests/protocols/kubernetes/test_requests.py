@@ -136,3 +136,39 @@ def test_exec_parameters() -> None:
     assert exec_command(query) == ["sh", "-c", "echo a&b"]
     assert flag(query, "stdin") and flag(query, "tty")
     assert not flag(query, "stdout") and not flag(query, "stderr")
+
+
+@pytest.mark.parametrize(
+    ("query", "stdin"),
+    [
+        ("stdin=yes", True),
+        ("stdin=True", True),
+        ("stdin", True),
+        ("stdin=", True),
+        ("stdin=true&stdin=false", True),
+        ("stdin=FALSE", False),
+        ("stdin=0&stdin=true", False),
+        ("", False),
+    ],
+)
+def test_boolean_parameters_are_read_as_the_api_server_reads_them(query: str, stdin: bool) -> None:
+    # runtime.Convert_Slice_string_To_bool: the first value; only "0" and "false" are false.
+    assert flag(query, "stdin") is stdin
+
+
+@pytest.mark.parametrize("watch", ["watch=yes", "watch=True", "watch", "watch=1&watch=false"])
+def test_any_watch_the_api_server_serves_is_a_watch(watch: str) -> None:
+    assert classify("GET", f"/api/v1/namespaces/default/secrets?{watch}").verb == "watch"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "command=cat;&command=rm&command=-rf&command=/",  # Go's ParseQuery drops the pair
+        "command=%zz&command=rm",  # a bad escape: dropped by Go, kept by Python
+        "command=%FF",  # not UTF-8: Python would read U+FFFD
+    ],
+)
+def test_an_exec_query_go_reads_otherwise_is_refused(query: str) -> None:
+    with pytest.raises(Unreadable):
+        classify("GET", f"/api/v1/namespaces/ns/pods/web/exec?{query}")

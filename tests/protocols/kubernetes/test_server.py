@@ -234,3 +234,35 @@ def test_a_store_that_cannot_be_read_is_503_not_401() -> None:
     code, status = _status(transport)
     assert code == 503 and status["reason"] == "ServiceUnavailable"
     assert reactor.tcpClients == []
+
+
+def test_a_secret_s_data_is_recorded_decoded_for_the_audit_text_hooks() -> None:
+    # With base64 the masking's audit_text hook would not see the values it masks.
+    seen: list[str] = []
+
+    class Auditor:
+        @hookimpl
+        def audit_text(self, session: Any, command: Any, output: Any) -> None:
+            if output.kind == "command":
+                seen.append(output.fields["text"])
+
+    observer = _Observer(refuse="secrets")
+    reactor = MemoryReactorClock()
+    connection, _, _ = _connection(observer)
+    connection.runtime.chain = PluginChain(
+        [("auditor", Auditor()), ("observer", observer)], reactor=reactor
+    )
+    body = json.dumps(
+        {"kind": "Secret", "metadata": {"name": "s"}, "data": {"email": "YWxpY2VAZXhhbXBsZS5jb20="}}
+    )
+    request = _request(
+        "/api/v1/namespaces/d/secrets",
+        "Content-Type: application/json",
+        f"Content-Length: {len(body)}",
+        method="POST",
+    )
+    connection.dataReceived(request + body.encode())
+    [text] = seen
+    recorded = json.loads(text.partition("\n")[2])
+    assert recorded["stringData"] == {"email": "alice@example.com"}
+    assert "data" not in recorded or not recorded["data"]

@@ -52,3 +52,8 @@ def test_exit_codes(status: object, code: int | None) -> None:
 
 def test_a_status_that_is_not_json_has_no_exit_code() -> None:
     assert exit_code(b"\xff{") is None
+
+
+def test_the_first_container_parameter_is_the_one_the_api_server_reads() -> None:
+    api = classify("GET", "/api/v1/namespaces/ns/pods/p/exec?command=ls&container=a&container=b")
+    assert stream_command(api, api.facts())[2]["container"] == "a"

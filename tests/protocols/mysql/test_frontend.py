@@ -376,6 +376,26 @@ def test_a_refused_command_never_reaches_the_target() -> None:
     assert client.upstream.commands() == [b"\x0e"]
 
 
+class RuleBlock:
+    """Refuses every command by a named rule."""
+
+    @hookimpl
+    def client_command(self) -> Block:
+        return Block(reason="ddl: DROP TABLE is not allowed", rule="ddl")
+
+
+def test_a_refusal_names_code_rule_and_next_step_in_its_message() -> None:
+    client = logged_in([("rules", RuleBlock())])
+    client.send(b"\x03DROP TABLE t", seq=0)
+    [error] = client.received()
+    err = m.ErrPacket.decode(error.payload)
+    assert err.code == 1227
+    assert err.message.startswith(
+        "hoopgw refused the command: ddl: DROP TABLE is not allowed"
+        " [code=HGW-DENIED rule=ddl plugin=rules]. Rule ddl does not allow this on connection"
+    )
+
+
 def test_errors_pass_through_server_output() -> None:
     client = logged_in([("policy", Policy())])
     client.send(b"\x03SELECT x", seq=0)

@@ -15,7 +15,7 @@ from hoopgw_postgres.auth import (
     md5_password,
 )
 
-from hoopgw import scram
+from hoopgw import secrets as scram
 from hoopgw.errors import AuthenticationError
 
 # RFC 7677 section 3: the SCRAM-SHA-256 example exchange.

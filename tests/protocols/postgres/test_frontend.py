@@ -16,7 +16,12 @@ import attrs
 import pytest
 from hoopgw_postgres import messages as m
 from hoopgw_postgres.auth import ScramClient
-from hoopgw_postgres.frontend import READ_AHEAD_LIMIT, REFUSED_STATEMENT, ClientSession
+from hoopgw_postgres.frontend import (
+    HELD_SQLSTATE,
+    READ_AHEAD_LIMIT,
+    REFUSED_STATEMENT,
+    ClientSession,
+)
 from hoopgw_recording import RecordingPlugin
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
@@ -25,7 +30,7 @@ from twisted.logger import Logger, LogLevel, globalLogPublisher
 
 from hoopgw.config.gateway import GatewayConfig
 from hoopgw.connection import ConnectionConfig, CredentialConfig, UpstreamTlsConfig
-from hoopgw.errors import STORE_UNAVAILABLE, StoreError
+from hoopgw.errors import HELD_NOTICE_INTERVAL, STORE_UNAVAILABLE, HeldStatement, StoreError
 from hoopgw.identity.authn import Authenticator
 from hoopgw.identity.keys import KeyService
 from hoopgw.plugin import PluginContext, hookimpl, validate_options
@@ -1613,6 +1618,88 @@ def test_a_copy_through_the_extended_protocol_does_not_hold_later_texts() -> Non
     # Counting the ignored Sync as pending would hold this text for ever.
     client.send(m.Query(query="SELECT 'ö'").encode())
     assert upstream_messages(client)[-1] == m.Query(query="SELECT 'ö'")
+
+
+# -- what a client is told about refusals and holds ---------------------------------------------
+
+
+class RuleBlock:
+    """Refuses every command by a named rule."""
+
+    @hookimpl
+    def client_command(self) -> Block:
+        return Block(reason="ddl: DROP TABLE is not allowed", rule="ddl")
+
+
+def test_a_refusal_names_code_rule_and_next_step_in_detail_and_hint() -> None:
+    client = logged_in([("rules", RuleBlock())])
+    client.send(m.Query(query="DROP TABLE t").encode())
+    client.server(
+        m.error_response("ERROR", "42601", 'syntax error at or near "hoopgw"'),
+        m.ReadyForQuery(status="I"),
+    )
+    error, _ = client.received()
+    assert error.fields["C"] == "42501"
+    assert error.fields["M"] == "hoopgw refused the command: ddl: DROP TABLE is not allowed"
+    assert error.fields["D"] == "code=HGW-DENIED rule=ddl plugin=rules"
+    assert "Rule ddl does not allow this on connection pg" in error.fields["H"]
+
+
+def held_statement(session: ClientSession, hold_until: float) -> HeldStatement:
+    assert session.session_info is not None
+    return HeldStatement(
+        review_id="abc123def456",
+        command_seq=1,
+        approvers=("dba",),
+        hold_until=hold_until,
+        reason="risky",
+    )
+
+
+def notices(messages: list[Any]) -> list[dict[str, str]]:
+    return [n.fields for n in messages if isinstance(n, m.NoticeResponse)]
+
+
+def test_a_held_statement_is_noticed_at_once_and_at_intervals_until_released() -> None:
+    slow = Deferring()
+    client = logged_in([("slow", slow)])
+    clock = client.gateway.clock
+    client.send(m.Query(query="DELETE FROM t").encode())
+    assert client.session.session_info is not None
+    session_id = client.session.session_info.id
+    statement = held_statement(client.session, hold_until=clock.seconds() + 300)
+    client.gateway.sessions.statement_held(session_id, statement)
+    [first] = notices(client.received())
+    assert (first["S"], first["C"]) == ("NOTICE", HELD_SQLSTATE)
+    assert first["M"] == (
+        "hoopgw: held for review abc123def456 by group dba, waiting up to 300 s: risky"
+    )
+    assert first["D"] == "code=HGW-HELD"
+    assert "hoopgw reviews approve abc123def456" in first["H"]
+    clock.advance(HELD_NOTICE_INTERVAL - 1)
+    assert client.received() == []
+    clock.advance(1)
+    [second] = notices(client.received())
+    assert "waiting up to 270 s" in second["M"]
+    client.gateway.sessions.statement_released(session_id, "abc123def456")
+    clock.advance(HELD_NOTICE_INTERVAL * 3)
+    assert client.received() == []
+    slow.pending[0].callback(None)
+    assert upstream_messages(client) == [m.Query(query="DELETE FROM t")]
+
+
+def test_held_notices_stop_when_the_session_ends() -> None:
+    slow = Deferring()
+    client = logged_in([("slow", slow)])
+    clock = client.gateway.clock
+    client.send(m.Query(query="DELETE FROM t").encode())
+    assert client.session.session_info is not None
+    statement = held_statement(client.session, hold_until=clock.seconds() + 300)
+    client.gateway.sessions.statement_held(client.session.session_info.id, statement)
+    client.received()
+    client.session.connectionLost()
+    clock.advance(HELD_NOTICE_INTERVAL * 2)
+    assert client.received() == []
 
 
 # -- the lean relay: bytes as received unless a plugin needs them -----------------------------

@@ -17,7 +17,7 @@ from service_identity.hazmat import DNS_ID, DNSMismatch
 from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from hoopgw.scram import make_verifier
+from hoopgw.secrets import make_verifier
 
 PARAMETER = m.ParameterStatus(name="server_version", value="15.20").encode()
 LOGIN_DONE = (

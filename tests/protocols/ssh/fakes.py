@@ -26,8 +26,11 @@ class FakeSession:
         self.completed: list[tuple[Command, CommandOutcome]] = []
         self.terminated: list[str] = []
         self.runtime = SimpleNamespace(
-            reactor=Clock(), chain=SimpleNamespace(has_output_hooks=False)
+            reactor=Clock(),
+            chain=SimpleNamespace(has_output_hooks=False),
+            info=SimpleNamespace(name="host"),
         )
+        self.held: list[Any] = []  # what each decision calls when its command is held
         self.info = SimpleNamespace(id="s1")
         self.is_closed = False
         self._seq = 0
@@ -36,9 +39,10 @@ class FakeSession:
         self._seq += 1
         return Command(session_id="s1", seq=self._seq, text=text, kind=kind, details=details)
 
-    def decide(self, command: Command) -> defer.Deferred[Any]:
+    def decide(self, command: Command, held: Any = None) -> defer.Deferred[Any]:
         d: defer.Deferred[Any] = defer.Deferred()
         self.pending.append((command, d))
+        self.held.append(held)
         return d
 
     def allow(self) -> Command:

@@ -14,6 +14,7 @@ from hoopgw_ssh.options import SshConfig
 from hoopgw_ssh.outstream import HARD_DELAY, SOFT_DELAY
 from twisted.conch.ssh.common import NS
 
+from hoopgw.errors import HeldStatement
 from hoopgw.session import Output
 
 
@@ -140,11 +141,35 @@ def test_refused_exec_explains_exits_126_and_never_reaches_the_target() -> None:
     assert answers == [True]
     session.runtime.reactor.advance(0)
     [(_, _, kind, data)] = client.of("ext")
-    assert (kind, data) == (STDERR, b"hoopgw: refused: no reboots\r\n")
+    assert kind == STDERR
+    assert data.startswith(b"hoopgw refused the command: no reboots [code=HGW-REFUSED]")
+    assert data.endswith(b"\r\n") and data.count(b"\n") == 1
     assert client.of("request")[-1][2:4] == (b"exit-status", struct.pack(">L", EXIT_REFUSED))
     assert client.of("eof") and client.of("close")
     assert session.upstream.of("request") == []
     assert session.completed[0][1].status == "blocked"
+
+
+def test_a_held_exec_says_so_in_one_stderr_line_then_runs_once_allowed() -> None:
+    channel, _, client, session = _open()
+    answers = _answers(channel, _exec(b"rm -rf /srv/cache"))
+    [tell] = session.held
+    tell(
+        HeldStatement(review_id="abc123def456", command_seq=1, approvers=("ops",), hold_until=120.0)
+    )
+    [(_, _, kind, data)] = client.of("ext")
+    assert kind == STDERR
+    assert data.startswith(
+        b"hoopgw held for review abc123def456 by group ops, waiting up to 120 s [code=HGW-HELD]."
+    )
+    assert b"hoopgw reviews approve abc123def456" in data
+    assert data.endswith(b"\r\n") and data.count(b"\n") == 1
+    assert answers == []
+    session.allow()
+    [(_, _, kind, _, _)] = session.upstream.of("request")
+    assert kind == b"exec"
+    session.upstream.request_answers[0].callback(None)
+    assert answers == [True]
 
 
 def test_exit_codes_and_signals_complete_the_command() -> None:

@@ -64,7 +64,7 @@ def test_refused_line_is_erased_and_explained() -> None:
     channel.session.block("denied")
     assert channel.to_target[-1] == INTERRUPT  # cancels the line, wherever the cursor is
     assert b"\r" not in b"".join(channel.to_target)
-    assert b"hoopgw: refused: denied" in b"".join(channel.to_client)
+    assert b"hoopgw refused the command: denied" in b"".join(channel.to_client)
     assert channel.session.completed[0][1].status == "blocked"
 
 
@@ -175,7 +175,7 @@ def test_without_a_pty_each_command_waits_whole() -> None:
     assert [c.text for c, _ in channel.session.pending] == ["cat x |\nsh"]
     channel.session.block("denied")
     assert channel.to_target == [b"ls\n", EOF]
-    assert b"stderr:hoopgw: refused: denied" in b"".join(channel.to_client)
+    assert b"stderr:hoopgw refused the command: denied" in b"".join(channel.to_client)
     assert not channel.session.pending  # the rest is dropped
 
 

@@ -176,7 +176,7 @@ def request_fields(
         dropped |= {b"accept-encoding"}
     credential_field = credential.field()
     if credential_field is not None:
-        dropped |= {credential_field[0]}
+        dropped |= {canonical_name(credential_field[0])}
     forwarded = [(b"host", host.encode("ascii"))]
     forwarded += [
         (name, value)

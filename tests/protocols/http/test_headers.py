@@ -197,3 +197,14 @@ def test_a_secret_echoed_json_escaped_or_url_encoded_is_scrubbed() -> None:
     ):
         out = scrubber.scrub_whole(echoed)
         assert b"w\\u00f6rd" not in out and "wörd".encode() not in out and b"w%C3%B6rd" not in out
+
+
+def test_a_credential_header_named_with_underscores_is_not_spoofed() -> None:
+    cred = UpstreamCredential(
+        kind="header", header="X_Api_Key", secret=Secret(reference="env:T", value=SECRET)
+    )
+    for name in (b"x-api-key", b"x_api_key"):
+        fields = request_fields(
+            [(name, b"caller-chosen")], host="t", credential=cred, identity_encoding=False
+        )
+        assert fields == [(b"host", b"t"), (b"x_api_key", SECRET.encode())]

@@ -218,7 +218,8 @@ def test_denied_exec_never_runs_on_the_target(
     k = _guarded(kube, deny_commands=["touch"])
     done = k.kubectl("exec", "web-1", "--", "touch", "marker")
     assert done.returncode == 126, done.stderr
-    assert "hoopgw: refused" in done.stderr
+    assert "hoopgw refused the command" in done.stderr
+    assert "code=HGW-DENIED" in done.stderr  # the rule and what to do next, as docs/errors.md says
     assert not (cluster.workdir / "marker").exists()
     assert cluster.exec_commands == []
     [command] = [c for c in k.commands() if c["kind"] == "exec"]
@@ -382,7 +383,7 @@ def test_lines_into_an_interactive_exec_are_judged(kube: Callable[..., Kube], cl
         env={"HOME": str(k.folder), "PATH": os.environ.get("PATH", "")},
     )
     assert done.stdout == "one\n", done.stderr
-    assert "hoopgw: refused" in done.stderr
+    assert "hoopgw refused the command" in done.stderr
     assert not (cluster.workdir / "marker").exists()
     lines = [(c["text"], c["verdict"]) for c in k.commands() if c["kind"] == "shell-line"]
     assert lines == [("echo one", "allow"), ("touch marker", "block")]

@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
+from hoopgw import errors
 from hoopgw.errors import AccessDenied, AuthenticationError, ConfigError, StoreError
 from hoopgw.ledger import CommandLedger
 from hoopgw.protocol import ConnectionRuntime
@@ -324,7 +325,8 @@ class ApiConnection(protocol.Protocol):
         if not isinstance(verdict, Allow):
             reason = verdict.reason
             session.ledger.complete(command, CommandOutcome(status="blocked", error_message=reason))
-            self._respond_status(403, f"hoopgw: refused: {reason}")
+            shown = errors.refused(verdict, connection=session.info.connection.name)
+            self._respond_status(403, shown.text())
             return
         self._forward(session, command, api, request, body)
 

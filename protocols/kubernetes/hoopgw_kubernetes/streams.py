@@ -44,9 +44,10 @@ from wsproto.events import (
 )
 from wsproto.utilities import LocalProtocolError, generate_accept_token
 
+from hoopgw import errors
 from hoopgw.session import Command, CommandOutcome, Output
 from hoopgw.shell_lines import LineJudge
-from hoopgw.verdicts import Allow
+from hoopgw.verdicts import Allow, Block
 from hoopgw_kubernetes.requests import ApiRequest, exec_command, flag, parameter
 from hoopgw_kubernetes.upstream import connect
 
@@ -268,7 +269,7 @@ class StreamRelay:
         if self._ended:
             return
         if not isinstance(verdict, Allow):
-            self._refuse(verdict.reason)
+            self._refuse(verdict)
             return
         runtime = self.owner.runtime
         settings = self.owner.settings
@@ -295,11 +296,13 @@ class StreamRelay:
 
         connect(runtime, settings.tls, link).addErrback(unreachable)
 
-    def _refuse(self, reason: str) -> None:
-        """Nothing ran: the client reads why, and exit code :data:`EXIT_REFUSED`."""
-        message = f"hoopgw: refused: {reason}"
+    def _refuse(self, verdict: Block) -> None:
+        """Nothing ran: the client reads why (rule, code and what to do next, as every protocol
+        words a refusal), and exit code :data:`EXIT_REFUSED`."""
+        refusal = errors.refused(verdict, connection=self.session.info.connection.name)
+        message = refusal.text()
         self.session.ledger.complete(
-            self.command, CommandOutcome(status="blocked", error_message=reason)
+            self.command, CommandOutcome(status="blocked", error_message=verdict.reason)
         )
         self._send_client(bytes([STDERR]) + (message + "\n").encode("utf-8"))
         self._send_client(bytes([ERROR]) + _status(EXIT_REFUSED, message))

@@ -152,7 +152,8 @@ def test_a_failing_plugin_refuses() -> None:
     connection, transport, reactor = _connection(_Observer(fail=True))
     connection.dataReceived(_request("/api/v1/pods"))
     code, status = _status(transport)
-    assert code == 403 and "hoopgw: refused" in status["message"]
+    assert code == 403 and "hoopgw refused the command" in status["message"]
+    assert "code=HGW-" in status["message"]
     assert reactor.tcpClients == []
 
 

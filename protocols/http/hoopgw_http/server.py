@@ -36,13 +36,15 @@ from hoopgw.protocol import ConnectionRuntime
 from hoopgw.session import Command, CommandOutcome, Identity, Output, SessionInfo
 from hoopgw.transport import ReadGate, is_loopback, set_no_delay
 from hoopgw.verdicts import Allow, Block, Hold
-from hoopgw_http.checks import Refusal, check_request, has_body
+from hoopgw_http.bodies import media_type
+from hoopgw_http.checks import Refusal, check_request, has_body, overrides_method
 from hoopgw_http.exchange import Exchange
 from hoopgw_http.headers import (
     CallerTokenError,
     SecretScrubber,
     UpstreamCredential,
     caller_token,
+    canonical_name,
 )
 from hoopgw_http.paths import Target
 from hoopgw_http.settings import HttpSettings
@@ -340,6 +342,12 @@ class ClientConnection(protocol.Protocol):
         settings = self.settings
         if not settings.inspected(content_type):
             return None, True
+        if any(
+            canonical_name(name) == b"content-encoding" and value.strip().lower() != b"identity"
+            for name, value in head.fields
+        ):
+            # Judged and recorded as compressed bytes, read by the server decompressed.
+            raise Refusal(415, "an inspected request body may not have a Content-Encoding")
         if length is not None and length > settings.options.max_inspected_body:
             if settings.options.oversize_bodies == "refuse":
                 raise Refusal(413, _TOO_LARGE)
@@ -349,6 +357,8 @@ class ClientConnection(protocol.Protocol):
         if not complete:
             # A chunked body grew past the limit: what was read cannot be un-read.
             raise Refusal(413, _TOO_LARGE)
+        if overrides_method(body, media_type(content_type)):
+            raise Refusal(400, "a _method body field is refused: send the method itself")
         return body, False
 
     def _collect(self) -> defer.Deferred[tuple[bytes, bool]]:

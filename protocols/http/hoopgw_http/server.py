@@ -30,6 +30,7 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from hoopgw import errors
 from hoopgw.errors import AccessDenied, AuthenticationError
 from hoopgw.ledger import CommandLedger
 from hoopgw.protocol import ConnectionRuntime
@@ -251,7 +252,8 @@ class ClientConnection(protocol.Protocol):
             self._ledger.complete(
                 command, CommandOutcome(status="blocked", error_message=verdict.reason)
             )
-            self.error_response(403, f"refused: {verdict.reason}", close=streamed)
+            shown = errors.refused(verdict, connection=self.runtime.config.name)
+            self.error_response(403, shown.text(), close=streamed, refusal=shown)
             return
         factory = self.factory
         exchange = Exchange(
@@ -470,13 +472,29 @@ class ClientConnection(protocol.Protocol):
         self.gate.resume(READ_PAUSE_REQUEST)
 
     def error_response(
-        self, status: int, message: str, *, close: bool = True, auth_error: str = ""
+        self,
+        status: int,
+        message: str,
+        *,
+        close: bool = True,
+        auth_error: str = "",
+        refusal: errors.Refusal | None = None,
     ) -> None:
         """Answer the request with a JSON error that says why (a ``401`` with its
-        ``WWW-Authenticate`` challenge, naming ``auth_error`` when a token was refused)."""
+        ``WWW-Authenticate`` challenge, naming ``auth_error`` when a token was refused); a
+        plugin's refusal adds its stable ``code``, ``rule``, ``plugin`` and ``next_step``
+        (docs/errors.md)."""
         if self._closed:
             return
-        body = json.dumps({"error": message}).encode("utf-8")
+        answer: dict[str, str] = {"error": message}
+        if refusal is not None:
+            answer.update(
+                code=refusal.code.value,
+                rule=refusal.rule,
+                plugin=refusal.plugin,
+                next_step=refusal.next_step,
+            )
+        body = json.dumps(answer).encode("utf-8")
         fields = [
             (b"content-type", b"application/json"),
             (b"content-length", b"%d" % len(body)),

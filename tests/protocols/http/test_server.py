@@ -215,7 +215,9 @@ def test_a_refused_request_is_answered_403_and_never_forwarded(
     client.send(client.request("DELETE", "/api/x"))
     answer = client.received()
     assert answer.startswith(b"HTTP/1.1 403 Forbidden\r\n")
-    assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"error": "refused: no deletes"}
+    refusal = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert refusal["error"].startswith("hoopgw refused the command: no deletes [code=HGW-REFUSED")
+    assert refusal["code"] == "HGW-REFUSED" and refusal["next_step"]
     assert gateway.target.connections == []
     assert log.events == [
         ("decided", "DELETE /api/x", "Block"),

@@ -172,6 +172,22 @@ def test_a_denied_delete_never_reaches_the_server(api: tuple[Any, Any, str]) -> 
     assert refused[0]["verdict_plugin"] == "guardrails"
 
 
+def test_a_denied_delete_is_not_reached_by_override_or_extension(
+    api: tuple[Any, Any, str],
+) -> None:
+    gateway, server, key = api
+    auth = {"Authorization": f"Bearer {key}"}
+    # Symfony/Laravel route POST ?_method=DELETE as DELETE; Rails routes /items/7.json as /items/7.
+    assert httpx.post(url(gateway, "/echo/x?_method=DELETE"), headers=auth).status_code == 400
+    form = {**auth, "Content-Type": "application/x-www-form-urlencoded"}
+    assert (
+        httpx.post(url(gateway, "/echo/x"), headers=form, content=b"_method=DELETE").status_code
+        == 400
+    )
+    assert httpx.delete(url(gateway, "/items/7.json"), headers=auth).status_code == 403
+    assert server.requests() == []
+
+
 @pytest.mark.parametrize(
     "path",
     ["/echo/../items/7", "/echo/%2e%2e/items/7", "/echo%2F..%2Fitems/7", "//items/7", "/items;x/7"],

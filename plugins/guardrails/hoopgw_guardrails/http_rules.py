@@ -15,7 +15,8 @@ so the order of the rules does not matter; a request no rule matches gets ``http
 
 Matching leans to the refusal where servers differ: a ``deny`` or ``review`` rule also matches
 the path in another letter case, in Unicode compatibility form (NFKC: full-width letters
-and slashes as ASCII) and with or without a trailing slash, and a rule on ``GET``
+and slashes as ASCII) with or without a trailing slash and without the extension of its last segment
+(``/admin.json`` as ``/admin``, as Rails and Spring route it), and a rule on ``GET``
 also matches ``HEAD`` and ``WEBSOCKET`` (the method a WebSocket upgrade is judged as; all three
 are GETs on the wire); an ``allow`` rule matches only the exact method and path. So a
 case-insensitive server cannot be reached past a deny rule with ``/ADMIN``, and a
@@ -118,7 +119,17 @@ class HttpRule:
             if len(path) > 1:
                 candidates |= {c.rstrip("/") or "/" for c in candidates}
                 candidates |= {c.rstrip("/") + "/" for c in candidates}
+            # Rails (``(.:format)``) and Spring's suffix pattern match route /admin.json as
+            # /admin: the last segment without its extension(s).
+            candidates |= {stem for c in candidates for stem in _stems(c)}
         return any(p.fullmatch(c) for p in self.patterns for c in candidates)
+
+
+def _stems(path: str) -> set[str]:
+    """``path`` with the extensions of its last segment dropped: one, or all of them."""
+    head, _, last = path.rpartition("/")
+    stems = {last.partition(".")[0], last.rpartition(".")[0]}
+    return {f"{head}/{stem}" for stem in stems if stem}
 
 
 @attrs.frozen(kw_only=True)

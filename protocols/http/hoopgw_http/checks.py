@@ -3,13 +3,15 @@ answer, what servers and frameworks could read differently from the gateway (san
 
 from __future__ import annotations
 
+import json
 import re
+from urllib.parse import unquote_to_bytes
 
 from hoopgw_http.headers import OVERRIDE_FIELDS, canonical_name
 from hoopgw_http.paths import AmbiguousTarget, Target, parse_target
 from hoopgw_http.wire import Head
 
-__all__ = ["Refusal", "check_request", "has_body"]
+__all__ = ["Refusal", "check_request", "has_body", "overrides_method"]
 
 _METHOD = re.compile(r"[A-Z]+")
 
@@ -25,6 +27,28 @@ class Refusal(Exception):
         super().__init__(message)
         self.status = status
         self.auth_error = auth_error
+
+
+def overrides_method(form: bytes, media: str = "application/x-www-form-urlencoded") -> bool:
+    """Whether a query, an ``application/x-www-form-urlencoded`` body or a JSON object names
+    ``_method``: Symfony, Laravel (JSON bodies too), Rails and Express's method-override route
+    a POST carrying it as the method it names, not the one the rules judged."""
+    if media == "application/json" or media.endswith("+json"):
+        try:
+            document = json.loads(form)
+        except ValueError:
+            return False
+        return isinstance(document, dict) and any(
+            key.strip().lower() == "_method" for key in document
+        )
+    if media != "application/x-www-form-urlencoded":
+        return False
+    for pair in re.split(rb"[&;]", form):
+        name = unquote_to_bytes(pair.partition(b"=")[0].replace(b"+", b" ")).strip()
+        # PHP reads ".", " " and an unclosed "[" in a parameter name as "_".
+        if re.sub(rb"[. \[]", b"_", name).lower() == b"_method":
+            return True
+    return False
 
 
 def has_body(head: Head) -> bool:
@@ -57,11 +81,20 @@ def check_request(head: Head, *, websocket: bool) -> Target:
             raise Refusal(
                 400, f"the {name.decode()} field is refused: send the method and path themselves"
             )
+    if sum(canonical_name(name) == b"content-type" for name, _ in head.fields) > 1:
+        # The gateway inspects the body by the first; a server may read it by the last.
+        raise Refusal(400, "more than one Content-Type field")
     if head.tokens(b"expect") - {b"100-continue"}:
         raise Refusal(417, "only Expect: 100-continue is understood")
     if head.version == "HTTP/1.1" and len(head.get(b"host")) != 1:
         raise Refusal(400, "an HTTP/1.1 request needs exactly one Host field")
     try:
-        return parse_target(head.target)
+        target = parse_target(head.target)
     except AmbiguousTarget as exc:
         raise Refusal(400, str(exc)) from None
+    if overrides_method(target.query.encode("ascii")):
+        raise Refusal(400, _OVERRIDE)
+    return target
+
+
+_OVERRIDE = "a _method parameter is refused: send the method itself"

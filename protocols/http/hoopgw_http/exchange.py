@@ -29,7 +29,11 @@ __all__ = ["ClientSide", "Exchange"]
 
 log = Logger(namespace="hoopgw.http")
 
-_UNMASKABLE_CHARSETS = ("utf-16", "utf-32", "ucs-2", "ucs-4")
+# Charsets whose text masking reads as the client does: ASCII digits and letters as themselves.
+# Any other (UTF-16, UTF-7, EBCDIC...) would hide a card number or an address from masking.
+_MASKABLE_CHARSETS = frozenset(
+    {"", "utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin1", "latin-1", "windows-1252"}
+)
 
 
 class ClientSide(Protocol):
@@ -207,6 +211,8 @@ class Exchange:
 
     def _response_head(self, head: Head) -> None:
         if head.status == 101 and self._websocket and self._upstream is not None:
+            if head.tokens(b"upgrade") != {b"websocket"}:
+                raise _Refused(502, "the target switched to another protocol than WebSocket")
             self._switch(head)
             return
         if head.status < 200:
@@ -226,7 +232,7 @@ class Exchange:
             if codings:
                 raise _Refused(502, "the target sent an encoded body, which cannot be masked")
             charset = _charset(content_type)
-            if charset.startswith(_UNMASKABLE_CHARSETS):
+            if charset not in _MASKABLE_CHARSETS:
                 raise _Refused(502, f"the target sent a {charset} body, which cannot be masked")
             if length is not None and length > self._settings.options.max_inspected_body:
                 if self._settings.options.oversize_bodies == "refuse":
@@ -256,7 +262,7 @@ class Exchange:
             self._keep_alive = False  # the end of the body is the end of the connection
         if not self._keep_alive:
             fields.append((b"connection", b"close"))
-        reason = head.reason or b"-"
+        reason = self._scrubber.scrub_whole(head.reason) or b"-"
         line = b"HTTP/1.1 %d %s" % (head.status, reason)
         self._client.write(serialize_head(line, fields))
         self._head_sent = True

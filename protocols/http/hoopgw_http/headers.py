@@ -21,7 +21,9 @@ caller would otherwise reach the target beside the credential's ``X-Api-Key``.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterable
+from urllib.parse import quote, quote_plus
 
 import attrs
 
@@ -72,6 +74,14 @@ _SPOOFABLE = frozenset(
         b"x-forwarded-prefix",
         b"x-real-ip",
         b"x-client-ip",
+        b"x-original-forwarded-for",
+        b"x-original-host",
+        b"x-scheme",
+        b"x-host",
+        b"front-end-https",
+        b"true-client-ip",
+        b"x-cluster-client-ip",
+        b"cf-connecting-ip",
     }
 )
 
@@ -138,6 +148,13 @@ class UpstreamCredential:
         forms = {self.secret.reveal().encode("utf-8"), field[1]}
         if self.kind == "basic":
             forms.add(field[1].split(b" ", 1)[1])
+        for form in list(forms):
+            # As a JSON string (an echo endpoint) or in a URL (a redirect's Location) too.
+            text = form.decode("utf-8")
+            forms.add(json.dumps(text)[1:-1].encode("ascii"))
+            forms.add(json.dumps(text, ensure_ascii=False)[1:-1].encode("utf-8"))
+            forms.add(quote(text, safe="").encode("ascii"))
+            forms.add(quote_plus(text, safe="").encode("ascii"))
         return sorted((f for f in forms if len(f) >= 4), key=len, reverse=True)
 
 
@@ -159,9 +176,14 @@ def request_fields(
         dropped |= {b"accept-encoding"}
     credential_field = credential.field()
     if credential_field is not None:
-        dropped |= {credential_field[0]}
+        dropped |= {canonical_name(credential_field[0])}
     forwarded = [(b"host", host.encode("ascii"))]
-    forwarded += [(name, value) for name, value in fields if canonical_name(name) not in dropped]
+    forwarded += [
+        (name, value)
+        for name, value in fields
+        if canonical_name(name) not in dropped
+        and not canonical_name(name).startswith(b"x-forwarded-")  # every one a proxy may set
+    ]
     if credential_field is not None:
         forwarded.append(credential_field)
     if identity_encoding:

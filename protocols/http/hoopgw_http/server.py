@@ -30,19 +30,22 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from hoopgw import errors
 from hoopgw.errors import AccessDenied, AuthenticationError
 from hoopgw.ledger import CommandLedger
 from hoopgw.protocol import ConnectionRuntime
 from hoopgw.session import Command, CommandOutcome, Identity, Output, SessionInfo
 from hoopgw.transport import ReadGate, is_loopback, set_no_delay
 from hoopgw.verdicts import Allow, Block, Hold
-from hoopgw_http.checks import Refusal, check_request, has_body
+from hoopgw_http.bodies import media_type
+from hoopgw_http.checks import Refusal, check_request, has_body, overrides_method
 from hoopgw_http.exchange import Exchange
 from hoopgw_http.headers import (
     CallerTokenError,
     SecretScrubber,
     UpstreamCredential,
     caller_token,
+    canonical_name,
 )
 from hoopgw_http.paths import Target
 from hoopgw_http.settings import HttpSettings
@@ -249,7 +252,8 @@ class ClientConnection(protocol.Protocol):
             self._ledger.complete(
                 command, CommandOutcome(status="blocked", error_message=verdict.reason)
             )
-            self.error_response(403, f"refused: {verdict.reason}", close=streamed)
+            shown = errors.refused(verdict, connection=self.runtime.config.name)
+            self.error_response(403, shown.text(), close=streamed, refusal=shown)
             return
         factory = self.factory
         exchange = Exchange(
@@ -340,6 +344,12 @@ class ClientConnection(protocol.Protocol):
         settings = self.settings
         if not settings.inspected(content_type):
             return None, True
+        if any(
+            canonical_name(name) == b"content-encoding" and value.strip().lower() != b"identity"
+            for name, value in head.fields
+        ):
+            # Judged and recorded as compressed bytes, read by the server decompressed.
+            raise Refusal(415, "an inspected request body may not have a Content-Encoding")
         if length is not None and length > settings.options.max_inspected_body:
             if settings.options.oversize_bodies == "refuse":
                 raise Refusal(413, _TOO_LARGE)
@@ -349,6 +359,8 @@ class ClientConnection(protocol.Protocol):
         if not complete:
             # A chunked body grew past the limit: what was read cannot be un-read.
             raise Refusal(413, _TOO_LARGE)
+        if overrides_method(body, media_type(content_type)):
+            raise Refusal(400, "a _method body field is refused: send the method itself")
         return body, False
 
     def _collect(self) -> defer.Deferred[tuple[bytes, bool]]:
@@ -460,13 +472,29 @@ class ClientConnection(protocol.Protocol):
         self.gate.resume(READ_PAUSE_REQUEST)
 
     def error_response(
-        self, status: int, message: str, *, close: bool = True, auth_error: str = ""
+        self,
+        status: int,
+        message: str,
+        *,
+        close: bool = True,
+        auth_error: str = "",
+        refusal: errors.Refusal | None = None,
     ) -> None:
         """Answer the request with a JSON error that says why (a ``401`` with its
-        ``WWW-Authenticate`` challenge, naming ``auth_error`` when a token was refused)."""
+        ``WWW-Authenticate`` challenge, naming ``auth_error`` when a token was refused); a
+        plugin's refusal adds its stable ``code``, ``rule``, ``plugin`` and ``next_step``
+        (docs/errors.md)."""
         if self._closed:
             return
-        body = json.dumps({"error": message}).encode("utf-8")
+        answer: dict[str, str] = {"error": message}
+        if refusal is not None:
+            answer.update(
+                code=refusal.code.value,
+                rule=refusal.rule,
+                plugin=refusal.plugin,
+                next_step=refusal.next_step,
+            )
+        body = json.dumps(answer).encode("utf-8")
         fields = [
             (b"content-type", b"application/json"),
             (b"content-length", b"%d" % len(body)),

@@ -170,3 +170,17 @@ def test_deny_rules_match_the_compatibility_form_of_a_path() -> None:
     assert isinstance(deny.judge("GET", "/\uff41\uff44\uff4d\uff49\uff4e/users"), Block)
     allow = policy(rules=[{"methods": ["GET"], "paths": ["/admin/**"], "action": "allow"}])
     assert isinstance(allow.judge("GET", "/\uff41\uff44\uff4d\uff49\uff4e/users"), Block)
+
+
+def test_deny_rules_match_a_path_without_its_format_extension() -> None:
+    # Rails routes /admin.json (and Spring's suffix match /admin.anything) as /admin.
+    deny = policy(
+        default="allow", rules=[{"methods": ["*"], "paths": ["/admin"], "action": "deny"}]
+    )
+    assert isinstance(deny.judge("GET", "/admin.json"), Block)
+    assert isinstance(deny.judge("GET", "/admin.tar.gz"), Block)
+    assert isinstance(deny.judge("GET", "/ADMIN.json/"), Block)
+    assert deny.judge("GET", "/admins.json") is None
+    assert deny.judge("GET", "/.admin") is None
+    allow = policy(rules=[{"methods": ["GET"], "paths": ["/admin"], "action": "allow"}])
+    assert isinstance(allow.judge("GET", "/admin.json"), Block)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hoopgw_http.checks import Refusal, check_request, has_body
+from hoopgw_http.checks import Refusal, check_request, has_body, overrides_method
 from hoopgw_http.wire import Head
 
 
@@ -39,3 +39,24 @@ def test_has_body() -> None:
     assert not has_body(head()) and not has_body(head("POST", b"/", (b"content-length", b"0")))
     assert has_body(head("POST", b"/", (b"content-length", b"3")))
     assert has_body(head("POST", b"/", (b"transfer-encoding", b"chunked")))
+
+
+def test_a_method_override_parameter_is_refused() -> None:
+    # Symfony and Laravel route POST /users/1?_method=DELETE as a DELETE the rules never saw.
+    assert status(head("POST", b"/users/1?_method=DELETE")) == 400
+    assert status(head("POST", b"/users/1?a=1&%5Fmethod=DELETE")) == 400
+    assert status(head("POST", b"/users/1?_METHOD=DELETE")) == 400
+    assert check_request(head("POST", b"/users/1?my_method=x"), websocket=False).path == "/users/1"
+    assert overrides_method(b"name=a&_method=DELETE")
+    assert not overrides_method(b"name=_method")
+    assert overrides_method(b"a=1&.method=DELETE") and overrides_method(b"[method=DELETE")
+    assert overrides_method(b'{"name": "a", "_method": "DELETE"}', "application/json")
+    assert not overrides_method(b'{"a": {"_method": 1}}', "application/json")
+    assert not overrides_method(b"_method=DELETE", "text/plain")
+
+
+def test_a_second_content_type_is_refused() -> None:
+    form = (b"content-type", b"application/x-www-form-urlencoded")
+    assert status(head("POST", b"/a", (b"content-type", b"application/octet-stream"), form)) == 400
+    assert status(head("POST", b"/a", form, (b"content_type", b"text/plain"))) == 400
+    assert check_request(head("POST", b"/a", form), websocket=False).path == "/a"

@@ -4,6 +4,8 @@ fields gone, and the target's secret scrubbed from what comes back."""
 from __future__ import annotations
 
 import base64
+import json
+from urllib.parse import quote, quote_plus
 
 import pytest
 from hoopgw_http.headers import (
@@ -113,6 +115,20 @@ def test_hop_by_hop_framing_and_spoofable_fields_are_dropped() -> None:
     assert fields == [(b"host", b"t"), (b"x-kept", b"yes"), (b"accept-encoding", b"identity")]
 
 
+@pytest.mark.parametrize(
+    "name",
+    [b"x-forwarded-scheme", b"x_forwarded_anything", b"true-client-ip", b"x_host"],
+)
+def test_other_proxy_fields_a_target_may_trust_are_dropped(name: bytes) -> None:
+    fields = request_fields(
+        [(name, b"spoofed")],
+        host="t",
+        credential=UpstreamCredential(kind="none"),
+        identity_encoding=False,
+    )
+    assert fields == [(b"host", b"t")]
+
+
 def test_response_fields_lose_hop_by_hop_and_framing() -> None:
     fields = response_fields(
         [
@@ -167,3 +183,28 @@ def test_underscored_names_are_read_as_servers_that_map_them_to_hyphens_do() -> 
         identity_encoding=False,
     )
     assert fields == [(b"host", b"t"), (b"x_kept", b"yes"), (b"x-api-key", SECRET.encode())]
+
+
+def test_a_secret_echoed_json_escaped_or_url_encoded_is_scrubbed() -> None:
+    secret = 'p\\a"ss/wörd +1'
+    cred = UpstreamCredential(kind="bearer", secret=Secret(reference="env:T", value=secret))
+    scrubber = SecretScrubber(cred.secrets())
+    for echoed in (
+        json.dumps({"authorization": "Bearer " + secret}).encode(),
+        json.dumps({"token": secret}, ensure_ascii=False).encode(),
+        b"Location: /login?token=" + quote(secret, safe="").encode(),
+        b"Location: /login?token=" + quote_plus(secret).encode(),
+    ):
+        out = scrubber.scrub_whole(echoed)
+        assert b"w\\u00f6rd" not in out and "wörd".encode() not in out and b"w%C3%B6rd" not in out
+
+
+def test_a_credential_header_named_with_underscores_is_not_spoofed() -> None:
+    cred = UpstreamCredential(
+        kind="header", header="X_Api_Key", secret=Secret(reference="env:T", value=SECRET)
+    )
+    for name in (b"x-api-key", b"x_api_key"):
+        fields = request_fields(
+            [(name, b"caller-chosen")], host="t", credential=cred, identity_encoding=False
+        )
+        assert fields == [(b"host", b"t"), (b"x_api_key", SECRET.encode())]

@@ -5,6 +5,7 @@ with :class:`~hoopgw.testing.HookLog`."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import time
 from collections.abc import Sequence
@@ -214,7 +215,9 @@ def test_a_refused_request_is_answered_403_and_never_forwarded(
     client.send(client.request("DELETE", "/api/x"))
     answer = client.received()
     assert answer.startswith(b"HTTP/1.1 403 Forbidden\r\n")
-    assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"error": "refused: no deletes"}
+    refusal = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert refusal["error"].startswith("hoopgw refused the command: no deletes [code=HGW-REFUSED")
+    assert refusal["code"] == "HGW-REFUSED" and refusal["next_step"]
     assert gateway.target.connections == []
     assert log.events == [
         ("decided", "DELETE /api/x", "Block"),
@@ -350,6 +353,18 @@ def test_expect_100_continue_is_answered_before_an_inspected_body(
     assert b"expect" not in gateway.target.received().lower()
 
 
+def test_an_inspected_body_with_a_content_encoding_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The recording would keep compressed bytes, _method checks would miss the form inside.
+    gateway = Gateway(monkeypatch=monkeypatch)
+    client = gateway.connect()
+    form = "Content-Type: application/x-www-form-urlencoded\r\nContent-Encoding: gzip\r\n"
+    client.send(client.request("POST", body=gzip.compress(b"_method=DELETE"), extra=form))
+    assert client.received().startswith(b"HTTP/1.1 415 ")
+    assert gateway.target.connections == []
+
+
 class JsonMasker:
     @hookimpl
     def server_output(self, output: Output) -> None:
@@ -387,6 +402,16 @@ def test_a_failing_data_hook_ends_the_session_and_nothing_unmasked_is_sent(
     assert log.events[1][2] == "error" and log.events[-1][0] == "closed"
 
 
+def test_a_secret_echoed_in_the_reason_phrase_is_scrubbed(monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway = Gateway(monkeypatch=monkeypatch)
+    client = gateway.connect()
+    client.send(client.request())
+    token = TARGET_TOKEN.encode()
+    gateway.target.respond(b"HTTP/1.1 401 bad token " + token + b"\r\nContent-Length: 0\r\n\r\n")
+    answer = client.received()
+    assert answer.startswith(b"HTTP/1.1 401 bad token ") and token not in answer
+
+
 @pytest.mark.parametrize(
     ("response", "why"),
     [
@@ -395,6 +420,11 @@ def test_a_failing_data_hook_ends_the_session_and_nothing_unmasked_is_sent(
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Encoding: gzip\r\n"
             b"Content-Length: 3\r\n\r\nabc",
             b"encoded",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=IBM037\r\n"
+            b"Content-Length: 3\r\n\r\nabc",
+            b"cannot be masked",
         ),
         (
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 99999\r\n\r\n",
@@ -482,6 +512,19 @@ def test_a_websocket_upgrade_becomes_a_tunnel_when_enabled(
     ]
 
 
+def test_a_101_to_another_protocol_than_websocket_is_not_tunnelled(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A target switching to h2c would take requests through the tunnel no rule judged.
+    gateway = Gateway(http={"websocket": True}, monkeypatch=monkeypatch)
+    client = gateway.connect()
+    client.send(client.request("GET", "/ws", extra=UPGRADE))
+    gateway.target.respond(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n"
+    )
+    assert client.received().startswith(b"HTTP/1.1 502 ")
+
+
 def test_a_websocket_is_judged_as_its_own_method(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[str] = []
 
@@ -523,6 +566,15 @@ def test_an_underscored_override_field_is_refused(monkeypatch: pytest.MonkeyPatc
     gateway = Gateway(monkeypatch=monkeypatch)
     client = gateway.connect()
     client.send(client.request("POST", extra="X_HTTP_Method_Override: DELETE\r\n"))
+    assert client.received().startswith(b"HTTP/1.1 400 ")
+    assert gateway.target.connections == []
+
+
+def test_a_method_override_form_field_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway = Gateway(monkeypatch=monkeypatch)
+    client = gateway.connect()
+    form = "Content-Type: application/x-www-form-urlencoded\r\n"
+    client.send(client.request("POST", body=b"name=a&_method=DELETE", extra=form))
     assert client.received().startswith(b"HTTP/1.1 400 ")
     assert gateway.target.connections == []
 

@@ -81,7 +81,7 @@ class ConnectionConfig:
     capability is negotiated on neither side)."""
     access: str = "groups"
     """``groups`` (members of :attr:`allow_groups` may connect) or ``jit`` (they also need a
-    live just-in-time grant, see :mod:`hoopgw.approvals.service`)."""
+    live just-in-time grant, see :mod:`hoopgw.approvals.grants`)."""
     jit_approvers: tuple[str, ...] = ()
     """With ``access = "jit"``: groups whose members decide access requests."""
     jit_max_duration: float = 8 * 3600.0

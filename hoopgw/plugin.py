@@ -25,7 +25,7 @@ from hoopgw.errors import ConfigError, PluginError
 if TYPE_CHECKING:
     from twisted.logger import Logger
 
-    from hoopgw.approvals.service import ApprovalService
+    from hoopgw.approvals.reviews import ReviewService
     from hoopgw.audit.writer import AuditWriter
     from hoopgw.session import ConnectionInfo
 
@@ -139,7 +139,7 @@ class PluginContext:
     """A logger namespaced to the plugin and connection."""
     reactor: Any
     """The reactor, for timers (tests pass a ``Clock``)."""
-    approvals: ApprovalService | None = None
+    approvals: ReviewService | None = None
     """The gateway's review service, for an approval backend; None in config checks."""
     connect_upstream: Callable[..., Any] | None = None
     """Opens a TCP connection to the connection's target as its sessions do -- directly, or

@@ -5,7 +5,7 @@ approval and webhook plugins use these values.
 A *review* is a request for a human decision: a held statement (``kind = "statement"``) or a
 request for time-bound access to a connection (``kind = "access"``). Each approver's answer is
 a :class:`ReviewVote`; an approved access request becomes a :class:`GrantRecord`. The rules
-(who may decide, how many approvals) live in :mod:`hoopgw.approvals.service`; the store only keeps
+(who may decide, how many approvals) live in :mod:`hoopgw.approvals.reviews`; the store only keeps
 the
 records and changes them with compare-and-set, so two deciders can never both win.
 """

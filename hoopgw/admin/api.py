@@ -4,7 +4,7 @@ Every request but ``GET /api/openapi.json`` carries ``Authorization: Bearer <sec
 by the same :class:`~hoopgw.identity.authn.Authenticator` as database logins (an API key, or an
 OIDC token
 where an issuer is trusted), so the API acts as the person calling it. What the caller may do
-follows from the review rules (:mod:`hoopgw.approvals.service`) and the ``[roles]`` table.
+follows from the review rules (:mod:`hoopgw.approvals.reviews`) and the ``[roles]`` table.
 ``hoopgw/admin/openapi.py`` is the contract; ``docs/admin-api.md`` the reference.
 """
 
@@ -29,7 +29,8 @@ from hoopgw.admin import openapi
 from hoopgw.admin.metrics import GatewayMetrics
 from hoopgw.admin.monitoring import HealthResource, MetricsResource, ReadyResource
 from hoopgw.admin.sessions import SessionControl
-from hoopgw.approvals.service import ApprovalError, ApprovalService, roles_of
+from hoopgw.approvals.common import ApprovalError, roles_of
+from hoopgw.approvals.reviews import ReviewService
 from hoopgw.errors import AuthenticationError
 from hoopgw.reviews import GrantRecord, ReviewRecord
 from hoopgw.session import Identity
@@ -67,7 +68,7 @@ class _Refused(Exception):
 Handler = Callable[..., Any]
 
 
-def review_json(review: ReviewRecord, service: ApprovalService) -> dict[str, Any]:
+def review_json(review: ReviewRecord, service: ReviewService) -> dict[str, Any]:
     """A review as the API shows it: its record, its votes and the count of approvals."""
     votes = service.votes(review.id)
     data = attrs.asdict(review)
@@ -124,7 +125,7 @@ class AdminApi(resource.Resource):
 
     def __init__(
         self,
-        service: ApprovalService,
+        service: ReviewService,
         authenticator: Any,
         reactor: Any,
         *,
@@ -307,7 +308,7 @@ class AdminApi(resource.Resource):
 
     def _list_grants(self, request: Any, identity: Identity, body: Any) -> tuple[int, Any]:
         active = _query(request, "active", "") == "1"
-        grants = self._service.list_grants(identity, active=active, limit=_limit(request))
+        grants = self._service.grants.list_grants(identity, active=active, limit=_limit(request))
         now = self._reactor.seconds()
         return 200, {"grants": [grant_json(g, now) for g in grants]}
 
@@ -315,7 +316,7 @@ class AdminApi(resource.Resource):
         self, request: Any, identity: Identity, body: dict[str, Any], grant_id: str
     ) -> defer.Deferred[tuple[int, Any]]:
         reason = _reason(body, required=False)
-        revoked = self._service.revoke(grant_id, identity, reason)
+        revoked = self._service.grants.revoke(grant_id, identity, reason)
         return revoked.addCallback(lambda g: (200, grant_json(g, self._reactor.seconds())))
 
     def _session_control(self) -> SessionControl:
@@ -411,7 +412,7 @@ class _PerHostLimit(policies.WrappingFactory):
 
 
 def build_site(
-    service: ApprovalService,
+    service: ReviewService,
     authenticator: Any,
     reactor: Any,
     *,

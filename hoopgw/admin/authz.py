@@ -1,16 +1,16 @@
 """Who may do what on the admin listener: the one set of role rules the admin API and the web
 console share.
 
-Reviews and grants follow the review rules of :class:`hoopgw.approvals.service.ApprovalService`
-(nobody decides their own request, only the review's approver groups decide, ``auditor`` and
-``admin`` see every review); the rules here cover the rest.
+Reviews and grants follow the review rules of :mod:`hoopgw.approvals.common` (nobody decides
+their own request, only the review's approver groups decide, ``auditor`` and ``admin`` see every
+review); the rules here cover the rest.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from hoopgw.approvals.service import roles_of
+from hoopgw.approvals.common import roles_of
 from hoopgw.session import Identity
 
 __all__ = ["may_read_audit", "may_terminate_sessions", "sees_every_session"]

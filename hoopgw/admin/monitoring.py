@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 
 from hoopgw.admin.metrics import GatewayMetrics, render
-from hoopgw.approvals.service import roles_of
+from hoopgw.approvals.common import roles_of
 from hoopgw.errors import AuthenticationError
 
 __all__ = ["HealthResource", "MetricsResource", "ReadyResource", "address_allowed"]

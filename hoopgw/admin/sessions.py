@@ -14,7 +14,7 @@ from typing import Any
 from twisted.internet import defer
 
 from hoopgw.admin.authz import may_terminate_sessions, sees_every_session
-from hoopgw.approvals.service import ApprovalError
+from hoopgw.approvals.common import ApprovalError
 from hoopgw.errors import HeldStatement, StoreError
 from hoopgw.records import AuditEntry
 from hoopgw.session import Identity

@@ -37,7 +37,7 @@ def build_console(
 ) -> Console:
     """The ``/console`` resource for ``config`` (which must have a ``[console]`` table).
 
-    :param service: the gateway's :class:`~hoopgw.approvals.service.ApprovalService`.
+    :param service: the gateway's :class:`~hoopgw.approvals.reviews.ReviewService`.
     :param sessions: the gateway's :class:`~hoopgw.admin.sessions.SessionControl`.
     :param store: the gateway's store.
     :param audit: the gateway's audit writer.

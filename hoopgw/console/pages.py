@@ -1,8 +1,9 @@
 """The console's pages: reviews, access requests, sessions, replay, audit, evidence.
 
 Each handler asks the same services and rules as the admin API — the review rules of
-:class:`~hoopgw.approvals.service.ApprovalService` (``list_reviews``, ``get``, ``decide``,
-``list_grants``, ``revoke``, ``request_access``), :class:`~hoopgw.admin.sessions.SessionControl`
+:class:`~hoopgw.approvals.reviews.ReviewService` (``list_reviews``, ``get``, ``decide``,
+``request_access``, and ``grants.list_grants`` and ``grants.revoke``),
+:func:`~hoopgw.approvals.common.decision_refused`, :class:`~hoopgw.admin.sessions.SessionControl`
 for live sessions and their end, and :mod:`hoopgw.admin.authz` for the rest — so a page shows
 and does exactly what the API would for the same person.
 """
@@ -22,7 +23,8 @@ from typing import Any
 from twisted.internet import defer
 
 from hoopgw.admin.authz import may_read_audit, may_terminate_sessions, sees_every_session
-from hoopgw.approvals.service import ApprovalService, roles_of
+from hoopgw.approvals.common import decision_refused, roles_of
+from hoopgw.approvals.reviews import ReviewService
 from hoopgw.audit.asciicast import channel_recording, terminal_channels
 from hoopgw.audit.replay import transcript
 from hoopgw.console.web import CSP_PLAYER, Console, Context, Refused, Reply, refuse_cross_site
@@ -85,7 +87,7 @@ class Pages:
         self,
         console: Console,
         *,
-        service: ApprovalService,
+        service: ReviewService,
         sessions: Any,
         store: Any,
         audit: Any,
@@ -121,7 +123,7 @@ class Pages:
                     "votes": votes,
                     "approvals": sum(1 for v in votes if v.approve),
                     # The test decide() applies; it applies it again when a button is pressed.
-                    "may_decide": self._service.decision_refused(review, me, votes) is None,
+                    "may_decide": decision_refused(review, me, votes) is None,
                 }
             )
         return rows
@@ -164,11 +166,11 @@ class Pages:
         now = self._clock.seconds()
         grants = [
             {"g": g, "status": g.status(now), "expires": _time(g.expires_at)}
-            for g in self._service.list_grants(context.identity, active=False, limit=200)
+            for g in self._service.grants.list_grants(context.identity, active=False, limit=200)
         ]
         jit = sorted(
             name
-            for name, c in self._service.connections.items()
+            for name, c in self._service.grants.connections.items()
             if c.access == "jit" and context.identity.groups & set(c.allow_groups)
         )
         return self._console.page(
@@ -198,7 +200,7 @@ class Pages:
     def revoke(self, context: Context, grant_id: str) -> defer.Deferred[Reply]:
         """End a grant (its holder, or an admin)."""
         reason = _reason(context.form, required=False)
-        revoked = self._service.revoke(grant_id, context.identity, reason)
+        revoked = self._service.grants.revoke(grant_id, context.identity, reason)
         return revoked.addCallback(lambda _: self._console.redirect("/console/access"))
 
     # -- sessions ------------------------------------------------------------------------------
@@ -229,7 +231,7 @@ class Pages:
             every=every,
             identity=identity,
             connection=connection,
-            connections=sorted(self._service.connections),
+            connections=sorted(self._service.grants.connections),
             may_terminate=may_terminate_sessions(me, self._roles),
             page="sessions",
         )

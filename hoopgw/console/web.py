@@ -12,7 +12,7 @@ anything else is refused with 401. Every POST must also carry the session's CSRF
 ``Origin`` (or, lacking one, ``Referer``) of the console's own ``public_url``; a browser's
 ``Sec-Fetch-Site`` other than ``same-origin`` is refused too. What a signed-in person may see
 or do follows the same rules as the admin API (:mod:`hoopgw.admin.authz` and the review rules
-of :class:`~hoopgw.approvals.service.ApprovalService`), called from :mod:`hoopgw.console.pages`.
+of :class:`~hoopgw.approvals.reviews.ReviewService`), called from :mod:`hoopgw.console.pages`.
 
 Sign-in, sign-in failure and sign-out are audit records (``console_signed_in``,
 ``console_sign_in_failed``, ``console_signed_out``; a session that times out ends without
@@ -35,7 +35,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
-from hoopgw.approvals.service import ApprovalError, roles_of
+from hoopgw.approvals.common import ApprovalError, roles_of
 from hoopgw.console.settings import ConsoleConfig
 from hoopgw.console.websessions import LOGIN_TTL, LoginAttempts, WebSession, WebSessions
 from hoopgw.errors import AuthenticationError

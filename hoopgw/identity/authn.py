@@ -74,7 +74,7 @@ class Authenticator:
     :param throttle: the per-address back-off; None answers failures at once (tests).
     :param audit: where failures are recorded; None records nothing (config checks, tests).
     :param clock: ``seconds()`` for key expiry and record times; the reactor in the gateway.
-    :param grants: the just-in-time grants (:class:`hoopgw.approvals.service.ApprovalService`); None
+    :param grants: the just-in-time grants (:class:`hoopgw.approvals.grants.GrantService`); None
         refuses every connection with ``access = "jit"``.
     """
 

@@ -22,7 +22,8 @@ from hoopgw.admin.metrics import GatewayMetrics
 from hoopgw.admin.sessions import SessionControl
 from hoopgw.agent.hub import AgentHub
 from hoopgw.agent.tokens import AgentTokens
-from hoopgw.approvals.service import ApprovalService
+from hoopgw.approvals.grants import GrantService
+from hoopgw.approvals.reviews import ReviewService
 from hoopgw.audit.writer import AuditWriter, CheckpointSettings, spawn_writer_process
 from hoopgw.config.gateway import resolve_store_url
 from hoopgw.config.load import Config
@@ -77,7 +78,7 @@ def build_chain(
     reactor: Any,
     approval_timeout: float,
     audit: AuditWriter | None = None,
-    approvals: ApprovalService | None = None,
+    approvals: ReviewService | None = None,
     on_decided: Callable[[Verdict], None] | None = None,
     upstream: Any = None,
 ) -> PluginChain:
@@ -176,7 +177,7 @@ class Gateway:
         self._ports: list[Any] = []
         self._stopped = False
         self.authenticator: Authenticator | None = None
-        self.approvals: ApprovalService | None = None
+        self.approvals: ReviewService | None = None
 
     @defer.inlineCallbacks
     def start(self) -> Any:
@@ -214,18 +215,26 @@ class Gateway:
         )
         gw = self.config.gateway
         # Reviews and grants: pending reviews of an earlier run end as aborted here.
-        self.approvals = ApprovalService(
+        grants = GrantService(
             store=self._store,
             audit=self.audit,
             reactor=self.reactor,
             connections={c.name: c for c in self.config.connections},
             roles=self.config.roles,
             sessions=self.sessions,
+        )
+        self.approvals = ReviewService(
+            store=self._store,
+            audit=self.audit,
+            reactor=self.reactor,
+            grants=grants,
+            roles=self.config.roles,
+            sessions=self.sessions,
             approval_timeout=gw.approval_timeout,
             instance=gw.instance,
             poll_interval=REVIEW_POLL_INTERVAL if self._shared_store else None,
         )
-        authenticator.grants = self.approvals
+        authenticator.grants = grants
         yield self.approvals.start()
         if self._shared_store:
             self._notices = ChangeListener(self._store_url, self._store_changed, self.reactor)
@@ -360,7 +369,7 @@ class Gateway:
         if kind == "review" and self.approvals is not None:
             self.approvals.review_changed(ident)
         elif kind == "grant" and self.approvals is not None:
-            self.approvals.sweep_now()
+            self.approvals.grants.sweep_now()
         elif kind in ("key", "ssh_key") and self.authenticator is not None:
             self.authenticator.check_keys_now()
 

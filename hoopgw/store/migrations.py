@@ -170,7 +170,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         version=2,
         statements=(
-            # Reviews, approvers' answers and just-in-time grants (hoopgw.approvals.service).
+            # Reviews, approvers' answers and just-in-time grants (hoopgw.approvals).
             """
             CREATE TABLE reviews (
                 {rowid}

@@ -6,7 +6,7 @@ It does two things on a connection that enables it:
   :mod:`hoopgw.sql`, the same ones guardrails denies), as its protocol's dialect classifies it;
 - it is the connection's approval backend: every held command (its own holds, and guardrails
   rules with ``action = "review"``) becomes a review in the gateway's
-  :class:`~hoopgw.approvals.service.ApprovalService`, decided through the admin API
+  :class:`~hoopgw.approvals.reviews.ReviewService`, decided through the admin API
   (``hoopgw reviews approve|deny``).
 
 Enable it on a connection::

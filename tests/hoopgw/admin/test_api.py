@@ -23,7 +23,8 @@ from hoopgw.admin.api import (
     build_site,
 )
 from hoopgw.admin.sessions import SessionControl
-from hoopgw.approvals.service import ApprovalService
+from hoopgw.approvals.grants import GrantService
+from hoopgw.approvals.reviews import ReviewService
 from hoopgw.connection import ConnectionConfig, CredentialConfig
 from hoopgw.errors import AuthenticationError
 from hoopgw.reviews import ReviewPolicy
@@ -69,13 +70,23 @@ class Api:
             access="jit",
             jit_approvers=("leads",),
         )
-        self.service = ApprovalService(
+        audit = FakeAuditWriter()
+        sessions = SessionRegistry()
+        grants = GrantService(
             store=self.store,
-            audit=FakeAuditWriter(),  # type: ignore[arg-type]
+            audit=audit,  # type: ignore[arg-type]
             reactor=self.clock,
             connections={"jit": jit},
             roles={"approver": ("dba",)},
-            sessions=SessionRegistry(),
+            sessions=sessions,
+        )
+        self.service = ReviewService(
+            store=self.store,
+            audit=audit,  # type: ignore[arg-type]
+            reactor=self.clock,
+            grants=grants,
+            roles={"approver": ("dba",)},
+            sessions=sessions,
             approval_timeout=300,
         )
         self.authenticator = FakeAuthenticator()

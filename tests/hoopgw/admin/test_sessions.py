@@ -9,7 +9,7 @@ import pytest
 from twisted.internet import task
 
 from hoopgw.admin.sessions import SESSION_TERMINATED_KIND, SessionControl
-from hoopgw.approvals.service import ApprovalError
+from hoopgw.approvals.common import ApprovalError
 from hoopgw.errors import HeldStatement
 from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.session import Identity

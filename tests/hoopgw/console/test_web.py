@@ -16,7 +16,8 @@ from twisted.internet import defer, task
 from twisted.web.test.requesthelper import DummyRequest
 
 from hoopgw.admin.sessions import SessionControl
-from hoopgw.approvals.service import ApprovalService
+from hoopgw.approvals.grants import GrantService
+from hoopgw.approvals.reviews import ReviewService
 from hoopgw.connection import ConnectionConfig, CredentialConfig
 from hoopgw.console import pages
 from hoopgw.console.settings import ConsoleConfig
@@ -67,13 +68,22 @@ class Site:
             access="jit",
             jit_approvers=("dba",),
         )
-        self.service = ApprovalService(
+        sessions = SessionRegistry()
+        grants = GrantService(
             store=self.store,
             audit=self.audit,  # type: ignore[arg-type]
             reactor=self.clock,
             connections={"jit": jit},
             roles=roles,
-            sessions=SessionRegistry(),
+            sessions=sessions,
+        )
+        self.service = ReviewService(
+            store=self.store,
+            audit=self.audit,  # type: ignore[arg-type]
+            reactor=self.clock,
+            grants=grants,
+            roles=roles,
+            sessions=sessions,
             approval_timeout=300,
         )
         self.console = Console(

@@ -14,7 +14,8 @@ from hoopgw_webhook import WebhookPlugin
 from twisted.internet import task
 from twisted.logger import Logger
 
-from hoopgw.approvals.service import ApprovalService
+from hoopgw.approvals.grants import GrantService
+from hoopgw.approvals.reviews import ReviewService
 from hoopgw.config.load import parse_config
 from hoopgw.errors import ConfigError
 from hoopgw.plugin import PluginContext, validate_options
@@ -42,13 +43,22 @@ class World:
         self.audit = FakeAuditWriter()
         self.store = SQLiteStore(":memory:")
         self.store.migrate()
-        self.service = ApprovalService(
+        sessions = SessionRegistry()
+        grants = GrantService(
             store=self.store,
             audit=self.audit,  # type: ignore[arg-type]
             reactor=self.clock,
             connections={},
             roles={},
-            sessions=SessionRegistry(),
+            sessions=sessions,
+        )
+        self.service = ReviewService(
+            store=self.store,
+            audit=self.audit,  # type: ignore[arg-type]
+            reactor=self.clock,
+            grants=grants,
+            roles={},
+            sessions=sessions,
             approval_timeout=300,
         )
         plugins: list[tuple[str, object]] = []

@@ -28,13 +28,14 @@ requirement the target did not accept. An exception refuses the session (fail cl
 non-``None`` turns a ``Hold`` into a pending decision. The core adds the timeout and cancels the
 Deferred when the client goes away. With no backend, a ``Hold`` is refused.
 
-**Data hooks** -- :func:`result_columns`, :func:`server_rows`, :func:`server_output`,
-:func:`client_input`, :func:`audit_text`. Synchronous; they rewrite their arguments in place
-and return ``None``. They run in the order of the connection's ``plugins`` list, so masking order
-is explicit. A plugin that must see the final data (the recorder) declares its implementation
-with ``hookimpl(wrapper=True)`` and inspects the data after ``yield``, so it stores what the
-client saw whatever its place in the list. An exception in a data hook ends
-the session with an error: nothing unprocessed reaches the client.
+**Data hooks** -- :func:`result_columns`, :func:`server_rows`, :func:`server_row_messages`,
+:func:`server_output`, :func:`client_input`, :func:`audit_text`. Synchronous; they rewrite their
+arguments in place and return ``None`` (:func:`server_row_messages` only reads, and answers
+which rows :func:`server_rows` needs). They run in the order of the connection's ``plugins``
+list, so masking order is explicit. A plugin that must see the final data (the recorder)
+declares its implementation with ``hookimpl(wrapper=True)`` and inspects the data after
+``yield``, so it stores what the client saw whatever its place in the list. An exception in a
+data hook ends the session with an error: nothing unprocessed reaches the client.
 
 **Observers** -- :func:`command_decided`, :func:`command_completed`, :func:`session_closed`. Called
 exactly once per command or session, for their side effects; the return value is ignored and an
@@ -207,6 +208,46 @@ def server_rows(
 
 
 @hookspec
+def server_row_messages(
+    session: SessionInfo,
+    command: Command,
+    columns: list[Column],
+    data: bytes,
+    starts: list[int],
+    encoding: str,
+) -> list[int] | None:
+    """A batch of result rows arrived, seen as the target's bytes: which of them does this
+    plugin need in :func:`server_rows`?
+
+    An opt-in for plugins that scan whole batches with native code (masking's Hyperscan
+    prefilter): called once per batch, before :func:`server_rows`, and only for a plugin that
+    implements both. Synchronous; it reads and returns, and changes nothing: ``data`` is
+    immutable, the rows are changed, if at all, in :func:`server_rows`.
+
+    The protocol decodes only the rows some plugin needs and calls :func:`server_rows` with
+    those, in order (and not at all when there are none); every other row is forwarded as the
+    target sent it, byte for byte, and counted as sent. A plugin that implements
+    :func:`server_rows` without this hook needs every row, so while one is enabled on the
+    connection this hook is not called and every row is decoded. A wrapper of
+    :func:`server_rows` (the recorder) sees the rows the client gets after the others changed
+    them, which for the rows left out are their bytes as sent.
+
+    :param session: the session receiving the rows.
+    :param command: the command producing them.
+    :param columns: the result's column descriptions (as for :func:`server_rows`).
+    :param data: the batch's row messages back to back, exactly as the target sent them
+        (PostgreSQL ``DataRow`` messages with their type byte and length).
+    :param starts: where each row's message starts in ``data``, ascending; the first is 0.
+    :param encoding: the character encoding of the text values in ``data``, by the
+        protocol's name for it (PostgreSQL's ``client_encoding``, such as ``UTF8``), or ``""``
+        when the protocol does not know it. A plugin whose byte patterns do not cover it
+        answers ``None`` (fail closed).
+    :return: the indices (into ``starts``) of the rows this plugin needs, ascending; ``None``
+        for every row.
+    """
+
+
+@hookspec
 def server_output(session: SessionInfo, command: Command | None, output: Output) -> None:
     """Text from the target outside result rows is about to reach the client.
 
@@ -344,6 +385,7 @@ ALL_HOOKS: tuple[str, ...] = (
     "approval_requested",
     "result_columns",
     "server_rows",
+    "server_row_messages",
     "server_output",
     "client_input",
     "audit_text",

@@ -7,6 +7,8 @@ limits. It implements:
 
 - ``result_columns``: decides once per result set which columns need scanning (by type; a result
   without text-bearing columns costs nothing) and which are masked whole by a column rule;
+- ``server_row_messages``: one Hyperscan scan of a batch's bytes picks the rows that may hold
+  an entity (:mod:`hoopgw_masking.prefilter`); the others are forwarded undecoded;
 - ``server_rows``: masks values in text and binary formats, re-framed by the protocol;
 - ``server_output``: errors, notices, notifications, parameter reports and COPY-out data;
 - ``audit_text``: the command text the audit store keeps (the target receives the original);
@@ -47,6 +49,7 @@ from hoopgw_masking.detectors import (
     regex_detector,
 )
 from hoopgw_masking.engine import Masker
+from hoopgw_masking.prefilter import ENCODINGS, Prefilter
 from hoopgw_masking.styles import STYLES, Style
 from hoopgw_masking.values import (
     DIGITS,
@@ -276,6 +279,8 @@ class MaskingPlugin:
         detectors += [regex_detector(n, p) for n, p in options["patterns"].items()]
         if options["deny_words"]:
             detectors.append(deny_list_detector(options["deny_words"]))
+        self.prefilter = Prefilter.of(detectors)
+        """The byte prefilter of this policy's detectors (``None``: every row is decoded)."""
         self.masker = Masker(
             detectors,
             {e: styles[s] for e, s in options["styles"].items()},
@@ -434,6 +439,36 @@ class MaskingPlugin:
         return None if plan else False
 
     @hookimpl
+    def server_row_messages(
+        self,
+        session: SessionInfo,
+        command: Command,
+        columns: list[Column],
+        data: bytes,
+        starts: list[int],
+        encoding: str,
+    ) -> list[int] | None:
+        """The rows with a candidate for a detector, found by one Hyperscan scan of the
+        batch's bytes; ``None`` (every row) when the prefilter cannot decide for this result:
+        a custom pattern or deny list, column rules, a column masked other than as plain text
+        (JSON, numbers, binary forms), or an encoding the byte patterns do not cover."""
+        if self.prefilter is None or self._reader is not None or encoding not in ENCODINGS:
+            return None
+        if any(kind != TEXT for _, kind, _ in self._cached_plan(session, columns)):
+            return None
+        return self.prefilter.rows(data, starts)
+
+    def _cached_plan(
+        self, session: SessionInfo, columns: list[Column]
+    ) -> list[tuple[int, str, bool]]:
+        cached = self._plans.get(session.id)
+        if cached is not None and cached[0] is columns:
+            return cached[1]
+        plan = self._plan(session, columns)
+        self._plans[session.id] = (columns, plan)
+        return plan
+
+    @hookimpl
     def server_rows(
         self,
         session: SessionInfo,
@@ -442,12 +477,7 @@ class MaskingPlugin:
         rows: list[list[bytes | None]],
     ) -> None:
         """Mask the values of a batch of rows in place."""
-        cached = self._plans.get(session.id)
-        if cached is not None and cached[0] is columns:
-            plan = cached[1]
-        else:
-            plan = self._plan(session, columns)
-            self._plans[session.id] = (columns, plan)
+        plan = self._cached_plan(session, columns)
         if not rows:
             return
         counts: Counter[str] = Counter()

@@ -10,6 +10,7 @@ per session stays bounded.
 from __future__ import annotations
 
 import hmac
+import itertools
 import secrets
 import time
 import uuid
@@ -1332,16 +1333,45 @@ class ClientSession(protocol.Protocol):
 
     def _rewrite_rows(self, frames: list[Any], request: Request | None) -> list[bytes]:
         command = self._command_of(request)
-        rows = [m.decode_data_row(frame.body) for frame in frames]
-        if command is not None:
+        if command is None:
+            encoded = [m.encode_data_row(m.decode_data_row(frame.body)) for frame in frames]
+        elif self.chain.picks_rows:
+            encoded = self._rewrite_picked_rows(frames, command)
+        else:
+            rows = [m.decode_data_row(frame.body) for frame in frames]
             self.chain.hook.server_rows(
                 session=self.session, command=command, columns=self._columns, rows=rows
             )
-        encoded = [m.encode_data_row(row) for row in rows]
+            encoded = [m.encode_data_row(row) for row in rows]
         if request is not None and request.progress is not None:
-            request.progress.result_rows += len(rows)
+            request.progress.result_rows += len(frames)
             request.progress.bytes += sum(len(e) for e in encoded)
         return encoded
+
+    def _rewrite_picked_rows(self, frames: list[Any], command: Command) -> list[bytes]:
+        """Decode and rewrite only the rows the row plugins need (``server_row_messages``);
+        the others are forwarded as the server sent them."""
+        assert self.session is not None  # a command belongs to a started session
+        wires = [frame.wire for frame in frames]
+        starts = list(itertools.accumulate((len(w) for w in wires[:-1]), initial=0))
+        needed = self.chain.rows_needed(
+            session=self.session,
+            command=command,
+            columns=self._columns,
+            data=b"".join(wires),
+            starts=starts,
+            encoding=self._lexing.state.text_encoding,
+        )
+        picked = range(len(frames)) if needed is None else needed
+        if not picked:
+            return wires
+        rows = [m.decode_data_row(frames[index].body) for index in picked]
+        self.chain.hook.server_rows(
+            session=self.session, command=command, columns=self._columns, rows=rows
+        )
+        for index, row in zip(picked, rows, strict=True):
+            wires[index] = m.encode_data_row(row)
+        return wires
 
     def _complete(
         self,

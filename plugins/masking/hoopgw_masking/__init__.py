@@ -221,6 +221,12 @@ class MaskingPlugin:
             help="look for card numbers in int8, numeric, float8 and money values",
         ),
         Option(
+            name="prefilter",
+            type=bool,
+            default=True,
+            help="find the rows worth decoding with one Hyperscan scan of each batch's bytes",
+        ),
+        Option(
             name="catalog_user",
             type=str,
             default="",
@@ -279,7 +285,7 @@ class MaskingPlugin:
         detectors += [regex_detector(n, p) for n, p in options["patterns"].items()]
         if options["deny_words"]:
             detectors.append(deny_list_detector(options["deny_words"]))
-        self.prefilter = Prefilter.of(detectors)
+        self.prefilter = Prefilter.of(detectors) if options["prefilter"] else None
         """The byte prefilter of this policy's detectors (``None``: every row is decoded)."""
         self.masker = Masker(
             detectors,
@@ -451,7 +457,8 @@ class MaskingPlugin:
         """The rows with a candidate for a detector, found by one Hyperscan scan of the
         batch's bytes; ``None`` (every row) when the prefilter cannot decide for this result:
         a custom pattern or deny list, column rules, a column masked other than as plain text
-        (JSON, numbers, binary forms), or an encoding the byte patterns do not cover."""
+        (JSON, numbers, binary forms), an encoding the byte patterns do not cover, or a batch
+        in which most rows are candidates."""
         if self.prefilter is None or self._reader is not None or encoding not in ENCODINGS:
             return None
         if any(kind != TEXT for _, kind, _ in self._cached_plan(session, columns)):

@@ -10,10 +10,15 @@ pattern is necessary, entity by entity:
 - ``email``: the local part ends with one of ``[A-Za-z0-9_%+-]`` just before ``@`` and the domain
   starts with a letter or digit.
 - ``phone``: the validator needs seven ASCII digits in the match, which holds nothing but digits,
-  one leading ``+`` and ``[ .\-()]`` plus an extension's ``x``/``ext.``/``#`` and spaces; between
-  two digits there are at most seven of those (``) ext. ``).
-- ``ssn``: three digits, a space or dash, two digits, the same separator, four digits.
-- ``credit_card``: twelve digits at least, at most one space or dash between two.
+  one leading ``+`` or ``(``, ``[ .\-()]`` and an extension (``x``, ``ext.`` or ``#`` between
+  optional spaces, after the last digit or ``)`` of the number). Between two digits of the
+  number stand at most three of ``[ .\-()]`` (``) (``), so when the number itself has seven
+  digits, a run of at least seven of ``[0-9 .\-()]`` starts and ends with a digit there;
+  when it has fewer, there is an extension: a digit, ``)`` maybe, the marker, a digit.
+- ``ssn``: eleven characters of ``[0-9 \-]`` from a digit to a digit (``536-22-1234``).
+- ``credit_card``: twelve digits at least, at most one space or dash between two: a run of
+  twelve or more of ``[0-9 \-]`` from a digit to a digit. Both runs hold the phone's, so with
+  ``phone`` on they are not scanned for separately.
 - ``iban``: two capitals, two digits, then groups of four letters or digits, a space apart at
   most.
 - ``ip``: IPv4 is four dot-separated groups of digits; a valid IPv6 address (what the validator
@@ -37,7 +42,6 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Iterable, Sequence
-from typing import cast
 
 import hyperscan
 
@@ -45,10 +49,10 @@ from hoopgw_masking.detectors import Detector
 
 PATTERNS: dict[str, tuple[bytes, ...]] = {
     "email": (rb"[A-Za-z0-9_%+\-]@[A-Za-z0-9]",),
-    "phone": (rb"\d(?:[ .\-()#ext]{0,7}\d){6}",),
-    "ssn": (rb"\d\d\d[ \-]\d\d[ \-]\d\d\d\d",),
-    "credit_card": (rb"\d(?:[ \-]?\d){11}",),
-    "iban": (rb"[A-Z][A-Z]\d\d ?[A-Z0-9]{4} ?[A-Z0-9]{4}",),
+    "phone": (rb"\d[\d .\-()]{5,}\d", rb"\d\)? ?(?:x|ext\.?|\#) ?\d"),
+    "ssn": (rb"\d[\d \-]{9,}\d",),
+    "credit_card": (rb"\d[\d \-]{10,}\d",),
+    "iban": (rb"[A-Z][A-Z]\d\d ?[A-Z0-9]{4}",),
     "ip": (rb"\d\.\d{1,3}\.\d{1,3}\.\d", rb"::", rb"(?:[0-9A-Fa-f]{1,4}:){6}"),
     "access_key": (
         rb"A(?:KIA|SIA|BIA|CCA|GPA|IDA|IPA|ROA|NPA|NVA|PKA)",
@@ -64,6 +68,8 @@ PATTERNS: dict[str, tuple[bytes, ...]] = {
     "bearer": (rb"(?i)bearer[ \t]",),
 }
 """Per built-in entity, byte patterns of which every masked span holds a match."""
+IMPLIED_BY_PHONE = frozenset({"ssn", "credit_card"})
+"""Entities each of whose pattern matches holds a match of the phone's first pattern."""
 ESCAPES = (rb"\\u", rb"&#")
 """What an entity hidden behind an escape is always written with."""
 ENCODINGS = frozenset(
@@ -81,6 +87,12 @@ text; in any other (UTF-16, Shift JIS, an encoding the protocol does not name) e
 decoded."""
 
 
+MATCHES_PER_ROW = 8
+"""Match reports per row, on average over a batch, above which the prefilter decides nothing
+(a card number alone makes about ten: one per digit past the twelfth character of its run and
+the seventh of the phone's)."""
+
+
 class Prefilter:
     """A compiled Hyperscan database of the prefilter patterns of one policy's entities."""
 
@@ -88,7 +100,10 @@ class Prefilter:
         """
         :param entities: built-in entity names, each a key of :data:`PATTERNS`.
         """
-        expressions = [p for e in sorted(set(entities)) for p in PATTERNS[e]] + list(ESCAPES)
+        wanted = set(entities)
+        if "phone" in wanted:
+            wanted -= IMPLIED_BY_PHONE
+        expressions = [p for e in sorted(wanted) for p in PATTERNS[e]] + list(ESCAPES)
         self._database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
         self._database.compile(
             expressions=expressions,
@@ -106,36 +121,28 @@ class Prefilter:
             return None
         return cls(d.entity for d in detectors)
 
-    def rows(self, data: bytes, starts: Sequence[int]) -> list[int]:
-        """The indices of the rows that hold a candidate.
+    def rows(self, data: bytes, starts: Sequence[int]) -> list[int] | None:
+        """The indices of the rows that hold a candidate, ascending; ``None`` when the batch
+        holds more than :data:`MATCHES_PER_ROW` match reports per row on average, plus a
+        few (then most rows are candidates, and deciding row by row would cost more than it
+        saves).
+
+        One scan of the whole batch reports where matches end (Hyperscan does not promise
+        the order of its reports, so it is never cut short to skip ahead); a row is the one a
+        match ends in (a match that runs over from the row before only adds a row).
 
         :param data: rows back to back, each as its bytes on the wire.
         :param starts: where each row starts in ``data``, ascending (the first is 0).
         """
-        found: list[int] = []
         ends: list[int] = []
-        view = memoryview(data)
-        position = 0
-        count = len(starts)
+        limit = MATCHES_PER_ROW * len(starts) + MATCHES_PER_ROW * 8
 
         def matched(_id: int, _start: int, end: int, _flags: int, _context: object) -> bool:
             ends.append(end)
-            return True  # stop: the rest of this row need not be scanned
+            return len(ends) > limit
 
-        while True:
-            ends.clear()
-            try:
-                # A memoryview, so that no rescan copies the batch (the stub says bytes).
-                rest = cast(bytes, view[position:])
-                self._database.scan(rest, match_event_handler=matched, scratch=self._scratch)
-            except hyperscan.ScanTerminated:
-                pass  # stopped at the first match, as asked
-            if not ends:
-                return found
-            # The row where the first match ends (a match ending in a row that it started
-            # before only adds that row).
-            row = bisect_right(starts, position + ends[0] - 1) - 1
-            found.append(row)
-            if row + 1 >= count:
-                return found
-            position = starts[row + 1]
+        try:
+            self._database.scan(data, match_event_handler=matched, scratch=self._scratch)
+        except hyperscan.ScanTerminated:
+            return None
+        return sorted({bisect_right(starts, end - 1) - 1 for end in ends})

@@ -73,7 +73,8 @@ def picked(
         session=SESSION, command=command, columns=columns, data=data, starts=starts,
         encoding="UTF8",
     )  # fmt: skip
-    assert needed is not None, "the prefilter declined a plain-text result"
+    if needed is None:  # most rows are candidates: every row, as the relay does
+        needed = list(range(len(rows)))
     decoded = [m.decode_data_row(wires[i][5:]) for i in needed]
     if decoded:
         masking.server_rows(session=SESSION, command=command, columns=columns, rows=decoded)
@@ -138,7 +139,7 @@ def test_on_the_quality_corpus_the_prefilter_misses_nothing(options: dict[str, A
         escaped = "\\u" in value or "&#" in value
         if found is not None or escaped:
             data, starts, _ = batch([[value.encode()]])
-            assert masking.prefilter.rows(data, starts) == [0], value
+            assert masking.prefilter.rows(data, starts) in ([0], None), value
     # Output: the same bytes and counts, for the corpus in rows of seven and shuffled with
     # plain filler rows (which the prefilter leaves undecoded).
     rng = random.Random(3)
@@ -235,11 +236,20 @@ def test_a_row_is_named_once_whatever_it_holds_and_a_match_across_rows_only_adds
         [b"plain", b"text"],
         [b"a.b@c", None],
         [b"x", b"plain"],
-        [b"ends with 212-555", None],
+        [b"ends with 12-555", None],
         [b"0100 starts the next", None],
     ]
     data, starts, _ = batch(rows)
     assert prefilter.rows(data, starts) == [0, 2]
     # Without the row framing between them, digits of two rows could run together: a row is
     # then added, never lost.
-    assert prefilter.rows(b"212-555" + b"0100", [0, 7]) == [1]
+    assert prefilter.rows(b"12-55" + b"50100", [0, 5]) == [1]
+
+
+def test_a_batch_of_candidates_is_left_to_the_detectors() -> None:
+    prefilter = Prefilter(PATTERNS)
+    data, starts, _ = batch([[b"4111 1111 1111 1111 and 4111 1111 1111 1111"]] * 20)
+    assert prefilter.rows(data, starts) is None
+    assert call(MASKING, TEXT) == []
+    data, starts, _ = batch([[b"card 4111 1111 1111 1111"]] + [[b"plain"]] * 9)
+    assert prefilter.rows(data, starts) == [0]

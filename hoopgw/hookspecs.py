@@ -236,11 +236,13 @@ def server_row_messages(
     :param command: the command producing them.
     :param columns: the result's column descriptions (as for :func:`server_rows`).
     :param data: the batch's row messages back to back, exactly as the target sent them
-        (PostgreSQL ``DataRow`` messages with their type byte and length).
+        (PostgreSQL: ``DataRow`` messages with their type byte and length; MySQL: the row
+        packets' payloads, without packet headers).
     :param starts: where each row's message starts in ``data``, ascending; the first is 0.
     :param encoding: the character encoding of the text values in ``data``, by the
-        protocol's name for it (PostgreSQL's ``client_encoding``, such as ``UTF8``), or ``""``
-        when the protocol does not know it. A plugin whose byte patterns do not cover it
+        protocol's name for it (PostgreSQL's ``client_encoding``, such as ``UTF8``; MySQL's
+        character set of the result's columns, such as ``utf8mb4``), or ``""`` when the
+        protocol does not know it. A plugin whose byte patterns do not cover it
         answers ``None`` (fail closed).
     :return: the indices (into ``starts``) of the rows this plugin needs, ascending; ``None``
         for every row.

@@ -456,12 +456,13 @@ class MaskingPlugin:
     ) -> list[int] | None:
         """The rows with a candidate for a detector, found by one Hyperscan scan of the
         batch's bytes; ``None`` (every row) when the prefilter cannot decide for this result:
-        a custom pattern or deny list, column rules, a column masked other than as plain text
-        (JSON, numbers, binary forms), an encoding the byte patterns do not cover, or a batch
-        in which most rows are candidates."""
+        a custom pattern or deny list, column rules, a column whose values the byte patterns
+        do not cover (:func:`_covered`), an encoding they do not cover, or a batch in which
+        most rows are candidates."""
         if self.prefilter is None or self._reader is not None or encoding not in ENCODINGS:
             return None
-        if any(kind != TEXT for _, kind, _ in self._cached_plan(session, columns)):
+        plan = self._cached_plan(session, columns)
+        if not all(_covered(kind, columns[index]) for index, kind, _ in plan):
             return None
         return self.prefilter.rows(data, starts)
 
@@ -612,6 +613,18 @@ class MaskingPlugin:
     def session_closed(self, session: SessionInfo, reason: str) -> None:
         """Forget the session's result plan."""
         self._plans.pop(session.id, None)
+
+
+def _covered(kind: str, column: Column) -> bool:
+    """Whether the prefilter's byte patterns cover how a column's values are masked: text in
+    either format, and integers and decimals written in ASCII digits (a card number in one is
+    a run of twelve digits or more). Not JSON (escapes, exponents), arrays, ranges, records,
+    bytea, numbers in binary, floats (``4.111111111111111e+15``) nor unknown binary forms."""
+    if kind == TEXT:
+        return True
+    if kind in (INT8, NUMERIC):
+        return column.format == 0
+    return kind == DIGITS and column.type_name != "DOUBLE"
 
 
 def _may_hold_card(kind: str, fmt: int, values: list[bytes | None]) -> bool:

@@ -79,12 +79,13 @@ ENCODINGS = frozenset(
         "ISO_8859_8", "WIN866", "WIN874", "WIN1250", "WIN1251", "WIN1252", "WIN1253", "WIN1254",
         "WIN1255", "WIN1256", "WIN1257", "WIN1258", "KOI8R", "KOI8U", "EUC_CN", "EUC_JP",
         "EUC_JIS_2004", "EUC_KR", "EUC_TW", "MULE_INTERNAL",
+        "utf8mb4", "utf8mb3", "latin1", "ascii", "binary",
     }
 )  # fmt: skip
-"""Encodings (PostgreSQL's names) in which every ASCII byte is that character and every byte
-of another character has its high bit set, so that the ASCII patterns read the bytes as the
-text; in any other (UTF-16, Shift JIS, an encoding the protocol does not name) every row is
-decoded."""
+"""Encodings (PostgreSQL's names, then MySQL's character sets) in which every ASCII byte is
+that character and every byte of another character has its high bit set, so that the ASCII
+patterns read the bytes as the text; in any other (UTF-16, Shift JIS, an encoding the protocol
+does not name) every row is decoded."""
 
 
 MATCHES_PER_ROW = 8

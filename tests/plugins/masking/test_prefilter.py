@@ -181,6 +181,35 @@ def test_random_values_with_embedded_forms_mask_the_same(texts: list[str]) -> No
 
 
 MASKING = plugin()
+NUMBERS = [Column("t", type_oid=25), Column("i", type_oid=20), Column("n", type_oid=1700)]
+
+
+@st.composite
+def numbers(draw: st.DrawFn) -> list[bytes | None]:
+    """A row of a text, an int8 and a numeric value in text format, the numbers sometimes card
+    numbers (signed, with a fraction)."""
+    rng = random.Random(draw(st.integers(0, 2**32)))
+    row: list[bytes | None] = [draw(values()).encode()]
+    for _ in range(2):
+        kind = draw(st.sampled_from(["card", "digits", "null"]))
+        if kind == "null":
+            row.append(None)
+            continue
+        if kind == "card":
+            digits = POSITIVES["credit_card"](rng).replace(" ", "").replace("-", "")
+        else:
+            digits = str(draw(st.integers(0, 10**20)))
+        sign = draw(st.sampled_from(["", "-"]))
+        fraction = draw(st.sampled_from(["", ".5", ".00"]))
+        row.append(f"{sign}{digits}{fraction}".encode())
+    row[1] = None if row[1] is None else row[1].split(b".")[0]  # int8 has no fraction
+    return row
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(numbers(), min_size=1, max_size=30))
+def test_numbers_in_text_format_mask_the_same(rows: list[list[bytes | None]]) -> None:
+    assert_same(MASKING, NUMBERS, rows)
 
 
 # -- when it declines --------------------------------------------------------------------------
@@ -217,16 +246,48 @@ def test_an_encoding_the_patterns_do_not_cover_needs_every_row(encoding: str) ->
 
 @pytest.mark.parametrize(
     ("type_oid", "fmt"),
-    [(114, 0), (3802, 1), (20, 0), (20, 1), (1700, 0), (1009, 0), (17, 0), (869, 0), (16386, 1)],
+    [
+        (114, 0),  # json: escapes, exponents
+        (3802, 1),
+        (20, 1),  # int8 in binary
+        (1700, 1),
+        (701, 0),  # float8: 4.111111111111111e+15
+        (790, 0),  # money: 4,111,111,111,111,111.00
+        (1009, 0),  # text[]
+        (17, 0),  # bytea: \x hex
+        (869, 0),  # inet
+        (16386, 1),  # a type the gateway does not know, in binary
+    ],
 )
-def test_values_not_masked_as_plain_text_need_every_row(type_oid: int, fmt: int) -> None:
+def test_values_the_byte_patterns_do_not_cover_need_every_row(type_oid: int, fmt: int) -> None:
     columns = [Column("t", type_oid=25), Column("x", type_oid=type_oid, format=fmt)]
     assert call(plugin(), columns) is None
 
 
-def test_values_that_cannot_carry_text_leave_the_prefilter_on() -> None:
-    columns = [Column("t", type_oid=25), Column("n", type_oid=23, format=1)]
+@pytest.mark.parametrize(("type_oid", "fmt"), [(23, 1), (1114, 0), (20, 0), (1700, 0), (16386, 0)])
+def test_text_numbers_in_digits_and_values_without_text_leave_it_on(
+    type_oid: int, fmt: int
+) -> None:
+    columns = [Column("t", type_oid=25), Column("n", type_oid=type_oid, format=fmt)]
     assert call(plugin(), columns) == []
+
+
+def test_mysql_numbers_in_digits_are_covered_and_doubles_are_not() -> None:
+    masking = MaskingPlugin(
+        PluginContext(
+            connection=make_connection(protocol="mysql"),
+            options=validate_options("masking", MaskingPlugin.options, {}, connection="test"),
+            audit=None,  # type: ignore[arg-type]
+            log=Logger(),
+            reactor=Clock(),
+        )
+    )
+    text = Column("t", type_name="VAR_STRING")
+    for name in ("LONGLONG", "NEWDECIMAL", "LONG"):
+        assert call(masking, [text, Column("n", type_name=name)], "utf8mb4") == [], name
+    assert call(masking, [text, Column("n", type_name="DOUBLE")], "utf8mb4") is None
+    assert call(masking, [text, Column("n", type_name="JSON")], "utf8mb4") is None
+    assert call(masking, [text, Column("n", type_name="LONGLONG", format=1)], "utf8mb4") is None
 
 
 def test_a_row_is_named_once_whatever_it_holds_and_a_match_across_rows_only_adds() -> None:

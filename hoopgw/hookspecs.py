@@ -220,17 +220,18 @@ def server_row_messages(
     plugin need in :func:`server_rows`?
 
     An opt-in for plugins that scan whole batches with native code (masking's Hyperscan
-    prefilter): called once per batch, before :func:`server_rows`, and only for a plugin that
-    implements both. Synchronous; it reads and returns, and changes nothing: ``data`` is
-    immutable, the rows are changed, if at all, in :func:`server_rows`.
+    prefilter). Called once per batch of a result whose rows some plugin wants (see
+    :func:`result_columns`), before :func:`server_rows`, by the PostgreSQL and MySQL
+    protocols, and only when *every* plugin of the connection that implements
+    :func:`server_rows` implements this hook too: a plugin with :func:`server_rows` alone needs
+    every row (the recorder's row sampling, a wrapper, is one: while it samples, every row is
+    decoded, and it stores each as the client gets it). Synchronous; it reads and returns, and
+    changes nothing: ``data`` is immutable, and rows change, if at all, in
+    :func:`server_rows`. An exception ends the session, as in every data hook.
 
-    The protocol decodes only the rows some plugin needs and calls :func:`server_rows` with
-    those, in order (and not at all when there are none); every other row is forwarded as the
-    target sent it, byte for byte, and counted as sent. A plugin that implements
-    :func:`server_rows` without this hook needs every row, so while one is enabled on the
-    connection this hook is not called and every row is decoded. A wrapper of
-    :func:`server_rows` (the recorder) sees the rows the client gets after the others changed
-    them, which for the rows left out are their bytes as sent.
+    The protocol decodes only the rows some plugin named and calls :func:`server_rows` with
+    those, in order (not at all when there are none); every other row is forwarded as the
+    target sent it, byte for byte, and counted in the command's rows and bytes.
 
     :param session: the session receiving the rows.
     :param command: the command producing them.

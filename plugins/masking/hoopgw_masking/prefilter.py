@@ -9,16 +9,16 @@ pattern is necessary, entity by entity:
 
 - ``email``: the local part ends with one of ``[A-Za-z0-9_%+-]`` just before ``@`` and the domain
   starts with a letter or digit.
-- ``phone``: the validator needs seven ASCII digits in the match, which holds nothing but digits,
-  one leading ``+`` or ``(``, ``[ .\-()]`` and an extension (``x``, ``ext.`` or ``#`` between
-  optional spaces, after the last digit or ``)`` of the number). Between two digits of the
-  number stand at most three of ``[ .\-()]`` (``) (``), so when the number itself has seven
-  digits, a run of at least seven of ``[0-9 .\-()]`` starts and ends with a digit there;
-  when it has fewer, there is an extension: a digit, ``)`` maybe, the marker, a digit.
-- ``ssn``: eleven characters of ``[0-9 \-]`` from a digit to a digit (``536-22-1234``).
+- ``phone``: the pattern's branches start with ``+`` and a digit; with ``00`` or ``011``
+  and, as the validator needs seven digits, five or four more (at most three of ``[ .\-()]``
+  between two); with ``(`` and two digits; or with digit groups of which the second (two to
+  five digits) stands between two of ``[ .\-]`` (``212-555-0100``). An extension (``x``,
+  ``ext.`` or ``#``) always stands between a digit (or ``)``) and a digit. A bare run of
+  digits (an id, an amount ``12345.67``) is none of these.
+- ``ssn``: three digits, a space or dash, two digits, the same, four digits (the phone's
+  grouped form holds it, so with ``phone`` on it is not scanned for separately).
 - ``credit_card``: twelve digits at least, at most one space or dash between two: a run of
-  twelve or more of ``[0-9 \-]`` from a digit to a digit. Both runs hold the phone's, so with
-  ``phone`` on they are not scanned for separately.
+  twelve or more of ``[0-9 \-]`` from a digit to a digit.
 - ``iban``: two capitals, two digits, then groups of four letters or digits, a space apart at
   most.
 - ``ip``: IPv4 is four dot-separated groups of digits; a valid IPv6 address (what the validator
@@ -49,8 +49,15 @@ from hoopgw_masking.detectors import Detector
 
 PATTERNS: dict[str, tuple[bytes, ...]] = {
     "email": (rb"[A-Za-z0-9_%+\-]@[A-Za-z0-9]",),
-    "phone": (rb"\d[\d .\-()]{5,}\d", rb"\d\)? ?(?:x|ext\.?|\#) ?\d"),
-    "ssn": (rb"\d[\d \-]{9,}\d",),
+    "phone": (
+        rb"\+\d",
+        rb"00[ .\-]?\d(?:[ .\-()]{0,3}\d){4}",
+        rb"011[ .\-]?\d(?:[ .\-()]{0,3}\d){3}",
+        rb"\(\d\d",
+        rb"\d[ .\-]\d{2,5}[ .\-]\d\d",
+        rb"\d\)? ?(?:x|ext\.?|\#) ?\d",
+    ),
+    "ssn": (rb"\d\d\d[ \-]\d\d[ \-]\d\d\d\d",),
     "credit_card": (rb"\d[\d \-]{10,}\d",),
     "iban": (rb"[A-Z][A-Z]\d\d ?[A-Z0-9]{4}",),
     "ip": (rb"\d\.\d{1,3}\.\d{1,3}\.\d", rb"::", rb"(?:[0-9A-Fa-f]{1,4}:){6}"),
@@ -68,8 +75,8 @@ PATTERNS: dict[str, tuple[bytes, ...]] = {
     "bearer": (rb"(?i)bearer[ \t]",),
 }
 """Per built-in entity, byte patterns of which every masked span holds a match."""
-IMPLIED_BY_PHONE = frozenset({"ssn", "credit_card"})
-"""Entities each of whose pattern matches holds a match of the phone's first pattern."""
+IMPLIED_BY_PHONE = frozenset({"ssn"})
+"""Entities each of whose pattern matches holds a match of one of the phone's patterns."""
 ESCAPES = (rb"\\u", rb"&#")
 """What an entity hidden behind an escape is always written with."""
 ENCODINGS = frozenset(

@@ -304,7 +304,7 @@ def test_a_row_is_named_once_whatever_it_holds_and_a_match_across_rows_only_adds
     assert prefilter.rows(data, starts) == [0, 2]
     # Without the row framing between them, digits of two rows could run together: a row is
     # then added, never lost.
-    assert prefilter.rows(b"12-55" + b"50100", [0, 5]) == [1]
+    assert prefilter.rows(b"212-55" + b"5-0100", [0, 6]) == [1]
 
 
 def test_a_batch_of_candidates_is_left_to_the_detectors() -> None:

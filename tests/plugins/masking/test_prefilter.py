@@ -314,3 +314,28 @@ def test_a_batch_of_candidates_is_left_to_the_detectors() -> None:
     assert call(MASKING, TEXT) == []
     data, starts, _ = batch([[b"card 4111 1111 1111 1111"]] + [[b"plain"]] * 9)
     assert prefilter.rows(data, starts) == [0]
+
+
+PHONES = [
+    "00442079460958",
+    "call 00442079460958 now",
+    "011442079460958",
+    "0014155552671",
+    "00 44 20 7946 0958",
+    "+442079460958",
+    "(212) 555-0100",
+    "212 555 0100 x 12",
+]
+
+
+@pytest.mark.parametrize("value", PHONES)
+def test_every_phone_shape_is_a_candidate_of_the_phone_patterns_alone(value: str) -> None:
+    assert MASKING.masker.mask(value, Counter()) is not None
+    data, starts, _ = batch([[value.encode()]])
+    assert Prefilter(["phone"]).rows(data, starts) == [0]
+
+
+@pytest.mark.parametrize("value", ["1234567", "12345.67", "-987654321", "2024", "ORD-004711"])
+def test_bare_numbers_are_not_candidates(value: str) -> None:
+    data, starts, _ = batch([[value.encode(), b"plain"]])
+    assert Prefilter(PATTERNS).rows(data, starts) == []

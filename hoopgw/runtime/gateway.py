@@ -270,6 +270,11 @@ class Gateway:
         factory = spec.build_factory(runtime)
         return runtime, factory
 
+    @property
+    def serving(self) -> bool:
+        """Whether the gateway has started and is not stopping (a reload applies only then)."""
+        return self._listening and not self._stopped
+
     def check_target(self, connection: ConnectionConfig) -> None:
         """Warn (not fatal) when the connection's target or network agent is not there now, or
         when a read-only connection logs in upstream with the privileges to undo read-only."""

@@ -256,6 +256,8 @@ class Reloader:
         """
         if self._running:
             raise ReloadError("another reload is being applied; try again")
+        if not self._gateway.serving:
+            raise ReloadError("the gateway is not serving (starting or stopping); nothing reloaded")
         self._running = True
         try:
             result = yield self._apply(config, by=by, digest=digest)

@@ -268,3 +268,14 @@ def test_the_listener_switch_hands_new_clients_to_the_newest_factory() -> None:
     switch.switch(Factory("new"))
     assert switch.buildProtocol(None) == "new"
     assert built == ["start old", "old", "start new", "stop old", "new"]
+
+
+def test_a_reload_before_the_start_or_after_the_stop_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "hoopgw.toml"
+    write(path)
+    gateway = Gateway(load_config(path), Reactor())
+    assert reload(gateway).check(ReloadError)
+    gateway, _, _ = started(tmp_path)
+    gateway.stop()
+    failure = reload(gateway)
+    assert failure.check(ReloadError) and "not serving" in failure.getErrorMessage()

@@ -42,8 +42,8 @@ value is ignored and an exception is logged (the command has already been decide
 :func:`review_updated` is the notification hook: called for every change of a review on the
 connection.
 
-**Config reload** -- :func:`session_adopted`. ``SIGHUP``, ``hoopgw reload`` or ``POST
-/api/reload`` make a new chain for each changed connection. An instance whose plugin name and
+**Config reload** -- :func:`session_adopted`. ``SIGHUP``, ``hoopgw reload`` or
+``POST /api/reload`` make a new chain for each changed connection. An instance whose plugin name and
 options did not change (and whose connection kept its name, protocol, target and ``via``) is
 *kept*: the same object serves the new chain, its state intact, and sees nothing of the reload.
 The others are *replaced* (or removed, or new). A live session keeps its chain until its next
@@ -57,7 +57,12 @@ next command), then takes the connection's newest chain:
 2. each replaced or removed instance gets :func:`session_closed` (reason :data:`HANDED_OVER`)
    once the commands it decided are completed -- exactly once per instance, as for any session;
 3. the next command and everything after it, data hooks included, go through the new chain.
-   Commands decided before the swap are completed through the chain that decided them.
+   Commands decided before the swap get :func:`command_completed` from the chain that decided
+   them; their output still arriving after the swap (a pipelined result, another SSH
+   channel's stream) passes the new chain's data hooks.
+
+A session whose connection a reload removed, or whose identity the new config no longer allows,
+is ended instead (every instance gets :func:`session_closed` with the reason).
 
 Hooks run on the reactor thread and must not block; return a Deferred for slow work.
 """

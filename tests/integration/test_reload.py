@@ -341,3 +341,48 @@ def test_an_ssh_session_survives_a_reload_and_takes_the_new_policy(
         )
     ]
     assert texts == ["echo before", f"touch {tmp_path}/x", "echo after"]
+
+
+@pytest.mark.store
+def test_replaced_plugins_take_the_session_over_and_rejudge_it(
+    gateway: Callable[..., RunningGateway], pg_database: str
+) -> None:
+    gw = gateway(plugins=["recording"])
+    key = gw.create_key("agent-1", ["agents"])
+    params = {"host": gw.host, "port": gw.port, "user": "agent-1", "password": key}
+    with (
+        psycopg.connect(**params, dbname=pg_database, autocommit=True) as plain,
+        psycopg.connect(
+            **params,
+            dbname=pg_database,
+            autocommit=True,
+            options="-c session_replication_role=replica",
+        ) as unsafe,
+    ):
+        assert plain.execute("SELECT 1").fetchone() == (1,)
+        assert unsafe.execute("SELECT 1").fetchone() == (1,)
+
+        def guarded(document: dict[str, Any]) -> None:
+            pg = connection(document, "pg")
+            pg["plugins"] = ["recording", "guardrails"]
+            pg["recording"] = {"sample_rows": 3}
+            pg["guardrails"] = {"deny": ["admin"]}
+
+        edit_config(gw, guarded)
+        hang_up(gw)
+        # guardrails, new to the session, judges its startup settings as at its start.
+        with pytest.raises(psycopg.OperationalError, match="the reloaded config ended"):
+            unsafe.execute("SELECT 1")
+        assert plain.execute("SELECT 2").fetchone() == (2,)
+    for session_id, _ in gw.store_query("SELECT id, started_at FROM sessions"):
+        closed(gw, session_id)
+        kinds = [
+            kind
+            for (kind,) in gw.store_query(
+                "SELECT kind FROM audit_records WHERE session_id = ? ORDER BY seq",
+                (session_id,),
+            )
+        ]
+        # One record per session: the recorder with new options took it over.
+        assert kinds.count("session_started") == 1 and kinds.count("session_closed") == 1
+        assert kinds.index("session_handed_over") < kinds.index("session_continued")

@@ -79,8 +79,8 @@ class ListenerSwitch:
         """The factory new clients reach."""
 
     def switch(self, factory: Any) -> None:
-        """New clients reach ``factory`` from now on; the old one keeps its live clients."""
-        factory.doStart()
+        """New clients reach ``factory`` (started already: ``doStart``) from now on; the old
+        one keeps its live clients."""
         old, self.current = self.current, factory
         old.doStop()
 
@@ -304,6 +304,21 @@ class Reloader:
             if _read_only(built[new.name][0].chain, new)
             and not _read_only(served[old.name].runtime.chain, old)
         }
+        # Start the factories an unmoved listener will switch to (SSH loads its host keys): a
+        # failure refuses the reload here, before anything changed.
+        starting = [built[new.name][1] for old, new in plan.changed if new.name not in ports]
+        started: list[Any] = []
+        try:
+            for factory in starting:
+                factory.doStart()
+                started.append(factory)
+        except Exception as exc:
+            for factory in started:
+                factory.doStop()
+            yield self._close(port for port, _ in ports.values())
+            raise ReloadError(
+                f"cannot start a connection: {exc} (the running config stays)"
+            ) from None
         ending = self._sessions_to_end(plan, config, read_only)
         summary = {
             **plan.summary(),
@@ -323,6 +338,8 @@ class Reloader:
         try:
             yield gw.audit.write(entry)
         except Exception as exc:
+            for factory in started:
+                factory.doStop()
             yield self._close(port for port, _ in ports.values())
             raise ReloadError(
                 f"cannot record the reload ({exc}); the running config stays"

@@ -265,7 +265,9 @@ def test_the_listener_switch_hands_new_clients_to_the_newest_factory() -> None:
     switch = ListenerSwitch(Factory("old"))
     switch.doStart()
     assert switch.buildProtocol(None) == "old"
-    switch.switch(Factory("new"))
+    new = Factory("new")
+    new.doStart()  # the reload starts it before anything changes
+    switch.switch(new)
     assert switch.buildProtocol(None) == "new"
     assert built == ["start old", "old", "start new", "stop old", "new"]
 
@@ -279,3 +281,46 @@ def test_a_reload_before_the_start_or_after_the_stop_is_refused(tmp_path: Path) 
     gateway.stop()
     failure = reload(gateway)
     assert failure.check(ReloadError) and "not serving" in failure.getErrorMessage()
+
+
+def test_a_factory_that_cannot_start_refuses_the_reload(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gateway, _, path = started(tmp_path)
+    chain, switch = gateway.served["pg"].runtime.chain, gateway.served["pg"].switch
+    building = gateway.build_connection
+
+    class NoHostKeys:
+        def doStart(self) -> None:
+            raise RuntimeError("no host keys, failing")
+
+    def build(connection: Any, **options: Any) -> Any:
+        runtime, _ = building(connection, **options)
+        return runtime, NoHostKeys()
+
+    monkeypatch.setattr(gateway, "build_connection", build)
+    write(path, deny='["ddl", "drop"]')
+    failure = reload(gateway)
+    assert failure.check(ReloadError) and "no host keys" in failure.getErrorMessage()
+    assert chain.successor is None and gateway.served["pg"].switch.current is switch.current
+    assert records(tmp_path, "config_reloaded") == []
+
+
+def test_a_reload_that_cannot_be_recorded_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from twisted.internet import defer
+
+    from hoopgw.errors import StoreError
+
+    gateway, reactor, path = started(tmp_path)
+    chain = gateway.served["pg"].runtime.chain
+    assert gateway.audit is not None
+    monkeypatch.setattr(
+        gateway.audit, "write", lambda entry, **_: defer.fail(StoreError("disk full"))
+    )
+    write(path, deny='["ddl", "drop"]', pg2=15433)
+    failure = reload(gateway)
+    assert failure.check(ReloadError) and "cannot record the reload" in failure.getErrorMessage()
+    assert chain.successor is None and "pg2" not in gateway.served
+    assert 15433 in reactor.stopped  # the listener it had bound is closed again

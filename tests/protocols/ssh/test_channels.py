@@ -267,7 +267,7 @@ def test_too_many_requests_behind_a_held_command_end_the_channel() -> None:
 
 
 def test_judged_shell_refuses_a_pty_whose_modes_it_cannot_follow() -> None:
-    from hoopgw.shell_lines import LineJudge
+    from hoopgw.shell import LineJudge
 
     settings = SshConfig(host_key="k", judge_shell_lines=True)
     channel, _, _, session = _open(settings)

@@ -66,29 +66,26 @@ ARRAY_ELEMENTS = {
 }  # fmt: skip
 """Every built-in array type (``pg_type.typarray``) and its element type."""
 
+KINDS: dict[int, ValueKind] = {
+    **dict.fromkeys(NON_TEXT_TYPES, SKIP),
+    **dict.fromkeys(ADDRESS_TYPES, ADDRESS),
+    **dict.fromkeys(RANGE_SUBTYPES, RANGE),
+    **dict.fromkeys(MULTIRANGE_SUBTYPES, MULTIRANGE),
+    **dict.fromkeys(ARRAY_ELEMENTS, ARRAY),
+    **NUMBER_TYPES,
+    **TEXT_TYPES,
+}
+"""Every type the tables above name, and its kind."""
+
 
 class PostgresTypes:
     """PostgreSQL's :class:`hoopgw.protocol.ValueTypes`, by type OID."""
 
     def type_kind(self, type_oid: int) -> ValueKind:
-        """How values of ``type_oid`` are encoded."""
-        if type_oid in TEXT_TYPES:
-            return TEXT_TYPES[type_oid]
-        if type_oid in ARRAY_ELEMENTS:
-            return ARRAY
-        if type_oid in ADDRESS_TYPES:
-            return ADDRESS
-        if type_oid in NUMBER_TYPES:
-            return NUMBER_TYPES[type_oid]
-        if type_oid in RANGE_SUBTYPES:
-            return RANGE
-        if type_oid in MULTIRANGE_SUBTYPES:
-            return MULTIRANGE
-        if type_oid in NON_TEXT_TYPES:
-            return SKIP
-        # Not known to be unable to carry text: tsvector, tsquery, reg* names, an extension's
-        # type, an enum, a domain, a composite type.
-        return OTHER
+        """How values of ``type_oid`` are encoded; :attr:`~hoopgw.protocol.ValueKind.OTHER`
+        for a type not known to be unable to carry text (``tsvector``, ``tsquery``, ``reg*``
+        names, an extension's type, an enum, a domain, a composite type)."""
+        return KINDS.get(type_oid, OTHER)
 
     def column_kind(self, column: Column) -> ValueKind:
         """How a result column's values are encoded: by its type, except that a record's or

@@ -3,28 +3,18 @@ typed lines decided before Enter reaches the shell."""
 
 from __future__ import annotations
 
-import importlib.util
 import struct
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from hoopgw.shell import LineJudge, parse_modes
 
-FAKES = Path(__file__).resolve().parents[2] / "protocols" / "ssh" / "fakes.py"
-
 
 def _fakes() -> Any:
-    name = "hoopgw_tests_ssh_fakes"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, FAKES)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    # tests/protocols/ssh/fakes.py, loaded by tests/conftest.py (tests are no package).
+    return sys.modules["hoopgw_tests_ssh_fakes"]
 
 
 FakeChannel = _fakes().FakeChannel

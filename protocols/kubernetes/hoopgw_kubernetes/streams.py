@@ -46,7 +46,7 @@ from wsproto.utilities import LocalProtocolError, generate_accept_token
 
 from hoopgw import errors
 from hoopgw.session import Command, CommandOutcome, Output
-from hoopgw.shell_lines import LineJudge
+from hoopgw.shell import LineJudge
 from hoopgw.verdicts import Allow, Block
 from hoopgw_kubernetes.requests import ApiRequest, exec_command, flag, parameter
 from hoopgw_kubernetes.upstream import connect
@@ -375,7 +375,7 @@ class StreamRelay:
             return
         self._send_upstream(bytes([channel]) + payload)
 
-    # -- what a LineJudge asks of its channel (hoopgw.shell_lines.LineChannel) ------------------
+    # -- what a LineJudge asks of its channel (hoopgw.shell.LineChannel) ------------------
 
     @property
     def id(self) -> int:

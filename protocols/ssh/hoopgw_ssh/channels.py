@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 
 from hoopgw import errors as refusals
 from hoopgw.session import Command, CommandOutcome, Output
-from hoopgw.shell_lines import LineJudge, parse_modes, unfollowable_modes
+from hoopgw.shell import LineJudge, parse_modes, unfollowable_modes
 from hoopgw.verdicts import Allow, Block
 from hoopgw_ssh.options import SshConfig, ssh_config
 from hoopgw_ssh.outstream import OutputBuffer

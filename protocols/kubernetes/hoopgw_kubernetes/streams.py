@@ -410,7 +410,7 @@ class StreamRelay:
         self._fail_client("too much input while a line was being decided")
 
     def _client_input(self, data: bytes) -> bytes | None:
-        chain = self.owner.runtime.chain
+        chain = self.session.ledger.chain
         if not chain.has_input_hooks or not data:
             return data
         output = Output("stdin", {"data": self._stdin.decode(data)})
@@ -533,7 +533,7 @@ class StreamRelay:
         return out
 
     def _emit(self, channel: int, text: str) -> None:
-        if self.owner.runtime.chain.has_output_hooks:
+        if self.session.ledger.chain.has_output_hooks:
             try:
                 text = self.session.mask(self.command, _STREAMS[channel], {"data": text}).get(
                     "data", ""

@@ -28,13 +28,14 @@ requirement the target did not accept. An exception refuses the session (fail cl
 non-``None`` turns a ``Hold`` into a pending decision. The core adds the timeout and cancels the
 Deferred when the client goes away. With no backend, a ``Hold`` is refused.
 
-**Data hooks** -- :func:`result_columns`, :func:`server_rows`, :func:`server_output`,
-:func:`client_input`, :func:`audit_text`. Synchronous; they rewrite their arguments in place
-and return ``None``. They run in the order of the connection's ``plugins`` list, so masking order
-is explicit. A plugin that must see the final data (the recorder) declares its implementation
-with ``hookimpl(wrapper=True)`` and inspects the data after ``yield``, so it stores what the
-client saw whatever its place in the list. An exception in a data hook ends
-the session with an error: nothing unprocessed reaches the client.
+**Data hooks** -- :func:`result_columns`, :func:`server_rows`, :func:`server_row_messages`,
+:func:`server_output`, :func:`client_input`, :func:`audit_text`. Synchronous; they rewrite their
+arguments in place and return ``None`` (:func:`server_row_messages` only reads, and answers
+which rows :func:`server_rows` needs). They run in the order of the connection's ``plugins``
+list, so masking order is explicit. A plugin that must see the final data (the recorder)
+declares its implementation with ``hookimpl(wrapper=True)`` and inspects the data after
+``yield``, so it stores what the client saw whatever its place in the list. An exception in a
+data hook ends the session with an error: nothing unprocessed reaches the client.
 
 **Observers** -- :func:`command_decided`, :func:`command_completed`, :func:`session_closed`. Called
 exactly once per command or session *and plugin instance*, for their side effects; the return
@@ -230,6 +231,49 @@ def server_rows(
 
 
 @hookspec
+def server_row_messages(
+    session: SessionInfo,
+    command: Command,
+    columns: list[Column],
+    data: bytes,
+    starts: list[int],
+    encoding: str,
+) -> list[int] | None:
+    """A batch of result rows arrived, seen as the target's bytes: which of them does this
+    plugin need in :func:`server_rows`?
+
+    An opt-in for plugins that scan whole batches with native code (masking's Hyperscan
+    prefilter). Called once per batch of a result whose rows some plugin wants (see
+    :func:`result_columns`), before :func:`server_rows`, by the PostgreSQL and MySQL
+    protocols, and only when *every* plugin of the connection that implements
+    :func:`server_rows` implements this hook too: a plugin with :func:`server_rows` alone needs
+    every row (the recorder's row sampling, a wrapper, is one: while it samples, every row is
+    decoded, and it stores each as the client gets it). Synchronous; it reads and returns, and
+    changes nothing: ``data`` is immutable, and rows change, if at all, in
+    :func:`server_rows`. An exception ends the session, as in every data hook.
+
+    The protocol decodes only the rows some plugin named and calls :func:`server_rows` with
+    those, in order (not at all when there are none); every other row is forwarded as the
+    target sent it, byte for byte, and counted in the command's rows and bytes.
+
+    :param session: the session receiving the rows.
+    :param command: the command producing them.
+    :param columns: the result's column descriptions (as for :func:`server_rows`).
+    :param data: the batch's row messages back to back, exactly as the target sent them
+        (PostgreSQL: ``DataRow`` messages with their type byte and length; MySQL: the row
+        packets' payloads, without packet headers).
+    :param starts: where each row's message starts in ``data``, ascending; the first is 0.
+    :param encoding: the character encoding of the text values in ``data``, by the
+        protocol's name for it (PostgreSQL's ``client_encoding``, such as ``UTF8``; MySQL's
+        character set of the result's columns, such as ``utf8mb4``), or ``""`` when the
+        protocol does not know it. A plugin whose byte patterns do not cover it
+        answers ``None`` (fail closed).
+    :return: the indices (into ``starts``) of the rows this plugin needs, ascending; ``None``
+        for every row.
+    """
+
+
+@hookspec
 def server_output(session: SessionInfo, command: Command | None, output: Output) -> None:
     """Text from the target outside result rows is about to reach the client.
 
@@ -400,6 +444,7 @@ ALL_HOOKS: tuple[str, ...] = (
     "approval_requested",
     "result_columns",
     "server_rows",
+    "server_row_messages",
     "server_output",
     "client_input",
     "audit_text",

@@ -79,6 +79,10 @@ class PluginChain:
         self.has_column_hooks = bool(self._pm.hook.result_columns.get_hookimpls())
         """Whether any plugin looks at result descriptions."""
         self._row_plugins = {i.plugin_name for i in self._pm.hook.server_rows.get_hookimpls()}
+        message_plugins = {i.plugin_name for i in self._pm.hook.server_row_messages.get_hookimpls()}
+        self.picks_rows = bool(self._row_plugins) and self._row_plugins <= message_plugins
+        """Whether every plugin that rewrites rows says from the rows' bytes which it needs
+        (``server_row_messages``); then protocols call :meth:`rows_needed` for each batch."""
         self.has_audit_hooks = bool(self._pm.hook.audit_text.get_hookimpls())
         """Whether any plugin rewrites command text for the audit store."""
         self.judges_commands = bool(self._pm.hook.client_command.get_hookimpls())
@@ -343,6 +347,39 @@ class PluginChain:
             if impl.function(*[kwargs[a] for a in impl.argnames]) is False:
                 declined.add(impl.plugin_name)
         return bool(self._row_plugins - declined)
+
+    def rows_needed(
+        self,
+        session: SessionInfo,
+        command: Command,
+        columns: list[Column],
+        data: bytes,
+        starts: list[int],
+        encoding: str,
+    ) -> list[int] | None:
+        """The rows of a batch that ``server_rows`` must see (ascending indices into
+        ``starts``), or ``None`` for all of them: the union of what each plugin's
+        ``server_row_messages`` answered. Without :attr:`picks_rows`, ``None`` at once.
+        Exceptions propagate, as for every data hook.
+        """
+        if not self.picks_rows:
+            return None
+        needed: set[int] = set()
+        answers = self._pm.hook.server_row_messages(
+            session=session,
+            command=command,
+            columns=columns,
+            data=data,
+            starts=starts,
+            encoding=encoding,
+        )
+        if len(answers) < len(self._row_plugins):
+            return None  # a plugin answered None (pluggy drops those): it needs every row
+        for answer in answers:
+            needed.update(answer)
+        if not needed <= set(range(len(starts))):
+            raise PluginError("server_row_messages answered a row index outside the batch")
+        return sorted(needed)
 
     def recordable(self, session: SessionInfo, command: Command) -> Command:
         """``command`` with :attr:`~hoopgw.session.Command.recorded_text` set by the

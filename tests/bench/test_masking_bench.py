@@ -40,9 +40,37 @@ def test_quick_mode_and_defaults() -> None:
 def test_every_gateway_target_reads_through_masking_or_nothing() -> None:
     assert bench.TARGETS["hoopgw-masking"] == {"masking": {}}
     assert bench.TARGETS["hoopgw-bare"] == {}
+    assert bench.TARGETS["hoopgw-masking-noprefilter"] == {"masking": {"prefilter": False}}
 
 
 def test_successive_reads_get_other_rows_while_the_table_has_them() -> None:
     starts = [bench.offset(1000, read, 100_000) for read in range(6)]
     assert starts == [0, 1000, 2000, 3000, 4000, 5000]
     assert {bench.offset(100_000, read, 100_000) for read in range(6)} == {0}
+
+
+def test_summary_keeps_cpu_per_row_and_the_run_without_prefilter() -> None:
+    summary = bench.summarize(
+        {
+            "direct": {1000: 2.0},
+            "hoopgw-masking": {1000: 3.0},
+            "hoopgw-masking-noprefilter": {1000: 20.0},
+        },
+        {"hoopgw-masking": {1000: 1.5}, "hoopgw-masking-noprefilter": {1000: 19.0}},
+    )
+    row = summary["1000"]
+    assert row["noprefilter_ms"] == 20.0 and row["noprefilter_ratio"] == 10.0
+    assert row["masking_cpu_us_per_row"] == 1.5 and row["noprefilter_cpu_us_per_row"] == 19.0
+    assert "| 1,000 | 2.0 | None | 3.0 | 1.0 | 1.5x | None | 1.5 | 20.0 (10.0x, 19.0) |" in (
+        bench.render(summary)
+    )
+
+
+def test_the_sparse_workload_has_seven_text_columns_and_about_five_percent_pii() -> None:
+    rows = bench.orders(4000)
+    assert {len(row) for row in rows} == {7}
+    assert 0.04 <= bench.decoded_share(rows) <= 0.06
+    assert bench.decoded_share(bench.people(50)) == 1.0
+    assert bench.parse_args([], environ={}).workload == "sparse"
+    assert bench.parse_args([], environ={}).output.name == "masking-sparse.json"
+    assert bench.parse_args(["--workload", "dense"], environ={}).output.name == "masking.json"

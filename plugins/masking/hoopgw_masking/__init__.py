@@ -7,6 +7,8 @@ limits. It implements:
 
 - ``result_columns``: decides once per result set which columns need scanning (by type; a result
   without text-bearing columns costs nothing) and which are masked whole by a column rule;
+- ``server_row_messages``: one Hyperscan scan of a batch's bytes picks the rows that may hold
+  an entity (:mod:`hoopgw_masking.prefilter`); the others are forwarded undecoded;
 - ``server_rows``: masks values in text and binary formats, re-framed by the protocol;
 - ``server_output``: errors, notices, notifications, parameter reports and COPY-out data;
 - ``audit_text``: the command text the audit store keeps (the target receives the original);
@@ -47,6 +49,7 @@ from hoopgw_masking.detectors import (
     regex_detector,
 )
 from hoopgw_masking.engine import Masker
+from hoopgw_masking.prefilter import ENCODINGS, Prefilter
 from hoopgw_masking.styles import STYLES, Style
 from hoopgw_masking.values import (
     DIGITS,
@@ -216,6 +219,12 @@ class MaskingPlugin:
             help="look for card numbers in int8, numeric, float8 and money values",
         ),
         Option(
+            name="prefilter",
+            type=bool,
+            default=True,
+            help="find the rows worth decoding with one Hyperscan scan of each batch's bytes",
+        ),
+        Option(
             name="catalog_user",
             type=str,
             default="",
@@ -274,6 +283,8 @@ class MaskingPlugin:
         detectors += [regex_detector(n, p) for n, p in options["patterns"].items()]
         if options["deny_words"]:
             detectors.append(deny_list_detector(options["deny_words"]))
+        self.prefilter = Prefilter.of(detectors) if options["prefilter"] else None
+        """The byte prefilter of this policy's detectors (``None``: every row is decoded)."""
         self.masker = Masker(
             detectors,
             {e: styles[s] for e, s in options["styles"].items()},
@@ -426,6 +437,38 @@ class MaskingPlugin:
         return None if plan else False
 
     @hookimpl
+    def server_row_messages(
+        self,
+        session: SessionInfo,
+        command: Command,
+        columns: list[Column],
+        data: bytes,
+        starts: list[int],
+        encoding: str,
+    ) -> list[int] | None:
+        """The rows with a candidate for a detector, found by one Hyperscan scan of the
+        batch's bytes; ``None`` (every row) when the prefilter cannot decide for this result:
+        a custom pattern or deny list, column rules, a column whose values the byte patterns
+        do not cover (:func:`_covered`), an encoding they do not cover, or a batch in which
+        most rows are candidates."""
+        if self.prefilter is None or self._reader is not None or encoding not in ENCODINGS:
+            return None
+        plan = self._cached_plan(session, columns)
+        if not all(_covered(kind, columns[index]) for index, kind, _ in plan):
+            return None
+        return self.prefilter.rows(data, starts)
+
+    def _cached_plan(
+        self, session: SessionInfo, columns: list[Column]
+    ) -> list[tuple[int, str, bool]]:
+        cached = self._plans.get(session.id)
+        if cached is not None and cached[0] is columns:
+            return cached[1]
+        plan = self._plan(session, columns)
+        self._plans[session.id] = (columns, plan)
+        return plan
+
+    @hookimpl
     def server_rows(
         self,
         session: SessionInfo,
@@ -434,12 +477,7 @@ class MaskingPlugin:
         rows: list[list[bytes | None]],
     ) -> None:
         """Mask the values of a batch of rows in place."""
-        cached = self._plans.get(session.id)
-        if cached is not None and cached[0] is columns:
-            plan = cached[1]
-        else:
-            plan = self._plan(session, columns)
-            self._plans[session.id] = (columns, plan)
+        plan = self._cached_plan(session, columns)
         if not rows:
             return
         counts: Counter[str] = Counter()
@@ -567,6 +605,18 @@ class MaskingPlugin:
     def session_closed(self, session: SessionInfo, reason: str) -> None:
         """Forget the session's result plan."""
         self._plans.pop(session.id, None)
+
+
+def _covered(kind: str, column: Column) -> bool:
+    """Whether the prefilter's byte patterns cover how a column's values are masked: text in
+    either format, and integers and decimals written in ASCII digits (a card number in one is
+    a run of twelve digits or more). Not JSON (escapes, exponents), arrays, ranges, records,
+    bytea, numbers in binary, floats (``4.111111111111111e+15``) nor unknown binary forms."""
+    if kind == TEXT:
+        return True
+    if kind in (INT8, NUMERIC):
+        return column.format == 0
+    return kind == DIGITS and column.type_name != "DOUBLE"
 
 
 def _may_hold_card(kind: str, fmt: int, values: list[bytes | None]) -> bool:

@@ -19,6 +19,7 @@ results, the other side stops being read (Twisted producers, as in ``portforward
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
 import uuid
@@ -126,6 +127,17 @@ CLIENT_COLLATIONS = frozenset(
 latin1, the client character sets the statement analysis reads exactly as the server does
 (:data:`hoopgw_mysql.analysis.CLIENT_CHARSETS`). In others a multi-byte character may end in
 the byte of a quote or backslash (gbk, big5, sjis); ``SET NAMES`` to them is refused likewise."""
+
+COLLATION_CHARSETS = {
+    **dict.fromkeys((11, 65), "ascii"),
+    63: "binary",
+    **dict.fromkeys((33, 83, *range(192, 216), 223), "utf8mb3"),
+    **dict.fromkeys((45, 46, *range(224, 248), 255), "utf8mb4"),
+    **dict.fromkeys((5, 8, 15, 31, 47, 48, 49, 94), "latin1"),
+}
+"""The character set of each of :data:`CLIENT_COLLATIONS`: what ``server_row_messages`` is
+told the rows' text is in (a result column's collation is that of ``character_set_results``,
+which may be another, utf16 say: then the encoding is unknown)."""
 
 ER_LEXING = 1231
 """ER_WRONG_VALUE_FOR_VAR: the answer to a command refused for the session's lexing settings."""
@@ -1405,21 +1417,38 @@ class ClientSession(protocol.Protocol):
         ]
 
     def _rewrite_rows(self, flight: _InFlight, payloads: list[bytes]) -> list[bytes]:
+        """The rows through ``server_rows``; with ``server_row_messages``, only the rows a
+        plugin needs, the others as they came."""
         columns = flight.reader.columns
         types = [c.type for c in columns]
+        plugin_columns = self._plugin_columns(flight)
+        picked: list[int] | range = range(len(payloads))
+        if self.chain.picks_rows and self.session is not None and flight.command is not None:
+            needed = self.chain.rows_needed(
+                session=self.session,
+                command=flight.command,
+                columns=plugin_columns,
+                data=b"".join(payloads),
+                starts=list(itertools.accumulate(map(len, payloads[:-1]), initial=0)),
+                encoding=_rows_encoding(columns),
+            )
+            if needed is not None:
+                picked = needed
+        if not picked:
+            return payloads
         if flight.binary:
-            rows = [m.decode_binary_row(p, types) for p in payloads]
+            rows = [m.decode_binary_row(payloads[i], types) for i in picked]
         else:
-            rows = [m.decode_text_row(p, len(columns)) for p in payloads]
+            rows = [m.decode_text_row(payloads[i], len(columns)) for i in picked]
         self.chain.hook.server_rows(
-            session=self.session,
-            command=flight.command,
-            columns=self._plugin_columns(flight),
-            rows=rows,
+            session=self.session, command=flight.command, columns=plugin_columns, rows=rows
         )
-        if flight.binary:
-            return [m.encode_binary_row(row, types) for row in rows]
-        return [m.encode_text_row(row) for row in rows]
+        out = list(payloads)
+        for index, row in zip(picked, rows, strict=True):
+            out[index] = (
+                m.encode_binary_row(row, types) if flight.binary else m.encode_text_row(row)
+            )
+        return out
 
     def _note_error(self, flight: _InFlight, payload: bytes) -> bytes:
         error = m.ErrPacket.decode(payload)
@@ -1584,3 +1613,13 @@ class ClientSessionFactory(protocol.Factory):
         session = ClientSession(self.runtime, self.target)
         session.factory = self
         return session
+
+
+def _rows_encoding(columns: list[m.ColumnDefinition]) -> str:
+    """The character set of a result's text, by its columns' collations: ``binary`` when all
+    are binary, the one other character set when there is one, ``""`` (unknown) when they
+    differ or one is not in :data:`COLLATION_CHARSETS`."""
+    names = {COLLATION_CHARSETS.get(c.charset, "") for c in columns}
+    if len(names) > 1:
+        names.discard("binary")
+    return names.pop() if len(names) == 1 else ""

@@ -1137,7 +1137,7 @@ class ClientSession(protocol.Protocol):
         """
         parts: list[bytes] = []  # what goes to the client before block[last:]
         last = 0
-        rows: list[Any] = []
+        rows: list[int] = []  # where each DataRow of the current run starts in the block
         rows_request: Request | None = None
         tracker = self._tracker
         for index in range(len(starts) - 1):
@@ -1153,7 +1153,7 @@ class ClientSession(protocol.Protocol):
                 if self._rows_wanted:
                     if not rows:
                         parts.append(block[last:pos])
-                    rows.append(m.RawMessage(b"D", block[pos + 5 : stop], block[pos:stop]))
+                    rows.append(pos)
                     rows_request = head
                     last = stop
                 elif head is not None and head.progress is not None:
@@ -1161,7 +1161,7 @@ class ClientSession(protocol.Protocol):
                     head.progress.bytes += stop - pos
                 continue
             if rows:
-                parts.extend(self._rewrite_rows(rows, rows_request))
+                parts.extend(self._rewrite_rows(block, rows, last, rows_request))
                 rows = []
             wire = block[pos:stop]
             try:
@@ -1182,7 +1182,7 @@ class ClientSession(protocol.Protocol):
                 parts.append(data)
                 last = stop
         if rows:
-            parts.extend(self._rewrite_rows(rows, rows_request))
+            parts.extend(self._rewrite_rows(block, rows, last, rows_request))
         if parts:
             parts.append(block[last:])
             send_now(self.transport, parts)
@@ -1336,18 +1336,62 @@ class ClientSession(protocol.Protocol):
             payload=output.fields.get("payload", ""),
         ).encode()
 
-    def _rewrite_rows(self, frames: list[Any], request: Request | None) -> list[bytes]:
+    def _rewrite_rows(
+        self, block: bytes, starts: list[int], end: int, request: Request | None
+    ) -> list[bytes]:
+        """What the client gets for the run of DataRows at ``starts`` in ``block`` (the last
+        ends at ``end``): each row through ``server_rows``, or with ``server_row_messages``
+        only the rows a plugin needs, the others as they came."""
         command = self._command_of(request)
-        rows = [m.decode_data_row(frame.body) for frame in frames]
-        if command is not None:
-            self.chain.hook.server_rows(
-                session=self.session, command=command, columns=self._columns, rows=rows
-            )
-        encoded = [m.encode_data_row(row) for row in rows]
+        if command is not None and self.chain.picks_rows:
+            out = self._rewrite_picked_rows(block, starts, end, command)
+        else:
+            bounds = [*starts[1:], end]
+            rows = [
+                m.decode_data_row(block[s + 5 : e]) for s, e in zip(starts, bounds, strict=True)
+            ]
+            if command is not None:
+                self.chain.hook.server_rows(
+                    session=self.session, command=command, columns=self._columns, rows=rows
+                )
+            out = [m.encode_data_row(row) for row in rows]
         if request is not None and request.progress is not None:
-            request.progress.result_rows += len(rows)
-            request.progress.bytes += sum(len(e) for e in encoded)
-        return encoded
+            request.progress.result_rows += len(starts)
+            request.progress.bytes += sum(len(e) for e in out)
+        return out
+
+    def _rewrite_picked_rows(
+        self, block: bytes, starts: list[int], end: int, command: Command
+    ) -> list[bytes]:
+        """Decode and rewrite only the rows the row plugins need (``server_row_messages``);
+        the others are forwarded as the server sent them, in runs of the block."""
+        assert self.session is not None  # a command belongs to a started session
+        first = starts[0]
+        needed = self.chain.rows_needed(
+            session=self.session,
+            command=command,
+            columns=self._columns,
+            data=block[first:end],
+            starts=[s - first for s in starts],
+            encoding=self._lexing.state.text_encoding,
+        )
+        if needed is None:
+            needed = list(range(len(starts)))
+        if not needed:
+            return [block[first:end]]
+        bounds = [*starts[1:], end]
+        rows = [m.decode_data_row(block[starts[i] + 5 : bounds[i]]) for i in needed]
+        self.chain.hook.server_rows(
+            session=self.session, command=command, columns=self._columns, rows=rows
+        )
+        out: list[bytes] = []
+        last = first
+        for index, row in zip(needed, rows, strict=True):
+            out.append(block[last : starts[index]])
+            out.append(m.encode_data_row(row))
+            last = bounds[index]
+        out.append(block[last:end])
+        return out
 
     def _complete(
         self,

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from twisted.internet import defer, task
 
+from hoopgw.errors import PluginError
 from hoopgw.plugin import hookimpl
 from hoopgw.runtime.chain import WITHDRAWN, PluginChain
 from hoopgw.session import Column, CommandOutcome, Output
@@ -391,6 +392,49 @@ def test_hook_flags_say_which_data_hooks_exist() -> None:
     assert chain.has_row_hooks and chain.has_output_hooks
     assert not chain.has_input_hooks and not chain.has_column_hooks
     assert chain.names == ("t",)
+
+
+class Picker(Tagger):
+    """Needs the rows it is told (``None``: every row) in ``server_rows``."""
+
+    def __init__(self, name: str, needed: list[int] | None) -> None:
+        super().__init__(name)
+        self.needed = needed
+
+    @hookimpl
+    def server_row_messages(self, data: bytes, starts: list[int]) -> list[int] | None:
+        return self.needed
+
+
+def rows_needed(chain: PluginChain, count: int = 4) -> list[int] | None:
+    return chain.rows_needed(
+        session=make_session(), command=make_command("SELECT"), columns=[], data=b"D" * count,
+        starts=list(range(count)), encoding="UTF8",
+    )  # fmt: skip
+
+
+def test_rows_needed_is_the_union_of_what_each_row_plugin_asks() -> None:
+    chain = PluginChain([("a", Picker("a", [2])), ("b", Picker("b", [0, 2]))], reactor=task.Clock())
+    assert chain.picks_rows
+    assert rows_needed(chain) == [0, 2]
+    assert rows_needed(PluginChain([("a", Picker("a", []))], reactor=task.Clock())) == []
+
+
+def test_one_plugin_answering_none_needs_every_row() -> None:
+    chain = PluginChain([("a", Picker("a", [1])), ("b", Picker("b", None))], reactor=task.Clock())
+    assert rows_needed(chain) is None
+
+
+def test_a_row_plugin_without_the_bytes_hook_needs_every_row() -> None:
+    chain = PluginChain([("a", Picker("a", [1])), ("t", Tagger("t"))], reactor=task.Clock())
+    assert not chain.picks_rows and rows_needed(chain) is None
+    assert not PluginChain([], reactor=task.Clock()).picks_rows
+
+
+def test_a_row_index_outside_the_batch_is_a_plugin_error() -> None:
+    chain = PluginChain([("a", Picker("a", [4]))], reactor=task.Clock())
+    with pytest.raises(PluginError, match="outside the batch"):
+        rows_needed(chain)
 
 
 class Redactor:

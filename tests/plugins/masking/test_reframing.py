@@ -283,3 +283,26 @@ def test_results_without_text_columns_stream_undecoded(monkeypatch: pytest.Monke
     )
     session.upstream_messages(*m.MessageReader().feed_block(wire))
     assert transport.value() == wire
+
+
+def test_rows_without_a_candidate_are_forwarded_undecoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    session, transport = logged_in()
+    decoded: list[bytes] = []
+    decode = m.decode_data_row
+
+    def counted(body: Any) -> Any:
+        decoded.append(bytes(body))
+        return decode(body)
+
+    monkeypatch.setattr(m, "decode_data_row", counted)
+    session.dataReceived(m.Query(query="SELECT id, note FROM notes").encode())
+    transport.clear()
+    plain = [m.DataRow(values=(str(i).encode(), b"shipped on 5 May, box 12")) for i in range(4)]
+    secret = m.DataRow(values=(b"7", f"mail {EMAIL}".encode()))
+    description = m.RowDescription(fields=(field("id", 23), field("note", 25)))
+    messages = [description, *plain[:2], secret, *plain[2:], m.CommandComplete(tag="SELECT 5")]
+    wire = b"".join(x.encode() for x in [*messages, m.ReadyForQuery(status="I")])
+    session.upstream_messages(*m.MessageReader().feed_block(wire))
+    expected = wire.replace(secret.encode(), m.DataRow(values=(b"7", b"mail [EMAIL]")).encode())
+    assert transport.value() == expected
+    assert decoded == [secret.encode()[5:]]

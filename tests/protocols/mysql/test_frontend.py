@@ -1083,3 +1083,53 @@ def test_latin1_is_accepted_at_login() -> None:
     )
     [switch] = client.received()
     assert m.AuthSwitchRequest.decode(switch.payload).plugin == "mysql_clear_password"
+
+
+class Picker:
+    """Needs the rows holding ``secret`` (seen in the rows' bytes), and masks them."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[bytes, list[int], str]] = []
+        self.rewritten: list[list[Any]] = []
+
+    @hookimpl
+    def server_row_messages(self, data: bytes, starts: list[int], encoding: str) -> list[int]:
+        self.calls.append((data, starts, encoding))
+        bounds = [*starts[1:], len(data)]
+        return [
+            i for i, (s, e) in enumerate(zip(starts, bounds, strict=True)) if b"secret" in data[s:e]
+        ]
+
+    @hookimpl
+    def server_rows(self, rows: Any) -> None:
+        self.rewritten.append([list(row) for row in rows])
+        for row in rows:
+            row[0] = b"*" * 6
+
+
+def test_rows_no_plugin_needs_are_forwarded_as_they_came() -> None:
+    picker = Picker()
+    client = logged_in([("picker", picker)])
+    client.send(b"\x03SELECT a, b", seq=0)
+    rows = [[b"plain", None], [b"secret", b"1"], [b"x" * 300, b"2"]]
+    payloads = [m.encode_text_row(row) for row in rows]
+    client.server(b"\x02", column(b"a"), column(b"b", 0x08), eof(), *payloads, eof())
+    received = [p.payload for p in client.received()]
+    assert received[4:7] == [payloads[0], m.encode_text_row([b"******", b"1"]), payloads[2]]
+    [(data, starts, encoding)] = picker.calls
+    assert data == b"".join(payloads) and starts == [0, 7, 16]
+    assert encoding == "utf8mb3"  # the collation of column(): 33
+    assert picker.rewritten == [[[b"secret", b"1"]]]
+
+
+def test_the_rows_encoding_is_their_columns_character_set_or_unknown() -> None:
+    from hoopgw_mysql.frontend import _rows_encoding
+
+    def columns(*charsets: int) -> list[m.ColumnDefinition]:
+        return [m.ColumnDefinition(charset=c) for c in charsets]
+
+    assert _rows_encoding(columns(45, 63, 224)) == "utf8mb4"
+    assert _rows_encoding(columns(63, 63)) == "binary"
+    assert _rows_encoding(columns(45, 8)) == ""  # two character sets
+    assert _rows_encoding(columns(45, 54)) == ""  # utf16: not known to keep ASCII
+    assert _rows_encoding([]) == ""

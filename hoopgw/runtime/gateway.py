@@ -36,6 +36,7 @@ from hoopgw.runtime.chain import PluginChain
 from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.session import ConnectionInfo, UpstreamOptions
 from hoopgw.store import POSTGRESQL_SCHEMES, Store, open_store
+from hoopgw.store.calls import StoreCalls
 from hoopgw.store.notices import ChangeListener
 from hoopgw.verdicts import Verdict
 
@@ -173,6 +174,10 @@ class Gateway:
         self._shared_store = self._store_url.partition("://")[0] in POSTGRESQL_SCHEMES
         """Whether other gateway instances may use the store (PostgreSQL)."""
         self._notices: ChangeListener | None = None
+        # A PostgreSQL store is a network away: its look-ups leave the reactor thread.
+        self.store_calls = (
+            StoreCalls.threaded(reactor) if self._shared_store else StoreCalls.inline()
+        )
         self.audit: AuditWriter | None = None
         self._ports: list[Any] = []
         self._stopped = False
@@ -187,6 +192,7 @@ class Gateway:
         """
         self._store = open_store(self._store_url, instance=self.config.gateway.instance)
         self._store.migrate()
+        self.store_calls.start()
         self.audit = AuditWriter(self._store_url, self.reactor, spawn=self._writer_spawner())
         self.audit.on_committed = self.metrics.audit_sync_seconds.observe
         yield self.audit.start()
@@ -204,6 +210,7 @@ class Gateway:
             audit=self.audit,
             reactor=self.reactor,
             shared_store=self._shared_store,
+            calls=self.store_calls,
         )
         authenticator.failure_observers.append(
             lambda connection, method: self.metrics.login_failures_total.labels(
@@ -222,6 +229,7 @@ class Gateway:
             connections={c.name: c for c in self.config.connections},
             roles=self.config.roles,
             sessions=self.sessions,
+            calls=self.store_calls,
         )
         self.approvals = ReviewService(
             store=self._store,
@@ -505,6 +513,8 @@ class Gateway:
             self.agents.stop()
         if self.audit is not None:
             yield self.audit.stop()
+        # The look-ups under way finish (or fail) before their store closes.
+        self.store_calls.stop()
         if self._store is not None:
             self._store.close()
             self._store = None

@@ -325,3 +325,45 @@ def _children(pid: int) -> list[int]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         found += [int(p) for p in (task / "children").read_text().split()]
     return found
+
+
+def test_a_slow_store_stalls_no_other_session(pair: Pair) -> None:
+    # The store made slow: a transaction of the test holds the API keys table, so a login on
+    # A waits on the store. A's live session must keep running its statements meanwhile (the
+    # store's calls are off A's reactor thread), and the login completes once the store answers.
+    with psycopg.connect(pair.conninfo(pair.a), autocommit=True) as live:
+        assert live.execute("SELECT count(*) FROM orders").fetchone() == (100,)
+
+        def statements() -> list[Any]:
+            return [
+                live.execute("SELECT note FROM orders WHERE id = %s", (n,)).fetchone()
+                for n in range(1, 21)
+            ]
+
+        def login() -> Any:
+            with psycopg.connect(pair.conninfo(pair.a), autocommit=True) as conn:
+                return conn.execute("SELECT 1").fetchone()
+
+        with psycopg.connect(pair.store_url) as locker:
+            try:
+                locker.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+                waiting, login_box = _in_thread(login)
+                helpers.wait_for(
+                    lambda: locker.execute(
+                        "SELECT count(*) FROM pg_locks WHERE relation = 'api_keys'::regclass"
+                        " AND NOT granted"
+                    ).fetchone()[0],
+                    what="the login waiting on the store",
+                )
+                running, box = _in_thread(statements)
+                # Twenty statements while the login waits: none waits on the store.
+                running.join(10)
+                assert box.get("result") == [(f"order {n}",) for n in range(1, 21)], (
+                    "the live session stalled while the store was slow"
+                )
+                assert waiting.is_alive() and "result" not in login_box
+            finally:
+                locker.rollback()
+        waiting.join(30)
+        running.join(30)
+        assert login_box.get("error") is None and login_box["result"] == (1,)

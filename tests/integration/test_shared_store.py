@@ -292,6 +292,47 @@ def test_each_instance_keeps_its_chain_and_verify_reports_an_undrained_one(pair:
     assert writers["gw-b"]["undrained"] is True
 
 
+def test_search_export_and_evidence_of_one_instance_cover_every_chain(
+    pair: Pair, tmp_path: Path
+) -> None:
+    for running, text in ((pair.a, "SELECT 'on a'"), (pair.b, "SELECT 'on b'")):
+        with psycopg.connect(pair.conninfo(running), autocommit=True) as conn:
+            conn.execute(text).fetchall()
+
+    def search(*extra: str) -> list[dict[str, Any]]:
+        done = pair.cli(pair.a, "audit", "search", "--json", "--text", "select 'on", *extra)
+        assert done.returncode == 0, done.stderr
+        found: list[dict[str, Any]] = json.loads(done.stdout)
+        return found
+
+    # B's records reach the store through its writer: wait until A's CLI sees both.
+    helpers.wait_for(lambda: len(search()) == 2, what="both instances' commands", timeout=30)
+    assert sorted((c["instance"], c["text"]) for c in search()) == [
+        ("gw-a", "SELECT 'on a'"),
+        ("gw-b", "SELECT 'on b'"),
+    ]
+    assert [c["instance"] for c in search("--instance", "gw-b")] == ["gw-b"]
+
+    exported = pair.cli(pair.a, "audit", "export", "--format", "jsonl")
+    assert exported.returncode == 0, exported.stderr
+    records = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert {r["instance"] for r in records} == {"gw-a", "gw-b"}
+    only_b = pair.cli(pair.a, "audit", "export", "--format", "jsonl", "--instance", "gw-b")
+    assert {json.loads(line)["instance"] for line in only_b.stdout.splitlines()} == {"gw-b"}
+
+    pack = tmp_path / "pack"
+    made = pair.cli(pair.a, "evidence", "--since", "2000-01-01", "--out", str(pack))
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert "chains of gw-a, gw-b verified" in made.stdout
+    verification = json.loads((pack / "verification.json").read_text())
+    assert [(c["instance"], c["ok"]) for c in verification["chains"]] == [
+        ("gw-a", True),
+        ("gw-b", True),
+    ]
+    commands = [json.loads(line) for line in (pack / "commands.jsonl").read_text().splitlines()]
+    assert {"SELECT 'on a'", "SELECT 'on b'"} <= {c["text"] for c in commands}
+
+
 def test_a_second_instance_with_the_same_id_is_refused(
     pair: Pair, gateway_document: Any, pg_server: Any
 ) -> None:

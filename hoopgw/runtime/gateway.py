@@ -256,6 +256,7 @@ class Gateway:
                 store=self._store,
                 reactor=self.reactor,
                 sessions=self.sessions,
+                calls=self.store_calls.call,
             )
         try:
             if self.agents is not None and gw.agent_listen is not None:

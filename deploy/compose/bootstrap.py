@@ -4,6 +4,9 @@ gateway and the agent start; it does nothing when its files exist already.
 - a CA and a certificate for the gateway (``DNS:hoopgw``, the gateway's service name, which
   the agent dials): the gateway's certificate and key go to the gateway's volume, the CA
   certificate alone to the agent's;
+- the gateway's password file for its PostgreSQL store (``PGPASSFILE``, read by libpq), from
+  the ``store_password`` secret, readable by the gateway's user only (libpq ignores a password
+  file others may read);
 - the agent's registration (``hoopgw agents create``, run as the gateway's user so the store
   stays its own), whose token goes to the agent's volume, readable by that user only.
 
@@ -30,6 +33,12 @@ CONFIG = os.environ.get("HOOPGW_BOOTSTRAP_CONFIG", "/etc/hoopgw/hoopgw.toml")
 AGENT = os.environ.get("HOOPGW_BOOTSTRAP_AGENT_NAME", "site")
 SERVER_NAME = os.environ.get("HOOPGW_BOOTSTRAP_SERVER_NAME", "hoopgw")
 UID = int(os.environ.get("HOOPGW_BOOTSTRAP_UID", "10001"))
+STORE_PASSWORD = Path(
+    os.environ.get("HOOPGW_BOOTSTRAP_STORE_PASSWORD", "/run/secrets/store_password")
+)
+PGPASS = os.environ.get("PGPASSFILE", "")
+STORE_HOST = os.environ.get("HOOPGW_BOOTSTRAP_STORE_HOST", "store:5432:hoopgw:hoopgw")
+"""``host:port:database:user`` of the store's line in the password file."""
 VALIDITY = datetime.timedelta(days=825)
 
 
@@ -85,6 +94,16 @@ def make_certificates() -> None:
     _write(GATEWAY_TLS / "gateway.key", _pem(key), 0o600)
 
 
+def write_store_password() -> None:
+    """The store's password file (``PGPASSFILE``), from the secret, when both are named."""
+    if not PGPASS or not STORE_PASSWORD.exists():
+        return
+    password = STORE_PASSWORD.read_text().rstrip("\n")
+    # A password file escapes ':' and '\\' with a backslash.
+    escaped = password.replace("\\", "\\\\").replace(":", "\\:")
+    _write(Path(PGPASS), f"{STORE_HOST}:{escaped}\n".encode(), 0o600)
+
+
 def register_agent() -> None:
     """Register the agent with the gateway's store, unless its token exists."""
     token = AGENT_FILES / "agent.token"
@@ -110,5 +129,6 @@ def register_agent() -> None:
 
 if __name__ == "__main__":
     make_certificates()
+    write_store_password()
     register_agent()
     print(f"bootstrap: agent {AGENT!r} registered, gateway certificate for {SERVER_NAME!r}")

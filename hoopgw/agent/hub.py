@@ -219,6 +219,9 @@ class AgentHub:
     :param tokens: checks agent tokens (and revocations) in the store.
     :param store: records each agent's state (``hoopgw agents list`` reads it); None for none.
     :param sessions: the gateway's live sessions, ended when their agent goes away.
+    :param calls: runs the store reads and writes of the rounds and of each connect and loss
+        (:meth:`hoopgw.store.calls.StoreCalls.call`, off the reactor thread with a PostgreSQL
+        store); by default at once.
     """
 
     def __init__(
@@ -231,8 +234,11 @@ class AgentHub:
         ping_interval: float = PING_INTERVAL,
         splice: Callable[[Any, Any, Any], Any] = splice,
         wall_clock: Callable[[], float] = time.time,
+        calls: Callable[..., defer.Deferred[Any]] = defer.maybeDeferred,
     ) -> None:
         self.tokens = tokens
+        self._calls = calls
+        self._store_work: defer.Deferred[None] = defer.succeed(None)
         self.store = store
         self.reactor = reactor
         self.sessions = sessions
@@ -288,21 +294,54 @@ class AgentHub:
                 name=name,
             )
 
-    def _round(self) -> None:
-        for name, link in list(self.online.items()):
+    def _round(self) -> defer.Deferred[None]:
+        links = dict(self.online)
+        # The store is read and written through the calls; the links are acted on here.
+        checked = self._in_order(self._revoked_and_seen, {n: k.address for n, k in links.items()})
+        checked.addCallback(self._after_round, links)
+        return checked.addErrback(lambda f: log.failure("the agents' round failed", f))
+
+    def _in_order(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+        """Run ``fn`` through the calls once the store work asked for before it is done, so
+        that an agent's states reach the store in the order they happened."""
+        answer: defer.Deferred[Any] = defer.Deferred()
+
+        def run(_: object) -> defer.Deferred[None]:
+            done = self._calls(fn, *args, **kwargs)
+            done.addBoth(answer.callback)
+            return done.addBoth(lambda _: None)
+
+        self._store_work.addCallback(run)
+        return answer
+
+    def _revoked_and_seen(self, addresses: dict[str, str | None]) -> set[str]:
+        revoked = set()
+        for name, address in addresses.items():
             try:
                 record = self.store.get_agent(name) if self.store is not None else None
             except StoreError as exc:
                 log.warn("agent {name}: cannot read its record: {why}", name=name, why=exc)
                 record = None
             if record is not None and record.revoked_at is not None:
+                revoked.add(name)
+            else:
+                self._seen(name, online=True, address=address)
+        return revoked
+
+    def _after_round(self, revoked: set[str], links: dict[str, AgentLink]) -> None:
+        for name, link in links.items():
+            if name in revoked:
                 log.warn("agent {name}: its token was revoked, dropping it", name=name)
                 link.close()
-                continue
-            self._record(name, online=True, address=link.address)
-            link.ping()
+            elif self.online.get(name) is link:
+                link.ping()
 
     def _record(self, name: str, *, online: bool, address: str | None) -> None:
+        self._in_order(self._seen, name, online=online, address=address).addErrback(
+            lambda f: log.failure("cannot record the state of agent {name}", f, name=name)
+        )
+
+    def _seen(self, name: str, *, online: bool, address: str | None) -> None:
         if self.store is None:
             return
         try:

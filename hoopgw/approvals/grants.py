@@ -30,6 +30,7 @@ from hoopgw.errors import HoopgwError
 from hoopgw.records import AuditEntry
 from hoopgw.reviews import GrantRecord, ReviewRecord
 from hoopgw.session import Identity
+from hoopgw.store.calls import StoreCalls
 
 if TYPE_CHECKING:
     from hoopgw.audit.writer import AuditWriter
@@ -57,11 +58,13 @@ class GrantService:
         connections: Mapping[str, ConnectionConfig],
         roles: Mapping[str, tuple[str, ...]],
         sessions: SessionRegistry,
+        calls: StoreCalls | None = None,
     ) -> None:
         """
         :param connections: configured connections by name.
         :param roles: the ``[roles]`` table.
         :param sessions: live sessions, which a grant's end ends.
+        :param calls: runs the sweep's store reads; None runs them on the calling thread.
         """
         self._store = store
         self._audit = audit
@@ -73,6 +76,8 @@ class GrantService:
         self._request_timers: dict[str, Any] = {}
         self.notify: Notifier = lambda review, event: None
         """Told of every change of an access request (the review service sets it)."""
+        self.calls = calls or StoreCalls.inline()
+        """Runs the sweep's store reads (see :mod:`hoopgw.store.calls`)."""
         self._sweep = task.LoopingCall(self._end_sessions_without_grant)
         self._sweep.clock = reactor
 
@@ -201,10 +206,17 @@ class GrantService:
 
     # -- grants ------------------------------------------------------------------------------
 
-    def active_grant(self, identity: str, connection: str) -> GrantRecord | None:
-        """The live grant that admits ``identity`` to ``connection``, if any."""
+    def active_grant(
+        self, identity: str, connection: str, *, now: float | None = None
+    ) -> GrantRecord | None:
+        """The live grant that admits ``identity`` to ``connection`` at ``now`` (default: the
+        reactor's time), if any. It only reads the store: callable off the reactor thread
+        with ``now`` given."""
         found = self._store.list_grants(
-            identity=identity, connection=connection, active_at=self._now(), limit=1
+            identity=identity,
+            connection=connection,
+            active_at=self._now() if now is None else now,
+            limit=1,
         )
         return found[0] if found else None
 
@@ -310,26 +322,51 @@ class GrantService:
             AuditEntry(kind=f"grant_{how}", session_id="", time=self._now(), data=data)
         )
 
-    def _end_sessions_without_grant(self) -> None:
+    def _end_sessions_without_grant(self) -> defer.Deferred[None]:
         """End every session on a ``jit`` connection whose identity holds no live grant.
 
         A grant's end ends the sessions registered then; this catches one that a protocol
         registered later (admitted under the grant, then still logging in upstream when the
         grant ended), so that none outlives its grant by more than
-        :data:`GRANT_SWEEP_INTERVAL`.
+        :data:`GRANT_SWEEP_INTERVAL`. The grants are read through :attr:`calls` (off the
+        reactor thread with a PostgreSQL store); a session whose grants cannot be read is
+        left for the next sweep.
         """
+        watched = []
         for live in list(self._sessions):
             identity = live.identity
             config = self.connections.get(live.runtime.config.name)
-            if identity is None or config is None or config.access != "jit":
-                continue
+            if identity is not None and config is not None and config.access == "jit":
+                watched.append((live, identity.name, config.name))
+        if not watched:
+            return defer.succeed(None)
+        pairs = sorted({(who, where) for _, who, where in watched})
+        now = self._now()
+        ended = self.calls.call(self._granted, pairs, now=now).addCallback(
+            lambda granted: self._end_ungranted(watched, granted)
+        )
+        # The sweep goes on at its next turn, whatever this one met.
+        return ended.addErrback(lambda f: log.failure("the grant sweep failed", f))
+
+    def _granted(self, pairs: list[tuple[str, str]], *, now: float) -> set[tuple[str, str]]:
+        granted = set()
+        for who, where in pairs:
             try:
-                granted = self.active_grant(identity.name, config.name) is not None
-            except HoopgwError:
-                log.failure("cannot look up the grants of {who}", who=identity.name)
+                if self.active_grant(who, where, now=now) is not None:
+                    granted.add((who, where))
+            except HoopgwError as exc:
+                log.warn("cannot look up the grants of {who}: {why}", who=who, why=exc)
+                granted.add((who, where))  # unknown: left for the next sweep
+        return granted
+
+    def _end_ungranted(
+        self, watched: list[tuple[Any, str, str]], granted: set[tuple[str, str]]
+    ) -> None:
+        for live, name, connection in watched:
+            if (name, connection) in granted:
                 continue
-            if granted:
-                continue
+            identity = live.identity
+            config = self.connections[connection]
             why = f"no live access grant of {identity.name!r} on {config.name!r}"
             info = getattr(live, "session", None)
             try:

@@ -150,18 +150,23 @@ class ReviewService:
         found = self._store.list_reviews(status="pending", limit=1_000_000)
         return [review for review in found if review.instance == self._instance]
 
-    def review_changed(self, review_id: str) -> None:
+    def review_changed(self, review_id: str) -> defer.Deferred[None]:
         """Another gateway instance (or the store) changed a review: when this instance holds
         its statement and the review is decided, and (for an approval) the decision's record is
-        durable, release the statement."""
+        durable, release the statement. The review is read with the grants' store calls (off
+        the reactor thread with a PostgreSQL store); one that cannot be read waits for the next
+        look."""
         if review_id not in self._held:
-            return
-        try:
-            review = self._store.get_review(review_id)
-        except HoopgwError:
-            log.failure("cannot read review {review}", review=review_id)
-            return
-        if review is None or review.status == "pending":
+            return defer.succeed(None)
+        read = self.grants.calls.call(self._store.get_review, review_id)
+        return read.addCallbacks(
+            self._review_read,
+            lambda f: log.failure("cannot read review {review}", f, review=review_id),
+            callbackArgs=(review_id,),
+        )
+
+    def _review_read(self, review: ReviewRecord | None, review_id: str) -> None:
+        if review is None or review.status == "pending" or review_id not in self._held:
             return
         if review.status == "approved":
             if review.decision_recorded_at is None:
@@ -179,10 +184,10 @@ class ReviewService:
         self._digests.pop(review_id, None)
         self._release(review_id, verdict)
 
-    def _look_at_held(self) -> None:
-        """The fallback when no change notice comes: look at every held review."""
-        for review_id in list(self._held):
-            self.review_changed(review_id)
+    def _look_at_held(self) -> defer.Deferred[Any]:
+        """The fallback when no change notice comes: look at every held review (the next look
+        waits until this one's reads are answered)."""
+        return gather([self.review_changed(review_id) for review_id in list(self._held)])
 
     def _abort(self, review: ReviewRecord, why: str) -> defer.Deferred[Any]:
         aborted = attrs.evolve(

@@ -2,7 +2,8 @@
 
 Both read :meth:`Store.records` once, in seq order, and keep only what is bounded by the number
 of sessions open at a time (never the whole store), so a store of any size is exported or
-searched in fixed memory.
+searched in fixed memory. A PostgreSQL store holds a chain per gateway instance: both read
+every chain (:func:`chains`), one after the other, or only the one asked for.
 
 The export schema (version :data:`SCHEMA_VERSION`) is documented in ``docs/audit-export.md``.
 Its field names are stable: a field may be added in a later version, never renamed or removed
@@ -23,10 +24,12 @@ from typing import Any, TextIO
 import attrs
 
 from hoopgw.audit.chain import AuditRecord, canonical_json, shown_text
+from hoopgw.errors import HoopgwError
 from hoopgw.store.base import Store
 
-SCHEMA_VERSION = 1
-"""Version of the export schema, in every exported record as ``schema``."""
+SCHEMA_VERSION = 2
+"""Version of the export schema, in every exported record as ``schema`` (2 added
+``instance``)."""
 
 FIELDS = (
     "schema",
@@ -40,8 +43,25 @@ FIELDS = (
     "prev_hash",
     "hash",
     "data",
+    "instance",
 )
 """The fields of an exported record, in order: the JSON Lines keys and the CSV columns."""
+
+
+def chains(store: Store, *, instance: str | None = None) -> list[Store]:
+    """The audit chains of ``store`` to read: every gateway instance's, by instance id (the one
+    chain ``""`` of a SQLite store), or only ``instance``'s.
+
+    :raises HoopgwError: if ``store`` has no chain of ``instance``.
+    """
+    names = sorted(set(store.instances()) | {store.instance}) if store.instance else [""]
+    if instance is None:
+        return [store.chain(name) for name in names]
+    if instance not in names:
+        known = ", ".join(repr(name) for name in names)
+        raise HoopgwError(f"the store has no audit chain of instance {instance!r} (it has {known})")
+    return [store.chain(instance)]
+
 
 FORMATS = ("jsonl", "csv")
 """The export formats."""
@@ -154,6 +174,7 @@ def exported_record(record: AuditRecord, facts: SessionFacts) -> dict[str, Any]:
         "prev_hash": record.prev_hash,
         "hash": record.hash,
         "data": record.data,
+        "instance": record.instance,
     }
 
 
@@ -192,8 +213,11 @@ def export_records(
     since: float | None = None,
     until: float | None = None,
     progress: Callable[[int], None] | None = None,
+    instance: str | None = None,
 ) -> int:
-    """Write every record of ``store`` with ``since <= time < until`` to ``stream``, in seq order.
+    """Write every record of ``store`` with ``since <= time < until`` to ``stream``: chain by
+    chain (:func:`chains`, by instance id), each in seq order, so that each chain of the export
+    verifies on its own.
 
     Records are streamed one at a time; memory does not grow with the size of the store.
 
@@ -202,9 +226,11 @@ def export_records(
     :param since: POSIX time of the first record to include, or None for the start.
     :param until: POSIX time from which records are left out, or None for the end.
     :param progress: called after every record read with the number read so far.
+    :param instance: only this gateway instance's chain; None for every chain.
     :return: how many records were written.
     :raises ValueError: for an unknown format.
     :raises StoreError: if the store cannot be read.
+    :raises HoopgwError: if the store has no chain of ``instance``.
     """
     if format == "jsonl":
         write = _jsonl_writer(stream)
@@ -212,17 +238,19 @@ def export_records(
         write = _csv_writer(stream)
     else:
         raise ValueError(f"unknown export format {format!r} (known: {', '.join(FORMATS)})")
-    sessions = SessionDirectory(store)
-    written = 0
-    for read, record in enumerate(store.records(), start=1):
-        # Every record is observed, also those out of range, so sessions started before
-        # `since` are still known.
-        facts = sessions.observe(record)
-        if _in_range(record.time, since, until):
-            write(exported_record(record, facts))
-            written += 1
-        if progress is not None:
-            progress(read)
+    written = read = 0
+    for chain in chains(store, instance=instance):
+        sessions = SessionDirectory(chain)
+        for record in chain.records():
+            read += 1
+            # Every record is observed, also those out of range, so sessions started before
+            # `since` are still known.
+            facts = sessions.observe(record)
+            if _in_range(record.time, since, until):
+                write(exported_record(record, facts))
+                written += 1
+            if progress is not None:
+                progress(read)
     return written
 
 
@@ -272,6 +300,7 @@ class CommandFilter:
 
 
 SEARCH_FIELDS = (
+    "instance",
     "record_seq",
     "time",
     "session_id",
@@ -294,27 +323,40 @@ SEARCH_FIELDS = (
 """The keys of each command :func:`search_commands` returns."""
 
 
-def search_commands(store: Store, criteria: CommandFilter, *, limit: int) -> list[dict[str, Any]]:
-    """The newest ``limit`` commands that pass ``criteria``, newest first.
+def search_commands(
+    store: Store, criteria: CommandFilter, *, limit: int, instance: str | None = None
+) -> list[dict[str, Any]]:
+    """The newest ``limit`` commands that pass ``criteria``, newest first, from every chain of
+    the store (:func:`chains`) or only ``instance``'s.
 
     A command is joined from its ``command_received``, ``command_decided`` and
     ``command_completed`` records; one whose session ended (or the store ended) before it was
     decided or completed has None there. Each has the keys :data:`SEARCH_FIELDS`; ``time`` is
-    the POSIX time it was received and ``record_seq`` the seq of that record.
+    the POSIX time it was received, ``record_seq`` the seq of that record and ``instance`` the
+    gateway instance whose chain holds it. Within one chain newest is the highest seq; across
+    chains, the latest ``time`` (then instance and seq, so the order is stable).
 
     :raises StoreError: if the store cannot be read.
+    :raises HoopgwError: if the store has no chain of ``instance``.
     """
-    kept: list[tuple[int, dict[str, Any]]] = []  # a min-heap of the newest matches
+    read = chains(store, instance=instance)
+    kept: list[tuple[tuple[Any, ...], dict[str, Any]]] = []  # a min-heap of the newest matches
 
     def keep(command: dict[str, Any]) -> None:
         if not criteria.admits_decided(command):
             return
-        heapq.heappush(kept, (command["record_seq"], command))
+        key = (
+            (command["record_seq"],)
+            if len(read) == 1
+            else (command["time"], command["instance"], command["record_seq"])
+        )
+        heapq.heappush(kept, (key, command))
         if len(kept) > limit:
             heapq.heappop(kept)
 
-    for command in _joined_commands(store, criteria):
-        keep(command)
+    for chain in read:
+        for command in _joined_commands(chain, criteria):
+            keep(command)
     return [command for _, command in sorted(kept, key=lambda item: item[0], reverse=True)]
 
 
@@ -358,6 +400,7 @@ def _joined_commands(store: Store, criteria: CommandFilter) -> Iterator[dict[str
 def _received(record: AuditRecord, facts: SessionFacts) -> dict[str, Any]:
     data = record.data
     return {
+        "instance": record.instance,
         "record_seq": record.seq,
         "time": record.time,
         "session_id": record.session_id,

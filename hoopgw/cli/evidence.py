@@ -80,15 +80,19 @@ def _evidence(args: argparse.Namespace) -> int:
             now=now,
             latest=latest_checkpoint(config),
             progress=progress,
+            checkpoints=lambda instance: latest_checkpoint(config, instance),
         )
     progress.finish()
     summary = (
         f"sessions: {result.sessions}, commands: {result.commands}, files: {len(result.files)}"
     )
+    several = len(result.instances) > 1
     if not result.verified:
         problem = result.verification.problem or result.checkpoint_problem or result.journal_problem
-        error(f"the audit log does NOT verify: {problem}")
+        of = f" of instance {result.instance}" if several else ""
+        error(f"the audit log{of} does NOT verify: {problem}")
         error(f"evidence pack written to {folder}, marked FAILED verification ({summary})")
         return EXIT_FAILED
-    out(f"evidence pack written to {folder} ({summary}; chain verified)")
+    verified = f"chains of {', '.join(result.instances)} verified" if several else "chain verified"
+    out(f"evidence pack written to {folder} ({summary}; {verified})")
     return EXIT_OK

@@ -66,6 +66,11 @@ def register(
         metavar="DATE",
         help="up to this ISO-8601 time (exclusive), or to the end of this UTC date",
     )
+    with_range.add_argument(
+        "--instance",
+        metavar="ID",
+        help="only this gateway instance's chain (a shared PostgreSQL store); default: every one",
+    )
 
     search = audit_commands.add_parser(
         "search",
@@ -183,16 +188,30 @@ def _search(args: argparse.Namespace) -> int:
         text=args.text,
     )
     with opened_store(load_config(args.config)) as store:
-        found = search_commands(store, criteria, limit=args.limit)
+        found = search_commands(store, criteria, limit=args.limit, instance=args.instance)
     if args.json:
         out_json([{**c, "time": iso_time_precise(c["time"])} for c in found])
         return EXIT_OK
+    # A shared store's commands come from several instances: say which (SQLite has one).
+    shared = any(c["instance"] for c in found)
     out(
         table(
-            ("TIME", "SESSION", "#", "IDENTITY", "CONNECTION", "VERDICT", "STATUS", "ROWS", "TEXT"),
+            (
+                "TIME",
+                *(("INSTANCE",) if shared else ()),
+                "SESSION",
+                "#",
+                "IDENTITY",
+                "CONNECTION",
+                "VERDICT",
+                "STATUS",
+                "ROWS",
+                "TEXT",
+            ),
             [
                 (
                     iso_time(c["time"]),
+                    *((c["instance"],) if shared else ()),
                     c["session_id"],
                     c["command"],
                     c["identity"],
@@ -234,6 +253,7 @@ def _export(args: argparse.Namespace) -> int:
                 since=args.since,
                 until=args.until,
                 progress=progress,
+                instance=args.instance,
             )
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, as other command-line tools do, and

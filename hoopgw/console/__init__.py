@@ -92,6 +92,7 @@ def build_console(
             folder=folder,
             now=reactor.seconds(),
             latest=latest_checkpoint(config),
+            checkpoints=lambda instance: latest_checkpoint(config, instance),
         )
 
     pages.install(

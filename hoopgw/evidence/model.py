@@ -121,12 +121,13 @@ class LatestCheckpoint:
     """Why the newest checkpoint cannot be trusted (unreadable, bad signature); empty if fine."""
 
 
-def latest_checkpoint(config: Config) -> LatestCheckpoint | None:
-    """The newest checkpoint the gateway wrote, verified with its signing key's public half;
-    None when the config has no ``signing_key`` (no checkpoints are written)."""
+def latest_checkpoint(config: Config, instance: str | None = None) -> LatestCheckpoint | None:
+    """The newest checkpoint the gateway wrote for ``instance``'s chain (default: the config's
+    own instance), verified with its signing key's public half; None when the config has no
+    ``signing_key`` (no checkpoints are written)."""
     if config.gateway.signing_key is None:
         return None
-    folder = config.chain_checkpoint_path(config.gateway.instance)
+    folder = config.chain_checkpoint_path(config.gateway.instance if instance is None else instance)
     try:
         path = latest_checkpoint_file(folder)
         if path is None:
@@ -135,6 +136,25 @@ def latest_checkpoint(config: Config) -> LatestCheckpoint | None:
         return LatestCheckpoint(checkpoint=read_checkpoint_file(path, public_key), source=str(path))
     except CheckpointError as exc:
         return LatestCheckpoint(checkpoint=None, source=str(folder), problem=str(exc))
+
+
+def chains_text(verification: dict[str, Any]) -> str:
+    """Which gateway instances' chains the pack verified, each with its result; empty for the
+    one chain of a SQLite store."""
+    chains = verification.get("chains", [])
+    if len(chains) < 2:
+        return ""
+    each = [
+        f"{c['instance']} ("
+        + (
+            f"intact, {c['checked']} records, head {c['head_seq']}"
+            if c["ok"]
+            else f"FAILED: {c['problem'] or c['checkpoint_problem'] or c['journal_problem']}"
+        )
+        + ")"
+        for c in chains
+    ]
+    return f"Chains of {len(chains)} gateway instances verified: {'; '.join(each)}."
 
 
 def reviews_text(doc: dict[str, Any]) -> str:

@@ -46,6 +46,7 @@ from hoopgw.audit.checkpoints import (
     LogVerification,
     verify_log,
 )
+from hoopgw.audit.export import chains
 from hoopgw.cli.common import iso_time
 from hoopgw.config.load import Config
 from hoopgw.connection import ConnectionConfig
@@ -61,8 +62,10 @@ from hoopgw.evidence.model import (
 from hoopgw.evidence.render import render_html, render_markdown
 from hoopgw.evidence.summary import (
     Summary,
+    combined_verification,
     find_journal_problem,
     summary_document,
+    undrained_problem,
     verification_document,
 )
 from hoopgw.secrets import Secret
@@ -76,7 +79,12 @@ class PackResult:
     folder: Path
     """The pack's folder."""
     verification: VerifyResult
-    """The chain verification result; the pack is marked FAILED when it is not ok."""
+    """The verification result of :attr:`instance`'s chain: the first chain that does not
+    verify, else the config's own; the pack is marked FAILED when it is not ok."""
+    instance: str
+    """The gateway instance whose chain :attr:`verification` and the problems below are of."""
+    instances: tuple[str, ...]
+    """Every instance whose chain the pack verified and summarises (``("",)`` for SQLite)."""
     checkpoint_problem: str
     """Why the log does not match the latest checkpoint (truncated, rewritten, bad signature);
     empty when it matches or there is none."""
@@ -106,11 +114,14 @@ def build_pack(
     now: float,
     latest: LatestCheckpoint | None = None,
     progress: Callable[[int], None] = lambda count: None,
+    checkpoints: Callable[[str], LatestCheckpoint | None] | None = None,
 ) -> PackResult:
-    """Verify the audit chain, summarise ``time_range`` and write the pack into ``folder``.
+    """Verify the audit chains, summarise ``time_range`` and write the pack into ``folder``.
 
-    The pack is written whether or not the chain verifies; when it does not, the index says
-    FAILED at the top and ``verification.json`` has ``"ok": false``.
+    A store that several gateway instances share holds a chain per instance: every one is
+    verified and summarised (:func:`hoopgw.audit.export.chains`), and ``verification.json``
+    lists each in ``chains``. The pack is written whether or not they verify; when one does
+    not, the index says FAILED at the top and ``verification.json`` has ``"ok": false``.
 
     :param config: the gateway's config, for the policies in force.
     :param config_file: the file ``config`` was read from; its SHA-256 goes into the pack.
@@ -120,20 +131,52 @@ def build_pack(
         writes none.
     :param progress: called with the number of audit records read so far, after each one
         (a :class:`~hoopgw.audit.progress.Progress`, say).
+    :param checkpoints: the latest checkpoint of another instance's chain, by instance id
+        (:func:`latest_checkpoint` with ``instance``); None checks no checkpoint of theirs.
     :raises FileExistsError: if ``folder`` exists and is not empty.
     :raises StoreError: if the store cannot be read.
     """
     folder.mkdir(parents=True, exist_ok=True)
     if any(folder.iterdir()):
         raise FileExistsError(f"{folder} is not empty; an evidence pack needs a folder of its own")
+    documents = []
+    results: dict[str, tuple[VerifyResult, str, str]] = {}
     with (folder / "commands.jsonl").open("w", encoding="utf-8", newline="\n") as commands_file:
         summary = Summary(time_range, commands_file)
-        checkpoint = None if latest is None else latest.checkpoint
-        log = _read_chain(store.records(), checkpoint, summary, progress, store.instance)
+        for chain in chains(store):
+            own = chain.instance == store.instance
+            found = latest if own else None if checkpoints is None else checkpoints(chain.instance)
+            before = summary.read
+            summary.head_seq, summary.head_hash = 0, ""
+            log = _read_chain(
+                chain.records(),
+                None if found is None else found.checkpoint,
+                summary,
+                progress,
+                chain.instance,
+            )
+            checkpoint_problem = log.checkpoint_problem or ("" if found is None else found.problem)
+            journal_problem = (
+                find_journal_problem(store, config)
+                if own
+                else undrained_problem(store, chain.instance)
+            )
+            results[chain.instance] = (log.chain, checkpoint_problem, journal_problem)
+            documents.append(
+                verification_document(
+                    log.chain,
+                    checkpoint_problem,
+                    journal_problem,
+                    summary,
+                    found,
+                    instance=chain.instance,
+                    read=summary.read - before,
+                )
+            )
         summary.flush_commands()
+    verification_doc = combined_verification(documents, store.instance)
+    verification, checkpoint_problem, journal_problem = results[verification_doc["instance"]]
     accounts = [_account_row(key) for key in store.list_keys()]
-    checkpoint_problem = log.checkpoint_problem or ("" if latest is None else latest.problem)
-    journal_problem = find_journal_problem(store, config)
 
     policies = _write_policies(folder, config)
     _write_sessions(folder, summary.sessions_in_order())
@@ -147,9 +190,6 @@ def build_pack(
         ),
     )
     active_grants = len(store.list_grants(active_at=now, limit=1_000_000))
-    verification_doc = verification_document(
-        log.chain, checkpoint_problem, journal_problem, summary, latest
-    )
     _write_json(folder / "verification.json", verification_doc)
     document = summary_document(
         summary=summary,
@@ -168,7 +208,9 @@ def build_pack(
     files = write_manifest(folder)
     return PackResult(
         folder=folder,
-        verification=log.chain,
+        verification=verification,
+        instance=verification_doc["instance"],
+        instances=tuple(d["instance"] for d in documents),
         checkpoint_problem=checkpoint_problem,
         journal_problem=journal_problem,
         sessions=len(summary.sessions),

@@ -9,6 +9,7 @@ from typing import Any
 from hoopgw.evidence.model import (
     LISTED_TEXT_CHARS,
     MANIFEST,
+    chains_text,
     describe_checkpoint,
     grants_text,
     reviews_text,
@@ -138,6 +139,7 @@ Every file of this pack is listed with its SHA-256 in <a href="{MANIFEST}">{MANI
 <td class="mono">{verification["head_seq"]} {cell(verification["head_hash"])}</td></tr>
 <tr><th>latest checkpoint</th><td>{e(describe_checkpoint(verification))}</td></tr>
 </table>
+<p>{e(chains_text(verification))}</p>
 
 <h2>Sessions and commands</h2>
 <p>{e(_activity_line(doc))}
@@ -193,6 +195,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         f"- chain head: {verification['head_seq']} `{verification['head_hash'] or '-'}`",
         f"- latest checkpoint: {m(describe_checkpoint(verification))}",
         "",
+        *([m(chains_text(verification)), ""] if chains_text(verification) else []),
         "## Sessions and commands",
         "",
         f"{m(_activity_line(doc))} Lists: [sessions.csv](sessions.csv), "

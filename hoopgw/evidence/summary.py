@@ -197,13 +197,50 @@ def find_journal_problem(store: Store, config: Config) -> str:
     )
 
 
+def undrained_problem(store: Store, instance: str) -> str:
+    """Why ``instance``'s chain (another instance's, in a shared store) is not complete yet: its
+    audit writer stopped without draining its journal; empty when it is complete."""
+    for writer in store.writers():
+        if writer.instance == instance and writer.undrained:
+            return (
+                f"the audit writer of instance {instance} stopped without draining its journal"
+                f" ({writer.journal}): records that ran may be missing until it starts again"
+            )
+    return ""
+
+
+def combined_verification(documents: list[dict[str, Any]], own: str) -> dict[str, Any]:
+    """The pack's verification document over every chain it read (one per gateway instance):
+    the fields of the first chain that does not verify (else of ``own``'s, else of the first),
+    its problems prefixed with its instance when there are several, ``ok`` only when every
+    chain verifies, and each chain's own document in ``chains``."""
+    failing = [d for d in documents if not d["ok"]]
+    mine = [d for d in documents if d["instance"] == own]
+    shown = dict((failing or mine or documents)[0])
+    if len(documents) > 1:
+        for key in ("problem", "checkpoint_problem", "journal_problem"):
+            if shown[key]:
+                shown[key] = f"instance {shown['instance']}: {shown[key]}"
+    shown["ok"] = not failing
+    shown["chains"] = documents
+    return shown
+
+
 def verification_document(
     result: VerifyResult,
     checkpoint_problem: str,
     journal_problem: str,
     summary: Summary,
     latest: LatestCheckpoint | None,
+    *,
+    instance: str = "",
+    read: int | None = None,
 ) -> dict[str, Any]:
+    """One chain's verification document: ``summary``'s head is that chain's last record.
+
+    :param instance: the gateway instance whose chain it is.
+    :param read: records read of that chain (default: every record ``summary`` read).
+    """
     checkpoint = None if latest is None else latest.checkpoint
     if latest is None:
         note = NO_CHECKPOINT
@@ -212,10 +249,11 @@ def verification_document(
     else:
         note = ""
     return {
+        "instance": instance,
         "ok": result.ok and not checkpoint_problem and not journal_problem,
         "chain_ok": result.ok,
         "checked": result.checked,
-        "records_read": summary.read,
+        "records_read": summary.read if read is None else read,
         "first_bad_seq": result.first_bad_seq,
         "problem": result.problem or checkpoint_problem,
         "head_seq": summary.head_seq,

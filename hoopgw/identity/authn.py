@@ -15,7 +15,10 @@ once with :data:`hoopgw.errors.STORE_UNAVAILABLE` (a :class:`~hoopgw.errors.Stor
 counts toward no back-off.
 
 Both checks answer with a Deferred: a check may need the network (a JWKS refresh, a directory
-lookup). A front end must not act on client input while one is outstanding.
+lookup, a PostgreSQL store). A front end must not act on client input while one is outstanding.
+Every store look-up made here (keys, grants, the shared back-off count, the periodic key
+check) goes through :class:`hoopgw.store.calls.StoreCalls`, off the reactor thread with a
+PostgreSQL store.
 """
 
 from __future__ import annotations
@@ -46,12 +49,16 @@ from hoopgw.identity.keys import (
     KeyService,
     end_sessions_of_expired_identities,
     end_sessions_of_inactive_keys,
+    inactive_keys,
+    sessions_by_key,
 )
 from hoopgw.identity.oidc import IssuerKeys, TokenVerifier, looks_like_jwt
 from hoopgw.records import AuditEntry
 from hoopgw.runtime.throttle import FailureThrottle
+from hoopgw.secrets import ScramVerifier
 from hoopgw.session import Identity
 from hoopgw.store import Store
+from hoopgw.store.calls import StoreCalls
 
 __all__ = ["AccessDenied", "AuthenticationError", "Authenticator", "build_authenticator"]
 
@@ -76,6 +83,7 @@ class Authenticator:
     :param clock: ``seconds()`` for key expiry and record times; the reactor in the gateway.
     :param grants: the just-in-time grants (:class:`hoopgw.approvals.grants.GrantService`); None
         refuses every connection with ``access = "jit"``.
+    :param calls: runs the store look-ups; None runs them at once on the calling thread.
     """
 
     def __init__(
@@ -88,6 +96,7 @@ class Authenticator:
         audit: AuditWriter | None = None,
         clock: Any = None,
         grants: Any = None,
+        calls: StoreCalls | None = None,
     ) -> None:
         self.keys = keys
         """The API keys, for protocols that verify a key without receiving it (SCRAM)."""
@@ -100,6 +109,8 @@ class Authenticator:
         self._sessions: Any = None
         self.grants = grants
         """Where live just-in-time grants are looked up (set by the gateway)."""
+        self.calls = calls or StoreCalls.inline()
+        """Runs the store look-ups (see :mod:`hoopgw.store.calls`)."""
         self.connections: Mapping[str, ConnectionConfig] | None = None
         """The configured connections by name, as the latest config reload left them (set by
         the gateway): :meth:`admit` judges a client by its connection's newest config, so a
@@ -129,14 +140,24 @@ class Authenticator:
         if self._sessions is not None:
             self._check_keys(self._sessions)
 
-    def _check_keys(self, sessions: Any) -> None:
+    def _check_keys(self, sessions: Any) -> defer.Deferred[None]:
         now = self._clock.seconds()
         expired = end_sessions_of_expired_identities(sessions, now=now)
         if expired:
             log.info("ended {count} session(s) of expired access tokens", count=expired)
-        ended = end_sessions_of_inactive_keys(self.keys, sessions, now=now)
-        if ended:
-            log.info("ended {count} session(s) of revoked or expired keys", count=ended)
+        owned = sessions_by_key(sessions)
+        if not owned:
+            return defer.succeed(None)
+
+        def end(reasons: dict[tuple[str, str], str]) -> None:
+            ended = end_sessions_of_inactive_keys(owned, reasons)
+            if ended:
+                log.info("ended {count} session(s) of revoked or expired keys", count=ended)
+
+        # The store is read on the store's threads; sessions are ended here, on the reactor.
+        d = self.calls.call(inactive_keys, self.keys, list(owned), now=now).addCallback(end)
+        # A store that does not answer now is asked again at the next check.
+        return d.addErrback(lambda f: log.failure("cannot check the API and SSH keys", f))
 
     def stop(self) -> None:
         """Stop the periodic key check and close the group sources."""
@@ -171,7 +192,7 @@ class Authenticator:
             else:
                 d = self.tokens.verify(secret).addCallback(self.groups.resolve)
         else:
-            d = defer.maybeDeferred(self.keys.authenticate, secret, now=self._clock.seconds())
+            d = self.calls.call(self.keys.authenticate, secret, now=self._clock.seconds())
         return d.addErrback(self._failed, method, client_address, connection)
 
     def refuse_if_saturated(
@@ -190,6 +211,20 @@ class Authenticator:
             method, "back-off: too many pending failures", client_address, connection
         )
         return defer.fail(AuthenticationError(_TOO_MANY))
+
+    def scram_verifier(self, user: str) -> defer.Deferred[tuple[ScramVerifier, Identity] | None]:
+        """For a protocol that checks a SCRAM proof itself: what
+        :meth:`~hoopgw.identity.keys.KeyService.scram_verifier` finds for ``user``, read
+        off the reactor thread; fails with :class:`~hoopgw.errors.StoreError` when the store
+        cannot say."""
+        return self.calls.call(self.keys.scram_verifier, user, now=self._clock.seconds())
+
+    def record_use(self, key_id: str) -> None:
+        """Note that the API key ``key_id`` proved itself (after a SCRAM login), without
+        waiting: a lost note only leaves the key's ``last_used_at`` older."""
+        self.calls.call(self.keys.record_use, key_id, now=self._clock.seconds()).addErrback(
+            lambda f: log.warn("cannot note the use of key {key}: {why}", key=key_id, why=f.value)
+        )
 
     def failed(
         self, message: str, *, reason: str, method: str, client_address: str, connection: str = ""
@@ -307,9 +342,21 @@ class Authenticator:
                     ).text()
                 )
             )
-        if connection.access == "jit" and (
-            self.grants is None or self.grants.active_grant(identity.name, connection.name) is None
-        ):
+        if connection.access != "jit":
+            return defer.succeed(None)
+        if self.grants is None:
+            return self._no_grant(identity, connection, client_address, None)
+        found = self.calls.call(
+            self.grants.active_grant, identity.name, connection.name, now=self._clock.seconds()
+        )
+        return found.addCallback(
+            lambda grant: self._no_grant(identity, connection, client_address, grant)
+        )
+
+    def _no_grant(
+        self, identity: Identity, connection: ConnectionConfig, client_address: str, grant: Any
+    ) -> defer.Deferred[None]:
+        if grant is None:
             self._write(
                 ACCESS_DENIED_KIND,
                 {
@@ -354,11 +401,13 @@ def build_authenticator(
     audit: AuditWriter | None,
     reactor: Any,
     shared_store: bool = False,
+    calls: StoreCalls | None = None,
 ) -> Authenticator:
     """The gateway's authenticator for ``config``'s ``[identity]`` table.
 
     :param shared_store: other gateway instances use ``store``: failed logins are counted
         there, so that the back-off follows an address across instances.
+    :param calls: runs the store look-ups (None: at once, on the calling thread).
     """
     identity = config.identity
     issuers = [
@@ -380,6 +429,7 @@ def build_authenticator(
             base_dir=config.base_dir,
         )
         sources.append((name, load_group_source(name)(context)))
+    calls = calls or StoreCalls.inline()
     return Authenticator(
         KeyService(store),
         tokens=TokenVerifier(issuers, clock=reactor) if issuers else None,
@@ -387,14 +437,17 @@ def build_authenticator(
         throttle=FailureThrottle(
             reactor,
             identity.backoff,
-            shared=functools.partial(_count_failure, store, identity.backoff.forget_after)
+            shared=functools.partial(_count_failure, calls, store, identity.backoff.forget_after)
             if shared_store
             else None,
         ),
         audit=audit,
         clock=reactor,
+        calls=calls,
     )
 
 
-def _count_failure(store: Store, forget_after: float, host: str, now: float) -> int:
-    return store.count_login_failure(host, now=now, forget_after=forget_after)
+def _count_failure(
+    calls: StoreCalls, store: Store, forget_after: float, host: str, now: float
+) -> defer.Deferred[int]:
+    return calls.call(store.count_login_failure, host, now=now, forget_after=forget_after)

@@ -6,10 +6,12 @@ The secret is shown once, at creation, and never stored: the store keeps its SHA
 clients that send it in clear over TLS) and a SCRAM-SHA-256 verifier (for clients that log in
 with SCRAM, which never send it at all).
 
-Store access is blocking; call these methods where blocking on the store is acceptable.
+Store access is blocking: the gateway calls these methods through
+:class:`hoopgw.store.calls.StoreCalls` (the CLI calls them directly).
 
 A key revoked (``hoopgw keys revoke``, often from another process) or past its expiry fails at
-the next login, and :func:`end_sessions_of_inactive_keys`, run periodically by the gateway,
+the next login, and the gateway's periodic check (:func:`sessions_by_key`, then
+:func:`inactive_keys` off the reactor thread, then :func:`end_sessions_of_inactive_keys`)
 ends the live sessions it opened: the store is the signal, so no process needs to reach another.
 A credential that carries its own end (an OIDC token's ``exp``, see
 :attr:`~hoopgw.session.Identity.expires_at`) needs no store: the same periodic check ends its
@@ -37,6 +39,8 @@ __all__ = [
     "KeyService",
     "end_sessions_of_expired_identities",
     "end_sessions_of_inactive_keys",
+    "inactive_keys",
+    "sessions_by_key",
 ]
 
 _SECRET = re.compile(r"hgw_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
@@ -180,14 +184,13 @@ def _identity(record: ApiKeyRecord) -> Identity:
     )
 
 
-def end_sessions_of_inactive_keys(keys: KeyService, sessions: Iterable[Any], *, now: float) -> int:
-    """End every live session that logged in with an API key that is now revoked or expired,
-    or with an SSH key that is now revoked.
+def sessions_by_key(sessions: Iterable[Any]) -> dict[tuple[str, str], list[Any]]:
+    """The live sessions that logged in with an API key or an SSH key, by
+    ``(method, key id or fingerprint)``: what :func:`inactive_keys` checks.
 
     :param sessions: live sessions (see :class:`hoopgw.protocol.SessionRegistry`); a session
         exposes the :class:`~hoopgw.session.Identity` it logged in as in ``identity`` (None
         before login) and ends with ``terminate(reason)``.
-    :return: how many sessions were ended.
     """
     by_key: dict[tuple[str, str], list[Any]] = {}
     for session in sessions:
@@ -198,20 +201,45 @@ def end_sessions_of_inactive_keys(keys: KeyService, sessions: Iterable[Any], *, 
             and identity.credential_id
         ):
             by_key.setdefault((identity.method, identity.credential_id), []).append(session)
-    ended = 0
-    for (method, key_id), owned in by_key.items():
+    return by_key
+
+
+def inactive_keys(
+    keys: KeyService, credentials: Iterable[tuple[str, str]], *, now: float
+) -> dict[tuple[str, str], str]:
+    """Which of ``credentials`` (``(method, id)`` pairs, as :func:`sessions_by_key` keys them)
+    no longer work at ``now``, each with why: API keys revoked or expired, SSH keys revoked.
+
+    It only reads the store (the gateway calls it off the reactor thread).
+    """
+    reasons: dict[tuple[str, str], str] = {}
+    for method, key_id in credentials:
         if method == "ssh-key":
-            reason = f"SSH key {key_id} has been revoked" if keys.ssh_key_revoked(key_id) else None
-        else:
-            why = keys.why_inactive(key_id, now=now)
-            reason = (
-                None
-                if why is None
-                else f"API key {key_id} has " + ("been revoked" if why == "revoked" else why)
+            if keys.ssh_key_revoked(key_id):
+                reasons[(method, key_id)] = f"SSH key {key_id} has been revoked"
+            continue
+        why = keys.why_inactive(key_id, now=now)
+        if why is not None:
+            reasons[(method, key_id)] = f"API key {key_id} has " + (
+                "been revoked" if why == "revoked" else why
             )
+    return reasons
+
+
+def end_sessions_of_inactive_keys(
+    owned: dict[tuple[str, str], list[Any]], reasons: dict[tuple[str, str], str]
+) -> int:
+    """End every session of ``owned`` (from :func:`sessions_by_key`) whose credential has a
+    reason to stop in ``reasons`` (from :func:`inactive_keys`), with that reason.
+
+    :return: how many sessions were ended.
+    """
+    ended = 0
+    for credential, sessions in owned.items():
+        reason = reasons.get(credential)
         if reason is None:
             continue
-        for session in owned:
+        for session in sessions:
             session.terminate(reason)
             ended += 1
     return ended
@@ -222,7 +250,7 @@ def end_sessions_of_expired_identities(sessions: Iterable[Any], *, now: float) -
     :attr:`~hoopgw.session.Identity.expires_at`, set for OIDC tokens), with
     :data:`EXPIRY_REASON`.
 
-    :param sessions: live sessions, as for :func:`end_sessions_of_inactive_keys`.
+    :param sessions: live sessions, as for :func:`sessions_by_key`.
     :return: how many sessions were ended.
     """
     ended = 0

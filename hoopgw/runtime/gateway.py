@@ -42,6 +42,7 @@ from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.runtime.reload import ListenerSwitch, Reloader, Served
 from hoopgw.session import UpstreamOptions
 from hoopgw.store import POSTGRESQL_SCHEMES, Store, open_store
+from hoopgw.store.calls import StoreCalls
 from hoopgw.store.notices import ChangeListener
 
 log = Logger(namespace="hoopgw.gateway")
@@ -100,6 +101,10 @@ class Gateway:
         self._shared_store = self._store_url.partition("://")[0] in POSTGRESQL_SCHEMES
         """Whether other gateway instances may use the store (PostgreSQL)."""
         self._notices: ChangeListener | None = None
+        # A PostgreSQL store is a network away: its look-ups leave the reactor thread.
+        self.store_calls = (
+            StoreCalls.threaded(reactor) if self._shared_store else StoreCalls.inline()
+        )
         self.audit: AuditWriter | None = None
         self._ports: list[Any] = []
         self.served: dict[str, Served] = {}
@@ -118,6 +123,7 @@ class Gateway:
         """
         self._store = open_store(self._store_url, instance=self.config.gateway.instance)
         self._store.migrate()
+        self.store_calls.start()
         self.audit = AuditWriter(self._store_url, self.reactor, spawn=self._writer_spawner())
         self.audit.on_committed = self.metrics.audit_sync_seconds.observe
         yield self.audit.start()
@@ -135,6 +141,7 @@ class Gateway:
             audit=self.audit,
             reactor=self.reactor,
             shared_store=self._shared_store,
+            calls=self.store_calls,
         )
         authenticator.failure_observers.append(
             lambda connection, method: self.metrics.login_failures_total.labels(
@@ -153,6 +160,7 @@ class Gateway:
             connections={c.name: c for c in self.config.connections},
             roles=self.config.roles,
             sessions=self.sessions,
+            calls=self.store_calls,
         )
         self.approvals = ReviewService(
             store=self._store,
@@ -178,6 +186,7 @@ class Gateway:
                 store=self._store,
                 reactor=self.reactor,
                 sessions=self.sessions,
+                calls=self.store_calls.call,
             )
         try:
             if self.agents is not None and gw.agent_listen is not None:
@@ -510,6 +519,8 @@ class Gateway:
             self.agents.stop()
         if self.audit is not None:
             yield self.audit.stop()
+        # The look-ups under way finish (or fail) before their store closes.
+        self.store_calls.stop()
         if self._store is not None:
             self._store.close()
             self._store = None

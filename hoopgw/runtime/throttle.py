@@ -25,6 +25,7 @@ from typing import Any
 import attrs
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from hoopgw.errors import HoopgwError
 
@@ -94,12 +95,13 @@ class FailureThrottle:
         clock: Any,
         settings: BackoffSettings | None = None,
         *,
-        shared: Callable[[str, float], int] | None = None,
+        shared: Callable[[str, float], Any] | None = None,
     ) -> None:
         """
         :param shared: counts a failure of a host (:func:`throttle_key`) at a time where every
-            gateway instance sees it, and returns the host's failures there
-            (:meth:`hoopgw.store.base.Store.count_login_failure`); None counts here only.
+            gateway instance sees it, and returns the host's failures there, or a Deferred of
+            them (:meth:`hoopgw.store.base.Store.count_login_failure`, run off the reactor
+            thread); None counts here only.
         """
         self._clock = clock
         self.settings = settings or BackoffSettings()
@@ -158,13 +160,34 @@ class FailureThrottle:
         record.failures += 1
         record.last = now
         failures = record.failures
-        if self._shared is not None:
-            try:
-                failures = max(failures, self._shared(host, now))
-            except HoopgwError:
-                # Fail closed: without the shared count, answer as late as the back-off allows.
-                log.failure("cannot count a failed login in the store")
-                failures = self.settings.free_failures + 64
+        if self._shared is None:
+            return self._wait(record, failures)
+        # The slot is taken while the store counts (off the reactor thread), so that a client
+        # cannot open more checks than max_pending while the store is slow.
+        record.pending += 1
+
+        def counted(shared: int) -> int:
+            return max(failures, shared)
+
+        def uncounted(failure: Failure) -> int:
+            # Fail closed: without the shared count, answer as late as the back-off allows.
+            if failure.check(HoopgwError):
+                log.warn("cannot count a failed login in the store: {why}", why=failure.value)
+            else:
+                log.failure("cannot count a failed login in the store", failure)
+            return self.settings.free_failures + 64
+
+        answer: defer.Deferred[None] = defer.Deferred()
+
+        def release(total: int) -> None:
+            record.pending -= 1
+            self._wait(record, total).chainDeferred(answer)
+
+        d = defer.maybeDeferred(self._shared, host, now)
+        d.addCallbacks(counted, uncounted).addCallback(release)
+        return answer
+
+    def _wait(self, record: _Record, failures: int) -> defer.Deferred[None]:
         wait = self._delay(failures)
         if wait <= 0:
             return defer.succeed(None)

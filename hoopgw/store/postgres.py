@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+import threading
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -34,15 +35,17 @@ from hoopgw.errors import StoreError
 from hoopgw.reviews import GrantRecord, ReviewRecord
 from hoopgw.store import migrations
 from hoopgw.store.base import WriterState
+from hoopgw.store.calls import STORE_THREADS
 from hoopgw.store.notices import CHANNEL
 from hoopgw.store.sqlite import SQLiteStore
 from hoopgw.store.sqlite_rows import audit_record, writer_state
 
 log = Logger(namespace="hoopgw.store")
 
-POOL_SIZE = 4
-"""Most connections one store object keeps open (the audit writer pins one per transaction;
-the gateway's look-ups borrow one each)."""
+POOL_SIZE = STORE_THREADS + 1
+"""Most connections one store object keeps open: one per thread of the gateway's store calls
+(:mod:`hoopgw.store.calls`) and one for the reactor thread (the audit writer, in its own
+process, pins one per transaction)."""
 
 CONNECT_TIMEOUT = 10
 """Seconds to wait for the server when connecting."""
@@ -104,19 +107,44 @@ def _as_sqlite_errors() -> Iterator[None]:
         raise sqlite3.OperationalError(str(exc).strip()) from exc
 
 
+class _ThreadState(threading.local):
+    pinned: Any = None
+    total_changes = 0
+
+
 class PgConnection:
     """The slice of :class:`sqlite3.Connection` (autocommit mode) the store's queries use, on a
-    pool of psycopg connections."""
+    pool of psycopg connections.
+
+    Safe to share between threads (:mod:`hoopgw.store.calls` runs the gateway's store calls on
+    several): each thread borrows its own connection per statement, pins its own for a
+    transaction, and counts its own changes.
+    """
 
     def __init__(self, pool: Any) -> None:
         self._pool = pool
-        self._pinned: Any = None
-        self.total_changes = 0
-        """Rows changed by the statements run through this object (as sqlite3's)."""
+        self._state = _ThreadState()
+
+    @property
+    def _pinned(self) -> Any:
+        return self._state.pinned
+
+    @_pinned.setter
+    def _pinned(self, conn: Any) -> None:
+        self._state.pinned = conn
+
+    @property
+    def total_changes(self) -> int:
+        """Rows changed by the statements this thread ran through this object (as sqlite3's)."""
+        return self._state.total_changes
+
+    @total_changes.setter
+    def total_changes(self, count: int) -> None:
+        self._state.total_changes = count
 
     @property
     def in_transaction(self) -> bool:
-        """Whether a ``BEGIN`` is open."""
+        """Whether this thread has a ``BEGIN`` open."""
         return self._pinned is not None
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Rows:

@@ -124,7 +124,10 @@ def test_the_config_compose_mounts_is_valid(compose: dict[str, Any], tmp_path: P
     assert connection.target == "target:5432"
     assert connection.via == "site"
     assert config.gateway.agent_listen is not None
-    assert config.gateway.store == "sqlite:////var/lib/hoopgw/hoopgw.db"
+    # The store service, by its name on the store network, as the same user the service makes.
+    assert config.gateway.store.startswith("postgresql://hoopgw@store:5432/hoopgw?")
+    assert config.gateway.instance == "gw-1"
+    assert str(config.gateway.journal_dir) == "/var/lib/hoopgw"
 
 
 def test_compose_puts_the_target_where_only_the_agent_reaches_it(compose: dict[str, Any]) -> None:
@@ -136,7 +139,29 @@ def test_compose_puts_the_target_where_only_the_agent_reaches_it(compose: dict[s
     agent = services["agent"]
     assert agent["read_only"] is True and agent["cap_drop"] == ["ALL"]
     assert "ports" not in agent and not agent["user"].startswith("0")
-    assert services["bootstrap"]["network_mode"] == "none"
+    assert services["bootstrap"]["networks"] == ["store"]
+
+
+def test_compose_keeps_the_store_where_only_the_gateway_reaches_it(
+    compose: dict[str, Any],
+) -> None:
+    services, networks = compose["services"], compose["networks"]
+    store = services["store"]
+    assert "ports" not in store
+    assert store["networks"] == ["store"] and networks["store"]["internal"] is True
+    on_store = {name for name, s in services.items() if "store" in s.get("networks", [])}
+    assert on_store == {"store", "hoopgw", "bootstrap"}
+    environment = store["environment"]
+    assert (environment["POSTGRES_DB"], environment["POSTGRES_USER"]) == ("hoopgw", "hoopgw")
+    assert environment["POSTGRES_PASSWORD_FILE"] == "/run/secrets/store_password"
+    # The gateway reads the password file bootstrap writes into the volume they share.
+    pgpass = services["hoopgw"]["environment"]["PGPASSFILE"]
+    assert services["bootstrap"]["environment"]["PGPASSFILE"] == pgpass
+    assert pgpass.startswith("/var/lib/hoopgw/")
+    assert "store_password" in services["bootstrap"]["secrets"]
+    assert "store_password" not in services["hoopgw"]["secrets"]
+    for name in ("hoopgw", "bootstrap"):
+        assert services[name]["depends_on"]["store"]["condition"] == "service_healthy"
 
 
 def test_the_agent_config_compose_mounts_is_valid(compose: dict[str, Any], tmp_path: Path) -> None:
@@ -169,7 +194,10 @@ def test_the_bootstrap_makes_the_certificate_and_registers_the_agent_once(tmp_pa
         "HOOPGW_BOOTSTRAP_AGENT": str(tmp_path / "agent"),
         "HOOPGW_BOOTSTRAP_CONFIG": str(config),
         "HOOPGW_BOOTSTRAP_UID": str(os.getuid()),
+        "HOOPGW_BOOTSTRAP_STORE_PASSWORD": str(tmp_path / "store_password"),
+        "PGPASSFILE": str(tmp_path / "store.pgpass"),
     }
+    (tmp_path / "store_password").write_text("pa:ss\\word\n")
     script = str(ROOT / "deploy" / "compose" / "bootstrap.py")
     for _ in range(2):  # the second run changes nothing
         done = subprocess.run(
@@ -183,6 +211,9 @@ def test_the_bootstrap_makes_the_certificate_and_registers_the_agent_once(tmp_pa
     store.close()
     assert (tmp_path / "agent" / "agent.token").stat().st_mode & 0o777 == 0o600
     assert (tmp_path / "tls" / "gateway.key").stat().st_mode & 0o777 == 0o600
+    pgpass = tmp_path / "store.pgpass"
+    assert pgpass.read_text() == "store:5432:hoopgw:hoopgw:pa\\:ss\\\\word\n"
+    assert pgpass.stat().st_mode & 0o777 == 0o600
     assert not (tmp_path / "agent" / "gateway.key").exists()
     certificate = x509.load_pem_x509_certificate((tmp_path / "tls" / "gateway.crt").read_bytes())
     names = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -219,3 +250,43 @@ def test_the_systemd_unit_verifies_and_is_hardened(tmp_path: Path, name: str, co
         check=False,
     )
     assert security.returncode == 0, security.stdout[-2000:]
+
+
+@pytest.mark.integration
+def test_the_bootstrap_registers_the_agent_in_a_postgresql_store(
+    tmp_path: Path, pg_server: Any, pg_database: str
+) -> None:
+    # compose.yaml's store, on the test server: bootstrap runs the CLI against it, the
+    # password coming from the file it writes (trust authentication ignores it here).
+    from hoopgw.agent.tokens import AgentTokens
+    from hoopgw.store import open_store
+
+    url = f"postgresql://postgres@{pg_server.host}:{pg_server.port}/{pg_database}"
+    config = tmp_path / "hoopgw.toml"
+    config.write_text(
+        f'[gateway]\nstore = "{url}"\ninstance = "gw-1"\njournal_dir = "{tmp_path}"\n'
+    )
+    for folder in ("tls", "agent"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "store_password").write_text("secret\n")
+    env = {
+        **os.environ,
+        "HOOPGW_BOOTSTRAP_TLS": str(tmp_path / "tls"),
+        "HOOPGW_BOOTSTRAP_AGENT": str(tmp_path / "agent"),
+        "HOOPGW_BOOTSTRAP_CONFIG": str(config),
+        "HOOPGW_BOOTSTRAP_UID": str(os.getuid()),
+        "HOOPGW_BOOTSTRAP_STORE_PASSWORD": str(tmp_path / "store_password"),
+        "HOOPGW_BOOTSTRAP_STORE_HOST": f"{pg_server.host}:{pg_server.port}:*:postgres",
+        "PGPASSFILE": str(tmp_path / "store.pgpass"),
+    }
+    script = str(ROOT / "deploy" / "compose" / "bootstrap.py")
+    done = subprocess.run(
+        [sys.executable, script], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    token = (tmp_path / "agent" / "agent.token").read_text().strip()
+    store = open_store(url, instance="")
+    try:
+        assert AgentTokens(store).authenticate(token).name == "site"
+    finally:
+        store.close()

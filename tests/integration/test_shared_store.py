@@ -292,6 +292,47 @@ def test_each_instance_keeps_its_chain_and_verify_reports_an_undrained_one(pair:
     assert writers["gw-b"]["undrained"] is True
 
 
+def test_search_export_and_evidence_of_one_instance_cover_every_chain(
+    pair: Pair, tmp_path: Path
+) -> None:
+    for running, text in ((pair.a, "SELECT 'on a'"), (pair.b, "SELECT 'on b'")):
+        with psycopg.connect(pair.conninfo(running), autocommit=True) as conn:
+            conn.execute(text).fetchall()
+
+    def search(*extra: str) -> list[dict[str, Any]]:
+        done = pair.cli(pair.a, "audit", "search", "--json", "--text", "select 'on", *extra)
+        assert done.returncode == 0, done.stderr
+        found: list[dict[str, Any]] = json.loads(done.stdout)
+        return found
+
+    # B's records reach the store through its writer: wait until A's CLI sees both.
+    helpers.wait_for(lambda: len(search()) == 2, what="both instances' commands", timeout=30)
+    assert sorted((c["instance"], c["text"]) for c in search()) == [
+        ("gw-a", "SELECT 'on a'"),
+        ("gw-b", "SELECT 'on b'"),
+    ]
+    assert [c["instance"] for c in search("--instance", "gw-b")] == ["gw-b"]
+
+    exported = pair.cli(pair.a, "audit", "export", "--format", "jsonl")
+    assert exported.returncode == 0, exported.stderr
+    records = [json.loads(line) for line in exported.stdout.splitlines()]
+    assert {r["instance"] for r in records} == {"gw-a", "gw-b"}
+    only_b = pair.cli(pair.a, "audit", "export", "--format", "jsonl", "--instance", "gw-b")
+    assert {json.loads(line)["instance"] for line in only_b.stdout.splitlines()} == {"gw-b"}
+
+    pack = tmp_path / "pack"
+    made = pair.cli(pair.a, "evidence", "--since", "2000-01-01", "--out", str(pack))
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert "chains of gw-a, gw-b verified" in made.stdout
+    verification = json.loads((pack / "verification.json").read_text())
+    assert [(c["instance"], c["ok"]) for c in verification["chains"]] == [
+        ("gw-a", True),
+        ("gw-b", True),
+    ]
+    commands = [json.loads(line) for line in (pack / "commands.jsonl").read_text().splitlines()]
+    assert {"SELECT 'on a'", "SELECT 'on b'"} <= {c["text"] for c in commands}
+
+
 def test_a_second_instance_with_the_same_id_is_refused(
     pair: Pair, gateway_document: Any, pg_server: Any
 ) -> None:
@@ -325,3 +366,45 @@ def _children(pid: int) -> list[int]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         found += [int(p) for p in (task / "children").read_text().split()]
     return found
+
+
+def test_a_slow_store_stalls_no_other_session(pair: Pair) -> None:
+    # The store made slow: a transaction of the test holds the API keys table, so a login on
+    # A waits on the store. A's live session must keep running its statements meanwhile (the
+    # store's calls are off A's reactor thread), and the login completes once the store answers.
+    with psycopg.connect(pair.conninfo(pair.a), autocommit=True) as live:
+        assert live.execute("SELECT count(*) FROM orders").fetchone() == (100,)
+
+        def statements() -> list[Any]:
+            return [
+                live.execute("SELECT note FROM orders WHERE id = %s", (n,)).fetchone()
+                for n in range(1, 21)
+            ]
+
+        def login() -> Any:
+            with psycopg.connect(pair.conninfo(pair.a), autocommit=True) as conn:
+                return conn.execute("SELECT 1").fetchone()
+
+        with psycopg.connect(pair.store_url) as locker:
+            try:
+                locker.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+                waiting, login_box = _in_thread(login)
+                helpers.wait_for(
+                    lambda: locker.execute(
+                        "SELECT count(*) FROM pg_locks WHERE relation = 'api_keys'::regclass"
+                        " AND NOT granted"
+                    ).fetchone()[0],
+                    what="the login waiting on the store",
+                )
+                running, box = _in_thread(statements)
+                # Twenty statements while the login waits: none waits on the store.
+                running.join(10)
+                assert box.get("result") == [(f"order {n}",) for n in range(1, 21)], (
+                    "the live session stalled while the store was slow"
+                )
+                assert waiting.is_alive() and "result" not in login_box
+            finally:
+                locker.rollback()
+        waiting.join(30)
+        running.join(30)
+        assert login_box.get("error") is None and login_box["result"] == (1,)

@@ -104,6 +104,16 @@ class _Refusal:
     message: str
 
 
+_STORE_DOWN = object()
+"""What a store look-up during login gives when the store cannot answer."""
+
+
+def _store_down(failure: Failure) -> object:
+    failure.trap(StoreError)
+    log.warn("SCRAM login refused: the store is unavailable: {why}", why=failure.value)
+    return _STORE_DOWN
+
+
 def _mock_verifier(user: str) -> ScramVerifier:
     """A verifier for a user with no key, as PostgreSQL makes one: its salt is the same on
     every attempt (a random one would tell the user apart from a real key, whose salt never
@@ -447,28 +457,14 @@ class ClientSession(protocol.Protocol):
                     self._phase = "checking"
                     self._check_login(refused)
                     return
-                try:
-                    found = self.runtime.authenticator.keys.scram_verifier(
-                        self._params["user"], now=time.time()
-                    )
-                except StoreError as exc:
-                    log.warn("SCRAM login refused: the store is unavailable: {why}", why=exc)
-                    self._phase = "checking"
-                    self._check_login(defer.fail(StoreError(STORE_UNAVAILABLE)))
-                    return
-                if found is None:
-                    # Run the exchange against a verifier no proof fits, so an unknown user
-                    # looks exactly like a wrong key.
-                    verifier, self._scram_identity = _mock_verifier(self._params["user"]), None
-                else:
-                    verifier, self._scram_identity = found
-                self._scram = ScramServer(verifier)
-                self.transport.write(
-                    m.AuthenticationSASLContinue(
-                        data=self._scram.first(initial.data or b"")
-                    ).encode()
+                # The store is read off the reactor thread; no message may come meanwhile
+                # (the client waits for AuthenticationSASLContinue).
+                self._phase = "scram-lookup"
+                found = self.runtime.authenticator.scram_verifier(self._params["user"])
+                self._wait(
+                    found.addErrback(_store_down),
+                    lambda result: self._scram_first(initial, result),
                 )
-                self._phase = "scram-final"
             else:
                 assert self._scram is not None
                 response = m.SASLResponse.decode(frame.body)
@@ -477,21 +473,45 @@ class ClientSession(protocol.Protocol):
                     raise AuthenticationError("invalid API key")
                 self.transport.write(m.AuthenticationSASLFinal(data=final).encode())
                 identity = self._scram_identity
-                self.runtime.authenticator.keys.record_use(identity.credential_id, now=time.time())
+                self.runtime.authenticator.record_use(identity.credential_id)
                 self._phase = "checking"
                 self._check_login(defer.succeed(identity))
         except AuthenticationError:
-            # Audited and slowed down like any other failure (see hoopgw.identity.authn).
+            self._scram_refused()
+
+    def _scram_first(self, initial: Any, found: Any) -> None:
+        """The store answered the SCRAM look-up: send the server's first message."""
+        if found is _STORE_DOWN:
             self._phase = "checking"
-            self._check_login(
-                self.runtime.authenticator.failed(
-                    "invalid API key",
-                    reason="SCRAM proof did not verify (or no such key)",
-                    method="scram",
-                    client_address=self.client_address,
-                    connection=self.runtime.info.name,
-                )
+            self._check_login(defer.fail(StoreError(STORE_UNAVAILABLE)))
+            return
+        if found is None:
+            # Run the exchange against a verifier no proof fits, so an unknown user
+            # looks exactly like a wrong key.
+            verifier, self._scram_identity = _mock_verifier(self._params["user"]), None
+        else:
+            verifier, self._scram_identity = found
+        self._scram = ScramServer(verifier)
+        try:
+            first = self._scram.first(initial.data or b"")
+        except AuthenticationError:
+            self._scram_refused()
+            return
+        self.transport.write(m.AuthenticationSASLContinue(data=first).encode())
+        self._phase = "scram-final"
+
+    def _scram_refused(self) -> None:
+        # Audited and slowed down like any other failure (see hoopgw.identity.authn).
+        self._phase = "checking"
+        self._check_login(
+            self.runtime.authenticator.failed(
+                "invalid API key",
+                reason="SCRAM proof did not verify (or no such key)",
+                method="scram",
+                client_address=self.client_address,
+                connection=self.runtime.info.name,
             )
+        )
 
     def _auth_failed(self, message: str) -> None:
         log.info(

@@ -22,6 +22,7 @@ from twisted.conch.ssh.common import NS, getNS
 from twisted.cred import credentials
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from hoopgw.errors import AuthenticationError
@@ -32,11 +33,14 @@ from hoopgw_ssh.hostkeys import fingerprint
 
 __all__ = ["GatewayUserAuth", "SshKeyDirectory"]
 
+log = Logger(namespace="hoopgw.ssh")
+
 _KEY_REFUSED = "public key not accepted"
 
 
 class SshKeyDirectory:
-    """Identities by registered SSH public key (blocking store reads, as API keys are)."""
+    """Identities by registered SSH public key (blocking store reads, as API keys are: the
+    login runs them through the authenticator's store calls, off the reactor thread)."""
 
     def __init__(self, store: SshKeyStore) -> None:
         self._store = store
@@ -57,6 +61,10 @@ class SshKeyDirectory:
         """Note a successful login with ``key``."""
         self._store.touch_ssh_key(fingerprint(key), now)
 
+
+StoreCall = Callable[..., defer.Deferred[Any]]
+"""Runs a blocking store read and fires with its result (the gateway's
+:meth:`hoopgw.store.calls.StoreCalls.call`, off the reactor thread with a PostgreSQL store)."""
 
 Admit = Callable[[Identity, bytes], defer.Deferred[Any]]
 """Starts a session for an identity (admission, ``session_started``, the upstream login) and
@@ -100,12 +108,19 @@ class _Login:
     """The portal :class:`GatewayUserAuth` logs in through: one per client connection."""
 
     def __init__(
-        self, *, directory: SshKeyDirectory, checks: LoginChecks, admit: Admit, reactor: Any
+        self,
+        *,
+        directory: SshKeyDirectory,
+        checks: LoginChecks,
+        admit: Admit,
+        reactor: Any,
+        calls: StoreCall = defer.maybeDeferred,
     ) -> None:
         self._directory = directory
         self._checks = checks
         self._admit = admit
         self._reactor = reactor
+        self._calls = calls
 
     def listCredentialsInterfaces(self) -> list[Any]:
         return [credentials.ISSHPrivateKey, credentials.IUsernamePassword]
@@ -127,7 +142,10 @@ class _Login:
         except keys.BadKeyError:
             return self._refused("unsupported or malformed public key")
         now = self._reactor.seconds()
-        identity = self._directory.identity_for(key, now=now)
+        found = self._calls(self._directory.identity_for, key, now=now)
+        return found.addCallback(self._checked, key, creds, now)
+
+    def _checked(self, identity: Identity | None, key: keys.Key, creds: Any, now: float) -> Any:
         if identity is None:
             return self._refused(f"SSH key {fingerprint(key)} is not registered, or revoked")
         weak = weak_key_reason(key.type(), key.size())
@@ -142,7 +160,10 @@ class _Login:
             raise error.ValidPublicKey()  # "this key would do": the client then signs
         if not key.verify(creds.signature, creds.sigData):
             return self._refused(f"bad signature for SSH key {fingerprint(key)}")
-        self._directory.record_use(key, now=now)
+        # Not waited for: a lost note only leaves the key's last use older.
+        self._calls(self._directory.record_use, key, now=now).addErrback(
+            lambda f: log.warn("cannot note the use of SSH key: {why}", why=f.value)
+        )
         return self._started(identity, creds.username)
 
     def _refused(self, reason: str) -> defer.Deferred[Any]:

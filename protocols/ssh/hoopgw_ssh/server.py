@@ -230,6 +230,7 @@ class ServerTransport(transport.SSHServerTransport):
             checks=_Checks(runtime, self.client_address),
             admit=self._admit,
             reactor=runtime.reactor,
+            calls=runtime.authenticator.calls.call,
         )
 
     def _admit(self, identity: Identity, username: bytes) -> defer.Deferred[Any]:

@@ -273,3 +273,41 @@ def test_an_unregistered_or_revoked_agent_is_warned_about(
     assert len(seen) == 2
     assert "agent ghost is not registered (hoopgw agents create ghost)" in seen[0]
     assert "the token of agent edge is revoked" in seen[1]
+
+
+def test_the_rounds_read_the_store_through_the_calls_in_order(store: SQLiteStore) -> None:
+    # With a PostgreSQL store the rounds' reads and the agents' states go through the store's
+    # threads (hoopgw.store.calls): a revocation is acted on when the read answers, and one
+    # agent's states are written in the order they happened, one call after the other.
+    from twisted.internet import defer
+
+    queued: list[tuple[defer.Deferred[Any], Any, tuple[Any, ...], dict[str, Any]]] = []
+
+    def slow(fn: Any, *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred()
+        queued.append((d, fn, args, kwargs))
+        return d
+
+    def answer_next() -> None:
+        d, fn, args, kwargs = queued.pop(0)
+        d.callback(fn(*args, **kwargs))
+
+    hub = AgentHub(
+        tokens=AgentTokens(store),
+        store=store,
+        reactor=MemoryReactorClock(),
+        sessions=[],
+        wall_clock=lambda: 1000.0,
+        calls=slow,
+    )
+    agent = welcomed(hub, store)
+    assert len(queued) == 1  # its "online" state, on the way
+    hub.start()
+    AgentTokens(store).revoke("edge", now=2.0)
+    hub.reactor.advance(PING_INTERVAL)
+    assert len(queued) == 1  # the round waits for the state before it
+    answer_next()
+    assert len(queued) == 1 and not agent.transport.disconnecting
+    answer_next()  # the round's read: revoked
+    assert agent.transport.disconnecting
+    hub.stop()

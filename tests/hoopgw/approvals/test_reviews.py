@@ -599,3 +599,31 @@ def test_an_instance_that_starts_or_stops_aborts_only_its_own_reviews(
     assert not held_on_a.called
     statuses = {r.instance: r.status for r in world.store.list_reviews()}
     assert statuses == {"gw-a": "pending", "gw-b": "aborted"}
+
+
+def test_the_look_at_a_held_review_reads_the_store_off_the_reactor(instances: Instances) -> None:
+    # With a PostgreSQL store the read runs on the store's threads (hoopgw.store.calls): the
+    # statement is released when the answer comes, and a slow answer delays the next look.
+    from twisted.internet import defer
+
+    from hoopgw.store.calls import StoreCalls
+
+    queued: list[tuple[defer.Deferred[Any], Any, tuple[Any, ...]]] = []
+
+    class Slow(StoreCalls):
+        def call(self, fn: Any, *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+            d: defer.Deferred[Any] = defer.Deferred()
+            queued.append((d, fn, args))
+            return d
+
+    world = instances.world
+    instances.a.grants.calls = Slow(None)
+    decision = hold_on(instances.a)
+    [review] = world.store.list_reviews()
+    world.result(instances.b.decide(review.id, ALICE, approve=True, reason="ok"))
+    world.clock.advance(1)
+    world.clock.advance(1)  # the first look waits for its read: no second one
+    assert len(queued) == 1 and not decision.called
+    d, fn, args = queued.pop()
+    d.callback(fn(*args))
+    assert isinstance(world.result(decision), Allow)

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import attrs
 import pytest
 
 from hoopgw.audit.chain import GENESIS_HASH, AuditRecord, record_hash, verify_chain
@@ -35,12 +36,21 @@ class FakeStore:
     def __init__(
         self, entries: list[tuple[str, str, float, dict[str, Any]]], sessions: Any = None
     ) -> None:
-        self.chain = list(_chained(entries))
+        self.records_kept = list(_chained(entries))
         self.sessions: dict[str, dict[str, Any]] = sessions or {}
         self.lookups: list[str] = []
 
+    instance = ""  # a SQLite store's one chain
+
+    def instances(self) -> list[str]:
+        return [""]
+
+    def chain(self, instance: str) -> FakeStore:
+        assert instance == ""
+        return self
+
     def records(self, after_seq: int = 0) -> Iterator[AuditRecord]:
-        return (r for r in self.chain if r.seq > after_seq)
+        return (r for r in self.records_kept if r.seq > after_seq)
 
     def get_session(self, session_id: str) -> dict[str, Any] | None:
         self.lookups.append(session_id)
@@ -132,7 +142,8 @@ def test_jsonl_has_one_object_per_record_with_the_documented_fields():
     assert len(lines) == 5 and text.endswith("\n")
     first, second = json.loads(lines[0]), json.loads(lines[1])
     assert tuple(first) == FIELDS
-    assert first["schema"] == 1
+    assert first["schema"] == 2
+    assert first["instance"] == ""  # a SQLite store's one chain
     assert (first["seq"], first["kind"], first["session_id"]) == (1, "session_started", "s1")
     assert first["time"] == "2025-11-25T17:00:00.000000Z"
     assert first["posix_time"] == T0
@@ -211,6 +222,11 @@ class SyntheticStore:
 
     def __init__(self, count: int) -> None:
         self.count = count
+
+    instance = ""
+
+    def chain(self, instance: str) -> SyntheticStore:
+        return self
 
     def records(self, after_seq: int = 0) -> Iterator[AuditRecord]:
         per_session = 2 + 3 * 20
@@ -444,3 +460,86 @@ def test_search_limit_keeps_the_newest():
     found = search(limit=2)
 
     assert [(c["session_id"], c["command"]) for c in found] == [("s2", 2), ("s1", 2)]
+
+
+# -- several gateway instances on one store -----------------------------------------------------
+
+
+class SharedStore:
+    """A PostgreSQL store's shape: one chain per instance, read through :meth:`chain`."""
+
+    def __init__(self, chains: dict[str, list[tuple]], instance: str = "gw-a") -> None:
+        self._chains = {
+            name: [attrs.evolve(r, instance=name) for r in _chained(entries)]
+            for name, entries in chains.items()
+        }
+        self.instance = instance
+
+    def instances(self) -> list[str]:
+        return sorted(self._chains)
+
+    def chain(self, instance: str) -> SharedStore:
+        other = SharedStore({}, instance)
+        other._chains = self._chains
+        return other
+
+    def records(self, after_seq: int = 0) -> Iterator[AuditRecord]:
+        return (r for r in self._chains.get(self.instance, []) if r.seq > after_seq)
+
+    def get_session(self, session_id: str) -> dict[str, Any] | None:
+        return None
+
+
+def _two_instances() -> SharedStore:
+    return SharedStore(
+        {
+            "gw-b": [
+                started("b1", T0 + 1, identity="bob"),
+                received("b1", T0 + 2, 1, "SELECT 'b'"),
+                decided("b1", T0 + 2, 1),
+                completed("b1", T0 + 3, 1),
+            ],
+            "gw-a": [
+                started("a1", T0, identity="alice"),
+                received("a1", T0 + 1.5, 1, "SELECT 'a'"),
+                decided("a1", T0 + 1.5, 1),
+                completed("a1", T0 + 1.6, 1),
+                received("a1", T0 + 4, 2, "SELECT 'a2'"),
+            ],
+        }
+    )
+
+
+def test_an_export_of_a_shared_store_holds_every_chain_one_after_the_other():
+    exported = [json.loads(line) for line in export(_two_instances()).splitlines()]
+    assert [(d["instance"], d["seq"]) for d in exported] == [
+        *(("gw-a", n) for n in range(1, 6)),
+        *(("gw-b", n) for n in range(1, 5)),
+    ]
+    assert {d["identity"] for d in exported if d["instance"] == "gw-b"} == {"bob"}
+
+
+def test_an_export_of_one_instance_holds_its_chain_only():
+    exported = [json.loads(line) for line in export(_two_instances(), instance="gw-b").splitlines()]
+    assert {d["instance"] for d in exported} == {"gw-b"} and len(exported) == 4
+
+
+def test_an_export_of_an_unknown_instance_is_refused():
+    from hoopgw.errors import HoopgwError
+
+    with pytest.raises(HoopgwError, match=r"no audit chain of instance 'gw-c'.*'gw-a', 'gw-b'"):
+        export(_two_instances(), instance="gw-c")
+
+
+def test_search_of_a_shared_store_reads_every_chain_newest_first():
+    found = search_commands(_two_instances(), CommandFilter(), limit=10)
+    assert [(c["instance"], c["text"]) for c in found] == [
+        ("gw-a", "SELECT 'a2'"),
+        ("gw-b", "SELECT 'b'"),
+        ("gw-a", "SELECT 'a'"),
+    ]
+    assert [c["identity"] for c in found] == ["alice", "bob", "alice"]
+    only_b = search_commands(_two_instances(), CommandFilter(), limit=10, instance="gw-b")
+    assert [c["text"] for c in only_b] == ["SELECT 'b'"]
+    newest = search_commands(_two_instances(), CommandFilter(), limit=2)
+    assert [c["text"] for c in newest] == ["SELECT 'a2'", "SELECT 'b'"]

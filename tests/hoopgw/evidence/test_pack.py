@@ -797,6 +797,61 @@ def test_command_refuses_a_used_folder(capsys, config_file, tmp_path):
     assert "not an empty folder" in err
 
 
+# -- several gateway instances on one PostgreSQL store --------------------------------------------
+
+
+@pytest.fixture
+def shared(tmp_path, pg_server, pg_database):
+    """A PostgreSQL store with the chains of instances gw-a (the config's) and gw-b."""
+    url = f"postgresql://postgres@{pg_server.host}:{pg_server.port}/{pg_database}"
+    config_file = tmp_path / "hoopgw.toml"
+    config_file.write_text(
+        CONFIG.replace('store = "sqlite:///./audit.db"', f'store = "{url}"\ninstance = "gw-a"')
+    )
+    a = open_store(url, instance="gw-a")
+    a.migrate()
+    b = a.chain("gw-b")
+    a.append(session_entries("s-a", start=NOON, identity="alice"))
+    b.append(session_entries("s-b", start=NOON + 10, identity="bob"))
+    yield a, b, config_file, url
+    a.close()
+
+
+def test_a_pack_of_a_shared_store_verifies_and_covers_every_instance(shared, tmp_path):
+    a, _, config_file, _ = shared
+    result = make_pack(a, config_file, tmp_path / "pack")
+    assert result.verified and result.instances == ("gw-a", "gw-b")
+    verification = json.loads((tmp_path / "pack" / "verification.json").read_text())
+    assert verification["ok"] and verification["instance"] == "gw-a"
+    assert [(c["instance"], c["ok"], c["checked"]) for c in verification["chains"]] == [
+        ("gw-a", True, 8),
+        ("gw-b", True, 8),
+    ]
+    sessions = json.loads((tmp_path / "pack" / "sessions.json").read_text())
+    assert sorted(s["identity"] for s in sessions) == ["alice", "bob"]
+    assert (
+        "Chains of 2 gateway instances verified: gw-a (intact"
+        in (tmp_path / "pack" / "index.md").read_text()
+    )
+
+
+def test_a_pack_of_a_shared_store_fails_on_another_instances_broken_chain(shared, tmp_path):
+    import psycopg
+
+    a, _, config_file, url = shared
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE audit_records SET data = replace(data, 'SELECT 1', 'SELECT 2')"
+            " WHERE instance = 'gw-b' AND kind = 'command_received'"
+        )
+    result = make_pack(a, config_file, tmp_path / "pack")
+    assert not result.verified and result.instance == "gw-b"
+    verification = json.loads((tmp_path / "pack" / "verification.json").read_text())
+    assert not verification["ok"] and verification["instance"] == "gw-b"
+    assert verification["problem"].startswith("instance gw-b: ")
+    assert [c["ok"] for c in verification["chains"]] == [True, False]
+
+
 # -- the control map -------------------------------------------------------------------------
 
 CONTROLS_BEFORE = Path(__file__).with_name("controls_before.json")

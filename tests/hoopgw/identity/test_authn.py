@@ -17,7 +17,9 @@ from hoopgw.identity.groups import GroupResolver
 from hoopgw.identity.keys import KeyService
 from hoopgw.identity.oidc import IssuerKeys, IssuerSettings, TokenVerifier
 from hoopgw.runtime.throttle import BackoffSettings, FailureThrottle
+from hoopgw.session import Identity
 from hoopgw.store import SQLiteStore
+from hoopgw.store.calls import StoreCalls
 from hoopgw.testing import FakeAuditWriter
 
 
@@ -327,7 +329,7 @@ class _Grants:
     def __init__(self, live: set[tuple[str, str]]) -> None:
         self.live = live
 
-    def active_grant(self, identity: str, connection: str) -> object | None:
+    def active_grant(self, identity: str, connection: str, *, now: float) -> object | None:
         return object() if (identity, connection) in self.live else None
 
 
@@ -352,3 +354,124 @@ def test_a_jit_connection_needs_a_live_grant_and_says_how_to_ask(keys):
     # The grant does not replace allow_groups.
     outsider = Identity(name="agent", groups=frozenset({"other"}))
     assert _result(granted.admit(outsider, jit)).check(AccessDenied)
+
+
+# -- a slow store (hoopgw.store.calls) ------------------------------------------------------------
+
+
+class _SlowStoreCalls(StoreCalls):
+    """Store calls that wait until the test runs them: a store a network away, and slow."""
+
+    def __init__(self) -> None:
+        super().__init__(None)
+        self.queued: list[tuple[defer.Deferred, object, tuple, dict]] = []
+
+    def call(self, fn, *args, **kwargs):
+        d: defer.Deferred = defer.Deferred()
+        self.queued.append((d, fn, args, kwargs))
+        return d
+
+    def run(self) -> None:
+        queued, self.queued = self.queued, []
+        for d, fn, args, kwargs in queued:
+            defer.maybeDeferred(fn, *args, **kwargs).chainDeferred(d)
+
+
+def test_a_login_waits_for_the_store_without_holding_anything_else(keys, clock):
+    secret, _ = keys.create("agent-1", ["agents"], now=NOW)
+    calls = _SlowStoreCalls()
+    authn, _ = _authn(keys, clock, calls=calls)
+    first = authn.authenticate(secret, client_address="10.0.0.1:5")
+    second = authn.authenticate(secret, client_address="10.0.0.2:5")
+    # Both checks are under way on the store's threads; the caller got control back.
+    assert not first.called and not second.called and len(calls.queued) == 2
+    calls.run()
+    assert _result(first).name == _result(second).name == "agent-1"
+
+
+def test_a_store_error_on_the_store_thread_refuses_the_login_as_unavailable(
+    keys, clock, monkeypatch
+):
+    secret, _ = keys.create("agent-1", ["agents"], now=NOW)
+    calls = _SlowStoreCalls()
+    authn, audit = _authn(keys, clock, calls=calls)
+
+    def unavailable(key_id):
+        raise StoreError("connection refused")
+
+    monkeypatch.setattr(keys._store, "get_key", unavailable)
+    answer = authn.authenticate(secret, client_address="10.0.0.1:5")
+    calls.run()
+    failure = _result(answer)
+    assert failure.check(StoreError) and str(failure.value) == STORE_UNAVAILABLE
+    assert audit.records == []
+
+
+def test_the_grant_check_runs_on_the_store_threads(keys):
+    import attrs
+
+    from hoopgw.session import Identity
+
+    jit = attrs.evolve(_connection(("agents",)), access="jit", jit_approvers=("leads",))
+    agent = Identity(name="agent", groups=frozenset({"agents"}))
+    calls = _SlowStoreCalls()
+    authn = Authenticator(keys, grants=_Grants({("agent", "pg")}), calls=calls)
+    admitted = authn.admit(agent, jit)
+    assert not admitted.called
+    calls.run()
+    assert _result(admitted) is None
+
+
+def test_the_key_check_reads_the_store_off_the_reactor_then_ends_sessions(keys, clock):
+    secret, record = keys.create("agent-1", ["agents"], now=NOW)
+    calls = _SlowStoreCalls()
+    authn, _ = _authn(keys, clock, calls=calls)
+    login = authn.authenticate(secret, client_address="10.0.0.1:5")
+    calls.run()
+    identity = _result(login)
+    ended = []
+
+    class Session:
+        def __init__(self):
+            self.identity = identity
+
+        def terminate(self, reason):
+            ended.append(reason)
+
+    keys.revoke(record.key_id, now=NOW + 1)
+    authn.start([Session()], key_check_interval=5.0)
+    clock.advance(5)
+    assert ended == [] and len(calls.queued) == 1
+    # A check still under way is not started twice.
+    clock.advance(5)
+    assert len(calls.queued) == 1
+    calls.run()
+    assert ended == [f"API key {record.key_id} has been revoked"]
+    authn.stop()
+
+
+def test_a_key_check_that_cannot_read_the_store_runs_again_at_the_next_turn(
+    keys, clock, monkeypatch
+):
+    authn, _ = _authn(keys, clock)
+    identity = Identity(name="agent", method="api-key", credential_id="0123456789ab")
+    ended = []
+
+    class Session:
+        def __init__(self):
+            self.identity = identity
+
+        def terminate(self, reason):
+            ended.append(reason)
+
+    def unavailable(key_id):
+        raise StoreError("connection refused")
+
+    monkeypatch.setattr(keys._store, "get_key", unavailable)
+    authn.start([Session()], key_check_interval=5.0)
+    clock.advance(5)
+    assert ended == []
+    monkeypatch.undo()
+    clock.advance(5)
+    assert ended == ["API key 0123456789ab has been revoked"]
+    authn.stop()

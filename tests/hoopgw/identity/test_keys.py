@@ -12,6 +12,8 @@ from hoopgw.identity.keys import (
     KeyService,
     end_sessions_of_expired_identities,
     end_sessions_of_inactive_keys,
+    inactive_keys,
+    sessions_by_key,
 )
 from hoopgw.secrets import make_verifier
 from hoopgw.session import Identity
@@ -199,6 +201,12 @@ def test_why_inactive(keys):
     assert keys.why_inactive("0123456789ab", now=NOW) == "revoked"
 
 
+def _end_inactive(keys, sessions, *, now):
+    # What the gateway's periodic check does, the store read in the middle off the reactor.
+    owned = sessions_by_key(sessions)
+    return end_sessions_of_inactive_keys(owned, inactive_keys(keys, list(owned), now=now))
+
+
 def test_sessions_of_a_revoked_or_expired_key_are_ended(keys, store):
     _, revoked = keys.create("agent-1", ["agents"], now=NOW)
     _, expiring = keys.create("agent-2", ["agents"], expires_in=50, now=NOW)
@@ -220,10 +228,10 @@ def test_sessions_of_a_revoked_or_expired_key_are_ended(keys, store):
     KeyService(other).revoke(revoked.key_id, now=NOW + 1)
     other.close()
 
-    assert end_sessions_of_inactive_keys(keys, sessions, now=NOW + 10) == 2
+    assert _end_inactive(keys, sessions, now=NOW + 10) == 2
     assert [s.ended for s in sessions[:2]] == [[f"API key {revoked.key_id} has been revoked"]] * 2
     assert sessions[2].ended == []
-    assert end_sessions_of_inactive_keys(keys, sessions[2:], now=NOW + 60) == 1
+    assert _end_inactive(keys, sessions[2:], now=NOW + 60) == 1
     assert sessions[2].ended == [f"API key {expiring.key_id} has expired"]
     assert all(s.ended == [] for s in sessions[3:])
 
@@ -246,12 +254,12 @@ def test_sessions_of_a_revoked_ssh_key_are_ended(keys, store):
         _LiveSession(Identity(name="bot", method="ssh-key", credential_id="SHA256:revoked")),
         _LiveSession(Identity(name="bot", method="ssh-key", credential_id="SHA256:fine")),
     ]
-    assert end_sessions_of_inactive_keys(keys, sessions, now=NOW) == 0
+    assert _end_inactive(keys, sessions, now=NOW) == 0
     # Revoked by another process (hoopgw keys revoke-ssh): the gateway only sees the store.
     other = SQLiteStore(store.path)
     other.revoke_ssh_key("SHA256:revoked", when=NOW + 1)
     other.close()
-    assert end_sessions_of_inactive_keys(keys, sessions, now=NOW + 10) == 1
+    assert _end_inactive(keys, sessions, now=NOW + 10) == 1
     assert sessions[0].ended == ["SSH key SHA256:revoked has been revoked"]
     assert sessions[1].ended == []
 

@@ -170,3 +170,24 @@ def test_a_store_that_cannot_count_answers_with_the_longest_delay():
     assert not answer.called
     clock.advance(0.1)
     assert answer.called
+
+
+def test_a_failure_holds_its_slot_while_the_store_counts_it():
+    # The shared count runs off the reactor thread (hoopgw.store.calls): while the store is
+    # slow, the failures waiting on it count toward max_pending.
+    from twisted.internet import defer
+
+    counts: list[defer.Deferred[int]] = []
+
+    def slow(host: str, now: float) -> defer.Deferred[int]:
+        counts.append(defer.Deferred())
+        return counts[-1]
+
+    clock = Clock()
+    throttle = FailureThrottle(clock, BackoffSettings(max_pending=2), shared=slow)
+    first, second = throttle.failed("10.0.0.1:1"), throttle.failed("10.0.0.1:2")
+    assert throttle.saturated("10.0.0.1:3")
+    counts[0].callback(1)
+    counts[1].callback(2)
+    assert first.called and second.called
+    assert not throttle.saturated("10.0.0.1:3")

@@ -178,3 +178,30 @@ def test_a_failing_query_is_a_store_error_naming_the_store(any_store) -> None:
         any_store.list_ssh_keys()
     with pytest.raises(StoreError, match=r"in the PostgreSQL store postgresql://postgres@"):
         any_store.get_key("x")
+
+
+@postgresql
+def test_threads_share_one_store_each_in_its_own_transaction(open_test_store) -> None:
+    # The gateway's store calls run on several threads (hoopgw.store.calls): one thread's
+    # transaction must neither block nor take in another thread's statements.
+    store = open_test_store("gw-a")
+    errors: list[BaseException] = []
+    start = threading.Barrier(4)
+
+    def work(n: int) -> None:
+        try:
+            start.wait(10)
+            for i in range(10):
+                store.append([note(f"s{n}", i), note(f"s{n}", i)])
+                assert store.get_key("000000000000") is None
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert [r.seq for r in store.records()] == list(range(1, 81))
+    assert verify_chain(store.records(), instance="gw-a").ok

@@ -1,0 +1,82 @@
+"""The gateway's store calls, off the reactor thread when the store is a network away.
+
+The running gateway looks at the store for logins (API keys, SSH keys, SCRAM verifiers), for
+the periodic key check, for just-in-time grants and for the shared login back-off. With the
+PostgreSQL store each of those is a network round trip: run on the reactor thread, one slow
+answer would stall every session of the gateway (design invariant 6, isolation). So
+:class:`StoreCalls` runs them on a dedicated, bounded pool of :data:`STORE_THREADS` threads and
+hands each result back on the reactor thread as a Deferred; the PostgreSQL store keeps a
+connection per thread (:class:`hoopgw.store.postgres.PgConnection`).
+
+A SQLite store is a local file: its calls run at once on the reactor thread (``inline``), which
+``bench/store_calls.py`` measures as several times cheaper than the hop to a thread and back;
+its connection also belongs to the thread that opened it.
+
+Calls run concurrently: a caller that needs one call to follow another makes the second in the
+first's callback (or makes both in one function run by :meth:`StoreCalls.call`). A failure,
+:class:`~hoopgw.errors.StoreError` or any other, fails the Deferred: callers fail closed on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from twisted.internet import defer, threads
+from twisted.python.threadpool import ThreadPool
+
+__all__ = ["STORE_THREADS", "StoreCalls"]
+
+STORE_THREADS = 4
+"""Threads of the gateway's store pool (PostgreSQL): at most this many look-ups wait on the
+store at once; the others queue. The store's connection pool has one connection more, for the
+calls that stay on the reactor thread (admin API reads)."""
+
+T = TypeVar("T")
+
+
+class StoreCalls:
+    """Runs store calls for the reactor: on a thread pool, or at once (``inline``).
+
+    :param reactor: where results are delivered.
+    :param pool: the thread pool to run calls on; None runs them at once on the calling thread.
+    """
+
+    def __init__(self, reactor: Any, *, pool: ThreadPool | None = None) -> None:
+        self._reactor = reactor
+        self._pool = pool
+
+    @classmethod
+    def inline(cls) -> StoreCalls:
+        """Calls run at once, on the calling thread (SQLite; tests)."""
+        return cls(None)
+
+    @classmethod
+    def threaded(cls, reactor: Any, *, size: int = STORE_THREADS) -> StoreCalls:
+        """Calls run on a new pool of ``size`` threads named ``hoopgw-store``; call
+        :meth:`start` before the first call and :meth:`stop` at the end."""
+        return cls(reactor, pool=ThreadPool(minthreads=0, maxthreads=size, name="hoopgw-store"))
+
+    @property
+    def threaded_pool(self) -> bool:
+        """Whether calls leave the calling thread."""
+        return self._pool is not None
+
+    def start(self) -> None:
+        """Start the pool's threads (none for ``inline``)."""
+        if self._pool is not None and not self._pool.started:
+            self._pool.start()
+
+    def stop(self) -> None:
+        """Let the calls under way finish, then stop the threads. Calls made afterwards fail."""
+        if self._pool is not None and self._pool.started:
+            self._pool.stop()
+
+    def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> defer.Deferred[T]:
+        """Run ``fn(*args, **kwargs)``; the Deferred fires on the reactor thread with its
+        result, or fails with what it raised."""
+        if self._pool is None:
+            return defer.maybeDeferred(fn, *args, **kwargs)
+        if not self._pool.started or self._pool.joined:
+            return defer.fail(RuntimeError("the store's threads are stopped"))
+        return threads.deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs)

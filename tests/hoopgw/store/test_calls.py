@@ -1,0 +1,142 @@
+"""Tests for hoopgw.store.calls: store calls at once (SQLite) or on the store's threads
+(PostgreSQL), with a thread pool that runs only when the test says so (no real threads)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from twisted.internet import defer
+
+from hoopgw.errors import StoreError
+from hoopgw.store.calls import STORE_THREADS, StoreCalls
+
+
+class _Reactor:
+    """Delivers what a thread hands back at once (``callFromThread``)."""
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
+
+
+class _Pool:
+    """A thread pool whose work waits until :meth:`run_all` (a thread that is slow)."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.joined = False
+        self.queued: list[Callable[[], None]] = []
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self) -> None:
+        self.joined = True
+
+    def callInThreadWithCallback(
+        self, on_result: Callable[[bool, Any], None], f: Callable[..., Any], *a: Any, **kw: Any
+    ) -> None:
+        def work() -> None:
+            try:
+                result = f(*a, **kw)
+            except BaseException as exc:
+                on_result(False, _failure(exc))
+            else:
+                on_result(True, result)
+
+        self.queued.append(work)
+
+    def run_all(self) -> None:
+        work, self.queued = self.queued, []
+        for item in work:
+            item()
+
+
+def _failure(exc: BaseException) -> Any:
+    from twisted.python.failure import Failure
+
+    return Failure(exc)
+
+
+def test_inline_calls_run_at_once() -> None:
+    calls = StoreCalls.inline()
+    assert not calls.threaded_pool
+    assert calls.call(lambda a, *, b: a + b, 1, b=2).result == 3
+
+
+def test_inline_calls_fail_with_what_the_store_raised() -> None:
+    def broken() -> None:
+        raise StoreError("down")
+
+    d = StoreCalls.inline().call(broken)
+    with pytest.raises(StoreError, match="down"):
+        d.result.raiseException()
+    d.addErrback(lambda _: None)
+
+
+def test_threaded_calls_wait_for_their_thread_and_leave_the_caller_free() -> None:
+    pool = _Pool()
+    calls = StoreCalls(_Reactor(), pool=pool)  # type: ignore[arg-type]
+    calls.start()
+    slow = calls.call(lambda: "slow")
+    other = calls.call(lambda: "other")
+    # Nothing ran on the calling thread: the caller goes on with its other work.
+    assert not slow.called and not other.called
+    pool.run_all()
+    assert (slow.result, other.result) == ("slow", "other")
+
+
+def test_threaded_calls_deliver_a_store_error_as_a_failure() -> None:
+    pool = _Pool()
+    calls = StoreCalls(_Reactor(), pool=pool)  # type: ignore[arg-type]
+    calls.start()
+
+    def broken() -> None:
+        raise StoreError("connection refused")
+
+    d = calls.call(broken)
+    pool.run_all()
+    failures: list[Any] = []
+    d.addErrback(failures.append)
+    assert failures and failures[0].check(StoreError)
+
+
+def test_calls_after_stop_fail_without_running() -> None:
+    pool = _Pool()
+    calls = StoreCalls(_Reactor(), pool=pool)  # type: ignore[arg-type]
+    calls.start()
+    calls.stop()
+    ran: list[int] = []
+    d = calls.call(ran.append, 1)
+    failures: list[Any] = []
+    d.addErrback(failures.append)
+    assert failures and not ran and not pool.queued
+
+
+def test_a_real_pool_is_bounded_and_named() -> None:
+    calls = StoreCalls.threaded(object())
+    pool: Any = calls._pool
+    assert (pool.max, pool.name) == (STORE_THREADS, "hoopgw-store")
+    assert calls.threaded_pool and not pool.started
+
+
+def test_a_real_pool_runs_calls_off_the_calling_thread() -> None:
+    import threading
+
+    from twisted.internet.testing import MemoryReactor
+
+    class _Delivering(MemoryReactor):
+        def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
+            f(*args, **kwargs)
+
+    calls = StoreCalls.threaded(_Delivering(), size=1)
+    calls.start()
+    try:
+        done = threading.Event()
+        d: defer.Deferred[str] = calls.call(lambda: threading.current_thread().name)
+        d.addBoth(lambda name: (done.set(), name)[1])
+        assert done.wait(10)
+        assert d.result != threading.current_thread().name
+    finally:
+        calls.stop()

@@ -591,6 +591,8 @@ ldapserver = _load_helper("hoopgw_tests_ldapserver", "ldapserver.py")
 _load_helper("hoopgw_tests_approvals_helpers", "approvals_helpers.py")
 # The guardrails SQL corpora's loading, shared by the PostgreSQL and MySQL dialect tests.
 _load_helper("hoopgw_tests_corpus", "corpus.py", folder="plugins/guardrails")
+# Every PostgreSQL statement of the tests, and the facts the analysis gives each.
+_load_helper("hoopgw_tests_pg_statements", "statements.py", folder="protocols/postgres")
 
 
 @pytest.fixture

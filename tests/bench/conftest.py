@@ -13,6 +13,7 @@ SCRIPTS = {
     "hoopgw_bench_masking": "masking_bench.py",
     "hoopgw_bench_cli_startup": "cli_startup.py",
     "hoopgw_bench_relay_cost": "relay_cost.py",
+    "hoopgw_bench_guardrails_cost": "guardrails_cost.py",
 }
 
 for _name, _file_name in SCRIPTS.items():

@@ -26,6 +26,7 @@ from google.protobuf.message import Message
 from pg_query import pg_query_pb2
 
 from hoopgw.sql import DENY_CLASSES, Analysis, FunctionCatalog, StatementFacts
+from hoopgw_postgres.shape import tree_key
 
 __all__ = [
     "FUNCTION_CLASSES",
@@ -360,15 +361,22 @@ def _explain_analyzes(explain: Any) -> bool:
     )
 
 
-def _shape(node: Any, target: _Target | None = None, outer: bool = True) -> tuple[Any, ...]:
+def _is_constant(node: Any) -> bool:
+    return _name(_unwrap(node)) == "A_Const"
+
+
+def _shape(node: Any, target: _Target, outer: bool, values: bool) -> tuple[Any, ...]:
     """A node's structure without source positions: equal shapes are the same expression. A
-    column of ``target`` has one shape however it is qualified (``t.a`` and ``a``)."""
+    column of ``target`` has one shape however it is qualified (``t.a`` and ``a``). Without
+    ``values``, a constant's shape is its kind alone (``1`` and ``2`` are alike)."""
     node = _unwrap(node)
     if node is None:
         return ()
-    if target is not None and _name(node) == "ColumnRef" and target.named(node, outer=outer):
+    if _name(node) == "ColumnRef" and target.named(node, outer=outer):
         last = _unwrap(node.fields[-1])
         return ("target column", str(last.sval) if _name(last) == "String" else "*")
+    if not values and _name(node) == "A_Const":
+        return ("A_Const", node.WhichOneof("val"), node.isnull)
     items: list[Any] = [_name(node)]
     for field, value in node.ListFields():
         if field.name == "location":
@@ -377,10 +385,22 @@ def _shape(node: Any, target: _Target | None = None, outer: bool = True) -> tupl
             scalar = isinstance(value, str | bytes | int | float | bool)
             items.append((field.name, value if scalar else tuple(value)))
         elif isinstance(value, Message):
-            items.append((field.name, _shape(value, target, outer)))
+            items.append((field.name, _shape(value, target, outer, values)))
         else:
-            items.append((field.name, tuple(_shape(v, target, outer) for v in value)))
+            items.append((field.name, tuple(_shape(v, target, outer, values) for v in value)))
     return tuple(items)
+
+
+def _same(left: Any, right: Any, target: _Target, outer: bool) -> bool:
+    """Whether two expressions are the same (``x = x``, ``t.x = x``). When that turns on the
+    constants they hold (``x + 1 = x + 1``), the target's judgement reads literals."""
+    bare = _shape(left, target, outer, False), _shape(right, target, outer, False)
+    if bare[0] != bare[1]:
+        return False  # no values of their constants can make them the same
+    full = _shape(left, target, outer, True), _shape(right, target, outer, True)
+    if full != bare:
+        target.literal = True
+    return full[0] == full[1]
 
 
 # A byte that is not UTF-8 (a SQL_ASCII database takes any) reaches the analysis as a lone
@@ -413,6 +433,8 @@ class _Target:
         self.schema = "" if alias else str(relation.schemaname)
         # Without other relations in scope, a bare column name can only be the target's.
         self.alone = alone
+        # Whether judging a condition on it read the value of a constant (``LIKE '%'``).
+        self.literal = False
 
     def named(self, ref: Any, *, outer: bool) -> bool:
         """Whether a ``ColumnRef`` names a column of the target (``outer``: not inside a
@@ -490,10 +512,12 @@ def _restricts(expr: Any, target: _Target, *, outer: bool = True) -> bool:
     if kind == "A_Expr":
         if expr.kind == _AEXPR_OP_ALL:
             return False  # <> ALL of an empty array keeps every row
-        if _shape(expr.lexpr, target, outer) == _shape(expr.rexpr, target, outer):
+        if _same(expr.lexpr, expr.rexpr, target, outer):
             return False  # x = x, t.x = x, x IS NOT DISTINCT FROM x, ...
-        if expr.kind in _LIKE_KINDS and set(_string(expr.rexpr) or "_") <= {"%"}:
-            return False  # LIKE '%' keeps every row that has a value
+        if expr.kind in _LIKE_KINDS:
+            target.literal = target.literal or _is_constant(expr.rexpr)
+            if set(_string(expr.rexpr) or "_") <= {"%"}:
+                return False  # LIKE '%' keeps every row that has a value
     elif kind == "NullTest" and expr.nulltesttype == _IS_NOT_NULL:
         return False  # keeps every row of a NOT NULL column
     elif kind not in ("ColumnRef", "NullTest", "FuncCall"):
@@ -501,8 +525,9 @@ def _restricts(expr: Any, target: _Target, *, outer: bool = True) -> bool:
     return not _has_bool(expr) and _mentions(expr, target, outer)
 
 
-def _unrestricted_writes(node: Any, kind: str) -> list[str]:
-    """Why an UPDATE, DELETE or MERGE may change every row of its target (empty if it cannot)."""
+def _unrestricted_writes(node: Any, kind: str) -> tuple[list[str], bool]:
+    """Why an UPDATE, DELETE or MERGE may change every row of its target (empty if it cannot),
+    and whether that turned on the value of a constant."""
     command = _command_name(kind)
     if kind == "MergeStmt":
         target = _Target(node.relation, alone=False)
@@ -517,14 +542,14 @@ def _unrestricted_writes(node: Any, kind: str) -> list[str]:
                 continue
             action = "DELETE" if clause.command_type == _CMD_DELETE else "UPDATE"
             causes.append(f"MERGE ... THEN {action} with an ON that does not restrict the target")
-        return causes
+        return causes, target.literal
     others = node.using_clause if kind == "DeleteStmt" else node.from_clause
     target = _Target(node.relation, alone=not others)
     if not node.HasField("where_clause"):
-        return [f"{command} without WHERE"]
+        return [f"{command} without WHERE"], False
     if not _restricts(node.where_clause, target):
-        return [f"{command} with a WHERE that does not restrict the target's rows"]
-    return []
+        return [f"{command} with a WHERE that does not restrict the target's rows"], target.literal
+    return [], target.literal
 
 
 def _qualified(parts: list[str]) -> str:
@@ -547,6 +572,8 @@ class _Walk:
         self.fields: set[str] = set()
         self.operators: set[str] = set()
         self.cast_types: set[str] = set()
+        # Whether a fact turned on the value of a constant (``set_config('role', ...)``).
+        self.literal = False
 
     def add(self, cls: str, cause: str) -> None:
         self.causes.setdefault(cls, cause)
@@ -617,6 +644,7 @@ class _Walk:
         elif kind == "DefElem" and node.defname == "transaction_read_only":
             # BEGIN / SET TRANSACTION / SET SESSION CHARACTERISTICS ... READ WRITE; several
             # modes may be given and the last wins, so any READ WRITE counts.
+            self.literal = self.literal or (node.HasField("arg") and _is_constant(node.arg))
             if not (node.HasField("arg") and _is_true(node.arg)):
                 self._writable("READ WRITE")
         elif kind == "AlterTableCmd":
@@ -635,7 +663,9 @@ class _Walk:
             if runs:
                 self.add("write", command)
             if kind in ("UpdateStmt", "DeleteStmt", "MergeStmt") and runs:
-                for cause in _unrestricted_writes(node, kind):
+                causes, literal = _unrestricted_writes(node, kind)
+                self.literal = self.literal or literal
+                for cause in causes:
                     self.add("unbounded-write", cause)
         if kind == "SelectStmt" and node.HasField("into_clause"):
             if runs:
@@ -700,8 +730,10 @@ class _Walk:
             _VAR_RESET_ALL,
         ):
             return
-        if node.kind == _VAR_SET_VALUE and len(node.args) == 1 and _is_true(node.args[0]):
-            return
+        if node.kind == _VAR_SET_VALUE and len(node.args) == 1:
+            self.literal = self.literal or _is_constant(node.args[0])
+            if _is_true(node.args[0]):
+                return
         self._writable(f"SET {name}")
 
     def _setting(self, setting: str, cause: str) -> None:
@@ -750,6 +782,7 @@ class _Walk:
             self._set_config(node)
 
     def _set_config(self, node: Any) -> None:
+        self.literal = self.literal or bool(node.args and _is_constant(node.args[0]))
         setting = _string(node.args[0]) if node.args else None
         if setting is None:
             self.add("privilege", "set_config() of a computed setting")
@@ -763,7 +796,8 @@ class _Walk:
             self._setting(setting.strip().lower(), f"set_config('{setting}')")
 
 
-def _facts(raw: Any, version: int) -> StatementFacts:
+def _facts(raw: Any, version: int) -> tuple[StatementFacts, bool]:
+    """One statement's facts, and whether any of them turned on the value of a constant."""
     root = _unwrap(raw.stmt)
     walk = _Walk()
     walk.walk(root)
@@ -772,7 +806,7 @@ def _facts(raw: Any, version: int) -> StatementFacts:
     where_constant_true = False
     if kind in ("UpdateStmt", "DeleteStmt"):
         has_where = root.HasField("where_clause")
-        where_constant_true = has_where and bool(_unrestricted_writes(root, kind))
+        where_constant_true = has_where and bool(_unrestricted_writes(root, kind)[0])
     deallocates: tuple[str, ...] = ()
     if kind == "DeallocateStmt":
         deallocates = (str(root.name) or "*",)
@@ -787,7 +821,7 @@ def _facts(raw: Any, version: int) -> StatementFacts:
             f"{first}() (a function that no built-in list covers: VOLATILE unless the"
             " target's catalog says otherwise)",
         )
-    return StatementFacts(
+    facts = StatementFacts(
         kind=kind,
         command=_command_name(kind),
         kinds=frozenset(walk.kinds),
@@ -809,6 +843,7 @@ def _facts(raw: Any, version: int) -> StatementFacts:
         read_write=walk.read_write,
         text=_normalise(raw, version),
     )
+    return facts, walk.literal
 
 
 # Statements after which the next statement of the same message runs in a new transaction.
@@ -915,23 +950,49 @@ class PostgresDialect:
                 self._cache.popitem(last=False)
         return analysis
 
+    def shape(self, text: str) -> str | None:
+        """A key that ``text`` shares exactly with the texts PostgreSQL parses to the same
+        tree but for the values of constants and the positions of tokens (see
+        :mod:`hoopgw_postgres.shape`); None when the text is not judged by its tree alone
+        (too long to be worth a key, or one :meth:`analyze` refuses before parsing).
+
+        The analysis of a text depends on nothing else (the protocol refuses the lexing
+        settings libpg_query does not read as the server does), so it holds for every text
+        of its shape unless :attr:`~hoopgw.sql.Analysis.reads_literals`."""
+        if len(text) > _CACHEABLE_LENGTH:
+            return None
+        parsed = _parseable(text)
+        if isinstance(parsed, Analysis):
+            return None
+        try:
+            return tree_key(parsed)
+        except UnicodeEncodeError:
+            return None
+
     def _analyze(self, text: str) -> Analysis:
-        if "\0" in text:
-            return Analysis(error="the text contains a NUL character")
-        parsed = text.translate(_BYTE_STAND_INS)
-        if parsed != text and _too_long_with_stand_ins(parsed):
-            return Analysis(
-                error="a name with bytes that are not UTF-8 is too long to be judged exactly"
-            )
+        parsed = _parseable(text)
+        if isinstance(parsed, Analysis):
+            return parsed
         try:
             tree = pg_query.parse(parsed)
-            statements = _after_transaction_end(
-                tuple(_facts(raw, tree.version) for raw in tree.stmts), tree
-            )
+            facts = [_facts(raw, tree.version) for raw in tree.stmts]
+            statements = _after_transaction_end(tuple(f for f, _ in facts), tree)
         except pg_query.PgQueryError as exc:
             return Analysis(error=exc.message)
         except RecursionError:
             return Analysis(error="the statement is nested too deeply to analyse")
         except UnicodeEncodeError:
             return Analysis(error="the text is not valid UTF-8")
-        return Analysis(statements=statements)
+        return Analysis(statements=statements, reads_literals=any(lit for _, lit in facts))
+
+
+def _parseable(text: str) -> str | Analysis:
+    """``text`` as the parser takes it, or the analysis of a text it must not be given."""
+    if "\0" in text:
+        return Analysis(error="the text contains a NUL character")
+    parsed = text if text.isascii() else text.translate(_BYTE_STAND_INS)
+    if parsed != text and _too_long_with_stand_ins(parsed):
+        return Analysis(
+            error="a name with bytes that are not UTF-8 is too long to be judged exactly"
+        )
+    return parsed

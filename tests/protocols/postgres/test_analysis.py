@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
 import pytest
 from hoopgw_postgres.analysis import PostgresDialect
 from hoopgw_postgres.protocol import PROTOCOL
@@ -312,3 +315,15 @@ def test_writes_must_restrict_their_target() -> None:
     )
     for text in bounded:
         assert "unbounded-write" not in _one(text).causes, text
+
+
+def test_every_statement_of_the_tests_gets_the_facts_recorded_for_it() -> None:
+    """The analysis of every PostgreSQL statement in the tests is what ``facts.json`` holds:
+    what the walk over the binding's protobuf tree gave before the walk over JSON replaced it
+    (``tests/protocols/postgres/statements.py`` writes the file again)."""
+    statements: Any = sys.modules["hoopgw_tests_pg_statements"]
+    expected = statements.expected()
+    assert set(expected) == set(statements.statements())
+    dialect = PostgresDialect()
+    for text, facts in expected.items():
+        assert statements.described(dialect.analyze(text)) == facts, text

@@ -190,8 +190,10 @@ class Dialect(Protocol):
 # A dialect may also offer ``shape(text, *settings) -> str | None``: a key that two texts
 # share only when their analyses are the same but for the values of their constants and the
 # ``text`` of their statements (in the same settings: the key covers everything the analysis
-# depends on), or None when it cannot say. A plugin may then reuse an analysis for every text
-# of its shape, unless :attr:`Analysis.reads_literals`. The key must be exact, never a hash.
+# depends on), or None when it cannot say; the key must be exact, never a hash. It then also
+# offers ``analyze_shape(text, *settings) -> Analysis``, the analysis with every statement's
+# ``text`` left empty. A plugin may reuse that analysis for every text of its shape, unless
+# :attr:`Analysis.reads_literals`.
 #
 # A dialect may also offer ``function_catalog(reactor, *, target, user, password, sslmode,
 # connect=None)``, returning a :class:`FunctionCatalog` read over a side connection with that

@@ -9,48 +9,17 @@ are the same but for those: ``... WHERE aid = 1`` and ``... WHERE  aid = 2 -- x`
 1`` each have their own. Nothing is hashed: the key is the tree itself, so two texts never
 share a key by collision (a 64-bit fingerprint could).
 
-It is the binding's own library (``pg-query-python`` bundles libpg_query, BSD-3-Clause), called
-through ``pg_query_parse``, which the binding does not wrap: the JSON parse costs a few
-microseconds where the binding's protobuf tree costs several times as much in Python.
+The JSON comes from libpg_query in C (:func:`hoopgw_postgres.tree.parse_json`), a few
+microseconds for a short statement.
 """
 
 from __future__ import annotations
 
-import ctypes
 import re
-from ctypes import POINTER, Structure, c_char_p, c_int
 
-from pg_query import native
+from hoopgw_postgres.tree import ParseError, parse_json
 
 __all__ = ["tree_key"]
-
-
-class _Error(Structure):
-    _fields_ = [
-        ("message", c_char_p),
-        ("funcname", c_char_p),
-        ("filename", c_char_p),
-        ("lineno", c_int),
-        ("cursorpos", c_int),
-        ("context", c_char_p),
-    ]
-
-
-class _ParseResult(Structure):
-    _fields_ = [
-        ("parse_tree", c_char_p),
-        ("stderr_buffer", c_char_p),
-        ("error", POINTER(_Error)),
-    ]
-
-
-# A handle of its own on the library the binding loaded: the binding's function objects keep
-# their own argument types.
-_lib = ctypes.CDLL(native.lib._name)
-_lib.pg_query_parse.argtypes = [c_char_p]
-_lib.pg_query_parse.restype = _ParseResult
-_lib.pg_query_free_parse_result.argtypes = [_ParseResult]
-_lib.pg_query_free_parse_result.restype = None
 
 # A JSON string; inside one, every quote is escaped (``\"``), so the patterns below, which
 # need a bare quote right before and after a field's name, never match inside a string.
@@ -78,13 +47,10 @@ def tree_key(text: str) -> str | None:
 
     :raises UnicodeEncodeError: when ``text`` is not valid Unicode (a lone surrogate).
     """
-    result = _lib.pg_query_parse(text.encode("utf-8"))
     try:
-        if result.error or not result.parse_tree:
-            return None
-        tree = result.parse_tree.decode("utf-8", errors="replace")
-    finally:
-        _lib.pg_query_free_parse_result(result)
+        tree = parse_json(text)
+    except ParseError:
+        return None
     key = _CONSTANT.sub(_constant_kind, tree)
     for pattern in _POSITIONS:
         key = pattern.sub("", key)

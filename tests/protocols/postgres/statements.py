@@ -60,14 +60,11 @@ def with_constant(text: str, value: str, index: int) -> str | None:
     """``text`` with one of its constants (the ``index``-th, modulo their number, of those
     spelled as ``value`` is: plain digits, or a plain ``'...'`` string) written as ``value``
     instead; None when it has no such constant. Same shape, other value."""
-    from hoopgw_postgres.shape import _lib
+    from hoopgw_postgres.tree import ParseError, parse
 
-    result = _lib.pg_query_parse(text.encode("utf-8"))
     try:
-        tree = json.loads(result.parse_tree) if not result.error else None
-    finally:
-        _lib.pg_query_free_parse_result(result)
-    if tree is None:
+        tree = parse(text)
+    except ParseError:
         return None
     source = text.encode("utf-8")
     pattern = _STRING if value.startswith("'") else _INTEGER

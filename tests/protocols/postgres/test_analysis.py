@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import attrs
 import pytest
 from hoopgw_postgres.analysis import PostgresDialect
 from hoopgw_postgres.protocol import PROTOCOL
@@ -327,3 +328,14 @@ def test_every_statement_of_the_tests_gets_the_facts_recorded_for_it() -> None:
     dialect = PostgresDialect()
     for text, facts in expected.items():
         assert statements.described(dialect.analyze(text)) == facts, text
+
+
+def test_the_analysis_for_a_shape_cache_is_the_analysis_without_texts() -> None:
+    statements: Any = sys.modules["hoopgw_tests_pg_statements"]
+    dialect = PostgresDialect()
+    for text in statements.statements():
+        full, shaped = dialect.analyze(text), dialect.analyze_shape(text)
+        assert all(s.text == "" for s in shaped.statements), text
+        assert shaped == attrs.evolve(
+            full, statements=tuple(attrs.evolve(s, text="") for s in full.statements)
+        ), text

@@ -923,7 +923,7 @@ def ends_transaction(text: str) -> bool:
     does not parse ends nothing (the server rejects it too)."""
     try:
         tree = parse(text)
-    except (ParseError, RecursionError, UnicodeEncodeError):
+    except (ParseError, RecursionError, UnicodeError):
         return False
     return any(_ends_transaction(root) for root in _statements(tree))
 
@@ -985,7 +985,7 @@ class PostgresDialect:
             return None
         try:
             return tree_key(parsed)
-        except UnicodeEncodeError:
+        except UnicodeError:
             return None
 
     def analyze_shape(self, text: str) -> Analysis:
@@ -1007,7 +1007,7 @@ class PostgresDialect:
             return Analysis(error=exc.message)
         except RecursionError:
             return Analysis(error="the statement is nested too deeply to analyse")
-        except UnicodeEncodeError:
+        except UnicodeError:
             return Analysis(error="the text is not valid UTF-8")
         return Analysis(statements=statements, reads_literals=any(lit for _, lit in facts))
 

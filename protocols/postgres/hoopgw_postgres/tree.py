@@ -108,7 +108,8 @@ def parse_json(text: str) -> str:
     """The parse tree of ``text`` as libpg_query's JSON.
 
     :raises ParseError: when the text does not parse.
-    :raises UnicodeEncodeError: when ``text`` is not valid Unicode (a lone surrogate).
+    :raises UnicodeError: when ``text`` is not valid Unicode (a lone surrogate), or the tree
+        is not valid UTF-8 (never met: refused, not repaired).
     """
     global _last
     last = _last
@@ -118,7 +119,7 @@ def parse_json(text: str) -> str:
     try:
         if result.error:
             raise ParseError(_message(result.error))
-        tree = (result.parse_tree or b"{}").decode("utf-8", errors="replace")
+        tree = (result.parse_tree or b"{}").decode("utf-8")
     finally:
         _lib.pg_query_free_parse_result(result)
     _last = (text, tree)

@@ -339,3 +339,19 @@ def test_the_analysis_for_a_shape_cache_is_the_analysis_without_texts() -> None:
         assert shaped == attrs.evolve(
             full, statements=tuple(attrs.evolve(s, text="") for s in full.statements)
         ), text
+
+
+@pytest.mark.parametrize("depth", [60, 90])
+def test_deeply_nested_statements_are_judged_to_their_depths(depth: int) -> None:
+    """The binding's protobuf decoder gave up at 50 levels of subqueries (an exception, which
+    refused the command without a reason); the walk over plain dicts reads them."""
+    inner = "SELECT pg_read_file('/etc/passwd')"
+    text = "SELECT * FROM t WHERE a IN (" * depth + inner + ")" * depth
+    analysis = PostgresDialect().analyze(text)
+    assert analysis.parseable
+    assert "file-access" in analysis.statements[0].classes
+
+
+def test_statements_nested_beyond_the_walk_are_unparseable() -> None:
+    text = "DELETE FROM t WHERE " + "NOT " * 5000 + "a"
+    assert "nested too deeply" in PostgresDialect().analyze(text).error

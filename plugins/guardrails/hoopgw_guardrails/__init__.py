@@ -421,21 +421,21 @@ class GuardrailsPlugin:
     ) -> Block | Hold | defer.Deferred[Block | Hold | None] | None:
         """Judge the statements once what they call is resolved (now, from the session's
         cache, or when the catalog answers)."""
+        # The catalog only matters to a policy that refuses opaque-code.
+        if (
+            self._functions is None
+            or "opaque-code" not in self._policy.deny
+            or session.id in self._unsettled
+        ):
+            return self._verdict(session, command, judged)
         cache = self._volatile.setdefault(session.id, {})
         missing: dict[str, set[str]] = {
             k: set() for k in ("function", "relation", "field", "operator", "type")
         }
-        # The catalog only matters to a policy that refuses opaque-code.
-        if (
-            self._functions is not None
-            and "opaque-code" in self._policy.deny
-            and session.id not in self._unsettled
-        ):
-            for key in {k for facts in judged for k in _asked(facts)} - set(cache):
-                missing[key[0]].add(key[1])
+        for key in {k for facts in judged for k in _asked(facts)} - set(cache):
+            missing[key[0]].add(key[1])
         if not any(missing.values()):
             return self._verdict(session, command, judged)
-        assert self._functions is not None
         reading = self._functions.opaque(
             session.attributes.get("database", ""),
             functions=missing["function"],

@@ -405,7 +405,14 @@ class GuardrailsPlugin:
         assert self._dialect is not None
         if self._analyses is None:
             return analyze_command(self._dialect, command.text, command.details)
-        return self._analyses.analyze(command.text, command.details)
+        analysis = self._analyses.analyze(command.text, command.details)
+        if any(s.prepares for s in analysis.statements) or (
+            command.kind == "parse" and command.statement_name
+        ):
+            # What a prepared statement runs is kept for the session, and a config reload
+            # may hand it to an instance with regex rules: keep it with its own text.
+            return analyze_command(self._dialect, command.text, command.details)
+        return analysis
 
     def _judge_http(self, command: Command) -> Block | Hold | None:
         assert self._http is not None

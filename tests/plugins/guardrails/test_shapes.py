@@ -211,3 +211,21 @@ def test_regex_rules_read_each_statement_s_own_text() -> None:
     assert client.run("SELECT abalance FROM pgbench_accounts WHERE aid = 1").verdict == Allow()
     verdict = client.run("SELECT abalance FROM pgbench_accounts WHERE aid = 12345").verdict
     assert isinstance(verdict, Block) and "that account" in verdict.reason
+
+
+def test_a_prepared_statement_keeps_its_own_text_for_a_reloaded_instance_with_regex_rules() -> None:
+    """A statement prepared under a policy that uses the cache (no regex rule) is kept with its
+    text: a reload may hand it to an instance whose regex rule reads it at EXECUTE."""
+    old = _client({"preset": "agent-readonly"})
+    for text in (
+        "PREPARE warm AS SELECT abalance FROM pgbench_accounts WHERE aid = 1",
+        "PREPARE peek AS SELECT abalance FROM pgbench_accounts WHERE aid = 12345",
+    ):
+        assert old.run(text).verdict == Allow()
+    plugin = old.chain._pm.get_plugin("guardrails")
+    assert "12345" in plugin._prepared[old.session.id]["peek"].text
+    new = _client({"preset": "agent-readonly", "rules": [{"regex": "12345"}]})
+    new.chain._pm.get_plugin("guardrails").session_adopted(old.session, plugin)
+    assert new.run("EXECUTE warm").verdict == Allow()
+    verdict = new.run("EXECUTE peek").verdict
+    assert isinstance(verdict, Block) and verdict.rule == "rules[0]"

@@ -3,7 +3,8 @@
 The statements: the guardrails corpus (``tests/plugins/guardrails/corpus.toml``) and every string
 that parses as SQL in the PostgreSQL analysis, catalog and guardrails tests. ``facts.json``
 keeps what the analysis made of each when it walked the binding's protobuf tree; the walk over
-plain JSON that replaced it must give exactly the same (``test_analysis.py``). Loaded by
+plain JSON that replaced it must give exactly the same (``test_analysis.py``); statements
+added to the tests later are not in the record (the property tests take them all). Loaded by
 ``tests/conftest.py`` as ``hoopgw_tests_pg_statements``; run it to write ``facts.json`` again
 (only when a change of the facts is intended, and reviewed)::
 

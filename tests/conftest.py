@@ -595,6 +595,8 @@ _load_helper("hoopgw_tests_approvals_world", "world.py", folder="hoopgw/approval
 _load_helper("hoopgw_tests_ssh_fakes", "fakes.py", folder="protocols/ssh")
 # The guardrails SQL corpora's loading, shared by the PostgreSQL and MySQL dialect tests.
 _load_helper("hoopgw_tests_corpus", "corpus.py", folder="plugins/guardrails")
+# Every PostgreSQL statement of the tests, and the facts the analysis gives each.
+_load_helper("hoopgw_tests_pg_statements", "statements.py", folder="protocols/postgres")
 
 
 @pytest.fixture

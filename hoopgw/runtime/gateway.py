@@ -257,9 +257,9 @@ class Gateway:
                 reactor=self.reactor,
                 sessions=self.sessions,
             )
+        peers = None
         if self._worker is not None:
-            link = self._worker.connect_control(self.reactor, self.sessions.cancel_here)
-            self.sessions.ask_peers = link.ask_cancel
+            peers = self._worker.connect_control(self.reactor, self.sessions)
         try:
             if self.agents is not None and gw.agent_listen is not None:
                 assert gw.tls_cert and gw.tls_key  # checked by the config
@@ -296,6 +296,7 @@ class Gateway:
                     audit=self.audit,
                     roles=self.config.roles,
                     clock=self.reactor,
+                    peers=peers,
                 )
                 console = None
                 if self.config.console is not None:

@@ -21,14 +21,21 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
-from twisted.internet import protocol
+from twisted.internet import protocol, task
 from twisted.logger import Logger
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
+from hoopgw.admin.sessions import describe_session
+from hoopgw.runtime.registry import SessionRegistry
+
 __all__ = ["WORKER_ENV", "SingleConnection", "WorkerLink", "worker_instance"]
 
 log = Logger(namespace="hoopgw.worker")
+
+PUBLISH_INTERVAL = 0.5
+"""Seconds between looks at whether a worker's live sessions changed (worker 1's list of the
+others' sessions is at most this old)."""
 
 WORKER_ENV = "HOOPGW_WORKER"
 """Environment variable that tells ``hoopgw run`` it is worker ``index`` of a supervising
@@ -88,12 +95,16 @@ class WorkerLink:
 
         return spawn
 
-    def connect_control(self, reactor: Any, cancel: Callable[[int, bytes], object]) -> ControlLink:
-        """Open the control link; ``cancel(pid, secret)`` is called for each cancel request
-        another worker passes on."""
-        link = ControlLink(cancel)
+    def connect_control(self, reactor: Any, sessions: SessionRegistry) -> ControlLink:
+        """Open the control link for the live sessions ``sessions``: cancel requests and
+        session ends other workers pass on reach them, and (but in worker 1) they are
+        published."""
+        link = ControlLink(sessions, self.index)
         reactor.adoptStreamConnection(self.control_fd, socket.AF_UNIX, SingleConnection(link))
         os.close(self.control_fd)
+        sessions.ask_peers = link.ask_cancel
+        if not self.serves_admin:
+            link.publish_sessions(reactor)
         return link
 
 
@@ -149,26 +160,76 @@ class _AuditLinkProtocol(protocol.Protocol):
 
 
 class ControlLink(LineOnlyReceiver):
-    """The worker's side of the control link: JSON lines to and from the parent."""
+    """The worker's side of the control link: JSON lines to and from the parent.
+
+    Every worker but the first publishes its live sessions (when they change, at most every
+    :data:`PUBLISH_INTERVAL` seconds); the parent passes them to worker 1, whose admin API lists
+    them beside its own and ends them through the parent (a :class:`PeerSessions`).
+    """
 
     delimiter = b"\n"
+    MAX_LENGTH = 64 << 20
 
-    def __init__(self, cancel: Callable[[int, bytes], object]) -> None:
-        self._cancel = cancel
+    def __init__(self, sessions: SessionRegistry, index: int) -> None:
+        self._sessions = sessions
+        self._index = index
+        self._remote: dict[int, list[dict[str, Any]]] = {}
+        self._published: list[dict[str, Any]] | None = None
+        self._publisher: task.LoopingCall | None = None
+
+    # -- asked by this worker ----------------------------------------------------------------
 
     def ask_cancel(self, pid: int, secret: bytes) -> None:
         """Ask the other workers to forward the cancel request ``pid``/``secret`` (the one of
         them whose session it names does; the others ignore it)."""
-        if self.transport is not None:
-            self.sendLine(json.dumps({"op": "cancel", "pid": pid, "key": secret.hex()}).encode())
+        self._send({"op": "cancel", "pid": pid, "key": secret.hex()})
+
+    def sessions(self) -> list[tuple[int, dict[str, Any]]]:
+        """See :meth:`hoopgw.admin.sessions.PeerSessions.sessions`."""
+        return [(k, shown) for k, listed in sorted(self._remote.items()) for shown in listed]
+
+    def terminate(self, worker: int, session_id: str, reason: str) -> None:
+        """See :meth:`hoopgw.admin.sessions.PeerSessions.terminate`."""
+        self._send({"op": "terminate", "worker": worker, "id": session_id, "reason": reason})
+
+    def publish_sessions(self, reactor: Any) -> None:
+        """Send this worker's live sessions to the parent whenever they change."""
+        self._publisher = task.LoopingCall(self._publish)
+        self._publisher.clock = reactor
+        self._publisher.start(PUBLISH_INTERVAL)
+
+    # -- from the parent ---------------------------------------------------------------------
 
     def lineReceived(self, line: bytes) -> None:
         try:
             message = json.loads(line)
-            if message.get("op") == "cancel":
-                self._cancel(int(message["pid"]), bytes.fromhex(message["key"]))
-        except (ValueError, KeyError, TypeError):
+            op = message.get("op")
+            if op == "cancel":
+                self._sessions.cancel_here(int(message["pid"]), bytes.fromhex(message["key"]))
+            elif op == "sessions":
+                self._remote[int(message["worker"])] = list(message["sessions"])
+            elif op == "terminate":
+                # The full id, from this worker's own list: it names one session.
+                for session in self._sessions.find(str(message["id"])):
+                    session.terminate(str(message["reason"]))
+        except (ValueError, KeyError, TypeError, AttributeError):
             log.error("unreadable message from the parent process: {line!r}", line=line[:200])
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        if self._publisher is not None and self._publisher.running:
+            self._publisher.stop()
         self.transport = None
+
+    def _publish(self) -> None:
+        shown = [
+            describe_session(s, self._sessions.held_statement(s.session_info.id))
+            for s in self._sessions
+            if s.session_info is not None
+        ]
+        if shown != self._published:
+            self._published = shown
+            self._send({"op": "sessions", "worker": self._index, "sessions": shown})
+
+    def _send(self, message: dict[str, Any]) -> None:
+        if self.transport is not None:
+            self.sendLine(json.dumps(message).encode())

@@ -21,8 +21,11 @@ What stays single, and where (docs/deploy.md, "Several workers on one host"):
   do) and looks at them every second, so a hold on one worker decided through the admin API of
   another is released where it waits;
 - **login back-off**: counted in the store, as with several instances;
-- **the admin API**: served by worker 1 (its live session list and ``kill`` see worker 1's
-  sessions; revoked keys and grants end sessions on every worker within the key check interval).
+- **the admin API** (and ``/metrics``): served by worker 1 alone. The other workers publish
+  their live sessions to it through the parent (at most
+  :data:`~hoopgw.runtime.worker.PUBLISH_INTERVAL` old), so ``hoopgw sessions live`` lists every worker's, and ``kill`` ends a
+  session on the worker that holds it, the record written first; revoked keys and grants end
+  sessions on every worker, each checking the store as separate instances do.
 
 The parent restarts a worker that ends unexpectedly (after 1 s, doubling to 30 s while it keeps
 failing fast), ends every worker on SIGTERM or SIGINT, and forwards SIGHUP to each. If the
@@ -32,6 +35,7 @@ audit writer process ends, nothing can be recorded: the parent stops the gateway
 from __future__ import annotations
 
 import functools
+import json
 import os
 import signal
 import socket
@@ -77,6 +81,11 @@ class _Worker:
         self.ended: defer.Deferred[None] | None = None
         self.timer: Any = None
 
+    def send(self, line: bytes) -> None:
+        """Send a line on the control link, if the worker runs."""
+        if self.control is not None and self.control.transport is not None:
+            self.control.sendLine(line)
+
 
 class Supervisor:
     """Binds the listeners, runs the audit relay and keeps N workers running."""
@@ -89,6 +98,7 @@ class Supervisor:
         self._workers = [_Worker(k) for k in range(1, config.gateway.workers + 1)]
         self._relay: AuditRelay | None = None
         self._stopping = False
+        self._published: dict[int, bytes] = {}  # worker -> its latest list of live sessions
         self.exit_code = 0
 
     @defer.inlineCallbacks
@@ -190,10 +200,13 @@ class Supervisor:
         self.reactor.adoptStreamConnection(
             audit_parent.detach(), socket.AF_UNIX, SingleConnection(self._relay.link())
         )
-        worker.control = _Control(self)
+        worker.control = _Control(self, worker)
         self.reactor.adoptStreamConnection(
             control_parent.detach(), socket.AF_UNIX, SingleConnection(worker.control)
         )
+        if worker.index == 1:  # a new admin worker: the others' sessions as last published
+            for line in self._published.values():
+                worker.send(line)
         log.info("worker {index} started (pid {pid})", index=worker.index, pid=worker.process.pid)
 
     def _worker_ended(self, worker: _Worker, reason: Failure) -> None:
@@ -202,6 +215,11 @@ class Supervisor:
         transport: Any = None if control is None else control.transport
         if transport is not None:
             transport.loseConnection()
+        if worker.index in self._published:  # its sessions ended with it
+            self._published[worker.index] = json.dumps(
+                {"op": "sessions", "worker": worker.index, "sessions": []}
+            ).encode()
+            self._workers[0].send(self._published[worker.index])
         ended, worker.ended = worker.ended, None
         if ended is not None:
             ended.callback(None)
@@ -219,11 +237,23 @@ class Supervisor:
         worker.timer = self.reactor.callLater(worker.delay, self._spawn, worker)
         worker.delay = min(worker.delay * 2, MAX_RESTART_DELAY)
 
-    def _pass_cancel(self, sender: _Control, line: bytes) -> None:
-        """A worker holds no session with a cancel request's key: the others may."""
-        for worker in self._workers:
-            if worker.control is not None and worker.control is not sender:
-                worker.control.sendLine(line)
+    def _route(self, sender: _Worker, line: bytes) -> None:
+        """A message on a worker's control link: pass it where it goes."""
+        try:
+            message = json.loads(line)
+            op = message["op"]
+            if op == "cancel":
+                # The sender holds no session with that key: the others may.
+                for worker in self._workers:
+                    if worker is not sender:
+                        worker.send(line)
+            elif op == "sessions":
+                self._published[sender.index] = line
+                self._workers[0].send(line)
+            elif op == "terminate":
+                self._workers[int(message["worker"]) - 1].send(line)
+        except (ValueError, KeyError, TypeError, IndexError):
+            log.error("unreadable message from worker {index}", index=sender.index)
 
     def hang_up(self) -> None:
         """SIGHUP: pass it on to every worker (each reloads its own config)."""
@@ -288,11 +318,14 @@ class _Control(LineOnlyReceiver):
 
     delimiter = b"\n"
 
-    def __init__(self, supervisor: Supervisor) -> None:
+    MAX_LENGTH = 64 << 20
+
+    def __init__(self, supervisor: Supervisor, worker: _Worker) -> None:
         self._supervisor = supervisor
+        self._worker = worker
 
     def lineReceived(self, line: bytes) -> None:
-        self._supervisor._pass_cancel(self, line)
+        self._supervisor._route(self._worker, line)
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.transport = None

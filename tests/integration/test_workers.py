@@ -256,6 +256,31 @@ def test_a_revoked_key_ends_the_sessions_on_every_worker(workers: Workers) -> No
     assert time.monotonic() - started < 10
 
 
+def test_the_admin_api_lists_and_ends_the_sessions_of_every_worker(workers: Workers) -> None:
+    root = workers.admin("root")
+    on_1, on_2 = workers.connect(on=1), workers.connect(on=2)
+    try:
+
+        def both_listed() -> Any:
+            found = root.cli_json("sessions", "live")
+            return found if len(found) == 2 else None
+
+        listed = helpers.wait_for(both_listed, what="both workers' sessions listed")
+        # Which is worker 2's? The one that ends when it is killed.
+        for live in listed:
+            killed = root.cli("sessions", "kill", live["id"][:8], "--reason", "incident 7")
+            assert killed.returncode == 0, killed.stderr
+        for conn in (on_1, on_2):
+            with pytest.raises(psycopg.OperationalError, match="ended by root: incident 7"):
+                for _ in range(50):
+                    conn.execute("SELECT 1")
+                    time.sleep(0.1)
+        helpers.wait_for(lambda: root.cli_json("sessions", "live") == [], what="no session")
+    finally:
+        on_1.close()
+        on_2.close()
+
+
 def test_failed_logins_on_one_worker_slow_down_the_next_on_the_other(workers: Workers) -> None:
     started = time.monotonic()
     with workers.paused(2), pytest.raises(psycopg.OperationalError):

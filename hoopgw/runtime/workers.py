@@ -23,9 +23,10 @@ What stays single, and where (docs/deploy.md, "Several workers on one host"):
 - **login back-off**: counted in the store, as with several instances;
 - **the admin API** (and ``/metrics``): served by worker 1 alone. The other workers publish
   their live sessions to it through the parent (at most
-  :data:`~hoopgw.runtime.worker.PUBLISH_INTERVAL` old), so ``hoopgw sessions live`` lists every worker's, and ``kill`` ends a
-  session on the worker that holds it, the record written first; revoked keys and grants end
-  sessions on every worker, each checking the store as separate instances do.
+  :data:`~hoopgw.runtime.worker.PUBLISH_INTERVAL` old), so ``hoopgw sessions live`` lists
+  every worker's, and ``kill`` ends a session on the worker that holds it, the record written
+  first; revoked keys and grants end sessions on every worker, each checking the store as
+  separate instances do.
 
 The parent restarts a worker that ends unexpectedly (after 1 s, doubling to 30 s while it keeps
 failing fast), ends every worker on SIGTERM or SIGINT, and forwards SIGHUP to each. If the

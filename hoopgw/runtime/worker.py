@@ -9,13 +9,16 @@ The parent hands each worker, as inherited file descriptors named in the environ
   one audit writer process of the gateway and its answers back (the line protocol of
   :mod:`hoopgw.audit.process`, unchanged), so the gateway keeps one hash chain and one journal;
 - a *control link*: a UNIX socket on which the worker asks the other workers, through the
-  parent, to forward a PostgreSQL cancel request that names none of its own sessions.
+  parent, to forward a PostgreSQL cancel request that names none of its own sessions, and
+  publishes its live sessions for worker 1's admin API; the parent tells it to stop on it, and
+  its end (the parent died) stops the worker.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -98,9 +101,14 @@ class WorkerLink:
     def connect_control(self, reactor: Any, sessions: SessionRegistry) -> ControlLink:
         """Open the control link for the live sessions ``sessions``: cancel requests and
         session ends other workers pass on reach them, and (but in worker 1) they are
-        published."""
-        link = ControlLink(sessions, self.index)
+        published. From now on the worker stops when the parent says so or is gone, and
+        ignores SIGTERM and SIGINT."""
+        link = ControlLink(sessions, self.index, reactor)
         reactor.adoptStreamConnection(self.control_fd, socket.AF_UNIX, SingleConnection(link))
+        # The parent decides when workers stop: SIGTERM or Ctrl-C sent to the whole process
+        # group (systemd's default, a terminal) must not make each stop on its own.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         os.close(self.control_fd)
         sessions.ask_peers = link.ask_cancel
         if not self.serves_admin:
@@ -170,9 +178,10 @@ class ControlLink(LineOnlyReceiver):
     delimiter = b"\n"
     MAX_LENGTH = 64 << 20
 
-    def __init__(self, sessions: SessionRegistry, index: int) -> None:
+    def __init__(self, sessions: SessionRegistry, index: int, reactor: Any) -> None:
         self._sessions = sessions
         self._index = index
+        self._reactor = reactor
         self._remote: dict[int, list[dict[str, Any]]] = {}
         self._published: list[dict[str, Any]] | None = None
         self._publisher: task.LoopingCall | None = None
@@ -208,6 +217,8 @@ class ControlLink(LineOnlyReceiver):
                 self._sessions.cancel_here(int(message["pid"]), bytes.fromhex(message["key"]))
             elif op == "sessions":
                 self._remote[int(message["worker"])] = list(message["sessions"])
+            elif op == "stop":
+                self._stop("the parent process asks")
             elif op == "terminate":
                 # The full id, from this worker's own list: it names one session.
                 for session in self._sessions.find(str(message["id"])):
@@ -219,6 +230,13 @@ class ControlLink(LineOnlyReceiver):
         if self._publisher is not None and self._publisher.running:
             self._publisher.stop()
         self.transport = None
+        # No parent: nobody would restart or stop this worker, nor pass its cancel requests.
+        self._stop("the parent process is gone")
+
+    def _stop(self, why: str) -> None:
+        if self._reactor.running:
+            log.info("worker {index} stopping: {why}", index=self._index, why=why)
+            self._reactor.stop()
 
     def _publish(self) -> None:
         shown = [

@@ -271,8 +271,8 @@ class Supervisor:
 
     @defer.inlineCallbacks
     def stop(self) -> Any:
-        """End every worker (SIGTERM, SIGKILL after ``shutdown_grace`` plus a margin), then
-        the audit writer."""
+        """End every worker (told on its control link; SIGKILL after ``shutdown_grace`` plus
+        a margin), then the audit writer."""
         if self._stopping:
             return
         self._stopping = True
@@ -282,7 +282,10 @@ class Supervisor:
             if worker.timer is not None and worker.timer.active():
                 worker.timer.cancel()
             if worker.process is not None and worker.ended is not None:
-                worker.process.signalProcess("TERM")
+                if worker.control is not None and worker.control.transport is not None:
+                    worker.send(b'{"op": "stop"}')
+                else:
+                    worker.process.signalProcess("TERM")
                 waits.append(worker.ended)
         grace = self.config.gateway.shutdown_grace + STOP_MARGIN
         killer = self.reactor.callLater(grace, self._kill_workers)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.internet import task
+from twisted.internet import error, task
 from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
 
 from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.runtime.worker import (
@@ -55,11 +56,22 @@ def test_a_workers_id_names_its_instance() -> None:
     assert worker_instance("gw-a", 3) == "gw-a/w3"
 
 
-def _connected(index: int = 2) -> tuple[ControlLink, SessionRegistry, Live, StringTransport]:
+class Reactor(task.Clock):
+    running = True
+    stops = 0
+
+    def stop(self) -> None:
+        self.stops += 1
+        self.running = False
+
+
+def _connected(
+    index: int = 2, reactor: Reactor | None = None
+) -> tuple[ControlLink, SessionRegistry, Live, StringTransport]:
     registry = SessionRegistry()
     session = Live()
     registry.add(session)  # type: ignore[arg-type]
-    link = ControlLink(registry, index)
+    link = ControlLink(registry, index, reactor or Reactor())
     transport = StringTransport()
     link.makeConnection(transport)
     return link, registry, session, transport
@@ -96,8 +108,8 @@ def test_the_admin_worker_keeps_what_the_others_publish_and_asks_them_to_end() -
 
 
 def test_a_worker_publishes_its_sessions_when_they_change() -> None:
-    link, registry, session, transport = _connected()
-    clock = task.Clock()
+    clock = Reactor()
+    link, registry, session, transport = _connected(reactor=clock)
     link.publish_sessions(clock)
     [published] = _sent(transport)
     assert published["op"] == "sessions" and published["worker"] == 2
@@ -115,3 +127,13 @@ def test_an_unreadable_message_is_logged_and_ignored() -> None:
     link.lineReceived(b"not json")
     link.lineReceived(json.dumps({"op": "cancel"}).encode())
     assert session.cancelled == 0 and session.ended == []
+
+
+def test_a_worker_stops_when_the_parent_says_so_or_is_gone() -> None:
+    told, orphaned = Reactor(), Reactor()
+    link, _, _, _ = _connected(reactor=told)
+    link.lineReceived(b'{"op": "stop"}')
+    assert told.stops == 1
+    link, _, _, _ = _connected(reactor=orphaned)
+    link.connectionLost(Failure(error.ConnectionLost()))
+    assert orphaned.stops == 1

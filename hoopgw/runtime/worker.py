@@ -5,9 +5,9 @@ The parent hands each worker, as inherited file descriptors named in the environ
 :data:`WORKER_ENV`:
 
 - the listening sockets of the config (the parent bound them; every worker accepts on them);
-- an *audit link*: a UNIX socket to the parent, which relays the worker's audit entries to the
-  one audit writer process of the gateway and its answers back (the line protocol of
-  :mod:`hoopgw.audit.process`, unchanged), so the gateway keeps one hash chain and one journal;
+- an *audit link*: a UNIX socket to the gateway's one audit writer process, which the parent
+  started (:mod:`hoopgw.runtime.shared_writer`), speaking the line protocol of
+  :mod:`hoopgw.audit.process`, so the gateway keeps one hash chain and one journal;
 - a *control link*: a UNIX socket on which the worker asks the other workers, through the
   parent, to forward a PostgreSQL cancel request that names none of its own sessions, and
   publishes its live sessions for worker 1's admin API; the parent tells it to stop on it, and
@@ -88,13 +88,13 @@ class WorkerLink:
 
     def audit_spawner(self) -> Callable[[protocol.ProcessProtocol, str, Any], Any]:
         """A ``spawn`` for :class:`~hoopgw.audit.writer.AuditWriter`: instead of starting a
-        writer process, connect to the parent's relay to the gateway's one writer process."""
+        writer process, talk to the gateway's one writer process on the inherited link."""
 
         def spawn(process_protocol: protocol.ProcessProtocol, store_url: str, reactor: Any) -> Any:
-            relay = _AuditLinkProtocol(process_protocol)
-            reactor.adoptStreamConnection(self.audit_fd, socket.AF_UNIX, SingleConnection(relay))
+            link = _AuditLinkProtocol(process_protocol)
+            reactor.adoptStreamConnection(self.audit_fd, socket.AF_UNIX, SingleConnection(link))
             os.close(self.audit_fd)
-            return relay
+            return link
 
         return spawn
 
@@ -144,7 +144,7 @@ class SingleConnection(protocol.Factory):
 class _AuditLinkProtocol(protocol.Protocol):
     """The worker's side of the audit link, shaped as the writer process's transport and
     pipes for :class:`~hoopgw.audit.writer.AuditWriter`: what it writes goes to the parent's
-    relay, what the relay answers arrives as the process's output, and the link's end as the
+    writer, what it answers arrives as the process's output, and the link's end as the
     process's end."""
 
     transport: Any
@@ -157,7 +157,7 @@ class _AuditLinkProtocol(protocol.Protocol):
         self.transport.writeSequence(lines)
 
     def closeStdin(self) -> None:
-        """No more entries: the relay answers those sent, then closes the link."""
+        """No more entries: the writer answers those sent, then closes the link."""
         self.transport.loseWriteConnection()
 
     def dataReceived(self, data: bytes) -> None:

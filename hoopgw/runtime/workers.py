@@ -10,10 +10,9 @@ in the parent, and no other process of the same user can bind into the group.
 
 What stays single, and where (docs/deploy.md, "Several workers on one host"):
 
-- **the audit chain**: one writer process, owned by the parent; the workers' entries reach it
-  through the parent's relay (:mod:`hoopgw.runtime.audit_relay`), so there is one journal, one
-  hash chain and one group commit, and ``hoopgw audit verify``, search and evidence see one
-  chain as with one process;
+- **the audit chain**: one writer process, started by the parent, which hands it a socket to
+  each worker (:mod:`hoopgw.runtime.shared_writer`): one journal and one hash chain, so
+  ``hoopgw audit verify``, search and evidence see one chain as with one process;
 - **cancel requests** (PostgreSQL): the worker that gets one and holds no session with that key
   asks the others through the parent (a control link per worker); the worker that holds it
   forwards it, with the target's secret only it knows; a wrong secret matches nothing;
@@ -53,7 +52,7 @@ from twisted.python.failure import Failure
 from hoopgw.audit.writer import spawn_writer_process
 from hoopgw.config.load import Config
 from hoopgw.errors import HoopgwError, StartupError
-from hoopgw.runtime.audit_relay import AuditRelay
+from hoopgw.runtime.shared_writer import SharedWriter
 from hoopgw.runtime.worker import WORKER_ENV, SingleConnection, WorkerLink, worker_instance
 
 __all__ = ["Supervisor", "run_supervisor"]
@@ -89,7 +88,7 @@ class _Worker:
 
 
 class Supervisor:
-    """Binds the listeners, runs the audit relay and keeps N workers running."""
+    """Binds the listeners, runs the shared audit writer and keeps N workers running."""
 
     def __init__(self, config: Config, config_path: str, reactor: Any) -> None:
         self.config = config
@@ -97,7 +96,7 @@ class Supervisor:
         self._config_path = config_path
         self._ports: dict[str, Any] = {}
         self._workers = [_Worker(k) for k in range(1, config.gateway.workers + 1)]
-        self._relay: AuditRelay | None = None
+        self._writer: SharedWriter | None = None
         self._stopping = False
         self._published: dict[int, bytes] = {}  # worker -> its latest list of live sessions
         self.exit_code = 0
@@ -126,8 +125,10 @@ class Supervisor:
                 instance=gw.instance,
                 journal=self.config.journal_path,
             )
-            self._relay = AuditRelay(spawn, self.config.store_url, self.reactor, self._writer_lost)
-            yield self._relay.start()
+            self._writer = SharedWriter(
+                spawn, self.config.store_url, self.reactor, self._writer_lost
+            )
+            yield self._writer.start()
         except BaseException:
             self._close_ports()
             raise
@@ -164,9 +165,9 @@ class Supervisor:
     # -- workers -----------------------------------------------------------------------------
 
     def _spawn(self, worker: _Worker) -> None:
-        assert self._relay is not None
+        assert self._writer is not None
         worker.timer = None
-        audit_parent, audit_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        audit_child = self._writer.link()
         control_parent, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         child_fds: dict[int, Any] = {0: "w", 1: 1, 2: 2}
         listeners = {}
@@ -198,9 +199,6 @@ class Supervisor:
         finally:
             audit_child.close()
             control_child.close()
-        self.reactor.adoptStreamConnection(
-            audit_parent.detach(), socket.AF_UNIX, SingleConnection(self._relay.link())
-        )
         worker.control = _Control(self, worker)
         self.reactor.adoptStreamConnection(
             control_parent.detach(), socket.AF_UNIX, SingleConnection(worker.control)
@@ -292,8 +290,8 @@ class Supervisor:
         yield defer.DeferredList(waits)
         if killer.active():
             killer.cancel()
-        if self._relay is not None:
-            yield self._relay.stop()
+        if self._writer is not None:
+            yield self._writer.stop()
         log.info("gateway stopped")
 
     def _kill_workers(self) -> None:

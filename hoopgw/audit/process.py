@@ -28,6 +28,10 @@ process appends a record of the mode in force (:func:`hoopgw.audit.chain.durabil
 synced,
 before it says ``ready``.
 
+With ``--links-fd FD`` (a gateway of several worker processes) the entries come on the
+workers' own sockets, handed over on FD, each answered on its own (:mod:`hoopgw.audit.links`);
+stdin then only ends the process.
+
 It ignores SIGINT and SIGTERM (a Ctrl-C or a stop sent to the gateway's whole process group):
 it ends when its input ends, that is when the gateway closes it or dies. At end of input it
 appends what it holds to the store, closes it and exits 0 (1 if the store
@@ -61,6 +65,7 @@ from typing import BinaryIO
 from hoopgw.audit.chain import DURABILITY_MODES, Durability, durability_entry
 from hoopgw.audit.checkpoints import Checkpointer, CheckpointError, load_signing_key
 from hoopgw.audit.journal import AuditJournal, journal_path
+from hoopgw.audit.links import serve_links
 from hoopgw.audit.writer import (
     SIGNING_KEY_ENV,
     STORE_URL_ENV,
@@ -92,6 +97,7 @@ def serve(
     checkpoints: Callable[[Store], Checkpointer] | None = None,
     retry_delay: float = 1.0,
     durability: Durability | None = None,
+    links: socket.socket | None = None,
 ) -> int:
     """Run the writer until end of input; return the exit status.
 
@@ -103,6 +109,8 @@ def serve(
     :param retry_delay: seconds between attempts while the store fails.
     :param durability: when to answer, recorded in the chain at start; None syncs every batch
         and records no mode (tests of other behaviour; :func:`main` always passes one).
+    :param links: where the worker processes' own sockets arrive (:mod:`hoopgw.audit.links`);
+        entries then come on those, and ``stdin`` only says when to end.
     """
     try:
         journal = open_journal()
@@ -132,6 +140,12 @@ def serve(
                 return 1
         stdout.write(b"ready\n")
         stdout.flush()
+        if links is not None:
+            serve_links(
+                stdin,
+                links,
+                lambda lines, out: _journal_batch(lines, journal, appender, out, syncer),
+            )
         while chunk := _read_available(stdin):
             lines = (pending + chunk).split(b"\n")
             pending = lines.pop()
@@ -509,6 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sync-interval", type=float, default=0.01, metavar="SECONDS")
     parser.add_argument("--instance", default="", help="the gateway instance's chain")
     parser.add_argument("--journal", default=None, metavar="PATH", help="the audit journal")
+    parser.add_argument("--links-fd", type=int, default=None, metavar="FD", help="worker links")
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:
@@ -568,6 +583,7 @@ def main(argv: list[str] | None = None) -> int:
             stdout,
             checkpoints=checkpoints,
             durability=Durability(mode=args.durability, sync_interval=args.sync_interval),
+            links=None if args.links_fd is None else socket.socket(fileno=args.links_fd),
         )
 
 

@@ -91,6 +91,7 @@ def spawn_writer_process(
     durability: Durability = Durability(),  # noqa: B008 -- frozen, so a shared default is safe
     instance: str = "",
     journal: str | None = None,
+    links_fd: int | None = None,
 ) -> Any:
     """Start ``python -m hoopgw.audit.process STORE_URL`` with pipes to ``process_protocol``.
 
@@ -102,6 +103,8 @@ def spawn_writer_process(
     :param durability: when the process answers for a record (and records it in the chain).
     :param instance: the gateway instance whose chain the process appends to.
     :param journal: the audit journal file; None for the store's default.
+    :param links_fd: a socket on which the parent of worker processes hands the writer their
+        sockets (:mod:`hoopgw.audit.links`); the child gets it as fd 3.
     """
     env = dict(os.environ)
     env.pop(SIGNING_KEY_ENV, None)
@@ -133,9 +136,11 @@ def spawn_writer_process(
             repr(checkpoints.interval),
         ]
         env[SIGNING_KEY_ENV] = checkpoints.signing_key.reveal()
-    return reactor.spawnProcess(
-        process_protocol, sys.executable, argv, env=env, childFDs={0: "w", 1: "r", 2: "r"}
-    )
+    child_fds: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
+    if links_fd is not None:
+        argv += ["--links-fd", "3"]
+        child_fds[3] = links_fd
+    return reactor.spawnProcess(process_protocol, sys.executable, argv, env=env, childFDs=child_fds)
 
 
 WRITER_INFO_PREFIX = "info: "

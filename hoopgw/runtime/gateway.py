@@ -40,6 +40,7 @@ from hoopgw.runtime.connections import (
 )
 from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.runtime.reload import ListenerSwitch, Reloader, Served
+from hoopgw.runtime.worker import WorkerLink
 from hoopgw.session import UpstreamOptions
 from hoopgw.store import POSTGRESQL_SCHEMES, Store, open_store
 from hoopgw.store.calls import StoreCalls
@@ -81,9 +82,14 @@ def server_tls_options(
 class Gateway:
     """All listeners of one config, sharing one audit writer and one session registry."""
 
-    def __init__(self, config: Config, reactor: Any) -> None:
+    def __init__(self, config: Config, reactor: Any, worker: WorkerLink | None = None) -> None:
+        """
+        :param worker: what this process inherited as one of ``[gateway] workers`` (listening
+            sockets, links to the parent), or None for a gateway of one process.
+        """
         self.config = config
         self.reactor = reactor
+        self._worker = worker
         self.sessions = SessionRegistry(on_added=self._session_added)
         self.agents: AgentHub | None = None
         self.metrics = GatewayMetrics(
@@ -98,8 +104,10 @@ class Gateway:
         self._listening = False
         self._store_url = resolve_store_url(config.gateway.store, base_dir=config.base_dir)
         self._store: Store | None = None
-        self._shared_store = self._store_url.partition("://")[0] in POSTGRESQL_SCHEMES
-        """Whether other gateway instances may use the store (PostgreSQL)."""
+        self._shared_store = (
+            self._store_url.partition("://")[0] in POSTGRESQL_SCHEMES or worker is not None
+        )
+        """Whether other gateway instances or worker processes use the store."""
         self._notices: ChangeListener | None = None
         # A PostgreSQL store is a network away: its look-ups leave the reactor thread.
         self.store_calls = (
@@ -170,12 +178,12 @@ class Gateway:
             roles=self.config.roles,
             sessions=self.sessions,
             approval_timeout=gw.approval_timeout,
-            instance=gw.instance,
+            instance=gw.instance if self._worker is None else self._worker.instance,
             poll_interval=REVIEW_POLL_INTERVAL if self._shared_store else None,
         )
         authenticator.grants = grants
         yield self.approvals.start()
-        if self._shared_store:
+        if self._store_url.partition("://")[0] in POSTGRESQL_SCHEMES:
             self._notices = ChangeListener(self._store_url, self._store_changed, self.reactor)
             self._notices.start()
         if gw.tls_cert and gw.tls_key:
@@ -188,6 +196,9 @@ class Gateway:
                 sessions=self.sessions,
                 calls=self.store_calls.call,
             )
+        peers = None
+        if self._worker is not None:
+            peers = self._worker.connect_control(self.reactor, self.sessions)
         try:
             if self.agents is not None and gw.agent_listen is not None:
                 assert gw.tls_cert and gw.tls_key  # checked by the config
@@ -213,7 +224,7 @@ class Gateway:
                     listen=connection.listen,
                     target=connection.target,
                 )
-            if gw.admin_listen is not None:
+            if gw.admin_listen is not None and (self._worker is None or self._worker.serves_admin):
                 admin_tls = None
                 if gw.admin_tls:
                     assert gw.tls_cert and gw.tls_key  # checked by the config
@@ -223,6 +234,7 @@ class Gateway:
                     audit=self.audit,
                     roles=self.config.roles,
                     clock=self.reactor,
+                    peers=peers,
                 )
                 console = None
                 if self.config.console is not None:
@@ -375,6 +387,16 @@ class Gateway:
                 raise StartupError(f"{what} cannot listen on {description}: {reason}")
             return failure
 
+        if self._worker is not None:
+            if description not in self._worker.listeners:
+                # The parent bound the listeners at start; a worker cannot bind a new one.
+                return defer.fail(
+                    StartupError(
+                        f"{what} cannot listen on {description}: workers serve the listeners"
+                        " the gateway started with; restart it to listen on a new address"
+                    )
+                )
+            return defer.succeed(self._worker.adopt_port(self.reactor, description, factory))
         listening = serverFromString(self.reactor, description).listen(factory)
         return listening.addErrback(failed)
 
@@ -428,6 +450,8 @@ class Gateway:
     def _writer_spawner(self) -> Any:
         """How to start the writer process: in the configured durability mode, with checkpoint
         signing when a key is configured."""
+        if self._worker is not None:
+            return self._worker.audit_spawner()  # the parent's one writer process
         gw = self.config.gateway
         settings = None
         if gw.signing_key is not None:
@@ -527,12 +551,15 @@ class Gateway:
         log.info("gateway stopped")
 
 
-def run_gateway(config: Config) -> int:
-    """Run the gateway in the foreground until SIGTERM or SIGINT; return the exit status."""
+def run_gateway(config: Config, worker: WorkerLink | None = None) -> int:
+    """Run the gateway in the foreground until SIGTERM or SIGINT; return the exit status.
+
+    :param worker: set in a worker process of ``[gateway] workers``.
+    """
     from twisted.internet import reactor as global_reactor
 
     reactor: Any = global_reactor
-    gateway = Gateway(config, reactor)
+    gateway = Gateway(config, reactor, worker)
     status = {"code": 0}
 
     def failed(failure: Any) -> None:
@@ -547,7 +574,11 @@ def run_gateway(config: Config) -> int:
     def start() -> None:
         d = gateway.start()
         d.addCallback(
-            lambda _: log.info("hoopgw ready: {count} connection(s)", count=len(config.connections))
+            lambda _: log.info(
+                "hoopgw ready: {count} connection(s){worker}",
+                count=len(config.connections),
+                worker="" if worker is None else f" (worker {worker.index})",
+            )
         )
         d.addErrback(failed)
 

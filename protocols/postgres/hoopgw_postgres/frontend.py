@@ -363,9 +363,7 @@ class ClientSession(protocol.Protocol):
         self.client_tls = True
 
     def _cancel_request(self, request: Any) -> None:
-        target = self.runtime.sessions.by_cancel_key(request.pid, request.key)
-        if isinstance(target, ClientSession):
-            target.forward_cancel()
+        self.runtime.sessions.cancel(request.pid, request.key)
         # As PostgreSQL does, say nothing either way and close.
         self._closed = True
         self.transport.loseConnection()

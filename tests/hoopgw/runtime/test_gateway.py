@@ -291,3 +291,23 @@ def test_a_requirement_the_protocol_cannot_enforce_refuses_the_connection() -> N
         name="ssh", build_factory=lambda runtime: None, enforces=frozenset({"read_only"})
     )
     assert upstream_options(connection, chain, enforcing).read_only
+
+
+def test_a_worker_listens_only_on_the_sockets_its_parent_bound(config: Config) -> None:
+    """A worker of ``[gateway] workers`` adopts the listening sockets it inherited; a listener
+    the parent did not bind (a reload adding one) fails, saying why and what to do."""
+    from hoopgw.runtime.worker import WorkerLink
+
+    reactor = Reactor()
+    link = WorkerLink(
+        index=2, instance="w2", listeners={}, audit_fd=-1, control_fd=-1, serves_admin=False
+    )
+    gateway = Gateway(config, reactor, link)
+    failures: list[Failure] = []
+    gateway.listen("tcp:15499", object(), "connection 'new'").addErrback(failures.append)
+    [failure] = failures
+    assert failure.check(StartupError)
+    assert "connection 'new' cannot listen on tcp:15499: workers serve the listeners" in str(
+        failure.value
+    )
+    assert reactor.tcpServers == []

@@ -58,7 +58,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from hoopgw.audit.chain import DURABILITY_MODES, Durability, durability_entry
+from hoopgw.audit.chain import (
+    DURABILITY_MODES,
+    Durability,
+    EncodedEntry,
+    durability_entry,
+    encoded_entry,
+)
 from hoopgw.audit.checkpoints import Checkpointer, CheckpointError, load_signing_key
 from hoopgw.audit.journal import AuditJournal, journal_path
 from hoopgw.audit.writer import (
@@ -69,7 +75,6 @@ from hoopgw.audit.writer import (
     encode_entry,
 )
 from hoopgw.errors import HoopgwError
-from hoopgw.records import AuditEntry
 from hoopgw.store import Store, open_store
 
 READ_SIZE = 1 << 16
@@ -124,7 +129,7 @@ def serve(
     pending = b""
     try:
         if durability is not None:
-            entry = durability_entry(durability, now=time.time())
+            entry = encoded_entry(durability_entry(durability, now=time.time()))
             try:
                 appender.put([entry], journal.append([encode_entry(entry)]))
             except HoopgwError as exc:
@@ -202,7 +207,7 @@ def _journal_batch(
     appender.put(entries, last)
 
 
-def _storable_entry(line: bytes) -> AuditEntry:
+def _storable_entry(line: bytes) -> EncodedEntry:
     """The entry ``line`` holds, refused (ValueError) if the store could not append it.
 
     Once journaled and answered, an entry must reach the store: one it rejects would stop every
@@ -219,6 +224,9 @@ def _storable_entry(line: bytes) -> AuditEntry:
         and isinstance(entry.data, dict)
     ):
         raise ValueError("expected [kind, session_id, time, data]")
+    # A lone surrogate (JSON may escape one) is no text the store can keep.
+    entry.kind.encode()
+    entry.session_id.encode()
     return entry
 
 
@@ -352,7 +360,7 @@ class StoreAppender(threading.Thread):
         self._checkpoints = checkpoints
         self._retry_delay = retry_delay
         self._cond = threading.Condition()
-        self._queue: collections.deque[tuple[list[AuditEntry], int]] = collections.deque()
+        self._queue: collections.deque[tuple[list[EncodedEntry], int]] = collections.deque()
         self._finishing = False
         self.ready = threading.Event()
         """Set once the store is open and caught up with the journal, or failed to."""
@@ -363,7 +371,7 @@ class StoreAppender(threading.Thread):
         self.applied = 0
         """The journal number of the last entry in the store."""
 
-    def put(self, entries: list[AuditEntry], last_number: int) -> None:
+    def put(self, entries: list[EncodedEntry], last_number: int) -> None:
         """Queue journaled ``entries``, the last numbered ``last_number``, for the store."""
         with self._cond:
             self._queue.append((entries, last_number))
@@ -458,7 +466,7 @@ class StoreAppender(threading.Thread):
     def _append(
         self,
         store: Store,
-        batches: list[tuple[list[AuditEntry], int]],
+        batches: list[tuple[list[EncodedEntry], int]],
         checkpointer: Checkpointer | None,
     ) -> bool:
         entries = [entry for batch, _ in batches for entry in batch]

@@ -26,7 +26,7 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hoopgw.audit.chain import Durability, canonical_json, exact_text
+from hoopgw.audit.chain import Durability, EncodedEntry, encoded_entry
 from hoopgw.errors import StoreError
 from hoopgw.records import AuditEntry
 from hoopgw.secrets import Secret
@@ -36,24 +36,39 @@ log = Logger(namespace="hoopgw.audit")
 # -- the wire between the gateway and its writer process ------------------------------------------
 
 
-def encode_entry(entry: AuditEntry) -> bytes:
-    """One line that carries ``entry`` to the writer process; texts that are not valid UTF-8
-    are carried exactly (:func:`exact_text`).
+def encode_entry(entry: AuditEntry | EncodedEntry) -> bytes:
+    """One line that carries ``entry`` to the writer process: the JSON array ``[kind,
+    session_id, time]``, a TAB, and ``data`` serialised once (:func:`encode_data`), which the
+    store keeps and hashes as they are. Texts of ``data`` that are not valid UTF-8 are carried
+    exactly (:func:`hoopgw.audit.chain.exact_text`). No JSON holds a raw TAB, so the first one
+    ends the header.
 
     :raises TypeError, ValueError: if the entry's data is not JSON-serialisable.
     """
-    text = canonical_json([entry.kind, entry.session_id, entry.time, entry.data])
-    try:
-        return (text + "\n").encode()
-    except UnicodeEncodeError:  # rare: walk the data only when it needs it
-        fields = [entry.kind, entry.session_id, entry.time, exact_text(entry.data)]
-        return (canonical_json(fields) + "\n").encode()
+    kind, session_id, time, _, data_json = encoded_entry(entry)
+    # A kind or session id that is not valid UTF-8 (never the gateway's own) is refused here
+    # (UnicodeEncodeError is a ValueError): the store could not keep it.
+    return f"{_encode_header([kind, session_id, time])}\t{data_json}\n".encode()
 
 
-def decode_entry(line: bytes) -> AuditEntry:
-    """The entry that :func:`encode_entry` wrote (in the writer process)."""
-    kind, session_id, time, data = json.loads(line)
-    return AuditEntry(kind=kind, session_id=session_id, time=time, data=data)
+_encode_header = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+
+
+def decode_entry(line: bytes) -> EncodedEntry:
+    """The entry that :func:`encode_entry` wrote (in the writer process), its data text as it
+    came. A line without a TAB is one written before record format 2 (a journal left by an
+    older gateway): a JSON array ``[kind, session_id, time, data]``, whose data is then
+    serialised here (:func:`hoopgw.audit.chain.encode_data`).
+
+    :raises ValueError, TypeError: if the line is not such an entry.
+    """
+    header, tab, data_bytes = line.rstrip(b"\n").partition(b"\t")
+    if not tab:
+        kind, session_id, time, data = json.loads(header)
+        return encoded_entry(AuditEntry(kind=kind, session_id=session_id, time=time, data=data))
+    kind, session_id, time = json.loads(header)
+    data_json = data_bytes.decode("utf-8")
+    return EncodedEntry(kind, session_id, time, json.loads(data_json), data_json)
 
 
 # -- the writer ----------------------------------------------------------------------------------

@@ -633,7 +633,7 @@ def test_with_os_an_answer_leaves_only_once_the_entry_is_written_to_the_journal(
 
     def before(i):
         if i == 1:  # entry 1 was answered: it is in the journal file (not necessarily on disk)
-            assert b' ["command_received","s",1.0,{"seq":1}]\n' in path.read_bytes()
+            assert b' ["command_received","s",1.0]\t{"seq":1}\n' in path.read_bytes()
             full[0] = True
         if i == 2:
             full[0] = False

@@ -15,10 +15,12 @@ turns.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections import deque
 from collections.abc import Callable
+from json.encoder import encode_basestring
 from typing import Any
 
 import attrs
@@ -26,7 +28,13 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hoopgw.audit.chain import Durability, EncodedEntry, encoded_entry
+from hoopgw.audit.chain import (
+    Durability,
+    EncodedEntry,
+    encode_data,
+    encoded_entry,
+    exact_text,
+)
 from hoopgw.errors import StoreError
 from hoopgw.records import AuditEntry
 from hoopgw.secrets import Secret
@@ -43,15 +51,25 @@ def encode_entry(entry: AuditEntry | EncodedEntry) -> bytes:
     exactly (:func:`hoopgw.audit.chain.exact_text`). No JSON holds a raw TAB, so the first one
     ends the header.
 
-    :raises TypeError, ValueError: if the entry's data is not JSON-serialisable.
+    :raises TypeError, ValueError: if the entry's data is not JSON-serialisable, or its kind or
+        session id is not valid UTF-8 (UnicodeEncodeError; never the gateway's own).
     """
-    kind, session_id, time, _, data_json = encoded_entry(entry)
-    # A kind or session id that is not valid UTF-8 (never the gateway's own) is refused here
-    # (UnicodeEncodeError is a ValueError): the store could not keep it.
-    return f"{_encode_header([kind, session_id, time])}\t{data_json}\n".encode()
+    kind, session_id, time = entry.kind, entry.session_id, entry.time
+    if time.__class__ is float and math.isfinite(time):
+        # What _encode_header makes of it, without building a list: this runs per record.
+        header = f"[{_json_text(kind)},{_json_text(session_id)},{float.__repr__(time)}]"
+    else:
+        header = _encode_header([kind, session_id, time])
+    if isinstance(entry, EncodedEntry):
+        return f"{header}\t{entry.data_json}\n".encode()
+    try:
+        return f"{header}\t{encode_data(entry.data)}\n".encode()
+    except UnicodeEncodeError:  # rare: walk the data only when it needs it
+        return f"{header}\t{encode_data(exact_text(entry.data))}\n".encode()
 
 
 _encode_header = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+_json_text = encode_basestring  # a str as JSON with ensure_ascii=False (C when available)
 
 
 def decode_entry(line: bytes) -> EncodedEntry:
@@ -257,7 +275,7 @@ class AuditWriter:
             return defer.fail(StoreError("audit writer is not running"))
         try:
             line = encode_entry(entry)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: a cycle
             return defer.fail(StoreError(f"audit record {entry.kind!r} is not serialisable: {exc}"))
         done: defer.Deferred[None] = defer.Deferred()
         self._in_flight.append(done)

@@ -8,7 +8,8 @@ Enable it per connection (``plugins = ["recording", ...]``). It writes, through 
   synced or, with ``[gateway] audit_durability = "os"``, written and synced in groups), and
   answer ``Block`` when it cannot be written: no audit record, no access.
 - ``command_completed`` and ``session_closed`` as they happen. A command's verdict is
-  recorded in a ``command_decided`` record, sent at once, when it refused the command; an
+  recorded in a ``command_decided`` record, sent at once, when it refused the command (the
+  refusal reaches the client once that record is in the journal); an
   allowed command's verdict joins its ``command_completed`` record (one compact record, no
   record of its own), unless the command runs longer than :data:`DECISION_WAIT`: its verdict is
   then written on its own first.
@@ -223,8 +224,11 @@ class RecordingPlugin:
     # -- observers -----------------------------------------------------------------------------
 
     @hookimpl
-    def command_decided(self, session: SessionInfo, command: Command, verdict: Verdict) -> None:
-        """Record the final verdict: a refusal at once, an allow with the completion."""
+    def command_decided(
+        self, session: SessionInfo, command: Command, verdict: Verdict
+    ) -> defer.Deferred[None] | None:
+        """Record the final verdict: an allow with the completion; a refusal at once, and the
+        refusal waits until its record is in the journal (the Deferred returned)."""
         fields = {
             "verdict": _verdict_name(verdict),
             "reason": verdict.reason,
@@ -236,8 +240,10 @@ class RecordingPlugin:
             self._allowed[(session.id, command.seq)] = (session, now, fields)
             if self._allowed_timer is None:
                 self._allowed_timer = self._reactor.callLater(DECISION_WAIT, self._allowed_due)
-            return
-        self._observed("command_decided", session, {"seq": command.seq, **fields}, urgent=True)
+            return None
+        return self._observed(
+            "command_decided", session, {"seq": command.seq, **fields}, urgent=True
+        )
 
     def _allowed_due(self) -> None:
         """Write, each in a ``command_decided`` record, the verdicts of allowed commands still
@@ -334,7 +340,10 @@ class RecordingPlugin:
         *,
         urgent: bool = False,
         time: float | None = None,
-    ) -> None:
+    ) -> defer.Deferred[None]:
+        """Write a record of what already happened; the Deferred fires once it is in the
+        journal, or failed (logged)."""
+
         def failed(failure: Failure) -> None:
             self._log.failure(
                 "cannot record {kind} of session {session_id}",
@@ -345,7 +354,7 @@ class RecordingPlugin:
 
         # Records of what already happened need no commit of their own (see AuditWriter.write),
         # but a refusal is sent at once, to be in the journal as soon as it can.
-        self._write(kind, session, data, urgent=urgent, time=time).addErrback(failed)
+        return self._write(kind, session, data, urgent=urgent, time=time).addErrback(failed)
 
 
 def _verdict_name(verdict: Verdict) -> str:

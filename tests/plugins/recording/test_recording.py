@@ -222,6 +222,21 @@ def test_command_is_not_decided_before_its_record_is_durable(writer):
     assert writer.kinds == ["command_received"]
 
 
+def test_a_refusal_reaches_the_client_only_once_its_decision_is_recorded(writer):
+    class Refuses:
+        @hookimpl
+        def client_command(self, command):
+            return Block(reason="no", rule="r1")
+
+    chain = chain_of(("recording", make_plugin(writer)), ("guard", Refuses()))
+    verdict = fired(chain.decide_command(SESSION, SELECT))
+    writer.writes[0][1].callback(None)  # command_received in the journal
+    assert writer.kinds == ["command_received", "command_decided"]
+    assert verdict == []  # the decision's record is not in the journal yet
+    writer.make_durable()
+    assert [v.reason for v in verdict] == ["no"]
+
+
 def test_chain_blocks_when_the_store_fails(writer):
     chain = chain_of(("recording", make_plugin(writer)))
     verdict = fired(chain.decide_command(SESSION, SELECT))

@@ -40,6 +40,12 @@ class StartupError(HoopgwError):
     names the part that failed (the connection, the admin listener) and why."""
 
 
+class ReloadError(HoopgwError):
+    """A config reload was refused (an invalid config, a listener that cannot bind, a change
+    that needs a restart, an audit record that cannot be written); the running config stays
+    whole. The message says why, as a start-up error would."""
+
+
 class PluginError(HoopgwError):
     """A plugin cannot be loaded or rejected its options."""
 

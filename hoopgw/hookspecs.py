@@ -37,10 +37,33 @@ client saw whatever its place in the list. An exception in a data hook ends
 the session with an error: nothing unprocessed reaches the client.
 
 **Observers** -- :func:`command_decided`, :func:`command_completed`, :func:`session_closed`. Called
-exactly once per command or session, for their side effects; the return value is ignored (except
-a Deferred from :func:`command_decided` for a refusal, which the refusal waits for) and an
-exception is logged (the command has already been decided). :func:`review_updated` is the
-notification hook: called for every change of a review on the connection.
+exactly once per command or session *and plugin instance*, for their side effects; the return
+value is ignored (except a Deferred from :func:`command_decided` for a refusal, which the
+refusal waits for) and an exception is logged (the command has already been decided).
+:func:`review_updated` is the notification hook: called for every change of a review on the
+connection.
+
+**Config reload** -- :func:`session_adopted`. ``SIGHUP``, ``hoopgw reload`` or
+``POST /api/reload`` make a new chain for each changed connection. An instance whose plugin name and
+options did not change (and whose connection kept its name, protocol, target and ``via``) is
+*kept*: the same object serves the new chain, its state intact, and sees nothing of the reload.
+The others are *replaced* (or removed, or new). A live session keeps its chain until its next
+command boundary (:meth:`~hoopgw.ledger.CommandLedger.next_seq`, when the protocol numbers its
+next command), then takes the connection's newest chain:
+
+1. each new instance gets :func:`session_adopted` (with the replaced instance of the same
+   plugin name, if any), then is introduced to the session through :func:`session_started`,
+   which it judges afresh: a ``Block`` ends the session (its pending command is refused with the
+   reason) -- the new policy re-judges the session before its next command;
+2. each replaced or removed instance gets :func:`session_closed` (reason :data:`HANDED_OVER`)
+   once the commands it decided are completed -- exactly once per instance, as for any session;
+3. the next command and everything after it, data hooks included, go through the new chain.
+   Commands decided before the swap get :func:`command_completed` from the chain that decided
+   them; their output still arriving after the swap (a pipelined result, another SSH
+   channel's stream) passes the new chain's data hooks.
+
+A session whose connection a reload removed, or whose identity the new config no longer allows,
+is ended instead (every instance gets :func:`session_closed` with the reason).
 
 Hooks run on the reactor thread and must not block; return a Deferred for slow work.
 """
@@ -319,8 +342,13 @@ def command_completed(session: SessionInfo, command: Command, outcome: CommandOu
 def session_closed(session: SessionInfo, reason: str) -> None:
     """A session ended.
 
-    Called exactly once per session for which :func:`session_started` was called, whatever the
-    way it ended (client goodbye, error, gateway shutdown, revoked access).
+    Called exactly once per session and plugin instance for which :func:`session_started` was
+    called, whatever the way it ended (client goodbye, error, gateway shutdown, revoked access,
+    a config reload that removed its connection or its identity's access). A config reload that
+    replaces or removes this instance while the session goes on calls it with ``reason``
+    :data:`HANDED_OVER`, once the commands this instance decided are completed: the session
+    continues with the new chain (see *Config reload* above), so a recorder does not record
+    an end then.
 
     :param session: the session that ended.
     :param reason: a short phrase: ``client closed``, ``gateway stopping``, an error message, ...
@@ -346,6 +374,34 @@ def review_updated(review: ReviewRecord, event: str) -> None:
     """
 
 
+# -- config reload ---------------------------------------------------------------------------
+
+
+HANDED_OVER = "handed over to the reloaded config"
+"""The ``reason`` of :func:`session_closed` for a plugin instance a config reload replaced or
+removed while the session goes on with the new chain (the session itself has not ended)."""
+
+
+@hookspec
+def session_adopted(session: SessionInfo, previous: object | None) -> None:
+    """A config reload hands a live session to this new plugin instance.
+
+    Called at most once per session and new instance, at the session's first command boundary
+    after the reload, before :func:`session_started` introduces the session to the instance.
+    Never called for a session that started after the instance was made.
+
+    A plugin that keeps per-session state (prepared statements it judged, a transaction's
+    read-only state, a record it continues) takes it over here from ``previous``, the
+    instance of the same plugin the reload replaced (an object of its own class, whose state
+    the plugin knows), or fails closed: an exception ends the session with an error, as a
+    data hook's does. A plugin without per-session state need not implement it.
+
+    :param session: the live session, as the old chain reported it.
+    :param previous: the replaced instance of the same plugin name on this connection, or
+        ``None`` when the plugin is new to the connection.
+    """
+
+
 ALL_HOOKS: tuple[str, ...] = (
     "client_connected",
     "session_started",
@@ -361,5 +417,6 @@ ALL_HOOKS: tuple[str, ...] = (
     "command_completed",
     "session_closed",
     "review_updated",
+    "session_adopted",
 )
 """Names of every hook, in the order the reference documents them."""

@@ -9,10 +9,15 @@ the keys of the connection's ``[connections.<protocol>]`` table, and
 :attr:`ProtocolSpec.read_options` turns the validated table into the protocol's own value
 (:attr:`~hoopgw.connection.ConnectionConfig.protocol_options`). The config loader runs both, so
 ``hoopgw config check`` names a bad key of any protocol's table.
+
+A protocol whose results are typed columns says how their values are encoded
+(:attr:`ProtocolSpec.value_types`, a :class:`ValueTypes` answering in :class:`ValueKind`), so a
+plugin that reads values (masking) asks the protocol, never branches on its name.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -31,7 +36,7 @@ if TYPE_CHECKING:
     from hoopgw.plugin import Option
     from hoopgw.runtime.chain import PluginChain
     from hoopgw.runtime.registry import SessionRegistry
-    from hoopgw.session import ConnectionInfo, Identity, SessionInfo, UpstreamOptions
+    from hoopgw.session import Column, ConnectionInfo, Identity, SessionInfo, UpstreamOptions
     from hoopgw.transport import UpstreamConnector
 
 PROTOCOL_GROUP = "hoopgw.protocols"
@@ -177,6 +182,76 @@ class CatalogLogin:
     of ``via``); None connects directly."""
 
 
+class ValueKind(enum.StrEnum):
+    """How the values of a result column (or of a type inside one) are encoded: what a plugin
+    that reads values must decode, and whether they can carry text at all."""
+
+    SKIP = "skip"
+    """Cannot carry text, nor a number as long as a card number: booleans, small integers,
+    dates and times, UUIDs, geometry, ... (PostgreSQL ``int4``, MySQL ``LONG``)."""
+    TEXT = "text"
+    """Text (UTF-8) in every format; also the kind of a type the protocol cannot tell."""
+    JSON = "json"
+    """JSON text in every format."""
+    JSONB = "jsonb"
+    """JSON text; in binary format behind a version byte ``1`` (PostgreSQL ``jsonb``)."""
+    JSONPATH = "jsonpath"
+    """Text; in binary format behind a version byte ``1`` (PostgreSQL ``jsonpath``)."""
+    NUMERIC = "numeric"
+    """A decimal number: digits in text format, PostgreSQL's ``numeric`` layout in binary."""
+    INT8 = "int8"
+    """A 64-bit integer: digits in text format, eight big-endian bytes in binary."""
+    FLOAT8 = "float8"
+    """A double: digits in text format, eight big-endian bytes (IEEE 754) in binary."""
+    MONEY = "money"
+    """PostgreSQL ``money``: formatted digits in text, a big-endian ``int8`` in binary."""
+    BITS = "bits"
+    """A bit string (an integer in base 2): ``0``/``1`` in text, length and bytes in binary."""
+    DIGITS = "digits"
+    """A number written in ASCII in every format (MySQL text rows, ``DECIMAL``)."""
+    INT8_LE = "int8le"
+    """A 64-bit integer as eight little-endian bytes (MySQL's binary ``LONGLONG``)."""
+    DOUBLE_LE = "doublele"
+    """A double as eight little-endian bytes (MySQL's binary ``DOUBLE``)."""
+    ADDRESS = "address"
+    """An IP address or network (PostgreSQL ``inet``, ``cidr``)."""
+    ARRAY = "array"
+    """PostgreSQL's array: a ``{...}`` literal in text, the array layout in binary (its
+    elements' type: :meth:`ValueTypes.element_type`)."""
+    BYTEA = "bytea"
+    """Bytes: hex or escape format in text, raw in binary."""
+    RECORD = "record"
+    """A record: its literal in text, PostgreSQL's record layout (field types inline) in
+    binary."""
+    RANGE = "range"
+    """A range of numbers: its literal in text, PostgreSQL's range layout in binary (its
+    bounds' type: :meth:`ValueTypes.element_type`)."""
+    MULTIRANGE = "multirange"
+    """Ranges of numbers, PostgreSQL's multirange layout in binary."""
+    OTHER = "other"
+    """A type the protocol does not know: may carry text; text in text format, unknown bytes
+    in binary."""
+
+
+class ValueTypes(Protocol):
+    """How a protocol's result columns are typed: :attr:`ProtocolSpec.value_types`.
+
+    Answers are how values are encoded, whatever a plugin's policy (a plugin that does not
+    look at numbers skips :attr:`ValueKind.INT8` itself)."""
+
+    def column_kind(self, column: Column) -> ValueKind:
+        """How the values of a result column are encoded, from its type and format."""
+
+    def type_kind(self, type_oid: int) -> ValueKind:
+        """How values of a type named by number are encoded in binary format, where a value
+        names the types inside it (a record's fields, an array's elements, a range's
+        bounds); :attr:`ValueKind.OTHER` for a type the protocol does not know."""
+
+    def element_type(self, type_oid: int) -> int | None:
+        """The element type of an array type, the bound type of a range or multirange type;
+        None for any other type."""
+
+
 @attrs.frozen(kw_only=True)
 class ProtocolSpec:
     """A wire protocol as registered in the ``hoopgw.protocols`` entry-point group."""
@@ -221,6 +296,9 @@ class ProtocolSpec:
     (:attr:`~hoopgw.session.Column.table_oid`, :attr:`~hoopgw.session.Column.column_number`)
     to its name, such as masking's column rules. The Deferred fails with an error that says
     why the catalog cannot be read. None: the protocol names no column sources."""
+    value_types: ValueTypes | None = None
+    """How result columns' values are encoded, for plugins that read them (masking). None: the
+    protocol's results are not typed columns, and a plugin reads every value as text."""
 
 
 def load_protocol(name: str) -> ProtocolSpec:

@@ -589,6 +589,10 @@ oidcissuer = _load_helper("hoopgw_tests_oidcissuer", "oidcissuer.py")
 ldapserver = _load_helper("hoopgw_tests_ldapserver", "ldapserver.py")
 # The approval tests' admin API client, shared by the PostgreSQL, MySQL and TLS tests.
 _load_helper("hoopgw_tests_approvals_helpers", "approvals_helpers.py")
+# The approval services' unit-test world, shared by test_reviews.py and test_grants.py.
+_load_helper("hoopgw_tests_approvals_world", "world.py", folder="hoopgw/approvals")
+# The SSH channel fakes, shared by the SSH tests and the shell line judge's.
+_load_helper("hoopgw_tests_ssh_fakes", "fakes.py", folder="protocols/ssh")
 # The guardrails SQL corpora's loading, shared by the PostgreSQL and MySQL dialect tests.
 _load_helper("hoopgw_tests_corpus", "corpus.py", folder="plugins/guardrails")
 

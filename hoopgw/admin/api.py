@@ -26,12 +26,13 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from hoopgw.admin import openapi
+from hoopgw.admin.authz import may_reload
 from hoopgw.admin.metrics import GatewayMetrics
 from hoopgw.admin.monitoring import HealthResource, MetricsResource, ReadyResource
 from hoopgw.admin.sessions import SessionControl
 from hoopgw.approvals.common import ApprovalError, roles_of
 from hoopgw.approvals.reviews import ReviewService
-from hoopgw.errors import AuthenticationError
+from hoopgw.errors import AuthenticationError, ReloadError
 from hoopgw.reviews import GrantRecord, ReviewRecord
 from hoopgw.session import Identity
 
@@ -130,8 +131,10 @@ class AdminApi(resource.Resource):
         reactor: Any,
         *,
         sessions: SessionControl | None = None,
+        reload: Callable[[str], defer.Deferred[dict[str, Any]]] | None = None,
     ) -> None:
         super().__init__()
+        self._reload = reload
         self._service = service
         self._authenticator = authenticator
         self._reactor = reactor
@@ -153,6 +156,7 @@ class AdminApi(resource.Resource):
                 self._terminate,
                 True,
             ),
+            ("POST", re.compile(r"/api/reload"), self._reload_config, True),
         ]
 
     def render(self, request: Any) -> Any:
@@ -334,6 +338,21 @@ class AdminApi(resource.Resource):
         ended = self._session_control().terminate(identity, session_id, reason)
         return ended.addCallback(lambda session: (200, session))
 
+    def _reload_config(
+        self, request: Any, identity: Identity, body: Any
+    ) -> defer.Deferred[tuple[int, Any]]:
+        if self._reload is None:
+            raise _Refused("not_found", "config reload is not served here")
+        if not may_reload(identity, self._service.roles):
+            raise _Refused("forbidden", "reloading the config needs the admin role")
+        reloading = self._reload(f"{identity.name} (admin API)")
+
+        def refused(failure: Failure) -> Any:
+            failure.trap(ReloadError)
+            raise _Refused("invalid", failure.getErrorMessage())
+
+        return reloading.addCallbacks(lambda changes: (200, changes), refused)
+
 
 class _LimitedRequest(server.Request):
     """A request whose body may not exceed :data:`MAX_BODY`: a larger one is refused while it
@@ -421,6 +440,7 @@ def build_site(
     metrics_allow: tuple[str, ...] = ("127.0.0.0/8", "::1/128"),
     sessions: SessionControl | None = None,
     console: Any = None,
+    reload: Callable[[str], defer.Deferred[dict[str, Any]]] | None = None,
 ) -> policies.WrappingFactory:
     """The factory serving the API (anything outside ``/api``, with ``metrics``
     ``/metrics``, ``/healthz`` and ``/readyz``, and with ``console`` the web console under
@@ -432,7 +452,7 @@ def build_site(
     ``site`` attribute.
     """
     root = resource.Resource()
-    api: Any = AdminApi(service, authenticator, reactor, sessions=sessions)
+    api: Any = AdminApi(service, authenticator, reactor, sessions=sessions, reload=reload)
     root.putChild(b"api", api)
     if console is not None:
         root.putChild(b"console", console)

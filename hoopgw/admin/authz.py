@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from hoopgw.approvals.common import roles_of
 from hoopgw.session import Identity
 
-__all__ = ["may_read_audit", "may_terminate_sessions", "sees_every_session"]
+__all__ = ["may_read_audit", "may_reload", "may_terminate_sessions", "sees_every_session"]
 
 Roles = Mapping[str, tuple[str, ...]]
 
@@ -26,6 +26,11 @@ def sees_every_session(identity: Identity, roles: Roles) -> bool:
 
 def may_terminate_sessions(identity: Identity, roles: Roles) -> bool:
     """Whether ``identity`` may end other people's live sessions: ``admin`` only."""
+    return "admin" in roles_of(identity, roles)
+
+
+def may_reload(identity: Identity, roles: Roles) -> bool:
+    """Whether ``identity`` may make the gateway reload its config file: ``admin`` only."""
     return "admin" in roles_of(identity, roles)
 
 

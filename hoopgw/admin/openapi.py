@@ -208,6 +208,26 @@ SCHEMAS: dict[str, Any] = {
 }
 
 
+SCHEMAS["Reload"] = {
+    "type": "object",
+    "required": ["added", "removed", "changed", "ended_sessions"],
+    "additionalProperties": False,
+    "properties": {
+        "added": {**_STRINGS, "description": "Connections added."},
+        "removed": {**_STRINGS, "description": "Connections removed (their sessions ended)."},
+        "changed": {
+            "type": "object",
+            "description": "Each changed connection with the keys (and plugin tables) that"
+            " changed.",
+            "additionalProperties": _STRINGS,
+        },
+        "ended_sessions": {
+            **_STRINGS,
+            "description": "Live sessions the new config no longer allows, ended.",
+        },
+    },
+}
+
 _SESSION_ID = {
     "name": "id",
     "in": "path",
@@ -410,6 +430,18 @@ PATHS: dict[str, Any] = {
                     "The live sessions.",
                 ),
                 "401": _ERRORS["401"],
+            },
+        }
+    },
+    "/api/reload": {
+        "post": {
+            "operationId": "reloadConfig",
+            "summary": "Read the gateway's config file again and apply it without dropping the"
+            " sessions it still allows (admins only; audited as config_reloaded). An invalid"
+            " config is refused (400, the errors in the message) and the running one stays.",
+            "responses": {
+                "200": _json(_ref("Reload"), "What changed, and the sessions it ended."),
+                **_ERRORS,
             },
         }
     },

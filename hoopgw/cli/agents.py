@@ -7,14 +7,13 @@ import argparse
 import time
 
 from hoopgw.cli.common import (
-    EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
     error,
-    iso_time,
     opened_store,
     out,
-    out_records,
+    out_listing,
+    out_revoked,
 )
 
 __all__ = ["ONLINE_WITHIN", "agent_status", "register"]
@@ -90,22 +89,21 @@ def _list(args: argparse.Namespace) -> int:
     with opened_store(load_config(args.config)) as store:
         records = store.list_agents()
     now = time.time()
-    rows = [
-        {
-            "name": r.name,
-            "token_id": r.token_id,
-            "status": "revoked"
-            if r.revoked_at is not None
-            else agent_status(r.online, r.last_seen_at, now=now),
-            "last_seen_at": iso_time(r.last_seen_at),
-            "address": r.address,
-            "created_at": iso_time(r.created_at),
-            "revoked_at": iso_time(r.revoked_at),
-        }
-        for r in records
-    ]
-    out_records(
-        rows,
+    out_listing(
+        [
+            {
+                "name": r.name,
+                "token_id": r.token_id,
+                "status": "revoked"
+                if r.revoked_at is not None
+                else agent_status(r.online, r.last_seen_at, now=now),
+                "last_seen_at": r.last_seen_at,
+                "address": r.address,
+                "created_at": r.created_at,
+                "revoked_at": r.revoked_at,
+            }
+            for r in records
+        ],
         [
             ("NAME", "name"),
             ("TOKEN ID", "token_id"),
@@ -115,6 +113,7 @@ def _list(args: argparse.Namespace) -> int:
             ("CREATED", "created_at"),
         ],
         as_json=args.json,
+        also=("revoked_at",),
     )
     return EXIT_OK
 
@@ -124,11 +123,11 @@ def _revoke(args: argparse.Namespace) -> int:
 
     with opened_store(load_config(args.config)) as store:
         revoked = store.revoke_agent(args.name, when=time.time())
-    if not revoked:
-        error(f"no active agent {args.name!r}")
-        return EXIT_FAILED
-    error(f"revoked the token of agent {args.name!r}; gateways drop its connection within 10 s")
-    return EXIT_OK
+    return out_revoked(
+        revoked,
+        missing=f"no active agent {args.name!r}",
+        done=f"revoked the token of agent {args.name!r}; gateways drop its connection within 10 s",
+    )
 
 
 def _agent(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ import json
 import re
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -166,6 +166,34 @@ def out_records(
         return
     rows = [[_listed(record[key]) for _, key in columns] for record in records]
     out(table([header for header, _ in columns], rows))
+
+
+def out_listing(
+    records: Iterable[Any],
+    columns: Sequence[tuple[str, str]],
+    *,
+    as_json: bool,
+    also: Sequence[str] = (),
+) -> None:
+    """Print store records (objects, or mappings) by field name, as :func:`out_records` does:
+    the table shows ``columns`` (header, field), the JSON their fields and then ``also``'s.
+    ``*_at`` times show as UTC ISO-8601. Only named fields are shown: a record may carry
+    others (a key's hash) that never are."""
+    names = [field for _, field in columns] + list(also)
+    rows = [with_iso_times({name: _field(record, name) for name in names}) for record in records]
+    out_records(rows, columns, as_json=as_json)
+
+
+def out_revoked(revoked: bool, *, missing: str, done: str) -> int:
+    """Say on standard error what a ``revoke`` did: ``done``, or ``missing`` when there was
+    nothing active to revoke; the exit status."""
+    error(done if revoked else missing)
+    return EXIT_OK if revoked else EXIT_FAILED
+
+
+def _field(record: Any, name: str) -> Any:
+    value = record[name] if isinstance(record, Mapping) else getattr(record, name)
+    return list(value) if isinstance(value, tuple | frozenset) else value
 
 
 def _listed(value: Any) -> Any:

@@ -8,7 +8,6 @@ from typing import Any
 
 from hoopgw.cli import ssh_keys
 from hoopgw.cli.common import (
-    EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
     add_identity_options,
@@ -16,7 +15,8 @@ from hoopgw.cli.common import (
     iso_time,
     opened_store,
     out,
-    out_records,
+    out_listing,
+    out_revoked,
     parse_duration,
 )
 
@@ -82,20 +82,8 @@ def _keys_list(args: argparse.Namespace) -> int:
     with opened_store(load_config(args.config)) as store:
         records = KeyService(store).list()
     # Named fields only: a record may also carry the key's hash, which is never shown.
-    keys = [
-        {
-            "key_id": r.key_id,
-            "identity": r.identity,
-            "groups": list(r.groups),
-            "created_at": iso_time(r.created_at),
-            "expires_at": iso_time(r.expires_at),
-            "revoked_at": iso_time(r.revoked_at),
-            "last_used_at": iso_time(r.last_used_at),
-        }
-        for r in records
-    ]
-    out_records(
-        keys,
+    out_listing(
+        records,
         [
             ("KEY ID", "key_id"),
             ("IDENTITY", "identity"),
@@ -116,8 +104,6 @@ def _keys_revoke(args: argparse.Namespace) -> int:
 
     with opened_store(load_config(args.config)) as store:
         revoked = KeyService(store).revoke(args.key_id)
-    if not revoked:
-        error(f"no active key with id {args.key_id!r}")
-        return EXIT_FAILED
-    error(f"revoked key {args.key_id}")
-    return EXIT_OK
+    return out_revoked(
+        revoked, missing=f"no active key with id {args.key_id!r}", done=f"revoked key {args.key_id}"
+    )

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 def register(
     commands: Any, with_config: argparse.ArgumentParser, with_json: argparse.ArgumentParser
 ) -> None:
-    """Add ``run`` and ``config check`` to the ``hoopgw`` command line."""
+    """Add ``run``, ``config check`` and ``reload`` to the ``hoopgw`` command line."""
     run = commands.add_parser(
         "run", parents=[with_config], help="run the gateway in the foreground"
     )
@@ -35,6 +35,31 @@ def register(
         " (a superuser behind a read-only connection)",
     )
     check.set_defaults(handler=_config_check)
+
+    reload = commands.add_parser(
+        "reload",
+        parents=[with_json],
+        help="make the running gateway read its config file again and apply it without"
+        " dropping the sessions it still allows (admin role; audited), through the admin API"
+        " (HOOPGW_URL, HOOPGW_TOKEN); an invalid config is refused with its errors",
+    )
+    reload.set_defaults(handler=_reload)
+
+
+def _reload(args: argparse.Namespace) -> int:
+    from hoopgw.cli.api import api_request
+    from hoopgw.cli.common import EXIT_OK, out, out_json
+
+    changes = api_request("POST", "/api/reload", {})
+    if args.json:
+        out_json(changes)
+        return EXIT_OK
+    changed = changes["changed"]
+    for what, names in (("added", changes["added"]), ("removed", changes["removed"])):
+        out(f"{what}: {', '.join(names) or 'none'}")
+    out("changed: " + (", ".join(f"{n} ({', '.join(k)})" for n, k in changed.items()) or "none"))
+    out(f"sessions ended: {len(changes['ended_sessions'])}")
+    return EXIT_OK
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -103,7 +128,7 @@ def _online_check(config: Config, facts: dict[str, dict[str, str]], *, as_json: 
     from twisted.internet.task import Clock
 
     from hoopgw.protocol import load_protocol
-    from hoopgw.runtime.gateway import build_chain, login_warnings, upstream_options
+    from hoopgw.runtime.connections import build_chain, login_warnings, upstream_options
 
     results = []
     for connection in config.connections:

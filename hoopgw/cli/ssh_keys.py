@@ -15,15 +15,14 @@ import time
 from pathlib import Path
 
 from hoopgw.cli.common import (
-    EXIT_FAILED,
     EXIT_OK,
     EXIT_USAGE,
     add_identity_options,
     error,
-    iso_time,
     opened_store,
     out,
-    out_records,
+    out_listing,
+    out_revoked,
 )
 
 __all__ = ["parse_public_key", "register"]
@@ -139,20 +138,8 @@ def _list(args: argparse.Namespace) -> int:
 
     with opened_store(load_config(args.config)) as store:
         records = store.list_ssh_keys()
-    keys = [
-        {
-            "fingerprint": r.fingerprint,
-            "identity": r.identity,
-            "groups": list(r.groups),
-            "comment": r.comment,
-            "created_at": iso_time(r.created_at),
-            "revoked_at": iso_time(r.revoked_at),
-            "last_used_at": iso_time(r.last_used_at),
-        }
-        for r in records
-    ]
-    out_records(
-        keys,
+    out_listing(
+        records,
         [
             ("FINGERPRINT", "fingerprint"),
             ("IDENTITY", "identity"),
@@ -172,8 +159,8 @@ def _revoke(args: argparse.Namespace) -> int:
 
     with opened_store(load_config(args.config)) as store:
         revoked = store.revoke_ssh_key(args.fingerprint, when=time.time())
-    if not revoked:
-        error(f"no active SSH key {args.fingerprint!r}")
-        return EXIT_FAILED
-    error(f"revoked SSH key {args.fingerprint}")
-    return EXIT_OK
+    return out_revoked(
+        revoked,
+        missing=f"no active SSH key {args.fingerprint!r}",
+        done=f"revoked SSH key {args.fingerprint}",
+    )

@@ -1,10 +1,23 @@
-"""The NIST SP 800-53 controls an evidence pack maps to what demonstrates them."""
+"""The NIST SP 800-53 controls an evidence pack maps to what demonstrates them.
+
+The map is data (``controls.toml``, shipped with the package): each control, the statements
+that demonstrate it, written with ``{fact}`` fields, and the pack's files holding the evidence.
+This module computes the facts of a pack (:data:`FACTS`) and fills the map in; :func:`load_map`
+checks the map and names the entry of any mistake.
+"""
 
 from __future__ import annotations
 
+import functools
+import string
+import tomllib
+from importlib import resources
 from typing import Any
 
+import attrs
+
 from hoopgw.config.load import Config
+from hoopgw.errors import HoopgwError
 from hoopgw.evidence.model import (
     ENCRYPTED_PROTOCOLS,
     describe_checkpoint,
@@ -13,21 +26,169 @@ from hoopgw.evidence.model import (
     reviews_text,
 )
 
+MAP_FILE = "controls.toml"
+"""The control map, next to this module."""
+
+FACTS = {
+    "recorded": "connections with recording",
+    "unrecorded": "connections without recording",
+    "guarded": "connections with guardrails",
+    "masked": "connections with masking",
+    "jit": "just-in-time connections",
+    "allow_groups": "each connection and the groups it admits",
+    "records_by_kind": "audit records in range, by kind",
+    "records": "audit records in range",
+    "first_seq": "the first record in range",
+    "last_seq": "the last record in range",
+    "sessions": "sessions in range",
+    "sessions_by_connection": "sessions in range, by connection",
+    "identities": "identities with sessions in range",
+    "commands": "commands in range",
+    "allowed": "commands allowed",
+    "blocked": "commands blocked",
+    "held": "commands held",
+    "undecided": "commands undecided",
+    "blocked_by_rule": "commands blocked, by rule",
+    "outcomes": "commands by outcome",
+    "api_keys": "API keys",
+    "chain": "whether the hash chain verifies (a sentence)",
+    "checkpoint": "the latest signed checkpoint",
+    "retention": "records pruned under retention (a sentence)",
+    "durability": "the audit durability covering the records (a sentence)",
+    "grants": "access grants made (a sentence)",
+    "reviews": "reviews decided (a sentence)",
+}
+"""The facts a statement of the map may name, with what each is."""
+LIST_FACTS = {
+    "transport": "SC-8 per protocol and per connection (several statements)",
+    "policy_files": "the policy file of each connection (several files)",
+}
+"""Facts that are lists: an entry that is only ``{name}`` stands for each of their items."""
+
+
+class ControlMapError(HoopgwError):
+    """The control map is invalid; the message names the entry and why."""
+
+
+@attrs.frozen
+class Control:
+    """One control of the map, its statements and files still holding their ``{fact}``s."""
+
+    id: str
+    title: str
+    evidence: tuple[str, ...]
+    files: tuple[str, ...]
+
+
+@functools.cache
+def control_map() -> tuple[Control, ...]:
+    """The shipped map (``controls.toml``), checked once."""
+    text = resources.files("hoopgw.evidence").joinpath(MAP_FILE).read_text(encoding="utf-8")
+    return load_map(text)
+
+
+def load_map(text: str, *, source: str = MAP_FILE) -> tuple[Control, ...]:
+    """Read and check a control map.
+
+    :raises ControlMapError: naming the control and the entry that is wrong.
+    """
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ControlMapError(f"{source}: not valid TOML: {exc}") from None
+    if set(document) != {"control"} or not isinstance(document["control"], list):
+        raise ControlMapError(f"{source}: holds only [[control]] tables")
+    controls: list[Control] = []
+    seen: set[str] = set()
+    for number, table in enumerate(document["control"], start=1):
+        if not isinstance(table, dict):
+            raise ControlMapError(f"{source}: control #{number}: must be a table")
+        where = f"{source}: control {table.get('id') or f'#{number}'}"
+        if set(table) != {"id", "title", "evidence", "files"}:
+            raise ControlMapError(f"{where}: needs exactly id, title, evidence and files")
+        if not isinstance(table["id"], str) or not table["id"] or table["id"] in seen:
+            raise ControlMapError(f"{where}: id must be a new, non-empty string")
+        seen.add(table["id"])
+        if not isinstance(table["title"], str) or not table["title"]:
+            raise ControlMapError(f"{where}: title must be a non-empty string")
+        for key in ("evidence", "files"):
+            entries = table[key]
+            if not entries or not isinstance(entries, list):
+                raise ControlMapError(f"{where}: {key} must be a non-empty list")
+            for index, entry in enumerate(entries, start=1):
+                problem = _entry_problem(entry)
+                if problem is not None:
+                    raise ControlMapError(f"{where}: {key} {index}: {problem}")
+        controls.append(
+            Control(
+                id=table["id"],
+                title=table["title"],
+                evidence=tuple(table["evidence"]),
+                files=tuple(table["files"]),
+            )
+        )
+    if not controls:
+        raise ControlMapError(f"{source}: no control")
+    return tuple(controls)
+
+
+def _entry_problem(entry: Any) -> str | None:
+    """Why a statement or file entry of the map is wrong, or ``None``."""
+    if not isinstance(entry, str) or not entry:
+        return "must be a non-empty string"
+    try:
+        fields = [part[1:] for part in string.Formatter().parse(entry) if part[1] is not None]
+    except ValueError as exc:
+        return f"{exc} (write {{{{ and }}}} for a brace)"
+    for name, spec, conversion in fields:
+        if spec or conversion:
+            return f"{{{name}}} takes no format or conversion"
+        if name in LIST_FACTS:
+            if entry != f"{{{name}}}":
+                return f"{{{name}}} is a list: it stands alone in its entry"
+        elif name not in FACTS:
+            known = ", ".join(sorted({*FACTS, *LIST_FACTS}))
+            return f"unknown fact {{{name}}} (known: {known})"
+    return None
+
 
 def controls(doc: dict[str, Any], config: Config) -> list[dict[str, Any]]:
     """Each control, the statements that demonstrate it, and the files holding the evidence."""
+    values, lists = facts(doc, config)
+
+    def filled(entries: tuple[str, ...]) -> list[str]:
+        out: list[str] = []
+        for entry in entries:
+            name = entry[1:-1]
+            if entry == f"{{{name}}}" and name in lists:
+                out.extend(lists[name])
+            else:
+                out.append(entry.format_map(values))
+        return out
+
+    return [
+        {
+            "id": control.id,
+            "title": control.title,
+            "evidence": filled(control.evidence),
+            "files": filled(control.files),
+        }
+        for control in control_map()
+    ]
+
+
+def facts(doc: dict[str, Any], config: Config) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The :data:`FACTS` and :data:`LIST_FACTS` of a summary document."""
     sessions, commands, records = doc["sessions"], doc["commands"], doc["records"]
     verification = doc["verification"]
     verdicts = commands["by_verdict"]
-    recorded = [c.name for c in config.connections if "recording" in c.plugins]
-    unrecorded = [c.name for c in config.connections if "recording" not in c.plugins]
-    guarded = [c.name for c in config.connections if "guardrails" in c.plugins]
-    masked = [c.name for c in config.connections if "masking" in c.plugins]
-    kinds = ", ".join(f"{k}: {n}" for k, n in records["by_kind"].items()) or "none"
-    policy_files = [p["file"] for p in doc["policies"]]
+    connections = config.connections
 
     def names(items: list[str]) -> str:
         return ", ".join(items) if items else "none"
+
+    def counts(by: dict[str, int]) -> str:
+        return ", ".join(f"{k}: {n}" for k, n in by.items()) or "none"
 
     chain = (
         f"Hash chain verified intact: {verification['checked']} records, head record "
@@ -36,140 +197,48 @@ def controls(doc: dict[str, Any], config: Config) -> list[dict[str, Any]]:
         else f"FAILED: the hash chain does not verify at record {verification['first_bad_seq']}: "
         f"{verification['problem']}."
     )
-    checkpoint_text = f"Latest signed checkpoint: {describe_checkpoint(verification)}."
-    retention = (
-        "Records pruned under retention: "
-        + (
-            "; ".join(
-                f"records {p['first_seq']} to {p['last_seq']} (older than {p['older_than']}), "
-                f"pruned {p['pruned_at']}"
-                for p in verification["pruned"]
-            )
-            or "none"
-        )
-        + "."
+    pruned = "; ".join(
+        f"records {p['first_seq']} to {p['last_seq']} (older than {p['older_than']}), "
+        f"pruned {p['pruned_at']}"
+        for p in verification["pruned"]
     )
-    control_rows = [
-        (
-            "AU-2",
-            "Event logging",
-            [
-                f"Connections recording every session and command: {names(recorded)}.",
-                f"Connections without recording: {names(unrecorded)}.",
-                f"Audit records in range by kind: {kinds}.",
-            ],
-            ["summary.json", *policy_files],
+    values = {
+        "recorded": names([c.name for c in connections if "recording" in c.plugins]),
+        "unrecorded": names([c.name for c in connections if "recording" not in c.plugins]),
+        "guarded": names([c.name for c in connections if "guardrails" in c.plugins]),
+        "masked": names([c.name for c in connections if "masking" in c.plugins]),
+        "jit": names([c.name for c in connections if c.access == "jit"]),
+        "allow_groups": "; ".join(
+            f"{p['connection']}: {', '.join(p['allow_groups']) or 'nobody'}"
+            for p in doc["policies"]
         ),
-        (
-            "AU-3",
-            "Content of audit records",
-            [
-                f"Sessions: {sessions['count']}, each with who (identity, groups, method, key id), "
-                "from where (client address), to what (connection, target) and when.",
-                f"Commands: {commands['count']}, each with text, time, verdict, reason, rule, "
-                "status, rows and error.",
-            ],
-            ["sessions.csv", "sessions.json", "commands.jsonl"],
-        ),
-        (
-            "AU-9",
-            "Protection of audit information",
-            [chain, checkpoint_text, retention],
-            ["verification.json"],
-        ),
-        (
-            "AU-12",
-            "Audit record generation",
-            [
-                f"{records['in_range']} records written in range (records "
-                f"{records['first_seq'] or '-'} to {records['last_seq'] or '-'}), each "
-                "session and command recorded before it was allowed to proceed.",
-                durability_text(verification["durability"], records),
-            ],
-            ["summary.json", "verification.json"],
-        ),
-        (
-            "AC-2",
-            "Account management",
-            [
-                f"API keys: {doc['accounts']['count']} (identity, groups, created, expires, "
-                "revoked, last used).",
-                f"Identities with sessions in range: {names(sessions['identities'])}.",
-                grants_text(doc),
-            ],
-            ["accounts.csv", "sessions.csv", "approvals.csv"],
-        ),
-        (
-            "AC-3",
-            "Access enforcement",
-            [
-                f"Commands by verdict: allow {verdicts['allow']}, block {verdicts['block']}, "
-                f"hold {verdicts['hold']}, undecided {verdicts['undecided']}.",
-                reviews_text(doc),
-            ],
-            ["commands.jsonl", "approvals.csv", *policy_files],
-        ),
-        (
-            "AC-6",
-            "Least privilege",
-            [
-                "Each connection admits only its allow_groups: "
-                + "; ".join(
-                    f"{p['connection']}: {', '.join(p['allow_groups']) or 'nobody'}"
-                    for p in doc["policies"]
-                )
-                + ".",
-                f"Connections with guardrails: {names(guarded)}.",
-                "Just-in-time connections: "
-                + names([c.name for c in config.connections if c.access == "jit"])
-                + f". {grants_text(doc)}",
-            ],
-            [*policy_files, "approvals.csv"],
-        ),
-        (
-            "SC-7",
-            "Boundary protection",
-            [
-                "Sessions in range by connection: "
-                + (", ".join(f"{k}: {n}" for k, n in sessions["by_connection"].items()) or "none")
-                + "; the caller never receives the target credential.",
-            ],
-            ["sessions.csv", *policy_files],
-        ),
-        (
-            "SC-8",
-            "Transmission confidentiality and integrity",
-            transport_lines(doc, config),
-            ["sessions.csv", *policy_files],
-        ),
-        (
-            "SI-4",
-            "System monitoring",
-            [
-                f"Commands blocked: {verdicts['block']} (by rule: "
-                + (", ".join(f"{k}: {n}" for k, n in commands["blocked_by_rule"].items()) or "none")
-                + ").",
-                f"Connections with guardrails: {names(guarded)}; with masking: {names(masked)}.",
-            ],
-            ["commands.jsonl", *policy_files],
-        ),
-        (
-            "IR-4",
-            "Incident handling",
-            [
-                f"Sessions ({sessions['count']}) and their commands ({commands['count']}) can be "
-                "reconstructed in order (hoopgw replay SESSION).",
-                "Command outcomes: "
-                + (", ".join(f"{k}: {n}" for k, n in commands["by_status"].items()) or "none")
-                + ".",
-            ],
-            ["commands.jsonl", "sessions.json"],
-        ),
-    ]
-    return [
-        {"id": control, "title": title, "evidence": evidence, "files": files}
-        for control, title, evidence, files in control_rows
-    ]
+        "records_by_kind": counts(records["by_kind"]),
+        "records": str(records["in_range"]),
+        "first_seq": str(records["first_seq"] or "-"),
+        "last_seq": str(records["last_seq"] or "-"),
+        "sessions": str(sessions["count"]),
+        "sessions_by_connection": counts(sessions["by_connection"]),
+        "identities": names(sessions["identities"]),
+        "commands": str(commands["count"]),
+        "allowed": str(verdicts["allow"]),
+        "blocked": str(verdicts["block"]),
+        "held": str(verdicts["hold"]),
+        "undecided": str(verdicts["undecided"]),
+        "blocked_by_rule": counts(commands["blocked_by_rule"]),
+        "outcomes": counts(commands["by_status"]),
+        "api_keys": str(doc["accounts"]["count"]),
+        "chain": chain,
+        "checkpoint": describe_checkpoint(verification),
+        "retention": f"Records pruned under retention: {pruned or 'none'}.",
+        "durability": durability_text(verification["durability"], records),
+        "grants": grants_text(doc),
+        "reviews": reviews_text(doc),
+    }
+    lists = {
+        "transport": transport_lines(doc, config),
+        "policy_files": [p["file"] for p in doc["policies"]],
+    }
+    return values, lists
 
 
 def transport_lines(doc: dict[str, Any], config: Config) -> list[str]:

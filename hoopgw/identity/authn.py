@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet import defer, task
@@ -100,6 +100,10 @@ class Authenticator:
         self._sessions: Any = None
         self.grants = grants
         """Where live just-in-time grants are looked up (set by the gateway)."""
+        self.connections: Mapping[str, ConnectionConfig] | None = None
+        """The configured connections by name, as the latest config reload left them (set by
+        the gateway): :meth:`admit` judges a client by its connection's newest config, so a
+        client that was logging in during a reload is held to the new rules. None: as given."""
         self.failure_observers: list[Callable[[str, str], None]] = []
         """Called with ``(connection, method)`` for every failed authentication (the gateway
         counts them)."""
@@ -273,6 +277,13 @@ class Authenticator:
             :class:`~hoopgw.errors.AccessDenied` whose message is safe to show and says what
             the caller can do about it.
         """
+        if self.connections is not None:
+            current = self.connections.get(connection.name)
+            if current is None:
+                return defer.fail(
+                    AccessDenied(f'connection "{connection.name}" is no longer configured')
+                )
+            connection = current
         if not set(connection.allow_groups) & identity.groups:
             self._write(
                 ACCESS_DENIED_KIND,

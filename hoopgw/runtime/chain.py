@@ -7,7 +7,7 @@ the core's timeout.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from typing import Any
 
 import attrs
@@ -60,9 +60,16 @@ class PluginChain:
         for name, instance in reversed(plugins):
             self._pm.register(instance, name=name)
         self._pm.check_pending()
-        self._reactor = reactor
+        self.reactor = reactor
+        """The reactor the chain's timeouts run on."""
         self._approval_timeout = approval_timeout
+        self.plugins: tuple[tuple[str, object], ...] = tuple(plugins)
+        """``(name, instance)`` pairs in config order."""
         self.names = tuple(name for name, _ in plugins)
+        self.successor: PluginChain | None = None
+        """The chain a config reload put in this one's place for the connection (its live
+        sessions take it at their next command, :class:`~hoopgw.ledger.CommandLedger`);
+        None while this chain is the connection's newest."""
         self.has_row_hooks = bool(self._pm.hook.server_rows.get_hookimpls())
         """Whether any plugin rewrites rows; protocols skip decoding rows when none does."""
         self.has_output_hooks = bool(self._pm.hook.server_output.get_hookimpls())
@@ -80,8 +87,21 @@ class PluginChain:
 
     # -- decisions ---------------------------------------------------------------------------
 
-    def decide(self, hook: str, **kwargs: Any) -> defer.Deferred[Verdict | None]:
+    def newest(self) -> PluginChain:
+        """The chain the latest config reload made for this chain's connection (this one when
+        none replaced it)."""
+        chain = self
+        while chain.successor is not None:
+            chain = chain.successor
+        return chain
+
+    def decide(
+        self, hook: str, *, only: Collection[object] | None = None, **kwargs: Any
+    ) -> defer.Deferred[Verdict | None]:
         """Call every implementation of a decision hook and combine the answers.
+
+        :param only: ask these plugin instances alone (a reload introduces its new instances
+            to a live session with ``session_started``); None asks every plugin.
 
         Never fails: an exception, a failed Deferred or a wrong return type from any plugin
         becomes ``Block``. For ``session_started``, the session handed to plugins carries the
@@ -100,9 +120,7 @@ class PluginChain:
                 return defer.succeed(
                     Block(reason="refused: its attributes could not be made safe to record")
                 )
-        answers = [
-            self._ask(impl, hook, kwargs) for impl in getattr(self._pm.hook, hook).get_hookimpls()
-        ]
+        answers = [self._ask(impl, hook, kwargs) for impl in self._impls(hook, only)]
         if not answers:
             return defer.succeed(None)
         waiting = [answer for answer in answers if isinstance(answer, defer.Deferred)]
@@ -255,7 +273,7 @@ class PluginChain:
             )
         if not isinstance(pending, defer.Deferred):
             pending = defer.succeed(pending)
-        pending.addTimeout(self._approval_timeout, self._reactor)
+        pending.addTimeout(self._approval_timeout, self.reactor)
 
         def checked(answer: object) -> Verdict:
             if isinstance(answer, Allow | Block):
@@ -298,6 +316,21 @@ class PluginChain:
                 )
             answers.append(answer)
         return UpstreamOptions.combine(answers)
+
+    def adopt(self, instance: object, session: SessionInfo, previous: object | None) -> None:
+        """Call ``session_adopted`` of the plugin ``instance`` alone (see the hook).
+
+        Exceptions propagate: the caller ends the session (fail closed).
+        """
+        kwargs = {"session": session, "previous": previous}
+        for impl in self._impls("session_adopted", [instance]):
+            impl.function(*[kwargs[a] for a in impl.argnames])
+
+    def _impls(self, hook: str, only: Collection[object] | None) -> list[Any]:
+        impls = getattr(self._pm.hook, hook).get_hookimpls()
+        if only is None:
+            return list(impls)
+        return [impl for impl in impls if any(impl.plugin is o for o in only)]
 
     # -- data hooks and observers ------------------------------------------------------------
 
@@ -387,14 +420,17 @@ class PluginChain:
             return Block(reason="refused: its reason could not be made safe to record")
         return attrs.evolve(verdict, reason=output.fields.get("text", ""))
 
-    def notify(self, hook: str, **kwargs: Any) -> list[defer.Deferred[Any]]:
-        """Call every implementation of an observer hook; log and swallow exceptions.
+    def notify(
+        self, hook: str, *, only: Collection[object] | None = None, **kwargs: Any
+    ) -> list[defer.Deferred[Any]]:
+        """Call every implementation of an observer hook (of the instances ``only`` names,
+        when given); log and swallow exceptions.
 
         :return: the Deferreds implementations returned (``command_decided`` may return one
             for a refusal to wait for); any other answer is ignored.
         """
         waits = []
-        for impl in getattr(self._pm.hook, hook).get_hookimpls():
+        for impl in self._impls(hook, only):
             try:
                 answer = impl.function(*[kwargs[a] for a in impl.argnames])
             except Exception:

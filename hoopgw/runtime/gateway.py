@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import signal
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 from cryptography import x509
@@ -28,16 +28,21 @@ from hoopgw.audit.writer import AuditWriter, CheckpointSettings, spawn_writer_pr
 from hoopgw.config.gateway import resolve_store_url
 from hoopgw.config.load import Config
 from hoopgw.connection import ConnectionConfig
-from hoopgw.errors import ConfigError, HoopgwError, PluginError, StartupError
+from hoopgw.errors import HoopgwError, ReloadError, StartupError
 from hoopgw.identity.authn import Authenticator, build_authenticator
-from hoopgw.plugin import PluginContext, load_plugin_class
 from hoopgw.protocol import ConnectionRuntime, ProtocolSpec, load_protocol
 from hoopgw.runtime.chain import PluginChain
+from hoopgw.runtime.connections import (
+    build_chain,
+    connection_info,
+    login_warnings,
+    upstream_options,
+)
 from hoopgw.runtime.registry import SessionRegistry
-from hoopgw.session import ConnectionInfo, UpstreamOptions
+from hoopgw.runtime.reload import ListenerSwitch, Reloader, Served
+from hoopgw.session import UpstreamOptions
 from hoopgw.store import POSTGRESQL_SCHEMES, Store, open_store
 from hoopgw.store.notices import ChangeListener
-from hoopgw.verdicts import Verdict
 
 log = Logger(namespace="hoopgw.gateway")
 
@@ -72,84 +77,6 @@ def server_tls_options(
     )
 
 
-def build_chain(
-    connection: ConnectionConfig,
-    *,
-    reactor: Any,
-    approval_timeout: float,
-    audit: AuditWriter | None = None,
-    approvals: ReviewService | None = None,
-    on_decided: Callable[[Verdict], None] | None = None,
-    upstream: Any = None,
-) -> PluginChain:
-    """Build the plugin chain of one connection (one instance of each plugin it names).
-
-    :param on_decided: called with each command's final verdict (the gateway counts them).
-    :param upstream: the connection's upstream connector (a network agent's), for the side
-        connections of plugins; None for direct.
-    """
-    info = connection_info(connection)
-    plugins = []
-    for name in connection.plugins:
-        cls = load_plugin_class(name)
-        context = PluginContext(
-            connection=info,
-            options=dict(connection.plugin_options.get(name, {})),
-            audit=audit,
-            log=Logger(namespace=f"hoopgw.plugins.{name}"),
-            reactor=reactor,
-            approvals=approvals,
-            connect_upstream=None if upstream is None else upstream.connect,
-        )
-        plugins.append((name, cls(context)))
-    return PluginChain(
-        plugins, reactor=reactor, approval_timeout=approval_timeout, on_decided=on_decided
-    )
-
-
-def connection_info(connection: ConnectionConfig) -> ConnectionInfo:
-    """The plugin-facing view of a configured connection."""
-    return ConnectionInfo(
-        name=connection.name, protocol=connection.protocol, target=connection.target
-    )
-
-
-def upstream_options(
-    connection: ConnectionConfig, chain: PluginChain, spec: ProtocolSpec
-) -> UpstreamOptions:
-    """What the connection's plugins require of its upstream sessions, checked against what
-    its protocol enforces.
-
-    :raises ConfigError: a plugin failed to answer, or asks for a requirement the protocol
-        cannot enforce (the connection would run without it).
-    """
-    try:
-        options = chain.upstream_options(connection_info(connection))
-    except PluginError as exc:
-        raise ConfigError(str(exc), key="plugins", connection=connection.name) from None
-    if options.read_only and "read_only" not in spec.enforces:
-        raise ConfigError(
-            f"its plugins require read-only sessions on the target ({'; '.join(options.reasons)}),"
-            f" which protocol {connection.protocol!r} cannot enforce",
-            key="plugins",
-            connection=connection.name,
-        )
-    return options
-
-
-def login_warnings(
-    connection: ConnectionConfig, spec: ProtocolSpec, options: UpstreamOptions
-) -> list[str]:
-    """Log in to the target with the stored credential and say what is wrong with that login
-    (blocking). Each warning names the connection.
-
-    :raises Exception: the login failed (the message says why).
-    """
-    if spec.inspect_login is None:
-        return []
-    return [f"connection {connection.name!r}: {w}" for w in spec.inspect_login(connection, options)]
-
-
 class Gateway:
     """All listeners of one config, sharing one audit writer and one session registry."""
 
@@ -175,6 +102,10 @@ class Gateway:
         self._notices: ChangeListener | None = None
         self.audit: AuditWriter | None = None
         self._ports: list[Any] = []
+        self.served: dict[str, Served] = {}
+        """Each configured connection as it is served, by name (a reload changes them)."""
+        self._server_tls: Any = None
+        self._reloader = Reloader(self)
         self._stopped = False
         self.authenticator: Authenticator | None = None
         self.approvals: ReviewService | None = None
@@ -239,9 +170,8 @@ class Gateway:
         if self._shared_store:
             self._notices = ChangeListener(self._store_url, self._store_changed, self.reactor)
             self._notices.start()
-        server_tls = None
         if gw.tls_cert and gw.tls_key:
-            server_tls = server_tls_options(gw.tls_cert, gw.tls_key)
+            self._server_tls = server_tls_options(gw.tls_cert, gw.tls_key)
         if gw.agent_listen is not None:
             self.agents = AgentHub(
                 tokens=AgentTokens(self._store),
@@ -254,18 +184,19 @@ class Gateway:
                 assert gw.tls_cert and gw.tls_key  # checked by the config
                 agent_tls: Any = server_tls_options(gw.tls_cert, gw.tls_key, alpn=())
                 factory = TLSMemoryBIOFactory(agent_tls, False, self.agents.factory())
-                self._ports.append((yield self._listen(gw.agent_listen, factory, "agents")))
+                self._ports.append((yield self.listen(gw.agent_listen, factory, "agents")))
                 self.agents.start()
                 log.info("agents connect on {listen} (TLS)", listen=gw.agent_listen)
             for connection in self.config.connections:
-                runtime = self._runtime(connection, authenticator, server_tls)
-                spec = load_protocol(connection.protocol)
-                options = upstream_options(connection, runtime.chain, spec)
-                factory = spec.build_factory(runtime)
-                port = yield self._listen(
-                    connection.listen, factory, f"connection {connection.name!r}"
+                runtime, factory = self.build_connection(connection)
+                switch = ListenerSwitch(factory)
+                port = yield self.listen(
+                    connection.listen, switch, f"connection {connection.name!r}"
                 )
-                self._ports.append(port)
+                self.served[connection.name] = Served(
+                    config=connection, runtime=runtime, port=port, switch=switch
+                )
+                self.watch_reviews(connection.name, runtime.chain)
                 log.info(
                     "connection {connection} ({protocol}) listening on {listen}, target {target}",
                     connection=connection.name,
@@ -273,8 +204,6 @@ class Gateway:
                     listen=connection.listen,
                     target=connection.target,
                 )
-                if options.read_only and connection.via is None:
-                    self._check_login(connection, spec, options)
             if gw.admin_listen is not None:
                 admin_tls = None
                 if gw.admin_tls:
@@ -308,8 +237,9 @@ class Gateway:
                     metrics_allow=gw.metrics_allow,
                     sessions=control,
                     console=console,
+                    reload=lambda by: self.reload(by=by),
                 )
-                port = yield self._listen(gw.admin_listen, site, "the admin API")
+                port = yield self.listen(gw.admin_listen, site, "the admin API")
                 self._ports.append(port)
                 log.info(
                     "admin API listening on {listen} ({scheme})",
@@ -320,11 +250,86 @@ class Gateway:
             yield self.stop()
             raise
         self._listening = True
+        authenticator.connections = {c.name: c for c in self.config.connections}
         for connection in self.config.connections:
-            if connection.via is None:
-                self._probe_target(connection)
-            elif self.agents is not None:
-                self.agents.check_registered(connection.name, connection.via)
+            self.check_target(connection)
+
+    def build_connection(
+        self, connection: ConnectionConfig, *, keep: Mapping[str, object] | None = None
+    ) -> tuple[ConnectionRuntime, Any]:
+        """The runtime and protocol factory of one connection (the chain's instances in
+        ``keep`` used again). Nothing listens yet and nothing is registered.
+
+        :raises HoopgwError: a plugin refused its options or asks for what the protocol cannot
+            enforce (:class:`~hoopgw.errors.ConfigError`), the protocol cannot serve it.
+        """
+        assert self.authenticator is not None
+        runtime = self._runtime(connection, self.authenticator, self._server_tls, keep=keep)
+        spec = load_protocol(connection.protocol)
+        upstream_options(connection, runtime.chain, spec)
+        factory = spec.build_factory(runtime)
+        return runtime, factory
+
+    @property
+    def serving(self) -> bool:
+        """Whether the gateway has started and is not stopping (a reload applies only then)."""
+        return self._listening and not self._stopped
+
+    def check_target(self, connection: ConnectionConfig) -> None:
+        """Warn (not fatal) when the connection's target or network agent is not there now, or
+        when a read-only connection logs in upstream with the privileges to undo read-only."""
+        spec = load_protocol(connection.protocol)
+        options = upstream_options(connection, self.served[connection.name].runtime.chain, spec)
+        if options.read_only and connection.via is None:
+            self._check_login(connection, spec, options)
+        if connection.via is None:
+            self._probe_target(connection)
+        elif self.agents is not None:
+            self.agents.check_registered(connection.name, connection.via)
+
+    def watch_reviews(self, name: str, chain: PluginChain) -> None:
+        """Tell ``chain``'s plugins (``review_updated``) and the metrics of every change of a
+        review on the connection ``name`` (a reload hands it to the new chain)."""
+        if self.approvals is None:
+            return
+
+        def review_changed(review: Any, event: str) -> None:
+            self.metrics.review_changed(name, review, event)
+            chain.notify("review_updated", review=review, event=event)
+
+        self.approvals.add_notifier(name, review_changed)
+
+    def config_applied(self, config: Config) -> None:
+        """A reload applied ``config``: admissions and grants follow it from now on."""
+        self.config = config
+        connections = {c.name: c for c in config.connections}
+        if self.authenticator is not None:
+            self.authenticator.connections = connections
+        if self.approvals is not None:
+            self.approvals.grants.connections = connections
+
+    def reload(self, *, by: str) -> defer.Deferred[dict[str, Any]]:
+        """Read the config file again and apply it without dropping the sessions it still
+        allows (:mod:`hoopgw.runtime.reload`); per process, so a parent can forward SIGHUP.
+
+        :param by: who asked, for the audit record and the log (``SIGHUP``, an identity).
+        :return: fires with what changed, or fails with :class:`~hoopgw.errors.ReloadError`
+            (the running config stays whole), whose message is also logged.
+        """
+        d = defer.maybeDeferred(self._reloader.reload_file, by=by)
+
+        def refused(failure: Failure) -> Failure:
+            if failure.check(ReloadError):
+                log.error(
+                    "config reload (by {by}) refused; the running config stays: {why}",
+                    by=by,
+                    why=failure.getErrorMessage(),
+                )
+            else:
+                log.failure("config reload (by {by}) failed", failure, by=by)
+            return failure
+
+        return d.addErrback(refused)
 
     def _probe_target(self, connection: ConnectionConfig) -> defer.Deferred[None]:
         """Warn (not fatal) when a connection's target does not accept a TCP connection now:
@@ -350,7 +355,7 @@ class Gateway:
 
         return connecting.addCallbacks(reached, unreachable)
 
-    def _listen(self, description: str, factory: Any, what: str) -> defer.Deferred[Any]:
+    def listen(self, description: str, factory: Any, what: str) -> defer.Deferred[Any]:
         """Listen on the endpoint ``description``; a failure names ``what`` could not listen."""
 
         def failed(failure: Failure) -> Failure:
@@ -432,7 +437,12 @@ class Gateway:
         )
 
     def _runtime(
-        self, connection: ConnectionConfig, authenticator: Authenticator, server_tls: Any
+        self,
+        connection: ConnectionConfig,
+        authenticator: Authenticator,
+        server_tls: Any,
+        *,
+        keep: Mapping[str, object] | None = None,
     ) -> ConnectionRuntime:
         name = connection.name
         info = connection_info(connection)
@@ -449,14 +459,8 @@ class Gateway:
             approvals=self.approvals,
             on_decided=self.metrics.verdict_counter(name),
             upstream=upstream,
+            keep=keep,
         )
-        if self.approvals is not None:
-
-            def review_changed(review: Any, event: str) -> None:
-                self.metrics.review_changed(name, review, event)
-                chain.notify("review_updated", review=review, event=event)
-
-            self.approvals.add_notifier(name, review_changed)
         return ConnectionRuntime(
             config=connection,
             gateway=self.config.gateway,
@@ -482,6 +486,7 @@ class Gateway:
         self._stopped = True
         self._listening = False
         ports, self._ports = self._ports, []
+        ports += [served.port for served in self.served.values()]
         if self.authenticator is not None:
             self.authenticator.stop()
         if self._notices is not None:
@@ -536,12 +541,8 @@ def run_gateway(config: Config) -> int:
         d.addErrback(failed)
 
     def hang_up(signum: int, frame: Any) -> None:
-        # Without a handler SIGHUP would end the gateway and every session, silently.
-        reactor.callFromThread(
-            log.warn,
-            "SIGHUP: reloading the config is not supported yet; the gateway keeps running with"
-            " the config it started with (restart it to apply changes)",
-        )
+        # Errors are logged by reload(); the gateway keeps serving either way.
+        reactor.callFromThread(lambda: gateway.reload(by="SIGHUP").addErrback(lambda _: None))
 
     signal.signal(signal.SIGHUP, hang_up)
     reactor.callWhenRunning(start)

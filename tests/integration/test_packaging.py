@@ -72,6 +72,11 @@ def test_the_wheels_install_a_gateway_without_test_tools(pg_server: Any, tmp_pat
         " assert f.joinpath('static/vendor/asciinema-player/LICENSE.txt').is_file()"
     )
     assert _run(str(python), "-c", console_files).returncode == 0, "console files are missing"
+    # The evidence pack's control map is data in the wheel, and it loads.
+    control_map = (
+        "from hoopgw.evidence.controls import control_map; assert len(control_map()) == 11"
+    )
+    assert _run(str(python), "-c", control_map).returncode == 0, "controls.toml is missing"
 
     port = free_port()
     config = tmp_path / "hoopgw.toml"

@@ -551,6 +551,26 @@ class GuardrailsPlugin:
                 prepared.pop(name, None)
 
     @hookimpl
+    def session_adopted(self, session: SessionInfo, previous: object | None) -> None:
+        """A config reload hands a live session to this instance: take over the prepared
+        statements it defined and what the catalog said from the instance it replaces. New to
+        the connection, this instance knows none of them: an ``EXECUTE`` of a statement
+        prepared before is refused as unknown, and the session's calls count as unresolved
+        for ``opaque-code`` (it may have changed functions or its search path unseen)."""
+        if isinstance(previous, GuardrailsPlugin):
+            if session.id in previous._prepared:
+                self._prepared[session.id] = dict(previous._prepared[session.id])
+            if session.id in previous._volatile:
+                self._volatile[session.id] = dict(previous._volatile[session.id])
+            if session.id in previous._unsettled:
+                self._unsettled[session.id] = previous._unsettled[session.id]
+            return
+        self._unsettled[session.id] = (
+            "guardrails was enabled by a config reload after this session started, so what the"
+            " session ran before is unknown"
+        )
+
+    @hookimpl
     def session_closed(self, session: SessionInfo) -> None:
         """Forget the session's prepared statements and what the catalog said."""
         self._prepared.pop(session.id, None)

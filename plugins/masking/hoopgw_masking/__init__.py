@@ -54,14 +54,12 @@ from hoopgw_masking.values import (
     JSON,
     JSONB,
     NUMERIC,
-    OTHER,
-    RECORD,
     SKIP,
     TEXT,
     Refused,
     ValueMasker,
-    mysql_kind,
     unescaped,
+    value_types,
 )
 
 __all__ = ["MaskingPlugin"]
@@ -284,11 +282,13 @@ class MaskingPlugin:
         self._numeric = options["numeric_columns"]
         self._ip = "ip" in options["entities"]
         self.values = ValueMasker(
-            self.masker, on_invalid=options["on_invalid"], numeric=self._numeric, ip=self._ip
+            self.masker,
+            types=value_types(context.connection.protocol),
+            on_invalid=options["on_invalid"],
+            numeric=self._numeric,
+            ip=self._ip,
         )
         self._rules = tuple(options["columns"])
-        self._postgres = context.connection.protocol == "postgres"
-        self._mysql = context.connection.protocol == "mysql"
         self._catalogs: dict[str, ColumnRules] = {}
         self._stale: set[str] = set()
         self._reader: CatalogReader | None = None
@@ -397,17 +397,9 @@ class MaskingPlugin:
     def _plan(self, session: SessionInfo, columns: list[Column]) -> list[tuple[int, str, bool]]:
         """``(index, kind, whole)`` for every column that needs work."""
         rules = self._catalogs.get(self._database(session)) if self._reader else None
-        plan = []
+        plan: list[tuple[int, str, bool]] = []
         for index, column in enumerate(columns):
-            # Type OIDs are PostgreSQL's; MySQL's front end names its types in type_name.
-            if self._postgres:
-                kind = self.values.kind(column.type_oid)
-                if kind in (OTHER, RECORD) and column.format == 0:
-                    kind = TEXT  # a text literal: scanned with the column's batch
-            elif self._mysql:
-                kind = mysql_kind(column.type_name, column.format, numeric=self._numeric)
-            else:
-                kind = TEXT
+            kind = self.values.column_kind(column)
             whole = False
             if self._reader is not None:
                 decided = (
@@ -456,7 +448,7 @@ class MaskingPlugin:
             # Rows whose description the gateway has not seen (a portal executed without
             # Describe): every value is scanned as text, or masked whole under column rules.
             plan = [(index, TEXT, self._reader is not None) for index in range(width)]
-            columns = [Column("?", type_oid=705) for _ in range(width)]
+            columns = [Column("?") for _ in range(width)]
         for index, kind, whole in plan:
             column = columns[index]
             if whole:

@@ -1,12 +1,14 @@
-"""PostgreSQL values in their wire formats: which types carry text, and how to mask inside each.
+"""Result values in their wire formats, and how to mask inside each.
 
-The plan for a result set is made once, from its column types (:func:`kind_of`). The rule is
-the reverse of a list of text types: **every value is scanned unless its type provably cannot
-carry text** (:data:`NON_TEXT_TYPES`: booleans, ``int2``/``int4``, ``float4``, dates and times,
-geometry, ``uuid``, ``bit``, network hardware addresses, ranges of those, ...). Types the gateway
-does not know (extensions, enums, domains, composite types) are scanned: fail closed.
+The plan for a result set is made once, from its column types: the connection's protocol says
+how each column's values are encoded (:class:`hoopgw.protocol.ValueTypes`, answering in
+:class:`hoopgw.protocol.ValueKind`; PostgreSQL's and MySQL's list the types that provably
+cannot carry text, and read any other type as text: fail closed), and :meth:`ValueMasker.kind`
+applies the policy (``numeric_columns``, the ``ip`` entity). A protocol that declares no value
+types has every value scanned as text.
 
-Formats handled, text (0) and binary (1):
+Formats handled, text (0) and binary (1), by kind (the types are PostgreSQL's, which has them
+all; MySQL's are text, JSON, numbers in ASCII and little-endian binary numbers):
 
 - text, varchar, bpchar, name, "char", xml, cstring, unknown: UTF-8 text in both formats;
 - json: JSON text in both formats; jsonb: JSON text, in binary behind a version byte ``1``;
@@ -34,76 +36,65 @@ from collections import Counter
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from hoopgw.errors import PluginError
+from hoopgw.protocol import ValueKind, ValueTypes, load_protocol
+from hoopgw.session import Column
 from hoopgw_masking.engine import Masker
 
-# Scalar kinds.
-SKIP = "skip"
-TEXT = "text"
-JSON = "json"
-JSONB = "jsonb"
-JSONPATH = "jsonpath"
-NUMERIC = "numeric"
-INT8 = "int8"
-FLOAT8 = "float8"
-MONEY = "money"
-BITS = "bits"  # bit, varbit: an integer in base 2 (card_number::bit(64))
-DIGITS = "digits"  # a number written in ASCII in either format (MySQL text rows, DECIMAL)
-INT8_LE = "int8le"  # MySQL's binary LONGLONG: eight little-endian bytes
-DOUBLE_LE = "doublele"  # MySQL's binary DOUBLE: eight little-endian bytes
-ADDRESS = "address"
-ARRAY = "array"
-BYTEA = "bytea"
-RECORD = "record"
-RANGE = "range"
-MULTIRANGE = "multirange"
-OTHER = "other"  # a type the gateway does not know: text scanned; binary scanned, never edited
+# The kinds, by their short names.
+SKIP = ValueKind.SKIP
+TEXT = ValueKind.TEXT
+JSON = ValueKind.JSON
+JSONB = ValueKind.JSONB
+JSONPATH = ValueKind.JSONPATH
+NUMERIC = ValueKind.NUMERIC
+INT8 = ValueKind.INT8
+FLOAT8 = ValueKind.FLOAT8
+MONEY = ValueKind.MONEY
+BITS = ValueKind.BITS
+DIGITS = ValueKind.DIGITS
+INT8_LE = ValueKind.INT8_LE
+DOUBLE_LE = ValueKind.DOUBLE_LE
+ADDRESS = ValueKind.ADDRESS
+ARRAY = ValueKind.ARRAY
+BYTEA = ValueKind.BYTEA
+RECORD = ValueKind.RECORD
+RANGE = ValueKind.RANGE
+MULTIRANGE = ValueKind.MULTIRANGE
+OTHER = ValueKind.OTHER
 
-TEXT_TYPES = {25: TEXT, 1043: TEXT, 1042: TEXT, 19: TEXT, 18: TEXT, 142: TEXT, 705: TEXT}
-TEXT_TYPES.update({2275: TEXT, 114: JSON, 3802: JSONB, 4072: JSONPATH, 17: BYTEA, 2249: RECORD})
-NUMBER_TYPES = {20: INT8, 1700: NUMERIC, 701: FLOAT8, 790: MONEY, 1560: BITS, 1562: BITS}
-"""Types that can hold a card number (``float8`` holds integers up to 2**53 exactly; a bit
-string is what ``int8`` cast to ``bit(64)`` gives)."""
-RANGE_SUBTYPES = {3926: 20, 3906: 1700}  # int8range, numrange
-MULTIRANGE_SUBTYPES = {4536: 20, 4532: 1700}  # int8multirange, nummultirange
-NON_TEXT_TYPES = frozenset(
-    {
-        16, 21, 22, 23, 26, 27, 28, 29, 30, 600, 601, 602, 603, 604, 628, 700, 718, 774, 829,
-        1082, 1083, 1114, 1184, 1186, 1266, 2278, 2950, 2970, 3220, 3904, 3908, 3910, 3912,
-        4451, 4533, 4534, 4535, 5038, 5069,
-    }
-)  # fmt: skip
-"""Types that provably cannot carry text or a card number: bool, int2, int4, oid and the
-other system integers (``tid``, ``xid``, ``cid``, vectors of them), float4 (24 bits: no
-12-digit number), geometry (floats), macaddr, dates, times and intervals, void,
-uuid, snapshots, LSNs, and ranges of int4 and of dates and times."""
-ADDRESS_TYPES = frozenset({869, 650})  # inet, cidr
-ARRAY_ELEMENTS = {
-    1000: 16, 1001: 17, 1002: 18, 1003: 19, 1016: 20, 1005: 21, 1006: 22, 1007: 23, 1008: 24,
-    1009: 25, 1028: 26, 1010: 27, 1011: 28, 1012: 29, 1013: 30, 199: 114, 143: 142, 1017: 600,
-    1018: 601, 1019: 602, 1020: 603, 1027: 604, 629: 628, 651: 650, 1021: 700, 1022: 701,
-    719: 718, 775: 774, 791: 790, 1040: 829, 1041: 869, 1034: 1033, 1014: 1042, 1015: 1043,
-    1182: 1082, 1183: 1083, 1115: 1114, 1185: 1184, 1187: 1186, 1270: 1266, 1561: 1560,
-    1563: 1562, 1231: 1700, 2201: 1790, 2207: 2202, 2208: 2203, 2209: 2204, 2210: 2205,
-    2211: 2206, 2287: 2249, 1263: 2275, 2951: 2950, 2949: 2970, 3221: 3220, 3643: 3614,
-    3645: 3615, 3644: 3642, 3735: 3734, 3770: 3769, 3807: 3802, 3905: 3904, 3907: 3906,
-    3909: 3908, 3911: 3910, 3913: 3912, 3927: 3926, 4073: 4072, 4090: 4089, 4097: 4096,
-    4192: 4191, 6150: 4451, 6151: 4532, 6152: 4533, 6153: 4534, 6155: 4535, 6157: 4536,
-    5039: 5038, 271: 5069,
-}  # fmt: skip
-"""Every built-in array type (``pg_type.typarray``) and its element type."""
+NUMBERS = frozenset(
+    {NUMERIC, INT8, FLOAT8, MONEY, BITS, DIGITS, INT8_LE, DOUBLE_LE, RANGE, MULTIRANGE}
+)
+"""Kinds that are numbers (or ranges of them): scanned for card numbers unless
+``numeric_columns`` is off."""
 
 
-# MySQL's column type names (Column.type_name, set by the MySQL front end) that cannot carry
-# text: integers, floats, dates and times (fixed-width or packed in binary rows), BIT, GEOMETRY.
-MYSQL_NON_TEXT = frozenset(
-    {
-        "TINY", "SHORT", "LONG", "FLOAT", "DOUBLE", "NULL", "TIMESTAMP", "LONGLONG", "INT24",
-        "DATE", "TIME", "DATETIME", "YEAR", "NEWDATE", "BIT", "TIMESTAMP2", "DATETIME2", "TIME2",
-        "DECIMAL", "NEWDECIMAL", "GEOMETRY",
-    }
-)  # fmt: skip
-MYSQL_NUMBERS = frozenset({"LONGLONG", "DECIMAL", "NEWDECIMAL", "DOUBLE"})
-"""MySQL types that can hold a card number, scanned unless ``numeric_columns`` is off."""
+class TextValues:
+    """The value types of a protocol that declares none: every column is text."""
+
+    def column_kind(self, column: Column) -> ValueKind:
+        """Text."""
+        return TEXT
+
+    def type_kind(self, type_oid: int) -> ValueKind:
+        """Unknown."""
+        return OTHER
+
+    def element_type(self, type_oid: int) -> int | None:
+        """None."""
+        return None
+
+
+def value_types(protocol: str) -> ValueTypes:
+    """How the protocol named ``protocol`` encodes result values (its
+    :attr:`~hoopgw.protocol.ProtocolSpec.value_types`); :class:`TextValues` (every value
+    scanned as text) for a protocol that declares none or is not installed."""
+    try:
+        declared = load_protocol(protocol).value_types
+    except PluginError:
+        declared = None
+    return TextValues() if declared is None else declared
 
 
 class Refused(Exception):
@@ -113,62 +104,50 @@ class Refused(Exception):
     """
 
 
-def kind_of(type_oid: int, *, numeric: bool, ip: bool) -> str:
-    """How values of ``type_oid`` are masked (one of the kind constants)."""
-    if type_oid in TEXT_TYPES:
-        return TEXT_TYPES[type_oid]
-    if type_oid in ARRAY_ELEMENTS:
-        element = kind_of(ARRAY_ELEMENTS[type_oid], numeric=numeric, ip=ip)
-        return SKIP if element == SKIP else ARRAY
-    if type_oid in ADDRESS_TYPES:
-        return ADDRESS if ip else SKIP
-    if type_oid in NUMBER_TYPES:
-        return NUMBER_TYPES[type_oid] if numeric else SKIP
-    if type_oid in RANGE_SUBTYPES:
-        return RANGE if numeric else SKIP
-    if type_oid in MULTIRANGE_SUBTYPES:
-        return MULTIRANGE if numeric else SKIP
-    if type_oid in NON_TEXT_TYPES:
-        return SKIP
-    # Not known to be unable to carry text: tsvector, tsquery, reg* names, an extension's
-    # type, an enum, a domain, a composite type: scanned (fail closed).
-    return OTHER
-
-
-def mysql_kind(type_name: str, fmt: int, *, numeric: bool) -> str:
-    """How values of a MySQL column type (its protocol name) are masked in format ``fmt``
-    (0 text rows, 1 binary rows of prepared statements)."""
-    if type_name == "JSON":
-        return JSON  # JSON text in both formats
-    if numeric and type_name in MYSQL_NUMBERS:
-        if fmt == 1 and type_name in ("LONGLONG", "DOUBLE"):
-            return INT8_LE if type_name == "LONGLONG" else DOUBLE_LE
-        return DIGITS
-    if type_name in MYSQL_NON_TEXT:
-        return SKIP
-    return TEXT  # strings, blobs, ENUM, SET, and codes the gateway does not know: fail closed
-
-
 class ValueMasker:
     """Masks one value of a given kind and format; ``None`` means unchanged."""
 
     def __init__(
-        self, masker: Masker, *, on_invalid: str, numeric: bool = True, ip: bool = True
+        self,
+        masker: Masker,
+        *,
+        types: ValueTypes,
+        on_invalid: str,
+        numeric: bool = True,
+        ip: bool = True,
     ) -> None:
         """
+        :param types: how the protocol encodes values (its
+            :attr:`~hoopgw.protocol.ProtocolSpec.value_types`, or :class:`TextValues`).
         :param on_invalid: ``null`` to send SQL NULL where no valid masked form exists,
             ``refuse`` to raise :class:`Refused`.
         :param numeric: whether numbers are checked for card numbers (``numeric_columns``).
         :param ip: whether ``inet``/``cidr`` values are addresses to mask.
         """
         self.masker = masker
+        self._types = types
         self._on_invalid = on_invalid
         self._numeric = numeric
         self._ip = ip
 
-    def kind(self, type_oid: int) -> str:
-        """How values of ``type_oid`` are masked under this policy."""
-        return kind_of(type_oid, numeric=self._numeric, ip=self._ip)
+    def kind(self, type_oid: int) -> ValueKind:
+        """How values of ``type_oid`` (inside a value: a record's field, an array's element)
+        are masked under this policy."""
+        return self._policy(self._types.type_kind(type_oid), type_oid)
+
+    def column_kind(self, column: Column) -> ValueKind:
+        """How the values of a result column are masked under this policy."""
+        return self._policy(self._types.column_kind(column), column.type_oid)
+
+    def _policy(self, kind: ValueKind, type_oid: int) -> ValueKind:
+        if kind == ARRAY:
+            element = self._types.element_type(type_oid)
+            return SKIP if element is not None and self.kind(element) == SKIP else ARRAY
+        if kind == ADDRESS:
+            return ADDRESS if self._ip else SKIP
+        if kind in NUMBERS and not self._numeric:
+            return SKIP
+        return kind
 
     # -- whole values ------------------------------------------------------------------------
 
@@ -199,7 +178,9 @@ class ValueMasker:
         if kind in (RANGE, MULTIRANGE):
             if fmt == 0:
                 return self._text_range(value, counts)
-            subtype = (RANGE_SUBTYPES | MULTIRANGE_SUBTYPES)[type_oid]
+            subtype = self._types.element_type(type_oid)
+            if subtype is None:
+                raise Refused("a range value of a type without a bound type")
             if kind == RANGE:
                 return self._binary_range(value, subtype, counts)
             return self._binary_multirange(value, subtype, counts)
@@ -211,7 +192,7 @@ class ValueMasker:
             result = self._json(value[1:], counts)
             return b"\x01" + result if isinstance(result, bytes) else result
         if kind == ARRAY:
-            element = ARRAY_ELEMENTS.get(type_oid, 25)
+            element = self._types.element_type(type_oid)
             if fmt == 0:
                 return self._text_array(value, element, counts)
             return self._binary_array(value, counts)
@@ -486,10 +467,16 @@ class ValueMasker:
 
     # -- arrays ------------------------------------------------------------------------------
 
-    def _element(self, element_oid: int, fmt: int, value: bytes, counts: Counter[str]) -> Any:
+    def _element(
+        self, element_oid: int | None, fmt: int, value: bytes, counts: Counter[str]
+    ) -> Any:
+        if element_oid is None:  # an array type the protocol does not know: text elements
+            return self.mask(TEXT, fmt, value, counts)
         return self.mask(self.kind(element_oid), fmt, value, counts, element_oid)
 
-    def _text_array(self, value: bytes, element_oid: int, counts: Counter[str]) -> bytes | None:
+    def _text_array(
+        self, value: bytes, element_oid: int | None, counts: Counter[str]
+    ) -> bytes | None:
         text = value.decode("utf-8", "surrogateescape")
         prefix, body = _split_dimensions(text)
         items = _parse_array(body)

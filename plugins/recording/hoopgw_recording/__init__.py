@@ -35,6 +35,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from hoopgw.hookspecs import HANDED_OVER
 from hoopgw.plugin import Option, PluginContext, hookimpl
 from hoopgw.records import AuditEntry
 from hoopgw.session import Column, Command, CommandOutcome, Output, SessionInfo
@@ -53,6 +54,12 @@ HTTP_RESPONSE_KIND = "http-response"
 DECISION_WAIT = 0.02
 """Seconds an allowed command's verdict waits to join its ``command_completed`` record; a
 command still running then gets its ``command_decided`` record on its own."""
+SESSION_CONTINUED_KIND = "session_continued"
+"""Record kind of a live session a config reload handed to a new recording instance (its
+commands after it follow); written before the session's next command is decided."""
+SESSION_HANDED_OVER_KIND = "session_handed_over"
+"""Record kind of a live session a config reload took from this recording instance (the
+session goes on; a ``session_continued`` follows when recording stays enabled)."""
 
 MAX_SAMPLE_ROWS = 1000
 SAMPLE_VALUE_CHARS = 256
@@ -105,6 +112,7 @@ class RecordingPlugin:
         # (session id, command seq) -> (session, when decided, the verdict's fields).
         self._allowed: dict[tuple[str, int], tuple[SessionInfo, float, dict[str, Any]]] = {}
         self._allowed_timer: Any = None
+        self._adopted: set[str] = set()  # sessions a config reload handed to this instance
         if not self._sample_rows:
             # Without a server_rows implementation the protocol streams rows undecoded
             # (PluginChain.has_row_hooks), so the hook is hidden when sampling is off.
@@ -113,8 +121,27 @@ class RecordingPlugin:
     # -- decisions: write-ahead ----------------------------------------------------------------
 
     @hookimpl
+    def session_adopted(self, session: SessionInfo, previous: object | None) -> None:
+        """A config reload hands a live session to this instance: its record goes on (the
+        next :meth:`session_started` records the hand-over, not a new start)."""
+        self._adopted.add(session.id)
+
+    @hookimpl
     def session_started(self, session: SessionInfo) -> defer.Deferred[Block | None]:
-        """Record the session durably before it may start; ``Block`` if that fails."""
+        """Record the session durably before it may start; ``Block`` if that fails. For a
+        session a config reload handed over (:meth:`session_adopted`), record that the record
+        goes on (``session_continued``) instead."""
+        if session.id in self._adopted:
+            self._adopted.discard(session.id)
+            return self._durably(
+                SESSION_CONTINUED_KIND,
+                session,
+                {
+                    "connection": session.connection.name,
+                    "sample_rows": self._sample_rows,
+                    "http_body_chars": self._http_body_chars,
+                },
+            )
         identity = session.identity
         connection = session.connection
         return self._durably(
@@ -284,13 +311,19 @@ class RecordingPlugin:
 
     @hookimpl
     def session_closed(self, session: SessionInfo, reason: str) -> None:
-        """Record the end of the session."""
+        """Record the end of the session; for a session a config reload took from this
+        instance while it goes on (reason :data:`~hoopgw.hookspecs.HANDED_OVER`), record the
+        hand-over (``session_handed_over``) instead: the session has not ended."""
+        self._adopted.discard(session.id)
         for key in [key for key in self._samples if key[0] == session.id]:
             del self._samples[key]
         # Every decided command was completed first (hoopgw.ledger): none should be left.
         for key in [key for key in self._allowed if key[0] == session.id]:
             _, decided_at, fields = self._allowed.pop(key)
             self._observed("command_decided", session, {"seq": key[1], **fields}, time=decided_at)
+        if reason == HANDED_OVER:
+            self._observed(SESSION_HANDED_OVER_KIND, session, {"reason": reason})
+            return
         self._observed("session_closed", session, {"reason": reason})
 
     # -- writing -------------------------------------------------------------------------------

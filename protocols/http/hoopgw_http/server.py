@@ -265,7 +265,7 @@ class ClientConnection(protocol.Protocol):
             streamed=streamed,
             host=self.settings.host_header,
             credential=factory.credential,
-            inspect_responses=self.runtime.chain.has_output_hooks,
+            inspect_responses=self._chain.has_output_hooks,
             scrubber=SecretScrubber(factory.credential.secrets()),
             keep_alive=not self._wants_close and not upgrade,
             websocket=upgrade,
@@ -322,7 +322,7 @@ class ClientConnection(protocol.Protocol):
         self.identity = identity
         self.session_info = info
         self._token = token
-        self._ledger = CommandLedger(runtime.chain, info)
+        self._ledger = CommandLedger(runtime.chain, info, end_session=self.terminate)
         runtime.sessions.add(self)
         if self._login_timer is not None and self._login_timer.active():
             self._login_timer.cancel()
@@ -415,7 +415,7 @@ class ClientConnection(protocol.Protocol):
             },
         )
         try:
-            return self.runtime.chain.recordable(self.session_info, command)
+            return self._chain.recordable(self.session_info, command)
         except Exception:
             log.failure("audit_text hook failed; session ended")
             self.terminate("command recording failed; session ended")
@@ -559,9 +559,12 @@ class ClientConnection(protocol.Protocol):
 
     def mask(self, command: Command, output: Output) -> None:
         """Pass ``output`` through ``server_output``; exceptions propagate (fail closed)."""
-        self.runtime.chain.hook.server_output(
-            session=self.session_info, command=command, output=output
-        )
+        self._chain.hook.server_output(session=self.session_info, command=command, output=output)
+
+    @property
+    def _chain(self) -> Any:
+        """The chain in force (the session's, which follows config reloads)."""
+        return self.runtime.chain if self._ledger is None else self._ledger.chain
 
     def complete(self, command: Command, outcome: CommandOutcome) -> None:
         """Report ``command`` finished; the first report wins."""

@@ -90,7 +90,7 @@ class KubernetesSession:
         """Who is connected (what :class:`~hoopgw.protocol.LiveSession` asks for)."""
         self.session_info: SessionInfo | None = info
         """The recorded session (what :class:`~hoopgw.protocol.LiveSession` asks for)."""
-        self.ledger = CommandLedger(runtime.chain, info)
+        self.ledger = CommandLedger(runtime.chain, info, end_session=self.terminate)
         self._connection = connection
 
     def new_command(self, text: str, kind: str, details: dict[str, Any]) -> Command:
@@ -105,7 +105,7 @@ class KubernetesSession:
             kind=kind,
             details=details,
         )
-        return self.runtime.chain.recordable(self.info, command)
+        return self.ledger.chain.recordable(self.info, command)
 
     def decide(self, command: Command) -> defer.Deferred[Allow | Block]:
         """Decide ``command``; a decision the session's end withdraws fires with ``Block``."""
@@ -126,7 +126,7 @@ class KubernetesSession:
         :raises Exception: what a failing hook raised (the caller fails closed).
         """
         output = Output(kind, fields)
-        self.runtime.chain.hook.server_output(session=self.info, command=command, output=output)
+        self.ledger.chain.hook.server_output(session=self.info, command=command, output=output)
         return output.fields
 
     def terminate(self, reason: str) -> None:
@@ -450,7 +450,7 @@ class ApiConnection(protocol.Protocol):
             list(request.headers),
             host=runtime.config.target,
             bearer=self.settings.bearer,
-            masked=runtime.chain.has_output_hooks,
+            masked=session.ledger.chain.has_output_hooks,
         )
         if body:
             headers.append((b"content-length", b"%d" % len(body)))
@@ -514,7 +514,7 @@ class _ResponseRelay:
         self._recorded: list[str] = []
         self._recorded_size = 0
         self._finished = False
-        self._hooks = owner.runtime.chain.has_output_hooks
+        self._hooks = session.ledger.chain.has_output_hooks
 
     def _mask(self, fields: dict[str, str]) -> dict[str, str]:
         return self.session.mask(self.command, "body", fields)

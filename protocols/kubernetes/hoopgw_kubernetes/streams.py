@@ -46,7 +46,7 @@ from wsproto.utilities import LocalProtocolError, generate_accept_token
 
 from hoopgw import errors
 from hoopgw.session import Command, CommandOutcome, Output
-from hoopgw.shell_lines import LineJudge
+from hoopgw.shell import LineJudge
 from hoopgw.verdicts import Allow, Block
 from hoopgw_kubernetes.requests import ApiRequest, exec_command, flag, parameter
 from hoopgw_kubernetes.upstream import connect
@@ -375,7 +375,7 @@ class StreamRelay:
             return
         self._send_upstream(bytes([channel]) + payload)
 
-    # -- what a LineJudge asks of its channel (hoopgw.shell_lines.LineChannel) ------------------
+    # -- what a LineJudge asks of its channel (hoopgw.shell.LineChannel) ------------------
 
     @property
     def id(self) -> int:
@@ -410,7 +410,7 @@ class StreamRelay:
         self._fail_client("too much input while a line was being decided")
 
     def _client_input(self, data: bytes) -> bytes | None:
-        chain = self.owner.runtime.chain
+        chain = self.session.ledger.chain
         if not chain.has_input_hooks or not data:
             return data
         output = Output("stdin", {"data": self._stdin.decode(data)})
@@ -533,7 +533,7 @@ class StreamRelay:
         return out
 
     def _emit(self, channel: int, text: str) -> None:
-        if self.owner.runtime.chain.has_output_hooks:
+        if self.session.ledger.chain.has_output_hooks:
             try:
                 text = self.session.mask(self.command, _STREAMS[channel], {"data": text}).get(
                     "data", ""

@@ -220,9 +220,15 @@ class ClientSession(protocol.Protocol):
 
     transport: Any
 
+    @property
+    def chain(self) -> Any:
+        """The plugin chain in force: the session's once it started (it takes a reloaded
+        config's at its next command, :class:`~hoopgw.ledger.CommandLedger`), the
+        connection's before."""
+        return self.runtime.chain if self._ledger is None else self._ledger.chain
+
     def __init__(self, runtime: ConnectionRuntime, target: TargetInfo) -> None:
         self.runtime = runtime
-        self.chain = runtime.chain
         self._target = target  # shared by the connection: the target's last greeting
         self._reader = m.PacketReader(
             max_length=min(LOGIN_MAX_PACKET, runtime.gateway.max_message_size)
@@ -698,7 +704,7 @@ class ClientSession(protocol.Protocol):
             started_at=time.time(),
             attributes={"user": self._response.user, "database": self._response.database or ""},
         )
-        self._ledger = CommandLedger(self.chain, self.session)
+        self._ledger = CommandLedger(self.chain, self.session, end_session=self.terminate)
         self._wait(
             self.chain.decide("session_started", session=self.session), self._session_decided
         )

@@ -12,6 +12,7 @@ from hoopgw.connection import ConnectionConfig
 from hoopgw.protocol import ConnectionRuntime, ProtocolSpec
 from hoopgw.session import UpstreamOptions
 from hoopgw.sql import Dialect, LazyDialect
+from hoopgw_mysql.values import VALUE_TYPES
 
 
 def build_factory(runtime: ConnectionRuntime) -> Any:
@@ -40,4 +41,5 @@ PROTOCOL = ProtocolSpec(
     dialect=LazyDialect("mysql", _dialect),
     enforces=frozenset({"read_only"}),
     inspect_login=inspect_login,
+    value_types=VALUE_TYPES,
 )

@@ -121,9 +121,15 @@ class ClientSession(protocol.Protocol):
 
     transport: Any  # a TCP or TLS transport once connected
 
+    @property
+    def chain(self) -> Any:
+        """The plugin chain in force: the session's once it started (it takes a reloaded
+        config's at its next command, :class:`~hoopgw.ledger.CommandLedger`), the
+        connection's before."""
+        return self.runtime.chain if self._ledger is None else self._ledger.chain
+
     def __init__(self, runtime: ConnectionRuntime) -> None:
         self.runtime = runtime
-        self.chain = runtime.chain
         self._reader = m.MessageReader(max_length=runtime.gateway.max_message_size, startup=True)
         self._phase = "startup"
         self._inbox: deque[Any] = deque()
@@ -573,7 +579,7 @@ class ClientSession(protocol.Protocol):
             started_at=time.time(),
             attributes=attributes,
         )
-        self._ledger = CommandLedger(self.chain, self.session)
+        self._ledger = CommandLedger(self.chain, self.session, end_session=self.terminate)
         self._wait(
             self.chain.decide("session_started", session=self.session), self._session_decided
         )

@@ -12,6 +12,7 @@ from hoopgw.connection import ConnectionConfig
 from hoopgw.protocol import CatalogLogin, ColumnSource, ConnectionRuntime, ProtocolSpec
 from hoopgw.session import UpstreamOptions
 from hoopgw.sql import Dialect, LazyDialect
+from hoopgw_postgres.values import VALUE_TYPES
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -51,4 +52,5 @@ PROTOCOL = ProtocolSpec(
     enforces=frozenset({"read_only"}),
     inspect_login=inspect_login,
     read_columns=read_columns,
+    value_types=VALUE_TYPES,
 )

@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 
 from hoopgw import errors as refusals
 from hoopgw.session import Command, CommandOutcome, Output
-from hoopgw.shell_lines import LineJudge, parse_modes, unfollowable_modes
+from hoopgw.shell import LineJudge, parse_modes, unfollowable_modes
 from hoopgw.verdicts import Allow, Block
 from hoopgw_ssh.options import SshConfig, ssh_config
 from hoopgw_ssh.outstream import OutputBuffer
@@ -331,7 +331,7 @@ class SessionChannel(RelayChannel):
 
     def forward_input(self, data: bytes, data_type: int | None = None) -> None:
         """Pass client input on after the ``client_input`` hooks rewrote it."""
-        chain = self.session.runtime.chain
+        chain = self.session.chain
         if chain.has_input_hooks and data:
             output = Output("stdin", {"data": self._in.decode(data)})
             try:
@@ -350,7 +350,7 @@ class SessionChannel(RelayChannel):
         if self._sftp_replies is not None and data_type is None:
             self._sftp_replies.feed(data)
             return
-        if not self.session.runtime.chain.has_output_hooks:
+        if not self.session.chain.has_output_hooks:
             self._write_client(data, data_type)
             return
         decoder = self._out.get(data_type) or self._out.setdefault(data_type, _decoder())
@@ -376,7 +376,7 @@ class SessionChannel(RelayChannel):
     def _emit(self, text: str, data_type: int | None) -> None:
         output = Output("stderr" if data_type == STDERR else "stdout", {"data": text})
         try:
-            self.session.runtime.chain.hook.server_output(
+            self.session.chain.hook.server_output(
                 session=self.session.info, command=self.command, output=output
             )
         except Exception:

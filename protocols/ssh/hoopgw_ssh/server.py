@@ -70,7 +70,7 @@ class GatewaySession(avatar.ConchUser):
         """The recorded session (what :class:`~hoopgw.protocol.LiveSession` asks for)."""
         self.upstream = upstream
         self._transport = transport
-        self._ledger = CommandLedger(runtime.chain, info)
+        self._ledger = CommandLedger(runtime.chain, info, end_session=self.terminate)
         self._closed = False
         self._waiting: dict[int, Callable[[HeldStatement], None]] = {}  # seq -> tell held
         self.channelLookup = {b"session": SessionChannel, b"direct-tcpip": DirectTcpipChannel}
@@ -80,6 +80,12 @@ class GatewaySession(avatar.ConchUser):
         upstream.on_channel_open = lambda kind, data, window, packet: open_reverse_channel(
             self, kind, data, window, packet
         )
+
+    @property
+    def chain(self) -> Any:
+        """The plugin chain in force for the session (it takes a reloaded config's at its next
+        command, :class:`~hoopgw.ledger.CommandLedger`)."""
+        return self._ledger.chain
 
     @property
     def client_connection(self) -> RelayConnection:
@@ -104,7 +110,7 @@ class GatewaySession(avatar.ConchUser):
             details=details,
         )
         try:
-            return self.runtime.chain.recordable(self.info, command)
+            return self.chain.recordable(self.info, command)
         except Exception:
             log.failure("audit_text hook failed; session ended")
             self.terminate("command recording failed; session ended")

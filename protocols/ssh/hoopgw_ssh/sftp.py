@@ -243,7 +243,7 @@ class SftpReplies:
         self._channel.session.complete(command, outcome)
 
     def _data_unchanged(self, body: bytes) -> bool:
-        chain = self._channel.session.runtime.chain
+        chain = self._channel.session.chain
         if not chain.has_output_hooks:
             return True
         try:

@@ -416,3 +416,27 @@ def test_live_sessions_are_listed_and_ended_by_admins(api: Api) -> None:
     assert ended["identity"] == "agent"
     assert live.ended == ["ended by lead: leak"]
     assert audit.records[-1].kind == "session_terminated"
+
+
+def test_a_reload_is_for_admins_and_a_refusal_carries_the_errors(api: Api) -> None:
+    from hoopgw.errors import ReloadError
+
+    asked: list[str] = []
+    answers: list[Any] = [
+        defer.succeed({"added": ["pg2"], "removed": [], "changed": {}, "ended_sessions": []}),
+        defer.fail(ReloadError("connection 'pg', key 'guardrails.deny': unknown class")),
+    ]
+
+    def reload(by: str) -> defer.Deferred[Any]:
+        asked.append(by)
+        return answers.pop(0)
+
+    api.service.roles = {"admin": ("leads",), "approver": ("dba",)}
+    api.resource = AdminApi(api.service, api.authenticator, api.clock, reload=reload)
+    status, refused = api.call("POST", "/api/reload", token="alice-key")
+    assert (status, refused["error"]["code"], asked) == (403, "forbidden", [])
+    status, applied = api.call("POST", "/api/reload", token="lead-key")
+    assert (status, applied["added"], asked) == (200, ["pg2"], ["lead (admin API)"])
+    status, invalid = api.call("POST", "/api/reload", token="lead-key")
+    assert (status, invalid["error"]["code"]) == (400, "invalid")
+    assert "guardrails.deny" in invalid["error"]["message"]

@@ -3,103 +3,27 @@ fake audit writer."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-import attrs
 import pytest
-from twisted.internet import defer, task
 
 from hoopgw.approvals.common import ApprovalError
-from hoopgw.approvals.grants import GRANT_SWEEP_INTERVAL, GrantService
-from hoopgw.approvals.reviews import ReviewService
-from hoopgw.connection import ConnectionConfig, CredentialConfig
+from hoopgw.approvals.grants import GRANT_SWEEP_INTERVAL
 from hoopgw.errors import StoreError
-from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.session import Identity
-from hoopgw.store.sqlite import SQLiteStore
-from hoopgw.testing import FakeAuditWriter
 
-ALICE = Identity(name="alice", groups=frozenset({"dba"}))
-BOB = Identity(name="bob", groups=frozenset({"dba"}))
-EVE = Identity(name="eve", groups=frozenset({"agents"}))
-AUDITOR = Identity(name="dave", groups=frozenset({"audit"}))
-AGENT = Identity(name="agent", groups=frozenset({"agents"}))
-
-
-def connection(name: str = "test", **overrides: Any) -> ConnectionConfig:
-    return ConnectionConfig(
-        name=name,
-        protocol="postgres",
-        listen="tcp:0",
-        target="127.0.0.1:5432",
-        credential=CredentialConfig(user="postgres"),
-        allow_groups=("agents",),
-        **overrides,
-    )
-
-
-@attrs.define(eq=False)
-class FakeLive:
-    identity: Identity | None
-    runtime: Any
-    session: Any = None
-    ended: list[str] = attrs.Factory(list)
-
-    def terminate(self, reason: str) -> None:
-        self.ended.append(reason)
-
-
-@attrs.define
-class World:
-    clock: task.Clock
-    store: SQLiteStore
-    audit: FakeAuditWriter
-    sessions: SessionRegistry
-    service: ReviewService
-    grants: GrantService
-    events: list[tuple[str, str]]
-
-    def result(self, d: defer.Deferred[Any]) -> Any:
-        box: list[Any] = []
-
-        def keep(result: Any) -> Any:
-            box.append(result)
-            return result
-
-        d.addBoth(keep)
-        return box[0] if box else None
+# The shared world (tests/hoopgw/approvals/world.py), loaded by tests/conftest.py.
+helpers: Any = sys.modules["hoopgw_tests_approvals_world"]
+ALICE, EVE, AUDITOR, AGENT = helpers.ALICE, helpers.EVE, helpers.AUDITOR, helpers.AGENT
+World = helpers.World
+FakeLive = helpers.FakeLive
+connection = helpers.connection
 
 
 @pytest.fixture
 def world() -> World:
-    clock = task.Clock()
-    clock.advance(1_000_000)
-    store = SQLiteStore(":memory:")
-    store.migrate()
-    audit = FakeAuditWriter()
-    sessions = SessionRegistry()
-    jit = connection("jit", access="jit", jit_approvers=("leads",), jit_max_duration=3600.0)
-    roles = {"approver": ("dba",), "auditor": ("audit",), "admin": ("ops",)}
-    grants = GrantService(
-        store=store,
-        audit=audit,  # type: ignore[arg-type]
-        reactor=clock,
-        connections={"test": connection(), "jit": jit},
-        roles=roles,
-        sessions=sessions,
-    )
-    service = ReviewService(
-        store=store,
-        audit=audit,  # type: ignore[arg-type]
-        reactor=clock,
-        grants=grants,
-        roles=roles,
-        sessions=sessions,
-        approval_timeout=300,
-    )
-    events: list[tuple[str, str]] = []
-    service.add_notifier("test", lambda review, event: events.append((review.id, event)))
-    return World(clock, store, audit, sessions, service, grants, events)
+    return helpers.make_world()
 
 
 LEAD = Identity(name="lead", groups=frozenset({"leads"}))
@@ -135,8 +59,8 @@ def test_an_approved_request_grants_access_until_it_expires(world: World) -> Non
     granted = grant(world)
     assert world.grants.active_grant("agent", "jit") == granted
     assert world.audit.kinds() == ["review_requested", "review_decided", "grant_created"]
-    live = FakeLive(identity=AGENT, runtime=_runtime("jit"))
-    other = FakeLive(identity=AGENT, runtime=_runtime("test"))
+    live = FakeLive(identity=AGENT, runtime=helpers.runtime("jit"))
+    other = FakeLive(identity=AGENT, runtime=helpers.runtime("test"))
     world.sessions.add(live)  # type: ignore[arg-type]
     world.sessions.add(other)  # type: ignore[arg-type]
     world.clock.advance(599)
@@ -189,7 +113,7 @@ def test_stop_cancels_the_expiry_of_access_requests(world: World) -> None:
 
 def test_revocation_ends_sessions_and_is_limited(world: World) -> None:
     granted = grant(world)
-    live = FakeLive(identity=AGENT, runtime=_runtime("jit"))
+    live = FakeLive(identity=AGENT, runtime=helpers.runtime("jit"))
     world.sessions.add(live)  # type: ignore[arg-type]
     with pytest.raises(ApprovalError, match="may not revoke"):
         world.grants.revoke(granted.id, EVE, "x")
@@ -211,21 +135,13 @@ def test_start_ends_grants_that_expired_while_down(world: World) -> None:
     assert world.audit.kinds()[-1] == "grant_expired"
 
 
-def _runtime(name: str) -> Any:
-    @attrs.define
-    class Runtime:
-        config: Any
-
-    return Runtime(config=connection(name))
-
-
 def test_a_grant_ends_its_sessions_even_when_the_store_fails(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from hoopgw.errors import StoreError
 
     granted = grant(world)
-    live = FakeLive(identity=AGENT, runtime=_runtime("jit"))
+    live = FakeLive(identity=AGENT, runtime=helpers.runtime("jit"))
     world.sessions.add(live)  # type: ignore[arg-type]
 
     def broken(*args: Any, **kwargs: Any) -> Any:
@@ -266,9 +182,9 @@ def test_a_session_registered_after_its_grant_ended_is_ended_by_the_sweep(world:
     world.service.start()
     grant(world)
     world.clock.advance(600)  # the grant ends; nothing is registered yet
-    late = FakeLive(identity=AGENT, runtime=_runtime("jit"))
+    late = FakeLive(identity=AGENT, runtime=helpers.runtime("jit"))
     world.sessions.add(late)  # type: ignore[arg-type]
-    other = FakeLive(identity=AGENT, runtime=_runtime("test"))  # not a jit connection
+    other = FakeLive(identity=AGENT, runtime=helpers.runtime("test"))  # not a jit connection
     world.sessions.add(other)  # type: ignore[arg-type]
     world.clock.advance(GRANT_SWEEP_INTERVAL)
     assert late.ended == ["no live access grant of 'agent' on 'jit'"]
@@ -280,7 +196,7 @@ def test_a_session_registered_after_its_grant_ended_is_ended_by_the_sweep(world:
 def test_the_sweep_leaves_sessions_under_a_live_grant(world: World) -> None:
     world.service.start()
     grant(world)
-    live = FakeLive(identity=AGENT, runtime=_runtime("jit"))
+    live = FakeLive(identity=AGENT, runtime=helpers.runtime("jit"))
     world.sessions.add(live)  # type: ignore[arg-type]
     world.clock.advance(GRANT_SWEEP_INTERVAL * 3)
     assert live.ended == []

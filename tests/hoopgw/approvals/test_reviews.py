@@ -2,108 +2,41 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import attrs
 import pytest
-from twisted.internet import defer, task
 
 from hoopgw.approvals.common import ApprovalError, roles_of
 from hoopgw.approvals.grants import GrantService
 from hoopgw.approvals.reviews import ReviewService
-from hoopgw.connection import ConnectionConfig, CredentialConfig
 from hoopgw.errors import StoreError
 from hoopgw.reviews import ReviewPolicy
 from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.session import Identity
-from hoopgw.store.sqlite import SQLiteStore
 from hoopgw.testing import FakeAuditWriter, make_command, make_session
 from hoopgw.verdicts import Allow, Block, Hold
 
 POLICY = ReviewPolicy(approvers=("dba",), required=1, timeout=60, valid_for=600)
 HOLD = Hold(reason="write: DELETE needs approval", rule="write")
 
-ALICE = Identity(name="alice", groups=frozenset({"dba"}))
-BOB = Identity(name="bob", groups=frozenset({"dba"}))
-EVE = Identity(name="eve", groups=frozenset({"agents"}))
-AUDITOR = Identity(name="dave", groups=frozenset({"audit"}))
-AGENT = Identity(name="agent", groups=frozenset({"agents"}))
-
-
-def connection(name: str = "test", **overrides: Any) -> ConnectionConfig:
-    return ConnectionConfig(
-        name=name,
-        protocol="postgres",
-        listen="tcp:0",
-        target="127.0.0.1:5432",
-        credential=CredentialConfig(user="postgres"),
-        allow_groups=("agents",),
-        **overrides,
-    )
-
-
-@attrs.define(eq=False)
-class FakeLive:
-    identity: Identity | None
-    runtime: Any
-    session: Any = None
-    ended: list[str] = attrs.Factory(list)
-
-    def terminate(self, reason: str) -> None:
-        self.ended.append(reason)
-
-
-@attrs.define
-class World:
-    clock: task.Clock
-    store: SQLiteStore
-    audit: FakeAuditWriter
-    sessions: SessionRegistry
-    service: ReviewService
-    grants: GrantService
-    events: list[tuple[str, str]]
-
-    def result(self, d: defer.Deferred[Any]) -> Any:
-        box: list[Any] = []
-
-        def keep(result: Any) -> Any:
-            box.append(result)
-            return result
-
-        d.addBoth(keep)
-        return box[0] if box else None
+# The shared world (tests/hoopgw/approvals/world.py), loaded by tests/conftest.py.
+helpers: Any = sys.modules["hoopgw_tests_approvals_world"]
+ALICE, BOB, EVE, AUDITOR, AGENT = (
+    helpers.ALICE,
+    helpers.BOB,
+    helpers.EVE,
+    helpers.AUDITOR,
+    helpers.AGENT,
+)
+World = helpers.World
+connection = helpers.connection
 
 
 @pytest.fixture
 def world() -> World:
-    clock = task.Clock()
-    clock.advance(1_000_000)
-    store = SQLiteStore(":memory:")
-    store.migrate()
-    audit = FakeAuditWriter()
-    sessions = SessionRegistry()
-    jit = connection("jit", access="jit", jit_approvers=("leads",), jit_max_duration=3600.0)
-    roles = {"approver": ("dba",), "auditor": ("audit",), "admin": ("ops",)}
-    grants = GrantService(
-        store=store,
-        audit=audit,  # type: ignore[arg-type]
-        reactor=clock,
-        connections={"test": connection(), "jit": jit},
-        roles=roles,
-        sessions=sessions,
-    )
-    service = ReviewService(
-        store=store,
-        audit=audit,  # type: ignore[arg-type]
-        reactor=clock,
-        grants=grants,
-        roles=roles,
-        sessions=sessions,
-        approval_timeout=300,
-    )
-    events: list[tuple[str, str]] = []
-    service.add_notifier("test", lambda review, event: events.append((review.id, event)))
-    return World(clock, store, audit, sessions, service, grants, events)
+    return helpers.make_world()
 
 
 def hold(world: World, text: str = "DELETE FROM t WHERE id = 1", **kw: Any) -> Any:

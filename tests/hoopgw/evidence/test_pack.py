@@ -813,3 +813,39 @@ def test_command_refuses_a_used_folder(capsys, config_file, tmp_path):
 
     assert code == 2
     assert "not an empty folder" in err
+
+
+# -- the control map -------------------------------------------------------------------------
+
+CONTROLS_BEFORE = Path(__file__).with_name("controls_before.json")
+"""What the control map wrote when it was code (hoopgw/evidence/controls.py before
+controls.toml), for the scenarios below: moving the map to data changed no word of a pack."""
+
+
+def _scenario(name, store, config_file):
+    if name == "sessions":
+        entries = session_entries("s1", start=NOON)
+        ssh = attrs.evolve(
+            entries[0],
+            session_id="s2",
+            data={**entries[0].data, "protocol": "ssh", "client_tls": False},
+        )
+        store.append([*entries, ssh])
+        store.append(review_entries(NOON + 20))
+    elif name == "broken":
+        store.append(session_entries("s1", start=NOON))
+        tamper(config_file, 2)
+
+
+@pytest.mark.parametrize("name", ["empty", "sessions", "broken"])
+def test_the_control_map_writes_what_it_wrote_as_code(store, config_file, tmp_path, name):
+    _scenario(name, store, config_file)
+    folder = tmp_path / "pack"
+
+    make_pack(store, config_file, folder)
+
+    before = json.loads(CONTROLS_BEFORE.read_text())[name]
+    markdown = (folder / "index.md").read_text()
+    assert summary(folder)["controls"] == before["controls"]
+    table = markdown[markdown.index("## Controls") : markdown.index("## Chain verification")]
+    assert table == before["markdown"]

@@ -112,7 +112,9 @@ def started(config: Config) -> tuple[Gateway, Reactor]:
 
 def test_start_listens_on_every_connection_with_its_own_chain(config: Config) -> None:
     gateway, reactor = started(config)
-    servers = {(port, interface): factory for port, factory, _, interface in reactor.tcpServers}
+    servers = {
+        (port, interface): switch.current for port, switch, _, interface in reactor.tcpServers
+    }
     assert set(servers) == {(15432, "127.0.0.1"), (15433, "127.0.0.1")}
     first, second = servers[(15432, "127.0.0.1")], servers[(15433, "127.0.0.1")]
     assert isinstance(first, ClientSessionFactory)
@@ -264,7 +266,7 @@ def test_a_requirement_the_protocol_cannot_enforce_refuses_the_connection() -> N
     from hoopgw.plugin import hookimpl
     from hoopgw.protocol import ProtocolSpec
     from hoopgw.runtime.chain import PluginChain
-    from hoopgw.runtime.gateway import upstream_options
+    from hoopgw.runtime.connections import upstream_options
     from hoopgw.session import UpstreamOptions
 
     class ReadOnly:

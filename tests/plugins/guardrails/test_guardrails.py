@@ -376,3 +376,20 @@ def test_a_deny_rule_wins_over_an_earlier_review_rule() -> None:
 def test_only_review_rules_have_approvers() -> None:
     with pytest.raises(ConfigError, match="approvers"):
         _client({"rules": [{"tables": ["t"], "approvers": ["dba"]}]})
+
+
+def test_a_reloaded_instance_takes_over_the_prepared_statements() -> None:
+    old = _client({"deny": ["drop"]})
+    assert old.run("PREPARE ok AS SELECT 1").verdict == Allow()
+    new = _client({"deny": ["drop", "truncate"]})  # the same session id (make_session)
+    assert new.session.id == old.session.id
+    adopted = new.chain._pm.get_plugin(PLUGIN)
+    adopted.session_adopted(old.session, old.chain._pm.get_plugin(PLUGIN))
+    assert new.run("EXECUTE ok").verdict == Allow()
+    assert new.run("TRUNCATE t").verdict.rule == "truncate"
+
+
+def test_guardrails_enabled_by_a_reload_knows_no_earlier_prepared_statement() -> None:
+    fresh = _client({"deny": ["drop"]})
+    fresh.chain._pm.get_plugin(PLUGIN).session_adopted(fresh.session, None)
+    assert fresh.run("EXECUTE ok").verdict.rule == "unknown-prepared"

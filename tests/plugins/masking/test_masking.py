@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from hoopgw.config.load import parse_config
 from hoopgw.errors import ConfigError
 from hoopgw.plugin import PluginContext, validate_options
+from hoopgw.protocol import ProtocolSpec, ValueKind
 from hoopgw.runtime.chain import PluginChain
 from hoopgw.session import Column, Command, CommandOutcome, Output
 from hoopgw.testing import FakeAuditWriter, ScriptedClient, make_connection, make_session
@@ -440,3 +441,48 @@ def test_a_card_among_short_numbers_is_found_in_both_formats() -> None:
         rows = [[encode(7)], [None], [encode(-card)], [encode(card)]]
         result = client.run("SELECT", columns=columns, rows=rows)
         assert result.rows == [[encode(7)], [None], [None], [None]]
+
+
+class _NothingCarriesText:
+    """Value types of a made-up protocol: no column can carry text."""
+
+    def column_kind(self, column: Column) -> ValueKind:
+        return ValueKind.SKIP
+
+    def type_kind(self, type_oid: int) -> ValueKind:
+        return ValueKind.SKIP
+
+    def element_type(self, type_oid: int) -> int | None:
+        return None
+
+
+@pytest.mark.parametrize(
+    ("name", "value_types", "scanned"),
+    [
+        ("made-up", _NothingCarriesText(), False),
+        ("postgres", _NothingCarriesText(), False),
+        ("postgres", None, True),  # the name alone says nothing: every value is text
+    ],
+)
+def test_masking_asks_the_protocol_how_values_are_typed_never_its_name(
+    monkeypatch: pytest.MonkeyPatch, name: str, value_types: Any, scanned: bool
+) -> None:
+    spec = ProtocolSpec(name=name, build_factory=lambda runtime: None, value_types=value_types)
+    monkeypatch.setattr("hoopgw_masking.values.load_protocol", lambda protocol: spec)
+    options = validate_options("masking", MaskingPlugin.options, {}, connection="test")
+    plugin = MaskingPlugin(
+        PluginContext(
+            connection=make_connection(protocol=name),
+            options=options,
+            audit=None,
+            log=Logger(),
+            reactor=Clock(),
+        )
+    )
+    session, command = make_session(), Command(session_id="s", seq=1, text="", kind="query")
+    columns = [Column("t", type_oid=25, type_name="VAR_STRING", format=0)]
+    rows: list[list[bytes | None]] = [[EMAIL.encode()]]
+    answer = plugin.result_columns(session=session, command=command, columns=columns)
+    assert answer is (None if scanned else False)
+    plugin.server_rows(session=session, command=command, columns=columns, rows=rows)
+    assert rows == [[b"[EMAIL]" if scanned else EMAIL.encode()]]

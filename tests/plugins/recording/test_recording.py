@@ -580,3 +580,22 @@ def test_http_response_bodies_are_recorded_as_the_client_saw_them_and_cut(writer
     # Other output kinds are not http_response records.
     chain.hook.server_output(session=SESSION, command=request, output=Output("notice", {}))
     assert len(writer.writes) == 1
+
+
+def test_a_config_reload_hands_the_session_over_without_an_end_or_a_new_start():
+    from hoopgw.hookspecs import HANDED_OVER
+
+    writer = FakeWriter()
+    old, new = make_plugin(writer), make_plugin(writer, sample_rows=5)
+    new.session_adopted(SESSION, old)
+    old.session_closed(SESSION, HANDED_OVER)
+    started = fired(new.session_started(SESSION))
+    assert started == []  # written ahead: the next command waits for it
+    writer.make_durable()
+    assert started == [None]
+    assert writer.kinds == ["session_handed_over", "session_continued"]
+    assert writer.writes[1][0].data["sample_rows"] == 5
+    new.session_closed(SESSION, "client closed")
+    # A later session of the same instance starts as any other.
+    fired(new.session_started(SESSION))
+    assert writer.kinds[-2:] == ["session_closed", "session_started"]

@@ -35,6 +35,11 @@ class FakeSession:
         self.is_closed = False
         self._seq = 0
 
+    @property
+    def chain(self) -> Any:
+        """The chain in force (the real session's follows config reloads)."""
+        return self.runtime.chain
+
     def new_command(self, text: str, kind: str, details: dict[str, Any]) -> Command:
         self._seq += 1
         return Command(session_id="s1", seq=self._seq, text=text, kind=kind, details=details)

@@ -3,23 +3,15 @@ side is congested."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-from pathlib import Path
 from typing import Any
 
 from hoopgw_ssh.relay import BUFFER_LIMIT, RelayChannel, RelayConnection
 
 
 def _fakes() -> Any:
-    name = "hoopgw_tests_ssh_fakes"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("fakes.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    # tests/protocols/ssh/fakes.py, loaded by tests/conftest.py (tests are no package).
+    return sys.modules["hoopgw_tests_ssh_fakes"]
 
 
 fakes = _fakes()

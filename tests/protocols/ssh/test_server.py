@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -106,17 +107,8 @@ def test_load_private_key() -> None:
 
 
 def _fakes() -> Any:
-    import importlib.util
-    import sys
-
-    name = "hoopgw_tests_ssh_fakes"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("fakes.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    # tests/protocols/ssh/fakes.py, loaded by tests/conftest.py (tests are no package).
+    return sys.modules["hoopgw_tests_ssh_fakes"]
 
 
 def _assert_modern(lists: dict[str, list[bytes]]) -> None:

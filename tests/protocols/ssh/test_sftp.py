@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import struct
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -30,14 +28,8 @@ from hoopgw.session import Output
 
 
 def _fakes() -> Any:
-    name = "hoopgw_tests_ssh_fakes"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("fakes.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    # tests/protocols/ssh/fakes.py, loaded by tests/conftest.py (tests are no package).
+    return sys.modules["hoopgw_tests_ssh_fakes"]
 
 
 def _s(text: str | bytes) -> bytes:

@@ -1,28 +1,20 @@
-"""Tests for hoopgw.shell_lines, through SSH channel fakes: typed lines decided before Enter
-reaches the shell."""
+"""Tests for hoopgw.shell.lines, through SSH channel fakes (``tests/protocols/ssh/fakes.py``):
+typed lines decided before Enter reaches the shell."""
 
 from __future__ import annotations
 
-import importlib.util
 import struct
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from hoopgw.shell_lines import LineJudge, parse_modes
+from hoopgw.shell import LineJudge, parse_modes
 
 
 def _fakes() -> Any:
-    name = "hoopgw_tests_ssh_fakes"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("fakes.py"))
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    # tests/protocols/ssh/fakes.py, loaded by tests/conftest.py (tests are no package).
+    return sys.modules["hoopgw_tests_ssh_fakes"]
 
 
 FakeChannel = _fakes().FakeChannel
@@ -260,7 +252,7 @@ def test_a_continued_line_is_judged_with_its_continuation() -> None:
 
 
 def test_terminal_modes_that_change_line_editing_are_found() -> None:
-    from hoopgw.shell_lines import unfollowable_modes
+    from hoopgw.shell import unfollowable_modes
 
     modes = _modes
     # What OpenSSH sends for a usual terminal.
@@ -285,7 +277,7 @@ def test_terminal_modes_that_change_line_editing_are_found() -> None:
 
 
 def test_a_line_longer_than_the_limit_is_not_kept_and_refused() -> None:
-    from hoopgw.shell_lines import LINE_LIMIT
+    from hoopgw.shell import LINE_LIMIT
 
     judge, channel = _judge()
     judge.feed(b"x" * (3 * LINE_LIMIT))
@@ -296,7 +288,7 @@ def test_a_line_longer_than_the_limit_is_not_kept_and_refused() -> None:
 
 
 def test_continuation_lines_are_bounded() -> None:
-    from hoopgw.shell_lines import LINE_LIMIT
+    from hoopgw.shell import LINE_LIMIT
 
     judge, channel = _judge()
     judge.feed(b"echo 'a\r")
@@ -310,7 +302,7 @@ def test_continuation_lines_are_bounded() -> None:
 
 
 def test_a_command_over_too_many_lines_is_refused() -> None:
-    from hoopgw.shell_lines import CONTINUED_LINES_LIMIT
+    from hoopgw.shell import CONTINUED_LINES_LIMIT
 
     judge, channel = _judge()
     judge.feed(b"echo 'a\r" + b"x\r" * CONTINUED_LINES_LIMIT)
@@ -336,7 +328,7 @@ def test_a_byte_that_is_no_utf8_character_may_run_the_line() -> None:
 
 
 def test_modes_that_give_one_key_two_editing_meanings_are_refused() -> None:
-    from hoopgw.shell_lines import unfollowable_modes
+    from hoopgw.shell import unfollowable_modes
 
     assert unfollowable_modes(_modes((3, 0x15))) is not None  # erase is the kill key
     assert unfollowable_modes(_modes((4, 0x08))) is not None  # kill is Ctrl-H

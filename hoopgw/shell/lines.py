@@ -38,7 +38,7 @@ import attrs
 
 from hoopgw import errors as refusals
 from hoopgw.session import CommandOutcome
-from hoopgw.shell import needs_more
+from hoopgw.shell.parser import needs_more
 from hoopgw.verdicts import Allow, Block
 
 __all__ = ["LineChannel", "LineJudge", "TerminalKeys", "parse_modes", "unfollowable_modes"]

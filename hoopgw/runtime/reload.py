@@ -1,0 +1,465 @@
+"""Config reload without dropping sessions (``SIGHUP``, ``hoopgw reload``, ``POST /api/reload``).
+
+A reload reads the config file again, validates it whole (the errors of a start), and applies
+what changed in ``[[connections]]``, all or nothing:
+
+1. *plan* -- compare the two configs by connection name: added, removed, changed. Any other
+   table (``[gateway]``, ``[roles]``, ``[identity]``, ``[console]``) that differs refuses the
+   reload: those need a restart.
+2. *build* -- a new plugin chain and protocol factory for each added or changed connection.
+   An instance whose plugin name and options did not change, on a connection whose name,
+   protocol, target and ``via`` did not change, is kept (the same object serves the new chain);
+   the others are new. A plugin that rejects its options, or asks for what the protocol cannot
+   enforce, refuses the reload.
+3. *bind* -- a listener on each new address (added connections, and changed connections whose
+   ``listen`` changed), while the old ones keep serving. A bind that fails closes those just
+   opened and refuses the reload: an address the old config still holds (a port that moves
+   between two connections, or the same port on another interface) cannot be taken over by a
+   reload; do it in two reloads or restart.
+4. *record* -- the ``config_reloaded`` audit record (who, the file's SHA-256, what changed, the
+   sessions it ends) is durable before anything changes; a store that cannot write refuses the
+   reload.
+5. *apply* -- nothing here can fail: new clients of a changed connection reach the new
+   factory at once (the listener's :class:`ListenerSwitch`), live sessions take the new chain
+   at their next command (:class:`~hoopgw.ledger.CommandLedger`), removed connections stop
+   listening, moved listeners close their old address, and live sessions whose connection was
+   removed or whose identity lost access are ended with the reason (their protocol's error)
+   and a ``session_terminated`` record.
+
+Reloads are per process and one at a time: a second one while one runs is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from hoopgw.admin.sessions import SESSION_TERMINATED_KIND
+from hoopgw.connection import ConnectionConfig
+from hoopgw.errors import HoopgwError, ReloadError
+from hoopgw.records import AuditEntry
+
+if TYPE_CHECKING:
+    from hoopgw.config.load import Config
+    from hoopgw.protocol import ConnectionRuntime, LiveSession
+    from hoopgw.runtime.chain import PluginChain
+
+__all__ = [
+    "CONFIG_RELOADED_KIND",
+    "ListenerSwitch",
+    "Served",
+    "access_lost",
+    "plan_reload",
+    "reusable_plugins",
+]
+
+log = Logger(namespace="hoopgw.reload")
+
+CONFIG_RELOADED_KIND = "config_reloaded"
+"""Audit record kind of an applied config reload."""
+
+RESTART_TABLES = ("gateway", "roles", "identity", "console")
+"""Config tables a reload does not apply: a change there refuses it."""
+
+
+class ListenerSwitch:
+    """The factory a connection's listener serves: it hands each new client to the factory of
+    the connection's newest config, so a changed connection whose address stays takes new
+    clients without closing its listening socket."""
+
+    noisy = False
+
+    def __init__(self, factory: Any) -> None:
+        self.current = factory
+        """The factory new clients reach."""
+
+    def switch(self, factory: Any) -> None:
+        """New clients reach ``factory`` (started already: ``doStart``) from now on; the old
+        one keeps its live clients."""
+        old, self.current = self.current, factory
+        old.doStop()
+
+    def buildProtocol(self, addr: Any) -> Any:
+        """The protocol of the current factory for a new client."""
+        return self.current.buildProtocol(addr)
+
+    def doStart(self) -> None:
+        """The listener started (Twisted's factory life cycle)."""
+        self.current.doStart()
+
+    def doStop(self) -> None:
+        """The listener stopped."""
+        self.current.doStop()
+
+    def logPrefix(self) -> str:
+        """What Twisted's log lines of the listener start with."""
+        return str(getattr(self.current, "logPrefix", lambda: "hoopgw")())
+
+
+@attrs.define(kw_only=True)
+class Served:
+    """One configured connection as the gateway serves it."""
+
+    config: ConnectionConfig
+    """Its config."""
+    runtime: ConnectionRuntime
+    """What its protocol serves it with (the chain is :attr:`runtime`'s)."""
+    port: Any
+    """The listening port."""
+    switch: ListenerSwitch
+    """The listener's factory."""
+
+
+@attrs.frozen(kw_only=True)
+class ReloadPlan:
+    """What a reload changes, by connection."""
+
+    added: tuple[ConnectionConfig, ...]
+    removed: tuple[ConnectionConfig, ...]
+    changed: tuple[tuple[ConnectionConfig, ConnectionConfig], ...]
+    """``(old, new)`` pairs."""
+
+    def summary(self) -> dict[str, Any]:
+        """The plan as the audit record, the log and the API show it."""
+        return {
+            "added": [c.name for c in self.added],
+            "removed": [c.name for c in self.removed],
+            "changed": {new.name: _differences(old, new) for old, new in self.changed},
+        }
+
+
+def plan_reload(old: Config, new: Config) -> ReloadPlan:
+    """Compare two validated configs.
+
+    :raises ReloadError: a table other than ``[[connections]]`` changed (that needs a restart).
+    """
+    differing = [t for t in RESTART_TABLES if getattr(old, t) != getattr(new, t)]
+    if differing:
+        tables = ", ".join(f"[{t}]" for t in differing)
+        raise ReloadError(
+            f"{tables} changed: a reload applies [[connections]] only; restart the gateway to"
+            " apply the rest (the running config stays)"
+        )
+    before = {c.name: c for c in old.connections}
+    after = {c.name: c for c in new.connections}
+    added = [c for name, c in after.items() if name not in before]
+    removed = [c for name, c in before.items() if name not in after]
+    changed = []
+    for name, config in after.items():
+        previous = before.get(name)
+        if previous is not None and previous != config:
+            changed.append((previous, config))
+    return ReloadPlan(added=tuple(added), removed=tuple(removed), changed=tuple(changed))
+
+
+def _differences(old: ConnectionConfig, new: ConnectionConfig) -> list[str]:
+    """The keys of a connection that differ (``credential`` named, never shown)."""
+    fields = [f.name for f in attrs.fields(ConnectionConfig)]
+    differing = [f for f in fields if f != "plugin_options" and getattr(old, f) != getattr(new, f)]
+    for name in sorted(set(old.plugin_options) | set(new.plugin_options)):
+        if old.plugin_options.get(name) != new.plugin_options.get(name):
+            differing.append(name)
+    return differing
+
+
+def reusable_plugins(old: ConnectionConfig, new: ConnectionConfig) -> set[str]:
+    """Names of the plugins whose instance the new config of a connection keeps: the same
+    options, on a connection with the same name, protocol, target and ``via``."""
+    if (old.name, old.protocol, old.target, old.via) != (
+        new.name,
+        new.protocol,
+        new.target,
+        new.via,
+    ):
+        return set()
+    return {
+        name
+        for name in new.plugins
+        if name in old.plugins and old.plugin_options.get(name) == new.plugin_options.get(name)
+    }
+
+
+def access_lost(session: LiveSession, config: ConnectionConfig, grants: Any) -> str | None:
+    """Why the identity of ``session`` may no longer use the connection under ``config``, or
+    None while it may (the rules of :meth:`~hoopgw.identity.authn.Authenticator.admit`)."""
+    identity = session.identity
+    if identity is None:
+        return None
+    if not set(config.allow_groups) & identity.groups:
+        return (
+            f'identity "{identity.name}" may no longer use connection "{config.name}"'
+            " (none of its groups is in allow_groups)"
+        )
+    if config.access == "jit" and (
+        grants is None or grants.active_grant(identity.name, config.name) is None
+    ):
+        return (
+            f'connection "{config.name}" now needs a just-in-time grant and identity'
+            f' "{identity.name}" has none'
+        )
+    return None
+
+
+def _read_only(chain: PluginChain, config: ConnectionConfig) -> bool:
+    from hoopgw.runtime.connections import connection_info
+
+    return chain.upstream_options(connection_info(config)).read_only
+
+
+def config_digest(data: bytes) -> str:
+    """``sha256:HEX`` of the config file's bytes."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class Reloader:
+    """Applies reloads to one :class:`~hoopgw.runtime.gateway.Gateway` (see the module)."""
+
+    def __init__(self, gateway: Any) -> None:
+        self._gateway = gateway
+        self._running = False
+
+    @defer.inlineCallbacks
+    def reload_file(self, *, by: str) -> Any:
+        """Read the gateway's config file again and apply it (see :meth:`apply`)."""
+        from hoopgw.config.load import parse_config
+
+        source = self._gateway.config.source_file
+        if source is None:
+            raise ReloadError("the gateway was not started from a file; nothing to reload")
+        try:
+            data = source.read_bytes()
+        except OSError as exc:
+            raise ReloadError(f"cannot read config file {str(source)!r}: {exc.strerror}") from None
+        try:
+            config = parse_config(data.decode("utf-8"), base_dir=source.parent)
+        except UnicodeDecodeError:
+            raise ReloadError(f"cannot read config file {str(source)!r}: not UTF-8 text") from None
+        except HoopgwError as exc:
+            raise ReloadError(str(exc)) from None
+        config = attrs.evolve(config, source_file=source)
+        result = yield self.apply(config, by=by, digest=config_digest(data))
+        return result
+
+    @defer.inlineCallbacks
+    def apply(self, config: Config, *, by: str, digest: str = "") -> Any:
+        """Apply the validated ``config``; fires with the plan's summary (what changed, the
+        sessions ended), or fails with :class:`~hoopgw.errors.ReloadError` having changed
+        nothing.
+
+        :param by: who asked (``SIGHUP``, an identity of the admin API), for the record.
+        :param digest: the config file's digest, for the record.
+        """
+        if self._running:
+            raise ReloadError("another reload is being applied; try again")
+        if not self._gateway.serving:
+            raise ReloadError("the gateway is not serving (starting or stopping); nothing reloaded")
+        self._running = True
+        try:
+            result = yield self._apply(config, by=by, digest=digest)
+        finally:
+            self._running = False
+        return result
+
+    @defer.inlineCallbacks
+    def _apply(self, config: Config, *, by: str, digest: str) -> Any:
+        gw = self._gateway
+        plan = plan_reload(gw.config, config)
+        served: dict[str, Served] = gw.served
+        built: dict[str, tuple[ConnectionRuntime, Any]] = {}
+        try:
+            for connection in plan.added:
+                built[connection.name] = gw.build_connection(connection)
+            for old, new in plan.changed:
+                keep = reusable_plugins(old, new)
+                instances = {
+                    name: instance
+                    for name, instance in served[old.name].runtime.chain.plugins
+                    if name in keep
+                }
+                built[new.name] = gw.build_connection(new, keep=instances)
+        except HoopgwError as exc:
+            raise ReloadError(str(exc)) from None
+        binding = [c for c in plan.added] + [
+            new for old, new in plan.changed if old.listen != new.listen
+        ]
+        ports: dict[str, tuple[Any, ListenerSwitch]] = {}
+        try:
+            for connection in binding:
+                switch = ListenerSwitch(built[connection.name][1])
+                port = yield gw.listen(connection.listen, switch, f"connection {connection.name!r}")
+                ports[connection.name] = (port, switch)
+        except Exception as exc:
+            yield self._close(port for port, _ in ports.values())
+            if isinstance(exc, HoopgwError):
+                raise ReloadError(f"{exc} (the running config stays)") from None
+            raise
+        read_only = {
+            new.name
+            for old, new in plan.changed
+            if _read_only(built[new.name][0].chain, new)
+            and not _read_only(served[old.name].runtime.chain, old)
+        }
+        # Start the factories an unmoved listener will switch to (SSH loads its host keys): a
+        # failure refuses the reload here, before anything changed.
+        starting = [built[new.name][1] for old, new in plan.changed if new.name not in ports]
+        started: list[Any] = []
+        try:
+            for factory in starting:
+                factory.doStart()
+                started.append(factory)
+        except Exception as exc:
+            for factory in started:
+                factory.doStop()
+            yield self._close(port for port, _ in ports.values())
+            raise ReloadError(
+                f"cannot start a connection: {exc} (the running config stays)"
+            ) from None
+        ending = self._sessions_to_end(plan, config, read_only)
+        summary = {
+            **plan.summary(),
+            "ended_sessions": [s.session_info.id for s, _ in ending if s.session_info],
+        }
+        entry = AuditEntry(
+            kind=CONFIG_RELOADED_KIND,
+            session_id="",
+            time=gw.reactor.seconds(),
+            data={
+                "by": by,
+                "file": str(config.source_file or ""),
+                "digest": digest,
+                **summary,
+            },
+        )
+        try:
+            yield gw.audit.write(entry)
+        except Exception as exc:
+            for factory in started:
+                factory.doStop()
+            yield self._close(port for port, _ in ports.values())
+            raise ReloadError(
+                f"cannot record the reload ({exc}); the running config stays"
+            ) from None
+        self._commit(plan, config, built, ports, ending, by=by)
+        return summary
+
+    def _sessions_to_end(
+        self, plan: ReloadPlan, config: Config, read_only: set[str]
+    ) -> list[tuple[LiveSession, str]]:
+        """The live sessions the new config no longer allows, each with why. ``read_only``
+        names the connections whose new plugins require read-only sessions on the target
+        where the old ones did not: their live sessions were not set up so, and end."""
+        removed = {c.name for c in plan.removed}
+        current = {c.name: c for c in config.connections}
+        grants = getattr(self._gateway.approvals, "grants", None)
+        ending = []
+        for session in self._gateway.sessions:
+            if session.session_info is None:
+                continue
+            name = session.runtime.config.name
+            if name in removed:
+                ending.append(
+                    (session, f'connection "{name}" was removed from the gateway\'s config')
+                )
+                continue
+            if current[name].protocol != session.runtime.config.protocol:
+                ending.append((session, f'connection "{name}" changed its protocol'))
+                continue
+            if name in read_only:
+                ending.append(
+                    (
+                        session,
+                        f'connection "{name}" now requires read-only sessions on the target,'
+                        " which this session was not started as; reconnect",
+                    )
+                )
+                continue
+            lost = access_lost(session, current[name], grants)
+            if lost is not None:
+                ending.append((session, lost))
+        return ending
+
+    def _commit(
+        self,
+        plan: ReloadPlan,
+        config: Config,
+        built: Mapping[str, tuple[ConnectionRuntime, Any]],
+        ports: Mapping[str, tuple[Any, ListenerSwitch]],
+        ending: list[tuple[LiveSession, str]],
+        *,
+        by: str,
+    ) -> None:
+        gw = self._gateway
+        served: dict[str, Served] = gw.served
+        closing = []
+        for old, new in plan.changed:
+            runtime, factory = built[new.name]
+            entry = served[new.name]
+            previous: PluginChain = entry.runtime.chain
+            if old.protocol == new.protocol:  # else its sessions end (_sessions_to_end)
+                previous.successor = runtime.chain
+            if new.name in ports:
+                closing.append(entry.port)
+                entry.port, entry.switch = ports[new.name]
+            else:
+                entry.switch.switch(factory)
+            entry.config, entry.runtime = new, runtime
+            gw.watch_reviews(new.name, runtime.chain)
+        for connection in plan.added:
+            runtime, _ = built[connection.name]
+            port, switch = ports[connection.name]
+            served[connection.name] = Served(
+                config=connection, runtime=runtime, port=port, switch=switch
+            )
+            gw.watch_reviews(connection.name, runtime.chain)
+        for connection in plan.removed:
+            closing.append(served.pop(connection.name).port)
+        gw.config_applied(config)
+        self._close(closing)
+        for session, reason in ending:
+            self._end(session, reason, by=by)
+        for connection in [*plan.added, *(new for _, new in plan.changed)]:
+            try:
+                gw.check_target(connection)
+            except Exception:  # a warning only: the reload is applied already
+                log.failure("cannot check the target of connection {name}", name=connection.name)
+        log.info(
+            "config reloaded (by {by}): added {added}, changed {changed}, removed {removed};"
+            " {ended} session(s) ended",
+            by=by,
+            added=[c.name for c in plan.added] or "none",
+            changed=[new.name for _, new in plan.changed] or "none",
+            removed=[c.name for c in plan.removed] or "none",
+            ended=len(ending),
+        )
+
+    def _end(self, session: LiveSession, reason: str, *, by: str) -> None:
+        """End ``session`` with ``reason`` and its ``session_terminated`` record."""
+        info = session.session_info
+        assert info is not None
+        gw = self._gateway
+        entry = AuditEntry(
+            kind=SESSION_TERMINATED_KIND,
+            session_id=info.id,
+            time=gw.reactor.seconds(),
+            data={
+                "by": f"config reload ({by})",
+                "reason": reason,
+                "connection": info.connection.name,
+            },
+        )
+        gw.audit.write(entry).addErrback(
+            lambda f: log.error(
+                "cannot record the end of session {id}: {why}", id=info.id, why=f.value
+            )
+        )
+        # Ended whether or not the record could be written: access is gone either way.
+        session.terminate(f"{reason} (config reloaded)")
+
+    @staticmethod
+    def _close(ports: Any) -> defer.Deferred[Any]:
+        return defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in ports])

@@ -82,7 +82,7 @@ RECOVERY_BATCH = 1000
 RESET_WAIT = 1.0
 """Seconds the journal waits for the store to catch up before it is emptied (answers wait too,
 so only once per :data:`hoopgw.audit.journal.RESET_SIZE` of growth)."""
-STORE_INTERVAL = 0.01
+STORE_INTERVAL = 0.002
 """Shortest time, in seconds, between two store transactions of the writer: what arrives
 meanwhile is appended in one (the store is off the path a command waits on; the journal holds
 the entries until then). Fewer, larger transactions spend less of the machine per record."""

@@ -72,6 +72,16 @@ def closed(gateway: RunningGateway, session_id: str) -> list[dict[str, Any]]:
     return found
 
 
+def stored(gateway: RunningGateway, kind: str) -> list[dict[str, Any]]:
+    """The records of ``kind``, once one is in the store (within 10 s: the journal holds a
+    record before the store does)."""
+    deadline = time.monotonic() + 10
+    while not (found := records(gateway, kind)):
+        assert time.monotonic() < deadline, f"no {kind} record"
+        time.sleep(0.05)
+    return found
+
+
 def reload_cli(gateway: RunningGateway, admin_port: int, token: str) -> Any:
     return subprocess.run(
         [*HOOPGW_COMMAND, "reload"],
@@ -194,7 +204,7 @@ def test_a_removed_connection_ends_its_session_with_a_message_and_a_record(
             dbname=pg_database,
             connect_timeout=5,
         )
-    [ended] = records(gw, "session_terminated")
+    [ended] = stored(gw, "session_terminated")
     assert ended["by"] == "config reload (SIGHUP)" and "removed" in ended["reason"]
     assert records(gw, "config_reloaded")[-1]["ended_sessions"] == [ended_session(gw, ended)]
 

@@ -25,6 +25,7 @@ from hoopgw.config.load import Config, parse_config
 from hoopgw.errors import StartupError
 from hoopgw.runtime import gateway as gateway_module
 from hoopgw.runtime.gateway import Gateway, server_tls_options
+from hoopgw.runtime.worker import WorkerLink
 from hoopgw.testing import InlineWriterProcess
 
 CONFIG = """
@@ -311,3 +312,20 @@ def test_a_worker_listens_only_on_the_sockets_its_parent_bound(config: Config) -
         failure.value
     )
     assert reactor.tcpServers == []
+
+
+def test_a_sqlite_store_shared_by_workers_is_read_inline(config: Config) -> None:
+    # A SQLite connection belongs to the thread that opened it: a store thread pool made every
+    # worker's login fail as "store unavailable".
+    link = WorkerLink(
+        index=2,
+        instance="w2",
+        listeners={},
+        audit_fd=-1,
+        control_fd=-1,
+        serves_admin=False,
+    )
+
+    gateway = Gateway(config, Reactor(), worker=link)
+
+    assert not gateway.store_calls.threaded_pool

@@ -211,6 +211,11 @@ def _read_only(chain: PluginChain, config: ConnectionConfig) -> bool:
     return chain.upstream_options(connection_info(config)).read_only
 
 
+def _ids(ending: list[tuple[LiveSession, str]]) -> list[str]:
+    """The ids of the sessions in ``ending`` that started (the others were logging in)."""
+    return [s.session_info.id for s, _ in ending if s.session_info is not None]
+
+
 def config_digest(data: bytes) -> str:
     """``sha256:HEX`` of the config file's bytes."""
     return "sha256:" + hashlib.sha256(data).hexdigest()
@@ -319,10 +324,9 @@ class Reloader:
             raise ReloadError(
                 f"cannot start a connection: {exc} (the running config stays)"
             ) from None
-        ending = self._sessions_to_end(plan, config, read_only)
         summary = {
             **plan.summary(),
-            "ended_sessions": [s.session_info.id for s, _ in ending if s.session_info],
+            "ended_sessions": _ids(self._sessions_to_end(plan, config, read_only)),
         }
         entry = AuditEntry(
             kind=CONFIG_RELOADED_KIND,
@@ -344,8 +348,11 @@ class Reloader:
             raise ReloadError(
                 f"cannot record the reload ({exc}); the running config stays"
             ) from None
+        # Judged again now, with nothing left to wait for: a client admitted under the old
+        # config while the record was written must not escape the new one.
+        ending = self._sessions_to_end(plan, config, read_only)
         self._commit(plan, config, built, ports, ending, by=by)
-        return summary
+        return {**summary, "ended_sessions": _ids(ending)}
 
     def _sessions_to_end(
         self, plan: ReloadPlan, config: Config, read_only: set[str]
@@ -358,7 +365,8 @@ class Reloader:
         grants = getattr(self._gateway.approvals, "grants", None)
         ending = []
         for session in self._gateway.sessions:
-            if session.session_info is None:
+            if session.identity is None:
+                # Not admitted yet: the authenticator judges it by the new config.
                 continue
             name = session.runtime.config.name
             if name in removed:
@@ -440,21 +448,22 @@ class Reloader:
     def _end(self, session: LiveSession, reason: str, *, by: str) -> None:
         """End ``session`` with ``reason`` and its ``session_terminated`` record."""
         info = session.session_info
-        assert info is not None
+        session_id = "" if info is None else info.id  # None: still logging in to the target
         gw = self._gateway
         entry = AuditEntry(
             kind=SESSION_TERMINATED_KIND,
-            session_id=info.id,
+            session_id=session_id,
             time=gw.reactor.seconds(),
             data={
                 "by": f"config reload ({by})",
                 "reason": reason,
-                "connection": info.connection.name,
+                "connection": session.runtime.config.name,
+                "identity": None if session.identity is None else session.identity.name,
             },
         )
         gw.audit.write(entry).addErrback(
             lambda f: log.error(
-                "cannot record the end of session {id}: {why}", id=info.id, why=f.value
+                "cannot record the end of session {id}: {why}", id=session_id, why=f.value
             )
         )
         # Ended whether or not the record could be written: access is gone either way.

@@ -324,3 +324,56 @@ def test_a_reload_that_cannot_be_recorded_is_refused(
     assert failure.check(ReloadError) and "cannot record the reload" in failure.getErrorMessage()
     assert chain.successor is None and "pg2" not in gateway.served
     assert 15433 in reactor.stopped  # the listener it had bound is closed again
+
+
+class LoggingIn(Live):
+    """A client admitted on a connection whose target login is still under way: it has an
+    identity, but no session yet."""
+
+    def __init__(self, connection: str, groups: frozenset[str]) -> None:
+        super().__init__(connection, groups)
+        self.session_info = None  # type: ignore[assignment]
+
+
+def test_a_client_still_logging_in_to_the_target_is_ended_too(tmp_path: Path) -> None:
+    """Admitted under the old config, its session would start after the reload checked the
+    live ones: on a removed connection, or with an identity that lost access."""
+    gateway, _, path = started(tmp_path)
+    write(path, pg2=15433)
+    reload(gateway)
+    removed = LoggingIn("pg2", frozenset({"dba"}))
+    lost = LoggingIn("pg", frozenset({"agents"}))
+    kept = LoggingIn("pg", frozenset({"dba"}))
+    for session in (removed, lost, kept):
+        gateway.sessions.add(session)
+    write(path, groups='["dba"]')
+    changes = reload(gateway)
+    assert changes["removed"] == ["pg2"]
+    assert removed.reasons and "was removed" in removed.reasons[0]
+    assert lost.reasons and "may no longer use connection" in lost.reasons[0]
+    assert kept.reasons == []
+    ended = records(tmp_path, "session_terminated")
+    assert sorted(e["identity"] for e in ended) == [lost.identity.name, removed.identity.name]
+
+
+def test_a_session_admitted_while_the_reload_is_recorded_is_ended_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record of a reload takes time (a write to the store); a client admitted under the
+    old config meanwhile must not escape the new one."""
+    gateway, _, path = started(tmp_path)
+    write_record = gateway.audit.write
+    late: list[Live] = []
+
+    def write_then_admit(entry: Any) -> Any:
+        written = write_record(entry)
+        if entry.kind == "config_reloaded":
+            late.append(Live("pg", frozenset({"agents"})))
+            gateway.sessions.add(late[0])
+        return written
+
+    monkeypatch.setattr(gateway.audit, "write", write_then_admit)
+    write(path, groups='["dba"]')
+    changes = reload(gateway)
+    assert late[0].reasons and "may no longer use connection" in late[0].reasons[0]
+    assert changes["ended_sessions"] == [late[0].session_info.id]

@@ -72,6 +72,9 @@ class CommandLedger:
         self._deciding: dict[int, defer.Deferred[Any]] = {}
         self._allowed: set[int] = set()  # open commands that may have reached the target
         self._closed = False
+        if chain.retired is not None:
+            # Started on a runtime a reload replaced while this client was logging in.
+            self._refuse(f"{chain.retired} while this session was starting; reconnect")
 
     @property
     def closed(self) -> bool:

@@ -211,6 +211,37 @@ def _read_only(chain: PluginChain, config: ConnectionConfig) -> bool:
     return chain.upstream_options(connection_info(config)).read_only
 
 
+_CARRIED_KEYS = frozenset(
+    {
+        "plugins",
+        "plugin_options",
+        "allow_groups",
+        "access",
+        "jit_approvers",
+        "jit_max_duration",
+        "jit_request_ttl",
+        "listen",
+    }
+)
+"""Connection keys a session started on the old runtime still honours after a reload: the
+chain hand-over carries the plugins, the admission check reads the access keys from the
+newest config, and ``listen`` only concerns new clients."""
+
+
+def _retired(old: ConnectionConfig, new: ConnectionConfig, read_only: bool) -> str | None:
+    """Why no session may start on the old runtime of a changed connection any more (see
+    :attr:`~hoopgw.runtime.chain.PluginChain.retired`), or None while one may."""
+    if read_only:
+        return f'connection "{new.name}" now requires read-only sessions on the target'
+    differing = [k for k in _differences(old, new) if k in _FIELDS and k not in _CARRIED_KEYS]
+    if differing:
+        return f'connection "{new.name}" changed ({", ".join(differing)})'
+    return None
+
+
+_FIELDS = frozenset(f.name for f in attrs.fields(ConnectionConfig))
+
+
 def _ids(ending: list[tuple[LiveSession, str]]) -> list[str]:
     """The ids of the sessions in ``ending`` that started (the others were logging in)."""
     return [s.session_info.id for s, _ in ending if s.session_info is not None]
@@ -351,7 +382,7 @@ class Reloader:
         # Judged again now, with nothing left to wait for: a client admitted under the old
         # config while the record was written must not escape the new one.
         ending = self._sessions_to_end(plan, config, read_only)
-        self._commit(plan, config, built, ports, ending, by=by)
+        self._commit(plan, config, built, ports, ending, read_only, by=by)
         return {**summary, "ended_sessions": _ids(ending)}
 
     def _sessions_to_end(
@@ -398,6 +429,7 @@ class Reloader:
         built: Mapping[str, tuple[ConnectionRuntime, Any]],
         ports: Mapping[str, tuple[Any, ListenerSwitch]],
         ending: list[tuple[LiveSession, str]],
+        read_only: set[str],
         *,
         by: str,
     ) -> None:
@@ -410,6 +442,7 @@ class Reloader:
             previous: PluginChain = entry.runtime.chain
             if old.protocol == new.protocol:  # else its sessions end (_sessions_to_end)
                 previous.successor = runtime.chain
+            previous.retired = _retired(old, new, new.name in read_only)
             if new.name in ports:
                 closing.append(entry.port)
                 entry.port, entry.switch = ports[new.name]
@@ -425,7 +458,9 @@ class Reloader:
             )
             gw.watch_reviews(connection.name, runtime.chain)
         for connection in plan.removed:
-            closing.append(served.pop(connection.name).port)
+            gone = served.pop(connection.name)
+            closing.append(gone.port)
+            gone.runtime.chain.retired = f'connection "{connection.name}" was removed'
         gw.config_applied(config)
         self._close(closing)
         for session, reason in ending:

@@ -248,3 +248,22 @@ def test_a_command_withdrawn_while_the_introduction_is_pending_is_decided_once()
         ("completed", "after"),
         ("closed", "client closed"),
     ]
+
+
+def test_a_session_started_on_a_retired_chain_is_refused_and_ended() -> None:
+    """A client that was still logging in when a reload removed its connection, changed its
+    protocol or made it read-only starts on the old runtime (its target login made without
+    the new requirements): its commands are refused and it is ended, never run."""
+    events: list[tuple[str, ...]] = []
+    reactor = MemoryReactorClock()
+    old = chain_of(("policy", Observer("old", events)), reactor=reactor)
+    old.retired = 'connection "pg" now requires read-only sessions on the target'
+    ended: list[str] = []
+    ledger = CommandLedger(old, make_session(), end_session=ended.append)
+    _, verdicts = run(ledger, "DELETE FROM t")
+    [verdict] = verdicts
+    assert isinstance(verdict, Block) and "read-only" in verdict.reason
+    assert ("old", "command", "DELETE FROM t") not in events
+    reactor.advance(0)
+    assert ended and "read-only" in ended[0]
+    assert ledger.decide_at_once(make_command("SELECT 1", seq=ledger.next_seq())) is None

@@ -386,3 +386,59 @@ def test_replaced_plugins_take_the_session_over_and_rejudge_it(
         # One record per session: the recorder with new options took it over.
         assert kinds.count("session_started") == 1 and kinds.count("session_closed") == 1
         assert kinds.index("session_handed_over") < kinds.index("session_continued")
+
+
+def _pg_message(kind: bytes, body: bytes) -> bytes:
+    return kind + (len(body) + 4).to_bytes(4, "big") + body
+
+
+def _pg_read(sock: Any) -> tuple[bytes, bytes]:
+    """One backend message (kind, body); (b"", b"") when the gateway closed the connection."""
+    header = b""
+    while len(header) < 5:
+        chunk = sock.recv(5 - len(header))
+        if not chunk:
+            return b"", b""
+        header += chunk
+    size = int.from_bytes(header[1:5], "big") - 4
+    body = b""
+    while len(body) < size:
+        chunk = sock.recv(size - len(body))
+        if not chunk:
+            return b"", b""
+        body += chunk
+    return header[:1], body
+
+
+@pytest.mark.store
+def test_a_client_logging_in_across_a_read_only_reload_does_not_get_a_writable_session(
+    gateway: Callable[..., RunningGateway], pg_database: str
+) -> None:
+    """A client that opened its connection before a reload made the connection read-only and
+    sends its password after: admitted by the new config, it must not get a session whose
+    target login was made without ``default_transaction_read_only`` (the old runtime's)."""
+    import socket
+
+    gw = gateway(plugins=["recording", "guardrails"], connection={"client_tls": "disabled"})
+    key = gw.create_key("agent-1", ["agents"])
+    with socket.create_connection((gw.host, gw.port), timeout=20) as sock:
+        params = b"user\0agent-1\0database\0" + pg_database.encode() + b"\0\0"
+        startup = (196608).to_bytes(4, "big") + params
+        sock.sendall((len(startup) + 4).to_bytes(4, "big") + startup)
+        kind, body = _pg_read(sock)
+        assert kind == b"R" and body[:4] == (3).to_bytes(4, "big")  # password, please
+        edit_config(gw, lambda d: connection(d, "pg").update(guardrails={"deny": ["write"]}))
+        hang_up(gw)
+        sock.sendall(_pg_message(b"p", key.encode() + b"\0"))
+        sock.sendall(_pg_message(b"Q", b"SHOW default_transaction_read_only\0"))
+        seen: list[tuple[bytes, bytes]] = []
+        while True:
+            kind, body = _pg_read(sock)
+            if not kind:
+                break
+            seen.append((kind, body))
+            if kind == b"Z" and any(k == b"T" for k, _ in seen):
+                break
+    rows = [body for kind, body in seen if kind == b"D"]
+    assert rows == [] or all(b"on" in row for row in rows), seen
+    assert any(kind == b"E" for kind, _ in seen), seen

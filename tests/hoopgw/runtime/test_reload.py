@@ -377,3 +377,29 @@ def test_a_session_admitted_while_the_reload_is_recorded_is_ended_too(
     changes = reload(gateway)
     assert late[0].reasons and "may no longer use connection" in late[0].reasons[0]
     assert changes["ended_sessions"] == [late[0].session_info.id]
+
+
+def test_the_old_runtime_starts_no_session_the_new_config_would_set_up_otherwise(
+    tmp_path: Path,
+) -> None:
+    """A client still logging in on the replaced runtime is admitted by the new config, but
+    its target login is the old runtime's: no session may start there once the change is one
+    the hand-over cannot carry (read-only newly required, another target, a removed
+    connection). A policy change alone leaves it free to start (its first command takes the
+    new chain)."""
+    gateway, _, path = started(tmp_path)
+    first = gateway.served["pg"].runtime.chain
+    write(path, deny='["ddl", "drop"]', pg2=15433)
+    reload(gateway)
+    assert first.retired is None
+    second = gateway.served["pg"].runtime.chain
+    pg2 = gateway.served["pg2"].runtime.chain
+    write(path, deny='["write"]')
+    reload(gateway)
+    assert second.retired is not None and "read-only" in second.retired
+    assert pg2.retired is not None and "removed" in pg2.retired
+    third = gateway.served["pg"].runtime.chain
+    path.write_text(path.read_text().replace("127.0.0.1:5432", "127.0.0.1:5499"))
+    reload(gateway)
+    assert third.retired is not None and "target" in third.retired
+    assert gateway.served["pg"].runtime.chain.retired is None

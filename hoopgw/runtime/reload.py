@@ -242,6 +242,10 @@ def _retired(old: ConnectionConfig, new: ConnectionConfig, read_only: bool) -> s
 _FIELDS = frozenset(f.name for f in attrs.fields(ConnectionConfig))
 
 
+def _instances(chain: PluginChain) -> list[int]:
+    return [id(instance) for _, instance in chain.plugins]
+
+
 def _ids(ending: list[tuple[LiveSession, str]]) -> list[str]:
     """The ids of the sessions in ``ending`` that started (the others were logging in)."""
     return [s.session_info.id for s, _ in ending if s.session_info is not None]
@@ -450,6 +454,8 @@ class Reloader:
                 entry.switch.switch(factory)
             entry.config, entry.runtime = new, runtime
             gw.watch_reviews(new.name, runtime.chain)
+            if _instances(previous) != _instances(runtime.chain):
+                self._withdraw_reviews(new.name)
         for connection in plan.added:
             runtime, _ = built[connection.name]
             port, switch = ports[connection.name]
@@ -503,6 +509,19 @@ class Reloader:
         )
         # Ended whether or not the record could be written: access is gone either way.
         session.terminate(f"{reason} (config reloaded)")
+
+    def _withdraw_reviews(self, connection: str) -> None:
+        """Abort the statements held for review on ``connection`` under its replaced chain:
+        their approvers and rules were the old config's (the client sends them again)."""
+        approvals = self._gateway.approvals
+        if approvals is None:
+            return
+        why = "the connection's config was reloaded; send the statement again"
+        approvals.abort_pending(why, connection).addErrback(
+            lambda f: log.error(
+                "cannot record the reviews withdrawn on {name}: {why}", name=connection, why=f.value
+            )
+        )
 
     @staticmethod
     def _close(ports: Any) -> defer.Deferred[Any]:

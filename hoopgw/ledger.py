@@ -87,10 +87,16 @@ class CommandLedger:
         This is the session's command boundary: when a config reload replaced the connection's
         chain, the session takes the newest one here (see *Config reload* in
         :mod:`hoopgw.hookspecs`)."""
-        if not self._closed and self.chain.successor is not None:
-            self._take(self.chain.newest())
+        self.catch_up()
         self._seq += 1
         return self._seq
+
+    def catch_up(self) -> None:
+        """Take the connection's newest chain now, between two commands' numbers: for a
+        protocol step that is no new command but makes data flow under the chain in force (a
+        suspended portal fetched again after a config reload)."""
+        if not self._closed and self.chain.successor is not None:
+            self._take(self.chain.newest())
 
     def _take(self, newest: PluginChain) -> None:
         old = self.chain

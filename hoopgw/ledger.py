@@ -94,7 +94,7 @@ class CommandLedger:
     def catch_up(self) -> None:
         """Take the connection's newest chain now, between two commands' numbers: for a
         protocol step that is no new command but makes data flow under the chain in force (a
-        suspended portal fetched again after a config reload)."""
+        suspended portal or an open cursor fetched again after a config reload)."""
         if not self._closed and self.chain.successor is not None:
             self._take(self.chain.newest())
 

@@ -376,10 +376,14 @@ class Reloader:
         )
         try:
             yield gw.audit.write(entry)
+            if not gw.serving:  # stopped meanwhile: its stop closed only the ports it knew
+                raise ReloadError("the gateway is stopping")
         except Exception as exc:
             for factory in started:
                 factory.doStop()
             yield self._close(port for port, _ in ports.values())
+            if isinstance(exc, ReloadError):
+                raise ReloadError(f"{exc}; nothing reloaded") from None
             raise ReloadError(
                 f"cannot record the reload ({exc}); the running config stays"
             ) from None

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
 
 from hoopgw.audit.writer import AuditWriter
 from hoopgw.config.load import load_config
@@ -403,3 +404,35 @@ def test_the_old_runtime_starts_no_session_the_new_config_would_set_up_otherwise
     reload(gateway)
     assert third.retired is not None and "target" in third.retired
     assert gateway.served["pg"].runtime.chain.retired is None
+
+
+def test_a_reload_the_gateway_stops_during_opens_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while a reload's record is being written: the stop closes the listeners it
+    knows; the reload must not then apply and leave a new listener open on a stopping
+    gateway."""
+    from twisted.internet import defer
+
+    gateway, reactor, path = started(tmp_path)
+    assert gateway.audit is not None
+    write_record = gateway.audit.write
+    pending: list[defer.Deferred[Any]] = []
+
+    def slow(entry: Any, **kwargs: Any) -> Any:
+        if entry.kind != "config_reloaded":
+            return write_record(entry, **kwargs)
+        d: defer.Deferred[Any] = defer.Deferred()
+        pending.append(d)
+        return d
+
+    monkeypatch.setattr(gateway.audit, "write", slow)
+    write(path, pg2=15433)
+    results: list[Any] = []
+    gateway.reload(by="test").addBoth(results.append)
+    assert pending and not results
+    gateway.stop()
+    pending[0].callback(None)
+    assert results and isinstance(results[0], Failure) and results[0].check(ReloadError)
+    assert "pg2" not in gateway.served
+    assert 15433 in reactor.stopped

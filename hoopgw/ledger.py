@@ -33,7 +33,7 @@ from twisted.logger import Logger
 from hoopgw.hookspecs import HANDED_OVER
 from hoopgw.runtime.chain import WITHDRAWN, PluginChain
 from hoopgw.session import Command, CommandOutcome, SessionInfo
-from hoopgw.verdicts import Allow, Block
+from hoopgw.verdicts import Allow, Block, Hold
 
 log = Logger(namespace="hoopgw.ledger")
 
@@ -127,7 +127,7 @@ class CommandLedger:
         def judged(verdict: Any) -> None:
             if self._introduced is introduced:
                 self._introduced = None
-            if isinstance(verdict, Block):
+            if isinstance(verdict, Block | Hold):  # a Hold at a session's start is a Block
                 self._refuse(f"the reloaded config ended this session: {verdict.reason}")
 
         introduced.addCallback(judged)

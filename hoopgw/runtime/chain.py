@@ -70,6 +70,10 @@ class PluginChain:
         """The chain a config reload put in this one's place for the connection (its live
         sessions take it at their next command, :class:`~hoopgw.ledger.CommandLedger`);
         None while this chain is the connection's newest."""
+        self.retired: str | None = None
+        """Why no session may start on this chain any more (a reload removed its connection,
+        or changed what its sessions were set up with: a client still logging in on the old
+        runtime would get the old target, login or upstream options); None while one may."""
         self.has_row_hooks = bool(self._pm.hook.server_rows.get_hookimpls())
         """Whether any plugin rewrites rows; protocols skip decoding rows when none does."""
         self.has_output_hooks = bool(self._pm.hook.server_output.get_hookimpls())

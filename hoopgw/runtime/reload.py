@@ -241,6 +241,13 @@ def _retired(old: ConnectionConfig, new: ConnectionConfig, read_only: bool) -> s
 
 _FIELDS = frozenset(f.name for f in attrs.fields(ConnectionConfig))
 
+_UPSTREAM_KEYS = frozenset(
+    {"target", "via", "credential", "upstream_tls", "protocol_options", "local_infile"}
+)
+"""Connection keys that decide what a live session is logged in to upstream, and with what
+powers: a change ends the live sessions (a rotated credential or a lower-privileged login must
+not leave sessions of the old one running)."""
+
 
 def _instances(chain: PluginChain) -> list[int]:
     return [id(instance) for _, instance in chain.plugins]
@@ -415,6 +422,20 @@ class Reloader:
                 continue
             if current[name].protocol != session.runtime.config.protocol:
                 ending.append((session, f'connection "{name}" changed its protocol'))
+                continue
+            upstream = [
+                key
+                for key in _differences(session.runtime.config, current[name])
+                if key in _UPSTREAM_KEYS
+            ]
+            if upstream:
+                ending.append(
+                    (
+                        session,
+                        f'connection "{name}" changed how the gateway reaches the target'
+                        f" ({', '.join(upstream)}); reconnect",
+                    )
+                )
                 continue
             if name in read_only:
                 ending.append(

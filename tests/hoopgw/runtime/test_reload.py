@@ -40,7 +40,7 @@ allow_groups = {groups}
 plugins = ["recording", "guardrails"]
 
 [connections.credential]
-user = "postgres"
+user = "{user}"
 
 [connections.guardrails]
 deny = {deny}
@@ -83,13 +83,14 @@ class Live:
 
     count = 0
 
-    def __init__(self, connection: str, groups: frozenset[str]) -> None:
+    def __init__(self, gateway: Gateway, connection: str, groups: frozenset[str]) -> None:
         Live.count += 1
         self.session_info = make_session(
             groups=sorted(groups), session_id=f"00000000-0000-4000-8000-{Live.count:012d}"
         )
         self.identity: Identity = self.session_info.identity
-        self.runtime = SimpleNamespace(config=SimpleNamespace(name=connection, protocol="postgres"))
+        [config] = [c for c in gateway.config.connections if c.name == connection]
+        self.runtime = SimpleNamespace(config=config)
         self.reasons: list[str] = []
 
     def terminate(self, reason: str) -> None:
@@ -105,8 +106,15 @@ def inline_audit_writer(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-def write(path: Path, *, groups: str = '["agents"]', deny: str = '["ddl"]', pg2: int = 0) -> None:
-    text = HEAD + PG.format(groups=groups, deny=deny)
+def write(
+    path: Path,
+    *,
+    groups: str = '["agents"]',
+    deny: str = '["ddl"]',
+    pg2: int = 0,
+    user: str = "postgres",
+) -> None:
+    text = HEAD + PG.format(groups=groups, deny=deny, user=user)
     if pg2:
         text += PG2.format(port=pg2)
     path.write_text(text)
@@ -215,7 +223,7 @@ def test_a_removed_connection_ends_its_sessions_with_a_record(tmp_path: Path) ->
     gateway, reactor, path = started(tmp_path)
     write(path, pg2=15433)
     reload(gateway)
-    live = Live("pg2", frozenset({"dba"}))
+    live = Live(gateway, "pg2", frozenset({"dba"}))
     gateway.sessions.add(live)
     write(path)
     changes = reload(gateway)
@@ -232,8 +240,8 @@ def test_a_removed_connection_ends_its_sessions_with_a_record(tmp_path: Path) ->
 
 def test_a_session_whose_identity_lost_access_is_ended(tmp_path: Path) -> None:
     gateway, _, path = started(tmp_path)
-    kept = Live("pg", frozenset({"agents", "dba"}))
-    lost = Live("pg", frozenset({"agents"}))
+    kept = Live(gateway, "pg", frozenset({"agents", "dba"}))
+    lost = Live(gateway, "pg", frozenset({"agents"}))
     gateway.sessions.add(kept)
     gateway.sessions.add(lost)
     write(path, groups='["dba"]')
@@ -244,6 +252,21 @@ def test_a_session_whose_identity_lost_access_is_ended(tmp_path: Path) -> None:
     # A client logging in now is judged by the new config too.
     assert gateway.authenticator is not None and gateway.authenticator.connections is not None
     assert gateway.authenticator.connections["pg"].allow_groups == ("dba",)
+
+
+def test_a_changed_upstream_login_ends_the_live_sessions(tmp_path: Path) -> None:
+    """A rotated credential or a lower-privileged login must not leave sessions of the old
+    one running: they end and reconnect under the new one."""
+    gateway, _, path = started(tmp_path)
+    live = Live(gateway, "pg", frozenset({"agents"}))
+    gateway.sessions.add(live)
+    write(path, user="reader")
+    changes = reload(gateway)
+    assert changes["ended_sessions"] == [live.session_info.id]
+    assert live.reasons == [
+        'connection "pg" changed how the gateway reaches the target (credential); reconnect'
+        " (config reloaded)"
+    ]
 
 
 def test_the_listener_switch_hands_new_clients_to_the_newest_factory() -> None:
@@ -331,8 +354,8 @@ class LoggingIn(Live):
     """A client admitted on a connection whose target login is still under way: it has an
     identity, but no session yet."""
 
-    def __init__(self, connection: str, groups: frozenset[str]) -> None:
-        super().__init__(connection, groups)
+    def __init__(self, gateway: Gateway, connection: str, groups: frozenset[str]) -> None:
+        super().__init__(gateway, connection, groups)
         self.session_info = None  # type: ignore[assignment]
 
 
@@ -342,9 +365,9 @@ def test_a_client_still_logging_in_to_the_target_is_ended_too(tmp_path: Path) ->
     gateway, _, path = started(tmp_path)
     write(path, pg2=15433)
     reload(gateway)
-    removed = LoggingIn("pg2", frozenset({"dba"}))
-    lost = LoggingIn("pg", frozenset({"agents"}))
-    kept = LoggingIn("pg", frozenset({"dba"}))
+    removed = LoggingIn(gateway, "pg2", frozenset({"dba"}))
+    lost = LoggingIn(gateway, "pg", frozenset({"agents"}))
+    kept = LoggingIn(gateway, "pg", frozenset({"dba"}))
     for session in (removed, lost, kept):
         gateway.sessions.add(session)
     write(path, groups='["dba"]')
@@ -369,7 +392,7 @@ def test_a_session_admitted_while_the_reload_is_recorded_is_ended_too(
     def write_then_admit(entry: Any) -> Any:
         written = write_record(entry)
         if entry.kind == "config_reloaded":
-            late.append(Live("pg", frozenset({"agents"})))
+            late.append(Live(gateway, "pg", frozenset({"agents"})))
             gateway.sessions.add(late[0])
         return written
 

@@ -117,7 +117,7 @@ def test_a_live_session_takes_the_new_policy_a_new_connection_serves_a_bad_confi
         autocommit=True,
     ) as conn:
         conn.execute("CREATE TABLE t (id int)")
-        session_id = gw.store_query("SELECT id FROM sessions")[0][0]
+        session_id = gw.store_rows("SELECT id FROM sessions")[0][0]
 
         def stricter(document: dict[str, Any]) -> None:
             connection(document, "pg")["guardrails"]["deny"] = ["truncate", "drop"]
@@ -287,7 +287,7 @@ def test_a_mysql_session_survives_a_reload_and_takes_the_new_policy(
             assert cursor.fetchone() == (0,)
     finally:
         conn.close()
-    [session_id] = [row[0] for row in gw.store_query("SELECT id FROM sessions")]
+    [session_id] = [row[0] for row in gw.store_rows("SELECT id FROM sessions")]
     closed(gw, session_id)
     kinds = [
         row[0]
@@ -340,7 +340,7 @@ def test_an_ssh_session_survives_a_reload_and_takes_the_new_policy(
     finally:
         master.terminate()
         master.wait(10)
-    sessions = gw.store_query("SELECT id FROM sessions")
+    sessions = gw.store_rows("SELECT id FROM sessions")
     assert len(sessions) == 1
     texts = [
         json.loads(data)["text"]

@@ -181,3 +181,17 @@ def test_mariadb_ends_the_session_on_a_character_set_it_cannot_read(
             "SET character_set_results = NULL",
             f"SELECT CONVERT('{EMAIL}' USING sjis)",
         )
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_postgresql_masks_deny_words_in_a_single_byte_client_encoding(
+    gateway: Callable[..., Any], pg_server: Any, pg_database: str, binary: bool
+) -> None:
+    gw = gateway(plugins=["masking"], connection={"masking": {"deny_words": ["Müller"]}})
+    key = gw.create_key("agent", ["agents"])
+    with psycopg.connect(
+        host=gw.host, port=gw.port, user="agent", password=key, dbname=pg_database,
+        sslmode="disable", client_encoding="LATIN1",
+    ) as conn:  # fmt: skip
+        row = conn.cursor(binary=binary).execute("SELECT 'Herr Müller'::text").fetchone()
+    assert row == ("Herr [DENY_LIST]",)

@@ -195,3 +195,17 @@ def test_postgresql_masks_deny_words_in_a_single_byte_client_encoding(
     ) as conn:  # fmt: skip
         row = conn.cursor(binary=binary).execute("SELECT 'Herr Müller'::text").fetchone()
     assert row == ("Herr [DENY_LIST]",)
+
+
+def test_postgresql_masks_deny_words_in_copy_out_in_a_single_byte_client_encoding(
+    gateway: Callable[..., Any], pg_server: Any, pg_database: str
+) -> None:
+    gw = gateway(plugins=["masking"], connection={"masking": {"deny_words": ["Müller"]}})
+    key = gw.create_key("agent", ["agents"])
+    with psycopg.connect(
+        host=gw.host, port=gw.port, user="agent", password=key, dbname=pg_database,
+        sslmode="disable", client_encoding="LATIN1",
+    ) as conn:  # fmt: skip
+        with conn.cursor().copy("COPY (SELECT 'Herr Müller') TO STDOUT") as copy:
+            data = b"".join(bytes(chunk) for chunk in copy)
+    assert data == b"Herr [DENY_LIST]\n"

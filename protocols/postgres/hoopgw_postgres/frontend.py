@@ -57,7 +57,7 @@ from hoopgw_postgres.analysis import ends_transaction
 from hoopgw_postgres.auth import ScramServer
 from hoopgw_postgres.lexing import LexingRefused, LexingTracker, lexes_alike
 from hoopgw_postgres.parameters import bound_parameters
-from hoopgw_postgres.rowtext import convert, row_codec
+from hoopgw_postgres.rowtext import convert, copy_bytes, copy_text, row_codec
 from hoopgw_postgres.tracking import CommandProgress, Request, ResponseTracker
 from hoopgw_postgres.upstream import UpstreamConnection
 
@@ -1274,13 +1274,12 @@ class ClientSession(protocol.Protocol):
             if self.chain.has_output_hooks:
                 data = self._rewrite_parameters([bytes(frame.wire)])[0]
         elif kind == b"d" and self.chain.has_output_hooks:
-            output = Output("copy", {"data": bytes(frame.body).decode("utf-8", "surrogateescape")})
+            encoding = self._lexing.state.text_encoding
+            output = Output("copy", {"data": copy_text(bytes(frame.body), encoding)})
             self.chain.hook.server_output(
                 session=self.session, command=self._command_of(request), output=output
             )
-            data = m.CopyData(
-                data=output.fields.get("data", "").encode("utf-8", "surrogateescape")
-            ).encode()
+            data = m.CopyData(data=copy_bytes(output.fields.get("data", ""), encoding)).encode()
         if request is not None and request.progress is not None:
             request.progress.bytes += len(data)
         for progress in attribution.completed:

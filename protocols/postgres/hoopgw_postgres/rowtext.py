@@ -57,3 +57,26 @@ def convert(
                 row[index] = value.decode("utf-8", "surrogateescape").encode(
                     codec, "surrogateescape"
                 )
+
+
+_BINARY_COPY = b"PGCOPY\n\xff\r\n\x00"
+
+
+def copy_text(data: bytes, encoding: str) -> str:
+    """A COPY data message as plugins read it: text in the rows' ``encoding`` decoded; binary
+    COPY (and UTF-8) as UTF-8 with lone surrogates, so the binary signature stays visible."""
+    codec = row_codec(encoding)
+    if codec is None or data.startswith(_BINARY_COPY):
+        return data.decode("utf-8", "surrogateescape")
+    return data.decode(codec, "surrogateescape")
+
+
+def copy_bytes(text: str, encoding: str) -> bytes:
+    """The inverse of :func:`copy_text`: ``text`` back in ``encoding``.
+
+    :raises UnicodeError: a character the encoding cannot hold (fail closed).
+    """
+    codec = row_codec(encoding)
+    if codec is None or text.startswith("PGCOPY\n\udcff\r\n\x00"):
+        return text.encode("utf-8", "surrogateescape")
+    return text.encode(codec, "surrogateescape")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hoopgw_postgres.rowtext import convert, converted_columns, row_codec
+from hoopgw_postgres.rowtext import convert, converted_columns, copy_bytes, copy_text, row_codec
 
 from hoopgw.session import Column
 
@@ -25,3 +25,11 @@ def test_text_values_travel_as_utf8_and_back() -> None:
 
 def test_rows_without_their_description_are_converted_whole() -> None:
     assert converted_columns([Column("a", format=1)], 2) == [0, 1]
+
+
+def test_copy_text_keeps_the_binary_signature_visible_in_any_encoding() -> None:
+    binary = b"PGCOPY\n\xff\r\n\x00\x00\x00\x00\x00\x00\x00\x00\x00\xe9"
+    assert copy_text(binary, "LATIN1").startswith("PGCOPY\n\udcff\r\n\x00")
+    assert copy_bytes(copy_text(binary, "LATIN1"), "LATIN1") == binary
+    assert copy_text(b"M\xfcller\n", "LATIN1") == "Müller\n"
+    assert copy_bytes("Müller\n", "LATIN1") == b"M\xfcller\n"

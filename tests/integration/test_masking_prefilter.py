@@ -117,3 +117,95 @@ def test_mariadb_reads_the_same_with_and_without_the_prefilter(
     assert reads[True] == reads[False]
     assert [s for s in secrets if s in repr(reads[True])] == []
     assert len(rows) * 0.85 < unmasked(rows, list(reads[True])) < len(rows)
+
+
+EMAIL = "alice.smith@example.com"
+CARD = "4111111111111111"
+
+
+def _mariadb_read(
+    mysql_gateway: Callable[..., Any], mysql_database: Any, setup: str, query: str
+) -> tuple[Any, ...]:
+    running = mysql_gateway(plugins=["masking"])
+    key = running.create_key("agent", ["agents"])
+    with (
+        pymysql.connect(
+            host=running.host, port=running.port, user="agent", password=key,
+            database=mysql_database.name, use_unicode=False,
+        ) as conn,
+        conn.cursor() as cur,
+    ):  # fmt: skip
+        cur.execute(setup)
+        cur.execute(query)
+        return tuple(cur.fetchone())
+
+
+@pytest.mark.parametrize(
+    ("setup", "query", "codec"),
+    [
+        ("SET character_set_results = utf16", f"SELECT '{EMAIL}', 'card {CARD}'", "utf-16-be"),
+        ("SET character_set_results = utf32", f"SELECT '{EMAIL}', 'card {CARD}'", "utf-32-be"),
+        ("SET character_set_results = ucs2", f"SELECT '{EMAIL}', 'card {CARD}'", "utf-16-be"),
+        ("SET character_set_results = utf16le", f"SELECT '{EMAIL}', 'card {CARD}'", "utf-16-le"),
+        (
+            "SET character_set_results = NULL",
+            f"SELECT CAST('{EMAIL}' AS CHAR CHARACTER SET utf32),"
+            f" CONVERT('card {CARD}' USING ucs2)",
+            None,
+        ),
+        (
+            "SET character_set_results = NULL",
+            f"SELECT _utf16 X'{EMAIL.encode('utf-16-be').hex()}',"
+            f" _utf16 X'{f'card {CARD}'.encode('utf-16-be').hex()}'",
+            "utf-16-be",
+        ),
+    ],
+)
+def test_mariadb_masks_rows_sent_in_another_character_set(
+    mysql_gateway: Callable[..., Any], mysql_database: Any, setup: str, query: str,
+    codec: str | None,
+) -> None:  # fmt: skip
+    row = _mariadb_read(mysql_gateway, mysql_database, setup, query)
+    codecs = [codec] * len(row) if codec else ["utf-32-be", "utf-16-be"]
+    texts = [value.decode(c) for value, c in zip(row, codecs, strict=True)]
+    assert texts == ["[EMAIL]", "card [CREDIT_CARD]"]  # masked, and still in its set
+
+
+def test_mariadb_ends_the_session_on_a_character_set_it_cannot_read(
+    mysql_gateway: Callable[..., Any], mysql_database: Any
+) -> None:
+    with pytest.raises(pymysql.err.MySQLError, match="cannot read exactly"):
+        _mariadb_read(
+            mysql_gateway,
+            mysql_database,
+            "SET character_set_results = NULL",
+            f"SELECT CONVERT('{EMAIL}' USING sjis)",
+        )
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_postgresql_masks_deny_words_in_a_single_byte_client_encoding(
+    gateway: Callable[..., Any], pg_server: Any, pg_database: str, binary: bool
+) -> None:
+    gw = gateway(plugins=["masking"], connection={"masking": {"deny_words": ["Müller"]}})
+    key = gw.create_key("agent", ["agents"])
+    with psycopg.connect(
+        host=gw.host, port=gw.port, user="agent", password=key, dbname=pg_database,
+        sslmode="disable", client_encoding="LATIN1",
+    ) as conn:  # fmt: skip
+        row = conn.cursor(binary=binary).execute("SELECT 'Herr Müller'::text").fetchone()
+    assert row == ("Herr [DENY_LIST]",)
+
+
+def test_postgresql_masks_deny_words_in_copy_out_in_a_single_byte_client_encoding(
+    gateway: Callable[..., Any], pg_server: Any, pg_database: str
+) -> None:
+    gw = gateway(plugins=["masking"], connection={"masking": {"deny_words": ["Müller"]}})
+    key = gw.create_key("agent", ["agents"])
+    with psycopg.connect(
+        host=gw.host, port=gw.port, user="agent", password=key, dbname=pg_database,
+        sslmode="disable", client_encoding="LATIN1",
+    ) as conn:  # fmt: skip
+        with conn.cursor().copy("COPY (SELECT 'Herr Müller') TO STDOUT") as copy:
+            data = b"".join(bytes(chunk) for chunk in copy)
+    assert data == b"Herr [DENY_LIST]\n"

@@ -57,6 +57,7 @@ from hoopgw_mysql import messages as m
 from hoopgw_mysql import tracking as t
 from hoopgw_mysql.analysis import KEEPS_LEXING, LexingEffect, LexingState, lexing_effect
 from hoopgw_mysql.auth import CLEAR
+from hoopgw_mysql.charsets import UndecodableText, column_codecs, from_utf8, to_utf8
 from hoopgw_mysql.parameters import LongData, ParameterTypes, execute_parameters
 from hoopgw_mysql.upstream import (
     READ_ONLY_STATEMENT,
@@ -1308,6 +1309,13 @@ class ClientSession(protocol.Protocol):
                 "08S01",
                 f"the target sent an invalid response: {exc}",
             )
+        except UndecodableText as exc:
+            self._fatal(
+                ER_HANDSHAKE,
+                "HY000",
+                f"hoopgw ends the session: {exc} (fail closed); use character_set_results utf8mb4",
+                log_it=True,
+            )
         except Exception:
             log.failure("session {session} failed", session=self._session_id)
             self._fatal(ER_HANDSHAKE, "HY000", "internal gateway error; session ended")
@@ -1443,9 +1451,14 @@ class ClientSession(protocol.Protocol):
             rows = [m.decode_binary_row(payloads[i], types) for i in picked]
         else:
             rows = [m.decode_text_row(payloads[i], len(columns)) for i in picked]
+        # Plugins read text as UTF-8: values in another character set go through them
+        # converted (a column in one that cannot be read exactly ends the session).
+        codecs = column_codecs([c.charset for c in columns])
+        to_utf8(rows, codecs)
         self.chain.hook.server_rows(
             session=self.session, command=flight.command, columns=plugin_columns, rows=rows
         )
+        from_utf8(rows, codecs)
         out = list(payloads)
         for index, row in zip(picked, rows, strict=True):
             out[index] = (

@@ -57,6 +57,7 @@ from hoopgw_postgres.analysis import ends_transaction
 from hoopgw_postgres.auth import ScramServer
 from hoopgw_postgres.lexing import LexingRefused, LexingTracker, lexes_alike
 from hoopgw_postgres.parameters import bound_parameters
+from hoopgw_postgres.rowtext import convert, copy_bytes, copy_text, row_codec
 from hoopgw_postgres.tracking import CommandProgress, Request, ResponseTracker
 from hoopgw_postgres.upstream import UpstreamConnection
 
@@ -1295,13 +1296,12 @@ class ClientSession(protocol.Protocol):
             if self.chain.has_output_hooks:
                 data = self._rewrite_parameters([bytes(frame.wire)])[0]
         elif kind == b"d" and self.chain.has_output_hooks:
-            output = Output("copy", {"data": bytes(frame.body).decode("utf-8", "surrogateescape")})
+            encoding = self._lexing.state.text_encoding
+            output = Output("copy", {"data": copy_text(bytes(frame.body), encoding)})
             self.chain.hook.server_output(
                 session=self.session, command=self._command_of(request), output=output
             )
-            data = m.CopyData(
-                data=output.fields.get("data", "").encode("utf-8", "surrogateescape")
-            ).encode()
+            data = m.CopyData(data=copy_bytes(output.fields.get("data", ""), encoding)).encode()
         if request is not None and request.progress is not None:
             request.progress.bytes += len(data)
         for progress in attribution.completed:
@@ -1383,9 +1383,7 @@ class ClientSession(protocol.Protocol):
                 m.decode_data_row(block[s + 5 : e]) for s, e in zip(starts, bounds, strict=True)
             ]
             if command is not None:
-                self.chain.hook.server_rows(
-                    session=self.session, command=command, columns=self._columns, rows=rows
-                )
+                self._server_rows(command, rows)
             out = [m.encode_data_row(row) for row in rows]
         if request is not None and request.progress is not None:
             request.progress.result_rows += len(starts)
@@ -1413,9 +1411,7 @@ class ClientSession(protocol.Protocol):
             return [block[first:end]]
         bounds = [*starts[1:], end]
         rows = [m.decode_data_row(block[starts[i] + 5 : bounds[i]]) for i in needed]
-        self.chain.hook.server_rows(
-            session=self.session, command=command, columns=self._columns, rows=rows
-        )
+        self._server_rows(command, rows)
         out: list[bytes] = []
         last = first
         for index, row in zip(needed, rows, strict=True):
@@ -1424,6 +1420,17 @@ class ClientSession(protocol.Protocol):
             last = bounds[index]
         out.append(block[last:end])
         return out
+
+    def _server_rows(self, command: Command, rows: list[list[bytes | None]]) -> None:
+        """``server_rows`` on ``rows``, their text in UTF-8 while the plugins read it."""
+        codec = row_codec(self._lexing.state.text_encoding)
+        if codec is not None:
+            convert(rows, self._columns, codec, to_utf8=True)
+        self.chain.hook.server_rows(
+            session=self.session, command=command, columns=self._columns, rows=rows
+        )
+        if codec is not None:
+            convert(rows, self._columns, codec, to_utf8=False)
 
     def _complete(
         self,

@@ -1,0 +1,82 @@
+"""Row values in the client's encoding, converted to UTF-8 for row plugins and back.
+
+Row plugins (masking) read text values as UTF-8. Under another ``client_encoding`` (``LATIN1``,
+``EUC_JP``...) the server sends every text value in it: ASCII stays ASCII, but a non-ASCII
+character does not, so a ``deny_words`` entry or custom pattern with one (``Müller``) never
+matched. The values of text format, and of the binary format of the types whose binary form is
+their text, are converted to UTF-8 before the plugins and back after; a value a plugin left in
+a form the encoding cannot hold ends the session (fail closed).
+"""
+
+from __future__ import annotations
+
+from hoopgw.session import Column
+from hoopgw_postgres.lexing import CODECS
+
+TEXT_BINARY_TYPES = frozenset({18, 19, 25, 114, 142, 705, 1042, 1043, 2275})
+"""``"char"``, ``name``, ``text``, ``json``, ``xml``, ``unknown``, ``bpchar``, ``varchar`` and
+``cstring``: types whose binary form is their text in the client encoding."""
+
+
+def row_codec(encoding: str) -> str | None:
+    """The Python codec of the rows' ``encoding`` (a PostgreSQL name, the server's for
+    ``SQL_ASCII`` clients), ``None`` when the values are UTF-8 already (or bytes as they are,
+    for a ``SQL_ASCII`` database)."""
+    codec = CODECS.get(encoding, "")
+    return None if codec in ("", "utf-8") else codec
+
+
+def converted_columns(columns: list[Column], width: int) -> list[int]:
+    """The indices of the values to convert in rows of ``width`` values: those in text format
+    or in the binary format of a :data:`TEXT_BINARY_TYPES` type; every one when the rows do not
+    match their description (the plugins then read every value as text)."""
+    if len(columns) != width:
+        return list(range(width))
+    return [i for i, c in enumerate(columns) if c.format == 0 or c.type_oid in TEXT_BINARY_TYPES]
+
+
+def convert(
+    rows: list[list[bytes | None]], columns: list[Column], codec: str, *, to_utf8: bool
+) -> None:
+    """Convert the text values of ``rows`` in place, to UTF-8 or back to ``codec``.
+
+    :raises UnicodeError: a value has no form in the target encoding.
+    """
+    if not rows:
+        return
+    for index in converted_columns(columns, len(rows[0])):
+        for row in rows:
+            value = row[index]
+            if value is None or value.isascii():
+                continue
+            if to_utf8:
+                row[index] = value.decode(codec, "surrogateescape").encode(
+                    "utf-8", "surrogateescape"
+                )
+            else:
+                row[index] = value.decode("utf-8", "surrogateescape").encode(
+                    codec, "surrogateescape"
+                )
+
+
+_BINARY_COPY = b"PGCOPY\n\xff\r\n\x00"
+
+
+def copy_text(data: bytes, encoding: str) -> str:
+    """A COPY data message as plugins read it: text in the rows' ``encoding`` decoded; binary
+    COPY (and UTF-8) as UTF-8 with lone surrogates, so the binary signature stays visible."""
+    codec = row_codec(encoding)
+    if codec is None or data.startswith(_BINARY_COPY):
+        return data.decode("utf-8", "surrogateescape")
+    return data.decode(codec, "surrogateescape")
+
+
+def copy_bytes(text: str, encoding: str) -> bytes:
+    """The inverse of :func:`copy_text`: ``text`` back in ``encoding``.
+
+    :raises UnicodeError: a character the encoding cannot hold (fail closed).
+    """
+    codec = row_codec(encoding)
+    if codec is None or text.startswith("PGCOPY\n\udcff\r\n\x00"):
+        return text.encode("utf-8", "surrogateescape")
+    return text.encode(codec, "surrogateescape")

@@ -461,6 +461,17 @@ def _has_bool(node: Node) -> bool:
     return any(_has_bool(child) for child in children(node))
 
 
+def _like_pattern(right: Node | None) -> Node | None:
+    """The pattern of a LIKE, ILIKE or SIMILAR TO: the grammar hands SIMILAR TO's to
+    ``pg_catalog.similar_to_escape(pattern [, escape])``, which translates it to a regular
+    expression (``%`` to ``.*``)."""
+    if right is not None and right[0] == "FuncCall":
+        args = _nodes(right[1], "args")
+        if _names(right[1], "funcname") == ["pg_catalog", "similar_to_escape"] and args:
+            return args[0]
+    return right
+
+
 def _restricts(expr: Node | None, target: _Target, *, outer: bool = True) -> bool:
     """Whether a condition keeps only some of the target's own rows: it reads a column of the
     target and is not trivially true. Conservative: what it cannot judge counts as not.
@@ -501,8 +512,9 @@ def _restricts(expr: Node | None, target: _Target, *, outer: bool = True) -> boo
         if _same(_node(fields, "lexpr"), right, target, outer):
             return False  # x = x, t.x = x, x IS NOT DISTINCT FROM x, ...
         if fields.get("kind") in _LIKE_KINDS:
-            target.literal = target.literal or _is_constant(right)
-            if set(_string(right) or "_") <= {"%"}:
+            pattern = _like_pattern(right)
+            target.literal = target.literal or _is_constant(pattern)
+            if set(_string(pattern) or "_") <= {"%"}:
                 return False  # LIKE '%' keeps every row that has a value
     elif kind == "NullTest" and fields.get("nulltesttype") == "IS_NOT_NULL":
         return False  # keeps every row of a NOT NULL column

@@ -461,14 +461,27 @@ def _has_bool(node: Node) -> bool:
     return any(_has_bool(child) for child in children(node))
 
 
+# What the grammar wraps a LIKE or SIMILAR TO pattern in: SIMILAR TO's, and one with ESCAPE,
+# go through one of these (``%`` stays a wildcard, or becomes ``.*``).
+_PATTERN_FUNCTIONS = (["pg_catalog", "like_escape"], ["pg_catalog", "similar_to_escape"])
+
+
 def _like_pattern(right: Node | None) -> Node | None:
-    """The pattern of a LIKE, ILIKE or SIMILAR TO: the grammar hands SIMILAR TO's to
-    ``pg_catalog.similar_to_escape(pattern [, escape])``, which translates it to a regular
-    expression (``%`` to ``.*``)."""
-    if right is not None and right[0] == "FuncCall":
-        args = _nodes(right[1], "args")
-        if _names(right[1], "funcname") == ["pg_catalog", "similar_to_escape"] and args:
-            return args[0]
+    """The constant a LIKE, ILIKE or SIMILAR TO pattern is written as, through the grammar's
+    escape functions, casts and COLLATE (``'%' ESCAPE '#'``, ``'%'::text``); ``right`` when
+    it is something else. A cast that might change the value is read as keeping it, which
+    errs on the side of unbounded."""
+    while right is not None:
+        kind, fields = right
+        if kind == "FuncCall" and _names(fields, "funcname") in _PATTERN_FUNCTIONS:
+            args = _nodes(fields, "args")
+            if not args:
+                break
+            right = args[0]
+        elif kind in ("TypeCast", "CollateClause") and "arg" in fields:
+            right = _node(fields, "arg")
+        else:
+            break
     return right
 
 

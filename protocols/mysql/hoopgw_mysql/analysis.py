@@ -74,6 +74,8 @@ class Token:
 
 
 # The server reads every byte from 0x80 up as part of a name, and only ASCII as white space.
+# Longer texts are analysed every time rather than pinned in memory (as PostgreSQL's dialect).
+_CACHEABLE_LENGTH = 16384
 _WORD = re.compile(r"[A-Za-z0-9_$\u0080-\U0010ffff]+")
 _VARIABLE_NAME = re.compile(r"@@?[A-Za-z0-9_$.\u0080-\U0010ffff]*")
 _SPACE = " \t\n\r\x0b\x0c"
@@ -518,11 +520,22 @@ class MySQLDialect:
         Whether a server runs a versioned executable comment (``/*!50700 ... */``,
         ``/*M!100100 ... */``) depends on its kind and version, and a skipped one ends at its
         first ``*/`` even inside quotes. So the text is read once for every choice of markers
-        skipped, and the statements of every distinct reading are judged."""
+        skipped, and the statements of every distinct reading are judged.
+
+        Analyses of texts up to 16 KiB are cached by text and settings; a longer text (a bulk
+        INSERT, up to ``max_message_size`` each) is analysed every time rather than kept."""
         return self._analyze(text, LexingState.of(settings))
 
-    @functools.lru_cache(maxsize=1024)  # noqa: B019 -- one dialect per process
     def _analyze(self, text: str, state: LexingState) -> Analysis:
+        if len(text) > _CACHEABLE_LENGTH:
+            return self._analysis(text, state)
+        return self._cached(text, state)
+
+    @functools.lru_cache(maxsize=1024)  # noqa: B019 -- one dialect per process
+    def _cached(self, text: str, state: LexingState) -> Analysis:
+        return self._analysis(text, state)
+
+    def _analysis(self, text: str, state: LexingState) -> Analysis:
         outer, self._state = self._state, state
         try:
             refusal = state.refusal()

@@ -461,6 +461,30 @@ def _has_bool(node: Node) -> bool:
     return any(_has_bool(child) for child in children(node))
 
 
+# What the grammar wraps a LIKE or SIMILAR TO pattern in: SIMILAR TO's, and one with ESCAPE,
+# go through one of these (``%`` stays a wildcard, or becomes ``.*``).
+_PATTERN_FUNCTIONS = (["pg_catalog", "like_escape"], ["pg_catalog", "similar_to_escape"])
+
+
+def _like_pattern(right: Node | None) -> Node | None:
+    """The constant a LIKE, ILIKE or SIMILAR TO pattern is written as, through the grammar's
+    escape functions, casts and COLLATE (``'%' ESCAPE '#'``, ``'%'::text``); ``right`` when
+    it is something else. A cast that might change the value is read as keeping it, which
+    errs on the side of unbounded."""
+    while right is not None:
+        kind, fields = right
+        if kind == "FuncCall" and _names(fields, "funcname") in _PATTERN_FUNCTIONS:
+            args = _nodes(fields, "args")
+            if not args:
+                break
+            right = args[0]
+        elif kind in ("TypeCast", "CollateClause") and "arg" in fields:
+            right = _node(fields, "arg")
+        else:
+            break
+    return right
+
+
 def _restricts(expr: Node | None, target: _Target, *, outer: bool = True) -> bool:
     """Whether a condition keeps only some of the target's own rows: it reads a column of the
     target and is not trivially true. Conservative: what it cannot judge counts as not.
@@ -501,8 +525,9 @@ def _restricts(expr: Node | None, target: _Target, *, outer: bool = True) -> boo
         if _same(_node(fields, "lexpr"), right, target, outer):
             return False  # x = x, t.x = x, x IS NOT DISTINCT FROM x, ...
         if fields.get("kind") in _LIKE_KINDS:
-            target.literal = target.literal or _is_constant(right)
-            if set(_string(right) or "_") <= {"%"}:
+            pattern = _like_pattern(right)
+            target.literal = target.literal or _is_constant(pattern)
+            if set(_string(pattern) or "_") <= {"%"}:
                 return False  # LIKE '%' keeps every row that has a value
     elif kind == "NullTest" and fields.get("nulltesttype") == "IS_NOT_NULL":
         return False  # keeps every row of a NOT NULL column

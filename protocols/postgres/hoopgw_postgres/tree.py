@@ -100,8 +100,11 @@ def _message(error: Any) -> str:
 
 
 # The last text parsed and its tree: a statement's shape and then its analysis (when the shape
-# is new) parse the same text one after the other.
+# is new) parse the same text one after the other. Only a text short enough to have a shape
+# (16 KiB, see PostgresDialect.shape) is kept: a longer one's tree, some 50 times the text,
+# would stay in memory until the next parse.
 _last: tuple[str, str] = ("", "")
+_LAST_LENGTH = 16384
 
 
 def parse_json(text: str) -> str:
@@ -122,7 +125,8 @@ def parse_json(text: str) -> str:
         tree = (result.parse_tree or b"{}").decode("utf-8")
     finally:
         _lib.pg_query_free_parse_result(result)
-    _last = (text, tree)
+    if len(text) <= _LAST_LENGTH:
+        _last = (text, tree)
     return tree
 
 

@@ -3,7 +3,9 @@ judged by guardrails under ``preset = "agent-readonly"`` with the MySQL dialect.
 
 from __future__ import annotations
 
+import gc
 import sys
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -379,3 +381,18 @@ def test_what_may_change_the_settings_is_known() -> None:
     assert not lexing_effect("PREPARE s FROM 'SELECT 1'; EXECUTE s; SELECT 2", state).changes
     # SET STATEMENT's own settings end with its statement.
     assert not lexing_effect("SET STATEMENT sql_mode = '' FOR SELECT 1", state).changes
+
+
+def test_a_long_text_is_not_kept_after_its_analysis() -> None:
+    """The analyses are cached by text; a client's long texts (up to ``max_message_size``,
+    64 MiB, each) must not be kept, or a thousand of them hold gigabytes."""
+
+    class Text(str):
+        """A text the test can see being freed."""
+
+    text = Text("SELECT 1 /* " + "x" * 20000 + " */")
+    freed = weakref.ref(text)
+    assert MySQLDialect().analyze(text).parseable
+    del text
+    gc.collect()
+    assert freed() is None

@@ -318,6 +318,27 @@ def test_writes_must_restrict_their_target() -> None:
         assert "unbounded-write" not in _one(text).causes, text
 
 
+def test_a_like_pattern_of_only_percent_signs_keeps_every_row_however_spelled() -> None:
+    """The grammar wraps a SIMILAR TO pattern, and one with ESCAPE, in a function call
+    (``similar_to_escape``, ``like_escape``); a cast or COLLATE keeps the value: each is judged
+    by the constant inside, and the judgement reads its value (no shape cache answers it)."""
+    for text in (
+        "DELETE FROM t WHERE note SIMILAR TO '%'",
+        "UPDATE t SET a = 1 WHERE note SIMILAR TO '%%' ESCAPE '#'",
+        "DELETE FROM t WHERE note SIMILAR TO '%' AND note SIMILAR TO '%'",
+        "DELETE FROM t WHERE note LIKE '%' ESCAPE '#'",
+        "DELETE FROM t WHERE note ILIKE '%%' ESCAPE '#'",
+        "DELETE FROM t WHERE note LIKE '%'::text",
+        "DELETE FROM t WHERE note LIKE text '%'",
+        "DELETE FROM t WHERE note LIKE '%' COLLATE \"C\"",
+        "DELETE FROM t WHERE note LIKE ('%'::varchar)::text COLLATE \"C\" ESCAPE '#'",
+        "DELETE FROM t WHERE note SIMILAR TO '%'::text ESCAPE '#'",
+    ):
+        assert "unbounded-write" in _one(text).causes, text
+    assert "unbounded-write" not in _one("DELETE FROM t WHERE note SIMILAR TO 'x%'").causes
+    assert PostgresDialect().analyze("DELETE FROM t WHERE note SIMILAR TO 'x%'").reads_literals
+
+
 def test_every_statement_of_the_tests_gets_the_facts_recorded_for_it() -> None:
     """The analysis of every PostgreSQL statement in the tests is what ``facts.json`` holds:
     what the walk over the binding's protobuf tree gave before the walk over JSON replaced it

@@ -3,7 +3,9 @@ differ only in constant values and positions."""
 
 from __future__ import annotations
 
+import gc
 import sys
+import weakref
 from typing import Any
 
 import pg_query
@@ -121,3 +123,18 @@ def test_a_constant_replaced_by_one_of_its_kind_keeps_the_key(
     if variant is None:
         return
     assert tree_key(variant) == tree_key(text), variant
+
+
+def test_a_long_text_and_its_tree_are_not_kept_after_its_analysis() -> None:
+    """The parser keeps its last text and tree for the analysis that follows a shape; a long
+    text (its JSON tree some 50 times its size) is never given a shape, so neither is kept."""
+
+    class Text(str):
+        """A text the test can see being freed."""
+
+    text = Text("SELECT " + ", ".join(["a"] * 20000))
+    freed = weakref.ref(text)
+    assert PostgresDialect().analyze(text).parseable
+    del text
+    gc.collect()
+    assert freed() is None

@@ -240,3 +240,19 @@ def analyze_command(dialect: Dialect, text: str, details: Mapping[str, Any]) -> 
     if settings is None:
         return dialect.analyze(text)
     return dialect.analyze(text, settings)  # type: ignore[call-arg]
+
+
+MAX_ANALYSED_BYTES = 1 << 20
+"""The longest statement text a plugin should analyse by default, in bytes (UTF-8). Analysis
+runs on the reactor and a parse tree is tens of times its text: a 4 MB statement took over a
+minute and gigabytes, stalling every session. Bulk data belongs in COPY or in several
+statements."""
+
+
+def oversized(text: str, limit: int = MAX_ANALYSED_BYTES) -> int | None:
+    """The size of ``text`` in bytes when it is over ``limit``, else None. Cheap for short
+    texts: a character is at most four bytes, so only a text near the limit is encoded."""
+    if len(text) * 4 <= limit:
+        return None
+    size = len(text.encode("utf-8", "surrogatepass"))
+    return size if size > limit else None

@@ -36,7 +36,7 @@ from hoopgw.plugin import Option, PluginContext, hookimpl
 from hoopgw.protocol import load_protocol
 from hoopgw.reviews import ReviewPolicy
 from hoopgw.session import Command, SessionInfo
-from hoopgw.sql import DENY_CLASSES, Dialect, analyze_command
+from hoopgw.sql import DENY_CLASSES, MAX_ANALYSED_BYTES, Dialect, analyze_command, oversized
 from hoopgw.verdicts import Block, Hold, Verdict
 
 __all__ = ["ApprovalPlugin"]
@@ -158,6 +158,13 @@ class ApprovalPlugin:
                     rule="execute",
                 )
             return None
+        size = oversized(command.text)
+        if size is not None:
+            return Block(
+                reason=f"the statement is {size} bytes, longer than approval analyses"
+                f" ({MAX_ANALYSED_BYTES}); split it or use COPY for bulk data",
+                rule="too-large",
+            )
         analysis = analyze_command(self._dialect, command.text, command.details)
         if not analysis.parseable:
             return Block(

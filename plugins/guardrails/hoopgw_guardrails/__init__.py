@@ -43,7 +43,15 @@ from hoopgw.plugin import Option, PluginContext, hookimpl
 from hoopgw.protocol import load_protocol
 from hoopgw.secrets import resolve_secret
 from hoopgw.session import Command, ConnectionInfo, SessionInfo, UpstreamOptions
-from hoopgw.sql import Analysis, Dialect, FunctionCatalog, StatementFacts, analyze_command
+from hoopgw.sql import (
+    MAX_ANALYSED_BYTES,
+    Analysis,
+    Dialect,
+    FunctionCatalog,
+    StatementFacts,
+    analyze_command,
+    oversized,
+)
 from hoopgw.verdicts import Allow, Block, Hold, Verdict
 from hoopgw_guardrails.commands import (
     CommandPolicy,
@@ -104,6 +112,23 @@ def _check_sslmode(value: str) -> str | None:
     if value not in ("disable", "prefer", "require"):
         return f"must be one of disable, prefer, require, not {value!r}"
     return None
+
+
+def _check_max_statement_bytes(value: int) -> str | None:
+    if value < 1024:
+        return "must be a number of bytes, at least 1024"
+    return None
+
+
+def _too_large(size: int, limit: int) -> Block:
+    return Block(
+        reason=(
+            f"the statement is {size} bytes, longer than guardrails analyses"
+            f" (max_statement_bytes = {limit}); split it, use COPY for bulk data, or raise"
+            " the limit (guardrails too-large)"
+        ),
+        rule="too-large",
+    )
 
 
 def _unknown_prepared(name: str) -> Block:
@@ -201,6 +226,14 @@ class GuardrailsPlugin:
             check=check_opaque_commands,
         ),
         Option(
+            name="max_statement_bytes",
+            type=int,
+            default=MAX_ANALYSED_BYTES,
+            help="the longest statement text guardrails analyses, in bytes (UTF-8); a longer"
+            " one is refused (rule too-large): analysing it would stall the gateway",
+            check=_check_max_statement_bytes,
+        ),
+        Option(
             name="http_rules",
             type=list,
             default=[],
@@ -234,6 +267,9 @@ class GuardrailsPlugin:
         """
         self._policy = Policy.from_options(context.options)
         self._commands = CommandPolicy.from_options(context.options)
+        self._max_statement_bytes: int = context.options.get(
+            "max_statement_bytes", MAX_ANALYSED_BYTES
+        )
         self._kubernetes: KubernetesPolicy | None = None
         if context.connection.protocol == "kubernetes":
             self._kubernetes = KubernetesPolicy.from_options(context.options)
@@ -366,6 +402,9 @@ class GuardrailsPlugin:
             if facts is None:
                 return _unknown_prepared(command.statement_name)
             return self._judge(session, command, [facts])
+        size = oversized(command.text, self._max_statement_bytes)
+        if size is not None:
+            return _too_large(size, self._max_statement_bytes)
         analysis = self._analyze(command)
         if not analysis.parseable:
             return Block(

@@ -37,7 +37,7 @@ __all__ = ["AnalysisCache"]
 class AnalysisCache:
     """Analyses by statement shape, for one connection; the least recently used leaves first."""
 
-    def __init__(self, dialect: Dialect, *, size: int = 2048, key_length: int = 65536) -> None:
+    def __init__(self, dialect: Dialect, *, size: int = 2048, key_length: int = 16384) -> None:
         """
         :param dialect: the connection's dialect; without ``shape`` and ``analyze_shape``,
             every text is analysed by the dialect itself (``analyze``).

@@ -22,6 +22,7 @@ from hoopgw.plugin import PluginContext, validate_options
 from hoopgw.runtime.chain import PluginChain
 from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.session import Command, Identity
+from hoopgw.sql import MAX_ANALYSED_BYTES
 from hoopgw.store.sqlite import SQLiteStore
 from hoopgw.testing import FakeAuditWriter, ScriptedClient, make_connection
 from hoopgw.verdicts import Allow, Block
@@ -236,3 +237,9 @@ def test_reviewers_see_parameter_values_masked_as_the_record_is() -> None:
     assert not world.client.chain.decide_command(session, other).called  # held again
     rerun = attrs.evolve(command, seq=3)
     assert isinstance(world.client.chain.decide_command(session, rerun).result, Allow)
+
+
+def test_a_statement_too_long_to_analyse_is_refused() -> None:
+    world = World({"review": ["write"], "approvers": ["dba"]})
+    verdict = world.client.run("SELECT '" + "x" * (MAX_ANALYSED_BYTES + 1) + "'").verdict
+    assert isinstance(verdict, Block) and verdict.rule == "too-large"

@@ -393,3 +393,22 @@ def test_guardrails_enabled_by_a_reload_knows_no_earlier_prepared_statement() ->
     fresh = _client({"deny": ["drop"]})
     fresh.chain._pm.get_plugin(PLUGIN).session_adopted(fresh.session, None)
     assert fresh.run("EXECUTE ok").verdict.rule == "unknown-prepared"
+
+
+def test_a_statement_longer_than_max_statement_bytes_is_refused_unanalysed() -> None:
+    # A 4 MB statement took over a minute and gigabytes to analyse, stalling every session.
+    text = "SELECT " + ", ".join(["a"] * 2000)
+    client = _client({"max_statement_bytes": 4096})
+    verdict = client.run(text).verdict
+    assert isinstance(verdict, Block) and verdict.rule == "too-large"
+    assert f"{len(text)} bytes" in verdict.reason and "max_statement_bytes = 4096" in verdict.reason
+    # Bytes, not characters: 1,100 four-byte characters pass a 4,096-character reading.
+    emoji = "SELECT '" + "\U0001f600" * 1100 + "'"
+    assert client.run(emoji).verdict.rule == "too-large"
+    assert client.run("SELECT 1").verdict == Allow()
+
+
+def test_max_statement_bytes_must_be_a_sensible_size() -> None:
+    for value in (0, 100):
+        with pytest.raises(ConfigError, match="at least 1024"):
+            _client({"max_statement_bytes": value})

@@ -258,7 +258,7 @@ class Gateway:
                     metrics_allow=gw.metrics_allow,
                     sessions=control,
                     console=console,
-                    reload=lambda by: self.reload(by=by),
+                    reload=lambda by: self.admin_reload(by=by),
                 )
                 port = yield self.listen(gw.admin_listen, site, "the admin API")
                 self._ports.append(port)
@@ -351,6 +351,13 @@ class Gateway:
             return failure
 
         return d.addErrback(refused)
+
+    def admin_reload(self, *, by: str) -> defer.Deferred[dict[str, Any]]:
+        """A reload the admin API asks for; refused in a worker (it would reload that one only)."""
+        if self._worker is None:
+            return self.reload(by=by)
+        why = "with workers the admin API reloads worker 1 only: send SIGHUP to the parent"
+        return defer.fail(ReloadError(why))
 
     def _probe_target(self, connection: ConnectionConfig) -> defer.Deferred[None]:
         """Warn (not fatal) when a connection's target does not accept a TCP connection now:

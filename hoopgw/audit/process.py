@@ -69,6 +69,7 @@ from hoopgw.audit.chain import (
     encoded_entry,
 )
 from hoopgw.audit.checkpoints import Checkpointer, CheckpointError, load_signing_key
+from hoopgw.audit.hashing import encode_data
 from hoopgw.audit.journal import AuditJournal, journal_path
 from hoopgw.audit.links import serve_links
 from hoopgw.audit.writer import (
@@ -249,6 +250,11 @@ def _storable_entry(line: bytes) -> EncodedEntry:
     # A lone surrogate (JSON may escape one) is no text the store can keep.
     entry.kind.encode()
     entry.session_id.encode()
+    # The hash covers the data bytes as they came: any other form of the same JSON (spaces,
+    # escapes, NaN, a key twice, which parsers read differently) would give one record two
+    # readings, both vouched for by the chain. Only the gateway's own serialisation is kept.
+    if encode_data(entry.data) != entry.data_json:
+        raise ValueError("data is not in its one serialisation")
     return entry
 
 

@@ -766,3 +766,28 @@ def test_main_refuses_an_unknown_durability(argv, capsys):
     assert audit_process.main(argv) == 2
     err = capsys.readouterr().err
     assert "--durability" in err or "--sync-interval" in err
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # Read as "block" by json.loads (the last key wins), as "allow" by a reader that keeps
+        # the first: the hash covers these bytes, so the chain would vouch for both readings.
+        b'{"seq":1,"verdict":"allow","verdict":"block"}',
+        b'{"seq": 1}',
+        b'{"seq":1} ',
+        b'{"seq":NaN}',
+        b'{"text":"\\u00e9"}',
+        b'{"text":"\\ud800"}',
+    ],
+)
+def test_data_not_in_its_one_serialisation_is_refused_before_it_is_journaled(tmp_path, data):
+    """A format 2 hash covers the data bytes as they came: only the one serialisation the
+    gateway makes (encode_data) may be stored, so every reader reads what was hashed."""
+    stdout = io.BytesIO()
+    line = b'["command_decided","s",2.0]\t' + data + b"\n"
+    assert run(tmp_path, Chunked([line, encode_entry(entry(2))]), stdout) == 0
+    _, second, third = stdout.getvalue().splitlines()
+    assert second.startswith(b"error 1 unreadable audit entry")
+    assert third == b"ok 1"
+    assert stored(tmp_path / "a.db") == [2]

@@ -104,15 +104,13 @@ class Gateway:
         self._listening = False
         self._store_url = resolve_store_url(config.gateway.store, base_dir=config.base_dir)
         self._store: Store | None = None
-        self._shared_store = (
-            self._store_url.partition("://")[0] in POSTGRESQL_SCHEMES or worker is not None
-        )
+        remote = self._store_url.partition("://")[0] in POSTGRESQL_SCHEMES
+        self._shared_store = remote or worker is not None
         """Whether other gateway instances or worker processes use the store."""
         self._notices: ChangeListener | None = None
-        # A PostgreSQL store is a network away: its look-ups leave the reactor thread.
-        self.store_calls = (
-            StoreCalls.threaded(reactor) if self._shared_store else StoreCalls.inline()
-        )
+        # A PostgreSQL store is a network away: its look-ups leave the reactor thread. A SQLite
+        # one (shared by workers too) is opened on this thread and may be used on it alone.
+        self.store_calls = StoreCalls.threaded(reactor) if remote else StoreCalls.inline()
         self.audit: AuditWriter | None = None
         self._ports: list[Any] = []
         self.served: dict[str, Served] = {}

@@ -330,3 +330,14 @@ def test_a_worker_refuses_a_reload_asked_through_its_admin_api(config: Config) -
     [failure] = failures
     assert failure.check(ReloadError)
     assert "send SIGHUP to the parent" in str(failure.value)
+
+
+def test_a_worker_calls_its_sqlite_store_on_the_reactor_thread(config: Config) -> None:
+    """The SQLite connection is made on the reactor thread and refuses any other: a worker's
+    store calls (logins, key checks) must stay there, though other workers share the file."""
+    from hoopgw.runtime.worker import WorkerLink
+
+    link = WorkerLink(
+        index=2, instance="w2", listeners={}, audit_fd=-1, control_fd=-1, serves_admin=False
+    )
+    assert not Gateway(config, Reactor(), link).store_calls.threaded_pool

@@ -24,6 +24,7 @@ from hoopgw.audit.checkpoints import (
     read_checkpoint_file,
 )
 from hoopgw.audit.journal import AuditJournal, JournalError, journal_path
+from hoopgw.audit.syncing import GroupSyncer, SyncSchedule
 from hoopgw.audit.writer import SIGNING_KEY_ENV, decode_entry, encode_entry
 from hoopgw.errors import StoreError
 from hoopgw.records import AuditEntry
@@ -651,7 +652,7 @@ def test_with_os_an_answer_leaves_once_written_while_a_group_sync_is_under_way(t
 
 
 def test_the_sync_schedule_syncs_at_once_when_idle_and_groups_under_load():
-    schedule = audit_process.SyncSchedule(0.01)
+    schedule = SyncSchedule(0.01)
     assert schedule.due_in(100.0) is None  # nothing written
     schedule.written()
     assert schedule.due_in(100.0) == 0.0  # the first sync is due at once
@@ -713,7 +714,7 @@ class FakeJournal:
 
 def test_the_syncer_syncs_what_is_unsynced_when_it_finishes_without_waiting():
     journal = FakeJournal()
-    syncer = audit_process.GroupSyncer(journal, 3600.0, clock=lambda: 0.0)
+    syncer = GroupSyncer(journal, 3600.0, clock=lambda: 0.0)
     syncer.start()
     syncer.written()  # the first sync starts at once
     wait_until(lambda: journal.syncs == 1)
@@ -726,7 +727,7 @@ def test_the_syncer_syncs_what_is_unsynced_when_it_finishes_without_waiting():
 
 def test_a_sync_that_fails_refuses_every_later_batch(tmp_path, capsys):
     journal = FakeJournal(fail=True)
-    syncer = audit_process.GroupSyncer(journal, 0.01)
+    syncer = GroupSyncer(journal, 0.01)
     syncer.start()
     syncer.written()
     syncer.join(10)
@@ -746,7 +747,7 @@ def test_a_defect_in_the_syncer_refuses_every_later_batch_too(capsys):
         def sync(self) -> None:
             raise RuntimeError("bug")
 
-    syncer = audit_process.GroupSyncer(Broken(), 0.01)
+    syncer = GroupSyncer(Broken(), 0.01)
     syncer.start()
     syncer.written()
     syncer.join(10)

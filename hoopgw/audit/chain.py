@@ -192,6 +192,11 @@ def stored_hash(record: AuditRecord) -> str:
             data_json=encode_data(record.data) if data_json is None else data_json,
         )
     if record.format == 1:
+        # A format 1 hash covers data's canonical JSON, which was the stored text: a text
+        # rewritten to the same value (spaces, a key twice) would keep the hash.
+        data_json = canonical_json(record.data)
+        if record.data_json is not None and record.data_json != data_json:
+            raise ValueError("its stored data is not the canonical JSON its hash covers")
         return record_hash(
             seq=record.seq,
             kind=record.kind,
@@ -199,6 +204,7 @@ def stored_hash(record: AuditRecord) -> str:
             time=record.time,
             data=record.data,
             prev_hash=record.prev_hash,
+            data_json=data_json,
         )
     raise ValueError(f"unknown audit record format {record.format}")
 

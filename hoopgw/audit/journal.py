@@ -2,7 +2,7 @@
 
 A command may be forwarded once its ``command_received`` entry is durable (design invariant 2):
 synced to disk here, or, with ``audit_durability = "os"``, written here and synced in groups
-(:class:`hoopgw.audit.process.GroupSyncer`).
+(:class:`hoopgw.audit.syncing.GroupSyncer`).
 Appending to the store takes a transaction (hash chain, projections, index pages) and an fsync
 of several pages; appending a line to a file takes one ``write`` and one ``fdatasync``. So the
 writer process (:mod:`hoopgw.audit.process`) first appends each batch of entries here, answers

@@ -104,14 +104,13 @@ class Gateway:
         self._listening = False
         self._store_url = resolve_store_url(config.gateway.store, base_dir=config.base_dir)
         self._store: Store | None = None
-        postgresql_store = self._store_url.partition("://")[0] in POSTGRESQL_SCHEMES
-        self._shared_store = postgresql_store or worker is not None
+        remote = self._store_url.partition("://")[0] in POSTGRESQL_SCHEMES
+        self._shared_store = remote or worker is not None
         """Whether other gateway instances or worker processes use the store."""
         self._notices: ChangeListener | None = None
         # A PostgreSQL store is a network away: its look-ups leave the reactor thread. A SQLite
-        # store (shared by workers or not) is read inline: its connection belongs to the thread
-        # that opened it, and a local read is cheaper than the hop.
-        self.store_calls = StoreCalls.threaded(reactor) if postgresql_store else StoreCalls.inline()
+        # one (shared by workers too) is opened on this thread and may be used on it alone.
+        self.store_calls = StoreCalls.threaded(reactor) if remote else StoreCalls.inline()
         self.audit: AuditWriter | None = None
         self._ports: list[Any] = []
         self.served: dict[str, Served] = {}
@@ -257,7 +256,7 @@ class Gateway:
                     metrics_allow=gw.metrics_allow,
                     sessions=control,
                     console=console,
-                    reload=lambda by: self.reload(by=by),
+                    reload=lambda by: self.admin_reload(by=by),
                 )
                 port = yield self.listen(gw.admin_listen, site, "the admin API")
                 self._ports.append(port)
@@ -350,6 +349,13 @@ class Gateway:
             return failure
 
         return d.addErrback(refused)
+
+    def admin_reload(self, *, by: str) -> defer.Deferred[dict[str, Any]]:
+        """A reload the admin API asks for; refused in a worker (it would reload that one only)."""
+        if self._worker is None:
+            return self.reload(by=by)
+        why = "with workers the admin API reloads worker 1 only: send SIGHUP to the parent"
+        return defer.fail(ReloadError(why))
 
     def _probe_target(self, connection: ConnectionConfig) -> defer.Deferred[None]:
         """Warn (not fatal) when a connection's target does not accept a TCP connection now:

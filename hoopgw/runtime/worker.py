@@ -81,10 +81,10 @@ class WorkerLink:
         :raises KeyError: the parent bound no socket for ``description``.
         """
         fd = self.listeners[description]
-        family = _family(fd)
-        port = reactor.adoptStreamPort(fd, family, factory)
-        os.close(fd)  # the reactor accepts on its own duplicate
-        return port
+        # The reactor accepts on its own duplicate; the inherited descriptor stays open for
+        # the life of the worker, so a reload that lets the listener go and takes it again
+        # (a renamed connection) adopts the parent's socket, never a reused number.
+        return reactor.adoptStreamPort(fd, _family(fd), factory)
 
     def audit_spawner(self) -> Callable[[protocol.ProcessProtocol, str, Any], Any]:
         """A ``spawn`` for :class:`~hoopgw.audit.writer.AuditWriter`: instead of starting a

@@ -247,10 +247,16 @@ class Supervisor:
                     if worker is not sender:
                         worker.send(line)
             elif op == "sessions":
+                # Stamped with the sender: its sessions are listed, and ended, as its own.
+                message["worker"] = sender.index
+                line = json.dumps(message).encode()
                 self._published[sender.index] = line
                 self._workers[0].send(line)
-            elif op == "terminate":
-                self._workers[int(message["worker"]) - 1].send(line)
+            elif op == "terminate" and sender.index == 1:  # the admin API's worker only
+                target = int(message["worker"])
+                if not 1 <= target <= len(self._workers):
+                    raise IndexError(target)
+                self._workers[target - 1].send(line)
         except (ValueError, KeyError, TypeError, IndexError):
             log.error("unreadable message from worker {index}", index=sender.index)
 

@@ -337,3 +337,27 @@ def test_sigterm_ends_every_worker_and_leaves_the_journal_drained(workers: Worke
     verified = workers.running.cli("audit", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert "INCOMPLETE" not in verified.stdout
+
+
+def test_a_reload_through_the_admin_api_is_refused_with_workers(workers: Workers) -> None:
+    # It would reach worker 1 alone: worker 2 would keep the old config, the caller told "done".
+    reloaded = workers.admin("root").cli("reload")
+    assert reloaded.returncode != 0
+    assert "send SIGHUP to the parent" in reloaded.stderr + reloaded.stdout
+
+
+def test_a_connection_renamed_by_sighup_still_listens_on_every_worker(workers: Workers) -> None:
+    """The renamed connection lets its listener go and takes it again: each worker must adopt
+    the parent's socket again, not a descriptor number it has reused since."""
+    config = workers.running.config_path
+    config.write_text(config.read_text().replace('name = "pg"', 'name = "pg_renamed"'))
+    _signal(workers.parent, signal.SIGHUP)
+
+    def both_reloaded() -> bool:
+        return workers.running.stderr_text().count("added ['pg_renamed']") >= 2
+
+    helpers.wait_for(both_reloaded, timeout=30, what="both workers reloaded")
+    for k in (1, 2):
+        with workers.connect(on=k) as conn:
+            assert conn.execute("SELECT count(*) FROM orders").fetchone() == (100,)
+    assert "Socket operation on non-socket" not in workers.running.stderr_text()

@@ -24,6 +24,7 @@ from hoopgw.audit.checkpoints import (
     read_checkpoint_file,
 )
 from hoopgw.audit.journal import AuditJournal, JournalError, journal_path
+from hoopgw.audit.syncing import GroupSyncer, SyncSchedule
 from hoopgw.audit.writer import SIGNING_KEY_ENV, decode_entry, encode_entry
 from hoopgw.errors import StoreError
 from hoopgw.records import AuditEntry
@@ -651,7 +652,7 @@ def test_with_os_an_answer_leaves_once_written_while_a_group_sync_is_under_way(t
 
 
 def test_the_sync_schedule_syncs_at_once_when_idle_and_groups_under_load():
-    schedule = audit_process.SyncSchedule(0.01)
+    schedule = SyncSchedule(0.01)
     assert schedule.due_in(100.0) is None  # nothing written
     schedule.written()
     assert schedule.due_in(100.0) == 0.0  # the first sync is due at once
@@ -713,7 +714,7 @@ class FakeJournal:
 
 def test_the_syncer_syncs_what_is_unsynced_when_it_finishes_without_waiting():
     journal = FakeJournal()
-    syncer = audit_process.GroupSyncer(journal, 3600.0, clock=lambda: 0.0)
+    syncer = GroupSyncer(journal, 3600.0, clock=lambda: 0.0)
     syncer.start()
     syncer.written()  # the first sync starts at once
     wait_until(lambda: journal.syncs == 1)
@@ -726,7 +727,7 @@ def test_the_syncer_syncs_what_is_unsynced_when_it_finishes_without_waiting():
 
 def test_a_sync_that_fails_refuses_every_later_batch(tmp_path, capsys):
     journal = FakeJournal(fail=True)
-    syncer = audit_process.GroupSyncer(journal, 0.01)
+    syncer = GroupSyncer(journal, 0.01)
     syncer.start()
     syncer.written()
     syncer.join(10)
@@ -746,7 +747,7 @@ def test_a_defect_in_the_syncer_refuses_every_later_batch_too(capsys):
         def sync(self) -> None:
             raise RuntimeError("bug")
 
-    syncer = audit_process.GroupSyncer(Broken(), 0.01)
+    syncer = GroupSyncer(Broken(), 0.01)
     syncer.start()
     syncer.written()
     syncer.join(10)
@@ -766,3 +767,28 @@ def test_main_refuses_an_unknown_durability(argv, capsys):
     assert audit_process.main(argv) == 2
     err = capsys.readouterr().err
     assert "--durability" in err or "--sync-interval" in err
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        # Read as "block" by json.loads (the last key wins), as "allow" by a reader that keeps
+        # the first: the hash covers these bytes, so the chain would vouch for both readings.
+        b'{"seq":1,"verdict":"allow","verdict":"block"}',
+        b'{"seq": 1}',
+        b'{"seq":1} ',
+        b'{"seq":NaN}',
+        b'{"text":"\\u00e9"}',
+        b'{"text":"\\ud800"}',
+    ],
+)
+def test_data_not_in_its_one_serialisation_is_refused_before_it_is_journaled(tmp_path, data):
+    """A format 2 hash covers the data bytes as they came: only the one serialisation the
+    gateway makes (encode_data) may be stored, so every reader reads what was hashed."""
+    stdout = io.BytesIO()
+    line = b'["command_decided","s",2.0]\t' + data + b"\n"
+    assert run(tmp_path, Chunked([line, encode_entry(entry(2))]), stdout) == 0
+    _, second, third = stdout.getvalue().splitlines()
+    assert second.startswith(b"error 1 unreadable audit entry")
+    assert third == b"ok 1"
+    assert stored(tmp_path / "a.db") == [2]

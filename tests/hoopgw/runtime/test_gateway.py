@@ -22,10 +22,9 @@ from hoopgw.audit.chain import Durability
 from hoopgw.audit.checkpoints import generate_signing_key, private_key_pem
 from hoopgw.audit.writer import AuditWriter
 from hoopgw.config.load import Config, parse_config
-from hoopgw.errors import StartupError
+from hoopgw.errors import ReloadError, StartupError
 from hoopgw.runtime import gateway as gateway_module
 from hoopgw.runtime.gateway import Gateway, server_tls_options
-from hoopgw.runtime.worker import WorkerLink
 from hoopgw.testing import InlineWriterProcess
 
 CONFIG = """
@@ -314,18 +313,31 @@ def test_a_worker_listens_only_on_the_sockets_its_parent_bound(config: Config) -
     assert reactor.tcpServers == []
 
 
-def test_a_sqlite_store_shared_by_workers_is_read_inline(config: Config) -> None:
-    # A SQLite connection belongs to the thread that opened it: a store thread pool made every
-    # worker's login fail as "store unavailable".
+def test_a_worker_refuses_a_reload_asked_through_its_admin_api(config: Config) -> None:
+    """``POST /api/reload`` reaches worker 1 alone: reloading it would leave the other workers
+    enforcing the old config while the caller is told the reload was done. It is refused,
+    saying how to reload every worker."""
+    from hoopgw.runtime.worker import WorkerLink
+
     link = WorkerLink(
-        index=2,
-        instance="w2",
-        listeners={},
-        audit_fd=-1,
-        control_fd=-1,
-        serves_admin=False,
+        index=1, instance="w1", listeners={}, audit_fd=-1, control_fd=-1, serves_admin=True
     )
+    gateway = Gateway(config, Reactor(), link)
+    reloaded: list[Any] = []
+    failures: list[Failure] = []
+    gateway.admin_reload(by="alice (admin API)").addCallbacks(reloaded.append, failures.append)
+    assert reloaded == []
+    [failure] = failures
+    assert failure.check(ReloadError)
+    assert "send SIGHUP to the parent" in str(failure.value)
 
-    gateway = Gateway(config, Reactor(), worker=link)
 
-    assert not gateway.store_calls.threaded_pool
+def test_a_worker_calls_its_sqlite_store_on_the_reactor_thread(config: Config) -> None:
+    """The SQLite connection is made on the reactor thread and refuses any other: a worker's
+    store calls (logins, key checks) must stay there, though other workers share the file."""
+    from hoopgw.runtime.worker import WorkerLink
+
+    link = WorkerLink(
+        index=2, instance="w2", listeners={}, audit_fd=-1, control_fd=-1, serves_admin=False
+    )
+    assert not Gateway(config, Reactor(), link).store_calls.threaded_pool

@@ -137,3 +137,51 @@ def test_a_worker_stops_when_the_parent_says_so_or_is_gone() -> None:
     link, _, _, _ = _connected(reactor=orphaned)
     link.connectionLost(Failure(error.ConnectionLost()))
     assert orphaned.stops == 1
+
+
+def test_a_listener_can_be_adopted_again_after_a_reload_let_it_go() -> None:
+    """A reload that renames a connection, or removes it and a later one that adds it back,
+    adopts the same inherited socket again: it must still be the parent's listener, not a
+    closed descriptor whose number another file or connection of the worker took since."""
+    import os
+    import socket
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    fd = os.dup(listener.fileno())
+    address = listener.getsockname()
+
+    class Reactor:
+        adopted: list[Any] = []
+
+        def adoptStreamPort(self, fd: int, family: int, factory: Any) -> Any:
+            sock = socket.socket(family, socket.SOCK_STREAM, fileno=os.dup(fd))
+            self.adopted.append(sock.getsockname())
+            sock.close()
+            return object()
+
+    link = WorkerLink(
+        index=2,
+        instance="w2",
+        listeners={"tcp:0": fd},
+        audit_fd=-1,
+        control_fd=-1,
+        serves_admin=False,
+    )
+    reactor = Reactor()
+    try:
+        link.adopt_port(reactor, "tcp:0", object())
+        reused = os.open(os.devnull, os.O_RDONLY)  # what the worker opens meanwhile
+        try:
+            link.adopt_port(reactor, "tcp:0", object())
+            os.fstat(reused)  # still its own: adopting closed nothing of it
+        finally:
+            os.close(reused)
+        assert reactor.adopted == [address, address]
+    finally:
+        listener.close()
+        try:
+            os.close(fd)
+        except OSError:
+            pass

@@ -91,3 +91,26 @@ def test_no_worker_is_started_again_while_stopping(supervisor: Supervisor) -> No
     supervisor._stopping = True
     supervisor._worker_ended(supervisor._workers[0], Failure(error.ProcessDone(0)))
     assert supervisor._workers[0].timer is None
+
+
+def test_published_sessions_are_stamped_with_the_worker_that_sent_them(
+    supervisor: Supervisor,
+) -> None:
+    """Worker 1 ends a listed session on the worker the list names: a worker cannot have its
+    sessions listed as another's (and so a kill sent to the wrong process)."""
+    claimed = {"op": "sessions", "worker": 2, "sessions": [{"id": "x"}]}
+    supervisor._route(supervisor._workers[2], json.dumps(claimed).encode())
+    [line] = supervisor._workers[0].control.lines  # type: ignore[union-attr]
+    assert json.loads(line)["worker"] == 3
+    assert json.loads(supervisor._published[3])["worker"] == 3
+
+
+@pytest.mark.parametrize("sender, target", [(1, 3), (0, 0), (0, -1), (0, 4)])
+def test_a_session_end_goes_only_from_worker_1_to_a_worker_that_exists(
+    supervisor: Supervisor, sender: int, target: int
+) -> None:
+    """Only worker 1 serves the admin API that ends sessions; worker 0 or -1 would have
+    reached the last worker through a negative index."""
+    end = json.dumps({"op": "terminate", "worker": target, "id": "x", "reason": "r"}).encode()
+    supervisor._route(supervisor._workers[sender], end)
+    assert _lines(supervisor) == [[], [], []]

@@ -283,6 +283,25 @@ def test_a_changed_record_is_detected_in_either_format(store, seq):
     assert (result.ok, result.first_bad_seq) == (False, seq)
 
 
+@pytest.mark.parametrize(
+    "rewrite",
+    [
+        # Same value to json.loads (the last key wins), another verdict to a reader that keeps
+        # the first: a format 1 hash covers the value, not the stored text.
+        """replace(data, '{', '{"verdict":"allow",')""",
+        "replace(data, ',', ', ')",
+    ],
+)
+def test_a_format_1_record_whose_text_was_rewritten_to_the_same_value_is_detected(store, rewrite):
+    write_the_old_way(store, a_session("old"))
+    store._conn.execute(
+        f"UPDATE audit_records SET data = {rewrite} WHERE instance = ? AND seq = 3",
+        (store.instance,),
+    )
+    result = verify_chain(store.records(), instance=store.instance)
+    assert (result.ok, result.first_bad_seq) == (False, 3)
+
+
 def test_a_record_whose_format_was_changed_is_detected(store):
     store.append(a_session())
     store._conn.execute(

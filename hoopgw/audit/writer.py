@@ -181,11 +181,13 @@ WRITER_INFO_PREFIX = "info: "
 store that works again); every other line reports a fault and is logged as an error."""
 
 
-class _WriterProcessProtocol(protocol.ProcessProtocol):
-    """Carries lines between :class:`AuditWriter` and its writer process."""
+class WriterProcessLines(protocol.ProcessProtocol):
+    """Carries a writer process's lines: each stdout line to ``answered``, each stderr line to
+    the log (information or error), and its end to ``ended``."""
 
-    def __init__(self, writer: AuditWriter) -> None:
-        self._writer = writer
+    def __init__(self, answered: Callable[[str], None], ended: Callable[[Failure], None]) -> None:
+        self._answered = answered
+        self._ended = ended
         self._out = b""
         self._err = b""
 
@@ -193,7 +195,7 @@ class _WriterProcessProtocol(protocol.ProcessProtocol):
         self._out += data
         *lines, self._out = self._out.split(b"\n")
         for line in lines:
-            self._writer._answered(line.decode("utf-8", "replace"))
+            self._answered(line.decode("utf-8", "replace"))
 
     def errReceived(self, data: bytes) -> None:
         self._err += data
@@ -206,7 +208,7 @@ class _WriterProcessProtocol(protocol.ProcessProtocol):
                 log.error("audit writer process: {line}", line=text)
 
     def processEnded(self, reason: Failure) -> None:
-        self._writer._ended(reason)
+        self._ended(reason)
 
 
 class AuditWriter:
@@ -258,7 +260,9 @@ class AuditWriter:
         if self._process is not None:
             raise RuntimeError("AuditWriter.start() called twice")
         self._started = defer.Deferred()
-        self._process = self._spawn(_WriterProcessProtocol(self), self._store_url, self._reactor)
+        self._process = self._spawn(
+            WriterProcessLines(self._answered, self._ended), self._store_url, self._reactor
+        )
         return self._started
 
     def write(self, entry: AuditEntry, *, urgent: bool = True) -> defer.Deferred[None]:

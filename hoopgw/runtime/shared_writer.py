@@ -15,12 +15,12 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import defer, protocol
+from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from hoopgw.audit.links import send_link
-from hoopgw.audit.writer import WRITER_INFO_PREFIX
+from hoopgw.audit.writer import WriterProcessLines
 
 __all__ = ["SharedWriter"]
 
@@ -54,7 +54,10 @@ class SharedWriter:
         self._links, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._process = self._spawn(
-                _WriterOutput(self), self._store_url, self._reactor, links_fd=theirs.fileno()
+                WriterProcessLines(self._said, self._process_ended),
+                self._store_url,
+                self._reactor,
+                links_fd=theirs.fileno(),
             )
         finally:
             theirs.close()
@@ -100,29 +103,3 @@ class SharedWriter:
             log.error("audit writer process ended: {why}", why=reason.getErrorMessage())
             self._on_lost()
         self._ended.callback(None)
-
-
-class _WriterOutput(protocol.ProcessProtocol):
-    def __init__(self, writer: SharedWriter) -> None:
-        self._writer = writer
-        self._out = b""
-        self._err = b""
-
-    def outReceived(self, data: bytes) -> None:
-        self._out += data
-        *lines, self._out = self._out.split(b"\n")
-        for line in lines:
-            self._writer._said(line.decode("utf-8", "replace"))
-
-    def errReceived(self, data: bytes) -> None:
-        self._err += data
-        *lines, self._err = self._err.split(b"\n")
-        for line in lines:
-            text = line.decode("utf-8", "replace")
-            if text.startswith(WRITER_INFO_PREFIX):
-                log.info("audit writer process: {line}", line=text[len(WRITER_INFO_PREFIX) :])
-            else:
-                log.error("audit writer process: {line}", line=text)
-
-    def processEnded(self, reason: Failure) -> None:
-        self._writer._process_ended(reason)

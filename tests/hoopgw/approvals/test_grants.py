@@ -88,7 +88,7 @@ def test_an_undecided_access_request_expires(world: World) -> None:
     assert record.data["status"] == "expired" and record.data["by"] == "gateway"
     assert record.data["reason"] == expired.decision_reason
     with pytest.raises(ApprovalError, match="is expired") as refused:
-        world.service.decide(review.id, LEAD, approve=True, reason="")
+        world.sync(world.service.decide(review.id, LEAD, approve=True, reason=""))
     assert refused.value.code == "conflict"
     assert world.service.list_reviews(AGENT, status="expired", limit=10) == [expired]
     assert world.grants.active_grant("agent", "jit") is None
@@ -212,4 +212,4 @@ def test_an_access_request_that_is_not_recorded_can_never_be_approved(world: Wor
     [review] = world.store.list_reviews()
     assert review.status == "aborted"
     with pytest.raises(ApprovalError, match="is aborted"):
-        world.service.decide(review.id, LEAD, approve=True, reason="")
+        world.sync(world.service.decide(review.id, LEAD, approve=True, reason=""))

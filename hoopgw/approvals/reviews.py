@@ -163,16 +163,18 @@ class ReviewService(StatementHolds):
             now=self._now(),
             instance=self._instance,
         )
-        self._store.add_review(review)
-        self.grants.expire_later(review)
-        self._notify(review, "requested")
-        written = self._record("review_requested", review, reason=reason, duration=duration)
 
         def unrecorded(failure: Failure) -> Failure:
             self._drop_unrecorded(review)
             return failure
 
-        return written.addCallbacks(lambda _: review, unrecorded)
+        def stored(_: Any) -> defer.Deferred[ReviewRecord]:
+            self.grants.expire_later(review)
+            self._notify(review, "requested")
+            written = self._record("review_requested", review, reason=reason, duration=duration)
+            return written.addCallbacks(lambda _: review, unrecorded)
+
+        return self.calls.call(self._store.add_review, review).addCallback(stored)
 
     # -- deciding ------------------------------------------------------------------------------
 
@@ -309,12 +311,13 @@ class ReviewService(StatementHolds):
             self._digests.pop(review_id, None)  # no re-run can follow
 
         def durable(_: Any) -> defer.Deferred[ReviewRecord]:
-            if grant is not None:
-                self.grants.admit(grant)
+            admitted = defer.succeed(None) if grant is None else self.grants.admit(grant)
             # Tells the instance that holds the statement (another one, maybe) that it may go.
             recorded = attrs.evolve(decided, decision_recorded_at=self._now())
-            stored = self.calls.call(
-                self._store.replace_review, recorded, expected_status=decided.status
+            stored = admitted.addCallback(
+                lambda _: self.calls.call(
+                    self._store.replace_review, recorded, expected_status=decided.status
+                )
             )
             # Fail closed: a decision the holding instance cannot see releases nothing here.
             stored.addCallbacks(lambda _: self._release(review_id, verdict), unrecorded)

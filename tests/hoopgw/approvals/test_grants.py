@@ -51,7 +51,9 @@ def test_access_requests_are_checked(
     world: World, who: Identity, target: str, duration: float, reason: str, message: str
 ) -> None:
     with pytest.raises(ApprovalError, match=message):
-        world.service.request_access(who, connection=target, duration=duration, reason=reason)
+        world.sync(
+            world.service.request_access(who, connection=target, duration=duration, reason=reason)
+        )
 
 
 def test_an_approved_request_grants_access_until_it_expires(world: World) -> None:
@@ -116,12 +118,12 @@ def test_revocation_ends_sessions_and_is_limited(world: World) -> None:
     live = FakeLive(identity=AGENT, runtime=helpers.runtime("jit"))
     world.sessions.add(live)  # type: ignore[arg-type]
     with pytest.raises(ApprovalError, match="may not revoke"):
-        world.grants.revoke(granted.id, EVE, "x")
+        world.sync(world.grants.revoke(granted.id, EVE, "x"))
     revoked = world.result(world.grants.revoke(granted.id, LEAD, "done"))
     assert revoked.revoked_by == "lead" and revoked.status(world.clock.seconds()) == "revoked"
     assert live.ended == [f"access grant {granted.id} revoked"]
     with pytest.raises(ApprovalError, match="is revoked"):
-        world.grants.revoke(granted.id, LEAD, "again")
+        world.sync(world.grants.revoke(granted.id, LEAD, "again"))
     world.clock.advance(1000)  # the expiry timer was stopped
     assert world.audit.kinds().count("grant_expired") == 0
 

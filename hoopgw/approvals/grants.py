@@ -377,13 +377,16 @@ class GrantService:
             return defer.succeed(None)
         pairs = sorted({(who, where) for _, who, where in watched})
         now = self._now()
-        ended = self.calls.call(self._granted, pairs, now=now).addCallback(
+        ended = self.calls.call(self.granted, pairs, now=now).addCallback(
             lambda granted: self._end_ungranted(watched, granted)
         )
         # The sweep goes on at its next turn, whatever this one met.
         return ended.addErrback(lambda f: log.failure("the grant sweep failed", f))
 
-    def _granted(self, pairs: list[tuple[str, str]], *, now: float) -> set[tuple[str, str]]:
+    def granted(self, pairs: list[tuple[str, str]], *, now: float) -> set[tuple[str, str]]:
+        """The (identity, connection) ``pairs`` that hold a live grant at ``now``; a pair whose
+        grants cannot be read counts as granted (the next sweep looks again). It only reads
+        the store: run it through :attr:`calls`."""
         granted = set()
         for who, where in pairs:
             try:

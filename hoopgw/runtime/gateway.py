@@ -52,6 +52,10 @@ TARGET_PROBE_TIMEOUT = 5.0
 REVIEW_POLL_INTERVAL = 1.0
 """Seconds between looks at the reviews this instance holds, with a store other instances
 decide reviews in (the fallback for a missed change notice)."""
+
+STORE_LOOK_INTERVAL = 5.0
+"""Seconds between looks at whether a PostgreSQL store takes writes (``/readyz`` answers from
+the last one, and is not ready while one waits longer than this)."""
 """Seconds the start-up check of each target waits for a TCP connection."""
 
 
@@ -96,6 +100,11 @@ class Gateway:
         self.metrics.add_ready_check("audit_writer", self._audit_writer_up)
         self.metrics.add_ready_check("listeners", lambda: self._listening)
         self._listening = False
+        # With a PostgreSQL store, /readyz answers from the last look (see _look_at_store).
+        self._store_ok = False
+        self._store_look_since: float | None = None
+        self._store_look = task.LoopingCall(self._look_at_store)
+        self._store_look.clock = reactor
         self._store_url = resolve_store_url(config.gateway.store, base_dir=config.base_dir)
         self._store: Store | None = None
         self._shared_store = self._store_url.partition("://")[0] in POSTGRESQL_SCHEMES
@@ -124,6 +133,10 @@ class Gateway:
         self._store = open_store(self._store_url, instance=self.config.gateway.instance)
         self._store.migrate()
         self.store_calls.start()
+        if self.store_calls.threaded_pool:
+            self._store_look.start(STORE_LOOK_INTERVAL, now=True).addErrback(
+                lambda f: log.failure("the store's readiness look stopped", f)
+            )
         self.audit = AuditWriter(self._store_url, self.reactor, spawn=self._writer_spawner())
         self.audit.on_committed = self.metrics.audit_sync_seconds.observe
         yield self.audit.start()
@@ -396,7 +409,28 @@ class Gateway:
         return 0 if throttle is None else throttle.delayed_hosts()
 
     def _store_writable(self) -> bool:
-        return self._store is not None and self._store.writable()
+        if not self.store_calls.threaded_pool:
+            return self._store is not None and self._store.writable()
+        since = self._store_look_since
+        if since is not None and self.reactor.seconds() - since > STORE_LOOK_INTERVAL:
+            return False  # the store has not answered the last look in time
+        return self._store_ok
+
+    def _look_at_store(self) -> defer.Deferred[None]:
+        """Whether the store takes writes, asked on the store's threads."""
+        store = self._store
+        if store is None:
+            self._store_ok = False
+            return defer.succeed(None)
+        self._store_look_since = self.reactor.seconds()
+
+        def seen(writable: bool) -> None:
+            self._store_ok, self._store_look_since = bool(writable), None
+
+        def failed(_: Failure) -> None:
+            self._store_ok, self._store_look_since = False, None
+
+        return self.store_calls.call(store.writable).addCallbacks(seen, failed)
 
     def _audit_writer_up(self) -> bool:
         return self.audit is not None and self.audit.running
@@ -520,6 +554,8 @@ class Gateway:
         if self.audit is not None:
             yield self.audit.stop()
         # The look-ups under way finish (or fail) before their store closes.
+        if self._store_look.running:
+            self._store_look.stop()
         self.store_calls.stop()
         if self._store is not None:
             self._store.close()

@@ -291,3 +291,40 @@ def test_a_requirement_the_protocol_cannot_enforce_refuses_the_connection() -> N
         name="ssh", build_factory=lambda runtime: None, enforces=frozenset({"read_only"})
     )
     assert upstream_options(connection, chain, enforcing).read_only
+
+
+def test_readiness_with_a_shared_store_answers_from_the_last_look(config: Config) -> None:
+    # With a PostgreSQL store, /readyz must not wait on the store on the reactor thread: the
+    # gateway looks through the store's calls every STORE_LOOK_INTERVAL seconds, and a look
+    # the store leaves unanswered longer than that makes the gateway not ready.
+    from twisted.internet import defer
+
+    from hoopgw.runtime.gateway import STORE_LOOK_INTERVAL
+    from hoopgw.store.calls import StoreCalls
+
+    queued: list[tuple[defer.Deferred[Any], Any]] = []
+
+    class Slow(StoreCalls):
+        threaded_pool = True  # type: ignore[assignment]
+
+        def call(self, fn: Any, *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+            d: defer.Deferred[Any] = defer.Deferred()
+            queued.append((d, fn))
+            return d
+
+    reactor = Reactor()
+    gateway = Gateway(config, reactor)
+    gateway.store_calls = Slow(None)
+    gateway.start()
+    assert gateway.metrics.readiness()["store"] is False  # no answer yet
+    d, fn = queued.pop()
+    d.callback(fn())
+    assert gateway.metrics.readiness()["store"] is True
+    reactor.advance(STORE_LOOK_INTERVAL)
+    assert len(queued) == 1 and gateway.metrics.readiness()["store"] is True
+    reactor.advance(STORE_LOOK_INTERVAL + 0.1)  # the store does not answer in time
+    assert gateway.metrics.readiness()["store"] is False
+    d, fn = queued.pop()
+    d.callback(fn())
+    assert gateway.metrics.readiness()["store"] is True
+    gateway.stop()

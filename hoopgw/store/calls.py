@@ -1,7 +1,8 @@
 """The gateway's store calls, off the reactor thread when the store is a network away.
 
 The running gateway looks at the store for logins (API keys, SSH keys, SCRAM verifiers), for
-the periodic key check, for just-in-time grants and for the shared login back-off. With the
+the periodic key check, for just-in-time grants and for the shared login back-off, and for
+held statements and the decisions of their reviews (see :mod:`hoopgw.approvals.holds`). With the
 PostgreSQL store each of those is a network round trip: run on the reactor thread, one slow
 answer would stall every session of the gateway (design invariant 6, isolation). So
 :class:`StoreCalls` runs them on a dedicated, bounded pool of :data:`STORE_THREADS` threads and
@@ -30,7 +31,7 @@ __all__ = ["STORE_THREADS", "StoreCalls"]
 STORE_THREADS = 4
 """Threads of the gateway's store pool (PostgreSQL): at most this many look-ups wait on the
 store at once; the others queue. The store's connection pool has one connection more, for the
-calls that stay on the reactor thread (admin API reads)."""
+calls that stay on the reactor thread (the console's reads)."""
 
 T = TypeVar("T")
 

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from hoopgw.store import Store
     from hoopgw.store.calls import StoreCalls
 
-__all__ = ["LOOKUP_REFUSED", "RECORD_REFUSED", "StatementHolds"]
+__all__ = ["LOOKUP_REFUSED", "RECORD_REFUSED", "STOPPING", "StatementHolds"]
 
 log = Logger(namespace="hoopgw.approvals")
 
@@ -57,6 +57,9 @@ LOOKUP_REFUSED = "cannot read the review store; refused"
 
 RECORD_REFUSED = "cannot record the review; refused"
 """Why a held statement is refused when its review cannot be stored or recorded."""
+
+STOPPING = "the gateway is stopping; refused"
+"""Why a statement held while the gateway stops is refused."""
 
 _WITHDRAWN = "the client cancelled or disconnected"
 
@@ -144,7 +147,7 @@ class StatementHolds:
         re-run needs a new review).
         """
         if self._stopping:
-            return defer.succeed(Block(reason="the gateway is stopping; refused"))
+            return defer.succeed(Block(reason=STOPPING))
         if command.prepared_only:
             # Nothing runs yet, and no values are known: each execution is held with its own.
             return defer.succeed(
@@ -191,6 +194,9 @@ class StatementHolds:
     ) -> None:
         if opening.cancelled:
             return  # nobody waits: no review, and no earlier approval used up
+        if self._stopping:
+            self._answer(decision, Block(reason=STOPPING))
+            return
         digest = statement_digest(self._digest_key, command)
         for approved in earlier:
             if hmac.compare_digest(self._digests.get(approved.id, ""), digest):
@@ -245,6 +251,13 @@ class StatementHolds:
         decision: defer.Deferred[Verdict],
         opening: _Opening,
     ) -> None:
+        if self._stopping:
+            # Stored while the gateway stops: it ends aborted like the other pending ones.
+            self._answer(decision, Block(reason=STOPPING))
+            self._abort(review, "the gateway is stopping").addErrback(
+                lambda f: log.failure("cannot record an aborted review", f)
+            )
+            return
         self._digests[review.id] = digest
         if not opening.cancelled:
             timer = self._reactor.callLater(timeout, self._timed_out, review.id)

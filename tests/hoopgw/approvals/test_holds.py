@@ -11,7 +11,7 @@ import pytest
 from twisted.internet import defer
 
 from hoopgw.approvals.common import ApprovalError
-from hoopgw.approvals.holds import LOOKUP_REFUSED, RECORD_REFUSED
+from hoopgw.approvals.holds import LOOKUP_REFUSED, RECORD_REFUSED, STOPPING
 from hoopgw.errors import StoreError
 from hoopgw.reviews import ReviewPolicy
 from hoopgw.testing import make_command, make_session
@@ -204,3 +204,15 @@ def test_a_hold_timing_out_answers_once_the_time_out_is_stored(slow: Any) -> Non
     pool.drain()
     assert isinstance(world.result(rerun), Allow)
     assert world.audit.kinds()[-1] == "review_rerun"
+
+
+def test_a_review_stored_while_the_gateway_stops_ends_aborted(slow: Any) -> None:
+    world, pool = slow
+    _, decision = hold(world)
+    pool.run_one()  # the review is on its way into the store
+    stopped = world.service.stop()
+    pool.drain()
+    assert world.result(decision) == Block(reason=STOPPING)
+    [review] = world.store.list_reviews()
+    assert review.status == "aborted"
+    assert world.result(stopped) is None

@@ -175,11 +175,16 @@ class StatementHolds:
             log.failure("cannot look up earlier approvals", failure)
             self._answer(decision, Block(reason=LOOKUP_REFUSED))
 
+        def failed(failure: Failure) -> None:
+            # Fail closed on anything unforeseen too: the statement is refused, not left waiting.
+            log.failure("cannot hold a statement", failure)
+            self._answer(decision, Block(reason=RECORD_REFUSED))
+
         looked.addCallbacks(
             self._looked_up,
             refused,
             callbackArgs=(session, command, hold, policy, decision, opening),
-        )
+        ).addErrback(failed)
         return decision
 
     def _looked_up(
@@ -239,7 +244,7 @@ class StatementHolds:
         stored.addCallbacks(
             lambda _: self._stored(review, digest, session, hold, timeout, decision, opening),
             unstored,
-        )
+        ).addErrback(unstored)
 
     def _stored(
         self,

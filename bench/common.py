@@ -180,7 +180,8 @@ def running_gateway(
 ) -> Iterator[RunningGateway]:
     """Write ``document`` as ``workdir/hoopgw.toml``, create an API key for ``identity`` in
     ``group``, and run ``hoopgw run`` (listening on ``port``) until the block ends; yield the
-    key and the processes.
+    key and the processes. With ``[gateway] workers`` above 1, the block starts once every
+    worker is ready (the parent binds the port before they are).
 
     :raises BenchError: the key could not be created or the gateway did not start.
     """
@@ -197,8 +198,40 @@ def running_gateway(
         log_path=workdir / "stderr.log",
         cwd=workdir,
     ) as process:
+        workers = int(document.get("gateway", {}).get("workers", 1))
+        if workers > 1:
+            yield RunningGateway(key=key, processes=_workers_ready(process, workdir, workers))
+            return
         processes = {"reactor": process.pid}
         # The audit writer is the gateway's one child, started before it listens.
         for child in child_pids(process.pid)[:1]:
             processes["writer"] = child
         yield RunningGateway(key=key, processes=processes)
+
+
+def _workers_ready(process: subprocess.Popen[bytes], workdir: Path, workers: int) -> dict[str, int]:
+    """Wait until the ``workers`` workers of a gateway say they are ready; return its processes
+    by role: ``parent``, ``writer`` (the audit writer, the parent's child) and ``worker1``..."""
+    log_path = workdir / "stderr.log"
+    deadline = time.monotonic() + SERVER_START_TIMEOUT
+    while log_path.read_text(errors="replace").count("hoopgw ready") < workers:
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise BenchError(
+                f"hoopgw's {workers} workers did not get ready; log:\n"
+                + log_path.read_text(errors="replace")
+            )
+        time.sleep(0.1)
+    processes = {"parent": process.pid}
+    others = []
+    for child in child_pids(process.pid):
+        try:
+            command = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"hoopgw.audit.process" in command:
+            processes["writer"] = child
+        else:
+            others.append(child)
+    for index, child in enumerate(sorted(others), start=1):
+        processes[f"worker{index}"] = child
+    return processes

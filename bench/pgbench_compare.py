@@ -61,8 +61,20 @@ GATEWAY_OPTIONS: dict[str, dict[str, Any]] = {
 }
 """``[gateway]`` options of the gateway targets that do not run with the defaults (``hoopgw``
 records with the default ``audit_durability = "fsync"``)."""
+WORKER_TARGETS = {"hoopgw-bare-w2": "hoopgw-bare", "hoopgw-os-w2": "hoopgw-os"}
+"""Targets that run their base target's gateway with ``[gateway] workers = 2``; ``--workers``
+adds them and their bases, and the table shows each one's TPS over its base's."""
+GATEWAY_PLUGINS.update({target: GATEWAY_PLUGINS[base] for target, base in WORKER_TARGETS.items()})
+GATEWAY_OPTIONS.update(
+    {
+        target: {**GATEWAY_OPTIONS.get(base, {}), "workers": 2}
+        for target, base in WORKER_TARGETS.items()
+    }
+)
 TARGETS = ("direct", "pgbouncer", *GATEWAY_PLUGINS)
 """``direct``, ``pgbouncer``, and the gateway targets of :data:`GATEWAY_PLUGINS`."""
+DEFAULT_TARGETS = tuple(t for t in TARGETS if t not in WORKER_TARGETS)
+"""What runs without ``--targets``: every target but the :data:`WORKER_TARGETS`."""
 FDATASYNC_SAMPLES = 200
 """``fdatasync`` calls timed per round on the store's disk (:func:`measure_fdatasync`)."""
 FDATASYNC_LINE = b"x" * 300 + b"\n"
@@ -143,7 +155,15 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str] = os.envir
     """Parse the command line; the server defaults come from ``HOOPGW_TEST_PGHOST/PGPORT``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 3 s runs, one round")
-    parser.add_argument("--targets", default=",".join(TARGETS), help="comma-separated subset")
+    parser.add_argument(
+        "--targets", default=",".join(DEFAULT_TARGETS), help="comma-separated subset"
+    )
+    parser.add_argument(
+        "--workers",
+        action="store_true",
+        help="also run the gateway with [gateway] workers = 2 (hoopgw-bare-w2, hoopgw-os-w2)"
+        " beside its one-process base",
+    )
     parser.add_argument("--duration", type=int, help="seconds per run (default 30, quick 3)")
     parser.add_argument("--rounds", type=int, help="rounds (default 3, quick 1)")
     parser.add_argument("--scale", type=int, default=10, help="pgbench -i scale (default 10)")
@@ -156,6 +176,8 @@ def parse_args(argv: Sequence[str] | None, environ: Mapping[str, str] = os.envir
     args = parser.parse_args(argv)
 
     targets = tuple(name.strip() for name in args.targets.split(",") if name.strip())
+    if args.workers:
+        targets += tuple(t for pair in WORKER_TARGETS.items() for t in reversed(pair))
     unknown = sorted(set(targets) - set(TARGETS))
     if unknown or not targets:
         parser.error(f"--targets takes a subset of {','.join(TARGETS)}, got {args.targets!r}")
@@ -233,6 +255,10 @@ def summarize(
                 "hoopgw-os/pgbouncer": _ratio(medians, "hoopgw-os", "pgbouncer"),
                 "hoopgw-bare/pgbouncer": _ratio(medians, "hoopgw-bare", "pgbouncer"),
                 "hoopgw-full/pgbouncer": _ratio(medians, "hoopgw-full", "pgbouncer"),
+                **{
+                    f"{target}/{base}": _ratio(medians, target, base)
+                    for target, base in WORKER_TARGETS.items()
+                },
                 "ceiling_tps": limit,
                 "hoopgw/ceiling": (
                     None if limit is None or "hoopgw" not in medians else medians["hoopgw"] / limit
@@ -350,6 +376,8 @@ def render_table(summary: Sequence[Mapping[str, Any]], targets: Sequence[str]) -
         "hoopgw-os/pgbouncer",
         "hoopgw-bare/pgbouncer",
         "hoopgw-full/pgbouncer",
+        # Shown when run (--workers): two worker processes' TPS over one's.
+        *(f"{target}/{base}" for target, base in WORKER_TARGETS.items() if target in targets),
         "ceiling_tps",
         "hoopgw/ceiling",
         "guardrails_us_per_statement",

@@ -39,7 +39,8 @@ data hook ends the session with an error: nothing unprocessed reaches the client
 
 **Observers** -- :func:`command_decided`, :func:`command_completed`, :func:`session_closed`. Called
 exactly once per command or session *and plugin instance*, for their side effects; the return
-value is ignored and an exception is logged (the command has already been decided).
+value is ignored (except a Deferred from :func:`command_decided` for a refusal, which the
+refusal waits for) and an exception is logged (the command has already been decided).
 :func:`review_updated` is the notification hook: called for every change of a review on the
 connection.
 
@@ -343,7 +344,9 @@ def audit_text(session: SessionInfo, command: Command | None, output: Output) ->
 
 
 @hookspec
-def command_decided(session: SessionInfo, command: Command, verdict: Verdict) -> None:
+def command_decided(
+    session: SessionInfo, command: Command, verdict: Verdict
+) -> Deferred[None] | None:
     """The combined verdict for a command is final.
 
     Called exactly once per command that reached :func:`client_command`, after any approval,
@@ -351,9 +354,16 @@ def command_decided(session: SessionInfo, command: Command, verdict: Verdict) ->
     which every plugin abstained is reported as ``Allow``; one withdrawn by the client (a cancel
     or a disconnect while it waited) as ``Block``.
 
+    Return None. For a ``Block`` an implementation may instead return a Deferred: the client
+    then learns of the refusal only once every such Deferred has fired (a failed one is logged,
+    and the refusal still goes). The ``recording`` plugin returns the write of the decision's
+    record, so that a refused command's decision is in the audit journal before the client
+    sees the refusal.
+
     :param session: the session that sent the command.
     :param command: the command.
     :param verdict: the final ``Allow`` or ``Block``.
+    :return: None, or for a ``Block`` a Deferred the refusal waits for.
     """
 
 

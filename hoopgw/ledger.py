@@ -33,7 +33,7 @@ from twisted.logger import Logger
 from hoopgw.hookspecs import HANDED_OVER
 from hoopgw.runtime.chain import WITHDRAWN, PluginChain
 from hoopgw.session import Command, CommandOutcome, SessionInfo
-from hoopgw.verdicts import Allow, Block
+from hoopgw.verdicts import Allow, Block, Hold
 
 log = Logger(namespace="hoopgw.ledger")
 
@@ -72,6 +72,9 @@ class CommandLedger:
         self._deciding: dict[int, defer.Deferred[Any]] = {}
         self._allowed: set[int] = set()  # open commands that may have reached the target
         self._closed = False
+        if chain.retired is not None:
+            # Started on a runtime a reload replaced while this client was logging in.
+            self._refuse(f"{chain.retired} while this session was starting; reconnect")
 
     @property
     def closed(self) -> bool:
@@ -84,10 +87,16 @@ class CommandLedger:
         This is the session's command boundary: when a config reload replaced the connection's
         chain, the session takes the newest one here (see *Config reload* in
         :mod:`hoopgw.hookspecs`)."""
-        if not self._closed and self.chain.successor is not None:
-            self._take(self.chain.newest())
+        self.catch_up()
         self._seq += 1
         return self._seq
+
+    def catch_up(self) -> None:
+        """Take the connection's newest chain now, between two commands' numbers: for a
+        protocol step that is no new command but makes data flow under the chain in force (a
+        suspended portal or an open cursor fetched again after a config reload)."""
+        if not self._closed and self.chain.successor is not None:
+            self._take(self.chain.newest())
 
     def _take(self, newest: PluginChain) -> None:
         old = self.chain
@@ -118,7 +127,7 @@ class CommandLedger:
         def judged(verdict: Any) -> None:
             if self._introduced is introduced:
                 self._introduced = None
-            if isinstance(verdict, Block):
+            if isinstance(verdict, Block | Hold):  # a Hold at a session's start is a Block
                 self._refuse(f"the reloaded config ended this session: {verdict.reason}")
 
         introduced.addCallback(judged)

@@ -100,6 +100,13 @@ class StatementFacts:
             the ``opaque-code`` cause to report. Everything else the statement calls is known
             to be harmless, so :attr:`unlisted_functions` no longer count.
         """
+        if not (
+            opaque
+            or self.unlisted_functions
+            or self.other_opaque_cause
+            or "opaque-code" in self.causes
+        ):
+            return self  # nothing to resolve: the same facts
         causes = {c: why for c, why in self.causes.items() if c != "opaque-code"}
         # Only the cause that unlisted functions explain can be cleared by the catalog: an
         # analysis that lists none (a dialect without a catalog) keeps its opaque-code cause.
@@ -121,6 +128,11 @@ class Analysis:
     """Every statement of the text, in order (empty for an empty text)."""
     error: str = ""
     """The parser's message when the text does not parse; empty otherwise."""
+    reads_literals: bool = False
+    """Whether a fact turned on the value of a constant (``set_config('role', ...)``,
+    ``SET transaction_read_only = off``, ``LIKE '%'``, ``x + 1 = x + 1``): the analysis then
+    holds for this exact text only, never for another text of the same shape (see
+    ``Dialect.shape``)."""
 
     @property
     def parseable(self) -> bool:
@@ -175,6 +187,14 @@ class Dialect(Protocol):
         ...
 
 
+# A dialect may also offer ``shape(text, *settings) -> str | None``: a key that two texts
+# share only when their analyses are the same but for the values of their constants and the
+# ``text`` of their statements (in the same settings: the key covers everything the analysis
+# depends on), or None when it cannot say; the key must be exact, never a hash. It then also
+# offers ``analyze_shape(text, *settings) -> Analysis``, the analysis with every statement's
+# ``text`` left empty. A plugin may reuse that analysis for every text of its shape, unless
+# :attr:`Analysis.reads_literals`.
+#
 # A dialect may also offer ``function_catalog(reactor, *, target, user, password, sslmode,
 # connect=None)``, returning a :class:`FunctionCatalog` read over a side connection with that
 # credential (opened with ``connect``, the plugin context's ``connect_upstream``, when given);

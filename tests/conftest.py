@@ -146,6 +146,17 @@ class RunningGateway:
         with psycopg.connect(self.store_url, autocommit=True) as db:
             return [tuple(row) for row in db.execute(query.replace("?", "%s"), tuple(params))]
 
+    def store_rows(
+        self, query: str, params: Sequence[Any] = (), *, timeout: float = 10.0
+    ) -> list[tuple[Any, ...]]:
+        """The rows of ``query`` once there are any (within ``timeout`` seconds): the audit
+        writer builds the store's ``sessions`` and ``commands`` tables in groups, a moment
+        after the journal has the records."""
+        deadline = time.monotonic() + timeout
+        while not (rows := self.store_query(query, params)) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return rows
+
     def store_bytes(self) -> bytes:
         """Everything the store holds, as bytes: the SQLite files (database, WAL, journal), or
         a ``pg_dump`` of the PostgreSQL store and the instance's local journal. For tests that
@@ -595,6 +606,8 @@ _load_helper("hoopgw_tests_approvals_world", "world.py", folder="hoopgw/approval
 _load_helper("hoopgw_tests_ssh_fakes", "fakes.py", folder="protocols/ssh")
 # The guardrails SQL corpora's loading, shared by the PostgreSQL and MySQL dialect tests.
 _load_helper("hoopgw_tests_corpus", "corpus.py", folder="plugins/guardrails")
+# Every PostgreSQL statement of the tests, and the facts the analysis gives each.
+_load_helper("hoopgw_tests_pg_statements", "statements.py", folder="protocols/postgres")
 
 
 @pytest.fixture

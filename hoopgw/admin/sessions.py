@@ -9,7 +9,7 @@ store that cannot write leaves the session running and the request refused.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet import defer
 
@@ -19,13 +19,24 @@ from hoopgw.errors import HeldStatement, StoreError
 from hoopgw.records import AuditEntry
 from hoopgw.session import Identity
 
-__all__ = ["SESSION_TERMINATED_KIND", "SessionControl"]
+__all__ = ["SESSION_TERMINATED_KIND", "PeerSessions", "SessionControl", "describe_session"]
 
 SESSION_TERMINATED_KIND = "session_terminated"
 """Audit record kind of a session ended through the admin API."""
 
 MIN_PREFIX = 8
 """Fewest characters of a session id that name a session."""
+
+
+class PeerSessions(Protocol):
+    """The live sessions of the gateway's other worker processes (``[gateway] workers``), as
+    :func:`describe_session` shows them."""
+
+    def sessions(self) -> list[tuple[int, dict[str, Any]]]:
+        """Every other worker's live sessions: (worker number, session shown)."""
+
+    def terminate(self, worker: int, session_id: str, reason: str) -> None:
+        """Tell worker ``worker`` to end its session ``session_id`` with ``reason``."""
 
 
 class SessionControl:
@@ -35,11 +46,20 @@ class SessionControl:
     :param audit: the gateway's audit writer.
     :param roles: the ``[roles]`` table.
     :param clock: ``seconds()`` for record times.
+    :param peers: the other worker processes' sessions, which this one lists and ends too;
+        None with one process.
     """
 
     def __init__(
-        self, *, sessions: Any, audit: Any, roles: Mapping[str, tuple[str, ...]], clock: Any
+        self,
+        *,
+        sessions: Any,
+        audit: Any,
+        roles: Mapping[str, tuple[str, ...]],
+        clock: Any,
+        peers: PeerSessions | None = None,
     ) -> None:
+        self._peers = peers
         self._sessions = sessions
         self._audit = audit
         self._roles = roles
@@ -49,11 +69,14 @@ class SessionControl:
         """The live sessions ``identity`` may see, oldest first."""
         every = sees_every_session(identity, self._roles)
         shown = [
-            _describe(s, self._sessions.held_statement(s.session_info.id))
+            describe_session(s, self._sessions.held_statement(s.session_info.id))
             for s in self._sessions
             if s.session_info is not None
             and (every or s.session_info.identity.name == identity.name)
         ]
+        for _, remote in self._remote():
+            if every or remote["identity"] == identity.name:
+                shown.append(remote)
         return sorted(shown, key=lambda s: (s["started_at"], s["id"]))
 
     def terminate(
@@ -73,14 +96,21 @@ class SessionControl:
                 "invalid", f"give at least {MIN_PREFIX} characters of the session id"
             )
         found = self._sessions.find(session_id)
-        if not found:
+        remote = [(k, s) for k, s in self._remote() if s["id"].startswith(session_id)]
+        if not found and not remote:
             raise ApprovalError("not_found", f"no live session {session_id}")
-        if len(found) > 1:
+        if len(found) + len(remote) > 1:
             raise ApprovalError(
-                "invalid", f"{session_id} names {len(found)} live sessions; give more of the id"
+                "invalid",
+                f"{session_id} names {len(found) + len(remote)} live sessions; give more of the id",
             )
-        session = found[0]
-        shown = _describe(session, self._sessions.held_statement(session.session_info.id))
+        if found:
+            session = found[0]
+            shown = describe_session(
+                session, self._sessions.held_statement(session.session_info.id)
+            )
+        else:
+            worker, shown = remote[0]
         entry = AuditEntry(
             kind=SESSION_TERMINATED_KIND,
             session_id=shown["id"],
@@ -90,7 +120,10 @@ class SessionControl:
 
         def recorded(_: Any) -> dict[str, Any]:
             ended = f"ended by {identity.name}" + (f": {reason}" if reason else "")
-            session.terminate(ended)
+            if found:
+                session.terminate(ended)
+            elif self._peers is not None:
+                self._peers.terminate(worker, shown["id"], ended)
             return shown
 
         def unrecorded(failure: Any) -> Any:
@@ -101,8 +134,11 @@ class SessionControl:
 
         return self._audit.write(entry).addCallbacks(recorded, unrecorded)
 
+    def _remote(self) -> list[tuple[int, dict[str, Any]]]:
+        return [] if self._peers is None else self._peers.sessions()
 
-def _describe(session: Any, held: HeldStatement | None) -> dict[str, Any]:
+
+def describe_session(session: Any, held: HeldStatement | None) -> dict[str, Any]:
     """A live session as the API shows it; ``pending_review`` is the review its statement
     waits for (MySQL clients, which get no notice, poll it), or null."""
     info = session.session_info

@@ -116,8 +116,7 @@ class ReviewService(StatementHolds):
     def start(self) -> defer.Deferred[None]:
         """End reviews left pending by an earlier run as ``aborted``; end grants that expired
         while the gateway was down; schedule the end of the live ones."""
-        writes = [self._abort(review, "the gateway restarted") for review in self._pending()]
-        writes.append(self.grants.start())
+        writes = [self.abort_pending("the gateway restarted"), self.grants.start()]
         if self._poll_interval is not None and not self._poll.running:
             self._poll.start(self._poll_interval, now=False).addErrback(
                 lambda f: log.failure("the look at held reviews stopped", f)
@@ -131,9 +130,15 @@ class ReviewService(StatementHolds):
         self.grants.stop()
         if self._poll.running:
             self._poll.stop()
-        return gather(
-            [self._abort(review, "the gateway is stopping") for review in self._pending()]
-        )
+        return self.abort_pending("the gateway is stopping")
+
+    def abort_pending(self, why: str, connection: str | None = None) -> defer.Deferred[None]:
+        """Abort this instance's pending reviews (clients get ``why``): all, or the statement
+        reviews of ``connection`` (a reload replaced the policy that held them)."""
+        pending = self._pending()
+        if connection is not None:
+            pending = [r for r in pending if r.kind == "statement" and r.connection == connection]
+        return gather([self._abort(review, why) for review in pending])
 
     def _pending(self) -> list[ReviewRecord]:
         """This instance's pending reviews (other instances sharing the store keep theirs)."""

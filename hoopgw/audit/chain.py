@@ -1,10 +1,14 @@
 """The audit trail's hash chain: record values, hashing, durability and pruning records, and
 its verification.
 
-Every audit record is hash-chained: its ``hash`` is the SHA-256 of a canonical JSON document
-holding its ``seq``, ``kind``, ``session_id``, ``time``, ``data`` and the previous record's hash
-(``prev_hash``; the first record's is :data:`GENESIS_HASH`). A changed, removed, inserted or
-reordered record breaks the chain, and :func:`verify_chain` reports the first record where it
+Every audit record is hash-chained: its ``hash`` is a SHA-256 over its ``seq``, ``kind``,
+``session_id``, ``time``, ``data`` and the previous record's hash (``prev_hash``; the first
+record's is :data:`GENESIS_HASH`). How depends on the record's ``format``
+(:data:`RECORD_FORMAT`): format 1 (records written before it existed) hashes a canonical JSON
+document of those fields, re-encoding ``data``; format 2 hashes the exact bytes of ``data`` as
+the gateway serialised them once (:func:`record_hash_v2`), which the store keeps as they are, so
+neither the writer nor :func:`verify_chain` encodes ``data`` again. A changed, removed, inserted
+or reordered record breaks the chain, and :func:`verify_chain` reports the first record where it
 breaks. The chain is computed by the store inside the transaction that appends the records.
 Retention may remove the oldest records; a ``pruned`` record (:func:`pruned_entry`) then
 vouches for the first remaining one. Signed checkpoints of the chain head
@@ -18,12 +22,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 from collections.abc import Iterable
-from typing import Any, TypeGuard
+from typing import Any, NamedTuple, TypeGuard
 
 import attrs
 
+from hoopgw.audit.hashing import canonical_json, encode_data, record_hash, record_hash_v2
 from hoopgw.records import AuditEntry
 
 GENESIS_HASH = "0" * 64
@@ -63,20 +67,45 @@ class AuditRecord:
     instance: str = ""
     """The gateway instance whose chain holds it (``""`` for a SQLite store's one chain); its
     ``seq`` counts in that chain."""
+    format: int = 1
+    """How :attr:`hash` was computed: 1 (:func:`record_hash`) or 2 (:func:`record_hash_v2`)."""
+    data_json: str | None = attrs.field(default=None, eq=False, repr=False)
+    """The exact stored text of :attr:`data`, which a format 2 hash covers; None when the
+    record was not read from a store (it is then encoded with :func:`encode_data`)."""
 
 
-def canonical_json(value: Any) -> str:
-    """The one JSON form used for hashing and storing: sorted keys, no spaces, no NaN.
+class EncodedEntry(NamedTuple):
+    """An :class:`AuditEntry` with its data serialised once (:func:`encode_data`), as the writer
+    process reads it from the gateway; the store keeps :attr:`data_json` as it is."""
 
-    :raises TypeError: if ``value`` is not JSON-serialisable.
-    :raises ValueError: for NaN or infinite floats.
+    kind: str
+    """See :attr:`AuditEntry.kind`."""
+    session_id: str
+    """See :attr:`AuditEntry.session_id`."""
+    time: float
+    """See :attr:`AuditEntry.time`."""
+    data: dict[str, Any]
+    """See :attr:`AuditEntry.data` (as read back from :attr:`data_json`)."""
+    data_json: str
+    """``data`` as the gateway serialised it: the bytes a format 2 hash covers."""
+
+
+def encoded_entry(entry: AuditEntry | EncodedEntry) -> EncodedEntry:
+    """``entry`` with its data serialised once (as it is when it is one already); a text that
+    is not valid UTF-8 is kept as its exact bytes (:func:`exact_text`).
+
+    :raises TypeError, ValueError: as :func:`encode_data`.
     """
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
-
-
-_json_scalar = json.JSONEncoder(ensure_ascii=False, allow_nan=False).encode
+    if isinstance(entry, EncodedEntry):
+        return entry
+    data = entry.data
+    text = encode_data(data)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # rare: walk the data only when it needs it
+        data = exact_text(data)
+        text = encode_data(data)
+    return EncodedEntry(entry.kind, entry.session_id, entry.time, data, text)
 
 
 EXACT_BYTES_KEY = "$bytes"
@@ -147,31 +176,31 @@ def shown_text(value: Any) -> str:
     return canonical_json(value)
 
 
-def record_hash(
-    *,
-    seq: int,
-    kind: str,
-    session_id: str,
-    time: float,
-    data: dict[str, Any],
-    prev_hash: str,
-    data_json: str | None = None,
-) -> str:
-    """Hex SHA-256 over the canonical JSON of a record's fields and its predecessor's hash.
+def stored_hash(record: AuditRecord) -> str:
+    """What ``record``'s hash must be, by its :attr:`~AuditRecord.format`.
 
-    :param data_json: ``canonical_json(data)`` when the caller has it already (the store does),
-        to spare serialising ``data`` twice; the hash is the same either way.
+    :raises ValueError: for a format this code does not know.
     """
-    if data_json is None:
-        data_json = canonical_json(data)
-    # Exactly canonical_json() of the whole record (keys sorted, no spaces), built by hand
-    # because this runs for every record written.
-    document = (
-        f'{{"data":{data_json},"kind":{_json_scalar(kind)},"prev_hash":{_json_scalar(prev_hash)},'
-        f'"seq":{_json_scalar(seq)},"session_id":{_json_scalar(session_id)},'
-        f'"time":{_json_scalar(time)}}}'
-    )
-    return hashlib.sha256(document.encode("utf-8")).hexdigest()
+    if record.format == 2:
+        data_json = record.data_json
+        return record_hash_v2(
+            seq=record.seq,
+            kind=record.kind,
+            session_id=record.session_id,
+            time=record.time,
+            prev_hash=record.prev_hash,
+            data_json=encode_data(record.data) if data_json is None else data_json,
+        )
+    if record.format == 1:
+        return record_hash(
+            seq=record.seq,
+            kind=record.kind,
+            session_id=record.session_id,
+            time=record.time,
+            data=record.data,
+            prev_hash=record.prev_hash,
+        )
+    raise ValueError(f"unknown audit record format {record.format}")
 
 
 DURABILITY_KIND = "audit_durability"
@@ -486,14 +515,10 @@ def verify_chain(records: Iterable[AuditRecord], *, instance: str = "") -> Verif
                 record.seq,
                 f"record {record.seq} does not follow record {record.seq - 1} (prev_hash differs)",
             )
-        actual = record_hash(
-            seq=record.seq,
-            kind=record.kind,
-            session_id=record.session_id,
-            time=record.time,
-            data=record.data,
-            prev_hash=record.prev_hash,
-        )
+        try:
+            actual = stored_hash(record)
+        except ValueError as exc:
+            return broken(record.seq, f"record {record.seq}: {exc}")
         if actual != record.hash:
             return broken(
                 record.seq, f"record {record.seq} was changed (its content does not match its hash)"

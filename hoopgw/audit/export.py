@@ -8,7 +8,8 @@ every chain (:func:`chains`), one after the other, or only the one asked for.
 The export schema (version :data:`SCHEMA_VERSION`) is documented in ``docs/audit-export.md``.
 Its field names are stable: a field may be added in a later version, never renamed or removed
 without a new version number. Each exported record carries what is needed to recompute its hash
-(:func:`hoopgw.audit.chain.record_hash`), so an export can be checked without the store.
+(:func:`hoopgw.audit.chain.stored_hash`, by its ``record_format``), so an export can be checked
+without the store.
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ from typing import Any, TextIO
 
 import attrs
 
-from hoopgw.audit.chain import AuditRecord, canonical_json, shown_text
+from hoopgw.audit.chain import AuditRecord, canonical_json, encode_data, shown_text
 from hoopgw.errors import HoopgwError
 from hoopgw.store.base import Store
 
 SCHEMA_VERSION = 2
 """Version of the export schema, in every exported record as ``schema`` (2 added
-``instance``)."""
+``instance`` and ``record_format``)."""
 
 FIELDS = (
     "schema",
@@ -42,8 +43,9 @@ FIELDS = (
     "connection",
     "prev_hash",
     "hash",
-    "data",
     "instance",
+    "data",
+    "record_format",
 )
 """The fields of an exported record, in order: the JSON Lines keys and the CSV columns."""
 
@@ -173,34 +175,40 @@ def exported_record(record: AuditRecord, facts: SessionFacts) -> dict[str, Any]:
         "connection": facts.connection,
         "prev_hash": record.prev_hash,
         "hash": record.hash,
-        "data": record.data,
         "instance": record.instance,
+        "data": record.data,
+        "record_format": record.format,
     }
 
 
-def _jsonl_writer(stream: TextIO) -> Callable[[dict[str, Any]], None]:
+def _data_text(record: AuditRecord) -> str:
+    """``record``'s data as its hash covers it: the stored text for format 2, the canonical
+    JSON for format 1."""
+    if record.format >= 2:
+        return record.data_json if record.data_json is not None else encode_data(record.data)
+    return canonical_json(record.data)
+
+
+def _jsonl_writer(stream: TextIO) -> Callable[[dict[str, Any], str], None]:
     encode = json.JSONEncoder(
         ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False
     ).encode
 
-    def write(document: dict[str, Any]) -> None:
-        stream.write(encode(document) + "\n")
+    def write(document: dict[str, Any], data: str) -> None:
+        # ``data`` goes in as the exact text the hash covers, never encoded again.
+        head = encode({name: document[name] for name in FIELDS[:-2]})
+        stream.write(f'{head[:-1]},"data":{data},"record_format":{document["record_format"]}}}\n')
 
     return write
 
 
-def _csv_writer(stream: TextIO) -> Callable[[dict[str, Any]], None]:
+def _csv_writer(stream: TextIO) -> Callable[[dict[str, Any], str], None]:
     # RFC 4180: CRLF line ends, fields quoted when they hold a comma, quote or line break.
     writer = csv.writer(stream, lineterminator="\r\n")
     writer.writerow(FIELDS)
 
-    def write(document: dict[str, Any]) -> None:
-        writer.writerow(
-            [
-                canonical_json(document["data"]) if name == "data" else document[name]
-                for name in FIELDS
-            ]
-        )
+    def write(document: dict[str, Any], data: str) -> None:
+        writer.writerow([data if name == "data" else document[name] for name in FIELDS])
 
     return write
 
@@ -222,7 +230,7 @@ def export_records(
     Records are streamed one at a time; memory does not grow with the size of the store.
 
     :param format: ``jsonl`` (one JSON object per line) or ``csv`` (a header row, then one row
-        per record, ``data`` as canonical JSON text).
+        per record, ``data`` as the text its hash covers).
     :param since: POSIX time of the first record to include, or None for the start.
     :param until: POSIX time from which records are left out, or None for the end.
     :param progress: called after every record read with the number read so far.
@@ -247,7 +255,7 @@ def export_records(
             # `since` are still known.
             facts = sessions.observe(record)
             if _in_range(record.time, since, until):
-                write(exported_record(record, facts))
+                write(exported_record(record, facts), _data_text(record))
                 written += 1
             if progress is not None:
                 progress(read)
@@ -330,7 +338,8 @@ def search_commands(
     the store (:func:`chains`) or only ``instance``'s.
 
     A command is joined from its ``command_received``, ``command_decided`` and
-    ``command_completed`` records; one whose session ended (or the store ended) before it was
+    ``command_completed`` records (an allowed command's verdict may be in the last); one whose
+    session ended (or the store ended) before it was
     decided or completed has None there. Each has the keys :data:`SEARCH_FIELDS`; ``time`` is
     the POSIX time it was received, ``record_seq`` the seq of that record and ``instance`` the
     gateway instance whose chain holds it. Within one chain newest is the highest seq; across
@@ -373,16 +382,24 @@ def _joined_commands(store: Store, criteria: CommandFilter) -> Iterator[dict[str
             if criteria.admits_received(record, facts):
                 open_commands.setdefault(record.session_id, {})[number] = _received(record, facts)
             continue
+        if record.kind == "session_closed":
+            yield from open_commands.pop(record.session_id, {}).values()
+            continue
         pending = open_commands.get(record.session_id, {})
         command = pending.get(number) if isinstance(number, int) else None
-        if record.kind == "command_decided" and command is not None:
+        if command is None:
+            continue
+        # A completion may carry the verdict too (an allowed command: one compact record).
+        if record.kind == "command_decided" or (
+            record.kind == "command_completed" and "verdict" in data
+        ):
             command.update(
                 verdict=data.get("verdict"),
                 reason=data.get("reason") or "",
                 plugin=data.get("plugin") or "",
                 rule=data.get("rule") or "",
             )
-        elif record.kind == "command_completed" and command is not None:
+        if record.kind == "command_completed":
             command.update(
                 status=data.get("status"),
                 rows=data.get("rows"),
@@ -391,8 +408,6 @@ def _joined_commands(store: Store, criteria: CommandFilter) -> Iterator[dict[str
                 error_message=data.get("error_message"),
             )
             yield pending.pop(command["command"])
-        elif record.kind == "session_closed":
-            yield from open_commands.pop(record.session_id, {}).values()
     for remaining in open_commands.values():
         yield from remaining.values()
 

@@ -28,9 +28,9 @@ from collections.abc import Callable, Sequence
 
 import attrs
 
+from hoopgw.audit.chain import EncodedEntry
 from hoopgw.audit.writer import decode_entry
 from hoopgw.errors import HoopgwError
-from hoopgw.records import AuditEntry
 
 RESET_SIZE = 8 << 20
 """Bytes past which the journal is emptied once the store holds everything in it."""
@@ -154,7 +154,7 @@ class AuditJournal:
         """The number of the last entry appended (or found when reading), 0 for none yet."""
         return self._last
 
-    def unapplied(self, applied: int) -> list[tuple[int, AuditEntry]]:
+    def unapplied(self, applied: int) -> list[tuple[int, EncodedEntry]]:
         """The entries numbered above ``applied``, in order; call once, before :meth:`append`.
 
         A torn last line (the process died while writing it, so it was never answered) is cut
@@ -172,7 +172,7 @@ class AuditJournal:
         complete = data.rfind(b"\n") + 1
         if complete < len(data):
             self._truncate(complete)
-        found: list[tuple[int, AuditEntry]] = []
+        found: list[tuple[int, EncodedEntry]] = []
         last = 0
         offset = 0
         # Split on LF only, as append() frames: an entry line may hold other line breaks (CR).

@@ -2,10 +2,8 @@
 the store.
 
 Started by :class:`hoopgw.audit.writer.AuditWriter` as ``python -m hoopgw.audit.process STORE_URL
-[--durability fsync|os] [--sync-interval SECONDS]``.
-It reads one entry per line on stdin (:func:`hoopgw.audit.writer.encode_entry`) and answers on
-stdout,
-in order:
+[--durability fsync|os] [--sync-interval SECONDS]``. It reads one entry per line on stdin
+(:func:`hoopgw.audit.writer.encode_entry`) and answers on stdout, in order:
 
 - ``ready`` once the store is open and migrated and the journal's leftovers are in it;
 - ``ok COUNT`` when the next COUNT entries are durable;
@@ -16,8 +14,9 @@ Durable means in the audit journal (:mod:`hoopgw.audit.journal`): every batch of
 arrived is appended there with one ``fdatasync`` and answered at once. A thread of this process
 then appends the entries to the store, in transactions that also record how far the journal is
 applied, so a crash between the answer and the store loses nothing: at the next start the
-entries the store lacks are appended before ``ready``. While the store fails, new entries are
-refused (the gateway refuses the commands that need them) and the thread retries.
+entries the store lacks are appended before ``ready``. What arrives within :data:`STORE_INTERVAL`
+of the last store transaction joins the next. While the store fails, new entries are refused
+(the gateway refuses the commands that need them) and the thread retries.
 
 With ``--durability os`` (``[gateway] audit_durability = "os"``) a batch is answered as soon as
 ``write`` has handed it to the journal in the operating system, which keeps it whatever happens
@@ -27,6 +26,10 @@ host can lose that window. At every start, once the journal's leftovers are in t
 process appends a record of the mode in force (:func:`hoopgw.audit.chain.durability_entry`),
 synced,
 before it says ``ready``.
+
+With ``--links-fd FD`` (a gateway of several worker processes) the entries come on the
+workers' own sockets, handed over on FD, each answered on its own (:mod:`hoopgw.audit.links`);
+stdin then only ends the process.
 
 It ignores SIGINT and SIGTERM (a Ctrl-C or a stop sent to the gateway's whole process group):
 it ends when its input ends, that is when the gateway closes it or dies. At end of input it
@@ -58,9 +61,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-from hoopgw.audit.chain import DURABILITY_MODES, Durability, durability_entry
+from hoopgw.audit.chain import (
+    DURABILITY_MODES,
+    Durability,
+    EncodedEntry,
+    durability_entry,
+    encoded_entry,
+)
 from hoopgw.audit.checkpoints import Checkpointer, CheckpointError, load_signing_key
 from hoopgw.audit.journal import AuditJournal, journal_path
+from hoopgw.audit.links import serve_links
 from hoopgw.audit.writer import (
     SIGNING_KEY_ENV,
     STORE_URL_ENV,
@@ -69,7 +79,6 @@ from hoopgw.audit.writer import (
     encode_entry,
 )
 from hoopgw.errors import HoopgwError
-from hoopgw.records import AuditEntry
 from hoopgw.store import Store, open_store
 
 READ_SIZE = 1 << 16
@@ -78,6 +87,10 @@ RECOVERY_BATCH = 1000
 RESET_WAIT = 1.0
 """Seconds the journal waits for the store to catch up before it is emptied (answers wait too,
 so only once per :data:`hoopgw.audit.journal.RESET_SIZE` of growth)."""
+STORE_INTERVAL = 0.002
+"""Shortest time, in seconds, between two store transactions of the writer: what arrives
+meanwhile is appended in one (the store is off the path a command waits on; the journal holds
+the entries until then). Fewer, larger transactions spend less of the machine per record."""
 SWITCH_INTERVAL = 0.0002
 """Seconds the store thread may hold the GIL while the journal loop waits (CPython's default,
 5 ms, would hold answers back that long)."""
@@ -92,6 +105,8 @@ def serve(
     checkpoints: Callable[[Store], Checkpointer] | None = None,
     retry_delay: float = 1.0,
     durability: Durability | None = None,
+    links: socket.socket | None = None,
+    store_interval: float = 0.0,
 ) -> int:
     """Run the writer until end of input; return the exit status.
 
@@ -103,13 +118,19 @@ def serve(
     :param retry_delay: seconds between attempts while the store fails.
     :param durability: when to answer, recorded in the chain at start; None syncs every batch
         and records no mode (tests of other behaviour; :func:`main` always passes one).
+    :param links: where the worker processes' own sockets arrive (:mod:`hoopgw.audit.links`);
+        entries then come on those, and ``stdin`` only says when to end.
+    :param store_interval: shortest time between two store transactions
+        (:data:`STORE_INTERVAL` from :func:`main`; 0 appends each batch at once).
     """
     try:
         journal = open_journal()
     except HoopgwError as exc:
         sys.stderr.write(f"cannot open the audit journal: {exc}\n")
         return 1
-    appender = StoreAppender(open_migrated, journal, checkpoints, retry_delay=retry_delay)
+    appender = StoreAppender(
+        open_migrated, journal, checkpoints, retry_delay=retry_delay, store_interval=store_interval
+    )
     appender.start()
     appender.ready.wait()
     if appender.startup_error is not None:
@@ -124,7 +145,7 @@ def serve(
     pending = b""
     try:
         if durability is not None:
-            entry = durability_entry(durability, now=time.time())
+            entry = encoded_entry(durability_entry(durability, now=time.time()))
             try:
                 appender.put([entry], journal.append([encode_entry(entry)]))
             except HoopgwError as exc:
@@ -132,6 +153,12 @@ def serve(
                 return 1
         stdout.write(b"ready\n")
         stdout.flush()
+        if links is not None:
+            serve_links(
+                stdin,
+                links,
+                lambda lines, out: _journal_batch(lines, journal, appender, out, syncer),
+            )
         while chunk := _read_available(stdin):
             lines = (pending + chunk).split(b"\n")
             pending = lines.pop()
@@ -202,7 +229,7 @@ def _journal_batch(
     appender.put(entries, last)
 
 
-def _storable_entry(line: bytes) -> AuditEntry:
+def _storable_entry(line: bytes) -> EncodedEntry:
     """The entry ``line`` holds, refused (ValueError) if the store could not append it.
 
     Once journaled and answered, an entry must reach the store: one it rejects would stop every
@@ -219,6 +246,9 @@ def _storable_entry(line: bytes) -> AuditEntry:
         and isinstance(entry.data, dict)
     ):
         raise ValueError("expected [kind, session_id, time, data]")
+    # A lone surrogate (JSON may escape one) is no text the store can keep.
+    entry.kind.encode()
+    entry.session_id.encode()
     return entry
 
 
@@ -345,14 +375,17 @@ class StoreAppender(threading.Thread):
         checkpoints: Callable[[Store], Checkpointer] | None,
         *,
         retry_delay: float,
+        store_interval: float = 0.0,
     ) -> None:
         super().__init__(name="audit-store", daemon=True)
+        self._store_interval = store_interval
+        self._last_append = -math.inf
         self._open_migrated = open_migrated
         self._journal = journal
         self._checkpoints = checkpoints
         self._retry_delay = retry_delay
         self._cond = threading.Condition()
-        self._queue: collections.deque[tuple[list[AuditEntry], int]] = collections.deque()
+        self._queue: collections.deque[tuple[list[EncodedEntry], int]] = collections.deque()
         self._finishing = False
         self.ready = threading.Event()
         """Set once the store is open and caught up with the journal, or failed to."""
@@ -363,7 +396,7 @@ class StoreAppender(threading.Thread):
         self.applied = 0
         """The journal number of the last entry in the store."""
 
-    def put(self, entries: list[AuditEntry], last_number: int) -> None:
+    def put(self, entries: list[EncodedEntry], last_number: int) -> None:
         """Queue journaled ``entries``, the last numbered ``last_number``, for the store."""
         with self._cond:
             self._queue.append((entries, last_number))
@@ -439,6 +472,10 @@ class StoreAppender(threading.Thread):
                 due_in = None if checkpointer is None else checkpointer.seconds_until_due()
                 if not self._queue and not self._finishing and due_in != 0:
                     self._cond.wait(due_in)
+                hold = self._last_append + self._store_interval - time.monotonic()
+                if self._queue and hold > 0:
+                    # Gather what arrives meanwhile into this transaction.
+                    self._cond.wait_for(lambda: self._finishing, hold)
                 batches = list(self._queue)
                 self._queue.clear()
                 finishing = self._finishing
@@ -458,9 +495,10 @@ class StoreAppender(threading.Thread):
     def _append(
         self,
         store: Store,
-        batches: list[tuple[list[AuditEntry], int]],
+        batches: list[tuple[list[EncodedEntry], int]],
         checkpointer: Checkpointer | None,
     ) -> bool:
+        self._last_append = time.monotonic()
         entries = [entry for batch, _ in batches for entry in batch]
         last_number = batches[-1][1]
         try:
@@ -509,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sync-interval", type=float, default=0.01, metavar="SECONDS")
     parser.add_argument("--instance", default="", help="the gateway instance's chain")
     parser.add_argument("--journal", default=None, metavar="PATH", help="the audit journal")
+    parser.add_argument("--links-fd", type=int, default=None, metavar="FD", help="worker links")
     try:
         args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     except SystemExit as exc:
@@ -568,6 +607,8 @@ def main(argv: list[str] | None = None) -> int:
             stdout,
             checkpoints=checkpoints,
             durability=Durability(mode=args.durability, sync_interval=args.sync_interval),
+            links=None if args.links_fd is None else socket.socket(fileno=args.links_fd),
+            store_interval=STORE_INTERVAL,
         )
 
 

@@ -15,10 +15,12 @@ turns.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from collections import deque
 from collections.abc import Callable
+from json.encoder import encode_basestring
 from typing import Any
 
 import attrs
@@ -26,7 +28,13 @@ from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from hoopgw.audit.chain import Durability, canonical_json, exact_text
+from hoopgw.audit.chain import (
+    Durability,
+    EncodedEntry,
+    encode_data,
+    encoded_entry,
+    exact_text,
+)
 from hoopgw.errors import StoreError
 from hoopgw.records import AuditEntry
 from hoopgw.secrets import Secret
@@ -36,24 +44,49 @@ log = Logger(namespace="hoopgw.audit")
 # -- the wire between the gateway and its writer process ------------------------------------------
 
 
-def encode_entry(entry: AuditEntry) -> bytes:
-    """One line that carries ``entry`` to the writer process; texts that are not valid UTF-8
-    are carried exactly (:func:`exact_text`).
+def encode_entry(entry: AuditEntry | EncodedEntry) -> bytes:
+    """One line that carries ``entry`` to the writer process: the JSON array ``[kind,
+    session_id, time]``, a TAB, and ``data`` serialised once (:func:`encode_data`), which the
+    store keeps and hashes as they are. Texts of ``data`` that are not valid UTF-8 are carried
+    exactly (:func:`hoopgw.audit.chain.exact_text`). No JSON holds a raw TAB, so the first one
+    ends the header.
 
-    :raises TypeError, ValueError: if the entry's data is not JSON-serialisable.
+    :raises TypeError, ValueError: if the entry's data is not JSON-serialisable, or its kind or
+        session id is not valid UTF-8 (UnicodeEncodeError; never the gateway's own).
     """
-    text = canonical_json([entry.kind, entry.session_id, entry.time, entry.data])
+    kind, session_id, time = entry.kind, entry.session_id, entry.time
+    if time.__class__ is float and math.isfinite(time):
+        # What _encode_header makes of it, without building a list: this runs per record.
+        header = f"[{_json_text(kind)},{_json_text(session_id)},{float.__repr__(time)}]"
+    else:
+        header = _encode_header([kind, session_id, time])
+    if isinstance(entry, EncodedEntry):
+        return f"{header}\t{entry.data_json}\n".encode()
     try:
-        return (text + "\n").encode()
+        return f"{header}\t{encode_data(entry.data)}\n".encode()
     except UnicodeEncodeError:  # rare: walk the data only when it needs it
-        fields = [entry.kind, entry.session_id, entry.time, exact_text(entry.data)]
-        return (canonical_json(fields) + "\n").encode()
+        return f"{header}\t{encode_data(exact_text(entry.data))}\n".encode()
 
 
-def decode_entry(line: bytes) -> AuditEntry:
-    """The entry that :func:`encode_entry` wrote (in the writer process)."""
-    kind, session_id, time, data = json.loads(line)
-    return AuditEntry(kind=kind, session_id=session_id, time=time, data=data)
+_encode_header = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+_json_text = encode_basestring  # a str as JSON with ensure_ascii=False (C when available)
+
+
+def decode_entry(line: bytes) -> EncodedEntry:
+    """The entry that :func:`encode_entry` wrote (in the writer process), its data text as it
+    came. A line without a TAB is one written before record format 2 (a journal left by an
+    older gateway): a JSON array ``[kind, session_id, time, data]``, whose data is then
+    serialised here (:func:`hoopgw.audit.chain.encode_data`).
+
+    :raises ValueError, TypeError: if the line is not such an entry.
+    """
+    header, tab, data_bytes = line.rstrip(b"\n").partition(b"\t")
+    if not tab:
+        kind, session_id, time, data = json.loads(header)
+        return encoded_entry(AuditEntry(kind=kind, session_id=session_id, time=time, data=data))
+    kind, session_id, time = json.loads(header)
+    data_json = data_bytes.decode("utf-8")
+    return EncodedEntry(kind, session_id, time, json.loads(data_json), data_json)
 
 
 # -- the writer ----------------------------------------------------------------------------------
@@ -91,6 +124,7 @@ def spawn_writer_process(
     durability: Durability = Durability(),  # noqa: B008 -- frozen, so a shared default is safe
     instance: str = "",
     journal: str | None = None,
+    links_fd: int | None = None,
 ) -> Any:
     """Start ``python -m hoopgw.audit.process STORE_URL`` with pipes to ``process_protocol``.
 
@@ -102,6 +136,8 @@ def spawn_writer_process(
     :param durability: when the process answers for a record (and records it in the chain).
     :param instance: the gateway instance whose chain the process appends to.
     :param journal: the audit journal file; None for the store's default.
+    :param links_fd: a socket on which the parent of worker processes hands the writer their
+        sockets (:mod:`hoopgw.audit.links`); the child gets it as fd 3.
     """
     env = dict(os.environ)
     env.pop(SIGNING_KEY_ENV, None)
@@ -133,9 +169,11 @@ def spawn_writer_process(
             repr(checkpoints.interval),
         ]
         env[SIGNING_KEY_ENV] = checkpoints.signing_key.reveal()
-    return reactor.spawnProcess(
-        process_protocol, sys.executable, argv, env=env, childFDs={0: "w", 1: "r", 2: "r"}
-    )
+    child_fds: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
+    if links_fd is not None:
+        argv += ["--links-fd", "3"]
+        child_fds[3] = links_fd
+    return reactor.spawnProcess(process_protocol, sys.executable, argv, env=env, childFDs=child_fds)
 
 
 WRITER_INFO_PREFIX = "info: "
@@ -242,7 +280,7 @@ class AuditWriter:
             return defer.fail(StoreError("audit writer is not running"))
         try:
             line = encode_entry(entry)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: a cycle
             return defer.fail(StoreError(f"audit record {entry.kind!r} is not serialisable: {exc}"))
         done: defer.Deferred[None] = defer.Deferred()
         self._in_flight.append(done)

@@ -75,9 +75,16 @@ def _run(args: argparse.Namespace) -> int:
     start_logging(config.gateway.log_format, config.gateway.log_level)
     # Imported here: the gateway pulls in the reactor and protocols, which other commands
     # do not need.
+    from hoopgw.runtime.worker import WorkerLink
+
+    worker = WorkerLink.from_env()
+    if worker is None and config.gateway.workers > 1:
+        from hoopgw.runtime.workers import run_supervisor
+
+        return run_supervisor(config, str(args.config))
     from hoopgw.runtime.gateway import run_gateway
 
-    return run_gateway(config)
+    return run_gateway(config, worker)
 
 
 def _config_check(args: argparse.Namespace) -> int:

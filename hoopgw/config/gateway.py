@@ -76,6 +76,9 @@ class GatewayConfig:
     agent_listen: str | None = None
     """Twisted server endpoint where network agents connect (over TLS with :attr:`tls_cert`),
     or None for no agents (see docs/network-agent.md)."""
+    workers: int = 1
+    """Gateway processes serving the listeners of this config; more than 1 starts a supervising
+    parent process (see :mod:`hoopgw.runtime.workers`)."""
 
     @property
     def durability(self) -> Durability:
@@ -97,6 +100,9 @@ def resolve_store_url(url: str, *, base_dir: Path) -> str:
         return url
     return "sqlite:///" + str((base_dir / path).resolve())
 
+
+MAX_WORKERS = 64
+"""Most gateway processes one config may ask for (``[gateway] workers``)."""
 
 _GATEWAY_KEYS = {f.name for f in attrs.fields(GatewayConfig)}
 
@@ -152,6 +158,15 @@ def parse_gateway(table: Table, base_dir: Path) -> GatewayConfig:
                 " certificate",
                 "agent_listen",
             )
+    workers = table.get("workers", (int,), defaults.workers)
+    if not 1 <= workers <= MAX_WORKERS:
+        raise table.error(f"must be from 1 to {MAX_WORKERS}", "workers")
+    if workers > 1 and agent_listen is not None:
+        # An agent's one connection would reach one worker; the others could not use it.
+        raise table.error(
+            "more than 1 worker cannot serve network agents (agent_listen); set workers = 1",
+            "workers",
+        )
     for network in metrics_allow:
         try:
             ipaddress.ip_network(network, strict=False)
@@ -189,6 +204,7 @@ def parse_gateway(table: Table, base_dir: Path) -> GatewayConfig:
         audit_sync_interval=audit_sync_interval,
         metrics_allow=metrics_allow,
         agent_listen=agent_listen,
+        workers=workers,
     )
 
 

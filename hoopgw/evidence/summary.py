@@ -82,13 +82,13 @@ class Summary:
         elif record.kind == "command_decided":
             command = self._open_commands.get((record.session_id, data.get("seq", -1)))
             if command is not None:
-                command["verdict"] = data.get("verdict")
-                for field in ("reason", "plugin", "rule"):
-                    command[field] = data.get(field, "")
+                _decided(command, data)
         elif record.kind == "command_completed":
             key = (record.session_id, data.get("seq", -1))
             command = self._open_commands.get(key)
             if command is not None:
+                if "verdict" in data:  # an allowed command: its verdict joined its completion
+                    _decided(command, data)
                 command["completed_at"] = record.time
                 for field in ("status", "rows", "bytes", "duration", "error_code", "error_message"):
                     command[field] = data.get(field)
@@ -416,3 +416,10 @@ def _approvals_doc(
             "note": note,
         },
     }
+
+
+def _decided(command: dict[str, Any], data: dict[str, Any]) -> None:
+    """Note a command's verdict, from its ``command_decided`` or ``command_completed`` record."""
+    command["verdict"] = data.get("verdict")
+    for field in ("reason", "plugin", "rule"):
+        command[field] = data.get(field, "")

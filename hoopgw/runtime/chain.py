@@ -70,6 +70,10 @@ class PluginChain:
         """The chain a config reload put in this one's place for the connection (its live
         sessions take it at their next command, :class:`~hoopgw.ledger.CommandLedger`);
         None while this chain is the connection's newest."""
+        self.retired: str | None = None
+        """Why no session may start on this chain any more (a reload removed its connection,
+        or changed what its sessions were set up with: a client still logging in on the old
+        runtime would get the old target, login or upstream options); None while one may."""
         self.has_row_hooks = bool(self._pm.hook.server_rows.get_hookimpls())
         """Whether any plugin rewrites rows; protocols skip decoding rows when none does."""
         self.has_output_hooks = bool(self._pm.hook.server_output.get_hookimpls())
@@ -214,7 +218,21 @@ class PluginChain:
             verdict = self._recordable_reason(session, command, verdict)
             if self._on_decided is not None:
                 self._on_decided(verdict)
-            self.notify("command_decided", session=session, command=command, verdict=verdict)
+            waits = self.notify(
+                "command_decided", session=session, command=command, verdict=verdict
+            )
+            if isinstance(verdict, Block) and waits:
+                # The refusal waits for what the observers asked for: the decision's audit
+                # record in the journal (design invariant 2).
+                def refuse(_: object) -> None:
+                    if not cancelled:
+                        decided.callback(verdict)
+
+                def failed(failure: Failure) -> None:
+                    log.failure("a command_decided observer failed", failure)
+
+                defer.gatherResults(waits, consumeErrors=True).addErrback(failed).addBoth(refuse)
+                return
             if not cancelled:  # a cancelled Deferred fails with CancelledError instead
                 decided.callback(verdict)
 
@@ -443,11 +461,22 @@ class PluginChain:
             return Block(reason="refused: its reason could not be made safe to record")
         return attrs.evolve(verdict, reason=output.fields.get("text", ""))
 
-    def notify(self, hook: str, *, only: Collection[object] | None = None, **kwargs: Any) -> None:
+    def notify(
+        self, hook: str, *, only: Collection[object] | None = None, **kwargs: Any
+    ) -> list[defer.Deferred[Any]]:
         """Call every implementation of an observer hook (of the instances ``only`` names,
-        when given); log and swallow exceptions."""
+        when given); log and swallow exceptions.
+
+        :return: the Deferreds implementations returned (``command_decided`` may return one
+            for a refusal to wait for); any other answer is ignored.
+        """
+        waits = []
         for impl in self._impls(hook, only):
             try:
-                impl.function(*[kwargs[a] for a in impl.argnames])
+                answer = impl.function(*[kwargs[a] for a in impl.argnames])
             except Exception:
                 log.failure("plugin {plugin} failed in {hook}", plugin=impl.plugin_name, hook=hook)
+                continue
+            if isinstance(answer, defer.Deferred):
+                waits.append(answer)
+        return waits

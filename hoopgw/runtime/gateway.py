@@ -40,9 +40,10 @@ from hoopgw.runtime.connections import (
 )
 from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.runtime.reload import ListenerSwitch, Reloader, Served
+from hoopgw.runtime.worker import WorkerLink
 from hoopgw.session import UpstreamOptions
 from hoopgw.store import POSTGRESQL_SCHEMES, Store, open_store
-from hoopgw.store.calls import StoreCalls
+from hoopgw.store.calls import StoreCalls, StoreReadiness
 from hoopgw.store.notices import ChangeListener
 
 log = Logger(namespace="hoopgw.gateway")
@@ -52,10 +53,6 @@ TARGET_PROBE_TIMEOUT = 5.0
 REVIEW_POLL_INTERVAL = 1.0
 """Seconds between looks at the reviews this instance holds, with a store other instances
 decide reviews in (the fallback for a missed change notice)."""
-
-STORE_LOOK_INTERVAL = 5.0
-"""Seconds between looks at whether a PostgreSQL store takes writes (``/readyz`` answers from
-the last one, and is not ready while one waits longer than this)."""
 """Seconds the start-up check of each target waits for a TCP connection."""
 
 
@@ -85,9 +82,14 @@ def server_tls_options(
 class Gateway:
     """All listeners of one config, sharing one audit writer and one session registry."""
 
-    def __init__(self, config: Config, reactor: Any) -> None:
+    def __init__(self, config: Config, reactor: Any, worker: WorkerLink | None = None) -> None:
+        """
+        :param worker: what this process inherited as one of ``[gateway] workers`` (listening
+            sockets, links to the parent), or None for a gateway of one process.
+        """
         self.config = config
         self.reactor = reactor
+        self._worker = worker
         self.sessions = SessionRegistry(on_added=self._session_added)
         self.agents: AgentHub | None = None
         self.metrics = GatewayMetrics(
@@ -100,20 +102,17 @@ class Gateway:
         self.metrics.add_ready_check("audit_writer", self._audit_writer_up)
         self.metrics.add_ready_check("listeners", lambda: self._listening)
         self._listening = False
-        # With a PostgreSQL store, /readyz answers from the last look (see _look_at_store).
-        self._store_ok = False
-        self._store_look_since: float | None = None
-        self._store_look = task.LoopingCall(self._look_at_store)
-        self._store_look.clock = reactor
         self._store_url = resolve_store_url(config.gateway.store, base_dir=config.base_dir)
         self._store: Store | None = None
-        self._shared_store = self._store_url.partition("://")[0] in POSTGRESQL_SCHEMES
-        """Whether other gateway instances may use the store (PostgreSQL)."""
+        postgresql_store = self._store_url.partition("://")[0] in POSTGRESQL_SCHEMES
+        self._shared_store = postgresql_store or worker is not None
+        """Whether other gateway instances or worker processes use the store."""
         self._notices: ChangeListener | None = None
-        # A PostgreSQL store is a network away: its look-ups leave the reactor thread.
-        self.store_calls = (
-            StoreCalls.threaded(reactor) if self._shared_store else StoreCalls.inline()
-        )
+        # A PostgreSQL store is a network away: its look-ups leave the reactor thread. A SQLite
+        # store (shared by workers or not) is read inline: its connection belongs to the thread
+        # that opened it, and a local read is cheaper than the hop.
+        self.store_calls = StoreCalls.threaded(reactor) if postgresql_store else StoreCalls.inline()
+        self._store_ready = StoreReadiness(self.store_calls, reactor)
         self.audit: AuditWriter | None = None
         self._ports: list[Any] = []
         self.served: dict[str, Served] = {}
@@ -133,10 +132,7 @@ class Gateway:
         self._store = open_store(self._store_url, instance=self.config.gateway.instance)
         self._store.migrate()
         self.store_calls.start()
-        if self.store_calls.threaded_pool:
-            self._store_look.start(STORE_LOOK_INTERVAL, now=True).addErrback(
-                lambda f: log.failure("the store's readiness look stopped", f)
-            )
+        self._store_ready.start(self._store)
         self.audit = AuditWriter(self._store_url, self.reactor, spawn=self._writer_spawner())
         self.audit.on_committed = self.metrics.audit_sync_seconds.observe
         yield self.audit.start()
@@ -183,12 +179,12 @@ class Gateway:
             roles=self.config.roles,
             sessions=self.sessions,
             approval_timeout=gw.approval_timeout,
-            instance=gw.instance,
+            instance=gw.instance if self._worker is None else self._worker.instance,
             poll_interval=REVIEW_POLL_INTERVAL if self._shared_store else None,
         )
         authenticator.grants = grants
         yield self.approvals.start()
-        if self._shared_store:
+        if self._store_url.partition("://")[0] in POSTGRESQL_SCHEMES:
             self._notices = ChangeListener(self._store_url, self._store_changed, self.reactor)
             self._notices.start()
         if gw.tls_cert and gw.tls_key:
@@ -201,6 +197,9 @@ class Gateway:
                 sessions=self.sessions,
                 calls=self.store_calls.call,
             )
+        peers = None
+        if self._worker is not None:
+            peers = self._worker.connect_control(self.reactor, self.sessions)
         try:
             if self.agents is not None and gw.agent_listen is not None:
                 assert gw.tls_cert and gw.tls_key  # checked by the config
@@ -226,7 +225,7 @@ class Gateway:
                     listen=connection.listen,
                     target=connection.target,
                 )
-            if gw.admin_listen is not None:
+            if gw.admin_listen is not None and (self._worker is None or self._worker.serves_admin):
                 admin_tls = None
                 if gw.admin_tls:
                     assert gw.tls_cert and gw.tls_key  # checked by the config
@@ -236,6 +235,7 @@ class Gateway:
                     audit=self.audit,
                     roles=self.config.roles,
                     clock=self.reactor,
+                    peers=peers,
                 )
                 console = None
                 if self.config.console is not None:
@@ -388,6 +388,16 @@ class Gateway:
                 raise StartupError(f"{what} cannot listen on {description}: {reason}")
             return failure
 
+        if self._worker is not None:
+            if description not in self._worker.listeners:
+                # The parent bound the listeners at start; a worker cannot bind a new one.
+                return defer.fail(
+                    StartupError(
+                        f"{what} cannot listen on {description}: workers serve the listeners"
+                        " the gateway started with; restart it to listen on a new address"
+                    )
+                )
+            return defer.succeed(self._worker.adopt_port(self.reactor, description, factory))
         listening = serverFromString(self.reactor, description).listen(factory)
         return listening.addErrback(failed)
 
@@ -409,28 +419,9 @@ class Gateway:
         return 0 if throttle is None else throttle.delayed_hosts()
 
     def _store_writable(self) -> bool:
-        if not self.store_calls.threaded_pool:
-            return self._store is not None and self._store.writable()
-        since = self._store_look_since
-        if since is not None and self.reactor.seconds() - since > STORE_LOOK_INTERVAL:
-            return False  # the store has not answered the last look in time
-        return self._store_ok
-
-    def _look_at_store(self) -> defer.Deferred[None]:
-        """Whether the store takes writes, asked on the store's threads."""
-        store = self._store
-        if store is None:
-            self._store_ok = False
-            return defer.succeed(None)
-        self._store_look_since = self.reactor.seconds()
-
-        def seen(writable: bool) -> None:
-            self._store_ok, self._store_look_since = bool(writable), None
-
-        def failed(_: Failure) -> None:
-            self._store_ok, self._store_look_since = False, None
-
-        return self.store_calls.call(store.writable).addCallbacks(seen, failed)
+        if self.store_calls.threaded_pool:  # a PostgreSQL store: the last look's answer
+            return self._store_ready.writable()
+        return self._store is not None and self._store.writable()
 
     def _audit_writer_up(self) -> bool:
         return self.audit is not None and self.audit.running
@@ -462,6 +453,8 @@ class Gateway:
     def _writer_spawner(self) -> Any:
         """How to start the writer process: in the configured durability mode, with checkpoint
         signing when a key is configured."""
+        if self._worker is not None:
+            return self._worker.audit_spawner()  # the parent's one writer process
         gw = self.config.gateway
         settings = None
         if gw.signing_key is not None:
@@ -554,8 +547,7 @@ class Gateway:
         if self.audit is not None:
             yield self.audit.stop()
         # The look-ups under way finish (or fail) before their store closes.
-        if self._store_look.running:
-            self._store_look.stop()
+        self._store_ready.stop()
         self.store_calls.stop()
         if self._store is not None:
             self._store.close()
@@ -563,12 +555,15 @@ class Gateway:
         log.info("gateway stopped")
 
 
-def run_gateway(config: Config) -> int:
-    """Run the gateway in the foreground until SIGTERM or SIGINT; return the exit status."""
+def run_gateway(config: Config, worker: WorkerLink | None = None) -> int:
+    """Run the gateway in the foreground until SIGTERM or SIGINT; return the exit status.
+
+    :param worker: set in a worker process of ``[gateway] workers``.
+    """
     from twisted.internet import reactor as global_reactor
 
     reactor: Any = global_reactor
-    gateway = Gateway(config, reactor)
+    gateway = Gateway(config, reactor, worker)
     status = {"code": 0}
 
     def failed(failure: Any) -> None:
@@ -583,7 +578,11 @@ def run_gateway(config: Config) -> int:
     def start() -> None:
         d = gateway.start()
         d.addCallback(
-            lambda _: log.info("hoopgw ready: {count} connection(s)", count=len(config.connections))
+            lambda _: log.info(
+                "hoopgw ready: {count} connection(s){worker}",
+                count=len(config.connections),
+                worker="" if worker is None else f" (worker {worker.index})",
+            )
         )
         d.addErrback(failed)
 

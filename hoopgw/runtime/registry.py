@@ -26,6 +26,9 @@ class SessionRegistry:
         self._cancel_keys: dict[int, list[tuple[bytes, LiveSession]]] = {}
         self._on_added = on_added
         self._held: dict[str, HeldStatement] = {}  # session id -> its statement under review
+        self.ask_peers: Callable[[int, bytes], None] | None = None
+        """Passes on a cancel request that names none of these sessions to the other worker
+        processes of the gateway (``[gateway] workers``); None with one process."""
 
     def add(self, session: LiveSession) -> None:
         """Track ``session`` until :meth:`remove`."""
@@ -60,6 +63,22 @@ class SessionRegistry:
             if hmac.compare_digest(key, secret):
                 found = session
         return found
+
+    def cancel(self, pid: int, secret: bytes) -> None:
+        """A client's cancel request: the session it names forwards it (to its target, or by
+        withdrawing a pending decision); a key no session here holds goes to the other worker
+        processes, if any. A wrong key cancels nothing, anywhere."""
+        if not self.cancel_here(pid, secret) and self.ask_peers is not None:
+            self.ask_peers(pid, secret)
+
+    def cancel_here(self, pid: int, secret: bytes) -> bool:
+        """Forward the cancel request to the session here whose key it names; False if none."""
+        target = self.by_cancel_key(pid, secret)
+        forward = getattr(target, "forward_cancel", None)
+        if forward is None:
+            return False
+        forward()
+        return True
 
     def sessions_of(self, identity: str, connection: str) -> list[LiveSession]:
         """The live sessions of ``identity`` on the connection named ``connection`` (those a

@@ -213,6 +213,53 @@ def _read_only(chain: PluginChain, config: ConnectionConfig) -> bool:
     return chain.upstream_options(connection_info(config)).read_only
 
 
+_CARRIED_KEYS = frozenset(
+    {
+        "plugins",
+        "plugin_options",
+        "allow_groups",
+        "access",
+        "jit_approvers",
+        "jit_max_duration",
+        "jit_request_ttl",
+        "listen",
+    }
+)
+"""Connection keys a session started on the old runtime still honours after a reload: the
+chain hand-over carries the plugins, the admission check reads the access keys from the
+newest config, and ``listen`` only concerns new clients."""
+
+
+def _retired(old: ConnectionConfig, new: ConnectionConfig, read_only: bool) -> str | None:
+    """Why no session may start on the old runtime of a changed connection any more (see
+    :attr:`~hoopgw.runtime.chain.PluginChain.retired`), or None while one may."""
+    if read_only:
+        return f'connection "{new.name}" now requires read-only sessions on the target'
+    differing = [k for k in _differences(old, new) if k in _FIELDS and k not in _CARRIED_KEYS]
+    if differing:
+        return f'connection "{new.name}" changed ({", ".join(differing)})'
+    return None
+
+
+_FIELDS = frozenset(f.name for f in attrs.fields(ConnectionConfig))
+
+_UPSTREAM_KEYS = frozenset(
+    {"target", "via", "credential", "upstream_tls", "protocol_options", "local_infile"}
+)
+"""Connection keys that decide what a live session is logged in to upstream, and with what
+powers: a change ends the live sessions (a rotated credential or a lower-privileged login must
+not leave sessions of the old one running)."""
+
+
+def _instances(chain: PluginChain) -> list[int]:
+    return [id(instance) for _, instance in chain.plugins]
+
+
+def _ids(ending: list[tuple[LiveSession, str]]) -> list[str]:
+    """The ids of the sessions in ``ending`` that started (the others were logging in)."""
+    return [s.session_info.id for s, _ in ending if s.session_info is not None]
+
+
 def config_digest(data: bytes) -> str:
     """``sha256:HEX`` of the config file's bytes."""
     return "sha256:" + hashlib.sha256(data).hexdigest()
@@ -327,10 +374,9 @@ class Reloader:
             raise ReloadError(
                 f"cannot start a connection: {exc} (the running config stays)"
             ) from None
-        ending = self._sessions_to_end(plan, config, read_only, granted)
         summary = {
             **plan.summary(),
-            "ended_sessions": [s.session_info.id for s, _ in ending if s.session_info],
+            "ended_sessions": _ids(self._sessions_to_end(plan, config, read_only, granted)),
         }
         entry = AuditEntry(
             kind=CONFIG_RELOADED_KIND,
@@ -345,15 +391,22 @@ class Reloader:
         )
         try:
             yield gw.audit.write(entry)
+            if not gw.serving:  # stopped meanwhile: its stop closed only the ports it knew
+                raise ReloadError("the gateway is stopping")
         except Exception as exc:
             for factory in started:
                 factory.doStop()
             yield self._close(port for port, _ in ports.values())
+            if isinstance(exc, ReloadError):
+                raise ReloadError(f"{exc}; nothing reloaded") from None
             raise ReloadError(
                 f"cannot record the reload ({exc}); the running config stays"
             ) from None
-        self._commit(plan, config, built, ports, ending, by=by)
-        return summary
+        # Judged again now, with nothing left to wait for: a client admitted under the old
+        # config while the record was written must not escape the new one.
+        ending = self._sessions_to_end(plan, config, read_only, granted)
+        self._commit(plan, config, built, ports, ending, read_only, by=by)
+        return {**summary, "ended_sessions": _ids(ending)}
 
     def _granted(self, config: Config) -> defer.Deferred[set[tuple[str, str]]]:
         """The (identity, connection) pairs of the live sessions on the new config's ``jit``
@@ -387,7 +440,8 @@ class Reloader:
         current = {c.name: c for c in config.connections}
         ending = []
         for session in self._gateway.sessions:
-            if session.session_info is None:
+            if session.identity is None:
+                # Not admitted yet: the authenticator judges it by the new config.
                 continue
             name = session.runtime.config.name
             if name in removed:
@@ -397,6 +451,20 @@ class Reloader:
                 continue
             if current[name].protocol != session.runtime.config.protocol:
                 ending.append((session, f'connection "{name}" changed its protocol'))
+                continue
+            upstream = [
+                key
+                for key in _differences(session.runtime.config, current[name])
+                if key in _UPSTREAM_KEYS
+            ]
+            if upstream:
+                ending.append(
+                    (
+                        session,
+                        f'connection "{name}" changed how the gateway reaches the target'
+                        f" ({', '.join(upstream)}); reconnect",
+                    )
+                )
                 continue
             if name in read_only:
                 ending.append(
@@ -419,6 +487,7 @@ class Reloader:
         built: Mapping[str, tuple[ConnectionRuntime, Any]],
         ports: Mapping[str, tuple[Any, ListenerSwitch]],
         ending: list[tuple[LiveSession, str]],
+        read_only: set[str],
         *,
         by: str,
     ) -> None:
@@ -431,6 +500,7 @@ class Reloader:
             previous: PluginChain = entry.runtime.chain
             if old.protocol == new.protocol:  # else its sessions end (_sessions_to_end)
                 previous.successor = runtime.chain
+            previous.retired = _retired(old, new, new.name in read_only)
             if new.name in ports:
                 closing.append(entry.port)
                 entry.port, entry.switch = ports[new.name]
@@ -438,6 +508,8 @@ class Reloader:
                 entry.switch.switch(factory)
             entry.config, entry.runtime = new, runtime
             gw.watch_reviews(new.name, runtime.chain)
+            if _instances(previous) != _instances(runtime.chain):
+                self._withdraw_reviews(new.name)
         for connection in plan.added:
             runtime, _ = built[connection.name]
             port, switch = ports[connection.name]
@@ -446,7 +518,9 @@ class Reloader:
             )
             gw.watch_reviews(connection.name, runtime.chain)
         for connection in plan.removed:
-            closing.append(served.pop(connection.name).port)
+            gone = served.pop(connection.name)
+            closing.append(gone.port)
+            gone.runtime.chain.retired = f'connection "{connection.name}" was removed'
         gw.config_applied(config)
         self._close(closing)
         for session, reason in ending:
@@ -469,25 +543,39 @@ class Reloader:
     def _end(self, session: LiveSession, reason: str, *, by: str) -> None:
         """End ``session`` with ``reason`` and its ``session_terminated`` record."""
         info = session.session_info
-        assert info is not None
+        session_id = "" if info is None else info.id  # None: still logging in to the target
         gw = self._gateway
         entry = AuditEntry(
             kind=SESSION_TERMINATED_KIND,
-            session_id=info.id,
+            session_id=session_id,
             time=gw.reactor.seconds(),
             data={
                 "by": f"config reload ({by})",
                 "reason": reason,
-                "connection": info.connection.name,
+                "connection": session.runtime.config.name,
+                "identity": None if session.identity is None else session.identity.name,
             },
         )
         gw.audit.write(entry).addErrback(
             lambda f: log.error(
-                "cannot record the end of session {id}: {why}", id=info.id, why=f.value
+                "cannot record the end of session {id}: {why}", id=session_id, why=f.value
             )
         )
         # Ended whether or not the record could be written: access is gone either way.
         session.terminate(f"{reason} (config reloaded)")
+
+    def _withdraw_reviews(self, connection: str) -> None:
+        """Abort the statements held for review on ``connection`` under its replaced chain:
+        their approvers and rules were the old config's (the client sends them again)."""
+        approvals = self._gateway.approvals
+        if approvals is None:
+            return
+        why = "the connection's config was reloaded; send the statement again"
+        approvals.abort_pending(why, connection).addErrback(
+            lambda f: log.error(
+                "cannot record the reviews withdrawn on {name}: {why}", name=connection, why=f.value
+            )
+        )
 
     @staticmethod
     def _close(ports: Any) -> defer.Deferred[Any]:

@@ -3,8 +3,9 @@
 A store is a blocking API: the audit writer calls it on its own thread, the CLI calls it
 directly. Every implementation (SQLite; PostgreSQL for several gateway instances) must keep the
 same guarantees: :meth:`Store.append` is one durable transaction that assigns ``seq`` without
-gaps in the instance's chain and extends that hash chain (:func:`hoopgw.audit.chain.record_hash`),
-and every failure is raised as :class:`~hoopgw.errors.StoreError`.
+gaps in the instance's chain and extends that hash chain
+(:func:`hoopgw.audit.hashing.record_hash_v2`), and every failure is raised as
+:class:`~hoopgw.errors.StoreError`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import attrs
 
-from hoopgw.audit.chain import AuditRecord
+from hoopgw.audit.chain import AuditRecord, EncodedEntry
 from hoopgw.records import AuditEntry, SshKeyStore
 from hoopgw.reviews import ReviewStore
 from hoopgw.secrets import ScramVerifier
@@ -117,9 +118,12 @@ class Store(ReviewStore, SshKeyStore, AgentStore):
 
     @abc.abstractmethod
     def append(
-        self, entries: Sequence[AuditEntry], *, journal_mark: int | None = None
+        self, entries: Sequence[AuditEntry | EncodedEntry], *, journal_mark: int | None = None
     ) -> list[AuditRecord]:
         """Durably append ``entries``, in order, in ONE transaction.
+
+        An :class:`~hoopgw.audit.chain.EncodedEntry`'s data text is stored and hashed as it is
+        (record format 2); an :class:`AuditEntry`'s data is serialised once here.
 
         Assigns each its ``seq``, chains its hash to the previous record, and updates the
         ``sessions`` and ``commands`` projections. When this returns, the records survive a

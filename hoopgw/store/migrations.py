@@ -332,6 +332,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX login_failures_last ON login_failures (last_at)",
         ),
     ),
+    Migration(
+        version=8,
+        statements=(
+            # How each record's hash is computed (hoopgw.audit.hashing.RECORD_FORMAT): the
+            # records already written keep format 1; new ones are written in format 2.
+            "ALTER TABLE audit_records ADD COLUMN format {int} NOT NULL DEFAULT 1",
+        ),
+    ),
 )
 """Every migration, in order."""
 

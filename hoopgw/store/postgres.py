@@ -325,7 +325,7 @@ class PostgresStore(SQLiteStore):
             with conn.transaction(), conn.cursor(name="hoopgw_records") as cursor:
                 cursor.itersize = 1000
                 cursor.execute(
-                    "SELECT seq, kind, session_id, time, data, prev_hash, hash, instance"
+                    "SELECT seq, kind, session_id, time, data, prev_hash, hash, instance, format"
                     " FROM audit_records WHERE instance = %s AND seq > %s ORDER BY seq",
                     (self.instance, after_seq),
                 )

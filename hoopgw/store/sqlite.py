@@ -19,15 +19,18 @@ from hoopgw.audit.chain import (
     PRUNED_KIND,
     AuditRecord,
     Durability,
+    EncodedEntry,
     canonical_json,
     chain_genesis,
+    encoded_entry,
     pruned_entry,
-    record_hash,
 )
+from hoopgw.audit.hashing import RECORD_FORMAT, record_hash_v2
 from hoopgw.errors import StoreError
 from hoopgw.records import AuditEntry
 from hoopgw.store import migrations
 from hoopgw.store.base import ApiKeyRecord, Store
+from hoopgw.store.projections import SESSION_COLUMNS, project
 from hoopgw.store.sqlite_agents import SQLiteAgentStore
 from hoopgw.store.sqlite_instances import SQLiteInstanceStore
 from hoopgw.store.sqlite_reviews import SQLiteReviewStore
@@ -36,20 +39,11 @@ from hoopgw.store.sqlite_rows import (
     audit_record,
     command_dict,
     key_record,
-    row_dict,
-    row_integer,
-    row_list,
-    row_number,
-    row_text,
     session_dict,
 )
 from hoopgw.store.sqlite_ssh_keys import SQLiteSshKeyStore
 
-_RECORD_COLUMNS = "seq, kind, session_id, time, data, prev_hash, hash, instance"
-_SESSION_COLUMNS = (
-    "id, connection, protocol, target, identity, groups, method, credential_id, client_address, "
-    "client_tls, upstream_tls, started_at, ended_at, end_reason, command_count, attributes"
-)
+_RECORD_COLUMNS = "seq, kind, session_id, time, data, prev_hash, hash, instance, format"
 _KEY_COLUMNS = (
     "key_id, identity, groups, secret_sha256, scram_salt, scram_iterations, scram_stored_key, "
     "scram_server_key, created_at, expires_at, revoked_at, last_used_at"
@@ -151,7 +145,7 @@ class SQLiteStore(
         return self
 
     def append(
-        self, entries: Sequence[AuditEntry], *, journal_mark: int | None = None
+        self, entries: Sequence[AuditEntry | EncodedEntry], *, journal_mark: int | None = None
     ) -> list[AuditRecord]:
         """See :meth:`Store.append`."""
         if not entries:
@@ -174,8 +168,9 @@ class SQLiteStore(
             ).fetchone()
             return 0 if row is None else int(row[0])
 
-    def _append(self, entries: Sequence[AuditEntry]) -> list[AuditRecord]:
-        """Append inside the caller's transaction."""
+    def _append(self, entries: Sequence[AuditEntry | EncodedEntry]) -> list[AuditRecord]:
+        """Append inside the caller's transaction, in record format 2: each entry's data text
+        is stored and hashed as it was serialised (:func:`record_hash_v2`)."""
         last = self._conn.execute(
             "SELECT seq, hash FROM audit_records WHERE instance = ? ORDER BY seq DESC LIMIT 1",
             (self.instance,),
@@ -186,38 +181,40 @@ class SQLiteStore(
         instance = self.instance
         for entry in entries:
             seq += 1
-            text = canonical_json(entry.data)
-            digest = record_hash(
+            kind, session_id, time, data, text = encoded_entry(entry)
+            time = float(time)
+            digest = record_hash_v2(
                 seq=seq,
-                kind=entry.kind,
-                session_id=entry.session_id,
-                time=entry.time,
-                data=entry.data,
+                kind=kind,
+                session_id=session_id,
+                time=time,
                 prev_hash=prev_hash,
                 data_json=text,
             )
             rows.append(
-                (seq, entry.kind, entry.session_id, entry.time, text, prev_hash, digest, instance)
+                (seq, kind, session_id, time, text, prev_hash, digest, instance, RECORD_FORMAT)
             )
             records.append(
                 AuditRecord(
                     seq=seq,
-                    kind=entry.kind,
-                    session_id=entry.session_id,
-                    time=entry.time,
-                    data=entry.data,
+                    kind=kind,
+                    session_id=session_id,
+                    time=time,
+                    data=data,
                     prev_hash=prev_hash,
                     hash=digest,
                     instance=instance,
+                    format=RECORD_FORMAT,
+                    data_json=text,
                 )
             )
             prev_hash = digest
         self._conn.executemany(
             f"INSERT INTO audit_records ({_RECORD_COLUMNS})"  # noqa: S608 -- fixed fragments
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
-        self._project(records)
+        project(self._conn, records)
         return records
 
     def records(self, after_seq: int = 0) -> Iterator[AuditRecord]:
@@ -335,128 +332,7 @@ class SQLiteStore(
                 return Durability.from_dict(pruning.get("durability"))
         return None
 
-    # -- projections ---------------------------------------------------------------------------
-
-    def _project(self, records: Sequence[AuditRecord]) -> None:
-        # The projections serve the CLI; audit_records is the evidence. A malformed entry
-        # must not fail the other sessions' records committed with it, so values are coerced.
-        # Statements run one kind at a time (a batch holds many sessions' records), in the order
-        # a session's records come, so each kind finds the rows the earlier kinds made.
-        started, received, decided, completed, closed = [], [], [], [], []
-        for record in records:
-            data = record.data
-            kind = record.kind
-            command_seq = row_integer(data.get("seq"))
-            if kind.startswith("command_") and command_seq is None:
-                continue
-            if kind == "session_started":
-                started.append(
-                    (
-                        record.session_id,
-                        row_text(data.get("connection")),
-                        row_text(data.get("protocol")),
-                        row_text(data.get("target")),
-                        row_text(data.get("identity")),
-                        canonical_json(row_list(data.get("groups"))),
-                        row_text(data.get("method")),
-                        row_text(data.get("credential_id")),
-                        row_text(data.get("client_address")),
-                        bool(data.get("client_tls")),
-                        bool(data.get("upstream_tls")),
-                        row_number(data.get("started_at")) or record.time,
-                        canonical_json(row_dict(data.get("attributes"))),
-                    )
-                )
-            elif kind == "command_received":
-                received.append(
-                    (
-                        record.session_id,
-                        command_seq,
-                        row_text(data.get("kind")),
-                        row_text(data.get("text")),
-                        row_integer(data.get("parameter_count")) or 0,
-                        row_text(data.get("statement_name")),
-                        record.time,
-                    )
-                )
-            elif kind == "command_decided":
-                decided.append(
-                    (
-                        row_text(data.get("verdict")),
-                        row_text(data.get("reason")),
-                        row_text(data.get("plugin")),
-                        row_text(data.get("rule")),
-                        record.session_id,
-                        command_seq,
-                    )
-                )
-            elif kind == "command_completed":
-                sample = data.get("sample")
-                completed.append(
-                    (
-                        row_text(data.get("status")),
-                        row_integer(data.get("rows")),
-                        row_integer(data.get("bytes")),
-                        row_number(data.get("duration")),
-                        row_text(data.get("error_code")),
-                        row_text(data.get("error_message")),
-                        None if sample is None else canonical_json(sample),
-                        record.time,
-                        record.session_id,
-                        command_seq,
-                    )
-                )
-            elif kind == "session_closed":
-                closed.append((record.time, row_text(data.get("reason")), record.session_id))
-        executemany = self._conn.executemany
-        if started:
-            executemany(
-                f"INSERT INTO sessions ({_SESSION_COLUMNS}) "  # noqa: S608 -- fixed fragments
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL, 0, ?) "
-                "ON CONFLICT (id) DO NOTHING",
-                started,
-            )
-        if received:
-            self._project_received(received)
-        if decided:
-            executemany(
-                "UPDATE commands SET verdict = ?, verdict_reason = ?, verdict_plugin = ?, rule = ?"
-                " WHERE session_id = ? AND seq = ?",
-                decided,
-            )
-        if completed:
-            executemany(
-                "UPDATE commands SET status = ?, rows = ?, bytes = ?, duration = ?, error_code = ?,"
-                " error_message = ?, sample = ?, completed_at = ? WHERE session_id = ? AND seq = ?",
-                completed,
-            )
-        if closed:
-            executemany("UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ?", closed)
-
-    def _project_received(self, received: list[tuple[Any, ...]]) -> None:
-        before = self._conn.total_changes
-        self._conn.executemany(
-            "INSERT INTO commands (session_id, seq, kind, text, parameter_count, "
-            "statement_name, received_at) VALUES (?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (session_id, seq) DO NOTHING",
-            received,
-        )
-        sessions = {row[0] for row in received}
-        if self._conn.total_changes - before == len(received):
-            counts: dict[str, int] = {}
-            for row in received:
-                counts[row[0]] = counts.get(row[0], 0) + 1
-            self._conn.executemany(
-                "UPDATE sessions SET command_count = command_count + ? WHERE id = ?",
-                [(count, session) for session, count in counts.items()],
-            )
-        else:
-            # A repeated command number was ignored: count what the table really holds.
-            self._conn.executemany(
-                "UPDATE sessions SET command_count ="
-                " (SELECT count(*) FROM commands WHERE session_id = sessions.id) WHERE id = ?",
-                [(session,) for session in sessions],
-            )
+    # -- projections (hoopgw.store.projections) -----------------------------------------------
 
     def list_sessions(
         self, *, limit: int = 100, connection: str | None = None, identity: str | None = None
@@ -472,7 +348,7 @@ class SQLiteStore(
         clause = f"WHERE {' AND '.join(where)} " if where else ""
         with self._errors_as_store_error("list sessions"):
             rows = self._conn.execute(
-                f"SELECT {_SESSION_COLUMNS} FROM sessions {clause}"  # noqa: S608 -- fixed fragments
+                f"SELECT {SESSION_COLUMNS} FROM sessions {clause}"  # noqa: S608 -- fixed fragments
                 "ORDER BY started_at DESC, rowid DESC LIMIT ?",
                 (*params, max(limit, 0)),
             ).fetchall()
@@ -492,7 +368,7 @@ class SQLiteStore(
         """See :meth:`Store.get_session`."""
         with self._errors_as_store_error("read a session"):
             row = self._conn.execute(
-                f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ?",  # noqa: S608
+                f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?",  # noqa: S608
                 (session_id,),
             ).fetchone()
             if row is None:

@@ -52,7 +52,7 @@ def row_dict(value: Any) -> dict[str, Any]:
 
 
 def audit_record(row: tuple[Any, ...]) -> AuditRecord:
-    seq, kind, session_id, time, data, prev_hash, digest, instance = row
+    seq, kind, session_id, time, data, prev_hash, digest, instance, record_format = row
     try:
         decoded = json.loads(data)
     except (TypeError, ValueError) as exc:
@@ -66,6 +66,8 @@ def audit_record(row: tuple[Any, ...]) -> AuditRecord:
         prev_hash=prev_hash,
         hash=digest,
         instance=instance,
+        format=record_format,
+        data_json=data,
     )
 
 

@@ -14,6 +14,7 @@ SCRIPTS = {
     "hoopgw_bench_cli_startup": "cli_startup.py",
     "hoopgw_bench_relay_cost": "relay_cost.py",
     "hoopgw_bench_store_calls": "store_calls.py",
+    "hoopgw_bench_guardrails_cost": "guardrails_cost.py",
 }
 
 for _name, _file_name in SCRIPTS.items():

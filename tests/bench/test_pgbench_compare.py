@@ -47,11 +47,24 @@ def test_parse_tps_ignores_the_old_including_connections_line() -> None:
 
 def test_defaults_are_a_full_run_against_every_target() -> None:
     settings = bench.parse_args([], environ={})
-    assert settings.targets == bench.TARGETS
+    assert settings.targets == bench.DEFAULT_TARGETS
     assert set(bench.TARGETS) >= {"direct", "pgbouncer", "hoopgw", "hoopgw-bare"}
     assert (settings.duration, settings.rounds, settings.scale) == (30, 3, 10)
     assert (settings.pghost, settings.pgport) == ("127.0.0.1", 5432)
     assert settings.output == bench.RESULTS_PATH
+
+
+def test_workers_adds_the_two_worker_targets_beside_their_bases() -> None:
+    settings = bench.parse_args(["--workers", "--targets", "direct,hoopgw-os"], environ={})
+    assert settings.targets == (
+        "direct",
+        "hoopgw-os",
+        "hoopgw-bare",
+        "hoopgw-bare-w2",
+        "hoopgw-os-w2",
+    )
+    assert bench.GATEWAY_OPTIONS["hoopgw-os-w2"] == {"audit_durability": "os", "workers": 2}
+    assert bench.GATEWAY_PLUGINS["hoopgw-os-w2"] == bench.GATEWAY_PLUGINS["hoopgw-os"]
 
 
 def test_quick_shortens_duration_and_rounds() -> None:
@@ -298,6 +311,18 @@ def test_summarize_reports_the_ceiling_and_the_durability_ratios() -> None:
     assert entry["hoopgw-os/pgbouncer"] == pytest.approx(0.4)
     [unknown] = bench.summarize(results, targets, [c8])
     assert (unknown["ceiling_tps"], unknown["hoopgw/ceiling"]) == (None, None)
+
+
+def test_summarize_reports_two_workers_over_one() -> None:
+    c8 = bench.WORKLOADS[1]
+    results = [
+        _result(1, "hoopgw-os", 8000.0, c8.name),
+        _result(1, "hoopgw-os-w2", 10000.0, c8.name),
+    ]
+    [entry] = bench.summarize(results, ["hoopgw-os", "hoopgw-os-w2"], [c8])
+    assert entry["hoopgw-os-w2/hoopgw-os"] == pytest.approx(1.25)
+    assert entry["hoopgw-bare-w2/hoopgw-bare"] is None
+    assert "hoopgw-os-w2/hoopgw-os" in bench.render_table([entry], ["hoopgw-os", "hoopgw-os-w2"])
 
 
 def test_fdatasync_is_timed_after_each_appended_line(tmp_path: Path) -> None:

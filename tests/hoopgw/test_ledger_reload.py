@@ -16,7 +16,7 @@ from hoopgw.plugin import hookimpl
 from hoopgw.runtime.chain import PluginChain
 from hoopgw.session import CommandOutcome, SessionInfo
 from hoopgw.testing import make_command, make_session
-from hoopgw.verdicts import Block, Verdict
+from hoopgw.verdicts import Block, Hold, Verdict
 
 
 class Observer:
@@ -248,3 +248,45 @@ def test_a_command_withdrawn_while_the_introduction_is_pending_is_decided_once()
         ("completed", "after"),
         ("closed", "client closed"),
     ]
+
+
+def test_a_session_started_on_a_retired_chain_is_refused_and_ended() -> None:
+    """A client that was still logging in when a reload removed its connection, changed its
+    protocol or made it read-only starts on the old runtime (its target login made without
+    the new requirements): its commands are refused and it is ended, never run."""
+    events: list[tuple[str, ...]] = []
+    reactor = MemoryReactorClock()
+    old = chain_of(("policy", Observer("old", events)), reactor=reactor)
+    old.retired = 'connection "pg" now requires read-only sessions on the target'
+    ended: list[str] = []
+    ledger = CommandLedger(old, make_session(), end_session=ended.append)
+    _, verdicts = run(ledger, "DELETE FROM t")
+    [verdict] = verdicts
+    assert isinstance(verdict, Block) and "read-only" in verdict.reason
+    assert ("old", "command", "DELETE FROM t") not in events
+    reactor.advance(0)
+    assert ended and "read-only" in ended[0]
+    assert ledger.decide_at_once(make_command("SELECT 1", seq=ledger.next_seq())) is None
+
+
+class HoldsSessions:
+    """Answers ``session_started`` with a Hold (the hook treats it as a Block)."""
+
+    @hookimpl
+    def session_started(self, session: SessionInfo) -> Hold:
+        return Hold(reason="sessions need a ticket")
+
+
+def test_a_new_instance_holding_the_session_at_its_start_ends_it() -> None:
+    reactor = MemoryReactorClock()
+    events: list[tuple[str, ...]] = []
+    first = chain_of(("kept", Observer("kept", events)), reactor=reactor)
+    ended: list[str] = []
+    ledger = CommandLedger(first, make_session(), end_session=ended.append)
+    run(ledger, "before")
+    first.successor = chain_of(("policy", HoldsSessions()), reactor=reactor)
+    _, verdicts = run(ledger, "after")
+    [verdict] = verdicts
+    assert isinstance(verdict, Block) and "sessions need a ticket" in verdict.reason
+    reactor.advance(0)
+    assert ended and "sessions need a ticket" in ended[0]

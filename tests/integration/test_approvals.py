@@ -567,3 +567,39 @@ def test_a_failed_parse_does_not_rename_what_a_prepared_statement_runs(
         assert b"hoopgw" in ran.error_message, ran.error_message
     with _target(pg_server, setup.database) as target:
         assert target.execute("SELECT count(*) FROM orders WHERE id = 2").fetchone() == (1,)
+
+
+def test_a_reload_that_changes_the_policy_withdraws_a_held_statement(
+    setup: Setup, pg_server: Any
+) -> None:
+    """A statement held for review under the old config must not run on an approval given
+    after a reload replaced the connection's policy (here: another approver group, the old
+    one no longer trusted): its review is aborted and the client told to send it again, under
+    the new policy."""
+    import signal
+    import tomllib
+
+    import tomli_w
+
+    alice = setup.admin("alice")
+    with psycopg.connect(setup.conninfo("agent"), autocommit=True) as agent:
+        held = Background(agent, DELETE)
+        [review] = _pending(alice)
+        path = setup.gateway.config_path
+        document = tomllib.loads(path.read_text())
+        [conn] = document["connections"]
+        conn["approval"]["approvers"] = ["audit"]
+        path.write_text(tomli_w.dumps(document))
+        before = setup.gateway.stderr_text().count("config reloaded")
+        setup.gateway.process.send_signal(signal.SIGHUP)
+        wait_for(
+            lambda: setup.gateway.stderr_text().count("config reloaded") > before or None,
+            what="the reload",
+        )
+        alice.cli("reviews", "approve", review["id"])  # too late: withdrawn, or refused
+        held.join()
+        assert isinstance(held.error, psycopg.Error), held.error
+        assert "config" in str(held.error)
+    with _target(pg_server, setup.database) as target:
+        assert target.execute("SELECT count(*) FROM orders WHERE id = 42").fetchone() == (1,)
+    assert alice.cli_json("reviews", "show", review["id"])["status"] == "aborted"

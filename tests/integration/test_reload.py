@@ -72,6 +72,16 @@ def closed(gateway: RunningGateway, session_id: str) -> list[dict[str, Any]]:
     return found
 
 
+def stored(gateway: RunningGateway, kind: str) -> list[dict[str, Any]]:
+    """The records of ``kind``, once one is in the store (within 10 s: the journal holds a
+    record before the store does)."""
+    deadline = time.monotonic() + 10
+    while not (found := records(gateway, kind)):
+        assert time.monotonic() < deadline, f"no {kind} record"
+        time.sleep(0.05)
+    return found
+
+
 def reload_cli(gateway: RunningGateway, admin_port: int, token: str) -> Any:
     return subprocess.run(
         [*HOOPGW_COMMAND, "reload"],
@@ -107,7 +117,7 @@ def test_a_live_session_takes_the_new_policy_a_new_connection_serves_a_bad_confi
         autocommit=True,
     ) as conn:
         conn.execute("CREATE TABLE t (id int)")
-        session_id = gw.store_query("SELECT id FROM sessions")[0][0]
+        session_id = gw.store_rows("SELECT id FROM sessions")[0][0]
 
         def stricter(document: dict[str, Any]) -> None:
             connection(document, "pg")["guardrails"]["deny"] = ["truncate", "drop"]
@@ -194,7 +204,7 @@ def test_a_removed_connection_ends_its_session_with_a_message_and_a_record(
             dbname=pg_database,
             connect_timeout=5,
         )
-    [ended] = records(gw, "session_terminated")
+    [ended] = stored(gw, "session_terminated")
     assert ended["by"] == "config reload (SIGHUP)" and "removed" in ended["reason"]
     assert records(gw, "config_reloaded")[-1]["ended_sessions"] == [ended_session(gw, ended)]
 
@@ -277,7 +287,7 @@ def test_a_mysql_session_survives_a_reload_and_takes_the_new_policy(
             assert cursor.fetchone() == (0,)
     finally:
         conn.close()
-    [session_id] = [row[0] for row in gw.store_query("SELECT id FROM sessions")]
+    [session_id] = [row[0] for row in gw.store_rows("SELECT id FROM sessions")]
     closed(gw, session_id)
     kinds = [
         row[0]
@@ -330,7 +340,7 @@ def test_an_ssh_session_survives_a_reload_and_takes_the_new_policy(
     finally:
         master.terminate()
         master.wait(10)
-    sessions = gw.store_query("SELECT id FROM sessions")
+    sessions = gw.store_rows("SELECT id FROM sessions")
     assert len(sessions) == 1
     texts = [
         json.loads(data)["text"]
@@ -386,3 +396,135 @@ def test_replaced_plugins_take_the_session_over_and_rejudge_it(
         # One record per session: the recorder with new options took it over.
         assert kinds.count("session_started") == 1 and kinds.count("session_closed") == 1
         assert kinds.index("session_handed_over") < kinds.index("session_continued")
+
+
+def _pg_message(kind: bytes, body: bytes) -> bytes:
+    return kind + (len(body) + 4).to_bytes(4, "big") + body
+
+
+def _pg_read(sock: Any) -> tuple[bytes, bytes]:
+    """One backend message (kind, body); (b"", b"") when the gateway closed the connection."""
+    header = b""
+    while len(header) < 5:
+        chunk = sock.recv(5 - len(header))
+        if not chunk:
+            return b"", b""
+        header += chunk
+    size = int.from_bytes(header[1:5], "big") - 4
+    body = b""
+    while len(body) < size:
+        chunk = sock.recv(size - len(body))
+        if not chunk:
+            return b"", b""
+        body += chunk
+    return header[:1], body
+
+
+@pytest.mark.store
+def test_a_client_logging_in_across_a_read_only_reload_does_not_get_a_writable_session(
+    gateway: Callable[..., RunningGateway], pg_database: str
+) -> None:
+    """A client that opened its connection before a reload made the connection read-only and
+    sends its password after: admitted by the new config, it must not get a session whose
+    target login was made without ``default_transaction_read_only`` (the old runtime's)."""
+    import socket
+
+    gw = gateway(plugins=["recording", "guardrails"], connection={"client_tls": "disabled"})
+    key = gw.create_key("agent-1", ["agents"])
+    with socket.create_connection((gw.host, gw.port), timeout=20) as sock:
+        params = b"user\0agent-1\0database\0" + pg_database.encode() + b"\0\0"
+        startup = (196608).to_bytes(4, "big") + params
+        sock.sendall((len(startup) + 4).to_bytes(4, "big") + startup)
+        kind, body = _pg_read(sock)
+        assert kind == b"R" and body[:4] == (3).to_bytes(4, "big")  # password, please
+        edit_config(gw, lambda d: connection(d, "pg").update(guardrails={"deny": ["write"]}))
+        hang_up(gw)
+        sock.sendall(_pg_message(b"p", key.encode() + b"\0"))
+        sock.sendall(_pg_message(b"Q", b"SHOW default_transaction_read_only\0"))
+        seen: list[tuple[bytes, bytes]] = []
+        while True:
+            kind, body = _pg_read(sock)
+            if not kind:
+                break
+            seen.append((kind, body))
+            if kind == b"Z" and any(k == b"T" for k, _ in seen):
+                break
+    rows = [body for kind, body in seen if kind == b"D"]
+    assert rows == [] or all(b"on" in row for row in rows), seen
+    assert any(kind == b"E" for kind, _ in seen), seen
+
+
+@pytest.mark.store
+def test_masking_enabled_by_a_reload_masks_the_next_result_of_a_live_session(
+    gateway: Callable[..., RunningGateway], pg_database: str
+) -> None:
+    """The first result after a reload that enables masking is masked, in the extended
+    protocol as in the simple one: nothing described under the old chain lets it through."""
+    gw = gateway(plugins=["recording"], connection={"client_tls": "disabled"})
+    key = gw.create_key("agent-1", ["agents"])
+    email = "alice.smith@example.com"
+    params = {"host": gw.host, "port": gw.port, "user": "agent-1", "password": key}
+    with psycopg.connect(**params, dbname=pg_database, autocommit=True) as conn:
+        assert conn.execute("SELECT %s::text", [email]).fetchone() == (email,)
+
+        def masked(document: dict[str, Any]) -> None:
+            connection(document, "pg")["plugins"] = ["recording", "masking"]
+
+        edit_config(gw, masked)
+        hang_up(gw)
+        first = conn.execute("SELECT %s::text", [email]).fetchone()
+        second = conn.execute("SELECT %s::text", [email]).fetchone()
+        simple = conn.execute(f"SELECT '{email}'::text", prepare=False).fetchone()
+    assert email not in str(simple), simple  # masking is on
+    assert email not in str(second), second
+    assert email not in str(first), first
+
+
+def _pg_until_ready(sock: Any) -> list[tuple[bytes, bytes]]:
+    seen = []
+    while True:
+        kind, body = _pg_read(sock)
+        assert kind, f"connection closed after {seen}"
+        seen.append((kind, body))
+        if kind == b"Z":
+            return seen
+
+
+@pytest.mark.store
+def test_masking_enabled_by_a_reload_masks_the_rest_of_a_portal_described_before(
+    gateway: Callable[..., RunningGateway], pg_database: str
+) -> None:
+    """A portal described and partly fetched before a reload that enables masking (a client
+    fetching in batches, as JDBC's fetch size does) gives its remaining rows masked."""
+    import socket
+
+    gw = gateway(plugins=["recording"], connection={"client_tls": "disabled"})
+    key = gw.create_key("agent-1", ["agents"])
+    emails = [f"person{i}.smith@example.com" for i in range(3)]
+    with socket.create_connection((gw.host, gw.port), timeout=20) as sock:
+        params = b"user\0agent-1\0database\0" + pg_database.encode() + b"\0\0"
+        startup = (196608).to_bytes(4, "big") + params
+        sock.sendall((len(startup) + 4).to_bytes(4, "big") + startup)
+        assert _pg_read(sock)[0] == b"R"
+        sock.sendall(_pg_message(b"p", key.encode() + b"\0"))
+        _pg_until_ready(sock)
+        sock.sendall(_pg_message(b"Q", b"BEGIN\0"))
+        _pg_until_ready(sock)
+        values = ", ".join(f"('{e}')" for e in emails).encode()
+        query = b"SELECT v FROM (VALUES " + values + b") AS t(v)\0"
+        sock.sendall(
+            _pg_message(b"P", b"\0" + query + b"\0\0")
+            + _pg_message(b"B", b"cur\0\0" + b"\0\0" + b"\0\0" + b"\0\0")
+            + _pg_message(b"D", b"Pcur\0")
+            + _pg_message(b"E", b"cur\0" + (1).to_bytes(4, "big"))
+            + _pg_message(b"S", b"")
+        )
+        before = _pg_until_ready(sock)
+        assert any(k == b"D" and emails[0].encode() in b for k, b in before)
+        edit_config(gw, lambda d: connection(d, "pg").update(plugins=["recording", "masking"]))
+        hang_up(gw)
+        sock.sendall(_pg_message(b"E", b"cur\0" + (0).to_bytes(4, "big")) + _pg_message(b"S", b""))
+        after = _pg_until_ready(sock)
+    rows = [b for k, b in after if k == b"D"]
+    assert len(rows) == 2, after
+    assert not any(e.encode() in row for row in rows for e in emails), rows

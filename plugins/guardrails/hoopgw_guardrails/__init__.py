@@ -43,7 +43,7 @@ from hoopgw.plugin import Option, PluginContext, hookimpl
 from hoopgw.protocol import load_protocol
 from hoopgw.secrets import resolve_secret
 from hoopgw.session import Command, ConnectionInfo, SessionInfo, UpstreamOptions
-from hoopgw.sql import Dialect, FunctionCatalog, StatementFacts, analyze_command
+from hoopgw.sql import Analysis, Dialect, FunctionCatalog, StatementFacts, analyze_command
 from hoopgw.verdicts import Allow, Block, Hold, Verdict
 from hoopgw_guardrails.commands import (
     CommandPolicy,
@@ -59,6 +59,7 @@ from hoopgw_guardrails.http_rules import (
 )
 from hoopgw_guardrails.kubernetes import KubernetesPolicy, check_kubernetes_rules
 from hoopgw_guardrails.policy import Policy, check_classes, check_preset, check_rules, combined
+from hoopgw_guardrails.shapes import AnalysisCache
 from hoopgw_guardrails.startup import UnreadableParameter, set_statement, settings_of
 
 __all__ = ["GuardrailsPlugin"]
@@ -298,6 +299,10 @@ class GuardrailsPlugin:
                 connection=connection.name,
             )
         self._dialect = dialect
+        # Regex rules read each statement's own text, which a cached analysis does not hold.
+        self._analyses: AnalysisCache | None = None
+        if not any(rule.regex is not None for rule in self._policy.rules):
+            self._analyses = AnalysisCache(dialect)
         self._log = context.log
         self._allow_functions = tuple(p.casefold() for p in context.options["allow_functions"])
         self._functions = _function_catalog(context, dialect)
@@ -361,7 +366,7 @@ class GuardrailsPlugin:
             if facts is None:
                 return _unknown_prepared(command.statement_name)
             return self._judge(session, command, [facts])
-        analysis = analyze_command(self._dialect, command.text, command.details)
+        analysis = self._analyze(command)
         if not analysis.parseable:
             return Block(
                 reason=(
@@ -396,6 +401,19 @@ class GuardrailsPlugin:
             self._pending[(session.id, command.seq)] = definitions
         return self._judge(session, command, judged)
 
+    def _analyze(self, command: Command) -> Analysis:
+        assert self._dialect is not None
+        if self._analyses is None:
+            return analyze_command(self._dialect, command.text, command.details)
+        analysis = self._analyses.analyze(command.text, command.details)
+        if any(s.prepares for s in analysis.statements) or (
+            command.kind == "parse" and command.statement_name
+        ):
+            # What a prepared statement runs is kept for the session, and a config reload
+            # may hand it to an instance with regex rules: keep it with its own text.
+            return analyze_command(self._dialect, command.text, command.details)
+        return analysis
+
     def _judge_http(self, command: Command) -> Block | Hold | None:
         assert self._http is not None
         method, path = command.details.get("method"), command.details.get("path")
@@ -410,21 +428,21 @@ class GuardrailsPlugin:
     ) -> Block | Hold | defer.Deferred[Block | Hold | None] | None:
         """Judge the statements once what they call is resolved (now, from the session's
         cache, or when the catalog answers)."""
+        # The catalog only matters to a policy that refuses opaque-code.
+        if (
+            self._functions is None
+            or "opaque-code" not in self._policy.deny
+            or session.id in self._unsettled
+        ):
+            return self._verdict(session, command, judged)
         cache = self._volatile.setdefault(session.id, {})
         missing: dict[str, set[str]] = {
             k: set() for k in ("function", "relation", "field", "operator", "type")
         }
-        # The catalog only matters to a policy that refuses opaque-code.
-        if (
-            self._functions is not None
-            and "opaque-code" in self._policy.deny
-            and session.id not in self._unsettled
-        ):
-            for key in {k for facts in judged for k in _asked(facts)} - set(cache):
-                missing[key[0]].add(key[1])
+        for key in {k for facts in judged for k in _asked(facts)} - set(cache):
+            missing[key[0]].add(key[1])
         if not any(missing.values()):
             return self._verdict(session, command, judged)
-        assert self._functions is not None
         reading = self._functions.opaque(
             session.attributes.get("database", ""),
             functions=missing["function"],

@@ -7,7 +7,12 @@ Enable it per connection (``plugins = ["recording", ...]``). It writes, through 
   may be forwarded. Both hooks answer only once the record is durable (in the audit journal,
   synced or, with ``[gateway] audit_durability = "os"``, written and synced in groups), and
   answer ``Block`` when it cannot be written: no audit record, no access.
-- ``command_decided``, ``command_completed`` and ``session_closed`` as they happen.
+- ``command_completed`` and ``session_closed`` as they happen. A command's verdict is
+  recorded in a ``command_decided`` record, sent at once, when it refused the command (the
+  refusal reaches the client once that record is in the journal); an
+  allowed command's verdict joins its ``command_completed`` record (one compact record, no
+  record of its own), unless the command runs longer than :data:`DECISION_WAIT`: its verdict is
+  then written on its own first.
 - ``terminal_output`` for terminal output (SSH), as the client saw it (after masking), from
   which ``hoopgw replay --asciicast`` makes an asciicast v2 recording per channel.
 - ``http_response`` for each inspected HTTP response body (HTTP), as the client saw it (after
@@ -46,6 +51,9 @@ TERMINAL_KINDS = ("stdout", "stderr")
 HTTP_RESPONSE_KIND = "http-response"
 """``Output.kind`` of an inspected HTTP response body, recorded as ``http_response``."""
 
+DECISION_WAIT = 0.02
+"""Seconds an allowed command's verdict waits to join its ``command_completed`` record; a
+command still running then gets its ``command_decided`` record on its own."""
 SESSION_CONTINUED_KIND = "session_continued"
 """Record kind of a live session a config reload handed to a new recording instance (its
 commands after it follow); written before the session's next command is decided."""
@@ -100,6 +108,10 @@ class RecordingPlugin:
         self._sample_rows: int = context.options["sample_rows"]
         self._http_body_chars: int = context.options["http_body_chars"]
         self._samples: dict[tuple[str, int], list[list[str | None]]] = {}
+        # Allowed commands whose verdict waits for their completion, in the order decided:
+        # (session id, command seq) -> (session, when decided, the verdict's fields).
+        self._allowed: dict[tuple[str, int], tuple[SessionInfo, float, dict[str, Any]]] = {}
+        self._allowed_timer: Any = None
         self._adopted: set[str] = set()  # sessions a config reload handed to this instance
         if not self._sample_rows:
             # Without a server_rows implementation the protocol streams rows undecoded
@@ -239,34 +251,57 @@ class RecordingPlugin:
     # -- observers -----------------------------------------------------------------------------
 
     @hookimpl
-    def command_decided(self, session: SessionInfo, command: Command, verdict: Verdict) -> None:
-        """Record the final verdict."""
-        self._observed(
-            "command_decided",
-            session,
-            {
-                "seq": command.seq,
-                "verdict": _verdict_name(verdict),
-                "reason": verdict.reason,
-                "plugin": verdict.plugin,
-                "rule": "" if isinstance(verdict, Allow) else verdict.rule,
-            },
+    def command_decided(
+        self, session: SessionInfo, command: Command, verdict: Verdict
+    ) -> defer.Deferred[None] | None:
+        """Record the final verdict: an allow with the completion; a refusal at once, and the
+        refusal waits until its record is in the journal (the Deferred returned)."""
+        fields = {
+            "verdict": _verdict_name(verdict),
+            "reason": verdict.reason,
+            "plugin": verdict.plugin,
+            "rule": "" if isinstance(verdict, Allow) else verdict.rule,
+        }
+        now = self._reactor.seconds()
+        if isinstance(verdict, Allow):
+            self._allowed[(session.id, command.seq)] = (session, now, fields)
+            if self._allowed_timer is None:
+                self._allowed_timer = self._reactor.callLater(DECISION_WAIT, self._allowed_due)
+            return None
+        return self._observed(
+            "command_decided", session, {"seq": command.seq, **fields}, urgent=True
         )
+
+    def _allowed_due(self) -> None:
+        """Write, each in a ``command_decided`` record, the verdicts of allowed commands still
+        running :data:`DECISION_WAIT` after they were decided."""
+        self._allowed_timer = None
+        due = self._reactor.seconds() - DECISION_WAIT
+        for key, (session, decided_at, fields) in list(self._allowed.items()):
+            if decided_at > due:
+                self._allowed_timer = self._reactor.callLater(decided_at - due, self._allowed_due)
+                return
+            del self._allowed[key]
+            self._observed("command_decided", session, {"seq": key[1], **fields}, time=decided_at)
 
     @hookimpl
     def command_completed(
         self, session: SessionInfo, command: Command, outcome: CommandOutcome
     ) -> None:
-        """Record how the command ended, with its row sample if sampling is on."""
-        data: dict[str, Any] = {
-            "seq": command.seq,
-            "status": outcome.status,
-            "rows": outcome.rows,
-            "bytes": outcome.bytes,
-            "duration": outcome.duration,
-            "error_code": outcome.error_code,
-            "error_message": outcome.error_message,
-        }
+        """Record how the command ended (with its verdict, if allowed and not yet recorded),
+        with its row sample if sampling is on."""
+        data: dict[str, Any] = {"seq": command.seq}
+        allowed = self._allowed.pop((session.id, command.seq), None)
+        if allowed is not None:
+            data.update(allowed[2])
+        data.update(
+            status=outcome.status,
+            rows=outcome.rows,
+            bytes=outcome.bytes,
+            duration=outcome.duration,
+            error_code=outcome.error_code,
+            error_message=outcome.error_message,
+        )
         if command.annotations:
             data["annotations"] = dict(command.annotations)
         sample = self._samples.pop((session.id, command.seq), None)
@@ -282,6 +317,10 @@ class RecordingPlugin:
         self._adopted.discard(session.id)
         for key in [key for key in self._samples if key[0] == session.id]:
             del self._samples[key]
+        # Every decided command was completed first (hoopgw.ledger): none should be left.
+        for key in [key for key in self._allowed if key[0] == session.id]:
+            _, decided_at, fields = self._allowed.pop(key)
+            self._observed("command_decided", session, {"seq": key[1], **fields}, time=decided_at)
         if reason == HANDED_OVER:
             self._observed(SESSION_HANDED_OVER_KIND, session, {"reason": reason})
             return
@@ -290,12 +329,21 @@ class RecordingPlugin:
     # -- writing -------------------------------------------------------------------------------
 
     def _write(
-        self, kind: str, session: SessionInfo, data: dict[str, Any], *, urgent: bool = True
+        self,
+        kind: str,
+        session: SessionInfo,
+        data: dict[str, Any],
+        *,
+        urgent: bool = True,
+        time: float | None = None,
     ) -> defer.Deferred[None]:
         if self._audit is None:
             return defer.fail(RuntimeError("no audit writer (configuration check only)"))
         entry = AuditEntry(
-            kind=kind, session_id=session.id, time=self._reactor.seconds(), data=data
+            kind=kind,
+            session_id=session.id,
+            time=self._reactor.seconds() if time is None else time,
+            data=data,
         )
         return self._audit.write(entry, urgent=urgent)
 
@@ -317,7 +365,18 @@ class RecordingPlugin:
 
         return self._write(kind, session, data).addCallbacks(lambda _: None, refuse)
 
-    def _observed(self, kind: str, session: SessionInfo, data: dict[str, Any]) -> None:
+    def _observed(
+        self,
+        kind: str,
+        session: SessionInfo,
+        data: dict[str, Any],
+        *,
+        urgent: bool = False,
+        time: float | None = None,
+    ) -> defer.Deferred[None]:
+        """Write a record of what already happened; the Deferred fires once it is in the
+        journal, or failed (logged)."""
+
         def failed(failure: Failure) -> None:
             self._log.failure(
                 "cannot record {kind} of session {session_id}",
@@ -326,8 +385,9 @@ class RecordingPlugin:
                 session_id=session.id,
             )
 
-        # Records of what already happened need no commit of their own (see AuditWriter.write).
-        self._write(kind, session, data, urgent=False).addErrback(failed)
+        # Records of what already happened need no commit of their own (see AuditWriter.write),
+        # but a refusal is sent at once, to be in the journal as soon as it can.
+        return self._write(kind, session, data, urgent=urgent, time=time).addErrback(failed)
 
 
 def _verdict_name(verdict: Verdict) -> str:

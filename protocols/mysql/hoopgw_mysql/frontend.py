@@ -878,6 +878,9 @@ class ClientSession(protocol.Protocol):
                 self._error(ER_UNKNOWN_COM, "HY000", f"no open cursor for statement {statement}")
                 return
             reader.columns = cursor[1]
+            if self._ledger is not None:
+                # A cursor fetched after a reload: its rows pass the new chain's hooks.
+                self._ledger.catch_up()
             self._forward(
                 payload,
                 _InFlight(command=cursor[0], reader=reader, binary=True, reports=False),

@@ -1,9 +1,17 @@
 """The PostgreSQL :class:`~hoopgw.sql.Dialect`: statements parsed by PostgreSQL's own grammar.
 
-The parser is libpg_query (BSD-3-Clause) through the ``pg-query-python`` binding. Each statement's
-parse tree is walked generically, node by node, so a statement is classified by every node it
-holds however deeply nested: data-modifying CTEs, ``EXPLAIN ANALYZE``, ``COPY (query)``,
-``CREATE RULE`` actions, ``PREPARE`` bodies, ``SELECT INTO`` and function calls anywhere.
+The parser is libpg_query (BSD-3-Clause), bundled by the ``pg-query-python`` binding, whose
+parse tree this module reads as plain dicts decoded from libpg_query's JSON
+(:mod:`hoopgw_postgres.tree`). Each statement's tree is walked generically, node by node, so a
+statement is classified by every node it holds however deeply nested: data-modifying CTEs,
+``EXPLAIN ANALYZE``, ``COPY (query)``, ``CREATE RULE`` actions, ``PREPARE`` bodies, ``SELECT
+INTO`` and function calls anywhere. A statement's normalised text is libpg_query's deparse of
+its tree, in C.
+
+Texts of one shape (:meth:`PostgresDialect.shape`: the same tree but for constant values) have
+the same facts unless a fact turned on a constant's value, which the walk notes
+(:attr:`~hoopgw.sql.Analysis.reads_literals`): the guardrails plugin's analysis cache relies on
+both.
 
 A statement kind this module does not know falls in ``opaque-code``: a newer server's statement
 is refused under a policy that denies it rather than waved through.
@@ -15,17 +23,15 @@ import functools
 import re
 import tomllib
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
 import attrs
-import pg_query
-from google.protobuf.descriptor import FieldDescriptor
-from google.protobuf.message import Message
-from pg_query import pg_query_pb2
 
 from hoopgw.sql import DENY_CLASSES, Analysis, FunctionCatalog, StatementFacts
+from hoopgw_postgres.shape import tree_key
+from hoopgw_postgres.tree import Node, ParseError, children, deparsed_statements, parse, unwrap
 
 __all__ = [
     "FUNCTION_CLASSES",
@@ -230,27 +236,19 @@ _FALSE_WORDS = frozenset({"false", "off", "no", "0"})
 # them (parse_bool: any prefix of true or yes, on, 1; case-insensitive).
 _READ_ONLY_SETTINGS = frozenset({"default_transaction_read_only", "transaction_read_only"})
 _TRUE_WORDS = frozenset({"t", "tr", "tru", "true", "y", "ye", "yes", "on", "1"})
-_VAR_SET_DEFAULT = pg_query_pb2.VAR_SET_DEFAULT
-_VAR_RESET = pg_query_pb2.VAR_RESET
-_VAR_RESET_ALL = pg_query_pb2.VAR_RESET_ALL
-_ALTER_TABLE_TYPE = pg_query_pb2.AlterTableType
-_DISCARD_ALL = pg_query_pb2.DISCARD_ALL
-_VAR_SET_VALUE = pg_query_pb2.VAR_SET_VALUE
-_AND, _OR = pg_query_pb2.AND_EXPR, pg_query_pb2.OR_EXPR
-_AEXPR_OP, _AEXPR_OP_ALL = pg_query_pb2.AEXPR_OP, pg_query_pb2.AEXPR_OP_ALL
-_EXISTS, _ANY = pg_query_pb2.EXISTS_SUBLINK, pg_query_pb2.ANY_SUBLINK
-_CMD_UPDATE, _CMD_DELETE = pg_query_pb2.CMD_UPDATE, pg_query_pb2.CMD_DELETE
-_MESSAGE = FieldDescriptor.TYPE_MESSAGE
-_IS_NOT_NULL = pg_query_pb2.IS_NOT_NULL
-_LIKE_KINDS = (pg_query_pb2.AEXPR_LIKE, pg_query_pb2.AEXPR_ILIKE, pg_query_pb2.AEXPR_SIMILAR)
+_VAR_SET_VALUE = "VAR_SET_VALUE"
+_VAR_RESETS = frozenset({"VAR_SET_DEFAULT", "VAR_RESET", "VAR_RESET_ALL"})
+_LIKE_KINDS = frozenset({"AEXPR_LIKE", "AEXPR_ILIKE", "AEXPR_SIMILAR"})
 _OPERATOR = re.compile(r"[-+*/<>=~!@#%^&|`?]+")
 # The operators PostgreSQL builds a BETWEEN from (parse_expr.c, transformAExprBetween).
 _BETWEEN_OPERATORS = {
-    pg_query_pb2.AEXPR_BETWEEN: (">=", "<="),
-    pg_query_pb2.AEXPR_BETWEEN_SYM: (">=", "<="),
-    pg_query_pb2.AEXPR_NOT_BETWEEN: ("<", ">"),
-    pg_query_pb2.AEXPR_NOT_BETWEEN_SYM: ("<", ">"),
+    "AEXPR_BETWEEN": (">=", "<="),
+    "AEXPR_BETWEEN_SYM": (">=", "<="),
+    "AEXPR_NOT_BETWEEN": ("<", ">"),
+    "AEXPR_NOT_BETWEEN_SYM": ("<", ">"),
 }
+# The kinds of value a constant (``A_Const``) may hold.
+_CONSTANT_KINDS = ("ival", "fval", "boolval", "sval", "bsval")
 
 
 def _command_name(kind: str) -> str:
@@ -260,75 +258,67 @@ def _command_name(kind: str) -> str:
     return " ".join(words).upper()
 
 
-def _unwrap(node: Any) -> Any:
-    """The concrete message inside a ``Node`` oneof wrapper (or ``node`` itself)."""
-    if type(node).DESCRIPTOR.name == "Node":
-        which = node.WhichOneof("node")
-        return getattr(node, which) if which else None
-    return node
+def _node(fields: dict[str, Any], name: str) -> Node | None:
+    """The node a field of any node kind holds, if it is set."""
+    value = fields.get(name)
+    return unwrap(value) if value else None
 
 
-def _children(node: Any) -> Iterator[Any]:
-    for field, value in node.ListFields():
-        if field.type != _MESSAGE:
-            continue
-        if isinstance(value, Message):
-            child = _unwrap(value)
-            if child is not None:
-                yield child
-        else:
-            for item in value:
-                child = _unwrap(item)
-                if child is not None:
-                    yield child
+def _nodes(fields: dict[str, Any], name: str) -> list[Node]:
+    """The nodes a list field holds (empty entries left out)."""
+    return [node for item in fields.get(name, ()) for node in item.items()]
 
 
-def _descendants(node: Any) -> Iterator[Any]:
-    stack = [node]
-    while stack:
-        current = stack.pop()
-        yield current
-        stack.extend(_children(current))
+def _sval(node: Node | None) -> str:
+    """The text of a ``String`` node (a name), empty for anything else."""
+    if node is None or node[0] != "String":
+        return ""
+    return str(node[1].get("sval", ""))
 
 
-def _name(node: Any) -> str:
-    return str(type(node).DESCRIPTOR.name)
+def _names(fields: dict[str, Any], name: str) -> list[str]:
+    """A list field of ``String`` nodes (a qualified name), as its parts."""
+    return [_sval(node) for node in _nodes(fields, name)]
 
 
-def _string(node: Any) -> str | None:
+def _string(node: Node | None) -> str | None:
     """The text of a string constant (``'x'``), or None if ``node`` is anything else."""
-    node = _unwrap(node)
-    if _name(node) == "A_Const" and node.HasField("sval"):
-        return str(node.sval.sval)
+    if node is not None and node[0] == "A_Const" and "sval" in node[1]:
+        return str(node[1]["sval"].get("sval", ""))
     return None
 
 
-def _is_true(node: Any) -> bool:
+def _is_constant(node: Node | None) -> bool:
+    return node is not None and node[0] == "A_Const"
+
+
+def _is_true(node: Node | None) -> bool:
     """Whether a setting's value is a constant PostgreSQL reads as boolean true."""
-    node = _unwrap(node)
-    if _name(node) != "A_Const":
+    if node is None or node[0] != "A_Const":
         return False
-    if node.HasField("sval"):
-        return str(node.sval.sval).lower() in _TRUE_WORDS
-    if node.HasField("ival"):
-        return int(node.ival.ival) == 1
-    if node.HasField("boolval"):
-        return bool(node.boolval.boolval)
+    fields = node[1]
+    if "sval" in fields:
+        return str(fields["sval"].get("sval", "")).lower() in _TRUE_WORDS
+    if "ival" in fields:
+        return int(fields["ival"].get("ival", 0)) == 1
+    if "boolval" in fields:
+        return bool(fields["boolval"].get("boolval", False))
     return False
 
 
-def _option_true(elem: Any) -> bool:
+def _option_true(elem: dict[str, Any]) -> bool:
     """Whether a Boolean option (a ``DefElem``) may be on: PostgreSQL's ``defGetBoolean``
     takes no argument, ``true``/``on``/``1`` as on; an argument we cannot read counts as on."""
-    if not elem.HasField("arg"):
+    arg = _node(elem, "arg")
+    if arg is None:
         return True
-    arg = _unwrap(elem.arg)
-    if _name(arg) == "String":
-        return str(arg.sval).lower() not in _FALSE_WORDS
-    if _name(arg) == "Boolean":
-        return bool(arg.boolval)
-    if _name(arg) == "Integer":
-        return bool(arg.ival)
+    kind, fields = arg
+    if kind == "String":
+        return str(fields.get("sval", "")).lower() not in _FALSE_WORDS
+    if kind == "Boolean":
+        return bool(fields.get("boolval", False))
+    if kind == "Integer":
+        return bool(fields.get("ival", 0))
     return True
 
 
@@ -346,7 +336,7 @@ SQL_JSON_FUNCTIONS = frozenset(_SQL_JSON_CALLS.values())
 target's catalog means no code (a newer server runs its constructor, an older one fails)."""
 
 
-def _explain_analyzes(explain: Any) -> bool:
+def _explain_analyzes(explain: dict[str, Any]) -> bool:
     """Whether EXPLAIN runs the statement it explains.
 
     PostgreSQL applies options in order, so the last ``ANALYZE`` wins; the gateway counts the
@@ -355,32 +345,44 @@ def _explain_analyzes(explain: Any) -> bool:
     """
     return any(
         _option_true(elem)
-        for elem in map(_unwrap, explain.options)
-        if str(elem.defname) == "analyze"
+        for kind, elem in _nodes(explain, "options")
+        if kind == "DefElem" and elem.get("defname", "") == "analyze"
     )
 
 
-def _shape(node: Any, target: _Target | None = None, outer: bool = True) -> tuple[Any, ...]:
-    """A node's structure without source positions: equal shapes are the same expression. A
-    column of ``target`` has one shape however it is qualified (``t.a`` and ``a``)."""
-    node = _unwrap(node)
-    if node is None:
-        return ()
-    if target is not None and _name(node) == "ColumnRef" and target.named(node, outer=outer):
-        last = _unwrap(node.fields[-1])
-        return ("target column", str(last.sval) if _name(last) == "String" else "*")
-    items: list[Any] = [_name(node)]
-    for field, value in node.ListFields():
-        if field.name == "location":
-            continue
-        if field.type != _MESSAGE:
-            scalar = isinstance(value, str | bytes | int | float | bool)
-            items.append((field.name, value if scalar else tuple(value)))
-        elif isinstance(value, Message):
-            items.append((field.name, _shape(value, target, outer)))
-        else:
-            items.append((field.name, tuple(_shape(v, target, outer) for v in value)))
-    return tuple(items)
+def _shape(value: Any, target: _Target, outer: bool, values: bool) -> Any:
+    """A value's structure without source positions: equal shapes are the same expression. A
+    column of ``target`` has one shape however it is qualified (``t.a`` and ``a``). Without
+    ``values``, a constant's shape is its kind alone (``1`` and ``2`` are alike)."""
+    if isinstance(value, dict):
+        if len(value) == 1:
+            ((key, fields),) = value.items()
+            if key == "ColumnRef" and target.named(fields, outer=outer):
+                return ("target column", _sval(_nodes(fields, "fields")[-1]) or "*")
+            if key == "A_Const" and not values:
+                which = next((k for k in _CONSTANT_KINDS if k in fields), None)
+                return ("A_Const", which, fields.get("isnull", False))
+        return {k: _shape(v, target, outer, values) for k, v in value.items() if k != "location"}
+    if isinstance(value, list):
+        return [_shape(v, target, outer, values) for v in value]
+    return value
+
+
+def _wrapped(node: Node) -> dict[str, Any]:
+    return {node[0]: node[1]}
+
+
+def _same(left: Node | None, right: Node | None, target: _Target, outer: bool) -> bool:
+    """Whether two expressions are the same (``x = x``, ``t.x = x``). When that turns on the
+    constants they hold (``x + 1 = x + 1``), the target's judgement reads literals."""
+    sides = [{} if node is None else _wrapped(node) for node in (left, right)]
+    bare = [_shape(side, target, outer, False) for side in sides]
+    if bare[0] != bare[1]:
+        return False  # no values of their constants can make them the same
+    full = [_shape(side, target, outer, True) for side in sides]
+    if full != bare:
+        target.literal = True
+    return bool(full[0] == full[1])
 
 
 # A byte that is not UTF-8 (a SQL_ASCII database takes any) reaches the analysis as a lone
@@ -407,18 +409,19 @@ def _too_long_with_stand_ins(parsed: str) -> bool:
 class _Target:
     """The relation an UPDATE, DELETE or MERGE changes, as column references name it."""
 
-    def __init__(self, relation: Any, *, alone: bool) -> None:
-        alias = str(relation.alias.aliasname) if relation.HasField("alias") else ""
-        self.name = alias or str(relation.relname)
-        self.schema = "" if alias else str(relation.schemaname)
+    def __init__(self, relation: dict[str, Any], *, alone: bool) -> None:
+        alias = str(relation["alias"].get("aliasname", "")) if "alias" in relation else ""
+        self.name = alias or str(relation.get("relname", ""))
+        self.schema = "" if alias else str(relation.get("schemaname", ""))
         # Without other relations in scope, a bare column name can only be the target's.
         self.alone = alone
+        # Whether judging a condition on it read the value of a constant (``LIKE '%'``).
+        self.literal = False
 
-    def named(self, ref: Any, *, outer: bool) -> bool:
+    def named(self, ref: dict[str, Any], *, outer: bool) -> bool:
         """Whether a ``ColumnRef`` names a column of the target (``outer``: not inside a
         subquery, where a bare name resolves to the subquery's relations first)."""
-        fields = [_unwrap(f) for f in ref.fields]
-        names = [str(f.sval) if _name(f) == "String" else "*" for f in fields]
+        names = [_sval(f) if f[0] == "String" else "*" for f in _nodes(ref, "fields")]
         if len(names) == 1:
             return outer and self.alone
         if len(names) == 2:
@@ -426,37 +429,39 @@ class _Target:
         return names[-2] == self.name and (not self.schema or names[-3] == self.schema)
 
 
-def _mentions(node: Any, target: _Target, outer: bool) -> bool:
+def _mentions(node: Node | None, target: _Target, outer: bool) -> bool:
     """Whether ``node`` reads a column of the target's row, a subquery's WHERE counting only
     where it restricts the target itself (``x IN (SELECT ...)`` counts by its ``x``)."""
-    node = _unwrap(node)
-    kind = _name(node)
+    if node is None:
+        return False
+    kind, fields = node
     if kind == "ColumnRef":
-        return target.named(node, outer=outer)
+        return target.named(fields, outer=outer)
     if kind == "SubLink":
-        if node.HasField("testexpr") and _mentions(node.testexpr, target, outer):
+        if "testexpr" in fields and _mentions(_node(fields, "testexpr"), target, outer):
             return True
-        select = _unwrap(node.subselect)
+        select = _node(fields, "subselect")
         return (
-            _name(select) == "SelectStmt"
-            and select.HasField("where_clause")
-            and _restricts(select.where_clause, target, outer=False)
+            select is not None
+            and select[0] == "SelectStmt"
+            and "whereClause" in select[1]
+            and _restricts(_node(select[1], "whereClause"), target, outer=False)
         )
-    return any(_mentions(child, target, outer) for child in _children(node))
+    return any(_mentions(child, target, outer) for child in children(node))
 
 
-def _has_bool(node: Any) -> bool:
+def _has_bool(node: Node) -> bool:
     """Whether ``node`` holds AND/OR/NOT or a CASE outside subqueries: a leaf comparison built of
     those (``(t.a = 1 OR true) = true``) is not judged, it counts as unrestricted."""
-    kind = _name(node)
+    kind = node[0]
     if kind in ("BoolExpr", "CaseExpr", "BooleanTest", "CoalesceExpr", "MinMaxExpr"):
         return True
     if kind == "SubLink":
         return False
-    return any(_has_bool(child) for child in _children(node))
+    return any(_has_bool(child) for child in children(node))
 
 
-def _restricts(expr: Any, target: _Target, *, outer: bool = True) -> bool:
+def _restricts(expr: Node | None, target: _Target, *, outer: bool = True) -> bool:
     """Whether a condition keeps only some of the target's own rows: it reads a column of the
     target and is not trivially true. Conservative: what it cannot judge counts as not.
 
@@ -465,70 +470,98 @@ def _restricts(expr: Any, target: _Target, *, outer: bool = True) -> bool:
     that reads the target, compares no expression with itself, and holds no nested logic.
     ``EXISTS (subquery)`` restricts when the subquery's WHERE restricts the target by name.
     """
-    expr = _unwrap(expr)
-    kind = _name(expr)
+    if expr is None:
+        return False
+    kind, fields = expr
     if kind == "CurrentOfExpr":
         return True  # WHERE CURRENT OF: one row
     if kind == "BoolExpr":
-        if expr.boolop == _AND:
-            return any(_restricts(arg, target, outer=outer) for arg in expr.args)
-        if expr.boolop == _OR:
-            return all(_restricts(arg, target, outer=outer) for arg in expr.args)
+        args = _nodes(fields, "args")
+        if fields.get("boolop") == "AND_EXPR":
+            return any(_restricts(arg, target, outer=outer) for arg in args)
+        if fields.get("boolop") == "OR_EXPR":
+            return all(_restricts(arg, target, outer=outer) for arg in args)
         # NOT: only of a plain comparison or boolean column (NOT of NOT IN, of a self
         # comparison or of logic may keep every row).
-        (arg,) = (_unwrap(a) for a in expr.args)
+        (arg,) = args
         return (
-            _name(arg) == "ColumnRef" or (_name(arg) == "A_Expr" and arg.kind == _AEXPR_OP)
+            arg[0] == "ColumnRef" or (arg[0] == "A_Expr" and arg[1].get("kind") == "AEXPR_OP")
         ) and _restricts(arg, target, outer=outer)
     if kind == "SubLink":
-        if expr.sub_link_type == _EXISTS:
+        if fields.get("subLinkType") == "EXISTS_SUBLINK":
             return _mentions(expr, target, outer)
-        if expr.sub_link_type == _ANY and expr.HasField("testexpr"):
-            testexpr = _unwrap(expr.testexpr)
+        testexpr = _node(fields, "testexpr")
+        if fields.get("subLinkType") == "ANY_SUBLINK" and testexpr is not None:
             return not _has_bool(testexpr) and _mentions(testexpr, target, outer)
         return False  # ALL (NOT IN), scalar: an empty subquery may keep every row
     if kind == "A_Expr":
-        if expr.kind == _AEXPR_OP_ALL:
+        if fields.get("kind") == "AEXPR_OP_ALL":
             return False  # <> ALL of an empty array keeps every row
-        if _shape(expr.lexpr, target, outer) == _shape(expr.rexpr, target, outer):
+        right = _node(fields, "rexpr")
+        if _same(_node(fields, "lexpr"), right, target, outer):
             return False  # x = x, t.x = x, x IS NOT DISTINCT FROM x, ...
-        if expr.kind in _LIKE_KINDS and set(_string(expr.rexpr) or "_") <= {"%"}:
-            return False  # LIKE '%' keeps every row that has a value
-    elif kind == "NullTest" and expr.nulltesttype == _IS_NOT_NULL:
+        if fields.get("kind") in _LIKE_KINDS:
+            target.literal = target.literal or _is_constant(right)
+            if set(_string(right) or "_") <= {"%"}:
+                return False  # LIKE '%' keeps every row that has a value
+    elif kind == "NullTest" and fields.get("nulltesttype") == "IS_NOT_NULL":
         return False  # keeps every row of a NOT NULL column
     elif kind not in ("ColumnRef", "NullTest", "FuncCall"):
         return False
     return not _has_bool(expr) and _mentions(expr, target, outer)
 
 
-def _unrestricted_writes(node: Any, kind: str) -> list[str]:
-    """Why an UPDATE, DELETE or MERGE may change every row of its target (empty if it cannot)."""
+def _unrestricted_writes(node: dict[str, Any], kind: str) -> tuple[list[str], bool]:
+    """Why an UPDATE, DELETE or MERGE may change every row of its target (empty if it cannot),
+    and whether that turned on the value of a constant."""
     command = _command_name(kind)
     if kind == "MergeStmt":
-        target = _Target(node.relation, alone=False)
-        joined = _restricts(node.join_condition, target)
+        target = _Target(node.get("relation", {}), alone=False)
+        joined = _restricts(_node(node, "joinCondition"), target)
         causes = []
-        for clause in map(_unwrap, node.merge_when_clauses):
-            if clause.command_type not in (_CMD_UPDATE, _CMD_DELETE):
+        for clause_kind, clause in _nodes(node, "mergeWhenClauses"):
+            command_type = clause.get("commandType")
+            if clause_kind != "MergeWhenClause" or command_type not in ("CMD_UPDATE", "CMD_DELETE"):
                 continue
-            if clause.matched and joined:
+            if clause.get("matched", False) and joined:
                 continue
-            if clause.HasField("condition") and _restricts(clause.condition, target):
+            if "condition" in clause and _restricts(_node(clause, "condition"), target):
                 continue
-            action = "DELETE" if clause.command_type == _CMD_DELETE else "UPDATE"
+            action = "DELETE" if command_type == "CMD_DELETE" else "UPDATE"
             causes.append(f"MERGE ... THEN {action} with an ON that does not restrict the target")
-        return causes
-    others = node.using_clause if kind == "DeleteStmt" else node.from_clause
-    target = _Target(node.relation, alone=not others)
-    if not node.HasField("where_clause"):
-        return [f"{command} without WHERE"]
-    if not _restricts(node.where_clause, target):
-        return [f"{command} with a WHERE that does not restrict the target's rows"]
-    return []
+        return causes, target.literal
+    others = node.get("usingClause" if kind == "DeleteStmt" else "fromClause")
+    target = _Target(node.get("relation", {}), alone=not others)
+    if "whereClause" not in node:
+        return [f"{command} without WHERE"], False
+    if not _restricts(_node(node, "whereClause"), target):
+        return [f"{command} with a WHERE that does not restrict the target's rows"], target.literal
+    return [], target.literal
 
 
 def _qualified(parts: list[str]) -> str:
     return ".".join(parts)
+
+
+# Nodes that hold no fact, nor do the nodes inside them (a constant holds only its value).
+_INERT = frozenset({"String", "Integer", "Float", "Boolean", "BitString", "A_Const", "A_Star"})
+# Nodes other than statements that :meth:`_Walk._visit` reads.
+_VISITED = frozenset(
+    {
+        "RangeVar",
+        "FuncCall",
+        "ColumnRef",
+        "A_Expr",
+        "TypeCast",
+        "SortBy",
+        "CaseExpr",
+        "A_Indirection",
+        "ResTarget",
+        "DefElem",
+        "AlterTableCmd",
+        *_SQL_JSON_CALLS,
+    }
+)
 
 
 class _Walk:
@@ -547,6 +580,10 @@ class _Walk:
         self.fields: set[str] = set()
         self.operators: set[str] = set()
         self.cast_types: set[str] = set()
+        # Whether a fact turned on the value of a constant (``set_config('role', ...)``).
+        self.literal = False
+        # Why each UPDATE, DELETE or MERGE that runs may change every row, by node identity.
+        self.unrestricted: dict[int, list[str]] = {}
 
     def add(self, cls: str, cause: str) -> None:
         self.causes.setdefault(cls, cause)
@@ -554,27 +591,31 @@ class _Walk:
     def _writable(self, cause: str) -> None:
         self.read_write = self.read_write or cause
 
-    def walk(self, root: Any) -> None:
+    def walk(self, root: Node) -> None:
         # (node, runs): ``runs`` is False under EXPLAIN without ANALYZE, where the explained
         # statement is planned but not executed.
         stack = [(root, True)]
         while stack:
             node, runs = stack.pop()
-            kind = _name(node)
+            kind, fields = node
             if kind == "ExplainStmt":
                 self.kinds.add(kind)
-                if node.HasField("query"):
-                    stack.append((_unwrap(node.query), runs and _explain_analyzes(node)))
+                query = _node(fields, "query")
+                if query is not None:
+                    stack.append((query, runs and _explain_analyzes(fields)))
                 continue
-            self._visit(node, kind, runs)
-            stack.extend((child, runs) for child in _children(node))
+            if kind in _INERT:
+                continue
+            if kind in _VISITED or kind.endswith("Stmt"):
+                self._visit(fields, kind, runs)
+            stack.extend([(child, runs) for child in children(node)])
 
-    def _visit(self, node: Any, kind: str, runs: bool) -> None:
+    def _visit(self, node: dict[str, Any], kind: str, runs: bool) -> None:
         if kind.endswith("Stmt"):
             self.kinds.add(kind)
             self._statement(node, kind, runs)
         elif kind == "RangeVar":
-            parts = [p for p in (node.schemaname, node.relname) if p]
+            parts = [p for p in (node.get("schemaname", ""), node.get("relname", "")) if p]
             self.tables.add(_qualified(parts))
             self._dotted(parts, "relation")
         elif kind == "FuncCall":
@@ -584,50 +625,51 @@ class _Walk:
             # JSON_ARRAY(1, 2) as a call of a function json_array, which may be a user's.
             self._call([_SQL_JSON_CALLS[kind]], node)
         elif kind == "ColumnRef":
-            last = _unwrap(node.fields[-1]) if node.fields else None
-            if last is not None:
-                self.columns.add("*" if _name(last) == "A_Star" else str(last.sval))
-                if len(node.fields) > 1 and _name(last) == "String":
-                    self.fields.add(str(last.sval))
-                    self._dotted([str(last.sval)], "field")
+            fields = _nodes(node, "fields")
+            if fields:
+                last = fields[-1]
+                self.columns.add("*" if last[0] == "A_Star" else _sval(last))
+                if len(fields) > 1 and last[0] == "String":
+                    self.fields.add(_sval(last))
+                    self._dotted([_sval(last)], "field")
         elif kind == "A_Expr":
-            parts = [str(_unwrap(p).sval) for p in node.name]
+            parts = _names(node, "name")
             if parts and _OPERATOR.fullmatch(parts[-1]):
                 self.operators.add(_qualified(parts))
             # BETWEEN and its kin call the comparison operators of the operands' types.
-            self.operators.update(_BETWEEN_OPERATORS.get(node.kind, ()))
-        elif kind == "TypeCast" and node.HasField("type_name"):
-            names = [str(_unwrap(p).sval) for p in node.type_name.names]
+            self.operators.update(_BETWEEN_OPERATORS.get(node.get("kind", ""), ()))
+        elif kind == "TypeCast" and "typeName" in node:
+            names = _names(node["typeName"], "names")
             self.cast_types.add(_qualified(names))
             self._dotted(names, "type")
-        elif kind == "SortBy" and node.use_op:
+        elif kind == "SortBy" and node.get("useOp"):
             # ORDER BY x USING op sorts with that operator.
-            self.operators.add(_qualified([str(_unwrap(p).sval) for p in node.use_op]))
-        elif kind == "CaseExpr" and node.HasField("arg"):
+            self.operators.add(_qualified(_names(node, "useOp")))
+        elif kind == "CaseExpr" and "arg" in node:
             self.operators.add("=")  # CASE x WHEN y compares with x = y
         elif kind == "A_Indirection":
-            names = [
-                str(item.sval) for item in map(_unwrap, node.indirection) if _name(item) == "String"
-            ]
+            names = [_sval(item) for item in _nodes(node, "indirection") if item[0] == "String"]
             self.fields.update(names)
             self._dotted(names, "field")
-        elif kind == "ResTarget" and node.name:
+        elif kind == "ResTarget" and node.get("name"):
             # INSERT column lists and UPDATE SET targets; a SELECT alias is also a name here.
-            self.columns.add(str(node.name))
-        elif kind == "DefElem" and node.defname == "transaction_read_only":
+            self.columns.add(str(node["name"]))
+        elif kind == "DefElem" and node.get("defname") == "transaction_read_only":
             # BEGIN / SET TRANSACTION / SET SESSION CHARACTERISTICS ... READ WRITE; several
             # modes may be given and the last wins, so any READ WRITE counts.
-            if not (node.HasField("arg") and _is_true(node.arg)):
+            arg = _node(node, "arg")
+            self.literal = self.literal or _is_constant(arg)
+            if not _is_true(arg):
                 self._writable("READ WRITE")
         elif kind == "AlterTableCmd":
-            subtype = _ALTER_TABLE_TYPE.Name(node.subtype)
+            subtype = str(node.get("subtype", ""))
             cause = f"ALTER TABLE ... {_command_name(subtype[3:])}"
             if subtype.startswith("AT_Drop"):
                 self.add("drop", cause)
             if subtype in _PRIVILEGE_TABLE_COMMANDS:
                 self.add("privilege", cause)
 
-    def _statement(self, node: Any, kind: str, runs: bool) -> None:
+    def _statement(self, node: dict[str, Any], kind: str, runs: bool) -> None:
         command = _command_name(kind)
         known = False
         if kind in _WRITE:
@@ -635,9 +677,12 @@ class _Walk:
             if runs:
                 self.add("write", command)
             if kind in ("UpdateStmt", "DeleteStmt", "MergeStmt") and runs:
-                for cause in _unrestricted_writes(node, kind):
+                causes, literal = _unrestricted_writes(node, kind)
+                self.unrestricted[id(node)] = causes
+                self.literal = self.literal or literal
+                for cause in causes:
                     self.add("unbounded-write", cause)
-        if kind == "SelectStmt" and node.HasField("into_clause"):
+        if kind == "SelectStmt" and "intoClause" in node:
             if runs:
                 self.add("ddl", "SELECT INTO")
                 self.add("write", "SELECT INTO")
@@ -665,7 +710,8 @@ class _Walk:
             known = True
             self.add("opaque-code", command)
         if kind == "VariableSetStmt":
-            self._setting(str(node.name).lower(), f"SET {node.name}")
+            name = str(node.get("name", ""))
+            self._setting(name.lower(), f"SET {name}")
             self._read_only_setting(node)
         if kind == "AlterSystemStmt":
             # It changes settings for every later session (and needs no writable transaction).
@@ -675,33 +721,32 @@ class _Walk:
             # the body then runs in a read-write transaction.
             self._writable(f"{command} (its body may turn it off and commit)")
         if kind == "ExecuteStmt":
-            self.executes.append(str(node.name))
+            self.executes.append(str(node.get("name", "")))
         if not known and kind not in _HARMLESS:
             self.add("opaque-code", f"{command} (a statement kind guardrails does not know)")
 
-    def _copy(self, node: Any, runs: bool) -> None:
-        direction = "FROM" if node.is_from else "TO"
-        if node.is_from and runs:
+    def _copy(self, node: dict[str, Any], runs: bool) -> None:
+        direction = "FROM" if node.get("is_from") else "TO"
+        if node.get("is_from") and runs:
             self.add("write", "COPY FROM")
-        if node.is_program:
+        if node.get("is_program"):
             self.add("file-access", f"COPY ... {direction} PROGRAM")
             self.add("opaque-code", f"COPY ... {direction} PROGRAM")
-        elif node.filename:
+        elif node.get("filename"):
             self.add("file-access", f"COPY ... {direction} a server file")
 
-    def _read_only_setting(self, node: Any) -> None:
+    def _read_only_setting(self, node: dict[str, Any]) -> None:
         """SET (also inside ALTER ROLE/DATABASE/FUNCTION) of a read-only setting to anything
         but true. RESET and DEFAULT return to the value the session started with, which the
         gateway makes ``on`` with a startup parameter."""
-        name = str(node.name).lower()
-        if name not in _READ_ONLY_SETTINGS or node.kind in (
-            _VAR_SET_DEFAULT,
-            _VAR_RESET,
-            _VAR_RESET_ALL,
-        ):
+        name = str(node.get("name", "")).lower()
+        if name not in _READ_ONLY_SETTINGS or node.get("kind") in _VAR_RESETS:
             return
-        if node.kind == _VAR_SET_VALUE and len(node.args) == 1 and _is_true(node.args[0]):
-            return
+        args = _nodes(node, "args")
+        if node.get("kind") == _VAR_SET_VALUE and len(args) == 1:
+            self.literal = self.literal or _is_constant(args[0])
+            if _is_true(args[0]):
+                return
         self._writable(f"SET {name}")
 
     def _setting(self, setting: str, cause: str) -> None:
@@ -716,15 +761,15 @@ class _Walk:
         if any("." in part for part in parts):
             self.add("opaque-code", f"{_qualified(parts)} (a {what} name holding a dot)")
 
-    def _function(self, node: Any) -> None:
-        parts = [str(_unwrap(p).sval) for p in node.funcname]
+    def _function(self, node: dict[str, Any]) -> None:
+        parts = _names(node, "funcname")
         if parts == ["pg_catalog", "json_object"]:
             # The grammar qualifies json_object(...) itself since PostgreSQL 16; an older
             # server's resolves the name on the search path, where a user's overload may win.
             parts = parts[1:]
         self._call(parts, node)
 
-    def _call(self, parts: list[str], node: Any) -> None:
+    def _call(self, parts: list[str], node: dict[str, Any]) -> None:
         written = _qualified(parts)
         self.functions.add(written)
         name = parts[-1]
@@ -749,8 +794,10 @@ class _Walk:
         if name in _BY_ARGUMENT:
             self._set_config(node)
 
-    def _set_config(self, node: Any) -> None:
-        setting = _string(node.args[0]) if node.args else None
+    def _set_config(self, node: dict[str, Any]) -> None:
+        args = _nodes(node, "args")
+        self.literal = self.literal or bool(args and _is_constant(args[0]))
+        setting = _string(args[0]) if args else None
         if setting is None:
             self.add("privilege", "set_config() of a computed setting")
             self.add("opaque-code", "set_config() of a computed setting")
@@ -763,20 +810,25 @@ class _Walk:
             self._setting(setting.strip().lower(), f"set_config('{setting}')")
 
 
-def _facts(raw: Any, version: int) -> StatementFacts:
-    root = _unwrap(raw.stmt)
+def _facts(root: Node, text: str | None) -> tuple[StatementFacts, bool]:
+    """One statement's facts, and whether any of them turned on the value of a constant.
+
+    :param text: the statement deparsed; None when it has no deparser (its command names it),
+        empty when it is not wanted.
+    """
     walk = _Walk()
     walk.walk(root)
-    kind = _name(root)
+    kind, node = root
     has_where = False
     where_constant_true = False
     if kind in ("UpdateStmt", "DeleteStmt"):
-        has_where = root.HasField("where_clause")
-        where_constant_true = has_where and bool(_unrestricted_writes(root, kind))
+        has_where = "whereClause" in node
+        # The top-level statement runs: the walk judged its WHERE.
+        where_constant_true = has_where and bool(walk.unrestricted[id(node)])
     deallocates: tuple[str, ...] = ()
     if kind == "DeallocateStmt":
-        deallocates = (str(root.name) or "*",)
-    elif kind == "DiscardStmt" and root.target == _DISCARD_ALL:
+        deallocates = (str(node.get("name", "")) or "*",)
+    elif kind == "DiscardStmt" and node.get("target") == "DISCARD_ALL":
         deallocates = ("*",)
     causes = dict(walk.causes)
     other_opaque = causes.get("opaque-code", "")
@@ -787,7 +839,7 @@ def _facts(raw: Any, version: int) -> StatementFacts:
             f"{first}() (a function that no built-in list covers: VOLATILE unless the"
             " target's catalog says otherwise)",
         )
-    return StatementFacts(
+    facts = StatementFacts(
         kind=kind,
         command=_command_name(kind),
         kinds=frozenset(walk.kinds),
@@ -803,28 +855,33 @@ def _facts(raw: Any, version: int) -> StatementFacts:
         columns=frozenset(walk.columns),
         has_where=has_where,
         where_constant_true=where_constant_true,
-        prepares=str(root.name) if kind == "PrepareStmt" else "",
+        prepares=str(node.get("name", "")) if kind == "PrepareStmt" else "",
         executes=tuple(walk.executes),
         deallocates=deallocates,
         read_write=walk.read_write,
-        text=_normalise(raw, version),
+        text=_command_name(kind) if text is None else text,
     )
+    return facts, walk.literal
 
 
 # Statements after which the next statement of the same message runs in a new transaction.
 _TRANSACTION_ENDS = frozenset(
     {
-        pg_query_pb2.TRANS_STMT_COMMIT,
-        pg_query_pb2.TRANS_STMT_ROLLBACK,
-        pg_query_pb2.TRANS_STMT_PREPARE,
-        pg_query_pb2.TRANS_STMT_COMMIT_PREPARED,
-        pg_query_pb2.TRANS_STMT_ROLLBACK_PREPARED,
+        "TRANS_STMT_COMMIT",
+        "TRANS_STMT_ROLLBACK",
+        "TRANS_STMT_PREPARE",
+        "TRANS_STMT_COMMIT_PREPARED",
+        "TRANS_STMT_ROLLBACK_PREPARED",
     }
 )
 
 
+def _ends_transaction(root: Node) -> bool:
+    return root[0] == "TransactionStmt" and root[1].get("kind") in _TRANSACTION_ENDS
+
+
 def _after_transaction_end(
-    statements: tuple[StatementFacts, ...], tree: Any
+    statements: tuple[StatementFacts, ...], roots: list[Node]
 ) -> tuple[StatementFacts, ...]:
     """``statements`` with every statement that follows a transaction end in the same text
     marked as a way to turn read-only off.
@@ -836,7 +893,7 @@ def _after_transaction_end(
     """
     ended = False
     marked = []
-    for facts, raw in zip(statements, tree.stmts, strict=True):
+    for facts, root in zip(statements, roots, strict=True):
         if ended and not facts.read_write:
             facts = attrs.evolve(
                 facts,
@@ -844,9 +901,19 @@ def _after_transaction_end(
                 " transaction may start read-write; send it as a message of its own)",
             )
         marked.append(facts)
-        root = _unwrap(raw.stmt)
-        ended = ended or (_name(root) == "TransactionStmt" and root.kind in _TRANSACTION_ENDS)
+        ended = ended or _ends_transaction(root)
     return tuple(marked)
+
+
+def _statements(tree: dict[str, Any]) -> list[Node]:
+    """The top-level statements of a parse tree.
+
+    :raises ParseError: for a statement without a tree (never met: refused, not skipped).
+    """
+    roots = [_node(raw, "stmt") for raw in tree.get("stmts", ())]
+    if None in roots:
+        raise ParseError("a statement without a parse tree")
+    return [root for root in roots if root is not None]
 
 
 @functools.lru_cache(maxsize=256)
@@ -855,23 +922,10 @@ def ends_transaction(text: str) -> bool:
     ``PREPARE TRANSACTION``, ...): what runs after it runs in a new transaction. A text that
     does not parse ends nothing (the server rejects it too)."""
     try:
-        tree = pg_query.parse(text)
-    except (pg_query.PgQueryError, RecursionError, UnicodeEncodeError):
+        tree = parse(text)
+    except (ParseError, RecursionError, UnicodeError):
         return False
-    return any(
-        _name(root) == "TransactionStmt" and root.kind in _TRANSACTION_ENDS
-        for root in (_unwrap(raw.stmt) for raw in tree.stmts)
-    )
-
-
-def _normalise(raw: Any, version: int) -> str:
-    tree = pg_query_pb2.ParseResult(version=version)
-    tree.stmts.add().stmt.CopyFrom(raw.stmt)
-    try:
-        return pg_query.deparse(tree)
-    except pg_query.PgQueryError:
-        # A few statements have no deparser; their kind still names them.
-        return _command_name(_name(_unwrap(raw.stmt)))
+    return any(_ends_transaction(root) for root in _statements(tree))
 
 
 class PostgresDialect:
@@ -915,23 +969,56 @@ class PostgresDialect:
                 self._cache.popitem(last=False)
         return analysis
 
-    def _analyze(self, text: str) -> Analysis:
-        if "\0" in text:
-            return Analysis(error="the text contains a NUL character")
-        parsed = text.translate(_BYTE_STAND_INS)
-        if parsed != text and _too_long_with_stand_ins(parsed):
-            return Analysis(
-                error="a name with bytes that are not UTF-8 is too long to be judged exactly"
-            )
+    def shape(self, text: str) -> str | None:
+        """A key that ``text`` shares exactly with the texts PostgreSQL parses to the same
+        tree but for the values of constants and the positions of tokens (see
+        :mod:`hoopgw_postgres.shape`); None when the text is not judged by its tree alone
+        (too long to be worth a key, or one :meth:`analyze` refuses before parsing).
+
+        The analysis of a text depends on nothing else (the protocol refuses the lexing
+        settings libpg_query does not read as the server does), so it holds for every text
+        of its shape unless :attr:`~hoopgw.sql.Analysis.reads_literals`."""
+        if len(text) > _CACHEABLE_LENGTH:
+            return None
+        parsed = _parseable(text)
+        if isinstance(parsed, Analysis):
+            return None
         try:
-            tree = pg_query.parse(parsed)
-            statements = _after_transaction_end(
-                tuple(_facts(raw, tree.version) for raw in tree.stmts), tree
-            )
-        except pg_query.PgQueryError as exc:
+            return tree_key(parsed)
+        except UnicodeError:
+            return None
+
+    def analyze_shape(self, text: str) -> Analysis:
+        """The analysis of ``text`` as :meth:`analyze` gives it, but with every statement's
+        ``text`` left empty (no deparse, no cache): what an analysis cache by :meth:`shape`
+        keeps for every text of the shape."""
+        return self._analyze(text, texts=False)
+
+    def _analyze(self, text: str, *, texts: bool = True) -> Analysis:
+        parsed = _parseable(text)
+        if isinstance(parsed, Analysis):
+            return parsed
+        try:
+            roots = _statements(parse(parsed))
+            normal = deparsed_statements(parsed) if roots and texts else [""] * len(roots)
+            facts = [_facts(root, spelling) for root, spelling in zip(roots, normal, strict=True)]
+            statements = _after_transaction_end(tuple(f for f, _ in facts), roots)
+        except ParseError as exc:
             return Analysis(error=exc.message)
         except RecursionError:
             return Analysis(error="the statement is nested too deeply to analyse")
-        except UnicodeEncodeError:
+        except UnicodeError:
             return Analysis(error="the text is not valid UTF-8")
-        return Analysis(statements=statements)
+        return Analysis(statements=statements, reads_literals=any(lit for _, lit in facts))
+
+
+def _parseable(text: str) -> str | Analysis:
+    """``text`` as the parser takes it, or the analysis of a text it must not be given."""
+    if "\0" in text:
+        return Analysis(error="the text contains a NUL character")
+    parsed = text if text.isascii() else text.translate(_BYTE_STAND_INS)
+    if parsed != text and _too_long_with_stand_ins(parsed):
+        return Analysis(
+            error="a name with bytes that are not UTF-8 is too long to be judged exactly"
+        )
+    return parsed

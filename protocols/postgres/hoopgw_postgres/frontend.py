@@ -176,7 +176,8 @@ class ClientSession(protocol.Protocol):
         # Each open portal's columns and whether its rows are wanted, from its BindComplete and
         # RowDescription: an Execute's rows are judged by their own portal's, never by the last
         # description seen (interleaved portals would otherwise escape masking).
-        self._portals: dict[str, tuple[list[Column], bool]] = {}
+        # Portal -> its columns, whether its rows are wanted, and the chain that said so.
+        self._portals: dict[str, tuple[list[Column], bool, Any]] = {}
         self._columns_for: Request | None = None
         self._to_upstream: list[bytes] = []
         self._closed = False
@@ -363,9 +364,7 @@ class ClientSession(protocol.Protocol):
         self.client_tls = True
 
     def _cancel_request(self, request: Any) -> None:
-        target = self.runtime.sessions.by_cancel_key(request.pid, request.key)
-        if isinstance(target, ClientSession):
-            target.forward_cancel()
+        self.runtime.sessions.cancel(request.pid, request.key)
         # As PostgreSQL does, say nothing either way and close.
         self._closed = True
         self.transport.loseConnection()
@@ -866,6 +865,9 @@ class ClientSession(protocol.Protocol):
         elif kind == b"E":
             portal = m.Execute.decode(frame.body).portal
             self._transaction_ended = self._transaction_ended or portal in self._ending_portals
+            if self._ledger is not None:
+                # A portal fetched again after a reload: its rows pass the new chain's hooks.
+                self._ledger.catch_up()
             self._forward(frame, Request(kind="execute", progress=self._current, portal=portal))
         elif kind == b"D":
             describe = m.Describe.decode(frame.body)
@@ -1253,7 +1255,7 @@ class ClientSession(protocol.Protocol):
             self._columns = []
             self._rows_wanted = self.chain.has_row_hooks
             if request is not None and request.portal is not None:
-                self._portals[request.portal] = (self._columns, self._rows_wanted)
+                self._portals[request.portal] = (self._columns, self._rows_wanted, self.chain)
         elif kind == b"T":
             self._rows_wanted = self.chain.has_row_hooks
             if self._rows_wanted or self.chain.has_column_hooks:
@@ -1273,7 +1275,7 @@ class ClientSession(protocol.Protocol):
                     columns=self._columns,
                 )
             if request is not None and request.portal is not None:  # Describe of a portal
-                self._portals[request.portal] = (self._columns, self._rows_wanted)
+                self._portals[request.portal] = (self._columns, self._rows_wanted, self.chain)
         elif kind == b"3":
             if request is not None and request.portal is not None:
                 self._portals.pop(request.portal, None)
@@ -1312,9 +1314,19 @@ class ClientSession(protocol.Protocol):
         description was not seen); a simple Query's follow its own RowDescription."""
         self._columns_for = head
         if head is not None and head.kind == "execute" and head.portal is not None:
-            self._columns, self._rows_wanted = self._portals.get(
-                head.portal, ([], self.chain.has_row_hooks)
+            columns, wanted, chain = self._portals.get(
+                head.portal, ([], self.chain.has_row_hooks, self.chain)
             )
+            if chain is not self.chain:
+                # Described before a reload replaced the chain: the new one judges its rows,
+                # and its column plugins (masking newly on) see the columns first.
+                wanted = self.chain.has_row_hooks
+                progress = head.progress
+                if columns and self.chain.has_column_hooks and progress is not None:
+                    wanted = self.chain.result_columns(
+                        session=self.session, command=progress.command, columns=columns
+                    )
+            self._columns, self._rows_wanted = columns, wanted
 
     def _command_of(self, request: Request | None) -> Command | None:
         return (

@@ -128,3 +128,64 @@ def test_refusals(live: Any, who: Identity, prefix: str, code: str) -> None:
     assert refused.value.code == code
     assert all(s.ended == [] for s in sessions)
     assert audit.records == []
+
+
+class _Peers:
+    """Another worker's sessions, as its control link would report them."""
+
+    def __init__(self, listed: list[tuple[int, dict[str, Any]]]) -> None:
+        self.listed = listed
+        self.ended: list[tuple[int, str, str]] = []
+
+    def sessions(self) -> list[tuple[int, dict[str, Any]]]:
+        return self.listed
+
+    def terminate(self, worker: int, session_id: str, reason: str) -> None:
+        self.ended.append((worker, session_id, reason))
+
+
+def _peer_session(session_id: str, identity: str) -> dict[str, Any]:
+    return {
+        "pending_review": None,
+        "id": session_id,
+        "identity": identity,
+        "connection": "pg",
+        "protocol": "postgres",
+        "client_address": "127.0.0.1:5000",
+        "started_at": 1.0,
+    }
+
+
+def test_other_workers_sessions_are_listed_and_ended_through_them() -> None:
+    registry = SessionRegistry()
+    local = _Live("aaaaaaaa-0000-4000-8000-000000000001", "agent")
+    registry.add(local)  # type: ignore[arg-type]
+    remote_id = "dddddddd-0000-4000-8000-000000000009"
+    peers = _Peers([(2, _peer_session(remote_id, "agent")), (2, _peer_session("e" * 8, "x"))])
+    audit = FakeAuditWriter()
+    audit.manual = True
+    control = SessionControl(
+        sessions=registry, audit=audit, roles=ROLES, clock=task.Clock(), peers=peers
+    )
+    assert {s["id"] for s in control.visible(AGENT)} == {remote_id, local.session_info.id}
+    assert len(control.visible(ADMIN)) == 3
+    shown = control.terminate(ADMIN, remote_id[:8], "incident 7")
+    # Write-ahead: nothing is sent before the record is durable.
+    assert peers.ended == []
+    audit.flush()
+    assert audit.kinds() == [SESSION_TERMINATED_KIND]
+    assert audit.records[0].data["connection"] == "pg"
+    assert peers.ended == [(2, remote_id, "ended by root: incident 7")]
+    assert shown.result["id"] == remote_id  # type: ignore[attr-defined]
+    assert local.ended == []
+
+
+def test_a_prefix_naming_a_local_and_a_remote_session_is_ambiguous() -> None:
+    registry = SessionRegistry()
+    registry.add(_Live("aaaaaaaa-0000-4000-8000-000000000001", "agent"))  # type: ignore[arg-type]
+    peers = _Peers([(2, _peer_session("aaaaaaaa-1111-4000-8000-000000000002", "agent"))])
+    control = SessionControl(
+        sessions=registry, audit=FakeAuditWriter(), roles=ROLES, clock=task.Clock(), peers=peers
+    )
+    with pytest.raises(ApprovalError, match="names 2 live sessions"):
+        control.terminate(ADMIN, "aaaaaaaa", "")

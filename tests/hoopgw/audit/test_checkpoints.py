@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 
-from hoopgw.audit.chain import record_hash
+from hoopgw.audit.chain import record_hash_v2
 from hoopgw.audit.checkpoints import (
     KEY_NAME,
     Checkpoint,
@@ -333,10 +333,9 @@ def test_rewriting_and_rechaining_is_detected_against_a_checkpoint(store, tmp_pa
     for seq, kind, session_id, time, data in rows.fetchall():
         if seq == 3:
             data = '{"n":333}'
-        digest = record_hash(
-            seq=seq, kind=kind, session_id=session_id, time=time, data={}, prev_hash=prev,
-            data_json=data,
-        )  # fmt: skip
+        digest = record_hash_v2(
+            seq=seq, kind=kind, session_id=session_id, time=time, prev_hash=prev, data_json=data
+        )
         raw.execute(
             "UPDATE audit_records SET data = ?, prev_hash = ?, hash = ? WHERE seq = ?",
             (data, prev, digest, seq),

@@ -25,6 +25,8 @@ from hoopgw.audit.export import (
     iso_time_precise,
     search_commands,
 )
+from hoopgw.records import AuditEntry
+from hoopgw.store import SQLiteStore
 
 T0 = 1_764_090_000.0  # 2025-11-25T17:00:00Z
 
@@ -144,6 +146,7 @@ def test_jsonl_has_one_object_per_record_with_the_documented_fields():
     assert tuple(first) == FIELDS
     assert first["schema"] == 2
     assert first["instance"] == ""  # a SQLite store's one chain
+    assert first["record_format"] == 1  # FakeStore chains the way of format 1
     assert (first["seq"], first["kind"], first["session_id"]) == (1, "session_started", "s1")
     assert first["time"] == "2025-11-25T17:00:00.000000Z"
     assert first["posix_time"] == T0
@@ -170,6 +173,43 @@ def test_an_export_can_be_verified_without_the_store():
         for d in exported
     ]
     assert verify_chain(rebuilt).ok
+
+
+def test_an_export_of_format_2_records_can_be_verified_from_its_lines(tmp_path):
+    """Each line holds the exact data text a format 2 hash covers."""
+    store = SQLiteStore(str(tmp_path / "a.db"))
+    store.migrate()
+    store.append(
+        [
+            AuditEntry(kind=kind, session_id=session, time=time, data=data)
+            for kind, session, time, data in one_session()
+        ]
+    )
+    lines = export(store).splitlines()
+    store.close()
+    rebuilt = []
+    for line in lines:
+        d = json.loads(line)
+        assert d["record_format"] == 2
+        # The data text as the line holds it, between "data": and ,"record_format":
+        data_json = line[line.index(',"data":') + 8 : line.rindex(',"record_format":')]
+        assert json.loads(data_json) == d["data"]
+        rebuilt.append(
+            AuditRecord(
+                seq=d["seq"],
+                kind=d["kind"],
+                session_id=d["session_id"],
+                time=d["posix_time"],
+                data=d["data"],
+                prev_hash=d["prev_hash"],
+                hash=d["hash"],
+                format=d["record_format"],
+                data_json=data_json,
+            )
+        )
+    assert verify_chain(rebuilt).ok
+    rebuilt[1] = attrs.evolve(rebuilt[1], data_json=rebuilt[1].data_json.replace("1", "2"))
+    assert verify_chain(rebuilt).first_bad_seq == 2
 
 
 def test_csv_has_a_header_and_data_as_canonical_json():
@@ -425,6 +465,26 @@ def test_search_joins_each_command_newest_first():
     )
     assert (blocked["status"], blocked["rows"], blocked["error_code"]) == ("blocked", None, "42501")
     assert (found[3]["status"], found[3]["rows"], found[3]["duration"]) == ("ok", 7, 0.002)
+
+
+def test_search_reads_a_verdict_that_joined_the_completion():
+    """An allowed command is recorded in two records: received, then completed with its
+    verdict (the recording plugin's compact completion)."""
+    store = FakeStore(
+        [
+            started("s1", T0),
+            received("s1", T0 + 1, 1, "SELECT 1"),
+            completed("s1", T0 + 2, 1, verdict="allow", reason="ok", plugin="p", rule=""),
+            closed("s1", T0 + 3),
+        ]
+    )
+    [found] = search_commands(store, CommandFilter(verdict="allow"), limit=10)
+    assert (found["verdict"], found["reason"], found["plugin"], found["status"]) == (
+        "allow",
+        "ok",
+        "p",
+        "ok",
+    )
 
 
 def test_search_reports_commands_cut_off_by_the_session_end_or_the_store_end():

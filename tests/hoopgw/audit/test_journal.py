@@ -7,13 +7,16 @@ import stat
 
 import pytest
 
+from hoopgw.audit.chain import EncodedEntry, encoded_entry
 from hoopgw.audit.journal import AuditJournal, JournalBacklog, JournalError, backlog
 from hoopgw.audit.writer import encode_entry
 from hoopgw.records import AuditEntry
 
 
-def entry(n: int) -> AuditEntry:
-    return AuditEntry(kind="command_received", session_id="s", time=float(n), data={"seq": n})
+def entry(n: int) -> EncodedEntry:
+    return encoded_entry(
+        AuditEntry(kind="command_received", session_id="s", time=float(n), data={"seq": n})
+    )
 
 
 def lines(*numbers: int) -> list[bytes]:

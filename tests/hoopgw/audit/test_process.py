@@ -24,7 +24,7 @@ from hoopgw.audit.checkpoints import (
     read_checkpoint_file,
 )
 from hoopgw.audit.journal import AuditJournal, JournalError, journal_path
-from hoopgw.audit.writer import SIGNING_KEY_ENV, encode_entry
+from hoopgw.audit.writer import SIGNING_KEY_ENV, decode_entry, encode_entry
 from hoopgw.errors import StoreError
 from hoopgw.records import AuditEntry
 from hoopgw.store import SQLiteStore
@@ -98,6 +98,57 @@ def test_each_chunk_is_journaled_answered_and_then_stored(tmp_path):
     assert verify_chain(migrated(tmp_path / "a.db").records()).ok
     # Everything is in the store at the end: the journal is emptied.
     assert (tmp_path / "a.db.audit-journal").stat().st_size == 0
+
+
+def test_a_journal_left_by_a_gateway_before_record_format_2_is_stored_at_start(tmp_path):
+    """An upgrade after a crash: the journal holds lines of the older wire format."""
+    (tmp_path / "a.db.audit-journal").write_bytes(
+        b'1 ["command_received","s",1.0,{"seq":1,"text":"SELECT 1"}]\n'
+    )
+    stdout = io.BytesIO()
+    assert run(tmp_path, Chunked([encode_entry(entry(2))]), stdout) == 0
+    assert stdout.getvalue() == b"ready\nok 1\n"
+    assert stored(tmp_path / "a.db") == [1, 2]
+    records = list(migrated(tmp_path / "a.db").records())
+    assert [r.format for r in records] == [2, 2]
+    assert records[0].data == {"seq": 1, "text": "SELECT 1"}
+    assert verify_chain(records).ok
+
+
+def test_the_store_thread_gathers_what_arrives_within_its_interval(tmp_path):
+    appended = []
+
+    class Counting(SQLiteStore):
+        def append(self, entries, *, journal_mark=None):
+            appended.append(len(entries))
+            return super().append(entries, journal_mark=journal_mark)
+
+    def store():
+        opened = Counting(str(tmp_path / "a.db"))
+        opened.migrate()
+        return opened
+
+    journal = AuditJournal(str(tmp_path / "a.db.audit-journal"))
+    appender = audit_process.StoreAppender(
+        store, journal, None, retry_delay=1.0, store_interval=0.5
+    )
+    appender.start()
+    appender.ready.wait()
+    try:
+        lines = [encode_entry(entry(n)) for n in (1, 2, 3)]
+        appender.put([decode_entry(lines[0])], journal.append(lines[:1]))
+        assert appender.wait_applied(1, 10)  # idle: at once
+        started = time.monotonic()
+        appender.put([decode_entry(lines[1])], journal.append(lines[1:2]))
+        appender.put([decode_entry(lines[2])], journal.append(lines[2:]))
+        assert appender.wait_applied(3, 10)
+        assert time.monotonic() - started >= 0.3  # the interval since the first passed first
+        assert appended == [1, 2]  # one transaction for both
+    finally:
+        appender.finish()
+        appender.join()
+        journal.close()
+    assert stored(tmp_path / "a.db") == [1, 2, 3]
 
 
 def test_the_journal_is_emptied_as_it_goes_once_the_store_holds_it(tmp_path):
@@ -633,7 +684,7 @@ def test_with_os_an_answer_leaves_only_once_the_entry_is_written_to_the_journal(
 
     def before(i):
         if i == 1:  # entry 1 was answered: it is in the journal file (not necessarily on disk)
-            assert b' ["command_received","s",1.0,{"seq":1}]\n' in path.read_bytes()
+            assert b' ["command_received","s",1.0]\t{"seq":1}\n' in path.read_bytes()
             full[0] = True
         if i == 2:
             full[0] = False

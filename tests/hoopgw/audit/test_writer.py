@@ -26,6 +26,7 @@ from hoopgw.audit.chain import (
     PrunedRange,
     canonical_json,
     durability_entry,
+    encode_data,
     exact_bytes,
     pruned_entry,
     record_hash,
@@ -99,7 +100,8 @@ def test_exact_bytes_are_in_the_hash_chain(tmp_path):
     assert [exact_bytes(r.data["text"]) for r in records] == [LATIN1, LATIN1]
     assert verify_chain(records).ok
     changed = base64.b64encode(LATIN1.replace(b"\xe9", b"\xe8")).decode()
-    tampered = [attrs.evolve(records[0], data={**records[0].data, "text": {"$bytes": changed}})]
+    data = {**records[0].data, "text": {"$bytes": changed}}
+    tampered = [attrs.evolve(records[0], data=data, data_json=encode_data(data))]
     assert not verify_chain([*tampered, records[1]]).ok
     store.close()
 
@@ -434,7 +436,7 @@ def test_verify_detects_an_inserted_record(tampered):
     for seq in range(6, 2, -1):
         raw.execute("UPDATE audit_records SET seq = seq + 1 WHERE seq = ?", (seq,))
     raw.execute(
-        "INSERT INTO audit_records VALUES (3, 'command_received', 's1', 2.5, ?, ?, ?, '')",
+        "INSERT INTO audit_records VALUES (3, 'command_received', 's1', 2.5, ?, ?, ?, '', 1)",
         (canonical_json(data), prev, digest),
     )
     result = verify_chain(store.records())
@@ -651,10 +653,38 @@ def test_a_garbled_answer_fails_closed(running):
 
 
 def test_entry_lines_round_trip():
-    original = AuditEntry(kind="k", session_id="s", time=1.5, data={"t": "a\nb", "n": [1]})
+    original = AuditEntry(kind="k", session_id="s", time=1.5, data={"t": "a\nb\tc", "n": [1]})
     line = encode_entry(original)
-    assert line.endswith(b"\n") and line.count(b"\n") == 1
-    assert decode_entry(line) == original
+    assert line.endswith(b"\n") and line.count(b"\n") == 1 and line.count(b"\t") == 1
+    decoded = decode_entry(line)
+    assert (decoded.kind, decoded.session_id, decoded.time, decoded.data) == (
+        "k",
+        "s",
+        1.5,
+        original.data,
+    )
+    # The data text travels as it was serialised once, keys in their order: it is what the
+    # store keeps and hashes.
+    assert decoded.data_json == '{"t":"a\\nb\\tc","n":[1]}'
+    assert line == b'["k","s",1.5]\t' + decoded.data_json.encode() + b"\n"
+
+
+def test_a_line_of_an_older_gateway_still_decodes():
+    """A journal left by a gateway before record format 2 holds JSON arrays."""
+    old = b'["k","s",1.5,{"t":"x","n":[1]}]\n'
+    decoded = decode_entry(old)
+    assert (decoded.kind, decoded.session_id, decoded.time, decoded.data) == (
+        "k",
+        "s",
+        1.5,
+        {"t": "x", "n": [1]},
+    )
+    assert decoded.data_json == '{"t":"x","n":[1]}'
+
+
+def test_a_session_id_that_is_not_utf8_is_refused_by_the_writer(running):
+    bad = AuditEntry(kind="k", session_id="s\udcff", time=1.0, data={})
+    assert results(running.writer.write(bad))[0].check(StoreError)
 
 
 def test_record_hash_with_prepared_json_equals_the_canonical_document():

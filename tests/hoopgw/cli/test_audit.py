@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from hoopgw.audit.chain import Durability, durability_entry, record_hash
+from hoopgw.audit.chain import Durability, durability_entry, record_hash_v2
 from hoopgw.audit.checkpoints import (
     KEY_NAME,
     Checkpoint,
@@ -218,11 +218,13 @@ def test_deleting_one_record_is_detected(setup, capsys):
 def test_inserting_one_record_is_detected(setup, capsys):
     config, _, raw, _ = setup
     prev = raw.execute("SELECT hash FROM audit_records WHERE seq = 4").fetchone()[0]
-    digest = record_hash(seq=5, kind="k", session_id="new", time=1.0, data={}, prev_hash=prev)
+    digest = record_hash_v2(
+        seq=5, kind="k", session_id="new", time=1.0, prev_hash=prev, data_json="{}"
+    )
     raw.execute("UPDATE audit_records SET seq = seq + 10 WHERE seq >= 5")
     raw.execute("UPDATE audit_records SET seq = seq - 9 WHERE seq >= 15")
     raw.execute(
-        "INSERT INTO audit_records VALUES (5, 'k', 'new', 1.0, '{}', ?, ?, '')", (prev, digest)
+        "INSERT INTO audit_records VALUES (5, 'k', 'new', 1.0, '{}', ?, ?, '', 2)", (prev, digest)
     )
     code, out, _ = run(capsys, "audit", "verify", "-c", config)
     assert code == 1

@@ -14,6 +14,7 @@ from hoopgw.cli.main import main
 from hoopgw.config.load import Config
 from hoopgw.records import AuditEntry
 from hoopgw.runtime import logs
+from hoopgw.runtime.worker import WORKER_ENV, WorkerLink
 from hoopgw.store import open_store
 
 PASSWORD = "cli-test-password-3141"
@@ -250,13 +251,22 @@ def fake_gateway(monkeypatch):
     """Stand-ins for the gateway and for logging, which `run` starts."""
     calls = {"run": [], "logging": []}
 
-    def run_gateway(config):
+    def run_gateway(config, worker=None):
         calls["run"].append(config)
+        calls.setdefault("worker", []).append(worker)
+        return 0
+
+    def run_supervisor(config, config_path):
+        calls.setdefault("supervisor", []).append((config.gateway.workers, config_path))
         return 0
 
     module = types.ModuleType("hoopgw.runtime.gateway")
     module.run_gateway = run_gateway
     monkeypatch.setitem(sys.modules, "hoopgw.runtime.gateway", module)
+    parent = types.ModuleType("hoopgw.runtime.workers")
+    parent.run_supervisor = run_supervisor
+    monkeypatch.setitem(sys.modules, "hoopgw.runtime.workers", parent)
+    monkeypatch.delenv(WORKER_ENV, raising=False)
     monkeypatch.setattr(logs, "start_logging", lambda *args: calls["logging"].append(args))
     return calls
 
@@ -271,8 +281,25 @@ def test_run_starts_logging_then_the_gateway(capsys, config_file, fake_gateway):
     assert [c.name for c in config.connections] == ["pg-a", "pg-b"]
 
 
+def test_run_with_workers_starts_their_parent_and_a_worker_its_gateway(
+    capsys, tmp_path, fake_gateway, monkeypatch
+):
+    path = tmp_path / "hoopgw.toml"
+    path.write_text(CONFIG.replace("[gateway]\n", "[gateway]\nworkers = 2\n", 1))
+    assert run(capsys, "run", "-c", path)[0] == 0
+    assert fake_gateway["supervisor"] == [(2, str(path))] and fake_gateway["run"] == []
+    link = WorkerLink(
+        index=2, instance="w2", listeners={}, audit_fd=4, control_fd=5, serves_admin=False
+    )
+    monkeypatch.setenv(WORKER_ENV, link.to_env())
+    assert run(capsys, "run", "-c", path)[0] == 0
+    assert fake_gateway["worker"] == [link]
+
+
 def test_run_returns_the_gateway_exit_status(capsys, config_file, fake_gateway, monkeypatch):
-    monkeypatch.setattr(sys.modules["hoopgw.runtime.gateway"], "run_gateway", lambda config: 1)
+    monkeypatch.setattr(
+        sys.modules["hoopgw.runtime.gateway"], "run_gateway", lambda config, worker: 1
+    )
 
     assert run(capsys, "run", "-c", config_file)[0] == 1
 

@@ -224,6 +224,15 @@ def test_wrong_type_names_key_connection_and_types(text, key, message):
             "'loopback' is not an IP network",
         ),
         ("metrics_allow = '10.0.0.0/8'", "gateway.metrics_allow", "expected list"),
+        ("workers = 0", "gateway.workers", "must be from 1 to 64"),
+        ("workers = 65", "gateway.workers", "must be from 1 to 64"),
+        ("workers = 2.0", "gateway.workers", "expected int"),
+        ("workers = true", "gateway.workers", "expected int"),
+        (
+            "workers = 2\ntls_cert = 'c.pem'\ntls_key = 'k.pem'\nagent_listen = 'tcp:9443'",
+            "gateway.workers",
+            "cannot serve network agents",
+        ),
     ],
 )
 def test_gateway_values_are_checked(gateway, key, message):
@@ -318,6 +327,11 @@ def test_the_instance_defaults_to_the_host_name(tmp_path, monkeypatch):
     monkeypatch.setattr("socket.gethostname", lambda: "Gateway-7.example")
     config = parse('[gateway]\nstore = "postgres://gw@db/audit"\n', tmp_path)
     assert config.gateway.instance == "gateway-7.example"
+
+
+def test_workers_default_to_one_process_and_are_read(tmp_path):
+    assert parse("", tmp_path).gateway.workers == 1
+    assert parse("[gateway]\nworkers = 4\n", tmp_path).gateway.workers == 4
 
 
 def test_a_sqlite_store_has_the_one_unnamed_chain(tmp_path):

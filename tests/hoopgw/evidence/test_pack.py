@@ -190,6 +190,24 @@ def test_pack_counts_sessions_and_commands_by_verdict(store, config_file, tmp_pa
     ]  # fmt: skip
 
 
+def test_pack_reads_a_verdict_that_joined_the_completion(store, config_file, tmp_path):
+    """The recording plugin records an allowed command's verdict in its completion record."""
+    entries = session_entries("s1", start=NOON)
+    del entries[2]  # the allowed command's command_decided record
+    entries[2] = attrs.evolve(
+        entries[2],
+        data={"seq": 1, "verdict": "allow", "reason": "", "plugin": "", "rule": "",
+              **entries[2].data},
+    )  # fmt: skip
+    store.append(entries)
+
+    make_pack(store, config_file, tmp_path / "pack")
+
+    doc = summary(tmp_path / "pack")
+    assert doc["commands"]["by_verdict"] == {"allow": 1, "block": 1, "hold": 0, "undecided": 0}
+    assert doc["commands"]["by_status"] == {"blocked": 1, "ok": 1}
+
+
 def test_pack_files_and_manifest(store, config_file, tmp_path):
     store.append(session_entries("s1", start=NOON))
 

@@ -321,6 +321,52 @@ def test_with_a_judge_nothing_is_decided_at_once() -> None:
     assert observer.decided == []
 
 
+class Recorder:
+    """A ``command_decided`` observer that returns a Deferred (as recording does for a
+    refusal: the write of the decision's record)."""
+
+    def __init__(self) -> None:
+        self.writes: list[defer.Deferred[None]] = []
+
+    @hookimpl
+    def command_decided(self, verdict: Verdict) -> defer.Deferred[None]:
+        self.writes.append(defer.Deferred())
+        return self.writes[-1]
+
+
+def test_a_refusal_waits_for_the_deferred_its_observers_return() -> None:
+    recorder = Recorder()
+    chain = PluginChain([("p", Answers(Block(reason="no"))), ("r", recorder)], reactor=task.Clock())
+    d = decide(chain)
+    assert len(recorder.writes) == 1 and not has_fired(d)
+    recorder.writes[0].callback(None)
+    assert isinstance(result_of(d), Block)
+
+
+def test_a_refusal_goes_even_when_the_deferred_it_waits_for_fails() -> None:
+    recorder = Recorder()
+    chain = PluginChain([("p", Answers(Block(reason="no"))), ("r", recorder)], reactor=task.Clock())
+    d = decide(chain)
+    recorder.writes[0].errback(RuntimeError("disk full"))
+    assert isinstance(result_of(d), Block)
+
+
+def test_an_allowed_command_does_not_wait_for_observers() -> None:
+    recorder = Recorder()
+    chain = PluginChain([("p", Answers(Allow())), ("r", recorder)], reactor=task.Clock())
+    assert result_of(decide(chain)) == Allow(plugin="p")
+    recorder.writes[0].callback(None)
+
+
+def test_a_refusal_cancelled_while_it_waits_fails_with_cancelled() -> None:
+    recorder = Recorder()
+    chain = PluginChain([("p", Answers(Block(reason="no"))), ("r", recorder)], reactor=task.Clock())
+    d = decide(chain)
+    d.cancel()
+    assert result_of(d).check(defer.CancelledError)
+    recorder.writes[0].callback(None)  # fires nothing more
+
+
 def test_command_decided_once_after_approval() -> None:
     observer = Observer()
     chain, approver = held_chain(task.Clock(), observer)

@@ -25,6 +25,7 @@ from hoopgw.config.load import Config, parse_config
 from hoopgw.errors import StartupError
 from hoopgw.runtime import gateway as gateway_module
 from hoopgw.runtime.gateway import Gateway, server_tls_options
+from hoopgw.runtime.worker import WorkerLink
 from hoopgw.testing import InlineWriterProcess
 
 CONFIG = """
@@ -293,38 +294,38 @@ def test_a_requirement_the_protocol_cannot_enforce_refuses_the_connection() -> N
     assert upstream_options(connection, chain, enforcing).read_only
 
 
-def test_readiness_with_a_shared_store_answers_from_the_last_look(config: Config) -> None:
-    # With a PostgreSQL store, /readyz must not wait on the store on the reactor thread: the
-    # gateway looks through the store's calls every STORE_LOOK_INTERVAL seconds, and a look
-    # the store leaves unanswered longer than that makes the gateway not ready.
-    from twisted.internet import defer
-
-    from hoopgw.runtime.gateway import STORE_LOOK_INTERVAL
-    from hoopgw.store.calls import StoreCalls
-
-    queued: list[tuple[defer.Deferred[Any], Any]] = []
-
-    class Slow(StoreCalls):
-        threaded_pool = True  # type: ignore[assignment]
-
-        def call(self, fn: Any, *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
-            d: defer.Deferred[Any] = defer.Deferred()
-            queued.append((d, fn))
-            return d
+def test_a_worker_listens_only_on_the_sockets_its_parent_bound(config: Config) -> None:
+    """A worker of ``[gateway] workers`` adopts the listening sockets it inherited; a listener
+    the parent did not bind (a reload adding one) fails, saying why and what to do."""
+    from hoopgw.runtime.worker import WorkerLink
 
     reactor = Reactor()
-    gateway = Gateway(config, reactor)
-    gateway.store_calls = Slow(None)
-    gateway.start()
-    assert gateway.metrics.readiness()["store"] is False  # no answer yet
-    d, fn = queued.pop()
-    d.callback(fn())
-    assert gateway.metrics.readiness()["store"] is True
-    reactor.advance(STORE_LOOK_INTERVAL)
-    assert len(queued) == 1 and gateway.metrics.readiness()["store"] is True
-    reactor.advance(STORE_LOOK_INTERVAL + 0.1)  # the store does not answer in time
-    assert gateway.metrics.readiness()["store"] is False
-    d, fn = queued.pop()
-    d.callback(fn())
-    assert gateway.metrics.readiness()["store"] is True
-    gateway.stop()
+    link = WorkerLink(
+        index=2, instance="w2", listeners={}, audit_fd=-1, control_fd=-1, serves_admin=False
+    )
+    gateway = Gateway(config, reactor, link)
+    failures: list[Failure] = []
+    gateway.listen("tcp:15499", object(), "connection 'new'").addErrback(failures.append)
+    [failure] = failures
+    assert failure.check(StartupError)
+    assert "connection 'new' cannot listen on tcp:15499: workers serve the listeners" in str(
+        failure.value
+    )
+    assert reactor.tcpServers == []
+
+
+def test_a_sqlite_store_shared_by_workers_is_read_inline(config: Config) -> None:
+    # A SQLite connection belongs to the thread that opened it: a store thread pool made every
+    # worker's login fail as "store unavailable".
+    link = WorkerLink(
+        index=2,
+        instance="w2",
+        listeners={},
+        audit_fd=-1,
+        control_fd=-1,
+        serves_admin=False,
+    )
+
+    gateway = Gateway(config, Reactor(), worker=link)
+
+    assert not gateway.store_calls.threaded_pool

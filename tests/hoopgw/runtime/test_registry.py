@@ -110,3 +110,41 @@ def test_a_session_that_cannot_tell_its_client_still_shows_its_review() -> None:
     assert registry.held_statement("s3") == statement
     registry.statement_released("s3", "r2")
     assert registry.held_statement("s3") is None
+
+
+class Cancellable(Live):
+    def __init__(self) -> None:
+        self.cancelled = 0
+
+    def forward_cancel(self) -> None:
+        self.cancelled += 1
+
+
+def test_a_cancel_request_reaches_the_session_its_key_names() -> None:
+    registry = SessionRegistry()
+    session = Cancellable()
+    registry.add_cancel_key(7, b"aaaa", session)
+    asked: list[tuple[int, bytes]] = []
+    registry.ask_peers = lambda pid, secret: asked.append((pid, secret))
+    registry.cancel(7, b"aaaa")
+    assert session.cancelled == 1 and asked == []
+
+
+def test_a_cancel_request_for_no_session_here_goes_to_the_other_workers() -> None:
+    """With ``[gateway] workers``, the worker that takes the request may not hold the
+    session: it asks the others, and one with the key forwards it (cancel_here)."""
+    here, there = SessionRegistry(), SessionRegistry()
+    session = Cancellable()
+    there.add_cancel_key(7, b"aaaa", session)
+    here.ask_peers = lambda pid, secret: there.cancel_here(pid, secret)
+    here.cancel(7, b"aaaa")
+    assert session.cancelled == 1
+    here.cancel(7, b"bbbb")  # a wrong secret: no worker cancels anything
+    assert session.cancelled == 1
+    assert not there.cancel_here(7, b"bbbb")
+
+
+def test_a_cancel_request_without_other_workers_is_dropped() -> None:
+    registry = SessionRegistry()
+    registry.cancel(7, b"aaaa")  # nothing to do, nowhere to ask
+    assert registry.ask_peers is None

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
 
 from hoopgw.audit.writer import AuditWriter
 from hoopgw.config.load import load_config
@@ -40,7 +41,7 @@ allow_groups = {groups}
 plugins = ["recording", "guardrails"]
 
 [connections.credential]
-user = "postgres"
+user = "{user}"
 
 [connections.guardrails]
 deny = {deny}
@@ -83,13 +84,14 @@ class Live:
 
     count = 0
 
-    def __init__(self, connection: str, groups: frozenset[str]) -> None:
+    def __init__(self, gateway: Gateway, connection: str, groups: frozenset[str]) -> None:
         Live.count += 1
         self.session_info = make_session(
             groups=sorted(groups), session_id=f"00000000-0000-4000-8000-{Live.count:012d}"
         )
         self.identity: Identity = self.session_info.identity
-        self.runtime = SimpleNamespace(config=SimpleNamespace(name=connection, protocol="postgres"))
+        [config] = [c for c in gateway.config.connections if c.name == connection]
+        self.runtime = SimpleNamespace(config=config)
         self.reasons: list[str] = []
 
     def terminate(self, reason: str) -> None:
@@ -105,8 +107,15 @@ def inline_audit_writer(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
 
-def write(path: Path, *, groups: str = '["agents"]', deny: str = '["ddl"]', pg2: int = 0) -> None:
-    text = HEAD + PG.format(groups=groups, deny=deny)
+def write(
+    path: Path,
+    *,
+    groups: str = '["agents"]',
+    deny: str = '["ddl"]',
+    pg2: int = 0,
+    user: str = "postgres",
+) -> None:
+    text = HEAD + PG.format(groups=groups, deny=deny, user=user)
     if pg2:
         text += PG2.format(port=pg2)
     path.write_text(text)
@@ -215,7 +224,7 @@ def test_a_removed_connection_ends_its_sessions_with_a_record(tmp_path: Path) ->
     gateway, reactor, path = started(tmp_path)
     write(path, pg2=15433)
     reload(gateway)
-    live = Live("pg2", frozenset({"dba"}))
+    live = Live(gateway, "pg2", frozenset({"dba"}))
     gateway.sessions.add(live)
     write(path)
     changes = reload(gateway)
@@ -232,8 +241,8 @@ def test_a_removed_connection_ends_its_sessions_with_a_record(tmp_path: Path) ->
 
 def test_a_session_whose_identity_lost_access_is_ended(tmp_path: Path) -> None:
     gateway, _, path = started(tmp_path)
-    kept = Live("pg", frozenset({"agents", "dba"}))
-    lost = Live("pg", frozenset({"agents"}))
+    kept = Live(gateway, "pg", frozenset({"agents", "dba"}))
+    lost = Live(gateway, "pg", frozenset({"agents"}))
     gateway.sessions.add(kept)
     gateway.sessions.add(lost)
     write(path, groups='["dba"]')
@@ -259,8 +268,8 @@ def test_a_connection_made_just_in_time_keeps_only_the_granted_sessions(tmp_path
     reactor = Reactor()
     gateway = Gateway(load_config(path), reactor)
     gateway.start()
-    granted = Live("pg", frozenset({"agents"}))
-    ungranted = Live("pg", frozenset({"agents"}))
+    granted = Live(gateway, "pg", frozenset({"agents"}))
+    ungranted = Live(gateway, "pg", frozenset({"agents"}))
     ungranted.session_info = make_session(
         identity="bob", groups=["agents"], session_id="00000000-0000-4000-8000-0000000000ff"
     )
@@ -289,6 +298,21 @@ def test_a_connection_made_just_in_time_keeps_only_the_granted_sessions(tmp_path
     assert changes["ended_sessions"] == [ungranted.session_info.id]
     assert granted.reasons == []
     assert ungranted.reasons and "needs a just-in-time grant" in ungranted.reasons[0]
+
+
+def test_a_changed_upstream_login_ends_the_live_sessions(tmp_path: Path) -> None:
+    """A rotated credential or a lower-privileged login must not leave sessions of the old
+    one running: they end and reconnect under the new one."""
+    gateway, _, path = started(tmp_path)
+    live = Live(gateway, "pg", frozenset({"agents"}))
+    gateway.sessions.add(live)
+    write(path, user="reader")
+    changes = reload(gateway)
+    assert changes["ended_sessions"] == [live.session_info.id]
+    assert live.reasons == [
+        'connection "pg" changed how the gateway reaches the target (credential); reconnect'
+        " (config reloaded)"
+    ]
 
 
 def test_the_listener_switch_hands_new_clients_to_the_newest_factory() -> None:
@@ -370,3 +394,114 @@ def test_a_reload_that_cannot_be_recorded_is_refused(
     assert failure.check(ReloadError) and "cannot record the reload" in failure.getErrorMessage()
     assert chain.successor is None and "pg2" not in gateway.served
     assert 15433 in reactor.stopped  # the listener it had bound is closed again
+
+
+class LoggingIn(Live):
+    """A client admitted on a connection whose target login is still under way: it has an
+    identity, but no session yet."""
+
+    def __init__(self, gateway: Gateway, connection: str, groups: frozenset[str]) -> None:
+        super().__init__(gateway, connection, groups)
+        self.session_info = None  # type: ignore[assignment]
+
+
+def test_a_client_still_logging_in_to_the_target_is_ended_too(tmp_path: Path) -> None:
+    """Admitted under the old config, its session would start after the reload checked the
+    live ones: on a removed connection, or with an identity that lost access."""
+    gateway, _, path = started(tmp_path)
+    write(path, pg2=15433)
+    reload(gateway)
+    removed = LoggingIn(gateway, "pg2", frozenset({"dba"}))
+    lost = LoggingIn(gateway, "pg", frozenset({"agents"}))
+    kept = LoggingIn(gateway, "pg", frozenset({"dba"}))
+    for session in (removed, lost, kept):
+        gateway.sessions.add(session)
+    write(path, groups='["dba"]')
+    changes = reload(gateway)
+    assert changes["removed"] == ["pg2"]
+    assert removed.reasons and "was removed" in removed.reasons[0]
+    assert lost.reasons and "may no longer use connection" in lost.reasons[0]
+    assert kept.reasons == []
+    ended = records(tmp_path, "session_terminated")
+    assert sorted(e["identity"] for e in ended) == [lost.identity.name, removed.identity.name]
+
+
+def test_a_session_admitted_while_the_reload_is_recorded_is_ended_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record of a reload takes time (a write to the store); a client admitted under the
+    old config meanwhile must not escape the new one."""
+    gateway, _, path = started(tmp_path)
+    write_record = gateway.audit.write
+    late: list[Live] = []
+
+    def write_then_admit(entry: Any) -> Any:
+        written = write_record(entry)
+        if entry.kind == "config_reloaded":
+            late.append(Live(gateway, "pg", frozenset({"agents"})))
+            gateway.sessions.add(late[0])
+        return written
+
+    monkeypatch.setattr(gateway.audit, "write", write_then_admit)
+    write(path, groups='["dba"]')
+    changes = reload(gateway)
+    assert late[0].reasons and "may no longer use connection" in late[0].reasons[0]
+    assert changes["ended_sessions"] == [late[0].session_info.id]
+
+
+def test_the_old_runtime_starts_no_session_the_new_config_would_set_up_otherwise(
+    tmp_path: Path,
+) -> None:
+    """A client still logging in on the replaced runtime is admitted by the new config, but
+    its target login is the old runtime's: no session may start there once the change is one
+    the hand-over cannot carry (read-only newly required, another target, a removed
+    connection). A policy change alone leaves it free to start (its first command takes the
+    new chain)."""
+    gateway, _, path = started(tmp_path)
+    first = gateway.served["pg"].runtime.chain
+    write(path, deny='["ddl", "drop"]', pg2=15433)
+    reload(gateway)
+    assert first.retired is None
+    second = gateway.served["pg"].runtime.chain
+    pg2 = gateway.served["pg2"].runtime.chain
+    write(path, deny='["write"]')
+    reload(gateway)
+    assert second.retired is not None and "read-only" in second.retired
+    assert pg2.retired is not None and "removed" in pg2.retired
+    third = gateway.served["pg"].runtime.chain
+    path.write_text(path.read_text().replace("127.0.0.1:5432", "127.0.0.1:5499"))
+    reload(gateway)
+    assert third.retired is not None and "target" in third.retired
+    assert gateway.served["pg"].runtime.chain.retired is None
+
+
+def test_a_reload_the_gateway_stops_during_opens_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while a reload's record is being written: the stop closes the listeners it
+    knows; the reload must not then apply and leave a new listener open on a stopping
+    gateway."""
+    from twisted.internet import defer
+
+    gateway, reactor, path = started(tmp_path)
+    assert gateway.audit is not None
+    write_record = gateway.audit.write
+    pending: list[defer.Deferred[Any]] = []
+
+    def slow(entry: Any, **kwargs: Any) -> Any:
+        if entry.kind != "config_reloaded":
+            return write_record(entry, **kwargs)
+        d: defer.Deferred[Any] = defer.Deferred()
+        pending.append(d)
+        return d
+
+    monkeypatch.setattr(gateway.audit, "write", slow)
+    write(path, pg2=15433)
+    results: list[Any] = []
+    gateway.reload(by="test").addBoth(results.append)
+    assert pending and not results
+    gateway.stop()
+    pending[0].callback(None)
+    assert results and isinstance(results[0], Failure) and results[0].check(ReloadError)
+    assert "pg2" not in gateway.served
+    assert 15433 in reactor.stopped

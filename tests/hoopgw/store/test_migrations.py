@@ -48,7 +48,8 @@ def test_migrate_creates_the_schema(conn):
 def test_migrate_is_idempotent(conn):
     migrate(conn)
     conn.execute(
-        "INSERT INTO audit_records VALUES (1, 'k', 's', 1.0, '{}', ?, ?, '')", ("0" * 64, "1" * 64)
+        "INSERT INTO audit_records VALUES (1, 'k', 's', 1.0, '{}', ?, ?, '', 2)",
+        ("0" * 64, "1" * 64),
     )
     assert migrate(conn) == LATEST_VERSION
     assert conn.execute("SELECT COUNT(*) FROM audit_records").fetchone()[0] == 1

@@ -9,7 +9,16 @@ import sqlite3
 import attrs
 import pytest
 
-from hoopgw.audit.chain import GENESIS_HASH, Durability, durability_entry, record_hash, verify_chain
+from hoopgw.audit.chain import (
+    GENESIS_HASH,
+    Durability,
+    canonical_json,
+    durability_entry,
+    record_hash,
+    record_hash_v2,
+    verify_chain,
+)
+from hoopgw.audit.hashing import RECORD_FORMAT
 from hoopgw.errors import ConfigError, StoreError
 from hoopgw.records import AuditEntry
 from hoopgw.secrets import make_verifier
@@ -207,17 +216,100 @@ def test_append_assigns_seq_and_chains_hashes(store):
     for before, after in itertools.pairwise(records):
         assert after.prev_hash == before.hash
     first = records[0]
-    assert first.hash == record_hash(
+    assert first.format == RECORD_FORMAT == 2
+    assert first.hash == record_hash_v2(
         seq=1,
         kind=first.kind,
         session_id="s1",
         time=100.0,
-        data=first.data,
         prev_hash=GENESIS_HASH,
+        data_json=first.data_json,
     )
     more = store.append([command("session_closed", "s2", time=200.0, reason="x")])
     assert more[0].seq == 9
     assert more[0].prev_hash == records[-1].hash
+
+
+def write_the_old_way(store, entries):
+    """Append ``entries`` as a gateway before record format 2 did: canonical JSON data, a
+    format 1 hash (the rows a store migrated from version 7 holds)."""
+    prev = GENESIS_HASH
+    for seq, entry in enumerate(entries, start=1):
+        digest = record_hash(
+            seq=seq,
+            kind=entry.kind,
+            session_id=entry.session_id,
+            time=entry.time,
+            data=entry.data,
+            prev_hash=prev,
+        )
+        store._conn.execute(
+            "INSERT INTO audit_records (seq, kind, session_id, time, data, prev_hash, hash,"
+            " instance, format) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
+            (
+                seq,
+                entry.kind,
+                entry.session_id,
+                entry.time,
+                canonical_json(entry.data),
+                prev,
+                digest,
+                store.instance,
+            ),
+        )
+        prev = digest
+
+
+def test_a_chain_written_the_old_way_still_verifies_and_new_records_follow_it(store):
+    write_the_old_way(store, a_session("old"))
+    new = store.append(a_session("new", start=300.0))
+    records = list(store.records())
+    assert [r.format for r in records] == [1] * 8 + [2] * 8
+    assert new[0].prev_hash == records[7].hash
+    result = verify_chain(records, instance=store.instance)
+    assert result.ok and result.checked == 16
+
+
+@pytest.mark.parametrize("seq", [2, 10])
+def test_a_changed_record_is_detected_in_either_format(store, seq):
+    write_the_old_way(store, a_session("old"))
+    store.append(a_session("new", start=300.0))
+    store._conn.execute(
+        "UPDATE audit_records SET data = replace(data, 'SELECT 1', 'SELECT 2')"
+        " WHERE instance = ? AND seq = ?",
+        (store.instance, seq),
+    )
+    result = verify_chain(store.records(), instance=store.instance)
+    assert (result.ok, result.first_bad_seq) == (False, seq)
+
+
+def test_a_record_whose_format_was_changed_is_detected(store):
+    store.append(a_session())
+    store._conn.execute(
+        "UPDATE audit_records SET format = 1 WHERE instance = ? AND seq = 2", (store.instance,)
+    )
+    result = verify_chain(store.records(), instance=store.instance)
+    assert (result.ok, result.first_bad_seq) == (False, 2)
+
+
+def test_a_verdict_that_joined_the_completion_fills_the_commands_projection(store):
+    store.append(
+        [
+            session_started(),
+            command("command_received", seq=1, kind="query", text="SELECT 1",
+                    parameter_count=0, statement_name=""),
+            command("command_completed", time=102.0, seq=1, verdict="allow", reason="ok",
+                    plugin="p", rule="", status="ok", rows=1, bytes=5, duration=0.1,
+                    error_code="", error_message=""),
+        ]
+    )  # fmt: skip
+    [projected] = store.get_session("s1")["commands"]
+    assert (projected["verdict"], projected["verdict_reason"], projected["verdict_plugin"]) == (
+        "allow",
+        "ok",
+        "p",
+    )
+    assert (projected["status"], projected["rows"], projected["completed_at"]) == ("ok", 1, 102.0)
 
 
 def test_records_read_back_equal_what_append_returned(store):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hoopgw_recording import REFUSED, SAMPLE_VALUE_CHARS, RecordingPlugin
+from hoopgw_recording import DECISION_WAIT, REFUSED, SAMPLE_VALUE_CHARS, RecordingPlugin
 from twisted.internet import defer
 from twisted.internet.task import Clock
 from twisted.logger import Logger, LogLevel, globalLogPublisher
@@ -218,7 +218,23 @@ def test_command_is_not_decided_before_its_record_is_durable(writer):
     assert verdict == []
     writer.make_durable()
     assert verdict == [Allow()]
+    # An allowed command's verdict waits for its completion record.
+    assert writer.kinds == ["command_received"]
+
+
+def test_a_refusal_reaches_the_client_only_once_its_decision_is_recorded(writer):
+    class Refuses:
+        @hookimpl
+        def client_command(self, command):
+            return Block(reason="no", rule="r1")
+
+    chain = chain_of(("recording", make_plugin(writer)), ("guard", Refuses()))
+    verdict = fired(chain.decide_command(SESSION, SELECT))
+    writer.writes[0][1].callback(None)  # command_received in the journal
     assert writer.kinds == ["command_received", "command_decided"]
+    assert verdict == []  # the decision's record is not in the journal yet
+    writer.make_durable()
+    assert [v.reason for v in verdict] == ["no"]
 
 
 def test_chain_blocks_when_the_store_fails(writer):
@@ -309,11 +325,78 @@ def test_each_observer_writes_exactly_one_record_without_waiting(writer):
 def test_allow_and_hold_verdict_names(writer):
     plugin = make_plugin(writer)
     plugin.command_decided(SESSION, SELECT, Allow(reason="ok", plugin="p"))
-    plugin.command_decided(SESSION, SELECT, Hold(reason="wait", rule="h1"))
-    assert [(e.data["verdict"], e.data["rule"]) for e, _ in writer.writes] == [
-        ("allow", ""),
-        ("hold", "h1"),
+    plugin.command_decided(SESSION, PARSE, Hold(reason="wait", rule="h1"))
+    plugin.command_completed(SESSION, SELECT, CommandOutcome(status="ok"))
+    assert [(e.kind, e.data["verdict"], e.data["rule"]) for e, _ in writer.writes] == [
+        ("command_decided", "hold", "h1"),
+        ("command_completed", "allow", ""),
     ]
+
+
+# -- one compact record per allowed command ----------------------------------------------------
+
+
+def test_an_allowed_commands_verdict_joins_its_completion(writer):
+    plugin = make_plugin(writer)
+    plugin.command_decided(SESSION, SELECT, Allow(reason="ok", plugin="p"))
+    assert writer.kinds == []
+    plugin.command_completed(SESSION, SELECT, CommandOutcome(status="ok", rows=1, bytes=5))
+    [(completed, _)] = writer.writes
+    assert completed.kind == "command_completed"
+    assert completed.data == {
+        "seq": 1,
+        "verdict": "allow",
+        "reason": "ok",
+        "plugin": "p",
+        "rule": "",
+        "status": "ok",
+        "rows": 1,
+        "bytes": 5,
+        "duration": 0.0,
+        "error_code": "",
+        "error_message": "",
+    }
+    assert writer.urgent == [False]
+
+
+def test_a_refusal_is_recorded_at_once_in_its_own_record(writer):
+    plugin = make_plugin(writer)
+    plugin.command_decided(SESSION, SELECT, Block(reason="no", plugin="g", rule="r1"))
+    assert writer.kinds == ["command_decided"]
+    assert writer.urgent == [True]  # sent at once, not held for a later commit
+    plugin.command_completed(SESSION, SELECT, CommandOutcome(status="blocked"))
+    assert writer.kinds == ["command_decided", "command_completed"]
+    assert "verdict" not in writer.writes[1][0].data
+
+
+def test_a_command_still_running_gets_its_verdict_recorded_on_its_own():
+    clock = Clock()
+    writer = FakeWriter()
+    plugin = make_plugin(writer, clock=clock)
+    clock.advance(10)
+    plugin.command_decided(SESSION, SELECT, Allow())
+    clock.advance(DECISION_WAIT / 2)
+    plugin.command_decided(SESSION, PARSE, Allow())
+    clock.advance(DECISION_WAIT / 2)
+    # The first is due, the second not yet.
+    [(decided, _)] = writer.writes
+    assert (decided.kind, decided.time, decided.data["seq"]) == ("command_decided", 10.0, 1)
+    assert decided.data["verdict"] == "allow"
+    plugin.command_completed(SESSION, PARSE, CommandOutcome(status="ok"))
+    plugin.command_completed(SESSION, SELECT, CommandOutcome(status="ok"))
+    assert writer.kinds == ["command_decided", "command_completed", "command_completed"]
+    assert writer.writes[1][0].data["verdict"] == "allow"  # PARSE: joined
+    assert "verdict" not in writer.writes[2][0].data  # SELECT: recorded already
+    clock.advance(DECISION_WAIT)
+    assert len(writer.writes) == 3
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_verdict_left_at_the_end_of_a_session_is_recorded_before_it_closes(writer):
+    plugin = make_plugin(writer)
+    plugin.command_decided(SESSION, SELECT, Allow())
+    plugin.session_closed(SESSION, "client closed")
+    assert writer.kinds == ["command_decided", "session_closed"]
 
 
 def test_observer_write_failure_is_logged_not_raised(writer):
@@ -459,7 +542,6 @@ def test_only_write_ahead_records_ask_for_their_own_commit(writer):
     assert list(zip(writer.kinds, writer.urgent, strict=True)) == [
         ("session_started", True),
         ("command_received", True),
-        ("command_decided", False),
         ("command_completed", False),
         ("session_closed", False),
     ]

@@ -1133,3 +1133,31 @@ def test_the_rows_encoding_is_their_columns_character_set_or_unknown() -> None:
     assert _rows_encoding(columns(45, 8)) == ""  # two character sets
     assert _rows_encoding(columns(45, 54)) == ""  # utf16: not known to keep ASCII
     assert _rows_encoding([]) == ""
+
+
+def test_a_cursor_fetched_after_a_reload_passes_the_new_chain() -> None:
+    """Rows of a cursor opened before a config reload that enabled a row plugin (masking)
+    pass that plugin when fetched after it: a fetch is no new command, but the rows flow
+    under the chain in force."""
+    client = logged_in()
+    client.send(b"\x16SELECT a FROM t", seq=0)
+    client.upstream.commands()
+    client.server(
+        m.StmtPrepareOk(statement_id=9, columns=1, params=0).encode(), column(b"a"), eof()
+    )
+    client.received()
+    execute = b"\x17" + (9).to_bytes(4, "little") + b"\x01" + (1).to_bytes(4, "little")
+    client.send(execute, seq=0)
+    assert client.upstream.commands() == [execute]
+    client.server(b"\x01", column(b"a"), eof(m.SERVER_STATUS_CURSOR_EXISTS | 2))
+    client.received()
+    policy = Policy()
+    ledger = client.session._ledger
+    assert ledger is not None
+    ledger.chain.successor = PluginChain([("policy", policy)], reactor=client.gateway.clock)
+    fetch = b"\x1c" + (9).to_bytes(4, "little") + (10).to_bytes(4, "little")
+    client.send(fetch, seq=0)
+    assert client.upstream.commands() == [fetch]
+    client.server(m.encode_binary_row([b"secret"], [0xFD]), eof(m.SERVER_STATUS_LAST_ROW_SENT | 2))
+    row = client.received()[0]
+    assert m.decode_binary_row(row.payload, [0xFD]) == [b"*" * 20]

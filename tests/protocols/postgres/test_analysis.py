@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Any
+
+import attrs
 import pytest
 from hoopgw_postgres.analysis import PostgresDialect
 from hoopgw_postgres.protocol import PROTOCOL
@@ -312,3 +316,43 @@ def test_writes_must_restrict_their_target() -> None:
     )
     for text in bounded:
         assert "unbounded-write" not in _one(text).causes, text
+
+
+def test_every_statement_of_the_tests_gets_the_facts_recorded_for_it() -> None:
+    """The analysis of every PostgreSQL statement in the tests is what ``facts.json`` holds:
+    what the walk over the binding's protobuf tree gave before the walk over JSON replaced it
+    (``tests/protocols/postgres/statements.py`` writes the file again)."""
+    statements: Any = sys.modules["hoopgw_tests_pg_statements"]
+    expected = statements.expected()
+    # The record is fixed: statements added to the tests since are not in it, and need not be.
+    assert len(expected) >= 500
+    dialect = PostgresDialect()
+    for text, facts in expected.items():
+        assert statements.described(dialect.analyze(text)) == facts, text
+
+
+def test_the_analysis_for_a_shape_cache_is_the_analysis_without_texts() -> None:
+    statements: Any = sys.modules["hoopgw_tests_pg_statements"]
+    dialect = PostgresDialect()
+    for text in statements.statements():
+        full, shaped = dialect.analyze(text), dialect.analyze_shape(text)
+        assert all(s.text == "" for s in shaped.statements), text
+        assert shaped == attrs.evolve(
+            full, statements=tuple(attrs.evolve(s, text="") for s in full.statements)
+        ), text
+
+
+@pytest.mark.parametrize("depth", [60, 90])
+def test_deeply_nested_statements_are_judged_to_their_depths(depth: int) -> None:
+    """The binding's protobuf decoder gave up at 50 levels of subqueries (an exception, which
+    refused the command without a reason); the walk over plain dicts reads them."""
+    inner = "SELECT pg_read_file('/etc/passwd')"
+    text = "SELECT * FROM t WHERE a IN (" * depth + inner + ")" * depth
+    analysis = PostgresDialect().analyze(text)
+    assert analysis.parseable
+    assert "file-access" in analysis.statements[0].classes
+
+
+def test_statements_nested_beyond_the_walk_are_unparseable() -> None:
+    text = "DELETE FROM t WHERE " + "NOT " * 5000 + "a"
+    assert "nested too deeply" in PostgresDialect().analyze(text).error

@@ -1,0 +1,139 @@
+"""Tests for :mod:`hoopgw.runtime.worker`: what a worker inherits, and its control link (cancel
+requests, the live sessions it publishes, the ends it is asked for); no real socket."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from twisted.internet import error, task
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+
+from hoopgw.runtime.registry import SessionRegistry
+from hoopgw.runtime.worker import (
+    PUBLISH_INTERVAL,
+    WORKER_ENV,
+    ControlLink,
+    WorkerLink,
+    worker_instance,
+)
+from hoopgw.testing import make_session
+
+SESSION_ID = "aaaaaaaa-0000-4000-8000-000000000001"
+
+
+class Live:
+    def __init__(self) -> None:
+        self.session_info = make_session(identity="agent", session_id=SESSION_ID)
+        self.identity = self.session_info.identity
+        self.runtime: Any = None
+        self.ended: list[str] = []
+        self.cancelled = 0
+
+    def terminate(self, reason: str) -> None:
+        self.ended.append(reason)
+
+    def forward_cancel(self) -> None:
+        self.cancelled += 1
+
+
+def test_the_link_travels_in_the_environment() -> None:
+    link = WorkerLink(
+        index=2,
+        instance="w2",
+        listeners={"tcp:5432": 3},
+        audit_fd=4,
+        control_fd=5,
+        serves_admin=False,
+    )
+    assert WorkerLink.from_env({WORKER_ENV: link.to_env()}) == link
+    assert WorkerLink.from_env({}) is None
+
+
+def test_a_workers_id_names_its_instance() -> None:
+    assert worker_instance("", 1) == "w1"
+    assert worker_instance("gw-a", 3) == "gw-a/w3"
+
+
+class Reactor(task.Clock):
+    running = True
+    stops = 0
+
+    def stop(self) -> None:
+        self.stops += 1
+        self.running = False
+
+
+def _connected(
+    index: int = 2, reactor: Reactor | None = None
+) -> tuple[ControlLink, SessionRegistry, Live, StringTransport]:
+    registry = SessionRegistry()
+    session = Live()
+    registry.add(session)  # type: ignore[arg-type]
+    link = ControlLink(registry, index, reactor or Reactor())
+    transport = StringTransport()
+    link.makeConnection(transport)
+    return link, registry, session, transport
+
+
+def _sent(transport: StringTransport) -> list[Any]:
+    return [json.loads(line) for line in transport.value().splitlines()]
+
+
+def test_a_cancel_request_is_asked_of_the_others_and_answered_for_them() -> None:
+    link, registry, session, transport = _connected()
+    registry.add_cancel_key(7, b"abcd", session)  # type: ignore[arg-type]
+    link.ask_cancel(9, b"\x00\x01")
+    assert _sent(transport) == [{"op": "cancel", "pid": 9, "key": "0001"}]
+    link.lineReceived(json.dumps({"op": "cancel", "pid": 7, "key": "61626364"}).encode())
+    link.lineReceived(json.dumps({"op": "cancel", "pid": 7, "key": "00000000"}).encode())
+    assert session.cancelled == 1
+
+
+def test_a_session_end_asked_by_the_admin_worker_ends_it() -> None:
+    link, _, session, _ = _connected()
+    message = {"op": "terminate", "worker": 2, "id": SESSION_ID, "reason": "ended by root"}
+    link.lineReceived(json.dumps(message).encode())
+    assert session.ended == ["ended by root"]
+
+
+def test_the_admin_worker_keeps_what_the_others_publish_and_asks_them_to_end() -> None:
+    link, _, _, transport = _connected(index=1)
+    shown = {"id": "bbbbbbbb", "identity": "agent"}
+    link.lineReceived(json.dumps({"op": "sessions", "worker": 2, "sessions": [shown]}).encode())
+    assert link.sessions() == [(2, shown)]
+    link.terminate(2, "bbbbbbbb", "why")
+    assert _sent(transport) == [{"op": "terminate", "worker": 2, "id": "bbbbbbbb", "reason": "why"}]
+
+
+def test_a_worker_publishes_its_sessions_when_they_change() -> None:
+    clock = Reactor()
+    link, registry, session, transport = _connected(reactor=clock)
+    link.publish_sessions(clock)
+    [published] = _sent(transport)
+    assert published["op"] == "sessions" and published["worker"] == 2
+    assert [s["id"] for s in published["sessions"]] == [SESSION_ID]
+    transport.clear()
+    clock.advance(PUBLISH_INTERVAL)
+    assert transport.value() == b""  # nothing changed
+    registry.remove(session)  # type: ignore[arg-type]
+    clock.advance(PUBLISH_INTERVAL)
+    assert _sent(transport) == [{"op": "sessions", "worker": 2, "sessions": []}]
+
+
+def test_an_unreadable_message_is_logged_and_ignored() -> None:
+    link, _, session, _ = _connected()
+    link.lineReceived(b"not json")
+    link.lineReceived(json.dumps({"op": "cancel"}).encode())
+    assert session.cancelled == 0 and session.ended == []
+
+
+def test_a_worker_stops_when_the_parent_says_so_or_is_gone() -> None:
+    told, orphaned = Reactor(), Reactor()
+    link, _, _, _ = _connected(reactor=told)
+    link.lineReceived(b'{"op": "stop"}')
+    assert told.stops == 1
+    link, _, _, _ = _connected(reactor=orphaned)
+    link.connectionLost(Failure(error.ConnectionLost()))
+    assert orphaned.stops == 1

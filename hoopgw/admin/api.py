@@ -254,7 +254,9 @@ class AdminApi(resource.Resource):
             "method": identity.method,
         }
 
-    def _list_reviews(self, request: Any, identity: Identity, body: Any) -> tuple[int, Any]:
+    def _list_reviews(
+        self, request: Any, identity: Identity, body: Any
+    ) -> defer.Deferred[tuple[int, Any]]:
         status = _query(request, "status", "") or None
         if status is not None and status not in (
             "pending",
@@ -265,13 +267,22 @@ class AdminApi(resource.Resource):
             "expired",
         ):
             raise _Refused("invalid", f"unknown status {status!r}")
-        reviews = self._service.list_reviews(identity, status=status, limit=_limit(request))
-        return 200, {"reviews": [review_json(r, self._service) for r in reviews]}
+        limit = _limit(request)
+        service = self._service
+
+        def read() -> tuple[int, Any]:
+            reviews = service.list_reviews(identity, status=status, limit=limit)
+            return 200, {"reviews": [review_json(r, service) for r in reviews]}
+
+        return service.calls.call(read)
 
     def _get_review(
         self, request: Any, identity: Identity, body: Any, review_id: str
-    ) -> tuple[int, Any]:
-        return 200, review_json(self._service.get(review_id, identity), self._service)
+    ) -> defer.Deferred[tuple[int, Any]]:
+        service = self._service
+        return service.calls.call(
+            lambda: (200, review_json(service.get(review_id, identity), service))
+        )
 
     def _decide(
         self, identity: Identity, review_id: str, *, approve: bool, reason: str
@@ -310,11 +321,19 @@ class AdminApi(resource.Resource):
         )
         return requested.addCallback(lambda review: (201, review_json(review, self._service)))
 
-    def _list_grants(self, request: Any, identity: Identity, body: Any) -> tuple[int, Any]:
+    def _list_grants(
+        self, request: Any, identity: Identity, body: Any
+    ) -> defer.Deferred[tuple[int, Any]]:
         active = _query(request, "active", "") == "1"
-        grants = self._service.grants.list_grants(identity, active=active, limit=_limit(request))
-        now = self._reactor.seconds()
-        return 200, {"grants": [grant_json(g, now) for g in grants]}
+        listed = self._service.calls.call(
+            self._service.grants.list_grants, identity, active=active, limit=_limit(request)
+        )
+        return listed.addCallback(
+            lambda grants: (
+                200,
+                {"grants": [grant_json(g, self._reactor.seconds()) for g in grants]},
+            )
+        )
 
     def _revoke(
         self, request: Any, identity: Identity, body: dict[str, Any], grant_id: str

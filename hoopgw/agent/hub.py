@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 
 from hoopgw.agent.mux import Multiplexer
 from hoopgw.agent.splice import splice
-from hoopgw.agent.tokens import AgentTokens
+from hoopgw.agent.tokens import AgentRecord, AgentTokens
 from hoopgw.agent.wire import (
     LineReader,
     ProtocolViolation,
@@ -58,6 +58,8 @@ class AgentLink(protocol.Protocol):
         self._reader: LineReader | None = LineReader()
         self._producing = False
         self._hello_timeout: Any = None
+        self._early: bytearray | None = None  # what came while the token was being checked
+        self._lost = False
 
     @property
     def address(self) -> str:
@@ -94,6 +96,9 @@ class AgentLink(protocol.Protocol):
             self._reader = None
             self._hello(*line)
             return
+        if self._early is not None:
+            self._early += data
+            return
         if self.mux is None:
             return
         try:
@@ -110,15 +115,19 @@ class AgentLink(protocol.Protocol):
         if self._hello_timeout is not None and self._hello_timeout.active():
             self._hello_timeout.cancel()
         try:
-            record = self.hub.tokens.authenticate(parse_hello(line))
-        except (ProtocolViolation, AuthenticationError) as exc:
+            token = parse_hello(line)
+        except ProtocolViolation as exc:
             self._refuse(str(exc))
             return
-        except StoreError as exc:
-            log.error(
-                "agent connection from {address}: store error: {why}", address=self.address, why=exc
-            )
-            self._refuse("the gateway cannot check agent tokens now")
+        # The token is checked through the hub's store calls (off the reactor thread with a
+        # PostgreSQL store); what the agent sends meanwhile waits.
+        self._early = bytearray(rest)
+        checked = self.hub.check_token(token)
+        checked.addCallbacks(self._welcome, self._not_welcome)
+
+    def _welcome(self, record: AgentRecord) -> None:
+        early, self._early = bytes(self._early or b""), None
+        if self._lost:
             return
         self.name = record.name
         self.transport.write(encode_reply(name=record.name))
@@ -126,8 +135,22 @@ class AgentLink(protocol.Protocol):
         self.transport.registerProducer(self.mux, True)
         self._producing = True
         self.hub.attached(self)
-        if rest:
-            self.dataReceived(rest)
+        if early:
+            self.dataReceived(early)
+
+    def _not_welcome(self, failure: Failure) -> None:
+        self._early = None
+        if self._lost:
+            return
+        if failure.check(AuthenticationError):
+            self._refuse(str(failure.value))
+            return
+        log.error(
+            "agent connection from {address}: store error: {why}",
+            address=self.address,
+            why=failure.getErrorMessage(),
+        )
+        self._refuse("the gateway cannot check agent tokens now")
 
     def close(self) -> None:
         """Close the connection after what is queued (TLS closes only once no producer is
@@ -163,6 +186,7 @@ class AgentLink(protocol.Protocol):
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         """Offline: the streams it carried end, and so do the sessions of its connections."""
+        self._lost = True
         if self._hello_timeout is not None and self._hello_timeout.active():
             self._hello_timeout.cancel()
         if self.name is not None:
@@ -300,6 +324,12 @@ class AgentHub:
         checked = self._in_order(self._revoked_and_seen, {n: k.address for n, k in links.items()})
         checked.addCallback(self._after_round, links)
         return checked.addErrback(lambda f: log.failure("the agents' round failed", f))
+
+    def check_token(self, token: str) -> defer.Deferred[AgentRecord]:
+        """The agent ``token`` belongs to, read through the calls; fails with
+        :class:`~hoopgw.errors.AuthenticationError` (see :meth:`AgentTokens.authenticate`) or
+        the store's error."""
+        return self._calls(self.tokens.authenticate, token)
 
     def _in_order(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
         """Run ``fn`` through the calls once the store work asked for before it is done, so

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from twisted.internet import defer, task
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from hoopgw.approvals.common import (
     SEE_ALL,
@@ -44,6 +45,16 @@ log = Logger(namespace="hoopgw.approvals")
 
 GRANT_SWEEP_INTERVAL = 5.0
 """Seconds between two looks for sessions on ``jit`` connections without a live grant."""
+
+
+def _expire_request(store: Store, review_id: str, now: float, why: str) -> ReviewRecord | None:
+    """On a store thread: end the pending access request ``review_id`` as ``expired``; the
+    stored review, or None when it was not pending any more."""
+    review = store.get_review(review_id)
+    if review is None or review.status != "pending":
+        return None
+    expired = attrs.evolve(review, status="expired", decided_at=now, decision_reason=why)
+    return expired if store.replace_review(expired, expected_status="pending") else None
 
 
 class GrantService:
@@ -185,24 +196,24 @@ class GrantService:
         """The access request was not decided in time: it ends ``expired``."""
         self._request_timers.pop(review_id, None)
         why = f"not decided within {duration_text(ttl)} (jit_request_ttl)"
-        try:
-            review = self._store.get_review(review_id)
-            if review is None or review.status != "pending":
+        ended = self.calls.call(_expire_request, self._store, review_id, self._now(), why)
+
+        def stored(expired: ReviewRecord | None) -> None:
+            if expired is None:
                 return
-            expired = attrs.evolve(
-                review, status="expired", decided_at=self._now(), decision_reason=why
+            entry = review_entry(
+                "review_decided", expired, self._now(), status="expired", by="gateway", reason=why
             )
-            if not self._store.replace_review(expired, expected_status="pending"):
-                return
-        except HoopgwError:
-            log.failure("cannot expire access request {review}", review=review_id)
-            return
-        entry = review_entry(
-            "review_decided", expired, self._now(), status="expired", by="gateway", reason=why
+            self._write(entry).addErrback(
+                lambda f: log.failure("cannot record an expired review", f)
+            )
+            self.notify(expired, "expired")
+            log.info("review {review} expired: {why}", review=review_id, why=why)
+
+        ended.addCallbacks(
+            stored,
+            lambda f: log.failure("cannot expire access request {review}", f, review=review_id),
         )
-        self._write(entry).addErrback(lambda f: log.failure("cannot record an expired review", f))
-        self.notify(expired, "expired")
-        log.info("review {review} expired: {why}", review=review_id, why=why)
 
     # -- grants ------------------------------------------------------------------------------
 
@@ -224,10 +235,15 @@ class GrantService:
         """Revoke a grant now and end its sessions.
 
         Allowed to admins, to members of the connection's ``jit_approvers``, and to the grantee.
-
-        :raises ApprovalError: unknown grant, not allowed, or no longer active.
+        The Deferred fails with :class:`ApprovalError` for an unknown grant, one ``by`` may not
+        revoke, or one no longer active; with the store's error when the store fails.
         """
-        grant = self._store.get_grant(grant_id)
+        read = self.calls.call(self._store.get_grant, grant_id)
+        return read.addCallback(self._revoke, grant_id, by, reason)
+
+    def _revoke(
+        self, grant: GrantRecord | None, grant_id: str, by: Identity, reason: str
+    ) -> defer.Deferred[GrantRecord]:
         if grant is None:
             raise ApprovalError("not_found", f"no grant {grant_id!r}")
         config = self.connections.get(grant.connection)
@@ -245,12 +261,15 @@ class GrantService:
         if not grant.is_active(now):
             raise ApprovalError("conflict", f"grant {grant_id} is {grant.status(now)}")
         revoked = attrs.evolve(grant, revoked_at=now, revoked_by=by.name, revoke_reason=reason)
-        self._store.replace_grant(revoked)
-        timer = self._grant_timers.pop(grant_id, None)
-        if timer is not None and timer.active():
-            timer.cancel()
-        ended = attrs.evolve(revoked, ended_at=now)
-        return self._end_grant(revoked, "revoked").addCallback(lambda _: ended)
+
+        def stored(_: Any) -> defer.Deferred[GrantRecord]:
+            timer = self._grant_timers.pop(grant_id, None)
+            if timer is not None and timer.active():
+                timer.cancel()
+            ended = attrs.evolve(revoked, ended_at=now)
+            return self._end_grant(revoked, "revoked").addCallback(lambda _: ended)
+
+        return self.calls.call(self._store.replace_grant, revoked).addCallback(stored)
 
     def new_grant(self, review: ReviewRecord, approved_by: tuple[str, ...]) -> GrantRecord:
         """The grant an approved access ``review`` creates (not stored yet: see :meth:`admit`)."""
@@ -266,11 +285,11 @@ class GrantService:
             expires_at=now + (review.duration or 0.0),
         )
 
-    def admit(self, grant: GrantRecord) -> None:
+    def admit(self, grant: GrantRecord) -> defer.Deferred[None]:
         """Store ``grant`` (from now on it admits sessions) and schedule its end; called once
         the records of its approval are durable."""
-        self._store.add_grant(grant)
-        self._schedule_expiry(grant)
+        stored = self.calls.call(self._store.add_grant, grant)
+        return stored.addCallback(lambda _: self._schedule_expiry(grant))
 
     def _schedule_expiry(self, grant: GrantRecord) -> None:
         delay = max(grant.expires_at - self._now(), 0.0)
@@ -278,21 +297,37 @@ class GrantService:
 
     def _expired(self, grant_id: str) -> None:
         self._grant_timers.pop(grant_id, None)
-        grant = self._store.get_grant(grant_id)
-        if grant is None or grant.ended_at is not None or grant.revoked_at is not None:
-            return
-        self._end_grant(grant, "expired")
+
+        def read(grant: GrantRecord | None) -> defer.Deferred[Any] | None:
+            if grant is None or grant.ended_at is not None or grant.revoked_at is not None:
+                return None
+            return self._end_grant(grant, "expired")
+
+        # A grant that cannot be read now ends at the next sweep (its sessions, at least).
+        self.calls.call(self._store.get_grant, grant_id).addCallback(read).addErrback(
+            lambda f: log.failure("cannot end the expired grant {grant}", f, grant=grant_id)
+        )
 
     def _end_grant(self, grant: GrantRecord, how: str) -> defer.Deferred[Any]:
-        """Mark the grant ended, end the sessions it admitted, and record it."""
-        ended_grant = attrs.evolve(grant, ended_at=self._now())
-        try:
+        """Mark the grant ended, end the sessions it admitted (unless another grant admits
+        them), and record it."""
+        now = self._now()
+        ended_grant = attrs.evolve(grant, ended_at=now)
+
+        def store_end() -> GrantRecord | None:
             self._store.replace_grant(ended_grant)
-            other = self.active_grant(grant.identity, grant.connection)
-        except HoopgwError:
+            return self.active_grant(grant.identity, grant.connection, now=now)
+
+        def unstored(failure: Failure) -> None:
             # Fail closed: the sessions end even when the store cannot say so.
-            log.failure("cannot record the end of grant {grant}", grant=grant.id)
-            other = None
+            log.failure("cannot record the end of grant {grant}", failure, grant=grant.id)
+
+        stored = self.calls.call(store_end).addErrback(unstored)
+        return stored.addCallback(self._grant_ended, grant, how)
+
+    def _grant_ended(
+        self, other: GrantRecord | None, grant: GrantRecord, how: str
+    ) -> defer.Deferred[Any]:
         ended: list[str] = []
         if other is None:
             why = f"access grant {grant.id} {how}"
@@ -342,13 +377,16 @@ class GrantService:
             return defer.succeed(None)
         pairs = sorted({(who, where) for _, who, where in watched})
         now = self._now()
-        ended = self.calls.call(self._granted, pairs, now=now).addCallback(
+        ended = self.calls.call(self.granted, pairs, now=now).addCallback(
             lambda granted: self._end_ungranted(watched, granted)
         )
         # The sweep goes on at its next turn, whatever this one met.
         return ended.addErrback(lambda f: log.failure("the grant sweep failed", f))
 
-    def _granted(self, pairs: list[tuple[str, str]], *, now: float) -> set[tuple[str, str]]:
+    def granted(self, pairs: list[tuple[str, str]], *, now: float) -> set[tuple[str, str]]:
+        """The (identity, connection) ``pairs`` that hold a live grant at ``now``; a pair whose
+        grants cannot be read counts as granted (the next sweep looks again). It only reads
+        the store: run it through :attr:`calls`."""
         granted = set()
         for who, where in pairs:
             try:

@@ -72,8 +72,8 @@ class Pages:
 
     :param service: the gateway's approval service.
     :param sessions: the gateway's :class:`~hoopgw.admin.sessions.SessionControl`.
-    :param store: the gateway's store, for short indexed reads from the reactor thread (as
-        the approval service reads it).
+    :param store: the gateway's store, for short indexed reads, made through the review
+        service's store calls (off the reactor thread with a PostgreSQL store).
     :param audit: the gateway's audit writer.
     :param background: ``background(work)`` runs ``work(reader)`` away from the reactor
         thread, with a store of its own, and returns a Deferred of its result: audit searches
@@ -105,6 +105,11 @@ class Pages:
         self._clock = clock
         self._roles = console.roles
 
+    def _calls(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+        """Run store reads through the review service's store calls (off the reactor thread
+        with a PostgreSQL store)."""
+        return self._service.calls.call(fn, *args, **kwargs)
+
     # -- reviews -------------------------------------------------------------------------------
 
     def _review_rows(self, context: Context, kind: str, status: str | None) -> list[dict[str, Any]]:
@@ -128,21 +133,23 @@ class Pages:
             )
         return rows
 
-    def reviews(self, context: Context) -> Reply:
+    def reviews(self, context: Context) -> defer.Deferred[Reply]:
         """Pending statement reviews (and, with ``?status=``, decided ones)."""
         status = context.query.get("status", "pending") or None
         if status is not None and status not in REVIEW_STATUSES:
             raise Refused(400, f"unknown status {status!r}")
-        rows = self._review_rows(context, "statement", status)
         fragment = context.query.get("fragment") == "1"
         template = "reviews_table.html" if fragment else "reviews.html"
-        return self._console.page(
-            template,
-            context,
-            rows=rows,
-            status=status or "",
-            statuses=REVIEW_STATUSES,
-            page="reviews",
+        read = self._calls(self._review_rows, context, "statement", status)
+        return read.addCallback(
+            lambda rows: self._console.page(
+                template,
+                context,
+                rows=rows,
+                status=status or "",
+                statuses=REVIEW_STATUSES,
+                page="reviews",
+            )
         )
 
     def decide(self, context: Context, review_id: str) -> defer.Deferred[Reply]:
@@ -158,16 +165,25 @@ class Pages:
 
     # -- access requests -----------------------------------------------------------------------
 
-    def access(self, context: Context) -> Reply:
+    def access(self, context: Context) -> defer.Deferred[Reply]:
         """Access requests to decide, the person's own requests, and grants."""
         status = context.query.get("status", "pending") or None
         if status is not None and status not in REVIEW_STATUSES:
             raise Refused(400, f"unknown status {status!r}")
+
+        def read() -> tuple[list[dict[str, Any]], list[Any]]:
+            rows = self._review_rows(context, "access", status)
+            grants = self._service.grants.list_grants(context.identity, active=False, limit=200)
+            return rows, grants
+
+        return self._calls(read).addCallback(self._access_page, context, status)
+
+    def _access_page(
+        self, read: tuple[list[dict[str, Any]], list[Any]], context: Context, status: str | None
+    ) -> Reply:
+        rows, found = read
         now = self._clock.seconds()
-        grants = [
-            {"g": g, "status": g.status(now), "expires": _time(g.expires_at)}
-            for g in self._service.grants.list_grants(context.identity, active=False, limit=200)
-        ]
+        grants = [{"g": g, "status": g.status(now), "expires": _time(g.expires_at)} for g in found]
         jit = sorted(
             name
             for name, c in self._service.grants.connections.items()
@@ -176,7 +192,7 @@ class Pages:
         return self._console.page(
             "access.html",
             context,
-            rows=self._review_rows(context, "access", status),
+            rows=rows,
             grants=grants,
             jit_connections=jit,
             status=status or "",
@@ -205,7 +221,7 @@ class Pages:
 
     # -- sessions ------------------------------------------------------------------------------
 
-    def sessions(self, context: Context) -> Reply:
+    def sessions(self, context: Context) -> defer.Deferred[Reply]:
         """Live sessions, and recorded ones with filters."""
         me = context.identity
         every = sees_every_session(me, self._roles)
@@ -217,12 +233,27 @@ class Pages:
             if (not connection or s["connection"] == connection)
             and (not identity or s["identity"] == identity)
         ]
-        past = [
-            dict(s, started=_time(s["started_at"]), ended=_time(s["ended_at"]))
-            for s in self._store.list_sessions(
-                limit=200, connection=connection or None, identity=identity or None
-            )
-        ]
+        read = self._calls(
+            self._store.list_sessions,
+            limit=200,
+            connection=connection or None,
+            identity=identity or None,
+        )
+        return read.addCallback(
+            lambda found: self._sessions_page(context, live, found, every, identity, connection)
+        )
+
+    def _sessions_page(
+        self,
+        context: Context,
+        live: list[dict[str, Any]],
+        found: list[dict[str, Any]],
+        every: bool,
+        identity: str,
+        connection: str,
+    ) -> Reply:
+        me = context.identity
+        past = [dict(s, started=_time(s["started_at"]), ended=_time(s["ended_at"])) for s in found]
         return self._console.page(
             "sessions.html",
             context,
@@ -251,9 +282,12 @@ class Pages:
             raise Refused(404, "no such session")
         return session
 
-    def replay(self, context: Context, session_id: str) -> Reply:
+    def replay(self, context: Context, session_id: str) -> defer.Deferred[Reply]:
         """A recorded session: its database transcript, or its terminal channels."""
-        session = self._recorded(context, session_id)
+        read = self._calls(self._recorded, context, session_id)
+        return read.addCallback(self._replay_page, context)
+
+    def _replay_page(self, session: dict[str, Any], context: Context) -> Reply:
         steps = transcript(session)
         return self._console.page(
             "replay.html",
@@ -267,20 +301,24 @@ class Pages:
             csp=CSP_PLAYER,
         )
 
-    def cast(self, context: Context, session_id: str, seq: str) -> Reply:
+    def cast(self, context: Context, session_id: str, seq: str) -> defer.Deferred[Reply]:
         """One terminal channel of a session as an asciicast v2 file, for the player."""
-        session = self._recorded(context, session_id)
-        if int(seq) not in terminal_channels(session):
-            raise Refused(404, "no such terminal channel")
-        out = io.StringIO()
-        channel_recording(
-            session,
-            self._store.session_records(session["id"], "command_received"),
-            self._store.session_records(session["id"], "terminal_output"),
-            int(seq),
-            out,
-        )
-        return Reply(body=out.getvalue().encode(), content_type="application/x-asciicast")
+
+        def read() -> Reply:
+            session = self._recorded(context, session_id)
+            if int(seq) not in terminal_channels(session):
+                raise Refused(404, "no such terminal channel")
+            out = io.StringIO()
+            channel_recording(
+                session,
+                self._store.session_records(session["id"], "command_received"),
+                self._store.session_records(session["id"], "terminal_output"),
+                int(seq),
+                out,
+            )
+            return Reply(body=out.getvalue().encode(), content_type="application/x-asciicast")
+
+        return self._calls(read)
 
     # -- audit ---------------------------------------------------------------------------------
 

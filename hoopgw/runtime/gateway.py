@@ -8,9 +8,7 @@ import signal
 from collections.abc import Mapping
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from twisted.internet import defer, protocol, ssl, task, threads
+from twisted.internet import defer, protocol, task, threads
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.logger import Logger
@@ -40,10 +38,11 @@ from hoopgw.runtime.connections import (
 )
 from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.runtime.reload import ListenerSwitch, Reloader, Served
+from hoopgw.runtime.tls import server_tls_options
 from hoopgw.runtime.worker import WorkerLink
 from hoopgw.session import UpstreamOptions
 from hoopgw.store import POSTGRESQL_SCHEMES, Store, open_store
-from hoopgw.store.calls import StoreCalls
+from hoopgw.store.calls import StoreCalls, StoreReadiness
 from hoopgw.store.notices import ChangeListener
 
 log = Logger(namespace="hoopgw.gateway")
@@ -54,29 +53,6 @@ REVIEW_POLL_INTERVAL = 1.0
 """Seconds between looks at the reviews this instance holds, with a store other instances
 decide reviews in (the fallback for a missed change notice)."""
 """Seconds the start-up check of each target waits for a TCP connection."""
-
-
-def server_tls_options(
-    cert_file: str, key_file: str, *, alpn: tuple[bytes, ...] = (b"postgresql",)
-) -> ssl.CertificateOptions:
-    """TLS options for the client side from PEM files (TLS 1.2 or newer).
-
-    :param alpn: protocols offered by ALPN; ``()`` for none (the admin API's HTTP/1.1).
-    """
-    # cryptography objects, which pyOpenSSL now prefers (Twisted's hints still name its own).
-    certificate: Any
-    private_key: Any
-    with open(cert_file, "rb") as f:
-        certificate = x509.load_pem_x509_certificate(f.read())
-    with open(key_file, "rb") as f:
-        private_key = load_pem_private_key(f.read(), password=None)
-    return ssl.CertificateOptions(
-        privateKey=private_key,
-        certificate=certificate,
-        raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
-        # libpq 17+ offers ALPN "postgresql" and gives up if the server picks nothing.
-        acceptableProtocols=list(alpn) or None,
-    )
 
 
 class Gateway:
@@ -111,6 +87,7 @@ class Gateway:
         # A PostgreSQL store is a network away: its look-ups leave the reactor thread. A SQLite
         # one (shared by workers too) is opened on this thread and may be used on it alone.
         self.store_calls = StoreCalls.threaded(reactor) if remote else StoreCalls.inline()
+        self._store_ready = StoreReadiness(self.store_calls, reactor)
         self.audit: AuditWriter | None = None
         self._ports: list[Any] = []
         self.served: dict[str, Served] = {}
@@ -130,6 +107,7 @@ class Gateway:
         self._store = open_store(self._store_url, instance=self.config.gateway.instance)
         self._store.migrate()
         self.store_calls.start()
+        self._store_ready.start(self._store)
         self.audit = AuditWriter(self._store_url, self.reactor, spawn=self._writer_spawner())
         self.audit.on_committed = self.metrics.audit_sync_seconds.observe
         yield self.audit.start()
@@ -423,6 +401,8 @@ class Gateway:
         return 0 if throttle is None else throttle.delayed_hosts()
 
     def _store_writable(self) -> bool:
+        if self.store_calls.threaded_pool:  # a PostgreSQL store: the last look's answer
+            return self._store_ready.writable()
         return self._store is not None and self._store.writable()
 
     def _audit_writer_up(self) -> bool:
@@ -549,6 +529,7 @@ class Gateway:
         if self.audit is not None:
             yield self.audit.stop()
         # The look-ups under way finish (or fail) before their store closes.
+        self._store_ready.stop()
         self.store_calls.stop()
         if self._store is not None:
             self._store.close()

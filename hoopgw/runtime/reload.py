@@ -184,9 +184,13 @@ def reusable_plugins(old: ConnectionConfig, new: ConnectionConfig) -> set[str]:
     }
 
 
-def access_lost(session: LiveSession, config: ConnectionConfig, grants: Any) -> str | None:
+def access_lost(
+    session: LiveSession, config: ConnectionConfig, granted: set[tuple[str, str]]
+) -> str | None:
     """Why the identity of ``session`` may no longer use the connection under ``config``, or
-    None while it may (the rules of :meth:`~hoopgw.identity.authn.Authenticator.admit`)."""
+    None while it may (the rules of :meth:`~hoopgw.identity.authn.Authenticator.admit`);
+    ``granted`` holds the (identity, connection) pairs with a live just-in-time grant (a
+    session that came while they were read holds none here: it ends, fail closed)."""
     identity = session.identity
     if identity is None:
         return None
@@ -195,9 +199,7 @@ def access_lost(session: LiveSession, config: ConnectionConfig, grants: Any) -> 
             f'identity "{identity.name}" may no longer use connection "{config.name}"'
             " (none of its groups is in allow_groups)"
         )
-    if config.access == "jit" and (
-        grants is None or grants.active_grant(identity.name, config.name) is None
-    ):
+    if config.access == "jit" and (identity.name, config.name) not in granted:
         return (
             f'connection "{config.name}" now needs a just-in-time grant and identity'
             f' "{identity.name}" has none'
@@ -316,6 +318,12 @@ class Reloader:
     def _apply(self, config: Config, *, by: str, digest: str) -> Any:
         gw = self._gateway
         plan = plan_reload(gw.config, config)
+        try:
+            granted = yield self._granted(config)
+        except Exception as exc:
+            raise ReloadError(
+                f"cannot read the just-in-time grants ({exc}); the running config stays"
+            ) from None
         served: dict[str, Served] = gw.served
         built: dict[str, tuple[ConnectionRuntime, Any]] = {}
         try:
@@ -368,7 +376,7 @@ class Reloader:
             ) from None
         summary = {
             **plan.summary(),
-            "ended_sessions": _ids(self._sessions_to_end(plan, config, read_only)),
+            "ended_sessions": _ids(self._sessions_to_end(plan, config, read_only, granted)),
         }
         entry = AuditEntry(
             kind=CONFIG_RELOADED_KIND,
@@ -396,19 +404,40 @@ class Reloader:
             ) from None
         # Judged again now, with nothing left to wait for: a client admitted under the old
         # config while the record was written must not escape the new one.
-        ending = self._sessions_to_end(plan, config, read_only)
+        ending = self._sessions_to_end(plan, config, read_only, granted)
         self._commit(plan, config, built, ports, ending, read_only, by=by)
         return {**summary, "ended_sessions": _ids(ending)}
 
+    def _granted(self, config: Config) -> defer.Deferred[set[tuple[str, str]]]:
+        """The (identity, connection) pairs of the live sessions on the new config's ``jit``
+        connections that hold a live grant, read through the grants' store calls (off the
+        reactor thread with a PostgreSQL store)."""
+        jit = {c.name for c in config.connections if c.access == "jit"}
+        pairs = sorted(
+            {
+                (session.identity.name, session.runtime.config.name)
+                for session in self._gateway.sessions
+                if session.identity is not None and session.runtime.config.name in jit
+            }
+        )
+        grants = getattr(self._gateway.approvals, "grants", None)
+        if not pairs or grants is None:
+            return defer.succeed(set())
+        return grants.calls.call(grants.granted, pairs, now=self._gateway.reactor.seconds())
+
     def _sessions_to_end(
-        self, plan: ReloadPlan, config: Config, read_only: set[str]
+        self,
+        plan: ReloadPlan,
+        config: Config,
+        read_only: set[str],
+        granted: set[tuple[str, str]],
     ) -> list[tuple[LiveSession, str]]:
         """The live sessions the new config no longer allows, each with why. ``read_only``
         names the connections whose new plugins require read-only sessions on the target
-        where the old ones did not: their live sessions were not set up so, and end."""
+        where the old ones did not: their live sessions were not set up so, and end.
+        ``granted`` holds the (identity, connection) pairs with a live grant."""
         removed = {c.name for c in plan.removed}
         current = {c.name: c for c in config.connections}
-        grants = getattr(self._gateway.approvals, "grants", None)
         ending = []
         for session in self._gateway.sessions:
             if session.identity is None:
@@ -446,7 +475,7 @@ class Reloader:
                     )
                 )
                 continue
-            lost = access_lost(session, current[name], grants)
+            lost = access_lost(session, current[name], granted)
             if lost is not None:
                 ending.append((session, lost))
         return ending

@@ -1,7 +1,8 @@
 """The gateway's store calls, off the reactor thread when the store is a network away.
 
 The running gateway looks at the store for logins (API keys, SSH keys, SCRAM verifiers), for
-the periodic key check, for just-in-time grants and for the shared login back-off. With the
+the periodic key check, for just-in-time grants and for the shared login back-off, and for
+held statements and the decisions of their reviews (see :mod:`hoopgw.approvals.holds`). With the
 PostgreSQL store each of those is a network round trip: run on the reactor thread, one slow
 answer would stall every session of the gateway (design invariant 6, isolation). So
 :class:`StoreCalls` runs them on a dedicated, bounded pool of :data:`STORE_THREADS` threads and
@@ -22,15 +23,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from twisted.internet import defer, threads
+from twisted.internet import defer, task, threads
+from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
-__all__ = ["STORE_THREADS", "StoreCalls"]
+__all__ = ["STORE_LOOK_INTERVAL", "STORE_THREADS", "StoreCalls", "StoreReadiness"]
+
+log = Logger(namespace="hoopgw.store")
 
 STORE_THREADS = 4
 """Threads of the gateway's store pool (PostgreSQL): at most this many look-ups wait on the
 store at once; the others queue. The store's connection pool has one connection more, for the
-calls that stay on the reactor thread (admin API reads)."""
+calls that stay on the reactor thread (the console's reads)."""
+
+STORE_LOOK_INTERVAL = 5.0
+"""Seconds between :class:`StoreReadiness` looks at whether the store takes writes."""
 
 T = TypeVar("T")
 
@@ -80,3 +87,50 @@ class StoreCalls:
         if not self._pool.started or self._pool.joined:
             return defer.fail(RuntimeError("the store's threads are stopped"))
         return threads.deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs)
+
+
+class StoreReadiness:
+    """Whether a store reached through threaded :class:`StoreCalls` takes writes, for
+    ``/readyz``: looked at every :data:`STORE_LOOK_INTERVAL` seconds on the store's threads,
+    so that no readiness probe waits on the store on the reactor thread. A look the store
+    leaves unanswered longer than that interval makes it not ready."""
+
+    def __init__(self, calls: StoreCalls, reactor: Any) -> None:
+        self._calls = calls
+        self._reactor = reactor
+        self._store: Any = None
+        self._ok = False
+        self._since: float | None = None
+        self._loop = task.LoopingCall(self._look)
+        self._loop.clock = reactor
+
+    def start(self, store: Any) -> None:
+        """Start looking at ``store`` (nothing to do when the calls are inline)."""
+        if not self._calls.threaded_pool or self._loop.running:
+            return
+        self._store = store
+        self._loop.start(STORE_LOOK_INTERVAL, now=True).addErrback(
+            lambda f: log.failure("the store's readiness look stopped", f)
+        )
+
+    def stop(self) -> None:
+        """Stop looking."""
+        if self._loop.running:
+            self._loop.stop()
+
+    def writable(self) -> bool:
+        """The last look's answer; False while a look waits too long."""
+        if self._since is not None and self._reactor.seconds() - self._since > STORE_LOOK_INTERVAL:
+            return False
+        return self._ok
+
+    def _look(self) -> defer.Deferred[None]:
+        self._since = self._reactor.seconds()
+
+        def seen(writable: bool) -> None:
+            self._ok, self._since = bool(writable), None
+
+        def failed(_: Any) -> None:
+            self._ok, self._since = False, None
+
+        return self._calls.call(self._store.writable).addCallbacks(seen, failed)

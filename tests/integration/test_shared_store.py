@@ -408,3 +408,48 @@ def test_a_slow_store_stalls_no_other_session(pair: Pair) -> None:
         waiting.join(30)
         running.join(30)
         assert login_box.get("error") is None and login_box["result"] == (1,)
+
+
+def test_a_held_statement_waiting_on_the_store_stalls_no_other_session(pair: Pair) -> None:
+    # The reviews table held by a transaction of the test: the held DELETE's store work (the
+    # look for an earlier approval, storing its review) waits on the store. A's other live
+    # session keeps running its statements meanwhile; once the store answers, the review is
+    # stored and its approval through B runs the statement on A.
+    with psycopg.connect(pair.conninfo(pair.a), autocommit=True) as live:
+        assert live.execute("SELECT count(*) FROM orders").fetchone() == (100,)
+
+        def statements() -> list[Any]:
+            return [
+                live.execute("SELECT note FROM orders WHERE id = %s", (n,)).fetchone()
+                for n in range(1, 21)
+            ]
+
+        def delete() -> int:
+            with psycopg.connect(pair.conninfo(pair.a), autocommit=True) as conn:
+                return conn.execute(DELETE).rowcount
+
+        with psycopg.connect(pair.store_url) as locker:
+            try:
+                locker.execute("LOCK TABLE reviews IN ACCESS EXCLUSIVE MODE")
+                held, held_box = _in_thread(delete)
+                helpers.wait_for(
+                    lambda: locker.execute(
+                        "SELECT count(*) FROM pg_locks WHERE relation = 'reviews'::regclass"
+                        " AND NOT granted"
+                    ).fetchone()[0],
+                    what="the held statement waiting on the store",
+                )
+                running, box = _in_thread(statements)
+                running.join(10)
+                assert box.get("result") == [(f"order {n}",) for n in range(1, 21)], (
+                    "the live session stalled while a held statement waited on the store"
+                )
+                assert held.is_alive() and "result" not in held_box
+            finally:
+                locker.rollback()
+        alice_on_b = pair.admin("gw-b", "alice")
+        [review] = helpers.wait_for(lambda: alice_on_b.cli_json("reviews", "list"), what="review")
+        assert review["status"] == "pending"
+        alice_on_b.cli_json("reviews", "approve", review["id"], "--reason", "ok")
+        held.join(30)
+        assert held_box.get("error") is None and held_box["result"] == 1

@@ -440,3 +440,42 @@ def test_a_reload_is_for_admins_and_a_refusal_carries_the_errors(api: Api) -> No
     status, invalid = api.call("POST", "/api/reload", token="lead-key")
     assert (status, invalid["error"]["code"]) == (400, "invalid")
     assert "guardrails.deny" in invalid["error"]["message"]
+
+
+def test_reads_wait_for_the_store_calls_and_authenticate_first() -> None:
+    # With a PostgreSQL store the reads run on the store's threads (hoopgw.store.calls): the
+    # answer comes when the store's does, and a caller without a key causes no store work.
+    from hoopgw.store.calls import StoreCalls
+
+    api = Api()
+    review_id, _ = api.hold()
+    queued: list[tuple[defer.Deferred[Any], Any, tuple[Any, ...], dict[str, Any]]] = []
+
+    class Slow(StoreCalls):
+        def call(self, fn: Any, *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+            d: defer.Deferred[Any] = defer.Deferred()
+            queued.append((d, fn, args, kwargs))
+            return d
+
+    api.service.calls = Slow(None)
+    for path, token in (
+        ("/api/reviews", None),
+        ("/api/reviews", "alice-key"),
+        (f"/api/reviews/{review_id}", "alice-key"),
+        ("/api/access/grants", "lead-key"),
+    ):
+        request = DummyRequest(path.strip("/").split("/"))
+        request.method = b"GET"
+        request.path = path.encode()  # type: ignore[attr-defined]
+        request.content = io.BytesIO(b"")  # type: ignore[attr-defined]
+        if token is not None:
+            request.requestHeaders.addRawHeader(b"authorization", f"Bearer {token}".encode())
+        api.resource.render(request)
+        if token is None:
+            assert request.finished and request.responseCode == 401 and queued == []
+            continue
+        assert not request.finished and len(queued) == 1
+        d, fn, args, kwargs = queued.pop()
+        d.callback(fn(*args, **kwargs))
+        assert request.finished and (request.responseCode or 200) == 200
+        validate("GET", path, 200, json.loads(b"".join(request.written)))

@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 
 from hoopgw.agent.hub import HELLO_TIMEOUT, PING_INTERVAL, AgentHub, AgentLink
 from hoopgw.agent.mux import Multiplexer, Stream
@@ -105,12 +107,17 @@ def connect(hub: AgentHub) -> tuple[AgentLink, StringTransport]:
     return link, transport
 
 
-def welcomed(hub: AgentHub, store: SQLiteStore, name: str = "edge") -> Agent:
+def welcomed(hub: AgentHub, store: SQLiteStore, name: str = "edge", *, answer: Any = None) -> Agent:
+    """An agent connected with a valid token; ``answer()`` answers the token check when the
+    hub's store calls wait."""
     token, _ = AgentTokens(store).create(name, now=1.0)
     link, transport = connect(hub)
     hello = encode_hello(token)
     for i in range(len(hello)):  # one byte at a time
         link.dataReceived(hello[i : i + 1])
+    if answer is not None:
+        assert transport.value() == b""  # the token check waits on the store
+        answer()
     line, _, rest = transport.value().partition(b"\n")
     assert line == f"OK {name}".encode()
     transport.clear()
@@ -300,7 +307,7 @@ def test_the_rounds_read_the_store_through_the_calls_in_order(store: SQLiteStore
         wall_clock=lambda: 1000.0,
         calls=slow,
     )
-    agent = welcomed(hub, store)
+    agent = welcomed(hub, store, answer=answer_next)
     assert len(queued) == 1  # its "online" state, on the way
     hub.start()
     AgentTokens(store).revoke("edge", now=2.0)
@@ -311,3 +318,33 @@ def test_the_rounds_read_the_store_through_the_calls_in_order(store: SQLiteStore
     answer_next()  # the round's read: revoked
     assert agent.transport.disconnecting
     hub.stop()
+
+
+def test_the_token_check_reads_the_store_through_the_calls(store: SQLiteStore) -> None:
+    # With a PostgreSQL store the token check runs on the store's threads: what the agent
+    # sends meanwhile waits for it, and a connection lost meanwhile is never attached.
+    from twisted.internet import defer
+
+    queued: list[tuple[defer.Deferred[Any], Any, tuple[Any, ...]]] = []
+
+    def slow(fn: Any, *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+        d: defer.Deferred[Any] = defer.Deferred()
+        queued.append((d, fn, args))
+        return d
+
+    hub = AgentHub(
+        tokens=AgentTokens(store),
+        store=store,
+        reactor=MemoryReactorClock(),
+        sessions=[],
+        wall_clock=lambda: 1000.0,
+        calls=slow,
+    )
+    token, _ = AgentTokens(store).create("edge", now=1.0)
+    link, transport = connect(hub)
+    link.dataReceived(encode_hello(token))
+    assert len(queued) == 1 and transport.value() == b""
+    link.connectionLost(Failure(ConnectionDone()))
+    d, fn, args = queued.pop()
+    d.callback(fn(*args))
+    assert transport.value() == b"" and hub.online == {}

@@ -51,7 +51,9 @@ def test_access_requests_are_checked(
     world: World, who: Identity, target: str, duration: float, reason: str, message: str
 ) -> None:
     with pytest.raises(ApprovalError, match=message):
-        world.service.request_access(who, connection=target, duration=duration, reason=reason)
+        world.sync(
+            world.service.request_access(who, connection=target, duration=duration, reason=reason)
+        )
 
 
 def test_an_approved_request_grants_access_until_it_expires(world: World) -> None:
@@ -88,7 +90,7 @@ def test_an_undecided_access_request_expires(world: World) -> None:
     assert record.data["status"] == "expired" and record.data["by"] == "gateway"
     assert record.data["reason"] == expired.decision_reason
     with pytest.raises(ApprovalError, match="is expired") as refused:
-        world.service.decide(review.id, LEAD, approve=True, reason="")
+        world.sync(world.service.decide(review.id, LEAD, approve=True, reason=""))
     assert refused.value.code == "conflict"
     assert world.service.list_reviews(AGENT, status="expired", limit=10) == [expired]
     assert world.grants.active_grant("agent", "jit") is None
@@ -116,12 +118,12 @@ def test_revocation_ends_sessions_and_is_limited(world: World) -> None:
     live = FakeLive(identity=AGENT, runtime=helpers.runtime("jit"))
     world.sessions.add(live)  # type: ignore[arg-type]
     with pytest.raises(ApprovalError, match="may not revoke"):
-        world.grants.revoke(granted.id, EVE, "x")
+        world.sync(world.grants.revoke(granted.id, EVE, "x"))
     revoked = world.result(world.grants.revoke(granted.id, LEAD, "done"))
     assert revoked.revoked_by == "lead" and revoked.status(world.clock.seconds()) == "revoked"
     assert live.ended == [f"access grant {granted.id} revoked"]
     with pytest.raises(ApprovalError, match="is revoked"):
-        world.grants.revoke(granted.id, LEAD, "again")
+        world.sync(world.grants.revoke(granted.id, LEAD, "again"))
     world.clock.advance(1000)  # the expiry timer was stopped
     assert world.audit.kinds().count("grant_expired") == 0
 
@@ -212,4 +214,4 @@ def test_an_access_request_that_is_not_recorded_can_never_be_approved(world: Wor
     [review] = world.store.list_reviews()
     assert review.status == "aborted"
     with pytest.raises(ApprovalError, match="is aborted"):
-        world.service.decide(review.id, LEAD, approve=True, reason="")
+        world.sync(world.service.decide(review.id, LEAD, approve=True, reason=""))

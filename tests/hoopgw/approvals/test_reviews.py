@@ -87,7 +87,7 @@ def test_denial_refuses_with_the_reason(world: World) -> None:
     decision = hold(world)
     [review] = world.store.list_reviews()
     with pytest.raises(ApprovalError, match="a denial needs a reason"):
-        world.service.decide(review.id, ALICE, approve=False, reason=" ")
+        world.sync(world.service.decide(review.id, ALICE, approve=False, reason=" "))
     world.service.decide(review.id, ALICE, approve=False, reason="not now")
     verdict = world.result(decision)
     assert isinstance(verdict, Block)
@@ -106,7 +106,7 @@ def test_who_may_not_decide(world: World, who: Identity, code: str, message: str
     decision = hold(world)
     [review] = world.store.list_reviews()
     with pytest.raises(ApprovalError, match=message) as refused:
-        world.service.decide(review.id, who, approve=True, reason="")
+        world.sync(world.service.decide(review.id, who, approve=True, reason=""))
     assert refused.value.code == code
     assert not decision.called
 
@@ -119,7 +119,7 @@ def test_several_distinct_approvals_may_be_required(world: World) -> None:
     world.service.decide(review.id, ALICE, approve=True, reason="")
     assert not decision.called
     with pytest.raises(ApprovalError, match=r"answered review .* already"):
-        world.service.decide(review.id, ALICE, approve=True, reason="")
+        world.sync(world.service.decide(review.id, ALICE, approve=True, reason=""))
     world.service.decide(review.id, BOB, approve=True, reason="")
     assert isinstance(world.result(decision), Allow)
     assert world.store.get_review(review.id).decided_by == "alice,bob"  # type: ignore[union-attr]
@@ -170,7 +170,7 @@ def test_cancel_withdraws_the_review(world: World) -> None:
     withdrawn = world.store.get_review(review.id)
     assert withdrawn is not None and withdrawn.status == "withdrawn"
     with pytest.raises(ApprovalError, match="is withdrawn"):
-        world.service.decide(review.id, ALICE, approve=True, reason="")
+        world.sync(world.service.decide(review.id, ALICE, approve=True, reason=""))
     assert world.events[-1] == (review.id, "withdrawn")
     world.clock.advance(120)  # the hold timer was stopped
     assert world.store.get_review(review.id).timed_out_at is None  # type: ignore[union-attr]
@@ -334,7 +334,7 @@ def test_a_second_key_of_the_same_identity_neither_approves_its_own_nor_counts_t
     decision = hold(world)
     [review] = world.store.list_reviews()
     with pytest.raises(ApprovalError, match="own request"):
-        world.service.decide(review.id, agent_as_approver, approve=True, reason="")
+        world.sync(world.service.decide(review.id, agent_as_approver, approve=True, reason=""))
     policy = attrs.evolve(POLICY, required=2)
     session = make_session()
     twice = world.service.hold(session, make_command("DELETE FROM u"), HOLD, policy)
@@ -342,7 +342,7 @@ def test_a_second_key_of_the_same_identity_neither_approves_its_own_nor_counts_t
     world.service.decide(second.id, ALICE, approve=True, reason="")
     alice_again = Identity(name="alice", groups=frozenset({"dba"}), credential_id="key-2")
     with pytest.raises(ApprovalError, match="already"):
-        world.service.decide(second.id, alice_again, approve=True, reason="")
+        world.sync(world.service.decide(second.id, alice_again, approve=True, reason=""))
     assert not twice.called and not decision.called
 
 
@@ -353,14 +353,14 @@ def test_a_decided_or_withdrawn_review_takes_no_further_decision(world: World) -
     assert isinstance(world.result(decided), Allow)
     for who in (ALICE, BOB):  # a replay, and a late second approver
         with pytest.raises(ApprovalError, match="is approved") as refused:
-            world.service.decide(review.id, who, approve=False, reason="late")
+            world.sync(world.service.decide(review.id, who, approve=False, reason="late"))
         assert refused.value.code == "conflict"
     withdrawn = hold(world, "DELETE FROM t WHERE id = 9")
     review = next(r for r in world.store.list_reviews() if r.status == "pending")
     withdrawn.addErrback(lambda _: None)
     withdrawn.cancel()
     with pytest.raises(ApprovalError, match="is withdrawn"):
-        world.service.decide(review.id, BOB, approve=True, reason="")
+        world.sync(world.service.decide(review.id, BOB, approve=True, reason=""))
 
 
 def test_a_held_statement_whose_review_is_not_recorded_can_never_be_approved(
@@ -373,7 +373,7 @@ def test_a_held_statement_whose_review_is_not_recorded_can_never_be_approved(
     [review] = world.store.list_reviews()
     assert review.status == "aborted"
     with pytest.raises(ApprovalError, match="is aborted"):
-        world.service.decide(review.id, ALICE, approve=True, reason="")
+        world.sync(world.service.decide(review.id, ALICE, approve=True, reason=""))
     assert not hold(world).called  # no re-run: a new review
 
 
@@ -617,9 +617,9 @@ def test_the_look_at_a_held_review_reads_the_store_off_the_reactor(instances: In
             return d
 
     world = instances.world
-    instances.a.grants.calls = Slow(None)
     decision = hold_on(instances.a)
     [review] = world.store.list_reviews()
+    instances.a.calls = Slow(None)
     world.result(instances.b.decide(review.id, ALICE, approve=True, reason="ok"))
     world.clock.advance(1)
     world.clock.advance(1)  # the first look waits for its read: no second one

@@ -7,16 +7,19 @@ Loaded by tests/conftest.py as ``hoopgw_tests_approvals_world`` (tests are no pa
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 from twisted.internet import defer, task
+from twisted.python.failure import Failure
 
 from hoopgw.approvals.grants import GrantService
 from hoopgw.approvals.reviews import ReviewService
 from hoopgw.connection import ConnectionConfig, CredentialConfig
 from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.session import Identity
+from hoopgw.store.calls import StoreCalls
 from hoopgw.store.sqlite import SQLiteStore
 from hoopgw.testing import FakeAuditWriter
 
@@ -76,10 +79,73 @@ class World:
         d.addBoth(keep)
         return box[0] if box else None
 
+    def sync(self, d: defer.Deferred[Any]) -> Any:
+        """What ``d`` has fired with; what it failed with is raised (it must have fired)."""
+        result = self.result(d)
+        assert d.called
+        if isinstance(result, Failure):
+            d.addErrback(lambda _: None)
+            result.raiseException()
+        return result
 
-def make_world() -> World:
+
+class _Reactor:
+    """Delivers what a store thread hands back at once (``callFromThread``)."""
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
+
+
+class SlowPool:
+    """A store thread pool whose work waits until the test runs it (a slow store, without
+    real threads or real time)."""
+
+    def __init__(self) -> None:
+        self.started = False
+        self.joined = False
+        self.queued: list[Callable[[], None]] = []
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self) -> None:
+        self.joined = True
+
+    def callInThreadWithCallback(
+        self, on_result: Callable[[bool, Any], None], f: Callable[..., Any], *a: Any, **kw: Any
+    ) -> None:
+        def work() -> None:
+            try:
+                result = f(*a, **kw)
+            except BaseException as exc:
+                on_result(False, Failure(exc))
+            else:
+                on_result(True, result)
+
+        self.queued.append(work)
+
+    def run_one(self) -> None:
+        """Run the oldest store call waiting (its answer arrives at once)."""
+        self.queued.pop(0)()
+
+    def drain(self) -> None:
+        """Run store calls, also those their answers make, until none waits."""
+        while self.queued:
+            self.run_one()
+
+
+def slow_calls() -> tuple[StoreCalls, SlowPool]:
+    """Store calls on a :class:`SlowPool` (as with a PostgreSQL store)."""
+    pool = SlowPool()
+    calls = StoreCalls(_Reactor(), pool=pool)  # type: ignore[arg-type]
+    calls.start()
+    return calls, pool
+
+
+def make_world(calls: StoreCalls | None = None) -> World:
     """A review service and a grant service on one in-memory store, a Clock and the fake
-    audit writer; connection ``test`` (groups) and ``jit`` (just-in-time, approved by leads)."""
+    audit writer; connection ``test`` (groups) and ``jit`` (just-in-time, approved by leads);
+    ``calls`` runs their store calls (at once when None)."""
     clock = task.Clock()
     clock.advance(1_000_000)
     store = SQLiteStore(":memory:")
@@ -95,6 +161,7 @@ def make_world() -> World:
         connections={"test": connection(), "jit": jit},
         roles=roles,
         sessions=sessions,
+        calls=calls,
     )
     service = ReviewService(
         store=store,

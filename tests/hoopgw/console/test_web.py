@@ -585,3 +585,34 @@ def test_a_terminal_channel_is_served_as_an_asciicast_for_the_player(site: Site)
     lines = body(cast).splitlines()
     assert json.loads(lines[0])["version"] == 2
     assert json.loads(lines[1])[1:] == ["o", "$ uptime\r\n"]
+
+
+def test_pages_read_the_store_through_the_store_calls_after_sign_in(site: Site) -> None:
+    # With a PostgreSQL store the reads run on the store's threads (hoopgw.store.calls): a
+    # page answers when the store does, and a caller not signed in causes no store work.
+    from hoopgw.store.calls import StoreCalls
+
+    review_id, _ = site.hold()
+    queued: list[tuple[defer.Deferred[Any], Any, tuple[Any, ...], dict[str, Any]]] = []
+
+    class Slow(StoreCalls):
+        def call(self, fn: Any, *args: Any, **kwargs: Any) -> defer.Deferred[Any]:
+            d: defer.Deferred[Any] = defer.Deferred()
+            queued.append((d, fn, args, kwargs))
+            return d
+
+    site.service.calls = Slow(None)
+    assert site.call("GET", "/console/reviews", cookie="made-up").responseCode != 200
+    assert queued == []
+    site.service.calls = StoreCalls.inline()
+    site.sign_in(ALICE)
+    site.service.calls = Slow(None)
+    for path in ("/console/reviews", "/console/access", "/console/sessions"):
+        request = site.request("GET", path)
+        site.console.render(request)
+        assert not request.finished and len(queued) == 1, path
+        d, fn, args, kwargs = queued.pop()
+        d.callback(fn(*args, **kwargs))
+        assert request.finished and (request.responseCode or 200) == 200, path
+        if path == "/console/reviews":
+            assert f"/console/reviews/{review_id}/decide" in body(request)

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import errno
-import os
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
-import twisted.test
 from hoopgw_postgres.frontend import ClientSessionFactory
-from twisted.internet import ssl
 from twisted.internet.error import CannotListenError, ConnectionRefusedError
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel, globalLogPublisher
@@ -24,7 +21,7 @@ from hoopgw.audit.writer import AuditWriter
 from hoopgw.config.load import Config, parse_config
 from hoopgw.errors import ReloadError, StartupError
 from hoopgw.runtime import gateway as gateway_module
-from hoopgw.runtime.gateway import Gateway, server_tls_options
+from hoopgw.runtime.gateway import Gateway
 from hoopgw.testing import InlineWriterProcess
 
 CONFIG = """
@@ -200,18 +197,6 @@ def test_stop_waits_at_most_the_grace_period(config: Config) -> None:
     for _ in range(100):
         reactor.advance(0.05)
     assert done == [None]
-
-
-def test_server_tls_options_from_pem_files() -> None:
-    pem = os.path.join(os.path.dirname(twisted.test.__file__), "server.pem")
-    options = server_tls_options(pem, pem)
-    assert isinstance(options, ssl.CertificateOptions)
-    assert options.getContext() is not None
-
-
-def test_server_tls_options_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(OSError):
-        server_tls_options(str(tmp_path / "missing.pem"), str(tmp_path / "missing.key"))
 
 
 class BusyPortReactor(Reactor):

@@ -18,6 +18,7 @@ from twisted.python.failure import Failure
 from hoopgw.audit.writer import AuditWriter
 from hoopgw.config.load import load_config
 from hoopgw.errors import ReloadError
+from hoopgw.reviews import GrantRecord
 from hoopgw.runtime import gateway as gateway_module
 from hoopgw.runtime.gateway import Gateway
 from hoopgw.runtime.reload import ListenerSwitch
@@ -252,6 +253,51 @@ def test_a_session_whose_identity_lost_access_is_ended(tmp_path: Path) -> None:
     # A client logging in now is judged by the new config too.
     assert gateway.authenticator is not None and gateway.authenticator.connections is not None
     assert gateway.authenticator.connections["pg"].allow_groups == ("dba",)
+
+
+def test_a_connection_made_just_in_time_keeps_only_the_granted_sessions(tmp_path: Path) -> None:
+    path = tmp_path / "hoopgw.toml"
+    write(path)
+    # Just-in-time access needs the admin API (where requests are decided).
+    path.write_text(
+        path.read_text().replace(
+            "shutdown_grace = 0.1\n",
+            'shutdown_grace = 0.1\nadmin_listen = "tcp:18080:interface=127.0.0.1"\n',
+        )
+    )
+    reactor = Reactor()
+    gateway = Gateway(load_config(path), reactor)
+    gateway.start()
+    granted = Live(gateway, "pg", frozenset({"agents"}))
+    ungranted = Live(gateway, "pg", frozenset({"agents"}))
+    ungranted.session_info = make_session(
+        identity="bob", groups=["agents"], session_id="00000000-0000-4000-8000-0000000000ff"
+    )
+    ungranted.identity = ungranted.session_info.identity
+    gateway.sessions.add(granted)
+    gateway.sessions.add(ungranted)
+    assert gateway._store is not None
+    gateway._store.add_grant(
+        GrantRecord(
+            id="0123456789ab",
+            review_id="ba9876543210",
+            identity=granted.identity.name,
+            connection="pg",
+            reason="incident",
+            approved_by=("lead",),
+            created_at=reactor.seconds(),
+            expires_at=reactor.seconds() + 3600,
+        )
+    )
+    text = path.read_text().replace(
+        'plugins = ["recording", "guardrails"]\n',
+        'plugins = ["recording", "guardrails"]\naccess = "jit"\njit_approvers = ["leads"]\n',
+    )
+    path.write_text(text)
+    changes = reload(gateway)
+    assert changes["ended_sessions"] == [ungranted.session_info.id]
+    assert granted.reasons == []
+    assert ungranted.reasons and "needs a just-in-time grant" in ungranted.reasons[0]
 
 
 def test_a_changed_upstream_login_ends_the_live_sessions(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ import pytest
 from twisted.internet import defer
 
 from hoopgw.errors import StoreError
-from hoopgw.store.calls import STORE_THREADS, StoreCalls
+from hoopgw.store.calls import STORE_LOOK_INTERVAL, STORE_THREADS, StoreCalls, StoreReadiness
 
 
 class _Reactor:
@@ -140,3 +140,46 @@ def test_a_real_pool_runs_calls_off_the_calling_thread() -> None:
         assert d.result != threading.current_thread().name
     finally:
         calls.stop()
+
+
+def test_readiness_answers_from_the_last_look_at_the_store() -> None:
+    # /readyz must not wait on a PostgreSQL store on the reactor thread: the store is looked
+    # at through its calls every STORE_LOOK_INTERVAL seconds, and a look it leaves unanswered
+    # longer than that makes it not ready.
+    from twisted.internet.task import Clock
+
+    class Clocked(_Reactor, Clock):
+        pass
+
+    class Store:
+        writable_now = True
+
+        def writable(self) -> bool:
+            return self.writable_now
+
+    pool, clock, store = _Pool(), Clocked(), Store()
+    calls = StoreCalls(clock, pool=pool)  # type: ignore[arg-type]
+    calls.start()
+    ready = StoreReadiness(calls, clock)
+    ready.start(store)
+    assert not ready.writable()  # no answer yet
+    pool.run_all()
+    assert ready.writable()
+    clock.advance(STORE_LOOK_INTERVAL)
+    assert len(pool.queued) == 1 and ready.writable()  # waiting, but not too long yet
+    clock.advance(STORE_LOOK_INTERVAL + 0.1)
+    assert not ready.writable()
+    store.writable_now = False
+    pool.run_all()
+    assert not ready.writable()
+    store.writable_now = True
+    clock.advance(STORE_LOOK_INTERVAL)
+    pool.run_all()
+    assert ready.writable()
+    ready.stop()
+
+
+def test_readiness_does_not_look_with_inline_calls() -> None:
+    ready = StoreReadiness(StoreCalls.inline(), None)
+    ready.start(object())
+    assert not ready.writable()

@@ -90,6 +90,8 @@ class GrantService:
         self.calls = calls or StoreCalls.inline()
         """Runs the sweep's store reads (see :mod:`hoopgw.store.calls`)."""
         self._sweep = task.LoopingCall(self._end_sessions_without_grant)
+        self._revoking: set[str] = set()
+        """Ids of the grants this instance is revoking now (see :meth:`grant_changed`)."""
         self._sweep.clock = reactor
 
     def start(self) -> defer.Deferred[None]:
@@ -120,9 +122,12 @@ class GrantService:
         self._grant_timers.clear()
         self._request_timers.clear()
 
-    def sweep_now(self) -> None:
-        """End at once the sessions whose grant ended (the store says a grant changed)."""
-        self._end_sessions_without_grant()
+    def grant_changed(self, grant_id: str) -> None:
+        """The store says grant ``grant_id`` changed: end at once the sessions whose grant
+        ended. A revocation this instance is making itself is left to it, which ends those
+        sessions naming the revocation (its own store notice may arrive first)."""
+        if grant_id not in self._revoking:
+            self._end_sessions_without_grant()
 
     # -- access requests -----------------------------------------------------------------------
 
@@ -269,7 +274,13 @@ class GrantService:
             ended = attrs.evolve(revoked, ended_at=now)
             return self._end_grant(revoked, "revoked").addCallback(lambda _: ended)
 
-        return self.calls.call(self._store.replace_grant, revoked).addCallback(stored)
+        self._revoking.add(grant_id)
+
+        def done(result: Any) -> Any:
+            self._revoking.discard(grant_id)
+            return result
+
+        return self.calls.call(self._store.replace_grant, revoked).addCallback(stored).addBoth(done)
 
     def new_grant(self, review: ReviewRecord, approved_by: tuple[str, ...]) -> GrantRecord:
         """The grant an approved access ``review`` creates (not stored yet: see :meth:`admit`)."""

@@ -388,7 +388,7 @@ class Gateway:
         if kind == "review" and self.approvals is not None:
             self.approvals.review_changed(ident)
         elif kind == "grant" and self.approvals is not None:
-            self.approvals.grants.sweep_now()
+            self.approvals.grants.grant_changed(ident)
         elif kind in ("key", "ssh_key") and self.authenticator is not None:
             self.authenticator.check_keys_now()
 

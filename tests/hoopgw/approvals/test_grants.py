@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import attrs
 import pytest
 
 from hoopgw.approvals.common import ApprovalError
@@ -215,3 +216,31 @@ def test_an_access_request_that_is_not_recorded_can_never_be_approved(world: Wor
     assert review.status == "aborted"
     with pytest.raises(ApprovalError, match="is aborted"):
         world.sync(world.service.decide(review.id, LEAD, approve=True, reason=""))
+
+
+def test_a_revocation_s_own_store_notice_leaves_the_ending_to_it(world: World) -> None:
+    # With a PostgreSQL store the revocation's own NOTIFY can reach the gateway before the
+    # store call's answer: its sweep ended the session as "no live access grant" first.
+    granted = grant(world)
+    live = FakeLive(identity=AGENT, runtime=helpers.runtime("jit"))
+    world.sessions.add(live)  # type: ignore[arg-type]
+    replace = world.store.replace_grant
+
+    def replace_then_notice(record: Any) -> None:
+        replace(record)
+        world.grants.grant_changed(record.id)
+
+    world.store.replace_grant = replace_then_notice  # type: ignore[method-assign]
+    world.result(world.grants.revoke(granted.id, LEAD, "done"))
+    assert live.ended == [f"access grant {granted.id} revoked"]
+
+
+def test_a_grant_changed_elsewhere_ends_its_sessions_at_once(world: World) -> None:
+    granted = grant(world)
+    live = FakeLive(identity=AGENT, runtime=helpers.runtime("jit"))
+    world.sessions.add(live)  # type: ignore[arg-type]
+    world.store.replace_grant(
+        attrs.evolve(granted, revoked_at=world.clock.seconds(), revoked_by="lead")
+    )
+    world.grants.grant_changed(granted.id)
+    assert live.ended == ["no live access grant of 'agent' on 'jit'"]

@@ -600,6 +600,8 @@ oidcissuer = _load_helper("hoopgw_tests_oidcissuer", "oidcissuer.py")
 ldapserver = _load_helper("hoopgw_tests_ldapserver", "ldapserver.py")
 # The approval tests' admin API client, shared by the PostgreSQL, MySQL and TLS tests.
 _load_helper("hoopgw_tests_approvals_helpers", "approvals_helpers.py")
+# A store thread pool that runs when the test says so, for store calls and the approvals world.
+_load_helper("hoopgw_tests_slow_pool", "slow_pool.py", folder="hoopgw/store")
 # The approval services' unit-test world, shared by test_reviews.py and test_grants.py.
 _load_helper("hoopgw_tests_approvals_world", "world.py", folder="hoopgw/approvals")
 # The SSH channel fakes, shared by the SSH tests and the shell line judge's.

@@ -7,10 +7,10 @@ Loaded by tests/conftest.py as ``hoopgw_tests_approvals_world`` (tests are no pa
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import attrs
+from hoopgw_tests_slow_pool import ImmediateReactor, SlowPool
 from twisted.internet import defer, task
 from twisted.python.failure import Failure
 
@@ -89,55 +89,10 @@ class World:
         return result
 
 
-class _Reactor:
-    """Delivers what a store thread hands back at once (``callFromThread``)."""
-
-    def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        f(*args, **kwargs)
-
-
-class SlowPool:
-    """A store thread pool whose work waits until the test runs it (a slow store, without
-    real threads or real time)."""
-
-    def __init__(self) -> None:
-        self.started = False
-        self.joined = False
-        self.queued: list[Callable[[], None]] = []
-
-    def start(self) -> None:
-        self.started = True
-
-    def stop(self) -> None:
-        self.joined = True
-
-    def callInThreadWithCallback(
-        self, on_result: Callable[[bool, Any], None], f: Callable[..., Any], *a: Any, **kw: Any
-    ) -> None:
-        def work() -> None:
-            try:
-                result = f(*a, **kw)
-            except BaseException as exc:
-                on_result(False, Failure(exc))
-            else:
-                on_result(True, result)
-
-        self.queued.append(work)
-
-    def run_one(self) -> None:
-        """Run the oldest store call waiting (its answer arrives at once)."""
-        self.queued.pop(0)()
-
-    def drain(self) -> None:
-        """Run store calls, also those their answers make, until none waits."""
-        while self.queued:
-            self.run_one()
-
-
 def slow_calls() -> tuple[StoreCalls, SlowPool]:
     """Store calls on a :class:`SlowPool` (as with a PostgreSQL store)."""
     pool = SlowPool()
-    calls = StoreCalls(_Reactor(), pool=pool)  # type: ignore[arg-type]
+    calls = StoreCalls(ImmediateReactor(), pool=pool)  # type: ignore[arg-type]
     calls.start()
     return calls, pool
 

@@ -3,60 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hoopgw_tests_slow_pool import ImmediateReactor, SlowPool
 from twisted.internet import defer
 
 from hoopgw.errors import StoreError
 from hoopgw.store.calls import STORE_LOOK_INTERVAL, STORE_THREADS, StoreCalls, StoreReadiness
-
-
-class _Reactor:
-    """Delivers what a thread hands back at once (``callFromThread``)."""
-
-    def callFromThread(self, f: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-        f(*args, **kwargs)
-
-
-class _Pool:
-    """A thread pool whose work waits until :meth:`run_all` (a thread that is slow)."""
-
-    def __init__(self) -> None:
-        self.started = False
-        self.joined = False
-        self.queued: list[Callable[[], None]] = []
-
-    def start(self) -> None:
-        self.started = True
-
-    def stop(self) -> None:
-        self.joined = True
-
-    def callInThreadWithCallback(
-        self, on_result: Callable[[bool, Any], None], f: Callable[..., Any], *a: Any, **kw: Any
-    ) -> None:
-        def work() -> None:
-            try:
-                result = f(*a, **kw)
-            except BaseException as exc:
-                on_result(False, _failure(exc))
-            else:
-                on_result(True, result)
-
-        self.queued.append(work)
-
-    def run_all(self) -> None:
-        work, self.queued = self.queued, []
-        for item in work:
-            item()
-
-
-def _failure(exc: BaseException) -> Any:
-    from twisted.python.failure import Failure
-
-    return Failure(exc)
 
 
 def test_inline_calls_run_at_once() -> None:
@@ -76,8 +30,8 @@ def test_inline_calls_fail_with_what_the_store_raised() -> None:
 
 
 def test_threaded_calls_wait_for_their_thread_and_leave_the_caller_free() -> None:
-    pool = _Pool()
-    calls = StoreCalls(_Reactor(), pool=pool)  # type: ignore[arg-type]
+    pool = SlowPool()
+    calls = StoreCalls(ImmediateReactor(), pool=pool)  # type: ignore[arg-type]
     calls.start()
     slow = calls.call(lambda: "slow")
     other = calls.call(lambda: "other")
@@ -88,8 +42,8 @@ def test_threaded_calls_wait_for_their_thread_and_leave_the_caller_free() -> Non
 
 
 def test_threaded_calls_deliver_a_store_error_as_a_failure() -> None:
-    pool = _Pool()
-    calls = StoreCalls(_Reactor(), pool=pool)  # type: ignore[arg-type]
+    pool = SlowPool()
+    calls = StoreCalls(ImmediateReactor(), pool=pool)  # type: ignore[arg-type]
     calls.start()
 
     def broken() -> None:
@@ -103,8 +57,8 @@ def test_threaded_calls_deliver_a_store_error_as_a_failure() -> None:
 
 
 def test_calls_after_stop_fail_without_running() -> None:
-    pool = _Pool()
-    calls = StoreCalls(_Reactor(), pool=pool)  # type: ignore[arg-type]
+    pool = SlowPool()
+    calls = StoreCalls(ImmediateReactor(), pool=pool)  # type: ignore[arg-type]
     calls.start()
     calls.stop()
     ran: list[int] = []
@@ -148,7 +102,7 @@ def test_readiness_answers_from_the_last_look_at_the_store() -> None:
     # longer than that makes it not ready.
     from twisted.internet.task import Clock
 
-    class Clocked(_Reactor, Clock):
+    class Clocked(ImmediateReactor, Clock):
         pass
 
     class Store:
@@ -157,7 +111,7 @@ def test_readiness_answers_from_the_last_look_at_the_store() -> None:
         def writable(self) -> bool:
             return self.writable_now
 
-    pool, clock, store = _Pool(), Clocked(), Store()
+    pool, clock, store = SlowPool(), Clocked(), Store()
     calls = StoreCalls(clock, pool=pool)  # type: ignore[arg-type]
     calls.start()
     ready = StoreReadiness(calls, clock)

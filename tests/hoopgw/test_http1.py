@@ -4,7 +4,8 @@ refused (RFC 9112 sections 2.2, 5.1, 5.2, 6.3, 7.1)."""
 from __future__ import annotations
 
 import pytest
-from hoopgw_http.wire import (
+
+from hoopgw.http1 import (
     BadMessage,
     Data,
     End,

@@ -1,4 +1,6 @@
-"""HTTP/1.1 messages on the wire, sans-io and strict (RFC 9112).
+"""HTTP/1.1 messages on the wire, sans-io and strict (RFC 9112): the one reader of every
+protocol that speaks HTTP/1.x (``http``, ``kubernetes``), so that no two parsers in the gateway
+can read the same bytes two ways.
 
 A :class:`MessageReader` turns the bytes of one direction into events: :class:`Head` (a
 request or a status line with its header fields), :class:`Data` (body bytes, de-chunked) and

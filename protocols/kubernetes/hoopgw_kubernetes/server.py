@@ -63,6 +63,8 @@ PASSED_RESPONSE_HEADERS = frozenset(
     }
 )
 WRITE_VERBS = frozenset({"create", "update", "patch"})
+STREAM_VERBS = ("exec", "attach")
+"""The verbs relayed over WebSocket (:mod:`hoopgw_kubernetes.streams`), and the only ones."""
 SPDY_REFUSED = (
     "hoopgw: SPDY streaming is not relayed (it cannot be judged); use kubectl 1.30 or newer,"
     " which streams exec and attach over WebSocket"
@@ -368,8 +370,7 @@ class ApiConnection(protocol.Protocol):
             )
             self._respond_status(403, f"hoopgw: refused: {refusal}")
             return
-        upgrade = _header(request, b"upgrade")
-        if upgrade is not None:
+        if api.verb in STREAM_VERBS:  # upgrading to WebSocket: _command refused anything else
             from hoopgw_kubernetes.streams import serve_stream
 
             self._busy = True
@@ -469,18 +470,21 @@ class ApiConnection(protocol.Protocol):
         if any(name.startswith(b"impersonate-") for name, _ in request.fields):
             refusal = "impersonation headers are not relayed (the gateway's credential is not"
             refusal += " the caller's to lend)"
-        upgrade = (_header(request, b"upgrade") or b"").lower()
-        if upgrade.startswith(b"spdy"):
+        # An Upgrade field, even an empty one, asks for another protocol: only exec and attach
+        # switch, and only to WebSocket (an API request is never relayed as a stream).
+        upgrade = _header(request, b"upgrade")
+        wanted = None if upgrade is None else upgrade.lower()
+        if wanted is not None and wanted.startswith(b"spdy"):
             refusal = SPDY_REFUSED
-        elif upgrade and upgrade != b"websocket":
-            refusal = f"upgrade to {upgrade.decode('ascii', 'replace')} is not relayed"
-        elif upgrade and api.verb not in ("exec", "attach"):
+        elif wanted is not None and wanted != b"websocket":
+            refusal = f"upgrade to {wanted.decode('ascii', 'replace')!r} is not relayed"
+        elif wanted is not None and api.verb not in STREAM_VERBS:
             refusal = f"WebSocket streaming of {api.verb} is not relayed (only exec and attach)"
-        elif not upgrade and api.verb in ("exec", "attach", "portforward"):
+        elif wanted is None and api.verb in (*STREAM_VERBS, "portforward"):
             refusal = f"{api.verb} needs a WebSocket upgrade"
         if api.verb == "portforward":
             refusal = "port forwarding is not relayed by this gateway"
-        if api.verb in ("exec", "attach") and refusal is None:
+        if api.verb in STREAM_VERBS and refusal is None:
             from hoopgw_kubernetes.streams import stream_command
 
             text, kind, details = stream_command(api, details)

@@ -162,8 +162,7 @@ class ApiConnection(protocol.Protocol):
         self._reader = MessageReader(response=False, max_head=min(limit, MAX_HEAD))
         self._unread = bytearray()  # what came while a request was served, not read yet
         self._request: Head | None = None
-        self._body: list[bytes] = []
-        self._body_size = 0
+        self._body = bytearray()  # one buffer: a body sent in tiny chunks costs its size
         self._busy = False
         self._ending = False  # the last response is written: nothing more is read
         self._keep_alive = False  # the request served allows another after it
@@ -220,13 +219,12 @@ class ApiConnection(protocol.Protocol):
                         # RFC 9112 section 3.2.
                         self._bad_request(400, "an HTTP/1.1 request needs exactly one Host field")
                         return
-                    self._request, self._body, self._body_size = event, [], 0
+                    self._request, self._body = event, bytearray()
                 elif isinstance(event, Data):
-                    self._body_size += len(event.data)
-                    if self._body_size > self.runtime.gateway.max_message_size:
+                    if len(self._body) + len(event.data) > self.runtime.gateway.max_message_size:
                         self._bad_request(413, "the request body is larger than max_message_size")
                         return
-                    self._body.append(event.data)
+                    self._body += event.data
                 elif isinstance(event, End):
                     request, self._request = self._request, None
                     assert request is not None
@@ -239,7 +237,8 @@ class ApiConnection(protocol.Protocol):
                     # Nothing more is read from this client while its request is served (it
                     # may be held for hours): what it sends meanwhile waits in the kernel.
                     self.transport.pauseProducing()
-                    d = defer.ensureDeferred(self._serve(request, b"".join(self._body)))
+                    body, self._body = bytes(self._body), bytearray()
+                    d = defer.ensureDeferred(self._serve(request, body))
                     d.addErrback(self._failed)
 
     def take_unread(self) -> bytes:

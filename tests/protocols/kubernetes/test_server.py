@@ -4,6 +4,7 @@ the cluster, and that every refusal is a recorded command."""
 from __future__ import annotations
 
 import json
+import tracemalloc
 from types import SimpleNamespace
 from typing import Any
 
@@ -570,3 +571,23 @@ def test_the_cluster_s_messages_reach_the_client_only_on_the_channels_masked(
     client.receive_data(transport.value().partition(b"\r\n\r\n")[2])
     messages = [event.data for event in client.events() if isinstance(event, BytesMessage)]
     assert messages == [b"\x01PASSWORD=*****\n", b'\x03{"status": "Success"}']
+
+
+def test_a_body_in_small_chunks_costs_its_size_not_an_object_per_chunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The body is read before the token is checked: a client sending it in 2-byte chunks
+    # (7 bytes each on the wire) must not make the gateway hold a bytes object per chunk.
+    monkeypatch.setattr("hoopgw_kubernetes.server.connect", lambda *args: defer.Deferred())
+    connection, _, _ = _connection(_Observer())
+    connection.dataReceived(_request(*_POST, "Transfer-Encoding: chunked", method="POST"))
+    piece = b"2\r\nab\r\n" * 1000
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(40):  # 80 KB of body, the request not finished yet
+            connection.dataReceived(piece)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 400_000, held  # 40,000 objects would be 1.7 MB

@@ -309,7 +309,7 @@ class ApiConnection(protocol.Protocol):
 
     def end_response(self, *, close: bool = False) -> None:
         """The response is complete: the next request is read, unless the connection closes."""
-        if self._chunked:
+        if self._chunked and not self._head_request:  # a HEAD's answer ends with its fields
             self._write(chunk(b""))
         self._responding = False
         self._done(close=close)

@@ -591,3 +591,15 @@ def test_a_body_in_small_chunks_costs_its_size_not_an_object_per_chunk(
     finally:
         tracemalloc.stop()
     assert held < 400_000, held  # 40,000 objects would be 1.7 MB
+
+
+def test_a_streamed_answer_to_a_head_request_has_no_last_chunk() -> None:
+    # RFC 9112 section 6.3: a response to HEAD ends with its fields; a "0" chunk after them
+    # would be read by the client as the start of the next response.
+    connection, transport, _ = _connection(_Observer())
+    connection._head_request = connection._keep_alive = True  # serving a HEAD request
+    connection.send_head(200, [(b"content-type", b"text/plain")], None)
+    connection.send_body(b"one\n")
+    connection.end_response()
+    assert transport.value().endswith(b"\r\n\r\n") and transport.value().count(b"\r\n\r\n") == 1
+    assert not transport.disconnecting

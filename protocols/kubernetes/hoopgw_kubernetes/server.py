@@ -63,6 +63,8 @@ PASSED_RESPONSE_HEADERS = frozenset(
     }
 )
 WRITE_VERBS = frozenset({"create", "update", "patch"})
+STREAM_VERBS = ("exec", "attach")
+"""The verbs relayed over WebSocket (:mod:`hoopgw_kubernetes.streams`), and the only ones."""
 SPDY_REFUSED = (
     "hoopgw: SPDY streaming is not relayed (it cannot be judged); use kubectl 1.30 or newer,"
     " which streams exec and attach over WebSocket"
@@ -160,8 +162,7 @@ class ApiConnection(protocol.Protocol):
         self._reader = MessageReader(response=False, max_head=min(limit, MAX_HEAD))
         self._unread = bytearray()  # what came while a request was served, not read yet
         self._request: Head | None = None
-        self._body: list[bytes] = []
-        self._body_size = 0
+        self._body = bytearray()  # one buffer: a body sent in tiny chunks costs its size
         self._busy = False
         self._ending = False  # the last response is written: nothing more is read
         self._keep_alive = False  # the request served allows another after it
@@ -218,13 +219,12 @@ class ApiConnection(protocol.Protocol):
                         # RFC 9112 section 3.2.
                         self._bad_request(400, "an HTTP/1.1 request needs exactly one Host field")
                         return
-                    self._request, self._body, self._body_size = event, [], 0
+                    self._request, self._body = event, bytearray()
                 elif isinstance(event, Data):
-                    self._body_size += len(event.data)
-                    if self._body_size > self.runtime.gateway.max_message_size:
+                    if len(self._body) + len(event.data) > self.runtime.gateway.max_message_size:
                         self._bad_request(413, "the request body is larger than max_message_size")
                         return
-                    self._body.append(event.data)
+                    self._body += event.data
                 elif isinstance(event, End):
                     request, self._request = self._request, None
                     assert request is not None
@@ -237,7 +237,8 @@ class ApiConnection(protocol.Protocol):
                     # Nothing more is read from this client while its request is served (it
                     # may be held for hours): what it sends meanwhile waits in the kernel.
                     self.transport.pauseProducing()
-                    d = defer.ensureDeferred(self._serve(request, b"".join(self._body)))
+                    body, self._body = bytes(self._body), bytearray()
+                    d = defer.ensureDeferred(self._serve(request, body))
                     d.addErrback(self._failed)
 
     def take_unread(self) -> bytes:
@@ -308,7 +309,7 @@ class ApiConnection(protocol.Protocol):
 
     def end_response(self, *, close: bool = False) -> None:
         """The response is complete: the next request is read, unless the connection closes."""
-        if self._chunked:
+        if self._chunked and not self._head_request:  # a HEAD's answer ends with its fields
             self._write(chunk(b""))
         self._responding = False
         self._done(close=close)
@@ -368,8 +369,7 @@ class ApiConnection(protocol.Protocol):
             )
             self._respond_status(403, f"hoopgw: refused: {refusal}")
             return
-        upgrade = _header(request, b"upgrade")
-        if upgrade is not None:
+        if api.verb in STREAM_VERBS:  # upgrading to WebSocket: _command refused anything else
             from hoopgw_kubernetes.streams import serve_stream
 
             self._busy = True
@@ -469,18 +469,21 @@ class ApiConnection(protocol.Protocol):
         if any(name.startswith(b"impersonate-") for name, _ in request.fields):
             refusal = "impersonation headers are not relayed (the gateway's credential is not"
             refusal += " the caller's to lend)"
-        upgrade = (_header(request, b"upgrade") or b"").lower()
-        if upgrade.startswith(b"spdy"):
+        # An Upgrade field, even an empty one, asks for another protocol: only exec and attach
+        # switch, and only to WebSocket (an API request is never relayed as a stream).
+        upgrade = _header(request, b"upgrade")
+        wanted = None if upgrade is None else upgrade.lower()
+        if wanted is not None and wanted.startswith(b"spdy"):
             refusal = SPDY_REFUSED
-        elif upgrade and upgrade != b"websocket":
-            refusal = f"upgrade to {upgrade.decode('ascii', 'replace')} is not relayed"
-        elif upgrade and api.verb not in ("exec", "attach"):
+        elif wanted is not None and wanted != b"websocket":
+            refusal = f"upgrade to {wanted.decode('ascii', 'replace')!r} is not relayed"
+        elif wanted is not None and api.verb not in STREAM_VERBS:
             refusal = f"WebSocket streaming of {api.verb} is not relayed (only exec and attach)"
-        elif not upgrade and api.verb in ("exec", "attach", "portforward"):
+        elif wanted is None and api.verb in (*STREAM_VERBS, "portforward"):
             refusal = f"{api.verb} needs a WebSocket upgrade"
         if api.verb == "portforward":
             refusal = "port forwarding is not relayed by this gateway"
-        if api.verb in ("exec", "attach") and refusal is None:
+        if api.verb in STREAM_VERBS and refusal is None:
             from hoopgw_kubernetes.streams import stream_command
 
             text, kind, details = stream_command(api, details)

@@ -518,6 +518,11 @@ class StreamRelay:
                 error_code="" if code in (0, None) else str(code),
                 error_message="" if code is not None else _status_message(payload),
             )
+        elif channel not in _STREAMS:
+            # No other channel comes from the cluster, and what came on one would reach the
+            # client without the server_output hooks: it is dropped.
+            log.info("Kubernetes stream: a message on channel {channel} dropped", channel=channel)
+            return
         self._send_client(message)
 
     def _output(self, channel: int) -> _Output:

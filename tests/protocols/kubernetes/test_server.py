@@ -4,6 +4,7 @@ the cluster, and that every refusal is a recorded command."""
 from __future__ import annotations
 
 import json
+import tracemalloc
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,9 +14,9 @@ from hoopgw_kubernetes.settings import KubernetesSettings
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from wsproto import ConnectionType
+from wsproto import ConnectionType, WSConnection
 from wsproto.connection import Connection as WebSocket
-from wsproto.events import BytesMessage
+from wsproto.events import AcceptConnection, BytesMessage, TextMessage
 
 from hoopgw.errors import STORE_UNAVAILABLE, AuthenticationError, StoreError
 from hoopgw.http1 import Head
@@ -495,3 +496,110 @@ def test_the_refusal_of_a_head_request_has_no_body() -> None:
     first, second = transport.value().split(b"HTTP/1.1 ")[1:]
     assert first.startswith(b"400 ") and first.endswith(b"\r\n\r\n")  # the fields alone
     assert second.startswith(b"403 ")  # the next answer is read where it starts
+
+
+_WEBSOCKET_FIELDS = (
+    "Connection: Upgrade",
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version: 13",
+    "Sec-WebSocket-Protocol: v5.channel.k8s.io",
+)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/api/v1/namespaces/d/pods/web:8080/proxy/ws",
+        "/api/v1/namespaces/d/secrets?watch=true",
+    ],
+)
+@pytest.mark.parametrize("upgrade", ["Upgrade:", "Upgrade:   "])
+def test_an_empty_upgrade_field_does_not_turn_a_request_into_a_stream(
+    target: str, upgrade: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An API request judged as one (``proxy pods/web``, ``watch secrets``) must not be relayed
+    # as an exec stream, whose relay passes the cluster's messages of other channels unmasked.
+    streams: list[Any] = []
+    monkeypatch.setattr(
+        "hoopgw_kubernetes.streams.connect", lambda *args: streams.append(args) or defer.Deferred()
+    )
+    monkeypatch.setattr(
+        "hoopgw_kubernetes.server.connect", lambda *args: streams.append(args) or defer.Deferred()
+    )
+    observer = _Observer()
+    connection, transport, _ = _connection(observer)
+    connection.dataReceived(_request(target, upgrade, *_WEBSOCKET_FIELDS))
+    assert b"101 Switching Protocols" not in transport.value()
+    assert connection._stream is None and streams == []
+    code, status = _status(transport)
+    assert code == 403 and "upgrade" in status["message"]
+    assert [verdict for _, verdict in observer.decided] == ["Block"]
+
+
+def test_the_cluster_s_messages_reach_the_client_only_on_the_channels_masked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Only stdout and stderr pass the server_output hooks; a message on another channel (a
+    # JSON document whose first byte is "{") would reach the client as the cluster sent it.
+    monkeypatch.setattr("hoopgw_kubernetes.streams.connect", lambda *args: defer.Deferred())
+
+    class Masker:
+        @hookimpl
+        def server_output(self, session: Any, command: Any, output: Any) -> None:
+            output.fields = {k: v.replace("hunter2", "*****") for k, v in output.fields.items()}
+
+    connection, transport, reactor = _connection(_Observer())
+    connection.runtime.chain = PluginChain([("masker", Masker())], reactor=reactor)
+    upgrade = _request(
+        "/api/v1/namespaces/d/pods/p/exec?command=env", "Upgrade: websocket", *_WEBSOCKET_FIELDS
+    )
+    connection.dataReceived(upgrade)
+    relay = connection._stream
+    link = SimpleNamespace(transport=StringTransport())
+    relay._upstream = link
+    relay.upstream_connected(link)
+    cluster = WSConnection(ConnectionType.SERVER)
+    cluster.receive_data(link.transport.value())
+    [handshake] = cluster.events()
+    out = cluster.send(AcceptConnection(subprotocol=handshake.subprotocols[0]))
+    out += cluster.send(BytesMessage(data=b"\x01PASSWORD=hunter2\n"))
+    out += cluster.send(TextMessage(data='{"data": {"password": "hunter2"}}'))
+    out += cluster.send(BytesMessage(data=b"\x07password=hunter2\n"))
+    out += cluster.send(BytesMessage(data=b'\x03{"status": "Success"}'))
+    relay.upstream_data(out)
+    client = WebSocket(ConnectionType.CLIENT)
+    client.receive_data(transport.value().partition(b"\r\n\r\n")[2])
+    messages = [event.data for event in client.events() if isinstance(event, BytesMessage)]
+    assert messages == [b"\x01PASSWORD=*****\n", b'\x03{"status": "Success"}']
+
+
+def test_a_body_in_small_chunks_costs_its_size_not_an_object_per_chunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The body is read before the token is checked: a client sending it in 2-byte chunks
+    # (7 bytes each on the wire) must not make the gateway hold a bytes object per chunk.
+    monkeypatch.setattr("hoopgw_kubernetes.server.connect", lambda *args: defer.Deferred())
+    connection, _, _ = _connection(_Observer())
+    connection.dataReceived(_request(*_POST, "Transfer-Encoding: chunked", method="POST"))
+    piece = b"2\r\nab\r\n" * 1000
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(40):  # 80 KB of body, the request not finished yet
+            connection.dataReceived(piece)
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 400_000, held  # 40,000 objects would be 1.7 MB
+
+
+def test_a_streamed_answer_to_a_head_request_has_no_last_chunk() -> None:
+    # RFC 9112 section 6.3: a response to HEAD ends with its fields; a "0" chunk after them
+    # would be read by the client as the start of the next response.
+    connection, transport, _ = _connection(_Observer())
+    connection._head_request = connection._keep_alive = True  # serving a HEAD request
+    connection.send_head(200, [(b"content-type", b"text/plain")], None)
+    connection.send_body(b"one\n")
+    connection.end_response()
+    assert transport.value().endswith(b"\r\n\r\n") and transport.value().count(b"\r\n\r\n") == 1
+    assert not transport.disconnecting

@@ -365,7 +365,7 @@ class ClientSession(protocol.Protocol):
         self.client_tls = True
 
     def _cancel_request(self, request: Any) -> None:
-        self.runtime.sessions.cancel(request.pid, request.key)
+        self.runtime.sessions.cancel(request.pid, request.key, self.client_address)
         # As PostgreSQL does, say nothing either way and close.
         self._closed = True
         self.transport.loseConnection()

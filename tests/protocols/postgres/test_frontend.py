@@ -568,6 +568,17 @@ def test_cancel_request_with_an_unknown_key_does_nothing() -> None:
     assert canceller.closed
 
 
+def test_cancel_request_is_judged_with_the_address_it_came_from() -> None:
+    """The registry limits cancel requests matching no session per client address."""
+    gateway = Gateway()
+    seen: list[tuple[int, bytes, str]] = []
+    gateway.sessions.cancel = lambda pid, key, address: seen.append((pid, key, address))  # type: ignore[method-assign,assignment,misc]
+    canceller = gateway.connect("10.1.2.3")
+    canceller.send(m.CancelRequest(pid=1, key=b"nope").encode())
+    assert seen == [(1, b"nope", "10.1.2.3:50000")]
+    assert canceller.closed
+
+
 # -- the proxy loop -----------------------------------------------------------------------------
 
 

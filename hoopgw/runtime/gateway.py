@@ -37,7 +37,8 @@ from hoopgw.runtime.connections import (
     upstream_options,
 )
 from hoopgw.runtime.registry import SessionRegistry
-from hoopgw.runtime.reload import ListenerSwitch, Reloader, Served
+from hoopgw.runtime.reload import Reloader, Served
+from hoopgw.runtime.switch import ListenerSwitch
 from hoopgw.runtime.throttle import CancelLimit
 from hoopgw.runtime.tls import server_tls_options
 from hoopgw.runtime.worker import WorkerLink
@@ -339,7 +340,7 @@ class Gateway:
         if self._worker is None:
             return self.reload(by=by)
         why = "with workers the admin API reloads worker 1 only: send SIGHUP to the parent"
-        return defer.fail(ReloadError(why))
+        return self._reloader.refuse(ReloadError(why), by=by)
 
     def _probe_target(self, connection: ConnectionConfig) -> defer.Deferred[None]:
         """Warn (not fatal) when a connection's target does not accept a TCP connection now:

@@ -92,6 +92,7 @@ class FakeUpstream:
         # lexing settings its tracking setup reported.
         self.capabilities = CLIENT_CAPS | m.CLIENT_SESSION_TRACK
         self.lexing = LexingState()
+        self.results_charset = "utf8mb4"
 
     def send(self, payload: bytes, seq: int) -> int:
         data, following = m.encode_packet(payload, seq)

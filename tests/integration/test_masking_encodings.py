@@ -109,3 +109,28 @@ def test_mariadb_ends_the_session_on_an_error_in_a_character_set_it_cannot_read(
         assert EMAIL not in str(caught.value)
         with pytest.raises(pymysql.err.MySQLError):
             cur.execute("SELECT 1")  # the session ended
+
+
+def test_mariadb_masks_statements_and_errors_of_a_latin1_client(
+    mysql_gateway: Callable[..., Any], mysql_database: Any
+) -> None:
+    """A client whose character set is latin1 (``SET NAMES latin1``: statements sent and
+    errors answered in it)."""
+    running = mysql_gateway(
+        plugins=["masking", "recording"], connection={"masking": {"deny_words": [WORD]}}
+    )
+    key = running.create_key("agent", ["agents"])
+    with (
+        pymysql.connect(
+            host=running.host, port=running.port, user="agent", password=key,
+            database=mysql_database.name, charset="latin1",
+        ) as conn,
+        conn.cursor() as cur,
+    ):  # fmt: skip
+        cur.execute(f"SELECT 'Herr {WORD}'")
+        assert cur.fetchone() == ("Herr [DENY_LIST]",)
+        with pytest.raises(pymysql.err.ProgrammingError) as caught:
+            cur.execute(f"SELECT * FROM `{WORD}`")
+    assert caught.value.args[1] == f"Table '{mysql_database.name}.[DENY_LIST]' doesn't exist"
+    running.store_rows("SELECT 1 FROM commands WHERE error_code = '42S02'")
+    assert _raw(running.store_bytes()) == []

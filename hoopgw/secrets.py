@@ -9,6 +9,9 @@ instance) takes a *reference* instead:
     the contents of the file at ``PATH`` (relative paths are relative to the config file's
     folder), with one trailing newline removed; missing, unreadable or empty is an error.
 
+A file the gateway trusts (the config file, a ``file:`` secret) must not be one another user can
+change: :func:`check_file_owner` refuses it, as OpenSSH's ``StrictModes`` does.
+
 A resolved value is wrapped in :class:`Secret`, whose ``repr`` and ``str`` show the reference and
 never the value, and is registered with :func:`hoopgw.runtime.logs.register_secret` so that a log
 line
@@ -24,12 +27,66 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import stat
 from pathlib import Path
 
 import attrs
+from twisted.logger import Logger
 
-from hoopgw.errors import SecretError
+from hoopgw.errors import ConfigError, SecretError
 from hoopgw.runtime import logs
+
+log = Logger(namespace="hoopgw.secrets")
+
+
+def check_file_owner(
+    path: Path, *, what: str, secret: bool = False, key: str = "", connection: str = ""
+) -> None:
+    """Refuse a file that a user other than the gateway's (or root) could change: one owned by
+    such a user, or writable by its group or by others. Whoever may write the config file or a
+    secret file decides the gateway's policy, or its credentials. A ``secret`` file readable
+    by others is allowed with a warning (its group may be the one that needs to read it). A
+    file on a read-only mount is not checked: nobody can change it from this host's side.
+
+    :param what: what the file is, for the message (``config file``, ``secret file``).
+    :raises ConfigError: naming the file, what is wrong and the command that fixes it (a
+        :class:`~hoopgw.errors.SecretError` for a ``secret``). A file that cannot be read is
+        left to the caller's own error.
+    """
+    if os.name != "posix":
+        return
+    try:
+        info = path.stat()
+        # On a read-only mount (a container's ":ro" bind mount, a compose or Kubernetes
+        # secret) nobody where the gateway runs can change it, whoever owns it on the host.
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return
+    except OSError:
+        return
+    error = SecretError if secret else ConfigError
+    me = os.geteuid()
+    if info.st_uid not in (0, me):
+        raise error(
+            f"{what} {str(path)!r} is owned by another user (uid {info.st_uid}), who could"
+            f" change it: make it the gateway's (chown {me} {str(path)!r})",
+            key=key,
+            connection=connection,
+        )
+    mode = stat.S_IMODE(info.st_mode)
+    if mode & 0o022:
+        raise error(
+            f"{what} {str(path)!r} is writable by group or others (mode {mode:04o}), who could"
+            f" change it: chmod go-w {str(path)!r}",
+            key=key,
+            connection=connection,
+        )
+    if secret and mode & 0o004:
+        log.warn(
+            "{what} {path!r} is readable by every user (mode {mode:04o}): chmod o-r it",
+            what=what,
+            path=str(path),
+            mode=f"{mode:04o}",
+        )
 
 
 @attrs.frozen(kw_only=True, repr=False)
@@ -70,6 +127,7 @@ def resolve_secret(reference: str, *, key: str, connection: str = "", base_dir: 
             )
     elif scheme == "file" and name:
         path = base_dir / Path(name).expanduser()
+        check_file_owner(path, what="secret file", secret=True, key=key, connection=connection)
         try:
             value = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:

@@ -100,6 +100,13 @@ class GatewayMetrics:
             ["connection", "entity"],
             registry=self.registry,
         )
+        self.cancel_requests_total = Counter(
+            "hoopgw_cancel_requests",
+            "PostgreSQL cancel requests, by outcome: forwarded, asked (other workers),"
+            " unmatched, limited (dropped unread: too many from one address matched no session).",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.registry.register(_LiveCollector(self))
 
     # -- events ------------------------------------------------------------------------------

@@ -438,7 +438,8 @@ PATHS: dict[str, Any] = {
             "operationId": "reloadConfig",
             "summary": "Read the gateway's config file again and apply it without dropping the"
             " sessions it still allows (admins only; audited as config_reloaded). An invalid"
-            " config is refused (400, the errors in the message) and the running one stays.",
+            " config is refused (400, the errors in the message; audited as"
+            " config_reload_refused) and the running one stays.",
             "responses": {
                 "200": _json(_ref("Reload"), "What changed, and the sessions it ended."),
                 **_ERRORS,

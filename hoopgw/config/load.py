@@ -26,6 +26,7 @@ from hoopgw.config.listeners import check_listeners_distinct, parse_listen
 from hoopgw.config.tables import Table, reject_unknown, sub_table
 from hoopgw.connection import ConnectionConfig
 from hoopgw.errors import ConfigError
+from hoopgw.secrets import check_file_owner
 
 if TYPE_CHECKING:
     from hoopgw.console.settings import ConsoleConfig
@@ -94,9 +95,11 @@ def load_config(path: str | Path) -> Config:
     """Read, validate and resolve the config file at ``path``.
 
     :raises ConfigError: naming the connection and key at fault (a :class:`SecretError` for a
-        secret reference that cannot be resolved).
+        secret reference that cannot be resolved), or the file when a user other than the
+        gateway's could change it (:func:`~hoopgw.secrets.check_file_owner`).
     """
     path = Path(path)
+    check_file_owner(path.resolve(), what="config file")
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:

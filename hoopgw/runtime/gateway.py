@@ -37,7 +37,9 @@ from hoopgw.runtime.connections import (
     upstream_options,
 )
 from hoopgw.runtime.registry import SessionRegistry
-from hoopgw.runtime.reload import ListenerSwitch, Reloader, Served
+from hoopgw.runtime.reload import Reloader, Served
+from hoopgw.runtime.switch import ListenerSwitch
+from hoopgw.runtime.throttle import CancelLimit
 from hoopgw.runtime.tls import server_tls_options
 from hoopgw.runtime.worker import WorkerLink
 from hoopgw.session import UpstreamOptions
@@ -66,7 +68,9 @@ class Gateway:
         self.config = config
         self.reactor = reactor
         self._worker = worker
-        self.sessions = SessionRegistry(on_added=self._session_added)
+        self.sessions = SessionRegistry(
+            on_added=self._session_added, cancel_limit=CancelLimit(reactor)
+        )
         self.agents: AgentHub | None = None
         self.metrics = GatewayMetrics(
             sessions=self.sessions,
@@ -74,6 +78,9 @@ class Gateway:
             audit_pending=lambda: 0 if self.audit is None else self.audit.pending_records,
             login_backoff=self._login_backoff,
         )
+        self.sessions.on_cancel = lambda outcome: self.metrics.cancel_requests_total.labels(
+            outcome
+        ).inc()
         self.metrics.add_ready_check("store", self._store_writable)
         self.metrics.add_ready_check("audit_writer", self._audit_writer_up)
         self.metrics.add_ready_check("listeners", lambda: self._listening)
@@ -333,7 +340,7 @@ class Gateway:
         if self._worker is None:
             return self.reload(by=by)
         why = "with workers the admin API reloads worker 1 only: send SIGHUP to the parent"
-        return defer.fail(ReloadError(why))
+        return self._reloader.refuse(ReloadError(why), by=by)
 
     def _probe_target(self, connection: ConnectionConfig) -> defer.Deferred[None]:
         """Warn (not fatal) when a connection's target does not accept a TCP connection now:

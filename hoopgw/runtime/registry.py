@@ -9,6 +9,7 @@ from typing import Any
 
 from hoopgw.errors import HeldStatement
 from hoopgw.protocol import LiveSession
+from hoopgw.runtime.throttle import CancelLimit
 
 __all__ = ["SessionRegistry"]
 
@@ -16,19 +17,29 @@ __all__ = ["SessionRegistry"]
 class SessionRegistry:
     """Every live session of the gateway, for shutdown and for cancel requests."""
 
-    def __init__(self, *, on_added: Callable[[LiveSession], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        on_added: Callable[[LiveSession], None] | None = None,
+        cancel_limit: CancelLimit | None = None,
+    ) -> None:
         """
         :param on_added: called with each session :meth:`add` tracks (the gateway counts them).
+        :param cancel_limit: how many cancel requests matching no session each client address
+            may send (:meth:`cancel`); None limits none.
         """
         self._sessions: set[LiveSession] = set()
         # Process id -> (secret, session): ids are the targets' own, so two targets may give
         # the same one; the secret, made by the gateway, tells them apart.
         self._cancel_keys: dict[int, list[tuple[bytes, LiveSession]]] = {}
         self._on_added = on_added
+        self._cancel_limit = cancel_limit
         self._held: dict[str, HeldStatement] = {}  # session id -> its statement under review
         self.ask_peers: Callable[[int, bytes], None] | None = None
         """Passes on a cancel request that names none of these sessions to the other worker
         processes of the gateway (``[gateway] workers``); None with one process."""
+        self.on_cancel: Callable[[str], None] | None = None
+        """Called with the outcome of each cancel request :meth:`cancel` handles (metrics)."""
 
     def add(self, session: LiveSession) -> None:
         """Track ``session`` until :meth:`remove`."""
@@ -64,12 +75,32 @@ class SessionRegistry:
                 found = session
         return found
 
-    def cancel(self, pid: int, secret: bytes) -> None:
+    def cancel(self, pid: int, secret: bytes, client_address: str = "") -> str:
         """A client's cancel request: the session it names forwards it (to its target, or by
         withdrawing a pending decision); a key no session here holds goes to the other worker
-        processes, if any. A wrong key cancels nothing, anywhere."""
-        if not self.cancel_here(pid, secret) and self.ask_peers is not None:
-            self.ask_peers(pid, secret)
+        processes, if any. A wrong key cancels nothing, anywhere. An address that sent too
+        many requests matching no session has its requests dropped unread
+        (:class:`~hoopgw.runtime.throttle.CancelLimit`).
+
+        :param client_address: ``HOST:PORT`` of the client that sent it.
+        :return: ``forwarded`` (a session here took it), ``asked`` (passed to the other
+            workers), ``unmatched`` or ``limited`` (dropped unread).
+        """
+        limit = self._cancel_limit
+        if limit is not None and not limit.allows(client_address):
+            outcome = "limited"
+        elif self.cancel_here(pid, secret):
+            outcome = "forwarded"
+        else:
+            if limit is not None:
+                limit.missed(client_address)
+            outcome = "unmatched"
+            if self.ask_peers is not None:
+                self.ask_peers(pid, secret)
+                outcome = "asked"
+        if self.on_cancel is not None:
+            self.on_cancel(outcome)
+        return outcome
 
     def cancel_here(self, pid: int, secret: bytes) -> bool:
         """Forward the cancel request to the session here whose key it names; False if none."""

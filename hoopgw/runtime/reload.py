@@ -43,6 +43,7 @@ from hoopgw.admin.sessions import SESSION_TERMINATED_KIND
 from hoopgw.connection import ConnectionConfig
 from hoopgw.errors import HoopgwError, ReloadError
 from hoopgw.records import AuditEntry
+from hoopgw.runtime.switch import ListenerSwitch
 
 if TYPE_CHECKING:
     from hoopgw.config.load import Config
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CONFIG_RELOADED_KIND",
-    "ListenerSwitch",
+    "CONFIG_RELOAD_REFUSED_KIND",
     "Served",
     "access_lost",
     "plan_reload",
@@ -63,42 +64,11 @@ log = Logger(namespace="hoopgw.reload")
 CONFIG_RELOADED_KIND = "config_reloaded"
 """Audit record kind of an applied config reload."""
 
+CONFIG_RELOAD_REFUSED_KIND = "config_reload_refused"
+"""Audit record kind of a refused config reload (who asked, the file's digest, the errors)."""
+
 RESTART_TABLES = ("gateway", "roles", "identity", "console")
 """Config tables a reload does not apply: a change there refuses it."""
-
-
-class ListenerSwitch:
-    """The factory a connection's listener serves: it hands each new client to the factory of
-    the connection's newest config, so a changed connection whose address stays takes new
-    clients without closing its listening socket."""
-
-    noisy = False
-
-    def __init__(self, factory: Any) -> None:
-        self.current = factory
-        """The factory new clients reach."""
-
-    def switch(self, factory: Any) -> None:
-        """New clients reach ``factory`` (started already: ``doStart``) from now on; the old
-        one keeps its live clients."""
-        old, self.current = self.current, factory
-        old.doStop()
-
-    def buildProtocol(self, addr: Any) -> Any:
-        """The protocol of the current factory for a new client."""
-        return self.current.buildProtocol(addr)
-
-    def doStart(self) -> None:
-        """The listener started (Twisted's factory life cycle)."""
-        self.current.doStart()
-
-    def doStop(self) -> None:
-        """The listener stopped."""
-        self.current.doStop()
-
-    def logPrefix(self) -> str:
-        """What Twisted's log lines of the listener start with."""
-        return str(getattr(self.current, "logPrefix", lambda: "hoopgw")())
 
 
 @attrs.define(kw_only=True)
@@ -274,25 +244,69 @@ class Reloader:
 
     @defer.inlineCallbacks
     def reload_file(self, *, by: str) -> Any:
-        """Read the gateway's config file again and apply it (see :meth:`apply`)."""
-        from hoopgw.config.load import parse_config
-
+        """Read the gateway's config file again and apply it (see :meth:`apply`). A refusal is
+        recorded (``config_reload_refused``) before it is reported."""
         source = self._gateway.config.source_file
-        if source is None:
-            raise ReloadError("the gateway was not started from a file; nothing to reload")
+        digest = ""
         try:
-            data = source.read_bytes()
+            if source is None:
+                raise ReloadError("the gateway was not started from a file; nothing to reload")
+            data = self._read(source)
+            digest = config_digest(data)
+            config = attrs.evolve(self._parse(data, source), source_file=source)
+            result = yield self.apply(config, by=by, digest=digest)
+        except ReloadError as exc:
+            refused = exc
+        else:
+            return result
+        yield self.refuse(refused, by=by, file=str(source or ""), digest=digest)  # fails with it
+
+    @staticmethod
+    def _read(source: Any) -> bytes:
+        from hoopgw.secrets import check_file_owner
+
+        try:
+            check_file_owner(source, what="config file")
+            return bytes(source.read_bytes())
         except OSError as exc:
             raise ReloadError(f"cannot read config file {str(source)!r}: {exc.strerror}") from None
+        except HoopgwError as exc:
+            raise ReloadError(str(exc)) from None
+
+    @staticmethod
+    def _parse(data: bytes, source: Any) -> Config:
+        from hoopgw.config.load import parse_config
+
         try:
-            config = parse_config(data.decode("utf-8"), base_dir=source.parent)
+            return parse_config(data.decode("utf-8"), base_dir=source.parent)
         except UnicodeDecodeError:
             raise ReloadError(f"cannot read config file {str(source)!r}: not UTF-8 text") from None
         except HoopgwError as exc:
             raise ReloadError(str(exc)) from None
-        config = attrs.evolve(config, source_file=source)
-        result = yield self.apply(config, by=by, digest=config_digest(data))
-        return result
+
+    def refuse(
+        self, error: ReloadError, *, by: str, file: str = "", digest: str = ""
+    ) -> defer.Deferred[Any]:
+        """Refuse a reload with ``error``: fails with it once the ``config_reload_refused``
+        record is written (a failure to write it is logged; the refusal stands either way).
+
+        :param by: who asked; ``file``, ``digest``: the config file read, if any.
+        """
+        gw = self._gateway
+        if gw.audit is None:  # not started: nothing can be recorded yet
+            return defer.fail(error)
+        entry = AuditEntry(
+            kind=CONFIG_RELOAD_REFUSED_KIND,
+            session_id="",
+            time=gw.reactor.seconds(),
+            data={"by": by, "file": file, "digest": digest, "errors": [str(error)]},
+        )
+        written = gw.audit.write(entry).addErrback(
+            lambda f: log.error(
+                "cannot record the refused reload (by {by}): {why}", by=by, why=f.value
+            )
+        )
+        return written.addCallback(lambda _: defer.fail(error))
 
     @defer.inlineCallbacks
     def apply(self, config: Config, *, by: str, digest: str = "") -> Any:

@@ -19,6 +19,7 @@ it; the slots of pending failures are each instance's own.
 from __future__ import annotations
 
 import ipaddress
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +32,7 @@ from hoopgw.errors import HoopgwError
 
 log = Logger(namespace="hoopgw.throttle")
 
-__all__ = ["BackoffSettings", "FailureThrottle", "client_host", "throttle_key"]
+__all__ = ["BackoffSettings", "CancelLimit", "FailureThrottle", "client_host", "throttle_key"]
 
 
 @attrs.frozen(kw_only=True)
@@ -216,3 +217,85 @@ class FailureThrottle:
                 idle.append(host)
         for host in idle:
             del self._records[host]
+
+
+CANCEL_BURST = 10
+"""Cancel requests matching no session an address may send at once (:class:`CancelLimit`)."""
+CANCEL_RATE = 1.0
+"""Cancel requests matching no session an address may send per second, after its burst."""
+
+
+class CancelLimit:
+    """A token bucket per client host (:func:`throttle_key`) for PostgreSQL cancel requests.
+
+    A cancel request carries a 4-byte secret: guessing it is only a matter of rate. Each request
+    that matches no session spends a token of its address; the bucket holds ``burst`` and
+    refills at ``rate`` per second. While an address has no token left its requests are dropped
+    unread (not compared, not passed to other workers), so it cannot guess faster than ``rate``.
+    A request that matches spends nothing: a client that only cancels its own queries is never
+    limited.
+
+    :param clock: ``seconds()`` (the reactor, or a ``Clock`` in tests).
+    """
+
+    def __init__(
+        self,
+        clock: Any,
+        *,
+        burst: int = CANCEL_BURST,
+        rate: float = CANCEL_RATE,
+        max_addresses: int = 100_000,
+    ) -> None:
+        self._clock = clock
+        self.burst = burst
+        self.rate = rate
+        self._max_addresses = max_addresses
+        # Host -> (tokens, when they were counted, whether its refusal was logged); kept in
+        # the order of the last miss, so that the stalest are forgotten first.
+        self._buckets: dict[str, tuple[float, float, bool]] = {}
+
+    def _tokens(self, host: str, now: float) -> float:
+        bucket = self._buckets.get(host)
+        if bucket is None:
+            return float(self.burst)
+        tokens, at, _ = bucket
+        return min(float(self.burst), tokens + (now - at) * self.rate)
+
+    def allows(self, client_address: str) -> bool:
+        """Whether a request from ``client_address`` may be read: False while its address has
+        spent its budget (the first refusal of each run is logged)."""
+        host = throttle_key(client_address)
+        now = self._clock.seconds()
+        tokens = self._tokens(host, now)
+        if tokens >= 1:
+            return True
+        tokens_, at, logged = self._buckets[host]
+        if not logged:
+            log.warn(
+                "cancel requests from {host} that match no session exceed {burst} then {rate:g}"
+                " per second: dropping them unread",
+                host=host,
+                burst=self.burst,
+                rate=self.rate,
+            )
+            self._buckets[host] = (tokens_, at, True)
+        return False
+
+    def missed(self, client_address: str) -> None:
+        """A request from ``client_address`` matched no session: spend one of its tokens."""
+        host = throttle_key(client_address)
+        now = self._clock.seconds()
+        tokens = self._tokens(host, now) - 1
+        if self._buckets.pop(host, None) is None:
+            self._trim(now)
+        self._buckets[host] = (tokens, now, False)
+
+    def _trim(self, now: float) -> None:
+        if len(self._buckets) < self._max_addresses:
+            return
+        # A full bucket is the same as none: forget the stalest ones that are full again, and
+        # the stalest one if none is (bounds memory; a few looked at per new address).
+        stalest = list(itertools.islice(self._buckets, 16))
+        full = [h for h in stalest if self._tokens(h, now) >= self.burst]
+        for host in full or stalest[:1]:
+            del self._buckets[host]

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,61 @@ def test_literal_value_is_refused_without_being_repeated(literal):
     assert "must be a secret reference (env:NAME or file:PATH), not a literal value" in message
     assert "hunter2" not in message
     assert literal not in message.replace("env:NAME", "").replace("file:PATH", "")
+
+
+# -- who may change the files -------------------------------------------------------------------
+
+
+def secret_file(tmp_path: Path, mode: int) -> Path:
+    path = tmp_path / "pg.pass"
+    path.write_text("hunter2\n")
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o640, 0o400])
+def test_a_secret_file_of_the_gateway_user_resolves(tmp_path, mode):
+    assert resolve("file:pg.pass", secret_file(tmp_path, mode).parent).reveal() == "hunter2"
+
+
+@pytest.mark.parametrize("mode", [0o620, 0o602, 0o666, 0o660])
+def test_a_secret_file_others_may_write_is_refused_naming_it_and_the_fix(tmp_path, mode):
+    path = secret_file(tmp_path, mode)
+    with pytest.raises(SecretError) as caught:
+        resolve("file:pg.pass", tmp_path)
+    message = str(caught.value)
+    assert message.startswith("connection 'pg', key 'credential.password': secret file")
+    assert f"writable by group or others (mode {mode:04o})" in message
+    assert f"chmod go-w {str(path)!r}" in message
+    assert "hunter2" not in message
+
+
+def test_a_secret_file_every_user_may_read_is_accepted_with_a_warning(tmp_path, monkeypatch):
+    from hoopgw import secrets
+
+    warned: list[dict] = []
+    monkeypatch.setattr(secrets.log, "warn", lambda fmt, **kw: warned.append(kw))
+    secret_file(tmp_path, 0o644)
+    assert resolve("file:pg.pass", tmp_path).reveal() == "hunter2"
+    assert [w["mode"] for w in warned] == ["0644"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away needs root")
+def test_a_secret_file_owned_by_another_user_is_refused(tmp_path):
+    path = secret_file(tmp_path, 0o600)
+    os.chown(path, 4321, -1)
+    with pytest.raises(SecretError, match=r"owned by another user \(uid 4321\)"):
+        resolve("file:pg.pass", tmp_path)
+
+
+def test_a_secret_file_on_a_read_only_mount_is_not_checked(tmp_path, monkeypatch):
+    """A container's ``:ro`` bind mount shows the host's owner and mode; nobody inside can
+    change the file."""
+    secret_file(tmp_path, 0o666)
+    statvfs = os.statvfs
+    monkeypatch.setattr(
+        os,
+        "statvfs",
+        lambda p: type("R", (), {"f_flag": statvfs(p).f_flag | os.ST_RDONLY})(),
+    )
+    assert resolve("file:pg.pass", tmp_path).reveal() == "hunter2"

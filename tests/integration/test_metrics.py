@@ -4,6 +4,10 @@ psycopg sessions, and parsed with the Prometheus client's OpenMetrics parser."""
 from __future__ import annotations
 
 import json
+import socket
+import struct
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -81,3 +85,58 @@ def test_metrics_count_sessions_commands_and_login_failures(
         "ready": True,
         "checks": {"audit_writer": True, "listeners": True, "store": True},
     }
+
+
+def test_cancel_guesses_beyond_the_limit_are_dropped_unread_and_counted(
+    gateway: Callable[..., RunningGateway], pg_database: str
+) -> None:
+    """Ten wrong secrets from one address are compared; the next requests, even one with the
+    right secret, are dropped unread until a token refills (1 per second)."""
+    admin_port = free_port()
+    running = gateway(
+        connection={"client_tls": "disabled"},
+        gateway_options={"admin_listen": f"tcp:{admin_port}:interface=127.0.0.1"},
+    )
+    key = running.create_key("agent", ["agents"])
+    conninfo = (
+        f"host={running.host} port={running.port} dbname={pg_database} user=agent "
+        f"password={key} sslmode=disable"
+    )
+
+    def cancel_request(pid: int, secret: int) -> None:
+        with socket.create_connection((running.host, running.port)) as sock:
+            sock.sendall(struct.pack("!iiii", 16, 80877102, pid, secret))
+            assert sock.recv(1) == b""  # closed without an answer, either way
+
+    def scrape() -> dict[str, float]:
+        _, _, body = _get(
+            f"http://127.0.0.1:{admin_port}/metrics",
+            Accept="application/openmetrics-text; version=1.0.0",
+        )
+        return {
+            dict(labels)["outcome"]: value
+            for (name, labels), value in _samples(body).items()
+            if name == "hoopgw_cancel_requests_total"
+        }
+
+    with psycopg.connect(conninfo) as conn:
+        pid = conn.info.backend_pid
+        for guess in range(12):
+            cancel_request(pid, 0x0BAD0000 + guess)
+        assert scrape() == {"unmatched": 10.0, "limited": 2.0}
+        # Over the limit even the right key is not read: the query runs on.
+        timer = threading.Timer(0.3, conn.cancel)
+        timer.start()
+        assert conn.execute("SELECT pg_sleep(1.2), 'ran'").fetchone() == ("", "ran")
+        timer.join()
+        assert scrape()["limited"] == 3.0
+        # A second later the address has a token again: a matching request spends none.
+        time.sleep(1.0)
+        timer = threading.Timer(0.3, conn.cancel)
+        timer.start()
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            conn.execute("SELECT pg_sleep(30)")
+        assert time.monotonic() - started < 5
+        timer.join()
+    assert scrape() == {"unmatched": 10.0, "limited": 3.0, "forwarded": 1.0}

@@ -153,6 +153,11 @@ def test_a_live_session_takes_the_new_policy_a_new_connection_serves_a_bad_confi
     assert [r["by"] for r in reloads] == ["SIGHUP", "root (admin API)"]
     assert reloads[0]["added"] == ["pg2"] and reloads[0]["changed"] == {"pg": ["guardrails"]}
     assert reloads[0]["digest"].startswith("sha256:")
+    # The refused one is in the chain too, between them: who asked, the file, why.
+    [refused] = records(gw, "config_reload_refused")
+    assert refused["by"] == "root (admin API)" and refused["digest"].startswith("sha256:")
+    assert "nonsense" in refused["errors"][0] and refused["file"] == str(gw.config_path.resolve())
+    assert reloads[0]["record"] < refused["record"] < reloads[1]["record"]
     # One continuous record of the session: commands before and after each reload.
     received = records(gw, "command_received", session_id)
     texts = [r["text"] for r in received]

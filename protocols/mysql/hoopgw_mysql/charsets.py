@@ -8,6 +8,10 @@ hides every e-mail address and card number from the detectors. So the values of 
 not in UTF-8 already are converted to UTF-8 before the plugins see them and back after; a
 column whose character set has no exact decoding here (:data:`UNDECODABLE`), or whose bytes are
 not valid in it, ends the session instead (fail closed).
+
+The server writes the text of its errors and OK messages in ``character_set_results`` too:
+:func:`message_codec`, :func:`message_text` and :func:`message_wire` read it and write it back
+the same way.
 """
 
 from __future__ import annotations
@@ -155,3 +159,52 @@ def _convert(
                 raise UndecodableText(
                     f"a value of a result column is not valid in its character set ({exc})"
                 ) from exc
+
+
+def message_codec(charset: str) -> tuple[str, str] | None:
+    """The codec and error handler of the server's messages (errors, OK messages) under
+    ``character_set_results`` = ``charset`` (as the server reports it), ``None`` where they are
+    read as they are (UTF-8; ``NULL`` and ``binary`` send them unconverted, in UTF-8).
+
+    :raises UndecodableText: the character set cannot be read exactly.
+    """
+    name = charset.strip().lower()
+    if name in ("", "null", "utf8", *PASSTHROUGH):
+        return None
+    if name not in CODECS:
+        raise UndecodableText(
+            f"server messages are in character_set_results {name}, a character set hoopgw"
+            " cannot read exactly to mask them"
+        )
+    return CODECS[name]
+
+
+def message_text(message: str, codec: tuple[str, str] | None) -> str:
+    """A server message (as the packet codec reads it: UTF-8, other bytes as lone surrogates)
+    as text in its ``codec`` (:func:`message_codec`).
+
+    :raises UndecodableText: the message is not valid in that character set.
+    """
+    if codec is None:  # (no ASCII shortcut: in UTF-16 or UTF-32 ASCII is not itself)
+        return message
+    try:
+        return message.encode("utf-8", "surrogateescape").decode(*codec)
+    except UnicodeDecodeError as exc:
+        raise UndecodableText(
+            f"a server message is not valid in character_set_results ({exc.reason})"
+        ) from exc
+
+
+def message_wire(text: str, codec: tuple[str, str] | None) -> str:
+    """The inverse of :func:`message_text`: ``text`` as the packet codec writes it.
+
+    :raises UndecodableText: a character (as a plugin rewrote it) has no form in the set.
+    """
+    if codec is None:
+        return text
+    try:
+        return text.encode(*codec).decode("utf-8", "surrogateescape")
+    except UnicodeEncodeError as exc:
+        raise UndecodableText(
+            f"a masked server message has no form in character_set_results ({exc.reason})"
+        ) from exc

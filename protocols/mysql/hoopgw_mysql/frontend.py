@@ -57,7 +57,15 @@ from hoopgw_mysql import messages as m
 from hoopgw_mysql import tracking as t
 from hoopgw_mysql.analysis import KEEPS_LEXING, LexingEffect, LexingState, lexing_effect
 from hoopgw_mysql.auth import CLEAR
-from hoopgw_mysql.charsets import UndecodableText, column_codecs, from_utf8, to_utf8
+from hoopgw_mysql.charsets import (
+    UndecodableText,
+    column_codecs,
+    from_utf8,
+    message_codec,
+    message_text,
+    message_wire,
+    to_utf8,
+)
 from hoopgw_mysql.parameters import LongData, ParameterTypes, execute_parameters
 from hoopgw_mysql.upstream import (
     READ_ONLY_STATEMENT,
@@ -286,6 +294,7 @@ class ClientSession(protocol.Protocol):
         self._login_ok = b""
         self._read_only = False  # plugins require the target's session to be read-only
         self._lexing = LexingState()
+        self._results_charset = "utf8mb4"  # character_set_results: what server messages are in
         self._up_caps = 0  # what the target negotiated with the gateway
         self._statement_lexing: dict[int, LexingEffect] = {}
         self._welcomed = False  # the two transports are each other's producers from then on
@@ -707,6 +716,7 @@ class ClientSession(protocol.Protocol):
         self._up_caps = self.upstream.capabilities if self.upstream is not None else 0
         if self.upstream is not None and self.upstream.lexing is not None:
             self._lexing = self.upstream.lexing
+            self._results_charset = self.upstream.results_charset
         self.session = SessionInfo(
             id=str(uuid.uuid4()),
             connection=self.runtime.info,
@@ -1087,6 +1097,8 @@ class ClientSession(protocol.Protocol):
         """Follow the lexing settings an OK of ``flight``'s answer reports; return why the
         session must end (empty when it need not)."""
         variables = ok.system_variables(self._up_caps)
+        if "character_set_results" in variables:
+            self._results_charset = variables["character_set_results"].decode("ascii", "replace")
         state, problem = lexing_report(self._lexing, variables)
         if problem:
             return problem
@@ -1470,13 +1482,15 @@ class ClientSession(protocol.Protocol):
         error = m.ErrPacket.decode(payload)
         message = error.message
         if self.chain.has_output_hooks:
-            output = Output("error", {"message": message})
+            # The server wrote it in character_set_results: plugins read it in that set.
+            codec = message_codec(self._results_charset)
+            output = Output("error", {"message": message_text(message, codec)})
             self.chain.hook.server_output(
                 session=self.session, command=flight.command, output=output
             )
             message = output.fields.get("message", "")
             payload = m.ErrPacket(
-                code=error.code, sqlstate=error.sqlstate, message=message
+                code=error.code, sqlstate=error.sqlstate, message=message_wire(message, codec)
             ).encode()
         flight.error_code = error.sqlstate
         flight.error_message = message
@@ -1497,12 +1511,16 @@ class ClientSession(protocol.Protocol):
         flight.affected += ok.affected_rows
         info = ok.message(self._capabilities)
         if info and self.chain.has_output_hooks:
-            output = Output("notice", {"message": info.decode("utf-8", "surrogateescape")})
+            codec = message_codec(self._results_charset)
+            text = message_text(info.decode("utf-8", "surrogateescape"), codec)
+            output = Output("notice", {"message": text})
             self.chain.hook.server_output(
                 session=self.session, command=flight.command, output=output
             )
-            text = output.fields.get("message", "").encode("utf-8", "surrogateescape")
-            payload = ok.with_message(text, self._capabilities).encode()
+            wire = message_wire(output.fields.get("message", ""), codec)
+            payload = ok.with_message(
+                wire.encode("utf-8", "surrogateescape"), self._capabilities
+            ).encode()
         return payload, ""
 
     def _lexing_diverged(self, problem: str) -> None:

@@ -47,11 +47,13 @@ TRACKING_SETUP = (
             *TRACKED_VARIABLES,
         )
     )
-    + "', sql_mode = @@session.sql_mode, character_set_client = @@session.character_set_client"
+    + "', sql_mode = @@session.sql_mode, character_set_client = @@session.character_set_client,"
+    " character_set_results = @@session.character_set_results"
 )
 """Run after every login and reset: the target reports, in the OK of every statement, each of
 the lexing settings a statement sets (MariaDB's default list plus :data:`TRACKED_VARIABLES`),
-and this statement's own OK reports their values now (a variable set to itself counts)."""
+and this statement's own OK reports their values now (a variable set to itself counts), with
+``character_set_results``, the set the target writes its messages in."""
 
 
 def lexing_report(state: LexingState, variables: dict[str, bytes]) -> tuple[LexingState, str]:
@@ -145,6 +147,9 @@ class UpstreamConnection(protocol.Protocol):
         self._closed_reported = False
         self.lexing: LexingState | None = None
         """The session's lexing settings as the target reported them after the login."""
+        self.results_charset = "utf8mb4"
+        """``character_set_results`` as the target reported it after the login: what its
+        messages are written in."""
         self._login_ok = b""
 
     # -- Twisted -----------------------------------------------------------------------------
@@ -268,6 +273,9 @@ class UpstreamConnection(protocol.Protocol):
         if missing:
             raise m.ProtocolViolation(f"the target did not report {', '.join(sorted(missing))}")
         self.lexing, problem = lexing_report(LexingState(), variables)
+        results = variables.get("character_set_results")
+        if results is not None:
+            self.results_charset = results.decode("ascii", "replace")
         if problem:
             raise m.ProtocolViolation(problem)
         if self._read_only:

@@ -57,7 +57,14 @@ from hoopgw_postgres.analysis import ends_transaction
 from hoopgw_postgres.auth import ScramServer
 from hoopgw_postgres.lexing import LexingRefused, LexingTracker, lexes_alike
 from hoopgw_postgres.parameters import bound_parameters
-from hoopgw_postgres.rowtext import convert, copy_bytes, copy_text, row_codec
+from hoopgw_postgres.rowtext import (
+    convert,
+    copy_bytes,
+    copy_text,
+    message_field,
+    message_text,
+    row_codec,
+)
 from hoopgw_postgres.tracking import CommandProgress, Request, ResponseTracker
 from hoopgw_postgres.upstream import UpstreamConnection
 
@@ -365,7 +372,7 @@ class ClientSession(protocol.Protocol):
         self.client_tls = True
 
     def _cancel_request(self, request: Any) -> None:
-        self.runtime.sessions.cancel(request.pid, request.key)
+        self.runtime.sessions.cancel(request.pid, request.key, self.client_address)
         # As PostgreSQL does, say nothing either way and close.
         self._closed = True
         self.transport.loseConnection()
@@ -1145,6 +1152,17 @@ class ClientSession(protocol.Protocol):
             return
         try:
             self._relay(block, starts)
+        except UnicodeError as exc:
+            # Text the plugins could not read exactly in the client encoding, or a masked
+            # value it cannot hold: nothing of this batch reaches the client.
+            encoding = self._lexing.state.text_encoding
+            self._fatal(
+                "22021",
+                f"hoopgw ends the session: a server text is not exactly readable in"
+                f" client_encoding {encoding} ({getattr(exc, 'reason', exc)}), so it cannot be"
+                " masked (fail closed); use client_encoding UTF8",
+                log_it=True,
+            )
         except Exception:
             # A failing data hook: nothing of this batch reaches the client.
             log.failure("session {session} failed", session=self._session_id)
@@ -1338,34 +1356,47 @@ class ClientSession(protocol.Protocol):
     def _note_error(self, frame: Any, request: Request | None, data: bytes) -> bytes:
         error = m.ErrorResponse.decode(frame.body)
         fields = dict(error.fields)
+        encoding = self._lexing.state.text_encoding
         if self.chain.has_output_hooks:
-            output = Output("error", _named_fields(fields))
-            self.chain.hook.server_output(
-                session=self.session, command=self._command_of(request), output=output
-            )
-            fields = _coded_fields(output.fields, fields)
+            output = self._output("error", _named_fields(fields), self._command_of(request))
+            fields = _coded_fields(_wire_fields(output.fields, encoding), fields)
             data = m.ErrorResponse(fields=fields).encode()
+            message = output.fields.get("message", "")
+        else:
+            message = message_text(fields.get("M", ""), encoding, exact=False)
         if request is not None and request.progress is not None:
             request.progress.error_code = fields.get("C", "")
-            request.progress.error_message = fields.get("M", "")
+            request.progress.error_message = message
         return data
+
+    def _output(self, kind: str, fields: dict[str, str], command: Command | None) -> Output:
+        """``server_output`` on a server message's ``fields``, read in the client encoding
+        (:func:`~hoopgw_postgres.rowtext.message_text`): the Output as the plugins left it.
+
+        :raises UnicodeError: a field is not valid in the encoding (fail closed).
+        """
+        encoding = self._lexing.state.text_encoding
+        texts = {name: message_text(value, encoding) for name, value in fields.items()}
+        output = Output(kind, texts)
+        self.chain.hook.server_output(session=self.session, command=command, output=output)
+        return output
 
     def _rewrite_output(self, frame: Any, request: Request | None) -> bytes:
         command = self._command_of(request)
+        encoding = self._lexing.state.text_encoding
         if frame.type == b"N":
             notice = m.NoticeResponse.decode(frame.body)
-            output = Output("notice", _named_fields(dict(notice.fields)))
-            self.chain.hook.server_output(session=self.session, command=command, output=output)
+            output = self._output("notice", _named_fields(dict(notice.fields)), command)
             return m.NoticeResponse(
-                fields=_coded_fields(output.fields, dict(notice.fields))
+                fields=_coded_fields(_wire_fields(output.fields, encoding), dict(notice.fields))
             ).encode()
         note = m.NotificationResponse.decode(frame.body)
-        output = Output("notification", {"channel": note.channel, "payload": note.payload})
-        self.chain.hook.server_output(session=self.session, command=command, output=output)
+        fields = {"channel": note.channel, "payload": note.payload}
+        texts = _wire_fields(self._output("notification", fields, command).fields, encoding)
         return m.NotificationResponse(
             pid=note.pid,
-            channel=output.fields.get("channel", note.channel),
-            payload=output.fields.get("payload", ""),
+            channel=texts.get("channel", note.channel),
+            payload=texts.get("payload", ""),
         ).encode()
 
     def _rewrite_rows(
@@ -1563,6 +1594,14 @@ _FIELD_NAMES = {
     "p": "internal_position",
 }
 _FIELD_CODES = {v: k for k, v in _FIELD_NAMES.items()}
+
+
+def _wire_fields(texts: dict[str, str], encoding: str) -> dict[str, str]:
+    """Fields as plugins left them, back in the client ``encoding`` for the message codec.
+
+    :raises UnicodeError: a character the encoding cannot hold (fail closed).
+    """
+    return {name: message_field(text, encoding) for name, text in texts.items()}
 
 
 def _named_fields(fields: dict[str, str]) -> dict[str, str]:

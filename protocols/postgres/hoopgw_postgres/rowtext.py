@@ -1,4 +1,5 @@
-"""Row values in the client's encoding, converted to UTF-8 for row plugins and back.
+"""Row values and server messages in the client's encoding, converted to UTF-8 for plugins
+and back.
 
 Row plugins (masking) read text values as UTF-8. Under another ``client_encoding`` (``LATIN1``,
 ``EUC_JP``...) the server sends every text value in it: ASCII stays ASCII, but a non-ASCII
@@ -6,6 +7,10 @@ character does not, so a ``deny_words`` entry or custom pattern with one (``Mül
 matched. The values of text format, and of the binary format of the types whose binary form is
 their text, are converted to UTF-8 before the plugins and back after; a value a plugin left in
 a form the encoding cannot hold ends the session (fail closed).
+
+The text of errors, notices and notifications is in the client encoding too: each field is read
+in it before the output plugins see it (:func:`message_text`) and written back in it after
+(:func:`message_field`); a field whose bytes are not valid in the encoding ends the session.
 """
 
 from __future__ import annotations
@@ -80,3 +85,31 @@ def copy_bytes(text: str, encoding: str) -> bytes:
     if codec is None or text.startswith("PGCOPY\n\udcff\r\n\x00"):
         return text.encode("utf-8", "surrogateescape")
     return text.encode(codec, "surrogateescape")
+
+
+def message_text(field: str, encoding: str, *, exact: bool = True) -> str:
+    """A field of a server message (an error, a notice, a notification) as text: the message
+    codec reads every field as UTF-8, other bytes as lone surrogates; the server wrote it in the
+    client ``encoding``.
+
+    :param exact: raise on bytes not valid in the encoding, rather than keep them as lone
+        surrogates (what the record of an unmasked message may do).
+    :raises UnicodeError: the field is not valid in the encoding (fail closed).
+    """
+    codec = row_codec(encoding)
+    if codec is None or field.isascii():
+        return field
+    raw = field.encode("utf-8", "surrogateescape")
+    return raw.decode(codec, "strict" if exact else "surrogateescape")
+
+
+def message_field(text: str, encoding: str) -> str:
+    """The inverse of :func:`message_text`: ``text`` as the message codec writes it, so that
+    its bytes are ``text`` in ``encoding``.
+
+    :raises UnicodeError: a character the encoding cannot hold (fail closed).
+    """
+    codec = row_codec(encoding)
+    if codec is None or text.isascii():
+        return text
+    return text.encode(codec).decode("utf-8", "surrogateescape")

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import attrs
@@ -967,3 +968,29 @@ def test_agent_listen_may_not_share_a_listener(tmp_path):
     text = _agent_gateway(tmp_path).replace("tcp:8444:interface=0.0.0.0", "tcp:15432")
     error = error_of(text + connection(), tmp_path)
     assert error.key == "listen" and "same address as [gateway] agent_listen" in str(error)
+
+
+@pytest.mark.parametrize("mode", [0o664, 0o646, 0o666])
+def test_a_config_file_others_may_write_is_refused(tmp_path, mode):
+    path = tmp_path / "hoopgw.toml"
+    path.write_text("[gateway]\n")
+    path.chmod(mode)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (
+        f"config file {str(path)!r} is writable by group or others (mode {mode:04o}), who could"
+        f" change it: chmod go-w {str(path)!r}"
+    )
+    path.chmod(0o644)  # readable by all is fine: the config holds references, not secrets
+    assert load_config(path).connections == ()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away needs root")
+def test_a_config_file_owned_by_another_user_is_refused(tmp_path):
+    path = tmp_path / "hoopgw.toml"
+    path.write_text("[gateway]\n")
+    os.chown(path, 4321, -1)
+    with pytest.raises(ConfigError, match=r"owned by another user \(uid 4321\)"):
+        load_config(path)
+    os.chown(path, 0, -1)  # root's own files are trusted, as OpenSSH trusts them
+    assert load_config(path).connections == ()

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+from twisted.internet.task import Clock
+
 from hoopgw.errors import HeldStatement
 from hoopgw.runtime.registry import SessionRegistry
+from hoopgw.runtime.throttle import CancelLimit
 
 
 class Live:
@@ -148,3 +151,30 @@ def test_a_cancel_request_without_other_workers_is_dropped() -> None:
     registry = SessionRegistry()
     registry.cancel(7, b"aaaa")  # nothing to do, nowhere to ask
     assert registry.ask_peers is None
+
+
+def test_cancel_requests_matching_no_session_are_limited_per_address() -> None:
+    """Guessing a secret takes many misses: past the address's budget its requests are dropped
+    unread, neither compared here nor passed to the other workers; a request that matches
+    spends nothing, so a client cancelling its own queries is never limited."""
+    clock = Clock()
+    registry = SessionRegistry(cancel_limit=CancelLimit(clock, burst=2, rate=1.0))
+    session = Cancellable()
+    registry.add_cancel_key(7, b"aaaa", session)
+    asked: list[tuple[int, bytes]] = []
+    registry.ask_peers = lambda pid, secret: asked.append((pid, secret))
+    outcomes: list[str] = []
+    registry.on_cancel = outcomes.append
+    for _ in range(5):
+        assert registry.cancel(7, b"aaaa", "10.0.0.1:5000") == "forwarded"
+    for guess in (b"bbbb", b"cccc", b"dddd"):
+        registry.cancel(7, guess, "10.0.0.1:5001")
+    assert asked == [(7, b"bbbb"), (7, b"cccc")]
+    assert registry.cancel(7, b"aaaa", "10.0.0.1:5002") == "limited"  # dropped unread
+    assert registry.cancel(7, b"aaaa", "10.0.0.2:5000") == "forwarded"  # another address
+    assert session.cancelled == 6
+    clock.advance(1)
+    assert registry.cancel(7, b"aaaa", "10.0.0.1:5002") == "forwarded"
+    assert (
+        outcomes == ["forwarded"] * 5 + ["asked", "asked", "limited", "limited"] + ["forwarded"] * 2
+    )

@@ -4,6 +4,7 @@ keeps unchanged plugin instances, and ends the sessions the new config no longer
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import sqlite3
 from pathlib import Path
@@ -21,7 +22,7 @@ from hoopgw.errors import ReloadError
 from hoopgw.reviews import GrantRecord
 from hoopgw.runtime import gateway as gateway_module
 from hoopgw.runtime.gateway import Gateway
-from hoopgw.runtime.reload import ListenerSwitch
+from hoopgw.runtime.switch import ListenerSwitch
 from hoopgw.session import Identity
 from hoopgw.testing import InlineWriterProcess, make_session
 
@@ -187,6 +188,77 @@ def test_an_invalid_config_is_refused_and_the_old_one_keeps_running(tmp_path: Pa
     assert gateway.config is config and gateway.served["pg"].runtime.chain is chain
     assert chain.successor is None
     assert records(tmp_path, "config_reloaded") == []
+    # The refusal itself is in the audit chain: who asked, which file, and why.
+    [refused] = records(tmp_path, "config_reload_refused")
+    assert refused["by"] == "test" and refused["session_id"] == ""
+    assert refused["file"] == str(path.resolve())
+    assert refused["digest"] == "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    assert refused["errors"] == [failure.getErrorMessage()]
+
+
+def test_every_refused_reload_is_recorded_even_an_unreadable_file(tmp_path: Path) -> None:
+    gateway, reactor, path = started(tmp_path)
+    reactor.taken.add(15433)
+    write(path, pg2=15433)
+    assert reload(gateway).check(ReloadError)  # valid, but its listener cannot bind
+    path.write_bytes(b"\xff not UTF-8")
+    assert reload(gateway).check(ReloadError)
+    path.unlink()
+    assert reload(gateway).check(ReloadError)
+    refused = records(tmp_path, "config_reload_refused")
+    assert [r["digest"] != "" for r in refused] == [True, True, False]  # the last: no file
+    assert "cannot listen on" in refused[0]["errors"][0]
+    assert "not UTF-8 text" in refused[1]["errors"][0]
+    assert "No such file" in refused[2]["errors"][0]
+    assert records(tmp_path, "config_reloaded") == []
+
+
+def test_a_refused_reload_is_verified_exported_and_counted_in_evidence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from hoopgw.cli.main import main
+
+    gateway, reactor, path = started(tmp_path)
+    reactor.taken.add(15433)
+    write(path, pg2=15433)
+    assert reload(gateway).check(ReloadError)
+    capsys.readouterr()
+    assert main(["audit", "verify", "-c", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"] is True
+    assert main(["audit", "export", "-c", str(path), "--format", "jsonl"]) == 0
+    exported = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    [refused] = [r for r in exported if r["kind"] == "config_reload_refused"]
+    assert "cannot listen on" in refused["data"]["errors"][0]
+    pack = tmp_path / "pack"
+    assert main(["evidence", "-c", str(path), "--since", "1970-01-01", "--out", str(pack)]) == 0
+    summary = json.loads((pack / "summary.json").read_text())
+    assert "config_reload_refused" in json.dumps(summary)
+
+
+def test_an_admin_api_reload_a_worker_refuses_is_recorded_naming_the_admin(
+    tmp_path: Path,
+) -> None:
+    gateway, _, _ = started(tmp_path)
+    gateway._worker = object()  # type: ignore[assignment]  # as worker 1 of several
+    failures: list[Failure] = []
+    gateway.admin_reload(by="alice (admin API)").addErrback(failures.append)
+    [failure] = failures
+    assert failure.check(ReloadError)
+    [refused] = records(tmp_path, "config_reload_refused")
+    assert refused["by"] == "alice (admin API)" and refused["digest"] == ""
+    assert refused["errors"] == [failure.getErrorMessage()]
+
+
+def test_a_config_file_others_may_write_is_refused_by_a_reload(tmp_path: Path) -> None:
+    gateway, _, path = started(tmp_path)
+    write(path, deny='["ddl", "drop"]')
+    path.chmod(0o666)
+    failure = reload(gateway)
+    assert failure.check(ReloadError) and "writable by group or others" in failure.getErrorMessage()
+    assert str(path.resolve()) in failure.getErrorMessage()
+    assert [r["errors"] for r in records(tmp_path, "config_reload_refused")] == [
+        [failure.getErrorMessage()]
+    ]
 
 
 def test_a_listener_that_cannot_bind_refuses_the_whole_reload(tmp_path: Path) -> None:

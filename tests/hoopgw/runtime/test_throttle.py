@@ -7,7 +7,13 @@ import time
 import pytest
 from twisted.internet.task import Clock
 
-from hoopgw.runtime.throttle import BackoffSettings, FailureThrottle, client_host, throttle_key
+from hoopgw.runtime.throttle import (
+    BackoffSettings,
+    CancelLimit,
+    FailureThrottle,
+    client_host,
+    throttle_key,
+)
 
 
 def _throttle(**settings):
@@ -191,3 +197,53 @@ def test_a_failure_holds_its_slot_while_the_store_counts_it():
     counts[1].callback(2)
     assert first.called and second.called
     assert not throttle.saturated("10.0.0.1:3")
+
+
+# -- cancel requests ------------------------------------------------------------------------------
+
+
+def _cancel_limit(**settings):
+    clock = Clock()
+    clock.advance(1000)
+    return clock, CancelLimit(clock, **settings)
+
+
+def test_cancel_misses_beyond_the_burst_are_refused_until_a_token_refills():
+    clock, limit = _cancel_limit(burst=3, rate=0.5)
+    for _ in range(3):
+        assert limit.allows("10.0.0.1:5000")
+        limit.missed("10.0.0.1:5000")
+    assert not limit.allows("10.0.0.1:5001")  # by host, whatever the port
+    assert limit.allows("10.0.0.2:5000")  # another address has its own bucket
+    clock.advance(1.9)
+    assert not limit.allows("10.0.0.1:5000")
+    clock.advance(0.1)  # one token after 2 s at 0.5 per second
+    assert limit.allows("10.0.0.1:5000")
+    limit.missed("10.0.0.1:5000")
+    assert not limit.allows("10.0.0.1:5000")
+    clock.advance(100)  # refills up to the burst, no more
+    for _ in range(3):
+        assert limit.allows("10.0.0.1:5000")
+        limit.missed("10.0.0.1:5000")
+    assert not limit.allows("10.0.0.1:5000")
+
+
+def test_cancel_limit_counts_an_ipv6_host_by_its_network():
+    _, limit = _cancel_limit(burst=1)
+    limit.missed("[2001:db8::1]:5000")
+    assert not limit.allows("[2001:db8::ffff]:5000")
+    assert limit.allows("[2001:db8:0:1::1]:5000")
+
+
+def test_cancel_limit_forgets_full_buckets_first_when_it_tracks_too_many():
+    clock, limit = _cancel_limit(burst=2, rate=1.0, max_addresses=2)
+    limit.missed("10.0.0.1:1")
+    limit.missed("10.0.0.1:1")
+    clock.advance(10)  # 10.0.0.1 is full again
+    limit.missed("10.0.0.2:1")
+    limit.missed("10.0.0.2:1")
+    limit.missed("10.0.0.3:1")  # over the bound: the full bucket goes
+    limit.missed("10.0.0.3:1")
+    assert len(limit._buckets) == 2
+    assert not limit.allows("10.0.0.2:1")
+    assert not limit.allows("10.0.0.3:1")

@@ -9,6 +9,9 @@ from hoopgw_mysql.charsets import (
     UndecodableText,
     column_codecs,
     from_utf8,
+    message_codec,
+    message_text,
+    message_wire,
     to_utf8,
 )
 
@@ -45,3 +48,30 @@ def test_bytes_not_valid_in_their_set_are_refused() -> None:
     rows: list[list[bytes | None]] = [[b"\xd8\x00"]]  # a lone UTF-16 surrogate
     with pytest.raises(UndecodableText):
         to_utf8(rows, column_codecs([54]))
+
+
+def test_server_messages_are_read_in_the_character_set_of_results() -> None:
+    """An error's text as the packet codec reads it (UTF-8 and lone surrogates) is read in
+    ``character_set_results`` for the plugins, and written back in it after."""
+    assert message_codec("utf8mb4") is None and message_codec("NULL") is None
+    assert message_codec("binary") is None and message_codec("utf8") is None
+    for charset, codec in (("latin1", "cp1252"), ("utf16", "utf-16-be"), ("ucs2", "utf-16-be")):
+        wire = "Table 'd.Müller' doesn't exist".encode(codec).decode("utf-8", "surrogateescape")
+        found = message_codec(charset.upper())
+        assert message_text(wire, found) == "Table 'd.Müller' doesn't exist"
+        assert message_wire("Table 'd.[X]' doesn't exist", found).encode(
+            "utf-8", "surrogateescape"
+        ) == "Table 'd.[X]' doesn't exist".encode(codec)
+    # ASCII is not itself in UTF-32: "a@b.c" reads as "\0\0\0a..." unless decoded.
+    wide = "a@b.c".encode("utf-32-be").decode("utf-8", "surrogateescape")
+    assert wide.isascii() and message_text(wide, message_codec("utf32")) == "a@b.c"
+
+
+def test_server_messages_that_cannot_be_read_exactly_end_the_session() -> None:
+    with pytest.raises(UndecodableText, match="character_set_results sjis"):
+        message_codec("sjis")
+    odd = b"\x00T\xd8".decode("utf-8", "surrogateescape")  # a lone UTF-16 half
+    with pytest.raises(UndecodableText, match="not valid in character_set_results"):
+        message_text(odd, message_codec("utf16"))
+    with pytest.raises(UndecodableText, match="no form in character_set_results"):
+        message_wire("\u2588", message_codec("latin2"))

@@ -92,6 +92,7 @@ class FakeUpstream:
         # lexing settings its tracking setup reported.
         self.capabilities = CLIENT_CAPS | m.CLIENT_SESSION_TRACK
         self.lexing = LexingState()
+        self.results_charset = "utf8mb4"
 
     def send(self, payload: bytes, seq: int) -> int:
         data, following = m.encode_packet(payload, seq)
@@ -402,6 +403,30 @@ def test_errors_pass_through_server_output() -> None:
     client.server(m.ErrPacket(code=1054, sqlstate="42S22", message="no secret here").encode())
     [error] = client.received()
     assert m.ErrPacket.decode(error.payload).message == "no *** here"
+
+
+def test_errors_are_read_in_the_reported_character_set_of_results() -> None:
+    """The server writes its errors in ``character_set_results``, as each OK reports it: the
+    plugins read them in it, and the client gets them back in it; in a set hoopgw cannot read
+    exactly, the session ends rather than pass the text unread."""
+    client = logged_in([("policy", Policy())])
+    client.send(b"\x03SET character_set_results = utf16", seq=0)
+    client.server(tracking_ok(character_set_results="utf16"))
+    client.received()
+    client.send(b"\x03SELECT x", seq=0)
+    wide = "no secret here".encode("utf-16-be").decode("utf-8", "surrogateescape")
+    client.server(m.ErrPacket(code=1054, sqlstate="42S22", message=wide).encode())
+    [error] = client.received()
+    message = m.ErrPacket.decode(error.payload).message.encode("utf-8", "surrogateescape")
+    assert message.decode("utf-16-be") == "no *** here"
+    client.send(b"\x03SET character_set_results = sjis", seq=0)
+    client.server(tracking_ok(character_set_results="sjis"))
+    client.received()
+    client.send(b"\x03SELECT x", seq=0)
+    client.server(m.ErrPacket(code=1054, sqlstate="42S22", message="no secret").encode())
+    [error] = client.received()
+    assert "cannot read exactly" in m.ErrPacket.decode(error.payload).message
+    assert client.transport.disconnecting
 
 
 def test_commands_wait_for_the_previous_answer() -> None:

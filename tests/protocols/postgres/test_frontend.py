@@ -568,6 +568,17 @@ def test_cancel_request_with_an_unknown_key_does_nothing() -> None:
     assert canceller.closed
 
 
+def test_cancel_request_is_judged_with_the_address_it_came_from() -> None:
+    """The registry limits cancel requests matching no session per client address."""
+    gateway = Gateway()
+    seen: list[tuple[int, bytes, str]] = []
+    gateway.sessions.cancel = lambda pid, key, address: seen.append((pid, key, address))  # type: ignore[method-assign,assignment,misc]
+    canceller = gateway.connect("10.1.2.3")
+    canceller.send(m.CancelRequest(pid=1, key=b"nope").encode())
+    assert seen == [(1, b"nope", "10.1.2.3:50000")]
+    assert canceller.closed
+
+
 # -- the proxy loop -----------------------------------------------------------------------------
 
 
@@ -1401,6 +1412,54 @@ def test_a_login_in_a_safe_encoding_is_welcome() -> None:
     client.send(m.PasswordMessage(password=client.gateway.secret).encode())
     client.session.upstream_ready(reported(client_encoding="LATIN1"), (1, b"k"), False)
     assert types_of(client.received())[-1] == "ReadyForQuery"
+
+
+class WordMasker:
+    """Replaces a word in every message field, as masking's deny_words does."""
+
+    def __init__(self, word: str, mask: str) -> None:
+        self.word, self.mask = word, mask
+
+    @hookimpl
+    def server_output(self, output: Any) -> None:
+        for name, value in output.fields.items():
+            output.fields[name] = value.replace(self.word, self.mask)
+
+
+def latin1_session(masker: WordMasker) -> Client:
+    client = Gateway([("masker", masker)]).connect()
+    client.send(startup(client_encoding="LATIN1"))
+    client.send(m.PasswordMessage(password=client.gateway.secret).encode())
+    client.session.upstream_ready(reported(client_encoding="LATIN1"), (1, b"k"), False)
+    client.received()
+    client.send(m.Query(query="SELECT 1").encode())
+    return client
+
+
+def test_notices_and_errors_are_read_in_the_client_encoding() -> None:
+    """The server writes message fields in the client encoding: plugins read them in it (a
+    word with a non-ASCII letter is found) and the client gets them back in it."""
+    client = latin1_session(WordMasker("Müller", "[DENY_LIST]"))
+    latin1 = "Herr Müller".encode("latin-1").decode("utf-8", "surrogateescape")
+    client.server(
+        m.NoticeResponse(fields={"S": "NOTICE", "C": "00000", "M": latin1}),
+        m.ErrorResponse(fields={"S": "ERROR", "C": "22P02", "M": latin1, "D": latin1}),
+        m.ReadyForQuery(status="I"),
+    )
+    notice, error, _ = client.received()
+    assert notice.fields["M"] == "Herr [DENY_LIST]"
+    assert (error.fields["M"], error.fields["D"]) == ("Herr [DENY_LIST]", "Herr [DENY_LIST]")
+    assert not client.closed
+
+
+def test_a_masked_text_the_client_encoding_cannot_hold_ends_the_session() -> None:
+    client = latin1_session(WordMasker("Müller", "\u2588" * 6))
+    latin1 = "Herr Müller".encode("latin-1").decode("utf-8", "surrogateescape")
+    client.server(m.NoticeResponse(fields={"S": "NOTICE", "C": "00000", "M": latin1}))
+    [error] = client.received()
+    assert (error.fields["S"], error.fields["C"]) == ("FATAL", "22021")
+    assert "client_encoding LATIN1" in error.fields["M"] and "Müller" not in str(error.fields)
+    assert client.closed
 
 
 @pytest.mark.parametrize("split", [None, 1, 5])

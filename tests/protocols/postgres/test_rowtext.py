@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from hoopgw_postgres.rowtext import convert, converted_columns, copy_bytes, copy_text, row_codec
+import pytest
+from hoopgw_postgres.rowtext import (
+    convert,
+    converted_columns,
+    copy_bytes,
+    copy_text,
+    message_field,
+    message_text,
+    row_codec,
+)
 
 from hoopgw.session import Column
 
@@ -33,3 +42,21 @@ def test_copy_text_keeps_the_binary_signature_visible_in_any_encoding() -> None:
     assert copy_bytes(copy_text(binary, "LATIN1"), "LATIN1") == binary
     assert copy_text(b"M\xfcller\n", "LATIN1") == "Müller\n"
     assert copy_bytes("Müller\n", "LATIN1") == b"M\xfcller\n"
+
+
+def test_message_fields_are_read_in_the_client_encoding_and_written_back() -> None:
+    wire = "Herr Müller".encode("latin-1").decode("utf-8", "surrogateescape")
+    assert message_text(wire, "LATIN1") == "Herr Müller"
+    assert message_field("Herr Müller", "LATIN1") == wire
+    assert message_text("Herr Müller", "UTF8") == "Herr Müller"  # UTF-8 is read as it is
+    euc = "東京 Müller".encode("euc_jp").decode("utf-8", "surrogateescape")
+    assert message_text(euc, "EUC_JP") == "東京 Müller"
+
+
+def test_a_message_field_not_exact_in_the_client_encoding_fails_closed() -> None:
+    invalid = b"\xa4 x".decode("utf-8", "surrogateescape")  # half an EUC_JP character
+    with pytest.raises(UnicodeError):
+        message_text(invalid, "EUC_JP")
+    assert message_text(invalid, "EUC_JP", exact=False) == invalid  # for an unmasked record
+    with pytest.raises(UnicodeError):
+        message_field("\u2588", "LATIN1")

@@ -27,7 +27,6 @@ those settings, which the protocol uses to keep its view in lock-step with the s
 
 from __future__ import annotations
 
-import functools
 import itertools
 import re
 from collections.abc import Iterator, Mapping
@@ -74,8 +73,6 @@ class Token:
 
 
 # The server reads every byte from 0x80 up as part of a name, and only ASCII as white space.
-# Longer texts are analysed every time rather than pinned in memory (as PostgreSQL's dialect).
-_CACHEABLE_LENGTH = 16384
 _WORD = re.compile(r"[A-Za-z0-9_$\u0080-\U0010ffff]+")
 _VARIABLE_NAME = re.compile(r"@@?[A-Za-z0-9_$.\u0080-\U0010ffff]*")
 _SPACE = " \t\n\r\x0b\x0c"
@@ -522,18 +519,9 @@ class MySQLDialect:
         first ``*/`` even inside quotes. So the text is read once for every choice of markers
         skipped, and the statements of every distinct reading are judged.
 
-        Analyses of texts up to 16 KiB are cached by text and settings; a longer text (a bulk
-        INSERT, up to ``max_message_size`` each) is analysed every time rather than kept."""
-        return self._analyze(text, LexingState.of(settings))
-
-    def _analyze(self, text: str, state: LexingState) -> Analysis:
-        if len(text) > _CACHEABLE_LENGTH:
-            return self._analysis(text, state)
-        return self._cached(text, state)
-
-    @functools.lru_cache(maxsize=1024)  # noqa: B019 -- one dialect per process
-    def _cached(self, text: str, state: LexingState) -> Analysis:
-        return self._analysis(text, state)
+        Nothing is kept between calls: the dialect serves every session, and plugins cache
+        per principal (:class:`hoopgw.sql.AnalysisCache`)."""
+        return self._analysis(text, LexingState.of(settings))
 
     def _analysis(self, text: str, state: LexingState) -> Analysis:
         outer, self._state = self._state, state
@@ -852,7 +840,7 @@ class MySQLDialect:
     def _merge_text(self, facts: _Facts, body: str, what: str) -> None:
         """Add to ``facts`` what the statement in ``body`` does (in every reading of it; the
         server runs one statement, so several only make the judgement stricter)."""
-        inner = self._analyze(body, self._state)
+        inner = self._analysis(body, self._state)
         if not inner.parseable:
             raise _Unanalysable(f"the text of {what}: {inner.error}")
         if not inner.statements:

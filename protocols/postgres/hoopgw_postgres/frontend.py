@@ -91,6 +91,10 @@ LEXING_REFUSED = "0A000"
 # What a decision withdrawn by the client's CancelRequest resolves to.
 _CANCELLED = object()
 
+# How many texts, each up to how long, a session remembers whether they end the transaction.
+_ENDS_KEPT = 32
+_ENDS_KEPT_LENGTH = 16384
+
 # Salts the SCRAM exchange of a user with no key (see _mock_verifier).
 _MOCK_SALT_KEY = secrets.token_bytes(32)
 
@@ -202,6 +206,21 @@ class ClientSession(protocol.Protocol):
         # ran since the last Sync (what follows would run in a transaction of unknown mode).
         self._ending_portals: set[str] = set()
         self._transaction_ended = False
+        # ends_transaction of the texts bound here, for this session only: a cache shared by
+        # sessions would tell one user, by timing, what another sent (docs/security.md).
+        self._ends_transaction: dict[str, bool] = {}
+
+    def _ends(self, text: str) -> bool:
+        """Whether ``text`` ends the transaction (:func:`ends_transaction`), remembered for the
+        session's few prepared texts (a driver binds the same ones again and again)."""
+        ends = self._ends_transaction.get(text)
+        if ends is None:
+            ends = ends_transaction(text)
+            if len(text) <= _ENDS_KEPT_LENGTH:
+                if len(self._ends_transaction) >= _ENDS_KEPT:
+                    self._ends_transaction.clear()
+                self._ends_transaction[text] = ends
+        return ends
 
     # -- Twisted events ----------------------------------------------------------------------
 
@@ -843,7 +862,7 @@ class ClientSession(protocol.Protocol):
                 return
             # In the Parse's own segment, its text: if the Parse failed, the server skips this.
             text = parsing[0] if parsing else self._statements.get(bind.statement, "")
-            if self._read_only and ends_transaction(text):
+            if self._read_only and self._ends(text):
                 self._ending_portals.add(bind.portal)
             else:
                 self._ending_portals.discard(bind.portal)

@@ -7,7 +7,8 @@ from typing import Any
 
 import attrs
 import pytest
-from hoopgw_postgres.analysis import PostgresDialect
+from hoopgw_postgres import analysis as analysis_module
+from hoopgw_postgres.analysis import PostgresDialect, ends_transaction
 from hoopgw_postgres.protocol import PROTOCOL
 
 
@@ -107,13 +108,23 @@ def test_a_name_with_such_bytes_too_long_to_truncate_alike_is_refused() -> None:
     assert _one(_bytes(b"SELECT " + b"f" * 20 + b"\xe9()")).command == "SELECT"
 
 
-def test_analyses_are_cached_by_text() -> None:
-    dialect = PostgresDialect(cache_size=2)
-    first = dialect.analyze("SELECT 1")
-    assert dialect.analyze("SELECT 1") is first
-    dialect.analyze("SELECT 2")
-    dialect.analyze("SELECT 3")
-    assert dialect.analyze("SELECT 1") is not first
+def test_the_dialect_keeps_nothing_between_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It serves every session: an answer kept here would come faster to one user for a text
+    another sent (plugins cache per principal, hoopgw.sql.AnalysisCache)."""
+    parsed: list[str] = []
+    real = analysis_module.parse
+
+    def spy(text: str) -> Any:
+        parsed.append(text)
+        return real(text)
+
+    monkeypatch.setattr(analysis_module, "parse", spy)
+    dialect = PostgresDialect()
+    for _ in range(2):
+        dialect.analyze("SELECT 1")
+        dialect.analyze_shape("SELECT 1")
+        assert not ends_transaction("SELECT 1")
+    assert parsed == ["SELECT 1"] * 6
 
 
 def test_multi_statement_text_yields_every_statement() -> None:

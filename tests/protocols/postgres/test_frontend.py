@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 import pytest
+from hoopgw_postgres import analysis as analysis_module
 from hoopgw_postgres import messages as m
 from hoopgw_postgres.auth import ScramClient
 from hoopgw_postgres.frontend import (
@@ -1284,6 +1285,34 @@ def test_a_reported_change_to_read_write_ends_a_read_only_session() -> None:
     client.server(m.ParameterStatus(name="default_transaction_read_only", value="off"))
     assert ("FATAL", "25006") in errors(client.received())
     assert client.closed
+
+
+def test_whether_a_text_ends_the_transaction_is_remembered_per_session_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read-only session parses each bound text once; another session, even of the same
+    identity, parses it again: no session can time what another bound."""
+    asked: list[str] = []
+    real = analysis_module.parse
+
+    def spy(text: str) -> Any:
+        asked.append(text)
+        return real(text)
+
+    monkeypatch.setattr(analysis_module, "parse", spy)  # what ends_transaction runs
+    gateway = Gateway([("ro", ReadOnly())])
+    pipeline = (
+        m.Parse(name="s", query="SELECT 1").encode()
+        + (m.Bind(portal="", statement="s").encode() + m.Execute(portal="").encode()) * 2
+        + m.Sync().encode()
+    )
+    for n in (1, 2):
+        client = gateway.connect()
+        client.login()
+        client.session._read_only = True  # what the (faked) upstream login set up
+        client.send(pipeline)
+        assert m.Bind(portal="", statement="s") in upstream_messages(client)
+        assert asked == ["SELECT 1"] * n
 
 
 # -- an approval covers the values a statement runs with (issue 14, class 8) ------------------

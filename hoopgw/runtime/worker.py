@@ -356,6 +356,10 @@ class ControlLink(LineOnlyReceiver):
 
     def fileDescriptorReceived(self, descriptor: int) -> None:
         """A client connection the next ``connection`` line names the listener of."""
+        # The parent's accept left it blocking (the flag travels with the descriptor): a
+        # reactor's blocking send would stall every session of this worker on one slow client.
+        os.set_blocking(descriptor, False)
+        os.set_inheritable(descriptor, False)
         self._descriptors.append(descriptor)
 
     def lineReceived(self, line: bytes) -> None:

@@ -193,11 +193,13 @@ class AdoptingReactor(Reactor):
     def __init__(self) -> None:
         super().__init__()
         self.adopted: list[Any] = []
+        self.blocking: list[bool] = []
 
     def adoptStreamConnection(self, fd: int, family: int, factory: Any) -> None:
         import os
 
         os.fstat(fd)  # still open while adopted: the reactor takes its own duplicate
+        self.blocking.append(os.get_blocking(fd))
         self.adopted.append(factory.buildProtocol(None))
 
 
@@ -237,6 +239,7 @@ def test_a_passed_connection_is_served_and_counted_until_it_ends() -> None:
     link.fileDescriptorReceived(_passed_descriptor())
     link.lineReceived(json.dumps({"op": "connection", "listen": "tcp:5432"}).encode())
     [served] = reactor.adopted
+    assert reactor.blocking == [False]  # as the reactor requires: a blocking send would stall it
     assert _sent(transport) == [{"op": "load", "taken": 1, "ended": 0}]
     transport.clear()
     served.connectionLost(Failure(error.ConnectionDone()))

@@ -392,6 +392,38 @@ def test_both_workers_append_to_the_one_chain_that_verify_checks(workers: Worker
     assert "SELECT id FROM orders WHERE id = 2" in texts
 
 
+def test_connections_a_dead_worker_had_not_taken_are_served_by_another(
+    workers: Workers,
+) -> None:
+    """Worker 2 is stopped (SIGSTOP), so the connections passed to it wait untaken; killed, it
+    loses none of them: the parent passes them to worker 1."""
+    pids = workers.worker_pids()
+    _signal(pids[2], signal.SIGSTOP)
+    try:
+        threads = []
+        for _ in range(4):  # 1, 2, 1, 2: each counts for its worker from the moment it is passed
+            threads.append(_in_thread(lambda: psycopg.connect(workers.conninfo(), autocommit=True)))
+            time.sleep(0.2)
+        time.sleep(0.5)
+        waiting = [box for _, box in threads if not box]
+        assert len(waiting) == 2  # worker 2's
+    finally:
+        _signal(pids[2], signal.SIGKILL)
+    conns = []
+    try:
+        for thread, box in threads:
+            thread.join(30)
+            assert "error" not in box, box
+            conns.append(box["result"])
+        served = [serving_pid(c, workers.running.port) for c in conns]
+        assert served == [pids[1]] * 4
+        for conn in conns:
+            assert conn.execute("SELECT count(*) FROM orders").fetchone() == (100,)
+    finally:
+        for conn in conns:
+            conn.close()
+
+
 def test_a_killed_worker_is_started_again_and_the_other_keeps_serving(workers: Workers) -> None:
     with workers.connect(on=1) as conn:
         old = workers.worker_pids()[2]

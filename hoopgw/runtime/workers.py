@@ -221,8 +221,6 @@ class Supervisor:
         if worker.index == 1:  # a new admin worker: the others' sessions as last published
             for line in self._published.values():
                 worker.send(line)
-        if self._reload is not None:  # it may have read the file before the change
-            self._reload_again = self._reload_again or self._reload.by
         log.info("worker {index} started (pid {pid})", index=worker.index, pid=worker.process.pid)
 
     def _worker_ended(self, worker: _Worker, reason: Failure) -> None:
@@ -335,10 +333,7 @@ class Supervisor:
         else:
             log.info("{line}", line=outcome.describe(done.by))
         for index in outcome.restart:
-            worker = self._workers[index - 1]
-            if worker.process is not None:
-                worker.restart_now = True
-                worker.send(b'{"op": "stop"}')
+            self._restart(self._workers[index - 1])
         if done.reply_to is not None:
             if outcome.result is not None:
                 self._reply(done.reply_to, ok=True, result=outcome.result)
@@ -349,6 +344,22 @@ class Supervisor:
         again, self._reload_again = self._reload_again, None
         if again is not None:
             self.reload(again)
+
+    def _restart(self, worker: _Worker) -> None:
+        """Stop ``worker`` (killed if it has not ended ``shutdown_grace`` plus a margin later:
+        one that did not answer may not answer this either) and start it again at once."""
+        process = worker.process
+        if process is None:
+            return  # ended already: its back-off restart starts it with the file's config
+        worker.restart_now = True
+        worker.send(b'{"op": "stop"}')
+
+        def kill() -> None:
+            if worker.process is process:
+                log.warn("worker {index} did not end: killing it", index=worker.index)
+                process.signalProcess("KILL")
+
+        self.reactor.callLater(self.config.gateway.shutdown_grace + STOP_MARGIN, kill)
 
     def _reply(self, index: int, **answer: Any) -> None:
         self._workers[index - 1].send(json.dumps({"op": "reload_result", **answer}).encode())

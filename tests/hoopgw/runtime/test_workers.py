@@ -26,7 +26,7 @@ class FakeControl:
 
 @pytest.fixture
 def supervisor() -> Supervisor:
-    config: Any = SimpleNamespace(gateway=SimpleNamespace(workers=3))
+    config: Any = SimpleNamespace(gateway=SimpleNamespace(workers=3, shutdown_grace=5))
     found = Supervisor(config, "hoopgw.toml", task.Clock())
     for worker in found._workers:
         worker.control = FakeControl()  # type: ignore[assignment]
@@ -193,15 +193,22 @@ def test_a_reload_every_worker_refuses_restarts_none(running: Supervisor) -> Non
     assert all(_sent_ops(running, k)[-1]["op"] == "reload" for k in (1, 2, 3))
 
 
-def test_a_worker_silent_past_the_timeout_counts_as_refused(running: Supervisor) -> None:
+def test_a_worker_silent_past_the_timeout_is_restarted_killed_if_need_be(
+    running: Supervisor,
+) -> None:
     from hoopgw.runtime.reload_workers import RELOAD_TIMEOUT
+    from hoopgw.runtime.workers import STOP_MARGIN
 
     clock: Any = running.reactor
     running.hang_up()
     _answer(running, 1, ok=True, result={"ended_sessions": []})
     _answer(running, 2, ok=True, result={"ended_sessions": []})
     clock.advance(RELOAD_TIMEOUT)
-    assert running._workers[2].restart_now and running._reload is None
+    silent = running._workers[2]
+    assert silent.restart_now and running._reload is None
+    assert _sent_ops(running, 3)[-1] == {"op": "stop"}
+    clock.advance(5 + STOP_MARGIN)  # it does not answer that either
+    assert silent.process.signals == ["KILL"]  # type: ignore[attr-defined]
 
 
 def test_the_admin_api_s_reload_is_answered_with_every_worker_s_result(

@@ -39,13 +39,13 @@ from hoopgw.admin.sessions import describe_session
 from hoopgw.errors import ReloadError, StartupError
 from hoopgw.runtime.registry import SessionRegistry
 
-__all__ = ["WORKER_ENV", "SingleConnection", "WorkerLink", "worker_instance"]
+__all__ = ["WORKER_ENV", "ControlLink", "SingleConnection", "WorkerLink", "worker_instance"]
 
 log = Logger(namespace="hoopgw.worker")
 
 PUBLISH_INTERVAL = 0.5
-"""Seconds between looks at whether a worker's live sessions changed (worker 1's list of the
-others' sessions is at most this old)."""
+"""Seconds between looks at whether a worker's live sessions or metrics changed (worker 1's
+list of the others' sessions, and their samples on ``/metrics``, are at most this old)."""
 
 WORKER_ENV = "HOOPGW_WORKER"
 """Environment variable that tells ``hoopgw run`` it is worker ``index`` of a supervising

@@ -167,10 +167,15 @@ class PluginChain:
             # The usual pending answer (the write-ahead record): one callback pair checks and
             # combines it, no DeferredList.
             pending, name = waiting[0]
-            combined = pending.addCallbacks(
-                lambda answer: combine([*given, _checked(answer, name, hook)]),
-                lambda failure: combine([*given, _failed(failure, name, hook)]),
-            )
+            if given:
+                combined = pending.addCallbacks(
+                    lambda answer: combine([*given, _checked(answer, name, hook)]),
+                    lambda failure: combine([*given, _failed(failure, name, hook)]),
+                )
+            else:  # combine() of one answer is that answer
+                combined = pending.addCallbacks(
+                    _checked, _failed, callbackArgs=(name, hook), errbackArgs=(name, hook)
+                )
         else:
             gathered = defer.gatherResults(
                 [

@@ -267,8 +267,9 @@ class ClientSession(protocol.Protocol):
 
     # -- driving the inbox -------------------------------------------------------------------
 
-    def _wait(self, d: defer.Deferred[Any], then: Any) -> None:
-        """Stop processing client input until ``d`` fires, then call ``then`` with its result.
+    def _wait(self, d: defer.Deferred[Any], then: Any, *, cancelled: Any = None) -> None:
+        """Stop processing client input until ``d`` fires, then call ``then`` with its result
+        (with ``cancelled`` when it is given and ``d`` failed with ``CancelledError``).
 
         A decision that is already made (no plugin returned a pending Deferred) is applied at
         once, without pausing the transport.
@@ -288,12 +289,12 @@ class ClientSession(protocol.Protocol):
                 return
             if self._gate is not None:
                 self._gate.resume(READ_PAUSE_DECISION)
-            self._apply(then, result)
+            self._apply(then, result, cancelled)
             self._process()
 
         d.addBoth(done)
         if fired:
-            self._apply(then, fired[0])
+            self._apply(then, fired[0], cancelled)
             return
         waiting = True
         self._busy = True
@@ -303,12 +304,17 @@ class ClientSession(protocol.Protocol):
         self._read_ahead = 0
         self._pending = d
 
-    def _apply(self, then: Any, result: Any) -> None:
+    def _apply(self, then: Any, result: Any, cancelled: Any = None) -> None:
         if isinstance(result, Failure):
-            if not result.check(defer.CancelledError):
-                log.failure("session {session}: decision failed", result, session=self._session_id)
-            self._fatal("XX000", "internal gateway error; session ended")
-            return
+            if cancelled is not None and result.check(defer.CancelledError):
+                result = cancelled
+            else:
+                if not result.check(defer.CancelledError):
+                    log.failure(
+                        "session {session}: decision failed", result, session=self._session_id
+                    )
+                self._fatal("XX000", "internal gateway error; session ended")
+                return
         try:
             then(result)
         except Exception:
@@ -1092,9 +1098,7 @@ class ClientSession(protocol.Protocol):
         if verdict is not None:
             decided(verdict)  # no plugin judges commands: no Deferred, no pause
             return
-        decision = self._ledger.decide(command)
-        decision.addErrback(lambda failure: failure.trap(defer.CancelledError) and _CANCELLED)
-        self._wait(decision, decided)
+        self._wait(self._ledger.decide(command), decided, cancelled=_CANCELLED)
 
     def _refuse(
         self,

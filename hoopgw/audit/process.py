@@ -323,8 +323,12 @@ class StoreAppender(threading.Thread):
     def put(self, entries: list[EncodedEntry], last_number: int) -> None:
         """Queue journaled ``entries``, the last numbered ``last_number``, for the store."""
         with self._cond:
+            # Only a thread waiting for something to append needs waking: one gathering what
+            # arrives (STORE_INTERVAL) or appending takes it anyway, and waking it for every
+            # batch would cost thread switches and the GIL for nothing.
+            if not self._queue:
+                self._cond.notify_all()
             self._queue.append((entries, last_number))
-            self._cond.notify_all()
 
     def finish(self) -> None:
         """No more input: append what is queued, write a last checkpoint, close the store."""

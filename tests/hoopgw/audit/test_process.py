@@ -717,6 +717,36 @@ def test_the_sync_schedule_syncs_at_once_when_idle_and_groups_under_load():
     assert schedule.due_in(100.505) == pytest.approx(0.005)
 
 
+def test_only_a_write_after_a_sync_started_wakes_the_syncer():
+    schedule = SyncSchedule(0.01)
+    assert schedule.written()  # the syncer waits for something to sync: wake it
+    assert not schedule.written()  # it waits for the due time of the first already
+    schedule.starting(100.0)
+    assert schedule.written()
+
+
+class CountingCondition(threading.Condition):
+    def __init__(self) -> None:
+        super().__init__()
+        self.notified = 0
+
+    def notify_all(self) -> None:
+        self.notified += 1
+        super().notify_all()
+
+
+def test_only_a_batch_for_an_empty_queue_wakes_the_store_thread(tmp_path):
+    journal = AuditJournal(str(tmp_path / "a.db.audit-journal"))
+    appender = audit_process.StoreAppender(
+        lambda: migrated(tmp_path / "a.db"), journal, None, retry_delay=1.0
+    )
+    appender._cond = condition = CountingCondition()  # not started: nothing takes the queue
+    appender.put([], 1)
+    appender.put([], 2)  # the thread would take it with the first, or after its interval
+    assert condition.notified == 1
+    journal.close()
+
+
 def test_with_os_an_answer_leaves_only_once_the_entry_is_written_to_the_journal(
     tmp_path, monkeypatch
 ):

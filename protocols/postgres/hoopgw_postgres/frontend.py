@@ -57,7 +57,14 @@ from hoopgw_postgres.analysis import ends_transaction
 from hoopgw_postgres.auth import ScramServer
 from hoopgw_postgres.lexing import LexingRefused, LexingTracker, lexes_alike
 from hoopgw_postgres.parameters import bound_parameters
-from hoopgw_postgres.rowtext import convert, copy_bytes, copy_text, row_codec
+from hoopgw_postgres.rowtext import (
+    convert,
+    copy_bytes,
+    copy_text,
+    message_text,
+    message_wire,
+    row_codec,
+)
 from hoopgw_postgres.tracking import CommandProgress, Request, ResponseTracker
 from hoopgw_postgres.upstream import UpstreamConnection
 
@@ -737,13 +744,14 @@ class ClientSession(protocol.Protocol):
         if not self.chain.has_output_hooks:
             return parameters
         out = []
+        encoding = self._message_encoding()
         for wire in parameters:
             status = m.ParameterStatus.decode(wire[5:])
-            output = Output("parameter", {"name": status.name, "value": status.value})
+            fields = message_text({"name": status.name, "value": status.value}, encoding)
+            output = Output("parameter", fields)
             self.chain.hook.server_output(session=self.session, command=None, output=output)
-            out.append(
-                m.ParameterStatus(name=status.name, value=output.fields.get("value", "")).encode()
-            )
+            value = message_wire({"value": output.fields.get("value", "")}, encoding)["value"]
+            out.append(m.ParameterStatus(name=status.name, value=value).encode())
         return out
 
     def upstream_failed(self, code: str, message: str) -> None:
@@ -1339,11 +1347,12 @@ class ClientSession(protocol.Protocol):
         error = m.ErrorResponse.decode(frame.body)
         fields = dict(error.fields)
         if self.chain.has_output_hooks:
-            output = Output("error", _named_fields(fields))
+            encoding = self._message_encoding()
+            output = Output("error", message_text(_named_fields(fields), encoding))
             self.chain.hook.server_output(
                 session=self.session, command=self._command_of(request), output=output
             )
-            fields = _coded_fields(output.fields, fields)
+            fields = _coded_fields(message_wire(output.fields, encoding), fields)
             data = m.ErrorResponse(fields=fields).encode()
         if request is not None and request.progress is not None:
             request.progress.error_code = fields.get("C", "")
@@ -1352,21 +1361,29 @@ class ClientSession(protocol.Protocol):
 
     def _rewrite_output(self, frame: Any, request: Request | None) -> bytes:
         command = self._command_of(request)
+        encoding = self._message_encoding()
         if frame.type == b"N":
             notice = m.NoticeResponse.decode(frame.body)
-            output = Output("notice", _named_fields(dict(notice.fields)))
+            output = Output("notice", message_text(_named_fields(dict(notice.fields)), encoding))
             self.chain.hook.server_output(session=self.session, command=command, output=output)
             return m.NoticeResponse(
-                fields=_coded_fields(output.fields, dict(notice.fields))
+                fields=_coded_fields(message_wire(output.fields, encoding), dict(notice.fields))
             ).encode()
         note = m.NotificationResponse.decode(frame.body)
-        output = Output("notification", {"channel": note.channel, "payload": note.payload})
+        fields = message_text({"channel": note.channel, "payload": note.payload}, encoding)
+        output = Output("notification", fields)
         self.chain.hook.server_output(session=self.session, command=command, output=output)
+        fields = message_wire(output.fields, encoding)
         return m.NotificationResponse(
             pid=note.pid,
-            channel=output.fields.get("channel", note.channel),
-            payload=output.fields.get("payload", ""),
+            channel=fields.get("channel", note.channel),
+            payload=fields.get("payload", ""),
         ).encode()
+
+    def _message_encoding(self) -> str:
+        """The encoding of the server's messages: the client's once the session started
+        (before, the login's errors are in the server's own, read as UTF-8)."""
+        return self._lexing.state.text_encoding if self.session is not None else "UTF8"
 
     def _rewrite_rows(
         self, block: bytes, starts: list[int], end: int, request: Request | None

@@ -59,6 +59,35 @@ def convert(
                 )
 
 
+def message_text(fields: dict[str, str], encoding: str) -> dict[str, str]:
+    """Text fields of a message (an error, a notice, a notification), decoded by the message
+    codec as UTF-8, as plugins must read them: the server sends them in the rows'
+    ``encoding`` too, so a non-ASCII character of a LATIN1 client's error was no match."""
+    codec = row_codec(encoding)
+    if codec is None:
+        return fields
+    return {k: _recode(v, "utf-8", codec) for k, v in fields.items()}
+
+
+def message_wire(fields: dict[str, str], encoding: str) -> dict[str, str]:
+    """The inverse of :func:`message_text`: fields as the message codec encodes them to send
+    them in ``encoding``.
+
+    :raises UnicodeError: a character the encoding cannot hold (fail closed).
+    """
+    codec = row_codec(encoding)
+    if codec is None:
+        return fields
+    return {k: _recode(v, codec, "utf-8") for k, v in fields.items()}
+
+
+def _recode(value: str, wire: str, codec: str) -> str:
+    """``value``, decoded from its bytes in ``wire``, as ``codec`` decodes those bytes."""
+    if value.isascii():
+        return value
+    return value.encode(wire, "surrogateescape").decode(codec, "surrogateescape")
+
+
 _BINARY_COPY = b"PGCOPY\n\xff\r\n\x00"
 
 

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from hoopgw_postgres.rowtext import convert, converted_columns, copy_bytes, copy_text, row_codec
+import pytest
+from hoopgw_postgres.rowtext import (
+    convert,
+    converted_columns,
+    copy_bytes,
+    copy_text,
+    message_text,
+    message_wire,
+    row_codec,
+)
 
 from hoopgw.session import Column
 
@@ -33,3 +42,15 @@ def test_copy_text_keeps_the_binary_signature_visible_in_any_encoding() -> None:
     assert copy_bytes(copy_text(binary, "LATIN1"), "LATIN1") == binary
     assert copy_text(b"M\xfcller\n", "LATIN1") == "Müller\n"
     assert copy_bytes("Müller\n", "LATIN1") == b"M\xfcller\n"
+
+
+def test_message_fields_are_read_in_the_client_encoding_and_back() -> None:
+    # ErrorResponse decodes fields as UTF-8 (lone surrogates for other bytes); a LATIN1
+    # client's "Zoë" is b"Zo\xeb" on the wire.
+    wire = {"message": "bad: Zo\udceb", "detail": "plain"}
+    text = message_text(wire, "LATIN1")
+    assert text == {"message": "bad: Zoë", "detail": "plain"}
+    assert message_wire(text, "LATIN1") == wire
+    assert message_text(wire, "UTF8") is wire
+    with pytest.raises(UnicodeError):
+        message_wire({"message": "雪"}, "LATIN1")

@@ -155,3 +155,46 @@ def _convert(
                 raise UndecodableText(
                     f"a value of a result column is not valid in its character set ({exc})"
                 ) from exc
+
+
+def message_codec(charset: str) -> str | None:
+    """The Python codec of the messages (errors, an OK's info) the server sends while
+    ``character_set_results`` is ``charset`` (as the server reports it), ``None`` when they
+    are UTF-8 already (``NULL`` and ``binary`` leave the server's own, UTF-8).
+
+    The server converts its messages as it converts rows: in ``filename`` an e-mail address
+    reads ``alice@0040example@002ecom``, which no detector knows, so a set without an exact
+    decoding here is refused like a result column in it.
+
+    :raises UndecodableText: ``charset`` has no exact decoding here.
+    """
+    name = charset.strip().lower()
+    name = "utf8mb3" if name == "utf8" else name
+    if name in ("", "null") or name in PASSTHROUGH:
+        return None
+    if name not in CODECS:
+        raise UndecodableText(
+            f"character_set_results is {name or charset!r}, a character set hoopgw cannot read"
+            " exactly to mask the server's messages"
+        )
+    return CODECS[name][0]
+
+
+def message_text(message: bytes, charset: str) -> str:
+    """A server message's bytes as text (lone surrogates for bytes invalid in ``charset``,
+    reversibly); see :func:`message_codec`.
+
+    :raises UndecodableText: ``charset`` has no exact decoding here.
+    """
+    return message.decode(message_codec(charset) or "utf-8", "surrogateescape")
+
+
+def message_bytes(text: str, charset: str) -> bytes:
+    """The inverse of :func:`message_text`.
+
+    :raises UndecodableText: a character (as a plugin rewrote it) has no form in ``charset``.
+    """
+    try:
+        return text.encode(message_codec(charset) or "utf-8", "surrogateescape")
+    except UnicodeError as exc:
+        raise UndecodableText(f"a message has no form in character_set_results ({exc})") from exc

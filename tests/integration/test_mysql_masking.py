@@ -296,3 +296,33 @@ def test_error_messages_are_masked_in_every_results_charset(
     forms += ["Zoë".encode(), "Zoë".encode("latin-1")]
     leaks = [f for f in forms if any(f in s for s in seen) or f in store]
     assert not leaks, (leaks, seen)
+
+
+def test_a_results_charset_for_one_statement_is_refused(
+    mysql_gateway: Callable[..., Any], mysql_database: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SET STATEMENT ... FOR changes character_set_results for that statement only, and the
+    # server reports nothing: its error came in `filename` while the gateway read UTF-8.
+    running = mysql_gateway(plugins=["masking", "recording"])
+    key = running.create_key("agent", ["agents"])
+    seen: list[bytes] = []
+    raise_error = pymysql.err.raise_mysql_exception
+
+    def spy(data: bytes) -> None:
+        seen.append(bytes(data))
+        raise_error(data)
+
+    monkeypatch.setattr(pymysql.err, "raise_mysql_exception", spy)
+    with _text_client(running, key, mysql_database.name) as conn, conn.cursor() as cur:
+        cur.execute("SET @v = 'ann@example.com'")
+        for text in (
+            "SET STATEMENT character_set_results = filename FOR"
+            " SELECT EXTRACTVALUE(1, CONCAT('~', @v))",
+            "EXECUTE IMMEDIATE 'SET STATEMENT @@character_set_results = filename FOR"
+            " SELECT EXTRACTVALUE(1, CONCAT(''~'', @v))'",
+        ):
+            with pytest.raises(pymysql.err.MySQLError) as refused:
+                cur.execute(text)
+            assert refused.value.args[0] == 1231, refused.value
+    running.stop()
+    assert not [s for s in seen if b"ann@0040example" in s or b"ann@example" in s], seen

@@ -53,9 +53,16 @@ from hoopgw.transport import (
 )
 from hoopgw.verdicts import Block, Hold
 from hoopgw_postgres import messages as m
-from hoopgw_postgres.analysis import ends_transaction
+from hoopgw_postgres.analysis import copy_encodings, ends_transaction
 from hoopgw_postgres.auth import ScramServer
-from hoopgw_postgres.lexing import LexingRefused, LexingTracker, lexes_alike
+from hoopgw_postgres.lexing import (
+    CLIENT_ONLY_ENCODINGS,
+    CODECS,
+    LexingRefused,
+    LexingTracker,
+    clean_encoding_name,
+    lexes_alike,
+)
 from hoopgw_postgres.parameters import bound_parameters
 from hoopgw_postgres.rowtext import (
     convert,
@@ -101,7 +108,8 @@ from piling up messages in memory."""
 
 
 class _LexingLost(Exception):
-    """The server reported a setting that leaves statements unlexable (ends the session)."""
+    """The server reported a setting that leaves statements unlexable, or sent data in an
+    encoding the gateway cannot read (ends the session)."""
 
 
 @attrs.frozen
@@ -1304,7 +1312,7 @@ class ClientSession(protocol.Protocol):
             if self.chain.has_output_hooks:
                 data = self._rewrite_parameters([bytes(frame.wire)])[0]
         elif kind == b"d" and self.chain.has_output_hooks:
-            encoding = self._lexing.state.text_encoding
+            encoding = self._copy_encoding(request)
             output = Output("copy", {"data": copy_text(bytes(frame.body), encoding)})
             self.chain.hook.server_output(
                 session=self.session, command=self._command_of(request), output=output
@@ -1379,6 +1387,25 @@ class ClientSession(protocol.Protocol):
             channel=fields.get("channel", note.channel),
             payload=fields.get("payload", ""),
         ).encode()
+
+    def _copy_encoding(self, request: Request | None) -> str:
+        """The encoding of the COPY data ``request`` receives: the one its COPY's ``ENCODING``
+        option names (the server converts the data to it), else the session's.
+
+        :raises _LexingLost: an encoding the gateway cannot read (fail closed).
+        """
+        command = self._command_of(request)
+        named = copy_encodings(command.text) if command is not None else frozenset()
+        if not named:
+            return self._lexing.state.text_encoding
+        encodings = {clean_encoding_name(name) for name in named}
+        encoding = next(iter(encodings))
+        if len(encodings) > 1 or encoding not in CODECS or encoding in CLIENT_ONLY_ENCODINGS:
+            raise _LexingLost(
+                f"COPY ... (ENCODING {', '.join(sorted(named))}): hoopgw cannot read its data"
+                " to mask it; copy in the session's client_encoding"
+            )
+        return encoding
 
     def _message_encoding(self) -> str:
         """The encoding of the server's messages: the client's once the session started

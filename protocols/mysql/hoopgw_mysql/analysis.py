@@ -761,7 +761,7 @@ class MySQLDialect:
             if "FOR" not in words[:-1]:
                 raise _Unanalysable("SET STATEMENT without FOR and a statement")
             at = words.index("FOR")
-            _set_effect(statement[2:at])  # the settings the gateway cannot follow
+            _set_effect(statement[2:at], statement_scoped=True)  # what the gateway cannot follow
             facts = self._set_assignments(statement[2:at])
             inner = self._statement(statement[at + 1 :])
             facts.merge(inner)
@@ -1033,7 +1033,7 @@ def _statement_effect(
             # The variables are the statement's own and restored after it; the statement
             # after FOR may still change the session's settings.
             at = words.index("FOR") if "FOR" in words else len(words)
-            _set_effect(statement[2:at])
+            _set_effect(statement[2:at], statement_scoped=True)
             inner = statement[at + 1 :]
             return _statement_effect(inner, state, prepared) if inner else LexingEffect()
         if second in ("PASSWORD", "ROLE", "DEFAULT", "TRANSACTION"):
@@ -1072,8 +1072,9 @@ def _statement_effect(
     return LexingEffect(changes=True)
 
 
-def _set_effect(assignments: list[Token]) -> frozenset[str]:
-    """The lexing settings a SET's assignments set for the session (checking their values)."""
+def _set_effect(assignments: list[Token], *, statement_scoped: bool = False) -> frozenset[str]:
+    """The lexing settings a SET's assignments set for the session (checking their values);
+    ``statement_scoped``: the assignments of ``SET STATEMENT ... FOR``."""
     sets: set[str] = set()
     for assignment in _comma_split(assignments):
         words = _words(assignment)
@@ -1095,6 +1096,12 @@ def _set_effect(assignments: list[Token]) -> frozenset[str]:
             raise _Unanalysable(
                 "SET session_track_system_variables: hoopgw follows sql_mode and"
                 " character_set_client through it"
+            )
+        if statement_scoped and name == "character_set_results":
+            # The statement's messages come in it, and the server reports no change.
+            raise _Unanalysable(
+                "SET STATEMENT character_set_results: hoopgw reads the server's messages in"
+                " the character set the server reports; set it with a plain SET"
             )
         if scope.upper() not in ("", "SESSION", "LOCAL") or name not in _LEXING_NAMES:
             continue

@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 import pytest
 from hoopgw_postgres import analysis as analysis_module
-from hoopgw_postgres.analysis import PostgresDialect, ends_transaction
+from hoopgw_postgres.analysis import PostgresDialect, copy_encodings, ends_transaction
 from hoopgw_postgres.protocol import PROTOCOL
 
 
@@ -388,3 +388,14 @@ def test_deeply_nested_statements_are_judged_to_their_depths(depth: int) -> None
 def test_statements_nested_beyond_the_walk_are_unparseable() -> None:
     text = "DELETE FROM t WHERE " + "NOT " * 5000 + "a"
     assert "nested too deeply" in PostgresDialect().analyze(text).error
+
+
+def test_copy_encodings_are_the_encoding_options_as_written() -> None:
+    # The server sends such a COPY's data in the named encoding, not the client's.
+    assert copy_encodings("COPY t TO STDOUT (FORMAT csv, ENCODING 'LATIN1')") == {"LATIN1"}
+    assert copy_encodings("COPY (SELECT 1) TO STDOUT WITH ENCODING 'win1252'") == {"win1252"}
+    two = "COPY a TO STDOUT (ENCODING 'LATIN1'); COPY b TO STDOUT (ENCODING 'EUC_JP')"
+    assert copy_encodings(two) == {"LATIN1", "EUC_JP"}
+    assert copy_encodings("COPY t TO STDOUT") == frozenset()
+    assert copy_encodings("SELECT 'ENCODING'") == frozenset()
+    assert copy_encodings("COPY t TO STDOUT (ENCODING") == frozenset()  # does not parse

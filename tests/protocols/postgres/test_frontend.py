@@ -1864,3 +1864,34 @@ def test_a_plugin_that_reads_rows_sees_every_row_in_every_split(split: int | Non
     ]
     assert types_of(received) == types_of(list(many_rows_answer()))
     assert [(o.status, o.rows) for o in outcomes.outcomes] == [("ok", 9)]
+
+
+def test_copy_data_is_read_in_its_copy_encoding_parsed_once_per_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A COPY naming an ENCODING sends its data in it: the masker reads it there. Its text is
+    parsed for that once per COPY, in the session (no cache shared with other sessions)."""
+    parsed: list[str] = []
+    real = analysis_module.parse
+
+    def spy(text: str) -> Any:
+        parsed.append(text)
+        return real(text)
+
+    monkeypatch.setattr(analysis_module, "parse", spy)
+    client = Gateway([("masker", WordMasker("Müller", "[DENY_LIST]"))]).connect()
+    client.login()
+    text = "COPY t TO STDOUT (ENCODING 'LATIN1')"
+    for n in (1, 2):
+        client.send(m.Query(query=text).encode())
+        client.server(
+            m.CopyOutResponse(format=0, column_formats=(0,)),
+            m.CopyData(data=b"Herr M\xfcller\n"),
+            m.CopyData(data=b"M\xfcller\n"),
+            m.CopyDone(),
+            m.CommandComplete(tag="COPY 2"),
+            m.ReadyForQuery(status="I"),
+        )
+        data = [msg.data for msg in client.received() if isinstance(msg, m.CopyData)]
+        assert data == [b"Herr [DENY_LIST]\n", b"[DENY_LIST]\n"]
+        assert parsed.count(text) == n

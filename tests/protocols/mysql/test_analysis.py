@@ -415,3 +415,36 @@ def test_the_dialect_keeps_nothing_between_calls(monkeypatch: pytest.MonkeyPatch
     for _ in range(2):
         assert dialect.analyze("SELECT 1", {"sql_mode": ""}).parseable
     assert read == ["SELECT 1"] * 2
+
+
+# What a 16 KiB text may hold at most: many statements, or many names in one.
+_HEAVY_TEXTS = (
+    "SELECT a.b.c;" * 1260,
+    "SELECT " + ",".join(f"a{n}" for n in range(2800)),
+    "SELECT " + ",".join(f"s{n}.f{n}(x.y{n})" for n in range(900)),
+    "SELECT * FROM " + ",".join(f"s{n}.t{n}" for n in range(1350)),
+    "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 7",
+)
+
+
+@pytest.mark.parametrize("text", _HEAVY_TEXTS, ids=lambda t: t[:16])
+def test_the_analysis_cache_weighs_an_entry_at_least_at_its_size(text: str) -> None:
+    # AnalysisCache bounds its memory by the weight it estimates: never below the real size.
+    import tracemalloc
+
+    from hoopgw.session import Identity
+    from hoopgw.sql import AnalysisCache
+
+    cache = AnalysisCache(MySQLDialect())
+    details = {"lexing": analysis_module.DEFAULT_STATE.settings}
+    cache.analyze(Identity(name="bob"), "SELECT 1", details)  # the lexer's first use
+    gc.collect()
+    before = cache.weight
+    tracemalloc.start()
+    try:
+        cache.analyze(Identity(name="alice"), text, details)
+        gc.collect()
+        size = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(cache) == 2 and 0 < size <= cache.weight - before

@@ -80,6 +80,9 @@ _EXECUTABLE = re.compile(r"/\*M?!\d{0,6}")
 MAX_VERSIONED_MARKERS = 5
 """Distinct versioned executable-comment markers one text may hold (each doubles the readings
 that are analysed, see :meth:`MySQLDialect.analyze`)."""
+MAX_READINGS = 256
+"""Readings one analysis may go through, a text's and those of the texts it prepares or runs
+(``PREPARE ... FROM '...'``, nested): each level of nesting could otherwise multiply them."""
 CLIENT_CHARSETS = frozenset({"utf8mb4", "utf8mb3", "utf8", "ascii", "binary", "latin1"})
 """The client character sets (``character_set_client``) the lexer reads exactly as the server
 does: no multi-byte character holds an ASCII byte, and the only white space above 0x7F is
@@ -506,6 +509,10 @@ class MySQLDialect:
 
     def __init__(self) -> None:
         self._state = DEFAULT_STATE  # the lexing state of the analysis under way
+        # For the analysis under way only (never kept between calls, see analyze): the
+        # analyses of the texts it prepares, and how many more readings it may go through.
+        self._bodies: dict[tuple[str, LexingState], Analysis] = {}
+        self._readings_left = MAX_READINGS
 
     def analyze(self, text: str, settings: Mapping[str, str] | None = None) -> Analysis:
         """Analyse ``text`` (one or several statements); never raises.
@@ -519,9 +526,18 @@ class MySQLDialect:
         first ``*/`` even inside quotes. So the text is read once for every choice of markers
         skipped, and the statements of every distinct reading are judged.
 
+        A text that a statement prepares or runs (``PREPARE ... FROM '...'``) is analysed
+        once per analysis however many readings hold it, and an analysis that would go
+        through more than :data:`MAX_READINGS` readings in all is refused.
+
         Nothing is kept between calls: the dialect serves every session, and plugins cache
         per principal (:class:`hoopgw.sql.AnalysisCache`)."""
-        return self._analysis(text, LexingState.of(settings))
+        outer = self._bodies, self._readings_left
+        self._bodies, self._readings_left = {}, MAX_READINGS
+        try:
+            return self._analysis(text, LexingState.of(settings))
+        finally:
+            self._bodies, self._readings_left = outer
 
     def _analysis(self, text: str, state: LexingState) -> Analysis:
         outer, self._state = self._state, state
@@ -530,7 +546,13 @@ class MySQLDialect:
             if refusal:
                 raise _Unanalysable(refusal)
             statements: list[StatementFacts] = []
-            for reading in readings(text, state):
+            found = readings(text, state)
+            self._readings_left -= len(found)
+            if self._readings_left < 0:
+                raise _Unanalysable(
+                    f"more than {MAX_READINGS} readings of the text and the texts it prepares"
+                )
+            for reading in found:
                 for facts in map(self._statement, _split(reading)):
                     if facts not in statements:
                         statements.append(facts)
@@ -840,7 +862,9 @@ class MySQLDialect:
     def _merge_text(self, facts: _Facts, body: str, what: str) -> None:
         """Add to ``facts`` what the statement in ``body`` does (in every reading of it; the
         server runs one statement, so several only make the judgement stricter)."""
-        inner = self._analysis(body, self._state)
+        inner = self._bodies.get((body, self._state))
+        if inner is None:
+            inner = self._bodies[(body, self._state)] = self._analysis(body, self._state)
         if not inner.parseable:
             raise _Unanalysable(f"the text of {what}: {inner.error}")
         if not inner.statements:

@@ -417,6 +417,48 @@ def test_the_dialect_keeps_nothing_between_calls(monkeypatch: pytest.MonkeyPatch
     assert read == ["SELECT 1"] * 2
 
 
+# Five versioned comments after a statement: 32 readings, each holding the statement again.
+_READINGS = " ".join(f"/*!5000{k} ;SELECT {k}*/" for k in range(1, 6))
+
+
+def _nested_prepare(depth: int) -> str:
+    text = f"SELECT 1 {_READINGS}"
+    for level in range(1, depth + 1):
+        text = "PREPARE s{} FROM '{}' {}".format(level, text.replace("'", "''"), _READINGS)
+    return text
+
+
+def test_a_prepared_text_is_analysed_once_however_many_readings_hold_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each of a text's 32 readings holds its PREPARE, whose text has 32 readings, and so on:
+    # without the dialect's cache (it keeps nothing between calls) 361 bytes of three levels
+    # took 12 s of the reactor, four levels several minutes -- every session stood still.
+    read: list[str] = []
+    real = analysis_module.readings
+
+    def spy(text: str, state: LexingState = analysis_module.DEFAULT_STATE) -> Any:
+        read.append(text)
+        assert len(read) <= 100, "the same prepared texts are read again and again"
+        return real(text, state)
+
+    monkeypatch.setattr(analysis_module, "readings", spy)
+    dialect = MySQLDialect()
+    analysis = dialect.analyze(_nested_prepare(4))
+    assert analysis.parseable and len(read) == 5  # once per level
+    # Nothing is kept for the next call: the same text is read again.
+    assert dialect.analyze(_nested_prepare(4)) == analysis and len(read) == 10
+
+
+def test_an_analysis_of_too_many_readings_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(analysis_module, "MAX_READINGS", 100)
+    dialect = MySQLDialect()
+    assert dialect.analyze(_nested_prepare(2)).parseable  # 3 levels of 32 readings each
+    refused = dialect.analyze(_nested_prepare(3))
+    assert refused.error.endswith("more than 100 readings of the text and the texts it prepares")
+    assert dialect.analyze(_nested_prepare(2)).parseable  # the next analysis has its own
+
+
 # What a 16 KiB text may hold at most: many statements, or many names in one.
 _HEAVY_TEXTS = (
     "SELECT a.b.c;" * 1260,

@@ -512,7 +512,7 @@ class MySQLDialect:
         # For the analysis under way only (never kept between calls, see analyze): the
         # analyses of the texts it prepares, and how many more readings it may go through.
         self._bodies: dict[tuple[str, LexingState], Analysis] = {}
-        self._readings_left = MAX_READINGS
+        self._readings = _Readings()
 
     def analyze(self, text: str, settings: Mapping[str, str] | None = None) -> Analysis:
         """Analyse ``text`` (one or several statements); never raises.
@@ -532,12 +532,12 @@ class MySQLDialect:
 
         Nothing is kept between calls: the dialect serves every session, and plugins cache
         per principal (:class:`hoopgw.sql.AnalysisCache`)."""
-        outer = self._bodies, self._readings_left
-        self._bodies, self._readings_left = {}, MAX_READINGS
+        outer = self._bodies, self._readings
+        self._bodies, self._readings = {}, _Readings()
         try:
             return self._analysis(text, LexingState.of(settings))
         finally:
-            self._bodies, self._readings_left = outer
+            self._bodies, self._readings = outer
 
     def _analysis(self, text: str, state: LexingState) -> Analysis:
         outer, self._state = self._state, state
@@ -547,11 +547,7 @@ class MySQLDialect:
                 raise _Unanalysable(refusal)
             statements: list[StatementFacts] = []
             found = readings(text, state)
-            self._readings_left -= len(found)
-            if self._readings_left < 0:
-                raise _Unanalysable(
-                    f"more than {MAX_READINGS} readings of the text and the texts it prepares"
-                )
+            self._readings.spend(len(found))
             for reading in found:
                 for facts in map(self._statement, _split(reading)):
                     if facts not in statements:
@@ -1021,18 +1017,41 @@ def lexing_effect(
         before another, a client character set or ``sql_mode`` that cannot be read, a
         ``PREPARE`` that would set them, ``session_track_system_variables``).
     """
+    return _lexing_effect(text, state, {} if prepared is None else prepared, _Readings())
+
+
+class _Readings:
+    """The readings one top-level call may still go through (:data:`MAX_READINGS`), and the
+    effects of the texts it prepares, for that call only."""
+
+    def __init__(self) -> None:
+        self.left = MAX_READINGS
+        self.bodies: dict[tuple[str, frozenset[tuple[str, LexingEffect]]], LexingEffect] = {}
+
+    def spend(self, count: int) -> None:
+        self.left -= count
+        if self.left < 0:
+            raise _Unanalysable(
+                f"more than {MAX_READINGS} readings of the text and the texts it prepares"
+            )
+
+
+def _lexing_effect(
+    text: str, state: LexingState, prepared: dict[str, LexingEffect], budget: _Readings
+) -> LexingEffect:
     refusal = state.refusal()
     if refusal:
         raise _Unanalysable(refusal)
     changes = False
     sets: set[str] = set()
     count = 1
-    prepared = {} if prepared is None else prepared
-    for reading in readings(text, state):
+    found = readings(text, state)
+    budget.spend(len(found))
+    for reading in found:
         statements = list(_split(reading))
         count = max(count, len(statements))
         for index, statement in enumerate(statements):
-            effect = _statement_effect(statement, state, prepared)
+            effect = _statement_effect(statement, state, prepared, budget)
             if not effect.changes:
                 continue
             if index < len(statements) - 1:
@@ -1047,7 +1066,10 @@ def lexing_effect(
 
 
 def _statement_effect(
-    statement: list[Token], state: LexingState, prepared: dict[str, LexingEffect]
+    statement: list[Token],
+    state: LexingState,
+    prepared: dict[str, LexingEffect],
+    budget: _Readings,
 ) -> LexingEffect:
     words = _words(statement)
     first = words[0]
@@ -1059,7 +1081,7 @@ def _statement_effect(
             at = words.index("FOR") if "FOR" in words else len(words)
             _set_effect(statement[2:at])
             inner = statement[at + 1 :]
-            return _statement_effect(inner, state, prepared) if inner else LexingEffect()
+            return _statement_effect(inner, state, prepared, budget) if inner else LexingEffect()
         if second in ("PASSWORD", "ROLE", "DEFAULT", "TRANSACTION"):
             return LexingEffect()
         sets = _set_effect(statement[1:])
@@ -1074,7 +1096,12 @@ def _statement_effect(
                 f"{first} of a variable or expression: hoopgw cannot tell whether it changes"
                 " sql_mode or character_set_client"
             )
-        body_effect = lexing_effect(body, state, dict(prepared))
+        # Each of the text's readings may hold the same body: read once per call.
+        key = (body, frozenset(prepared.items()))
+        body_effect = budget.bodies.get(key)
+        if body_effect is None:
+            body_effect = _lexing_effect(body, state, dict(prepared), budget)
+            budget.bodies[key] = body_effect
         if first == "PREPARE" and body_effect.sets:
             raise _Unanalysable(
                 f"PREPARE of a statement that sets {', '.join(sorted(body_effect.sets))}: set"

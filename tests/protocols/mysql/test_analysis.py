@@ -459,6 +459,25 @@ def test_an_analysis_of_too_many_readings_is_refused(monkeypatch: pytest.MonkeyP
     assert dialect.analyze(_nested_prepare(2)).parseable  # the next analysis has its own
 
 
+def test_the_lexing_effect_of_nested_prepares_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The frontend reads every COM_QUERY so (with or without plugins): each reading's PREPARE
+    # read its text's readings again, 361 bytes took a second of the reactor, 627 minutes.
+    read: list[str] = []
+    real = analysis_module.readings
+
+    def spy(text: str, state: LexingState = analysis_module.DEFAULT_STATE) -> Any:
+        read.append(text)
+        assert len(read) <= 100, "the same prepared texts are read again and again"
+        return real(text, state)
+
+    monkeypatch.setattr(analysis_module, "readings", spy)
+    assert lexing_effect(_nested_prepare(2), LexingState()) == LexingEffect(statements=6)
+    read.clear()
+    with pytest.raises(ValueError, match="more than 256 readings of the text and the texts"):
+        lexing_effect(_nested_prepare(4), LexingState())
+    assert len(read) < 20
+
+
 # What a 16 KiB text may hold at most: many statements, or many names in one.
 _HEAVY_TEXTS = (
     "SELECT a.b.c;" * 1260,

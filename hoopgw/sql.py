@@ -11,6 +11,7 @@ that analyses keeps its own :class:`AnalysisCache`, whose every entry belongs to
 
 from __future__ import annotations
 
+import sys
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Hashable, Mapping
 from typing import Any, Protocol
@@ -275,9 +276,11 @@ class AnalysisCache:
     :class:`~hoopgw.session.Identity` a session runs as, by method and name -- sent before, so
     the time an analysis takes tells a user nothing about what others sent. Memory is bounded
     in total, whatever the number of principals: at most ``size`` entries with keys of at
-    most ``key_length`` characters, the least recently used leaving first, whoever's it is.
-    What one principal can tell from another's use is how many new statements pass (its own
-    entries leave sooner), never which.
+    most ``key_length`` characters, weighing together at most ``memory`` bytes as
+    :attr:`weight` estimates them (an analysis of a 16 KiB text of a thousand statements
+    holds megabytes), the least recently used leaving first, whoever's it is. What one
+    principal can tell from another's use is how many new statements pass (its own entries
+    leave sooner), never which.
 
     Two kinds of entries, each keyed by principal, lexing settings
     (``Command.details["lexing"]``) and:
@@ -294,12 +297,20 @@ class AnalysisCache:
       kept.
     """
 
-    def __init__(self, dialect: Dialect, *, size: int = 2048, key_length: int = 16384) -> None:
+    def __init__(
+        self,
+        dialect: Dialect,
+        *,
+        size: int = 2048,
+        key_length: int = 16384,
+        memory: int = 64 << 20,
+    ) -> None:
         """
         :param dialect: the connection's dialect.
         :param size: the most entries kept, for all principals together.
-        :param key_length: the longest text or shape kept, in characters: memory stays under
-            ``size`` times this (and the analyses).
+        :param key_length: the longest text or shape kept, in characters.
+        :param memory: the most bytes the entries may hold together, keys and analyses, as
+            :attr:`weight` estimates them; an entry heavier than this is not kept.
         """
         self._dialect = dialect
         # The dialect's shape and analyze_shape, looked up at the first use (a dialect is
@@ -308,10 +319,20 @@ class AnalysisCache:
         self._looked_up = False
         self._size = size
         self._key_length = key_length
-        self._analyses: OrderedDict[Hashable, Analysis] = OrderedDict()
+        self._memory = memory
+        self._weight = 0
+        # Each entry with its weight (see _weight).
+        self._analyses: OrderedDict[Hashable, tuple[Analysis, int]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._analyses)
+
+    @property
+    def weight(self) -> int:
+        """What the entries hold together, in bytes, as estimated from above: each entry's
+        key, :data:`_BYTES_PER_CHARACTER` per character of the text analysed and
+        :data:`_BYTES_PER_STATEMENT` per statement of its analysis."""
+        return self._weight
 
     def analyze(self, identity: Identity, text: str, details: Mapping[str, Any]) -> Analysis:
         """:func:`analyze_command`'s analysis of a command's ``text`` sent by ``identity``,
@@ -323,9 +344,9 @@ class AnalysisCache:
         cached = self._analyses.get(key)
         if cached is not None:
             self._analyses.move_to_end(key)
-            return cached
+            return cached[0]
         analysis = analyze_command(self._dialect, text, details)
-        self._keep(key, analysis)
+        self._keep(key, _weight(text, text, analysis), analysis)
         return analysis
 
     def analyze_shape(self, identity: Identity, text: str, details: Mapping[str, Any]) -> Analysis:
@@ -338,17 +359,17 @@ class AnalysisCache:
         cached = self._analyses.get(key)
         if cached is not None:
             self._analyses.move_to_end(key)
-            return cached
+            return cached[0]
         assert self._methods is not None
         settings = details.get("lexing")
         analysis = self._methods[1](text, *(() if settings is None else (settings,)))
         if analysis.parseable and not analysis.reads_literals:
-            self._keep(key, analysis)
+            self._keep(key, _weight(key[-1], text, analysis), analysis)
         return analysis
 
     def shape_key(
         self, identity: Identity, text: str, details: Mapping[str, Any]
-    ) -> Hashable | None:
+    ) -> tuple[Any, ...] | None:
         """What :meth:`analyze_shape` keeps ``text``'s analysis under: the principal, the
         session's lexing settings and the dialect's shape of the text; None when the dialect
         has no shapes or the text is not to be cached by shape."""
@@ -369,10 +390,32 @@ class AnalysisCache:
             return None
         return ("shape", _principal(identity), lexing, key)
 
-    def _keep(self, key: Hashable, analysis: Analysis) -> None:
-        self._analyses[key] = analysis
-        if len(self._analyses) > self._size:
-            self._analyses.popitem(last=False)
+    def _keep(self, key: Hashable, weight: int, analysis: Analysis) -> None:
+        if weight > self._memory:
+            return  # it would push out everything else
+        self._analyses[key] = (analysis, weight)
+        self._weight += weight
+        while len(self._analyses) > self._size or self._weight > self._memory:
+            self._weight -= self._analyses.popitem(last=False)[1][1]
+
+
+# An entry's weight, an estimate from above of the bytes it holds: an analysis measured up to
+# about 25 bytes per character of its text (names in sets, a statement's normalised text) and
+# 2.4 KiB per statement (tests/protocols/*/test_analysis.py hold it to this estimate); the
+# key's principal, settings and tuple add a few hundred bytes.
+_BYTES_PER_CHARACTER = 64
+_BYTES_PER_STATEMENT = 4096
+_BYTES_PER_ENTRY = 512
+
+
+def _weight(key: str, text: str, analysis: Analysis) -> int:
+    # key: the text, or the dialect's shape of it (a str, see Dialect)
+    return (
+        _BYTES_PER_ENTRY
+        + sys.getsizeof(key)
+        + _BYTES_PER_CHARACTER * len(text)
+        + _BYTES_PER_STATEMENT * len(analysis.statements)
+    )
 
 
 MAX_ANALYSED_BYTES = 1 << 20

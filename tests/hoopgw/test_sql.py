@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 
 from hoopgw.session import Identity
@@ -181,3 +182,42 @@ def test_memory_is_bounded_in_total_whatever_the_number_of_identities() -> None:
     cache.analyze(Identity(name="user199"), "SELECT 199", {})
     cache.analyze(ALICE, "SELECT " + "x" * 100, {})
     assert len(cache) == 8 and dialect.calls[-2] == ("analyze_shape", "UPDATE 199")
+
+
+class ManyStatementsDialect(SpyDialect):
+    """A dialect whose every analysis has a thousand statements (as ``SELECT 1;`` repeated
+    gives PostgreSQL's), sharing one facts object so that the test itself stays small."""
+
+    FACTS = _statement("")
+
+    def analyze(self, text: str, settings: Mapping[str, str] | None = None) -> Analysis:
+        self.calls.append(("analyze", text))
+        return Analysis(statements=(self.FACTS,) * 1000)
+
+    def analyze_shape(self, text: str, settings: Mapping[str, str] | None = None) -> Analysis:
+        self.calls.append(("analyze_shape", text))
+        return Analysis(statements=(self.FACTS,) * 1000)
+
+
+def test_memory_is_bounded_by_what_the_analyses_hold_not_only_their_number() -> None:
+    # 2048 analyses of 16 KiB texts of a thousand statements each held about 6 GB (3 MB each):
+    # the entries' number alone bounds nothing.
+    dialect = ManyStatementsDialect()
+    cache = AnalysisCache(dialect)  # type: ignore[arg-type]
+    for n in range(100):
+        cache.analyze(ALICE, f"{n:05} " + "x" * 16000, {})
+        cache.analyze_shape(BOB, f"S{n:05} " + "x" * 16000, {})
+    # Each weighs over 5 MB (1000 statements at 4 KiB, 16 KiB of text at 64 bytes a
+    # character): a dozen fit in the default 64 MiB, the most recent ones.
+    assert len(cache) == 13 and cache.weight <= 64 << 20
+    assert cache.analyze_shape(BOB, f"S{99:05} " + "x" * 16000, {}) and len(dialect.calls) == 200
+    # An entry heavier than the whole bound is not kept (and pushes nothing out).
+    small = AnalysisCache(dialect, memory=1 << 20)  # type: ignore[arg-type]
+    small.analyze(ALICE, "SELECT 1", {})
+    assert len(small) == 0 and small.weight == 0
+    # Entries that leave give their weight back.
+    light = AnalysisCache(SpyDialect(), size=2)  # type: ignore[arg-type]
+    for n in range(5):
+        light.analyze(ALICE, f"SELECT {n}", {})
+    each = 512 + sys.getsizeof("SELECT 4") + 64 * 8 + 4096
+    assert len(light) == 2 and light.weight == 2 * each

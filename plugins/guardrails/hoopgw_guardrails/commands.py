@@ -505,7 +505,54 @@ def _word_matches(pattern: str, arg: str) -> bool:
     pattern, arg = _normal(pattern), _normal(arg)
     if fnmatch.fnmatchcase(arg, pattern):
         return True
-    return bool(_GLOB.search(arg)) and fnmatch.fnmatchcase(pattern, arg)
+    return bool(_GLOB.search(arg)) and _glob_matches(arg, pattern)
+
+
+# Outside a bracket expression: any one character (``?``) and any run of them (``*``).
+_ONE, _RUN = object(), object()
+
+
+def _glob_matches(glob: str, word: str) -> bool:
+    """Whether the shell may expand the command line's word ``glob`` to ``word``, as
+    ``fnmatch.fnmatchcase(word, glob)`` reads it, but walked here rather than compiled:
+    fnmatch and re keep every pattern they compile in caches the whole process shares, where
+    one user's globs would be found by another's timing and could take memory without bound.
+    A bracket expression counts as any one character (a match where fnmatch may see none:
+    errs on the side of refusing)."""
+    tokens: list[object] = []
+    index, end = 0, len(glob)
+    while index < end:
+        char = glob[index]
+        index += 1
+        if char == "*":
+            if not tokens or tokens[-1] is not _RUN:
+                tokens.append(_RUN)
+        elif char == "?":
+            tokens.append(_ONE)
+        elif char == "[":
+            # fnmatch.translate: an optional ``!``, then a ``]`` that is a member, up to ``]``.
+            close = index + (index < end and glob[index] == "!")
+            close += close < end and glob[close] == "]"
+            close = glob.find("]", close)
+            if close < 0:
+                tokens.append("[")  # no closing bracket: a plain character
+            else:
+                tokens.append(_ONE)
+                index = close + 1
+        else:
+            tokens.append(char)
+    # The positions in ``word`` that the tokens read so far may have reached.
+    reached = {0}
+    for token in tokens:
+        if token is _RUN:
+            reached = set(range(min(reached), len(word) + 1))
+        elif token is _ONE:
+            reached = {at + 1 for at in reached if at < len(word)}
+        else:
+            reached = {at + 1 for at in reached if at < len(word) and word[at] == token}
+        if not reached:
+            return False
+    return len(word) in reached
 
 
 def _stage_matches(pattern: SimpleCommand, command: SimpleCommand) -> bool:

@@ -80,6 +80,9 @@ _EXECUTABLE = re.compile(r"/\*M?!\d{0,6}")
 MAX_VERSIONED_MARKERS = 5
 """Distinct versioned executable-comment markers one text may hold (each doubles the readings
 that are analysed, see :meth:`MySQLDialect.analyze`)."""
+MAX_READINGS = 256
+"""Readings one analysis may go through, a text's and those of the texts it prepares or runs
+(``PREPARE ... FROM '...'``, nested): each level of nesting could otherwise multiply them."""
 CLIENT_CHARSETS = frozenset({"utf8mb4", "utf8mb3", "utf8", "ascii", "binary", "latin1"})
 """The client character sets (``character_set_client``) the lexer reads exactly as the server
 does: no multi-byte character holds an ASCII byte, and the only white space above 0x7F is
@@ -506,6 +509,10 @@ class MySQLDialect:
 
     def __init__(self) -> None:
         self._state = DEFAULT_STATE  # the lexing state of the analysis under way
+        # For the analysis under way only (never kept between calls, see analyze): the
+        # analyses of the texts it prepares, and how many more readings it may go through.
+        self._bodies: dict[tuple[str, LexingState], Analysis] = {}
+        self._readings = _Readings()
 
     def analyze(self, text: str, settings: Mapping[str, str] | None = None) -> Analysis:
         """Analyse ``text`` (one or several statements); never raises.
@@ -519,9 +526,18 @@ class MySQLDialect:
         first ``*/`` even inside quotes. So the text is read once for every choice of markers
         skipped, and the statements of every distinct reading are judged.
 
+        A text that a statement prepares or runs (``PREPARE ... FROM '...'``) is analysed
+        once per analysis however many readings hold it, and an analysis that would go
+        through more than :data:`MAX_READINGS` readings in all is refused.
+
         Nothing is kept between calls: the dialect serves every session, and plugins cache
         per principal (:class:`hoopgw.sql.AnalysisCache`)."""
-        return self._analysis(text, LexingState.of(settings))
+        outer = self._bodies, self._readings
+        self._bodies, self._readings = {}, _Readings()
+        try:
+            return self._analysis(text, LexingState.of(settings))
+        finally:
+            self._bodies, self._readings = outer
 
     def _analysis(self, text: str, state: LexingState) -> Analysis:
         outer, self._state = self._state, state
@@ -530,7 +546,9 @@ class MySQLDialect:
             if refusal:
                 raise _Unanalysable(refusal)
             statements: list[StatementFacts] = []
-            for reading in readings(text, state):
+            found = readings(text, state)
+            self._readings.spend(len(found))
+            for reading in found:
                 for facts in map(self._statement, _split(reading)):
                     if facts not in statements:
                         statements.append(facts)
@@ -840,7 +858,9 @@ class MySQLDialect:
     def _merge_text(self, facts: _Facts, body: str, what: str) -> None:
         """Add to ``facts`` what the statement in ``body`` does (in every reading of it; the
         server runs one statement, so several only make the judgement stricter)."""
-        inner = self._analysis(body, self._state)
+        inner = self._bodies.get((body, self._state))
+        if inner is None:
+            inner = self._bodies[(body, self._state)] = self._analysis(body, self._state)
         if not inner.parseable:
             raise _Unanalysable(f"the text of {what}: {inner.error}")
         if not inner.statements:
@@ -997,18 +1017,41 @@ def lexing_effect(
         before another, a client character set or ``sql_mode`` that cannot be read, a
         ``PREPARE`` that would set them, ``session_track_system_variables``).
     """
+    return _lexing_effect(text, state, {} if prepared is None else prepared, _Readings())
+
+
+class _Readings:
+    """The readings one top-level call may still go through (:data:`MAX_READINGS`), and the
+    effects of the texts it prepares, for that call only."""
+
+    def __init__(self) -> None:
+        self.left = MAX_READINGS
+        self.bodies: dict[tuple[str, frozenset[tuple[str, LexingEffect]]], LexingEffect] = {}
+
+    def spend(self, count: int) -> None:
+        self.left -= count
+        if self.left < 0:
+            raise _Unanalysable(
+                f"more than {MAX_READINGS} readings of the text and the texts it prepares"
+            )
+
+
+def _lexing_effect(
+    text: str, state: LexingState, prepared: dict[str, LexingEffect], budget: _Readings
+) -> LexingEffect:
     refusal = state.refusal()
     if refusal:
         raise _Unanalysable(refusal)
     changes = False
     sets: set[str] = set()
     count = 1
-    prepared = {} if prepared is None else prepared
-    for reading in readings(text, state):
+    found = readings(text, state)
+    budget.spend(len(found))
+    for reading in found:
         statements = list(_split(reading))
         count = max(count, len(statements))
         for index, statement in enumerate(statements):
-            effect = _statement_effect(statement, state, prepared)
+            effect = _statement_effect(statement, state, prepared, budget)
             if not effect.changes:
                 continue
             if index < len(statements) - 1:
@@ -1023,7 +1066,10 @@ def lexing_effect(
 
 
 def _statement_effect(
-    statement: list[Token], state: LexingState, prepared: dict[str, LexingEffect]
+    statement: list[Token],
+    state: LexingState,
+    prepared: dict[str, LexingEffect],
+    budget: _Readings,
 ) -> LexingEffect:
     words = _words(statement)
     first = words[0]
@@ -1035,7 +1081,7 @@ def _statement_effect(
             at = words.index("FOR") if "FOR" in words else len(words)
             _set_effect(statement[2:at], statement_scoped=True)
             inner = statement[at + 1 :]
-            return _statement_effect(inner, state, prepared) if inner else LexingEffect()
+            return _statement_effect(inner, state, prepared, budget) if inner else LexingEffect()
         if second in ("PASSWORD", "ROLE", "DEFAULT", "TRANSACTION"):
             return LexingEffect()
         sets = _set_effect(statement[1:])
@@ -1050,7 +1096,12 @@ def _statement_effect(
                 f"{first} of a variable or expression: hoopgw cannot tell whether it changes"
                 " sql_mode or character_set_client"
             )
-        body_effect = lexing_effect(body, state, dict(prepared))
+        # Each of the text's readings may hold the same body: read once per call.
+        key = (body, frozenset(prepared.items()))
+        body_effect = budget.bodies.get(key)
+        if body_effect is None:
+            body_effect = _lexing_effect(body, state, dict(prepared), budget)
+            budget.bodies[key] = body_effect
         if first == "PREPARE" and body_effect.sets:
             raise _Unanalysable(
                 f"PREPARE of a statement that sets {', '.join(sorted(body_effect.sets))}: set"

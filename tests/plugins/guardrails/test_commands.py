@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 from typing import Any
 
 import pytest
@@ -9,9 +10,12 @@ from hoopgw_guardrails import GuardrailsPlugin
 from hoopgw_guardrails.commands import (
     COMMAND_PRESETS,
     CommandPolicy,
+    _glob_matches,
     check_command_patterns,
     check_command_presets,
 )
+from hypothesis import given
+from hypothesis import strategies as st
 
 from hoopgw import protocol
 from hoopgw.errors import ConfigError
@@ -464,3 +468,30 @@ def test_a_line_with_too_many_readings_is_refused_quickly(line: str) -> None:
     # gateway's reactor busy for hours.
     verdict = PRESETS.judge(line)
     assert isinstance(verdict, Block) and verdict.rule == "unparseable"
+
+
+def test_a_user_s_glob_is_not_compiled_into_a_cache_every_session_shares() -> None:
+    # fnmatch compiles each pattern once for the whole process (an lru_cache of 32768): a
+    # glob of one user's command line kept there answers another user's probe of the same
+    # glob faster (what others ran), and long globs take memory that nothing bounds.
+    compiled = fnmatch._compile_pattern  # type: ignore[attr-defined]
+    PRESETS.judge("rm -rf /tmp/*")
+    PRESETS.judge("rm -rf /*")  # the configured patterns, compiled at their first use
+    before = compiled.cache_info().currsize
+    for n in range(50):
+        line = f"rm -rf /srv/reports/*customer-{n}*"
+        assert PRESETS.judge(line) is None, line
+        assert isinstance(PRESETS.judge("rm -rf /" + "*" * (n + 1)), Block)
+    assert compiled.cache_info().currsize == before
+
+
+@given(
+    glob=st.text(alphabet="ab/-*?[]!", max_size=8),
+    word=st.text(alphabet="ab/-*?[]!", max_size=6),
+)
+def test_a_glob_matches_a_word_wherever_fnmatch_says_so(glob: str, word: str) -> None:
+    matches = _glob_matches(glob, word)
+    if fnmatch.fnmatchcase(word, glob):
+        assert matches  # never less than fnmatch: a denied word stays denied
+    if "[" not in glob:
+        assert matches == fnmatch.fnmatchcase(word, glob)  # and exactly it without brackets

@@ -415,3 +415,97 @@ def test_the_dialect_keeps_nothing_between_calls(monkeypatch: pytest.MonkeyPatch
     for _ in range(2):
         assert dialect.analyze("SELECT 1", {"sql_mode": ""}).parseable
     assert read == ["SELECT 1"] * 2
+
+
+# Five versioned comments after a statement: 32 readings, each holding the statement again.
+_READINGS = " ".join(f"/*!5000{k} ;SELECT {k}*/" for k in range(1, 6))
+
+
+def _nested_prepare(depth: int) -> str:
+    text = f"SELECT 1 {_READINGS}"
+    for level in range(1, depth + 1):
+        text = "PREPARE s{} FROM '{}' {}".format(level, text.replace("'", "''"), _READINGS)
+    return text
+
+
+def test_a_prepared_text_is_analysed_once_however_many_readings_hold_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each of a text's 32 readings holds its PREPARE, whose text has 32 readings, and so on:
+    # without the dialect's cache (it keeps nothing between calls) 361 bytes of three levels
+    # took 12 s of the reactor, four levels several minutes -- every session stood still.
+    read: list[str] = []
+    real = analysis_module.readings
+
+    def spy(text: str, state: LexingState = analysis_module.DEFAULT_STATE) -> Any:
+        read.append(text)
+        assert len(read) <= 100, "the same prepared texts are read again and again"
+        return real(text, state)
+
+    monkeypatch.setattr(analysis_module, "readings", spy)
+    dialect = MySQLDialect()
+    analysis = dialect.analyze(_nested_prepare(4))
+    assert analysis.parseable and len(read) == 5  # once per level
+    # Nothing is kept for the next call: the same text is read again.
+    assert dialect.analyze(_nested_prepare(4)) == analysis and len(read) == 10
+
+
+def test_an_analysis_of_too_many_readings_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(analysis_module, "MAX_READINGS", 100)
+    dialect = MySQLDialect()
+    assert dialect.analyze(_nested_prepare(2)).parseable  # 3 levels of 32 readings each
+    refused = dialect.analyze(_nested_prepare(3))
+    assert refused.error.endswith("more than 100 readings of the text and the texts it prepares")
+    assert dialect.analyze(_nested_prepare(2)).parseable  # the next analysis has its own
+
+
+def test_the_lexing_effect_of_nested_prepares_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The frontend reads every COM_QUERY so (with or without plugins): each reading's PREPARE
+    # read its text's readings again, 361 bytes took a second of the reactor, 627 minutes.
+    read: list[str] = []
+    real = analysis_module.readings
+
+    def spy(text: str, state: LexingState = analysis_module.DEFAULT_STATE) -> Any:
+        read.append(text)
+        assert len(read) <= 100, "the same prepared texts are read again and again"
+        return real(text, state)
+
+    monkeypatch.setattr(analysis_module, "readings", spy)
+    assert lexing_effect(_nested_prepare(2), LexingState()) == LexingEffect(statements=6)
+    read.clear()
+    with pytest.raises(ValueError, match="more than 256 readings of the text and the texts"):
+        lexing_effect(_nested_prepare(4), LexingState())
+    assert len(read) < 20
+
+
+# What a 16 KiB text may hold at most: many statements, or many names in one.
+_HEAVY_TEXTS = (
+    "SELECT a.b.c;" * 1260,
+    "SELECT " + ",".join(f"a{n}" for n in range(2800)),
+    "SELECT " + ",".join(f"s{n}.f{n}(x.y{n})" for n in range(900)),
+    "SELECT * FROM " + ",".join(f"s{n}.t{n}" for n in range(1350)),
+    "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 7",
+)
+
+
+@pytest.mark.parametrize("text", _HEAVY_TEXTS, ids=lambda t: t[:16])
+def test_the_analysis_cache_weighs_an_entry_at_least_at_its_size(text: str) -> None:
+    # AnalysisCache bounds its memory by the weight it estimates: never below the real size.
+    import tracemalloc
+
+    from hoopgw.session import Identity
+    from hoopgw.sql import AnalysisCache
+
+    cache = AnalysisCache(MySQLDialect())
+    details = {"lexing": analysis_module.DEFAULT_STATE.settings}
+    cache.analyze(Identity(name="bob"), "SELECT 1", details)  # the lexer's first use
+    gc.collect()
+    before = cache.weight
+    tracemalloc.start()
+    try:
+        cache.analyze(Identity(name="alice"), text, details)
+        gc.collect()
+        size = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(cache) == 2 and 0 < size <= cache.weight - before

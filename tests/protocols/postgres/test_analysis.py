@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import sys
+import tracemalloc
 from typing import Any
 
 import attrs
@@ -399,3 +401,37 @@ def test_copy_encodings_are_the_encoding_options_as_written() -> None:
     assert copy_encodings("COPY t TO STDOUT") == frozenset()
     assert copy_encodings("SELECT 'ENCODING'") == frozenset()
     assert copy_encodings("COPY t TO STDOUT (ENCODING") == frozenset()  # does not parse
+
+
+# What a 16 KiB text may hold at most: many statements, or many names in one.
+_HEAVY_TEXTS = (
+    "SELECT a.b.c;" * 1260,
+    "SELECT " + ",".join(f"a{n}" for n in range(2800)),
+    "SELECT " + ",".join(f"s{n}.f{n}(x.y{n})" for n in range(900)),
+    "SELECT * FROM " + ",".join(f"s{n}.t{n}" for n in range(1350)),
+    "UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = 7",
+)
+
+
+@pytest.mark.parametrize("text", _HEAVY_TEXTS, ids=lambda t: t[:16])
+def test_the_analysis_cache_weighs_an_entry_at_least_at_its_size(text: str) -> None:
+    # AnalysisCache bounds its memory by the weight it estimates: never below the real size.
+    from hoopgw.session import Identity
+    from hoopgw.sql import AnalysisCache
+
+    identity = Identity(name="alice")
+    for by_shape in (False, True):
+        cache = AnalysisCache(PostgresDialect())
+        gc.collect()
+        tracemalloc.start()
+        try:
+            if by_shape:
+                assert cache.shape_key(identity, text, {}) is not None or len(text) > 1000
+                cache.analyze_shape(identity, text, {})
+            else:
+                cache.analyze(identity, text, {})
+            gc.collect()
+            size = tracemalloc.get_traced_memory()[0]
+        finally:
+            tracemalloc.stop()
+        assert len(cache) == 1 and 0 < size <= cache.weight

@@ -647,6 +647,44 @@ def test_a_callback_that_raises_does_not_stop_the_others(running):
     assert failure.check(RuntimeError)
 
 
+def test_a_callback_that_raises_when_a_record_cannot_be_queued_is_logged(parts):
+    """The writer not running (or failed, or a record not serialisable): ``then`` is told at
+    once, and what it raises is logged as for an answer, not thrown at the caller."""
+
+    def raises(error):
+        raise RuntimeError("a careless caller")
+
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        parts.writer.submit(entry(1), raises)
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    [failure] = [e["log_failure"] for e in logged if "log_failure" in e]
+    assert failure.check(RuntimeError)
+
+
+def test_an_answer_for_a_record_not_yet_sent_fails_closed(running):
+    """A lazy record held in the gateway is not in the journal: an answer that counts it
+    does not fit what was sent, and must not tell its caller it is durable."""
+    urgent = results(running.writer.write(entry(1)))
+    lazy = results(running.writer.write(entry(2), urgent=False))
+    assert running.sent() == [1]
+    running.answer("ok 2")
+    assert urgent[0].check(StoreError) and lazy[0].check(StoreError)
+    assert results(running.writer.write(entry(3)))[0].check(StoreError)
+
+
+def test_an_answer_counting_records_sent_in_several_sends_is_trusted(running):
+    done = [results(running.writer.write(entry(n))) for n in (1, 2)]
+    lazy = results(running.writer.write(entry(3), urgent=False))
+    running.answer("ok 2")
+    assert done == [[None], [None]] and lazy == []
+    running.clock.advance(0.5)
+    running.answer("ok 1")
+    assert lazy == [None]
+
+
 def test_lazy_write_is_sent_after_lazy_delay(running):
     results(running.writer.write(entry(1), urgent=False))
     running.clock.advance(0.4)

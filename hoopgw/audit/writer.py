@@ -403,7 +403,12 @@ class AuditWriter:
         self._unanswered -= count
         if self._sent_at:
             if self.on_committed is not None:
-                self.on_committed(self._reactor.seconds() - self._sent_at[0][1])
+                try:
+                    self.on_committed(self._reactor.seconds() - self._sent_at[0][1])
+                except Exception:
+                    # Never before the records are told: they would be left in _in_flight,
+                    # and the next answer would tell the wrong ones they are durable.
+                    log.failure("the audit writer's on_committed failed")
             left = count
             while left and self._sent_at:
                 oldest = self._sent_at[0]

@@ -576,6 +576,27 @@ def test_each_answer_reports_how_long_its_oldest_record_waited(running):
     assert waited == pytest.approx([0.005, 0.003])
 
 
+def test_a_failing_commit_metric_does_not_shift_the_answers(running):
+    """An answer tells exactly its records even when on_committed raises: a record left
+    behind would be told by the next answer, for a later record, that it is durable."""
+
+    def broken(seconds):
+        raise RuntimeError("metrics")
+
+    running.writer.on_committed = broken
+    first = results(running.writer.write(entry(1)))
+    second = results(running.writer.write(entry(2)))
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        running.answer("ok 1")
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert first == [None] and second == []
+    [failure] = [e["log_failure"] for e in logged if "log_failure" in e]
+    assert failure.check(RuntimeError)
+
+
 def test_answers_split_anywhere_are_read_whole(running):
     done = [results(running.writer.write(entry(n))) for n in (1, 2)]
     for byte in b"ok 2\n":

@@ -248,6 +248,7 @@ class AuditWriter:
         self._in_flight: deque[Callable[[StoreError | None], object]] = deque()
         # Each send not yet wholly answered: [lines of it not yet answered, when it went out].
         self._sent_at: deque[list[Any]] = deque()
+        self._unanswered = 0  # lines sent and not yet answered (held lines are not counted)
         self._lazy_timer: Any = None
         self.on_committed: Callable[[float], None] | None = None
         """Called with the seconds from sending the oldest record of each answer to the answer
@@ -308,15 +309,15 @@ class AuditWriter:
         raise; an exception it raises is logged.
         """
         if self._failure is not None:
-            then(self._failure)
+            self._tell(then, self._failure)
             return
         if self._process is None or self._stopped is not None:
-            then(StoreError("audit writer is not running"))
+            self._tell(then, StoreError("audit writer is not running"))
             return
         try:
             line = encode_entry(entry)
         except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: a cycle
-            then(StoreError(f"audit record {entry.kind!r} is not serialisable: {exc}"))
+            self._tell(then, StoreError(f"audit record {entry.kind!r} is not serialisable: {exc}"))
             return
         self._in_flight.append(then)
         self._held.append(line)
@@ -375,6 +376,7 @@ class AuditWriter:
         if self._held and self._failure is None:
             lines, self._held = self._held, []
             self._sent_at.append([len(lines), self._reactor.seconds()])
+            self._unanswered += len(lines)
             self._process.writeSequence(lines)
 
     def _answered(self, line: str) -> None:
@@ -392,14 +394,21 @@ class AuditWriter:
         if (
             word not in ("ok", "error")
             or (word == "ok" and detail)
-            or not 0 < count <= len(self._in_flight)
+            or not 0 < count <= self._unanswered
         ):
-            # An answer that does not fit what was sent: nothing it says can be trusted.
+            # An answer that does not fit what was sent (it may not count a line still held
+            # here): nothing it says can be trusted.
             self._fail(StoreError(f"audit writer process said {line!r}"))
             return
+        self._unanswered -= count
         if self._sent_at:
             if self.on_committed is not None:
-                self.on_committed(self._reactor.seconds() - self._sent_at[0][1])
+                try:
+                    self.on_committed(self._reactor.seconds() - self._sent_at[0][1])
+                except Exception:
+                    # Never before the records are told: they would be left in _in_flight,
+                    # and the next answer would tell the wrong ones they are durable.
+                    log.failure("the audit writer's on_committed failed")
             left = count
             while left and self._sent_at:
                 oldest = self._sent_at[0]
@@ -438,6 +447,7 @@ class AuditWriter:
         self._cancel_lazy_timer()
         self._held = []
         self._sent_at.clear()
+        self._unanswered = 0
         if self._started is not None and not self._started.called:
             self._started.errback(Failure(error))
         while self._in_flight:

@@ -576,6 +576,27 @@ def test_each_answer_reports_how_long_its_oldest_record_waited(running):
     assert waited == pytest.approx([0.005, 0.003])
 
 
+def test_a_failing_commit_metric_does_not_shift_the_answers(running):
+    """An answer tells exactly its records even when on_committed raises: a record left
+    behind would be told by the next answer, for a later record, that it is durable."""
+
+    def broken(seconds):
+        raise RuntimeError("metrics")
+
+    running.writer.on_committed = broken
+    first = results(running.writer.write(entry(1)))
+    second = results(running.writer.write(entry(2)))
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        running.answer("ok 1")
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert first == [None] and second == []
+    [failure] = [e["log_failure"] for e in logged if "log_failure" in e]
+    assert failure.check(RuntimeError)
+
+
 def test_answers_split_anywhere_are_read_whole(running):
     done = [results(running.writer.write(entry(n))) for n in (1, 2)]
     for byte in b"ok 2\n":
@@ -645,6 +666,44 @@ def test_a_callback_that_raises_does_not_stop_the_others(running):
     assert told == [None]
     [failure] = [e["log_failure"] for e in logged if "log_failure" in e]
     assert failure.check(RuntimeError)
+
+
+def test_a_callback_that_raises_when_a_record_cannot_be_queued_is_logged(parts):
+    """The writer not running (or failed, or a record not serialisable): ``then`` is told at
+    once, and what it raises is logged as for an answer, not thrown at the caller."""
+
+    def raises(error):
+        raise RuntimeError("a careless caller")
+
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        parts.writer.submit(entry(1), raises)
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    [failure] = [e["log_failure"] for e in logged if "log_failure" in e]
+    assert failure.check(RuntimeError)
+
+
+def test_an_answer_for_a_record_not_yet_sent_fails_closed(running):
+    """A lazy record held in the gateway is not in the journal: an answer that counts it
+    does not fit what was sent, and must not tell its caller it is durable."""
+    urgent = results(running.writer.write(entry(1)))
+    lazy = results(running.writer.write(entry(2), urgent=False))
+    assert running.sent() == [1]
+    running.answer("ok 2")
+    assert urgent[0].check(StoreError) and lazy[0].check(StoreError)
+    assert results(running.writer.write(entry(3)))[0].check(StoreError)
+
+
+def test_an_answer_counting_records_sent_in_several_sends_is_trusted(running):
+    done = [results(running.writer.write(entry(n))) for n in (1, 2)]
+    lazy = results(running.writer.write(entry(3), urgent=False))
+    running.answer("ok 2")
+    assert done == [[None], [None]] and lazy == []
+    running.clock.advance(0.5)
+    running.answer("ok 1")
+    assert lazy == [None]
 
 
 def test_lazy_write_is_sent_after_lazy_delay(running):

@@ -285,7 +285,7 @@ class CancelLimit:
         """A request from ``client_address`` matched no session: spend one of its tokens."""
         host = throttle_key(client_address)
         now = self._clock.seconds()
-        tokens = self._tokens(host, now) - 1
+        tokens = max(0.0, self._tokens(host, now) - 1)
         if self._buckets.pop(host, None) is None:
             self._trim(now)
         self._buckets[host] = (tokens, now, False)

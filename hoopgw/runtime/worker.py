@@ -188,10 +188,11 @@ class ControlLink(LineOnlyReceiver):
 
     # -- asked by this worker ----------------------------------------------------------------
 
-    def ask_cancel(self, pid: int, secret: bytes) -> None:
-        """Ask the other workers to forward the cancel request ``pid``/``secret`` (the one of
-        them whose session it names does; the others ignore it)."""
-        self._send({"op": "cancel", "pid": pid, "key": secret.hex()})
+    def ask_cancel(self, pid: int, secret: bytes, client_address: str = "") -> None:
+        """Ask the other workers to forward the cancel request ``pid``/``secret`` from
+        ``client_address`` (the one of them whose session it names does; the others count
+        the miss against the address: :meth:`SessionRegistry.cancel_for_peer`)."""
+        self._send({"op": "cancel", "pid": pid, "key": secret.hex(), "from": client_address})
 
     def sessions(self) -> list[tuple[int, dict[str, Any]]]:
         """See :meth:`hoopgw.admin.sessions.PeerSessions.sessions`."""
@@ -214,7 +215,9 @@ class ControlLink(LineOnlyReceiver):
             message = json.loads(line)
             op = message.get("op")
             if op == "cancel":
-                self._sessions.cancel_here(int(message["pid"]), bytes.fromhex(message["key"]))
+                self._sessions.cancel_for_peer(
+                    int(message["pid"]), bytes.fromhex(message["key"]), str(message.get("from", ""))
+                )
             elif op == "sessions":
                 self._remote[int(message["worker"])] = list(message["sessions"])
             elif op == "stop":

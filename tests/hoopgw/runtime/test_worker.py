@@ -84,8 +84,8 @@ def _sent(transport: StringTransport) -> list[Any]:
 def test_a_cancel_request_is_asked_of_the_others_and_answered_for_them() -> None:
     link, registry, session, transport = _connected()
     registry.add_cancel_key(7, b"abcd", session)  # type: ignore[arg-type]
-    link.ask_cancel(9, b"\x00\x01")
-    assert _sent(transport) == [{"op": "cancel", "pid": 9, "key": "0001"}]
+    link.ask_cancel(9, b"\x00\x01", "10.0.0.1:5000")
+    assert _sent(transport) == [{"op": "cancel", "pid": 9, "key": "0001", "from": "10.0.0.1:5000"}]
     link.lineReceived(json.dumps({"op": "cancel", "pid": 7, "key": "61626364"}).encode())
     link.lineReceived(json.dumps({"op": "cancel", "pid": 7, "key": "00000000"}).encode())
     assert session.cancelled == 1

@@ -773,7 +773,9 @@ class MySQLDialect:
             if "FOR" not in words[:-1]:
                 raise _Unanalysable("SET STATEMENT without FOR and a statement")
             at = words.index("FOR")
-            _set_effect(statement[2:at])  # the settings the gateway cannot follow
+            _set_effect(
+                statement[2:at], for_statement=True
+            )  # the settings the gateway cannot follow
             facts = self._set_assignments(statement[2:at])
             inner = self._statement(statement[at + 1 :])
             facts.merge(inner)
@@ -1045,7 +1047,7 @@ def _statement_effect(
             # The variables are the statement's own and restored after it; the statement
             # after FOR may still change the session's settings.
             at = words.index("FOR") if "FOR" in words else len(words)
-            _set_effect(statement[2:at])
+            _set_effect(statement[2:at], for_statement=True)
             inner = statement[at + 1 :]
             return _statement_effect(inner, state, prepared) if inner else LexingEffect()
         if second in ("PASSWORD", "ROLE", "DEFAULT", "TRANSACTION"):
@@ -1084,8 +1086,14 @@ def _statement_effect(
     return LexingEffect(changes=True)
 
 
-def _set_effect(assignments: list[Token]) -> frozenset[str]:
-    """The lexing settings a SET's assignments set for the session (checking their values)."""
+def _set_effect(assignments: list[Token], *, for_statement: bool = False) -> frozenset[str]:
+    """The lexing settings a SET's assignments set for the session (checking their values);
+    ``for_statement``: those of a ``SET STATEMENT ... FOR``.
+
+    ``character_set_results`` is no lexing setting, but the server writes its messages in it
+    and the gateway reads them in it to mask them: it must change only where the server
+    reports it (a plain ``SET SESSION``), never unreported for one statement or through the
+    ``@@`` spelling, or a message (an e-mail address in UTF-16, say) would pass unmasked."""
     sets: set[str] = set()
     for assignment in _comma_split(assignments):
         words = _words(assignment)
@@ -1108,6 +1116,15 @@ def _set_effect(assignments: list[Token]) -> frozenset[str]:
                 "SET session_track_system_variables: hoopgw follows sql_mode and"
                 " character_set_client through it"
             )
+        if name == "character_set_results" and scope.upper() in ("", "SESSION", "LOCAL"):
+            if for_statement or unscoped:
+                spelling = "SET STATEMENT" if for_statement else "SET @@"
+                raise _Unanalysable(
+                    f"{spelling} character_set_results: the server would write its messages"
+                    " in a character set it does not report, which hoopgw could not read to"
+                    " mask them; write SET SESSION character_set_results = ..."
+                )
+            continue
         if scope.upper() not in ("", "SESSION", "LOCAL") or name not in _LEXING_NAMES:
             continue
         if unscoped:

@@ -97,7 +97,16 @@ def message_text(field: str, encoding: str, *, exact: bool = True) -> str:
     :raises UnicodeError: the field is not valid in the encoding (fail closed).
     """
     codec = row_codec(encoding)
-    if codec is None or field.isascii():
+    if field.isascii():
+        return field
+    if codec is None:
+        if exact and encoding == "UTF8" and any("\udc80" <= c <= "\udcff" for c in field):
+            # A UTF8 client gets valid UTF-8 only, unless the server wrote the message in an
+            # encoding it never reported (a function's own SET client_encoding, a set_config
+            # in a query that then failed and rolled it back).
+            raise UnicodeDecodeError(
+                "utf-8", field.encode("utf-8", "surrogateescape"), 0, 1, "not valid UTF-8"
+            )
         return field
     raw = field.encode("utf-8", "surrogateescape")
     return raw.decode(codec, "strict" if exact else "surrogateescape")

@@ -185,7 +185,8 @@ def test_postgresql_ends_the_session_on_a_message_in_an_encoding_never_reported(
     gateway: Callable[..., Any], pg_server: Any, pg_database: str
 ) -> None:
     """``set_config('client_encoding', ...)`` in a query that then fails: the server writes
-    the error in LATIN1 and rolls the setting back, so it never reports it. Read as UTF-8,
+    the error in LATIN1 and rolls the setting back, so it never reports it; in one that does
+    not fail, it reports it after the rows, written in LATIN1 already. Read as UTF-8,
     ``Müller`` would pass the deny list; the session ends instead."""
     gw = gateway(plugins=["masking", "recording"], connection={"masking": {"deny_words": [WORD]}})
     key = gw.create_key("agent", ["agents"])
@@ -198,6 +199,14 @@ def test_postgresql_ends_the_session_on_a_message_in_an_encoding_never_reported(
                 f"SELECT set_config('client_encoding', 'LATIN1', false); SELECT '{WORD}'::int"
             )
         assert "ller" not in str(caught.value)
+        assert caught.value.sqlstate == "22021"
+    with psycopg.connect(
+        host=gw.host, port=gw.port, user="agent", password=key, dbname=pg_database,
+        sslmode="disable", autocommit=True,
+    ) as conn:  # fmt: skip
+        # The rows come in LATIN1 before the ParameterStatus that reports it.
+        with pytest.raises(psycopg.Error) as caught:
+            conn.execute(f"SELECT set_config('client_encoding', 'LATIN1', false), '{WORD}'")
         assert caught.value.sqlstate == "22021"
     gw.store_rows("SELECT 1 FROM sessions WHERE ended_at IS NOT NULL")
     assert _raw(gw.store_bytes()) == []

@@ -58,11 +58,13 @@ from hoopgw_postgres.auth import ScramServer
 from hoopgw_postgres.lexing import LexingRefused, LexingTracker, lexes_alike
 from hoopgw_postgres.parameters import bound_parameters
 from hoopgw_postgres.rowtext import (
+    check_utf8,
     convert,
     copy_bytes,
     copy_text,
     message_field,
     message_text,
+    must_be_utf8,
     row_codec,
 )
 from hoopgw_postgres.tracking import CommandProgress, Request, ResponseTracker
@@ -1375,8 +1377,12 @@ class ClientSession(protocol.Protocol):
 
         :raises UnicodeError: a field is not valid in the encoding (fail closed).
         """
-        encoding = self._lexing.state.text_encoding
-        texts = {name: message_text(value, encoding) for name, value in fields.items()}
+        state = self._lexing.state
+        strict = must_be_utf8(state)
+        texts = {
+            name: message_text(value, state.text_encoding, strict_utf8=strict)
+            for name, value in fields.items()
+        }
         output = Output(kind, texts)
         self.chain.hook.server_output(session=self.session, command=command, output=output)
         return output
@@ -1457,6 +1463,8 @@ class ClientSession(protocol.Protocol):
         codec = row_codec(self._lexing.state.text_encoding)
         if codec is not None:
             convert(rows, self._columns, codec, to_utf8=True)
+        elif must_be_utf8(self._lexing.state):
+            check_utf8(rows, self._columns)
         self.chain.hook.server_rows(
             session=self.session, command=command, columns=self._columns, rows=rows
         )

@@ -1478,6 +1478,29 @@ def test_a_message_not_in_the_reported_encoding_ends_the_session() -> None:
     assert client.closed
 
 
+def test_a_row_not_in_the_reported_encoding_ends_the_session() -> None:
+    """``SELECT set_config('client_encoding', 'LATIN1', false), name FROM people``: the rows
+    come in LATIN1 before the ParameterStatus that reports it. Read as UTF-8 they would pass
+    a deny word unseen; a text value not valid in UTF-8 ends the session instead."""
+    seen: list[bytes | None] = []
+
+    class Spy(TextMasker):
+        @hookimpl
+        def server_rows(self, columns: list[Column], rows: list[list[bytes | None]]) -> None:
+            seen.extend(row[0] for row in rows)
+
+    client = logged_in([("spy", Spy())])
+    client.send(m.Query(query="SELECT f(), name FROM people").encode())
+    client.server(
+        m.RowDescription(fields=(m.FieldDescription(name="name", type_oid=25),)),
+        m.DataRow(values=("Herr Müller".encode("latin-1"),)),
+    )
+    received = client.received()
+    assert not [x for x in received if isinstance(x, m.DataRow)]
+    assert (received[-1].fields["S"], received[-1].fields["C"]) == ("FATAL", "22021")
+    assert seen == [] and client.closed
+
+
 @pytest.mark.parametrize("split", [None, 1, 5])
 def test_a_report_of_a_refused_value_ends_the_session(split: int | None) -> None:
     policy = Policy()

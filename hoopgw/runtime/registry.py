@@ -39,6 +39,10 @@ class SessionRegistry:
         """Passes on a cancel request that names none of these sessions (with the client's
         address) to the other worker processes of the gateway (``[gateway] workers``); None
         with one process."""
+        self.tell_peers_matched: Callable[[str], None] | None = None
+        """Tells the other worker processes that a cancel request one of them passed on (from
+        the client address given) matched a session here, so they give back what its miss
+        cost that address (:meth:`cancel_for_peer`); None with one process."""
         self.on_cancel: Callable[[str], None] | None = None
         """Called with the outcome of each cancel request :meth:`cancel` handles (metrics)."""
 
@@ -106,11 +110,22 @@ class SessionRegistry:
     def cancel_for_peer(self, pid: int, secret: bytes, client_address: str = "") -> None:
         """A cancel request another worker passed on (it matched none of that worker's
         sessions, and its address was within its budget there): forward it if a session here
-        names it; else spend the address's budget here too, so that every worker counts every
-        miss and spreading guesses over the workers (each accepts from the same queue) gives
-        an address no more than one budget."""
-        if not self.cancel_here(pid, secret) and self._cancel_limit is not None:
+        names it (and tell the others, which counted it as a miss: a client cancelling its own
+        queries spends nothing, whichever worker its request reaches); else spend the
+        address's budget here too, so that every worker counts every miss and spreading
+        guesses over the workers (each accepts from the same queue) gives an address no more
+        than one budget."""
+        if self.cancel_here(pid, secret):
+            if self.tell_peers_matched is not None:
+                self.tell_peers_matched(client_address)
+        elif self._cancel_limit is not None:
             self._cancel_limit.missed(client_address)
+
+    def peer_matched(self, client_address: str) -> None:
+        """Another worker forwarded a cancel request from ``client_address`` that this one
+        counted as a miss: give the address its token back."""
+        if self._cancel_limit is not None:
+            self._cancel_limit.refund(client_address)
 
     def cancel_here(self, pid: int, secret: bytes) -> bool:
         """Forward the cancel request to the session here whose key it names; False if none."""

@@ -111,6 +111,7 @@ class WorkerLink:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         os.close(self.control_fd)
         sessions.ask_peers = link.ask_cancel
+        sessions.tell_peers_matched = link.cancel_matched
         if not self.serves_admin:
             link.publish_sessions(reactor)
         return link
@@ -194,6 +195,11 @@ class ControlLink(LineOnlyReceiver):
         the miss against the address: :meth:`SessionRegistry.cancel_for_peer`)."""
         self._send({"op": "cancel", "pid": pid, "key": secret.hex(), "from": client_address})
 
+    def cancel_matched(self, client_address: str) -> None:
+        """Tell the other workers that a cancel request from ``client_address`` they passed
+        on or counted matched a session here (:meth:`SessionRegistry.peer_matched`)."""
+        self._send({"op": "cancel_matched", "from": client_address})
+
     def sessions(self) -> list[tuple[int, dict[str, Any]]]:
         """See :meth:`hoopgw.admin.sessions.PeerSessions.sessions`."""
         return [(k, shown) for k, listed in sorted(self._remote.items()) for shown in listed]
@@ -218,6 +224,8 @@ class ControlLink(LineOnlyReceiver):
                 self._sessions.cancel_for_peer(
                     int(message["pid"]), bytes.fromhex(message["key"]), str(message.get("from", ""))
                 )
+            elif op == "cancel_matched":
+                self._sessions.peer_matched(str(message["from"]))
             elif op == "sessions":
                 self._remote[int(message["worker"])] = list(message["sessions"])
             elif op == "stop":

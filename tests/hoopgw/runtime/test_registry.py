@@ -191,13 +191,21 @@ def test_workers_share_one_cancel_budget_per_address() -> None:
         me.ask_peers = lambda pid, secret, address, peers=peers: [
             p.cancel_for_peer(pid, secret, address) for p in peers
         ]
+        me.tell_peers_matched = lambda address, peers=peers: [
+            p.peer_matched(address) for p in peers
+        ]
     a, b = workers
     assert [a.cancel(7, g, "10.0.0.1:1") for g in (b"bbbb", b"cccc")] == ["asked", "asked"]
     assert b.cancel(7, b"dddd", "10.0.0.1:2") == "limited"  # b counted a's misses
     session = Cancellable()
     a.add_cancel_key(7, b"aaaa", session)
-    a.cancel_for_peer(7, b"aaaa", "10.0.0.1:5")  # asked by b: forwarded, nothing spent
-    assert session.cancelled == 1
+    for _ in range(5):  # a client cancelling its own queries through b spends nothing
+        assert b.cancel(7, b"aaaa", "10.0.0.3:1") == "asked"
+    assert session.cancelled == 5
+    assert (a.cancel(7, b"aaaa", "10.0.0.3:2"), b.cancel(7, b"aaaa", "10.0.0.3:3")) == (
+        "forwarded",
+        "asked",
+    )
     clock.advance(1)
     assert b.cancel(7, b"eeee", "10.0.0.1:3") == "asked"
     assert a.cancel(7, b"ffff", "10.0.0.1:4") == "limited"

@@ -8,8 +8,8 @@ workloads, each under the presets ``agent-readonly`` and ``agent-safe-write``:
   pgbench_accounts WHERE aid = N;`` with a new random ``N`` each time (the analysis cache's
   case: a new text of a shape it has seen);
 - **new text**: the statements of pgbench's built-in scripts (``select-only`` and
-  ``tpcb-like``), each time with a column alias or table alias never seen before, so neither
-  the dialect's cache nor the analysis cache can answer (a full parse and analysis).
+  ``tpcb-like``), each time with a column alias or table alias never seen before, so the
+  analysis cache cannot answer (a full parse and analysis).
 
 Each figure is the best of ``--rounds`` runs of ``--count`` statements, after a warm-up::
 

@@ -4,8 +4,12 @@ One logged-in ``ClientSession`` is fed, per transaction, the Query pgbench sends
 PostgreSQL gives (RowDescription, DataRow, CommandComplete, ReadyForQuery) through
 ``StringTransport``s, as the gateway's reactor would; what is measured is the session's own
 work: framing, tracking, the ledger, the plugin chain and, with ``--recording``, the
-``recording`` plugin and the encoding of its records (its writer answers at once: no process,
-no pipe). Deterministic enough for ``valgrind --tool=callgrind`` on a shared machine::
+``recording`` plugin, the gateway's ``AuditWriter`` and the encoding of its records. The writer
+process is a stand-in that answers ``ok`` for every line sent, after the client's message was
+handled, as the real process's answer arrives in a later reactor turn (no process, no pipe).
+``--full`` adds ``guardrails`` (preset ``agent-readonly``) and ``masking`` (its defaults) to
+``recording``, and each Query then carries a new literal, as pgbench's do. Deterministic enough
+for ``valgrind --tool=callgrind`` on a shared machine::
 
     .venv/bin/python bench/relay_cost.py                  # CPU us per transaction (best of 5)
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
@@ -23,25 +27,27 @@ from typing import Any
 
 from hoopgw_postgres import messages as m
 from hoopgw_postgres.frontend import ClientSession
-from twisted.internet import defer
+from twisted.internet import protocol
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import Logger
 
-from hoopgw.audit.writer import encode_entry
+from hoopgw.audit.writer import AuditWriter, WriterProcessLines
 from hoopgw.config.gateway import GatewayConfig
 from hoopgw.connection import ConnectionConfig, CredentialConfig, UpstreamTlsConfig
 from hoopgw.identity.authn import Authenticator
 from hoopgw.identity.keys import KeyService
-from hoopgw.plugin import PluginContext, validate_options
+from hoopgw.plugin import PluginContext, load_plugin_class, validate_options
 from hoopgw.protocol import ConnectionRuntime
-from hoopgw.records import AuditEntry
 from hoopgw.runtime.chain import PluginChain
 from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.session import ConnectionInfo
 from hoopgw.store.sqlite import SQLiteStore
 
-QUERY = m.Query(query="SELECT abalance FROM pgbench_accounts WHERE aid = 12345;").encode()
+QUERY_TEXT = "SELECT abalance FROM pgbench_accounts WHERE aid = {};"
+QUERY = m.Query(query=QUERY_TEXT.format(12345)).encode()
+QUERIES = [m.Query(query=QUERY_TEXT.format(1 + i * 7919 % 1000000)).encode() for i in range(997)]
+"""With ``--full``: pgbench ``-S`` sends a new literal every time (997 of them, in turn)."""
 ANSWER = b"".join(
     message.encode()
     for message in (
@@ -65,6 +71,17 @@ PARAMETERS = [
     )
 ]
 """What PostgreSQL reports at login (the session needs the lexing settings)."""
+CHAINS: dict[str, dict[str, dict[str, Any]]] = {
+    "bare": {},
+    "recording": {"recording": {"sample_rows": 0}},
+    "full": {
+        "recording": {"sample_rows": 0},
+        "guardrails": {"preset": "agent-readonly"},
+        "masking": {},
+    },
+}
+"""The plugins (and their options) of each measured chain, as ``./dev bench`` configures its
+``hoopgw-bare``, ``hoopgw-os`` and ``hoopgw-full`` targets."""
 
 
 class _Upstream:
@@ -77,35 +94,65 @@ class _Upstream:
         """Nothing to close."""
 
 
-class _Writer:
-    """An audit writer that encodes each entry as the real one does and answers at once."""
+class _WriterProcess:
+    """Stands in for the audit writer process: takes the lines the ``AuditWriter`` sends and
+    answers ``ok`` for all of them when :meth:`answer` is called."""
 
-    def write(self, entry: AuditEntry, *, urgent: bool = True) -> defer.Deferred[None]:
-        encode_entry(entry)
-        return defer.succeed(None)
+    def __init__(self, lines: protocol.ProcessProtocol) -> None:
+        self._lines = lines
+        self._unanswered = 0
+
+    def writeSequence(self, lines: list[bytes]) -> None:
+        """Take lines (the real process would journal them)."""
+        self._unanswered += len(lines)
+
+    def closeStdin(self) -> None:
+        """Nothing to close."""
+
+    def answer(self) -> None:
+        """Answer for every line sent so far, as the process's stdout would."""
+        if self._unanswered:
+            count, self._unanswered = self._unanswered, 0
+            self._lines.outReceived(b"ok %d\n" % count)
 
 
-def logged_in_session(*, recording: bool) -> tuple[ClientSession, StringTransport, _Upstream]:
-    """A session past login on a loopback client, with ``recording`` on or no plugin."""
+def audit_writer(clock: MemoryReactorClock) -> tuple[AuditWriter, _WriterProcess]:
+    """A started ``AuditWriter`` whose process is a :class:`_WriterProcess`."""
+    processes: list[_WriterProcess] = []
+
+    def spawn(lines: protocol.ProcessProtocol, store_url: str, reactor: Any) -> _WriterProcess:
+        processes.append(_WriterProcess(lines))
+        return processes[0]
+
+    writer = AuditWriter("sqlite::memory:", clock, spawn=spawn)
+    writer.start()
+    assert isinstance(processes[0]._lines, WriterProcessLines)
+    processes[0]._lines.outReceived(b"ready\n")
+    return writer, processes[0]
+
+
+def logged_in_session(
+    chain: str,
+) -> tuple[ClientSession, StringTransport, _Upstream, _WriterProcess | None]:
+    """A session past login on a loopback client, with the plugins of ``chain``."""
     clock = MemoryReactorClock()
     store = SQLiteStore(":memory:")
     store.migrate()
     keys = KeyService(store)
     secret, _ = keys.create("bench", ["bench"], now=time.time())
+    info = ConnectionInfo(name="pg", protocol="postgres", target="127.0.0.1:5432")
+    writer, process = audit_writer(clock) if CHAINS[chain] else (None, None)
     plugins: list[tuple[str, object]] = []
-    if recording:
-        from hoopgw_recording import RecordingPlugin
-
+    for name, options in CHAINS[chain].items():
+        cls: Any = load_plugin_class(name)
         context = PluginContext(
-            connection=ConnectionInfo(name="pg", protocol="postgres", target="127.0.0.1:5432"),
-            options=validate_options(
-                "recording", RecordingPlugin.options, {"sample_rows": 0}, connection="pg"
-            ),
-            audit=_Writer(),  # type: ignore[arg-type]
+            connection=info,
+            options=validate_options(name, cls.options, options, connection="pg"),
+            audit=writer,
             log=Logger(),
             reactor=clock,
         )
-        plugins.append(("recording", RecordingPlugin(context)))
+        plugins.append((name, cls(context)))
     config = ConnectionConfig(
         name="pg",
         protocol="postgres",
@@ -119,7 +166,7 @@ def logged_in_session(*, recording: bool) -> tuple[ClientSession, StringTranspor
     runtime = ConnectionRuntime(
         config=config,
         gateway=GatewayConfig(),
-        info=ConnectionInfo(name="pg", protocol="postgres", target=config.target),
+        info=info,
         chain=PluginChain(plugins, reactor=clock),
         authenticator=Authenticator(keys),
         sessions=SessionRegistry(),
@@ -139,19 +186,28 @@ def logged_in_session(*, recording: bool) -> tuple[ClientSession, StringTranspor
     session.dataReceived(startup.encode())
     session.dataReceived(m.PasswordMessage(password=secret).encode())
     session.upstream_ready(list(PARAMETERS), (1, b"key!"), False)
+    if process is not None:
+        process.answer()  # the session_started record is in the journal
     if session.session is None:
         raise RuntimeError(f"login failed: {transport.value()!r}")
     transport.clear()
-    return session, transport, upstream
+    return session, transport, upstream, process
 
 
-def run(count: int, *, recording: bool) -> float:
+def run(count: int, *, chain: str) -> float:
     """Run ``count`` transactions after a warm-up; return the CPU seconds they took."""
-    session, transport, upstream = logged_in_session(recording=recording)
+    session, transport, upstream, process = logged_in_session(chain)
     reader = m.MessageReader()
+    queries = QUERIES if chain == "full" else [QUERY]
+    sent = [0]
 
     def transaction() -> None:
-        session.dataReceived(QUERY)
+        session.dataReceived(queries[sent[0] % len(queries)])
+        sent[0] += 1
+        if process is not None:
+            process.answer()  # the command_received record is in the journal
+        if not upstream.transport.value():
+            raise RuntimeError(f"nothing forwarded: {transport.value()!r}")
         upstream.transport.clear()
         session.upstream_messages(*reader.feed_block(ANSWER))
         transport.clear()
@@ -167,15 +223,20 @@ def run(count: int, *, recording: bool) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the CPU microseconds per transaction (best of 5), or run ``--count`` once."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--recording", action="store_true", help="with the recording plugin")
+    plugins = parser.add_mutually_exclusive_group()
+    plugins.add_argument("--recording", action="store_true", help="with the recording plugin")
+    plugins.add_argument(
+        "--full", action="store_true", help="with recording, guardrails and masking"
+    )
     parser.add_argument(
         "--count", type=int, help="run this many transactions once, print nothing (callgrind)"
     )
     args: Any = parser.parse_args(argv)
+    chain = "full" if args.full else "recording" if args.recording else "bare"
     if args.count is not None:
-        run(args.count, recording=args.recording)
+        run(args.count, chain=chain)
         return 0
-    best = min(run(10000, recording=args.recording) for _ in range(5))
+    best = min(run(10000, chain=chain) for _ in range(5))
     print(f"{best / 10000 * 1e6:.1f} us CPU per transaction")
     return 0
 

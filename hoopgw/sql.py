@@ -3,16 +3,21 @@
 A protocol that carries SQL registers a :class:`Dialect` as its ``ProtocolSpec.dialect``. The
 dialect parses a command's text with the database's own grammar and describes every statement
 in it as :class:`StatementFacts`. Plugins (guardrails, approval, recording) judge those facts and
-never the raw text, so comments, quoting and spacing change nothing. A dialect caches its answers
-by text, so several plugins asking about the same command cost one parse.
+never the raw text, so comments, quoting and spacing change nothing.
+
+A dialect is shared by every session of the process and keeps nothing between calls: a plugin
+that analyses keeps its own :class:`AnalysisCache`, whose every entry belongs to one principal.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Hashable, Mapping
 from typing import Any, Protocol
 
 import attrs
+
+from hoopgw.session import Identity
 
 DENY_CLASSES: tuple[str, ...] = (
     "ddl",
@@ -172,7 +177,11 @@ class FunctionCatalog(Protocol):
 
 
 class Dialect(Protocol):
-    """A database's statement analyser, as a protocol registers it."""
+    """A database's statement analyser, as a protocol registers it.
+
+    One dialect serves every session of the process, so it caches nothing across calls: a
+    cache there would answer one user's probe fast when *another* user had sent that text, a
+    timing side channel. Plugins cache analyses per principal with :class:`AnalysisCache`."""
 
     name: str
     """The dialect's name, e.g. ``postgresql``."""
@@ -193,7 +202,7 @@ class Dialect(Protocol):
 # depends on), or None when it cannot say; the key must be exact, never a hash. It then also
 # offers ``analyze_shape(text, *settings) -> Analysis``, the analysis with every statement's
 # ``text`` left empty. A plugin may reuse that analysis for every text of its shape, unless
-# :attr:`Analysis.reads_literals`.
+# :attr:`Analysis.reads_literals` (:meth:`AnalysisCache.analyze_shape` does).
 #
 # A dialect may also offer ``function_catalog(reactor, *, target, user, password, sslmode,
 # connect=None)``, returning a :class:`FunctionCatalog` read over a side connection with that
@@ -240,6 +249,130 @@ def analyze_command(dialect: Dialect, text: str, details: Mapping[str, Any]) -> 
     if settings is None:
         return dialect.analyze(text)
     return dialect.analyze(text, settings)  # type: ignore[call-arg]
+
+
+def _principal(identity: Identity) -> tuple[str, str]:
+    # Who a cache entry belongs to: the identity's name as proven by its method.
+    return (identity.method, identity.name)
+
+
+def _lexing(details: Mapping[str, Any]) -> tuple[bool, Hashable]:
+    """Whether a command's lexing settings can be part of a key, and that part."""
+    settings = details.get("lexing")
+    if settings is None:
+        return True, None
+    if isinstance(settings, Mapping) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in settings.items()
+    ):
+        return True, tuple(sorted(settings.items()))
+    return False, None  # settings it cannot compare: no key rather than a wrong one
+
+
+class AnalysisCache:
+    """One plugin instance's statement analyses, each kept for one principal only.
+
+    A hit only ever answers a text (or a shape of text) that the same principal -- the
+    :class:`~hoopgw.session.Identity` a session runs as, by method and name -- sent before, so
+    the time an analysis takes tells a user nothing about what others sent. Memory is bounded
+    in total, whatever the number of principals: at most ``size`` entries with keys of at
+    most ``key_length`` characters, the least recently used leaving first, whoever's it is.
+    What one principal can tell from another's use is how many new statements pass (its own
+    entries leave sooner), never which.
+
+    Two kinds of entries, each keyed by principal, lexing settings
+    (``Command.details["lexing"]``) and:
+
+    - the text (:meth:`analyze`): the dialect's whole analysis of exactly that text;
+    - the shape (:meth:`analyze_shape`), for a dialect that offers ``shape`` and
+      ``analyze_shape`` (see :class:`Dialect`): one analysis, without the statements'
+      ``text``, for every text of the shape. PostgreSQL's shape is the parse tree without
+      its constants' values and positions, a few microseconds where a whole analysis costs a
+      hundred or more. It is reused for another text only when the dialect gives both the
+      same exact key (never a hash) in the same settings, the text parsed, and no fact turned
+      on the value of a constant (:attr:`Analysis.reads_literals`); otherwise it is computed
+      again (fail closed). Nothing that depends on the target's catalog or the session is
+      kept.
+    """
+
+    def __init__(self, dialect: Dialect, *, size: int = 2048, key_length: int = 16384) -> None:
+        """
+        :param dialect: the connection's dialect.
+        :param size: the most entries kept, for all principals together.
+        :param key_length: the longest text or shape kept, in characters: memory stays under
+            ``size`` times this (and the analyses).
+        """
+        self._dialect = dialect
+        # The dialect's shape and analyze_shape, looked up at the first use (a dialect is
+        # loaded lazily).
+        self._methods: tuple[Callable[..., Any], Callable[..., Analysis]] | None = None
+        self._looked_up = False
+        self._size = size
+        self._key_length = key_length
+        self._analyses: OrderedDict[Hashable, Analysis] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._analyses)
+
+    def analyze(self, identity: Identity, text: str, details: Mapping[str, Any]) -> Analysis:
+        """:func:`analyze_command`'s analysis of a command's ``text`` sent by ``identity``,
+        from the cache when ``identity`` sent that text before in the same settings."""
+        comparable, lexing = _lexing(details)
+        if not comparable or len(text) > self._key_length:
+            return analyze_command(self._dialect, text, details)
+        key = ("text", _principal(identity), lexing, text)
+        cached = self._analyses.get(key)
+        if cached is not None:
+            self._analyses.move_to_end(key)
+            return cached
+        analysis = analyze_command(self._dialect, text, details)
+        self._keep(key, analysis)
+        return analysis
+
+    def analyze_shape(self, identity: Identity, text: str, details: Mapping[str, Any]) -> Analysis:
+        """As :meth:`analyze`, but the statements' ``text`` is empty when the dialect has
+        shapes, and the analysis comes from the cache when ``identity`` sent a text of the
+        same shape before (see the class docstring); by text otherwise."""
+        key = self.shape_key(identity, text, details)
+        if key is None:
+            return self.analyze(identity, text, details)
+        cached = self._analyses.get(key)
+        if cached is not None:
+            self._analyses.move_to_end(key)
+            return cached
+        assert self._methods is not None
+        settings = details.get("lexing")
+        analysis = self._methods[1](text, *(() if settings is None else (settings,)))
+        if analysis.parseable and not analysis.reads_literals:
+            self._keep(key, analysis)
+        return analysis
+
+    def shape_key(
+        self, identity: Identity, text: str, details: Mapping[str, Any]
+    ) -> Hashable | None:
+        """What :meth:`analyze_shape` keeps ``text``'s analysis under: the principal, the
+        session's lexing settings and the dialect's shape of the text; None when the dialect
+        has no shapes or the text is not to be cached by shape."""
+        if not self._looked_up:
+            shape = getattr(self._dialect, "shape", None)
+            analyze = getattr(self._dialect, "analyze_shape", None)
+            if callable(shape) and callable(analyze):
+                self._methods = (shape, analyze)
+            self._looked_up = True
+        if self._methods is None:
+            return None
+        comparable, lexing = _lexing(details)
+        if not comparable:
+            return None
+        settings = details.get("lexing")
+        key = self._methods[0](text, *(() if settings is None else (settings,)))
+        if key is None or len(key) > self._key_length:
+            return None
+        return ("shape", _principal(identity), lexing, key)
+
+    def _keep(self, key: Hashable, analysis: Analysis) -> None:
+        self._analyses[key] = analysis
+        if len(self._analyses) > self._size:
+            self._analyses.popitem(last=False)
 
 
 MAX_ANALYSED_BYTES = 1 << 20

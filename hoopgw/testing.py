@@ -16,7 +16,7 @@ verdict combination and fail-closed behaviour are the gateway's own.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -108,6 +108,19 @@ class FakeAuditWriter:
         if not self.manual:
             self.flush()
         return d
+
+    def submit(
+        self,
+        entry: AuditEntry,
+        then: Callable[[StoreError | None], object],
+        *,
+        urgent: bool = True,
+    ) -> None:
+        """As :meth:`write`, telling ``then`` (see :meth:`AuditWriter.submit
+        <hoopgw.audit.writer.AuditWriter.submit>`)."""
+        self.write(entry, urgent=urgent).addCallbacks(
+            lambda _: then(None), lambda failure: then(failure.value)
+        )
 
     def flush(self) -> None:
         """Make every held entry durable (or fail them all if :attr:`failing`)."""

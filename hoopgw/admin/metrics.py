@@ -5,12 +5,16 @@ default one, so tests and several gateways in one process do not mix). Counters 
 are fed where things happen (a verdict, a login failure, a review decided); gauges are read
 from the live objects when the endpoint is scraped, so an idle gateway costs nothing.
 ``docs/operations.md`` lists every metric with a sample scrape config and alert rules.
+
+With ``[gateway] workers`` every worker keeps its own metrics; the others publish theirs
+(:func:`families`, through the parent) to worker 1, whose ``/metrics`` shows every worker's
+samples, each labelled ``worker`` (:meth:`GatewayMetrics.serve_workers`).
 """
 
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -20,7 +24,7 @@ from prometheus_client.openmetrics import exposition as openmetrics
 
 from hoopgw.verdicts import Block
 
-__all__ = ["GatewayMetrics", "render"]
+__all__ = ["GatewayMetrics", "families", "render"]
 
 OPENMETRICS_TYPE = openmetrics.CONTENT_TYPE_LATEST
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -108,6 +112,8 @@ class GatewayMetrics:
             registry=self.registry,
         )
         self.registry.register(_LiveCollector(self))
+        self.exposed = self.registry
+        """The registry ``/metrics`` shows: :attr:`registry`, or with workers every worker's."""
 
     # -- events ------------------------------------------------------------------------------
 
@@ -155,6 +161,15 @@ class GatewayMetrics:
             except Exception:
                 results[name] = False
         return results
+
+    def serve_workers(
+        self, index: int, peers: Callable[[], Mapping[int, list[dict[str, Any]]]]
+    ) -> None:
+        """Show, as worker ``index``, every worker's samples on ``/metrics``: this one's and
+        those ``peers()`` returns (worker -> its :func:`families` as last published), each
+        sample labelled ``worker`` with its worker's number."""
+        self.exposed = CollectorRegistry(auto_describe=False)
+        self.exposed.register(_WorkersCollector(self.registry, index, peers))
 
     # -- scrape-time gauges ------------------------------------------------------------------
 
@@ -216,9 +231,52 @@ class _LiveCollector:
         return []
 
 
+def families(registry: CollectorRegistry) -> list[dict[str, Any]]:
+    """Every metric family of ``registry`` now, as JSON-ready dicts (a worker publishes them)."""
+    return [
+        {
+            "name": family.name,
+            "help": family.documentation,
+            "type": family.type,
+            "unit": family.unit,
+            "samples": [[s.name, s.labels, s.value] for s in family.samples],
+        }
+        for family in registry.collect()
+    ]
+
+
+class _WorkersCollector:
+    """Every worker's metric families, each sample labelled with its worker."""
+
+    def __init__(
+        self,
+        own: CollectorRegistry,
+        index: int,
+        peers: Callable[[], Mapping[int, list[dict[str, Any]]]],
+    ) -> None:
+        self._own = own
+        self._index = index
+        self._peers = peers
+
+    def collect(self) -> Iterable[Metric]:
+        merged: dict[str, Metric] = {}
+        published = {**self._peers(), self._index: families(self._own)}
+        for worker, found in sorted(published.items()):
+            for family in found:
+                name = family["name"]
+                if name not in merged:
+                    merged[name] = Metric(name, family["help"], family["type"], family["unit"])
+                for sample, labels, value in family["samples"]:
+                    merged[name].add_sample(sample, {**labels, "worker": str(worker)}, value)
+        return list(merged.values())
+
+    def describe(self) -> list[Metric]:
+        return []
+
+
 def render(metrics: GatewayMetrics, accept: str) -> tuple[bytes, str]:
     """The exposition of every metric and its content type: OpenMetrics when the scraper's
     ``Accept`` header asks for it (Prometheus does), else the Prometheus text format."""
     if "application/openmetrics-text" in accept:
-        return openmetrics.generate_latest(metrics.registry), OPENMETRICS_TYPE
-    return generate_latest(metrics.registry), PROMETHEUS_TYPE
+        return openmetrics.generate_latest(metrics.exposed), OPENMETRICS_TYPE
+    return generate_latest(metrics.exposed), PROMETHEUS_TYPE

@@ -225,6 +225,18 @@ SCHEMAS["Reload"] = {
             **_STRINGS,
             "description": "Live sessions the new config no longer allows, ended.",
         },
+        "workers": {
+            "type": "object",
+            "description": "With [gateway] workers only: the workers that applied the reload,"
+            " those that refused it (worker -> why), restarted with the new config.",
+            "required": ["applied", "refused", "restarted"],
+            "additionalProperties": False,
+            "properties": {
+                "applied": {"type": "array", "items": {"type": "integer"}},
+                "refused": {"type": "object", "additionalProperties": {"type": "string"}},
+                "restarted": {"type": "array", "items": {"type": "integer"}},
+            },
+        },
     },
 }
 

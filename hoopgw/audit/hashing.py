@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any
 
@@ -87,6 +88,7 @@ def record_hash(
 
 
 _json_header = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+_json_text = encode_basestring  # a str as JSON with ensure_ascii=False (C when available)
 
 
 def record_hash_v2(
@@ -99,9 +101,20 @@ def record_hash_v2(
     The header is JSON, so no field can run into the next; ``data`` comes last, so its bytes
     need no framing.
     """
-    header = _json_header([seq, prev_hash, kind, session_id, float(time)])
-    digest = hashlib.sha256(b"hoopgw-audit-2\n")
-    digest.update(header.encode("utf-8"))
-    digest.update(b"\n")
-    digest.update(data_json.encode("utf-8"))
-    return digest.hexdigest()
+    time = float(time)
+    if (
+        seq.__class__ is int
+        and prev_hash.__class__ is kind.__class__ is session_id.__class__ is str
+        and math.isfinite(time)
+    ):
+        # What _json_header makes of these, without its encoder built anew: this runs for
+        # every record appended and verified.
+        header = (
+            f"[{seq},{_json_text(prev_hash)},{_json_text(kind)},{_json_text(session_id)},"
+            f"{float.__repr__(time)}]"
+        )
+    else:
+        header = _json_header([seq, prev_hash, kind, session_id, time])
+    return hashlib.sha256(
+        b"hoopgw-audit-2\n" + header.encode("utf-8") + b"\n" + data_json.encode("utf-8")
+    ).hexdigest()

@@ -14,9 +14,13 @@ Durable means in the audit journal (:mod:`hoopgw.audit.journal`): every batch of
 arrived is appended there with one ``fdatasync`` and answered at once. A thread of this process
 then appends the entries to the store, in transactions that also record how far the journal is
 applied, so a crash between the answer and the store loses nothing: at the next start the
-entries the store lacks are appended before ``ready``. What arrives within :data:`STORE_INTERVAL`
-of the last store transaction joins the next. While the store fails, new entries are refused
-(the gateway refuses the commands that need them) and the thread retries.
+entries the store lacks are appended before ``ready``. Those transactions are not synced one by
+one (:meth:`hoopgw.store.base.Store.append`'s ``sync``): the journal is emptied, and a checkpoint
+signed, only once the store is synced (:meth:`StoreAppender.synced_applied`), so a crash of the
+host that takes the store's last transactions leaves their entries in the journal. What arrives
+within :data:`STORE_INTERVAL` of the last store transaction joins the next. While the store
+fails, new entries are refused (the gateway refuses the commands that need them) and the thread
+retries.
 
 With ``--durability os`` (``[gateway] audit_durability = "os"``) a batch is answered as soon as
 ``write`` has handed it to the journal in the operating system, which keeps it whatever happens
@@ -63,6 +67,7 @@ from typing import BinaryIO
 
 from hoopgw.audit.chain import (
     DURABILITY_MODES,
+    AuditRecord,
     Durability,
     EncodedEntry,
     durability_entry,
@@ -175,7 +180,7 @@ def serve(
         appender.finish()
         appender.join()
         if appender.applied >= journal.last_number:
-            _reset(journal, appender.applied)
+            _reset(journal, appender.synced_applied())
         journal.close()
     if appender.applied < journal.last_number:
         sys.stderr.write(
@@ -213,11 +218,11 @@ def _journal_batch(
     except (ValueError, TypeError) as exc:
         _answer(stdout, _error(count, f"unreadable audit entry: {exc}"))
         return
-    if journal.wants_reset():
-        if appender.wait_applied(journal.last_number, RESET_WAIT):
-            _reset(journal, appender.applied)
-        else:
-            journal.postpone_reset()
+    if journal.wants_reset() and not (
+        appender.wait_applied(journal.last_number, RESET_WAIT)
+        and _reset(journal, appender.synced_applied())
+    ):
+        journal.postpone_reset()
     try:
         last = journal.append(lines, sync=syncer is None)
     except HoopgwError as exc:
@@ -273,11 +278,14 @@ def _error(count: int, why: str) -> bytes:
     return f"error {count} {' '.join(why.split())}\n".encode()
 
 
-def _reset(journal: AuditJournal, applied: int) -> None:
+def _reset(journal: AuditJournal, applied: int) -> bool:
+    """Empty the journal if the store holds (synced) every entry up to ``applied``; say
+    whether it was emptied."""
     try:
-        journal.reset(applied)
+        return journal.reset(applied)
     except HoopgwError as exc:
         sys.stderr.write(f"{exc}\n")
+        return False
 
 
 class StoreAppender(threading.Thread):
@@ -310,18 +318,38 @@ class StoreAppender(threading.Thread):
         """Why the last append failed; None while appending works."""
         self.applied = 0
         """The journal number of the last entry in the store."""
+        self._store: Store | None = None
 
     def put(self, entries: list[EncodedEntry], last_number: int) -> None:
         """Queue journaled ``entries``, the last numbered ``last_number``, for the store."""
         with self._cond:
+            # Only a thread waiting for something to append needs waking: one gathering what
+            # arrives (STORE_INTERVAL) or appending takes it anyway, and waking it for every
+            # batch would cost thread switches and the GIL for nothing.
+            if not self._queue:
+                self._cond.notify_all()
             self._queue.append((entries, last_number))
-            self._cond.notify_all()
 
     def finish(self) -> None:
         """No more input: append what is queued, write a last checkpoint, close the store."""
         with self._cond:
             self._finishing = True
             self._cond.notify_all()
+
+    def synced_applied(self) -> int:
+        """Sync the store (its appends are not synced one by one: :meth:`Store.sync`) and return
+        the journal number of the last entry it then holds on disk: what the journal may let
+        go of. 0 when the store cannot be synced (nothing may go). Any thread may call it, also
+        once the store is closed."""
+        applied = self.applied
+        if self._store is None:
+            return 0
+        try:
+            self._store.sync()
+        except HoopgwError as exc:
+            sys.stderr.write(f"{exc}; the audit journal keeps its entries\n")
+            return 0
+        return applied
 
     def wait_applied(self, number: int, timeout: float) -> bool:
         """Wait until the store holds journal entry ``number``; say whether it does."""
@@ -345,6 +373,7 @@ class StoreAppender(threading.Thread):
         except HoopgwError as exc:
             self._report_start(f"cannot open the audit store: {exc}")
             return
+        self._store = store
         try:
             checkpointer = None if self._checkpoints is None else self._checkpoints(store)
             store.writer_started(
@@ -417,7 +446,9 @@ class StoreAppender(threading.Thread):
         entries = [entry for batch, _ in batches for entry in batch]
         last_number = batches[-1][1]
         try:
-            records = store.append(entries, journal_mark=last_number)
+            # Not synced: the journal keeps the entries until synced_applied() says the store
+            # holds them on disk, and a checkpoint signs only a synced head (main()).
+            records = store.append(entries, journal_mark=last_number, sync=False)
         except HoopgwError as exc:
             if self.failure is None:
                 sys.stderr.write(f"audit store append failed, retrying: {exc}\n")
@@ -442,6 +473,17 @@ def _note_drained(store: Store) -> None:
         store.writer_stopped(now=time.time())
     except HoopgwError as exc:
         sys.stderr.write(f"cannot note in the store that the journal is drained: {exc}\n")
+
+
+def synced_head(store: Store) -> Callable[[], AuditRecord | None]:
+    """What a checkpoint signs: the chain head once the store is synced (the writer's appends
+    are not synced one by one), so no checkpoint vouches for records a host crash can take."""
+
+    def read() -> AuditRecord | None:
+        store.sync()
+        return store.last_record()
+
+    return read
 
 
 def _checkpoint(write: Callable[[], object]) -> None:
@@ -498,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
             return Checkpointer(
                 key=key,
                 directory=directory,
-                read_head=store.last_record,
+                read_head=synced_head(store),
                 every=args.checkpoint_every,
                 interval=args.checkpoint_interval,
             )

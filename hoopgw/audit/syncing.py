@@ -27,9 +27,13 @@ class SyncSchedule:
         self._unsynced = False
         self._last_start: float | None = None
 
-    def written(self) -> None:
-        """Something was written that no sync started so far covers."""
+    def written(self) -> bool:
+        """Something was written that no sync started so far covers; say whether nothing was
+        waiting for a sync before (only then does the syncer need waking: else it is syncing,
+        or waiting for the time :meth:`due_in` gave it)."""
+        was_waiting = self._unsynced
         self._unsynced = True
+        return not was_waiting
 
     def due_in(self, now: float) -> float | None:
         """Seconds from ``now`` until the next sync is due: 0 for now, None while nothing
@@ -70,8 +74,10 @@ class GroupSyncer(threading.Thread):
     def written(self) -> None:
         """The journal holds unsynced entries."""
         with self._cond:
-            self._schedule.written()
-            self._cond.notify_all()
+            # Waking the thread for every batch would cost two thread switches (and the GIL)
+            # each time, for nothing: it waits for the due time of what is unsynced already.
+            if self._schedule.written():
+                self._cond.notify_all()
 
     def finish(self) -> None:
         """Sync what is unsynced at once, then end."""

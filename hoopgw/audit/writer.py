@@ -244,8 +244,10 @@ class AuditWriter:
         self._stopped: defer.Deferred[None] | None = None
         self._failure: StoreError | None = None
         self._held: list[bytes] = []  # lazy lines not yet sent
-        self._in_flight: deque[defer.Deferred[None]] = deque()  # sent, in order, awaiting an answer
-        self._sent_at: deque[float] = deque()  # when each line sent and not yet answered went out
+        # Who to tell about each record queued and not yet answered, in order.
+        self._in_flight: deque[Callable[[StoreError | None], object]] = deque()
+        # Each send not yet wholly answered: [lines of it not yet answered, when it went out].
+        self._sent_at: deque[list[Any]] = deque()
         self._lazy_timer: Any = None
         self.on_committed: Callable[[float], None] | None = None
         """Called with the seconds from sending the oldest record of each answer to the answer
@@ -270,30 +272,60 @@ class AuditWriter:
 
         An urgent write (the default; write-ahead records) is sent at once, so its commit starts
         at once. A write with ``urgent=False`` (records of what already happened: verdicts,
-        outcomes, session ends) joins the next urgent write, or is sent ``lazy_delay`` later, so
-        a command costs one commit instead of three. Records keep their order in the chain.
+        outcomes, session ends) joins the next urgent write, or is sent at most ``lazy_delay``
+        later, so a command costs one commit instead of three. Records keep their order in the
+        chain.
 
         :return: a Deferred that fires once the record is in the journal (synced to disk, or
             written to the operating system, as the writer's :class:`Durability` says), or fails
             with :class:`~hoopgw.errors.StoreError` if it cannot be written (store unavailable,
             data not JSON-serialisable, writer not started or stopped).
         """
+        done: defer.Deferred[None] = defer.Deferred()
+
+        def answered(error: StoreError | None) -> None:
+            if error is None:
+                done.callback(None)
+            else:
+                done.errback(Failure(error))
+
+        self.submit(entry, answered, urgent=urgent)
+        return done
+
+    def submit(
+        self,
+        entry: AuditEntry,
+        then: Callable[[StoreError | None], object],
+        *,
+        urgent: bool = True,
+    ) -> None:
+        """Queue ``entry`` as :meth:`write` does, and call ``then(None)`` once it is in the
+        journal, or ``then(error)`` (a :class:`~hoopgw.errors.StoreError`) if it cannot be
+        written -- at once, before this returns, when it cannot even be queued.
+
+        The same guarantees as :meth:`write` without a Deferred per record: the hot path
+        (the ``recording`` plugin's records of every command) uses this. ``then`` should not
+        raise; an exception it raises is logged.
+        """
         if self._failure is not None:
-            return defer.fail(self._failure)
+            then(self._failure)
+            return
         if self._process is None or self._stopped is not None:
-            return defer.fail(StoreError("audit writer is not running"))
+            then(StoreError("audit writer is not running"))
+            return
         try:
             line = encode_entry(entry)
         except (TypeError, ValueError, RecursionError) as exc:  # RecursionError: a cycle
-            return defer.fail(StoreError(f"audit record {entry.kind!r} is not serialisable: {exc}"))
-        done: defer.Deferred[None] = defer.Deferred()
-        self._in_flight.append(done)
+            then(StoreError(f"audit record {entry.kind!r} is not serialisable: {exc}"))
+            return
+        self._in_flight.append(then)
         self._held.append(line)
         if urgent:
             self._send()
         elif self._lazy_timer is None:
-            self._lazy_timer = self._reactor.callLater(self._lazy_delay, self._send)
-        return done
+            # Armed at most once per lazy_delay, not once per record: urgent sends in between
+            # leave it running (it then finds less or nothing held).
+            self._lazy_timer = self._reactor.callLater(self._lazy_delay, self._lazy_due)
 
     @property
     def running(self) -> bool:
@@ -319,6 +351,7 @@ class AuditWriter:
             return defer.succeed(None)
         if self._stopped is None:
             self._stopped = defer.Deferred()
+            self._cancel_lazy_timer()
             if self._failure is None:
                 self._send()
                 self._process.closeStdin()
@@ -328,15 +361,20 @@ class AuditWriter:
 
     # -- talking to the process --------------------------------------------------------------
 
-    def _send(self) -> None:
+    def _lazy_due(self) -> None:
+        self._lazy_timer = None
+        self._send()
+
+    def _cancel_lazy_timer(self) -> None:
         if self._lazy_timer is not None:
             if self._lazy_timer.active():
                 self._lazy_timer.cancel()
             self._lazy_timer = None
+
+    def _send(self) -> None:
         if self._held and self._failure is None:
             lines, self._held = self._held, []
-            now = self._reactor.seconds()
-            self._sent_at.extend(now for _ in lines)
+            self._sent_at.append([len(lines), self._reactor.seconds()])
             self._process.writeSequence(lines)
 
     def _answered(self, line: str) -> None:
@@ -359,17 +397,32 @@ class AuditWriter:
             # An answer that does not fit what was sent: nothing it says can be trusted.
             self._fail(StoreError(f"audit writer process said {line!r}"))
             return
-        sent = [self._sent_at.popleft() for _ in range(min(count, len(self._sent_at)))]
-        if sent and self.on_committed is not None:
-            self.on_committed(self._reactor.seconds() - sent[0])
-        if word == "ok":
-            for _ in range(count):
-                self._in_flight.popleft().callback(None)
-        else:
+        if self._sent_at:
+            if self.on_committed is not None:
+                self.on_committed(self._reactor.seconds() - self._sent_at[0][1])
+            left = count
+            while left and self._sent_at:
+                oldest = self._sent_at[0]
+                if oldest[0] <= left:
+                    left -= oldest[0]
+                    self._sent_at.popleft()
+                else:
+                    oldest[0] -= left
+                    left = 0
+        error = None
+        if word != "ok":
             log.error("audit write of {count} records failed: {why}", count=count, why=detail)
             error = StoreError(f"audit write failed: {detail}")
-            for _ in range(count):
-                self._in_flight.popleft().errback(Failure(error))
+        popleft = self._in_flight.popleft
+        for _ in range(count):
+            self._tell(popleft(), error)
+
+    @staticmethod
+    def _tell(then: Callable[[StoreError | None], object], error: StoreError | None) -> None:
+        try:
+            then(error)
+        except Exception:
+            log.failure("an audit write's callback failed")
 
     def _ended(self, reason: Failure) -> None:
         if self._stopped is None or self._in_flight:
@@ -382,12 +435,10 @@ class AuditWriter:
         if self._failure is None:
             log.error("audit writer failed: {error}", error=error)
         self._failure = error
-        if self._lazy_timer is not None and self._lazy_timer.active():
-            self._lazy_timer.cancel()
-        self._lazy_timer = None
+        self._cancel_lazy_timer()
         self._held = []
         self._sent_at.clear()
         if self._started is not None and not self._started.called:
             self._started.errback(Failure(error))
         while self._in_flight:
-            self._in_flight.popleft().errback(Failure(error))
+            self._tell(self._in_flight.popleft(), error)

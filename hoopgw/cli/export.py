@@ -267,12 +267,23 @@ def _export(args: argparse.Namespace) -> int:
 
 @contextlib.contextmanager
 def _output(path: str | None) -> Iterator[TextIO]:
-    """Standard output, or a file that appears at ``path`` only once written completely."""
+    """Standard output, or a file that appears at ``path`` only once written completely.
+
+    A ``path`` that is not a regular file (``/dev/null``, a named pipe) is written in place:
+    replacing it would put a regular file where the device or pipe was."""
     if path is None:
         yield sys.stdout
         sys.stdout.flush()
         return
     target = Path(path)
+    if target.exists() and not target.is_file():
+        try:
+            stream = target.open("w", encoding="utf-8", newline="")
+        except OSError as exc:
+            raise HoopgwError(f"cannot write {str(target)!r}: {exc.strerror}") from None
+        with stream:
+            yield stream
+        return
     partial = target.with_name(target.name + ".partial")
     try:
         stream = partial.open("w", encoding="utf-8", newline="")

@@ -59,6 +59,11 @@ def _reload(args: argparse.Namespace) -> int:
         out(f"{what}: {', '.join(names) or 'none'}")
     out("changed: " + (", ".join(f"{n} ({', '.join(k)})" for n, k in changed.items()) or "none"))
     out(f"sessions ended: {len(changes['ended_sessions'])}")
+    workers = changes.get("workers")
+    if workers is not None:  # [gateway] workers: who applied it, who was restarted to
+        out(f"workers applied: {', '.join(map(str, workers['applied']))}")
+        for worker, why in workers["refused"].items():
+            out(f"worker {worker} refused ({why}): restarted with the new config")
     return EXIT_OK
 
 

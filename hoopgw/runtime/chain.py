@@ -35,6 +35,27 @@ def _label(verdict: Verdict, plugin: str) -> Verdict:
     return verdict if verdict.plugin else attrs.evolve(verdict, plugin=plugin)
 
 
+def _checked(answer: object, name: str, hook: str) -> Verdict | None:
+    """Plugin ``name``'s answer to a decision ``hook``, labelled; ``Block`` if it is no
+    verdict."""
+    if answer is None:
+        return None
+    if isinstance(answer, Allow | Block | Hold):
+        return _label(answer, name)
+    return Block(
+        reason=f"plugin {name!r} returned {type(answer).__name__} from {hook}",
+        plugin=name,
+    )
+
+
+def _failed(failure: Failure, name: str, hook: str) -> Verdict:
+    """What a decision ``hook`` of plugin ``name`` that failed counts as: ``Block``."""
+    if failure.check(defer.CancelledError):
+        return Block(reason=WITHDRAWN, plugin=name)
+    log.failure("plugin {plugin} failed in {hook}", failure, plugin=name, hook=hook)
+    return Block(reason=f"plugin {name!r} failed in {hook}; refused", plugin=name)
+
+
 class PluginChain:
     """The enabled plugins of one connection, in config order."""
 
@@ -60,6 +81,7 @@ class PluginChain:
         for name, instance in reversed(plugins):
             self._pm.register(instance, name=name)
         self._pm.check_pending()
+        self._all_impls: dict[str, list[Any]] = {}  # hook -> its implementations (_impls)
         self.reactor = reactor
         """The reactor the chain's timeouts run on."""
         self._approval_timeout = approval_timeout
@@ -128,19 +150,42 @@ class PluginChain:
                 return defer.succeed(
                     Block(reason="refused: its attributes could not be made safe to record")
                 )
-        answers = [self._ask(impl, hook, kwargs) for impl in self._impls(hook, only)]
-        if not answers:
-            return defer.succeed(None)
-        waiting = [answer for answer in answers if isinstance(answer, defer.Deferred)]
-        given = [answer for answer in answers if not isinstance(answer, defer.Deferred)]
+        given: list[Verdict | None] = []
+        waiting: list[tuple[defer.Deferred[Any], str]] = []
+        for impl in self._impls(hook, only):
+            answer = self._ask(impl, hook, kwargs)
+            if isinstance(answer, defer.Deferred):
+                waiting.append((answer, impl.plugin_name))
+            else:
+                given.append(answer)
         combined: defer.Deferred[Any]
         if not waiting:
+            if not given:
+                return defer.succeed(None)
             combined = defer.succeed(combine(given))
         elif len(waiting) == 1:
-            # The usual pending answer (the write-ahead record): no DeferredList for it.
-            combined = waiting[0].addCallback(lambda answer: combine([*given, answer]))
+            # The usual pending answer (the write-ahead record): one callback pair checks and
+            # combines it, no DeferredList.
+            pending, name = waiting[0]
+            if given:
+                combined = pending.addCallbacks(
+                    lambda answer: combine([*given, _checked(answer, name, hook)]),
+                    lambda failure: combine([*given, _failed(failure, name, hook)]),
+                )
+            else:  # combine() of one answer is that answer
+                combined = pending.addCallbacks(
+                    _checked, _failed, callbackArgs=(name, hook), errbackArgs=(name, hook)
+                )
         else:
-            gathered = defer.gatherResults(waiting, consumeErrors=True)
+            gathered = defer.gatherResults(
+                [
+                    pending.addCallbacks(
+                        _checked, _failed, callbackArgs=(name, hook), errbackArgs=(name, hook)
+                    )
+                    for pending, name in waiting
+                ],
+                consumeErrors=True,
+            )
             combined = gathered.addCallback(lambda late: combine([*given, *late]))
         if hook == "session_started" and self.has_audit_hooks:
             session = kwargs["session"]
@@ -153,27 +198,11 @@ class PluginChain:
 
     def _ask(
         self, impl: Any, hook: str, kwargs: dict[str, Any]
-    ) -> Verdict | defer.Deferred[Verdict | None] | None:
-        """One plugin's answer: a verdict or None at once, or a Deferred of one when the
-        plugin answered with a Deferred (or a coroutine). Never raises: a failure is a Block."""
+    ) -> Verdict | defer.Deferred[Any] | None:
+        """One plugin's answer: a verdict or None at once, or the Deferred the plugin answered
+        with (a coroutine made one), unchecked: :func:`_checked` and :func:`_failed` judge
+        what it fires with. Never raises: a failure is a Block."""
         name = impl.plugin_name
-
-        def checked(answer: object) -> Verdict | None:
-            if answer is None:
-                return None
-            if isinstance(answer, Allow | Block | Hold):
-                return _label(answer, name)
-            return Block(
-                reason=f"plugin {name!r} returned {type(answer).__name__} from {hook}",
-                plugin=name,
-            )
-
-        def failed(failure: Failure) -> Verdict:
-            if failure.check(defer.CancelledError):
-                return Block(reason=WITHDRAWN, plugin=name)
-            log.failure("plugin {plugin} failed in {hook}", failure, plugin=name, hook=hook)
-            return Block(reason=f"plugin {name!r} failed in {hook}; refused", plugin=name)
-
         try:
             arguments = [kwargs[a] for a in impl.argnames]
         except KeyError as exc:  # hook implemented with a parameter we do not have
@@ -181,12 +210,12 @@ class PluginChain:
         try:
             answer = impl.function(*arguments)
         except Exception:
-            return failed(Failure())
+            return _failed(Failure(), name, hook)
+        if answer is None or isinstance(answer, defer.Deferred):
+            return answer
         if isinstance(answer, Coroutine):
-            answer = defer.ensureDeferred(answer)
-        if isinstance(answer, defer.Deferred):
-            return answer.addCallbacks(checked, failed)
-        return checked(answer)
+            return defer.ensureDeferred(answer)
+        return _checked(answer, name, hook)
 
     def decide_command(self, session: SessionInfo, command: Command) -> defer.Deferred[Verdict]:
         """Decide a command: combine ``client_command``, resolve a ``Hold``, report the verdict.
@@ -205,14 +234,16 @@ class PluginChain:
 
         decided: defer.Deferred[Verdict] = defer.Deferred(cancel)
 
-        def resolve(verdict: Verdict | None) -> Verdict | defer.Deferred[Verdict]:
+        def resolve(verdict: Verdict | None) -> defer.Deferred[None] | None:
             if verdict is None:
-                return Allow()
-            if isinstance(verdict, Hold):
+                report(Allow())
+            elif isinstance(verdict, Hold):
                 approval = self._approve(session, command, verdict)
                 pending.append(approval)
-                return approval
-            return verdict
+                return approval.addCallback(report)
+            else:
+                report(verdict)
+            return None
 
         def report(verdict: Verdict) -> None:
             verdict = self._recordable_reason(session, command, verdict)
@@ -238,7 +269,7 @@ class PluginChain:
 
         first: Any = self.decide("client_command", session=session, command=command)
         pending.append(first)
-        first.addCallback(resolve).addCallback(report)
+        first.addCallback(resolve)
         return decided
 
     def decide_command_at_once(self, session: SessionInfo, command: Command) -> Allow | None:
@@ -335,9 +366,13 @@ class PluginChain:
             impl.function(*[kwargs[a] for a in impl.argnames])
 
     def _impls(self, hook: str, only: Collection[object] | None) -> list[Any]:
-        impls = getattr(self._pm.hook, hook).get_hookimpls()
         if only is None:
-            return list(impls)
+            impls = self._all_impls.get(hook)
+            if impls is None:
+                # Plugins are registered once, in __init__: a hook's implementations never change.
+                impls = self._all_impls[hook] = getattr(self._pm.hook, hook).get_hookimpls()
+            return impls
+        impls = getattr(self._pm.hook, hook).get_hookimpls()
         return [impl for impl in impls if any(impl.plugin is o for o in only)]
 
     # -- data hooks and observers ------------------------------------------------------------

@@ -41,7 +41,7 @@ from hoopgw.runtime.reload import Reloader, Served
 from hoopgw.runtime.switch import ListenerSwitch
 from hoopgw.runtime.throttle import CancelLimit
 from hoopgw.runtime.tls import server_tls_options
-from hoopgw.runtime.worker import WorkerLink
+from hoopgw.runtime.worker import ControlLink, WorkerLink
 from hoopgw.session import UpstreamOptions
 from hoopgw.store import POSTGRESQL_SCHEMES, Store, open_store
 from hoopgw.store.calls import StoreCalls, StoreReadiness
@@ -101,6 +101,8 @@ class Gateway:
         """Each configured connection as it is served, by name (a reload changes them)."""
         self._server_tls: Any = None
         self._reloader = Reloader(self)
+        self._control: ControlLink | None = None
+        """The link to the parent, in a worker of ``[gateway] workers``."""
         self._stopped = False
         self.authenticator: Authenticator | None = None
         self.approvals: ReviewService | None = None
@@ -179,9 +181,13 @@ class Gateway:
                 sessions=self.sessions,
                 calls=self.store_calls.call,
             )
-        peers = None
         if self._worker is not None:
-            peers = self._worker.connect_control(self.reactor, self.sessions)
+            self._control = self._worker.connect_control(
+                self.reactor,
+                self.sessions,
+                reload=lambda by: self.reload(by=by),
+                metrics=self.metrics,
+            )
         try:
             if self.agents is not None and gw.agent_listen is not None:
                 assert gw.tls_cert and gw.tls_key  # checked by the config
@@ -217,7 +223,7 @@ class Gateway:
                     audit=self.audit,
                     roles=self.config.roles,
                     clock=self.reactor,
-                    peers=peers,
+                    peers=self._control,
                 )
                 console = None
                 if self.config.console is not None:
@@ -254,6 +260,8 @@ class Gateway:
             yield self.stop()
             raise
         self._listening = True
+        if self._control is not None:
+            self._control.started()
         authenticator.connections = {c.name: c for c in self.config.connections}
         for connection in self.config.connections:
             self.check_target(connection)
@@ -336,11 +344,11 @@ class Gateway:
         return d.addErrback(refused)
 
     def admin_reload(self, *, by: str) -> defer.Deferred[dict[str, Any]]:
-        """A reload the admin API asks for; refused in a worker (it would reload that one only)."""
-        if self._worker is None:
+        """A reload the admin API asks for: in worker 1, the parent reloads every worker and
+        answers with the result (:mod:`hoopgw.runtime.workers`)."""
+        if self._control is None:
             return self.reload(by=by)
-        why = "with workers the admin API reloads worker 1 only: send SIGHUP to the parent"
-        return self._reloader.refuse(ReloadError(why), by=by)
+        return self._control.reload_all(by)
 
     def _probe_target(self, connection: ConnectionConfig) -> defer.Deferred[None]:
         """Warn (not fatal) when a connection's target does not accept a TCP connection now:
@@ -378,15 +386,8 @@ class Gateway:
             return failure
 
         if self._worker is not None:
-            if description not in self._worker.listeners:
-                # The parent bound the listeners at start; a worker cannot bind a new one.
-                return defer.fail(
-                    StartupError(
-                        f"{what} cannot listen on {description}: workers serve the listeners"
-                        " the gateway started with; restart it to listen on a new address"
-                    )
-                )
-            return defer.succeed(self._worker.adopt_port(self.reactor, description, factory))
+            assert self._control is not None  # connected before anything listens
+            return self._worker.listen(self.reactor, self._control, description, factory, what)
         listening = serverFromString(self.reactor, description).listen(factory)
         return listening.addErrback(failed)
 

@@ -1,12 +1,12 @@
 """``[gateway] workers = N``: a supervising parent process and N gateway worker processes.
 
-The parent binds every listener of the config once (the connections' and the admin API's) and
-hands the listening sockets to each worker as inherited descriptors; every worker accepts on
-them (Twisted's ``adoptStreamPort``), so the kernel's one accept queue per listener feeds
-whichever worker is free. Inherited sockets rather than ``SO_REUSEPORT``: a worker that
-crashes leaves the connections still queued to the others instead of resetting them (with
-``SO_REUSEPORT`` each socket has its own queue), bind errors and ``port 0`` are settled once
-in the parent, and no other process of the same user can bind into the group.
+The parent binds every listener of the config once (the connections' and the admin API's),
+accepts each client connection and passes it to the worker with the fewest live connections
+(:mod:`hoopgw.runtime.handoff`); worker 1 inherits the admin API's listening socket. One
+listening socket per address in the parent rather than ``SO_REUSEPORT``: a worker that
+crashes leaves the connections still queued (with ``SO_REUSEPORT`` each socket has its own
+queue, reset with it), bind errors and ``port 0`` are settled once in the parent, and no other
+process of the same user can bind into the group.
 
 What stays single, and where (docs/deploy.md, "Several workers on one host"):
 
@@ -21,15 +21,17 @@ What stays single, and where (docs/deploy.md, "Several workers on one host"):
   another is released where it waits;
 - **login back-off**: counted in the store, as with several instances;
 - **the admin API** (and ``/metrics``): served by worker 1 alone. The other workers publish
-  their live sessions to it through the parent (at most
+  their live sessions and metrics to it through the parent (at most
   :data:`~hoopgw.runtime.worker.PUBLISH_INTERVAL` old), so ``hoopgw sessions live`` lists
-  every worker's, and ``kill`` ends a session on the worker that holds it, the record written
-  first; revoked keys and grants end sessions on every worker, each checking the store as
-  separate instances do.
+  every worker's, ``kill`` ends a session on the worker that holds it, the record written
+  first, and ``/metrics`` shows every worker's samples labelled ``worker``; revoked keys and
+  grants end sessions on every worker, each checking the store as separate instances do.
+- **reloads**: SIGHUP to the parent, or ``hoopgw reload`` through worker 1, makes the parent
+  ask every worker and sum up their answers (:mod:`hoopgw.runtime.reload_workers`).
 
 The parent restarts a worker that ends unexpectedly (after 1 s, doubling to 30 s while it keeps
-failing fast), ends every worker on SIGTERM or SIGINT, and forwards SIGHUP to each. If the
-audit writer process ends, nothing can be recorded: the parent stops the gateway (exit 1).
+failing fast) and ends every worker on SIGTERM or SIGINT. If the audit writer process ends,
+nothing can be recorded: the parent stops the gateway (exit 1).
 """
 
 from __future__ import annotations
@@ -52,6 +54,8 @@ from twisted.python.failure import Failure
 from hoopgw.audit.writer import spawn_writer_process
 from hoopgw.config.load import Config
 from hoopgw.errors import HoopgwError, StartupError
+from hoopgw.runtime.handoff import Handoff
+from hoopgw.runtime.reload_workers import ReloadRound
 from hoopgw.runtime.shared_writer import SharedWriter
 from hoopgw.runtime.worker import WORKER_ENV, SingleConnection, WorkerLink, worker_instance
 
@@ -80,6 +84,8 @@ class _Worker:
         self.delay = RESTART_DELAY
         self.ended: defer.Deferred[None] | None = None
         self.timer: Any = None
+        self.restart_now = False
+        """Stopped to be restarted at once (it refused a reload the others applied)."""
 
     def send(self, line: bytes) -> None:
         """Send a line on the control link, if the worker runs."""
@@ -98,7 +104,13 @@ class Supervisor:
         self._workers = [_Worker(k) for k in range(1, config.gateway.workers + 1)]
         self._writer: SharedWriter | None = None
         self._stopping = False
-        self._published: dict[int, bytes] = {}  # worker -> its latest list of live sessions
+        # (op, worker) -> its latest list of live sessions ("sessions") or metrics ("metrics")
+        self._published: dict[tuple[str, int], bytes] = {}
+        self._handoff = Handoff(reactor)
+        self._reload: ReloadRound | None = None
+        self._reload_count = 0
+        self._reload_again: str | None = None
+        """Who asked for a reload while one ran (SIGHUP): run it when that one ends."""
         self.exit_code = 0
 
     @defer.inlineCallbacks
@@ -108,6 +120,8 @@ class Supervisor:
         try:
             for what, description in self._listen_descriptions():
                 self._ports[description] = yield self._bind(description, what)
+            for connection in self.config.connections:
+                self._handoff.accept_on(self._ports[connection.listen], connection.listen)
             settings = None
             if gw.signing_key is not None:
                 from hoopgw.audit.writer import CheckpointSettings
@@ -143,7 +157,7 @@ class Supervisor:
         return found
 
     def _bind(self, description: str, what: str) -> defer.Deferred[Any]:
-        """Listen on ``description`` without accepting: the workers accept."""
+        """Listen on ``description`` without accepting (:class:`Handoff` accepts)."""
 
         def bound(port: Any) -> Any:
             port.stopReading()
@@ -170,15 +184,15 @@ class Supervisor:
         audit_child = self._writer.link()
         control_parent, control_child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         child_fds: dict[int, Any] = {0: "w", 1: 1, 2: 2}
+        gw = self.config.gateway
         listeners = {}
         fd = 3
-        for description, port in self._ports.items():
-            child_fds[fd] = port.fileno()
-            listeners[description] = fd
+        if worker.index == 1 and gw.admin_listen is not None:
+            child_fds[fd] = self._ports[gw.admin_listen].fileno()
+            listeners[gw.admin_listen] = fd
             fd += 1
         child_fds[fd] = audit_child.fileno()
         child_fds[fd + 1] = control_child.fileno()
-        gw = self.config.gateway
         link = WorkerLink(
             index=worker.index,
             instance=worker_instance(gw.instance, worker.index),
@@ -186,6 +200,7 @@ class Supervisor:
             audit_fd=fd,
             control_fd=fd + 1,
             serves_admin=worker.index == 1,
+            passed=tuple(c.listen for c in self.config.connections),
         )
         env = dict(os.environ)
         env[WORKER_ENV] = link.to_env()
@@ -210,20 +225,28 @@ class Supervisor:
 
     def _worker_ended(self, worker: _Worker, reason: Failure) -> None:
         worker.process = None
+        self._handoff.worker_gone(worker.index)
         control, worker.control = worker.control, None
         transport: Any = None if control is None else control.transport
         if transport is not None:
             transport.loseConnection()
-        if worker.index in self._published:  # its sessions ended with it
-            self._published[worker.index] = json.dumps(
-                {"op": "sessions", "worker": worker.index, "sessions": []}
-            ).encode()
-            self._workers[0].send(self._published[worker.index])
+        for op, key in (("sessions", "sessions"), ("metrics", "families")):
+            if (op, worker.index) in self._published:  # they ended with it
+                line = json.dumps({"op": op, "worker": worker.index, key: []}).encode()
+                self._published[op, worker.index] = line
+                self._workers[0].send(line)
+        if self._reload is not None:
+            self._reload.worker_ended(worker.index)
         ended, worker.ended = worker.ended, None
         if ended is not None:
             ended.callback(None)
         if self._stopping:
             log.info("worker {index} ended", index=worker.index)
+            return
+        if worker.restart_now:
+            worker.restart_now = False
+            log.info("worker {index} ended; starting it with the new config", index=worker.index)
+            self._spawn(worker)
             return
         ran = self.reactor.seconds() - worker.started_at
         worker.delay = RESTART_DELAY if ran >= STABLE_AFTER else worker.delay
@@ -247,25 +270,100 @@ class Supervisor:
                 for worker in self._workers:
                     if worker is not sender:
                         worker.send(line)
-            elif op == "sessions":
+            elif op == "load":
+                self._handoff.worker_load(
+                    sender.index, int(message["taken"]), int(message["ended"])
+                )
+            elif op in ("sessions", "metrics"):
                 # Stamped with the sender: its sessions are listed, and ended, as its own.
                 message["worker"] = sender.index
                 line = json.dumps(message).encode()
-                self._published[sender.index] = line
+                self._published[op, sender.index] = line
                 self._workers[0].send(line)
+            elif op == "ready" and sender.control is not None:
+                self._handoff.worker_ready(sender.index, sender.control)
             elif op == "terminate" and sender.index == 1:  # the admin API's worker only
                 target = int(message["worker"])
                 if not 1 <= target <= len(self._workers):
                     raise IndexError(target)
                 self._workers[target - 1].send(line)
+            elif op == "reload" and sender.index == 1:  # asked through the admin API
+                self.reload(str(message["by"]), reply_to=1)
+            elif op == "reloaded" and self._reload is not None:
+                if int(message["id"]) == self._reload.ident:
+                    self._reload.answered(sender.index, message)
         except (ValueError, KeyError, TypeError, IndexError):
             log.error("unreadable message from worker {index}", index=sender.index)
 
     def hang_up(self) -> None:
-        """SIGHUP: pass it on to every worker (each reloads its own config)."""
-        for worker in self._workers:
-            if worker.process is not None:
-                worker.process.signalProcess("HUP")
+        """SIGHUP: reload every worker's config."""
+        self.reload("SIGHUP")
+
+    def reload(self, by: str, *, reply_to: int | None = None) -> None:
+        """Ask every running worker to reload the config; sum up their answers, restart those
+        that refused if others applied, and answer worker ``reply_to`` (its admin API asked).
+        """
+        if self._stopping:
+            return
+        if self._reload is not None:
+            if reply_to is not None:
+                self._reply(reply_to, ok=False, error="another reload is being applied; try again")
+            else:
+                log.info("config reload (by {by}) waits for the one under way", by=by)
+                self._reload_again = by
+            return
+        self._reload_count += 1
+        asked = [w for w in self._workers if w.process is not None and w.control is not None]
+        line = json.dumps({"op": "reload", "id": self._reload_count, "by": by}).encode()
+        for worker in asked:
+            worker.send(line)
+        self._reload = ReloadRound(
+            self._reload_count,
+            by,
+            [w.index for w in asked],
+            self.reactor,
+            self._reloaded,
+            reply_to=reply_to,
+        )
+
+    def _reloaded(self, done: ReloadRound) -> None:
+        self._reload = None
+        outcome = done.outcome()
+        if outcome.refused:
+            (log.warn if outcome.applied else log.error)("{line}", line=outcome.describe(done.by))
+        else:
+            log.info("{line}", line=outcome.describe(done.by))
+        for index in outcome.restart:
+            self._restart(self._workers[index - 1])
+        if done.reply_to is not None:
+            if outcome.result is not None:
+                self._reply(done.reply_to, ok=True, result=outcome.result)
+            else:
+                reasons = dict.fromkeys(outcome.refused.values())  # each once, in worker order
+                why = "; ".join(reasons) or "no worker is running"
+                self._reply(done.reply_to, ok=False, error=why)
+        again, self._reload_again = self._reload_again, None
+        if again is not None:
+            self.reload(again)
+
+    def _restart(self, worker: _Worker) -> None:
+        """Stop ``worker`` (killed if it has not ended ``shutdown_grace`` plus a margin later:
+        one that did not answer may not answer this either) and start it again at once."""
+        process = worker.process
+        if process is None:
+            return  # ended already: its back-off restart starts it with the file's config
+        worker.restart_now = True
+        worker.send(b'{"op": "stop"}')
+
+        def kill() -> None:
+            if worker.process is process:
+                log.warn("worker {index} did not end: killing it", index=worker.index)
+                process.signalProcess("KILL")
+
+        self.reactor.callLater(self.config.gateway.shutdown_grace + STOP_MARGIN, kill)
+
+    def _reply(self, index: int, **answer: Any) -> None:
+        self._workers[index - 1].send(json.dumps({"op": "reload_result", **answer}).encode())
 
     # -- stopping ----------------------------------------------------------------------------
 
@@ -308,6 +406,7 @@ class Supervisor:
                 worker.process.signalProcess("KILL")
 
     def _close_ports(self) -> None:
+        self._handoff.stop()
         ports, self._ports = self._ports, {}
         for port in ports.values():
             port.stopListening()

@@ -118,7 +118,11 @@ class Store(ReviewStore, SshKeyStore, AgentStore):
 
     @abc.abstractmethod
     def append(
-        self, entries: Sequence[AuditEntry | EncodedEntry], *, journal_mark: int | None = None
+        self,
+        entries: Sequence[AuditEntry | EncodedEntry],
+        *,
+        journal_mark: int | None = None,
+        sync: bool = True,
     ) -> list[AuditRecord]:
         """Durably append ``entries``, in order, in ONE transaction.
 
@@ -132,7 +136,19 @@ class Store(ReviewStore, SshKeyStore, AgentStore):
         :param journal_mark: the audit journal number of the last entry
             (:mod:`hoopgw.audit.journal`), kept in the same transaction; see
             :meth:`journal_mark`.
+        :param sync: False lets a store that can (SQLite) commit without syncing to disk: the
+            records then survive a crash of the process but only a later :meth:`sync` (or
+            synced commit) makes them survive a crash of the host. The audit writer appends so,
+            since its journal keeps the entries until the store is synced.
         :return: the records, in the order of ``entries``.
+        """
+
+    def sync(self) -> None:
+        """Make every transaction committed so far survive a crash of the host (see
+        :meth:`append`'s ``sync``). Safe to call from any thread. A store whose every commit is
+        synced does nothing.
+
+        :raises StoreError: if the disk reports an error.
         """
 
     @abc.abstractmethod

@@ -145,12 +145,22 @@ class SQLiteStore(
         return self
 
     def append(
-        self, entries: Sequence[AuditEntry | EncodedEntry], *, journal_mark: int | None = None
+        self,
+        entries: Sequence[AuditEntry | EncodedEntry],
+        *,
+        journal_mark: int | None = None,
+        sync: bool = True,
     ) -> list[AuditRecord]:
-        """See :meth:`Store.append`."""
+        """See :meth:`Store.append`: with ``sync=False`` the transaction commits with
+        ``synchronous=NORMAL`` (in WAL mode: written to the WAL file, not synced), and the
+        connection is back to ``FULL`` for everything else."""
         if not entries:
             return []
-        with self._errors_as_store_error("append audit records"), self._transaction():
+        with (
+            self._errors_as_store_error("append audit records"),
+            self._unsynced(not sync),
+            self._transaction(),
+        ):
             records = self._append(entries)
             if journal_mark is not None:
                 self._conn.execute(
@@ -159,6 +169,24 @@ class SQLiteStore(
                     (self.instance, journal_mark),
                 )
             return records
+
+    def sync(self) -> None:
+        """See :meth:`Store.sync`: syncs the WAL file, which holds every commit not yet
+        checkpointed into the database file (a checkpoint syncs what it copies)."""
+        if self.path == ":memory:":
+            return
+        try:
+            fd = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return  # no WAL: everything is in the database file, synced by its checkpoint
+        except OSError as exc:
+            raise StoreError(f"cannot sync SQLite store {self.path!r}: {exc.strerror}") from exc
+        try:
+            os.fdatasync(fd)
+        except OSError as exc:
+            raise StoreError(f"cannot sync SQLite store {self.path!r}: {exc.strerror}") from exc
+        finally:
+            os.close(fd)
 
     def journal_mark(self) -> int:
         """See :meth:`Store.journal_mark`."""
@@ -453,6 +481,18 @@ class SQLiteStore(
             )
 
     # -- helpers -------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _unsynced(self, unsynced: bool) -> Iterator[None]:
+        """Commit without syncing inside the block when ``unsynced`` (see :meth:`append`)."""
+        if not unsynced:
+            yield
+            return
+        self._conn.execute("PRAGMA synchronous = NORMAL")
+        try:
+            yield
+        finally:
+            self._conn.execute("PRAGMA synchronous = FULL")
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[None]:

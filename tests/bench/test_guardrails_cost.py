@@ -11,6 +11,7 @@ import pytest
 from hoopgw_postgres.analysis import PostgresDialect
 
 from hoopgw.session import Command
+from hoopgw.testing import make_session
 
 bench: Any = sys.modules["hoopgw_bench_guardrails_cost"]  # loaded by tests/bench/conftest.py
 
@@ -33,7 +34,7 @@ def test_new_texts_are_new_shapes_of_pgbench_statements() -> None:
 @pytest.mark.parametrize("preset", bench.PRESETS)
 def test_each_workload_is_judged_and_timed(preset: str) -> None:
     plugin = bench.make_plugin(preset)
-    session: Any = type("S", (), {"id": "s", "attributes": {}})()
+    session = make_session(session_id="s")
     text = next(bench.repeated_shape(random.Random(1)))
     assert (
         plugin.client_command(session, Command(session_id="s", seq=1, text=text, kind="query"))

@@ -10,6 +10,8 @@ import io
 import json
 import os
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -345,6 +347,67 @@ def test_no_token_crosses_over(kube: Callable[..., Kube], cluster: Any) -> None:
     assert unauthenticated.returncode == 1
     assert "You must be logged in to the server (hoopgw: invalid API key)" in unauthenticated.stderr
     assert len(cluster.requests) == reached  # nothing reached the cluster
+
+
+def _raw(k: Kube, data: bytes) -> bytes:
+    """``data`` sent to the gateway over TLS as one write; what it answers until it closes."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # a test client; the gateway's answer is what is checked
+    context.set_alpn_protocols(["http/1.1"])
+    with (
+        socket.create_connection((k.gateway.host, k.gateway.port), timeout=20) as plain,
+        context.wrap_socket(plain) as tls,
+    ):
+        tls.sendall(data)
+        answer = b""
+        while chunk := tls.recv(65536):
+            answer += chunk
+    return answer
+
+
+def _smuggling(key: str) -> dict[str, bytes]:
+    """Requests a lenient parser and the gateway could frame differently; behind each body, a
+    request that must never be read."""
+    head = f"Host: gw\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+    post = "POST /api/v1/namespaces/default/pods HTTP/1.1\r\n" + head
+    behind = f"DELETE /api/v1/namespaces/default/pods/web-1 HTTP/1.1\r\n{head}\r\n".encode()
+    return {
+        "two Content-Length": (post + "Content-Length: 2\r\nContent-Length: 2\r\n\r\n{}").encode()
+        + behind,
+        "Transfer-Encoding and Content-Length": (
+            post + "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"
+        ).encode()
+        + behind,
+        "obs-fold": (
+            "GET /api/v1/namespaces/default/pods HTTP/1.1\r\n" + head + "X-A: 1\r\n b\r\n\r\n"
+        ).encode(),
+        "bad chunk size": (
+            post + "Transfer-Encoding: chunked\r\n\r\n0x2\r\n{}\r\n0\r\n\r\n"
+        ).encode()
+        + behind,
+    }
+
+
+def test_what_two_parsers_could_read_differently_never_reaches_the_cluster(
+    kube: Callable[..., Kube], cluster: Any
+) -> None:
+    k = kube()
+    listing = (
+        "GET /api/v1/namespaces/default/pods HTTP/1.1\r\nHost: gw\r\n"
+        f"Authorization: Bearer {k.key}\r\nConnection: close\r\n\r\n"
+    )
+    answer = _raw(k, listing.encode())  # the raw client works: a plain request is relayed
+    assert answer.startswith(b"HTTP/1.1 200 ") and b"web-1" in answer, answer[:500]
+    reached = list(cluster.requests)
+    for shape, data in _smuggling(k.key).items():
+        answer = _raw(k, data)
+        assert answer.startswith(b"HTTP/1.1 400 "), (shape, answer[:500])
+        assert answer.count(b"HTTP/1.1 ") == 1, shape  # nothing behind it was read
+        status = json.loads(answer.partition(b"\r\n\r\n")[2])
+        assert status["reason"] == "BadRequest" and "malformed HTTP request" in status["message"]
+    assert cluster.requests == reached  # nothing reached the cluster
+    assert k.kubectl("get", "pod", "web-1").returncode == 0  # and the gateway serves on
 
 
 def test_sessions_are_listed_and_exec_replays_as_asciicast(

@@ -450,6 +450,53 @@ def test_errors_notices_and_statements_with_punctuation_are_masked(
     _no_leak(gw, relay, seen)
 
 
+@pytest.mark.parametrize("encoding", ["LATIN1", "WIN1252", "UTF8"])
+def test_errors_notices_and_notifications_are_masked_in_any_client_encoding(
+    gateway: Any, seeded: dict[str, Any], encoding: str
+) -> None:
+    # The server sends errors, notices and notification payloads in the client's encoding, as
+    # it sends rows: read as UTF-8, a deny-listed "Zoë" in LATIN1 was no match and left as is.
+    with psycopg.connect(**seeded, autocommit=True) as direct:
+        direct.execute("CREATE TABLE names (name text)")
+        direct.execute("INSERT INTO names VALUES ('Zoë Quintanilla')")
+    gw, relay, params = start(gateway, seeded, {"deny_words": ["Zoë"]})
+    with psycopg.connect(**params, autocommit=True, client_encoding=encoding) as conn:
+        notices: list[str] = []
+        conn.add_notice_handler(lambda d: notices.append(str(d.message_primary)))
+        with pytest.raises(errors.DataError):
+            conn.execute("SELECT (name || '!')::int FROM names")
+        conn.execute("DO $$ BEGIN RAISE NOTICE '%', (SELECT name FROM names); END $$")
+        assert len(notices) == 1
+        conn.execute("LISTEN names")
+        conn.execute("SELECT pg_notify('names', name) FROM names")
+        assert [n.payload for n in conn.notifies(timeout=5, stop_after=1)]
+        conn.execute("SELECT email FROM people LIMIT 1").fetchall()  # leaks() wants [EMAIL]
+    assert leaks(gw, relay, ["Zoë"]) == []
+    assert "Zoë".encode("latin-1") not in relay.received + gw.store_bytes()
+
+
+def test_copy_in_an_encoding_of_its_own_is_masked(gateway: Any, seeded: dict[str, Any]) -> None:
+    # COPY ... (ENCODING 'LATIN1') sends its data in LATIN1 whatever the client's encoding:
+    # read in the session's UTF-8, a deny-listed "Zoë" was no match.
+    with psycopg.connect(**seeded, autocommit=True) as direct:
+        direct.execute("CREATE TABLE names (name text)")
+        direct.execute("INSERT INTO names VALUES ('Zoë Quintanilla')")
+    gw, relay, params = start(gateway, seeded, {"deny_words": ["Zoë"]})
+    with psycopg.connect(**params, autocommit=True) as conn:
+        with conn.cursor().copy("COPY names TO STDOUT (ENCODING 'LATIN1')") as copy:
+            data = b"".join(bytes(block) for block in copy)
+        assert data.endswith(b" Quintanilla\n") and b"Zo" not in data, data
+        # An encoding name the gateway does not know (PostgreSQL reads it as LATIN1) ends the
+        # session rather than pass unmasked.
+        with pytest.raises(psycopg.errors.FeatureNotSupported, match="cannot read its data"):
+            with conn.cursor().copy("COPY names TO STDOUT (ENCODING 'iso88591')") as copy:
+                b"".join(bytes(block) for block in copy)
+    with psycopg.connect(**params, autocommit=True) as conn:
+        conn.execute("SELECT email FROM people LIMIT 1").fetchall()  # leaks() wants [EMAIL]
+    assert leaks(gw, relay, ["Zoë"]) == []
+    assert "Zoë".encode("latin-1") not in relay.received + gw.store_bytes()
+
+
 def test_binary_copy_is_refused_and_leaks_nothing(gateway: Any, seeded: dict[str, Any]) -> None:
     # Binary COPY output has no column types: a card number cast to int8 would be eight bytes
     # the scan cannot tell apart. The session ends before any of it reaches the client.

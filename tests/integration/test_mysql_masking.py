@@ -239,3 +239,90 @@ def test_values_next_to_punctuation_and_cards_in_numbers_are_masked(
 
 def _digits(card: str) -> str:
     return card.replace(" ", "").replace("-", "")
+
+
+def _filename_form(text: str) -> str:
+    """``text`` in MariaDB's ``filename`` character set: every character but ASCII letters and
+    digits as ``@`` and four hex digits (what a client decodes back at once)."""
+    return "".join(c if c.isascii() and c.isalnum() else f"@{ord(c):04x}" for c in text)
+
+
+@pytest.mark.parametrize("charset", ["filename", "latin1", "NULL", "utf16"])
+def test_error_messages_are_masked_in_every_results_charset(
+    mysql_gateway: Callable[..., Any],
+    mysql_database: Any,
+    charset: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The server sends error messages in character_set_results, as it sends rows: in
+    # `filename` an e-mail address reads alice@0040example@002ecom, which no detector
+    # knew, and in latin1 a deny-listed word with a non-ASCII letter was not UTF-8.
+    server = mysql_database.server
+    with (
+        pymysql.connect(
+            host=server.host, port=server.port, user="root", database=mysql_database.name
+        ) as admin,
+        admin.cursor() as cur,
+    ):
+        cur.execute("CREATE TABLE people (id INT, email TEXT, name TEXT) CHARACTER SET utf8mb4")
+        # Short values: the XPATH error quotes at most 32 characters.
+        cur.execute("INSERT INTO people VALUES (0, 'ann@example.com', 'Zoë Quintanilla')")
+        admin.commit()
+    running = mysql_gateway(
+        plugins=["masking", "recording"],
+        connection={"masking": {"deny_words": ["Zoë"]}},
+    )
+    key = running.create_key("agent", ["agents"])
+    seen: list[bytes] = []  # every ERR packet's bytes, as the client received them
+    raise_error = pymysql.err.raise_mysql_exception
+
+    def spy(data: bytes) -> None:
+        seen.append(bytes(data))
+        raise_error(data)
+
+    monkeypatch.setattr(pymysql.err, "raise_mysql_exception", spy)
+    for column in ("email", "name"):
+        with _text_client(running, key, mysql_database.name) as conn, conn.cursor() as cur:
+            cur.execute(f"SELECT {column} INTO @v FROM people WHERE id = 0")
+            cur.execute(f"SET character_set_results = {charset}")
+            with pytest.raises(pymysql.err.MySQLError):
+                cur.execute("SELECT EXTRACTVALUE(1, CONCAT('~', @v))")  # XPATH error: '~<v>'
+
+    running.stop()
+    assert len(seen) == 2
+    store = b"".join(p.read_bytes() for p in Path(running.config_path.parent).glob("hoopgw.db*"))
+    email = "ann@example.com"
+    forms = [email.encode(), _filename_form(email).encode(), _filename_form("Zoë").encode()]
+    forms += ["Zoë".encode(), "Zoë".encode("latin-1")]
+    leaks = [f for f in forms if any(f in s for s in seen) or f in store]
+    assert not leaks, (leaks, seen)
+
+
+def test_a_results_charset_for_one_statement_is_refused(
+    mysql_gateway: Callable[..., Any], mysql_database: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SET STATEMENT ... FOR changes character_set_results for that statement only, and the
+    # server reports nothing: its error came in `filename` while the gateway read UTF-8.
+    running = mysql_gateway(plugins=["masking", "recording"])
+    key = running.create_key("agent", ["agents"])
+    seen: list[bytes] = []
+    raise_error = pymysql.err.raise_mysql_exception
+
+    def spy(data: bytes) -> None:
+        seen.append(bytes(data))
+        raise_error(data)
+
+    monkeypatch.setattr(pymysql.err, "raise_mysql_exception", spy)
+    with _text_client(running, key, mysql_database.name) as conn, conn.cursor() as cur:
+        cur.execute("SET @v = 'ann@example.com'")
+        for text in (
+            "SET STATEMENT character_set_results = filename FOR"
+            " SELECT EXTRACTVALUE(1, CONCAT('~', @v))",
+            "EXECUTE IMMEDIATE 'SET STATEMENT @@character_set_results = filename FOR"
+            " SELECT EXTRACTVALUE(1, CONCAT(''~'', @v))'",
+        ):
+            with pytest.raises(pymysql.err.MySQLError) as refused:
+                cur.execute(text)
+            assert refused.value.args[0] == 1231, refused.value
+    running.stop()
+    assert not [s for s in seen if b"ann@0040example" in s or b"ann@example" in s], seen

@@ -29,6 +29,9 @@ SETUP = [
     " BEGIN DELETE FROM canary; RETURN 0; END",
     "CREATE PROCEDURE flip_and_delete()"
     " BEGIN SET @@session.tx_read_only = 0; DELETE FROM canary; END",
+    # A stored function may turn the session's read-only mode off; MariaDB keeps the change.
+    "CREATE FUNCTION flip() RETURNS INT BEGIN SET @@session.tx_read_only = 0; RETURN 1; END",
+    "CREATE VIEW flipped AS SELECT flip() AS f",
 ]
 
 TURN_OFF = [
@@ -146,6 +149,32 @@ def test_every_way_to_turn_read_only_off_is_refused(
             assert "read-only" in message and "guardrails deny write" in message, message
             _fails_on_the_server(cur)
             assert _canary(mysql_database.server, mysql_database.name) == 3, statement
+
+
+@pytest.mark.parametrize("policy", [{"preset": "agent-readonly"}, {"deny": ["write"]}])
+@pytest.mark.parametrize(
+    "flip", ["SELECT flip()", "SELECT * FROM flipped", "DO flip()", "SET @x = flip()"]
+)
+@pytest.mark.parametrize("packets", ["one", "two"])
+def test_code_that_turns_read_only_off_lets_no_write_through(
+    guarded: Any, mysql_database: Any, policy: dict[str, Any], flip: str, packets: str
+) -> None:
+    # Guardrails judges `SELECT sneaky()` a read and leaves the write to the server's
+    # read-only mode; a function, reached however, turned that mode off for the next
+    # transaction, and sneaky() emptied the canary. Now a packet runs one statement, and
+    # the session is read-only again before the next command.
+    connect = guarded(policy)
+    with connect() as conn, conn.cursor() as cur:
+        if packets == "one":
+            with pytest.raises(pymysql.err.MySQLError) as refused:
+                cur.execute(f"{flip}; SELECT sneaky()")
+            assert "one statement per packet" in refused.value.args[1], refused.value
+        else:
+            cur.execute(flip)
+            _fails_on_the_server(cur)
+        cur.execute("SELECT @@session.tx_read_only")
+        assert cur.fetchone() == (1,)
+    assert _canary(mysql_database.server, mysql_database.name) == 3
 
 
 def test_a_reset_or_change_of_user_makes_the_session_read_only_again(

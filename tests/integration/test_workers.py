@@ -1,10 +1,10 @@
 """``[gateway] workers = 2``, end to end: a real ``hoopgw run`` parent with two worker
 processes sharing the listeners, in front of the real PostgreSQL, with psycopg and the real CLI.
 
-Which worker serves a connection is the kernel's choice; where a test needs a session on a
-given worker, it stops the other one (SIGSTOP) while the client connects, so that only the
-chosen one accepts. Each test shows one promise of docs/deploy.md ("Several workers on one
-host").
+The parent passes each new connection to the worker with the fewest live connections (the
+lowest-numbered on a tie), so where a test needs a session on a given worker it connects until
+one lands there, keeping the others open meanwhile. Each test shows one promise of
+docs/deploy.md ("Several workers on one host").
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +40,8 @@ class Workers:
         self.database = database
         self.admin_url = admin_url
         self.keys: dict[str, str] = {}
+        self.fillers: list[psycopg.Connection[Any]] = []
+        """Sessions opened to steer the next one to a worker, closed at the end."""
 
     @property
     def parent(self) -> int:
@@ -59,25 +60,14 @@ class Workers:
         )
 
     def connect(self, *, on: int | None = None, **kwargs: Any) -> psycopg.Connection[Any]:
-        """A client session; ``on``: the worker that must serve it (the other is paused while
-        it connects)."""
-        if on is None:
-            return psycopg.connect(self.conninfo(), autocommit=True, **kwargs)
-        with self.paused(*(k for k in self.worker_pids() if k != on)):
+        """A client session; ``on``: the worker that must serve it (the sessions that land
+        elsewhere first stay open, as :attr:`fillers`, so the next goes to a less-loaded one)."""
+        for _ in range(4):
             conn = psycopg.connect(self.conninfo(), autocommit=True, **kwargs)
-        assert serving_pid(conn, self.running.port) == self.worker_pids()[on]
-        return conn
-
-    @contextmanager
-    def paused(self, *workers: int) -> Iterator[None]:
-        pids = [self.worker_pids()[k] for k in workers]
-        for pid in pids:
-            _signal(pid, signal.SIGSTOP)
-        try:
-            yield
-        finally:
-            for pid in pids:
-                _signal(pid, signal.SIGCONT)
+            if on is None or serving_pid(conn, self.running.port) == self.worker_pids()[on]:
+                return conn
+            self.fillers.append(conn)
+        raise AssertionError(f"no session reached worker {on}")
 
     def admin(self, identity: str) -> Any:
         return helpers.Admin(self.admin_url, self.keys[identity])
@@ -155,7 +145,7 @@ def _document(admin_port: int, target: str) -> Any:
 
 
 @pytest.fixture
-def workers(gateway_document: Any, pg_server: Any, pg_database: str) -> Workers:
+def workers(gateway_document: Any, pg_server: Any, pg_database: str) -> Iterator[Workers]:
     with psycopg.connect(
         host=pg_server.host, port=pg_server.port, user="postgres", dbname=pg_database
     ) as conn:
@@ -167,7 +157,9 @@ def workers(gateway_document: Any, pg_server: Any, pg_database: str) -> Workers:
     found = Workers(running, pg_database, f"http://127.0.0.1:{admin_port}")
     for identity, group in (("agent", "agents"), ("alice", "dba"), ("root", "ops")):
         found.keys[identity] = running.create_key(identity, [group])
-    return found
+    yield found
+    for conn in found.fillers:
+        conn.close()
 
 
 def _in_thread(work: Any) -> tuple[threading.Thread, dict[str, Any]]:
@@ -184,17 +176,26 @@ def _in_thread(work: Any) -> tuple[threading.Thread, dict[str, Any]]:
     return thread, box
 
 
-def test_both_workers_serve_sessions(workers: Workers) -> None:
+def test_eight_clients_connecting_at_once_end_four_on_each_worker(workers: Workers) -> None:
+    """The parent counts a connection for its worker from the moment it passes it: a burst of
+    8 (none logged in when the next arrives) is spread 4 and 4, every time."""
     pids = workers.worker_pids()
     assert sorted(pids) == [1, 2] and workers.parent not in pids.values()
+    start = threading.Barrier(8)
+
+    def connect() -> psycopg.Connection[Any]:
+        start.wait()
+        return psycopg.connect(workers.conninfo(), autocommit=True)
+
+    threads = [_in_thread(connect) for _ in range(8)]
     conns = []
     try:
-        for _ in range(40):
-            conns.append(workers.connect())
-            served = {serving_pid(c, workers.running.port) for c in conns}
-            if len(served) == 2:
-                break
-        assert served == set(pids.values())
+        for thread, box in threads:
+            thread.join(30)
+            assert "error" not in box, box
+            conns.append(box["result"])
+        served = [serving_pid(c, workers.running.port) for c in conns]
+        assert sorted(served.count(pid) for pid in pids.values()) == [4, 4]
         for conn in conns:
             assert conn.execute("SELECT count(*) FROM orders").fetchone() == (100,)
     finally:
@@ -202,13 +203,90 @@ def test_both_workers_serve_sessions(workers: Workers) -> None:
             conn.close()
 
 
+def _metrics(workers: Workers) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Worker 1's ``/metrics`` (loopback needs no token): sample -> value."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"{workers.admin_url}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def _open_by_worker(workers: Workers) -> dict[int, float]:
+    found = _metrics(workers)
+    labels = (("connection", "pg"), ("protocol", "postgres"))
+    return {
+        k: found.get(("hoopgw_sessions_open", (*labels, ("worker", str(k)))), 0) for k in (1, 2)
+    }
+
+
+def test_pgbench_s_clients_are_spread_evenly(workers: Workers, tmp_path: Path) -> None:
+    """pgbench opens its 8 clients one after the other: each goes to the worker holding
+    fewer, so ``/metrics`` shows 4 sessions open on each worker while it runs."""
+    import os
+    import shutil
+    import subprocess
+
+    pgbench = shutil.which("pgbench")
+    if pgbench is None:
+        pytest.skip("pgbench is not installed")
+    script = tmp_path / "select.sql"
+    script.write_text("SELECT count(*) FROM orders;\n")
+    env = {**os.environ, "PGPASSWORD": workers.keys["agent"], "PGSSLMODE": "disable"}
+    command = [pgbench, "-h", "127.0.0.1", "-p", str(workers.running.port), "-U", "agent"]
+    command += ["-n", "-c", "8", "-T", "5", "-f", str(script), workers.database]
+    bench = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+
+        def eight() -> Any:
+            counts = _open_by_worker(workers)
+            return counts if sum(counts.values()) == 8 else None
+
+        counts = helpers.wait_for(eight, timeout=20, what="pgbench's 8 sessions in /metrics")
+    finally:
+        out, err = bench.communicate(timeout=60)
+    assert bench.returncode == 0, err.decode()
+    assert counts == {1: 4, 2: 4}
+    assert b"number of failed transactions: 0" in out or b"failed" not in out
+
+
+def test_metrics_show_every_worker_s_sessions_and_commands(workers: Workers) -> None:
+    on_1, on_2 = workers.connect(on=1), workers.connect(on=2)
+    try:
+        for conn in (on_1, on_2, on_2):
+            conn.execute("SELECT 1").fetchone()
+
+        def both() -> Any:
+            found = _metrics(workers)
+            labels = (("connection", "pg"), ("verdict", "allow"))
+            commands = {
+                k: found.get(("hoopgw_commands_total", (*labels, ("worker", str(k)))))
+                for k in (1, 2)
+            }
+            # Worker 2's count is at most half a second old: wait for its statements.
+            return commands if commands == {1: 1, 2: 2} else None
+
+        helpers.wait_for(both, what="both workers' commands in /metrics")
+        helpers.wait_for(lambda: _open_by_worker(workers) == {1: 1, 2: 1}, what="1 open on each")
+    finally:
+        on_1.close()
+        on_2.close()
+    # A session's end reaches worker 1's /metrics with the other worker's next publication.
+    helpers.wait_for(lambda: _open_by_worker(workers) == {1: 0, 2: 0}, what="none open")
+
+
 def test_a_cancel_request_reaching_the_other_worker_cancels_the_query(workers: Workers) -> None:
     with workers.connect(on=1) as conn:
         thread, box = _in_thread(lambda: conn.execute("SELECT pg_sleep(30)"))
         time.sleep(0.5)  # the statement reaches the target
-        # Worker 1 is paused: only worker 2 can take the cancel request's connection.
-        with workers.paused(1):
-            conn.cancel()
+        # Worker 1 holds one connection, worker 2 none: the cancel request's goes to worker 2.
+        conn.cancel()
         thread.join(20)
         assert isinstance(box.get("error"), psycopg.errors.QueryCanceled), box
         assert conn.execute("SELECT 1").fetchone() == (1,)
@@ -284,11 +362,13 @@ def test_the_admin_api_lists_and_ends_the_sessions_of_every_worker(workers: Work
 
 def test_failed_logins_on_one_worker_slow_down_the_next_on_the_other(workers: Workers) -> None:
     started = time.monotonic()
-    with workers.paused(2), pytest.raises(psycopg.OperationalError):
+    with pytest.raises(psycopg.OperationalError):  # on worker 1: both hold none
         psycopg.connect(workers.conninfo(password=WRONG_KEY))
     assert time.monotonic() - started < 2.5  # the first failure is free
+    time.sleep(0.5)  # the failed one's end reaches the parent's count
+    workers.connect(on=1)  # so the next goes to worker 2
     started = time.monotonic()
-    with workers.paused(1), pytest.raises(psycopg.OperationalError):
+    with pytest.raises(psycopg.OperationalError):
         psycopg.connect(workers.conninfo(password=WRONG_KEY))
     # Worker 2 never saw this client fail, but the store did: it waits base_delay (3 s).
     assert time.monotonic() - started >= 2.9
@@ -310,6 +390,38 @@ def test_both_workers_append_to_the_one_chain_that_verify_checks(workers: Worker
     texts = [json.loads(row[0])["text"] for row in rows]
     assert "SELECT id FROM orders WHERE id = 1" in texts
     assert "SELECT id FROM orders WHERE id = 2" in texts
+
+
+def test_connections_a_dead_worker_had_not_taken_are_served_by_another(
+    workers: Workers,
+) -> None:
+    """Worker 2 is stopped (SIGSTOP), so the connections passed to it wait untaken; killed, it
+    loses none of them: the parent passes them to worker 1."""
+    pids = workers.worker_pids()
+    _signal(pids[2], signal.SIGSTOP)
+    try:
+        threads = []
+        for _ in range(4):  # 1, 2, 1, 2: each counts for its worker from the moment it is passed
+            threads.append(_in_thread(lambda: psycopg.connect(workers.conninfo(), autocommit=True)))
+            time.sleep(0.2)
+        time.sleep(0.5)
+        waiting = [box for _, box in threads if not box]
+        assert len(waiting) == 2  # worker 2's
+    finally:
+        _signal(pids[2], signal.SIGKILL)
+    conns = []
+    try:
+        for thread, box in threads:
+            thread.join(30)
+            assert "error" not in box, box
+            conns.append(box["result"])
+        served = [serving_pid(c, workers.running.port) for c in conns]
+        assert served == [pids[1]] * 4
+        for conn in conns:
+            assert conn.execute("SELECT count(*) FROM orders").fetchone() == (100,)
+    finally:
+        for conn in conns:
+            conn.close()
 
 
 def test_a_killed_worker_is_started_again_and_the_other_keeps_serving(workers: Workers) -> None:
@@ -339,11 +451,40 @@ def test_sigterm_ends_every_worker_and_leaves_the_journal_drained(workers: Worke
     assert "INCOMPLETE" not in verified.stdout
 
 
-def test_a_reload_through_the_admin_api_is_refused_with_workers(workers: Workers) -> None:
-    # It would reach worker 1 alone: worker 2 would keep the old config, the caller told "done".
+def test_a_reload_through_the_admin_api_reloads_every_worker(workers: Workers) -> None:
+    """``hoopgw reload`` reaches worker 1, which asks the parent: every worker reloads, and
+    the answer (and the parent's one log line) says so."""
+    config = workers.running.config_path
+    config.write_text(config.read_text().replace("timeout = 60", "timeout = 30"))
+    reloaded = workers.admin("root").cli("reload")
+    assert reloaded.returncode == 0, reloaded.stderr
+    assert "changed: pg (approval)" in reloaded.stdout
+    assert "workers applied: 1, 2" in reloaded.stdout
+    log = workers.running.stderr_text()
+    assert "config reload (by root (admin API)) applied by every worker (2)" in log
+    records = workers.running.store_query(
+        "SELECT count(*) FROM audit_records WHERE kind = 'config_reloaded'"
+    )
+    assert records == [(2,)]  # one per worker
+
+
+def test_a_reload_every_worker_refuses_is_reported_once(workers: Workers) -> None:
+    config = workers.running.config_path
+    config.write_text(config.read_text().replace("shutdown_grace = 2", "shutdown_grace = 3"))
+    _signal(workers.parent, signal.SIGHUP)
+
+    def summed_up() -> bool:
+        return "refused by every worker" in workers.running.stderr_text()
+
+    helpers.wait_for(summed_up, timeout=30, what="the parent's summary")
+    assert "[gateway] changed" in workers.running.stderr_text()
     reloaded = workers.admin("root").cli("reload")
     assert reloaded.returncode != 0
-    assert "send SIGHUP to the parent" in reloaded.stderr + reloaded.stdout
+    assert "[gateway] changed" in reloaded.stderr + reloaded.stdout
+    pids = workers.worker_pids()
+    with workers.connect() as conn:  # nothing restarted, both still serve
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert workers.worker_pids() == pids
 
 
 def test_a_connection_renamed_by_sighup_still_listens_on_every_worker(workers: Workers) -> None:

@@ -36,7 +36,7 @@ from hoopgw.plugin import Option, PluginContext, hookimpl
 from hoopgw.protocol import load_protocol
 from hoopgw.reviews import ReviewPolicy
 from hoopgw.session import Command, SessionInfo
-from hoopgw.sql import DENY_CLASSES, MAX_ANALYSED_BYTES, Dialect, analyze_command, oversized
+from hoopgw.sql import DENY_CLASSES, MAX_ANALYSED_BYTES, AnalysisCache, Dialect, oversized
 from hoopgw.verdicts import Block, Hold, Verdict
 
 __all__ = ["ApprovalPlugin"]
@@ -126,20 +126,23 @@ class ApprovalPlugin:
             valid_for=float(options["valid_for"]),
         )
         self._service = context.approvals
-        self._dialect: Dialect | None = None
+        self._analyses: AnalysisCache | None = None
         if self._review:
             connection = context.connection
             try:
-                self._dialect = load_protocol(connection.protocol).dialect
+                dialect: Dialect | None = load_protocol(connection.protocol).dialect
             except PluginError as exc:
                 raise ConfigError(str(exc), key="protocol", connection=connection.name) from None
-            if self._dialect is None:
+            if dialect is None:
                 raise ConfigError(
                     f"{PLUGIN}.review needs a protocol that parses statements;"
                     f" {connection.protocol!r} has no dialect",
                     key=f"{PLUGIN}.review",
                     connection=connection.name,
                 )
+            # Per principal: a cache shared by identities would tell one, by timing, what
+            # another sent. By shape: only the statements' classes are read, not their text.
+            self._analyses = AnalysisCache(dialect)
 
     @hookimpl
     def client_command(self, session: SessionInfo, command: Command) -> Block | Hold | None:
@@ -148,7 +151,7 @@ class ApprovalPlugin:
         Fails closed: a text that does not parse is refused, and an ``EXECUTE`` of a
         prepared statement (whose body this plugin does not track) is held.
         """
-        if self._dialect is None or not command.statement:
+        if self._analyses is None or not command.statement:
             return None  # no statements to review (a protocol command runs none)
         if not command.text.strip():
             if command.kind == "execute":
@@ -165,7 +168,7 @@ class ApprovalPlugin:
                 f" ({MAX_ANALYSED_BYTES}); split it or use COPY for bulk data",
                 rule="too-large",
             )
-        analysis = analyze_command(self._dialect, command.text, command.details)
+        analysis = self._analyses.analyze_shape(session.identity, command.text, command.details)
         if not analysis.parseable:
             return Block(
                 reason=f"unparseable: the command could not be parsed ({analysis.error});"

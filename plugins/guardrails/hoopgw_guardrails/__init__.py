@@ -46,10 +46,10 @@ from hoopgw.session import Command, ConnectionInfo, SessionInfo, UpstreamOptions
 from hoopgw.sql import (
     MAX_ANALYSED_BYTES,
     Analysis,
+    AnalysisCache,
     Dialect,
     FunctionCatalog,
     StatementFacts,
-    analyze_command,
     oversized,
 )
 from hoopgw.verdicts import Allow, Block, Hold, Verdict
@@ -67,7 +67,6 @@ from hoopgw_guardrails.http_rules import (
 )
 from hoopgw_guardrails.kubernetes import KubernetesPolicy, check_kubernetes_rules
 from hoopgw_guardrails.policy import Policy, check_classes, check_preset, check_rules, combined
-from hoopgw_guardrails.shapes import AnalysisCache
 from hoopgw_guardrails.startup import UnreadableParameter, set_statement, settings_of
 
 __all__ = ["GuardrailsPlugin"]
@@ -335,10 +334,10 @@ class GuardrailsPlugin:
                 connection=connection.name,
             )
         self._dialect = dialect
-        # Regex rules read each statement's own text, which a cached analysis does not hold.
-        self._analyses: AnalysisCache | None = None
-        if not any(rule.regex is not None for rule in self._policy.rules):
-            self._analyses = AnalysisCache(dialect)
+        # Analyses per principal (see AnalysisCache); by shape unless regex rules read each
+        # statement's own text, which an analysis by shape does not hold.
+        self._analyses = AnalysisCache(dialect)
+        self._by_shape = not any(rule.regex is not None for rule in self._policy.rules)
         self._log = context.log
         self._allow_functions = tuple(p.casefold() for p in context.options["allow_functions"])
         self._functions = _function_catalog(context, dialect)
@@ -361,7 +360,7 @@ class GuardrailsPlugin:
         except UnreadableParameter as exc:
             return Block(reason=f"unparseable: {exc} (guardrails)", rule="unparseable")
         for name, value in settings:
-            verdict = self._judge_text(set_statement(name, value))
+            verdict = self._judge_text(session, set_statement(name, value))
             if verdict is not None:
                 # A session cannot be held for review: a startup parameter is refused outright.
                 return Block(
@@ -369,9 +368,8 @@ class GuardrailsPlugin:
                 )
         return None
 
-    def _judge_text(self, text: str) -> Block | Hold | None:
-        assert self._dialect is not None
-        analysis = self._dialect.analyze(text)
+    def _judge_text(self, session: SessionInfo, text: str) -> Block | Hold | None:
+        analysis = self._analyses.analyze(session.identity, text, {})
         if not analysis.parseable:
             return Block(reason=f"unparseable: {analysis.error}", rule="unparseable")
         return combined([v for v in map(self._policy.judge, analysis.statements) if v is not None])
@@ -405,7 +403,7 @@ class GuardrailsPlugin:
         size = oversized(command.text, self._max_statement_bytes)
         if size is not None:
             return _too_large(size, self._max_statement_bytes)
-        analysis = self._analyze(command)
+        analysis = self._analyze(session, command)
         if not analysis.parseable:
             return Block(
                 reason=(
@@ -440,17 +438,17 @@ class GuardrailsPlugin:
             self._pending[(session.id, command.seq)] = definitions
         return self._judge(session, command, judged)
 
-    def _analyze(self, command: Command) -> Analysis:
-        assert self._dialect is not None
-        if self._analyses is None:
-            return analyze_command(self._dialect, command.text, command.details)
-        analysis = self._analyses.analyze(command.text, command.details)
+    def _analyze(self, session: SessionInfo, command: Command) -> Analysis:
+        identity = session.identity
+        if not self._by_shape:
+            return self._analyses.analyze(identity, command.text, command.details)
+        analysis = self._analyses.analyze_shape(identity, command.text, command.details)
         if any(s.prepares for s in analysis.statements) or (
             command.kind == "parse" and command.statement_name
         ):
             # What a prepared statement runs is kept for the session, and a config reload
             # may hand it to an instance with regex rules: keep it with its own text.
-            return analyze_command(self._dialect, command.text, command.details)
+            return self._analyses.analyze(identity, command.text, command.details)
         return analysis
 
     def _judge_http(self, command: Command) -> Block | Hold | None:

@@ -397,6 +397,8 @@ class MaskingPlugin:
                 )
             return
         text = output.fields.get("text", "")
+        if self.prefilter is not None and not self.prefilter.may_hold(text):
+            return  # no candidate for any detector (a statement without personal data)
         masked = self._mask_message(text, counts)
         if masked is not None:
             output.fields["text"] = masked

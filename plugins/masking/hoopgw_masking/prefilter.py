@@ -154,3 +154,26 @@ class Prefilter:
         except hyperscan.ScanTerminated:
             return None
         return sorted({bisect_right(starts, end - 1) - 1 for end in ends})
+
+    def may_hold(self, text: str) -> bool:
+        """Whether ``text`` (a statement, a reason: no row) holds a candidate for a detector;
+        when not, the detectors would find nothing in it. Read as the plugin reads text values:
+        UTF-8, lone surrogates as the bytes they stand for, where every ASCII character is its
+        byte and no other character makes one."""
+        found: list[bool] = []
+
+        def matched(_id: int, _start: int, _end: int, _flags: int, _context: object) -> bool:
+            found.append(True)
+            return True  # one is enough: stop the scan
+
+        try:
+            self._database.scan(
+                text.encode("utf-8", "surrogateescape"),
+                match_event_handler=matched,
+                scratch=self._scratch,
+            )
+        except hyperscan.ScanTerminated:
+            pass
+        except UnicodeEncodeError:  # a surrogate that stands for no byte: let the detectors see
+            return True
+        return bool(found)

@@ -29,11 +29,10 @@ record. ``docs/recording.md`` lists every record kind and field.
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 from twisted.internet import defer
-from twisted.python.failure import Failure
 
 from hoopgw.hookspecs import HANDED_OVER
 from hoopgw.plugin import Option, PluginContext, hookimpl
@@ -268,9 +267,15 @@ class RecordingPlugin:
             if self._allowed_timer is None:
                 self._allowed_timer = self._reactor.callLater(DECISION_WAIT, self._allowed_due)
             return None
-        return self._observed(
-            "command_decided", session, {"seq": command.seq, **fields}, urgent=True
+        journaled: defer.Deferred[None] = defer.Deferred()
+        self._observed(
+            "command_decided",
+            session,
+            {"seq": command.seq, **fields},
+            urgent=True,
+            then=lambda: journaled.callback(None),
         )
+        return journaled
 
     def _allowed_due(self) -> None:
         """Write, each in a ``command_decided`` record, the verdicts of allowed commands still
@@ -328,42 +333,54 @@ class RecordingPlugin:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def _write(
+    def _submit(
         self,
         kind: str,
         session: SessionInfo,
         data: dict[str, Any],
+        then: Callable[[Exception | None], object],
         *,
         urgent: bool = True,
         time: float | None = None,
-    ) -> defer.Deferred[None]:
+    ) -> None:
+        """Hand a record to the audit writer; ``then(None)`` once it is in the journal, or
+        ``then(error)`` (:meth:`~hoopgw.audit.writer.AuditWriter.submit`): no Deferred per
+        record on the path every command takes."""
         if self._audit is None:
-            return defer.fail(RuntimeError("no audit writer (configuration check only)"))
+            then(RuntimeError("no audit writer (configuration check only)"))
+            return
         entry = AuditEntry(
             kind=kind,
             session_id=session.id,
             time=self._reactor.seconds() if time is None else time,
             data=data,
         )
-        return self._audit.write(entry, urgent=urgent)
+        self._audit.submit(entry, then, urgent=urgent)
 
     def _durably(
         self, kind: str, session: SessionInfo, data: dict[str, Any]
     ) -> defer.Deferred[Block | None]:
-        def refuse(failure: Failure) -> Block | Failure:
-            if failure.check(defer.CancelledError):
-                # The client cancelled or left while the record was being written: the chain
-                # reports the command withdrawn; the write itself goes on.
-                return failure
-            self._log.failure(
-                "cannot record {kind} of session {session_id}; refused",
-                failure,
+        """A Deferred that fires with None once the record is in the journal, or with
+        ``Block`` if it cannot be written. Cancelled (the client cancelled or left while the
+        record was being written), it fails with ``CancelledError``; the write itself goes on."""
+        answer: defer.Deferred[Block | None] = defer.Deferred()
+
+        def written(error: Exception | None) -> None:
+            if answer.called:
+                return  # cancelled meanwhile
+            if error is None:
+                answer.callback(None)
+                return
+            self._log.error(
+                "cannot record {kind} of session {session_id}; refused: {why}",
                 kind=kind,
                 session_id=session.id,
+                why=error,
             )
-            return Block(reason=REFUSED)
+            answer.callback(Block(reason=REFUSED))
 
-        return self._write(kind, session, data).addCallbacks(lambda _: None, refuse)
+        self._submit(kind, session, data, written)
+        return answer
 
     def _observed(
         self,
@@ -373,21 +390,25 @@ class RecordingPlugin:
         *,
         urgent: bool = False,
         time: float | None = None,
-    ) -> defer.Deferred[None]:
-        """Write a record of what already happened; the Deferred fires once it is in the
-        journal, or failed (logged)."""
+        then: Callable[[], object] | None = None,
+    ) -> None:
+        """Write a record of what already happened; ``then()`` once it is in the journal, or
+        once it failed (logged)."""
 
-        def failed(failure: Failure) -> None:
-            self._log.failure(
-                "cannot record {kind} of session {session_id}",
-                failure,
-                kind=kind,
-                session_id=session.id,
-            )
+        def written(error: Exception | None) -> None:
+            if error is not None:
+                self._log.error(
+                    "cannot record {kind} of session {session_id}: {why}",
+                    kind=kind,
+                    session_id=session.id,
+                    why=error,
+                )
+            if then is not None:
+                then()
 
         # Records of what already happened need no commit of their own (see AuditWriter.write),
         # but a refusal is sent at once, to be in the journal as soon as it can.
-        return self._write(kind, session, data, urgent=urgent, time=time).addErrback(failed)
+        self._submit(kind, session, data, written, urgent=urgent, time=time)
 
 
 def _verdict_name(verdict: Verdict) -> str:

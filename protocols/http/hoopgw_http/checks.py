@@ -7,9 +7,9 @@ import json
 import re
 from urllib.parse import unquote_to_bytes
 
+from hoopgw.http1 import Head
 from hoopgw_http.headers import OVERRIDE_FIELDS, canonical_name
 from hoopgw_http.paths import AmbiguousTarget, Target, parse_target
-from hoopgw_http.wire import Head
 
 __all__ = ["Refusal", "check_request", "has_body", "overrides_method"]
 

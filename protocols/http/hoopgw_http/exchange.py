@@ -17,13 +17,13 @@ from typing import Any, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from hoopgw.http1 import Data, End, Event, Head, chunk, serialize_head
 from hoopgw.session import Command, CommandOutcome, Output
 from hoopgw_http.bodies import is_json, mask_json
 from hoopgw_http.headers import SecretScrubber, request_fields, response_fields
 from hoopgw_http.paths import Target
 from hoopgw_http.settings import HttpSettings
 from hoopgw_http.upstream import UpstreamRequest, connect_upstream
-from hoopgw_http.wire import Data, End, Event, Head, chunk, serialize_head
 
 __all__ = ["ClientSide", "Exchange"]
 

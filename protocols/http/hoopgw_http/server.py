@@ -1,7 +1,7 @@
 """The gateway's HTTP side: one factory per configured ``http`` connection, one
 :class:`ClientConnection` (and one session) per client TCP connection.
 
-A request goes: strict parsing (:mod:`hoopgw_http.wire`) -> checks that refuse what servers
+A request goes: strict parsing (:mod:`hoopgw.http1`) -> checks that refuse what servers
 could read differently (:mod:`hoopgw_http.paths`, :data:`~hoopgw_http.headers.OVERRIDE_FIELDS`)
 -> the caller's bearer token (the first request of a connection logs the session in: the core
 :class:`~hoopgw.authn.Authenticator`, ``allow_groups``, ``session_started``; later requests
@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 
 from hoopgw import errors
 from hoopgw.errors import AccessDenied, AuthenticationError
+from hoopgw.http1 import BadMessage, Data, End, Event, Head, MessageReader, serialize_head
 from hoopgw.ledger import CommandLedger
 from hoopgw.protocol import ConnectionRuntime
 from hoopgw.session import Command, CommandOutcome, Identity, Output, SessionInfo
@@ -50,7 +51,6 @@ from hoopgw_http.headers import (
 from hoopgw_http.paths import Target
 from hoopgw_http.settings import HttpSettings
 from hoopgw_http.upstream import client_tls_options, upstream_tls_options
-from hoopgw_http.wire import BadMessage, Data, End, Event, Head, MessageReader, serialize_head
 
 __all__ = ["ClientConnection", "HttpProxyFactory"]
 

@@ -1,5 +1,5 @@
 """One request on its way to the target and its response on its way back: the Twisted edge
-around :mod:`hoopgw_http.wire`.
+around :mod:`hoopgw.http1`.
 
 Each allowed request gets a connection of its own to the target (``Connection: close``), so
 no response can be paired with the wrong request. Bodies stream both ways with bounded
@@ -19,9 +19,9 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.python.failure import Failure
 
 from hoopgw.connection import ConnectionConfig
+from hoopgw.http1 import BadMessage, Data, End, Event, Head, MessageReader
 from hoopgw.transport import CONNECT_TIMEOUT, QuietFactory, ReadGate, set_no_delay
 from hoopgw_http.settings import HttpSettings
-from hoopgw_http.wire import BadMessage, Data, End, Event, Head, MessageReader
 
 __all__ = ["UpstreamRequest", "client_tls_options", "connect_upstream", "upstream_tls_options"]
 
@@ -82,7 +82,7 @@ class UpstreamRequest(protocol.Protocol):
         self._complete = False
         self.switched = False
         """Whether the target switched protocols (``101``): its bytes now come as
-        :class:`~hoopgw_http.wire.Data` events, undecoded, until it closes."""
+        :class:`~hoopgw.http1.Data` events, undecoded, until it closes."""
         self.gate: ReadGate | None = None
         """Pauses reading the target (the client's write buffer is full)."""
 

@@ -1,6 +1,6 @@
 """The Kubernetes protocol as registered in the ``hoopgw.protocols`` entry-point group.
 
-The server (h11, wsproto) is imported when a listener is built, not when the config is
+The server (and wsproto) is imported when a listener is built, not when the config is
 loaded: reading a config needs only the ``[connections.kubernetes]`` options.
 """
 

@@ -50,7 +50,7 @@ class ApiRequest:
     """One API request, as a policy reads it."""
 
     method: str
-    """The HTTP method, upper case."""
+    """The HTTP method (upper case: no other is read)."""
     path: str
     """The request path (without the query)."""
     query: str
@@ -121,11 +121,12 @@ def classify(method: str, target: str) -> ApiRequest:
 
     :raises Unreadable: when it cannot be read exactly as the API server reads it.
     """
-    method = method.upper()
     path, _, query = target.partition("?")
     if "#" in target:
         raise Unreadable("a request target holds no fragment")
     if method not in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        # Case-sensitive (RFC 9110 section 9.1), as the API server's router: ``delete`` is
+        # not DELETE, and what is forwarded is the method judged.
         raise Unreadable(f"method {method} is not one the Kubernetes API serves")
     parts = _segments(path)
     params = _parameters(query)

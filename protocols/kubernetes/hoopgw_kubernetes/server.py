@@ -10,6 +10,12 @@ when allowed sent to the cluster with the cluster's credential
 hooks (:mod:`hoopgw_kubernetes.bodies`). ``exec`` and ``attach`` upgrade to WebSocket
 (:mod:`hoopgw_kubernetes.streams`).
 
+Requests are read by the gateway's one strict HTTP/1.1 reader (:mod:`hoopgw.http1`, the
+``http`` protocol's too): a message two parsers could read differently (two
+``Content-Length`` fields, ``Transfer-Encoding`` with ``Content-Length``, a folded header
+line, a malformed chunk, ...) is answered ``400`` and the connection closed; nothing of it is
+decided or forwarded.
+
 Every request of a connection must carry the token the session started with; another token
 ends the connection (a session is one identity).
 """
@@ -19,9 +25,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
+from http import HTTPStatus
 from typing import Any
 
-import h11
 from twisted.internet import defer, protocol
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -29,6 +35,7 @@ from twisted.python.failure import Failure
 
 from hoopgw import errors
 from hoopgw.errors import AccessDenied, AuthenticationError, ConfigError, StoreError
+from hoopgw.http1 import MAX_HEAD, BadMessage, Data, End, Head, MessageReader, chunk, serialize_head
 from hoopgw.ledger import CommandLedger
 from hoopgw.protocol import ConnectionRuntime
 from hoopgw.session import Command, CommandOutcome, Identity, Output, SessionInfo
@@ -56,6 +63,8 @@ PASSED_RESPONSE_HEADERS = frozenset(
     }
 )
 WRITE_VERBS = frozenset({"create", "update", "patch"})
+STREAM_VERBS = ("exec", "attach")
+"""The verbs relayed over WebSocket (:mod:`hoopgw_kubernetes.streams`), and the only ones."""
 SPDY_REFUSED = (
     "hoopgw: SPDY streaming is not relayed (it cannot be judged); use kubectl 1.30 or newer,"
     " which streams exec and attach over WebSocket"
@@ -70,11 +79,10 @@ class RequestRefused(Exception):
         self.code = code
 
 
-def _header(headers: Any, name: bytes) -> bytes | None:
-    for key, value in headers:
-        if key.lower() == name:
-            return value
-    return None
+def _header(head: Head, name: bytes) -> bytes | None:
+    """The first value of the field ``name`` (lower case), or None."""
+    values = head.get(name)
+    return values[0] if values else None
 
 
 class KubernetesSession:
@@ -151,11 +159,17 @@ class ApiConnection(protocol.Protocol):
         self.session: KubernetesSession | None = None
         self.transport: Any = None
         limit = runtime.gateway.max_message_size
-        self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=min(limit, 1 << 16))
-        self._request: h11.Request | None = None
-        self._body: list[bytes] = []
-        self._body_size = 0
+        self._reader = MessageReader(response=False, max_head=min(limit, MAX_HEAD))
+        self._unread = bytearray()  # what came while a request was served, not read yet
+        self._request: Head | None = None
+        self._body = bytearray()  # one buffer: a body sent in tiny chunks costs its size
         self._busy = False
+        self._ending = False  # the last response is written: nothing more is read
+        self._keep_alive = False  # the request served allows another after it
+        self._responding = False  # a response has begun and has not ended
+        self._chunked = False  # the response under way is chunked
+        self._http10 = False  # the request served is HTTP/1.0
+        self._head_request = False  # the request served is a HEAD: its answer has no body
         self._token_hash = b""
         self._upstream: UpstreamLink | None = None
         self._paired = False  # the cluster's side is our transport's producer
@@ -183,56 +197,66 @@ class ApiConnection(protocol.Protocol):
         if self._stream is not None:
             self._stream.client_data(data)
             return
-        try:
-            self._h11.receive_data(data)
-        except RuntimeError:
-            return  # data after the connection was closed
+        if self._closed or self._ending:
+            return
+        self._unread += data
         self._pump()
 
     def _pump(self) -> None:
-        while not self._busy and not self._closed:
+        """Read requests while none is being served; a request is served once read whole."""
+        while not self._busy and not self._closed and not self._ending:
+            data, self._unread = bytes(self._unread), bytearray()
             try:
-                event = self._h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                self._bad_request(exc.error_status_hint, f"malformed HTTP request: {exc}")
+                events = self._reader.feed(data)
+            except BadMessage as exc:
+                self._bad_request(exc.status, f"malformed HTTP request: {exc}")
                 return
-            if event is h11.NEED_DATA:
+            if not events:
                 return
-            if event is h11.PAUSED:
-                if self._h11.our_state is h11.DONE and self._h11.their_state is h11.DONE:
-                    self._h11.start_next_cycle()
-                    continue
-                return
-            if isinstance(event, h11.Request):
-                self._request, self._body, self._body_size = event, [], 0
-            elif isinstance(event, h11.Data):
-                self._body_size += len(event.data)
-                if self._body_size > self.runtime.gateway.max_message_size:
-                    self._bad_request(413, "the request body is larger than max_message_size")
-                    return
-                self._body.append(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                request, self._request = self._request, None
-                assert request is not None
-                self._busy = True
-                # Nothing more is read from this client while its request is served (it may
-                # be held for hours): what it sends meanwhile waits in the kernel, not here.
-                self.transport.pauseProducing()
-                d = defer.ensureDeferred(self._serve(request, b"".join(self._body)))
-                d.addErrback(self._failed)
-            elif isinstance(event, h11.ConnectionClosed):
-                self.transport.loseConnection()
-                return
+            for event in events:
+                if isinstance(event, Head):
+                    if event.version == "HTTP/1.1" and len(event.get(b"host")) != 1:
+                        # RFC 9112 section 3.2.
+                        self._bad_request(400, "an HTTP/1.1 request needs exactly one Host field")
+                        return
+                    self._request, self._body = event, bytearray()
+                elif isinstance(event, Data):
+                    if len(self._body) + len(event.data) > self.runtime.gateway.max_message_size:
+                        self._bad_request(413, "the request body is larger than max_message_size")
+                        return
+                    self._body += event.data
+                elif isinstance(event, End):
+                    request, self._request = self._request, None
+                    assert request is not None
+                    self._busy = True
+                    self._http10 = request.version == "HTTP/1.0"
+                    self._head_request = request.method == "HEAD"
+                    self._keep_alive = not self._http10 and (
+                        b"close" not in request.tokens(b"connection")
+                    )
+                    # Nothing more is read from this client while its request is served (it
+                    # may be held for hours): what it sends meanwhile waits in the kernel.
+                    self.transport.pauseProducing()
+                    body, self._body = bytes(self._body), bytearray()
+                    d = defer.ensureDeferred(self._serve(request, body))
+                    d.addErrback(self._failed)
+
+    def take_unread(self) -> bytes:
+        """The bytes received after the last request, taken out: the connection switched to
+        WebSocket, so they are not HTTP."""
+        rest = self._reader.take_rest() + bytes(self._unread)
+        self._unread = bytearray()
+        return rest
 
     def _failed(self, failure: Failure) -> None:
         log.failure("Kubernetes request failed", failure)
         self._abort("internal error")
 
     def _bad_request(self, code: int, message: str) -> None:
-        if self._h11.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            self._respond_status(code, message, close=True)
-        else:
-            self.transport.loseConnection()
+        """A request that cannot be read (nothing of it was decided): answer and close."""
+        self._busy = True
+        self._keep_alive = self._head_request = False  # the connection closes after it
+        self._respond_status(code, message, close=True)
 
     def connectionLost(self, reason: Any = None) -> None:
         self._closed = True
@@ -252,28 +276,59 @@ class ApiConnection(protocol.Protocol):
 
     # -- responses --------------------------------------------------------------------------
 
-    def _send(self, event: Any) -> None:
-        data = self._h11.send(event)
+    def _write(self, data: bytes) -> None:
         if data and self.transport is not None and not self._closed:
             self.transport.write(data)
 
-    def _respond_status(self, code: int, message: str, *, close: bool = False) -> None:
-        body = status_body(code, message)
-        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-        if close:
-            headers.append((b"connection", b"close"))
+    def send_head(self, status: int, fields: list[tuple[bytes, bytes]], length: int | None) -> None:
+        """Begin a response: its body is ``length`` bytes, or chunked when the length is not
+        known (close-delimited for an HTTP/1.0 client)."""
+        fields = list(fields)
+        self._chunked = False
+        bodiless = status < 200 or status in (204, 304)  # RFC 9112 section 6.3
+        if length is not None and not bodiless:
+            fields.append((b"content-length", b"%d" % length))
+        elif not bodiless and not self._http10:
+            fields.append((b"transfer-encoding", b"chunked"))
+            self._chunked = True
+        elif not bodiless:
+            self._keep_alive = False  # the end of the body is the end of the connection
+        if not self._keep_alive:
+            fields.append((b"connection", b"close"))
         try:
-            self._send(h11.Response(status_code=code, headers=headers))
-            self._send(h11.Data(data=body))
-            self._send(h11.EndOfMessage())
-        except h11.LocalProtocolError:
-            self._abort("cannot answer")
-            return
+            phrase = HTTPStatus(status).phrase.encode("ascii")
+        except ValueError:
+            phrase = b"-"
+        self._responding = True
+        self._write(serialize_head(b"HTTP/1.1 %d %s" % (status, phrase), fields))
+
+    def send_body(self, data: bytes) -> None:
+        """A piece of the response's body (none to a ``HEAD``, RFC 9110 section 9.3.2)."""
+        if data and not self._head_request:
+            self._write(chunk(data) if self._chunked else data)
+
+    def end_response(self, *, close: bool = False) -> None:
+        """The response is complete: the next request is read, unless the connection closes."""
+        if self._chunked and not self._head_request:  # a HEAD's answer ends with its fields
+            self._write(chunk(b""))
+        self._responding = False
         self._done(close=close)
+
+    def _respond_status(self, code: int, message: str, *, close: bool = False) -> None:
+        if self._responding:
+            self._abort("cannot answer in the middle of a response")
+            return
+        if close:
+            self._keep_alive = False
+        body = status_body(code, message)
+        self.send_head(code, [(b"content-type", b"application/json")], len(body))
+        self.send_body(body)
+        self.end_response(close=close)
 
     def _done(self, *, close: bool = False) -> None:
         self._busy = False
-        if close or self._h11.our_state is h11.MUST_CLOSE:
+        if close or not self._keep_alive:
+            self._ending = True
             self.transport.loseConnection()
             return
         self.transport.resumeProducing()
@@ -286,7 +341,7 @@ class ApiConnection(protocol.Protocol):
 
     # -- requests ---------------------------------------------------------------------------
 
-    async def _serve(self, request: h11.Request, body: bytes) -> None:
+    async def _serve(self, request: Head, body: bytes) -> None:
         try:
             session = await self._authenticated(request)
         except RequestRefused as exc:
@@ -296,7 +351,7 @@ class ApiConnection(protocol.Protocol):
             api = self._read(request)
         except RequestRefused as exc:
             # Recorded as refused, under the text the client sent.
-            method = request.method.decode("ascii", "replace")
+            method = request.method
             target = request.target.decode("ascii", "replace")
             details = {"method": method, "path": target.partition("?")[0]}
             unread = session.new_command(f"{method} {target}", "api", details)
@@ -314,8 +369,7 @@ class ApiConnection(protocol.Protocol):
             )
             self._respond_status(403, f"hoopgw: refused: {refusal}")
             return
-        upgrade = _header(request.headers, b"upgrade")
-        if upgrade is not None:
+        if api.verb in STREAM_VERBS:  # upgrading to WebSocket: _command refused anything else
             from hoopgw_kubernetes.streams import serve_stream
 
             self._busy = True
@@ -330,8 +384,8 @@ class ApiConnection(protocol.Protocol):
             return
         self._forward(session, command, api, request, body)
 
-    async def _authenticated(self, request: h11.Request) -> KubernetesSession:
-        authorization = _header(request.headers, b"authorization") or b""
+    async def _authenticated(self, request: Head) -> KubernetesSession:
+        authorization = _header(request, b"authorization") or b""
         scheme, _, token_bytes = authorization.partition(b" ")
         token = token_bytes.strip().decode("utf-8", "replace")
         if scheme.lower() != b"bearer" or not token:
@@ -367,9 +421,7 @@ class ApiConnection(protocol.Protocol):
             upstream_tls=True,
             started_at=runtime.reactor.seconds(),
             attributes={
-                "user_agent": (_header(request.headers, b"user-agent") or b"").decode(
-                    "utf-8", "replace"
-                )
+                "user_agent": (_header(request, b"user-agent") or b"").decode("utf-8", "replace")
             },
         )
         started = await runtime.chain.decide("session_started", session=info)
@@ -391,14 +443,14 @@ class ApiConnection(protocol.Protocol):
         )
         return session
 
-    def _read(self, request: h11.Request) -> ApiRequest:
+    def _read(self, request: Head) -> ApiRequest:
         try:
-            return classify(request.method.decode("ascii"), request.target.decode("ascii"))
+            return classify(request.method, request.target.decode("ascii"))
         except (Unreadable, UnicodeDecodeError) as exc:
             raise RequestRefused(400, f"hoopgw: refused: {exc}") from None
 
     def _command(
-        self, session: KubernetesSession, request: h11.Request, api: ApiRequest, body: bytes
+        self, session: KubernetesSession, request: Head, api: ApiRequest, body: bytes
     ) -> tuple[Command, str | None]:
         """The request as a command, and why the gateway itself refuses it (or None)."""
         text, kind = api.describe(), "api"
@@ -414,21 +466,24 @@ class ApiConnection(protocol.Protocol):
                 digest = hashlib.sha256(body).hexdigest()
                 shown += f"\n... ({more} more bytes; body sha256 {digest})"
             text += "\n" + shown
-        if any(name.lower().startswith(b"impersonate-") for name, _ in request.headers):
+        if any(name.startswith(b"impersonate-") for name, _ in request.fields):
             refusal = "impersonation headers are not relayed (the gateway's credential is not"
             refusal += " the caller's to lend)"
-        upgrade = (_header(request.headers, b"upgrade") or b"").lower()
-        if upgrade.startswith(b"spdy"):
+        # An Upgrade field, even an empty one, asks for another protocol: only exec and attach
+        # switch, and only to WebSocket (an API request is never relayed as a stream).
+        upgrade = _header(request, b"upgrade")
+        wanted = None if upgrade is None else upgrade.lower()
+        if wanted is not None and wanted.startswith(b"spdy"):
             refusal = SPDY_REFUSED
-        elif upgrade and upgrade != b"websocket":
-            refusal = f"upgrade to {upgrade.decode('ascii', 'replace')} is not relayed"
-        elif upgrade and api.verb not in ("exec", "attach"):
+        elif wanted is not None and wanted != b"websocket":
+            refusal = f"upgrade to {wanted.decode('ascii', 'replace')!r} is not relayed"
+        elif wanted is not None and api.verb not in STREAM_VERBS:
             refusal = f"WebSocket streaming of {api.verb} is not relayed (only exec and attach)"
-        elif not upgrade and api.verb in ("exec", "attach", "portforward"):
+        elif wanted is None and api.verb in (*STREAM_VERBS, "portforward"):
             refusal = f"{api.verb} needs a WebSocket upgrade"
         if api.verb == "portforward":
             refusal = "port forwarding is not relayed by this gateway"
-        if api.verb in ("exec", "attach") and refusal is None:
+        if api.verb in STREAM_VERBS and refusal is None:
             from hoopgw_kubernetes.streams import stream_command
 
             text, kind, details = stream_command(api, details)
@@ -441,21 +496,24 @@ class ApiConnection(protocol.Protocol):
         session: KubernetesSession,
         command: Command,
         api: ApiRequest,
-        request: h11.Request,
+        request: Head,
         body: bytes,
     ) -> None:
         runtime = self.runtime
         target = api.path + (f"?{api.query}" if api.query else "")
         headers = upstream_headers(
-            list(request.headers),
+            list(request.fields),
             host=runtime.config.target,
             bearer=self.settings.bearer,
             masked=session.ledger.chain.has_output_hooks,
         )
         if body:
             headers.append((b"content-length", b"%d" % len(body)))
-        upstream_request = h11.Request(
-            method=request.method, target=target.encode("ascii"), headers=headers
+        upstream_request = Head(
+            version="HTTP/1.1",
+            method=request.method,
+            target=target.encode("ascii"),
+            fields=tuple(headers),
         )
         relay = _ResponseRelay(self, session, command, api)
         link = UpstreamLink(
@@ -464,7 +522,6 @@ class ApiConnection(protocol.Protocol):
             on_response=relay.response,
             on_data=relay.data,
             on_end=relay.end,
-            max_event=1 << 16,
         )
         self._upstream = link
         relay.started_at = runtime.reactor.seconds()
@@ -519,10 +576,10 @@ class _ResponseRelay:
     def _mask(self, fields: dict[str, str]) -> dict[str, str]:
         return self.session.mask(self.command, "body", fields)
 
-    def response(self, response: h11.Response) -> None:
-        self._status = response.status_code
-        content_type = (_header(list(response.headers), b"content-type") or b"").lower()
-        headers = [(n, v) for n, v in response.headers if n.lower() in PASSED_RESPONSE_HEADERS]
+    def response(self, response: Head) -> None:
+        self._status = response.status
+        content_type = (_header(response, b"content-type") or b"").lower()
+        headers = [(n, v) for n, v in response.fields if n in PASSED_RESPONSE_HEADERS]
         self._headers = headers
         is_json = content_type.startswith(b"application/json")
         limit = self.owner.runtime.gateway.max_message_size
@@ -532,7 +589,7 @@ class _ResponseRelay:
             self._buffer = []
         elif content_type.startswith(b"text/") or self.api.verb == "log":
             self._stream = LineStream(self._mask, self._write, 1 << 16)
-        elif self._hooks and response.status_code != 204:
+        elif self._hooks and response.status != 204:
             self.end(
                 f"the API server answered {content_type.decode('ascii', 'replace') or 'no type'},"
                 " which the gateway cannot mask; ask for JSON"
@@ -542,11 +599,8 @@ class _ResponseRelay:
             self._send_headers()
 
     def _send_headers(self, length: int | None = None) -> None:
-        headers = list(self._headers)
-        if length is not None:
-            headers.append((b"content-length", b"%d" % length))
         self._headers_sent = True
-        self.owner._send(h11.Response(status_code=self._status, headers=headers))
+        self.owner.send_head(self._status, self._headers, length)
 
     def data(self, data: bytes) -> None:
         if self._finished:
@@ -569,7 +623,7 @@ class _ResponseRelay:
             return
         self._sent += len(data)
         self._record(data)
-        self.owner._send(h11.Data(data=data))
+        self.owner.send_body(data)
 
     def _record(self, data: bytes) -> None:
         limit = self.owner.settings.record_body_limit
@@ -622,12 +676,7 @@ class _ResponseRelay:
                 error_code="" if ok else str(self._status),
             ),
         )
-        try:
-            self.owner._send(h11.EndOfMessage())
-        except h11.LocalProtocolError:
-            self.owner._abort("cannot end the response")
-            return
-        self.owner._done()
+        self.owner.end_response()
 
 
 class _Factory(protocol.Factory):

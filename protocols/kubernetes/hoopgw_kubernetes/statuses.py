@@ -12,10 +12,13 @@ REASONS = {
     401: "Unauthorized",
     403: "Forbidden",
     413: "RequestEntityTooLarge",
+    431: "BadRequest",  # header section too large (metav1 has no reason of its own for it)
     500: "InternalError",
+    501: "BadRequest",  # a transfer coding other than chunked
     502: "InternalError",
     503: "ServiceUnavailable",
     504: "Timeout",
+    505: "BadRequest",  # an HTTP version other than 1.1 and 1.0
 }
 """``metav1.StatusReason`` for each status code the gateway answers with itself."""
 

@@ -25,7 +25,6 @@ import shlex
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import h11
 from twisted.internet import protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -45,6 +44,7 @@ from wsproto.events import (
 from wsproto.utilities import LocalProtocolError, generate_accept_token
 
 from hoopgw import errors
+from hoopgw.http1 import Head, serialize_head
 from hoopgw.session import Command, CommandOutcome, Output
 from hoopgw.shell import LineJudge
 from hoopgw.verdicts import Allow, Block
@@ -120,14 +120,14 @@ async def serve_stream(
     session: KubernetesSession,
     command: Command,
     api: ApiRequest,
-    request: h11.Request,
+    request: Head,
 ) -> StreamRelay | None:
     """Complete the client's WebSocket handshake, decide ``command``, and relay it if allowed.
 
     :return: the relay (it takes the client's bytes from then on), or None when the request
         was answered without an upgrade.
     """
-    headers = {k.lower(): v for k, v in request.headers}
+    headers = dict(request.fields)
     offered = [
         p.strip()
         for p in headers.get(b"sec-websocket-protocol", b"").decode("ascii", "replace").split(",")
@@ -143,22 +143,18 @@ async def serve_stream(
         session.ledger.complete(command, CommandOutcome(status="blocked", error_message=why))
         owner._respond_status(400, why)
         return None
-    owner._send(
-        h11.InformationalResponse(
-            status_code=101,
-            headers=[
-                (b"upgrade", b"websocket"),
-                (b"connection", b"Upgrade"),
-                (b"sec-websocket-accept", _accept(key)),
-                (b"sec-websocket-protocol", chosen.encode("ascii")),
-            ],
-        )
-    )
+    fields = [
+        (b"upgrade", b"websocket"),
+        (b"connection", b"Upgrade"),
+        (b"sec-websocket-accept", _accept(key)),
+        (b"sec-websocket-protocol", chosen.encode("ascii")),
+    ]
+    owner._write(serialize_head(b"HTTP/1.1 101 Switching Protocols", fields))
     relay = StreamRelay(owner, session, command, api, chosen)
-    leftover, _closed = owner._h11.trailing_data
+    leftover = owner.take_unread()
     owner._stream = relay
     if leftover:
-        relay.client_data(bytes(leftover))
+        relay.client_data(leftover)
     relay.start()
     # The client's messages flow again (PENDING_LIMIT bounds them while undecided).
     owner.transport.resumeProducing()
@@ -522,6 +518,11 @@ class StreamRelay:
                 error_code="" if code in (0, None) else str(code),
                 error_message="" if code is not None else _status_message(payload),
             )
+        elif channel not in _STREAMS:
+            # No other channel comes from the cluster, and what came on one would reach the
+            # client without the server_output hooks: it is dropped.
+            log.info("Kubernetes stream: a message on channel {channel} dropped", channel=channel)
+            return
         self._send_client(message)
 
     def _output(self, channel: int) -> _Output:

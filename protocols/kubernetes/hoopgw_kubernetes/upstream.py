@@ -5,17 +5,20 @@ held for review must not hold a shared connection), verified against the cluster
 host name (``[connections.upstream_tls] sslmode = "verify-full"``, required by
 :meth:`~hoopgw_kubernetes.settings.KubernetesSettings.load`). The caller's ``Authorization`` never
 gets here: the request carries the connection's bearer token, or its client certificate
-authenticates the gateway.
+authenticates the gateway. The response is read by the gateway's strict HTTP/1.1 reader
+(:mod:`hoopgw.http1`), as the client's requests are.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import h11
 from twisted.internet import defer, protocol, ssl
 from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from hoopgw.http1 import BadMessage, Data, End, Event, Head, MessageReader, serialize_head
 
 if TYPE_CHECKING:
     from hoopgw.connection import ConnectionConfig
@@ -97,55 +100,58 @@ class UpstreamLink(protocol.Protocol):
 
     def __init__(
         self,
-        request: h11.Request,
+        request: Head,
         body: bytes,
         *,
-        on_response: Callable[[h11.Response], None],
+        on_response: Callable[[Head], None],
         on_data: Callable[[bytes], None],
         on_end: Callable[[str | None], None],
-        max_event: int,
     ) -> None:
         """
-        :param on_response: the status line and headers.
+        :param request: the request line and its fields (``Content-Length`` among them when
+            there is a ``body``).
+        :param on_response: the status line and fields of the final response.
         :param on_data: each piece of the body.
         :param on_end: once: None when the response is complete, else why it is not.
         """
         self._request = request
         self._body = body
-        self._h11 = h11.Connection(h11.CLIENT, max_incomplete_event_size=max_event)
+        self._reader = MessageReader(response=True)
+        self._reader.expect(request.method)
         self._on_response = on_response
         self._on_data = on_data
         self._on_end: Callable[[str | None], None] | None = on_end
         self.transport: Any = None
 
     def connectionMade(self) -> None:
-        out = self._h11.send(self._request) or b""
-        if self._body:
-            out += self._h11.send(h11.Data(data=self._body)) or b""
-        out += self._h11.send(h11.EndOfMessage()) or b""
-        self.transport.write(out)
+        request = self._request
+        line = b"%s %s HTTP/1.1" % (request.method.encode("ascii"), request.target)
+        self.transport.write(serialize_head(line, list(request.fields)) + self._body)
 
     def dataReceived(self, data: bytes) -> None:
-        self._h11.receive_data(data)
-        self._pump()
+        try:
+            events = self._reader.feed(data)
+            # One message per feed: an interim response (100 Continue) comes before the final.
+            while events and self._on_end is not None:
+                for event in events:
+                    self._event(event)
+                events = self._reader.feed(b"") if self._on_end is not None else []
+        except BadMessage as exc:
+            self._finish(f"the API server's response is malformed ({exc})")
 
-    def _pump(self) -> None:
-        while self._on_end is not None:
-            try:
-                event = self._h11.next_event()
-            except h11.RemoteProtocolError as exc:
-                self._finish(f"the API server's response is malformed ({exc})")
-                return
-            if event is h11.NEED_DATA or event is h11.PAUSED:
-                return
-            if isinstance(event, h11.Response):
+    def _event(self, event: Event) -> None:
+        if self._on_end is None:
+            return
+        head = self._reader.head
+        if isinstance(event, Head):
+            if event.status == 101:
+                self._finish("the API server switched protocols unasked")
+            elif event.status >= 200:
                 self._on_response(event)
-            elif isinstance(event, h11.Data):
-                self._on_data(bytes(event.data))
-            elif isinstance(event, h11.EndOfMessage):
-                self._finish(None)
-            elif isinstance(event, h11.ConnectionClosed):
-                self._finish("the API server closed the connection")
+        elif isinstance(event, Data):
+            self._on_data(event.data)
+        elif isinstance(event, End) and head is not None and head.status >= 200:
+            self._finish(None)
 
     def _finish(self, why: str | None) -> None:
         done, self._on_end = self._on_end, None
@@ -161,6 +167,8 @@ class UpstreamLink(protocol.Protocol):
             self.transport.abortConnection()
 
     def connectionLost(self, reason: Any = None) -> None:
-        self._h11.receive_data(b"")
-        self._pump()
+        if self._on_end is not None:
+            with contextlib.suppress(BadMessage):  # cut short: reported below
+                for event in self._reader.eof():  # the end of a close-delimited body
+                    self._event(event)
         self._finish("the API server closed the connection")

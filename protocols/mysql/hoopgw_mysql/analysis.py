@@ -27,7 +27,6 @@ those settings, which the protocol uses to keep its view in lock-step with the s
 
 from __future__ import annotations
 
-import functools
 import itertools
 import re
 from collections.abc import Iterator, Mapping
@@ -74,8 +73,6 @@ class Token:
 
 
 # The server reads every byte from 0x80 up as part of a name, and only ASCII as white space.
-# Longer texts are analysed every time rather than pinned in memory (as PostgreSQL's dialect).
-_CACHEABLE_LENGTH = 16384
 _WORD = re.compile(r"[A-Za-z0-9_$\u0080-\U0010ffff]+")
 _VARIABLE_NAME = re.compile(r"@@?[A-Za-z0-9_$.\u0080-\U0010ffff]*")
 _SPACE = " \t\n\r\x0b\x0c"
@@ -522,18 +519,9 @@ class MySQLDialect:
         first ``*/`` even inside quotes. So the text is read once for every choice of markers
         skipped, and the statements of every distinct reading are judged.
 
-        Analyses of texts up to 16 KiB are cached by text and settings; a longer text (a bulk
-        INSERT, up to ``max_message_size`` each) is analysed every time rather than kept."""
-        return self._analyze(text, LexingState.of(settings))
-
-    def _analyze(self, text: str, state: LexingState) -> Analysis:
-        if len(text) > _CACHEABLE_LENGTH:
-            return self._analysis(text, state)
-        return self._cached(text, state)
-
-    @functools.lru_cache(maxsize=1024)  # noqa: B019 -- one dialect per process
-    def _cached(self, text: str, state: LexingState) -> Analysis:
-        return self._analysis(text, state)
+        Nothing is kept between calls: the dialect serves every session, and plugins cache
+        per principal (:class:`hoopgw.sql.AnalysisCache`)."""
+        return self._analysis(text, LexingState.of(settings))
 
     def _analysis(self, text: str, state: LexingState) -> Analysis:
         outer, self._state = self._state, state
@@ -773,9 +761,7 @@ class MySQLDialect:
             if "FOR" not in words[:-1]:
                 raise _Unanalysable("SET STATEMENT without FOR and a statement")
             at = words.index("FOR")
-            _set_effect(
-                statement[2:at], for_statement=True
-            )  # the settings the gateway cannot follow
+            _set_effect(statement[2:at], statement_scoped=True)  # what the gateway cannot follow
             facts = self._set_assignments(statement[2:at])
             inner = self._statement(statement[at + 1 :])
             facts.merge(inner)
@@ -854,7 +840,7 @@ class MySQLDialect:
     def _merge_text(self, facts: _Facts, body: str, what: str) -> None:
         """Add to ``facts`` what the statement in ``body`` does (in every reading of it; the
         server runs one statement, so several only make the judgement stricter)."""
-        inner = self._analyze(body, self._state)
+        inner = self._analysis(body, self._state)
         if not inner.parseable:
             raise _Unanalysable(f"the text of {what}: {inner.error}")
         if not inner.statements:
@@ -1047,7 +1033,7 @@ def _statement_effect(
             # The variables are the statement's own and restored after it; the statement
             # after FOR may still change the session's settings.
             at = words.index("FOR") if "FOR" in words else len(words)
-            _set_effect(statement[2:at], for_statement=True)
+            _set_effect(statement[2:at], statement_scoped=True)
             inner = statement[at + 1 :]
             return _statement_effect(inner, state, prepared) if inner else LexingEffect()
         if second in ("PASSWORD", "ROLE", "DEFAULT", "TRANSACTION"):
@@ -1086,14 +1072,14 @@ def _statement_effect(
     return LexingEffect(changes=True)
 
 
-def _set_effect(assignments: list[Token], *, for_statement: bool = False) -> frozenset[str]:
+def _set_effect(assignments: list[Token], *, statement_scoped: bool = False) -> frozenset[str]:
     """The lexing settings a SET's assignments set for the session (checking their values);
-    ``for_statement``: those of a ``SET STATEMENT ... FOR``.
+    ``statement_scoped``: the assignments of ``SET STATEMENT ... FOR``.
 
     ``character_set_results`` is no lexing setting, but the server writes its messages in it
     and the gateway reads them in it to mask them: it must change only where the server
-    reports it (a plain ``SET SESSION``), never unreported for one statement or through the
-    ``@@`` spelling, or a message (an e-mail address in UTF-16, say) would pass unmasked."""
+    reports it, never for one statement or through the ``@@`` spelling (which MariaDB does not
+    report), or a message (``Müller`` in Latin-1, say) would pass unmasked."""
     sets: set[str] = set()
     for assignment in _comma_split(assignments):
         words = _words(assignment)
@@ -1116,15 +1102,18 @@ def _set_effect(assignments: list[Token], *, for_statement: bool = False) -> fro
                 "SET session_track_system_variables: hoopgw follows sql_mode and"
                 " character_set_client through it"
             )
-        if name == "character_set_results" and scope.upper() in ("", "SESSION", "LOCAL"):
-            if for_statement or unscoped:
-                spelling = "SET STATEMENT" if for_statement else "SET @@"
-                raise _Unanalysable(
-                    f"{spelling} character_set_results: the server would write its messages"
-                    " in a character set it does not report, which hoopgw could not read to"
-                    " mask them; write SET SESSION character_set_results = ..."
-                )
-            continue
+        if statement_scoped and name == "character_set_results":
+            # The statement's messages come in it, and the server reports no change.
+            raise _Unanalysable(
+                "SET STATEMENT character_set_results: hoopgw reads the server's messages in"
+                " the character set the server reports; set it with a plain SET"
+            )
+        if name == "character_set_results" and unscoped:
+            raise _Unanalysable(
+                "SET @@character_set_results: the server does not report this spelling, and"
+                " hoopgw reads its messages in the character set it reports; write"
+                " SET SESSION character_set_results = ..."
+            )
         if scope.upper() not in ("", "SESSION", "LOCAL") or name not in _LEXING_NAMES:
             continue
         if unscoped:

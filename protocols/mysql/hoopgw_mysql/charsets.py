@@ -166,6 +166,10 @@ def message_codec(charset: str) -> tuple[str, str] | None:
     ``character_set_results`` = ``charset`` (as the server reports it), ``None`` where they are
     read as they are (UTF-8; ``NULL`` and ``binary`` send them unconverted, in UTF-8).
 
+    The server converts its messages as it converts rows: in ``filename`` an e-mail address
+    reads ``alice@0040example@002ecom``, which no detector knows, so a set without an exact
+    decoding here is refused like a result column in it.
+
     :raises UndecodableText: the character set cannot be read exactly.
     """
     name = charset.strip().lower()

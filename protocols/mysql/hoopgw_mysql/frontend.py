@@ -68,12 +68,12 @@ from hoopgw_mysql.charsets import (
 )
 from hoopgw_mysql.parameters import LongData, ParameterTypes, execute_parameters
 from hoopgw_mysql.upstream import (
-    READ_ONLY_STATEMENT,
     TRACKING_SETUP,
     ProbeListener,
     TargetInfo,
     UpstreamConnection,
     lexing_report,
+    read_only_statement,
 )
 
 log = Logger(namespace="hoopgw.mysql")
@@ -234,6 +234,8 @@ class _InFlight:
     """Whether the target reported a lexing setting in the answer."""
     setup: bool = False
     """The gateway's own :data:`~hoopgw_mysql.upstream.TRACKING_SETUP` (after a reset)."""
+    state_changed: bool = False
+    """The answer says the session's tracked state changed, or cannot say (an ERR packet)."""
 
 
 class ClientSession(protocol.Protocol):
@@ -294,7 +296,8 @@ class ClientSession(protocol.Protocol):
         self._login_ok = b""
         self._read_only = False  # plugins require the target's session to be read-only
         self._lexing = LexingState()
-        self._results_charset = "utf8mb4"  # character_set_results: what server messages are in
+        # The server sends its messages in character_set_results, as the target reports it.
+        self._results_charset = "utf8mb4"
         self._up_caps = 0  # what the target negotiated with the gateway
         self._statement_lexing: dict[int, LexingEffect] = {}
         self._welcomed = False  # the two transports are each other's producers from then on
@@ -807,6 +810,14 @@ class ClientSession(protocol.Protocol):
         elif code == m.COM_QUERY:
             text = decode_text(payload[1:], self._lexing.charset)
             effect, refusal = self._lexing_effect(text)
+            if self._read_only and effect.statements > 1 and not refusal:
+                # The server runs each statement of the packet before the gateway can read
+                # the answer of the one before: one that calls a stored function could turn
+                # read-only off for the transactions of the next ones.
+                refusal = (
+                    "a read-only session runs one statement per packet (a stored function"
+                    " may turn read-only off before the next statement): send them one by one"
+                )
             self._decide(
                 self._statement_command(text, "query"),
                 payload,
@@ -1038,8 +1049,9 @@ class ClientSession(protocol.Protocol):
 
         def again() -> None:
             deprecate_eof = bool(self._capabilities & m.CLIENT_DEPRECATE_EOF)
+            assert self.upstream is not None
             self._forward(
-                bytes((m.COM_QUERY,)) + READ_ONLY_STATEMENT,
+                bytes((m.COM_QUERY,)) + read_only_statement(self.upstream.read_only_variable),
                 _InFlight(
                     command=None,
                     reader=t.ResponseReader(t.SIMPLE, deprecate_eof=deprecate_eof),
@@ -1386,9 +1398,12 @@ class ClientSession(protocol.Protocol):
                 self._process()
                 continue
             elif part is t.Part.STRING and self.chain.has_output_hooks:
-                output = Output("notice", {"message": payload.decode("utf-8", "surrogateescape")})
+                codec = message_codec(self._results_charset)
+                text = message_text(payload.decode("utf-8", "surrogateescape"), codec)
+                output = Output("notice", {"message": text})
                 self.chain.hook.server_output(session=self.session, command=None, output=output)
-                payload = output.fields.get("message", "").encode("utf-8", "surrogateescape")
+                wire = message_wire(output.fields.get("message", ""), codec)
+                payload = wire.encode("utf-8", "surrogateescape")
             if flight.then is None or part is t.Part.ERROR:
                 out.append(payload)
             if reader.columns_complete:
@@ -1494,14 +1509,20 @@ class ClientSession(protocol.Protocol):
             ).encode()
         flight.error_code = error.sqlstate
         flight.error_message = message
+        flight.state_changed = True  # an ERR packet cannot say (code may have run before it)
         return payload
 
     def _note_ok(self, flight: _InFlight, payload: bytes) -> tuple[bytes, str]:
         """Note an OK of ``flight``'s answer; return it as the client expects it, and why the
         session must end (empty when it need not)."""
         if len(payload) == 5 and payload[:1] == b"\xfe":
-            return payload, ""  # an EOF packet
+            # An EOF packet: it says whether tracked state changed, never what.
+            if m.terminator_status(payload) & m.SERVER_SESSION_STATE_CHANGED:
+                flight.state_changed = True
+            return payload, ""
         ok = m.OkPacket.decode(payload)
+        if ok.status & m.SERVER_SESSION_STATE_CHANGED:
+            flight.state_changed = True
         problem = self._follow_lexing(flight, ok)
         if problem:
             return payload, problem
@@ -1556,6 +1577,13 @@ class ClientSession(protocol.Protocol):
         self._busy = False
         if flight.then is not None and not flight.error_code:
             flight.then()
+        elif self._read_only and flight.command is not None and flight.state_changed:
+            # A stored function the command ran may have turned read-only off, which an EOF
+            # or ERR packet does not report: make the session read-only again before the
+            # client's next command (the server ignores it when nothing changed).
+            again = self._read_only_again(lambda: None)
+            assert again is not None
+            again()
         self._process()
 
     def _complete_refused(self, command: Command, message: str) -> None:

@@ -18,9 +18,38 @@ from hoopgw_mysql.auth import PasswordAuthenticator, UpstreamAuthError
 
 log = Logger(namespace="hoopgw.mysql.upstream")
 
-READ_ONLY_STATEMENT = b"SET SESSION TRANSACTION READ ONLY"
-"""Sent after login (and after each reset of the session) on a read-only connection: every
-later transaction of the session is read-only on the server (error 1792 on a write)."""
+TRACKED_DEFAULTS = (
+    "autocommit",
+    "character_set_client",
+    "character_set_connection",
+    "character_set_results",
+    "time_zone",
+    *TRACKED_VARIABLES,
+)
+"""The variables whose changes the target reports (MariaDB's default list plus
+:data:`TRACKED_VARIABLES`)."""
+
+
+def read_only_variable(server_version: str) -> str:
+    """The session variable that holds the access mode of a target's next transactions:
+    ``tx_read_only`` on MariaDB, ``transaction_read_only`` on MySQL (5.7.20 and later)."""
+    return "tx_read_only" if "mariadb" in server_version.lower() else "transaction_read_only"
+
+
+def read_only_statement(variable: str) -> bytes:
+    """Sent after login (and after each reset of the session) on a read-only connection, and
+    again after any command whose answer says the session's tracked state changed: every
+    later transaction of the session is read-only on the server (error 1792 on a write).
+
+    The target is also asked to report ``variable``: a stored function may turn it off (MariaDB
+    keeps that change after the call), and the state-changed flag of the answer is then the
+    only sign of it (a result set that ends in an EOF packet carries no report).
+    """
+    tracked = ",".join((*TRACKED_DEFAULTS, variable))
+    return (
+        f"SET SESSION session_track_system_variables = '{tracked}', SESSION {variable} = 1"
+    ).encode()
+
 
 CAPABILITIES_NEEDED = m.CLIENT_PROTOCOL_41 | m.CLIENT_SECURE_CONNECTION | m.CLIENT_PLUGIN_AUTH
 """What the gateway needs from any target."""
@@ -37,23 +66,14 @@ gateway must get it from the target too, or the two would speak different protoc
 
 TRACKING_SETUP = (
     "SET SESSION session_track_system_variables = '"
-    + ",".join(
-        (
-            "autocommit",
-            "character_set_client",
-            "character_set_connection",
-            "character_set_results",
-            "time_zone",
-            *TRACKED_VARIABLES,
-        )
-    )
+    + ",".join(TRACKED_DEFAULTS)
     + "', sql_mode = @@session.sql_mode, character_set_client = @@session.character_set_client,"
     " character_set_results = @@session.character_set_results"
 )
 """Run after every login and reset: the target reports, in the OK of every statement, each of
-the lexing settings a statement sets (MariaDB's default list plus :data:`TRACKED_VARIABLES`),
-and this statement's own OK reports their values now (a variable set to itself counts), with
-``character_set_results``, the set the target writes its messages in."""
+the lexing settings a statement sets (:data:`TRACKED_DEFAULTS`), and this statement's own OK
+reports their values now (a variable set to itself counts), with ``character_set_results``, the
+set the target writes its messages in."""
 
 
 FOLLOWED_VARIABLES = (*TRACKED_VARIABLES, "character_set_results")
@@ -155,6 +175,8 @@ class UpstreamConnection(protocol.Protocol):
         self.results_charset = "utf8mb4"
         """``character_set_results`` as the target reported it after the login: what its
         messages are written in."""
+        self.read_only_variable = "tx_read_only"
+        """The variable of the target's access mode (:func:`read_only_variable`)."""
         self._login_ok = b""
 
     # -- Twisted -----------------------------------------------------------------------------
@@ -278,21 +300,22 @@ class UpstreamConnection(protocol.Protocol):
         if missing:
             raise m.ProtocolViolation(f"the target did not report {', '.join(sorted(missing))}")
         self.lexing, problem = lexing_report(LexingState(), variables)
-        results = variables.get("character_set_results")
-        if results is not None:
-            self.results_charset = results.decode("ascii", "replace")
         if problem:
             raise m.ProtocolViolation(problem)
+        charset = variables.get("character_set_results")
+        if charset is not None:
+            self.results_charset = charset.decode("ascii", "replace")
         if self._read_only:
             self._phase = "read-only"
             self._seq = 0
-            self._write(bytes((m.COM_QUERY,)) + READ_ONLY_STATEMENT)
+            self._write(bytes((m.COM_QUERY,)) + read_only_statement(self.read_only_variable))
             return
         self._phase = "ready"
         self.listener.upstream_ready(self._login_ok, self.tls)
 
     def _greeting(self, handshake: m.Handshake) -> None:
         self._handshake = handshake
+        self.read_only_variable = read_only_variable(handshake.server_version)
         self.listener.upstream_greeted(handshake)
         server = handshake.capabilities
         if server & CAPABILITIES_NEEDED != CAPABILITIES_NEEDED:

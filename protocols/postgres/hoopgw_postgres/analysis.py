@@ -10,7 +10,7 @@ its tree, in C.
 
 Texts of one shape (:meth:`PostgresDialect.shape`: the same tree but for constant values) have
 the same facts unless a fact turned on a constant's value, which the walk notes
-(:attr:`~hoopgw.sql.Analysis.reads_literals`): the guardrails plugin's analysis cache relies on
+(:attr:`~hoopgw.sql.Analysis.reads_literals`): the plugins' analysis cache by shape relies on
 both.
 
 A statement kind this module does not know falls in ``opaque-code``: a newer server's statement
@@ -19,10 +19,8 @@ is refused under a policy that denies it rather than waved through.
 
 from __future__ import annotations
 
-import functools
 import re
 import tomllib
-from collections import OrderedDict
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
@@ -42,8 +40,7 @@ __all__ = [
     "ends_transaction",
 ]
 
-_CACHE_SIZE = 2048
-# Larger texts (bulk INSERTs) are analysed every time rather than pinned in memory.
+# Larger texts (bulk INSERTs) get no shape: not worth a key kept in memory.
 _CACHEABLE_LENGTH = 16384
 
 # Statements that read, or only change the session's own transient state.
@@ -941,11 +938,12 @@ def _statements(tree: dict[str, Any]) -> list[Node]:
     return [root for root in roots if root is not None]
 
 
-@functools.lru_cache(maxsize=256)
 def ends_transaction(text: str) -> bool:
     """Whether ``text`` holds a statement that ends the transaction (``COMMIT``, ``ROLLBACK``,
     ``PREPARE TRANSACTION``, ...): what runs after it runs in a new transaction. A text that
-    does not parse ends nothing (the server rejects it too)."""
+    does not parse ends nothing (the server rejects it too). Not cached here: a session may
+    cache its own answers, never share them with other sessions (see
+    :class:`hoopgw.sql.Dialect`)."""
     try:
         tree = parse(text)
     except (ParseError, RecursionError, UnicodeError):
@@ -953,14 +951,29 @@ def ends_transaction(text: str) -> bool:
     return any(_ends_transaction(root) for root in _statements(tree))
 
 
+def copy_encodings(text: str) -> frozenset[str]:
+    """The encodings the ``ENCODING`` options of the ``COPY`` statements in ``text`` name, as
+    written: the server sends such a COPY's data in that encoding, not the client's. Empty
+    when no COPY names one, or the text does not parse (the server rejects it too). Not
+    cached here, as :func:`ends_transaction` (a session keeps its own answer)."""
+    try:
+        tree = parse(text)
+    except (ParseError, RecursionError, UnicodeError):
+        return frozenset()
+    return frozenset(
+        _sval(_node(option, "arg")) or str(option.get("arg"))
+        for kind, fields in _statements(tree)
+        if kind == "CopyStmt"
+        for option_kind, option in _nodes(fields, "options")
+        if option_kind == "DefElem" and option.get("defname") == "encoding"
+    )
+
+
 class PostgresDialect:
-    """Analyses PostgreSQL statements with libpg_query; answers are cached by text."""
+    """Analyses PostgreSQL statements with libpg_query. Keeps nothing between calls: it serves
+    every session, and plugins cache per principal (:class:`hoopgw.sql.AnalysisCache`)."""
 
     name = "postgresql"
-
-    def __init__(self, cache_size: int = _CACHE_SIZE) -> None:
-        self._cache: OrderedDict[str, Analysis] = OrderedDict()
-        self._cache_size = cache_size
 
     def function_catalog(
         self,
@@ -983,16 +996,7 @@ class PostgresDialect:
 
     def analyze(self, text: str) -> Analysis:
         """Analyse ``text``, one or several statements (see :class:`hoopgw.sql.Dialect`)."""
-        cached = self._cache.get(text)
-        if cached is not None:
-            self._cache.move_to_end(text)
-            return cached
-        analysis = self._analyze(text)
-        if len(text) <= _CACHEABLE_LENGTH:
-            self._cache[text] = analysis
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        return analysis
+        return self._analyze(text)
 
     def shape(self, text: str) -> str | None:
         """A key that ``text`` shares exactly with the texts PostgreSQL parses to the same
@@ -1015,7 +1019,7 @@ class PostgresDialect:
 
     def analyze_shape(self, text: str) -> Analysis:
         """The analysis of ``text`` as :meth:`analyze` gives it, but with every statement's
-        ``text`` left empty (no deparse, no cache): what an analysis cache by :meth:`shape`
+        ``text`` left empty (no deparse): what an analysis cache by :meth:`shape`
         keeps for every text of the shape."""
         return self._analyze(text, texts=False)
 

@@ -53,17 +53,24 @@ from hoopgw.transport import (
 )
 from hoopgw.verdicts import Block, Hold
 from hoopgw_postgres import messages as m
-from hoopgw_postgres.analysis import ends_transaction
+from hoopgw_postgres.analysis import copy_encodings, ends_transaction
 from hoopgw_postgres.auth import ScramServer
-from hoopgw_postgres.lexing import LexingRefused, LexingTracker, lexes_alike
+from hoopgw_postgres.lexing import (
+    CLIENT_ONLY_ENCODINGS,
+    CODECS,
+    LexingRefused,
+    LexingTracker,
+    clean_encoding_name,
+    lexes_alike,
+)
 from hoopgw_postgres.parameters import bound_parameters
 from hoopgw_postgres.rowtext import (
     check_utf8,
     convert,
     copy_bytes,
     copy_text,
-    message_field,
     message_text,
+    message_wire,
     must_be_utf8,
     row_codec,
 )
@@ -93,6 +100,10 @@ LEXING_REFUSED = "0A000"
 # What a decision withdrawn by the client's CancelRequest resolves to.
 _CANCELLED = object()
 
+# How many texts, each up to how long, a session remembers whether they end the transaction.
+_ENDS_KEPT = 32
+_ENDS_KEPT_LENGTH = 16384
+
 # Salts the SCRAM exchange of a user with no key (see _mock_verifier).
 _MOCK_SALT_KEY = secrets.token_bytes(32)
 
@@ -103,7 +114,8 @@ from piling up messages in memory."""
 
 
 class _LexingLost(Exception):
-    """The server reported a setting that leaves statements unlexable (ends the session)."""
+    """The server reported a setting that leaves statements unlexable, or sent data in an
+    encoding the gateway cannot read (ends the session)."""
 
 
 @attrs.frozen
@@ -204,6 +216,23 @@ class ClientSession(protocol.Protocol):
         # ran since the last Sync (what follows would run in a transaction of unknown mode).
         self._ending_portals: set[str] = set()
         self._transaction_ended = False
+        # ends_transaction of the texts bound here, for this session only: a cache shared by
+        # sessions would tell one user, by timing, what another sent (docs/security.md).
+        self._ends_transaction: dict[str, bool] = {}
+        # The encoding of the COPY data of the request that receives it (parsed once per COPY).
+        self._copy_encoding_of: tuple[Request, str] | None = None
+
+    def _ends(self, text: str) -> bool:
+        """Whether ``text`` ends the transaction (:func:`ends_transaction`), remembered for the
+        session's few prepared texts (a driver binds the same ones again and again)."""
+        ends = self._ends_transaction.get(text)
+        if ends is None:
+            ends = ends_transaction(text)
+            if len(text) <= _ENDS_KEPT_LENGTH:
+                if len(self._ends_transaction) >= _ENDS_KEPT:
+                    self._ends_transaction.clear()
+                self._ends_transaction[text] = ends
+        return ends
 
     # -- Twisted events ----------------------------------------------------------------------
 
@@ -250,8 +279,9 @@ class ClientSession(protocol.Protocol):
 
     # -- driving the inbox -------------------------------------------------------------------
 
-    def _wait(self, d: defer.Deferred[Any], then: Any) -> None:
-        """Stop processing client input until ``d`` fires, then call ``then`` with its result.
+    def _wait(self, d: defer.Deferred[Any], then: Any, *, cancelled: Any = None) -> None:
+        """Stop processing client input until ``d`` fires, then call ``then`` with its result
+        (with ``cancelled`` when it is given and ``d`` failed with ``CancelledError``).
 
         A decision that is already made (no plugin returned a pending Deferred) is applied at
         once, without pausing the transport.
@@ -271,12 +301,12 @@ class ClientSession(protocol.Protocol):
                 return
             if self._gate is not None:
                 self._gate.resume(READ_PAUSE_DECISION)
-            self._apply(then, result)
+            self._apply(then, result, cancelled)
             self._process()
 
         d.addBoth(done)
         if fired:
-            self._apply(then, fired[0])
+            self._apply(then, fired[0], cancelled)
             return
         waiting = True
         self._busy = True
@@ -286,12 +316,17 @@ class ClientSession(protocol.Protocol):
         self._read_ahead = 0
         self._pending = d
 
-    def _apply(self, then: Any, result: Any) -> None:
+    def _apply(self, then: Any, result: Any, cancelled: Any = None) -> None:
         if isinstance(result, Failure):
-            if not result.check(defer.CancelledError):
-                log.failure("session {session}: decision failed", result, session=self._session_id)
-            self._fatal("XX000", "internal gateway error; session ended")
-            return
+            if cancelled is not None and result.check(defer.CancelledError):
+                result = cancelled
+            else:
+                if not result.check(defer.CancelledError):
+                    log.failure(
+                        "session {session}: decision failed", result, session=self._session_id
+                    )
+                self._fatal("XX000", "internal gateway error; session ended")
+                return
         try:
             then(result)
         except Exception:
@@ -746,13 +781,13 @@ class ClientSession(protocol.Protocol):
         if not self.chain.has_output_hooks:
             return parameters
         out = []
+        encoding = self._message_encoding()
         for wire in parameters:
             status = m.ParameterStatus.decode(wire[5:])
-            output = Output("parameter", {"name": status.name, "value": status.value})
-            self.chain.hook.server_output(session=self.session, command=None, output=output)
-            out.append(
-                m.ParameterStatus(name=status.name, value=output.fields.get("value", "")).encode()
-            )
+            fields = {"name": status.name, "value": status.value}
+            output = self._output("parameter", fields, None)
+            value = message_wire({"value": output.fields.get("value", "")}, encoding)["value"]
+            out.append(m.ParameterStatus(name=status.name, value=value).encode())
         return out
 
     def upstream_failed(self, code: str, message: str) -> None:
@@ -845,7 +880,7 @@ class ClientSession(protocol.Protocol):
                 return
             # In the Parse's own segment, its text: if the Parse failed, the server skips this.
             text = parsing[0] if parsing else self._statements.get(bind.statement, "")
-            if self._read_only and ends_transaction(text):
+            if self._read_only and self._ends(text):
                 self._ending_portals.add(bind.portal)
             else:
                 self._ending_portals.discard(bind.portal)
@@ -1075,9 +1110,7 @@ class ClientSession(protocol.Protocol):
         if verdict is not None:
             decided(verdict)  # no plugin judges commands: no Deferred, no pause
             return
-        decision = self._ledger.decide(command)
-        decision.addErrback(lambda failure: failure.trap(defer.CancelledError) and _CANCELLED)
-        self._wait(decision, decided)
+        self._wait(self._ledger.decide(command), decided, cancelled=_CANCELLED)
 
     def _refuse(
         self,
@@ -1316,7 +1349,7 @@ class ClientSession(protocol.Protocol):
             if self.chain.has_output_hooks:
                 data = self._rewrite_parameters([bytes(frame.wire)])[0]
         elif kind == b"d" and self.chain.has_output_hooks:
-            encoding = self._lexing.state.text_encoding
+            encoding = self._copy_encoding(request)
             output = Output("copy", {"data": copy_text(bytes(frame.body), encoding)})
             self.chain.hook.server_output(
                 session=self.session, command=self._command_of(request), output=output
@@ -1358,52 +1391,77 @@ class ClientSession(protocol.Protocol):
     def _note_error(self, frame: Any, request: Request | None, data: bytes) -> bytes:
         error = m.ErrorResponse.decode(frame.body)
         fields = dict(error.fields)
-        encoding = self._lexing.state.text_encoding
+        encoding = self._message_encoding()
         if self.chain.has_output_hooks:
             output = self._output("error", _named_fields(fields), self._command_of(request))
-            fields = _coded_fields(_wire_fields(output.fields, encoding), fields)
+            fields = _coded_fields(message_wire(output.fields, encoding), fields)
             data = m.ErrorResponse(fields=fields).encode()
             message = output.fields.get("message", "")
         else:
-            message = message_text(fields.get("M", ""), encoding, exact=False)
+            message = message_text({"M": fields.get("M", "")}, encoding, exact=False)["M"]
         if request is not None and request.progress is not None:
             request.progress.error_code = fields.get("C", "")
             request.progress.error_message = message
         return data
 
     def _output(self, kind: str, fields: dict[str, str], command: Command | None) -> Output:
-        """``server_output`` on a server message's ``fields``, read in the client encoding
+        """``server_output`` on a server message's ``fields``, read in the message encoding
         (:func:`~hoopgw_postgres.rowtext.message_text`): the Output as the plugins left it.
 
         :raises UnicodeError: a field is not valid in the encoding (fail closed).
         """
-        state = self._lexing.state
-        strict = must_be_utf8(state)
-        texts = {
-            name: message_text(value, state.text_encoding, strict_utf8=strict)
-            for name, value in fields.items()
-        }
-        output = Output(kind, texts)
+        encoding = self._message_encoding()
+        strict = must_be_utf8(self._lexing.state)
+        output = Output(kind, message_text(fields, encoding, strict_utf8=strict))
         self.chain.hook.server_output(session=self.session, command=command, output=output)
         return output
 
     def _rewrite_output(self, frame: Any, request: Request | None) -> bytes:
         command = self._command_of(request)
-        encoding = self._lexing.state.text_encoding
+        encoding = self._message_encoding()
         if frame.type == b"N":
             notice = m.NoticeResponse.decode(frame.body)
             output = self._output("notice", _named_fields(dict(notice.fields)), command)
             return m.NoticeResponse(
-                fields=_coded_fields(_wire_fields(output.fields, encoding), dict(notice.fields))
+                fields=_coded_fields(message_wire(output.fields, encoding), dict(notice.fields))
             ).encode()
         note = m.NotificationResponse.decode(frame.body)
         fields = {"channel": note.channel, "payload": note.payload}
-        texts = _wire_fields(self._output("notification", fields, command).fields, encoding)
+        texts = message_wire(self._output("notification", fields, command).fields, encoding)
         return m.NotificationResponse(
             pid=note.pid,
             channel=texts.get("channel", note.channel),
             payload=texts.get("payload", ""),
         ).encode()
+
+    def _copy_encoding(self, request: Request | None) -> str:
+        """The encoding of the COPY data ``request`` receives: the one its COPY's ``ENCODING``
+        option names (the server converts the data to it), else the session's.
+
+        :raises _LexingLost: an encoding the gateway cannot read (fail closed).
+        """
+        known = self._copy_encoding_of
+        if known is not None and known[0] is request:
+            return known[1]
+        command = self._command_of(request)
+        named = copy_encodings(command.text) if command is not None else frozenset()
+        if not named:
+            return self._lexing.state.text_encoding
+        encodings = {clean_encoding_name(name) for name in named}
+        encoding = next(iter(encodings))
+        if len(encodings) > 1 or encoding not in CODECS or encoding in CLIENT_ONLY_ENCODINGS:
+            raise _LexingLost(
+                f"COPY ... (ENCODING {', '.join(sorted(named))}): hoopgw cannot read its data"
+                " to mask it; copy in the session's client_encoding"
+            )
+        if request is not None:
+            self._copy_encoding_of = (request, encoding)
+        return encoding
+
+    def _message_encoding(self) -> str:
+        """The encoding of the server's messages: the client's once the session started
+        (before, the login's errors are in the server's own, read as UTF-8)."""
+        return self._lexing.state.text_encoding if self.session is not None else "UTF8"
 
     def _rewrite_rows(
         self, block: bytes, starts: list[int], end: int, request: Request | None
@@ -1602,14 +1660,6 @@ _FIELD_NAMES = {
     "p": "internal_position",
 }
 _FIELD_CODES = {v: k for k, v in _FIELD_NAMES.items()}
-
-
-def _wire_fields(texts: dict[str, str], encoding: str) -> dict[str, str]:
-    """Fields as plugins left them, back in the client ``encoding`` for the message codec.
-
-    :raises UnicodeError: a character the encoding cannot hold (fail closed).
-    """
-    return {name: message_field(text, encoding) for name, text in texts.items()}
 
 
 def _named_fields(fields: dict[str, str]) -> dict[str, str]:

@@ -8,9 +8,10 @@ matched. The values of text format, and of the binary format of the types whose 
 their text, are converted to UTF-8 before the plugins and back after; a value a plugin left in
 a form the encoding cannot hold ends the session (fail closed).
 
-The text of errors, notices and notifications is in the client encoding too: each field is read
-in it before the output plugins see it (:func:`message_text`) and written back in it after
-(:func:`message_field`); a field whose bytes are not valid in the encoding ends the session.
+The text of errors, notices, notifications and parameter reports is in the client encoding too:
+each field is read in it before the output plugins see it (:func:`message_text`) and written
+back in it after (:func:`message_wire`); a field whose bytes are not valid in the encoding ends
+the session. COPY data is in the encoding its COPY's ``ENCODING`` option names, if any.
 """
 
 from __future__ import annotations
@@ -87,6 +88,51 @@ def convert(
                 )
 
 
+def message_text(
+    fields: dict[str, str], encoding: str, *, exact: bool = True, strict_utf8: bool = False
+) -> dict[str, str]:
+    """Text fields of a server message (an error, a notice, a notification, a parameter
+    report) as plugins must read them: the message codec reads every field as UTF-8 (other
+    bytes as lone surrogates), but the server wrote it in the client ``encoding``.
+
+    :param exact: raise on bytes not valid in the encoding, rather than keep them as lone
+        surrogates (what the record of an unmasked message may do).
+    :param strict_utf8: with ``exact``, raise on bytes not valid in UTF-8 too, where the text
+        is read as UTF-8 (:func:`must_be_utf8`).
+    :raises UnicodeError: a field is not valid in the encoding (fail closed).
+    """
+    codec = row_codec(encoding)
+    if codec is None:
+        if exact and strict_utf8:
+            for value in fields.values():
+                if not value.isascii() and any("\udc80" <= c <= "\udcff" for c in value):
+                    raw = value.encode("utf-8", "surrogateescape")
+                    raise UnicodeDecodeError("utf-8", raw, 0, len(raw), "not valid UTF-8")
+        return fields
+    errors = "strict" if exact else "surrogateescape"
+    return {
+        name: value
+        if value.isascii()
+        else value.encode("utf-8", "surrogateescape").decode(codec, errors)
+        for name, value in fields.items()
+    }
+
+
+def message_wire(fields: dict[str, str], encoding: str) -> dict[str, str]:
+    """The inverse of :func:`message_text`: fields as the message codec writes them, so that
+    their bytes are the text in ``encoding``.
+
+    :raises UnicodeError: a character the encoding cannot hold (fail closed).
+    """
+    codec = row_codec(encoding)
+    if codec is None:
+        return fields
+    return {
+        name: text if text.isascii() else text.encode(codec).decode("utf-8", "surrogateescape")
+        for name, text in fields.items()
+    }
+
+
 _BINARY_COPY = b"PGCOPY\n\xff\r\n\x00"
 
 
@@ -108,41 +154,3 @@ def copy_bytes(text: str, encoding: str) -> bytes:
     if codec is None or text.startswith("PGCOPY\n\udcff\r\n\x00"):
         return text.encode("utf-8", "surrogateescape")
     return text.encode(codec, "surrogateescape")
-
-
-def message_text(
-    field: str, encoding: str, *, exact: bool = True, strict_utf8: bool = False
-) -> str:
-    """A field of a server message (an error, a notice, a notification) as text: the message
-    codec reads every field as UTF-8, other bytes as lone surrogates; the server wrote it in the
-    client ``encoding``.
-
-    :param exact: raise on bytes not valid in the encoding, rather than keep them as lone
-        surrogates (what the record of an unmasked message may do).
-    :param strict_utf8: with ``exact``, raise on bytes not valid in UTF-8 too, where the text
-        is read as UTF-8 (:func:`must_be_utf8`).
-    :raises UnicodeError: the field is not valid in the encoding (fail closed).
-    """
-    codec = row_codec(encoding)
-    if field.isascii():
-        return field
-    if codec is None:
-        if exact and strict_utf8 and any("\udc80" <= c <= "\udcff" for c in field):
-            raise UnicodeDecodeError(
-                "utf-8", field.encode("utf-8", "surrogateescape"), 0, 1, "not valid UTF-8"
-            )
-        return field
-    raw = field.encode("utf-8", "surrogateescape")
-    return raw.decode(codec, "strict" if exact else "surrogateescape")
-
-
-def message_field(text: str, encoding: str) -> str:
-    """The inverse of :func:`message_text`: ``text`` as the message codec writes it, so that
-    its bytes are ``text`` in ``encoding``.
-
-    :raises UnicodeError: a character the encoding cannot hold (fail closed).
-    """
-    codec = row_codec(encoding)
-    if codec is None or text.isascii():
-        return text
-    return text.encode(codec).decode("utf-8", "surrogateescape")

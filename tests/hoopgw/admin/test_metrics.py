@@ -117,3 +117,31 @@ def test_a_connections_verdict_counter_counts_allow_and_block() -> None:
     samples = _samples(metrics)
     assert samples[("hoopgw_commands_total", (("connection", "pg"), ("verdict", "allow")))] == 2
     assert samples[("hoopgw_commands_total", (("connection", "pg"), ("verdict", "block")))] == 1
+
+
+def test_with_workers_every_worker_s_samples_are_shown_labelled_by_worker() -> None:
+    """Worker 1 serves ``/metrics``: its own samples and those the others published, each
+    with a ``worker`` label, in one family per metric (both exposition formats parse it)."""
+    import json
+
+    from hoopgw.admin.metrics import families
+
+    own = GatewayMetrics(sessions=[_session("pg", "postgres")])
+    other = GatewayMetrics(sessions=[_session("pg", "postgres"), _session("pg", "postgres")])
+    own.session_opened("pg", "postgres")
+    for _ in range(3):
+        other.session_opened("pg", "postgres")
+    published = json.loads(json.dumps(families(other.registry)))  # as it travels
+    own.serve_workers(1, lambda: {2: published})
+    samples = _samples(own)
+    labels = (("connection", "pg"), ("protocol", "postgres"))
+    assert samples[("hoopgw_sessions_open", (*labels, ("worker", "1")))] == 1
+    assert samples[("hoopgw_sessions_open", (*labels, ("worker", "2")))] == 2
+    assert samples[("hoopgw_sessions_total", (*labels, ("worker", "1")))] == 1
+    assert samples[("hoopgw_sessions_total", (*labels, ("worker", "2")))] == 3
+    assert samples[("hoopgw_audit_commit_seconds_count", (("worker", "2"),))] == 0
+    body, _ = render(own, "text/plain")
+    assert body.decode().count("# TYPE hoopgw_sessions_open gauge") == 1
+    # A worker that ended is dropped with its samples.
+    own.serve_workers(1, lambda: {2: []})
+    assert ("hoopgw_sessions_open", (*labels, ("worker", "2"))) not in _samples(own)

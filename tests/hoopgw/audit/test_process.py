@@ -120,9 +120,9 @@ def test_the_store_thread_gathers_what_arrives_within_its_interval(tmp_path):
     appended = []
 
     class Counting(SQLiteStore):
-        def append(self, entries, *, journal_mark=None):
+        def append(self, entries, *, journal_mark=None, sync=True):
             appended.append(len(entries))
-            return super().append(entries, journal_mark=journal_mark)
+            return super().append(entries, journal_mark=journal_mark, sync=sync)
 
     def store():
         opened = Counting(str(tmp_path / "a.db"))
@@ -162,6 +162,52 @@ def test_the_journal_is_emptied_as_it_goes_once_the_store_holds_it(tmp_path):
     assert sizes == [0] + [len(b"%d " % n + line) for n, line in enumerate(lines, 1)]
     assert path.stat().st_size == 0
     assert stored(tmp_path / "a.db") == [1, 2, 3, 4, 5]
+
+
+def test_the_journal_lets_entries_go_only_once_the_store_holding_them_is_synced(tmp_path):
+    events = []
+
+    class Recording(SQLiteStore):
+        def append(self, entries, *, journal_mark=None, sync=True):
+            events.append(("append", sync))
+            return super().append(entries, journal_mark=journal_mark, sync=sync)
+
+        def sync(self):
+            events.append(("sync", None))
+            super().sync()
+
+    class Journal(AuditJournal):
+        def reset(self, applied):
+            emptied = super().reset(applied)
+            events.append(("reset", emptied))
+            return emptied
+
+    def store():
+        opened = Recording(str(tmp_path / "a.db"))
+        opened.migrate()
+        return opened
+
+    path = str(tmp_path / "a.db.audit-journal")
+    stdin = Chunked([encode_entry(entry(n)) for n in range(1, 5)])
+    assert run(tmp_path, stdin, store=store, journal=lambda: Journal(path, reset_size=1)) == 0
+    assert stored(tmp_path / "a.db") == [1, 2, 3, 4]
+    # The writer's appends are not synced one by one (the catching up at start is)...
+    assert {sync for kind, sync in events if kind == "append"} == {False}
+    # ...so each emptying of the journal follows a sync of the store after its last append.
+    resets = [i for i, (kind, emptied) in enumerate(events) if kind == "reset" and emptied]
+    assert len(resets) >= 2
+    for i in resets:
+        before = [kind for kind, _ in events[:i] if kind != "reset"]
+        assert before[-1] == "sync"
+
+
+def test_a_checkpoint_signs_only_a_synced_head():
+    calls = []
+    store = SimpleNamespace(
+        sync=lambda: calls.append("sync"), last_record=lambda: calls.append("head") or "HEAD"
+    )
+    assert audit_process.synced_head(store)() == "HEAD"
+    assert calls == ["sync", "head"]
 
 
 def test_an_answer_leaves_only_after_the_journal_is_synced(tmp_path):
@@ -244,11 +290,11 @@ class FailingStore:
         self._store = migrated(self._path)
         return self
 
-    def append(self, entries, *, journal_mark=None):
+    def append(self, entries, *, journal_mark=None, sync=True):
         self.attempts += 1
         if self.failing:
             raise StoreError("database or disk is full")
-        return self._store.append(entries, journal_mark=journal_mark)
+        return self._store.append(entries, journal_mark=journal_mark, sync=sync)
 
     def __getattr__(self, name):
         return getattr(self._store, name)
@@ -669,6 +715,36 @@ def test_the_sync_schedule_syncs_at_once_when_idle_and_groups_under_load():
     assert schedule.due_in(100.5) is None
     schedule.written()
     assert schedule.due_in(100.505) == pytest.approx(0.005)
+
+
+def test_only_a_write_after_a_sync_started_wakes_the_syncer():
+    schedule = SyncSchedule(0.01)
+    assert schedule.written()  # the syncer waits for something to sync: wake it
+    assert not schedule.written()  # it waits for the due time of the first already
+    schedule.starting(100.0)
+    assert schedule.written()
+
+
+class CountingCondition(threading.Condition):
+    def __init__(self) -> None:
+        super().__init__()
+        self.notified = 0
+
+    def notify_all(self) -> None:
+        self.notified += 1
+        super().notify_all()
+
+
+def test_only_a_batch_for_an_empty_queue_wakes_the_store_thread(tmp_path):
+    journal = AuditJournal(str(tmp_path / "a.db.audit-journal"))
+    appender = audit_process.StoreAppender(
+        lambda: migrated(tmp_path / "a.db"), journal, None, retry_delay=1.0
+    )
+    appender._cond = condition = CountingCondition()  # not started: nothing takes the queue
+    appender.put([], 1)
+    appender.put([], 2)  # the thread would take it with the first, or after its interval
+    assert condition.notified == 1
+    journal.close()
 
 
 def test_with_os_an_answer_leaves_only_once_the_entry_is_written_to_the_journal(

@@ -600,7 +600,51 @@ def test_lazy_write_waits_for_the_next_urgent_one(running):
     assert running.sent() == [1, 2]  # in order, in one send
     running.answer("ok 2")
     assert lazy == [None] and urgent == [None]
+    # The lazy timer is left to run (armed once per lazy_delay, not once per record): it then
+    # finds nothing to send.
+    running.clock.advance(0.5)
+    assert running.sent() == [1, 2]
     assert running.clock.getDelayedCalls() == []
+
+
+def test_lazy_writes_arm_one_timer_per_lazy_delay(running):
+    results(running.writer.write(entry(1), urgent=False))
+    results(running.writer.write(entry(2)))
+    running.clock.advance(0.3)
+    results(running.writer.write(entry(3), urgent=False))  # the first timer is still running
+    assert len(running.clock.getDelayedCalls()) == 1
+    running.clock.advance(0.2)
+    assert running.sent() == [1, 2, 3]  # sent when the first timer ran, 0.2 s after it was held
+
+
+def test_submit_tells_its_callback_without_a_deferred(running):
+    told = []
+    running.writer.submit(entry(1), told.append)
+    running.writer.submit(entry(2), told.append, urgent=False)
+    running.clock.advance(0.5)
+    running.answer("ok 1")
+    assert told == [None]
+    running.answer("error 1 disk I/O error")
+    assert told[1].__class__ is StoreError and "disk I/O error" in str(told[1])
+
+
+def test_a_callback_that_raises_does_not_stop_the_others(running):
+    told = []
+
+    def raises(error):
+        raise RuntimeError("a careless caller")
+
+    logged = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        running.writer.submit(entry(1), raises)
+        running.writer.submit(entry(2), told.append)
+        running.answer("ok 2")
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert told == [None]
+    [failure] = [e["log_failure"] for e in logged if "log_failure" in e]
+    assert failure.check(RuntimeError)
 
 
 def test_lazy_write_is_sent_after_lazy_delay(running):

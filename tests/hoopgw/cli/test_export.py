@@ -7,6 +7,8 @@ import argparse
 import csv
 import io
 import json
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -251,6 +253,28 @@ def test_a_failed_export_leaves_no_file(capsys, config_file, tmp_path, monkeypat
     assert "store went away" in err
     assert not target.exists()
     assert not (tmp_path / "audit.jsonl.partial").exists()
+
+
+def test_export_into_a_named_pipe_writes_through_it_and_leaves_it_a_pipe(
+    capsys, config_file, tmp_path
+):
+    # Replacing the target once written, as for a file, would put a regular file where a
+    # device such as /dev/null or a pipe was.
+    pipe = tmp_path / "audit.fifo"
+    os.mkfifo(pipe)
+    reader = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        code, _, err = run(
+            capsys, "audit", "export", "-c", config_file, "--format", "jsonl", "--out", pipe
+        )
+        received = os.read(reader, 1 << 16)
+    finally:
+        os.close(reader)
+
+    assert code == 0, err
+    assert stat.S_ISFIFO(pipe.stat().st_mode)
+    assert len(received.splitlines()) == 13
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.db", "audit.fifo", "hoopgw.toml"]
 
 
 def test_export_format_is_required(capsys, config_file):

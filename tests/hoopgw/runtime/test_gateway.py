@@ -281,13 +281,14 @@ def test_a_requirement_the_protocol_cannot_enforce_refuses_the_connection() -> N
 def test_a_worker_listens_only_on_the_sockets_its_parent_bound(config: Config) -> None:
     """A worker of ``[gateway] workers`` adopts the listening sockets it inherited; a listener
     the parent did not bind (a reload adding one) fails, saying why and what to do."""
-    from hoopgw.runtime.worker import WorkerLink
+    from hoopgw.runtime.worker import ControlLink, WorkerLink
 
     reactor = Reactor()
     link = WorkerLink(
         index=2, instance="w2", listeners={}, audit_fd=-1, control_fd=-1, serves_admin=False
     )
     gateway = Gateway(config, reactor, link)
+    gateway._control = ControlLink(gateway.sessions, 2, reactor)
     failures: list[Failure] = []
     gateway.listen("tcp:15499", object(), "connection 'new'").addErrback(failures.append)
     [failure] = failures
@@ -298,23 +299,30 @@ def test_a_worker_listens_only_on_the_sockets_its_parent_bound(config: Config) -
     assert reactor.tcpServers == []
 
 
-def test_a_worker_refuses_a_reload_asked_through_its_admin_api(config: Config) -> None:
-    """``POST /api/reload`` reaches worker 1 alone: reloading it would leave the other workers
-    enforcing the old config while the caller is told the reload was done. It is refused,
-    saying how to reload every worker."""
-    from hoopgw.runtime.worker import WorkerLink
+def test_worker_1_s_admin_api_reloads_every_worker_through_the_parent(config: Config) -> None:
+    """``POST /api/reload`` reaches worker 1 alone: reloading only it would leave the other
+    workers enforcing the old config while the caller is told the reload was done. Worker 1
+    asks the parent, which reloads every worker and answers with the result."""
+    import json
+
+    from twisted.internet.testing import StringTransport
+
+    from hoopgw.runtime.worker import ControlLink, WorkerLink
 
     link = WorkerLink(
         index=1, instance="w1", listeners={}, audit_fd=-1, control_fd=-1, serves_admin=True
     )
     gateway = Gateway(config, Reactor(), link)
+    gateway._control = ControlLink(gateway.sessions, 1, gateway.reactor)
+    transport = StringTransport()
+    gateway._control.makeConnection(transport)
     reloaded: list[Any] = []
-    failures: list[Failure] = []
-    gateway.admin_reload(by="alice (admin API)").addCallbacks(reloaded.append, failures.append)
-    assert reloaded == []
-    [failure] = failures
-    assert failure.check(ReloadError)
-    assert "send SIGHUP to the parent" in str(failure.value)
+    gateway.admin_reload(by="alice (admin API)").addCallbacks(reloaded.append, reloaded.append)
+    assert json.loads(transport.value()) == {"op": "reload", "by": "alice (admin API)"}
+    assert reloaded == []  # until the parent answers
+    gateway._control.lineReceived(b'{"op": "reload_result", "ok": false, "error": "invalid"}')
+    [failure] = reloaded
+    assert failure.check(ReloadError) and failure.getErrorMessage() == "invalid"
 
 
 def test_a_worker_calls_its_sqlite_store_on_the_reactor_thread(config: Config) -> None:

@@ -235,18 +235,28 @@ def test_a_refused_reload_is_verified_exported_and_counted_in_evidence(
     assert "config_reload_refused" in json.dumps(summary)
 
 
-def test_an_admin_api_reload_a_worker_refuses_is_recorded_naming_the_admin(
+def test_a_reload_a_worker_refuses_for_the_admin_api_is_recorded_naming_the_admin(
     tmp_path: Path,
 ) -> None:
-    gateway, _, _ = started(tmp_path)
-    gateway._worker = object()  # type: ignore[assignment]  # as worker 1 of several
-    failures: list[Failure] = []
-    gateway.admin_reload(by="alice (admin API)").addErrback(failures.append)
-    [failure] = failures
-    assert failure.check(ReloadError)
+    """With workers the parent asks each worker to reload for worker 1's admin API: a worker
+    that refuses records it, naming the admin, and answers the parent with why."""
+    from twisted.internet.testing import StringTransport
+
+    from hoopgw.runtime.worker import ControlLink
+
+    gateway, _, path = started(tmp_path)
+    path.chmod(0o666)
+    link = ControlLink(
+        gateway.sessions, 2, gateway.reactor, reload=lambda by: gateway.reload(by=by)
+    )
+    transport = StringTransport()
+    link.makeConnection(transport)
+    link.lineReceived(b'{"op": "reload", "id": 1, "by": "alice (admin API)"}')
+    [answer] = [json.loads(line) for line in transport.value().splitlines()]
+    assert answer["op"] == "reloaded" and answer["ok"] is False
     [refused] = records(tmp_path, "config_reload_refused")
-    assert refused["by"] == "alice (admin API)" and refused["digest"] == ""
-    assert refused["errors"] == [failure.getErrorMessage()]
+    assert refused["by"] == "alice (admin API)"
+    assert refused["errors"] == [answer["error"]]
 
 
 def test_a_config_file_others_may_write_is_refused_by_a_reload(tmp_path: Path) -> None:

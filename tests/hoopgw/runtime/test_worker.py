@@ -199,3 +199,168 @@ def test_a_listener_can_be_adopted_again_after_a_reload_let_it_go() -> None:
             os.close(fd)
         except OSError:
             pass
+
+
+class AdoptingReactor(Reactor):
+    """Records the connections adopted, building each protocol as Twisted would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.adopted: list[Any] = []
+        self.blocking: list[bool] = []
+
+    def adoptStreamConnection(self, fd: int, family: int, factory: Any) -> None:
+        import os
+
+        os.fstat(fd)  # still open while adopted: the reactor takes its own duplicate
+        self.blocking.append(os.get_blocking(fd))
+        self.adopted.append(factory.buildProtocol(None))
+
+
+class Served:
+    def __init__(self) -> None:
+        self.lost: list[Any] = []
+
+    def connectionLost(self, reason: Any) -> None:
+        self.lost.append(reason)
+
+
+class ServedFactory:
+    def buildProtocol(self, addr: Any) -> Served:
+        served = Served()
+        served.made_by = self  # type: ignore[attr-defined]
+        return served
+
+
+def _passed_descriptor() -> int:
+    """A descriptor as the parent passes one (a connected socket's)."""
+    import os
+    import socket
+
+    mine, theirs = socket.socketpair()
+    fd = os.dup(mine.fileno())
+    mine.close()
+    theirs.close()
+    return fd
+
+
+def test_a_passed_connection_is_served_and_counted_until_it_ends() -> None:
+    """The parent spreads connections by each worker's live count: the worker reports a
+    connection taken, and again when it ends."""
+    reactor = AdoptingReactor()
+    link, _, _, transport = _connected(reactor=reactor)
+    link.listen("tcp:5432", ServedFactory())
+    link.fileDescriptorReceived(_passed_descriptor())
+    link.lineReceived(json.dumps({"op": "connection", "listen": "tcp:5432"}).encode())
+    [served] = reactor.adopted
+    assert reactor.blocking == [False]  # as the reactor requires: a blocking send would stall it
+    assert _sent(transport) == [{"op": "load", "taken": 1, "ended": 0}]
+    transport.clear()
+    served.connectionLost(Failure(error.ConnectionDone()))
+    assert served.lost and _sent(transport) == [{"op": "load", "taken": 1, "ended": 1}]
+
+
+def test_a_connection_passed_for_a_listener_let_go_is_closed() -> None:
+    """A reload removed the connection: its clients are closed, and counted as ended."""
+    import os
+
+    reactor = AdoptingReactor()
+    link, _, _, transport = _connected(reactor=reactor)
+    listener = link.listen("tcp:5432", ServedFactory())
+    listener.stopListening()
+    fd = _passed_descriptor()
+    link.fileDescriptorReceived(fd)
+    link.lineReceived(json.dumps({"op": "connection", "listen": "tcp:5432"}).encode())
+    assert reactor.adopted == []
+    assert _sent(transport) == [{"op": "load", "taken": 1, "ended": 1}]
+    try:
+        os.fstat(fd)
+        raise AssertionError("the descriptor is still open")
+    except OSError:
+        pass
+
+
+def test_a_reload_the_parent_asks_for_is_answered_with_its_result() -> None:
+    from twisted.internet import defer
+
+    from hoopgw.errors import ReloadError
+
+    answers = iter(
+        [defer.succeed({"added": ["pg2"]}), defer.fail(ReloadError("[gateway] changed"))]
+    )
+    asked: list[str] = []
+
+    def reload(by: str) -> Any:
+        asked.append(by)
+        return next(answers)
+
+    registry = SessionRegistry()
+    link = ControlLink(registry, 2, Reactor(), reload=reload)
+    transport = StringTransport()
+    link.makeConnection(transport)
+    link.lineReceived(b'{"op": "reload", "id": 4, "by": "SIGHUP"}')
+    link.lineReceived(b'{"op": "reload", "id": 5, "by": "SIGHUP"}')
+    assert asked == ["SIGHUP", "SIGHUP"]
+    assert _sent(transport) == [
+        {"op": "reloaded", "id": 4, "ok": True, "result": {"added": ["pg2"]}},
+        {"op": "reloaded", "id": 5, "ok": False, "error": "[gateway] changed"},
+    ]
+
+
+def test_the_admin_worker_reloads_every_worker_through_the_parent() -> None:
+    from hoopgw.errors import ReloadError
+
+    link, _, _, transport = _connected(index=1)
+    results: list[Any] = []
+    link.reload_all("root (admin API)").addCallbacks(results.append, results.append)
+    assert _sent(transport) == [{"op": "reload", "by": "root (admin API)"}]
+    busy: list[Any] = []
+    link.reload_all("root (admin API)").addErrback(busy.append)
+    assert busy[0].check(ReloadError)  # one at a time
+    link.lineReceived(b'{"op": "reload_result", "ok": true, "result": {"added": []}}')
+    assert results == [{"added": []}]
+    link.reload_all("root (admin API)").addErrback(results.append)
+    link.lineReceived(b'{"op": "reload_result", "ok": false, "error": "invalid"}')
+    assert results[1].check(ReloadError) and results[1].getErrorMessage() == "invalid"
+
+
+def test_a_worker_publishes_its_metrics_when_they_change() -> None:
+    from hoopgw.admin.metrics import GatewayMetrics
+
+    clock = Reactor()
+    registry = SessionRegistry()
+    metrics = GatewayMetrics(sessions=registry)
+    link = ControlLink(registry, 2, clock, metrics=metrics)
+    transport = StringTransport()
+    link.makeConnection(transport)
+    link.publish_sessions(clock)
+    published = [m for m in _sent(transport) if m["op"] == "metrics"]
+    assert published and published[0]["worker"] == 2
+    transport.clear()
+    clock.advance(PUBLISH_INTERVAL)
+    assert transport.value() == b""
+    metrics.session_opened("pg", "postgres")
+    clock.advance(PUBLISH_INTERVAL)
+    [update] = _sent(transport)
+    [sessions] = [f for f in update["families"] if f["name"] == "hoopgw_sessions"]
+    assert ["hoopgw_sessions_total", {"connection": "pg", "protocol": "postgres"}, 1.0] in (
+        sessions["samples"]
+    )
+
+
+def test_a_listener_taken_again_by_a_reload_serves_only_once_the_old_one_goes() -> None:
+    """A reload renaming a connection listens on its address before it commits: the old
+    listener keeps serving until it is let go, and keeps serving if the reload fails."""
+    reactor = AdoptingReactor()
+    link, _, _, _ = _connected(reactor=reactor)
+    old, new = ServedFactory(), ServedFactory()
+    kept = link.listen("tcp:5432", old)
+    failed = link.listen("tcp:5432", new)
+    failed.stopListening()  # the reload failed: the old one serves on
+    taken = link.listen("tcp:5432", new)
+    link.fileDescriptorReceived(_passed_descriptor())
+    link.lineReceived(b'{"op": "connection", "listen": "tcp:5432"}')
+    kept.stopListening()  # the reload committed
+    link.fileDescriptorReceived(_passed_descriptor())
+    link.lineReceived(b'{"op": "connection", "listen": "tcp:5432"}')
+    assert [p.made_by for p in reactor.adopted] == [old, new] and taken.factory is new

@@ -26,7 +26,7 @@ class FakeControl:
 
 @pytest.fixture
 def supervisor() -> Supervisor:
-    config: Any = SimpleNamespace(gateway=SimpleNamespace(workers=3))
+    config: Any = SimpleNamespace(gateway=SimpleNamespace(workers=3, shutdown_grace=5))
     found = Supervisor(config, "hoopgw.toml", task.Clock())
     for worker in found._workers:
         worker.control = FakeControl()  # type: ignore[assignment]
@@ -108,7 +108,7 @@ def test_published_sessions_are_stamped_with_the_worker_that_sent_them(
     supervisor._route(supervisor._workers[2], json.dumps(claimed).encode())
     [line] = supervisor._workers[0].control.lines  # type: ignore[union-attr]
     assert json.loads(line)["worker"] == 3
-    assert json.loads(supervisor._published[3])["worker"] == 3
+    assert json.loads(supervisor._published["sessions", 3])["worker"] == 3
 
 
 @pytest.mark.parametrize("sender, target", [(1, 3), (0, 0), (0, -1), (0, 4)])
@@ -120,3 +120,163 @@ def test_a_session_end_goes_only_from_worker_1_to_a_worker_that_exists(
     end = json.dumps({"op": "terminate", "worker": target, "id": "x", "reason": "r"}).encode()
     supervisor._route(supervisor._workers[sender], end)
     assert _lines(supervisor) == [[], [], []]
+
+
+class FakeProcess:
+    pid = 1234
+
+    def __init__(self) -> None:
+        self.signals: list[str] = []
+
+    def signalProcess(self, name: str) -> None:
+        self.signals.append(name)
+
+
+@pytest.fixture
+def running(supervisor: Supervisor) -> Supervisor:
+    """Every worker's process runs; spawning records the worker."""
+    spawned: list[int] = []
+    for worker in supervisor._workers:
+        worker.process = FakeProcess()
+    supervisor._spawn = lambda worker: spawned.append(worker.index)  # type: ignore[method-assign]
+    supervisor.spawned = spawned  # type: ignore[attr-defined]
+    return supervisor
+
+
+def _answer(supervisor: Supervisor, index: int, **answer: Any) -> None:
+    [asked] = [
+        json.loads(line)
+        for line in supervisor._workers[index - 1].control.lines  # type: ignore[union-attr]
+        if json.loads(line)["op"] == "reload"
+    ][-1:]
+    line = json.dumps({"op": "reloaded", "id": asked["id"], **answer}).encode()
+    supervisor._route(supervisor._workers[index - 1], line)
+
+
+def _sent_ops(supervisor: Supervisor, index: int) -> list[dict[str, Any]]:
+    lines = supervisor._workers[index - 1].control.lines  # type: ignore[union-attr]
+    return [json.loads(line) for line in lines]
+
+
+def test_sighup_asks_every_worker_and_logs_one_summary(running: Supervisor) -> None:
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    logged: list[Any] = []
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        running.hang_up()
+        for k in (1, 2, 3):
+            assert _sent_ops(running, k) == [{"op": "reload", "id": 1, "by": "SIGHUP"}]
+            _answer(running, k, ok=True, result={"added": ["pg2"], "ended_sessions": []})
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    [summary] = [e for e in logged if e.get("log_namespace") == "hoopgw.workers"]
+    assert summary["line"] == "config reload (by SIGHUP) applied by every worker (3)"
+    assert summary["log_level"] == LogLevel.info
+    assert running._reload is None and running.spawned == []  # type: ignore[attr-defined]
+
+
+def test_workers_that_refuse_what_others_applied_are_restarted(running: Supervisor) -> None:
+    """Two workers enforcing different configs is what a reload must not leave: the one that
+    refused starts again, with the file's config."""
+    running.hang_up()
+    _answer(running, 1, ok=True, result={"added": [], "ended_sessions": ["a"]})
+    _answer(running, 2, ok=False, error="cannot record the reload")
+    _answer(running, 3, ok=True, result={"added": [], "ended_sessions": ["b"]})
+    assert _sent_ops(running, 2)[-1] == {"op": "stop"}
+    assert _sent_ops(running, 3)[-1]["op"] == "reload"  # nothing more for those that applied
+    worker = running._workers[1]
+    assert worker.restart_now
+    running._worker_ended(worker, Failure(error.ProcessDone(0)))
+    assert running.spawned == [2] and worker.timer is None  # type: ignore[attr-defined]
+
+
+def test_a_reload_every_worker_refuses_restarts_none(running: Supervisor) -> None:
+    running.hang_up()
+    for k in (1, 2, 3):
+        _answer(running, k, ok=False, error="[gateway] changed")
+    assert not any(w.restart_now for w in running._workers)
+    assert all(_sent_ops(running, k)[-1]["op"] == "reload" for k in (1, 2, 3))
+
+
+def test_a_worker_silent_past_the_timeout_is_restarted_killed_if_need_be(
+    running: Supervisor,
+) -> None:
+    from hoopgw.runtime.reload_workers import RELOAD_TIMEOUT
+    from hoopgw.runtime.workers import STOP_MARGIN
+
+    clock: Any = running.reactor
+    running.hang_up()
+    _answer(running, 1, ok=True, result={"ended_sessions": []})
+    _answer(running, 2, ok=True, result={"ended_sessions": []})
+    clock.advance(RELOAD_TIMEOUT)
+    silent = running._workers[2]
+    assert silent.restart_now and running._reload is None
+    assert _sent_ops(running, 3)[-1] == {"op": "stop"}
+    clock.advance(5 + STOP_MARGIN)  # it does not answer that either
+    assert silent.process.signals == ["KILL"]  # type: ignore[attr-defined]
+
+
+def test_the_admin_api_s_reload_is_answered_with_every_worker_s_result(
+    running: Supervisor,
+) -> None:
+    running._route(running._workers[0], b'{"op": "reload", "by": "root (admin API)"}')
+    assert _sent_ops(running, 2) == [{"op": "reload", "id": 1, "by": "root (admin API)"}]
+    # A second one while it runs is refused at once.
+    running._route(running._workers[0], b'{"op": "reload", "by": "bob (admin API)"}')
+    assert _sent_ops(running, 1)[-1] == {
+        "op": "reload_result",
+        "ok": False,
+        "error": "another reload is being applied; try again",
+    }
+    _answer(running, 1, ok=True, result={"added": ["x"], "ended_sessions": ["s1"]})
+    _answer(running, 2, ok=True, result={"added": ["x"], "ended_sessions": ["s2"]})
+    _answer(running, 3, ok=False, error="the gateway is not serving")
+    answer = _sent_ops(running, 1)[-1]
+    assert answer["op"] == "reload_result" and answer["ok"]
+    assert answer["result"]["ended_sessions"] == ["s1", "s2"]
+    assert answer["result"]["workers"] == {
+        "applied": [1, 2],
+        "refused": {"3": "the gateway is not serving"},
+        "restarted": [3],
+    }
+
+
+def test_only_worker_1_may_ask_for_a_reload(running: Supervisor) -> None:
+    running._route(running._workers[1], b'{"op": "reload", "by": "x"}')
+    assert running._reload is None
+
+
+def test_a_sighup_during_a_reload_runs_after_it(running: Supervisor) -> None:
+    running.hang_up()
+    running.hang_up()
+    for k in (1, 2, 3):
+        _answer(running, k, ok=True, result={"ended_sessions": []})
+    assert running._reload is not None and running._reload.ident == 2
+
+
+def test_a_worker_that_ends_during_a_reload_counts_as_refused(running: Supervisor) -> None:
+    running.hang_up()
+    _answer(running, 1, ok=True, result={"ended_sessions": []})
+    _answer(running, 2, ok=True, result={"ended_sessions": []})
+    running._worker_ended(running._workers[2], Failure(error.ProcessTerminated(1)))
+    assert running._reload is None  # summed up: it is started again by its back-off
+
+
+def test_ready_and_load_reports_reach_the_handoff(supervisor: Supervisor) -> None:
+    supervisor._route(supervisor._workers[1], b'{"op": "ready"}')
+    assert supervisor._handoff.live() == {2: 0}
+    supervisor._route(supervisor._workers[1], b'{"op": "load", "taken": 0, "ended": 0}')
+    supervisor._worker_ended(supervisor._workers[1], Failure(error.ProcessTerminated(1)))
+    assert supervisor._handoff.live() == {}
+
+
+def test_published_metrics_go_to_worker_1_and_end_with_their_worker(
+    supervisor: Supervisor,
+) -> None:
+    shown = {"op": "metrics", "worker": 9, "families": [{"name": "x"}]}
+    supervisor._route(supervisor._workers[2], json.dumps(shown).encode())
+    supervisor._worker_ended(supervisor._workers[2], Failure(error.ProcessTerminated(1)))
+    sent = _sent_ops(supervisor, 1)
+    assert sent[0]["worker"] == 3 and sent[0]["families"] == [{"name": "x"}]
+    assert sent[-1] == {"op": "metrics", "worker": 3, "families": []}

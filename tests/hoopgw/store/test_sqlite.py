@@ -4,6 +4,7 @@ file in tmp_path and on a real PostgreSQL database (conftest.py), and SQLite's o
 from __future__ import annotations
 
 import itertools
+import os
 import sqlite3
 
 import attrs
@@ -188,6 +189,35 @@ def test_store_is_in_wal_mode_with_full_sync(store, path):
     # synchronous FULL = 2
     assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
     assert store._conn.execute("PRAGMA busy_timeout").fetchone()[0] > 0
+
+
+@sqlite_only
+def test_an_unsynced_append_is_synced_by_sync_and_nothing_else_goes_unsynced(
+    store, path, monkeypatch
+):
+    synced = []
+    real = os.fdatasync
+
+    def fdatasync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    store.append(a_session()[:1], journal_mark=1, sync=False)
+    # Only that transaction committed with NORMAL: every other write is synced as before.
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+    store.sync()
+    assert synced == [f"{path}-wal"]  # the WAL holds every commit not checkpointed
+    assert store.journal_mark() == 1
+    assert [r.seq for r in store.records()] == [1]
+
+
+def test_an_unsynced_append_is_an_append_like_any_other(store):
+    store.append(a_session()[:2], journal_mark=2, sync=False)
+    store.sync()
+    store.append(a_session()[2:], journal_mark=4)
+    assert verify_chain(store.records(), instance=store.instance).ok
+    assert store.journal_mark() == 4
 
 
 def test_unopenable_file_is_a_store_error(tmp_path):

@@ -24,7 +24,7 @@ from hoopgw.runtime.registry import SessionRegistry
 from hoopgw.session import Command, Identity
 from hoopgw.sql import MAX_ANALYSED_BYTES
 from hoopgw.store.sqlite import SQLiteStore
-from hoopgw.testing import FakeAuditWriter, ScriptedClient, make_connection
+from hoopgw.testing import FakeAuditWriter, ScriptedClient, make_connection, make_session
 from hoopgw.verdicts import Allow, Block
 
 ALICE = Identity(name="alice", groups=frozenset({"dba"}))
@@ -243,3 +243,34 @@ def test_a_statement_too_long_to_analyse_is_refused() -> None:
     world = World({"review": ["write"], "approvers": ["dba"]})
     verdict = world.client.run("SELECT '" + "x" * (MAX_ANALYSED_BYTES + 1) + "'").verdict
     assert isinstance(verdict, Block) and verdict.rule == "too-large"
+
+
+def test_a_statement_one_identity_sent_is_analysed_anew_for_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The plugin's analyses are kept per identity (by shape): Bob cannot time a probe to
+    learn whether Alice sent a statement."""
+    from hoopgw_postgres.analysis import PostgresDialect
+
+    analysed: list[str] = []
+    real = PostgresDialect.analyze_shape
+
+    def spy(self: PostgresDialect, text: str) -> Any:
+        analysed.append(text)
+        return real(self, text)
+
+    monkeypatch.setattr(PostgresDialect, "analyze_shape", spy)
+    alice = ScriptedClient.for_plugin(
+        ApprovalPlugin, {"review": ["write"]}, name="approval", session=make_session()
+    )
+    bob_session = make_session(identity="bob", session_id="00000000-0000-4000-8000-000000000002")
+    bob = ScriptedClient(alice.chain, clock=alice.clock, audit=alice.audit, session=bob_session)
+    secret = "SELECT * FROM patients WHERE ssn = '123-45-6789'"
+    assert alice.run(secret).verdict == Allow()
+    assert bob.run(secret).verdict == Allow()
+    assert analysed == [secret, secret]  # a miss for Bob
+    assert alice.run(secret.replace("123", "987")).verdict == Allow()
+    assert bob.run(secret).verdict == Allow()
+    assert analysed == [secret, secret]  # a hit for each of them
+    # Held statements are still judged by their own analysis.
+    assert isinstance(bob.run("DELETE FROM patients WHERE id = 1").verdict, Block)

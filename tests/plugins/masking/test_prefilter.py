@@ -23,7 +23,7 @@ from twisted.internet.task import Clock
 from twisted.logger import Logger
 
 from hoopgw.plugin import PluginContext, validate_options
-from hoopgw.session import Column
+from hoopgw.session import Column, Output
 from hoopgw.testing import make_command, make_connection, make_session
 
 SESSION = make_session()
@@ -339,3 +339,46 @@ def test_every_phone_shape_is_a_candidate_of_the_phone_patterns_alone(value: str
 def test_bare_numbers_are_not_candidates(value: str) -> None:
     data, starts, _ = batch([[value.encode(), b"plain"]])
     assert Prefilter(PATTERNS).rows(data, starts) == []
+
+
+# -- statement text for the audit store (audit_text) --------------------------------------------
+
+WITHOUT_PREFILTER = plugin({"prefilter": False})
+
+
+def recorded(masking: MaskingPlugin, text: str) -> tuple[str, dict[str, int]]:
+    """What ``audit_text`` makes of a statement ``text``, and the counts it annotates."""
+    command = make_command(text)
+    output = Output("command", {"text": text})
+    masking.audit_text(session=SESSION, command=command, output=output)
+    return output.fields["text"], dict(command.annotations.get("masked", {}))
+
+
+def test_statement_text_is_recorded_the_same_with_the_prefilter_on_the_corpus() -> None:
+    for value in corpus(100):
+        text = f"INSERT INTO notes VALUES ('{value}')"
+        assert recorded(MASKING, text) == recorded(WITHOUT_PREFILTER, text), text
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(values(), min_size=1, max_size=6))
+def test_random_statement_text_is_recorded_the_same_with_the_prefilter(texts: list[str]) -> None:
+    text = "SELECT " + ", ".join(f"'{value}'" for value in texts)
+    assert recorded(MASKING, text) == recorded(WITHOUT_PREFILTER, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "SELECT abalance FROM pgbench_accounts WHERE aid = 12345;",
+        "SELECT 1",
+        "UPDATE t SET n = n + 1 WHERE id = 4711",
+    ],
+)
+def test_a_statement_without_candidates_is_not_scanned_by_the_detectors(text: str) -> None:
+    assert MASKING.prefilter is not None and not MASKING.prefilter.may_hold(text)
+    assert recorded(MASKING, text) == (text, {})
+
+
+def test_a_lone_surrogate_leaves_the_statement_to_the_detectors() -> None:
+    assert MASKING.prefilter is not None and MASKING.prefilter.may_hold("SELECT '\ud800'")

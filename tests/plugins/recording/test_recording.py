@@ -63,6 +63,11 @@ class FakeWriter:
         self.urgent.append(urgent)
         return d
 
+    def submit(self, entry, then, *, urgent=True):
+        self.write(entry, urgent=urgent).addCallbacks(
+            lambda _: then(None), lambda failure: then(failure.value)
+        )
+
     @property
     def kinds(self):
         return [entry.kind for entry, _ in self.writes]
@@ -190,8 +195,8 @@ def test_store_failure_blocks(writer, hook):
 
 def test_writer_refusing_at_once_blocks():
     class StoppedWriter:
-        def write(self, entry, *, urgent=True):
-            return defer.fail(StoreError("audit writer is stopped"))
+        def submit(self, entry, then, *, urgent=True):
+            then(StoreError("audit writer is stopped"))
 
     plugin = make_plugin(StoppedWriter())
     assert fired(plugin.client_command(SESSION, SELECT)) == [Block(reason=REFUSED)]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from hoopgw_http.checks import Refusal, check_request, has_body, overrides_method
-from hoopgw_http.wire import Head
+
+from hoopgw.http1 import Head
 
 
 def head(method: str = "GET", target: bytes = b"/a", *fields: tuple[bytes, bytes]) -> Head:

@@ -11,11 +11,11 @@ import attrs
 import pytest
 from hoopgw_http.settings import HttpOptions, HttpSettings
 from hoopgw_http.upstream import UpstreamRequest, client_tls_options, upstream_tls_options
-from hoopgw_http.wire import Data, End, Event, Head
 from twisted.internet.testing import StringTransport
 
 from hoopgw.connection import ConnectionConfig, CredentialConfig, UpstreamTlsConfig
 from hoopgw.errors import ConfigError
+from hoopgw.http1 import Data, End, Event, Head
 
 
 def _certs() -> Any:

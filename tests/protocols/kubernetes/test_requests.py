@@ -112,6 +112,11 @@ def test_requests_are_read_as_the_api_server_reads_them(
         ("HEAD", "/api/v1/pods"),
         ("OPTIONS", "/api/v1/pods"),
         ("CONNECT", "/api/v1/pods"),
+        # Methods are case-sensitive: the API server's router serves none of these (its
+        # RequestInfo reads no verb from them), so judging one as DELETE would misrecord it.
+        ("delete", "/api/v1/namespaces/default/pods/web"),
+        ("Get", "/api/v1/pods"),
+        ("pOST", "/api/v1/namespaces/default/pods"),
         ("GET", "/api/v1/watch/namespaces/default/pods/web/log"),
         ("POST", "/api/v1/watch/pods"),
         ("GET", "/api/v1/pods\\x"),

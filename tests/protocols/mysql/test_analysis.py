@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hoopgw_mysql import analysis as analysis_module
 from hoopgw_mysql.analysis import LexingEffect, LexingState, MySQLDialect, lexing_effect, tokens
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -361,7 +362,7 @@ def test_strings_without_escapes_reach_sqlglot_in_the_default_spelling() -> None
         ("PREPARE s FROM @text", "variable or expression"),
         ("SET session_track_system_variables = ''", "session_track_system_variables"),
         # Messages would come in a set the server does not report (masking reads them in it).
-        ("SET @@character_set_results = utf16", "SET @@ character_set_results"),
+        ("SET @@character_set_results = utf16", "SET @@character_set_results"),
         ("SET STATEMENT character_set_results = utf16 FOR SELECT 1", "SET STATEMENT"),
         ("SET @@sql_mode = ''", "SET SESSION sql_mode"),
         ("SET sql_mode = 'ORACLE'", "another grammar"),
@@ -387,8 +388,9 @@ def test_what_may_change_the_settings_is_known() -> None:
 
 
 def test_a_long_text_is_not_kept_after_its_analysis() -> None:
-    """The analyses are cached by text; a client's long texts (up to ``max_message_size``,
-    64 MiB, each) must not be kept, or a thousand of them hold gigabytes."""
+    """A client's long texts (up to ``max_message_size``, 64 MiB, each) must not be kept, or
+    a thousand of them hold gigabytes (the dialect keeps no text; plugins' caches keep texts
+    up to 16 KiB, see tests/hoopgw/test_sql.py)."""
 
     class Text(str):
         """A text the test can see being freed."""
@@ -399,3 +401,20 @@ def test_a_long_text_is_not_kept_after_its_analysis() -> None:
     del text
     gc.collect()
     assert freed() is None
+
+
+def test_the_dialect_keeps_nothing_between_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It serves every session: an answer kept here would come faster to one user for a text
+    another sent (plugins cache per principal, hoopgw.sql.AnalysisCache)."""
+    read: list[str] = []
+    real = analysis_module.readings
+
+    def spy(text: str, state: LexingState = analysis_module.DEFAULT_STATE) -> Any:
+        read.append(text)
+        return real(text, state)
+
+    monkeypatch.setattr(analysis_module, "readings", spy)
+    dialect = MySQLDialect()
+    for _ in range(2):
+        assert dialect.analyze("SELECT 1", {"sql_mode": ""}).parseable
+    assert read == ["SELECT 1"] * 2

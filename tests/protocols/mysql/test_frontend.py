@@ -16,7 +16,7 @@ from attrs import evolve as attrs_evolve
 from hoopgw_mysql import messages as m
 from hoopgw_mysql.analysis import TRACKED_VARIABLES, LexingState
 from hoopgw_mysql.frontend import GATEWAY_CAPABILITIES, ClientSession
-from hoopgw_mysql.upstream import TRACKING_SETUP, TargetInfo
+from hoopgw_mysql.upstream import TRACKING_SETUP, TargetInfo, read_only_statement
 from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
@@ -93,6 +93,7 @@ class FakeUpstream:
         self.capabilities = CLIENT_CAPS | m.CLIENT_SESSION_TRACK
         self.lexing = LexingState()
         self.results_charset = "utf8mb4"
+        self.read_only_variable = "tx_read_only"
 
     def send(self, payload: bytes, seq: int) -> int:
         data, following = m.encode_packet(payload, seq)
@@ -969,7 +970,7 @@ def test_ping_is_forwarded_without_a_record() -> None:
 
 # -- read-only connections (issue 14) -----------------------------------------------------------
 
-READ_ONLY_SET = bytes((m.COM_QUERY,)) + b"SET SESSION TRANSACTION READ ONLY"
+READ_ONLY_SET = bytes((m.COM_QUERY,)) + read_only_statement("tx_read_only")
 
 
 class ReadOnly:
@@ -1033,6 +1034,80 @@ def test_a_session_that_cannot_be_made_read_only_again_ends() -> None:
     [error] = client.received()
     assert "read-only again" in m.ErrPacket.decode(error.payload).message
     assert client.transport.disconnecting and client.upstream.closed
+
+
+def test_a_read_only_session_runs_one_statement_per_packet() -> None:
+    # MySQL runs the second statement before the gateway reads the first one's answer: a
+    # stored function in the first could turn read-only off for the second's transaction.
+    client = read_only_client()
+    client.send(query(b"SELECT flip(); SELECT sneaky()"), seq=0)
+    [error] = client.received()
+    assert "one statement per packet" in m.ErrPacket.decode(error.payload).message
+    assert client.upstream.commands() == []
+    client.send(query(b"SELECT 1;"), seq=0)  # one statement and its semicolon
+    assert client.upstream.commands() == [query(b"SELECT 1;")]
+
+
+@pytest.mark.parametrize("answer", ["eof-changed", "error"])
+def test_an_answer_that_hides_a_state_change_makes_the_session_read_only_again(
+    answer: str,
+) -> None:
+    # A result set's EOF says that tracked state changed but not what; an ERR says nothing.
+    client = read_only_client()
+    client.send(query(b"SELECT flip()"), seq=0)
+    assert client.upstream.commands() == [query(b"SELECT flip()")]
+    if answer == "error":
+        client.server(m.ErrPacket(code=1242, message="no").encode())
+    else:
+        changed = 2 | m.SERVER_SESSION_STATE_CHANGED
+        client.server(b"\x01", column(b"flip()"), eof(), b"\x011", eof(changed))
+    assert client.received()  # the answer reaches the client at once
+    client.send(query(b"SELECT sneaky()"), seq=0)
+    # The next command waits until the target made the session read-only again.
+    assert client.upstream.commands() == [READ_ONLY_SET]
+    client.server(tracking_ok(tx_read_only="ON"))
+    assert client.received() == []
+    assert client.upstream.commands() == [query(b"SELECT sneaky()")]
+
+
+def test_an_answer_without_a_state_change_costs_no_round_trip() -> None:
+    client = read_only_client()
+    client.send(query(b"SELECT 1"), seq=0)
+    client.server(b"\x01", column(b"1"), eof(), b"\x011", eof())
+    client.send(query(b"SELECT 2"), seq=0)
+    assert client.upstream.commands() == [query(b"SELECT 1"), query(b"SELECT 2")]
+
+
+def test_error_messages_are_read_in_character_set_results() -> None:
+    # The server sends its messages in character_set_results: latin1 bytes were read as
+    # UTF-8 (no match for a word with a non-ASCII letter), and in `filename` an e-mail
+    # address reads alice@0040example@002ecom.
+    seen: list[str] = []
+
+    class Masker:
+        @hookimpl
+        def server_output(self, session: Any, command: Any, output: Any) -> None:
+            seen.append(output.fields["message"])
+            output.fields["message"] = output.fields["message"].replace("Zoë", "[NAME]")
+
+    client = logged_in([("masker", Masker())])
+    client.send(query(b"SET character_set_results = latin1"), seq=0)
+    client.server(tracking_ok(character_set_results="latin1"))
+    client.received()
+    client.send(query(b"SELECT x"), seq=0)
+    client.server(m.ErrPacket(code=1105, message="bad: 'Zo\udceb'").encode())
+    [error] = client.received()
+    assert seen == ["bad: 'Zoë'"]
+    assert error.payload.endswith(b"bad: '[NAME]'")
+    client.send(query(b"SET character_set_results = filename"), seq=0)
+    client.server(tracking_ok(character_set_results="filename"))
+    client.received()
+    client.send(query(b"SELECT x"), seq=0)
+    client.server(m.ErrPacket(code=1105, message="'alice@0040example@002ecom'").encode())
+    [error] = client.received()
+    message = m.ErrPacket.decode(error.payload).message
+    assert "filename" in message and "alice" not in message
+    assert client.transport.disconnecting
 
 
 # -- lexing settings (issue 14, class 1) ---------------------------------------------------------

@@ -7,7 +7,8 @@ from typing import Any
 
 import attrs
 import pytest
-from hoopgw_postgres.analysis import PostgresDialect
+from hoopgw_postgres import analysis as analysis_module
+from hoopgw_postgres.analysis import PostgresDialect, copy_encodings, ends_transaction
 from hoopgw_postgres.protocol import PROTOCOL
 
 
@@ -107,13 +108,23 @@ def test_a_name_with_such_bytes_too_long_to_truncate_alike_is_refused() -> None:
     assert _one(_bytes(b"SELECT " + b"f" * 20 + b"\xe9()")).command == "SELECT"
 
 
-def test_analyses_are_cached_by_text() -> None:
-    dialect = PostgresDialect(cache_size=2)
-    first = dialect.analyze("SELECT 1")
-    assert dialect.analyze("SELECT 1") is first
-    dialect.analyze("SELECT 2")
-    dialect.analyze("SELECT 3")
-    assert dialect.analyze("SELECT 1") is not first
+def test_the_dialect_keeps_nothing_between_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    """It serves every session: an answer kept here would come faster to one user for a text
+    another sent (plugins cache per principal, hoopgw.sql.AnalysisCache)."""
+    parsed: list[str] = []
+    real = analysis_module.parse
+
+    def spy(text: str) -> Any:
+        parsed.append(text)
+        return real(text)
+
+    monkeypatch.setattr(analysis_module, "parse", spy)
+    dialect = PostgresDialect()
+    for _ in range(2):
+        dialect.analyze("SELECT 1")
+        dialect.analyze_shape("SELECT 1")
+        assert not ends_transaction("SELECT 1")
+    assert parsed == ["SELECT 1"] * 6
 
 
 def test_multi_statement_text_yields_every_statement() -> None:
@@ -377,3 +388,14 @@ def test_deeply_nested_statements_are_judged_to_their_depths(depth: int) -> None
 def test_statements_nested_beyond_the_walk_are_unparseable() -> None:
     text = "DELETE FROM t WHERE " + "NOT " * 5000 + "a"
     assert "nested too deeply" in PostgresDialect().analyze(text).error
+
+
+def test_copy_encodings_are_the_encoding_options_as_written() -> None:
+    # The server sends such a COPY's data in the named encoding, not the client's.
+    assert copy_encodings("COPY t TO STDOUT (FORMAT csv, ENCODING 'LATIN1')") == {"LATIN1"}
+    assert copy_encodings("COPY (SELECT 1) TO STDOUT WITH ENCODING 'win1252'") == {"win1252"}
+    two = "COPY a TO STDOUT (ENCODING 'LATIN1'); COPY b TO STDOUT (ENCODING 'EUC_JP')"
+    assert copy_encodings(two) == {"LATIN1", "EUC_JP"}
+    assert copy_encodings("COPY t TO STDOUT") == frozenset()
+    assert copy_encodings("SELECT 'ENCODING'") == frozenset()
+    assert copy_encodings("COPY t TO STDOUT (ENCODING") == frozenset()  # does not parse

@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 import pytest
+from hoopgw_postgres import analysis as analysis_module
 from hoopgw_postgres import messages as m
 from hoopgw_postgres.auth import ScramClient
 from hoopgw_postgres.frontend import (
@@ -1286,6 +1287,34 @@ def test_a_reported_change_to_read_write_ends_a_read_only_session() -> None:
     assert client.closed
 
 
+def test_whether_a_text_ends_the_transaction_is_remembered_per_session_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A read-only session parses each bound text once; another session, even of the same
+    identity, parses it again: no session can time what another bound."""
+    asked: list[str] = []
+    real = analysis_module.parse
+
+    def spy(text: str) -> Any:
+        asked.append(text)
+        return real(text)
+
+    monkeypatch.setattr(analysis_module, "parse", spy)  # what ends_transaction runs
+    gateway = Gateway([("ro", ReadOnly())])
+    pipeline = (
+        m.Parse(name="s", query="SELECT 1").encode()
+        + (m.Bind(portal="", statement="s").encode() + m.Execute(portal="").encode()) * 2
+        + m.Sync().encode()
+    )
+    for n in (1, 2):
+        client = gateway.connect()
+        client.login()
+        client.session._read_only = True  # what the (faked) upstream login set up
+        client.send(pipeline)
+        assert m.Bind(portal="", statement="s") in upstream_messages(client)
+        assert asked == ["SELECT 1"] * n
+
+
 # -- an approval covers the values a statement runs with (issue 14, class 8) ------------------
 
 
@@ -1874,3 +1903,34 @@ def test_a_plugin_that_reads_rows_sees_every_row_in_every_split(split: int | Non
     ]
     assert types_of(received) == types_of(list(many_rows_answer()))
     assert [(o.status, o.rows) for o in outcomes.outcomes] == [("ok", 9)]
+
+
+def test_copy_data_is_read_in_its_copy_encoding_parsed_once_per_copy(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A COPY naming an ENCODING sends its data in it: the masker reads it there. Its text is
+    parsed for that once per COPY, in the session (no cache shared with other sessions)."""
+    parsed: list[str] = []
+    real = analysis_module.parse
+
+    def spy(text: str) -> Any:
+        parsed.append(text)
+        return real(text)
+
+    monkeypatch.setattr(analysis_module, "parse", spy)
+    client = Gateway([("masker", WordMasker("Müller", "[DENY_LIST]"))]).connect()
+    client.login()
+    text = "COPY t TO STDOUT (ENCODING 'LATIN1')"
+    for n in (1, 2):
+        client.send(m.Query(query=text).encode())
+        client.server(
+            m.CopyOutResponse(format=0, column_formats=(0,)),
+            m.CopyData(data=b"Herr M\xfcller\n"),
+            m.CopyData(data=b"M\xfcller\n"),
+            m.CopyDone(),
+            m.CommandComplete(tag="COPY 2"),
+            m.ReadyForQuery(status="I"),
+        )
+        data = [msg.data for msg in client.received() if isinstance(msg, m.CopyData)]
+        assert data == [b"Herr [DENY_LIST]\n", b"[DENY_LIST]\n"]
+        assert parsed.count(text) == n

@@ -8,8 +8,8 @@ from hoopgw_postgres.rowtext import (
     converted_columns,
     copy_bytes,
     copy_text,
-    message_field,
     message_text,
+    message_wire,
     row_codec,
 )
 
@@ -44,19 +44,25 @@ def test_copy_text_keeps_the_binary_signature_visible_in_any_encoding() -> None:
     assert copy_bytes("Müller\n", "LATIN1") == b"M\xfcller\n"
 
 
-def test_message_fields_are_read_in_the_client_encoding_and_written_back() -> None:
-    wire = "Herr Müller".encode("latin-1").decode("utf-8", "surrogateescape")
-    assert message_text(wire, "LATIN1") == "Herr Müller"
-    assert message_field("Herr Müller", "LATIN1") == wire
-    assert message_text("Herr Müller", "UTF8") == "Herr Müller"  # UTF-8 is read as it is
-    euc = "東京 Müller".encode("euc_jp").decode("utf-8", "surrogateescape")
-    assert message_text(euc, "EUC_JP") == "東京 Müller"
+def test_message_fields_are_read_in_the_client_encoding_and_back() -> None:
+    # ErrorResponse decodes fields as UTF-8 (lone surrogates for other bytes); a LATIN1
+    # client's "Zoë" is b"Zo\xeb" on the wire.
+    wire = {"message": "bad: Zo\udceb", "detail": "plain"}
+    text = message_text(wire, "LATIN1")
+    assert text == {"message": "bad: Zoë", "detail": "plain"}
+    assert message_wire(text, "LATIN1") == wire
+    assert message_text(wire, "UTF8") is wire
+    euc = {"message": "東京 Müller".encode("euc_jp").decode("utf-8", "surrogateescape")}
+    assert message_text(euc, "EUC_JP") == {"message": "東京 Müller"}
+    assert message_wire({"message": "東京 Müller"}, "EUC_JP") == euc
+    with pytest.raises(UnicodeError):
+        message_wire({"message": "雪"}, "LATIN1")
 
 
 def test_a_message_field_not_exact_in_the_client_encoding_fails_closed() -> None:
-    invalid = b"\xa4 x".decode("utf-8", "surrogateescape")  # half an EUC_JP character
+    invalid = {"message": b"\xa4 x".decode("utf-8", "surrogateescape")}  # half an EUC_JP char
     with pytest.raises(UnicodeError):
         message_text(invalid, "EUC_JP")
     assert message_text(invalid, "EUC_JP", exact=False) == invalid  # for an unmasked record
     with pytest.raises(UnicodeError):
-        message_field("\u2588", "LATIN1")
+        message_wire({"message": "\u2588"}, "LATIN1")

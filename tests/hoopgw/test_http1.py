@@ -4,7 +4,9 @@ refused (RFC 9112 sections 2.2, 5.1, 5.2, 6.3, 7.1)."""
 from __future__ import annotations
 
 import pytest
-from hoopgw_http.wire import (
+
+from hoopgw import http1
+from hoopgw.http1 import (
     BadMessage,
     Data,
     End,
@@ -182,3 +184,45 @@ def test_serialisation() -> None:
     )
     assert chunk(b"abc") == b"3\r\nabc\r\n"
     assert chunk(b"") == b"0\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET / HTTP/1.1\r\nHost: h\r\nX-Big: " + b"a" * 30000 + b"\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2;" + b"e" * 4000 + b"\r\n{}\r\n0\r\nX-T: " + b"t" * 4000 + b"\r\n\r\n",
+    ],
+    ids=["head", "chunk-and-trailer-lines"],
+)
+def test_a_line_trickling_in_a_byte_at_a_time_is_checked_once(
+    raw: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Re-reading what came before at each byte would make a slow client cost the gateway
+    # the square of what it sends (64 KiB of head: 2 GiB scanned).
+    checked: list[int] = []
+    check = http1._check_line_endings
+
+    def counting(data: bytes) -> None:
+        checked.append(len(data))
+        check(data)
+
+    monkeypatch.setattr(http1, "_check_line_endings", counting)
+    assert read_all(raw, split=1) == read_all(raw)
+    assert sum(checked) < 5 * len(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET / HTTP/1.1\r\nHost: h\rX: 1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\nX: 1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: h\r\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2\r\r\n{}\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX: 1\n\r\n\r\n",
+    ],
+)
+@pytest.mark.parametrize("split", [1, 2, 3])
+def test_a_bare_cr_or_lf_is_caught_across_pieces(raw: bytes, split: int) -> None:
+    with pytest.raises(BadMessage):
+        read_all(raw, split=split)

@@ -1,4 +1,6 @@
-"""HTTP/1.1 messages on the wire, sans-io and strict (RFC 9112).
+"""HTTP/1.1 messages on the wire, sans-io and strict (RFC 9112): the one reader of every
+protocol that speaks HTTP/1.x (``http``, ``kubernetes``), so that no two parsers in the gateway
+can read the same bytes two ways.
 
 A :class:`MessageReader` turns the bytes of one direction into events: :class:`Head` (a
 request or a status line with its header fields), :class:`Data` (body bytes, de-chunked) and
@@ -116,6 +118,7 @@ class MessageReader:
         self._response = response
         self._max_head = max_head
         self._buffer = bytearray()
+        self._scanned = 0  # bytes of an unfinished line already searched and checked
         self._state = "head"  # head, length, chunk-size, chunk-data, chunk-crlf, trailer, close
         self._remaining = 0
         self._head_only = False
@@ -156,6 +159,7 @@ class MessageReader:
         """The bytes kept after the last message, taken out: the connection switched to
         another protocol (a ``101 Switching Protocols``), so they are not HTTP."""
         rest, self._buffer = bytes(self._buffer), bytearray()
+        self._scanned = 0
         return rest
 
     def eof(self) -> list[Event]:
@@ -205,11 +209,9 @@ class MessageReader:
             # request line (some clients send CRLF after a POST body).
             while self._buffer[:2] == b"\r\n":
                 del self._buffer[:2]
-        end = self._buffer.find(b"\r\n\r\n")
+                self._scanned = 0
+        end = self._line_end(b"\r\n\r\n", self._max_head, "the header section is too large", 431)
         if end < 0:
-            if len(self._buffer) > self._max_head:
-                raise BadMessage("the header section is too large", 431)
-            _check_line_endings(bytes(self._buffer))
             return False
         if end + 4 > self._max_head:
             raise BadMessage("the header section is too large", 431)
@@ -290,12 +292,30 @@ class MessageReader:
             self._finish(events)
         return True
 
+    def _line_end(self, terminator: bytes, limit: int, too_long: str, status: int = 400) -> int:
+        """Where ``terminator`` starts in the buffer, or -1 while it has not come; then the
+        bytes so far must be at most ``limit`` and hold no bare CR or LF.
+
+        Each byte is searched and checked once however the line trickles in (a client sending
+        a byte at a time costs no more than one sending the line at once).
+        """
+        start = max(self._scanned - len(terminator) + 1, 0)
+        end = self._buffer.find(terminator, start)
+        if end >= 0:
+            self._scanned = 0  # the caller takes the line out of the buffer
+            return end
+        if len(self._buffer) > limit:
+            raise BadMessage(too_long, status)
+        checked = self._scanned
+        if checked and self._buffer[checked - 1] == 0x0D:
+            checked -= 1  # a CR checked alone: its LF may have come now
+        _check_line_endings(bytes(self._buffer[checked:]))
+        self._scanned = len(self._buffer)
+        return -1
+
     def _read_chunk_size(self) -> bool:
-        end = self._buffer.find(b"\r\n")
+        end = self._line_end(b"\r\n", MAX_CHUNK_LINE, "a chunk-size line is too long")
         if end < 0:
-            if len(self._buffer) > MAX_CHUNK_LINE:
-                raise BadMessage("a chunk-size line is too long")
-            _check_line_endings(bytes(self._buffer))
             return False
         line = bytes(self._buffer[:end])
         del self._buffer[: end + 2]
@@ -320,11 +340,8 @@ class MessageReader:
 
     def _read_trailer(self, events: list[Event]) -> bool:
         # Trailer fields are read and dropped: nothing the gateway judges may hide there.
-        end = self._buffer.find(b"\r\n")
+        end = self._line_end(b"\r\n", MAX_CHUNK_LINE, "a trailer line is too long")
         if end < 0:
-            if len(self._buffer) > MAX_CHUNK_LINE:
-                raise BadMessage("a trailer line is too long")
-            _check_line_endings(bytes(self._buffer))
             return False
         line = bytes(self._buffer[:end])
         del self._buffer[: end + 2]

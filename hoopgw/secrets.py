@@ -10,7 +10,7 @@ instance) takes a *reference* instead:
     folder), with one trailing newline removed; missing, unreadable or empty is an error.
 
 A file the gateway trusts (the config file, a ``file:`` secret) must not be one another user can
-change: :func:`check_file_owner` refuses it, as OpenSSH's ``StrictModes`` does.
+change: :func:`read_trusted_file` refuses it, as OpenSSH's ``StrictModes`` does.
 
 A resolved value is wrapped in :class:`Secret`, whose ``repr`` and ``str`` show the reference and
 never the value, and is registered with :func:`hoopgw.runtime.logs.register_secret` so that a log
@@ -39,33 +39,56 @@ from hoopgw.runtime import logs
 log = Logger(namespace="hoopgw.secrets")
 
 
-def check_file_owner(
+def read_trusted_file(
     path: Path, *, what: str, secret: bool = False, key: str = "", connection: str = ""
+) -> bytes:
+    """The contents of ``path``, a file the gateway trusts, once :func:`check_file_owner`
+    accepts it. The file is opened once and the checks look at the open file itself
+    (``fstat``), so the bytes returned are those of the file checked: a rename or a symlink
+    swapped in between cannot pass one file's owner and mode off for another's contents.
+
+    :raises OSError: the file cannot be opened or read (the caller words the error).
+    :raises ConfigError: as :func:`check_file_owner`.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+    with open(os.open(path, flags), "rb") as file:
+        check_file_owner(
+            file.fileno(), path, what=what, secret=secret, key=key, connection=connection
+        )
+        return file.read()
+
+
+def check_file_owner(
+    fd: int,
+    path: Path,
+    *,
+    what: str,
+    secret: bool = False,
+    key: str = "",
+    connection: str = "",
 ) -> None:
-    """Refuse a file that a user other than the gateway's (or root) could change: one owned by
-    such a user, or writable by its group or by others. Whoever may write the config file or a
-    secret file decides the gateway's policy, or its credentials. A ``secret`` file readable
-    by others is allowed with a warning (its group may be the one that needs to read it). A
-    file on a read-only mount is not checked: nobody can change it from this host's side.
+    """Refuse the open file ``fd`` (``path``, for the message) when a user other than the
+    gateway's (or root) could change it: one owned by such a user, or writable by its group or
+    by others. Whoever may write the config file or a secret file decides the gateway's
+    policy, or its credentials. A ``secret`` file readable by others is allowed with a warning
+    (its group may be the one that needs to read it).
+
+    On a read-only mount (a container's ``:ro`` bind mount, a compose or Kubernetes secret)
+    the owner and group are the host's, so they are not checked; but a file writable by others
+    still is refused: a read-only *bind* mount shares the file with the host's own, writable
+    mount, where every user can change it.
 
     :param what: what the file is, for the message (``config file``, ``secret file``).
     :raises ConfigError: naming the file, what is wrong and the command that fixes it (a
-        :class:`~hoopgw.errors.SecretError` for a ``secret``). A file that cannot be read is
-        left to the caller's own error.
+        :class:`~hoopgw.errors.SecretError` for a ``secret``).
     """
     if os.name != "posix":
         return
-    try:
-        info = path.stat()
-        # On a read-only mount (a container's ":ro" bind mount, a compose or Kubernetes
-        # secret) nobody where the gateway runs can change it, whoever owns it on the host.
-        if os.statvfs(path).f_flag & os.ST_RDONLY:
-            return
-    except OSError:
-        return
+    info = os.fstat(fd)
+    read_only = bool(os.fstatvfs(fd).f_flag & os.ST_RDONLY)
     error = SecretError if secret else ConfigError
     me = os.geteuid()
-    if info.st_uid not in (0, me):
+    if info.st_uid not in (0, me) and not read_only:
         raise error(
             f"{what} {str(path)!r} is owned by another user (uid {info.st_uid}), who could"
             f" change it: make it the gateway's (chown {me} {str(path)!r})",
@@ -73,10 +96,11 @@ def check_file_owner(
             connection=connection,
         )
     mode = stat.S_IMODE(info.st_mode)
-    if mode & 0o022:
+    if mode & (0o002 if read_only else 0o022):
+        where = " (on the host: the read-only mount shares it)" if read_only else ""
         raise error(
             f"{what} {str(path)!r} is writable by group or others (mode {mode:04o}), who could"
-            f" change it: chmod go-w {str(path)!r}",
+            f" change it: chmod go-w {str(path)!r}{where}",
             key=key,
             connection=connection,
         )
@@ -127,9 +151,10 @@ def resolve_secret(reference: str, *, key: str, connection: str = "", base_dir: 
             )
     elif scheme == "file" and name:
         path = base_dir / Path(name).expanduser()
-        check_file_owner(path, what="secret file", secret=True, key=key, connection=connection)
         try:
-            value = path.read_text(encoding="utf-8")
+            value = read_trusted_file(
+                path, what="secret file", secret=True, key=key, connection=connection
+            ).decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
             raise SecretError(

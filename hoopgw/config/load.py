@@ -26,7 +26,7 @@ from hoopgw.config.listeners import check_listeners_distinct, parse_listen
 from hoopgw.config.tables import Table, reject_unknown, sub_table
 from hoopgw.connection import ConnectionConfig
 from hoopgw.errors import ConfigError
-from hoopgw.secrets import check_file_owner
+from hoopgw.secrets import read_trusted_file
 
 if TYPE_CHECKING:
     from hoopgw.console.settings import ConsoleConfig
@@ -96,12 +96,11 @@ def load_config(path: str | Path) -> Config:
 
     :raises ConfigError: naming the connection and key at fault (a :class:`SecretError` for a
         secret reference that cannot be resolved), or the file when a user other than the
-        gateway's could change it (:func:`~hoopgw.secrets.check_file_owner`).
+        gateway's could change it (:func:`~hoopgw.secrets.read_trusted_file`).
     """
     path = Path(path)
-    check_file_owner(path.resolve(), what="config file")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_trusted_file(path, what="config file").decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
         raise ConfigError(f"cannot read config file {str(path)!r}: {reason}") from None

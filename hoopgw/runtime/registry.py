@@ -35,9 +35,14 @@ class SessionRegistry:
         self._on_added = on_added
         self._cancel_limit = cancel_limit
         self._held: dict[str, HeldStatement] = {}  # session id -> its statement under review
-        self.ask_peers: Callable[[int, bytes], None] | None = None
-        """Passes on a cancel request that names none of these sessions to the other worker
-        processes of the gateway (``[gateway] workers``); None with one process."""
+        self.ask_peers: Callable[[int, bytes, str], None] | None = None
+        """Passes on a cancel request that names none of these sessions (with the client's
+        address) to the other worker processes of the gateway (``[gateway] workers``); None
+        with one process."""
+        self.tell_peers_matched: Callable[[str], None] | None = None
+        """Tells the other worker processes that a cancel request one of them passed on (from
+        the client address given) matched a session here, so they give back what its miss
+        cost that address (:meth:`cancel_for_peer`); None with one process."""
         self.on_cancel: Callable[[str], None] | None = None
         """Called with the outcome of each cancel request :meth:`cancel` handles (metrics)."""
 
@@ -96,11 +101,31 @@ class SessionRegistry:
                 limit.missed(client_address)
             outcome = "unmatched"
             if self.ask_peers is not None:
-                self.ask_peers(pid, secret)
+                self.ask_peers(pid, secret, client_address)
                 outcome = "asked"
         if self.on_cancel is not None:
             self.on_cancel(outcome)
         return outcome
+
+    def cancel_for_peer(self, pid: int, secret: bytes, client_address: str = "") -> None:
+        """A cancel request another worker passed on (it matched none of that worker's
+        sessions, and its address was within its budget there): forward it if a session here
+        names it (and tell the others, which counted it as a miss: a client cancelling its own
+        queries spends nothing, whichever worker its request reaches); else spend the
+        address's budget here too, so that every worker counts every miss and spreading
+        guesses over the workers (each accepts from the same queue) gives an address no more
+        than one budget."""
+        if self.cancel_here(pid, secret):
+            if self.tell_peers_matched is not None:
+                self.tell_peers_matched(client_address)
+        elif self._cancel_limit is not None:
+            self._cancel_limit.missed(client_address)
+
+    def peer_matched(self, client_address: str) -> None:
+        """Another worker forwarded a cancel request from ``client_address`` that this one
+        counted as a miss: give the address its token back."""
+        if self._cancel_limit is not None:
+            self._cancel_limit.refund(client_address)
 
     def cancel_here(self, pid: int, secret: bytes) -> bool:
         """Forward the cancel request to the session here whose key it names; False if none."""

@@ -263,11 +263,10 @@ class Reloader:
 
     @staticmethod
     def _read(source: Any) -> bytes:
-        from hoopgw.secrets import check_file_owner
+        from hoopgw.secrets import read_trusted_file
 
         try:
-            check_file_owner(source, what="config file")
-            return bytes(source.read_bytes())
+            return read_trusted_file(source, what="config file")
         except OSError as exc:
             raise ReloadError(f"cannot read config file {str(source)!r}: {exc.strerror}") from None
         except HoopgwError as exc:

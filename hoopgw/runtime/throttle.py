@@ -290,6 +290,14 @@ class CancelLimit:
             self._trim(now)
         self._buckets[host] = (tokens, now, False)
 
+    def refund(self, client_address: str) -> None:
+        """A request from ``client_address`` this process counted as a miss matched a session
+        of another worker after all: give its token back (never above the burst)."""
+        host = throttle_key(client_address)
+        if host in self._buckets:
+            now = self._clock.seconds()
+            self._buckets[host] = (min(float(self.burst), self._tokens(host, now) + 1), now, False)
+
     def _trim(self, now: float) -> None:
         if len(self._buckets) < self._max_addresses:
             return

@@ -155,6 +155,7 @@ class WorkerLink:
             signal.signal(signum, signal.SIG_IGN)
         os.close(self.control_fd)
         sessions.ask_peers = link.ask_cancel
+        sessions.tell_peers_matched = link.cancel_matched
         if self.serves_admin:
             metrics.serve_workers(self.index, link.peer_metrics)
         else:
@@ -318,10 +319,16 @@ class ControlLink(LineOnlyReceiver):
         """The gateway serves its listeners: the parent may pass it clients."""
         self._send({"op": "ready"})
 
-    def ask_cancel(self, pid: int, secret: bytes) -> None:
-        """Ask the other workers to forward the cancel request ``pid``/``secret`` (the one of
-        them whose session it names does; the others ignore it)."""
-        self._send({"op": "cancel", "pid": pid, "key": secret.hex()})
+    def ask_cancel(self, pid: int, secret: bytes, client_address: str = "") -> None:
+        """Ask the other workers to forward the cancel request ``pid``/``secret`` from
+        ``client_address`` (the one of them whose session it names does; the others count
+        the miss against the address: :meth:`SessionRegistry.cancel_for_peer`)."""
+        self._send({"op": "cancel", "pid": pid, "key": secret.hex(), "from": client_address})
+
+    def cancel_matched(self, client_address: str) -> None:
+        """Tell the other workers that a cancel request from ``client_address`` they passed
+        on or counted matched a session here (:meth:`SessionRegistry.peer_matched`)."""
+        self._send({"op": "cancel_matched", "from": client_address})
 
     def sessions(self) -> list[tuple[int, dict[str, Any]]]:
         """See :meth:`hoopgw.admin.sessions.PeerSessions.sessions`."""
@@ -369,7 +376,11 @@ class ControlLink(LineOnlyReceiver):
             if op == "connection":
                 self._connection(str(message["listen"]))
             elif op == "cancel":
-                self._sessions.cancel_here(int(message["pid"]), bytes.fromhex(message["key"]))
+                self._sessions.cancel_for_peer(
+                    int(message["pid"]), bytes.fromhex(message["key"]), str(message.get("from", ""))
+                )
+            elif op == "cancel_matched":
+                self._sessions.peer_matched(str(message["from"]))
             elif op == "sessions":
                 self._remote[int(message["worker"])] = list(message["sessions"])
             elif op == "metrics":

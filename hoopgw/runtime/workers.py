@@ -264,8 +264,9 @@ class Supervisor:
         try:
             message = json.loads(line)
             op = message["op"]
-            if op == "cancel":
-                # The sender holds no session with that key: the others may.
+            if op in ("cancel", "cancel_matched"):
+                # The sender holds no session with that key: the others may (or, matched:
+                # the others counted it as a miss).
                 for worker in self._workers:
                     if worker is not sender:
                         worker.send(line)

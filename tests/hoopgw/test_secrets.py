@@ -135,14 +135,52 @@ def test_a_secret_file_owned_by_another_user_is_refused(tmp_path):
         resolve("file:pg.pass", tmp_path)
 
 
-def test_a_secret_file_on_a_read_only_mount_is_not_checked(tmp_path, monkeypatch):
-    """A container's ``:ro`` bind mount shows the host's owner and mode; nobody inside can
-    change the file."""
-    secret_file(tmp_path, 0o666)
-    statvfs = os.statvfs
-    monkeypatch.setattr(
-        os,
-        "statvfs",
-        lambda p: type("R", (), {"f_flag": statvfs(p).f_flag | os.ST_RDONLY})(),
-    )
+def read_only_mount(monkeypatch) -> None:
+    """Every file looks as if on a read-only mount."""
+    for name in ("statvfs", "fstatvfs"):
+        real = getattr(os, name)
+        monkeypatch.setattr(
+            os,
+            name,
+            lambda p, real=real: type("R", (), {"f_flag": real(p).f_flag | os.ST_RDONLY})(),
+        )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file away needs root")
+def test_a_secret_file_on_a_read_only_mount_may_be_owned_by_a_host_user(tmp_path, monkeypatch):
+    """A container's ``:ro`` bind mount shows the host's owner and group."""
+    path = secret_file(tmp_path, 0o660)
+    os.chown(path, 4321, 4321)
+    read_only_mount(monkeypatch)
+    assert resolve("file:pg.pass", tmp_path).reveal() == "hunter2"
+
+
+def test_a_secret_file_others_may_write_is_refused_on_a_read_only_mount_too(tmp_path, monkeypatch):
+    """A read-only bind mount shares the file with the host's writable mount: every user of
+    the host could still rewrite a file of mode 0666 there, and the container reads it."""
+    path = secret_file(tmp_path, 0o666)
+    read_only_mount(monkeypatch)
+    with pytest.raises(SecretError, match=r"writable by group or others \(mode 0666\)"):
+        resolve("file:pg.pass", tmp_path)
+    path.chmod(0o644)
+    assert resolve("file:pg.pass", tmp_path).reveal() == "hunter2"
+
+
+def test_the_file_checked_is_the_file_read(tmp_path, monkeypatch):
+    """A file swapped in between the check and the read (a rename or a symlink in a folder
+    someone else can write) never has its contents used under the checked file's name."""
+    secret_file(tmp_path, 0o600)
+    planted = tmp_path / "planted"
+    planted.write_text("attacker's\n")
+    planted.chmod(0o666)
+    for name in ("statvfs", "fstatvfs"):
+        real = getattr(os, name)
+
+        def swap_then(p, real=real):
+            result = real(p)
+            if planted.exists():
+                planted.rename(tmp_path / "pg.pass")
+            return result
+
+        monkeypatch.setattr(os, name, swap_then)
     assert resolve("file:pg.pass", tmp_path).reveal() == "hunter2"

@@ -134,3 +134,79 @@ def test_mariadb_masks_statements_and_errors_of_a_latin1_client(
     assert caught.value.args[1] == f"Table '{mysql_database.name}.[DENY_LIST]' doesn't exist"
     running.store_rows("SELECT 1 FROM commands WHERE error_code = '42S02'")
     assert _raw(running.store_bytes()) == []
+
+
+def test_mariadb_results_set_changed_unreported_never_passes_a_message_unmasked(
+    mysql_gateway: Callable[..., Any], mysql_database: Any
+) -> None:
+    """MariaDB writes its errors in ``character_set_results`` however it was set, but reports
+    it only for ``SET SESSION`` and in an OK: the ``@@`` spelling and ``SET STATEMENT`` are
+    refused, and the error ending a ``CALL`` whose routine set it (not reported yet) ends the
+    session rather than pass ``Müller`` in Latin-1, where the deny list cannot see it."""
+    server = mysql_database.server
+    with (
+        pymysql.connect(
+            host=server.host, port=server.port, user="root", database=mysql_database.name,
+            charset="utf8mb4",
+        ) as admin,
+        admin.cursor() as cur,
+    ):  # fmt: skip
+        cur.execute(
+            "CREATE PROCEDURE latin() BEGIN SET character_set_results = latin1;"
+            f" SELECT * FROM `{WORD}`; END"
+        )
+    running = mysql_gateway(
+        plugins=["masking", "recording"], connection={"masking": {"deny_words": [WORD]}}
+    )
+    key = running.create_key("agent", ["agents"])
+    with (
+        pymysql.connect(
+            host=running.host, port=running.port, user="agent", password=key,
+            database=mysql_database.name, charset="utf8mb4",
+        ) as conn,
+        conn.cursor() as cur,
+    ):  # fmt: skip
+        for change in (
+            "SET @@character_set_results = latin1",
+            f"SET STATEMENT character_set_results = latin1 FOR SELECT * FROM `{WORD}`",
+        ):
+            with pytest.raises(pymysql.err.MySQLError, match="character_set_results"):
+                cur.execute(change)
+        with pytest.raises(pymysql.err.MySQLError, match="not valid UTF-8") as caught:
+            cur.execute("CALL latin()")
+        assert "ller" not in str(caught.value)
+        with pytest.raises(pymysql.err.MySQLError):
+            cur.execute("SELECT 1")  # the session ended
+    running.store_rows("SELECT 1 FROM sessions WHERE ended_at IS NOT NULL")
+    assert _raw(running.store_bytes()) == []
+
+
+def test_postgresql_ends_the_session_on_a_message_in_an_encoding_never_reported(
+    gateway: Callable[..., Any], pg_server: Any, pg_database: str
+) -> None:
+    """``set_config('client_encoding', ...)`` in a query that then fails: the server writes
+    the error in LATIN1 and rolls the setting back, so it never reports it; in one that does
+    not fail, it reports it after the rows, written in LATIN1 already. Read as UTF-8,
+    ``Müller`` would pass the deny list; the session ends instead."""
+    gw = gateway(plugins=["masking", "recording"], connection={"masking": {"deny_words": [WORD]}})
+    key = gw.create_key("agent", ["agents"])
+    with psycopg.connect(
+        host=gw.host, port=gw.port, user="agent", password=key, dbname=pg_database,
+        sslmode="disable", autocommit=True,
+    ) as conn:  # fmt: skip
+        with pytest.raises(psycopg.Error) as caught:
+            conn.execute(
+                f"SELECT set_config('client_encoding', 'LATIN1', false); SELECT '{WORD}'::int"
+            )
+        assert "ller" not in str(caught.value)
+        assert caught.value.sqlstate == "22021"
+    with psycopg.connect(
+        host=gw.host, port=gw.port, user="agent", password=key, dbname=pg_database,
+        sslmode="disable", autocommit=True,
+    ) as conn:  # fmt: skip
+        # The rows come in LATIN1 before the ParameterStatus that reports it.
+        with pytest.raises(psycopg.Error) as caught:
+            conn.execute(f"SELECT set_config('client_encoding', 'LATIN1', false), '{WORD}'")
+        assert caught.value.sqlstate == "22021"
+    gw.store_rows("SELECT 1 FROM sessions WHERE ended_at IS NOT NULL")
+    assert _raw(gw.store_bytes()) == []

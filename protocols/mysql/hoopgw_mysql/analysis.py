@@ -1125,7 +1125,12 @@ def _statement_effect(
 
 def _set_effect(assignments: list[Token], *, statement_scoped: bool = False) -> frozenset[str]:
     """The lexing settings a SET's assignments set for the session (checking their values);
-    ``statement_scoped``: the assignments of ``SET STATEMENT ... FOR``."""
+    ``statement_scoped``: the assignments of ``SET STATEMENT ... FOR``.
+
+    ``character_set_results`` is no lexing setting, but the server writes its messages in it
+    and the gateway reads them in it to mask them: it must change only where the server
+    reports it, never for one statement or through the ``@@`` spelling (which MariaDB does not
+    report), or a message (``Müller`` in Latin-1, say) would pass unmasked."""
     sets: set[str] = set()
     for assignment in _comma_split(assignments):
         words = _words(assignment)
@@ -1153,6 +1158,12 @@ def _set_effect(assignments: list[Token], *, statement_scoped: bool = False) -> 
             raise _Unanalysable(
                 "SET STATEMENT character_set_results: hoopgw reads the server's messages in"
                 " the character set the server reports; set it with a plain SET"
+            )
+        if name == "character_set_results" and unscoped:
+            raise _Unanalysable(
+                "SET @@character_set_results: the server does not report this spelling, and"
+                " hoopgw reads its messages in the character set it reports; write"
+                " SET SESSION character_set_results = ..."
             )
         if scope.upper() not in ("", "SESSION", "LOCAL") or name not in _LEXING_NAMES:
             continue

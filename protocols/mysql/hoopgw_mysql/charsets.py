@@ -189,7 +189,21 @@ def message_text(message: str, codec: tuple[str, str] | None) -> str:
 
     :raises UndecodableText: the message is not valid in that character set.
     """
+    if "\x00" in message and (codec is None or not codec[0].startswith(("utf-16", "utf-32"))):
+        # What a message in UTF-16 or UTF-32 looks like: the server wrote it in a set it did
+        # not report (a routine's own SET, say); read as reported, nothing in it would match.
+        raise UndecodableText(
+            "a server message holds NUL bytes: it is not in character_set_results as the"
+            " server reported it"
+        )
     if codec is None:  # (no ASCII shortcut: in UTF-16 or UTF-32 ASCII is not itself)
+        if not message.isascii() and any("\udc80" <= c <= "\udcff" for c in message):
+            # Bytes not valid in UTF-8: the server wrote it in a set it has not reported yet
+            # (a routine's own SET character_set_results, its CALL ending in this error).
+            raise UndecodableText(
+                "a server message is not valid UTF-8: it is not in character_set_results as"
+                " the server reported it"
+            )
         return message
     try:
         return message.encode("utf-8", "surrogateescape").decode(*codec)

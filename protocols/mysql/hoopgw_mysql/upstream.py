@@ -76,13 +76,18 @@ reports their values now (a variable set to itself counts), with ``character_set
 set the target writes its messages in."""
 
 
+FOLLOWED_VARIABLES = (*TRACKED_VARIABLES, "character_set_results")
+"""What the tracking list must keep: the lexing settings, and the character set the target
+writes its messages in (read in it to mask them)."""
+
+
 def lexing_report(state: LexingState, variables: dict[str, bytes]) -> tuple[LexingState, str]:
     """``state`` updated by the ``variables`` an OK reports, and what is wrong with the
     report (empty when nothing is): the tracking list lost a variable the gateway follows."""
     tracked = variables.get("session_track_system_variables")
     if tracked is not None:
         names = {n.strip().lower() for n in tracked.decode("ascii", "replace").split(",")}
-        missing = set(TRACKED_VARIABLES) - names
+        missing = set(FOLLOWED_VARIABLES) - names
         if missing and "*" not in names:
             return state, (
                 "the target stopped reporting "
@@ -291,7 +296,7 @@ class UpstreamConnection(protocol.Protocol):
                 " to follow sql_mode and character_set_client"
             )
         variables = m.OkPacket.decode(payload).system_variables(self.capabilities)
-        missing = {"sql_mode", "character_set_client"} - variables.keys()
+        missing = {"sql_mode", "character_set_client", "character_set_results"} - variables.keys()
         if missing:
             raise m.ProtocolViolation(f"the target did not report {', '.join(sorted(missing))}")
         self.lexing, problem = lexing_report(LexingState(), variables)

@@ -65,11 +65,13 @@ from hoopgw_postgres.lexing import (
 )
 from hoopgw_postgres.parameters import bound_parameters
 from hoopgw_postgres.rowtext import (
+    check_utf8,
     convert,
     copy_bytes,
     copy_text,
     message_text,
     message_wire,
+    must_be_utf8,
     row_codec,
 )
 from hoopgw_postgres.tracking import CommandProgress, Request, ResponseTracker
@@ -1408,7 +1410,9 @@ class ClientSession(protocol.Protocol):
 
         :raises UnicodeError: a field is not valid in the encoding (fail closed).
         """
-        output = Output(kind, message_text(fields, self._message_encoding()))
+        encoding = self._message_encoding()
+        strict = must_be_utf8(self._lexing.state)
+        output = Output(kind, message_text(fields, encoding, strict_utf8=strict))
         self.chain.hook.server_output(session=self.session, command=command, output=output)
         return output
 
@@ -1517,6 +1521,8 @@ class ClientSession(protocol.Protocol):
         codec = row_codec(self._lexing.state.text_encoding)
         if codec is not None:
             convert(rows, self._columns, codec, to_utf8=True)
+        elif must_be_utf8(self._lexing.state):
+            check_utf8(rows, self._columns)
         self.chain.hook.server_rows(
             session=self.session, command=command, columns=self._columns, rows=rows
         )

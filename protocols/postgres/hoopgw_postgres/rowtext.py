@@ -17,7 +17,7 @@ the session. COPY data is in the encoding its COPY's ``ENCODING`` option names, 
 from __future__ import annotations
 
 from hoopgw.session import Column
-from hoopgw_postgres.lexing import CODECS
+from hoopgw_postgres.lexing import CODECS, LexingState
 
 TEXT_BINARY_TYPES = frozenset({18, 19, 25, 114, 142, 705, 1042, 1043, 2275})
 """``"char"``, ``name``, ``text``, ``json``, ``xml``, ``unknown``, ``bpchar``, ``varchar`` and
@@ -30,6 +30,29 @@ def row_codec(encoding: str) -> str | None:
     for a ``SQL_ASCII`` database)."""
     codec = CODECS.get(encoding, "")
     return None if codec in ("", "utf-8") else codec
+
+
+def must_be_utf8(state: LexingState) -> bool:
+    """Whether text read as UTF-8 must be valid UTF-8: a ``UTF8`` client of a database that
+    converts (any but ``SQL_ASCII``) gets nothing else, unless the server wrote it in an
+    encoding it never reported (a function's own ``SET client_encoding``, a ``set_config`` it
+    reports only after the rows, or never when the query fails and rolls it back). Such text
+    would be read wrong by the plugins (``Müller`` in ``LATIN1`` matches no deny word)."""
+    return state.client_encoding == "UTF8" and state.server_encoding != "SQL_ASCII"
+
+
+def check_utf8(rows: list[list[bytes | None]], columns: list[Column]) -> None:
+    """Check that the text values of ``rows`` (:func:`converted_columns`) are valid UTF-8.
+
+    :raises UnicodeDecodeError: one is not (fail closed, see :func:`must_be_utf8`).
+    """
+    if not rows:
+        return
+    for index in converted_columns(columns, len(rows[0])):
+        for row in rows:
+            value = row[index]
+            if value is not None and not value.isascii():
+                value.decode("utf-8")
 
 
 def converted_columns(columns: list[Column], width: int) -> list[int]:
@@ -65,17 +88,26 @@ def convert(
                 )
 
 
-def message_text(fields: dict[str, str], encoding: str, *, exact: bool = True) -> dict[str, str]:
+def message_text(
+    fields: dict[str, str], encoding: str, *, exact: bool = True, strict_utf8: bool = False
+) -> dict[str, str]:
     """Text fields of a server message (an error, a notice, a notification, a parameter
     report) as plugins must read them: the message codec reads every field as UTF-8 (other
     bytes as lone surrogates), but the server wrote it in the client ``encoding``.
 
     :param exact: raise on bytes not valid in the encoding, rather than keep them as lone
         surrogates (what the record of an unmasked message may do).
+    :param strict_utf8: with ``exact``, raise on bytes not valid in UTF-8 too, where the text
+        is read as UTF-8 (:func:`must_be_utf8`).
     :raises UnicodeError: a field is not valid in the encoding (fail closed).
     """
     codec = row_codec(encoding)
     if codec is None:
+        if exact and strict_utf8:
+            for value in fields.values():
+                if not value.isascii() and any("\udc80" <= c <= "\udcff" for c in value):
+                    raw = value.encode("utf-8", "surrogateescape")
+                    raise UnicodeDecodeError("utf-8", raw, 0, len(raw), "not valid UTF-8")
         return fields
     errors = "strict" if exact else "surrogateescape"
     return {

@@ -128,7 +128,7 @@ def test_a_cancel_request_reaches_the_session_its_key_names() -> None:
     session = Cancellable()
     registry.add_cancel_key(7, b"aaaa", session)
     asked: list[tuple[int, bytes]] = []
-    registry.ask_peers = lambda pid, secret: asked.append((pid, secret))
+    registry.ask_peers = lambda pid, secret, _address: asked.append((pid, secret))
     registry.cancel(7, b"aaaa")
     assert session.cancelled == 1 and asked == []
 
@@ -139,7 +139,7 @@ def test_a_cancel_request_for_no_session_here_goes_to_the_other_workers() -> Non
     here, there = SessionRegistry(), SessionRegistry()
     session = Cancellable()
     there.add_cancel_key(7, b"aaaa", session)
-    here.ask_peers = lambda pid, secret: there.cancel_here(pid, secret)
+    here.ask_peers = lambda pid, secret, _address: there.cancel_here(pid, secret)
     here.cancel(7, b"aaaa")
     assert session.cancelled == 1
     here.cancel(7, b"bbbb")  # a wrong secret: no worker cancels anything
@@ -162,7 +162,7 @@ def test_cancel_requests_matching_no_session_are_limited_per_address() -> None:
     session = Cancellable()
     registry.add_cancel_key(7, b"aaaa", session)
     asked: list[tuple[int, bytes]] = []
-    registry.ask_peers = lambda pid, secret: asked.append((pid, secret))
+    registry.ask_peers = lambda pid, secret, _address: asked.append((pid, secret))
     outcomes: list[str] = []
     registry.on_cancel = outcomes.append
     for _ in range(5):
@@ -178,3 +178,34 @@ def test_cancel_requests_matching_no_session_are_limited_per_address() -> None:
     assert (
         outcomes == ["forwarded"] * 5 + ["asked", "asked", "limited", "limited"] + ["forwarded"] * 2
     )
+
+
+def test_workers_share_one_cancel_budget_per_address() -> None:
+    """Every worker accepts from the same queue, so a guesser's connections spread over them:
+    a miss one worker passes on is counted by the others too, and the address gets one
+    budget in all, not one per worker."""
+    clock = Clock()
+    workers = [SessionRegistry(cancel_limit=CancelLimit(clock, burst=2, rate=1.0)) for _ in "ab"]
+    for me in workers:
+        peers = [w for w in workers if w is not me]
+        me.ask_peers = lambda pid, secret, address, peers=peers: [
+            p.cancel_for_peer(pid, secret, address) for p in peers
+        ]
+        me.tell_peers_matched = lambda address, peers=peers: [
+            p.peer_matched(address) for p in peers
+        ]
+    a, b = workers
+    assert [a.cancel(7, g, "10.0.0.1:1") for g in (b"bbbb", b"cccc")] == ["asked", "asked"]
+    assert b.cancel(7, b"dddd", "10.0.0.1:2") == "limited"  # b counted a's misses
+    session = Cancellable()
+    a.add_cancel_key(7, b"aaaa", session)
+    for _ in range(5):  # a client cancelling its own queries through b spends nothing
+        assert b.cancel(7, b"aaaa", "10.0.0.3:1") == "asked"
+    assert session.cancelled == 5
+    assert (a.cancel(7, b"aaaa", "10.0.0.3:2"), b.cancel(7, b"aaaa", "10.0.0.3:3")) == (
+        "forwarded",
+        "asked",
+    )
+    clock.advance(1)
+    assert b.cancel(7, b"eeee", "10.0.0.1:3") == "asked"
+    assert a.cancel(7, b"ffff", "10.0.0.1:4") == "limited"

@@ -11,6 +11,7 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
 from hoopgw.runtime.registry import SessionRegistry
+from hoopgw.runtime.throttle import CancelLimit
 from hoopgw.runtime.worker import (
     PUBLISH_INTERVAL,
     WORKER_ENV,
@@ -84,11 +85,24 @@ def _sent(transport: StringTransport) -> list[Any]:
 def test_a_cancel_request_is_asked_of_the_others_and_answered_for_them() -> None:
     link, registry, session, transport = _connected()
     registry.add_cancel_key(7, b"abcd", session)  # type: ignore[arg-type]
-    link.ask_cancel(9, b"\x00\x01")
-    assert _sent(transport) == [{"op": "cancel", "pid": 9, "key": "0001"}]
+    link.ask_cancel(9, b"\x00\x01", "10.0.0.1:5000")
+    assert _sent(transport) == [{"op": "cancel", "pid": 9, "key": "0001", "from": "10.0.0.1:5000"}]
     link.lineReceived(json.dumps({"op": "cancel", "pid": 7, "key": "61626364"}).encode())
     link.lineReceived(json.dumps({"op": "cancel", "pid": 7, "key": "00000000"}).encode())
     assert session.cancelled == 1
+    link.cancel_matched("10.0.0.1:5000")
+    assert _sent(transport)[-1] == {"op": "cancel_matched", "from": "10.0.0.1:5000"}
+
+
+def test_a_miss_another_worker_matched_is_given_back() -> None:
+    limit = CancelLimit(task.Clock(), burst=1)
+    registry = SessionRegistry(cancel_limit=limit)
+    link = ControlLink(registry, 2, Reactor())
+    link.makeConnection(StringTransport())
+    registry.cancel(9, b"zzzz", "10.0.0.1:1")  # a miss here: the address's one token spent
+    assert not limit.allows("10.0.0.1:2")
+    link.lineReceived(json.dumps({"op": "cancel_matched", "from": "10.0.0.1:1"}).encode())
+    assert limit.allows("10.0.0.1:2")
 
 
 def test_a_session_end_asked_by_the_admin_worker_ends_it() -> None:

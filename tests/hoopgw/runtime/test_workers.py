@@ -38,8 +38,14 @@ def _lines(supervisor: Supervisor) -> list[list[bytes]]:
     return [w.control.lines for w in supervisor._workers]  # type: ignore[union-attr]
 
 
-def test_a_cancel_request_goes_to_every_other_worker(supervisor: Supervisor) -> None:
-    line = json.dumps({"op": "cancel", "pid": 7, "key": "00"}).encode()
+@pytest.mark.parametrize(
+    "message",
+    [{"op": "cancel", "pid": 7, "key": "00"}, {"op": "cancel_matched", "from": "10.0.0.1:1"}],
+)
+def test_a_cancel_request_goes_to_every_other_worker(
+    supervisor: Supervisor, message: dict[str, object]
+) -> None:
+    line = json.dumps(message).encode()
     supervisor._route(supervisor._workers[1], line)
     assert _lines(supervisor) == [[line], [], [line]]
 

@@ -361,6 +361,9 @@ def test_strings_without_escapes_reach_sqlglot_in_the_default_spelling() -> None
         ("PREPARE s FROM 'SET NAMES latin1'", "PREPARE of a statement that sets"),
         ("PREPARE s FROM @text", "variable or expression"),
         ("SET session_track_system_variables = ''", "session_track_system_variables"),
+        # Messages would come in a set the server does not report (masking reads them in it).
+        ("SET @@character_set_results = utf16", "SET @@character_set_results"),
+        ("SET STATEMENT character_set_results = utf16 FOR SELECT 1", "SET STATEMENT"),
         ("SET @@sql_mode = ''", "SET SESSION sql_mode"),
         ("SET sql_mode = 'ORACLE'", "another grammar"),
     ],

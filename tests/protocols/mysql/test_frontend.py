@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from attrs import evolve as attrs_evolve
 from hoopgw_mysql import messages as m
-from hoopgw_mysql.analysis import LexingState
+from hoopgw_mysql.analysis import TRACKED_VARIABLES, LexingState
 from hoopgw_mysql.frontend import GATEWAY_CAPABILITIES, ClientSession
 from hoopgw_mysql.upstream import TRACKING_SETUP, TargetInfo, read_only_statement
 from twisted.internet.address import IPv4Address
@@ -225,7 +225,9 @@ def tracking_ok(status: int = 2, **variables: str) -> bytes:
     ).encode()
 
 
-SETUP_OK = tracking_ok(sql_mode="STRICT_TRANS_TABLES", character_set_client="utf8mb4")
+SETUP_OK = tracking_ok(
+    sql_mode="STRICT_TRANS_TABLES", character_set_client="utf8mb4", character_set_results="utf8mb4"
+)
 
 
 def eof(status: int = 2) -> bytes:
@@ -427,6 +429,23 @@ def test_errors_are_read_in_the_reported_character_set_of_results() -> None:
     client.server(m.ErrPacket(code=1054, sqlstate="42S22", message="no secret").encode())
     [error] = client.received()
     assert "cannot read exactly" in m.ErrPacket.decode(error.payload).message
+    assert client.transport.disconnecting
+
+
+@pytest.mark.parametrize(
+    ("codec", "why"), [("utf-16-be", "NUL bytes"), ("latin-1", "not valid UTF-8")]
+)
+def test_an_error_in_a_set_not_reported_ends_the_session(codec: str, why: str) -> None:
+    """A routine may set character_set_results and fail before any OK reports it (MariaDB
+    keeps the routine's setting): read as UTF-8, its message would match no pattern; it ends
+    the session instead."""
+    client = logged_in([("policy", Policy())])
+    client.send(b"\x03CALL p()", seq=0)
+    text = "no s\xe9cret secret here".encode(codec).decode("utf-8", "surrogateescape")
+    client.server(m.ErrPacket(code=1146, sqlstate="42S02", message=text).encode())
+    [error] = client.received()
+    message = m.ErrPacket.decode(error.payload).message
+    assert why in message and "cret" not in message
     assert client.transport.disconnecting
 
 
@@ -1142,6 +1161,12 @@ def test_the_reported_mode_is_how_later_statements_are_read() -> None:
         # A SET the target did not report: its tracking list was emptied.
         (b"SET sql_mode = 'ANSI_QUOTES'", {}, "did not report the sql_mode"),
         (b"CALL p()", {"session_track_system_variables": ""}, "stopped reporting"),
+        # Messages would come in a set the target no longer reports.
+        (
+            b"CALL p()",
+            {"session_track_system_variables": ",".join(TRACKED_VARIABLES)},
+            "stopped reporting character_set_results",
+        ),
     ],
 )
 def test_a_report_the_gateway_did_not_expect_ends_the_session(

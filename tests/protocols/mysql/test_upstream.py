@@ -120,9 +120,16 @@ def login_ok(
     assert not listener.ready
     [setup] = sent(transport)
     assert (setup.seq, setup.payload) == (0, b"\x03" + TRACKING_SETUP.encode())
-    server(connection, tracking_ok(sql_mode="ANSI_QUOTES", character_set_client="latin1"), 1)
+    server(
+        connection,
+        tracking_ok(
+            sql_mode="ANSI_QUOTES", character_set_client="latin1", character_set_results="latin1"
+        ),
+        1,
+    )
     assert listener.ready
     assert connection.lexing == LexingState(sql_mode=frozenset({"ANSI_QUOTES"}), charset="latin1")
+    assert connection.results_charset == "latin1"
 
 
 def tracking_ok(**variables: str) -> bytes:
@@ -143,7 +150,10 @@ def test_a_target_that_does_not_report_the_lexing_settings_is_refused() -> None:
     server(connection, m.OkPacket().encode(), 2)
     server(connection, m.OkPacket().encode(), 1)  # no session state
     assert not listener.ready
-    assert "did not report character_set_client, sql_mode" in listener.failed[0][1]
+    assert (
+        "did not report character_set_client, character_set_results, sql_mode"
+        in listener.failed[0][1]
+    )
 
 
 def test_a_target_without_session_tracking_is_refused() -> None:
@@ -301,7 +311,11 @@ def test_a_read_only_session_is_made_read_only_before_it_is_ready() -> None:
     server(connection, login_ok, 2)
     [setup] = sent(transport)
     assert setup.payload == b"\x03" + TRACKING_SETUP.encode()
-    server(connection, tracking_ok(sql_mode="", character_set_client="utf8mb4"), 1)
+    server(
+        connection,
+        tracking_ok(sql_mode="", character_set_client="utf8mb4", character_set_results="utf8mb4"),
+        1,
+    )
     [statement] = sent(transport)
     assert statement.seq == 0
     # MariaDB's name for the access mode (the greeting's version says "MariaDB"), reported.
@@ -321,7 +335,11 @@ def test_a_target_that_refuses_read_only_fails_the_login() -> None:
     connection, listener, transport = connect(client_caps=CLIENT, read_only=True)
     greet(connection, auth.NATIVE)
     server(connection, m.OkPacket().encode(), 2)
-    server(connection, tracking_ok(sql_mode="", character_set_client="utf8mb4"), 1)
+    server(
+        connection,
+        tracking_ok(sql_mode="", character_set_client="utf8mb4", character_set_results="utf8mb4"),
+        1,
+    )
     server(connection, m.ErrPacket(code=1227, message="nope").encode(), 1)
     [(code, message)] = listener.failed
     assert not listener.ready

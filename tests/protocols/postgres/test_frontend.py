@@ -1491,6 +1491,45 @@ def test_a_masked_text_the_client_encoding_cannot_hold_ends_the_session() -> Non
     assert client.closed
 
 
+def test_a_message_not_in_the_reported_encoding_ends_the_session() -> None:
+    """A function's own ``SET client_encoding`` (or ``set_config`` in a query that then
+    fails, which rolls it back) makes the server write a message in an encoding it never
+    reports: bytes not valid in UTF-8 are not read as text the plugins could mask."""
+    client = Gateway([("masker", WordMasker("Müller", "[DENY_LIST]"))]).connect()
+    client.login()
+    client.received()
+    client.send(m.Query(query="SELECT f()").encode())
+    latin1 = "Herr Müller".encode("latin-1").decode("utf-8", "surrogateescape")
+    client.server(m.ErrorResponse(fields={"S": "ERROR", "C": "22P02", "M": latin1}))
+    [error] = client.received()
+    assert (error.fields["S"], error.fields["C"]) == ("FATAL", "22021")
+    assert "client_encoding UTF8" in error.fields["M"] and "ller" not in error.fields["M"]
+    assert client.closed
+
+
+def test_a_row_not_in_the_reported_encoding_ends_the_session() -> None:
+    """``SELECT set_config('client_encoding', 'LATIN1', false), name FROM people``: the rows
+    come in LATIN1 before the ParameterStatus that reports it. Read as UTF-8 they would pass
+    a deny word unseen; a text value not valid in UTF-8 ends the session instead."""
+    seen: list[bytes | None] = []
+
+    class Spy(TextMasker):
+        @hookimpl
+        def server_rows(self, columns: list[Column], rows: list[list[bytes | None]]) -> None:
+            seen.extend(row[0] for row in rows)
+
+    client = logged_in([("spy", Spy())])
+    client.send(m.Query(query="SELECT f(), name FROM people").encode())
+    client.server(
+        m.RowDescription(fields=(m.FieldDescription(name="name", type_oid=25),)),
+        m.DataRow(values=("Herr Müller".encode("latin-1"),)),
+    )
+    received = client.received()
+    assert not [x for x in received if isinstance(x, m.DataRow)]
+    assert (received[-1].fields["S"], received[-1].fields["C"]) == ("FATAL", "22021")
+    assert seen == [] and client.closed
+
+
 @pytest.mark.parametrize("split", [None, 1, 5])
 def test_a_report_of_a_refused_value_ends_the_session(split: int | None) -> None:
     policy = Policy()

@@ -212,6 +212,30 @@ def test_an_unsynced_append_is_synced_by_sync_and_nothing_else_goes_unsynced(
     assert [r.seq for r in store.records()] == [1]
 
 
+def test_sync_finds_the_wal_of_a_store_reached_through_a_symbolic_link(tmp_path, monkeypatch):
+    # SQLite keeps the WAL beside the file a link points to; sync must fdatasync that one, not
+    # find nothing beside the link and let the journal go of entries a host crash can take.
+    (tmp_path / "data").mkdir()
+    link = tmp_path / "store.db"
+    link.symlink_to(tmp_path / "data" / "store.db")
+    store = SQLiteStore(str(link))
+    store.migrate()
+    synced = []
+    real = os.fdatasync
+
+    def fdatasync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    try:
+        store.append(a_session()[:1], journal_mark=1, sync=False)
+        store.sync()
+    finally:
+        store.close()
+    assert synced == [f"{tmp_path / 'data' / 'store.db'}-wal"]
+
+
 def test_an_unsynced_append_is_an_append_like_any_other(store):
     store.append(a_session()[:2], journal_mark=2, sync=False)
     store.sync()

@@ -118,6 +118,7 @@ class SQLiteStore(
             self._conn.close()
             raise
         self._wal_path = f"{main_file}-wal" if main_file else None
+        self._sync_failure: str | None = None
 
     def migrate(self) -> None:
         """See :meth:`Store.migrate`."""
@@ -176,7 +177,13 @@ class SQLiteStore(
 
     def sync(self) -> None:
         """See :meth:`Store.sync`: syncs the WAL file, which holds every commit not yet
-        checkpointed into the database file (a checkpoint syncs what it copies)."""
+        checkpointed into the database file (a checkpoint syncs what it copies).
+
+        Once a sync failed, every later one fails too: the kernel reports a failed writeback
+        once and may drop its pages, so a later ``fdatasync`` can succeed without the commits
+        before it on disk."""
+        if self._sync_failure is not None:
+            raise StoreError(self._sync_failure)
         if self._wal_path is None:
             return  # in memory
         try:
@@ -188,7 +195,11 @@ class SQLiteStore(
         try:
             os.fdatasync(fd)
         except OSError as exc:
-            raise StoreError(f"cannot sync SQLite store {self.path!r}: {exc.strerror}") from exc
+            self._sync_failure = (
+                f"cannot sync SQLite store {self.path!r}: {exc.strerror}"
+                " (commits before it may not be on disk)"
+            )
+            raise StoreError(self._sync_failure) from exc
         finally:
             os.close(fd)
 

@@ -3,6 +3,7 @@ file in tmp_path and on a real PostgreSQL database (conftest.py), and SQLite's o
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import sqlite3
@@ -234,6 +235,28 @@ def test_sync_finds_the_wal_of_a_store_reached_through_a_symbolic_link(tmp_path,
     finally:
         store.close()
     assert synced == [f"{tmp_path / 'data' / 'store.db'}-wal"]
+
+
+@sqlite_only
+def test_once_a_sync_failed_no_later_sync_vouches_for_the_store(store, monkeypatch):
+    # Linux reports a failed writeback once and may drop the pages: a later fdatasync then
+    # succeeds without the commits before it on disk. Were it believed, the writer would empty
+    # its journal and sign a checkpoint over records a host crash can take.
+    failures = [OSError(errno.EIO, "Input/output error")]
+    real = os.fdatasync
+
+    def fdatasync(fd):
+        if failures:
+            raise failures.pop()
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    store.append(a_session()[:1], journal_mark=1, sync=False)
+    with pytest.raises(StoreError, match="Input/output error"):
+        store.sync()
+    store.append(a_session()[1:2], journal_mark=2, sync=False)
+    with pytest.raises(StoreError, match="Input/output error"):
+        store.sync()
 
 
 def test_an_unsynced_append_is_an_append_like_any_other(store):

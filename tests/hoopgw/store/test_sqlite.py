@@ -901,6 +901,32 @@ def test_a_store_others_can_read_or_write_is_refused(tmp_path, target, mode, nam
     assert named in message
 
 
+@pytest.mark.parametrize(
+    ("target", "mode"), [("hoopgw.db-wal", 0o644), ("hoopgw.db.audit-journal", 0o644), (".", 0o777)]
+)
+def test_a_store_reached_through_a_link_is_checked_where_its_files_are(
+    tmp_path, target, mode
+) -> None:
+    # SQLite keeps the WAL, and the writer its journal, beside the file the link points to.
+    import os
+
+    from hoopgw.store import check_store_private
+
+    state, data = tmp_path / "state", tmp_path / "data"
+    state.mkdir(mode=0o700)
+    data.mkdir(mode=0o700)
+    SQLiteStore(str(data / "hoopgw.db")).close()
+    (data / "hoopgw.db-wal").touch(mode=0o600)
+    (data / "hoopgw.db.audit-journal").touch(mode=0o600)
+    (state / "hoopgw.db").symlink_to(data / "hoopgw.db")
+    url = f"sqlite:///{state / 'hoopgw.db'}"
+    check_store_private(url)
+    os.chmod(data / target, mode)
+    with pytest.raises(StoreError) as raised:
+        check_store_private(url)
+    assert str(data if target == "." else data / target) in str(raised.value)
+
+
 def test_a_store_in_memory_or_not_yet_made_needs_no_check(tmp_path) -> None:
     from hoopgw.store import check_store_private
 

@@ -311,6 +311,9 @@ class Checkpointer:
         :raises CheckpointError: if the checkpoint cannot be written (retried at the interval).
         """
         if head_seq - self._attempted_seq >= self._every:
+            # Attempted even if the head cannot be read: retried at the interval, not at the
+            # next commit.
+            self._attempted_seq = head_seq
             return self.write()
         return None
 

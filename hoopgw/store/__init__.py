@@ -90,9 +90,11 @@ def check_store_private(url: str) -> None:
     path = url[len(_SQLITE_PREFIX) :]
     if path == ":memory:" or not path:
         return
-    folder = os.path.dirname(os.path.abspath(path))
+    # SQLite keeps its WAL, and the writer its journal, beside the file a link points to: check
+    # there, and both folders (whoever may write the link's folder can replace the link).
+    real = os.path.realpath(path)
     for suffix in _STORE_FILES:
-        name = path + suffix
+        name = real + suffix
         try:
             mode = stat.S_IMODE(os.stat(name).st_mode)
         except FileNotFoundError:
@@ -104,6 +106,11 @@ def check_store_private(url: str) -> None:
                 f"the store file {name} has mode {mode:o}: group or others may read or change"
                 f" audit records and keys; make it private with: chmod 600 {name}"
             )
+    for folder in dict.fromkeys([os.path.dirname(os.path.abspath(path)), os.path.dirname(real)]):
+        _check_folder_private(folder)
+
+
+def _check_folder_private(folder: str) -> None:
     try:
         mode = stat.S_IMODE(os.stat(folder).st_mode)
     except OSError as exc:

@@ -108,12 +108,17 @@ class SQLiteStore(
             if mode != "wal" and path != ":memory:":
                 raise StoreError(f"cannot put SQLite store {path!r} in WAL mode (got {mode!r})")
             self._conn.execute("PRAGMA synchronous = FULL")
+            # Where SQLite keeps the WAL: beside the file as it resolved it (symbolic links
+            # followed), which need not be beside ``path`` (see sync()).
+            main_file = self._conn.execute("PRAGMA database_list").fetchone()[2]
         except sqlite3.Error as exc:
             self._conn.close()
             raise StoreError(f"cannot open SQLite store {path!r}: {exc}") from exc
         except StoreError:
             self._conn.close()
             raise
+        self._wal_path = f"{main_file}-wal" if main_file else None
+        self._sync_failure: str | None = None
 
     def migrate(self) -> None:
         """See :meth:`Store.migrate`."""
@@ -172,11 +177,17 @@ class SQLiteStore(
 
     def sync(self) -> None:
         """See :meth:`Store.sync`: syncs the WAL file, which holds every commit not yet
-        checkpointed into the database file (a checkpoint syncs what it copies)."""
-        if self.path == ":memory:":
-            return
+        checkpointed into the database file (a checkpoint syncs what it copies).
+
+        Once a sync failed, every later one fails too: the kernel reports a failed writeback
+        once and may drop its pages, so a later ``fdatasync`` can succeed without the commits
+        before it on disk."""
+        if self._sync_failure is not None:
+            raise StoreError(self._sync_failure)
+        if self._wal_path is None:
+            return  # in memory
         try:
-            fd = os.open(f"{self.path}-wal", os.O_RDONLY | os.O_CLOEXEC)
+            fd = os.open(self._wal_path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             return  # no WAL: everything is in the database file, synced by its checkpoint
         except OSError as exc:
@@ -184,7 +195,11 @@ class SQLiteStore(
         try:
             os.fdatasync(fd)
         except OSError as exc:
-            raise StoreError(f"cannot sync SQLite store {self.path!r}: {exc.strerror}") from exc
+            self._sync_failure = (
+                f"cannot sync SQLite store {self.path!r}: {exc.strerror}"
+                " (commits before it may not be on disk)"
+            )
+            raise StoreError(self._sync_failure) from exc
         finally:
             os.close(fd)
 

@@ -33,6 +33,7 @@ from hoopgw.audit.checkpoints import (
     verify_log,
     write_checkpoint_file,
 )
+from hoopgw.errors import StoreError
 from hoopgw.records import AuditEntry
 from hoopgw.store import SQLiteStore
 
@@ -278,6 +279,26 @@ def test_a_failed_write_is_retried_at_the_interval_not_at_every_commit(tmp_path)
     with pytest.raises(CheckpointError):
         made.committed(1)
     assert made.committed(1) is None
+    assert made.seconds_until_due() == 60.0
+
+
+def test_a_head_that_cannot_be_read_is_retried_at_the_interval_not_at_every_commit(tmp_path):
+    # The writer's read_head syncs the store first; once a sync failed every later one fails
+    # (SQLiteStore.sync), and asking at every commit would log a line every few milliseconds.
+    clock, reads = Clock(), []
+
+    def read_head():
+        reads.append(clock.now)
+        raise StoreError("cannot sync SQLite store: Input/output error")
+
+    made = Checkpointer(
+        key=KEY, directory=tmp_path, read_head=read_head, every=10, interval=60.0, clock=clock
+    )
+    with pytest.raises(StoreError):
+        made.committed(10)
+    assert made.committed(11) is None
+    assert made.committed(19) is None
+    assert reads == [1000.0]
     assert made.seconds_until_due() == 60.0
 
 

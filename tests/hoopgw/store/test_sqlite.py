@@ -3,6 +3,7 @@ file in tmp_path and on a real PostgreSQL database (conftest.py), and SQLite's o
 
 from __future__ import annotations
 
+import errno
 import itertools
 import os
 import sqlite3
@@ -210,6 +211,52 @@ def test_an_unsynced_append_is_synced_by_sync_and_nothing_else_goes_unsynced(
     assert synced == [f"{path}-wal"]  # the WAL holds every commit not checkpointed
     assert store.journal_mark() == 1
     assert [r.seq for r in store.records()] == [1]
+
+
+def test_sync_finds_the_wal_of_a_store_reached_through_a_symbolic_link(tmp_path, monkeypatch):
+    # SQLite keeps the WAL beside the file a link points to; sync must fdatasync that one, not
+    # find nothing beside the link and let the journal go of entries a host crash can take.
+    (tmp_path / "data").mkdir()
+    link = tmp_path / "store.db"
+    link.symlink_to(tmp_path / "data" / "store.db")
+    store = SQLiteStore(str(link))
+    store.migrate()
+    synced = []
+    real = os.fdatasync
+
+    def fdatasync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    try:
+        store.append(a_session()[:1], journal_mark=1, sync=False)
+        store.sync()
+    finally:
+        store.close()
+    assert synced == [f"{tmp_path / 'data' / 'store.db'}-wal"]
+
+
+@sqlite_only
+def test_once_a_sync_failed_no_later_sync_vouches_for_the_store(store, monkeypatch):
+    # Linux reports a failed writeback once and may drop the pages: a later fdatasync then
+    # succeeds without the commits before it on disk. Were it believed, the writer would empty
+    # its journal and sign a checkpoint over records a host crash can take.
+    failures = [OSError(errno.EIO, "Input/output error")]
+    real = os.fdatasync
+
+    def fdatasync(fd):
+        if failures:
+            raise failures.pop()
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    store.append(a_session()[:1], journal_mark=1, sync=False)
+    with pytest.raises(StoreError, match="Input/output error"):
+        store.sync()
+    store.append(a_session()[1:2], journal_mark=2, sync=False)
+    with pytest.raises(StoreError, match="Input/output error"):
+        store.sync()
 
 
 def test_an_unsynced_append_is_an_append_like_any_other(store):
@@ -852,6 +899,32 @@ def test_a_store_others_can_read_or_write_is_refused(tmp_path, target, mode, nam
     assert str(where) in message and oct(mode)[2:] in message
     assert ("chmod 700" if target == "." else "chmod 600") in message, message
     assert named in message
+
+
+@pytest.mark.parametrize(
+    ("target", "mode"), [("hoopgw.db-wal", 0o644), ("hoopgw.db.audit-journal", 0o644), (".", 0o777)]
+)
+def test_a_store_reached_through_a_link_is_checked_where_its_files_are(
+    tmp_path, target, mode
+) -> None:
+    # SQLite keeps the WAL, and the writer its journal, beside the file the link points to.
+    import os
+
+    from hoopgw.store import check_store_private
+
+    state, data = tmp_path / "state", tmp_path / "data"
+    state.mkdir(mode=0o700)
+    data.mkdir(mode=0o700)
+    SQLiteStore(str(data / "hoopgw.db")).close()
+    (data / "hoopgw.db-wal").touch(mode=0o600)
+    (data / "hoopgw.db.audit-journal").touch(mode=0o600)
+    (state / "hoopgw.db").symlink_to(data / "hoopgw.db")
+    url = f"sqlite:///{state / 'hoopgw.db'}"
+    check_store_private(url)
+    os.chmod(data / target, mode)
+    with pytest.raises(StoreError) as raised:
+        check_store_private(url)
+    assert str(data if target == "." else data / target) in str(raised.value)
 
 
 def test_a_store_in_memory_or_not_yet_made_needs_no_check(tmp_path) -> None:

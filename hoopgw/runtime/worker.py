@@ -411,9 +411,16 @@ class ControlLink(LineOnlyReceiver):
             else:
                 counted = _Counted(listeners[0].factory, self._connection_ended)
                 self._reactor.adoptStreamConnection(descriptor, _family(descriptor), counted)
+        except Exception:
+            # As a listening port does: this client is lost, the worker serves on. A client
+            # that reset before it was taken has no peer address (ENOTCONN): an error out of
+            # this line would close the control link and end the worker, and the parent would
+            # pass the same descriptor to the next worker.
+            self._ended += 1
+            log.failure("cannot serve a client passed for {listen}", listen=description)
         finally:
             os.close(descriptor)  # the reactor serves its own duplicate
-        self._report_load()
+            self._report_load()
 
     def _connection_ended(self) -> None:
         self._ended += 1

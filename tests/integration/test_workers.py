@@ -502,3 +502,25 @@ def test_a_connection_renamed_by_sighup_still_listens_on_every_worker(workers: W
         with workers.connect(on=k) as conn:
             assert conn.execute("SELECT count(*) FROM orders").fetchone() == (100,)
     assert "Socket operation on non-socket" not in workers.running.stderr_text()
+
+
+def _reset_at_once(port: int) -> None:
+    """Connect and reset the connection at once (``SO_LINGER`` 0): the gateway's end is no
+    longer connected when a worker takes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def test_a_client_that_resets_at_once_ends_no_worker(workers: Workers) -> None:
+    """A client gone before a worker takes its connection (its peer address unreadable) is
+    closed by that worker alone: no worker ends, nor the sessions it serves."""
+    pids = workers.worker_pids()
+    with workers.connect(on=1) as conn:
+        for _ in range(3):
+            _reset_at_once(workers.running.port)
+        time.sleep(1.5)
+        assert conn.execute("SELECT count(*) FROM orders").fetchone() == (100,)
+    with workers.connect() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert workers.worker_pids() == pids
+    assert "ended unexpectedly" not in workers.running.stderr_text()

@@ -8,6 +8,7 @@ from typing import Any
 
 from twisted.internet import error, task
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
 from hoopgw.runtime.registry import SessionRegistry
@@ -350,3 +351,36 @@ def test_a_listener_taken_again_by_a_reload_serves_only_once_the_old_one_goes() 
     link.fileDescriptorReceived(_passed_descriptor())
     link.lineReceived(b'{"op": "connection", "listen": "tcp:5432"}')
     assert [p.made_by for p in reactor.adopted] == [old, new] and taken.factory is new
+
+
+class ResetReactor(Reactor):
+    """Adopts as Twisted does for a client that reset before it was taken: its peer address
+    cannot be read."""
+
+    def adoptStreamConnection(self, fd: int, family: int, factory: Any) -> None:
+        import errno
+        import os
+
+        raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN))
+
+
+def test_a_client_gone_before_it_is_taken_is_closed_and_the_worker_serves_on() -> None:
+    """The error stays in this line: out of it, it would close the control link (the worker
+    would end with every session it serves) and the parent would pass the same client on."""
+    import os
+
+    reactor = ResetReactor()
+    link, _, _, transport = _connected(reactor=reactor)
+    link.listen("tcp:5432", ServedFactory())
+    fd = _passed_descriptor()
+    link.fileDescriptorReceived(fd)
+    with capturedLogs() as logged:
+        link.dataReceived(json.dumps({"op": "connection", "listen": "tcp:5432"}).encode() + b"\n")
+    assert _sent(transport) == [{"op": "load", "taken": 1, "ended": 1}]
+    assert reactor.stops == 0 and not transport.disconnecting
+    try:
+        os.fstat(fd)
+        raise AssertionError("the descriptor is still open")
+    except OSError:
+        pass
+    assert [e["log_format"] for e in logged] == ["cannot serve a client passed for {listen}"]

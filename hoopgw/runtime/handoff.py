@@ -46,6 +46,8 @@ class _Slot:
         """The parent's end of the worker's control link."""
         self.passed = 0
         self.ended = 0
+        self.stopping = False
+        """Told to stop: it serves no new client (its listeners are gone or going)."""
         self.untaken: collections.deque[tuple[socket.socket, str]] = collections.deque()
         """Passed connections the worker has not said it took, oldest first (the parent's
         copies: passed again if the worker dies)."""
@@ -94,6 +96,13 @@ class Handoff:
             sock.close()
         slot.ended = ended
 
+    def worker_stopping(self, index: int) -> None:
+        """Worker ``index`` was told to stop (to be restarted): pass it nothing more. It still
+        reports what it took; those it had not taken when it ends go to another."""
+        slot = self._slots.get(index)
+        if slot is not None:
+            slot.stopping = True
+
     def worker_gone(self, index: int) -> None:
         """Worker ``index`` ended: the connections it had not taken go to another."""
         slot = self._slots.pop(index, None)
@@ -125,8 +134,14 @@ class Handoff:
         self._pass(sock, description)
 
     def _pass(self, sock: socket.socket, description: str) -> None:
-        # A worker whose link just closed is about to be reported gone.
-        linked = [k for k, slot in self._slots.items() if slot.control.transport is not None]
+        # A worker whose link just closed is about to be reported gone; one told to stop
+        # closes every client passed to it from then on, and its live count falls as it ends
+        # its sessions: it would get nearly every new client until it is gone.
+        linked = [
+            k
+            for k, slot in self._slots.items()
+            if slot.control.transport is not None and not slot.stopping
+        ]
         if not linked:
             self._orphans.append((sock, description))
             return

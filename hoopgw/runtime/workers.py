@@ -352,6 +352,7 @@ class Supervisor:
         if process is None:
             return  # ended already: its back-off restart starts it with the file's config
         worker.restart_now = True
+        self._handoff.worker_stopping(worker.index)
         worker.send(b'{"op": "stop"}')
 
         def kill() -> None:

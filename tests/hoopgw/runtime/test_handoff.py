@@ -145,3 +145,21 @@ def test_stopping_closes_what_no_worker_took() -> None:
     handoff.accepted(sock, "tcp:5432")  # type: ignore[arg-type]
     handoff.stop()
     assert sock.closed and reactor.getReaders() == []
+
+
+def test_a_worker_told_to_stop_gets_no_new_client() -> None:
+    """A worker restarted after a reload it refused stops listening at once and ends its
+    sessions over ``shutdown_grace``: its live count falls, yet every client passed to it
+    meanwhile would be closed. The others serve them; what it had not taken goes to another
+    when it ends."""
+    handoff, _, controls = _handoff()
+    waiting = FakeSocket()
+    handoff.accepted(FakeSocket(), "tcp:5432")  # type: ignore[arg-type]
+    handoff.accepted(waiting, "tcp:5432")  # type: ignore[arg-type]
+    handoff.worker_stopping(2)
+    handoff.worker_load(2, taken=0, ended=0)
+    for _ in range(3):
+        handoff.accepted(FakeSocket(), "tcp:5432")  # type: ignore[arg-type]
+    assert len(controls[0].passed) == 4 and controls[1].passed == [waiting.fd]
+    handoff.worker_gone(2)
+    assert controls[0].passed[-1] == waiting.fd

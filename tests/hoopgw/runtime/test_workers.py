@@ -172,7 +172,9 @@ def test_sighup_asks_every_worker_and_logs_one_summary(running: Supervisor) -> N
 
 def test_workers_that_refuse_what_others_applied_are_restarted(running: Supervisor) -> None:
     """Two workers enforcing different configs is what a reload must not leave: the one that
-    refused starts again, with the file's config."""
+    refused starts again, with the file's config; told to stop, it gets no new client."""
+    for worker in running._workers:
+        running._route(worker, b'{"op": "ready"}')
     running.hang_up()
     _answer(running, 1, ok=True, result={"added": [], "ended_sessions": ["a"]})
     _answer(running, 2, ok=False, error="cannot record the reload")
@@ -181,6 +183,7 @@ def test_workers_that_refuse_what_others_applied_are_restarted(running: Supervis
     assert _sent_ops(running, 3)[-1]["op"] == "reload"  # nothing more for those that applied
     worker = running._workers[1]
     assert worker.restart_now
+    assert [k for k, slot in running._handoff._slots.items() if slot.stopping] == [2]
     running._worker_ended(worker, Failure(error.ProcessDone(0)))
     assert running.spawned == [2] and worker.timer is None  # type: ignore[attr-defined]
 

@@ -27,6 +27,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from hoopgw.runtime.worker import local_address
+
 __all__ = ["Handoff"]
 
 log = Logger(namespace="hoopgw.workers")
@@ -145,11 +147,19 @@ class Handoff:
         if not linked:
             self._orphans.append((sock, description))
             return
+        try:
+            local = local_address(sock.fileno())
+        except OSError:  # gone already
+            sock.close()
+            return
         index = min(linked, key=lambda k: (self._slots[k].live, k))
         slot = self._slots[index]
-        # The descriptor travels with the first byte of the line that names its listener.
+        # The descriptor travels with the first byte of the line that names its listener, and
+        # its local address: a worker that finds another descriptor there (one was dropped on
+        # the way) closes it rather than serve it with this listener's connection.
         slot.control.transport.sendFileDescriptor(sock.fileno())
-        slot.control.sendLine(json.dumps({"op": "connection", "listen": description}).encode())
+        line = {"op": "connection", "listen": description, "local": local}
+        slot.control.sendLine(json.dumps(line).encode())
         slot.passed += 1
         slot.untaken.append((sock, description))
 

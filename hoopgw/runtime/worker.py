@@ -39,7 +39,14 @@ from hoopgw.admin.sessions import describe_session
 from hoopgw.errors import ReloadError, StartupError
 from hoopgw.runtime.registry import SessionRegistry
 
-__all__ = ["WORKER_ENV", "ControlLink", "SingleConnection", "WorkerLink", "worker_instance"]
+__all__ = [
+    "WORKER_ENV",
+    "ControlLink",
+    "SingleConnection",
+    "WorkerLink",
+    "local_address",
+    "worker_instance",
+]
 
 log = Logger(namespace="hoopgw.worker")
 
@@ -165,6 +172,16 @@ class WorkerLink:
 def worker_instance(instance: str, index: int) -> str:
     """The id of worker ``index`` of the gateway instance ``instance`` (``""`` with SQLite)."""
     return f"{instance}/w{index}" if instance else f"w{index}"
+
+
+def local_address(fd: int) -> str:
+    """The local address of the socket ``fd`` as the parent and a worker compare it: a passed
+    client's, which tells its listener apart from the others'."""
+    sock = socket.socket(fileno=fd)
+    try:
+        return repr(sock.getsockname())
+    finally:
+        sock.detach()
 
 
 def _family(fd: int) -> int:
@@ -367,7 +384,7 @@ class ControlLink(LineOnlyReceiver):
             message = json.loads(line)
             op = message.get("op")
             if op == "connection":
-                self._connection(str(message["listen"]))
+                self._connection(str(message["listen"]), str(message["local"]))
             elif op == "cancel":
                 self._sessions.cancel_here(int(message["pid"]), bytes.fromhex(message["key"]))
             elif op == "sessions":
@@ -399,14 +416,27 @@ class ControlLink(LineOnlyReceiver):
         # No parent: nobody would restart or stop this worker, nor pass its cancel requests.
         self._stop("the parent process is gone")
 
-    def _connection(self, description: str) -> None:
-        """A client the parent accepted on ``description``: serve it (or close it, when a
-        reload let that listener go)."""
-        descriptor = self._descriptors.popleft()
+    def _connection(self, description: str, local: str) -> None:
+        """A client the parent accepted on ``description`` (its socket's local address
+        ``local``): serve it (or close it, when a reload let that listener go)."""
         self._taken += 1
+        if not self._descriptors:
+            # The kernel dropped its descriptor (this worker was out of them): the parent
+            # closes its copy once this is reported taken.
+            self._ended += 1
+            log.error("a client passed for {listen} came without descriptor", listen=description)
+            self._report_load()
+            return
+        descriptor = self._descriptors.popleft()
         try:
             listeners = self._listeners.get(description)
-            if not listeners:
+            if local_address(descriptor) != local:
+                # Not the client of this line: a descriptor of an earlier line was dropped
+                # and this one came early. Served here, a client of one listener would be
+                # served with another's connection.
+                self._ended += 1
+                log.error("a client passed for {listen} is not its own: closed", listen=description)
+            elif not listeners:
                 self._ended += 1
             else:
                 counted = _Counted(listeners[0].factory, self._connection_ended)

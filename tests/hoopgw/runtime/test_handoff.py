@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from twisted.internet.testing import MemoryReactor
 
+from hoopgw.runtime import handoff as handoff_module
 from hoopgw.runtime.handoff import Handoff
 
 
@@ -19,6 +21,7 @@ class FakeSocket:
         FakeSocket.count += 1
         self.fd = FakeSocket.count
         self.closed = False
+        self.local = "('127.0.0.1', 5432)"
 
     def fileno(self) -> int:
         return self.fd
@@ -55,6 +58,20 @@ class FakePort:
         self.socket = FakeSocket()
 
 
+@pytest.fixture(autouse=True)
+def _local_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake sockets have no real descriptor: their local address is what they say."""
+    sockets: dict[int, FakeSocket] = {}
+    made = FakeSocket.__init__
+
+    def init(self: FakeSocket) -> None:
+        made(self)
+        sockets[self.fd] = self
+
+    monkeypatch.setattr(FakeSocket, "__init__", init)
+    monkeypatch.setattr(handoff_module, "local_address", lambda fd: sockets[fd].local)
+
+
 def _handoff(workers: int = 2) -> tuple[Handoff, MemoryReactor, list[FakeControl]]:
     reactor = MemoryReactor()
     handoff = Handoff(reactor)
@@ -74,7 +91,11 @@ def test_eight_connections_in_a_burst_end_four_on_each_of_two_workers() -> None:
     assert handoff.live() == {1: 4, 2: 4}
     assert controls[0].passed == [s.fd for s in sockets[0::2]]
     assert controls[1].passed == [s.fd for s in sockets[1::2]]
-    assert controls[0].lines[0] == {"op": "connection", "listen": "tcp:5432"}
+    assert controls[0].lines[0] == {
+        "op": "connection",
+        "listen": "tcp:5432",
+        "local": "('127.0.0.1', 5432)",
+    }
 
 
 def test_a_connection_goes_to_the_worker_with_the_fewest_live_ones() -> None:

@@ -225,6 +225,8 @@ class Supervisor:
 
     def _worker_ended(self, worker: _Worker, reason: Failure) -> None:
         worker.process = None
+        if worker.control is not None:
+            worker.control.drain()  # its last reports first: what it took is not passed on
         self._handoff.worker_gone(worker.index)
         control, worker.control = worker.control, None
         transport: Any = None if control is None else control.transport
@@ -434,6 +436,18 @@ class _Control(LineOnlyReceiver):
 
     def lineReceived(self, line: bytes) -> None:
         self._supervisor._route(self._worker, line)
+
+    def drain(self) -> None:
+        """Read now what the worker wrote before it ended: the parent may learn of the
+        process's end before it has read the link."""
+        sock = getattr(self.transport, "socket", None)
+        while sock is not None and self.transport is not None:
+            try:
+                if not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                    return  # the link's end: all read
+            except OSError:
+                return  # nothing more now (a child of the worker holds the link), or broken
+            self.transport.doRead()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.transport = None

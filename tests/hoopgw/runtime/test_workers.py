@@ -23,6 +23,9 @@ class FakeControl:
     def sendLine(self, line: bytes) -> None:
         self.lines.append(line)
 
+    def drain(self) -> None:
+        """Nothing unread: the lines a test routes are read already."""
+
 
 @pytest.fixture
 def supervisor() -> Supervisor:
@@ -277,3 +280,33 @@ def test_published_metrics_go_to_worker_1_and_end_with_their_worker(
     sent = _sent_ops(supervisor, 1)
     assert sent[0]["worker"] == 3 and sent[0]["families"] == [{"name": "x"}]
     assert sent[-1] == {"op": "metrics", "worker": 3, "families": []}
+
+
+def test_what_a_worker_reported_before_it_ended_counts_before_its_end(
+    supervisor: Supervisor,
+) -> None:
+    """A worker reports a client taken, then ends; the parent may see the end first (the
+    process's end and the link's data are separate events). Its clients not taken go to
+    another, so the report is read first: a client the worker served is not passed again
+    (served twice, from the middle of its stream)."""
+    import socket
+
+    from twisted.internet import unix
+    from twisted.internet.testing import MemoryReactor
+
+    from hoopgw.runtime.workers import _Control
+
+    worker = supervisor._workers[1]
+    parent_end, worker_end = socket.socketpair()
+    parent_end.setblocking(False)
+    control = _Control(supervisor, worker)
+    control.makeConnection(unix.Server(parent_end, control, None, None, 1, MemoryReactor()))
+    worker.control = control
+    supervisor._route(worker, b'{"op": "ready"}')
+    client, _ = socket.socketpair()
+    supervisor._handoff.accepted(client, "tcp:5432")
+    worker_end.sendall(b'{"op": "load", "taken": 1, "ended": 0}\n')
+    worker_end.close()  # the process ended: every line it wrote waits, then the link's end
+    supervisor._worker_ended(worker, Failure(error.ProcessTerminated(1)))
+    assert client.fileno() == -1  # taken: the parent's copy closed, passed to nobody
+    assert not supervisor._handoff._orphans

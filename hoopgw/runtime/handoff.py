@@ -80,6 +80,8 @@ class Handoff:
 
     def worker_ready(self, index: int, control: Any) -> None:
         """Worker ``index`` serves its listeners: pass it connections on ``control``."""
+        if index in self._slots:  # said twice: its count and the copies it has not taken stay
+            return
         if not self._slots:
             for acceptor in self._acceptors:
                 self._reactor.addReader(acceptor)

@@ -184,3 +184,16 @@ def test_a_worker_told_to_stop_gets_no_new_client() -> None:
     assert len(controls[0].passed) == 4 and controls[1].passed == [waiting.fd]
     handoff.worker_gone(2)
     assert controls[0].passed[-1] == waiting.fd
+
+
+def test_a_second_ready_from_a_worker_loses_nothing() -> None:
+    """A worker that says ready again (a bug, or a worker not to be trusted) keeps its count
+    and the parent its copies: none leaks, none is forgotten if the worker dies."""
+    handoff, _, controls = _handoff()
+    waiting = FakeSocket()
+    handoff.accepted(FakeSocket(), "tcp:5432")  # type: ignore[arg-type]
+    handoff.accepted(waiting, "tcp:5432")  # type: ignore[arg-type]
+    handoff.worker_ready(2, controls[1])
+    assert handoff.live() == {1: 1, 2: 1}
+    handoff.worker_gone(2)
+    assert controls[0].passed[-1] == waiting.fd

@@ -37,6 +37,10 @@ ACCEPT_BATCH = 16
 """Connections accepted per readable event of one listener (each goes to the then
 least-loaded worker, so a batch is spread too)."""
 
+FULL_FOR = 5.0
+"""Seconds a worker that lost a passed client for want of descriptors gets new clients only
+if every worker did: ended at once, those clients make it look the least loaded."""
+
 _ACCEPT_RETRY = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNABORTED, errno.EINTR})
 
 
@@ -49,6 +53,10 @@ class _Slot:
         self.passed = 0
         self.ended = 0
         self.stopping = False
+        self.lost = 0
+        self.full_until = 0.0
+        """Until when it is passed clients only if every worker is: it lost one for want of
+        descriptors (its live count is low because it cannot hold more)."""
         """Told to stop: it serves no new client (its listeners are gone or going)."""
         self.untaken: collections.deque[tuple[socket.socket, str]] = collections.deque()
         """Passed connections the worker has not said it took, oldest first (the parent's
@@ -89,12 +97,16 @@ class Handoff:
         while self._orphans:
             self._pass(*self._orphans.popleft())
 
-    def worker_load(self, index: int, taken: int, ended: int) -> None:
+    def worker_load(self, index: int, taken: int, ended: int, lost: int = 0) -> None:
         """Worker ``index`` has taken ``taken`` of the connections passed to it since it
-        became ready, and closed ``ended`` of them."""
+        became ready, and closed ``ended`` of them, ``lost`` of those for want of
+        descriptors."""
         slot = self._slots.get(index)
         if slot is None:
             return
+        if lost > slot.lost:
+            slot.lost = lost
+            slot.full_until = self._reactor.seconds() + FULL_FOR
         while len(slot.untaken) > slot.passed - taken:
             sock, _ = slot.untaken.popleft()
             sock.close()
@@ -154,7 +166,8 @@ class Handoff:
         except OSError:  # gone already
             sock.close()
             return
-        index = min(linked, key=lambda k: (self._slots[k].live, k))
+        now = self._reactor.seconds()
+        index = min(linked, key=lambda k: (self._slots[k].full_until > now, self._slots[k].live, k))
         slot = self._slots[index]
         # The descriptor travels with the first byte of the line that names its listener, and
         # its local address: a worker that finds another descriptor there (one was dropped on

@@ -19,6 +19,7 @@ The parent hands each worker, as inherited file descriptors named in the environ
 from __future__ import annotations
 
 import collections
+import errno
 import json
 import os
 import signal
@@ -53,6 +54,9 @@ log = Logger(namespace="hoopgw.worker")
 PUBLISH_INTERVAL = 0.5
 """Seconds between looks at whether a worker's live sessions or metrics changed (worker 1's
 list of the others' sessions, and their samples on ``/metrics``, are at most this old)."""
+
+_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+"""Why a worker cannot take a passed client: out of descriptors or memory."""
 
 WORKER_ENV = "HOOPGW_WORKER"
 """Environment variable that tells ``hoopgw run`` it is worker ``index`` of a supervising
@@ -312,6 +316,9 @@ class ControlLink(LineOnlyReceiver):
         self._listeners: dict[str, list[PassedListener]] = {}
         self._taken = 0
         self._ended = 0
+        self._lost = 0
+        """Passed clients lost for want of descriptors (the parent avoids this worker a while
+        after each)."""
         self._reloading: defer.Deferred[Any] | None = None
 
     # -- asked by this worker ----------------------------------------------------------------
@@ -422,8 +429,10 @@ class ControlLink(LineOnlyReceiver):
         self._taken += 1
         if not self._descriptors:
             # The kernel dropped its descriptor (this worker was out of them): the parent
-            # closes its copy once this is reported taken.
+            # closes its copy once this is reported taken, and passes the next clients to
+            # the others a while.
             self._ended += 1
+            self._lost += 1
             log.error("a client passed for {listen} came without descriptor", listen=description)
             self._report_load()
             return
@@ -435,18 +444,21 @@ class ControlLink(LineOnlyReceiver):
                 # and this one came early. Served here, a client of one listener would be
                 # served with another's connection.
                 self._ended += 1
+                self._lost += 1
                 log.error("a client passed for {listen} is not its own: closed", listen=description)
             elif not listeners:
                 self._ended += 1
             else:
                 counted = _Counted(listeners[0].factory, self._connection_ended)
                 self._reactor.adoptStreamConnection(descriptor, _family(descriptor), counted)
-        except Exception:
+        except Exception as exc:
             # As a listening port does: this client is lost, the worker serves on. A client
             # that reset before it was taken has no peer address (ENOTCONN): an error out of
             # this line would close the control link and end the worker, and the parent would
             # pass the same descriptor to the next worker.
             self._ended += 1
+            if isinstance(exc, OSError) and exc.errno in _EXHAUSTED:
+                self._lost += 1
             log.failure("cannot serve a client passed for {listen}", listen=description)
         finally:
             os.close(descriptor)  # the reactor serves its own duplicate
@@ -457,7 +469,8 @@ class ControlLink(LineOnlyReceiver):
         self._report_load()
 
     def _report_load(self) -> None:
-        self._send({"op": "load", "taken": self._taken, "ended": self._ended})
+        load = {"op": "load", "taken": self._taken, "ended": self._ended, "lost": self._lost}
+        self._send(load)
 
     def _reload_here(self, reload_id: int, by: str) -> None:
         """The parent asks this worker to reload: answer with the result."""

@@ -273,7 +273,10 @@ class Supervisor:
                         worker.send(line)
             elif op == "load":
                 self._handoff.worker_load(
-                    sender.index, int(message["taken"]), int(message["ended"])
+                    sender.index,
+                    int(message["taken"]),
+                    int(message["ended"]),
+                    int(message.get("lost", 0)),
                 )
             elif op in ("sessions", "metrics"):
                 # Stamped with the sender: its sessions are listed, and ended, as its own.

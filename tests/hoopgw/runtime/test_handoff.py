@@ -8,10 +8,10 @@ import json
 from typing import Any
 
 import pytest
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.testing import MemoryReactorClock
 
 from hoopgw.runtime import handoff as handoff_module
-from hoopgw.runtime.handoff import Handoff
+from hoopgw.runtime.handoff import FULL_FOR, Handoff
 
 
 class FakeSocket:
@@ -72,8 +72,8 @@ def _local_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(handoff_module, "local_address", lambda fd: sockets[fd].local)
 
 
-def _handoff(workers: int = 2) -> tuple[Handoff, MemoryReactor, list[FakeControl]]:
-    reactor = MemoryReactor()
+def _handoff(workers: int = 2) -> tuple[Handoff, MemoryReactorClock, list[FakeControl]]:
+    reactor = MemoryReactorClock()
     handoff = Handoff(reactor)
     handoff.accept_on(FakePort(), "tcp:5432")
     controls = [FakeControl() for _ in range(workers)]
@@ -136,7 +136,7 @@ def test_a_dead_worker_s_untaken_connections_go_to_another() -> None:
 def test_with_no_worker_ready_nothing_is_accepted_and_nothing_lost() -> None:
     """The kernel queues the clients while no worker can take them (at start, or while every
     worker restarts); those a dead worker had not taken wait in the parent."""
-    reactor = MemoryReactor()
+    reactor = MemoryReactorClock()
     handoff = Handoff(reactor)
     handoff.accept_on(FakePort(), "tcp:5432")
     assert reactor.getReaders() == []
@@ -197,3 +197,18 @@ def test_a_second_ready_from_a_worker_loses_nothing() -> None:
     assert handoff.live() == {1: 1, 2: 1}
     handoff.worker_gone(2)
     assert controls[0].passed[-1] == waiting.fd
+
+
+def test_a_worker_that_lost_clients_for_want_of_descriptors_is_avoided_a_while() -> None:
+    """Lost clients end at once, so a worker out of descriptors would look the least loaded
+    and get every next client, to lose it too."""
+    handoff, reactor, controls = _handoff()
+    for _ in range(4):
+        handoff.accepted(FakeSocket(), "tcp:5432")  # type: ignore[arg-type]
+    handoff.worker_load(2, taken=2, ended=2, lost=2)
+    for _ in range(3):
+        handoff.accepted(FakeSocket(), "tcp:5432")  # type: ignore[arg-type]
+    assert [len(c.passed) for c in controls] == [5, 2]
+    reactor.advance(FULL_FOR)
+    handoff.accepted(FakeSocket(), "tcp:5432")  # type: ignore[arg-type]
+    assert [len(c.passed) for c in controls] == [5, 3]

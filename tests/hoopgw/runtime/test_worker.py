@@ -247,10 +247,10 @@ def test_a_passed_connection_is_served_and_counted_until_it_ends() -> None:
     link.lineReceived(PASSED_LINE)
     [served] = reactor.adopted
     assert reactor.blocking == [False]  # as the reactor requires: a blocking send would stall it
-    assert _sent(transport) == [{"op": "load", "taken": 1, "ended": 0}]
+    assert _sent(transport) == [{"op": "load", "taken": 1, "ended": 0, "lost": 0}]
     transport.clear()
     served.connectionLost(Failure(error.ConnectionDone()))
-    assert served.lost and _sent(transport) == [{"op": "load", "taken": 1, "ended": 1}]
+    assert served.lost and _sent(transport) == [{"op": "load", "taken": 1, "ended": 1, "lost": 0}]
 
 
 def test_a_connection_passed_for_a_listener_let_go_is_closed() -> None:
@@ -265,7 +265,7 @@ def test_a_connection_passed_for_a_listener_let_go_is_closed() -> None:
     link.fileDescriptorReceived(fd)
     link.lineReceived(PASSED_LINE)
     assert reactor.adopted == []
-    assert _sent(transport) == [{"op": "load", "taken": 1, "ended": 1}]
+    assert _sent(transport) == [{"op": "load", "taken": 1, "ended": 1, "lost": 0}]
     try:
         os.fstat(fd)
         raise AssertionError("the descriptor is still open")
@@ -382,7 +382,7 @@ def test_a_client_gone_before_it_is_taken_is_closed_and_the_worker_serves_on() -
     link.fileDescriptorReceived(fd)
     with capturedLogs() as logged:
         link.dataReceived(PASSED_LINE + b"\n")
-    assert _sent(transport) == [{"op": "load", "taken": 1, "ended": 1}]
+    assert _sent(transport) == [{"op": "load", "taken": 1, "ended": 1, "lost": 0}]
     assert reactor.stops == 0 and not transport.disconnecting
     try:
         os.fstat(fd)
@@ -433,7 +433,7 @@ def test_a_descriptor_lost_on_the_way_leaves_no_client_on_another_listener(tmp_p
         link.dataReceived(line_a[1:] + b"\n" + line_b[:1])
         link.dataReceived(line_b[1:] + b"\n")
     assert reactor.adopted == []
-    assert _sent(transport)[-1] == {"op": "load", "taken": 2, "ended": 2}
+    assert _sent(transport)[-1] == {"op": "load", "taken": 2, "ended": 2, "lost": 2}
     try:
         os.fstat(second)
         raise AssertionError("the descriptor is still open")

@@ -151,13 +151,17 @@ class WorkerLink:
         *,
         reload: Callable[[str], defer.Deferred[Any]],
         metrics: GatewayMetrics,
+        digest: Callable[[], str] = str,
     ) -> ControlLink:
         """Open the control link for the live sessions ``sessions``: cancel requests and
         session ends other workers pass on reach them, and (but in worker 1) they and
-        ``metrics`` are published; the parent's reloads run ``reload(by)``. From now on the
+        ``metrics`` are published; the parent's reloads run ``reload(by)`` (answered with
+        ``digest()``, the config file's digest then). From now on the
         worker stops when the parent says so or is gone, and ignores SIGTERM, SIGINT and
         SIGHUP."""
-        link = ControlLink(sessions, self.index, reactor, reload=reload, metrics=metrics)
+        link = ControlLink(
+            sessions, self.index, reactor, reload=reload, metrics=metrics, digest=digest
+        )
         reactor.adoptStreamConnection(self.control_fd, socket.AF_UNIX, SingleConnection(link))
         # The parent decides when workers stop and reload: a signal sent to the whole process
         # group (systemd's default, a terminal, pkill) must not make each act on its own (a
@@ -298,8 +302,11 @@ class ControlLink(LineOnlyReceiver):
         *,
         reload: Callable[[str], defer.Deferred[Any]] | None = None,
         metrics: GatewayMetrics | None = None,
+        digest: Callable[[], str] = str,
     ) -> None:
         self._sessions = sessions
+        self._digest = digest
+        """The digest of the config file the worker runs (sent with a reload applied)."""
         self._index = index
         self._reactor = reactor
         self._reload = reload
@@ -338,9 +345,10 @@ class ControlLink(LineOnlyReceiver):
         if not listeners:
             self._listeners.pop(listener.description, None)
 
-    def started(self) -> None:
-        """The gateway serves its listeners: the parent may pass it clients."""
-        self._send({"op": "ready"})
+    def started(self, digest: str) -> None:
+        """The gateway serves its listeners, with the config file whose digest is ``digest``:
+        the parent may pass it clients (if the other workers run that file too)."""
+        self._send({"op": "ready", "digest": digest})
 
     def ask_cancel(self, pid: int, secret: bytes) -> None:
         """Ask the other workers to forward the cancel request ``pid``/``secret`` (the one of
@@ -476,7 +484,8 @@ class ControlLink(LineOnlyReceiver):
         """The parent asks this worker to reload: answer with the result."""
 
         def applied(result: dict[str, Any]) -> None:
-            self._send({"op": "reloaded", "id": reload_id, "ok": True, "result": result})
+            answer = {"op": "reloaded", "id": reload_id, "ok": True, "result": result}
+            self._send({**answer, "digest": self._digest()})
 
         def refused(failure: Failure) -> None:
             why = failure.getErrorMessage() if failure.check(ReloadError) else repr(failure.value)

@@ -524,3 +524,31 @@ def test_a_client_that_resets_at_once_ends_no_worker(workers: Workers) -> None:
         assert conn.execute("SELECT 1").fetchone() == (1,)
     assert workers.worker_pids() == pids
     assert "ended unexpectedly" not in workers.running.stderr_text()
+
+
+def test_a_worker_restarted_after_a_refused_reload_does_not_run_the_refused_file(
+    workers: Workers,
+) -> None:
+    """Every worker refused the file (a [gateway] change, with a policy change beside it);
+    worker 2 then crashes. Started again it reads that file: it would enforce a policy the
+    others do not. It is stopped, and every client is served by worker 1, on the old config."""
+    config = workers.running.config_path
+    text = config.read_text().replace("shutdown_grace = 2", "shutdown_grace = 3")
+    assert "timeout = 60" in text
+    config.write_text(text.replace("timeout = 60", "timeout = 30"))  # and a policy change
+    _signal(workers.parent, signal.SIGHUP)
+    helpers.wait_for(
+        lambda: "refused by every worker" in workers.running.stderr_text(),
+        timeout=30,
+        what="the parent's summary",
+    )
+    _signal(workers.worker_pids()[2], signal.SIGKILL)
+    helpers.wait_for(
+        lambda: "worker 2 started with another config file" in workers.running.stderr_text(),
+        timeout=60,
+        what="worker 2 started again and stopped",
+    )
+    for _ in range(3):
+        with workers.connect() as conn:
+            assert serving_pid(conn, workers.running.port) == workers.worker_pids()[1]
+            assert conn.execute("SELECT count(*) FROM orders").fetchone() == (100,)

@@ -288,14 +288,15 @@ def test_a_reload_the_parent_asks_for_is_answered_with_its_result() -> None:
         return next(answers)
 
     registry = SessionRegistry()
-    link = ControlLink(registry, 2, Reactor(), reload=reload)
+    link = ControlLink(registry, 2, Reactor(), reload=reload, digest=lambda: "sha256:2")
     transport = StringTransport()
     link.makeConnection(transport)
     link.lineReceived(b'{"op": "reload", "id": 4, "by": "SIGHUP"}')
     link.lineReceived(b'{"op": "reload", "id": 5, "by": "SIGHUP"}')
     assert asked == ["SIGHUP", "SIGHUP"]
     assert _sent(transport) == [
-        {"op": "reloaded", "id": 4, "ok": True, "result": {"added": ["pg2"]}},
+        # With the file it applied: the parent keeps every worker on one.
+        {"op": "reloaded", "id": 4, "ok": True, "result": {"added": ["pg2"]}, "digest": "sha256:2"},
         {"op": "reloaded", "id": 5, "ok": False, "error": "[gateway] changed"},
     ]
 

@@ -310,3 +310,47 @@ def test_what_a_worker_reported_before_it_ended_counts_before_its_end(
     supervisor._worker_ended(worker, Failure(error.ProcessTerminated(1)))
     assert client.fileno() == -1  # taken: the parent's copy closed, passed to nobody
     assert not supervisor._handoff._orphans
+
+
+def _ready(supervisor: Supervisor, index: int, digest: str) -> None:
+    line = json.dumps({"op": "ready", "digest": digest}).encode()
+    supervisor._route(supervisor._workers[index - 1], line)
+
+
+def test_a_worker_started_with_another_config_file_serves_no_client(running: Supervisor) -> None:
+    """The file was changed (and not reloaded, or the reload refused by every worker): a
+    worker restarted after a crash reads it, and would enforce another policy than the others.
+    It is stopped until the others apply that file."""
+    _ready(running, 1, "sha256:old")
+    _ready(running, 2, "sha256:old")
+    _ready(running, 3, "sha256:new")
+    assert list(running._handoff.live()) == [1, 2]
+    assert _sent_ops(running, 3)[-1] == {"op": "stop"}
+    running._worker_ended(running._workers[2], Failure(error.ProcessTerminated(1)))
+    running.hang_up()  # the others apply it
+    for k in (1, 2):
+        _answer(running, k, ok=True, result={"ended_sessions": []}, digest="sha256:new")
+    running._workers[2].control = FakeControl()  # type: ignore[assignment]
+    _ready(running, 3, "sha256:new")  # started again after its back-off
+    assert list(running._handoff.live()) == [1, 2, 3]
+
+
+def test_a_worker_that_applied_a_file_changed_during_the_reload_is_restarted(
+    running: Supervisor,
+) -> None:
+    for k in (1, 2, 3):
+        _ready(running, k, "sha256:old")
+    running.hang_up()
+    _answer(running, 1, ok=True, result={"ended_sessions": []}, digest="sha256:v2")
+    _answer(running, 2, ok=True, result={"ended_sessions": []}, digest="sha256:v3")
+    _answer(running, 3, ok=True, result={"ended_sessions": []}, digest="sha256:v2")
+    assert [_sent_ops(running, k)[-1]["op"] for k in (1, 2, 3)] == ["reload", "stop", "reload"]
+
+
+def test_a_worker_alone_serves_the_file_it_started_with(running: Supervisor) -> None:
+    _ready(running, 1, "sha256:old")
+    running._worker_ended(running._workers[0], Failure(error.ProcessTerminated(1)))
+    running._workers[0].control = FakeControl()  # type: ignore[assignment]
+    _ready(running, 1, "sha256:new")
+    _ready(running, 2, "sha256:new")
+    assert list(running._handoff.live()) == [1, 2]

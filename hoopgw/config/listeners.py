@@ -196,10 +196,21 @@ def check_listeners_distinct(
                     f"listens on the same address as {owner}", key="gateway.agent_listen"
                 )
         bound.append(("[gateway] agent_listen", agents))
+    # With workers the parent and each worker name a listener by its description: two alike
+    # (port 0 never clashes) would be one socket, served with one listener's settings.
+    described = {gateway.admin_listen: "[gateway] admin_listen"} if gateway.workers > 1 else {}
     for connection in connections:
         table = Table({}, "", connection.name)
         listener = parse_listen(table, "listen", connection.listen)
         for owner, other in bound:
             if _clash(listener, other):
                 raise table.error(f"listens on the same address as {owner}", "listen")
+        if connection.listen in described:
+            raise table.error(
+                f"is the same listen description as {described[connection.listen]}: with"
+                " workers each listener needs its own",
+                "listen",
+            )
+        if gateway.workers > 1:
+            described[connection.listen] = f"connection {connection.name!r}"
         bound.append((f"connection {connection.name!r}", listener))

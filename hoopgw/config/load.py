@@ -10,6 +10,7 @@ warnings, so that a typo cannot silently turn a guardrail off.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
 import tomllib
@@ -55,6 +56,9 @@ class Config:
     """Folder of the config file; relative paths in the config start here."""
     source_file: Path | None = None
     """The file it was read from (:func:`load_config`); None for a config parsed from text."""
+    source_digest: str = ""
+    """``sha256:HEX`` of the file's bytes it was read from; empty for a config parsed from text
+    (with ``[gateway] workers``, the parent keeps every worker on one)."""
 
     @property
     def store_url(self) -> str:
@@ -100,12 +104,14 @@ def load_config(path: str | Path) -> Config:
     """
     path = Path(path)
     try:
-        text = read_trusted_file(path, what="config file").decode("utf-8")
+        data = read_trusted_file(path, what="config file")
+        text = data.decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
         raise ConfigError(f"cannot read config file {str(path)!r}: {reason}") from None
     config = parse_config(text, base_dir=path.resolve().parent)
-    return attrs.evolve(config, source_file=path.resolve())
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    return attrs.evolve(config, source_file=path.resolve(), source_digest=digest)
 
 
 def parse_config(text: str, *, base_dir: Path) -> Config:

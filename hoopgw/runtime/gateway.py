@@ -187,6 +187,7 @@ class Gateway:
                 self.sessions,
                 reload=lambda by: self.reload(by=by),
                 metrics=self.metrics,
+                digest=lambda: self.config.source_digest,
             )
         try:
             if self.agents is not None and gw.agent_listen is not None:
@@ -261,7 +262,7 @@ class Gateway:
             raise
         self._listening = True
         if self._control is not None:
-            self._control.started()
+            self._control.started(self.config.source_digest)
         authenticator.connections = {c.name: c for c in self.config.connections}
         for connection in self.config.connections:
             self.check_target(connection)

@@ -27,6 +27,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from hoopgw.runtime.worker import local_address
+
 __all__ = ["Handoff"]
 
 log = Logger(namespace="hoopgw.workers")
@@ -34,6 +36,10 @@ log = Logger(namespace="hoopgw.workers")
 ACCEPT_BATCH = 16
 """Connections accepted per readable event of one listener (each goes to the then
 least-loaded worker, so a batch is spread too)."""
+
+FULL_FOR = 5.0
+"""Seconds a worker that lost a passed client for want of descriptors gets new clients only
+if every worker did: ended at once, those clients make it look the least loaded."""
 
 _ACCEPT_RETRY = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ECONNABORTED, errno.EINTR})
 
@@ -46,6 +52,12 @@ class _Slot:
         """The parent's end of the worker's control link."""
         self.passed = 0
         self.ended = 0
+        self.stopping = False
+        self.lost = 0
+        self.full_until = 0.0
+        """Until when it is passed clients only if every worker is: it lost one for want of
+        descriptors (its live count is low because it cannot hold more)."""
+        """Told to stop: it serves no new client (its listeners are gone or going)."""
         self.untaken: collections.deque[tuple[socket.socket, str]] = collections.deque()
         """Passed connections the worker has not said it took, oldest first (the parent's
         copies: passed again if the worker dies)."""
@@ -76,6 +88,8 @@ class Handoff:
 
     def worker_ready(self, index: int, control: Any) -> None:
         """Worker ``index`` serves its listeners: pass it connections on ``control``."""
+        if index in self._slots:  # said twice: its count and the copies it has not taken stay
+            return
         if not self._slots:
             for acceptor in self._acceptors:
                 self._reactor.addReader(acceptor)
@@ -83,16 +97,27 @@ class Handoff:
         while self._orphans:
             self._pass(*self._orphans.popleft())
 
-    def worker_load(self, index: int, taken: int, ended: int) -> None:
+    def worker_load(self, index: int, taken: int, ended: int, lost: int = 0) -> None:
         """Worker ``index`` has taken ``taken`` of the connections passed to it since it
-        became ready, and closed ``ended`` of them."""
+        became ready, and closed ``ended`` of them, ``lost`` of those for want of
+        descriptors."""
         slot = self._slots.get(index)
         if slot is None:
             return
+        if lost > slot.lost:
+            slot.lost = lost
+            slot.full_until = self._reactor.seconds() + FULL_FOR
         while len(slot.untaken) > slot.passed - taken:
             sock, _ = slot.untaken.popleft()
             sock.close()
         slot.ended = ended
+
+    def worker_stopping(self, index: int) -> None:
+        """Worker ``index`` was told to stop (to be restarted): pass it nothing more. It still
+        reports what it took; those it had not taken when it ends go to another."""
+        slot = self._slots.get(index)
+        if slot is not None:
+            slot.stopping = True
 
     def worker_gone(self, index: int) -> None:
         """Worker ``index`` ended: the connections it had not taken go to another."""
@@ -125,16 +150,31 @@ class Handoff:
         self._pass(sock, description)
 
     def _pass(self, sock: socket.socket, description: str) -> None:
-        # A worker whose link just closed is about to be reported gone.
-        linked = [k for k, slot in self._slots.items() if slot.control.transport is not None]
+        # A worker whose link just closed is about to be reported gone; one told to stop
+        # closes every client passed to it from then on, and its live count falls as it ends
+        # its sessions: it would get nearly every new client until it is gone.
+        linked = [
+            k
+            for k, slot in self._slots.items()
+            if slot.control.transport is not None and not slot.stopping
+        ]
         if not linked:
             self._orphans.append((sock, description))
             return
-        index = min(linked, key=lambda k: (self._slots[k].live, k))
+        try:
+            local = local_address(sock.fileno())
+        except OSError:  # gone already
+            sock.close()
+            return
+        now = self._reactor.seconds()
+        index = min(linked, key=lambda k: (self._slots[k].full_until > now, self._slots[k].live, k))
         slot = self._slots[index]
-        # The descriptor travels with the first byte of the line that names its listener.
+        # The descriptor travels with the first byte of the line that names its listener, and
+        # its local address: a worker that finds another descriptor there (one was dropped on
+        # the way) closes it rather than serve it with this listener's connection.
         slot.control.transport.sendFileDescriptor(sock.fileno())
-        slot.control.sendLine(json.dumps({"op": "connection", "listen": description}).encode())
+        line = {"op": "connection", "listen": description, "local": local}
+        slot.control.sendLine(json.dumps(line).encode())
         slot.passed += 1
         slot.untaken.append((sock, description))
 

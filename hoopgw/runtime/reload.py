@@ -253,7 +253,9 @@ class Reloader:
                 raise ReloadError("the gateway was not started from a file; nothing to reload")
             data = self._read(source)
             digest = config_digest(data)
-            config = attrs.evolve(self._parse(data, source), source_file=source)
+            config = attrs.evolve(
+                self._parse(data, source), source_file=source, source_digest=digest
+            )
             result = yield self.apply(config, by=by, digest=digest)
         except ReloadError as exc:
             refused = exc

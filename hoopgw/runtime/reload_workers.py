@@ -80,6 +80,8 @@ class ReloadRound:
         """Who asked: ``SIGHUP``, or an identity through worker 1's admin API."""
         self.reply_to = reply_to
         """The worker whose admin API asked and waits for the outcome, if any."""
+        self.digests: dict[int, str] = {}
+        """The config file (its digest) each worker that applied the reload runs."""
         self._waiting = set(asked)
         self._answers: dict[int, tuple[bool, Any]] = {}
         self._done: Callable[[ReloadRound], None] | None = done
@@ -93,6 +95,7 @@ class ReloadRound:
         if worker not in self._waiting:
             return
         if message.get("ok") is True:
+            self.digests[worker] = str(message.get("digest", ""))
             self._record(worker, True, dict(message["result"]))
         else:
             self._record(worker, False, str(message.get("error", "refused")))

@@ -19,6 +19,7 @@ The parent hands each worker, as inherited file descriptors named in the environ
 from __future__ import annotations
 
 import collections
+import errno
 import json
 import os
 import signal
@@ -39,13 +40,23 @@ from hoopgw.admin.sessions import describe_session
 from hoopgw.errors import ReloadError, StartupError
 from hoopgw.runtime.registry import SessionRegistry
 
-__all__ = ["WORKER_ENV", "ControlLink", "SingleConnection", "WorkerLink", "worker_instance"]
+__all__ = [
+    "WORKER_ENV",
+    "ControlLink",
+    "SingleConnection",
+    "WorkerLink",
+    "local_address",
+    "worker_instance",
+]
 
 log = Logger(namespace="hoopgw.worker")
 
 PUBLISH_INTERVAL = 0.5
 """Seconds between looks at whether a worker's live sessions or metrics changed (worker 1's
 list of the others' sessions, and their samples on ``/metrics``, are at most this old)."""
+
+_EXHAUSTED = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+"""Why a worker cannot take a passed client: out of descriptors or memory."""
 
 WORKER_ENV = "HOOPGW_WORKER"
 """Environment variable that tells ``hoopgw run`` it is worker ``index`` of a supervising
@@ -140,13 +151,17 @@ class WorkerLink:
         *,
         reload: Callable[[str], defer.Deferred[Any]],
         metrics: GatewayMetrics,
+        digest: Callable[[], str] = str,
     ) -> ControlLink:
         """Open the control link for the live sessions ``sessions``: cancel requests and
         session ends other workers pass on reach them, and (but in worker 1) they and
-        ``metrics`` are published; the parent's reloads run ``reload(by)``. From now on the
+        ``metrics`` are published; the parent's reloads run ``reload(by)`` (answered with
+        ``digest()``, the config file's digest then). From now on the
         worker stops when the parent says so or is gone, and ignores SIGTERM, SIGINT and
         SIGHUP."""
-        link = ControlLink(sessions, self.index, reactor, reload=reload, metrics=metrics)
+        link = ControlLink(
+            sessions, self.index, reactor, reload=reload, metrics=metrics, digest=digest
+        )
         reactor.adoptStreamConnection(self.control_fd, socket.AF_UNIX, SingleConnection(link))
         # The parent decides when workers stop and reload: a signal sent to the whole process
         # group (systemd's default, a terminal, pkill) must not make each act on its own (a
@@ -166,6 +181,16 @@ class WorkerLink:
 def worker_instance(instance: str, index: int) -> str:
     """The id of worker ``index`` of the gateway instance ``instance`` (``""`` with SQLite)."""
     return f"{instance}/w{index}" if instance else f"w{index}"
+
+
+def local_address(fd: int) -> str:
+    """The local address of the socket ``fd`` as the parent and a worker compare it: a passed
+    client's, which tells its listener apart from the others'."""
+    sock = socket.socket(fileno=fd)
+    try:
+        return repr(sock.getsockname())
+    finally:
+        sock.detach()
 
 
 def _family(fd: int) -> int:
@@ -278,8 +303,11 @@ class ControlLink(LineOnlyReceiver):
         *,
         reload: Callable[[str], defer.Deferred[Any]] | None = None,
         metrics: GatewayMetrics | None = None,
+        digest: Callable[[], str] = str,
     ) -> None:
         self._sessions = sessions
+        self._digest = digest
+        """The digest of the config file the worker runs (sent with a reload applied)."""
         self._index = index
         self._reactor = reactor
         self._reload = reload
@@ -296,6 +324,9 @@ class ControlLink(LineOnlyReceiver):
         self._listeners: dict[str, list[PassedListener]] = {}
         self._taken = 0
         self._ended = 0
+        self._lost = 0
+        """Passed clients lost for want of descriptors (the parent avoids this worker a while
+        after each)."""
         self._reloading: defer.Deferred[Any] | None = None
 
     # -- asked by this worker ----------------------------------------------------------------
@@ -315,9 +346,10 @@ class ControlLink(LineOnlyReceiver):
         if not listeners:
             self._listeners.pop(listener.description, None)
 
-    def started(self) -> None:
-        """The gateway serves its listeners: the parent may pass it clients."""
-        self._send({"op": "ready"})
+    def started(self, digest: str) -> None:
+        """The gateway serves its listeners, with the config file whose digest is ``digest``:
+        the parent may pass it clients (if the other workers run that file too)."""
+        self._send({"op": "ready", "digest": digest})
 
     def ask_cancel(self, pid: int, secret: bytes, client_address: str = "") -> None:
         """Ask the other workers to forward the cancel request ``pid``/``secret`` from
@@ -374,7 +406,7 @@ class ControlLink(LineOnlyReceiver):
             message = json.loads(line)
             op = message.get("op")
             if op == "connection":
-                self._connection(str(message["listen"]))
+                self._connection(str(message["listen"]), str(message["local"]))
             elif op == "cancel":
                 self._sessions.cancel_for_peer(
                     int(message["pid"]), bytes.fromhex(message["key"]), str(message.get("from", ""))
@@ -410,34 +442,61 @@ class ControlLink(LineOnlyReceiver):
         # No parent: nobody would restart or stop this worker, nor pass its cancel requests.
         self._stop("the parent process is gone")
 
-    def _connection(self, description: str) -> None:
-        """A client the parent accepted on ``description``: serve it (or close it, when a
-        reload let that listener go)."""
-        descriptor = self._descriptors.popleft()
+    def _connection(self, description: str, local: str) -> None:
+        """A client the parent accepted on ``description`` (its socket's local address
+        ``local``): serve it (or close it, when a reload let that listener go)."""
         self._taken += 1
+        if not self._descriptors:
+            # The kernel dropped its descriptor (this worker was out of them): the parent
+            # closes its copy once this is reported taken, and passes the next clients to
+            # the others a while.
+            self._ended += 1
+            self._lost += 1
+            log.error("a client passed for {listen} came without descriptor", listen=description)
+            self._report_load()
+            return
+        descriptor = self._descriptors.popleft()
         try:
             listeners = self._listeners.get(description)
-            if not listeners:
+            if local_address(descriptor) != local:
+                # Not the client of this line: a descriptor of an earlier line was dropped
+                # and this one came early. Served here, a client of one listener would be
+                # served with another's connection.
+                self._ended += 1
+                self._lost += 1
+                log.error("a client passed for {listen} is not its own: closed", listen=description)
+            elif not listeners:
                 self._ended += 1
             else:
                 counted = _Counted(listeners[0].factory, self._connection_ended)
                 self._reactor.adoptStreamConnection(descriptor, _family(descriptor), counted)
+        except Exception as exc:
+            # As a listening port does: this client is lost, the worker serves on. A client
+            # that reset before it was taken has no peer address (ENOTCONN): an error out of
+            # this line would close the control link and end the worker, and the parent would
+            # pass the same descriptor to the next worker.
+            self._ended += 1
+            if isinstance(exc, OSError) and exc.errno in _EXHAUSTED:
+                self._lost += 1
+            log.failure("cannot serve a client passed for {listen}", listen=description)
         finally:
             os.close(descriptor)  # the reactor serves its own duplicate
-        self._report_load()
+            self._report_load()
 
     def _connection_ended(self) -> None:
         self._ended += 1
         self._report_load()
 
     def _report_load(self) -> None:
-        self._send({"op": "load", "taken": self._taken, "ended": self._ended})
+        load = {"op": "load", "taken": self._taken, "ended": self._ended, "lost": self._lost}
+        self._send(load)
 
     def _reload_here(self, reload_id: int, by: str) -> None:
         """The parent asks this worker to reload: answer with the result."""
 
         def applied(result: dict[str, Any]) -> None:
-            self._send({"op": "reloaded", "id": reload_id, "ok": True, "result": result})
+            answer = {"op": "reloaded", "id": reload_id, "ok": True, "result": result}
+            self._send({**answer, "digest": self._digest()})
 
         def refused(failure: Failure) -> None:
             why = failure.getErrorMessage() if failure.check(ReloadError) else repr(failure.value)

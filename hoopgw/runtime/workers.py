@@ -109,6 +109,8 @@ class Supervisor:
         self._handoff = Handoff(reactor)
         self._reload: ReloadRound | None = None
         self._reload_count = 0
+        self._digest: str | None = None
+        """The config file (its digest) the ready workers run."""
         self._reload_again: str | None = None
         """Who asked for a reload while one ran (SIGHUP): run it when that one ends."""
         self.exit_code = 0
@@ -225,6 +227,8 @@ class Supervisor:
 
     def _worker_ended(self, worker: _Worker, reason: Failure) -> None:
         worker.process = None
+        if worker.control is not None:
+            worker.control.drain()  # its last reports first: what it took is not passed on
         self._handoff.worker_gone(worker.index)
         control, worker.control = worker.control, None
         transport: Any = None if control is None else control.transport
@@ -272,7 +276,10 @@ class Supervisor:
                         worker.send(line)
             elif op == "load":
                 self._handoff.worker_load(
-                    sender.index, int(message["taken"]), int(message["ended"])
+                    sender.index,
+                    int(message["taken"]),
+                    int(message["ended"]),
+                    int(message.get("lost", 0)),
                 )
             elif op in ("sessions", "metrics"):
                 # Stamped with the sender: its sessions are listed, and ended, as its own.
@@ -281,7 +288,7 @@ class Supervisor:
                 self._published[op, sender.index] = line
                 self._workers[0].send(line)
             elif op == "ready" and sender.control is not None:
-                self._handoff.worker_ready(sender.index, sender.control)
+                self._ready(sender, str(message.get("digest", "")))
             elif op == "terminate" and sender.index == 1:  # the admin API's worker only
                 target = int(message["worker"])
                 if not 1 <= target <= len(self._workers):
@@ -294,6 +301,26 @@ class Supervisor:
                     self._reload.answered(sender.index, message)
         except (ValueError, KeyError, TypeError, IndexError):
             log.error("unreadable message from worker {index}", index=sender.index)
+
+    def _ready(self, worker: _Worker, digest: str) -> None:
+        """``worker`` serves the config file whose digest is ``digest``. Another file than the
+        other ready workers run (changed since, and not reloaded or refused by them) is not
+        served: the worker is stopped, and started again after its back-off (the file
+        applied by the others, or their end, lets it in)."""
+        assert worker.control is not None
+        if any(k != worker.index for k in self._handoff.live()) and digest != self._digest:
+            log.error(
+                "worker {index} started with another config file ({digest}) than the other"
+                " workers run ({running}): stopping it; reload to apply the file to every"
+                " worker, or restart the gateway",
+                index=worker.index,
+                digest=digest,
+                running=self._digest,
+            )
+            worker.send(b'{"op": "stop"}')
+            return
+        self._digest = digest
+        self._handoff.worker_ready(worker.index, worker.control)
 
     def hang_up(self) -> None:
         """SIGHUP: reload every worker's config."""
@@ -333,7 +360,21 @@ class Supervisor:
             (log.warn if outcome.applied else log.error)("{line}", line=outcome.describe(done.by))
         else:
             log.info("{line}", line=outcome.describe(done.by))
-        for index in outcome.restart:
+        restart = set(outcome.restart)
+        if outcome.applied:
+            # The file the first applied; one that changed during the reload is not served.
+            digests = {k: done.digests.get(k, "") for k in outcome.applied}
+            self._digest = digests[outcome.applied[0]]
+            for index, digest in sorted(digests.items()):
+                if digest != self._digest:
+                    log.error(
+                        "worker {index} applied another config file than worker {first} (it"
+                        " changed during the reload): restarting it",
+                        index=index,
+                        first=outcome.applied[0],
+                    )
+                    restart.add(index)
+        for index in sorted(restart):
             self._restart(self._workers[index - 1])
         if done.reply_to is not None:
             if outcome.result is not None:
@@ -353,6 +394,7 @@ class Supervisor:
         if process is None:
             return  # ended already: its back-off restart starts it with the file's config
         worker.restart_now = True
+        self._handoff.worker_stopping(worker.index)
         worker.send(b'{"op": "stop"}')
 
         def kill() -> None:
@@ -434,6 +476,18 @@ class _Control(LineOnlyReceiver):
 
     def lineReceived(self, line: bytes) -> None:
         self._supervisor._route(self._worker, line)
+
+    def drain(self) -> None:
+        """Read now what the worker wrote before it ended: the parent may learn of the
+        process's end before it has read the link."""
+        sock = getattr(self.transport, "socket", None)
+        while sock is not None and self.transport is not None:
+            try:
+                if not sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                    return  # the link's end: all read
+            except OSError:
+                return  # nothing more now (a child of the worker holds the link), or broken
+            self.transport.doRead()
 
     def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
         self.transport = None

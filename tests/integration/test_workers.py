@@ -502,3 +502,53 @@ def test_a_connection_renamed_by_sighup_still_listens_on_every_worker(workers: W
         with workers.connect(on=k) as conn:
             assert conn.execute("SELECT count(*) FROM orders").fetchone() == (100,)
     assert "Socket operation on non-socket" not in workers.running.stderr_text()
+
+
+def _reset_at_once(port: int) -> None:
+    """Connect and reset the connection at once (``SO_LINGER`` 0): the gateway's end is no
+    longer connected when a worker takes it."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def test_a_client_that_resets_at_once_ends_no_worker(workers: Workers) -> None:
+    """A client gone before a worker takes its connection (its peer address unreadable) is
+    closed by that worker alone: no worker ends, nor the sessions it serves."""
+    pids = workers.worker_pids()
+    with workers.connect(on=1) as conn:
+        for _ in range(3):
+            _reset_at_once(workers.running.port)
+        time.sleep(1.5)
+        assert conn.execute("SELECT count(*) FROM orders").fetchone() == (100,)
+    with workers.connect() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert workers.worker_pids() == pids
+    assert "ended unexpectedly" not in workers.running.stderr_text()
+
+
+def test_a_worker_restarted_after_a_refused_reload_does_not_run_the_refused_file(
+    workers: Workers,
+) -> None:
+    """Every worker refused the file (a [gateway] change, with a policy change beside it);
+    worker 2 then crashes. Started again it reads that file: it would enforce a policy the
+    others do not. It is stopped, and every client is served by worker 1, on the old config."""
+    config = workers.running.config_path
+    text = config.read_text().replace("shutdown_grace = 2", "shutdown_grace = 3")
+    assert "timeout = 60" in text
+    config.write_text(text.replace("timeout = 60", "timeout = 30"))  # and a policy change
+    _signal(workers.parent, signal.SIGHUP)
+    helpers.wait_for(
+        lambda: "refused by every worker" in workers.running.stderr_text(),
+        timeout=30,
+        what="the parent's summary",
+    )
+    _signal(workers.worker_pids()[2], signal.SIGKILL)
+    helpers.wait_for(
+        lambda: "worker 2 started with another config file" in workers.running.stderr_text(),
+        timeout=60,
+        what="worker 2 started again and stopped",
+    )
+    for _ in range(3):
+        with workers.connect() as conn:
+            assert serving_pid(conn, workers.running.port) == workers.worker_pids()[1]
+            assert conn.execute("SELECT count(*) FROM orders").fetchone() == (100,)

@@ -528,6 +528,23 @@ def test_distinct_listen_addresses_are_fine(first, second):
     assert len(parse(text).connections) == 2
 
 
+@pytest.mark.parametrize("admin", [False, True])
+def test_with_workers_two_listeners_may_not_share_a_description(admin):
+    """The parent and its workers name a listener by its ``listen`` text: two ``tcp:0`` the
+    same would be one socket, served with one listener's protocol (or the admin API's)."""
+    same = "'tcp:0:interface=127.0.0.1'"
+    gateway = "[gateway]\nworkers = 2\n" + (f"admin_listen = {same}\n" if admin else "")
+    text = gateway + connection(listen=same)
+    if not admin:
+        text += connection(name="'second'", listen=same)
+
+    error = error_of(text)
+
+    assert error.key == "listen"
+    assert error.connection == ("pg" if admin else "second")
+    assert "workers" in str(error)
+
+
 def test_connection_may_not_listen_on_the_admin_address():
     text = "[gateway]\nadmin_listen = 'tcp:15432'\n" + connection()
 

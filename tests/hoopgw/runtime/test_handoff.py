@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.internet.testing import MemoryReactor
+import pytest
+from twisted.internet.testing import MemoryReactorClock
 
-from hoopgw.runtime.handoff import Handoff
+from hoopgw.runtime import handoff as handoff_module
+from hoopgw.runtime.handoff import FULL_FOR, Handoff
 
 
 class FakeSocket:
@@ -19,6 +21,7 @@ class FakeSocket:
         FakeSocket.count += 1
         self.fd = FakeSocket.count
         self.closed = False
+        self.local = "('127.0.0.1', 5432)"
 
     def fileno(self) -> int:
         return self.fd
@@ -55,8 +58,22 @@ class FakePort:
         self.socket = FakeSocket()
 
 
-def _handoff(workers: int = 2) -> tuple[Handoff, MemoryReactor, list[FakeControl]]:
-    reactor = MemoryReactor()
+@pytest.fixture(autouse=True)
+def _local_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake sockets have no real descriptor: their local address is what they say."""
+    sockets: dict[int, FakeSocket] = {}
+    made = FakeSocket.__init__
+
+    def init(self: FakeSocket) -> None:
+        made(self)
+        sockets[self.fd] = self
+
+    monkeypatch.setattr(FakeSocket, "__init__", init)
+    monkeypatch.setattr(handoff_module, "local_address", lambda fd: sockets[fd].local)
+
+
+def _handoff(workers: int = 2) -> tuple[Handoff, MemoryReactorClock, list[FakeControl]]:
+    reactor = MemoryReactorClock()
     handoff = Handoff(reactor)
     handoff.accept_on(FakePort(), "tcp:5432")
     controls = [FakeControl() for _ in range(workers)]
@@ -74,7 +91,11 @@ def test_eight_connections_in_a_burst_end_four_on_each_of_two_workers() -> None:
     assert handoff.live() == {1: 4, 2: 4}
     assert controls[0].passed == [s.fd for s in sockets[0::2]]
     assert controls[1].passed == [s.fd for s in sockets[1::2]]
-    assert controls[0].lines[0] == {"op": "connection", "listen": "tcp:5432"}
+    assert controls[0].lines[0] == {
+        "op": "connection",
+        "listen": "tcp:5432",
+        "local": "('127.0.0.1', 5432)",
+    }
 
 
 def test_a_connection_goes_to_the_worker_with_the_fewest_live_ones() -> None:
@@ -115,7 +136,7 @@ def test_a_dead_worker_s_untaken_connections_go_to_another() -> None:
 def test_with_no_worker_ready_nothing_is_accepted_and_nothing_lost() -> None:
     """The kernel queues the clients while no worker can take them (at start, or while every
     worker restarts); those a dead worker had not taken wait in the parent."""
-    reactor = MemoryReactor()
+    reactor = MemoryReactorClock()
     handoff = Handoff(reactor)
     handoff.accept_on(FakePort(), "tcp:5432")
     assert reactor.getReaders() == []
@@ -145,3 +166,49 @@ def test_stopping_closes_what_no_worker_took() -> None:
     handoff.accepted(sock, "tcp:5432")  # type: ignore[arg-type]
     handoff.stop()
     assert sock.closed and reactor.getReaders() == []
+
+
+def test_a_worker_told_to_stop_gets_no_new_client() -> None:
+    """A worker restarted after a reload it refused stops listening at once and ends its
+    sessions over ``shutdown_grace``: its live count falls, yet every client passed to it
+    meanwhile would be closed. The others serve them; what it had not taken goes to another
+    when it ends."""
+    handoff, _, controls = _handoff()
+    waiting = FakeSocket()
+    handoff.accepted(FakeSocket(), "tcp:5432")  # type: ignore[arg-type]
+    handoff.accepted(waiting, "tcp:5432")  # type: ignore[arg-type]
+    handoff.worker_stopping(2)
+    handoff.worker_load(2, taken=0, ended=0)
+    for _ in range(3):
+        handoff.accepted(FakeSocket(), "tcp:5432")  # type: ignore[arg-type]
+    assert len(controls[0].passed) == 4 and controls[1].passed == [waiting.fd]
+    handoff.worker_gone(2)
+    assert controls[0].passed[-1] == waiting.fd
+
+
+def test_a_second_ready_from_a_worker_loses_nothing() -> None:
+    """A worker that says ready again (a bug, or a worker not to be trusted) keeps its count
+    and the parent its copies: none leaks, none is forgotten if the worker dies."""
+    handoff, _, controls = _handoff()
+    waiting = FakeSocket()
+    handoff.accepted(FakeSocket(), "tcp:5432")  # type: ignore[arg-type]
+    handoff.accepted(waiting, "tcp:5432")  # type: ignore[arg-type]
+    handoff.worker_ready(2, controls[1])
+    assert handoff.live() == {1: 1, 2: 1}
+    handoff.worker_gone(2)
+    assert controls[0].passed[-1] == waiting.fd
+
+
+def test_a_worker_that_lost_clients_for_want_of_descriptors_is_avoided_a_while() -> None:
+    """Lost clients end at once, so a worker out of descriptors would look the least loaded
+    and get every next client, to lose it too."""
+    handoff, reactor, controls = _handoff()
+    for _ in range(4):
+        handoff.accepted(FakeSocket(), "tcp:5432")  # type: ignore[arg-type]
+    handoff.worker_load(2, taken=2, ended=2, lost=2)
+    for _ in range(3):
+        handoff.accepted(FakeSocket(), "tcp:5432")  # type: ignore[arg-type]
+    assert [len(c.passed) for c in controls] == [5, 2]
+    reactor.advance(FULL_FOR)
+    handoff.accepted(FakeSocket(), "tcp:5432")  # type: ignore[arg-type]
+    assert [len(c.passed) for c in controls] == [5, 3]

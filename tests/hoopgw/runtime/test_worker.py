@@ -4,10 +4,12 @@ requests, the live sessions it publishes, the ends it is asked for); no real soc
 from __future__ import annotations
 
 import json
+import os
 from typing import Any
 
 from twisted.internet import error, task
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 
 from hoopgw.runtime.registry import SessionRegistry
@@ -232,6 +234,11 @@ class ServedFactory:
         return served
 
 
+PASSED_LINE = json.dumps({"op": "connection", "listen": "tcp:5432", "local": "''"}).encode()
+"""The line of a client of ``tcp:5432`` passed as :func:`_passed_descriptor` (whose
+unnamed socket's local address is ``''``)."""
+
+
 def _passed_descriptor() -> int:
     """A descriptor as the parent passes one (a connected socket's)."""
     import os
@@ -251,13 +258,13 @@ def test_a_passed_connection_is_served_and_counted_until_it_ends() -> None:
     link, _, _, transport = _connected(reactor=reactor)
     link.listen("tcp:5432", ServedFactory())
     link.fileDescriptorReceived(_passed_descriptor())
-    link.lineReceived(json.dumps({"op": "connection", "listen": "tcp:5432"}).encode())
+    link.lineReceived(PASSED_LINE)
     [served] = reactor.adopted
     assert reactor.blocking == [False]  # as the reactor requires: a blocking send would stall it
-    assert _sent(transport) == [{"op": "load", "taken": 1, "ended": 0}]
+    assert _sent(transport) == [{"op": "load", "taken": 1, "ended": 0, "lost": 0}]
     transport.clear()
     served.connectionLost(Failure(error.ConnectionDone()))
-    assert served.lost and _sent(transport) == [{"op": "load", "taken": 1, "ended": 1}]
+    assert served.lost and _sent(transport) == [{"op": "load", "taken": 1, "ended": 1, "lost": 0}]
 
 
 def test_a_connection_passed_for_a_listener_let_go_is_closed() -> None:
@@ -270,9 +277,9 @@ def test_a_connection_passed_for_a_listener_let_go_is_closed() -> None:
     listener.stopListening()
     fd = _passed_descriptor()
     link.fileDescriptorReceived(fd)
-    link.lineReceived(json.dumps({"op": "connection", "listen": "tcp:5432"}).encode())
+    link.lineReceived(PASSED_LINE)
     assert reactor.adopted == []
-    assert _sent(transport) == [{"op": "load", "taken": 1, "ended": 1}]
+    assert _sent(transport) == [{"op": "load", "taken": 1, "ended": 1, "lost": 0}]
     try:
         os.fstat(fd)
         raise AssertionError("the descriptor is still open")
@@ -295,14 +302,15 @@ def test_a_reload_the_parent_asks_for_is_answered_with_its_result() -> None:
         return next(answers)
 
     registry = SessionRegistry()
-    link = ControlLink(registry, 2, Reactor(), reload=reload)
+    link = ControlLink(registry, 2, Reactor(), reload=reload, digest=lambda: "sha256:2")
     transport = StringTransport()
     link.makeConnection(transport)
     link.lineReceived(b'{"op": "reload", "id": 4, "by": "SIGHUP"}')
     link.lineReceived(b'{"op": "reload", "id": 5, "by": "SIGHUP"}')
     assert asked == ["SIGHUP", "SIGHUP"]
     assert _sent(transport) == [
-        {"op": "reloaded", "id": 4, "ok": True, "result": {"added": ["pg2"]}},
+        # With the file it applied: the parent keeps every worker on one.
+        {"op": "reloaded", "id": 4, "ok": True, "result": {"added": ["pg2"]}, "digest": "sha256:2"},
         {"op": "reloaded", "id": 5, "ok": False, "error": "[gateway] changed"},
     ]
 
@@ -359,8 +367,90 @@ def test_a_listener_taken_again_by_a_reload_serves_only_once_the_old_one_goes() 
     failed.stopListening()  # the reload failed: the old one serves on
     taken = link.listen("tcp:5432", new)
     link.fileDescriptorReceived(_passed_descriptor())
-    link.lineReceived(b'{"op": "connection", "listen": "tcp:5432"}')
+    link.lineReceived(PASSED_LINE)
     kept.stopListening()  # the reload committed
     link.fileDescriptorReceived(_passed_descriptor())
-    link.lineReceived(b'{"op": "connection", "listen": "tcp:5432"}')
+    link.lineReceived(PASSED_LINE)
     assert [p.made_by for p in reactor.adopted] == [old, new] and taken.factory is new
+
+
+class ResetReactor(Reactor):
+    """Adopts as Twisted does for a client that reset before it was taken: its peer address
+    cannot be read."""
+
+    def adoptStreamConnection(self, fd: int, family: int, factory: Any) -> None:
+        import errno
+        import os
+
+        raise OSError(errno.ENOTCONN, os.strerror(errno.ENOTCONN))
+
+
+def test_a_client_gone_before_it_is_taken_is_closed_and_the_worker_serves_on() -> None:
+    """The error stays in this line: out of it, it would close the control link (the worker
+    would end with every session it serves) and the parent would pass the same client on."""
+    import os
+
+    reactor = ResetReactor()
+    link, _, _, transport = _connected(reactor=reactor)
+    link.listen("tcp:5432", ServedFactory())
+    fd = _passed_descriptor()
+    link.fileDescriptorReceived(fd)
+    with capturedLogs() as logged:
+        link.dataReceived(PASSED_LINE + b"\n")
+    assert _sent(transport) == [{"op": "load", "taken": 1, "ended": 1, "lost": 0}]
+    assert reactor.stops == 0 and not transport.disconnecting
+    try:
+        os.fstat(fd)
+        raise AssertionError("the descriptor is still open")
+    except OSError:
+        pass
+    assert [e["log_format"] for e in logged] == ["cannot serve a client passed for {listen}"]
+
+
+def _bound_descriptor(path: str) -> int:
+    """A descriptor as the parent passes one, whose local address is ``path`` (a UNIX
+    socket's, as a client of a listener on ``unix:PATH`` has)."""
+    import os
+    import socket
+
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(path)
+    fd = os.dup(sock.fileno())
+    sock.close()
+    return fd
+
+
+def _passed(description: str, fd: int) -> bytes:
+    import socket
+
+    with socket.socket(fileno=os.dup(fd)) as sock:
+        local = repr(sock.getsockname())
+    return json.dumps({"op": "connection", "listen": description, "local": local}).encode()
+
+
+def test_a_descriptor_lost_on_the_way_leaves_no_client_on_another_listener(tmp_path: Any) -> None:
+    """A worker out of descriptors loses one passed to it (the kernel drops it, MSG_CTRUNC).
+    The next arrives with the end of the line of the lost one (Twisted hands descriptors over
+    before the bytes they came with): served for that line, a client of listener B would be
+    served with listener A's connection. It is closed instead, both clients count as taken
+    and ended, so the parent closes its copies."""
+    reactor = AdoptingReactor()
+    link, _, _, transport = _connected(reactor=reactor)
+    link.listen("unix:/run/a.sock", ServedFactory())
+    link.listen("unix:/run/b.sock", ServedFactory())
+    lost = _bound_descriptor(str(tmp_path / "a.sock"))
+    second = _bound_descriptor(str(tmp_path / "b.sock"))
+    line_a, line_b = _passed("unix:/run/a.sock", lost), _passed("unix:/run/b.sock", second)
+    os.close(lost)
+    link.dataReceived(line_a[:1])  # its descriptor was dropped
+    link.fileDescriptorReceived(second)
+    with capturedLogs():
+        link.dataReceived(line_a[1:] + b"\n" + line_b[:1])
+        link.dataReceived(line_b[1:] + b"\n")
+    assert reactor.adopted == []
+    assert _sent(transport)[-1] == {"op": "load", "taken": 2, "ended": 2, "lost": 2}
+    try:
+        os.fstat(second)
+        raise AssertionError("the descriptor is still open")
+    except OSError:
+        pass

@@ -23,6 +23,9 @@ class FakeControl:
     def sendLine(self, line: bytes) -> None:
         self.lines.append(line)
 
+    def drain(self) -> None:
+        """Nothing unread: the lines a test routes are read already."""
+
 
 @pytest.fixture
 def supervisor() -> Supervisor:
@@ -178,7 +181,9 @@ def test_sighup_asks_every_worker_and_logs_one_summary(running: Supervisor) -> N
 
 def test_workers_that_refuse_what_others_applied_are_restarted(running: Supervisor) -> None:
     """Two workers enforcing different configs is what a reload must not leave: the one that
-    refused starts again, with the file's config."""
+    refused starts again, with the file's config; told to stop, it gets no new client."""
+    for worker in running._workers:
+        running._route(worker, b'{"op": "ready"}')
     running.hang_up()
     _answer(running, 1, ok=True, result={"added": [], "ended_sessions": ["a"]})
     _answer(running, 2, ok=False, error="cannot record the reload")
@@ -187,6 +192,7 @@ def test_workers_that_refuse_what_others_applied_are_restarted(running: Supervis
     assert _sent_ops(running, 3)[-1]["op"] == "reload"  # nothing more for those that applied
     worker = running._workers[1]
     assert worker.restart_now
+    assert [k for k, slot in running._handoff._slots.items() if slot.stopping] == [2]
     running._worker_ended(worker, Failure(error.ProcessDone(0)))
     assert running.spawned == [2] and worker.timer is None  # type: ignore[attr-defined]
 
@@ -280,3 +286,77 @@ def test_published_metrics_go_to_worker_1_and_end_with_their_worker(
     sent = _sent_ops(supervisor, 1)
     assert sent[0]["worker"] == 3 and sent[0]["families"] == [{"name": "x"}]
     assert sent[-1] == {"op": "metrics", "worker": 3, "families": []}
+
+
+def test_what_a_worker_reported_before_it_ended_counts_before_its_end(
+    supervisor: Supervisor,
+) -> None:
+    """A worker reports a client taken, then ends; the parent may see the end first (the
+    process's end and the link's data are separate events). Its clients not taken go to
+    another, so the report is read first: a client the worker served is not passed again
+    (served twice, from the middle of its stream)."""
+    import socket
+
+    from twisted.internet import unix
+    from twisted.internet.testing import MemoryReactor
+
+    from hoopgw.runtime.workers import _Control
+
+    worker = supervisor._workers[1]
+    parent_end, worker_end = socket.socketpair()
+    parent_end.setblocking(False)
+    control = _Control(supervisor, worker)
+    control.makeConnection(unix.Server(parent_end, control, None, None, 1, MemoryReactor()))
+    worker.control = control
+    supervisor._route(worker, b'{"op": "ready"}')
+    client, _ = socket.socketpair()
+    supervisor._handoff.accepted(client, "tcp:5432")
+    worker_end.sendall(b'{"op": "load", "taken": 1, "ended": 0}\n')
+    worker_end.close()  # the process ended: every line it wrote waits, then the link's end
+    supervisor._worker_ended(worker, Failure(error.ProcessTerminated(1)))
+    assert client.fileno() == -1  # taken: the parent's copy closed, passed to nobody
+    assert not supervisor._handoff._orphans
+
+
+def _ready(supervisor: Supervisor, index: int, digest: str) -> None:
+    line = json.dumps({"op": "ready", "digest": digest}).encode()
+    supervisor._route(supervisor._workers[index - 1], line)
+
+
+def test_a_worker_started_with_another_config_file_serves_no_client(running: Supervisor) -> None:
+    """The file was changed (and not reloaded, or the reload refused by every worker): a
+    worker restarted after a crash reads it, and would enforce another policy than the others.
+    It is stopped until the others apply that file."""
+    _ready(running, 1, "sha256:old")
+    _ready(running, 2, "sha256:old")
+    _ready(running, 3, "sha256:new")
+    assert list(running._handoff.live()) == [1, 2]
+    assert _sent_ops(running, 3)[-1] == {"op": "stop"}
+    running._worker_ended(running._workers[2], Failure(error.ProcessTerminated(1)))
+    running.hang_up()  # the others apply it
+    for k in (1, 2):
+        _answer(running, k, ok=True, result={"ended_sessions": []}, digest="sha256:new")
+    running._workers[2].control = FakeControl()  # type: ignore[assignment]
+    _ready(running, 3, "sha256:new")  # started again after its back-off
+    assert list(running._handoff.live()) == [1, 2, 3]
+
+
+def test_a_worker_that_applied_a_file_changed_during_the_reload_is_restarted(
+    running: Supervisor,
+) -> None:
+    for k in (1, 2, 3):
+        _ready(running, k, "sha256:old")
+    running.hang_up()
+    _answer(running, 1, ok=True, result={"ended_sessions": []}, digest="sha256:v2")
+    _answer(running, 2, ok=True, result={"ended_sessions": []}, digest="sha256:v3")
+    _answer(running, 3, ok=True, result={"ended_sessions": []}, digest="sha256:v2")
+    assert [_sent_ops(running, k)[-1]["op"] for k in (1, 2, 3)] == ["reload", "stop", "reload"]
+
+
+def test_a_worker_alone_serves_the_file_it_started_with(running: Supervisor) -> None:
+    _ready(running, 1, "sha256:old")
+    running._worker_ended(running._workers[0], Failure(error.ProcessTerminated(1)))
+    running._workers[0].control = FakeControl()  # type: ignore[assignment]
+    _ready(running, 1, "sha256:new")
+    _ready(running, 2, "sha256:new")
+    assert list(running._handoff.live()) == [1, 2]

@@ -234,8 +234,6 @@ class _InFlight:
     """Whether the target reported a lexing setting in the answer."""
     setup: bool = False
     """The gateway's own :data:`~hoopgw_mysql.upstream.TRACKING_SETUP` (after a reset)."""
-    state_changed: bool = False
-    """The answer says the session's tracked state changed, or cannot say (an ERR packet)."""
 
 
 class ClientSession(protocol.Protocol):
@@ -1509,20 +1507,14 @@ class ClientSession(protocol.Protocol):
             ).encode()
         flight.error_code = error.sqlstate
         flight.error_message = message
-        flight.state_changed = True  # an ERR packet cannot say (code may have run before it)
         return payload
 
     def _note_ok(self, flight: _InFlight, payload: bytes) -> tuple[bytes, str]:
         """Note an OK of ``flight``'s answer; return it as the client expects it, and why the
         session must end (empty when it need not)."""
         if len(payload) == 5 and payload[:1] == b"\xfe":
-            # An EOF packet: it says whether tracked state changed, never what.
-            if m.terminator_status(payload) & m.SERVER_SESSION_STATE_CHANGED:
-                flight.state_changed = True
-            return payload, ""
+            return payload, ""  # an EOF packet
         ok = m.OkPacket.decode(payload)
-        if ok.status & m.SERVER_SESSION_STATE_CHANGED:
-            flight.state_changed = True
         problem = self._follow_lexing(flight, ok)
         if problem:
             return payload, problem
@@ -1577,10 +1569,10 @@ class ClientSession(protocol.Protocol):
         self._busy = False
         if flight.then is not None and not flight.error_code:
             flight.then()
-        elif self._read_only and flight.command is not None and flight.state_changed:
-            # A stored function the command ran may have turned read-only off, which an EOF
-            # or ERR packet does not report: make the session read-only again before the
-            # client's next command (the server ignores it when nothing changed).
+        elif self._read_only and flight.command is not None:
+            # A stored function the command ran may have turned read-only off, and first
+            # emptied session_track_system_variables so that no answer flags the change: make
+            # the session read-only again before the client's next command, after every one.
             again = self._read_only_again(lambda: None)
             assert again is not None
             again()

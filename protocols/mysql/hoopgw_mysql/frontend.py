@@ -19,6 +19,7 @@ results, the other side stops being read (Twisted producers, as in ``portforward
 
 from __future__ import annotations
 
+import functools
 import itertools
 import secrets
 import time
@@ -227,6 +228,8 @@ class _InFlight:
     must_succeed: str = ""
     """For an internal step the session's safety rests on (making it read-only again): what
     it does. An error answer then ends the session instead of reaching the client."""
+    charset_learned: bool = False
+    """Its ERR packet waited for the target to report ``character_set_results`` again."""
     lexing: LexingEffect = KEEPS_LEXING
     """What the command may do to the session's lexing settings: a change the target reports
     for a command that may make none ends the session."""
@@ -1371,6 +1374,20 @@ class ClientSession(protocol.Protocol):
                     log_it=True,
                 )
                 return
+            if (
+                part is t.Part.ERROR
+                and flight.command is not None
+                and self.chain.has_output_hooks
+                and not flight.charset_learned
+            ):
+                # A stored function may have changed character_set_results (with its report
+                # turned off, or in a result set's EOF, which reports nothing): learn it
+                # before reading the message in it. An ERR is the answer's last packet.
+                self._flush(out)
+                out = []
+                flight.charset_learned = True
+                self._track(functools.partial(self._error_again, flight, packet))
+                continue
             if part is t.Part.ERROR:
                 payload = self._note_error(flight, payload)
             elif part is t.Part.OK:
@@ -1413,6 +1430,13 @@ class ClientSession(protocol.Protocol):
         if rows and self._in_flight is not None:
             out.extend(self._rewrite_rows(self._in_flight, rows))
         self._flush(out)
+
+    def _error_again(self, flight: _InFlight, packet: m.Packet) -> None:
+        """Relay ``flight``'s held ERR ``packet`` now that ``character_set_results`` is known."""
+        self._in_flight = flight
+        self._busy = True
+        self._flush([self._note_error(flight, packet.payload)])
+        self._finish(flight)
 
     def _flush(self, payloads: list[bytes]) -> None:
         if not payloads:

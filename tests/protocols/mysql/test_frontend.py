@@ -228,6 +228,15 @@ def tracking_ok(status: int = 2, **variables: str) -> bytes:
 SETUP_OK = tracking_ok(sql_mode="STRICT_TRANS_TABLES", character_set_client="utf8mb4")
 
 
+def setup_ok(results: str = "utf8mb4") -> bytes:
+    """The OK of TRACKING_SETUP, reporting ``character_set_results`` = ``results``."""
+    return tracking_ok(
+        sql_mode="STRICT_TRANS_TABLES",
+        character_set_client="utf8mb4",
+        character_set_results=results,
+    )
+
+
 def eof(status: int = 2) -> bytes:
     return m.EofPacket(status=status).encode()
 
@@ -402,8 +411,28 @@ def test_errors_pass_through_server_output() -> None:
     client = logged_in([("policy", Policy())])
     client.send(b"\x03SELECT x", seq=0)
     client.server(m.ErrPacket(code=1054, sqlstate="42S22", message="no secret here").encode())
+    # The error waits until the target reported character_set_results again.
+    assert client.received() == []
+    assert client.upstream.commands() == [b"\x03SELECT x", b"\x03" + TRACKING_SETUP.encode()]
+    client.server(setup_ok())
     [error] = client.received()
     assert m.ErrPacket.decode(error.payload).message == "no *** here"
+
+
+def test_an_error_is_read_in_character_set_results_a_function_changed_unreported() -> None:
+    # SELECT f() where f sets character_set_results = latin1: the result set's EOF reports
+    # nothing, and the next error came in latin1 while the gateway read UTF-8.
+    client = logged_in([("policy", Policy())])
+    client.send(b"\x03SELECT f()", seq=0)
+    client.server(b"\x01", column(b"f()"), eof(), b"\x011", eof(2 | m.SERVER_SESSION_STATE_CHANGED))
+    client.received()
+    client.send(b"\x03SELECT x", seq=0)
+    latin1 = "no secr\u00e9t here".encode("latin-1").decode("utf-8", "surrogateescape")
+    client.server(m.ErrPacket(code=1054, sqlstate="42S22", message=latin1).encode())
+    client.server(setup_ok("latin1"))
+    [error] = client.received()
+    message = m.ErrPacket.decode(error.payload).message.encode("utf-8", "surrogateescape")
+    assert message.decode("latin-1") == "no secr\u00e9t here"  # read in latin1: no UTF-8 error
 
 
 def test_errors_are_read_in_the_reported_character_set_of_results() -> None:
@@ -417,6 +446,7 @@ def test_errors_are_read_in_the_reported_character_set_of_results() -> None:
     client.send(b"\x03SELECT x", seq=0)
     wide = "no secret here".encode("utf-16-be").decode("utf-8", "surrogateescape")
     client.server(m.ErrPacket(code=1054, sqlstate="42S22", message=wide).encode())
+    client.server(setup_ok("utf16"))
     [error] = client.received()
     message = m.ErrPacket.decode(error.payload).message.encode("utf-8", "surrogateescape")
     assert message.decode("utf-16-be") == "no *** here"
@@ -425,6 +455,7 @@ def test_errors_are_read_in_the_reported_character_set_of_results() -> None:
     client.received()
     client.send(b"\x03SELECT x", seq=0)
     client.server(m.ErrPacket(code=1054, sqlstate="42S22", message="no secret").encode())
+    client.server(setup_ok("sjis"))
     [error] = client.received()
     assert "cannot read exactly" in m.ErrPacket.decode(error.payload).message
     assert client.transport.disconnecting
@@ -1077,6 +1108,7 @@ def test_error_messages_are_read_in_character_set_results() -> None:
     client.received()
     client.send(query(b"SELECT x"), seq=0)
     client.server(m.ErrPacket(code=1105, message="bad: 'Zo\udceb'").encode())
+    client.server(setup_ok("latin1"))
     [error] = client.received()
     assert seen == ["bad: 'Zoë'"]
     assert error.payload.endswith(b"bad: '[NAME]'")
@@ -1085,6 +1117,7 @@ def test_error_messages_are_read_in_character_set_results() -> None:
     client.received()
     client.send(query(b"SELECT x"), seq=0)
     client.server(m.ErrPacket(code=1105, message="'alice@0040example@002ecom'").encode())
+    client.server(setup_ok("filename"))
     [error] = client.received()
     message = m.ErrPacket.decode(error.payload).message
     assert "filename" in message and "alice" not in message

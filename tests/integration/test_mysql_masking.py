@@ -298,6 +298,54 @@ def test_error_messages_are_masked_in_every_results_charset(
     assert not leaks, (leaks, seen)
 
 
+@pytest.mark.parametrize("track", ["tracked", "untracked"])
+def test_a_results_charset_a_function_sets_is_read(
+    mysql_gateway: Callable[..., Any],
+    mysql_database: Any,
+    track: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # SELECT f() where f sets character_set_results: a result set's EOF reports no change
+    # (and f may empty session_track_system_variables first), so the next error came in
+    # `filename` or latin1 while the gateway read it as UTF-8.
+    server = mysql_database.server
+    quiet = "SET @@session.session_track_system_variables = ''; " if track == "untracked" else ""
+    with (
+        pymysql.connect(
+            host=server.host, port=server.port, user="root", database=mysql_database.name
+        ) as admin,
+        admin.cursor() as cur,
+    ):
+        cur.execute(
+            "CREATE FUNCTION results_in(n VARCHAR(20)) RETURNS INT BEGIN"
+            f" {quiet}SET character_set_results = n; RETURN 1; END"
+        )
+    running = mysql_gateway(
+        plugins=["masking", "recording"],
+        connection={"masking": {"deny_words": ["Zo\u00eb"]}},
+    )
+    key = running.create_key("agent", ["agents"])
+    seen: list[bytes] = []
+    raise_error = pymysql.err.raise_mysql_exception
+
+    def spy(data: bytes) -> None:
+        seen.append(bytes(data))
+        raise_error(data)
+
+    monkeypatch.setattr(pymysql.err, "raise_mysql_exception", spy)
+    for charset, value in (("filename", "ann@example.com"), ("latin1", "Zo\u00eb Q")):
+        with _text_client(running, key, mysql_database.name) as conn, conn.cursor() as cur:
+            cur.execute("SET @v = %s", (value,))
+            cur.execute(f"SELECT results_in('{charset}')")
+            with pytest.raises(pymysql.err.MySQLError):
+                cur.execute("SELECT EXTRACTVALUE(1, CONCAT('~', @v))")
+    running.stop()
+    assert len(seen) == 2
+    forms = [b"ann@example.com", _filename_form("ann@example.com").encode()]
+    forms += ["Zo\u00eb".encode(), "Zo\u00eb".encode("latin-1")]
+    assert not [f for f in forms if any(f in s for s in seen)], seen
+
+
 def test_a_results_charset_for_one_statement_is_refused(
     mysql_gateway: Callable[..., Any], mysql_database: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -32,6 +32,10 @@ SETUP = [
     # A stored function may turn the session's read-only mode off; MariaDB keeps the change.
     "CREATE FUNCTION flip() RETURNS INT BEGIN SET @@session.tx_read_only = 0; RETURN 1; END",
     "CREATE VIEW flipped AS SELECT flip() AS f",
+    # ... and first stop the server reporting it: the answer's state-changed flag stays off.
+    "CREATE FUNCTION quiet_flip() RETURNS INT BEGIN"
+    " SET @@session.session_track_system_variables = ''; SET @@session.tx_read_only = 0;"
+    " RETURN 1; END",
 ]
 
 TURN_OFF = [
@@ -153,7 +157,14 @@ def test_every_way_to_turn_read_only_off_is_refused(
 
 @pytest.mark.parametrize("policy", [{"preset": "agent-readonly"}, {"deny": ["write"]}])
 @pytest.mark.parametrize(
-    "flip", ["SELECT flip()", "SELECT * FROM flipped", "DO flip()", "SET @x = flip()"]
+    "flip",
+    [
+        "SELECT flip()",
+        "SELECT * FROM flipped",
+        "DO flip()",
+        "SET @x = flip()",
+        "SELECT quiet_flip()",
+    ],
 )
 @pytest.mark.parametrize("packets", ["one", "two"])
 def test_code_that_turns_read_only_off_lets_no_write_through(

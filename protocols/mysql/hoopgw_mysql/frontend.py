@@ -19,6 +19,7 @@ results, the other side stops being read (Twisted producers, as in ``portforward
 
 from __future__ import annotations
 
+import functools
 import itertools
 import secrets
 import time
@@ -227,6 +228,8 @@ class _InFlight:
     must_succeed: str = ""
     """For an internal step the session's safety rests on (making it read-only again): what
     it does. An error answer then ends the session instead of reaching the client."""
+    charset_learned: bool = False
+    """Its ERR packet waited for the target to report ``character_set_results`` again."""
     lexing: LexingEffect = KEEPS_LEXING
     """What the command may do to the session's lexing settings: a change the target reports
     for a command that may make none ends the session."""
@@ -234,8 +237,6 @@ class _InFlight:
     """Whether the target reported a lexing setting in the answer."""
     setup: bool = False
     """The gateway's own :data:`~hoopgw_mysql.upstream.TRACKING_SETUP` (after a reset)."""
-    state_changed: bool = False
-    """The answer says the session's tracked state changed, or cannot say (an ERR packet)."""
 
 
 class ClientSession(protocol.Protocol):
@@ -1373,6 +1374,20 @@ class ClientSession(protocol.Protocol):
                     log_it=True,
                 )
                 return
+            if (
+                part is t.Part.ERROR
+                and flight.command is not None
+                and self.chain.has_output_hooks
+                and not flight.charset_learned
+            ):
+                # A stored function may have changed character_set_results (with its report
+                # turned off, or in a result set's EOF, which reports nothing): learn it
+                # before reading the message in it. An ERR is the answer's last packet.
+                self._flush(out)
+                out = []
+                flight.charset_learned = True
+                self._track(functools.partial(self._error_again, flight, packet))
+                continue
             if part is t.Part.ERROR:
                 payload = self._note_error(flight, payload)
             elif part is t.Part.OK:
@@ -1415,6 +1430,13 @@ class ClientSession(protocol.Protocol):
         if rows and self._in_flight is not None:
             out.extend(self._rewrite_rows(self._in_flight, rows))
         self._flush(out)
+
+    def _error_again(self, flight: _InFlight, packet: m.Packet) -> None:
+        """Relay ``flight``'s held ERR ``packet`` now that ``character_set_results`` is known."""
+        self._in_flight = flight
+        self._busy = True
+        self._flush([self._note_error(flight, packet.payload)])
+        self._finish(flight)
 
     def _flush(self, payloads: list[bytes]) -> None:
         if not payloads:
@@ -1509,20 +1531,14 @@ class ClientSession(protocol.Protocol):
             ).encode()
         flight.error_code = error.sqlstate
         flight.error_message = message
-        flight.state_changed = True  # an ERR packet cannot say (code may have run before it)
         return payload
 
     def _note_ok(self, flight: _InFlight, payload: bytes) -> tuple[bytes, str]:
         """Note an OK of ``flight``'s answer; return it as the client expects it, and why the
         session must end (empty when it need not)."""
         if len(payload) == 5 and payload[:1] == b"\xfe":
-            # An EOF packet: it says whether tracked state changed, never what.
-            if m.terminator_status(payload) & m.SERVER_SESSION_STATE_CHANGED:
-                flight.state_changed = True
-            return payload, ""
+            return payload, ""  # an EOF packet
         ok = m.OkPacket.decode(payload)
-        if ok.status & m.SERVER_SESSION_STATE_CHANGED:
-            flight.state_changed = True
         problem = self._follow_lexing(flight, ok)
         if problem:
             return payload, problem
@@ -1577,10 +1593,10 @@ class ClientSession(protocol.Protocol):
         self._busy = False
         if flight.then is not None and not flight.error_code:
             flight.then()
-        elif self._read_only and flight.command is not None and flight.state_changed:
-            # A stored function the command ran may have turned read-only off, which an EOF
-            # or ERR packet does not report: make the session read-only again before the
-            # client's next command (the server ignores it when nothing changed).
+        elif self._read_only and flight.command is not None:
+            # A stored function the command ran may have turned read-only off, and first
+            # emptied session_track_system_variables so that no answer flags the change: make
+            # the session read-only again before the client's next command, after every one.
             again = self._read_only_again(lambda: None)
             assert again is not None
             again()

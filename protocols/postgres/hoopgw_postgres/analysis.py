@@ -953,19 +953,25 @@ def ends_transaction(text: str) -> bool:
 
 def copy_encodings(text: str) -> frozenset[str]:
     """The encodings the ``ENCODING`` options of the ``COPY`` statements in ``text`` name, as
-    written: the server sends such a COPY's data in that encoding, not the client's. Empty
-    when no COPY names one, or the text does not parse (the server rejects it too). Not
-    cached here, as :func:`ends_transaction` (a session keeps its own answer)."""
+    written ("" for a COPY without one, whose data is in the client's encoding): the server
+    sends such a COPY's data in that encoding, not the client's. Empty when there is no COPY,
+    or the text does not parse (the server rejects it too). Not cached here, as
+    :func:`ends_transaction` (a session keeps its own answer)."""
     try:
         tree = parse(text)
     except (ParseError, RecursionError, UnicodeError):
         return frozenset()
     return frozenset(
-        _sval(_node(option, "arg")) or str(option.get("arg"))
+        next(
+            (
+                _sval(_node(option, "arg")) or str(option.get("arg"))
+                for option_kind, option in _nodes(fields, "options")
+                if option_kind == "DefElem" and option.get("defname") == "encoding"
+            ),
+            "",
+        )
         for kind, fields in _statements(tree)
         if kind == "CopyStmt"
-        for option_kind, option in _nodes(fields, "options")
-        if option_kind == "DefElem" and option.get("defname") == "encoding"
     )
 
 

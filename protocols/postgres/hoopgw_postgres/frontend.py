@@ -1438,21 +1438,25 @@ class ClientSession(protocol.Protocol):
         """The encoding of the COPY data ``request`` receives: the one its COPY's ``ENCODING``
         option names (the server converts the data to it), else the session's.
 
-        :raises _LexingLost: an encoding the gateway cannot read (fail closed).
+        :raises _LexingLost: an encoding the gateway cannot read, or COPYs of one request
+            whose data come in different encodings (fail closed).
         """
         known = self._copy_encoding_of
         if known is not None and known[0] is request:
             return known[1]
         command = self._command_of(request)
         named = copy_encodings(command.text) if command is not None else frozenset()
-        if not named:
+        if not any(named):
             return self._lexing.state.text_encoding
         encodings = {clean_encoding_name(name) for name in named}
         encoding = next(iter(encodings))
         if len(encodings) > 1 or encoding not in CODECS or encoding in CLIENT_ONLY_ENCODINGS:
+            # A COPY without ENCODING (named "") is in the client's: which COPY of the
+            # request the data belongs to is not known here.
+            shown = ", ".join(sorted(name or "none" for name in named))
             raise _LexingLost(
-                f"COPY ... (ENCODING {', '.join(sorted(named))}): hoopgw cannot read its data"
-                " to mask it; copy in the session's client_encoding"
+                f"COPY ... (ENCODING {shown}): hoopgw cannot read its data to mask it; copy"
+                " in the session's client_encoding, one COPY per query"
             )
         if request is not None:
             self._copy_encoding_of = (request, encoding)

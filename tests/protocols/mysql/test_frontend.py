@@ -230,6 +230,15 @@ SETUP_OK = tracking_ok(
 )
 
 
+def setup_ok(results: str = "utf8mb4") -> bytes:
+    """The OK of TRACKING_SETUP, reporting ``character_set_results`` = ``results``."""
+    return tracking_ok(
+        sql_mode="STRICT_TRANS_TABLES",
+        character_set_client="utf8mb4",
+        character_set_results=results,
+    )
+
+
 def eof(status: int = 2) -> bytes:
     return m.EofPacket(status=status).encode()
 
@@ -404,8 +413,28 @@ def test_errors_pass_through_server_output() -> None:
     client = logged_in([("policy", Policy())])
     client.send(b"\x03SELECT x", seq=0)
     client.server(m.ErrPacket(code=1054, sqlstate="42S22", message="no secret here").encode())
+    # The error waits until the target reported character_set_results again.
+    assert client.received() == []
+    assert client.upstream.commands() == [b"\x03SELECT x", b"\x03" + TRACKING_SETUP.encode()]
+    client.server(setup_ok())
     [error] = client.received()
     assert m.ErrPacket.decode(error.payload).message == "no *** here"
+
+
+def test_an_error_is_read_in_character_set_results_a_function_changed_unreported() -> None:
+    # SELECT f() where f sets character_set_results = latin1: the result set's EOF reports
+    # nothing, and the next error came in latin1 while the gateway read UTF-8.
+    client = logged_in([("policy", Policy())])
+    client.send(b"\x03SELECT f()", seq=0)
+    client.server(b"\x01", column(b"f()"), eof(), b"\x011", eof(2 | m.SERVER_SESSION_STATE_CHANGED))
+    client.received()
+    client.send(b"\x03SELECT x", seq=0)
+    latin1 = "no secr\u00e9t here".encode("latin-1").decode("utf-8", "surrogateescape")
+    client.server(m.ErrPacket(code=1054, sqlstate="42S22", message=latin1).encode())
+    client.server(setup_ok("latin1"))
+    [error] = client.received()
+    message = m.ErrPacket.decode(error.payload).message.encode("utf-8", "surrogateescape")
+    assert message.decode("latin-1") == "no secr\u00e9t here"  # read in latin1: no UTF-8 error
 
 
 def test_errors_are_read_in_the_reported_character_set_of_results() -> None:
@@ -419,6 +448,7 @@ def test_errors_are_read_in_the_reported_character_set_of_results() -> None:
     client.send(b"\x03SELECT x", seq=0)
     wide = "no secret here".encode("utf-16-be").decode("utf-8", "surrogateescape")
     client.server(m.ErrPacket(code=1054, sqlstate="42S22", message=wide).encode())
+    client.server(setup_ok("utf16"))
     [error] = client.received()
     message = m.ErrPacket.decode(error.payload).message.encode("utf-8", "surrogateescape")
     assert message.decode("utf-16-be") == "no *** here"
@@ -427,6 +457,7 @@ def test_errors_are_read_in_the_reported_character_set_of_results() -> None:
     client.received()
     client.send(b"\x03SELECT x", seq=0)
     client.server(m.ErrPacket(code=1054, sqlstate="42S22", message="no secret").encode())
+    client.server(setup_ok("sjis"))
     [error] = client.received()
     assert "cannot read exactly" in m.ErrPacket.decode(error.payload).message
     assert client.transport.disconnecting
@@ -1048,19 +1079,19 @@ def test_a_read_only_session_runs_one_statement_per_packet() -> None:
     assert client.upstream.commands() == [query(b"SELECT 1;")]
 
 
-@pytest.mark.parametrize("answer", ["eof-changed", "error"])
-def test_an_answer_that_hides_a_state_change_makes_the_session_read_only_again(
-    answer: str,
-) -> None:
-    # A result set's EOF says that tracked state changed but not what; an ERR says nothing.
+@pytest.mark.parametrize("answer", ["eof", "eof-changed", "error"])
+def test_every_answer_makes_the_session_read_only_again(answer: str) -> None:
+    # A result set's EOF says at most that tracked state changed, not what; an ERR says
+    # nothing; and a function that first empties session_track_system_variables turns
+    # read-only off with no flag at all. So every command is followed by the restore.
     client = read_only_client()
     client.send(query(b"SELECT flip()"), seq=0)
     assert client.upstream.commands() == [query(b"SELECT flip()")]
     if answer == "error":
         client.server(m.ErrPacket(code=1242, message="no").encode())
     else:
-        changed = 2 | m.SERVER_SESSION_STATE_CHANGED
-        client.server(b"\x01", column(b"flip()"), eof(), b"\x011", eof(changed))
+        status = 2 | (m.SERVER_SESSION_STATE_CHANGED if answer == "eof-changed" else 0)
+        client.server(b"\x01", column(b"flip()"), eof(), b"\x011", eof(status))
     assert client.received()  # the answer reaches the client at once
     client.send(query(b"SELECT sneaky()"), seq=0)
     # The next command waits until the target made the session read-only again.
@@ -1070,12 +1101,12 @@ def test_an_answer_that_hides_a_state_change_makes_the_session_read_only_again(
     assert client.upstream.commands() == [query(b"SELECT sneaky()")]
 
 
-def test_an_answer_without_a_state_change_costs_no_round_trip() -> None:
+def test_a_ping_costs_no_round_trip() -> None:
     client = read_only_client()
-    client.send(query(b"SELECT 1"), seq=0)
-    client.server(b"\x01", column(b"1"), eof(), b"\x011", eof())
-    client.send(query(b"SELECT 2"), seq=0)
-    assert client.upstream.commands() == [query(b"SELECT 1"), query(b"SELECT 2")]
+    client.send(bytes((m.COM_PING,)), seq=0)
+    client.server(m.OkPacket().encode())
+    client.send(bytes((m.COM_PING,)), seq=0)
+    assert client.upstream.commands() == [bytes((m.COM_PING,))] * 2
 
 
 def test_error_messages_are_read_in_character_set_results() -> None:
@@ -1096,6 +1127,7 @@ def test_error_messages_are_read_in_character_set_results() -> None:
     client.received()
     client.send(query(b"SELECT x"), seq=0)
     client.server(m.ErrPacket(code=1105, message="bad: 'Zo\udceb'").encode())
+    client.server(setup_ok("latin1"))
     [error] = client.received()
     assert seen == ["bad: 'Zoë'"]
     assert error.payload.endswith(b"bad: '[NAME]'")
@@ -1104,6 +1136,7 @@ def test_error_messages_are_read_in_character_set_results() -> None:
     client.received()
     client.send(query(b"SELECT x"), seq=0)
     client.server(m.ErrPacket(code=1105, message="'alice@0040example@002ecom'").encode())
+    client.server(setup_ok("filename"))
     [error] = client.received()
     message = m.ErrPacket.decode(error.payload).message
     assert "filename" in message and "alice" not in message

@@ -398,7 +398,8 @@ def test_copy_encodings_are_the_encoding_options_as_written() -> None:
     assert copy_encodings("COPY (SELECT 1) TO STDOUT WITH ENCODING 'win1252'") == {"win1252"}
     two = "COPY a TO STDOUT (ENCODING 'LATIN1'); COPY b TO STDOUT (ENCODING 'EUC_JP')"
     assert copy_encodings(two) == {"LATIN1", "EUC_JP"}
-    assert copy_encodings("COPY t TO STDOUT") == frozenset()
+    assert copy_encodings("COPY t TO STDOUT") == {""}  # the client's encoding
+    assert copy_encodings("COPY a TO STDOUT (ENCODING 'UTF8'); COPY b TO STDOUT") == {"UTF8", ""}
     assert copy_encodings("SELECT 'ENCODING'") == frozenset()
     assert copy_encodings("COPY t TO STDOUT (ENCODING") == frozenset()  # does not parse
 

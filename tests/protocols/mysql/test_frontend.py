@@ -468,12 +468,14 @@ def test_errors_are_read_in_the_reported_character_set_of_results() -> None:
 )
 def test_an_error_in_a_set_not_reported_ends_the_session(codec: str, why: str) -> None:
     """A routine may set character_set_results and fail before any OK reports it (MariaDB
-    keeps the routine's setting): read as UTF-8, its message would match no pattern; it ends
-    the session instead."""
+    keeps the routine's setting); the gateway asks for the set before it reads the error. A
+    message that still does not read in the set the server names (here UTF-8) would match no
+    pattern: it ends the session instead."""
     client = logged_in([("policy", Policy())])
     client.send(b"\x03CALL p()", seq=0)
     text = "no s\xe9cret secret here".encode(codec).decode("utf-8", "surrogateescape")
     client.server(m.ErrPacket(code=1146, sqlstate="42S02", message=text).encode())
+    client.server(setup_ok("utf8mb4"))
     [error] = client.received()
     message = m.ErrPacket.decode(error.payload).message
     assert why in message and "cret" not in message

@@ -282,14 +282,21 @@ class MessageReader:
         self._state = "done"
 
     def _read_length(self, events: list[Event]) -> bool:
+        if not self._take_body(events):
+            return False
+        if self._remaining == 0:
+            self._finish(events)
+        return True
+
+    def _take_body(self, events: list[Event]) -> bool:
+        """Move up to the rest of the body or chunk from the buffer into a Data event; False
+        when the buffer is empty."""
         if not self._buffer:
             return False
         take = bytes(self._buffer[: self._remaining])
         del self._buffer[: len(take)]
         self._remaining -= len(take)
         events.append(Data(data=take))
-        if self._remaining == 0:
-            self._finish(events)
         return True
 
     def _line_end(self, terminator: bytes, limit: int, too_long: str, status: int = 400) -> int:
@@ -328,12 +335,8 @@ class MessageReader:
         return True
 
     def _read_chunk_data(self, events: list[Event]) -> bool:
-        if not self._buffer:
+        if not self._take_body(events):
             return False
-        take = bytes(self._buffer[: self._remaining])
-        del self._buffer[: len(take)]
-        self._remaining -= len(take)
-        events.append(Data(data=take))
         if self._remaining == 0:
             self._state = "chunk-crlf"
         return True

@@ -110,8 +110,12 @@ def load_config(path: str | Path) -> Config:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
         raise ConfigError(f"cannot read config file {str(path)!r}: {reason}") from None
     config = parse_config(text, base_dir=path.resolve().parent)
-    digest = "sha256:" + hashlib.sha256(data).hexdigest()
-    return attrs.evolve(config, source_file=path.resolve(), source_digest=digest)
+    return attrs.evolve(config, source_file=path.resolve(), source_digest=config_digest(data))
+
+
+def config_digest(data: bytes) -> str:
+    """``sha256:HEX`` of a config file's bytes (:attr:`Config.source_digest`)."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 def parse_config(text: str, *, base_dir: Path) -> Config:

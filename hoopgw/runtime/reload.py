@@ -31,7 +31,6 @@ Reloads are per process and one at a time: a second one while one runs is refuse
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -230,11 +229,6 @@ def _ids(ending: list[tuple[LiveSession, str]]) -> list[str]:
     return [s.session_info.id for s, _ in ending if s.session_info is not None]
 
 
-def config_digest(data: bytes) -> str:
-    """``sha256:HEX`` of the config file's bytes."""
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
 class Reloader:
     """Applies reloads to one :class:`~hoopgw.runtime.gateway.Gateway` (see the module)."""
 
@@ -246,6 +240,8 @@ class Reloader:
     def reload_file(self, *, by: str) -> Any:
         """Read the gateway's config file again and apply it (see :meth:`apply`). A refusal is
         recorded (``config_reload_refused``) before it is reported."""
+        from hoopgw.config.load import config_digest
+
         source = self._gateway.config.source_file
         digest = ""
         try:

@@ -53,11 +53,11 @@ class _Slot:
         self.passed = 0
         self.ended = 0
         self.stopping = False
+        """Told to stop: it serves no new client (its listeners are gone or going)."""
         self.lost = 0
         self.full_until = 0.0
         """Until when it is passed clients only if every worker is: it lost one for want of
         descriptors (its live count is low because it cannot hold more)."""
-        """Told to stop: it serves no new client (its listeners are gone or going)."""
         self.untaken: collections.deque[tuple[socket.socket, str]] = collections.deque()
         """Passed connections the worker has not said it took, oldest first (the parent's
         copies: passed again if the worker dies)."""

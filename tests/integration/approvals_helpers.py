@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -127,6 +128,22 @@ def _fits(template: str, path: str) -> bool:
         w == g or (w.startswith("{") and w.endswith("}") and g)
         for w, g in zip(wanted, given, strict=True)
     )
+
+
+def in_thread(work: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
+    """Run ``work`` on a daemon thread (a client call that blocks, such as a held statement);
+    the box gets its ``result`` or the ``error`` it raised."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = work()
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, box
 
 
 def wait_for(check: Callable[[], Any], *, timeout: float = 15.0, what: str = "condition") -> Any:

@@ -17,7 +17,6 @@ import secrets
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,26 +154,12 @@ def pair(gateway_document: Any, pg_server: Any, pg_database: str, store_database
     )
 
 
-def _in_thread(work: Any) -> tuple[threading.Thread, dict[str, Any]]:
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["result"] = work()
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, box
-
-
 def test_a_statement_held_on_a_is_approved_on_b_and_runs_on_a(pair: Pair) -> None:
     def delete() -> int:
         with psycopg.connect(pair.conninfo(pair.a), autocommit=True) as conn:
             return conn.execute(DELETE).rowcount
 
-    thread, box = _in_thread(delete)
+    thread, box = helpers.in_thread(delete)
     alice_on_b = pair.admin("gw-b", "alice")
     [review] = helpers.wait_for(
         lambda: alice_on_b.cli_json("reviews", "list"), what="the review, seen through gw-b"
@@ -203,7 +188,7 @@ def test_a_denial_on_b_refuses_the_statement_held_on_a(pair: Pair) -> None:
         with psycopg.connect(pair.conninfo(pair.a), autocommit=True) as conn:
             return conn.execute(DELETE).rowcount
 
-    thread, box = _in_thread(delete)
+    thread, box = helpers.in_thread(delete)
     alice_on_b = pair.admin("gw-b", "alice")
     [review] = helpers.wait_for(lambda: alice_on_b.cli_json("reviews", "list"), what="review")
     alice_on_b.cli_json("reviews", "deny", review["id"], "--reason", "not during the audit")
@@ -388,7 +373,7 @@ def test_a_slow_store_stalls_no_other_session(pair: Pair) -> None:
         with psycopg.connect(pair.store_url) as locker:
             try:
                 locker.execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
-                waiting, login_box = _in_thread(login)
+                waiting, login_box = helpers.in_thread(login)
                 helpers.wait_for(
                     lambda: locker.execute(
                         "SELECT count(*) FROM pg_locks WHERE relation = 'api_keys'::regclass"
@@ -396,7 +381,7 @@ def test_a_slow_store_stalls_no_other_session(pair: Pair) -> None:
                     ).fetchone()[0],
                     what="the login waiting on the store",
                 )
-                running, box = _in_thread(statements)
+                running, box = helpers.in_thread(statements)
                 # Twenty statements while the login waits: none waits on the store.
                 running.join(10)
                 assert box.get("result") == [(f"order {n}",) for n in range(1, 21)], (
@@ -431,7 +416,7 @@ def test_a_held_statement_waiting_on_the_store_stalls_no_other_session(pair: Pai
         with psycopg.connect(pair.store_url) as locker:
             try:
                 locker.execute("LOCK TABLE reviews IN ACCESS EXCLUSIVE MODE")
-                held, held_box = _in_thread(delete)
+                held, held_box = helpers.in_thread(delete)
                 helpers.wait_for(
                     lambda: locker.execute(
                         "SELECT count(*) FROM pg_locks WHERE relation = 'reviews'::regclass"
@@ -439,7 +424,7 @@ def test_a_held_statement_waiting_on_the_store_stalls_no_other_session(pair: Pai
                     ).fetchone()[0],
                     what="the held statement waiting on the store",
                 )
-                running, box = _in_thread(statements)
+                running, box = helpers.in_thread(statements)
                 running.join(10)
                 assert box.get("result") == [(f"order {n}",) for n in range(1, 21)], (
                     "the live session stalled while a held statement waited on the store"

@@ -162,20 +162,6 @@ def workers(gateway_document: Any, pg_server: Any, pg_database: str) -> Iterator
         conn.close()
 
 
-def _in_thread(work: Any) -> tuple[threading.Thread, dict[str, Any]]:
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["result"] = work()
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, box
-
-
 def test_eight_clients_connecting_at_once_end_four_on_each_worker(workers: Workers) -> None:
     """The parent counts a connection for its worker from the moment it passes it: a burst of
     8 (none logged in when the next arrives) is spread 4 and 4, every time."""
@@ -187,7 +173,7 @@ def test_eight_clients_connecting_at_once_end_four_on_each_worker(workers: Worke
         start.wait()
         return psycopg.connect(workers.conninfo(), autocommit=True)
 
-    threads = [_in_thread(connect) for _ in range(8)]
+    threads = [helpers.in_thread(connect) for _ in range(8)]
     conns = []
     try:
         for thread, box in threads:
@@ -283,7 +269,7 @@ def test_metrics_show_every_worker_s_sessions_and_commands(workers: Workers) -> 
 
 def test_a_cancel_request_reaching_the_other_worker_cancels_the_query(workers: Workers) -> None:
     with workers.connect(on=1) as conn:
-        thread, box = _in_thread(lambda: conn.execute("SELECT pg_sleep(30)"))
+        thread, box = helpers.in_thread(lambda: conn.execute("SELECT pg_sleep(30)"))
         time.sleep(0.5)  # the statement reaches the target
         # Worker 1 holds one connection, worker 2 none: the cancel request's goes to worker 2.
         conn.cancel()
@@ -295,7 +281,7 @@ def test_a_cancel_request_reaching_the_other_worker_cancels_the_query(workers: W
 def test_a_cancel_request_with_a_wrong_secret_cancels_nothing(workers: Workers) -> None:
     with workers.connect() as conn:
         pid = conn.info.backend_pid
-        thread, box = _in_thread(lambda: conn.execute("SELECT pg_sleep(2)").fetchone())
+        thread, box = helpers.in_thread(lambda: conn.execute("SELECT pg_sleep(2)").fetchone())
         time.sleep(0.3)
         for _ in range(8):  # whichever worker takes each, none cancels
             with socket.create_connection(("127.0.0.1", workers.running.port)) as sock:
@@ -309,7 +295,7 @@ def test_a_statement_held_on_worker_2_is_approved_through_the_admin_api(
     workers: Workers,
 ) -> None:
     conn = workers.connect(on=2)  # the admin API is served by worker 1
-    thread, box = _in_thread(lambda: conn.execute(DELETE).rowcount)
+    thread, box = helpers.in_thread(lambda: conn.execute(DELETE).rowcount)
     alice = workers.admin("alice")
     [review] = helpers.wait_for(lambda: alice.cli_json("reviews", "list"), what="the review")
     # Worker 2's id: "w2", or "INSTANCE/w2" with a PostgreSQL store (HOOPGW_TEST_STORE).
@@ -402,7 +388,9 @@ def test_connections_a_dead_worker_had_not_taken_are_served_by_another(
     try:
         threads = []
         for _ in range(4):  # 1, 2, 1, 2: each counts for its worker from the moment it is passed
-            threads.append(_in_thread(lambda: psycopg.connect(workers.conninfo(), autocommit=True)))
+            threads.append(
+                helpers.in_thread(lambda: psycopg.connect(workers.conninfo(), autocommit=True))
+            )
             time.sleep(0.2)
         time.sleep(0.5)
         waiting = [box for _, box in threads if not box]
